@@ -1,0 +1,58 @@
+namespace Potluck.Protocol;
+
+/// <summary>
+/// A remote peer broke a protocol rule. The blast radius decides what happens next: a stream-level
+/// violation resets the stream, a connection-level one (bad framing, MAC failure) closes the connection.
+/// Logged at Debug: a hostile peer must not be able to flood the log.
+/// </summary>
+public class ProtocolViolationException : Exception
+{
+    public ProtocolViolationException(string protocol, string reason)
+        : base($"{protocol}: {reason}")
+    {
+        Protocol = protocol;
+        Reason = reason;
+    }
+
+    public ProtocolViolationException(string protocol, string reason, Exception inner)
+        : base($"{protocol}: {reason}", inner)
+    {
+        Protocol = protocol;
+        Reason = reason;
+    }
+
+    /// <summary>The protocol whose rule was broken, e.g. "yamux" or "/noise".</summary>
+    public string Protocol { get; }
+
+    /// <summary>What was wrong, without any secret material.</summary>
+    public string Reason { get; }
+}
+
+/// <summary>A stream was reset by the remote or by a local decision.</summary>
+public sealed class StreamResetException : IOException
+{
+    public StreamResetException(string message) : base(message) { }
+}
+
+/// <summary>Both sides completed multistream-select without a protocol in common.</summary>
+public sealed class ProtocolNotSupportedException : Exception
+{
+    public ProtocolNotSupportedException(IReadOnlyList<string> offered)
+        : base($"the remote supports none of: {string.Join(", ", offered)}")
+    {
+        Offered = offered;
+    }
+
+    public IReadOnlyList<string> Offered { get; }
+}
+
+/// <summary>The result of a bounded decoder looking at bytes it was handed.</summary>
+public enum DecodeStatus
+{
+    /// <summary>A whole item was decoded and consumed.</summary>
+    Done,
+    /// <summary>The bytes are a valid prefix; nothing was consumed.</summary>
+    NeedMoreData,
+    /// <summary>The bytes can never become a valid item.</summary>
+    Invalid,
+}
