@@ -1,6 +1,8 @@
+using Potluck.Node.Cli;
+
 namespace Potluck.Node;
 
 public static class Program
 {
-    public static int Main(string[] args) => 0;
+    public static Task<int> Main(string[] args) => Commands.RunAsync(args, Console.Out, Console.Error);
 }

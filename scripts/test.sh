@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the whole Potluck test suite on a fresh machine: installs what the tests need (the js-libp2p
+# interop peer's npm packages from the committed lock file), builds, runs every test project, and ends
+# with one line "N passed, N failed".
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if ! command -v dotnet >/dev/null; then
+  echo "dotnet (SDK 10.0.4xx) is required" >&2
+  exit 1
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing Node.js and npm for the interop peer" >&2
+  (apt-get update && apt-get install -y nodejs npm) >&2 || { echo "cannot install Node.js" >&2; exit 1; }
+fi
+
+echo "== npm ci (js-libp2p interop peer)"
+if ! npm ci --prefix tests/Interop/js --no-audit --no-fund --loglevel=error; then
+  echo "npm ci failed" >&2
+  exit 1
+fi
+
+echo "== dotnet build"
+if ! dotnet build Node.sln -c Release --nologo -v q -clp:ErrorsOnly; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+results="$(mktemp -d)"
+passed=0
+failed=0
+status=0
+for project in tests/Protocol.Tests tests/Scheduler.Tests tests/Node.Tests tests/Interop; do
+  echo "== dotnet test $project"
+  log="$results/$(basename "$project").log"
+  dotnet test "$project" -c Release --no-build --nologo --blame-hang-timeout 5m "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  line="$(grep -E '(Passed|Failed)!  - Failed: ' "$log" | tail -n 1)"
+  if [[ -n "$line" ]]; then
+    f=$(sed -E 's/.*Failed: +([0-9]+),.*/\1/' <<<"$line")
+    p=$(sed -E 's/.*Passed: +([0-9]+),.*/\1/' <<<"$line")
+    passed=$((passed + p))
+    failed=$((failed + f))
+  elif [[ $rc -ne 0 ]]; then
+    echo "$project did not report results (exit $rc)" >&2
+    failed=$((failed + 1))
+  fi
+  [[ $rc -ne 0 ]] && status=1
+done
+echo "$passed passed, $failed failed"
+exit $status

@@ -1,0 +1,89 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Framing;
+
+/// <summary>
+/// Unsigned-varint length-prefixed messages, the framing of identify, kad-dht, gossipsub and Potluck's
+/// own protocols. A length over the caller's limit is a violation detected before any allocation.
+/// </summary>
+public static class LengthPrefixed
+{
+    /// <summary>Reads one message; null at a clean end of stream before any byte of it.</summary>
+    public static async ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
+    {
+        while (true)
+        {
+            var result = await reader.ReadAsync(ct);
+            var buffer = result.Buffer;
+            var status = TryRead(ref buffer, maxLength, out var message);
+            if (status == DecodeStatus.Done)
+            {
+                reader.AdvanceTo(buffer.Start);
+                return message;
+            }
+            if (status == DecodeStatus.Invalid)
+            {
+                reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+                throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit or malformed varint");
+            }
+            if (result.IsCompleted)
+            {
+                var empty = result.Buffer.IsEmpty;
+                reader.AdvanceTo(result.Buffer.End);
+                if (empty)
+                {
+                    return null;
+                }
+                throw new ProtocolViolationException(protocol, "stream ended inside a message");
+            }
+            if (result.IsCanceled)
+            {
+                reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+                throw new OperationCanceledException();
+            }
+            reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+        }
+    }
+
+    /// <summary>Decodes one message from the front of <paramref name="buffer"/>, slicing it past the message on success.</summary>
+    public static DecodeStatus TryRead(ref ReadOnlySequence<byte> buffer, int maxLength, out byte[] message)
+    {
+        message = [];
+        var reader = new SequenceReader<byte>(buffer);
+        var status = Varint.TryRead(ref reader, out var length);
+        if (status != DecodeStatus.Done)
+        {
+            return status;
+        }
+        if (length > (ulong)maxLength)
+        {
+            return DecodeStatus.Invalid;
+        }
+        if (reader.Remaining < (long)length)
+        {
+            return DecodeStatus.NeedMoreData;
+        }
+        message = reader.Sequence.Slice(reader.Position, (long)length).ToArray();
+        buffer = buffer.Slice(reader.Sequence.GetPosition((long)length, reader.Position));
+        return DecodeStatus.Done;
+    }
+
+    /// <summary>Writes one message (prefix and body) without flushing.</summary>
+    public static void Write(PipeWriter writer, ReadOnlySpan<byte> message)
+    {
+        Varint.Write(writer, (ulong)message.Length);
+        writer.Write(message);
+    }
+
+    public static async ValueTask WriteAsync(PipeWriter writer, ReadOnlyMemory<byte> message, CancellationToken ct)
+    {
+        Write(writer, message.Span);
+        var result = await writer.FlushAsync(ct);
+        if (result.IsCanceled)
+        {
+            throw new OperationCanceledException();
+        }
+    }
+}

@@ -1,0 +1,98 @@
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Multistream;
+using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Security;
+using Potluck.Protocol.Transport;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>An upgraded connection: raw transport → (pnet) → security → muxer, owned as one unit.</summary>
+internal sealed class Connection : IConnection
+{
+    private static long s_nextId;
+    private readonly IRawConnection _raw;
+    private readonly ISecureChannel _secure;
+    private readonly IMuxedConnection _muxed;
+    private readonly MultistreamOptions _multistream;
+    private readonly TimeProvider _time;
+    private int _closed;
+    private long _lastActivityTicks;
+
+    public Connection(IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
+        MultistreamOptions multistream, TimeProvider time)
+    {
+        _raw = raw;
+        _secure = secure;
+        _muxed = muxed;
+        _multistream = multistream;
+        _time = time;
+        Direction = direction;
+        Id = Interlocked.Increment(ref s_nextId);
+        Opened = time.GetUtcNow();
+        LocalAddress = raw.Local;
+        RemoteAddress = raw.Remote;
+        _lastActivityTicks = Opened.UtcTicks;
+    }
+
+    public long Id { get; }
+
+    public PeerId RemotePeer => _secure.RemotePeer;
+
+    public PublicKey RemotePublicKey => _secure.RemotePublicKey;
+
+    public Multiaddr LocalAddress { get; }
+
+    public Multiaddr RemoteAddress { get; }
+
+    public Direction Direction { get; }
+
+    public DateTimeOffset Opened { get; }
+
+    public int StreamCount => _muxed.StreamCount;
+
+    public bool IsClosed => Volatile.Read(ref _closed) != 0 || _muxed.Completion.IsCompleted;
+
+    public IMuxedConnection Muxed => _muxed;
+
+    public Task Completion => _muxed.Completion;
+
+    public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);
+
+    public void Touch() => Interlocked.Exchange(ref _lastActivityTicks, _time.GetUtcNow().UtcTicks);
+
+    public async ValueTask<IStream> OpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct)
+    {
+        var muxed = await _muxed.OpenStreamAsync(ct);
+        try
+        {
+            var protocol = await MultistreamSelect.SelectAsync(muxed, protocols, _multistream, ct);
+            return new Libp2pStream(muxed, protocol, this, Direction.Outbound);
+        }
+        catch
+        {
+            muxed.Reset();
+            await muxed.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async ValueTask CloseAsync()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+        try
+        {
+            await _muxed.DisposeAsync();
+        }
+        finally
+        {
+            await _secure.DisposeAsync();
+            await _raw.DisposeAsync();
+        }
+    }
+
+    public override string ToString() => $"conn#{Id} {Direction} {RemotePeer} {RemoteAddress}";
+}

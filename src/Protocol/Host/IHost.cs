@@ -1,0 +1,104 @@
+using System.IO.Pipelines;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>Which side opened a connection or stream.</summary>
+public enum Direction
+{
+    Inbound,
+    Outbound,
+}
+
+/// <summary>A negotiated protocol stream to a peer. Output.Complete() half-closes; <see cref="Reset"/> aborts.</summary>
+public interface IStream : IDuplexPipe, IAsyncDisposable
+{
+    /// <summary>The protocol id multistream-select agreed on.</summary>
+    string Protocol { get; }
+
+    IConnection Connection { get; }
+
+    PeerId RemotePeer => Connection.RemotePeer;
+
+    Direction Direction { get; }
+
+    void Reset();
+}
+
+/// <summary>An upgraded (secured, multiplexed) connection to one peer.</summary>
+public interface IConnection
+{
+    /// <summary>Unique within this host, for logs.</summary>
+    long Id { get; }
+
+    PeerId RemotePeer { get; }
+
+    PublicKey RemotePublicKey { get; }
+
+    Multiaddr LocalAddress { get; }
+
+    Multiaddr RemoteAddress { get; }
+
+    Direction Direction { get; }
+
+    DateTimeOffset Opened { get; }
+
+    int StreamCount { get; }
+
+    bool IsClosed { get; }
+
+    ValueTask<IStream> OpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct);
+
+    ValueTask CloseAsync();
+}
+
+/// <summary>Handles one inbound stream; the host resets the stream if the handler throws.</summary>
+public delegate Task StreamHandler(IStream stream, CancellationToken ct);
+
+/// <summary>
+/// A libp2p host: identity, listeners, connections, stream handlers and the peer store. What the Scheduler
+/// and Node layers see of the network; they never touch a transport or muxer type.
+/// </summary>
+public interface IHost : IAsyncDisposable
+{
+    PeerId PeerId { get; }
+
+    PublicKey PublicKey { get; }
+
+    /// <summary>Bound listen addresses, without the /p2p suffix.</summary>
+    IReadOnlyList<Multiaddr> ListenAddresses { get; }
+
+    PeerStore Peers { get; }
+
+    IReadOnlyCollection<string> Protocols { get; }
+
+    /// <summary>All open connections.</summary>
+    IReadOnlyList<IConnection> Connections { get; }
+
+    event Action<IConnection>? Connected;
+
+    event Action<IConnection>? Disconnected;
+
+    /// <summary>Raised when the set of protocols or listen addresses changes (identify push listens).</summary>
+    event Action? LocalInfoChanged;
+
+    void SetStreamHandler(string protocol, StreamHandler handler);
+
+    void RemoveStreamHandler(string protocol);
+
+    /// <summary>Starts listening on the given addresses.</summary>
+    Task StartAsync(IEnumerable<Multiaddr> listen, CancellationToken ct);
+
+    /// <summary>Dials an address (which may end in /p2p/&lt;peer&gt;), reusing an existing connection to that peer.</summary>
+    ValueTask<IConnection> ConnectAsync(Multiaddr address, CancellationToken ct);
+
+    /// <summary>Returns an open connection to the peer, dialing its known addresses if needed.</summary>
+    ValueTask<IConnection> ConnectAsync(PeerId peer, CancellationToken ct);
+
+    /// <summary>Opens a stream to the peer speaking the first of <paramref name="protocols"/> it supports.</summary>
+    ValueTask<IStream> NewStreamAsync(PeerId peer, IReadOnlyList<string> protocols, CancellationToken ct);
+
+    /// <summary>Closes every connection to the peer.</summary>
+    ValueTask DisconnectAsync(PeerId peer);
+}

@@ -1,0 +1,282 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Identify;
+
+/// <summary>Limits on identify messages, which the remote controls.</summary>
+public sealed class IdentifyOptions
+{
+    /// <summary>Largest identify message accepted. Default 64 KiB (go-libp2p uses a similar bound).</summary>
+    public int MaxMessageSize { get; set; } = 64 * 1024;
+
+    /// <summary>Listen addresses read from one message. Default 64.</summary>
+    public int MaxListenAddresses { get; set; } = 64;
+
+    /// <summary>Messages read on one stream (go-libp2p may split a large record). Default 4.</summary>
+    public int MaxMessagesPerStream { get; set; } = 4;
+
+    /// <summary>Identify exchange must finish within this. Default 15 s.</summary>
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(15);
+}
+
+/// <summary>What identify learned about a peer.</summary>
+public sealed record IdentifyResult(
+    PeerId Peer,
+    string? ProtocolVersion,
+    string? AgentVersion,
+    IReadOnlyList<Multiaddr> ListenAddresses,
+    IReadOnlyList<string> Protocols,
+    Multiaddr? ObservedAddress);
+
+/// <summary>
+/// Identify (<c>/ipfs/id/1.0.0</c>) and identify push (<c>/ipfs/id/push/1.0.0</c>) per
+/// https://github.com/libp2p/specs/blob/master/identify/README.md. On every new connection the host asks the
+/// remote who it is and records its protocols, listen addresses, key and agent in the peer store; when our
+/// protocols or addresses change it pushes the new record to connected peers. Deviation: signed peer records
+/// are accepted but not sent or verified (the public key in the message is checked against the peer id).
+/// </summary>
+public sealed partial class IdentifyService : IAsyncDisposable
+{
+    public const string ProtocolId = "/ipfs/id/1.0.0";
+    public const string PushProtocolId = "/ipfs/id/push/1.0.0";
+
+    private readonly Libp2pHost _host;
+    private readonly IdentifyOptions _options;
+    private readonly ILogger<IdentifyService> _log;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Dictionary<PeerId, TaskCompletionSource<IdentifyResult>> _pending = [];
+    private readonly object _gate = new();
+    private int _pushScheduled;
+
+    public IdentifyService(Libp2pHost host, IdentifyOptions options, ILoggerFactory loggers)
+    {
+        _host = host;
+        _options = options;
+        _log = loggers.CreateLogger<IdentifyService>();
+        host.SetStreamHandler(ProtocolId, HandleIdentifyAsync);
+        host.SetStreamHandler(PushProtocolId, HandlePushAsync);
+        host.Connected += OnConnected;
+        host.Disconnected += OnDisconnected;
+        host.LocalInfoChanged += OnLocalInfoChanged;
+    }
+
+    /// <summary>Raised when identify (or a push) told us about a peer.</summary>
+    public event Action<IdentifyResult>? Identified;
+
+    /// <summary>Completes when the first identify exchange with the peer on its current connection finishes.</summary>
+    public Task<IdentifyResult> WhenIdentifiedAsync(PeerId peer, CancellationToken ct)
+    {
+        lock (_gate)
+        {
+            if (!_pending.TryGetValue(peer, out var tcs))
+            {
+                _pending[peer] = tcs = new TaskCompletionSource<IdentifyResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+            return tcs.Task.WaitAsync(ct);
+        }
+    }
+
+    private void OnConnected(IConnection connection) => _ = IdentifyAsync(connection);
+
+    /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>.</summary>
+    public async Task<IdentifyResult?> IdentifyAsync(IConnection connection)
+    {
+        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+        try
+        {
+            await using var stream = await connection.OpenStreamAsync([ProtocolId], linked.Token);
+            await stream.Output.CompleteAsync();
+            var message = await ReadMessagesAsync(stream, linked.Token);
+            var result = Apply(connection.RemotePeer, message);
+            Complete(connection.RemotePeer, result);
+            return result;
+        }
+        catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+        {
+            LogIdentifyFailed(connection.RemotePeer, e.Message);
+            return null;
+        }
+    }
+
+    private void Complete(PeerId peer, IdentifyResult result)
+    {
+        TaskCompletionSource<IdentifyResult>? waiting;
+        lock (_gate)
+        {
+            if (!_pending.TryGetValue(peer, out waiting) || waiting.Task.IsCompleted)
+            {
+                waiting = new TaskCompletionSource<IdentifyResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+                _pending[peer] = waiting;
+            }
+        }
+        waiting.TrySetResult(result);
+        Identified?.Invoke(result);
+    }
+
+    private void OnDisconnected(IConnection connection)
+    {
+        if (_host.Connections.Any(c => c.RemotePeer == connection.RemotePeer))
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            if (_pending.TryGetValue(connection.RemotePeer, out var tcs) && tcs.Task.IsCompleted)
+            {
+                _pending.Remove(connection.RemotePeer);
+            }
+        }
+    }
+
+    private async Task HandleIdentifyAsync(IStream stream, CancellationToken ct)
+    {
+        var message = BuildMessage(stream.Connection.RemoteAddress);
+        await LengthPrefixed.WriteAsync(stream.Output, message.ToByteArray(), ct);
+        await stream.Output.CompleteAsync();
+    }
+
+    private async Task HandlePushAsync(IStream stream, CancellationToken ct)
+    {
+        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct);
+        var message = await ReadMessagesAsync(stream, linked.Token);
+        var result = Apply(stream.RemotePeer, message);
+        Identified?.Invoke(result);
+    }
+
+    private async Task<Pb.Identify> ReadMessagesAsync(IStream stream, CancellationToken ct)
+    {
+        var merged = new Pb.Identify();
+        for (var i = 0; i < _options.MaxMessagesPerStream; i++)
+        {
+            var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, ProtocolId, ct);
+            if (bytes is null)
+            {
+                return merged;
+            }
+            try
+            {
+                merged.MergeFrom(bytes);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                throw new ProtocolViolationException(ProtocolId, "malformed identify message", e);
+            }
+            if (merged.ListenAddrs.Count > _options.MaxListenAddresses * _options.MaxMessagesPerStream)
+            {
+                throw new ProtocolViolationException(ProtocolId, "too many listen addresses");
+            }
+        }
+        return merged;
+    }
+
+    internal Pb.Identify BuildMessage(Multiaddr observed)
+    {
+        var message = new Pb.Identify
+        {
+            ProtocolVersion = _host.Options.ProtocolVersion,
+            AgentVersion = _host.Options.AgentVersion,
+            PublicKey = ByteString.CopyFrom(_host.PublicKey.ToProtobuf()),
+            ObservedAddr = ByteString.CopyFrom(observed.ToBytes()),
+        };
+        foreach (var a in _host.ListenAddresses)
+        {
+            message.ListenAddrs.Add(ByteString.CopyFrom(a.ToBytes()));
+        }
+        message.Protocols.AddRange(_host.Protocols);
+        return message;
+    }
+
+    private IdentifyResult Apply(PeerId peer, Pb.Identify message)
+    {
+        if (message.HasPublicKey)
+        {
+            if (!PublicKey.TryFromProtobuf(message.PublicKey.Span, out var key) || !_host.Peers.SetPublicKey(peer, key))
+            {
+                throw new ProtocolViolationException(ProtocolId, "public key does not match the peer id");
+            }
+        }
+        var addresses = new List<Multiaddr>();
+        foreach (var raw in message.ListenAddrs.Take(_options.MaxListenAddresses))
+        {
+            if (Multiaddr.TryFromBytes(raw.Span, out var a))
+            {
+                addresses.Add(a.WithoutPeer());
+            }
+        }
+        Multiaddr? observed = message.HasObservedAddr && Multiaddr.TryFromBytes(message.ObservedAddr.Span, out var o) ? o : null;
+        var protocols = message.Protocols.ToArray();
+        _host.Peers.ReplaceSelfReportedAddresses(peer, addresses);
+        _host.Peers.SetProtocols(peer, protocols);
+        _host.Peers.SetAgent(peer, message.HasAgentVersion ? message.AgentVersion : null, message.HasProtocolVersion ? message.ProtocolVersion : null);
+        LogIdentified(peer, message.HasAgentVersion ? message.AgentVersion : "?", protocols.Length, addresses.Count);
+        return new IdentifyResult(peer, message.HasProtocolVersion ? message.ProtocolVersion : null,
+            message.HasAgentVersion ? message.AgentVersion : null, addresses, protocols, observed);
+    }
+
+    private void OnLocalInfoChanged()
+    {
+        // Coalesce bursts of handler registrations into one push.
+        if (Interlocked.Exchange(ref _pushScheduled, 1) == 0)
+        {
+            _ = Task.Run(async () =>
+            {
+                await Task.Yield();
+                Volatile.Write(ref _pushScheduled, 0);
+                await PushAsync();
+            });
+        }
+    }
+
+    /// <summary>Sends our current record to every connected peer that speaks identify push.</summary>
+    public async Task PushAsync()
+    {
+        foreach (var connection in _host.Connections)
+        {
+            if (_stop.IsCancellationRequested)
+            {
+                return;
+            }
+            if (!_host.Peers.SupportsProtocol(connection.RemotePeer, PushProtocolId))
+            {
+                continue;
+            }
+            try
+            {
+                using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+                await using var stream = await connection.OpenStreamAsync([PushProtocolId], linked.Token);
+                await LengthPrefixed.WriteAsync(stream.Output, BuildMessage(connection.RemoteAddress).ToByteArray(), linked.Token);
+                await stream.Output.CompleteAsync();
+            }
+            catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+            {
+                LogPushFailed(connection.RemotePeer, e.Message);
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _host.Connected -= OnConnected;
+        _host.Disconnected -= OnDisconnected;
+        _host.LocalInfoChanged -= OnLocalInfoChanged;
+        _stop.Cancel();
+        _stop.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identified {Peer}: {Agent}, {Protocols} protocols, {Addresses} addresses")]
+    private partial void LogIdentified(PeerId peer, string agent, int protocols, int addresses);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify with {Peer} failed: {Reason}")]
+    private partial void LogIdentifyFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify push to {Peer} failed: {Reason}")]
+    private partial void LogPushFailed(PeerId peer, string reason);
+}

@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Potluck.Node.Tests;
+
+/// <summary>Runs the built `potluck` executable as a child process and reads its output line by line.</summary>
+internal sealed class PotluckProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly System.Threading.Channels.Channel<string> _lines = System.Threading.Channels.Channel.CreateUnbounded<string>();
+    private readonly StringBuilder _stderr = new();
+
+    private PotluckProcess(Process process)
+    {
+        _process = process;
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                _lines.Writer.TryComplete();
+            }
+            else
+            {
+                _lines.Writer.TryWrite(e.Data);
+            }
+        };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                lock (_stderr)
+                {
+                    _stderr.AppendLine(e.Data);
+                }
+            }
+        };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public string Stderr
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                return _stderr.ToString();
+            }
+        }
+    }
+
+    public static PotluckProcess Start(params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "potluck.dll");
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(dll);
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+        info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        return new PotluckProcess(Process.Start(info)!);
+    }
+
+    /// <summary>The next stdout line matching <paramref name="predicate"/>; fails with stderr when the process ends first.</summary>
+    public async Task<string> WaitForLineAsync(Func<string, bool> predicate, CancellationToken ct)
+    {
+        await foreach (var line in _lines.Reader.ReadAllAsync(ct))
+        {
+            if (predicate(line))
+            {
+                return line;
+            }
+        }
+        throw new InvalidOperationException($"potluck exited before printing the expected line. stderr:\n{Stderr}");
+    }
+
+    public async Task<(int Code, string Out)> WaitForExitAsync(CancellationToken ct)
+    {
+        var output = new StringBuilder();
+        await foreach (var line in _lines.Reader.ReadAllAsync(ct))
+        {
+            output.AppendLine(line);
+        }
+        await _process.WaitForExitAsync(ct);
+        return (_process.ExitCode, output.ToString());
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+}

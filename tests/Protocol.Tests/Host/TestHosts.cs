@@ -1,0 +1,56 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identify;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Perf;
+using Potluck.Protocol.Ping;
+using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Transport.Memory;
+
+namespace Potluck.Protocol.Tests.Host;
+
+/// <summary>Hosts on one simulated network with virtual time; keys come from a seeded Random.</summary>
+internal sealed class TestHosts : IAsyncDisposable
+{
+    private readonly List<IAsyncDisposable> _owned = [];
+    private readonly Random _random;
+
+    public TestHosts(int seed = 1)
+    {
+        _random = new Random(seed);
+        Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        Network = new SimulatedNetwork(Time);
+    }
+
+    public FakeTimeProvider Time { get; }
+
+    public SimulatedNetwork Network { get; }
+
+    public sealed record TestNode(Libp2pHost Host, IdentifyService Identify, PingService Ping, PerfService Perf)
+    {
+        public Multiaddr Address => Host.ListenAddresses[0].WithPeer(Host.PeerId);
+    }
+
+    public async Task<TestNode> StartAsync(Action<HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true)
+    {
+        var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
+        configure?.Invoke(settings.Host);
+        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, NullLoggerFactory.Instance, Time);
+        var identify = new IdentifyService(host, new IdentifyOptions(), NullLoggerFactory.Instance);
+        var node = new TestNode(host, identify, new PingService(host), new PerfService(host, new PerfOptions()));
+        _owned.Add(identify);
+        _owned.Add(host);
+        await host.StartAsync(listen ? [Multiaddr.Parse("/memory/0")] : [], CancellationToken.None);
+        return node;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        for (var i = _owned.Count - 1; i >= 0; i--)
+        {
+            await _owned[i].DisposeAsync();
+        }
+    }
+}
