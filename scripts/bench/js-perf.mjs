@@ -7,7 +7,7 @@
 //   node scripts/bench/js-perf.mjs [--size 256MiB] [--runs 5] [--timeout 120]
 //   (needs: npm ci --prefix tests/Interop/js)
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -86,7 +86,8 @@ try {
   const [serverInfo] = await Promise.all([server.ready, client.ready])
   const addr = serverInfo.addrs[0]
   await client.send('dial', { addr })
-  console.log(`js-libp2p ${'3.x'} perf over loopback: ${size} bytes up and down, ${runs} runs (${addr})`)
+  const version = JSON.parse(readFileSync(join(jsDir, 'node_modules', 'libp2p', 'package.json'), 'utf8')).version
+  console.log(`js-libp2p ${version} perf over loopback: ${size} bytes up and down, ${runs} runs (${addr})`)
   const ups = []
   const downs = []
   for (let r = 1; r <= runs; r++) {

@@ -7,6 +7,20 @@
 // reply per command. Commands arrive as JSON lines on stdin, each with an "id"; replies are
 // {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}. Commands run concurrently.
 // Diagnostics go to stderr. EOF on stdin stops the node and exits.
+//
+// Commands (every one may carry "timeoutMs", default 60000; "addr" takes a multiaddr or a peer id):
+//   dial     {addr}                   -> {peer, remoteAddr}
+//   ping     {addr|peer}              -> {rttMs}
+//   identify {peer}                   -> {peer, protocols[], listenAddrs[], agentVersion, protocolVersion,
+//                                         publicKeyPresent, observedAddr, signedPeerRecord}
+//   echo     {addr|peer, bytes}       -> {sent, received, matched, durationMs}   (/potluck/echo/1.0.0)
+//   perf     {addr|peer, upload, download}
+//                                     -> {uploadBytes, downloadBytes, uploadMs, downloadMs, totalMs,
+//                                         writeClosedMs}                         (/perf/1.0.0 client)
+//   hangup   {addr|peer}              -> {}
+//   peers    {}                       -> {peers: [{peer, remoteAddr, direction, status, streams}]}
+//   exit     {}                       -> {} then the process stops
+// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (+ identify push).
 import './polyfills.mjs' // must stay first: Node 20 lacks Promise.withResolvers
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
