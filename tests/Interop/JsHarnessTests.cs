@@ -96,6 +96,15 @@ public sealed class JsHarnessTests
     }
 
     [Test]
+    public async Task Identify_RightAfterDial_ReportsTheConnectionsOwnIdentifyRun()
+    {
+        await using var c = await JsPeer.StartAsync();
+        await _a.DialAsync(c.Addr);
+        var id = await _a.IdentifyAsync(c.PeerId);
+        Assert.That(id.Protocols, Does.Contain("/perf/1.0.0"));
+    }
+
+    [Test]
     public async Task Echo_TenMiB_ComesBackIdentical()
     {
         var r = await _a.EchoAsync(_b.PeerId, 10 * MiB);
@@ -178,8 +187,10 @@ public sealed class JsHarnessTests
         {
             await using var x = await JsPeer.StartAsync(new JsPeerOptions { SwarmKeyPath = keyX });
             await using var y = await JsPeer.StartAsync(new JsPeerOptions { SwarmKeyPath = keyY });
-            Assert.That(async () => await x.DialAsync(y.Addr, timeout: TimeSpan.FromSeconds(10)),
-                Throws.TypeOf<JsPeerCommandException>());
+            // Garbage after the pnet nonces either resets the connection at once or leaves Noise
+            // waiting for a length that never arrives; a short dial timeout bounds the second case.
+            var error = Assert.ThrowsAsync<JsPeerCommandException>(async () => await x.DialAsync(y.Addr, timeout: TimeSpan.FromSeconds(3)));
+            TestContext.Out.WriteLine(error?.Message);
             Assert.Multiple(async () =>
             {
                 Assert.That(x.HasExited || y.HasExited, Is.False, "a failed pnet handshake must not kill either process");

@@ -20,7 +20,8 @@
 //   hangup   {addr|peer}              -> {}
 //   peers    {}                       -> {peers: [{peer, remoteAddr, direction, status, streams}]}
 //   exit     {}                       -> {} then the process stops
-// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (+ identify push).
+// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (no identify push).
+// Identify runs once per new connection (as js does by default); `identify` awaits that run.
 import './polyfills.mjs' // must stay first: Node 20 lacks Promise.withResolvers
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
@@ -104,7 +105,8 @@ const node = await createLibp2p({
   },
   connectionMonitor: { enabled: false }, // no background pings mixed into measurements
   services: {
-    identify: identify(),
+    // Run on connection open by us instead of by the service, so `identify` can await that run.
+    identify: identify({ runOnConnectionOpen: false }),
     ping: ping({ maxInboundStreams: 1_000, maxOutboundStreams: 1_000 })
   }
 })
@@ -112,6 +114,30 @@ const node = await createLibp2p({
 const streamLimits = { maxInboundStreams: 1_000, maxOutboundStreams: 1_000, runOnLimitedConnection: true }
 await node.handle(EchoProtocol, (stream) => serve('echo', stream, echoServer), streamLimits)
 await node.handle(PerfProtocol, (stream) => serve('perf', stream, perfServer), streamLimits)
+
+// connection id -> promise of the identify result (or the Error it failed with)
+const identifyRuns = new Map()
+
+function identifyRun (conn) {
+  let run = identifyRuns.get(conn.id)
+  if (run == null) {
+    run = node.services.identify.identify(conn).catch(err => err instanceof Error ? err : new Error(String(err)))
+    identifyRuns.set(conn.id, run)
+  }
+  return run
+}
+
+node.addEventListener('connection:open', evt => { identifyRun(evt.detail) })
+node.addEventListener('connection:close', evt => { identifyRuns.delete(evt.detail.id) })
+
+function raceSignal (promise, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason); return }
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
 
 function serve (name, stream, fn) {
   fn(stream).catch(err => {
@@ -163,9 +189,11 @@ const commands = {
   async identify (cmd, signal) {
     const peerId = peerArg(cmd)
     const conn = await connectionTo(peerId, signal)
-    // Run identify explicitly so the answer never races the automatic run on connect;
-    // the reply reports what the peer store holds afterwards.
-    const result = await node.services.identify.identify(conn, { signal })
+    // The run started when this connection opened (js allows one identify stream per
+    // connection, so a second concurrent run would fail); the reply reports what the peer
+    // store holds afterwards.
+    const outcome = await raceSignal(identifyRun(conn), signal)
+    if (outcome instanceof Error) throw outcome
     const stored = await node.peerStore.get(peerId, { signal })
     return {
       peer: peerId.toString(),
@@ -173,9 +201,9 @@ const commands = {
       listenAddrs: stored.addresses.map(a => a.multiaddr.toString()),
       agentVersion: decodeText(stored.metadata.get('AgentVersion')),
       protocolVersion: decodeText(stored.metadata.get('ProtocolVersion')),
-      publicKeyPresent: result.publicKey != null && result.publicKey.length > 0,
-      observedAddr: result.observedAddr?.toString() ?? null,
-      signedPeerRecord: result.signedPeerRecord != null
+      publicKeyPresent: outcome.publicKey != null && outcome.publicKey.length > 0,
+      observedAddr: outcome.observedAddr?.toString() ?? null,
+      signedPeerRecord: outcome.signedPeerRecord != null
     }
   },
 
