@@ -98,6 +98,7 @@ try {
   }
   const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   console.log(`median: upload ${median(ups).toFixed(1)} MB/s, download ${median(downs).toFixed(1)} MB/s`)
+  console.log(`best:   upload ${Math.max(...ups).toFixed(1)} MB/s, download ${Math.max(...downs).toFixed(1)} MB/s`)
   await Promise.all([client.send('exit'), server.send('exit')])
 } catch (err) {
   console.error(`js-perf failed: ${err.message}`)
