@@ -1,0 +1,296 @@
+// A long-running js-libp2p node driven by JSON lines, used by Potluck's C# interop tests
+// (tests/Interop/JsPeer.cs) and by scripts/bench/js-perf.sh.
+//
+//   node peer.mjs [--listen <multiaddr>]... [--swarm-key <path>] [--seed <64 hex chars>]
+//
+// stdout carries only JSON lines: first {"event":"ready","peerId":..,"addrs":[..]}, then one
+// reply per command. Commands arrive as JSON lines on stdin, each with an "id"; replies are
+// {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}. Commands run concurrently.
+// Diagnostics go to stderr. EOF on stdin stops the node and exits.
+//
+// Commands (every one may carry "timeoutMs", default 60000; "addr" takes a multiaddr or a peer id):
+//   dial     {addr}                   -> {peer, remoteAddr}
+//   ping     {addr|peer}              -> {rttMs}
+//   identify {peer}                   -> {peer, protocols[], listenAddrs[], agentVersion, protocolVersion,
+//                                         publicKeyPresent, observedAddr, signedPeerRecord}
+//   echo     {addr|peer, bytes}       -> {sent, received, matched, durationMs}   (/potluck/echo/1.0.0)
+//   perf     {addr|peer, upload, download}
+//                                     -> {uploadBytes, downloadBytes, uploadMs, downloadMs, totalMs,
+//                                         writeClosedMs}                         (/perf/1.0.0 client)
+//   hangup   {addr|peer}              -> {}
+//   peers    {}                       -> {peers: [{peer, remoteAddr, direction, status, streams}]}
+//   exit     {}                       -> {} then the process stops
+// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (no identify push).
+// Identify runs once per new connection (as js does by default); `identify` awaits that run.
+import './polyfills.mjs' // must stay first: Node 20 lacks Promise.withResolvers
+import { readFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { PerfProtocol, perfClient, perfServer } from './perf.mjs'
+import { EchoProtocol, echoClient, echoServer } from './echo.mjs'
+
+// ---- command line -------------------------------------------------------------------------
+
+function parseArgs (argv) {
+  const opts = { listen: [], swarmKey: null, seed: null }
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`)
+      return argv[++i]
+    }
+    switch (flag) {
+      case '--listen': opts.listen.push(value()); break
+      case '--swarm-key': opts.swarmKey = value(); break
+      case '--seed': opts.seed = value(); break
+      default: throw new Error(`unknown flag ${flag}`)
+    }
+  }
+  if (opts.listen.length === 0) opts.listen.push('/ip4/127.0.0.1/tcp/0')
+  return opts
+}
+
+function hexToBytes (hex) {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error('--seed must be 64 hex characters (32 bytes)')
+  return Uint8Array.from(hex.match(/../g), h => parseInt(h, 16))
+}
+
+// ---- output -------------------------------------------------------------------------------
+
+function emit (obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n')
+}
+
+function log (...args) {
+  process.stderr.write(`[js-peer] ${args.join(' ')}\n`)
+}
+
+function errorText (err) {
+  if (err == null) return 'unknown error'
+  const name = err.name && err.name !== 'Error' ? `${err.name}: ` : ''
+  const inner = err.errors?.length ? ` (${err.errors.map(e => e.message ?? String(e)).join('; ')})` : ''
+  return `${name}${err.message ?? String(err)}${inner}`
+}
+
+// ---- node ---------------------------------------------------------------------------------
+
+const opts = parseArgs(process.argv.slice(2))
+const privateKey = opts.seed == null ? undefined : await generateKeyPairFromSeed('Ed25519', hexToBytes(opts.seed))
+const psk = opts.swarmKey == null ? undefined : new Uint8Array(await readFile(opts.swarmKey))
+
+const node = await createLibp2p({
+  privateKey,
+  addresses: { listen: opts.listen },
+  transports: [tcp()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  connectionProtector: psk == null ? undefined : preSharedKey({ psk }),
+  connectionManager: {
+    // js defaults: 5 inbound connections per second per host, 10 pending inbound upgrades,
+    // 300 connections. Tests and handshake benchmarks open far more than that.
+    inboundConnectionThreshold: 100_000,
+    maxIncomingPendingConnections: 10_000,
+    maxConnections: 100_000,
+    maxParallelDials: 1_000,
+    maxDialQueueLength: 100_000
+  },
+  connectionMonitor: { enabled: false }, // no background pings mixed into measurements
+  services: {
+    // Run on connection open by us instead of by the service, so `identify` can await that run.
+    identify: identify({ runOnConnectionOpen: false }),
+    ping: ping({ maxInboundStreams: 1_000, maxOutboundStreams: 1_000 })
+  }
+})
+
+const streamLimits = { maxInboundStreams: 1_000, maxOutboundStreams: 1_000, runOnLimitedConnection: true }
+await node.handle(EchoProtocol, (stream) => serve('echo', stream, echoServer), streamLimits)
+await node.handle(PerfProtocol, (stream) => serve('perf', stream, perfServer), streamLimits)
+
+// connection id -> promise of the identify result (or the Error it failed with)
+const identifyRuns = new Map()
+
+function identifyRun (conn) {
+  let run = identifyRuns.get(conn.id)
+  if (run == null) {
+    run = node.services.identify.identify(conn).catch(err => err instanceof Error ? err : new Error(String(err)))
+    identifyRuns.set(conn.id, run)
+  }
+  return run
+}
+
+node.addEventListener('connection:open', evt => { identifyRun(evt.detail) })
+node.addEventListener('connection:close', evt => { identifyRuns.delete(evt.detail.id) })
+
+function raceSignal (promise, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason); return }
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
+function serve (name, stream, fn) {
+  fn(stream).catch(err => {
+    log(`${name} handler failed: ${errorText(err)}`)
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+  })
+}
+
+// ---- commands -----------------------------------------------------------------------------
+
+/** A peer id string, or a multiaddr (anything containing '/'). */
+function target (cmd) {
+  const value = cmd.addr ?? cmd.peer
+  if (typeof value !== 'string' || value.length === 0) throw new Error('needs "addr" or "peer"')
+  return value.includes('/') ? multiaddr(value) : peerIdFromString(value)
+}
+
+function peerArg (cmd) {
+  if (typeof cmd.peer !== 'string') throw new Error('needs "peer"')
+  return peerIdFromString(cmd.peer)
+}
+
+function byteCount (cmd, field) {
+  const v = cmd[field] ?? 0
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`"${field}" must be a non-negative integer`)
+  return v
+}
+
+function decodeText (bytes) {
+  return bytes == null ? null : new TextDecoder().decode(bytes)
+}
+
+async function connectionTo (peerId, signal) {
+  const existing = node.getConnections(peerId).find(c => c.status === 'open')
+  return existing ?? await node.dial(peerId, { signal })
+}
+
+const commands = {
+  async dial (cmd, signal) {
+    const conn = await node.dial(target(cmd), { signal })
+    return { peer: conn.remotePeer.toString(), remoteAddr: conn.remoteAddr.toString() }
+  },
+
+  async ping (cmd, signal) {
+    const rttMs = await node.services.ping.ping(target(cmd), { signal })
+    return { rttMs }
+  },
+
+  async identify (cmd, signal) {
+    const peerId = peerArg(cmd)
+    const conn = await connectionTo(peerId, signal)
+    // The run started when this connection opened (js allows one identify stream per
+    // connection, so a second concurrent run would fail); the reply reports what the peer
+    // store holds afterwards.
+    const outcome = await raceSignal(identifyRun(conn), signal)
+    if (outcome instanceof Error) throw outcome
+    const stored = await node.peerStore.get(peerId, { signal })
+    return {
+      peer: peerId.toString(),
+      protocols: [...stored.protocols].sort(),
+      listenAddrs: stored.addresses.map(a => a.multiaddr.toString()),
+      agentVersion: decodeText(stored.metadata.get('AgentVersion')),
+      protocolVersion: decodeText(stored.metadata.get('ProtocolVersion')),
+      publicKeyPresent: outcome.publicKey != null && outcome.publicKey.length > 0,
+      observedAddr: outcome.observedAddr?.toString() ?? null,
+      signedPeerRecord: outcome.signedPeerRecord != null
+    }
+  },
+
+  async echo (cmd, signal) {
+    const bytes = byteCount(cmd, 'bytes')
+    const stream = await node.dialProtocol(target(cmd), EchoProtocol, { signal })
+    return await echoClient(stream, bytes, signal)
+  },
+
+  async perf (cmd, signal) {
+    const upload = byteCount(cmd, 'upload')
+    const download = byteCount(cmd, 'download')
+    const stream = await node.dialProtocol(target(cmd), PerfProtocol, { signal })
+    return await perfClient(stream, upload, download, signal)
+  },
+
+  async hangup (cmd, signal) {
+    await node.hangUp(target(cmd), { signal })
+    return {}
+  },
+
+  async peers () {
+    return {
+      peers: node.getConnections().map(c => ({
+        peer: c.remotePeer.toString(),
+        remoteAddr: c.remoteAddr.toString(),
+        direction: c.direction,
+        status: c.status,
+        streams: c.streams.length
+      }))
+    }
+  }
+}
+
+let exiting = false
+
+async function shutdown (code) {
+  if (exiting) return
+  exiting = true
+  try {
+    await node.stop()
+  } catch (err) {
+    log(`stop failed: ${errorText(err)}`)
+  }
+  process.exit(code)
+}
+
+async function run (line) {
+  let cmd
+  try {
+    cmd = JSON.parse(line)
+  } catch (err) {
+    emit({ id: null, ok: false, error: `bad JSON: ${errorText(err)}` })
+    return
+  }
+  const id = cmd?.id ?? null
+  if (cmd?.cmd === 'exit') {
+    emit({ id, ok: true })
+    await shutdown(0)
+    return
+  }
+  const handler = commands[cmd?.cmd]
+  if (handler == null) {
+    emit({ id, ok: false, error: `unknown command ${JSON.stringify(cmd?.cmd)}` })
+    return
+  }
+  const timeoutMs = cmd.timeoutMs ?? 60_000
+  const signal = AbortSignal.timeout(timeoutMs)
+  try {
+    const result = await handler(cmd, signal)
+    emit({ id, ok: true, ...result })
+  } catch (err) {
+    emit({ id, ok: false, error: errorText(err) })
+  }
+}
+
+// Errors must never kill the peer: report and keep going.
+process.on('unhandledRejection', err => log(`unhandled rejection: ${errorText(err)}`))
+process.on('uncaughtException', err => log(`uncaught exception: ${errorText(err)}`))
+process.on('SIGTERM', () => { shutdown(0) })
+
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity })
+rl.on('line', line => { if (line.trim().length > 0) run(line) })
+rl.on('close', () => { shutdown(0) })
+
+emit({
+  event: 'ready',
+  peerId: node.peerId.toString(),
+  addrs: node.getMultiaddrs().map(a => a.toString())
+})
