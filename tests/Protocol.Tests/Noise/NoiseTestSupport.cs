@@ -220,6 +220,19 @@ internal sealed record ForeignIdentity(PublicKey PublicKey, Func<byte[], byte[]>
         Random.SetSeed(42);
     }
 
+    private static readonly Lazy<ForeignIdentity> CachedRsa = new(Rsa);
+    private static readonly Lazy<ForeignIdentity> CachedSecp256k1 = new(Secp256k1);
+    private static readonly Lazy<ForeignIdentity> CachedEcdsa = new(EcdsaP256);
+
+    /// <summary>A cached identity of <paramref name="type"/> (RSA key generation is slow).</summary>
+    public static ForeignIdentity Of(KeyType type) => type switch
+    {
+        KeyType.Rsa => CachedRsa.Value,
+        KeyType.Secp256k1 => CachedSecp256k1.Value,
+        KeyType.Ecdsa => CachedEcdsa.Value,
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
     public static ForeignIdentity Rsa()
     {
         var generator = new RsaKeyPairGenerator();
