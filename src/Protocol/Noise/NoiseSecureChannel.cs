@@ -12,7 +12,8 @@ namespace Potluck.Protocol.Noise;
 /// the write pump encrypts what the application wrote straight into the connection's output (frames of at
 /// most 65519 plaintext bytes, one flush per batch); the read pump decrypts whole frames from the connection
 /// straight into the application's input pipe. A frame that fails authentication completes <see cref="Input"/>
-/// with a <see cref="ProtocolViolationException"/> and closes the connection.
+/// with a <see cref="ProtocolViolationException"/> and closes the connection (decrypted data the application
+/// has not read yet is dropped with it).
 /// <para>Closing: completing <see cref="Output"/> half-closes the connection once everything queued is sent;
 /// <see cref="DisposeAsync"/> is abortive and also disposes the connection when it is <see cref="IAsyncDisposable"/>.</para>
 /// </summary>
