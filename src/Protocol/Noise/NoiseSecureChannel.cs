@@ -15,7 +15,9 @@ namespace Potluck.Protocol.Noise;
 /// with a <see cref="ProtocolViolationException"/> and closes the connection (decrypted data the application
 /// has not read yet is dropped with it).
 /// <para>Closing: completing <see cref="Output"/> half-closes the connection once everything queued is sent;
-/// <see cref="DisposeAsync"/> is abortive and also disposes the connection when it is <see cref="IAsyncDisposable"/>.</para>
+/// <see cref="DisposeAsync"/> is abortive (the application's reads then end, its writes fail with an
+/// <see cref="IOException"/>) and also disposes the connection when it is <see cref="IAsyncDisposable"/>. As
+/// with any pipe, the application completes its own ends (<see cref="Input"/> reader, <see cref="Output"/> writer).</para>
 /// </summary>
 internal sealed class NoiseSecureChannel : ISecureChannel
 {
@@ -307,8 +309,6 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         _stop.Cancel();
         await _writeLoop.ConfigureAwait(false);
         await _readLoop.ConfigureAwait(false);
-        _inbound.Reader.Complete();
-        _outbound.Writer.Complete();
         await CloseTransportAsync().ConfigureAwait(false);
         _send.Dispose();
         _receive.Dispose();

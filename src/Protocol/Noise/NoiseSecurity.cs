@@ -102,7 +102,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
         finally
         {
             state.Dispose();
-            ArrayPool<byte>.Shared.Return(message, clearArray: true);
+            ArrayPool<byte>.Shared.Return(message); // wire bytes only: nothing secret
         }
     }
 

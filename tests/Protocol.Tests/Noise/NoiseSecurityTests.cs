@@ -209,6 +209,21 @@ public class NoiseSecurityTests
         await bob.DisposeAsync();
     }
 
+    [Test, CancelAfter(30_000)]
+    public async Task Dispose_IsAbortive_LocalReadsEndWritesFailAndTheRemoteSeesTheEnd(CancellationToken ct)
+    {
+        var (a, b) = CreatePair();
+        var (alice, bob) = await HandshakeAsync(Create(AliceKey), Create(BobKey), a, b, ct);
+
+        await alice.DisposeAsync();
+
+        await a.Disposed;
+        Assert.That(await ReadToEndAsync(alice.Input, ct), Is.Empty);
+        Assert.That(async () => await alice.Output.WriteAsync(new byte[10], ct), Throws.InstanceOf<IOException>());
+        Assert.That(await ReadToEndAsync(bob.Input, ct), Is.Empty);
+        await bob.DisposeAsync();
+    }
+
     [FsCheck.NUnit.Property(MaxTest = 100)]
     public bool Responder_RandomHandshakeBytes_FailsWithATypedError(byte[] message1, byte[] message3, bool framed)
     {
