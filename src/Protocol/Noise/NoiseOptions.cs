@@ -6,6 +6,7 @@ public sealed class NoiseOptions
     /// <summary>
     /// Stream muxer protocol ids offered in our handshake payload (Noise extension <c>stream_muxers</c>), in
     /// order of preference. Default: empty (nothing offered; multistream-select negotiates the muxer).
+    /// Read once, when the <see cref="NoiseSecurity"/> is constructed (the signed payload is built then).
     /// </summary>
     public IReadOnlyList<string> EarlyMuxers { get; set; } = [];
 
