@@ -1,0 +1,316 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Security;
+
+namespace Potluck.Protocol.Noise;
+
+/// <summary>
+/// The transport phase of a Noise session as an <see cref="IDuplexPipe"/>. Two pumps run per channel:
+/// the write pump encrypts what the application wrote straight into the connection's output (frames of at
+/// most 65519 plaintext bytes, one flush per batch); the read pump decrypts whole frames from the connection
+/// straight into the application's input pipe. A frame that fails authentication completes <see cref="Input"/>
+/// with a <see cref="ProtocolViolationException"/> and closes the connection (decrypted data the application
+/// has not read yet is dropped with it).
+/// <para>Closing: completing <see cref="Output"/> half-closes the connection once everything queued is sent;
+/// <see cref="DisposeAsync"/> is abortive (the application's reads then end, its writes fail with an
+/// <see cref="IOException"/>) and also disposes the connection when it is <see cref="IAsyncDisposable"/>. As
+/// with any pipe, the application completes its own ends (<see cref="Input"/> reader, <see cref="Output"/> writer).</para>
+/// </summary>
+internal sealed class NoiseSecureChannel : ISecureChannel
+{
+    private const string Protocol = NoiseSecurity.ProtocolId;
+    private const int TagLength = NoiseCipherState.TagLength;
+    private const int FlushThreshold = 256 * 1024;
+    // A segment shorter than this is coalesced with the following data (one copy) instead of becoming a tiny frame.
+    private const int CoalesceBelow = 4096;
+
+    private readonly IDuplexPipe _transport;
+    private readonly NoiseCipherState _send;
+    private readonly NoiseCipherState _receive;
+    private readonly ILogger _logger;
+    private readonly Pipe _inbound;
+    private readonly Pipe _outbound;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _writeLoop;
+    private readonly Task _readLoop;
+    private int _disposed;
+    private int _transportClosed;
+
+    public NoiseSecureChannel(IDuplexPipe transport, NoiseCipherState send, NoiseCipherState receive,
+                              NoiseRemoteIdentity remote, NoiseOptions options, ILogger logger)
+    {
+        _transport = transport;
+        _send = send;
+        _receive = receive;
+        _logger = logger;
+        RemotePublicKey = remote.Key;
+        RemotePeer = remote.Peer;
+        RemoteEarlyMuxers = remote.EarlyMuxers;
+        var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
+        var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);
+        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: inboundLimit, resumeWriterThreshold: inboundLimit / 2,
+                                            minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
+        _outbound = new Pipe(new PipeOptions(pauseWriterThreshold: outboundLimit, resumeWriterThreshold: outboundLimit / 2,
+                                             minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
+        _writeLoop = Task.Run(WriteLoopAsync);
+        _readLoop = Task.Run(ReadLoopAsync);
+    }
+
+    public PeerId RemotePeer { get; }
+
+    public PublicKey RemotePublicKey { get; }
+
+    public IReadOnlyList<string> RemoteEarlyMuxers { get; }
+
+    /// <summary>Decrypted bytes from the remote.</summary>
+    public PipeReader Input => _inbound.Reader;
+
+    /// <summary>Bytes to encrypt and send to the remote.</summary>
+    public PipeWriter Output => _outbound.Writer;
+
+    private async Task ReadLoopAsync()
+    {
+        var input = _transport.Input;
+        var writer = _inbound.Writer;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                var (status, consumed, decrypted) = DecryptFrames(buffer, writer);
+                var remaining = buffer.Slice(consumed);
+                if (status == DecodeStatus.Invalid)
+                {
+                    throw new ProtocolViolationException(Protocol, "transport message shorter than its tag");
+                }
+                // When the batch stopped at the flush threshold, whole frames may remain: look again at once.
+                input.AdvanceTo(consumed, status == DecodeStatus.NeedMoreData ? buffer.End : consumed);
+                if (decrypted > 0 || status == DecodeStatus.Done)
+                {
+                    var flush = await writer.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    if (flush.IsCompleted)
+                    {
+                        break; // the application stopped reading
+                    }
+                }
+                if (result.IsCompleted && status == DecodeStatus.NeedMoreData)
+                {
+                    if (!remaining.IsEmpty)
+                    {
+                        throw new ProtocolViolationException(Protocol, "connection closed inside a transport message");
+                    }
+                    break;
+                }
+            }
+        }
+        catch (ProtocolViolationException e)
+        {
+            _logger.TransportViolation(e.Reason);
+            error = e;
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            _logger.TransportError(e);
+            error = e;
+        }
+        catch (Exception e)
+        {
+            _logger.Unexpected(e);
+            error = e;
+        }
+        finally
+        {
+            input.Complete();
+            writer.Complete(error);
+        }
+        if (error is ProtocolViolationException)
+        {
+            // Bad framing or a MAC failure closes the connection.
+            _stop.Cancel();
+            await _writeLoop.ConfigureAwait(false);
+            await CloseTransportAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Decrypts whole frames until the data runs out or a batch is big enough to flush.</summary>
+    private (DecodeStatus Status, SequencePosition Consumed, int Decrypted) DecryptFrames(in ReadOnlySequence<byte> buffer, PipeWriter writer)
+    {
+        var consumed = buffer.Start;
+        var decrypted = 0;
+        byte[]? scratch = null;
+        try
+        {
+            while (true)
+            {
+                var status = NoiseFrame.TryRead(buffer.Slice(consumed), TagLength, out var frame, out var end);
+                if (status != DecodeStatus.Done)
+                {
+                    return (status, consumed, decrypted);
+                }
+                var length = (int)frame.Length - TagLength;
+                ReadOnlySpan<byte> ciphertext;
+                if (frame.IsSingleSegment)
+                {
+                    ciphertext = frame.FirstSpan;
+                }
+                else
+                {
+                    scratch ??= ArrayPool<byte>.Shared.Rent(NoiseFrame.MaxMessageLength);
+                    frame.CopyTo(scratch);
+                    ciphertext = scratch.AsSpan(0, (int)frame.Length);
+                }
+                var destination = writer.GetSpan(Math.Max(length, 1));
+                if (!_receive.TryDecrypt(default, ciphertext, destination))
+                {
+                    throw new ProtocolViolationException(Protocol, "transport message failed authentication");
+                }
+                writer.Advance(length);
+                decrypted += length;
+                consumed = end;
+                if (decrypted >= FlushThreshold)
+                {
+                    return (DecodeStatus.Done, consumed, decrypted);
+                }
+            }
+        }
+        finally
+        {
+            if (scratch is not null)
+            {
+                ArrayPool<byte>.Shared.Return(scratch);
+            }
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _outbound.Reader;
+        var output = _transport.Output;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                var consumed = EncryptFrames(buffer, output, out var frames);
+                reader.AdvanceTo(consumed);
+                if (frames > 0)
+                {
+                    var flush = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    if (flush.IsCompleted)
+                    {
+                        error = new IOException("the connection was closed");
+                        break;
+                    }
+                }
+                if (result.IsCompleted && buffer.Slice(consumed).IsEmpty)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            _logger.TransportError(e);
+            error = e;
+        }
+        catch (Exception e)
+        {
+            _logger.Unexpected(e);
+            error = e;
+        }
+        finally
+        {
+            // Complete commits whatever was encrypted but not yet flushed.
+            output.Complete();
+            reader.Complete(error ?? (_stop.IsCancellationRequested ? new IOException("the Noise channel was closed") : null));
+        }
+    }
+
+    /// <summary>Encrypts up to a batch of queued plaintext straight into the connection's output.</summary>
+    private SequencePosition EncryptFrames(in ReadOnlySequence<byte> buffer, PipeWriter output, out int frames)
+    {
+        frames = 0;
+        var remaining = buffer;
+        long batch = 0;
+        byte[]? scratch = null;
+        try
+        {
+            while (!remaining.IsEmpty && batch < FlushThreshold)
+            {
+                var first = remaining.FirstSpan;
+                var length = (int)Math.Min(remaining.Length, NoiseFrame.MaxPlaintextLength);
+                ReadOnlySpan<byte> plaintext;
+                if (first.Length >= length)
+                {
+                    plaintext = first[..length];
+                }
+                else if (first.Length >= CoalesceBelow)
+                {
+                    length = first.Length;
+                    plaintext = first;
+                }
+                else
+                {
+                    scratch ??= ArrayPool<byte>.Shared.Rent(NoiseFrame.MaxPlaintextLength);
+                    remaining.Slice(0, length).CopyTo(scratch);
+                    plaintext = scratch.AsSpan(0, length);
+                }
+                var frameLength = NoiseFrame.HeaderLength + length + TagLength;
+                var span = output.GetSpan(frameLength);
+                BinaryPrimitives.WriteUInt16BigEndian(span, (ushort)(length + TagLength));
+                _send.Encrypt(default, plaintext, span[NoiseFrame.HeaderLength..frameLength]);
+                output.Advance(frameLength);
+                remaining = remaining.Slice(length);
+                batch += length;
+                frames++;
+            }
+            return remaining.Start;
+        }
+        finally
+        {
+            if (scratch is not null)
+            {
+                ArrayPool<byte>.Shared.Return(scratch);
+            }
+        }
+    }
+
+    private async ValueTask CloseTransportAsync()
+    {
+        if (Interlocked.Exchange(ref _transportClosed, 1) != 0)
+        {
+            return;
+        }
+        if (_transport is IAsyncDisposable disposable)
+        {
+            await disposable.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _stop.Cancel();
+        await _writeLoop.ConfigureAwait(false);
+        await _readLoop.ConfigureAwait(false);
+        await CloseTransportAsync().ConfigureAwait(false);
+        _send.Dispose();
+        _receive.Dispose();
+    }
+}
