@@ -1,20 +1,20 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Threading.Channels;
 
 namespace Potluck.Protocol.Transport.Memory;
 
 /// <summary>
 /// One direction of a link with latency: bytes the application flushed into <c>source</c> are copied to
 /// <c>destination</c> once their delivery time (flush time + latency, on the injected <see cref="TimeProvider"/>)
-/// has come. An async loop and one timer, not a thread: idle, it costs a pending channel read.
+/// has come. One timer per direction and no task while idle: thousands of delayed links cost no threads.
 /// </summary>
 /// <remarks>
-/// Every timing decision is taken where the clock is consistent, so delivery is exact under a fake clock: a flush
-/// is stamped, and arms the timer, synchronously inside <see cref="MemoryPipeWriter.FlushAsync"/>; the timer
-/// callback decides what is due and re-arms itself; the copy loop only moves bytes already declared due.
+/// Deterministic under a fake clock: a flush is stamped and arms the timer synchronously inside
+/// <see cref="MemoryPipeWriter.FlushAsync"/>, and the timer callback itself copies the due bytes into the
+/// destination and flushes it, so once <c>FakeTimeProvider.Advance</c> returns, exactly the bytes due by then are
+/// readable. Only when the destination is paused (its reader is behind) does delivery continue asynchronously.
 /// Bytes in flight stay unconsumed in <c>source</c>, so its pause threshold is the link's window. Loss and
-/// bandwidth, when modelled, change the delivery time computed in <see cref="OnFlush"/>.
+/// bandwidth, when modelled, change the delivery time computed in <see cref="Enqueue"/>.
 /// </remarks>
 internal sealed class DelayLine
 {
@@ -28,18 +28,14 @@ internal sealed class DelayLine
     private readonly long _latencyTimestamp;
     private readonly Queue<Entry> _inFlight = new();
     private readonly ITimer _timer;
-    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
-    {
-        FullMode = BoundedChannelFullMode.DropWrite,
-        SingleReader = true,
-    });
-    private readonly CancellationTokenSource _abort = new();
     private bool _timerArmed;
-    private long _due;            // bytes whose delivery time has come
-    private bool _endDue;         // the writer's completion is due
+    private long _due;              // bytes whose delivery time has come
+    private bool _endDue;           // the writer's completion is due
     private Exception? _endError;
     private Exception? _abortError;
-    private bool _stopped;
+    private bool _delivering;       // one caller owns the source reader and destination writer
+    private bool _finished;
+    private long _delivered;        // touched only by the owner
 
     public DelayLine(PipeReader source, PipeWriter destination, TimeProvider time, TimeSpan latency)
     {
@@ -49,13 +45,9 @@ internal sealed class DelayLine
         _latency = latency;
         _latencyTimestamp = (long)Math.Ceiling(latency.Ticks * (time.TimestampFrequency / (double)TimeSpan.TicksPerSecond));
         _timer = time.CreateTimer(static s => ((DelayLine)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        Completion = RunAsync();
     }
 
-    /// <summary>Ends when the line has delivered its end, or was aborted; never faults.</summary>
-    public Task Completion { get; }
-
-    /// <summary>Bytes up to <paramref name="offset"/> (counted from the start of the connection) were flushed now.</summary>
+    /// <summary>Bytes up to <paramref name="offset"/> (from the start of the connection) were committed to the source now.</summary>
     public void OnFlush(long offset)
     {
         lock (_lock)
@@ -64,7 +56,7 @@ internal sealed class DelayLine
         }
     }
 
-    /// <summary>The writer completed after <paramref name="offset"/> bytes: deliver the end (and error) after them.</summary>
+    /// <summary>The writer completed after <paramref name="offset"/> committed bytes: deliver the end (and error) after them.</summary>
     public void OnComplete(long offset, Exception? error)
     {
         lock (_lock)
@@ -76,7 +68,7 @@ internal sealed class DelayLine
 
     private void Enqueue(long offset, bool end)
     {
-        if (_stopped)
+        if (_finished)
         {
             return;
         }
@@ -98,7 +90,7 @@ internal sealed class DelayLine
     {
         lock (_lock)
         {
-            if (_stopped)
+            if (_finished)
             {
                 return;
             }
@@ -117,8 +109,13 @@ internal sealed class DelayLine
             {
                 _timerArmed = false;
             }
+            if (_delivering)
+            {
+                return; // the owner re-checks the due count before letting go
+            }
+            _delivering = true;
         }
-        _wake.Writer.TryWrite(true);
+        Deliver();
     }
 
     /// <summary>Stops at once: <paramref name="error"/> completes the destination, bytes in flight are lost.</summary>
@@ -126,82 +123,122 @@ internal sealed class DelayLine
     {
         lock (_lock)
         {
+            if (_finished)
+            {
+                return;
+            }
             _abortError ??= error;
+            if (_delivering)
+            {
+                _destination.CancelPendingFlush(); // wake an owner waiting on the destination
+                return;
+            }
+            _delivering = true;
         }
-        try
-        {
-            _abort.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // already finished
-        }
+        Finish(null);
     }
 
-    private async Task RunAsync()
+    /// <summary>Runs with ownership (<see cref="_delivering"/>) and gives it up, or finishes, before returning.</summary>
+    private void Deliver()
     {
-        await Task.Yield(); // never run the loop on the constructor's thread
-        var token = _abort.Token;
-        long delivered = 0;
-        Exception? error = null;
         try
         {
             while (true)
             {
-                await _wake.Reader.ReadAsync(token);
                 long target;
                 bool end;
                 lock (_lock)
                 {
+                    if (_abortError is not null)
+                    {
+                        break;
+                    }
                     target = _due;
                     end = _endDue;
+                    if (_delivered >= target && !end)
+                    {
+                        _delivering = false;
+                        return;
+                    }
                 }
-                while (delivered < target)
+                while (_delivered < target && _source.TryRead(out var result))
                 {
-                    var result = await _source.ReadAsync(token);
                     var buffer = result.Buffer;
-                    var take = Math.Min(buffer.Length, target - delivered);
+                    var take = Math.Min(buffer.Length, target - _delivered);
                     foreach (var segment in buffer.Slice(0, take))
                     {
                         _destination.Write(segment.Span);
                     }
-                    delivered += take;
+                    _delivered += take;
                     _source.AdvanceTo(buffer.GetPosition(take));
-                    if (take == 0 && result.IsCompleted)
+                    if (take == 0)
                     {
-                        break; // cannot happen (the bytes were flushed first), but never spin
+                        break;
                     }
+                }
+                if (_delivered < target)
+                {
+                    throw new InvalidOperationException("delay line: bytes stamped as flushed are missing from the source");
                 }
                 if (end)
                 {
-                    lock (_lock)
-                    {
-                        error = _endError;
-                    }
-                    break;
+                    Finish(_endError);
+                    return;
                 }
-                var flush = await _destination.FlushAsync(token);
-                if (flush.IsCompleted)
+                var flush = _destination.FlushAsync();
+                if (!flush.IsCompletedSuccessfully)
                 {
-                    break; // the other side stopped reading
+                    _ = AwaitFlushThenDeliverAsync(flush);
+                    return;
+                }
+                if (flush.Result.IsCompleted)
+                {
+                    Finish(null); // the other side stopped reading
+                    return;
                 }
             }
         }
-        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        catch (Exception e)
         {
+            Finish(e);
+            return;
+        }
+        Finish(null);
+    }
+
+    private async Task AwaitFlushThenDeliverAsync(ValueTask<FlushResult> flush)
+    {
+        try
+        {
+            if ((await flush).IsCompleted)
+            {
+                Finish(null);
+                return;
+            }
         }
         catch (Exception e)
         {
-            error = e;
+            Finish(e);
+            return;
         }
+        Deliver();
+    }
+
+    /// <summary>Called by the owner only: completes both pipes once.</summary>
+    private void Finish(Exception? error)
+    {
         lock (_lock)
         {
-            error = _abortError ?? error;
-            _stopped = true;
+            if (_finished)
+            {
+                return;
+            }
+            _finished = true;
+            _inFlight.Clear();
             _timer.Dispose();
+            error = _abortError ?? error;
         }
-        await _source.CompleteAsync();
-        await _destination.CompleteAsync(error);
-        _abort.Dispose();
+        _source.Complete();
+        _destination.Complete(error);
     }
 }

@@ -58,12 +58,36 @@ internal sealed class MemoryPipeReader : PipeReader
                 return _broken is null ? new ValueTask<ReadResult>(ClosedResult) : ValueTask.FromException<ReadResult>(_broken);
             }
             _readActive = true;
-            pending = _inner.ReadAsync(cancellationToken);
+            try
+            {
+                pending = _inner.ReadAsync(cancellationToken);
+            }
+            catch
+            {
+                _readActive = false;
+                throw;
+            }
         }
         return pending.IsCompletedSuccessfully ? new ValueTask<ReadResult>(Convert(pending.Result)) : AwaitRead(pending);
     }
 
-    private async ValueTask<ReadResult> AwaitRead(ValueTask<ReadResult> pending) => Convert(await pending);
+    private async ValueTask<ReadResult> AwaitRead(ValueTask<ReadResult> pending)
+    {
+        ReadResult result;
+        try
+        {
+            result = await pending;
+        }
+        catch
+        {
+            lock (_lock)
+            {
+                _readActive = false; // the inner read failed (the writer's error): no read is in progress
+            }
+            throw;
+        }
+        return Convert(result);
+    }
 
     private static ReadResult ClosedResult => new(ReadOnlySequence<byte>.Empty, isCanceled: false, isCompleted: true);
 
@@ -82,6 +106,10 @@ internal sealed class MemoryPipeReader : PipeReader
             }
             if (_broken is not null)
             {
+                // The application will not advance past a read that threw: end the read here.
+                _inner.AdvanceTo(result.Buffer.Start);
+                _readActive = false;
+                CompleteInner(null);
                 throw _broken;
             }
         }

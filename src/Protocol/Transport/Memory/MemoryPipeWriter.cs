@@ -107,8 +107,8 @@ internal sealed class MemoryPipeWriter : PipeWriter
                 CompleteInner(_broken);
                 return _broken is null ? new ValueTask<FlushResult>(ClosedResult) : ValueTask.FromException<FlushResult>(_broken);
             }
+            pending = _inner.FlushAsync(cancellationToken); // commits the bytes, then they are stamped
             _delay?.OnFlush(_written);
-            pending = _inner.FlushAsync(cancellationToken);
         }
         return pending.IsCompletedSuccessfully ? new ValueTask<FlushResult>(Convert(pending.Result)) : AwaitFlush(pending);
     }
@@ -171,8 +171,8 @@ internal sealed class MemoryPipeWriter : PipeWriter
         else
         {
             // The end (and any error) travels through the delay line, behind the bytes written before it.
-            _delay.OnComplete(_written, exception);
             _inner.Complete();
+            _delay.OnComplete(_written, exception);
         }
     }
 }
