@@ -430,5 +430,7 @@ public sealed class MemoryTransportTests
         Assert.Throws<ArgumentOutOfRangeException>(() => _ = new SimulatedNetwork(new FakeTimeProvider(), new SimulatedNetworkOptions { ListenBacklog = 0 }));
         Assert.Throws<ArgumentException>(() => new SimulatedNetwork(new FakeTimeProvider())
             .SetLink(Multiaddr.Parse("/ip4/1.2.3.4/tcp/1"), Multiaddr.Parse("/memory/1"), LinkConditions.Perfect));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new SimulatedNetwork(new FakeTimeProvider())
+            .SetEndpoint(Multiaddr.Parse("/memory/1"), new LinkConditions { Latency = TimeSpan.FromSeconds(-1) }));
     }
 }

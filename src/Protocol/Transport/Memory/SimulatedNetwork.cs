@@ -67,7 +67,7 @@ public sealed class SimulatedNetwork
     /// </summary>
     public void SetLink(Multiaddr a, Multiaddr b, LinkConditions conditions)
     {
-        ArgumentNullException.ThrowIfNull(conditions);
+        Validate(conditions);
         var key = LinkKey.Of(IdOf(a), IdOf(b));
         lock (_lock)
         {
@@ -88,7 +88,7 @@ public sealed class SimulatedNetwork
     /// <summary>Sets the conditions of every link of <paramref name="endpoint"/> that has none of its own (latencies add up).</summary>
     public void SetEndpoint(Multiaddr endpoint, LinkConditions conditions)
     {
-        ArgumentNullException.ThrowIfNull(conditions);
+        Validate(conditions);
         var id = IdOf(endpoint);
         lock (_lock)
         {
@@ -134,6 +134,15 @@ public sealed class SimulatedNetwork
         lock (_lock)
         {
             return _partitions.Contains(key);
+        }
+    }
+
+    private static void Validate(LinkConditions conditions)
+    {
+        ArgumentNullException.ThrowIfNull(conditions);
+        if (conditions.Latency < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(conditions), conditions.Latency, "latency must not be negative");
         }
     }
 
