@@ -1,0 +1,244 @@
+using System.Buffers;
+using System.IO.Pipelines;
+
+namespace Potluck.Protocol.Transport.Memory;
+
+/// <summary>
+/// One direction of a link with latency: bytes the application flushed into <c>source</c> are copied to
+/// <c>destination</c> once their delivery time (flush time + latency, on the injected <see cref="TimeProvider"/>)
+/// has come. One timer per direction and no task while idle: thousands of delayed links cost no threads.
+/// </summary>
+/// <remarks>
+/// Deterministic under a fake clock: a flush is stamped and arms the timer synchronously inside
+/// <see cref="MemoryPipeWriter.FlushAsync"/>, and the timer callback itself copies the due bytes into the
+/// destination and flushes it, so once <c>FakeTimeProvider.Advance</c> returns, exactly the bytes due by then are
+/// readable. Only when the destination is paused (its reader is behind) does delivery continue asynchronously.
+/// Bytes in flight stay unconsumed in <c>source</c>, so its pause threshold is the link's window. Loss and
+/// bandwidth, when modelled, change the delivery time computed in <see cref="Enqueue"/>.
+/// </remarks>
+internal sealed class DelayLine
+{
+    private readonly record struct Entry(long Offset, long Due, bool End);
+
+    private readonly Lock _lock = new();
+    private readonly PipeReader _source;
+    private readonly PipeWriter _destination;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _latency;
+    private readonly long _latencyTimestamp;
+    private readonly Queue<Entry> _inFlight = new();
+    private readonly ITimer _timer;
+    private bool _timerArmed;
+    private long _due;              // bytes whose delivery time has come
+    private bool _endDue;           // the writer's completion is due
+    private Exception? _endError;
+    private Exception? _abortError;
+    private bool _delivering;       // one caller owns the source reader and destination writer
+    private bool _finished;
+    private long _delivered;        // touched only by the owner
+
+    public DelayLine(PipeReader source, PipeWriter destination, TimeProvider time, TimeSpan latency)
+    {
+        _source = source;
+        _destination = destination;
+        _time = time;
+        _latency = latency;
+        _latencyTimestamp = (long)Math.Ceiling(latency.Ticks * (time.TimestampFrequency / (double)TimeSpan.TicksPerSecond));
+        _timer = time.CreateTimer(static s => ((DelayLine)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>Bytes up to <paramref name="offset"/> (from the start of the connection) were committed to the source now.</summary>
+    public void OnFlush(long offset)
+    {
+        lock (_lock)
+        {
+            Enqueue(offset, end: false);
+        }
+    }
+
+    /// <summary>The writer completed after <paramref name="offset"/> committed bytes: deliver the end (and error) after them.</summary>
+    public void OnComplete(long offset, Exception? error)
+    {
+        lock (_lock)
+        {
+            _endError = error;
+            Enqueue(offset, end: true);
+        }
+    }
+
+    private void Enqueue(long offset, bool end)
+    {
+        if (_finished)
+        {
+            return;
+        }
+        var due = _time.GetTimestamp() + _latencyTimestamp;
+        if (_inFlight.Count > 0 && _inFlight.Peek().Due == due)
+        {
+            // Dues never decrease, so all entries are due in this same instant (usual under a fake clock): one entry.
+            _inFlight.Clear();
+        }
+        _inFlight.Enqueue(new Entry(offset, due, end));
+        if (!_timerArmed)
+        {
+            _timerArmed = true;
+            _timer.Change(_latency, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void OnTimer()
+    {
+        lock (_lock)
+        {
+            if (_finished)
+            {
+                return;
+            }
+            var now = _time.GetTimestamp();
+            while (_inFlight.Count > 0 && _inFlight.Peek().Due <= now)
+            {
+                var entry = _inFlight.Dequeue();
+                _due = entry.Offset;
+                _endDue |= entry.End;
+            }
+            if (_inFlight.Count > 0)
+            {
+                _timer.Change(_time.GetElapsedTime(now, _inFlight.Peek().Due), Timeout.InfiniteTimeSpan);
+            }
+            else
+            {
+                _timerArmed = false;
+            }
+            if (_delivering)
+            {
+                return; // the owner re-checks the due count before letting go
+            }
+            _delivering = true;
+        }
+        Deliver();
+    }
+
+    /// <summary>Stops at once: <paramref name="error"/> completes the destination, bytes in flight are lost.</summary>
+    public void Abort(Exception error)
+    {
+        lock (_lock)
+        {
+            if (_finished)
+            {
+                return;
+            }
+            _abortError ??= error;
+            if (_delivering)
+            {
+                _destination.CancelPendingFlush(); // wake an owner waiting on the destination
+                return;
+            }
+            _delivering = true;
+        }
+        Finish(null);
+    }
+
+    /// <summary>Runs with ownership (<see cref="_delivering"/>) and gives it up, or finishes, before returning.</summary>
+    private void Deliver()
+    {
+        try
+        {
+            while (true)
+            {
+                long target;
+                bool end;
+                lock (_lock)
+                {
+                    if (_abortError is not null)
+                    {
+                        break;
+                    }
+                    target = _due;
+                    end = _endDue;
+                    if (_delivered >= target && !end)
+                    {
+                        _delivering = false;
+                        return;
+                    }
+                }
+                while (_delivered < target && _source.TryRead(out var result))
+                {
+                    var buffer = result.Buffer;
+                    var take = Math.Min(buffer.Length, target - _delivered);
+                    foreach (var segment in buffer.Slice(0, take))
+                    {
+                        _destination.Write(segment.Span);
+                    }
+                    _delivered += take;
+                    _source.AdvanceTo(buffer.GetPosition(take));
+                    if (take == 0)
+                    {
+                        break;
+                    }
+                }
+                if (_delivered < target)
+                {
+                    throw new InvalidOperationException("delay line: bytes stamped as flushed are missing from the source");
+                }
+                if (end)
+                {
+                    Finish(_endError);
+                    return;
+                }
+                var flush = _destination.FlushAsync();
+                if (!flush.IsCompletedSuccessfully)
+                {
+                    _ = AwaitFlushThenDeliverAsync(flush);
+                    return;
+                }
+                if (flush.Result.IsCompleted)
+                {
+                    Finish(null); // the other side stopped reading
+                    return;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Finish(e);
+            return;
+        }
+        Finish(null);
+    }
+
+    private async Task AwaitFlushThenDeliverAsync(ValueTask<FlushResult> flush)
+    {
+        try
+        {
+            if ((await flush).IsCompleted)
+            {
+                Finish(null);
+                return;
+            }
+        }
+        catch (Exception e)
+        {
+            Finish(e);
+            return;
+        }
+        Deliver();
+    }
+
+    /// <summary>Called by the owner only: completes both pipes once.</summary>
+    private void Finish(Exception? error)
+    {
+        lock (_lock)
+        {
+            if (_finished)
+            {
+                return;
+            }
+            _finished = true;
+            _inFlight.Clear();
+            _timer.Dispose();
+            error = _abortError ?? error;
+        }
+        _source.Complete();
+        _destination.Complete(error);
+    }
+}

@@ -1,0 +1,301 @@
+using System.Buffers.Binary;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Transport.Memory;
+
+/// <summary>
+/// An in-memory network of <c>/memory/&lt;u64&gt;</c> endpoints (the address form rust-libp2p's memory transport
+/// uses), for tests and simulations of many nodes in one process. An instance owns its endpoints — there is no
+/// process-wide hub — and schedules everything on the injected <see cref="TimeProvider"/>.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Faults are set per link (<see cref="SetLink"/>, an unordered pair of addresses) or per endpoint
+/// (<see cref="SetEndpoint"/>; a link without its own conditions adds up its two endpoints' latencies), and
+/// partitions (<see cref="Partition"/> / <see cref="Heal"/>) refuse new dials and break open connections.
+/// A transport dials from its first listen address (as libp2p TCP does with port reuse), or from a private
+/// address it allocates once if it listens nowhere, so the conditions set between two nodes' listen addresses
+/// govern traffic in both directions.
+/// </para>
+/// <para>
+/// Deviations from a real network: connection set-up is instantaneous (latency delays bytes and the end of the
+/// stream, not the handshake); conditions are fixed when a connection opens (a partition acts on open ones).
+/// </para>
+/// </remarks>
+public sealed class SimulatedNetwork
+{
+    private readonly Lock _lock = new();
+    private readonly SimulatedNetworkOptions _options;
+    private readonly Dictionary<ulong, MemoryListener> _listeners = [];
+    private readonly HashSet<ulong> _ephemeral = [];
+    private readonly Dictionary<LinkKey, LinkConditions> _links = [];
+    private readonly Dictionary<ulong, LinkConditions> _endpoints = [];
+    private readonly HashSet<LinkKey> _partitions = [];
+    private readonly Dictionary<LinkKey, HashSet<MemoryConnectionPair>> _connections = [];
+    private ulong _nextId = 1;
+    private int _connectionCount;
+
+    public SimulatedNetwork(TimeProvider timeProvider, SimulatedNetworkOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        TimeProvider = timeProvider;
+        _options = options ?? new SimulatedNetworkOptions();
+        _options.Validate();
+    }
+
+    /// <summary>The clock every delay on this network runs on.</summary>
+    public TimeProvider TimeProvider { get; }
+
+    /// <summary>Connections open now (both ends not yet disposed).</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _connectionCount;
+            }
+        }
+    }
+
+    /// <summary>A transport for one node on this network.</summary>
+    public MemoryTransport CreateTransport() => new(this);
+
+    /// <summary>
+    /// Sets the conditions between <paramref name="a"/> and <paramref name="b"/> (both directions) for connections
+    /// opened from now on; they override the endpoints' own conditions.
+    /// </summary>
+    public void SetLink(Multiaddr a, Multiaddr b, LinkConditions conditions)
+    {
+        Validate(conditions);
+        var key = LinkKey.Of(IdOf(a), IdOf(b));
+        lock (_lock)
+        {
+            _links[key] = conditions;
+        }
+    }
+
+    /// <summary>Removes conditions set with <see cref="SetLink"/>.</summary>
+    public void ClearLink(Multiaddr a, Multiaddr b)
+    {
+        var key = LinkKey.Of(IdOf(a), IdOf(b));
+        lock (_lock)
+        {
+            _links.Remove(key);
+        }
+    }
+
+    /// <summary>Sets the conditions of every link of <paramref name="endpoint"/> that has none of its own (latencies add up).</summary>
+    public void SetEndpoint(Multiaddr endpoint, LinkConditions conditions)
+    {
+        Validate(conditions);
+        var id = IdOf(endpoint);
+        lock (_lock)
+        {
+            _endpoints[id] = conditions;
+        }
+    }
+
+    /// <summary>Cuts <paramref name="a"/> off from <paramref name="b"/>: dials between them fail, open connections break.</summary>
+    public void Partition(Multiaddr a, Multiaddr b)
+    {
+        var key = LinkKey.Of(IdOf(a), IdOf(b));
+        MemoryConnectionPair[] broken;
+        lock (_lock)
+        {
+            _partitions.Add(key);
+            if (!_connections.Remove(key, out var open))
+            {
+                return;
+            }
+            broken = [.. open];
+            _connectionCount -= broken.Length;
+        }
+        foreach (var pair in broken)
+        {
+            pair.Break(new TransportException(pair.DialerSide.Remote, TransportError.ConnectionReset,
+                $"connection {pair.DialerSide.Local} <-> {pair.DialerSide.Remote} broken: the link is partitioned"));
+        }
+    }
+
+    /// <summary>Ends a <see cref="Partition"/>: new dials succeed again (broken connections stay broken).</summary>
+    public void Heal(Multiaddr a, Multiaddr b)
+    {
+        var key = LinkKey.Of(IdOf(a), IdOf(b));
+        lock (_lock)
+        {
+            _partitions.Remove(key);
+        }
+    }
+
+    public bool IsPartitioned(Multiaddr a, Multiaddr b)
+    {
+        var key = LinkKey.Of(IdOf(a), IdOf(b));
+        lock (_lock)
+        {
+            return _partitions.Contains(key);
+        }
+    }
+
+    private static void Validate(LinkConditions conditions)
+    {
+        ArgumentNullException.ThrowIfNull(conditions);
+        if (conditions.Latency < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(conditions), conditions.Latency, "latency must not be negative");
+        }
+    }
+
+    private static ulong IdOf(Multiaddr address) =>
+        TryGetId(address, out var id) ? id : throw new ArgumentException($"'{address}' is not a /memory/<id> address", nameof(address));
+
+    /// <summary><c>/memory/&lt;id&gt;</c>, optionally followed by <c>/p2p/…</c>.</summary>
+    internal static bool TryGetId(Multiaddr address, out ulong id)
+    {
+        id = 0;
+        var c = address.Components;
+        if (c.Count < 1 || c.Count > 2 || c[0].Protocol != Multiaddr.Memory || (c.Count == 2 && c[1].Protocol != Multiaddr.P2p))
+        {
+            return false;
+        }
+        id = BinaryPrimitives.ReadUInt64BigEndian(c[0].Value.Span);
+        return true;
+    }
+
+    internal static Multiaddr AddressOf(ulong id) => Multiaddr.Parse($"/memory/{id}");
+
+    private ulong AllocateId()
+    {
+        while (_listeners.ContainsKey(_nextId) || _ephemeral.Contains(_nextId) || _nextId == 0)
+        {
+            _nextId++;
+        }
+        return _nextId++;
+    }
+
+    internal MemoryListener Listen(MemoryTransport transport, Multiaddr at)
+    {
+        if (!TryGetId(at, out var id))
+        {
+            throw new TransportException(at, TransportError.UnsupportedAddress, $"listen on {at}: not a /memory/<id> address");
+        }
+        lock (_lock)
+        {
+            if (id == 0)
+            {
+                id = AllocateId();
+            }
+            else if (_listeners.ContainsKey(id) || _ephemeral.Contains(id))
+            {
+                throw new TransportException(at, TransportError.AddressInUse, $"listen on {at}: address already in use");
+            }
+            var listener = new MemoryListener(this, transport, id, AddressOf(id));
+            _listeners.Add(id, listener);
+            transport.ListenIds.Add(id);
+            return listener;
+        }
+    }
+
+    internal void Unlisten(MemoryListener listener)
+    {
+        lock (_lock)
+        {
+            if (_listeners.TryGetValue(listener.Id, out var current) && current == listener)
+            {
+                _listeners.Remove(listener.Id);
+            }
+            listener.Transport.ListenIds.Remove(listener.Id);
+            listener.Close();
+        }
+    }
+
+    internal MemoryConnection Connect(MemoryTransport from, Multiaddr to)
+    {
+        if (!TryGetId(to, out var toId))
+        {
+            throw new TransportException(to, TransportError.UnsupportedAddress, $"dial {to}: not a /memory/<id> address");
+        }
+        lock (_lock)
+        {
+            ulong fromId;
+            if (from.ListenIds.Count > 0)
+            {
+                fromId = from.ListenIds[0];
+            }
+            else
+            {
+                if (from.EphemeralId == 0)
+                {
+                    from.EphemeralId = AllocateId();
+                    _ephemeral.Add(from.EphemeralId);
+                }
+                fromId = from.EphemeralId;
+            }
+            if (!_listeners.TryGetValue(toId, out var listener))
+            {
+                throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (nothing listens there)");
+            }
+            var key = LinkKey.Of(fromId, toId);
+            if (_partitions.Contains(key))
+            {
+                throw new TransportException(to, TransportError.Unreachable, $"dial {to}: unreachable from /memory/{fromId} (partitioned)");
+            }
+            if (listener.PendingCount >= _options.ListenBacklog)
+            {
+                throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (backlog of {_options.ListenBacklog} full)");
+            }
+            var pair = new MemoryConnectionPair(this, key, AddressOf(fromId), listener.Address, LatencyOf(key, fromId, toId), _options);
+            if (!listener.TryEnqueue(pair.ListenerSide))
+            {
+                throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (listener closing)");
+            }
+            if (!_connections.TryGetValue(key, out var set))
+            {
+                _connections[key] = set = [];
+            }
+            set.Add(pair);
+            _connectionCount++;
+            return pair.DialerSide;
+        }
+    }
+
+    private TimeSpan LatencyOf(LinkKey key, ulong a, ulong b)
+    {
+        if (_links.TryGetValue(key, out var link))
+        {
+            return link.Latency;
+        }
+        var latency = TimeSpan.Zero;
+        if (_endpoints.TryGetValue(a, out var ca))
+        {
+            latency += ca.Latency;
+        }
+        if (a != b && _endpoints.TryGetValue(b, out var cb))
+        {
+            latency += cb.Latency;
+        }
+        return latency;
+    }
+
+    /// <summary>Both ends of <paramref name="pair"/> were disposed.</summary>
+    internal void Forget(MemoryConnectionPair pair)
+    {
+        lock (_lock)
+        {
+            if (_connections.TryGetValue(pair.Link, out var set) && set.Remove(pair))
+            {
+                _connectionCount--;
+                if (set.Count == 0)
+                {
+                    _connections.Remove(pair.Link);
+                }
+            }
+        }
+    }
+}
+
+/// <summary>An unordered pair of endpoint ids.</summary>
+internal readonly record struct LinkKey(ulong Low, ulong High)
+{
+    public static LinkKey Of(ulong a, ulong b) => a <= b ? new(a, b) : new(b, a);
+}

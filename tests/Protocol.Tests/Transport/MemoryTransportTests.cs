@@ -1,0 +1,436 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Transport;
+using Potluck.Protocol.Transport.Memory;
+
+namespace Potluck.Protocol.Tests.Transport;
+
+public sealed class MemoryTransportTests
+{
+    private static readonly Multiaddr Any = Multiaddr.Parse("/memory/0");
+
+    private static async Task<(IListener Listener, IRawConnection Client, IRawConnection Server)> ConnectAsync(
+        MemoryTransport dialer, MemoryTransport listenerTransport, Multiaddr? at = null)
+    {
+        var listener = await listenerTransport.ListenAsync(at ?? Any, CancellationToken.None);
+        var client = await dialer.DialAsync(listener.Address, CancellationToken.None);
+        var server = await listener.AcceptAsync(CancellationToken.None).Guarded();
+        return (listener, client, server);
+    }
+
+    /// <summary>Delivery happens inside the clock's advance, so the bytes must be readable without waiting.</summary>
+    private static (byte[] Data, bool Completed) ReadNow(PipeReader reader)
+    {
+        Assert.That(reader.TryRead(out var result), Is.True, "readable as soon as the clock reached the delivery time");
+        var data = result.Buffer.ToArray();
+        reader.AdvanceTo(result.Buffer.End);
+        return (data, result.IsCompleted);
+    }
+
+    [Test]
+    public async Task DialAccept_Echo1MiB_ReturnsEveryByte()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
+        await using var _ = listener;
+
+        var data = PipeTestExtensions.RandomBytes(1024 * 1024 + 17, seed: 3);
+        var echo = PipeTestExtensions.EchoAsync(server.Input, server.Output);
+        var write = PipeTestExtensions.WriteAllAsync(client.Output, data, chunk: 10_000);
+        var received = await client.Input.ReadToEndAsync().Guarded();
+        await write.Guarded();
+        await echo.Guarded();
+
+        Assert.That(received.AsSpan().SequenceEqual(data), Is.True);
+        await client.DisposeAsync();
+        await server.DisposeAsync();
+        Assert.That(network.ConnectionCount, Is.Zero);
+    }
+
+    [Test]
+    public async Task Dial_NothingListening_ThrowsConnectionRefused()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var transport = network.CreateTransport();
+        var address = Multiaddr.Parse("/memory/42");
+
+        var e = Assert.ThrowsAsync<TransportException>(async () => await transport.DialAsync(address, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionRefused));
+        Assert.That(e.Address, Is.EqualTo(address));
+        Assert.That(e.Message, Does.Contain("/memory/42").And.Contain("connection refused"));
+    }
+
+    [Test]
+    public async Task Listen_Memory0_AllocatesDistinctNonZeroAddresses()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var transport = network.CreateTransport();
+        await using var a = await transport.ListenAsync(Any, CancellationToken.None);
+        await using var b = await transport.ListenAsync(Any, CancellationToken.None);
+
+        Assert.That(a.Address, Is.Not.EqualTo(b.Address));
+        Assert.That(a.Address, Is.Not.EqualTo(Any));
+        Assert.That(transport.CanHandle(a.Address), Is.True);
+    }
+
+    [Test]
+    public async Task Listen_TakenAddress_ThrowsAddressInUse()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        await using var first = await network.CreateTransport().ListenAsync(Multiaddr.Parse("/memory/7"), CancellationToken.None);
+        var e = Assert.ThrowsAsync<TransportException>(async () =>
+            await network.CreateTransport().ListenAsync(Multiaddr.Parse("/memory/7"), CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.AddressInUse));
+    }
+
+    [TestCase("/memory/1", true)]
+    [TestCase("/memory/18446744073709551615", true)]
+    [TestCase("/ip4/127.0.0.1/tcp/1", false)]
+    [TestCase("/memory/1/tcp/5", false)]
+    public void CanHandle_AcceptsMemoryAddressesOnly(string address, bool expected)
+    {
+        var transport = new SimulatedNetwork(new FakeTimeProvider()).CreateTransport();
+        var parsed = Multiaddr.Parse(address);
+        Assert.That(transport.CanHandle(parsed), Is.EqualTo(expected));
+        Assert.That(transport.CanHandle(parsed.WithPeer(PrivateKey.FromSeed(new byte[32]).PeerId)), Is.EqualTo(expected));
+    }
+
+    [Test]
+    public async Task Addresses_DialerUsesItsListenAddress_OrOneEphemeralAddress()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var server = network.CreateTransport();
+        var listeningDialer = network.CreateTransport();
+        var silentDialer = network.CreateTransport();
+        await using var serverListener = await server.ListenAsync(Any, CancellationToken.None);
+        await using var dialerListener = await listeningDialer.ListenAsync(Any, CancellationToken.None);
+
+        await using var c1 = await listeningDialer.DialAsync(serverListener.Address, CancellationToken.None);
+        await using var s1 = await serverListener.AcceptAsync(CancellationToken.None).Guarded();
+        Assert.That(c1.Local, Is.EqualTo(dialerListener.Address));
+        Assert.That(c1.Remote, Is.EqualTo(serverListener.Address));
+        Assert.That(s1.Local, Is.EqualTo(serverListener.Address));
+        Assert.That(s1.Remote, Is.EqualTo(dialerListener.Address));
+
+        await using var c2 = await silentDialer.DialAsync(serverListener.Address, CancellationToken.None);
+        await using var c3 = await silentDialer.DialAsync(serverListener.Address, CancellationToken.None);
+        Assert.That(c2.Local, Is.EqualTo(c3.Local), "one ephemeral address per transport");
+        Assert.That(c2.Local, Is.Not.EqualTo(dialerListener.Address).And.Not.EqualTo(serverListener.Address));
+        var e = Assert.ThrowsAsync<TransportException>(async () => await server.DialAsync(c2.Local, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionRefused), "nothing listens on an ephemeral address");
+    }
+
+    [Test]
+    public async Task Latency_BytesBecomeReadableOnlyAfterTheLatencyOfVirtualTime()
+    {
+        var time = new FakeTimeProvider();
+        var network = new SimulatedNetwork(time);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        await client.Output.WriteAndFlushAsync("hello"u8.ToArray());
+        time.Advance(TimeSpan.FromMilliseconds(49));
+        Assert.That(server.Input.TryRead(out _), Is.False, "not readable before the latency");
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.That(ReadNow(server.Input).Data, Is.EqualTo("hello"u8.ToArray()));
+
+        // The other direction, and a second write while the first is in flight keeps its own delivery time.
+        await server.Output.WriteAndFlushAsync("one"u8.ToArray());
+        time.Advance(TimeSpan.FromMilliseconds(20));
+        await server.Output.WriteAndFlushAsync("two"u8.ToArray());
+        time.Advance(TimeSpan.FromMilliseconds(30));
+        Assert.That(ReadNow(client.Input).Data, Is.EqualTo("one"u8.ToArray()), "only the first write is due");
+        time.Advance(TimeSpan.FromMilliseconds(19));
+        Assert.That(client.Input.TryRead(out _), Is.False, "the second write is still in flight");
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.That(ReadNow(client.Input).Data, Is.EqualTo("two"u8.ToArray()));
+    }
+
+    [Test]
+    public async Task Latency_TheEndOfTheStreamTravelsBehindTheData()
+    {
+        var time = new FakeTimeProvider();
+        var network = new SimulatedNetwork(time);
+        var server = network.CreateTransport();
+        await using var listener = await server.ListenAsync(Any, CancellationToken.None);
+        network.SetEndpoint(listener.Address, new LinkConditions { Latency = TimeSpan.FromSeconds(1) });
+        await using var client = await network.CreateTransport().DialAsync(listener.Address, CancellationToken.None);
+        await using var accepted = await listener.AcceptAsync(CancellationToken.None).Guarded();
+
+        await client.Output.WriteAndFlushAsync("last words"u8.ToArray());
+        await client.DisposeAsync();
+        time.Advance(TimeSpan.FromMilliseconds(999));
+        Assert.That(accepted.Input.TryRead(out _), Is.False, "neither the bytes nor the end arrived yet");
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var (data, completed) = ReadNow(accepted.Input);
+        Assert.That(data, Is.EqualTo("last words"u8.ToArray()));
+        Assert.That(completed, Is.True, "the end arrives with the last bytes");
+    }
+
+    [Test]
+    public async Task EndpointLatencies_AddUpOnALink()
+    {
+        var time = new FakeTimeProvider();
+        var network = new SimulatedNetwork(time);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetEndpoint(la.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) });
+        network.SetEndpoint(lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(20) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        await client.Output.WriteAndFlushAsync(new byte[] { 9 });
+        time.Advance(TimeSpan.FromMilliseconds(29));
+        Assert.That(server.Input.TryRead(out _), Is.False);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.That(ReadNow(server.Input).Data, Is.EqualTo(new byte[] { 9 }));
+    }
+
+    [Test]
+    public async Task Latency_LargeTransfer_ArrivesIntactWhenTimeIsDriven()
+    {
+        var time = new FakeTimeProvider();
+        var network = new SimulatedNetwork(time);
+        var server = network.CreateTransport();
+        await using var listener = await server.ListenAsync(Any, CancellationToken.None);
+        network.SetEndpoint(listener.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
+        await using var client = await network.CreateTransport().DialAsync(listener.Address, CancellationToken.None);
+        await using var accepted = await listener.AcceptAsync(CancellationToken.None).Guarded();
+
+        var data = PipeTestExtensions.RandomBytes(3 * 1024 * 1024, seed: 4);
+        var write = PipeTestExtensions.WriteAllAsync(client.Output, data, chunk: 64 * 1024);
+        var read = accepted.Input.ReadToEndAsync();
+        // More than the 1 MiB window: the writer waits for deliveries, which wait for time.
+        for (var step = 0; !read.IsCompleted; step++)
+        {
+            Assert.That(step, Is.LessThan(1_000_000), "the transfer stalled");
+            time.Advance(TimeSpan.FromMilliseconds(5));
+            await Task.Yield();
+        }
+        Assert.That((await read).AsSpan().SequenceEqual(data), Is.True);
+        await write.Guarded();
+    }
+
+    [Test]
+    public async Task Partition_BreaksOpenConnectionsAndRefusesDials_HealAllowsDialsAgain()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        var pendingRead = server.Input.ReadAsync().AsTask();
+        await client.Output.WriteAndFlushAsync(new byte[] { 1 });
+        var first = await pendingRead.Guarded();
+        server.Input.AdvanceTo(first.Buffer.End);
+        var pendingClientRead = client.Input.ReadAsync().AsTask();
+
+        network.Partition(la.Address, lb.Address);
+
+        var e1 = Assert.ThrowsAsync<TransportException>(async () => await pendingClientRead.Guarded());
+        Assert.That(e1!.Error, Is.EqualTo(TransportError.ConnectionReset));
+        Assert.ThrowsAsync<TransportException>(async () => await client.Input.ReadAsync(), "reading again fails the same way");
+        Assert.ThrowsAsync<TransportException>(async () => await server.Input.ReadAsync());
+        Assert.ThrowsAsync<TransportException>(async () => await client.Output.WriteAsync(new byte[] { 2 }));
+        Assert.ThrowsAsync<TransportException>(async () => await server.Output.WriteAsync(new byte[] { 3 }));
+        Assert.That(network.ConnectionCount, Is.Zero);
+
+        var e2 = Assert.ThrowsAsync<TransportException>(async () => await a.DialAsync(lb.Address, CancellationToken.None));
+        Assert.That(e2!.Error, Is.EqualTo(TransportError.Unreachable));
+        Assert.ThrowsAsync<TransportException>(async () => await b.DialAsync(la.Address, CancellationToken.None));
+        Assert.That(network.IsPartitioned(lb.Address, la.Address), Is.True);
+
+        network.Heal(lb.Address, la.Address);
+        await using var again = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var againServer = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await again.Output.WriteAndFlushAsync(new byte[] { 4 });
+        Assert.That(await againServer.Input.ReadExactlyAsync(1).Guarded(), Is.EqualTo(new byte[] { 4 }));
+    }
+
+    [Test]
+    public async Task Partition_WithLatency_LosesBytesInFlight()
+    {
+        var time = new FakeTimeProvider();
+        var network = new SimulatedNetwork(time);
+        var a = network.CreateTransport();
+        await using var lb = await network.CreateTransport().ListenAsync(Any, CancellationToken.None);
+        network.SetEndpoint(lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        await client.Output.WriteAndFlushAsync(new byte[] { 1, 2, 3 });
+        network.Partition(client.Local, lb.Address);
+        time.Advance(TimeSpan.FromMilliseconds(10));
+
+        var e = Assert.ThrowsAsync<TransportException>(async () => await server.Input.ReadAsync());
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionReset));
+    }
+
+    [Test]
+    public async Task Dispose_CompletesOurPendingReadAndTheRemoteInput()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
+        await using var _ = listener;
+        await using var __ = server;
+
+        var pending = client.Input.ReadAsync().AsTask();
+        await client.Output.WriteAndFlushAsync("flushed"u8.ToArray());
+        await client.DisposeAsync();
+        await client.DisposeAsync();
+
+        var result = await pending.Guarded();
+        Assert.That(result.IsCompleted, Is.True);
+        client.Input.AdvanceTo(result.Buffer.End);
+        Assert.That((await client.Output.WriteAsync(new byte[] { 1 })).IsCompleted, Is.True, "flushes after disposal report IsCompleted");
+        Assert.That(await server.Input.ReadToEndAsync().Guarded(), Is.EqualTo("flushed"u8.ToArray()));
+        Assert.That((await server.Output.WriteAsync(new byte[] { 1 })).IsCompleted, Is.True, "the remote learns nobody reads");
+    }
+
+    [Test]
+    public async Task Dispose_WhileWriterIsPausedByBackpressure_ReleasesTheWriter()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
+        await using var _ = listener;
+        await using var __ = server;
+
+        var flush = client.Output.WriteAsync(new byte[2 * 1024 * 1024]).AsTask(); // over the pause threshold
+        Assert.That(flush.IsCompleted, Is.False);
+        await client.DisposeAsync();
+        Assert.That((await flush.Guarded()).IsCompleted, Is.True);
+    }
+
+    [Test]
+    public async Task ListenerDispose_FailsPendingAcceptAndRefusesLaterDials()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var transport = network.CreateTransport();
+        var listener = await transport.ListenAsync(Any, CancellationToken.None);
+        var pending = listener.AcceptAsync(CancellationToken.None).AsTask();
+        await listener.DisposeAsync();
+        await listener.DisposeAsync();
+
+        Assert.CatchAsync<OperationCanceledException>(async () => await pending.Guarded());
+        Assert.CatchAsync<OperationCanceledException>(async () => await listener.AcceptAsync(CancellationToken.None));
+        var e = Assert.ThrowsAsync<TransportException>(async () => await transport.DialAsync(listener.Address, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionRefused));
+        await using var reused = await transport.ListenAsync(listener.Address, CancellationToken.None);
+        Assert.That(reused.Address, Is.EqualTo(listener.Address), "a closed address can be listened on again");
+    }
+
+    [Test]
+    public async Task ListenerDispose_ResetsDialsItNeverAccepted()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var listener = await network.CreateTransport().ListenAsync(Any, CancellationToken.None);
+        await using var client = await network.CreateTransport().DialAsync(listener.Address, CancellationToken.None);
+        await listener.DisposeAsync();
+
+        var e = Assert.ThrowsAsync<TransportException>(async () => await client.Input.ReadAsync());
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionReset));
+    }
+
+    [Test]
+    public async Task Backlog_Full_RefusesFurtherDials()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider(), new SimulatedNetworkOptions { ListenBacklog = 2 });
+        var transport = network.CreateTransport();
+        await using var listener = await network.CreateTransport().ListenAsync(Any, CancellationToken.None);
+        await transport.DialAsync(listener.Address, CancellationToken.None);
+        await transport.DialAsync(listener.Address, CancellationToken.None);
+        var e = Assert.ThrowsAsync<TransportException>(async () => await transport.DialAsync(listener.Address, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionRefused));
+        await listener.AcceptAsync(CancellationToken.None);
+        Assert.DoesNotThrowAsync(async () => await transport.DialAsync(listener.Address, CancellationToken.None));
+    }
+
+    [Test]
+    public async Task TwoNetworks_AreIsolated()
+    {
+        var one = new SimulatedNetwork(new FakeTimeProvider());
+        var two = new SimulatedNetwork(new FakeTimeProvider());
+        var address = Multiaddr.Parse("/memory/5");
+        await using var l1 = await one.CreateTransport().ListenAsync(address, CancellationToken.None);
+        await using var l2 = await two.CreateTransport().ListenAsync(address, CancellationToken.None);
+
+        await using var c1 = await one.CreateTransport().DialAsync(address, CancellationToken.None);
+        Assert.That(two.ConnectionCount, Is.Zero);
+        await using var s1 = await l1.AcceptAsync(CancellationToken.None).Guarded();
+        var otherAccept = l2.AcceptAsync(CancellationToken.None).AsTask();
+        Assert.That(otherAccept.IsCompleted, Is.False, "a dial on one network never reaches the other");
+
+        var e = Assert.ThrowsAsync<TransportException>(async () =>
+            await new SimulatedNetwork(new FakeTimeProvider()).CreateTransport().DialAsync(address, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.ConnectionRefused));
+    }
+
+    [Test]
+    public async Task ThousandsOfNodes_RingOfConnections_EachCarriesItsBytes()
+    {
+        const int nodes = 2000;
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var transports = Enumerable.Range(0, nodes).Select(_ => network.CreateTransport()).ToArray();
+        var listeners = new IListener[nodes];
+        for (var i = 0; i < nodes; i++)
+        {
+            listeners[i] = await transports[i].ListenAsync(Any, CancellationToken.None);
+        }
+        var clients = new IRawConnection[nodes];
+        var servers = new IRawConnection[nodes];
+        for (var i = 0; i < nodes; i++)
+        {
+            clients[i] = await transports[i].DialAsync(listeners[(i + 1) % nodes].Address, CancellationToken.None);
+            servers[(i + 1) % nodes] = await listeners[(i + 1) % nodes].AcceptAsync(CancellationToken.None);
+        }
+        await Task.WhenAll(Enumerable.Range(0, nodes).Select(i => clients[i].Output.WriteAsync(BitConverter.GetBytes(i)).AsTask()));
+        var received = await Task.WhenAll(Enumerable.Range(0, nodes).Select(i => servers[i].Input.ReadExactlyAsync(4))).Guarded();
+
+        for (var i = 0; i < nodes; i++)
+        {
+            Assert.That(BitConverter.ToInt32(received[i]), Is.EqualTo((i + nodes - 1) % nodes));
+            Assert.That(servers[i].Remote, Is.EqualTo(listeners[(i + nodes - 1) % nodes].Address));
+        }
+        Assert.That(network.ConnectionCount, Is.EqualTo(nodes));
+        foreach (var c in clients.Concat(servers))
+        {
+            await c.DisposeAsync();
+        }
+        Assert.That(network.ConnectionCount, Is.Zero);
+    }
+
+    [Test]
+    public async Task ApplicationCompletingOutputWithError_FailsTheRemoteRead()
+    {
+        var network = new SimulatedNetwork(new FakeTimeProvider());
+        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
+        await using var _ = listener;
+        await using var __ = client;
+        await using var ___ = server;
+
+        await client.Output.CompleteAsync(new InvalidDataException("boom"));
+        Assert.ThrowsAsync<InvalidDataException>(async () => await server.Input.ReadAsync());
+    }
+
+    [Test]
+    public void Options_Invalid_AreRejected()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new SimulatedNetwork(new FakeTimeProvider(), new SimulatedNetworkOptions { ListenBacklog = 0 }));
+        Assert.Throws<ArgumentException>(() => new SimulatedNetwork(new FakeTimeProvider())
+            .SetLink(Multiaddr.Parse("/ip4/1.2.3.4/tcp/1"), Multiaddr.Parse("/memory/1"), LinkConditions.Perfect));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new SimulatedNetwork(new FakeTimeProvider())
+            .SetEndpoint(Multiaddr.Parse("/memory/1"), new LinkConditions { Latency = TimeSpan.FromSeconds(-1) }));
+    }
+}
