@@ -40,7 +40,7 @@ public sealed class PotluckNode : IAsyncDisposable
 
     /// <summary>Creates a node on real TCP sockets and the system clock.</summary>
     public static Task<PotluckNode> StartTcpAsync(PrivateKey key, IEnumerable<Multiaddr> listen, SwarmKey? swarmKey, ILoggerFactory loggers, CancellationToken ct) =>
-        StartAsync(key, listen, [new TcpTransport(new TcpTransportOptions(), loggers)], swarmKey, loggers, TimeProvider.System, ct);
+        StartAsync(key, listen, [new TcpTransport(new TcpTransportOptions())], swarmKey, loggers, TimeProvider.System, ct);
 
     /// <summary>Creates a node on the given transports and clock (the simulator passes its memory transport and virtual time).</summary>
     public static async Task<PotluckNode> StartAsync(PrivateKey key, IEnumerable<Multiaddr> listen, IReadOnlyList<ITransport> transports,

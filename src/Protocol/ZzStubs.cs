@@ -16,14 +16,9 @@ namespace Potluck.Protocol.Pnet
         public static ValueTask<IDuplexPipe> ProtectAsync(IDuplexPipe raw, SwarmKey key, CancellationToken ct) => throw new NotImplementedException();
     }
 }
-namespace Potluck.Protocol.Transport.Tcp
+
+namespace Potluck.Protocol.Yamux
 {
-    public sealed class TcpTransportOptions { }
-    public sealed class TcpTransport : ITransport { public TcpTransport(TcpTransportOptions o, Microsoft.Extensions.Logging.ILoggerFactory l) { }
-      public bool CanHandle(Potluck.Protocol.Multiformats.Multiaddr a) => true; public ValueTask<IRawConnection> DialAsync(Potluck.Protocol.Multiformats.Multiaddr a, CancellationToken ct) => throw new NotImplementedException(); public ValueTask<IListener> ListenAsync(Potluck.Protocol.Multiformats.Multiaddr a, CancellationToken ct) => throw new NotImplementedException(); }
-}
-namespace Potluck.Protocol.Host
-{
-    public sealed class Libp2pHostSettings { public Potluck.Protocol.Pnet.SwarmKey? SwarmKey { get; set; } }
-    public sealed partial class Libp2pHost { public static Libp2pHost Create(Potluck.Protocol.Identity.PrivateKey k, IReadOnlyList<Potluck.Protocol.Transport.ITransport> t, Libp2pHostSettings s, Microsoft.Extensions.Logging.ILoggerFactory l, TimeProvider time) => throw new NotImplementedException(); }
+    public sealed class YamuxOptions { }
+    public sealed class YamuxMuxer : Potluck.Protocol.Muxing.IStreamMuxer { public const string ProtocolId = "/yamux/1.0.0"; public YamuxMuxer(YamuxOptions o, Microsoft.Extensions.Logging.ILoggerFactory l, TimeProvider t) { } public string ProtocolId2 => ""; string Potluck.Protocol.Muxing.IStreamMuxer.ProtocolId => ProtocolId; public Potluck.Protocol.Muxing.IMuxedConnection Create(IDuplexPipe p, bool i) => throw new NotImplementedException(); }
 }

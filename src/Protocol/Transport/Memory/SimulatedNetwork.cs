@@ -27,6 +27,7 @@ public sealed class SimulatedNetwork
     private readonly Lock _lock = new();
     private readonly SimulatedNetworkOptions _options;
     private readonly Dictionary<ulong, MemoryListener> _listeners = [];
+    private readonly Dictionary<ulong, ulong> _aliases = [];
     private readonly HashSet<ulong> _ephemeral = [];
     private readonly Dictionary<LinkKey, LinkConditions> _links = [];
     private readonly Dictionary<ulong, LinkConditions> _endpoints = [];
@@ -209,6 +210,20 @@ public sealed class SimulatedNetwork
         }
     }
 
+    /// <summary>
+    /// Makes dials to <paramref name="alias"/> reach whatever listens on <paramref name="target"/>, as a NAT
+    /// port mapping or a DNS name gives one listener a second address that it does not know as its own.
+    /// </summary>
+    public void AddAlias(Multiaddr alias, Multiaddr target)
+    {
+        var aliasId = IdOf(alias);
+        var targetId = IdOf(target);
+        lock (_lock)
+        {
+            _aliases[aliasId] = targetId;
+        }
+    }
+
     internal MemoryConnection Connect(MemoryTransport from, Multiaddr to)
     {
         if (!TryGetId(to, out var toId))
@@ -217,6 +232,10 @@ public sealed class SimulatedNetwork
         }
         lock (_lock)
         {
+            if (_aliases.TryGetValue(toId, out var aliased))
+            {
+                toId = aliased;
+            }
             ulong fromId;
             if (from.ListenIds.Count > 0)
             {

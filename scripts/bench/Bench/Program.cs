@@ -1,0 +1,181 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Interop.Tests;
+using Potluck.Node;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Transport.Tcp;
+
+namespace Potluck.Benchmarks;
+
+/// <summary>
+/// Side-by-side scenario benchmark on loopback, in one run: single-stream /perf/1.0.0 throughput
+/// Potluck↔Potluck and js-libp2p↔js-libp2p, raw TCP as the ceiling, and connection handshakes per second.
+/// Machines here are shared and noisy: compare the ratios, which come from one run.
+/// </summary>
+public static class Program
+{
+    public static async Task<int> Main(string[] args)
+    {
+        var size = args.Length > 0 && long.TryParse(args[0], CultureInfo.InvariantCulture, out var s) ? s : 256L << 20;
+        var runs = args.Length > 1 && int.TryParse(args[1], CultureInfo.InvariantCulture, out var r) ? r : 3;
+        var handshakes = args.Length > 2 && int.TryParse(args[2], CultureInfo.InvariantCulture, out var h) ? h : 2000;
+        using var overall = new CancellationTokenSource(TimeSpan.FromMinutes(15));
+        var ct = overall.Token;
+
+        Console.WriteLine($"# Potluck benchmark — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+        Console.WriteLine($"# payload {size >> 20} MiB per direction, median of {runs} runs; {handshakes} handshakes");
+        Console.WriteLine();
+
+        var raw = await MedianAsync(runs, () => RawTcpAsync(size, ct));
+        var potluck = await MedianAsync(runs, () => PotluckPerfAsync(size, ct));
+        var js = await MedianAsync(runs, () => JsPerfAsync(size, ct));
+        var hs = await PotluckHandshakesAsync(handshakes, ct);
+        var jsHs = await JsHandshakesAsync(Math.Min(handshakes, 300), ct);
+
+        Console.WriteLine("| single stream, loopback | upload MiB/s | download MiB/s |");
+        Console.WriteLine("| --- | ---: | ---: |");
+        Console.WriteLine($"| raw TCP (ceiling) | {raw.Up:0} | {raw.Down:0} |");
+        Console.WriteLine($"| Potluck ↔ Potluck (/perf/1.0.0, Noise + Yamux) | {potluck.Up:0} | {potluck.Down:0} |");
+        Console.WriteLine($"| js-libp2p ↔ js-libp2p (/perf/1.0.0, Noise + Yamux) | {js.Up:0} | {js.Down:0} |");
+        Console.WriteLine();
+        Console.WriteLine($"Potluck / js-libp2p: upload {potluck.Up / js.Up:0.00}×, download {potluck.Down / js.Down:0.00}×");
+        Console.WriteLine($"Potluck / raw TCP: upload {potluck.Up / raw.Up:P0}, download {potluck.Down / raw.Down:P0}");
+        Console.WriteLine($"Handshakes (TCP + multistream + Noise XX + Yamux) per second: Potluck {hs:0}, js-libp2p {jsHs:0} ({hs / jsHs:0.0}×)");
+        return 0;
+    }
+
+    private static async Task<(double Up, double Down)> MedianAsync(int runs, Func<Task<(double Up, double Down)>> run)
+    {
+        var results = new List<(double Up, double Down)>();
+        for (var i = 0; i < runs; i++)
+        {
+            results.Add(await run());
+        }
+        return (results.Select(x => x.Up).Order().ElementAt(runs / 2), results.Select(x => x.Down).Order().ElementAt(runs / 2));
+    }
+
+    private static double MiBps(long bytes, TimeSpan elapsed) => bytes / elapsed.TotalSeconds / (1 << 20);
+
+    /// <summary>One socket pair, 1 MiB writes, the reader drains: what the kernel's loopback gives one stream.</summary>
+    private static async Task<(double Up, double Down)> RawTcpAsync(long size, CancellationToken ct)
+    {
+        async Task<double> OneWay()
+        {
+            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            listener.Listen();
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            await client.ConnectAsync(listener.LocalEndPoint!, ct);
+            using var server = await listener.AcceptAsync(ct);
+            var sw = Stopwatch.StartNew();
+            var send = Task.Run(async () =>
+            {
+                var buffer = new byte[1 << 20];
+                for (long sent = 0; sent < size; sent += buffer.Length)
+                {
+                    await client.SendAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, size - sent)), ct);
+                }
+                client.Shutdown(SocketShutdown.Send);
+            }, ct);
+            var recv = new byte[1 << 20];
+            long total = 0;
+            int n;
+            while ((n = await server.ReceiveAsync(recv, ct)) > 0)
+            {
+                total += n;
+            }
+            await send;
+            return MiBps(total, sw.Elapsed);
+        }
+        return (await OneWay(), await OneWay());
+    }
+
+    private static async Task<(double Up, double Down)> PotluckPerfAsync(long size, CancellationToken ct)
+    {
+        var listen = new[] { Multiaddr.Parse("/ip4/127.0.0.1/tcp/0") };
+        await using var server = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), listen, null, NullLoggerFactory.Instance, ct);
+        await using var client = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), [], null, NullLoggerFactory.Instance, ct);
+        var connection = await client.Host.ConnectAsync(server.FullAddresses[0], ct);
+        await client.Perf.RunAsync(connection.RemotePeer, 8 << 20, 8 << 20, ct); // warm up the JIT
+        var up = await client.Perf.RunAsync(connection.RemotePeer, size, 0, ct);
+        var down = await client.Perf.RunAsync(connection.RemotePeer, 0, size, ct);
+        return (MiBps(size, up.Elapsed), MiBps(size, down.Elapsed));
+    }
+
+    private static async Task<(double Up, double Down)> JsPerfAsync(long size, CancellationToken ct)
+    {
+        await using var server = await JsPeer.StartAsync(ct: ct);
+        await using var client = await JsPeer.StartAsync(ct: ct);
+        await client.DialAsync(server.Addr, ct);
+        await client.PerfAsync(server.Addr, 8 << 20, 8 << 20, ct);
+        var timeout = TimeSpan.FromMinutes(5);
+        var up = await client.PerfAsync(server.Addr, size, 0, ct, timeout);
+        var down = await client.PerfAsync(server.Addr, 0, size, ct, timeout);
+        return (MiBps(size, up.Total), MiBps(size, down.Total));
+    }
+
+    /// <summary>Fresh connections to one listener from 8 client identities, 8 dials in flight.</summary>
+    private static async Task<double> PotluckHandshakesAsync(int count, CancellationToken ct)
+    {
+        var settings = new Libp2pHostSettings();
+        settings.Host.MaxConnections = 10_000;
+        settings.Host.MaxPendingInbound = 1_000;
+        await using var server = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
+        await server.StartAsync([Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], ct);
+        var target = server.ListenAddresses[0].WithPeer(server.PeerId);
+        const int parallel = 8;
+        var clients = new List<Libp2pHost>();
+        for (var i = 0; i < parallel; i++)
+        {
+            var c = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
+            clients.Add(c);
+        }
+        async Task Dial(Libp2pHost c, int n)
+        {
+            for (var i = 0; i < n; i++)
+            {
+                var conn = await c.ConnectAsync(target, ct);
+                await conn.CloseAsync();
+            }
+        }
+        await Task.WhenAll(clients.Select(c => Dial(c, 20))); // warm-up
+        var sw = Stopwatch.StartNew();
+        await Task.WhenAll(clients.Select(c => Dial(c, count / parallel)));
+        var rate = count / parallel * parallel / sw.Elapsed.TotalSeconds;
+        foreach (var c in clients)
+        {
+            await c.DisposeAsync();
+        }
+        return rate;
+    }
+
+    /// <summary>js dials and hangs up sequentially; the same measure as ours, one dial in flight per js process.</summary>
+    private static async Task<double> JsHandshakesAsync(int count, CancellationToken ct)
+    {
+        await using var server = await JsPeer.StartAsync(ct: ct);
+        const int parallel = 4;
+        var clients = await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => JsPeer.StartAsync(ct: ct)));
+        async Task Dial(JsPeer c, int n)
+        {
+            for (var i = 0; i < n; i++)
+            {
+                await c.DialAsync(server.Addr, ct);
+                await c.HangupAsync(server.PeerId, ct);
+            }
+        }
+        await Task.WhenAll(clients.Select(c => Dial(c, 5)));
+        var sw = Stopwatch.StartNew();
+        await Task.WhenAll(clients.Select(c => Dial(c, count / parallel)));
+        var rate = count / parallel * parallel / sw.Elapsed.TotalSeconds;
+        foreach (var c in clients)
+        {
+            await c.DisposeAsync();
+        }
+        return rate;
+    }
+}
