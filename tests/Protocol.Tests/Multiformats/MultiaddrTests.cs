@@ -70,6 +70,23 @@ public class MultiaddrTests
         Assert.That(Multiaddr.Parse(canonical), Is.EqualTo(addr));
     }
 
+    [TestCase("00000000000000000000000000000000")]
+    [TestCase("00000000000000000000000000000001")]
+    [TestCase("00000000000000000000000001020304")] // IPv4-compatible (deprecated) form
+    [TestCase("00000000000000000000ffff01020304")] // IPv4-mapped
+    [TestCase("0064ff9b000000000000000001020304")] // NAT64 well-known prefix
+    [TestCase("fe800000000000000000000000000001")]
+    [TestCase("20010db8000000010000000000000000")]
+    [TestCase("ffffffffffffffffffffffffffffffff")]
+    [TestCase("00000000000000000001000000000000")]
+    public void Ip6_EdgeAddresses_RoundTripBytesTextBytes(string hex)
+    {
+        byte[] bytes = [0x29, .. Convert.FromHexString(hex)];
+        var text = Multiaddr.FromBytes(bytes).ToString();
+        Assert.That(Multiaddr.TryParse(text, out var back, out var error), Is.True, $"{text}: {error}");
+        Assert.That(back.ToBytes(), Is.EqualTo(bytes), text);
+    }
+
     [Test]
     public void P2p_CidOfShaPeerId_HasSameBytesAsBase58Form()
     {
