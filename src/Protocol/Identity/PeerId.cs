@@ -6,7 +6,9 @@ namespace Potluck.Protocol.Identity;
 /// <summary>
 /// A libp2p peer id: the multihash of the protobuf-encoded public key, identity-hashed when that encoding is
 /// at most 42 bytes (all Ed25519 keys: <c>12D3KooW…</c>) and SHA-256-hashed otherwise (<c>Qm…</c>).
-/// Parsed from base58btc or from the CIDv1 form (multibase base32 <c>b…</c>, codec libp2p-key 0x72).
+/// Parsed, as the spec's decoding rules say, from bare base58btc (text starting <c>1</c> or <c>Qm</c>) or from the
+/// CIDv1 form (codec libp2p-key 0x72) in multibase base32 (<c>b…</c>, <c>B…</c>) or base58btc (<c>z…</c>).
+/// Deviation: other multibases (base36 <c>k…</c>, hex) are not read; other multihash functions are not peer ids here.
 /// </summary>
 public readonly struct PeerId : IEquatable<PeerId>, IComparable<PeerId>
 {
@@ -82,23 +84,37 @@ public readonly struct PeerId : IEquatable<PeerId>, IComparable<PeerId>
         {
             return false;
         }
-        if (text[0] == 'b')
+        if (text[0] == '1' || text.StartsWith("Qm", StringComparison.Ordinal))
         {
-            if (!Base32.TryDecodeLower(text.AsSpan(1), out var cid))
-            {
-                return false;
-            }
-            if (Varint.TryRead(cid, out var version, out var n) != DecodeStatus.Done || version != 1)
-            {
-                return false;
-            }
-            if (Varint.TryRead(cid.AsSpan(n), out var codec, out var m) != DecodeStatus.Done || codec != LibP2pKeyCodec)
-            {
-                return false;
-            }
-            return TryFromBytes(cid.AsSpan(n + m), out peer);
+            return Base58.TryDecode(text, out var bytes) && TryFromBytes(bytes, out peer);
         }
-        return Base58.TryDecode(text, out var bytes) && TryFromBytes(bytes, out peer);
+        byte[] cid;
+        var decoded = text[0] switch
+        {
+            'b' => Base32.TryDecodeLower(text.AsSpan(1), out cid),
+            'B' => Base32.TryDecodeLower(text[1..].ToLowerInvariant(), out cid),
+            'z' => Base58.TryDecode(text.AsSpan(1), out cid),
+            _ => Fail(out cid),
+        };
+        if (!decoded)
+        {
+            return false;
+        }
+        if (Varint.TryRead(cid, out var version, out var n) != DecodeStatus.Done || version != 1)
+        {
+            return false;
+        }
+        if (Varint.TryRead(cid.AsSpan(n), out var codec, out var m) != DecodeStatus.Done || codec != LibP2pKeyCodec)
+        {
+            return false;
+        }
+        return TryFromBytes(cid.AsSpan(n + m), out peer);
+
+        static bool Fail(out byte[] bytes)
+        {
+            bytes = [];
+            return false;
+        }
     }
 
     public static PeerId Parse(string text) =>

@@ -1,8 +1,14 @@
+using Org.BouncyCastle.Asn1;
+using Org.BouncyCastle.Asn1.Pkcs;
+using Org.BouncyCastle.Asn1.Sec;
+using Org.BouncyCastle.Asn1.X509;
 using Org.BouncyCastle.Asn1.X9;
 using Org.BouncyCastle.Crypto;
+using System.Security.Cryptography;
 using Org.BouncyCastle.Crypto.Parameters;
 using Org.BouncyCastle.Crypto.Signers;
 using Org.BouncyCastle.Security;
+using Org.BouncyCastle.X509;
 using Potluck.Protocol.Multiformats;
 
 namespace Potluck.Protocol.Identity;
@@ -21,6 +27,12 @@ public enum KeyType
 /// <c>PublicKey</c> protobuf {1: KeyType, 2: bytes Data} in its deterministic encoding.
 /// Ed25519 keys are ours; RSA, secp256k1 and ECDSA keys of remote peers are verified as the spec describes
 /// (PKCS#1 v1.5 / ECDSA over SHA-256, DER signatures). Decoding is bounded by <see cref="MaxEncodedLength"/>.
+/// Like go-libp2p, keys are held in their canonical encoding: a secp256k1 point is re-encoded compressed (33 bytes),
+/// RSA and ECDSA keys are re-encoded as DER PKIX, so the peer id of a key does not depend on how a peer spelled it.
+/// ECDSA keys must name P-256, P-384 or P-521; RSA moduli must have <see cref="MinRsaBits"/>..<see cref="MaxRsaBits"/> bits.
+/// RSA keys are checked for shape only and verified with the platform's RSA: BouncyCastle's RsaKeyParameters runs a
+/// Miller-Rabin compositeness test on every new modulus (about a quarter second for RSA-4096, seconds for 8192), which
+/// a remote could make us pay on every handshake.
 /// </summary>
 public sealed class PublicKey : IEquatable<PublicKey>
 {
@@ -29,13 +41,22 @@ public sealed class PublicKey : IEquatable<PublicKey>
     public const int MinRsaBits = 2048;
     public const int MaxRsaBits = 8192;
 
-    private readonly AsymmetricKeyParameter? _parameters;
+    private static readonly X9ECParameters Secp256k1Curve = ECNamedCurveTable.GetByName("secp256k1");
+    private static readonly ECDomainParameters Secp256k1Domain = new(Secp256k1Curve.Curve, Secp256k1Curve.G, Secp256k1Curve.N, Secp256k1Curve.H);
+    private static readonly DerObjectIdentifier[] EcdsaCurves =
+        [SecObjectIdentifiers.SecP256r1, SecObjectIdentifiers.SecP384r1, SecObjectIdentifiers.SecP521r1];
 
-    private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters)
+    private static readonly AlgorithmIdentifier RsaAlgorithm = new(PkcsObjectIdentifiers.RsaEncryption, DerNull.Instance);
+
+    private readonly AsymmetricKeyParameter? _parameters; // Ed25519, secp256k1, ECDSA
+    private readonly RSAParameters _rsa;                  // RSA
+
+    private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
     {
         Type = type;
         Data = data;
         _parameters = parameters;
+        _rsa = rsa;
     }
 
     public KeyType Type { get; }
@@ -52,10 +73,17 @@ public sealed class PublicKey : IEquatable<PublicKey>
         return new PublicKey(KeyType.Ed25519, raw.ToArray(), new Ed25519PublicKeyParameters(raw));
     }
 
-    /// <summary>Builds a key of any supported type from its type and data bytes.</summary>
+    /// <summary>
+    /// Builds a key of any supported type from its type and data bytes: raw 32 bytes for Ed25519, a compressed or
+    /// uncompressed point for secp256k1, DER PKIX for RSA and ECDSA. Never throws on malformed data.
+    /// </summary>
     public static bool TryCreate(KeyType type, ReadOnlySpan<byte> data, out PublicKey key)
     {
         key = null!;
+        if (data.Length > MaxEncodedLength)
+        {
+            return false;
+        }
         try
         {
             switch (type)
@@ -69,39 +97,61 @@ public sealed class PublicKey : IEquatable<PublicKey>
                     return true;
                 case KeyType.Secp256k1:
                     {
-                        var curve = ECNamedCurveTable.GetByName("secp256k1");
-                        var point = curve.Curve.DecodePoint(data.ToArray());
-                        var domain = new ECDomainParameters(curve.Curve, curve.G, curve.N, curve.H);
-                        key = new PublicKey(type, data.ToArray(), new ECPublicKeyParameters(point, domain));
+                        // Compressed (02|03 + X) or uncompressed (04 + X + Y); never infinity or the hybrid forms.
+                        var wellFormed = (data.Length == 33 && data[0] is 0x02 or 0x03) || (data.Length == 65 && data[0] == 0x04);
+                        if (!wellFormed)
+                        {
+                            return false;
+                        }
+                        var point = Secp256k1Curve.Curve.DecodePoint(data.ToArray());
+                        var parameters = new ECPublicKeyParameters(point, Secp256k1Domain); // checks the point is on the curve
+                        key = new PublicKey(type, parameters.Q.GetEncoded(compressed: true), parameters);
                         return true;
                     }
                 case KeyType.Ecdsa:
                     {
-                        var p = PublicKeyFactory.CreateKey(data.ToArray());
-                        if (p is not ECPublicKeyParameters)
+                        var info = SubjectPublicKeyInfo.GetInstance(Asn1Object.FromByteArray(data.ToArray()));
+                        if (!X9ObjectIdentifiers.IdECPublicKey.Equals(info.Algorithm.Algorithm)
+                            || info.Algorithm.Parameters is not DerObjectIdentifier curve
+                            || Array.IndexOf(EcdsaCurves, curve) < 0)
+                        {
+                            return false; // explicit curve parameters or a curve libp2p does not use
+                        }
+                        if (PublicKeyFactory.CreateKey(info) is not ECPublicKeyParameters ec)
                         {
                             return false;
                         }
-                        key = new PublicKey(type, data.ToArray(), p);
+                        key = new PublicKey(type, SubjectPublicKeyInfoFactory.CreateSubjectPublicKeyInfo(ec).GetDerEncoded(), ec);
                         return true;
                     }
                 case KeyType.Rsa:
                     {
-                        var p = PublicKeyFactory.CreateKey(data.ToArray());
-                        if (p is not RsaKeyParameters rsa || rsa.Modulus.BitLength < MinRsaBits || rsa.Modulus.BitLength > MaxRsaBits)
+                        var info = SubjectPublicKeyInfo.GetInstance(Asn1Object.FromByteArray(data.ToArray()));
+                        if (!PkcsObjectIdentifiers.RsaEncryption.Equals(info.Algorithm.Algorithm))
                         {
                             return false;
                         }
-                        key = new PublicKey(type, data.ToArray(), p);
+                        var rsa = RsaPublicKeyStructure.GetInstance(info.ParsePublicKey());
+                        var (n, e) = (rsa.Modulus, rsa.PublicExponent);
+                        if (n.BitLength is < MinRsaBits or > MaxRsaBits || !n.TestBit(0)
+                            || e.BitLength is < 2 or > 64 || !e.TestBit(0)) // e odd, 3..2^64 (OpenSSL's cap for big moduli)
+                        {
+                            return false;
+                        }
+                        var canonical = new SubjectPublicKeyInfo(RsaAlgorithm, new RsaPublicKeyStructure(n, e)).GetDerEncoded();
+                        var parameters = new RSAParameters { Modulus = n.ToByteArrayUnsigned(), Exponent = e.ToByteArrayUnsigned() };
+                        key = new PublicKey(type, canonical, null, parameters);
                         return true;
                     }
                 default:
                     return false;
             }
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException
-                                      or Org.BouncyCastle.Security.SecurityUtilityException or InvalidCastException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // BouncyCastle's ASN.1 and point decoders signal bad input with a spread of exception types
+            // (ArgumentException, IOException, InvalidCastException, Asn1ParsingException, ...): all mean "not a key".
+            key = null!;
             return false;
         }
     }
@@ -124,28 +174,39 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     public PeerId ToPeerId() => PeerId.FromPublicKey(this);
 
-    /// <summary>Verifies a signature made by the matching private key; never throws on malformed signatures.</summary>
+    /// <summary>Largest signature looked at: an RSA-8192 signature is 1024 bytes, a DER P-521 one under 140.</summary>
+    public const int MaxSignatureLength = 2048;
+
+    /// <summary>
+    /// Verifies a signature made by the matching private key: Ed25519 (RFC 8032), RSASSA-PKCS1-v1_5 with SHA-256,
+    /// or ECDSA with SHA-256 and a DER signature (secp256k1 and NIST curves). Never throws on malformed signatures.
+    /// </summary>
     public bool Verify(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature)
     {
-        if (_parameters is null || signature.Length > 2048)
+        if (signature.Length > MaxSignatureLength)
         {
             return false;
         }
         try
         {
+            if (Type == KeyType.Rsa)
+            {
+                using var rsa = RSA.Create(_rsa);
+                return rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+            }
             ISigner signer = Type switch
             {
                 KeyType.Ed25519 => new Ed25519Signer(),
                 KeyType.Rsa => SignerUtilities.GetSigner("SHA-256withRSA"),
                 _ => SignerUtilities.GetSigner("SHA-256withECDSA"),
             };
-            signer.Init(false, _parameters);
+            signer.Init(false, _parameters!);
             signer.BlockUpdate(message);
             return signer.VerifySignature(signature.ToArray());
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or CryptoException or InvalidCastException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return false;
+            return false; // a malformed signature, whatever BouncyCastle or the platform calls it
         }
     }
 
