@@ -9,8 +9,9 @@ public enum SandboxOutcome
     ExitedNonZero,
     /// <summary>The fuel budget ran out.</summary>
     FuelExhausted,
-    /// <summary>The memory cap was hit: instantiation needed more than the cap, or a refused
-    /// <c>memory.grow</c> left the memory within one page of the cap and the run then failed.</summary>
+    /// <summary>The memory cap was hit: instantiation needed more than the cap, or the run failed
+    /// (trap or non-zero exit) with its memory within an eighth of the cap (a refused
+    /// <c>memory.grow</c> only returns -1 to the guest, whose malloc then fails).</summary>
     MemoryLimitExceeded,
     /// <summary>The module wrote more to stdout than the cap allows.</summary>
     OutputLimitExceeded,

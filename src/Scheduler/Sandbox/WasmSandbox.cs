@@ -18,9 +18,9 @@ namespace Potluck.Scheduler.Sandbox;
 /// For a given module (by SHA-256), arguments, stdin and limits, the outcome, exit code, stdout and
 /// fuel consumed are the same on every run and every machine with the same Wasmtime version, except
 /// for outcomes flagged <see cref="SandboxResult.IsDeterministic"/> = false (a wall-clock timeout, a
-/// stack overflow). Deviation from plain WASI: a refused <c>memory.grow</c> that leaves memory within
-/// a page of the cap, followed by a failed run, is reported as <see cref="SandboxOutcome.MemoryLimitExceeded"/>
-/// (Wasmtime's C API cannot make grow failures trap).
+/// stack overflow). Deviation from plain WASI: a run that fails (trap or non-zero exit) with its memory
+/// within an eighth of the cap is reported as <see cref="SandboxOutcome.MemoryLimitExceeded"/>, since a
+/// refused <c>memory.grow</c> only returns -1 to the guest (Wasmtime's C API cannot make it trap).
 /// </para>
 /// </summary>
 public sealed class WasmSandbox : IDisposable
@@ -210,8 +210,10 @@ public sealed class WasmSandbox : IDisposable
     {
         switch (state.Stop)
         {
+            case HostStop.Exit when state.ExitCode == 0:
+                return (SandboxOutcome.Success, 0, null);
             case HostStop.Exit:
-                return (state.ExitCode == 0 ? SandboxOutcome.Success : SandboxOutcome.ExitedNonZero, state.ExitCode, null);
+                return (NearMemoryCap(instance, memoryLimit) ? SandboxOutcome.MemoryLimitExceeded : SandboxOutcome.ExitedNonZero, state.ExitCode, null);
             case HostStop.OutputLimit:
                 return (SandboxOutcome.OutputLimitExceeded, null, null);
             case HostStop.Deadline:
@@ -234,8 +236,10 @@ public sealed class WasmSandbox : IDisposable
         {
             return (SandboxOutcome.FuelExhausted, null, null);
         }
-        var memory = instance.GetMemory("memory");
-        if (memory is not null && memory.GetLength() + WasmPageSize > memoryLimit)
+        // Wasmtime's C API cannot make a refused memory.grow trap; the guest sees -1 (malloc
+        // returns NULL) and usually fails soon after. A failed run whose memory ended near the
+        // cap is taken as having hit it. Deterministic: the memory size is part of the run's state.
+        if (NearMemoryCap(instance, memoryLimit))
         {
             return (SandboxOutcome.MemoryLimitExceeded, null, null);
         }
@@ -243,6 +247,13 @@ public sealed class WasmSandbox : IDisposable
             ? (SandboxOutcome.Trapped, null, ToTrap(trap))
             : (SandboxOutcome.Trapped, null, new SandboxTrap(SandboxTrapCode.Other, failure.Message));
     }
+
+    private static bool NearMemoryCap(Instance? instance, long memoryLimit)
+        => instance?.GetMemory("memory") is { } memory && memory.GetLength() + MemoryLimitSlack(memoryLimit) > memoryLimit;
+
+    /// <summary>How near the cap a failed run's memory must end to count as having hit it:
+    /// an eighth of the cap, at least one page.</summary>
+    internal static long MemoryLimitSlack(long memoryLimit) => Math.Max(WasmPageSize, memoryLimit / 8);
 
     private static SandboxTrap ToTrap(TrapException trap) => new(trap.Type switch
     {
