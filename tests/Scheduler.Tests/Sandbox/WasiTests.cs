@@ -109,4 +109,32 @@ public class WasiTests
 
         Assert.That(result.ExitCode, Is.EqualTo(800));
     }
+
+    [Test]
+    public void PollOneoffOnAClock_JumpsTheVirtualClockToTheDeadline()
+    {
+        // poll_oneoff with one relative 5 ms clock subscription, then clock_time_get:
+        // exit code = nevents * 100000 + (time in µs).
+        var module = Wasmtime.Module.ConvertText("""
+            (module
+              (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "clock_time_get" (func $time (param i32 i64 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start")
+                (i64.store (i32.const 0) (i64.const 42))          ;; userdata
+                (i32.store8 (i32.const 8) (i32.const 0))          ;; tag: clock
+                (i32.store (i32.const 16) (i32.const 1))          ;; monotonic
+                (i64.store (i32.const 24) (i64.const 5000000))    ;; 5 ms, relative
+                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+                (drop (call $time (i32.const 1) (i64.const 0) (i32.const 136)))
+                (call $exit (i32.add
+                  (i32.mul (i32.load (i32.const 128)) (i32.const 100000))
+                  (i32.wrap_i64 (i64.div_u (i64.load (i32.const 136)) (i64.const 1000)))))))
+            """);
+
+        var result = _sandbox.Execute(new TaskSpec { Module = module }, default);
+
+        Assert.That(result.ExitCode, Is.EqualTo(105000));
+    }
 }
