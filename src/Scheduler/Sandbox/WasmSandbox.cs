@@ -62,6 +62,12 @@ public sealed class WasmSandbox : IDisposable
                 .WithRelaxedSIMD(true, deterministic: true)
                 .WithWasmThreads(false)
                 .WithMemory64(false)
+                // Typed references and GC types crash Wasmtime's C API when their types are
+                // inspected ("not implemented" panic); none of these proposals is needed by WASI
+                // preview 1 commands, so modules using them are refused as invalid.
+                .WithGc(false)
+                .WithFunctionReferences(false)
+                .WithExceptions(false)
                 .WithMaximumStackSize(options.MaxWasmStackBytes)
                 .WithOptimizationLevel(OptimizationLevel.Speed);
             _engine = new Engine(config);
@@ -362,7 +368,7 @@ public sealed class WasmSandbox : IDisposable
             ?? assembly.GetName().Version?.ToString() ?? "unknown";
         var os = OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsWindows() ? "windows" : OperatingSystem.IsMacOS() ? "macos" : "other";
         var description = $"potluck-sandbox-cache/v1;wasmtime={version};arch={RuntimeInformation.ProcessArchitecture};os={os};" +
-            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;opt=speed;stack={options.MaxWasmStackBytes}";
+            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes}";
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..16];
     }
 

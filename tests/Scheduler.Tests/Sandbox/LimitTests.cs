@@ -68,6 +68,16 @@ public class LimitTests
         Assert.That(result.Error, Does.Contain(mentioned));
     }
 
+    [TestCase("""(module (type $t (func)) (global (export "g") (ref null $t) (ref.null $t)) (memory (export "memory") 1) (func (export "_start")))""")]
+    [TestCase("""(module (type $s (struct (field i32))) (func (export "_start") (drop (struct.new $s (i32.const 1)))) (memory (export "memory") 1))""")]
+    public void TypedReferencesAndGcTypes_AreInvalidModule_NotAHostCrash(string wat)
+    {
+        // Regression: inspecting such exports used to abort the process inside Wasmtime's C API.
+        var result = _sandbox.Execute(new TaskSpec { Module = Wasmtime.Module.ConvertText(wat) }, default);
+
+        Assert.That(result.Outcome, Is.EqualTo(SandboxOutcome.InvalidModule));
+    }
+
     [Test]
     public void WrongSignatureForAWasiImport_IsInvalidModule()
     {

@@ -39,7 +39,7 @@ public class PropertyTests
         return result.Outcome == SandboxOutcome.InvalidModule && result.FuelConsumed == 0;
     }
 
-    [FsCheckProperty(MaxTest = 100)]
+    [FsCheckProperty(MaxTest = 1000)]
     public bool MutatedModule_EndsInSomeOutcome_AndTheSameOneTwice(int position, byte value, byte[] input)
     {
         var bytes = (byte[])Echo.Clone();
