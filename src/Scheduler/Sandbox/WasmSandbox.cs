@@ -1,0 +1,383 @@
+using AssemblyInformationalVersionAttribute = System.Reflection.AssemblyInformationalVersionAttribute;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Wasmtime;
+
+namespace Potluck.Scheduler.Sandbox;
+
+/// <summary>
+/// Runs untrusted WASI preview 1 command modules deterministically
+/// (<see href="https://github.com/WebAssembly/WASI/blob/main/legacy/preview1/docs.md"/>), on Wasmtime.
+/// One per node: it owns the <see cref="Engine"/> (fuel metering, epoch interruption, NaN
+/// canonicalization, deterministic relaxed SIMD, no threads, no memory64), the WASI host
+/// (<see cref="WasiPreview1"/>: stdin in, capped stdout/stderr out, argv, no files, network or
+/// environment, a virtual clock and a task-seeded random stream) and the compiled-module cache.
+/// <para>
+/// For a given module (by SHA-256), arguments, stdin and limits, the outcome, exit code, stdout and
+/// fuel consumed are the same on every run and every machine with the same Wasmtime version, except
+/// for outcomes flagged <see cref="SandboxResult.IsDeterministic"/> = false (a wall-clock timeout, a
+/// stack overflow). Deviation from plain WASI: a run that fails (trap or non-zero exit) with its memory
+/// within an eighth of the cap is reported as <see cref="SandboxOutcome.MemoryLimitExceeded"/>, since a
+/// refused <c>memory.grow</c> only returns -1 to the guest (Wasmtime's C API cannot make it trap).
+/// </para>
+/// </summary>
+public sealed class WasmSandbox : IDisposable
+{
+    /// <summary>argv[0] of every task.</summary>
+    public const string ProgramName = "task.wasm";
+
+    private const long WasmPageSize = 65536;
+    private const int MaxTableElements = 1_000_000;
+    private const int RunnerThreadStackBytes = 16 * 1024 * 1024;
+
+    private readonly SandboxOptions _options;
+    private readonly ILogger<WasmSandbox> _logger;
+    private readonly TimeProvider _time;
+    private readonly Engine _engine;
+    private readonly Linker _linker;
+    private readonly ModuleCache _cache;
+    private readonly ITimer _epochTicker;
+    private int _disposed;
+
+    /// <summary>Creates the engine, the WASI host and the module cache, and starts the epoch ticker.</summary>
+    /// <param name="options">Limits; validated and kept (do not change them afterwards).</param>
+    /// <param name="logger">Logger for cache problems and run summaries.</param>
+    /// <param name="time">Clock for wall-clock deadlines and the epoch ticker; the system clock when null.</param>
+    public WasmSandbox(SandboxOptions options, ILogger<WasmSandbox> logger, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(logger);
+        options.Validate();
+        _options = options;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+
+        using (var config = new Config())
+        {
+            config.WithFuelConsumption(true)
+                .WithEpochInterruption(true)
+                .WithCraneliftNaNCanonicalization(true)
+                .WithRelaxedSIMD(true, deterministic: true)
+                .WithWasmThreads(false)
+                .WithMemory64(false)
+                // Typed references and GC types crash Wasmtime's C API when their types are
+                // inspected ("not implemented" panic); none of these proposals is needed by WASI
+                // preview 1 commands, so modules using them are refused as invalid.
+                .WithGc(false)
+                .WithFunctionReferences(false)
+                .WithExceptions(false)
+                .WithMaximumStackSize(options.MaxWasmStackBytes)
+                .WithOptimizationLevel(OptimizationLevel.Speed);
+            _engine = new Engine(config);
+        }
+        CacheFingerprint = ComputeFingerprint(options);
+
+        _linker = new Linker(_engine);
+        WasiPreview1.Define(_linker);
+        _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger);
+        _epochTicker = _time.CreateTimer(_ => _engine.IncrementEpoch(), null, options.EpochTick, options.EpochTick);
+    }
+
+    /// <summary>The options in force.</summary>
+    public SandboxOptions Options => _options;
+
+    /// <summary>16 hex digits naming the Wasmtime version, platform and engine settings; compiled
+    /// modules are only reused under the same fingerprint.</summary>
+    public string CacheFingerprint { get; }
+
+    /// <summary>Where the compiled form of a module is cached on disk (null without a cache folder).</summary>
+    internal string? CachePathFor(string moduleSha256Hex) => _cache.PathFor(moduleSha256Hex);
+
+    /// <summary>Runs <paramref name="spec"/> on a dedicated thread (with a large native stack).</summary>
+    /// <exception cref="OperationCanceledException">When <paramref name="cancellationToken"/> fires first.</exception>
+    public Task<SandboxResult> ExecuteAsync(TaskSpec spec, ReadOnlyMemory<byte> input, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        cancellationToken.ThrowIfCancellationRequested();
+        var completion = new TaskCompletionSource<SandboxResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                completion.TrySetResult(Execute(spec, input, cancellationToken));
+            }
+            catch (OperationCanceledException e)
+            {
+                completion.TrySetCanceled(e.CancellationToken);
+            }
+            catch (Exception e)
+            {
+                completion.TrySetException(e);
+            }
+        }, RunnerThreadStackBytes)
+        {
+            IsBackground = true,
+            Name = "potluck-wasm",
+        };
+        thread.Start();
+        return completion.Task;
+    }
+
+    /// <summary>Runs <paramref name="spec"/> with <paramref name="input"/> on stdin, on the calling thread.</summary>
+    /// <exception cref="OperationCanceledException">When <paramref name="cancellationToken"/> fires first.</exception>
+    public SandboxResult Execute(TaskSpec spec, ReadOnlyMemory<byte> input, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var wasm = spec.Module.Span;
+        if (wasm.Length > _options.MaxModuleBytes)
+        {
+            return Refused(string.Empty, $"module is {wasm.Length} bytes; the limit is {_options.MaxModuleBytes}");
+        }
+        var hashBytes = SHA256.HashData(wasm);
+        var hash = Convert.ToHexStringLower(hashBytes);
+        if (spec.ModuleSha256 is { } named && !string.Equals(named, hash, StringComparison.OrdinalIgnoreCase))
+        {
+            return Refused(hash, "module bytes do not match the named SHA-256");
+        }
+        if (BuildArgv(spec.Args) is not { } argv)
+        {
+            return Refused(hash, $"more than {_options.MaxArgs} arguments or {_options.MaxArgBytes} argument bytes");
+        }
+
+        Module module;
+        ModuleSource source;
+        try
+        {
+            module = _cache.GetOrCompile(hash, wasm, out source);
+        }
+        catch (WasmtimeException e)
+        {
+            return Refused(hash, "not a valid module: " + FirstLine(e.Message));
+        }
+        var memoryLimit = Math.Min(spec.MemoryLimitBytes ?? _options.MaxMemoryBytes, _options.MaxMemoryBytes);
+        if (CheckShape(module, memoryLimit) is { } shapeProblem)
+        {
+            return shapeProblem.Outcome == SandboxOutcome.InvalidModule
+                ? Refused(hash, shapeProblem.Error!) with { ModuleSource = source }
+                : Finish(shapeProblem.Outcome, null, new WasiRunState(default, [], 0, 0, []), 0, null, hash, source, null);
+        }
+
+        var fuel = Math.Min(spec.FuelLimit ?? _options.DefaultFuel, _options.DefaultFuel);
+        var deadline = spec.Deadline is { } d && d < _options.DefaultDeadline ? d : _options.DefaultDeadline;
+        var state = new WasiRunState(input, argv, _options.MaxStdoutBytes, _options.MaxStderrBytes,
+            WasiRunState.DeriveRandomSeed(hashBytes, spec.Args, input.Span));
+
+        using var store = new Store(_engine, state);
+        store.Fuel = fuel;
+        store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: 4, memories: 1);
+        var started = _time.GetTimestamp();
+        store.SetEpochDeadline(1);
+        store.SetEpochDeadlineCallback(_ =>
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                state.Stop = HostStop.Cancelled;
+                throw new SandboxStopException(HostStop.Cancelled);
+            }
+            if (_time.GetElapsedTime(started) >= deadline)
+            {
+                state.Stop = HostStop.Deadline;
+                throw new SandboxStopException(HostStop.Deadline);
+            }
+            return 1;
+        });
+
+        Instance? instance = null;
+        WasmtimeException? failure = null;
+        try
+        {
+            instance = _linker.Instantiate(store, module);
+            var start = instance.GetAction("_start")
+                ?? throw new InvalidOperationException("_start vanished after the shape check");
+            start();
+        }
+        catch (WasmtimeException e)
+        {
+            failure = e;
+        }
+        var consumed = fuel - store.Fuel;
+
+        if (state.Stop == HostStop.Cancelled)
+        {
+            throw new OperationCanceledException("sandboxed run cancelled", cancellationToken);
+        }
+        var (outcome, exitCode, trap) = Classify(state, failure, instance, memoryLimit);
+        if (outcome == SandboxOutcome.FuelExhausted) consumed = fuel;
+        return Finish(outcome, exitCode, state, consumed, trap, hash, source, failure is not null && instance is null && outcome == SandboxOutcome.InvalidModule ? FirstLine(failure.Message) : null);
+    }
+
+    private static (SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap) Classify(
+        WasiRunState state, WasmtimeException? failure, Instance? instance, long memoryLimit)
+    {
+        switch (state.Stop)
+        {
+            case HostStop.Exit when state.ExitCode == 0:
+                return (SandboxOutcome.Success, 0, null);
+            case HostStop.Exit:
+                return (NearMemoryCap(instance, memoryLimit) ? SandboxOutcome.MemoryLimitExceeded : SandboxOutcome.ExitedNonZero, state.ExitCode, null);
+            case HostStop.OutputLimit:
+                return (SandboxOutcome.OutputLimitExceeded, null, null);
+            case HostStop.Deadline:
+                return (SandboxOutcome.WallClockTimeout, null, null);
+        }
+        if (failure is null)
+        {
+            return (SandboxOutcome.Success, 0, null);
+        }
+        if (instance is null)
+        {
+            // Instantiation failed: the start section trapped, or a limit or import did not fit.
+            if (failure is TrapException { Type: TrapCode.OutOfFuel }) return (SandboxOutcome.FuelExhausted, null, null);
+            if (failure is TrapException t0) return (SandboxOutcome.Trapped, null, ToTrap(t0));
+            return failure.Message.Contains("memory", StringComparison.OrdinalIgnoreCase) && failure.Message.Contains("limit", StringComparison.OrdinalIgnoreCase)
+                ? (SandboxOutcome.MemoryLimitExceeded, null, null)
+                : (SandboxOutcome.InvalidModule, null, null);
+        }
+        if (failure is TrapException { Type: TrapCode.OutOfFuel })
+        {
+            return (SandboxOutcome.FuelExhausted, null, null);
+        }
+        // Wasmtime's C API cannot make a refused memory.grow trap; the guest sees -1 (malloc
+        // returns NULL) and usually fails soon after. A failed run whose memory ended near the
+        // cap is taken as having hit it. Deterministic: the memory size is part of the run's state.
+        if (NearMemoryCap(instance, memoryLimit))
+        {
+            return (SandboxOutcome.MemoryLimitExceeded, null, null);
+        }
+        return failure is TrapException trap
+            ? (SandboxOutcome.Trapped, null, ToTrap(trap))
+            : (SandboxOutcome.Trapped, null, new SandboxTrap(SandboxTrapCode.Other, failure.Message));
+    }
+
+    private static bool NearMemoryCap(Instance? instance, long memoryLimit)
+        => instance?.GetMemory("memory") is { } memory && memory.GetLength() + MemoryLimitSlack(memoryLimit) > memoryLimit;
+
+    /// <summary>How near the cap a failed run's memory must end to count as having hit it:
+    /// an eighth of the cap, at least one page.</summary>
+    internal static long MemoryLimitSlack(long memoryLimit) => Math.Max(WasmPageSize, memoryLimit / 8);
+
+    private static SandboxTrap ToTrap(TrapException trap) => new(trap.Type switch
+    {
+        TrapCode.StackOverflow => SandboxTrapCode.StackOverflow,
+        TrapCode.MemoryOutOfBounds => SandboxTrapCode.MemoryOutOfBounds,
+        TrapCode.HeapMisaligned => SandboxTrapCode.HeapMisaligned,
+        TrapCode.TableOutOfBounds => SandboxTrapCode.TableOutOfBounds,
+        TrapCode.IndirectCallToNull => SandboxTrapCode.IndirectCallToNull,
+        TrapCode.BadSignature => SandboxTrapCode.BadSignature,
+        TrapCode.IntegerOverflow => SandboxTrapCode.IntegerOverflow,
+        TrapCode.IntegerDivisionByZero => SandboxTrapCode.IntegerDivisionByZero,
+        TrapCode.BadConversionToInteger => SandboxTrapCode.BadConversionToInteger,
+        TrapCode.Unreachable => SandboxTrapCode.Unreachable,
+        _ => SandboxTrapCode.Other,
+    }, trap.Message);
+
+    /// <summary>Imports must all be WASI preview 1 functions we define; exports must include
+    /// <c>_start</c> and <c>memory</c>; the initial memory must fit the cap.</summary>
+    private static (SandboxOutcome Outcome, string? Error)? CheckShape(Module module, long memoryLimit)
+    {
+        foreach (var import in module.Imports)
+        {
+            if (import is not FunctionImport || import.ModuleName != WasiPreview1.ModuleName || !WasiPreview1.FunctionNames.Contains(import.Name))
+            {
+                return (SandboxOutcome.InvalidModule, $"unsupported import {import.ModuleName}.{import.Name}");
+            }
+        }
+        var hasStart = false;
+        MemoryExport? memory = null;
+        foreach (var export in module.Exports)
+        {
+            if (export is FunctionExport { Name: "_start" } f && f.Parameters.Count == 0 && f.Results.Count == 0) hasStart = true;
+            if (export is MemoryExport { Name: "memory" } m) memory = m;
+        }
+        if (!hasStart) return (SandboxOutcome.InvalidModule, "no _start() export: not a WASI command");
+        if (memory is null) return (SandboxOutcome.InvalidModule, "no exported memory named \"memory\"");
+        if (memory.Is64Bit) return (SandboxOutcome.InvalidModule, "64-bit memories are not supported");
+        if (memory.Minimum * WasmPageSize > memoryLimit) return (SandboxOutcome.MemoryLimitExceeded, null);
+        return null;
+    }
+
+    private byte[][]? BuildArgv(IReadOnlyList<string> args)
+    {
+        if (args.Count > _options.MaxArgs) return null;
+        var argv = new byte[args.Count + 1][];
+        argv[0] = Encoding.UTF8.GetBytes(ProgramName + "\0");
+        long total = 0;
+        for (var i = 0; i < args.Count; i++)
+        {
+            var a = args[i] ?? string.Empty;
+            if (a.Contains('\0')) return null;
+            argv[i + 1] = Encoding.UTF8.GetBytes(a + "\0");
+            total += argv[i + 1].Length;
+            if (total > _options.MaxArgBytes) return null;
+        }
+        return argv;
+    }
+
+    private SandboxResult Refused(string hash, string error)
+    {
+        SandboxLog.RunFinished(_logger, hash, SandboxOutcome.InvalidModule, 0);
+        return new SandboxResult
+        {
+            Outcome = SandboxOutcome.InvalidModule,
+            Error = error,
+            ModuleSha256 = hash,
+            StdoutSha256 = SHA256.HashData([]),
+            StderrSha256 = SHA256.HashData([]),
+        };
+    }
+
+    private SandboxResult Finish(SandboxOutcome outcome, int? exitCode, WasiRunState state, ulong consumed,
+        SandboxTrap? trap, string hash, ModuleSource source, string? error)
+    {
+        SandboxLog.RunFinished(_logger, hash, outcome, consumed);
+        var stdout = state.Stdout.ToArray();
+        var stderr = state.Stderr.ToArray();
+        return new SandboxResult
+        {
+            Outcome = outcome,
+            ExitCode = exitCode,
+            Stdout = stdout,
+            Stderr = stderr,
+            StderrTruncated = state.StderrTruncated,
+            FuelConsumed = consumed,
+            StdoutSha256 = SHA256.HashData(stdout),
+            StderrSha256 = SHA256.HashData(stderr),
+            Trap = trap,
+            Error = error,
+            IsDeterministic = outcome != SandboxOutcome.WallClockTimeout && trap?.IsNonDeterministicPoint != true,
+            ModuleSha256 = hash,
+            ModuleSource = source,
+        };
+    }
+
+    private static string FirstLine(string message)
+    {
+        var end = message.IndexOf('\n');
+        return end < 0 ? message : message[..end];
+    }
+
+    private static string ComputeFingerprint(SandboxOptions options)
+    {
+        var assembly = typeof(Engine).Assembly;
+        var version = (Attribute.GetCustomAttribute(assembly, typeof(AssemblyInformationalVersionAttribute)) as AssemblyInformationalVersionAttribute)?.InformationalVersion
+            ?? assembly.GetName().Version?.ToString() ?? "unknown";
+        var os = OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsWindows() ? "windows" : OperatingSystem.IsMacOS() ? "macos" : "other";
+        var description = $"potluck-sandbox-cache/v1;wasmtime={version};arch={RuntimeInformation.ProcessArchitecture};os={os};" +
+            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes}";
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..16];
+    }
+
+    /// <summary>Stops the epoch ticker and frees the engine. Runs still in flight must have finished.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _epochTicker.Dispose();
+        _linker.Dispose();
+        _engine.Dispose();
+    }
+}

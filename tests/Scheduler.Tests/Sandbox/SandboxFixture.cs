@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Scheduler.Sandbox;
+
+namespace Potluck.Scheduler.Tests.Sandbox;
+
+/// <summary>Sandboxes over throwaway cache folders, removed after each test.</summary>
+internal sealed class SandboxFixture : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+
+    public string CacheDirectory { get; } = Path.Combine(Path.GetTempPath(), "potluck-sandbox-tests", Guid.NewGuid().ToString("N"));
+
+    public WasmSandbox Create(Action<SandboxOptions>? configure = null, bool diskCache = true)
+    {
+        var options = new SandboxOptions { CacheDirectory = diskCache ? CacheDirectory : null, DefaultFuel = 2_000_000_000 };
+        configure?.Invoke(options);
+        var sandbox = new WasmSandbox(options, NullLogger<WasmSandbox>.Instance);
+        _owned.Add(sandbox);
+        return sandbox;
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+        try
+        {
+            Directory.Delete(CacheDirectory, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+    }
+}
