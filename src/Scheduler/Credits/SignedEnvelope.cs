@@ -32,8 +32,10 @@ public enum EnvelopeStatus
 /// <c>PublicKey</c> protobuf, and the signature over <c>UTF-8(domain) ‖ payload</c>
 /// (see <see cref="SignatureDomains"/>). MessagePack array <c>[bin payload, bin key, bin signature]</c>.
 /// The payload is never re-serialised: receivers decode it from these bytes and verify these bytes.
-/// Deviation from the libp2p signed-envelope RFC 0002: MessagePack instead of protobuf, and the payload type
-/// is implied by the domain rather than carried, since every Potluck use knows which type it expects.
+/// Modelled on libp2p's signed envelopes (https://github.com/libp2p/specs/blob/master/RFC/0002-signed-envelopes.md).
+/// Deviations: MessagePack instead of protobuf; the signed bytes are <c>domain ‖ payload</c> with a
+/// prefix-free ASCII domain instead of varint-length-prefixed domain, type and payload; and the payload type is
+/// implied by the domain rather than carried, since every Potluck use knows which type it expects.
 /// </summary>
 [MessagePackObject]
 public sealed class SignedEnvelope
