@@ -1,8 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.InteropServices;
-using Org.BouncyCastle.Crypto.Engines;
-using Org.BouncyCastle.Crypto.Parameters;
 
 namespace Potluck.Protocol.Pnet;
 
@@ -13,7 +11,7 @@ namespace Potluck.Protocol.Pnet;
 /// </summary>
 internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
 {
-    private XSalsa20Engine? _cipher;
+    private PnetCipher? _cipher;
 
     /// <summary>The buffer last handed out; the caller's AdvanceTo positions point into it.</summary>
     private ReadOnlySequence<byte> _handedOut;
@@ -63,8 +61,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
                 return Forward(buffer.Slice(0, 0), result, out forwarded);
             }
             var nonce = buffer.Slice(0, PnetProtector.NonceSize).ToArray();
-            _cipher = new XSalsa20Engine();
-            _cipher.Init(false, new ParametersWithIV(new KeyParameter(key), nonce));
+            _cipher = new PnetCipher(key, nonce);
             buffer = buffer.Slice(PnetProtector.NonceSize);
             _plain = 0;
         }
@@ -75,7 +72,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
             {
                 // The raw reader's buffers are ours until AdvanceTo: decrypt in place.
                 var span = MemoryMarshal.AsMemory(segment).Span;
-                _cipher.ProcessBytes(span, span);
+                _cipher.Transform(span);
             }
             _plain = buffer.Length;
         }

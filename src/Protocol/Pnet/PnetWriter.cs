@@ -1,6 +1,4 @@
 using System.IO.Pipelines;
-using Org.BouncyCastle.Crypto.Engines;
-using Org.BouncyCastle.Crypto.Parameters;
 
 namespace Potluck.Protocol.Pnet;
 
@@ -11,13 +9,13 @@ namespace Potluck.Protocol.Pnet;
 internal sealed class PnetWriter : PipeWriter
 {
     private readonly PipeWriter _inner;
-    private readonly XSalsa20Engine _cipher = new();
+    private readonly PnetCipher _cipher;
     private Memory<byte> _lent;
 
     public PnetWriter(PipeWriter inner, byte[] key, byte[] nonce)
     {
         _inner = inner;
-        _cipher.Init(true, new ParametersWithIV(new KeyParameter(key), nonce));
+        _cipher = new PnetCipher(key, nonce);
         var span = inner.GetSpan(PnetProtector.NonceSize);
         nonce.CopyTo(span);
         inner.Advance(PnetProtector.NonceSize);
@@ -34,7 +32,7 @@ internal sealed class PnetWriter : PipeWriter
             throw new ArgumentOutOfRangeException(nameof(bytes), "Advance went past the memory from the last GetMemory/GetSpan");
         }
         var plain = _lent.Span[..bytes];
-        _cipher.ProcessBytes(plain, plain);
+        _cipher.Transform(plain);
         _lent = _lent[bytes..];
         _inner.Advance(bytes);
     }
@@ -53,7 +51,7 @@ internal sealed class PnetWriter : PipeWriter
         {
             var destination = _inner.GetSpan();
             var n = Math.Min(destination.Length, source.Length);
-            _cipher.ProcessBytes(source[..n], destination[..n]);
+            _cipher.Transform(source[..n], destination);
             _inner.Advance(n);
             source = source[n..];
         }
