@@ -93,6 +93,22 @@ public class MultistreamMessageTests
     }
 
     [Property]
+    public bool Handle_AnyBytesStreamStillOpen_WaitsOrEndsInViolationOrSelection(byte[] bytes)
+    {
+        // Inline pipes: when the write returns, the listener has done all it can with these bytes.
+        var (dialer, listener) = PipePair.Create();
+        var listening = MultistreamSelect.HandleAsync(listener, ["/noise"], MultistreamOptions.Default, default).AsTask();
+        dialer.Output.WriteAsync(bytes).AsTask().GetAwaiter().GetResult();
+        if (!listening.IsCompleted)
+        {
+            return true; // needs more data
+        }
+        return listening.Status == TaskStatus.RanToCompletion
+            ? listening.Result == "/noise"
+            : listening.Exception?.InnerException is ProtocolViolationException;
+    }
+
+    [Property]
     public bool Handle_MutatedValidDialogue_EndsInViolationOrSelection(byte[] noise, int position)
     {
         var valid = MultistreamSelectTests.Msg("/multistream/1.0.0")
