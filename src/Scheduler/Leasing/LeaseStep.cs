@@ -30,8 +30,8 @@ public sealed record LeaseOutcome(LeaseOutcomeKind Kind, string Detail)
 
 /// <summary>
 /// What a lease state machine asks its shell to do after an event: send these messages in order, call
-/// <c>OnTimer</c> at <see cref="NextTimer"/> (replacing any earlier timer), start or abort the execution, and
-/// report the outcome when the lease has ended.
+/// <c>OnTimer</c> at <see cref="NextTimer"/> (replacing any earlier timer; null keeps the current one), start or
+/// abort the execution, and report the outcome when the lease has ended (after which no timer is needed).
 /// </summary>
 public sealed record LeaseStep
 {
@@ -39,7 +39,7 @@ public sealed record LeaseStep
 
     public IReadOnlyList<LeaseMessage> Send { get; init; } = [];
 
-    /// <summary>When to call <c>OnTimer</c> next; null when no timer is needed (the lease has ended).</summary>
+    /// <summary>When to call <c>OnTimer</c> next; null keeps the timer already set (none once the lease has ended).</summary>
     public DateTimeOffset? NextTimer { get; init; }
 
     /// <summary>Provider only: run this task now and report with <c>OnExecutionCompleted</c>.</summary>
