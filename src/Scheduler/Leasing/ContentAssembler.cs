@@ -27,6 +27,8 @@ internal sealed class ContentAssembler
 
     public ReadOnlyMemory<byte> Content => _buffer.WrittenMemory;
 
+    public bool HashMatches() => SHA256.HashData(_buffer.WrittenSpan).AsSpan().SequenceEqual(_hash);
+
     /// <summary>Adds a chunk; returns an error when it is out of order, overflows the size, or completes content with the wrong hash.</summary>
     public string? Add(long offset, ReadOnlySpan<byte> chunk)
     {
@@ -43,7 +45,7 @@ internal sealed class ContentAssembler
             return "data beyond the declared size";
         }
         _buffer.Write(chunk);
-        if (IsComplete && !SHA256.HashData(_buffer.WrittenSpan).AsSpan().SequenceEqual(_hash))
+        if (IsComplete && !HashMatches())
         {
             return "content does not match its hash";
         }

@@ -89,6 +89,11 @@ public sealed class ProviderLease
         {
             return message is LeaseRequest or LeaseAccept && _final is not null ? new LeaseStep { Send = [_final] } : LeaseStep.Nothing;
         }
+        if (now >= _deadline || (_phase == Phase.Offered && now >= _offerExpires))
+        {
+            // The timer has not fired yet, but the lease is already over: end it before looking at the message.
+            return OnTimer(now);
+        }
         _lastHeard = now;
         switch (message)
         {
@@ -193,9 +198,9 @@ public sealed class ProviderLease
         _phase = Phase.Receiving;
         _module = Terms.ModuleNeeded ? new ContentAssembler(Terms.ModuleHash, Terms.ModuleSize) : null;
         _input = new ContentAssembler(Terms.InputHash, Terms.InputSize);
-        if (Terms.InputSize == 0 && _input.Add(0, []) is { } error)
+        if (_input.IsComplete && !_input.HashMatches())
         {
-            return Fail(error, now);
+            return Fail("empty input does not match its hash", now);
         }
         _nextHeartbeat = now + _heartbeat;
         return TryRun([NextHeartbeat()]);

@@ -127,6 +127,11 @@ public sealed class ProviderLeaseRegistry
 
     private LeaseReject? Evaluate(LeaseRequest r, DateTimeOffset now)
     {
+        if (!LeaseCodec.IsHash(r.ModuleHash) || !LeaseCodec.IsHash(r.InputHash) || r.ModuleSize <= 0 || r.InputSize < 0
+            || r.FuelLimit <= 0 || r.MemoryLimitBytes < 0)
+        {
+            return Reject(r, LeaseRejectReason.BadRequest, "malformed request");
+        }
         var deadline = r.DeadlineUnixMs;
         if (deadline < (now + _policy.MinDeadlineLead).ToUnixTimeMilliseconds())
         {
