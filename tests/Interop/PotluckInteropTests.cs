@@ -29,7 +29,7 @@ public sealed class PotluckInteropTests
     private static async Task<PotluckNode> StartPotluckAsync(SwarmKey? swarmKey = null, PrivateKey? key = null)
     {
         var node = await PotluckNode.StartTcpAsync(key ?? PrivateKey.Generate(), [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], swarmKey,
-            NullLoggerFactory.Instance, CancellationToken.None);
+            TestLogging.Factory, CancellationToken.None);
         node.Host.SetStreamHandler(EchoProtocol, EchoAsync);
         return node;
     }

@@ -6,6 +6,7 @@ using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Transport;
 
 namespace Potluck.Node.Cli;
 
@@ -211,9 +212,9 @@ public static class Commands
         {
             await app.RunAsync();
         }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        catch (Exception e) when (e is TransportException { Error: TransportError.AddressInUse } || e is SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse })
         {
-            await stderr.WriteLineAsync($"potluck: a listen address is already in use ({e.Message}). Pick another port, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfig.DefaultPort + 1}");
+            await stderr.WriteLineAsync($"potluck: {e.Message}. Another program (or another potluck node) has that port: pick another, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfig.DefaultPort + 1}");
             return 1;
         }
         catch (Exception e) when (e is IOException or SocketException or ArgumentException)

@@ -741,15 +741,23 @@ public sealed partial class YamuxConnection : IMuxedConnection
         var buffer = result.Buffer;
         var count = Math.Min(buffer.Length, Math.Min(work.SendWindow, _options.MaxFramePayload));
         var fin = result.IsCompleted && count == buffer.Length;
-        if (count > 0 || fin)
+        if (count > 0)
         {
-            WriteHeader(new YamuxHeader(YamuxFrameType.Data, fin ? YamuxFlags.Fin : YamuxFlags.None, stream.Id, (uint)count));
+            WriteHeader(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.None, stream.Id, (uint)count));
             foreach (var segment in buffer.Slice(0, count))
             {
                 _out.Write(segment.Span);
             }
 
             written += YamuxHeader.Size + count;
+        }
+
+        if (fin)
+        {
+            // FIN travels in its own window update after the data, as go-yamux and js-yamux send it:
+            // js-yamux applies a data frame's FIN before its payload and then refuses the payload.
+            WriteHeader(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Fin, stream.Id, 0));
+            written += YamuxHeader.Size;
         }
 
         stream.OutPipe.Reader.AdvanceTo(buffer.GetPosition(count));
