@@ -92,12 +92,15 @@ public sealed class ClosestPeersLookup
         }
         var capacity = _stalled ? Math.Max(_options.K, _options.Alpha) : _options.Alpha;
         var succeeded = 0;
+        var closerPending = false;
         foreach (var c in _sorted)
         {
             switch (c.State)
             {
                 case State.Succeeded:
-                    if (++succeeded >= _options.K)
+                    // Done only when the k closest non-failed peers have all answered: one still in flight closer
+                    // than the k-th success may name closer peers.
+                    if (++succeeded >= _options.K && !closerPending)
                     {
                         _finished = true;
                         return new LookupStep(LookupStepKind.Finished);
@@ -118,6 +121,7 @@ public sealed class ClosestPeersLookup
                     {
                         return new LookupStep(LookupStepKind.Waiting);
                     }
+                    closerPending = true;
                     break;
             }
         }

@@ -25,10 +25,12 @@ public sealed class KademliaSimulation
     private readonly Random _random;
     private readonly KademliaOptions _options;
     private readonly DateTimeOffset _now = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private readonly double _offlineFraction;
 
     public KademliaSimulation(int nodeCount, int seed, int k = 20, int alpha = 3, double offlineFraction = 0)
     {
         _random = new Random(seed);
+        _offlineFraction = offlineFraction;
         _options = new KademliaOptions { K = k, Alpha = alpha };
         var hash = new byte[34];
         for (var i = 0; i < nodeCount; i++)
@@ -37,7 +39,7 @@ public sealed class KademliaSimulation
             hash[1] = 0x20;
             _random.NextBytes(hash.AsSpan(2));
             PeerId.TryFromBytes(hash, out var id);
-            var node = new SimNode(id, i, _options, this) { Online = _random.NextDouble() >= offlineFraction };
+            var node = new SimNode(id, i, _options, this);
             _nodes.Add(node);
             _byId[id] = node;
         }
@@ -52,12 +54,13 @@ public sealed class KademliaSimulation
 
     /// <summary>
     /// Nodes join one by one through a random earlier online node (self lookup, then a lookup in each bucket up to
-    /// one past the highest occupied one), then every node refreshes its buckets once more.
+    /// one past the highest occupied one), then every node refreshes its buckets once more. Then the offline
+    /// fraction given to the constructor goes silent (still in others' tables, as after churn).
     /// </summary>
     public void Bootstrap()
     {
         var joined = new List<SimNode>();
-        foreach (var node in _nodes.Where(n => n.Online))
+        foreach (var node in _nodes)
         {
             if (joined.Count > 0)
             {
@@ -70,6 +73,10 @@ public sealed class KademliaSimulation
         foreach (var node in joined)
         {
             Refresh(node);
+        }
+        foreach (var node in _nodes)
+        {
+            node.Online = _random.NextDouble() >= _offlineFraction;
         }
     }
 
@@ -200,6 +207,6 @@ public sealed class KademliaSimulation
         public Multiaddr Address { get; }
         public RoutingTable Table { get; }
         public KadRequestHandler Handler { get; }
-        public bool Online { get; init; }
+        public bool Online { get; set; } = true;
     }
 }
