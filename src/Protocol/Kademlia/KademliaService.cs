@@ -71,6 +71,18 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
+    /// <summary>Records held (ours and others'), for tests and metrics.</summary>
+    internal int StoredRecordCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _records.Count;
+            }
+        }
+    }
+
     public IReadOnlyList<PeerId> RoutingTablePeers()
     {
         lock (_gate)

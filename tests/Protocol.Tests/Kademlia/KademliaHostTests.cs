@@ -117,6 +117,36 @@ public class KademliaHostTests
     }
 
     [Test]
+    public async Task Maintenance_ExpiresForeignRecords_AndTheOwnerRepublishesThem(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 26);
+        var nodes = await StartNetworkAsync(hosts, 8, ct);
+        try
+        {
+            var owner = nodes[1];
+            var key = PublicKeyRecordValidator.KeyFor(owner.Host.PeerId);
+            await owner.Dht.PutValueAsync(key, owner.Host.PublicKey.ToProtobuf(), ct);
+            var others = nodes.Where(n => n != owner).ToList();
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(1));
+
+            hosts.Time.Advance(new KademliaOptions().RecordTtl);
+            foreach (var n in others)
+            {
+                await n.Dht.RunMaintenanceAsync(ct);
+            }
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(0), "expired after the TTL");
+            Assert.That(owner.Dht.StoredRecordCount, Is.EqualTo(1), "our own record never expires");
+
+            await owner.Dht.RunMaintenanceAsync(ct);
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(1), "republished");
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
     public async Task ClientModeNode_CanQuery_ButIsNeverAddedToRoutingTables(CancellationToken ct)
     {
         await using var hosts = new TestHosts(seed: 24);
