@@ -1,0 +1,661 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Kademlia;
+
+/// <summary>
+/// Kademlia DHT per https://github.com/libp2p/specs/blob/master/kad-dht/README.md: the <c>dht.proto</c> messages,
+/// unsigned-varint length-prefixed, one request/response per exchange on a fresh stream (inbound streams may carry
+/// several), FIND_NODE, GET_VALUE/PUT_VALUE with namespace validators, ADD_PROVIDER/GET_PROVIDERS, iterative
+/// lookups (<see cref="ClosestPeersLookup"/>) over a k-bucket <see cref="RoutingTable"/>.
+/// Deviations: the protocol id defaults to <c>/potluck/kad/1.0.0</c> (a separate DHT; set
+/// <see cref="KademliaOptions.ProtocolId"/> to <see cref="IpfsProtocolId"/> for the public one); GET_VALUE does not
+/// send the best record back to peers that returned an outdated one; records are not signed beyond what their
+/// namespace validator checks; no automatic client/server mode switching.
+/// </summary>
+public sealed partial class KademliaService : IAsyncDisposable
+{
+    public const string DefaultProtocolId = "/potluck/kad/1.0.0";
+    public const string IpfsProtocolId = "/ipfs/kad/1.0.0";
+
+    private const int MaxPreimageTries = 1 << 20;
+
+    private readonly Libp2pHost _host;
+    private readonly KademliaOptions _options;
+    private readonly ILogger<KademliaService> _log;
+    private readonly Random _random;
+    private readonly object _gate = new();
+    private readonly RoutingTable _table;
+    private readonly RecordStore _records;
+    private readonly ProviderStore _providers;
+    private readonly KadRequestHandler _handler;
+    private readonly Dictionary<string, (byte[] Key, DateTimeOffset LastProvided)> _provided = new(StringComparer.Ordinal);
+    private readonly HashSet<PeerId> _probing = [];
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _maintenance;
+    private int _disposed;
+
+    public KademliaService(Libp2pHost host, KademliaOptions options, ILoggerFactory loggers, Random random)
+    {
+        _host = host;
+        _options = options;
+        _log = loggers.CreateLogger<KademliaService>();
+        _random = random;
+        _table = new RoutingTable(host.PeerId, options.K, options.ReplacementCacheSize);
+        _records = new RecordStore(options.MaxRecords, options.MaxRecordSize);
+        _providers = new ProviderStore(options.MaxProviderKeys, options.MaxProvidersPerKey);
+        _handler = new KadRequestHandler(_table, _records, _providers, options, Describe);
+        if (options.Mode == KademliaMode.Server)
+        {
+            host.SetStreamHandler(options.ProtocolId, HandleStreamAsync);
+        }
+        host.Peers.Updated += OnPeerUpdated;
+    }
+
+    public string ProtocolId => _options.ProtocolId;
+
+    public KademliaMode Mode => _options.Mode;
+
+    public int RoutingTableSize
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _table.Count;
+            }
+        }
+    }
+
+    /// <summary>Records held (ours and others'), for tests and metrics.</summary>
+    internal int StoredRecordCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _records.Count;
+            }
+        }
+    }
+
+    public IReadOnlyList<PeerId> RoutingTablePeers()
+    {
+        lock (_gate)
+        {
+            return _table.AllPeers();
+        }
+    }
+
+    /// <summary>Starts periodic maintenance: expiry, bucket refresh, republishing records and provider announcements.</summary>
+    public void Start()
+    {
+        _maintenance ??= Task.Run(MaintainAsync);
+    }
+
+    /// <summary>
+    /// Joins the DHT through <paramref name="bootstrap"/> (addresses ending in /p2p/…) and the peers the peer store
+    /// already knows to speak the protocol: a lookup for our own key, then a refresh of every bucket due.
+    /// Returns the routing table size.
+    /// </summary>
+    public async Task<int> BootstrapAsync(IEnumerable<Multiaddr> bootstrap, CancellationToken ct)
+    {
+        var seeds = new List<PeerId>();
+        foreach (var address in bootstrap)
+        {
+            if (address.PeerId is { } id && id != _host.PeerId)
+            {
+                _host.Peers.AddAddresses(id, [address], AddressSource.Manual);
+                seeds.Add(id);
+            }
+        }
+        seeds.AddRange(_host.Peers.Snapshot().Where(p => p.Id != _host.PeerId && p.Protocols.Contains(_options.ProtocolId)).Select(p => p.Id));
+        await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct);
+        await RefreshBucketsAsync(force: true, ct);
+        return RoutingTableSize;
+    }
+
+    /// <summary>The addresses of <paramref name="peer"/>: known ones if connected, else found by a FIND_NODE lookup; empty if not found.</summary>
+    public async Task<IReadOnlyList<Multiaddr>> FindPeerAsync(PeerId peer, CancellationToken ct)
+    {
+        if (peer == _host.PeerId)
+        {
+            return _host.ListenAddresses;
+        }
+        if (_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+        {
+            return _host.Peers.GetAddresses(peer);
+        }
+        var found = false;
+        await LookupAsync(peer.ToBytes(), Pb.Message.Types.MessageType.FindNode, (from, response) =>
+        {
+            found |= from == peer || KadMessages.ReadPeers(response.CloserPeers, _options, _host.PeerId).Any(p => p.Id == peer && p.Addresses.Count > 0);
+            return found;
+        }, [], ct);
+        return found ? _host.Peers.GetAddresses(peer) : [];
+    }
+
+    /// <summary>The k peers closest to <paramref name="key"/> that answered, closest first.</summary>
+    public async Task<IReadOnlyList<PeerId>> GetClosestPeersAsync(byte[] key, CancellationToken ct)
+    {
+        CheckKey(key);
+        return (await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct)).Closest;
+    }
+
+    /// <summary>Stores a record locally and at the k closest peers; returns how many peers accepted it.</summary>
+    /// <exception cref="RecordValidationException">No validator for the key's namespace, or the validator refused it.</exception>
+    public async Task<int> PutValueAsync(byte[] key, byte[] value, CancellationToken ct)
+    {
+        CheckKey(key);
+        if (value.Length > _options.MaxRecordSize)
+        {
+            throw new ArgumentException($"record value over {_options.MaxRecordSize} bytes", nameof(value));
+        }
+        if (!_options.Validators.Validate(key, value))
+        {
+            throw new RecordValidationException("the record failed validation (unknown namespace or invalid value)");
+        }
+        lock (_gate)
+        {
+            if (_records.Put(key, value, _host.Time.GetUtcNow(), isLocal: true) != StoreResult.Stored)
+            {
+                throw new InvalidOperationException("the record store is full");
+            }
+        }
+        return await PublishRecordAsync(key, value, ct);
+    }
+
+    /// <summary>The best valid value for <paramref name="key"/> among ours and the k closest peers', or null.</summary>
+    public async Task<byte[]?> GetValueAsync(byte[] key, CancellationToken ct)
+    {
+        CheckKey(key);
+        var values = new List<byte[]>();
+        lock (_gate)
+        {
+            if (_records.Get(key) is { } local && _options.Validators.Validate(key, local.Value))
+            {
+                values.Add(local.Value);
+            }
+        }
+        await LookupAsync(key, Pb.Message.Types.MessageType.GetValue, (_, response) =>
+        {
+            if (response.Record is { } r && r.Key.Span.SequenceEqual(key) && values.Count < _options.K)
+            {
+                var value = r.Value.ToByteArray();
+                if (_options.Validators.Validate(key, value) && !values.Any(v => v.AsSpan().SequenceEqual(value)))
+                {
+                    values.Add(value);
+                }
+            }
+            return false;
+        }, [], ct);
+        var best = _options.Validators.Select(key, values);
+        return best >= 0 ? values[best] : null;
+    }
+
+    /// <summary>Announces that we provide <paramref name="key"/> to the k closest peers; returns how many took it.</summary>
+    public async Task<int> ProvideAsync(byte[] key, CancellationToken ct)
+    {
+        CheckKey(key);
+        var now = _host.Time.GetUtcNow();
+        lock (_gate)
+        {
+            _providers.Add(key, _host.PeerId, now + _options.ProviderTtl);
+            _provided[Convert.ToBase64String(key)] = (key, now);
+        }
+        var closest = await GetClosestPeersAsync(key, ct);
+        var message = new Pb.Message { Type = Pb.Message.Types.MessageType.AddProvider, Key = ByteString.CopyFrom(key) };
+        message.ProviderPeers.Add(KadMessages.ToPb(_host.PeerId, _host.ListenAddresses, connected: true));
+        var results = await Task.WhenAll(closest.Select(p => RequestAsync(p, message, expectResponse: false, ct)));
+        return results.Count(r => r is not null);
+    }
+
+    /// <summary>Up to <paramref name="max"/> providers of <paramref name="key"/> (never ourselves); their addresses go to the peer store.</summary>
+    public async Task<IReadOnlyList<KadPeer>> FindProvidersAsync(byte[] key, int max, CancellationToken ct)
+    {
+        CheckKey(key);
+        var found = new Dictionary<PeerId, KadPeer>();
+        lock (_gate)
+        {
+            foreach (var p in _providers.Get(key, _host.Time.GetUtcNow()))
+            {
+                if (p != _host.PeerId && found.Count < max)
+                {
+                    found[p] = new KadPeer(p, _host.Peers.GetAddresses(p));
+                }
+            }
+        }
+        if (found.Count >= max)
+        {
+            return [.. found.Values];
+        }
+        await LookupAsync(key, Pb.Message.Types.MessageType.GetProviders, (_, response) =>
+        {
+            foreach (var p in KadMessages.ReadPeers(response.ProviderPeers, _options, _host.PeerId))
+            {
+                if (found.Count >= max)
+                {
+                    break;
+                }
+                AddDiscovered(p);
+                found.TryAdd(p.Id, new KadPeer(p.Id, _host.Peers.GetAddresses(p.Id)));
+            }
+            return found.Count >= max;
+        }, [], ct);
+        return [.. found.Values];
+    }
+
+    /// <summary>One maintenance pass (what the periodic timer runs): expiry, due bucket refreshes, due republishing.</summary>
+    public async Task RunMaintenanceAsync(CancellationToken ct)
+    {
+        var now = _host.Time.GetUtcNow();
+        IReadOnlyList<KadRecord> records;
+        List<byte[]> reprovide;
+        lock (_gate)
+        {
+            _records.RemoveExpired(now, _options.RecordTtl);
+            _providers.RemoveExpired(now);
+            records = _records.DueForRepublish(now, _options.RecordRepublishInterval);
+            reprovide = _provided.Values.Where(p => now - p.LastProvided >= _options.ProviderRepublishInterval).Select(p => p.Key).ToList();
+        }
+        await RefreshBucketsAsync(force: false, ct);
+        foreach (var record in records)
+        {
+            await PublishRecordAsync(record.Key, record.Value, ct);
+            lock (_gate)
+            {
+                _records.MarkPublished(record.Key, _host.Time.GetUtcNow());
+            }
+        }
+        foreach (var key in reprovide)
+        {
+            await ProvideAsync(key, ct);
+        }
+    }
+
+    private async Task MaintainAsync()
+    {
+        using var timer = new PeriodicTimer(_options.MaintenanceInterval, _host.Time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token))
+            {
+                try
+                {
+                    await RunMaintenanceAsync(_stop.Token);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogMaintenanceFailed(e);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task RefreshBucketsAsync(bool force, CancellationToken ct)
+    {
+        IReadOnlyList<int> due;
+        lock (_gate)
+        {
+            due = _table.BucketsDueForRefresh(_host.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
+        }
+        foreach (var bucket in due)
+        {
+            if (KeyForBucket(bucket) is { } key)
+            {
+                await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct);
+            }
+        }
+    }
+
+    /// <summary>A random key whose SHA-256 falls in the bucket (a preimage search: about 2^(bucket+1) hashes).</summary>
+    private byte[]? KeyForBucket(int bucket)
+    {
+        var candidate = new byte[KadKey.Length];
+        for (var i = 0; i < MaxPreimageTries; i++)
+        {
+            lock (_random)
+            {
+                _random.NextBytes(candidate);
+            }
+            if (_table.BucketIndexOf(KadKey.FromKey(candidate)) == bucket)
+            {
+                return candidate;
+            }
+        }
+        return null;
+    }
+
+    private async Task<int> PublishRecordAsync(byte[] key, byte[] value, CancellationToken ct)
+    {
+        var closest = await GetClosestPeersAsync(key, ct);
+        var message = new Pb.Message
+        {
+            Type = Pb.Message.Types.MessageType.PutValue,
+            Key = ByteString.CopyFrom(key),
+            Record = new Pb.Record { Key = ByteString.CopyFrom(key), Value = ByteString.CopyFrom(value) },
+        };
+        var results = await Task.WhenAll(closest.Select(p => RequestAsync(p, message, expectResponse: true, ct)));
+        return results.Count(r => r?.Record is { } echoed && echoed.Value.Span.SequenceEqual(value));
+    }
+
+    private sealed record LookupOutcome(IReadOnlyList<PeerId> Closest, int Hops, int Queries);
+
+    /// <summary>Drives a <see cref="ClosestPeersLookup"/>: sends requests it asks for, feeds answers back. <paramref name="onResponse"/> returning true ends it.</summary>
+    private async Task<LookupOutcome> LookupAsync(byte[] key, Pb.Message.Types.MessageType type, Func<PeerId, Pb.Message, bool>? onResponse,
+        IEnumerable<PeerId> extraSeeds, CancellationToken ct)
+    {
+        var target = KadKey.FromKey(key);
+        var request = new Pb.Message { Type = type, Key = ByteString.CopyFrom(key) };
+        ClosestPeersLookup lookup;
+        lock (_gate)
+        {
+            lookup = new ClosestPeersLookup(target, _table.Closest(target, _options.K).Concat(extraSeeds), _options.LookupOptions, _host.PeerId);
+        }
+        using var overall = new CancellationTokenSource(_options.LookupTimeout, _host.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _stop.Token);
+        var pending = new Dictionary<Task<Pb.Message?>, PeerId>();
+        try
+        {
+            while (true)
+            {
+                LookupStep step;
+                while ((step = lookup.Next(_host.Time.GetUtcNow())).Kind == LookupStepKind.Query)
+                {
+                    pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
+                }
+                if (step.Kind == LookupStepKind.Finished || pending.Count == 0)
+                {
+                    break;
+                }
+                var done = await Task.WhenAny(pending.Keys);
+                var peer = pending[done];
+                pending.Remove(done);
+                var response = await done;
+                if (response is null)
+                {
+                    lookup.OnFailure(peer);
+                    if (!linked.IsCancellationRequested)
+                    {
+                        RemovePeer(peer);
+                    }
+                    continue;
+                }
+                var closer = KadMessages.ReadPeers(response.CloserPeers, _options, _host.PeerId);
+                foreach (var p in closer)
+                {
+                    AddDiscovered(p);
+                }
+                lookup.OnSuccess(peer, closer.Where(p => p.Addresses.Count > 0).Select(p => p.Id));
+                Consider(peer);
+                if (onResponse?.Invoke(peer, response) == true)
+                {
+                    lookup.Finish();
+                }
+            }
+        }
+        finally
+        {
+            if (pending.Count > 0)
+            {
+                await linked.CancelAsync();
+                await Task.WhenAll(pending.Keys);
+            }
+        }
+        ct.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            _table.MarkRefreshed(_table.BucketIndexOf(target), _host.Time.GetUtcNow());
+        }
+        LogLookupDone(type, lookup.Result.Count, lookup.Hops, lookup.QueriesSent);
+        return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
+    }
+
+    /// <summary>One request on a fresh stream; null on any failure (never throws for network or remote faults).</summary>
+    private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
+    {
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _host.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
+        IStream? stream = null;
+        try
+        {
+            stream = await _host.NewStreamAsync(peer, [_options.ProtocolId], linked.Token);
+            await LengthPrefixed.WriteAsync(stream.Output, request.ToByteArray(), linked.Token);
+            await stream.Output.CompleteAsync();
+            var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+            if (!expectResponse)
+            {
+                // ADD_PROVIDER has no response: the remote closing its side says it has read the request.
+                return bytes is null ? request : throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER");
+            }
+            if (bytes is null)
+            {
+                throw new ProtocolViolationException(_options.ProtocolId, "stream ended without a response");
+            }
+            if (!KadMessages.TryParse(bytes, _options, out var response, out var error))
+            {
+                throw new ProtocolViolationException(_options.ProtocolId, error);
+            }
+            if (response.Type != request.Type)
+            {
+                throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's");
+            }
+            return response;
+        }
+        catch (ProtocolViolationException e)
+        {
+            stream?.Reset();
+            LogRequestFailed(peer, e.Message);
+            return null;
+        }
+        catch (Exception e) when (e is IOException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
+            stream?.Reset();
+            LogRequestFailed(peer, e.Message);
+            return null;
+        }
+        catch (Exception e)
+        {
+            stream?.Reset();
+            LogUnexpected(peer, e);
+            return null;
+        }
+        finally
+        {
+            if (stream is not null)
+            {
+                await stream.DisposeAsync();
+            }
+        }
+    }
+
+    private async Task HandleStreamAsync(IStream stream, CancellationToken ct)
+    {
+        var remote = stream.RemotePeer;
+        if (_host.Peers.SupportsProtocol(remote, _options.ProtocolId))
+        {
+            Consider(remote);
+        }
+        try
+        {
+            for (var i = 0; i < _options.MaxRequestsPerStream; i++)
+            {
+                using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _host.Time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _stop.Token);
+                var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+                if (bytes is null)
+                {
+                    break;
+                }
+                if (!KadMessages.TryParse(bytes, _options, out var request, out var error))
+                {
+                    throw new ProtocolViolationException(_options.ProtocolId, error);
+                }
+                Pb.Message? response;
+                List<KadPeer> learned;
+                lock (_gate)
+                {
+                    response = _handler.Handle(remote, request, _host.Time.GetUtcNow());
+                    learned = [.. _handler.LearnedProviders];
+                }
+                foreach (var p in learned)
+                {
+                    AddDiscovered(p);
+                }
+                if (response is not null)
+                {
+                    await LengthPrefixed.WriteAsync(stream.Output, response.ToByteArray(), linked.Token);
+                }
+            }
+            await stream.Output.CompleteAsync();
+        }
+        catch (ProtocolViolationException e)
+        {
+            LogInboundViolation(remote, e.Reason);
+            stream.Reset();
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            stream.Reset();
+        }
+    }
+
+    private (IReadOnlyList<Multiaddr>, bool) Describe(PeerId peer) =>
+        (_host.Peers.GetAddresses(peer), _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed));
+
+    /// <summary>Puts addresses a third party told us into the peer store, never our own id or addresses.</summary>
+    private void AddDiscovered(KadPeer peer)
+    {
+        if (peer.Id == _host.PeerId || peer.Addresses.Count == 0)
+        {
+            return;
+        }
+        var own = _host.ListenAddresses;
+        var addresses = peer.Addresses.Where(a => !own.Contains(a)).ToArray();
+        if (addresses.Length > 0)
+        {
+            _host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
+        }
+    }
+
+    private void OnPeerUpdated(PeerId peer)
+    {
+        if (peer == _host.PeerId || _disposed != 0)
+        {
+            return;
+        }
+        if (_host.Peers.SupportsProtocol(peer, _options.ProtocolId))
+        {
+            Consider(peer);
+        }
+        else if (_host.Peers.Get(peer) is { Protocols.Count: > 0 })
+        {
+            // Identify says it no longer speaks the DHT in server mode.
+            RemovePeer(peer);
+        }
+    }
+
+    /// <summary>A peer shown to serve the DHT: add it, or probe the bucket's oldest entry if the bucket is full.</summary>
+    private void Consider(PeerId peer)
+    {
+        RoutingUpdate update;
+        lock (_gate)
+        {
+            update = _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+        }
+        if (update is { Kind: RoutingUpdateKind.Pending, ProbeCandidate: { } oldest })
+        {
+            _ = ProbeAsync(oldest);
+        }
+    }
+
+    private async Task ProbeAsync(PeerId peer)
+    {
+        lock (_gate)
+        {
+            if (!_probing.Add(peer))
+            {
+                return;
+            }
+        }
+        try
+        {
+            var probe = new Pb.Message { Type = Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(_host.PeerId.Bytes) };
+            var alive = await RequestAsync(peer, probe, expectResponse: true, _stop.Token) is not null;
+            lock (_gate)
+            {
+                if (alive)
+                {
+                    _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+                }
+                else
+                {
+                    _table.Remove(peer);
+                }
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _probing.Remove(peer);
+            }
+        }
+    }
+
+    private void RemovePeer(PeerId peer)
+    {
+        lock (_gate)
+        {
+            _table.Remove(peer);
+        }
+    }
+
+    private void CheckKey(byte[] key)
+    {
+        if (key.Length == 0 || key.Length > _options.MaxKeySize)
+        {
+            throw new ArgumentException($"a key is 1…{_options.MaxKeySize} bytes", nameof(key));
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _host.Peers.Updated -= OnPeerUpdated;
+        if (_options.Mode == KademliaMode.Server)
+        {
+            _host.RemoveStreamHandler(_options.ProtocolId);
+        }
+        await _stop.CancelAsync();
+        if (_maintenance is not null)
+        {
+            await _maintenance;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT request to {Peer} failed: {Reason}")]
+    private partial void LogRequestFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "DHT request to {Peer} failed unexpectedly")]
+    private partial void LogUnexpected(PeerId peer, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT request from {Peer} broke the protocol: {Reason}")]
+    private partial void LogInboundViolation(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT {Type} lookup done: {Found} peers, {Hops} hops, {Queries} queries")]
+    private partial void LogLookupDone(Pb.Message.Types.MessageType type, int found, int hops, int queries);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "DHT maintenance failed")]
+    private partial void LogMaintenanceFailed(Exception e);
+}

@@ -1,0 +1,206 @@
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Protocol.Kademlia;
+
+/// <summary>What <see cref="RoutingTable.AddOrRefresh"/> did.</summary>
+public enum RoutingUpdateKind
+{
+    /// <summary>The peer is new and took a free slot.</summary>
+    Added,
+    /// <summary>The peer was already in the table and is now its bucket's most recently seen.</summary>
+    Refreshed,
+    /// <summary>
+    /// The bucket is full: the peer waits in the bucket's replacement cache. The caller should probe
+    /// <see cref="RoutingUpdate.ProbeCandidate"/> (the least recently seen entry) and call
+    /// <see cref="RoutingTable.Remove"/> if it does not answer, or <see cref="RoutingTable.AddOrRefresh"/> if it does.
+    /// </summary>
+    Pending,
+    /// <summary>The peer is the local peer, never stored.</summary>
+    Rejected,
+}
+
+public readonly record struct RoutingUpdate(RoutingUpdateKind Kind, PeerId? ProbeCandidate = null);
+
+/// <summary>
+/// The Kademlia routing table: 256 k-buckets indexed by the common prefix length of SHA-256(peer id) with the
+/// local key, each ordered least recently seen first, each with a small replacement cache that refills it when
+/// an unresponsive peer is removed (the Kademlia paper's policy). Pure data structure: time comes in as
+/// arguments; not thread-safe (the owner locks).
+/// </summary>
+public sealed class RoutingTable
+{
+    public const int BucketCount = 256;
+
+    private readonly Bucket?[] _buckets = new Bucket?[BucketCount];
+    private readonly Dictionary<PeerId, Entry> _index = [];
+    private readonly int _replacementCacheSize;
+
+    public RoutingTable(PeerId local, int bucketSize = 20, int replacementCacheSize = 5)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(bucketSize, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(replacementCacheSize);
+        Local = local;
+        LocalKey = KadKey.FromPeer(local);
+        BucketSize = bucketSize;
+        _replacementCacheSize = replacementCacheSize;
+    }
+
+    public PeerId Local { get; }
+
+    public KadKey LocalKey { get; }
+
+    /// <summary>k: the most peers one bucket holds.</summary>
+    public int BucketSize { get; }
+
+    public int Count => _index.Count;
+
+    public bool Contains(PeerId peer) => _index.ContainsKey(peer);
+
+    /// <summary>The bucket a key falls in: its common prefix length with the local key (0…255).</summary>
+    public int BucketIndexOf(KadKey key) => Math.Min(LocalKey.CommonPrefixLength(key), BucketCount - 1);
+
+    public RoutingUpdate AddOrRefresh(PeerId peer, DateTimeOffset now)
+    {
+        if (peer == Local || peer.IsEmpty)
+        {
+            return new RoutingUpdate(RoutingUpdateKind.Rejected);
+        }
+        if (_index.TryGetValue(peer, out var existing))
+        {
+            var home = _buckets[existing.BucketIndex]!;
+            home.Entries.Remove(existing);
+            existing.LastSeen = now;
+            home.Entries.Add(existing);
+            return new RoutingUpdate(RoutingUpdateKind.Refreshed);
+        }
+        var key = KadKey.FromPeer(peer);
+        var index = BucketIndexOf(key);
+        var bucket = _buckets[index] ??= new Bucket();
+        if (bucket.Entries.Count < BucketSize)
+        {
+            var entry = new Entry(peer, key, index) { LastSeen = now };
+            bucket.Entries.Add(entry);
+            _index[peer] = entry;
+            bucket.Replacements.RemoveAll(r => r.Peer == peer);
+            return new RoutingUpdate(RoutingUpdateKind.Added);
+        }
+        bucket.Replacements.RemoveAll(r => r.Peer == peer);
+        if (_replacementCacheSize > 0)
+        {
+            if (bucket.Replacements.Count >= _replacementCacheSize)
+            {
+                bucket.Replacements.RemoveAt(0);
+            }
+            bucket.Replacements.Add(new Entry(peer, key, index) { LastSeen = now });
+        }
+        return new RoutingUpdate(RoutingUpdateKind.Pending, bucket.Entries[0].Peer);
+    }
+
+    /// <summary>Removes the peer; its bucket takes the most recently seen peer from its replacement cache.</summary>
+    public bool Remove(PeerId peer) => Remove(peer, out _);
+
+    public bool Remove(PeerId peer, out PeerId? promoted)
+    {
+        promoted = null;
+        if (!_index.Remove(peer, out var entry))
+        {
+            return false;
+        }
+        var bucket = _buckets[entry.BucketIndex]!;
+        bucket.Entries.Remove(entry);
+        if (bucket.Replacements.Count > 0)
+        {
+            var replacement = bucket.Replacements[^1];
+            bucket.Replacements.RemoveAt(bucket.Replacements.Count - 1);
+            bucket.Entries.Add(replacement);
+            _index[replacement.Peer] = replacement;
+            promoted = replacement.Peer;
+        }
+        return true;
+    }
+
+    /// <summary>Up to <paramref name="count"/> peers closest to <paramref name="target"/>, closest first.</summary>
+    public IReadOnlyList<PeerId> Closest(KadKey target, int count, PeerId? exclude = null)
+    {
+        if (count <= 0 || _index.Count == 0)
+        {
+            return [];
+        }
+        var all = new List<(KadDistance Distance, PeerId Peer)>(_index.Count);
+        foreach (var entry in _index.Values)
+        {
+            if (exclude is { } x && entry.Peer == x)
+            {
+                continue;
+            }
+            all.Add((entry.Key.DistanceTo(target), entry.Peer));
+        }
+        all.Sort((a, b) => a.Distance.CompareTo(b.Distance));
+        var n = Math.Min(count, all.Count);
+        var result = new PeerId[n];
+        for (var i = 0; i < n; i++)
+        {
+            result[i] = all[i].Peer;
+        }
+        return result;
+    }
+
+    /// <summary>The peers of one bucket, least recently seen first.</summary>
+    public IReadOnlyList<PeerId> PeersInBucket(int index) =>
+        _buckets[index] is { } b ? b.Entries.Select(e => e.Peer).ToArray() : [];
+
+    public IReadOnlyList<PeerId> ReplacementsInBucket(int index) =>
+        _buckets[index] is { } b ? b.Replacements.Select(e => e.Peer).ToArray() : [];
+
+    public IReadOnlyList<PeerId> AllPeers() => _index.Keys.ToArray();
+
+    /// <summary>The highest bucket index holding a peer, or -1 when empty.</summary>
+    public int HighestOccupiedBucket()
+    {
+        for (var i = BucketCount - 1; i >= 0; i--)
+        {
+            if (_buckets[i] is { Entries.Count: > 0 })
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>
+    /// Buckets 0…min(highest occupied + 1, <paramref name="maxIndex"/>) not refreshed within <paramref name="interval"/>,
+    /// as go-libp2p-kad-dht refreshes up to a maximum common prefix length.
+    /// </summary>
+    public IReadOnlyList<int> BucketsDueForRefresh(DateTimeOffset now, TimeSpan interval, int maxIndex)
+    {
+        var top = Math.Min(HighestOccupiedBucket() + 1, Math.Min(maxIndex, BucketCount - 1));
+        var due = new List<int>();
+        for (var i = 0; i <= top; i++)
+        {
+            var last = _buckets[i]?.LastRefreshed ?? DateTimeOffset.MinValue;
+            if (now - last >= interval)
+            {
+                due.Add(i);
+            }
+        }
+        return due;
+    }
+
+    /// <summary>Records that a lookup for a key in the bucket finished.</summary>
+    public void MarkRefreshed(int index, DateTimeOffset now) => (_buckets[index] ??= new Bucket()).LastRefreshed = now;
+
+    private sealed class Entry(PeerId peer, KadKey key, int bucketIndex)
+    {
+        public PeerId Peer { get; } = peer;
+        public KadKey Key { get; } = key;
+        public int BucketIndex { get; } = bucketIndex;
+        public DateTimeOffset LastSeen { get; set; }
+    }
+
+    private sealed class Bucket
+    {
+        public List<Entry> Entries { get; } = [];
+        public List<Entry> Replacements { get; } = [];
+        public DateTimeOffset LastRefreshed { get; set; } = DateTimeOffset.MinValue;
+    }
+}

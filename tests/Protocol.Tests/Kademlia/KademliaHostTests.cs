@@ -1,0 +1,206 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Tests.Host;
+
+namespace Potluck.Protocol.Tests.Kademlia;
+
+[CancelAfter(120_000)]
+public class KademliaHostTests
+{
+    private sealed record DhtNode(TestHosts.TestNode Node, KademliaService Dht)
+    {
+        public Libp2pHost Host => Node.Host;
+    }
+
+    private static async Task<List<DhtNode>> StartNetworkAsync(TestHosts hosts, int count, CancellationToken ct, KademliaOptions? options = null)
+    {
+        var nodes = new List<DhtNode>();
+        for (var i = 0; i < count; i++)
+        {
+            var node = await hosts.StartAsync();
+            nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), NullLoggerFactory.Instance, new Random(i))));
+        }
+        for (var i = 1; i < count; i++)
+        {
+            await nodes[i].Dht.BootstrapAsync([nodes[0].Node.Address], ct);
+        }
+        return nodes;
+    }
+
+    private static async Task DisposeAllAsync(IEnumerable<DhtNode> nodes)
+    {
+        foreach (var n in nodes)
+        {
+            await n.Dht.DisposeAsync();
+        }
+    }
+
+    [Test]
+    public async Task Bootstrap_25Nodes_FillsRoutingTables_AndFindPeerFindsAPeerById(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 21);
+        var nodes = await StartNetworkAsync(hosts, 25, ct);
+        try
+        {
+            Assert.That(nodes.Select(n => n.Dht.RoutingTableSize), Has.All.GreaterThanOrEqualTo(10));
+            Assert.That(nodes.SelectMany(n => n.Dht.RoutingTablePeers()), Has.None.EqualTo(default(PeerId)));
+            foreach (var n in nodes)
+            {
+                Assert.That(n.Dht.RoutingTablePeers(), Does.Not.Contain(n.Host.PeerId));
+            }
+
+            var seeker = nodes[7];
+            var target = nodes.Where(n => n != seeker).First(n => !seeker.Host.Connections.Any(c => c.RemotePeer == n.Host.PeerId) || n == nodes[^1]);
+            var found = await seeker.Dht.FindPeerAsync(target.Host.PeerId, ct);
+            Assert.That(found, Does.Contain(target.Host.ListenAddresses[0]));
+
+            var closest = await nodes[3].Dht.GetClosestPeersAsync("some key"u8.ToArray(), ct);
+            var key = KadKey.FromKey("some key"u8);
+            var truth = nodes.Where(n => n != nodes[3]).Select(n => n.Host.PeerId).OrderBy(p => KadKey.FromPeer(p).DistanceTo(key)).Take(20);
+            Assert.That(closest, Is.EqualTo(truth));
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
+    public async Task PutValue_PublicKeyRecord_IsReadableFromAnotherNode_InvalidRecordIsRefused(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 22);
+        var nodes = await StartNetworkAsync(hosts, 20, ct);
+        try
+        {
+            var owner = nodes[4];
+            var key = PublicKeyRecordValidator.KeyFor(owner.Host.PeerId);
+            var stored = await owner.Dht.PutValueAsync(key, owner.Host.PublicKey.ToProtobuf(), ct);
+            Assert.That(stored, Is.GreaterThanOrEqualTo(15));
+
+            var value = await nodes[15].Dht.GetValueAsync(key, ct);
+            Assert.That(value, Is.EqualTo(owner.Host.PublicKey.ToProtobuf()));
+
+            Assert.ThrowsAsync<RecordValidationException>(async () =>
+                await owner.Dht.PutValueAsync(key, nodes[5].Host.PublicKey.ToProtobuf(), ct));
+            Assert.ThrowsAsync<RecordValidationException>(async () => await owner.Dht.PutValueAsync("/unknown/x"u8.ToArray(), [1], ct));
+            Assert.That(await nodes[9].Dht.GetValueAsync(PublicKeyRecordValidator.KeyFor(nodes[6].Host.PeerId), ct), Is.Null);
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
+    public async Task Provide_ThenFindProviders_FromAnotherNode_ReturnsTheProviderWithAddresses(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 23);
+        var nodes = await StartNetworkAsync(hosts, 20, ct);
+        try
+        {
+            var content = "potluck-task-wasm-hash"u8.ToArray();
+            var announced = await nodes[2].Dht.ProvideAsync(content, ct);
+            Assert.That(announced, Is.GreaterThanOrEqualTo(15));
+
+            var providers = await nodes[18].Dht.FindProvidersAsync(content, 5, ct);
+            Assert.That(providers.Select(p => p.Id), Is.EqualTo(new[] { nodes[2].Host.PeerId }));
+            Assert.That(providers[0].Addresses, Does.Contain(nodes[2].Host.ListenAddresses[0]));
+            Assert.That(await nodes[18].Dht.FindProvidersAsync("nothing"u8.ToArray(), 5, ct), Is.Empty);
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
+    public async Task Maintenance_ExpiresForeignRecords_AndTheOwnerRepublishesThem(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 26);
+        var nodes = await StartNetworkAsync(hosts, 8, ct);
+        try
+        {
+            var owner = nodes[1];
+            var key = PublicKeyRecordValidator.KeyFor(owner.Host.PeerId);
+            await owner.Dht.PutValueAsync(key, owner.Host.PublicKey.ToProtobuf(), ct);
+            var others = nodes.Where(n => n != owner).ToList();
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(1));
+
+            hosts.Time.Advance(new KademliaOptions().RecordTtl);
+            foreach (var n in others)
+            {
+                await n.Dht.RunMaintenanceAsync(ct);
+            }
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(0), "expired after the TTL");
+            Assert.That(owner.Dht.StoredRecordCount, Is.EqualTo(1), "our own record never expires");
+
+            await owner.Dht.RunMaintenanceAsync(ct);
+            Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(1), "republished");
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
+    public async Task ClientModeNode_CanQuery_ButIsNeverAddedToRoutingTables(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 24);
+        var nodes = await StartNetworkAsync(hosts, 12, ct);
+        var clientNode = await hosts.StartAsync();
+        var client = new KademliaService(clientNode.Host, new KademliaOptions { Mode = KademliaMode.Client }, NullLoggerFactory.Instance, new Random(99));
+        try
+        {
+            Assert.That(clientNode.Host.Protocols, Does.Not.Contain(KademliaService.DefaultProtocolId));
+            Assert.That(await client.BootstrapAsync([nodes[0].Node.Address], ct), Is.GreaterThanOrEqualTo(10));
+            var found = await client.FindPeerAsync(nodes[11].Host.PeerId, ct);
+            Assert.That(found, Is.Not.Empty);
+            var contacted = nodes.Where(n => n.Host.Connections.Any(c => c.RemotePeer == clientNode.Host.PeerId)).ToList();
+            Assert.That(contacted, Is.Not.Empty);
+            foreach (var n in contacted)
+            {
+                // Identify has told them what the client speaks: no DHT protocol, so no routing table entry.
+                await n.Node.Identify.WhenIdentifiedAsync(clientNode.Host.PeerId, ct);
+            }
+            Assert.That(nodes.SelectMany(n => n.Dht.RoutingTablePeers()), Does.Not.Contain(clientNode.Host.PeerId));
+        }
+        finally
+        {
+            await client.DisposeAsync();
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Test]
+    public async Task MalformedRequest_ResetsTheStream_AndTheServerKeepsAnswering(CancellationToken ct)
+    {
+        await using var hosts = new TestHosts(seed: 25);
+        var nodes = await StartNetworkAsync(hosts, 3, ct);
+        try
+        {
+            var attacker = nodes[1].Host;
+            var server = nodes[0].Host.PeerId;
+            await using (var stream = await attacker.NewStreamAsync(server, [KademliaService.DefaultProtocolId], ct))
+            {
+                await LengthPrefixed.WriteAsync(stream.Output, new byte[] { 0xFF, 0xFF, 0xFF, 0x01, 0x02 }, ct);
+                Assert.That(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct), Throws.InstanceOf<IOException>());
+            }
+            await using (var stream = await attacker.NewStreamAsync(server, [KademliaService.DefaultProtocolId], ct))
+            {
+                // A length prefix far over the limit: refused before any allocation.
+                await stream.Output.WriteAsync(new byte[] { 0xFF, 0xFF, 0xFF, 0x7F }, ct);
+                Assert.That(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct), Throws.InstanceOf<IOException>());
+            }
+            var found = await nodes[2].Dht.GetClosestPeersAsync("after"u8.ToArray(), ct);
+            Assert.That(found, Does.Contain(server));
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+}

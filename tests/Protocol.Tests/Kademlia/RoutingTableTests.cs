@@ -1,0 +1,128 @@
+using Potluck.Protocol.Kademlia;
+
+namespace Potluck.Protocol.Tests.Kademlia;
+
+public class RoutingTableTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    [Test]
+    public void AddOrRefresh_PlacesEachPeerInTheBucketOfItsCommonPrefixLength()
+    {
+        var peers = KadTestSupport.RandomPeers(300, 1);
+        var table = new RoutingTable(peers[0], bucketSize: 1000);
+        foreach (var p in peers.Skip(1))
+        {
+            Assert.That(table.AddOrRefresh(p, T0).Kind, Is.EqualTo(RoutingUpdateKind.Added));
+        }
+        foreach (var p in peers.Skip(1))
+        {
+            var cpl = table.LocalKey.CommonPrefixLength(KadKey.FromPeer(p));
+            Assert.That(table.PeersInBucket(cpl), Does.Contain(p));
+        }
+        Assert.That(table.Count, Is.EqualTo(299));
+        Assert.That(table.PeersInBucket(0).Count, Is.InRange(110, 190), "about half of random peers differ in the first bit");
+    }
+
+    [Test]
+    public void AddOrRefresh_LocalPeer_IsRejected()
+    {
+        var me = KadTestSupport.RandomPeers(1, 2)[0];
+        var table = new RoutingTable(me);
+        Assert.That(table.AddOrRefresh(me, T0).Kind, Is.EqualTo(RoutingUpdateKind.Rejected));
+        Assert.That(table.Count, Is.Zero);
+    }
+
+    [Test]
+    public void FullBucket_NewPeerIsPending_OldestIsProbeCandidate_RemovePromotesNewestReplacement()
+    {
+        var peers = KadTestSupport.RandomPeers(400, 3);
+        var table = new RoutingTable(peers[0], bucketSize: 20, replacementCacheSize: 2);
+        var bucket0 = peers.Skip(1).Where(p => table.BucketIndexOf(KadKey.FromPeer(p)) == 0).ToList();
+        Assume.That(bucket0.Count, Is.GreaterThan(24));
+        for (var i = 0; i < 20; i++)
+        {
+            table.AddOrRefresh(bucket0[i], T0.AddSeconds(i));
+        }
+        Assert.That(table.PeersInBucket(0), Has.Count.EqualTo(20));
+
+        var pending = table.AddOrRefresh(bucket0[20], T0.AddSeconds(30));
+        Assert.That(pending, Is.EqualTo(new RoutingUpdate(RoutingUpdateKind.Pending, bucket0[0])));
+        table.AddOrRefresh(bucket0[21], T0.AddSeconds(31));
+        table.AddOrRefresh(bucket0[22], T0.AddSeconds(32));
+        Assert.That(table.ReplacementsInBucket(0), Is.EqualTo(new[] { bucket0[21], bucket0[22] }), "the cache keeps the two most recent");
+        Assert.That(table.PeersInBucket(0), Has.Count.EqualTo(20));
+
+        Assert.That(table.Remove(bucket0[0], out var promoted), Is.True);
+        Assert.That(promoted, Is.EqualTo(bucket0[22]));
+        Assert.That(table.Contains(bucket0[22]), Is.True);
+        Assert.That(table.Contains(bucket0[0]), Is.False);
+        Assert.That(table.PeersInBucket(0), Has.Count.EqualTo(20));
+    }
+
+    [Test]
+    public void AddOrRefresh_KnownPeer_MovesItToMostRecentlySeen()
+    {
+        var peers = KadTestSupport.RandomPeers(400, 4);
+        var table = new RoutingTable(peers[0], bucketSize: 20);
+        var bucket0 = peers.Skip(1).Where(p => table.BucketIndexOf(KadKey.FromPeer(p)) == 0).Take(21).ToList();
+        for (var i = 0; i < 20; i++)
+        {
+            table.AddOrRefresh(bucket0[i], T0);
+        }
+        Assert.That(table.AddOrRefresh(bucket0[0], T0.AddMinutes(1)).Kind, Is.EqualTo(RoutingUpdateKind.Refreshed));
+        Assert.That(table.PeersInBucket(0)[^1], Is.EqualTo(bucket0[0]));
+        Assert.That(table.AddOrRefresh(bucket0[20], T0.AddMinutes(2)).ProbeCandidate, Is.EqualTo(bucket0[1]));
+    }
+
+    [Test]
+    public void Closest_ReturnsTheTrueClosestInDistanceOrder_WithoutTheExcludedPeer()
+    {
+        var peers = KadTestSupport.RandomPeers(200, 5);
+        var table = new RoutingTable(peers[0], bucketSize: 1000);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        var target = KadKey.FromKey("target"u8);
+        var expected = peers.Skip(1).OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).ToList();
+
+        Assert.That(table.Closest(target, 20), Is.EqualTo(expected.Take(20)));
+        Assert.That(table.Closest(target, 20, exclude: expected[0]), Is.EqualTo(expected.Skip(1).Take(20)));
+        Assert.That(table.Closest(target, 0), Is.Empty);
+    }
+
+    [Test]
+    public void BucketsDueForRefresh_CoversUpToOnePastTheHighestOccupied_AndForgetsRefreshedOnes()
+    {
+        var peers = KadTestSupport.RandomPeers(50, 6);
+        var table = new RoutingTable(peers[0]);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        var highest = table.HighestOccupiedBucket();
+        var due = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), maxIndex: 15);
+        Assert.That(due, Is.EqualTo(Enumerable.Range(0, Math.Min(highest + 1, 15) + 1)));
+
+        table.MarkRefreshed(0, T0);
+        Assert.That(table.BucketsDueForRefresh(T0.AddMinutes(5), TimeSpan.FromMinutes(10), 15), Does.Not.Contain(0));
+        Assert.That(table.BucketsDueForRefresh(T0.AddMinutes(10), TimeSpan.FromMinutes(10), 15), Does.Contain(0));
+    }
+
+    [Test]
+    public void Table_NeverHoldsMoreThanKPerBucket()
+    {
+        var peers = KadTestSupport.RandomPeers(2000, 8);
+        var table = new RoutingTable(peers[0], bucketSize: 20);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        for (var i = 0; i < RoutingTable.BucketCount; i++)
+        {
+            Assert.That(table.PeersInBucket(i).Count, Is.LessThanOrEqualTo(20));
+        }
+        Assert.That(table.Count, Is.EqualTo(Enumerable.Range(0, RoutingTable.BucketCount).Sum(i => table.PeersInBucket(i).Count)));
+    }
+}
