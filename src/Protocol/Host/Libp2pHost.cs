@@ -380,7 +380,7 @@ public sealed partial class Libp2pHost : IHost
         IDuplexPipe pipe = raw;
         if (_swarmKey is not null)
         {
-            pipe = await PnetProtector.ProtectAsync(raw, _swarmKey, ct);
+            pipe = PnetProtector.Protect(raw, _swarmKey);
         }
         await Negotiate(pipe, _security.ProtocolId, initiator, ct);
         var secure = await _security.SecureAsync(pipe, initiator, expected, ct);

@@ -1,0 +1,250 @@
+using System.Buffers;
+using System.IO.Pipelines;
+
+namespace Potluck.Protocol.Multistream;
+
+/// <summary>
+/// multistream-select 1.0 (https://github.com/multiformats/multistream-select, and the negotiation section of
+/// https://github.com/libp2p/specs/blob/master/connections/README.md): agrees on one protocol over a fresh
+/// connection or stream. Works directly on the <see cref="IDuplexPipe"/>: it consumes exactly the negotiation
+/// messages, so whatever the remote sent after them (a lazy dialer's first data, a Noise handshake message)
+/// stays buffered in the <see cref="PipeReader"/> for the next layer.
+/// <para>
+/// The dialer pipelines the header and its first proposal in one flush (as js-libp2p and go-multistream do);
+/// the listener queues its header and sends it with its first answer, or before it would wait for data.
+/// Deviations: no simultaneous-open extension (<c>/libp2p/simultaneous-connect</c>), and the dialer never sends
+/// <c>ls</c> (the listener does answer it).
+/// </para>
+/// </summary>
+public static class MultistreamSelect
+{
+    /// <summary>The header both sides send first.</summary>
+    public const string ProtocolId = "/multistream/1.0.0";
+
+    /// <summary>The listener's answer to a protocol it does not support.</summary>
+    public const string NotAvailable = "na";
+
+    /// <summary>A dialer's request for the listener's protocol list.</summary>
+    public const string List = "ls";
+
+    internal const string Name = "multistream-select";
+
+    /// <summary>
+    /// Dialer: proposes <paramref name="protocols"/> in order until the listener accepts one, and returns it.
+    /// Throws <see cref="ProtocolNotSupportedException"/> when the listener answers <c>na</c> to all of them, and
+    /// <see cref="ProtocolViolationException"/> on malformed or unexpected messages or a stream that ends early.
+    /// </summary>
+    public static async ValueTask<string> SelectAsync(
+        IDuplexPipe pipe, IReadOnlyList<string> protocols, MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(pipe);
+        ArgumentNullException.ThrowIfNull(protocols);
+        ArgumentNullException.ThrowIfNull(options);
+        if (protocols.Count == 0)
+        {
+            throw new ArgumentException("at least one protocol must be proposed", nameof(protocols));
+        }
+        foreach (var p in protocols)
+        {
+            MultistreamMessage.ValidateProtocolId(p, options.MaxMessageLength, nameof(protocols));
+        }
+
+        var output = pipe.Output;
+        MultistreamMessage.Write(output, ProtocolId);
+        MultistreamMessage.Write(output, protocols[0]);
+        await output.FlushAsync(ct).ConfigureAwait(false);
+
+        var header = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+        CheckHeader(header);
+        for (var i = 0; ; i++)
+        {
+            var answer = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+            if (answer == protocols[i])
+            {
+                return answer;
+            }
+            if (answer != NotAvailable)
+            {
+                throw Violation($"the listener answered proposal #{i + 1} with an unexpected message ({Describe(answer)})");
+            }
+            if (i + 1 == protocols.Count)
+            {
+                throw new ProtocolNotSupportedException(protocols);
+            }
+            MultistreamMessage.Write(output, protocols[i + 1]);
+            await output.FlushAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Lazy dialer for a single protocol: writes the header and the proposal, flushes, and returns at once without
+    /// waiting for the listener. The returned pipe's <see cref="IDuplexPipe.Output"/> is the original one, so the
+    /// caller's first data follows the proposal with no round trip; its <see cref="IDuplexPipe.Input"/> checks the
+    /// listener's header and echo on the first read, throwing <see cref="ProtocolNotSupportedException"/> on
+    /// <c>na</c> and <see cref="ProtocolViolationException"/> on anything else unexpected.
+    /// Use it only when the listener is known to support <paramref name="protocol"/>: after an <c>na</c> the
+    /// listener reads the data already sent as further proposals, so the connection is lost.
+    /// </summary>
+    public static async ValueTask<IDuplexPipe> SelectOneLazyAsync(
+        IDuplexPipe pipe, string protocol, MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(pipe);
+        ArgumentNullException.ThrowIfNull(options);
+        MultistreamMessage.ValidateProtocolId(protocol, options.MaxMessageLength, nameof(protocol));
+
+        var output = pipe.Output;
+        MultistreamMessage.Write(output, ProtocolId);
+        MultistreamMessage.Write(output, protocol);
+        await output.FlushAsync(ct).ConfigureAwait(false);
+        return new LazyNegotiatedPipe(new LazyNegotiationReader(pipe.Input, protocol, options), output);
+    }
+
+    /// <summary>
+    /// Listener: answers the header, answers <c>na</c> to each proposal <paramref name="isSupported"/> rejects, and
+    /// returns the first one it accepts after echoing it. An <c>ls</c> request is answered with an empty list (use
+    /// the overload taking a list to advertise protocols). Bytes the dialer sent after its accepted proposal are
+    /// left in <see cref="IDuplexPipe.Input"/>.
+    /// </summary>
+    public static ValueTask<string> HandleAsync(
+        IDuplexPipe pipe, Func<string, bool> isSupported, MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(isSupported);
+        return HandleCoreAsync(pipe, isSupported, [], options, ct);
+    }
+
+    /// <summary>
+    /// Listener over a fixed list: as the other overload, accepting exactly the ids in <paramref name="supported"/>
+    /// (ordinal comparison) and answering <c>ls</c> with that list.
+    /// </summary>
+    public static ValueTask<string> HandleAsync(
+        IDuplexPipe pipe, IReadOnlyList<string> supported, MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(supported);
+        return HandleCoreAsync(pipe, p => Contains(supported, p), supported, options, ct);
+    }
+
+    private static async ValueTask<string> HandleCoreAsync(
+        IDuplexPipe pipe, Func<string, bool> isSupported, IReadOnlyList<string> advertised,
+        MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(pipe);
+        ArgumentNullException.ThrowIfNull(options);
+
+        var output = pipe.Output;
+        // Queued, not flushed: it leaves with the first answer, or before we would wait for the dialer.
+        MultistreamMessage.Write(output, ProtocolId);
+        var header = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+        CheckHeader(header);
+
+        for (var i = 0; i < options.MaxProposals; i++)
+        {
+            var proposal = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+            if (proposal == List)
+            {
+                MultistreamMessage.WriteProtocolList(output, advertised);
+                continue;
+            }
+            if (isSupported(proposal))
+            {
+                MultistreamMessage.Write(output, proposal);
+                await output.FlushAsync(ct).ConfigureAwait(false);
+                return proposal;
+            }
+            MultistreamMessage.Write(output, NotAvailable);
+        }
+        await output.FlushAsync(ct).ConfigureAwait(false);
+        throw Violation($"the dialer made more than {options.MaxProposals} proposals");
+    }
+
+    /// <summary>
+    /// Reads one message. When <paramref name="flushBeforeWaiting"/> is set, a message already buffered is taken
+    /// without flushing it; otherwise it is flushed before waiting, so queued answers never wait on the remote.
+    /// </summary>
+    private static async ValueTask<string> ReadMessageAsync(
+        PipeReader input, PipeWriter? flushBeforeWaiting, MultistreamOptions options, CancellationToken ct)
+    {
+        if (flushBeforeWaiting is not null)
+        {
+            if (input.TryRead(out var buffered) && TryTake(input, buffered, options, out var message))
+            {
+                return message;
+            }
+            await flushBeforeWaiting.FlushAsync(ct).ConfigureAwait(false);
+        }
+        while (true)
+        {
+            var result = await input.ReadAsync(ct).ConfigureAwait(false);
+            if (TryTake(input, result, options, out var message))
+            {
+                return message;
+            }
+        }
+    }
+
+    /// <summary>Takes one message from <paramref name="result"/> and always calls AdvanceTo; throws when there never will be one.</summary>
+    private static bool TryTake(PipeReader input, ReadResult result, MultistreamOptions options, out string message)
+    {
+        var buffer = result.Buffer;
+        var reader = new SequenceReader<byte>(buffer);
+        var status = MultistreamMessage.TryRead(ref reader, options.MaxMessageLength, out var text, out var error);
+        if (status == DecodeStatus.Done)
+        {
+            input.AdvanceTo(reader.Position);
+            message = text!;
+            return true;
+        }
+        input.AdvanceTo(buffer.Start, buffer.End);
+        if (status == DecodeStatus.Invalid)
+        {
+            throw Violation(error!);
+        }
+        if (result.IsCompleted)
+        {
+            throw Violation(buffer.IsEmpty ? "the stream ended during negotiation" : "the stream ended inside a message");
+        }
+        if (result.IsCanceled)
+        {
+            throw new OperationCanceledException("the read was cancelled during multistream-select");
+        }
+        message = "";
+        return false;
+    }
+
+    internal static void CheckHeader(string header)
+    {
+        if (header != ProtocolId)
+        {
+            throw Violation($"expected the header {ProtocolId}, got {Describe(header)}");
+        }
+    }
+
+    internal static ProtocolViolationException Violation(string reason) => new(Name, reason);
+
+    /// <summary>A remote-chosen string made safe for an exception message: printable ASCII, at most 64 characters.</summary>
+    internal static string Describe(string remote)
+    {
+        const int Max = 64;
+        var shown = remote.Length > Max ? remote[..Max] : remote;
+        var chars = shown.Select(c => c is >= ' ' and <= '~' ? c : '?').ToArray();
+        return $"\"{new string(chars)}\"{(remote.Length > Max ? $" ({remote.Length} chars)" : "")}";
+    }
+
+    private static bool Contains(IReadOnlyList<string> list, string value)
+    {
+        for (var i = 0; i < list.Count; i++)
+        {
+            if (string.Equals(list[i], value, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private sealed class LazyNegotiatedPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+}

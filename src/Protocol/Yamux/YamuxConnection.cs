@@ -1,0 +1,820 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Muxing;
+
+namespace Potluck.Protocol.Yamux;
+
+/// <summary>
+/// One yamux session over a secured pipe: a read loop that parses headers and streams data payloads straight
+/// into stream inputs (never buffering a whole frame), and a write loop that batches control frames and
+/// window-limited data from all streams into the pipe, flushing once per batch. All state lives in a
+/// <see cref="YamuxSession"/> guarded by one lock. See <see cref="YamuxMuxer"/> for the spec and deviations.
+/// </summary>
+public sealed partial class YamuxConnection : IMuxedConnection
+{
+    private readonly IDuplexPipe _transport;
+    private readonly PipeReader _in;
+    private readonly PipeWriter _out;
+    private readonly YamuxOptions _options;
+    private readonly ILogger<YamuxConnection> _logger;
+    private readonly TimeProvider _time;
+    private readonly YamuxSession _session;
+    private readonly object _sync = new();
+    private readonly Channel<YamuxStream> _backlog =
+        Channel.CreateUnbounded<YamuxStream>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+    private readonly Channel<bool> _wake =
+        Channel.CreateUnbounded<bool>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+    private readonly Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)> _pings = new();
+    private readonly CancellationTokenSource _closeCts;
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _wakePending;
+    private uint _nextPing;
+    private bool _closing;
+    private Exception? _closeError;
+
+    // Read-loop state: the payload still to come for the current data frame.
+    private YamuxStream? _payloadTarget;
+    private long _payloadRemaining;
+    private bool _payloadDeliver;
+    private bool _payloadFin;
+
+    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, TimeProvider time)
+    {
+        _transport = transport;
+        _in = transport.Input;
+        _out = transport.Output;
+        _options = options;
+        _logger = logger;
+        _time = time;
+        IsInitiator = initiator;
+        _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
+        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options));
+        _ = RunAsync();
+        if (options.MeasureRttOnStart)
+        {
+            _ = MeasureRttAsync();
+        }
+    }
+
+    /// <summary>True on the side that dialled (odd stream ids).</summary>
+    public bool IsInitiator { get; }
+
+    /// <summary>The last measured round-trip time, or null before the first ping reply.</summary>
+    public TimeSpan? RoundTripTime { get; private set; }
+
+    /// <summary>Completes when the connection is closed; faults with the reason (e.g. a protocol violation).</summary>
+    public Task Completion => _completion.Task;
+
+    public int StreamCount
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _session.StreamCount;
+            }
+        }
+    }
+
+    public ValueTask<IMuxedStream> OpenStreamAsync(CancellationToken ct)
+    {
+        if (ct.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<IMuxedStream>(ct);
+        }
+
+        YamuxStream stream;
+        try
+        {
+            lock (_sync)
+            {
+                ThrowIfClosing();
+                stream = (YamuxStream)_session.OpenOutbound();
+            }
+        }
+        catch (Exception ex)
+        {
+            return ValueTask.FromException<IMuxedStream>(ex);
+        }
+
+        Wake();
+        return ValueTask.FromResult<IMuxedStream>(stream);
+    }
+
+    public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
+    {
+        YamuxStream stream;
+        try
+        {
+            stream = await _backlog.Reader.ReadAsync(ct).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException ex)
+        {
+            throw new IOException("yamux: the connection is closed", ex.InnerException ?? ex);
+        }
+
+        lock (_sync)
+        {
+            _session.OnAccepted();
+        }
+
+        return stream;
+    }
+
+    public ValueTask GoAwayAsync(CancellationToken ct)
+    {
+        lock (_sync)
+        {
+            if (_closing || _session.LocalGoAway)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            _session.GoAway(YamuxGoAwayCode.Normal);
+        }
+
+        Wake();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Sends a ping and returns the round-trip time measured on the injected <see cref="TimeProvider"/>.</summary>
+    public async ValueTask<TimeSpan> PingAsync(CancellationToken ct)
+    {
+        var reply = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        uint opaque;
+        long sent;
+        lock (_sync)
+        {
+            ThrowIfClosing();
+            opaque = ++_nextPing;
+            sent = _time.GetTimestamp();
+            _pings[opaque] = (reply, sent);
+            _session.Ping(opaque);
+        }
+
+        Wake();
+        long received;
+        await using (ct.Register(() => CancelPing(opaque, ct)))
+        {
+            received = await reply.Task.ConfigureAwait(false);
+        }
+
+        var rtt = _time.GetElapsedTime(sent, received);
+        RoundTripTime = rtt;
+        lock (_sync)
+        {
+            _session.Rtt = received - sent;
+        }
+
+        return rtt;
+    }
+
+    /// <summary>Sends GoAway, flushes what is queued (bounded by <see cref="YamuxOptions.CloseTimeout"/>) and closes.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        BeginClose(null, YamuxGoAwayCode.Normal);
+        try
+        {
+            await _completion.Task.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The reason is on Completion; disposal itself does not throw.
+        }
+    }
+
+    internal void OnConsumed(YamuxStream stream, long count)
+    {
+        bool wake;
+        lock (_sync)
+        {
+            wake = _session.OnConsumed(stream, count, _time.GetTimestamp());
+        }
+
+        if (wake)
+        {
+            Wake();
+        }
+    }
+
+    internal void OnInputCompleted(YamuxStream stream)
+    {
+        bool wake;
+        lock (_sync)
+        {
+            wake = _session.OnLocalInputCompleted(stream, _time.GetTimestamp());
+        }
+
+        if (wake)
+        {
+            Wake();
+        }
+    }
+
+    internal void OnOutputReady(YamuxStream stream)
+    {
+        bool wake;
+        lock (_sync)
+        {
+            wake = _session.OnOutputReady(stream);
+        }
+
+        if (wake)
+        {
+            Wake();
+        }
+    }
+
+    internal void ResetStream(YamuxStream stream)
+    {
+        lock (_sync)
+        {
+            if (!_session.ResetLocal(stream))
+            {
+                return;
+            }
+
+            CompleteInput(stream, new StreamResetException($"yamux stream {stream.Id} was reset locally"));
+        }
+
+        Wake();
+    }
+
+    private void ThrowIfClosing()
+    {
+        if (_closing)
+        {
+            throw new IOException("yamux: the connection is closed", _closeError);
+        }
+    }
+
+    private void Wake()
+    {
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            _wake.Writer.TryWrite(true);
+        }
+    }
+
+    private void CancelPing(uint opaque, CancellationToken ct)
+    {
+        TaskCompletionSource<long>? reply = null;
+        lock (_sync)
+        {
+            if (_pings.Remove(opaque, out var entry))
+            {
+                reply = entry.Reply;
+            }
+        }
+
+        reply?.TrySetCanceled(ct);
+    }
+
+    private async Task MeasureRttAsync()
+    {
+        try
+        {
+            await PingAsync(_closeCts.Token).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The connection closed first; auto-tuning simply stays off.
+        }
+    }
+
+    /// <summary>Under the lock: completes a stream's input once (null = clean FIN).</summary>
+    private static void CompleteInput(YamuxStream stream, Exception? error)
+    {
+        if (stream.InputWriterDone)
+        {
+            return;
+        }
+
+        stream.InputWriterDone = true;
+        stream.InPipe.Writer.Complete(error);
+    }
+
+    private async Task RunAsync()
+    {
+        await Task.Yield();
+        var reading = ReadLoopAsync();
+        var writing = WriteLoopAsync();
+        await Task.WhenAll(reading, writing).ConfigureAwait(false);
+
+        List<TaskCompletionSource<long>> pings;
+        lock (_sync)
+        {
+            pings = _pings.Values.Select(p => p.Reply).ToList();
+            _pings.Clear();
+        }
+
+        var closed = new IOException("yamux: the connection is closed", _closeError);
+        foreach (var ping in pings)
+        {
+            ping.TrySetException(closed);
+        }
+
+        if (_transport is IAsyncDisposable disposable)
+        {
+            try
+            {
+                await disposable.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                LogTransportDisposeFailed(ex);
+            }
+        }
+
+        _closeCts.Dispose();
+        if (_closeError is null)
+        {
+            _completion.TrySetResult();
+        }
+        else
+        {
+            _completion.TrySetException(_closeError);
+        }
+    }
+
+    /// <summary>
+    /// Starts closing once: fails every stream's input and the accept queue, queues GoAway, stops the
+    /// read loop, and lets the write loop drain (bounded by the close timeout).
+    /// </summary>
+    private void BeginClose(Exception? error, YamuxGoAwayCode? goAway)
+    {
+        lock (_sync)
+        {
+            if (_closing)
+            {
+                return;
+            }
+
+            if (goAway is { } code && !_session.LocalGoAway)
+            {
+                _session.GoAway(code);
+            }
+
+            _closing = true;
+            _closeError = error;
+            var closed = new IOException("yamux: the connection is closed", error);
+            foreach (var state in _session.Streams)
+            {
+                CompleteInput((YamuxStream)state, closed);
+            }
+
+            _backlog.Writer.TryComplete(closed);
+        }
+
+        try
+        {
+            _closeCts.CancelAfter(_options.CloseTimeout);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already fully closed.
+        }
+
+        _in.CancelPendingRead();
+        Wake();
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        Exception? error = null;
+        YamuxGoAwayCode? goAway = null;
+        try
+        {
+            while (true)
+            {
+                var result = await _in.ReadAsync().ConfigureAwait(false);
+                if (result.IsCanceled)
+                {
+                    break;
+                }
+
+                var buffer = result.Buffer;
+                var consumed = Process(buffer);
+                _in.AdvanceTo(consumed, buffer.End);
+                if (result.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (ProtocolViolationException ex)
+        {
+            LogViolation(ex.Reason);
+            error = ex;
+            goAway = YamuxGoAwayCode.ProtocolError;
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+        {
+            LogTransportFailed(ex.Message);
+            error = ex is IOException ? ex : new IOException("yamux: the underlying pipe failed", ex);
+        }
+        catch (Exception ex)
+        {
+            LogUnexpected(ex);
+            error = ex;
+            goAway = YamuxGoAwayCode.InternalError;
+        }
+        finally
+        {
+            var target = _payloadTarget;
+            if (target is not null)
+            {
+                lock (_sync)
+                {
+                    CompleteInput(target, new IOException("yamux: the connection closed inside a data frame"));
+                }
+            }
+
+            _in.Complete();
+        }
+
+        BeginClose(error, goAway);
+    }
+
+    /// <summary>Parses as many frames as <paramref name="buffer"/> holds; returns the consumed position.</summary>
+    private SequencePosition Process(in ReadOnlySequence<byte> buffer)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        while (true)
+        {
+            if (_payloadRemaining > 0)
+            {
+                var count = Math.Min(_payloadRemaining, reader.Remaining);
+                if (count == 0)
+                {
+                    break;
+                }
+
+                if (_payloadDeliver)
+                {
+                    Deliver(_payloadTarget!, reader.UnreadSequence.Slice(0, count));
+                }
+
+                reader.Advance(count);
+                _payloadRemaining -= count;
+                if (_payloadRemaining == 0)
+                {
+                    EndPayload();
+                }
+
+                continue;
+            }
+
+            var status = YamuxHeader.TryRead(ref reader, out var header, out var error);
+            if (status == DecodeStatus.NeedMoreData)
+            {
+                break;
+            }
+
+            if (status == DecodeStatus.Invalid)
+            {
+                throw new ProtocolViolationException("yamux", error ?? "invalid header");
+            }
+
+            OnHeader(header);
+        }
+
+        return reader.Position;
+    }
+
+    private void OnHeader(in YamuxHeader header)
+    {
+        InboundOutcome outcome;
+        lock (_sync)
+        {
+            outcome = _session.OnHeader(header, _time.GetTimestamp());
+            if (outcome.Violation is not null)
+            {
+                throw new ProtocolViolationException("yamux", outcome.Violation);
+            }
+
+            var stream = (YamuxStream?)outcome.Stream;
+            if (outcome.Opened is not null)
+            {
+                _backlog.Writer.TryWrite((YamuxStream)outcome.Opened);
+            }
+            else if (header.Flags.HasFlag(YamuxFlags.Syn) && outcome.Stream is null && header.Type is YamuxFrameType.Data or YamuxFrameType.WindowUpdate)
+            {
+                LogRefused(header.StreamId);
+            }
+
+            if (outcome.RemoteReset && stream is not null)
+            {
+                CompleteInput(stream, new StreamResetException($"yamux stream {stream.Id} was reset by the remote"));
+            }
+
+            _payloadTarget = stream;
+            _payloadRemaining = outcome.PayloadLength;
+            _payloadDeliver = outcome.Deliver && stream is not null;
+            _payloadFin = outcome.FinAfterPayload;
+            if (outcome.PayloadLength == 0)
+            {
+                EndPayloadLocked();
+            }
+        }
+
+        if (outcome.PingAcked)
+        {
+            CompletePing(outcome.PingOpaque);
+        }
+
+        if (outcome.GoAwayReceived)
+        {
+            LogGoAway(outcome.GoAwayCode);
+        }
+
+        if (outcome.WorkQueued)
+        {
+            Wake();
+        }
+    }
+
+    private void Deliver(YamuxStream stream, in ReadOnlySequence<byte> payload)
+    {
+        lock (_sync)
+        {
+            if (stream.InputWriterDone || stream.LocalInputDone)
+            {
+                // The application stopped reading: hand the window back so the remote is not stalled.
+                if (_session.OnDiscarded(stream, payload.Length, _time.GetTimestamp()))
+                {
+                    Wake();
+                }
+
+                return;
+            }
+
+            var writer = stream.InPipe.Writer;
+            foreach (var segment in payload)
+            {
+                writer.Write(segment.Span);
+            }
+
+            YamuxSession.OnDelivered(stream, payload.Length);
+
+            // The input pipe never pauses (the window bounds it), so this completes synchronously.
+            var flush = writer.FlushAsync();
+            if (!flush.IsCompleted)
+            {
+                throw new InvalidOperationException("a stream input pipe paused");
+            }
+
+            flush.GetAwaiter().GetResult();
+        }
+    }
+
+    private void EndPayload()
+    {
+        lock (_sync)
+        {
+            EndPayloadLocked();
+        }
+    }
+
+    private void EndPayloadLocked()
+    {
+        if (_payloadFin && _payloadTarget is not null)
+        {
+            CompleteInput(_payloadTarget, null);
+        }
+
+        _payloadTarget = null;
+        _payloadFin = false;
+        _payloadDeliver = false;
+    }
+
+    private void CompletePing(uint opaque)
+    {
+        var now = _time.GetTimestamp();
+        TaskCompletionSource<long>? reply = null;
+        lock (_sync)
+        {
+            if (_pings.Remove(opaque, out var entry))
+            {
+                reply = entry.Reply;
+            }
+        }
+
+        reply?.TrySetResult(now);
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                await _wake.Reader.ReadAsync().ConfigureAwait(false);
+                Volatile.Write(ref _wakePending, 0);
+                bool closing;
+                lock (_sync)
+                {
+                    closing = _closing;
+                }
+
+                await DrainAsync(_closeCts.Token).ConfigureAwait(false);
+                if (closing)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The close timeout cut the final flush short.
+        }
+        catch (Exception ex)
+        {
+            error = ex;
+        }
+        finally
+        {
+            AbortAllOutputs();
+            _out.Complete();
+        }
+
+        if (error is not null)
+        {
+            if (error is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                LogTransportFailed(error.Message);
+                BeginClose(error is IOException ? error : new IOException("yamux: the underlying pipe failed", error), null);
+            }
+            else
+            {
+                LogUnexpected(error);
+                BeginClose(error, null);
+            }
+        }
+    }
+
+    private async ValueTask DrainAsync(CancellationToken ct)
+    {
+        long batched = 0;
+        while (true)
+        {
+            YamuxStream stream;
+            StreamWork work;
+            lock (_sync)
+            {
+                while (_session.TryTakeControl(out var control))
+                {
+                    WriteHeader(control);
+                    batched += YamuxHeader.Size;
+                }
+
+                if (!_session.TryTakeDirty(out var state, out work))
+                {
+                    break;
+                }
+
+                stream = (YamuxStream)state;
+            }
+
+            batched += WriteStream(stream, work);
+            if (batched >= _options.WriteBatchSize)
+            {
+                await FlushAsync(ct).ConfigureAwait(false);
+                batched = 0;
+            }
+        }
+
+        if (batched > 0)
+        {
+            await FlushAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask FlushAsync(CancellationToken ct)
+    {
+        FlushResult result;
+        using (ct.UnsafeRegister(static state => ((PipeWriter)state!).CancelPendingFlush(), _out))
+        {
+            result = await _out.FlushAsync().ConfigureAwait(false);
+        }
+
+        if (result.IsCanceled)
+        {
+            throw new OperationCanceledException(ct);
+        }
+
+        if (result.IsCompleted)
+        {
+            throw new IOException("yamux: the remote stopped reading");
+        }
+    }
+
+    /// <summary>Write loop only: frames one stream's pending control and up to one frame of data.</summary>
+    private long WriteStream(YamuxStream stream, in StreamWork work)
+    {
+        if (work.Rst)
+        {
+            WriteHeader(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, stream.Id, 0));
+        }
+
+        if (work.AbortOutput)
+        {
+            AbortOutput(stream, new StreamResetException($"yamux stream {stream.Id} was reset"));
+            return work.Rst ? YamuxHeader.Size : 0;
+        }
+
+        long written = 0;
+        if (work.ControlFlags != YamuxFlags.None || work.WindowDelta != 0)
+        {
+            WriteHeader(new YamuxHeader(YamuxFrameType.WindowUpdate, work.ControlFlags, stream.Id, work.WindowDelta));
+            written += YamuxHeader.Size;
+        }
+
+        if (stream.OutputReaderDone || !stream.OutPipe.Reader.TryRead(out var result))
+        {
+            return written;
+        }
+
+        var buffer = result.Buffer;
+        var count = Math.Min(buffer.Length, Math.Min(work.SendWindow, _options.MaxFramePayload));
+        var fin = result.IsCompleted && count == buffer.Length;
+        if (count > 0 || fin)
+        {
+            WriteHeader(new YamuxHeader(YamuxFrameType.Data, fin ? YamuxFlags.Fin : YamuxFlags.None, stream.Id, (uint)count));
+            foreach (var segment in buffer.Slice(0, count))
+            {
+                _out.Write(segment.Span);
+            }
+
+            written += YamuxHeader.Size + count;
+        }
+
+        stream.OutPipe.Reader.AdvanceTo(buffer.GetPosition(count));
+        if (fin)
+        {
+            stream.OutPipe.Reader.Complete();
+            stream.OutputReaderDone = true;
+        }
+
+        lock (_sync)
+        {
+            _session.OnDataSent(stream, count, fin, buffer.Length > count);
+        }
+
+        return written;
+    }
+
+    private void WriteHeader(in YamuxHeader header)
+    {
+        header.Write(_out.GetSpan(YamuxHeader.Size));
+        _out.Advance(YamuxHeader.Size);
+    }
+
+    private static void AbortOutput(YamuxStream stream, Exception error)
+    {
+        if (stream.OutputReaderDone)
+        {
+            return;
+        }
+
+        stream.OutputReaderDone = true;
+        stream.OutPipe.Reader.Complete(error);
+    }
+
+    /// <summary>Write loop only, at exit: every stream's application writer learns the connection is gone.</summary>
+    private void AbortAllOutputs()
+    {
+        List<YamuxStream> streams;
+        lock (_sync)
+        {
+            streams = _session.Streams.Concat(_session.DirtyStreams).Cast<YamuxStream>().Distinct().ToList();
+        }
+
+        var closed = new IOException("yamux: the connection is closed", _closeError);
+        foreach (var stream in streams)
+        {
+            AbortOutput(stream, closed);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux connection closed: protocol violation: {Reason}")]
+    private partial void LogViolation(string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux connection closed: the underlying pipe failed: {Reason}")]
+    private partial void LogTransportFailed(string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "yamux connection failed unexpectedly")]
+    private partial void LogUnexpected(Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: disposing the underlying connection failed")]
+    private partial void LogTransportDisposeFailed(Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: refused inbound stream {StreamId} (cap, backlog or GoAway)")]
+    private partial void LogRefused(uint streamId);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: the remote sent GoAway ({Code})")]
+    private partial void LogGoAway(YamuxGoAwayCode code);
+}

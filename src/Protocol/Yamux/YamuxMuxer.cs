@@ -1,0 +1,59 @@
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Muxing;
+
+namespace Potluck.Protocol.Yamux;
+
+/// <summary>
+/// The yamux stream multiplexer, <c>/yamux/1.0.0</c>, as specified by HashiCorp
+/// (https://github.com/hashicorp/yamux/blob/master/spec.md) and used by libp2p
+/// (see also https://github.com/libp2p/specs/tree/master/yamux).
+/// The dialler (initiator) opens odd stream ids, the listener even ones; every stream starts with a
+/// 256 KiB window in each direction.
+/// <para>Choices and deviations:</para>
+/// <list type="bullet">
+/// <item>Receive windows auto-tune as in go-yamux: when a window is consumed within 4 RTTs it doubles, up to
+/// <see cref="YamuxOptions.MaxStreamWindow"/>. The RTT comes from a ping sent when the session starts.</item>
+/// <item>A data frame may be as long as the window granted (js-libp2p sends whole-window frames); longer is
+/// a protocol violation that ends the connection with GoAway(protocol error). Payloads are streamed into the
+/// stream, never buffered whole.</item>
+/// <item><c>OpenStreamAsync</c> does not wait for the remote's ACK. An inbound SYN is ACKed at once; past
+/// <see cref="YamuxOptions.MaxInboundStreams"/> or <see cref="YamuxOptions.AcceptBacklog"/>, or after our
+/// GoAway, it is answered with RST.</item>
+/// <item>No keep-alive pings: liveness is libp2p ping's job. Ping replies beyond
+/// <see cref="YamuxOptions.MaxPendingControlFrames"/> queued are dropped, as go-yamux drops them.</item>
+/// <item>Disposing a stream half-closes it (FIN) and stops reading; data still arriving is dropped and its
+/// window credited back so the remote can finish.</item>
+/// </list>
+/// </summary>
+public sealed class YamuxMuxer : IStreamMuxer
+{
+    /// <summary>The multistream-select protocol id.</summary>
+    public const string ProtocolId = "/yamux/1.0.0";
+
+    private readonly YamuxOptions _options;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly TimeProvider _time;
+
+    public YamuxMuxer(YamuxOptions options, ILoggerFactory loggerFactory, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        ArgumentNullException.ThrowIfNull(time);
+        options.Validate();
+        _options = options;
+        _loggerFactory = loggerFactory;
+        _time = time;
+    }
+
+    string IStreamMuxer.ProtocolId => ProtocolId;
+
+    IMuxedConnection IStreamMuxer.Create(IDuplexPipe secured, bool initiator) => Create(secured, initiator);
+
+    /// <summary>Starts a session over <paramref name="secured"/>, which it owns from now on (and disposes when it can).</summary>
+    public YamuxConnection Create(IDuplexPipe secured, bool initiator)
+    {
+        ArgumentNullException.ThrowIfNull(secured);
+        return new YamuxConnection(secured, initiator, _options, _loggerFactory.CreateLogger<YamuxConnection>(), _time);
+    }
+}

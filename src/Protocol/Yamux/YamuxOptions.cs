@@ -1,0 +1,63 @@
+namespace Potluck.Protocol.Yamux;
+
+/// <summary>Every yamux limit, each with its default. Call <see cref="Validate"/> (the muxer does) before use.</summary>
+public sealed class YamuxOptions
+{
+    /// <summary>The window every stream starts with in both directions, fixed by the spec: 256 KiB.</summary>
+    public const uint InitialStreamWindow = 256 * 1024;
+
+    /// <summary>
+    /// Largest receive window one stream may grow to by auto-tuning (go-yamux's MaxStreamWindowSize).
+    /// Default 16 MiB. Setting it to <see cref="InitialStreamWindow"/> turns auto-tuning off. This is also
+    /// the largest data frame accepted for a stream we no longer know (one we reset or closed).
+    /// </summary>
+    public uint MaxStreamWindow { get; set; } = 16 * 1024 * 1024;
+
+    /// <summary>Most streams the remote may have open with us at once; more are refused with RST. Default 1000.</summary>
+    public int MaxInboundStreams { get; set; } = 1000;
+
+    /// <summary>Most streams we may have open to the remote at once; opening more throws. Default 1000.</summary>
+    public int MaxOutboundStreams { get; set; } = 1000;
+
+    /// <summary>Inbound streams waiting for <c>AcceptStreamAsync</c>; more are refused with RST. Default 256 (as go-yamux).</summary>
+    public int AcceptBacklog { get; set; } = 256;
+
+    /// <summary>Largest data payload we put in one outbound frame; bigger writes are split. Default 128 KiB.</summary>
+    public int MaxFramePayload { get; set; } = 128 * 1024;
+
+    /// <summary>
+    /// Bytes an application may have written to one stream that are not yet framed (waiting for send window)
+    /// before its <c>FlushAsync</c> waits. Default 256 KiB.
+    /// </summary>
+    public int StreamSendBuffer { get; set; } = 256 * 1024;
+
+    /// <summary>Bytes framed into the underlying pipe before it is flushed mid-batch. Default 256 KiB.</summary>
+    public int WriteBatchSize { get; set; } = 256 * 1024;
+
+    /// <summary>
+    /// Remote-triggered control frames (ping replies, refusals) queued while the remote does not read;
+    /// beyond this they are dropped. Default 1024.
+    /// </summary>
+    public int MaxPendingControlFrames { get; set; } = 1024;
+
+    /// <summary>How long disposal waits to flush queued frames and GoAway before cutting the pipe. Default 5 s.</summary>
+    public TimeSpan CloseTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Sends one ping when the session starts, to learn the RTT that window auto-tuning needs. Default true.</summary>
+    public bool MeasureRttOnStart { get; set; } = true;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value that cannot work.</summary>
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxStreamWindow, InitialStreamWindow, nameof(MaxStreamWindow));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxStreamWindow, (uint)int.MaxValue, nameof(MaxStreamWindow));
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxInboundStreams, nameof(MaxInboundStreams));
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxOutboundStreams, nameof(MaxOutboundStreams));
+        ArgumentOutOfRangeException.ThrowIfNegative(AcceptBacklog, nameof(AcceptBacklog));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxFramePayload, 1, nameof(MaxFramePayload));
+        ArgumentOutOfRangeException.ThrowIfLessThan(StreamSendBuffer, 1, nameof(StreamSendBuffer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(WriteBatchSize, 1, nameof(WriteBatchSize));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxPendingControlFrames, 1, nameof(MaxPendingControlFrames));
+        ArgumentOutOfRangeException.ThrowIfLessThan(CloseTimeout, TimeSpan.Zero, nameof(CloseTimeout));
+    }
+}

@@ -1,0 +1,509 @@
+namespace Potluck.Protocol.Yamux;
+
+/// <summary>
+/// Per-stream bookkeeping owned by <see cref="YamuxSession"/>: windows, pending control flags and the
+/// half-close / reset state. The async shell derives its stream type from this. Not thread-safe: the
+/// shell calls the session under one lock.
+/// </summary>
+internal class YamuxStreamState(uint id, bool outbound)
+{
+    public uint Id { get; } = id;
+
+    public bool Outbound { get; } = outbound;
+
+    // Send side: credit the remote granted us.
+    internal long SendWindow = YamuxOptions.InitialStreamWindow;
+
+    // Receive side: RecvAvailable + Buffered + PendingCredit == RecvWindow.
+    internal long RecvWindow = YamuxOptions.InitialStreamWindow;
+    internal long RecvAvailable = YamuxOptions.InitialStreamWindow;
+    internal long Buffered;
+    internal long PendingCredit;
+    internal long EpochStart;
+
+    // Control frames waiting for the writer.
+    internal bool SynPending;
+    internal bool AckPending;
+    internal bool RstPending;
+    internal bool AbortOutputPending;
+    internal uint PendingDelta;
+    internal bool InDirtyQueue;
+
+    // Lifecycle.
+    internal bool FinSent;
+    internal bool RemoteFin;
+    internal bool IsReset;
+    internal bool LocalInputDone;
+    internal bool Removed;
+}
+
+/// <summary>What the writer must do for one stream, taken atomically from the session.</summary>
+internal readonly record struct StreamWork(YamuxFlags ControlFlags, uint WindowDelta, bool Rst, bool AbortOutput, long SendWindow);
+
+/// <summary>What the shell must do after one inbound header.</summary>
+internal struct InboundOutcome
+{
+    /// <summary>Set when the header broke the protocol: close the connection with a protocol error.</summary>
+    public string? Violation;
+
+    /// <summary>The stream the frame concerns (null for session frames and unknown streams).</summary>
+    public YamuxStreamState? Stream;
+
+    /// <summary>Payload bytes that follow the header (data frames only).</summary>
+    public uint PayloadLength;
+
+    /// <summary>True when the payload goes to <see cref="Stream"/>'s input; false: read and discard it.</summary>
+    public bool Deliver;
+
+    /// <summary>Complete <see cref="Stream"/>'s input once the payload has been delivered (remote FIN).</summary>
+    public bool FinAfterPayload;
+
+    /// <summary>A new inbound stream to put in the accept backlog.</summary>
+    public YamuxStreamState? Opened;
+
+    /// <summary>The remote reset <see cref="Stream"/>: fail its input now.</summary>
+    public bool RemoteReset;
+
+    /// <summary>A reply to one of our pings arrived.</summary>
+    public bool PingAcked;
+
+    public uint PingOpaque;
+
+    public bool GoAwayReceived;
+
+    public YamuxGoAwayCode GoAwayCode;
+
+    /// <summary>Frames were queued for the writer.</summary>
+    public bool WorkQueued;
+}
+
+/// <summary>
+/// The yamux state machine without I/O: headers and the time in, decisions and queued frames out. It owns
+/// stream ids, the stream table, flow-control accounting (including go-yamux style receive-window
+/// auto-tuning), the caps, and the queues the writer drains. Time is a <see cref="TimeProvider"/> timestamp
+/// passed in by the caller; the RTT is in the same units.
+/// </summary>
+internal sealed class YamuxSession
+{
+    private readonly YamuxOptions _options;
+    private readonly bool _initiator;
+    private readonly Func<uint, bool, YamuxStreamState> _createStream;
+    private readonly Dictionary<uint, YamuxStreamState> _streams = new();
+    private readonly Queue<YamuxStreamState> _dirty = new();
+    private readonly Queue<YamuxHeader> _control = new();
+    private uint _nextOutboundId;
+    private int _inbound;
+    private int _outbound;
+    private int _backlog;
+
+    public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream)
+    {
+        _options = options;
+        _initiator = initiator;
+        _createStream = createStream;
+        _nextOutboundId = initiator ? 1u : 2u;
+    }
+
+    /// <summary>We sent GoAway: inbound streams are refused from now on.</summary>
+    public bool LocalGoAway { get; private set; }
+
+    /// <summary>The remote sent GoAway: we may not open streams.</summary>
+    public bool RemoteGoAway { get; private set; }
+
+    /// <summary>Smoothed round-trip time in timestamp ticks; 0 while unknown (auto-tuning stays off).</summary>
+    public long Rtt { get; set; }
+
+    public int StreamCount => _streams.Count;
+
+    public int InboundCount => _inbound;
+
+    public int OutboundCount => _outbound;
+
+    public int BacklogCount => _backlog;
+
+    public bool HasWork => _control.Count > 0 || _dirty.Count > 0;
+
+    public IEnumerable<YamuxStreamState> Streams => _streams.Values;
+
+    public IEnumerable<YamuxStreamState> DirtyStreams => _dirty;
+
+    /// <summary>Opens an outbound stream and queues its SYN. Throws when the caps or a GoAway forbid it.</summary>
+    public YamuxStreamState OpenOutbound()
+    {
+        if (RemoteGoAway)
+        {
+            throw new IOException("yamux: the remote sent GoAway and accepts no new streams");
+        }
+
+        if (_outbound >= _options.MaxOutboundStreams)
+        {
+            throw new YamuxStreamLimitException(_options.MaxOutboundStreams);
+        }
+
+        if (_nextOutboundId > uint.MaxValue - 2)
+        {
+            throw new IOException("yamux: stream ids are exhausted on this connection");
+        }
+
+        var id = _nextOutboundId;
+        _nextOutboundId += 2;
+        var stream = _createStream(id, true);
+        _streams.Add(id, stream);
+        _outbound++;
+        stream.SynPending = true;
+        MarkDirty(stream);
+        return stream;
+    }
+
+    /// <summary>The application took a stream from the accept backlog.</summary>
+    public void OnAccepted() => _backlog = Math.Max(0, _backlog - 1);
+
+    /// <summary>Queues our GoAway; inbound streams are refused from now on.</summary>
+    public void GoAway(YamuxGoAwayCode code)
+    {
+        LocalGoAway = true;
+        _control.Enqueue(new YamuxHeader(YamuxFrameType.GoAway, YamuxFlags.None, 0, (uint)code));
+    }
+
+    /// <summary>Queues a ping of ours (not subject to the control-frame cap).</summary>
+    public void Ping(uint opaque) =>
+        _control.Enqueue(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Syn, 0, opaque));
+
+    /// <summary>Handles one inbound header.</summary>
+    public InboundOutcome OnHeader(in YamuxHeader header, long now)
+    {
+        var outcome = default(InboundOutcome);
+        switch (header.Type)
+        {
+            case YamuxFrameType.Ping:
+                if ((header.Flags & YamuxFlags.Syn) != 0)
+                {
+                    outcome.WorkQueued = TryQueueControl(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Ack, 0, header.Length));
+                }
+                else if ((header.Flags & YamuxFlags.Ack) != 0)
+                {
+                    outcome.PingAcked = true;
+                    outcome.PingOpaque = header.Length;
+                }
+
+                return outcome;
+
+            case YamuxFrameType.GoAway:
+                RemoteGoAway = true;
+                outcome.GoAwayReceived = true;
+                outcome.GoAwayCode = (YamuxGoAwayCode)header.Length;
+                return outcome;
+        }
+
+        var isData = header.Type == YamuxFrameType.Data;
+        if (header.StreamId == 0)
+        {
+            outcome.Violation = $"{header.Type} frame on stream 0";
+            return outcome;
+        }
+
+        if (isData && header.Length > _options.MaxStreamWindow)
+        {
+            outcome.Violation = $"data frame of {header.Length} bytes exceeds any window we grant";
+            return outcome;
+        }
+
+        _streams.TryGetValue(header.StreamId, out var stream);
+        if ((header.Flags & YamuxFlags.Syn) != 0)
+        {
+            if (stream is not null)
+            {
+                outcome.Violation = $"SYN for stream {header.StreamId}, which is already open";
+                return outcome;
+            }
+
+            // The initiator (client) opens odd ids, the responder even ones.
+            var remoteParity = _initiator ? 0u : 1u;
+            if ((header.StreamId & 1) != remoteParity)
+            {
+                outcome.Violation = $"SYN for stream {header.StreamId}, an id of our own parity";
+                return outcome;
+            }
+
+            if (isData && header.Length > YamuxOptions.InitialStreamWindow)
+            {
+                outcome.Violation = $"data frame of {header.Length} bytes exceeds the initial window";
+                return outcome;
+            }
+
+            if (LocalGoAway || _inbound >= _options.MaxInboundStreams || _backlog >= _options.AcceptBacklog)
+            {
+                outcome.WorkQueued = TryQueueControl(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, header.StreamId, 0));
+                outcome.PayloadLength = isData ? header.Length : 0;
+                return outcome;
+            }
+
+            stream = _createStream(header.StreamId, false);
+            _streams.Add(header.StreamId, stream);
+            _inbound++;
+            _backlog++;
+            stream.AckPending = true;
+            stream.EpochStart = now;
+            MarkDirty(stream);
+            outcome.Opened = stream;
+            outcome.WorkQueued = true;
+        }
+        else if (stream is null)
+        {
+            // A stream we reset or closed; frames in flight may still arrive. Drain data, ignore the rest.
+            outcome.PayloadLength = isData ? header.Length : 0;
+            return outcome;
+        }
+
+        outcome.Stream = stream;
+        if (header.Type == YamuxFrameType.WindowUpdate && header.Length > 0)
+        {
+            stream.SendWindow += header.Length;
+            if (stream.SendWindow > uint.MaxValue)
+            {
+                outcome.Violation = $"window update overflows the send window of stream {stream.Id}";
+                return outcome;
+            }
+
+            MarkDirty(stream);
+            outcome.WorkQueued = true;
+        }
+
+        if (isData)
+        {
+            if (header.Length > stream.RecvAvailable)
+            {
+                outcome.Violation = $"data frame of {header.Length} bytes exceeds the receive window of {stream.RecvAvailable} on stream {stream.Id}";
+                return outcome;
+            }
+
+            stream.RecvAvailable -= header.Length;
+            outcome.PayloadLength = header.Length;
+            outcome.Deliver = !stream.LocalInputDone && !stream.RemoteFin;
+            if (!outcome.Deliver && header.Length > 0)
+            {
+                outcome.WorkQueued |= Credit(stream, header.Length, now);
+            }
+        }
+
+        if ((header.Flags & YamuxFlags.Rst) != 0)
+        {
+            outcome.Deliver = false;
+            outcome.RemoteReset = !stream.IsReset;
+            if (!stream.IsReset)
+            {
+                stream.IsReset = true;
+                stream.AbortOutputPending = true;
+                stream.SynPending = stream.AckPending = false;
+                stream.PendingDelta = 0;
+                MarkDirty(stream);
+                outcome.WorkQueued = true;
+                Remove(stream);
+            }
+
+            return outcome;
+        }
+
+        if ((header.Flags & YamuxFlags.Fin) != 0 && !stream.RemoteFin)
+        {
+            stream.RemoteFin = true;
+            outcome.FinAfterPayload = true;
+            TryRemoveClosed(stream);
+        }
+
+        return outcome;
+    }
+
+    /// <summary>Payload bytes reached the stream's input buffer.</summary>
+    public static void OnDelivered(YamuxStreamState stream, long count) => stream.Buffered += count;
+
+    /// <summary>The application consumed <paramref name="count"/> bytes; may queue a window update.</summary>
+    public bool OnConsumed(YamuxStreamState stream, long count, long now)
+    {
+        stream.Buffered = Math.Max(0, stream.Buffered - count);
+        return Credit(stream, count, now);
+    }
+
+    /// <summary>Payload bytes for a stream whose input is closed were dropped; their window is credited back.</summary>
+    public bool OnDiscarded(YamuxStreamState stream, long count, long now) => Credit(stream, count, now);
+
+    /// <summary>The application completed the stream's input: what it did not read is credited back.</summary>
+    public bool OnLocalInputCompleted(YamuxStreamState stream, long now)
+    {
+        if (stream.LocalInputDone)
+        {
+            return false;
+        }
+
+        stream.LocalInputDone = true;
+        var unread = stream.Buffered;
+        stream.Buffered = 0;
+        return Credit(stream, unread, now);
+    }
+
+    /// <summary>Resets a stream locally; returns false when it was already reset or fully closed.</summary>
+    public bool ResetLocal(YamuxStreamState stream)
+    {
+        if (stream.IsReset || stream.Removed)
+        {
+            return false;
+        }
+
+        stream.IsReset = true;
+        stream.RstPending = true;
+        stream.AbortOutputPending = true;
+        stream.SynPending = stream.AckPending = false;
+        stream.PendingDelta = 0;
+        MarkDirty(stream);
+        Remove(stream);
+        return true;
+    }
+
+    /// <summary>The application's output has new data or was completed.</summary>
+    public bool OnOutputReady(YamuxStreamState stream)
+    {
+        if (stream.IsReset || stream.FinSent)
+        {
+            return false;
+        }
+
+        return MarkDirty(stream);
+    }
+
+    /// <summary>Takes the next session-level frame (ping, pong, GoAway, refusal) for the writer.</summary>
+    public bool TryTakeControl(out YamuxHeader header) => _control.TryDequeue(out header);
+
+    /// <summary>Takes the next stream with work, clearing its pending control flags.</summary>
+    public bool TryTakeDirty(out YamuxStreamState stream, out StreamWork work)
+    {
+        if (!_dirty.TryDequeue(out stream!))
+        {
+            work = default;
+            return false;
+        }
+
+        stream.InDirtyQueue = false;
+        var flags = YamuxFlags.None;
+        if (stream.SynPending)
+        {
+            flags |= YamuxFlags.Syn;
+        }
+
+        if (stream.AckPending)
+        {
+            flags |= YamuxFlags.Ack;
+        }
+
+        work = new StreamWork(flags, stream.PendingDelta, stream.RstPending, stream.AbortOutputPending, stream.SendWindow);
+        stream.SynPending = stream.AckPending = stream.RstPending = stream.AbortOutputPending = false;
+        stream.PendingDelta = 0;
+        return true;
+    }
+
+    /// <summary>The writer framed <paramref name="sent"/> bytes (and FIN when <paramref name="fin"/>).</summary>
+    public void OnDataSent(YamuxStreamState stream, long sent, bool fin, bool moreBuffered)
+    {
+        stream.SendWindow -= sent;
+        if (fin)
+        {
+            stream.FinSent = true;
+            TryRemoveClosed(stream);
+        }
+        else if (moreBuffered && stream.SendWindow > 0 && !stream.IsReset)
+        {
+            MarkDirty(stream);
+        }
+    }
+
+    private bool Credit(YamuxStreamState stream, long count, long now)
+    {
+        if (count <= 0 || stream.IsReset || stream.RemoteFin)
+        {
+            return false;
+        }
+
+        stream.PendingCredit += count;
+        if (stream.PendingCredit < stream.RecvWindow / 2)
+        {
+            return false;
+        }
+
+        // Auto-tune as go-yamux does: a window consumed within a few RTTs limits throughput, so double it.
+        var delta = stream.PendingCredit;
+        if (Rtt > 0 && now - stream.EpochStart < Rtt * 4 && stream.RecvWindow < _options.MaxStreamWindow)
+        {
+            var grown = Math.Min(stream.RecvWindow * 2, _options.MaxStreamWindow);
+            delta += grown - stream.RecvWindow;
+            stream.RecvWindow = grown;
+        }
+
+        stream.EpochStart = now;
+        stream.PendingCredit = 0;
+        stream.RecvAvailable += delta;
+        stream.PendingDelta = checked((uint)(stream.PendingDelta + delta));
+        MarkDirty(stream);
+        return true;
+    }
+
+    private bool TryQueueControl(in YamuxHeader header)
+    {
+        if (_control.Count >= _options.MaxPendingControlFrames)
+        {
+            return false;
+        }
+
+        _control.Enqueue(header);
+        return true;
+    }
+
+    private bool MarkDirty(YamuxStreamState stream)
+    {
+        if (stream.InDirtyQueue)
+        {
+            return false;
+        }
+
+        stream.InDirtyQueue = true;
+        _dirty.Enqueue(stream);
+        return true;
+    }
+
+    private void TryRemoveClosed(YamuxStreamState stream)
+    {
+        if (stream.FinSent && stream.RemoteFin)
+        {
+            Remove(stream);
+        }
+    }
+
+    private void Remove(YamuxStreamState stream)
+    {
+        if (stream.Removed)
+        {
+            return;
+        }
+
+        stream.Removed = true;
+        _streams.Remove(stream.Id);
+        if (stream.Outbound)
+        {
+            _outbound--;
+        }
+        else
+        {
+            _inbound--;
+        }
+    }
+}
+
+/// <summary>Opening a stream would exceed <see cref="YamuxOptions.MaxOutboundStreams"/>.</summary>
+public sealed class YamuxStreamLimitException : InvalidOperationException
+{
+    public YamuxStreamLimitException(int limit)
+        : base($"yamux: the limit of {limit} concurrently open outbound streams is reached")
+    {
+        Limit = limit;
+    }
+
+    public int Limit { get; }
+}

@@ -1,0 +1,652 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Data.Sqlite;
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Credits;
+
+/// <summary>
+/// A node's credit ledger: <c>ledger.db</c> (SQLite, WAL, <c>synchronous=FULL</c>) in the node's data
+/// directory. Entries are append-only (triggers refuse UPDATE and DELETE), unique on (receipt id, kind), and
+/// the balance is always derived by summing them; there is no stored balance.
+/// <para>
+/// Every public operation is one SQLite transaction; with <c>synchronous=FULL</c> a committed transaction
+/// survives a crash or power loss and an uncommitted one leaves no trace. The rules that make a crash at
+/// any point of a lease lose no receipt and count none twice:
+/// </para>
+/// <list type="number">
+/// <item>Requester: <see cref="ReservePayment"/> before the lease starts. After verifying the attestation,
+/// sign the receipt and <see cref="Settle"/> it (Spent entry + Settled, one transaction) <b>before</b> sending
+/// it. On the provider's acknowledgement, <see cref="MarkDelivered"/>.</item>
+/// <item>Provider: <see cref="Record"/> (Earned) a verified receipt <b>before</b> acknowledging it.</item>
+/// <item>Recovery after a restart: every Settled reservation's stored receipt
+/// (<see cref="UndeliveredReceipts"/>) is sent again (the provider answers AlreadyRecorded and acknowledges);
+/// a Reserved one had no receipt leave this node, so it is either settled afresh (the receipt id is derived
+/// from the lease, so a re-signed receipt can never be counted twice) or <see cref="Release"/>d.</item>
+/// </list>
+/// Thread-safe: one connection, one lock. Opening with a different identity than the ledger's owner fails.
+/// </summary>
+public sealed class CreditLedger : IDisposable
+{
+    public const string FileName = "ledger.db";
+    private const long SchemaVersion = 1;
+    private const int SqliteCorrupt = 11;
+    private const int SqliteNotADatabase = 26;
+    private static readonly byte[] GrantDomain = Encoding.ASCII.GetBytes("potluck-grant:");
+
+    private const string Schema = """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+        CREATE TABLE entries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            receipt_id BLOB NOT NULL,
+            kind INTEGER NOT NULL CHECK (kind IN (0, 1, 2)),
+            counterparty BLOB NOT NULL,
+            lease_id BLOB,
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            receipt BLOB,
+            recorded_at INTEGER NOT NULL,
+            UNIQUE (receipt_id, kind)) STRICT;
+        CREATE INDEX entries_by_kind ON entries (kind, counterparty);
+        CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+            BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+        CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+            BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+        CREATE TABLE reservations (
+            lease_id BLOB PRIMARY KEY,
+            provider BLOB NOT NULL,
+            max_amount INTEGER NOT NULL CHECK (max_amount >= 0),
+            state INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3)),
+            receipt_id BLOB,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL) STRICT;
+        CREATE INDEX reservations_by_state ON reservations (state);
+        CREATE TRIGGER reservations_transitions BEFORE UPDATE ON reservations
+            WHEN NOT ((OLD.state = 0 AND NEW.state IN (1, 3)) OR (OLD.state = 1 AND NEW.state = 2))
+              OR NEW.lease_id IS NOT OLD.lease_id OR NEW.provider IS NOT OLD.provider
+              OR NEW.max_amount IS NOT OLD.max_amount
+              OR (OLD.receipt_id IS NOT NULL AND NEW.receipt_id IS NOT OLD.receipt_id)
+              OR (NEW.state IN (1, 2) AND NOT EXISTS
+                    (SELECT 1 FROM entries WHERE receipt_id = NEW.receipt_id AND kind = 2))
+            BEGIN SELECT RAISE(ABORT, 'illegal payment state transition'); END;
+        CREATE TRIGGER reservations_no_delete BEFORE DELETE ON reservations
+            BEGIN SELECT RAISE(ABORT, 'reservations are kept'); END;
+        """;
+
+    private readonly SqliteConnection _connection;
+    private readonly CreditsOptions _options;
+    private readonly TimeProvider _time;
+    private readonly Lock _gate = new();
+    private bool _disposed;
+
+    private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
+    {
+        _connection = connection;
+        Path = path;
+        Owner = owner;
+        _options = options;
+        _time = time;
+    }
+
+    /// <summary>The ledger file.</summary>
+    public string Path { get; }
+
+    /// <summary>The node whose ledger this is.</summary>
+    public PeerId Owner { get; }
+
+    /// <summary>Test hook: called with a step name inside a transaction, before it commits; throwing aborts it.</summary>
+    internal Action<string>? CrashHook { get; set; }
+
+    /// <summary>
+    /// Opens (creating if needed) <c>ledger.db</c> in <paramref name="directory"/>. A new ledger records
+    /// <see cref="CreditsOptions.InitialGrant"/> as its first entry, in the transaction that creates it.
+    /// </summary>
+    /// <exception cref="LedgerCorruptException">The file is damaged or not a Potluck ledger.</exception>
+    /// <exception cref="LedgerException">The ledger belongs to another identity, or it cannot be opened.</exception>
+    public static CreditLedger Open(string directory, PeerId owner, CreditsOptions options, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(time);
+        if (owner.IsEmpty)
+        {
+            throw new ArgumentException("the ledger needs its owner's peer id", nameof(owner));
+        }
+        Directory.CreateDirectory(directory);
+        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
+        var builder = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Cache = SqliteCacheMode.Private,
+            Pooling = false,
+        };
+        var connection = new SqliteConnection(builder.ToString());
+        try
+        {
+            connection.Open();
+            var ledger = new CreditLedger(connection, path, owner, options, time);
+            ledger.Initialise();
+            return ledger;
+        }
+        catch (SqliteException e)
+        {
+            connection.Dispose();
+            throw Translate(e, path);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Appends the entry for a verified receipt: <see cref="LedgerEntryKind.Earned"/> when this node is its
+    /// provider, <see cref="LedgerEntryKind.Spent"/> when it is its requester (settling the lease's reservation
+    /// if there is one, exactly as <see cref="Settle"/>). Idempotent on the receipt id.
+    /// </summary>
+    /// <returns>Recorded, AlreadyRecorded, Conflict, NotOurs, or (Spent with a reservation) what Settle returns.</returns>
+    public LedgerResult Record(SignedReceipt receipt, LedgerEntryKind kind)
+    {
+        ArgumentNullException.ThrowIfNull(receipt);
+        if (kind is not (LedgerEntryKind.Earned or LedgerEntryKind.Spent))
+        {
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "a receipt is recorded as Earned or Spent");
+        }
+        return Run(() =>
+        {
+            using var tx = _connection.BeginTransaction(deferred: false);
+            LedgerResult result;
+            if (kind == LedgerEntryKind.Earned)
+            {
+                result = receipt.Provider != Owner ? LedgerResult.NotOurs : InsertEntry(tx, receipt, kind, receipt.Requester);
+            }
+            else if (receipt.Requester != Owner)
+            {
+                result = LedgerResult.NotOurs;
+            }
+            else
+            {
+                result = ReadReservation(tx, receipt.Receipt.LeaseId) is null
+                    ? InsertEntry(tx, receipt, kind, receipt.Provider)
+                    : SettleCore(tx, receipt);
+            }
+            Commit(tx, result is LedgerResult.Recorded);
+            return result;
+        });
+    }
+
+    /// <summary>
+    /// Sets aside up to <paramref name="maxAmount"/> micro-credits for a lease with <paramref name="provider"/>
+    /// (state Reserved). Call before the lease starts. Idempotent for the same lease, provider and maximum.
+    /// </summary>
+    /// <returns>Reserved, AlreadyReserved, Conflict (same lease, other terms) or InsufficientFunds.</returns>
+    public LedgerResult ReservePayment(ReadOnlySpan<byte> leaseId, PeerId provider, long maxAmount)
+    {
+        if (leaseId.Length is 0 or > Attestation.MaxLeaseIdLength)
+        {
+            throw new ArgumentException("a lease id is 1–64 bytes", nameof(leaseId));
+        }
+        ArgumentOutOfRangeException.ThrowIfNegative(maxAmount);
+        var lease = leaseId.ToArray();
+        return Run(() =>
+        {
+            using var tx = _connection.BeginTransaction(deferred: false);
+            LedgerResult result;
+            var existing = ReadReservation(tx, lease);
+            if (existing is not null)
+            {
+                result = existing.Provider == provider && existing.MaxAmount == maxAmount
+                    ? LedgerResult.AlreadyReserved
+                    : LedgerResult.Conflict;
+            }
+            else if (!_options.AllowOverdraft && AvailableCore(tx) < maxAmount)
+            {
+                result = LedgerResult.InsufficientFunds;
+            }
+            else
+            {
+                var now = Now();
+                Execute(tx, """
+                    INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
+                    VALUES ($lease, $provider, $max, 0, NULL, $now, $now)
+                    """, ("$lease", lease), ("$provider", provider.ToBytes()), ("$max", maxAmount), ("$now", now));
+                CrashHook?.Invoke("reserve");
+                result = LedgerResult.Reserved;
+            }
+            Commit(tx, result is LedgerResult.Reserved);
+            return result;
+        });
+    }
+
+    /// <summary>
+    /// Records our signed receipt for a reserved lease: the Spent entry (with the receipt bytes) and the move
+    /// to Settled, in one transaction. Call before sending the receipt; afterwards it is in
+    /// <see cref="UndeliveredReceipts"/> until <see cref="MarkDelivered"/>.
+    /// </summary>
+    /// <returns>
+    /// Recorded; AlreadyRecorded (this receipt settled it before); Conflict (settled with another receipt, or
+    /// the receipt pays another provider); NotOurs; NotReserved; AlreadyReleased; ExceedsReservation.
+    /// </returns>
+    public LedgerResult Settle(SignedReceipt receipt)
+    {
+        ArgumentNullException.ThrowIfNull(receipt);
+        return Run(() =>
+        {
+            using var tx = _connection.BeginTransaction(deferred: false);
+            var result = receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt);
+            Commit(tx, result is LedgerResult.Recorded);
+            return result;
+        });
+    }
+
+    /// <summary>Reserved → Released: nothing is owed for the lease.</summary>
+    /// <returns>Released, AlreadyReleased, AlreadySettled or NotReserved.</returns>
+    public LedgerResult Release(ReadOnlySpan<byte> leaseId)
+    {
+        var lease = leaseId.ToArray();
+        return Run(() =>
+        {
+            using var tx = _connection.BeginTransaction(deferred: false);
+            var result = ReadReservation(tx, lease)?.State switch
+            {
+                null => LedgerResult.NotReserved,
+                PaymentState.Released => LedgerResult.AlreadyReleased,
+                PaymentState.Settled or PaymentState.Delivered => LedgerResult.AlreadySettled,
+                _ => LedgerResult.Released,
+            };
+            if (result == LedgerResult.Released)
+            {
+                SetState(tx, lease, PaymentState.Released, receiptId: null);
+            }
+            Commit(tx, result == LedgerResult.Released);
+            return result;
+        });
+    }
+
+    /// <summary>Settled → Delivered: the provider acknowledged the receipt.</summary>
+    /// <returns>Delivered, AlreadyDelivered, NotSettled or NotReserved.</returns>
+    public LedgerResult MarkDelivered(ReadOnlySpan<byte> leaseId)
+    {
+        var lease = leaseId.ToArray();
+        return Run(() =>
+        {
+            using var tx = _connection.BeginTransaction(deferred: false);
+            var existing = ReadReservation(tx, lease);
+            var result = existing?.State switch
+            {
+                null => LedgerResult.NotReserved,
+                PaymentState.Delivered => LedgerResult.AlreadyDelivered,
+                PaymentState.Settled => LedgerResult.Delivered,
+                _ => LedgerResult.NotSettled,
+            };
+            if (result == LedgerResult.Delivered)
+            {
+                SetState(tx, lease, PaymentState.Delivered, existing!.ReceiptId);
+            }
+            Commit(tx, result == LedgerResult.Delivered);
+            return result;
+        });
+    }
+
+    /// <summary>Grants + earned − spent, summed from the entries.</summary>
+    public long Balance() => Run(() => BalanceCore(null));
+
+    /// <summary><see cref="Balance"/> less the maxima of all Reserved reservations.</summary>
+    public long Available() => Run(() => AvailableCore(null));
+
+    /// <summary>The newest <paramref name="count"/> entries (at most <see cref="CreditsOptions.MaxRecent"/>), newest first.</summary>
+    public IReadOnlyList<LedgerEntry> Recent(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        var limit = Math.Min(count, _options.MaxRecent);
+        return Run(() =>
+        {
+            using var cmd = Command(null, """
+                SELECT seq, kind, receipt_id, lease_id, counterparty, amount, recorded_at, receipt
+                FROM entries ORDER BY seq DESC LIMIT $limit
+                """, ("$limit", limit));
+            using var reader = cmd.ExecuteReader();
+            var entries = new List<LedgerEntry>();
+            while (reader.Read())
+            {
+                entries.Add(new LedgerEntry(
+                    reader.GetInt64(0),
+                    ReadKind(reader.GetInt64(1)),
+                    (byte[])reader[2],
+                    reader.IsDBNull(3) ? null : (byte[])reader[3],
+                    ReadPeer(reader[4]),
+                    reader.GetInt64(5),
+                    DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6)),
+                    reader.IsDBNull(7) ? null : (byte[])reader[7]));
+            }
+            return entries;
+        });
+    }
+
+    /// <summary>
+    /// The stored signed receipts of Earned entries, oldest first (optionally only those from one requester),
+    /// at most <see cref="CreditsOptions.MaxProofReceipts"/>. Anyone can check them with
+    /// <see cref="VerifyProofOfEarnings"/>.
+    /// </summary>
+    public IReadOnlyList<byte[]> ProofOfEarnings(PeerId? from = null)
+    {
+        return Run(() =>
+        {
+            using var cmd = from is { } requester
+                ? Command(null, "SELECT receipt FROM entries WHERE kind = 1 AND counterparty = $peer ORDER BY seq LIMIT $limit",
+                    ("$peer", requester.ToBytes()), ("$limit", _options.MaxProofReceipts))
+                : Command(null, "SELECT receipt FROM entries WHERE kind = 1 ORDER BY seq LIMIT $limit",
+                    ("$limit", _options.MaxProofReceipts));
+            using var reader = cmd.ExecuteReader();
+            var receipts = new List<byte[]>();
+            while (reader.Read())
+            {
+                receipts.Add(reader.IsDBNull(0) ? throw Corrupt("an Earned entry without its receipt") : (byte[])reader[0]);
+            }
+            return receipts;
+        });
+    }
+
+    /// <summary>
+    /// Checks a proof of earnings offered by <paramref name="provider"/>: every receipt must be valid
+    /// (<see cref="SignedReceipt.Decode"/>) and pay <paramref name="provider"/>; a receipt id is counted once.
+    /// </summary>
+    public static ProofOfEarningsCheck VerifyProofOfEarnings(PeerId provider, IReadOnlyList<ReadOnlyMemory<byte>> receipts, CreditsOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(receipts);
+        ArgumentNullException.ThrowIfNull(options);
+        if (receipts.Count > options.MaxProofReceipts)
+        {
+            return new(VerifyStatus.TooLarge, 0, 0, options.MaxProofReceipts);
+        }
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        long total = 0;
+        for (var i = 0; i < receipts.Count; i++)
+        {
+            var checkedReceipt = SignedReceipt.Decode(receipts[i], options);
+            if (!checkedReceipt.IsValid)
+            {
+                return new(checkedReceipt.Status, 0, 0, i);
+            }
+            var r = checkedReceipt.Value!;
+            if (r.Provider != provider)
+            {
+                return new(VerifyStatus.PartyMismatch, 0, 0, i);
+            }
+            if (seen.Add(Convert.ToHexString(r.ReceiptId)))
+            {
+                if (long.MaxValue - total < r.Receipt.Amount)
+                {
+                    return new(VerifyStatus.AmountMismatch, 0, 0, i);
+                }
+                total += r.Receipt.Amount;
+            }
+        }
+        return new(VerifyStatus.Valid, total, seen.Count, -1);
+    }
+
+    /// <summary>The reservation for a lease, if any.</summary>
+    public PaymentReservation? GetReservation(ReadOnlySpan<byte> leaseId)
+    {
+        var lease = leaseId.ToArray();
+        return Run(() => ReadReservation(null, lease));
+    }
+
+    /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
+    public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) =>
+        Run(() => ReadReservations(null, "WHERE r.state = $state ORDER BY r.rowid", ("$state", (long)state)));
+
+    /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
+    public IReadOnlyList<byte[]> UndeliveredReceipts() =>
+        [.. Reservations(PaymentState.Settled).Select(r => r.Receipt ?? throw Corrupt("a Settled reservation without its receipt"))];
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                _connection.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Reads a pragma's value (tests check WAL and synchronous=FULL).</summary>
+    internal object? Pragma(string name) => Run(() => Scalar(null, $"PRAGMA {name}"));
+
+    private void Initialise()
+    {
+        // WAL and FULL: a commit is durable once it returns; readers never block the writer.
+        var mode = Scalar(null, "PRAGMA journal_mode = WAL") as string;
+        if (!string.Equals(mode, "wal", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new LedgerException($"ledger {Path}: could not enable WAL (journal_mode is {mode})");
+        }
+        Execute(null, "PRAGMA synchronous = FULL");
+        var check = Scalar(null, "PRAGMA quick_check") as string;
+        if (!string.Equals(check, "ok", StringComparison.Ordinal))
+        {
+            throw Corrupt($"integrity check failed: {check}");
+        }
+
+        using var tx = _connection.BeginTransaction(deferred: false);
+        var tables = Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"),
+            System.Globalization.CultureInfo.InvariantCulture);
+        if (tables == 0)
+        {
+            Execute(tx, Schema);
+            Execute(tx, "INSERT INTO meta (key, value) VALUES ('schema', $v), ('owner', $owner)",
+                ("$v", SchemaVersion), ("$owner", Owner.ToBytes()));
+            if (_options.InitialGrant > 0)
+            {
+                Execute(tx, """
+                    INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
+                    VALUES ($id, 0, $owner, NULL, $amount, NULL, $now)
+                    """, ("$id", GrantId(Owner)), ("$owner", Owner.ToBytes()), ("$amount", _options.InitialGrant), ("$now", Now()));
+            }
+            CrashHook?.Invoke("create");
+            tx.Commit();
+            return;
+        }
+
+        object? version;
+        object? owner;
+        try
+        {
+            version = Scalar(tx, "SELECT value FROM meta WHERE key = 'schema'");
+            owner = Scalar(tx, "SELECT value FROM meta WHERE key = 'owner'");
+        }
+        catch (SqliteException e) when (e.SqliteErrorCode == 1)
+        {
+            throw Corrupt("no meta table", e);
+        }
+        if (version is not long v || v != SchemaVersion)
+        {
+            throw Corrupt($"unknown schema version {version ?? "(none)"}");
+        }
+        if (owner is not byte[] ownerBytes || !PeerId.TryFromBytes(ownerBytes, out var stored))
+        {
+            throw Corrupt("no owner");
+        }
+        if (stored != Owner)
+        {
+            throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
+        }
+        tx.Commit();
+    }
+
+    private LedgerResult SettleCore(SqliteTransaction tx, SignedReceipt receipt)
+    {
+        var r = receipt.Receipt;
+        var reservation = ReadReservation(tx, r.LeaseId);
+        if (reservation is null)
+        {
+            return LedgerResult.NotReserved;
+        }
+        if (reservation.Provider != receipt.Provider)
+        {
+            return LedgerResult.Conflict;
+        }
+        switch (reservation.State)
+        {
+            case PaymentState.Released:
+                return LedgerResult.AlreadyReleased;
+            case PaymentState.Settled or PaymentState.Delivered:
+                return reservation.Receipt is { } stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
+                    ? LedgerResult.AlreadyRecorded
+                    : LedgerResult.Conflict;
+        }
+        if (r.Amount > reservation.MaxAmount)
+        {
+            return LedgerResult.ExceedsReservation;
+        }
+        var inserted = InsertEntry(tx, receipt, LedgerEntryKind.Spent, receipt.Provider);
+        if (inserted == LedgerResult.Conflict)
+        {
+            return inserted;
+        }
+        CrashHook?.Invoke("settle-entry");
+        SetState(tx, r.LeaseId, PaymentState.Settled, r.ReceiptId);
+        return LedgerResult.Recorded;
+    }
+
+    private LedgerResult InsertEntry(SqliteTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
+    {
+        var r = receipt.Receipt;
+        if (Scalar(tx, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $kind", ("$id", r.ReceiptId), ("$kind", (long)kind)) is { } value)
+        {
+            return value is byte[] stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
+                ? LedgerResult.AlreadyRecorded
+                : LedgerResult.Conflict;
+        }
+        Execute(tx, """
+            INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
+            VALUES ($id, $kind, $peer, $lease, $amount, $receipt, $now)
+            """,
+            ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty.ToBytes()), ("$lease", r.LeaseId),
+            ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now()));
+        CrashHook?.Invoke("entry");
+        return LedgerResult.Recorded;
+    }
+
+    private void SetState(SqliteTransaction tx, byte[] lease, PaymentState state, byte[]? receiptId) =>
+        Execute(tx, "UPDATE reservations SET state = $state, receipt_id = $receipt, updated_at = $now WHERE lease_id = $lease",
+            ("$state", (long)state), ("$receipt", (object?)receiptId ?? DBNull.Value), ("$now", Now()), ("$lease", lease));
+
+    private long BalanceCore(SqliteTransaction? tx) => Convert.ToInt64(
+        Scalar(tx, "SELECT COALESCE(SUM(CASE kind WHEN 2 THEN -amount ELSE amount END), 0) FROM entries"),
+        System.Globalization.CultureInfo.InvariantCulture);
+
+    private long AvailableCore(SqliteTransaction? tx) => BalanceCore(tx) - Convert.ToInt64(
+        Scalar(tx, "SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0"),
+        System.Globalization.CultureInfo.InvariantCulture);
+
+    private PaymentReservation? ReadReservation(SqliteTransaction? tx, byte[] lease) =>
+        ReadReservations(tx, "WHERE r.lease_id = $lease", ("$lease", lease)).FirstOrDefault();
+
+    private List<PaymentReservation> ReadReservations(SqliteTransaction? tx, string where, params (string Name, object Value)[] parameters)
+    {
+        using var cmd = Command(tx, $"""
+            SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
+            FROM reservations r LEFT JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
+            {where}
+            """, parameters);
+        using var reader = cmd.ExecuteReader();
+        var list = new List<PaymentReservation>();
+        while (reader.Read())
+        {
+            var state = reader.GetInt64(3);
+            if (state is < 0 or > 3)
+            {
+                throw Corrupt($"unknown payment state {state}");
+            }
+            list.Add(new PaymentReservation(
+                (byte[])reader[0],
+                ReadPeer(reader[1]),
+                reader.GetInt64(2),
+                (PaymentState)state,
+                reader.IsDBNull(4) ? null : (byte[])reader[4],
+                reader.IsDBNull(5) ? null : (byte[])reader[5],
+                DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6))));
+        }
+        return list;
+    }
+
+    private PeerId ReadPeer(object value) =>
+        value is byte[] bytes && PeerId.TryFromBytes(bytes, out var peer) ? peer : throw Corrupt("an unreadable peer id");
+
+    private LedgerEntryKind ReadKind(long kind) =>
+        kind is >= 0 and <= 2 ? (LedgerEntryKind)kind : throw Corrupt($"unknown entry kind {kind}");
+
+    private void Commit(SqliteTransaction tx, bool changed)
+    {
+        if (changed)
+        {
+            CrashHook?.Invoke("commit");
+            tx.Commit();
+        }
+        else
+        {
+            tx.Rollback();
+        }
+    }
+
+    private T Run<T>(Func<T> action)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            try
+            {
+                return action();
+            }
+            catch (SqliteException e)
+            {
+                throw Translate(e, Path);
+            }
+        }
+    }
+
+    private static LedgerException Translate(SqliteException e, string path) =>
+        (e.SqliteErrorCode & 0xff) is SqliteCorrupt or SqliteNotADatabase
+            ? new LedgerCorruptException(path, e.Message, e)
+            : new LedgerException($"ledger {path}: {e.Message}", e);
+
+    private LedgerCorruptException Corrupt(string detail, Exception? inner = null) => new(Path, detail, inner);
+
+    private long Now() => _time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    private static byte[] GrantId(PeerId owner)
+    {
+        var input = new byte[GrantDomain.Length + owner.Bytes.Length];
+        GrantDomain.CopyTo(input, 0);
+        owner.Bytes.CopyTo(input.AsSpan(GrantDomain.Length));
+        return SHA256.HashData(input);
+    }
+
+    private SqliteCommand Command(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    {
+        var cmd = _connection.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = sql;
+        foreach (var (name, value) in parameters)
+        {
+            cmd.Parameters.AddWithValue(name, value);
+        }
+        return cmd;
+    }
+
+    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    {
+        using var cmd = Command(tx, sql, parameters);
+        return cmd.ExecuteScalar();
+    }
+
+    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    {
+        using var cmd = Command(tx, sql, parameters);
+        cmd.ExecuteNonQuery();
+    }
+}

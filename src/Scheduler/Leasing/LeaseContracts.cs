@@ -1,0 +1,37 @@
+namespace Potluck.Scheduler.Leasing;
+
+/// <summary>A task a provider has agreed to run: terms, the module (or its hash when cached) and the input.</summary>
+public sealed record LeaseExecution(
+    SignedLeaseTerms SignedTerms,
+    LeaseTerms Terms,
+    ReadOnlyMemory<byte> ModuleHash,
+    ReadOnlyMemory<byte>? Module,
+    ReadOnlyMemory<byte> Input);
+
+/// <summary>What came of running a task.</summary>
+public sealed record ExecutionReport(ExecutionStatus Status, long FuelUsed, int ExitCode, ReadOnlyMemory<byte> Output)
+{
+    /// <summary>Opaque evidence about the run, from the ledger's attester; empty when none.</summary>
+    public ReadOnlyMemory<byte> Attestation { get; init; }
+}
+
+/// <summary>Something that runs a leased task (the WASM sandbox), used by the provider's shell.</summary>
+public interface ITaskExecutor
+{
+    /// <summary>Runs within the terms' fuel and memory limits; cancelled on abort or deadline.</summary>
+    ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct);
+}
+
+/// <summary>The provider's content-addressed module store, consulted when a request arrives.</summary>
+public interface IModuleCache
+{
+    /// <summary>True when a module with this SHA-256 is held (the requester then need not send it).</summary>
+    bool Contains(ReadOnlySpan<byte> sha256);
+}
+
+/// <summary>Something that records payment for a finished lease (the ledger), used by both shells.</summary>
+public interface ILeasePaymentRecorder
+{
+    /// <summary>Records what <paramref name="terms"/> owe for <paramref name="result"/>; fuel × price, capped by the terms.</summary>
+    ValueTask RecordAsync(SignedLeaseTerms terms, LeaseResult result, CancellationToken ct);
+}

@@ -1,0 +1,84 @@
+namespace Potluck.Scheduler.Leasing;
+
+/// <summary>Every limit of the lease protocol a remote controls, and its timings. Both sides use the same class.</summary>
+public sealed class LeaseOptions
+{
+    /// <summary>Largest frame accepted, checked before the frame is allocated. Default 1 MiB + 16 KiB.</summary>
+    public int MaxFrameBytes { get; init; } = (1 << 20) + (16 << 10);
+
+    /// <summary>Largest data chunk; senders cut module and input into chunks of this size. Default 256 KiB.</summary>
+    public int MaxChunkBytes { get; init; } = 256 << 10;
+
+    /// <summary>Largest module accepted. Default 64 MiB.</summary>
+    public long MaxModuleBytes { get; init; } = 64L << 20;
+
+    /// <summary>Largest input accepted. Default 64 MiB.</summary>
+    public long MaxInputBytes { get; init; } = 64L << 20;
+
+    /// <summary>Largest output sent inline in a result; larger outputs travel as hash and size only. Default 1 MiB.</summary>
+    public int MaxInlineOutputBytes { get; init; } = 1 << 20;
+
+    /// <summary>Largest opaque attestation in a result. Default 8 KiB.</summary>
+    public int MaxAttestationBytes { get; init; } = 8 << 10;
+
+    /// <summary>Largest encoded terms in an offer. Default 4 KiB.</summary>
+    public int MaxTermsBytes { get; init; } = 4 << 10;
+
+    /// <summary>Largest signature accepted. Default 1 KiB.</summary>
+    public int MaxSignatureBytes { get; init; } = 1 << 10;
+
+    /// <summary>Longest reject detail, cancel reason or runtime string, in characters. Default 256.</summary>
+    public int MaxReasonLength { get; init; } = 256;
+
+    /// <summary>Heartbeat interval a provider offers. Default 5 seconds.</summary>
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Shortest heartbeat interval a requester accepts in terms. Default 500 ms.</summary>
+    public TimeSpan MinHeartbeatInterval { get; init; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Longest heartbeat interval a requester accepts in terms. Default 60 seconds.</summary>
+    public TimeSpan MaxHeartbeatInterval { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Heartbeat intervals of silence before a lease expires: the grace window. Default 3.</summary>
+    public int MissedHeartbeatsBeforeExpiry { get; init; } = 3;
+
+    /// <summary>How long an offer waits for an accept. Default 30 seconds.</summary>
+    public TimeSpan OfferTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a requester waits for an answer before repeating its request or accept. Default 5 seconds.</summary>
+    public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How many times a requester sends a request (or an accept) before giving up. Default 3.</summary>
+    public int MaxAttempts { get; init; } = 3;
+
+    /// <summary>How long a provider remembers a finished or rejected request to answer its retries alike. Default 5 minutes.</summary>
+    public TimeSpan FinishedRetention { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Most requests a provider tracks at once, live and remembered. Default 4096.</summary>
+    public int MaxTrackedLeases { get; init; } = 4096;
+}
+
+/// <summary>A provider's local terms: what it accepts and what it charges.</summary>
+public sealed record ProviderPolicy
+{
+    /// <summary>The advertised price, credits per million fuel; requests offering less are rejected.</summary>
+    public long PricePerMegaFuel { get; init; }
+
+    /// <summary>Most fuel one lease may ask for. Default 10^12.</summary>
+    public long MaxFuel { get; init; } = 1_000_000_000_000;
+
+    /// <summary>Most memory one lease may ask for. Default 4 GiB.</summary>
+    public long MaxMemoryBytes { get; init; } = 4L << 30;
+
+    /// <summary>Whether modules the provider lacks are fetched from the requester.</summary>
+    public bool AcceptUnknownModules { get; init; } = true;
+
+    /// <summary>Least time between a request and its deadline. Default 1 second.</summary>
+    public TimeSpan MinDeadlineLead { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Latest deadline accepted, from now. Default 1 day.</summary>
+    public TimeSpan MaxDeadlineLead { get; init; } = TimeSpan.FromDays(1);
+
+    /// <summary>The exact runtime named in the terms, e.g. "wasmtime 50.0.1".</summary>
+    public string RuntimeVersion { get; init; } = "";
+}

@@ -1,0 +1,75 @@
+namespace Potluck.Scheduler.Leasing;
+
+/// <summary>
+/// Cores and memory a provider has advertised, and what live leases hold. A lease holds one core and its memory
+/// limit from the moment it is offered until it ends, so a provider never runs more leases at once than it
+/// advertised cores, nor more memory than it advertised. Not thread-safe: the shell serialises calls.
+/// </summary>
+public sealed class ProviderCapacity
+{
+    public ProviderCapacity(int cores, long memoryBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cores);
+        ArgumentOutOfRangeException.ThrowIfNegative(memoryBytes);
+        Cores = cores;
+        MemoryBytes = memoryBytes;
+    }
+
+    public int Cores { get; }
+
+    public long MemoryBytes { get; }
+
+    public int CoresInUse { get; private set; }
+
+    public long MemoryInUse { get; private set; }
+
+    public int AvailableCores => Cores - CoresInUse;
+
+    /// <summary>Most cores ever in use at once: for tests and metrics.</summary>
+    public int PeakCoresInUse { get; private set; }
+
+    /// <summary>Holds one core and <paramref name="memoryBytes"/>; false when either is short.</summary>
+    public bool TryReserve(long memoryBytes, out CapacityReservation reservation)
+    {
+        reservation = null!;
+        if (memoryBytes < 0 || CoresInUse >= Cores || memoryBytes > MemoryBytes - MemoryInUse)
+        {
+            return false;
+        }
+        CoresInUse++;
+        MemoryInUse += memoryBytes;
+        PeakCoresInUse = Math.Max(PeakCoresInUse, CoresInUse);
+        reservation = new CapacityReservation(this, memoryBytes);
+        return true;
+    }
+
+    internal void Release(long memoryBytes)
+    {
+        CoresInUse--;
+        MemoryInUse -= memoryBytes;
+    }
+}
+
+/// <summary>One core and some memory held by a lease; released once, however often disposed.</summary>
+public sealed class CapacityReservation : IDisposable
+{
+    private readonly ProviderCapacity _capacity;
+    private readonly long _memory;
+
+    internal CapacityReservation(ProviderCapacity capacity, long memory)
+    {
+        _capacity = capacity;
+        _memory = memory;
+    }
+
+    public bool IsReleased { get; private set; }
+
+    public void Dispose()
+    {
+        if (!IsReleased)
+        {
+            IsReleased = true;
+            _capacity.Release(_memory);
+        }
+    }
+}

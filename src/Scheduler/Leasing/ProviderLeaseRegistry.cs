@@ -1,0 +1,194 @@
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Leasing;
+
+/// <summary>What the registry did with one message: the lease it concerns (if any) and the step to carry out.</summary>
+public readonly record struct ProviderDispatch(ProviderLease? Lease, LeaseStep Step);
+
+/// <summary>
+/// A provider's leases, keyed by (requester, request id), so that a retried request reaches the lease it created
+/// rather than a second one. Decides requests against <see cref="ProviderPolicy"/> and
+/// <see cref="ProviderCapacity"/> (reject Busy, Price, Policy, UnknownModule), remembers finished leases and
+/// rejections for <see cref="LeaseOptions.FinishedRetention"/> to answer retries alike, and tracks at most
+/// <see cref="LeaseOptions.MaxTrackedLeases"/> requests. Pure: every call takes <c>now</c>; not thread-safe.
+/// Busy rejections are not remembered: a retry after capacity frees up may be offered.
+/// </summary>
+public sealed class ProviderLeaseRegistry
+{
+    private readonly PrivateKey _key;
+    private readonly ProviderPolicy _policy;
+    private readonly IModuleCache _modules;
+    private readonly LeaseOptions _options;
+    private readonly Dictionary<(PeerId, ulong), ProviderLease> _leases = [];
+    private readonly Dictionary<(PeerId, ulong), (LeaseRequest Request, LeaseReject Reject, DateTimeOffset At)> _rejected = [];
+
+    public ProviderLeaseRegistry(PrivateKey key, ProviderPolicy policy, ProviderCapacity capacity, IModuleCache modules, LeaseOptions options)
+    {
+        _key = key;
+        _policy = policy;
+        Capacity = capacity;
+        _modules = modules;
+        _options = options;
+    }
+
+    public ProviderCapacity Capacity { get; }
+
+    /// <summary>Requests tracked: live and finished leases and remembered rejections.</summary>
+    public int TrackedCount => _leases.Count + _rejected.Count;
+
+    public IEnumerable<ProviderLease> Leases => _leases.Values;
+
+    public ProviderLease? Find(PeerId requester, ulong requestId) => _leases.GetValueOrDefault((requester, requestId));
+
+    /// <summary>Routes a message from <paramref name="requester"/> (the key the secure channel authenticated).</summary>
+    public ProviderDispatch Handle(PublicKey requester, LeaseMessage message, DateTimeOffset now)
+    {
+        var peer = requester.ToPeerId();
+        var key = (peer, message.RequestId);
+        if (_leases.TryGetValue(key, out var lease))
+        {
+            return new ProviderDispatch(lease, lease.Handle(message, now));
+        }
+        if (_rejected.TryGetValue(key, out var remembered) && message is LeaseRequest again)
+        {
+            return new ProviderDispatch(null, new LeaseStep
+            {
+                Send = [again.SameWork(remembered.Request) ? remembered.Reject : Reject(again, LeaseRejectReason.BadRequest, "request id reused for different work")],
+            });
+        }
+        return message switch
+        {
+            LeaseRequest request => OnRequest(requester, peer, request, now),
+            LeaseAccept or LeaseData or LeaseHeartbeat => new ProviderDispatch(null, new LeaseStep
+            {
+                Send = [new LeaseCancel { RequestId = message.RequestId, Reason = "unknown lease" }],
+            }),
+            _ => new ProviderDispatch(null, LeaseStep.Nothing),
+        };
+    }
+
+    /// <summary>
+    /// Forgets rejections older than the retention, and finished leases older than the retention whose deadline has
+    /// passed (after which a retried request is refused as too late, so it can never start a second lease).
+    /// Returns how many were forgotten.
+    /// </summary>
+    public int Prune(DateTimeOffset now)
+    {
+        var cutoff = now - _options.FinishedRetention;
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var leases = _leases.Where(kv => kv.Value.FinishedAt is { } at && at <= cutoff && kv.Value.Terms.DeadlineUnixMs <= nowMs)
+            .Select(kv => kv.Key).ToList();
+        var rejects = _rejected.Where(kv => kv.Value.At <= cutoff).Select(kv => kv.Key).ToList();
+        leases.ForEach(k => _leases.Remove(k));
+        rejects.ForEach(k => _rejected.Remove(k));
+        return leases.Count + rejects.Count;
+    }
+
+    private ProviderDispatch OnRequest(PublicKey requesterKey, PeerId requester, LeaseRequest request, DateTimeOffset now)
+    {
+        if (TrackedCount >= _options.MaxTrackedLeases && !MakeRoom(now))
+        {
+            return new ProviderDispatch(null, new LeaseStep { Send = [Reject(request, LeaseRejectReason.Busy, "too many requests tracked")] });
+        }
+        if (Evaluate(request, now) is { } reject)
+        {
+            _rejected[(requester, request.RequestId)] = (request, reject, now);
+            return new ProviderDispatch(null, new LeaseStep { Send = [reject] });
+        }
+        if (!Capacity.TryReserve(request.MemoryLimitBytes, out var reservation))
+        {
+            var detail = Capacity.AvailableCores == 0 ? $"all {Capacity.Cores} cores in use" : "not enough free memory";
+            return new ProviderDispatch(null, new LeaseStep { Send = [Reject(request, LeaseRejectReason.Busy, detail)] });
+        }
+        var deadline = DateTimeOffset.FromUnixTimeMilliseconds(request.DeadlineUnixMs);
+        var offerExpires = now + _options.OfferTimeout;
+        var terms = new LeaseTerms
+        {
+            RequestId = request.RequestId,
+            Provider = _key.PeerId.ToBytes(),
+            Requester = requester.ToBytes(),
+            ModuleHash = request.ModuleHash,
+            ModuleSize = request.ModuleSize,
+            InputHash = request.InputHash,
+            InputSize = request.InputSize,
+            FuelLimit = request.FuelLimit,
+            MemoryLimitBytes = request.MemoryLimitBytes,
+            DeadlineUnixMs = request.DeadlineUnixMs,
+            PricePerMegaFuel = _policy.PricePerMegaFuel,
+            HeartbeatIntervalMs = (long)_options.HeartbeatInterval.TotalMilliseconds,
+            ModuleNeeded = !_modules.Contains(request.ModuleHash),
+            OfferExpiresUnixMs = (offerExpires < deadline ? offerExpires : deadline).ToUnixTimeMilliseconds(),
+            RuntimeVersion = _policy.RuntimeVersion,
+        };
+        var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now);
+        _leases[(requester, request.RequestId)] = lease;
+        return new ProviderDispatch(lease, lease.Start());
+    }
+
+    private LeaseReject? Evaluate(LeaseRequest r, DateTimeOffset now)
+    {
+        if (!LeaseCodec.IsHash(r.ModuleHash) || !LeaseCodec.IsHash(r.InputHash) || r.ModuleSize <= 0 || r.InputSize < 0
+            || r.FuelLimit <= 0 || r.MemoryLimitBytes < 0)
+        {
+            return Reject(r, LeaseRejectReason.BadRequest, "malformed request");
+        }
+        var deadline = r.DeadlineUnixMs;
+        if (deadline < (now + _policy.MinDeadlineLead).ToUnixTimeMilliseconds())
+        {
+            return Reject(r, LeaseRejectReason.Policy, "deadline too soon");
+        }
+        if (deadline > (now + _policy.MaxDeadlineLead).ToUnixTimeMilliseconds())
+        {
+            return Reject(r, LeaseRejectReason.Policy, "deadline too far away");
+        }
+        if (r.FuelLimit > _policy.MaxFuel)
+        {
+            return Reject(r, LeaseRejectReason.Policy, $"fuel limit over {_policy.MaxFuel}");
+        }
+        if (r.MemoryLimitBytes > _policy.MaxMemoryBytes || r.MemoryLimitBytes > Capacity.MemoryBytes)
+        {
+            return Reject(r, LeaseRejectReason.Policy, "memory limit over what is offered");
+        }
+        if (r.ModuleSize > _options.MaxModuleBytes || r.InputSize > _options.MaxInputBytes)
+        {
+            return Reject(r, LeaseRejectReason.Policy, "module or input too large");
+        }
+        if (r.MaxPricePerMegaFuel < _policy.PricePerMegaFuel)
+        {
+            return Reject(r, LeaseRejectReason.Price, $"price is {_policy.PricePerMegaFuel} per million fuel");
+        }
+        if (!_policy.AcceptUnknownModules && !_modules.Contains(r.ModuleHash))
+        {
+            return Reject(r, LeaseRejectReason.UnknownModule, "module not held here");
+        }
+        return null;
+    }
+
+    /// <summary>Prunes, then evicts the oldest remembered request; false when everything tracked is live.</summary>
+    private bool MakeRoom(DateTimeOffset now)
+    {
+        Prune(now);
+        while (TrackedCount >= _options.MaxTrackedLeases)
+        {
+            var oldestReject = _rejected.OrderBy(kv => kv.Value.At).Select(kv => ((PeerId, ulong)?)kv.Key).FirstOrDefault();
+            var oldestLease = _leases.Where(kv => kv.Value.IsFinished).OrderBy(kv => kv.Value.FinishedAt)
+                .Select(kv => ((PeerId, ulong)?)kv.Key).FirstOrDefault();
+            if (oldestReject is { } r && (oldestLease is null || _rejected[r].At <= _leases[oldestLease.Value].FinishedAt))
+            {
+                _rejected.Remove(r);
+            }
+            else if (oldestLease is { } l)
+            {
+                _leases.Remove(l);
+            }
+            else
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static LeaseReject Reject(LeaseRequest r, LeaseRejectReason reason, string detail) =>
+        new() { RequestId = r.RequestId, Reason = reason, Detail = detail };
+}

@@ -1,0 +1,395 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Tests.Muxing;
+using Potluck.Protocol.Yamux;
+
+namespace Potluck.Protocol.Tests.Yamux;
+
+/// <summary>One yamux connection against a hand-driven peer that writes and reads raw frames.</summary>
+public class YamuxConnectionTests
+{
+    private static readonly TimeSpan HangGuard = TimeSpan.FromSeconds(30);
+    private readonly List<IAsyncDisposable> _cleanup = [];
+
+    [TearDown]
+    public async Task DisposeConnections()
+    {
+        foreach (var item in Enumerable.Reverse(_cleanup))
+        {
+            await item.DisposeAsync().AsTask().WaitAsync(HangGuard);
+        }
+
+        _cleanup.Clear();
+    }
+
+    [Test]
+    public async Task DataHeaderAnnouncing4GiB_ClosesTheConnectionWithAProtocolErrorGoAway()
+    {
+        var (connection, peer) = Start(initiator: false);
+
+        var header = new byte[YamuxHeader.Size];
+        new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, uint.MaxValue).Write(header);
+        await peer.SendRawAsync(header);
+
+        var goAway = await peer.ReceiveUntilAsync(YamuxFrameType.GoAway);
+        Assert.That(goAway.Length, Is.EqualTo((uint)YamuxGoAwayCode.ProtocolError));
+        var ex = Assert.ThrowsAsync<ProtocolViolationException>(async () => await connection.Completion.WaitAsync(HangGuard));
+        Assert.That(ex!.Protocol, Is.EqualTo("yamux"));
+        Assert.That(await peer.ReadToEndAsync(), Is.True, "the connection closed its output");
+    }
+
+    [Test]
+    public async Task DataFrameAsLargeAsTheWholeWindow_IsAccepted_ButOneByteMoreIsAViolation()
+    {
+        var (connection, peer) = Start(initiator: false);
+        var payload = new byte[YamuxOptions.InitialStreamWindow];
+        new Random(5).NextBytes(payload);
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, (uint)payload.Length), payload);
+        var stream = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        var read = await stream.Input.ReadAtLeastAsync(payload.Length).AsTask().WaitAsync(HangGuard);
+        Assert.That(read.Buffer.ToArray(), Is.EqualTo(payload));
+
+        // Not advanced: the window stays spent, so one more byte breaks the protocol.
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.None, 1, 1), [7]);
+        Assert.ThrowsAsync<ProtocolViolationException>(async () => await connection.Completion.WaitAsync(HangGuard));
+        var goAway = await peer.ReceiveUntilAsync(YamuxFrameType.GoAway);
+        Assert.That(goAway.Length, Is.EqualTo((uint)YamuxGoAwayCode.ProtocolError));
+    }
+
+    [Test]
+    public async Task ConsumingHalfTheWindow_SendsAWindowUpdateForWhatWasConsumed()
+    {
+        var (connection, peer) = Start(initiator: false);
+        var half = (int)YamuxOptions.InitialStreamWindow / 2;
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, (uint)half), new byte[half]);
+        var stream = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+
+        var ack = await peer.ReceiveUntilAsync(YamuxFrameType.WindowUpdate);
+        Assert.That(ack, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0)));
+
+        var read = await stream.Input.ReadAtLeastAsync(half).AsTask().WaitAsync(HangGuard);
+        stream.Input.AdvanceTo(read.Buffer.End);
+        var update = await peer.ReceiveUntilAsync(YamuxFrameType.WindowUpdate);
+        Assert.That(update, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.None, 1, (uint)half)));
+    }
+
+    [Test]
+    public async Task Ping_FromTheRemote_IsAnsweredWithAckAndTheSameOpaqueValue()
+    {
+        var (_, peer) = Start(initiator: false);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Syn, 0, 0xDEADBEEF));
+        var pong = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
+        Assert.That(pong, Is.EqualTo(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Ack, 0, 0xDEADBEEF)));
+    }
+
+    [Test]
+    public async Task PingAsync_RoundTripsBetweenTwoConnections_AndMeasuresOnTheInjectedClock()
+    {
+        var time = new FakeTimeProvider();
+        var (a, b) = MemoryPipePairFactory.CreatePair();
+        var muxer = new YamuxMuxer(new YamuxOptions { MeasureRttOnStart = false }, NullLoggerFactory.Instance, time);
+        var client = Track(muxer.Create(a, initiator: true));
+        Track(muxer.Create(b, initiator: false));
+
+        var rtt = await client.PingAsync(default).AsTask().WaitAsync(HangGuard);
+
+        Assert.That(rtt, Is.EqualTo(TimeSpan.Zero), "fake time did not move");
+        Assert.That(client.RoundTripTime, Is.EqualTo(TimeSpan.Zero));
+    }
+
+    [Test]
+    public async Task PingAsync_AnswerArrivingLater_MeasuresTheElapsedFakeTime()
+    {
+        var time = new FakeTimeProvider();
+        var (connection, peer) = Start(initiator: true, time);
+        var ping = connection.PingAsync(default);
+        var sent = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
+        Assert.That(sent.Flags, Is.EqualTo(YamuxFlags.Syn));
+
+        time.Advance(TimeSpan.FromMilliseconds(40));
+        await peer.SendAsync(sent with { Flags = YamuxFlags.Ack });
+
+        Assert.That(await ping.AsTask().WaitAsync(HangGuard), Is.EqualTo(TimeSpan.FromMilliseconds(40)));
+    }
+
+    [TestCase(new byte[] { 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0 }, TestName = "Wire_UnknownVersion_IsAViolation")]
+    [TestCase(new byte[] { 0, 9, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0 }, TestName = "Wire_UnknownType_IsAViolation")]
+    [TestCase(new byte[] { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, TestName = "Wire_DataOnStreamZero_IsAViolation")]
+    [TestCase(new byte[] { 0, 1, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0 }, TestName = "Wire_SynWithOurOwnParity_IsAViolation")]
+    public async Task BadHeader_ClosesTheConnectionWithAProtocolError(byte[] header)
+    {
+        var (connection, peer) = Start(initiator: false);
+        await peer.SendRawAsync(header);
+
+        Assert.ThrowsAsync<ProtocolViolationException>(async () => await connection.Completion.WaitAsync(HangGuard));
+        var goAway = await peer.ReceiveUntilAsync(YamuxFrameType.GoAway);
+        Assert.That(goAway.Length, Is.EqualTo((uint)YamuxGoAwayCode.ProtocolError));
+    }
+
+    [Test]
+    public async Task DuplicateSyn_IsAViolation()
+    {
+        var (connection, peer) = Start(initiator: false);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, 1, 0));
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, 1, 0));
+        Assert.ThrowsAsync<ProtocolViolationException>(async () => await connection.Completion.WaitAsync(HangGuard));
+    }
+
+    [Test]
+    public async Task StreamIds_InitiatorOpensOdd_ResponderOpensEven()
+    {
+        var (a, b) = MemoryPipePairFactory.CreatePair();
+        var muxer = CreateMuxer(new YamuxOptions());
+        var client = Track(muxer.Create(a, initiator: true));
+        var server = Track(muxer.Create(b, initiator: false));
+
+        var ids = new List<uint>();
+        for (var i = 0; i < 3; i++)
+        {
+            ids.Add((await client.OpenStreamAsync(default)).Id);
+            ids.Add((await server.OpenStreamAsync(default)).Id);
+        }
+
+        Assert.That(ids, Is.EqualTo(new uint[] { 1, 2, 3, 4, 5, 6 }));
+    }
+
+    [Test]
+    public async Task OpenStream_SendsSynFirst_ThenDataThenFin()
+    {
+        var (connection, peer) = Start(initiator: true);
+        var stream = await connection.OpenStreamAsync(default);
+        await stream.Output.WriteAsync("abc"u8.ToArray());
+        await stream.Output.CompleteAsync();
+
+        var syn = await peer.ReceiveUntilAsync(YamuxFrameType.WindowUpdate);
+        Assert.That(syn, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, 1, 0)));
+        var (data, payload) = await peer.ReceiveAsync();
+        var bytes = payload.ToList();
+        while (!data.Flags.HasFlag(YamuxFlags.Fin))
+        {
+            (data, payload) = await peer.ReceiveAsync();
+            bytes.AddRange(payload);
+        }
+
+        Assert.That(bytes, Is.EqualTo("abc"u8.ToArray()));
+        Assert.That(data.StreamId, Is.EqualTo(1u));
+    }
+
+    [Test]
+    public async Task AcceptBacklogFull_FurtherInboundStreamsAreReset()
+    {
+        var (connection, peer) = Start(initiator: false, options: new YamuxOptions { AcceptBacklog = 2, MeasureRttOnStart = false });
+        for (uint id = 1; id <= 5; id += 2)
+        {
+            await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, id, 0));
+        }
+
+        var seen = new List<YamuxHeader>();
+        while (seen.Count < 3)
+        {
+            seen.Add((await peer.ReceiveAsync()).Header);
+        }
+
+        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, 5, 0)));
+        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0)));
+        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 3, 0)));
+        Assert.That(connection.StreamCount, Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task RemoteReset_FailsReadsWithStreamResetException_AndLaterFramesForItAreIgnored()
+    {
+        var (connection, peer) = Start(initiator: false);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, 2), [1, 2]);
+        var stream = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, 1, 0));
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.None, 1, 3), [1, 2, 3]);
+
+        Assert.ThrowsAsync<StreamResetException>(async () =>
+        {
+            while (true)
+            {
+                var result = await stream.Input.ReadAsync().AsTask().WaitAsync(HangGuard);
+                stream.Input.AdvanceTo(result.Buffer.End);
+            }
+        });
+        var pong = await PingFromPeerAsync(peer);
+        Assert.That(pong.Flags, Is.EqualTo(YamuxFlags.Ack), "the connection survived the late frame");
+        Assert.That(connection.StreamCount, Is.Zero);
+    }
+
+    [Test]
+    public async Task GoAwayFromTheRemote_MakesOpenStreamThrow()
+    {
+        var (connection, peer) = Start(initiator: true);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.GoAway, YamuxFlags.None, 0, (uint)YamuxGoAwayCode.Normal));
+        await PingFromPeerAsync(peer);
+
+        Assert.ThrowsAsync<IOException>(async () => await connection.OpenStreamAsync(default));
+    }
+
+    [Test]
+    public async Task GoAwayAsync_SendsNormalGoAway_AndRefusesLaterInboundStreams()
+    {
+        var (connection, peer) = Start(initiator: false);
+        await connection.GoAwayAsync(default);
+        var goAway = await peer.ReceiveUntilAsync(YamuxFrameType.GoAway);
+        Assert.That(goAway.Length, Is.EqualTo((uint)YamuxGoAwayCode.Normal));
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, 1, 0));
+        var reply = await peer.ReceiveUntilAsync(YamuxFrameType.WindowUpdate);
+        Assert.That(reply, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, 1, 0)));
+    }
+
+    [Test]
+    public async Task Dispose_WhenTheRemoteNeverReads_FinishesAfterTheCloseTimeout()
+    {
+        var time = new FakeTimeProvider();
+        var (connection, peer) = Start(initiator: true, time);
+        var stream = await connection.OpenStreamAsync(default);
+
+        // Fill the transport: the peer never reads, so the connection's flush blocks.
+        await stream.Output.WriteAsync(new byte[200 * 1024]);
+        var dispose = connection.DisposeAsync().AsTask();
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        await dispose.WaitAsync(HangGuard);
+        Assert.That(connection.Completion.IsCompleted, Is.True);
+        GC.KeepAlive(peer);
+    }
+
+    [Test]
+    public async Task PingFlood_WithoutReading_StaysBoundedAndTheConnectionSurvives()
+    {
+        var (connection, peer) = Start(initiator: false, options: new YamuxOptions { MaxPendingControlFrames = 16, MeasureRttOnStart = false });
+        for (uint i = 0; i < 20_000; i++)
+        {
+            await peer.SendAsync(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Syn, 0, i));
+        }
+
+        // Now read: answer the connection's own ping, counting the replies to ours on the way.
+        var pongs = 0;
+        var reader = Task.Run(async () =>
+        {
+            while (true)
+            {
+                var (header, _) = await peer.ReceiveAsync();
+                if (header.Type != YamuxFrameType.Ping)
+                {
+                    continue;
+                }
+
+                if (header.Flags == YamuxFlags.Ack)
+                {
+                    pongs++;
+                }
+                else
+                {
+                    await peer.SendAsync(header with { Flags = YamuxFlags.Ack });
+                    return;
+                }
+            }
+        });
+
+        await connection.PingAsync(default).AsTask().WaitAsync(HangGuard);
+        await reader.WaitAsync(HangGuard);
+        Assert.That(pongs, Is.LessThan(20_000), "replies beyond the queue cap were dropped");
+        Assert.That(connection.Completion.IsCompleted, Is.False);
+    }
+
+    private static YamuxMuxer CreateMuxer(YamuxOptions options, TimeProvider? time = null) =>
+        new(options, NullLoggerFactory.Instance, time ?? new FakeTimeProvider());
+
+    private (YamuxConnection Connection, RawPeer Peer) Start(bool initiator, TimeProvider? time = null, YamuxOptions? options = null)
+    {
+        var (ours, theirs) = MemoryPipePairFactory.CreatePair();
+        var connection = Track(CreateMuxer(options ?? new YamuxOptions { MeasureRttOnStart = false }, time).Create(ours, initiator));
+        return (connection, new RawPeer(theirs));
+    }
+
+    private static async Task<YamuxHeader> PingFromPeerAsync(RawPeer peer)
+    {
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Syn, 0, 77));
+        while (true)
+        {
+            var header = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
+            if (header.Length == 77)
+            {
+                return header;
+            }
+        }
+    }
+
+    private T Track<T>(T item)
+        where T : IAsyncDisposable
+    {
+        _cleanup.Add(item);
+        return item;
+    }
+
+    /// <summary>The far end of the pipe, speaking raw yamux frames.</summary>
+    private sealed class RawPeer(IDuplexPipe pipe)
+    {
+        public async Task SendAsync(YamuxHeader header, byte[]? payload = null)
+        {
+            YamuxFrame.Write(pipe.Output, header, payload ?? []);
+            await pipe.Output.FlushAsync().AsTask().WaitAsync(HangGuard);
+        }
+
+        public async Task SendRawAsync(byte[] bytes) =>
+            await pipe.Output.WriteAsync(bytes).AsTask().WaitAsync(HangGuard);
+
+        public async Task<(YamuxHeader Header, byte[] Payload)> ReceiveAsync()
+        {
+            while (true)
+            {
+                var result = await pipe.Input.ReadAsync().AsTask().WaitAsync(HangGuard);
+                var reader = new SequenceReader<byte>(result.Buffer);
+                var status = YamuxFrame.TryRead(ref reader, uint.MaxValue, out var header, out var payload, out var error);
+                if (status == DecodeStatus.Done)
+                {
+                    var bytes = payload.ToArray();
+                    pipe.Input.AdvanceTo(reader.Position);
+                    return (header, bytes);
+                }
+
+                Assert.That(status, Is.EqualTo(DecodeStatus.NeedMoreData), error);
+                if (result.IsCompleted)
+                {
+                    throw new EndOfStreamException("the connection closed its output");
+                }
+
+                pipe.Input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+            }
+        }
+
+        public async Task<YamuxHeader> ReceiveUntilAsync(YamuxFrameType type)
+        {
+            while (true)
+            {
+                var (header, _) = await ReceiveAsync();
+                if (header.Type == type)
+                {
+                    return header;
+                }
+            }
+        }
+
+        /// <summary>True once the connection has completed its output (drains whatever is left).</summary>
+        public async Task<bool> ReadToEndAsync()
+        {
+            while (true)
+            {
+                var result = await pipe.Input.ReadAsync().AsTask().WaitAsync(HangGuard);
+                pipe.Input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted)
+                {
+                    return true;
+                }
+            }
+        }
+    }
+}
