@@ -881,24 +881,52 @@ internal sealed class GossipsubRouter
     {
         var rpc = new Pb.RPC();
         rpc.Subscriptions.AddRange(o.Subscriptions);
-        if (o.Control.Ihave.Count + o.Control.Iwant.Count + o.Control.Graft.Count + o.Control.Prune.Count > 0)
-        {
-            rpc.Control = o.Control;
-        }
         var size = rpc.CalculateSize();
+        void Next()
+        {
+            into.Add(new OutboundRpc(peer, rpc));
+            rpc = new Pb.RPC();
+            size = 0;
+        }
+        // Control entries and messages are packed greedily; an RPC is cut before it would pass MaxRpcSize.
+        void AddControl(IMessage entry, Action<Pb.ControlMessage> add)
+        {
+            var es = entry.CalculateSize() + 8;
+            if (size + es > _options.MaxRpcSize && size > 0)
+            {
+                Next();
+            }
+            rpc.Control ??= new Pb.ControlMessage();
+            add(rpc.Control);
+            size += es;
+        }
+        foreach (var e in o.Control.Graft)
+        {
+            AddControl(e, c => c.Graft.Add(e));
+        }
+        foreach (var e in o.Control.Prune)
+        {
+            AddControl(e, c => c.Prune.Add(e));
+        }
+        foreach (var e in o.Control.Iwant)
+        {
+            AddControl(e, c => c.Iwant.Add(e));
+        }
+        foreach (var e in o.Control.Ihave)
+        {
+            AddControl(e, c => c.Ihave.Add(e));
+        }
         foreach (var m in o.Messages)
         {
             var ms = m.CalculateSize() + 8;
             if (size + ms > _options.MaxRpcSize && size > 0)
             {
-                into.Add(new OutboundRpc(peer, rpc));
-                rpc = new Pb.RPC();
-                size = 0;
+                Next();
             }
             rpc.Publish.Add(m);
             size += ms;
         }
-        if (size > 0 || rpc.Subscriptions.Count > 0 || rpc.Control is not null || rpc.Publish.Count > 0)
+        if (size > 0 || rpc.Subscriptions.Count > 0)
         {
             into.Add(new OutboundRpc(peer, rpc));
         }

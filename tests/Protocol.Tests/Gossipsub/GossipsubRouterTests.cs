@@ -734,6 +734,85 @@ public class GossipsubRouterTests
     }
 
     [Test]
+    public void Drain_LargeGossip_SplitsControlAcrossRpcsWithinMaxRpcSize()
+    {
+        var f = new RouterFixture(20, o => { o.MaxRpcSize = 2000; o.MaxMessageSize = 1000; });
+        f.Router.Subscribe("u", f.Now);
+        f.Router.Subscribe(Topic, f.Now);
+        for (var i = 0; i < 40; i++)
+        {
+            f.Router.Publish(Topic, new[] { (byte)i }, f.Now);
+        }
+        f.Drain();
+
+        f.Heartbeat();
+        var rpcs = f.Drain().Rpcs;
+
+        Assert.That(rpcs.All(r => r.Rpc.CalculateSize() <= 2000), Is.True);
+        Assert.That(rpcs.Sum(r => r.Rpc.Control?.Ihave.Sum(h => h.MessageIDs.Count) ?? 0), Is.EqualTo(6 * 40));
+    }
+
+    [Test]
+    public void Heartbeat_OpportunisticGraft_AddsHighScoringPeerWhenMeshMedianIsLow()
+    {
+        PeerId star = default;
+        var f = new RouterFixture(12, o => o.Score.AppSpecificScore = p => p == star ? 3 : 0);
+        f.Router.Subscribe(Topic, f.Now);
+        star = f.Peers.Select(k => k.PeerId).First(p => !f.Router.MeshPeers(Topic).Contains(p));
+        f.Drain();
+
+        f.Heartbeat(59);
+        Assert.That(f.Router.MeshPeers(Topic), Does.Not.Contain(star));
+        f.Heartbeat();
+
+        Assert.That(f.Router.MeshPeers(Topic), Does.Contain(star), "tick 60: median below 20, the peer scoring 30 is grafted");
+    }
+
+    [Test]
+    public void SendQueueFull_PenalisesPeer()
+    {
+        var f = new RouterFixture(1);
+        f.Router.SendQueueFull(f.Id(0));
+        Assert.That(f.Score(0), Is.LessThan(0));
+    }
+
+    [Test]
+    public void SignedPeerRecord_RoundTrips_AndRejectsWrongPeerOrTampering()
+    {
+        var key = PrivateKey.FromRandom(new Random(4));
+        var other = PrivateKey.FromRandom(new Random(5));
+        var addresses = new[] { Potluck.Protocol.Multiformats.Multiaddr.Parse("/ip4/10.0.0.1/tcp/4001") };
+        var record = SignedPeerRecord.Create(key, 1, addresses);
+
+        Assert.That(SignedPeerRecord.TryReadAddresses(record, key.PeerId, out var read), Is.True);
+        Assert.That(read, Is.EqualTo(addresses));
+        Assert.That(SignedPeerRecord.TryReadAddresses(record, other.PeerId, out _), Is.False);
+        var tampered = (byte[])record.Clone();
+        tampered[^1] ^= 1;
+        Assert.That(SignedPeerRecord.TryReadAddresses(tampered, key.PeerId, out _), Is.False);
+        Assert.That(SignedPeerRecord.TryReadAddresses([1, 2, 3], key.PeerId, out _), Is.False);
+    }
+
+    [Test]
+    [Explicit("benchmark-sized; prints propagation figures")]
+    public void Simulation_ThousandNodes_PrintsPropagation()
+    {
+        var sim = new GossipsubSimulation(1000, 4, seed: 1, TimeSpan.FromMilliseconds(50), (_, o) => o.FloodPublish = false);
+        for (var i = 0; i < 1000; i++)
+        {
+            sim.Subscribe(i, Topic);
+        }
+        sim.RunHeartbeats(10);
+        for (var k = 0; k < 5; k++)
+        {
+            var before = sim.TotalDuplicates;
+            var id = sim.Publish(k * 100, Topic, [(byte)k]);
+            sim.RunHeartbeats(3);
+            TestContext.Out.WriteLine($"seed {sim.Seed}: {sim.Report(id, Topic, k * 100, before)}");
+        }
+    }
+
+    [Test]
     public void HandleRpc_FromUnknownPeer_IsIgnored()
     {
         var f = new RouterFixture(1);
