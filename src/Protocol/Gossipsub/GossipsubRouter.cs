@@ -1,0 +1,1065 @@
+using System.Buffers.Binary;
+using Google.Protobuf;
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Protocol.Gossipsub;
+
+/// <summary>A peer offered by PRUNE peer exchange, for the host to learn and perhaps dial.</summary>
+public sealed record PeerExchangeHint(PeerId Peer, byte[]? SignedPeerRecord, string Topic);
+
+/// <summary>One RPC for one peer.</summary>
+internal readonly record struct OutboundRpc(PeerId Peer, Pb.RPC Rpc);
+
+/// <summary>What the router wants done after the events since the last <see cref="GossipsubRouter.Drain"/>.</summary>
+internal sealed class RouterOutput
+{
+    public List<OutboundRpc> Rpcs { get; } = [];
+
+    public List<GossipMessage> Deliveries { get; } = [];
+
+    public List<PeerExchangeHint> PeerExchange { get; } = [];
+
+    /// <summary>Peers whose membership in any mesh changed: true when now in at least one mesh.</summary>
+    public List<(PeerId Peer, bool InMesh)> MeshMembership { get; } = [];
+}
+
+/// <summary>Counters for tests, simulations and metrics.</summary>
+internal sealed class RouterCounters
+{
+    public long MessagesReceived { get; set; }
+    public long Duplicates { get; set; }
+    public long Delivered { get; set; }
+    public long Rejected { get; set; }
+    public long Ignored { get; set; }
+    public long InvalidSignatures { get; set; }
+    public long Oversized { get; set; }
+    public long GraylistedRpcs { get; set; }
+    public long IHaveIgnored { get; set; }
+    public long IWantSent { get; set; }
+    public long IWantServed { get; set; }
+    public long BrokenPromises { get; set; }
+    public long GraftsDuringBackoff { get; set; }
+}
+
+/// <summary>
+/// The gossipsub v1.1 router as a pure state machine: peers, RPCs, publishes, subscriptions and heartbeats
+/// with the time go in; per-peer RPCs, deliveries, peer-exchange hints and mesh membership changes come out of
+/// <see cref="Drain"/>. No I/O, no clock, randomness from the injected seeded <see cref="Random"/>; not thread-safe
+/// (the shell serialises calls). Specs: gossipsub-v1.0.md and gossipsub-v1.1.md at
+/// https://github.com/libp2p/specs/tree/master/pubsub/gossipsub. Deviations: no explicit (direct) peers, no
+/// IDONTWANT (v1.2), validation is synchronous, and PX carries peer ids only (no signed peer records of our own).
+/// </summary>
+internal sealed class GossipsubRouter
+{
+    private readonly PeerId _local;
+    private readonly PrivateKey? _key;
+    private readonly GossipsubOptions _options;
+    private readonly Random _random;
+    private readonly Func<Pb.Message, byte[]> _messageId;
+    private readonly Dictionary<PeerId, PeerState> _peers = [];
+    private readonly Dictionary<string, HashSet<PeerId>> _topics = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, HashSet<PeerId>> _mesh = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, HashSet<PeerId>> _fanout = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DateTimeOffset> _fanoutLastPublished = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _subscriptions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Dictionary<PeerId, DateTimeOffset>> _backoff = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Func<GossipMessage, ValidationResult>> _validators = new(StringComparer.Ordinal);
+    private readonly Dictionary<MessageId, Dictionary<PeerId, DateTimeOffset>> _promises = [];
+    private readonly MessageCache _mcache;
+    private readonly SeenCache _seen;
+    private readonly PeerScore _score;
+    private readonly Dictionary<PeerId, Outgoing> _outbox = [];
+    private readonly RouterOutput _pending = new();
+    private readonly HashSet<PeerId> _meshChanged = [];
+    private ulong _seqno;
+    private long _ticks;
+
+    public GossipsubRouter(PeerId local, PrivateKey? key, GossipsubOptions options, Random random, DateTimeOffset now)
+    {
+        options.Validate();
+        if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
+        {
+            throw new ArgumentException("StrictSign needs the node's private key", nameof(key));
+        }
+        if (options.SignaturePolicy == SignaturePolicy.StrictNoSign && options.MessageIdFunction is null)
+        {
+            throw new ArgumentException("StrictNoSign messages have no from/seqno: set a content-based MessageIdFunction", nameof(options));
+        }
+        _local = local;
+        _key = key;
+        _options = options;
+        _random = random;
+        _messageId = options.MessageIdFunction is { } f
+            ? m => f(m.Topic, m.From.Span, m.Seqno.Span, m.Data.Span)
+            : DefaultMessageId;
+        _mcache = new MessageCache(options.HistoryLength, options.HistoryGossip);
+        _seen = new SeenCache(options.SeenTtl);
+        _score = new PeerScore(options.Score, options.SeenTtl, now);
+        _seqno = (ulong)random.NextInt64();
+    }
+
+    public RouterCounters Counters { get; } = new();
+
+    public PeerId LocalPeer => _local;
+
+    /// <summary>The spec's default id: the author's peer id bytes followed by the seqno bytes.</summary>
+    public static byte[] DefaultMessageId(Pb.Message message)
+    {
+        var id = new byte[message.From.Length + message.Seqno.Length];
+        message.From.Span.CopyTo(id);
+        message.Seqno.Span.CopyTo(id.AsSpan(message.From.Length));
+        return id;
+    }
+
+    // ---------------------------------------------------------------- introspection
+
+    public IReadOnlyCollection<string> Subscriptions => _subscriptions;
+
+    public IReadOnlyList<PeerId> Peers => [.. _peers.Keys];
+
+    public IReadOnlyList<PeerId> TopicPeers(string topic) => _topics.TryGetValue(topic, out var s) ? [.. s] : [];
+
+    public IReadOnlyList<PeerId> MeshPeers(string topic) => _mesh.TryGetValue(topic, out var s) ? [.. s] : [];
+
+    public IReadOnlyList<PeerId> FanoutPeers(string topic) => _fanout.TryGetValue(topic, out var s) ? [.. s] : [];
+
+    public double Score(PeerId peer, DateTimeOffset now) => _score.Score(peer, now);
+
+    public bool IsBackedOff(PeerId peer, string topic, DateTimeOffset now) =>
+        _backoff.TryGetValue(topic, out var b) && b.TryGetValue(peer, out var until) && until > now;
+
+    public bool HasSeen(MessageId id) => _seen.Contains(id);
+
+    public int CachedMessages => _mcache.Count;
+
+    // ---------------------------------------------------------------- peers
+
+    public void AddPeer(PeerId peer, string protocol, bool outbound, string? ip, DateTimeOffset now)
+    {
+        if (peer == _local || _peers.ContainsKey(peer))
+        {
+            return;
+        }
+        _peers[peer] = new PeerState(protocol, outbound, ip);
+        _score.AddPeer(peer, ip);
+        if (_subscriptions.Count > 0)
+        {
+            var o = Out(peer);
+            foreach (var t in _subscriptions)
+            {
+                o.Subscriptions.Add(new Pb.RPC.Types.SubOpts { Subscribe = true, Topicid = t });
+            }
+        }
+    }
+
+    public void RemovePeer(PeerId peer, DateTimeOffset now)
+    {
+        if (!_peers.Remove(peer, out var state))
+        {
+            return;
+        }
+        foreach (var t in state.Topics)
+        {
+            RemoveFromTopic(t, peer);
+        }
+        if (state.InAnyMesh(_mesh, peer))
+        {
+            _meshChanged.Add(peer);
+        }
+        foreach (var m in _mesh.Values)
+        {
+            m.Remove(peer);
+        }
+        foreach (var f in _fanout.Values)
+        {
+            f.Remove(peer);
+        }
+        _score.RemovePeer(peer, now);
+        _outbox.Remove(peer);
+    }
+
+    /// <summary>The shell dropped an RPC for the peer because its queue was full: a small behaviour penalty.</summary>
+    public void SendQueueFull(PeerId peer) => _score.AddPenalty(peer, 0.1);
+
+    /// <summary>The peer sent bytes that are not an RPC: one behaviour penalty.</summary>
+    public void MalformedRpc(PeerId peer) => _score.AddPenalty(peer, 1);
+
+    // ---------------------------------------------------------------- local API
+
+    public void SetValidator(string topic, Func<GossipMessage, ValidationResult>? validator)
+    {
+        if (validator is null)
+        {
+            _validators.Remove(topic);
+        }
+        else
+        {
+            _validators[topic] = validator;
+        }
+    }
+
+    public void Subscribe(string topic, DateTimeOffset now)
+    {
+        ValidateTopic(topic);
+        if (!_subscriptions.Add(topic))
+        {
+            return;
+        }
+        foreach (var p in _peers.Keys)
+        {
+            Out(p).Subscriptions.Add(new Pb.RPC.Types.SubOpts { Subscribe = true, Topicid = topic });
+        }
+        // Join: fanout peers first, then other subscribers, up to D (gossipsub-v1.0.md, "JOIN").
+        var mesh = new HashSet<PeerId>();
+        _mesh[topic] = mesh;
+        if (_fanout.Remove(topic, out var fanout))
+        {
+            foreach (var p in Shuffled(fanout))
+            {
+                if (mesh.Count >= _options.D)
+                {
+                    break;
+                }
+                if (!IsBackedOff(p, topic, now) && _score.Score(p, now) >= 0)
+                {
+                    Graft(p, topic, mesh, now);
+                }
+            }
+            _fanoutLastPublished.Remove(topic);
+        }
+        if (mesh.Count < _options.D)
+        {
+            foreach (var p in Candidates(topic, mesh, now, s => s >= 0).Take(_options.D - mesh.Count))
+            {
+                Graft(p, topic, mesh, now);
+            }
+        }
+    }
+
+    public void Unsubscribe(string topic, DateTimeOffset now)
+    {
+        if (!_subscriptions.Remove(topic))
+        {
+            return;
+        }
+        foreach (var p in _peers.Keys)
+        {
+            Out(p).Subscriptions.Add(new Pb.RPC.Types.SubOpts { Subscribe = false, Topicid = topic });
+        }
+        if (_mesh.Remove(topic, out var mesh))
+        {
+            foreach (var p in mesh)
+            {
+                _score.Prune(p, topic);
+                SendPrune(p, topic, doPx: true, _options.UnsubscribeBackoff, now);
+                _meshChanged.Add(p);
+            }
+        }
+    }
+
+    /// <summary>Signs (by policy) and sends our own message; returns its id and how many peers it went to.</summary>
+    public (MessageId Id, int Peers) Publish(string topic, ReadOnlyMemory<byte> data, DateTimeOffset now)
+    {
+        ValidateTopic(topic);
+        var message = new Pb.Message { Topic = topic, Data = ByteString.CopyFrom(data.Span) };
+        if (_options.SignaturePolicy == SignaturePolicy.StrictSign)
+        {
+            var seqno = new byte[8];
+            BinaryPrimitives.WriteUInt64BigEndian(seqno, ++_seqno);
+            message.From = ByteString.CopyFrom(_local.Bytes);
+            message.Seqno = ByteString.CopyFrom(seqno);
+            MessageSigning.Sign(message, _key!);
+        }
+        if (message.CalculateSize() > _options.MaxMessageSize)
+        {
+            throw new ArgumentException($"message is over the {_options.MaxMessageSize}-byte limit", nameof(data));
+        }
+        var id = new MessageId(_messageId(message));
+        if (!_seen.Add(id, now))
+        {
+            throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
+        }
+        _mcache.Put(id, message);
+        if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
+        {
+            _pending.Deliveries.Add(ToGossip(message, id, _local));
+        }
+        IEnumerable<PeerId> targets;
+        if (_options.FloodPublish)
+        {
+            targets = _topics.TryGetValue(topic, out var subscribers)
+                ? subscribers.Where(p => _score.Score(p, now) >= _options.Thresholds.PublishThreshold).ToArray()
+                : [];
+        }
+        else if (_mesh.TryGetValue(topic, out var mesh))
+        {
+            targets = mesh;
+        }
+        else
+        {
+            if (!_fanout.TryGetValue(topic, out var fanout))
+            {
+                fanout = [.. Candidates(topic, [], now, s => s >= _options.Thresholds.PublishThreshold).Take(_options.D)];
+                _fanout[topic] = fanout;
+            }
+            _fanoutLastPublished[topic] = now;
+            targets = fanout;
+        }
+        var count = 0;
+        foreach (var p in targets)
+        {
+            Out(p).Messages.Add(message);
+            count++;
+        }
+        return (id, count);
+    }
+
+    // ---------------------------------------------------------------- remote input
+
+    public void HandleRpc(PeerId from, Pb.RPC rpc, DateTimeOffset now)
+    {
+        if (!_peers.TryGetValue(from, out var state))
+        {
+            return;
+        }
+        if (_score.Score(from, now) < _options.Thresholds.GraylistThreshold)
+        {
+            Counters.GraylistedRpcs++;
+            return;
+        }
+        var subs = Math.Min(rpc.Subscriptions.Count, _options.MaxSubscriptionsPerRpc);
+        for (var i = 0; i < subs; i++)
+        {
+            HandleSubscription(from, state, rpc.Subscriptions[i], now);
+        }
+        var messages = Math.Min(rpc.Publish.Count, _options.MaxMessagesPerRpc);
+        for (var i = 0; i < messages; i++)
+        {
+            HandleMessage(from, rpc.Publish[i], now);
+        }
+        if (rpc.Control is { } control)
+        {
+            HandleControl(from, state, control, now);
+        }
+    }
+
+    private void HandleSubscription(PeerId from, PeerState state, Pb.RPC.Types.SubOpts sub, DateTimeOffset now)
+    {
+        var topic = sub.Topicid;
+        if (!IsValidTopic(topic))
+        {
+            return;
+        }
+        if (sub.Subscribe)
+        {
+            if (state.Topics.Contains(topic) || state.Topics.Count >= _options.MaxTopicsPerPeer)
+            {
+                return;
+            }
+            state.Topics.Add(topic);
+            if (!_topics.TryGetValue(topic, out var set))
+            {
+                _topics[topic] = set = [];
+            }
+            set.Add(from);
+        }
+        else if (state.Topics.Remove(topic))
+        {
+            RemoveFromTopic(topic, from);
+            if (_mesh.TryGetValue(topic, out var mesh) && mesh.Remove(from))
+            {
+                _score.Prune(from, topic);
+                _meshChanged.Add(from);
+            }
+            if (_fanout.TryGetValue(topic, out var fanout))
+            {
+                fanout.Remove(from);
+            }
+        }
+    }
+
+    private void RemoveFromTopic(string topic, PeerId peer)
+    {
+        if (_topics.TryGetValue(topic, out var set) && set.Remove(peer) && set.Count == 0)
+        {
+            _topics.Remove(topic);
+        }
+    }
+
+    private void HandleMessage(PeerId from, Pb.Message message, DateTimeOffset now)
+    {
+        Counters.MessagesReceived++;
+        if (!message.HasTopic || !_subscriptions.Contains(message.Topic))
+        {
+            return;
+        }
+        var topic = message.Topic;
+        if (message.CalculateSize() > _options.MaxMessageSize)
+        {
+            Counters.Oversized++;
+            _score.MarkInvalid(from, topic);
+            return;
+        }
+        var id = new MessageId(_messageId(message));
+        if (id.Span.Length == 0 || id.Span.Length > _options.MaxMessageIdLength * 4)
+        {
+            _score.MarkInvalid(from, topic);
+            return;
+        }
+        if (_seen.Contains(id))
+        {
+            Counters.Duplicates++;
+            _score.DuplicateMessage(id, from, topic, now);
+            return;
+        }
+        if (MessageSigning.Verify(message, _options.SignaturePolicy) != SignatureFailure.None)
+        {
+            Counters.InvalidSignatures++;
+            _score.MarkInvalid(from, topic);
+            return;
+        }
+        _seen.Add(id, now);
+        _promises.Remove(id);
+        var gossip = ToGossip(message, id, from);
+        var result = ValidationResult.Accept;
+        if (_validators.TryGetValue(topic, out var validator))
+        {
+            try
+            {
+                result = validator(gossip);
+            }
+            catch (Exception)
+            {
+                // A throwing validator is the application's bug; the message is dropped without blaming the peer.
+                result = ValidationResult.Ignore;
+            }
+        }
+        switch (result)
+        {
+            case ValidationResult.Accept:
+                Counters.Delivered++;
+                _score.DeliverMessage(id, from, topic, now);
+                _mcache.Put(id, message);
+                _pending.Deliveries.Add(gossip);
+                Forward(message, from, topic);
+                break;
+            case ValidationResult.Reject:
+                Counters.Rejected++;
+                _score.RejectMessage(id, from, topic, now);
+                break;
+            default:
+                Counters.Ignored++;
+                _score.IgnoreMessage(id, from, now);
+                break;
+        }
+    }
+
+    private void Forward(Pb.Message message, PeerId source, string topic)
+    {
+        if (!_mesh.TryGetValue(topic, out var mesh))
+        {
+            return;
+        }
+        var author = message.From;
+        foreach (var p in mesh)
+        {
+            if (p == source || (author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
+            {
+                continue;
+            }
+            Out(p).Messages.Add(message);
+        }
+    }
+
+    private void HandleControl(PeerId from, PeerState state, Pb.ControlMessage control, DateTimeOffset now)
+    {
+        var budget = _options.MaxControlEntriesPerRpc;
+        var score = _score.Score(from, now);
+        if (control.Ihave.Count > 0)
+        {
+            HandleIHave(from, state, control.Ihave, score, ref budget, now);
+        }
+        if (control.Iwant.Count > 0)
+        {
+            HandleIWant(from, state, control.Iwant, score, ref budget);
+        }
+        for (var i = 0; i < control.Graft.Count && budget > 0; i++, budget--)
+        {
+            HandleGraft(from, state, control.Graft[i].TopicID, score, now);
+        }
+        for (var i = 0; i < control.Prune.Count && budget > 0; i++, budget--)
+        {
+            HandlePrune(from, state, control.Prune[i], now);
+        }
+    }
+
+    private void HandleIHave(PeerId from, PeerState state, IList<Pb.ControlIHave> ihaves, double score, ref int budget, DateTimeOffset now)
+    {
+        if (score < _options.Thresholds.GossipThreshold)
+        {
+            Counters.IHaveIgnored++;
+            return;
+        }
+        if (++state.IHaveThisHeartbeat > _options.MaxIHaveMessages || state.IAskedThisHeartbeat >= _options.MaxIHaveLength)
+        {
+            Counters.IHaveIgnored++;
+            return;
+        }
+        var wanted = new HashSet<MessageId>();
+        var room = _options.MaxIHaveLength - state.IAskedThisHeartbeat;
+        foreach (var ihave in ihaves)
+        {
+            if (budget-- <= 0)
+            {
+                break;
+            }
+            if (!_mesh.ContainsKey(ihave.TopicID))
+            {
+                continue;
+            }
+            foreach (var raw in ihave.MessageIDs)
+            {
+                if (raw.Length == 0 || raw.Length > _options.MaxMessageIdLength)
+                {
+                    continue;
+                }
+                var id = new MessageId(raw.ToByteArray());
+                if (!_seen.Contains(id))
+                {
+                    wanted.Add(id);
+                }
+                if (wanted.Count >= room * 2)
+                {
+                    break;
+                }
+            }
+        }
+        if (wanted.Count == 0)
+        {
+            return;
+        }
+        var ask = Shuffled(wanted).Take(room).ToArray();
+        state.IAskedThisHeartbeat += ask.Length;
+        var iwant = new Pb.ControlIWant();
+        foreach (var id in ask)
+        {
+            iwant.MessageIDs.Add(ByteString.CopyFrom(id.Span));
+        }
+        Out(from).Control.Iwant.Add(iwant);
+        Counters.IWantSent += ask.Length;
+        // Track one promise per IWANT, as go does: the peer must deliver it within the follow-up time (P₇).
+        var tracked = ask[_random.Next(ask.Length)];
+        if (!_promises.TryGetValue(tracked, out var byPeer))
+        {
+            _promises[tracked] = byPeer = [];
+        }
+        byPeer.TryAdd(from, now + _options.IWantFollowupTime);
+    }
+
+    private void HandleIWant(PeerId from, PeerState state, IList<Pb.ControlIWant> iwants, double score, ref int budget)
+    {
+        if (score < _options.Thresholds.GossipThreshold)
+        {
+            return;
+        }
+        foreach (var iwant in iwants)
+        {
+            if (budget-- <= 0)
+            {
+                return;
+            }
+            foreach (var raw in iwant.MessageIDs)
+            {
+                if (state.IWantServedThisHeartbeat >= _options.MaxIWantReplies)
+                {
+                    return;
+                }
+                if (raw.Length == 0 || raw.Length > _options.MaxMessageIdLength)
+                {
+                    continue;
+                }
+                var message = _mcache.GetForPeer(new MessageId(raw.ToByteArray()), from, _options.GossipRetransmission);
+                if (message is null)
+                {
+                    continue;
+                }
+                state.IWantServedThisHeartbeat++;
+                Counters.IWantServed++;
+                Out(from).Messages.Add(message);
+            }
+        }
+    }
+
+    private void HandleGraft(PeerId from, PeerState state, string topic, double score, DateTimeOffset now)
+    {
+        if (!_mesh.TryGetValue(topic, out var mesh))
+        {
+            // Not our topic: refuse without PX, so as not to leak peers of topics we don't know.
+            if (IsValidTopic(topic))
+            {
+                SendPrune(from, topic, doPx: false, _options.PruneBackoff, now);
+            }
+            return;
+        }
+        if (mesh.Contains(from))
+        {
+            return;
+        }
+        if (_backoff.TryGetValue(topic, out var b) && b.TryGetValue(from, out var until) && until > now)
+        {
+            Counters.GraftsDuringBackoff++;
+            _score.AddPenalty(from, 1);
+            if (now < until - _options.PruneBackoff + _options.GraftFloodThreshold)
+            {
+                _score.AddPenalty(from, 1);
+            }
+            SendPrune(from, topic, doPx: false, _options.PruneBackoff, now);
+            return;
+        }
+        if (score < 0)
+        {
+            SendPrune(from, topic, doPx: false, _options.PruneBackoff, now);
+            return;
+        }
+        if (mesh.Count >= _options.DHigh && !state.Outbound)
+        {
+            SendPrune(from, topic, doPx: true, _options.PruneBackoff, now);
+            return;
+        }
+        mesh.Add(from);
+        _score.Graft(from, topic, now);
+        _meshChanged.Add(from);
+    }
+
+    private void HandlePrune(PeerId from, PeerState state, Pb.ControlPrune prune, DateTimeOffset now)
+    {
+        var topic = prune.TopicID;
+        if (!_mesh.TryGetValue(topic, out var mesh))
+        {
+            return;
+        }
+        if (mesh.Remove(from))
+        {
+            _score.Prune(from, topic);
+            _meshChanged.Add(from);
+        }
+        var backoff = _options.PruneBackoff;
+        if (state.IsV11 && prune.HasBackoff)
+        {
+            backoff = prune.Backoff >= (ulong)_options.MaxBackoff.TotalSeconds
+                ? _options.MaxBackoff
+                : TimeSpan.FromSeconds(prune.Backoff);
+        }
+        AddBackoff(from, topic, backoff, now);
+        if (prune.Peers.Count == 0 || !state.IsV11)
+        {
+            return;
+        }
+        if (_score.Score(from, now) < _options.Thresholds.AcceptPXThreshold)
+        {
+            return;
+        }
+        var taken = 0;
+        foreach (var info in prune.Peers)
+        {
+            if (taken >= _options.PrunePeers)
+            {
+                break;
+            }
+            if (!PeerId.TryFromBytes(info.PeerID.Span, out var peer) || peer == _local || _peers.ContainsKey(peer))
+            {
+                continue;
+            }
+            var record = info.HasSignedPeerRecord && info.SignedPeerRecord.Length <= 4096 ? info.SignedPeerRecord.ToByteArray() : null;
+            _pending.PeerExchange.Add(new PeerExchangeHint(peer, record, topic));
+            taken++;
+        }
+    }
+
+    // ---------------------------------------------------------------- heartbeat
+
+    public void Heartbeat(DateTimeOffset now)
+    {
+        _ticks++;
+        foreach (var s in _peers.Values)
+        {
+            s.IHaveThisHeartbeat = 0;
+            s.IAskedThisHeartbeat = 0;
+            s.IWantServedThisHeartbeat = 0;
+        }
+        _score.Refresh(now);
+        ApplyBrokenPromises(now);
+        var scores = new Dictionary<PeerId, double>();
+        double ScoreOf(PeerId p)
+        {
+            if (!scores.TryGetValue(p, out var s))
+            {
+                scores[p] = s = _score.Score(p, now);
+            }
+            return s;
+        }
+
+        foreach (var (topic, mesh) in _mesh)
+        {
+            foreach (var p in mesh.Where(p => ScoreOf(p) < 0).ToArray())
+            {
+                Prune(p, topic, mesh, doPx: false, now);
+            }
+            if (mesh.Count < _options.DLow)
+            {
+                foreach (var p in Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Take(_options.D - mesh.Count))
+                {
+                    Graft(p, topic, mesh, now);
+                }
+            }
+            if (mesh.Count > _options.DHigh)
+            {
+                ShrinkMesh(topic, mesh, ScoreOf, now);
+            }
+            if (mesh.Count >= _options.DLow)
+            {
+                var outbound = mesh.Count(p => _peers[p].Outbound);
+                if (outbound < _options.DOut)
+                {
+                    foreach (var p in Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Where(p => _peers[p].Outbound).Take(_options.DOut - outbound))
+                    {
+                        Graft(p, topic, mesh, now);
+                    }
+                }
+            }
+            if (_options.OpportunisticGraftTicks > 0 && _ticks % _options.OpportunisticGraftTicks == 0 && mesh.Count > 1)
+            {
+                var sorted = mesh.Select(ScoreOf).Order().ToArray();
+                var median = sorted[sorted.Length / 2];
+                if (median < _options.Thresholds.OpportunisticGraftThreshold)
+                {
+                    foreach (var p in Candidates(topic, mesh, now, s => s > median, ScoreOf).Take(_options.OpportunisticGraftPeers))
+                    {
+                        Graft(p, topic, mesh, now);
+                    }
+                }
+            }
+            EmitGossip(topic, mesh, ScoreOf);
+        }
+
+        foreach (var topic in _fanoutLastPublished.Where(kv => kv.Value + _options.FanoutTtl < now).Select(kv => kv.Key).ToArray())
+        {
+            _fanout.Remove(topic);
+            _fanoutLastPublished.Remove(topic);
+        }
+        foreach (var (topic, fanout) in _fanout)
+        {
+            fanout.RemoveWhere(p => !_topics.TryGetValue(topic, out var subs) || !subs.Contains(p)
+                                    || ScoreOf(p) < _options.Thresholds.PublishThreshold);
+            if (fanout.Count < _options.D)
+            {
+                foreach (var p in Candidates(topic, fanout, now, s => s >= _options.Thresholds.PublishThreshold, ScoreOf, ignoreBackoff: true)
+                             .Take(_options.D - fanout.Count))
+                {
+                    fanout.Add(p);
+                }
+            }
+            EmitGossip(topic, fanout, ScoreOf);
+        }
+
+        _mcache.Shift();
+        _seen.Prune(now);
+        if (_ticks % 15 == 0)
+        {
+            foreach (var b in _backoff.Values)
+            {
+                foreach (var p in b.Where(kv => kv.Value <= now).Select(kv => kv.Key).ToArray())
+                {
+                    b.Remove(p);
+                }
+            }
+            foreach (var t in _backoff.Where(kv => kv.Value.Count == 0).Select(kv => kv.Key).ToArray())
+            {
+                _backoff.Remove(t);
+            }
+        }
+    }
+
+    private void ShrinkMesh(string topic, HashSet<PeerId> mesh, Func<PeerId, double> scoreOf, DateTimeOffset now)
+    {
+        // Keep the D_score best, fill to D at random, then make sure D_out of the kept are outbound.
+        var byScore = Shuffled(mesh).OrderByDescending(scoreOf).ToList();
+        var best = byScore.Take(_options.DScore).ToList();
+        var rest = Shuffled(byScore.Skip(_options.DScore)).ToList();
+        var ordered = best.Concat(rest).ToList();
+        var keep = ordered.Take(_options.D).ToList();
+        var outbound = keep.Count(p => _peers[p].Outbound);
+        if (outbound < _options.DOut)
+        {
+            var extra = ordered.Skip(_options.D).Where(p => _peers[p].Outbound).Take(_options.DOut - outbound).ToList();
+            for (var i = keep.Count - 1; i >= 0 && extra.Count > 0; i--)
+            {
+                if (!_peers[keep[i]].Outbound)
+                {
+                    keep[i] = extra[^1];
+                    extra.RemoveAt(extra.Count - 1);
+                }
+            }
+        }
+        var kept = keep.ToHashSet();
+        foreach (var p in mesh.Where(p => !kept.Contains(p)).ToArray())
+        {
+            Prune(p, topic, mesh, doPx: true, now);
+        }
+    }
+
+    private void EmitGossip(string topic, HashSet<PeerId> exclude, Func<PeerId, double> scoreOf)
+    {
+        var ids = _mcache.GossipIds(topic);
+        if (ids.Count == 0 || !_topics.TryGetValue(topic, out var subscribers))
+        {
+            return;
+        }
+        if (ids.Count > _options.MaxIHaveLength)
+        {
+            ids = Shuffled(ids).Take(_options.MaxIHaveLength).ToList();
+        }
+        var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
+        var target = Math.Max(_options.DLazy, (int)(_options.GossipFactor * candidates.Count));
+        foreach (var p in candidates.Take(target))
+        {
+            var ihave = new Pb.ControlIHave { TopicID = topic };
+            foreach (var id in ids)
+            {
+                ihave.MessageIDs.Add(UnsafeByteOperations.UnsafeWrap(id.Raw));
+            }
+            Out(p).Control.Ihave.Add(ihave);
+        }
+    }
+
+    private void ApplyBrokenPromises(DateTimeOffset now)
+    {
+        List<MessageId>? done = null;
+        foreach (var (id, byPeer) in _promises)
+        {
+            foreach (var (peer, expiry) in byPeer.ToArray())
+            {
+                if (expiry <= now)
+                {
+                    byPeer.Remove(peer);
+                    Counters.BrokenPromises++;
+                    _score.AddPenalty(peer, 1);
+                }
+            }
+            if (byPeer.Count == 0)
+            {
+                (done ??= []).Add(id);
+            }
+        }
+        done?.ForEach(id => _promises.Remove(id));
+    }
+
+    // ---------------------------------------------------------------- output
+
+    /// <summary>Everything to do since the last call: RPCs packed per peer within <see cref="GossipsubOptions.MaxRpcSize"/>.</summary>
+    public RouterOutput Drain()
+    {
+        var output = new RouterOutput();
+        foreach (var (peer, o) in _outbox)
+        {
+            Pack(peer, o, output.Rpcs);
+        }
+        _outbox.Clear();
+        output.Deliveries.AddRange(_pending.Deliveries);
+        output.PeerExchange.AddRange(_pending.PeerExchange);
+        _pending.Deliveries.Clear();
+        _pending.PeerExchange.Clear();
+        foreach (var p in _meshChanged)
+        {
+            output.MeshMembership.Add((p, _mesh.Values.Any(m => m.Contains(p))));
+        }
+        _meshChanged.Clear();
+        return output;
+    }
+
+    private void Pack(PeerId peer, Outgoing o, List<OutboundRpc> into)
+    {
+        var rpc = new Pb.RPC();
+        rpc.Subscriptions.AddRange(o.Subscriptions);
+        var size = rpc.CalculateSize();
+        void Next()
+        {
+            into.Add(new OutboundRpc(peer, rpc));
+            rpc = new Pb.RPC();
+            size = 0;
+        }
+        // Control entries and messages are packed greedily; an RPC is cut before it would pass MaxRpcSize.
+        void AddControl(IMessage entry, Action<Pb.ControlMessage> add)
+        {
+            var es = entry.CalculateSize() + 8;
+            if (size + es > _options.MaxRpcSize && size > 0)
+            {
+                Next();
+            }
+            rpc.Control ??= new Pb.ControlMessage();
+            add(rpc.Control);
+            size += es;
+        }
+        foreach (var e in o.Control.Graft)
+        {
+            AddControl(e, c => c.Graft.Add(e));
+        }
+        foreach (var e in o.Control.Prune)
+        {
+            AddControl(e, c => c.Prune.Add(e));
+        }
+        foreach (var e in o.Control.Iwant)
+        {
+            AddControl(e, c => c.Iwant.Add(e));
+        }
+        foreach (var e in o.Control.Ihave)
+        {
+            AddControl(e, c => c.Ihave.Add(e));
+        }
+        foreach (var m in o.Messages)
+        {
+            var ms = m.CalculateSize() + 8;
+            if (size + ms > _options.MaxRpcSize && size > 0)
+            {
+                Next();
+            }
+            rpc.Publish.Add(m);
+            size += ms;
+        }
+        if (size > 0 || rpc.Subscriptions.Count > 0)
+        {
+            into.Add(new OutboundRpc(peer, rpc));
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    private Outgoing Out(PeerId peer)
+    {
+        if (!_outbox.TryGetValue(peer, out var o))
+        {
+            _outbox[peer] = o = new Outgoing();
+        }
+        return o;
+    }
+
+    private void Graft(PeerId peer, string topic, HashSet<PeerId> mesh, DateTimeOffset now)
+    {
+        if (mesh.Add(peer))
+        {
+            _score.Graft(peer, topic, now);
+            _meshChanged.Add(peer);
+            Out(peer).Control.Graft.Add(new Pb.ControlGraft { TopicID = topic });
+        }
+    }
+
+    private void Prune(PeerId peer, string topic, HashSet<PeerId> mesh, bool doPx, DateTimeOffset now)
+    {
+        if (mesh.Remove(peer))
+        {
+            _score.Prune(peer, topic);
+            _meshChanged.Add(peer);
+            SendPrune(peer, topic, doPx, _options.PruneBackoff, now);
+        }
+    }
+
+    private void SendPrune(PeerId peer, string topic, bool doPx, TimeSpan backoff, DateTimeOffset now)
+    {
+        AddBackoff(peer, topic, backoff, now);
+        if (!_peers.TryGetValue(peer, out var state))
+        {
+            return;
+        }
+        var prune = new Pb.ControlPrune { TopicID = topic };
+        if (state.IsV11)
+        {
+            prune.Backoff = (ulong)backoff.TotalSeconds;
+            if (doPx && _options.PeerExchange && _topics.TryGetValue(topic, out var subscribers))
+            {
+                foreach (var p in Shuffled(subscribers.Where(p => p != peer && _score.Score(p, now) >= 0)).Take(_options.PrunePeers))
+                {
+                    prune.Peers.Add(new Pb.PeerInfo { PeerID = ByteString.CopyFrom(p.Bytes) });
+                }
+            }
+        }
+        Out(peer).Control.Prune.Add(prune);
+    }
+
+    private void AddBackoff(PeerId peer, string topic, TimeSpan duration, DateTimeOffset now)
+    {
+        if (!_backoff.TryGetValue(topic, out var b))
+        {
+            _backoff[topic] = b = [];
+        }
+        var until = now + duration;
+        if (!b.TryGetValue(peer, out var existing) || existing < until)
+        {
+            b[peer] = until;
+        }
+    }
+
+    private IEnumerable<PeerId> Candidates(string topic, HashSet<PeerId> exclude, DateTimeOffset now, Func<double, bool> scoreOk,
+        Func<PeerId, double>? scoreOf = null, bool ignoreBackoff = false)
+    {
+        if (!_topics.TryGetValue(topic, out var subscribers))
+        {
+            return [];
+        }
+        scoreOf ??= p => _score.Score(p, now);
+        return Shuffled(subscribers.Where(p => !exclude.Contains(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
+    }
+
+    private T[] Shuffled<T>(IEnumerable<T> items)
+    {
+        var array = items.ToArray();
+        _random.Shuffle(array);
+        return array;
+    }
+
+    private bool IsValidTopic(string topic) => topic.Length > 0 && topic.Length <= _options.MaxTopicLength;
+
+    private void ValidateTopic(string topic)
+    {
+        if (!IsValidTopic(topic))
+        {
+            throw new ArgumentException($"a topic is 1 to {_options.MaxTopicLength} characters", nameof(topic));
+        }
+    }
+
+    private static GossipMessage ToGossip(Pb.Message message, MessageId id, PeerId receivedFrom)
+    {
+        PeerId? author = message.HasFrom && PeerId.TryFromBytes(message.From.Span, out var a) ? a : null;
+        return new GossipMessage(message.Topic, message.Data.Memory, id, author, GossipMessage.ReadSeqno(message.Seqno.Span), receivedFrom);
+    }
+
+    private sealed class PeerState(string protocol, bool outbound, string? ip)
+    {
+        public string Protocol { get; } = protocol;
+        public bool IsV11 { get; } = protocol != GossipsubProtocol.V10;
+        public bool Outbound { get; } = outbound;
+        public string? Ip { get; } = ip;
+        public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
+        public int IHaveThisHeartbeat { get; set; }
+        public int IAskedThisHeartbeat { get; set; }
+        public int IWantServedThisHeartbeat { get; set; }
+
+        public bool InAnyMesh(Dictionary<string, HashSet<PeerId>> meshes, PeerId self) => meshes.Values.Any(m => m.Contains(self));
+    }
+
+    private sealed class Outgoing
+    {
+        public List<Pb.RPC.Types.SubOpts> Subscriptions { get; } = [];
+        public List<Pb.Message> Messages { get; } = [];
+        public Pb.ControlMessage Control { get; } = new();
+    }
+}
+
+/// <summary>Gossipsub protocol ids.</summary>
+public static class GossipsubProtocol
+{
+    /// <summary>gossipsub v1.1 (scoring, PX, backoff).</summary>
+    public const string V11 = "/meshsub/1.1.0";
+
+    /// <summary>gossipsub v1.0.</summary>
+    public const string V10 = "/meshsub/1.0.0";
+}

@@ -1,0 +1,631 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Gossipsub;
+
+/// <summary>A local subscription to a topic; dispose to leave (the topic is left when its last subscription goes).</summary>
+public sealed class GossipSubscription : IDisposable
+{
+    private readonly Channel<GossipMessage> _channel;
+    private readonly Action<GossipSubscription> _dispose;
+    private long _dropped;
+    private int _disposed;
+
+    internal GossipSubscription(string topic, int capacity, Action<GossipSubscription> dispose)
+    {
+        Topic = topic;
+        _dispose = dispose;
+        _channel = Channel.CreateBounded<GossipMessage>(new BoundedChannelOptions(capacity)
+        {
+            SingleWriter = false,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+    }
+
+    public string Topic { get; }
+
+    /// <summary>Messages delivered on the topic, in arrival order; completes when the subscription is disposed.</summary>
+    public ChannelReader<GossipMessage> Messages => _channel.Reader;
+
+    /// <summary>Messages dropped because the reader fell more than the buffer behind.</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
+
+    internal void Deliver(GossipMessage message)
+    {
+        if (!_channel.Writer.TryWrite(message))
+        {
+            Interlocked.Increment(ref _dropped);
+        }
+    }
+
+    internal void Complete() => _channel.Writer.TryComplete();
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _dispose(this);
+            Complete();
+        }
+    }
+}
+
+/// <summary>
+/// Gossipsub v1.1 over a <see cref="Libp2pHost"/> (https://github.com/libp2p/specs/tree/master/pubsub/gossipsub):
+/// serves <c>/meshsub/1.1.0</c> and <c>/meshsub/1.0.0</c>, keeps one long-lived outbound stream per peer for
+/// sending (opened on every new connection; peers without gossipsub refuse it) and reads whatever inbound stream
+/// the peer opens (a newer one replaces an older one). RPCs are unsigned-varint length-prefixed protobuf up to
+/// <see cref="GossipsubOptions.MaxRpcSize"/>. Each peer has a bounded outbound queue: when full, RPCs are dropped
+/// and the peer penalised rather than the queue grown. The protocol logic is <see cref="GossipsubRouter"/>, a pure
+/// state machine this shell feeds under one lock; heartbeats run on the injected clock. Mesh peers are protected
+/// from the host's idle timeout. Validators run synchronously under that lock and must be quick.
+/// Deviations: see <see cref="GossipsubRouter"/>.
+/// </summary>
+public sealed partial class GossipsubService : IAsyncDisposable
+{
+    public const string ProtocolIdV11 = GossipsubProtocol.V11;
+    public const string ProtocolIdV10 = GossipsubProtocol.V10;
+    private const string ProtectTag = "gossipsub";
+
+    private readonly Libp2pHost _host;
+    private readonly GossipsubOptions _options;
+    private readonly ILogger<GossipsubService> _log;
+    private readonly TimeProvider _time;
+    private readonly object _gate = new();
+    private readonly GossipsubRouter _router;
+    private readonly Dictionary<PeerId, PeerSession> _sessions = [];
+    private readonly Dictionary<string, List<GossipSubscription>> _subscriptions = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ITimer _heartbeat;
+    private int _disposed;
+
+    public GossipsubService(Libp2pHost host, GossipsubOptions options, ILoggerFactory loggers, Random random)
+    {
+        _host = host;
+        _options = options;
+        _time = host.Time;
+        _log = loggers.CreateLogger<GossipsubService>();
+        _router = new GossipsubRouter(host.PeerId, host.PrivateKey, options, random, _time.GetUtcNow());
+        host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
+        host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
+        host.Connected += OnConnected;
+        host.Disconnected += OnDisconnected;
+        foreach (var c in host.Connections)
+        {
+            OnConnected(c);
+        }
+        _heartbeat = _time.CreateTimer(_ => Heartbeat(), null, options.HeartbeatInitialDelay, options.HeartbeatInterval);
+    }
+
+    /// <summary>Raised after every batch of router work (for tests that wait on a condition without a clock).</summary>
+    internal event Action? Changed;
+
+    internal RouterCounters Counters => _router.Counters;
+
+    // ------------------------------------------------------------------ API
+
+    /// <summary>Joins the topic (if not yet) and returns a new subscription to its messages.</summary>
+    public GossipSubscription Subscribe(string topic)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var subscription = new GossipSubscription(topic, _options.SubscriptionBuffer, Unsubscribe);
+        Run(now =>
+        {
+            if (!_subscriptions.TryGetValue(topic, out var list))
+            {
+                _subscriptions[topic] = list = [];
+                _router.Subscribe(topic, now);
+            }
+            list.Add(subscription);
+        });
+        return subscription;
+    }
+
+    private void Unsubscribe(GossipSubscription subscription) => Run(now =>
+    {
+        if (_subscriptions.TryGetValue(subscription.Topic, out var list) && list.Remove(subscription) && list.Count == 0)
+        {
+            _subscriptions.Remove(subscription.Topic);
+            _router.Unsubscribe(subscription.Topic, now);
+        }
+    });
+
+    /// <summary>Publishes our own message (signed by policy); returns its id. Throws ArgumentException when too large.</summary>
+    public ValueTask<MessageId> PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        ct.ThrowIfCancellationRequested();
+        MessageId id = default;
+        Run(now => id = _router.Publish(topic, data, now).Id);
+        return ValueTask.FromResult(id);
+    }
+
+    /// <summary>Sets (or with null removes) the topic's validator, run before delivery and forwarding.</summary>
+    public void SetValidator(string topic, Func<GossipMessage, ValidationResult>? validator) => Run(_ => _router.SetValidator(topic, validator));
+
+    /// <summary>Connected gossipsub peers subscribed to the topic.</summary>
+    public IReadOnlyList<PeerId> Peers(string topic)
+    {
+        lock (_gate)
+        {
+            return _router.TopicPeers(topic);
+        }
+    }
+
+    /// <summary>Our mesh peers for the topic (empty when not subscribed).</summary>
+    public IReadOnlyList<PeerId> MeshPeers(string topic)
+    {
+        lock (_gate)
+        {
+            return _router.MeshPeers(topic);
+        }
+    }
+
+    /// <summary>Peers we send to for a topic we publish to without subscribing.</summary>
+    public IReadOnlyList<PeerId> FanoutPeers(string topic)
+    {
+        lock (_gate)
+        {
+            return _router.FanoutPeers(topic);
+        }
+    }
+
+    /// <summary>All peers speaking gossipsub with us.</summary>
+    public IReadOnlyList<PeerId> GossipPeers
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _router.Peers;
+            }
+        }
+    }
+
+    /// <summary>The peer's current v1.1 score.</summary>
+    public double Score(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _router.Score(peer, _time.GetUtcNow());
+        }
+    }
+
+    /// <summary>Completes when <paramref name="condition"/> holds, re-checked after every batch of router work.</summary>
+    internal async Task WaitUntilAsync(Func<GossipsubService, bool> condition, CancellationToken ct)
+    {
+        while (true)
+        {
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            void OnChanged() => signal.TrySetResult();
+            Changed += OnChanged;
+            try
+            {
+                if (condition(this))
+                {
+                    return;
+                }
+                await signal.Task.WaitAsync(ct);
+            }
+            finally
+            {
+                Changed -= OnChanged;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ router pump
+
+    private void Run(Action<DateTimeOffset> work)
+    {
+        RouterOutput output;
+        lock (_gate)
+        {
+            work(_time.GetUtcNow());
+            output = _router.Drain();
+            Dispatch(output);
+        }
+        AfterDispatch(output);
+    }
+
+    private void Heartbeat()
+    {
+        if (_disposed != 0)
+        {
+            return;
+        }
+        try
+        {
+            Run(now => _router.Heartbeat(now));
+        }
+        catch (Exception e)
+        {
+            LogHeartbeatFailed(e);
+        }
+    }
+
+    /// <summary>Queues RPCs and deliveries; under the lock so per-peer order is the router's order.</summary>
+    private void Dispatch(RouterOutput output)
+    {
+        foreach (var (peer, rpc) in output.Rpcs)
+        {
+            if (!_sessions.TryGetValue(peer, out var session))
+            {
+                continue;
+            }
+            if (!session.Queue.Writer.TryWrite(RpcCodec.Encode(rpc)))
+            {
+                _router.SendQueueFull(peer);
+                LogQueueFull(peer);
+            }
+        }
+        foreach (var m in output.Deliveries)
+        {
+            if (_subscriptions.TryGetValue(m.Topic, out var list))
+            {
+                foreach (var s in list)
+                {
+                    s.Deliver(m);
+                }
+            }
+        }
+    }
+
+    private void AfterDispatch(RouterOutput output)
+    {
+        foreach (var (peer, inMesh) in output.MeshMembership)
+        {
+            if (inMesh)
+            {
+                _host.Protect(peer, ProtectTag);
+            }
+            else
+            {
+                _host.Unprotect(peer, ProtectTag);
+            }
+        }
+        foreach (var hint in output.PeerExchange)
+        {
+            if (hint.SignedPeerRecord is { } record && SignedPeerRecord.TryReadAddresses(record, hint.Peer, out var addresses) && addresses.Count > 0)
+            {
+                _host.Peers.AddAddresses(hint.Peer, addresses, AddressSource.Discovery);
+            }
+            if (_host.Peers.GetAddresses(hint.Peer).Count > 0)
+            {
+                _ = ConnectPxAsync(hint.Peer);
+            }
+        }
+        try
+        {
+            Changed?.Invoke();
+        }
+        catch (Exception e)
+        {
+            LogHeartbeatFailed(e);
+        }
+    }
+
+    private async Task ConnectPxAsync(PeerId peer)
+    {
+        try
+        {
+            await _host.ConnectAsync(peer, _stop.Token);
+        }
+        catch (Exception e) when (e is DialException or OperationCanceledException or IOException)
+        {
+            LogPxDialFailed(peer, e.Message);
+        }
+    }
+
+    // ------------------------------------------------------------------ peers and streams
+
+    private PeerSession GetOrAddSession(PeerId peer)
+    {
+        if (!_sessions.TryGetValue(peer, out var session))
+        {
+            _sessions[peer] = session = new PeerSession(peer, _options.MaxOutboundQueue);
+        }
+        return session;
+    }
+
+    private void OnConnected(IConnection connection)
+    {
+        if (_disposed != 0)
+        {
+            return;
+        }
+        PeerSession session;
+        lock (_gate)
+        {
+            session = GetOrAddSession(connection.RemotePeer);
+            if (session.OutboundStarted)
+            {
+                return;
+            }
+            session.OutboundStarted = true;
+        }
+        _ = Task.Run(() => RunOutboundAsync(session, connection));
+    }
+
+    private void OnDisconnected(IConnection connection)
+    {
+        var peer = connection.RemotePeer;
+        if (_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+        {
+            return;
+        }
+        RemoveSession(peer, null);
+    }
+
+    private void RemoveSession(PeerId peer, PeerSession? only)
+    {
+        PeerSession? session = null;
+        Run(now =>
+        {
+            if (_sessions.TryGetValue(peer, out session) && (only is null || ReferenceEquals(session, only)))
+            {
+                _sessions.Remove(peer);
+                _router.RemovePeer(peer, now);
+            }
+            else
+            {
+                session = null;
+            }
+        });
+        if (session is not null)
+        {
+            session.Close();
+            _host.Unprotect(peer, ProtectTag);
+        }
+    }
+
+    private void AddToRouter(PeerSession session, string protocol, IConnection connection)
+    {
+        Run(now =>
+        {
+            if (session.Added || !_sessions.TryGetValue(session.Peer, out var current) || !ReferenceEquals(current, session))
+            {
+                return;
+            }
+            session.Added = true;
+            _router.AddPeer(session.Peer, protocol, connection.Direction == Direction.Outbound, IpOf(connection.RemoteAddress), now);
+        });
+    }
+
+    private static string? IpOf(Multiaddr address) =>
+        (address.Find(Multiaddr.Ip4) ?? address.Find(Multiaddr.Ip6)) is { } c ? c.ValueText : null;
+
+    private async Task RunOutboundAsync(PeerSession session, IConnection connection)
+    {
+        IStream stream;
+        try
+        {
+            using var timeout = new CancellationTokenSource(_host.Options.StreamNegotiationTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, _stop.Token);
+            stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
+        }
+        catch (Exception e) when (e is ProtocolNotSupportedException or ProtocolViolationException or IOException
+                                      or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
+            LogOutboundFailed(session.Peer, e.Message);
+            lock (_gate)
+            {
+                session.OutboundStarted = false;
+            }
+            if (!session.HasInbound)
+            {
+                RemoveSession(session.Peer, session);
+            }
+            return;
+        }
+        session.Outbound = stream;
+        AddToRouter(session, stream.Protocol, connection);
+        try
+        {
+            var reader = session.Queue.Reader;
+            while (await reader.WaitToReadAsync(session.Token))
+            {
+                while (reader.TryRead(out var rpc))
+                {
+                    LengthPrefixed.Write(stream.Output, rpc);
+                }
+                var flush = await stream.Output.FlushAsync(session.Token);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    break;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException
+                                      or StreamResetException or ProtocolViolationException)
+        {
+            if (!session.Token.IsCancellationRequested)
+            {
+                LogOutboundFailed(session.Peer, e.Message);
+            }
+        }
+        finally
+        {
+            stream.Reset();
+            await stream.DisposeAsync();
+        }
+        // The stream died under a live session: forget the peer and, as go does, try again a heartbeat later
+        // while the connection lives (at most once per heartbeat per peer).
+        if (!session.Token.IsCancellationRequested)
+        {
+            RemoveSession(session.Peer, session);
+            _ = RetryLaterAsync(connection);
+        }
+    }
+
+    private async Task RetryLaterAsync(IConnection connection)
+    {
+        try
+        {
+            await Task.Delay(_options.HeartbeatInterval, _time, _stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        if (!connection.IsClosed && _disposed == 0)
+        {
+            OnConnected(connection);
+        }
+    }
+
+    private async Task HandleInboundAsync(IStream stream, CancellationToken ct)
+    {
+        var peer = stream.RemotePeer;
+        PeerSession session;
+        IStream? previous;
+        bool startOutbound;
+        lock (_gate)
+        {
+            session = GetOrAddSession(peer);
+            previous = session.Inbound;
+            session.Inbound = stream;
+            startOutbound = !session.OutboundStarted;
+            session.OutboundStarted = true;
+        }
+        previous?.Reset();
+        AddToRouter(session, stream.Protocol, stream.Connection);
+        if (startOutbound)
+        {
+            _ = Task.Run(() => RunOutboundAsync(session, stream.Connection));
+        }
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, session.Token);
+        try
+        {
+            while (true)
+            {
+                byte[]? body;
+                try
+                {
+                    body = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, linked.Token);
+                }
+                catch (ProtocolViolationException)
+                {
+                    Run(_ => _router.MalformedRpc(peer));
+                    throw;
+                }
+                if (body is null)
+                {
+                    return;
+                }
+                if (RpcCodec.TryDecode(body, _options.MaxRpcSize, out var rpc, out var error) != DecodeStatus.Done)
+                {
+                    Run(_ => _router.MalformedRpc(peer));
+                    throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC");
+                }
+                Run(now =>
+                {
+                    if (_sessions.TryGetValue(peer, out var current) && ReferenceEquals(current, session))
+                    {
+                        _router.HandleRpc(peer, rpc, now);
+                    }
+                });
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                if (ReferenceEquals(session.Inbound, stream))
+                {
+                    session.Inbound = null;
+                }
+            }
+            if (!_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+            {
+                RemoveSession(peer, session);
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        await _heartbeat.DisposeAsync();
+        _host.Connected -= OnConnected;
+        _host.Disconnected -= OnDisconnected;
+        _host.RemoveStreamHandler(ProtocolIdV11);
+        _host.RemoveStreamHandler(ProtocolIdV10);
+        await _stop.CancelAsync();
+        PeerSession[] sessions;
+        List<GossipSubscription> subscriptions;
+        lock (_gate)
+        {
+            sessions = [.. _sessions.Values];
+            _sessions.Clear();
+            subscriptions = _subscriptions.Values.SelectMany(l => l).ToList();
+            _subscriptions.Clear();
+        }
+        foreach (var s in sessions)
+        {
+            s.Close();
+        }
+        foreach (var s in subscriptions)
+        {
+            s.Complete();
+        }
+        _stop.Dispose();
+    }
+
+    private sealed class PeerSession(PeerId peer, int queue)
+    {
+        private readonly CancellationTokenSource _cts = new();
+
+        public PeerId Peer { get; } = peer;
+
+        public Channel<byte[]> Queue { get; } = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(queue)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+
+        public CancellationToken Token => _cts.Token;
+
+        public bool Added { get; set; }
+
+        public bool OutboundStarted { get; set; }
+
+        public IStream? Outbound { get; set; }
+
+        public IStream? Inbound { get; set; }
+
+        public bool HasInbound => Inbound is not null;
+
+        public void Close()
+        {
+            Queue.Writer.TryComplete();
+            try
+            {
+                _cts.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            Inbound?.Reset();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Reason}")]
+    private partial void LogOutboundFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub queue to {Peer} is full; RPC dropped")]
+    private partial void LogQueueFull(PeerId peer);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Dialing PX peer {Peer} failed: {Reason}")]
+    private partial void LogPxDialFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed")]
+    private partial void LogHeartbeatFailed(Exception e);
+}

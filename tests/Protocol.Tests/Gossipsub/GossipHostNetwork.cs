@@ -1,0 +1,106 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Tests.Host;
+
+namespace Potluck.Protocol.Tests.Gossipsub;
+
+/// <summary>
+/// Gossipsub services on real hosts (Noise, Yamux) over one SimulatedNetwork with virtual time: a seeded topology
+/// where each node dials <c>degree</c> others, and a driver that advances the clock heartbeat by heartbeat, waiting
+/// on conditions (never the wall clock) for the asynchronous I/O in between.
+/// </summary>
+internal sealed class GossipHostNetwork : IAsyncDisposable
+{
+    private readonly TestHosts _hosts;
+    private readonly List<GossipsubService> _services = [];
+
+    private GossipHostNetwork(TestHosts hosts, int seed)
+    {
+        _hosts = hosts;
+        Seed = seed;
+    }
+
+    public int Seed { get; }
+
+    public List<TestHosts.TestNode> Nodes { get; } = [];
+
+    public IReadOnlyList<GossipsubService> Services => _services;
+
+    /// <summary>Distinct neighbours of each node.</summary>
+    public List<HashSet<PeerId>> Neighbours { get; } = [];
+
+    public TimeSpan Heartbeat { get; private set; }
+
+    public static async Task<GossipHostNetwork> StartAsync(int nodes, int degree, int seed, CancellationToken ct, Action<GossipsubOptions>? configure = null)
+    {
+        var hosts = new TestHosts(seed);
+        var net = new GossipHostNetwork(hosts, seed);
+        var random = new Random(seed);
+        for (var i = 0; i < nodes; i++)
+        {
+            var node = await hosts.StartAsync();
+            var options = new GossipsubOptions();
+            configure?.Invoke(options);
+            net.Heartbeat = options.HeartbeatInterval;
+            net.Nodes.Add(node);
+            net._services.Add(new GossipsubService(node.Host, options, NullLoggerFactory.Instance, new Random(random.Next())));
+            net.Neighbours.Add([]);
+        }
+        for (var i = 0; i < nodes; i++)
+        {
+            var dialed = 0;
+            for (var tries = 0; dialed < degree && tries < degree * 20; tries++)
+            {
+                var j = random.Next(nodes);
+                if (j == i || net.Neighbours[i].Contains(net.Nodes[j].Host.PeerId))
+                {
+                    continue;
+                }
+                dialed++;
+                await net.Nodes[i].Host.ConnectAsync(net.Nodes[j].Address, ct);
+                net.Neighbours[i].Add(net.Nodes[j].Host.PeerId);
+                net.Neighbours[j].Add(net.Nodes[i].Host.PeerId);
+            }
+        }
+        return net;
+    }
+
+    /// <summary>Waits until every node knows all its neighbours' subscriptions to the topic.</summary>
+    public async Task WaitForSubscriptionsAsync(string topic, CancellationToken ct)
+    {
+        for (var i = 0; i < _services.Count; i++)
+        {
+            var expected = Neighbours[i].Count;
+            await _services[i].WaitUntilAsync(s => s.Peers(topic).Count >= expected, ct);
+        }
+    }
+
+    /// <summary>Advances virtual time by one heartbeat at a time, <paramref name="count"/> times.</summary>
+    public void AdvanceHeartbeats(int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            _hosts.Time.Advance(Heartbeat);
+        }
+    }
+
+    /// <summary>Waits until every node's mesh has at least min(D_lo, neighbours) peers.</summary>
+    public async Task WaitForMeshAsync(string topic, int dLow, CancellationToken ct)
+    {
+        for (var i = 0; i < _services.Count; i++)
+        {
+            var expected = Math.Min(dLow, Neighbours[i].Count);
+            await _services[i].WaitUntilAsync(s => s.MeshPeers(topic).Count >= expected, ct);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var s in _services)
+        {
+            await s.DisposeAsync();
+        }
+        await _hosts.DisposeAsync();
+    }
+}

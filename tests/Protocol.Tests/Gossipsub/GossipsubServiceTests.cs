@@ -1,0 +1,118 @@
+using System.Buffers;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Protocol.Tests.Gossipsub;
+
+[CancelAfter(60_000)]
+public class GossipsubServiceTests
+{
+    private const string Topic = "/potluck/test/1";
+
+    [Test]
+    public async Task Mesh_SixteenNodes_PublishedMessageReachesEverySubscriberOnce(CancellationToken ct)
+    {
+        await using var net = await GossipHostNetwork.StartAsync(16, 3, seed: 3, ct, o => o.FloodPublish = false);
+        var subscriptions = net.Services.Select(s => s.Subscribe(Topic)).ToArray();
+        await net.WaitForSubscriptionsAsync(Topic, ct);
+        net.AdvanceHeartbeats(3);
+        await net.WaitForMeshAsync(Topic, 4, ct);
+
+        var id = await net.Services[5].PublishAsync(Topic, "hello"u8.ToArray(), ct);
+
+        for (var i = 0; i < 16; i++)
+        {
+            if (i == 5)
+            {
+                continue;
+            }
+            var m = await subscriptions[i].Messages.ReadAsync(ct);
+            Assert.That(m.Id, Is.EqualTo(id), $"seed {net.Seed}, node {i}");
+            Assert.That(m.Data.ToArray(), Is.EqualTo("hello"u8.ToArray()));
+            Assert.That(m.Author, Is.EqualTo(net.Nodes[5].Host.PeerId));
+        }
+        await net.Services[0].PublishAsync(Topic, "second"u8.ToArray(), ct);
+        for (var i = 1; i < 16; i++)
+        {
+            var m = await subscriptions[i].Messages.ReadAsync(ct);
+            Assert.That(m.Data.ToArray(), Is.EqualTo("second"u8.ToArray()), $"seed {net.Seed}, node {i}: nothing delivered twice in between");
+        }
+        var duplicates = net.Services.Sum(s => s.Counters.Duplicates);
+        TestContext.Out.WriteLine($"seed {net.Seed}: 2 messages, 15 receivers each, {duplicates} duplicates seen so far");
+    }
+
+    [Test]
+    public async Task TwoNodes_MeshProtectsPeerAndValidatorRejectLowersScore(CancellationToken ct)
+    {
+        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 1, ct);
+        var a = net.Services[0];
+        var b = net.Services[1];
+        var bPeer = net.Nodes[1].Host.PeerId;
+        using var subA = a.Subscribe(Topic);
+        using var subB = b.Subscribe(Topic);
+        await net.WaitForSubscriptionsAsync(Topic, ct);
+        net.AdvanceHeartbeats(1);
+        await a.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+        await b.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+        a.SetValidator(Topic, m => m.Data.Span[0] == 0 ? ValidationResult.Reject : ValidationResult.Accept);
+
+        await b.PublishAsync(Topic, new byte[] { 0 }, ct);
+        await a.WaitUntilAsync(s => s.Counters.Rejected == 1, ct);
+        Assert.That(a.Score(bPeer), Is.LessThan(0));
+        await b.PublishAsync(Topic, new byte[] { 1 }, ct);
+
+        var m = await subA.Messages.ReadAsync(ct);
+        Assert.That(m.Data.ToArray(), Is.EqualTo(new byte[] { 1 }), "the rejected message is never delivered");
+    }
+
+    [Test]
+    public async Task MalformedRpc_FromPeer_ResetsStreamAndLowersScore_ServiceKeepsWorking(CancellationToken ct)
+    {
+        await using var net = await GossipHostNetwork.StartAsync(3, 2, seed: 2, ct);
+        var a = net.Services[0];
+        var attacker = net.Nodes[1].Host;
+        using var sub = a.Subscribe(Topic);
+        using var other = net.Services[2].Subscribe(Topic);
+        await net.Services[2].WaitUntilAsync(s => s.Peers(Topic).Count == 1, ct);
+
+        await using (var raw = await attacker.NewStreamAsync(net.Nodes[0].Host.PeerId, [GossipsubService.ProtocolIdV11], ct))
+        {
+            await LengthPrefixed.WriteAsync(raw.Output, new byte[] { 0x0a, 0xff, 0xff, 0xff }, ct);
+            await a.WaitUntilAsync(s => s.Score(attacker.PeerId) < 0, ct);
+        }
+
+        Assert.That(a.Score(attacker.PeerId), Is.LessThan(0));
+        await net.Services[2].PublishAsync(Topic, new byte[] { 7 }, ct);
+        Assert.That((await sub.Messages.ReadAsync(ct)).Data.ToArray(), Is.EqualTo(new byte[] { 7 }));
+    }
+
+    [Test]
+    public async Task OversizedFrame_IsRefusedBeforeAllocation_AndPenalised(CancellationToken ct)
+    {
+        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 4, ct, o => { o.MaxRpcSize = 4096; o.MaxMessageSize = 2048; });
+        var a = net.Services[0];
+        var bHost = net.Nodes[1].Host;
+
+        await using var raw = await bHost.NewStreamAsync(net.Nodes[0].Host.PeerId, [GossipsubService.ProtocolIdV11], ct);
+        raw.Output.Write(Varint.Encode(1 << 30));
+        await raw.Output.FlushAsync(ct);
+
+        await a.WaitUntilAsync(s => s.Score(bHost.PeerId) < 0, ct);
+        Assert.That(a.Score(bHost.PeerId), Is.LessThan(0));
+    }
+
+    [Test]
+    public async Task Unsubscribe_LastSubscription_LeavesTopicAndCompletesReader(CancellationToken ct)
+    {
+        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 5, ct);
+        var sub = net.Services[0].Subscribe(Topic);
+        await net.Services[1].WaitUntilAsync(s => s.Peers(Topic).Count == 1, ct);
+
+        sub.Dispose();
+
+        await net.Services[1].WaitUntilAsync(s => s.Peers(Topic).Count == 0, ct);
+        Assert.That(await sub.Messages.WaitToReadAsync(ct), Is.False);
+        Assert.That(net.Services[0].MeshPeers(Topic), Is.Empty);
+    }
+}
