@@ -176,6 +176,32 @@ public class YamuxConnectionTests
 
         Assert.That(bytes, Is.EqualTo("abc"u8.ToArray()));
         Assert.That(data.StreamId, Is.EqualTo(1u));
+        // js-yamux applies a data frame's FIN before its payload and then refuses the payload, so FIN
+        // always travels alone in a window update, as go-yamux and js-yamux send it.
+        Assert.That(data, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Fin, 1, 0)));
+    }
+
+    [Test]
+    public async Task Fin_NeverRidesOnADataFrame_EvenWhenWrittenTogetherWithTheData()
+    {
+        var (connection, peer) = Start(initiator: true);
+        var stream = await connection.OpenStreamAsync(default);
+        var payload = new byte[1000];
+        stream.Output.Write(payload);
+        await stream.Output.CompleteAsync();
+
+        var frames = new List<YamuxHeader>();
+        YamuxHeader last;
+        do
+        {
+            (last, _) = await peer.ReceiveAsync();
+            frames.Add(last);
+        }
+        while (!last.Flags.HasFlag(YamuxFlags.Fin));
+
+        Assert.That(frames.Where(f => f.Type == YamuxFrameType.Data).Sum(f => f.Length), Is.EqualTo(1000));
+        Assert.That(frames.Where(f => f.Type == YamuxFrameType.Data).Select(f => f.Flags & YamuxFlags.Fin), Is.All.EqualTo(YamuxFlags.None));
+        Assert.That(last.Type, Is.EqualTo(YamuxFrameType.WindowUpdate));
     }
 
     [Test]
