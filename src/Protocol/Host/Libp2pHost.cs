@@ -31,6 +31,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly IStreamMuxer _muxer;
     private readonly SwarmKey? _swarmKey;
     private readonly MultistreamOptions _multistream;
+    private readonly IReadOnlyList<string> _earlyMuxers;
     private readonly TimeProvider _time;
     private readonly ILogger<Libp2pHost> _log;
     private readonly ConcurrentDictionary<string, StreamHandler> _handlers = new(StringComparer.Ordinal);
@@ -48,8 +49,10 @@ public sealed partial class Libp2pHost : IHost
     private int _disposed;
 
     public Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
-        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, ILoggerFactory loggers, TimeProvider time)
+        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, ILoggerFactory loggers, TimeProvider time,
+        IReadOnlyList<string>? earlyMuxers = null)
     {
+        _earlyMuxers = earlyMuxers ?? [];
         _key = key;
         _options = options;
         _transports = transports;
@@ -386,7 +389,10 @@ public sealed partial class Libp2pHost : IHost
         var secure = await _security.SecureAsync(pipe, initiator, expected, ct);
         try
         {
-            await Negotiate(secure, _muxer.ProtocolId, initiator, ct);
+            if (!AgreedEarly(secure, initiator))
+            {
+                await Negotiate(secure, _muxer.ProtocolId, initiator, ct);
+            }
             var muxed = _muxer.Create(secure, initiator);
             return new Connection(raw, secure, muxed, direction, _multistream, _time);
         }
@@ -395,6 +401,24 @@ public sealed partial class Libp2pHost : IHost
             await secure.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Inlined muxer negotiation (libp2p connections spec): when both sides offered muxers in the security
+    /// handshake, the first of the initiator's list that the responder also offered is used, with no
+    /// multistream-select round; otherwise the muxer is negotiated as usual.
+    /// </summary>
+    private bool AgreedEarly(ISecureChannel secure, bool initiator)
+    {
+        var local = _earlyMuxers;
+        var remote = secure.RemoteEarlyMuxers;
+        if (local.Count == 0 || remote.Count == 0)
+        {
+            return false;
+        }
+        var (first, second) = initiator ? (local, remote) : (remote, local);
+        var chosen = first.FirstOrDefault(m => second.Contains(m, StringComparer.Ordinal));
+        return chosen == _muxer.ProtocolId;
     }
 
     private async ValueTask Negotiate(IDuplexPipe pipe, string protocol, bool initiator, CancellationToken ct)

@@ -13,7 +13,9 @@ public sealed class Libp2pHostSettings
 {
     public HostOptions Host { get; set; } = new();
 
-    public NoiseOptions Noise { get; set; } = new();
+    /// <summary>Noise settings. By default Yamux is offered inside the handshake (the Noise <c>stream_muxers</c>
+    /// extension), which saves the round trip of negotiating the muxer with peers that offer it too.</summary>
+    public NoiseOptions Noise { get; set; } = new() { EarlyMuxers = [YamuxMuxer.ProtocolId] };
 
     public YamuxOptions Yamux { get; set; } = new();
 
@@ -32,5 +34,5 @@ public sealed partial class Libp2pHost
     public static Libp2pHost Create(PrivateKey key, IReadOnlyList<ITransport> transports, Libp2pHostSettings settings,
         ILoggerFactory loggers, TimeProvider time) =>
         new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, loggers),
-            new YamuxMuxer(settings.Yamux, loggers, time), settings.SwarmKey, settings.Multistream, loggers, time);
+            new YamuxMuxer(settings.Yamux, loggers, time), settings.SwarmKey, settings.Multistream, loggers, time, settings.Noise.EarlyMuxers);
 }

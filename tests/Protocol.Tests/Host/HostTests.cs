@@ -298,4 +298,19 @@ public class HostTests
         Assert.That(result.Peer, Is.EqualTo(b.Host.PeerId));
         Assert.That(a.Host.Peers.SupportsProtocol(b.Host.PeerId, "/test/new/1.0.0"), Is.True);
     }
+
+    [TestCase(true, true)]
+    [TestCase(true, false)]
+    [TestCase(false, true)]
+    [TestCase(false, false)]
+    public async Task Connect_WithOrWithoutInlinedMuxerNegotiation_Works(bool dialerOffers, bool listenerOffers)
+    {
+        await using var hosts = new TestHosts();
+        var a = await hosts.StartAsync(configureStack: s => s.Noise.EarlyMuxers = dialerOffers ? s.Noise.EarlyMuxers : []);
+        var b = await hosts.StartAsync(configureStack: s => s.Noise.EarlyMuxers = listenerOffers ? s.Noise.EarlyMuxers : []);
+
+        await a.Host.ConnectAsync(b.Address, CancellationToken.None);
+
+        Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, CancellationToken.None), Has.Count.EqualTo(1));
+    }
 }

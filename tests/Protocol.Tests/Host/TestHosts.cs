@@ -33,10 +33,12 @@ internal sealed class TestHosts : IAsyncDisposable
         public Multiaddr Address => Host.ListenAddresses[0].WithPeer(Host.PeerId);
     }
 
-    public async Task<TestNode> StartAsync(Action<HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true)
+    public async Task<TestNode> StartAsync(Action<HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
+        Action<Libp2pHostSettings>? configureStack = null)
     {
         var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
         configure?.Invoke(settings.Host);
+        configureStack?.Invoke(settings);
         var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, NullLoggerFactory.Instance, Time);
         var identify = new IdentifyService(host, new IdentifyOptions(), NullLoggerFactory.Instance);
         var node = new TestNode(host, identify, new PingService(host), new PerfService(host, new PerfOptions()));
