@@ -58,6 +58,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
+    internal Task? DbgRead; internal Task? DbgWrite;
+    public string Dbg => $"read {DbgRead?.Status} write {DbgWrite?.Exception}  closing {_closing} dirty {_session.HasWork} wake {_wakePending}";
+
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }
 
@@ -299,9 +302,20 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private async Task RunAsync()
     {
         await Task.Yield();
-        var reading = ReadLoopAsync();
-        var writing = WriteLoopAsync();
-        await Task.WhenAll(reading, writing).ConfigureAwait(false);
+        try
+        {
+            // Neither loop throws; each ends the connection through BeginClose.
+            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync()).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            LogUnexpected(ex);
+            _closeError ??= ex;
+        }
+
+        // Output first: completing a stream-backed reader may dispose the stream under the writer.
+        CompleteQuietly(_out);
+        CompleteQuietly(_in);
 
         List<TaskCompletionSource<long>> pings;
         lock (_sync)
@@ -431,8 +445,6 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     CompleteInput(target, new IOException("yamux: the connection closed inside a data frame"));
                 }
             }
-
-            _in.Complete();
         }
 
         BeginClose(error, goAway);
@@ -638,7 +650,6 @@ public sealed partial class YamuxConnection : IMuxedConnection
         finally
         {
             AbortAllOutputs();
-            _out.Complete();
         }
 
         if (error is not null)
@@ -765,6 +776,30 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
 
         return written;
+    }
+
+    private void CompleteQuietly(PipeReader reader)
+    {
+        try
+        {
+            reader.Complete();
+        }
+        catch (Exception ex)
+        {
+            LogTransportDisposeFailed(ex);
+        }
+    }
+
+    private void CompleteQuietly(PipeWriter writer)
+    {
+        try
+        {
+            writer.Complete();
+        }
+        catch (Exception ex)
+        {
+            LogTransportDisposeFailed(ex);
+        }
     }
 
     private void WriteHeader(in YamuxHeader header)
