@@ -27,6 +27,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly Channel<bool> _wake =
         Channel.CreateUnbounded<bool>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
     private readonly Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)> _pings = new();
+    private readonly List<TaskCompletionSource> _ackWaiters = [];
     private readonly CancellationTokenSource _closeCts;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _wakePending;
@@ -58,6 +59,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
+    internal Task? DbgRead; internal Task? DbgWrite;
+    public string Dbg => $"read {DbgRead?.Status} write {DbgWrite?.Exception}  closing {_closing} dirty {_session.HasWork} wake {_wakePending}";
+
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }
 
@@ -78,6 +82,10 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
+    /// <summary>
+    /// Opens a stream without waiting for the remote's ACK, except that while
+    /// <see cref="YamuxOptions.MaxAckBacklog"/> of ours are unacknowledged it waits for one.
+    /// </summary>
     public ValueTask<IMuxedStream> OpenStreamAsync(CancellationToken ct)
     {
         if (ct.IsCancellationRequested)
@@ -85,13 +93,17 @@ public sealed partial class YamuxConnection : IMuxedConnection
             return ValueTask.FromCanceled<IMuxedStream>(ct);
         }
 
-        YamuxStream stream;
         try
         {
             lock (_sync)
             {
                 ThrowIfClosing();
-                stream = (YamuxStream)_session.OpenOutbound();
+                if (!_session.AckBacklogFull)
+                {
+                    var stream = (YamuxStream)_session.OpenOutbound();
+                    Wake();
+                    return ValueTask.FromResult<IMuxedStream>(stream);
+                }
             }
         }
         catch (Exception ex)
@@ -99,8 +111,41 @@ public sealed partial class YamuxConnection : IMuxedConnection
             return ValueTask.FromException<IMuxedStream>(ex);
         }
 
-        Wake();
-        return ValueTask.FromResult<IMuxedStream>(stream);
+        return OpenWhenAcknowledgedAsync(ct);
+    }
+
+    private async ValueTask<IMuxedStream> OpenWhenAcknowledgedAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            TaskCompletionSource waiter;
+            lock (_sync)
+            {
+                ThrowIfClosing();
+                if (!_session.AckBacklogFull)
+                {
+                    var stream = (YamuxStream)_session.OpenOutbound();
+                    Wake();
+                    return stream;
+                }
+
+                waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _ackWaiters.Add(waiter);
+            }
+
+            await waiter.Task.WaitAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Under the lock: lets every opener waiting on the ACK backlog look again.</summary>
+    private void ReleaseAckWaiters()
+    {
+        foreach (var waiter in _ackWaiters)
+        {
+            waiter.TrySetResult();
+        }
+
+        _ackWaiters.Clear();
     }
 
     public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
@@ -115,9 +160,15 @@ public sealed partial class YamuxConnection : IMuxedConnection
             throw new IOException("yamux: the connection is closed", ex.InnerException ?? ex);
         }
 
+        bool wake;
         lock (_sync)
         {
-            _session.OnAccepted();
+            wake = _session.OnAccepted(stream);
+        }
+
+        if (wake)
+        {
+            Wake();
         }
 
         return stream;
@@ -236,6 +287,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 return;
             }
 
+            ReleaseAckWaiters();
             CompleteInput(stream, new StreamResetException($"yamux stream {stream.Id} was reset locally"));
         }
 
@@ -299,9 +351,20 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private async Task RunAsync()
     {
         await Task.Yield();
-        var reading = ReadLoopAsync();
-        var writing = WriteLoopAsync();
-        await Task.WhenAll(reading, writing).ConfigureAwait(false);
+        try
+        {
+            // Neither loop throws; each ends the connection through BeginClose.
+            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync()).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            LogUnexpected(ex);
+            _closeError ??= ex;
+        }
+
+        // Output first: completing a stream-backed reader may dispose the stream under the writer.
+        CompleteQuietly(_out);
+        CompleteQuietly(_in);
 
         List<TaskCompletionSource<long>> pings;
         lock (_sync)
@@ -366,6 +429,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             }
 
             _backlog.Writer.TryComplete(closed);
+            ReleaseAckWaiters();
         }
 
         try
@@ -431,8 +495,6 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     CompleteInput(target, new IOException("yamux: the connection closed inside a data frame"));
                 }
             }
-
-            _in.Complete();
         }
 
         BeginClose(error, goAway);
@@ -503,6 +565,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
             else if (header.Flags.HasFlag(YamuxFlags.Syn) && outcome.Stream is null && header.Type is YamuxFrameType.Data or YamuxFrameType.WindowUpdate)
             {
                 LogRefused(header.StreamId);
+            }
+
+            if (outcome.AckBacklogFreed)
+            {
+                ReleaseAckWaiters();
             }
 
             if (outcome.RemoteReset && stream is not null)
@@ -638,7 +705,6 @@ public sealed partial class YamuxConnection : IMuxedConnection
         finally
         {
             AbortAllOutputs();
-            _out.Complete();
         }
 
         if (error is not null)
@@ -773,6 +839,30 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
 
         return written;
+    }
+
+    private void CompleteQuietly(PipeReader reader)
+    {
+        try
+        {
+            reader.Complete();
+        }
+        catch (Exception ex)
+        {
+            LogTransportDisposeFailed(ex);
+        }
+    }
+
+    private void CompleteQuietly(PipeWriter writer)
+    {
+        try
+        {
+            writer.Complete();
+        }
+        catch (Exception ex)
+        {
+            LogTransportDisposeFailed(ex);
+        }
     }
 
     private void WriteHeader(in YamuxHeader header)

@@ -17,9 +17,11 @@ namespace Potluck.Protocol.Yamux;
 /// <item>A data frame may be as long as the window granted (js-libp2p sends whole-window frames); longer is
 /// a protocol violation that ends the connection with GoAway(protocol error). Payloads are streamed into the
 /// stream, never buffered whole.</item>
-/// <item><c>OpenStreamAsync</c> does not wait for the remote's ACK. An inbound SYN is ACKed at once; past
+/// <item><c>OpenStreamAsync</c> does not wait for the remote's ACK, unless <see cref="YamuxOptions.MaxAckBacklog"/>
+/// (256, the libp2p spec's ACK backlog) of ours are unacknowledged. An inbound stream is ACKed when the
+/// application accepts it (as go-yamux does, not on its first write as the libp2p notes suggest); past
 /// <see cref="YamuxOptions.MaxInboundStreams"/> or <see cref="YamuxOptions.AcceptBacklog"/>, or after our
-/// GoAway, it is answered with RST.</item>
+/// GoAway, a SYN is answered with RST.</item>
 /// <item>No keep-alive pings: liveness is libp2p ping's job. Ping replies beyond
 /// <see cref="YamuxOptions.MaxPendingControlFrames"/> queued are dropped, as go-yamux drops them.</item>
 /// <item>Disposing a stream half-closes it (FIN) and stops reading; data still arriving is dropped and its

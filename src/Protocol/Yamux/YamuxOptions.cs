@@ -22,6 +22,12 @@ public sealed class YamuxOptions
     /// <summary>Inbound streams waiting for <c>AcceptStreamAsync</c>; more are refused with RST. Default 256 (as go-yamux).</summary>
     public int AcceptBacklog { get; set; } = 256;
 
+    /// <summary>
+    /// Our streams the remote has not acknowledged yet; opening another waits for an ACK. Default 256, the
+    /// libp2p yamux spec's "ACK backlog".
+    /// </summary>
+    public int MaxAckBacklog { get; set; } = 256;
+
     /// <summary>Largest data payload we put in one outbound frame; bigger writes are split. Default 128 KiB.</summary>
     public int MaxFramePayload { get; set; } = 128 * 1024;
 
@@ -54,6 +60,7 @@ public sealed class YamuxOptions
         ArgumentOutOfRangeException.ThrowIfNegative(MaxInboundStreams, nameof(MaxInboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxOutboundStreams, nameof(MaxOutboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(AcceptBacklog, nameof(AcceptBacklog));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxAckBacklog, 1, nameof(MaxAckBacklog));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxFramePayload, 1, nameof(MaxFramePayload));
         ArgumentOutOfRangeException.ThrowIfLessThan(StreamSendBuffer, 1, nameof(StreamSendBuffer));
         ArgumentOutOfRangeException.ThrowIfLessThan(WriteBatchSize, 1, nameof(WriteBatchSize));

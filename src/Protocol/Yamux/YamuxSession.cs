@@ -28,6 +28,7 @@ internal class YamuxStreamState(uint id, bool outbound)
     internal bool AbortOutputPending;
     internal uint PendingDelta;
     internal bool InDirtyQueue;
+    internal bool AwaitingAck;
 
     // Lifecycle.
     internal bool FinSent;
@@ -64,6 +65,9 @@ internal struct InboundOutcome
     /// <summary>The remote reset <see cref="Stream"/>: fail its input now.</summary>
     public bool RemoteReset;
 
+    /// <summary>An outbound stream left the ACK backlog: waiting openers may retry.</summary>
+    public bool AckBacklogFreed;
+
     /// <summary>A reply to one of our pings arrived.</summary>
     public bool PingAcked;
 
@@ -95,6 +99,7 @@ internal sealed class YamuxSession
     private int _inbound;
     private int _outbound;
     private int _backlog;
+    private int _unacked;
 
     public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream)
     {
@@ -120,6 +125,12 @@ internal sealed class YamuxSession
     public int OutboundCount => _outbound;
 
     public int BacklogCount => _backlog;
+
+    /// <summary>Our streams the remote has not yet acknowledged (libp2p: at most 256).</summary>
+    public int UnackedOutbound => _unacked;
+
+    /// <summary>True while opening another stream must wait for an ACK (or RST) from the remote.</summary>
+    public bool AckBacklogFull => _unacked >= _options.MaxAckBacklog;
 
     public bool HasWork => _control.Count > 0 || _dirty.Count > 0;
 
@@ -151,12 +162,25 @@ internal sealed class YamuxSession
         _streams.Add(id, stream);
         _outbound++;
         stream.SynPending = true;
+        stream.AwaitingAck = true;
+        _unacked++;
         MarkDirty(stream);
         return stream;
     }
 
-    /// <summary>The application took a stream from the accept backlog.</summary>
-    public void OnAccepted() => _backlog = Math.Max(0, _backlog - 1);
+    /// <summary>The application took a stream from the accept backlog: acknowledge it now (as go-yamux does).</summary>
+    public bool OnAccepted(YamuxStreamState stream)
+    {
+        _backlog = Math.Max(0, _backlog - 1);
+        if (stream.IsReset || stream.Removed)
+        {
+            return false;
+        }
+
+        stream.AckPending = true;
+        MarkDirty(stream);
+        return true;
+    }
 
     /// <summary>Queues our GoAway; inbound streams are refused from now on.</summary>
     public void GoAway(YamuxGoAwayCode code)
@@ -242,11 +266,8 @@ internal sealed class YamuxSession
             _streams.Add(header.StreamId, stream);
             _inbound++;
             _backlog++;
-            stream.AckPending = true;
             stream.EpochStart = now;
-            MarkDirty(stream);
             outcome.Opened = stream;
-            outcome.WorkQueued = true;
         }
         else if (stream is null)
         {
@@ -256,6 +277,13 @@ internal sealed class YamuxSession
         }
 
         outcome.Stream = stream;
+        if ((header.Flags & YamuxFlags.Ack) != 0 && stream.AwaitingAck)
+        {
+            stream.AwaitingAck = false;
+            _unacked--;
+            outcome.AckBacklogFreed = true;
+        }
+
         if (header.Type == YamuxFrameType.WindowUpdate && header.Length > 0)
         {
             stream.SendWindow += header.Length;
@@ -298,6 +326,7 @@ internal sealed class YamuxSession
                 stream.PendingDelta = 0;
                 MarkDirty(stream);
                 outcome.WorkQueued = true;
+                outcome.AckBacklogFreed |= stream.AwaitingAck;
                 Remove(stream);
             }
 
@@ -485,6 +514,12 @@ internal sealed class YamuxSession
 
         stream.Removed = true;
         _streams.Remove(stream.Id);
+        if (stream.AwaitingAck)
+        {
+            stream.AwaitingAck = false;
+            _unacked--;
+        }
+
         if (stream.Outbound)
         {
             _outbound--;

@@ -213,16 +213,43 @@ public class YamuxConnectionTests
             await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, id, 0));
         }
 
-        var seen = new List<YamuxHeader>();
-        while (seen.Count < 3)
-        {
-            seen.Add((await peer.ReceiveAsync()).Header);
-        }
-
-        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, 5, 0)));
-        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0)));
-        Assert.That(seen, Does.Contain(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 3, 0)));
+        // Only the refusal goes out: accepted streams are acknowledged when the application takes them.
+        var first = await peer.ReceiveAsync();
+        Assert.That(first.Header, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, 5, 0)));
         Assert.That(connection.StreamCount, Is.EqualTo(2));
+
+        await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        Assert.That((await peer.ReceiveAsync()).Header, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0)));
+    }
+
+    [Test]
+    public async Task InboundStream_IsAcknowledgedOnlyOnceAccepted()
+    {
+        var (connection, peer) = Start(initiator: false);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, 1, 0));
+        var pong = await PingFromPeerAsync(peer);
+        Assert.That(pong.Flags, Is.EqualTo(YamuxFlags.Ack), "the first frame back is the pong, not an ACK");
+
+        var stream = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        var ack = (await peer.ReceiveAsync()).Header;
+        Assert.That(ack, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0)));
+        Assert.That(stream.Id, Is.EqualTo(1u));
+    }
+
+    [Test]
+    public async Task AckBacklogFull_OpenStreamWaitsUntilTheRemoteAcknowledgesOne()
+    {
+        var (connection, peer) = Start(initiator: true, options: new YamuxOptions { MaxAckBacklog = 2, MeasureRttOnStart = false });
+        await connection.OpenStreamAsync(default);
+        await connection.OpenStreamAsync(default);
+
+        var third = connection.OpenStreamAsync(default).AsTask();
+        await PingFromPeerAsync(peer);
+        Assert.That(third.IsCompleted, Is.False, "two streams await their ACK");
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, 1, 0));
+        var opened = await third.WaitAsync(HangGuard);
+        Assert.That(opened.Id, Is.EqualTo(5u));
     }
 
     [Test]
