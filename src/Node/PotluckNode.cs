@@ -273,6 +273,8 @@ public sealed partial class PotluckNode : IAsyncDisposable
         }
         await ReconnectAsync(remembered, ct);
         await BootstrapDhtAsync(ct);
+        // Remember the first peers now, not only at the first periodic save: a node killed early still rejoins.
+        Save();
     }
 
     /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown.</summary>
