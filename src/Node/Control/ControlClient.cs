@@ -63,6 +63,10 @@ public sealed class ControlClient : IAsyncDisposable
             {
                 throw new IOException($"the node's answer is longer than {_options.MaxResponseLength} bytes");
             }
+            if (!System.Text.Unicode.Utf8.IsValid(line.Bytes))
+            {
+                throw new IOException("the node's answer is not UTF-8");
+            }
             JsonNode? response;
             try
             {

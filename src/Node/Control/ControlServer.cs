@@ -219,6 +219,11 @@ public sealed partial class ControlServer : IAsyncDisposable
         string method;
         JsonElement parameters;
         JsonDocument document;
+        if (!System.Text.Unicode.Utf8.IsValid(line))
+        {
+            // JsonDocument checks string contents only when they are read: refuse bad UTF-8 up front.
+            return Error(ControlErrorCode.BadRequest, "a request must be UTF-8");
+        }
         try
         {
             document = JsonDocument.Parse(line, ControlProtocol.DocumentOptions);
