@@ -1,34 +1,55 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Potluck.Protocol.Identity;
-using Potluck.Protocol.Multiformats;
-using Potluck.Protocol.Pnet;
+using Potluck.Node.Control;
+using Potluck.Protocol.Host;
 
 namespace Potluck.Node;
 
-public sealed record NodeServiceSettings(PrivateKey Key, IReadOnlyList<Multiaddr> Listen, SwarmKey? SwarmKey, TextWriter Stdout);
+/// <summary>What `potluck run` hands the hosted service: the node's options (data dir included) and where to print.</summary>
+public sealed record NodeServiceSettings(NodeOptions Node, string DataDir, TextWriter Stdout);
 
-/// <summary>Runs a <see cref="PotluckNode"/> for the lifetime of the generic host (`potluck run`).</summary>
+/// <summary>
+/// Runs a <see cref="PotluckNode"/> for the lifetime of the generic host (`potluck run`), with the control socket in
+/// its data directory. Prints the peer id, listen addresses and each new peer connection on stdout.
+/// </summary>
 public sealed class NodeService : IHostedService
 {
     private readonly NodeServiceSettings _settings;
     private readonly ILoggerFactory _loggers;
+    private readonly TextWriter _stdout;
     private PotluckNode? _node;
+    private ControlServer? _control;
 
     public NodeService(NodeServiceSettings settings, ILoggerFactory loggers)
     {
         _settings = settings;
         _loggers = loggers;
+        _stdout = TextWriter.Synchronized(settings.Stdout);
     }
 
     public PotluckNode? Node => _node;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        _node = await PotluckNode.StartTcpAsync(_settings.Key, _settings.Listen, _settings.SwarmKey, _loggers, cancellationToken);
-        var stdout = _settings.Stdout;
+        // The control socket first: if another node already serves this data directory, stop before touching the network.
+        var control = new ControlServer(_settings.DataDir, new ControlOptions(), TimeProvider.System, _loggers);
+        await control.StartAsync(cancellationToken);
+        _control = control;
+        try
+        {
+            _node = await PotluckNode.StartAsync(_settings.Node, _loggers, cancellationToken);
+        }
+        catch
+        {
+            await control.DisposeAsync();
+            _control = null;
+            throw;
+        }
+        NodeControl.Register(control, _node);
+        _node.Host.Connected += OnConnected;
+        var stdout = _stdout;
         await stdout.WriteLineAsync($"Peer id: {_node.PeerId}");
-        if (_settings.SwarmKey is { } key)
+        if (_settings.Node.SwarmKey is { } key)
         {
             await stdout.WriteLineAsync($"Private network: {key.Fingerprint}");
         }
@@ -36,13 +57,26 @@ public sealed class NodeService : IHostedService
         {
             await stdout.WriteLineAsync($"Listening on {address}");
         }
+        await stdout.WriteLineAsync($"Discovery: mDNS {(_node.Mdns is not null ? "on" : "off")}, {_settings.Node.Bootstrap.Count} bootstrap peers");
+        await stdout.WriteLineAsync($"Control socket: {control.SocketPath}");
         await stdout.FlushAsync(cancellationToken);
+    }
+
+    private void OnConnected(IConnection connection)
+    {
+        _stdout.WriteLine($"Connected to {connection.RemotePeer} ({(connection.Direction == Direction.Inbound ? "inbound" : "outbound")} {connection.RemoteAddress})");
+        _stdout.Flush();
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (_control is not null)
+        {
+            await _control.DisposeAsync();
+        }
         if (_node is not null)
         {
+            _node.Host.Connected -= OnConnected;
             await _node.DisposeAsync();
         }
     }

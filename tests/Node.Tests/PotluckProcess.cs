@@ -92,6 +92,17 @@ internal sealed class PotluckProcess : IAsyncDisposable
         return (_process.ExitCode, output.ToString());
     }
 
+    /// <summary>Asks the node to stop as a service manager would (SIGTERM) and returns its exit code.</summary>
+    public async Task<int> StopAsync(CancellationToken ct)
+    {
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync(ct);
+        }
+        await _process.WaitForExitAsync(ct);
+        return _process.ExitCode;
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_process.HasExited)

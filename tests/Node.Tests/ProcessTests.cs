@@ -21,7 +21,7 @@ public class ProcessTests
     [Test]
     public async Task Run_PrintsFullListenAddress_AndPingAndPerfReachIt(CancellationToken ct)
     {
-        await using var node = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", _dataDir);
+        await using var node = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", _dataDir);
         var line = await node.WaitForLineAsync(l => l.StartsWith("Listening on ", StringComparison.Ordinal), ct);
         var address = line["Listening on ".Length..];
         Assert.That(address, Does.Match(@"^/ip4/127\.0\.0\.1/tcp/\d+/p2p/12D3KooW\w+$"));
@@ -38,6 +38,96 @@ public class ProcessTests
     }
 
     [Test]
+    public async Task RunTwice_SecondBootstrapsThroughFirst_PeersOnEachShowsTheOther(CancellationToken ct)
+    {
+        var dirA = _dataDir + "-a";
+        var dirB = _dataDir + "-b";
+        try
+        {
+            await using var a = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", dirA);
+            var (idA, addressA) = await StartedAsync(a, ct);
+            await using var b = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--bootstrap", addressA, "--data-dir", dirB);
+            var (idB, _) = await StartedAsync(b, ct);
+            await b.WaitForLineAsync(l => l.StartsWith($"Connected to {idA}", StringComparison.Ordinal), ct);
+            await a.WaitForLineAsync(l => l.StartsWith($"Connected to {idB}", StringComparison.Ordinal), ct);
+
+            var peersOfB = await PeersAsync(dirB, ct);
+            Assert.That(peersOfB, Does.Contain(idA).And.Contain("outbound").And.Contain("1 peer"));
+            Assert.That(peersOfB, Does.Match(@"\d+(\.\d+)? ms"), "latency is shown");
+            var peersOfA = await PeersAsync(dirA, ct);
+            Assert.That(peersOfA, Does.Contain(idB).And.Contain("inbound").And.Contain("potluck/"));
+        }
+        finally
+        {
+            DeleteDir(dirA);
+            DeleteDir(dirB);
+        }
+    }
+
+    [Test]
+    public async Task Peers_WithNoNodeRunning_SaysHowToStartOne(CancellationToken ct)
+    {
+        await using var peers = PotluckProcess.Start("peers", "--data-dir", _dataDir);
+        var (code, _) = await peers.WaitForExitAsync(ct);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(peers.Stderr, Does.Contain($"no node is running with data dir {_dataDir}; start one with potluck run"));
+    }
+
+    [Test]
+    public async Task Run_Restarted_RedialsThePeerItKnew(CancellationToken ct)
+    {
+        var dirA = _dataDir + "-a";
+        var dirB = _dataDir + "-b";
+        try
+        {
+            await using var a = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", dirA);
+            var (idA, addressA) = await StartedAsync(a, ct);
+            string idB;
+            await using (var b = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--bootstrap", addressA, "--data-dir", dirB))
+            {
+                (idB, _) = await StartedAsync(b, ct);
+                await b.WaitForLineAsync(l => l.StartsWith($"Connected to {idA}", StringComparison.Ordinal), ct);
+                Assert.That(await b.StopAsync(ct), Is.EqualTo(0), "SIGTERM stops the node cleanly (and it saves its peers)");
+            }
+            // No --bootstrap this time: the peer store in the data dir is enough.
+            await using var again = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", dirB);
+            var (idAgain, _) = await StartedAsync(again, ct);
+            Assert.That(idAgain, Is.EqualTo(idB));
+            await again.WaitForLineAsync(l => l.StartsWith($"Connected to {idA}", StringComparison.Ordinal), ct);
+        }
+        finally
+        {
+            DeleteDir(dirA);
+            DeleteDir(dirB);
+        }
+    }
+
+    /// <summary>Waits for the peer id and first listen address a starting node prints.</summary>
+    internal static async Task<(string Id, string Address)> StartedAsync(PotluckProcess node, CancellationToken ct)
+    {
+        var id = (await node.WaitForLineAsync(l => l.StartsWith("Peer id: ", StringComparison.Ordinal), ct))["Peer id: ".Length..];
+        var address = (await node.WaitForLineAsync(l => l.StartsWith("Listening on ", StringComparison.Ordinal), ct))["Listening on ".Length..];
+        await node.WaitForLineAsync(l => l.StartsWith("Control socket: ", StringComparison.Ordinal), ct);
+        return (id, address);
+    }
+
+    internal static async Task<string> PeersAsync(string dataDir, CancellationToken ct)
+    {
+        await using var peers = PotluckProcess.Start("peers", "--data-dir", dataDir);
+        var (code, output) = await peers.WaitForExitAsync(ct);
+        Assert.That(code, Is.EqualTo(0), peers.Stderr);
+        return output;
+    }
+
+    internal static void DeleteDir(string dir)
+    {
+        if (Directory.Exists(dir))
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
     public async Task Ping_NobodyListening_FailsWithAClearMessage(CancellationToken ct)
     {
         await using var ping = PotluckProcess.Start("ping", "/ip4/127.0.0.1/tcp/1", "--count", "1");
@@ -49,11 +139,11 @@ public class ProcessTests
     [Test]
     public async Task Run_OnAPortInUse_SaysToPickAnother(CancellationToken ct)
     {
-        await using var first = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", _dataDir);
+        await using var first = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", _dataDir);
         var line = await first.WaitForLineAsync(l => l.StartsWith("Listening on ", StringComparison.Ordinal), ct);
         var bound = line["Listening on ".Length..line.IndexOf("/p2p/", StringComparison.Ordinal)];
 
-        await using var second = PotluckProcess.Start("run", "--listen", bound, "--data-dir", _dataDir + "-2");
+        await using var second = PotluckProcess.Start("run", "--listen", bound, "--no-mdns", "--data-dir", _dataDir + "-2");
         var (code, _) = await second.WaitForExitAsync(ct);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(second.Stderr, Does.Contain("already in use").And.Contain("--listen"));

@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Potluck.Node.Control;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
@@ -21,7 +22,15 @@ public static class Commands
     private static readonly OptionSpec[] RunOptions =
     [
         new("listen", "multiaddr", $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfig.DefaultPort})", Repeatable: true),
+        new("bootstrap", "multiaddr", "peer to join through (…/p2p/<peer id>), repeatable; the DHT is bootstrapped through it", Repeatable: true),
+        new("no-mdns", null, "do not find peers on the local network by mDNS (on by default)"),
+        new("config", "file", "JSON config: {\"listen\": [...], \"bootstrap\": [...], \"mdns\": true, \"swarm_key\": \"path\"}; flags win"),
         DataDir, SwarmKeyOption, LogLevelOption, Help,
+    ];
+
+    private static readonly OptionSpec[] PeersOptions =
+    [
+        DataDir, new("no-ping", null, "show the latency last measured instead of pinging each peer now"), Help,
     ];
 
     private static readonly OptionSpec[] IdOptions = [DataDir, new("cid", null, "print the CIDv1 (bafz…) form instead"), Help];
@@ -79,7 +88,8 @@ public static class Commands
             "ping" => await PingAsync(Parse("ping", rest, PingOptions, 1, 1, "the address to ping, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "perf" => await PerfAsync(Parse("perf", rest, PerfOptions, 1, 1, "the address to measure, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "swarm-key" => await SwarmKeyAsync(Parse("swarm-key", rest, SwarmKeyOptions, 1, 1, "'generate'", stdout), stdout),
-            _ => throw new UsageException($"unknown command '{args[0]}'. Commands: run, id, ping, perf, swarm-key. Run 'potluck --help' for usage."),
+            "peers" => await PeersAsync(Parse("peers", rest, PeersOptions, 0, 0, "no arguments", stdout), stdout, stderr),
+            _ => throw new UsageException($"unknown command '{args[0]}'. Commands: run, peers, id, ping, perf, swarm-key. Run 'potluck --help' for usage."),
         };
     }
 
@@ -96,8 +106,12 @@ public static class Commands
         potluck: share idle computers and run work on other people's machines, peer to peer.
 
         Usage:
-          potluck run [--listen <multiaddr>]... [--data-dir <path>] [--swarm-key <file>]
-                                       run a node (defaults: listen on /ip4/0.0.0.0/tcp/4100)
+          potluck run [--listen <multiaddr>]... [--bootstrap <multiaddr>]... [--no-mdns]
+                      [--data-dir <path>] [--swarm-key <file>] [--config <file>]
+                                       run a node (defaults: listen on /ip4/0.0.0.0/tcp/4100, find
+                                       peers on the local network by mDNS, remember peers across restarts)
+          potluck peers [--data-dir <path>]
+                                       list the running node's connected peers
           potluck id [--data-dir <path>]
                                        print this node's peer id (creating the identity if needed)
           potluck ping <multiaddr> [--count <n>]
@@ -133,9 +147,10 @@ public static class Commands
             : throw new UsageException($"--log-level '{text}' is not a level: use trace, debug, information, warning or error");
     }
 
-    private static SwarmKey? LoadSwarmKey(ParsedArgs args)
+    private static SwarmKey? LoadSwarmKey(ParsedArgs args) => LoadSwarmKey(args.Get("swarm-key"));
+
+    private static SwarmKey? LoadSwarmKey(string? path)
     {
-        var path = args.Get("swarm-key");
         if (path is null)
         {
             return null;
@@ -172,9 +187,29 @@ public static class Commands
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
-    private static async Task<int> RunNodeAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
+    /// <summary>The node's configuration from the config file (if any) and the flags, which win.</summary>
+    internal static NodeConfig ParseRunConfig(ParsedArgs args)
     {
         var config = new NodeConfig();
+        if (args.Get("config") is { } file)
+        {
+            if (!File.Exists(file))
+            {
+                throw new UsageException($"--config: no file at '{file}'");
+            }
+            if (new FileInfo(file).Length > NodeConfig.MaxConfigFileSize)
+            {
+                throw new UsageException($"--config: '{file}' is over {NodeConfig.MaxConfigFileSize} bytes");
+            }
+            try
+            {
+                config.ApplyFile(File.ReadAllText(file), file);
+            }
+            catch (FormatException e)
+            {
+                throw new UsageException($"--config: {e.Message}");
+            }
+        }
         if (args.Get("data-dir") is { } dir)
         {
             config.DataDir = dir;
@@ -183,7 +218,29 @@ public static class Commands
         {
             config.Listen = args.GetAll("listen").Select(a => ParseAddress(a, "--listen")).ToList();
         }
-        var swarmKey = LoadSwarmKey(args);
+        config.Bootstrap.AddRange(args.GetAll("bootstrap").Select(a => ParseAddress(a, "--bootstrap")));
+        foreach (var b in config.Bootstrap)
+        {
+            if (b.PeerId is null)
+            {
+                throw new UsageException($"--bootstrap '{b}' needs the peer id at the end: {b}/p2p/12D3KooW… (potluck run prints it as 'Listening on …')");
+            }
+        }
+        if (args.Has("no-mdns"))
+        {
+            config.Mdns = false;
+        }
+        if (args.Get("swarm-key") is { } keyPath)
+        {
+            config.SwarmKeyPath = keyPath;
+        }
+        return config;
+    }
+
+    private static async Task<int> RunNodeAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
+    {
+        var config = ParseRunConfig(args);
+        var swarmKey = LoadSwarmKey(config.SwarmKeyPath);
         var level = ParseLogLevel(args, LogLevel.Information);
         PrivateKey key;
         try
@@ -205,7 +262,17 @@ public static class Commands
             o.TimestampFormat = "HH:mm:ss ";
         });
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Services.AddSingleton(new NodeServiceSettings(key, config.Listen, swarmKey, stdout));
+        var options = new NodeOptions
+        {
+            Key = key,
+            Listen = config.Listen,
+            Bootstrap = config.Bootstrap,
+            EnableMdns = config.Mdns,
+            SwarmKey = swarmKey,
+            DataDir = config.DataDir,
+            Topics = [Scheduler.Advertising.AdvertisementProtocol.Topic],
+        };
+        builder.Services.AddSingleton(new NodeServiceSettings(options, config.DataDir, stdout));
         builder.Services.AddHostedService<NodeService>();
         using var app = builder.Build();
         try
@@ -302,6 +369,64 @@ public static class Commands
             await stderr.WriteLineAsync($"potluck perf: {e.Message}");
             return 1;
         }
+    }
+
+    private static async Task<int> PeersAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
+    {
+        var dataDir = args.Get("data-dir") ?? NodeConfig.DefaultDataDir();
+        using var cts = ConsoleCancellation();
+        try
+        {
+            await using var client = await ControlClient.ConnectAsync(dataDir, null, cts.Token);
+            var parameters = new System.Text.Json.Nodes.JsonObject { ["ping"] = !args.Has("no-ping") };
+            var result = await client.CallAsync(NodeControl.PeersMethod, parameters, ControlJson.Default.PeersResult, cts.Token);
+            await stdout.WriteAsync(FormatPeers(result));
+            return 0;
+        }
+        catch (NodeNotRunningException e)
+        {
+            await stderr.WriteLineAsync($"potluck peers: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is ControlException or IOException or OperationCanceledException)
+        {
+            await stderr.WriteLineAsync($"potluck peers: {e.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>The `potluck peers` table: peer id, direction, address, latency, agent, protocol count.</summary>
+    public static string FormatPeers(PeersResult result)
+    {
+        if (result.Peers.Count == 0)
+        {
+            return "No connected peers." + Environment.NewLine;
+        }
+        string[] header = ["PEER ID", "DIRECTION", "ADDRESS", "LATENCY", "AGENT", "PROTOCOLS"];
+        var rows = result.Peers.Select(p => new[]
+        {
+            p.PeerId,
+            p.Direction,
+            p.Address,
+            p.LatencyMs is { } ms ? $"{ms:0.###} ms" : "-",
+            string.IsNullOrEmpty(p.Agent) ? "-" : Sanitize(p.Agent),
+            p.Protocols.Count.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        }).ToList();
+        var widths = header.Select((h, i) => Math.Max(h.Length, rows.Max(r => r[i].Length))).ToArray();
+        var text = new System.Text.StringBuilder();
+        foreach (var row in rows.Prepend(header))
+        {
+            text.AppendLine(string.Join("  ", row.Select((cell, i) => i == row.Length - 1 ? cell : cell.PadRight(widths[i]))).TrimEnd());
+        }
+        text.AppendLine($"{rows.Count} peer{(rows.Count == 1 ? "" : "s")}");
+        return text.ToString();
+    }
+
+    /// <summary>A remote-chosen string fit for a terminal: no control characters, at most 40 characters.</summary>
+    private static string Sanitize(string s)
+    {
+        var clean = new string(s.Select(c => char.IsControl(c) ? '?' : c).ToArray());
+        return clean.Length <= 40 ? clean : clean[..39] + "…";
     }
 
     private static async Task<int> SwarmKeyAsync(ParsedArgs args, TextWriter stdout)

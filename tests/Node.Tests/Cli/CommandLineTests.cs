@@ -25,7 +25,7 @@ public class CommandLineTests
     {
         var (code, _, err) = await Run("runn");
         Assert.That(code, Is.EqualTo(2));
-        Assert.That(err, Does.Contain("unknown command 'runn'").And.Contain("run, id, ping, perf"));
+        Assert.That(err, Does.Contain("unknown command 'runn'").And.Contain("run, peers, id, ping, perf"));
     }
 
     [Test]
@@ -104,6 +104,130 @@ public class CommandLineTests
         {
             Directory.Delete(dir, true);
         }
+    }
+
+    private static ParsedArgs RunArgs(params string[] args) => CommandLine.Parse("run", args, RunOptionSpecs(), 0, 0, "no arguments");
+
+    private static OptionSpec[] RunOptionSpecs() =>
+    [
+        new("listen", "multiaddr", "", Repeatable: true), new("bootstrap", "multiaddr", "", Repeatable: true),
+        new("no-mdns", null, ""), new("config", "file", ""), new("data-dir", "path", ""), new("swarm-key", "file", ""),
+    ];
+
+    [Test]
+    public void Run_Defaults_MdnsOn_NoBootstrap()
+    {
+        var config = Commands.ParseRunConfig(RunArgs());
+        Assert.That(config.Mdns, Is.True);
+        Assert.That(config.Bootstrap, Is.Empty);
+        Assert.That(config.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/0.0.0.0/tcp/4100" }));
+    }
+
+    [Test]
+    public void Run_BootstrapIsRepeatable_AndNoMdnsTurnsMdnsOff()
+    {
+        const string a = "/ip4/127.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+        const string b = "/ip4/127.0.0.1/tcp/4101/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+        var config = Commands.ParseRunConfig(RunArgs("--bootstrap", a, "--bootstrap", b, "--no-mdns"));
+        Assert.That(config.Bootstrap.Select(x => x.ToString()), Is.EqualTo(new[] { a, b }));
+        Assert.That(config.Mdns, Is.False);
+    }
+
+    [Test]
+    public async Task Run_BootstrapWithoutPeerId_SaysToAddIt()
+    {
+        var (code, _, err) = await Run("run", "--bootstrap", "/ip4/127.0.0.1/tcp/4100");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("--bootstrap '/ip4/127.0.0.1/tcp/4100' needs the peer id").And.Contain("/p2p/"));
+    }
+
+    [Test]
+    public async Task Run_NoMdnsTakesNoValue()
+    {
+        var (code, _, err) = await Run("run", "--no-mdns=yes");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("--no-mdns takes no value"));
+    }
+
+    [Test]
+    public void Run_ConfigFile_IsApplied_AndFlagsWin()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(file, """
+                // comments are allowed
+                {
+                  "listen": ["/ip4/127.0.0.1/tcp/0"],
+                  "bootstrap": ["/ip4/10.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"],
+                  "mdns": false,
+                }
+                """);
+            var fromFile = Commands.ParseRunConfig(RunArgs("--config", file));
+            Assert.That(fromFile.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/0" }));
+            Assert.That(fromFile.Bootstrap, Has.Count.EqualTo(1));
+            Assert.That(fromFile.Mdns, Is.False);
+
+            var withFlags = Commands.ParseRunConfig(RunArgs("--config", file, "--listen", "/ip4/127.0.0.1/tcp/5000",
+                "--bootstrap", "/ip4/10.0.0.2/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"));
+            Assert.That(withFlags.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/5000" }));
+            Assert.That(withFlags.Bootstrap, Has.Count.EqualTo(2), "bootstrap peers from the file and the flags add up");
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [TestCase("{\"mdsn\": true}", "unknown key \"mdsn\"")]
+    [TestCase("{\"bootstrap\": \"/ip4/1.2.3.4/tcp/1\"}", "must be a list of multiaddrs")]
+    [TestCase("{\"listen\": [\"/ip4/1.2.3/tcp/1\"]}", "is not a multiaddr")]
+    [TestCase("[1]", "must hold a JSON object")]
+    [TestCase("{", "is not valid JSON")]
+    public void Run_BadConfigFile_SaysWhatIsWrong(string text, string expected)
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(file, text);
+            var e = Assert.Throws<UsageException>(() => Commands.ParseRunConfig(RunArgs("--config", file)))!;
+            Assert.That(e.Message, Does.StartWith("--config: ").And.Contain(expected));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Test]
+    public async Task Usage_MentionsPeersAndTheDiscoveryFlags()
+    {
+        var (_, output, _) = await Run();
+        Assert.That(output, Does.Contain("potluck peers").And.Contain("--bootstrap").And.Contain("--no-mdns"));
+        var (code, help, _) = await Run("run", "--help");
+        Assert.That(code, Is.EqualTo(0));
+        Assert.That(help, Does.Contain("--bootstrap <multiaddr>").And.Contain("--no-mdns").And.Contain("--config <file>"));
+    }
+
+    [Test]
+    public async Task Peers_TakesNoArguments()
+    {
+        var (code, _, err) = await Run("peers", "extra");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unexpected argument 'extra'"));
+    }
+
+    [Test]
+    public void PeersTable_WithNoPeers_SaysSo() =>
+        Assert.That(Commands.FormatPeers(new Potluck.Node.Control.PeersResult([])), Does.Contain("No connected peers."));
+
+    [Test]
+    public void PeersTable_CleansControlCharactersFromRemoteStrings()
+    {
+        var table = Commands.FormatPeers(new Potluck.Node.Control.PeersResult(
+            [new Potluck.Node.Control.PeerRow("12D3KooWx", "inbound", "/ip4/1.2.3.4/tcp/1", null, "evil\u001b[2Jagent", ["/a", "/b"])]));
+        Assert.That(table, Does.Not.Contain("\u001b"));
+        Assert.That(table, Does.Contain("evil?[2Jagent").And.Contain("inbound").And.Contain(" - "));
     }
 
     [TestCase("1048576", 1048576)]

@@ -1,0 +1,105 @@
+using System.Diagnostics;
+
+namespace Potluck.Node.Tests;
+
+/// <summary>
+/// `potluck run` with no discovery flags, as a user starts it, with real mDNS multicast — but never on this machine's
+/// interfaces: the outer test re-runs the inner one inside a fresh user + network namespace (<c>unshare -rn</c>) whose
+/// only interface is loopback with multicast switched on. The inner test refuses to run anywhere else.
+/// </summary>
+[CancelAfter(180_000)]
+public class MdnsProcessTests
+{
+    private const string InsideVariable = "POTLUCK_NODE_MDNS_NETNS";
+
+    [Test]
+    public async Task RealProcesses_InsidePrivateNetworkNamespace_FindEachOtherByMdns_AndAThirdJoinsByBootstrap(CancellationToken ct)
+    {
+        if (Environment.GetEnvironmentVariable(InsideVariable) == "1")
+        {
+            Assert.Ignore("this is the inner run");
+        }
+        if (!OperatingSystem.IsLinux() || await RunAsync("unshare", ["-rn", "true"], null, ct) is not (0, _))
+        {
+            Assert.Ignore("unshare -rn is not permitted here");
+        }
+        var dll = typeof(MdnsProcessTests).Assembly.Location;
+        const string script = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && " +
+                              "exec dotnet test \"$0\" --filter \"FullyQualifiedName~InNamespace_TwoNodesWithNoFlags\"";
+        var (code, output) = await RunAsync("unshare", ["-rn", "sh", "-c", script, dll], new() { [InsideVariable] = "1" }, ct);
+        Assert.That(code, Is.Zero, output);
+        Assert.That(output, Does.Contain("Passed: 1").Or.Contain("Passed:     1"), output);
+    }
+
+    [Test]
+    public async Task InNamespace_TwoNodesWithNoFlags_FindEachOther_AndAThirdJoinsThroughTheDht(CancellationToken ct)
+    {
+        if (Environment.GetEnvironmentVariable(InsideVariable) != "1")
+        {
+            Assert.Ignore("sends multicast: runs only inside the network namespace the outer test creates");
+        }
+        var root = Path.Combine(Path.GetTempPath(), "pl-mdns-" + Guid.NewGuid().ToString("N")[..12]);
+        string[] dirs = [root + "-a", root + "-b", root + "-c"];
+        try
+        {
+            // Two nodes, no discovery flags: only mDNS can introduce them. (--listen only avoids the fixed default port clashing.)
+            await using var a = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", dirs[0]);
+            var (idA, addressA) = await ProcessTests.StartedAsync(a, ct);
+            await using var b = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", dirs[1]);
+            var (idB, _) = await ProcessTests.StartedAsync(b, ct);
+            await b.WaitForLineAsync(l => l.StartsWith($"Connected to {idA}", StringComparison.Ordinal), ct);
+            await a.WaitForLineAsync(l => l.StartsWith($"Connected to {idB}", StringComparison.Ordinal), ct);
+            Assert.That(await ProcessTests.PeersAsync(dirs[0], ct), Does.Contain(idB));
+            Assert.That(await ProcessTests.PeersAsync(dirs[1], ct), Does.Contain(idA));
+
+            // A third without mDNS, bootstrapping through A only, learns B from the DHT and connects to it.
+            await using var c = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--bootstrap", addressA, "--data-dir", dirs[2]);
+            var (idC, _) = await ProcessTests.StartedAsync(c, ct);
+            await c.WaitForLineAsync(l => l.StartsWith($"Connected to {idA}", StringComparison.Ordinal), ct);
+            await c.WaitForLineAsync(l => l.StartsWith($"Connected to {idB}", StringComparison.Ordinal), ct);
+            var peersOfC = await ProcessTests.PeersAsync(dirs[2], ct);
+            Assert.That(peersOfC, Does.Contain(idA).And.Contain(idB));
+            Assert.That(peersOfC, Does.Not.Contain(idC));
+        }
+        finally
+        {
+            foreach (var dir in dirs)
+            {
+                ProcessTests.DeleteDir(dir);
+            }
+        }
+    }
+
+    private static async Task<(int Code, string Output)> RunAsync(string file, string[] args, Dictionary<string, string>? env, CancellationToken ct)
+    {
+        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+        foreach (var (k, v) in env ?? [])
+        {
+            info.Environment[k] = v;
+        }
+        try
+        {
+            using var process = Process.Start(info)!;
+            var stdout = process.StandardOutput.ReadToEndAsync(ct);
+            var stderr = process.StandardError.ReadToEndAsync(ct);
+            try
+            {
+                await process.WaitForExitAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                throw;
+            }
+            return (process.ExitCode, await stdout + await stderr);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return (-1, e.Message);
+        }
+    }
+}

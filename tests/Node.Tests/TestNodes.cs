@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Transport.Memory;
+
+namespace Potluck.Node.Tests;
+
+/// <summary>Potluck nodes on one in-memory network with virtual time; keys and randomness from a seeded Random.</summary>
+internal sealed class TestNodes : IAsyncDisposable
+{
+    private readonly List<PotluckNode> _nodes = [];
+    private readonly List<string> _dirs = [];
+    private readonly Random _random;
+
+    public TestNodes(int seed = 1)
+    {
+        _random = new Random(seed);
+        Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        Network = new SimulatedNetwork(Time);
+    }
+
+    public FakeTimeProvider Time { get; }
+
+    public SimulatedNetwork Network { get; }
+
+    public PrivateKey NewKey() => PrivateKey.FromRandom(_random);
+
+    /// <summary>A fresh temporary data directory, deleted when the fixture is disposed.</summary>
+    public string NewDataDir()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-node-" + Guid.NewGuid().ToString("N"));
+        _dirs.Add(dir);
+        return dir;
+    }
+
+    /// <summary>Options for a node listening on <paramref name="listen"/> (default: a fresh /memory address).</summary>
+    public NodeOptions Options(PrivateKey? key = null, string listen = "/memory/0") => new()
+    {
+        Key = key ?? NewKey(),
+        Listen = [Multiaddr.Parse(listen)],
+        Transports = [Network.CreateTransport()],
+        Time = Time,
+        Random = new Random(_random.Next()),
+    };
+
+    public async Task<PotluckNode> StartAsync(NodeOptions options)
+    {
+        var node = await PotluckNode.StartAsync(options, NullLoggerFactory.Instance, CancellationToken.None);
+        _nodes.Add(node);
+        return node;
+    }
+
+    /// <summary>Stops a node before the fixture ends (as a process exit would); it saves its state.</summary>
+    public async Task StopAsync(PotluckNode node)
+    {
+        _nodes.Remove(node);
+        await node.DisposeAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        for (var i = _nodes.Count - 1; i >= 0; i--)
+        {
+            await _nodes[i].DisposeAsync();
+        }
+        foreach (var dir in _dirs)
+        {
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, true);
+            }
+        }
+    }
+}
