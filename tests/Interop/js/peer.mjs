@@ -2,11 +2,13 @@
 // (tests/Interop/JsPeer.cs) and by scripts/bench/js-perf.sh.
 //
 //   node peer.mjs [--listen <multiaddr>]... [--swarm-key <path>] [--seed <64 hex chars>]
-//                 [--gossip] [--dht <protocol id>]
+//                 [--gossip] [--dht <protocol id>] [--dht-no-self-query]
 //
 //   --gossip  runs @libp2p/gossipsub (StrictSign, js's default; /meshsub/1.2.0, 1.1.0, 1.0.0)
 //   --dht     runs @libp2p/kad-dht on that protocol id (e.g. /potluck/kad/1.0.0) in server mode, keeping
 //             loopback/private addresses (passthroughMapper: the default filters would drop them all)
+//   --dht-no-self-query  pushes kad-dht's self query (1 s at start, then every 5 min) an hour out, so the
+//             routing table holds only peers that connected to us or that our own queries found
 //
 // stdout carries only JSON lines: first {"event":"ready","peerId":..,"addrs":[..]}, then one
 // reply per command. Commands arrive as JSON lines on stdin, each with an "id"; replies are
@@ -32,7 +34,8 @@
 //   gossipPeers {topic}               -> {subscribers: [peer ids], mesh: [peer ids], topics: [our topics]}
 //   every message received on a subscribed topic is reported as an event line (signature already
 //   checked by js under StrictSign): {"event":"message","topic","from","data"(base64),"seqno"(decimal),
-//   "msgId","propagationSource"}
+//   "msgId","propagationSource"}; also {"event":"subscription","peer","topic","subscribe"} when a peer
+//   (un)subscribes and {"event":"graft"|"prune","peer","topic"} when our mesh changes
 // With --dht:
 //   findPeer     {peer}               -> {peer, addrs[], from}  a FIND_NODE query over the network (the
 //                                        local routing table/peer store shortcut is skipped); fails if not found
@@ -76,6 +79,7 @@ function parseArgs (argv) {
       case '--seed': opts.seed = value(); break
       case '--gossip': opts.gossip = true; break
       case '--dht': opts.dht = value(); break
+      case '--dht-no-self-query': opts.dhtNoSelfQuery = true; break
       default: throw new Error(`unknown flag ${flag}`)
     }
   }
@@ -128,7 +132,8 @@ if (opts.dht != null) {
     protocol: opts.dht,
     clientMode: false, // a LAN-only DHT: answer queries although no address is public
     peerInfoMapper: passthroughMapper, // keep 127.0.0.1 addresses (the default mappers drop private ones)
-    allowQueryWithZeroPeers: true
+    allowQueryWithZeroPeers: true,
+    ...(opts.dhtNoSelfQuery ? { querySelfInterval: 3_600_000, initialQuerySelfInterval: 3_600_000 } : {})
   })
 }
 
@@ -212,7 +217,19 @@ function decodeText (bytes) {
 }
 
 if (opts.gossip) {
-  node.services.pubsub.addEventListener('gossipsub:message', evt => {
+  const ps = node.services.pubsub
+  ps.addEventListener('subscription-change', evt => {
+    for (const sub of evt.detail.subscriptions) {
+      emit({ event: 'subscription', peer: evt.detail.peerId.toString(), topic: sub.topic, subscribe: sub.subscribe })
+    }
+  })
+  ps.addEventListener('gossipsub:graft', evt => {
+    emit({ event: 'graft', peer: evt.detail.peerId.toString(), topic: evt.detail.topic })
+  })
+  ps.addEventListener('gossipsub:prune', evt => {
+    emit({ event: 'prune', peer: evt.detail.peerId.toString(), topic: evt.detail.topic })
+  })
+  ps.addEventListener('gossipsub:message', evt => {
     const { propagationSource, msgId, msg } = evt.detail
     emit({
       event: 'message',
