@@ -124,6 +124,35 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits (bounded) until the DHT routing table holds <paramref name="peer"/>; re-checked on every peer store update.</summary>
+    public async Task WaitForDhtPeerAsync(PeerId peer, TimeSpan timeout, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        while (true)
+        {
+            var updated = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            void OnUpdated(PeerId _) => updated.TrySetResult();
+            Node.Host.Peers.Updated += OnUpdated;
+            try
+            {
+                if (Dht!.RoutingTablePeers().Contains(peer))
+                {
+                    return;
+                }
+                await updated.Task.WaitAsync(cts.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new TimeoutException($"Potluck {PeerId}: {peer} not in the DHT routing table within {timeout}");
+            }
+            finally
+            {
+                Node.Host.Peers.Updated -= OnUpdated;
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         Subscription?.Dispose();

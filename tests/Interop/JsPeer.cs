@@ -400,6 +400,10 @@ public sealed class JsPeer : IAsyncDisposable
 
     // ---------------------------------------------------------------- kad-dht (needs DhtProtocol)
 
+    /// <summary>Completes when js's routing table has (at some point) added <paramref name="peer"/>.</summary>
+    public Task WaitForDhtPeerAsync(string peer, TimeSpan timeout, CancellationToken ct = default) =>
+        WaitForEventAsync(e => Str(e, "event") == "dhtPeerAdded" && Str(e, "peer") == peer, timeout, ct);
+
     /// <summary>Finds a peer's addresses by a FIND_NODE query over the network (js's local shortcut is skipped).</summary>
     public async Task<JsFoundPeer> FindPeerAsync(string peer, CancellationToken ct = default, TimeSpan? timeout = null)
     {

@@ -42,6 +42,7 @@
 //   closestPeers {key(base64)|peer}   -> {peers: [peer ids]}    the closest peers js's query found (peer: its multihash is the key)
 //   dhtBootstrap {}                   -> {size}                 refreshes the routing table
 //   dhtTable     {}                   -> {size, peers: [peer ids], mode}
+//   routing table changes are event lines {"event":"dhtPeerAdded"|"dhtPeerRemoved","peer"}
 // Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (no identify push), plus
 // /meshsub/* with --gossip and the --dht protocol id.
 // Identify runs once per new connection (as js does by default); `identify` awaits that run.
@@ -241,6 +242,12 @@ if (opts.gossip) {
       propagationSource: propagationSource.toString()
     })
   })
+}
+
+if (opts.dht != null) {
+  const table = node.services.dht.routingTable
+  table.addEventListener('peer:add', evt => emit({ event: 'dhtPeerAdded', peer: evt.detail.toString() }))
+  table.addEventListener('peer:remove', evt => emit({ event: 'dhtPeerRemoved', peer: evt.detail.toString() }))
 }
 
 function pubsub () {
