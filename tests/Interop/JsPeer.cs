@@ -23,7 +23,32 @@ public sealed record JsPeerOptions
 
     /// <summary>Default per-command timeout, also handed to js as <c>timeoutMs</c>. Default: 60 s.</summary>
     public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Runs @libp2p/gossipsub (<c>--gossip</c>; StrictSign). Default: off.</summary>
+    public bool Gossip { get; init; }
+
+    /// <summary>Runs @libp2p/kad-dht in server mode on this protocol id (<c>--dht</c>), keeping loopback addresses. Default: off.</summary>
+    public string? DhtProtocol { get; init; }
+
+    /// <summary>Keeps kad-dht from querying for itself (<c>--dht-no-self-query</c>), so its table holds only peers that connected. Default: false.</summary>
+    public bool DhtNoSelfQuery { get; init; }
 }
+
+/// <summary>A gossipsub message the js node received (js verified its signature first) on a topic it subscribes to.</summary>
+/// <param name="From">The author (the signer), as a peer id string.</param>
+/// <param name="Seqno">The author's sequence number.</param>
+/// <param name="MsgId">js's message id string (base64 of from ‖ seqno, no padding).</param>
+/// <param name="PropagationSource">The peer that forwarded it to js.</param>
+public sealed record JsGossipMessage(string Topic, string? From, byte[] Data, ulong? Seqno, string MsgId, string PropagationSource);
+
+/// <summary>js's gossipsub view of a topic: peers known to subscribe, its mesh, and its own topics.</summary>
+public sealed record JsGossipPeers(IReadOnlyList<string> Subscribers, IReadOnlyList<string> Mesh, IReadOnlyList<string> Topics);
+
+/// <summary>A peer found by a kad-dht FIND_NODE query: its addresses and the peer whose response named it.</summary>
+public sealed record JsFoundPeer(string Peer, IReadOnlyList<string> Addrs, string From);
+
+/// <summary>js's kad-dht routing table.</summary>
+public sealed record JsDhtTable(int Size, IReadOnlyList<string> Peers, string Mode);
 
 /// <summary>What <c>dial</c> reports: the connected peer and the address used.</summary>
 public sealed record JsDialResult(string Peer, string RemoteAddr);
@@ -72,6 +97,8 @@ public sealed class JsPeer : IAsyncDisposable
     private readonly TaskCompletionSource<JsonElement> _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly StringBuilder _stderr = new();
+    private readonly List<JsonElement> _events = [];
+    private TaskCompletionSource _eventSignal = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _stdoutPump;
     private readonly int _pid;
     private long _nextId;
@@ -161,6 +188,22 @@ public sealed class JsPeer : IAsyncDisposable
         {
             start.ArgumentList.Add("--swarm-key");
             start.ArgumentList.Add(options.SwarmKeyPath);
+        }
+
+        if (options.Gossip)
+        {
+            start.ArgumentList.Add("--gossip");
+        }
+
+        if (options.DhtProtocol is not null)
+        {
+            start.ArgumentList.Add("--dht");
+            start.ArgumentList.Add(options.DhtProtocol);
+        }
+
+        if (options.DhtNoSelfQuery)
+        {
+            start.ArgumentList.Add("--dht-no-self-query");
         }
 
         if (options.Seed is not null)
@@ -293,6 +336,144 @@ public sealed class JsPeer : IAsyncDisposable
         ];
     }
 
+    // ---------------------------------------------------------------- gossipsub (needs Gossip)
+
+    /// <summary>Joins a topic.</summary>
+    public Task SubscribeAsync(string topic, CancellationToken ct = default) =>
+        SendAsync("subscribe", new() { ["topic"] = topic }, null, ct);
+
+    /// <summary>Leaves a topic.</summary>
+    public Task UnsubscribeAsync(string topic, CancellationToken ct = default) =>
+        SendAsync("unsubscribe", new() { ["topic"] = topic }, null, ct);
+
+    /// <summary>Publishes a signed message; returns the peers js sent it to.</summary>
+    public async Task<IReadOnlyList<string>> PublishAsync(string topic, byte[] data, CancellationToken ct = default)
+    {
+        var r = await SendAsync("publish", new() { ["topic"] = topic, ["data"] = Convert.ToBase64String(data) }, null, ct).ConfigureAwait(false);
+        return Strings(r, "recipients");
+    }
+
+    /// <summary>js's subscribers and mesh for a topic.</summary>
+    public async Task<JsGossipPeers> GossipPeersAsync(string topic, CancellationToken ct = default)
+    {
+        var r = await SendAsync("gossipPeers", new() { ["topic"] = topic }, null, ct).ConfigureAwait(false);
+        return new JsGossipPeers(Strings(r, "subscribers"), Strings(r, "mesh"), Strings(r, "topics"));
+    }
+
+    /// <summary>Every gossipsub message received so far, in arrival order.</summary>
+    public IReadOnlyList<JsGossipMessage> Messages
+    {
+        get
+        {
+            lock (_events)
+            {
+                return [.. _events.Where(e => Str(e, "event") == "message").Select(ToMessage)];
+            }
+        }
+    }
+
+    /// <summary>Every event line received so far (messages, subscriptions, grafts, prunes), in order.</summary>
+    public IReadOnlyList<JsonElement> Events
+    {
+        get
+        {
+            lock (_events)
+            {
+                return [.. _events];
+            }
+        }
+    }
+
+    /// <summary>Completes when the messages received so far satisfy <paramref name="condition"/>; re-checked on every event.</summary>
+    public Task<IReadOnlyList<JsGossipMessage>> WaitForMessagesAsync(Func<IReadOnlyList<JsGossipMessage>, bool> condition, TimeSpan timeout,
+        CancellationToken ct = default) =>
+        WaitForAsync(() => Messages is var m && condition(m) ? (true, m) : (false, m), timeout, "messages", ct);
+
+    /// <summary>Completes with the first event (past or future) that matches.</summary>
+    public Task<JsonElement> WaitForEventAsync(Func<JsonElement, bool> match, TimeSpan timeout, CancellationToken ct = default) =>
+        WaitForAsync(() => Events.FirstOrDefault(match) is var e && e.ValueKind != JsonValueKind.Undefined ? (true, e) : (false, e), timeout, "event", ct);
+
+    /// <summary>Completes when js has seen <paramref name="peer"/> subscribe to <paramref name="topic"/>.</summary>
+    public Task WaitForSubscriptionAsync(string peer, string topic, TimeSpan timeout, CancellationToken ct = default) =>
+        WaitForEventAsync(e => Str(e, "event") == "subscription" && Str(e, "peer") == peer && Str(e, "topic") == topic
+            && e.GetProperty("subscribe").GetBoolean(), timeout, ct);
+
+    // ---------------------------------------------------------------- kad-dht (needs DhtProtocol)
+
+    /// <summary>Completes when js's routing table has (at some point) added <paramref name="peer"/>.</summary>
+    public Task WaitForDhtPeerAsync(string peer, TimeSpan timeout, CancellationToken ct = default) =>
+        WaitForEventAsync(e => Str(e, "event") == "dhtPeerAdded" && Str(e, "peer") == peer, timeout, ct);
+
+    /// <summary>Finds a peer's addresses by a FIND_NODE query over the network (js's local shortcut is skipped).</summary>
+    public async Task<JsFoundPeer> FindPeerAsync(string peer, CancellationToken ct = default, TimeSpan? timeout = null)
+    {
+        var r = await SendAsync("findPeer", new() { ["peer"] = peer }, timeout, ct).ConfigureAwait(false);
+        return new JsFoundPeer(Str(r, "peer")!, Strings(r, "addrs"), Str(r, "from")!);
+    }
+
+    /// <summary>The closest peers js's query finds to <paramref name="key"/> (a peer's multihash bytes for a peer).</summary>
+    public async Task<IReadOnlyList<string>> ClosestPeersAsync(byte[] key, CancellationToken ct = default, TimeSpan? timeout = null)
+    {
+        var r = await SendAsync("closestPeers", new() { ["key"] = Convert.ToBase64String(key) }, timeout, ct).ConfigureAwait(false);
+        return Strings(r, "peers");
+    }
+
+    /// <summary>Refreshes js's routing table; returns its size.</summary>
+    public async Task<int> DhtBootstrapAsync(CancellationToken ct = default, TimeSpan? timeout = null)
+    {
+        var r = await SendAsync("dhtBootstrap", new(), timeout, ct).ConfigureAwait(false);
+        return r.GetProperty("size").GetInt32();
+    }
+
+    /// <summary>js's routing table: size, peers, mode.</summary>
+    public async Task<JsDhtTable> DhtTableAsync(CancellationToken ct = default)
+    {
+        var r = await SendAsync("dhtTable", new(), null, ct).ConfigureAwait(false);
+        return new JsDhtTable(r.GetProperty("size").GetInt32(), Strings(r, "peers"), Str(r, "mode")!);
+    }
+
+    private async Task<T> WaitForAsync<T>(Func<(bool Done, T Value)> check, TimeSpan timeout, string what, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        while (true)
+        {
+            Task signal;
+            lock (_events)
+            {
+                signal = _eventSignal.Task;
+            }
+
+            var (done, value) = check();
+            if (done)
+            {
+                return value;
+            }
+
+            if (HasExited)
+            {
+                throw new InvalidOperationException($"js peer exited while waiting for {what}.{StderrSuffix()}");
+            }
+
+            try
+            {
+                await signal.WaitAsync(cts.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new TimeoutException($"js peer: no matching {what} within {timeout}.{StderrSuffix()}");
+            }
+        }
+    }
+
+    private static JsGossipMessage ToMessage(JsonElement e) => new(
+        Str(e, "topic")!,
+        Str(e, "from"),
+        Convert.FromBase64String(Str(e, "data") ?? ""),
+        Str(e, "seqno") is { } s ? ulong.Parse(s, CultureInfo.InvariantCulture) : null,
+        Str(e, "msgId")!,
+        Str(e, "propagationSource")!);
+
     /// <summary>
     /// Sends one raw command and returns the reply object. Throws <see cref="JsPeerCommandException"/> for
     /// <c>ok:false</c>, <see cref="TimeoutException"/> when no reply arrives in time, and
@@ -420,6 +601,18 @@ public sealed class JsPeer : IAsyncDisposable
                 {
                     _ready.TrySetResult(msg);
                 }
+                else if (ev.ValueKind == JsonValueKind.String)
+                {
+                    TaskCompletionSource signal;
+                    lock (_events)
+                    {
+                        _events.Add(msg);
+                        signal = _eventSignal;
+                        _eventSignal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    }
+
+                    signal.TrySetResult();
+                }
                 else if (msg.TryGetProperty("id", out var idElement) && idElement.ValueKind == JsonValueKind.Number
                     && _pending.TryGetValue(idElement.GetInt64(), out var waiter))
                 {
@@ -433,6 +626,11 @@ public sealed class JsPeer : IAsyncDisposable
         }
 
         _exited = true;
+        lock (_events)
+        {
+            _eventSignal.TrySetResult();
+        }
+
         var gone = new InvalidOperationException($"js peer exited.{StderrSuffix()}");
         _ready.TrySetException(gone);
         foreach (var waiter in _pending.Values)

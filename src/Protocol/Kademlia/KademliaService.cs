@@ -428,8 +428,18 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             stream = await _host.NewStreamAsync(peer, [_options.ProtocolId], linked.Token);
             await LengthPrefixed.WriteAsync(stream.Output, request.ToByteArray(), linked.Token);
-            await stream.Output.CompleteAsync();
+            if (!expectResponse)
+            {
+                await stream.Output.CompleteAsync();
+            }
+            // With a response due, our side stays open until it has arrived: js-libp2p's kad-dht reads the next
+            // request right after answering and, when our FIN lands during that read, resets the stream, which
+            // can drop its answer (go keeps request streams open for reuse and so never meets this).
             var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+            if (expectResponse)
+            {
+                await stream.Output.CompleteAsync();
+            }
             if (!expectResponse)
             {
                 // ADD_PROVIDER has no response: the remote closing its side says it has read the request.

@@ -2,6 +2,13 @@
 // (tests/Interop/JsPeer.cs) and by scripts/bench/js-perf.sh.
 //
 //   node peer.mjs [--listen <multiaddr>]... [--swarm-key <path>] [--seed <64 hex chars>]
+//                 [--gossip] [--dht <protocol id>] [--dht-no-self-query]
+//
+//   --gossip  runs @libp2p/gossipsub (StrictSign, js's default; /meshsub/1.2.0, 1.1.0, 1.0.0)
+//   --dht     runs @libp2p/kad-dht on that protocol id (e.g. /potluck/kad/1.0.0) in server mode, keeping
+//             loopback/private addresses (passthroughMapper: the default filters would drop them all)
+//   --dht-no-self-query  pushes kad-dht's self query (1 s at start, then every 5 min) an hour out, so the
+//             routing table holds only peers that connected to us or that our own queries found
 //
 // stdout carries only JSON lines: first {"event":"ready","peerId":..,"addrs":[..]}, then one
 // reply per command. Commands arrive as JSON lines on stdin, each with an "id"; replies are
@@ -20,7 +27,24 @@
 //   hangup   {addr|peer}              -> {}
 //   peers    {}                       -> {peers: [{peer, remoteAddr, direction, status, streams}]}
 //   exit     {}                       -> {} then the process stops
-// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (no identify push).
+// With --gossip:
+//   subscribe   {topic}               -> {}
+//   unsubscribe {topic}               -> {}
+//   publish     {topic, data(base64)} -> {recipients: [peer ids]}
+//   gossipPeers {topic}               -> {subscribers: [peer ids], mesh: [peer ids], topics: [our topics]}
+//   every message received on a subscribed topic is reported as an event line (signature already
+//   checked by js under StrictSign): {"event":"message","topic","from","data"(base64),"seqno"(decimal),
+//   "msgId","propagationSource"}; also {"event":"subscription","peer","topic","subscribe"} when a peer
+//   (un)subscribes and {"event":"graft"|"prune","peer","topic"} when our mesh changes
+// With --dht:
+//   findPeer     {peer}               -> {peer, addrs[], from}  a FIND_NODE query over the network (the
+//                                        local routing table/peer store shortcut is skipped); fails if not found
+//   closestPeers {key(base64)|peer}   -> {peers: [peer ids]}    the closest peers js's query found (peer: its multihash is the key)
+//   dhtBootstrap {}                   -> {size}                 refreshes the routing table
+//   dhtTable     {}                   -> {size, peers: [peer ids], mode}
+//   routing table changes are event lines {"event":"dhtPeerAdded"|"dhtPeerRemoved","peer"}
+// Served: /potluck/echo/1.0.0, /perf/1.0.0, /ipfs/ping/1.0.0, /ipfs/id/1.0.0 (no identify push), plus
+// /meshsub/* with --gossip and the --dht protocol id.
 // Identify runs once per new connection (as js does by default); `identify` awaits that run.
 import './polyfills.mjs' // must stay first: Node 20 lacks Promise.withResolvers
 import { readFile } from 'node:fs/promises'
@@ -34,6 +58,8 @@ import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { gossipsub } from '@libp2p/gossipsub'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { multiaddr } from '@multiformats/multiaddr'
 import { PerfProtocol, perfClient, perfServer } from './perf.mjs'
 import { EchoProtocol, echoClient, echoServer } from './echo.mjs'
@@ -41,7 +67,7 @@ import { EchoProtocol, echoClient, echoServer } from './echo.mjs'
 // ---- command line -------------------------------------------------------------------------
 
 function parseArgs (argv) {
-  const opts = { listen: [], swarmKey: null, seed: null }
+  const opts = { listen: [], swarmKey: null, seed: null, gossip: false, dht: null }
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]
     const value = () => {
@@ -52,6 +78,9 @@ function parseArgs (argv) {
       case '--listen': opts.listen.push(value()); break
       case '--swarm-key': opts.swarmKey = value(); break
       case '--seed': opts.seed = value(); break
+      case '--gossip': opts.gossip = true; break
+      case '--dht': opts.dht = value(); break
+      case '--dht-no-self-query': opts.dhtNoSelfQuery = true; break
       default: throw new Error(`unknown flag ${flag}`)
     }
   }
@@ -87,6 +116,28 @@ const opts = parseArgs(process.argv.slice(2))
 const privateKey = opts.seed == null ? undefined : await generateKeyPairFromSeed('Ed25519', hexToBytes(opts.seed))
 const psk = opts.swarmKey == null ? undefined : new Uint8Array(await readFile(opts.swarmKey))
 
+const services = {
+  // Run on connection open by us instead of by the service, so `identify` can await that run.
+  identify: identify({ runOnConnectionOpen: false }),
+  ping: ping({ maxInboundStreams: 1_000, maxOutboundStreams: 1_000 })
+}
+if (opts.gossip) {
+  services.pubsub = gossipsub({
+    globalSignaturePolicy: 'StrictSign', // js's default, spelled out: every message signed and checked
+    emitSelf: false,
+    allowPublishToZeroTopicPeers: true
+  })
+}
+if (opts.dht != null) {
+  services.dht = kadDHT({
+    protocol: opts.dht,
+    clientMode: false, // a LAN-only DHT: answer queries although no address is public
+    peerInfoMapper: passthroughMapper, // keep 127.0.0.1 addresses (the default mappers drop private ones)
+    allowQueryWithZeroPeers: true,
+    ...(opts.dhtNoSelfQuery ? { querySelfInterval: 3_600_000, initialQuerySelfInterval: 3_600_000 } : {})
+  })
+}
+
 const node = await createLibp2p({
   privateKey,
   addresses: { listen: opts.listen },
@@ -104,11 +155,7 @@ const node = await createLibp2p({
     maxDialQueueLength: 100_000
   },
   connectionMonitor: { enabled: false }, // no background pings mixed into measurements
-  services: {
-    // Run on connection open by us instead of by the service, so `identify` can await that run.
-    identify: identify({ runOnConnectionOpen: false }),
-    ping: ping({ maxInboundStreams: 1_000, maxOutboundStreams: 1_000 })
-  }
+  services
 })
 
 const streamLimits = { maxInboundStreams: 1_000, maxOutboundStreams: 1_000, runOnLimitedConnection: true }
@@ -170,6 +217,60 @@ function decodeText (bytes) {
   return bytes == null ? null : new TextDecoder().decode(bytes)
 }
 
+if (opts.gossip) {
+  const ps = node.services.pubsub
+  ps.addEventListener('subscription-change', evt => {
+    for (const sub of evt.detail.subscriptions) {
+      emit({ event: 'subscription', peer: evt.detail.peerId.toString(), topic: sub.topic, subscribe: sub.subscribe })
+    }
+  })
+  ps.addEventListener('gossipsub:graft', evt => {
+    emit({ event: 'graft', peer: evt.detail.peerId.toString(), topic: evt.detail.topic })
+  })
+  ps.addEventListener('gossipsub:prune', evt => {
+    emit({ event: 'prune', peer: evt.detail.peerId.toString(), topic: evt.detail.topic })
+  })
+  ps.addEventListener('gossipsub:message', evt => {
+    const { propagationSource, msgId, msg } = evt.detail
+    emit({
+      event: 'message',
+      topic: msg.topic,
+      from: msg.type === 'signed' ? msg.from.toString() : null,
+      data: Buffer.from(msg.data).toString('base64'),
+      seqno: msg.type === 'signed' ? msg.sequenceNumber.toString() : null,
+      msgId,
+      propagationSource: propagationSource.toString()
+    })
+  })
+}
+
+if (opts.dht != null) {
+  const table = node.services.dht.routingTable
+  table.addEventListener('peer:add', evt => emit({ event: 'dhtPeerAdded', peer: evt.detail.toString() }))
+  table.addEventListener('peer:remove', evt => emit({ event: 'dhtPeerRemoved', peer: evt.detail.toString() }))
+}
+
+function pubsub () {
+  if (node.services.pubsub == null) throw new Error('gossipsub is off: start with --gossip')
+  return node.services.pubsub
+}
+
+function dht () {
+  if (node.services.dht == null) throw new Error('kad-dht is off: start with --dht <protocol id>')
+  return node.services.dht
+}
+
+function topicArg (cmd) {
+  if (typeof cmd.topic !== 'string' || cmd.topic.length === 0) throw new Error('needs "topic"')
+  return cmd.topic
+}
+
+function keyArg (cmd) {
+  if (typeof cmd.key === 'string') return new Uint8Array(Buffer.from(cmd.key, 'base64'))
+  if (typeof cmd.peer === 'string') return peerIdFromString(cmd.peer).toMultihash().bytes
+  throw new Error('needs "key" (base64) or "peer"')
+}
+
 async function connectionTo (peerId, signal) {
   const existing = node.getConnections(peerId).find(c => c.status === 'open')
   return existing ?? await node.dial(peerId, { signal })
@@ -223,6 +324,66 @@ const commands = {
   async hangup (cmd, signal) {
     await node.hangUp(target(cmd), { signal })
     return {}
+  },
+
+  async subscribe (cmd) {
+    pubsub().subscribe(topicArg(cmd))
+    return {}
+  },
+
+  async unsubscribe (cmd) {
+    pubsub().unsubscribe(topicArg(cmd))
+    return {}
+  },
+
+  async publish (cmd) {
+    if (typeof cmd.data !== 'string') throw new Error('needs "data" (base64)')
+    const result = await pubsub().publish(topicArg(cmd), new Uint8Array(Buffer.from(cmd.data, 'base64')))
+    return { recipients: result.recipients.map(p => p.toString()) }
+  },
+
+  async gossipPeers (cmd) {
+    const ps = pubsub()
+    const topic = topicArg(cmd)
+    return {
+      subscribers: ps.getSubscribers(topic).map(p => p.toString()),
+      mesh: ps.getMeshPeers(topic).map(p => p.toString()),
+      topics: ps.getTopics()
+    }
+  },
+
+  async findPeer (cmd, signal) {
+    const peerId = peerArg(cmd)
+    // useCache:false skips findPeerLocal (routing table / peer store): the answer must come off the wire.
+    for await (const event of dht().findPeer(peerId, { signal, useCache: false })) {
+      if (event.name === 'FINAL_PEER' && event.peer.id.equals(peerId)) {
+        return {
+          peer: event.peer.id.toString(),
+          addrs: event.peer.multiaddrs.map(a => a.toString()),
+          from: event.from.toString()
+        }
+      }
+    }
+    throw new Error('not found')
+  },
+
+  async closestPeers (cmd, signal) {
+    const peers = []
+    for await (const event of dht().getClosestPeers(keyArg(cmd), { signal })) {
+      if (event.name === 'FINAL_PEER') peers.push(event.peer.id.toString())
+    }
+    return { peers }
+  },
+
+  async dhtBootstrap (cmd, signal) {
+    await dht().refreshRoutingTable({ signal })
+    return { size: dht().routingTable.size }
+  },
+
+  async dhtTable () {
+    const d = dht()
+    const peers = d.routingTable.kb == null ? [] : [...d.routingTable.kb.toIterable()].map(c => c.peerId.toString())
+    return { size: d.routingTable.size, peers, mode: d.getMode() }
   },
 
   async peers () {

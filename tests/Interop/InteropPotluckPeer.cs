@@ -1,0 +1,173 @@
+using Potluck.Node;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Multiformats;
+
+namespace Potluck.Interop.Tests;
+
+/// <summary>
+/// A Potluck node on loopback TCP for the gossip/DHT interop tests, with <see cref="GossipsubService"/> and/or
+/// <see cref="KademliaService"/> built over <see cref="PotluckNode.Host"/> before it connects anywhere (so
+/// identify advertises their protocols). Collects every message of one subscription.
+/// </summary>
+internal sealed class InteropPotluckPeer : IAsyncDisposable
+{
+    private readonly List<GossipMessage> _received = [];
+    private TaskCompletionSource _signal = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Task? _pump;
+
+    private InteropPotluckPeer(PotluckNode node) => Node = node;
+
+    public PotluckNode Node { get; }
+
+    public PeerId PeerId => Node.PeerId;
+
+    public string Address => Node.FullAddresses[0].ToString();
+
+    public GossipsubService? Gossip { get; private set; }
+
+    public KademliaService? Dht { get; private set; }
+
+    public GossipSubscription? Subscription { get; private set; }
+
+    public IReadOnlyList<GossipMessage> Received
+    {
+        get
+        {
+            lock (_received)
+            {
+                return [.. _received];
+            }
+        }
+    }
+
+    public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
+        Action<GossipsubOptions>? configureGossip = null)
+    {
+        var node = await PotluckNode.StartTcpAsync(key ?? PrivateKey.Generate(), [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], null,
+            TestLogging.Factory, CancellationToken.None);
+        var peer = new InteropPotluckPeer(node);
+        if (gossip)
+        {
+            var options = new GossipsubOptions();
+            configureGossip?.Invoke(options);
+            peer.Gossip = new GossipsubService(node.Host, options, TestLogging.Factory, new Random(seed));
+        }
+        if (dhtProtocol is not null)
+        {
+            peer.Dht = new KademliaService(node.Host, new KademliaOptions { ProtocolId = dhtProtocol }, TestLogging.Factory, new Random(seed));
+        }
+        return peer;
+    }
+
+    public void Subscribe(string topic)
+    {
+        Subscription = Gossip!.Subscribe(topic);
+        _pump = Task.Run(async () =>
+        {
+            await foreach (var m in Subscription.Messages.ReadAllAsync())
+            {
+                TaskCompletionSource signal;
+                lock (_received)
+                {
+                    _received.Add(m);
+                    signal = _signal;
+                    _signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+                signal.TrySetResult();
+            }
+        });
+    }
+
+    /// <summary>Completes when the messages received so far satisfy <paramref name="condition"/>; re-checked on every delivery.</summary>
+    public async Task<IReadOnlyList<GossipMessage>> WaitForMessagesAsync(Func<IReadOnlyList<GossipMessage>, bool> condition, TimeSpan timeout,
+        CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        while (true)
+        {
+            Task signal;
+            lock (_received)
+            {
+                signal = _signal.Task;
+            }
+            var now = Received;
+            if (condition(now))
+            {
+                return now;
+            }
+            try
+            {
+                await signal.WaitAsync(cts.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new TimeoutException($"Potluck {PeerId}: messages did not arrive within {timeout}; got {now.Count}");
+            }
+        }
+    }
+
+    /// <summary>Waits (bounded) until the gossip service satisfies <paramref name="condition"/>.</summary>
+    public async Task WaitForGossipAsync(Func<GossipsubService, bool> condition, TimeSpan timeout, string what, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        try
+        {
+            await Gossip!.WaitUntilAsync(condition, cts.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"Potluck {PeerId}: {what} not within {timeout}");
+        }
+    }
+
+    /// <summary>Waits (bounded) until the DHT routing table holds <paramref name="peer"/>; re-checked on every peer store update.</summary>
+    public async Task WaitForDhtPeerAsync(PeerId peer, TimeSpan timeout, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        while (true)
+        {
+            var updated = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            void OnUpdated(PeerId _) => updated.TrySetResult();
+            Node.Host.Peers.Updated += OnUpdated;
+            try
+            {
+                if (Dht!.RoutingTablePeers().Contains(peer))
+                {
+                    return;
+                }
+                await updated.Task.WaitAsync(cts.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new TimeoutException($"Potluck {PeerId}: {peer} not in the DHT routing table within {timeout}");
+            }
+            finally
+            {
+                Node.Host.Peers.Updated -= OnUpdated;
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Subscription?.Dispose();
+        if (Gossip is not null)
+        {
+            await Gossip.DisposeAsync();
+        }
+        if (_pump is not null)
+        {
+            await _pump;
+        }
+        if (Dht is not null)
+        {
+            await Dht.DisposeAsync();
+        }
+        await Node.DisposeAsync();
+    }
+}
