@@ -45,19 +45,21 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
     public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
         Action<GossipsubOptions>? configureGossip = null)
     {
-        var node = await PotluckNode.StartTcpAsync(key ?? PrivateKey.Generate(), [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], null,
-            TestLogging.Factory, CancellationToken.None);
-        var peer = new InteropPotluckPeer(node);
-        if (gossip)
+        var gossipOptions = new GossipsubOptions();
+        configureGossip?.Invoke(gossipOptions);
+        var node = await PotluckNode.StartAsync(new NodeOptions
         {
-            var options = new GossipsubOptions();
-            configureGossip?.Invoke(options);
-            peer.Gossip = new GossipsubService(node.Host, options, TestLogging.Factory, new Random(seed));
-        }
-        if (dhtProtocol is not null)
+            Key = key ?? PrivateKey.Generate(),
+            Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")],
+            Random = new Random(seed),
+            Gossip = gossipOptions,
+            Kademlia = new KademliaOptions { ProtocolId = dhtProtocol ?? KademliaService.DefaultProtocolId },
+        }, TestLogging.Factory, CancellationToken.None);
+        var peer = new InteropPotluckPeer(node)
         {
-            peer.Dht = new KademliaService(node.Host, new KademliaOptions { ProtocolId = dhtProtocol }, TestLogging.Factory, new Random(seed));
-        }
+            Gossip = gossip ? node.Gossip : null,
+            Dht = dhtProtocol is not null ? node.Dht : null,
+        };
         return peer;
     }
 

@@ -564,9 +564,9 @@ public sealed partial class Libp2pHost : IHost
         if (connection.RemotePeer == PeerId || !Register(connection))
         {
             await connection.CloseAsync();
-            return;
         }
-        Peers.AddAddresses(connection.RemotePeer, [connection.RemoteAddress], AddressSource.Observed);
+        // The remote address of an inbound connection is usually an ephemeral port nobody listens on: it is
+        // not recorded (go-libp2p doesn't either); the peer's listen addresses come from identify.
     }
 
     private async Task StreamAcceptLoopAsync(Connection connection)
