@@ -93,6 +93,10 @@ public class GossipsubServiceTests
         await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 4, ct, o => { o.MaxRpcSize = 4096; o.MaxMessageSize = 2048; });
         var a = net.Services[0];
         var bHost = net.Nodes[1].Host;
+        // b's own gossip stream reaches a first (a sees b's subscription on it); the raw stream below then
+        // replaces it, rather than racing it and being replaced itself.
+        using var bSub = net.Services[1].Subscribe(Topic);
+        await a.WaitUntilAsync(s => s.Peers(Topic).Contains(bHost.PeerId), ct);
 
         await using var raw = await bHost.NewStreamAsync(net.Nodes[0].Host.PeerId, [GossipsubService.ProtocolIdV11], ct);
         raw.Output.Write(Varint.Encode(1 << 30));

@@ -219,6 +219,9 @@ public class HostTests
         var open = await hosts.StartAsync();
 
         await a.Host.ConnectAsync(b.Address, ct);
+        // Both sides done with the pair's handshake and identify before virtual time jumps ahead.
+        await a.Identify.WhenIdentifiedAsync(b.Host.PeerId, ct);
+        await b.Identify.WhenIdentifiedAsync(a.Host.PeerId, ct);
         // With the wrong key each side reads noise; whichever notices first hangs up, and the dial timeout
         // (its timer starts when the dial does) bounds the case where neither can tell.
         var dial1 = stranger.Host.ConnectAsync(a.Address, ct).AsTask();

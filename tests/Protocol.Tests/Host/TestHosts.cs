@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Host;
@@ -24,6 +25,12 @@ internal sealed class TestHosts : IAsyncDisposable
         Network = new SimulatedNetwork(Time);
     }
 
+    /// <summary>Silent unless POTLUCK_TEST_LOG names a level (e.g. debug), then to the console.</summary>
+    public static ILoggerFactory Loggers { get; } =
+        Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("POTLUCK_TEST_LOG"), true, out var level)
+            ? LoggerFactory.Create(b => b.SetMinimumLevel(level).AddSimpleConsole())
+            : NullLoggerFactory.Instance;
+
     public FakeTimeProvider Time { get; }
 
     public SimulatedNetwork Network { get; }
@@ -39,8 +46,8 @@ internal sealed class TestHosts : IAsyncDisposable
         var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
         configure?.Invoke(settings.Host);
         configureStack?.Invoke(settings);
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, NullLoggerFactory.Instance, Time);
-        var identify = new IdentifyService(host, new IdentifyOptions(), NullLoggerFactory.Instance);
+        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, Loggers, Time);
+        var identify = new IdentifyService(host, new IdentifyOptions(), Loggers);
         var node = new TestNode(host, identify, new PingService(host), new PerfService(host, new PerfOptions()));
         _owned.Add(identify);
         _owned.Add(host);
