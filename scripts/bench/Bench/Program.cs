@@ -24,6 +24,9 @@ public static class Program
         var size = args.Length > 0 && long.TryParse(args[0], CultureInfo.InvariantCulture, out var s) ? s : 256L << 20;
         var runs = args.Length > 1 && int.TryParse(args[1], CultureInfo.InvariantCulture, out var r) ? r : 3;
         var handshakes = args.Length > 2 && int.TryParse(args[2], CultureInfo.InvariantCulture, out var h) ? h : 2000;
+        // Optional fourth argument: which parts to run (comma-separated: raw, potluck, js, hs, jshs); default all.
+        var parts = (args.Length > 3 ? args[3] : "raw,potluck,js,hs,jshs").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        bool Run(string part) => parts.Contains(part, StringComparer.OrdinalIgnoreCase);
         using var overall = new CancellationTokenSource(TimeSpan.FromMinutes(15));
         var ct = overall.Token;
 
@@ -31,11 +34,11 @@ public static class Program
         Console.WriteLine($"# payload {size >> 20} MiB per direction, median of {runs} runs; {handshakes} handshakes");
         Console.WriteLine();
 
-        var raw = await MedianAsync(runs, () => RawTcpAsync(size, ct));
-        var potluck = await MedianAsync(runs, () => PotluckPerfAsync(size, ct));
-        var js = await MedianAsync(runs, () => JsPerfAsync(size, ct));
-        var hs = await PotluckHandshakesAsync(handshakes, ct);
-        var jsHs = await JsHandshakesAsync(Math.Min(handshakes, 300), ct);
+        var raw = Run("raw") ? await MedianAsync(runs, () => RawTcpAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var potluck = Run("potluck") ? await MedianAsync(runs, () => PotluckPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var js = Run("js") ? await MedianAsync(runs, () => JsPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var hs = Run("hs") ? await PotluckHandshakesAsync(handshakes, ct) : double.NaN;
+        var jsHs = Run("jshs") ? await JsHandshakesAsync(Math.Min(handshakes, 300), ct) : double.NaN;
 
         Console.WriteLine("| single stream, loopback | upload MiB/s | download MiB/s |");
         Console.WriteLine("| --- | ---: | ---: |");
@@ -54,7 +57,10 @@ public static class Program
         var results = new List<(double Up, double Down)>();
         for (var i = 0; i < runs; i++)
         {
-            results.Add(await run());
+            var cpu = Environment.CpuUsage.TotalTime;
+            var result = await run();
+            Console.WriteLine($"#   run {i + 1}: {result.Up:0} / {result.Down:0} MiB/s ({(Environment.CpuUsage.TotalTime - cpu).TotalSeconds:0.00} s of this process's CPU)");
+            results.Add(result);
         }
         return (results.Select(x => x.Up).Order().ElementAt(runs / 2), results.Select(x => x.Down).Order().ElementAt(runs / 2));
     }
@@ -144,9 +150,11 @@ public static class Program
             }
         }
         await Task.WhenAll(clients.Select(c => Dial(c, 20))); // warm-up
+        var cpu = Environment.CpuUsage.TotalTime;
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(clients.Select(c => Dial(c, count / parallel)));
         var rate = count / parallel * parallel / sw.Elapsed.TotalSeconds;
+        Console.WriteLine($"#   handshakes: {rate:0}/s, {(Environment.CpuUsage.TotalTime - cpu).TotalMicroseconds / (count / parallel * parallel):0} µs of this process's CPU per handshake (both ends)");
         foreach (var c in clients)
         {
             await c.DisposeAsync();
