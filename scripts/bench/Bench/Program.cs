@@ -34,6 +34,10 @@ public static class Program
         Console.WriteLine($"# payload {size >> 20} MiB per direction, median of {runs} runs; {handshakes} handshakes");
         Console.WriteLine();
 
+        if (Run("micro"))
+        {
+            Micro.Run();
+        }
         var raw = Run("raw") ? await MedianAsync(runs, () => RawTcpAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
         var potluck = Run("potluck") ? await MedianAsync(runs, () => PotluckPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
         var js = Run("js") ? await MedianAsync(runs, () => JsPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
