@@ -34,6 +34,7 @@ public static class Program
         Console.WriteLine($"# payload {size >> 20} MiB per direction, median of {runs} runs; {handshakes} handshakes");
         Console.WriteLine();
 
+        using var allocations = Environment.GetEnvironmentVariable("BENCH_ALLOCATIONS") == "1" ? new AllocationListener() : null;
         if (Run("micro"))
         {
             Micro.Run();
@@ -44,6 +45,7 @@ public static class Program
         var hs = Run("hs") ? await PotluckHandshakesAsync(handshakes, ct) : double.NaN;
         var jsHs = Run("jshs") ? await JsHandshakesAsync(Math.Min(handshakes, 300), ct) : double.NaN;
 
+        allocations?.Print();
         Console.WriteLine("| single stream, loopback | upload MiB/s | download MiB/s |");
         Console.WriteLine("| --- | ---: | ---: |");
         Console.WriteLine($"| raw TCP (ceiling) | {raw.Up:0} | {raw.Down:0} |");
@@ -62,8 +64,11 @@ public static class Program
         for (var i = 0; i < runs; i++)
         {
             var cpu = Environment.CpuUsage.TotalTime;
+            var allocated = GC.GetTotalAllocatedBytes();
+            var gcs = GC.CollectionCount(0);
             var result = await run();
-            Console.WriteLine($"#   run {i + 1}: {result.Up:0} / {result.Down:0} MiB/s ({(Environment.CpuUsage.TotalTime - cpu).TotalSeconds:0.00} s of this process's CPU)");
+            Console.WriteLine($"#   run {i + 1}: {result.Up:0} / {result.Down:0} MiB/s ({(Environment.CpuUsage.TotalTime - cpu).TotalSeconds:0.00} s of this process's CPU, " +
+                              $"{(GC.GetTotalAllocatedBytes() - allocated) >> 20} MiB allocated, {GC.CollectionCount(0) - gcs} GCs)");
             results.Add(result);
         }
         return (results.Select(x => x.Up).Order().ElementAt(runs / 2), results.Select(x => x.Down).Order().ElementAt(runs / 2));
