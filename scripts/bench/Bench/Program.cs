@@ -24,6 +24,9 @@ public static class Program
         var size = args.Length > 0 && long.TryParse(args[0], CultureInfo.InvariantCulture, out var s) ? s : 256L << 20;
         var runs = args.Length > 1 && int.TryParse(args[1], CultureInfo.InvariantCulture, out var r) ? r : 3;
         var handshakes = args.Length > 2 && int.TryParse(args[2], CultureInfo.InvariantCulture, out var h) ? h : 2000;
+        // Optional fourth argument: which parts to run (comma-separated: raw, potluck, js, hs, jshs); default all.
+        var parts = (args.Length > 3 ? args[3] : "raw,potluck,js,hs,jshs").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        bool Run(string part) => parts.Contains(part, StringComparer.OrdinalIgnoreCase);
         using var overall = new CancellationTokenSource(TimeSpan.FromMinutes(15));
         var ct = overall.Token;
 
@@ -31,12 +34,18 @@ public static class Program
         Console.WriteLine($"# payload {size >> 20} MiB per direction, median of {runs} runs; {handshakes} handshakes");
         Console.WriteLine();
 
-        var raw = await MedianAsync(runs, () => RawTcpAsync(size, ct));
-        var potluck = await MedianAsync(runs, () => PotluckPerfAsync(size, ct));
-        var js = await MedianAsync(runs, () => JsPerfAsync(size, ct));
-        var hs = await PotluckHandshakesAsync(handshakes, ct);
-        var jsHs = await JsHandshakesAsync(Math.Min(handshakes, 300), ct);
+        using var allocations = Environment.GetEnvironmentVariable("BENCH_ALLOCATIONS") == "1" ? new AllocationListener() : null;
+        if (Run("micro"))
+        {
+            Micro.Run();
+        }
+        var raw = Run("raw") ? await MedianAsync(runs, () => RawTcpAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var potluck = Run("potluck") ? await MedianAsync(runs, () => PotluckPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var js = Run("js") ? await MedianAsync(runs, () => JsPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
+        var hs = Run("hs") ? await PotluckHandshakesAsync(handshakes, ct) : double.NaN;
+        var jsHs = Run("jshs") ? await JsHandshakesAsync(Math.Min(handshakes, 300), ct) : double.NaN;
 
+        allocations?.Print();
         Console.WriteLine("| single stream, loopback | upload MiB/s | download MiB/s |");
         Console.WriteLine("| --- | ---: | ---: |");
         Console.WriteLine($"| raw TCP (ceiling) | {raw.Up:0} | {raw.Down:0} |");
@@ -54,7 +63,13 @@ public static class Program
         var results = new List<(double Up, double Down)>();
         for (var i = 0; i < runs; i++)
         {
-            results.Add(await run());
+            var cpu = Environment.CpuUsage.TotalTime;
+            var allocated = GC.GetTotalAllocatedBytes();
+            var gcs = GC.CollectionCount(0);
+            var result = await run();
+            Console.WriteLine($"#   run {i + 1}: {result.Up:0} / {result.Down:0} MiB/s ({(Environment.CpuUsage.TotalTime - cpu).TotalSeconds:0.00} s of this process's CPU, " +
+                              $"{(GC.GetTotalAllocatedBytes() - allocated) >> 20} MiB allocated, {GC.CollectionCount(0) - gcs} GCs)");
+            results.Add(result);
         }
         return (results.Select(x => x.Up).Order().ElementAt(runs / 2), results.Select(x => x.Down).Order().ElementAt(runs / 2));
     }
@@ -101,7 +116,8 @@ public static class Program
         await using var server = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), listen, null, NullLoggerFactory.Instance, ct);
         await using var client = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), [], null, NullLoggerFactory.Instance, ct);
         var connection = await client.Host.ConnectAsync(server.FullAddresses[0], ct);
-        await client.Perf.RunAsync(connection.RemotePeer, 8 << 20, 8 << 20, ct); // warm up the JIT
+        // Warm up until tiered compilation has optimized the data path: with 8 MiB the first run measured tier-0 code.
+        await client.Perf.RunAsync(connection.RemotePeer, 64 << 20, 64 << 20, ct);
         var up = await client.Perf.RunAsync(connection.RemotePeer, size, 0, ct);
         var down = await client.Perf.RunAsync(connection.RemotePeer, 0, size, ct);
         return (MiBps(size, up.Elapsed), MiBps(size, down.Elapsed));
@@ -143,10 +159,14 @@ public static class Program
                 await conn.CloseAsync();
             }
         }
-        await Task.WhenAll(clients.Select(c => Dial(c, 20))); // warm-up
+        // Warm-up long enough for tiered compilation to reach optimized code (BouncyCastle's Ed25519 verify is
+        // ~40% slower in tier 0): a 160-handshake warm-up measured mostly unoptimized code.
+        await Task.WhenAll(clients.Select(c => Dial(c, Math.Max(20, count / parallel / 2))));
+        var cpu = Environment.CpuUsage.TotalTime;
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(clients.Select(c => Dial(c, count / parallel)));
         var rate = count / parallel * parallel / sw.Elapsed.TotalSeconds;
+        Console.WriteLine($"#   handshakes: {rate:0}/s, {(Environment.CpuUsage.TotalTime - cpu).TotalMicroseconds / (count / parallel * parallel):0} µs of this process's CPU per handshake (both ends)");
         foreach (var c in clients)
         {
             await c.DisposeAsync();

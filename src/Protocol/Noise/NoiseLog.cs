@@ -1,3 +1,4 @@
+using Potluck.Protocol.Identity;
 using Microsoft.Extensions.Logging;
 
 namespace Potluck.Protocol.Noise;
@@ -6,7 +7,7 @@ namespace Potluck.Protocol.Noise;
 internal static partial class NoiseLog
 {
     [LoggerMessage(EventId = 1, Level = LogLevel.Debug, Message = "Noise handshake with {Peer} complete (initiator: {Initiator}, early muxers: {MuxerCount})")]
-    public static partial void HandshakeCompleted(this ILogger logger, string peer, bool initiator, int muxerCount);
+    public static partial void HandshakeCompleted(this ILogger logger, PeerId peer, bool initiator, int muxerCount);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Debug, Message = "Noise handshake failed: {Reason}")]
     public static partial void HandshakeViolation(this ILogger logger, string reason);

@@ -24,8 +24,12 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private const string Protocol = NoiseSecurity.ProtocolId;
     private const int TagLength = NoiseCipherState.TagLength;
     private const int FlushThreshold = 256 * 1024;
-    // A segment shorter than this is coalesced with the following data (one copy) instead of becoming a tiny frame.
+    // A segment shorter than this is coalesced with at most this much of the following data (a small copy)
+    // instead of becoming a tiny frame; the next frame then starts inside the following segment, copy-free.
     private const int CoalesceBelow = 4096;
+    // Frames we send fill exactly one 64 KiB buffer (2-byte length, 65518 bytes, 16-byte tag), so the connection's
+    // output pipe packs one frame per pooled 64 KiB buffer instead of spilling each into a 128 KiB one.
+    private const int SendPlaintextLength = 64 * 1024 - NoiseFrame.HeaderLength - TagLength;
 
     private readonly IDuplexPipe _transport;
     private readonly NoiseCipherState _send;
@@ -251,7 +255,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             while (!remaining.IsEmpty && batch < FlushThreshold)
             {
                 var first = remaining.FirstSpan;
-                var length = (int)Math.Min(remaining.Length, NoiseFrame.MaxPlaintextLength);
+                var length = (int)Math.Min(remaining.Length, SendPlaintextLength);
                 ReadOnlySpan<byte> plaintext;
                 if (first.Length >= length)
                 {
@@ -264,7 +268,10 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 }
                 else
                 {
-                    scratch ??= ArrayPool<byte>.Shared.Rent(NoiseFrame.MaxPlaintextLength);
+                    // Copy the short tail and only a little of what follows: copying a whole frame's worth here,
+                    // as every frame after a segment's short tail would, doubled the send path's memory traffic.
+                    length = Math.Min(length, first.Length + CoalesceBelow);
+                    scratch ??= ArrayPool<byte>.Shared.Rent(SendPlaintextLength);
                     remaining.Slice(0, length).CopyTo(scratch);
                     plaintext = scratch.AsSpan(0, length);
                 }

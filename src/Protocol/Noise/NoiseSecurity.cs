@@ -83,7 +83,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
                 remote = ReadPayload(state, message, length, expectedRemote);
             }
             var (send, receive) = state.Split();
-            _logger.HandshakeCompleted(remote.Peer.ToString(), initiator, remote.EarlyMuxers.Count);
+            _logger.HandshakeCompleted(remote.Peer, initiator, remote.EarlyMuxers.Count);
             return new NoiseSecureChannel(insecure, send, receive, remote, _options, _channelLogger);
         }
         catch (Exception e)

@@ -562,7 +562,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             {
                 _backlog.Writer.TryWrite((YamuxStream)outcome.Opened);
             }
-            else if (header.Flags.HasFlag(YamuxFlags.Syn) && outcome.Stream is null && header.Type is YamuxFrameType.Data or YamuxFrameType.WindowUpdate)
+            else if ((header.Flags & YamuxFlags.Syn) != 0 && outcome.Stream is null && header.Type is YamuxFrameType.Data or YamuxFrameType.WindowUpdate)
             {
                 LogRefused(header.StreamId);
             }
@@ -621,7 +621,17 @@ public sealed partial class YamuxConnection : IMuxedConnection
             var writer = stream.InPipe.Writer;
             foreach (var segment in payload)
             {
-                writer.Write(segment.Span);
+                // Ask for room for the whole payload: the pipe then takes one big pooled buffer instead of many
+                // small ones (which overflow the pools' caches and end up as garbage when a window's worth queues).
+                var source = segment.Span;
+                while (!source.IsEmpty)
+                {
+                    var span = writer.GetSpan(Math.Min(source.Length, YamuxStream.InputSegmentSize));
+                    var n = Math.Min(span.Length, source.Length);
+                    source[..n].CopyTo(span);
+                    writer.Advance(n);
+                    source = source[n..];
+                }
             }
 
             YamuxSession.OnDelivered(stream, payload.Length);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Potluck.Protocol.Muxing;
 
 namespace Potluck.Protocol.Yamux;
@@ -12,6 +13,12 @@ namespace Potluck.Protocol.Yamux;
 /// </summary>
 internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
 {
+    /// <summary>Largest buffer one delivery asks the input pipe for (big payloads fill few, large pooled buffers).</summary>
+    internal const int InputSegmentSize = 64 * 1024;
+
+    /// <summary>Smallest input buffer: small messages do not hold a large buffer.</summary>
+    private const int InputMinimumSegmentSize = 4 * 1024;
+
     private readonly YamuxConnection _connection;
     private readonly InputReader _input;
     private readonly OutputWriter _output;
@@ -20,7 +27,8 @@ internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
         : base(id, outbound)
     {
         _connection = connection;
-        InPipe = new Pipe(new PipeOptions(pauseWriterThreshold: 0, resumeWriterThreshold: 0, useSynchronizationContext: false));
+        InPipe = new Pipe(new PipeOptions(pauseWriterThreshold: 0, resumeWriterThreshold: 0, minimumSegmentSize: InputMinimumSegmentSize,
+                                          useSynchronizationContext: false));
         OutPipe = new Pipe(new PipeOptions(
             pauseWriterThreshold: options.StreamSendBuffer,
             resumeWriterThreshold: Math.Max(1, options.StreamSendBuffer / 2),
@@ -89,6 +97,7 @@ internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
             return Awaited(pending);
         }
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<ReadResult> Awaited(ValueTask<ReadResult> pending)
         {
             var result = await pending.ConfigureAwait(false);

@@ -31,11 +31,11 @@ public class NoiseHandshakeStateTests
     [TestCase(true)]
     public void CacophonyVector_XX25519ChaChaPolySha256_ReproducesEveryMessageAndTheHandshakeHash(bool bouncyCastle)
     {
-        using var initStatic = X25519KeyPair.FromPrivate(Convert.FromHexString(InitStatic));
-        using var respStatic = X25519KeyPair.FromPrivate(Convert.FromHexString(RespStatic));
+        using var initStatic = X25519KeyPair.FromPrivate(Convert.FromHexString(InitStatic), bouncyCastle);
+        using var respStatic = X25519KeyPair.FromPrivate(Convert.FromHexString(RespStatic), bouncyCastle);
         var prologue = Convert.FromHexString(Prologue);
-        using var initiator = new NoiseHandshakeState(true, initStatic, prologue, X25519KeyPair.FromPrivate(Convert.FromHexString(InitEphemeral)), bouncyCastle);
-        using var responder = new NoiseHandshakeState(false, respStatic, prologue, X25519KeyPair.FromPrivate(Convert.FromHexString(RespEphemeral)), bouncyCastle);
+        using var initiator = new NoiseHandshakeState(true, initStatic, prologue, X25519KeyPair.FromPrivate(Convert.FromHexString(InitEphemeral), bouncyCastle), bouncyCastle);
+        using var responder = new NoiseHandshakeState(false, respStatic, prologue, X25519KeyPair.FromPrivate(Convert.FromHexString(RespEphemeral), bouncyCastle), bouncyCastle);
 
         for (var i = 0; i < 3; i++)
         {

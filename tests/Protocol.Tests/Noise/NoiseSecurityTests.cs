@@ -86,7 +86,8 @@ public class NoiseSecurityTests
             i += 2 + length;
         }
         Assert.That(frames.Sum(), Is.EqualTo(data.Length));
-        Assert.That(frames.Max(), Is.EqualTo(65519));
+        // Full frames carry 65518 bytes, so that a sealed frame fills exactly one 64 KiB buffer.
+        Assert.That(frames.Max(), Is.EqualTo(65518));
         Assert.That(frames, Has.All.GreaterThan(0).And.All.LessThanOrEqualTo(65519));
         await alice.DisposeAsync();
         await bob.DisposeAsync();

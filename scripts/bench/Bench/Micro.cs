@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Noise;
+
+namespace Potluck.Benchmarks;
+
+/// <summary>
+/// Quick per-operation costs of the handshake's pieces (µs of one thread's time, best of a few rounds), for
+/// finding where handshake CPU goes: not a substitute for BenchmarkDotNet, but needs nothing else.
+/// </summary>
+internal static class Micro
+{
+    public static void Run()
+    {
+        Measure("X25519 key pair (OpenSSL when available)", 2000, () => X25519KeyPair.Generate().Dispose());
+        using var a = X25519KeyPair.Generate();
+        using var b = X25519KeyPair.Generate();
+        using var bcA = X25519KeyPair.FromPrivate(new byte[32].Select((_, i) => (byte)(i + 1)).ToArray(), forceBouncyCastle: true);
+        var shared = new byte[32];
+        Measure("X25519 agree (OpenSSL when available)", 2000, () => a.TryAgree(b.PublicKey, shared));
+        Measure("X25519 agree (BouncyCastle)", 2000, () => bcA.TryAgree(b.PublicKey, shared));
+        var identity = PrivateKey.Generate();
+        var message = new byte[64];
+        var signature = identity.Sign(message);
+        Measure("Ed25519 sign", 2000, () => identity.Sign(message));
+        Measure("Ed25519 verify", 2000, () => identity.PublicKey.Verify(message, signature));
+        Measure("Noise XX handshake state machines, both ends (no I/O, no signatures)", 1000, () =>
+        {
+            using var i = new NoiseHandshakeState(true, a, ReadOnlySpan<byte>.Empty);
+            using var r = new NoiseHandshakeState(false, b, ReadOnlySpan<byte>.Empty);
+            var buffer = new byte[1024];
+            var payload = new byte[1024];
+            var n = i.WriteMessage([], buffer);
+            r.ReadMessage(buffer.AsSpan(0, n), payload);
+            n = r.WriteMessage(new byte[100], buffer);
+            i.ReadMessage(buffer.AsSpan(0, n), payload);
+            n = i.WriteMessage(new byte[100], buffer);
+            r.ReadMessage(buffer.AsSpan(0, n), payload);
+            var (s1, r1) = i.Split();
+            var (s2, r2) = r.Split();
+            s1.Dispose(); r1.Dispose(); s2.Dispose(); r2.Dispose();
+        });
+        var key = new byte[32];
+        Measure("ChaCha20Poly1305 cipher state create+dispose", 5000, () => new NoiseCipherState(key).Dispose());
+        var ck = new byte[32];
+        var output = new byte[64];
+        Measure("Noise HKDF (3 HMAC-SHA256)", 5000, () => NoiseSymmetricState.Hkdf(ck, key, output));
+        var cipher = new NoiseCipherState(key);
+        var plain = new byte[NoiseFrame.MaxPlaintextLength];
+        var sealedFrame = new byte[NoiseFrame.MaxMessageLength];
+        Measure("ChaCha20Poly1305 encrypt 65519 B", 2000, () => cipher.Encrypt(default, plain, sealedFrame));
+    }
+
+    private static void Measure(string name, int count, Action action)
+    {
+        var best = double.MaxValue;
+        for (var round = 0; round < 5; round++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (var i = 0; i < count; i++)
+            {
+                action();
+            }
+            best = Math.Min(best, sw.Elapsed.TotalMicroseconds / count);
+        }
+        Console.WriteLine($"# {name}: {best:0.0} µs");
+    }
+}
