@@ -12,6 +12,8 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
 {
     private readonly WasmSandbox _sandbox;
     private readonly ModuleStore _modules;
+    private readonly CancellationTokenSource _closing = new();
+    private readonly HashSet<Task> _running = [];
 
     public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules)
     {
@@ -68,7 +70,48 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
             FuelLimit = (ulong)Math.Max(1, fuelLimit),
             MemoryLimitBytes = memoryLimitBytes,
         };
-        return _sandbox.ExecuteAsync(spec, payload.Stdin, ct);
+        return TrackAsync(spec, payload.Stdin, ct);
+    }
+
+    private Task<SandboxResult> TrackAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct)
+    {
+        lock (_running)
+        {
+            if (_closing.IsCancellationRequested)
+            {
+                return Task.FromCanceled<SandboxResult>(_closing.Token);
+            }
+            var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
+            var run = _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            _running.Add(run);
+            _ = run.ContinueWith(t =>
+            {
+                linked.Dispose();
+                lock (_running)
+                {
+                    _running.Remove(t);
+                }
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return run;
+        }
+    }
+
+    /// <summary>Cancels every run in flight and waits for them to stop, so the sandbox can be disposed.</summary>
+    public async Task CloseAsync()
+    {
+        Task[] running;
+        lock (_running)
+        {
+            _closing.Cancel();
+            running = [.. _running];
+        }
+        try
+        {
+            await Task.WhenAll(running);
+        }
+        catch (Exception e) when (e is OperationCanceledException or AggregateException)
+        {
+        }
     }
 
     /// <summary>True when this sandbox applies exactly these limits (not capped lower), so a re-run is comparable.</summary>

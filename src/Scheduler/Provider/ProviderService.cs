@@ -154,7 +154,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             while (!ct.IsCancellationRequested)
             {
-                var body = await LengthPrefixed.ReadAsync(stream.Input, _options.Lease.MaxFrameBytes, LeaseProtocol.Id, ct);
+                var body = await FrameReader.ReadAsync(stream.Input, _options.Lease.MaxFrameBytes, LeaseProtocol.Id, ct);
                 if (body is null)
                 {
                     break;

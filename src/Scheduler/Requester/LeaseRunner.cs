@@ -139,7 +139,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
         {
             while (!_done.Task.IsCompleted)
             {
-                var body = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxFrameBytes, LeaseProtocol.Id, _stop.Token);
+                var body = await FrameReader.ReadAsync(stream.Input, _options.MaxFrameBytes, LeaseProtocol.Id, _stop.Token);
                 if (body is null)
                 {
                     break;
