@@ -1,8 +1,8 @@
 using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Credits;
 
-using Potluck.Scheduler.Provider;
-using Potluck.Scheduler.Requester;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Sandbox;
 using Potluck.Scheduler.Verification;
 

@@ -9,8 +9,8 @@ using Potluck.Protocol.Transport.Memory;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Leasing;
-using Potluck.Scheduler.Provider;
-using Potluck.Scheduler.Requester;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Topics;
 
 namespace Potluck.Node.Tests.Compute;

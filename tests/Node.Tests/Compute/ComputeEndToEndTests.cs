@@ -3,8 +3,8 @@ using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
-using Potluck.Scheduler.Provider;
-using Potluck.Scheduler.Requester;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
 
 namespace Potluck.Node.Tests.Compute;
 

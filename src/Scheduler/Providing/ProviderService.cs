@@ -10,7 +10,7 @@ using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Topics;
 
-namespace Potluck.Scheduler.Provider;
+namespace Potluck.Scheduler.Providing;
 
 /// <summary>
 /// The provider's shell over the host: serves <see cref="LeaseProtocol.Id"/> (feeding every message to the pure

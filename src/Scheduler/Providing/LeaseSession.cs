@@ -2,7 +2,7 @@ using System.Threading.Channels;
 using Potluck.Protocol.Host;
 using Potluck.Scheduler.Leasing;
 
-namespace Potluck.Scheduler.Provider;
+namespace Potluck.Scheduler.Providing;
 
 /// <summary>
 /// One lease stream's writer: messages are queued in the order the state machines produced them (callers enqueue

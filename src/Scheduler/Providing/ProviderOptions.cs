@@ -2,7 +2,7 @@ using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Leasing;
 
-namespace Potluck.Scheduler.Provider;
+namespace Potluck.Scheduler.Providing;
 
 /// <summary>What a provider offers and charges, and the limits of its protocols.</summary>
 public sealed class ProviderOptions

@@ -3,7 +3,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Scheduler.Leasing;
 
-namespace Potluck.Scheduler.Requester;
+namespace Potluck.Scheduler.Requesting;
 
 /// <summary>
 /// Drives one <see cref="RequesterLease"/> over <see cref="LeaseProtocol.Id"/> streams: opens a stream, writes what

@@ -4,7 +4,7 @@ using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Matching;
 using Potluck.Scheduler.Verification;
 
-namespace Potluck.Scheduler.Requester;
+namespace Potluck.Scheduler.Requesting;
 
 /// <summary>How a <see cref="ComputeClient"/> chooses, retries, verifies and pays.</summary>
 public sealed class ComputeClientOptions

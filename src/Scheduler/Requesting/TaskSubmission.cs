@@ -1,7 +1,7 @@
 using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Leasing;
 
-namespace Potluck.Scheduler.Requester;
+namespace Potluck.Scheduler.Requesting;
 
 /// <summary>A task to run somewhere on the network: a WASI preview 1 command module, its stdin and arguments, and limits.</summary>
 public sealed record TaskSubmission

@@ -2,7 +2,7 @@ using MessagePack;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 
-namespace Potluck.Scheduler.Provider;
+namespace Potluck.Scheduler.Providing;
 
 /// <summary>
 /// <c>/potluck/receipt/1.0.0</c>: the requester opens a stream, sends one signed receipt envelope (unsigned-varint

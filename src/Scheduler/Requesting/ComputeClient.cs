@@ -8,12 +8,12 @@ using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Matching;
-using Potluck.Scheduler.Provider;
+using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Sandbox;
 using Potluck.Scheduler.Topics;
 using Potluck.Scheduler.Verification;
 
-namespace Potluck.Scheduler.Requester;
+namespace Potluck.Scheduler.Requesting;
 
 /// <summary>
 /// The requester's API: <see cref="SubmitAsync"/> runs a task somewhere on the network and returns its output.
