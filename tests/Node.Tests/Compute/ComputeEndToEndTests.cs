@@ -180,4 +180,26 @@ public class ComputeEndToEndTests
         }
         cluster.AssertLedgersConserve();
     }
+
+    [Test]
+    public async Task Replicas_RunOnDistinctProvidersAtOnce_AgreeingResultIsVerifiedAndEachIsPaid(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(14);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var providers = new[]
+        {
+            await cluster.AddAsync("p1", provide: true), await cluster.AddAsync("p2", provide: true), await cluster.AddAsync("p3", provide: true),
+        };
+        await requester.Node.Client.WaitForProvidersAsync(3, ct);
+
+        var result = await requester.Node.SubmitAsync(HashTask("valuable", 400) with { Replicas = 3 }, ct);
+
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("valuable"u8.ToArray(), 400)));
+        Assert.That(result.Verified, Is.True);
+        Assert.That(result.History.Where(h => h.Paid > 0).Select(h => h.Provider).Distinct().Count(), Is.EqualTo(3), "three distinct providers, each paid");
+        Assert.That(result.Cost, Is.EqualTo(result.History.Sum(h => h.Paid)));
+        Assert.That(providers.All(p => p.Node.Ledger.Balance() > ComputeCluster.Grant), Is.True);
+        cluster.AssertLedgersConserve();
+    }
 }
