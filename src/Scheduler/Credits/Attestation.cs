@@ -19,6 +19,8 @@ public enum AttestedOutcome : byte
     OutOfMemory = 4,
     /// <summary>The output exceeded its size limit.</summary>
     OutputTooLarge = 5,
+    /// <summary>The runtime refused the module (not WebAssembly, or not a WASI command); nothing ran.</summary>
+    InvalidModule = 6,
 }
 
 /// <summary>

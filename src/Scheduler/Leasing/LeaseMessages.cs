@@ -141,6 +141,10 @@ public enum ExecutionStatus
     OutOfMemory = 3,
     /// <summary>The runtime could not load the module.</summary>
     InvalidModule = 4,
+    /// <summary>The task wrote more output than the runtime allows.</summary>
+    OutputTooLarge = 5,
+    /// <summary>The provider's wall-clock limit ended the task (not reproducible elsewhere).</summary>
+    TimedOut = 6,
 }
 
 /// <summary>

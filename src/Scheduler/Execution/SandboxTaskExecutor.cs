@@ -1,0 +1,121 @@
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Sandbox;
+
+namespace Potluck.Scheduler.Execution;
+
+/// <summary>
+/// Runs leased tasks in the <see cref="WasmSandbox"/>: the module from the lease (then kept in the
+/// <see cref="ModuleStore"/>) or from the store, the input decoded as a <see cref="TaskPayload"/>, and the terms'
+/// fuel and memory limits. Also re-runs tasks for verification (<see cref="RunAsync"/>).
+/// </summary>
+public sealed class SandboxTaskExecutor : ITaskExecutor
+{
+    private readonly WasmSandbox _sandbox;
+    private readonly ModuleStore _modules;
+    private readonly CancellationTokenSource _closing = new();
+    private readonly HashSet<Task> _running = [];
+
+    public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules)
+    {
+        _sandbox = sandbox;
+        _modules = modules;
+    }
+
+    public WasmSandbox Sandbox => _sandbox;
+
+    public ModuleStore Modules => _modules;
+
+    public async ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct)
+    {
+        ReadOnlyMemory<byte> module;
+        if (execution.Module is { } sent)
+        {
+            _modules.Put(sent);
+            module = sent;
+        }
+        else if (_modules.TryGet(execution.ModuleHash.Span) is { } held)
+        {
+            module = held;
+        }
+        else
+        {
+            return new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
+        }
+        var result = await RunAsync(module, execution.Input, execution.Terms.FuelLimit, execution.Terms.MemoryLimitBytes, ct);
+        return new ExecutionReport(ExecutionMapping.ToStatus(result.Outcome), (long)Math.Min(result.FuelConsumed, long.MaxValue),
+            result.ExitCode ?? 0, result.Stdout);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="module"/> on a lease input (a <see cref="TaskPayload"/>) with these limits. An input that
+    /// is not a payload ends as <see cref="SandboxOutcome.InvalidModule"/>, as does a module the runtime refuses.
+    /// </summary>
+    public Task<SandboxResult> RunAsync(ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input, long fuelLimit, long memoryLimitBytes, CancellationToken ct)
+    {
+        if (!TaskPayload.TryDecode(input, out var payload))
+        {
+            return Task.FromResult(new SandboxResult
+            {
+                Outcome = SandboxOutcome.InvalidModule,
+                Error = "the lease input is not a task payload (arguments and stdin)",
+                ModuleSha256 = Convert.ToHexStringLower(ExecutionMapping.Sha256(module.Span)),
+                StdoutSha256 = ExecutionMapping.Sha256([]),
+                StderrSha256 = ExecutionMapping.Sha256([]),
+            });
+        }
+        var spec = new TaskSpec
+        {
+            Module = module,
+            Args = payload.Args,
+            FuelLimit = (ulong)Math.Max(1, fuelLimit),
+            MemoryLimitBytes = memoryLimitBytes,
+        };
+        return TrackAsync(spec, payload.Stdin, ct);
+    }
+
+    private Task<SandboxResult> TrackAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct)
+    {
+        lock (_running)
+        {
+            if (_closing.IsCancellationRequested)
+            {
+                return Task.FromCanceled<SandboxResult>(_closing.Token);
+            }
+            var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
+            var run = _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            _running.Add(run);
+            _ = run.ContinueWith(t =>
+            {
+                linked.Dispose();
+                lock (_running)
+                {
+                    _running.Remove(t);
+                }
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return run;
+        }
+    }
+
+    /// <summary>Cancels every run in flight and waits for them to stop, so the sandbox can be disposed.</summary>
+    public async Task CloseAsync()
+    {
+        Task[] running;
+        lock (_running)
+        {
+            _closing.Cancel();
+            running = [.. _running];
+        }
+        try
+        {
+            await Task.WhenAll(running);
+        }
+        catch (Exception e) when (e is OperationCanceledException or AggregateException)
+        {
+        }
+    }
+
+    /// <summary>True when this sandbox applies exactly these limits (not capped lower), so a re-run is comparable.</summary>
+    public bool CanReproduce(long fuelLimit, long memoryLimitBytes) =>
+        (ulong)Math.Max(1, fuelLimit) <= _sandbox.Options.DefaultFuel && memoryLimitBytes <= _sandbox.Options.MaxMemoryBytes
+        && _sandbox.Options.MaxStdoutBytes == ComputeRuntime.MaxOutputBytes;
+}

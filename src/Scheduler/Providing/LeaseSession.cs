@@ -1,0 +1,67 @@
+using System.Threading.Channels;
+using Potluck.Protocol.Host;
+using Potluck.Scheduler.Leasing;
+
+namespace Potluck.Scheduler.Providing;
+
+/// <summary>
+/// One lease stream's writer: messages are queued in the order the state machines produced them (callers enqueue
+/// under their lock) and written by a single loop. A queue past its bound resets the stream rather than grow.
+/// Writes to a closed session are dropped: the lease's timers, not the stream, decide when it ends.
+/// </summary>
+internal sealed class LeaseSession
+{
+    private readonly Channel<LeaseMessage> _queue;
+    private readonly IStream _stream;
+
+    public LeaseSession(IStream stream, int capacity)
+    {
+        _stream = stream;
+        _queue = Channel.CreateBounded<LeaseMessage>(new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+        Writer = Task.Run(WriteLoopAsync);
+    }
+
+    public Task Writer { get; }
+
+    public void Enqueue(IReadOnlyList<LeaseMessage> messages)
+    {
+        foreach (var m in messages)
+        {
+            if (!_queue.Writer.TryWrite(m))
+            {
+                if (_queue.Writer.TryComplete())
+                {
+                    _stream.Reset();
+                }
+                return;
+            }
+        }
+    }
+
+    /// <summary>No more messages: the writer finishes what is queued and stops.</summary>
+    public void Close() => _queue.Writer.TryComplete();
+
+    private async Task WriteLoopAsync()
+    {
+        try
+        {
+            await foreach (var message in _queue.Reader.ReadAllAsync())
+            {
+                LeaseCodec.WriteFrame(_stream.Output, message);
+                var flush = await _stream.Output.FlushAsync();
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    break;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The stream went away; the lease's timers take it from here.
+        }
+        _queue.Writer.TryComplete();
+        while (_queue.Reader.TryRead(out _))
+        {
+        }
+    }
+}

@@ -1,0 +1,42 @@
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Leasing;
+
+namespace Potluck.Scheduler.Providing;
+
+/// <summary>What a provider offers and charges, and the limits of its protocols.</summary>
+public sealed class ProviderOptions
+{
+    /// <summary>Leases run at once, at most (each holds one core). Default 1.</summary>
+    public int Cores { get; init; } = 1;
+
+    /// <summary>Memory offered to all leases together. Default 1 GiB.</summary>
+    public long MemoryBytes { get; init; } = 1L << 30;
+
+    /// <summary>Price, credits (micro-credits in the ledger) per million fuel. Default 10.</summary>
+    public long PricePerMegaFuel { get; init; } = 10;
+
+    /// <summary>Speed advertised, fuel per second on one core. Default 500 million.</summary>
+    public long SpeedFuelPerSecond { get; init; } = 500_000_000;
+
+    /// <summary>Most fuel one lease may ask for. Default 2·10^10 (the sandbox's default cap).</summary>
+    public long MaxFuel { get; init; } = 20_000_000_000;
+
+    /// <summary>Most memory one lease may ask for. Default 256 MiB (the sandbox's default cap).</summary>
+    public long MaxMemoryPerLease { get; init; } = 256L << 20;
+
+    /// <summary>Whether modules not held are fetched from the requester. Default true.</summary>
+    public bool AcceptUnknownModules { get; init; } = true;
+
+    /// <summary>Finished leases whose attestation is kept to check the receipt that pays for it. Default 4096.</summary>
+    public int MaxRememberedResults { get; init; } = 4096;
+
+    /// <summary>Messages queued for one lease stream before the stream is reset as too slow. Default 64.</summary>
+    public int MaxQueuedMessages { get; init; } = 64;
+
+    public LeaseOptions Lease { get; init; } = new();
+
+    public AdvertisementOptions Advertising { get; init; } = new();
+
+    public CreditsOptions Credits { get; init; } = new();
+}

@@ -1,0 +1,470 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Topics;
+
+namespace Potluck.Scheduler.Providing;
+
+/// <summary>
+/// The provider's shell over the host: serves <see cref="LeaseProtocol.Id"/> (feeding every message to the pure
+/// <see cref="ProviderLeaseRegistry"/> / <see cref="ProviderLease"/> under one lock, with timers on the injected
+/// <see cref="TimeProvider"/>), runs what they ask through the <see cref="ITaskExecutor"/>, signs an
+/// <see cref="Attestation"/> of every result, serves <see cref="ReceiptProtocol.Id"/> (recording each receipt as
+/// Earned in the <see cref="CreditLedger"/> before acknowledging it), and publishes signed advertisements on
+/// <see cref="AdvertisementProtocol.Topic"/> at the interval and whenever capacity changes. Capacity is held from
+/// offer to end (<see cref="ProviderCapacity"/>), so it never runs more leases at once than it advertises.
+/// </summary>
+public sealed partial class ProviderService : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly PrivateKey _key;
+    private readonly ITopicBus _bus;
+    private readonly ITaskExecutor _executor;
+    private readonly CreditLedger _ledger;
+    private readonly ProviderOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<ProviderService> _log;
+    private readonly Lock _gate = new();
+    private readonly ProviderLeaseRegistry _registry;
+    private readonly Dictionary<ProviderLease, Slot> _slots = [];
+    private readonly Dictionary<(PeerId, ulong), (SignedAttestation Attestation, long Price)> _results = [];
+    private readonly Queue<(PeerId, ulong)> _resultOrder = new();
+    private readonly AdvertisementIssuer _issuer;
+    private readonly Lock _adGate = new();
+    private readonly CancellationTokenSource _stop = new();
+    private ITimer? _adTimer;
+    private DateTimeOffset _lastPrune;
+    private int _disposed;
+    private long _leasesCompleted;
+    private long _receiptsRecorded;
+
+    public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
+        ProviderOptions options, TimeProvider time, ILogger<ProviderService> log)
+    {
+        _host = host;
+        _key = key;
+        _bus = bus;
+        _executor = executor;
+        _ledger = ledger;
+        _options = options;
+        _time = time;
+        _log = log;
+        Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes);
+        var policy = new ProviderPolicy
+        {
+            PricePerMegaFuel = options.PricePerMegaFuel,
+            MaxFuel = options.MaxFuel,
+            MaxMemoryBytes = options.MaxMemoryPerLease,
+            AcceptUnknownModules = options.AcceptUnknownModules,
+            RuntimeVersion = ComputeRuntime.Version,
+        };
+        _registry = new ProviderLeaseRegistry(key, policy, Capacity, modules, options.Lease);
+        _issuer = new AdvertisementIssuer(key, options.Advertising);
+    }
+
+    /// <summary>Cores and memory in use; <see cref="ProviderCapacity.PeakCoresInUse"/> never exceeds the advertised cores.</summary>
+    public ProviderCapacity Capacity { get; }
+
+    /// <summary>Leases that ended with a result sent.</summary>
+    public long LeasesCompleted => Interlocked.Read(ref _leasesCompleted);
+
+    /// <summary>Receipts newly recorded as Earned.</summary>
+    public long ReceiptsRecorded => Interlocked.Read(ref _receiptsRecorded);
+
+    /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
+    public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
+
+    /// <summary>Raised when the executor is handed a task (tests wait on it to act mid-task).</summary>
+    public event Action<PeerId, ulong>? ExecutionStarted;
+
+    /// <summary>Registers the protocol handlers and publishes the first advertisement.</summary>
+    public void Start()
+    {
+        _host.SetStreamHandler(LeaseProtocol.Id, HandleLeaseStreamAsync);
+        _host.SetStreamHandler(ReceiptProtocol.Id, HandleReceiptStreamAsync);
+        _adTimer = _time.CreateTimer(_ => _ = Task.Run(PublishAdvertisementAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _ = Task.Run(PublishAdvertisementAsync);
+    }
+
+    /// <summary>Polls the issuer now: publishes when the content changed or the interval passed, and re-arms the timer.</summary>
+    public async Task PublishAdvertisementAsync()
+    {
+        if (_disposed != 0)
+        {
+            return;
+        }
+        byte[]? envelope;
+        lock (_adGate)
+        {
+            var now = _time.GetUtcNow();
+            envelope = _issuer.Poll(CurrentAdvertisement(), now);
+            var next = _issuer.NextPublishAt - now;
+            _adTimer?.Change(next < TimeSpan.Zero ? TimeSpan.Zero : next, Timeout.InfiniteTimeSpan);
+        }
+        if (envelope is not null)
+        {
+            try
+            {
+                await _bus.PublishAsync(AdvertisementProtocol.Topic, envelope, _stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or InvalidOperationException or ArgumentException)
+            {
+                LogPublishFailed(_log, e.Message);
+            }
+        }
+    }
+
+    private Advertisement CurrentAdvertisement()
+    {
+        int available;
+        lock (_gate)
+        {
+            available = Capacity.AvailableCores;
+        }
+        var addresses = _host.ListenAddresses.Take(_options.Advertising.MaxListenAddresses).Select(a => a.ToBytes()).ToArray();
+        var policy = ProviderPolicyFlags.Attests | ProviderPolicyFlags.Deterministic
+            | (_options.AcceptUnknownModules ? ProviderPolicyFlags.AcceptsUnknownModules : ProviderPolicyFlags.None);
+        return new Advertisement
+        {
+            ListenAddresses = addresses,
+            Cores = _options.Cores,
+            AvailableCores = available,
+            MemoryBytes = _options.MemoryBytes,
+            SpeedFuelPerSecond = _options.SpeedFuelPerSecond,
+            PricePerMegaFuel = _options.PricePerMegaFuel,
+            RuntimeVersion = ComputeRuntime.Version,
+            Policy = policy,
+        };
+    }
+
+    // ------------------------------------------------------------------ leases
+
+    private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken ct)
+    {
+        var session = new LeaseSession(stream, _options.MaxQueuedMessages);
+        var requester = stream.Connection.RemotePublicKey;
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                var body = await FrameReader.ReadAsync(stream.Input, _options.Lease.MaxFrameBytes, LeaseProtocol.Id, ct);
+                if (body is null)
+                {
+                    break;
+                }
+                if (LeaseCodec.TryDeserialize(body, _options.Lease, out var message) != DecodeStatus.Done)
+                {
+                    throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
+                }
+                Dispatch(requester, message!, session);
+            }
+        }
+        catch (ProtocolViolationException e)
+        {
+            LogViolation(_log, stream.RemotePeer, e.Message);
+            stream.Reset();
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // The requester went away; its leases end by their own timers.
+        }
+        finally
+        {
+            session.Close();
+            await session.Writer;
+        }
+    }
+
+    private void Dispatch(PublicKey requester, LeaseMessage message, LeaseSession session)
+    {
+        var capacityChanged = false;
+        Action? after;
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            if (now - _lastPrune >= _options.Lease.FinishedRetention / 4)
+            {
+                _lastPrune = now;
+                _registry.Prune(now);
+            }
+            var before = Capacity.CoresInUse;
+            var (lease, step) = _registry.Handle(requester, message, now);
+            if (lease is null)
+            {
+                session.Enqueue(step.Send);
+                return;
+            }
+            var slot = SlotOf(lease);
+            slot.Session = session;
+            after = Apply(lease, slot, step, now);
+            capacityChanged = Capacity.CoresInUse != before;
+        }
+        after?.Invoke();
+        if (capacityChanged)
+        {
+            _ = Task.Run(PublishAdvertisementAsync);
+        }
+    }
+
+    private Slot SlotOf(ProviderLease lease)
+    {
+        if (!_slots.TryGetValue(lease, out var slot))
+        {
+            _slots[lease] = slot = new Slot();
+        }
+        return slot;
+    }
+
+    /// <summary>Carries out a step under the lock; returns what must run after it is released.</summary>
+    private Action? Apply(ProviderLease lease, Slot slot, LeaseStep step, DateTimeOffset now)
+    {
+        slot.Session?.Enqueue(step.Send);
+        Action? after = null;
+        if (step.Execute is { } execution && slot.Run is null)
+        {
+            slot.Run = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            var token = slot.Run.Token;
+            var requester = lease.Requester;
+            var id = lease.RequestId;
+            _ = Task.Run(() => RunAsync(lease, execution, token));
+            after = () => ExecutionStarted?.Invoke(requester, id);
+        }
+        if (step.AbortExecution)
+        {
+            slot.Run?.Cancel();
+        }
+        if (step.Outcome is { } outcome)
+        {
+            slot.Timer?.Dispose();
+            slot.Timer = null;
+            _slots.Remove(lease);
+            if (outcome.Kind == LeaseOutcomeKind.Completed)
+            {
+                Interlocked.Increment(ref _leasesCompleted);
+            }
+            LogLeaseEnded(_log, lease.RequestId, lease.Requester, outcome.Kind, outcome.Detail);
+            var requester = lease.Requester;
+            var id = lease.RequestId;
+            return after + (() =>
+            {
+                LeaseEnded?.Invoke(requester, id, outcome);
+                _ = Task.Run(PublishAdvertisementAsync);
+            });
+        }
+        if (step.NextTimer is { } due)
+        {
+            slot.Timer ??= _time.CreateTimer(_ => _ = Task.Run(() => OnTimer(lease)), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            var delay = due - now;
+            slot.Timer.Change(delay < TimeSpan.Zero ? TimeSpan.Zero : delay, Timeout.InfiniteTimeSpan);
+        }
+        return after;
+    }
+
+    private void OnTimer(ProviderLease lease)
+    {
+        Action? after;
+        lock (_gate)
+        {
+            if (!_slots.TryGetValue(lease, out var slot))
+            {
+                return;
+            }
+            var now = _time.GetUtcNow();
+            after = Apply(lease, slot, lease.OnTimer(now), now);
+        }
+        after?.Invoke();
+    }
+
+    private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
+    {
+        ExecutionReport report;
+        try
+        {
+            report = await _executor.ExecuteAsync(execution, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return;
+        }
+        catch (Exception e)
+        {
+            LogExecutorFailed(_log, lease.RequestId, e);
+            report = new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
+        }
+        var attestation = Attest(lease, report);
+        Action? after;
+        lock (_gate)
+        {
+            if (!_slots.TryGetValue(lease, out var slot))
+            {
+                return;
+            }
+            var now = _time.GetUtcNow();
+            var step = lease.OnExecutionCompleted(report with { Attestation = attestation.EnvelopeBytes }, now);
+            if (step.Outcome?.Kind == LeaseOutcomeKind.Completed)
+            {
+                Remember(lease.Requester, lease.RequestId, attestation, lease.Terms.PricePerMegaFuel);
+            }
+            after = Apply(lease, slot, step, now);
+        }
+        after?.Invoke();
+    }
+
+    private SignedAttestation Attest(ProviderLease lease, ExecutionReport report)
+    {
+        var terms = lease.Terms;
+        var outcome = ExecutionMapping.ToAttested(report.Status, report.ExitCode);
+        var attestation = new Attestation
+        {
+            LeaseId = ExecutionMapping.LeaseId(lease.RequestId),
+            Requester = lease.Requester.ToBytes(),
+            Provider = _key.PeerId.ToBytes(),
+            ModuleHash = terms.ModuleHash,
+            InputHash = terms.InputHash,
+            OutputHash = SHA256.HashData(report.Output.Span),
+            OutputSize = report.Output.Length,
+            FuelUsed = (ulong)Math.Clamp(report.FuelUsed, 0, terms.FuelLimit),
+            Outcome = outcome,
+            ExitCode = outcome == AttestedOutcome.Exited ? report.ExitCode : 0,
+            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+        };
+        return SignedAttestation.Create(attestation, _key);
+    }
+
+    private void Remember(PeerId requester, ulong requestId, SignedAttestation attestation, long price)
+    {
+        var key = (requester, requestId);
+        if (_results.TryAdd(key, (attestation, price)))
+        {
+            _resultOrder.Enqueue(key);
+            while (_results.Count > _options.MaxRememberedResults && _resultOrder.TryDequeue(out var old))
+            {
+                _results.Remove(old);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ receipts
+
+    private async Task HandleReceiptStreamAsync(IStream stream, CancellationToken ct)
+    {
+        try
+        {
+            var body = await LengthPrefixed.ReadAsync(stream.Input, _options.Credits.MaxEnvelopeBytes, ReceiptProtocol.Id, ct);
+            if (body is null)
+            {
+                return;
+            }
+            var ack = RecordReceipt(body);
+            await LengthPrefixed.WriteAsync(stream.Output, ReceiptProtocol.EncodeAck(ack), ct);
+            await stream.Output.CompleteAsync();
+        }
+        catch (ProtocolViolationException e)
+        {
+            LogViolation(_log, stream.RemotePeer, e.Message);
+            stream.Reset();
+        }
+    }
+
+    /// <summary>Checks a receipt against the lease it pays for (when remembered) and records it as Earned.</summary>
+    internal ReceiptAck RecordReceipt(byte[] envelope)
+    {
+        var decoded = SignedReceipt.Decode(envelope, _options.Credits);
+        if (!decoded.IsValid)
+        {
+            return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = decoded.Status.ToString() };
+        }
+        var receipt = decoded.Value!;
+        if (receipt.Provider != _key.PeerId)
+        {
+            return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = "not a receipt for this provider" };
+        }
+        (SignedAttestation Attestation, long Price)? remembered = null;
+        if (receipt.Receipt.LeaseId.Length == 8)
+        {
+            var requestId = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(receipt.Receipt.LeaseId);
+            lock (_gate)
+            {
+                if (_results.TryGetValue((receipt.Requester, requestId), out var r))
+                {
+                    remembered = r;
+                }
+            }
+        }
+        if (remembered is { } known)
+        {
+            var check = SignedReceipt.Verify(envelope, ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)), _options.Credits);
+            if (!check.IsValid)
+            {
+                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.Status.ToString() };
+            }
+        }
+        var result = _ledger.Record(receipt, LedgerEntryKind.Earned);
+        switch (result)
+        {
+            case LedgerResult.Recorded:
+                Interlocked.Increment(ref _receiptsRecorded);
+                return new ReceiptAck { Status = ReceiptAckStatus.Recorded };
+            case LedgerResult.AlreadyRecorded:
+                return new ReceiptAck { Status = ReceiptAckStatus.AlreadyRecorded };
+            default:
+                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = result.ToString() };
+        }
+    }
+
+    // ------------------------------------------------------------------ shutdown
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _host.RemoveStreamHandler(LeaseProtocol.Id);
+        _host.RemoveStreamHandler(ReceiptProtocol.Id);
+        lock (_adGate)
+        {
+            _adTimer?.Dispose();
+        }
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            foreach (var (lease, slot) in _slots.ToList())
+            {
+                slot.Session?.Enqueue(lease.Cancel("provider shutting down", now).Send);
+                slot.Timer?.Dispose();
+                slot.Run?.Cancel();
+            }
+            _slots.Clear();
+        }
+        await _stop.CancelAsync();
+    }
+
+    private sealed class Slot
+    {
+        public LeaseSession? Session { get; set; }
+
+        public ITimer? Timer { get; set; }
+
+        public CancellationTokenSource? Run { get; set; }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Lease {RequestId} from {Requester} ended: {Kind} ({Detail})")]
+    private static partial void LogLeaseEnded(ILogger logger, ulong requestId, PeerId requester, LeaseOutcomeKind kind, string detail);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Protocol violation by {Peer}: {Reason}")]
+    private static partial void LogViolation(ILogger logger, PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The executor failed on lease {RequestId}")]
+    private static partial void LogExecutorFailed(ILogger logger, ulong requestId, Exception error);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement not published: {Reason}")]
+    private static partial void LogPublishFailed(ILogger logger, string reason);
+}

@@ -1,0 +1,609 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Matching;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Sandbox;
+using Potluck.Scheduler.Topics;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Requesting;
+
+/// <summary>
+/// The requester's API: <see cref="SubmitAsync"/> runs a task somewhere on the network and returns its output.
+/// <list type="bullet">
+/// <item>Choosing: advertisements heard on <see cref="AdvertisementProtocol.Topic"/> are kept in an
+/// <see cref="AdvertisementBook"/>; <see cref="ProviderSelector"/> filters (price, memory, runtime version, refused
+/// providers, those already tried) and ranks with a seeded random term, and a <see cref="NoMatch"/> explanation
+/// ends a submission no provider fits.</item>
+/// <item>Leasing: one <see cref="RequesterLease"/> per attempt over <see cref="LeaseProtocol.Id"/>; a rejected,
+/// failed, expired or fraudulent lease is retried on another provider, up to
+/// <see cref="ComputeClientOptions.MaxAttempts"/>.</item>
+/// <item>Checking: the provider's attestation must be signed by it and name this lease, module, input and output.
+/// A sample of results (<see cref="VerificationPolicy"/>: always for strangers, decaying to a floor) is re-run
+/// locally, or with no local sandbox, on a second provider; <see cref="TaskSubmission.Replicas"/> &gt; 1 runs the
+/// task on that many providers at once. A result a deterministic re-run contradicts is fraud: the provider is
+/// refused and not paid, a <see cref="FraudProof"/> is published, and the task runs again elsewhere.</item>
+/// <item>Paying: the ledger reserves the most a lease can cost before it starts, settles the signed receipt
+/// (fuel × agreed price) before sending it on <see cref="ReceiptProtocol.Id"/>, and marks it delivered once
+/// acknowledged; a lease not paid for is released. Receipts settled but not acknowledged (a crash, a provider
+/// away) are sent again by <see cref="RedeliverReceiptsAsync"/>; the ledger counts each receipt id once.</item>
+/// </list>
+/// Thread-safe: submissions may run concurrently.
+/// </summary>
+public sealed partial class ComputeClient : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly PrivateKey _key;
+    private readonly ITopicBus _bus;
+    private readonly CreditLedger _ledger;
+    private readonly ReputationStore _reputation;
+    private readonly FraudService _fraud;
+    private readonly SandboxTaskExecutor? _verifier;
+    private readonly ComputeClientOptions _options;
+    private readonly TimeProvider _time;
+    private readonly Random _random;
+    private readonly ILogger<ComputeClient> _log;
+    private readonly VerificationPolicy _policy;
+    private readonly ProviderSelector _selector;
+    private readonly Lock _gate = new();
+    private readonly AdvertisementBook _book;
+    private readonly CancellationTokenSource _stop = new();
+    private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private IDisposable? _subscription;
+
+    /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
+    /// <param name="random">Seeded: request ids, provider ranking and verification sampling.</param>
+    public ComputeClient(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation, FraudService fraud,
+        SandboxTaskExecutor? verifier, ComputeClientOptions options, TimeProvider time, Random random, ILogger<ComputeClient> log)
+    {
+        _host = host;
+        _key = key;
+        _bus = bus;
+        _ledger = ledger;
+        _reputation = reputation;
+        _fraud = fraud;
+        _verifier = verifier;
+        _options = options;
+        _time = time;
+        _random = random;
+        _log = log;
+        _policy = new VerificationPolicy(options.Verification);
+        _book = new AdvertisementBook(options.Advertising);
+        _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, random);
+    }
+
+    public VerificationPolicy Policy => _policy;
+
+    public ReputationStore Reputation => _reputation;
+
+    /// <summary>Raised when a lease attempt ends (tests wait on it; it runs on the submitting task).</summary>
+    public event Action<AttemptRecord>? AttemptEnded;
+
+    /// <summary>
+    /// Subscribes to advertisements and recovers payments left by a previous run: reservations never settled are
+    /// released (no receipt left this node), settled ones are sent again in the background.
+    /// </summary>
+    public void Start()
+    {
+        _subscription ??= _bus.Subscribe(AdvertisementProtocol.Topic, ValidateAdvertisement, OnAdvertisementAsync);
+        foreach (var r in _ledger.Reservations(PaymentState.Reserved))
+        {
+            _ledger.Release(r.LeaseId);
+        }
+        _ = Task.Run(() => RedeliverReceiptsAsync(_stop.Token));
+    }
+
+    /// <summary>Live advertisements held, ordered by provider.</summary>
+    public IReadOnlyList<VerifiedAdvertisement> Providers()
+    {
+        lock (_gate)
+        {
+            return _book.Live(_time.GetUtcNow());
+        }
+    }
+
+    /// <summary>Completes once at least <paramref name="count"/> providers are known (for harnesses that start nodes together).</summary>
+    public async Task WaitForProvidersAsync(int count, CancellationToken ct)
+    {
+        while (true)
+        {
+            Task changed;
+            lock (_gate)
+            {
+                if (_book.Live(_time.GetUtcNow()).Count >= count)
+                {
+                    return;
+                }
+                changed = _adsChanged.Task;
+            }
+            await changed.WaitAsync(ct);
+        }
+    }
+
+    // ------------------------------------------------------------------ advertisements
+
+    private TopicVerdict ValidateAdvertisement(TopicMessage message) =>
+        AdvertisementCodec.TryOpen(message.Data.Span, _options.Advertising, out _) switch
+        {
+            AdVerdict.Accepted => TopicVerdict.Accept,
+            AdVerdict.TooLarge or AdVerdict.Malformed or AdVerdict.BadSignature or AdVerdict.PeerMismatch => TopicVerdict.Reject,
+            _ => TopicVerdict.Ignore,
+        };
+
+    private ValueTask OnAdvertisementAsync(TopicMessage message, CancellationToken ct)
+    {
+        lock (_gate)
+        {
+            if (_book.Add(message.Data.Span, _time.GetUtcNow(), out var ad) != AdVerdict.Accepted || ad is null)
+            {
+                return ValueTask.CompletedTask;
+            }
+            if (ad.Provider != _key.PeerId)
+            {
+                _host.Peers.AddAddresses(ad.Provider, ad.Addresses, AddressSource.Identify);
+            }
+            _adsChanged.TrySetResult();
+            _adsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    // ------------------------------------------------------------------ submission
+
+    /// <summary>Runs a task and returns its (checked) result.</summary>
+    /// <exception cref="ArgumentException">The submission is malformed (no module, no fuel, too many replicas).</exception>
+    /// <exception cref="SubmissionException">No provider fits, credits ran out, or every attempt failed.</exception>
+    public async Task<SubmissionResult> SubmitAsync(TaskSubmission submission, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(submission);
+        if (submission.Module.IsEmpty || submission.Fuel <= 0 || submission.MemoryBytes <= 0 || submission.MaxPricePerMegaFuel < 0)
+        {
+            throw new ArgumentException("a submission needs a module, positive fuel and memory, and a non-negative price", nameof(submission));
+        }
+        if (submission.Replicas < 1 || submission.Replicas > _policy.Options.MaxReplicas)
+        {
+            throw new ArgumentException($"replicas must be 1 to {_policy.Options.MaxReplicas}", nameof(submission));
+        }
+        var job = new Job(submission, new TaskPayload(submission.Args, submission.Input).Encode());
+        job.Tried.Add(_key.PeerId);
+        return submission.Replicas > 1
+            ? await RunReplicatedAsync(job, submission.Replicas, ct)
+            : await RunSampledAsync(job, ct);
+    }
+
+    /// <summary>One provider at a time; a sample re-checked; fraud or failure moves on to another provider.</summary>
+    private async Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct)
+    {
+        for (var attempt = 0; attempt < _options.MaxAttempts; attempt++)
+        {
+            var lease = await LeaseOnceAsync(job, ct);
+            if (lease is null)
+            {
+                continue;
+            }
+            var claimed = RunSummary.Of(lease.Attestation.Attestation);
+            var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
+            if (verdict == CheckVerdict.Mismatch)
+            {
+                await ConvictAsync(job, lease, ct);
+                continue;
+            }
+            if (verdict == CheckVerdict.Match)
+            {
+                _reputation.RecordVerified(lease.Provider);
+            }
+            else if (verdict == CheckVerdict.Inconclusive)
+            {
+                _reputation.RecordInconclusive(lease.Provider);
+            }
+            else
+            {
+                _reputation.RecordUnchecked(lease.Provider);
+            }
+            await PayAsync(job, lease, ct);
+            if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
+            {
+                return job.Finish(trusted, _key.PeerId, verified: true);
+            }
+            return job.Finish(lease, verified: verdict == CheckVerdict.Match);
+        }
+        if (job.Trusted is { } own)
+        {
+            return job.Finish(own, _key.PeerId, verified: true);
+        }
+        throw new SubmissionException($"no result after {job.History.Count} attempts: {Summarise(job.History)}", job.History);
+    }
+
+    /// <summary>
+    /// Decides whether and how to check a result: against a result already trusted (free), by a local re-run, or
+    /// with no sandbox here, by leasing the task to a second provider. Returns null when not checked.
+    /// </summary>
+    private async Task<(CheckVerdict? Verdict, TrustedRun? Trusted)> CheckAsync(Job job, LeaseResultInfo lease, RunSummary claimed, CancellationToken ct)
+    {
+        if (job.Trusted is { } known)
+        {
+            return (FraudChecker.Compare(claimed, known.Summary), known);
+        }
+        bool sample;
+        lock (_gate)
+        {
+            sample = _policy.ShouldVerify(_reputation.Get(lease.Provider).ConsecutiveVerified, job.Submission.VerifyRate, _random);
+        }
+        if (!sample)
+        {
+            return (null, null);
+        }
+        if (_verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
+        {
+            var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
+            var trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
+                rerun.Error ?? rerun.Trap?.Description);
+            if (trusted.Summary.Deterministic)
+            {
+                job.Trusted = trusted;
+            }
+            return (FraudChecker.Compare(claimed, trusted.Summary), trusted);
+        }
+        // No local sandbox: a second provider runs it; agreement verifies, disagreement cannot say who lied.
+        var second = await LeaseOnceAsync(job, ct);
+        if (second is null)
+        {
+            return (null, null);
+        }
+        var other = RunSummary.Of(second.Attestation.Attestation);
+        var agree = other.SameAs(claimed);
+        if (agree)
+        {
+            _reputation.RecordVerified(second.Provider);
+            await PayAsync(job, second, ct);
+        }
+        else
+        {
+            _reputation.RecordInconclusive(second.Provider);
+            await PayAsync(job, second, ct);
+        }
+        return (agree ? CheckVerdict.Match : CheckVerdict.Inconclusive, null);
+    }
+
+    /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins.</summary>
+    private async Task<SubmissionResult> RunReplicatedAsync(Job job, int replicas, CancellationToken ct)
+    {
+        var results = new List<LeaseResultInfo>();
+        for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
+        {
+            var wanted = replicas - results.Count;
+            var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct)));
+            results.AddRange(batch.OfType<LeaseResultInfo>());
+        }
+        if (results.Count == 0)
+        {
+            throw new SubmissionException($"no replica produced a result: {Summarise(job.History)}", job.History);
+        }
+        var groups = results.GroupBy(r => Convert.ToHexString(Fingerprint(RunSummary.Of(r.Attestation.Attestation))))
+            .OrderByDescending(g => g.Count()).ToList();
+        TrustedRun? trusted = null;
+        if (groups.Count > 1 && _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
+        {
+            var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
+            trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
+                rerun.Error ?? rerun.Trap?.Description);
+        }
+        LeaseResultInfo? chosen = null;
+        foreach (var r in results)
+        {
+            var summary = RunSummary.Of(r.Attestation.Attestation);
+            var verdict = trusted is not null
+                ? FraudChecker.Compare(summary, trusted.Summary)
+                : groups[0].Contains(r) ? CheckVerdict.Match : CheckVerdict.Inconclusive;
+            if (verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true })
+            {
+                await ConvictAsync(job, r, ct);
+                continue;
+            }
+            if (verdict == CheckVerdict.Match)
+            {
+                _reputation.RecordVerified(r.Provider);
+                chosen ??= r;
+            }
+            else
+            {
+                _reputation.RecordInconclusive(r.Provider);
+            }
+            await PayAsync(job, r, ct);
+        }
+        var agreeing = groups[0].Count();
+        if (chosen is not null)
+        {
+            return job.Finish(chosen, verified: trusted is not null || (agreeing > 1 && groups.Count == 1) || agreeing > replicas / 2);
+        }
+        if (trusted is not null)
+        {
+            return job.Finish(trusted, _key.PeerId, verified: true);
+        }
+        return job.Finish(groups[0].First(), verified: false);
+    }
+
+    private static byte[] Fingerprint(RunSummary s) =>
+        SHA256.HashData([.. BitConverter.GetBytes((int)s.Outcome), .. BitConverter.GetBytes(s.ExitCode), .. s.OutputHash,
+            .. BitConverter.GetBytes(s.OutputSize), .. BitConverter.GetBytes(s.FuelUsed)]);
+
+    /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
+    private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct)
+    {
+        var ad = await ChooseAsync(job, ct);
+        var provider = ad.Provider;
+        ulong requestId;
+        lock (_gate)
+        {
+            job.Tried.Add(provider);
+            requestId = (ulong)_random.NextInt64(1, long.MaxValue);
+        }
+        var s = job.Submission;
+        var work = new LeaseWork
+        {
+            Module = s.Module,
+            Input = job.Payload,
+            FuelLimit = s.Fuel,
+            MemoryLimitBytes = s.MemoryBytes,
+            Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
+            MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
+        };
+        var leaseId = ExecutionMapping.LeaseId(requestId);
+        var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
+        var reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
+        if (reserved is LedgerResult.InsufficientFunds)
+        {
+            throw new SubmissionException($"insufficient credits: a lease may cost up to {maxCost}, {_ledger.Available()} available", job.History);
+        }
+        var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
+        LeaseOutcome outcome;
+        await using (var runner = new LeaseRunner(_host, lease, _options.Lease, _time))
+        {
+            outcome = await runner.RunAsync(ct);
+        }
+        if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
+        {
+            _ledger.Release(leaseId);
+            if (outcome.RejectReason is not LeaseRejectReason.Busy)
+            {
+                _reputation.RecordFailure(provider);
+            }
+            Record(job, new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
+            ct.ThrowIfCancellationRequested();
+            return null;
+        }
+        var output = result.Output ?? [];
+        var expectation = AttestationExpectation.For(leaseId, _key.PeerId, provider, s.Module.Span, job.Payload, output);
+        var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
+        var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
+        if (!attestation.IsValid || attestation.Value!.Attestation.FuelUsed != (ulong)result.FuelUsed || result.Output is null
+            || claimedStatus != result.Status)
+        {
+            // Unsigned, or not about what was delivered: nothing to pay for and nothing to prove.
+            _ledger.Release(leaseId);
+            _reputation.RecordFailure(provider);
+            var why = attestation.IsValid ? "result does not match its attestation" : $"attestation {attestation.Status}";
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, why, 0));
+            return null;
+        }
+        if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
+        {
+            _ledger.Release(leaseId);
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "terms do not decode", 0));
+            return null;
+        }
+        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!);
+    }
+
+    private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
+    {
+        var waitUntil = _time.GetUtcNow() + _options.WaitForProviders;
+        while (true)
+        {
+            Task changed;
+            SelectionResult selection;
+            lock (_gate)
+            {
+                var now = _time.GetUtcNow();
+                var excluded = new HashSet<PeerId>(job.Tried);
+                excluded.UnionWith(_reputation.RefusedProviders());
+                var requirements = new Requirements
+                {
+                    MinMemoryBytes = job.Submission.MemoryBytes,
+                    MaxPricePerMegaFuel = job.Submission.MaxPricePerMegaFuel,
+                    ExcludedPeers = excluded,
+                    RuntimeVersion = ComputeRuntime.Version,
+                    RequiredPolicy = ProviderPolicyFlags.Attests,
+                    MaxResults = 1,
+                };
+                selection = _selector.Select(_book.Live(now), requirements, now);
+                changed = _adsChanged.Task;
+            }
+            if (selection is Matched matched)
+            {
+                return matched.Providers[0].Advertisement;
+            }
+            var noMatch = (NoMatch)selection;
+            var couldChange = noMatch.Seen == 0 || noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy) > 0;
+            var left = waitUntil - _time.GetUtcNow();
+            if (!couldChange || left <= TimeSpan.Zero)
+            {
+                throw new SubmissionException($"no provider fits: {noMatch.Explanation}", job.History);
+            }
+            try
+            {
+                await changed.WaitAsync(left, _time, ct);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+    }
+
+    /// <summary>A result a deterministic re-run contradicts: refuse, do not pay, prove it to everyone.</summary>
+    private async Task ConvictAsync(Job job, LeaseResultInfo lease, CancellationToken ct)
+    {
+        _ledger.Release(lease.LeaseId);
+        _reputation.Refuse(lease.Provider, "its attested result differs from a deterministic re-run");
+        var proof = FraudProof.Create(lease.SignedTerms, lease.Attestation.EnvelopeBytes, job.Submission.Module, job.Payload);
+        var published = await _fraud.PublishAsync(proof, ct);
+        LogFraud(_log, lease.Provider, published);
+        Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "fraud: the attested result differs from a re-run; not paid, refused", 0));
+    }
+
+    // ------------------------------------------------------------------ payment
+
+    private async Task PayAsync(Job job, LeaseResultInfo lease, CancellationToken ct)
+    {
+        var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
+        var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow()), _key);
+        var settled = _ledger.Settle(receipt);
+        if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
+        {
+            LogPaymentFailed(_log, lease.Provider, settled.ToString());
+            Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, $"result accepted; payment not settled ({settled})", 0));
+            return;
+        }
+        job.Cost += receipt.Receipt.Amount;
+        Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, lease.Result.Status.ToString(), receipt.Receipt.Amount));
+        await DeliverAsync(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes, ct);
+    }
+
+    /// <summary>Sends a settled receipt; marks it delivered once acknowledged. False when it must be sent again later.</summary>
+    private async Task<bool> DeliverAsync(PeerId provider, byte[] leaseId, byte[] receipt, CancellationToken ct)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(_options.ReceiptTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
+            await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
+            var ack = await ReceiptProtocol.SendAsync(stream, receipt, linked.Token);
+            if (ack.Delivered)
+            {
+                _ledger.MarkDelivered(leaseId);
+                return true;
+            }
+            LogReceiptRefused(_log, provider, ack.Detail);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
+                                      or ProtocolNotSupportedException or ObjectDisposedException)
+        {
+            LogReceiptUndelivered(_log, provider, e.Message);
+        }
+        return false;
+    }
+
+    /// <summary>Sends every settled, unacknowledged receipt again; returns how many are now delivered.</summary>
+    public async Task<int> RedeliverReceiptsAsync(CancellationToken ct)
+    {
+        var delivered = 0;
+        foreach (var r in _ledger.Reservations(PaymentState.Settled))
+        {
+            if (r.Receipt is { } receipt && await DeliverAsync(r.Provider, r.LeaseId, receipt, ct))
+            {
+                delivered++;
+            }
+        }
+        return delivered;
+    }
+
+    private void Record(Job job, AttemptRecord record)
+    {
+        lock (_gate)
+        {
+            job.History.Add(record);
+        }
+        AttemptEnded?.Invoke(record);
+    }
+
+    private static string Summarise(IEnumerable<AttemptRecord> history) =>
+        string.Join("; ", history.Select(h => $"{h.Provider}: {h.Outcome} ({h.Detail})"));
+
+    public async ValueTask DisposeAsync()
+    {
+        _subscription?.Dispose();
+        await _stop.CancelAsync();
+    }
+
+    /// <summary>A result this node computed itself.</summary>
+    private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error);
+
+    /// <summary>A completed lease whose attestation checked out.</summary>
+    private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
+        byte[] Output, SignedAttestation Attestation);
+
+    private sealed class Job(TaskSubmission submission, byte[] payload)
+    {
+        public TaskSubmission Submission { get; } = submission;
+
+        public byte[] Payload { get; } = payload;
+
+        public HashSet<PeerId> Tried { get; } = [];
+
+        public List<AttemptRecord> History { get; } = [];
+
+        public TrustedRun? Trusted { get; set; }
+
+        public long Cost { get; set; }
+
+        public SubmissionResult Finish(LeaseResultInfo lease, bool verified) => new()
+        {
+            Status = lease.Result.Status,
+            ExitCode = lease.Result.ExitCode,
+            Output = lease.Output,
+            Provider = lease.Provider,
+            Fuel = lease.Result.FuelUsed,
+            Cost = Cost,
+            Verified = verified,
+            History = [.. History],
+            Error = Explain(lease.Result.Status, lease.Result.ExitCode, null),
+        };
+
+        public SubmissionResult Finish(TrustedRun run, PeerId self, bool verified) => new()
+        {
+            Status = run.Status,
+            ExitCode = run.ExitCode,
+            Output = run.Output,
+            Provider = self,
+            Fuel = run.Summary.FuelUsed,
+            Cost = Cost,
+            Verified = verified,
+            History = [.. History],
+            Error = Explain(run.Status, run.ExitCode, run.Error),
+        };
+
+        private string? Explain(ExecutionStatus status, int exitCode, string? detail) => status switch
+        {
+            ExecutionStatus.Success => null,
+            ExecutionStatus.Trapped when exitCode != 0 => $"the task exited with code {exitCode}",
+            ExecutionStatus.Trapped => "the task trapped (a WebAssembly runtime error such as unreachable, division by zero or stack overflow)" + Suffix(detail),
+            ExecutionStatus.OutOfFuel => $"the task ran out of fuel (limit {Submission.Fuel}); it may loop forever or need a larger --fuel",
+            ExecutionStatus.OutOfMemory => $"the task hit the memory limit of {Submission.MemoryBytes} bytes",
+            ExecutionStatus.OutputTooLarge => $"the task wrote more than {ComputeRuntime.MaxOutputBytes} bytes of output",
+            ExecutionStatus.InvalidModule => "the module is not a valid WASI preview 1 command (not WebAssembly, unsupported imports, or no _start/memory)" + Suffix(detail),
+            ExecutionStatus.TimedOut => "the task hit the provider's wall-clock limit",
+            _ => status.ToString(),
+        };
+
+        private static string Suffix(string? detail) => detail is null ? "" : $": {detail}";
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Provider {Provider} returned a result a re-run contradicts: refused, not paid (proof published: {Published})")]
+    private static partial void LogFraud(ILogger logger, PeerId provider, bool published);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Payment to {Provider} could not be settled: {Result}")]
+    private static partial void LogPaymentFailed(ILogger logger, PeerId provider, string result);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Provider {Provider} refused a receipt: {Detail}")]
+    private static partial void LogReceiptRefused(ILogger logger, PeerId provider, string detail);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Receipt to {Provider} not delivered yet: {Reason}")]
+    private static partial void LogReceiptUndelivered(ILogger logger, PeerId provider, string reason);
+}

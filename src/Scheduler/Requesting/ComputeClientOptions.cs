@@ -1,0 +1,33 @@
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Matching;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Requesting;
+
+/// <summary>How a <see cref="ComputeClient"/> chooses, retries, verifies and pays.</summary>
+public sealed class ComputeClientOptions
+{
+    /// <summary>Leases tried per submission (per replica) before giving up. Default 5.</summary>
+    public int MaxAttempts { get; init; } = 5;
+
+    /// <summary>Deadline of a lease, from its request. Default 10 minutes.</summary>
+    public TimeSpan LeaseDeadline { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How long to wait for an advertisement when every known provider is busy (or none is known). Default 30 s.</summary>
+    public TimeSpan WaitForProviders { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
+    public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    public LeaseOptions Lease { get; init; } = new();
+
+    public AdvertisementOptions Advertising { get; init; } = new();
+
+    public SelectorOptions Selector { get; init; } = new();
+
+    public VerificationOptions Verification { get; init; } = new();
+
+    public CreditsOptions Credits { get; init; } = new();
+}

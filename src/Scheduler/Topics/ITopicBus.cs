@@ -1,0 +1,40 @@
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Topics;
+
+/// <summary>What a topic validator decides about one message, as gossipsub's validation results.</summary>
+public enum TopicVerdict
+{
+    /// <summary>Deliver and forward.</summary>
+    Accept,
+    /// <summary>Invalid: drop, and penalise the peer that sent it.</summary>
+    Reject,
+    /// <summary>Drop without penalty (stale, uninteresting).</summary>
+    Ignore,
+}
+
+/// <summary>One message heard on a topic.</summary>
+/// <param name="Topic">The topic.</param>
+/// <param name="Data">The payload.</param>
+/// <param name="Author">The signing author when the bus authenticates one, else null.</param>
+/// <param name="ReceivedFrom">The peer that passed it to us.</param>
+public sealed record TopicMessage(string Topic, ReadOnlyMemory<byte> Data, PeerId? Author, PeerId ReceivedFrom);
+
+/// <summary>
+/// The publish/subscribe the scheduler needs from the network, and nothing more: gossipsub in a node
+/// (<c>Potluck.Node.Compute.GossipTopicBus</c>), <see cref="InMemoryTopicHub"/> in tests. Messages published by a
+/// node are not delivered back to it. The validator runs before delivery and forwarding and must be quick (no
+/// I/O, no WASM); slow checks belong in the handler.
+/// </summary>
+public interface ITopicBus
+{
+    /// <summary>Publishes <paramref name="data"/> on <paramref name="topic"/>.</summary>
+    ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct);
+
+    /// <summary>
+    /// Joins <paramref name="topic"/>: every message is first checked by <paramref name="validator"/>, and those
+    /// accepted are handed to <paramref name="handler"/>, one at a time, in arrival order. Dispose to leave.
+    /// One subscription per topic per bus.
+    /// </summary>
+    IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler);
+}

@@ -1,0 +1,215 @@
+using System.Threading.Channels;
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Topics;
+
+/// <summary>
+/// Topics shared by the nodes of one test or simulation, in memory: every message published is validated and
+/// delivered to every other member subscribed to its topic (a full mesh; no loss, no forwarding). An instance
+/// is one network; never static. <see cref="Delivered"/> and <see cref="Rejected"/> count for assertions.
+/// </summary>
+public sealed class InMemoryTopicHub
+{
+    private readonly Lock _gate = new();
+    private readonly List<Member> _members = [];
+    private long _delivered;
+    private long _rejected;
+
+    /// <summary>Messages handed to handlers so far.</summary>
+    public long Delivered => Interlocked.Read(ref _delivered);
+
+    /// <summary>Messages a validator rejected so far.</summary>
+    public long Rejected => Interlocked.Read(ref _rejected);
+
+    /// <summary>A bus for the node <paramref name="self"/>.</summary>
+    public ITopicBus Join(PeerId self) => new Member(this, self);
+
+    /// <summary>Completes when every message published so far has been handled by every subscriber.</summary>
+    public async Task WhenIdleAsync(CancellationToken ct)
+    {
+        List<Subscription> subs;
+        lock (_gate)
+        {
+            subs = [.. _members.SelectMany(m => m.Subscriptions)];
+        }
+        foreach (var s in subs)
+        {
+            await s.WhenIdleAsync(ct);
+        }
+    }
+
+    private void Publish(Member from, string topic, ReadOnlyMemory<byte> data)
+    {
+        List<Subscription> targets;
+        lock (_gate)
+        {
+            targets = [.. _members.Where(m => m != from).SelectMany(m => m.Subscriptions).Where(s => s.Topic == topic)];
+        }
+        var copy = data.ToArray();
+        foreach (var target in targets)
+        {
+            var message = new TopicMessage(topic, copy, from.Self, from.Self);
+            if (target.Validator(message) != TopicVerdict.Accept)
+            {
+                Interlocked.Increment(ref _rejected);
+                continue;
+            }
+            target.Enqueue(message);
+        }
+    }
+
+    private sealed class Member : ITopicBus
+    {
+        private readonly InMemoryTopicHub _hub;
+
+        public Member(InMemoryTopicHub hub, PeerId self)
+        {
+            _hub = hub;
+            Self = self;
+            lock (hub._gate)
+            {
+                hub._members.Add(this);
+            }
+        }
+
+        public PeerId Self { get; }
+
+        public List<Subscription> Subscriptions { get; } = [];
+
+        public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct)
+        {
+            ct.ThrowIfCancellationRequested();
+            _hub.Publish(this, topic, data);
+            return ValueTask.CompletedTask;
+        }
+
+        public IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler)
+        {
+            var sub = new Subscription(topic, validator, handler, _hub, s =>
+            {
+                lock (_hub._gate)
+                {
+                    Subscriptions.Remove(s);
+                }
+            });
+            lock (_hub._gate)
+            {
+                Subscriptions.Add(sub);
+            }
+            return sub;
+        }
+    }
+
+    private sealed class Subscription : IDisposable
+    {
+        private readonly Channel<TopicMessage> _queue = Channel.CreateUnbounded<TopicMessage>(new UnboundedChannelOptions { SingleReader = true });
+        private readonly Func<TopicMessage, CancellationToken, ValueTask> _handler;
+        private readonly InMemoryTopicHub _hub;
+        private readonly Action<Subscription> _remove;
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _pump;
+        private long _pending;
+        private TaskCompletionSource _idle = NewIdle(completed: true);
+
+        public Subscription(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler,
+            InMemoryTopicHub hub, Action<Subscription> remove)
+        {
+            Topic = topic;
+            Validator = validator;
+            _handler = handler;
+            _hub = hub;
+            _remove = remove;
+            _pump = Task.Run(PumpAsync);
+        }
+
+        public string Topic { get; }
+
+        public Func<TopicMessage, TopicVerdict> Validator { get; }
+
+        public void Enqueue(TopicMessage message)
+        {
+            lock (_queue)
+            {
+                if (_pending++ == 0)
+                {
+                    _idle = NewIdle(completed: false);
+                }
+            }
+            if (!_queue.Writer.TryWrite(message))
+            {
+                Done();
+            }
+        }
+
+        public Task WhenIdleAsync(CancellationToken ct)
+        {
+            lock (_queue)
+            {
+                return _idle.Task.WaitAsync(ct);
+            }
+        }
+
+        private async Task PumpAsync()
+        {
+            try
+            {
+                await foreach (var message in _queue.Reader.ReadAllAsync(_stop.Token))
+                {
+                    try
+                    {
+                        await _handler(message, _stop.Token);
+                        Interlocked.Increment(ref _hub._delivered);
+                    }
+                    catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                    {
+                        return;
+                    }
+#pragma warning disable CA1031 // a test hub: a failing handler must not stop delivery to it
+                    catch (Exception)
+                    {
+                    }
+#pragma warning restore CA1031
+                    finally
+                    {
+                        Done();
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        private void Done()
+        {
+            lock (_queue)
+            {
+                if (--_pending == 0)
+                {
+                    _idle.TrySetResult();
+                }
+            }
+        }
+
+        private static TaskCompletionSource NewIdle(bool completed)
+        {
+            var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (completed)
+            {
+                tcs.SetResult();
+            }
+            return tcs;
+        }
+
+        public void Dispose()
+        {
+            _remove(this);
+            _queue.Writer.TryComplete();
+            _stop.Cancel();
+            lock (_queue)
+            {
+                _idle.TrySetResult();
+            }
+        }
+    }
+}

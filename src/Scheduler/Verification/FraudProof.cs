@@ -1,0 +1,175 @@
+using System.Security.Cryptography;
+using MessagePack;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+
+namespace Potluck.Scheduler.Verification;
+
+/// <summary>Names of the fraud-proof protocol.</summary>
+public static class FraudProtocol
+{
+    /// <summary>The gossipsub topic fraud proofs travel on.</summary>
+    public const string Topic = "potluck/fraud/1";
+}
+
+/// <summary>Limits of fraud proofs this node accepts and checks; all remote-controlled.</summary>
+public sealed class FraudOptions
+{
+    /// <summary>Largest encoded proof, checked before decoding. Default 960 KiB (under gossipsub's message limit).</summary>
+    public int MaxProofBytes { get; init; } = 960 * 1024;
+
+    /// <summary>Most fuel this node spends re-running one proof; proofs of leases with a larger fuel limit are ignored. Default 10^10.</summary>
+    public long MaxCheckFuel { get; init; } = 10_000_000_000;
+
+    /// <summary>Proofs re-run at once; more wait. Default 1.</summary>
+    public int MaxConcurrentChecks { get; init; } = 1;
+
+    /// <summary>Proofs waiting to be re-run; beyond this they are dropped. Default 64.</summary>
+    public int MaxQueuedChecks { get; init; } = 64;
+
+    public CreditsOptions Credits { get; init; } = new();
+
+    public LeaseOptions Lease { get; init; } = new();
+}
+
+/// <summary>
+/// Evidence that a provider signed a wrong result: the lease terms both parties signed, the provider's signed
+/// attestation, and the module and input needed to re-run the task. Anyone can check it by re-running within the
+/// terms' fuel limit (<see cref="FraudChecker"/>). The reporter is the gossip author who published it.
+/// MessagePack with integer keys, decoded only from <see cref="TryDecode"/> (bounded, untrusted).
+/// </summary>
+[MessagePackObject]
+public sealed record FraudProof
+{
+    /// <summary>The exact <see cref="LeaseTerms"/> bytes both parties signed.</summary>
+    [Key(0)] public byte[] Terms { get; init; } = [];
+
+    [Key(1)] public byte[] ProviderSignature { get; init; } = [];
+
+    [Key(2)] public byte[] RequesterSignature { get; init; } = [];
+
+    /// <summary>The provider's attestation envelope, exactly as it sent it.</summary>
+    [Key(3)] public byte[] Attestation { get; init; } = [];
+
+    [Key(4)] public byte[] Module { get; init; } = [];
+
+    /// <summary>The lease input (a <see cref="TaskPayload"/>).</summary>
+    [Key(5)] public byte[] Input { get; init; } = [];
+
+    private static readonly MessagePackSerializerOptions Untrusted =
+        MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+
+    public static FraudProof Create(SignedLeaseTerms terms, ReadOnlyMemory<byte> attestation, ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input) => new()
+    {
+        Terms = terms.Terms,
+        ProviderSignature = terms.ProviderSignature,
+        RequesterSignature = terms.RequesterSignature,
+        Attestation = attestation.ToArray(),
+        Module = module.ToArray(),
+        Input = input.ToArray(),
+    };
+
+    public byte[] Encode() => MessagePackSerializer.Serialize(this, MessagePackSerializerOptions.Standard);
+
+    /// <summary>Decodes untrusted bytes: the size first, then the shape; false on anything else.</summary>
+    public static bool TryDecode(ReadOnlyMemory<byte> bytes, FraudOptions options, out FraudProof proof)
+    {
+        proof = null!;
+        if (bytes.Length > options.MaxProofBytes)
+        {
+            return false;
+        }
+        try
+        {
+            var decoded = MessagePackSerializer.Deserialize<FraudProof>(bytes, Untrusted, out var read);
+            if (decoded is null || read != bytes.Length || decoded.Terms is null || decoded.ProviderSignature is null
+                || decoded.RequesterSignature is null || decoded.Attestation is null || decoded.Module is null || decoded.Input is null)
+            {
+                return false;
+            }
+            proof = decoded;
+            return true;
+        }
+        catch (MessagePackSerializationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// The checks anyone can make without running anything (quick enough for a gossip validator): the terms decode
+    /// and carry the provider's signature, the attestation is signed by that provider and names this lease, these
+    /// parties, this module and this input, and its outcome is one a re-run can contradict. A trapped or timed-out
+    /// claim never can: a stack-overflow point or a wall clock may differ between machines.
+    /// </summary>
+    public FraudProofCheck Inspect(FraudOptions options)
+    {
+        if (!LeaseCodec.TryDecodeTerms(Terms, options.Lease, out var terms))
+        {
+            return FraudProofCheck.Invalid("terms do not decode");
+        }
+        var attestation = SignedAttestation.Decode(Attestation, options.Credits);
+        if (!attestation.IsValid)
+        {
+            return FraudProofCheck.Invalid($"attestation: {attestation.Status}");
+        }
+        var signed = attestation.Value!;
+        var a = signed.Attestation;
+        if (!a.Provider.AsSpan().SequenceEqual(terms.Provider) || !a.Requester.AsSpan().SequenceEqual(terms.Requester))
+        {
+            return FraudProofCheck.Invalid("attestation names other parties than the terms");
+        }
+        if (!SignedLeaseTerms.VerifyProvider(Terms, ProviderSignature, signed.Signer))
+        {
+            return FraudProofCheck.Invalid("terms not signed by the provider");
+        }
+        if (PeerId.TryFromBytes(terms.Requester, out var requester) && requester.TryExtractPublicKey() is { } requesterKey
+            && !SignedLeaseTerms.VerifyRequester(Terms, RequesterSignature, requesterKey))
+        {
+            return FraudProofCheck.Invalid("terms not signed by the requester");
+        }
+        if (!a.LeaseId.AsSpan().SequenceEqual(ExecutionMapping.LeaseId(terms.RequestId)))
+        {
+            return FraudProofCheck.Invalid("attestation names another lease");
+        }
+        if (!SHA256.HashData(Module).AsSpan().SequenceEqual(terms.ModuleHash) || !terms.ModuleHash.AsSpan().SequenceEqual(a.ModuleHash))
+        {
+            return FraudProofCheck.Invalid("module does not match the terms and attestation");
+        }
+        if (!SHA256.HashData(Input).AsSpan().SequenceEqual(terms.InputHash) || !terms.InputHash.AsSpan().SequenceEqual(a.InputHash))
+        {
+            return FraudProofCheck.Invalid("input does not match the terms and attestation");
+        }
+        if (a.Outcome is AttestedOutcome.Trapped or AttestedOutcome.TimedOut)
+        {
+            return FraudProofCheck.Invalid($"a {a.Outcome} result is never grounds for a fraud proof");
+        }
+        if (a.FuelUsed <= (ulong)Math.Max(0, terms.FuelLimit) && terms.FuelLimit > options.MaxCheckFuel)
+        {
+            return new FraudProofCheck(FraudProofStatus.TooCostly, $"fuel limit {terms.FuelLimit} over {options.MaxCheckFuel}", signed, terms);
+        }
+        return FraudProofCheck.Plausible(signed, terms);
+    }
+}
+
+/// <summary>What inspecting a proof found.</summary>
+public enum FraudProofStatus
+{
+    /// <summary>Well-formed and signed; a re-run decides.</summary>
+    Plausible,
+    /// <summary>Malformed, unsigned, inconsistent, or about an outcome that is never fraud.</summary>
+    Invalid,
+    /// <summary>Well-formed, but re-running it would cost more fuel than this node spends on a check.</summary>
+    TooCostly,
+}
+
+public sealed record FraudProofCheck(FraudProofStatus Status, string Detail, SignedAttestation? Attestation, LeaseTerms? Terms)
+{
+    public PeerId Provider => Attestation is { } a && PeerId.TryFromBytes(a.Attestation.Provider, out var p) ? p : default;
+
+    internal static FraudProofCheck Invalid(string detail) => new(FraudProofStatus.Invalid, detail, null, null);
+
+    internal static FraudProofCheck Plausible(SignedAttestation a, LeaseTerms t) => new(FraudProofStatus.Plausible, "", a, t);
+}

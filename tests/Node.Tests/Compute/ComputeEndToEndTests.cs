@@ -1,0 +1,205 @@
+using System.Text;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
+
+namespace Potluck.Node.Tests.Compute;
+
+[CancelAfter(120_000)]
+public class ComputeEndToEndTests
+{
+    private static readonly byte[] HashChain = ComputeCluster.Sample("hashchain");
+
+    private static TaskSubmission HashTask(string seed, int n) => new()
+    {
+        Module = HashChain,
+        Input = Encoding.UTF8.GetBytes(seed),
+        Args = [n.ToString(System.Globalization.CultureInfo.InvariantCulture)],
+        Fuel = 200_000_000,
+        MemoryBytes = 32L << 20,
+        MaxPricePerMegaFuel = 50,
+    };
+
+    /// <summary>A provider whose executor starts tasks and never finishes them: a machine that dies mid-task.</summary>
+    private sealed class HangingExecutor : ITaskExecutor
+    {
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct)
+        {
+            Started.TrySetResult();
+            await Task.Delay(Timeout.Infinite, ct);
+            throw new OperationCanceledException(ct);
+        }
+    }
+
+    [Test]
+    public async Task Cheater_AmongThreeProviders_IsCaughtUnpaidAndRefusedEverywhere_AndEveryOutputIsCorrect(CancellationToken ct)
+    {
+        const int seed = 11;
+        await using var cluster = new ComputeCluster(seed);
+        // The cheater corrupts half its outputs; this seed makes its very first output a corrupt one, and as the cheapest
+        // provider it is chosen first, where a stranger is always verified.
+        var cheaterSeed = Enumerable.Range(0, 100).First(s => new Random(s).NextDouble() < 0.5);
+        CheatingTaskExecutor? cheat = null;
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var cheater = await cluster.AddAsync("cheater", provide: true, price: 5,
+            decorate: inner => cheat = new CheatingTaskExecutor(inner, 0.5, new Random(cheaterSeed)));
+        var honest1 = await cluster.AddAsync("honest1", provide: true, price: 10);
+        var honest2 = await cluster.AddAsync("honest2", provide: true, price: 10);
+        await requester.Node.Client.WaitForProvidersAsync(3, ct);
+
+        var results = new List<SubmissionResult>();
+        for (var i = 0; i < 8; i++)
+        {
+            var input = $"task {i}";
+            var result = await requester.Node.SubmitAsync(HashTask(input, 500 + i), ct);
+            results.Add(result);
+            Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), $"seed {seed}, task {i}: {result.Error}");
+            Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain(Encoding.UTF8.GetBytes(input), 500 + i)),
+                $"seed {seed}, task {i}: the final output is the correct one");
+        }
+        await cluster.Hub.WhenIdleAsync(ct);
+
+        Assert.That(cheat!.Corrupted, Is.GreaterThanOrEqualTo(1), $"seed {seed}: the cheater cheated");
+        Assert.That(requester.Node.Reputation.IsRefused(cheater.PeerId), Is.True, "the requester refuses the cheater");
+        var caught = results.SelectMany(r => r.History).Where(h => h.Provider == cheater.PeerId && h.Detail.StartsWith("fraud", StringComparison.Ordinal)).ToList();
+        Assert.That(caught, Has.Count.EqualTo(1), "caught once, never leased to again");
+        Assert.That(caught[0].Paid, Is.Zero, "the cheater is not paid for the wrong result");
+        foreach (var other in new[] { honest1, honest2 })
+        {
+            Assert.That(other.Node.Reputation.IsRefused(cheater.PeerId), Is.True, $"{other.Name} checked the fraud proof by re-running it and refuses the cheater");
+            Assert.That(other.Node.Fraud.Confirmed, Is.EqualTo(1));
+            Assert.That(other.Node.Reputation.IsRefused(requester.PeerId) || other.Node.Reputation.IsRefused(honest1.PeerId), Is.False);
+        }
+        var cheaterEarned = cheater.Node.Ledger.Recent(100).Where(e => e.Kind == LedgerEntryKind.Earned).Sum(e => e.Amount);
+        var paidToCheater = results.SelectMany(r => r.History).Where(h => h.Provider == cheater.PeerId).Sum(h => h.Paid);
+        Assert.That(cheaterEarned, Is.EqualTo(paidToCheater), "the cheater earned exactly what it was paid for honest results");
+        Assert.That(requester.Node.Ledger.Reservations(PaymentState.Released), Has.Count.GreaterThanOrEqualTo(1), "the fraudulent lease was released unpaid");
+        Assert.That(results.Sum(r => r.Cost), Is.EqualTo(ComputeCluster.Grant - requester.Node.Ledger.Balance()));
+        Assert.That(results[0].Verified, Is.True, "a stranger's first result is verified");
+        cluster.AssertLedgersConserve();
+        foreach (var p in new[] { cheater, honest1, honest2 })
+        {
+            Assert.That(p.Node.Provider!.Capacity.PeakCoresInUse, Is.LessThanOrEqualTo(1), "never more leases at once than advertised cores");
+        }
+    }
+
+    [Test]
+    public async Task ProviderKilledMidTask_LeaseExpiresAfterGraceWindow_TaskCompletesElsewhere_NoReceiptLostOrDoubled(CancellationToken ct)
+    {
+        const int seed = 12;
+        await using var cluster = new ComputeCluster(seed);
+        var hang = new HangingExecutor();
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var doomed = await cluster.AddAsync("doomed", provide: true, price: 5, decorate: _ => hang);
+        await cluster.AddAsync("backup1", provide: true, price: 10);
+        await cluster.AddAsync("backup2", provide: true, price: 10);
+        await requester.Node.Client.WaitForProvidersAsync(3, ct);
+        var expired = new TaskCompletionSource<AttemptRecord>(TaskCreationOptions.RunContinuationsAsynchronously);
+        requester.Node.Client.AttemptEnded += a =>
+        {
+            if (a.Outcome == LeaseOutcomeKind.Expired)
+            {
+                expired.TrySetResult(a);
+            }
+        };
+
+        var submission = requester.Node.SubmitAsync(HashTask("survive", 300), ct);
+        await hang.Started.Task.WaitAsync(ct);
+        await cluster.KillAsync(doomed);
+        var lease = new LeaseOptions();
+        var grace = lease.HeartbeatInterval * lease.MissedHeartbeatsBeforeExpiry;
+        cluster.Time.Advance(grace - TimeSpan.FromSeconds(1));
+        Assert.That(expired.Task.IsCompleted, Is.False, "not expired inside the grace window");
+        cluster.Time.Advance(TimeSpan.FromSeconds(2));
+        var ended = await expired.Task.WaitAsync(ct);
+        var result = await submission;
+
+        Assert.That(ended.Provider, Is.EqualTo(doomed.PeerId));
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("survive"u8.ToArray(), 300)));
+        Assert.That(result.Attempts, Is.EqualTo(2));
+        Assert.That(result.Provider, Is.Not.EqualTo(doomed.PeerId));
+        Assert.That(result.History[0].Paid, Is.Zero);
+        Assert.That(result.Cost, Is.GreaterThan(0));
+        var winner = cluster.Members.Single(m => m.PeerId == result.Provider);
+        Assert.That(requester.Node.Ledger.Reservations(PaymentState.Released), Has.Count.EqualTo(1), "the expired lease is released");
+        Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(1), "the completed lease is paid and acknowledged");
+
+        // Sending the receipt again (as after a crash) is acknowledged and counted once.
+        var receipt = requester.Node.Ledger.Reservations(PaymentState.Delivered)[0].Receipt!;
+        await using (var stream = await requester.Host.NewStreamAsync(winner.PeerId, [ReceiptProtocol.Id], ct))
+        {
+            var ack = await ReceiptProtocol.SendAsync(stream, receipt, ct);
+            Assert.That(ack.Status, Is.EqualTo(ReceiptAckStatus.AlreadyRecorded));
+        }
+        Assert.That(await requester.Node.Client.RedeliverReceiptsAsync(ct), Is.Zero, "nothing left to redeliver");
+        Assert.That(winner.Node.Ledger.Balance(), Is.EqualTo(ComputeCluster.Grant + result.Cost));
+        Assert.That(cluster.Balance(doomed), Is.EqualTo(ComputeCluster.Grant), "the killed provider earned nothing");
+        cluster.AssertLedgersConserve();
+    }
+
+    [TestCase("malformed", ExecutionStatus.InvalidModule, 50_000_000)]
+    [TestCase("loop", ExecutionStatus.OutOfFuel, 50_000_000)]
+    [TestCase("grow", ExecutionStatus.OutOfMemory, 500_000_000)]
+    [TestCase("spew", ExecutionStatus.OutputTooLarge, 2_000_000_000)]
+    public async Task HostileTask_EndsWithClearError_AndProviderKeepsServing(string module, ExecutionStatus expected, long fuel)
+    {
+        using var cts = new CancellationTokenSource();
+        var ct = cts.Token;
+        await using var cluster = new ComputeCluster(13);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        var bytes = module == "malformed" ? "\0asm this is not WebAssembly"u8.ToArray() : ComputeCluster.Sample(module, "testmods");
+
+        var hostile = await requester.Node.SubmitAsync(new TaskSubmission
+        {
+            Module = bytes,
+            Fuel = fuel,
+            MemoryBytes = 16L << 20,
+            MaxPricePerMegaFuel = 50,
+        }, ct);
+        var after = await requester.Node.SubmitAsync(HashTask("still here", 100), ct);
+
+        Assert.That(hostile.Status, Is.EqualTo(expected), hostile.Error);
+        Assert.That(hostile.Error, Is.Not.Null.And.Not.Empty);
+        Assert.That(hostile.Verified, Is.True, "the stranger's error result was re-run and agreed with");
+        Assert.That(hostile.Provider, Is.EqualTo(provider.PeerId));
+        Assert.That(after.Status, Is.EqualTo(ExecutionStatus.Success), after.Error);
+        Assert.That(after.Provider, Is.EqualTo(provider.PeerId), "the same provider keeps serving");
+        Assert.That(Encoding.ASCII.GetString(after.Output.Span), Is.EqualTo(ComputeCluster.HashChain("still here"u8.ToArray(), 100)));
+        Assert.That(provider.Node.Provider!.Capacity.CoresInUse, Is.Zero);
+        if (expected == ExecutionStatus.OutOfFuel)
+        {
+            Assert.That(hostile.Fuel, Is.EqualTo(fuel), "fuel exhaustion is an outcome: the whole budget is used and paid");
+        }
+        cluster.AssertLedgersConserve();
+    }
+
+    [Test]
+    public async Task Replicas_RunOnDistinctProvidersAtOnce_AgreeingResultIsVerifiedAndEachIsPaid(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(14);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var providers = new[]
+        {
+            await cluster.AddAsync("p1", provide: true), await cluster.AddAsync("p2", provide: true), await cluster.AddAsync("p3", provide: true),
+        };
+        await requester.Node.Client.WaitForProvidersAsync(3, ct);
+
+        var result = await requester.Node.SubmitAsync(HashTask("valuable", 400) with { Replicas = 3 }, ct);
+
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("valuable"u8.ToArray(), 400)));
+        Assert.That(result.Verified, Is.True);
+        Assert.That(result.History.Where(h => h.Paid > 0).Select(h => h.Provider).Distinct().Count(), Is.EqualTo(3), "three distinct providers, each paid");
+        Assert.That(result.Cost, Is.EqualTo(result.History.Sum(h => h.Paid)));
+        Assert.That(providers.All(p => p.Node.Ledger.Balance() > ComputeCluster.Grant), Is.True);
+        cluster.AssertLedgersConserve();
+    }
+}
