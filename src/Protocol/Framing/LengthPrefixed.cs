@@ -10,40 +10,68 @@ namespace Potluck.Protocol.Framing;
 /// </summary>
 public static class LengthPrefixed
 {
-    /// <summary>Reads one message; null at a clean end of stream before any byte of it.</summary>
+    /// <summary>
+    /// Reads one message; null at a clean end of stream before any byte of it. Bytes are consumed as they
+    /// arrive (into a buffer of the checked length), so a flow-controlled stream keeps crediting its window
+    /// even for a message larger than the window.
+    /// </summary>
     public static async ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
     {
+        byte[]? message = null;
+        var filled = 0;
         while (true)
         {
             var result = await reader.ReadAsync(ct);
             var buffer = result.Buffer;
-            var status = TryRead(ref buffer, maxLength, out var message);
-            if (status == DecodeStatus.Done)
+            if (message is null)
             {
-                reader.AdvanceTo(buffer.Start);
-                return message;
+                var header = new SequenceReader<byte>(buffer);
+                var status = Varint.TryRead(ref header, out var length);
+                if (status == DecodeStatus.Invalid || (status == DecodeStatus.Done && length > (ulong)maxLength))
+                {
+                    reader.AdvanceTo(buffer.Start, buffer.End);
+                    throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit or malformed varint");
+                }
+                if (status == DecodeStatus.NeedMoreData)
+                {
+                    if (result.IsCompleted)
+                    {
+                        var empty = buffer.IsEmpty;
+                        reader.AdvanceTo(buffer.End);
+                        return empty ? null : throw new ProtocolViolationException(protocol, "stream ended inside a message length");
+                    }
+                    ThrowIfCanceled(reader, result);
+                    reader.AdvanceTo(buffer.Start, buffer.End);
+                    continue;
+                }
+                message = length == 0 ? [] : new byte[(int)length];
+                buffer = buffer.Slice(header.Position);
             }
-            if (status == DecodeStatus.Invalid)
+            var take = (int)Math.Min(buffer.Length, message.Length - filled);
+            buffer.Slice(0, take).CopyTo(message.AsSpan(filled));
+            filled += take;
+            var consumed = buffer.GetPosition(take);
+            if (filled == message.Length)
             {
-                reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-                throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit or malformed varint");
+                reader.AdvanceTo(consumed);
+                return message;
             }
             if (result.IsCompleted)
             {
-                var empty = result.Buffer.IsEmpty;
-                reader.AdvanceTo(result.Buffer.End);
-                if (empty)
-                {
-                    return null;
-                }
+                reader.AdvanceTo(consumed);
                 throw new ProtocolViolationException(protocol, "stream ended inside a message");
             }
-            if (result.IsCanceled)
-            {
-                reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-                throw new OperationCanceledException();
-            }
+            ThrowIfCanceled(reader, result);
+            reader.AdvanceTo(consumed);
+        }
+    }
+
+    private static void ThrowIfCanceled(PipeReader reader, ReadResult result)
+    {
+        if (result.IsCanceled)
+        {
             reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+            throw new OperationCanceledException();
         }
     }
 
