@@ -56,6 +56,12 @@ public sealed record NodeOptions
     public MdnsOptions Mdns { get; init; } = new();
 
     public DiscoveryOptions Discovery { get; init; } = new();
+
+    /// <summary>
+    /// The compute layer (provider, requester, ledger, sandbox) when set; null runs a bare libp2p node.
+    /// Its data directory holds the ledger, modules and compiled-module cache.
+    /// </summary>
+    public Compute.ComputeNodeOptions? Compute { get; init; }
 }
 
 /// <summary>How the node finds and keeps peers across restarts.</summary>

@@ -69,6 +69,9 @@ public sealed partial class PotluckNode : IAsyncDisposable
 
     public GossipsubService Gossip { get; }
 
+    /// <summary>The compute layer, when <see cref="NodeOptions.Compute"/> asked for it.</summary>
+    public Potluck.Node.Compute.ComputeNode? Compute { get; private set; }
+
     public KademliaService Dht { get; }
 
     /// <summary>mDNS discovery; null when <see cref="NodeOptions.EnableMdns"/> is off or the socket could not be opened.</summary>
@@ -127,6 +130,11 @@ public sealed partial class PotluckNode : IAsyncDisposable
             }
             await host.StartAsync(options.Listen, ct);
             node.Start();
+            if (options.Compute is { } compute)
+            {
+                node.Compute = Potluck.Node.Compute.ComputeNode.Start(host, new Potluck.Node.Compute.GossipTopicBus(node.Gossip, loggers.CreateLogger<Potluck.Node.Compute.GossipTopicBus>()),
+                    compute, loggers, options.Time);
+            }
             return node;
         }
         catch
@@ -430,6 +438,10 @@ public sealed partial class PotluckNode : IAsyncDisposable
             return;
         }
         Host.Connected -= OnConnected;
+        if (Compute is not null)
+        {
+            await Compute.DisposeAsync();
+        }
         await _stop.CancelAsync();
         Task[] loops;
         lock (_gate)

@@ -149,4 +149,55 @@ public class ProcessTests
         Assert.That(second.Stderr, Does.Contain("already in use").And.Contain("--listen"));
         Directory.Delete(_dataDir + "-2", true);
     }
+
+    [Test]
+    public async Task Submit_RunsASampleOnAnotherNode_PrintsTheRightOutput_AndBothLedgersAgree(CancellationToken ct)
+    {
+        var requesterDir = _dataDir + "-requester";
+        var seedFile = Path.Combine(Path.GetTempPath(), "potluck-seed-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            await File.WriteAllTextAsync(seedFile, "hello", ct);
+            await using var provider = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", _dataDir);
+            var line = await provider.WaitForLineAsync(l => l.StartsWith("Listening on ", StringComparison.Ordinal), ct);
+            var address = line["Listening on ".Length..];
+            var module = Path.Combine(RepoRoot(), "samples", "hashchain", "hashchain.wasm");
+
+            await using var submit = PotluckProcess.Start("submit", module, "--input", seedFile, "--bootstrap", address, "--no-mdns",
+                "--data-dir", requesterDir, "--", "1000");
+            var (code, output) = await submit.WaitForExitAsync(ct);
+
+            Assert.That(code, Is.EqualTo(0), submit.Stderr);
+            Assert.That(output, Is.EqualTo(Compute.ComputeCluster.HashChain("hello"u8.ToArray(), 1000)));
+            Assert.That(submit.Stderr, Does.Contain("success on " + address[(address.LastIndexOf('/') + 1)..]).And.Contain("cost"));
+
+            await using var requesterLedger = PotluckProcess.Start("ledger", "--data-dir", requesterDir);
+            var (_, spent) = await requesterLedger.WaitForExitAsync(ct);
+            await using var providerLedger = PotluckProcess.Start("ledger", "--data-dir", _dataDir);
+            var (_, earned) = await providerLedger.WaitForExitAsync(ct);
+            var paid = System.Text.RegularExpressions.Regex.Match(spent, @"Spent\s+-(\d+\.\d+)").Groups[1].Value;
+            Assert.That(paid, Is.Not.Empty, spent);
+            Assert.That(earned, Does.Match(@"Earned\s+" + System.Text.RegularExpressions.Regex.Escape(paid)));
+        }
+        finally
+        {
+            File.Delete(seedFile);
+            if (Directory.Exists(requesterDir))
+            {
+                Directory.Delete(requesterDir, true);
+            }
+        }
+    }
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Node.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("repository root not found");
+    }
 }

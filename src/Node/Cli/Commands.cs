@@ -25,6 +25,9 @@ public static class Commands
         new("bootstrap", "multiaddr", "peer to join through (…/p2p/<peer id>), repeatable; the DHT is bootstrapped through it", Repeatable: true),
         new("no-mdns", null, "do not find peers on the local network by mDNS (on by default)"),
         new("config", "file", "JSON config: {\"listen\": [...], \"bootstrap\": [...], \"mdns\": true, \"swarm_key\": \"path\"}; flags win"),
+        new("cores", "n", "tasks run at once for others (default 1)"),
+        new("price", "credits", "credits asked per million fuel (default 10)"),
+        new("no-provide", null, "do not run tasks for others (the node still relays, discovers and gossips)"),
         DataDir, SwarmKeyOption, LogLevelOption, Help,
     ];
 
@@ -87,9 +90,12 @@ public static class Commands
             "id" => await IdAsync(Parse("id", rest, IdOptions, 0, 0, "no arguments", stdout), stdout),
             "ping" => await PingAsync(Parse("ping", rest, PingOptions, 1, 1, "the address to ping, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "perf" => await PerfAsync(Parse("perf", rest, PerfOptions, 1, 1, "the address to measure, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
+            "submit" => await ComputeCommands.SubmitAsync(Parse("submit", rest, ComputeCommands.SubmitOptions, 1, 256, "the module to run, e.g. samples/hashchain/hashchain.wasm", stdout),
+                stdout, stderr, LoadSwarmKey, ParseLogLevel, CreateLoggers),
+            "ledger" => await ComputeCommands.LedgerAsync(Parse("ledger", rest, ComputeCommands.LedgerOptions, 0, 0, "no arguments", stdout), stdout, stderr),
             "swarm-key" => await SwarmKeyAsync(Parse("swarm-key", rest, SwarmKeyOptions, 1, 1, "'generate'", stdout), stdout),
             "peers" => await PeersAsync(Parse("peers", rest, PeersOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            _ => throw new UsageException($"unknown command '{args[0]}'. Commands: run, peers, id, ping, perf, swarm-key. Run 'potluck --help' for usage."),
+            _ => throw new UsageException($"unknown command '{args[0]}'. Commands: run, submit, ledger, peers, id, ping, perf, swarm-key. Run 'potluck --help' for usage."),
         };
     }
 
@@ -118,6 +124,11 @@ public static class Commands
                                        measure round-trip times to a libp2p peer
           potluck perf <multiaddr> [--upload <bytes>] [--download <bytes>]
                                        measure throughput each way (libp2p /perf/1.0.0)
+          potluck submit <module.wasm> [--input <file|->] [--fuel <n>] [--max-price <p>]
+                         [--verify-rate <r>] [--replicas <k>] [--bootstrap <multiaddr>]... [-- args...]
+                                       run a WebAssembly task on another node; output to stdout
+          potluck ledger [--data-dir <path>]
+                                       show the credit balance and recent entries
           potluck swarm-key generate   print a new swarm.key for a private cluster
 
         Run 'potluck <command> --help' for a command's options.
@@ -271,6 +282,16 @@ public static class Commands
             SwarmKey = swarmKey,
             DataDir = config.DataDir,
             Topics = [Scheduler.Advertising.AdvertisementProtocol.Topic],
+            Compute = new Compute.ComputeNodeOptions
+            {
+                DataDir = config.DataDir,
+                Provide = !args.Has("no-provide"),
+                Provider = new Scheduler.Providing.ProviderOptions
+                {
+                    Cores = args.GetInt("cores", 1, 1, Environment.ProcessorCount * 4),
+                    PricePerMegaFuel = args.GetInt("price", 10, 0, 1_000_000_000),
+                },
+            },
         };
         builder.Services.AddSingleton(new NodeServiceSettings(options, config.DataDir, stdout));
         builder.Services.AddHostedService<NodeService>();

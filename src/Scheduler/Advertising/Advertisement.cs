@@ -64,6 +64,13 @@ public sealed record Advertisement
 /// <summary>Names and constants of the advertisement protocol.</summary>
 public static class AdvertisementProtocol
 {
+    /// <summary>
+    /// Request/response protocol for a provider's current signed advertisement: the requester opens a stream and
+    /// reads one length-prefixed envelope. Lets a node that just joined learn providers without waiting for the
+    /// next gossip round.
+    /// </summary>
+    public const string FetchProtocolId = "/potluck/ad/1.0.0";
+
     /// <summary>The gossipsub topic advertisements travel on.</summary>
     public const string Topic = "potluck/ads/1";
 

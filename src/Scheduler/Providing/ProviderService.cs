@@ -40,6 +40,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private readonly Lock _adGate = new();
     private readonly CancellationTokenSource _stop = new();
     private ITimer? _adTimer;
+    private byte[]? _lastAdvertisement;
     private DateTimeOffset _lastPrune;
     private int _disposed;
     private long _leasesCompleted;
@@ -89,6 +90,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     {
         _host.SetStreamHandler(LeaseProtocol.Id, HandleLeaseStreamAsync);
         _host.SetStreamHandler(ReceiptProtocol.Id, HandleReceiptStreamAsync);
+        _host.SetStreamHandler(AdvertisementProtocol.FetchProtocolId, HandleAdvertisementFetchAsync);
         _adTimer = _time.CreateTimer(_ => _ = Task.Run(PublishAdvertisementAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _ = Task.Run(PublishAdvertisementAsync);
     }
@@ -105,6 +107,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             var now = _time.GetUtcNow();
             envelope = _issuer.Poll(CurrentAdvertisement(), now);
+            _lastAdvertisement = envelope ?? _lastAdvertisement;
             var next = _issuer.NextPublishAt - now;
             _adTimer?.Change(next < TimeSpan.Zero ? TimeSpan.Zero : next, Timeout.InfiniteTimeSpan);
         }
@@ -119,6 +122,21 @@ public sealed partial class ProviderService : IAsyncDisposable
                 LogPublishFailed(_log, e.Message);
             }
         }
+    }
+
+    /// <summary>Answers <see cref="AdvertisementProtocol.FetchProtocolId"/> with the last advertisement published.</summary>
+    private async Task HandleAdvertisementFetchAsync(IStream stream, CancellationToken ct)
+    {
+        byte[]? envelope;
+        lock (_adGate)
+        {
+            envelope = _lastAdvertisement;
+        }
+        if (envelope is not null)
+        {
+            await LengthPrefixed.WriteAsync(stream.Output, envelope, ct);
+        }
+        await stream.Output.CompleteAsync();
     }
 
     private Advertisement CurrentAdvertisement()

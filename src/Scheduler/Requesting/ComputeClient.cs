@@ -1,3 +1,4 @@
+using Potluck.Protocol.Framing;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol;
@@ -93,6 +94,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
     public void Start()
     {
         _subscription ??= _bus.Subscribe(AdvertisementProtocol.Topic, ValidateAdvertisement, OnAdvertisementAsync);
+        _host.Connected += OnConnected;
+        foreach (var connection in _host.Connections)
+        {
+            OnConnected(connection);
+        }
         foreach (var r in _ledger.Reservations(PaymentState.Reserved))
         {
             _ledger.Release(r.LeaseId);
@@ -137,13 +143,46 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _ => TopicVerdict.Ignore,
         };
 
+    private void OnConnected(IConnection connection) => _ = FetchAdvertisementAsync(connection);
+
+    /// <summary>
+    /// Asks a newly connected peer for its current advertisement (<see cref="AdvertisementProtocol.FetchProtocolId"/>),
+    /// so providers are known at once rather than after their next gossip round. Peers that are no providers
+    /// simply do not speak the protocol.
+    /// </summary>
+    private async Task FetchAdvertisementAsync(IConnection connection)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+            await using var stream = await connection.OpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
+            await stream.Output.CompleteAsync();
+            var envelope = await LengthPrefixed.ReadAsync(stream.Input, _options.Advertising.MaxEnvelopeBytes, AdvertisementProtocol.FetchProtocolId, linked.Token);
+            if (envelope is not null)
+            {
+                AddAdvertisement(envelope);
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ProtocolViolationException or ProtocolNotSupportedException or ObjectDisposedException or InvalidOperationException)
+        {
+            // Not a provider, or gone: gossip still brings its advertisement if it has one.
+        }
+    }
+
     private ValueTask OnAdvertisementAsync(TopicMessage message, CancellationToken ct)
+    {
+        AddAdvertisement(message.Data.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    private void AddAdvertisement(ReadOnlySpan<byte> envelope)
     {
         lock (_gate)
         {
-            if (_book.Add(message.Data.Span, _time.GetUtcNow(), out var ad) != AdVerdict.Accepted || ad is null)
+            if (_book.Add(envelope, _time.GetUtcNow(), out var ad) != AdVerdict.Accepted || ad is null)
             {
-                return ValueTask.CompletedTask;
+                return;
             }
             if (ad.Provider != _key.PeerId)
             {
@@ -152,7 +191,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _adsChanged.TrySetResult();
             _adsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         }
-        return ValueTask.CompletedTask;
     }
 
     // ------------------------------------------------------------------ submission
@@ -528,6 +566,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _host.Connected -= OnConnected;
         _subscription?.Dispose();
         await _stop.CancelAsync();
     }

@@ -246,4 +246,58 @@ public class CommandLineTests
     [TestCase("5 parsecs")]
     [TestCase("99999999999999999999")]
     public void ByteSize_RejectsNonsense(string text) => Assert.That(ByteSize.TryParse(text, out _), Is.False);
+
+    [Test]
+    public async Task Submit_MissingModule_SaysWhatToGive()
+    {
+        var (code, _, err) = await Run("submit", "/nonexistent/task.wasm");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("no module at '/nonexistent/task.wasm'"));
+    }
+
+    [Test]
+    public async Task Submit_NotAWasmFile_SaysHowToBuildOne()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllTextAsync(file, "#!/bin/sh\necho hi\n");
+            var (code, _, err) = await Run("submit", file);
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain("is not a WebAssembly binary").And.Contain("wasm32-wasi"));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [TestCase("--verify-rate", "0", "never 0")]
+    [TestCase("--verify-rate", "1.5", "at most 1")]
+    [TestCase("--replicas", "0", "from 1 to 16")]
+    [TestCase("--fuel", "-3", "whole number")]
+    [TestCase("--bootstrap", "/ip4/127.0.0.1/tcp/1", "must end in /p2p/")]
+    public async Task Submit_BadOption_SaysWhatToFix(string option, string value, string expected)
+    {
+        var module = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllBytesAsync(module, [0, (byte)'a', (byte)'s', (byte)'m', 1, 0, 0, 0]);
+            var (code, _, err) = await Run("submit", module, option, value);
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain(expected));
+        }
+        finally
+        {
+            File.Delete(module);
+        }
+    }
+
+    [Test]
+    public async Task Ledger_WithNoLedgerYet_SaysHowOneIsCreated()
+    {
+        var (code, _, err) = await Run("ledger", "--data-dir", Path.Combine(Path.GetTempPath(), "potluck-none-" + Guid.NewGuid().ToString("N")));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("no ledger in").And.Contain("potluck run"));
+    }
 }
