@@ -137,6 +137,7 @@ public class HostTests
         var second = await hosts.StartAsync();
 
         await first.Host.ConnectAsync(server.Address, ct);
+        await server.Identify.WhenIdentifiedAsync(first.Host.PeerId, ct); // the server has registered it too
         var e = Assert.ThrowsAsync<DialException>(async () => await second.Host.ConnectAsync(server.Address, ct));
 
         Assert.That(e!.Failure, Is.EqualTo(DialFailure.HandshakeFailed).Or.EqualTo(DialFailure.Unreachable));

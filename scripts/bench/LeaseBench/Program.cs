@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Node;
+using Potluck.Node.Compute;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
+
+namespace Potluck.Benchmarks.Lease;
+
+/// <summary>
+/// Lease-path scenario on loopback TCP, side by side in one run: one requester and two providers (separate
+/// nodes, each with its own identity, ledger and sandbox, in this process). A no-op task (samples/testmods/
+/// exitcode.wasm with argument 0 and empty input: WASI start-up and exit) measures the overhead of the whole
+/// path — ad lookup, lease negotiation with signed terms, attestation, receipt and two SQLite ledgers with
+/// synchronous=FULL — next to a libp2p ping over the same connection and the same task run in the local sandbox.
+/// Usage: dotnet run --project scripts/bench/LeaseBench -c Release -- [sequential] [total] [concurrency]
+/// </summary>
+public static class Program
+{
+    public static async Task<int> Main(string[] args)
+    {
+        var sequential = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 300;
+        var total = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 2000;
+        var concurrency = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 32;
+        using var overall = new CancellationTokenSource(TimeSpan.FromMinutes(10));
+        var ct = overall.Token;
+        var root = FindRoot();
+        var module = await File.ReadAllBytesAsync(Path.Combine(root, "samples", "testmods", "exitcode.wasm"), ct);
+        var scratch = Directory.CreateTempSubdirectory("potluck-leasebench-");
+        try
+        {
+            var loopback = new[] { Multiaddr.Parse("/ip4/127.0.0.1/tcp/0") };
+            async Task<PotluckNode> Provider(string name) => await PotluckNode.StartAsync(new NodeOptions
+            {
+                Key = PrivateKey.Generate(),
+                Listen = loopback,
+                DataDir = Path.Combine(scratch.FullName, name),
+                Compute = new ComputeNodeOptions
+                {
+                    DataDir = Path.Combine(scratch.FullName, name),
+                    Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 },
+                },
+            }, NullLoggerFactory.Instance, ct);
+            await using var p1 = await Provider("p1");
+            await using var p2 = await Provider("p2");
+            await using var requester = await PotluckNode.StartAsync(new NodeOptions
+            {
+                Key = PrivateKey.Generate(),
+                Bootstrap = [p1.FullAddresses[0], p2.FullAddresses[0]],
+                DataDir = Path.Combine(scratch.FullName, "r"),
+                Compute = new ComputeNodeOptions { DataDir = Path.Combine(scratch.FullName, "r"), Provide = false },
+            }, NullLoggerFactory.Instance, ct);
+            await requester.Compute!.Client.WaitForProvidersAsync(2, ct);
+            var task = new TaskSubmission { Module = module, Args = ["0"], Fuel = 20_000_000, MaxPricePerMegaFuel = 10 };
+
+            // Warm up every path (JIT, compiled-module caches on all three nodes, connections).
+            for (var i = 0; i < 50; i++)
+            {
+                await requester.Compute.SubmitAsync(task, ct);
+            }
+
+            var ping = new List<double>();
+            for (var i = 0; i < sequential; i++)
+            {
+                ping.Add((await requester.Ping.PingAsync(p1.PeerId, 1, ct))[0].TotalMilliseconds);
+            }
+            var local = new List<double>();
+            var spec = new Potluck.Scheduler.Sandbox.TaskSpec { Module = module, Args = ["0"], FuelLimit = 20_000_000 };
+            for (var i = 0; i < sequential; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                await requester.Compute.Sandbox.ExecuteAsync(spec, ReadOnlyMemory<byte>.Empty, ct);
+                local.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            var lease = new List<double>();
+            var verified = 0;
+            for (var i = 0; i < sequential; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                var result = await requester.Compute.SubmitAsync(task, ct);
+                lease.Add(sw.Elapsed.TotalMilliseconds);
+                verified += result.Verified ? 1 : 0;
+                if (!result.Succeeded)
+                {
+                    throw new InvalidOperationException($"task failed: {result.Error}");
+                }
+            }
+
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+            var wall = Stopwatch.StartNew();
+            var next = 0;
+            var failures = 0;
+            async Task Worker()
+            {
+                while (Interlocked.Increment(ref next) <= total)
+                {
+                    var result = await requester.Compute.SubmitAsync(task, ct);
+                    if (!result.Succeeded)
+                    {
+                        Interlocked.Increment(ref failures);
+                    }
+                }
+            }
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(Worker, ct)));
+            var elapsed = wall.Elapsed;
+            var cpuUsed = Process.GetCurrentProcess().TotalProcessorTime - cpu;
+
+            Console.WriteLine($"# Potluck lease-path benchmark — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+            Console.WriteLine($"# no-op task (exitcode.wasm 0), 1 requester + 2 providers on loopback TCP, one process; {sequential} sequential, then {total} with {concurrency} in flight");
+            Console.WriteLine();
+            Console.WriteLine("| path | p50 ms | p99 ms |");
+            Console.WriteLine("| --- | ---: | ---: |");
+            Console.WriteLine($"| libp2p ping over the same connection | {P(ping, 50):0.000} | {P(ping, 99):0.000} |");
+            Console.WriteLine($"| the task in the local sandbox (no network) | {P(local, 50):0.000} | {P(local, 99):0.000} |");
+            Console.WriteLine($"| whole lease path: submit → offer → accept → run → attestation → receipt | {P(lease, 50):0.000} | {P(lease, 99):0.000} |");
+            Console.WriteLine();
+            Console.WriteLine($"Results re-run locally by the requester (verification sampling) in the sequential phase: {verified}/{sequential}");
+            Console.WriteLine($"Sustained: {total / elapsed.TotalSeconds:0} tasks/s with {concurrency} in flight ({failures} failed), {cpuUsed.TotalMilliseconds / total:0.00} ms CPU per task for all three nodes");
+            return failures == 0 ? 0 : 1;
+        }
+        finally
+        {
+            scratch.Delete(true);
+        }
+    }
+
+    private static double P(List<double> values, int percentile)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(percentile / 100.0 * sorted.Length) - 1)];
+    }
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Node.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("run from inside the repository");
+    }
+}
