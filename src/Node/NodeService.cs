@@ -59,6 +59,15 @@ public sealed class NodeService : IHostedService
         }
         await stdout.WriteLineAsync($"Discovery: mDNS {(_node.Mdns is not null ? "on" : "off")}, {_settings.Node.Bootstrap.Count} bootstrap peers");
         await stdout.WriteLineAsync($"Control socket: {control.SocketPath}");
+        if (_node.Compute?.Provider is not null && _settings.Node.Compute?.Provider is { } offer)
+        {
+            await stdout.WriteLineAsync($"Providing: {offer.Cores} core{(offer.Cores == 1 ? "" : "s")} at {offer.PricePerMegaFuel} credits per million fuel (--no-provide to stop)");
+        }
+        else if (_node.Compute is not null)
+        {
+            await stdout.WriteLineAsync("Providing: off");
+        }
+        await stdout.WriteLineAsync("Press Ctrl+C to stop.");
         await stdout.FlushAsync(cancellationToken);
     }
 

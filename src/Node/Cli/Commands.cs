@@ -273,6 +273,8 @@ public static class Commands
             o.TimestampFormat = "HH:mm:ss ";
         });
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        // The generic host's start-up chatter (environment, content root) says nothing useful about a node.
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         var options = new NodeOptions
         {
             Key = key,
