@@ -91,7 +91,7 @@ public static class Commands
             "ping" => await PingAsync(Parse("ping", rest, PingOptions, 1, 1, "the address to ping, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "perf" => await PerfAsync(Parse("perf", rest, PerfOptions, 1, 1, "the address to measure, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "submit" => await ComputeCommands.SubmitAsync(Parse("submit", rest, ComputeCommands.SubmitOptions, 1, 256, "the module to run, e.g. samples/hashchain/hashchain.wasm", stdout),
-                stdout, stderr, LoadSwarmKey, ParseLogLevel, CreateLoggers),
+                stdout, stderr),
             "ledger" => await ComputeCommands.LedgerAsync(Parse("ledger", rest, ComputeCommands.LedgerOptions, 0, 0, "no arguments", stdout), stdout, stderr),
             "swarm-key" => await SwarmKeyAsync(Parse("swarm-key", rest, SwarmKeyOptions, 1, 1, "'generate'", stdout), stdout),
             "peers" => await PeersAsync(Parse("peers", rest, PeersOptions, 0, 0, "no arguments", stdout), stdout, stderr),
@@ -146,7 +146,7 @@ public static class Commands
         return string.Join(Environment.NewLine, lines) + Environment.NewLine;
     }
 
-    private static LogLevel ParseLogLevel(ParsedArgs args, LogLevel fallback)
+    internal static LogLevel ParseLogLevel(ParsedArgs args, LogLevel fallback)
     {
         var text = args.Get("log-level");
         if (text is null)
@@ -160,7 +160,7 @@ public static class Commands
 
     private static SwarmKey? LoadSwarmKey(ParsedArgs args) => LoadSwarmKey(args.Get("swarm-key"));
 
-    private static SwarmKey? LoadSwarmKey(string? path)
+    internal static SwarmKey? LoadSwarmKey(string? path)
     {
         if (path is null)
         {
@@ -189,7 +189,7 @@ public static class Commands
         return address;
     }
 
-    private static ILoggerFactory CreateLoggers(LogLevel level) => LoggerFactory.Create(b => b
+    internal static ILoggerFactory CreateLoggers(LogLevel level) => LoggerFactory.Create(b => b
         .SetMinimumLevel(level)
         .AddSimpleConsole(o =>
         {

@@ -37,8 +37,7 @@ internal static class ComputeCommands
 
     public static string DefaultRequesterDir() => Path.Combine(NodeConfig.DefaultDataDir(), "requester");
 
-    public static async Task<int> SubmitAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr, Func<string?, Protocol.Pnet.SwarmKey?> loadSwarmKey,
-        Func<ParsedArgs, LogLevel, LogLevel> logLevel, Func<LogLevel, ILoggerFactory> loggers)
+    public static async Task<int> SubmitAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
         var modulePath = args.Positionals[0];
         if (!File.Exists(modulePath))
@@ -86,8 +85,8 @@ internal static class ComputeCommands
             throw new UsageException($"--bootstrap '{b}' must end in /p2p/<peer id> (copy a full address from the provider's `potluck run` output)");
         }
         var dataDir = args.Get("data-dir") ?? DefaultRequesterDir();
-        var swarmKey = loadSwarmKey(args.Get("swarm-key"));
-        using var loggerFactory = loggers(logLevel(args, LogLevel.Warning));
+        var swarmKey = Commands.LoadSwarmKey(args.Get("swarm-key"));
+        using var loggerFactory = Commands.CreateLoggers(Commands.ParseLogLevel(args, LogLevel.Warning));
         PrivateKey key;
         try
         {

@@ -154,7 +154,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     {
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _time);
+            using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
             await using var stream = await connection.OpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
             await stream.Output.CompleteAsync();
