@@ -19,6 +19,7 @@ public sealed class NodeService : IHostedService
     private readonly TextWriter _stdout;
     private PotluckNode? _node;
     private ControlServer? _control;
+    private readonly HashSet<long> _printed = [];
 
     public NodeService(NodeServiceSettings settings, ILoggerFactory loggers)
     {
@@ -46,7 +47,6 @@ public sealed class NodeService : IHostedService
             throw;
         }
         NodeControl.Register(control, _node);
-        _node.Host.Connected += OnConnected;
         var stdout = _stdout;
         await stdout.WriteLineAsync($"Peer id: {_node.PeerId}");
         if (_settings.Node.SwarmKey is { } key)
@@ -69,12 +69,36 @@ public sealed class NodeService : IHostedService
         }
         await stdout.WriteLineAsync("Press Ctrl+C to stop.");
         await stdout.FlushAsync(cancellationToken);
+
+        // Bootstrap dials and mDNS started inside PotluckNode.StartAsync, so connections may already be open: after the
+        // header, subscribe, then replay those (OnConnected prints each connection once, whichever path reports it first).
+        _node.Host.Connected += OnConnected;
+        _node.Host.Disconnected += OnDisconnected;
+        foreach (var connection in _node.Host.Connections)
+        {
+            OnConnected(connection);
+        }
     }
 
     private void OnConnected(IConnection connection)
     {
+        lock (_printed)
+        {
+            if (!_printed.Add(connection.Id))
+            {
+                return;
+            }
+        }
         _stdout.WriteLine($"Connected to {connection.RemotePeer} ({(connection.Direction == Direction.Inbound ? "inbound" : "outbound")} {connection.RemoteAddress})");
         _stdout.Flush();
+    }
+
+    private void OnDisconnected(IConnection connection)
+    {
+        lock (_printed)
+        {
+            _printed.Remove(connection.Id);
+        }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -86,6 +110,7 @@ public sealed class NodeService : IHostedService
         if (_node is not null)
         {
             _node.Host.Connected -= OnConnected;
+            _node.Host.Disconnected -= OnDisconnected;
             await _node.DisposeAsync();
         }
     }

@@ -7,12 +7,12 @@ namespace Potluck.Node.Tests;
 /// interfaces: the outer test re-runs the inner one inside a fresh user + network namespace (<c>unshare -rn</c>) whose
 /// only interface is loopback with multicast switched on. The inner test refuses to run anywhere else.
 /// </summary>
-[CancelAfter(180_000)]
 public class MdnsProcessTests
 {
     private const string InsideVariable = "POTLUCK_NODE_MDNS_NETNS";
 
     [Test]
+    [CancelAfter(300_000)]
     public async Task RealProcesses_InsidePrivateNetworkNamespace_FindEachOtherByMdns_AndAThirdJoinsByBootstrap(CancellationToken ct)
     {
         if (Environment.GetEnvironmentVariable(InsideVariable) == "1")
@@ -32,6 +32,7 @@ public class MdnsProcessTests
     }
 
     [Test]
+    [CancelAfter(200_000)]
     public async Task InNamespace_TwoNodesWithNoFlags_FindEachOther_AndAThirdJoinsThroughTheDht(CancellationToken ct)
     {
         if (Environment.GetEnvironmentVariable(InsideVariable) != "1")
@@ -84,16 +85,18 @@ public class MdnsProcessTests
         try
         {
             using var process = Process.Start(info)!;
-            var stdout = process.StandardOutput.ReadToEndAsync(ct);
-            var stderr = process.StandardError.ReadToEndAsync(ct);
+            var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
+            var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
             try
             {
                 await process.WaitForExitAsync(ct);
             }
             catch (OperationCanceledException)
             {
+                // Out of time: stop it and still report what it printed, so a hang says where it hung.
                 process.Kill(entireProcessTree: true);
-                throw;
+                await process.WaitForExitAsync(CancellationToken.None);
+                Assert.Fail($"{file} did not finish in time. It printed:\n{await stdout}{await stderr}");
             }
             return (process.ExitCode, await stdout + await stderr);
         }

@@ -9,6 +9,10 @@ internal sealed class PotluckProcess : IAsyncDisposable
     private readonly Process _process;
     private readonly System.Threading.Channels.Channel<string> _lines = System.Threading.Channels.Channel.CreateUnbounded<string>();
     private readonly StringBuilder _stderr = new();
+    private readonly StringBuilder _stdout = new();
+
+    /// <summary>How long <see cref="WaitForLineAsync"/> waits for one line before failing with the process's output.</summary>
+    public static readonly TimeSpan LineTimeout = TimeSpan.FromSeconds(90);
 
     private PotluckProcess(Process process)
     {
@@ -21,6 +25,10 @@ internal sealed class PotluckProcess : IAsyncDisposable
             }
             else
             {
+                lock (_stdout)
+                {
+                    _stdout.AppendLine(e.Data);
+                }
                 _lines.Writer.TryWrite(e.Data);
             }
         };
@@ -49,6 +57,18 @@ internal sealed class PotluckProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Everything the process has printed so far, for failure messages.</summary>
+    public string Transcript
+    {
+        get
+        {
+            lock (_stdout)
+            {
+                return $"stdout:\n{_stdout}stderr:\n{Stderr}";
+            }
+        }
+    }
+
     public static PotluckProcess Start(params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "potluck.dll");
@@ -71,12 +91,21 @@ internal sealed class PotluckProcess : IAsyncDisposable
     /// <summary>The next stdout line matching <paramref name="predicate"/>; fails with stderr when the process ends first.</summary>
     public async Task<string> WaitForLineAsync(Func<string, bool> predicate, CancellationToken ct)
     {
-        await foreach (var line in _lines.Reader.ReadAllAsync(ct))
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(LineTimeout);
+        try
         {
-            if (predicate(line))
+            await foreach (var line in _lines.Reader.ReadAllAsync(timeout.Token))
             {
-                return line;
+                if (predicate(line))
+                {
+                    return line;
+                }
             }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"potluck printed no expected line within {LineTimeout.TotalSeconds} s.\n{Transcript}");
         }
         throw new InvalidOperationException($"potluck exited before printing the expected line. stderr:\n{Stderr}");
     }
