@@ -13,16 +13,19 @@ namespace Potluck.Node.Compute;
 
 /// <summary>
 /// Compute on a running host: the credit ledger in the data directory, the WASM sandbox and module store, the
-/// reputation store and fraud-proof service, the <see cref="ComputeClient"/> for submitting tasks and (when
+/// reputation store (kept in <c>reputation.db</c>) and fraud-proof service, the <see cref="ComputeClient"/> for submitting tasks and (when
 /// <see cref="ComputeNodeOptions.Provide"/>) the <see cref="ProviderService"/> serving leases and publishing ads.
 /// Takes the host and a topic bus (<see cref="GossipTopicBus"/> over gossipsub, or an in-memory hub in tests);
 /// chooses nothing about transports or time itself.
 /// </summary>
 public sealed class ComputeNode : IAsyncDisposable
 {
+    private readonly ReputationJournal _journal;
+
     private ComputeNode(CreditLedger ledger, WasmSandbox sandbox, ModuleStore modules, SandboxTaskExecutor executor, ReputationStore reputation,
-        FraudService fraud, ComputeClient client, ProviderService? provider)
+        ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider)
     {
+        _journal = journal;
         Ledger = ledger;
         Sandbox = sandbox;
         Modules = modules;
@@ -65,12 +68,17 @@ public sealed class ComputeNode : IAsyncDisposable
         sandboxOptions.MaxStdoutBytes = ComputeRuntime.MaxOutputBytes;
         var ledger = CreditLedger.Open(options.DataDir, host.PeerId, options.Credits, time);
         WasmSandbox? sandbox = null;
+        ReputationDatabase? reputationDb = null;
+        ReputationJournal? journal = null;
         try
         {
             sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), options.SandboxTime ?? TimeProvider.System);
             var modules = new ModuleStore(Path.Combine(options.DataDir, "modules"));
             var executor = new SandboxTaskExecutor(sandbox, modules);
             var reputation = new ReputationStore();
+            reputationDb = ReputationDatabase.Open(options.DataDir);
+            journal = new ReputationJournal(reputation, reputationDb, time, loggers.CreateLogger<ReputationJournal>());
+            journal.Start();
             var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>());
             var random = new Random(options.Seed ?? Random.Shared.Next());
             var client = new ComputeClient(host, host.PrivateKey, bus, ledger, reputation, fraud, executor, options.Client, time,
@@ -86,10 +94,18 @@ public sealed class ComputeNode : IAsyncDisposable
             fraud.Start();
             client.Start();
             provider?.Start();
-            return new ComputeNode(ledger, sandbox, modules, executor, reputation, fraud, client, provider);
+            return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider);
         }
         catch
         {
+            if (journal is not null)
+            {
+                journal.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+            else
+            {
+                reputationDb?.Dispose();
+            }
             sandbox?.Dispose();
             ledger.Dispose();
             throw;
@@ -105,6 +121,7 @@ public sealed class ComputeNode : IAsyncDisposable
         }
         await Client.DisposeAsync();
         Fraud.Dispose();
+        await _journal.DisposeAsync();
         await Executor.CloseAsync();
         Sandbox.Dispose();
         Ledger.Dispose();

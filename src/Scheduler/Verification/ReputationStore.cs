@@ -16,8 +16,9 @@ public sealed record ProviderRecord(int ConsecutiveVerified, int Verified, int U
 }
 
 /// <summary>
-/// Per-provider verification streaks, failures and the refused set, in memory (a node learns them again from
-/// fraud proofs on <see cref="FraudProtocol.Topic"/>). Reputation for ranking is
+/// Per-provider verification streaks, failures and the refused set, in memory; <see cref="ReputationJournal"/> keeps
+/// them in <c>reputation.db</c> across restarts (changed records are handed over by <see cref="TakeChanges"/>), and
+/// refusals also arrive as fraud proofs on <see cref="FraudProtocol.Topic"/>. Reputation for ranking is
 /// <c>1 − 1/(verified + 2)</c>, lowered by failures, and 0 once refused. Bounded by
 /// <see cref="MaxProviders"/> (providers without a refusal are forgotten first). Thread-safe.
 /// </summary>
@@ -25,6 +26,7 @@ public sealed class ReputationStore
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, ProviderRecord> _records = [];
+    private readonly HashSet<PeerId> _changed = [];
 
     public ReputationStore(int maxProviders = 100_000)
     {
@@ -35,6 +37,40 @@ public sealed class ReputationStore
 
     /// <summary>Raised (outside the lock) when a provider is first refused.</summary>
     public event Action<PeerId, string>? Refused;
+
+    /// <summary>Puts back records saved earlier (not reported as changes); records already held win.</summary>
+    public void Restore(IEnumerable<KeyValuePair<PeerId, ProviderRecord>> records)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        lock (_gate)
+        {
+            foreach (var (provider, record) in records)
+            {
+                if (!_records.ContainsKey(provider) && _records.Count < MaxProviders)
+                {
+                    _records[provider] = record;
+                }
+            }
+        }
+    }
+
+    /// <summary>The records changed since the last call, for saving.</summary>
+    public IReadOnlyCollection<KeyValuePair<PeerId, ProviderRecord>> TakeChanges()
+    {
+        lock (_gate)
+        {
+            var changes = new List<KeyValuePair<PeerId, ProviderRecord>>(_changed.Count);
+            foreach (var provider in _changed)
+            {
+                if (_records.TryGetValue(provider, out var record))
+                {
+                    changes.Add(new(provider, record));
+                }
+            }
+            _changed.Clear();
+            return changes;
+        }
+    }
 
     public ProviderRecord Get(PeerId provider)
     {
@@ -119,7 +155,9 @@ public sealed class ReputationStore
                 return;
             }
             _records.Remove(victim);
+            _changed.Remove(victim);
         }
         _records[provider] = record;
+        _changed.Add(provider);
     }
 }

@@ -46,7 +46,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
 
     public List<Member> Members { get; } = [];
 
-    public sealed record Member(string Name, Libp2pHost Host, ComputeNode Node, string DataDir)
+    public sealed record Member(string Name, Libp2pHost Host, ComputeNode Node, string DataDir, ComputeNodeOptions Options)
     {
         public PeerId PeerId => Host.PeerId;
 
@@ -82,9 +82,18 @@ internal sealed class ComputeCluster : IAsyncDisposable
             ExecutorDecorator = decorate,
         };
         var node = ComputeNode.Start(host, Hub.Join(host.PeerId), options, NullLoggerFactory.Instance, Time);
-        var member = new Member(name, host, node, dir);
+        var member = new Member(name, host, node, dir, options);
         Members.Add(member);
         return member;
+    }
+
+    /// <summary>Stops a member's compute services and starts them again on the same host and data directory.</summary>
+    public async Task<Member> RestartComputeAsync(Member member)
+    {
+        await member.Node.DisposeAsync();
+        var restarted = member with { Node = ComputeNode.Start(member.Host, Hub.Join(member.Host.PeerId), member.Options, NullLoggerFactory.Instance, Time) };
+        Members[Members.IndexOf(member)] = restarted;
+        return restarted;
     }
 
     /// <summary>Kills a node abruptly: its host goes first (no goodbye reaches anyone), then its services.</summary>

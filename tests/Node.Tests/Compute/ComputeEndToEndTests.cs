@@ -86,6 +86,11 @@ public class ComputeEndToEndTests
         {
             Assert.That(p.Node.Provider!.Capacity.PeakCoresInUse, Is.LessThanOrEqualTo(1), "never more leases at once than advertised cores");
         }
+
+        var verifiedBefore = requester.Node.Reputation.Get(honest1.PeerId);
+        var restarted = await cluster.RestartComputeAsync(requester);
+        Assert.That(restarted.Node.Reputation.IsRefused(cheater.PeerId), Is.True, "a restarted requester still refuses the cheater (reputation.db)");
+        Assert.That(restarted.Node.Reputation.Get(honest1.PeerId), Is.EqualTo(verifiedBefore), "and remembers the honest providers' records");
     }
 
     [Test]

@@ -1,0 +1,174 @@
+using Microsoft.Data.Sqlite;
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Verification;
+
+/// <summary>
+/// <c>reputation.db</c> in the data directory (SQLite, WAL): what this node has learnt about providers — verification
+/// streaks, failures and the refused set — so a restarted requester neither trusts a cheater again nor starts every
+/// honest provider over as a stranger. The file is advisory state, not money: a damaged one is set aside as
+/// <c>reputation.db.corrupt</c> and the node starts afresh. Reads are bounded (rows, reason length), so a tampered
+/// file cannot make the node allocate without limit. Thread-safe.
+/// </summary>
+public sealed class ReputationDatabase : IDisposable
+{
+    public const string FileName = "reputation.db";
+
+    /// <summary>Longest refusal reason stored or read back; longer ones are cut.</summary>
+    public const int MaxReasonLength = 512;
+
+    private const int SqliteCorrupt = 11;
+    private const int SqliteNotADatabase = 26;
+
+    private const string Schema = """
+        CREATE TABLE IF NOT EXISTS providers (
+            peer_id TEXT PRIMARY KEY,
+            consecutive_verified INTEGER NOT NULL,
+            verified INTEGER NOT NULL,
+            unchecked INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            refused_reason TEXT) STRICT;
+        """;
+
+    private readonly SqliteConnection _connection;
+    private readonly Lock _gate = new();
+
+    private ReputationDatabase(SqliteConnection connection, string path)
+    {
+        _connection = connection;
+        Path = path;
+    }
+
+    public string Path { get; }
+
+    /// <summary>True when an existing file was damaged and has been set aside.</summary>
+    public bool RecoveredFromCorruption { get; private set; }
+
+    /// <summary>Opens (creating if needed) <c>reputation.db</c> in <paramref name="directory"/>.</summary>
+    public static ReputationDatabase Open(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
+        try
+        {
+            return OpenAt(path);
+        }
+        catch (SqliteException e) when (e.SqliteErrorCode is SqliteCorrupt or SqliteNotADatabase)
+        {
+            SqliteConnection.ClearAllPools();
+            File.Move(path, path + ".corrupt", overwrite: true);
+            File.Delete(path + "-wal");
+            File.Delete(path + "-shm");
+            var db = OpenAt(path);
+            db.RecoveredFromCorruption = true;
+            return db;
+        }
+    }
+
+    private static ReputationDatabase OpenAt(string path)
+    {
+        var builder = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Cache = SqliteCacheMode.Private,
+            Pooling = false,
+        };
+        var connection = new SqliteConnection(builder.ToString());
+        try
+        {
+            connection.Open();
+            using (var command = connection.CreateCommand())
+            {
+                command.CommandText = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;" + Schema;
+                command.ExecuteNonQuery();
+            }
+            using (var check = connection.CreateCommand())
+            {
+                // Touch the table so a damaged file fails here, not on the first save.
+                check.CommandText = "SELECT count(*) FROM providers";
+                check.ExecuteScalar();
+            }
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+            return new ReputationDatabase(connection, path);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Writes (inserts or replaces) these providers' records in one transaction.</summary>
+    public void Save(IReadOnlyCollection<KeyValuePair<PeerId, ProviderRecord>> records)
+    {
+        if (records.Count == 0)
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            using var tx = _connection.BeginTransaction();
+            using var upsert = _connection.CreateCommand();
+            upsert.Transaction = tx;
+            upsert.CommandText = "INSERT OR REPLACE INTO providers (peer_id, consecutive_verified, verified, unchecked, failures, refused_reason) " +
+                                 "VALUES ($id, $streak, $verified, $unchecked, $failures, $reason)";
+            var id = upsert.Parameters.Add("$id", SqliteType.Text);
+            var streak = upsert.Parameters.Add("$streak", SqliteType.Integer);
+            var verified = upsert.Parameters.Add("$verified", SqliteType.Integer);
+            var unchecked_ = upsert.Parameters.Add("$unchecked", SqliteType.Integer);
+            var failures = upsert.Parameters.Add("$failures", SqliteType.Integer);
+            var reason = upsert.Parameters.Add("$reason", SqliteType.Text);
+            foreach (var (peer, record) in records)
+            {
+                id.Value = peer.ToString();
+                streak.Value = record.ConsecutiveVerified;
+                verified.Value = record.Verified;
+                unchecked_.Value = record.Unchecked;
+                failures.Value = record.Failures;
+                reason.Value = record.RefusedReason is { } r ? (r.Length > MaxReasonLength ? r[..MaxReasonLength] : r) : DBNull.Value;
+                upsert.ExecuteNonQuery();
+            }
+            tx.Commit();
+        }
+    }
+
+    /// <summary>Up to <paramref name="maxProviders"/> stored records, refused providers first (they matter most).</summary>
+    public IReadOnlyList<KeyValuePair<PeerId, ProviderRecord>> Load(int maxProviders)
+    {
+        lock (_gate)
+        {
+            var records = new List<KeyValuePair<PeerId, ProviderRecord>>();
+            using var select = _connection.CreateCommand();
+            select.CommandText = "SELECT peer_id, consecutive_verified, verified, unchecked, failures, substr(refused_reason, 1, $max) FROM providers " +
+                                 "WHERE length(peer_id) <= 128 ORDER BY refused_reason IS NULL, verified DESC LIMIT $limit";
+            select.Parameters.AddWithValue("$max", MaxReasonLength);
+            select.Parameters.AddWithValue("$limit", maxProviders);
+            using var reader = select.ExecuteReader();
+            while (reader.Read())
+            {
+                if (!PeerId.TryParse(reader.GetString(0), out var id))
+                {
+                    continue;
+                }
+                records.Add(new(id, new ProviderRecord(
+                    Count(reader.GetInt64(1)), Count(reader.GetInt64(2)), Count(reader.GetInt64(3)), Count(reader.GetInt64(4)),
+                    reader.IsDBNull(5) ? null : reader.GetString(5))));
+            }
+            return records;
+        }
+    }
+
+    private static int Count(long value) => (int)Math.Clamp(value, 0, int.MaxValue);
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _connection.Dispose();
+        }
+    }
+}
