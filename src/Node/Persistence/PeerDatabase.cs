@@ -1,6 +1,7 @@
 using Microsoft.Data.Sqlite;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Scheduler.Storage;
 
 namespace Potluck.Node.Persistence;
 
@@ -25,9 +26,6 @@ public sealed class PeerDatabase : IDisposable
 
     /// <summary>Longest address, protocol or topic read back; longer ones are skipped.</summary>
     public const int MaxFieldLength = 1024;
-
-    private const int SqliteCorrupt = 11;
-    private const int SqliteNotADatabase = 26;
 
     private const string Schema = """
         CREATE TABLE IF NOT EXISTS peers (
@@ -55,56 +53,9 @@ public sealed class PeerDatabase : IDisposable
     /// <summary>Opens (creating if needed) <c>peers.db</c> in <paramref name="directory"/>.</summary>
     public static PeerDatabase Open(string directory)
     {
-        Directory.CreateDirectory(directory);
-        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
-        try
-        {
-            return OpenAt(path);
-        }
-        catch (SqliteException e) when (e.SqliteErrorCode is SqliteCorrupt or SqliteNotADatabase)
-        {
-            File.Move(path, path + ".corrupt", overwrite: true);
-            var db = OpenAt(path);
-            db.RecoveredFromCorruption = true;
-            return db;
-        }
-    }
-
-    private static PeerDatabase OpenAt(string path)
-    {
-        var builder = new SqliteConnectionStringBuilder
-        {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Cache = SqliteCacheMode.Private,
-            Pooling = false,
-        };
-        var connection = new SqliteConnection(builder.ToString());
-        try
-        {
-            connection.Open();
-            using (var command = connection.CreateCommand())
-            {
-                command.CommandText = Schema;
-                command.ExecuteNonQuery();
-            }
-            using (var check = connection.CreateCommand())
-            {
-                // Touch both tables so a damaged file fails here, not on the first save.
-                check.CommandText = "SELECT count(*) FROM peers; SELECT count(*) FROM topics;";
-                check.ExecuteScalar();
-            }
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            }
-            return new PeerDatabase(connection, path);
-        }
-        catch
-        {
-            connection.Dispose();
-            throw;
-        }
+        // Touch both tables so a damaged file fails on open, not on the first save.
+        var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics;");
+        return new PeerDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 
     /// <summary>Replaces everything stored with <paramref name="state"/>.</summary>

@@ -1,5 +1,6 @@
 using Microsoft.Data.Sqlite;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Storage;
 
 namespace Potluck.Scheduler.Verification;
 
@@ -16,9 +17,6 @@ public sealed class ReputationDatabase : IDisposable
 
     /// <summary>Longest refusal reason stored or read back; longer ones are cut.</summary>
     public const int MaxReasonLength = 512;
-
-    private const int SqliteCorrupt = 11;
-    private const int SqliteNotADatabase = 26;
 
     private const string Schema = """
         CREATE TABLE IF NOT EXISTS providers (
@@ -47,59 +45,9 @@ public sealed class ReputationDatabase : IDisposable
     /// <summary>Opens (creating if needed) <c>reputation.db</c> in <paramref name="directory"/>.</summary>
     public static ReputationDatabase Open(string directory)
     {
-        Directory.CreateDirectory(directory);
-        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
-        try
-        {
-            return OpenAt(path);
-        }
-        catch (SqliteException e) when (e.SqliteErrorCode is SqliteCorrupt or SqliteNotADatabase)
-        {
-            SqliteConnection.ClearAllPools();
-            File.Move(path, path + ".corrupt", overwrite: true);
-            File.Delete(path + "-wal");
-            File.Delete(path + "-shm");
-            var db = OpenAt(path);
-            db.RecoveredFromCorruption = true;
-            return db;
-        }
-    }
-
-    private static ReputationDatabase OpenAt(string path)
-    {
-        var builder = new SqliteConnectionStringBuilder
-        {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Cache = SqliteCacheMode.Private,
-            Pooling = false,
-        };
-        var connection = new SqliteConnection(builder.ToString());
-        try
-        {
-            connection.Open();
-            using (var command = connection.CreateCommand())
-            {
-                command.CommandText = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;" + Schema;
-                command.ExecuteNonQuery();
-            }
-            using (var check = connection.CreateCommand())
-            {
-                // Touch the table so a damaged file fails here, not on the first save.
-                check.CommandText = "SELECT count(*) FROM providers";
-                check.ExecuteScalar();
-            }
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            }
-            return new ReputationDatabase(connection, path);
-        }
-        catch
-        {
-            connection.Dispose();
-            throw;
-        }
+        var file = SqliteStateFile.Open(directory, FileName, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;" + Schema,
+            "SELECT count(*) FROM providers");
+        return new ReputationDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 
     /// <summary>Writes (inserts or replaces) these providers' records in one transaction.</summary>
