@@ -11,6 +11,13 @@ namespace Potluck.Scheduler.Sandbox;
 /// secret this node keeps in the cache folder. Only entries whose HMAC verifies are ever handed to
 /// <see cref="Module.Deserialize"/> (deserializing is only safe on bytes this node wrote); any other
 /// file is deleted and the module recompiled. Files are written to a temporary name and renamed.
+/// <para>
+/// Each in-memory entry also keeps a copy of the module's bytes (modules up to
+/// <see cref="MaxRememberedBytes"/>), so a run of a cached module can be matched by comparing bytes,
+/// which is several times cheaper than hashing them again (<see cref="TryGetByBytes"/>). Byte equality
+/// with bytes whose SHA-256 was computed here gives the same SHA-256, so nothing is trusted that was
+/// not hashed.
+/// </para>
 /// </summary>
 internal sealed class ModuleCache
 {
@@ -24,9 +31,12 @@ internal sealed class ModuleCache
     private readonly int _capacity;
     private readonly ILogger _logger;
     private readonly object _gate = new();
-    private readonly Dictionary<string, LinkedListNode<(string Key, Module Module)>> _map = new(StringComparer.Ordinal);
-    private readonly LinkedList<(string Key, Module Module)> _lru = new();
+    private readonly Dictionary<string, LinkedListNode<CachedModule>> _map = new(StringComparer.Ordinal);
+    private readonly LinkedList<CachedModule> _lru = new();
     private byte[]? _key;
+
+    /// <summary>Largest module whose bytes an entry keeps for <see cref="TryGetByBytes"/>: 4 MiB.</summary>
+    public const int MaxRememberedBytes = 4 * 1024 * 1024;
 
     public ModuleCache(Engine engine, string fingerprint, string? directory, int capacity, ILogger logger)
     {
@@ -42,8 +52,32 @@ internal sealed class ModuleCache
     public string? PathFor(string sha256Hex)
         => _directory is null ? null : Path.Combine(_directory, $"{sha256Hex}.{_fingerprint}.cwasm");
 
+    /// <summary>
+    /// The entry whose module bytes equal <paramref name="wasm"/>, without hashing them (marked most
+    /// recently used); null when no entry kept bytes equal to these.
+    /// </summary>
+    public CachedModule? TryGetByBytes(ReadOnlySpan<byte> wasm)
+    {
+        if (wasm.Length > MaxRememberedBytes) return null;
+        lock (_gate)
+        {
+            for (var node = _lru.First; node is not null; node = node.Next)
+            {
+                var wasmCopy = node.Value.Wasm;
+                if (wasmCopy is not null && wasmCopy.Length == wasm.Length && wasm.SequenceEqual(wasmCopy))
+                {
+                    _lru.Remove(node);
+                    _lru.AddFirst(node);
+                    return node.Value;
+                }
+            }
+        }
+        return null;
+    }
+
     /// <summary>Returns the compiled module; throws <see cref="WasmtimeException"/> when the bytes do not compile.</summary>
-    public Module GetOrCompile(string sha256Hex, ReadOnlySpan<byte> wasm, out ModuleSource source)
+    /// <param name="sha256Hex">SHA-256 of <paramref name="wasm"/>, computed by the caller from these bytes.</param>
+    public CachedModule GetOrCompile(string sha256Hex, ReadOnlySpan<byte> wasm, out ModuleSource source)
     {
         lock (_gate)
         {
@@ -52,7 +86,7 @@ internal sealed class ModuleCache
                 _lru.Remove(node);
                 _lru.AddFirst(node);
                 source = ModuleSource.MemoryCache;
-                return node.Value.Module;
+                return node.Value;
             }
         }
 
@@ -64,23 +98,25 @@ internal sealed class ModuleCache
             source = ModuleSource.Compiled;
             TryStoreOnDisk(sha256Hex, module);
         }
+        var entry = new CachedModule(sha256Hex, module, ModuleShape.Of(module),
+            wasm.Length <= MaxRememberedBytes ? wasm.ToArray() : null);
 
         lock (_gate)
         {
             if (_map.TryGetValue(sha256Hex, out var raced))
             {
-                return raced.Value.Module;
+                return raced.Value;
             }
-            _map[sha256Hex] = _lru.AddFirst((sha256Hex, module));
+            _map[sha256Hex] = _lru.AddFirst(entry);
             while (_map.Count > _capacity)
             {
                 // Not disposed: a concurrent run may still hold it; its safe handle frees it when unreachable.
                 var last = _lru.Last!;
                 _lru.RemoveLast();
-                _map.Remove(last.Value.Key);
+                _map.Remove(last.Value.Sha256Hex);
             }
         }
-        return module;
+        return entry;
     }
 
     private Module? TryLoadFromDisk(string sha256Hex)
@@ -191,5 +227,47 @@ internal sealed class ModuleCache
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
+    }
+}
+
+/// <summary>A compiled module with what a run needs to know about it, computed once.</summary>
+/// <param name="Sha256Hex">SHA-256 of the module's bytes, 64 lowercase hex digits.</param>
+/// <param name="Module">The compiled module.</param>
+/// <param name="Shape">Its imports and exports as the sandbox checks them.</param>
+/// <param name="Wasm">A private copy of the module's bytes (null for modules over <see cref="ModuleCache.MaxRememberedBytes"/>).</param>
+internal sealed record CachedModule(string Sha256Hex, Module Module, ModuleShape Shape, byte[]? Wasm)
+{
+    /// <summary>The SHA-256 as bytes.</summary>
+    public byte[] Sha256 { get; } = Convert.FromHexString(Sha256Hex);
+}
+
+/// <summary>What <see cref="WasmSandbox"/> checks of a module before running it: imports all WASI
+/// preview 1 functions we define; exports <c>_start()</c> and a 32-bit memory named <c>memory</c>.</summary>
+/// <param name="Problem">Why the module cannot run as a WASI command; null when it can.</param>
+/// <param name="MinimumMemoryBytes">The exported memory's initial size in bytes.</param>
+internal sealed record ModuleShape(string? Problem, long MinimumMemoryBytes)
+{
+    private const long WasmPageSize = 65536;
+
+    public static ModuleShape Of(Module module)
+    {
+        foreach (var import in module.Imports)
+        {
+            if (import is not FunctionImport || import.ModuleName != WasiPreview1.ModuleName || !WasiPreview1.FunctionNames.Contains(import.Name))
+            {
+                return new($"unsupported import {import.ModuleName}.{import.Name}", 0);
+            }
+        }
+        var hasStart = false;
+        MemoryExport? memory = null;
+        foreach (var export in module.Exports)
+        {
+            if (export is FunctionExport { Name: "_start" } f && f.Parameters.Count == 0 && f.Results.Count == 0) hasStart = true;
+            if (export is MemoryExport { Name: "memory" } m) memory = m;
+        }
+        if (!hasStart) return new("no _start() export: not a WASI command", 0);
+        if (memory is null) return new("no exported memory named \"memory\"", 0);
+        if (memory.Is64Bit) return new("64-bit memories are not supported", 0);
+        return new(null, memory.Minimum * WasmPageSize);
     }
 }

@@ -37,18 +37,26 @@ internal sealed class WasiRunState
     private readonly ArrayBufferWriter<byte> _stderr = new();
     private readonly int _maxStdout;
     private readonly int _maxStderr;
-    private readonly byte[] _randomSeed;
+    private Func<byte[]>? _deriveSeed;
+    private byte[]? _randomSeed;
     private ulong _randomCounter;
     private readonly byte[] _randomBlock = new byte[32];
     private int _randomBlockUsed = 32;
 
     public WasiRunState(ReadOnlyMemory<byte> stdin, byte[][] argv, int maxStdout, int maxStderr, byte[] randomSeed)
+        : this(stdin, argv, maxStdout, maxStderr, () => randomSeed)
+    {
+    }
+
+    /// <param name="deriveSeed">Called once, on the first <see cref="FillRandom"/>: most tasks never ask for
+    /// random bytes, so they need not pay for hashing their stdin into a seed.</param>
+    public WasiRunState(ReadOnlyMemory<byte> stdin, byte[][] argv, int maxStdout, int maxStderr, Func<byte[]> deriveSeed)
     {
         _stdin = stdin;
         Argv = argv;
         _maxStdout = maxStdout;
         _maxStderr = maxStderr;
-        _randomSeed = randomSeed;
+        _deriveSeed = deriveSeed;
     }
 
     /// <summary>argv, each entry UTF-8 with its terminating NUL.</summary>
@@ -114,6 +122,11 @@ internal sealed class WasiRunState
     public void FillRandom(Span<byte> into)
     {
         Span<byte> input = stackalloc byte[40];
+        if (_randomSeed is null)
+        {
+            _randomSeed = _deriveSeed!();
+            _deriveSeed = null;
+        }
         while (!into.IsEmpty)
         {
             if (_randomBlockUsed == _randomBlock.Length)

@@ -39,6 +39,7 @@ public sealed class WasmSandbox : IDisposable
     private readonly Linker _linker;
     private readonly ModuleCache _cache;
     private readonly ITimer _epochTicker;
+    private readonly RunnerThreads _runners = new(RunnerThreadStackBytes, Math.Max(2, Environment.ProcessorCount), "potluck-wasm");
     private int _disposed;
 
     /// <summary>Creates the engine, the WASI host and the module cache, and starts the epoch ticker.</summary>
@@ -90,14 +91,15 @@ public sealed class WasmSandbox : IDisposable
     /// <summary>Where the compiled form of a module is cached on disk (null without a cache folder).</summary>
     internal string? CachePathFor(string moduleSha256Hex) => _cache.PathFor(moduleSha256Hex);
 
-    /// <summary>Runs <paramref name="spec"/> on a dedicated thread (with a large native stack).</summary>
+    /// <summary>Runs <paramref name="spec"/> on a dedicated runner thread (with a large native stack), reused
+    /// from an earlier run when one is idle.</summary>
     /// <exception cref="OperationCanceledException">When <paramref name="cancellationToken"/> fires first.</exception>
     public Task<SandboxResult> ExecuteAsync(TaskSpec spec, ReadOnlyMemory<byte> input, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(spec);
         cancellationToken.ThrowIfCancellationRequested();
         var completion = new TaskCompletionSource<SandboxResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thread = new Thread(() =>
+        void Run()
         {
             try
             {
@@ -111,12 +113,15 @@ public sealed class WasmSandbox : IDisposable
             {
                 completion.TrySetException(e);
             }
-        }, RunnerThreadStackBytes)
+        }
+        try
         {
-            IsBackground = true,
-            Name = "potluck-wasm",
-        };
-        thread.Start();
+            _runners.Run(Run);
+        }
+        catch (ObjectDisposedException e)
+        {
+            completion.TrySetException(e); // as before: the run fails, the call does not throw
+        }
         return completion.Task;
     }
 
@@ -133,8 +138,10 @@ public sealed class WasmSandbox : IDisposable
         {
             return Refused(string.Empty, $"module is {wasm.Length} bytes; the limit is {_options.MaxModuleBytes}");
         }
-        var hashBytes = SHA256.HashData(wasm);
-        var hash = Convert.ToHexStringLower(hashBytes);
+        // A module already in the in-memory cache is recognised by its bytes (no re-hashing); any
+        // other is hashed, then looked up by hash (memory, disk) or compiled.
+        var cached = _cache.TryGetByBytes(wasm);
+        var hash = cached?.Sha256Hex ?? Convert.ToHexStringLower(SHA256.HashData(wasm));
         if (spec.ModuleSha256 is { } named && !string.Equals(named, hash, StringComparison.OrdinalIgnoreCase))
         {
             return Refused(hash, "module bytes do not match the named SHA-256");
@@ -144,28 +151,35 @@ public sealed class WasmSandbox : IDisposable
             return Refused(hash, $"more than {_options.MaxArgs} arguments or {_options.MaxArgBytes} argument bytes");
         }
 
-        Module module;
-        ModuleSource source;
-        try
+        var source = ModuleSource.MemoryCache;
+        if (cached is null)
         {
-            module = _cache.GetOrCompile(hash, wasm, out source);
+            try
+            {
+                cached = _cache.GetOrCompile(hash, wasm, out source);
+            }
+            catch (WasmtimeException e)
+            {
+                return Refused(hash, "not a valid module: " + FirstLine(e.Message));
+            }
         }
-        catch (WasmtimeException e)
-        {
-            return Refused(hash, "not a valid module: " + FirstLine(e.Message));
-        }
+        var module = cached.Module;
         var memoryLimit = Math.Min(spec.MemoryLimitBytes ?? _options.MaxMemoryBytes, _options.MaxMemoryBytes);
-        if (CheckShape(module, memoryLimit) is { } shapeProblem)
+        if (cached.Shape.Problem is { } shapeProblem)
         {
-            return shapeProblem.Outcome == SandboxOutcome.InvalidModule
-                ? Refused(hash, shapeProblem.Error!) with { ModuleSource = source }
-                : Finish(shapeProblem.Outcome, null, new WasiRunState(default, [], 0, 0, []), 0, null, hash, source, null);
+            return Refused(hash, shapeProblem) with { ModuleSource = source };
+        }
+        if (cached.Shape.MinimumMemoryBytes > memoryLimit)
+        {
+            return Finish(SandboxOutcome.MemoryLimitExceeded, null, new WasiRunState(default, [], 0, 0, []), 0, null, hash, source, null);
         }
 
         var fuel = Math.Min(spec.FuelLimit ?? _options.DefaultFuel, _options.DefaultFuel);
         var deadline = spec.Deadline is { } d && d < _options.DefaultDeadline ? d : _options.DefaultDeadline;
+        var moduleSha256 = cached.Sha256;
+        var args = spec.Args;
         var state = new WasiRunState(input, argv, _options.MaxStdoutBytes, _options.MaxStderrBytes,
-            WasiRunState.DeriveRandomSeed(hashBytes, spec.Args, input.Span));
+            () => WasiRunState.DeriveRandomSeed(moduleSha256, args, input.Span));
 
         using var store = new Store(_engine, state);
         store.Fuel = fuel;
@@ -276,31 +290,6 @@ public sealed class WasmSandbox : IDisposable
         _ => SandboxTrapCode.Other,
     }, trap.Message);
 
-    /// <summary>Imports must all be WASI preview 1 functions we define; exports must include
-    /// <c>_start</c> and <c>memory</c>; the initial memory must fit the cap.</summary>
-    private static (SandboxOutcome Outcome, string? Error)? CheckShape(Module module, long memoryLimit)
-    {
-        foreach (var import in module.Imports)
-        {
-            if (import is not FunctionImport || import.ModuleName != WasiPreview1.ModuleName || !WasiPreview1.FunctionNames.Contains(import.Name))
-            {
-                return (SandboxOutcome.InvalidModule, $"unsupported import {import.ModuleName}.{import.Name}");
-            }
-        }
-        var hasStart = false;
-        MemoryExport? memory = null;
-        foreach (var export in module.Exports)
-        {
-            if (export is FunctionExport { Name: "_start" } f && f.Parameters.Count == 0 && f.Results.Count == 0) hasStart = true;
-            if (export is MemoryExport { Name: "memory" } m) memory = m;
-        }
-        if (!hasStart) return (SandboxOutcome.InvalidModule, "no _start() export: not a WASI command");
-        if (memory is null) return (SandboxOutcome.InvalidModule, "no exported memory named \"memory\"");
-        if (memory.Is64Bit) return (SandboxOutcome.InvalidModule, "64-bit memories are not supported");
-        if (memory.Minimum * WasmPageSize > memoryLimit) return (SandboxOutcome.MemoryLimitExceeded, null);
-        return null;
-    }
-
     private byte[][]? BuildArgv(IReadOnlyList<string> args)
     {
         if (args.Count > _options.MaxArgs) return null;
@@ -376,6 +365,7 @@ public sealed class WasmSandbox : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _runners.Dispose();
         _epochTicker.Dispose();
         _linker.Dispose();
         _engine.Dispose();

@@ -53,4 +53,26 @@ public class WasiRunStateTests
         Assert.That(state.WriteStdout(new byte[10]), Is.False);
         Assert.That(state.Stdout.Length, Is.EqualTo(16));
     }
+
+    [Test]
+    public void LazySeed_IsDerivedOnlyOnTheFirstRandomRead_AndGivesTheSameStream()
+    {
+        var seed = WasiRunState.DeriveRandomSeed(new byte[32], ["a"], "in"u8);
+        var derived = 0;
+        var lazy = new WasiRunState(default, [], 16, 16, () =>
+        {
+            derived++;
+            return WasiRunState.DeriveRandomSeed(new byte[32], ["a"], "in"u8);
+        });
+        var eager = new byte[70];
+        NewState(seed).FillRandom(eager);
+
+        Assert.That(derived, Is.Zero);
+        var fromLazy = new byte[70];
+        lazy.FillRandom(fromLazy.AsSpan(0, 10));
+        lazy.FillRandom(fromLazy.AsSpan(10));
+
+        Assert.That(derived, Is.EqualTo(1));
+        Assert.That(fromLazy, Is.EqualTo(eager));
+    }
 }
