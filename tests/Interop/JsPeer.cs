@@ -645,18 +645,7 @@ public sealed class JsPeer : IAsyncDisposable
         return err.Length == 0 ? " (stderr empty)" : $"\n--- js stderr ---\n{err}";
     }
 
-    private static string FindJsDirectory()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Node.sln")))
-            {
-                return Path.Combine(dir.FullName, "tests", "Interop", "js");
-            }
-        }
-
-        throw new InvalidOperationException($"no Node.sln above {AppContext.BaseDirectory}: cannot locate tests/Interop/js");
-    }
+    private static string FindJsDirectory() => Potluck.Tests.RepositoryRoot.Combine("tests", "Interop", "js");
 
     private static string? Str(JsonElement e, string name) =>
         e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;

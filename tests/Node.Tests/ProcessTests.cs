@@ -189,15 +189,5 @@ public class ProcessTests
         }
     }
 
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Node.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-        throw new InvalidOperationException("repository root not found");
-    }
+    private static string RepoRoot() => Potluck.Tests.RepositoryRoot.FullPath;
 }

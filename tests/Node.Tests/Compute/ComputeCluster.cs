@@ -163,16 +163,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
 
     /// <summary>samples/{folder}/{name}.wasm under the repository root (the folder holding Node.sln).</summary>
     public static byte[] Sample(string name, string? folder = null)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Node.sln")))
-            {
-                return File.ReadAllBytes(Path.Combine(dir.FullName, "samples", folder ?? name, name + ".wasm"));
-            }
-        }
-        throw new InvalidOperationException("repository root (with Node.sln) not found above " + AppContext.BaseDirectory);
-    }
+        => File.ReadAllBytes(Potluck.Tests.RepositoryRoot.Combine("samples", folder ?? name, name + ".wasm"));
 }
 
 /// <summary>Options for a test client (init-only options built from mutable settings).</summary>

@@ -7,16 +7,7 @@ namespace Potluck.Scheduler.Tests.Sandbox;
 /// <summary>The committed sample modules, and independent C# computations of what they print.</summary>
 internal static class Samples
 {
-    private static readonly Lazy<string> Root = new(() =>
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Node.sln"))) return dir.FullName;
-        }
-        throw new InvalidOperationException("repository root (with Node.sln) not found above " + AppContext.BaseDirectory);
-    });
-
-    public static string RepoRoot => Root.Value;
+    public static string RepoRoot => Potluck.Tests.RepositoryRoot.FullPath;
 
     private static readonly Dictionary<string, byte[]> Loaded = new();
 
