@@ -22,9 +22,6 @@ public sealed class NoiseOptions
     /// </summary>
     public int MaxBufferedInbound { get; set; } = 1 << 20;
 
-    /// <summary>
-    /// No longer used: writes are encrypted when the application flushes, and the flush waits on the connection's own
-    /// back-pressure, so nothing queues in between. Kept so that existing settings still bind. Default 1 MiB.
-    /// </summary>
+    /// <summary>Plaintext bytes the application may queue before its writes wait for encryption. Default 1 MiB.</summary>
     public int MaxBufferedOutbound { get; set; } = 1 << 20;
 }

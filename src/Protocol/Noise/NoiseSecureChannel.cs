@@ -8,9 +8,9 @@ using Potluck.Protocol.Security;
 namespace Potluck.Protocol.Noise;
 
 /// <summary>
-/// The transport phase of a Noise session as an <see cref="IDuplexPipe"/>. Writes are encrypted on the writer's
-/// thread when it flushes, straight into the connection's output (frames of at most 65519 plaintext bytes, one
-/// connection flush per batch; see <see cref="EncryptingWriter"/>); one pump runs per channel: the read pump decrypts whole frames from the connection
+/// The transport phase of a Noise session as an <see cref="IDuplexPipe"/>. Two pumps run per channel:
+/// the write pump encrypts what the application wrote straight into the connection's output (frames of at
+/// most 65519 plaintext bytes, one flush per batch); the read pump decrypts whole frames from the connection
 /// straight into the application's input pipe. A frame that fails authentication completes <see cref="Input"/>
 /// with a <see cref="ProtocolViolationException"/> and closes the connection (decrypted data the application
 /// has not read yet is dropped with it).
@@ -36,8 +36,9 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private readonly NoiseCipherState _receive;
     private readonly ILogger _logger;
     private readonly Pipe _inbound;
-    private readonly EncryptingWriter _output;
+    private readonly Pipe _outbound;
     private readonly CancellationTokenSource _stop = new();
+    private readonly Task _writeLoop;
     private readonly Task _readLoop;
     private int _disposed;
     private int _transportClosed;
@@ -53,9 +54,12 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         RemotePeer = remote.Peer;
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
+        var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);
         _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: inboundLimit, resumeWriterThreshold: inboundLimit / 2,
                                             minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
-        _output = new EncryptingWriter(this);
+        _outbound = new Pipe(new PipeOptions(pauseWriterThreshold: outboundLimit, resumeWriterThreshold: outboundLimit / 2,
+                                             minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
+        _writeLoop = Task.Run(WriteLoopAsync);
         _readLoop = Task.Run(ReadLoopAsync);
     }
 
@@ -69,7 +73,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     public PipeReader Input => _inbound.Reader;
 
     /// <summary>Bytes to encrypt and send to the remote.</summary>
-    public PipeWriter Output => _output;
+    public PipeWriter Output => _outbound.Writer;
 
     private async Task ReadLoopAsync()
     {
@@ -135,7 +139,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             // Bad framing or a MAC failure closes the connection.
             _stop.Cancel();
-            _output.Stop();
+            await _writeLoop.ConfigureAwait(false);
             await CloseTransportAsync().ConfigureAwait(false);
         }
     }
@@ -187,6 +191,55 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             {
                 ArrayPool<byte>.Shared.Return(scratch);
             }
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _outbound.Reader;
+        var output = _transport.Output;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                var consumed = EncryptFrames(buffer, output, out var frames);
+                reader.AdvanceTo(consumed);
+                if (frames > 0)
+                {
+                    var flush = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    if (flush.IsCompleted)
+                    {
+                        error = new IOException("the connection was closed");
+                        break;
+                    }
+                }
+                if (result.IsCompleted && buffer.Slice(consumed).IsEmpty)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            _logger.TransportError(e);
+            error = e;
+        }
+        catch (Exception e)
+        {
+            _logger.Unexpected(e);
+            error = e;
+        }
+        finally
+        {
+            // Complete commits whatever was encrypted but not yet flushed.
+            output.Complete();
+            reader.Complete(error ?? (_stop.IsCancellationRequested ? new IOException("the Noise channel was closed") : null));
         }
     }
 
@@ -261,153 +314,10 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             return;
         }
         _stop.Cancel();
-        _output.Stop();
+        await _writeLoop.ConfigureAwait(false);
         await _readLoop.ConfigureAwait(false);
         await CloseTransportAsync().ConfigureAwait(false);
-        _output.DisposeCipher();
+        _send.Dispose();
         _receive.Dispose();
-    }
-
-    /// <summary>
-    /// <see cref="Output"/>: plaintext is staged in a pipe and encrypted on the writer's own thread when it flushes,
-    /// straight into the connection's output, whose flush then carries the writer's back-pressure (no pump task and
-    /// no thread hop between the writer and the connection). Completing it encrypts what is staged and half-closes
-    /// the connection; after <see cref="Stop"/> (disposal, or a violation on the read side) flushes and new writes
-    /// fail with an <see cref="IOException"/>. One writer at a time, as for any <see cref="PipeWriter"/>.
-    /// </summary>
-    private sealed class EncryptingWriter : PipeWriter
-    {
-        private readonly NoiseSecureChannel _channel;
-        private readonly Pipe _staged = new(new PipeOptions(pauseWriterThreshold: 0, minimumSegmentSize: 64 * 1024,
-                                                            readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
-                                                            useSynchronizationContext: false));
-        private readonly Lock _cipherGate = new(); // encryption against the cipher's disposal
-        private bool _cipherDisposed;
-        private volatile bool _stopped;
-        private int _completed;
-
-        public EncryptingWriter(NoiseSecureChannel channel) => _channel = channel;
-
-        public void Stop()
-        {
-            _stopped = true;
-            _channel._transport.Output.CancelPendingFlush();
-        }
-
-        public void DisposeCipher()
-        {
-            lock (_cipherGate)
-            {
-                _cipherDisposed = true;
-                _channel._send.Dispose();
-            }
-        }
-
-        public override void Advance(int bytes) => _staged.Writer.Advance(bytes);
-
-        public override Memory<byte> GetMemory(int sizeHint = 0)
-        {
-            ThrowIfStopped();
-            return _staged.Writer.GetMemory(sizeHint);
-        }
-
-        public override Span<byte> GetSpan(int sizeHint = 0)
-        {
-            ThrowIfStopped();
-            return _staged.Writer.GetSpan(sizeHint);
-        }
-
-        public override void CancelPendingFlush() => _channel._transport.Output.CancelPendingFlush();
-
-        public override async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
-        {
-            ThrowIfStopped();
-            await _staged.Writer.FlushAsync(CancellationToken.None).ConfigureAwait(false); // never waits: no threshold
-            var output = _channel._transport.Output;
-            while (true)
-            {
-                var more = EncryptStaged(output, out var frames);
-                if (frames == 0)
-                {
-                    return new FlushResult(isCanceled: false, isCompleted: false);
-                }
-                var flush = await output.FlushAsync(cancellationToken).ConfigureAwait(false);
-                if (_stopped)
-                {
-                    throw new IOException("the Noise channel was closed");
-                }
-                if (flush.IsCanceled || flush.IsCompleted || !more)
-                {
-                    return flush;
-                }
-            }
-        }
-
-        public override void Complete(Exception? exception = null)
-        {
-            if (Interlocked.Exchange(ref _completed, 1) != 0)
-            {
-                return;
-            }
-            var output = _channel._transport.Output;
-            try
-            {
-                if (!_stopped)
-                {
-                    _staged.Writer.FlushAsync().AsTask().GetAwaiter().GetResult(); // completes synchronously: no threshold
-                    while (EncryptStaged(output, out _))
-                    {
-                    }
-                }
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-            {
-                _channel._logger.TransportError(e);
-            }
-            finally
-            {
-                _staged.Writer.Complete();
-                _staged.Reader.Complete();
-                try
-                {
-                    // Completing commits whatever was encrypted but not yet flushed, then half-closes.
-                    output.Complete();
-                }
-                catch (InvalidOperationException)
-                {
-                }
-            }
-        }
-
-        /// <summary>Encrypts up to one batch of what is staged; true when more remains.</summary>
-        private bool EncryptStaged(PipeWriter output, out int frames)
-        {
-            if (!_staged.Reader.TryRead(out var result))
-            {
-                frames = 0;
-                return false;
-            }
-            var buffer = result.Buffer;
-            SequencePosition consumed;
-            lock (_cipherGate)
-            {
-                if (_cipherDisposed || _stopped)
-                {
-                    _staged.Reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new IOException("the Noise channel was closed");
-                }
-                consumed = _channel.EncryptFrames(buffer, output, out frames);
-            }
-            _staged.Reader.AdvanceTo(consumed);
-            return !buffer.Slice(consumed).IsEmpty;
-        }
-
-        private void ThrowIfStopped()
-        {
-            if (_stopped)
-            {
-                throw new IOException("the Noise channel was closed");
-            }
-        }
     }
 }
