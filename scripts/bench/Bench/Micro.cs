@@ -22,8 +22,17 @@ internal static class Micro
         var identity = PrivateKey.Generate();
         var message = new byte[64];
         var signature = identity.Sign(message);
-        Measure("Ed25519 sign", 2000, () => identity.Sign(message));
-        Measure("Ed25519 verify", 2000, () => identity.PublicKey.Verify(message, signature));
+        Measure("Ed25519 sign (default path)", 2000, () => identity.Sign(message));
+        Measure("Ed25519 sign (BouncyCastle)", 2000, () => identity.SignWithBouncyCastle(message));
+        Measure("Ed25519 verify (default path)", 2000, () => identity.PublicKey.Verify(message, signature));
+        Measure("Ed25519 verify (BouncyCastle)", 2000, () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
+        Compare("Ed25519 sign: OpenSSL vs BouncyCastle", 500,
+            () => identity.SignWithOpenSsl(message), () => identity.SignWithBouncyCastle(message));
+        Compare("Ed25519 verify: OpenSSL vs BouncyCastle", 500,
+            () => identity.PublicKey.VerifyWithOpenSsl(message, signature), () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
+        var remote = identity.PublicKey.ToProtobuf();
+        Measure("Ed25519 remote key parse + first verify (default path)", 2000,
+            () => PublicKey.FromProtobuf(remote).Verify(message, signature));
         Measure("Noise XX handshake state machines, both ends (no I/O, no signatures)", 1000, () =>
         {
             using var i = new NoiseHandshakeState(true, a, ReadOnlySpan<byte>.Empty);
@@ -49,6 +58,37 @@ internal static class Micro
         var plain = new byte[NoiseFrame.MaxPlaintextLength];
         var sealedFrame = new byte[NoiseFrame.MaxMessageLength];
         Measure("ChaCha20Poly1305 encrypt 65519 B", 2000, () => cipher.Encrypt(default, plain, sealedFrame));
+    }
+
+    /// <summary>A/B interleaved, 11 rounds of each: medians and the median of the per-round ratios (A / B).</summary>
+    private static void Compare(string name, int count, Action a, Action b)
+    {
+        var ta = new List<double>();
+        var tb = new List<double>();
+        var ratios = new List<double>();
+        for (var round = 0; round < 12; round++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (var i = 0; i < count; i++)
+            {
+                a();
+            }
+            var x = sw.Elapsed.TotalMicroseconds / count;
+            sw.Restart();
+            for (var i = 0; i < count; i++)
+            {
+                b();
+            }
+            var y = sw.Elapsed.TotalMicroseconds / count;
+            if (round > 0) // the first round warms both up
+            {
+                ta.Add(x);
+                tb.Add(y);
+                ratios.Add(x / y);
+            }
+        }
+        static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+        Console.WriteLine($"# {name}: {Median(ta):0.0} µs vs {Median(tb):0.0} µs, ratio {Median(ratios):0.00}");
     }
 
     private static void Measure(string name, int count, Action action)

@@ -385,7 +385,16 @@ public sealed partial class Libp2pHost : IHost
         {
             pipe = PnetProtector.Protect(raw, _swarmKey);
         }
-        await Negotiate(pipe, _security.ProtocolId, initiator, ct);
+        // The security protocol is selected lazily: the dialer's proposal leaves with the first Noise message and the
+        // listener's echo with the second, so the upgrade takes three flights instead of five.
+        if (initiator)
+        {
+            pipe = MultistreamSelect.SelectOneLazy(pipe, _security.ProtocolId, _multistream);
+        }
+        else
+        {
+            await MultistreamSelect.HandleDeferringEchoAsync(pipe, p => p == _security.ProtocolId, _multistream, ct);
+        }
         var secure = await _security.SecureAsync(pipe, initiator, expected, ct);
         try
         {

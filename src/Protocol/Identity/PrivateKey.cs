@@ -12,6 +12,8 @@ namespace Potluck.Protocol.Identity;
 public sealed class PrivateKey
 {
     private readonly Ed25519PrivateKeyParameters _key;
+    private OpenSslEd25519.EvpPKeyHandle? _openSsl; // made on first sign; freed by its SafeHandle's finalizer
+    private int _openSslFailed;
 
     private PrivateKey(Ed25519PrivateKeyParameters key)
     {
@@ -51,12 +53,57 @@ public sealed class PrivateKey
         return FromSeed(seed);
     }
 
-    public byte[] Sign(ReadOnlySpan<byte> message)
+    /// <summary>
+    /// An Ed25519 signature (RFC 8032) over <paramref name="message"/>: through BouncyCastle, or OpenSSL when
+    /// <see cref="OpenSslEd25519.Preferred"/> (falling back to BouncyCastle). Both give the same bytes (Ed25519 is deterministic).
+    /// </summary>
+    public byte[] Sign(ReadOnlySpan<byte> message) =>
+        (OpenSslEd25519.Preferred ? SignWithOpenSsl(message) : null) ?? SignWithBouncyCastle(message);
+
+    /// <summary>The OpenSSL path alone; null when OpenSSL is unavailable or failed.</summary>
+    internal byte[]? SignWithOpenSsl(ReadOnlySpan<byte> message)
+    {
+        var handle = OpenSslHandle();
+        if (handle is null)
+        {
+            return null;
+        }
+        var signature = new byte[OpenSslEd25519.SignatureLength];
+        return OpenSslEd25519.TrySign(handle, message, signature) ? signature : null;
+    }
+
+    /// <summary>The BouncyCastle path alone: the reference the OpenSSL path is tested against.</summary>
+    internal byte[] SignWithBouncyCastle(ReadOnlySpan<byte> message)
     {
         var signer = new Ed25519Signer();
         signer.Init(true, _key);
         signer.BlockUpdate(message);
         return signer.GenerateSignature();
+    }
+
+    private OpenSslEd25519.EvpPKeyHandle? OpenSslHandle()
+    {
+        var handle = Volatile.Read(ref _openSsl);
+        if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)
+        {
+            return handle;
+        }
+        Span<byte> seed = stackalloc byte[32];
+        _key.Encode(seed);
+        var created = OpenSslEd25519.TryCreatePrivate(seed);
+        CryptographicOperations.ZeroMemory(seed);
+        if (created is null)
+        {
+            Volatile.Write(ref _openSslFailed, 1);
+            return null;
+        }
+        var existing = Interlocked.CompareExchange(ref _openSsl, created, null);
+        if (existing is not null)
+        {
+            created.Dispose(); // another thread won the race
+            return existing;
+        }
+        return created;
     }
 
     public byte[] ToProtobuf()

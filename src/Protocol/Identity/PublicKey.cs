@@ -50,6 +50,8 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     private readonly AsymmetricKeyParameter? _parameters; // Ed25519, secp256k1, ECDSA
     private readonly RSAParameters _rsa;                  // RSA
+    private OpenSslEd25519.EvpPKeyHandle? _openSsl;       // Ed25519 through OpenSSL, made on first verify
+    private int _openSslFailed;
 
     private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
     {
@@ -189,6 +191,10 @@ public sealed class PublicKey : IEquatable<PublicKey>
         }
         try
         {
+            if (Type == KeyType.Ed25519 && OpenSslEd25519.Preferred && OpenSslHandle() is { } handle)
+            {
+                return OpenSslEd25519.Verify(handle, message, signature);
+            }
             if (Type == KeyType.Rsa)
             {
                 using var rsa = RSA.Create(_rsa);
@@ -208,6 +214,56 @@ public sealed class PublicKey : IEquatable<PublicKey>
         {
             return false; // a malformed signature, whatever BouncyCastle or the platform calls it
         }
+    }
+
+    /// <summary>The BouncyCastle path alone for Ed25519: the reference the OpenSSL path is tested against.</summary>
+    internal bool VerifyWithBouncyCastle(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature)
+    {
+        if (Type != KeyType.Ed25519)
+        {
+            throw new InvalidOperationException("only Ed25519 keys have two verification paths");
+        }
+        if (signature.Length > MaxSignatureLength)
+        {
+            return false;
+        }
+        try
+        {
+            var signer = new Ed25519Signer();
+            signer.Init(false, _parameters!);
+            signer.BlockUpdate(message);
+            return signer.VerifySignature(signature.ToArray());
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The OpenSSL path alone for Ed25519; null when OpenSSL is unavailable or refused the key.</summary>
+    internal bool? VerifyWithOpenSsl(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
+        Type == KeyType.Ed25519 && OpenSslHandle() is { } handle ? OpenSslEd25519.Verify(handle, message, signature) : null;
+
+    private OpenSslEd25519.EvpPKeyHandle? OpenSslHandle()
+    {
+        var handle = Volatile.Read(ref _openSsl);
+        if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)
+        {
+            return handle;
+        }
+        var created = OpenSslEd25519.TryCreatePublic(Data);
+        if (created is null)
+        {
+            Volatile.Write(ref _openSslFailed, 1);
+            return null;
+        }
+        var existing = Interlocked.CompareExchange(ref _openSsl, created, null);
+        if (existing is not null)
+        {
+            created.Dispose(); // another thread won the race
+            return existing;
+        }
+        return created;
     }
 
     public bool Equals(PublicKey? other) => other is not null && other.Type == Type && other.Data.AsSpan().SequenceEqual(Data);

@@ -100,6 +100,35 @@ public static class MultistreamSelect
     }
 
     /// <summary>
+    /// <see cref="SelectOneLazyAsync"/> without the flush: the header and the proposal wait in
+    /// <paramref name="pipe"/>'s output for the caller's first flush, so they leave in one write with its first data
+    /// (the connection upgrade sends them with the first Noise message). Same caveat: after an <c>na</c> the
+    /// connection is lost, which for the only security protocol a node offers is a failed dial either way.
+    /// </summary>
+    internal static IDuplexPipe SelectOneLazy(IDuplexPipe pipe, string protocol, MultistreamOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(pipe);
+        ArgumentNullException.ThrowIfNull(options);
+        MultistreamMessage.ValidateProtocolId(protocol, options.MaxMessageLength, nameof(protocol));
+        MultistreamMessage.Write(pipe.Output, ProtocolId);
+        MultistreamMessage.Write(pipe.Output, protocol);
+        return new LazyNegotiatedPipe(new LazyNegotiationReader(pipe.Input, protocol, options), pipe.Output);
+    }
+
+    /// <summary>
+    /// Listener for the connection upgrade: as <see cref="HandleAsync(IDuplexPipe, Func{string, bool}, MultistreamOptions, CancellationToken)"/>,
+    /// except that the echo of the accepted proposal is left unflushed when the dialer has already sent data after
+    /// its proposal (a lazy dialer, which does not wait for the echo): it then leaves with the caller's first answer.
+    /// A dialer that waits for the echo sends nothing after its proposal, so the echo is flushed for it at once.
+    /// </summary>
+    internal static ValueTask<string> HandleDeferringEchoAsync(
+        IDuplexPipe pipe, Func<string, bool> isSupported, MultistreamOptions options, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(isSupported);
+        return HandleCoreAsync(pipe, isSupported, [], options, ct, deferEcho: true);
+    }
+
+    /// <summary>
     /// Listener: answers the header, answers <c>na</c> to each proposal <paramref name="isSupported"/> rejects, and
     /// returns the first one it accepts after echoing it. An <c>ls</c> request is answered with an empty list (use
     /// the overload taking a list to advertise protocols). Bytes the dialer sent after its accepted proposal are
@@ -125,7 +154,7 @@ public static class MultistreamSelect
 
     private static async ValueTask<string> HandleCoreAsync(
         IDuplexPipe pipe, Func<string, bool> isSupported, IReadOnlyList<string> advertised,
-        MultistreamOptions options, CancellationToken ct)
+        MultistreamOptions options, CancellationToken ct, bool deferEcho = false)
     {
         ArgumentNullException.ThrowIfNull(pipe);
         ArgumentNullException.ThrowIfNull(options);
@@ -147,13 +176,28 @@ public static class MultistreamSelect
             if (isSupported(proposal))
             {
                 MultistreamMessage.Write(output, proposal);
-                await output.FlushAsync(ct).ConfigureAwait(false);
+                if (!deferEcho || !HasBufferedData(pipe.Input))
+                {
+                    await output.FlushAsync(ct).ConfigureAwait(false);
+                }
                 return proposal;
             }
             MultistreamMessage.Write(output, NotAvailable);
         }
         await output.FlushAsync(ct).ConfigureAwait(false);
         throw Violation($"the dialer made more than {options.MaxProposals} proposals");
+    }
+
+    /// <summary>True when bytes the dialer sent after the messages read so far are already here; consumes nothing.</summary>
+    private static bool HasBufferedData(PipeReader input)
+    {
+        if (!input.TryRead(out var result))
+        {
+            return false;
+        }
+        var any = !result.Buffer.IsEmpty;
+        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start);
+        return any;
     }
 
     /// <summary>

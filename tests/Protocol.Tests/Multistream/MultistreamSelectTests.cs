@@ -254,6 +254,50 @@ public class MultistreamSelectTests
     }
 
     [Test]
+    public async Task SelectOneLazyUnflushed_ProposalLeavesWithTheFirstDataInOneWrite()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var lazy = MultistreamSelect.SelectOneLazy(dialer, "/noise", Options);
+        Assert.That(PipePair.ReadBuffered(listener.Input), Is.Empty, "nothing leaves before the caller flushes");
+        await lazy.Output.WriteAsync("ping"u8.ToArray());
+        Assert.That(PipePair.ReadBuffered(listener.Input), Is.EqualTo(Concat(Msg("/multistream/1.0.0"), Msg("/noise"), "ping"u8.ToArray())));
+    }
+
+    [Test]
+    public async Task HandleDeferringEcho_LazyDialer_EchoLeavesWithTheListenersFirstAnswer()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var lazy = MultistreamSelect.SelectOneLazy(dialer, "/noise", Options);
+        await lazy.Output.WriteAsync("ping"u8.ToArray());
+
+        Assert.That(await MultistreamSelect.HandleDeferringEchoAsync(listener, p => p == "/noise", Options, default), Is.EqualTo("/noise"));
+        Assert.That(PipePair.ReadBuffered(dialer.Input), Is.Empty, "header and echo wait for the answer");
+        Assert.That(await PipePair.ReadExactlyAsync(listener.Input, 4), Is.EqualTo("ping"u8.ToArray()));
+        await listener.Output.WriteAsync("pong"u8.ToArray());
+        Assert.That(await PipePair.ReadExactlyAsync(lazy.Input, 4), Is.EqualTo("pong"u8.ToArray()));
+    }
+
+    [Test]
+    public async Task HandleDeferringEcho_DialerWaitingForTheEcho_GetsItAtOnce()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var selecting = MultistreamSelect.SelectAsync(dialer, ["/noise"], Options, default).AsTask();
+        Assert.That(await MultistreamSelect.HandleDeferringEchoAsync(listener, p => p == "/noise", Options, default), Is.EqualTo("/noise"));
+        Assert.That(await selecting, Is.EqualTo("/noise"), "a non-lazy dialer must not wait on the listener's first answer");
+    }
+
+    [Test]
+    public async Task HandleDeferringEcho_UnsupportedProtocol_LazyDialerSeesNotSupported()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var lazy = MultistreamSelect.SelectOneLazy(dialer, "/noise", Options);
+        await lazy.Output.FlushAsync();
+        var handling = MultistreamSelect.HandleDeferringEchoAsync(listener, p => p == "/tls/1.0.0", Options, default).AsTask();
+        Assert.ThrowsAsync<ProtocolNotSupportedException>(async () => await lazy.Input.ReadAsync());
+        Assert.That(handling.IsCompleted, Is.False, "the listener waits for another proposal");
+    }
+
+    [Test]
     public async Task SelectOneLazy_AnswersArriveByteByByte_FirstReadWaitsForTheEcho()
     {
         var (dialer, listener) = PipePair.Create();

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Security.Cryptography;
@@ -206,6 +207,42 @@ public class NoiseSecurityTests
         await alice.Output.CompleteAsync();
 
         Assert.That(await ReadToEndAsync(bob.Input, ct), Is.EqualTo("last words"u8.ToArray()));
+        await alice.DisposeAsync();
+        await bob.DisposeAsync();
+    }
+
+    [Test, CancelAfter(30_000)]
+    public async Task Channel_WritesNeverFlushed_AreEncryptedAndSentWhenOutputCompletes(CancellationToken ct)
+    {
+        var (a, b) = CreatePair();
+        var (alice, bob) = await HandshakeAsync(Create(AliceKey), Create(BobKey), a, b, ct);
+        var data = RandomNumberGenerator.GetBytes(700_000); // several frames and more than one encryption batch
+        for (var offset = 0; offset < data.Length; offset += 10_000)
+        {
+            var chunk = data.AsSpan(offset, Math.Min(10_000, data.Length - offset));
+            chunk.CopyTo(alice.Output.GetSpan(chunk.Length));
+            alice.Output.Advance(chunk.Length); // staged, never flushed
+        }
+        alice.Output.Complete();
+
+        Assert.That(await ReadToEndAsync(bob.Input, ct), Is.EqualTo(data));
+        await alice.DisposeAsync();
+        await bob.DisposeAsync();
+    }
+
+    [Test, CancelAfter(30_000)]
+    public async Task Channel_OneFlushOfManyBatches_ArrivesInOrder(CancellationToken ct)
+    {
+        var (a, b) = CreatePair();
+        var (alice, bob) = await HandshakeAsync(Create(AliceKey), Create(BobKey), a, b, ct);
+        var data = RandomNumberGenerator.GetBytes(3 << 20);
+        var reading = ReadToEndAsync(bob.Input, ct);
+        alice.Output.Write(data.AsSpan());
+        var flush = await alice.Output.FlushAsync(ct);
+        Assert.That(flush.IsCompleted || flush.IsCanceled, Is.False);
+        await alice.Output.CompleteAsync();
+
+        Assert.That(await reading, Is.EqualTo(data));
         await alice.DisposeAsync();
         await bob.DisposeAsync();
     }
