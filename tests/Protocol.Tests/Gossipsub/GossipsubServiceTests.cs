@@ -75,6 +75,10 @@ public class GossipsubServiceTests
         using var sub = a.Subscribe(Topic);
         using var other = net.Services[2].Subscribe(Topic);
         await net.Services[2].WaitUntilAsync(s => s.Peers(Topic).Count == 1, ct);
+        // The attacker's own gossip stream reaches a first (a sees its subscription on it); the raw stream below then
+        // replaces it, rather than racing it and being replaced itself before its bytes are read.
+        using var attackerSub = net.Services[1].Subscribe("attacker-own-stream");
+        await a.WaitUntilAsync(s => s.Peers("attacker-own-stream").Contains(attacker.PeerId), ct);
 
         await using (var raw = await attacker.NewStreamAsync(net.Nodes[0].Host.PeerId, [GossipsubService.ProtocolIdV11], ct))
         {
