@@ -6,13 +6,21 @@ using Potluck.Protocol.Identity;
 namespace Potluck.Scheduler.Credits;
 
 /// <summary>
-/// A node's credit ledger: <c>ledger.db</c> (SQLite, WAL, <c>synchronous=FULL</c>) in the node's data
-/// directory. Entries are append-only (triggers refuse UPDATE and DELETE), unique on (receipt id, kind), and
-/// the balance is always derived by summing them; there is no stored balance.
+/// A node's credit ledger: <c>ledger.db</c> (SQLite, WAL) in the node's data directory. Entries are append-only
+/// (triggers refuse UPDATE and DELETE), unique on (receipt id, kind), and the balance is always derived by summing
+/// them; there is no stored balance.
 /// <para>
-/// Every public operation is one SQLite transaction; with <c>synchronous=FULL</c> a committed transaction
-/// survives a crash or power loss and an uncommitted one leaves no trace. The rules that make a crash at
-/// any point of a lease lose no receipt and count none twice:
+/// Every public operation is one SQLite transaction, and an uncommitted one leaves no trace. A committed one always
+/// survives a crash of the process (in WAL mode the commit has reached the operating system before it returns).
+/// Against power loss, the two transactions whose loss could lose or double-count a receipt —
+/// <see cref="Settle"/> (before the receipt leaves this node) and <see cref="Record"/> (before it is acknowledged)
+/// — commit with <c>synchronous=FULL</c>: the WAL is flushed to the disk before they return. The others
+/// (<see cref="ReservePayment"/>, <see cref="Release"/>, <see cref="MarkDelivered"/>) commit with
+/// <c>synchronous=NORMAL</c>, saving a flush each: power loss may undo the last of them, never a later FULL commit
+/// (the WAL is replayed as a prefix, so a durable commit makes every earlier one durable too), and undoing them is
+/// harmless: a lost reservation or release is a lease with no receipt (recovery releases it anyway), a lost
+/// delivery mark only sends the receipt again (the provider answers AlreadyRecorded). The rules that make a crash
+/// at any point of a lease lose no receipt and count none twice:
 /// </para>
 /// <list type="number">
 /// <item>Requester: <see cref="ReservePayment"/> before the lease starts. After verifying the attestation,
@@ -76,6 +84,8 @@ public sealed class CreditLedger : IDisposable
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
+    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private bool _durable;
     private bool _disposed;
 
     private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
@@ -155,7 +165,7 @@ public sealed class CreditLedger : IDisposable
         }
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: true);
             LedgerResult result;
             if (kind == LedgerEntryKind.Earned)
             {
@@ -191,7 +201,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             LedgerResult result;
             var existing = ReadReservation(tx, lease);
             if (existing is not null)
@@ -233,7 +243,7 @@ public sealed class CreditLedger : IDisposable
         ArgumentNullException.ThrowIfNull(receipt);
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: true);
             var result = receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt);
             Commit(tx, result is LedgerResult.Recorded);
             return result;
@@ -247,7 +257,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             var result = ReadReservation(tx, lease)?.State switch
             {
                 null => LedgerResult.NotReserved,
@@ -271,7 +281,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             var existing = ReadReservation(tx, lease);
             var result = existing?.State switch
             {
@@ -302,7 +312,7 @@ public sealed class CreditLedger : IDisposable
         var limit = Math.Min(count, _options.MaxRecent);
         return Run(() =>
         {
-            using var cmd = Command(null, """
+            var cmd = Command(null, """
                 SELECT seq, kind, receipt_id, lease_id, counterparty, amount, recorded_at, receipt
                 FROM entries ORDER BY seq DESC LIMIT $limit
                 """, ("$limit", limit));
@@ -333,7 +343,7 @@ public sealed class CreditLedger : IDisposable
     {
         return Run(() =>
         {
-            using var cmd = from is { } requester
+            var cmd = from is { } requester
                 ? Command(null, "SELECT receipt FROM entries WHERE kind = 1 AND counterparty = $peer ORDER BY seq LIMIT $limit",
                     ("$peer", requester.ToBytes()), ("$limit", _options.MaxProofReceipts))
                 : Command(null, "SELECT receipt FROM entries WHERE kind = 1 ORDER BY seq LIMIT $limit",
@@ -408,6 +418,11 @@ public sealed class CreditLedger : IDisposable
             if (!_disposed)
             {
                 _disposed = true;
+                foreach (var cmd in _commands.Values)
+                {
+                    cmd.Dispose();
+                }
+                _commands.Clear();
                 _connection.Dispose();
             }
         }
@@ -425,6 +440,7 @@ public sealed class CreditLedger : IDisposable
             throw new LedgerException($"ledger {Path}: could not enable WAL (journal_mode is {mode})");
         }
         Execute(null, "PRAGMA synchronous = FULL");
+        _durable = true;
         var check = Scalar(null, "PRAGMA quick_check") as string;
         if (!string.Equals(check, "ok", StringComparison.Ordinal))
         {
@@ -475,6 +491,23 @@ public sealed class CreditLedger : IDisposable
             throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
         }
         tx.Commit();
+    }
+
+    /// <summary>True while the connection commits with <c>synchronous=FULL</c> (tests check the durable operations).</summary>
+    internal bool CommitsDurably => _durable;
+
+    /// <summary>
+    /// Begins a write transaction committing with <c>synchronous=FULL</c> (<paramref name="durable"/>) or
+    /// <c>NORMAL</c>; the setting is per connection, so it is switched only when it differs from the last one.
+    /// </summary>
+    private SqliteTransaction Begin(bool durable)
+    {
+        if (_durable != durable)
+        {
+            Execute(null, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            _durable = durable;
+        }
+        return _connection.BeginTransaction(deferred: false);
     }
 
     private LedgerResult SettleCore(SqliteTransaction tx, SignedReceipt receipt)
@@ -548,7 +581,7 @@ public sealed class CreditLedger : IDisposable
 
     private List<PaymentReservation> ReadReservations(SqliteTransaction? tx, string where, params (string Name, object Value)[] parameters)
     {
-        using var cmd = Command(tx, $"""
+        var cmd = Command(tx, $"""
             SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
             FROM reservations r LEFT JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             {where}
@@ -626,11 +659,20 @@ public sealed class CreditLedger : IDisposable
         return SHA256.HashData(input);
     }
 
+    /// <summary>
+    /// A command for <paramref name="sql"/> with these parameters bound. Commands are kept per statement text (all
+    /// are constants here) so each is prepared once; callers run them under the lock and never dispose them.
+    /// </summary>
     private SqliteCommand Command(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
     {
-        var cmd = _connection.CreateCommand();
+        if (!_commands.TryGetValue(sql, out var cmd))
+        {
+            cmd = _connection.CreateCommand();
+            cmd.CommandText = sql;
+            _commands[sql] = cmd;
+        }
         cmd.Transaction = tx;
-        cmd.CommandText = sql;
+        cmd.Parameters.Clear();
         foreach (var (name, value) in parameters)
         {
             cmd.Parameters.AddWithValue(name, value);
@@ -638,15 +680,9 @@ public sealed class CreditLedger : IDisposable
         return cmd;
     }
 
-    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
-    {
-        using var cmd = Command(tx, sql, parameters);
-        return cmd.ExecuteScalar();
-    }
+    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+        Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
-    {
-        using var cmd = Command(tx, sql, parameters);
-        cmd.ExecuteNonQuery();
-    }
+    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+        Command(tx, sql, parameters).ExecuteNonQuery();
 }

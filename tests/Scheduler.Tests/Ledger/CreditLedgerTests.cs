@@ -54,6 +54,34 @@ public class CreditLedgerTests
     }
 
     [Test]
+    public void Commits_SettleAndRecordFlushWithSynchronousFull_TheOthersWithNormal()
+    {
+        using var requester = OpenRequester();
+        using var provider = OpenProvider();
+        var seen = new List<(string Ledger, bool Durable)>();
+        requester.CrashHook = step => { if (step == "commit") { seen.Add(("requester", requester.CommitsDurably)); } };
+        provider.CrashHook = step => { if (step == "commit") { seen.Add(("provider", provider.CommitsDurably)); } };
+        var lease = Lease(1);
+        var receipt = MakeReceipt(lease, Requester, Provider);
+
+        Assert.That(requester.ReservePayment(lease, Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(requester.Pragma("synchronous"), Is.EqualTo(1L), "1 is NORMAL");
+        Assert.That(requester.Settle(receipt), Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(requester.Pragma("synchronous"), Is.EqualTo(2L), "2 is FULL");
+        Assert.That(provider.Record(receipt, LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(requester.MarkDelivered(lease), Is.EqualTo(LedgerResult.Delivered));
+        Assert.That(requester.ReservePayment(Lease(2), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(requester.Release(Lease(2)), Is.EqualTo(LedgerResult.Released));
+        Assert.That(requester.Record(MakeReceipt(Lease(3), Requester, Provider), LedgerEntryKind.Spent), Is.EqualTo(LedgerResult.Recorded));
+
+        Assert.That(seen, Is.EqualTo(new[]
+        {
+            ("requester", false), ("requester", true), ("provider", true), ("requester", false), ("requester", false), ("requester", false),
+            ("requester", true),
+        }));
+    }
+
+    [Test]
     public void Record_EarnedAndSpent_MoveBothBalancesByTheAmount()
     {
         using var requester = OpenRequester();
