@@ -241,14 +241,23 @@ public sealed class SignedReceipt
         {
             return decoded;
         }
-        var r = decoded.Value!;
-        var status =
-            !r.Receipt.LeaseId.AsSpan().SequenceEqual(expected.LeaseId) ? VerifyStatus.LeaseMismatch
-            : r.Requester != expected.Requester || r.Provider != expected.Provider ? VerifyStatus.PartyMismatch
-            : r.Receipt.FuelUsed != expected.FuelUsed ? VerifyStatus.FuelMismatch
-            : r.Receipt.PricePerMillionFuel != expected.PricePerMillionFuel ? VerifyStatus.PriceMismatch
-            : !r.Receipt.AttestationHash.AsSpan().SequenceEqual(expected.AttestationHash) ? VerifyStatus.AttestationHashMismatch
-            : VerifyStatus.Valid;
+        var status = decoded.Value!.Check(expected);
         return status == VerifyStatus.Valid ? decoded : Verified<SignedReceipt>.Fail(status);
+    }
+
+    /// <summary>
+    /// The lease, parties, fuel, price and attestation checks of <see cref="Verify"/> on a receipt already decoded
+    /// (so already signature-checked): a provider that decoded a receipt to find its lease need not check the
+    /// signature twice.
+    /// </summary>
+    public VerifyStatus Check(ReceiptExpectation expected)
+    {
+        ArgumentNullException.ThrowIfNull(expected);
+        return !Receipt.LeaseId.AsSpan().SequenceEqual(expected.LeaseId) ? VerifyStatus.LeaseMismatch
+            : Requester != expected.Requester || Provider != expected.Provider ? VerifyStatus.PartyMismatch
+            : Receipt.FuelUsed != expected.FuelUsed ? VerifyStatus.FuelMismatch
+            : Receipt.PricePerMillionFuel != expected.PricePerMillionFuel ? VerifyStatus.PriceMismatch
+            : !Receipt.AttestationHash.AsSpan().SequenceEqual(expected.AttestationHash) ? VerifyStatus.AttestationHashMismatch
+            : VerifyStatus.Valid;
     }
 }

@@ -418,10 +418,11 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
         if (remembered is { } known)
         {
-            var check = SignedReceipt.Verify(envelope, ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)), _options.Credits);
-            if (!check.IsValid)
+            // Decoded above, signature included: only what this lease owes is left to check.
+            var check = receipt.Check(ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)));
+            if (check != VerifyStatus.Valid)
             {
-                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.Status.ToString() };
+                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.ToString() };
             }
         }
         var result = _ledger.Record(receipt, LedgerEntryKind.Earned);

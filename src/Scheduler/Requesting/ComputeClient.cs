@@ -418,7 +418,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return null;
         }
         var output = result.Output ?? [];
-        var expectation = AttestationExpectation.For(leaseId, _key.PeerId, provider, s.Module.Span, job.Payload, output);
+        // The request already hashed module and input, and the lease checked the output against its hash.
+        var expectation = new AttestationExpectation(leaseId, _key.PeerId, provider, lease.Request.ModuleHash, lease.Request.InputHash,
+            result.Output is null ? SHA256.HashData(output) : result.OutputHash, output.Length);
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         if (!attestation.IsValid || attestation.Value!.Attestation.FuelUsed != (ulong)result.FuelUsed || result.Output is null
