@@ -23,7 +23,8 @@ namespace Potluck.Scheduler.Requesting;
 /// <see cref="AdvertisementBook"/>; <see cref="ProviderSelector"/> filters (price, memory, runtime version, refused
 /// providers, those already tried) and ranks with a seeded random term, and a <see cref="NoMatch"/> explanation
 /// ends a submission no provider fits.</item>
-/// <item>Leasing: one <see cref="RequesterLease"/> per attempt over <see cref="LeaseProtocol.Id"/>; a rejected,
+/// <item>Leasing: one <see cref="RequesterLease"/> per attempt over <see cref="LeaseProtocol.Id"/>, on one stream per
+/// provider that its leases share (<see cref="LeaseChannel"/>); a rejected,
 /// failed, expired or fraudulent lease is retried on another provider, up to
 /// <see cref="ComputeClientOptions.MaxAttempts"/>.</item>
 /// <item>Checking: the provider's attestation must be signed by it and name this lease, module, input and output.
@@ -56,6 +57,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly AdvertisementBook _book;
     private readonly CancellationTokenSource _stop = new();
+    private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _subscription;
 
@@ -402,7 +404,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
-        await using (var runner = new LeaseRunner(_host, lease, _options.Lease, _time))
+        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time))
         {
             outcome = await runner.RunAsync(ct);
         }
@@ -440,6 +442,28 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return null;
         }
         return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!);
+    }
+
+    /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
+    private LeaseChannel ChannelTo(PeerId provider)
+    {
+        lock (_gate)
+        {
+            if (!_channels.TryGetValue(provider, out var channel))
+            {
+                _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time);
+            }
+            return channel;
+        }
+    }
+
+    /// <summary>Lease streams opened to <paramref name="provider"/> so far (tests check that leases share one).</summary>
+    internal long LeaseStreamsOpened(PeerId provider)
+    {
+        lock (_gate)
+        {
+            return _channels.TryGetValue(provider, out var channel) ? channel.StreamsOpened : 0;
+        }
     }
 
     private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
@@ -571,6 +595,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _host.Connected -= OnConnected;
         _subscription?.Dispose();
         await _stop.CancelAsync();
+        LeaseChannel[] channels;
+        lock (_gate)
+        {
+            channels = [.. _channels.Values];
+            _channels.Clear();
+        }
+        foreach (var channel in channels)
+        {
+            await channel.DisposeAsync();
+        }
     }
 
     /// <summary>A result this node computed itself.</summary>
