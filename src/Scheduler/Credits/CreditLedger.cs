@@ -87,6 +87,9 @@ public sealed class CreditLedger : IDisposable
     private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
     private bool _durable;
     private bool _disposed;
+    private long? _balance;
+    private long _balanceVersion;
+    private long _pendingDelta;
 
     private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
     {
@@ -560,6 +563,7 @@ public sealed class CreditLedger : IDisposable
             """,
             ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty.ToBytes()), ("$lease", r.LeaseId),
             ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now()));
+        _pendingDelta += kind == LedgerEntryKind.Spent ? -r.Amount : r.Amount;
         CrashHook?.Invoke("entry");
         return LedgerResult.Recorded;
     }
@@ -568,9 +572,31 @@ public sealed class CreditLedger : IDisposable
         Execute(tx, "UPDATE reservations SET state = $state, receipt_id = $receipt, updated_at = $now WHERE lease_id = $lease",
             ("$state", (long)state), ("$receipt", (object?)receiptId ?? DBNull.Value), ("$now", Now()), ("$lease", lease));
 
-    private long BalanceCore(SqliteTransaction? tx) => Convert.ToInt64(
+    /// <summary>
+    /// The sum of the entries. Summed by SQLite once, then kept up to date by this connection's own commits; summed
+    /// again whenever another connection changed the file (<c>PRAGMA data_version</c> moves only for those), so the
+    /// balance is still derived from the entries, without a scan per reservation.
+    /// </summary>
+    private long BalanceCore(SqliteTransaction? tx)
+    {
+        var version = DataVersion(tx);
+        if (_balance is not { } balance || version != _balanceVersion)
+        {
+            balance = SumEntries(tx) - _pendingDelta;
+            _balance = balance;
+            _balanceVersion = version;
+        }
+        return balance + _pendingDelta;
+    }
+
+    /// <summary>The balance summed from every entry by SQLite (tests compare it with the kept one).</summary>
+    internal long SumEntries() => Run(() => SumEntries(null));
+
+    private long SumEntries(SqliteTransaction? tx) => Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(CASE kind WHEN 2 THEN -amount ELSE amount END), 0) FROM entries"),
         System.Globalization.CultureInfo.InvariantCulture);
+
+    private long DataVersion(SqliteTransaction? tx) => Convert.ToInt64(Scalar(tx, "PRAGMA data_version"), System.Globalization.CultureInfo.InvariantCulture);
 
     private long AvailableCore(SqliteTransaction? tx) => BalanceCore(tx) - Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0"),
@@ -619,11 +645,16 @@ public sealed class CreditLedger : IDisposable
         {
             CrashHook?.Invoke("commit");
             tx.Commit();
+            if (_balance is { } balance)
+            {
+                _balance = balance + _pendingDelta;
+            }
         }
         else
         {
             tx.Rollback();
         }
+        _pendingDelta = 0;
     }
 
     private T Run<T>(Func<T> action)
@@ -637,9 +668,22 @@ public sealed class CreditLedger : IDisposable
             }
             catch (SqliteException e)
             {
+                ForgetBalance();
                 throw Translate(e, Path);
             }
+            catch
+            {
+                ForgetBalance();
+                throw;
+            }
         }
+    }
+
+    /// <summary>After a failure the kept balance may count an entry that was rolled back: sum again next time.</summary>
+    private void ForgetBalance()
+    {
+        _balance = null;
+        _pendingDelta = 0;
     }
 
     private static LedgerException Translate(SqliteException e, string path) =>

@@ -356,6 +356,45 @@ public class CreditLedgerTests
     }
 
     [Test]
+    public void Balance_KeptInMemory_AlwaysEqualsTheSumOfEntries_IncludingOtherWritersAndAbortedCommits()
+    {
+        using var ledger = OpenRequester();
+        var random = new Random(7);
+        for (var i = 0; i < 40; i++)
+        {
+            var lease = Lease(100 + i);
+            ledger.ReservePayment(lease, Provider.PeerId, 10_000);
+            switch (random.Next(4))
+            {
+                case 0:
+                    ledger.Release(lease);
+                    break;
+                case 1:
+                    // A crash inside the settlement's transaction: nothing of it may stay in the balance.
+                    ledger.CrashHook = step => { if (step == "commit") { throw new InvalidOperationException("crash"); } };
+                    Assert.Throws<InvalidOperationException>(() => ledger.Settle(MakeReceipt(lease, Requester, Provider)));
+                    ledger.CrashHook = null;
+                    break;
+                default:
+                    Assert.That(ledger.Settle(MakeReceipt(lease, Requester, Provider, fuel: (ulong)random.Next(1, 5_000_000))), Is.EqualTo(LedgerResult.Recorded));
+                    break;
+            }
+            Assert.That(ledger.Balance(), Is.EqualTo(ledger.SumEntries()), $"step {i}");
+        }
+        Assert.That(ledger.Balance(), Is.LessThan(Options.InitialGrant));
+
+        // Another connection appends an entry: the kept balance is summed afresh.
+        using var raw = new SqliteConnection($"Data Source={ledger.Path};Pooling=False");
+        raw.Open();
+        using var insert = raw.CreateCommand();
+        insert.CommandText = "INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at) VALUES (x'01', 1, x'02', NULL, 777, NULL, 0)";
+        var before = ledger.Balance();
+        insert.ExecuteNonQuery();
+        Assert.That(ledger.Balance(), Is.EqualTo(before + 777));
+        Assert.That(ledger.Balance(), Is.EqualTo(ledger.SumEntries()));
+    }
+
+    [Test]
     public void Reservations_IllegalTransitionByOtherWriter_Refused()
     {
         using (var ledger = OpenRequester())
