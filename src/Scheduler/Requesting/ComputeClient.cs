@@ -1,5 +1,6 @@
-using Potluck.Protocol.Framing;
+using System.Buffers.Binary;
 using System.Security.Cryptography;
+using Potluck.Protocol.Framing;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol;
 using Potluck.Protocol.Host;
@@ -33,7 +34,8 @@ namespace Potluck.Scheduler.Requesting;
 /// task on that many providers at once. A result a deterministic re-run contradicts is fraud: the provider is
 /// refused and not paid, a <see cref="FraudProof"/> is published, and the task runs again elsewhere.</item>
 /// <item>Paying: the ledger reserves the most a lease can cost before it starts, settles the signed receipt
-/// (fuel × agreed price) before sending it on <see cref="ReceiptProtocol.Id"/>, and marks it delivered once
+/// (fuel × agreed price) before sending it (on the lease stream when the provider speaks
+/// <see cref="LeaseProtocol.IdWithReceipts"/>, else on <see cref="ReceiptProtocol.Id"/>), and marks it delivered once
 /// acknowledged; a lease not paid for is released. Receipts settled but not acknowledged (a crash, a provider
 /// away) are sent again by <see cref="RedeliverReceiptsAsync"/>; the ledger counts each receipt id once.</item>
 /// </list>
@@ -540,27 +542,42 @@ public sealed partial class ComputeClient : IAsyncDisposable
         await DeliverAsync(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes, ct);
     }
 
-    /// <summary>Sends a settled receipt; marks it delivered once acknowledged. False when it must be sent again later.</summary>
+    /// <summary>
+    /// Sends a settled receipt (on the provider's lease stream when it takes receipts there, else on
+    /// <see cref="ReceiptProtocol.Id"/>); marks it delivered once acknowledged. False when it must be sent again later.
+    /// </summary>
     private async Task<bool> DeliverAsync(PeerId provider, byte[] leaseId, byte[] receipt, CancellationToken ct)
     {
         try
         {
             using var timeout = new CancellationTokenSource(_options.ReceiptTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
-            await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
-            var ack = await ReceiptProtocol.SendAsync(stream, receipt, linked.Token);
-            if (ack.Delivered)
+            if (leaseId.Length == 8
+                && await ChannelTo(provider).ExchangeReceiptAsync(BinaryPrimitives.ReadUInt64BigEndian(leaseId), receipt, linked.Token) is { } answer)
             {
-                _ledger.MarkDelivered(leaseId);
-                return true;
+                return Acknowledged(provider, leaseId, ReceiptProtocol.TryDecodeAck(answer, out var lease)
+                    ? lease
+                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"));
             }
-            LogReceiptRefused(_log, provider, ack.Detail);
+            await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
+            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
                                       or ProtocolNotSupportedException or ObjectDisposedException)
         {
             LogReceiptUndelivered(_log, provider, e.Message);
         }
+        return false;
+    }
+
+    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack)
+    {
+        if (ack.Delivered)
+        {
+            _ledger.MarkDelivered(leaseId);
+            return true;
+        }
+        LogReceiptRefused(_log, provider, ack.Detail);
         return false;
     }
 

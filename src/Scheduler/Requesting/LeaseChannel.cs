@@ -12,14 +12,17 @@ namespace Potluck.Scheduler.Requesting;
 /// (requester, request id) whichever stream it came on, so a stream need not be opened (and negotiated) per lease.
 /// Writes are serialised; one read loop hands each message to the lease it names, in order (a message for no lease
 /// here, such as a late answer to a lease already over, is dropped). A broken stream ends nothing: it is dropped,
-/// and the next message any lease sends opens a new one.
+/// and the next message any lease sends opens a new one. When the provider speaks
+/// <see cref="LeaseProtocol.IdWithReceipts"/>, receipts travel on the same stream (<see cref="ExchangeReceiptAsync"/>).
 /// </summary>
 internal sealed class LeaseChannel : IAsyncDisposable
 {
     private readonly IHost _host;
     private readonly LeaseOptions _options;
     private readonly TimeProvider _time;
+    private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
     private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
     private readonly SemaphoreSlim _write = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
     private IStream? _stream;
@@ -53,7 +56,40 @@ internal sealed class LeaseChannel : IAsyncDisposable
     /// Writes <paramref name="messages"/> in order on the current stream (opening one if there is none); on a broken
     /// stream, once more on a new one. False when they could not be sent: the lease's own retries take it from there.
     /// </summary>
-    public async Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages)
+    public Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages) => SendAsync(messages, receipts: false);
+
+    /// <summary>
+    /// Sends a settled receipt for lease <paramref name="requestId"/> on the lease stream and returns the provider's
+    /// encoded acknowledgement; null when the provider does not take receipts here (it speaks only
+    /// <see cref="LeaseProtocol.Id"/>), the stream broke, or <paramref name="ct"/> ended the wait: the caller then
+    /// uses <c>/potluck/receipt/1.0.0</c>, which is always safe to repeat.
+    /// </summary>
+    public async Task<byte[]?> ExchangeReceiptAsync(ulong requestId, byte[] envelope, CancellationToken ct)
+    {
+        var answer = new TaskCompletionSource<byte[]?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_receipts.TryAdd(requestId, answer))
+        {
+            return null;
+        }
+        try
+        {
+            if (!await SendAsync([new LeaseReceipt { RequestId = requestId, Envelope = envelope }], receipts: true))
+            {
+                return null;
+            }
+            return await answer.Task.WaitAsync(ct);
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+        finally
+        {
+            _receipts.TryRemove(requestId, out _);
+        }
+    }
+
+    private async Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages, bool receipts)
     {
         try
         {
@@ -68,7 +104,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
             for (var tries = 0; tries < 2; tries++)
             {
                 var stream = _stream ?? await TryOpenAsync();
-                if (stream is null)
+                if (stream is null || (receipts && stream.Protocol != LeaseProtocol.IdWithReceipts))
                 {
                     return false;
                 }
@@ -104,7 +140,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         {
             using var timeout = new CancellationTokenSource(_options.RetryInterval, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
-            var stream = await _host.NewStreamAsync(Provider, [LeaseProtocol.Id], linked.Token);
+            var stream = await _host.NewStreamAsync(Provider, Protocols, linked.Token);
             Interlocked.Increment(ref _opened);
             _stream = stream;
             _ = Task.Run(() => ReadLoopAsync(stream));
@@ -132,7 +168,14 @@ internal sealed class LeaseChannel : IAsyncDisposable
                 {
                     throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
                 }
-                if (_leases.TryGetValue(message!.RequestId, out var handle))
+                if (message is LeaseReceiptAck ack)
+                {
+                    if (_receipts.TryGetValue(ack.RequestId, out var waiter))
+                    {
+                        waiter.TrySetResult(ack.Ack);
+                    }
+                }
+                else if (_leases.TryGetValue(message!.RequestId, out var handle))
                 {
                     await handle(message);
                 }
@@ -144,6 +187,11 @@ internal sealed class LeaseChannel : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
         {
+        }
+        // A receipt sent on this stream gets no answer now: its sender falls back to the receipt protocol.
+        foreach (var waiter in _receipts.Values)
+        {
+            waiter.TrySetResult(null);
         }
         // Under the write lock, so a writer never picks up a stream being dropped.
         try
