@@ -634,7 +634,7 @@ public sealed class CreditLedger : IDisposable
     }
 
     private PeerId ReadPeer(object value) =>
-        value is byte[] bytes && PeerId.TryFromBytes(bytes, out var peer) ? peer : throw Corrupt("an unreadable peer id");
+        value is byte[] bytes && KeyCache.TryPeer(bytes, out var peer) ? peer : throw Corrupt("an unreadable peer id");
 
     private LedgerEntryKind ReadKind(long kind) =>
         kind is >= 0 and <= 2 ? (LedgerEntryKind)kind : throw Corrupt($"unknown entry kind {kind}");
