@@ -85,6 +85,8 @@ public sealed class CreditLedger : IDisposable
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private readonly Lock _queueGate = new();
+    private readonly List<PendingWrite> _queue = [];
     private bool _durable;
     private bool _disposed;
     private long? _balance;
@@ -166,26 +168,19 @@ public sealed class CreditLedger : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "a receipt is recorded as Earned or Spent");
         }
-        return Run(() =>
+        return Durable(tx =>
         {
-            using var tx = Begin(durable: true);
-            LedgerResult result;
             if (kind == LedgerEntryKind.Earned)
             {
-                result = receipt.Provider != Owner ? LedgerResult.NotOurs : InsertEntry(tx, receipt, kind, receipt.Requester);
+                return receipt.Provider != Owner ? LedgerResult.NotOurs : InsertEntry(tx, receipt, kind, receipt.Requester);
             }
-            else if (receipt.Requester != Owner)
+            if (receipt.Requester != Owner)
             {
-                result = LedgerResult.NotOurs;
+                return LedgerResult.NotOurs;
             }
-            else
-            {
-                result = ReadReservation(tx, receipt.Receipt.LeaseId) is null
-                    ? InsertEntry(tx, receipt, kind, receipt.Provider)
-                    : SettleCore(tx, receipt);
-            }
-            Commit(tx, result is LedgerResult.Recorded);
-            return result;
+            return ReadReservation(tx, receipt.Receipt.LeaseId) is null
+                ? InsertEntry(tx, receipt, kind, receipt.Provider)
+                : SettleCore(tx, receipt);
         });
     }
 
@@ -244,13 +239,7 @@ public sealed class CreditLedger : IDisposable
     public LedgerResult Settle(SignedReceipt receipt)
     {
         ArgumentNullException.ThrowIfNull(receipt);
-        return Run(() =>
-        {
-            using var tx = Begin(durable: true);
-            var result = receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt);
-            Commit(tx, result is LedgerResult.Recorded);
-            return result;
-        });
+        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt));
     }
 
     /// <summary>Reserved → Released: nothing is owed for the lease.</summary>
@@ -496,6 +485,18 @@ public sealed class CreditLedger : IDisposable
         tx.Commit();
     }
 
+    /// <summary>Durable operations waiting for the next group commit (tests hold a commit open to batch others).</summary>
+    internal int QueuedWrites
+    {
+        get
+        {
+            lock (_queueGate)
+            {
+                return _queue.Count;
+            }
+        }
+    }
+
     /// <summary>True while the connection commits with <c>synchronous=FULL</c> (tests check the durable operations).</summary>
     internal bool CommitsDurably => _durable;
 
@@ -657,6 +658,91 @@ public sealed class CreditLedger : IDisposable
         _pendingDelta = 0;
     }
 
+    /// <summary>
+    /// Runs a durable operation (<see cref="Settle"/>, <see cref="Record"/>) with group commit: callers arriving while
+    /// another commit is being flushed queue up, and whoever takes the lock next runs everything queued in one
+    /// transaction, each operation inside its own savepoint (one that does not record, or fails, is rolled back alone
+    /// and leaves the others be), then commits and flushes once for all. Each caller returns only after the commit
+    /// holding its operation is durable, with its own result or exception, exactly as if it had run alone; a failed
+    /// commit fails every operation in it, none of which then left a trace.
+    /// </summary>
+    private LedgerResult Durable(Func<SqliteTransaction, LedgerResult> operation)
+    {
+        var mine = new PendingWrite(operation);
+        lock (_queueGate)
+        {
+            _queue.Add(mine);
+        }
+        return Run(() =>
+        {
+            if (!mine.Done)
+            {
+                List<PendingWrite> batch;
+                lock (_queueGate)
+                {
+                    batch = [.. _queue];
+                    _queue.Clear();
+                }
+                RunBatch(batch);
+            }
+            return mine.Error is { } error ? throw error : mine.Result;
+        });
+    }
+
+    private void RunBatch(List<PendingWrite> batch)
+    {
+        try
+        {
+            using var tx = Begin(durable: true);
+            var changed = false;
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var write = batch[i];
+                var savepoint = $"w{i}";
+                var delta = _pendingDelta;
+                tx.Save(savepoint);
+                write.Ran = true;
+                try
+                {
+                    write.Result = write.Operation(tx);
+                }
+                catch (Exception e)
+                {
+                    write.Error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
+                }
+                if (write.Error is null && write.Result is LedgerResult.Recorded)
+                {
+                    changed = true;
+                    tx.Release(savepoint);
+                }
+                else
+                {
+                    _pendingDelta = delta;
+                    tx.Rollback(savepoint);
+                    tx.Release(savepoint);
+                }
+            }
+            Commit(tx, changed);
+        }
+        catch (Exception e)
+        {
+            // Nothing of this transaction committed: what it recorded, and what it never ran, failed with it.
+            ForgetBalance();
+            var error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
+            foreach (var write in batch.Where(w => !w.Ran || (w.Error is null && w.Result is LedgerResult.Recorded)))
+            {
+                write.Error = error;
+            }
+        }
+        finally
+        {
+            foreach (var write in batch)
+            {
+                write.Done = true;
+            }
+        }
+    }
+
     private T Run<T>(Func<T> action)
     {
         lock (_gate)
@@ -729,4 +815,18 @@ public sealed class CreditLedger : IDisposable
 
     private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
         Command(tx, sql, parameters).ExecuteNonQuery();
+
+    /// <summary>A durable operation waiting for the next group commit; read and written under the ledger's lock.</summary>
+    private sealed class PendingWrite(Func<SqliteTransaction, LedgerResult> operation)
+    {
+        public Func<SqliteTransaction, LedgerResult> Operation { get; } = operation;
+
+        public bool Done { get; set; }
+
+        public bool Ran { get; set; }
+
+        public LedgerResult Result { get; set; }
+
+        public Exception? Error { get; set; }
+    }
 }

@@ -335,6 +335,57 @@ public class CreditLedgerTests
         Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 33 * 2500));
     }
 
+    /// <summary>
+    /// Group commit: while one durable write holds the ledger, others queue; the next commit runs them all, each in its
+    /// own savepoint. A write that fails (here a crash inside it) fails alone and leaves no trace.
+    /// </summary>
+    [Test]
+    public void DurableWrites_QueuedBehindACommit_ShareTheNextOne_EachWithItsOwnResult()
+    {
+        using var provider = OpenProvider();
+        var receipts = Enumerable.Range(1, 6).Select(i => MakeReceipt(Lease(i), Requester, Provider)).ToArray();
+        var commits = 0;
+        var entries = 0;
+        using var queued = new ManualResetEventSlim();
+        provider.CrashHook = step =>
+        {
+            if (step == "commit")
+            {
+                commits++;
+                Assert.That(provider.CommitsDurably);
+            }
+            if (step == "entry" && ++entries == 1)
+            {
+                // The first write holds the ledger until five more are queued behind it.
+                SpinWait.SpinUntil(() => provider.QueuedWrites == 5);
+            }
+            if (step == "entry" && entries == 3)
+            {
+                throw new InvalidOperationException("crash inside one write");
+            }
+        };
+        var first = Task.Run(() => provider.Record(receipts[0], LedgerEntryKind.Earned));
+        SpinWait.SpinUntil(() => entries == 1);
+        var others = receipts[1..].Select(r => Task.Run(() => provider.Record(r, LedgerEntryKind.Earned))).ToArray();
+        Assert.That(first.Result, Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(Task.WhenAll(others).ContinueWith(_ => 0).Result, Is.Zero);
+
+        Assert.That(commits, Is.EqualTo(2), "six writes, two commits");
+        var failed = others.Where(t => t.IsFaulted).ToList();
+        Assert.That(failed, Has.Count.EqualTo(1));
+        Assert.That(failed[0].Exception!.InnerException, Is.TypeOf<InvalidOperationException>());
+        Assert.That(others.Where(t => !t.IsFaulted).Select(t => t.Result), Is.All.EqualTo(LedgerResult.Recorded));
+        Assert.That(provider.Recent(100).Count(e => e.Kind == LedgerEntryKind.Earned), Is.EqualTo(5));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 5 * 2500));
+        Assert.That(provider.Balance(), Is.EqualTo(provider.SumEntries()));
+
+        // The write that failed left no trace: recorded now, it counts once, and every other receipt is already there.
+        provider.CrashHook = null;
+        var counted = receipts.Count(r => provider.Record(r, LedgerEntryKind.Earned) == LedgerResult.Recorded);
+        Assert.That(counted, Is.EqualTo(1));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 6 * 2500));
+    }
+
     [Test]
     public void Entries_AreAppendOnlyEvenForOtherWriters()
     {
