@@ -15,7 +15,8 @@ namespace Potluck.Benchmarks.Lease;
 /// nodes, each with its own identity, ledger and sandbox, in this process). A no-op task (samples/testmods/
 /// exitcode.wasm with argument 0 and empty input: WASI start-up and exit) measures the overhead of the whole
 /// path — ad lookup, lease negotiation with signed terms, attestation, receipt and two SQLite ledgers with
-/// synchronous=FULL — next to a libp2p ping over the same connection and the same task run in the local sandbox.
+/// synchronous=FULL for the commits a receipt rests on — next to a libp2p ping over the same connection and the
+/// same task run in the local sandbox. Warm-up: 50 tasks one at a time, then a quarter of [total] at [concurrency].
 /// Usage: dotnet run --project scripts/bench/LeaseBench -c Release -- [sequential] [total] [concurrency]
 /// </summary>
 public static class Program
@@ -56,11 +57,19 @@ public static class Program
             await requester.Compute!.Client.WaitForProvidersAsync(2, ct);
             var task = new TaskSubmission { Module = module, Args = ["0"], Fuel = 20_000_000, MaxPricePerMegaFuel = 10 };
 
-            // Warm up every path (JIT, compiled-module caches on all three nodes, connections).
+            // Warm up every path (JIT, compiled-module caches on all three nodes, connections): sequentially, then
+            // concurrently, so the concurrent phase below is not measuring tiered compilation of its own code paths.
             for (var i = 0; i < 50; i++)
             {
                 await requester.Compute.SubmitAsync(task, ct);
             }
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
+            {
+                for (var i = 0; i < Math.Max(1, total / 4 / concurrency); i++)
+                {
+                    await requester.Compute.SubmitAsync(task, ct);
+                }
+            }, ct)));
 
             var ping = new List<double>();
             for (var i = 0; i < sequential; i++)
