@@ -170,8 +170,11 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     // ------------------------------------------------------------------ leases
 
-    private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken ct)
+    private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken hostToken)
     {
+        // A requester keeps its lease stream open across leases: it must end when this service does, not only the host.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, _stop.Token);
+        var ct = linked.Token;
         var session = new LeaseSession(stream, _options.MaxQueuedMessages);
         var requester = stream.Connection.RemotePublicKey;
         try
