@@ -77,8 +77,8 @@ public sealed class Attestation
 
     internal bool IsWellFormed() =>
         LeaseId is { Length: > 0 and <= MaxLeaseIdLength }
-        && Requester is not null && PeerId.TryFromBytes(Requester, out _)
-        && Provider is not null && PeerId.TryFromBytes(Provider, out _)
+        && Requester is not null && KeyCache.TryPeer(Requester, out _)
+        && Provider is not null && KeyCache.TryPeer(Provider, out _)
         && ModuleHash is { Length: HashLength }
         && InputHash is { Length: HashLength }
         && OutputHash is { Length: HashLength }

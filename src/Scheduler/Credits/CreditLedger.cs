@@ -6,13 +6,21 @@ using Potluck.Protocol.Identity;
 namespace Potluck.Scheduler.Credits;
 
 /// <summary>
-/// A node's credit ledger: <c>ledger.db</c> (SQLite, WAL, <c>synchronous=FULL</c>) in the node's data
-/// directory. Entries are append-only (triggers refuse UPDATE and DELETE), unique on (receipt id, kind), and
-/// the balance is always derived by summing them; there is no stored balance.
+/// A node's credit ledger: <c>ledger.db</c> (SQLite, WAL) in the node's data directory. Entries are append-only
+/// (triggers refuse UPDATE and DELETE), unique on (receipt id, kind), and the balance is always derived by summing
+/// them; there is no stored balance.
 /// <para>
-/// Every public operation is one SQLite transaction; with <c>synchronous=FULL</c> a committed transaction
-/// survives a crash or power loss and an uncommitted one leaves no trace. The rules that make a crash at
-/// any point of a lease lose no receipt and count none twice:
+/// Every public operation is one SQLite transaction, and an uncommitted one leaves no trace. A committed one always
+/// survives a crash of the process (in WAL mode the commit has reached the operating system before it returns).
+/// Against power loss, the two transactions whose loss could lose or double-count a receipt —
+/// <see cref="Settle"/> (before the receipt leaves this node) and <see cref="Record"/> (before it is acknowledged)
+/// — commit with <c>synchronous=FULL</c>: the WAL is flushed to the disk before they return. The others
+/// (<see cref="ReservePayment"/>, <see cref="Release"/>, <see cref="MarkDelivered"/>) commit with
+/// <c>synchronous=NORMAL</c>, saving a flush each: power loss may undo the last of them, never a later FULL commit
+/// (the WAL is replayed as a prefix, so a durable commit makes every earlier one durable too), and undoing them is
+/// harmless: a lost reservation or release is a lease with no receipt (recovery releases it anyway), a lost
+/// delivery mark only sends the receipt again (the provider answers AlreadyRecorded). The rules that make a crash
+/// at any point of a lease lose no receipt and count none twice:
 /// </para>
 /// <list type="number">
 /// <item>Requester: <see cref="ReservePayment"/> before the lease starts. After verifying the attestation,
@@ -76,7 +84,14 @@ public sealed class CreditLedger : IDisposable
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
+    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private readonly Lock _queueGate = new();
+    private readonly List<PendingWrite> _queue = [];
+    private bool _durable;
     private bool _disposed;
+    private long? _balance;
+    private long _balanceVersion;
+    private long _pendingDelta;
 
     private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
     {
@@ -153,26 +168,19 @@ public sealed class CreditLedger : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "a receipt is recorded as Earned or Spent");
         }
-        return Run(() =>
+        return Durable(tx =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
-            LedgerResult result;
             if (kind == LedgerEntryKind.Earned)
             {
-                result = receipt.Provider != Owner ? LedgerResult.NotOurs : InsertEntry(tx, receipt, kind, receipt.Requester);
+                return receipt.Provider != Owner ? LedgerResult.NotOurs : InsertEntry(tx, receipt, kind, receipt.Requester);
             }
-            else if (receipt.Requester != Owner)
+            if (receipt.Requester != Owner)
             {
-                result = LedgerResult.NotOurs;
+                return LedgerResult.NotOurs;
             }
-            else
-            {
-                result = ReadReservation(tx, receipt.Receipt.LeaseId) is null
-                    ? InsertEntry(tx, receipt, kind, receipt.Provider)
-                    : SettleCore(tx, receipt);
-            }
-            Commit(tx, result is LedgerResult.Recorded);
-            return result;
+            return ReadReservation(tx, receipt.Receipt.LeaseId) is null
+                ? InsertEntry(tx, receipt, kind, receipt.Provider)
+                : SettleCore(tx, receipt);
         });
     }
 
@@ -191,7 +199,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             LedgerResult result;
             var existing = ReadReservation(tx, lease);
             if (existing is not null)
@@ -231,13 +239,7 @@ public sealed class CreditLedger : IDisposable
     public LedgerResult Settle(SignedReceipt receipt)
     {
         ArgumentNullException.ThrowIfNull(receipt);
-        return Run(() =>
-        {
-            using var tx = _connection.BeginTransaction(deferred: false);
-            var result = receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt);
-            Commit(tx, result is LedgerResult.Recorded);
-            return result;
-        });
+        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt));
     }
 
     /// <summary>Reserved → Released: nothing is owed for the lease.</summary>
@@ -247,7 +249,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             var result = ReadReservation(tx, lease)?.State switch
             {
                 null => LedgerResult.NotReserved,
@@ -271,7 +273,7 @@ public sealed class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = _connection.BeginTransaction(deferred: false);
+            using var tx = Begin(durable: false);
             var existing = ReadReservation(tx, lease);
             var result = existing?.State switch
             {
@@ -302,7 +304,7 @@ public sealed class CreditLedger : IDisposable
         var limit = Math.Min(count, _options.MaxRecent);
         return Run(() =>
         {
-            using var cmd = Command(null, """
+            var cmd = Command(null, """
                 SELECT seq, kind, receipt_id, lease_id, counterparty, amount, recorded_at, receipt
                 FROM entries ORDER BY seq DESC LIMIT $limit
                 """, ("$limit", limit));
@@ -333,7 +335,7 @@ public sealed class CreditLedger : IDisposable
     {
         return Run(() =>
         {
-            using var cmd = from is { } requester
+            var cmd = from is { } requester
                 ? Command(null, "SELECT receipt FROM entries WHERE kind = 1 AND counterparty = $peer ORDER BY seq LIMIT $limit",
                     ("$peer", requester.ToBytes()), ("$limit", _options.MaxProofReceipts))
                 : Command(null, "SELECT receipt FROM entries WHERE kind = 1 ORDER BY seq LIMIT $limit",
@@ -408,6 +410,11 @@ public sealed class CreditLedger : IDisposable
             if (!_disposed)
             {
                 _disposed = true;
+                foreach (var cmd in _commands.Values)
+                {
+                    cmd.Dispose();
+                }
+                _commands.Clear();
                 _connection.Dispose();
             }
         }
@@ -425,6 +432,7 @@ public sealed class CreditLedger : IDisposable
             throw new LedgerException($"ledger {Path}: could not enable WAL (journal_mode is {mode})");
         }
         Execute(null, "PRAGMA synchronous = FULL");
+        _durable = true;
         var check = Scalar(null, "PRAGMA quick_check") as string;
         if (!string.Equals(check, "ok", StringComparison.Ordinal))
         {
@@ -477,6 +485,35 @@ public sealed class CreditLedger : IDisposable
         tx.Commit();
     }
 
+    /// <summary>Durable operations waiting for the next group commit (tests hold a commit open to batch others).</summary>
+    internal int QueuedWrites
+    {
+        get
+        {
+            lock (_queueGate)
+            {
+                return _queue.Count;
+            }
+        }
+    }
+
+    /// <summary>True while the connection commits with <c>synchronous=FULL</c> (tests check the durable operations).</summary>
+    internal bool CommitsDurably => _durable;
+
+    /// <summary>
+    /// Begins a write transaction committing with <c>synchronous=FULL</c> (<paramref name="durable"/>) or
+    /// <c>NORMAL</c>; the setting is per connection, so it is switched only when it differs from the last one.
+    /// </summary>
+    private SqliteTransaction Begin(bool durable)
+    {
+        if (_durable != durable)
+        {
+            Execute(null, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            _durable = durable;
+        }
+        return _connection.BeginTransaction(deferred: false);
+    }
+
     private LedgerResult SettleCore(SqliteTransaction tx, SignedReceipt receipt)
     {
         var r = receipt.Receipt;
@@ -527,6 +564,7 @@ public sealed class CreditLedger : IDisposable
             """,
             ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty.ToBytes()), ("$lease", r.LeaseId),
             ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now()));
+        _pendingDelta += kind == LedgerEntryKind.Spent ? -r.Amount : r.Amount;
         CrashHook?.Invoke("entry");
         return LedgerResult.Recorded;
     }
@@ -535,9 +573,31 @@ public sealed class CreditLedger : IDisposable
         Execute(tx, "UPDATE reservations SET state = $state, receipt_id = $receipt, updated_at = $now WHERE lease_id = $lease",
             ("$state", (long)state), ("$receipt", (object?)receiptId ?? DBNull.Value), ("$now", Now()), ("$lease", lease));
 
-    private long BalanceCore(SqliteTransaction? tx) => Convert.ToInt64(
+    /// <summary>
+    /// The sum of the entries. Summed by SQLite once, then kept up to date by this connection's own commits; summed
+    /// again whenever another connection changed the file (<c>PRAGMA data_version</c> moves only for those), so the
+    /// balance is still derived from the entries, without a scan per reservation.
+    /// </summary>
+    private long BalanceCore(SqliteTransaction? tx)
+    {
+        var version = DataVersion(tx);
+        if (_balance is not { } balance || version != _balanceVersion)
+        {
+            balance = SumEntries(tx) - _pendingDelta;
+            _balance = balance;
+            _balanceVersion = version;
+        }
+        return balance + _pendingDelta;
+    }
+
+    /// <summary>The balance summed from every entry by SQLite (tests compare it with the kept one).</summary>
+    internal long SumEntries() => Run(() => SumEntries(null));
+
+    private long SumEntries(SqliteTransaction? tx) => Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(CASE kind WHEN 2 THEN -amount ELSE amount END), 0) FROM entries"),
         System.Globalization.CultureInfo.InvariantCulture);
+
+    private long DataVersion(SqliteTransaction? tx) => Convert.ToInt64(Scalar(tx, "PRAGMA data_version"), System.Globalization.CultureInfo.InvariantCulture);
 
     private long AvailableCore(SqliteTransaction? tx) => BalanceCore(tx) - Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0"),
@@ -548,7 +608,7 @@ public sealed class CreditLedger : IDisposable
 
     private List<PaymentReservation> ReadReservations(SqliteTransaction? tx, string where, params (string Name, object Value)[] parameters)
     {
-        using var cmd = Command(tx, $"""
+        var cmd = Command(tx, $"""
             SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
             FROM reservations r LEFT JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             {where}
@@ -575,7 +635,7 @@ public sealed class CreditLedger : IDisposable
     }
 
     private PeerId ReadPeer(object value) =>
-        value is byte[] bytes && PeerId.TryFromBytes(bytes, out var peer) ? peer : throw Corrupt("an unreadable peer id");
+        value is byte[] bytes && KeyCache.TryPeer(bytes, out var peer) ? peer : throw Corrupt("an unreadable peer id");
 
     private LedgerEntryKind ReadKind(long kind) =>
         kind is >= 0 and <= 2 ? (LedgerEntryKind)kind : throw Corrupt($"unknown entry kind {kind}");
@@ -586,10 +646,100 @@ public sealed class CreditLedger : IDisposable
         {
             CrashHook?.Invoke("commit");
             tx.Commit();
+            if (_balance is { } balance)
+            {
+                _balance = balance + _pendingDelta;
+            }
         }
         else
         {
             tx.Rollback();
+        }
+        _pendingDelta = 0;
+    }
+
+    /// <summary>
+    /// Runs a durable operation (<see cref="Settle"/>, <see cref="Record"/>) with group commit: callers arriving while
+    /// another commit is being flushed queue up, and whoever takes the lock next runs everything queued in one
+    /// transaction, each operation inside its own savepoint (one that does not record, or fails, is rolled back alone
+    /// and leaves the others be), then commits and flushes once for all. Each caller returns only after the commit
+    /// holding its operation is durable, with its own result or exception, exactly as if it had run alone; a failed
+    /// commit fails every operation in it, none of which then left a trace.
+    /// </summary>
+    private LedgerResult Durable(Func<SqliteTransaction, LedgerResult> operation)
+    {
+        var mine = new PendingWrite(operation);
+        lock (_queueGate)
+        {
+            _queue.Add(mine);
+        }
+        return Run(() =>
+        {
+            if (!mine.Done)
+            {
+                List<PendingWrite> batch;
+                lock (_queueGate)
+                {
+                    batch = [.. _queue];
+                    _queue.Clear();
+                }
+                RunBatch(batch);
+            }
+            return mine.Error is { } error ? throw error : mine.Result;
+        });
+    }
+
+    private void RunBatch(List<PendingWrite> batch)
+    {
+        try
+        {
+            using var tx = Begin(durable: true);
+            var changed = false;
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var write = batch[i];
+                var savepoint = $"w{i}";
+                var delta = _pendingDelta;
+                tx.Save(savepoint);
+                write.Ran = true;
+                try
+                {
+                    write.Result = write.Operation(tx);
+                }
+                catch (Exception e)
+                {
+                    write.Error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
+                }
+                if (write.Error is null && write.Result is LedgerResult.Recorded)
+                {
+                    changed = true;
+                    tx.Release(savepoint);
+                }
+                else
+                {
+                    _pendingDelta = delta;
+                    tx.Rollback(savepoint);
+                    tx.Release(savepoint);
+                }
+            }
+            Commit(tx, changed);
+        }
+        catch (Exception e)
+        {
+            // Nothing of this transaction committed: what it recorded, and what it never ran, failed with it.
+            ForgetBalance();
+            var error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
+            foreach (var write in batch.Where(w => !w.Ran || (w.Error is null && w.Result is LedgerResult.Recorded)))
+            {
+                write.Error = error;
+            }
+        }
+        finally
+        {
+            foreach (var write in batch)
+            {
+                write.Done = true;
+            }
         }
     }
 
@@ -604,9 +754,22 @@ public sealed class CreditLedger : IDisposable
             }
             catch (SqliteException e)
             {
+                ForgetBalance();
                 throw Translate(e, Path);
             }
+            catch
+            {
+                ForgetBalance();
+                throw;
+            }
         }
+    }
+
+    /// <summary>After a failure the kept balance may count an entry that was rolled back: sum again next time.</summary>
+    private void ForgetBalance()
+    {
+        _balance = null;
+        _pendingDelta = 0;
     }
 
     private static LedgerException Translate(SqliteException e, string path) =>
@@ -626,11 +789,20 @@ public sealed class CreditLedger : IDisposable
         return SHA256.HashData(input);
     }
 
+    /// <summary>
+    /// A command for <paramref name="sql"/> with these parameters bound. Commands are kept per statement text (all
+    /// are constants here) so each is prepared once; callers run them under the lock and never dispose them.
+    /// </summary>
     private SqliteCommand Command(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
     {
-        var cmd = _connection.CreateCommand();
+        if (!_commands.TryGetValue(sql, out var cmd))
+        {
+            cmd = _connection.CreateCommand();
+            cmd.CommandText = sql;
+            _commands[sql] = cmd;
+        }
         cmd.Transaction = tx;
-        cmd.CommandText = sql;
+        cmd.Parameters.Clear();
         foreach (var (name, value) in parameters)
         {
             cmd.Parameters.AddWithValue(name, value);
@@ -638,15 +810,23 @@ public sealed class CreditLedger : IDisposable
         return cmd;
     }
 
-    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
-    {
-        using var cmd = Command(tx, sql, parameters);
-        return cmd.ExecuteScalar();
-    }
+    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+        Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+        Command(tx, sql, parameters).ExecuteNonQuery();
+
+    /// <summary>A durable operation waiting for the next group commit; read and written under the ledger's lock.</summary>
+    private sealed class PendingWrite(Func<SqliteTransaction, LedgerResult> operation)
     {
-        using var cmd = Command(tx, sql, parameters);
-        cmd.ExecuteNonQuery();
+        public Func<SqliteTransaction, LedgerResult> Operation { get; } = operation;
+
+        public bool Done { get; set; }
+
+        public bool Ran { get; set; }
+
+        public LedgerResult Result { get; set; }
+
+        public Exception? Error { get; set; }
     }
 }

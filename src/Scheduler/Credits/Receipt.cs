@@ -92,8 +92,8 @@ public sealed class Receipt
         {
             throw new OverflowException("fuel × price overflows the amount");
         }
-        PeerId.TryFromBytes(a.Provider, out var provider);
-        PeerId.TryFromBytes(a.Requester, out var requester);
+        KeyCache.TryPeer(a.Provider, out var provider);
+        KeyCache.TryPeer(a.Requester, out var requester);
         return new Receipt
         {
             ReceiptId = ComputeId(a.LeaseId, provider, requester),
@@ -111,16 +111,16 @@ public sealed class Receipt
     internal bool IsWellFormed() =>
         ReceiptId is { Length: IdLength }
         && LeaseId is { Length: > 0 and <= Attestation.MaxLeaseIdLength }
-        && Requester is not null && PeerId.TryFromBytes(Requester, out _)
-        && Provider is not null && PeerId.TryFromBytes(Provider, out _)
+        && Requester is not null && KeyCache.TryPeer(Requester, out _)
+        && Provider is not null && KeyCache.TryPeer(Provider, out _)
         && AttestationHash is { Length: Attestation.HashLength }
         && Amount >= 0;
 
     /// <summary>Id and amount as derived from the other fields; call only when <see cref="IsWellFormed"/>.</summary>
     internal VerifyStatus CheckDerived()
     {
-        PeerId.TryFromBytes(Provider, out var provider);
-        PeerId.TryFromBytes(Requester, out var requester);
+        KeyCache.TryPeer(Provider, out var provider);
+        KeyCache.TryPeer(Requester, out var requester);
         if (!ComputeId(LeaseId, provider, requester).AsSpan().SequenceEqual(ReceiptId))
         {
             return VerifyStatus.ReceiptIdMismatch;
@@ -146,8 +146,8 @@ public sealed record ReceiptExpectation(
     {
         ArgumentNullException.ThrowIfNull(attestation);
         var a = attestation.Attestation;
-        PeerId.TryFromBytes(a.Requester, out var requester);
-        PeerId.TryFromBytes(a.Provider, out var provider);
+        KeyCache.TryPeer(a.Requester, out var requester);
+        KeyCache.TryPeer(a.Provider, out var provider);
         return new(a.LeaseId, requester, provider, a.FuelUsed, pricePerMillionFuel, attestation.Hash);
     }
 }
@@ -195,7 +195,7 @@ public sealed class SignedReceipt
         }
         var payload = MessagePackSerializer.Serialize(receipt, SignedEnvelope.Untrusted);
         var envelope = SignedEnvelope.Seal(requester, SignatureDomains.Receipt, payload);
-        PeerId.TryFromBytes(receipt.Provider, out var provider);
+        KeyCache.TryPeer(receipt.Provider, out var provider);
         return new SignedReceipt(envelope.Encode(), receipt, requester.PeerId, provider);
     }
 
@@ -228,7 +228,7 @@ public sealed class SignedReceipt
         {
             return Verified<SignedReceipt>.Fail(derived);
         }
-        PeerId.TryFromBytes(receipt.Provider, out var provider);
+        KeyCache.TryPeer(receipt.Provider, out var provider);
         return new(VerifyStatus.Valid, new SignedReceipt(envelopeBytes.ToArray(), receipt, signerId, provider));
     }
 
@@ -241,14 +241,23 @@ public sealed class SignedReceipt
         {
             return decoded;
         }
-        var r = decoded.Value!;
-        var status =
-            !r.Receipt.LeaseId.AsSpan().SequenceEqual(expected.LeaseId) ? VerifyStatus.LeaseMismatch
-            : r.Requester != expected.Requester || r.Provider != expected.Provider ? VerifyStatus.PartyMismatch
-            : r.Receipt.FuelUsed != expected.FuelUsed ? VerifyStatus.FuelMismatch
-            : r.Receipt.PricePerMillionFuel != expected.PricePerMillionFuel ? VerifyStatus.PriceMismatch
-            : !r.Receipt.AttestationHash.AsSpan().SequenceEqual(expected.AttestationHash) ? VerifyStatus.AttestationHashMismatch
-            : VerifyStatus.Valid;
+        var status = decoded.Value!.Check(expected);
         return status == VerifyStatus.Valid ? decoded : Verified<SignedReceipt>.Fail(status);
+    }
+
+    /// <summary>
+    /// The lease, parties, fuel, price and attestation checks of <see cref="Verify"/> on a receipt already decoded
+    /// (so already signature-checked): a provider that decoded a receipt to find its lease need not check the
+    /// signature twice.
+    /// </summary>
+    public VerifyStatus Check(ReceiptExpectation expected)
+    {
+        ArgumentNullException.ThrowIfNull(expected);
+        return !Receipt.LeaseId.AsSpan().SequenceEqual(expected.LeaseId) ? VerifyStatus.LeaseMismatch
+            : Requester != expected.Requester || Provider != expected.Provider ? VerifyStatus.PartyMismatch
+            : Receipt.FuelUsed != expected.FuelUsed ? VerifyStatus.FuelMismatch
+            : Receipt.PricePerMillionFuel != expected.PricePerMillionFuel ? VerifyStatus.PriceMismatch
+            : !Receipt.AttestationHash.AsSpan().SequenceEqual(expected.AttestationHash) ? VerifyStatus.AttestationHashMismatch
+            : VerifyStatus.Valid;
     }
 }

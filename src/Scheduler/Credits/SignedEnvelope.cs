@@ -97,7 +97,7 @@ public sealed class SignedEnvelope
     public EnvelopeStatus Open(string domain, out PublicKey? signer)
     {
         signer = null;
-        if (!Potluck.Protocol.Identity.PublicKey.TryFromProtobuf(PublicKey, out var key)
+        if (!KeyCache.TryPublicKey(PublicKey, out var key)
             || !key.Verify(SigningInput(domain, Payload), Signature))
         {
             return EnvelopeStatus.BadSignature;

@@ -11,6 +11,12 @@ public static class LeaseProtocol
 {
     public const string Id = "/potluck/lease/1.0.0";
 
+    /// <summary>
+    /// The same protocol, plus <see cref="LeaseReceipt"/> / <see cref="LeaseReceiptAck"/>: a requester whose lease
+    /// stream speaks it delivers receipts on that stream instead of opening a receipt stream for each.
+    /// </summary>
+    public const string IdWithReceipts = "/potluck/lease/1.1.0";
+
     /// <summary>Length of a SHA-256 content address.</summary>
     public const int HashLength = 32;
 }
@@ -135,6 +141,8 @@ public static class LeaseCodec
             && d.Bytes.Length <= o.MaxChunkBytes,
         LeaseHeartbeat h => h.FuelUsed >= 0,
         LeaseCancel c => c.Reason is not null && c.Reason.Length <= o.MaxReasonLength,
+        LeaseReceipt r => r.Envelope is not null && r.Envelope.Length > 0 && r.Envelope.Length <= o.MaxReceiptBytes,
+        LeaseReceiptAck a => a.Ack is not null && a.Ack.Length <= o.MaxReceiptAckBytes,
         LeaseResult s => Enum.IsDefined(s.Status) && s.FuelUsed >= 0 && IsHash(s.OutputHash) && s.OutputSize >= 0
             && (s.Output is null || (s.Output.Length <= o.MaxInlineOutputBytes && s.Output.Length == s.OutputSize))
             && s.Attestation is not null && s.Attestation.Length <= o.MaxAttestationBytes,

@@ -15,6 +15,8 @@ namespace Potluck.Scheduler.Leasing;
 [Union(5, typeof(LeaseHeartbeat))]
 [Union(6, typeof(LeaseCancel))]
 [Union(7, typeof(LeaseResult))]
+[Union(8, typeof(LeaseReceipt))]
+[Union(9, typeof(LeaseReceiptAck))]
 public abstract record LeaseMessage
 {
     [Key(0)] public ulong RequestId { get; init; }
@@ -169,4 +171,21 @@ public sealed record LeaseResult : LeaseMessage
     [Key(6)] public byte[]? Output { get; init; }
 
     [Key(7)] public byte[] Attestation { get; init; } = [];
+}
+
+/// <summary>
+/// Requester → provider, after the lease (<see cref="LeaseProtocol.IdWithReceipts"/> only): the signed receipt that
+/// pays for it, as <c>/potluck/receipt/1.0.0</c> would carry it. Opaque here (built and checked by the ledger).
+/// </summary>
+[MessagePackObject]
+public sealed record LeaseReceipt : LeaseMessage
+{
+    [Key(1)] public byte[] Envelope { get; init; } = [];
+}
+
+/// <summary>Provider → requester: the answer to a <see cref="LeaseReceipt"/>, an encoded receipt acknowledgement (opaque here).</summary>
+[MessagePackObject]
+public sealed record LeaseReceiptAck : LeaseMessage
+{
+    [Key(1)] public byte[] Ack { get; init; } = [];
 }

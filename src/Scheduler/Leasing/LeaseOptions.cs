@@ -27,6 +27,12 @@ public sealed class LeaseOptions
     /// <summary>Largest signature accepted. Default 1 KiB.</summary>
     public int MaxSignatureBytes { get; init; } = 1 << 10;
 
+    /// <summary>Largest receipt envelope carried on the lease stream. 8 KiB, as the ledger's own envelope limit.</summary>
+    public int MaxReceiptBytes { get; init; } = 8 << 10;
+
+    /// <summary>Largest encoded receipt acknowledgement carried on the lease stream. 512 bytes.</summary>
+    public int MaxReceiptAckBytes { get; init; } = 512;
+
     /// <summary>Longest reject detail, cancel reason or runtime string, in characters. Default 256.</summary>
     public int MaxReasonLength { get; init; } = 256;
 

@@ -21,6 +21,7 @@ public sealed class ProviderLeaseRegistry
     private readonly LeaseOptions _options;
     private readonly Dictionary<(PeerId, ulong), ProviderLease> _leases = [];
     private readonly Dictionary<(PeerId, ulong), (LeaseRequest Request, LeaseReject Reject, DateTimeOffset At)> _rejected = [];
+    private readonly Queue<((PeerId, ulong) Key, DateTimeOffset At, bool Rejected)> _evictionOrder = new();
 
     public ProviderLeaseRegistry(PrivateKey key, ProviderPolicy policy, ProviderCapacity capacity, IModuleCache modules, LeaseOptions options)
     {
@@ -164,26 +165,47 @@ public sealed class ProviderLeaseRegistry
         return null;
     }
 
-    /// <summary>Prunes, then evicts the oldest remembered request; false when everything tracked is live.</summary>
+    /// <summary>
+    /// Evicts the oldest remembered request (finished lease or rejection, a rejection first on a tie); false when
+    /// everything tracked is live. The candidates are pruned and sorted once into <see cref="_evictionOrder"/> and
+    /// taken from its head on later calls, so a provider at the limit does not sort all it tracks for every request:
+    /// whatever finishes or is rejected after the sort is newer than everything in it (time only moves forward), so
+    /// the head stays the oldest until the queue is used up; entries gone or changed since are skipped.
+    /// </summary>
     private bool MakeRoom(DateTimeOffset now)
     {
-        Prune(now);
         while (TrackedCount >= _options.MaxTrackedLeases)
         {
-            var oldestReject = _rejected.OrderBy(kv => kv.Value.At).Select(kv => ((PeerId, ulong)?)kv.Key).FirstOrDefault();
-            var oldestLease = _leases.Where(kv => kv.Value.IsFinished).OrderBy(kv => kv.Value.FinishedAt)
-                .Select(kv => ((PeerId, ulong)?)kv.Key).FirstOrDefault();
-            if (oldestReject is { } r && (oldestLease is null || _rejected[r].At <= _leases[oldestLease.Value].FinishedAt))
+            if (_evictionOrder.Count == 0)
             {
-                _rejected.Remove(r);
+                Prune(now);
+                if (TrackedCount < _options.MaxTrackedLeases)
+                {
+                    return true;
+                }
+                var candidates = _rejected.Select(kv => (Key: kv.Key, At: kv.Value.At, Rejected: true))
+                    .Concat(_leases.Where(kv => kv.Value.FinishedAt is not null).Select(kv => (Key: kv.Key, At: kv.Value.FinishedAt!.Value, Rejected: false)))
+                    .OrderBy(c => c.At).ThenBy(c => c.Rejected ? 0 : 1);
+                foreach (var c in candidates)
+                {
+                    _evictionOrder.Enqueue(c);
+                }
+                if (_evictionOrder.Count == 0)
+                {
+                    return false;
+                }
             }
-            else if (oldestLease is { } l)
+            var (key, at, rejected) = _evictionOrder.Dequeue();
+            if (rejected)
             {
-                _leases.Remove(l);
+                if (_rejected.TryGetValue(key, out var r) && r.At == at)
+                {
+                    _rejected.Remove(key);
+                }
             }
-            else
+            else if (_leases.TryGetValue(key, out var lease) && lease.FinishedAt == at)
             {
-                return false;
+                _leases.Remove(key);
             }
         }
         return true;

@@ -45,9 +45,13 @@ internal sealed class LeaseSession
     {
         try
         {
-            await foreach (var message in _queue.Reader.ReadAllAsync())
+            while (await _queue.Reader.WaitToReadAsync())
             {
-                LeaseCodec.WriteFrame(_stream.Output, message);
+                // Everything queued goes out under one flush: leases sharing the stream do not each pay for one.
+                while (_queue.Reader.TryRead(out var message))
+                {
+                    LeaseCodec.WriteFrame(_stream.Output, message);
+                }
                 var flush = await _stream.Output.FlushAsync();
                 if (flush.IsCompleted || flush.IsCanceled)
                 {

@@ -31,8 +31,13 @@ public sealed class ProviderOptions
     /// <summary>Finished leases whose attestation is kept to check the receipt that pays for it. Default 4096.</summary>
     public int MaxRememberedResults { get; init; } = 4096;
 
-    /// <summary>Messages queued for one lease stream before the stream is reset as too slow. Default 64.</summary>
-    public int MaxQueuedMessages { get; init; } = 64;
+    /// <summary>
+    /// Messages queued for one lease stream before the stream is reset as too slow. A requester runs all its leases
+    /// with this provider on one stream, each with a few messages in flight (offer, heartbeats, result, receipt
+    /// acknowledgement), so the bound is per stream, not per lease; what the queue can hold is bounded by the
+    /// leases that capacity admits. Default 1024.
+    /// </summary>
+    public int MaxQueuedMessages { get; init; } = 1024;
 
     public LeaseOptions Lease { get; init; } = new();
 

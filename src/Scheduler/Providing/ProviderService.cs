@@ -13,11 +13,12 @@ using Potluck.Scheduler.Topics;
 namespace Potluck.Scheduler.Providing;
 
 /// <summary>
-/// The provider's shell over the host: serves <see cref="LeaseProtocol.Id"/> (feeding every message to the pure
+/// The provider's shell over the host: serves <see cref="LeaseProtocol.Id"/> and <see cref="LeaseProtocol.IdWithReceipts"/>
+/// (any number of leases per stream, each message routed by request id; feeding every message to the pure
 /// <see cref="ProviderLeaseRegistry"/> / <see cref="ProviderLease"/> under one lock, with timers on the injected
 /// <see cref="TimeProvider"/>), runs what they ask through the <see cref="ITaskExecutor"/>, signs an
-/// <see cref="Attestation"/> of every result, serves <see cref="ReceiptProtocol.Id"/> (recording each receipt as
-/// Earned in the <see cref="CreditLedger"/> before acknowledging it), and publishes signed advertisements on
+/// <see cref="Attestation"/> of every result, takes receipts on <see cref="ReceiptProtocol.Id"/> and on lease streams
+/// (recording each as Earned in the <see cref="CreditLedger"/> before acknowledging it), and publishes signed advertisements on
 /// <see cref="AdvertisementProtocol.Topic"/> at the interval and whenever capacity changes. Capacity is held from
 /// offer to end (<see cref="ProviderCapacity"/>), so it never runs more leases at once than it advertises.
 /// </summary>
@@ -45,6 +46,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private int _disposed;
     private long _leasesCompleted;
     private long _receiptsRecorded;
+    private long _receiptsOnLeaseStreams;
 
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
         ProviderOptions options, TimeProvider time, ILogger<ProviderService> log)
@@ -79,6 +81,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <summary>Receipts newly recorded as Earned.</summary>
     public long ReceiptsRecorded => Interlocked.Read(ref _receiptsRecorded);
 
+    /// <summary>Receipts answered on a lease stream (<see cref="LeaseProtocol.IdWithReceipts"/>) rather than a receipt stream.</summary>
+    public long ReceiptsOnLeaseStreams => Interlocked.Read(ref _receiptsOnLeaseStreams);
+
     /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
     public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
 
@@ -89,6 +94,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     public void Start()
     {
         _host.SetStreamHandler(LeaseProtocol.Id, HandleLeaseStreamAsync);
+        _host.SetStreamHandler(LeaseProtocol.IdWithReceipts, HandleLeaseStreamAsync);
         _host.SetStreamHandler(ReceiptProtocol.Id, HandleReceiptStreamAsync);
         _host.SetStreamHandler(AdvertisementProtocol.FetchProtocolId, HandleAdvertisementFetchAsync);
         _adTimer = _time.CreateTimer(_ => _ = Task.Run(PublishAdvertisementAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -164,8 +170,11 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     // ------------------------------------------------------------------ leases
 
-    private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken ct)
+    private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken hostToken)
     {
+        // A requester keeps its lease stream open across leases: it must end when this service does, not only the host.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, _stop.Token);
+        var ct = linked.Token;
         var session = new LeaseSession(stream, _options.MaxQueuedMessages);
         var requester = stream.Connection.RemotePublicKey;
         try
@@ -180,6 +189,12 @@ public sealed partial class ProviderService : IAsyncDisposable
                 if (LeaseCodec.TryDeserialize(body, _options.Lease, out var message) != DecodeStatus.Done)
                 {
                     throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
+                }
+                if (message is LeaseReceipt receipt)
+                {
+                    // Recorded off the read loop: a durable commit must not hold up the other leases on this stream.
+                    _ = Task.Run(() => AnswerReceipt(receipt, session), ct);
+                    continue;
                 }
                 Dispatch(requester, message!, session);
             }
@@ -391,6 +406,24 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
     }
 
+    /// <summary>A receipt on the lease stream: recorded (or refused) exactly as on <see cref="ReceiptProtocol.Id"/>, answered there.</summary>
+    private void AnswerReceipt(LeaseReceipt receipt, LeaseSession session)
+    {
+        ReceiptAck ack;
+        try
+        {
+            ack = RecordReceipt(receipt.Envelope);
+        }
+        catch (LedgerException e)
+        {
+            // Unanswered: the requester sends it again on the receipt protocol.
+            LogReceiptFailed(_log, e);
+            return;
+        }
+        Interlocked.Increment(ref _receiptsOnLeaseStreams);
+        session.Enqueue([new LeaseReceiptAck { RequestId = receipt.RequestId, Ack = ReceiptProtocol.EncodeAck(ack) }]);
+    }
+
     /// <summary>Checks a receipt against the lease it pays for (when remembered) and records it as Earned.</summary>
     internal ReceiptAck RecordReceipt(byte[] envelope)
     {
@@ -418,10 +451,11 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
         if (remembered is { } known)
         {
-            var check = SignedReceipt.Verify(envelope, ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)), _options.Credits);
-            if (!check.IsValid)
+            // Decoded above, signature included: only what this lease owes is left to check.
+            var check = receipt.Check(ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)));
+            if (check != VerifyStatus.Valid)
             {
-                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.Status.ToString() };
+                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.ToString() };
             }
         }
         var result = _ledger.Record(receipt, LedgerEntryKind.Earned);
@@ -446,6 +480,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             return;
         }
         _host.RemoveStreamHandler(LeaseProtocol.Id);
+        _host.RemoveStreamHandler(LeaseProtocol.IdWithReceipts);
         _host.RemoveStreamHandler(ReceiptProtocol.Id);
         lock (_adGate)
         {
@@ -482,6 +517,9 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The executor failed on lease {RequestId}")]
     private static partial void LogExecutorFailed(ILogger logger, ulong requestId, Exception error);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "A receipt on a lease stream could not be recorded")]
+    private static partial void LogReceiptFailed(ILogger logger, Exception error);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement not published: {Reason}")]
     private static partial void LogPublishFailed(ILogger logger, string reason);

@@ -9,7 +9,9 @@ namespace Potluck.Scheduler.Providing;
 /// length-prefixed, at most <see cref="Credits.CreditsOptions.MaxEnvelopeBytes"/>), and the provider answers one
 /// <see cref="ReceiptAck"/> once the receipt is recorded in its ledger (or why not). Sending the same receipt again is
 /// always safe: the ledger counts a receipt id once, and the provider acknowledges it again. Kept apart from the
-/// lease stream so that receipts settled before a crash can be delivered after it, on a new connection.
+/// lease stream so that receipts settled before a crash can be delivered after it, on a new connection; a provider
+/// speaking <see cref="Leasing.LeaseProtocol.IdWithReceipts"/> also takes the first delivery on the lease stream
+/// (<see cref="Leasing.LeaseReceipt"/>), recorded and acknowledged exactly as here.
 /// </summary>
 public static class ReceiptProtocol
 {

@@ -1,5 +1,6 @@
-using Potluck.Protocol.Framing;
+using System.Buffers.Binary;
 using System.Security.Cryptography;
+using Potluck.Protocol.Framing;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol;
 using Potluck.Protocol.Host;
@@ -23,7 +24,8 @@ namespace Potluck.Scheduler.Requesting;
 /// <see cref="AdvertisementBook"/>; <see cref="ProviderSelector"/> filters (price, memory, runtime version, refused
 /// providers, those already tried) and ranks with a seeded random term, and a <see cref="NoMatch"/> explanation
 /// ends a submission no provider fits.</item>
-/// <item>Leasing: one <see cref="RequesterLease"/> per attempt over <see cref="LeaseProtocol.Id"/>; a rejected,
+/// <item>Leasing: one <see cref="RequesterLease"/> per attempt over <see cref="LeaseProtocol.Id"/>, on one stream per
+/// provider that its leases share (<see cref="LeaseChannel"/>); a rejected,
 /// failed, expired or fraudulent lease is retried on another provider, up to
 /// <see cref="ComputeClientOptions.MaxAttempts"/>.</item>
 /// <item>Checking: the provider's attestation must be signed by it and name this lease, module, input and output.
@@ -32,7 +34,8 @@ namespace Potluck.Scheduler.Requesting;
 /// task on that many providers at once. A result a deterministic re-run contradicts is fraud: the provider is
 /// refused and not paid, a <see cref="FraudProof"/> is published, and the task runs again elsewhere.</item>
 /// <item>Paying: the ledger reserves the most a lease can cost before it starts, settles the signed receipt
-/// (fuel × agreed price) before sending it on <see cref="ReceiptProtocol.Id"/>, and marks it delivered once
+/// (fuel × agreed price) before sending it (on the lease stream when the provider speaks
+/// <see cref="LeaseProtocol.IdWithReceipts"/>, else on <see cref="ReceiptProtocol.Id"/>), and marks it delivered once
 /// acknowledged; a lease not paid for is released. Receipts settled but not acknowledged (a crash, a provider
 /// away) are sent again by <see cref="RedeliverReceiptsAsync"/>; the ledger counts each receipt id once.</item>
 /// </list>
@@ -56,6 +59,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly AdvertisementBook _book;
     private readonly CancellationTokenSource _stop = new();
+    private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _subscription;
 
@@ -402,7 +406,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
-        await using (var runner = new LeaseRunner(_host, lease, _options.Lease, _time))
+        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time))
         {
             outcome = await runner.RunAsync(ct);
         }
@@ -418,7 +422,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return null;
         }
         var output = result.Output ?? [];
-        var expectation = AttestationExpectation.For(leaseId, _key.PeerId, provider, s.Module.Span, job.Payload, output);
+        // The request already hashed module and input, and the lease checked the output against its hash.
+        var expectation = new AttestationExpectation(leaseId, _key.PeerId, provider, lease.Request.ModuleHash, lease.Request.InputHash,
+            result.Output is null ? SHA256.HashData(output) : result.OutputHash, output.Length);
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         if (!attestation.IsValid || attestation.Value!.Attestation.FuelUsed != (ulong)result.FuelUsed || result.Output is null
@@ -438,6 +444,28 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return null;
         }
         return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!);
+    }
+
+    /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
+    private LeaseChannel ChannelTo(PeerId provider)
+    {
+        lock (_gate)
+        {
+            if (!_channels.TryGetValue(provider, out var channel))
+            {
+                _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time);
+            }
+            return channel;
+        }
+    }
+
+    /// <summary>Lease streams opened to <paramref name="provider"/> so far (tests check that leases share one).</summary>
+    internal long LeaseStreamsOpened(PeerId provider)
+    {
+        lock (_gate)
+        {
+            return _channels.TryGetValue(provider, out var channel) ? channel.StreamsOpened : 0;
+        }
     }
 
     private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
@@ -514,27 +542,42 @@ public sealed partial class ComputeClient : IAsyncDisposable
         await DeliverAsync(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes, ct);
     }
 
-    /// <summary>Sends a settled receipt; marks it delivered once acknowledged. False when it must be sent again later.</summary>
+    /// <summary>
+    /// Sends a settled receipt (on the provider's lease stream when it takes receipts there, else on
+    /// <see cref="ReceiptProtocol.Id"/>); marks it delivered once acknowledged. False when it must be sent again later.
+    /// </summary>
     private async Task<bool> DeliverAsync(PeerId provider, byte[] leaseId, byte[] receipt, CancellationToken ct)
     {
         try
         {
             using var timeout = new CancellationTokenSource(_options.ReceiptTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
-            await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
-            var ack = await ReceiptProtocol.SendAsync(stream, receipt, linked.Token);
-            if (ack.Delivered)
+            if (leaseId.Length == 8
+                && await ChannelTo(provider).ExchangeReceiptAsync(BinaryPrimitives.ReadUInt64BigEndian(leaseId), receipt, linked.Token) is { } answer)
             {
-                _ledger.MarkDelivered(leaseId);
-                return true;
+                return Acknowledged(provider, leaseId, ReceiptProtocol.TryDecodeAck(answer, out var lease)
+                    ? lease
+                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"));
             }
-            LogReceiptRefused(_log, provider, ack.Detail);
+            await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
+            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
                                       or ProtocolNotSupportedException or ObjectDisposedException)
         {
             LogReceiptUndelivered(_log, provider, e.Message);
         }
+        return false;
+    }
+
+    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack)
+    {
+        if (ack.Delivered)
+        {
+            _ledger.MarkDelivered(leaseId);
+            return true;
+        }
+        LogReceiptRefused(_log, provider, ack.Detail);
         return false;
     }
 
@@ -569,6 +612,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _host.Connected -= OnConnected;
         _subscription?.Dispose();
         await _stop.CancelAsync();
+        LeaseChannel[] channels;
+        lock (_gate)
+        {
+            channels = [.. _channels.Values];
+            _channels.Clear();
+        }
+        foreach (var channel in channels)
+        {
+            await channel.DisposeAsync();
+        }
     }
 
     /// <summary>A result this node computed itself.</summary>

@@ -1,35 +1,31 @@
-using Potluck.Protocol;
-using Potluck.Protocol.Framing;
-using Potluck.Protocol.Host;
 using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Requesting;
 
 /// <summary>
-/// Drives one <see cref="RequesterLease"/> over <see cref="LeaseProtocol.Id"/> streams: opens a stream, writes what
-/// each step says, feeds every message read and every timer (on the injected clock) back in, one at a time. A
-/// broken stream does not end the lease: the next message to send reopens one (the provider routes it by request
-/// id), and if the provider stays silent the lease's own grace window expires it.
+/// Drives one <see cref="RequesterLease"/> over the provider's <see cref="LeaseChannel"/> (one
+/// <see cref="LeaseProtocol.Id"/> stream shared by all leases with that provider): writes what each step says,
+/// feeds every message for this lease and every timer (on the injected clock) back in, one at a time. A broken
+/// stream does not end the lease: the next message to send reopens one (the provider routes it by request id), and
+/// if the provider stays silent the lease's own grace window expires it.
 /// </summary>
 internal sealed class LeaseRunner : IAsyncDisposable
 {
-    private readonly IHost _host;
+    private readonly LeaseChannel _channel;
     private readonly RequesterLease _lease;
-    private readonly LeaseOptions _options;
     private readonly TimeProvider _time;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly TaskCompletionSource<LeaseOutcome> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _timer;
-    private IStream? _stream;
 
-    public LeaseRunner(IHost host, RequesterLease lease, LeaseOptions options, TimeProvider time)
+    public LeaseRunner(LeaseChannel channel, RequesterLease lease, TimeProvider time)
     {
-        _host = host;
+        _channel = channel;
         _lease = lease;
-        _options = options;
         _time = time;
         _timer = time.CreateTimer(_ => _ = Task.Run(OnTimerAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        channel.Attach(lease.RequestId, OnMessageAsync);
     }
 
     public RequesterLease Lease => _lease;
@@ -43,6 +39,8 @@ internal sealed class LeaseRunner : IAsyncDisposable
     }
 
     private Task OnTimerAsync() => StepAsync(() => _lease.OnTimer(_time.GetUtcNow()));
+
+    private Task OnMessageAsync(LeaseMessage message) => StepAsync(() => _lease.Handle(message, _time.GetUtcNow()));
 
     private async Task StepAsync(Func<LeaseStep> produce)
     {
@@ -72,7 +70,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     {
         if (step.Send.Count > 0)
         {
-            await SendAsync(step.Send);
+            await _channel.SendAsync(step.Send);
         }
         if (step.Outcome is { } outcome)
         {
@@ -87,108 +85,10 @@ internal sealed class LeaseRunner : IAsyncDisposable
         }
     }
 
-    private async Task SendAsync(IReadOnlyList<LeaseMessage> messages)
-    {
-        for (var tries = 0; tries < 2; tries++)
-        {
-            var stream = _stream ?? await TryOpenAsync();
-            if (stream is null)
-            {
-                return;
-            }
-            try
-            {
-                foreach (var m in messages)
-                {
-                    LeaseCodec.WriteFrame(stream.Output, m);
-                }
-                var flush = await stream.Output.FlushAsync(_stop.Token);
-                if (!flush.IsCompleted && !flush.IsCanceled)
-                {
-                    return;
-                }
-            }
-            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
-            {
-            }
-            Drop(stream);
-        }
-    }
-
-    private async Task<IStream?> TryOpenAsync()
-    {
-        try
-        {
-            using var timeout = new CancellationTokenSource(_options.RetryInterval, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
-            var stream = await _host.NewStreamAsync(_lease.Provider, [LeaseProtocol.Id], linked.Token);
-            _stream = stream;
-            _ = Task.Run(() => ReadLoopAsync(stream));
-            return stream;
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
-                                      or ProtocolNotSupportedException or ObjectDisposedException)
-        {
-            return null;
-        }
-    }
-
-    private async Task ReadLoopAsync(IStream stream)
-    {
-        try
-        {
-            while (!_done.Task.IsCompleted)
-            {
-                var body = await FrameReader.ReadAsync(stream.Input, _options.MaxFrameBytes, LeaseProtocol.Id, _stop.Token);
-                if (body is null)
-                {
-                    break;
-                }
-                if (LeaseCodec.TryDeserialize(body, _options, out var message) != DecodeStatus.Done)
-                {
-                    throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
-                }
-                await StepAsync(() => _lease.Handle(message!, _time.GetUtcNow()));
-            }
-        }
-        catch (ProtocolViolationException)
-        {
-            stream.Reset();
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
-        {
-        }
-        await _gate.WaitAsync();
-        try
-        {
-            if (_stream == stream)
-            {
-                Drop(stream);
-            }
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
-
-    private void Drop(IStream stream)
-    {
-        if (_stream == stream)
-        {
-            _stream = null;
-        }
-        _ = stream.DisposeAsync().AsTask();
-    }
-
     public async ValueTask DisposeAsync()
     {
+        _channel.Detach(_lease.RequestId);
         _timer.Dispose();
         await _stop.CancelAsync();
-        if (_stream is { } s)
-        {
-            _stream = null;
-            await s.DisposeAsync();
-        }
     }
 }

@@ -187,6 +187,59 @@ public class ComputeEndToEndTests
     }
 
     [Test]
+    public async Task Leases_ToOneProvider_ShareOneLeaseStream_AndAClosedConnectionOnlyMeansANewOne(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(15);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+
+        for (var i = 0; i < 4; i++)
+        {
+            var result = await requester.Node.SubmitAsync(HashTask($"shared {i}", 100 + i), ct);
+            Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+            Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain(Encoding.UTF8.GetBytes($"shared {i}"), 100 + i)));
+        }
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(1), "four leases, one stream");
+
+        foreach (var connection in requester.Host.Connections.Where(c => c.RemotePeer == provider.PeerId).ToList())
+        {
+            await connection.CloseAsync();
+        }
+        var after = await requester.Node.SubmitAsync(HashTask("after", 120), ct);
+        Assert.That(after.Status, Is.EqualTo(ExecutionStatus.Success), after.Error);
+        Assert.That(Encoding.ASCII.GetString(after.Output.Span), Is.EqualTo(ComputeCluster.HashChain("after"u8.ToArray(), 120)));
+        Assert.That(after.History, Has.Count.EqualTo(1), "the lease did not need a second attempt");
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(2), "the broken stream was replaced by a new one");
+        Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(5), "every lease paid");
+        Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.EqualTo(5), "every receipt went on the lease stream");
+        Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(5), "and was acknowledged there");
+        cluster.AssertLedgersConserve();
+    }
+
+    [Test]
+    public async Task Provider_SpeakingOnlyLease10_IsPaidOverTheReceiptProtocol(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(16);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        provider.Host.RemoveStreamHandler(LeaseProtocol.IdWithReceipts);
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+
+        for (var i = 0; i < 2; i++)
+        {
+            var result = await requester.Node.SubmitAsync(HashTask($"old {i}", 100 + i), ct);
+            Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+            Assert.That(result.History, Has.Count.EqualTo(1));
+        }
+        Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(2), "both leases paid");
+        Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.Zero, "on receipt streams, as a 1.0.0 provider takes them");
+        Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(2));
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(1));
+        cluster.AssertLedgersConserve();
+    }
+
+    [Test]
     public async Task Replicas_RunOnDistinctProvidersAtOnce_AgreeingResultIsVerifiedAndEachIsPaid(CancellationToken ct)
     {
         await using var cluster = new ComputeCluster(14);

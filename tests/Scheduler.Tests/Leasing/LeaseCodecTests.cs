@@ -22,6 +22,9 @@ public class LeaseCodecTests
         new LeaseCancel { RequestId = 7, Reason = "bye" },
         new LeaseResult { RequestId = 8, Status = ExecutionStatus.Trapped, FuelUsed = 9, ExitCode = 1, OutputHash = Hash(3), OutputSize = 2, Output = [1, 2], Attestation = [7] },
         new LeaseResult { RequestId = ulong.MaxValue, OutputHash = Hash(4), OutputSize = 1 << 30, Output = null },
+        new LeaseReceipt { RequestId = 9, Envelope = [1, 2, 3] },
+        new LeaseReceiptAck { RequestId = 10, Ack = [4, 5] },
+        new LeaseReceiptAck { RequestId = 11, Ack = [] },
     ];
 
     private static bool Same(LeaseMessage a, LeaseMessage b) =>
@@ -81,7 +84,7 @@ public class LeaseCodecTests
     [Test]
     public void Decode_FieldsOutOfBounds_AreInvalid()
     {
-        var small = new LeaseOptions { MaxChunkBytes = 4, MaxReasonLength = 3, MaxInlineOutputBytes = 1 };
+        var small = new LeaseOptions { MaxChunkBytes = 4, MaxReasonLength = 3, MaxInlineOutputBytes = 1, MaxReceiptBytes = 2, MaxReceiptAckBytes = 2 };
         var bad = new LeaseMessage[]
         {
             new LeaseRequest { RequestId = 1, ModuleHash = [1], ModuleSize = 1, InputHash = Hash(1), FuelLimit = 1, MemoryLimitBytes = 1, DeadlineUnixMs = 1 },
@@ -94,6 +97,9 @@ public class LeaseCodecTests
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 2, Output = [1, 2] },
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 3, Output = [1] },
             new LeaseHeartbeat { RequestId = 1, FuelUsed = -5 },
+            new LeaseReceipt { RequestId = 1, Envelope = [1, 2, 3] },
+            new LeaseReceipt { RequestId = 1, Envelope = [] },
+            new LeaseReceiptAck { RequestId = 1, Ack = [1, 2, 3] },
         };
         foreach (var message in bad)
         {

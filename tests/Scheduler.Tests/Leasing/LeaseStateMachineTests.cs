@@ -426,4 +426,51 @@ public class LeaseStateMachineTests
         Assert.That(h.Registry.Prune(T0 + TimeSpan.FromMinutes(3)), Is.EqualTo(1));
         Assert.That(h.Registry.TrackedCount, Is.Zero);
     }
+
+    [Test]
+    public void AtTheTrackingLimit_TheOldestFinishedOrRejectedRequestIsForgottenFirst_AndLiveOnesNever()
+    {
+        var h = new LeaseHarness(new LeaseOptions { MaxTrackedLeases = 6 }, cores: 64);
+        var requester = h.RequesterKey.PublicKey;
+        var peer = h.RequesterKey.PeerId;
+        var request = LeaseHarness.Work();
+        LeaseRequest Request(ulong id, long maxPrice) => new()
+        {
+            RequestId = id, ModuleHash = Enumerable.Repeat((byte)1, 32).ToArray(), ModuleSize = 10, InputHash = Enumerable.Repeat((byte)2, 32).ToArray(),
+            InputSize = 0, FuelLimit = 5, MemoryLimitBytes = 1 << 20, DeadlineUnixMs = request.Deadline.ToUnixTimeMilliseconds(), MaxPricePerMegaFuel = maxPrice,
+        };
+        var order = new List<(ulong Id, bool Lease)>();
+        for (ulong id = 1; id <= 40; id++)
+        {
+            h.Now = LeaseHarness.T0 + TimeSpan.FromSeconds(id);
+            var rejected = id % 3 == 0;
+            var dispatch = h.Registry.Handle(requester, Request(id, rejected ? 1 : 20), h.Now);
+            if (rejected)
+            {
+                Assert.That(dispatch.Step.Send.Single(), Is.TypeOf<LeaseReject>());
+            }
+            else
+            {
+                Assert.That(dispatch.Lease, Is.Not.Null, $"request {id}");
+                dispatch.Lease!.Cancel("done", h.Now);
+            }
+            order.Add((id, !rejected));
+            Assert.That(h.Registry.TrackedCount, Is.EqualTo(Math.Min(order.Count, 6)));
+            var kept = order.TakeLast(6).ToList();
+            foreach (var (old, lease) in order.Where(o => o.Lease))
+            {
+                Assert.That(h.Registry.Find(peer, old) is not null, Is.EqualTo(kept.Contains((old, true))), $"after {id}: lease {old}");
+            }
+        }
+
+        // Six live leases fill it: nothing can be forgotten, so a seventh request is turned away.
+        var live = new LeaseHarness(new LeaseOptions { MaxTrackedLeases = 6 }, cores: 64);
+        for (ulong id = 1; id <= 6; id++)
+        {
+            Assert.That(live.Registry.Handle(requester, Request(id, 20), LeaseHarness.T0).Lease, Is.Not.Null);
+        }
+        var refused = live.Registry.Handle(requester, Request(7, 20), LeaseHarness.T0);
+        Assert.That(refused.Lease, Is.Null);
+        Assert.That(((LeaseReject)refused.Step.Send.Single()).Reason, Is.EqualTo(LeaseRejectReason.Busy));
+    }
 }

@@ -54,6 +54,34 @@ public class CreditLedgerTests
     }
 
     [Test]
+    public void Commits_SettleAndRecordFlushWithSynchronousFull_TheOthersWithNormal()
+    {
+        using var requester = OpenRequester();
+        using var provider = OpenProvider();
+        var seen = new List<(string Ledger, bool Durable)>();
+        requester.CrashHook = step => { if (step == "commit") { seen.Add(("requester", requester.CommitsDurably)); } };
+        provider.CrashHook = step => { if (step == "commit") { seen.Add(("provider", provider.CommitsDurably)); } };
+        var lease = Lease(1);
+        var receipt = MakeReceipt(lease, Requester, Provider);
+
+        Assert.That(requester.ReservePayment(lease, Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(requester.Pragma("synchronous"), Is.EqualTo(1L), "1 is NORMAL");
+        Assert.That(requester.Settle(receipt), Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(requester.Pragma("synchronous"), Is.EqualTo(2L), "2 is FULL");
+        Assert.That(provider.Record(receipt, LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(requester.MarkDelivered(lease), Is.EqualTo(LedgerResult.Delivered));
+        Assert.That(requester.ReservePayment(Lease(2), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(requester.Release(Lease(2)), Is.EqualTo(LedgerResult.Released));
+        Assert.That(requester.Record(MakeReceipt(Lease(3), Requester, Provider), LedgerEntryKind.Spent), Is.EqualTo(LedgerResult.Recorded));
+
+        Assert.That(seen, Is.EqualTo(new[]
+        {
+            ("requester", false), ("requester", true), ("provider", true), ("requester", false), ("requester", false), ("requester", false),
+            ("requester", true),
+        }));
+    }
+
+    [Test]
     public void Record_EarnedAndSpent_MoveBothBalancesByTheAmount()
     {
         using var requester = OpenRequester();
@@ -307,6 +335,57 @@ public class CreditLedgerTests
         Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 33 * 2500));
     }
 
+    /// <summary>
+    /// Group commit: while one durable write holds the ledger, others queue; the next commit runs them all, each in its
+    /// own savepoint. A write that fails (here a crash inside it) fails alone and leaves no trace.
+    /// </summary>
+    [Test]
+    public void DurableWrites_QueuedBehindACommit_ShareTheNextOne_EachWithItsOwnResult()
+    {
+        using var provider = OpenProvider();
+        var receipts = Enumerable.Range(1, 6).Select(i => MakeReceipt(Lease(i), Requester, Provider)).ToArray();
+        var commits = 0;
+        var entries = 0;
+        using var queued = new ManualResetEventSlim();
+        provider.CrashHook = step =>
+        {
+            if (step == "commit")
+            {
+                commits++;
+                Assert.That(provider.CommitsDurably);
+            }
+            if (step == "entry" && ++entries == 1)
+            {
+                // The first write holds the ledger until five more are queued behind it.
+                SpinWait.SpinUntil(() => provider.QueuedWrites == 5);
+            }
+            if (step == "entry" && entries == 3)
+            {
+                throw new InvalidOperationException("crash inside one write");
+            }
+        };
+        var first = Task.Run(() => provider.Record(receipts[0], LedgerEntryKind.Earned));
+        SpinWait.SpinUntil(() => entries == 1);
+        var others = receipts[1..].Select(r => Task.Run(() => provider.Record(r, LedgerEntryKind.Earned))).ToArray();
+        Assert.That(first.Result, Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(Task.WhenAll(others).ContinueWith(_ => 0).Result, Is.Zero);
+
+        Assert.That(commits, Is.EqualTo(2), "six writes, two commits");
+        var failed = others.Where(t => t.IsFaulted).ToList();
+        Assert.That(failed, Has.Count.EqualTo(1));
+        Assert.That(failed[0].Exception!.InnerException, Is.TypeOf<InvalidOperationException>());
+        Assert.That(others.Where(t => !t.IsFaulted).Select(t => t.Result), Is.All.EqualTo(LedgerResult.Recorded));
+        Assert.That(provider.Recent(100).Count(e => e.Kind == LedgerEntryKind.Earned), Is.EqualTo(5));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 5 * 2500));
+        Assert.That(provider.Balance(), Is.EqualTo(provider.SumEntries()));
+
+        // The write that failed left no trace: recorded now, it counts once, and every other receipt is already there.
+        provider.CrashHook = null;
+        var counted = receipts.Count(r => provider.Record(r, LedgerEntryKind.Earned) == LedgerResult.Recorded);
+        Assert.That(counted, Is.EqualTo(1));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 6 * 2500));
+    }
+
     [Test]
     public void Entries_AreAppendOnlyEvenForOtherWriters()
     {
@@ -325,6 +404,45 @@ public class CreditLedgerTests
         using var count = raw.CreateCommand();
         count.CommandText = "SELECT count(*) FROM entries";
         Assert.That(count.ExecuteScalar(), Is.EqualTo(2L));
+    }
+
+    [Test]
+    public void Balance_KeptInMemory_AlwaysEqualsTheSumOfEntries_IncludingOtherWritersAndAbortedCommits()
+    {
+        using var ledger = OpenRequester();
+        var random = new Random(7);
+        for (var i = 0; i < 40; i++)
+        {
+            var lease = Lease(100 + i);
+            ledger.ReservePayment(lease, Provider.PeerId, 10_000);
+            switch (random.Next(4))
+            {
+                case 0:
+                    ledger.Release(lease);
+                    break;
+                case 1:
+                    // A crash inside the settlement's transaction: nothing of it may stay in the balance.
+                    ledger.CrashHook = step => { if (step == "commit") { throw new InvalidOperationException("crash"); } };
+                    Assert.Throws<InvalidOperationException>(() => ledger.Settle(MakeReceipt(lease, Requester, Provider)));
+                    ledger.CrashHook = null;
+                    break;
+                default:
+                    Assert.That(ledger.Settle(MakeReceipt(lease, Requester, Provider, fuel: (ulong)random.Next(1, 5_000_000))), Is.EqualTo(LedgerResult.Recorded));
+                    break;
+            }
+            Assert.That(ledger.Balance(), Is.EqualTo(ledger.SumEntries()), $"step {i}");
+        }
+        Assert.That(ledger.Balance(), Is.LessThan(Options.InitialGrant));
+
+        // Another connection appends an entry: the kept balance is summed afresh.
+        using var raw = new SqliteConnection($"Data Source={ledger.Path};Pooling=False");
+        raw.Open();
+        using var insert = raw.CreateCommand();
+        insert.CommandText = "INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at) VALUES (x'01', 1, x'02', NULL, 777, NULL, 0)";
+        var before = ledger.Balance();
+        insert.ExecuteNonQuery();
+        Assert.That(ledger.Balance(), Is.EqualTo(before + 777));
+        Assert.That(ledger.Balance(), Is.EqualTo(ledger.SumEntries()));
     }
 
     [Test]

@@ -171,6 +171,28 @@ public class ReceiptTests
             Is.EqualTo(VerifyStatus.LeaseMismatch));
     }
 
+    private static IEnumerable<TestCaseData> CheckCases()
+    {
+        var attestation = SignedAttestation.Create(MakeAttestation(LeaseA, Requester, Provider), Provider);
+        var other = SignedAttestation.Create(MakeAttestation(LeaseA, Requester, Provider, output: [9]), Provider);
+        yield return new TestCaseData(SignedReceipt.Create(Receipt.For(attestation, 1000, Epoch), Requester), attestation).SetName("Check_Valid");
+        yield return new TestCaseData(SignedReceipt.Create(Receipt.For(attestation, 999, Epoch), Requester), attestation).SetName("Check_Price");
+        yield return new TestCaseData(MakeReceipt(LeaseA, Requester, Provider, fuel: 1), attestation).SetName("Check_Fuel");
+        yield return new TestCaseData(SignedReceipt.Create(Receipt.For(other, 1000, Epoch), Requester), attestation).SetName("Check_Attestation");
+        yield return new TestCaseData(MakeReceipt(Lease(2), Requester, Provider), attestation).SetName("Check_Lease");
+        yield return new TestCaseData(MakeReceipt(LeaseA, Requester, Stranger), attestation).SetName("Check_Parties");
+    }
+
+    /// <summary>The provider decodes a receipt once and checks it against the lease: the same verdict as <see cref="SignedReceipt.Verify"/>.</summary>
+    [TestCaseSource(nameof(CheckCases))]
+    public void Check_OnDecodedReceipt_SameVerdictAsVerify(SignedReceipt receipt, SignedAttestation attestation)
+    {
+        var expectation = ReceiptExpectation.For(attestation, 1000);
+        var decoded = SignedReceipt.Decode(receipt.EnvelopeBytes, Options);
+        Assert.That(decoded.IsValid);
+        Assert.That(decoded.Value!.Check(expectation), Is.EqualTo(SignedReceipt.Verify(receipt.EnvelopeBytes, expectation, Options).Status));
+    }
+
     [Test]
     public void Create_ByOtherThanNamedRequester_Throws() =>
         Assert.Throws<ArgumentException>(() => SignedReceipt.Create(MakeReceipt(LeaseA, Requester, Provider).Receipt, Stranger));

@@ -1,0 +1,232 @@
+using System.Collections.Concurrent;
+using Potluck.Protocol;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Leasing;
+
+namespace Potluck.Scheduler.Requesting;
+
+/// <summary>
+/// The requester's one <see cref="LeaseProtocol.Id"/> stream to one provider, shared by every lease with it: the
+/// protocol already names the lease in each message (request id), and the provider routes each message by
+/// (requester, request id) whichever stream it came on, so a stream need not be opened (and negotiated) per lease.
+/// Writes are serialised; one read loop hands each message to the lease it names, in order (a message for no lease
+/// here, such as a late answer to a lease already over, is dropped). A broken stream ends nothing: it is dropped,
+/// and the next message any lease sends opens a new one. When the provider speaks
+/// <see cref="LeaseProtocol.IdWithReceipts"/>, receipts travel on the same stream (<see cref="ExchangeReceiptAsync"/>).
+/// </summary>
+internal sealed class LeaseChannel : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly LeaseOptions _options;
+    private readonly TimeProvider _time;
+    private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
+    private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
+    private readonly SemaphoreSlim _write = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private IStream? _stream;
+    private long _opened;
+
+    public LeaseChannel(IHost host, PeerId provider, LeaseOptions options, TimeProvider time)
+    {
+        _host = host;
+        Provider = provider;
+        _options = options;
+        _time = time;
+    }
+
+    public PeerId Provider { get; }
+
+    /// <summary>Streams opened so far (tests check that leases share one).</summary>
+    public long StreamsOpened => Interlocked.Read(ref _opened);
+
+    /// <summary>Routes messages naming <paramref name="requestId"/> to <paramref name="handle"/> until <see cref="Detach"/>.</summary>
+    public void Attach(ulong requestId, Func<LeaseMessage, Task> handle)
+    {
+        if (!_leases.TryAdd(requestId, handle))
+        {
+            throw new InvalidOperationException($"lease {requestId} is already running on this channel");
+        }
+    }
+
+    public void Detach(ulong requestId) => _leases.TryRemove(requestId, out _);
+
+    /// <summary>
+    /// Writes <paramref name="messages"/> in order on the current stream (opening one if there is none); on a broken
+    /// stream, once more on a new one. False when they could not be sent: the lease's own retries take it from there.
+    /// </summary>
+    public Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages) => SendAsync(messages, receipts: false);
+
+    /// <summary>
+    /// Sends a settled receipt for lease <paramref name="requestId"/> on the lease stream and returns the provider's
+    /// encoded acknowledgement; null when the provider does not take receipts here (it speaks only
+    /// <see cref="LeaseProtocol.Id"/>), the stream broke, or <paramref name="ct"/> ended the wait: the caller then
+    /// uses <c>/potluck/receipt/1.0.0</c>, which is always safe to repeat.
+    /// </summary>
+    public async Task<byte[]?> ExchangeReceiptAsync(ulong requestId, byte[] envelope, CancellationToken ct)
+    {
+        var answer = new TaskCompletionSource<byte[]?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_receipts.TryAdd(requestId, answer))
+        {
+            return null;
+        }
+        try
+        {
+            if (!await SendAsync([new LeaseReceipt { RequestId = requestId, Envelope = envelope }], receipts: true))
+            {
+                return null;
+            }
+            return await answer.Task.WaitAsync(ct);
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+        finally
+        {
+            _receipts.TryRemove(requestId, out _);
+        }
+    }
+
+    private async Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages, bool receipts)
+    {
+        try
+        {
+            await _write.WaitAsync(_stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+        try
+        {
+            for (var tries = 0; tries < 2; tries++)
+            {
+                var stream = _stream ?? await TryOpenAsync();
+                if (stream is null || (receipts && stream.Protocol != LeaseProtocol.IdWithReceipts))
+                {
+                    return false;
+                }
+                try
+                {
+                    foreach (var m in messages)
+                    {
+                        LeaseCodec.WriteFrame(stream.Output, m);
+                    }
+                    var flush = await stream.Output.FlushAsync(_stop.Token);
+                    if (!flush.IsCompleted && !flush.IsCanceled)
+                    {
+                        return true;
+                    }
+                }
+                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+                {
+                }
+                Drop(stream);
+            }
+            return false;
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    /// <summary>Opens a stream and starts its read loop; called holding the write lock.</summary>
+    private async Task<IStream?> TryOpenAsync()
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(_options.RetryInterval, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+            var stream = await _host.NewStreamAsync(Provider, Protocols, linked.Token);
+            Interlocked.Increment(ref _opened);
+            _stream = stream;
+            _ = Task.Run(() => ReadLoopAsync(stream));
+            return stream;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
+                                      or ProtocolNotSupportedException or ObjectDisposedException)
+        {
+            return null;
+        }
+    }
+
+    private async Task ReadLoopAsync(IStream stream)
+    {
+        try
+        {
+            while (true)
+            {
+                var body = await FrameReader.ReadAsync(stream.Input, _options.MaxFrameBytes, LeaseProtocol.Id, _stop.Token);
+                if (body is null)
+                {
+                    break;
+                }
+                if (LeaseCodec.TryDeserialize(body, _options, out var message) != DecodeStatus.Done)
+                {
+                    throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
+                }
+                if (message is LeaseReceiptAck ack)
+                {
+                    if (_receipts.TryGetValue(ack.RequestId, out var waiter))
+                    {
+                        waiter.TrySetResult(ack.Ack);
+                    }
+                }
+                else if (_leases.TryGetValue(message!.RequestId, out var handle))
+                {
+                    await handle(message);
+                }
+            }
+        }
+        catch (ProtocolViolationException)
+        {
+            stream.Reset();
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
+        }
+        // A receipt sent on this stream gets no answer now: its sender falls back to the receipt protocol.
+        foreach (var waiter in _receipts.Values)
+        {
+            waiter.TrySetResult(null);
+        }
+        // Under the write lock, so a writer never picks up a stream being dropped.
+        try
+        {
+            await _write.WaitAsync(_stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        try
+        {
+            Drop(stream);
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    private void Drop(IStream stream)
+    {
+        if (_stream == stream)
+        {
+            _stream = null;
+        }
+        _ = stream.DisposeAsync().AsTask();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        if (Interlocked.Exchange(ref _stream, null) is { } s)
+        {
+            await s.DisposeAsync();
+        }
+    }
+}
