@@ -453,6 +453,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             if (!_channels.TryGetValue(provider, out var channel))
             {
+                if (_channels.Count >= _options.MaxLeaseChannels)
+                {
+                    // Bounded: close the channels no lease is using (a later lease with that provider opens a new one).
+                    foreach (var (peer, idle) in _channels.Where(kv => kv.Value.IsIdle).ToList())
+                    {
+                        _channels.Remove(peer);
+                        _ = idle.DisposeAsync().AsTask();
+                    }
+                }
                 _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time);
             }
             return channel;

@@ -24,6 +24,12 @@ public sealed class ComputeClientOptions
     /// <summary>How long a newly connected peer gets to answer <c>/potluck/ad/1.0.0</c> with its advertisement. Default 10 s.</summary>
     public TimeSpan AdvertisementFetchTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Lease streams (one per provider) kept open; past this, those no lease is using are closed and a later lease
+    /// with that provider opens a new one. Default 256.
+    /// </summary>
+    public int MaxLeaseChannels { get; init; } = 256;
+
     public LeaseOptions Lease { get; init; } = new();
 
     public AdvertisementOptions Advertising { get; init; } = new();

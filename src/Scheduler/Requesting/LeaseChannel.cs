@@ -38,6 +38,9 @@ internal sealed class LeaseChannel : IAsyncDisposable
 
     public PeerId Provider { get; }
 
+    /// <summary>No lease and no receipt is using the channel: it can be closed without losing anything.</summary>
+    public bool IsIdle => _leases.IsEmpty && _receipts.IsEmpty;
+
     /// <summary>Streams opened so far (tests check that leases share one).</summary>
     public long StreamsOpened => Interlocked.Read(ref _opened);
 

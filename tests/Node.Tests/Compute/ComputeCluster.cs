@@ -173,8 +173,11 @@ internal sealed class ComputeClientOptionsBuilder
 
     public int MaxAttempts { get; set; } = 5;
 
+    public int MaxLeaseChannels { get; set; } = 256;
+
     public ComputeClientOptions Build() => new()
     {
+        MaxLeaseChannels = MaxLeaseChannels,
         Verification = Verification,
         MaxAttempts = MaxAttempts,
         Advertising = new AdvertisementOptions { MinPublishGap = TimeSpan.Zero },

@@ -218,6 +218,28 @@ public class ComputeEndToEndTests
     }
 
     [Test]
+    public async Task LeaseChannels_PastTheCap_IdleOnesAreClosed_AndALaterLeaseOpensANewOne(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(17);
+        var requester = await cluster.AddAsync("requester", provide: false, client: c => c.MaxLeaseChannels = 1);
+        var first = await cluster.AddAsync("first", provide: true, price: 10);
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        var one = await requester.Node.SubmitAsync(HashTask("one", 10), ct);
+        Assert.That(one.Provider, Is.EqualTo(first.PeerId), one.Error);
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(first.PeerId), Is.EqualTo(1));
+
+        // Only a cheaper second provider fits the next task: its channel is the second, past the cap of one.
+        var second = await cluster.AddAsync("second", provide: true, price: 5);
+        await requester.Node.Client.WaitForProvidersAsync(2, ct);
+        var two = await requester.Node.SubmitAsync(HashTask("two", 10) with { MaxPricePerMegaFuel = 5 }, ct);
+        Assert.That(two.Status, Is.EqualTo(ExecutionStatus.Success), two.Error);
+        Assert.That(two.Provider, Is.EqualTo(second.PeerId));
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(first.PeerId), Is.Zero, "the idle channel to the first provider was closed");
+        Assert.That(requester.Node.Client.LeaseStreamsOpened(second.PeerId), Is.EqualTo(1));
+        cluster.AssertLedgersConserve();
+    }
+
+    [Test]
     public async Task Provider_SpeakingOnlyLease10_IsPaidOverTheReceiptProtocol(CancellationToken ct)
     {
         await using var cluster = new ComputeCluster(16);
