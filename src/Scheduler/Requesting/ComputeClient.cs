@@ -35,8 +35,8 @@ namespace Potluck.Scheduler.Requesting;
 /// refused and not paid, a <see cref="FraudProof"/> is published, and the task runs again elsewhere.</item>
 /// <item>Paying: the ledger reserves the most a lease can cost before it starts, settles the signed receipt
 /// (fuel × agreed price) before sending it (on the lease stream when the provider speaks
-/// <see cref="LeaseProtocol.IdWithReceipts"/>, else on <see cref="ReceiptProtocol.Id"/>), and marks it delivered once
-/// acknowledged; a lease not paid for is released. Receipts settled but not acknowledged (a crash, a provider
+/// <see cref="LeaseProtocol.IdWithReceipts"/>, else on <see cref="ReceiptProtocol.Id"/>) in the background, so the
+/// result does not wait for the provider's acknowledgement, and marks it delivered once acknowledged; a lease not paid for is released. Receipts settled but not acknowledged (a crash, a provider
 /// away) are sent again by <see cref="RedeliverReceiptsAsync"/>; the ledger counts each receipt id once.</item>
 /// </list>
 /// Thread-safe: submissions may run concurrently.
@@ -60,6 +60,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly AdvertisementBook _book;
     private readonly CancellationTokenSource _stop = new();
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
+    private readonly HashSet<Task> _deliveries = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _subscription;
 
@@ -548,7 +549,39 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         job.Cost += receipt.Receipt.Amount;
         Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, lease.Result.Status.ToString(), receipt.Receipt.Amount));
-        await DeliverAsync(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes, ct);
+        // The payment is final once settled (durably) here; handing the receipt over is the provider's business and
+        // need not hold up the result: it goes on in the background (see WhenReceiptsDeliveredAsync and DisposeAsync).
+        StartDelivery(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes);
+    }
+
+    private void StartDelivery(PeerId provider, byte[] leaseId, byte[] receipt)
+    {
+        lock (_gate)
+        {
+            var delivery = Task.Run(() => DeliverAsync(provider, leaseId, receipt, _stop.Token));
+            _deliveries.Add(delivery);
+            _ = delivery.ContinueWith(done =>
+            {
+                lock (_gate)
+                {
+                    _deliveries.Remove(done);
+                }
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>
+    /// Completes when every receipt handed over in the background so far has been acknowledged or has failed (a failed
+    /// one stays Settled in the ledger and is sent again by <see cref="RedeliverReceiptsAsync"/>).
+    /// </summary>
+    public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
+    {
+        Task[] pending;
+        lock (_gate)
+        {
+            pending = [.. _deliveries];
+        }
+        return Task.WhenAll(pending).WaitAsync(ct);
     }
 
     /// <summary>
@@ -620,6 +653,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
     {
         _host.Connected -= OnConnected;
         _subscription?.Dispose();
+        // Receipts still being handed over finish first (each is bounded by ReceiptTimeout), so a short-lived requester
+        // such as `potluck submit` pays before it exits.
+        await WhenReceiptsDeliveredAsync(CancellationToken.None);
         await _stop.CancelAsync();
         LeaseChannel[] channels;
         lock (_gate)

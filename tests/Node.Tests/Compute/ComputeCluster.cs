@@ -120,8 +120,12 @@ internal sealed class ComputeCluster : IAsyncDisposable
     /// counted once, so the balances sum to the grants; and what each requester spent on a provider is what that
     /// provider earned from it.
     /// </summary>
-    public void AssertLedgersConserve()
+    public async Task AssertLedgersConserveAsync()
     {
+        foreach (var m in Members.Where(m => !m.Killed))
+        {
+            await m.Node.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
+        }
         Assert.That(Members.Sum(Balance), Is.EqualTo(Grant * Members.Count), $"seed {Seed}: balances sum to the grants");
         foreach (var payer in Members.Where(m => !m.Killed))
         {

@@ -63,6 +63,7 @@ public class ComputeEndToEndTests
                 $"seed {seed}, task {i}: the final output is the correct one");
         }
         await cluster.Hub.WhenIdleAsync(ct);
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
 
         Assert.That(cheat!.Corrupted, Is.GreaterThanOrEqualTo(1), $"seed {seed}: the cheater cheated");
         Assert.That(requester.Node.Reputation.IsRefused(cheater.PeerId), Is.True, "the requester refuses the cheater");
@@ -81,7 +82,7 @@ public class ComputeEndToEndTests
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Released), Has.Count.GreaterThanOrEqualTo(1), "the fraudulent lease was released unpaid");
         Assert.That(results.Sum(r => r.Cost), Is.EqualTo(ComputeCluster.Grant - requester.Node.Ledger.Balance()));
         Assert.That(results[0].Verified, Is.True, "a stranger's first result is verified");
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
         foreach (var p in new[] { cheater, honest1, honest2 })
         {
             Assert.That(p.Node.Provider!.Capacity.PeakCoresInUse, Is.LessThanOrEqualTo(1), "never more leases at once than advertised cores");
@@ -131,6 +132,7 @@ public class ComputeEndToEndTests
         Assert.That(result.Provider, Is.Not.EqualTo(doomed.PeerId));
         Assert.That(result.History[0].Paid, Is.Zero);
         Assert.That(result.Cost, Is.GreaterThan(0));
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         var winner = cluster.Members.Single(m => m.PeerId == result.Provider);
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Released), Has.Count.EqualTo(1), "the expired lease is released");
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(1), "the completed lease is paid and acknowledged");
@@ -145,7 +147,7 @@ public class ComputeEndToEndTests
         Assert.That(await requester.Node.Client.RedeliverReceiptsAsync(ct), Is.Zero, "nothing left to redeliver");
         Assert.That(winner.Node.Ledger.Balance(), Is.EqualTo(ComputeCluster.Grant + result.Cost));
         Assert.That(cluster.Balance(doomed), Is.EqualTo(ComputeCluster.Grant), "the killed provider earned nothing");
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 
     [TestCase("malformed", ExecutionStatus.InvalidModule, 50_000_000)]
@@ -183,7 +185,7 @@ public class ComputeEndToEndTests
         {
             Assert.That(hostile.Fuel, Is.EqualTo(fuel), "fuel exhaustion is an outcome: the whole budget is used and paid");
         }
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 
     [Test]
@@ -200,6 +202,7 @@ public class ComputeEndToEndTests
             Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
             Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain(Encoding.UTF8.GetBytes($"shared {i}"), 100 + i)));
         }
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(1), "four leases, one stream");
 
         foreach (var connection in requester.Host.Connections.Where(c => c.RemotePeer == provider.PeerId).ToList())
@@ -211,10 +214,11 @@ public class ComputeEndToEndTests
         Assert.That(Encoding.ASCII.GetString(after.Output.Span), Is.EqualTo(ComputeCluster.HashChain("after"u8.ToArray(), 120)));
         Assert.That(after.History, Has.Count.EqualTo(1), "the lease did not need a second attempt");
         Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(2), "the broken stream was replaced by a new one");
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(5), "every lease paid");
         Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.EqualTo(5), "every receipt went on the lease stream");
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(5), "and was acknowledged there");
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 
     [Test]
@@ -226,6 +230,7 @@ public class ComputeEndToEndTests
         await requester.Node.Client.WaitForProvidersAsync(1, ct);
         var one = await requester.Node.SubmitAsync(HashTask("one", 10), ct);
         Assert.That(one.Provider, Is.EqualTo(first.PeerId), one.Error);
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(requester.Node.Client.LeaseStreamsOpened(first.PeerId), Is.EqualTo(1));
 
         // Only a cheaper second provider fits the next task: its channel is the second, past the cap of one.
@@ -236,7 +241,7 @@ public class ComputeEndToEndTests
         Assert.That(two.Provider, Is.EqualTo(second.PeerId));
         Assert.That(requester.Node.Client.LeaseStreamsOpened(first.PeerId), Is.Zero, "the idle channel to the first provider was closed");
         Assert.That(requester.Node.Client.LeaseStreamsOpened(second.PeerId), Is.EqualTo(1));
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 
     [Test]
@@ -254,11 +259,12 @@ public class ComputeEndToEndTests
             Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
             Assert.That(result.History, Has.Count.EqualTo(1));
         }
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(2), "both leases paid");
         Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.Zero, "on receipt streams, as a 1.0.0 provider takes them");
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(2));
         Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(1));
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 
     [Test]
@@ -279,7 +285,8 @@ public class ComputeEndToEndTests
         Assert.That(result.Verified, Is.True);
         Assert.That(result.History.Where(h => h.Paid > 0).Select(h => h.Provider).Distinct().Count(), Is.EqualTo(3), "three distinct providers, each paid");
         Assert.That(result.Cost, Is.EqualTo(result.History.Sum(h => h.Paid)));
+        await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(providers.All(p => p.Node.Ledger.Balance() > ComputeCluster.Grant), Is.True);
-        cluster.AssertLedgersConserve();
+        await cluster.AssertLedgersConserveAsync();
     }
 }

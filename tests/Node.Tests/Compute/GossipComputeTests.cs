@@ -67,6 +67,7 @@ public class GossipComputeTests
             Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("gossip"u8.ToArray(), 250)));
             Assert.That(result.Provider, Is.EqualTo(provider.Host.PeerId));
             Assert.That(result.Verified, Is.True);
+            await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
             Assert.That(provider.Node.Ledger.Balance() - new CreditsOptions().InitialGrant, Is.EqualTo(result.Cost));
             Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(1));
         }

@@ -138,6 +138,9 @@ public class NodeDiscoveryTests
         await node.Joined.WaitAsync(ct);
         node.JoinTopic("chat").Dispose();
         await nodes.StopAsync(node);
+        // The peer has noticed the old connection end before the restarted node (same id) connects: otherwise, on a
+        // loaded machine, its gossip session could still ride the dying connection when the new one arrives.
+        await peer.Gossip.WaitUntilAsync(g => !g.GossipPeers.Contains(key.PeerId), ct);
 
         var restarted = await nodes.StartAsync(nodes.Options(key) with { DataDir = dataDir });
         using var sub = restarted.Gossip.Subscribe("chat");
