@@ -12,12 +12,12 @@ internal static class Micro
 {
     public static void Run()
     {
-        Measure("X25519 key pair (OpenSSL when available)", 2000, () => X25519KeyPair.Generate().Dispose());
+        Measure("X25519 key pair (default path)", 2000, () => X25519KeyPair.Generate().Dispose());
         using var a = X25519KeyPair.Generate();
         using var b = X25519KeyPair.Generate();
         using var bcA = X25519KeyPair.FromPrivate(new byte[32].Select((_, i) => (byte)(i + 1)).ToArray(), forceBouncyCastle: true);
         var shared = new byte[32];
-        Measure("X25519 agree (OpenSSL when available)", 2000, () => a.TryAgree(b.PublicKey, shared));
+        Measure("X25519 agree (default path)", 2000, () => a.TryAgree(b.PublicKey, shared));
         Measure("X25519 agree (BouncyCastle)", 2000, () => bcA.TryAgree(b.PublicKey, shared));
         var identity = PrivateKey.Generate();
         var message = new byte[64];
@@ -30,6 +30,27 @@ internal static class Micro
             () => identity.SignWithOpenSsl(message), () => identity.SignWithBouncyCastle(message));
         Compare("Ed25519 verify: OpenSSL vs BouncyCastle", 500,
             () => identity.PublicKey.VerifyWithOpenSsl(message, signature), () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
+        ComparePaths("Ed25519 sign (64 B)", 500,
+            ("BouncyCastle", () => identity.SignWithBouncyCastle(message)),
+            ("OpenSSL", () => identity.SignWithOpenSsl(message)),
+            ("libsodium", () => identity.SignWithSodium(message)));
+        ComparePaths("Ed25519 verify (64 B)", 500,
+            ("BouncyCastle", () => identity.PublicKey.VerifyWithBouncyCastle(message, signature)),
+            ("OpenSSL", () => identity.PublicKey.VerifyWithOpenSsl(message, signature)),
+            ("libsodium", () => identity.PublicKey.VerifyWithSodium(message, signature)));
+        var scalar = new byte[32].Select((_, i) => (byte)(3 * i + 1)).ToArray();
+        using var xBc = X25519KeyPair.FromPrivate(scalar, X25519Path.BouncyCastle);
+        using var xOssl = X25519KeyPair.FromPrivate(scalar, X25519Path.OpenSsl);
+        using var xSodium = X25519KeyPair.FromPrivate(scalar, X25519Path.Sodium);
+        ComparePaths("X25519 key pair from private bytes", 500,
+            ("BouncyCastle", () => X25519KeyPair.FromPrivate(scalar, X25519Path.BouncyCastle).Dispose()),
+            ("OpenSSL", () => X25519KeyPair.FromPrivate(scalar, X25519Path.OpenSsl).Dispose()),
+            ("libsodium", () => X25519KeyPair.FromPrivate(scalar, X25519Path.Sodium).Dispose()));
+        ComparePaths("X25519 agree", 500,
+            ("BouncyCastle", () => xBc.TryAgree(b.PublicKey, shared)),
+            ("OpenSSL", () => xOssl.TryAgree(b.PublicKey, shared)),
+            ("libsodium", () => xSodium.TryAgree(b.PublicKey, shared)));
+        Console.WriteLine($"# paths: libsodium Ed25519 {SodiumEd25519.IsAvailable}, X25519 {xSodium.UsesSodium}; OpenSSL X25519 {xOssl.UsesOpenSsl}");
         var remote = identity.PublicKey.ToProtobuf();
         Measure("Ed25519 remote key parse + first verify (default path)", 2000,
             () => PublicKey.FromProtobuf(remote).Verify(message, signature));
@@ -89,6 +110,49 @@ internal static class Micro
         }
         static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
         Console.WriteLine($"# {name}: {Median(ta):0.0} µs vs {Median(tb):0.0} µs, ratio {Median(ratios):0.00}");
+    }
+
+    /// <summary>
+    /// Several paths interleaved (each round runs every path once, in rotating order), 11 timed rounds after a warm-up:
+    /// median µs per operation (wall and this process's CPU) and the median per-round ratio to the first path.
+    /// </summary>
+    private static void ComparePaths(string name, int count, params (string Name, Action Action)[] paths)
+    {
+        var wall = paths.Select(_ => new List<double>()).ToArray();
+        var cpu = paths.Select(_ => new List<double>()).ToArray();
+        var ratios = paths.Select(_ => new List<double>()).ToArray();
+        var round = new double[paths.Length];
+        for (var r = 0; r < 12; r++)
+        {
+            for (var k = 0; k < paths.Length; k++)
+            {
+                var p = (k + r) % paths.Length;
+                var action = paths[p].Action;
+                var c0 = Environment.CpuUsage.TotalTime;
+                var sw = Stopwatch.StartNew();
+                for (var i = 0; i < count; i++)
+                {
+                    action();
+                }
+                round[p] = sw.Elapsed.TotalMicroseconds / count;
+                var c = (Environment.CpuUsage.TotalTime - c0).TotalMicroseconds / count;
+                if (r > 0)
+                {
+                    wall[p].Add(round[p]);
+                    cpu[p].Add(c);
+                }
+            }
+            if (r > 0)
+            {
+                for (var p = 0; p < paths.Length; p++)
+                {
+                    ratios[p].Add(round[p] / round[0]);
+                }
+            }
+        }
+        static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+        var parts = paths.Select((p, i) => $"{p.Name} {Median(wall[i]):0.0} µs (cpu {Median(cpu[i]):0.0}, ×{Median(ratios[i]):0.00})");
+        Console.WriteLine($"# {name}: {string.Join("; ", parts)}");
     }
 
     private static void Measure(string name, int count, Action action)

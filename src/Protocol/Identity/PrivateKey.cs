@@ -14,6 +14,8 @@ public sealed class PrivateKey
     private readonly Ed25519PrivateKeyParameters _key;
     private OpenSslEd25519.EvpPKeyHandle? _openSsl; // made on first sign; freed by its SafeHandle's finalizer
     private int _openSslFailed;
+    private byte[]? _sodium; // libsodium's 64-byte seed‖public secret key, made on first sign
+    private int _sodiumFailed;
 
     private PrivateKey(Ed25519PrivateKeyParameters key)
     {
@@ -54,11 +56,49 @@ public sealed class PrivateKey
     }
 
     /// <summary>
-    /// An Ed25519 signature (RFC 8032) over <paramref name="message"/>: through BouncyCastle, or OpenSSL when
-    /// <see cref="OpenSslEd25519.Preferred"/> (falling back to BouncyCastle). Both give the same bytes (Ed25519 is deterministic).
+    /// An Ed25519 signature (RFC 8032) over <paramref name="message"/>: through libsodium when available
+    /// (<see cref="SodiumEd25519.Preferred"/>), else OpenSSL when <see cref="OpenSslEd25519.Preferred"/>, else (and whenever
+    /// one of those fails) BouncyCastle. All give the same bytes (Ed25519 is deterministic).
     /// </summary>
     public byte[] Sign(ReadOnlySpan<byte> message) =>
-        (OpenSslEd25519.Preferred ? SignWithOpenSsl(message) : null) ?? SignWithBouncyCastle(message);
+        (SodiumEd25519.Preferred ? SignWithSodium(message) : null)
+        ?? (OpenSslEd25519.Preferred ? SignWithOpenSsl(message) : null)
+        ?? SignWithBouncyCastle(message);
+
+    /// <summary>The libsodium path alone; null when libsodium is unavailable or failed.</summary>
+    internal byte[]? SignWithSodium(ReadOnlySpan<byte> message)
+    {
+        var secretKey = SodiumSecretKey();
+        if (secretKey is null)
+        {
+            return null;
+        }
+        var signature = new byte[SodiumEd25519.SignatureLength];
+        return SodiumEd25519.TrySign(secretKey, message, signature) ? signature : null;
+    }
+
+    private byte[]? SodiumSecretKey()
+    {
+        var secretKey = Volatile.Read(ref _sodium);
+        if (secretKey is not null || Volatile.Read(ref _sodiumFailed) != 0 || !SodiumEd25519.IsAvailable)
+        {
+            return secretKey;
+        }
+        Span<byte> seed = stackalloc byte[32];
+        Span<byte> publicKey = stackalloc byte[32];
+        _key.Encode(seed);
+        var created = new byte[SodiumEd25519.SecretKeyLength];
+        var ok = SodiumEd25519.TryCreateSecretKey(seed, created, publicKey) && publicKey.SequenceEqual(PublicKey.Data);
+        CryptographicOperations.ZeroMemory(seed);
+        if (!ok)
+        {
+            CryptographicOperations.ZeroMemory(created);
+            Volatile.Write(ref _sodiumFailed, 1);
+            return null;
+        }
+        // Another thread may have made the same bytes first: either array is as good.
+        return Interlocked.CompareExchange(ref _sodium, created, null) ?? created;
+    }
 
     /// <summary>The OpenSSL path alone; null when OpenSSL is unavailable or failed.</summary>
     internal byte[]? SignWithOpenSsl(ReadOnlySpan<byte> message)

@@ -191,6 +191,10 @@ public sealed class PublicKey : IEquatable<PublicKey>
         }
         try
         {
+            if (Type == KeyType.Ed25519 && SodiumEd25519.Preferred)
+            {
+                return SodiumEd25519.Verify(Data, message, signature);
+            }
             if (Type == KeyType.Ed25519 && OpenSslEd25519.Preferred && OpenSslHandle() is { } handle)
             {
                 return OpenSslEd25519.Verify(handle, message, signature);
@@ -239,6 +243,12 @@ public sealed class PublicKey : IEquatable<PublicKey>
             return false;
         }
     }
+
+    /// <summary>The libsodium path alone for Ed25519; null when libsodium is unavailable.</summary>
+    internal bool? VerifyWithSodium(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
+        Type == KeyType.Ed25519 && SodiumEd25519.IsAvailable && signature.Length <= MaxSignatureLength
+            ? SodiumEd25519.Verify(Data, message, signature)
+            : null;
 
     /// <summary>The OpenSSL path alone for Ed25519; null when OpenSSL is unavailable or refused the key.</summary>
     internal bool? VerifyWithOpenSsl(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>

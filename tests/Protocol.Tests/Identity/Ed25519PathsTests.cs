@@ -4,7 +4,7 @@ using Potluck.Protocol.Identity;
 
 namespace Potluck.Protocol.Tests.Identity;
 
-/// <summary>The OpenSSL Ed25519 path against the BouncyCastle reference, on RFC 8032 vectors and random input.</summary>
+/// <summary>The libsodium and OpenSSL Ed25519 paths against the BouncyCastle reference, on RFC 8032 vectors and random input.</summary>
 public class Ed25519PathsTests
 {
     // RFC 8032 §7.1, tests 1, 2, 3 and SHA(abc): seed, public key, message, signature.
@@ -39,6 +39,27 @@ public class Ed25519PathsTests
         Assert.That(OpenSslEd25519.IsAvailable, Is.True, "libcrypto.so.3 should load on Linux; signatures fall back to the slower BouncyCastle");
     }
 
+    [Test]
+    public void Sodium_WhereInstalled_IsAvailableAndTheDefault()
+    {
+        Assume.That(Environment.GetEnvironmentVariable("POTLUCK_NO_SODIUM") != "1"
+                    && (System.Runtime.InteropServices.NativeLibrary.TryLoad("libsodium.so.23", out _)
+                        || System.Runtime.InteropServices.NativeLibrary.TryLoad("libsodium", out _)));
+        Assert.That(SodiumEd25519.IsAvailable, Is.True, "libsodium loads but failed its self-test");
+        Assert.That(SodiumEd25519.Preferred, Is.True);
+    }
+
+    [Test]
+    public void Sodium_TurnedOff_FallsBackToTheOtherPaths()
+    {
+        Assume.That(Environment.GetEnvironmentVariable("POTLUCK_NO_SODIUM") == "1");
+        Assert.That(SodiumEd25519.IsAvailable, Is.False);
+        var key = PrivateKey.FromRandom(new Random(3));
+        Assert.That(key.SignWithSodium("x"u8), Is.Null);
+        Assert.That(key.PublicKey.VerifyWithSodium("x"u8, key.Sign("x"u8)), Is.Null);
+        Assert.That(key.PublicKey.Verify("x"u8, key.Sign("x"u8)), Is.True);
+    }
+
     [TestCaseSource(nameof(Vectors))]
     public void Rfc8032Vector_BothPaths_SignAndVerifyExactly(string seed, string publicKey, string message, string signature)
     {
@@ -54,6 +75,11 @@ public class Ed25519PathsTests
         {
             Assert.That(key.SignWithOpenSsl(m), Is.EqualTo(expected), "OpenSSL");
             Assert.That(key.PublicKey.VerifyWithOpenSsl(m, expected), Is.True, "OpenSSL");
+        }
+        if (SodiumEd25519.IsAvailable)
+        {
+            Assert.That(key.SignWithSodium(m), Is.EqualTo(expected), "libsodium");
+            Assert.That(key.PublicKey.VerifyWithSodium(m, expected), Is.True, "libsodium");
         }
     }
 
@@ -71,6 +97,7 @@ public class Ed25519PathsTests
             Assert.That(key.VerifyWithBouncyCastle(m, bad), Is.False, $"BouncyCastle, bit {bit}");
             Assert.That(key.Verify(m, bad), Is.False, $"default path, bit {bit}");
             Assert.That(key.VerifyWithOpenSsl(m, bad), Is.Not.True, $"OpenSSL, bit {bit}");
+            Assert.That(key.VerifyWithSodium(m, bad), Is.Not.True, $"libsodium, bit {bit}");
         }
     }
 
@@ -110,6 +137,7 @@ public class Ed25519PathsTests
             Assert.That(key.PublicKey.VerifyWithBouncyCastle(m, signature), Is.False, $"BouncyCastle: {why}");
             Assert.That(key.PublicKey.Verify(m, signature), Is.False, $"default path: {why}");
             Assert.That(key.PublicKey.VerifyWithOpenSsl(m, signature), Is.Not.True, $"OpenSSL: {why}");
+            Assert.That(key.PublicKey.VerifyWithSodium(m, signature), Is.Not.True, $"libsodium: {why}");
         }
     }
 
@@ -124,6 +152,7 @@ public class Ed25519PathsTests
             Assert.That(key.VerifyWithBouncyCastle(message, signature), Is.False, why);
             Assert.That(key.Verify(message, signature), Is.False, why);
             Assert.That(key.VerifyWithOpenSsl(message, signature), Is.Not.True, why);
+            Assert.That(key.VerifyWithSodium(message, signature), Is.Not.True, why);
         }
     }
 
@@ -146,6 +175,7 @@ public class Ed25519PathsTests
             var key = PrivateKey.FromRandom(new Random(seed));
             var reference = key.SignWithBouncyCastle(message);
             var fast = key.SignWithOpenSsl(message) ?? reference;
+            var sodium = key.SignWithSodium(message) ?? reference;
             var tampered = (byte[])message.Clone();
             if (tampered.Length > 0)
             {
@@ -156,6 +186,11 @@ public class Ed25519PathsTests
                 tampered = [0];
             }
             return fast.AsSpan().SequenceEqual(reference)
+                   && sodium.AsSpan().SequenceEqual(reference)
+                   && key.PublicKey.VerifyWithBouncyCastle(message, sodium)
+                   && (key.PublicKey.VerifyWithOpenSsl(message, sodium) ?? true)
+                   && (key.PublicKey.VerifyWithSodium(message, fast) ?? true)
+                   && (key.PublicKey.VerifyWithSodium(tampered, reference) ?? false) == false
                    && key.Sign(message).AsSpan().SequenceEqual(reference)
                    && key.PublicKey.VerifyWithBouncyCastle(message, fast)
                    && key.PublicKey.Verify(message, reference)
@@ -170,7 +205,25 @@ public class Ed25519PathsTests
         {
             var key = PrivateKey.FromRandom(new Random(message.Length)).PublicKey;
             var reference = key.VerifyWithBouncyCastle(message, signature);
-            return !reference && !key.Verify(message, signature) && key.VerifyWithOpenSsl(message, signature) is null or false;
+            return !reference && !key.Verify(message, signature) && key.VerifyWithOpenSsl(message, signature) is null or false
+                   && key.VerifyWithSodium(message, signature) is null or false;
+        });
+
+    [FsCheck.NUnit.Property(MaxTest = 300)]
+    public Property Random64ByteSignaturesAndCorruptedRealOnes_EveryPathRefuses() =>
+        Prop.ForAll(Gen.Choose(int.MinValue, int.MaxValue).ToArbitrary(), ArbMap.Default.ArbFor<byte[]>(), (seed, message) =>
+        {
+            var random = new Random(seed);
+            var key = PrivateKey.FromRandom(random);
+            var noise = new byte[64];
+            random.NextBytes(noise);
+            var corrupted = key.Sign(message);
+            corrupted[random.Next(64)] ^= (byte)(1 << random.Next(8));
+            return new[] { noise, corrupted }.All(signature =>
+                !key.PublicKey.VerifyWithBouncyCastle(message, signature)
+                && !key.PublicKey.Verify(message, signature)
+                && key.PublicKey.VerifyWithOpenSsl(message, signature) is null or false
+                && key.PublicKey.VerifyWithSodium(message, signature) is null or false);
         });
 
     [Test]

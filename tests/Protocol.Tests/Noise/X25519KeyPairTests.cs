@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using Potluck.Protocol.Noise;
 
 namespace Potluck.Protocol.Tests.Noise;
@@ -18,13 +20,30 @@ public class X25519KeyPairTests
         Assert.That(OpenSslX25519.IsAvailable, Is.True, "libcrypto.so.3 should load on Linux; handshakes fall back to the slower BouncyCastle");
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public void Rfc7748Vector_BothDirections_ReproduceThePublicKeysAndTheSharedSecret(bool bouncyCastle)
+    [Test]
+    public void Sodium_WhereInstalled_IsAvailableAndTheDefault()
     {
-        using var alice = X25519KeyPair.FromPrivate(Convert.FromHexString(AlicePrivate), bouncyCastle);
-        using var bob = X25519KeyPair.FromPrivate(Convert.FromHexString(BobPrivate), bouncyCastle);
-        Assert.That(alice.UsesOpenSsl, Is.EqualTo(!bouncyCastle && OpenSslX25519.IsAvailable));
+        Assume.That(Environment.GetEnvironmentVariable("POTLUCK_NO_SODIUM") != "1"
+                    && (System.Runtime.InteropServices.NativeLibrary.TryLoad("libsodium.so.23", out _)
+                        || System.Runtime.InteropServices.NativeLibrary.TryLoad("libsodium", out _)));
+        Assert.That(SodiumX25519.IsAvailable, Is.True, "libsodium loads but failed its self-test");
+        using var key = X25519KeyPair.Generate();
+        Assert.That(key.UsesSodium, Is.True);
+    }
+
+    private static readonly X25519Path[] Paths = [X25519Path.Auto, X25519Path.Sodium, X25519Path.OpenSsl, X25519Path.BouncyCastle];
+
+    [TestCase("Auto")]
+    [TestCase("Sodium")]
+    [TestCase("OpenSsl")]
+    [TestCase("BouncyCastle")]
+    public void Rfc7748Vector_EveryPath_ReproducesThePublicKeysAndTheSharedSecret(string name)
+    {
+        var path = Enum.Parse<X25519Path>(name);
+        using var alice = X25519KeyPair.FromPrivate(Convert.FromHexString(AlicePrivate), path);
+        using var bob = X25519KeyPair.FromPrivate(Convert.FromHexString(BobPrivate), path);
+        Assert.That(alice.UsesSodium, Is.EqualTo(path is X25519Path.Auto or X25519Path.Sodium && SodiumX25519.IsAvailable));
+        Assert.That(alice.UsesOpenSsl, Is.EqualTo(!alice.UsesSodium && path is X25519Path.Auto or X25519Path.OpenSsl && OpenSslX25519.IsAvailable));
         Assert.That(Convert.ToHexStringLower(alice.PublicKey), Is.EqualTo(AlicePublic));
         Assert.That(Convert.ToHexStringLower(bob.PublicKey), Is.EqualTo(BobPublic));
         var ab = new byte[32];
@@ -35,6 +54,17 @@ public class X25519KeyPairTests
         Assert.That(Convert.ToHexStringLower(ba), Is.EqualTo(Shared));
     }
 
+    [Test]
+    public void Rfc7748Vector_SodiumDirectly_RefusesAllZeroOutput()
+    {
+        Assume.That(SodiumX25519.IsAvailable);
+        var shared = new byte[32];
+        Assert.That(SodiumX25519.TryAgree(Convert.FromHexString(AlicePrivate), Convert.FromHexString(BobPublic), shared), Is.True);
+        Assert.That(Convert.ToHexStringLower(shared), Is.EqualTo(Shared));
+        Assert.That(SodiumX25519.TryAgree(Convert.FromHexString(AlicePrivate), new byte[32], shared), Is.False);
+        Assert.That(shared, Is.All.EqualTo(0));
+    }
+
     // RFC 7748 §5.2: unclamped scalars and a u-coordinate with the top bit set (which X25519 ignores).
     [TestCase("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
               "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
@@ -42,16 +72,61 @@ public class X25519KeyPairTests
     [TestCase("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
               "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
               "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957")]
-    public void Rfc7748ScalarMultVectors_OpenSslAndBouncyCastle_Agree(string scalar, string u, string expected)
+    public void Rfc7748ScalarMultVectors_EveryPath_Agrees(string scalar, string u, string expected)
     {
-        foreach (var bouncyCastle in new[] { false, true })
+        foreach (var path in Paths)
         {
-            using var key = X25519KeyPair.FromPrivate(Convert.FromHexString(scalar), bouncyCastle);
+            using var key = X25519KeyPair.FromPrivate(Convert.FromHexString(scalar), path);
             var shared = new byte[32];
             Assert.That(key.TryAgree(Convert.FromHexString(u), shared), Is.True);
-            Assert.That(Convert.ToHexStringLower(shared), Is.EqualTo(expected), bouncyCastle ? "BouncyCastle" : "OpenSSL");
+            Assert.That(Convert.ToHexStringLower(shared), Is.EqualTo(expected), path.ToString());
         }
     }
+
+    // RFC 7748 §5.2, iterated: k = X25519(k, u), u = old k, from k = u = 9; after 1 and 1,000 iterations.
+    [Test]
+    public void Rfc7748IteratedVector_EveryPath_Agrees()
+    {
+        foreach (var path in Paths)
+        {
+            var k = new byte[32];
+            var u = new byte[32];
+            k[0] = 9;
+            u[0] = 9;
+            for (var i = 1; i <= 1000; i++)
+            {
+                using var key = X25519KeyPair.FromPrivate(k, path);
+                var next = new byte[32];
+                Assert.That(key.TryAgree(u, next), Is.True);
+                u = k;
+                k = next;
+                if (i == 1)
+                {
+                    Assert.That(Convert.ToHexStringLower(k), Is.EqualTo("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079"), $"{path}, 1");
+                }
+            }
+            Assert.That(Convert.ToHexStringLower(k), Is.EqualTo("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"), $"{path}, 1000");
+        }
+    }
+
+    [FsCheck.NUnit.Property(MaxTest = 100)]
+    public Property RandomKeysAndPoints_EveryPath_ComputesTheSameAnswer() =>
+        Prop.ForAll(Gen.Choose(int.MinValue, int.MaxValue).ToArbitrary(), seed =>
+        {
+            var random = new Random(seed);
+            var a = new byte[32];
+            var u = new byte[32];
+            random.NextBytes(a);
+            random.NextBytes(u); // any 32 bytes: points on the curve or its twist, top bit set or not
+            var answers = Paths.Select(path =>
+            {
+                using var key = X25519KeyPair.FromPrivate(a, path);
+                var shared = new byte[32];
+                var ok = key.TryAgree(u, shared);
+                return (Public: Convert.ToHexString(key.PublicKey), Ok: ok, Shared: Convert.ToHexString(shared));
+            }).ToArray();
+            return answers.All(x => x == answers[0]);
+        });
 
     [Test]
     public void RandomKeys_OpenSslAndBouncyCastle_ComputeTheSamePublicKeysAndSecrets()
@@ -79,13 +154,17 @@ public class X25519KeyPairTests
     [TestCase("0000000000000000000000000000000000000000000000000000000000000000")]
     [TestCase("0100000000000000000000000000000000000000000000000000000000000000")]
     [TestCase("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")]
-    public void TryAgree_LowOrderPoint_ReturnsFalseOnBothPaths(string u)
+    [TestCase("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157")]
+    [TestCase("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
+    [TestCase("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
+    [TestCase("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
+    public void TryAgree_LowOrderPoint_ReturnsFalseOnEveryPath(string u)
     {
-        foreach (var bouncyCastle in new[] { false, true })
+        foreach (var path in Paths)
         {
-            using var key = X25519KeyPair.FromPrivate(Convert.FromHexString(AlicePrivate), bouncyCastle);
+            using var key = X25519KeyPair.FromPrivate(Convert.FromHexString(AlicePrivate), path);
             var shared = new byte[32];
-            Assert.That(key.TryAgree(Convert.FromHexString(u), shared), Is.False, bouncyCastle ? "BouncyCastle" : "OpenSSL");
+            Assert.That(key.TryAgree(Convert.FromHexString(u), shared), Is.False, path.ToString());
         }
     }
 
