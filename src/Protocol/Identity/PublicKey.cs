@@ -189,6 +189,12 @@ public sealed class PublicKey : IEquatable<PublicKey>
         {
             return false;
         }
+        if (Type == KeyType.Ed25519 && signature.Length == 64 && HasSmallOrderR(signature))
+        {
+            // One verdict on every node whichever library it has: libsodium refuses a small-order R, BouncyCastle
+            // (cofactored) accepts all eight, OpenSSL one. Only the key's owner can make such a signature.
+            return false;
+        }
         try
         {
             if (Type == KeyType.Ed25519 && SodiumEd25519.Preferred)
@@ -218,6 +224,35 @@ public sealed class PublicKey : IEquatable<PublicKey>
         {
             return false; // a malformed signature, whatever BouncyCastle or the platform calls it
         }
+    }
+
+    /// <summary>
+    /// The encodings of the Ed25519 points of small order (and the non-canonical y = p, p + 1), compared with the
+    /// x sign bit masked, as libsodium 1.0.18's blocklist does.
+    /// </summary>
+    private static readonly byte[][] SmallOrderEncodings =
+    [
+        Convert.FromHexString("0000000000000000000000000000000000000000000000000000000000000000"),
+        Convert.FromHexString("0100000000000000000000000000000000000000000000000000000000000000"),
+        Convert.FromHexString("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        Convert.FromHexString("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+        Convert.FromHexString("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        Convert.FromHexString("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        Convert.FromHexString("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    ];
+
+    /// <summary>True when the signature's R (its first 32 bytes) encodes a point of small order.</summary>
+    internal static bool HasSmallOrderR(ReadOnlySpan<byte> signature)
+    {
+        var r = signature[..32];
+        foreach (var bad in SmallOrderEncodings)
+        {
+            if (r[..31].SequenceEqual(bad.AsSpan(0, 31)) && (r[31] & 0x7f) == bad[31])
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>The BouncyCastle path alone for Ed25519: the reference the OpenSSL path is tested against.</summary>

@@ -8,7 +8,8 @@ namespace Potluck.Protocol.Tests.Identity;
 /// <summary>
 /// Where libsodium's Ed25519 verification (the default path when libsodium is present) and BouncyCastle's give different
 /// verdicts, pinned on hand-made signatures: BouncyCastle 2.7 checks the cofactored equation and accepts a signature whose
-/// R is of small order when S = h·a, libsodium 1.0.18 refuses every small-order R (OpenSSL 3 accepts only R = identity).
+/// R is of small order when S = h·a, libsodium 1.0.18 refuses every small-order R (OpenSSL 3 accepts only R = identity);
+/// <see cref="PublicKey.Verify"/> refuses them before any library is asked, so every node gives the same verdict.
 /// All refuse non-canonical R, and small-order or non-canonical public keys never become a <see cref="PublicKey"/>.
 /// Making such a signature needs the signer's own secret key, and honest signers never make one.
 /// </summary>
@@ -52,8 +53,8 @@ public class Ed25519StrictnessTests
         Assert.That(key.PublicKey.VerifyWithBouncyCastle(Message, signature), Is.True, "BouncyCastle (cofactored)");
         Assert.That(key.PublicKey.VerifyWithSodium(Message, signature), Is.Not.True, "libsodium");
         Assert.That(key.PublicKey.VerifyWithOpenSsl(Message, signature), Is.EqualTo(OpenSslEd25519.IsAvailable ? identity : null), "OpenSSL (cofactorless)");
-        bool expected = SodiumEd25519.Preferred ? false : OpenSslEd25519.Preferred ? identity : true;
-        Assert.That(key.PublicKey.Verify(Message, signature), Is.EqualTo(expected), "default path");
+        Assert.That(PublicKey.HasSmallOrderR(signature), Is.True);
+        Assert.That(key.PublicKey.Verify(Message, signature), Is.False, "the default verdict is the same on every node, whichever library it has");
     }
 
     [TestCaseSource(nameof(SmallOrderNonCanonical))]
@@ -95,6 +96,22 @@ public class Ed25519StrictnessTests
         Assert.That(key.PublicKey.VerifyWithSodium(Message, honest), Is.Not.False);
         Assert.That(key.PublicKey.VerifyWithOpenSsl(Message, honest), Is.Not.False);
         Assert.That(key.PublicKey.Verify(Message, honest), Is.True);
+        Assert.That(PublicKey.HasSmallOrderR(honest), Is.False);
+    }
+
+    [Test]
+    public void HonestSignatures_NeverHaveASmallOrderR()
+    {
+        var random = new Random(25519);
+        for (var i = 0; i < 200; i++)
+        {
+            var key = PrivateKey.FromRandom(random);
+            var message = new byte[i];
+            random.NextBytes(message);
+            var signature = key.Sign(message);
+            Assert.That(PublicKey.HasSmallOrderR(signature), Is.False);
+            Assert.That(key.PublicKey.Verify(message, signature), Is.True);
+        }
     }
 
     private static IEnumerable<string> AllSmallOrder() => SmallOrderCanonical.Concat(SmallOrderNonCanonical);
