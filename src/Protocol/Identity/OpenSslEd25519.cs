@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using EvpPKeyHandle = Potluck.Protocol.Identity.OpenSslEvp.EvpPKeyHandle;
 
 namespace Potluck.Protocol.Identity;
 
@@ -14,7 +15,7 @@ namespace Potluck.Protocol.Identity;
 /// </summary>
 internal static class OpenSslEd25519
 {
-    private const string LibCrypto = "libcrypto.so.3";
+    private const string LibCrypto = OpenSslEvp.LibCrypto;
     private const int EvpPkeyEd25519 = 1087; // NID_ED25519
     public const int KeyLength = 32;
     public const int SignatureLength = 64;
@@ -69,7 +70,7 @@ internal static class OpenSslEd25519
                      && length == SignatureLength;
             if (!ok)
             {
-                ERR_clear_error();
+                OpenSslEvp.ClearErrors();
             }
             return ok;
         }
@@ -112,7 +113,7 @@ internal static class OpenSslEd25519
                                          ref MemoryMarshal.GetReference(message), (nuint)message.Length) == 1;
             if (!ok)
             {
-                ERR_clear_error();
+                OpenSslEvp.ClearErrors();
             }
             return ok;
         }
@@ -129,29 +130,9 @@ internal static class OpenSslEd25519
         }
     }
 
-    private static EvpPKeyHandle? CreatePrivateCore(ReadOnlySpan<byte> seed)
-    {
-        var handle = EVP_PKEY_new_raw_private_key(EvpPkeyEd25519, IntPtr.Zero, ref MemoryMarshal.GetReference(seed), KeyLength);
-        if (handle.IsInvalid)
-        {
-            handle.Dispose();
-            ERR_clear_error();
-            return null;
-        }
-        return handle;
-    }
+    private static EvpPKeyHandle? CreatePrivateCore(ReadOnlySpan<byte> seed) => OpenSslEvp.TryNewRawPrivateKey(EvpPkeyEd25519, seed);
 
-    private static EvpPKeyHandle? CreatePublicCore(ReadOnlySpan<byte> publicKey)
-    {
-        var handle = EVP_PKEY_new_raw_public_key(EvpPkeyEd25519, IntPtr.Zero, ref MemoryMarshal.GetReference(publicKey), KeyLength);
-        if (handle.IsInvalid)
-        {
-            handle.Dispose();
-            ERR_clear_error();
-            return null;
-        }
-        return handle;
-    }
+    private static EvpPKeyHandle? CreatePublicCore(ReadOnlySpan<byte> publicKey) => OpenSslEvp.TryNewRawPublicKey(EvpPkeyEd25519, publicKey);
 
     /// <summary>Loads the library and checks it against RFC 8032 §7.1 test 2 before trusting it.</summary>
     private static bool Probe()
@@ -173,11 +154,9 @@ internal static class OpenSslEd25519
             {
                 return false;
             }
-            nuint length = KeyLength;
             var derived = new byte[KeyLength];
-            if (EVP_PKEY_get_raw_public_key(key, ref derived[0], ref length) != 1 || !derived.AsSpan().SequenceEqual(publicKey))
+            if (!OpenSslEvp.TryGetRawPublicKey(key, derived) || !derived.AsSpan().SequenceEqual(publicKey))
             {
-                ERR_clear_error();
                 return false;
             }
             var signature = new byte[SignatureLength];
@@ -194,36 +173,7 @@ internal static class OpenSslEd25519
         }
     }
 
-    /// <summary>An <c>EVP_PKEY*</c>, freed with <c>EVP_PKEY_free</c> on dispose or, failing that, by the finalizer.</summary>
-    internal sealed class EvpPKeyHandle : SafeHandle
-    {
-        public EvpPKeyHandle()
-            : base(IntPtr.Zero, ownsHandle: true)
-        {
-        }
-
-        public override bool IsInvalid => handle == IntPtr.Zero;
-
-        protected override bool ReleaseHandle()
-        {
-            EVP_PKEY_free(handle);
-            return true;
-        }
-    }
-
 #pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
-    [DllImport(LibCrypto)]
-    private static extern EvpPKeyHandle EVP_PKEY_new_raw_private_key(int type, IntPtr engine, ref byte key, nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern EvpPKeyHandle EVP_PKEY_new_raw_public_key(int type, IntPtr engine, ref byte key, nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern int EVP_PKEY_get_raw_public_key(EvpPKeyHandle key, ref byte publicKey, ref nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern void EVP_PKEY_free(IntPtr key);
-
     [DllImport(LibCrypto)]
     private static extern IntPtr EVP_MD_CTX_new();
 
@@ -242,7 +192,5 @@ internal static class OpenSslEd25519
     [DllImport(LibCrypto)]
     private static extern int EVP_DigestVerify(IntPtr ctx, ref byte signature, nuint signatureLength, ref byte message, nuint messageLength);
 
-    [DllImport(LibCrypto)]
-    private static extern void ERR_clear_error();
 #pragma warning restore SYSLIB1054
 }

@@ -12,7 +12,7 @@ namespace Potluck.Protocol.Identity;
 public sealed class PrivateKey
 {
     private readonly Ed25519PrivateKeyParameters _key;
-    private OpenSslEd25519.EvpPKeyHandle? _openSsl; // made on first sign; freed by its SafeHandle's finalizer
+    private OpenSslEvp.EvpPKeyHandle? _openSsl; // made on first sign; freed by its SafeHandle's finalizer
     private int _openSslFailed;
     private byte[]? _sodium; // libsodium's 64-byte seed‖public secret key, made on first sign
     private int _sodiumFailed;
@@ -121,7 +121,7 @@ public sealed class PrivateKey
         return signer.GenerateSignature();
     }
 
-    private OpenSslEd25519.EvpPKeyHandle? OpenSslHandle()
+    private OpenSslEvp.EvpPKeyHandle? OpenSslHandle()
     {
         var handle = Volatile.Read(ref _openSsl);
         if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)

@@ -50,7 +50,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     private readonly AsymmetricKeyParameter? _parameters; // Ed25519, secp256k1, ECDSA
     private readonly RSAParameters _rsa;                  // RSA
-    private OpenSslEd25519.EvpPKeyHandle? _openSsl;       // Ed25519 through OpenSSL, made on first verify
+    private OpenSslEvp.EvpPKeyHandle? _openSsl;       // Ed25519 through OpenSSL, made on first verify
     private int _openSslFailed;
 
     private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
@@ -289,7 +289,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     internal bool? VerifyWithOpenSsl(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
         Type == KeyType.Ed25519 && OpenSslHandle() is { } handle ? OpenSslEd25519.Verify(handle, message, signature) : null;
 
-    private OpenSslEd25519.EvpPKeyHandle? OpenSslHandle()
+    private OpenSslEvp.EvpPKeyHandle? OpenSslHandle()
     {
         var handle = Volatile.Read(ref _openSsl);
         if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)

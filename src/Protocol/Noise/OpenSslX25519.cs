@@ -1,4 +1,6 @@
 using System.Runtime.InteropServices;
+using Potluck.Protocol.Identity;
+using EvpPKeyHandle = Potluck.Protocol.Identity.OpenSslEvp.EvpPKeyHandle;
 
 namespace Potluck.Protocol.Noise;
 
@@ -11,7 +13,7 @@ namespace Potluck.Protocol.Noise;
 /// </summary>
 internal static class OpenSslX25519
 {
-    private const string LibCrypto = "libcrypto.so.3";
+    private const string LibCrypto = OpenSslEvp.LibCrypto;
     private const int EvpPkeyX25519 = 1034; // NID_X25519
     private const int KeyLength = 32;
 
@@ -44,27 +46,28 @@ internal static class OpenSslX25519
         {
             return false;
         }
-        var peer = EVP_PKEY_new_raw_public_key(EvpPkeyX25519, IntPtr.Zero, ref MemoryMarshal.GetReference(remotePublic), KeyLength);
-        if (peer == IntPtr.Zero)
+        using var peer = OpenSslEvp.TryNewRawPublicKey(EvpPkeyX25519, remotePublic);
+        if (peer is null)
         {
-            ERR_clear_error();
             return false;
         }
         var ctx = IntPtr.Zero;
         var added = false;
+        var peerAdded = false;
         try
         {
             key.DangerousAddRef(ref added);
+            peer.DangerousAddRef(ref peerAdded);
             ctx = EVP_PKEY_CTX_new(key.DangerousGetHandle(), IntPtr.Zero);
             nuint length = KeyLength;
             var ok = ctx != IntPtr.Zero
                      && EVP_PKEY_derive_init(ctx) == 1
-                     && EVP_PKEY_derive_set_peer(ctx, peer) == 1
+                     && EVP_PKEY_derive_set_peer(ctx, peer.DangerousGetHandle()) == 1
                      && EVP_PKEY_derive(ctx, ref MemoryMarshal.GetReference(shared), ref length) == 1
                      && length == KeyLength;
             if (!ok)
             {
-                ERR_clear_error();
+                OpenSslEvp.ClearErrors();
             }
             return ok;
         }
@@ -74,7 +77,10 @@ internal static class OpenSslX25519
             {
                 EVP_PKEY_CTX_free(ctx);
             }
-            EVP_PKEY_free(peer);
+            if (peerAdded)
+            {
+                peer.DangerousRelease();
+            }
             if (added)
             {
                 key.DangerousRelease();
@@ -84,18 +90,10 @@ internal static class OpenSslX25519
 
     private static EvpPKeyHandle? CreateCore(ReadOnlySpan<byte> privateKey, Span<byte> publicKey)
     {
-        var handle = EVP_PKEY_new_raw_private_key(EvpPkeyX25519, IntPtr.Zero, ref MemoryMarshal.GetReference(privateKey), KeyLength);
-        if (handle.IsInvalid)
+        var handle = OpenSslEvp.TryNewRawPrivateKey(EvpPkeyX25519, privateKey);
+        if (handle is not null && !OpenSslEvp.TryGetRawPublicKey(handle, publicKey[..KeyLength]))
         {
             handle.Dispose();
-            ERR_clear_error();
-            return null;
-        }
-        nuint length = KeyLength;
-        if (EVP_PKEY_get_raw_public_key(handle, ref MemoryMarshal.GetReference(publicKey), ref length) != 1 || length != KeyLength)
-        {
-            handle.Dispose();
-            ERR_clear_error();
             return null;
         }
         return handle;
@@ -129,36 +127,7 @@ internal static class OpenSslX25519
         }
     }
 
-    /// <summary>An <c>EVP_PKEY*</c>, freed with <c>EVP_PKEY_free</c>.</summary>
-    internal sealed class EvpPKeyHandle : SafeHandle
-    {
-        public EvpPKeyHandle()
-            : base(IntPtr.Zero, ownsHandle: true)
-        {
-        }
-
-        public override bool IsInvalid => handle == IntPtr.Zero;
-
-        protected override bool ReleaseHandle()
-        {
-            EVP_PKEY_free(handle);
-            return true;
-        }
-    }
-
 #pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
-    [DllImport(LibCrypto)]
-    private static extern EvpPKeyHandle EVP_PKEY_new_raw_private_key(int type, IntPtr engine, ref byte key, nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern IntPtr EVP_PKEY_new_raw_public_key(int type, IntPtr engine, ref byte key, nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern int EVP_PKEY_get_raw_public_key(EvpPKeyHandle key, ref byte publicKey, ref nuint length);
-
-    [DllImport(LibCrypto)]
-    private static extern void EVP_PKEY_free(IntPtr key);
-
     [DllImport(LibCrypto)]
     private static extern IntPtr EVP_PKEY_CTX_new(IntPtr key, IntPtr engine);
 
@@ -174,7 +143,5 @@ internal static class OpenSslX25519
     [DllImport(LibCrypto)]
     private static extern int EVP_PKEY_derive(IntPtr ctx, ref byte key, ref nuint length);
 
-    [DllImport(LibCrypto)]
-    private static extern void ERR_clear_error();
 #pragma warning restore SYSLIB1054
 }
