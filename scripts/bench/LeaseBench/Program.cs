@@ -112,6 +112,8 @@ public static class Program
             using var sampler = Environment.GetEnvironmentVariable("LEASEBENCH_ALLOC") == "1" ? new AllocationSampler() : null;
             var allocated = GC.GetTotalAllocatedBytes(precise: false);
             var collections = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+            var workItems = ThreadPool.CompletedWorkItemCount;
+            var contentions = Monitor.LockContentionCount;
             var wall = Stopwatch.StartNew();
             var next = 0;
             var failures = 0;
@@ -130,6 +132,8 @@ public static class Program
             var elapsed = wall.Elapsed;
             var cpuUsed = Process.GetCurrentProcess().TotalProcessorTime - cpu;
             var allocatedPerTask = (GC.GetTotalAllocatedBytes(precise: false) - allocated) / total;
+            var workItemsPerTask = (double)(ThreadPool.CompletedWorkItemCount - workItems) / total;
+            var contentionsPerTask = (double)(Monitor.LockContentionCount - contentions) / total;
             var gcs = (GC.CollectionCount(0) - collections.Item1, GC.CollectionCount(1) - collections.Item2, GC.CollectionCount(2) - collections.Item3);
 
             Console.WriteLine($"# Potluck lease-path benchmark — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
@@ -145,6 +149,7 @@ public static class Program
             Console.WriteLine($"Results re-run locally by the requester (verification sampling) in the sequential phase: {verified}/{sequential}");
             Console.WriteLine($"Sustained: {total / elapsed.TotalSeconds:0} tasks/s with {concurrency} in flight ({failures} failed; {warmFailures} in the warm-up), {cpuUsed.TotalMilliseconds / total:0.00} ms CPU per task for all three nodes");
             Console.WriteLine($"Sustained phase, managed heap: {allocatedPerTask / 1024.0:0.0} KiB allocated per task; collections gen0 {gcs.Item1}, gen1 {gcs.Item2}, gen2 {gcs.Item3}");
+            Console.WriteLine($"Sustained phase, threads: {workItemsPerTask:0.0} thread-pool work items and {contentionsPerTask:0.00} contended lock acquisitions per task; {ThreadPool.ThreadCount} pool threads at the end");
             sampler?.Report(Console.Out);
             return failures == 0 ? 0 : 1;
         }
