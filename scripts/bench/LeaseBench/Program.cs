@@ -106,7 +106,14 @@ public static class Program
                 }
             }
 
+            // A marker on stderr so that a profiler can attach for the sustained phase only.
+            await Console.Error.WriteLineAsync($"# sustained phase starting, pid {Environment.ProcessId}");
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+            using var sampler = Environment.GetEnvironmentVariable("LEASEBENCH_ALLOC") == "1" ? new AllocationSampler() : null;
+            var allocated = GC.GetTotalAllocatedBytes(precise: false);
+            var collections = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+            var workItems = ThreadPool.CompletedWorkItemCount;
+            var contentions = Monitor.LockContentionCount;
             var wall = Stopwatch.StartNew();
             var next = 0;
             var failures = 0;
@@ -124,6 +131,10 @@ public static class Program
             await requester.Compute.Client.WhenReceiptsDeliveredAsync(ct);
             var elapsed = wall.Elapsed;
             var cpuUsed = Process.GetCurrentProcess().TotalProcessorTime - cpu;
+            var allocatedPerTask = (GC.GetTotalAllocatedBytes(precise: false) - allocated) / total;
+            var workItemsPerTask = (double)(ThreadPool.CompletedWorkItemCount - workItems) / total;
+            var contentionsPerTask = (double)(Monitor.LockContentionCount - contentions) / total;
+            var gcs = (GC.CollectionCount(0) - collections.Item1, GC.CollectionCount(1) - collections.Item2, GC.CollectionCount(2) - collections.Item3);
 
             Console.WriteLine($"# Potluck lease-path benchmark — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine($"# no-op task (exitcode.wasm 0), 1 requester + 2 providers on loopback TCP, one process; {sequential} sequential, then {total} with {concurrency} in flight");
@@ -137,6 +148,9 @@ public static class Program
             Console.WriteLine();
             Console.WriteLine($"Results re-run locally by the requester (verification sampling) in the sequential phase: {verified}/{sequential}");
             Console.WriteLine($"Sustained: {total / elapsed.TotalSeconds:0} tasks/s with {concurrency} in flight ({failures} failed; {warmFailures} in the warm-up), {cpuUsed.TotalMilliseconds / total:0.00} ms CPU per task for all three nodes");
+            Console.WriteLine($"Sustained phase, managed heap: {allocatedPerTask / 1024.0:0.0} KiB allocated per task; collections gen0 {gcs.Item1}, gen1 {gcs.Item2}, gen2 {gcs.Item3}");
+            Console.WriteLine($"Sustained phase, threads: {workItemsPerTask:0.0} thread-pool work items and {contentionsPerTask:0.00} contended lock acquisitions per task; {ThreadPool.ThreadCount} pool threads at the end");
+            sampler?.Report(Console.Out);
             return failures == 0 ? 0 : 1;
         }
         finally
@@ -177,5 +191,52 @@ public static class Program
             }
         }
         throw new InvalidOperationException("run from inside the repository");
+    }
+
+    /// <summary>
+    /// With LEASEBENCH_ALLOC=1: the runtime's allocation samples (one event per ~100 KiB allocated, naming the type of
+    /// the allocation that crossed the threshold) during the sustained phase, summed by type: where the garbage comes from.
+    /// </summary>
+    private sealed class AllocationSampler : System.Diagnostics.Tracing.EventListener
+    {
+        private readonly Dictionary<string, long> _byType = [];
+        private bool _on;
+
+        public AllocationSampler() => _on = true;
+
+        protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+        {
+            if (source.Name == "Microsoft-Windows-DotNETRuntime")
+            {
+                EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+            }
+        }
+
+        protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+        {
+            if (!_on || e.EventName is null || !e.EventName.StartsWith("GCAllocationTick", StringComparison.Ordinal) || e.PayloadNames is null)
+            {
+                return;
+            }
+            var type = e.Payload![e.PayloadNames.IndexOf("TypeName")] as string ?? "?";
+            var amount = Convert.ToInt64(e.Payload[e.PayloadNames.IndexOf("AllocationAmount64")], CultureInfo.InvariantCulture);
+            lock (_byType)
+            {
+                _byType[type] = _byType.GetValueOrDefault(type) + amount;
+            }
+        }
+
+        public void Report(TextWriter output)
+        {
+            _on = false;
+            lock (_byType)
+            {
+                var sum = _byType.Values.Sum();
+                foreach (var (type, amount) in _byType.OrderByDescending(p => p.Value).Take(25))
+                {
+                    output.WriteLine($"alloc {100.0 * amount / sum,5:0.0}% {type}");
+                }
+            }
+        }
     }
 }

@@ -439,7 +439,7 @@ public sealed class CreditLedger : IDisposable
             throw Corrupt($"integrity check failed: {check}");
         }
 
-        using var tx = _connection.BeginTransaction(deferred: false);
+        using var tx = new LedgerTransaction(this);
         var tables = Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"),
             System.Globalization.CultureInfo.InvariantCulture);
         if (tables == 0)
@@ -504,17 +504,17 @@ public sealed class CreditLedger : IDisposable
     /// Begins a write transaction committing with <c>synchronous=FULL</c> (<paramref name="durable"/>) or
     /// <c>NORMAL</c>; the setting is per connection, so it is switched only when it differs from the last one.
     /// </summary>
-    private SqliteTransaction Begin(bool durable)
+    private LedgerTransaction Begin(bool durable)
     {
         if (_durable != durable)
         {
             Execute(null, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
             _durable = durable;
         }
-        return _connection.BeginTransaction(deferred: false);
+        return new LedgerTransaction(this);
     }
 
-    private LedgerResult SettleCore(SqliteTransaction tx, SignedReceipt receipt)
+    private LedgerResult SettleCore(LedgerTransaction tx, SignedReceipt receipt)
     {
         var r = receipt.Receipt;
         var reservation = ReadReservation(tx, r.LeaseId);
@@ -549,7 +549,7 @@ public sealed class CreditLedger : IDisposable
         return LedgerResult.Recorded;
     }
 
-    private LedgerResult InsertEntry(SqliteTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
+    private LedgerResult InsertEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
     {
         var r = receipt.Receipt;
         if (Scalar(tx, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $kind", ("$id", r.ReceiptId), ("$kind", (long)kind)) is { } value)
@@ -569,7 +569,7 @@ public sealed class CreditLedger : IDisposable
         return LedgerResult.Recorded;
     }
 
-    private void SetState(SqliteTransaction tx, byte[] lease, PaymentState state, byte[]? receiptId) =>
+    private void SetState(LedgerTransaction tx, byte[] lease, PaymentState state, byte[]? receiptId) =>
         Execute(tx, "UPDATE reservations SET state = $state, receipt_id = $receipt, updated_at = $now WHERE lease_id = $lease",
             ("$state", (long)state), ("$receipt", (object?)receiptId ?? DBNull.Value), ("$now", Now()), ("$lease", lease));
 
@@ -578,7 +578,7 @@ public sealed class CreditLedger : IDisposable
     /// again whenever another connection changed the file (<c>PRAGMA data_version</c> moves only for those), so the
     /// balance is still derived from the entries, without a scan per reservation.
     /// </summary>
-    private long BalanceCore(SqliteTransaction? tx)
+    private long BalanceCore(LedgerTransaction? tx)
     {
         var version = DataVersion(tx);
         if (_balance is not { } balance || version != _balanceVersion)
@@ -593,20 +593,20 @@ public sealed class CreditLedger : IDisposable
     /// <summary>The balance summed from every entry by SQLite (tests compare it with the kept one).</summary>
     internal long SumEntries() => Run(() => SumEntries(null));
 
-    private long SumEntries(SqliteTransaction? tx) => Convert.ToInt64(
+    private long SumEntries(LedgerTransaction? tx) => Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(CASE kind WHEN 2 THEN -amount ELSE amount END), 0) FROM entries"),
         System.Globalization.CultureInfo.InvariantCulture);
 
-    private long DataVersion(SqliteTransaction? tx) => Convert.ToInt64(Scalar(tx, "PRAGMA data_version"), System.Globalization.CultureInfo.InvariantCulture);
+    private long DataVersion(LedgerTransaction? tx) => Convert.ToInt64(Scalar(tx, "PRAGMA data_version"), System.Globalization.CultureInfo.InvariantCulture);
 
-    private long AvailableCore(SqliteTransaction? tx) => BalanceCore(tx) - Convert.ToInt64(
+    private long AvailableCore(LedgerTransaction? tx) => BalanceCore(tx) - Convert.ToInt64(
         Scalar(tx, "SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0"),
         System.Globalization.CultureInfo.InvariantCulture);
 
-    private PaymentReservation? ReadReservation(SqliteTransaction? tx, byte[] lease) =>
+    private PaymentReservation? ReadReservation(LedgerTransaction? tx, byte[] lease) =>
         ReadReservations(tx, "WHERE r.lease_id = $lease", ("$lease", lease)).FirstOrDefault();
 
-    private List<PaymentReservation> ReadReservations(SqliteTransaction? tx, string where, params (string Name, object Value)[] parameters)
+    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string where, params (string Name, object Value)[] parameters)
     {
         var cmd = Command(tx, $"""
             SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
@@ -640,7 +640,7 @@ public sealed class CreditLedger : IDisposable
     private LedgerEntryKind ReadKind(long kind) =>
         kind is >= 0 and <= 2 ? (LedgerEntryKind)kind : throw Corrupt($"unknown entry kind {kind}");
 
-    private void Commit(SqliteTransaction tx, bool changed)
+    private void Commit(LedgerTransaction tx, bool changed)
     {
         if (changed)
         {
@@ -666,7 +666,7 @@ public sealed class CreditLedger : IDisposable
     /// holding its operation is durable, with its own result or exception, exactly as if it had run alone; a failed
     /// commit fails every operation in it, none of which then left a trace.
     /// </summary>
-    private LedgerResult Durable(Func<SqliteTransaction, LedgerResult> operation)
+    private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation)
     {
         var mine = new PendingWrite(operation);
         lock (_queueGate)
@@ -695,12 +695,16 @@ public sealed class CreditLedger : IDisposable
         {
             using var tx = Begin(durable: true);
             var changed = false;
-            for (var i = 0; i < batch.Count; i++)
+            // Each operation runs inside its own savepoint so that one that does not record is undone alone; a batch of
+            // one needs none, since then the whole transaction is rolled back instead.
+            var savepoints = batch.Count > 1;
+            foreach (var write in batch)
             {
-                var write = batch[i];
-                var savepoint = $"w{i}";
                 var delta = _pendingDelta;
-                tx.Save(savepoint);
+                if (savepoints)
+                {
+                    tx.Save();
+                }
                 write.Ran = true;
                 try
                 {
@@ -710,16 +714,19 @@ public sealed class CreditLedger : IDisposable
                 {
                     write.Error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
                 }
-                if (write.Error is null && write.Result is LedgerResult.Recorded)
-                {
-                    changed = true;
-                    tx.Release(savepoint);
-                }
-                else
+                var recorded = write.Error is null && write.Result is LedgerResult.Recorded;
+                changed |= recorded;
+                if (!recorded)
                 {
                     _pendingDelta = delta;
-                    tx.Rollback(savepoint);
-                    tx.Release(savepoint);
+                }
+                if (savepoints)
+                {
+                    if (!recorded)
+                    {
+                        tx.RollbackToSave();
+                    }
+                    tx.Release();
                 }
             }
             Commit(tx, changed);
@@ -793,7 +800,10 @@ public sealed class CreditLedger : IDisposable
     /// A command for <paramref name="sql"/> with these parameters bound. Commands are kept per statement text (all
     /// are constants here) so each is prepared once; callers run them under the lock and never dispose them.
     /// </summary>
-    private SqliteCommand Command(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    /// <summary>True while the connection has a transaction open (SQLite's autocommit is off).</summary>
+    private bool InTransaction => SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0;
+
+    private SqliteCommand Command(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters)
     {
         if (!_commands.TryGetValue(sql, out var cmd))
         {
@@ -801,7 +811,7 @@ public sealed class CreditLedger : IDisposable
             cmd.CommandText = sql;
             _commands[sql] = cmd;
         }
-        cmd.Transaction = tx;
+        _ = tx; // transactions are run by LedgerTransaction's own commands: the connection has none of its own
         cmd.Parameters.Clear();
         foreach (var (name, value) in parameters)
         {
@@ -810,16 +820,16 @@ public sealed class CreditLedger : IDisposable
         return cmd;
     }
 
-    private object? Scalar(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private object? Scalar(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
         Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(SqliteTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private void Execute(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
         Command(tx, sql, parameters).ExecuteNonQuery();
 
     /// <summary>A durable operation waiting for the next group commit; read and written under the ledger's lock.</summary>
-    private sealed class PendingWrite(Func<SqliteTransaction, LedgerResult> operation)
+    private sealed class PendingWrite(Func<LedgerTransaction, LedgerResult> operation)
     {
-        public Func<SqliteTransaction, LedgerResult> Operation { get; } = operation;
+        public Func<LedgerTransaction, LedgerResult> Operation { get; } = operation;
 
         public bool Done { get; set; }
 
@@ -828,5 +838,53 @@ public sealed class CreditLedger : IDisposable
         public LedgerResult Result { get; set; }
 
         public Exception? Error { get; set; }
+    }
+
+    /// <summary>
+    /// A write transaction (BEGIN IMMEDIATE) driven by this ledger's own cached, once-prepared BEGIN / COMMIT / ROLLBACK /
+    /// SAVEPOINT commands: Microsoft.Data.Sqlite's SqliteTransaction creates and prepares a new command for each of them,
+    /// several per ledger operation. Disposing one that neither committed nor rolled back rolls it back (if SQLite has
+    /// not already), as SqliteTransaction does. The savepoint is a single name: savepoints are never nested here.
+    /// </summary>
+    private sealed class LedgerTransaction : IDisposable
+    {
+        private readonly CreditLedger _ledger;
+        private bool _open;
+
+        public LedgerTransaction(CreditLedger ledger)
+        {
+            _ledger = ledger;
+            ledger.Execute(null, "BEGIN IMMEDIATE");
+            _open = true;
+        }
+
+        public void Commit()
+        {
+            _ledger.Execute(null, "COMMIT");
+            _open = false;
+        }
+
+        public void Rollback()
+        {
+            _open = false;
+            if (_ledger.InTransaction)
+            {
+                _ledger.Execute(null, "ROLLBACK");
+            }
+        }
+
+        public void Save() => _ledger.Execute(null, "SAVEPOINT w");
+
+        public void RollbackToSave() => _ledger.Execute(null, "ROLLBACK TO w");
+
+        public void Release() => _ledger.Execute(null, "RELEASE w");
+
+        public void Dispose()
+        {
+            if (_open)
+            {
+                Rollback();
+            }
+        }
     }
 }

@@ -386,6 +386,41 @@ public class CreditLedgerTests
         Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 6 * 2500));
     }
 
+    /// <summary>
+    /// A durable write alone in its commit runs without a savepoint: one that fails after writing (a crash inside it)
+    /// or records nothing is undone by rolling back the whole transaction, leaves no trace, and leaves no transaction
+    /// open (the next operations begin their own).
+    /// </summary>
+    [Test]
+    public void DurableWrite_AloneInItsCommit_FailingOrNotRecording_LeavesNoTraceAndNoOpenTransaction()
+    {
+        using var provider = OpenProvider();
+        var receipt = MakeReceipt(Lease(1), Requester, Provider);
+        provider.CrashHook = step =>
+        {
+            if (step == "entry")
+            {
+                throw new InvalidOperationException("crash inside the write");
+            }
+        };
+        Assert.Throws<InvalidOperationException>(() => provider.Record(receipt, LedgerEntryKind.Earned));
+        provider.CrashHook = null;
+        Assert.That(provider.Recent(100).Count(e => e.Kind == LedgerEntryKind.Earned), Is.Zero);
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant));
+        Assert.That(provider.Balance(), Is.EqualTo(provider.SumEntries()));
+
+        Assert.That(provider.Record(receipt, LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.Recorded));
+        var commits = 0;
+        provider.CrashHook = step => commits += step == "commit" ? 1 : 0;
+        Assert.That(provider.Record(receipt, LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.AlreadyRecorded));
+        Assert.That(provider.Record(MakeReceipt(Lease(2), Requester, Requester), LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.NotOurs));
+        Assert.That(commits, Is.Zero, "nothing recorded, nothing committed");
+        Assert.That(provider.Record(MakeReceipt(Lease(3), Requester, Provider), LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(commits, Is.EqualTo(1));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 2 * 2500));
+        Assert.That(provider.Balance(), Is.EqualTo(provider.SumEntries()));
+    }
+
     [Test]
     public void Entries_AreAppendOnlyEvenForOtherWriters()
     {
