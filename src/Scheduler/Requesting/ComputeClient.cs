@@ -120,6 +120,24 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
+    /// <summary>Completes once the book holds an advertisement from <paramref name="provider"/> newer than <paramref name="sequence"/>.</summary>
+    public async Task WaitForAdvertisementAsync(PeerId provider, ulong sequence, CancellationToken ct)
+    {
+        while (true)
+        {
+            Task changed;
+            lock (_gate)
+            {
+                if (_book.Live(_time.GetUtcNow()).Any(a => a.Provider == provider && a.Ad.Sequence > sequence))
+                {
+                    return;
+                }
+                changed = _adsChanged.Task;
+            }
+            await changed.WaitAsync(ct);
+        }
+    }
+
     /// <summary>Completes once at least <paramref name="count"/> providers are known (for harnesses that start nodes together).</summary>
     public async Task WaitForProvidersAsync(int count, CancellationToken ct)
     {
@@ -229,6 +247,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var lease = await LeaseOnceAsync(job, ct);
             if (lease is null)
             {
+                if (job.LastWasBusy)
+                {
+                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForProviders)
+                }
                 continue;
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
@@ -385,6 +407,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         ulong requestId;
         lock (_gate)
         {
+            job.LastWasBusy = false;
             job.Tried.Add(provider);
             requestId = (ulong)_random.NextInt64(1, long.MaxValue);
         }
@@ -417,6 +440,21 @@ public sealed partial class ComputeClient : IAsyncDisposable
             if (outcome.RejectReason is not LeaseRejectReason.Busy)
             {
                 _reputation.RecordFailure(provider);
+            }
+            else
+            {
+                var now = _time.GetUtcNow();
+                lock (_gate)
+                {
+                    job.WaitBusyUntil ??= now + _options.WaitForProviders;
+                    if (now < job.WaitBusyUntil)
+                    {
+                        // Not tried for good: skipped until its next advertisement says what it has free.
+                        job.Tried.Remove(provider);
+                        job.BusyAt[provider] = ad.Ad.Sequence;
+                        job.LastWasBusy = true;
+                    }
+                }
             }
             Record(job, new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
             ct.ThrowIfCancellationRequested();
@@ -485,11 +523,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             Task changed;
             SelectionResult selection;
+            bool waitingOnBusy;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
                 var excluded = new HashSet<PeerId>(job.Tried);
                 excluded.UnionWith(_reputation.RefusedProviders());
+                var live = _book.Live(now);
+                waitingOnBusy = false;
+                foreach (var ad in live)
+                {
+                    if (job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    {
+                        excluded.Add(ad.Provider);
+                        waitingOnBusy = true;
+                    }
+                }
                 var requirements = new Requirements
                 {
                     MinMemoryBytes = job.Submission.MemoryBytes,
@@ -499,7 +548,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     RequiredPolicy = ProviderPolicyFlags.Attests,
                     MaxResults = 1,
                 };
-                selection = _selector.Select(_book.Live(now), requirements, now);
+                selection = _selector.Select(live, requirements, now);
                 changed = _adsChanged.Task;
             }
             if (selection is Matched matched)
@@ -507,7 +556,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 return matched.Providers[0].Advertisement;
             }
             var noMatch = (NoMatch)selection;
-            var couldChange = noMatch.Seen == 0 || noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy) > 0;
+            var couldChange = noMatch.Seen == 0 || noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy) > 0 || waitingOnBusy;
             var left = waitUntil - _time.GetUtcNow();
             if (!couldChange || left <= TimeSpan.Zero)
             {
@@ -683,6 +732,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public byte[] Payload { get; } = payload;
 
         public HashSet<PeerId> Tried { get; } = [];
+
+        /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
+        public Dictionary<PeerId, ulong> BusyAt { get; } = [];
+
+        /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
+        public DateTimeOffset? WaitBusyUntil { get; set; }
+
+        /// <summary>The last lease ended in a busy refusal that does not count as an attempt.</summary>
+        public bool LastWasBusy { get; set; }
 
         public List<AttemptRecord> History { get; } = [];
 

@@ -53,17 +53,17 @@ internal sealed class ComputeCluster : IAsyncDisposable
         public bool Killed { get; set; }
     }
 
-    public static ProviderOptions ProviderOptions(long price, int cores = 1) => new()
+    public static ProviderOptions ProviderOptions(long price, int cores = 1, TimeSpan minPublishGap = default) => new()
     {
         Cores = cores,
         MemoryBytes = 256L << 20,
         MaxMemoryPerLease = 128L << 20,
         PricePerMegaFuel = price,
-        Advertising = new AdvertisementOptions { MinPublishGap = TimeSpan.Zero },
+        Advertising = new AdvertisementOptions { MinPublishGap = minPublishGap },
     };
 
     public async Task<Member> AddAsync(string name, bool provide, long price = 10, Func<ITaskExecutor, ITaskExecutor>? decorate = null,
-        Action<ComputeClientOptionsBuilder>? client = null)
+        Action<ComputeClientOptionsBuilder>? client = null, TimeSpan? minPublishGap = null)
     {
         var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, Time);
         await host.StartAsync([Multiaddr.Parse("/memory/0")], CancellationToken.None);
@@ -74,7 +74,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
         {
             DataDir = dir,
             Provide = provide,
-            Provider = ProviderOptions(price),
+            Provider = ProviderOptions(price, minPublishGap: minPublishGap ?? TimeSpan.Zero),
             Client = builder.Build(),
             Credits = new CreditsOptions { InitialGrant = Grant },
             Sandbox = new Potluck.Scheduler.Sandbox.SandboxOptions { MaxMemoryBytes = 128L << 20 },

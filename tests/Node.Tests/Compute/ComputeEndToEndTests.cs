@@ -36,6 +36,63 @@ public class ComputeEndToEndTests
         }
     }
 
+    /// <summary>Runs tasks through the real executor, each only once the test lets it.</summary>
+    private sealed class GatedExecutor(ITaskExecutor inner) : ITaskExecutor
+    {
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct)
+        {
+            Started.TrySetResult();
+            await Release.Task.WaitAsync(ct);
+            return await inner.ExecuteAsync(execution, ct);
+        }
+    }
+
+    [Test]
+    public async Task BusyProvider_WithAStaleAdvertisement_IsWaitedFor_NotCountedAsAFailedAttempt(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(18);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        GatedExecutor? gate = null;
+        // One core, and advertisements at most every 10 s: while its first task runs, its advertisement still says it is free.
+        var provider = await cluster.AddAsync("provider", provide: true, decorate: inner => gate = new GatedExecutor(inner),
+            minPublishGap: TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        var busyRefusal = new TaskCompletionSource<AttemptRecord>(TaskCreationOptions.RunContinuationsAsynchronously);
+        requester.Node.Client.AttemptEnded += a =>
+        {
+            if (a.Outcome == LeaseOutcomeKind.Rejected)
+            {
+                busyRefusal.TrySetResult(a);
+            }
+        };
+
+        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
+        await gate!.Started.Task.WaitAsync(ct);
+        var second = requester.Node.SubmitAsync(HashTask("second", 10), ct);
+        var refusal = await busyRefusal.Task.WaitAsync(ct);
+        Assert.That(refusal.Detail, Does.Contain("busy").IgnoreCase, "the stale advertisement led to a busy refusal");
+
+        // The provider's next advertisement says it is busy; the requester keeps waiting rather than giving up.
+        var sequence = requester.Node.Client.Providers().Single().Ad.Sequence;
+        cluster.Time.Advance(TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForAdvertisementAsync(provider.PeerId, sequence, ct);
+        Assert.That(second.IsCompleted, Is.False, "still waiting for capacity");
+
+        gate.Release.TrySetResult();
+        Assert.That((await first).Status, Is.EqualTo(ExecutionStatus.Success));
+        cluster.Time.Advance(TimeSpan.FromSeconds(10)); // its next advertisement: free again
+        var result = await second.WaitAsync(ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("second"u8.ToArray(), 10)));
+        Assert.That(result.Provider, Is.EqualTo(provider.PeerId));
+        Assert.That(result.History.Select(h => h.Outcome), Is.EqualTo(new[] { LeaseOutcomeKind.Rejected, LeaseOutcomeKind.Completed }));
+        await cluster.AssertLedgersConserveAsync();
+    }
+
     [Test]
     public async Task Cheater_AmongThreeProviders_IsCaughtUnpaidAndRefusedEverywhere_AndEveryOutputIsCorrect(CancellationToken ct)
     {
