@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace Potluck.Node.Tests;
 
 /// <summary>
@@ -15,30 +13,14 @@ public class MdnsProcessTests
     [CancelAfter(300_000)]
     public async Task RealProcesses_InsidePrivateNetworkNamespace_FindEachOtherByMdns_AndAThirdJoinsByBootstrap(CancellationToken ct)
     {
-        if (Environment.GetEnvironmentVariable(InsideVariable) == "1")
-        {
-            Assert.Ignore("this is the inner run");
-        }
-        if (!OperatingSystem.IsLinux() || await RunAsync("unshare", ["-rn", "true"], null, ct) is not (0, _))
-        {
-            Assert.Ignore("unshare -rn is not permitted here");
-        }
-        var dll = typeof(MdnsProcessTests).Assembly.Location;
-        const string script = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && " +
-                              "exec dotnet test \"$0\" --filter \"FullyQualifiedName~InNamespace_TwoNodesWithNoFlags\"";
-        var (code, output) = await RunAsync("unshare", ["-rn", "sh", "-c", script, dll], new() { [InsideVariable] = "1" }, ct);
-        Assert.That(code, Is.Zero, output);
-        Assert.That(output, Does.Contain("Passed: 1").Or.Contain("Passed:     1"), output);
+        await Potluck.Tests.NetworkNamespace.RunInsideAsync(typeof(MdnsProcessTests).Assembly.Location, "InNamespace_TwoNodesWithNoFlags", InsideVariable, ct);
     }
 
     [Test]
     [CancelAfter(200_000)]
     public async Task InNamespace_TwoNodesWithNoFlags_FindEachOther_AndAThirdJoinsThroughTheDht(CancellationToken ct)
     {
-        if (Environment.GetEnvironmentVariable(InsideVariable) != "1")
-        {
-            Assert.Ignore("sends multicast: runs only inside the network namespace the outer test creates");
-        }
+        Potluck.Tests.NetworkNamespace.RequireInside(InsideVariable);
         var root = Path.Combine(Path.GetTempPath(), "pl-mdns-" + Guid.NewGuid().ToString("N")[..12]);
         string[] dirs = [root + "-a", root + "-b", root + "-c"];
         try
@@ -68,41 +50,6 @@ public class MdnsProcessTests
             {
                 ProcessTests.DeleteDir(dir);
             }
-        }
-    }
-
-    private static async Task<(int Code, string Output)> RunAsync(string file, string[] args, Dictionary<string, string>? env, CancellationToken ct)
-    {
-        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-        foreach (var (k, v) in env ?? [])
-        {
-            info.Environment[k] = v;
-        }
-        try
-        {
-            using var process = Process.Start(info)!;
-            var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
-            var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
-            try
-            {
-                await process.WaitForExitAsync(ct);
-            }
-            catch (OperationCanceledException)
-            {
-                // Out of time: stop it and still report what it printed, so a hang says where it hung.
-                process.Kill(entireProcessTree: true);
-                await process.WaitForExitAsync(CancellationToken.None);
-                Assert.Fail($"{file} did not finish in time. It printed:\n{await stdout}{await stderr}");
-            }
-            return (process.ExitCode, await stdout + await stderr);
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            return (-1, e.Message);
         }
     }
 }

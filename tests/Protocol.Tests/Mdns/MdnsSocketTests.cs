@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Host;
@@ -22,29 +21,13 @@ public class MdnsSocketTests
     [Test]
     public async Task RealSockets_InsidePrivateNetworkNamespace_TwoPeersDiscoverEachOther(CancellationToken ct)
     {
-        if (Environment.GetEnvironmentVariable(InsideVariable) == "1")
-        {
-            Assert.Ignore("this is the inner run");
-        }
-        if (!OperatingSystem.IsLinux() || await RunAsync("unshare", ["-rn", "true"], null, ct) is not (0, _))
-        {
-            Assert.Ignore("unshare -rn is not permitted here");
-        }
-        var dll = typeof(MdnsSocketTests).Assembly.Location;
-        const string script = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && " +
-                              "exec dotnet test \"$0\" --filter \"FullyQualifiedName~InNamespace_TwoServicesOnLoopback\"";
-        var (code, output) = await RunAsync("unshare", ["-rn", "sh", "-c", script, dll], new() { [InsideVariable] = "1" }, ct);
-        Assert.That(code, Is.Zero, output);
-        Assert.That(output, Does.Contain("Passed: 1").Or.Contain("Passed:     1"), output);
+        await Potluck.Tests.NetworkNamespace.RunInsideAsync(typeof(MdnsSocketTests).Assembly.Location, "InNamespace_TwoServicesOnLoopback", InsideVariable, ct);
     }
 
     [Test]
     public async Task InNamespace_TwoServicesOnLoopback_DiscoverEachOther(CancellationToken ct)
     {
-        if (Environment.GetEnvironmentVariable(InsideVariable) != "1")
-        {
-            Assert.Ignore("sends multicast: runs only inside the network namespace the outer test creates");
-        }
+        Potluck.Tests.NetworkNamespace.RequireInside(InsideVariable);
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var random = new Random(5);
         await using var a = Libp2pHost.Create(PrivateKey.FromRandom(random), [new TcpTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, time);
@@ -70,38 +53,5 @@ public class MdnsSocketTests
         Assert.That(seenB.Addresses, Does.Contain(b.ListenAddresses[0]));
         Assert.That(a.Peers.GetAddresses(b.PeerId), Does.Contain(b.ListenAddresses[0]));
         Assert.That(b.Peers.GetAddresses(a.PeerId), Does.Contain(a.ListenAddresses[0]));
-    }
-
-    private static async Task<(int Code, string Output)> RunAsync(string file, string[] args, Dictionary<string, string>? env, CancellationToken ct)
-    {
-        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-        foreach (var (k, v) in env ?? [])
-        {
-            info.Environment[k] = v;
-        }
-        try
-        {
-            using var process = Process.Start(info)!;
-            var stdout = process.StandardOutput.ReadToEndAsync(ct);
-            var stderr = process.StandardError.ReadToEndAsync(ct);
-            try
-            {
-                await process.WaitForExitAsync(ct);
-            }
-            catch (OperationCanceledException)
-            {
-                process.Kill(entireProcessTree: true);
-                throw;
-            }
-            return (process.ExitCode, await stdout + await stderr);
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            return (-1, e.Message);
-        }
     }
 }
