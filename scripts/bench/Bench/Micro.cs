@@ -26,17 +26,11 @@ internal static class Micro
         Measure("Ed25519 sign (BouncyCastle)", 2000, () => identity.SignWithBouncyCastle(message));
         Measure("Ed25519 verify (default path)", 2000, () => identity.PublicKey.Verify(message, signature));
         Measure("Ed25519 verify (BouncyCastle)", 2000, () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
-        Compare("Ed25519 sign: OpenSSL vs BouncyCastle", 500,
-            () => identity.SignWithOpenSsl(message), () => identity.SignWithBouncyCastle(message));
-        Compare("Ed25519 verify: OpenSSL vs BouncyCastle", 500,
-            () => identity.PublicKey.VerifyWithOpenSsl(message, signature), () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
         ComparePaths("Ed25519 sign (64 B)", 500,
             ("BouncyCastle", () => identity.SignWithBouncyCastle(message)),
-            ("OpenSSL", () => identity.SignWithOpenSsl(message)),
             ("libsodium", () => identity.SignWithSodium(message)));
         ComparePaths("Ed25519 verify (64 B)", 500,
             ("BouncyCastle", () => identity.PublicKey.VerifyWithBouncyCastle(message, signature)),
-            ("OpenSSL", () => identity.PublicKey.VerifyWithOpenSsl(message, signature)),
             ("libsodium", () => identity.PublicKey.VerifyWithSodium(message, signature)));
         var scalar = new byte[32].Select((_, i) => (byte)(3 * i + 1)).ToArray();
         using var xBc = X25519KeyPair.FromPrivate(scalar, X25519Path.BouncyCastle);
@@ -79,37 +73,6 @@ internal static class Micro
         var plain = new byte[NoiseFrame.MaxPlaintextLength];
         var sealedFrame = new byte[NoiseFrame.MaxMessageLength];
         Measure("ChaCha20Poly1305 encrypt 65519 B", 2000, () => cipher.Encrypt(default, plain, sealedFrame));
-    }
-
-    /// <summary>A/B interleaved, 11 rounds of each: medians and the median of the per-round ratios (A / B).</summary>
-    private static void Compare(string name, int count, Action a, Action b)
-    {
-        var ta = new List<double>();
-        var tb = new List<double>();
-        var ratios = new List<double>();
-        for (var round = 0; round < 12; round++)
-        {
-            var sw = Stopwatch.StartNew();
-            for (var i = 0; i < count; i++)
-            {
-                a();
-            }
-            var x = sw.Elapsed.TotalMicroseconds / count;
-            sw.Restart();
-            for (var i = 0; i < count; i++)
-            {
-                b();
-            }
-            var y = sw.Elapsed.TotalMicroseconds / count;
-            if (round > 0) // the first round warms both up
-            {
-                ta.Add(x);
-                tb.Add(y);
-                ratios.Add(x / y);
-            }
-        }
-        static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
-        Console.WriteLine($"# {name}: {Median(ta):0.0} µs vs {Median(tb):0.0} µs, ratio {Median(ratios):0.00}");
     }
 
     /// <summary>

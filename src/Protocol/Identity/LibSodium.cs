@@ -8,7 +8,7 @@ namespace Potluck.Protocol.Identity;
 /// X25519 (<c>Noise/SodiumX25519</c>) because it is faster than both BouncyCastle's managed code and OpenSSL 3.0 here.
 /// The library is looked up as <c>libsodium.so.23</c> (Debian's libsodium23, 1.0.18) and then as plain
 /// <c>libsodium</c>; <c>sodium_init</c> runs once before any other call. When it is missing or refuses to start,
-/// <see cref="IsAvailable"/> is false and callers keep their OpenSSL or BouncyCastle paths.
+/// <see cref="IsAvailable"/> is false and callers keep their other paths (BouncyCastle for Ed25519; OpenSSL, then BouncyCastle, for X25519).
 /// <c>POTLUCK_NO_SODIUM=1</c> turns it off (to compare with the older paths in one build).
 /// </summary>
 internal static class LibSodium

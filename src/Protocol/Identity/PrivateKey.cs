@@ -12,8 +12,6 @@ namespace Potluck.Protocol.Identity;
 public sealed class PrivateKey
 {
     private readonly Ed25519PrivateKeyParameters _key;
-    private OpenSslEvp.EvpPKeyHandle? _openSsl; // made on first sign; freed by its SafeHandle's finalizer
-    private int _openSslFailed;
     private byte[]? _sodium; // libsodium's 64-byte seed‖public secret key, made on first sign
     private int _sodiumFailed;
 
@@ -57,13 +55,11 @@ public sealed class PrivateKey
 
     /// <summary>
     /// An Ed25519 signature (RFC 8032) over <paramref name="message"/>: through libsodium when available
-    /// (<see cref="SodiumEd25519.Preferred"/>), else OpenSSL when <see cref="OpenSslEd25519.Preferred"/>, else (and whenever
-    /// one of those fails) BouncyCastle. All give the same bytes (Ed25519 is deterministic).
+    /// (<see cref="SodiumEd25519.Preferred"/>), else (and whenever it fails) BouncyCastle. Both give the same bytes
+    /// (Ed25519 is deterministic).
     /// </summary>
     public byte[] Sign(ReadOnlySpan<byte> message) =>
-        (SodiumEd25519.Preferred ? SignWithSodium(message) : null)
-        ?? (OpenSslEd25519.Preferred ? SignWithOpenSsl(message) : null)
-        ?? SignWithBouncyCastle(message);
+        (SodiumEd25519.Preferred ? SignWithSodium(message) : null) ?? SignWithBouncyCastle(message);
 
     /// <summary>The libsodium path alone; null when libsodium is unavailable or failed.</summary>
     internal byte[]? SignWithSodium(ReadOnlySpan<byte> message)
@@ -100,50 +96,13 @@ public sealed class PrivateKey
         return Interlocked.CompareExchange(ref _sodium, created, null) ?? created;
     }
 
-    /// <summary>The OpenSSL path alone; null when OpenSSL is unavailable or failed.</summary>
-    internal byte[]? SignWithOpenSsl(ReadOnlySpan<byte> message)
-    {
-        var handle = OpenSslHandle();
-        if (handle is null)
-        {
-            return null;
-        }
-        var signature = new byte[OpenSslEd25519.SignatureLength];
-        return OpenSslEd25519.TrySign(handle, message, signature) ? signature : null;
-    }
-
-    /// <summary>The BouncyCastle path alone: the reference the OpenSSL path is tested against.</summary>
+    /// <summary>The BouncyCastle path alone: the reference the libsodium path is tested against.</summary>
     internal byte[] SignWithBouncyCastle(ReadOnlySpan<byte> message)
     {
         var signer = new Ed25519Signer();
         signer.Init(true, _key);
         signer.BlockUpdate(message);
         return signer.GenerateSignature();
-    }
-
-    private OpenSslEvp.EvpPKeyHandle? OpenSslHandle()
-    {
-        var handle = Volatile.Read(ref _openSsl);
-        if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)
-        {
-            return handle;
-        }
-        Span<byte> seed = stackalloc byte[32];
-        _key.Encode(seed);
-        var created = OpenSslEd25519.TryCreatePrivate(seed);
-        CryptographicOperations.ZeroMemory(seed);
-        if (created is null)
-        {
-            Volatile.Write(ref _openSslFailed, 1);
-            return null;
-        }
-        var existing = Interlocked.CompareExchange(ref _openSsl, created, null);
-        if (existing is not null)
-        {
-            created.Dispose(); // another thread won the race
-            return existing;
-        }
-        return created;
     }
 
     public byte[] ToProtobuf()

@@ -50,8 +50,6 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     private readonly AsymmetricKeyParameter? _parameters; // Ed25519, secp256k1, ECDSA
     private readonly RSAParameters _rsa;                  // RSA
-    private OpenSslEvp.EvpPKeyHandle? _openSsl;       // Ed25519 through OpenSSL, made on first verify
-    private int _openSslFailed;
 
     private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
     {
@@ -201,10 +199,6 @@ public sealed class PublicKey : IEquatable<PublicKey>
             {
                 return SodiumEd25519.Verify(Data, message, signature);
             }
-            if (Type == KeyType.Ed25519 && OpenSslEd25519.Preferred && OpenSslHandle() is { } handle)
-            {
-                return OpenSslEd25519.Verify(handle, message, signature);
-            }
             if (Type == KeyType.Rsa)
             {
                 using var rsa = RSA.Create(_rsa);
@@ -255,7 +249,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
         return false;
     }
 
-    /// <summary>The BouncyCastle path alone for Ed25519: the reference the OpenSSL path is tested against.</summary>
+    /// <summary>The BouncyCastle path alone for Ed25519: the reference the libsodium path is tested against.</summary>
     internal bool VerifyWithBouncyCastle(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature)
     {
         if (Type != KeyType.Ed25519)
@@ -284,32 +278,6 @@ public sealed class PublicKey : IEquatable<PublicKey>
         Type == KeyType.Ed25519 && SodiumEd25519.IsAvailable && signature.Length <= MaxSignatureLength
             ? SodiumEd25519.Verify(Data, message, signature)
             : null;
-
-    /// <summary>The OpenSSL path alone for Ed25519; null when OpenSSL is unavailable or refused the key.</summary>
-    internal bool? VerifyWithOpenSsl(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
-        Type == KeyType.Ed25519 && OpenSslHandle() is { } handle ? OpenSslEd25519.Verify(handle, message, signature) : null;
-
-    private OpenSslEvp.EvpPKeyHandle? OpenSslHandle()
-    {
-        var handle = Volatile.Read(ref _openSsl);
-        if (handle is not null || Volatile.Read(ref _openSslFailed) != 0 || !OpenSslEd25519.IsAvailable)
-        {
-            return handle;
-        }
-        var created = OpenSslEd25519.TryCreatePublic(Data);
-        if (created is null)
-        {
-            Volatile.Write(ref _openSslFailed, 1);
-            return null;
-        }
-        var existing = Interlocked.CompareExchange(ref _openSsl, created, null);
-        if (existing is not null)
-        {
-            created.Dispose(); // another thread won the race
-            return existing;
-        }
-        return created;
-    }
 
     public bool Equals(PublicKey? other) => other is not null && other.Type == Type && other.Data.AsSpan().SequenceEqual(Data);
 

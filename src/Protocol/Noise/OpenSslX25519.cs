@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
-using Potluck.Protocol.Identity;
-using EvpPKeyHandle = Potluck.Protocol.Identity.OpenSslEvp.EvpPKeyHandle;
+using EvpPKeyHandle = Potluck.Protocol.Noise.OpenSslEvp.EvpPKeyHandle;
 
 namespace Potluck.Protocol.Noise;
 

@@ -24,7 +24,7 @@ internal sealed class X25519KeyPair : IDisposable
 
     private readonly byte[] _private;
     private readonly byte[] _public = new byte[Length];
-    private readonly Potluck.Protocol.Identity.OpenSslEvp.EvpPKeyHandle? _openSsl;
+    private readonly OpenSslEvp.EvpPKeyHandle? _openSsl;
     private readonly bool _sodium;
 
     private X25519KeyPair(byte[] privateKey, X25519Path path)

@@ -4,7 +4,7 @@ using Potluck.Protocol.Identity;
 
 namespace Potluck.Protocol.Tests.Identity;
 
-/// <summary>The libsodium and OpenSSL Ed25519 paths against the BouncyCastle reference, on RFC 8032 vectors and random input.</summary>
+/// <summary>The libsodium Ed25519 path against the BouncyCastle reference, on RFC 8032 vectors and random input.</summary>
 public class Ed25519PathsTests
 {
     // RFC 8032 §7.1, tests 1, 2, 3 and SHA(abc): seed, public key, message, signature.
@@ -29,15 +29,6 @@ public class Ed25519PathsTests
     ];
 
     private static IEnumerable<TestCaseData> Vectors() => Rfc8032.Select((v, i) => new TestCaseData(v[0], v[1], v[2], v[3]).SetName($"Rfc8032Vector({i})"));
-
-    private static bool OpenSslExpected => OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable("POTLUCK_NO_OPENSSL_ED25519") != "1";
-
-    [Test]
-    public void OpenSsl_OnLinux_IsAvailable()
-    {
-        Assume.That(OpenSslExpected);
-        Assert.That(OpenSslEd25519.IsAvailable, Is.True, "libcrypto.so.3 should load on Linux; signatures fall back to the slower BouncyCastle");
-    }
 
     [Test]
     public void Sodium_WhereInstalled_IsAvailableAndTheDefault()
@@ -71,11 +62,6 @@ public class Ed25519PathsTests
         Assert.That(key.Sign(m), Is.EqualTo(expected), "default path");
         Assert.That(key.PublicKey.VerifyWithBouncyCastle(m, expected), Is.True, "BouncyCastle");
         Assert.That(key.PublicKey.Verify(m, expected), Is.True, "default path");
-        if (OpenSslEd25519.IsAvailable)
-        {
-            Assert.That(key.SignWithOpenSsl(m), Is.EqualTo(expected), "OpenSSL");
-            Assert.That(key.PublicKey.VerifyWithOpenSsl(m, expected), Is.True, "OpenSSL");
-        }
         if (SodiumEd25519.IsAvailable)
         {
             Assert.That(key.SignWithSodium(m), Is.EqualTo(expected), "libsodium");
@@ -96,7 +82,6 @@ public class Ed25519PathsTests
             bad[bit / 8] ^= (byte)(1 << (bit % 8));
             Assert.That(key.VerifyWithBouncyCastle(m, bad), Is.False, $"BouncyCastle, bit {bit}");
             Assert.That(key.Verify(m, bad), Is.False, $"default path, bit {bit}");
-            Assert.That(key.VerifyWithOpenSsl(m, bad), Is.Not.True, $"OpenSSL, bit {bit}");
             Assert.That(key.VerifyWithSodium(m, bad), Is.Not.True, $"libsodium, bit {bit}");
         }
     }
@@ -136,7 +121,6 @@ public class Ed25519PathsTests
         {
             Assert.That(key.PublicKey.VerifyWithBouncyCastle(m, signature), Is.False, $"BouncyCastle: {why}");
             Assert.That(key.PublicKey.Verify(m, signature), Is.False, $"default path: {why}");
-            Assert.That(key.PublicKey.VerifyWithOpenSsl(m, signature), Is.Not.True, $"OpenSSL: {why}");
             Assert.That(key.PublicKey.VerifyWithSodium(m, signature), Is.Not.True, $"libsodium: {why}");
         }
     }
@@ -151,7 +135,6 @@ public class Ed25519PathsTests
         {
             Assert.That(key.VerifyWithBouncyCastle(message, signature), Is.False, why);
             Assert.That(key.Verify(message, signature), Is.False, why);
-            Assert.That(key.VerifyWithOpenSsl(message, signature), Is.Not.True, why);
             Assert.That(key.VerifyWithSodium(message, signature), Is.Not.True, why);
         }
     }
@@ -174,7 +157,6 @@ public class Ed25519PathsTests
         {
             var key = PrivateKey.FromRandom(new Random(seed));
             var reference = key.SignWithBouncyCastle(message);
-            var fast = key.SignWithOpenSsl(message) ?? reference;
             var sodium = key.SignWithSodium(message) ?? reference;
             var tampered = (byte[])message.Clone();
             if (tampered.Length > 0)
@@ -185,18 +167,14 @@ public class Ed25519PathsTests
             {
                 tampered = [0];
             }
-            return fast.AsSpan().SequenceEqual(reference)
-                   && sodium.AsSpan().SequenceEqual(reference)
+            return sodium.AsSpan().SequenceEqual(reference)
                    && key.PublicKey.VerifyWithBouncyCastle(message, sodium)
-                   && (key.PublicKey.VerifyWithOpenSsl(message, sodium) ?? true)
-                   && (key.PublicKey.VerifyWithSodium(message, fast) ?? true)
+                   && (key.PublicKey.VerifyWithSodium(message, reference) ?? true)
                    && (key.PublicKey.VerifyWithSodium(tampered, reference) ?? false) == false
                    && key.Sign(message).AsSpan().SequenceEqual(reference)
-                   && key.PublicKey.VerifyWithBouncyCastle(message, fast)
                    && key.PublicKey.Verify(message, reference)
-                   && (key.PublicKey.VerifyWithOpenSsl(message, reference) ?? true)
                    && !key.PublicKey.Verify(tampered, reference)
-                   && !key.PublicKey.VerifyWithBouncyCastle(tampered, fast);
+                   && !key.PublicKey.VerifyWithBouncyCastle(tampered, sodium);
         });
 
     [FsCheck.NUnit.Property(MaxTest = 300)]
@@ -205,8 +183,7 @@ public class Ed25519PathsTests
         {
             var key = PrivateKey.FromRandom(new Random(message.Length)).PublicKey;
             var reference = key.VerifyWithBouncyCastle(message, signature);
-            return !reference && !key.Verify(message, signature) && key.VerifyWithOpenSsl(message, signature) is null or false
-                   && key.VerifyWithSodium(message, signature) is null or false;
+            return !reference && !key.Verify(message, signature) && key.VerifyWithSodium(message, signature) is null or false;
         });
 
     [FsCheck.NUnit.Property(MaxTest = 300)]
@@ -222,7 +199,6 @@ public class Ed25519PathsTests
             return new[] { noise, corrupted }.All(signature =>
                 !key.PublicKey.VerifyWithBouncyCastle(message, signature)
                 && !key.PublicKey.Verify(message, signature)
-                && key.PublicKey.VerifyWithOpenSsl(message, signature) is null or false
                 && key.PublicKey.VerifyWithSodium(message, signature) is null or false);
         });
 
@@ -232,7 +208,7 @@ public class Ed25519PathsTests
         var key = PrivateKey.FromRandom(new Random(42));
         var messages = Enumerable.Range(0, 64).Select(i => BitConverter.GetBytes(i)).ToArray();
         var expected = messages.Select(m => key.SignWithBouncyCastle(m)).ToArray();
-        var fresh = PrivateKey.FromRandom(new Random(42)); // no OpenSSL key made yet: the threads race to make it
+        var fresh = PrivateKey.FromRandom(new Random(42)); // no libsodium secret key made yet: the threads race to make it
         var results = new byte[messages.Length][];
         Parallel.For(0, messages.Length, i => results[i] = fresh.Sign(messages[i]));
         Assert.That(results, Is.EqualTo(expected));

@@ -1,10 +1,10 @@
 using System.Runtime.InteropServices;
 
-namespace Potluck.Protocol.Identity;
+namespace Potluck.Protocol.Noise;
 
 /// <summary>
-/// The few OpenSSL 3 (<c>libcrypto.so.3</c>) key calls that <see cref="OpenSslEd25519"/> and Noise's X25519 share: raw
-/// keys in and out of an <c>EVP_PKEY</c>, held in an <see cref="EvpPKeyHandle"/>. Every failure clears OpenSSL's error
+/// The OpenSSL 3 (<c>libcrypto.so.3</c>) key calls <see cref="OpenSslX25519"/> makes: raw keys in and out of an
+/// <c>EVP_PKEY</c>, held in an <see cref="EvpPKeyHandle"/>. Every failure clears OpenSSL's error
 /// queue and returns null or false; callers fall back to another implementation. No <c>unsafe</c>: spans go in as
 /// <c>ref byte</c>, which the marshaller pins.
 /// </summary>
