@@ -88,15 +88,9 @@ public static class MultistreamSelect
     public static async ValueTask<IDuplexPipe> SelectOneLazyAsync(
         IDuplexPipe pipe, string protocol, MultistreamOptions options, CancellationToken ct)
     {
-        ArgumentNullException.ThrowIfNull(pipe);
-        ArgumentNullException.ThrowIfNull(options);
-        MultistreamMessage.ValidateProtocolId(protocol, options.MaxMessageLength, nameof(protocol));
-
-        var output = pipe.Output;
-        MultistreamMessage.Write(output, ProtocolId);
-        MultistreamMessage.Write(output, protocol);
-        await output.FlushAsync(ct).ConfigureAwait(false);
-        return new LazyNegotiatedPipe(new LazyNegotiationReader(pipe.Input, protocol, options), output);
+        var selected = SelectOneLazy(pipe, protocol, options);
+        await pipe.Output.FlushAsync(ct).ConfigureAwait(false);
+        return selected;
     }
 
     /// <summary>
