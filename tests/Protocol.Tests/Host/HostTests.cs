@@ -185,10 +185,16 @@ public class HostTests
         var b = await hosts.StartAsync(o => o.IdleTimeout = TimeSpan.Zero);
         var c = await hosts.StartAsync(o => o.IdleTimeout = TimeSpan.Zero);
         var toB = await a.Host.ConnectAsync(b.Address, ct);
-        await a.Host.ConnectAsync(c.Address, ct);
+        var toC = await a.Host.ConnectAsync(c.Address, ct);
         await a.Identify.WhenIdentifiedAsync(b.Host.PeerId, ct);
         await a.Identify.WhenIdentifiedAsync(c.Host.PeerId, ct);
+        await b.Identify.WhenIdentifiedAsync(a.Host.PeerId, ct);
+        await c.Identify.WhenIdentifiedAsync(a.Host.PeerId, ct);
         a.Host.Protect(c.Host.PeerId, "test");
+        // Idle means no open stream: let both ends' identify streams finish before the clock moves (on a loaded
+        // machine they can outlast every tick below). A bounded wait on a condition, not on the clock.
+        Assert.That(SpinWait.SpinUntil(() => toB.StreamCount == 0 && toC.StreamCount == 0, TimeSpan.FromSeconds(30)), Is.True,
+            "the identify streams close");
 
         var closed = new TaskCompletionSource();
         a.Host.Disconnected += conn =>
