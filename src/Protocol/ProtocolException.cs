@@ -1,3 +1,5 @@
+using Potluck.Protocol.Runtime;
+
 namespace Potluck.Protocol;
 
 /// <summary>
@@ -5,21 +7,34 @@ namespace Potluck.Protocol;
 /// violation resets the stream, a connection-level one (bad framing, MAC failure) closes the connection.
 /// Logged at Debug: a hostile peer must not be able to flood the log.
 /// </summary>
-public class ProtocolViolationException : Exception
+public class ProtocolViolationException : Exception, IClassifiedFailure
 {
-    public ProtocolViolationException(string protocol, string reason)
+    public ProtocolViolationException(string protocol, string reason, ViolationCode code = ViolationCode.Other, BlastRadius radius = BlastRadius.Stream)
         : base($"{protocol}: {reason}")
     {
         Protocol = protocol;
         Reason = reason;
+        Code = code;
+        Radius = radius;
     }
 
-    public ProtocolViolationException(string protocol, string reason, Exception inner)
+    public ProtocolViolationException(string protocol, string reason, Exception inner, ViolationCode code = ViolationCode.Other,
+        BlastRadius radius = BlastRadius.Stream)
         : base($"{protocol}: {reason}", inner)
     {
         Protocol = protocol;
         Reason = reason;
+        Code = code;
+        Radius = radius;
     }
+
+    /// <summary>Which rule was broken, for metrics and peer scoring.</summary>
+    public ViolationCode Code { get; }
+
+    /// <summary>What is torn down: the stream, or the whole connection (bad framing, MAC failure, bad muxer header).</summary>
+    public BlastRadius Radius { get; }
+
+    public FailureKind Kind => FailureKind.ProtocolViolation;
 
     /// <summary>The protocol whose rule was broken, e.g. "yamux" or "/noise".</summary>
     public string Protocol { get; }
@@ -29,13 +44,13 @@ public class ProtocolViolationException : Exception
 }
 
 /// <summary>A stream was reset by the remote or by a local decision.</summary>
-public sealed class StreamResetException : IOException
+public sealed class StreamResetException : PeerGoneException
 {
     public StreamResetException(string message) : base(message) { }
 }
 
 /// <summary>Both sides completed multistream-select without a protocol in common.</summary>
-public sealed class ProtocolNotSupportedException : Exception
+public sealed class ProtocolNotSupportedException : Exception, IClassifiedFailure
 {
     public ProtocolNotSupportedException(IReadOnlyList<string> offered)
         : base($"the remote supports none of: {string.Join(", ", offered)}")
@@ -44,6 +59,10 @@ public sealed class ProtocolNotSupportedException : Exception
     }
 
     public IReadOnlyList<string> Offered { get; }
+
+    public FailureKind Kind => FailureKind.Unsupported;
+
+    public BlastRadius Radius => BlastRadius.Stream;
 }
 
 /// <summary>The result of a bounded decoder looking at bytes it was handed.</summary>

@@ -532,13 +532,10 @@ internal sealed class YamuxSession
 }
 
 /// <summary>Opening a stream would exceed <see cref="YamuxOptions.MaxOutboundStreams"/>.</summary>
-public sealed class YamuxStreamLimitException : InvalidOperationException
+public sealed class YamuxStreamLimitException : Runtime.ResourceLimitException
 {
     public YamuxStreamLimitException(int limit)
-        : base($"yamux: the limit of {limit} concurrently open outbound streams is reached")
+        : base("yamux outbound streams per connection", limit, $"yamux: the limit of {limit} concurrently open outbound streams is reached")
     {
-        Limit = limit;
     }
-
-    public int Limit { get; }
 }
