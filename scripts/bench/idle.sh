@@ -11,7 +11,7 @@
 #                  compile their code once; with 10 the window also holds that one-off JIT work)
 #   --binary PATH  the potluck executable (default: src/Node/bin/Release/net10.0/potluck, built first)
 #   --threads      also print each thread's CPU time and wake-ups over the window
-# Linux only (reads /proc). Bounded: gives up if the node is not up in 60 s; stops it with SIGINT, then
+# Linux only (reads /proc). Bounded: gives up if the node is not up in 60 s; stops it with SIGTERM, then
 # SIGKILL after 15 s. Exit code 1 when the node does not start or dies while measured.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -41,7 +41,7 @@ mkdir "$data"
 pid=""
 cleanup() {
   if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -INT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true  # not SIGINT: a background job of a script ignores it
     for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
