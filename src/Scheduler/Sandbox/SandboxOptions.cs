@@ -24,8 +24,8 @@ public sealed class SandboxOptions
     /// Default: 60 s. A run past it ends with <see cref="SandboxOutcome.WallClockTimeout"/>.</summary>
     public TimeSpan DefaultDeadline { get; set; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>How often the engine's epoch advances, which bounds how late a deadline or a
-    /// cancellation is noticed. Default: 10 ms.</summary>
+    /// <summary>How often the engine's epoch advances while a task runs (never while none does), which
+    /// bounds how late a deadline or a cancellation is noticed. Default: 10 ms.</summary>
     public TimeSpan EpochTick { get; set; } = TimeSpan.FromMilliseconds(10);
 
     /// <summary>Largest module accepted, in bytes. Default: 32 MiB.</summary>

@@ -38,11 +38,12 @@ public sealed class WasmSandbox : IDisposable
     private readonly Engine _engine;
     private readonly Linker _linker;
     private readonly ModuleCache _cache;
-    private readonly ITimer _epochTicker;
+    private readonly EpochTicker _epochTicker;
     private readonly RunnerThreads _runners = new(RunnerThreadStackBytes, Math.Max(2, Environment.ProcessorCount), "potluck-wasm");
     private int _disposed;
 
-    /// <summary>Creates the engine, the WASI host and the module cache, and starts the epoch ticker.</summary>
+    /// <summary>Creates the engine, the WASI host and the module cache, and the epoch ticker (armed only
+    /// while a run is in flight).</summary>
     /// <param name="options">Limits; validated and kept (do not change them afterwards).</param>
     /// <param name="logger">Logger for cache problems and run summaries.</param>
     /// <param name="time">Clock for wall-clock deadlines and the epoch ticker; the system clock when null.</param>
@@ -78,7 +79,7 @@ public sealed class WasmSandbox : IDisposable
         _linker = new Linker(_engine);
         WasiPreview1.Define(_linker);
         _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger);
-        _epochTicker = _time.CreateTimer(_ => _engine.IncrementEpoch(), null, options.EpochTick, options.EpochTick);
+        _epochTicker = new EpochTicker(_time, options.EpochTick, _engine.IncrementEpoch);
     }
 
     /// <summary>The options in force.</summary>
@@ -87,6 +88,9 @@ public sealed class WasmSandbox : IDisposable
     /// <summary>16 hex digits naming the Wasmtime version, platform and engine settings; compiled
     /// modules are only reused under the same fingerprint.</summary>
     public string CacheFingerprint { get; }
+
+    /// <summary>Advances the engine's epoch while runs are in flight (for tests).</summary>
+    internal EpochTicker EpochTicker => _epochTicker;
 
     /// <summary>Where the compiled form of a module is cached on disk (null without a cache folder).</summary>
     internal string? CachePathFor(string moduleSha256Hex) => _cache.PathFor(moduleSha256Hex);
@@ -203,16 +207,20 @@ public sealed class WasmSandbox : IDisposable
 
         Instance? instance = null;
         WasmtimeException? failure = null;
-        try
+        // The epoch advances (and the deadline and cancellation are checked) only while guest code may run.
+        using (_epochTicker.Enter())
         {
-            instance = _linker.Instantiate(store, module);
-            var start = instance.GetAction("_start")
-                ?? throw new InvalidOperationException("_start vanished after the shape check");
-            start();
-        }
-        catch (WasmtimeException e)
-        {
-            failure = e;
+            try
+            {
+                instance = _linker.Instantiate(store, module);
+                var start = instance.GetAction("_start")
+                    ?? throw new InvalidOperationException("_start vanished after the shape check");
+                start();
+            }
+            catch (WasmtimeException e)
+            {
+                failure = e;
+            }
         }
         var consumed = fuel - store.Fuel;
 

@@ -10,11 +10,11 @@ internal sealed class SandboxFixture : IDisposable
 
     public string CacheDirectory { get; } = Path.Combine(Path.GetTempPath(), "potluck-sandbox-tests", Guid.NewGuid().ToString("N"));
 
-    public WasmSandbox Create(Action<SandboxOptions>? configure = null, bool diskCache = true)
+    public WasmSandbox Create(Action<SandboxOptions>? configure = null, bool diskCache = true, TimeProvider? time = null)
     {
         var options = new SandboxOptions { CacheDirectory = diskCache ? CacheDirectory : null, DefaultFuel = 2_000_000_000 };
         configure?.Invoke(options);
-        var sandbox = new WasmSandbox(options, NullLogger<WasmSandbox>.Instance);
+        var sandbox = new WasmSandbox(options, NullLogger<WasmSandbox>.Instance, time);
         _owned.Add(sandbox);
         return sandbox;
     }
