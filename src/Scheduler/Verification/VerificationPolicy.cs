@@ -1,7 +1,7 @@
 namespace Potluck.Scheduler.Verification;
 
 /// <summary>How often results are re-checked.</summary>
-public sealed class VerificationOptions
+public sealed record VerificationOptions
 {
     /// <summary>
     /// The lowest verification probability, however long a provider's record: never zero, so cheating always risks
