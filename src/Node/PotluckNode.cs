@@ -51,15 +51,15 @@ public sealed class PotluckNode : IAsyncDisposable
 
     public Libp2pHost Host => Services.GetRequiredService<Libp2pHost>();
 
-    public IdentifyService Identify => Services.GetRequiredService<IdentifyService>();
+    public IdentifyService Identify => Options.Protocols.Identify ? Services.GetRequiredService<IdentifyService>() : throw new InvalidOperationException("identify is off on this node ('protocols:identify')");
 
-    public PingService Ping => Services.GetRequiredService<PingService>();
+    public PingService Ping => Options.Protocols.Ping ? Services.GetRequiredService<PingService>() : throw new InvalidOperationException("ping is off on this node ('protocols:ping')");
 
-    public PerfService Perf => Services.GetRequiredService<PerfService>();
+    public PerfService Perf => Options.Protocols.Perf ? Services.GetRequiredService<PerfService>() : throw new InvalidOperationException("perf is off on this node ('protocols:perf')");
 
-    public GossipsubService Gossip => Services.GetRequiredService<GossipsubService>();
+    public GossipsubService Gossip => Options.Protocols.Gossipsub ? Services.GetRequiredService<GossipsubService>() : throw new InvalidOperationException("gossipsub is off on this node ('protocols:gossipsub')");
 
-    public KademliaService Dht => Services.GetRequiredService<KademliaService>();
+    public KademliaService Dht => Options.Protocols.Kademlia ? Services.GetRequiredService<KademliaService>() : throw new InvalidOperationException("kademlia is off on this node ('protocols:kademlia')");
 
     /// <summary>mDNS discovery; null when off or when its socket could not be opened.</summary>
     public MdnsService? Mdns => Discovery.Mdns;

@@ -201,27 +201,22 @@ public static class Commands
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
-    /// <summary>`potluck run`'s flags as configuration keys (the same keys potluck.json and POTLUCK__… set).</summary>
-    internal static List<KeyValuePair<string, string?>> RunFlags(ParsedArgs args)
+    /// <summary>
+    /// `potluck run`'s flags: scalar ones as configuration keys (the same keys potluck.json and POTLUCK__… set, above
+    /// both), and lists (--listen, --bootstrap) as an adjustment that replaces the configured list when given.
+    /// </summary>
+    internal static (List<KeyValuePair<string, string?>> Keys, Func<PotluckOptions, PotluckOptions> Lists) RunFlags(ParsedArgs args)
     {
         var flags = new List<KeyValuePair<string, string?>>();
-        if (args.Has("listen"))
+        IReadOnlyList<Multiaddr>? listen = args.Has("listen") ? args.GetAll("listen").Select(a => ParseAddress(a, "--listen")).ToArray() : null;
+        IReadOnlyList<Multiaddr>? bootstrap = null;
+        if (args.Has("bootstrap"))
         {
-            var listen = args.GetAll("listen");
-            for (var i = 0; i < listen.Count; i++)
-            {
-                flags.Add(new($"listen:{i}", ParseAddress(listen[i], "--listen").ToString()));
-            }
-        }
-        var bootstrap = args.GetAll("bootstrap");
-        for (var i = 0; i < bootstrap.Count; i++)
-        {
-            var address = ParseAddress(bootstrap[i], "--bootstrap");
-            if (address.PeerId is null)
+            bootstrap = args.GetAll("bootstrap").Select(a => ParseAddress(a, "--bootstrap")).ToArray();
+            foreach (var address in bootstrap.Where(a => a.PeerId is null))
             {
                 throw new UsageException($"--bootstrap '{address}' needs the peer id at the end: {address}/p2p/12D3KooW… (potluck run prints it as 'Listening on …')");
             }
-            flags.Add(new($"bootstrap:{i}", address.ToString()));
         }
         if (args.Has("no-mdns"))
         {
@@ -247,7 +242,23 @@ public static class Commands
             }
             flags.Add(new("swarmKey", Path.GetFullPath(keyPath)));
         }
-        return flags;
+        return (flags, o => o with { Listen = listen ?? o.Listen, Bootstrap = bootstrap ?? o.Bootstrap });
+    }
+
+    /// <summary>`potluck run`'s configuration: home-node defaults, potluck.json (or --config), POTLUCK__…, flags.</summary>
+    /// <exception cref="NodeStartException">A file cannot be read or is not JSON, or there is no home directory.</exception>
+    internal static (ConfigurationManager Configuration, Func<PotluckOptions, PotluckOptions> Lists, string DataDir) RunConfiguration(ParsedArgs args)
+    {
+        var (keys, lists) = RunFlags(args);
+        var dataDir = DataDirOf(args);
+        return (NodeConfiguration.Create(dataDir, NodeConfiguration.HomeNodeDefaults, keys, args.Get("config")), lists, dataDir);
+    }
+
+    /// <summary>The options `potluck run` would start with (for tests and `potluck config`): throws as start would.</summary>
+    internal static PotluckOptions ResolveRunOptions(ParsedArgs args)
+    {
+        var (configuration, lists, _) = RunConfiguration(args);
+        return PotluckOptionsResolver.Resolve(configuration, [lists]);
     }
 
     /// <summary>The data directory from --data-dir, else POTLUCK_DATA_DIR, else the XDG default.</summary>
@@ -256,14 +267,12 @@ public static class Commands
     private static async Task<int> RunNodeAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
         var level = ParseLogLevel(args, LogLevel.Information);
-        var flags = RunFlags(args);
         string dataDir;
         ConfigurationManager configuration;
+        Func<PotluckOptions, PotluckOptions> lists;
         try
         {
-            dataDir = DataDirOf(args);
-            var defaults = new Dictionary<string, string?>(NodeConfiguration.HomeNodeDefaults, StringComparer.OrdinalIgnoreCase);
-            configuration = NodeConfiguration.Create(dataDir, defaults, flags, args.Get("config"));
+            (configuration, lists, dataDir) = RunConfiguration(args);
         }
         catch (NodeStartException e)
         {
@@ -271,7 +280,7 @@ public static class Commands
             return 1;
         }
 
-        var builder = PotluckNode.CreateBuilder(configuration);
+        var builder = PotluckNode.CreateBuilder(configuration).Configure(lists);
         builder.Logging.SetMinimumLevel(level);
         builder.Logging.AddSimpleConsole(o =>
         {

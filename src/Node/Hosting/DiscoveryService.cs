@@ -30,9 +30,9 @@ public sealed partial class DiscoveryService : IHostedService
     private readonly BackgroundWork _work;
     private IReadOnlyList<PersistedPeer> _remembered = [];
     private Libp2pHost _host = null!;
-    private GossipsubService _gossip = null!;
-    private KademliaService _dht = null!;
-    private PingService _ping = null!;
+    private GossipsubService? _gossip;
+    private KademliaService? _dht;
+    private PingService? _ping;
     private PeerDatabase? _database;
     private MdnsDiscovery? _mdns;
     private int _stopped;
@@ -69,9 +69,10 @@ public sealed partial class DiscoveryService : IHostedService
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _host = _services.GetRequiredService<Libp2pHost>();
-        _gossip = _services.GetRequiredService<GossipsubService>();
-        _dht = _services.GetRequiredService<KademliaService>();
-        _ping = _services.GetRequiredService<PingService>();
+        var protocols = _options.Protocols;
+        _gossip = protocols.Gossipsub ? _services.GetRequiredService<GossipsubService>() : null;
+        _dht = protocols.Kademlia ? _services.GetRequiredService<KademliaService>() : null;
+        _ping = protocols.Ping ? _services.GetRequiredService<PingService>() : null;
         _database = _services.GetRequiredService<PeerPersistence>().Database;
         _mdns = _services.GetRequiredService<MdnsDiscovery>();
         if (_database?.RecoveredFromCorruption == true)
@@ -85,7 +86,7 @@ public sealed partial class DiscoveryService : IHostedService
         {
             KeepTopic(topic);
         }
-        _dht.Start();
+        _dht?.Start();
         if (_mdns.Service is { } mdns)
         {
             mdns.PeerDiscovered += OnMdnsPeer;
@@ -101,7 +102,7 @@ public sealed partial class DiscoveryService : IHostedService
                 _mdns.Service = null;
             }
         }
-        if (_options.Discovery.PingNewConnections)
+        if (_options.Discovery.PingNewConnections && _ping is not null)
         {
             _host.Connected += OnConnected;
         }
@@ -152,8 +153,9 @@ public sealed partial class DiscoveryService : IHostedService
     /// <summary>Joins <paramref name="topic"/> for good (it is remembered across restarts) and returns a subscription to its messages.</summary>
     public GossipSubscription JoinTopic(string topic)
     {
+        var gossip = _gossip ?? throw new InvalidOperationException("gossipsub is off on this node ('protocols:gossipsub')");
         KeepTopic(topic);
-        return _gossip.Subscribe(topic);
+        return gossip.Subscribe(topic);
     }
 
     /// <summary>Stops staying in <paramref name="topic"/> (other live subscriptions to it keep it joined until disposed).</summary>
@@ -172,7 +174,7 @@ public sealed partial class DiscoveryService : IHostedService
         ArgumentException.ThrowIfNullOrEmpty(topic);
         lock (_gate)
         {
-            if (_topics.ContainsKey(topic) || _stopped != 0)
+            if (_topics.ContainsKey(topic) || _stopped != 0 || _gossip is null)
             {
                 return;
             }
@@ -229,6 +231,10 @@ public sealed partial class DiscoveryService : IHostedService
 
     private async Task BootstrapDhtAsync(CancellationToken ct)
     {
+        if (_dht is null)
+        {
+            return;
+        }
         var seeds = _options.Bootstrap.Where(a => a.PeerId is { } id && id != PeerId).ToArray();
         var hasKnownServers = _host.Peers.Snapshot().Any(p => p.Id != PeerId && p.Protocols.Contains(_dht.ProtocolId, StringComparer.Ordinal));
         if (seeds.Length == 0 && !hasKnownServers)
@@ -248,7 +254,7 @@ public sealed partial class DiscoveryService : IHostedService
     /// <summary>Runs one re-bootstrap check now (what the periodic timer runs): when the routing table is empty, dial and bootstrap again.</summary>
     public async Task RebootstrapIfEmptyAsync(CancellationToken ct)
     {
-        if (_dht.RoutingTableSize > 0)
+        if (_dht is null || _dht.RoutingTableSize > 0)
         {
             return;
         }
@@ -290,6 +296,10 @@ public sealed partial class DiscoveryService : IHostedService
     /// <summary>Pings the peer once (bounded by the host's dial timeout) so its latency is known; returns whether it answered.</summary>
     public async Task<bool> MeasureLatencyAsync(PeerId peer, CancellationToken ct = default)
     {
+        if (_ping is null)
+        {
+            return false;
+        }
         using var timeout = new CancellationTokenSource(_host.Options.DialTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping, ct);
         try

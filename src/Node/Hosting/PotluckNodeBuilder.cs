@@ -149,6 +149,22 @@ public sealed class PotluckNodeBuilder
         return this;
     }
 
+    /// <summary>Logs through <paramref name="loggers"/> (shared with the caller, who keeps owning it) instead of the node's own providers.</summary>
+    public PotluckNodeBuilder UseLoggerFactory(ILoggerFactory loggers)
+    {
+        ArgumentNullException.ThrowIfNull(loggers);
+        _app.Services.Replace(ServiceDescriptor.Singleton(loggers));
+        return this;
+    }
+
+    /// <summary>Builds and starts the node; on failure nothing is left running.</summary>
+    public async Task<PotluckNode> StartAsync(CancellationToken ct = default)
+    {
+        var node = Build();
+        await node.StartAsync(ct);
+        return node;
+    }
+
     /// <summary>Builds the node (not started: call <see cref="PotluckNode.StartAsync"/>). Options are validated at start.</summary>
     public PotluckNode Build()
     {

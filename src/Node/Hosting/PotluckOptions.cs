@@ -46,6 +46,9 @@ public sealed record PotluckOptions
     /// <summary>Gossip topics the node stays in from the start (as well as those it had joined before a restart).</summary>
     public IReadOnlyList<string> Topics { get; init; } = [];
 
+    /// <summary>Which protocols the node runs beside the host itself.</summary>
+    public ProtocolsOptions Protocols { get; init; } = new();
+
     public DiscoveryOptions Discovery { get; init; } = new();
 
     public HostOptions Host { get; init; } = new();
@@ -70,6 +73,32 @@ public sealed record PotluckOptions
     public MdnsOptions Mdns { get; init; } = new();
 
     public ComputeOptions Compute { get; init; } = new();
+}
+
+/// <summary>
+/// Which protocols run on the host. All on for a node; a benchmark of bare handshakes turns them off (as go-libp2p's
+/// options build a host without its services). Gossipsub and the DHT carry discovery and compute: turning either off
+/// turns off what needs it (topics, bootstrap, compute's advertisements).
+/// </summary>
+public sealed record ProtocolsOptions
+{
+    /// <summary><c>/ipfs/id/1.0.0</c> and push. Default on.</summary>
+    public bool Identify { get; init; } = true;
+
+    /// <summary><c>/ipfs/ping/1.0.0</c>. Default on.</summary>
+    public bool Ping { get; init; } = true;
+
+    /// <summary><c>/perf/1.0.0</c>. Default on.</summary>
+    public bool Perf { get; init; } = true;
+
+    /// <summary>Gossipsub v1.1. Default on.</summary>
+    public bool Gossipsub { get; init; } = true;
+
+    /// <summary>The Kademlia DHT. Default on.</summary>
+    public bool Kademlia { get; init; } = true;
+
+    /// <summary>Only the host: no identify, ping, perf, gossipsub or DHT.</summary>
+    public static ProtocolsOptions HostOnly { get; } = new() { Identify = false, Ping = false, Perf = false, Gossipsub = false, Kademlia = false };
 }
 
 /// <summary>How the node finds and keeps peers across restarts.</summary>

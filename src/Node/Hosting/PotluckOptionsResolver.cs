@@ -66,15 +66,21 @@ public static class PotluckOptionsResolver
             var propertyType = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
             if (IsLeaf(propertyType))
             {
+                CheckValue(child, propertyType, key, failures);
                 continue;
             }
             if (ElementType(propertyType) is { } element)
             {
-                if (!IsLeaf(element))
+                foreach (var item in child.GetChildren())
                 {
-                    foreach (var item in child.GetChildren())
+                    var itemKey = $"{key}:{item.Key}";
+                    if (IsLeaf(element))
                     {
-                        CheckKeys(item, element, $"{key}:{item.Key}", failures);
+                        CheckValue(item, element, itemKey, failures);
+                    }
+                    else
+                    {
+                        CheckKeys(item, element, itemKey, failures);
                     }
                 }
                 continue;
@@ -84,6 +90,37 @@ public static class PotluckOptionsResolver
                 continue;
             }
             CheckKeys(child, propertyType, key, failures);
+        }
+    }
+
+    /// <summary>Converts a value as the binder will, and says what is wrong when it cannot (the binder drops bad list items silently).</summary>
+    private static void CheckValue(IConfigurationSection section, Type type, string key, List<string> failures)
+    {
+        if (section.Value is not { } value)
+        {
+            if (section.GetChildren().Any())
+            {
+                failures.Add($"'{key}' must be a single value, not a section ({Expected(type.FullName ?? type.Name)})");
+            }
+            return;
+        }
+        if (type == typeof(string))
+        {
+            return;
+        }
+        try
+        {
+            var converter = System.ComponentModel.TypeDescriptor.GetConverter(type);
+            if (converter.ConvertFromInvariantString(value) is null && type.IsValueType)
+            {
+                failures.Add($"'{key}' is '{value}', which is not {Expected(type.FullName!)}");
+            }
+        }
+        catch (Exception e) when (e is FormatException or NotSupportedException or ArgumentException or OverflowException
+                                      || e.InnerException is FormatException or OverflowException)
+        {
+            var detail = type == typeof(Multiaddr) ? $": {e.Message}" : "";
+            failures.Add($"'{key}' is '{value}', which is not {Expected(type.FullName!)}{detail}");
         }
     }
 

@@ -61,6 +61,18 @@ public static class PotluckOptionsValidator
         Positive(k.LookupTimeout, "kademlia:lookupTimeout");
 
         var c = o.Compute;
+        if (c.Enabled && !(o.Protocols.Gossipsub && o.Protocols.Identify))
+        {
+            problems.Add("'compute:enabled' needs 'protocols:gossipsub' and 'protocols:identify' (advertisements travel by gossip)");
+        }
+        if (o.Topics.Count > 0 && !o.Protocols.Gossipsub)
+        {
+            problems.Add("'topics' needs 'protocols:gossipsub'");
+        }
+        if (o.Bootstrap.Count > 0 && !o.Protocols.Kademlia)
+        {
+            problems.Add("'bootstrap' needs 'protocols:kademlia' (the DHT is bootstrapped through those peers)");
+        }
         if (c.Enabled)
         {
             Need(o.DataDir is not null, "'compute:enabled' needs a data directory ('dataDir', or --data-dir) for the ledger and the module store");

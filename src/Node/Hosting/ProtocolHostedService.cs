@@ -24,12 +24,19 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var options = services.GetRequiredService<PotluckOptions>();
+        var protocols = options.Protocols;
         _host = services.GetRequiredService<Libp2pHost>();
-        _identify = services.GetRequiredService<IdentifyService>();
-        services.GetRequiredService<PingService>();
-        services.GetRequiredService<PerfService>();
-        _gossip = services.GetRequiredService<GossipsubService>();
-        _dht = services.GetRequiredService<KademliaService>();
+        _identify = protocols.Identify ? services.GetRequiredService<IdentifyService>() : null;
+        if (protocols.Ping)
+        {
+            services.GetRequiredService<PingService>();
+        }
+        if (protocols.Perf)
+        {
+            services.GetRequiredService<PerfService>();
+        }
+        _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
+        _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
         await _host.StartAsync(options.Listen, cancellationToken);
     }
 
