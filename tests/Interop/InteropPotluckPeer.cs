@@ -4,6 +4,8 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
 
+using Potluck.Tests;
+
 namespace Potluck.Interop.Tests;
 
 /// <summary>

@@ -11,6 +11,8 @@ using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
 
+using Potluck.Tests;
+
 namespace Potluck.Interop.Tests;
 
 /// <summary>

@@ -298,7 +298,7 @@ public static class Commands
         await using var node = builder.Build();
         var loggers = node.Services.GetRequiredService<ILoggerFactory>();
         // The control socket first: if another node already serves this data directory, stop before touching the network.
-        await using var control = new ControlServer(dataDir, new ControlOptions(), TimeProvider.System, loggers);
+        await using var control = new ControlServer(dataDir, new ControlOptions(), node.Runtime.Time, loggers);
         try
         {
             await control.StartAsync(CancellationToken.None);

@@ -88,19 +88,19 @@ public sealed class ComputeNode : IAsyncDisposable
         {
             sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime ?? TimeProvider.System);
             var modules = new ModuleStore(Path.Combine(dataDir, "modules"));
-            var executor = new SandboxTaskExecutor(sandbox, modules);
+            var executor = new SandboxTaskExecutor(sandbox, modules, runtime);
             var reputation = new ReputationStore();
             reputationDb = ReputationDatabase.Open(dataDir);
             journal = new ReputationJournal(reputation, reputationDb, runtime.Time, loggers.CreateLogger<ReputationJournal>());
             journal.Start();
             var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>());
-            var client = new ComputeClient(host, key, bus, ledger, reputation, fraud, executor, options.Client, runtime.Time,
-                runtime.CreateRandom("requester"), loggers.CreateLogger<ComputeClient>());
+            var client = new ComputeClient(host, key, bus, ledger, reputation, fraud, executor, options.Client, runtime,
+                loggers.CreateLogger<ComputeClient>());
             ProviderService? provider = null;
             if (options.Provide)
             {
                 ITaskExecutor providerExecutor = decorate?.Invoke(executor) ?? executor;
-                provider = new ProviderService(host, key, bus, providerExecutor, modules, ledger, options.Provider, runtime.Time,
+                provider = new ProviderService(host, key, bus, providerExecutor, modules, ledger, options.Provider, runtime,
                     loggers.CreateLogger<ProviderService>());
             }
             fraud.Start();

@@ -13,6 +13,8 @@ using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Topics;
 
+using Potluck.Tests;
+
 namespace Potluck.Node.Tests.Compute;
 
 /// <summary>
@@ -102,6 +104,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
             .UseSeed(_random.Next())
             .UseKey(key)
             .UseTopicBus(_ => Hub.Join(key.PeerId))
+            .UseLoggerFactory(TestLogging.Factory)
             .Configure(configure);
         if (decorate is not null)
         {
