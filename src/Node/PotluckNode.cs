@@ -1,5 +1,7 @@
-using System.Security.Cryptography;
-using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Potluck.Node.Compute;
+using Potluck.Node.Hosting;
 using Potluck.Node.Persistence;
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Host;
@@ -10,426 +12,144 @@ using Potluck.Protocol.Mdns;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
-using Potluck.Protocol.Pnet;
-using Potluck.Protocol.Transport.Tcp;
+using Potluck.Protocol.Runtime;
+using GenericHost = Microsoft.Extensions.Hosting.IHost;
 
 namespace Potluck.Node;
 
 /// <summary>
-/// A running Potluck node: the libp2p host with identify, ping, perf, gossipsub, the Kademlia DHT (server mode when
-/// it listens) and, when asked, mDNS. The one place that chooses the transport (TCP for real nodes, the in-memory
-/// network for simulations) and the clock. Discovery: peers heard on mDNS are dialed; the bootstrap list is dialed
-/// and the DHT bootstrapped at start, and again whenever the routing table runs empty. With a data directory the
-/// peer store and joined topics survive restarts: a restarted node re-dials the peers it knew (most recently seen
-/// first, bounded) and rejoins its topics. It never dials or remembers itself.
+/// A Potluck node: the libp2p host with identify, ping, perf, gossipsub, the Kademlia DHT and (when asked) mDNS,
+/// discovery and peer persistence, and (when enabled) compute. Built only by <see cref="PotluckNodeBuilder"/>
+/// (<see cref="CreateBuilder()"/>), on the .NET generic host: its parts are singletons of one service provider and its
+/// long-running parts hosted services, started in order by <see cref="StartAsync"/> and stopped in reverse by
+/// <see cref="StopAsync"/> (or <see cref="DisposeAsync"/>).
 /// </summary>
-public sealed partial class PotluckNode : IAsyncDisposable
+public sealed class PotluckNode : IAsyncDisposable
 {
-    private readonly NodeOptions _options;
-    private readonly ILogger<PotluckNode> _log;
-    private readonly PeerDatabase? _database;
-    private readonly Lock _gate = new();
-    private readonly Dictionary<string, GossipSubscription> _topics = new(StringComparer.Ordinal);
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _loops = [];
-    private IReadOnlyList<PersistedPeer> _remembered = [];
+    private readonly GenericHost _app;
+    private int _started;
+    private int _stopped;
     private int _disposed;
 
-    private PotluckNode(NodeOptions options, Libp2pHost host, PeerDatabase? database, Random random, ILoggerFactory loggers)
+    internal PotluckNode(GenericHost app)
     {
-        _options = options;
-        _log = loggers.CreateLogger<PotluckNode>();
-        _database = database;
-        Host = host;
-        Identify = new IdentifyService(host, new IdentifyOptions(), loggers);
-        Ping = new PingService(host);
-        Perf = new PerfService(host, new PerfOptions());
-        Gossip = new GossipsubService(host, options.Gossip, loggers, new Random(random.Next()));
-        Dht = new KademliaService(host, WithMode(options.Kademlia, options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client),
-            loggers, new Random(random.Next()));
-        var mdnsRandom = new Random(random.Next());
-        if (options.EnableMdns)
-        {
-            Mdns = new MdnsService(host, options.Mdns, loggers, options.Time, mdnsRandom);
-            Mdns.PeerDiscovered += OnMdnsPeer;
-        }
-        if (options.Discovery.PingNewConnections)
-        {
-            host.Connected += OnConnected;
-        }
+        _app = app;
     }
 
-    public Libp2pHost Host { get; }
+    /// <summary>A builder with no configuration sources: a library node (listens nowhere, no discovery, no compute) until configured.</summary>
+    public static PotluckNodeBuilder CreateBuilder() => new(null);
 
-    public IdentifyService Identify { get; }
+    /// <summary>A builder on <paramref name="configuration"/> (see <see cref="NodeConfiguration.Create"/> for a home node's sources).</summary>
+    public static PotluckNodeBuilder CreateBuilder(ConfigurationManager configuration) => new(configuration);
 
-    public PingService Ping { get; }
+    /// <summary>The node's services, for what the properties below do not expose.</summary>
+    public IServiceProvider Services => _app.Services;
 
-    public PerfService Perf { get; }
+    public PotluckOptions Options => Services.GetRequiredService<PotluckOptions>();
 
-    public GossipsubService Gossip { get; }
+    public NodeRuntime Runtime => Services.GetRequiredService<NodeRuntime>();
 
-    /// <summary>The compute layer, when <see cref="NodeOptions.Compute"/> asked for it.</summary>
-    public Potluck.Node.Compute.ComputeNode? Compute { get; private set; }
+    public Libp2pHost Host => Services.GetRequiredService<Libp2pHost>();
 
-    public KademliaService Dht { get; }
+    public IdentifyService Identify => Options.Protocols.Identify ? Services.GetRequiredService<IdentifyService>() : throw new InvalidOperationException("identify is off on this node ('protocols:identify')");
 
-    /// <summary>mDNS discovery; null when <see cref="NodeOptions.EnableMdns"/> is off or the socket could not be opened.</summary>
-    public MdnsService? Mdns { get; private set; }
+    public PingService Ping => Options.Protocols.Ping ? Services.GetRequiredService<PingService>() : throw new InvalidOperationException("ping is off on this node ('protocols:ping')");
 
-    public PeerId PeerId => Host.PeerId;
+    public PerfService Perf => Options.Protocols.Perf ? Services.GetRequiredService<PerfService>() : throw new InvalidOperationException("perf is off on this node ('protocols:perf')");
 
-    public NodeOptions Options => _options;
+    public GossipsubService Gossip => Options.Protocols.Gossipsub ? Services.GetRequiredService<GossipsubService>() : throw new InvalidOperationException("gossipsub is off on this node ('protocols:gossipsub')");
+
+    public KademliaService Dht => Options.Protocols.Kademlia ? Services.GetRequiredService<KademliaService>() : throw new InvalidOperationException("kademlia is off on this node ('protocols:kademlia')");
+
+    /// <summary>mDNS discovery; null when off or when its socket could not be opened.</summary>
+    public MdnsService? Mdns => Discovery.Mdns;
+
+    /// <summary>The compute layer; null when compute is off (or the node has not started).</summary>
+    public ComputeNode? Compute => Services.GetRequiredService<ComputeHostedService>().Node;
+
+    public DiscoveryService Discovery => Services.GetRequiredService<DiscoveryService>();
+
+    public PeerId PeerId => Services.GetRequiredService<PrivateKey>().PeerId;
 
     /// <summary>Listen addresses with the /p2p/&lt;peer id&gt; suffix, ready to give to another node.</summary>
     public IReadOnlyList<Multiaddr> FullAddresses => Host.ListenAddresses.Select(a => a.WithPeer(PeerId)).ToArray();
 
     /// <summary>Completes when the start-up join is done: remembered peers and the bootstrap list dialed, the DHT bootstrapped.</summary>
-    public Task Joined { get; private set; } = Task.CompletedTask;
+    public Task Joined => Discovery.Joined;
 
     /// <summary>Topics the node stays in (and rejoins after a restart).</summary>
-    public IReadOnlyList<string> JoinedTopics
+    public IReadOnlyList<string> JoinedTopics => Discovery.JoinedTopics;
+
+    /// <summary>Starts every part in order; throws (with the node stopped again) when a setting is wrong or a part cannot start.</summary>
+    public async Task StartAsync(CancellationToken ct = default)
     {
-        get
+        if (Interlocked.Exchange(ref _started, 1) != 0)
         {
-            lock (_gate)
-            {
-                return _topics.Keys.Order(StringComparer.Ordinal).ToArray();
-            }
+            throw new InvalidOperationException("the node was already started");
         }
-    }
-
-    /// <summary>Creates a node on real TCP sockets and the system clock, with no discovery or persistence (client commands, benchmarks).</summary>
-    public static Task<PotluckNode> StartTcpAsync(PrivateKey key, IEnumerable<Multiaddr> listen, SwarmKey? swarmKey, ILoggerFactory loggers, CancellationToken ct) =>
-        StartAsync(new NodeOptions { Key = key, Listen = listen.ToArray(), SwarmKey = swarmKey }, loggers, ct);
-
-    /// <summary>Creates and starts a node as <paramref name="options"/> say; discovery continues in the background (see <see cref="Joined"/>).</summary>
-    public static async Task<PotluckNode> StartAsync(NodeOptions options, ILoggerFactory loggers, CancellationToken ct)
-    {
-        var given = options.HostSettings;
-        var settings = new Libp2pHostSettings
-        {
-            Host = given.Host,
-            Noise = given.Noise,
-            Yamux = given.Yamux,
-            Multistream = given.Multistream,
-            SwarmKey = options.SwarmKey ?? given.SwarmKey,
-        };
-        var transports = options.Transports ?? [new TcpTransport(new TcpTransportOptions())];
-        var random = options.Random ?? new Random(RandomNumberGenerator.GetInt32(int.MaxValue));
-        var host = Libp2pHost.Create(options.Key, transports, settings, loggers, options.Time);
-        PeerDatabase? database = null;
-        PotluckNode? node = null;
         try
         {
-            database = options.DataDir is { } dir ? PeerDatabase.Open(dir) : null;
-            node = new PotluckNode(options, host, database, random, loggers);
-            if (database?.RecoveredFromCorruption == true)
-            {
-                node.LogDatabaseRecovered(database.Path);
-            }
-            await host.StartAsync(options.Listen, ct);
-            node.Start();
-            if (options.Compute is { } compute)
-            {
-                node.Compute = Potluck.Node.Compute.ComputeNode.Start(host, new Potluck.Node.Compute.GossipTopicBus(node.Gossip, loggers.CreateLogger<Potluck.Node.Compute.GossipTopicBus>()),
-                    compute, loggers, options.Time);
-            }
-            return node;
+            await _app.StartAsync(ct);
         }
         catch
         {
-            if (node is not null)
-            {
-                await node.DisposeAsync();
-            }
-            else
-            {
-                database?.Dispose();
-                await host.DisposeAsync();
-            }
+            // Stop what did start, in reverse; the generic host cannot stop a start that failed before it listed its services.
+            await StopStartedAsync();
+            Volatile.Write(ref _started, 0);
+            await DisposeAsync();
             throw;
         }
     }
 
-    private void Start()
+    private async Task StopStartedAsync()
     {
-        var state = _database?.Load(_options.Discovery.MaxPersistedPeers, _options.Discovery.MaxPersistedAddressesPerPeer,
-            Host.Options.PeerStore.MaxProtocolsPerPeer, _options.Discovery.MaxPersistedTopics) ?? PersistedState.Empty;
-        _remembered = Remember(state.Peers);
-        foreach (var topic in _options.Topics.Concat(state.Topics))
+        Microsoft.Extensions.Hosting.IHostedService[] started;
+        try
         {
-            KeepTopic(topic);
+            started = [.. Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>()];
         }
-        Dht.Start();
-        if (Mdns is not null)
+        catch (Exception e) when (e is Microsoft.Extensions.Options.OptionsValidationException or NodeStartException or InvalidOperationException)
+        {
+            return; // they could not even be built, so none started
+        }
+        foreach (var service in started.Reverse())
         {
             try
             {
-                Mdns.Start();
+                await service.StopAsync(CancellationToken.None);
             }
-            catch (System.Net.Sockets.SocketException e)
+            catch (Exception e) when (Failures.IsExpected(e))
             {
-                LogMdnsUnavailable(e.Message);
-                Mdns.PeerDiscovered -= OnMdnsPeer;
-                _ = Mdns.DisposeAsync().AsTask();
-                Mdns = null;
-            }
-        }
-        Joined = Task.Run(() => JoinAsync(_stop.Token));
-        lock (_gate)
-        {
-            _loops.Add(Joined);
-            // Timers are created here, not in the loops, so virtual time advanced right after start is seen.
-            var rebootstrap = new PeriodicTimer(_options.Discovery.RebootstrapInterval, _options.Time);
-            _loops.Add(Task.Run(() => RebootstrapLoopAsync(rebootstrap, _stop.Token)));
-            if (_database is not null)
-            {
-                var save = new PeriodicTimer(_options.Discovery.SaveInterval, _options.Time);
-                _loops.Add(Task.Run(() => SaveLoopAsync(save, _stop.Token)));
             }
         }
     }
 
-    /// <summary>Puts remembered peers back into the peer store (never ourselves or our own addresses); returns them.</summary>
-    private IReadOnlyList<PersistedPeer> Remember(IReadOnlyList<PersistedPeer> peers)
+    /// <summary>Stops every part in reverse order (compute, discovery, protocols, host); the node cannot start again.</summary>
+    public async Task StopAsync(CancellationToken ct = default)
     {
-        var kept = new List<PersistedPeer>();
-        foreach (var peer in peers)
+        if (Volatile.Read(ref _started) != 0 && Interlocked.Exchange(ref _stopped, 1) == 0)
         {
-            var addresses = peer.Addresses.Where(a => !IsOwnAddress(a)).Select(a => a.WithoutPeer()).Distinct().ToArray();
-            if (peer.Id == PeerId || addresses.Length == 0)
-            {
-                continue;
-            }
-            if (peer.Protocols.Count > 0)
-            {
-                Host.Peers.SetProtocols(peer.Id, peer.Protocols);
-            }
-            Host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
-            kept.Add(peer with { Addresses = addresses });
+            await _app.StopAsync(ct);
         }
-        return kept;
     }
-
-    private bool IsOwnAddress(Multiaddr address)
-    {
-        if (address.PeerId is { } id && id == PeerId)
-        {
-            return true;
-        }
-        var bare = address.WithoutPeer();
-        return Host.ListenAddresses.Contains(bare);
-    }
-
-    // ------------------------------------------------------------------ topics
 
     /// <summary>Joins <paramref name="topic"/> for good (it is remembered across restarts) and returns a subscription to its messages.</summary>
-    public GossipSubscription JoinTopic(string topic)
-    {
-        KeepTopic(topic);
-        return Gossip.Subscribe(topic);
-    }
+    public GossipSubscription JoinTopic(string topic) => Discovery.JoinTopic(topic);
 
-    /// <summary>Stops staying in <paramref name="topic"/> (other live subscriptions to it keep it joined until disposed).</summary>
-    public void LeaveTopic(string topic)
-    {
-        GossipSubscription? held;
-        lock (_gate)
-        {
-            _topics.Remove(topic, out held);
-        }
-        held?.Dispose();
-    }
+    /// <summary>Stops staying in <paramref name="topic"/>.</summary>
+    public void LeaveTopic(string topic) => Discovery.LeaveTopic(topic);
 
-    private void KeepTopic(string topic)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(topic);
-        lock (_gate)
-        {
-            if (_topics.ContainsKey(topic) || _disposed != 0)
-            {
-                return;
-            }
-            var held = Gossip.Subscribe(topic);
-            _topics[topic] = held;
-            // The node's own subscription only keeps the topic joined; its copy of each message is discarded.
-            _loops.Add(Task.Run(async () =>
-            {
-                try
-                {
-                    await foreach (var _ in held.Messages.ReadAllAsync(_stop.Token))
-                    {
-                    }
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }));
-        }
-    }
+    /// <summary>Pings the peer once so its latency is known; returns whether it answered.</summary>
+    public Task<bool> MeasureLatencyAsync(PeerId peer, CancellationToken ct = default) => Discovery.MeasureLatencyAsync(peer, ct);
 
-    // ------------------------------------------------------------------ discovery
+    /// <summary>Runs one re-bootstrap check now (what the periodic timer runs).</summary>
+    public Task RebootstrapIfEmptyAsync(CancellationToken ct) => Discovery.RebootstrapIfEmptyAsync(ct);
 
-    private async Task JoinAsync(CancellationToken ct)
-    {
-        await Task.Yield();
-        var remembered = _remembered.Take(_options.Discovery.MaxRedialPeers).ToArray();
-        if (remembered.Length > 0)
-        {
-            LogRedialing(remembered.Length);
-        }
-        await ReconnectAsync(remembered, ct);
-        await BootstrapDhtAsync(ct);
-        // Remember the first peers now, not only at the first periodic save: a node killed early still rejoins.
-        Save();
-    }
+    /// <summary>What would be persisted now.</summary>
+    public PersistedState CaptureState() => Discovery.CaptureState();
 
-    /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown.</summary>
-    private async Task ReconnectAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
-    {
-        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => Host.ConnectAsync(a, ct)))
-            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => Host.ConnectAsync(p.Id, ct))));
-        await Task.WhenAll(dials);
-    }
-
-    private async Task DialAsync(string what, Func<ValueTask<IConnection>> dial)
-    {
-        try
-        {
-            await dial();
-        }
-        catch (Exception e) when (e is DialException or IOException or OperationCanceledException or ObjectDisposedException)
-        {
-            LogDialFailed(what, e.Message);
-        }
-    }
-
-    private async Task BootstrapDhtAsync(CancellationToken ct)
-    {
-        var seeds = _options.Bootstrap.Where(a => a.PeerId is { } id && id != PeerId).ToArray();
-        var hasKnownServers = Host.Peers.Snapshot().Any(p => p.Id != PeerId && p.Protocols.Contains(Dht.ProtocolId, StringComparer.Ordinal));
-        if (seeds.Length == 0 && !hasKnownServers)
-        {
-            return;
-        }
-        try
-        {
-            var size = await Dht.BootstrapAsync(seeds, ct);
-            LogBootstrapped(size);
-        }
-        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-        {
-        }
-    }
-
-    /// <summary>Runs one re-bootstrap check now (what the periodic timer runs): when the routing table is empty, dial and bootstrap again.</summary>
-    public async Task RebootstrapIfEmptyAsync(CancellationToken ct)
-    {
-        if (Dht.RoutingTableSize > 0)
-        {
-            return;
-        }
-        await ReconnectAsync(_remembered.Take(_options.Discovery.MaxRedialPeers).ToArray(), ct);
-        await BootstrapDhtAsync(ct);
-    }
-
-    private async Task RebootstrapLoopAsync(PeriodicTimer timer, CancellationToken ct)
-    {
-        using var _ = timer;
-        try
-        {
-            await Joined;
-            while (await timer.WaitForNextTickAsync(ct))
-            {
-                await RebootstrapIfEmptyAsync(ct);
-            }
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-        }
-    }
-
-    private async Task SaveLoopAsync(PeriodicTimer timer, CancellationToken ct)
-    {
-        using var _ = timer;
-        try
-        {
-            while (await timer.WaitForNextTickAsync(ct))
-            {
-                Save();
-            }
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-        }
-    }
-
-    private void OnMdnsPeer(MdnsPeer peer)
-    {
-        if (peer.Peer == PeerId || _disposed != 0 || Host.Connections.Any(c => c.RemotePeer == peer.Peer && !c.IsClosed))
-        {
-            return;
-        }
-        _ = DialAsync(peer.Peer.ToString(), () => Host.ConnectAsync(peer.Peer, _stop.Token));
-    }
-
-    private void OnConnected(IConnection connection) => _ = MeasureLatencyAsync(connection.RemotePeer);
-
-    /// <summary>Pings the peer once (bounded by the host's dial timeout) so its latency is known; returns whether it answered.</summary>
-    public async Task<bool> MeasureLatencyAsync(PeerId peer, CancellationToken ct = default)
-    {
-        using var timeout = new CancellationTokenSource(Host.Options.DialTimeout, _options.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token, ct);
-        try
-        {
-            await Ping.PingAsync(peer, 1, linked.Token);
-            return true;
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException
-                                      or Protocol.ProtocolViolationException or Protocol.ProtocolNotSupportedException)
-        {
-            return false;
-        }
-    }
-
-    // ------------------------------------------------------------------ persistence
-
-    /// <summary>What would be persisted now: peers we have completed a handshake with, never ourselves or our own addresses.</summary>
-    public PersistedState CaptureState()
-    {
-        var now = _options.Time.GetUtcNow();
-        var connected = Host.Connections.Where(c => !c.IsClosed).Select(c => c.RemotePeer).ToHashSet();
-        var peers = Host.Peers.Snapshot()
-            .Where(p => p.Id != PeerId && p.PublicKey is not null)
-            .Select(p => new PersistedPeer(
-                p.Id,
-                p.Addresses.Where(a => !IsOwnAddress(a)).Take(_options.Discovery.MaxPersistedAddressesPerPeer).ToArray(),
-                p.Protocols,
-                connected.Contains(p.Id) ? now : p.LastSeen))
-            .Where(p => p.Addresses.Count > 0)
-            .OrderByDescending(p => p.LastSeen)
-            .Take(_options.Discovery.MaxPersistedPeers)
-            .ToArray();
-        return new PersistedState(peers, JoinedTopics.Take(_options.Discovery.MaxPersistedTopics).ToArray());
-    }
-
-    /// <summary>Writes the peer store and joined topics to the data directory now (also done periodically and on shutdown).</summary>
-    public void Save()
-    {
-        if (_database is null)
-        {
-            return;
-        }
-        try
-        {
-            _database.Save(CaptureState());
-        }
-        catch (Exception e) when (e is Microsoft.Data.Sqlite.SqliteException or IOException or UnauthorizedAccessException or ObjectDisposedException)
-        {
-            LogSaveFailed(e.Message);
-        }
-    }
+    /// <summary>Writes the peer store and joined topics to the data directory now.</summary>
+    public void Save() => Discovery.Save();
 
     public async ValueTask DisposeAsync()
     {
@@ -437,79 +157,14 @@ public sealed partial class PotluckNode : IAsyncDisposable
         {
             return;
         }
-        Host.Connected -= OnConnected;
-        if (Compute is not null)
+        await StopAsync(CancellationToken.None);
+        if (_app is IAsyncDisposable asyncDisposable)
         {
-            await Compute.DisposeAsync();
+            await asyncDisposable.DisposeAsync();
         }
-        await _stop.CancelAsync();
-        Task[] loops;
-        lock (_gate)
+        else
         {
-            loops = [.. _loops];
+            _app.Dispose();
         }
-        try
-        {
-            await Task.WhenAll(loops);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-        catch (Exception e)
-        {
-            LogLoopFailed(e);
-        }
-        Save();
-        if (Mdns is not null)
-        {
-            Mdns.PeerDiscovered -= OnMdnsPeer;
-            await Mdns.DisposeAsync();
-        }
-        await Gossip.DisposeAsync();
-        await Dht.DisposeAsync();
-        await Identify.DisposeAsync();
-        await Host.DisposeAsync();
-        _database?.Dispose();
-        _stop.Dispose();
     }
-
-    /// <summary>A copy of the DHT options with <paramref name="mode"/>, leaving the caller's instance untouched.</summary>
-    private static KademliaOptions WithMode(KademliaOptions source, KademliaMode mode)
-    {
-        if (source.Mode == mode)
-        {
-            return source;
-        }
-        var copy = new KademliaOptions();
-        foreach (var property in typeof(KademliaOptions).GetProperties())
-        {
-            if (property.CanRead && property.CanWrite && property.GetIndexParameters().Length == 0)
-            {
-                property.SetValue(copy, property.GetValue(source));
-            }
-        }
-        copy.Mode = mode;
-        return copy;
-    }
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "A discovery loop failed")]
-    private partial void LogLoopFailed(Exception e);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Re-dialing {Count} remembered peers")]
-    private partial void LogRedialing(int count);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Could not dial {Target}: {Reason}")]
-    private partial void LogDialFailed(string target, string reason);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "DHT bootstrapped: {Size} peers in the routing table")]
-    private partial void LogBootstrapped(int size);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "mDNS is unavailable ({Reason}); continuing without local discovery")]
-    private partial void LogMdnsUnavailable(string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not save the peer store: {Reason}")]
-    private partial void LogSaveFailed(string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The peer database {Path} was damaged; it was set aside and the node starts with no remembered peers")]
-    private partial void LogDatabaseRecovered(string path);
 }

@@ -4,6 +4,8 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
 
+using Potluck.Tests;
+
 namespace Potluck.Interop.Tests;
 
 /// <summary>
@@ -43,18 +45,20 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
     }
 
     public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
-        Action<GossipsubOptions>? configureGossip = null)
+        Func<GossipsubOptions, GossipsubOptions>? configureGossip = null)
     {
-        var gossipOptions = new GossipsubOptions();
-        configureGossip?.Invoke(gossipOptions);
-        var node = await PotluckNode.StartAsync(new NodeOptions
-        {
-            Key = key ?? PrivateKey.Generate(),
-            Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")],
-            Random = new Random(seed),
-            Gossip = gossipOptions,
-            Kademlia = new KademliaOptions { ProtocolId = dhtProtocol ?? KademliaService.DefaultProtocolId },
-        }, TestLogging.Factory, CancellationToken.None);
+        var gossipOptions = configureGossip?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
+        var node = await PotluckNode.CreateBuilder()
+            .UseKey(key ?? PrivateKey.Generate())
+            .UseSeed(seed)
+            .UseLoggerFactory(TestLogging.Factory)
+            .Configure(o => o with
+            {
+                Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")],
+                Gossip = gossipOptions,
+                Kademlia = new KademliaOptions { ProtocolId = dhtProtocol ?? KademliaService.DefaultProtocolId },
+            })
+            .StartAsync();
         var peer = new InteropPotluckPeer(node)
         {
             Gossip = gossip ? node.Gossip : null,

@@ -11,6 +11,8 @@ using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
 
+using Potluck.Tests;
+
 namespace Potluck.Interop.Tests;
 
 /// <summary>
@@ -28,8 +30,15 @@ public sealed class PotluckInteropTests
 
     private static async Task<PotluckNode> StartPotluckAsync(SwarmKey? swarmKey = null, PrivateKey? key = null)
     {
-        var node = await PotluckNode.StartTcpAsync(key ?? PrivateKey.Generate(), [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], swarmKey,
-            TestLogging.Factory, CancellationToken.None);
+        var builder = PotluckNode.CreateBuilder()
+            .UseKey(key ?? PrivateKey.Generate())
+            .UseLoggerFactory(TestLogging.Factory)
+            .Configure(o => o with { Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")] });
+        if (swarmKey is not null)
+        {
+            builder.UseSwarmKey(swarmKey);
+        }
+        var node = await builder.StartAsync();
         node.Host.SetStreamHandler(EchoProtocol, EchoAsync);
         return node;
     }

@@ -1,12 +1,34 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
+using Potluck.Node.Hosting;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Transport.Memory;
 
 namespace Potluck.Node.Tests;
 
-/// <summary>Potluck nodes on one in-memory network with virtual time; keys and randomness from a seeded Random.</summary>
+/// <summary>What a test node is given: its key and the settings tests vary (the rest are <see cref="PotluckOptions"/>' defaults).</summary>
+internal sealed record TestNodeOptions
+{
+    public required PrivateKey Key { get; init; }
+
+    public IReadOnlyList<Multiaddr> Listen { get; init; } = [];
+
+    public IReadOnlyList<Multiaddr> Bootstrap { get; init; } = [];
+
+    public string? DataDir { get; init; }
+
+    public IReadOnlyList<string> Topics { get; init; } = [];
+
+    public KademliaOptions Kademlia { get; init; } = new();
+
+    public DiscoveryOptions Discovery { get; init; } = new();
+}
+
+/// <summary>
+/// Potluck nodes on one in-memory network with virtual time, each built by <see cref="PotluckNodeBuilder"/>; keys and
+/// protocol randomness from a seeded Random.
+/// </summary>
 internal sealed class TestNodes : IAsyncDisposable
 {
     private readonly List<PotluckNode> _nodes = [];
@@ -35,18 +57,31 @@ internal sealed class TestNodes : IAsyncDisposable
     }
 
     /// <summary>Options for a node listening on <paramref name="listen"/> (default: a fresh /memory address).</summary>
-    public NodeOptions Options(PrivateKey? key = null, string listen = "/memory/0") => new()
+    public TestNodeOptions Options(PrivateKey? key = null, string listen = "/memory/0") => new()
     {
         Key = key ?? NewKey(),
         Listen = [Multiaddr.Parse(listen)],
-        Transports = [Network.CreateTransport()],
-        Time = Time,
-        Random = new Random(_random.Next()),
     };
 
-    public async Task<PotluckNode> StartAsync(NodeOptions options)
+    /// <summary>A builder for a node on this network and clock, as <paramref name="options"/> say.</summary>
+    public PotluckNodeBuilder Builder(TestNodeOptions options) => PotluckNode.CreateBuilder()
+        .UseSimulatedNetwork(Network)
+        .UseTime(Time)
+        .UseSeed(_random.Next())
+        .UseKey(options.Key)
+        .Configure(o => o with
+        {
+            Listen = options.Listen,
+            Bootstrap = options.Bootstrap,
+            DataDir = options.DataDir,
+            Topics = options.Topics,
+            Kademlia = options.Kademlia,
+            Discovery = options.Discovery,
+        });
+
+    public async Task<PotluckNode> StartAsync(TestNodeOptions options)
     {
-        var node = await PotluckNode.StartAsync(options, NullLoggerFactory.Instance, CancellationToken.None);
+        var node = await Builder(options).StartAsync();
         _nodes.Add(node);
         return node;
     }

@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Interop.Tests;
 using Potluck.Node;
+using Potluck.Node.Hosting;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
@@ -112,9 +113,10 @@ public static class Program
 
     private static async Task<(double Up, double Down)> PotluckPerfAsync(long size, CancellationToken ct)
     {
-        var listen = new[] { Multiaddr.Parse("/ip4/127.0.0.1/tcp/0") };
-        await using var server = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), listen, null, NullLoggerFactory.Instance, ct);
-        await using var client = await PotluckNode.StartTcpAsync(PrivateKey.Generate(), [], null, NullLoggerFactory.Instance, ct);
+        await using var server = await PotluckNode.CreateBuilder()
+            .Configure(o => o with { Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")] })
+            .StartAsync(ct);
+        await using var client = await PotluckNode.CreateBuilder().StartAsync(ct);
         var connection = await client.Host.ConnectAsync(server.FullAddresses[0], ct);
         // Warm up until tiered compilation has optimized the data path: with 8 MiB the first run measured tier-0 code.
         await client.Perf.RunAsync(connection.RemotePeer, 64 << 20, 64 << 20, ct);
@@ -138,19 +140,23 @@ public static class Program
     /// <summary>Fresh connections to one listener from 8 client identities, 8 dials in flight.</summary>
     private static async Task<double> PotluckHandshakesAsync(int count, CancellationToken ct)
     {
-        var settings = new Libp2pHostSettings();
-        settings.Host.MaxConnections = 10_000;
-        settings.Host.MaxPendingInbound = 1_000;
-        await using var server = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
-        await server.StartAsync([Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], ct);
+        // Bare hosts, as before the composition root: the handshake alone (no identify, ping or gossip on each connection).
+        PotluckNodeBuilder Bare() => PotluckNode.CreateBuilder().Configure(o => o with
+        {
+            Protocols = ProtocolsOptions.HostOnly,
+            Discovery = o.Discovery with { PingNewConnections = false },
+            Host = o.Host with { MaxConnections = 10_000, MaxPendingInbound = 1_000 },
+        });
+        await using var serverNode = await Bare().Configure(o => o with { Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")] }).StartAsync(ct);
+        var server = serverNode.Host;
         var target = server.ListenAddresses[0].WithPeer(server.PeerId);
         const int parallel = 8;
-        var clients = new List<Libp2pHost>();
+        var nodes = new List<PotluckNode>();
         for (var i = 0; i < parallel; i++)
         {
-            var c = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
-            clients.Add(c);
+            nodes.Add(await Bare().StartAsync(ct));
         }
+        var clients = nodes.Select(n => n.Host).ToList();
         async Task Dial(Libp2pHost c, int n)
         {
             for (var i = 0; i < n; i++)
@@ -167,9 +173,9 @@ public static class Program
         await Task.WhenAll(clients.Select(c => Dial(c, count / parallel)));
         var rate = count / parallel * parallel / sw.Elapsed.TotalSeconds;
         Console.WriteLine($"#   handshakes: {rate:0}/s, {(Environment.CpuUsage.TotalTime - cpu).TotalMicroseconds / (count / parallel * parallel):0} µs of this process's CPU per handshake (both ends)");
-        foreach (var c in clients)
+        foreach (var n in nodes)
         {
-            await c.DisposeAsync();
+            await n.DisposeAsync();
         }
         return rate;
     }

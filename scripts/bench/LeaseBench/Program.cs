@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Node;
-using Potluck.Node.Compute;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Scheduler.Providing;
@@ -34,26 +33,24 @@ public static class Program
         try
         {
             var loopback = new[] { Multiaddr.Parse("/ip4/127.0.0.1/tcp/0") };
-            async Task<PotluckNode> Provider(string name) => await PotluckNode.StartAsync(new NodeOptions
-            {
-                Key = PrivateKey.Generate(),
-                Listen = loopback,
-                DataDir = Path.Combine(scratch.FullName, name),
-                Compute = new ComputeNodeOptions
+            async Task<PotluckNode> Provider(string name) => await PotluckNode.CreateBuilder()
+                .Configure(o => o with
                 {
+                    Listen = loopback,
                     DataDir = Path.Combine(scratch.FullName, name),
-                    Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 },
-                },
-            }, NullLoggerFactory.Instance, ct);
+                    Compute = o.Compute with { Enabled = true, Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 } },
+                })
+                .StartAsync(ct);
             await using var p1 = await Provider("p1");
             await using var p2 = await Provider("p2");
-            await using var requester = await PotluckNode.StartAsync(new NodeOptions
-            {
-                Key = PrivateKey.Generate(),
-                Bootstrap = [p1.FullAddresses[0], p2.FullAddresses[0]],
-                DataDir = Path.Combine(scratch.FullName, "r"),
-                Compute = new ComputeNodeOptions { DataDir = Path.Combine(scratch.FullName, "r"), Provide = false },
-            }, NullLoggerFactory.Instance, ct);
+            await using var requester = await PotluckNode.CreateBuilder()
+                .Configure(o => o with
+                {
+                    Bootstrap = [p1.FullAddresses[0], p2.FullAddresses[0]],
+                    DataDir = Path.Combine(scratch.FullName, "r"),
+                    Compute = o.Compute with { Enabled = true, Provide = false },
+                })
+                .StartAsync(ct);
             await requester.Compute!.Client.WaitForProvidersAsync(2, ct);
             var task = new TaskSubmission { Module = module, Args = ["0"], Fuel = 20_000_000, MaxPricePerMegaFuel = 10 };
 

@@ -1,8 +1,11 @@
 using System.Net.Sockets;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Potluck.Node.Control;
+using Potluck.Node.Hosting;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
@@ -21,7 +24,7 @@ public static class Commands
 
     private static readonly OptionSpec[] RunOptions =
     [
-        new("listen", "multiaddr", $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfig.DefaultPort})", Repeatable: true),
+        new("listen", "multiaddr", $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort})", Repeatable: true),
         new("bootstrap", "multiaddr", "peer to join through (…/p2p/<peer id>), repeatable; the DHT is bootstrapped through it", Repeatable: true),
         new("no-mdns", null, "do not find peers on the local network by mDNS (on by default)"),
         new("config", "file", "JSON config: {\"listen\": [...], \"bootstrap\": [...], \"mdns\": true, \"swarm_key\": \"path\"}; flags win"),
@@ -87,7 +90,7 @@ public static class Commands
         return args[0] switch
         {
             "run" => await RunNodeAsync(Parse("run", rest, RunOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            "id" => await IdAsync(Parse("id", rest, IdOptions, 0, 0, "no arguments", stdout), stdout),
+            "id" => await IdAsync(Parse("id", rest, IdOptions, 0, 0, "no arguments", stdout), stdout, stderr),
             "ping" => await PingAsync(Parse("ping", rest, PingOptions, 1, 1, "the address to ping, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "perf" => await PerfAsync(Parse("perf", rest, PerfOptions, 1, 1, "the address to measure, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
             "submit" => await ComputeCommands.SubmitAsync(Parse("submit", rest, ComputeCommands.SubmitOptions, 1, 256, "the module to run, e.g. samples/hashchain/hashchain.wasm", stdout),
@@ -198,74 +201,86 @@ public static class Commands
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
-    /// <summary>The node's configuration from the config file (if any) and the flags, which win.</summary>
-    internal static NodeConfig ParseRunConfig(ParsedArgs args)
+    /// <summary>
+    /// `potluck run`'s flags: scalar ones as configuration keys (the same keys potluck.json and POTLUCK__… set, above
+    /// both), and lists (--listen, --bootstrap) as an adjustment that replaces the configured list when given.
+    /// </summary>
+    internal static (List<KeyValuePair<string, string?>> Keys, Func<PotluckOptions, PotluckOptions> Lists) RunFlags(ParsedArgs args)
     {
-        var config = new NodeConfig();
-        if (args.Get("config") is { } file)
+        var flags = new List<KeyValuePair<string, string?>>();
+        IReadOnlyList<Multiaddr>? listen = args.Has("listen") ? args.GetAll("listen").Select(a => ParseAddress(a, "--listen")).ToArray() : null;
+        IReadOnlyList<Multiaddr>? bootstrap = null;
+        if (args.Has("bootstrap"))
         {
-            if (!File.Exists(file))
+            bootstrap = args.GetAll("bootstrap").Select(a => ParseAddress(a, "--bootstrap")).ToArray();
+            foreach (var address in bootstrap.Where(a => a.PeerId is null))
             {
-                throw new UsageException($"--config: no file at '{file}'");
-            }
-            if (new FileInfo(file).Length > NodeConfig.MaxConfigFileSize)
-            {
-                throw new UsageException($"--config: '{file}' is over {NodeConfig.MaxConfigFileSize} bytes");
-            }
-            try
-            {
-                config.ApplyFile(File.ReadAllText(file), file);
-            }
-            catch (FormatException e)
-            {
-                throw new UsageException($"--config: {e.Message}");
-            }
-        }
-        if (args.Get("data-dir") is { } dir)
-        {
-            config.DataDir = dir;
-        }
-        if (args.Has("listen"))
-        {
-            config.Listen = args.GetAll("listen").Select(a => ParseAddress(a, "--listen")).ToList();
-        }
-        config.Bootstrap.AddRange(args.GetAll("bootstrap").Select(a => ParseAddress(a, "--bootstrap")));
-        foreach (var b in config.Bootstrap)
-        {
-            if (b.PeerId is null)
-            {
-                throw new UsageException($"--bootstrap '{b}' needs the peer id at the end: {b}/p2p/12D3KooW… (potluck run prints it as 'Listening on …')");
+                throw new UsageException($"--bootstrap '{address}' needs the peer id at the end: {address}/p2p/12D3KooW… (potluck run prints it as 'Listening on …')");
             }
         }
         if (args.Has("no-mdns"))
         {
-            config.Mdns = false;
+            flags.Add(new("discovery:mdns", "false"));
+        }
+        if (args.Has("no-provide"))
+        {
+            flags.Add(new("compute:provide", "false"));
+        }
+        if (args.Get("cores") is not null)
+        {
+            flags.Add(new("compute:provider:cores", args.GetInt("cores", 1, 1, 4096).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        if (args.Get("price") is not null)
+        {
+            flags.Add(new("compute:provider:pricePerMegaFuel", args.GetInt("price", 10, 0, 1_000_000_000).ToString(System.Globalization.CultureInfo.InvariantCulture)));
         }
         if (args.Get("swarm-key") is { } keyPath)
         {
-            config.SwarmKeyPath = keyPath;
+            if (!File.Exists(keyPath))
+            {
+                throw new UsageException($"--swarm-key: no file at '{keyPath}'. Create one with 'potluck swarm-key generate > {keyPath}'");
+            }
+            flags.Add(new("swarmKey", Path.GetFullPath(keyPath)));
         }
-        return config;
+        return (flags, o => o with { Listen = listen ?? o.Listen, Bootstrap = bootstrap ?? o.Bootstrap });
     }
+
+    /// <summary>`potluck run`'s configuration: home-node defaults, potluck.json (or --config), POTLUCK__…, flags.</summary>
+    /// <exception cref="NodeStartException">A file cannot be read or is not JSON, or there is no home directory.</exception>
+    internal static (ConfigurationManager Configuration, Func<PotluckOptions, PotluckOptions> Lists, string DataDir) RunConfiguration(ParsedArgs args)
+    {
+        var (keys, lists) = RunFlags(args);
+        var dataDir = DataDirOf(args);
+        return (NodeConfiguration.Create(dataDir, NodeConfiguration.HomeNodeDefaults, keys, args.Get("config")), lists, dataDir);
+    }
+
+    /// <summary>The options `potluck run` would start with (for tests and `potluck config`): throws as start would.</summary>
+    internal static PotluckOptions ResolveRunOptions(ParsedArgs args)
+    {
+        var (configuration, lists, _) = RunConfiguration(args);
+        return PotluckOptionsResolver.Resolve(configuration, [lists]);
+    }
+
+    /// <summary>The data directory from --data-dir, else POTLUCK_DATA_DIR, else the XDG default.</summary>
+    internal static string DataDirOf(ParsedArgs args) => args.Get("data-dir") is { } dir ? Path.GetFullPath(dir) : NodeConfiguration.DefaultDataDir();
 
     private static async Task<int> RunNodeAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
-        var config = ParseRunConfig(args);
-        var swarmKey = LoadSwarmKey(config.SwarmKeyPath);
         var level = ParseLogLevel(args, LogLevel.Information);
-        PrivateKey key;
+        string dataDir;
+        ConfigurationManager configuration;
+        Func<PotluckOptions, PotluckOptions> lists;
         try
         {
-            key = PrivateKey.LoadOrCreate(config.IdentityKeyPath);
+            (configuration, lists, dataDir) = RunConfiguration(args);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        catch (NodeStartException e)
         {
-            await stderr.WriteLineAsync($"potluck: cannot use data directory '{config.DataDir}': {e.Message}");
+            await stderr.WriteLineAsync($"potluck: {e.Message}");
             return 1;
         }
 
-        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Logging.ClearProviders();
+        var builder = PotluckNode.CreateBuilder(configuration).Configure(lists);
         builder.Logging.SetMinimumLevel(level);
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -273,63 +288,82 @@ public static class Commands
             o.TimestampFormat = "HH:mm:ss ";
         });
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        // The generic host's start-up chatter (environment, content root) says nothing useful about a node.
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
-        var options = new NodeOptions
+        builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
+        builder.Configure(o =>
         {
-            Key = key,
-            Listen = config.Listen,
-            Bootstrap = config.Bootstrap,
-            EnableMdns = config.Mdns,
-            SwarmKey = swarmKey,
-            DataDir = config.DataDir,
-            Topics = [Scheduler.Advertising.AdvertisementProtocol.Topic],
-            Compute = new Compute.ComputeNodeOptions
-            {
-                DataDir = config.DataDir,
-                Provide = !args.Has("no-provide"),
-                Provider = new Scheduler.Providing.ProviderOptions
-                {
-                    Cores = args.GetInt("cores", 1, 1, Environment.ProcessorCount * 4),
-                    PricePerMegaFuel = args.GetInt("price", 10, 0, 1_000_000_000),
-                },
-            },
-        };
-        builder.Services.AddSingleton(new NodeServiceSettings(options, config.DataDir, stdout));
-        builder.Services.AddHostedService<NodeService>();
-        using var app = builder.Build();
+            var problems = PotluckOptionsValidator.ValidateForThisMachine(o);
+            return problems.Count == 0 ? o : throw new OptionsValidationException(nameof(PotluckOptions), typeof(PotluckOptions), problems);
+        });
+        await using var node = builder.Build();
+        var loggers = node.Services.GetRequiredService<ILoggerFactory>();
+        // The control socket first: if another node already serves this data directory, stop before touching the network.
+        await using var control = new ControlServer(dataDir, new ControlOptions(), node.Runtime.Time, loggers);
         try
         {
-            await app.RunAsync();
+            await control.StartAsync(CancellationToken.None);
+            await node.StartAsync(CancellationToken.None);
         }
-        catch (Exception e) when (e is TransportException { Error: TransportError.AddressInUse } || e is SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse })
+        catch (Exception e) when (StartFailure(e) is { } message)
         {
-            await stderr.WriteLineAsync($"potluck: {e.Message}. Another program (or another potluck node) has that port: pick another, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfig.DefaultPort + 1}");
+            await stderr.WriteLineAsync($"potluck: {message}");
             return 1;
         }
-        catch (Exception e) when (e is IOException or SocketException or ArgumentException)
+        NodeControl.Register(control, node);
+        using var printer = new NodePrinter(node, stdout, control.SocketPath);
+        await printer.PrintHeaderAsync();
+        var lifetime = node.Services.GetRequiredService<IHostApplicationLifetime>();
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
         {
-            await stderr.WriteLineAsync($"potluck: {e.Message}");
-            return 1;
+            await stopping.Task;
         }
+        await node.StopAsync(CancellationToken.None);
         return 0;
     }
 
-    private static async Task<int> IdAsync(ParsedArgs args, TextWriter stdout)
+    /// <summary>The message for a node that could not start, or null when the failure is a bug (which then surfaces).</summary>
+    internal static string? StartFailure(Exception e) => e switch
     {
-        var config = new NodeConfig();
-        if (args.Get("data-dir") is { } dir)
+        OptionsValidationException v => "the configuration is not valid:" + string.Concat(v.Failures.Select(f => Environment.NewLine + "  " + f)),
+        NodeStartException s => s.Message,
+        TransportException { Error: TransportError.AddressInUse } t =>
+            $"{t.Message}. Another program (or another potluck node) has that port: pick another, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort + 1}",
+        SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } s =>
+            $"{s.Message}. Another program (or another potluck node) has that port: pick another, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort + 1}",
+        Scheduler.Credits.LedgerException l => $"the ledger cannot be opened: {l.Message}",
+        IOException or SocketException or ArgumentException or UnauthorizedAccessException => e.Message,
+        _ => null,
+    };
+
+    private static async Task<int> IdAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
+    {
+        try
         {
-            config.DataDir = dir;
+            var key = PrivateKey.LoadOrCreate(Path.Combine(DataDirOf(args), NodeConfiguration.IdentityFileName));
+            await stdout.WriteLineAsync(args.Has("cid") ? key.PeerId.ToCidString() : key.PeerId.ToString());
+            return 0;
         }
-        var key = PrivateKey.LoadOrCreate(config.IdentityKeyPath);
-        await stdout.WriteLineAsync(args.Has("cid") ? key.PeerId.ToCidString() : key.PeerId.ToString());
-        return 0;
+        catch (Exception e) when (e is NodeStartException or IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            await stderr.WriteLineAsync($"potluck id: {e.Message}");
+            return 1;
+        }
     }
 
     /// <summary>Starts a short-lived client node with a throwaway identity that listens nowhere.</summary>
-    private static Task<PotluckNode> StartClientAsync(ParsedArgs args, ILoggerFactory loggers, CancellationToken ct) =>
-        PotluckNode.StartTcpAsync(PrivateKey.Generate(), [], LoadSwarmKey(args), loggers, ct);
+    private static async Task<PotluckNode> StartClientAsync(ParsedArgs args, ILoggerFactory loggers, CancellationToken ct)
+    {
+        var builder = PotluckNode.CreateBuilder();
+        builder.Services.AddSingleton(loggers);
+        if (LoadSwarmKey(args) is { } swarmKey)
+        {
+            builder.UseSwarmKey(swarmKey);
+        }
+        var node = builder.Build();
+        await node.StartAsync(ct);
+        return node;
+    }
 
     private static async Task<int> PingAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
@@ -396,7 +430,7 @@ public static class Commands
 
     private static async Task<int> PeersAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
-        var dataDir = args.Get("data-dir") ?? NodeConfig.DefaultDataDir();
+        var dataDir = DataDirOf(args);
         using var cts = ConsoleCancellation();
         try
         {

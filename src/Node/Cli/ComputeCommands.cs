@@ -1,6 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
-using Potluck.Node.Compute;
+using Potluck.Node.Hosting;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Scheduler.Credits;
@@ -35,7 +35,7 @@ internal static class ComputeCommands
         new("help", null, "show this help"),
     ];
 
-    public static string DefaultRequesterDir() => Path.Combine(NodeConfig.DefaultDataDir(), "requester");
+    public static string DefaultRequesterDir() => Path.Combine(NodeConfiguration.DefaultDataDir(), "requester");
 
     public static async Task<int> SubmitAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
@@ -84,17 +84,16 @@ internal static class ComputeCommands
         {
             throw new UsageException($"--bootstrap '{b}' must end in /p2p/<peer id> (copy a full address from the provider's `potluck run` output)");
         }
-        var dataDir = args.Get("data-dir") ?? DefaultRequesterDir();
         var swarmKey = Commands.LoadSwarmKey(args.Get("swarm-key"));
-        using var loggerFactory = Commands.CreateLoggers(Commands.ParseLogLevel(args, LogLevel.Warning));
-        PrivateKey key;
+        var level = Commands.ParseLogLevel(args, LogLevel.Warning);
+        string dataDir;
         try
         {
-            key = PrivateKey.LoadOrCreate(Path.Combine(dataDir, "identity.key"));
+            dataDir = args.Get("data-dir") is { } given ? Path.GetFullPath(given) : DefaultRequesterDir();
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        catch (NodeStartException e)
         {
-            await stderr.WriteLineAsync($"potluck submit: cannot use data directory '{dataDir}': {e.Message}");
+            await stderr.WriteLineAsync($"potluck submit: {e.Message}");
             return 1;
         }
         using var cts = new CancellationTokenSource();
@@ -103,15 +102,32 @@ internal static class ComputeCommands
             e.Cancel = true;
             cts.Cancel();
         };
-        await using var node = await PotluckNode.StartAsync(new NodeOptions
+        // The short-lived requester: its own identity and ledger, listening nowhere, with compute on and providing off.
+        var builder = PotluckNode.CreateBuilder();
+        builder.Logging.SetMinimumLevel(level);
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Configure(o => o with
         {
-            Key = key,
-            Bootstrap = bootstrap,
-            EnableMdns = !args.Has("no-mdns"),
-            SwarmKey = swarmKey,
             DataDir = dataDir,
-            Compute = new ComputeNodeOptions { DataDir = dataDir, Provide = false },
-        }, loggerFactory, cts.Token);
+            Bootstrap = bootstrap,
+            Discovery = o.Discovery with { Mdns = !args.Has("no-mdns") },
+            Compute = o.Compute with { Enabled = true, Provide = false },
+        });
+        if (swarmKey is not null)
+        {
+            builder.UseSwarmKey(swarmKey);
+        }
+        await using var node = builder.Build();
+        try
+        {
+            await node.StartAsync(cts.Token);
+        }
+        catch (Exception e) when (Commands.StartFailure(e) is { } message)
+        {
+            await stderr.WriteLineAsync($"potluck submit: {message}");
+            return 1;
+        }
         var compute = node.Compute!;
         try
         {
@@ -182,7 +198,7 @@ internal static class ComputeCommands
 
     public static async Task<int> LedgerAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
     {
-        var dataDir = args.Get("data-dir") ?? NodeConfig.DefaultDataDir();
+        var dataDir = Commands.DataDirOf(args);
         var count = args.GetInt("count", 20, 1, 10_000);
         var keyPath = Path.Combine(dataDir, "identity.key");
         if (!File.Exists(keyPath) || !File.Exists(Path.Combine(dataDir, "ledger.db")))

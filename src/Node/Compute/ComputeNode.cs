@@ -1,8 +1,10 @@
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Credits;
-using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Sandbox;
@@ -13,14 +15,14 @@ namespace Potluck.Node.Compute;
 
 /// <summary>
 /// Compute on a running host: the credit ledger in the data directory, the WASM sandbox and module store, the
-/// reputation store (kept in <c>reputation.db</c>) and fraud-proof service, the <see cref="ComputeClient"/> for submitting tasks and (when
-/// <see cref="ComputeNodeOptions.Provide"/>) the <see cref="ProviderService"/> serving leases and publishing ads.
-/// Takes the host and a topic bus (<see cref="GossipTopicBus"/> over gossipsub, or an in-memory hub in tests);
-/// chooses nothing about transports or time itself.
+/// reputation store (kept in <c>reputation.db</c>) and fraud-proof service, the <see cref="ComputeClient"/> for submitting
+/// tasks and (when providing) the <see cref="ProviderService"/> serving leases and publishing ads. Built and stopped by
+/// the node's compute hosted service; chooses nothing about transports, time or randomness itself.
 /// </summary>
 public sealed class ComputeNode : IAsyncDisposable
 {
     private readonly ReputationJournal _journal;
+    private int _disposed;
 
     private ComputeNode(CreditLedger ledger, WasmSandbox sandbox, ModuleStore modules, SandboxTaskExecutor executor, ReputationStore reputation,
         ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider)
@@ -56,39 +58,49 @@ public sealed class ComputeNode : IAsyncDisposable
     /// <summary>Submits a task (see <see cref="ComputeClient.SubmitAsync"/>).</summary>
     public Task<SubmissionResult> SubmitAsync(TaskSubmission submission, CancellationToken ct) => Client.SubmitAsync(submission, ct);
 
-    /// <summary>Opens the ledger, creates the sandbox and services, and starts them on <paramref name="host"/>.</summary>
+    /// <summary>What the compute layer is built from.</summary>
+    internal sealed record Parts(
+        IHost Host,
+        PrivateKey Key,
+        ITopicBus Bus,
+        string DataDir,
+        Hosting.ComputeOptions Options,
+        NodeRuntime Runtime,
+        TimeProvider? SandboxTime,
+        Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
+        ILoggerFactory Loggers);
+
+    /// <summary>Opens the ledger, creates the sandbox and services, and starts them.</summary>
     /// <exception cref="LedgerException">The ledger cannot be opened (corrupt, or another identity's).</exception>
-    public static ComputeNode Start(Libp2pHost host, ITopicBus bus, ComputeNodeOptions options, ILoggerFactory loggers, TimeProvider time)
+    internal static ComputeNode Start(Parts parts)
     {
-        ArgumentNullException.ThrowIfNull(host);
-        ArgumentNullException.ThrowIfNull(bus);
-        ArgumentNullException.ThrowIfNull(options);
-        var sandboxOptions = options.Sandbox;
-        sandboxOptions.CacheDirectory ??= Path.Combine(options.DataDir, "cache");
-        sandboxOptions.MaxStdoutBytes = ComputeRuntime.MaxOutputBytes;
-        var ledger = CreditLedger.Open(options.DataDir, host.PeerId, options.Credits, time);
+        var (host, key, bus, dataDir, options, runtime, sandboxTime, decorate, loggers) = parts;
+        var sandboxOptions = options.Sandbox with
+        {
+            CacheDirectory = options.Sandbox.CacheDirectory ?? Path.Combine(dataDir, "cache"),
+            MaxStdoutBytes = ComputeRuntime.MaxOutputBytes,
+        };
+        var ledger = CreditLedger.Open(dataDir, key.PeerId, options.Credits, runtime.Time);
         WasmSandbox? sandbox = null;
         ReputationDatabase? reputationDb = null;
         ReputationJournal? journal = null;
         try
         {
-            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), options.SandboxTime ?? TimeProvider.System);
-            var modules = new ModuleStore(Path.Combine(options.DataDir, "modules"));
-            var executor = new SandboxTaskExecutor(sandbox, modules);
+            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime ?? TimeProvider.System);
+            var modules = new ModuleStore(Path.Combine(dataDir, "modules"));
+            var executor = new SandboxTaskExecutor(sandbox, modules, runtime);
             var reputation = new ReputationStore();
-            reputationDb = ReputationDatabase.Open(options.DataDir);
-            journal = new ReputationJournal(reputation, reputationDb, time, loggers.CreateLogger<ReputationJournal>());
+            reputationDb = ReputationDatabase.Open(dataDir);
+            journal = new ReputationJournal(reputation, reputationDb, runtime.Time, loggers.CreateLogger<ReputationJournal>());
             journal.Start();
             var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>());
-            var random = new Random(options.Seed ?? Random.Shared.Next());
-            var client = new ComputeClient(host, host.PrivateKey, bus, ledger, reputation, fraud, executor, options.Client, time,
-                new Random(random.Next()), loggers.CreateLogger<ComputeClient>());
+            var client = new ComputeClient(host, key, bus, ledger, reputation, fraud, executor, options.Client, runtime,
+                loggers.CreateLogger<ComputeClient>());
             ProviderService? provider = null;
             if (options.Provide)
             {
-                var providerOptions = options.Provider;
-                ITaskExecutor providerExecutor = options.ExecutorDecorator?.Invoke(executor) ?? executor;
-                provider = new ProviderService(host, host.PrivateKey, bus, providerExecutor, modules, ledger, providerOptions, time,
+                ITaskExecutor providerExecutor = decorate?.Invoke(executor) ?? executor;
+                provider = new ProviderService(host, key, bus, providerExecutor, modules, ledger, options.Provider, runtime,
                     loggers.CreateLogger<ProviderService>());
             }
             fraud.Start();
@@ -98,14 +110,7 @@ public sealed class ComputeNode : IAsyncDisposable
         }
         catch
         {
-            if (journal is not null)
-            {
-                journal.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            }
-            else
-            {
-                reputationDb?.Dispose();
-            }
+            reputationDb?.Dispose();
             sandbox?.Dispose();
             ledger.Dispose();
             throw;
@@ -115,6 +120,10 @@ public sealed class ComputeNode : IAsyncDisposable
     /// <summary>Stops providing (cancelling live leases), stops the client, and closes the sandbox and ledger.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
         if (Provider is not null)
         {
             await Provider.DisposeAsync();

@@ -48,15 +48,24 @@ public sealed partial class GossipTopicBus : ITopicBus
             _bus = bus;
             _topic = topic;
             _subscription = subscription;
-            _ = Task.Run(() => RunAsync(handler));
+            // Started inline, on the caller's context, up to its first wait; it ends when the subscription is disposed.
+            Running = RunAsync(handler);
         }
+
+        /// <summary>The pump (it never throws: a handler's failure is logged and the next message delivered).</summary>
+        public Task Running { get; }
 
         private async Task RunAsync(Func<TopicMessage, CancellationToken, ValueTask> handler)
         {
             try
             {
-                await foreach (var m in _subscription.Messages.ReadAllAsync(_stop.Token))
+                var reader = _subscription.Messages;
+                while (await reader.WaitToReadAsync(_stop.Token))
                 {
+                    if (!reader.TryRead(out var m))
+                    {
+                        continue;
+                    }
                     try
                     {
                         await handler(ToTopicMessage(m), _stop.Token);
@@ -64,6 +73,10 @@ public sealed partial class GossipTopicBus : ITopicBus
                     catch (OperationCanceledException) when (_stop.IsCancellationRequested)
                     {
                         return;
+                    }
+                    catch (Exception e) when (Potluck.Protocol.Runtime.Failures.Classify(e, _stop.Token).Kind != Potluck.Protocol.Runtime.FailureKind.Internal)
+                    {
+                        LogHandlerDropped(_bus._log, _topic, e.Message);
                     }
                     catch (Exception e)
                     {
@@ -83,6 +96,9 @@ public sealed partial class GossipTopicBus : ITopicBus
             _bus._gossip.SetValidator(_topic, null);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Handler for topic {Topic} gave up on a message: {Reason}")]
+    private static partial void LogHandlerDropped(ILogger logger, string topic, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Handler for topic {Topic} failed")]
     private static partial void LogHandlerFailed(ILogger logger, string topic, Exception error);

@@ -309,7 +309,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         {
             return;
         }
-        await _stop.CancelAsync();
+        _stop.Cancel();
         _listener?.Dispose();
         if (_accept is not null)
         {

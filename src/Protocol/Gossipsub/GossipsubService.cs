@@ -67,6 +67,7 @@ public sealed class GossipSubscription : IDisposable
 /// </summary>
 public sealed partial class GossipsubService : IAsyncDisposable
 {
+    private int _disposeOnce;
     public const string ProtocolIdV11 = GossipsubProtocol.V11;
     public const string ProtocolIdV10 = GossipsubProtocol.V10;
     private const string ProtectTag = "gossipsub";
@@ -549,6 +550,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
+        {
+            return;
+        }
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;

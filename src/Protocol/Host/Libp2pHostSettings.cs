@@ -9,20 +9,20 @@ using Potluck.Protocol.Yamux;
 namespace Potluck.Protocol.Host;
 
 /// <summary>Everything a host's stack can be tuned with; the defaults are what `potluck run` uses.</summary>
-public sealed class Libp2pHostSettings
+public sealed record Libp2pHostSettings
 {
-    public HostOptions Host { get; set; } = new();
+    public HostOptions Host { get; init; } = new();
 
     /// <summary>Noise settings. By default Yamux is offered inside the handshake (the Noise <c>stream_muxers</c>
     /// extension), which saves the round trip of negotiating the muxer with peers that offer it too.</summary>
-    public NoiseOptions Noise { get; set; } = new() { EarlyMuxers = [YamuxMuxer.ProtocolId] };
+    public NoiseOptions Noise { get; init; } = new() { EarlyMuxers = [YamuxMuxer.ProtocolId] };
 
-    public YamuxOptions Yamux { get; set; } = new();
+    public YamuxOptions Yamux { get; init; } = new();
 
-    public MultistreamOptions Multistream { get; set; } = new();
+    public MultistreamOptions Multistream { get; init; } = new();
 
     /// <summary>When set, the host only talks to peers with the same pre-shared key (libp2p pnet).</summary>
-    public SwarmKey? SwarmKey { get; set; }
+    public SwarmKey? SwarmKey { get; init; }
 }
 
 public sealed partial class Libp2pHost

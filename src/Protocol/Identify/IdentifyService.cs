@@ -8,19 +8,19 @@ using Potluck.Protocol.Multiformats;
 namespace Potluck.Protocol.Identify;
 
 /// <summary>Limits on identify messages, which the remote controls.</summary>
-public sealed class IdentifyOptions
+public sealed record IdentifyOptions
 {
     /// <summary>Largest identify message accepted. Default 64 KiB (go-libp2p uses a similar bound).</summary>
-    public int MaxMessageSize { get; set; } = 64 * 1024;
+    public int MaxMessageSize { get; init; } = 64 * 1024;
 
     /// <summary>Listen addresses read from one message. Default 64.</summary>
-    public int MaxListenAddresses { get; set; } = 64;
+    public int MaxListenAddresses { get; init; } = 64;
 
     /// <summary>Messages read on one stream (go-libp2p may split a large record). Default 4.</summary>
-    public int MaxMessagesPerStream { get; set; } = 4;
+    public int MaxMessagesPerStream { get; init; } = 4;
 
     /// <summary>Identify exchange must finish within this. Default 15 s.</summary>
-    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(15);
 }
 
 /// <summary>What identify learned about a peer.</summary>
@@ -41,6 +41,7 @@ public sealed record IdentifyResult(
 /// </summary>
 public sealed partial class IdentifyService : IAsyncDisposable
 {
+    private int _disposeOnce;
     public const string ProtocolId = "/ipfs/id/1.0.0";
     public const string PushProtocolId = "/ipfs/id/push/1.0.0";
 
@@ -263,6 +264,10 @@ public sealed partial class IdentifyService : IAsyncDisposable
 
     public ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
+        {
+            return ValueTask.CompletedTask;
+        }
         _host.Connected -= OnConnected;
         _host.Disconnected -= OnDisconnected;
         _host.LocalInfoChanged -= OnLocalInfoChanged;

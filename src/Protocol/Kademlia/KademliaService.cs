@@ -19,6 +19,7 @@ namespace Potluck.Protocol.Kademlia;
 /// </summary>
 public sealed partial class KademliaService : IAsyncDisposable
 {
+    private int _disposeOnce;
     public const string DefaultProtocolId = "/potluck/kad/1.0.0";
     public const string IpfsProtocolId = "/ipfs/kad/1.0.0";
 
@@ -638,6 +639,10 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
+        {
+            return;
+        }
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;

@@ -16,6 +16,7 @@ namespace Potluck.Protocol.Mdns;
 /// </summary>
 public sealed partial class MdnsService : IAsyncDisposable
 {
+    private int _disposeOnce;
     private readonly IHost _host;
     private readonly MdnsOptions _options;
     private readonly TimeProvider _time;
@@ -211,6 +212,10 @@ public sealed partial class MdnsService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
+        {
+            return;
+        }
         _host.LocalInfoChanged -= UpdateAddresses;
         await _stop.CancelAsync();
         _socket?.Dispose();

@@ -34,6 +34,7 @@ public readonly record struct MultiaddrComponent(MultiaddrProtocol Protocol, Rea
 /// As in go-multiaddr, an address has at least one component: <c>/</c> and zero bytes are rejected by the
 /// decoders (<see cref="Empty"/> exists for local use and prints as the empty string).
 /// </summary>
+[System.ComponentModel.TypeConverter(typeof(MultiaddrTypeConverter))]
 public sealed class Multiaddr : IEquatable<Multiaddr>
 {
     public const int MaxBytes = 1024;

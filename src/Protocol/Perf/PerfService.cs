@@ -7,13 +7,13 @@ using Potluck.Protocol.Identity;
 namespace Potluck.Protocol.Perf;
 
 /// <summary>Limits of the perf server.</summary>
-public sealed class PerfOptions
+public sealed record PerfOptions
 {
     /// <summary>Serve <c>/perf/1.0.0</c> at all. Default true.</summary>
-    public bool Serve { get; set; } = true;
+    public bool Serve { get; init; } = true;
 
     /// <summary>Largest download a client may ask for, so perf is no amplification tool. Default 16 GiB.</summary>
-    public ulong MaxDownloadBytes { get; set; } = 16UL << 30;
+    public ulong MaxDownloadBytes { get; init; } = 16UL << 30;
 }
 
 /// <summary>One perf run's measured durations.</summary>

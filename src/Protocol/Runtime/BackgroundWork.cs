@@ -120,14 +120,9 @@ public sealed partial class BackgroundWork : IAsyncDisposable
         }
     }
 
-    /// <summary>Cancels <see cref="Stopping"/> and waits for every piece of work still running (their failures are logged, not thrown).</summary>
-    public async Task StopAsync()
+    /// <summary>Completes when no work is running (work started meanwhile is waited for too); cancels nothing.</summary>
+    public async Task WhenIdleAsync()
     {
-        if (Interlocked.Exchange(ref _stopped, 1) == 0)
-        {
-            // Cancel, not CancelAsync: the callbacks run here, on the owner's scheduler, not on the thread pool.
-            _stopping.Cancel();
-        }
         while (true)
         {
             Task[] running;
@@ -148,6 +143,17 @@ public sealed partial class BackgroundWork : IAsyncDisposable
                 // Each failure was observed and logged by Track.
             }
         }
+    }
+
+    /// <summary>Cancels <see cref="Stopping"/> and waits for every piece of work still running (their failures are logged, not thrown).</summary>
+    public async Task StopAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            // Cancel, not CancelAsync: the callbacks run here, on the owner's scheduler, not on the thread pool.
+            _stopping.Cancel();
+        }
+        await WhenIdleAsync();
     }
 
     public async ValueTask DisposeAsync()

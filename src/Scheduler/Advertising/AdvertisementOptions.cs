@@ -1,7 +1,7 @@
 namespace Potluck.Scheduler.Advertising;
 
 /// <summary>Every limit a remote advertiser controls, and the local publishing schedule.</summary>
-public sealed class AdvertisementOptions
+public sealed record AdvertisementOptions
 {
     /// <summary>Largest signed envelope accepted, checked before any decoding. Default 4 KiB.</summary>
     public int MaxEnvelopeBytes { get; init; } = 4096;

@@ -4,37 +4,37 @@ namespace Potluck.Scheduler.Credits;
 /// Limits and policy for attestations, receipts and the ledger. The size limits bound what a remote peer can
 /// make us decode; they are checked before any MessagePack is read.
 /// </summary>
-public sealed class CreditsOptions
+public sealed record CreditsOptions
 {
     /// <summary>
     /// Largest signed envelope accepted (payload + signer key + signature + framing). Default 8 KiB: an
     /// Ed25519-signed attestation is about 300 bytes; the slack admits RSA keys (up to 1200 bytes encoded)
     /// and their signatures.
     /// </summary>
-    public int MaxEnvelopeBytes { get; set; } = 8 * 1024;
+    public int MaxEnvelopeBytes { get; init; } = 8 * 1024;
 
     /// <summary>Largest payload inside an envelope. Default 2 KiB; attestations and receipts are a few hundred bytes.</summary>
-    public int MaxPayloadBytes { get; set; } = 2 * 1024;
+    public int MaxPayloadBytes { get; init; } = 2 * 1024;
 
     /// <summary>
     /// Micro-credits granted once, as a <see cref="LedgerEntryKind.Grant"/> entry, when a node's ledger is
     /// first created. Default 1,000,000 (one credit). A grant is local bookkeeping that lets a new node
     /// request work; it is not signed by anyone and is not part of a proof of earnings. Zero: no grant.
     /// </summary>
-    public long InitialGrant { get; set; } = 1_000_000;
+    public long InitialGrant { get; init; } = 1_000_000;
 
     /// <summary>
     /// Whether <see cref="CreditLedger.ReservePayment"/> may reserve more than the available balance.
     /// Default false: a requester cannot commit credits it does not have.
     /// </summary>
-    public bool AllowOverdraft { get; set; }
+    public bool AllowOverdraft { get; init; }
 
     /// <summary>Most entries <see cref="CreditLedger.Recent"/> returns in one call. Default 1000.</summary>
-    public int MaxRecent { get; set; } = 1000;
+    public int MaxRecent { get; init; } = 1000;
 
     /// <summary>
     /// Most receipts in one proof of earnings, produced or checked. Default 10,000 (a few MiB of receipts).
     /// A proof offered by a remote peer longer than this is rejected unread.
     /// </summary>
-    public int MaxProofReceipts { get; set; } = 10_000;
+    public int MaxProofReceipts { get; init; } = 10_000;
 }

@@ -1,3 +1,4 @@
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Sandbox;
 
@@ -14,11 +15,14 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
     private readonly ModuleStore _modules;
     private readonly CancellationTokenSource _closing = new();
     private readonly HashSet<Task> _running = [];
+    private readonly NodeRuntime _runtime;
 
-    public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules)
+    /// <param name="runtime">Told about each run on a sandbox thread, so virtual time does not move while one is in flight.</param>
+    public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules, NodeRuntime? runtime = null)
     {
         _sandbox = sandbox;
         _modules = modules;
+        _runtime = runtime ?? NodeRuntime.System;
     }
 
     public WasmSandbox Sandbox => _sandbox;
@@ -81,18 +85,27 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
             {
                 return Task.FromCanceled<SandboxResult>(_closing.Token);
             }
-            var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
-            var run = _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            var run = RunTrackedAsync(spec, stdin, ct);
             _running.Add(run);
-            _ = run.ContinueWith(t =>
-            {
-                linked.Dispose();
-                lock (_running)
-                {
-                    _running.Remove(t);
-                }
-            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             return run;
+        }
+    }
+
+    private async Task<SandboxResult> RunTrackedAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
+        // The run completes on a sandbox thread and posts back: until then the node is not idle.
+        using var external = _runtime.BeginExternalWork();
+        try
+        {
+            return await _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+        }
+        finally
+        {
+            lock (_running)
+            {
+                _running.RemoveWhere(t => t.IsCompleted);
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 namespace Potluck.Scheduler.Leasing;
 
 /// <summary>Every limit of the lease protocol a remote controls, and its timings. Both sides use the same class.</summary>
-public sealed class LeaseOptions
+public sealed record LeaseOptions
 {
     /// <summary>Largest frame accepted, checked before the frame is allocated. Default 1 MiB + 16 KiB.</summary>
     public int MaxFrameBytes { get; init; } = (1 << 20) + (16 << 10);

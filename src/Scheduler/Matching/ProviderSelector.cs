@@ -5,7 +5,7 @@ using Potluck.Scheduler.Advertising;
 namespace Potluck.Scheduler.Matching;
 
 /// <summary>Weights of the ranking; every term is normalised to [0, 1] before weighting.</summary>
-public sealed class SelectorOptions
+public sealed record SelectorOptions
 {
     /// <summary>Weight of price relative to the dearest candidate. Default 1.</summary>
     public double PriceWeight { get; init; } = 1.0;

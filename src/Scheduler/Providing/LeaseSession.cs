@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Potluck.Protocol.Host;
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Providing;
@@ -14,11 +15,11 @@ internal sealed class LeaseSession
     private readonly Channel<LeaseMessage> _queue;
     private readonly IStream _stream;
 
-    public LeaseSession(IStream stream, int capacity)
+    public LeaseSession(IStream stream, int capacity, BackgroundWork work)
     {
         _stream = stream;
         _queue = Channel.CreateBounded<LeaseMessage>(new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
-        Writer = Task.Run(WriteLoopAsync);
+        Writer = work.Start("lease stream writer", _ => WriteLoopAsync());
     }
 
     public Task Writer { get; }
@@ -59,7 +60,7 @@ internal sealed class LeaseSession
                 }
             }
         }
-        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (Failures.IsRemote(e) || Failures.Classify(e).Kind == FailureKind.Cancelled)
         {
             // The stream went away; the lease's timers take it from here.
         }

@@ -5,7 +5,7 @@ using Potluck.Scheduler.Leasing;
 namespace Potluck.Scheduler.Providing;
 
 /// <summary>What a provider offers and charges, and the limits of its protocols.</summary>
-public sealed class ProviderOptions
+public sealed record ProviderOptions
 {
     /// <summary>Leases run at once, at most (each holds one core). Default 1.</summary>
     public int Cores { get; init; } = 1;

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
@@ -39,7 +40,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private readonly Queue<(PeerId, ulong)> _resultOrder = new();
     private readonly AdvertisementIssuer _issuer;
     private readonly Lock _adGate = new();
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private ITimer? _adTimer;
     private byte[]? _lastAdvertisement;
     private DateTimeOffset _lastPrune;
@@ -49,7 +50,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private long _receiptsOnLeaseStreams;
 
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
-        ProviderOptions options, TimeProvider time, ILogger<ProviderService> log)
+        ProviderOptions options, NodeRuntime runtime, ILogger<ProviderService> log)
     {
         _host = host;
         _key = key;
@@ -57,8 +58,9 @@ public sealed partial class ProviderService : IAsyncDisposable
         _executor = executor;
         _ledger = ledger;
         _options = options;
-        _time = time;
+        _time = runtime.Time;
         _log = log;
+        _work = runtime.CreateBackgroundWork("provider", log);
         Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes);
         var policy = new ProviderPolicy
         {
@@ -97,9 +99,13 @@ public sealed partial class ProviderService : IAsyncDisposable
         _host.SetStreamHandler(LeaseProtocol.IdWithReceipts, HandleLeaseStreamAsync);
         _host.SetStreamHandler(ReceiptProtocol.Id, HandleReceiptStreamAsync);
         _host.SetStreamHandler(AdvertisementProtocol.FetchProtocolId, HandleAdvertisementFetchAsync);
-        _adTimer = _time.CreateTimer(_ => _ = Task.Run(PublishAdvertisementAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        _ = Task.Run(PublishAdvertisementAsync);
+        _adTimer = _time.CreateTimer(_ => PublishSoon(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        PublishSoon();
     }
+
+    private void PublishSoon() => _work.Run("advertise", PublishAdvertisementAsync);
+
+    private CancellationToken Stopping => _work.Stopping;
 
     /// <summary>Polls the issuer now: publishes when the content changed or the interval passed, and re-arms the timer.</summary>
     public async Task PublishAdvertisementAsync()
@@ -121,9 +127,9 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             try
             {
-                await _bus.PublishAsync(AdvertisementProtocol.Topic, envelope, _stop.Token);
+                await _bus.PublishAsync(AdvertisementProtocol.Topic, envelope, Stopping);
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or InvalidOperationException or ArgumentException)
+            catch (Exception e) when (Failures.IsExpected(e, Stopping))
             {
                 LogPublishFailed(_log, e.Message);
             }
@@ -173,9 +179,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken hostToken)
     {
         // A requester keeps its lease stream open across leases: it must end when this service does, not only the host.
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, _stop.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, Stopping);
         var ct = linked.Token;
-        var session = new LeaseSession(stream, _options.MaxQueuedMessages);
+        var session = new LeaseSession(stream, _options.MaxQueuedMessages, _work);
         var requester = stream.Connection.RemotePublicKey;
         try
         {
@@ -193,7 +199,11 @@ public sealed partial class ProviderService : IAsyncDisposable
                 if (message is LeaseReceipt receipt)
                 {
                     // Recorded off the read loop: a durable commit must not hold up the other leases on this stream.
-                    _ = Task.Run(() => AnswerReceipt(receipt, session), ct);
+                    _work.Run("receipt on lease stream", () =>
+                    {
+                        AnswerReceipt(receipt, session);
+                        return Task.CompletedTask;
+                    });
                     continue;
                 }
                 Dispatch(requester, message!, session);
@@ -204,7 +214,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             LogViolation(_log, stream.RemotePeer, e.Message);
             stream.Reset();
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
+        catch (Exception e) when (Failures.IsExpected(e, ct))
         {
             // The requester went away; its leases end by their own timers.
         }
@@ -242,7 +252,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         after?.Invoke();
         if (capacityChanged)
         {
-            _ = Task.Run(PublishAdvertisementAsync);
+            PublishSoon();
         }
     }
 
@@ -262,11 +272,11 @@ public sealed partial class ProviderService : IAsyncDisposable
         Action? after = null;
         if (step.Execute is { } execution && slot.Run is null)
         {
-            slot.Run = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            slot.Run = CancellationTokenSource.CreateLinkedTokenSource(Stopping);
             var token = slot.Run.Token;
             var requester = lease.Requester;
             var id = lease.RequestId;
-            _ = Task.Run(() => RunAsync(lease, execution, token));
+            _work.Run($"lease {id}", () => RunAsync(lease, execution, token));
             after = () => ExecutionStarted?.Invoke(requester, id);
         }
         if (step.AbortExecution)
@@ -288,12 +298,16 @@ public sealed partial class ProviderService : IAsyncDisposable
             return after + (() =>
             {
                 LeaseEnded?.Invoke(requester, id, outcome);
-                _ = Task.Run(PublishAdvertisementAsync);
+                PublishSoon();
             });
         }
         if (step.NextTimer is { } due)
         {
-            slot.Timer ??= _time.CreateTimer(_ => _ = Task.Run(() => OnTimer(lease)), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            slot.Timer ??= _time.CreateTimer(_ => _work.Run($"lease {lease.RequestId} timer", () =>
+            {
+                OnTimer(lease);
+                return Task.CompletedTask;
+            }), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
             var delay = due - now;
             slot.Timer.Change(delay < TimeSpan.Zero ? TimeSpan.Zero : delay, Timeout.InfiniteTimeSpan);
         }
@@ -497,7 +511,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             }
             _slots.Clear();
         }
-        await _stop.CancelAsync();
+        await _work.StopAsync();
     }
 
     private sealed class Slot

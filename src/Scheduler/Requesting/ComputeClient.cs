@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol;
 using Potluck.Protocol.Host;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
@@ -52,22 +53,25 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly SandboxTaskExecutor? _verifier;
     private readonly ComputeClientOptions _options;
     private readonly TimeProvider _time;
-    private readonly Random _random;
     private readonly ILogger<ComputeClient> _log;
     private readonly VerificationPolicy _policy;
     private readonly ProviderSelector _selector;
     private readonly Lock _gate = new();
     private readonly AdvertisementBook _book;
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
+    private readonly BackgroundWork _deliveryWork;
+    private readonly ISecureRandom _secure;
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
-    private readonly HashSet<Task> _deliveries = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _subscription;
 
     /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
-    /// <param name="random">Seeded: request ids, provider ranking and verification sampling.</param>
+    /// <param name="runtime">
+    /// The clock; security randomness for request ids and the decision to re-run (a provider must not predict it);
+    /// protocol randomness for ranking equal providers.
+    /// </param>
     public ComputeClient(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation, FraudService fraud,
-        SandboxTaskExecutor? verifier, ComputeClientOptions options, TimeProvider time, Random random, ILogger<ComputeClient> log)
+        SandboxTaskExecutor? verifier, ComputeClientOptions options, NodeRuntime runtime, ILogger<ComputeClient> log)
     {
         _host = host;
         _key = key;
@@ -77,12 +81,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _fraud = fraud;
         _verifier = verifier;
         _options = options;
-        _time = time;
-        _random = random;
+        _time = runtime.Time;
+        _secure = runtime.SecureRandom;
         _log = log;
+        _work = runtime.CreateBackgroundWork("requester", log);
+        _deliveryWork = runtime.CreateBackgroundWork("receipt delivery", log);
         _policy = new VerificationPolicy(options.Verification);
         _book = new AdvertisementBook(options.Advertising);
-        _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, random);
+        _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
     }
 
     public VerificationPolicy Policy => _policy;
@@ -108,7 +114,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _ledger.Release(r.LeaseId);
         }
-        _ = Task.Run(() => RedeliverReceiptsAsync(_stop.Token));
+        _work.Run("redeliver receipts", RedeliverReceiptsAsync);
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>
@@ -166,7 +172,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _ => TopicVerdict.Ignore,
         };
 
-    private void OnConnected(IConnection connection) => _ = FetchAdvertisementAsync(connection);
+    private void OnConnected(IConnection connection) => _work.Run($"fetch ad from {connection.RemotePeer}", () => FetchAdvertisementAsync(connection));
 
     /// <summary>
     /// Asks a newly connected peer for its current advertisement (<see cref="AdvertisementProtocol.FetchProtocolId"/>),
@@ -178,7 +184,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping);
             await using var stream = await connection.OpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
             await stream.Output.CompleteAsync();
             var envelope = await LengthPrefixed.ReadAsync(stream.Input, _options.Advertising.MaxEnvelopeBytes, AdvertisementProtocol.FetchProtocolId, linked.Token);
@@ -187,7 +193,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 AddAdvertisement(envelope);
             }
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ProtocolViolationException or ProtocolNotSupportedException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
         {
             // Not a provider, or gone: gossip still brings its advertisement if it has one.
         }
@@ -299,7 +305,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         bool sample;
         lock (_gate)
         {
-            sample = _policy.ShouldVerify(_reputation.Get(lease.Provider).ConsecutiveVerified, job.Submission.VerifyRate, _random);
+            sample = _policy.ShouldVerify(_reputation.Get(lease.Provider).ConsecutiveVerified, job.Submission.VerifyRate, _secure);
         }
         if (!sample)
         {
@@ -409,7 +415,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             job.LastWasBusy = false;
             job.Tried.Add(provider);
-            requestId = (ulong)_random.NextInt64(1, long.MaxValue);
+            // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
+            do
+            {
+                requestId = _secure.NextUInt64();
+            }
+            while (requestId == 0);
         }
         var s = job.Submission;
         var work = new LeaseWork
@@ -430,7 +441,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
-        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time))
+        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
         {
             outcome = await runner.RunAsync(ct);
         }
@@ -498,10 +509,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     foreach (var (peer, idle) in _channels.Where(kv => kv.Value.IsIdle).ToList())
                     {
                         _channels.Remove(peer);
-                        _ = idle.DisposeAsync().AsTask();
+                        _work.Track("close idle lease channel", idle.DisposeAsync());
                     }
                 }
-                _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time);
+                _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time, _work);
             }
             return channel;
         }
@@ -605,18 +616,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     private void StartDelivery(PeerId provider, byte[] leaseId, byte[] receipt)
     {
-        lock (_gate)
-        {
-            var delivery = Task.Run(() => DeliverAsync(provider, leaseId, receipt, _stop.Token));
-            _deliveries.Add(delivery);
-            _ = delivery.ContinueWith(done =>
-            {
-                lock (_gate)
-                {
-                    _deliveries.Remove(done);
-                }
-            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }
+        _deliveryWork.Run($"deliver receipt to {provider}", ct => DeliverAsync(provider, leaseId, receipt, ct));
     }
 
     /// <summary>
@@ -625,12 +625,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        Task[] pending;
-        lock (_gate)
-        {
-            pending = [.. _deliveries];
-        }
-        return Task.WhenAll(pending).WaitAsync(ct);
+        return _deliveryWork.WhenIdleAsync().WaitAsync(ct);
     }
 
     /// <summary>
@@ -642,7 +637,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.ReceiptTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
             if (leaseId.Length == 8
                 && await ChannelTo(provider).ExchangeReceiptAsync(BinaryPrimitives.ReadUInt64BigEndian(leaseId), receipt, linked.Token) is { } answer)
             {
@@ -653,8 +648,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
             return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
-                                      or ProtocolNotSupportedException or ObjectDisposedException)
+        catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
         {
             LogReceiptUndelivered(_log, provider, e.Message);
         }
@@ -704,8 +698,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _subscription?.Dispose();
         // Receipts still being handed over finish first (each is bounded by ReceiptTimeout), so a short-lived requester
         // such as `potluck submit` pays before it exits.
-        await WhenReceiptsDeliveredAsync(CancellationToken.None);
-        await _stop.CancelAsync();
+        await _deliveryWork.WhenIdleAsync();
+        await _deliveryWork.StopAsync();
+        // Close the lease streams first: their read loops are background work that ends when its stream does.
         LeaseChannel[] channels;
         lock (_gate)
         {
@@ -716,6 +711,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             await channel.DisposeAsync();
         }
+        await _work.StopAsync();
     }
 
     /// <summary>A result this node computed itself.</summary>

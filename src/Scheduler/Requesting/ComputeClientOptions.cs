@@ -7,7 +7,7 @@ using Potluck.Scheduler.Verification;
 namespace Potluck.Scheduler.Requesting;
 
 /// <summary>How a <see cref="ComputeClient"/> chooses, retries, verifies and pays.</summary>
-public sealed class ComputeClientOptions
+public sealed record ComputeClientOptions
 {
     /// <summary>Leases tried per submission (per replica) before giving up. Default 5.</summary>
     public int MaxAttempts { get; init; } = 5;

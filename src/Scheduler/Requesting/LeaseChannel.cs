@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Potluck.Protocol;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Requesting;
@@ -20,6 +21,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private readonly IHost _host;
     private readonly LeaseOptions _options;
     private readonly TimeProvider _time;
+    private readonly BackgroundWork _work;
     private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
     private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
@@ -28,12 +30,14 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private IStream? _stream;
     private long _opened;
 
-    public LeaseChannel(IHost host, PeerId provider, LeaseOptions options, TimeProvider time)
+    /// <param name="work">The requester's background work: the channel's read loops run there.</param>
+    public LeaseChannel(IHost host, PeerId provider, LeaseOptions options, TimeProvider time, BackgroundWork work)
     {
         _host = host;
         Provider = provider;
         _options = options;
         _time = time;
+        _work = work;
     }
 
     public PeerId Provider { get; }
@@ -123,7 +127,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
                         return true;
                     }
                 }
-                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+                catch (Exception e) when (Failures.IsExpected(e, _stop.Token))
                 {
                 }
                 Drop(stream);
@@ -146,11 +150,10 @@ internal sealed class LeaseChannel : IAsyncDisposable
             var stream = await _host.NewStreamAsync(Provider, Protocols, linked.Token);
             Interlocked.Increment(ref _opened);
             _stream = stream;
-            _ = Task.Run(() => ReadLoopAsync(stream));
+            _work.Run($"lease stream to {Provider}", () => ReadLoopAsync(stream));
             return stream;
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ProtocolViolationException
-                                      or ProtocolNotSupportedException or ObjectDisposedException)
+        catch (Exception e) when (Failures.IsExpected(e, _stop.Token))
         {
             return null;
         }
@@ -184,11 +187,11 @@ internal sealed class LeaseChannel : IAsyncDisposable
                 }
             }
         }
-        catch (ProtocolViolationException)
+        catch (Exception e) when (Failures.Classify(e, _stop.Token) is { Kind: FailureKind.ProtocolViolation })
         {
             stream.Reset();
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        catch (Exception e) when (Failures.IsExpected(e, _stop.Token))
         {
         }
         // A receipt sent on this stream gets no answer now: its sender falls back to the receipt protocol.
@@ -221,12 +224,12 @@ internal sealed class LeaseChannel : IAsyncDisposable
         {
             _stream = null;
         }
-        _ = stream.DisposeAsync().AsTask();
+        _work.Track("lease stream dispose", stream.DisposeAsync());
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
+        _stop.Cancel();
         if (Interlocked.Exchange(ref _stream, null) is { } s)
         {
             await s.DisposeAsync();

@@ -1,3 +1,4 @@
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Requesting;
@@ -14,17 +15,20 @@ internal sealed class LeaseRunner : IAsyncDisposable
     private readonly LeaseChannel _channel;
     private readonly RequesterLease _lease;
     private readonly TimeProvider _time;
+    private readonly BackgroundWork _work;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly TaskCompletionSource<LeaseOutcome> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _timer;
 
-    public LeaseRunner(LeaseChannel channel, RequesterLease lease, TimeProvider time)
+    /// <param name="work">The requester's background work: timer steps and the cancel step run there.</param>
+    public LeaseRunner(LeaseChannel channel, RequesterLease lease, TimeProvider time, BackgroundWork work)
     {
         _channel = channel;
         _lease = lease;
         _time = time;
-        _timer = time.CreateTimer(_ => _ = Task.Run(OnTimerAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _work = work;
+        _timer = time.CreateTimer(_ => _work.Run("lease timer", OnTimerAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         channel.Attach(lease.RequestId, OnMessageAsync);
     }
 
@@ -33,7 +37,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     /// <summary>Runs the lease to its end; cancelling sends a cancel to the provider and ends it.</summary>
     public async Task<LeaseOutcome> RunAsync(CancellationToken ct)
     {
-        await using var registration = ct.Register(() => _ = Task.Run(() => StepAsync(() => _lease.Cancel("requester gave up", _time.GetUtcNow()))));
+        await using var registration = ct.Register(() => _work.Run("lease cancel", () => StepAsync(() => _lease.Cancel("requester gave up", _time.GetUtcNow()))));
         await StepAsync(() => _lease.Start(_time.GetUtcNow()));
         return await _done.Task;
     }
@@ -89,6 +93,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     {
         _channel.Detach(_lease.RequestId);
         _timer.Dispose();
-        await _stop.CancelAsync();
+        _stop.Cancel();
+        await ValueTask.CompletedTask;
     }
 }

@@ -4,48 +4,48 @@ namespace Potluck.Scheduler.Sandbox;
 /// Limits and settings of a <see cref="WasmSandbox"/>. Every limit a remote task can push against
 /// has a documented default; a <see cref="TaskSpec"/> may ask for less, never for more.
 /// </summary>
-public sealed class SandboxOptions
+public sealed record SandboxOptions
 {
     /// <summary>Largest linear memory a task may grow to, in bytes. Default: 256 MiB.</summary>
-    public long MaxMemoryBytes { get; set; } = 256L * 1024 * 1024;
+    public long MaxMemoryBytes { get; init; } = 256L * 1024 * 1024;
 
     /// <summary>Most bytes a task may write to stdout; one byte more ends it with
     /// <see cref="SandboxOutcome.OutputLimitExceeded"/>. Default: 16 MiB.</summary>
-    public int MaxStdoutBytes { get; set; } = 16 * 1024 * 1024;
+    public int MaxStdoutBytes { get; init; } = 16 * 1024 * 1024;
 
     /// <summary>Most bytes of stderr kept; the rest is dropped (the task goes on). Default: 64 KiB.</summary>
-    public int MaxStderrBytes { get; set; } = 64 * 1024;
+    public int MaxStderrBytes { get; init; } = 64 * 1024;
 
     /// <summary>Fuel given to a task that names none; also the most a task may ask for.
     /// Default: 20 billion units (tens of seconds of compute).</summary>
-    public ulong DefaultFuel { get; set; } = 20_000_000_000UL;
+    public ulong DefaultFuel { get; init; } = 20_000_000_000UL;
 
     /// <summary>Wall-clock deadline of a task that names none; also the most a task may ask for.
     /// Default: 60 s. A run past it ends with <see cref="SandboxOutcome.WallClockTimeout"/>.</summary>
-    public TimeSpan DefaultDeadline { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan DefaultDeadline { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>How often the engine's epoch advances while a task runs (never while none does), which
     /// bounds how late a deadline or a cancellation is noticed. Default: 10 ms.</summary>
-    public TimeSpan EpochTick { get; set; } = TimeSpan.FromMilliseconds(10);
+    public TimeSpan EpochTick { get; init; } = TimeSpan.FromMilliseconds(10);
 
     /// <summary>Largest module accepted, in bytes. Default: 32 MiB.</summary>
-    public int MaxModuleBytes { get; set; } = 32 * 1024 * 1024;
+    public int MaxModuleBytes { get; init; } = 32 * 1024 * 1024;
 
     /// <summary>Most arguments a task may pass (program name excluded). Default: 256.</summary>
-    public int MaxArgs { get; set; } = 256;
+    public int MaxArgs { get; init; } = 256;
 
     /// <summary>Most bytes of all arguments together (UTF-8, NUL-terminated). Default: 64 KiB.</summary>
-    public int MaxArgBytes { get; set; } = 64 * 1024;
+    public int MaxArgBytes { get; init; } = 64 * 1024;
 
     /// <summary>Largest WebAssembly stack, in bytes. Part of the cache fingerprint. Default: 512 KiB.</summary>
-    public int MaxWasmStackBytes { get; set; } = 512 * 1024;
+    public int MaxWasmStackBytes { get; init; } = 512 * 1024;
 
     /// <summary>Compiled modules kept in memory (least recently used evicted). Default: 32.</summary>
-    public int ModuleCacheCapacity { get; set; } = 32;
+    public int ModuleCacheCapacity { get; init; } = 32;
 
     /// <summary>Folder for compiled modules (and the node-local key that signs them); null keeps
     /// compiled modules in memory only. Default: null.</summary>
-    public string? CacheDirectory { get; set; }
+    public string? CacheDirectory { get; init; }
 
     internal void Validate()
     {

@@ -119,7 +119,8 @@ public sealed class InMemoryTopicHub
             _handler = handler;
             _hub = hub;
             _remove = remove;
-            _pump = Task.Run(PumpAsync);
+            // Started inline: it runs on the caller's context (a test's event loop) up to its first wait.
+            _pump = PumpAsync();
         }
 
         public string Topic { get; }
@@ -153,8 +154,12 @@ public sealed class InMemoryTopicHub
         {
             try
             {
-                await foreach (var message in _queue.Reader.ReadAllAsync(_stop.Token))
+                while (await _queue.Reader.WaitToReadAsync(_stop.Token))
                 {
+                    if (!_queue.Reader.TryRead(out var message))
+                    {
+                        continue;
+                    }
                     try
                     {
                         await _handler(message, _stop.Token);

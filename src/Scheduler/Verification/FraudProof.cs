@@ -15,7 +15,7 @@ public static class FraudProtocol
 }
 
 /// <summary>Limits of fraud proofs this node accepts and checks; all remote-controlled.</summary>
-public sealed class FraudOptions
+public sealed record FraudOptions
 {
     /// <summary>Largest encoded proof, checked before decoding. Default 960 KiB (under gossipsub's message limit).</summary>
     public int MaxProofBytes { get; init; } = 960 * 1024;

@@ -90,7 +90,7 @@ public sealed partial class ReputationJournal : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _store.Refused -= OnRefused;
-        await _stop.CancelAsync();
+        _stop.Cancel();
         await _flusher;
         try
         {

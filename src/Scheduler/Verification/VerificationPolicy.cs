@@ -1,7 +1,9 @@
+using Potluck.Protocol.Runtime;
+
 namespace Potluck.Scheduler.Verification;
 
 /// <summary>How often results are re-checked.</summary>
-public sealed class VerificationOptions
+public sealed record VerificationOptions
 {
     /// <summary>
     /// The lowest verification probability, however long a provider's record: never zero, so cheating always risks
@@ -33,7 +35,7 @@ public sealed class VerificationOptions
 /// The adaptive sampling rate of result verification, in the spirit of BOINC's adaptive replication: a provider
 /// with no record is always checked; each consecutive verified result lowers its rate as 1/(n+1), down to
 /// <see cref="VerificationOptions.Floor"/>, never to zero; a failed or inconclusive check starts it over. Pure:
-/// the caller brings the record and a seeded <see cref="Random"/>.
+/// the caller brings the record and the security generator (a provider must not be able to predict a check).
 /// </summary>
 public sealed class VerificationPolicy
 {
@@ -62,7 +64,7 @@ public sealed class VerificationPolicy
     /// Whether to check this result: drawn at <see cref="Rate"/>, or at <paramref name="requested"/> when the
     /// submission names a rate (clamped to [floor, 1]: a caller can ask for more checking, never for none).
     /// </summary>
-    public bool ShouldVerify(int consecutiveVerified, double? requested, Random random)
+    public bool ShouldVerify(int consecutiveVerified, double? requested, ISecureRandom random)
     {
         var rate = requested is { } r && !double.IsNaN(r) ? Math.Clamp(r, _options.Floor, 1.0) : Rate(consecutiveVerified);
         return rate >= 1.0 || random.NextDouble() < rate;

@@ -1,4 +1,5 @@
 using Potluck.Node.Cli;
+using Potluck.Node.Hosting;
 
 namespace Potluck.Node.Tests.Cli;
 
@@ -112,25 +113,41 @@ public class CommandLineTests
     [
         new("listen", "multiaddr", "", Repeatable: true), new("bootstrap", "multiaddr", "", Repeatable: true),
         new("no-mdns", null, ""), new("config", "file", ""), new("data-dir", "path", ""), new("swarm-key", "file", ""),
+        new("cores", "n", ""), new("price", "credits", ""), new("no-provide", null, ""),
     ];
 
-    [Test]
-    public void Run_Defaults_MdnsOn_NoBootstrap()
+    /// <summary>A fresh data directory for one test, removed afterwards.</summary>
+    private sealed class DataDir : IDisposable
     {
-        var config = Commands.ParseRunConfig(RunArgs());
-        Assert.That(config.Mdns, Is.True);
-        Assert.That(config.Bootstrap, Is.Empty);
-        Assert.That(config.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/0.0.0.0/tcp/4100" }));
+        public string Path { get; } = Directory.CreateTempSubdirectory("potluck-cli-").FullName;
+
+        public void WriteConfig(string json) => File.WriteAllText(System.IO.Path.Combine(Path, NodeConfiguration.FileName), json);
+
+        public void Dispose() => Directory.Delete(Path, true);
+    }
+
+    [Test]
+    public void Run_Defaults_ListenOn4100_MdnsOn_ComputeOnAndProviding_NoBootstrap()
+    {
+        using var dir = new DataDir();
+        var options = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+
+        Assert.That(options.Discovery.Mdns, Is.True);
+        Assert.That(options.Bootstrap, Is.Empty);
+        Assert.That(options.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/0.0.0.0/tcp/4100" }));
+        Assert.That(options.Compute.Enabled && options.Compute.Provide, Is.True);
+        Assert.That(options.DataDir, Is.EqualTo(dir.Path));
     }
 
     [Test]
     public void Run_BootstrapIsRepeatable_AndNoMdnsTurnsMdnsOff()
     {
+        using var dir = new DataDir();
         const string a = "/ip4/127.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
         const string b = "/ip4/127.0.0.1/tcp/4101/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
-        var config = Commands.ParseRunConfig(RunArgs("--bootstrap", a, "--bootstrap", b, "--no-mdns"));
-        Assert.That(config.Bootstrap.Select(x => x.ToString()), Is.EqualTo(new[] { a, b }));
-        Assert.That(config.Mdns, Is.False);
+        var options = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--bootstrap", a, "--bootstrap", b, "--no-mdns"));
+        Assert.That(options.Bootstrap.Select(x => x.ToString()), Is.EqualTo(new[] { a, b }));
+        Assert.That(options.Discovery.Mdns, Is.False);
     }
 
     [Test]
@@ -150,53 +167,94 @@ public class CommandLineTests
     }
 
     [Test]
-    public void Run_ConfigFile_IsApplied_AndFlagsWin()
+    public void Settings_FileThenEnvironmentThenFlags_EachOverridesTheLast()
     {
-        var file = Path.GetTempFileName();
+        using var dir = new DataDir();
+        dir.WriteConfig("""
+            // comments are allowed
+            {
+              "listen": ["/ip4/127.0.0.1/tcp/0"],
+              "bootstrap": ["/ip4/10.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"],
+              "discovery": { "mdns": false },
+              "compute": { "provider": { "cores": 1, "pricePerMegaFuel": 7, "memoryBytes": 123456789 } },
+            }
+            """);
+        var fromFile = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+        Assert.That(fromFile.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/0" }));
+        Assert.That(fromFile.Bootstrap, Has.Count.EqualTo(1));
+        Assert.That(fromFile.Discovery.Mdns, Is.False);
+        Assert.That(fromFile.Compute.Provider.Cores, Is.EqualTo(1), "cores can be set in the file");
+        Assert.That(fromFile.Compute.Provider.PricePerMegaFuel, Is.EqualTo(7));
+
+        Environment.SetEnvironmentVariable("POTLUCK__COMPUTE__PROVIDER__PRICEPERMEGAFUEL", "8");
+        Environment.SetEnvironmentVariable("POTLUCK__COMPUTE__PROVIDER__MEMORYBYTES", "987654321");
         try
         {
-            File.WriteAllText(file, """
-                // comments are allowed
-                {
-                  "listen": ["/ip4/127.0.0.1/tcp/0"],
-                  "bootstrap": ["/ip4/10.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"],
-                  "mdns": false,
-                }
-                """);
-            var fromFile = Commands.ParseRunConfig(RunArgs("--config", file));
-            Assert.That(fromFile.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/0" }));
-            Assert.That(fromFile.Bootstrap, Has.Count.EqualTo(1));
-            Assert.That(fromFile.Mdns, Is.False);
+            var fromEnvironment = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+            Assert.That(fromEnvironment.Compute.Provider.PricePerMegaFuel, Is.EqualTo(8), "the environment overrides the file");
+            Assert.That(fromEnvironment.Compute.Provider.MemoryBytes, Is.EqualTo(987654321));
 
-            var withFlags = Commands.ParseRunConfig(RunArgs("--config", file, "--listen", "/ip4/127.0.0.1/tcp/5000",
+            var withFlags = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--price", "9", "--listen", "/ip4/127.0.0.1/tcp/5000",
                 "--bootstrap", "/ip4/10.0.0.2/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"));
+            Assert.That(withFlags.Compute.Provider.PricePerMegaFuel, Is.EqualTo(9), "flags override the environment");
+            Assert.That(withFlags.Compute.Provider.MemoryBytes, Is.EqualTo(987654321), "what no flag sets stays");
             Assert.That(withFlags.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/5000" }));
-            Assert.That(withFlags.Bootstrap, Has.Count.EqualTo(2), "bootstrap peers from the file and the flags add up");
+            Assert.That(withFlags.Bootstrap.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/10.0.0.2/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp" }),
+                "a list given by flags replaces the file's");
         }
         finally
         {
-            File.Delete(file);
+            Environment.SetEnvironmentVariable("POTLUCK__COMPUTE__PROVIDER__PRICEPERMEGAFUEL", null);
+            Environment.SetEnvironmentVariable("POTLUCK__COMPUTE__PROVIDER__MEMORYBYTES", null);
         }
     }
 
-    [TestCase("{\"mdsn\": true}", "unknown key \"mdsn\"")]
-    [TestCase("{\"bootstrap\": \"/ip4/1.2.3.4/tcp/1\"}", "must be a list of multiaddrs")]
-    [TestCase("{\"listen\": [\"/ip4/1.2.3/tcp/1\"]}", "is not a multiaddr")]
-    [TestCase("[1]", "must hold a JSON object")]
-    [TestCase("{", "is not valid JSON")]
-    public void Run_BadConfigFile_SaysWhatIsWrong(string text, string expected)
+    [TestCase("{\"discovery\": {\"mdsn\": true}}", "'discovery:mdsn' is not a setting: did you mean 'discovery:mdns'?")]
+    [TestCase("{\"cors\": 2}", "'cors' is not a setting")]
+    [TestCase("{\"listen\": [\"/ip4/1.2.3/tcp/1\"]}", "'listen:0' is '/ip4/1.2.3/tcp/1', which is not a multiaddr")]
+    [TestCase("{\"compute\": {\"provider\": {\"cores\": \"two\"}}}", "'compute:provider:cores' is 'two', which is not a whole number")]
+    [TestCase("{\"compute\": {\"provider\": {\"cores\": 0}}}", "'compute:provider:cores' is 0; it must be at least 1")]
+    [TestCase("{\"bootstrap\": [\"/ip4/1.2.3.4/tcp/1\"]}", "'bootstrap:0' is /ip4/1.2.3.4/tcp/1; it needs the peer id at the end")]
+    [TestCase("{\"host\": {\"dialTimeout\": \"-00:00:01\"}}", "'host:dialTimeout' is -00:00:01; it must be a positive duration")]
+    public void BadSettings_AreRefusedAtStart_WithTheKeyAndWhatWouldBeRight(string json, string expected)
     {
-        var file = Path.GetTempFileName();
-        try
-        {
-            File.WriteAllText(file, text);
-            var e = Assert.Throws<UsageException>(() => Commands.ParseRunConfig(RunArgs("--config", file)))!;
-            Assert.That(e.Message, Does.StartWith("--config: ").And.Contain(expected));
-        }
-        finally
-        {
-            File.Delete(file);
-        }
+        using var dir = new DataDir();
+        dir.WriteConfig(json);
+
+        var e = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
+
+        Assert.That(e.Failures, Has.Some.Contains(expected));
+    }
+
+    [TestCase("[1", "is not a valid configuration file")]
+    [TestCase("{", "is not a valid configuration file")]
+    public void BrokenConfigFile_SaysWhichFileAndWhy(string text, string expected)
+    {
+        using var dir = new DataDir();
+        dir.WriteConfig(text);
+        var e = Assert.Throws<NodeStartException>(() => Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
+        Assert.That(e.Message, Does.Contain(NodeConfiguration.FileName).And.Contain(expected));
+    }
+
+    [Test]
+    public async Task Run_WithABadSetting_ExitsWithTheMessage_NoStackTrace()
+    {
+        using var dir = new DataDir();
+        dir.WriteConfig("{\"compute\": {\"provider\": {\"cores\": 0}}}");
+        var (code, _, err) = await Run("run", "--data-dir", dir.Path, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("'compute:provider:cores' is 0; it must be at least 1"));
+        Assert.That(err, Does.Not.Contain("   at "), "no stack trace");
+    }
+
+    [Test]
+    public async Task Run_MoreCoresThanTheMachine_IsRefused()
+    {
+        using var dir = new DataDir();
+        var (code, _, err) = await Run("run", "--data-dir", dir.Path, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns",
+            "--cores", (Environment.ProcessorCount + 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err, Does.Contain($"this machine lets the node use {Environment.ProcessorCount}"));
     }
 
     [Test]

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Potluck.Node.Compute;
+using Potluck.Node.Hosting;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
@@ -12,6 +12,8 @@ using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Topics;
+
+using Potluck.Tests;
 
 namespace Potluck.Node.Tests.Compute;
 
@@ -46,9 +48,14 @@ internal sealed class ComputeCluster : IAsyncDisposable
 
     public List<Member> Members { get; } = [];
 
-    public sealed record Member(string Name, Libp2pHost Host, ComputeNode Node, string DataDir, ComputeNodeOptions Options)
+    public sealed record Member(string Name, PotluckNode Potluck, PrivateKey Key, string DataDir, Func<PotluckOptions, PotluckOptions> Configure,
+        Func<ITaskExecutor, ITaskExecutor>? Decorate)
     {
-        public PeerId PeerId => Host.PeerId;
+        public PeerId PeerId => Key.PeerId;
+
+        public Libp2pHost Host => Potluck.Host;
+
+        public ComputeNode Node => Potluck.Compute!;
 
         public bool Killed { get; set; }
     }
@@ -65,33 +72,52 @@ internal sealed class ComputeCluster : IAsyncDisposable
     public async Task<Member> AddAsync(string name, bool provide, long price = 10, Func<ITaskExecutor, ITaskExecutor>? decorate = null,
         Action<ComputeClientOptionsBuilder>? client = null, TimeSpan? minPublishGap = null)
     {
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, Time);
-        await host.StartAsync([Multiaddr.Parse("/memory/0")], CancellationToken.None);
+        var key = PrivateKey.FromRandom(_random);
         var dir = Path.Combine(_root, name);
-        var builder = new ComputeClientOptionsBuilder();
-        client?.Invoke(builder);
-        var options = new ComputeNodeOptions
+        var clientOptions = new ComputeClientOptionsBuilder();
+        client?.Invoke(clientOptions);
+        var built = clientOptions.Build();
+        PotluckOptions Configure(PotluckOptions o) => o with
         {
+            Listen = [Multiaddr.Parse("/memory/0")],
             DataDir = dir,
-            Provide = provide,
-            Provider = ProviderOptions(price, minPublishGap: minPublishGap ?? TimeSpan.Zero),
-            Client = builder.Build(),
-            Credits = new CreditsOptions { InitialGrant = Grant },
-            Sandbox = new Potluck.Scheduler.Sandbox.SandboxOptions { MaxMemoryBytes = 128L << 20 },
-            Seed = _random.Next(),
-            ExecutorDecorator = decorate,
+            Compute = o.Compute with
+            {
+                Enabled = true,
+                Provide = provide,
+                Provider = ProviderOptions(price, minPublishGap: minPublishGap ?? TimeSpan.Zero),
+                Client = built,
+                Credits = new CreditsOptions { InitialGrant = Grant },
+                Sandbox = new Potluck.Scheduler.Sandbox.SandboxOptions { MaxMemoryBytes = 128L << 20 },
+            },
         };
-        var node = ComputeNode.Start(host, Hub.Join(host.PeerId), options, NullLoggerFactory.Instance, Time);
-        var member = new Member(name, host, node, dir, options);
+        var member = new Member(name, await StartAsync(key, Configure, decorate), key, dir, Configure, decorate);
         Members.Add(member);
         return member;
     }
 
-    /// <summary>Stops a member's compute services and starts them again on the same host and data directory.</summary>
+    private async Task<PotluckNode> StartAsync(PrivateKey key, Func<PotluckOptions, PotluckOptions> configure, Func<ITaskExecutor, ITaskExecutor>? decorate)
+    {
+        var builder = PotluckNode.CreateBuilder()
+            .UseSimulatedNetwork(Network)
+            .UseTime(Time)
+            .UseSeed(_random.Next())
+            .UseKey(key)
+            .UseTopicBus(_ => Hub.Join(key.PeerId))
+            .UseLoggerFactory(TestLogging.Factory)
+            .Configure(configure);
+        if (decorate is not null)
+        {
+            builder.DecorateProviderExecutor(decorate);
+        }
+        return await builder.StartAsync();
+    }
+
+    /// <summary>Stops a member and starts it again with the same identity, data directory and settings.</summary>
     public async Task<Member> RestartComputeAsync(Member member)
     {
-        await member.Node.DisposeAsync();
-        var restarted = member with { Node = ComputeNode.Start(member.Host, Hub.Join(member.Host.PeerId), member.Options, NullLoggerFactory.Instance, Time) };
+        await member.Potluck.DisposeAsync();
+        var restarted = member with { Potluck = await StartAsync(member.Key, member.Configure, member.Decorate) };
         Members[Members.IndexOf(member)] = restarted;
         return restarted;
     }
@@ -101,7 +127,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
     {
         member.Killed = true;
         await member.Host.DisposeAsync();
-        await member.Node.DisposeAsync();
+        await member.Potluck.DisposeAsync();
     }
 
     /// <summary>Balances of every ledger, killed nodes' read back from disk.</summary>
@@ -146,8 +172,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
     {
         foreach (var m in Members.Where(m => !m.Killed))
         {
-            await m.Host.DisposeAsync();
-            await m.Node.DisposeAsync();
+            await m.Potluck.DisposeAsync();
         }
         try
         {

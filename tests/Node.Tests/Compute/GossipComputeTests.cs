@@ -1,5 +1,4 @@
 using System.Text;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Potluck.Node.Compute;
 using Potluck.Protocol.Gossipsub;
@@ -29,21 +28,26 @@ public class GossipComputeTests
         {
             async Task<(Libp2pHost Host, GossipsubService Gossip, ComputeNode Node)> StartAsync(string name, bool provide)
             {
-                var host = Libp2pHost.Create(PrivateKey.FromRandom(random), [network.CreateTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, time);
-                await host.StartAsync([Multiaddr.Parse("/memory/0")], ct);
-                var gossip = new GossipsubService(host, new GossipsubOptions(), NullLoggerFactory.Instance, new Random(random.Next()));
-                var node = ComputeNode.Start(host, new GossipTopicBus(gossip, NullLogger<GossipTopicBus>.Instance), new ComputeNodeOptions
-                {
-                    DataDir = Path.Combine(root, name),
-                    Provide = provide,
-                    Provider = ComputeCluster.ProviderOptions(price: 10),
-                    Sandbox = new Potluck.Scheduler.Sandbox.SandboxOptions { MaxMemoryBytes = 128L << 20 },
-                    Seed = random.Next(),
-                }, NullLoggerFactory.Instance, time);
-                owned.Add(host);
-                owned.Add(gossip);
+                var node = await PotluckNode.CreateBuilder()
+                    .UseSimulatedNetwork(network)
+                    .UseTime(time)
+                    .UseSeed(random.Next())
+                    .UseKey(PrivateKey.FromRandom(random))
+                    .Configure(o => o with
+                    {
+                        Listen = [Multiaddr.Parse("/memory/0")],
+                        DataDir = Path.Combine(root, name),
+                        Compute = o.Compute with
+                        {
+                            Enabled = true,
+                            Provide = provide,
+                            Provider = ComputeCluster.ProviderOptions(price: 10),
+                            Sandbox = new Potluck.Scheduler.Sandbox.SandboxOptions { MaxMemoryBytes = 128L << 20 },
+                        },
+                    })
+                    .StartAsync(ct);
                 owned.Add(node);
-                return (host, gossip, node);
+                return (node.Host, node.Gossip, node.Compute!);
             }
 
             var requester = await StartAsync("requester", provide: false);

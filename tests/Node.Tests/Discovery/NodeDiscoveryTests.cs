@@ -1,3 +1,4 @@
+using Potluck.Node.Hosting;
 using Potluck.Node.Persistence;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Kademlia;

@@ -17,10 +17,10 @@ public class EpochTickerTests
     {
         _fixture = new SandboxFixture();
         _time = new FakeTimeProvider();
-        _sandbox = _fixture.Create(o =>
+        _sandbox = _fixture.Create(o => o with
         {
-            o.EpochTick = Tick;
-            o.DefaultFuel = ulong.MaxValue;
+            EpochTick = Tick,
+            DefaultFuel = ulong.MaxValue,
         }, diskCache: false, time: _time);
     }
 

@@ -12,10 +12,10 @@ public class LimitTests
     public void SetUp()
     {
         _fixture = new SandboxFixture();
-        _sandbox = _fixture.Create(o =>
+        _sandbox = _fixture.Create(o => o with
         {
-            o.MaxStdoutBytes = 64 * 1024;
-            o.MaxMemoryBytes = 64L * 1024 * 1024;
+            MaxStdoutBytes = 64 * 1024,
+            MaxMemoryBytes = 64L * 1024 * 1024,
         }, diskCache: false);
     }
 
@@ -103,7 +103,7 @@ public class LimitTests
     [Test]
     public void FuelLimit_AboveTheNodeDefault_IsCappedAtIt()
     {
-        var sandbox = _fixture.Create(o => o.DefaultFuel = 1_000_000, diskCache: false);
+        var sandbox = _fixture.Create(o => o with { DefaultFuel = 1_000_000 }, diskCache: false);
 
         var result = sandbox.Execute(new TaskSpec { Module = Samples.TestModule("loop"), FuelLimit = ulong.MaxValue }, default);
 
@@ -195,7 +195,7 @@ public class LimitTests
             Deadline = TimeSpan.FromMilliseconds(200),
         };
         // A budget no machine burns in 200 ms (a fast idle core runs ~10^10 fuel a second in this loop).
-        var sandbox = _fixture.Create(o => o.DefaultFuel = 1_000_000_000_000_000, diskCache: false);
+        var sandbox = _fixture.Create(o => o with { DefaultFuel = 1_000_000_000_000_000 }, diskCache: false);
 
         var result = await sandbox.ExecuteAsync(spec, default);
 
@@ -219,7 +219,7 @@ public class LimitTests
     [Test]
     public void TooManyArguments_AreRefused()
     {
-        var sandbox = _fixture.Create(o => o.MaxArgs = 2, diskCache: false);
+        var sandbox = _fixture.Create(o => o with { MaxArgs = 2 }, diskCache: false);
 
         var result = sandbox.Execute(new TaskSpec { Module = Samples.Load("hashchain"), Args = ["1", "2", "3"] }, default);
 

@@ -51,7 +51,7 @@ public class ModuleCacheTests
     [Test]
     public void InMemoryCache_EvictsTheLeastRecentlyUsed()
     {
-        var sandbox = _fixture.Create(o => o.ModuleCacheCapacity = 1, diskCache: false);
+        var sandbox = _fixture.Create(o => o with { ModuleCacheCapacity = 1 }, diskCache: false);
         var other = new TaskSpec { Module = Samples.TestModule("exitcode"), Args = ["0"] };
 
         sandbox.Execute(Spec, "cache"u8.ToArray());
@@ -114,7 +114,7 @@ public class ModuleCacheTests
     public void CachePath_IsKeyedByModuleHashAndEngineFingerprint()
     {
         var sandbox = _fixture.Create();
-        var smallerStack = _fixture.Create(o => o.MaxWasmStackBytes = 256 * 1024);
+        var smallerStack = _fixture.Create(o => o with { MaxWasmStackBytes = 256 * 1024 });
         var hash = new string('a', 64);
 
         Assert.That(sandbox.CachePathFor(hash), Does.Contain(hash).And.Contain(sandbox.CacheFingerprint));

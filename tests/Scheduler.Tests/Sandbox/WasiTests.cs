@@ -74,7 +74,7 @@ public class WasiTests
     [Test]
     public void Stderr_IsCappedWithoutEndingTheRun()
     {
-        var sandbox = _fixture.Create(o => o.MaxStderrBytes = 3, diskCache: false);
+        var sandbox = _fixture.Create(o => o with { MaxStderrBytes = 3 }, diskCache: false);
 
         var result = sandbox.Execute(new TaskSpec { Module = Samples.TestModule("exitcode"), Args = ["5"] }, default);
 

@@ -30,7 +30,7 @@ public class VerificationPolicyTests
     [Test]
     public void Stranger_IsAlwaysVerified()
     {
-        var random = new Random(1);
+        var random = new Potluck.Protocol.Runtime.SeededSecureRandom(1);
         Assert.That(Enumerable.Range(0, 1000).All(_ => Policy.ShouldVerify(0, null, random)), Is.True);
     }
 
@@ -38,7 +38,7 @@ public class VerificationPolicyTests
     [TestCase(1000, 0.05)]
     public void Sampling_FollowsTheRate(int verified, double rate)
     {
-        var random = new Random(7);
+        var random = new Potluck.Protocol.Runtime.SeededSecureRandom(7);
         var checks = Enumerable.Range(0, 20_000).Count(_ => Policy.ShouldVerify(verified, null, random));
         Assert.That(checks / 20_000.0, Is.EqualTo(rate).Within(0.01));
     }
@@ -46,7 +46,7 @@ public class VerificationPolicyTests
     [Test]
     public void RequestedRate_CanRaiseChecking_ButNeverTurnItOff()
     {
-        var random = new Random(3);
+        var random = new Potluck.Protocol.Runtime.SeededSecureRandom(3);
         Assert.That(Enumerable.Range(0, 100).All(_ => Policy.ShouldVerify(1000, 1.0, random)), Is.True, "a requested rate of 1 checks everything");
         var checks = Enumerable.Range(0, 20_000).Count(_ => Policy.ShouldVerify(1000, 0.0, random));
         Assert.That(checks / 20_000.0, Is.EqualTo(0.05).Within(0.01), "a requested rate of 0 is clamped to the floor");

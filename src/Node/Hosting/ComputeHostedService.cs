@@ -1,0 +1,46 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Potluck.Node.Compute;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Topics;
+
+namespace Potluck.Node.Hosting;
+
+/// <summary>
+/// Starts the compute layer last (when <see cref="ComputeOptions.Enabled"/>), once the host listens and discovery runs,
+/// and stops it first: live leases are cancelled and the ledger closed before any connection goes.
+/// </summary>
+internal sealed class ComputeHostedService(IServiceProvider services, PotluckOptions options, NodeSetup setup) : IHostedService
+{
+    /// <summary>The running compute layer; null when compute is off or not started.</summary>
+    public ComputeNode? Node { get; private set; }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (!options.Compute.Enabled)
+        {
+            return Task.CompletedTask;
+        }
+        Node = ComputeNode.Start(new ComputeNode.Parts(
+            services.GetRequiredService<Potluck.Protocol.Host.IHost>(),
+            services.GetRequiredService<PrivateKey>(),
+            services.GetRequiredService<ITopicBus>(),
+            options.DataDir!,
+            options.Compute,
+            setup.Runtime,
+            setup.SandboxTime,
+            setup.ExecutorDecorator,
+            services.GetRequiredService<ILoggerFactory>()));
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (Node is { } node)
+        {
+            await node.DisposeAsync();
+        }
+    }
+}

@@ -1,0 +1,397 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Potluck.Node.Persistence;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Ping;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Node.Hosting;
+
+/// <summary>
+/// How a node finds and keeps peers: peers heard on mDNS are dialed; the bootstrap list is dialed and the DHT bootstrapped
+/// at start, and again whenever the routing table runs empty. With a data directory the peer store and joined topics
+/// survive restarts: a restarted node re-dials the peers it knew (most recently seen first, bounded) and rejoins its
+/// topics. It never dials or remembers itself. Each new connection is pinged once so its latency is known.
+/// </summary>
+public sealed partial class DiscoveryService : IHostedService
+{
+    private readonly IServiceProvider _services;
+    private readonly PotluckOptions _options;
+    private readonly NodeRuntime _runtime;
+    private readonly ILogger<DiscoveryService> _log;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, GossipSubscription> _topics = new(StringComparer.Ordinal);
+    private readonly BackgroundWork _work;
+    private IReadOnlyList<PersistedPeer> _remembered = [];
+    private Libp2pHost _host = null!;
+    private GossipsubService? _gossip;
+    private KademliaService? _dht;
+    private PingService? _ping;
+    private PeerDatabase? _database;
+    private MdnsDiscovery? _mdns;
+    private int _stopped;
+
+    public DiscoveryService(IServiceProvider services, PotluckOptions options, NodeRuntime runtime, ILogger<DiscoveryService> log)
+    {
+        _services = services;
+        _options = options;
+        _runtime = runtime;
+        _log = log;
+        _work = runtime.CreateBackgroundWork("discovery", log);
+    }
+
+    /// <summary>Completes when the start-up join is done: remembered peers and the bootstrap list dialed, the DHT bootstrapped.</summary>
+    public Task Joined { get; private set; } = Task.CompletedTask;
+
+    /// <summary>mDNS discovery; null when off or when its socket could not be opened.</summary>
+    public MdnsService? Mdns => _mdns?.Service;
+
+    /// <summary>Topics the node stays in (and rejoins after a restart).</summary>
+    public IReadOnlyList<string> JoinedTopics
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _topics.Keys.Order(StringComparer.Ordinal).ToArray();
+            }
+        }
+    }
+
+    private PeerId PeerId => _host.PeerId;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _host = _services.GetRequiredService<Libp2pHost>();
+        var protocols = _options.Protocols;
+        _gossip = protocols.Gossipsub ? _services.GetRequiredService<GossipsubService>() : null;
+        _dht = protocols.Kademlia ? _services.GetRequiredService<KademliaService>() : null;
+        _ping = protocols.Ping ? _services.GetRequiredService<PingService>() : null;
+        _database = _services.GetRequiredService<PeerPersistence>().Database;
+        _mdns = _services.GetRequiredService<MdnsDiscovery>();
+        if (_database?.RecoveredFromCorruption == true)
+        {
+            LogDatabaseRecovered(_database.Path);
+        }
+        var state = _database?.Load(_options.Discovery.MaxPersistedPeers, _options.Discovery.MaxPersistedAddressesPerPeer,
+            _host.Options.PeerStore.MaxProtocolsPerPeer, _options.Discovery.MaxPersistedTopics) ?? PersistedState.Empty;
+        _remembered = Remember(state.Peers);
+        foreach (var topic in _options.Topics.Concat(state.Topics))
+        {
+            KeepTopic(topic);
+        }
+        _dht?.Start();
+        if (_mdns.Service is { } mdns)
+        {
+            mdns.PeerDiscovered += OnMdnsPeer;
+            try
+            {
+                mdns.Start();
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                LogMdnsUnavailable(e.Message);
+                mdns.PeerDiscovered -= OnMdnsPeer;
+                _work.Track("mdns dispose", mdns.DisposeAsync());
+                _mdns.Service = null;
+            }
+        }
+        if (_options.Discovery.PingNewConnections && _ping is not null)
+        {
+            _host.Connected += OnConnected;
+        }
+        Joined = _work.Start("join", JoinAsync);
+        // Timers are created here, not in the loops, so virtual time advanced right after start is seen.
+        var rebootstrap = new PeriodicTimer(_options.Discovery.RebootstrapInterval, _runtime.Time);
+        _work.Run("rebootstrap", ct => RebootstrapLoopAsync(rebootstrap, ct));
+        if (_database is not null)
+        {
+            var save = new PeriodicTimer(_options.Discovery.SaveInterval, _runtime.Time);
+            _work.Run("save peers", ct => SaveLoopAsync(save, ct));
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Puts remembered peers back into the peer store (never ourselves or our own addresses); returns them.</summary>
+    private IReadOnlyList<PersistedPeer> Remember(IReadOnlyList<PersistedPeer> peers)
+    {
+        var kept = new List<PersistedPeer>();
+        foreach (var peer in peers)
+        {
+            var addresses = peer.Addresses.Where(a => !IsOwnAddress(a)).Select(a => a.WithoutPeer()).Distinct().ToArray();
+            if (peer.Id == PeerId || addresses.Length == 0)
+            {
+                continue;
+            }
+            if (peer.Protocols.Count > 0)
+            {
+                _host.Peers.SetProtocols(peer.Id, peer.Protocols);
+            }
+            _host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
+            kept.Add(peer with { Addresses = addresses });
+        }
+        return kept;
+    }
+
+    private bool IsOwnAddress(Multiaddr address)
+    {
+        if (address.PeerId is { } id && id == PeerId)
+        {
+            return true;
+        }
+        return _host.ListenAddresses.Contains(address.WithoutPeer());
+    }
+
+    // ------------------------------------------------------------------ topics
+
+    /// <summary>Joins <paramref name="topic"/> for good (it is remembered across restarts) and returns a subscription to its messages.</summary>
+    public GossipSubscription JoinTopic(string topic)
+    {
+        var gossip = _gossip ?? throw new InvalidOperationException("gossipsub is off on this node ('protocols:gossipsub')");
+        KeepTopic(topic);
+        return gossip.Subscribe(topic);
+    }
+
+    /// <summary>Stops staying in <paramref name="topic"/> (other live subscriptions to it keep it joined until disposed).</summary>
+    public void LeaveTopic(string topic)
+    {
+        GossipSubscription? held;
+        lock (_gate)
+        {
+            _topics.Remove(topic, out held);
+        }
+        held?.Dispose();
+    }
+
+    private void KeepTopic(string topic)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        lock (_gate)
+        {
+            if (_topics.ContainsKey(topic) || _stopped != 0 || _gossip is null)
+            {
+                return;
+            }
+            var held = _gossip.Subscribe(topic);
+            _topics[topic] = held;
+            // The node's own subscription only keeps the topic joined; its copy of each message is discarded.
+            _work.Run($"topic {topic}", async ct =>
+            {
+                var reader = held.Messages;
+                while (await reader.WaitToReadAsync(ct))
+                {
+                    while (reader.TryRead(out _))
+                    {
+                    }
+                }
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------ discovery
+
+    private async Task JoinAsync(CancellationToken ct)
+    {
+        var remembered = _remembered.Take(_options.Discovery.MaxRedialPeers).ToArray();
+        if (remembered.Length > 0)
+        {
+            LogRedialing(remembered.Length);
+        }
+        await ReconnectAsync(remembered, ct);
+        await BootstrapDhtAsync(ct);
+        // Remember the first peers now, not only at the first periodic save: a node killed early still rejoins.
+        Save();
+    }
+
+    /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown.</summary>
+    private async Task ReconnectAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
+    {
+        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => _host.ConnectAsync(a, ct), ct))
+            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => _host.ConnectAsync(p.Id, ct), ct)));
+        await Task.WhenAll(dials);
+    }
+
+    private async Task DialAsync(string what, Func<ValueTask<IConnection>> dial, CancellationToken ct)
+    {
+        try
+        {
+            await dial();
+        }
+        catch (Exception e) when (Failures.IsExpected(e, ct))
+        {
+            LogDialFailed(what, e.Message);
+        }
+    }
+
+    private async Task BootstrapDhtAsync(CancellationToken ct)
+    {
+        if (_dht is null)
+        {
+            return;
+        }
+        var seeds = _options.Bootstrap.Where(a => a.PeerId is { } id && id != PeerId).ToArray();
+        var hasKnownServers = _host.Peers.Snapshot().Any(p => p.Id != PeerId && p.Protocols.Contains(_dht.ProtocolId, StringComparer.Ordinal));
+        if (seeds.Length == 0 && !hasKnownServers)
+        {
+            return;
+        }
+        try
+        {
+            var size = await _dht.BootstrapAsync(seeds, ct);
+            LogBootstrapped(size);
+        }
+        catch (Exception e) when (Failures.Classify(e, ct).Kind == FailureKind.Cancelled)
+        {
+        }
+    }
+
+    /// <summary>Runs one re-bootstrap check now (what the periodic timer runs): when the routing table is empty, dial and bootstrap again.</summary>
+    public async Task RebootstrapIfEmptyAsync(CancellationToken ct)
+    {
+        if (_dht is null || _dht.RoutingTableSize > 0)
+        {
+            return;
+        }
+        await ReconnectAsync(_remembered.Take(_options.Discovery.MaxRedialPeers).ToArray(), ct);
+        await BootstrapDhtAsync(ct);
+    }
+
+    private async Task RebootstrapLoopAsync(PeriodicTimer timer, CancellationToken ct)
+    {
+        using var _ = timer;
+        await Joined;
+        while (await timer.WaitForNextTickAsync(ct))
+        {
+            await RebootstrapIfEmptyAsync(ct);
+        }
+    }
+
+    private async Task SaveLoopAsync(PeriodicTimer timer, CancellationToken ct)
+    {
+        using var _ = timer;
+        while (await timer.WaitForNextTickAsync(ct))
+        {
+            Save();
+        }
+    }
+
+    private void OnMdnsPeer(MdnsPeer peer)
+    {
+        if (peer.Peer == PeerId || _stopped != 0 || _host.Connections.Any(c => c.RemotePeer == peer.Peer && !c.IsClosed))
+        {
+            return;
+        }
+        _work.Run($"mdns dial {peer.Peer}", ct => DialAsync(peer.Peer.ToString(), () => _host.ConnectAsync(peer.Peer, ct), ct));
+    }
+
+    private void OnConnected(IConnection connection) =>
+        _work.Run($"ping {connection.RemotePeer}", ct => MeasureLatencyAsync(connection.RemotePeer, ct));
+
+    /// <summary>Pings the peer once (bounded by the host's dial timeout) so its latency is known; returns whether it answered.</summary>
+    public async Task<bool> MeasureLatencyAsync(PeerId peer, CancellationToken ct = default)
+    {
+        if (_ping is null)
+        {
+            return false;
+        }
+        using var timeout = new CancellationTokenSource(_host.Options.DialTimeout, _runtime.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping, ct);
+        try
+        {
+            await _ping.PingAsync(peer, 1, linked.Token);
+            return true;
+        }
+        catch (Exception e) when (Failures.IsExpected(e, linked.Token))
+        {
+            return false;
+        }
+    }
+
+    // ------------------------------------------------------------------ persistence
+
+    /// <summary>What would be persisted now: peers we have completed a handshake with, never ourselves or our own addresses.</summary>
+    public PersistedState CaptureState()
+    {
+        var now = _runtime.Time.GetUtcNow();
+        var connected = _host.Connections.Where(c => !c.IsClosed).Select(c => c.RemotePeer).ToHashSet();
+        var peers = _host.Peers.Snapshot()
+            .Where(p => p.Id != PeerId && p.PublicKey is not null)
+            .Select(p => new PersistedPeer(
+                p.Id,
+                p.Addresses.Where(a => !IsOwnAddress(a)).Take(_options.Discovery.MaxPersistedAddressesPerPeer).ToArray(),
+                p.Protocols,
+                connected.Contains(p.Id) ? now : p.LastSeen))
+            .Where(p => p.Addresses.Count > 0)
+            .OrderByDescending(p => p.LastSeen)
+            .Take(_options.Discovery.MaxPersistedPeers)
+            .ToArray();
+        return new PersistedState(peers, JoinedTopics.Take(_options.Discovery.MaxPersistedTopics).ToArray());
+    }
+
+    /// <summary>Writes the peer store and joined topics to the data directory now (also done periodically and on shutdown).</summary>
+    public void Save()
+    {
+        if (_database is null)
+        {
+            return;
+        }
+        try
+        {
+            _database.Save(CaptureState());
+        }
+        catch (Exception e) when (e is Microsoft.Data.Sqlite.SqliteException or IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            LogSaveFailed(e.Message);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) != 0 || _host is null)
+        {
+            return;
+        }
+        _host.Connected -= OnConnected;
+        await _work.StopAsync();
+        Save();
+        GossipSubscription[] held;
+        lock (_gate)
+        {
+            held = [.. _topics.Values];
+            _topics.Clear();
+        }
+        foreach (var subscription in held)
+        {
+            subscription.Dispose();
+        }
+        if (_mdns?.Service is { } mdns)
+        {
+            mdns.PeerDiscovered -= OnMdnsPeer;
+            await mdns.DisposeAsync();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Re-dialing {Count} remembered peers")]
+    private partial void LogRedialing(int count);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Could not dial {Target}: {Reason}")]
+    private partial void LogDialFailed(string target, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "DHT bootstrapped: {Size} peers in the routing table")]
+    private partial void LogBootstrapped(int size);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "mDNS is unavailable ({Reason}); continuing without local discovery")]
+    private partial void LogMdnsUnavailable(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not save the peer store: {Reason}")]
+    private partial void LogSaveFailed(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The peer database {Path} was damaged; it was set aside and the node starts with no remembered peers")]
+    private partial void LogDatabaseRecovered(string path);
+}

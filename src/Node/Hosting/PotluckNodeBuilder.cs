@@ -1,0 +1,209 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Transport;
+using Potluck.Protocol.Transport.Memory;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Topics;
+
+namespace Potluck.Node.Hosting;
+
+/// <summary>
+/// The one way to build a node (DESIGN §10): the daemon, the short-lived node behind `potluck submit`, every test,
+/// benchmark and simulated node. Configuration comes from <see cref="Configuration"/> (bound to
+/// <see cref="PotluckOptions"/>); what is not configuration is chosen here: the network (TCP unless
+/// <see cref="UseSimulatedNetwork"/>), the clock and randomness (<see cref="UseRuntime"/>, <see cref="UseTime"/>,
+/// <see cref="UseSeed"/>), the identity (<see cref="UseKey"/>, else the data directory's, else a new one).
+/// <code>
+/// await using var node = PotluckNode.CreateBuilder()
+///     .UseSimulatedNetwork(net).UseRuntime(driver.CreateRuntime(seed: 42))
+///     .Configure(o => o with { Listen = [Multiaddr.Parse("/memory/0")] })
+///     .Build();
+/// await node.StartAsync(ct);
+/// </code>
+/// </summary>
+public sealed class PotluckNodeBuilder
+{
+    private readonly HostApplicationBuilder _app;
+    private readonly List<Func<PotluckOptions, PotluckOptions>> _configure = [];
+    private NodeRuntime? _runtime;
+    private TimeProvider? _time;
+    private long? _seed;
+    private PrivateKey? _key;
+    private SwarmKey? _swarmKey;
+    private Func<IServiceProvider, IReadOnlyList<ITransport>>? _transports;
+    private SimulatedNetwork? _network;
+    private Func<IServiceProvider, ITopicBus>? _topicBus;
+    private Func<ITaskExecutor, ITaskExecutor>? _executorDecorator;
+    private TimeProvider? _sandboxTime;
+    private bool _built;
+
+    internal PotluckNodeBuilder(ConfigurationManager? configuration)
+    {
+        // The node's settings live apart from the generic host's own (application name, content root, environment).
+        Configuration = configuration ?? new ConfigurationManager();
+        _app = new HostApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            DisableDefaults = true,
+            ApplicationName = "potluck",
+        });
+        // The generic host's own start-up and failure lines say nothing a node's operator can use: the node reports
+        // what went wrong itself (a setting, a file, a port).
+        _app.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
+        _app.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // A library node has no console lifetime: whoever built it starts and stops it. `potluck run` swaps in the console's.
+        _app.Services.AddSingleton<IHostLifetime, ExplicitLifetime>();
+    }
+
+    /// <summary>The configuration bound to <see cref="PotluckOptions"/>; add sources here (see <see cref="NodeConfiguration"/>).</summary>
+    public ConfigurationManager Configuration { get; }
+
+    /// <summary>The node's services: add to them, or replace one before <see cref="Build"/>.</summary>
+    public IServiceCollection Services => _app.Services;
+
+    /// <summary>Logging providers and filters (none by default: a library node is silent).</summary>
+    public ILoggingBuilder Logging => _app.Logging;
+
+    /// <summary>Adjusts the options after they are bound from configuration (applied in order).</summary>
+    public PotluckNodeBuilder Configure(Func<PotluckOptions, PotluckOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        _configure.Add(configure);
+        return this;
+    }
+
+    /// <summary>Everything runs on <paramref name="runtime"/>: clock, scheduler, randomness (a simulation passes its driver's).</summary>
+    public PotluckNodeBuilder UseRuntime(NodeRuntime runtime)
+    {
+        _runtime = runtime ?? throw new ArgumentNullException(nameof(runtime));
+        return this;
+    }
+
+    /// <summary>Runs on <paramref name="time"/> (thread pool, OS security randomness); for a full simulation use <see cref="UseRuntime"/>.</summary>
+    public PotluckNodeBuilder UseTime(TimeProvider time)
+    {
+        _time = time ?? throw new ArgumentNullException(nameof(time));
+        return this;
+    }
+
+    /// <summary>Protocol randomness (gossip, DHT, mDNS choices) replayable from <paramref name="seed"/>; security randomness stays the OS's.</summary>
+    public PotluckNodeBuilder UseSeed(long seed)
+    {
+        _seed = seed;
+        return this;
+    }
+
+    /// <summary>The node's identity. Otherwise the data directory's <c>identity.key</c> (created on first use), else a new key.</summary>
+    public PotluckNodeBuilder UseKey(PrivateKey key)
+    {
+        _key = key ?? throw new ArgumentNullException(nameof(key));
+        return this;
+    }
+
+    /// <summary>Joins only the private network of <paramref name="key"/> (overrides the <c>swarmKey</c> setting).</summary>
+    public PotluckNodeBuilder UseSwarmKey(SwarmKey key)
+    {
+        _swarmKey = key ?? throw new ArgumentNullException(nameof(key));
+        return this;
+    }
+
+    /// <summary>Connects over <paramref name="network"/> (in memory) instead of TCP.</summary>
+    public PotluckNodeBuilder UseSimulatedNetwork(SimulatedNetwork network)
+    {
+        _network = network ?? throw new ArgumentNullException(nameof(network));
+        _transports = _ => [network.CreateTransport()];
+        return this;
+    }
+
+    /// <summary>Connects over the given transports instead of TCP.</summary>
+    public PotluckNodeBuilder UseTransports(Func<IServiceProvider, IReadOnlyList<ITransport>> transports)
+    {
+        _transports = transports ?? throw new ArgumentNullException(nameof(transports));
+        return this;
+    }
+
+    /// <summary>Publishes and subscribes through <paramref name="bus"/> instead of gossipsub (tests that isolate the scheduler).</summary>
+    public PotluckNodeBuilder UseTopicBus(Func<IServiceProvider, ITopicBus> bus)
+    {
+        _topicBus = bus ?? throw new ArgumentNullException(nameof(bus));
+        return this;
+    }
+
+    /// <summary>Wraps the provider's task executor (simulated adversaries and tests: a cheating or hanging provider).</summary>
+    public PotluckNodeBuilder DecorateProviderExecutor(Func<ITaskExecutor, ITaskExecutor> decorate)
+    {
+        _executorDecorator = decorate ?? throw new ArgumentNullException(nameof(decorate));
+        return this;
+    }
+
+    /// <summary>The sandbox's clock for wall-clock deadlines (the system clock unless given, even under virtual time).</summary>
+    public PotluckNodeBuilder UseSandboxTime(TimeProvider time)
+    {
+        _sandboxTime = time ?? throw new ArgumentNullException(nameof(time));
+        return this;
+    }
+
+    /// <summary>Logs through <paramref name="loggers"/> (shared with the caller, who keeps owning it) instead of the node's own providers.</summary>
+    public PotluckNodeBuilder UseLoggerFactory(ILoggerFactory loggers)
+    {
+        ArgumentNullException.ThrowIfNull(loggers);
+        _app.Services.Replace(ServiceDescriptor.Singleton(loggers));
+        return this;
+    }
+
+    /// <summary>Builds and starts the node; on failure nothing is left running.</summary>
+    public async Task<PotluckNode> StartAsync(CancellationToken ct = default)
+    {
+        var node = Build();
+        await node.StartAsync(ct);
+        return node;
+    }
+
+    /// <summary>Builds the node (not started: call <see cref="PotluckNode.StartAsync"/>). Options are validated at start.</summary>
+    public PotluckNode Build()
+    {
+        if (_built)
+        {
+            throw new InvalidOperationException("a PotluckNodeBuilder builds one node");
+        }
+        _built = true;
+        if (_runtime is not null && (_time is not null || _seed is not null))
+        {
+            throw new InvalidOperationException("UseRuntime already chooses the clock and the seed: do not combine it with UseTime or UseSeed");
+        }
+        var runtime = _runtime ?? (_time is null && _seed is null ? NodeRuntime.System : NodeRuntime.WithTime(_time ?? TimeProvider.System, _seed));
+        if (_network is not null && !ReferenceEquals(_network.TimeProvider, runtime.Time))
+        {
+            throw new InvalidOperationException("the simulated network and the node must run on the same clock: give the node the network's TimeProvider (UseTime or UseRuntime)");
+        }
+        var setup = new NodeSetup(runtime, _key, _swarmKey, _transports, _topicBus, _executorDecorator, _sandboxTime, [.. _configure]);
+        _app.Services.AddPotluck(Configuration, setup);
+        var app = _app.Build();
+        return new PotluckNode(app);
+    }
+
+    /// <summary>A lifetime that waits for nobody: the node is started and stopped by its owner.</summary>
+    private sealed class ExplicitLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}
+
+/// <summary>What the builder chose that is not configuration.</summary>
+internal sealed record NodeSetup(
+    NodeRuntime Runtime,
+    PrivateKey? Key,
+    SwarmKey? SwarmKey,
+    Func<IServiceProvider, IReadOnlyList<ITransport>>? Transports,
+    Func<IServiceProvider, ITopicBus>? TopicBus,
+    Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
+    TimeProvider? SandboxTime,
+    IReadOnlyList<Func<PotluckOptions, PotluckOptions>> Configure);

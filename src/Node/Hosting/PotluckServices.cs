@@ -1,0 +1,162 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Potluck.Node.Compute;
+using Potluck.Node.Persistence;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identify;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Perf;
+using Potluck.Protocol.Ping;
+using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Transport;
+using Potluck.Protocol.Transport.Tcp;
+using Potluck.Scheduler.Topics;
+
+namespace Potluck.Node.Hosting;
+
+/// <summary>
+/// The registrations of one node (called by <see cref="PotluckNodeBuilder.Build"/>). Components are singletons built
+/// from the resolved <see cref="PotluckOptions"/> and the builder's <see cref="NodeSetup"/>; the long-running parts are
+/// hosted services started in this order and stopped in reverse: options checked, the libp2p host and its protocols,
+/// discovery, compute.
+/// </summary>
+internal static class PotluckServices
+{
+    public static IServiceCollection AddPotluck(this IServiceCollection services, IConfiguration configuration, NodeSetup setup)
+    {
+        services.AddSingleton(setup);
+        services.AddSingleton(setup.Runtime);
+        services.AddSingleton(setup.Runtime.Time);
+        services.AddSingleton(sp => PotluckOptionsResolver.Resolve(configuration, setup.Configure));
+
+        services.AddSingleton(sp => ResolveKey(sp.GetRequiredService<PotluckOptions>(), setup));
+        services.AddSingleton(sp => new NodeSwarmKey(ResolveSwarmKey(sp.GetRequiredService<PotluckOptions>(), setup)));
+        services.AddSingleton<IReadOnlyList<ITransport>>(sp => setup.Transports?.Invoke(sp)
+            ?? [new TcpTransport(sp.GetRequiredService<PotluckOptions>().Tcp, setup.Runtime.Time)]);
+
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            var settings = new Libp2pHostSettings
+            {
+                Host = options.Host,
+                Noise = options.Noise,
+                Yamux = options.Yamux,
+                Multistream = options.Multistream,
+                SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
+            };
+            return Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
+                sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.Time);
+        });
+        services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
+        services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
+            sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp => new PingService(sp.GetRequiredService<Libp2pHost>()));
+        services.AddSingleton(sp => new PerfService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Perf));
+        services.AddSingleton(sp => new GossipsubService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Gossip,
+            sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.CreateRandom("gossipsub")));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            var mode = options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client;
+            return new KademliaService(sp.GetRequiredService<Libp2pHost>(), options.Kademlia with { Mode = mode },
+                sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.CreateRandom("kademlia"));
+        });
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            return new MdnsDiscovery(options.Discovery.Mdns
+                ? new MdnsService(sp.GetRequiredService<Libp2pHost>(), options.Mdns, sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.Time,
+                    setup.Runtime.CreateRandom("mdns"))
+                : null);
+        });
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir) : null);
+        });
+        services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
+            ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>()));
+
+        services.AddSingleton<ProtocolHostedService>();
+        services.AddSingleton<DiscoveryService>();
+        services.AddSingleton<ComputeHostedService>();
+
+        // Started in this order, stopped in reverse.
+        services.AddHostedService(sp => sp.GetRequiredService<ProtocolHostedService>());
+        services.AddHostedService(sp => sp.GetRequiredService<DiscoveryService>());
+        services.AddHostedService(sp => sp.GetRequiredService<ComputeHostedService>());
+        return services;
+    }
+
+    private static PrivateKey ResolveKey(PotluckOptions options, NodeSetup setup)
+    {
+        if (setup.Key is { } key)
+        {
+            return key;
+        }
+        if (options.DataDir is { } dir)
+        {
+            try
+            {
+                return PrivateKey.LoadOrCreate(Path.Combine(dir, NodeConfiguration.IdentityFileName));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                throw new NodeStartException($"cannot use the identity key in data directory '{dir}': {e.Message}", e);
+            }
+        }
+        return PrivateKey.FromSeed(setup.Runtime.SecureRandom.GetBytes(32));
+    }
+
+    private static SwarmKey? ResolveSwarmKey(PotluckOptions options, NodeSetup setup)
+    {
+        if (setup.SwarmKey is { } key)
+        {
+            return key;
+        }
+        if (options.SwarmKey is not { } path)
+        {
+            return null;
+        }
+        var full = options.DataDir is { } dir ? Path.Combine(dir, path) : Path.GetFullPath(path);
+        if (!File.Exists(full))
+        {
+            throw new NodeStartException($"swarmKey: no file at '{full}'. Create one with 'potluck swarm-key generate > {path}'");
+        }
+        var info = new FileInfo(full);
+        if (info.Length > 4096)
+        {
+            throw new NodeStartException($"swarmKey: '{full}' is {info.Length} bytes; a swarm.key is under 100 bytes");
+        }
+        return SwarmKey.TryParse(File.ReadAllText(full), out var parsed, out var error)
+            ? parsed
+            : throw new NodeStartException($"swarmKey: '{full}' is not a swarm key: {error}");
+    }
+}
+
+/// <summary>The private network's key, or none (a wrapper so "no key" can be a registered service).</summary>
+public sealed record NodeSwarmKey(SwarmKey? Key);
+
+/// <summary>mDNS discovery when it is on and its socket opens; a wrapper so "off" can be a registered service.</summary>
+public sealed class MdnsDiscovery(MdnsService? service)
+{
+    public MdnsService? Service { get; internal set; } = service;
+}
+
+/// <summary>The peer database in the data directory, or none.</summary>
+public sealed class PeerPersistence(PeerDatabase? database) : IDisposable
+{
+    public PeerDatabase? Database { get; } = database;
+
+    public void Dispose() => Database?.Dispose();
+}
+
+/// <summary>A node could not start: the message says what to fix (a setting, a file, a port).</summary>
+public sealed class NodeStartException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,64 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identify;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Perf;
+using Potluck.Protocol.Ping;
+
+namespace Potluck.Node.Hosting;
+
+/// <summary>
+/// First to start, last to stop: checks the options, builds the libp2p host and its protocols (each registers its stream
+/// handlers as it is built, so nothing is accepted before they are), then listens. On stop: gossipsub, the DHT and
+/// identify end, then the host closes every connection and listener.
+/// </summary>
+internal sealed class ProtocolHostedService(IServiceProvider services) : IHostedService
+{
+    private Libp2pHost? _host;
+    private GossipsubService? _gossip;
+    private KademliaService? _dht;
+    private IdentifyService? _identify;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var options = services.GetRequiredService<PotluckOptions>();
+        var protocols = options.Protocols;
+        _host = services.GetRequiredService<Libp2pHost>();
+        _identify = protocols.Identify ? services.GetRequiredService<IdentifyService>() : null;
+        if (protocols.Ping)
+        {
+            services.GetRequiredService<PingService>();
+        }
+        if (protocols.Perf)
+        {
+            services.GetRequiredService<PerfService>();
+        }
+        _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
+        _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
+        await _host.StartAsync(options.Listen, cancellationToken);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        var (gossip, dht, identify, host) = (_gossip, _dht, _identify, _host);
+        (_gossip, _dht, _identify, _host) = (null, null, null, null);
+        if (gossip is not null)
+        {
+            await gossip.DisposeAsync();
+        }
+        if (dht is not null)
+        {
+            await dht.DisposeAsync();
+        }
+        if (identify is not null)
+        {
+            await identify.DisposeAsync();
+        }
+        if (host is not null)
+        {
+            await host.DisposeAsync();
+        }
+    }
+}
