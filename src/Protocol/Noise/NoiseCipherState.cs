@@ -1,45 +1,42 @@
 using System.Buffers.Binary;
-using System.Security.Cryptography;
-using BcChaCha20Poly1305 = Org.BouncyCastle.Crypto.Modes.ChaCha20Poly1305;
-using Org.BouncyCastle.Crypto;
-using Org.BouncyCastle.Crypto.Parameters;
+using NSec.Cryptography;
+using NSecKey = NSec.Cryptography.Key;
 
 namespace Potluck.Protocol.Noise;
 
 /// <summary>
-/// A Noise <c>CipherState</c> for ChaChaPoly: a 32-byte key and a 64-bit message counter, used as the
-/// 96-bit nonce 4 zero bytes ‖ little-endian counter. Uses the platform's ChaCha20-Poly1305 and falls back to
-/// BouncyCastle where the platform has none. Not thread-safe; one direction of one connection.
+/// A Noise <c>CipherState</c> for ChaChaPoly (RFC 8439, the IETF variant): a 32-byte key and a 64-bit message counter,
+/// used as the 96-bit nonce 4 zero bytes ‖ little-endian counter. NSec's ChaCha20-Poly1305 (the libsodium its package
+/// ships), with the key imported once per cipher state into libsodium's guarded memory and every message encrypted
+/// between spans, with no allocation. Not thread-safe; one direction of one connection.
 /// </summary>
 internal sealed class NoiseCipherState : IDisposable
 {
     public const int KeyLength = 32;
     public const int TagLength = 16;
+    private const int NonceLength = 12;
 
-    private readonly ChaCha20Poly1305? _platform;
-    private readonly byte[]? _bcKey;
+    private static readonly ChaCha20Poly1305 Aead = AeadAlgorithm.ChaCha20Poly1305;
+
+    private readonly NSecKey _key;
     private ulong _nonce;
 
-    public NoiseCipherState(ReadOnlySpan<byte> key, bool forceBouncyCastle = false)
+    public NoiseCipherState(ReadOnlySpan<byte> key)
     {
         if (key.Length != KeyLength)
         {
             throw new ArgumentException("a ChaChaPoly key is 32 bytes", nameof(key));
         }
-        if (ChaCha20Poly1305.IsSupported && !forceBouncyCastle)
-        {
-            _platform = new ChaCha20Poly1305(key);
-        }
-        else
-        {
-            _bcKey = key.ToArray();
-        }
+        _key = NSecKey.Import(Aead, key, KeyBlobFormat.RawSymmetricKey);
     }
 
     /// <summary>The counter the next message will use.</summary>
     public ulong Nonce => _nonce;
 
-    /// <summary>Encrypts <paramref name="plaintext"/> into <paramref name="destination"/> (ciphertext ‖ tag).</summary>
+    /// <summary>
+    /// Encrypts <paramref name="plaintext"/> into the first <c>plaintext.Length + 16</c> bytes of
+    /// <paramref name="destination"/> (ciphertext ‖ tag), which must not overlap it except in place.
+    /// </summary>
     public void Encrypt(ReadOnlySpan<byte> associatedData, ReadOnlySpan<byte> plaintext, Span<byte> destination)
     {
         if (destination.Length < plaintext.Length + TagLength)
@@ -51,26 +48,15 @@ internal sealed class NoiseCipherState : IDisposable
         {
             throw new InvalidOperationException("Noise nonce space exhausted");
         }
-        Span<byte> nonce = stackalloc byte[12];
+        Span<byte> nonce = stackalloc byte[NonceLength];
         WriteNonce(nonce, _nonce);
-        var ciphertext = destination[..plaintext.Length];
-        var tag = destination.Slice(plaintext.Length, TagLength);
-        if (_platform is not null)
-        {
-            _platform.Encrypt(nonce, plaintext, ciphertext, tag, associatedData);
-        }
-        else
-        {
-            var cipher = CreateBc(true, nonce, associatedData);
-            var n = cipher.ProcessBytes(plaintext, destination);
-            cipher.DoFinal(destination[n..]);
-        }
+        Aead.Encrypt(_key, nonce, associatedData, plaintext, destination[..(plaintext.Length + TagLength)]);
         _nonce++;
     }
 
     /// <summary>
     /// Decrypts ciphertext ‖ tag into <paramref name="plaintext"/>; false when the tag does not verify
-    /// (the counter then stays where it was).
+    /// (the counter then stays where it was, and the plaintext bytes are zero).
     /// </summary>
     public bool TryDecrypt(ReadOnlySpan<byte> associatedData, ReadOnlySpan<byte> ciphertextAndTag, Span<byte> plaintext)
     {
@@ -87,35 +73,15 @@ internal sealed class NoiseCipherState : IDisposable
         {
             return false;
         }
-        Span<byte> nonce = stackalloc byte[12];
+        Span<byte> nonce = stackalloc byte[NonceLength];
         WriteNonce(nonce, _nonce);
-        try
+        if (!Aead.Decrypt(_key, nonce, associatedData, ciphertextAndTag, plaintext[..length]))
         {
-            if (_platform is not null)
-            {
-                _platform.Decrypt(nonce, ciphertextAndTag[..length], ciphertextAndTag[length..], plaintext[..length], associatedData);
-            }
-            else
-            {
-                var cipher = CreateBc(false, nonce, associatedData);
-                var n = cipher.ProcessBytes(ciphertextAndTag, plaintext);
-                cipher.DoFinal(plaintext[n..]);
-            }
-        }
-        catch (Exception e) when (e is CryptographicException or InvalidCipherTextException)
-        {
-            plaintext[..length].Clear();
+            plaintext[..length].Clear(); // libsodium clears it too
             return false;
         }
         _nonce++;
         return true;
-    }
-
-    private BcChaCha20Poly1305 CreateBc(bool encrypt, ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> associatedData)
-    {
-        var cipher = new BcChaCha20Poly1305();
-        cipher.Init(encrypt, new AeadParameters(new KeyParameter(_bcKey!), TagLength * 8, nonce.ToArray(), associatedData.ToArray()));
-        return cipher;
     }
 
     private static void WriteNonce(Span<byte> nonce, ulong counter)
@@ -124,12 +90,5 @@ internal sealed class NoiseCipherState : IDisposable
         BinaryPrimitives.WriteUInt64LittleEndian(nonce[4..], counter);
     }
 
-    public void Dispose()
-    {
-        _platform?.Dispose();
-        if (_bcKey is not null)
-        {
-            CryptographicOperations.ZeroMemory(_bcKey);
-        }
-    }
+    public void Dispose() => _key.Dispose();
 }

@@ -14,12 +14,10 @@ internal sealed class NoiseSymmetricState : IDisposable
     private readonly byte[] _ck = new byte[HashLength];
     private readonly byte[] _h = new byte[HashLength];
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-    private readonly bool _forceBouncyCastle;
     private NoiseCipherState? _cipher;
 
-    public NoiseSymmetricState(ReadOnlySpan<byte> protocolName, bool forceBouncyCastle = false)
+    public NoiseSymmetricState(ReadOnlySpan<byte> protocolName)
     {
-        _forceBouncyCastle = forceBouncyCastle;
         if (protocolName.Length <= HashLength)
         {
             protocolName.CopyTo(_h);
@@ -48,7 +46,7 @@ internal sealed class NoiseSymmetricState : IDisposable
         Hkdf(_ck, inputKeyMaterial, output);
         output[..HashLength].CopyTo(_ck);
         _cipher?.Dispose();
-        _cipher = new NoiseCipherState(output.Slice(HashLength, NoiseCipherState.KeyLength), _forceBouncyCastle);
+        _cipher = new NoiseCipherState(output.Slice(HashLength, NoiseCipherState.KeyLength));
         CryptographicOperations.ZeroMemory(output);
     }
 
@@ -98,8 +96,8 @@ internal sealed class NoiseSymmetricState : IDisposable
     {
         Span<byte> output = stackalloc byte[2 * HashLength];
         Hkdf(_ck, ReadOnlySpan<byte>.Empty, output);
-        var result = (new NoiseCipherState(output[..HashLength], _forceBouncyCastle),
-                      new NoiseCipherState(output[HashLength..], _forceBouncyCastle));
+        var result = (new NoiseCipherState(output[..HashLength]),
+                      new NoiseCipherState(output[HashLength..]));
         CryptographicOperations.ZeroMemory(output);
         return result;
     }

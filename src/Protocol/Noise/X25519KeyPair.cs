@@ -1,95 +1,85 @@
 using System.Security.Cryptography;
-using Org.BouncyCastle.Math.EC.Rfc7748;
+using NSec.Cryptography;
+using NSecKey = NSec.Cryptography.Key;
+using NSecPublicKey = NSec.Cryptography.PublicKey;
 
 namespace Potluck.Protocol.Noise;
 
-/// <summary>Which implementation an <see cref="X25519KeyPair"/> computes with.</summary>
-internal enum X25519Path
-{
-    /// <summary>The fastest available: libsodium, else OpenSSL, else BouncyCastle.</summary>
-    Auto,
-    Sodium,
-    OpenSsl,
-    BouncyCastle,
-}
-
 /// <summary>
-/// An X25519 key pair (Noise <c>DH = 25519</c>). Uses libsodium where it is available (<see cref="SodiumX25519"/>),
-/// else OpenSSL (<see cref="OpenSslX25519"/>, about 3× faster than managed code), and BouncyCastle's RFC 7748 code
-/// otherwise or whenever the native path refuses (BouncyCastle then decides). Never logged.
+/// An X25519 key pair (Noise <c>DH = 25519</c>, RFC 7748) on NSec, that is the libsodium 1.0.22 its NuGet package ships:
+/// one implementation on every machine. The private scalar lives in libsodium's guarded memory; it is clamped by the
+/// scalar multiplication, so any 32 bytes are a private key. A remote public key's top bit is ignored (RFC 7748 §5) and a
+/// non-canonical u (≥ p) is taken modulo p. Never logged.
+/// <para>Noise needs the raw DH output for its HKDF, which NSec hands out only from a <see cref="SharedSecret"/> made
+/// exportable: <see cref="TryAgree"/> writes it into the caller's buffer (on the stack, cleared after use), so one HKDF
+/// (<see cref="NoiseSymmetricState.Hkdf"/>) serves every <c>MixKey</c> and <c>Split</c>, including Split's empty input
+/// that NSec's HKDF-SHA256 refuses.</para>
 /// </summary>
 internal sealed class X25519KeyPair : IDisposable
 {
     public const int Length = 32;
 
-    private readonly byte[] _private;
-    private readonly byte[] _public = new byte[Length];
-    private readonly OpenSslEvp.EvpPKeyHandle? _openSsl;
-    private readonly bool _sodium;
+    private static readonly X25519 Algorithm = KeyAgreementAlgorithm.X25519;
 
-    private X25519KeyPair(byte[] privateKey, X25519Path path)
+    private readonly NSecKey _key;
+    private readonly byte[] _public = new byte[Length];
+
+    private X25519KeyPair(ReadOnlySpan<byte> privateKey)
     {
-        _private = privateKey;
-        if (path is X25519Path.Auto or X25519Path.Sodium)
-        {
-            _sodium = SodiumX25519.TryGetPublicKey(_private, _public);
-        }
-        if (!_sodium && path is X25519Path.Auto or X25519Path.OpenSsl)
-        {
-            _openSsl = OpenSslX25519.TryCreate(_private, _public);
-        }
-        if (!_sodium && _openSsl is null)
-        {
-            X25519.GeneratePublicKey(_private, _public);
-        }
+        _key = NSecKey.Import(Algorithm, privateKey, KeyBlobFormat.RawPrivateKey);
+        _key.PublicKey.TryExport(KeyBlobFormat.RawPublicKey, _public, out _);
     }
 
     public ReadOnlySpan<byte> PublicKey => _public;
 
-    /// <summary>True when this key pair computes with OpenSSL.</summary>
-    internal bool UsesOpenSsl => _openSsl is not null;
-
-    /// <summary>True when this key pair computes with libsodium.</summary>
-    internal bool UsesSodium => _sodium;
-
+    /// <summary>A fresh key pair from <see cref="RandomNumberGenerator"/>.</summary>
     public static X25519KeyPair Generate()
     {
-        var key = new byte[Length];
-        RandomNumberGenerator.Fill(key);
-        X25519.ClampPrivateKey(key);
-        return new X25519KeyPair(key, X25519Path.Auto);
+        Span<byte> scalar = stackalloc byte[Length];
+        RandomNumberGenerator.Fill(scalar);
+        try
+        {
+            return new X25519KeyPair(scalar);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(scalar);
+        }
     }
 
     /// <summary>A key pair from fixed private bytes: for test vectors.</summary>
-    public static X25519KeyPair FromPrivate(ReadOnlySpan<byte> privateKey, bool forceBouncyCastle = false) =>
-        FromPrivate(privateKey, forceBouncyCastle ? X25519Path.BouncyCastle : X25519Path.Auto);
-
-    /// <summary>A key pair from fixed private bytes on a chosen path (falling back when that path is unavailable).</summary>
-    public static X25519KeyPair FromPrivate(ReadOnlySpan<byte> privateKey, X25519Path path)
+    public static X25519KeyPair FromPrivate(ReadOnlySpan<byte> privateKey)
     {
         if (privateKey.Length != Length)
         {
             throw new ArgumentException("an X25519 private key is 32 bytes", nameof(privateKey));
         }
-        return new X25519KeyPair(privateKey.ToArray(), path);
+        return new X25519KeyPair(privateKey);
     }
 
-    /// <summary>DH(this, remote) into <paramref name="shared"/>; false when the result is all zeros (a low-order point).</summary>
+    /// <summary>
+    /// DH(this, remote) into the first 32 bytes of <paramref name="shared"/>; false (and those bytes zero) when the
+    /// remote key is not 32 bytes or the result is all zeros, which is what every point of small order gives and what
+    /// Noise and libp2p require us to refuse. libsodium refuses an all-zero result itself; the check here makes the
+    /// verdict ours whatever the library says.
+    /// </summary>
     public bool TryAgree(ReadOnlySpan<byte> remotePublic, Span<byte> shared)
     {
-        if (remotePublic.Length != Length)
+        var output = shared[..Length];
+        output.Clear();
+        if (remotePublic.Length != Length
+            || !NSecPublicKey.TryImport(Algorithm, remotePublic, KeyBlobFormat.RawPublicKey, out var remote))
         {
             return false;
         }
-        // The native paths refuse an all-zero result like any other error: BouncyCastle then gives the answer.
-        return (_sodium && SodiumX25519.TryAgree(_private, remotePublic, shared))
-               || (_openSsl is not null && OpenSslX25519.TryAgree(_openSsl, remotePublic, shared))
-               || X25519.CalculateAgreement(_private, remotePublic, shared);
+        using var secret = Algorithm.Agree(_key, remote!, new SharedSecretCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
+        if (secret is null || !secret.TryExport(SharedSecretBlobFormat.RawSharedSecret, output, out var written) || written != Length)
+        {
+            output.Clear();
+            return false;
+        }
+        return output.IndexOfAnyExcept((byte)0) >= 0;
     }
 
-    public void Dispose()
-    {
-        _openSsl?.Dispose();
-        CryptographicOperations.ZeroMemory(_private);
-    }
+    public void Dispose() => _key.Dispose();
 }
