@@ -127,6 +127,32 @@ public class X25519KeyPairTests
         Assert.That(key.TryAgree(new byte[33], new byte[32]), Is.False);
     }
 
+    /// <summary>
+    /// X25519 (called directly) and Ed25519 (through NSec) run on one libsodium, the one the application ships: the
+    /// package's native asset, even where the system has a libsodium of its own (this project's machines have Debian's).
+    /// </summary>
+    [Test]
+    public void Libsodium_IsOneLibrary_TheOneShippedWithTheApplication()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "reads /proc/self/maps");
+        using var key = X25519KeyPair.Generate();
+        var identity = Potluck.Protocol.Identity.PrivateKey.FromRandom(new Random(1));
+        Assert.That(identity.PublicKey.Verify("m"u8, identity.Sign("m"u8)), Is.True);
+        var libraries = File.ReadLines("/proc/self/maps")
+            .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(fields => fields.Length >= 6 && Path.GetFileName(fields[5]).StartsWith("libsodium", StringComparison.Ordinal))
+            .Select(fields => fields[5])
+            .Distinct()
+            .ToArray();
+        Assert.That(libraries, Has.Length.EqualTo(1), string.Join(", ", libraries));
+        var expected = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "libsodium.so"));
+        Assert.That(libraries[0], Does.Not.StartWith("/lib/").And.Not.StartWith("/usr/lib/"), "a system libsodium");
+        if (System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier == "linux-x64")
+        {
+            Assert.That(libraries[0], Is.EqualTo(expected));
+        }
+    }
+
     [Test]
     public void Generate_GivesDistinctKeysThatAgree()
     {
