@@ -4,8 +4,9 @@ namespace Potluck.Protocol.Noise;
 
 /// <summary>
 /// The Noise <c>SymmetricState</c> with SHA-256: chaining key, handshake hash and the current cipher.
-/// Noise's HKDF (two outputs) is computed directly with HMAC-SHA256, since the platform HKDF refuses the empty
-/// input key material of <c>Split</c>.
+/// Noise's HKDF (two outputs: HKDF-Extract with the chaining key as salt, then HKDF-Expand with empty info) is computed
+/// directly with the platform's HMAC-SHA256, since the platform's HKDF and NSec's both refuse the empty input key
+/// material of <c>Split</c>; <c>MixKey</c> gets the raw X25519 output from <see cref="X25519KeyPair.TryAgree"/>.
 /// </summary>
 internal sealed class NoiseSymmetricState : IDisposable
 {
