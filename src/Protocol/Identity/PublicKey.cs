@@ -77,7 +77,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     public byte[] Data { get; }
 
     /// <summary>The length of an Ed25519 public key and of the encoding of any Ed25519 point.</summary>
-    public const int Ed25519Length = 32;
+    internal const int Ed25519Length = 32;
 
     /// <summary>An Ed25519 key from its 32 bytes; <see cref="ArgumentException"/> where <see cref="TryCreate"/> would refuse it.</summary>
     public static PublicKey FromEd25519(ReadOnlySpan<byte> raw) =>
