@@ -6,14 +6,15 @@ namespace Potluck.Protocol.Noise;
 /// <summary>
 /// A Noise <c>CipherState</c> for ChaChaPoly (RFC 8439, the IETF variant): a 32-byte key and a 64-bit message counter,
 /// used as the 96-bit nonce 4 zero bytes ‖ little-endian counter. Encrypts between spans, with no allocation per message.
-/// <para>The AEAD is the platform's <see cref="ChaCha20Poly1305"/> (OpenSSL on Linux), not NSec's, which the rest of the
-/// crypto suite uses: measured side by side (<c>bench micro</c>), libsodium 1.0.22's ChaCha20-Poly1305 takes 2.5× the time of
-/// OpenSSL's for a full 64 KiB frame on AVX-512 machines, and every NSec key lives in its own guarded <c>sodium_malloc</c>
-/// pages (about 20 µs to make and free, four memory mappings while it lives), where a handshake makes five keys and every
-/// connection holds two. An AEAD has no verdict to differ on (the tag matches or it does not; the tests check the
-/// cipher against an independent implementation), and the platform's implementation is part of .NET on every
-/// supported system, as SHA-256 and HMAC, which NSec itself takes from the platform, are. There is no fallback: where
-/// the platform has no ChaCha20-Poly1305 the constructor throws <see cref="PlatformNotSupportedException"/>.</para>
+/// <para>The AEAD is the platform's <see cref="ChaCha20Poly1305"/> (OpenSSL on Linux), not libsodium's, which runs
+/// Ed25519 (through NSec) and X25519: measured side by side (<c>bench micro</c>), libsodium 1.0.22's ChaCha20-Poly1305
+/// takes 2.5–2.8× the time of OpenSSL's for 16–64 KiB frames on the (AVX-512) machine measured, and /perf throughput
+/// fell to about 0.7×; and every key made through NSec lives in its own guarded <c>sodium_malloc</c> pages (about 20 µs
+/// to make and free, four memory mappings while it lives), where a handshake makes five keys and every connection holds
+/// two. An AEAD has no verdict to differ on (the tag matches or it does not; the tests check the cipher against an
+/// independent implementation), and it comes with .NET, from the system's own cryptography library (on Linux OpenSSL,
+/// which .NET requires anyway), as SHA-256 and HMAC do, which NSec itself takes from .NET too. There is no fallback:
+/// where the platform has no ChaCha20-Poly1305 the constructor throws <see cref="PlatformNotSupportedException"/>.</para>
 /// Not thread-safe; one direction of one connection.
 /// </summary>
 internal sealed class NoiseCipherState : IDisposable

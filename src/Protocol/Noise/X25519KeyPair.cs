@@ -12,8 +12,8 @@ namespace Potluck.Protocol.Noise;
 /// <para>Why not NSec's <c>X25519</c>: NSec keeps every private key and every shared secret in its own
 /// <c>sodium_malloc</c> allocation (guard pages, <c>mlock</c>; about ten memory-management system calls to make and
 /// free, each a TLB shootdown once the process runs on several cores), and a handshake makes an ephemeral key and three
-/// shared secrets on each side: with it, handshakes per second fell to about 0.55× (measured side by side, and
-/// confirmed with <c>strace -c</c>: eight of those allocations per handshake and nothing else new). Here the two
+/// shared secrets on each side: with it, handshakes per second fell to about half (0.51–0.55× in interleaved runs of
+/// <c>scripts/bench/run.sh</c>; <c>strace -c</c> showed the eight allocations per handshake). Here the two
 /// libsodium functions NSec itself calls for X25519 are called directly on our buffers; the ephemeral scalar lives in
 /// a managed array cleared on <see cref="Dispose"/>, and the DH output in the caller's buffer (Noise needs the raw
 /// output for its HKDF anyway, which NSec would otherwise hand out only from an exportable shared secret).</para>
