@@ -15,12 +15,6 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   (apt-get update && apt-get install -y nodejs npm) >&2 || { echo "cannot install Node.js" >&2; exit 1; }
 fi
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libsodium.so.23'; then
-  # Potluck's fast Ed25519/X25519 path (it falls back to OpenSSL/BouncyCastle without it, and the tests cover both).
-  echo "installing libsodium23" >&2
-  (apt-get install -y libsodium23 || (apt-get update && apt-get install -y libsodium23)) >&2 || echo "libsodium not installed: the fallback paths are tested" >&2
-fi
-
 echo "== npm ci (js-libp2p interop peer)"
 if ! npm ci --prefix tests/Interop/js --no-audit --no-fund --loglevel=error; then
   echo "npm ci failed" >&2

@@ -1,52 +1,33 @@
 using System.Diagnostics;
+using NSec.Cryptography;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Noise;
+using NSecKey = NSec.Cryptography.Key;
+using NSecPublicKey = NSec.Cryptography.PublicKey;
+using PublicKey = Potluck.Protocol.Identity.PublicKey;
 
 namespace Potluck.Benchmarks;
 
 /// <summary>
-/// Quick per-operation costs of the handshake's pieces (µs of one thread's time, best of a few rounds), for
+/// Quick per-operation costs of the handshake's and the transport's crypto (µs of one thread's time, best of a few rounds), for
 /// finding where handshake CPU goes: not a substitute for BenchmarkDotNet, but needs nothing else.
 /// </summary>
 internal static class Micro
 {
     public static void Run()
     {
-        Measure("X25519 key pair (default path)", 2000, () => X25519KeyPair.Generate().Dispose());
+        Measure("X25519 key pair", 2000, () => X25519KeyPair.Generate().Dispose());
         using var a = X25519KeyPair.Generate();
         using var b = X25519KeyPair.Generate();
-        using var bcA = X25519KeyPair.FromPrivate(new byte[32].Select((_, i) => (byte)(i + 1)).ToArray(), forceBouncyCastle: true);
         var shared = new byte[32];
-        Measure("X25519 agree (default path)", 2000, () => a.TryAgree(b.PublicKey, shared));
-        Measure("X25519 agree (BouncyCastle)", 2000, () => bcA.TryAgree(b.PublicKey, shared));
+        Measure("X25519 agree", 2000, () => a.TryAgree(b.PublicKey, shared));
         var identity = PrivateKey.Generate();
         var message = new byte[64];
         var signature = identity.Sign(message);
-        Measure("Ed25519 sign (default path)", 2000, () => identity.Sign(message));
-        Measure("Ed25519 sign (BouncyCastle)", 2000, () => identity.SignWithBouncyCastle(message));
-        Measure("Ed25519 verify (default path)", 2000, () => identity.PublicKey.Verify(message, signature));
-        Measure("Ed25519 verify (BouncyCastle)", 2000, () => identity.PublicKey.VerifyWithBouncyCastle(message, signature));
-        ComparePaths("Ed25519 sign (64 B)", 500,
-            ("BouncyCastle", () => identity.SignWithBouncyCastle(message)),
-            ("libsodium", () => identity.SignWithSodium(message)));
-        ComparePaths("Ed25519 verify (64 B)", 500,
-            ("BouncyCastle", () => identity.PublicKey.VerifyWithBouncyCastle(message, signature)),
-            ("libsodium", () => identity.PublicKey.VerifyWithSodium(message, signature)));
-        var scalar = new byte[32].Select((_, i) => (byte)(3 * i + 1)).ToArray();
-        using var xBc = X25519KeyPair.FromPrivate(scalar, X25519Path.BouncyCastle);
-        using var xOssl = X25519KeyPair.FromPrivate(scalar, X25519Path.OpenSsl);
-        using var xSodium = X25519KeyPair.FromPrivate(scalar, X25519Path.Sodium);
-        ComparePaths("X25519 key pair from private bytes", 500,
-            ("BouncyCastle", () => X25519KeyPair.FromPrivate(scalar, X25519Path.BouncyCastle).Dispose()),
-            ("OpenSSL", () => X25519KeyPair.FromPrivate(scalar, X25519Path.OpenSsl).Dispose()),
-            ("libsodium", () => X25519KeyPair.FromPrivate(scalar, X25519Path.Sodium).Dispose()));
-        ComparePaths("X25519 agree", 500,
-            ("BouncyCastle", () => xBc.TryAgree(b.PublicKey, shared)),
-            ("OpenSSL", () => xOssl.TryAgree(b.PublicKey, shared)),
-            ("libsodium", () => xSodium.TryAgree(b.PublicKey, shared)));
-        Console.WriteLine($"# paths: libsodium Ed25519 {SodiumEd25519.IsAvailable}, X25519 {xSodium.UsesSodium}; OpenSSL X25519 {xOssl.UsesOpenSsl}");
+        Measure("Ed25519 sign", 2000, () => identity.Sign(message));
+        Measure("Ed25519 verify", 2000, () => identity.PublicKey.Verify(message, signature));
         var remote = identity.PublicKey.ToProtobuf();
-        Measure("Ed25519 remote key parse + first verify (default path)", 2000,
+        Measure("Ed25519 remote key parse + first verify", 2000,
             () => PublicKey.FromProtobuf(remote).Verify(message, signature));
         Measure("Noise XX handshake state machines, both ends (no I/O, no signatures)", 1000, () =>
         {
@@ -69,10 +50,51 @@ internal static class Micro
         var ck = new byte[32];
         var output = new byte[64];
         Measure("Noise HKDF (3 HMAC-SHA256)", 5000, () => NoiseSymmetricState.Hkdf(ck, key, output));
-        var cipher = new NoiseCipherState(key);
+        using var cipher = new NoiseCipherState(key);
         var plain = new byte[NoiseFrame.MaxPlaintextLength];
         var sealedFrame = new byte[NoiseFrame.MaxMessageLength];
         Measure("ChaCha20Poly1305 encrypt 65519 B", 2000, () => cipher.Encrypt(default, plain, sealedFrame));
+        CompareWithNSec(a, b);
+    }
+
+    /// <summary>
+    /// The choices NSec's API would have made, against ours, interleaved: X25519 with an NSec key per key pair and an
+    /// exportable shared secret per agreement (each a <c>sodium_malloc</c> allocation; measured on one thread here, where
+    /// its page-table changes are cheaper than in a busy process whose threads run on every core), and NSec's
+    /// ChaCha20-Poly1305 against the platform's.
+    /// </summary>
+    private static void CompareWithNSec(X25519KeyPair a, X25519KeyPair b)
+    {
+        var x25519 = KeyAgreementAlgorithm.X25519;
+        using var nsecKey = NSecKey.Create(x25519);
+        var nsecRemote = NSecPublicKey.Import(x25519, b.PublicKey, KeyBlobFormat.RawPublicKey);
+        var shared = new byte[32];
+        ComparePaths("X25519 key pair", 500,
+            ("X25519KeyPair", () => X25519KeyPair.Generate().Dispose()),
+            ("NSec Key", () => NSecKey.Create(x25519).Dispose()));
+        ComparePaths("X25519 agree", 500,
+            ("X25519KeyPair", () => a.TryAgree(b.PublicKey, shared)),
+            ("NSec SharedSecret, exported", () =>
+            {
+                using var secret = x25519.Agree(nsecKey, nsecRemote, new SharedSecretCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
+                secret!.TryExport(SharedSecretBlobFormat.RawSharedSecret, shared, out _);
+            }));
+        var key = new byte[32];
+        var aead = AeadAlgorithm.ChaCha20Poly1305;
+        ComparePaths("ChaCha20-Poly1305 key setup + dispose", 2000,
+            ("NoiseCipherState (platform)", () => new NoiseCipherState(key).Dispose()),
+            ("NSec Key", () => NSecKey.Import(aead, key, KeyBlobFormat.RawSymmetricKey).Dispose()));
+        var plain = new byte[NoiseFrame.MaxPlaintextLength];
+        var sealedFrame = new byte[NoiseFrame.MaxMessageLength];
+        var nonce = new byte[12];
+        using var nsecAeadKey = NSecKey.Import(aead, key, KeyBlobFormat.RawSymmetricKey);
+        foreach (var size in new[] { 64, 1024, 16384, NoiseFrame.MaxPlaintextLength })
+        {
+            using var ours = new NoiseCipherState(key);
+            ComparePaths($"ChaCha20-Poly1305 encrypt {size} B", size >= 16384 ? 500 : 5000,
+                ("NoiseCipherState (platform)", () => ours.Encrypt(default, plain.AsSpan(0, size), sealedFrame)),
+                ("NSec", () => aead.Encrypt(nsecAeadKey, nonce, default, plain.AsSpan(0, size), sealedFrame.AsSpan(0, size + 16))));
+        }
     }
 
     /// <summary>

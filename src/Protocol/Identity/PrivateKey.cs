@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
-using Org.BouncyCastle.Crypto.Parameters;
-using Org.BouncyCastle.Crypto.Signers;
+using NSec.Cryptography;
+using NSecKey = NSec.Cryptography.Key;
 
 namespace Potluck.Protocol.Identity;
 
@@ -8,17 +8,21 @@ namespace Potluck.Protocol.Identity;
 /// A node's own Ed25519 identity key. Encoded as libp2p's <c>PrivateKey</c> protobuf with the 64-byte
 /// private‖public data the spec prescribes for Ed25519 (https://github.com/libp2p/specs/blob/master/peer-ids/peer-ids.md).
 /// Also reads the legacy 96-byte private‖public‖public form and a bare 32-byte seed. Never logged.
+/// Signing is NSec's Ed25519 (RFC 8032, pure), that is the libsodium the application ships (see <see cref="PublicKey"/>):
+/// the secret key lives in libsodium's guarded memory, made once per key. Ed25519 is deterministic, so a signature is
+/// the same bytes whoever computes it.
 /// </summary>
 public sealed class PrivateKey
 {
-    private readonly Ed25519PrivateKeyParameters _key;
-    private byte[]? _sodium; // libsodium's 64-byte seed‖public secret key, made on first sign
-    private int _sodiumFailed;
+    private const int SeedLength = 32;
+    private const int SignatureLength = 64;
 
-    private PrivateKey(Ed25519PrivateKeyParameters key)
+    private readonly NSecKey _key;
+
+    private PrivateKey(NSecKey key)
     {
         _key = key;
-        PublicKey = PublicKey.FromEd25519(key.GeneratePublicKey().GetEncoded());
+        PublicKey = PublicKey.FromEd25519(key.PublicKey);
         PeerId = PeerId.FromPublicKey(PublicKey);
     }
 
@@ -28,88 +32,49 @@ public sealed class PrivateKey
 
     public static PrivateKey Generate()
     {
-        Span<byte> seed = stackalloc byte[32];
+        Span<byte> seed = stackalloc byte[SeedLength];
         RandomNumberGenerator.Fill(seed);
         var key = FromSeed(seed);
-        seed.Clear();
+        CryptographicOperations.ZeroMemory(seed);
         return key;
     }
 
     /// <summary>A key from a 32-byte seed: for deterministic tests and simulations.</summary>
     public static PrivateKey FromSeed(ReadOnlySpan<byte> seed)
     {
-        if (seed.Length != 32)
+        if (seed.Length != SeedLength)
         {
             throw new ArgumentException("an Ed25519 seed is 32 bytes", nameof(seed));
         }
-        return new PrivateKey(new Ed25519PrivateKeyParameters(seed));
+        // Exportable so that ToProtobuf can write the seed back out (the key file).
+        var parameters = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
+        return new PrivateKey(NSecKey.Import(SignatureAlgorithm.Ed25519, seed, KeyBlobFormat.RawPrivateKey, parameters));
     }
 
     /// <summary>A key derived from a seeded <see cref="Random"/>: for simulations only.</summary>
     public static PrivateKey FromRandom(Random random)
     {
-        Span<byte> seed = stackalloc byte[32];
+        Span<byte> seed = stackalloc byte[SeedLength];
         random.NextBytes(seed);
         return FromSeed(seed);
     }
 
-    /// <summary>
-    /// An Ed25519 signature (RFC 8032) over <paramref name="message"/>: through libsodium when available
-    /// (<see cref="SodiumEd25519.Preferred"/>), else (and whenever it fails) BouncyCastle. Both give the same bytes
-    /// (Ed25519 is deterministic).
-    /// </summary>
-    public byte[] Sign(ReadOnlySpan<byte> message) =>
-        (SodiumEd25519.Preferred ? SignWithSodium(message) : null) ?? SignWithBouncyCastle(message);
-
-    /// <summary>The libsodium path alone; null when libsodium is unavailable or failed.</summary>
-    internal byte[]? SignWithSodium(ReadOnlySpan<byte> message)
+    /// <summary>An Ed25519 signature (RFC 8032) over <paramref name="message"/>. Safe to call from several threads at once.</summary>
+    public byte[] Sign(ReadOnlySpan<byte> message)
     {
-        var secretKey = SodiumSecretKey();
-        if (secretKey is null)
-        {
-            return null;
-        }
-        var signature = new byte[SodiumEd25519.SignatureLength];
-        return SodiumEd25519.TrySign(secretKey, message, signature) ? signature : null;
-    }
-
-    private byte[]? SodiumSecretKey()
-    {
-        var secretKey = Volatile.Read(ref _sodium);
-        if (secretKey is not null || Volatile.Read(ref _sodiumFailed) != 0 || !SodiumEd25519.IsAvailable)
-        {
-            return secretKey;
-        }
-        Span<byte> seed = stackalloc byte[32];
-        Span<byte> publicKey = stackalloc byte[32];
-        _key.Encode(seed);
-        var created = new byte[SodiumEd25519.SecretKeyLength];
-        var ok = SodiumEd25519.TryCreateSecretKey(seed, created, publicKey) && publicKey.SequenceEqual(PublicKey.Data);
-        CryptographicOperations.ZeroMemory(seed);
-        if (!ok)
-        {
-            CryptographicOperations.ZeroMemory(created);
-            Volatile.Write(ref _sodiumFailed, 1);
-            return null;
-        }
-        // Another thread may have made the same bytes first: either array is as good.
-        return Interlocked.CompareExchange(ref _sodium, created, null) ?? created;
-    }
-
-    /// <summary>The BouncyCastle path alone: the reference the libsodium path is tested against.</summary>
-    internal byte[] SignWithBouncyCastle(ReadOnlySpan<byte> message)
-    {
-        var signer = new Ed25519Signer();
-        signer.Init(true, _key);
-        signer.BlockUpdate(message);
-        return signer.GenerateSignature();
+        var signature = new byte[SignatureLength];
+        SignatureAlgorithm.Ed25519.Sign(_key, message, signature);
+        return signature;
     }
 
     public byte[] ToProtobuf()
     {
-        var data = new byte[64];
-        _key.Encode(data, 0);
-        PublicKey.Data.CopyTo(data, 32);
+        var data = new byte[SeedLength + 32];
+        if (!_key.TryExport(KeyBlobFormat.RawPrivateKey, data, out var written) || written != SeedLength)
+        {
+            throw new CryptographicException("the Ed25519 seed could not be exported");
+        }
+        PublicKey.Data.CopyTo(data, SeedLength);
         var encoded = KeyProtobuf.Encode(KeyType.Ed25519, data);
         CryptographicOperations.ZeroMemory(data);
         return encoded;

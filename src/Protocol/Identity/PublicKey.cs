@@ -1,15 +1,16 @@
+using System.Security.Cryptography;
+using NSec.Cryptography;
 using Org.BouncyCastle.Asn1;
 using Org.BouncyCastle.Asn1.Pkcs;
 using Org.BouncyCastle.Asn1.Sec;
 using Org.BouncyCastle.Asn1.X509;
 using Org.BouncyCastle.Asn1.X9;
 using Org.BouncyCastle.Crypto;
-using System.Security.Cryptography;
 using Org.BouncyCastle.Crypto.Parameters;
-using Org.BouncyCastle.Crypto.Signers;
 using Org.BouncyCastle.Security;
 using Org.BouncyCastle.X509;
 using Potluck.Protocol.Multiformats;
+using NSecPublicKey = NSec.Cryptography.PublicKey;
 
 namespace Potluck.Protocol.Identity;
 
@@ -32,7 +33,10 @@ public enum KeyType
 /// ECDSA keys must name P-256, P-384 or P-521; RSA moduli must have <see cref="MinRsaBits"/>..<see cref="MaxRsaBits"/> bits.
 /// RSA keys are checked for shape only and verified with the platform's RSA: BouncyCastle's RsaKeyParameters runs a
 /// Miller-Rabin compositeness test on every new modulus (about a quarter second for RSA-4096, seconds for 8192), which
-/// a remote could make us pay on every handshake.
+/// a remote could make us pay on every handshake. secp256k1 and ECDSA keys are verified with BouncyCastle.
+/// <para>Ed25519 is NSec's (https://nsec.rocks), which runs the libsodium 1.0.22 that its NuGet package ships for every
+/// platform: the same library, so the same verdict, on every machine, with nothing to install. See <see cref="Verify"/>
+/// for exactly what it accepts.</para>
 /// </summary>
 public sealed class PublicKey : IEquatable<PublicKey>
 {
@@ -48,7 +52,8 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     private static readonly AlgorithmIdentifier RsaAlgorithm = new(PkcsObjectIdentifiers.RsaEncryption, DerNull.Instance);
 
-    private readonly AsymmetricKeyParameter? _parameters; // Ed25519, secp256k1, ECDSA
+    private readonly NSecPublicKey? _ed25519;             // Ed25519
+    private readonly AsymmetricKeyParameter? _parameters; // secp256k1, ECDSA
     private readonly RSAParameters _rsa;                  // RSA
 
     private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
@@ -59,18 +64,47 @@ public sealed class PublicKey : IEquatable<PublicKey>
         _rsa = rsa;
     }
 
+    private PublicKey(byte[] data, NSecPublicKey ed25519)
+    {
+        Type = KeyType.Ed25519;
+        Data = data;
+        _ed25519 = ed25519;
+    }
+
     public KeyType Type { get; }
 
     /// <summary>The key's own bytes (field 2): raw for Ed25519, compressed point for secp256k1, PKIX DER otherwise.</summary>
     public byte[] Data { get; }
 
-    public static PublicKey FromEd25519(ReadOnlySpan<byte> raw)
+    /// <summary>The length of an Ed25519 public key and of the encoding of any Ed25519 point.</summary>
+    internal const int Ed25519Length = 32;
+
+    /// <summary>An Ed25519 key from its 32 bytes; <see cref="ArgumentException"/> where <see cref="TryCreate"/> would refuse it.</summary>
+    public static PublicKey FromEd25519(ReadOnlySpan<byte> raw) =>
+        TryCreateEd25519(raw, out var key) ? key : throw new ArgumentException("not an acceptable Ed25519 public key", nameof(raw));
+
+    /// <summary>Our own key, as NSec derived it from the seed.</summary>
+    internal static PublicKey FromEd25519(NSecPublicKey key)
     {
-        if (raw.Length != 32)
+        var raw = key.Export(KeyBlobFormat.RawPublicKey);
+        return new PublicKey(raw, key);
+    }
+
+    /// <summary>
+    /// The checks libsodium 1.0.22 makes on an Ed25519 public key's bytes before it uses it, made here once when the key
+    /// is decoded: the encoding is canonical (y &lt; p) and not one of a point of small order. A key that passes but is
+    /// not on the curve is kept (go-libp2p and js-libp2p keep any 32 bytes too) and verifies nothing.
+    /// </summary>
+    private static bool TryCreateEd25519(ReadOnlySpan<byte> data, out PublicKey key)
+    {
+        key = null!;
+        if (data.Length != Ed25519Length || !IsCanonicalEd25519Encoding(data) || IsSmallOrderEd25519Encoding(data)
+            || !NSecPublicKey.TryImport(SignatureAlgorithm.Ed25519, data, KeyBlobFormat.RawPublicKey, out var imported))
         {
-            throw new ArgumentException("an Ed25519 public key is 32 bytes", nameof(raw));
+            return false;
         }
-        return new PublicKey(KeyType.Ed25519, raw.ToArray(), new Ed25519PublicKeyParameters(raw));
+        key = new PublicKey(data.ToArray(), imported!);
+        return true;
     }
 
     /// <summary>
@@ -89,12 +123,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
             switch (type)
             {
                 case KeyType.Ed25519:
-                    if (data.Length != 32)
-                    {
-                        return false;
-                    }
-                    key = new PublicKey(type, data.ToArray(), new Ed25519PublicKeyParameters(data));
-                    return true;
+                    return TryCreateEd25519(data, out key);
                 case KeyType.Secp256k1:
                     {
                         // Compressed (02|03 + X) or uncompressed (04 + X + Y); never infinity or the hybrid forms.
@@ -180,6 +209,22 @@ public sealed class PublicKey : IEquatable<PublicKey>
     /// <summary>
     /// Verifies a signature made by the matching private key: Ed25519 (RFC 8032), RSASSA-PKCS1-v1_5 with SHA-256,
     /// or ECDSA with SHA-256 and a DER signature (secp256k1 and NIST curves). Never throws on malformed signatures.
+    /// <para>Ed25519, with libsodium 1.0.22 through NSec (one library everywhere, so one verdict everywhere; the tests in
+    /// <c>Ed25519StrictnessTests</c> pin every case below, so a library upgrade that changes one fails them):</para>
+    /// <list type="bullet">
+    /// <item>a signature is exactly 64 bytes, R ‖ S;</item>
+    /// <item>R of small order (any of the eight such points, with either sign bit, or spelled non-canonically) is
+    /// refused here before the library is asked, whatever it would say (libsodium 1.0.22 refuses them too; a cofactored
+    /// verifier accepts them when S = h·a);</item>
+    /// <item>S must be canonical (S &lt; L): S + L and S = L are refused;</item>
+    /// <item>R must be canonical: the library recomputes R and compares the encodings byte for byte;</item>
+    /// <item>the equation is cofactorless, [S]B = R + [h]A: a signature whose R carries a small-order component is refused
+    /// (a cofactored verifier accepts it), and a key with a small-order component verifies a signature only when the
+    /// component vanishes in [h]A;</item>
+    /// <item>A, the key, must be canonical and not of small order (refused when the key is decoded: it never becomes a
+    /// <see cref="PublicKey"/>), and on the curve (a key that is not verifies nothing).</item>
+    /// </list>
+    /// Honest signers never make any of the refused cases; only a key's owner can make the accepted odd ones.
     /// </summary>
     public bool Verify(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature)
     {
@@ -187,29 +232,19 @@ public sealed class PublicKey : IEquatable<PublicKey>
         {
             return false;
         }
-        if (Type == KeyType.Ed25519 && signature.Length == 64 && HasSmallOrderR(signature))
+        if (Type == KeyType.Ed25519)
         {
-            // One verdict on every node whichever library it has: libsodium refuses a small-order R, BouncyCastle
-            // (cofactored) accepts all eight, OpenSSL one. Only the key's owner can make such a signature.
-            return false;
+            return signature.Length == Ed25519SignatureLength && !HasSmallOrderR(signature)
+                   && SignatureAlgorithm.Ed25519.Verify(_ed25519!, message, signature);
         }
         try
         {
-            if (Type == KeyType.Ed25519 && SodiumEd25519.Preferred)
-            {
-                return SodiumEd25519.Verify(Data, message, signature);
-            }
             if (Type == KeyType.Rsa)
             {
                 using var rsa = RSA.Create(_rsa);
                 return rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
             }
-            ISigner signer = Type switch
-            {
-                KeyType.Ed25519 => new Ed25519Signer(),
-                KeyType.Rsa => SignerUtilities.GetSigner("SHA-256withRSA"),
-                _ => SignerUtilities.GetSigner("SHA-256withECDSA"),
-            };
+            var signer = SignerUtilities.GetSigner("SHA-256withECDSA");
             signer.Init(false, _parameters!);
             signer.BlockUpdate(message);
             return signer.VerifySignature(signature.ToArray());
@@ -220,28 +255,32 @@ public sealed class PublicKey : IEquatable<PublicKey>
         }
     }
 
+    private const int Ed25519SignatureLength = 64;
+
     /// <summary>
-    /// The encodings of the Ed25519 points of small order (and the non-canonical y = p, p + 1), compared with the
-    /// x sign bit masked, as libsodium 1.0.18's blocklist does.
+    /// The encodings of the Ed25519 points of small order and the non-canonical y = p, p + 1, compared with the x sign bit
+    /// masked: libsodium 1.0.22's list (<c>ge25519_has_small_order</c>), which covers all eight points, either sign.
     /// </summary>
     private static readonly byte[][] SmallOrderEncodings =
     [
-        Convert.FromHexString("0000000000000000000000000000000000000000000000000000000000000000"),
-        Convert.FromHexString("0100000000000000000000000000000000000000000000000000000000000000"),
-        Convert.FromHexString("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
-        Convert.FromHexString("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
-        Convert.FromHexString("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-        Convert.FromHexString("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-        Convert.FromHexString("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        Convert.FromHexString("0000000000000000000000000000000000000000000000000000000000000000"), // y = 0: order 4
+        Convert.FromHexString("0100000000000000000000000000000000000000000000000000000000000000"), // y = 1: the identity
+        Convert.FromHexString("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), // order 8
+        Convert.FromHexString("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), // order 8
+        Convert.FromHexString("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"), // y = p - 1: order 2
+        Convert.FromHexString("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"), // y = p, i.e. 0
+        Convert.FromHexString("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"), // y = p + 1, i.e. 1
     ];
 
     /// <summary>True when the signature's R (its first 32 bytes) encodes a point of small order.</summary>
-    internal static bool HasSmallOrderR(ReadOnlySpan<byte> signature)
+    internal static bool HasSmallOrderR(ReadOnlySpan<byte> signature) => IsSmallOrderEd25519Encoding(signature[..Ed25519Length]);
+
+    /// <summary>True when 32 bytes encode (with either sign bit) a point of small order, as libsodium's list says.</summary>
+    internal static bool IsSmallOrderEd25519Encoding(ReadOnlySpan<byte> point)
     {
-        var r = signature[..32];
         foreach (var bad in SmallOrderEncodings)
         {
-            if (r[..31].SequenceEqual(bad.AsSpan(0, 31)) && (r[31] & 0x7f) == bad[31])
+            if (point[..31].SequenceEqual(bad.AsSpan(0, 31)) && (point[31] & 0x7f) == bad[31])
             {
                 return true;
             }
@@ -249,35 +288,9 @@ public sealed class PublicKey : IEquatable<PublicKey>
         return false;
     }
 
-    /// <summary>The BouncyCastle path alone for Ed25519: the reference the libsodium path is tested against.</summary>
-    internal bool VerifyWithBouncyCastle(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature)
-    {
-        if (Type != KeyType.Ed25519)
-        {
-            throw new InvalidOperationException("only Ed25519 keys have two verification paths");
-        }
-        if (signature.Length > MaxSignatureLength)
-        {
-            return false;
-        }
-        try
-        {
-            var signer = new Ed25519Signer();
-            signer.Init(false, _parameters!);
-            signer.BlockUpdate(message);
-            return signer.VerifySignature(signature.ToArray());
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>The libsodium path alone for Ed25519; null when libsodium is unavailable.</summary>
-    internal bool? VerifyWithSodium(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
-        Type == KeyType.Ed25519 && SodiumEd25519.IsAvailable && signature.Length <= MaxSignatureLength
-            ? SodiumEd25519.Verify(Data, message, signature)
-            : null;
+    /// <summary>True when 32 bytes encode y &lt; p = 2^255 - 19, the sign bit aside (libsodium's <c>ge25519_is_canonical</c>).</summary>
+    internal static bool IsCanonicalEd25519Encoding(ReadOnlySpan<byte> point) =>
+        (point[31] & 0x7f) != 0x7f || point[1..31].IndexOfAnyExcept((byte)0xff) >= 0 || point[0] < 0xed;
 
     public bool Equals(PublicKey? other) => other is not null && other.Type == Type && other.Data.AsSpan().SequenceEqual(Data);
 

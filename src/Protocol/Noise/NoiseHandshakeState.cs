@@ -34,12 +34,12 @@ internal sealed class NoiseHandshakeState : IDisposable
     /// <param name="staticKey">Our static key pair; not owned (it may be shared by many handshakes).</param>
     /// <param name="ephemeral">A fixed ephemeral key for test vectors; owned. Null: a fresh random one.</param>
     public NoiseHandshakeState(bool initiator, X25519KeyPair staticKey, ReadOnlySpan<byte> prologue,
-                               X25519KeyPair? ephemeral = null, bool forceBouncyCastle = false)
+                               X25519KeyPair? ephemeral = null)
     {
         _initiator = initiator;
         _static = staticKey;
         _ephemeral = ephemeral;
-        _symmetric = new NoiseSymmetricState("Noise_XX_25519_ChaChaPoly_SHA256"u8, forceBouncyCastle);
+        _symmetric = new NoiseSymmetricState("Noise_XX_25519_ChaChaPoly_SHA256"u8);
         _symmetric.MixHash(prologue);
     }
 

@@ -4,8 +4,9 @@ namespace Potluck.Protocol.Noise;
 
 /// <summary>
 /// The Noise <c>SymmetricState</c> with SHA-256: chaining key, handshake hash and the current cipher.
-/// Noise's HKDF (two outputs) is computed directly with HMAC-SHA256, since the platform HKDF refuses the empty
-/// input key material of <c>Split</c>.
+/// Noise's HKDF (two outputs: HKDF-Extract with the chaining key as salt, then HKDF-Expand with empty info) is computed
+/// directly with the platform's HMAC-SHA256, since the platform's HKDF and NSec's both refuse the empty input key
+/// material of <c>Split</c>; <c>MixKey</c> gets the raw X25519 output from <see cref="X25519KeyPair.TryAgree"/>.
 /// </summary>
 internal sealed class NoiseSymmetricState : IDisposable
 {
@@ -14,12 +15,10 @@ internal sealed class NoiseSymmetricState : IDisposable
     private readonly byte[] _ck = new byte[HashLength];
     private readonly byte[] _h = new byte[HashLength];
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-    private readonly bool _forceBouncyCastle;
     private NoiseCipherState? _cipher;
 
-    public NoiseSymmetricState(ReadOnlySpan<byte> protocolName, bool forceBouncyCastle = false)
+    public NoiseSymmetricState(ReadOnlySpan<byte> protocolName)
     {
-        _forceBouncyCastle = forceBouncyCastle;
         if (protocolName.Length <= HashLength)
         {
             protocolName.CopyTo(_h);
@@ -48,7 +47,7 @@ internal sealed class NoiseSymmetricState : IDisposable
         Hkdf(_ck, inputKeyMaterial, output);
         output[..HashLength].CopyTo(_ck);
         _cipher?.Dispose();
-        _cipher = new NoiseCipherState(output.Slice(HashLength, NoiseCipherState.KeyLength), _forceBouncyCastle);
+        _cipher = new NoiseCipherState(output.Slice(HashLength, NoiseCipherState.KeyLength));
         CryptographicOperations.ZeroMemory(output);
     }
 
@@ -98,8 +97,8 @@ internal sealed class NoiseSymmetricState : IDisposable
     {
         Span<byte> output = stackalloc byte[2 * HashLength];
         Hkdf(_ck, ReadOnlySpan<byte>.Empty, output);
-        var result = (new NoiseCipherState(output[..HashLength], _forceBouncyCastle),
-                      new NoiseCipherState(output[HashLength..], _forceBouncyCastle));
+        var result = (new NoiseCipherState(output[..HashLength]),
+                      new NoiseCipherState(output[HashLength..]));
         CryptographicOperations.ZeroMemory(output);
         return result;
     }

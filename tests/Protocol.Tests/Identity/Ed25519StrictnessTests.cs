@@ -1,21 +1,25 @@
 using System.Numerics;
 using System.Security.Cryptography;
-using Org.BouncyCastle.Math.EC.Rfc8032;
+using NSec.Cryptography;
 using Potluck.Protocol.Identity;
+using BcEd25519 = Org.BouncyCastle.Math.EC.Rfc8032.Ed25519;
+using NSecPublicKey = NSec.Cryptography.PublicKey;
+using PublicKey = Potluck.Protocol.Identity.PublicKey;
 
 namespace Potluck.Protocol.Tests.Identity;
 
 /// <summary>
-/// Where libsodium's Ed25519 verification (the default path when libsodium is present) and BouncyCastle's give different
-/// verdicts, pinned on hand-made signatures: BouncyCastle 2.7 checks the cofactored equation and accepts a signature whose
-/// R is of small order when S = h·a, libsodium 1.0.18 refuses every small-order R (OpenSSL 3 accepts only R = identity);
-/// <see cref="PublicKey.Verify"/> refuses them before any library is asked, so every node gives the same verdict.
-/// All refuse non-canonical R, and small-order or non-canonical public keys never become a <see cref="PublicKey"/>.
-/// Making such a signature needs the signer's own secret key, and honest signers never make one.
+/// The one Ed25519 verdict, case by case, on hand-made signatures where verifiers are known to differ (the cases of
+/// "Taming the many EdDSAs", Chalkias et al. 2020): what <see cref="PublicKey.Verify"/> says, and what libsodium 1.0.22
+/// (through NSec, without our own checks) says. Where a signature is one a cofactored verifier accepts, BouncyCastle 2.7
+/// (cofactored; used by the tests only) shows it, so each refusal here is a decision and not a broken signature.
+/// A libsodium upgrade that changes any verdict (libsodium's master has moved to cofactored verification) fails here.
+/// Making any of these signatures needs the signer's own secret key; honest signers never make one.
 /// </summary>
 public class Ed25519StrictnessTests
 {
     private static readonly BigInteger L = BigInteger.Parse("7237005577332262213973186563042994240857116359379907606001950938285454250989");
+    private static readonly BigInteger P = BigInteger.Pow(2, 255) - 19;
 
     private static readonly byte[] Message = "potluck lease"u8.ToArray();
 
@@ -39,59 +43,151 @@ public class Ed25519StrictnessTests
         "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p: order 4
     ];
 
+    private static IEnumerable<string> AllSmallOrder() => SmallOrderCanonical.Concat(SmallOrderNonCanonical);
+
     /// <summary>
-    /// A signature by an honest key whose R is of small order and S = h·a: [8]SB = [8]R + [8]hA holds, and for R = identity
-    /// also SB = R + hA. BouncyCastle 2.7 verifies cofactored and accepts all eight; OpenSSL 3 (cofactorless) accepts only
-    /// R = identity; libsodium 1.0.18 refuses every small-order R. The default path is libsodium's verdict when present.
+    /// R of small order and S = h·a: [8]SB = [8]R + [8]hA holds (and for R = identity even SB = R + hA). A cofactored
+    /// verifier accepts all eight; we refuse them before the library is asked, and libsodium 1.0.22 refuses them too.
     /// </summary>
     [TestCaseSource(nameof(SmallOrderCanonical))]
-    public void SmallOrderR_BouncyCastleAccepts_LibsodiumRefuses(string r)
+    public void SmallOrderR_IsRefused(string r)
     {
         var key = PrivateKey.FromRandom(new Random(8032));
-        var signature = SignWithChosenR(key, Message, Convert.FromHexString(r));
-        Assert.That(key.PublicKey.VerifyWithBouncyCastle(Message, signature), Is.True, "BouncyCastle (cofactored)");
-        Assert.That(key.PublicKey.VerifyWithSodium(Message, signature), Is.Not.True, "libsodium");
+        var signature = SignWith(key, key.PublicKey.Data, Message, Convert.FromHexString(r), BigInteger.Zero);
+        Assert.That(BcEd25519.Verify(signature, 0, key.PublicKey.Data, 0, Message, 0, Message.Length), Is.True, "a cofactored verifier accepts it");
         Assert.That(PublicKey.HasSmallOrderR(signature), Is.True);
-        Assert.That(key.PublicKey.Verify(Message, signature), Is.False, "the default verdict is the same on every node, whichever library it has");
+        Assert.That(key.PublicKey.Verify(Message, signature), Is.False, "our verdict");
+        Assert.That(LibsodiumVerifies(key.PublicKey.Data, Message, signature), Is.False, "libsodium alone");
     }
 
     [TestCaseSource(nameof(SmallOrderNonCanonical))]
-    public void NonCanonicalR_IsRefusedByEveryPath(string r)
+    public void NonCanonicalSmallOrderR_IsRefused(string r)
     {
         var key = PrivateKey.FromRandom(new Random(8032));
-        var signature = SignWithChosenR(key, Message, Convert.FromHexString(r));
-        Assert.That(key.PublicKey.VerifyWithBouncyCastle(Message, signature), Is.False, "BouncyCastle");
-        Assert.That(key.PublicKey.VerifyWithSodium(Message, signature), Is.Not.True, "libsodium");
-        Assert.That(key.PublicKey.Verify(Message, signature), Is.False, "default path");
+        var signature = SignWith(key, key.PublicKey.Data, Message, Convert.FromHexString(r), BigInteger.Zero);
+        Assert.That(key.PublicKey.Verify(Message, signature), Is.False, "our verdict");
+        Assert.That(LibsodiumVerifies(key.PublicKey.Data, Message, signature), Is.False, "libsodium alone");
+    }
+
+    /// <summary>R + T, T the point of order 2, with S made for it: only a cofactored verifier accepts it.</summary>
+    [Test]
+    public void RWithASmallOrderComponent_IsRefused_TheEquationIsCofactorless()
+    {
+        var key = PrivateKey.FromRandom(new Random(8032));
+        var (rPoint, r) = Nonce(key, Message);
+        var signature = SignWith(key, key.PublicKey.Data, Message, AddOrder2Point(rPoint), r);
+        Assert.That(BcEd25519.Verify(signature, 0, key.PublicKey.Data, 0, Message, 0, Message.Length), Is.True, "a cofactored verifier accepts it");
+        Assert.That(PublicKey.HasSmallOrderR(signature), Is.False, "R itself is not of small order");
+        Assert.That(key.PublicKey.Verify(Message, signature), Is.False);
+        Assert.That(SignWith(key, key.PublicKey.Data, Message, rPoint, r), Is.EqualTo(key.Sign(Message)), "the control: the helper signs honestly");
+    }
+
+    /// <summary>S + L satisfies the equation as well as S does; RFC 8032 requires S &lt; L and so does the library.</summary>
+    [Test]
+    public void NonCanonicalS_IsRefused_ThoughTheEquationHolds()
+    {
+        var key = PrivateKey.FromRandom(new Random(8032));
+        var good = key.Sign(Message);
+        var s = new BigInteger(good.AsSpan(32), isUnsigned: true);
+        foreach (var (bigS, why) in new[] { (s + L, "S + L"), (L, "S = L"), (s + 2 * L, "S + 2L") })
+        {
+            var signature = (byte[])good.Clone();
+            signature.AsSpan(32).Clear();
+            Assert.That(bigS.TryWriteBytes(signature.AsSpan(32), out _, isUnsigned: true), Is.True);
+            Assert.That(key.PublicKey.Verify(Message, signature), Is.False, why);
+            Assert.That(LibsodiumVerifies(key.PublicKey.Data, Message, signature), Is.False, $"libsodium alone: {why}");
+        }
+        Assert.That(key.PublicKey.Verify(Message, good), Is.True, "the control");
     }
 
     /// <summary>
-    /// A public key of small order (canonical or not) with R = identity and S = 0, which satisfies the equation for every
-    /// message: such keys never become a <see cref="PublicKey"/>, and both raw verifiers refuse them.
+    /// A key of small order (or spelled non-canonically) never becomes a <see cref="PublicKey"/>; libsodium refuses it too,
+    /// even with a signature that satisfies the equation (R = rB, S = r, and the key the identity).
     /// </summary>
     [TestCaseSource(nameof(AllSmallOrder))]
-    public void SmallOrderPublicKey_IsRefusedEverywhere(string a)
+    public void SmallOrderPublicKey_IsRefused(string a)
     {
         var publicKey = Convert.FromHexString(a);
-        var signature = new byte[64];
-        Convert.FromHexString(SmallOrderCanonical[0]).CopyTo(signature, 0);
         Assert.That(PublicKey.TryCreate(KeyType.Ed25519, publicKey, out _), Is.False, "PublicKey.TryCreate");
-        Assert.That(Ed25519.Verify(signature, 0, publicKey, 0, Message, 0, Message.Length), Is.False, "BouncyCastle");
-        if (SodiumEd25519.IsAvailable)
+        Assert.Throws<ArgumentException>(() => PublicKey.FromEd25519(publicKey));
+        var signer = PrivateKey.FromRandom(new Random(1));
+        var (rPoint, r) = Nonce(signer, Message);
+        var signature = new byte[64];
+        rPoint.CopyTo(signature, 0);
+        r.TryWriteBytes(signature.AsSpan(32), out _, isUnsigned: true); // [S]B = R = R + [h]identity
+        Assert.That(LibsodiumVerifies(publicKey, Message, signature), Is.False, "libsodium alone");
+    }
+
+    /// <summary>Every y ≥ p that is not of small order (p + 2 … 2^255 - 1), with either sign bit: not a key.</summary>
+    [Test]
+    public void NonCanonicalPublicKeys_AreRefused()
+    {
+        for (var y = P + 2; y < BigInteger.Pow(2, 255); y++)
         {
-            Assert.That(SodiumEd25519.Verify(publicKey, Message, signature), Is.False, "libsodium");
+            foreach (var sign in new[] { 0, 0x80 })
+            {
+                var encoded = new byte[32];
+                y.TryWriteBytes(encoded, out _, isUnsigned: true);
+                encoded[31] |= (byte)sign;
+                Assert.That(PublicKey.TryCreate(KeyType.Ed25519, encoded, out _), Is.False, Convert.ToHexStringLower(encoded));
+            }
+        }
+    }
+
+    /// <summary>
+    /// A + T, T the point of order 2: a valid encoding of a point on the curve, so a key, and (cofactorless) it verifies a
+    /// signature made with a's scalar exactly when h is even, where [h]T vanishes.
+    /// </summary>
+    [Test]
+    public void PublicKeyWithASmallOrderComponent_VerifiesOnlyWhereTheComponentVanishes()
+    {
+        var key = PrivateKey.FromRandom(new Random(8032));
+        var mixed = AddOrder2Point(key.PublicKey.Data);
+        Assert.That(PublicKey.TryCreate(KeyType.Ed25519, mixed, out var mixedKey), Is.True);
+        var seen = new HashSet<bool>();
+        for (var i = 0; seen.Count < 2; i++)
+        {
+            var message = BitConverter.GetBytes(i);
+            var (rPoint, r) = Nonce(key, message);
+            var signature = SignWith(key, mixed, message, rPoint, r);
+            var hEven = Challenge(rPoint, mixed, message).IsEven;
+            seen.Add(hEven);
+            Assert.That(mixedKey.Verify(message, signature), Is.EqualTo(hEven), $"message {i}, h {(hEven ? "even" : "odd")}");
+            Assert.That(BcEd25519.Verify(signature, 0, mixed, 0, message, 0, message.Length), Is.True, "a cofactored verifier accepts both");
+        }
+    }
+
+    /// <summary>y = 2 is not the y of any point: kept as a key (as go-libp2p and js-libp2p keep any 32 bytes), it verifies nothing.</summary>
+    [Test]
+    public void OffCurvePublicKey_IsKeptButVerifiesNothing()
+    {
+        var offCurve = new byte[32];
+        offCurve[0] = 2;
+        Assert.That(BcEd25519.ValidatePublicKeyPartial(offCurve, 0), Is.False, "the premise: not on the curve");
+        Assert.That(PublicKey.TryCreate(KeyType.Ed25519, offCurve, out var key), Is.True);
+        var signer = PrivateKey.FromRandom(new Random(2));
+        var (rPoint, r) = Nonce(signer, Message);
+        var attempts = new[]
+        {
+            signer.Sign(Message),
+            SignWith(signer, offCurve, Message, rPoint, r),
+            [.. rPoint, .. new byte[32]],
+        };
+        foreach (var signature in attempts)
+        {
+            Assert.That(key.Verify(Message, signature), Is.False);
+            Assert.That(LibsodiumVerifies(offCurve, Message, signature), Is.False);
         }
     }
 
     [Test]
-    public void OwnSignaturesWithHonestR_AreAcceptedByEveryPath()
+    public void OwnSignatures_AreAccepted()
     {
-        // The control for the cases above: the key's real signature verifies everywhere.
+        // The control for the cases above: the key's real signature verifies, here and in libsodium alone.
         var key = PrivateKey.FromRandom(new Random(8032));
-        var honest = key.SignWithBouncyCastle(Message);
-        Assert.That(key.PublicKey.VerifyWithBouncyCastle(Message, honest), Is.True);
-        Assert.That(key.PublicKey.VerifyWithSodium(Message, honest), Is.Not.False);
+        var honest = key.Sign(Message);
         Assert.That(key.PublicKey.Verify(Message, honest), Is.True);
+        Assert.That(LibsodiumVerifies(key.PublicKey.Data, Message, honest), Is.True);
         Assert.That(PublicKey.HasSmallOrderR(honest), Is.False);
     }
 
@@ -110,22 +206,54 @@ public class Ed25519StrictnessTests
         }
     }
 
-    private static IEnumerable<string> AllSmallOrder() => SmallOrderCanonical.Concat(SmallOrderNonCanonical);
+    /// <summary>libsodium's verdict alone, through NSec, without <see cref="PublicKey"/>'s own checks.</summary>
+    private static bool LibsodiumVerifies(byte[] publicKey, byte[] message, byte[] signature) =>
+        SignatureAlgorithm.Ed25519.Verify(NSecPublicKey.Import(SignatureAlgorithm.Ed25519, publicKey, KeyBlobFormat.RawPublicKey), message, signature);
 
-    /// <summary>An Ed25519 "signature" of <paramref name="message"/> by <paramref name="key"/> with a chosen R.</summary>
-    private static byte[] SignWithChosenR(PrivateKey key, byte[] message, byte[] r)
+    /// <summary>The key's secret scalar a and its nonce prefix (RFC 8032 §5.1.5).</summary>
+    private static (BigInteger A, byte[] Prefix) Expand(PrivateKey key)
     {
         var seed = key.ToProtobuf()[4..36]; // PrivateKey protobuf: 08 01 12 40 then seed‖public
         var digest = SHA512.HashData(seed);
         digest[0] &= 248;
         digest[31] &= 127;
         digest[31] |= 64;
-        var a = new BigInteger(digest.AsSpan(0, 32), isUnsigned: true);
-        var h = new BigInteger(SHA512.HashData([.. r, .. key.PublicKey.Data, .. message]), isUnsigned: true) % L;
-        var s = h * a % L;
+        return (new BigInteger(digest.AsSpan(0, 32), isUnsigned: true), digest[32..]);
+    }
+
+    /// <summary>The honest nonce for a message: r and R = rB (R read from the key's own signature).</summary>
+    private static (byte[] R, BigInteger r) Nonce(PrivateKey key, byte[] message)
+    {
+        var r = new BigInteger(SHA512.HashData([.. Expand(key).Prefix, .. message]), isUnsigned: true) % L;
+        return (key.Sign(message)[..32], r);
+    }
+
+    private static BigInteger Challenge(byte[] r, byte[] publicKey, byte[] message) =>
+        new BigInteger(SHA512.HashData([.. r, .. publicKey, .. message]), isUnsigned: true) % L;
+
+    /// <summary>R ‖ S with S = r + h·a, h = H(R ‖ A ‖ M), for a chosen R (and its r) and a chosen A in the hash.</summary>
+    private static byte[] SignWith(PrivateKey key, byte[] publicKey, byte[] message, byte[] rPoint, BigInteger r)
+    {
+        var s = (r + Challenge(rPoint, publicKey, message) * Expand(key).A) % L;
         var signature = new byte[64];
-        r.CopyTo(signature, 0);
+        rPoint.CopyTo(signature, 0);
         s.TryWriteBytes(signature.AsSpan(32), out _, isUnsigned: true);
         return signature;
+    }
+
+    /// <summary>
+    /// The encoding of P + T for P = (x, y) given by its encoding and T = (0, -1), the point of order 2: (-x, -y), that is
+    /// y' = p - y and the x sign bit flipped (x ≠ 0 for every point not of small order).
+    /// </summary>
+    private static byte[] AddOrder2Point(byte[] encoded)
+    {
+        var bytes = (byte[])encoded.Clone();
+        var sign = bytes[31] & 0x80;
+        bytes[31] &= 0x7f;
+        var y = new BigInteger(bytes, isUnsigned: true);
+        var result = new byte[32];
+        (P - y).TryWriteBytes(result, out _, isUnsigned: true);
+        result[31] |= (byte)(sign ^ 0x80);
+        return result;
     }
 }
