@@ -1,145 +1,156 @@
-using System.Globalization;
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Parsing;
 
 namespace Potluck.Node.Cli;
 
-/// <summary>Bad command-line input: the message says what to fix.</summary>
+/// <summary>Bad command-line input found while a command runs (a module that is not WebAssembly): exit 2, with a message that says what to fix.</summary>
 public sealed class UsageException : Exception
 {
     public UsageException(string message) : base(message) { }
 }
 
-/// <summary>An option a command accepts.</summary>
-public sealed record OptionSpec(string Name, string? ValueName, string Help, bool Repeatable = false)
+/// <summary>What a command line runs against: where its output goes, and where the data directory is when no flag says (a seam for tests).</summary>
+internal sealed record CliContext(TextWriter Out, TextWriter Error, Func<string> DefaultDataDir);
+
+/// <summary>A `potluck` command: its options as properties, its work in <see cref="ExecuteAsync"/>.</summary>
+internal abstract class PotluckCommand : Command
 {
-    public bool TakesValue => ValueName is not null;
+    protected PotluckCommand(string name, string description, CliContext context) : base(name, description)
+    {
+        Context = context;
+        SetAction(ExecuteAsync);
+    }
+
+    protected CliContext Context { get; }
+
+    protected TextWriter Out => Context.Out;
+
+    protected TextWriter Error => Context.Error;
+
+    /// <summary>
+    /// True when the command stops on Ctrl-C and SIGTERM by itself (`run`, through the generic host's console lifetime);
+    /// otherwise the token given to <see cref="ExecuteAsync"/> is cancelled by the first of them, and a second ends the process.
+    /// </summary>
+    public virtual bool HandlesTermination => false;
+
+    /// <summary>Printed after the options by `potluck &lt;command&gt; --help`.</summary>
+    public virtual string? HelpNotes => null;
+
+    /// <summary>Runs the command; returns the exit code. Throws <see cref="UsageException"/> for bad input found late (exit 2).</summary>
+    protected abstract Task<int> ExecuteAsync(ParseResult result, CancellationToken ct);
 }
 
-/// <summary>A parsed command line: positional arguments and options by name.</summary>
-public sealed class ParsedArgs
+/// <summary>Turns what System.CommandLine found wrong with a line into messages that say what to fix.</summary>
+internal static class CommandLine
 {
-    private readonly Dictionary<string, List<string>> _values;
-
-    public ParsedArgs(IReadOnlyList<string> positionals, Dictionary<string, List<string>> values, string command)
+    /// <summary>The command as typed: "potluck swarm-key generate".</summary>
+    public static string PathOf(Command command)
     {
-        Positionals = positionals;
-        _values = values;
-        Command = command;
-    }
-
-    public string Command { get; }
-
-    public IReadOnlyList<string> Positionals { get; }
-
-    public bool Has(string name) => _values.ContainsKey(name);
-
-    public string? Get(string name) => _values.TryGetValue(name, out var v) ? v[^1] : null;
-
-    public IReadOnlyList<string> GetAll(string name) => _values.TryGetValue(name, out var v) ? v : [];
-
-    public long GetSize(string name, long fallback)
-    {
-        var text = Get(name);
-        if (text is null)
+        var names = new List<string>();
+        for (Command? c = command; c is not null; c = c.Parents.OfType<Command>().FirstOrDefault())
         {
-            return fallback;
+            names.Add(c.Name);
         }
-        return ByteSize.TryParse(text, out var bytes)
-            ? bytes
-            : throw new UsageException($"--{name} '{text}' is not a size: use a byte count such as 1048576, 64MiB or 1GB");
+        names.Reverse();
+        return string.Join(" ", names);
     }
 
-    public int GetInt(string name, int fallback, int min, int max)
+    /// <summary>The line's problems, one message each (empty when it is fine).</summary>
+    public static IReadOnlyList<string> Problems(ParseResult result, IReadOnlyList<string> args)
     {
-        var text = Get(name);
-        if (text is null)
+        var command = result.CommandResult.Command;
+        var path = PathOf(command);
+        var problems = new List<string>();
+        // --no-mdns=yes: the parser splits off "yes" as a stray argument; say what is actually wrong.
+        foreach (var arg in args.TakeWhile(a => a != "--"))
         {
-            return fallback;
-        }
-        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= min && n <= max
-            ? n
-            : throw new UsageException($"--{name} '{text}' must be a whole number from {min} to {max}");
-    }
-}
-
-/// <summary>A small, strict parser: unknown options, missing values and stray arguments are errors.</summary>
-public static class CommandLine
-{
-    public static ParsedArgs Parse(string command, IReadOnlyList<string> args, IReadOnlyList<OptionSpec> options, int minPositionals, int maxPositionals, string positionalHelp)
-    {
-        var positionals = new List<string>();
-        var values = new Dictionary<string, List<string>>(StringComparer.Ordinal);
-        for (var i = 0; i < args.Count; i++)
-        {
-            var arg = args[i];
-            if (arg == "--")
+            var eq = arg.IndexOf('=', StringComparison.Ordinal);
+            if (arg.StartsWith('-') && eq > 1 && FindOption(command, arg[..eq]) is { Arity.MaximumNumberOfValues: 0 })
             {
-                positionals.AddRange(args.Skip(i + 1));
-                break;
+                problems.Add($"{arg[..eq]} takes no value");
             }
-            if (arg.StartsWith("--", StringComparison.Ordinal) && arg.Length > 2)
+        }
+        if (problems.Count == 0 && result.UnmatchedTokens.Count > 0)
+        {
+            problems.Add(Unmatched(command, path, result.UnmatchedTokens[0]));
+        }
+        foreach (var error in result.Errors)
+        {
+            if (result.UnmatchedTokens.Count > 0 && error.SymbolResult is CommandResult)
             {
-                var name = arg[2..];
-                string? inline = null;
-                var eq = name.IndexOf('=', StringComparison.Ordinal);
-                if (eq >= 0)
-                {
-                    inline = name[(eq + 1)..];
-                    name = name[..eq];
-                }
-                var spec = options.FirstOrDefault(o => o.Name == name)
-                    ?? throw new UsageException($"unknown option '--{name}' for 'potluck {command}'. {Suggest(name, options)}Run 'potluck {command} --help' for the options.");
-                string value;
-                if (spec.TakesValue)
-                {
-                    if (inline is not null)
-                    {
-                        value = inline;
-                    }
-                    else if (i + 1 < args.Count && !(args[i + 1].StartsWith("--", StringComparison.Ordinal) && args[i + 1].Length > 2))
-                    {
-                        value = args[++i];
-                    }
-                    else
-                    {
-                        throw new UsageException($"--{name} needs a value: --{name} <{spec.ValueName}>");
-                    }
-                }
-                else
-                {
-                    if (inline is not null)
-                    {
-                        throw new UsageException($"--{name} takes no value");
-                    }
-                    value = "true";
-                }
-                if (!values.TryGetValue(name, out var list))
-                {
-                    values[name] = list = [];
-                }
-                else if (!spec.Repeatable)
-                {
-                    throw new UsageException($"--{name} was given twice; give it once");
-                }
-                list.Add(value);
-                continue;
+                continue; // the parser's "Unrecognized command or argument", said above with a suggestion
             }
-            positionals.Add(arg);
+            problems.Add(Describe(error, path));
         }
-        if (positionals.Count < minPositionals)
-        {
-            throw new UsageException($"'potluck {command}' needs {positionalHelp}");
-        }
-        if (positionals.Count > maxPositionals)
-        {
-            throw new UsageException($"unexpected argument '{positionals[maxPositionals]}' for 'potluck {command}'" + (maxPositionals == 0 ? " (it takes no arguments)" : $" (it takes {positionalHelp})"));
-        }
-        return new ParsedArgs(positionals, values, command);
+        return problems.Distinct().ToList();
     }
 
-    private static string Suggest(string name, IReadOnlyList<OptionSpec> options)
+    /// <summary>Where to look next, after a usage error.</summary>
+    public static string HelpHint(Command command) => $"Run '{PathOf(command)} --help' for its usage.";
+
+    private static string Unmatched(Command command, string path, string token)
     {
-        var best = options.MinBy(o => Distance(o.Name, name));
-        return best is not null && Distance(best.Name, name) <= 2 ? $"Did you mean '--{best.Name}'? " : "";
+        if (token.StartsWith('-') && token.Length > 1)
+        {
+            var names = OptionsOf(command).Where(o => o is not HelpOption).SelectMany(o => o.Aliases.Prepend(o.Name));
+            return $"unknown option '{token}' for '{path}'.{Suggest(token, names)}";
+        }
+        if (command.Subcommands.Count > 0)
+        {
+            var names = command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name).ToList();
+            var where = command.Parents.Any() ? $" for '{path}'" : "";
+            return $"unknown command '{token}'{where}.{Suggest(token, names)} Commands: {string.Join(", ", names)}.";
+        }
+        var takes = command.Arguments.Count == 0
+            ? "it takes no arguments"
+            : "it takes " + string.Join(" and ", command.Arguments.Select(a => a.Description));
+        return $"unexpected argument '{token}' for '{path}' ({takes})";
+    }
+
+    private static string Describe(ParseError error, string path)
+    {
+        switch (error.SymbolResult)
+        {
+            case OptionResult o when o.Tokens.Count == 0 && o.Option.Arity.MinimumNumberOfValues > 0:
+                var name = o.IdentifierToken?.Value ?? o.Option.Name;
+                return $"{name} needs a value: {name} <{o.Option.HelpName ?? "value"}>";
+            case OptionResult o when o.Tokens.Count > o.Option.Arity.MaximumNumberOfValues:
+                return $"{o.IdentifierToken?.Value ?? o.Option.Name} was given {o.Tokens.Count} times; give it once";
+            case ArgumentResult a when a.Tokens.Count < a.Argument.Arity.MinimumNumberOfValues:
+                return $"'{path}' needs {a.Argument.Description}";
+            case CommandResult c when c.Command.Subcommands.Count > 0 && c.Command.Action is null:
+                return $"'{path}' needs a command: {string.Join(", ", c.Command.Subcommands.Select(s => $"'{PathOf(s)}'"))}";
+            default:
+                return error.Message;
+        }
+    }
+
+    /// <summary>The options a command accepts: its own and those its ancestors share with it (--help).</summary>
+    private static IEnumerable<Option> OptionsOf(Command command)
+    {
+        foreach (var option in command.Options)
+        {
+            yield return option;
+        }
+        for (var parent = command.Parents.OfType<Command>().FirstOrDefault(); parent is not null; parent = parent.Parents.OfType<Command>().FirstOrDefault())
+        {
+            foreach (var option in parent.Options.Where(o => o.Recursive))
+            {
+                yield return option;
+            }
+        }
+    }
+
+    private static Option? FindOption(Command command, string name) =>
+        OptionsOf(command).FirstOrDefault(o => o.Name == name || o.Aliases.Contains(name));
+
+    /// <summary>" Did you mean '--listen'?" when one name is within two edits of what was typed, else "".</summary>
+    internal static string Suggest(string typed, IEnumerable<string> names)
+    {
+        var bare = typed.TrimStart('-');
+        var best = names.MinBy(n => Distance(n.TrimStart('-'), bare));
+        return best is not null && Distance(best.TrimStart('-'), bare) <= 2 ? $" Did you mean '{best}'?" : "";
     }
 
     private static int Distance(string a, string b)
@@ -162,48 +173,4 @@ public static class CommandLine
         }
         return d[a.Length, b.Length];
     }
-}
-
-/// <summary>Byte sizes as people type them: 1048576, 64KiB, 64MiB, 1GiB, 10MB, 1GB.</summary>
-public static class ByteSize
-{
-    public static bool TryParse(string text, out long bytes)
-    {
-        bytes = 0;
-        var t = text.Trim();
-        var i = 0;
-        while (i < t.Length && char.IsAsciiDigit(t[i]))
-        {
-            i++;
-        }
-        if (i == 0 || !long.TryParse(t.AsSpan(0, i), NumberStyles.None, CultureInfo.InvariantCulture, out var n))
-        {
-            return false;
-        }
-        long multiplier = t[i..].Trim().ToUpperInvariant() switch
-        {
-            "" or "B" => 1,
-            "KB" => 1000,
-            "KIB" or "K" => 1024,
-            "MB" => 1000_000,
-            "MIB" or "M" => 1024 * 1024,
-            "GB" => 1000_000_000,
-            "GIB" or "G" => 1024L * 1024 * 1024,
-            _ => -1,
-        };
-        if (multiplier < 0 || n > long.MaxValue / multiplier)
-        {
-            return false;
-        }
-        bytes = n * multiplier;
-        return true;
-    }
-
-    public static string Format(double bytes) => bytes switch
-    {
-        >= 1L << 30 => $"{bytes / (1L << 30):0.##} GiB",
-        >= 1 << 20 => $"{bytes / (1 << 20):0.##} MiB",
-        >= 1 << 10 => $"{bytes / (1 << 10):0.##} KiB",
-        _ => $"{bytes:0} B",
-    };
 }

@@ -1,168 +1,125 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
 using System.Net.Sockets;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Potluck.Node.Control;
 using Potluck.Node.Hosting;
-using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
-using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Transport;
 
 namespace Potluck.Node.Cli;
 
-/// <summary>The `potluck` commands. Usage errors throw <see cref="UsageException"/> (exit 2); failures exit 1.</summary>
+/// <summary>
+/// The `potluck` command line, on System.CommandLine. Exit codes: 0 ok, 1 failed (the message says why), 2 bad usage
+/// (the message says what to fix). Every command documents its options with `--help`.
+/// </summary>
 public static class Commands
 {
-    private static readonly OptionSpec Help = new("help", null, "show this help");
-    private static readonly OptionSpec DataDir = new("data-dir", "path", "where the identity key and node state live (default $POTLUCK_DATA_DIR or ~/.local/share/potluck)");
-    private static readonly OptionSpec SwarmKeyOption = new("swarm-key", "file", "join the private network of this swarm.key (libp2p pnet)");
-    private static readonly OptionSpec LogLevelOption = new("log-level", "level", "trace, debug, information, warning, error (default information)");
-
-    private static readonly OptionSpec[] RunOptions =
-    [
-        new("listen", "multiaddr", $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort})", Repeatable: true),
-        new("bootstrap", "multiaddr", "peer to join through (…/p2p/<peer id>), repeatable; the DHT is bootstrapped through it", Repeatable: true),
-        new("no-mdns", null, "do not find peers on the local network by mDNS (on by default)"),
-        new("config", "file", "JSON config: {\"listen\": [...], \"bootstrap\": [...], \"mdns\": true, \"swarm_key\": \"path\"}; flags win"),
-        new("cores", "n", "tasks run at once for others (default 1)"),
-        new("price", "credits", "credits asked per million fuel (default 10)"),
-        new("no-provide", null, "do not run tasks for others (the node still relays, discovers and gossips)"),
-        DataDir, SwarmKeyOption, LogLevelOption, Help,
-    ];
-
-    private static readonly OptionSpec[] PeersOptions =
-    [
-        DataDir, new("no-ping", null, "show the latency last measured instead of pinging each peer now"), Help,
-    ];
-
-    private static readonly OptionSpec[] IdOptions = [DataDir, new("cid", null, "print the CIDv1 (bafz…) form instead"), Help];
-
-    private static readonly OptionSpec[] PingOptions =
-    [
-        new("count", "n", "number of pings (default 4)"), SwarmKeyOption, LogLevelOption, Help,
-    ];
-
-    private static readonly OptionSpec[] PerfOptions =
-    [
-        new("upload", "bytes", "bytes to send (default 64MiB; 0 skips)"),
-        new("download", "bytes", "bytes to receive (default 64MiB; 0 skips)"),
-        SwarmKeyOption, LogLevelOption, Help,
-    ];
-
-    private static readonly OptionSpec[] SwarmKeyOptions = [Help];
-
     /// <summary>Runs a command line; returns the exit code (0 ok, 1 failed, 2 bad usage).</summary>
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr) =>
+        RunAsync(args, new CliContext(stdout, stderr, NodeConfiguration.DefaultDataDir));
+
+    internal static async Task<int> RunAsync(string[] args, CliContext context)
     {
+        var result = Parse(context, args);
+        var command = result.CommandResult.Command;
+        // --help and --version answer even when the rest of the line is wrong.
+        if (result.Action is not (PotluckHelpAction or VersionAction))
+        {
+            var problems = CommandLine.Problems(result, args);
+            if (problems.Count > 0)
+            {
+                foreach (var problem in problems)
+                {
+                    await context.Error.WriteLineAsync($"potluck: {problem}");
+                }
+                await context.Error.WriteLineAsync(CommandLine.HelpHint(command));
+                return 2;
+            }
+        }
+        var invocation = new InvocationConfiguration
+        {
+            Output = context.Out,
+            Error = context.Error,
+            EnableDefaultExceptionHandler = false, // failures are reported below, with a message and no stack trace
+            ProcessTerminationTimeout = null,      // Ctrl-C is handled here (or by `run`'s host), not by the parser
+        };
+        using var termination = command is PotluckCommand { HandlesTermination: true } ? null : new TerminationSignal();
+        var ct = termination?.Token ?? CancellationToken.None;
+        var name = CommandLine.PathOf(command);
         try
         {
-            return await DispatchAsync(args, stdout, stderr);
-        }
-        catch (HelpRequested help)
-        {
-            await stdout.WriteAsync(help.Message);
-            return 0;
+            return await result.InvokeAsync(invocation, ct);
         }
         catch (UsageException e)
         {
-            await stderr.WriteLineAsync($"potluck: {e.Message}");
+            await context.Error.WriteLineAsync($"potluck: {e.Message}");
+            await context.Error.WriteLineAsync(CommandLine.HelpHint(command));
             return 2;
         }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            await context.Error.WriteLineAsync($"{name}: cancelled");
+            return 1;
+        }
+        catch (Exception e) when (Failure(e) is { } message)
+        {
+            await context.Error.WriteLineAsync($"{name}: {message}");
+            return 1;
+        }
+        catch (Exception e)
+        {
+            await context.Error.WriteLineAsync($"{name}: unexpected error; this is a bug, please report it with what follows:{Environment.NewLine}{e}");
+            return 1;
+        }
     }
 
-    private static async Task<int> DispatchAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>Parses a command line without running it (for tests).</summary>
+    internal static ParseResult Parse(params string[] args) =>
+        Parse(new CliContext(TextWriter.Null, TextWriter.Null, NodeConfiguration.DefaultDataDir), args);
+
+    internal static ParseResult Parse(CliContext context, IReadOnlyList<string> args) =>
+        CreateRoot(context).Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null }); // "@file" is a file name, not a response file
+
+    /// <summary>The `potluck` command and its subcommands.</summary>
+    internal static Command CreateRoot(CliContext context)
     {
-        if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
+        var root = new Command("potluck", "share idle computers and run work on other people's machines, peer to peer.")
         {
-            await stdout.WriteAsync(Usage());
-            return 0;
-        }
-        if (args[0] is "--version" or "version")
-        {
-            await stdout.WriteLineAsync(new Protocol.Host.HostOptions().AgentVersion);
-            return 0;
-        }
-        var rest = args.Skip(1).ToArray();
-        return args[0] switch
-        {
-            "run" => await RunNodeAsync(Parse("run", rest, RunOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            "id" => await IdAsync(Parse("id", rest, IdOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            "ping" => await PingAsync(Parse("ping", rest, PingOptions, 1, 1, "the address to ping, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
-            "perf" => await PerfAsync(Parse("perf", rest, PerfOptions, 1, 1, "the address to measure, e.g. /ip4/127.0.0.1/tcp/4100/p2p/12D3KooW…", stdout), stdout, stderr),
-            "submit" => await ComputeCommands.SubmitAsync(Parse("submit", rest, ComputeCommands.SubmitOptions, 1, 256, "the module to run, e.g. samples/hashchain/hashchain.wasm", stdout),
-                stdout, stderr),
-            "ledger" => await ComputeCommands.LedgerAsync(Parse("ledger", rest, ComputeCommands.LedgerOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            "swarm-key" => await SwarmKeyAsync(Parse("swarm-key", rest, SwarmKeyOptions, 1, 1, "'generate'", stdout), stdout),
-            "peers" => await PeersAsync(Parse("peers", rest, PeersOptions, 0, 0, "no arguments", stdout), stdout, stderr),
-            _ => throw new UsageException($"unknown command '{args[0]}'. Commands: run, submit, ledger, peers, id, ping, perf, swarm-key. Run 'potluck --help' for usage."),
+            new RunCommand(context),
+            new ComputeCommands.SubmitCommand(context),
+            new ComputeCommands.LedgerCommand(context),
+            new PeersCommand(context),
+            new IdCommand(context),
+            new NetworkCommands.PingCommand(context),
+            new NetworkCommands.PerfCommand(context),
+            new SwarmKeyCommand(context),
+            new HelpCommand(context),
+            new VersionCommand(context),
         };
-    }
-
-    private static ParsedArgs Parse(string command, string[] args, OptionSpec[] options, int min, int max, string positionalHelp, TextWriter stdout)
-    {
-        if (args.Contains("--help") || args.Contains("-h"))
+        root.Options.Add(new HelpOption("--help", "-h") { Action = new PotluckHelpAction() });
+        root.Options.Add(new VersionOption("--version") { Action = new VersionAction() });
+        root.SetAction(r =>
         {
-            throw new HelpRequested(CommandHelp(command, options, positionalHelp));
-        }
-        return CommandLine.Parse(command, args, options, min, max, positionalHelp);
+            r.InvocationConfiguration.Output.Write(Usage.Root(root));
+            return 0;
+        });
+        return root;
     }
 
-    public static string Usage() => """
-        potluck: share idle computers and run work on other people's machines, peer to peer.
+    /// <summary>The version every command reports: the agent version the node announces (Identify).</summary>
+    internal static string Version => new Protocol.Host.HostOptions().AgentVersion;
 
-        Usage:
-          potluck run [--listen <multiaddr>]... [--bootstrap <multiaddr>]... [--no-mdns]
-                      [--data-dir <path>] [--swarm-key <file>] [--config <file>]
-                                       run a node (defaults: listen on /ip4/0.0.0.0/tcp/4100, find
-                                       peers on the local network by mDNS, remember peers across restarts)
-          potluck peers [--data-dir <path>]
-                                       list the running node's connected peers
-          potluck id [--data-dir <path>]
-                                       print this node's peer id (creating the identity if needed)
-          potluck ping <multiaddr> [--count <n>]
-                                       measure round-trip times to a libp2p peer
-          potluck perf <multiaddr> [--upload <bytes>] [--download <bytes>]
-                                       measure throughput each way (libp2p /perf/1.0.0)
-          potluck submit <module.wasm> [--input <file|->] [--fuel <n>] [--max-price <p>]
-                         [--verify-rate <r>] [--replicas <k>] [--bootstrap <multiaddr>]... [-- args...]
-                                       run a WebAssembly task on another node; output to stdout
-          potluck ledger [--data-dir <path>]
-                                       show the credit balance and recent entries
-          potluck swarm-key generate   print a new swarm.key for a private cluster
+    internal static Option<string> DataDirOption(string? description = null) => CliOptions.Path("--data-dir", "path",
+        description ?? "where the identity key, potluck.json and node state live (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
 
-        Run 'potluck <command> --help' for a command's options.
+    internal static Option<string> SwarmKeyOption(string description) => CliOptions.ExistingFile("--swarm-key", "file", description,
+        path => $"--swarm-key: no file at '{path}'. Create one with 'potluck swarm-key generate > {path}'");
 
-        """;
-
-    private static string CommandHelp(string command, OptionSpec[] options, string positionalHelp)
-    {
-        var lines = new List<string> { $"Usage: potluck {command} [options]" + (positionalHelp == "no arguments" ? "" : $"  ({positionalHelp})"), "", "Options:" };
-        foreach (var o in options)
-        {
-            var left = o.TakesValue ? $"--{o.Name} <{o.ValueName}>" : $"--{o.Name}";
-            lines.Add($"  {left,-28} {o.Help}");
-        }
-        return string.Join(Environment.NewLine, lines) + Environment.NewLine;
-    }
-
-    internal static LogLevel ParseLogLevel(ParsedArgs args, LogLevel fallback)
-    {
-        var text = args.Get("log-level");
-        if (text is null)
-        {
-            return fallback;
-        }
-        return Enum.TryParse<LogLevel>(text, ignoreCase: true, out var level) && Enum.IsDefined(level)
-            ? level
-            : throw new UsageException($"--log-level '{text}' is not a level: use trace, debug, information, warning or error");
-    }
-
-    private static SwarmKey? LoadSwarmKey(ParsedArgs args) => LoadSwarmKey(args.Get("swarm-key"));
-
+    /// <summary>Reads a swarm key named by --swarm-key; a bad file is a usage error.</summary>
     internal static SwarmKey? LoadSwarmKey(string? path)
     {
         if (path is null)
@@ -183,15 +140,6 @@ public static class Commands
             : throw new UsageException($"--swarm-key: '{path}' is not a swarm key: {error}");
     }
 
-    private static Multiaddr ParseAddress(string text, string what)
-    {
-        if (!Multiaddr.TryParse(text, out var address, out var error))
-        {
-            throw new UsageException($"{what} '{text}' is not a multiaddr: {error}");
-        }
-        return address;
-    }
-
     internal static ILoggerFactory CreateLoggers(LogLevel level) => LoggerFactory.Create(b => b
         .SetMinimumLevel(level)
         .AddSimpleConsole(o =>
@@ -201,129 +149,11 @@ public static class Commands
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
-    /// <summary>
-    /// `potluck run`'s flags: scalar ones as configuration keys (the same keys potluck.json and POTLUCK__… set, above
-    /// both), and lists (--listen, --bootstrap) as an adjustment that replaces the configured list when given.
-    /// </summary>
-    internal static (List<KeyValuePair<string, string?>> Keys, Func<PotluckOptions, PotluckOptions> Lists) RunFlags(ParsedArgs args)
-    {
-        var flags = new List<KeyValuePair<string, string?>>();
-        IReadOnlyList<Multiaddr>? listen = args.Has("listen") ? args.GetAll("listen").Select(a => ParseAddress(a, "--listen")).ToArray() : null;
-        IReadOnlyList<Multiaddr>? bootstrap = null;
-        if (args.Has("bootstrap"))
-        {
-            bootstrap = args.GetAll("bootstrap").Select(a => ParseAddress(a, "--bootstrap")).ToArray();
-            foreach (var address in bootstrap.Where(a => a.PeerId is null))
-            {
-                throw new UsageException($"--bootstrap '{address}' needs the peer id at the end: {address}/p2p/12D3KooW… (potluck run prints it as 'Listening on …')");
-            }
-        }
-        if (args.Has("no-mdns"))
-        {
-            flags.Add(new("discovery:mdns", "false"));
-        }
-        if (args.Has("no-provide"))
-        {
-            flags.Add(new("compute:provide", "false"));
-        }
-        if (args.Get("cores") is not null)
-        {
-            flags.Add(new("compute:provider:cores", args.GetInt("cores", 1, 1, 4096).ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        }
-        if (args.Get("price") is not null)
-        {
-            flags.Add(new("compute:provider:pricePerMegaFuel", args.GetInt("price", 10, 0, 1_000_000_000).ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        }
-        if (args.Get("swarm-key") is { } keyPath)
-        {
-            if (!File.Exists(keyPath))
-            {
-                throw new UsageException($"--swarm-key: no file at '{keyPath}'. Create one with 'potluck swarm-key generate > {keyPath}'");
-            }
-            flags.Add(new("swarmKey", Path.GetFullPath(keyPath)));
-        }
-        return (flags, o => o with { Listen = listen ?? o.Listen, Bootstrap = bootstrap ?? o.Bootstrap });
-    }
-
-    /// <summary>`potluck run`'s configuration: home-node defaults, potluck.json (or --config), POTLUCK__…, flags.</summary>
-    /// <exception cref="NodeStartException">A file cannot be read or is not JSON, or there is no home directory.</exception>
-    internal static (ConfigurationManager Configuration, Func<PotluckOptions, PotluckOptions> Lists, string DataDir) RunConfiguration(ParsedArgs args)
-    {
-        var (keys, lists) = RunFlags(args);
-        var dataDir = DataDirOf(args);
-        return (NodeConfiguration.Create(dataDir, NodeConfiguration.HomeNodeDefaults, keys, args.Get("config")), lists, dataDir);
-    }
-
-    /// <summary>The options `potluck run` would start with (for tests and `potluck config`): throws as start would.</summary>
-    internal static PotluckOptions ResolveRunOptions(ParsedArgs args)
-    {
-        var (configuration, lists, _) = RunConfiguration(args);
-        return PotluckOptionsResolver.Resolve(configuration, [lists]);
-    }
-
-    /// <summary>The data directory from --data-dir, else POTLUCK_DATA_DIR, else the XDG default.</summary>
-    internal static string DataDirOf(ParsedArgs args) => args.Get("data-dir") is { } dir ? Path.GetFullPath(dir) : NodeConfiguration.DefaultDataDir();
-
-    private static async Task<int> RunNodeAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var level = ParseLogLevel(args, LogLevel.Information);
-        string dataDir;
-        ConfigurationManager configuration;
-        Func<PotluckOptions, PotluckOptions> lists;
-        try
-        {
-            (configuration, lists, dataDir) = RunConfiguration(args);
-        }
-        catch (NodeStartException e)
-        {
-            await stderr.WriteLineAsync($"potluck: {e.Message}");
-            return 1;
-        }
-
-        var builder = PotluckNode.CreateBuilder(configuration).Configure(lists);
-        builder.Logging.SetMinimumLevel(level);
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
-        });
-        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
-        builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
-        builder.Configure(o =>
-        {
-            var problems = PotluckOptionsValidator.ValidateForThisMachine(o);
-            return problems.Count == 0 ? o : throw new OptionsValidationException(nameof(PotluckOptions), typeof(PotluckOptions), problems);
-        });
-        await using var node = builder.Build();
-        var loggers = node.Services.GetRequiredService<ILoggerFactory>();
-        // The control socket first: if another node already serves this data directory, stop before touching the network.
-        await using var control = new ControlServer(dataDir, new ControlOptions(), node.Runtime.Time, loggers);
-        try
-        {
-            await control.StartAsync(CancellationToken.None);
-            await node.StartAsync(CancellationToken.None);
-        }
-        catch (Exception e) when (StartFailure(e) is { } message)
-        {
-            await stderr.WriteLineAsync($"potluck: {message}");
-            return 1;
-        }
-        NodeControl.Register(control, node);
-        using var printer = new NodePrinter(node, stdout, control.SocketPath);
-        await printer.PrintHeaderAsync();
-        var lifetime = node.Services.GetRequiredService<IHostApplicationLifetime>();
-        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using (lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
-        {
-            await stopping.Task;
-        }
-        await node.StopAsync(CancellationToken.None);
-        return 0;
-    }
-
     /// <summary>The message for a node that could not start, or null when the failure is a bug (which then surfaces).</summary>
-    internal static string? StartFailure(Exception e) => e switch
+    internal static string? StartFailure(Exception e) => Failure(e) ?? (e is ArgumentException ? e.Message : null);
+
+    /// <summary>The message for a failure of the environment (a file, a port, the network, a setting), or null for a bug.</summary>
+    internal static string? Failure(Exception e) => e switch
     {
         OptionsValidationException v => "the configuration is not valid:" + string.Concat(v.Failures.Select(f => Environment.NewLine + "  " + f)),
         NodeStartException s => s.Message,
@@ -332,125 +162,9 @@ public static class Commands
         SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } s =>
             $"{s.Message}. Another program (or another potluck node) has that port: pick another, e.g. --listen /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort + 1}",
         Scheduler.Credits.LedgerException l => $"the ledger cannot be opened: {l.Message}",
-        IOException or SocketException or ArgumentException or UnauthorizedAccessException => e.Message,
+        ControlException or IOException or SocketException or UnauthorizedAccessException or InvalidDataException => e.Message,
         _ => null,
     };
-
-    private static async Task<int> IdAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        try
-        {
-            var key = PrivateKey.LoadOrCreate(Path.Combine(DataDirOf(args), NodeConfiguration.IdentityFileName));
-            await stdout.WriteLineAsync(args.Has("cid") ? key.PeerId.ToCidString() : key.PeerId.ToString());
-            return 0;
-        }
-        catch (Exception e) when (e is NodeStartException or IOException or UnauthorizedAccessException or InvalidDataException)
-        {
-            await stderr.WriteLineAsync($"potluck id: {e.Message}");
-            return 1;
-        }
-    }
-
-    /// <summary>Starts a short-lived client node with a throwaway identity that listens nowhere.</summary>
-    private static async Task<PotluckNode> StartClientAsync(ParsedArgs args, ILoggerFactory loggers, CancellationToken ct)
-    {
-        var builder = PotluckNode.CreateBuilder();
-        builder.Services.AddSingleton(loggers);
-        if (LoadSwarmKey(args) is { } swarmKey)
-        {
-            builder.UseSwarmKey(swarmKey);
-        }
-        var node = builder.Build();
-        await node.StartAsync(ct);
-        return node;
-    }
-
-    private static async Task<int> PingAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var target = ParseAddress(args.Positionals[0], "address");
-        var count = args.GetInt("count", 4, 1, 10_000);
-        using var loggers = CreateLoggers(ParseLogLevel(args, LogLevel.Warning));
-        using var cts = ConsoleCancellation();
-        await using var node = await StartClientAsync(args, loggers, cts.Token);
-        try
-        {
-            var connection = await node.Host.ConnectAsync(target, cts.Token);
-            await stdout.WriteLineAsync($"PING {connection.RemotePeer} ({connection.RemoteAddress})");
-            var rtts = new List<TimeSpan>();
-            for (var i = 0; i < count; i++)
-            {
-                var rtt = (await node.Ping.PingAsync(connection.RemotePeer, 1, cts.Token))[0];
-                rtts.Add(rtt);
-                await stdout.WriteLineAsync($"pong from {connection.RemotePeer}: seq={i + 1} time={rtt.TotalMilliseconds:0.###} ms");
-            }
-            await stdout.WriteLineAsync($"{count} pings: min/avg/max = {rtts.Min().TotalMilliseconds:0.###}/{rtts.Average(r => r.TotalMilliseconds):0.###}/{rtts.Max().TotalMilliseconds:0.###} ms");
-            return 0;
-        }
-        catch (Exception e) when (e is DialException or IOException or Protocol.ProtocolViolationException or Protocol.ProtocolNotSupportedException or OperationCanceledException)
-        {
-            await stderr.WriteLineAsync($"potluck ping: {e.Message}");
-            return 1;
-        }
-    }
-
-    private static async Task<int> PerfAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var target = ParseAddress(args.Positionals[0], "address");
-        var upload = args.GetSize("upload", 64L << 20);
-        var download = args.GetSize("download", 64L << 20);
-        if (upload == 0 && download == 0)
-        {
-            throw new UsageException("--upload and --download are both 0: nothing to measure");
-        }
-        using var loggers = CreateLoggers(ParseLogLevel(args, LogLevel.Warning));
-        using var cts = ConsoleCancellation();
-        await using var node = await StartClientAsync(args, loggers, cts.Token);
-        try
-        {
-            var connection = await node.Host.ConnectAsync(target, cts.Token);
-            await stdout.WriteLineAsync($"PERF {connection.RemotePeer} ({connection.RemoteAddress})");
-            if (upload > 0)
-            {
-                var r = await node.Perf.RunAsync(connection.RemotePeer, upload, 0, cts.Token);
-                await stdout.WriteLineAsync($"upload:   {ByteSize.Format(upload)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({upload / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
-            }
-            if (download > 0)
-            {
-                var r = await node.Perf.RunAsync(connection.RemotePeer, 0, download, cts.Token);
-                await stdout.WriteLineAsync($"download: {ByteSize.Format(download)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({download / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
-            }
-            return 0;
-        }
-        catch (Exception e) when (e is DialException or IOException or Protocol.ProtocolViolationException or Protocol.ProtocolNotSupportedException or OperationCanceledException)
-        {
-            await stderr.WriteLineAsync($"potluck perf: {e.Message}");
-            return 1;
-        }
-    }
-
-    private static async Task<int> PeersAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var dataDir = DataDirOf(args);
-        using var cts = ConsoleCancellation();
-        try
-        {
-            await using var client = await ControlClient.ConnectAsync(dataDir, null, cts.Token);
-            var parameters = new System.Text.Json.Nodes.JsonObject { ["ping"] = !args.Has("no-ping") };
-            var result = await client.CallAsync(NodeControl.PeersMethod, parameters, ControlJson.Default.PeersResult, cts.Token);
-            await stdout.WriteAsync(FormatPeers(result));
-            return 0;
-        }
-        catch (NodeNotRunningException e)
-        {
-            await stderr.WriteLineAsync($"potluck peers: {e.Message}");
-            return 1;
-        }
-        catch (Exception e) when (e is ControlException or IOException or OperationCanceledException)
-        {
-            await stderr.WriteLineAsync($"potluck peers: {e.Message}");
-            return 1;
-        }
-    }
 
     /// <summary>The `potluck peers` table: peer id, direction, address, latency, agent, protocol count.</summary>
     public static string FormatPeers(PeersResult result)
@@ -486,30 +200,143 @@ public static class Commands
         return clean.Length <= 40 ? clean : clean[..39] + "…";
     }
 
-    private static async Task<int> SwarmKeyAsync(ParsedArgs args, TextWriter stdout)
+    /// <summary>`--help`: the overview for `potluck`, System.CommandLine's help (and any notes) for a command.</summary>
+    private sealed class PotluckHelpAction : SynchronousCommandLineAction
     {
-        if (args.Positionals[0] != "generate")
+        private readonly HelpAction _default = new();
+
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult result)
         {
-            throw new UsageException($"unknown swarm-key action '{args.Positionals[0]}': use 'potluck swarm-key generate > swarm.key'");
+            var command = result.CommandResult.Command;
+            var output = result.InvocationConfiguration.Output;
+            if (!command.Parents.Any())
+            {
+                output.Write(Usage.Root(command));
+                return 0;
+            }
+            _default.Invoke(result);
+            if (command is PotluckCommand { HelpNotes: { } notes })
+            {
+                output.WriteLine(notes);
+            }
+            return 0;
         }
-        await stdout.WriteAsync(SwarmKey.Generate().ToFileText());
-        return 0;
     }
 
-    private static CancellationTokenSource ConsoleCancellation()
+    private sealed class VersionAction : SynchronousCommandLineAction
     {
-        var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult result)
         {
-            e.Cancel = true;
-            cts.Cancel();
-        };
-        return cts;
+            result.InvocationConfiguration.Output.WriteLine(Version);
+            return 0;
+        }
     }
 }
 
-/// <summary>`--help` on a command: print its help and exit 0.</summary>
-public sealed class HelpRequested : Exception
+/// <summary>`potluck id`: the node's peer id, creating its identity on first use.</summary>
+internal sealed class IdCommand : PotluckCommand
 {
-    public HelpRequested(string text) : base(text) { }
+    public IdCommand(CliContext context) : base("id", "Print this node's peer id (creating its identity key if there is none yet).", context)
+    {
+        Options.Add(DataDir);
+        Options.Add(Cid);
+    }
+
+    public Option<string> DataDir { get; } = Commands.DataDirOption();
+
+    public Option<bool> Cid { get; } = CliOptions.Flag("--cid", "print the peer id as a CIDv1 (bafz…) instead");
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
+        var key = PrivateKey.LoadOrCreate(Path.Combine(dataDir, NodeConfiguration.IdentityFileName));
+        await Out.WriteLineAsync(result.GetValue(Cid) ? key.PeerId.ToCidString() : key.PeerId.ToString());
+        return 0;
+    }
+}
+
+/// <summary>`potluck peers`: the running node's connections, over its control socket.</summary>
+internal sealed class PeersCommand : PotluckCommand
+{
+    public PeersCommand(CliContext context) : base("peers", "List the connected peers of the node running on this data directory.", context)
+    {
+        Options.Add(DataDir);
+        Options.Add(NoPing);
+    }
+
+    public Option<string> DataDir { get; } = Commands.DataDirOption("the data directory of the running node (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
+
+    public Option<bool> NoPing { get; } = CliOptions.Flag("--no-ping", "show the latency last measured instead of pinging each peer now");
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
+        await using var client = await ControlClient.ConnectAsync(dataDir, null, ct);
+        var parameters = new System.Text.Json.Nodes.JsonObject { ["ping"] = !result.GetValue(NoPing) };
+        var peers = await client.CallAsync(NodeControl.PeersMethod, parameters, ControlJson.Default.PeersResult, ct);
+        await Out.WriteAsync(Commands.FormatPeers(peers));
+        return 0;
+    }
+}
+
+/// <summary>`potluck swarm-key generate`: a new pre-shared key for a private cluster.</summary>
+internal sealed class SwarmKeyCommand : Command
+{
+    public SwarmKeyCommand(CliContext context) : base("swarm-key", "Make keys for private clusters (libp2p pnet).")
+    {
+        Subcommands.Add(new GenerateCommand(context));
+    }
+
+    private sealed class GenerateCommand(CliContext context)
+        : PotluckCommand("generate", "Print a new swarm.key: potluck swarm-key generate > swarm.key, then copy it to every machine of the cluster.", context)
+    {
+        protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+        {
+            await Out.WriteAsync(SwarmKey.Generate().ToFileText());
+            return 0;
+        }
+    }
+}
+
+/// <summary>`potluck help [command]`: the same as `potluck [command] --help`.</summary>
+internal sealed class HelpCommand : PotluckCommand
+{
+    public HelpCommand(CliContext context) : base("help", "Show the overview, or a command's options (the same as potluck <command> --help).", context)
+    {
+        Arguments.Add(Topic);
+    }
+
+    public Argument<string[]> Topic { get; } = new("command")
+    {
+        Description = "the command to explain",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
+    protected override Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var root = result.RootCommandResult.Command;
+        var path = result.GetValue(Topic) ?? [];
+        var command = root;
+        foreach (var name in path)
+        {
+            command = command.Subcommands.FirstOrDefault(c => c.Name == name)
+                ?? throw new UsageException($"unknown command '{name}'.{CommandLine.Suggest(name, command.Subcommands.Select(c => c.Name))} " +
+                    $"Commands: {string.Join(", ", command.Subcommands.Select(c => c.Name))}.");
+        }
+        return root.Parse([.. path, "--help"]).InvokeAsync(result.InvocationConfiguration, ct);
+    }
+}
+
+/// <summary>`potluck version`: the same as `potluck --version`.</summary>
+internal sealed class VersionCommand(CliContext context) : PotluckCommand("version", "Print the version (the same as potluck --version).", context)
+{
+    protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        await Out.WriteLineAsync(Commands.Version);
+        return 0;
+    }
 }

@@ -1,9 +1,13 @@
+using System.CommandLine;
 using System.Globalization;
+using System.Text;
 using Microsoft.Extensions.Logging;
 using Potluck.Node.Hosting;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Requesting;
 
 namespace Potluck.Node.Cli;
@@ -11,237 +15,284 @@ namespace Potluck.Node.Cli;
 /// <summary>`potluck submit` and `potluck ledger`.</summary>
 internal static class ComputeCommands
 {
-    public static readonly OptionSpec[] SubmitOptions =
-    [
-        new("input", "file|-", "the task's stdin: a file, or - for this process's stdin (default: empty)"),
-        new("arg", "text", "an argument for the task (argv[1..]), repeatable; or put them after --", Repeatable: true),
-        new("fuel", "n", "fuel budget (default 1000000000)"),
-        new("max-price", "credits", "most credits paid per million fuel (default 100)"),
-        new("verify-rate", "r", "share of results re-run to check them, 0 < r <= 1 (default: adaptive per provider)"),
-        new("replicas", "k", "run on k providers at once and compare (default 1)"),
-        new("bootstrap", "multiaddr", "peer to join through (…/p2p/<peer id>), repeatable", Repeatable: true),
-        new("no-mdns", null, "do not look for providers on the local network by mDNS"),
-        new("wait", "seconds", "how long to wait for providers to be found (default 30)"),
-        new("data-dir", "path", "the requester's identity and ledger (default <default data dir>/requester)"),
-        new("swarm-key", "file", "join the private network of this swarm.key"),
-        new("log-level", "level", "trace, debug, information, warning, error (default warning)"),
-        new("help", null, "show this help"),
-    ];
-
-    public static readonly OptionSpec[] LedgerOptions =
-    [
-        new("data-dir", "path", "the node whose ledger to show (default $POTLUCK_DATA_DIR or ~/.local/share/potluck)"),
-        new("count", "n", "recent entries to list (default 20)"),
-        new("help", null, "show this help"),
-    ];
-
-    public static string DefaultRequesterDir() => Path.Combine(NodeConfiguration.DefaultDataDir(), "requester");
-
-    public static async Task<int> SubmitAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var modulePath = args.Positionals[0];
-        if (!File.Exists(modulePath))
-        {
-            throw new UsageException($"no module at '{modulePath}': give the path of a .wasm file (wasm32-wasi command module)");
-        }
-        var module = await File.ReadAllBytesAsync(modulePath);
-        if (module.Length < 8 || module[0] != 0 || module[1] != (byte)'a' || module[2] != (byte)'s' || module[3] != (byte)'m')
-        {
-            throw new UsageException($"'{modulePath}' is not a WebAssembly binary (it does not start with \\0asm); build it with clang --target=wasm32-wasi");
-        }
-        byte[] input = [];
-        if (args.Get("input") is { } inputPath)
-        {
-            if (inputPath == "-")
-            {
-                using var ms = new MemoryStream();
-                await Console.OpenStandardInput().CopyToAsync(ms);
-                input = ms.ToArray();
-            }
-            else if (!File.Exists(inputPath))
-            {
-                throw new UsageException($"--input: no file at '{inputPath}' (use - to read stdin)");
-            }
-            else
-            {
-                input = await File.ReadAllBytesAsync(inputPath);
-            }
-        }
-        var taskArgs = args.GetAll("arg").Concat(args.Positionals.Skip(1)).ToArray();
-        var fuel = GetLong(args, "fuel", 1_000_000_000, 1, long.MaxValue);
-        var maxPrice = GetLong(args, "max-price", 100, 0, 1_000_000_000);
-        double? verifyRate = null;
-        if (args.Get("verify-rate") is { } rateText)
-        {
-            verifyRate = double.TryParse(rateText, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) && r > 0 && r <= 1
-                ? r
-                : throw new UsageException($"--verify-rate '{rateText}' must be a number above 0 and at most 1 (never 0: every result keeps some chance of a check)");
-        }
-        var replicas = args.GetInt("replicas", 1, 1, 16);
-        var wait = TimeSpan.FromSeconds(args.GetInt("wait", 30, 1, 3600));
-        var bootstrap = args.GetAll("bootstrap").Select(a => Multiaddr.TryParse(a, out var m, out var error) ? m : throw new UsageException($"--bootstrap '{a}' is not a multiaddr: {error}")).ToArray();
-        foreach (var b in bootstrap.Where(b => b.PeerId is null))
-        {
-            throw new UsageException($"--bootstrap '{b}' must end in /p2p/<peer id> (copy a full address from the provider's `potluck run` output)");
-        }
-        var swarmKey = Commands.LoadSwarmKey(args.Get("swarm-key"));
-        var level = Commands.ParseLogLevel(args, LogLevel.Warning);
-        string dataDir;
-        try
-        {
-            dataDir = args.Get("data-dir") is { } given ? Path.GetFullPath(given) : DefaultRequesterDir();
-        }
-        catch (NodeStartException e)
-        {
-            await stderr.WriteLineAsync($"potluck submit: {e.Message}");
-            return 1;
-        }
-        using var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
-        {
-            e.Cancel = true;
-            cts.Cancel();
-        };
-        // The short-lived requester: its own identity and ledger, listening nowhere, with compute on and providing off.
-        var builder = PotluckNode.CreateBuilder();
-        builder.Logging.SetMinimumLevel(level);
-        builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
-        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Configure(o => o with
-        {
-            DataDir = dataDir,
-            Bootstrap = bootstrap,
-            Discovery = o.Discovery with { Mdns = !args.Has("no-mdns") },
-            Compute = o.Compute with { Enabled = true, Provide = false },
-        });
-        if (swarmKey is not null)
-        {
-            builder.UseSwarmKey(swarmKey);
-        }
-        await using var node = builder.Build();
-        try
-        {
-            await node.StartAsync(cts.Token);
-        }
-        catch (Exception e) when (Commands.StartFailure(e) is { } message)
-        {
-            await stderr.WriteLineAsync($"potluck submit: {message}");
-            return 1;
-        }
-        var compute = node.Compute!;
-        try
-        {
-            using (var waiting = CancellationTokenSource.CreateLinkedTokenSource(cts.Token))
-            {
-                waiting.CancelAfter(wait);
-                try
-                {
-                    await compute.Client.WaitForProvidersAsync(replicas, waiting.Token);
-                }
-                catch (OperationCanceledException) when (!cts.IsCancellationRequested)
-                {
-                    if (compute.Client.Providers().Count == 0)
-                    {
-                        await stderr.WriteLineAsync($"potluck submit: no provider found within {wait.TotalSeconds:0} s. " +
-                            (bootstrap.Length == 0 ? "Give one with --bootstrap <address of a `potluck run` node>." : "Are the --bootstrap nodes running `potluck run`?"));
-                        return 1;
-                    }
-                }
-            }
-            var result = await compute.SubmitAsync(new TaskSubmission
-            {
-                Module = module,
-                Input = input,
-                Args = taskArgs,
-                Fuel = fuel,
-                MaxPricePerMegaFuel = maxPrice,
-                VerifyRate = verifyRate,
-                Replicas = replicas,
-            }, cts.Token);
-            await using (var output = Console.OpenStandardOutput())
-            {
-                if (ReferenceEquals(stdout, Console.Out))
-                {
-                    await output.WriteAsync(result.Output, cts.Token);
-                    await output.FlushAsync(cts.Token);
-                }
-                else
-                {
-                    await stdout.WriteAsync(System.Text.Encoding.UTF8.GetString(result.Output.Span));
-                }
-            }
-            await stderr.WriteLineAsync(
-                $"potluck submit: {result.Status.ToString().ToLowerInvariant()} on {result.Provider}, fuel {result.Fuel:N0}, cost {FormatCredits(result.Cost)} credits, " +
-                $"{(result.Verified ? "verified" : "not re-checked")}, {result.Attempts} attempt{(result.Attempts == 1 ? "" : "s")}");
-            foreach (var attempt in result.History.Where(a => a.Outcome != Scheduler.Leasing.LeaseOutcomeKind.Completed || a.Detail.Length > 0))
-            {
-                await stderr.WriteLineAsync($"  attempt on {attempt.Provider}: {attempt.Outcome} {attempt.Detail}".TrimEnd());
-            }
-            if (!result.Succeeded)
-            {
-                await stderr.WriteLineAsync($"potluck submit: the task did not succeed: {result.Error}");
-                return 1;
-            }
-            return 0;
-        }
-        catch (SubmissionException e)
-        {
-            await stderr.WriteLineAsync($"potluck submit: {e.Message}");
-            return 1;
-        }
-        catch (OperationCanceledException) when (cts.IsCancellationRequested)
-        {
-            await stderr.WriteLineAsync("potluck submit: cancelled");
-            return 1;
-        }
-    }
-
-    public static async Task<int> LedgerAsync(ParsedArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var dataDir = Commands.DataDirOf(args);
-        var count = args.GetInt("count", 20, 1, 10_000);
-        var keyPath = Path.Combine(dataDir, "identity.key");
-        if (!File.Exists(keyPath) || !File.Exists(Path.Combine(dataDir, "ledger.db")))
-        {
-            await stderr.WriteLineAsync($"potluck ledger: no ledger in '{dataDir}' yet; a node creates one when it first runs (potluck run, or potluck submit for {DefaultRequesterDir()})");
-            return 1;
-        }
-        try
-        {
-            var key = PrivateKey.LoadOrCreate(keyPath);
-            using var ledger = CreditLedger.Open(dataDir, key.PeerId, new CreditsOptions(), TimeProvider.System);
-            await stdout.WriteLineAsync($"Node:      {key.PeerId}");
-            await stdout.WriteLineAsync($"Balance:   {FormatCredits(ledger.Balance())} credits");
-            await stdout.WriteLineAsync($"Available: {FormatCredits(ledger.Available())} credits (balance less payments reserved for running leases)");
-            var recent = ledger.Recent(count);
-            await stdout.WriteLineAsync();
-            await stdout.WriteLineAsync($"{"#",-6} {"when (UTC)",-20} {"kind",-7} {"amount",16}  counterparty");
-            foreach (var e in recent)
-            {
-                await stdout.WriteLineAsync($"{e.Sequence,-6} {e.RecordedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {e.Kind,-7} {FormatCredits(e.SignedAmount),16}  {(e.Kind == LedgerEntryKind.Grant ? "(initial grant)" : e.Counterparty.ToString())}");
-            }
-            return 0;
-        }
-        catch (LedgerException e)
-        {
-            await stderr.WriteLineAsync($"potluck ledger: {e.Message}");
-            return 1;
-        }
-    }
-
     /// <summary>Micro-credits as credits with six decimals.</summary>
     public static string FormatCredits(long micro) =>
         (micro / 1_000_000m).ToString("0.000000", CultureInfo.InvariantCulture);
 
-    private static long GetLong(ParsedArgs args, string name, long fallback, long min, long max)
+    /// <summary>`potluck submit`: a short-lived requester that runs one task on another node and prints its output.</summary>
+    internal sealed class SubmitCommand : PotluckCommand
     {
-        var text = args.Get(name);
-        if (text is null)
+        public SubmitCommand(CliContext context)
+            : base("submit", "Run a WebAssembly task on another node: its output goes to stdout, a summary to stderr.", context)
         {
-            return fallback;
+            Arguments.Add(Module);
+            Arguments.Add(TaskArgs);
+            Options.Add(Input);
+            Options.Add(Arg);
+            Options.Add(Fuel);
+            Options.Add(MaxPrice);
+            Options.Add(VerifyRate);
+            Options.Add(Replicas);
+            Options.Add(Bootstrap);
+            Options.Add(NoMdns);
+            Options.Add(Wait);
+            Options.Add(SwarmKey);
+            Options.Add(DataDir);
+            Options.Add(LogLevel);
         }
-        return long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= min && n <= max
-            ? n
-            : throw new UsageException($"--{name} '{text}' must be a whole number from {min} to {max}");
+
+        public Argument<string> Module { get; } = new("module.wasm")
+        {
+            Description = "the module to run: a wasm32-wasi command module, e.g. samples/hashchain/hashchain.wasm",
+        };
+
+        public Argument<string[]> TaskArgs { get; } = new("arg")
+        {
+            Description = "the task's arguments (argv[1..]), after the module; put them after -- when one starts with -",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+
+        public Option<string> Input { get; } = CliOptions.Text("--input", "file|-", "the task's stdin: a file, or - for this process's stdin (default: empty)");
+
+        public Option<string[]> Arg { get; } = CliOptions.Texts("--arg", "text", "an argument for the task, repeatable; added before those after the module");
+
+        public Option<long?> Fuel { get; } = CliOptions.Long("--fuel", "n", "fuel budget (default 1000000000)", 1, long.MaxValue);
+
+        public Option<long?> MaxPrice { get; } = CliOptions.Long("--max-price", "credits", "most credits paid per million fuel (default 100)", 0, 1_000_000_000);
+
+        public Option<double?> VerifyRate { get; } = new("--verify-rate")
+        {
+            Description = "share of results re-run to check them, 0 < r <= 1 (default: adaptive per provider, down to 5 %)",
+            HelpName = "r",
+            CustomParser = r =>
+            {
+                var text = r.Tokens[^1].Value;
+                if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var rate) && rate > 0 && rate <= 1)
+                {
+                    return rate;
+                }
+                r.AddError($"--verify-rate '{text}' must be a number above 0 and at most 1 (never 0: every result keeps some chance of a check)");
+                return null;
+            },
+        };
+
+        public Option<int?> Replicas { get; } = CliOptions.Int("--replicas", "k", "run on k providers at once and compare their results (default 1)", 1, 16);
+
+        public Option<Multiaddr[]> Bootstrap { get; } = CliOptions.Addresses("--bootstrap",
+            "a node to join through, …/p2p/<peer id>, repeatable (e.g. a provider's address)", needPeerId: true);
+
+        public Option<bool> NoMdns { get; } = CliOptions.Flag("--no-mdns", "do not look for providers on the local network by mDNS");
+
+        public Option<int?> Wait { get; } = CliOptions.Int("--wait", "seconds", "how long to wait for providers to be found (default 30)", 1, 3600);
+
+        public Option<string> SwarmKey { get; } = Commands.SwarmKeyOption("join only the private network of this swarm.key");
+
+        public Option<string> DataDir { get; } = Commands.DataDirOption("the requester's identity and ledger (default <default data dir>/requester)");
+
+        public Option<LogLevel?> LogLevel { get; } = CliOptions.LogLevel(Microsoft.Extensions.Logging.LogLevel.Warning);
+
+        protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+        {
+            var module = await ReadModuleAsync(result.GetValue(Module)!, ct);
+            var input = await ReadInputAsync(result.GetValue(Input), ct);
+            var taskArgs = (result.GetValue(Arg) ?? []).Concat(result.GetValue(TaskArgs) ?? []).ToArray();
+            if (taskArgs.Length > TaskPayload.MaxArgs || taskArgs.Sum(a => Encoding.UTF8.GetByteCount(a)) > TaskPayload.MaxArgBytes)
+            {
+                throw new UsageException($"too many task arguments: at most {TaskPayload.MaxArgs}, of {TaskPayload.MaxArgBytes / 1024} KiB together");
+            }
+            var replicas = result.GetValue(Replicas) ?? 1;
+            var wait = TimeSpan.FromSeconds(result.GetValue(Wait) ?? 30);
+            var bootstrap = result.GetValue(Bootstrap) ?? [];
+            var swarmKey = Commands.LoadSwarmKey(result.GetValue(SwarmKey));
+            var dataDir = result.GetValue(DataDir) ?? Path.Combine(Context.DefaultDataDir(), "requester");
+
+            // The short-lived requester: its own identity and ledger, listening nowhere, with compute on and providing off.
+            var builder = PotluckNode.CreateBuilder();
+            builder.Logging.SetMinimumLevel(result.GetValue(LogLevel) ?? Microsoft.Extensions.Logging.LogLevel.Warning);
+            builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace);
+            builder.Configure(o => o with
+            {
+                DataDir = dataDir,
+                Bootstrap = bootstrap,
+                Discovery = o.Discovery with { Mdns = !result.GetValue(NoMdns) },
+                Compute = o.Compute with { Enabled = true, Provide = false },
+            });
+            if (swarmKey is not null)
+            {
+                builder.UseSwarmKey(swarmKey);
+            }
+            await using var node = builder.Build();
+            try
+            {
+                await node.StartAsync(ct);
+            }
+            catch (Exception e) when (Commands.StartFailure(e) is { } message)
+            {
+                await Error.WriteLineAsync($"potluck submit: {message}");
+                return 1;
+            }
+            var compute = node.Compute!;
+            try
+            {
+                using (var waiting = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                {
+                    waiting.CancelAfter(wait);
+                    try
+                    {
+                        await compute.Client.WaitForProvidersAsync(replicas, waiting.Token);
+                    }
+                    catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                    {
+                        if (compute.Client.Providers().Count == 0)
+                        {
+                            await Error.WriteLineAsync($"potluck submit: no provider found within {wait.TotalSeconds:0} s. " +
+                                (bootstrap.Length == 0 ? "Give one with --bootstrap <address of a `potluck run` node>." : "Are the --bootstrap nodes running `potluck run`?"));
+                            return 1;
+                        }
+                    }
+                }
+                var submission = await compute.SubmitAsync(new TaskSubmission
+                {
+                    Module = module,
+                    Input = input,
+                    Args = taskArgs,
+                    Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
+                    MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
+                    VerifyRate = result.GetValue(VerifyRate),
+                    Replicas = replicas,
+                }, ct);
+                await WriteOutputAsync(submission.Output, ct);
+                await Error.WriteLineAsync(
+                    $"potluck submit: {submission.Status.ToString().ToLowerInvariant()} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
+                    $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
+                foreach (var attempt in submission.History.Where(a => a.Outcome != LeaseOutcomeKind.Completed || a.Detail.Length > 0))
+                {
+                    await Error.WriteLineAsync($"  attempt on {attempt.Provider}: {attempt.Outcome} {attempt.Detail}".TrimEnd());
+                }
+                if (!submission.Succeeded)
+                {
+                    await Error.WriteLineAsync($"potluck submit: the task did not succeed: {submission.Error}");
+                    return 1;
+                }
+                return 0;
+            }
+            catch (SubmissionException e)
+            {
+                await Error.WriteLineAsync($"potluck submit: {e.Message}");
+                return 1;
+            }
+        }
+
+        private static async Task<byte[]> ReadModuleAsync(string path, CancellationToken ct)
+        {
+            if (!File.Exists(path))
+            {
+                throw new UsageException(Directory.Exists(path)
+                    ? $"'{path}' is a directory: give the path of a .wasm file (wasm32-wasi command module)"
+                    : $"no module at '{path}': give the path of a .wasm file (wasm32-wasi command module)");
+            }
+            var limit = new LeaseOptions().MaxModuleBytes;
+            var length = new FileInfo(path).Length;
+            if (length > limit)
+            {
+                throw new UsageException($"'{path}' is {ByteSize.Format(length)}; a module may be at most {ByteSize.Format(limit)}");
+            }
+            var module = await File.ReadAllBytesAsync(path, ct);
+            if (module.Length < 8 || module[0] != 0 || module[1] != (byte)'a' || module[2] != (byte)'s' || module[3] != (byte)'m')
+            {
+                throw new UsageException($"'{path}' is not a WebAssembly binary (it does not start with \\0asm); build it with clang --target=wasm32-wasi");
+            }
+            return module;
+        }
+
+        private static async Task<byte[]> ReadInputAsync(string? path, CancellationToken ct)
+        {
+            var limit = new LeaseOptions().MaxInputBytes;
+            if (path is null)
+            {
+                return [];
+            }
+            if (path == "-")
+            {
+                using var buffer = new MemoryStream();
+                await using var stdin = Console.OpenStandardInput();
+                var chunk = new byte[81920];
+                int read;
+                while ((read = await stdin.ReadAsync(chunk, ct)) > 0)
+                {
+                    if (buffer.Length + read > limit)
+                    {
+                        throw new UsageException($"--input -: stdin is over {ByteSize.Format(limit)}, the most a task may be given");
+                    }
+                    buffer.Write(chunk, 0, read);
+                }
+                return buffer.ToArray();
+            }
+            if (!File.Exists(path))
+            {
+                throw new UsageException($"--input: no file at '{path}' (use - to read stdin)");
+            }
+            var length = new FileInfo(path).Length;
+            return length > limit
+                ? throw new UsageException($"--input: '{path}' is {ByteSize.Format(length)}; a task may be given at most {ByteSize.Format(limit)}")
+                : await File.ReadAllBytesAsync(path, ct);
+        }
+
+        /// <summary>The task's output as it is, bytes and all, when writing to the process's own stdout.</summary>
+        private async Task WriteOutputAsync(ReadOnlyMemory<byte> output, CancellationToken ct)
+        {
+            if (ReferenceEquals(Out, Console.Out))
+            {
+                await Console.Out.FlushAsync(ct);
+                await using var stdout = Console.OpenStandardOutput();
+                await stdout.WriteAsync(output, ct);
+                await stdout.FlushAsync(ct);
+            }
+            else
+            {
+                await Out.WriteAsync(Encoding.UTF8.GetString(output.Span));
+            }
+        }
+    }
+
+    /// <summary>`potluck ledger`: a node's balance and recent entries.</summary>
+    internal sealed class LedgerCommand : PotluckCommand
+    {
+        public LedgerCommand(CliContext context) : base("ledger", "Show a node's credit balance and recent ledger entries.", context)
+        {
+            Options.Add(DataDir);
+            Options.Add(Count);
+        }
+
+        public Option<string> DataDir { get; } = Commands.DataDirOption("the node whose ledger to show (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
+
+        public Option<int?> Count { get; } = CliOptions.Int("--count", "n", "recent entries to list (default 20)", 1, 10_000);
+
+        protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+        {
+            var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
+            var count = result.GetValue(Count) ?? 20;
+            var keyPath = Path.Combine(dataDir, NodeConfiguration.IdentityFileName);
+            if (!File.Exists(keyPath) || !File.Exists(Path.Combine(dataDir, CreditLedger.FileName)))
+            {
+                await Error.WriteLineAsync($"potluck ledger: no ledger in '{dataDir}' yet; a node creates one when it first runs " +
+                    "(potluck run; potluck submit keeps its own in <data dir>/requester)");
+                return 1;
+            }
+            var key = PrivateKey.LoadOrCreate(keyPath);
+            using var ledger = CreditLedger.Open(dataDir, key.PeerId, new CreditsOptions(), TimeProvider.System);
+            await Out.WriteLineAsync($"Node:      {key.PeerId}");
+            await Out.WriteLineAsync($"Balance:   {FormatCredits(ledger.Balance())} credits");
+            await Out.WriteLineAsync($"Available: {FormatCredits(ledger.Available())} credits (balance less payments reserved for running leases)");
+            var recent = ledger.Recent(count);
+            await Out.WriteLineAsync();
+            await Out.WriteLineAsync($"{"#",-6} {"when (UTC)",-20} {"kind",-7} {"amount",16}  counterparty");
+            foreach (var e in recent)
+            {
+                await Out.WriteLineAsync($"{e.Sequence,-6} {e.RecordedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {e.Kind,-7} {FormatCredits(e.SignedAmount),16}  {(e.Kind == LedgerEntryKind.Grant ? "(initial grant)" : e.Counterparty.ToString())}");
+            }
+            return 0;
+        }
     }
 }

@@ -107,14 +107,13 @@ public class CommandLineTests
         }
     }
 
-    private static ParsedArgs RunArgs(params string[] args) => CommandLine.Parse("run", args, RunOptionSpecs(), 0, 0, "no arguments");
-
-    private static OptionSpec[] RunOptionSpecs() =>
-    [
-        new("listen", "multiaddr", "", Repeatable: true), new("bootstrap", "multiaddr", "", Repeatable: true),
-        new("no-mdns", null, ""), new("config", "file", ""), new("data-dir", "path", ""), new("swarm-key", "file", ""),
-        new("cores", "n", ""), new("price", "credits", ""), new("no-provide", null, ""),
-    ];
+    /// <summary>`potluck run` with these flags, parsed (and checked to parse).</summary>
+    private static System.CommandLine.ParseResult RunArgs(params string[] args)
+    {
+        var result = Commands.Parse(["run", .. args]);
+        Assert.That(result.Errors.Select(e => e.Message), Is.Empty);
+        return result;
+    }
 
     /// <summary>A fresh data directory for one test, removed afterwards.</summary>
     private sealed class DataDir : IDisposable
@@ -130,7 +129,7 @@ public class CommandLineTests
     public void Run_Defaults_ListenOn4100_MdnsOn_ComputeOnAndProviding_NoBootstrap()
     {
         using var dir = new DataDir();
-        var options = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+        var options = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
 
         Assert.That(options.Discovery.Mdns, Is.True);
         Assert.That(options.Bootstrap, Is.Empty);
@@ -145,7 +144,7 @@ public class CommandLineTests
         using var dir = new DataDir();
         const string a = "/ip4/127.0.0.1/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
         const string b = "/ip4/127.0.0.1/tcp/4101/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
-        var options = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--bootstrap", a, "--bootstrap", b, "--no-mdns"));
+        var options = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--bootstrap", a, "--bootstrap", b, "--no-mdns"));
         Assert.That(options.Bootstrap.Select(x => x.ToString()), Is.EqualTo(new[] { a, b }));
         Assert.That(options.Discovery.Mdns, Is.False);
     }
@@ -179,7 +178,7 @@ public class CommandLineTests
               "compute": { "provider": { "cores": 1, "pricePerMegaFuel": 7, "memoryBytes": 123456789 } },
             }
             """);
-        var fromFile = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+        var fromFile = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
         Assert.That(fromFile.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/0" }));
         Assert.That(fromFile.Bootstrap, Has.Count.EqualTo(1));
         Assert.That(fromFile.Discovery.Mdns, Is.False);
@@ -190,11 +189,11 @@ public class CommandLineTests
         Environment.SetEnvironmentVariable("POTLUCK__COMPUTE__PROVIDER__MEMORYBYTES", "987654321");
         try
         {
-            var fromEnvironment = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
+            var fromEnvironment = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path));
             Assert.That(fromEnvironment.Compute.Provider.PricePerMegaFuel, Is.EqualTo(8), "the environment overrides the file");
             Assert.That(fromEnvironment.Compute.Provider.MemoryBytes, Is.EqualTo(987654321));
 
-            var withFlags = Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--price", "9", "--listen", "/ip4/127.0.0.1/tcp/5000",
+            var withFlags = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--price", "9", "--listen", "/ip4/127.0.0.1/tcp/5000",
                 "--bootstrap", "/ip4/10.0.0.2/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"));
             Assert.That(withFlags.Compute.Provider.PricePerMegaFuel, Is.EqualTo(9), "flags override the environment");
             Assert.That(withFlags.Compute.Provider.MemoryBytes, Is.EqualTo(987654321), "what no flag sets stays");
@@ -221,7 +220,7 @@ public class CommandLineTests
         using var dir = new DataDir();
         dir.WriteConfig(json);
 
-        var e = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
+        var e = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
 
         Assert.That(e.Failures, Has.Some.Contains(expected));
     }
@@ -232,7 +231,7 @@ public class CommandLineTests
     {
         using var dir = new DataDir();
         dir.WriteConfig(text);
-        var e = Assert.Throws<NodeStartException>(() => Commands.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
+        var e = Assert.Throws<NodeStartException>(() => RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path)))!;
         Assert.That(e.Message, Does.Contain(NodeConfiguration.FileName).And.Contain(expected));
     }
 
@@ -357,5 +356,157 @@ public class CommandLineTests
         var (code, _, err) = await Run("ledger", "--data-dir", Path.Combine(Path.GetTempPath(), "potluck-none-" + Guid.NewGuid().ToString("N")));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err, Does.Contain("no ledger in").And.Contain("potluck run"));
+    }
+
+    [Test]
+    public async Task UnknownCommand_SuggestsTheNearestOne()
+    {
+        var (code, _, err) = await Run("peer");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unknown command 'peer'. Did you mean 'peers'?"));
+    }
+
+    [Test]
+    public async Task OptionGivenTwice_SaysToGiveItOnce()
+    {
+        var (code, _, err) = await Run("id", "--data-dir", "/tmp/a", "--data-dir", "/tmp/b");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("--data-dir was given 2 times; give it once"));
+    }
+
+    [Test]
+    public async Task UsageError_EndsWithWhereToLook_AndNoStackTrace()
+    {
+        var (code, output, err) = await Run("ledger", "--count", "many");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(output, Is.Empty);
+        Assert.That(err, Does.Contain("--count 'many' must be a whole number from 1 to 10000").And.Contain("Run 'potluck ledger --help'"));
+        Assert.That(err, Does.Not.Contain("   at "));
+    }
+
+    [Test]
+    public async Task EveryBadValue_IsReported_NotJustTheFirst()
+    {
+        var (code, _, err) = await Run("run", "--cores", "0", "--price", "cheap", "--log-level", "loud");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("--cores '0' must be a whole number from 1 to 4096")
+            .And.Contain("--price 'cheap' must be a whole number")
+            .And.Contain("--log-level 'loud' is not a level"));
+    }
+
+    [Test]
+    public void Run_ListenIsRepeatable()
+    {
+        using var dir = new DataDir();
+        var options = RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip6/::1/tcp/0"));
+        Assert.That(options.Listen.Select(a => a.ToString()), Is.EqualTo(new[] { "/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0" }));
+    }
+
+    [Test]
+    public async Task Run_ListenTakesOneAddressEach()
+    {
+        var (code, _, err) = await Run("run", "--listen", "/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/1");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unexpected argument '/ip4/127.0.0.1/tcp/1' for 'potluck run'"));
+    }
+
+    [Test]
+    public void Run_EveryFlag_SetsTheSameSettingsAsTheFileDoes()
+    {
+        using var keyDir = new DataDir();
+        var swarmKey = System.IO.Path.Combine(keyDir.Path, "swarm.key");
+        File.WriteAllText(swarmKey, Potluck.Protocol.Pnet.SwarmKey.Generate().ToFileText());
+        const string peer = "/ip4/10.0.0.2/tcp/4100/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+
+        using var byFlags = new DataDir();
+        var fromFlags = RunCommand.ResolveRunOptions(RunArgs("--data-dir", byFlags.Path, "--listen", "/ip4/127.0.0.1/tcp/5000", "--bootstrap", peer,
+            "--no-mdns", "--no-provide", "--cores", "1", "--price", "7", "--swarm-key", swarmKey));
+
+        using var byFile = new DataDir();
+        byFile.WriteConfig($$"""
+            {
+              "listen": ["/ip4/127.0.0.1/tcp/5000"],
+              "bootstrap": ["{{peer}}"],
+              "discovery": { "mdns": false },
+              "compute": { "provide": false, "provider": { "cores": 1, "pricePerMegaFuel": 7 } },
+              "swarmKey": "{{swarmKey}}"
+            }
+            """);
+        var fromFile = RunCommand.ResolveRunOptions(RunArgs("--data-dir", byFile.Path));
+
+        Assert.That(fromFlags.Listen.Select(a => a.ToString()), Is.EqualTo(fromFile.Listen.Select(a => a.ToString())));
+        Assert.That(fromFlags.Bootstrap.Select(a => a.ToString()), Is.EqualTo(fromFile.Bootstrap.Select(a => a.ToString())));
+        Assert.That(fromFlags.Discovery, Is.EqualTo(fromFile.Discovery));
+        Assert.That((fromFlags.Compute.Provide, fromFlags.Compute.Provider), Is.EqualTo((fromFile.Compute.Provide, fromFile.Compute.Provider)));
+        Assert.That(fromFlags.SwarmKey, Is.EqualTo(fromFile.SwarmKey));
+        Assert.That(fromFlags.Discovery.Mdns || fromFlags.Compute.Provide, Is.False, "the flags did take effect");
+    }
+
+    [Test]
+    public void Run_ConfigFlag_ReadsThatFileInsteadOfTheDataDirs()
+    {
+        using var dir = new DataDir();
+        dir.WriteConfig("{\"compute\": {\"provider\": {\"pricePerMegaFuel\": 3}}}");
+        using var elsewhere = new DataDir();
+        var file = System.IO.Path.Combine(elsewhere.Path, "other.json");
+        File.WriteAllText(file, "{\"compute\": {\"provider\": {\"pricePerMegaFuel\": 4}}}");
+
+        Assert.That(RunCommand.ResolveRunOptions(RunArgs("--data-dir", dir.Path, "--config", file)).Compute.Provider.PricePerMegaFuel, Is.EqualTo(4));
+    }
+
+    [Test]
+    public void Submit_ArgumentsAfterDoubleDash_GoToTheTask_EvenWhenTheyLookLikeOptions()
+    {
+        var result = Commands.Parse("submit", "task.wasm", "--arg", "first", "--fuel", "5", "--", "--fuel", "-n", "3");
+        Assert.That(result.Errors.Select(e => e.Message), Is.Empty);
+        var submit = (ComputeCommands.SubmitCommand)result.CommandResult.Command;
+        Assert.That(result.GetValue(submit.Module), Is.EqualTo("task.wasm"));
+        Assert.That(result.GetValue(submit.Arg), Is.EqualTo(new[] { "first" }));
+        Assert.That(result.GetValue(submit.TaskArgs), Is.EqualTo(new[] { "--fuel", "-n", "3" }));
+        Assert.That(result.GetValue(submit.Fuel), Is.EqualTo(5));
+    }
+
+    [Test]
+    public async Task Submit_AnAtSign_IsAFileName_NotAResponseFile()
+    {
+        var (code, _, err) = await Run("submit", "@task.wasm");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("no module at '@task.wasm'"));
+    }
+
+    [TestCase("--upload", "0", "--download", "0", "nothing to measure")]
+    [TestCase("--upload", "1PiB", "--download", "1", "--upload '1PiB' is not a size")]
+    public async Task Perf_BadSizes_SayWhatIsWrong(string o1, string v1, string o2, string v2, string expected)
+    {
+        var (code, _, err) = await Run("perf", "/ip4/127.0.0.1/tcp/1", o1, v1, o2, v2);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain(expected));
+    }
+
+    [Test]
+    public async Task SwarmKey_UnknownAction_ListsTheActions()
+    {
+        var (code, _, err) = await Run("swarm-key", "make");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unknown command 'make' for 'potluck swarm-key'").And.Contain("generate"));
+        (code, _, err) = await Run("swarm-key");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("'potluck swarm-key' needs a command: 'potluck swarm-key generate'"));
+    }
+
+    [Test]
+    public async Task SwarmKeyGenerate_PrintsAKeyThatParses()
+    {
+        var (code, output, _) = await Run("swarm-key", "generate");
+        Assert.That(code, Is.EqualTo(0));
+        Assert.That(Potluck.Protocol.Pnet.SwarmKey.TryParse(output, out _, out var error), Is.True, error);
+    }
+
+    [Test]
+    public async Task Version_IsTheAgentVersion_ByFlagAndByCommand()
+    {
+        var expected = new Potluck.Protocol.Host.HostOptions().AgentVersion + Environment.NewLine;
+        Assert.That(await Run("--version"), Is.EqualTo((0, expected, "")));
+        Assert.That(await Run("version"), Is.EqualTo((0, expected, "")));
     }
 }
