@@ -121,10 +121,10 @@ internal sealed class PotluckProcess : IAsyncDisposable
         return (_process.ExitCode, output.ToString());
     }
 
-    /// <summary>Asks the node to stop as a service manager would (SIGTERM) and returns its exit code.</summary>
-    public async Task<int> StopAsync(CancellationToken ct)
+    /// <summary>Asks the process to stop as a service manager would (SIGTERM), or as Ctrl-C does ("INT"), and returns its exit code.</summary>
+    public async Task<int> StopAsync(CancellationToken ct, string signal = "TERM")
     {
-        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        using (var kill = Process.Start("kill", ["-" + signal, _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
         {
             await kill.WaitForExitAsync(ct);
         }

@@ -189,5 +189,46 @@ public class ProcessTests
         }
     }
 
+    [Test]
+    public async Task Run_CtrlC_StopsTheNodeCleanly(CancellationToken ct)
+    {
+        if (SignalIgnored(2))
+        {
+            Assert.Ignore("SIGINT is ignored by this test process (started in the background), so its children cannot receive it either");
+        }
+        await using var node = PotluckProcess.Start("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", _dataDir);
+        await StartedAsync(node, ct);
+        Assert.That(await node.StopAsync(ct, "INT"), Is.EqualTo(0), node.Transcript);
+        Assert.That(node.Stderr, Does.Not.Contain("Exception"));
+    }
+
+    [Test]
+    public async Task Ping_Terminated_WhileConnecting_SaysCancelled(CancellationToken ct)
+    {
+        // A listener that accepts and then says nothing: the ping is stuck in its handshake until it is told to stop.
+        using var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        var port = ((System.Net.IPEndPoint)silent.LocalEndpoint).Port;
+        await using var ping = PotluckProcess.Start("ping", $"/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp");
+        using var accepted = await silent.AcceptTcpClientAsync(ct);
+
+        var code = await ping.StopAsync(ct);
+
+        Assert.That(code, Is.EqualTo(1), ping.Transcript);
+        Assert.That(ping.Stderr, Does.Contain("potluck ping: cancelled"));
+    }
+
+    /// <summary>Whether this process ignores the signal (Linux: /proc/self/status); ignored signals stay ignored in children.</summary>
+    private static bool SignalIgnored(int signal)
+    {
+        const string status = "/proc/self/status";
+        if (!File.Exists(status))
+        {
+            return false;
+        }
+        var line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (signal - 1))) != 0;
+    }
+
     private static string RepoRoot() => Potluck.Tests.RepositoryRoot.FullPath;
 }
