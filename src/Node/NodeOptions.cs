@@ -5,6 +5,7 @@ using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Mdns;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
 
 namespace Potluck.Node;
@@ -45,6 +46,12 @@ public sealed record NodeOptions
 
     /// <summary>Randomness for gossip, the DHT and mDNS; null seeds one from the OS. Tests pass a seeded one.</summary>
     public Random? Random { get; init; }
+
+    /// <summary>
+    /// What every component runs on (clock, schedulers, randomness). Null builds one from <see cref="Time"/> and a seed
+    /// drawn from <see cref="Random"/> on the thread pool; a simulation under virtual time passes its driver's runtime.
+    /// </summary>
+    public NodeRuntime? Runtime { get; init; }
 
     public Libp2pHostSettings HostSettings { get; init; } = new();
 

@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Potluck.Node.Persistence;
 using Potluck.Protocol.Gossipsub;
@@ -11,6 +10,7 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Tcp;
 
 namespace Potluck.Node;
@@ -35,22 +35,21 @@ public sealed partial class PotluckNode : IAsyncDisposable
     private IReadOnlyList<PersistedPeer> _remembered = [];
     private int _disposed;
 
-    private PotluckNode(NodeOptions options, Libp2pHost host, PeerDatabase? database, Random random, ILoggerFactory loggers)
+    private PotluckNode(NodeOptions options, Libp2pHost host, PeerDatabase? database, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _options = options;
         _log = loggers.CreateLogger<PotluckNode>();
         _database = database;
         Host = host;
-        Identify = new IdentifyService(host, new IdentifyOptions(), loggers);
-        Ping = new PingService(host);
-        Perf = new PerfService(host, new PerfOptions());
-        Gossip = new GossipsubService(host, options.Gossip, loggers, new Random(random.Next()));
-        Dht = new KademliaService(host, WithMode(options.Kademlia, options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client),
-            loggers, new Random(random.Next()));
-        var mdnsRandom = new Random(random.Next());
+        Identify = new IdentifyService(host, new IdentifyOptions(), runtime, loggers);
+        Ping = new PingService(host, new PingOptions(), runtime, loggers);
+        Perf = new PerfService(host, new PerfOptions(), runtime, loggers);
+        Gossip = new GossipsubService(host, options.Gossip, runtime, loggers);
+        Dht = new KademliaService(host, options.Kademlia with { Mode = options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client },
+            runtime, loggers);
         if (options.EnableMdns)
         {
-            Mdns = new MdnsService(host, options.Mdns, loggers, options.Time, mdnsRandom);
+            Mdns = new MdnsService(host, options.Mdns, runtime, loggers);
             Mdns.PeerDiscovered += OnMdnsPeer;
         }
         if (options.Discovery.PingNewConnections)
@@ -106,24 +105,16 @@ public sealed partial class PotluckNode : IAsyncDisposable
     /// <summary>Creates and starts a node as <paramref name="options"/> say; discovery continues in the background (see <see cref="Joined"/>).</summary>
     public static async Task<PotluckNode> StartAsync(NodeOptions options, ILoggerFactory loggers, CancellationToken ct)
     {
-        var given = options.HostSettings;
-        var settings = new Libp2pHostSettings
-        {
-            Host = given.Host,
-            Noise = given.Noise,
-            Yamux = given.Yamux,
-            Multistream = given.Multistream,
-            SwarmKey = options.SwarmKey ?? given.SwarmKey,
-        };
-        var transports = options.Transports ?? [new TcpTransport(new TcpTransportOptions())];
-        var random = options.Random ?? new Random(RandomNumberGenerator.GetInt32(int.MaxValue));
-        var host = Libp2pHost.Create(options.Key, transports, settings, loggers, options.Time);
+        var settings = options.HostSettings with { SwarmKey = options.SwarmKey ?? options.HostSettings.SwarmKey };
+        var runtime = options.Runtime ?? NodeRuntime.WithTime(options.Time, options.Random?.NextInt64());
+        var transports = options.Transports ?? [new TcpTransport(new TcpTransportOptions(), runtime)];
+        var host = Libp2pHost.Create(options.Key, transports, settings, runtime, loggers);
         PeerDatabase? database = null;
         PotluckNode? node = null;
         try
         {
             database = options.DataDir is { } dir ? PeerDatabase.Open(dir) : null;
-            node = new PotluckNode(options, host, database, random, loggers);
+            node = new PotluckNode(options, host, database, runtime, loggers);
             if (database?.RecoveredFromCorruption == true)
             {
                 node.LogDatabaseRecovered(database.Path);
@@ -471,25 +462,6 @@ public sealed partial class PotluckNode : IAsyncDisposable
         await Host.DisposeAsync();
         _database?.Dispose();
         _stop.Dispose();
-    }
-
-    /// <summary>A copy of the DHT options with <paramref name="mode"/>, leaving the caller's instance untouched.</summary>
-    private static KademliaOptions WithMode(KademliaOptions source, KademliaMode mode)
-    {
-        if (source.Mode == mode)
-        {
-            return source;
-        }
-        var copy = new KademliaOptions();
-        foreach (var property in typeof(KademliaOptions).GetProperties())
-        {
-            if (property.CanRead && property.CanWrite && property.GetIndexParameters().Length == 0)
-            {
-                property.SetValue(copy, property.GetValue(source));
-            }
-        }
-        copy.Mode = mode;
-        return copy;
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "A discovery loop failed")]

@@ -29,7 +29,7 @@ public sealed class GossipsubInteropTests
     public async Task MixedRing_TwoPotluckTwoJs_EveryoneGetsEveryMessageExactlyOnce(CancellationToken ct)
     {
         // js's message ids (see MessageIds_DefaultDiffersFromJs…): a mixed mesh must agree on them.
-        static void JsIds(GossipsubOptions o) => o.MessageIdFunction = MessageIds.JsLibp2pCompatible;
+        static GossipsubOptions JsIds(GossipsubOptions o) => o with { MessageIdFunction = MessageIds.JsLibp2pCompatible };
         await using var p1 = await InteropPotluckPeer.StartAsync(1, gossip: true, dhtProtocol: null, configureGossip: JsIds);
         await using var p2 = await InteropPotluckPeer.StartAsync(2, gossip: true, dhtProtocol: null, configureGossip: JsIds);
         await using var j1 = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
@@ -229,7 +229,7 @@ public sealed class GossipsubInteropTests
     {
         await using var spec = await InteropPotluckPeer.StartAsync(6, gossip: true, dhtProtocol: null);
         await using var compat = await InteropPotluckPeer.StartAsync(7, gossip: true, dhtProtocol: null,
-            configureGossip: o => o.MessageIdFunction = MessageIds.JsLibp2pCompatible);
+            configureGossip: o => o with { MessageIdFunction = MessageIds.JsLibp2pCompatible });
         await using var j = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
         spec.Subscribe(Topic);
         compat.Subscribe(Topic);
@@ -268,7 +268,7 @@ public sealed class GossipsubInteropTests
     public async Task SpecMessageIds_JsAsksForItsOwnMessageAgain(CancellationToken ct)
     {
         await using var p = await InteropPotluckPeer.StartAsync(8, gossip: true, dhtProtocol: null,
-            configureGossip: o => { o.D = 1; o.DLow = 1; o.DHigh = 1; o.DOut = 0; o.DScore = 0; o.DLazy = 6; });
+            configureGossip: o => o with { D = 1, DLow = 1, DHigh = 1, DOut = 0, DScore = 0, DLazy = 6 });
         await using var j1 = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
         await using var j2 = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
         p.Subscribe(Topic);

@@ -43,10 +43,9 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
     }
 
     public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
-        Action<GossipsubOptions>? configureGossip = null)
+        Func<GossipsubOptions, GossipsubOptions>? configureGossip = null)
     {
-        var gossipOptions = new GossipsubOptions();
-        configureGossip?.Invoke(gossipOptions);
+        var gossipOptions = configureGossip?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
         var node = await PotluckNode.StartAsync(new NodeOptions
         {
             Key = key ?? PrivateKey.Generate(),

@@ -8,6 +8,7 @@ using Potluck.Node;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Tcp;
 
 namespace Potluck.Benchmarks;
@@ -138,17 +139,16 @@ public static class Program
     /// <summary>Fresh connections to one listener from 8 client identities, 8 dials in flight.</summary>
     private static async Task<double> PotluckHandshakesAsync(int count, CancellationToken ct)
     {
-        var settings = new Libp2pHostSettings();
-        settings.Host.MaxConnections = 10_000;
-        settings.Host.MaxPendingInbound = 1_000;
-        await using var server = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
+        var settings = new Libp2pHostSettings { Host = new HostOptions { MaxConnections = 10_000, MaxPendingInbound = 1_000 } };
+        var runtime = NodeRuntime.System;
+        await using var server = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions(), runtime)], settings, runtime, NullLoggerFactory.Instance);
         await server.StartAsync([Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], ct);
         var target = server.ListenAddresses[0].WithPeer(server.PeerId);
         const int parallel = 8;
         var clients = new List<Libp2pHost>();
         for (var i = 0; i < parallel; i++)
         {
-            var c = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions())], settings, NullLoggerFactory.Instance, TimeProvider.System);
+            var c = Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions(), runtime)], settings, runtime, NullLoggerFactory.Instance);
             clients.Add(c);
         }
         async Task Dial(Libp2pHost c, int n)

@@ -51,7 +51,7 @@ public static class Program
     {
         var wall = Stopwatch.StartNew();
         var latency = TimeSpan.FromMilliseconds(o.LatencyMs);
-        var sim = new GossipsubSimulation(o.Nodes, o.Degree, o.Seed, latency, (_, g) => g.FloodPublish = o.FloodPublish);
+        var sim = new GossipsubSimulation(o.Nodes, o.Degree, o.Seed, latency, (_, g) => g with { FloodPublish = o.FloodPublish });
         var heartbeat = sim.Options[0].HeartbeatInterval;
         for (var i = 0; i < o.Nodes; i++)
         {

@@ -80,7 +80,7 @@ public static class Commands
         }
         if (args[0] is "--version" or "version")
         {
-            await stdout.WriteLineAsync(new Protocol.Host.HostOptions().AgentVersion);
+            await stdout.WriteLineAsync(new Protocol.Identify.IdentifyOptions().AgentVersion);
             return 0;
         }
         var rest = args.Skip(1).ToArray();

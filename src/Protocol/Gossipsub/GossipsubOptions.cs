@@ -27,136 +27,139 @@ public enum ValidationResult
 /// Gossipsub parameters and limits. The overlay parameters are the spec's (gossipsub-v1.0.md, "Parameters");
 /// every count or size a remote peer controls has a limit here, with its default documented.
 /// </summary>
-public sealed class GossipsubOptions
+public sealed record GossipsubOptions
 {
     /// <summary>D: the desired number of mesh peers per topic. Default 6.</summary>
-    public int D { get; set; } = 6;
+    public int D { get; init; } = 6;
 
     /// <summary>D_lo: below this the heartbeat grafts up to D. Default 4.</summary>
-    public int DLow { get; set; } = 4;
+    public int DLow { get; init; } = 4;
 
     /// <summary>D_hi: above this the heartbeat prunes down to D. Default 12.</summary>
-    public int DHigh { get; set; } = 12;
+    public int DHigh { get; init; } = 12;
 
     /// <summary>D_score: mesh peers kept by score when pruning an oversubscribed mesh. Default 4.</summary>
-    public int DScore { get; set; } = 4;
+    public int DScore { get; init; } = 4;
 
     /// <summary>D_out: outbound connections the mesh keeps at least (must be below D_lo and at most D/2). Default 2.</summary>
-    public int DOut { get; set; } = 2;
+    public int DOut { get; init; } = 2;
 
     /// <summary>D_lazy: peers (at least) receiving IHAVE gossip per topic per heartbeat. Default 6.</summary>
-    public int DLazy { get; set; } = 6;
+    public int DLazy { get; init; } = 6;
 
     /// <summary>Share of non-mesh peers that receive gossip, when that is more than D_lazy. Default 0.25.</summary>
-    public double GossipFactor { get; set; } = 0.25;
+    public double GossipFactor { get; init; } = 0.25;
 
     /// <summary>Heartbeat period. Default 1 s.</summary>
-    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(1);
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Delay before the first heartbeat. Default 100 ms.</summary>
-    public TimeSpan HeartbeatInitialDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+    public TimeSpan HeartbeatInitialDelay { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>mcache_len: heartbeats of history kept for IWANT. Default 5.</summary>
-    public int HistoryLength { get; set; } = 5;
+    public int HistoryLength { get; init; } = 5;
 
     /// <summary>mcache_gossip: most recent heartbeats of history advertised in IHAVE. Default 3.</summary>
-    public int HistoryGossip { get; set; } = 3;
+    public int HistoryGossip { get; init; } = 3;
 
     /// <summary>How long a fanout topic is kept after our last publish to it. Default 60 s.</summary>
-    public TimeSpan FanoutTtl { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan FanoutTtl { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>How long a seen message id is remembered (the seen cache TTL). Default 120 s, as go-libp2p-pubsub.</summary>
-    public TimeSpan SeenTtl { get; set; } = TimeSpan.FromSeconds(120);
+    public TimeSpan SeenTtl { get; init; } = TimeSpan.FromSeconds(120);
 
     /// <summary>Publish our own messages to every subscribed peer above the publish threshold (v1.1). Default true.</summary>
-    public bool FloodPublish { get; set; } = true;
+    public bool FloodPublish { get; init; } = true;
 
     /// <summary>Deliver our own published messages to our own subscriptions (go does; js calls it emitSelf). Default false.</summary>
-    public bool DeliverOwnMessages { get; set; }
+    public bool DeliverOwnMessages { get; init; }
 
     /// <summary>Message signing. Default <see cref="SignaturePolicy.StrictSign"/>.</summary>
-    public SignaturePolicy SignaturePolicy { get; set; } = SignaturePolicy.StrictSign;
+    public SignaturePolicy SignaturePolicy { get; init; } = SignaturePolicy.StrictSign;
 
     /// <summary>
     /// The message id function. Default (null): <c>from</c> ‖ <c>seqno</c>, as go and js. With
     /// <see cref="SignaturePolicy.StrictNoSign"/> supply a content-based one.
     /// </summary>
-    public MessageIdFunction? MessageIdFunction { get; set; }
+    public MessageIdFunction? MessageIdFunction { get; init; }
 
     /// <summary>Backoff after a PRUNE before re-grafting (sent to v1.1 peers). Default 60 s.</summary>
-    public TimeSpan PruneBackoff { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan PruneBackoff { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Backoff sent in the PRUNEs of an unsubscribe. Default 10 s.</summary>
-    public TimeSpan UnsubscribeBackoff { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan UnsubscribeBackoff { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Honour a remote backoff of at most this (larger values are clamped). Default 1 h.</summary>
-    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromHours(1);
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>A GRAFT this soon after we pruned the peer earns an extra behaviour penalty. Default 10 s.</summary>
-    public TimeSpan GraftFloodThreshold { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan GraftFloodThreshold { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Send peer exchange (PX) in our PRUNEs to v1.1 peers. Default true.</summary>
-    public bool PeerExchange { get; set; } = true;
+    public bool PeerExchange { get; init; } = true;
 
     /// <summary>Peers offered in one PRUNE, and peers taken from a received one. Default 16.</summary>
-    public int PrunePeers { get; set; } = 16;
+    public int PrunePeers { get; init; } = 16;
 
     /// <summary>Heartbeats between opportunistic graft rounds. Default 60.</summary>
-    public int OpportunisticGraftTicks { get; set; } = 60;
+    public int OpportunisticGraftTicks { get; init; } = 60;
 
     /// <summary>Peers grafted per opportunistic graft round. Default 2.</summary>
-    public int OpportunisticGraftPeers { get; set; } = 2;
+    public int OpportunisticGraftPeers { get; init; } = 2;
 
     /// <summary>Times one peer may fetch one message by IWANT. Default 3.</summary>
-    public int GossipRetransmission { get; set; } = 3;
+    public int GossipRetransmission { get; init; } = 3;
 
     /// <summary>How long a peer has to answer our IWANT before it counts as a broken promise (P₇). Default 3 s.</summary>
-    public TimeSpan IWantFollowupTime { get; set; } = TimeSpan.FromSeconds(3);
+    public TimeSpan IWantFollowupTime { get; init; } = TimeSpan.FromSeconds(3);
 
     /// <summary>IHAVE messages accepted from one peer per heartbeat. Default 10.</summary>
-    public int MaxIHaveMessages { get; set; } = 10;
+    public int MaxIHaveMessages { get; init; } = 10;
 
     /// <summary>Message ids in one IHAVE we send, and ids we ask one peer for per heartbeat. Default 5000.</summary>
-    public int MaxIHaveLength { get; set; } = 5000;
+    public int MaxIHaveLength { get; init; } = 5000;
 
     /// <summary>Messages served to one peer by IWANT per heartbeat. Default 5000.</summary>
-    public int MaxIWantReplies { get; set; } = 5000;
+    public int MaxIWantReplies { get; init; } = 5000;
 
     /// <summary>Largest RPC read or written, framing excluded. Default 1 MiB, as go-libp2p-pubsub.</summary>
-    public int MaxRpcSize { get; set; } = 1 << 20;
+    public int MaxRpcSize { get; init; } = 1 << 20;
 
     /// <summary>Largest encoded Message (payload plus envelope) accepted or published. Default 1 MiB − 4 KiB, so one fits an RPC.</summary>
-    public int MaxMessageSize { get; set; } = (1 << 20) - 4096;
+    public int MaxMessageSize { get; init; } = (1 << 20) - 4096;
 
     /// <summary>Messages taken from one RPC; the rest are dropped. Default 1024.</summary>
-    public int MaxMessagesPerRpc { get; set; } = 1024;
+    public int MaxMessagesPerRpc { get; init; } = 1024;
 
     /// <summary>Subscription changes taken from one RPC; the rest are dropped. Default 128.</summary>
-    public int MaxSubscriptionsPerRpc { get; set; } = 128;
+    public int MaxSubscriptionsPerRpc { get; init; } = 128;
 
     /// <summary>Topics one peer may be subscribed to in our view; further subscriptions are ignored. Default 256.</summary>
-    public int MaxTopicsPerPeer { get; set; } = 256;
+    public int MaxTopicsPerPeer { get; init; } = 256;
 
     /// <summary>Longest topic id accepted. Default 256 characters.</summary>
-    public int MaxTopicLength { get; set; } = 256;
+    public int MaxTopicLength { get; init; } = 256;
 
     /// <summary>Longest message id accepted in IHAVE/IWANT. Default 256 bytes.</summary>
-    public int MaxMessageIdLength { get; set; } = 256;
+    public int MaxMessageIdLength { get; init; } = 256;
 
     /// <summary>Control entries (IHAVE, IWANT, GRAFT, PRUNE together) taken from one RPC. Default 1024.</summary>
-    public int MaxControlEntriesPerRpc { get; set; } = 1024;
+    public int MaxControlEntriesPerRpc { get; init; } = 1024;
+
+    /// <summary>Opening our long-lived outbound stream to a peer (multistream-select included) must finish within this. Default 10 s.</summary>
+    public TimeSpan StreamOpenTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>RPCs queued for one peer; when full new ones are dropped and the peer is penalised. Default 256.</summary>
-    public int MaxOutboundQueue { get; set; } = 256;
+    public int MaxOutboundQueue { get; init; } = 256;
 
     /// <summary>Messages buffered per subscription for a slow reader; further ones are dropped for it. Default 1024.</summary>
-    public int SubscriptionBuffer { get; set; } = 1024;
+    public int SubscriptionBuffer { get; init; } = 1024;
 
     /// <summary>Peer scoring parameters (v1.1).</summary>
-    public PeerScoreParams Score { get; set; } = new();
+    public PeerScoreParams Score { get; init; } = new();
 
     /// <summary>Score thresholds (v1.1).</summary>
-    public PeerScoreThresholds Thresholds { get; set; } = new();
+    public PeerScoreThresholds Thresholds { get; init; } = new();
 
     internal void Validate()
     {
@@ -178,126 +181,126 @@ public sealed class GossipsubOptions
 /// <summary>
 /// v1.1 score thresholds (gossipsub-v1.1.md, "Score Thresholds"). Defaults are js-libp2p-gossipsub's.
 /// </summary>
-public sealed class PeerScoreThresholds
+public sealed record PeerScoreThresholds
 {
     /// <summary>Below this no gossip is exchanged with the peer. Default −10.</summary>
-    public double GossipThreshold { get; set; } = -10;
+    public double GossipThreshold { get; init; } = -10;
 
     /// <summary>Below this our own messages are not flood-published to the peer. Default −50.</summary>
-    public double PublishThreshold { get; set; } = -50;
+    public double PublishThreshold { get; init; } = -50;
 
     /// <summary>Below this every RPC from the peer is ignored. Default −80.</summary>
-    public double GraylistThreshold { get; set; } = -80;
+    public double GraylistThreshold { get; init; } = -80;
 
     /// <summary>PX in a PRUNE is only followed when the pruning peer scores at least this. Default 10.</summary>
-    public double AcceptPXThreshold { get; set; } = 10;
+    public double AcceptPXThreshold { get; init; } = 10;
 
     /// <summary>A mesh whose median score is below this gets opportunistic grafts. Default 20.</summary>
-    public double OpportunisticGraftThreshold { get; set; } = 20;
+    public double OpportunisticGraftThreshold { get; init; } = 20;
 }
 
 /// <summary>
 /// v1.1 peer score parameters (gossipsub-v1.1.md, "The Score Function"). Defaults are js-libp2p-gossipsub's.
 /// </summary>
-public sealed class PeerScoreParams
+public sealed record PeerScoreParams
 {
     /// <summary>Per-topic parameters; topics not listed use <see cref="DefaultTopic"/> when it is set, else score nothing.</summary>
-    public Dictionary<string, TopicScoreParams> Topics { get; set; } = new(StringComparer.Ordinal);
+    public IReadOnlyDictionary<string, TopicScoreParams> Topics { get; init; } = new Dictionary<string, TopicScoreParams>(StringComparer.Ordinal);
 
     /// <summary>
     /// Parameters of topics not in <see cref="Topics"/>; null scores only listed topics. Default: js's topic
     /// defaults with P₃/P₃b off (their delivery threshold would prune every mesh peer of a quiet topic).
     /// </summary>
-    public TopicScoreParams? DefaultTopic { get; set; } = new() { MeshMessageDeliveriesWeight = 0, MeshFailurePenaltyWeight = 0 };
+    public TopicScoreParams? DefaultTopic { get; init; } = new() { MeshMessageDeliveriesWeight = 0, MeshFailurePenaltyWeight = 0 };
 
     /// <summary>Cap on the positive sum of the topic scores (0: none). Default 10.</summary>
-    public double TopicScoreCap { get; set; } = 10;
+    public double TopicScoreCap { get; init; } = 10;
 
     /// <summary>P₅: the application's opinion of a peer. Default: 0 for everyone.</summary>
-    public Func<Identity.PeerId, double> AppSpecificScore { get; set; } = _ => 0;
+    public Func<Identity.PeerId, double> AppSpecificScore { get; init; } = _ => 0;
 
     /// <summary>P₅ weight. Default 10.</summary>
-    public double AppSpecificWeight { get; set; } = 10;
+    public double AppSpecificWeight { get; init; } = 10;
 
     /// <summary>P₆ weight (negative). Default −5.</summary>
-    public double IPColocationFactorWeight { get; set; } = -5;
+    public double IPColocationFactorWeight { get; init; } = -5;
 
     /// <summary>P₆: peers on one IP beyond this are penalised (the square of the surplus). Default 10.</summary>
-    public double IPColocationFactorThreshold { get; set; } = 10;
+    public double IPColocationFactorThreshold { get; init; } = 10;
 
     /// <summary>IPs exempt from P₆ (e.g. a test network), as strings. Default empty.</summary>
-    public HashSet<string> IPColocationFactorWhitelist { get; set; } = new(StringComparer.Ordinal);
+    public IReadOnlySet<string> IPColocationFactorWhitelist { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
     /// <summary>P₇ weight (negative). Default −10.</summary>
-    public double BehaviourPenaltyWeight { get; set; } = -10;
+    public double BehaviourPenaltyWeight { get; init; } = -10;
 
     /// <summary>P₇: penalties up to this are free; the square of the surplus counts. Default 0.</summary>
-    public double BehaviourPenaltyThreshold { get; set; }
+    public double BehaviourPenaltyThreshold { get; init; }
 
     /// <summary>P₇ decay per decay interval. Default 0.2.</summary>
-    public double BehaviourPenaltyDecay { get; set; } = 0.2;
+    public double BehaviourPenaltyDecay { get; init; } = 0.2;
 
     /// <summary>How often counters decay. Default 1 s.</summary>
-    public TimeSpan DecayInterval { get; set; } = TimeSpan.FromSeconds(1);
+    public TimeSpan DecayInterval { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>A decayed counter below this becomes 0. Default 0.1.</summary>
-    public double DecayToZero { get; set; } = 0.1;
+    public double DecayToZero { get; init; } = 0.1;
 
     /// <summary>How long a disconnected peer's score is remembered. Default 1 h.</summary>
-    public TimeSpan RetainScore { get; set; } = TimeSpan.FromHours(1);
+    public TimeSpan RetainScore { get; init; } = TimeSpan.FromHours(1);
 }
 
 /// <summary>v1.1 per-topic score parameters. Defaults are js-libp2p-gossipsub's <c>defaultTopicScoreParams</c>.</summary>
-public sealed class TopicScoreParams
+public sealed record TopicScoreParams
 {
     /// <summary>Weight of this topic's score in the total. Default 0.5.</summary>
-    public double TopicWeight { get; set; } = 0.5;
+    public double TopicWeight { get; init; } = 0.5;
 
     /// <summary>P₁ weight. Default 1.</summary>
-    public double TimeInMeshWeight { get; set; } = 1;
+    public double TimeInMeshWeight { get; init; } = 1;
 
     /// <summary>P₁ unit. Default 1 s.</summary>
-    public TimeSpan TimeInMeshQuantum { get; set; } = TimeSpan.FromSeconds(1);
+    public TimeSpan TimeInMeshQuantum { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>P₁ cap in quanta. Default 3600.</summary>
-    public double TimeInMeshCap { get; set; } = 3600;
+    public double TimeInMeshCap { get; init; } = 3600;
 
     /// <summary>P₂ weight. Default 1.</summary>
-    public double FirstMessageDeliveriesWeight { get; set; } = 1;
+    public double FirstMessageDeliveriesWeight { get; init; } = 1;
 
     /// <summary>P₂ decay. Default 0.5.</summary>
-    public double FirstMessageDeliveriesDecay { get; set; } = 0.5;
+    public double FirstMessageDeliveriesDecay { get; init; } = 0.5;
 
     /// <summary>P₂ cap. Default 2000.</summary>
-    public double FirstMessageDeliveriesCap { get; set; } = 2000;
+    public double FirstMessageDeliveriesCap { get; init; } = 2000;
 
     /// <summary>P₃ weight (negative; 0 disables). Default −1.</summary>
-    public double MeshMessageDeliveriesWeight { get; set; } = -1;
+    public double MeshMessageDeliveriesWeight { get; init; } = -1;
 
     /// <summary>P₃ decay. Default 0.5.</summary>
-    public double MeshMessageDeliveriesDecay { get; set; } = 0.5;
+    public double MeshMessageDeliveriesDecay { get; init; } = 0.5;
 
     /// <summary>P₃ cap. Default 100.</summary>
-    public double MeshMessageDeliveriesCap { get; set; } = 100;
+    public double MeshMessageDeliveriesCap { get; init; } = 100;
 
     /// <summary>P₃: deliveries below this count as a deficit. Default 20.</summary>
-    public double MeshMessageDeliveriesThreshold { get; set; } = 20;
+    public double MeshMessageDeliveriesThreshold { get; init; } = 20;
 
     /// <summary>P₃: a duplicate this soon after the first delivery still counts. Default 10 ms.</summary>
-    public TimeSpan MeshMessageDeliveriesWindow { get; set; } = TimeSpan.FromMilliseconds(10);
+    public TimeSpan MeshMessageDeliveriesWindow { get; init; } = TimeSpan.FromMilliseconds(10);
 
     /// <summary>P₃ starts counting this long after the graft. Default 5 s.</summary>
-    public TimeSpan MeshMessageDeliveriesActivation { get; set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan MeshMessageDeliveriesActivation { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>P₃b weight (negative; 0 disables). Default −1.</summary>
-    public double MeshFailurePenaltyWeight { get; set; } = -1;
+    public double MeshFailurePenaltyWeight { get; init; } = -1;
 
     /// <summary>P₃b decay. Default 0.5.</summary>
-    public double MeshFailurePenaltyDecay { get; set; } = 0.5;
+    public double MeshFailurePenaltyDecay { get; init; } = 0.5;
 
     /// <summary>P₄ weight (negative). Default −1.</summary>
-    public double InvalidMessageDeliveriesWeight { get; set; } = -1;
+    public double InvalidMessageDeliveriesWeight { get; init; } = -1;
 
     /// <summary>P₄ decay. Default 0.3.</summary>
-    public double InvalidMessageDeliveriesDecay { get; set; } = 0.3;
+    public double InvalidMessageDeliveriesDecay { get; init; } = 0.3;
 }

@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -55,7 +56,7 @@ public sealed class GossipSubscription : IDisposable
 }
 
 /// <summary>
-/// Gossipsub v1.1 over a <see cref="Libp2pHost"/> (https://github.com/libp2p/specs/tree/master/pubsub/gossipsub):
+/// Gossipsub v1.1 over an <see cref="IHost"/> (https://github.com/libp2p/specs/tree/master/pubsub/gossipsub):
 /// serves <c>/meshsub/1.1.0</c> and <c>/meshsub/1.0.0</c>, keeps one long-lived outbound stream per peer for
 /// sending (opened on every new connection; peers without gossipsub refuse it) and reads whatever inbound stream
 /// the peer opens (a newer one replaces an older one). RPCs are unsigned-varint length-prefixed protobuf up to
@@ -71,8 +72,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
     public const string ProtocolIdV10 = GossipsubProtocol.V10;
     private const string ProtectTag = "gossipsub";
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly GossipsubOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<GossipsubService> _log;
     private readonly TimeProvider _time;
     private readonly object _gate = new();
@@ -83,13 +85,17 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly ITimer _heartbeat;
     private int _disposed;
 
-    public GossipsubService(Libp2pHost host, GossipsubOptions options, ILoggerFactory loggers, Random random)
+    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
-        _time = host.Time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<GossipsubService>();
-        _router = new GossipsubRouter(host.PeerId, host.PrivateKey, options, random, _time.GetUtcNow());
+        Span<byte> seqno = stackalloc byte[8];
+        runtime.SecureRandom.Fill(seqno);
+        _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
+            BitConverter.ToUInt64(seqno));
         host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
         host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
         host.Connected += OnConnected;
@@ -281,11 +287,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             if (inMesh)
             {
-                _host.Protect(peer, ProtectTag);
+                _host.ConnectionManager.Protect(peer, ProtectTag);
             }
             else
             {
-                _host.Unprotect(peer, ProtectTag);
+                _host.ConnectionManager.Unprotect(peer, ProtectTag);
             }
         }
         foreach (var hint in output.PeerExchange)
@@ -379,7 +385,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         if (session is not null)
         {
             session.Close();
-            _host.Unprotect(peer, ProtectTag);
+            _host.ConnectionManager.Unprotect(peer, ProtectTag);
         }
     }
 
@@ -404,7 +410,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         IStream stream;
         try
         {
-            using var timeout = new CancellationTokenSource(_host.Options.StreamNegotiationTimeout, _time);
+            using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, _stop.Token);
             stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
         }

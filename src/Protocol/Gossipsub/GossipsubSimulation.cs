@@ -27,7 +27,7 @@ internal sealed class GossipsubSimulation
     private long _seq;
     private DateTimeOffset _nextHeartbeat;
 
-    public GossipsubSimulation(int nodes, int degree, int seed, TimeSpan latency, Action<int, GossipsubOptions>? configure = null)
+    public GossipsubSimulation(int nodes, int degree, int seed, TimeSpan latency, Func<int, GossipsubOptions, GossipsubOptions>? configure = null)
     {
         var random = new Random(seed);
         Seed = seed;
@@ -39,8 +39,7 @@ internal sealed class GossipsubSimulation
         for (var i = 0; i < nodes; i++)
         {
             Keys[i] = PrivateKey.FromRandom(random);
-            Options[i] = new GossipsubOptions();
-            configure?.Invoke(i, Options[i]);
+            Options[i] = configure?.Invoke(i, new GossipsubOptions()) ?? new GossipsubOptions();
             Routers[i] = new GossipsubRouter(Keys[i].PeerId, Keys[i], Options[i], new Random(random.Next()), Now);
             _index[Keys[i].PeerId] = i;
         }

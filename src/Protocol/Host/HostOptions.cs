@@ -1,34 +1,41 @@
 namespace Potluck.Protocol.Host;
 
 /// <summary>Limits and timeouts of the host and its connection manager, each with a documented default.</summary>
-public sealed class HostOptions
+public sealed record HostOptions
 {
     /// <summary>Connections allowed at once; inbound ones past it are closed before any handshake. Default 400.</summary>
-    public int MaxConnections { get; set; } = 400;
+    public int MaxConnections { get; init; } = 400;
 
     /// <summary>Inbound connections still in their handshake at once. Default 128.</summary>
-    public int MaxPendingInbound { get; set; } = 128;
+    public int MaxPendingInbound { get; init; } = 128;
 
     /// <summary>Transport dial plus security and muxer negotiation, for one address. Default 15 s.</summary>
-    public TimeSpan DialTimeout { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan DialTimeout { get; init; } = TimeSpan.FromSeconds(15);
 
     /// <summary>An inbound connection must finish its upgrade within this. Default 10 s.</summary>
-    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>An inbound stream must finish multistream-select within this. Default 10 s.</summary>
-    public TimeSpan StreamNegotiationTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan StreamNegotiationTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// A connection with no streams for this long is closed unless protected (see <see cref="IHost"/> users
-    /// such as gossip, which protect their mesh peers). Zero or negative disables. Default 2 min.
+    /// A connection with no streams for this long is closed unless its peer is protected (see
+    /// <see cref="IConnectionManager.Protect"/>: gossip protects its mesh peers). Zero or negative disables. Default 2 min.
     /// </summary>
-    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
-    /// <summary>Reported by identify. Default "potluck/&lt;assembly version&gt;".</summary>
-    public string AgentVersion { get; set; } = "potluck/" + (typeof(HostOptions).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+    /// <summary>
+    /// Above this many connections the connection manager trims back to <see cref="LowWater"/>, closing the
+    /// connections of the unprotected peers with the lowest tag values first (go-libp2p's connmgr high watermark).
+    /// Zero disables trimming (only <see cref="MaxConnections"/> applies). Default 0.
+    /// </summary>
+    public int HighWater { get; init; }
 
-    /// <summary>Reported by identify. Default "ipfs/0.1.0", as go-libp2p and js-libp2p send.</summary>
-    public string ProtocolVersion { get; set; } = "ipfs/0.1.0";
+    /// <summary>What trimming brings the connection count down to. Default 0 (with trimming off).</summary>
+    public int LowWater { get; init; }
 
-    public PeerStoreOptions PeerStore { get; set; } = new();
+    /// <summary>Connections younger than this are never trimmed (go-libp2p's grace period). Default 20 s.</summary>
+    public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
+
+    public PeerStoreOptions PeerStore { get; init; } = new();
 }

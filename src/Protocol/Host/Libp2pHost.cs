@@ -9,6 +9,7 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 using Potluck.Protocol.Transport;
 
@@ -22,7 +23,7 @@ namespace Potluck.Protocol.Host;
 /// one peer share a single attempt, existing connections are reused), a cap on connections, dial,
 /// handshake and idle timeouts, and never a connection to itself.
 /// </summary>
-public sealed partial class Libp2pHost : IHost
+public sealed partial class Libp2pHost : IHost, IConnectionManager
 {
     private readonly PrivateKey _key;
     private readonly HostOptions _options;
@@ -32,6 +33,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly SwarmKey? _swarmKey;
     private readonly MultistreamOptions _multistream;
     private readonly IReadOnlyList<string> _earlyMuxers;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly ILogger<Libp2pHost> _log;
     private readonly ConcurrentDictionary<string, StreamHandler> _handlers = new(StringComparer.Ordinal);
@@ -39,6 +41,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly Dictionary<PeerId, List<Connection>> _connections = [];
     private readonly Dictionary<PeerId, Task<Connection>> _pendingDials = [];
     private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
+    private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
     private readonly List<IListener> _listeners = [];
     private readonly List<Multiaddr> _listenAddresses = [];
     private readonly CancellationTokenSource _shutdown = new();
@@ -48,8 +51,8 @@ public sealed partial class Libp2pHost : IHost
     private int _connectionCount;
     private int _disposed;
 
-    public Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
-        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, ILoggerFactory loggers, TimeProvider time,
+    internal Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
+        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, NodeRuntime runtime, ILoggerFactory loggers,
         IReadOnlyList<string>? earlyMuxers = null)
     {
         _earlyMuxers = earlyMuxers ?? [];
@@ -60,9 +63,10 @@ public sealed partial class Libp2pHost : IHost
         _muxer = muxer;
         _swarmKey = swarmKey;
         _multistream = multistream;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<Libp2pHost>();
-        Peers = new PeerStore(options.PeerStore, time);
+        Peers = new PeerStore(options.PeerStore, _time);
     }
 
     public PeerId PeerId => _key.PeerId;
@@ -71,11 +75,13 @@ public sealed partial class Libp2pHost : IHost
 
     public PrivateKey PrivateKey => _key;
 
+    public ISigner Signer => _key;
+
     public HostOptions Options => _options;
 
-    public PeerStore Peers { get; }
+    public IPeerStore Peers { get; }
 
-    public TimeProvider Time => _time;
+    public IConnectionManager ConnectionManager => this;
 
     public IReadOnlyList<Multiaddr> ListenAddresses
     {
@@ -122,8 +128,19 @@ public sealed partial class Libp2pHost : IHost
         }
     }
 
-    /// <summary>Exempts connections to the peer from idle closing while any tag is set (as go-libp2p's connmgr Protect).</summary>
-    public void Protect(PeerId peer, string tag)
+    int IConnectionManager.ConnectionCount => Volatile.Read(ref _connectionCount);
+
+    IReadOnlyList<IConnection> IConnectionManager.ConnectionsTo(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _connections.TryGetValue(peer, out var list) ? [.. list] : [];
+        }
+    }
+
+    bool IConnectionManager.IsConnected(PeerId peer) => TryGetConnection(peer, out _);
+
+    void IConnectionManager.Protect(PeerId peer, string tag)
     {
         lock (_gate)
         {
@@ -135,7 +152,7 @@ public sealed partial class Libp2pHost : IHost
         }
     }
 
-    public void Unprotect(PeerId peer, string tag)
+    bool IConnectionManager.Unprotect(PeerId peer, string tag)
     {
         lock (_gate)
         {
@@ -143,8 +160,58 @@ public sealed partial class Libp2pHost : IHost
             {
                 _protected.Remove(peer);
             }
+            return _protected.ContainsKey(peer);
         }
     }
+
+    bool IConnectionManager.IsProtected(PeerId peer, string? tag)
+    {
+        lock (_gate)
+        {
+            return _protected.TryGetValue(peer, out var tags) && (tag is null || tags.Contains(tag));
+        }
+    }
+
+    void IConnectionManager.TagPeer(PeerId peer, string tag, int value) => ((IConnectionManager)this).UpsertTag(peer, tag, _ => value);
+
+    void IConnectionManager.UntagPeer(PeerId peer, string tag)
+    {
+        lock (_gate)
+        {
+            if (_tags.TryGetValue(peer, out var tags) && tags.Remove(tag) && tags.Count == 0)
+            {
+                _tags.Remove(peer);
+            }
+        }
+    }
+
+    void IConnectionManager.UpsertTag(PeerId peer, string tag, Func<int, int> upsert)
+    {
+        lock (_gate)
+        {
+            if (!_tags.TryGetValue(peer, out var tags))
+            {
+                _tags[peer] = tags = new Dictionary<string, int>(StringComparer.Ordinal);
+            }
+            tags[tag] = upsert(tags.GetValueOrDefault(tag));
+        }
+    }
+
+    ConnectionTagInfo? IConnectionManager.GetTagInfo(PeerId peer)
+    {
+        lock (_gate)
+        {
+            var tags = _tags.GetValueOrDefault(peer);
+            var protectedBy = _protected.GetValueOrDefault(peer);
+            if (tags is null && protectedBy is null)
+            {
+                return null;
+            }
+            return new ConnectionTagInfo(peer, tags?.Values.Sum() ?? 0, new Dictionary<string, int>(tags ?? []), protectedBy?.Order(StringComparer.Ordinal).ToArray() ?? []);
+        }
+    }
+
+    ValueTask<int> IConnectionManager.TrimOpenConnectionsAsync(CancellationToken ct) => ValueTask.FromResult(0);
 
     public async Task StartAsync(IEnumerable<Multiaddr> listen, CancellationToken ct)
     {
@@ -383,7 +450,7 @@ public sealed partial class Libp2pHost : IHost
         IDuplexPipe pipe = raw;
         if (_swarmKey is not null)
         {
-            pipe = PnetProtector.Protect(raw, _swarmKey);
+            pipe = PnetProtector.Protect(raw, _swarmKey, _runtime.SecureRandom);
         }
         // The security protocol is selected lazily: the dialer's proposal leaves with the first Noise message and the
         // listener's echo with the second, so the upgrade takes three flights instead of five.

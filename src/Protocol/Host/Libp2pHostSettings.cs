@@ -3,36 +3,37 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Noise;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Yamux;
 
 namespace Potluck.Protocol.Host;
 
 /// <summary>Everything a host's stack can be tuned with; the defaults are what `potluck run` uses.</summary>
-public sealed class Libp2pHostSettings
+public sealed record Libp2pHostSettings
 {
-    public HostOptions Host { get; set; } = new();
+    public HostOptions Host { get; init; } = new();
 
     /// <summary>Noise settings. By default Yamux is offered inside the handshake (the Noise <c>stream_muxers</c>
     /// extension), which saves the round trip of negotiating the muxer with peers that offer it too.</summary>
-    public NoiseOptions Noise { get; set; } = new() { EarlyMuxers = [YamuxMuxer.ProtocolId] };
+    public NoiseOptions Noise { get; init; } = new() { EarlyMuxers = [YamuxMuxer.ProtocolId] };
 
-    public YamuxOptions Yamux { get; set; } = new();
+    public YamuxOptions Yamux { get; init; } = new();
 
-    public MultistreamOptions Multistream { get; set; } = new();
+    public MultistreamOptions Multistream { get; init; } = new();
 
     /// <summary>When set, the host only talks to peers with the same pre-shared key (libp2p pnet).</summary>
-    public SwarmKey? SwarmKey { get; set; }
+    public SwarmKey? SwarmKey { get; init; }
 }
 
 public sealed partial class Libp2pHost
 {
     /// <summary>
     /// A host with the standard stack: (pnet) → multistream-select → Noise → multistream-select → Yamux,
-    /// on the given transports and clock.
+    /// on the given transports and runtime.
     /// </summary>
     public static Libp2pHost Create(PrivateKey key, IReadOnlyList<ITransport> transports, Libp2pHostSettings settings,
-        ILoggerFactory loggers, TimeProvider time) =>
-        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, loggers),
-            new YamuxMuxer(settings.Yamux, loggers, time), settings.SwarmKey, settings.Multistream, loggers, time, settings.Noise.EarlyMuxers);
+        NodeRuntime runtime, ILoggerFactory loggers) =>
+        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers),
+            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers);
 }

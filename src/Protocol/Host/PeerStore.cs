@@ -28,26 +28,26 @@ public sealed record PeerInfo(
     DateTimeOffset LastSeen);
 
 /// <summary>Limits on what the peer store keeps about remote peers, which remote peers control.</summary>
-public sealed class PeerStoreOptions
+public sealed record PeerStoreOptions
 {
     /// <summary>Addresses kept per peer (go-libp2p keeps a similar handful); older ones are dropped first. Default 32.</summary>
-    public int MaxAddressesPerPeer { get; set; } = 32;
+    public int MaxAddressesPerPeer { get; init; } = 32;
 
     /// <summary>Protocols kept per peer, as go-libp2p caps identify's list. Default 128.</summary>
-    public int MaxProtocolsPerPeer { get; set; } = 128;
+    public int MaxProtocolsPerPeer { get; init; } = 128;
 
     /// <summary>Longest protocol id kept. Default 256 characters.</summary>
-    public int MaxProtocolLength { get; set; } = 256;
+    public int MaxProtocolLength { get; init; } = 256;
 
     /// <summary>Peers kept; the least recently seen are evicted beyond it. Default 10,000.</summary>
-    public int MaxPeers { get; set; } = 10_000;
+    public int MaxPeers { get; init; } = 10_000;
 }
 
 /// <summary>
 /// The peer store: addresses, protocols, public keys and measured latency of known peers, bounded by
 /// <see cref="PeerStoreOptions"/>. Thread-safe. Persistence is the owner's business (see <see cref="Snapshot"/>).
 /// </summary>
-public sealed class PeerStore
+public sealed class PeerStore : IPeerStore
 {
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];

@@ -4,23 +4,30 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Identify;
 
 /// <summary>Limits on identify messages, which the remote controls.</summary>
-public sealed class IdentifyOptions
+public sealed record IdentifyOptions
 {
     /// <summary>Largest identify message accepted. Default 64 KiB (go-libp2p uses a similar bound).</summary>
-    public int MaxMessageSize { get; set; } = 64 * 1024;
+    public int MaxMessageSize { get; init; } = 64 * 1024;
 
     /// <summary>Listen addresses read from one message. Default 64.</summary>
-    public int MaxListenAddresses { get; set; } = 64;
+    public int MaxListenAddresses { get; init; } = 64;
 
     /// <summary>Messages read on one stream (go-libp2p may split a large record). Default 4.</summary>
-    public int MaxMessagesPerStream { get; set; } = 4;
+    public int MaxMessagesPerStream { get; init; } = 4;
 
     /// <summary>Identify exchange must finish within this. Default 15 s.</summary>
-    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>What we report as our agent. Default "potluck/&lt;assembly version&gt;".</summary>
+    public string AgentVersion { get; init; } = "potluck/" + (typeof(IdentifyOptions).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+
+    /// <summary>What we report as our protocol version. Default "ipfs/0.1.0", as go-libp2p and js-libp2p send.</summary>
+    public string ProtocolVersion { get; init; } = "ipfs/0.1.0";
 }
 
 /// <summary>What identify learned about a peer.</summary>
@@ -44,18 +51,20 @@ public sealed partial class IdentifyService : IAsyncDisposable
     public const string ProtocolId = "/ipfs/id/1.0.0";
     public const string PushProtocolId = "/ipfs/id/push/1.0.0";
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly IdentifyOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<IdentifyService> _log;
     private readonly CancellationTokenSource _stop = new();
     private readonly Dictionary<PeerId, TaskCompletionSource<IdentifyResult>> _pending = [];
     private readonly object _gate = new();
     private int _pushScheduled;
 
-    public IdentifyService(Libp2pHost host, IdentifyOptions options, ILoggerFactory loggers)
+    public IdentifyService(IHost host, IdentifyOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
+        _runtime = runtime;
         _log = loggers.CreateLogger<IdentifyService>();
         host.SetStreamHandler(ProtocolId, HandleIdentifyAsync);
         host.SetStreamHandler(PushProtocolId, HandlePushAsync);
@@ -85,7 +94,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
     /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>.</summary>
     public async Task<IdentifyResult?> IdentifyAsync(IConnection connection)
     {
-        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+        using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
         try
         {
@@ -142,7 +151,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
 
     private async Task HandlePushAsync(IStream stream, CancellationToken ct)
     {
-        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+        using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct);
         var message = await ReadMessagesAsync(stream, linked.Token);
         var result = Apply(stream.RemotePeer, message);
@@ -179,8 +188,8 @@ public sealed partial class IdentifyService : IAsyncDisposable
     {
         var message = new Pb.Identify
         {
-            ProtocolVersion = _host.Options.ProtocolVersion,
-            AgentVersion = _host.Options.AgentVersion,
+            ProtocolVersion = _options.ProtocolVersion,
+            AgentVersion = _options.AgentVersion,
             PublicKey = ByteString.CopyFrom(_host.PublicKey.ToProtobuf()),
             ObservedAddr = ByteString.CopyFrom(observed.ToBytes()),
         };
@@ -248,7 +257,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
             try
             {
-                using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+                using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
                 using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
                 await using var stream = await connection.OpenStreamAsync([PushProtocolId], linked.Token);
                 await LengthPrefixed.WriteAsync(stream.Output, BuildMessage(connection.RemoteAddress).ToByteArray(), linked.Token);

@@ -9,7 +9,7 @@ namespace Potluck.Protocol.Identity;
 /// private‖public data the spec prescribes for Ed25519 (https://github.com/libp2p/specs/blob/master/peer-ids/peer-ids.md).
 /// Also reads the legacy 96-byte private‖public‖public form and a bare 32-byte seed. Never logged.
 /// </summary>
-public sealed class PrivateKey
+public sealed class PrivateKey : ISigner
 {
     private readonly Ed25519PrivateKeyParameters _key;
     private byte[]? _sodium; // libsodium's 64-byte seed‖public secret key, made on first sign

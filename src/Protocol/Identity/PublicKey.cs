@@ -204,7 +204,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
                 using var rsa = RSA.Create(_rsa);
                 return rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
             }
-            ISigner signer = Type switch
+            Org.BouncyCastle.Crypto.ISigner signer = Type switch
             {
                 KeyType.Ed25519 => new Ed25519Signer(),
                 KeyType.Rsa => SignerUtilities.GetSigner("SHA-256withRSA"),

@@ -9,87 +9,87 @@ public enum KademliaMode
 }
 
 /// <summary>Parameters and limits of the DHT; every limit a remote controls has a documented default.</summary>
-public sealed class KademliaOptions
+public sealed record KademliaOptions
 {
     /// <summary>
     /// Protocol id. Default <see cref="KademliaService.DefaultProtocolId"/> (<c>/potluck/kad/1.0.0</c>) so Potluck nodes
     /// form their own DHT; <see cref="KademliaService.IpfsProtocolId"/> joins the public one.
     /// </summary>
-    public string ProtocolId { get; set; } = KademliaService.DefaultProtocolId;
+    public string ProtocolId { get; init; } = KademliaService.DefaultProtocolId;
 
-    public KademliaMode Mode { get; set; } = KademliaMode.Server;
+    public KademliaMode Mode { get; init; } = KademliaMode.Server;
 
     /// <summary>k: bucket size, peers returned per response, replication factor. Default 20 (spec).</summary>
-    public int K { get; set; } = 20;
+    public int K { get; init; } = 20;
 
     /// <summary>α: concurrent requests per lookup. Default 3 (spec).</summary>
-    public int Alpha { get; set; } = 3;
+    public int Alpha { get; init; } = 3;
 
     /// <summary>Peers waiting per bucket to replace unresponsive ones. Default 5.</summary>
-    public int ReplacementCacheSize { get; set; } = 5;
+    public int ReplacementCacheSize { get; init; } = 5;
 
     /// <summary>Largest message read (length prefix checked before allocating). Default 1 MiB (go-libp2p allows 4 MiB).</summary>
-    public int MaxMessageSize { get; set; } = 1 << 20;
+    public int MaxMessageSize { get; init; } = 1 << 20;
 
     /// <summary>Longest key accepted in any request or record. Default 1 KiB.</summary>
-    public int MaxKeySize { get; set; } = 1024;
+    public int MaxKeySize { get; init; } = 1024;
 
     /// <summary>Largest record value stored or accepted. Default 16 KiB (IPNS records are capped at 10 KiB).</summary>
-    public int MaxRecordSize { get; set; } = 16 * 1024;
+    public int MaxRecordSize { get; init; } = 16 * 1024;
 
     /// <summary>closerPeers + providerPeers entries accepted in one message. Default 100 (k·5).</summary>
-    public int MaxPeersPerMessage { get; set; } = 100;
+    public int MaxPeersPerMessage { get; init; } = 100;
 
     /// <summary>Addresses read per peer entry; the rest are ignored. Default 16.</summary>
-    public int MaxAddressesPerPeer { get; set; } = 16;
+    public int MaxAddressesPerPeer { get; init; } = 16;
 
     /// <summary>Requests answered on one inbound stream before it is closed. Default 32.</summary>
-    public int MaxRequestsPerStream { get; set; } = 32;
+    public int MaxRequestsPerStream { get; init; } = 32;
 
     /// <summary>Records stored for others and ourselves. Default 1,024.</summary>
-    public int MaxRecords { get; set; } = 1024;
+    public int MaxRecords { get; init; } = 1024;
 
     /// <summary>Keys with provider records. Default 10,000.</summary>
-    public int MaxProviderKeys { get; set; } = 10_000;
+    public int MaxProviderKeys { get; init; } = 10_000;
 
     /// <summary>Providers kept per key (and returned per response). Default 20.</summary>
-    public int MaxProvidersPerKey { get; set; } = 20;
+    public int MaxProvidersPerKey { get; init; } = 20;
 
     /// <summary>Per-request timeout (dial, stream, response). Default 10 s.</summary>
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Whole-lookup timeout. Default 60 s.</summary>
-    public TimeSpan LookupTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan LookupTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>An inbound stream idle for this long is closed. Default 60 s.</summary>
-    public TimeSpan InboundIdleTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan InboundIdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Candidates one lookup remembers. Default 200 (10·k).</summary>
-    public int MaxLookupCandidates { get; set; } = 200;
+    public int MaxLookupCandidates { get; init; } = 200;
 
     /// <summary>How often maintenance (expiry, refresh, republish) runs. Default 1 min.</summary>
-    public TimeSpan MaintenanceInterval { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan MaintenanceInterval { get; init; } = TimeSpan.FromMinutes(1);
 
     /// <summary>A bucket with no lookup for this long is refreshed. Default 10 min (go-libp2p-kad-dht).</summary>
-    public TimeSpan BucketRefreshInterval { get; set; } = TimeSpan.FromMinutes(10);
+    public TimeSpan BucketRefreshInterval { get; init; } = TimeSpan.FromMinutes(10);
 
     /// <summary>Highest bucket (common prefix length) refreshed. Default 15, as go-libp2p-kad-dht.</summary>
-    public int MaxRefreshBucket { get; set; } = 15;
+    public int MaxRefreshBucket { get; init; } = 15;
 
     /// <summary>Records received from others are dropped after this. Default 36 h (go's maxRecordAge).</summary>
-    public TimeSpan RecordTtl { get; set; } = TimeSpan.FromHours(36);
+    public TimeSpan RecordTtl { get; init; } = TimeSpan.FromHours(36);
 
     /// <summary>Our own records are stored again at the closest peers this often. Default 22 h.</summary>
-    public TimeSpan RecordRepublishInterval { get; set; } = TimeSpan.FromHours(22);
+    public TimeSpan RecordRepublishInterval { get; init; } = TimeSpan.FromHours(22);
 
     /// <summary>Provider records expire after this. Default 48 h (go's ProvideValidity).</summary>
-    public TimeSpan ProviderTtl { get; set; } = TimeSpan.FromHours(48);
+    public TimeSpan ProviderTtl { get; init; } = TimeSpan.FromHours(48);
 
     /// <summary>What we provide is announced again this often. Default 22 h (go's reprovide interval).</summary>
-    public TimeSpan ProviderRepublishInterval { get; set; } = TimeSpan.FromHours(22);
+    public TimeSpan ProviderRepublishInterval { get; init; } = TimeSpan.FromHours(22);
 
     /// <summary>Validators by key namespace; records without one are refused. Default: <c>/pk/</c> only.</summary>
-    public RecordValidatorRegistry Validators { get; set; } = RecordValidatorRegistry.CreateDefault();
+    public RecordValidatorRegistry Validators { get; init; } = RecordValidatorRegistry.CreateDefault();
 
     internal LookupOptions LookupOptions => new() { K = K, Alpha = Alpha, PeerTimeout = RequestTimeout, MaxCandidates = Math.Max(MaxLookupCandidates, K) };
 }

@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Kademlia;
 
@@ -24,8 +25,9 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     private const int MaxPreimageTries = 1 << 20;
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly KademliaOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<KademliaService> _log;
     private readonly Random _random;
     private readonly object _gate = new();
@@ -39,12 +41,13 @@ public sealed partial class KademliaService : IAsyncDisposable
     private Task? _maintenance;
     private int _disposed;
 
-    public KademliaService(Libp2pHost host, KademliaOptions options, ILoggerFactory loggers, Random random)
+    public KademliaService(IHost host, KademliaOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
+        _runtime = runtime;
         _log = loggers.CreateLogger<KademliaService>();
-        _random = random;
+        _random = runtime.CreateRandom("kademlia");
         _table = new RoutingTable(host.PeerId, options.K, options.ReplacementCacheSize);
         _records = new RecordStore(options.MaxRecords, options.MaxRecordSize);
         _providers = new ProviderStore(options.MaxProviderKeys, options.MaxProvidersPerKey);
@@ -161,7 +164,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         lock (_gate)
         {
-            if (_records.Put(key, value, _host.Time.GetUtcNow(), isLocal: true) != StoreResult.Stored)
+            if (_records.Put(key, value, _runtime.Time.GetUtcNow(), isLocal: true) != StoreResult.Stored)
             {
                 throw new InvalidOperationException("the record store is full");
             }
@@ -201,7 +204,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     public async Task<int> ProvideAsync(byte[] key, CancellationToken ct)
     {
         CheckKey(key);
-        var now = _host.Time.GetUtcNow();
+        var now = _runtime.Time.GetUtcNow();
         lock (_gate)
         {
             _providers.Add(key, _host.PeerId, now + _options.ProviderTtl);
@@ -221,7 +224,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         var found = new Dictionary<PeerId, KadPeer>();
         lock (_gate)
         {
-            foreach (var p in _providers.Get(key, _host.Time.GetUtcNow()))
+            foreach (var p in _providers.Get(key, _runtime.Time.GetUtcNow()))
             {
                 if (p != _host.PeerId && found.Count < max)
                 {
@@ -252,7 +255,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// <summary>One maintenance pass (what the periodic timer runs): expiry, due bucket refreshes, due republishing.</summary>
     public async Task RunMaintenanceAsync(CancellationToken ct)
     {
-        var now = _host.Time.GetUtcNow();
+        var now = _runtime.Time.GetUtcNow();
         IReadOnlyList<KadRecord> records;
         List<byte[]> reprovide;
         lock (_gate)
@@ -268,7 +271,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             await PublishRecordAsync(record.Key, record.Value, ct);
             lock (_gate)
             {
-                _records.MarkPublished(record.Key, _host.Time.GetUtcNow());
+                _records.MarkPublished(record.Key, _runtime.Time.GetUtcNow());
             }
         }
         foreach (var key in reprovide)
@@ -279,7 +282,7 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     private async Task MaintainAsync()
     {
-        using var timer = new PeriodicTimer(_options.MaintenanceInterval, _host.Time);
+        using var timer = new PeriodicTimer(_options.MaintenanceInterval, _runtime.Time);
         try
         {
             while (await timer.WaitForNextTickAsync(_stop.Token))
@@ -304,7 +307,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         IReadOnlyList<int> due;
         lock (_gate)
         {
-            due = _table.BucketsDueForRefresh(_host.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
+            due = _table.BucketsDueForRefresh(_runtime.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
         }
         foreach (var bucket in due)
         {
@@ -359,7 +362,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             lookup = new ClosestPeersLookup(target, _table.Closest(target, _options.K).Concat(extraSeeds), _options.LookupOptions, _host.PeerId);
         }
-        using var overall = new CancellationTokenSource(_options.LookupTimeout, _host.Time);
+        using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _stop.Token);
         var pending = new Dictionary<Task<Pb.Message?>, PeerId>();
         try
@@ -367,7 +370,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             while (true)
             {
                 LookupStep step;
-                while ((step = lookup.Next(_host.Time.GetUtcNow())).Kind == LookupStepKind.Query)
+                while ((step = lookup.Next(_runtime.Time.GetUtcNow())).Kind == LookupStepKind.Query)
                 {
                     pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
@@ -412,7 +415,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         ct.ThrowIfCancellationRequested();
         lock (_gate)
         {
-            _table.MarkRefreshed(_table.BucketIndexOf(target), _host.Time.GetUtcNow());
+            _table.MarkRefreshed(_table.BucketIndexOf(target), _runtime.Time.GetUtcNow());
         }
         LogLookupDone(type, lookup.Result.Count, lookup.Hops, lookup.QueriesSent);
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
@@ -421,7 +424,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// <summary>One request on a fresh stream; null on any failure (never throws for network or remote faults).</summary>
     private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
     {
-        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _host.Time);
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
         IStream? stream = null;
         try
@@ -497,7 +500,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             for (var i = 0; i < _options.MaxRequestsPerStream; i++)
             {
-                using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _host.Time);
+                using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
                 using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _stop.Token);
                 var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
                 if (bytes is null)
@@ -512,7 +515,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                 List<KadPeer> learned;
                 lock (_gate)
                 {
-                    response = _handler.Handle(remote, request, _host.Time.GetUtcNow());
+                    response = _handler.Handle(remote, request, _runtime.Time.GetUtcNow());
                     learned = [.. _handler.LearnedProviders];
                 }
                 foreach (var p in learned)
@@ -578,7 +581,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         RoutingUpdate update;
         lock (_gate)
         {
-            update = _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+            update = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
         }
         if (update is { Kind: RoutingUpdateKind.Pending, ProbeCandidate: { } oldest })
         {
@@ -603,7 +606,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             {
                 if (alive)
                 {
-                    _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+                    _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
                 }
                 else
                 {

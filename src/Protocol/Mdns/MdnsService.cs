@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Mdns;
 
@@ -18,6 +19,7 @@ public sealed partial class MdnsService : IAsyncDisposable
 {
     private readonly IHost _host;
     private readonly MdnsOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly ILogger<MdnsService> _log;
     private readonly MdnsCore _core;
@@ -28,13 +30,14 @@ public sealed partial class MdnsService : IAsyncDisposable
     private Task? _receive;
     private Task? _query;
 
-    public MdnsService(IHost host, MdnsOptions options, ILoggerFactory loggers, TimeProvider time, Random random)
+    public MdnsService(IHost host, MdnsOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<MdnsService>();
-        _core = new MdnsCore(host.PeerId, options, random);
+        _core = new MdnsCore(host.PeerId, options, runtime.SecureRandom);
     }
 
     /// <summary>Raised for every announcement heard from another peer (after the peer store is updated).</summary>

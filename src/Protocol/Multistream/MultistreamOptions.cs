@@ -1,7 +1,7 @@
 namespace Potluck.Protocol.Multistream;
 
 /// <summary>Limits on what the remote can make multistream-select do. Every one is checked before anything is allocated.</summary>
-public sealed class MultistreamOptions
+public sealed record MultistreamOptions
 {
     /// <summary>The defaults: 1024-byte messages (as go- and js-libp2p), 1000 proposals (as rust-libp2p's protocol cap).</summary>
     public static MultistreamOptions Default { get; } = new();

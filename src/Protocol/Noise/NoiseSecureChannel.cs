@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
 namespace Potluck.Protocol.Noise;
@@ -44,7 +45,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private int _transportClosed;
 
     public NoiseSecureChannel(IDuplexPipe transport, NoiseCipherState send, NoiseCipherState receive,
-                              NoiseRemoteIdentity remote, NoiseOptions options, ILogger logger)
+                              NoiseRemoteIdentity remote, NoiseOptions options, NodeRuntime runtime, ILogger logger)
     {
         _transport = transport;
         _send = send;

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
 namespace Potluck.Protocol.Noise;
@@ -28,21 +29,24 @@ public sealed class NoiseSecurity : ISecurityProtocol
     private readonly X25519KeyPair _static;
     private readonly byte[] _payload;
     private readonly NoiseOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger _logger;
     private readonly ILogger _channelLogger;
 
-    public NoiseSecurity(PrivateKey identity, NoiseOptions options, ILoggerFactory loggers)
-        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, loggers)
+    public NoiseSecurity(ISigner identity, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, runtime, loggers)
     {
     }
 
     /// <summary>An identity of any key type, given as its public key and a signing function (tests).</summary>
-    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, ILoggerFactory loggers)
+    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         ArgumentNullException.ThrowIfNull(identity);
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(runtime);
         ArgumentNullException.ThrowIfNull(loggers);
         _options = options;
+        _runtime = runtime;
         _logger = loggers.CreateLogger<NoiseSecurity>();
         _channelLogger = loggers.CreateLogger<NoiseSecureChannel>();
         _static = X25519KeyPair.Generate();
@@ -84,7 +88,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             }
             var (send, receive) = state.Split();
             _logger.HandshakeCompleted(remote.Peer, initiator, remote.EarlyMuxers.Count);
-            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _channelLogger);
+            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _runtime, _channelLogger);
         }
         catch (Exception e)
         {

@@ -1,19 +1,21 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Perf;
 
 /// <summary>Limits of the perf server.</summary>
-public sealed class PerfOptions
+public sealed record PerfOptions
 {
     /// <summary>Serve <c>/perf/1.0.0</c> at all. Default true.</summary>
-    public bool Serve { get; set; } = true;
+    public bool Serve { get; init; } = true;
 
     /// <summary>Largest download a client may ask for, so perf is no amplification tool. Default 16 GiB.</summary>
-    public ulong MaxDownloadBytes { get; set; } = 16UL << 30;
+    public ulong MaxDownloadBytes { get; init; } = 16UL << 30;
 }
 
 /// <summary>One perf run's measured durations.</summary>
@@ -33,13 +35,16 @@ public sealed class PerfService
     private const int ChunkSize = 64 * 1024;
     private const int FlushEvery = 256 * 1024;
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly PerfOptions _options;
+    private readonly NodeRuntime _runtime;
 
-    public PerfService(Libp2pHost host, PerfOptions options)
+    public PerfService(IHost host, PerfOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
+        ArgumentNullException.ThrowIfNull(loggers);
         _host = host;
         _options = options;
+        _runtime = runtime;
         if (options.Serve)
         {
             host.SetStreamHandler(ProtocolId, HandleAsync);
@@ -73,7 +78,7 @@ public sealed class PerfService
         ArgumentOutOfRangeException.ThrowIfNegative(upload);
         ArgumentOutOfRangeException.ThrowIfNegative(download);
         var connection = await _host.ConnectAsync(peer, ct);
-        var start = _host.Time.GetTimestamp();
+        var start = _runtime.Time.GetTimestamp();
         await using var stream = await connection.OpenStreamAsync([ProtocolId], ct);
         var header = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(header, (ulong)download);
@@ -81,7 +86,7 @@ public sealed class PerfService
         await SendAsync(stream.Output, upload, ct);
         await stream.Output.CompleteAsync();
         var received = await DrainAsync(stream.Input, ct);
-        var elapsed = _host.Time.GetElapsedTime(start);
+        var elapsed = _runtime.Time.GetElapsedTime(start);
         if (received != download)
         {
             throw new ProtocolViolationException(ProtocolId, $"expected {download} bytes, received {received}");

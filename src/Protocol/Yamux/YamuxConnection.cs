@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Yamux;
 
@@ -19,6 +20,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly PipeWriter _out;
     private readonly YamuxOptions _options;
     private readonly ILogger<YamuxConnection> _logger;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly YamuxSession _session;
     private readonly object _sync = new();
@@ -41,14 +43,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private bool _payloadDeliver;
     private bool _payloadFin;
 
-    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, TimeProvider time)
+    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, NodeRuntime runtime)
     {
         _transport = transport;
         _in = transport.Input;
         _out = transport.Output;
         _options = options;
         _logger = logger;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
+        var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
         _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options));

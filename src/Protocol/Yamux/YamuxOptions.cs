@@ -1,7 +1,7 @@
 namespace Potluck.Protocol.Yamux;
 
 /// <summary>Every yamux limit, each with its default. Call <see cref="Validate"/> (the muxer does) before use.</summary>
-public sealed class YamuxOptions
+public sealed record YamuxOptions
 {
     /// <summary>The window every stream starts with in both directions, fixed by the spec: 256 KiB.</summary>
     public const uint InitialStreamWindow = 256 * 1024;
@@ -11,46 +11,46 @@ public sealed class YamuxOptions
     /// Default 16 MiB. Setting it to <see cref="InitialStreamWindow"/> turns auto-tuning off. This is also
     /// the largest data frame accepted for a stream we no longer know (one we reset or closed).
     /// </summary>
-    public uint MaxStreamWindow { get; set; } = 16 * 1024 * 1024;
+    public uint MaxStreamWindow { get; init; } = 16 * 1024 * 1024;
 
     /// <summary>Most streams the remote may have open with us at once; more are refused with RST. Default 1000.</summary>
-    public int MaxInboundStreams { get; set; } = 1000;
+    public int MaxInboundStreams { get; init; } = 1000;
 
     /// <summary>Most streams we may have open to the remote at once; opening more throws. Default 1000.</summary>
-    public int MaxOutboundStreams { get; set; } = 1000;
+    public int MaxOutboundStreams { get; init; } = 1000;
 
     /// <summary>Inbound streams waiting for <c>AcceptStreamAsync</c>; more are refused with RST. Default 256 (as go-yamux).</summary>
-    public int AcceptBacklog { get; set; } = 256;
+    public int AcceptBacklog { get; init; } = 256;
 
     /// <summary>
     /// Our streams the remote has not acknowledged yet; opening another waits for an ACK. Default 256, the
     /// libp2p yamux spec's "ACK backlog".
     /// </summary>
-    public int MaxAckBacklog { get; set; } = 256;
+    public int MaxAckBacklog { get; init; } = 256;
 
     /// <summary>Largest data payload we put in one outbound frame; bigger writes are split. Default 128 KiB.</summary>
-    public int MaxFramePayload { get; set; } = 128 * 1024;
+    public int MaxFramePayload { get; init; } = 128 * 1024;
 
     /// <summary>
     /// Bytes an application may have written to one stream that are not yet framed (waiting for send window)
     /// before its <c>FlushAsync</c> waits. Default 256 KiB.
     /// </summary>
-    public int StreamSendBuffer { get; set; } = 256 * 1024;
+    public int StreamSendBuffer { get; init; } = 256 * 1024;
 
     /// <summary>Bytes framed into the underlying pipe before it is flushed mid-batch. Default 256 KiB.</summary>
-    public int WriteBatchSize { get; set; } = 256 * 1024;
+    public int WriteBatchSize { get; init; } = 256 * 1024;
 
     /// <summary>
     /// Remote-triggered control frames (ping replies, refusals) queued while the remote does not read;
     /// beyond this they are dropped. Default 1024.
     /// </summary>
-    public int MaxPendingControlFrames { get; set; } = 1024;
+    public int MaxPendingControlFrames { get; init; } = 1024;
 
     /// <summary>How long disposal waits to flush queued frames and GoAway before cutting the pipe. Default 5 s.</summary>
-    public TimeSpan CloseTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Sends one ping when the session starts, to learn the RTT that window auto-tuning needs. Default true.</summary>
-    public bool MeasureRttOnStart { get; set; } = true;
+    public bool MeasureRttOnStart { get; init; } = true;
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value that cannot work.</summary>
     public void Validate()

@@ -5,6 +5,7 @@ using Potluck.Node.Compute;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
@@ -65,7 +66,7 @@ internal sealed class ComputeCluster : IAsyncDisposable
     public async Task<Member> AddAsync(string name, bool provide, long price = 10, Func<ITaskExecutor, ITaskExecutor>? decorate = null,
         Action<ComputeClientOptionsBuilder>? client = null, TimeSpan? minPublishGap = null)
     {
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, Time);
+        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], new Libp2pHostSettings(), NodeRuntime.WithTime(Time, _random.NextInt64()), NullLoggerFactory.Instance);
         await host.StartAsync([Multiaddr.Parse("/memory/0")], CancellationToken.None);
         var dir = Path.Combine(_root, name);
         var builder = new ComputeClientOptionsBuilder();

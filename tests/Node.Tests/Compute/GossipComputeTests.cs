@@ -6,6 +6,7 @@ using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
@@ -29,9 +30,10 @@ public class GossipComputeTests
         {
             async Task<(Libp2pHost Host, GossipsubService Gossip, ComputeNode Node)> StartAsync(string name, bool provide)
             {
-                var host = Libp2pHost.Create(PrivateKey.FromRandom(random), [network.CreateTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, time);
+                var runtime = NodeRuntime.WithTime(time, random.Next());
+                var host = Libp2pHost.Create(PrivateKey.FromRandom(random), [network.CreateTransport()], new Libp2pHostSettings(), runtime, NullLoggerFactory.Instance);
                 await host.StartAsync([Multiaddr.Parse("/memory/0")], ct);
-                var gossip = new GossipsubService(host, new GossipsubOptions(), NullLoggerFactory.Instance, new Random(random.Next()));
+                var gossip = new GossipsubService(host, new GossipsubOptions(), runtime, NullLoggerFactory.Instance);
                 var node = ComputeNode.Start(host, new GossipTopicBus(gossip, NullLogger<GossipTopicBus>.Instance), new ComputeNodeOptions
                 {
                     DataDir = Path.Combine(root, name),

@@ -32,7 +32,7 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
 
     public TimeSpan Heartbeat { get; private set; }
 
-    public static async Task<GossipHostNetwork> StartAsync(int nodes, int degree, int seed, CancellationToken ct, Action<GossipsubOptions>? configure = null)
+    public static async Task<GossipHostNetwork> StartAsync(int nodes, int degree, int seed, CancellationToken ct, Func<GossipsubOptions, GossipsubOptions>? configure = null)
     {
         var hosts = new TestHosts(seed);
         var net = new GossipHostNetwork(hosts, seed);
@@ -40,11 +40,10 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
         for (var i = 0; i < nodes; i++)
         {
             var node = await hosts.StartAsync();
-            var options = new GossipsubOptions();
-            configure?.Invoke(options);
+            var options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
             net.Heartbeat = options.HeartbeatInterval;
             net.Nodes.Add(node);
-            net._services.Add(new GossipsubService(node.Host, options, NullLoggerFactory.Instance, new Random(random.Next())));
+            net._services.Add(new GossipsubService(node.Host, options, node.Runtime, NullLoggerFactory.Instance));
             net.Neighbours.Add([]);
         }
         for (var i = 0; i < nodes; i++)

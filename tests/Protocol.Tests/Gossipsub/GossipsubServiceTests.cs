@@ -13,7 +13,7 @@ public class GossipsubServiceTests
     [Test]
     public async Task Mesh_SixteenNodes_PublishedMessageReachesEverySubscriberOnce(CancellationToken ct)
     {
-        await using var net = await GossipHostNetwork.StartAsync(16, 3, seed: 3, ct, o => o.FloodPublish = false);
+        await using var net = await GossipHostNetwork.StartAsync(16, 3, seed: 3, ct, o => o with { FloodPublish = false });
         var subscriptions = net.Services.Select(s => s.Subscribe(Topic)).ToArray();
         await net.WaitForSubscriptionsAsync(Topic, ct);
         net.AdvanceHeartbeats(3);
@@ -94,7 +94,7 @@ public class GossipsubServiceTests
     [Test]
     public async Task OversizedFrame_IsRefusedBeforeAllocation_AndPenalised(CancellationToken ct)
     {
-        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 4, ct, o => { o.MaxRpcSize = 4096; o.MaxMessageSize = 2048; });
+        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 4, ct, o => o with { MaxRpcSize = 4096, MaxMessageSize = 2048 });
         var a = net.Services[0];
         var bHost = net.Nodes[1].Host;
         // b's own gossip stream reaches a first (a sees b's subscription on it); the raw stream below then

@@ -132,7 +132,7 @@ public class HostTests
     public async Task InboundPastMaxConnections_IsRefused_ExistingOnesKeepWorking(CancellationToken ct)
     {
         await using var hosts = new TestHosts();
-        var server = await hosts.StartAsync(o => o.MaxConnections = 1);
+        var server = await hosts.StartAsync(o => o with { MaxConnections = 1 });
         var first = await hosts.StartAsync();
         var second = await hosts.StartAsync();
 
@@ -149,7 +149,7 @@ public class HostTests
     public async Task StalledHandshake_IsClosedWhenTheHandshakeTimeoutPasses(CancellationToken ct)
     {
         await using var hosts = new TestHosts();
-        var server = await hosts.StartAsync(o => o.HandshakeTimeout = TimeSpan.FromSeconds(10));
+        var server = await hosts.StartAsync(o => o with { HandshakeTimeout = TimeSpan.FromSeconds(10) });
         var raw = await hosts.Network.CreateTransport().DialAsync(server.Host.ListenAddresses[0], ct);
 
         // Say nothing. The server answers with its multistream header, which shows its handshake (and its
@@ -181,16 +181,16 @@ public class HostTests
     public async Task IdleConnection_IsClosedAfterIdleTimeout_UnlessProtected(CancellationToken ct)
     {
         await using var hosts = new TestHosts();
-        var a = await hosts.StartAsync(o => o.IdleTimeout = TimeSpan.FromMinutes(1));
-        var b = await hosts.StartAsync(o => o.IdleTimeout = TimeSpan.Zero);
-        var c = await hosts.StartAsync(o => o.IdleTimeout = TimeSpan.Zero);
+        var a = await hosts.StartAsync(o => o with { IdleTimeout = TimeSpan.FromMinutes(1) });
+        var b = await hosts.StartAsync(o => o with { IdleTimeout = TimeSpan.Zero });
+        var c = await hosts.StartAsync(o => o with { IdleTimeout = TimeSpan.Zero });
         var toB = await a.Host.ConnectAsync(b.Address, ct);
         var toC = await a.Host.ConnectAsync(c.Address, ct);
         await a.Identify.WhenIdentifiedAsync(b.Host.PeerId, ct);
         await a.Identify.WhenIdentifiedAsync(c.Host.PeerId, ct);
         await b.Identify.WhenIdentifiedAsync(a.Host.PeerId, ct);
         await c.Identify.WhenIdentifiedAsync(a.Host.PeerId, ct);
-        a.Host.Protect(c.Host.PeerId, "test");
+        a.Host.ConnectionManager.Protect(c.Host.PeerId, "test");
         // Idle means no open stream: let both ends' identify streams finish before the clock moves (on a loaded
         // machine they can outlast every tick below). A bounded wait on a condition, not on the clock.
         Assert.That(SpinWait.SpinUntil(() => toB.StreamCount == 0 && toC.StreamCount == 0, TimeSpan.FromSeconds(30)), Is.True,
@@ -316,8 +316,8 @@ public class HostTests
     public async Task Connect_WithOrWithoutInlinedMuxerNegotiation_Works(bool dialerOffers, bool listenerOffers)
     {
         await using var hosts = new TestHosts();
-        var a = await hosts.StartAsync(configureStack: s => s.Noise.EarlyMuxers = dialerOffers ? s.Noise.EarlyMuxers : []);
-        var b = await hosts.StartAsync(configureStack: s => s.Noise.EarlyMuxers = listenerOffers ? s.Noise.EarlyMuxers : []);
+        var a = await hosts.StartAsync(configureStack: s => s with { Noise = s.Noise with { EarlyMuxers = dialerOffers ? s.Noise.EarlyMuxers : [] } });
+        var b = await hosts.StartAsync(configureStack: s => s with { Noise = s.Noise with { EarlyMuxers = listenerOffers ? s.Noise.EarlyMuxers : [] } });
 
         await a.Host.ConnectAsync(b.Address, CancellationToken.None);
 

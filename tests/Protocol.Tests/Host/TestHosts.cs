@@ -8,6 +8,7 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 
 namespace Potluck.Protocol.Tests.Host;
@@ -23,7 +24,11 @@ internal sealed class TestHosts : IAsyncDisposable
         _random = new Random(seed);
         Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         Network = new SimulatedNetwork(Time);
+        _seed = seed;
     }
+
+    private readonly int _seed;
+    private int _started;
 
     /// <summary>Silent unless POTLUCK_TEST_LOG names a level (e.g. debug), then to the console.</summary>
     public static ILoggerFactory Loggers { get; } =
@@ -35,20 +40,25 @@ internal sealed class TestHosts : IAsyncDisposable
 
     public SimulatedNetwork Network { get; }
 
-    public sealed record TestNode(Libp2pHost Host, IdentifyService Identify, PingService Ping, PerfService Perf)
+    public sealed record TestNode(Libp2pHost Host, IdentifyService Identify, PingService Ping, PerfService Perf, NodeRuntime Runtime)
     {
         public Multiaddr Address => Host.ListenAddresses[0].WithPeer(Host.PeerId);
     }
 
-    public async Task<TestNode> StartAsync(Action<HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
-        Action<Libp2pHostSettings>? configureStack = null)
+    /// <summary>A runtime on this network's clock for the next node, with protocol randomness from the seed.</summary>
+    public NodeRuntime NextRuntime() => NodeRuntime.WithTime(Time, _seed * 1000L + _started++);
+
+    public async Task<TestNode> StartAsync(Func<HostOptions, HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
+        Func<Libp2pHostSettings, Libp2pHostSettings>? configureStack = null)
     {
         var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
-        configure?.Invoke(settings.Host);
-        configureStack?.Invoke(settings);
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, Loggers, Time);
-        var identify = new IdentifyService(host, new IdentifyOptions(), Loggers);
-        var node = new TestNode(host, identify, new PingService(host), new PerfService(host, new PerfOptions()));
+        settings = settings with { Host = configure?.Invoke(settings.Host) ?? settings.Host };
+        settings = configureStack?.Invoke(settings) ?? settings;
+        var runtime = NextRuntime();
+        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, runtime, Loggers);
+        var identify = new IdentifyService(host, new IdentifyOptions(), runtime, Loggers);
+        var node = new TestNode(host, identify, new PingService(host, new PingOptions(), runtime, Loggers),
+            new PerfService(host, new PerfOptions(), runtime, Loggers), runtime);
         _owned.Add(identify);
         _owned.Add(host);
         await host.StartAsync(listen ? [Multiaddr.Parse("/memory/0")] : [], CancellationToken.None);

@@ -21,7 +21,7 @@ public class KademliaHostTests
         for (var i = 0; i < count; i++)
         {
             var node = await hosts.StartAsync();
-            nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), NullLoggerFactory.Instance, new Random(i))));
+            nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), node.Runtime, NullLoggerFactory.Instance)));
         }
         for (var i = 1; i < count; i++)
         {
@@ -152,7 +152,7 @@ public class KademliaHostTests
         await using var hosts = new TestHosts(seed: 24);
         var nodes = await StartNetworkAsync(hosts, 12, ct);
         var clientNode = await hosts.StartAsync();
-        var client = new KademliaService(clientNode.Host, new KademliaOptions { Mode = KademliaMode.Client }, NullLoggerFactory.Instance, new Random(99));
+        var client = new KademliaService(clientNode.Host, new KademliaOptions { Mode = KademliaMode.Client }, clientNode.Runtime, NullLoggerFactory.Instance);
         try
         {
             Assert.That(clientNode.Host.Protocols, Does.Not.Contain(KademliaService.DefaultProtocolId));

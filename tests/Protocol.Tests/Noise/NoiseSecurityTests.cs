@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Noise;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 using static Potluck.Protocol.Tests.Noise.NoiseTestSupport;
 
@@ -180,7 +181,7 @@ public class NoiseSecurityTests
     public async Task Handshake_RemoteWithNonEd25519Identity_IsAcceptedAndIdentified(KeyType type, bool remoteInitiates, CancellationToken ct)
     {
         var identity = ForeignIdentity.Of(type);
-        var foreign = new NoiseSecurity(identity.PublicKey, identity.Sign, new NoiseOptions(), NullLoggerFactory.Instance);
+        var foreign = new NoiseSecurity(identity.PublicKey, identity.Sign, new NoiseOptions(), NodeRuntime.System, NullLoggerFactory.Instance);
         var expected = identity.PublicKey.ToPeerId();
         var (a, b) = CreatePair();
         var (first, second) = remoteInitiates

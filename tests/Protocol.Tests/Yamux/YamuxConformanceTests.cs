@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
 using Potluck.Protocol.Yamux;
 
@@ -22,6 +23,6 @@ public sealed class YamuxConformanceTests(IPipePairFactory pipes) : MuxerConform
             MaxInboundStreams = maxStreams,
             MaxOutboundStreams = maxStreams,
         },
-        NullLoggerFactory.Instance,
-        new FakeTimeProvider());
+        NodeRuntime.WithTime(new FakeTimeProvider()),
+        NullLoggerFactory.Instance);
 }

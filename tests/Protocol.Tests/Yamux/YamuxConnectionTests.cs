@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
 using Potluck.Protocol.Yamux;
 
@@ -90,7 +91,7 @@ public class YamuxConnectionTests
     {
         var time = new FakeTimeProvider();
         var (a, b) = MemoryPipePairFactory.CreatePair();
-        var muxer = new YamuxMuxer(new YamuxOptions { MeasureRttOnStart = false }, NullLoggerFactory.Instance, time);
+        var muxer = new YamuxMuxer(new YamuxOptions { MeasureRttOnStart = false }, NodeRuntime.WithTime(time), NullLoggerFactory.Instance);
         var client = Track(muxer.Create(a, initiator: true));
         Track(muxer.Create(b, initiator: false));
 
@@ -354,7 +355,7 @@ public class YamuxConnectionTests
     }
 
     private static YamuxMuxer CreateMuxer(YamuxOptions options, TimeProvider? time = null) =>
-        new(options, NullLoggerFactory.Instance, time ?? new FakeTimeProvider());
+        new(options, NodeRuntime.WithTime(time ?? new FakeTimeProvider()), NullLoggerFactory.Instance);
 
     private (YamuxConnection Connection, RawPeer Peer) Start(bool initiator, TimeProvider? time = null, YamuxOptions? options = null)
     {

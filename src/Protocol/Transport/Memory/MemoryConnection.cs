@@ -70,8 +70,8 @@ internal sealed class MemoryConnectionPair
         Link = link;
         var pipeOptions = new PipeOptions(
             pool: null,
-            readerScheduler: PipeScheduler.ThreadPool,
-            writerScheduler: PipeScheduler.ThreadPool,
+            readerScheduler: network.PipeScheduler,
+            writerScheduler: network.PipeScheduler,
             pauseWriterThreshold: options.PauseWriterThreshold,
             resumeWriterThreshold: options.ResumeWriterThreshold,
             minimumSegmentSize: options.SegmentSize,
