@@ -81,7 +81,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly GossipsubRouter _router;
     private readonly Dictionary<PeerId, PeerSession> _sessions = [];
     private readonly Dictionary<string, List<GossipSubscription>> _subscriptions = new(StringComparer.Ordinal);
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly ITimer _heartbeat;
     private int _disposed;
 
@@ -92,6 +92,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _runtime = runtime;
         _time = runtime.Time;
         _log = loggers.CreateLogger<GossipsubService>();
+        _work = runtime.CreateBackgroundWork("gossipsub", _log);
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
@@ -250,7 +251,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogHeartbeatFailed(e);
+            // A timer callback: nothing above it catches. The router is pure, so whatever threw is a bug of ours.
+            LogHeartbeatFailed(Failures.Classify(e).Kind, e);
         }
     }
 
@@ -302,7 +304,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             }
             if (_host.Peers.GetAddresses(hint.Peer).Count > 0)
             {
-                _ = ConnectPxAsync(hint.Peer);
+                _work.Run("px dial", ct => ConnectPxAsync(hint.Peer, ct));
             }
         }
         try
@@ -311,19 +313,22 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogHeartbeatFailed(e);
+            LogHeartbeatFailed(Failures.Classify(e).Kind, e);
         }
     }
 
-    private async Task ConnectPxAsync(PeerId peer)
+    private async Task ConnectPxAsync(PeerId peer, CancellationToken stopping)
     {
         try
         {
-            await _host.ConnectAsync(peer, _stop.Token);
+            await _host.ConnectAsync(peer, stopping);
         }
-        catch (Exception e) when (e is DialException or OperationCanceledException or IOException)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            LogPxDialFailed(peer, e.Message);
+            if (failure.Kind != FailureKind.Cancelled)
+            {
+                LogPxDialFailed(peer, failure.Reason);
+            }
         }
     }
 
@@ -354,7 +359,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             }
             session.OutboundStarted = true;
         }
-        _ = Task.Run(() => RunOutboundAsync(session, connection));
+        _work.Run("outbound stream", ct => RunOutboundAsync(session, connection, ct));
     }
 
     private void OnDisconnected(IConnection connection)
@@ -405,19 +410,19 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private static string? IpOf(Multiaddr address) =>
         (address.Find(Multiaddr.Ip4) ?? address.Find(Multiaddr.Ip6)) is { } c ? c.ValueText : null;
 
-    private async Task RunOutboundAsync(PeerSession session, IConnection connection)
+    private async Task RunOutboundAsync(PeerSession session, IConnection connection, CancellationToken stopping)
     {
         IStream stream;
         try
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, _stop.Token);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
             stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
         }
-        catch (Exception e) when (e is ProtocolNotSupportedException or ProtocolViolationException or IOException
-                                      or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            LogOutboundFailed(session.Peer, e.Message);
+            // The peer speaks no gossipsub, went away, or we are stopping: no outbound stream for now.
+            LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             lock (_gate)
             {
                 session.OutboundStarted = false;
@@ -446,12 +451,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
             }
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException
-                                      or StreamResetException or ProtocolViolationException)
+        catch (Exception e) when (Failures.Classify(e, session.Token) is { Kind: not FailureKind.Internal } failure)
         {
-            if (!session.Token.IsCancellationRequested)
+            if (failure.Kind != FailureKind.Cancelled && !session.Token.IsCancellationRequested)
             {
-                LogOutboundFailed(session.Peer, e.Message);
+                LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             }
         }
         finally
@@ -464,17 +468,17 @@ public sealed partial class GossipsubService : IAsyncDisposable
         if (!session.Token.IsCancellationRequested)
         {
             RemoveSession(session.Peer, session);
-            _ = RetryLaterAsync(connection);
+            _work.Run("outbound retry", ct => RetryLaterAsync(connection, ct));
         }
     }
 
-    private async Task RetryLaterAsync(IConnection connection)
+    private async Task RetryLaterAsync(IConnection connection, CancellationToken stopping)
     {
         try
         {
-            await Task.Delay(_options.HeartbeatInterval, _time, _stop.Token);
+            await Task.Delay(_options.HeartbeatInterval, _time, stopping);
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
             return;
         }
@@ -502,7 +506,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, stream.Connection);
         if (startOutbound)
         {
-            _ = Task.Run(() => RunOutboundAsync(session, stream.Connection));
+            _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
         }
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, session.Token);
         try
@@ -526,7 +530,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 if (RpcCodec.TryDecode(body, _options.MaxRpcSize, out var rpc, out var error) != DecodeStatus.Done)
                 {
                     Run(_ => _router.MalformedRpc(peer));
-                    throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC");
+                    throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC", ViolationCode.Malformed);
                 }
                 Run(now =>
                 {
@@ -564,7 +568,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _host.Disconnected -= OnDisconnected;
         _host.RemoveStreamHandler(ProtocolIdV11);
         _host.RemoveStreamHandler(ProtocolIdV10);
-        await _stop.CancelAsync();
+        // Cancels the outbound streams, dials and retries now; waited for once the sessions are closed below.
+        var stopped = _work.StopAsync();
         PeerSession[] sessions;
         List<GossipSubscription> subscriptions;
         lock (_gate)
@@ -582,7 +587,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             s.Complete();
         }
-        _stop.Dispose();
+        await stopped;
+        await _work.DisposeAsync();
     }
 
     private sealed class PeerSession(PeerId peer, int queue)
@@ -623,8 +629,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Reason}")]
-    private partial void LogOutboundFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogOutboundFailed(PeerId peer, FailureKind kind, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub queue to {Peer} is full; RPC dropped")]
     private partial void LogQueueFull(PeerId peer);
@@ -632,6 +638,6 @@ public sealed partial class GossipsubService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "Dialing PX peer {Peer} failed: {Reason}")]
     private partial void LogPxDialFailed(PeerId peer, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed")]
-    private partial void LogHeartbeatFailed(Exception e);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed ({Kind})")]
+    private partial void LogHeartbeatFailed(FailureKind kind, Exception e);
 }

@@ -55,7 +55,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
     private readonly IdentifyOptions _options;
     private readonly NodeRuntime _runtime;
     private readonly ILogger<IdentifyService> _log;
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly Dictionary<PeerId, TaskCompletionSource<IdentifyResult>> _pending = [];
     private readonly object _gate = new();
     private int _pushScheduled;
@@ -66,6 +66,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         _options = options;
         _runtime = runtime;
         _log = loggers.CreateLogger<IdentifyService>();
+        _work = runtime.CreateBackgroundWork("identify", _log);
         host.SetStreamHandler(ProtocolId, HandleIdentifyAsync);
         host.SetStreamHandler(PushProtocolId, HandlePushAsync);
         host.Connected += OnConnected;
@@ -89,13 +90,14 @@ public sealed partial class IdentifyService : IAsyncDisposable
         }
     }
 
-    private void OnConnected(IConnection connection) => _ = IdentifyAsync(connection);
+    private void OnConnected(IConnection connection) => _work.Run("identify", () => IdentifyAsync(connection));
 
-    /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>.</summary>
+    /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>; null when that fails.</summary>
     public async Task<IdentifyResult?> IdentifyAsync(IConnection connection)
     {
+        var stopping = _work.Stopping;
         using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
         try
         {
             await using var stream = await connection.OpenStreamAsync([ProtocolId], linked.Token);
@@ -105,9 +107,17 @@ public sealed partial class IdentifyService : IAsyncDisposable
             Complete(connection.RemotePeer, result);
             return result;
         }
-        catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+        catch (Exception e)
         {
-            LogIdentifyFailed(connection.RemotePeer, e.Message);
+            var failure = Failures.Classify(e, stopping);
+            if (failure.Kind == FailureKind.Internal)
+            {
+                LogIdentifyBug(connection.RemotePeer, e);
+            }
+            else if (failure.Kind != FailureKind.Cancelled)
+            {
+                LogIdentifyFailed(connection.RemotePeer, failure.Kind, failure.Reason);
+            }
             return null;
         }
     }
@@ -174,11 +184,11 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
             catch (InvalidProtocolBufferException e)
             {
-                throw new ProtocolViolationException(ProtocolId, "malformed identify message", e);
+                throw new ProtocolViolationException(ProtocolId, "malformed identify message", e, ViolationCode.Malformed);
             }
             if (merged.ListenAddrs.Count > _options.MaxListenAddresses * _options.MaxMessagesPerStream)
             {
-                throw new ProtocolViolationException(ProtocolId, "too many listen addresses");
+                throw new ProtocolViolationException(ProtocolId, "too many listen addresses", ViolationCode.TooLarge);
             }
         }
         return merged;
@@ -207,7 +217,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         {
             if (!PublicKey.TryFromProtobuf(message.PublicKey.Span, out var key) || !_host.Peers.SetPublicKey(peer, key))
             {
-                throw new ProtocolViolationException(ProtocolId, "public key does not match the peer id");
+                throw new ProtocolViolationException(ProtocolId, "public key does not match the peer id", ViolationCode.WrongPeer);
             }
         }
         var addresses = new List<Multiaddr>();
@@ -233,7 +243,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         // Coalesce bursts of handler registrations into one push.
         if (Interlocked.Exchange(ref _pushScheduled, 1) == 0)
         {
-            _ = Task.Run(async () =>
+            _work.Run("identify push", async () =>
             {
                 await Task.Yield();
                 Volatile.Write(ref _pushScheduled, 0);
@@ -245,9 +255,10 @@ public sealed partial class IdentifyService : IAsyncDisposable
     /// <summary>Sends our current record to every connected peer that speaks identify push.</summary>
     public async Task PushAsync()
     {
+        var stopping = _work.Stopping;
         foreach (var connection in _host.Connections)
         {
-            if (_stop.IsCancellationRequested)
+            if (stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -258,34 +269,44 @@ public sealed partial class IdentifyService : IAsyncDisposable
             try
             {
                 using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
                 await using var stream = await connection.OpenStreamAsync([PushProtocolId], linked.Token);
                 await LengthPrefixed.WriteAsync(stream.Output, BuildMessage(connection.RemoteAddress).ToByteArray(), linked.Token);
                 await stream.Output.CompleteAsync();
             }
-            catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+            catch (Exception e)
             {
-                LogPushFailed(connection.RemotePeer, e.Message);
+                var failure = Failures.Classify(e, stopping);
+                if (failure.Kind == FailureKind.Internal)
+                {
+                    LogIdentifyBug(connection.RemotePeer, e);
+                }
+                else if (failure.Kind != FailureKind.Cancelled)
+                {
+                    LogPushFailed(connection.RemotePeer, failure.Kind, failure.Reason);
+                }
             }
         }
     }
 
-    public ValueTask DisposeAsync()
+    /// <summary>Stops reacting to the host and waits for the exchanges still running (they are cancelled).</summary>
+    public async ValueTask DisposeAsync()
     {
         _host.Connected -= OnConnected;
         _host.Disconnected -= OnDisconnected;
         _host.LocalInfoChanged -= OnLocalInfoChanged;
-        _stop.Cancel();
-        _stop.Dispose();
-        return ValueTask.CompletedTask;
+        await _work.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Identified {Peer}: {Agent}, {Protocols} protocols, {Addresses} addresses")]
     private partial void LogIdentified(PeerId peer, string agent, int protocols, int addresses);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify with {Peer} failed: {Reason}")]
-    private partial void LogIdentifyFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify with {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogIdentifyFailed(PeerId peer, FailureKind kind, string reason);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify push to {Peer} failed: {Reason}")]
-    private partial void LogPushFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify push to {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogPushFailed(PeerId peer, FailureKind kind, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Identify with {Peer} failed unexpectedly")]
+    private partial void LogIdentifyBug(PeerId peer, Exception e);
 }

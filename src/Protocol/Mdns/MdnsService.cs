@@ -24,11 +24,9 @@ public sealed partial class MdnsService : IAsyncDisposable
     private readonly ILogger<MdnsService> _log;
     private readonly MdnsCore _core;
     private readonly object _gate = new();
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly List<IPAddress> _interfaces = [];
     private Socket? _socket;
-    private Task? _receive;
-    private Task? _query;
 
     public MdnsService(IHost host, MdnsOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
@@ -37,6 +35,7 @@ public sealed partial class MdnsService : IAsyncDisposable
         _runtime = runtime;
         _time = runtime.Time;
         _log = loggers.CreateLogger<MdnsService>();
+        _work = runtime.CreateBackgroundWork("mdns", _log);
         _core = new MdnsCore(host.PeerId, options, runtime.SecureRandom);
     }
 
@@ -77,8 +76,8 @@ public sealed partial class MdnsService : IAsyncDisposable
         _socket = socket;
         UpdateAddresses();
         _host.LocalInfoChanged += UpdateAddresses;
-        _receive = Task.Run(ReceiveLoopAsync);
-        _query = Task.Run(QueryLoopAsync);
+        _work.Run("mdns receive", ReceiveLoopAsync);
+        _work.Run("mdns query", QueryLoopAsync);
     }
 
     private static IEnumerable<IPAddress> MulticastInterfaces()
@@ -112,11 +111,11 @@ public sealed partial class MdnsService : IAsyncDisposable
         }
     }
 
-    private async Task QueryLoopAsync()
+    private async Task QueryLoopAsync(CancellationToken stopping)
     {
         try
         {
-            while (!_stop.IsCancellationRequested)
+            while (!stopping.IsCancellationRequested)
             {
                 byte[]? query;
                 DateTimeOffset next;
@@ -127,25 +126,25 @@ public sealed partial class MdnsService : IAsyncDisposable
                 }
                 if (query is not null)
                 {
-                    await SendAsync(query);
+                    await SendAsync(query, stopping);
                 }
                 var wait = next - _time.GetUtcNow();
-                await Task.Delay(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, _time, _stop.Token);
+                await Task.Delay(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, _time, stopping);
             }
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
         }
     }
 
-    private async Task ReceiveLoopAsync()
+    private async Task ReceiveLoopAsync(CancellationToken stopping)
     {
         var buffer = new byte[DnsMessage.MaxPacketSize];
-        while (!_stop.IsCancellationRequested)
+        while (!stopping.IsCancellationRequested)
         {
             try
             {
-                var received = await _socket!.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), _stop.Token);
+                var received = await _socket!.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), stopping);
                 MdnsStep step;
                 lock (_gate)
                 {
@@ -153,7 +152,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                 }
                 if (step.Response is not null)
                 {
-                    await SendAsync(step.Response);
+                    await SendAsync(step.Response, stopping);
                 }
                 foreach (var peer in step.Discovered)
                 {
@@ -166,7 +165,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                     PeerDiscovered?.Invoke(peer);
                 }
             }
-            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -182,7 +181,7 @@ public sealed partial class MdnsService : IAsyncDisposable
         }
     }
 
-    private async Task SendAsync(byte[] packet)
+    private async Task SendAsync(byte[] packet, CancellationToken stopping)
     {
         var socket = _socket;
         if (socket is null)
@@ -199,7 +198,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                 {
                     socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastInterface, address.GetAddressBytes());
                 }
-                await socket.SendToAsync(packet, SocketFlags.None, group, _stop.Token);
+                await socket.SendToAsync(packet, SocketFlags.None, group, stopping);
             }
             catch (SocketException e)
             {
@@ -215,21 +214,11 @@ public sealed partial class MdnsService : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _host.LocalInfoChanged -= UpdateAddresses;
-        await _stop.CancelAsync();
+        // Cancels both loops at once; closing the socket wakes a receive the token does not reach.
+        var stopped = _work.StopAsync();
         _socket?.Dispose();
-        foreach (var task in new[] { _receive, _query })
-        {
-            if (task is not null)
-            {
-                try
-                {
-                    await task;
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }
-        }
+        await stopped;
+        await _work.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "mDNS: {Peer} announced {Count} addresses")]

@@ -29,13 +29,13 @@ internal sealed class LazyNegotiationReader(PipeReader inner, string protocol, M
     {
         while (_expect != Expect.Nothing)
         {
-            var result = await inner.ReadAsync(ct).ConfigureAwait(false);
+            var result = await inner.ReadAsync(ct);
             if (TryVerify(result, out var forwarded))
             {
                 return forwarded;
             }
         }
-        return await inner.ReadAsync(ct).ConfigureAwait(false);
+        return await inner.ReadAsync(ct);
     }
 
     public override bool TryRead(out ReadResult result)

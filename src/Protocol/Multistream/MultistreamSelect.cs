@@ -52,13 +52,13 @@ public static class MultistreamSelect
         var output = pipe.Output;
         MultistreamMessage.Write(output, ProtocolId);
         MultistreamMessage.Write(output, protocols[0]);
-        await output.FlushAsync(ct).ConfigureAwait(false);
+        await output.FlushAsync(ct);
 
-        var header = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+        var header = await ReadMessageAsync(pipe.Input, null, options, ct);
         CheckHeader(header);
         for (var i = 0; ; i++)
         {
-            var answer = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+            var answer = await ReadMessageAsync(pipe.Input, null, options, ct);
             if (answer == protocols[i])
             {
                 return answer;
@@ -72,7 +72,7 @@ public static class MultistreamSelect
                 throw new ProtocolNotSupportedException(protocols);
             }
             MultistreamMessage.Write(output, protocols[i + 1]);
-            await output.FlushAsync(ct).ConfigureAwait(false);
+            await output.FlushAsync(ct);
         }
     }
 
@@ -89,7 +89,7 @@ public static class MultistreamSelect
         IDuplexPipe pipe, string protocol, MultistreamOptions options, CancellationToken ct)
     {
         var selected = SelectOneLazy(pipe, protocol, options);
-        await pipe.Output.FlushAsync(ct).ConfigureAwait(false);
+        await pipe.Output.FlushAsync(ct);
         return selected;
     }
 
@@ -156,12 +156,12 @@ public static class MultistreamSelect
         var output = pipe.Output;
         // Queued, not flushed: it leaves with the first answer, or before we would wait for the dialer.
         MultistreamMessage.Write(output, ProtocolId);
-        var header = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+        var header = await ReadMessageAsync(pipe.Input, output, options, ct);
         CheckHeader(header);
 
         for (var i = 0; i < options.MaxProposals; i++)
         {
-            var proposal = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+            var proposal = await ReadMessageAsync(pipe.Input, output, options, ct);
             if (proposal == List)
             {
                 MultistreamMessage.WriteProtocolList(output, advertised);
@@ -172,13 +172,13 @@ public static class MultistreamSelect
                 MultistreamMessage.Write(output, proposal);
                 if (!deferEcho || !HasBufferedData(pipe.Input))
                 {
-                    await output.FlushAsync(ct).ConfigureAwait(false);
+                    await output.FlushAsync(ct);
                 }
                 return proposal;
             }
             MultistreamMessage.Write(output, NotAvailable);
         }
-        await output.FlushAsync(ct).ConfigureAwait(false);
+        await output.FlushAsync(ct);
         throw Violation($"the dialer made more than {options.MaxProposals} proposals");
     }
 
@@ -207,11 +207,11 @@ public static class MultistreamSelect
             {
                 return message;
             }
-            await flushBeforeWaiting.FlushAsync(ct).ConfigureAwait(false);
+            await flushBeforeWaiting.FlushAsync(ct);
         }
         while (true)
         {
-            var result = await input.ReadAsync(ct).ConfigureAwait(false);
+            var result = await input.ReadAsync(ct);
             if (TryTake(input, result, options, out var message))
             {
                 return message;

@@ -56,12 +56,14 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
         var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);
-        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: inboundLimit, resumeWriterThreshold: inboundLimit / 2,
-                                            minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
-        _outbound = new Pipe(new PipeOptions(pauseWriterThreshold: outboundLimit, resumeWriterThreshold: outboundLimit / 2,
-                                             minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
-        _writeLoop = Task.Run(WriteLoopAsync);
-        _readLoop = Task.Run(ReadLoopAsync);
+        var pipes = runtime.PipeScheduler;
+        _inbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: inboundLimit,
+                                            resumeWriterThreshold: inboundLimit / 2, minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
+        _outbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: outboundLimit,
+                                             resumeWriterThreshold: outboundLimit / 2, minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
+        // The channel's own pumps: they end on their own, log their own failures, and disposal awaits both.
+        _writeLoop = runtime.StartLoop(WriteLoopAsync);
+        _readLoop = runtime.StartLoop(ReadLoopAsync);
     }
 
     public PeerId RemotePeer { get; }
@@ -85,7 +87,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             while (true)
             {
-                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var result = await input.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
                 var (status, consumed, decrypted) = DecryptFrames(buffer, writer);
                 var remaining = buffer.Slice(consumed);
@@ -97,7 +99,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 input.AdvanceTo(consumed, status == DecodeStatus.NeedMoreData ? buffer.End : consumed);
                 if (decrypted > 0 || status == DecodeStatus.Done)
                 {
-                    var flush = await writer.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    var flush = await writer.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
                         break; // the application stopped reading
@@ -140,8 +142,8 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             // Bad framing or a MAC failure closes the connection.
             _stop.Cancel();
-            await _writeLoop.ConfigureAwait(false);
-            await CloseTransportAsync().ConfigureAwait(false);
+            await _writeLoop;
+            await CloseTransportAsync();
         }
     }
 
@@ -204,13 +206,13 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             while (true)
             {
-                var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var result = await reader.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
                 var consumed = EncryptFrames(buffer, output, out var frames);
                 reader.AdvanceTo(consumed);
                 if (frames > 0)
                 {
-                    var flush = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    var flush = await output.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
                         error = new IOException("the connection was closed");
@@ -304,7 +306,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         }
         if (_transport is IAsyncDisposable disposable)
         {
-            await disposable.DisposeAsync().ConfigureAwait(false);
+            await disposable.DisposeAsync();
         }
     }
 
@@ -315,9 +317,9 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             return;
         }
         _stop.Cancel();
-        await _writeLoop.ConfigureAwait(false);
-        await _readLoop.ConfigureAwait(false);
-        await CloseTransportAsync().ConfigureAwait(false);
+        await _writeLoop;
+        await _readLoop;
+        await CloseTransportAsync();
         _send.Dispose();
         _receive.Dispose();
     }

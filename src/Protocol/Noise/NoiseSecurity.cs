@@ -73,17 +73,17 @@ public sealed class NoiseSecurity : ISecurityProtocol
             NoiseRemoteIdentity remote;
             if (initiator)
             {
-                await WriteMessageAsync(state, [], insecure.Output, ct).ConfigureAwait(false);
-                var length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, [], insecure.Output, ct);
+                var length = await ReadMessageAsync(insecure.Input, message, ct);
                 remote = ReadPayload(state, message, length, expectedRemote);
-                await WriteMessageAsync(state, _payload, insecure.Output, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, _payload, insecure.Output, ct);
             }
             else
             {
-                var length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                var length = await ReadMessageAsync(insecure.Input, message, ct);
                 ReadFirst(state, message, length);
-                await WriteMessageAsync(state, _payload, insecure.Output, ct).ConfigureAwait(false);
-                length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, _payload, insecure.Output, ct);
+                length = await ReadMessageAsync(insecure.Input, message, ct);
                 remote = ReadPayload(state, message, length, expectedRemote);
             }
             var (send, receive) = state.Split();
@@ -100,7 +100,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             {
                 _logger.HandshakeAborted(e);
             }
-            await CloseAsync(insecure).ConfigureAwait(false);
+            await CloseAsync(insecure);
             throw;
         }
         finally
@@ -145,7 +145,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
     private static async ValueTask WriteMessageAsync(NoiseHandshakeState state, byte[] payload, PipeWriter output, CancellationToken ct)
     {
         WriteFrame(state, payload, output);
-        var flush = await output.FlushAsync(ct).ConfigureAwait(false);
+        var flush = await output.FlushAsync(ct);
         if (flush.IsCompleted)
         {
             throw new EndOfStreamException("the connection closed during the Noise handshake");
@@ -166,7 +166,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
     {
         while (true)
         {
-            var result = await input.ReadAsync(ct).ConfigureAwait(false);
+            var result = await input.ReadAsync(ct);
             var buffer = result.Buffer;
             if (NoiseFrame.TryRead(buffer, 0, out var message, out var end) == DecodeStatus.Done)
             {
@@ -195,7 +195,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             insecure.Output.Complete();
             if (insecure is IAsyncDisposable disposable)
             {
-                await disposable.DisposeAsync().ConfigureAwait(false);
+                await disposable.DisposeAsync();
             }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)

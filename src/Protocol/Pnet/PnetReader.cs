@@ -23,7 +23,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
     {
         while (true)
         {
-            var result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var result = await inner.ReadAsync(cancellationToken);
             if (TryTransform(result, out var forwarded))
             {
                 return forwarded;

@@ -32,6 +32,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly List<TaskCompletionSource> _ackWaiters = [];
     private readonly CancellationTokenSource _closeCts;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task _run;
+    private readonly Task _rtt;
     private int _wakePending;
     private uint _nextPing;
     private bool _closing;
@@ -55,16 +57,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
         var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
-        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options));
-        _ = RunAsync();
-        if (options.MeasureRttOnStart)
-        {
-            _ = MeasureRttAsync();
-        }
+        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler));
+        // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
+        _run = runtime.StartLoop(RunAsync);
+        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
     }
-
-    internal Task? DbgRead; internal Task? DbgWrite;
-    public string Dbg => $"read {DbgRead?.Status} write {DbgWrite?.Exception}  closing {_closing} dirty {_session.HasWork} wake {_wakePending}";
 
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }
@@ -137,7 +134,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 _ackWaiters.Add(waiter);
             }
 
-            await waiter.Task.WaitAsync(ct).ConfigureAwait(false);
+            await waiter.Task.WaitAsync(ct);
         }
     }
 
@@ -157,7 +154,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         YamuxStream stream;
         try
         {
-            stream = await _backlog.Reader.ReadAsync(ct).ConfigureAwait(false);
+            stream = await _backlog.Reader.ReadAsync(ct);
         }
         catch (ChannelClosedException ex)
         {
@@ -213,7 +210,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         long received;
         await using (ct.Register(() => CancelPing(opaque, ct)))
         {
-            received = await reply.Task.ConfigureAwait(false);
+            received = await reply.Task;
         }
 
         var rtt = _time.GetElapsedTime(sent, received);
@@ -230,14 +227,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
     public async ValueTask DisposeAsync()
     {
         BeginClose(null, YamuxGoAwayCode.Normal);
-        try
-        {
-            await _completion.Task.ConfigureAwait(false);
-        }
-        catch (Exception)
-        {
-            // The reason is on Completion; disposal itself does not throw.
-        }
+        // The reason is on Completion; disposal itself does not throw (neither loop does).
+        await _run;
+        await _rtt;
     }
 
     internal void OnConsumed(YamuxStream stream, long count)
@@ -332,7 +324,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         try
         {
-            await PingAsync(_closeCts.Token).ConfigureAwait(false);
+            await PingAsync(_closeCts.Token);
         }
         catch (Exception)
         {
@@ -354,11 +346,10 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
     private async Task RunAsync()
     {
-        await Task.Yield();
         try
         {
             // Neither loop throws; each ends the connection through BeginClose.
-            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync()).ConfigureAwait(false);
+            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync());
         }
         catch (Exception ex)
         {
@@ -387,7 +378,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             try
             {
-                await disposable.DisposeAsync().ConfigureAwait(false);
+                await disposable.DisposeAsync();
             }
             catch (Exception ex)
             {
@@ -457,7 +448,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             while (true)
             {
-                var result = await _in.ReadAsync().ConfigureAwait(false);
+                var result = await _in.ReadAsync();
                 if (result.IsCanceled)
                 {
                     break;
@@ -693,7 +684,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             while (true)
             {
-                await _wake.Reader.ReadAsync().ConfigureAwait(false);
+                await _wake.Reader.ReadAsync();
                 Volatile.Write(ref _wakePending, 0);
                 bool closing;
                 lock (_sync)
@@ -701,7 +692,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     closing = _closing;
                 }
 
-                await DrainAsync(_closeCts.Token).ConfigureAwait(false);
+                await DrainAsync(_closeCts.Token);
                 if (closing)
                 {
                     break;
@@ -762,14 +753,14 @@ public sealed partial class YamuxConnection : IMuxedConnection
             batched += WriteStream(stream, work);
             if (batched >= _options.WriteBatchSize)
             {
-                await FlushAsync(ct).ConfigureAwait(false);
+                await FlushAsync(ct);
                 batched = 0;
             }
         }
 
         if (batched > 0)
         {
-            await FlushAsync(ct).ConfigureAwait(false);
+            await FlushAsync(ct);
         }
     }
 
@@ -778,7 +769,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         FlushResult result;
         using (ct.UnsafeRegister(static state => ((PipeWriter)state!).CancelPendingFlush(), _out))
         {
-            result = await _out.FlushAsync().ConfigureAwait(false);
+            result = await _out.FlushAsync();
         }
 
         if (result.IsCanceled)

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identify;
 using Potluck.Protocol.Identity;
@@ -13,30 +12,38 @@ using Potluck.Protocol.Transport.Memory;
 
 namespace Potluck.Protocol.Tests.Host;
 
-/// <summary>Hosts on one simulated network with virtual time; keys come from a seeded Random.</summary>
+/// <summary>
+/// Hosts on one simulated network under a <see cref="VirtualTimeDriver"/>: every node's runtime runs on the driver's
+/// clock and event loop, the network's pipes on the loop's scheduler, and keys and protocol randomness come from the
+/// seed. Use inside <c>VirtualTimeDriver.Run(async d => { await using var hosts = new TestHosts(d); … })</c>.
+/// </summary>
 internal sealed class TestHosts : IAsyncDisposable
 {
     private readonly List<IAsyncDisposable> _owned = [];
     private readonly Random _random;
-
-    public TestHosts(int seed = 1)
-    {
-        _random = new Random(seed);
-        Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
-        Network = new SimulatedNetwork(Time);
-        _seed = seed;
-    }
-
     private readonly int _seed;
     private int _started;
 
+    public TestHosts(VirtualTimeDriver driver, int seed = 1, ILoggerFactory? loggers = null)
+    {
+        Driver = driver;
+        _seed = seed;
+        _random = new Random(seed);
+        Network = new SimulatedNetwork(driver.Clock, pipes: driver.Loop.PipeScheduler);
+        Loggers = loggers ?? DefaultLoggers;
+    }
+
     /// <summary>Silent unless POTLUCK_TEST_LOG names a level (e.g. debug), then to the console.</summary>
-    public static ILoggerFactory Loggers { get; } =
+    public static ILoggerFactory DefaultLoggers { get; } =
         Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("POTLUCK_TEST_LOG"), true, out var level)
             ? LoggerFactory.Create(b => b.SetMinimumLevel(level).AddSimpleConsole())
             : NullLoggerFactory.Instance;
 
-    public FakeTimeProvider Time { get; }
+    public ILoggerFactory Loggers { get; }
+
+    public VirtualTimeDriver Driver { get; }
+
+    public VirtualClock Time => Driver.Clock;
 
     public SimulatedNetwork Network { get; }
 
@@ -45,8 +52,15 @@ internal sealed class TestHosts : IAsyncDisposable
         public Multiaddr Address => Host.ListenAddresses[0].WithPeer(Host.PeerId);
     }
 
-    /// <summary>A runtime on this network's clock for the next node, with protocol randomness from the seed.</summary>
-    public NodeRuntime NextRuntime() => NodeRuntime.WithTime(Time, _seed * 1000L + _started++);
+    /// <summary>The runtime of the next node: the driver's clock and loop, randomness from the seed and the node's index.</summary>
+    public NodeRuntime NextRuntime() => Driver.CreateRuntime(_seed * 1000L + _started++);
+
+    /// <summary>Something to dispose with the hosts (after them: last added, first disposed).</summary>
+    public T Own<T>(T disposable) where T : IAsyncDisposable
+    {
+        _owned.Add(disposable);
+        return disposable;
+    }
 
     public async Task<TestNode> StartAsync(Func<HostOptions, HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
         Func<Libp2pHostSettings, Libp2pHostSettings>? configureStack = null)

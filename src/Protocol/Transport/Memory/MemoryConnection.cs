@@ -48,13 +48,19 @@ internal sealed class MemoryConnection : IRawConnection
 
     public ValueTask DisposeAsync()
     {
+        Close();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>What disposal does; synchronous (nothing here waits).</summary>
+    internal void Close()
+    {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _output.Close(null);
             _input.Close(null);
             _pair.OnDisposed();
         }
-        return ValueTask.CompletedTask;
     }
 }
 

@@ -34,6 +34,7 @@ internal sealed class TcpConnection : IRawConnection
     private readonly Task _receiveTask;
     private readonly Task _sendTask;
     private Task? _disposeTask;
+    private Task? _disposeCore;
     private volatile bool _disposing;
 
     public TcpConnection(Socket socket, TcpTransportOptions options, NodeRuntime runtime)
@@ -188,7 +189,8 @@ internal sealed class TcpConnection : IRawConnection
             task = Interlocked.CompareExchange(ref _disposeTask, mine.Task, null);
             if (task is null)
             {
-                _ = DisposeCoreAsync(mine);
+                // Kept, not discarded: it completes `mine` whatever happens, and every caller awaits that.
+                _disposeCore = DisposeCoreAsync(mine);
                 task = mine.Task;
             }
         }
