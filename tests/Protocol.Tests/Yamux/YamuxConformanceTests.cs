@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
@@ -23,6 +22,6 @@ public sealed class YamuxConformanceTests(IPipePairFactory pipes) : MuxerConform
             MaxInboundStreams = maxStreams,
             MaxOutboundStreams = maxStreams,
         },
-        NodeRuntime.WithTime(new FakeTimeProvider()),
+        NodeRuntime.System,
         NullLoggerFactory.Instance);
 }
