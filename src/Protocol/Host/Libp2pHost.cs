@@ -321,6 +321,10 @@ public sealed partial class Libp2pHost : IHost
                 return new DialException(DialFailure.HostStopped, "the host is stopping", address);
             }
         }
+        if (Failures.Classify(error, ct).Kind == FailureKind.Internal)
+        {
+            return error; // a bug of ours, not the remote's failure: it must reach the Error log, not hide in a DialException
+        }
         var wrongPeer = error is ProtocolViolationException { Code: ViolationCode.WrongPeer };
         return new DialException(wrongPeer ? DialFailure.WrongPeer : DialFailure.HandshakeFailed,
             $"handshake with {address} failed: {error.Message}" + (_upgrader.IsPrivateNetwork ? " (is the remote in the same private network, with the same swarm key?)" : ""),

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Multistream;
 
@@ -117,7 +118,7 @@ internal sealed class LazyNegotiationReader(PipeReader inner, string protocol, M
         inner.AdvanceTo(reader.Position, buffer.End);
         if (result.IsCompleted)
         {
-            throw MultistreamSelect.Violation("the stream ended before the listener confirmed the protocol");
+            throw new PeerGoneException($"{MultistreamSelect.Name}: the stream ended before the listener confirmed the protocol");
         }
         forwarded = default;
         return false;

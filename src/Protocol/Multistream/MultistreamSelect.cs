@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Multistream;
 
@@ -65,7 +66,7 @@ public static class MultistreamSelect
             }
             if (answer != NotAvailable)
             {
-                throw Violation($"the listener answered proposal #{i + 1} with an unexpected message ({Describe(answer)})");
+                throw Violation($"the listener answered proposal #{i + 1} with an unexpected message ({Describe(answer)})", ViolationCode.UnexpectedMessage);
             }
             if (i + 1 == protocols.Count)
             {
@@ -179,7 +180,7 @@ public static class MultistreamSelect
             MultistreamMessage.Write(output, NotAvailable);
         }
         await output.FlushAsync(ct);
-        throw Violation($"the dialer made more than {options.MaxProposals} proposals");
+        throw Violation($"the dialer made more than {options.MaxProposals} proposals", ViolationCode.TooLarge);
     }
 
     /// <summary>True when bytes the dialer sent after the messages read so far are already here; consumes nothing.</summary>
@@ -238,7 +239,10 @@ public static class MultistreamSelect
         }
         if (result.IsCompleted)
         {
-            throw Violation(buffer.IsEmpty ? "the stream ended during negotiation" : "the stream ended inside a message");
+            // Hanging up between messages is going away; hanging up inside one is a truncated message.
+            throw buffer.IsEmpty
+                ? new PeerGoneException($"{Name}: the stream ended during negotiation")
+                : Violation("the stream ended inside a message");
         }
         if (result.IsCanceled)
         {
@@ -252,11 +256,15 @@ public static class MultistreamSelect
     {
         if (header != ProtocolId)
         {
-            throw Violation($"expected the header {ProtocolId}, got {Describe(header)}");
+            throw Violation($"expected the header {ProtocolId}, got {Describe(header)}", ViolationCode.UnexpectedMessage);
         }
     }
 
-    internal static ProtocolViolationException Violation(string reason) => new(Name, reason);
+    /// <summary>
+    /// A broken negotiation. Its radius is the stream: on a muxed stream only that stream is reset; during a
+    /// connection's upgrade the failed upgrade drops the connection anyway.
+    /// </summary>
+    internal static ProtocolViolationException Violation(string reason, ViolationCode code = ViolationCode.Malformed) => new(Name, reason, code);
 
     /// <summary>A remote-chosen string made safe for an exception message: printable ASCII, at most 64 characters.</summary>
     internal static string Describe(string remote)

@@ -93,7 +93,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 var remaining = buffer.Slice(consumed);
                 if (status == DecodeStatus.Invalid)
                 {
-                    throw new ProtocolViolationException(Protocol, "transport message shorter than its tag");
+                    throw new ProtocolViolationException(Protocol, "transport message shorter than its tag", ViolationCode.Malformed, BlastRadius.Connection);
                 }
                 // When the batch stopped at the flush threshold, whole frames may remain: look again at once.
                 input.AdvanceTo(consumed, status == DecodeStatus.NeedMoreData ? buffer.End : consumed);
@@ -109,29 +109,15 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 {
                     if (!remaining.IsEmpty)
                     {
-                        throw new ProtocolViolationException(Protocol, "connection closed inside a transport message");
+                        throw new ProtocolViolationException(Protocol, "connection closed inside a transport message", ViolationCode.Malformed, BlastRadius.Connection);
                     }
                     break;
                 }
             }
         }
-        catch (ProtocolViolationException e)
-        {
-            _logger.TransportViolation(e.Reason);
-            error = e;
-        }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-            _logger.TransportError(e);
-            error = e;
-        }
         catch (Exception e)
         {
-            _logger.Unexpected(e);
-            error = e;
+            error = Failed(e);
         }
         finally
         {
@@ -144,6 +130,30 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             _stop.Cancel();
             await _writeLoop;
             await CloseTransportAsync();
+        }
+    }
+
+    /// <summary>
+    /// The one catch site of each pump: a violation (bad framing, a MAC failure: the whole connection) at Debug, the
+    /// connection below ending at Debug, our own close quietly, anything else as a bug. Returns what the application's
+    /// side of the pipe fails with (null: a clean end).
+    /// </summary>
+    private Exception? Failed(Exception e)
+    {
+        var failure = Failures.Classify(e, _stop.Token);
+        switch (failure.Kind)
+        {
+            case FailureKind.Cancelled when _stop.IsCancellationRequested:
+                return null;
+            case FailureKind.ProtocolViolation:
+                _logger.TransportViolation(failure.Reason);
+                return e;
+            case FailureKind.Internal:
+                _logger.Unexpected(e);
+                return e;
+            default:
+                _logger.TransportError(e);
+                return e as PeerGoneException ?? new PeerGoneException("the connection below the Noise channel failed", e);
         }
     }
 
@@ -177,7 +187,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 var destination = writer.GetSpan(Math.Max(length, 1));
                 if (!_receive.TryDecrypt(default, ciphertext, destination))
                 {
-                    throw new ProtocolViolationException(Protocol, "transport message failed authentication");
+                    throw new ProtocolViolationException(Protocol, "transport message failed authentication", ViolationCode.BadSignature, BlastRadius.Connection);
                 }
                 writer.Advance(length);
                 decrypted += length;
@@ -215,7 +225,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                     var flush = await output.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
-                        error = new IOException("the connection was closed");
+                        error = new PeerGoneException("the connection was closed");
                         break;
                     }
                 }
@@ -225,24 +235,15 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 }
             }
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-            _logger.TransportError(e);
-            error = e;
-        }
         catch (Exception e)
         {
-            _logger.Unexpected(e);
-            error = e;
+            error = Failed(e);
         }
         finally
         {
             // Complete commits whatever was encrypted but not yet flushed.
             output.Complete();
-            reader.Complete(error ?? (_stop.IsCancellationRequested ? new IOException("the Noise channel was closed") : null));
+            reader.Complete(error ?? (_stop.IsCancellationRequested ? new PeerGoneException("the Noise channel was closed") : null));
         }
     }
 

@@ -92,9 +92,10 @@ public sealed class NoiseSecurity : ISecurityProtocol
         }
         catch (Exception e)
         {
-            if (e is ProtocolViolationException violation)
+            // Logged here at Debug (the caller decides what the failure means for the dial) and rethrown.
+            if (Failures.Classify(e, ct).Kind == FailureKind.ProtocolViolation)
             {
-                _logger.HandshakeViolation(violation.Reason);
+                _logger.HandshakeViolation(e.Message);
             }
             else
             {
@@ -148,7 +149,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
         var flush = await output.FlushAsync(ct);
         if (flush.IsCompleted)
         {
-            throw new EndOfStreamException("the connection closed during the Noise handshake");
+            throw new PeerGoneException("the connection closed during the Noise handshake");
         }
     }
 
@@ -177,7 +178,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             if (result.IsCompleted)
             {
                 input.AdvanceTo(buffer.Start, buffer.End);
-                throw new EndOfStreamException("the connection closed during the Noise handshake");
+                throw new PeerGoneException("the connection closed during the Noise handshake");
             }
             if (result.IsCanceled)
             {
@@ -198,7 +199,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
                 await disposable.DisposeAsync();
             }
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception e) when (Failures.Classify(e).Kind != FailureKind.Internal)
         {
             // Closing is best effort; the handshake's own failure is what the caller sees.
         }

@@ -57,7 +57,7 @@ public sealed class PerfService
         if (header.Buffer.Length < 8)
         {
             stream.Input.AdvanceTo(header.Buffer.End);
-            throw new ProtocolViolationException(ProtocolId, "stream ended before the 8-byte size");
+            throw new ProtocolViolationException(ProtocolId, "stream ended before the 8-byte size", ViolationCode.Malformed);
         }
         Span<byte> size = stackalloc byte[8];
         header.Buffer.Slice(0, 8).CopyTo(size);
@@ -65,7 +65,7 @@ public sealed class PerfService
         var toSend = BinaryPrimitives.ReadUInt64BigEndian(size);
         if (toSend > _options.MaxDownloadBytes)
         {
-            throw new ProtocolViolationException(ProtocolId, $"asked for {toSend} bytes, over the {_options.MaxDownloadBytes}-byte limit");
+            throw new ProtocolViolationException(ProtocolId, $"asked for {toSend} bytes, over the {_options.MaxDownloadBytes}-byte limit", ViolationCode.TooLarge);
         }
         await DrainAsync(stream.Input, ct);
         await SendAsync(stream.Output, (long)toSend, ct);
@@ -89,7 +89,7 @@ public sealed class PerfService
         var elapsed = _runtime.Time.GetElapsedTime(start);
         if (received != download)
         {
-            throw new ProtocolViolationException(ProtocolId, $"expected {download} bytes, received {received}");
+            throw new ProtocolViolationException(ProtocolId, $"expected {download} bytes, received {received}", ViolationCode.InvalidValue);
         }
         return new PerfResult(upload, download, elapsed);
     }
@@ -111,7 +111,7 @@ public sealed class PerfService
                 var flush = await output.FlushAsync(ct);
                 if (flush.IsCompleted)
                 {
-                    throw new IOException("the remote stopped reading");
+                    throw new PeerGoneException("the remote stopped reading");
                 }
             }
         }

@@ -85,14 +85,14 @@ public sealed class PingService
         if (result.Buffer.Length < PayloadSize)
         {
             stream.Input.AdvanceTo(result.Buffer.End);
-            throw new ProtocolViolationException(ProtocolId, "stream closed before the ping was echoed");
+            throw new ProtocolViolationException(ProtocolId, "stream closed before the ping was echoed", ViolationCode.Malformed);
         }
         var echoed = result.Buffer.Slice(0, PayloadSize);
         var matches = echoed.IsSingleSegment ? echoed.FirstSpan.SequenceEqual(payload) : echoed.ToArray().AsSpan().SequenceEqual(payload);
         stream.Input.AdvanceTo(echoed.End);
         if (!matches)
         {
-            throw new ProtocolViolationException(ProtocolId, "the echoed payload differs from what was sent");
+            throw new ProtocolViolationException(ProtocolId, "the echoed payload differs from what was sent", ViolationCode.InvalidValue);
         }
         return _runtime.Time.GetElapsedTime(start);
     }

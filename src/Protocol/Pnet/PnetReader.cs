@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.InteropServices;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Pnet;
 
@@ -56,7 +57,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
                 {
                     inner.AdvanceTo(buffer.Start, buffer.End);
                     throw new ProtocolViolationException(
-                        "pnet", $"the connection ended after {buffer.Length} of the {PnetProtector.NonceSize} nonce bytes");
+                        "pnet", $"the connection ended after {buffer.Length} of the {PnetProtector.NonceSize} nonce bytes", ViolationCode.Malformed, BlastRadius.Connection);
                 }
                 return Forward(buffer.Slice(0, 0), result, out forwarded);
             }

@@ -158,7 +158,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
         catch (ChannelClosedException ex)
         {
-            throw new IOException("yamux: the connection is closed", ex.InnerException ?? ex);
+            throw new PeerGoneException("yamux: the connection is closed", ex.InnerException ?? ex);
         }
 
         bool wake;
@@ -294,7 +294,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         if (_closing)
         {
-            throw new IOException("yamux: the connection is closed", _closeError);
+            throw new PeerGoneException("yamux: the connection is closed", _closeError);
         }
     }
 
@@ -326,9 +326,13 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             await PingAsync(_closeCts.Token);
         }
-        catch (Exception)
+        catch (Exception ex)
         {
-            // The connection closed first; auto-tuning simply stays off.
+            // The connection closed first (auto-tuning simply stays off), unless it is a bug.
+            if (Failures.Classify(ex).Kind == FailureKind.Internal)
+            {
+                LogUnexpected(ex);
+            }
         }
     }
 
@@ -368,7 +372,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             _pings.Clear();
         }
 
-        var closed = new IOException("yamux: the connection is closed", _closeError);
+        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var ping in pings)
         {
             ping.TrySetException(closed);
@@ -382,7 +386,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             }
             catch (Exception ex)
             {
-                LogTransportDisposeFailed(ex);
+                DisposeFailed(ex);
             }
         }
 
@@ -417,7 +421,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
             _closing = true;
             _closeError = error;
-            var closed = new IOException("yamux: the connection is closed", error);
+            var closed = new PeerGoneException("yamux: the connection is closed", error);
             foreach (var state in _session.Streams)
             {
                 CompleteInput((YamuxStream)state, closed);
@@ -463,22 +467,28 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 }
             }
         }
-        catch (ProtocolViolationException ex)
-        {
-            LogViolation(ex.Reason);
-            error = ex;
-            goAway = YamuxGoAwayCode.ProtocolError;
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
-        {
-            LogTransportFailed(ex.Message);
-            error = ex is IOException ? ex : new IOException("yamux: the underlying pipe failed", ex);
-        }
         catch (Exception ex)
         {
-            LogUnexpected(ex);
-            error = ex;
-            goAway = YamuxGoAwayCode.InternalError;
+            // The connection's one catch site for what it reads: whatever happened ends the connection, and says why.
+            var failure = Failures.Classify(ex);
+            switch (failure.Kind)
+            {
+                case FailureKind.ProtocolViolation:
+                    LogViolation(failure.Reason);
+                    error = ex;
+                    goAway = YamuxGoAwayCode.ProtocolError;
+                    break;
+                case FailureKind.Internal:
+                    LogUnexpected(ex);
+                    error = ex;
+                    goAway = YamuxGoAwayCode.InternalError;
+                    break;
+                default:
+                    // The secured channel below ended (the peer went away, or we closed it): no GoAway can reach it.
+                    LogTransportFailed(failure.Reason);
+                    error = ex as PeerGoneException ?? new PeerGoneException("yamux: the underlying connection failed", ex);
+                    break;
+            }
         }
         finally
         {
@@ -487,7 +497,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             {
                 lock (_sync)
                 {
-                    CompleteInput(target, new IOException("yamux: the connection closed inside a data frame"));
+                    CompleteInput(target, new PeerGoneException("yamux: the connection closed inside a data frame"));
                 }
             }
         }
@@ -532,7 +542,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
             if (status == DecodeStatus.Invalid)
             {
-                throw new ProtocolViolationException("yamux", error ?? "invalid header");
+                throw new ProtocolViolationException("yamux", error ?? "invalid header", ViolationCode.Malformed, BlastRadius.Connection);
             }
 
             OnHeader(header);
@@ -549,7 +559,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             outcome = _session.OnHeader(header, _time.GetTimestamp());
             if (outcome.Violation is not null)
             {
-                throw new ProtocolViolationException("yamux", outcome.Violation);
+                throw new ProtocolViolationException("yamux", outcome.Violation, outcome.ViolationCode, BlastRadius.Connection);
             }
 
             var stream = (YamuxStream?)outcome.Stream;
@@ -714,15 +724,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
         if (error is not null)
         {
-            if (error is IOException or ObjectDisposedException or InvalidOperationException)
-            {
-                LogTransportFailed(error.Message);
-                BeginClose(error is IOException ? error : new IOException("yamux: the underlying pipe failed", error), null);
-            }
-            else
+            var failure = Failures.Classify(error);
+            if (failure.Kind == FailureKind.Internal)
             {
                 LogUnexpected(error);
                 BeginClose(error, null);
+            }
+            else
+            {
+                LogTransportFailed(failure.Reason);
+                BeginClose(error as PeerGoneException ?? new PeerGoneException("yamux: the underlying connection failed", error), null);
             }
         }
     }
@@ -779,7 +790,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
         if (result.IsCompleted)
         {
-            throw new IOException("yamux: the remote stopped reading");
+            throw new PeerGoneException("yamux: the remote stopped reading");
         }
     }
 
@@ -854,7 +865,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
         catch (Exception ex)
         {
-            LogTransportDisposeFailed(ex);
+            DisposeFailed(ex);
         }
     }
 
@@ -865,6 +876,19 @@ public sealed partial class YamuxConnection : IMuxedConnection
             writer.Complete();
         }
         catch (Exception ex)
+        {
+            DisposeFailed(ex);
+        }
+    }
+
+    /// <summary>Closing what is below failed: expected when it is already gone (Debug), a bug otherwise (Error).</summary>
+    private void DisposeFailed(Exception ex)
+    {
+        if (Failures.Classify(ex).Kind == FailureKind.Internal)
+        {
+            LogUnexpected(ex);
+        }
+        else
         {
             LogTransportDisposeFailed(ex);
         }
@@ -896,7 +920,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             streams = _session.Streams.Concat(_session.DirtyStreams).Cast<YamuxStream>().Distinct().ToList();
         }
 
-        var closed = new IOException("yamux: the connection is closed", _closeError);
+        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var stream in streams)
         {
             AbortOutput(stream, closed);

@@ -106,7 +106,7 @@ public class NoiseSecurityTests
         Assert.That(mismatch!.Actual, Is.EqualTo(BobKey.PeerId));
         Assert.That(mismatch.Expected, Is.EqualTo(Key(3).PeerId));
         // The initiator closed the connection instead of sending message 3.
-        Assert.ThrowsAsync<EndOfStreamException>(() => responder);
+        Assert.ThrowsAsync<PeerGoneException>(() => responder);
         await a.Disposed;
     }
 
@@ -322,7 +322,7 @@ public class NoiseSecurityTests
             task.Wait(TimeSpan.FromSeconds(20));
             return false;
         }
-        catch (AggregateException e) when (e.InnerException is ProtocolViolationException or EndOfStreamException)
+        catch (AggregateException e) when (e.InnerException is ProtocolViolationException or PeerGoneException)
         {
             return true;
         }

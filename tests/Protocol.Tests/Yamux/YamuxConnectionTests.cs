@@ -280,7 +280,7 @@ public class YamuxConnectionTests
         await peer.SendAsync(new YamuxHeader(YamuxFrameType.GoAway, YamuxFlags.None, 0, (uint)YamuxGoAwayCode.Normal));
         await PingFromPeerAsync(peer);
 
-        Assert.ThrowsAsync<IOException>(async () => await connection.OpenStreamAsync(default));
+        Assert.ThrowsAsync<PeerGoneException>(async () => await connection.OpenStreamAsync(default));
     }
 
     [Test]
