@@ -1,0 +1,36 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+
+namespace Potluck.Protocol.Tests.Host;
+
+/// <summary>A logger factory that keeps every entry (level, category, message, exception) for assertions.</summary>
+internal sealed class CapturingLoggers : ILoggerFactory
+{
+    private readonly ConcurrentQueue<LogEntry> _entries = new();
+
+    public sealed record LogEntry(LogLevel Level, string Category, EventId Event, string Message, Exception? Exception);
+
+    public IReadOnlyList<LogEntry> Entries => [.. _entries];
+
+    public IEnumerable<LogEntry> AtOrAbove(LogLevel level) => _entries.Where(e => e.Level >= level);
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void AddProvider(ILoggerProvider provider)
+    {
+    }
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Logger(CapturingLoggers owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            owner._entries.Enqueue(new LogEntry(logLevel, category, eventId, formatter(state, exception), exception));
+    }
+}
