@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Runtime;
@@ -45,7 +44,7 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
             var options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
             net.Heartbeat = options.HeartbeatInterval;
             net.Nodes.Add(node);
-            net._services.Add(new GossipsubService(node.Host, options, node.Runtime, NullLoggerFactory.Instance));
+            net._services.Add(new GossipsubService(node.Host, options, node.Runtime, hosts.Loggers));
             net.Neighbours.Add([]);
         }
         for (var i = 0; i < nodes; i++)
