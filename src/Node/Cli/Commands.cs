@@ -111,7 +111,7 @@ public static class Commands
     }
 
     /// <summary>The version every command reports: the agent version the node announces (Identify).</summary>
-    internal static string Version => new Protocol.Host.HostOptions().AgentVersion;
+    internal static string Version => new Protocol.Identify.IdentifyOptions().AgentVersion;
 
     internal static Option<string> DataDirOption(string? description = null) => CliOptions.Path("--data-dir", "path",
         description ?? "where the identity key, potluck.json and node state live (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");

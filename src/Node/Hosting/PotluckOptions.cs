@@ -7,6 +7,7 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Noise;
 using Potluck.Protocol.Perf;
+using Potluck.Protocol.Ping;
 using Potluck.Protocol.Transport.Tcp;
 using Potluck.Protocol.Yamux;
 using Potluck.Scheduler.Credits;
@@ -62,6 +63,8 @@ public sealed record PotluckOptions
     public MultistreamOptions Multistream { get; init; } = new();
 
     public IdentifyOptions Identify { get; init; } = new();
+
+    public PingOptions Ping { get; init; } = new();
 
     public PerfOptions Perf { get; init; } = new();
 

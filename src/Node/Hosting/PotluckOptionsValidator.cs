@@ -48,7 +48,7 @@ public static class PotluckOptionsValidator
         Positive(h.DialTimeout, "host:dialTimeout");
         Positive(h.HandshakeTimeout, "host:handshakeTimeout");
         Positive(h.StreamNegotiationTimeout, "host:streamNegotiationTimeout");
-        Need(!string.IsNullOrWhiteSpace(h.AgentVersion) && h.AgentVersion.Length <= 256, "'host:agentVersion' must be 1 to 256 characters");
+        Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 
         var g = o.Gossip;
         Need(g.DLow <= g.D && g.D <= g.DHigh && g.DLow >= 1, $"'gossip:dLow' ≤ 'gossip:d' ≤ 'gossip:dHigh' must hold with dLow ≥ 1 (now {g.DLow}, {g.D}, {g.DHigh})");

@@ -38,7 +38,7 @@ internal static class PotluckServices
         services.AddSingleton(sp => ResolveKey(sp.GetRequiredService<PotluckOptions>(), setup));
         services.AddSingleton(sp => new NodeSwarmKey(ResolveSwarmKey(sp.GetRequiredService<PotluckOptions>(), setup)));
         services.AddSingleton<IReadOnlyList<ITransport>>(sp => setup.Transports?.Invoke(sp)
-            ?? [new TcpTransport(sp.GetRequiredService<PotluckOptions>().Tcp, setup.Runtime.Time)]);
+            ?? [new TcpTransport(sp.GetRequiredService<PotluckOptions>().Tcp, setup.Runtime)]);
 
         services.AddSingleton(sp =>
         {
@@ -52,28 +52,29 @@ internal static class PotluckServices
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
             };
             return Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
-                sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.Time);
+                setup.Runtime, sp.GetRequiredService<ILoggerFactory>());
         });
         services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
         services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
-            sp.GetRequiredService<ILoggerFactory>()));
-        services.AddSingleton(sp => new PingService(sp.GetRequiredService<Libp2pHost>()));
-        services.AddSingleton(sp => new PerfService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Perf));
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp => new PingService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Ping,
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp => new PerfService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Perf,
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton(sp => new GossipsubService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Gossip,
-            sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.CreateRandom("gossipsub")));
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();
             var mode = options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client;
             return new KademliaService(sp.GetRequiredService<Libp2pHost>(), options.Kademlia with { Mode = mode },
-                sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.CreateRandom("kademlia"));
+                setup.Runtime, sp.GetRequiredService<ILoggerFactory>());
         });
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();
             return new MdnsDiscovery(options.Discovery.Mdns
-                ? new MdnsService(sp.GetRequiredService<Libp2pHost>(), options.Mdns, sp.GetRequiredService<ILoggerFactory>(), setup.Runtime.Time,
-                    setup.Runtime.CreateRandom("mdns"))
+                ? new MdnsService(sp.GetRequiredService<Libp2pHost>(), options.Mdns, setup.Runtime, sp.GetRequiredService<ILoggerFactory>())
                 : null);
         });
         services.AddSingleton(sp =>

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Framing;
 
@@ -27,10 +28,15 @@ public static class LengthPrefixed
             {
                 var header = new SequenceReader<byte>(buffer);
                 var status = Varint.TryRead(ref header, out var length);
-                if (status == DecodeStatus.Invalid || (status == DecodeStatus.Done && length > (ulong)maxLength))
+                if (status == DecodeStatus.Invalid)
                 {
                     reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit or malformed varint");
+                    throw new ProtocolViolationException(protocol, "malformed message length", ViolationCode.Malformed);
+                }
+                if (status == DecodeStatus.Done && length > (ulong)maxLength)
+                {
+                    reader.AdvanceTo(buffer.Start, buffer.End);
+                    throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit", ViolationCode.TooLarge);
                 }
                 if (status == DecodeStatus.NeedMoreData)
                 {
@@ -38,7 +44,7 @@ public static class LengthPrefixed
                     {
                         var empty = buffer.IsEmpty;
                         reader.AdvanceTo(buffer.End);
-                        return empty ? null : throw new ProtocolViolationException(protocol, "stream ended inside a message length");
+                        return empty ? null : throw new ProtocolViolationException(protocol, "stream ended inside a message length", ViolationCode.Malformed);
                     }
                     ThrowIfCanceled(reader, result);
                     reader.AdvanceTo(buffer.Start, buffer.End);
@@ -59,7 +65,7 @@ public static class LengthPrefixed
             if (result.IsCompleted)
             {
                 reader.AdvanceTo(consumed);
-                throw new ProtocolViolationException(protocol, "stream ended inside a message");
+                throw new ProtocolViolationException(protocol, "stream ended inside a message", ViolationCode.Malformed);
             }
             ThrowIfCanceled(reader, result);
             reader.AdvanceTo(consumed);

@@ -146,6 +146,9 @@ public sealed record GossipsubOptions
     /// <summary>Control entries (IHAVE, IWANT, GRAFT, PRUNE together) taken from one RPC. Default 1024.</summary>
     public int MaxControlEntriesPerRpc { get; init; } = 1024;
 
+    /// <summary>Opening our long-lived outbound stream to a peer (multistream-select included) must finish within this. Default 10 s.</summary>
+    public TimeSpan StreamOpenTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>RPCs queued for one peer; when full new ones are dropped and the peer is penalised. Default 256.</summary>
     public int MaxOutboundQueue { get; init; } = 256;
 
@@ -202,7 +205,7 @@ public sealed record PeerScoreThresholds
 public sealed record PeerScoreParams
 {
     /// <summary>Per-topic parameters; topics not listed use <see cref="DefaultTopic"/> when it is set, else score nothing.</summary>
-    public Dictionary<string, TopicScoreParams> Topics { get; init; } = new(StringComparer.Ordinal);
+    public IReadOnlyDictionary<string, TopicScoreParams> Topics { get; init; } = new Dictionary<string, TopicScoreParams>(StringComparer.Ordinal);
 
     /// <summary>
     /// Parameters of topics not in <see cref="Topics"/>; null scores only listed topics. Default: js's topic
@@ -226,7 +229,7 @@ public sealed record PeerScoreParams
     public double IPColocationFactorThreshold { get; init; } = 10;
 
     /// <summary>IPs exempt from P₆ (e.g. a test network), as strings. Default empty.</summary>
-    public HashSet<string> IPColocationFactorWhitelist { get; init; } = new(StringComparer.Ordinal);
+    public IReadOnlySet<string> IPColocationFactorWhitelist { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
     /// <summary>P₇ weight (negative). Default −10.</summary>
     public double BehaviourPenaltyWeight { get; init; } = -10;

@@ -52,7 +52,7 @@ internal sealed class RouterCounters
 internal sealed class GossipsubRouter
 {
     private readonly PeerId _local;
-    private readonly PrivateKey? _key;
+    private readonly ISigner? _key;
     private readonly GossipsubOptions _options;
     private readonly Random _random;
     private readonly Func<Pb.Message, byte[]> _messageId;
@@ -74,7 +74,7 @@ internal sealed class GossipsubRouter
     private ulong _seqno;
     private long _ticks;
 
-    public GossipsubRouter(PeerId local, PrivateKey? key, GossipsubOptions options, Random random, DateTimeOffset now)
+    public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -95,7 +95,7 @@ internal sealed class GossipsubRouter
         _mcache = new MessageCache(options.HistoryLength, options.HistoryGossip);
         _seen = new SeenCache(options.SeenTtl);
         _score = new PeerScore(options.Score, options.SeenTtl, now);
-        _seqno = (ulong)random.NextInt64();
+        _seqno = firstSeqno ?? (ulong)random.NextInt64();
     }
 
     public RouterCounters Counters { get; } = new();

@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -55,7 +56,7 @@ public sealed class GossipSubscription : IDisposable
 }
 
 /// <summary>
-/// Gossipsub v1.1 over a <see cref="Libp2pHost"/> (https://github.com/libp2p/specs/tree/master/pubsub/gossipsub):
+/// Gossipsub v1.1 over an <see cref="IHost"/> (https://github.com/libp2p/specs/tree/master/pubsub/gossipsub):
 /// serves <c>/meshsub/1.1.0</c> and <c>/meshsub/1.0.0</c>, keeps one long-lived outbound stream per peer for
 /// sending (opened on every new connection; peers without gossipsub refuse it) and reads whatever inbound stream
 /// the peer opens (a newer one replaces an older one). RPCs are unsigned-varint length-prefixed protobuf up to
@@ -67,30 +68,35 @@ public sealed class GossipSubscription : IDisposable
 /// </summary>
 public sealed partial class GossipsubService : IAsyncDisposable
 {
-    private int _disposeOnce;
     public const string ProtocolIdV11 = GossipsubProtocol.V11;
     public const string ProtocolIdV10 = GossipsubProtocol.V10;
     private const string ProtectTag = "gossipsub";
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly GossipsubOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<GossipsubService> _log;
     private readonly TimeProvider _time;
     private readonly object _gate = new();
     private readonly GossipsubRouter _router;
     private readonly Dictionary<PeerId, PeerSession> _sessions = [];
     private readonly Dictionary<string, List<GossipSubscription>> _subscriptions = new(StringComparer.Ordinal);
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly ITimer _heartbeat;
     private int _disposed;
 
-    public GossipsubService(Libp2pHost host, GossipsubOptions options, ILoggerFactory loggers, Random random)
+    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
-        _time = host.Time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<GossipsubService>();
-        _router = new GossipsubRouter(host.PeerId, host.PrivateKey, options, random, _time.GetUtcNow());
+        _work = runtime.CreateBackgroundWork("gossipsub", _log);
+        Span<byte> seqno = stackalloc byte[8];
+        runtime.SecureRandom.Fill(seqno);
+        _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
+            BitConverter.ToUInt64(seqno));
         host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
         host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
         host.Connected += OnConnected;
@@ -245,7 +251,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogHeartbeatFailed(e);
+            // A timer callback: nothing above it catches. The router is pure, so whatever threw is a bug of ours.
+            LogHeartbeatFailed(Failures.Classify(e).Kind, e);
         }
     }
 
@@ -282,11 +289,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             if (inMesh)
             {
-                _host.Protect(peer, ProtectTag);
+                _host.ConnectionManager.Protect(peer, ProtectTag);
             }
             else
             {
-                _host.Unprotect(peer, ProtectTag);
+                _host.ConnectionManager.Unprotect(peer, ProtectTag);
             }
         }
         foreach (var hint in output.PeerExchange)
@@ -297,7 +304,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             }
             if (_host.Peers.GetAddresses(hint.Peer).Count > 0)
             {
-                _ = ConnectPxAsync(hint.Peer);
+                _work.Run("px dial", ct => ConnectPxAsync(hint.Peer, ct));
             }
         }
         try
@@ -306,19 +313,22 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogHeartbeatFailed(e);
+            LogHeartbeatFailed(Failures.Classify(e).Kind, e);
         }
     }
 
-    private async Task ConnectPxAsync(PeerId peer)
+    private async Task ConnectPxAsync(PeerId peer, CancellationToken stopping)
     {
         try
         {
-            await _host.ConnectAsync(peer, _stop.Token);
+            await _host.ConnectAsync(peer, stopping);
         }
-        catch (Exception e) when (e is DialException or OperationCanceledException or IOException)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            LogPxDialFailed(peer, e.Message);
+            if (failure.Kind != FailureKind.Cancelled)
+            {
+                LogPxDialFailed(peer, failure.Reason);
+            }
         }
     }
 
@@ -349,7 +359,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             }
             session.OutboundStarted = true;
         }
-        _ = Task.Run(() => RunOutboundAsync(session, connection));
+        _work.Run("outbound stream", ct => RunOutboundAsync(session, connection, ct));
     }
 
     private void OnDisconnected(IConnection connection)
@@ -380,7 +390,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         if (session is not null)
         {
             session.Close();
-            _host.Unprotect(peer, ProtectTag);
+            _host.ConnectionManager.Unprotect(peer, ProtectTag);
         }
     }
 
@@ -400,19 +410,19 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private static string? IpOf(Multiaddr address) =>
         (address.Find(Multiaddr.Ip4) ?? address.Find(Multiaddr.Ip6)) is { } c ? c.ValueText : null;
 
-    private async Task RunOutboundAsync(PeerSession session, IConnection connection)
+    private async Task RunOutboundAsync(PeerSession session, IConnection connection, CancellationToken stopping)
     {
         IStream stream;
         try
         {
-            using var timeout = new CancellationTokenSource(_host.Options.StreamNegotiationTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, _stop.Token);
+            using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
             stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
         }
-        catch (Exception e) when (e is ProtocolNotSupportedException or ProtocolViolationException or IOException
-                                      or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            LogOutboundFailed(session.Peer, e.Message);
+            // The peer speaks no gossipsub, went away, or we are stopping: no outbound stream for now.
+            LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             lock (_gate)
             {
                 session.OutboundStarted = false;
@@ -441,12 +451,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
             }
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException
-                                      or StreamResetException or ProtocolViolationException)
+        catch (Exception e) when (Failures.Classify(e, session.Token) is { Kind: not FailureKind.Internal } failure)
         {
-            if (!session.Token.IsCancellationRequested)
+            if (failure.Kind != FailureKind.Cancelled && !session.Token.IsCancellationRequested)
             {
-                LogOutboundFailed(session.Peer, e.Message);
+                LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             }
         }
         finally
@@ -459,17 +468,17 @@ public sealed partial class GossipsubService : IAsyncDisposable
         if (!session.Token.IsCancellationRequested)
         {
             RemoveSession(session.Peer, session);
-            _ = RetryLaterAsync(connection);
+            _work.Run("outbound retry", ct => RetryLaterAsync(connection, ct));
         }
     }
 
-    private async Task RetryLaterAsync(IConnection connection)
+    private async Task RetryLaterAsync(IConnection connection, CancellationToken stopping)
     {
         try
         {
-            await Task.Delay(_options.HeartbeatInterval, _time, _stop.Token);
+            await Task.Delay(_options.HeartbeatInterval, _time, stopping);
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
             return;
         }
@@ -497,7 +506,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, stream.Connection);
         if (startOutbound)
         {
-            _ = Task.Run(() => RunOutboundAsync(session, stream.Connection));
+            _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
         }
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, session.Token);
         try
@@ -521,7 +530,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 if (RpcCodec.TryDecode(body, _options.MaxRpcSize, out var rpc, out var error) != DecodeStatus.Done)
                 {
                     Run(_ => _router.MalformedRpc(peer));
-                    throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC");
+                    throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC", ViolationCode.Malformed);
                 }
                 Run(now =>
                 {
@@ -550,10 +559,6 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
-        {
-            return;
-        }
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
@@ -563,7 +568,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _host.Disconnected -= OnDisconnected;
         _host.RemoveStreamHandler(ProtocolIdV11);
         _host.RemoveStreamHandler(ProtocolIdV10);
-        await _stop.CancelAsync();
+        // Cancels the outbound streams, dials and retries now; waited for once the sessions are closed below.
+        var stopped = _work.StopAsync();
         PeerSession[] sessions;
         List<GossipSubscription> subscriptions;
         lock (_gate)
@@ -581,7 +587,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             s.Complete();
         }
-        _stop.Dispose();
+        await stopped;
+        await _work.DisposeAsync();
     }
 
     private sealed class PeerSession(PeerId peer, int queue)
@@ -622,8 +629,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Reason}")]
-    private partial void LogOutboundFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogOutboundFailed(PeerId peer, FailureKind kind, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub queue to {Peer} is full; RPC dropped")]
     private partial void LogQueueFull(PeerId peer);
@@ -631,6 +638,6 @@ public sealed partial class GossipsubService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "Dialing PX peer {Peer} failed: {Reason}")]
     private partial void LogPxDialFailed(PeerId peer, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed")]
-    private partial void LogHeartbeatFailed(Exception e);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed ({Kind})")]
+    private partial void LogHeartbeatFailed(FailureKind kind, Exception e);
 }

@@ -29,7 +29,7 @@ internal static class MessageSigning
 {
     private static readonly byte[] Prefix = Encoding.ASCII.GetBytes("libp2p-pubsub:");
 
-    public static void Sign(Pb.Message message, PrivateKey key)
+    public static void Sign(Pb.Message message, ISigner key)
     {
         message.ClearSignature();
         message.ClearKey();

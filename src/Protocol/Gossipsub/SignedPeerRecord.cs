@@ -56,7 +56,7 @@ internal static class SignedPeerRecord
     }
 
     /// <summary>Builds a signed peer record (for tests and for a later PX sender).</summary>
-    public static byte[] Create(PrivateKey key, ulong seq, IEnumerable<Multiaddr> addresses)
+    public static byte[] Create(ISigner key, ulong seq, IEnumerable<Multiaddr> addresses)
     {
         var record = new Pb.PeerRecord { PeerId = ByteString.CopyFrom(key.PeerId.Bytes), Seq = seq };
         foreach (var a in addresses)

@@ -10,7 +10,6 @@ namespace Potluck.Protocol.Host;
 /// <summary>An upgraded connection: raw transport → (pnet) → security → muxer, owned as one unit.</summary>
 internal sealed class Connection : IConnection
 {
-    private static long s_nextId;
     private readonly IRawConnection _raw;
     private readonly ISecureChannel _secure;
     private readonly IMuxedConnection _muxed;
@@ -19,7 +18,8 @@ internal sealed class Connection : IConnection
     private int _closed;
     private long _lastActivityTicks;
 
-    public Connection(IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
+    /// <param name="id">Unique within the host (the connection manager numbers them), for logs.</param>
+    public Connection(long id, IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
         MultistreamOptions multistream, TimeProvider time)
     {
         _raw = raw;
@@ -28,7 +28,7 @@ internal sealed class Connection : IConnection
         _multistream = multistream;
         _time = time;
         Direction = direction;
-        Id = Interlocked.Increment(ref s_nextId);
+        Id = id;
         Opened = time.GetUtcNow();
         LocalAddress = raw.Local;
         RemoteAddress = raw.Remote;

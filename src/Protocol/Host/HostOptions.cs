@@ -19,16 +19,23 @@ public sealed record HostOptions
     public TimeSpan StreamNegotiationTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// A connection with no streams for this long is closed unless protected (see <see cref="IHost"/> users
-    /// such as gossip, which protect their mesh peers). Zero or negative disables. Default 2 min.
+    /// A connection with no streams for this long is closed unless its peer is protected (see
+    /// <see cref="IConnectionManager.Protect"/>: gossip protects its mesh peers). Zero or negative disables. Default 2 min.
     /// </summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
-    /// <summary>Reported by identify. Default "potluck/&lt;assembly version&gt;".</summary>
-    public string AgentVersion { get; init; } = "potluck/" + (typeof(HostOptions).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+    /// <summary>
+    /// Above this many connections the connection manager trims back to <see cref="LowWater"/>, closing the
+    /// connections of the unprotected peers with the lowest tag values first (go-libp2p's connmgr high watermark).
+    /// Zero disables trimming (only <see cref="MaxConnections"/> applies). Default 0.
+    /// </summary>
+    public int HighWater { get; init; }
 
-    /// <summary>Reported by identify. Default "ipfs/0.1.0", as go-libp2p and js-libp2p send.</summary>
-    public string ProtocolVersion { get; init; } = "ipfs/0.1.0";
+    /// <summary>What trimming brings the connection count down to. Default 0 (with trimming off).</summary>
+    public int LowWater { get; init; }
+
+    /// <summary>Connections younger than this are never trimmed (go-libp2p's grace period). Default 20 s.</summary>
+    public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     public PeerStoreOptions PeerStore { get; init; } = new();
 }

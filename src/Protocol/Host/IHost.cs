@@ -53,12 +53,17 @@ public interface IConnection
     ValueTask CloseAsync();
 }
 
-/// <summary>Handles one inbound stream; the host resets the stream if the handler throws.</summary>
+/// <summary>
+/// Handles one inbound stream. The host's one catch site decides what a failure tears down: a protocol violation
+/// resets the stream (or closes the connection when its radius says so), a peer that went away or a cancellation
+/// ends it quietly, and anything else is a bug, logged at Error, and resets the stream.
+/// </summary>
 public delegate Task StreamHandler(IStream stream, CancellationToken ct);
 
 /// <summary>
-/// A libp2p host: identity, listeners, connections, stream handlers and the peer store. What the Scheduler
-/// and Node layers see of the network; they never touch a transport or muxer type.
+/// A libp2p host (go-libp2p's <c>core/host.Host</c>): identity, listeners, connections, stream handlers, the peer
+/// store and the connection manager. What protocols, the Scheduler and the Node layer see of the network; they never
+/// touch a transport, security or muxer type.
 /// </summary>
 public interface IHost : IAsyncDisposable
 {
@@ -66,10 +71,16 @@ public interface IHost : IAsyncDisposable
 
     PublicKey PublicKey { get; }
 
+    /// <summary>The node's identity, to sign as ourselves (gossip messages, peer records).</summary>
+    ISigner Signer { get; }
+
     /// <summary>Bound listen addresses, without the /p2p suffix.</summary>
     IReadOnlyList<Multiaddr> ListenAddresses { get; }
 
-    PeerStore Peers { get; }
+    IPeerStore Peers { get; }
+
+    /// <summary>Protection, tags and trimming of connections.</summary>
+    IConnectionManager ConnectionManager { get; }
 
     IReadOnlyCollection<string> Protocols { get; }
 

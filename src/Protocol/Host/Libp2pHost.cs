@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
@@ -9,73 +7,72 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 using Potluck.Protocol.Transport;
 
 namespace Potluck.Protocol.Host;
 
 /// <summary>
-/// The libp2p host: listens, dials, upgrades every raw connection the same way on every transport
-/// (pnet when a swarm key is set → multistream-select → security → multistream-select → muxer, as in
-/// https://github.com/libp2p/specs/blob/master/connections/README.md), dispatches inbound streams to
-/// handlers by protocol id, and manages connections: one per peer where possible (concurrent dials to
-/// one peer share a single attempt, existing connections are reused), a cap on connections, dial,
-/// handshake and idle timeouts, and never a connection to itself.
+/// The libp2p host (go-libp2p's <c>basichost</c>): listens, dials, and composes the parts that do the rest —
+/// the <see cref="ConnectionUpgrader"/> (pnet → multistream-select → Noise → multistream-select → Yamux on every
+/// transport), the <see cref="ConnectionManager"/> (one registry per peer, limits, idle closing, protection, tags,
+/// trimming) and the <see cref="StreamRouter"/> (handlers by protocol id and the one catch site of inbound streams).
+/// It keeps one connection per peer where it can: concurrent dials to one peer share a single attempt, existing
+/// connections are reused, and it never connects to itself. Dial, handshake and stream-negotiation timeouts run on
+/// the runtime's clock; everything it starts in the background is owned by its <see cref="BackgroundWork"/>.
 /// </summary>
 public sealed partial class Libp2pHost : IHost
 {
     private readonly PrivateKey _key;
     private readonly HostOptions _options;
     private readonly IReadOnlyList<ITransport> _transports;
-    private readonly ISecurityProtocol _security;
-    private readonly IStreamMuxer _muxer;
-    private readonly SwarmKey? _swarmKey;
-    private readonly MultistreamOptions _multistream;
-    private readonly IReadOnlyList<string> _earlyMuxers;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly ILogger<Libp2pHost> _log;
-    private readonly ConcurrentDictionary<string, StreamHandler> _handlers = new(StringComparer.Ordinal);
-    private readonly object _gate = new();
-    private readonly Dictionary<PeerId, List<Connection>> _connections = [];
+    private readonly ConnectionUpgrader _upgrader;
+    private readonly ConnectionManager _connections;
+    private readonly StreamRouter _router;
+    private readonly BackgroundWork _work;
+    private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, Task<Connection>> _pendingDials = [];
-    private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
     private readonly List<IListener> _listeners = [];
     private readonly List<Multiaddr> _listenAddresses = [];
-    private readonly CancellationTokenSource _shutdown = new();
-    private readonly List<Task> _background = [];
-    private ITimer? _idleTimer;
     private int _pendingInbound;
-    private int _connectionCount;
     private int _disposed;
 
-    public Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
-        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, ILoggerFactory loggers, TimeProvider time,
+    internal Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
+        IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, NodeRuntime runtime, ILoggerFactory loggers,
         IReadOnlyList<string>? earlyMuxers = null)
     {
-        _earlyMuxers = earlyMuxers ?? [];
         _key = key;
         _options = options;
         _transports = transports;
-        _security = security;
-        _muxer = muxer;
-        _swarmKey = swarmKey;
-        _multistream = multistream;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<Libp2pHost>();
-        Peers = new PeerStore(options.PeerStore, time);
+        _work = runtime.CreateBackgroundWork("host", _log);
+        _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log);
+        _connections = new ConnectionManager(options, runtime, _log);
+        _router = new StreamRouter(options, multistream, runtime, _log);
+        _router.Changed += () => LocalInfoChanged?.Invoke();
+        Peers = new PeerStore(options.PeerStore, _time);
     }
 
     public PeerId PeerId => _key.PeerId;
 
     public PublicKey PublicKey => _key.PublicKey;
 
+    /// <summary>The node's key (the Node layer hands it to the Scheduler's signing services).</summary>
     public PrivateKey PrivateKey => _key;
+
+    public ISigner Signer => _key;
 
     public HostOptions Options => _options;
 
-    public PeerStore Peers { get; }
+    public IPeerStore Peers { get; }
 
-    public TimeProvider Time => _time;
+    public IConnectionManager ConnectionManager => _connections;
 
     public IReadOnlyList<Multiaddr> ListenAddresses
     {
@@ -88,18 +85,9 @@ public sealed partial class Libp2pHost : IHost
         }
     }
 
-    public IReadOnlyCollection<string> Protocols => _handlers.Keys.Order(StringComparer.Ordinal).ToArray();
+    public IReadOnlyCollection<string> Protocols => _router.Protocols;
 
-    public IReadOnlyList<IConnection> Connections
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _connections.Values.SelectMany(l => l).ToArray();
-            }
-        }
-    }
+    public IReadOnlyList<IConnection> Connections => _connections.Connections;
 
     public event Action<IConnection>? Connected;
 
@@ -107,44 +95,9 @@ public sealed partial class Libp2pHost : IHost
 
     public event Action? LocalInfoChanged;
 
-    public void SetStreamHandler(string protocol, StreamHandler handler)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(protocol);
-        _handlers[protocol] = handler;
-        LocalInfoChanged?.Invoke();
-    }
+    public void SetStreamHandler(string protocol, StreamHandler handler) => _router.SetHandler(protocol, handler);
 
-    public void RemoveStreamHandler(string protocol)
-    {
-        if (_handlers.TryRemove(protocol, out _))
-        {
-            LocalInfoChanged?.Invoke();
-        }
-    }
-
-    /// <summary>Exempts connections to the peer from idle closing while any tag is set (as go-libp2p's connmgr Protect).</summary>
-    public void Protect(PeerId peer, string tag)
-    {
-        lock (_gate)
-        {
-            if (!_protected.TryGetValue(peer, out var tags))
-            {
-                _protected[peer] = tags = new HashSet<string>(StringComparer.Ordinal);
-            }
-            tags.Add(tag);
-        }
-    }
-
-    public void Unprotect(PeerId peer, string tag)
-    {
-        lock (_gate)
-        {
-            if (_protected.TryGetValue(peer, out var tags) && tags.Remove(tag) && tags.Count == 0)
-            {
-                _protected.Remove(peer);
-            }
-        }
-    }
+    public void RemoveStreamHandler(string protocol) => _router.RemoveHandler(protocol);
 
     public async Task StartAsync(IEnumerable<Multiaddr> listen, CancellationToken ct)
     {
@@ -157,15 +110,11 @@ public sealed partial class Libp2pHost : IHost
             {
                 _listeners.Add(listener);
                 _listenAddresses.AddRange(ExpandUnspecified(listener.Address));
-                _background.Add(Task.Run(() => AcceptLoopAsync(listener)));
             }
-            LogListening(listener.Address);
+            _work.Run("accept", stopping => AcceptLoopAsync(listener, stopping));
+            _log.Listening(listener.Address);
         }
-        if (_options.IdleTimeout > TimeSpan.Zero)
-        {
-            var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4));
-            _idleTimer ??= _time.CreateTimer(_ => CloseIdleConnections(), null, period, period);
-        }
+        _connections.Start();
         LocalInfoChanged?.Invoke();
     }
 
@@ -204,7 +153,7 @@ public sealed partial class Libp2pHost : IHost
         {
             throw new DialException(DialFailure.Self, $"refusing to dial {address}: that is this node itself", address);
         }
-        if (peer is { } known && TryGetConnection(known, out var existing))
+        if (peer is { } known && _connections.TryGet(known, out var existing))
         {
             return existing;
         }
@@ -217,18 +166,32 @@ public sealed partial class Libp2pHost : IHost
         {
             if (!_pendingDials.TryGetValue(target, out dial!))
             {
-                dial = DialAndRegisterAsync(address, target, _shutdown.Token);
-                _pendingDials[target] = dial;
-                _ = dial.ContinueWith(_ =>
+                // One attempt per peer, shared by every caller; it ends with the host, not with any one caller.
+                dial = DialSharedAsync(address, target);
+                if (!dial.IsCompleted)
                 {
-                    lock (_gate)
-                    {
-                        _pendingDials.Remove(target);
-                    }
-                }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    _pendingDials[target] = dial;
+                    _work.Track("dial", dial);
+                }
             }
         }
         return await dial.WaitAsync(ct);
+    }
+
+    /// <summary>A dial that any number of callers await; leaves the table of pending dials when it ends.</summary>
+    private async Task<Connection> DialSharedAsync(Multiaddr address, PeerId target)
+    {
+        try
+        {
+            return await DialAndRegisterAsync(address, target, _work.Stopping);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _pendingDials.Remove(target);
+            }
+        }
     }
 
     public async ValueTask<IConnection> ConnectAsync(PeerId peer, CancellationToken ct)
@@ -237,7 +200,7 @@ public sealed partial class Libp2pHost : IHost
         {
             throw new DialException(DialFailure.Self, "refusing to dial this node itself");
         }
-        if (TryGetConnection(peer, out var existing))
+        if (_connections.TryGet(peer, out var existing))
         {
             return existing;
         }
@@ -271,35 +234,10 @@ public sealed partial class Libp2pHost : IHost
 
     public async ValueTask DisconnectAsync(PeerId peer)
     {
-        Connection[] toClose;
-        lock (_gate)
-        {
-            toClose = _connections.TryGetValue(peer, out var list) ? [.. list] : [];
-        }
-        foreach (var c in toClose)
+        foreach (var c in _connections.Registered(peer))
         {
             await c.CloseAsync();
         }
-    }
-
-    private bool TryGetConnection(PeerId peer, out Connection connection)
-    {
-        lock (_gate)
-        {
-            if (_connections.TryGetValue(peer, out var list))
-            {
-                foreach (var c in list)
-                {
-                    if (!c.IsClosed)
-                    {
-                        connection = c;
-                        return true;
-                    }
-                }
-            }
-        }
-        connection = null!;
-        return false;
     }
 
     private bool IsOwnAddress(Multiaddr address)
@@ -313,14 +251,15 @@ public sealed partial class Libp2pHost : IHost
 
     private async Task<Connection> DialAndRegisterAsync(Multiaddr address, PeerId? expected, CancellationToken ct)
     {
+        using var peerScope = expected is { } e ? _log.PeerScope(e) : null;
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address))
             ?? throw new DialException(DialFailure.NoTransport, $"no transport for {address} (supported: /ip4|ip6|dns*/…/tcp/…, /memory/…)", address);
-        if (Volatile.Read(ref _connectionCount) >= _options.MaxConnections)
+        if (!_connections.HasRoom)
         {
             throw new DialException(DialFailure.TooManyConnections, $"connection limit ({_options.MaxConnections}) reached", address);
         }
         using var timeout = new CancellationTokenSource(_options.DialTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _shutdown.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
         IRawConnection raw;
         try
         {
@@ -330,38 +269,25 @@ public sealed partial class Libp2pHost : IHost
         {
             throw new DialException(DialFailure.Timeout, $"dial to {address} timed out after {_options.DialTimeout.TotalSeconds:0.#} s", address);
         }
-        catch (OperationCanceledException) when (_shutdown.IsCancellationRequested)
+        catch (OperationCanceledException) when (_work.IsStopping)
         {
             throw new DialException(DialFailure.HostStopped, "the host is stopping", address);
         }
-        catch (Exception e) when (e is IOException or SocketException)
+        catch (Exception error) when (Failures.Classify(error, ct).Kind == FailureKind.PeerGone)
         {
-            throw new DialException(DialFailure.Unreachable, $"cannot reach {address}: {e.Message}", address, e);
+            throw new DialException(DialFailure.Unreachable, $"cannot reach {address}: {error.Message}", address, error);
         }
+        var id = _connections.NextConnectionId();
+        using var connectionScope = _log.ConnectionScope(id);
         Connection connection;
         try
         {
-            connection = await UpgradeAsync(raw, Direction.Outbound, expected, linked.Token);
+            connection = await _upgrader.UpgradeAsync(raw, Direction.Outbound, expected, id, linked.Token);
         }
-        catch (Exception e)
+        catch (Exception error)
         {
             await raw.DisposeAsync();
-            if (e is OperationCanceledException && timeout.IsCancellationRequested)
-            {
-                throw new DialException(DialFailure.Timeout, $"handshake with {address} timed out after {_options.DialTimeout.TotalSeconds:0.#} s", address, e);
-            }
-            if (e is OperationCanceledException && ct.IsCancellationRequested)
-            {
-                throw;
-            }
-            if (e is OperationCanceledException && _shutdown.IsCancellationRequested)
-            {
-                throw new DialException(DialFailure.HostStopped, "the host is stopping", address);
-            }
-            var wrongPeer = e is ProtocolViolationException pv && pv.Reason.Contains("peer id", StringComparison.OrdinalIgnoreCase);
-            throw new DialException(wrongPeer ? DialFailure.WrongPeer : DialFailure.HandshakeFailed,
-                $"handshake with {address} failed: {e.Message}" + (_swarmKey is not null ? " (is the remote in the same private network, with the same swarm key?)" : ""),
-                address, e);
+            throw DialFailed(address, error, timeout.IsCancellationRequested, ct);
         }
         if (connection.RemotePeer == PeerId)
         {
@@ -377,189 +303,140 @@ public sealed partial class Libp2pHost : IHost
         return connection;
     }
 
-    private async Task<Connection> UpgradeAsync(IRawConnection raw, Direction direction, PeerId? expected, CancellationToken ct)
+    /// <summary>What a failed outbound upgrade means to the caller.</summary>
+    private Exception DialFailed(Multiaddr address, Exception error, bool timedOut, CancellationToken ct)
     {
-        var initiator = direction == Direction.Outbound;
-        IDuplexPipe pipe = raw;
-        if (_swarmKey is not null)
+        if (error is OperationCanceledException)
         {
-            pipe = PnetProtector.Protect(raw, _swarmKey);
-        }
-        // The security protocol is selected lazily: the dialer's proposal leaves with the first Noise message and the
-        // listener's echo with the second, so the upgrade takes three flights instead of five.
-        if (initiator)
-        {
-            pipe = MultistreamSelect.SelectOneLazy(pipe, _security.ProtocolId, _multistream);
-        }
-        else
-        {
-            await MultistreamSelect.HandleDeferringEchoAsync(pipe, p => p == _security.ProtocolId, _multistream, ct);
-        }
-        var secure = await _security.SecureAsync(pipe, initiator, expected, ct);
-        try
-        {
-            if (!AgreedEarly(secure, initiator))
+            if (timedOut)
             {
-                await Negotiate(secure, _muxer.ProtocolId, initiator, ct);
+                return new DialException(DialFailure.Timeout, $"handshake with {address} timed out after {_options.DialTimeout.TotalSeconds:0.#} s", address, error);
             }
-            var muxed = _muxer.Create(secure, initiator);
-            return new Connection(raw, secure, muxed, direction, _multistream, _time);
+            if (ct.IsCancellationRequested)
+            {
+                return error;
+            }
+            if (_work.IsStopping)
+            {
+                return new DialException(DialFailure.HostStopped, "the host is stopping", address);
+            }
         }
-        catch
+        if (Failures.Classify(error, ct).Kind == FailureKind.Internal)
         {
-            await secure.DisposeAsync();
-            throw;
+            return error; // a bug of ours, not the remote's failure: it must reach the Error log, not hide in a DialException
         }
+        var wrongPeer = error is ProtocolViolationException { Code: ViolationCode.WrongPeer };
+        return new DialException(wrongPeer ? DialFailure.WrongPeer : DialFailure.HandshakeFailed,
+            $"handshake with {address} failed: {error.Message}" + (_upgrader.IsPrivateNetwork ? " (is the remote in the same private network, with the same swarm key?)" : ""),
+            address, error);
     }
 
-    /// <summary>
-    /// Inlined muxer negotiation (libp2p connections spec): when both sides offered muxers in the security
-    /// handshake, the first of the initiator's list that the responder also offered is used, with no
-    /// multistream-select round; otherwise the muxer is negotiated as usual.
-    /// </summary>
-    private bool AgreedEarly(ISecureChannel secure, bool initiator)
+    /// <summary>Registers an upgraded connection, starts routing its streams and tells the listeners; false when full.</summary>
+    private bool Register(Connection connection)
     {
-        var local = _earlyMuxers;
-        var remote = secure.RemoteEarlyMuxers;
-        if (local.Count == 0 || remote.Count == 0)
+        if (_disposed != 0 || !_connections.TryAdd(connection))
         {
             return false;
         }
-        var (first, second) = initiator ? (local, remote) : (remote, local);
-        var chosen = first.FirstOrDefault(m => second.Contains(m, StringComparer.Ordinal));
-        return chosen == _muxer.ProtocolId;
-    }
-
-    private async ValueTask Negotiate(IDuplexPipe pipe, string protocol, bool initiator, CancellationToken ct)
-    {
-        if (initiator)
-        {
-            await MultistreamSelect.SelectAsync(pipe, [protocol], _multistream, ct);
-        }
-        else
-        {
-            await MultistreamSelect.HandleAsync(pipe, p => p == protocol, _multistream, ct);
-        }
-    }
-
-    private bool Register(Connection connection)
-    {
-        lock (_gate)
-        {
-            if (_disposed != 0 || _connectionCount >= _options.MaxConnections)
-            {
-                return false;
-            }
-            if (!_connections.TryGetValue(connection.RemotePeer, out var list))
-            {
-                _connections[connection.RemotePeer] = list = [];
-            }
-            list.Add(connection);
-            _connectionCount++;
-            _background.RemoveAll(t => t.IsCompleted);
-            _background.Add(Task.Run(() => StreamAcceptLoopAsync(connection)));
-        }
+        _router.Attach(connection);
         Peers.SetPublicKey(connection.RemotePeer, connection.RemotePublicKey);
         Peers.MarkSeen(connection.RemotePeer);
-        LogConnected(connection.Id, connection.Direction, connection.RemotePeer, connection.RemoteAddress);
-        _ = connection.Completion.ContinueWith(_ => Unregister(connection), CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        _log.Connected(connection.Id, connection.Direction, connection.RemotePeer, connection.RemoteAddress);
+        _work.Run("connection", () => UnregisterWhenClosedAsync(connection));
         try
         {
             Connected?.Invoke(connection);
         }
         catch (Exception e)
         {
-            LogEventHandlerFailed(e);
+            _log.EventHandlerFailed(e);
         }
         return true;
     }
 
-    private void Unregister(Connection connection)
+    private async Task UnregisterWhenClosedAsync(Connection connection)
     {
-        lock (_gate)
+        // Why it closed is the muxer's to log; here it only leaves the registry.
+        await connection.Completion.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
+        if (!_connections.Remove(connection))
         {
-            if (!_connections.TryGetValue(connection.RemotePeer, out var list) || !list.Remove(connection))
-            {
-                return;
-            }
-            if (list.Count == 0)
-            {
-                _connections.Remove(connection.RemotePeer);
-            }
-            _connectionCount--;
+            return;
         }
-        _ = connection.CloseAsync().AsTask().ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
-        LogDisconnected(connection.Id, connection.RemotePeer);
+        var closing = connection.CloseAsync();
+        _log.Disconnected(connection.Id, connection.RemotePeer);
         try
         {
             Disconnected?.Invoke(connection);
         }
         catch (Exception e)
         {
-            LogEventHandlerFailed(e);
+            _log.EventHandlerFailed(e);
         }
+        await closing;
     }
 
-    private async Task AcceptLoopAsync(IListener listener)
+    private async Task AcceptLoopAsync(IListener listener, CancellationToken stopping)
     {
-        var ct = _shutdown.Token;
-        while (!ct.IsCancellationRequested)
+        while (!stopping.IsCancellationRequested)
         {
             IRawConnection raw;
             try
             {
-                raw = await listener.AcceptAsync(ct);
+                raw = await listener.AcceptAsync(stopping);
             }
-            catch (OperationCanceledException)
+            catch (Exception e)
             {
-                return;
-            }
-            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
-            {
-                if (ct.IsCancellationRequested)
+                var failure = Failures.Classify(e, stopping);
+                if (failure.Kind == FailureKind.Cancelled || stopping.IsCancellationRequested || e is OperationCanceledException)
                 {
-                    return;
+                    return; // disposed or stopping
                 }
-                LogAcceptFailed(listener.Address, e);
+                _log.AcceptFailed(listener.Address, failure.Kind, failure.Reason);
                 continue;
             }
-            if (Volatile.Read(ref _connectionCount) >= _options.MaxConnections)
+            if (!_connections.HasRoom)
             {
-                LogInboundRefused(raw.Remote);
+                _log.InboundRefused(raw.Remote);
                 await raw.DisposeAsync();
                 continue;
             }
             if (Interlocked.Increment(ref _pendingInbound) > _options.MaxPendingInbound)
             {
                 Interlocked.Decrement(ref _pendingInbound);
-                LogInboundRefused(raw.Remote);
+                _log.InboundRefused(raw.Remote);
                 await raw.DisposeAsync();
                 continue;
             }
-            _ = Task.Run(() => UpgradeInboundAsync(raw));
+            _work.Run("inbound upgrade", ct => UpgradeInboundAsync(raw, ct));
         }
     }
 
-    private async Task UpgradeInboundAsync(IRawConnection raw)
+    private async Task UpgradeInboundAsync(IRawConnection raw, CancellationToken stopping)
     {
+        var id = _connections.NextConnectionId();
+        using var connectionScope = _log.ConnectionScope(id);
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _shutdown.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
         Connection? connection = null;
         try
         {
-            connection = await UpgradeAsync(raw, Direction.Inbound, null, linked.Token);
+            connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, null, id, linked.Token);
         }
         catch (Exception e)
         {
             await raw.DisposeAsync();
+            var failure = Failures.Classify(e, stopping);
             if (e is OperationCanceledException && timeout.IsCancellationRequested)
             {
-                LogInboundHandshakeTimeout(raw.Remote);
+                _log.InboundHandshakeTimeout(raw.Remote);
             }
-            else if (e is not OperationCanceledException)
+            else if (failure.Kind == FailureKind.Internal)
             {
-                LogInboundHandshakeFailed(raw.Remote, e.Message);
+                _log.InboundHandshakeBug(raw.Remote, e);
+            }
+            else if (failure.Kind != FailureKind.Cancelled)
+            {
+                _log.InboundHandshakeFailed(raw.Remote, failure.Kind, failure.Reason);
             }
         }
         finally
@@ -570,6 +447,7 @@ public sealed partial class Libp2pHost : IHost
         {
             return;
         }
+        using var peerScope = _log.PeerScope(connection.RemotePeer);
         if (connection.RemotePeer == PeerId || !Register(connection))
         {
             await connection.CloseAsync();
@@ -578,110 +456,19 @@ public sealed partial class Libp2pHost : IHost
         // not recorded (go-libp2p doesn't either); the peer's listen addresses come from identify.
     }
 
-    private async Task StreamAcceptLoopAsync(Connection connection)
-    {
-        var ct = _shutdown.Token;
-        while (!ct.IsCancellationRequested)
-        {
-            IMuxedStream muxed;
-            try
-            {
-                muxed = await connection.Muxed.AcceptStreamAsync(ct);
-            }
-            catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or ProtocolViolationException)
-            {
-                return;
-            }
-            _ = Task.Run(() => HandleInboundStreamAsync(connection, muxed));
-        }
-    }
-
-    private async Task HandleInboundStreamAsync(Connection connection, IMuxedStream muxed)
-    {
-        IStream? stream = null;
-        string protocol = "";
-        try
-        {
-            using (var timeout = new CancellationTokenSource(_options.StreamNegotiationTimeout, _time))
-            using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _shutdown.Token))
-            {
-                protocol = await MultistreamSelect.HandleAsync(muxed, _handlers.ContainsKey, _multistream, linked.Token);
-            }
-            if (!_handlers.TryGetValue(protocol, out var handler))
-            {
-                muxed.Reset();
-                return;
-            }
-            stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
-            await handler(stream, _shutdown.Token);
-        }
-        catch (OperationCanceledException) when (_shutdown.IsCancellationRequested)
-        {
-            muxed.Reset();
-        }
-        catch (Exception e) when (e is ProtocolViolationException or ProtocolNotSupportedException or StreamResetException
-                                      or IOException or OperationCanceledException or InvalidOperationException)
-        {
-            // The remote misbehaved, went away or was too slow: reset this stream only.
-            LogStreamFailed(protocol, connection.RemotePeer, e.Message);
-            muxed.Reset();
-        }
-        catch (Exception e)
-        {
-            LogHandlerBug(protocol, connection.RemotePeer, e);
-            muxed.Reset();
-        }
-        finally
-        {
-            if (stream is not null)
-            {
-                await stream.DisposeAsync();
-            }
-            else
-            {
-                await muxed.DisposeAsync();
-            }
-        }
-    }
-
-    private void CloseIdleConnections()
-    {
-        var cutoff = _time.GetUtcNow() - _options.IdleTimeout;
-        List<Connection> idle = [];
-        lock (_gate)
-        {
-            foreach (var (peer, list) in _connections)
-            {
-                if (_protected.ContainsKey(peer))
-                {
-                    continue;
-                }
-                idle.AddRange(list.Where(c => c.StreamCount == 0 && c.LastActivity < cutoff));
-            }
-        }
-        foreach (var c in idle)
-        {
-            LogIdleClose(c.Id, c.RemotePeer);
-            _ = c.CloseAsync().AsTask();
-        }
-    }
-
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
         }
-        await _shutdown.CancelAsync();
-        _idleTimer?.Dispose();
+        var connections = _connections.Close();
+        // Cancels what still runs (accept loops, dials, handshakes, handlers) at once; waited for below.
+        var stopped = Task.WhenAll(_work.StopAsync(), _router.DisposeAsync().AsTask());
         IListener[] listeners;
-        Connection[] connections;
-        Task[] background;
         lock (_gate)
         {
             listeners = [.. _listeners];
-            connections = _connections.Values.SelectMany(l => l).ToArray();
-            background = [.. _background];
         }
         foreach (var l in listeners)
         {
@@ -689,54 +476,17 @@ public sealed partial class Libp2pHost : IHost
         }
         foreach (var c in connections)
         {
-            try
-            {
-                await c.CloseAsync();
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
-            {
-            }
+            await c.CloseAsync();
         }
+        await _connections.DisposeAsync();
+        // Bounded: a handler that ignores its token must not hold the node's shutdown forever.
         try
         {
-            await Task.WhenAll(background).WaitAsync(TimeSpan.FromSeconds(5), _time);
+            await stopped.WaitAsync(TimeSpan.FromSeconds(5), _time);
         }
-        catch (Exception e) when (e is TimeoutException or OperationCanceledException or IOException)
+        catch (TimeoutException)
         {
+            // What still runs was cancelled; it ends on its own.
         }
-        _shutdown.Dispose();
     }
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Listening on {Address}")]
-    private partial void LogListening(Multiaddr address);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Connection {Id} {Direction} to {Peer} at {Address}")]
-    private partial void LogConnected(long id, Direction direction, PeerId peer, Multiaddr address);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Connection {Id} to {Peer} closed")]
-    private partial void LogDisconnected(long id, PeerId peer);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Closing idle connection {Id} to {Peer}")]
-    private partial void LogIdleClose(long id, PeerId peer);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Accept on {Address} failed")]
-    private partial void LogAcceptFailed(Multiaddr address, Exception e);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Refused inbound connection from {Remote}: connection limits reached")]
-    private partial void LogInboundRefused(Multiaddr remote);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Inbound handshake from {Remote} timed out")]
-    private partial void LogInboundHandshakeTimeout(Multiaddr remote);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Inbound handshake from {Remote} failed: {Reason}")]
-    private partial void LogInboundHandshakeFailed(Multiaddr remote, string reason);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Stream {Protocol} from {Peer} reset: {Reason}")]
-    private partial void LogStreamFailed(string protocol, PeerId peer, string reason);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "Handler for {Protocol} failed on a stream from {Peer}")]
-    private partial void LogHandlerBug(string protocol, PeerId peer, Exception e);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "A connection event handler threw")]
-    private partial void LogEventHandlerFailed(Exception e);
 }

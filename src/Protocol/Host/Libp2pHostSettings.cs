@@ -3,6 +3,7 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Noise;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Yamux;
 
@@ -29,10 +30,10 @@ public sealed partial class Libp2pHost
 {
     /// <summary>
     /// A host with the standard stack: (pnet) → multistream-select → Noise → multistream-select → Yamux,
-    /// on the given transports and clock.
+    /// on the given transports and runtime.
     /// </summary>
     public static Libp2pHost Create(PrivateKey key, IReadOnlyList<ITransport> transports, Libp2pHostSettings settings,
-        ILoggerFactory loggers, TimeProvider time) =>
-        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, loggers),
-            new YamuxMuxer(settings.Yamux, loggers, time), settings.SwarmKey, settings.Multistream, loggers, time, settings.Noise.EarlyMuxers);
+        NodeRuntime runtime, ILoggerFactory loggers) =>
+        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers),
+            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers);
 }

@@ -47,7 +47,7 @@ public sealed record PeerStoreOptions
 /// The peer store: addresses, protocols, public keys and measured latency of known peers, bounded by
 /// <see cref="PeerStoreOptions"/>. Thread-safe. Persistence is the owner's business (see <see cref="Snapshot"/>).
 /// </summary>
-public sealed class PeerStore
+public sealed class PeerStore : IPeerStore
 {
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];

@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Identify;
 
@@ -21,6 +22,12 @@ public sealed record IdentifyOptions
 
     /// <summary>Identify exchange must finish within this. Default 15 s.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>What we report as our agent. Default "potluck/&lt;assembly version&gt;".</summary>
+    public string AgentVersion { get; init; } = "potluck/" + (typeof(IdentifyOptions).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+
+    /// <summary>What we report as our protocol version. Default "ipfs/0.1.0", as go-libp2p and js-libp2p send.</summary>
+    public string ProtocolVersion { get; init; } = "ipfs/0.1.0";
 }
 
 /// <summary>What identify learned about a peer.</summary>
@@ -41,23 +48,25 @@ public sealed record IdentifyResult(
 /// </summary>
 public sealed partial class IdentifyService : IAsyncDisposable
 {
-    private int _disposeOnce;
     public const string ProtocolId = "/ipfs/id/1.0.0";
     public const string PushProtocolId = "/ipfs/id/push/1.0.0";
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly IdentifyOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<IdentifyService> _log;
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly Dictionary<PeerId, TaskCompletionSource<IdentifyResult>> _pending = [];
     private readonly object _gate = new();
     private int _pushScheduled;
 
-    public IdentifyService(Libp2pHost host, IdentifyOptions options, ILoggerFactory loggers)
+    public IdentifyService(IHost host, IdentifyOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
+        _runtime = runtime;
         _log = loggers.CreateLogger<IdentifyService>();
+        _work = runtime.CreateBackgroundWork("identify", _log);
         host.SetStreamHandler(ProtocolId, HandleIdentifyAsync);
         host.SetStreamHandler(PushProtocolId, HandlePushAsync);
         host.Connected += OnConnected;
@@ -81,13 +90,14 @@ public sealed partial class IdentifyService : IAsyncDisposable
         }
     }
 
-    private void OnConnected(IConnection connection) => _ = IdentifyAsync(connection);
+    private void OnConnected(IConnection connection) => _work.Run("identify", () => IdentifyAsync(connection));
 
-    /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>.</summary>
+    /// <summary>Asks the remote who it is, over a new stream on <paramref name="connection"/>; null when that fails.</summary>
     public async Task<IdentifyResult?> IdentifyAsync(IConnection connection)
     {
-        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+        var stopping = _work.Stopping;
+        using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
         try
         {
             await using var stream = await connection.OpenStreamAsync([ProtocolId], linked.Token);
@@ -97,9 +107,17 @@ public sealed partial class IdentifyService : IAsyncDisposable
             Complete(connection.RemotePeer, result);
             return result;
         }
-        catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+        catch (Exception e)
         {
-            LogIdentifyFailed(connection.RemotePeer, e.Message);
+            var failure = Failures.Classify(e, stopping);
+            if (failure.Kind == FailureKind.Internal)
+            {
+                LogIdentifyBug(connection.RemotePeer, e);
+            }
+            else if (failure.Kind != FailureKind.Cancelled)
+            {
+                LogIdentifyFailed(connection.RemotePeer, failure.Kind, failure.Reason);
+            }
             return null;
         }
     }
@@ -143,7 +161,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
 
     private async Task HandlePushAsync(IStream stream, CancellationToken ct)
     {
-        using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
+        using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct);
         var message = await ReadMessagesAsync(stream, linked.Token);
         var result = Apply(stream.RemotePeer, message);
@@ -166,11 +184,11 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
             catch (InvalidProtocolBufferException e)
             {
-                throw new ProtocolViolationException(ProtocolId, "malformed identify message", e);
+                throw new ProtocolViolationException(ProtocolId, "malformed identify message", e, ViolationCode.Malformed);
             }
             if (merged.ListenAddrs.Count > _options.MaxListenAddresses * _options.MaxMessagesPerStream)
             {
-                throw new ProtocolViolationException(ProtocolId, "too many listen addresses");
+                throw new ProtocolViolationException(ProtocolId, "too many listen addresses", ViolationCode.TooLarge);
             }
         }
         return merged;
@@ -180,8 +198,8 @@ public sealed partial class IdentifyService : IAsyncDisposable
     {
         var message = new Pb.Identify
         {
-            ProtocolVersion = _host.Options.ProtocolVersion,
-            AgentVersion = _host.Options.AgentVersion,
+            ProtocolVersion = _options.ProtocolVersion,
+            AgentVersion = _options.AgentVersion,
             PublicKey = ByteString.CopyFrom(_host.PublicKey.ToProtobuf()),
             ObservedAddr = ByteString.CopyFrom(observed.ToBytes()),
         };
@@ -199,7 +217,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         {
             if (!PublicKey.TryFromProtobuf(message.PublicKey.Span, out var key) || !_host.Peers.SetPublicKey(peer, key))
             {
-                throw new ProtocolViolationException(ProtocolId, "public key does not match the peer id");
+                throw new ProtocolViolationException(ProtocolId, "public key does not match the peer id", ViolationCode.WrongPeer);
             }
         }
         var addresses = new List<Multiaddr>();
@@ -225,7 +243,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         // Coalesce bursts of handler registrations into one push.
         if (Interlocked.Exchange(ref _pushScheduled, 1) == 0)
         {
-            _ = Task.Run(async () =>
+            _work.Run("identify push", async () =>
             {
                 await Task.Yield();
                 Volatile.Write(ref _pushScheduled, 0);
@@ -237,9 +255,10 @@ public sealed partial class IdentifyService : IAsyncDisposable
     /// <summary>Sends our current record to every connected peer that speaks identify push.</summary>
     public async Task PushAsync()
     {
+        var stopping = _work.Stopping;
         foreach (var connection in _host.Connections)
         {
-            if (_stop.IsCancellationRequested)
+            if (stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -249,39 +268,45 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
             try
             {
-                using var timeout = new CancellationTokenSource(_options.Timeout, _host.Time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+                using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
                 await using var stream = await connection.OpenStreamAsync([PushProtocolId], linked.Token);
                 await LengthPrefixed.WriteAsync(stream.Output, BuildMessage(connection.RemoteAddress).ToByteArray(), linked.Token);
                 await stream.Output.CompleteAsync();
             }
-            catch (Exception e) when (e is IOException or ProtocolViolationException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException)
+            catch (Exception e)
             {
-                LogPushFailed(connection.RemotePeer, e.Message);
+                var failure = Failures.Classify(e, stopping);
+                if (failure.Kind == FailureKind.Internal)
+                {
+                    LogIdentifyBug(connection.RemotePeer, e);
+                }
+                else if (failure.Kind != FailureKind.Cancelled)
+                {
+                    LogPushFailed(connection.RemotePeer, failure.Kind, failure.Reason);
+                }
             }
         }
     }
 
-    public ValueTask DisposeAsync()
+    /// <summary>Stops reacting to the host and waits for the exchanges still running (they are cancelled).</summary>
+    public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
-        {
-            return ValueTask.CompletedTask;
-        }
         _host.Connected -= OnConnected;
         _host.Disconnected -= OnDisconnected;
         _host.LocalInfoChanged -= OnLocalInfoChanged;
-        _stop.Cancel();
-        _stop.Dispose();
-        return ValueTask.CompletedTask;
+        await _work.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Identified {Peer}: {Agent}, {Protocols} protocols, {Addresses} addresses")]
     private partial void LogIdentified(PeerId peer, string agent, int protocols, int addresses);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify with {Peer} failed: {Reason}")]
-    private partial void LogIdentifyFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify with {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogIdentifyFailed(PeerId peer, FailureKind kind, string reason);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify push to {Peer} failed: {Reason}")]
-    private partial void LogPushFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Identify push to {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogPushFailed(PeerId peer, FailureKind kind, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Identify with {Peer} failed unexpectedly")]
+    private partial void LogIdentifyBug(PeerId peer, Exception e);
 }

@@ -12,7 +12,7 @@ namespace Potluck.Protocol.Identity;
 /// the secret key lives in libsodium's guarded memory, made once per key. Ed25519 is deterministic, so a signature is
 /// the same bytes whoever computes it.
 /// </summary>
-public sealed class PrivateKey
+public sealed class PrivateKey : ISigner
 {
     private const int SeedLength = 32;
     private const int SignatureLength = 64;

@@ -244,7 +244,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
                 using var rsa = RSA.Create(_rsa);
                 return rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
             }
-            var signer = SignerUtilities.GetSigner("SHA-256withECDSA");
+            Org.BouncyCastle.Crypto.ISigner signer = SignerUtilities.GetSigner("SHA-256withECDSA");
             signer.Init(false, _parameters!);
             signer.BlockUpdate(message);
             return signer.VerifySignature(signature.ToArray());

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Kademlia;
 
@@ -62,12 +63,12 @@ internal sealed class KadRequestHandler
                 RequireKey(key);
                 if (request.Record is not { } record || !record.Key.Equals(request.Key))
                 {
-                    throw new ProtocolViolationException(_options.ProtocolId, "PUT_VALUE record key differs from the message key");
+                    throw new ProtocolViolationException(_options.ProtocolId, "PUT_VALUE record key differs from the message key", ViolationCode.InvalidValue);
                 }
                 var value = record.Value.ToByteArray();
                 if (!_options.Validators.Validate(key, value))
                 {
-                    throw new ProtocolViolationException(_options.ProtocolId, "PUT_VALUE record failed validation");
+                    throw new ProtocolViolationException(_options.ProtocolId, "PUT_VALUE record failed validation", ViolationCode.InvalidValue);
                 }
                 if (_records.Get(key) is { } existing && !existing.Value.AsSpan().SequenceEqual(value)
                     && _options.Validators.Select(key, [existing.Value, value]) == 0)
@@ -103,7 +104,7 @@ internal sealed class KadRequestHandler
                 return WithCloserPeers(response, key, from);
             }
             default:
-                throw new ProtocolViolationException(_options.ProtocolId, "unknown message type");
+                throw new ProtocolViolationException(_options.ProtocolId, "unknown message type", ViolationCode.UnexpectedMessage);
         }
     }
 
@@ -111,7 +112,7 @@ internal sealed class KadRequestHandler
     {
         if (key.Length == 0)
         {
-            throw new ProtocolViolationException(_options.ProtocolId, "request without a key");
+            throw new ProtocolViolationException(_options.ProtocolId, "request without a key", ViolationCode.Malformed);
         }
     }
 

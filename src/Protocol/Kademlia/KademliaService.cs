@@ -4,6 +4,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Kademlia;
 
@@ -19,14 +20,14 @@ namespace Potluck.Protocol.Kademlia;
 /// </summary>
 public sealed partial class KademliaService : IAsyncDisposable
 {
-    private int _disposeOnce;
     public const string DefaultProtocolId = "/potluck/kad/1.0.0";
     public const string IpfsProtocolId = "/ipfs/kad/1.0.0";
 
     private const int MaxPreimageTries = 1 << 20;
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly KademliaOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger<KademliaService> _log;
     private readonly Random _random;
     private readonly object _gate = new();
@@ -36,16 +37,18 @@ public sealed partial class KademliaService : IAsyncDisposable
     private readonly KadRequestHandler _handler;
     private readonly Dictionary<string, (byte[] Key, DateTimeOffset LastProvided)> _provided = new(StringComparer.Ordinal);
     private readonly HashSet<PeerId> _probing = [];
-    private readonly CancellationTokenSource _stop = new();
-    private Task? _maintenance;
+    private readonly BackgroundWork _work;
+    private int _maintaining;
     private int _disposed;
 
-    public KademliaService(Libp2pHost host, KademliaOptions options, ILoggerFactory loggers, Random random)
+    public KademliaService(IHost host, KademliaOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
+        _runtime = runtime;
         _log = loggers.CreateLogger<KademliaService>();
-        _random = random;
+        _random = runtime.CreateRandom("kademlia");
+        _work = runtime.CreateBackgroundWork("kademlia", _log);
         _table = new RoutingTable(host.PeerId, options.K, options.ReplacementCacheSize);
         _records = new RecordStore(options.MaxRecords, options.MaxRecordSize);
         _providers = new ProviderStore(options.MaxProviderKeys, options.MaxProvidersPerKey);
@@ -95,7 +98,12 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// <summary>Starts periodic maintenance: expiry, bucket refresh, republishing records and provider announcements.</summary>
     public void Start()
     {
-        _maintenance ??= Task.Run(MaintainAsync);
+        if (Interlocked.Exchange(ref _maintaining, 1) == 0)
+        {
+            // The timer is made here, not in the loop, so virtual time moved right after Start is seen.
+            var timer = new PeriodicTimer(_options.MaintenanceInterval, _runtime.Time);
+            _work.Run("maintenance", ct => MaintainAsync(timer, ct));
+        }
     }
 
     /// <summary>
@@ -162,9 +170,9 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         lock (_gate)
         {
-            if (_records.Put(key, value, _host.Time.GetUtcNow(), isLocal: true) != StoreResult.Stored)
+            if (_records.Put(key, value, _runtime.Time.GetUtcNow(), isLocal: true) != StoreResult.Stored)
             {
-                throw new InvalidOperationException("the record store is full");
+                throw new ResourceLimitException("dht records", _options.MaxRecords, "the record store is full");
             }
         }
         return await PublishRecordAsync(key, value, ct);
@@ -202,7 +210,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     public async Task<int> ProvideAsync(byte[] key, CancellationToken ct)
     {
         CheckKey(key);
-        var now = _host.Time.GetUtcNow();
+        var now = _runtime.Time.GetUtcNow();
         lock (_gate)
         {
             _providers.Add(key, _host.PeerId, now + _options.ProviderTtl);
@@ -222,7 +230,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         var found = new Dictionary<PeerId, KadPeer>();
         lock (_gate)
         {
-            foreach (var p in _providers.Get(key, _host.Time.GetUtcNow()))
+            foreach (var p in _providers.Get(key, _runtime.Time.GetUtcNow()))
             {
                 if (p != _host.PeerId && found.Count < max)
                 {
@@ -253,7 +261,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// <summary>One maintenance pass (what the periodic timer runs): expiry, due bucket refreshes, due republishing.</summary>
     public async Task RunMaintenanceAsync(CancellationToken ct)
     {
-        var now = _host.Time.GetUtcNow();
+        var now = _runtime.Time.GetUtcNow();
         IReadOnlyList<KadRecord> records;
         List<byte[]> reprovide;
         lock (_gate)
@@ -269,7 +277,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             await PublishRecordAsync(record.Key, record.Value, ct);
             lock (_gate)
             {
-                _records.MarkPublished(record.Key, _host.Time.GetUtcNow());
+                _records.MarkPublished(record.Key, _runtime.Time.GetUtcNow());
             }
         }
         foreach (var key in reprovide)
@@ -278,24 +286,25 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
-    private async Task MaintainAsync()
+    private async Task MaintainAsync(PeriodicTimer timer, CancellationToken stopping)
     {
-        using var timer = new PeriodicTimer(_options.MaintenanceInterval, _host.Time);
+        using var owned = timer;
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token))
+            while (await timer.WaitForNextTickAsync(stopping))
             {
                 try
                 {
-                    await RunMaintenanceAsync(_stop.Token);
+                    await RunMaintenanceAsync(stopping);
                 }
-                catch (Exception e) when (e is not OperationCanceledException)
+                catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Cancelled } failure)
                 {
-                    LogMaintenanceFailed(e);
+                    // One pass failed (every request already absorbs the remote's faults): try again next tick.
+                    LogMaintenanceFailed(failure.Kind, e);
                 }
             }
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
         }
     }
@@ -305,7 +314,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         IReadOnlyList<int> due;
         lock (_gate)
         {
-            due = _table.BucketsDueForRefresh(_host.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
+            due = _table.BucketsDueForRefresh(_runtime.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
         }
         foreach (var bucket in due)
         {
@@ -360,15 +369,15 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             lookup = new ClosestPeersLookup(target, _table.Closest(target, _options.K).Concat(extraSeeds), _options.LookupOptions, _host.PeerId);
         }
-        using var overall = new CancellationTokenSource(_options.LookupTimeout, _host.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _stop.Token);
+        using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _work.Stopping);
         var pending = new Dictionary<Task<Pb.Message?>, PeerId>();
         try
         {
             while (true)
             {
                 LookupStep step;
-                while ((step = lookup.Next(_host.Time.GetUtcNow())).Kind == LookupStepKind.Query)
+                while ((step = lookup.Next(_runtime.Time.GetUtcNow())).Kind == LookupStepKind.Query)
                 {
                     pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
@@ -406,14 +415,15 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             if (pending.Count > 0)
             {
-                await linked.CancelAsync();
+                // Cancel, not CancelAsync: the requests' callbacks run here, on the runtime's scheduler.
+                linked.Cancel();
                 await Task.WhenAll(pending.Keys);
             }
         }
         ct.ThrowIfCancellationRequested();
         lock (_gate)
         {
-            _table.MarkRefreshed(_table.BucketIndexOf(target), _host.Time.GetUtcNow());
+            _table.MarkRefreshed(_table.BucketIndexOf(target), _runtime.Time.GetUtcNow());
         }
         LogLookupDone(type, lookup.Result.Count, lookup.Hops, lookup.QueriesSent);
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
@@ -422,8 +432,9 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// <summary>One request on a fresh stream; null on any failure (never throws for network or remote faults).</summary>
     private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
     {
-        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _host.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _stop.Token);
+        var stopping = _work.Stopping;
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _runtime.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, stopping);
         IStream? stream = null;
         try
         {
@@ -444,38 +455,35 @@ public sealed partial class KademliaService : IAsyncDisposable
             if (!expectResponse)
             {
                 // ADD_PROVIDER has no response: the remote closing its side says it has read the request.
-                return bytes is null ? request : throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER");
+                return bytes is null ? request : throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER", ViolationCode.UnexpectedMessage);
             }
             if (bytes is null)
             {
-                throw new ProtocolViolationException(_options.ProtocolId, "stream ended without a response");
+                throw new ProtocolViolationException(_options.ProtocolId, "stream ended without a response", ViolationCode.Malformed);
             }
             if (!KadMessages.TryParse(bytes, _options, out var response, out var error))
             {
-                throw new ProtocolViolationException(_options.ProtocolId, error);
+                throw new ProtocolViolationException(_options.ProtocolId, error, ViolationCode.Malformed);
             }
             if (response.Type != request.Type)
             {
-                throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's");
+                throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's", ViolationCode.UnexpectedMessage);
             }
             return response;
         }
-        catch (ProtocolViolationException e)
-        {
-            stream?.Reset();
-            LogRequestFailed(peer, e.Message);
-            return null;
-        }
-        catch (Exception e) when (e is IOException or ProtocolNotSupportedException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
-        {
-            stream?.Reset();
-            LogRequestFailed(peer, e.Message);
-            return null;
-        }
         catch (Exception e)
         {
+            // The one catch site of an outbound request: whatever failed, the lookup carries on without this peer.
             stream?.Reset();
-            LogUnexpected(peer, e);
+            var failure = Failures.Classify(e, stopping);
+            if (failure.Kind == FailureKind.Internal)
+            {
+                LogUnexpected(peer, e);
+            }
+            else if (failure.Kind != FailureKind.Cancelled)
+            {
+                LogRequestFailed(peer, failure.Kind, failure.Reason);
+            }
             return null;
         }
         finally
@@ -494,48 +502,38 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             Consider(remote);
         }
-        try
+        // No catch here: a violation, a timeout or a peer that went away reaches the host's one catch site of inbound
+        // streams, which resets the stream and logs it at Debug.
+        for (var i = 0; i < _options.MaxRequestsPerStream; i++)
         {
-            for (var i = 0; i < _options.MaxRequestsPerStream; i++)
+            using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _work.Stopping);
+            var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+            if (bytes is null)
             {
-                using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _host.Time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _stop.Token);
-                var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
-                if (bytes is null)
-                {
-                    break;
-                }
-                if (!KadMessages.TryParse(bytes, _options, out var request, out var error))
-                {
-                    throw new ProtocolViolationException(_options.ProtocolId, error);
-                }
-                Pb.Message? response;
-                List<KadPeer> learned;
-                lock (_gate)
-                {
-                    response = _handler.Handle(remote, request, _host.Time.GetUtcNow());
-                    learned = [.. _handler.LearnedProviders];
-                }
-                foreach (var p in learned)
-                {
-                    AddDiscovered(p);
-                }
-                if (response is not null)
-                {
-                    await LengthPrefixed.WriteAsync(stream.Output, response.ToByteArray(), linked.Token);
-                }
+                break;
             }
-            await stream.Output.CompleteAsync();
+            if (!KadMessages.TryParse(bytes, _options, out var request, out var error))
+            {
+                throw new ProtocolViolationException(_options.ProtocolId, error, ViolationCode.Malformed);
+            }
+            Pb.Message? response;
+            List<KadPeer> learned;
+            lock (_gate)
+            {
+                response = _handler.Handle(remote, request, _runtime.Time.GetUtcNow());
+                learned = [.. _handler.LearnedProviders];
+            }
+            foreach (var p in learned)
+            {
+                AddDiscovered(p);
+            }
+            if (response is not null)
+            {
+                await LengthPrefixed.WriteAsync(stream.Output, response.ToByteArray(), linked.Token);
+            }
         }
-        catch (ProtocolViolationException e)
-        {
-            LogInboundViolation(remote, e.Reason);
-            stream.Reset();
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException)
-        {
-            stream.Reset();
-        }
+        await stream.Output.CompleteAsync();
     }
 
     private (IReadOnlyList<Multiaddr>, bool) Describe(PeerId peer) =>
@@ -579,15 +577,15 @@ public sealed partial class KademliaService : IAsyncDisposable
         RoutingUpdate update;
         lock (_gate)
         {
-            update = _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+            update = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
         }
         if (update is { Kind: RoutingUpdateKind.Pending, ProbeCandidate: { } oldest })
         {
-            _ = ProbeAsync(oldest);
+            _work.Run("probe", ct => ProbeAsync(oldest, ct));
         }
     }
 
-    private async Task ProbeAsync(PeerId peer)
+    private async Task ProbeAsync(PeerId peer, CancellationToken stopping)
     {
         lock (_gate)
         {
@@ -599,12 +597,12 @@ public sealed partial class KademliaService : IAsyncDisposable
         try
         {
             var probe = new Pb.Message { Type = Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(_host.PeerId.Bytes) };
-            var alive = await RequestAsync(peer, probe, expectResponse: true, _stop.Token) is not null;
+            var alive = await RequestAsync(peer, probe, expectResponse: true, stopping) is not null;
             lock (_gate)
             {
                 if (alive)
                 {
-                    _table.AddOrRefresh(peer, _host.Time.GetUtcNow());
+                    _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
                 }
                 else
                 {
@@ -639,10 +637,6 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposeOnce, 1) != 0)
-        {
-            return;
-        }
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
@@ -652,25 +646,19 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             _host.RemoveStreamHandler(_options.ProtocolId);
         }
-        await _stop.CancelAsync();
-        if (_maintenance is not null)
-        {
-            await _maintenance;
-        }
+        await _work.DisposeAsync();
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT request to {Peer} failed: {Reason}")]
-    private partial void LogRequestFailed(PeerId peer, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT request to {Peer} failed: {Kind}: {Reason}")]
+    private partial void LogRequestFailed(PeerId peer, FailureKind kind, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "DHT request to {Peer} failed unexpectedly")]
     private partial void LogUnexpected(PeerId peer, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "DHT request from {Peer} broke the protocol: {Reason}")]
-    private partial void LogInboundViolation(PeerId peer, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "DHT {Type} lookup done: {Found} peers, {Hops} hops, {Queries} queries")]
     private partial void LogLookupDone(Pb.Message.Types.MessageType type, int found, int hops, int queries);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "DHT maintenance failed")]
-    private partial void LogMaintenanceFailed(Exception e);
+    [LoggerMessage(Level = LogLevel.Error, Message = "DHT maintenance failed ({Kind})")]
+    private partial void LogMaintenanceFailed(FailureKind kind, Exception e);
 }

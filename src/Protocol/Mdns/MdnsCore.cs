@@ -1,6 +1,7 @@
 using System.Text;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Mdns;
 
@@ -32,7 +33,7 @@ public sealed class MdnsCore
     private DateTimeOffset _windowStart = DateTimeOffset.MinValue;
     private int _responsesInWindow;
 
-    public MdnsCore(PeerId self, MdnsOptions options, Random random)
+    public MdnsCore(PeerId self, MdnsOptions options, ISecureRandom random)
     {
         _self = self;
         _options = options;
@@ -152,13 +153,20 @@ public sealed class MdnsCore
         return found.Where(kv => kv.Value.Count > 0).Select(kv => new MdnsPeer(kv.Key, kv.Value)).ToList();
     }
 
-    private static string RandomName(Random random)
+    /// <summary>32 characters of [a-z0-9] from security randomness (the name is an id others see).</summary>
+    private static string RandomName(ISecureRandom random)
     {
         const string alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
         var chars = new char[32];
-        for (var i = 0; i < chars.Length; i++)
+        Span<byte> pick = stackalloc byte[1];
+        for (var i = 0; i < chars.Length;)
         {
-            chars[i] = alphabet[random.Next(alphabet.Length)];
+            random.Fill(pick);
+            // 252 = 7 × 36: rejecting the rest keeps every character equally likely.
+            if (pick[0] < 252)
+            {
+                chars[i++] = alphabet[pick[0] % alphabet.Length];
+            }
         }
         return new string(chars);
     }

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Mdns;
 
@@ -19,23 +20,24 @@ public sealed partial class MdnsService : IAsyncDisposable
     private int _disposeOnce;
     private readonly IHost _host;
     private readonly MdnsOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly ILogger<MdnsService> _log;
     private readonly MdnsCore _core;
     private readonly object _gate = new();
-    private readonly CancellationTokenSource _stop = new();
+    private readonly BackgroundWork _work;
     private readonly List<IPAddress> _interfaces = [];
     private Socket? _socket;
-    private Task? _receive;
-    private Task? _query;
 
-    public MdnsService(IHost host, MdnsOptions options, ILoggerFactory loggers, TimeProvider time, Random random)
+    public MdnsService(IHost host, MdnsOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         _host = host;
         _options = options;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
         _log = loggers.CreateLogger<MdnsService>();
-        _core = new MdnsCore(host.PeerId, options, random);
+        _work = runtime.CreateBackgroundWork("mdns", _log);
+        _core = new MdnsCore(host.PeerId, options, runtime.SecureRandom);
     }
 
     /// <summary>Raised for every announcement heard from another peer (after the peer store is updated).</summary>
@@ -75,8 +77,8 @@ public sealed partial class MdnsService : IAsyncDisposable
         _socket = socket;
         UpdateAddresses();
         _host.LocalInfoChanged += UpdateAddresses;
-        _receive = Task.Run(ReceiveLoopAsync);
-        _query = Task.Run(QueryLoopAsync);
+        _work.Run("mdns receive", ReceiveLoopAsync);
+        _work.Run("mdns query", QueryLoopAsync);
     }
 
     private static IEnumerable<IPAddress> MulticastInterfaces()
@@ -110,11 +112,11 @@ public sealed partial class MdnsService : IAsyncDisposable
         }
     }
 
-    private async Task QueryLoopAsync()
+    private async Task QueryLoopAsync(CancellationToken stopping)
     {
         try
         {
-            while (!_stop.IsCancellationRequested)
+            while (!stopping.IsCancellationRequested)
             {
                 byte[]? query;
                 DateTimeOffset next;
@@ -125,25 +127,25 @@ public sealed partial class MdnsService : IAsyncDisposable
                 }
                 if (query is not null)
                 {
-                    await SendAsync(query);
+                    await SendAsync(query, stopping);
                 }
                 var wait = next - _time.GetUtcNow();
-                await Task.Delay(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, _time, _stop.Token);
+                await Task.Delay(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, _time, stopping);
             }
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
         }
     }
 
-    private async Task ReceiveLoopAsync()
+    private async Task ReceiveLoopAsync(CancellationToken stopping)
     {
         var buffer = new byte[DnsMessage.MaxPacketSize];
-        while (!_stop.IsCancellationRequested)
+        while (!stopping.IsCancellationRequested)
         {
             try
             {
-                var received = await _socket!.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), _stop.Token);
+                var received = await _socket!.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), stopping);
                 MdnsStep step;
                 lock (_gate)
                 {
@@ -151,7 +153,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                 }
                 if (step.Response is not null)
                 {
-                    await SendAsync(step.Response);
+                    await SendAsync(step.Response, stopping);
                 }
                 foreach (var peer in step.Discovered)
                 {
@@ -164,7 +166,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                     PeerDiscovered?.Invoke(peer);
                 }
             }
-            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -180,7 +182,7 @@ public sealed partial class MdnsService : IAsyncDisposable
         }
     }
 
-    private async Task SendAsync(byte[] packet)
+    private async Task SendAsync(byte[] packet, CancellationToken stopping)
     {
         var socket = _socket;
         if (socket is null)
@@ -197,7 +199,7 @@ public sealed partial class MdnsService : IAsyncDisposable
                 {
                     socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastInterface, address.GetAddressBytes());
                 }
-                await socket.SendToAsync(packet, SocketFlags.None, group, _stop.Token);
+                await socket.SendToAsync(packet, SocketFlags.None, group, stopping);
             }
             catch (SocketException e)
             {
@@ -217,21 +219,11 @@ public sealed partial class MdnsService : IAsyncDisposable
             return;
         }
         _host.LocalInfoChanged -= UpdateAddresses;
-        await _stop.CancelAsync();
+        // Cancels both loops at once; closing the socket wakes a receive the token does not reach.
+        var stopped = _work.StopAsync();
         _socket?.Dispose();
-        foreach (var task in new[] { _receive, _query })
-        {
-            if (task is not null)
-            {
-                try
-                {
-                    await task;
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }
-        }
+        await stopped;
+        await _work.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "mDNS: {Peer} announced {Count} addresses")]

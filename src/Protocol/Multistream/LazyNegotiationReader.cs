@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Multistream;
 
@@ -29,13 +30,13 @@ internal sealed class LazyNegotiationReader(PipeReader inner, string protocol, M
     {
         while (_expect != Expect.Nothing)
         {
-            var result = await inner.ReadAsync(ct).ConfigureAwait(false);
+            var result = await inner.ReadAsync(ct);
             if (TryVerify(result, out var forwarded))
             {
                 return forwarded;
             }
         }
-        return await inner.ReadAsync(ct).ConfigureAwait(false);
+        return await inner.ReadAsync(ct);
     }
 
     public override bool TryRead(out ReadResult result)
@@ -117,7 +118,7 @@ internal sealed class LazyNegotiationReader(PipeReader inner, string protocol, M
         inner.AdvanceTo(reader.Position, buffer.End);
         if (result.IsCompleted)
         {
-            throw MultistreamSelect.Violation("the stream ended before the listener confirmed the protocol");
+            throw new PeerGoneException($"{MultistreamSelect.Name}: the stream ended before the listener confirmed the protocol");
         }
         forwarded = default;
         return false;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Multistream;
 
@@ -52,27 +53,27 @@ public static class MultistreamSelect
         var output = pipe.Output;
         MultistreamMessage.Write(output, ProtocolId);
         MultistreamMessage.Write(output, protocols[0]);
-        await output.FlushAsync(ct).ConfigureAwait(false);
+        await output.FlushAsync(ct);
 
-        var header = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+        var header = await ReadMessageAsync(pipe.Input, null, options, ct);
         CheckHeader(header);
         for (var i = 0; ; i++)
         {
-            var answer = await ReadMessageAsync(pipe.Input, null, options, ct).ConfigureAwait(false);
+            var answer = await ReadMessageAsync(pipe.Input, null, options, ct);
             if (answer == protocols[i])
             {
                 return answer;
             }
             if (answer != NotAvailable)
             {
-                throw Violation($"the listener answered proposal #{i + 1} with an unexpected message ({Describe(answer)})");
+                throw Violation($"the listener answered proposal #{i + 1} with an unexpected message ({Describe(answer)})", ViolationCode.UnexpectedMessage);
             }
             if (i + 1 == protocols.Count)
             {
                 throw new ProtocolNotSupportedException(protocols);
             }
             MultistreamMessage.Write(output, protocols[i + 1]);
-            await output.FlushAsync(ct).ConfigureAwait(false);
+            await output.FlushAsync(ct);
         }
     }
 
@@ -89,7 +90,7 @@ public static class MultistreamSelect
         IDuplexPipe pipe, string protocol, MultistreamOptions options, CancellationToken ct)
     {
         var selected = SelectOneLazy(pipe, protocol, options);
-        await pipe.Output.FlushAsync(ct).ConfigureAwait(false);
+        await pipe.Output.FlushAsync(ct);
         return selected;
     }
 
@@ -156,12 +157,12 @@ public static class MultistreamSelect
         var output = pipe.Output;
         // Queued, not flushed: it leaves with the first answer, or before we would wait for the dialer.
         MultistreamMessage.Write(output, ProtocolId);
-        var header = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+        var header = await ReadMessageAsync(pipe.Input, output, options, ct);
         CheckHeader(header);
 
         for (var i = 0; i < options.MaxProposals; i++)
         {
-            var proposal = await ReadMessageAsync(pipe.Input, output, options, ct).ConfigureAwait(false);
+            var proposal = await ReadMessageAsync(pipe.Input, output, options, ct);
             if (proposal == List)
             {
                 MultistreamMessage.WriteProtocolList(output, advertised);
@@ -172,14 +173,14 @@ public static class MultistreamSelect
                 MultistreamMessage.Write(output, proposal);
                 if (!deferEcho || !HasBufferedData(pipe.Input))
                 {
-                    await output.FlushAsync(ct).ConfigureAwait(false);
+                    await output.FlushAsync(ct);
                 }
                 return proposal;
             }
             MultistreamMessage.Write(output, NotAvailable);
         }
-        await output.FlushAsync(ct).ConfigureAwait(false);
-        throw Violation($"the dialer made more than {options.MaxProposals} proposals");
+        await output.FlushAsync(ct);
+        throw Violation($"the dialer made more than {options.MaxProposals} proposals", ViolationCode.TooLarge);
     }
 
     /// <summary>True when bytes the dialer sent after the messages read so far are already here; consumes nothing.</summary>
@@ -207,11 +208,11 @@ public static class MultistreamSelect
             {
                 return message;
             }
-            await flushBeforeWaiting.FlushAsync(ct).ConfigureAwait(false);
+            await flushBeforeWaiting.FlushAsync(ct);
         }
         while (true)
         {
-            var result = await input.ReadAsync(ct).ConfigureAwait(false);
+            var result = await input.ReadAsync(ct);
             if (TryTake(input, result, options, out var message))
             {
                 return message;
@@ -238,7 +239,10 @@ public static class MultistreamSelect
         }
         if (result.IsCompleted)
         {
-            throw Violation(buffer.IsEmpty ? "the stream ended during negotiation" : "the stream ended inside a message");
+            // Hanging up between messages is going away; hanging up inside one is a truncated message.
+            throw buffer.IsEmpty
+                ? new PeerGoneException($"{Name}: the stream ended during negotiation")
+                : Violation("the stream ended inside a message");
         }
         if (result.IsCanceled)
         {
@@ -252,11 +256,15 @@ public static class MultistreamSelect
     {
         if (header != ProtocolId)
         {
-            throw Violation($"expected the header {ProtocolId}, got {Describe(header)}");
+            throw Violation($"expected the header {ProtocolId}, got {Describe(header)}", ViolationCode.UnexpectedMessage);
         }
     }
 
-    internal static ProtocolViolationException Violation(string reason) => new(Name, reason);
+    /// <summary>
+    /// A broken negotiation. Its radius is the stream: on a muxed stream only that stream is reset; during a
+    /// connection's upgrade the failed upgrade drops the connection anyway.
+    /// </summary>
+    internal static ProtocolViolationException Violation(string reason, ViolationCode code = ViolationCode.Malformed) => new(Name, reason, code);
 
     /// <summary>A remote-chosen string made safe for an exception message: printable ASCII, at most 64 characters.</summary>
     internal static string Describe(string remote)

@@ -2,6 +2,7 @@ using System.Text;
 using Google.Protobuf;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Noise.Proto;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Noise;
 
@@ -50,7 +51,7 @@ internal static class NoisePayload
     {
         if (payload.Length > NoiseHandshakeState.MaxMessageLength)
         {
-            throw new ProtocolViolationException(Protocol, "handshake payload too large");
+            throw new ProtocolViolationException(Protocol, "handshake payload too large", ViolationCode.TooLarge, BlastRadius.Connection);
         }
         NoiseHandshakePayload message;
         try
@@ -59,22 +60,22 @@ internal static class NoisePayload
         }
         catch (InvalidProtocolBufferException e)
         {
-            throw new ProtocolViolationException(Protocol, "handshake payload is not a valid protobuf", e);
+            throw new ProtocolViolationException(Protocol, "handshake payload is not a valid protobuf", e, ViolationCode.Malformed, BlastRadius.Connection);
         }
         if (message.IdentityKey.IsEmpty || !PublicKey.TryFromProtobuf(message.IdentityKey.Span, out var key))
         {
-            throw new ProtocolViolationException(Protocol, "handshake payload has no valid identity key");
+            throw new ProtocolViolationException(Protocol, "handshake payload has no valid identity key", ViolationCode.Malformed, BlastRadius.Connection);
         }
         if (message.IdentitySig.IsEmpty || !key.Verify(SignedData(remoteStaticKey), message.IdentitySig.Span))
         {
-            throw new ProtocolViolationException(Protocol, "identity signature over the Noise static key does not verify");
+            throw new ProtocolViolationException(Protocol, "identity signature over the Noise static key does not verify", ViolationCode.BadSignature, BlastRadius.Connection);
         }
         IReadOnlyList<string> muxers = [];
         if (message.Extensions is { StreamMuxers.Count: > 0 } extensions)
         {
             if (extensions.StreamMuxers.Count > options.MaxRemoteEarlyMuxers)
             {
-                throw new ProtocolViolationException(Protocol, $"{extensions.StreamMuxers.Count} early muxers offered, the limit is {options.MaxRemoteEarlyMuxers}");
+                throw new ProtocolViolationException(Protocol, $"{extensions.StreamMuxers.Count} early muxers offered, the limit is {options.MaxRemoteEarlyMuxers}", ViolationCode.TooLarge, BlastRadius.Connection);
             }
             var list = new string[extensions.StreamMuxers.Count];
             for (var i = 0; i < list.Length; i++)
@@ -82,7 +83,7 @@ internal static class NoisePayload
                 var name = extensions.StreamMuxers[i];
                 if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) > options.MaxEarlyMuxerLength)
                 {
-                    throw new ProtocolViolationException(Protocol, "early muxer name empty or too long");
+                    throw new ProtocolViolationException(Protocol, "early muxer name empty or too long", ViolationCode.TooLarge, BlastRadius.Connection);
                 }
                 list[i] = name;
             }

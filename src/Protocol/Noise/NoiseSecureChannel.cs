@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
 namespace Potluck.Protocol.Noise;
@@ -44,7 +45,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private int _transportClosed;
 
     public NoiseSecureChannel(IDuplexPipe transport, NoiseCipherState send, NoiseCipherState receive,
-                              NoiseRemoteIdentity remote, NoiseOptions options, ILogger logger)
+                              NoiseRemoteIdentity remote, NoiseOptions options, NodeRuntime runtime, ILogger logger)
     {
         _transport = transport;
         _send = send;
@@ -55,12 +56,14 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
         var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);
-        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: inboundLimit, resumeWriterThreshold: inboundLimit / 2,
-                                            minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
-        _outbound = new Pipe(new PipeOptions(pauseWriterThreshold: outboundLimit, resumeWriterThreshold: outboundLimit / 2,
-                                             minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
-        _writeLoop = Task.Run(WriteLoopAsync);
-        _readLoop = Task.Run(ReadLoopAsync);
+        var pipes = runtime.PipeScheduler;
+        _inbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: inboundLimit,
+                                            resumeWriterThreshold: inboundLimit / 2, minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
+        _outbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: outboundLimit,
+                                             resumeWriterThreshold: outboundLimit / 2, minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
+        // The channel's own pumps: they end on their own, log their own failures, and disposal awaits both.
+        _writeLoop = runtime.StartLoop(WriteLoopAsync);
+        _readLoop = runtime.StartLoop(ReadLoopAsync);
     }
 
     public PeerId RemotePeer { get; }
@@ -84,19 +87,19 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             while (true)
             {
-                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var result = await input.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
                 var (status, consumed, decrypted) = DecryptFrames(buffer, writer);
                 var remaining = buffer.Slice(consumed);
                 if (status == DecodeStatus.Invalid)
                 {
-                    throw new ProtocolViolationException(Protocol, "transport message shorter than its tag");
+                    throw new ProtocolViolationException(Protocol, "transport message shorter than its tag", ViolationCode.Malformed, BlastRadius.Connection);
                 }
                 // When the batch stopped at the flush threshold, whole frames may remain: look again at once.
                 input.AdvanceTo(consumed, status == DecodeStatus.NeedMoreData ? buffer.End : consumed);
                 if (decrypted > 0 || status == DecodeStatus.Done)
                 {
-                    var flush = await writer.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    var flush = await writer.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
                         break; // the application stopped reading
@@ -106,29 +109,15 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 {
                     if (!remaining.IsEmpty)
                     {
-                        throw new ProtocolViolationException(Protocol, "connection closed inside a transport message");
+                        throw new ProtocolViolationException(Protocol, "connection closed inside a transport message", ViolationCode.Malformed, BlastRadius.Connection);
                     }
                     break;
                 }
             }
         }
-        catch (ProtocolViolationException e)
-        {
-            _logger.TransportViolation(e.Reason);
-            error = e;
-        }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-            _logger.TransportError(e);
-            error = e;
-        }
         catch (Exception e)
         {
-            _logger.Unexpected(e);
-            error = e;
+            error = Failed(e);
         }
         finally
         {
@@ -139,8 +128,32 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             // Bad framing or a MAC failure closes the connection.
             _stop.Cancel();
-            await _writeLoop.ConfigureAwait(false);
-            await CloseTransportAsync().ConfigureAwait(false);
+            await _writeLoop;
+            await CloseTransportAsync();
+        }
+    }
+
+    /// <summary>
+    /// The one catch site of each pump: a violation (bad framing, a MAC failure: the whole connection) at Debug, the
+    /// connection below ending at Debug, our own close quietly, anything else as a bug. Returns what the application's
+    /// side of the pipe fails with (null: a clean end).
+    /// </summary>
+    private Exception? Failed(Exception e)
+    {
+        var failure = Failures.Classify(e, _stop.Token);
+        switch (failure.Kind)
+        {
+            case FailureKind.Cancelled when _stop.IsCancellationRequested:
+                return null;
+            case FailureKind.ProtocolViolation:
+                _logger.TransportViolation(failure.Reason);
+                return e;
+            case FailureKind.Internal:
+                _logger.Unexpected(e);
+                return e;
+            default:
+                _logger.TransportError(e);
+                return e as PeerGoneException ?? new PeerGoneException("the connection below the Noise channel failed", e);
         }
     }
 
@@ -174,7 +187,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 var destination = writer.GetSpan(Math.Max(length, 1));
                 if (!_receive.TryDecrypt(default, ciphertext, destination))
                 {
-                    throw new ProtocolViolationException(Protocol, "transport message failed authentication");
+                    throw new ProtocolViolationException(Protocol, "transport message failed authentication", ViolationCode.BadSignature, BlastRadius.Connection);
                 }
                 writer.Advance(length);
                 decrypted += length;
@@ -203,16 +216,16 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             while (true)
             {
-                var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var result = await reader.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
                 var consumed = EncryptFrames(buffer, output, out var frames);
                 reader.AdvanceTo(consumed);
                 if (frames > 0)
                 {
-                    var flush = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
+                    var flush = await output.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
-                        error = new IOException("the connection was closed");
+                        error = new PeerGoneException("the connection was closed");
                         break;
                     }
                 }
@@ -222,24 +235,15 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 }
             }
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-            _logger.TransportError(e);
-            error = e;
-        }
         catch (Exception e)
         {
-            _logger.Unexpected(e);
-            error = e;
+            error = Failed(e);
         }
         finally
         {
             // Complete commits whatever was encrypted but not yet flushed.
             output.Complete();
-            reader.Complete(error ?? (_stop.IsCancellationRequested ? new IOException("the Noise channel was closed") : null));
+            reader.Complete(error ?? (_stop.IsCancellationRequested ? new PeerGoneException("the Noise channel was closed") : null));
         }
     }
 
@@ -303,7 +307,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         }
         if (_transport is IAsyncDisposable disposable)
         {
-            await disposable.DisposeAsync().ConfigureAwait(false);
+            await disposable.DisposeAsync();
         }
     }
 
@@ -314,9 +318,9 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             return;
         }
         _stop.Cancel();
-        await _writeLoop.ConfigureAwait(false);
-        await _readLoop.ConfigureAwait(false);
-        await CloseTransportAsync().ConfigureAwait(false);
+        await _writeLoop;
+        await _readLoop;
+        await CloseTransportAsync();
         _send.Dispose();
         _receive.Dispose();
     }

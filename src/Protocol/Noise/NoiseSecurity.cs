@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
 namespace Potluck.Protocol.Noise;
@@ -28,21 +29,24 @@ public sealed class NoiseSecurity : ISecurityProtocol
     private readonly X25519KeyPair _static;
     private readonly byte[] _payload;
     private readonly NoiseOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly ILogger _logger;
     private readonly ILogger _channelLogger;
 
-    public NoiseSecurity(PrivateKey identity, NoiseOptions options, ILoggerFactory loggers)
-        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, loggers)
+    public NoiseSecurity(ISigner identity, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, runtime, loggers)
     {
     }
 
     /// <summary>An identity of any key type, given as its public key and a signing function (tests).</summary>
-    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, ILoggerFactory loggers)
+    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         ArgumentNullException.ThrowIfNull(identity);
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(runtime);
         ArgumentNullException.ThrowIfNull(loggers);
         _options = options;
+        _runtime = runtime;
         _logger = loggers.CreateLogger<NoiseSecurity>();
         _channelLogger = loggers.CreateLogger<NoiseSecureChannel>();
         _static = X25519KeyPair.Generate();
@@ -69,34 +73,35 @@ public sealed class NoiseSecurity : ISecurityProtocol
             NoiseRemoteIdentity remote;
             if (initiator)
             {
-                await WriteMessageAsync(state, [], insecure.Output, ct).ConfigureAwait(false);
-                var length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, [], insecure.Output, ct);
+                var length = await ReadMessageAsync(insecure.Input, message, ct);
                 remote = ReadPayload(state, message, length, expectedRemote);
-                await WriteMessageAsync(state, _payload, insecure.Output, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, _payload, insecure.Output, ct);
             }
             else
             {
-                var length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                var length = await ReadMessageAsync(insecure.Input, message, ct);
                 ReadFirst(state, message, length);
-                await WriteMessageAsync(state, _payload, insecure.Output, ct).ConfigureAwait(false);
-                length = await ReadMessageAsync(insecure.Input, message, ct).ConfigureAwait(false);
+                await WriteMessageAsync(state, _payload, insecure.Output, ct);
+                length = await ReadMessageAsync(insecure.Input, message, ct);
                 remote = ReadPayload(state, message, length, expectedRemote);
             }
             var (send, receive) = state.Split();
             _logger.HandshakeCompleted(remote.Peer, initiator, remote.EarlyMuxers.Count);
-            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _channelLogger);
+            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _runtime, _channelLogger);
         }
         catch (Exception e)
         {
-            if (e is ProtocolViolationException violation)
+            // Logged here at Debug (the caller decides what the failure means for the dial) and rethrown.
+            if (Failures.Classify(e, ct).Kind == FailureKind.ProtocolViolation)
             {
-                _logger.HandshakeViolation(violation.Reason);
+                _logger.HandshakeViolation(e.Message);
             }
             else
             {
                 _logger.HandshakeAborted(e);
             }
-            await CloseAsync(insecure).ConfigureAwait(false);
+            await CloseAsync(insecure);
             throw;
         }
         finally
@@ -141,10 +146,10 @@ public sealed class NoiseSecurity : ISecurityProtocol
     private static async ValueTask WriteMessageAsync(NoiseHandshakeState state, byte[] payload, PipeWriter output, CancellationToken ct)
     {
         WriteFrame(state, payload, output);
-        var flush = await output.FlushAsync(ct).ConfigureAwait(false);
+        var flush = await output.FlushAsync(ct);
         if (flush.IsCompleted)
         {
-            throw new EndOfStreamException("the connection closed during the Noise handshake");
+            throw new PeerGoneException("the connection closed during the Noise handshake");
         }
     }
 
@@ -162,7 +167,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
     {
         while (true)
         {
-            var result = await input.ReadAsync(ct).ConfigureAwait(false);
+            var result = await input.ReadAsync(ct);
             var buffer = result.Buffer;
             if (NoiseFrame.TryRead(buffer, 0, out var message, out var end) == DecodeStatus.Done)
             {
@@ -173,7 +178,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             if (result.IsCompleted)
             {
                 input.AdvanceTo(buffer.Start, buffer.End);
-                throw new EndOfStreamException("the connection closed during the Noise handshake");
+                throw new PeerGoneException("the connection closed during the Noise handshake");
             }
             if (result.IsCanceled)
             {
@@ -191,10 +196,10 @@ public sealed class NoiseSecurity : ISecurityProtocol
             insecure.Output.Complete();
             if (insecure is IAsyncDisposable disposable)
             {
-                await disposable.DisposeAsync().ConfigureAwait(false);
+                await disposable.DisposeAsync();
             }
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception e) when (Failures.Classify(e).Kind != FailureKind.Internal)
         {
             // Closing is best effort; the handshake's own failure is what the caller sees.
         }

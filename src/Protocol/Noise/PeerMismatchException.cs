@@ -1,4 +1,5 @@
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Noise;
 
@@ -6,7 +7,7 @@ namespace Potluck.Protocol.Noise;
 public sealed class PeerMismatchException : ProtocolViolationException
 {
     public PeerMismatchException(PeerId expected, PeerId actual)
-        : base(NoiseSecurity.ProtocolId, $"expected peer {expected}, the remote proved {actual}")
+        : base(NoiseSecurity.ProtocolId, $"expected peer {expected}, the remote proved {actual}", ViolationCode.WrongPeer, BlastRadius.Connection)
     {
         Expected = expected;
         Actual = actual;

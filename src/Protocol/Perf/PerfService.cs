@@ -1,8 +1,10 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Perf;
 
@@ -33,13 +35,16 @@ public sealed class PerfService
     private const int ChunkSize = 64 * 1024;
     private const int FlushEvery = 256 * 1024;
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
     private readonly PerfOptions _options;
+    private readonly NodeRuntime _runtime;
 
-    public PerfService(Libp2pHost host, PerfOptions options)
+    public PerfService(IHost host, PerfOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
+        ArgumentNullException.ThrowIfNull(loggers);
         _host = host;
         _options = options;
+        _runtime = runtime;
         if (options.Serve)
         {
             host.SetStreamHandler(ProtocolId, HandleAsync);
@@ -52,7 +57,7 @@ public sealed class PerfService
         if (header.Buffer.Length < 8)
         {
             stream.Input.AdvanceTo(header.Buffer.End);
-            throw new ProtocolViolationException(ProtocolId, "stream ended before the 8-byte size");
+            throw new ProtocolViolationException(ProtocolId, "stream ended before the 8-byte size", ViolationCode.Malformed);
         }
         Span<byte> size = stackalloc byte[8];
         header.Buffer.Slice(0, 8).CopyTo(size);
@@ -60,7 +65,7 @@ public sealed class PerfService
         var toSend = BinaryPrimitives.ReadUInt64BigEndian(size);
         if (toSend > _options.MaxDownloadBytes)
         {
-            throw new ProtocolViolationException(ProtocolId, $"asked for {toSend} bytes, over the {_options.MaxDownloadBytes}-byte limit");
+            throw new ProtocolViolationException(ProtocolId, $"asked for {toSend} bytes, over the {_options.MaxDownloadBytes}-byte limit", ViolationCode.TooLarge);
         }
         await DrainAsync(stream.Input, ct);
         await SendAsync(stream.Output, (long)toSend, ct);
@@ -73,7 +78,7 @@ public sealed class PerfService
         ArgumentOutOfRangeException.ThrowIfNegative(upload);
         ArgumentOutOfRangeException.ThrowIfNegative(download);
         var connection = await _host.ConnectAsync(peer, ct);
-        var start = _host.Time.GetTimestamp();
+        var start = _runtime.Time.GetTimestamp();
         await using var stream = await connection.OpenStreamAsync([ProtocolId], ct);
         var header = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(header, (ulong)download);
@@ -81,10 +86,10 @@ public sealed class PerfService
         await SendAsync(stream.Output, upload, ct);
         await stream.Output.CompleteAsync();
         var received = await DrainAsync(stream.Input, ct);
-        var elapsed = _host.Time.GetElapsedTime(start);
+        var elapsed = _runtime.Time.GetElapsedTime(start);
         if (received != download)
         {
-            throw new ProtocolViolationException(ProtocolId, $"expected {download} bytes, received {received}");
+            throw new ProtocolViolationException(ProtocolId, $"expected {download} bytes, received {received}", ViolationCode.InvalidValue);
         }
         return new PerfResult(upload, download, elapsed);
     }
@@ -106,7 +111,7 @@ public sealed class PerfService
                 var flush = await output.FlushAsync(ct);
                 if (flush.IsCompleted)
                 {
-                    throw new IOException("the remote stopped reading");
+                    throw new PeerGoneException("the remote stopped reading");
                 }
             }
         }

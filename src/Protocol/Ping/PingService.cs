@@ -1,27 +1,42 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Ping;
 
+/// <summary>Settings of <see cref="PingService"/>.</summary>
+public sealed record PingOptions
+{
+    /// <summary>Answer pings from others (register <c>/ipfs/ping/1.0.0</c>). Default true.</summary>
+    public bool Serve { get; init; } = true;
+}
+
 /// <summary>
 /// Ping (<c>/ipfs/ping/1.0.0</c>, https://github.com/libp2p/specs/blob/master/ping/ping.md): the dialer sends
-/// 32 random bytes, the listener echoes them, repeatedly on one stream. Round trips are timed with the host's
-/// <see cref="TimeProvider"/> and folded into the peer store's latency.
+/// 32 random bytes, the listener echoes them, repeatedly on one stream. Round trips are timed with the runtime's
+/// clock and folded into the peer store's latency.
 /// </summary>
 public sealed class PingService
 {
     public const string ProtocolId = "/ipfs/ping/1.0.0";
     public const int PayloadSize = 32;
 
-    private readonly Libp2pHost _host;
+    private readonly IHost _host;
+    private readonly NodeRuntime _runtime;
 
-    public PingService(Libp2pHost host)
+    public PingService(IHost host, PingOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggers);
         _host = host;
-        host.SetStreamHandler(ProtocolId, HandleAsync);
+        _runtime = runtime;
+        if (options.Serve)
+        {
+            host.SetStreamHandler(ProtocolId, HandleAsync);
+        }
     }
 
     private static async Task HandleAsync(IStream stream, CancellationToken ct)
@@ -63,22 +78,22 @@ public sealed class PingService
 
     private async Task<TimeSpan> PingOnceAsync(IStream stream, byte[] payload, CancellationToken ct)
     {
-        RandomNumberGenerator.Fill(payload);
-        var start = _host.Time.GetTimestamp();
+        _runtime.SecureRandom.Fill(payload);
+        var start = _runtime.Time.GetTimestamp();
         await stream.Output.WriteAsync(payload, ct);
         var result = await stream.Input.ReadAtLeastAsync(PayloadSize, ct);
         if (result.Buffer.Length < PayloadSize)
         {
             stream.Input.AdvanceTo(result.Buffer.End);
-            throw new ProtocolViolationException(ProtocolId, "stream closed before the ping was echoed");
+            throw new ProtocolViolationException(ProtocolId, "stream closed before the ping was echoed", ViolationCode.Malformed);
         }
         var echoed = result.Buffer.Slice(0, PayloadSize);
         var matches = echoed.IsSingleSegment ? echoed.FirstSpan.SequenceEqual(payload) : echoed.ToArray().AsSpan().SequenceEqual(payload);
         stream.Input.AdvanceTo(echoed.End);
         if (!matches)
         {
-            throw new ProtocolViolationException(ProtocolId, "the echoed payload differs from what was sent");
+            throw new ProtocolViolationException(ProtocolId, "the echoed payload differs from what was sent", ViolationCode.InvalidValue);
         }
-        return _host.Time.GetElapsedTime(start);
+        return _runtime.Time.GetElapsedTime(start);
     }
 }

@@ -1,5 +1,5 @@
 using System.IO.Pipelines;
-using System.Security.Cryptography;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Pnet;
 
@@ -33,10 +33,14 @@ public static class PnetProtector
     /// <paramref name="key"/>. Queues a fresh random nonce on <paramref name="raw"/>'s output (sent with the first
     /// flush); never waits. The caller must not use <paramref name="raw"/> directly afterwards.
     /// </summary>
-    public static IDuplexPipe Protect(IDuplexPipe raw, SwarmKey key)
+    public static IDuplexPipe Protect(IDuplexPipe raw, SwarmKey key) => Protect(raw, key, SystemSecureRandom.Instance);
+
+    /// <summary>As <see cref="Protect(IDuplexPipe, SwarmKey)"/>, with the nonce from the node's security randomness.</summary>
+    public static IDuplexPipe Protect(IDuplexPipe raw, SwarmKey key, ISecureRandom random)
     {
+        ArgumentNullException.ThrowIfNull(random);
         var nonce = new byte[NonceSize];
-        RandomNumberGenerator.Fill(nonce);
+        random.Fill(nonce);
         return Protect(raw, key, nonce);
     }
 

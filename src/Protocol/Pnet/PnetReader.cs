@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.InteropServices;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Pnet;
 
@@ -23,7 +24,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
     {
         while (true)
         {
-            var result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var result = await inner.ReadAsync(cancellationToken);
             if (TryTransform(result, out var forwarded))
             {
                 return forwarded;
@@ -56,7 +57,7 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
                 {
                     inner.AdvanceTo(buffer.Start, buffer.End);
                     throw new ProtocolViolationException(
-                        "pnet", $"the connection ended after {buffer.Length} of the {PnetProtector.NonceSize} nonce bytes");
+                        "pnet", $"the connection ended after {buffer.Length} of the {PnetProtector.NonceSize} nonce bytes", ViolationCode.Malformed, BlastRadius.Connection);
                 }
                 return Forward(buffer.Slice(0, 0), result, out forwarded);
             }

@@ -87,6 +87,18 @@ public sealed class NodeRuntime
     /// <summary>An owner for a component's background work on this runtime's scheduler.</summary>
     public BackgroundWork CreateBackgroundWork(string owner, Microsoft.Extensions.Logging.ILogger log) => new(owner, log, Scheduler);
 
+    /// <summary>
+    /// Starts <paramref name="loop"/> on this runtime's scheduler, as <c>Task.Run</c> does on the thread pool, for a
+    /// component's own pumps that it keeps the task of and awaits when it closes (a Noise channel's read and write loops,
+    /// a muxer's session loop) and that end on their own and log their own failures. Anything else is started through
+    /// a <see cref="BackgroundWork"/>.
+    /// </summary>
+    public Task StartLoop(Func<Task> loop)
+    {
+        ArgumentNullException.ThrowIfNull(loop);
+        return Task.Factory.StartNew(loop, CancellationToken.None, TaskCreationOptions.DenyChildAttach, Scheduler).Unwrap();
+    }
+
     private sealed class NoWork : IDisposable
     {
         public static readonly NoWork Instance = new();

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Yamux;
 
@@ -19,6 +20,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly PipeWriter _out;
     private readonly YamuxOptions _options;
     private readonly ILogger<YamuxConnection> _logger;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
     private readonly YamuxSession _session;
     private readonly object _sync = new();
@@ -30,6 +32,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly List<TaskCompletionSource> _ackWaiters = [];
     private readonly CancellationTokenSource _closeCts;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task _run;
+    private readonly Task _rtt;
     private int _wakePending;
     private uint _nextPing;
     private bool _closing;
@@ -41,26 +45,23 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private bool _payloadDeliver;
     private bool _payloadFin;
 
-    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, TimeProvider time)
+    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, NodeRuntime runtime)
     {
         _transport = transport;
         _in = transport.Input;
         _out = transport.Output;
         _options = options;
         _logger = logger;
-        _time = time;
+        _runtime = runtime;
+        _time = runtime.Time;
+        var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
-        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options));
-        _ = RunAsync();
-        if (options.MeasureRttOnStart)
-        {
-            _ = MeasureRttAsync();
-        }
+        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler));
+        // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
+        _run = runtime.StartLoop(RunAsync);
+        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
     }
-
-    internal Task? DbgRead; internal Task? DbgWrite;
-    public string Dbg => $"read {DbgRead?.Status} write {DbgWrite?.Exception}  closing {_closing} dirty {_session.HasWork} wake {_wakePending}";
 
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }
@@ -133,7 +134,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 _ackWaiters.Add(waiter);
             }
 
-            await waiter.Task.WaitAsync(ct).ConfigureAwait(false);
+            await waiter.Task.WaitAsync(ct);
         }
     }
 
@@ -153,11 +154,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
         YamuxStream stream;
         try
         {
-            stream = await _backlog.Reader.ReadAsync(ct).ConfigureAwait(false);
+            stream = await _backlog.Reader.ReadAsync(ct);
         }
         catch (ChannelClosedException ex)
         {
-            throw new IOException("yamux: the connection is closed", ex.InnerException ?? ex);
+            throw new PeerGoneException("yamux: the connection is closed", ex.InnerException ?? ex);
         }
 
         bool wake;
@@ -209,7 +210,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         long received;
         await using (ct.Register(() => CancelPing(opaque, ct)))
         {
-            received = await reply.Task.ConfigureAwait(false);
+            received = await reply.Task;
         }
 
         var rtt = _time.GetElapsedTime(sent, received);
@@ -226,14 +227,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
     public async ValueTask DisposeAsync()
     {
         BeginClose(null, YamuxGoAwayCode.Normal);
-        try
-        {
-            await _completion.Task.ConfigureAwait(false);
-        }
-        catch (Exception)
-        {
-            // The reason is on Completion; disposal itself does not throw.
-        }
+        // The reason is on Completion; disposal itself does not throw (neither loop does).
+        await _run;
+        await _rtt;
     }
 
     internal void OnConsumed(YamuxStream stream, long count)
@@ -298,7 +294,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         if (_closing)
         {
-            throw new IOException("yamux: the connection is closed", _closeError);
+            throw new PeerGoneException("yamux: the connection is closed", _closeError);
         }
     }
 
@@ -328,11 +324,15 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         try
         {
-            await PingAsync(_closeCts.Token).ConfigureAwait(false);
+            await PingAsync(_closeCts.Token);
         }
-        catch (Exception)
+        catch (Exception ex)
         {
-            // The connection closed first; auto-tuning simply stays off.
+            // The connection closed first (auto-tuning simply stays off), unless it is a bug.
+            if (Failures.Classify(ex).Kind == FailureKind.Internal)
+            {
+                LogUnexpected(ex);
+            }
         }
     }
 
@@ -350,11 +350,10 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
     private async Task RunAsync()
     {
-        await Task.Yield();
         try
         {
             // Neither loop throws; each ends the connection through BeginClose.
-            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync()).ConfigureAwait(false);
+            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync());
         }
         catch (Exception ex)
         {
@@ -373,7 +372,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             _pings.Clear();
         }
 
-        var closed = new IOException("yamux: the connection is closed", _closeError);
+        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var ping in pings)
         {
             ping.TrySetException(closed);
@@ -383,11 +382,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             try
             {
-                await disposable.DisposeAsync().ConfigureAwait(false);
+                await disposable.DisposeAsync();
             }
             catch (Exception ex)
             {
-                LogTransportDisposeFailed(ex);
+                DisposeFailed(ex);
             }
         }
 
@@ -422,7 +421,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
             _closing = true;
             _closeError = error;
-            var closed = new IOException("yamux: the connection is closed", error);
+            var closed = new PeerGoneException("yamux: the connection is closed", error);
             foreach (var state in _session.Streams)
             {
                 CompleteInput((YamuxStream)state, closed);
@@ -453,7 +452,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             while (true)
             {
-                var result = await _in.ReadAsync().ConfigureAwait(false);
+                var result = await _in.ReadAsync();
                 if (result.IsCanceled)
                 {
                     break;
@@ -468,22 +467,28 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 }
             }
         }
-        catch (ProtocolViolationException ex)
-        {
-            LogViolation(ex.Reason);
-            error = ex;
-            goAway = YamuxGoAwayCode.ProtocolError;
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
-        {
-            LogTransportFailed(ex.Message);
-            error = ex is IOException ? ex : new IOException("yamux: the underlying pipe failed", ex);
-        }
         catch (Exception ex)
         {
-            LogUnexpected(ex);
-            error = ex;
-            goAway = YamuxGoAwayCode.InternalError;
+            // The connection's one catch site for what it reads: whatever happened ends the connection, and says why.
+            var failure = Failures.Classify(ex);
+            switch (failure.Kind)
+            {
+                case FailureKind.ProtocolViolation:
+                    LogViolation(failure.Reason);
+                    error = ex;
+                    goAway = YamuxGoAwayCode.ProtocolError;
+                    break;
+                case FailureKind.Internal:
+                    LogUnexpected(ex);
+                    error = ex;
+                    goAway = YamuxGoAwayCode.InternalError;
+                    break;
+                default:
+                    // The secured channel below ended (the peer went away, or we closed it): no GoAway can reach it.
+                    LogTransportFailed(failure.Reason);
+                    error = ex as PeerGoneException ?? new PeerGoneException("yamux: the underlying connection failed", ex);
+                    break;
+            }
         }
         finally
         {
@@ -492,7 +497,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             {
                 lock (_sync)
                 {
-                    CompleteInput(target, new IOException("yamux: the connection closed inside a data frame"));
+                    CompleteInput(target, new PeerGoneException("yamux: the connection closed inside a data frame"));
                 }
             }
         }
@@ -537,7 +542,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
             if (status == DecodeStatus.Invalid)
             {
-                throw new ProtocolViolationException("yamux", error ?? "invalid header");
+                throw new ProtocolViolationException("yamux", error ?? "invalid header", ViolationCode.Malformed, BlastRadius.Connection);
             }
 
             OnHeader(header);
@@ -554,7 +559,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             outcome = _session.OnHeader(header, _time.GetTimestamp());
             if (outcome.Violation is not null)
             {
-                throw new ProtocolViolationException("yamux", outcome.Violation);
+                throw new ProtocolViolationException("yamux", outcome.Violation, outcome.ViolationCode, BlastRadius.Connection);
             }
 
             var stream = (YamuxStream?)outcome.Stream;
@@ -689,7 +694,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             while (true)
             {
-                await _wake.Reader.ReadAsync().ConfigureAwait(false);
+                await _wake.Reader.ReadAsync();
                 Volatile.Write(ref _wakePending, 0);
                 bool closing;
                 lock (_sync)
@@ -697,7 +702,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     closing = _closing;
                 }
 
-                await DrainAsync(_closeCts.Token).ConfigureAwait(false);
+                await DrainAsync(_closeCts.Token);
                 if (closing)
                 {
                     break;
@@ -719,15 +724,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
         if (error is not null)
         {
-            if (error is IOException or ObjectDisposedException or InvalidOperationException)
-            {
-                LogTransportFailed(error.Message);
-                BeginClose(error is IOException ? error : new IOException("yamux: the underlying pipe failed", error), null);
-            }
-            else
+            var failure = Failures.Classify(error);
+            if (failure.Kind == FailureKind.Internal)
             {
                 LogUnexpected(error);
                 BeginClose(error, null);
+            }
+            else
+            {
+                LogTransportFailed(failure.Reason);
+                BeginClose(error as PeerGoneException ?? new PeerGoneException("yamux: the underlying connection failed", error), null);
             }
         }
     }
@@ -758,14 +764,14 @@ public sealed partial class YamuxConnection : IMuxedConnection
             batched += WriteStream(stream, work);
             if (batched >= _options.WriteBatchSize)
             {
-                await FlushAsync(ct).ConfigureAwait(false);
+                await FlushAsync(ct);
                 batched = 0;
             }
         }
 
         if (batched > 0)
         {
-            await FlushAsync(ct).ConfigureAwait(false);
+            await FlushAsync(ct);
         }
     }
 
@@ -774,7 +780,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         FlushResult result;
         using (ct.UnsafeRegister(static state => ((PipeWriter)state!).CancelPendingFlush(), _out))
         {
-            result = await _out.FlushAsync().ConfigureAwait(false);
+            result = await _out.FlushAsync();
         }
 
         if (result.IsCanceled)
@@ -784,7 +790,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
         if (result.IsCompleted)
         {
-            throw new IOException("yamux: the remote stopped reading");
+            throw new PeerGoneException("yamux: the remote stopped reading");
         }
     }
 
@@ -859,7 +865,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
         catch (Exception ex)
         {
-            LogTransportDisposeFailed(ex);
+            DisposeFailed(ex);
         }
     }
 
@@ -870,6 +876,19 @@ public sealed partial class YamuxConnection : IMuxedConnection
             writer.Complete();
         }
         catch (Exception ex)
+        {
+            DisposeFailed(ex);
+        }
+    }
+
+    /// <summary>Closing what is below failed: expected when it is already gone (Debug), a bug otherwise (Error).</summary>
+    private void DisposeFailed(Exception ex)
+    {
+        if (Failures.Classify(ex).Kind == FailureKind.Internal)
+        {
+            LogUnexpected(ex);
+        }
+        else
         {
             LogTransportDisposeFailed(ex);
         }
@@ -901,7 +920,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             streams = _session.Streams.Concat(_session.DirtyStreams).Cast<YamuxStream>().Distinct().ToList();
         }
 
-        var closed = new IOException("yamux: the connection is closed", _closeError);
+        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var stream in streams)
         {
             AbortOutput(stream, closed);

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Yamux;
 
@@ -34,18 +35,18 @@ public sealed class YamuxMuxer : IStreamMuxer
     public const string ProtocolId = "/yamux/1.0.0";
 
     private readonly YamuxOptions _options;
-    private readonly ILoggerFactory _loggerFactory;
-    private readonly TimeProvider _time;
+    private readonly NodeRuntime _runtime;
+    private readonly ILogger<YamuxConnection> _logger;
 
-    public YamuxMuxer(YamuxOptions options, ILoggerFactory loggerFactory, TimeProvider time)
+    public YamuxMuxer(YamuxOptions options, NodeRuntime runtime, ILoggerFactory loggers)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(loggerFactory);
-        ArgumentNullException.ThrowIfNull(time);
+        ArgumentNullException.ThrowIfNull(runtime);
+        ArgumentNullException.ThrowIfNull(loggers);
         options.Validate();
         _options = options;
-        _loggerFactory = loggerFactory;
-        _time = time;
+        _runtime = runtime;
+        _logger = loggers.CreateLogger<YamuxConnection>();
     }
 
     string IStreamMuxer.ProtocolId => ProtocolId;
@@ -56,6 +57,6 @@ public sealed class YamuxMuxer : IStreamMuxer
     public YamuxConnection Create(IDuplexPipe secured, bool initiator)
     {
         ArgumentNullException.ThrowIfNull(secured);
-        return new YamuxConnection(secured, initiator, _options, _loggerFactory.CreateLogger<YamuxConnection>(), _time);
+        return new YamuxConnection(secured, initiator, _options, _logger, _runtime);
     }
 }

@@ -47,6 +47,9 @@ internal struct InboundOutcome
     /// <summary>Set when the header broke the protocol: close the connection with a protocol error.</summary>
     public string? Violation;
 
+    /// <summary>Which rule <see cref="Violation"/> broke.</summary>
+    public Runtime.ViolationCode ViolationCode;
+
     /// <summary>The stream the frame concerns (null for session frames and unknown streams).</summary>
     public YamuxStreamState? Stream;
 
@@ -143,7 +146,7 @@ internal sealed class YamuxSession
     {
         if (RemoteGoAway)
         {
-            throw new IOException("yamux: the remote sent GoAway and accepts no new streams");
+            throw new Runtime.PeerGoneException("yamux: the remote sent GoAway and accepts no new streams");
         }
 
         if (_outbound >= _options.MaxOutboundStreams)
@@ -153,7 +156,7 @@ internal sealed class YamuxSession
 
         if (_nextOutboundId > uint.MaxValue - 2)
         {
-            throw new IOException("yamux: stream ids are exhausted on this connection");
+            throw new Runtime.ResourceLimitException("yamux stream ids per connection", uint.MaxValue / 2, "yamux: stream ids are exhausted on this connection");
         }
 
         var id = _nextOutboundId;
@@ -223,12 +226,14 @@ internal sealed class YamuxSession
         if (header.StreamId == 0)
         {
             outcome.Violation = $"{header.Type} frame on stream 0";
+            outcome.ViolationCode = Runtime.ViolationCode.UnexpectedMessage;
             return outcome;
         }
 
         if (isData && header.Length > _options.MaxStreamWindow)
         {
             outcome.Violation = $"data frame of {header.Length} bytes exceeds any window we grant";
+            outcome.ViolationCode = Runtime.ViolationCode.TooLarge;
             return outcome;
         }
 
@@ -238,6 +243,7 @@ internal sealed class YamuxSession
             if (stream is not null)
             {
                 outcome.Violation = $"SYN for stream {header.StreamId}, which is already open";
+                outcome.ViolationCode = Runtime.ViolationCode.UnexpectedMessage;
                 return outcome;
             }
 
@@ -246,12 +252,14 @@ internal sealed class YamuxSession
             if ((header.StreamId & 1) != remoteParity)
             {
                 outcome.Violation = $"SYN for stream {header.StreamId}, an id of our own parity";
+                outcome.ViolationCode = Runtime.ViolationCode.InvalidValue;
                 return outcome;
             }
 
             if (isData && header.Length > YamuxOptions.InitialStreamWindow)
             {
                 outcome.Violation = $"data frame of {header.Length} bytes exceeds the initial window";
+                outcome.ViolationCode = Runtime.ViolationCode.TooLarge;
                 return outcome;
             }
 
@@ -290,6 +298,7 @@ internal sealed class YamuxSession
             if (stream.SendWindow > uint.MaxValue)
             {
                 outcome.Violation = $"window update overflows the send window of stream {stream.Id}";
+                outcome.ViolationCode = Runtime.ViolationCode.InvalidValue;
                 return outcome;
             }
 
@@ -302,6 +311,7 @@ internal sealed class YamuxSession
             if (header.Length > stream.RecvAvailable)
             {
                 outcome.Violation = $"data frame of {header.Length} bytes exceeds the receive window of {stream.RecvAvailable} on stream {stream.Id}";
+                outcome.ViolationCode = Runtime.ViolationCode.TooLarge;
                 return outcome;
             }
 

@@ -23,13 +23,16 @@ internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
     private readonly InputReader _input;
     private readonly OutputWriter _output;
 
-    public YamuxStream(YamuxConnection connection, uint id, bool outbound, YamuxOptions options)
+    /// <param name="pipes">Where the application's pipe continuations run (the runtime's: the thread pool, or the loop).</param>
+    public YamuxStream(YamuxConnection connection, uint id, bool outbound, YamuxOptions options, PipeScheduler pipes)
         : base(id, outbound)
     {
         _connection = connection;
-        InPipe = new Pipe(new PipeOptions(pauseWriterThreshold: 0, resumeWriterThreshold: 0, minimumSegmentSize: InputMinimumSegmentSize,
-                                          useSynchronizationContext: false));
+        InPipe = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: 0, resumeWriterThreshold: 0,
+                                          minimumSegmentSize: InputMinimumSegmentSize, useSynchronizationContext: false));
         OutPipe = new Pipe(new PipeOptions(
+            readerScheduler: pipes,
+            writerScheduler: pipes,
             pauseWriterThreshold: options.StreamSendBuffer,
             resumeWriterThreshold: Math.Max(1, options.StreamSendBuffer / 2),
             useSynchronizationContext: false));
@@ -100,7 +103,7 @@ internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<ReadResult> Awaited(ValueTask<ReadResult> pending)
         {
-            var result = await pending.ConfigureAwait(false);
+            var result = await pending;
             _last = result.Buffer;
             return result;
         }

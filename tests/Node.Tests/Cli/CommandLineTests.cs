@@ -505,7 +505,7 @@ public class CommandLineTests
     [Test]
     public async Task Version_IsTheAgentVersion_ByFlagAndByCommand()
     {
-        var expected = new Potluck.Protocol.Host.HostOptions().AgentVersion + Environment.NewLine;
+        var expected = new Potluck.Protocol.Identify.IdentifyOptions().AgentVersion + Environment.NewLine;
         Assert.That(await Run("--version"), Is.EqualTo((0, expected, "")));
         Assert.That(await Run("version"), Is.EqualTo((0, expected, "")));
     }

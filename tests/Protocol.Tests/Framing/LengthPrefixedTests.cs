@@ -1,17 +1,18 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Potluck.Protocol.Framing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
 
 namespace Potluck.Protocol.Tests.Framing;
 
-[CancelAfter(60_000)]
 public class LengthPrefixedTests
 {
     [Test]
-    public async Task ReadAsync_MessageLargerThanTheYamuxWindow_ArrivesWhole(CancellationToken ct)
+    public void ReadAsync_MessageLargerThanTheYamuxWindow_ArrivesWhole() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 3);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 3);
         var a = await hosts.StartAsync();
         var b = await hosts.StartAsync();
         var received = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -25,7 +26,7 @@ public class LengthPrefixedTests
         await LengthPrefixed.WriteAsync(s.Output, message, ct);
 
         Assert.That(await received.Task.WaitAsync(ct), Is.EqualTo(message));
-    }
+    });
 
     [TestCase(new byte[] { }, true)]
     [TestCase(new byte[] { 0x80 }, false)]

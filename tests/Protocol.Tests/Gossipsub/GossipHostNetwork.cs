@@ -1,14 +1,14 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
 
 namespace Potluck.Protocol.Tests.Gossipsub;
 
 /// <summary>
-/// Gossipsub services on real hosts (Noise, Yamux) over one SimulatedNetwork with virtual time: a seeded topology
-/// where each node dials <c>degree</c> others, and a driver that advances the clock heartbeat by heartbeat, waiting
-/// on conditions (never the wall clock) for the asynchronous I/O in between.
+/// Gossipsub services on real hosts (Noise, Yamux) over one SimulatedNetwork under a <see cref="VirtualTimeDriver"/>:
+/// a seeded topology where each node dials <c>degree</c> others; waits are on conditions (the driver moves the clock
+/// to the next heartbeat whenever nothing else can happen), never on the wall clock.
 /// </summary>
 internal sealed class GossipHostNetwork : IAsyncDisposable
 {
@@ -32,19 +32,19 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
 
     public TimeSpan Heartbeat { get; private set; }
 
-    public static async Task<GossipHostNetwork> StartAsync(int nodes, int degree, int seed, CancellationToken ct, Action<GossipsubOptions>? configure = null)
+    public static async Task<GossipHostNetwork> StartAsync(VirtualTimeDriver driver, int nodes, int degree, int seed, CancellationToken ct,
+        Func<GossipsubOptions, GossipsubOptions>? configure = null)
     {
-        var hosts = new TestHosts(seed);
+        var hosts = new TestHosts(driver, seed);
         var net = new GossipHostNetwork(hosts, seed);
         var random = new Random(seed);
         for (var i = 0; i < nodes; i++)
         {
             var node = await hosts.StartAsync();
-            var options = new GossipsubOptions();
-            configure?.Invoke(options);
+            var options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
             net.Heartbeat = options.HeartbeatInterval;
             net.Nodes.Add(node);
-            net._services.Add(new GossipsubService(node.Host, options, NullLoggerFactory.Instance, new Random(random.Next())));
+            net._services.Add(new GossipsubService(node.Host, options, node.Runtime, hosts.Loggers));
             net.Neighbours.Add([]);
         }
         for (var i = 0; i < nodes; i++)
@@ -76,14 +76,8 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
         }
     }
 
-    /// <summary>Advances virtual time by one heartbeat at a time, <paramref name="count"/> times.</summary>
-    public void AdvanceHeartbeats(int count)
-    {
-        for (var i = 0; i < count; i++)
-        {
-            _hosts.Time.Advance(Heartbeat);
-        }
-    }
+    /// <summary>Lets <paramref name="count"/> heartbeats of virtual time pass (everything due meanwhile runs).</summary>
+    public Task AdvanceHeartbeatsAsync(int count) => Task.Delay(Heartbeat * count, _hosts.Time);
 
     /// <summary>Waits until every node's mesh has at least min(D_lo, neighbours) peers.</summary>
     public async Task WaitForMeshAsync(string topic, int dLow, CancellationToken ct)

@@ -108,7 +108,7 @@ public class GossipsubRouterTests
     [Test]
     public void Simulation_PublishedMessage_ReachesEverySubscriber()
     {
-        var sim = new GossipsubSimulation(40, 4, seed: 5, TimeSpan.FromMilliseconds(20), (_, o) => o.FloodPublish = false);
+        var sim = new GossipsubSimulation(40, 4, seed: 5, TimeSpan.FromMilliseconds(20), (_, o) => o with { FloodPublish = false });
         for (var i = 0; i < 40; i++)
         {
             sim.Subscribe(i, Topic);
@@ -186,7 +186,7 @@ public class GossipsubRouterTests
     [Test]
     public void Prune_RemoteBackoff_IsHonouredAndClampedToMax()
     {
-        var f = new RouterFixture(3, o => o.MaxBackoff = TimeSpan.FromMinutes(5));
+        var f = new RouterFixture(3, o => o with { MaxBackoff = TimeSpan.FromMinutes(5) });
         f.Router.Subscribe(Topic, f.Now);
         f.Receive(0, Prune(backoff: 120));
         f.Receive(1, Prune(backoff: ulong.MaxValue));
@@ -201,7 +201,7 @@ public class GossipsubRouterTests
     public void Prune_PxFromWellScoredPeer_YieldsHints_FromUnscoredPeer_None()
     {
         PeerId trusted = default;
-        var f = new RouterFixture(2, o => o.Score.AppSpecificScore = p => p == trusted ? 2 : 0);
+        var f = new RouterFixture(2, o => o with { Score = o.Score with { AppSpecificScore = p => p == trusted ? 2 : 0 } });
         trusted = f.Id(0);
         f.Router.Subscribe(Topic, f.Now);
         f.Drain();
@@ -299,7 +299,7 @@ public class GossipsubRouterTests
     [Test]
     public void IHave_FloodOfIds_AsksForAtMostMaxIHaveLengthPerHeartbeat()
     {
-        var f = new RouterFixture(2, o => o.MaxIHaveLength = 100);
+        var f = new RouterFixture(2, o => o with { MaxIHaveLength = 100 });
         f.Router.Subscribe(Topic, f.Now);
         f.Drain();
         var ids = Enumerable.Range(0, 300).Select(i => new MessageId(BitConverter.GetBytes(i))).ToArray();
@@ -406,7 +406,7 @@ public class GossipsubRouterTests
     [Test]
     public void Publish_WithoutFloodPublishNotSubscribed_UsesFanoutOfDUntilTtl()
     {
-        var f = new RouterFixture(20, o => o.FloodPublish = false);
+        var f = new RouterFixture(20, o => o with { FloodPublish = false });
         var (_, sent) = f.Router.Publish(Topic, Payload, f.Now);
         var fanout = f.Router.FanoutPeers(Topic);
         var recipients = PeersWith(f.Drain(), r => r.Publish.Count > 0).ToHashSet();
@@ -425,7 +425,7 @@ public class GossipsubRouterTests
     [Test]
     public void Subscribe_AfterFanout_JoinsWithFanoutPeersFirst()
     {
-        var f = new RouterFixture(20, o => o.FloodPublish = false);
+        var f = new RouterFixture(20, o => o with { FloodPublish = false });
         f.Router.Publish(Topic, Payload, f.Now);
         var fanout = f.Router.FanoutPeers(Topic);
 
@@ -462,7 +462,7 @@ public class GossipsubRouterTests
         var off = new RouterFixture(1);
         off.Router.Subscribe(Topic, off.Now);
         off.Router.Publish(Topic, Payload, off.Now);
-        var on = new RouterFixture(1, o => o.DeliverOwnMessages = true);
+        var on = new RouterFixture(1, o => o with { DeliverOwnMessages = true });
         on.Router.Subscribe(Topic, on.Now);
         on.Router.Publish(Topic, Payload, on.Now);
 
@@ -473,7 +473,7 @@ public class GossipsubRouterTests
     [Test]
     public void Publish_OverMaxMessageSize_Throws()
     {
-        var f = new RouterFixture(1, o => o.MaxMessageSize = 1000);
+        var f = new RouterFixture(1, o => o with { MaxMessageSize = 1000 });
         Assert.Throws<ArgumentException>(() => f.Router.Publish(Topic, new byte[2000], f.Now));
     }
 
@@ -541,7 +541,7 @@ public class GossipsubRouterTests
     {
         static byte[] ContentId(string topic, ReadOnlySpan<byte> from, ReadOnlySpan<byte> seqno, ReadOnlySpan<byte> data) =>
             System.Security.Cryptography.SHA256.HashData(data);
-        var f = new RouterFixture(2, o => { o.SignaturePolicy = SignaturePolicy.StrictNoSign; o.MessageIdFunction = ContentId; });
+        var f = new RouterFixture(2, o => o with { SignaturePolicy = SignaturePolicy.StrictNoSign, MessageIdFunction = ContentId });
         f.Router.Subscribe(Topic, f.Now);
         f.Router.Publish(Topic, Payload, f.Now);
         var published = ByPeer(f.Drain())[f.Id(0)].Publish.Single();
@@ -642,8 +642,7 @@ public class GossipsubRouterTests
     [Test]
     public void Score_IpColocation_PenalisesPeersBeyondThreshold()
     {
-        var options = new GossipsubOptions();
-        options.Score.IPColocationFactorThreshold = 2;
+        var options = new GossipsubOptions { Score = new PeerScoreParams { IPColocationFactorThreshold = 2 } };
         var key = PrivateKey.FromRandom(new Random(1));
         var now = DateTimeOffset.UnixEpoch;
         var router = new GossipsubRouter(key.PeerId, key, options, new Random(1), now);
@@ -684,7 +683,7 @@ public class GossipsubRouterTests
     [Test]
     public void Receive_OversizedMessage_DroppedAndScoredDown()
     {
-        var f = new RouterFixture(2, o => o.MaxMessageSize = 1000);
+        var f = new RouterFixture(2, o => o with { MaxMessageSize = 1000 });
         f.Router.Subscribe(Topic, f.Now);
         f.Drain();
 
@@ -698,7 +697,7 @@ public class GossipsubRouterTests
     [Test]
     public void Subscriptions_BeyondPerRpcAndPerPeerLimits_AreDropped()
     {
-        var f = new RouterFixture(2, o => { o.MaxSubscriptionsPerRpc = 10; o.MaxTopicsPerPeer = 15; }, subscribe: false);
+        var f = new RouterFixture(2, o => o with { MaxSubscriptionsPerRpc = 10, MaxTopicsPerPeer = 15 }, subscribe: false);
         GPb.RPC Subs(int from, int count)
         {
             var rpc = new GPb.RPC();
@@ -720,7 +719,7 @@ public class GossipsubRouterTests
     [Test]
     public void Drain_ManyLargeMessages_SplitsRpcsWithinMaxRpcSize()
     {
-        var f = new RouterFixture(1, o => { o.MaxRpcSize = 10_000; o.MaxMessageSize = 4_000; });
+        var f = new RouterFixture(1, o => o with { MaxRpcSize = 10_000, MaxMessageSize = 4_000 });
         for (var i = 0; i < 10; i++)
         {
             f.Router.Publish(Topic, new byte[3000], f.Now);
@@ -736,7 +735,7 @@ public class GossipsubRouterTests
     [Test]
     public void Drain_LargeGossip_SplitsControlAcrossRpcsWithinMaxRpcSize()
     {
-        var f = new RouterFixture(20, o => { o.MaxRpcSize = 2000; o.MaxMessageSize = 1000; });
+        var f = new RouterFixture(20, o => o with { MaxRpcSize = 2000, MaxMessageSize = 1000 });
         f.Router.Subscribe("u", f.Now);
         f.Router.Subscribe(Topic, f.Now);
         for (var i = 0; i < 40; i++)
@@ -756,7 +755,7 @@ public class GossipsubRouterTests
     public void Heartbeat_OpportunisticGraft_AddsHighScoringPeerWhenMeshMedianIsLow()
     {
         PeerId star = default;
-        var f = new RouterFixture(12, o => o.Score.AppSpecificScore = p => p == star ? 3 : 0);
+        var f = new RouterFixture(12, o => o with { Score = o.Score with { AppSpecificScore = p => p == star ? 3 : 0 } });
         f.Router.Subscribe(Topic, f.Now);
         star = f.Peers.Select(k => k.PeerId).First(p => !f.Router.MeshPeers(Topic).Contains(p));
         f.Drain();
@@ -797,7 +796,7 @@ public class GossipsubRouterTests
     [Explicit("benchmark-sized; prints propagation figures")]
     public void Simulation_ThousandNodes_PrintsPropagation()
     {
-        var sim = new GossipsubSimulation(1000, 4, seed: 1, TimeSpan.FromMilliseconds(50), (_, o) => o.FloodPublish = false);
+        var sim = new GossipsubSimulation(1000, 4, seed: 1, TimeSpan.FromMilliseconds(50), (_, o) => o with { FloodPublish = false });
         for (var i = 0; i < 1000; i++)
         {
             sim.Subscribe(i, Topic);

@@ -2,21 +2,22 @@ using System.Buffers;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Gossipsub;
 
-[CancelAfter(60_000)]
 public class GossipsubServiceTests
 {
     private const string Topic = "/potluck/test/1";
 
     [Test]
-    public async Task Mesh_SixteenNodes_PublishedMessageReachesEverySubscriberOnce(CancellationToken ct)
+    public void Mesh_SixteenNodes_PublishedMessageReachesEverySubscriberOnce() => VirtualTimeDriver.Run(async d =>
     {
-        await using var net = await GossipHostNetwork.StartAsync(16, 3, seed: 3, ct, o => o.FloodPublish = false);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 16, 3, seed: 3, ct, o => o with { FloodPublish = false });
         var subscriptions = net.Services.Select(s => s.Subscribe(Topic)).ToArray();
         await net.WaitForSubscriptionsAsync(Topic, ct);
-        net.AdvanceHeartbeats(3);
+        await net.AdvanceHeartbeatsAsync(3);
         await net.WaitForMeshAsync(Topic, 4, ct);
 
         var id = await net.Services[5].PublishAsync(Topic, "hello"u8.ToArray(), ct);
@@ -40,19 +41,20 @@ public class GossipsubServiceTests
         }
         var duplicates = net.Services.Sum(s => s.Counters.Duplicates);
         TestContext.Out.WriteLine($"seed {net.Seed}: 2 messages, 15 receivers each, {duplicates} duplicates seen so far");
-    }
+    });
 
     [Test]
-    public async Task TwoNodes_MeshProtectsPeerAndValidatorRejectLowersScore(CancellationToken ct)
+    public void TwoNodes_MeshProtectsPeerAndValidatorRejectLowersScore() => VirtualTimeDriver.Run(async d =>
     {
-        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 1, ct);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 1, ct);
         var a = net.Services[0];
         var b = net.Services[1];
         var bPeer = net.Nodes[1].Host.PeerId;
         using var subA = a.Subscribe(Topic);
         using var subB = b.Subscribe(Topic);
         await net.WaitForSubscriptionsAsync(Topic, ct);
-        net.AdvanceHeartbeats(1);
+        await net.AdvanceHeartbeatsAsync(1);
         await a.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
         await b.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
         a.SetValidator(Topic, m => m.Data.Span[0] == 0 ? ValidationResult.Reject : ValidationResult.Accept);
@@ -64,12 +66,13 @@ public class GossipsubServiceTests
 
         var m = await subA.Messages.ReadAsync(ct);
         Assert.That(m.Data.ToArray(), Is.EqualTo(new byte[] { 1 }), "the rejected message is never delivered");
-    }
+    });
 
     [Test]
-    public async Task MalformedRpc_FromPeer_ResetsStreamAndLowersScore_ServiceKeepsWorking(CancellationToken ct)
+    public void MalformedRpc_FromPeer_ResetsStreamAndLowersScore_ServiceKeepsWorking() => VirtualTimeDriver.Run(async d =>
     {
-        await using var net = await GossipHostNetwork.StartAsync(3, 2, seed: 2, ct);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 3, 2, seed: 2, ct);
         var a = net.Services[0];
         var attacker = net.Nodes[1].Host;
         using var sub = a.Subscribe(Topic);
@@ -89,12 +92,13 @@ public class GossipsubServiceTests
         Assert.That(a.Score(attacker.PeerId), Is.LessThan(0));
         await net.Services[2].PublishAsync(Topic, new byte[] { 7 }, ct);
         Assert.That((await sub.Messages.ReadAsync(ct)).Data.ToArray(), Is.EqualTo(new byte[] { 7 }));
-    }
+    });
 
     [Test]
-    public async Task OversizedFrame_IsRefusedBeforeAllocation_AndPenalised(CancellationToken ct)
+    public void OversizedFrame_IsRefusedBeforeAllocation_AndPenalised() => VirtualTimeDriver.Run(async d =>
     {
-        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 4, ct, o => { o.MaxRpcSize = 4096; o.MaxMessageSize = 2048; });
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 4, ct, o => o with { MaxRpcSize = 4096, MaxMessageSize = 2048 });
         var a = net.Services[0];
         var bHost = net.Nodes[1].Host;
         // b's own gossip stream reaches a first (a sees b's subscription on it); the raw stream below then
@@ -108,12 +112,13 @@ public class GossipsubServiceTests
 
         await a.WaitUntilAsync(s => s.Score(bHost.PeerId) < 0, ct);
         Assert.That(a.Score(bHost.PeerId), Is.LessThan(0));
-    }
+    });
 
     [Test]
-    public async Task Unsubscribe_LastSubscription_LeavesTopicAndCompletesReader(CancellationToken ct)
+    public void Unsubscribe_LastSubscription_LeavesTopicAndCompletesReader() => VirtualTimeDriver.Run(async d =>
     {
-        await using var net = await GossipHostNetwork.StartAsync(2, 1, seed: 5, ct);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 5, ct);
         var sub = net.Services[0].Subscribe(Topic);
         await net.Services[1].WaitUntilAsync(s => s.Peers(Topic).Count == 1, ct);
 
@@ -122,5 +127,5 @@ public class GossipsubServiceTests
         await net.Services[1].WaitUntilAsync(s => s.Peers(Topic).Count == 0, ct);
         Assert.That(await sub.Messages.WaitToReadAsync(ct), Is.False);
         Assert.That(net.Services[0].MeshPeers(Topic), Is.Empty);
-    }
+    });
 }

@@ -13,11 +13,10 @@ internal sealed class RouterFixture
 
     private readonly Random _random;
 
-    public RouterFixture(int peers, Action<GossipsubOptions>? configure = null, bool subscribe = true, bool outbound = false, int seed = 7)
+    public RouterFixture(int peers, Func<GossipsubOptions, GossipsubOptions>? configure = null, bool subscribe = true, bool outbound = false, int seed = 7)
     {
         _random = new Random(seed);
-        Options = new GossipsubOptions();
-        configure?.Invoke(Options);
+        Options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
         Key = PrivateKey.FromRandom(_random);
         Router = new GossipsubRouter(Key.PeerId, Key, Options, new Random(seed), Now);
         for (var i = 0; i < peers; i++)

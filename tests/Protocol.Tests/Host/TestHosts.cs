@@ -1,6 +1,5 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identify;
 using Potluck.Protocol.Identity;
@@ -8,47 +7,72 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 
 namespace Potluck.Protocol.Tests.Host;
 
-/// <summary>Hosts on one simulated network with virtual time; keys come from a seeded Random.</summary>
+/// <summary>
+/// Hosts on one simulated network under a <see cref="VirtualTimeDriver"/>: every node's runtime runs on the driver's
+/// clock and event loop, the network's pipes on the loop's scheduler, and keys and protocol randomness come from the
+/// seed. Use inside <c>VirtualTimeDriver.Run(async d => { await using var hosts = new TestHosts(d); … })</c>.
+/// </summary>
 internal sealed class TestHosts : IAsyncDisposable
 {
     private readonly List<IAsyncDisposable> _owned = [];
     private readonly Random _random;
+    private readonly int _seed;
+    private int _started;
 
-    public TestHosts(int seed = 1)
+    public TestHosts(VirtualTimeDriver driver, int seed = 1, ILoggerFactory? loggers = null)
     {
+        Driver = driver;
+        _seed = seed;
         _random = new Random(seed);
-        Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
-        Network = new SimulatedNetwork(Time);
+        Network = new SimulatedNetwork(driver.Clock, pipes: driver.Loop.PipeScheduler);
+        Loggers = loggers ?? DefaultLoggers;
     }
 
     /// <summary>Silent unless POTLUCK_TEST_LOG names a level (e.g. debug), then to the console.</summary>
-    public static ILoggerFactory Loggers { get; } =
+    public static ILoggerFactory DefaultLoggers { get; } =
         Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("POTLUCK_TEST_LOG"), true, out var level)
             ? LoggerFactory.Create(b => b.SetMinimumLevel(level).AddSimpleConsole())
             : NullLoggerFactory.Instance;
 
-    public FakeTimeProvider Time { get; }
+    public ILoggerFactory Loggers { get; }
+
+    public VirtualTimeDriver Driver { get; }
+
+    public VirtualClock Time => Driver.Clock;
 
     public SimulatedNetwork Network { get; }
 
-    public sealed record TestNode(Libp2pHost Host, IdentifyService Identify, PingService Ping, PerfService Perf)
+    public sealed record TestNode(Libp2pHost Host, IdentifyService Identify, PingService Ping, PerfService Perf, NodeRuntime Runtime)
     {
         public Multiaddr Address => Host.ListenAddresses[0].WithPeer(Host.PeerId);
     }
 
-    public async Task<TestNode> StartAsync(Action<HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
-        Action<Libp2pHostSettings>? configureStack = null)
+    /// <summary>The runtime of the next node: the driver's clock and loop, randomness from the seed and the node's index.</summary>
+    public NodeRuntime NextRuntime() => Driver.CreateRuntime(_seed * 1000L + _started++);
+
+    /// <summary>Something to dispose with the hosts (after them: last added, first disposed).</summary>
+    public T Own<T>(T disposable) where T : IAsyncDisposable
+    {
+        _owned.Add(disposable);
+        return disposable;
+    }
+
+    public async Task<TestNode> StartAsync(Func<HostOptions, HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
+        Func<Libp2pHostSettings, Libp2pHostSettings>? configureStack = null)
     {
         var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
-        configure?.Invoke(settings.Host);
-        configureStack?.Invoke(settings);
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, Loggers, Time);
-        var identify = new IdentifyService(host, new IdentifyOptions(), Loggers);
-        var node = new TestNode(host, identify, new PingService(host), new PerfService(host, new PerfOptions()));
+        settings = settings with { Host = configure?.Invoke(settings.Host) ?? settings.Host };
+        settings = configureStack?.Invoke(settings) ?? settings;
+        var runtime = NextRuntime();
+        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, runtime, Loggers);
+        var identify = new IdentifyService(host, new IdentifyOptions(), runtime, Loggers);
+        var node = new TestNode(host, identify, new PingService(host, new PingOptions(), runtime, Loggers),
+            new PerfService(host, new PerfOptions(), runtime, Loggers), runtime);
         _owned.Add(identify);
         _owned.Add(host);
         await host.StartAsync(listen ? [Multiaddr.Parse("/memory/0")] : [], CancellationToken.None);

@@ -3,11 +3,11 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
 
 namespace Potluck.Protocol.Tests.Kademlia;
 
-[CancelAfter(120_000)]
 public class KademliaHostTests
 {
     private sealed record DhtNode(TestHosts.TestNode Node, KademliaService Dht)
@@ -21,7 +21,7 @@ public class KademliaHostTests
         for (var i = 0; i < count; i++)
         {
             var node = await hosts.StartAsync();
-            nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), NullLoggerFactory.Instance, new Random(i))));
+            nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), node.Runtime, NullLoggerFactory.Instance)));
         }
         for (var i = 1; i < count; i++)
         {
@@ -39,9 +39,10 @@ public class KademliaHostTests
     }
 
     [Test]
-    public async Task Bootstrap_25Nodes_FillsRoutingTables_AndFindPeerFindsAPeerById(CancellationToken ct)
+    public void Bootstrap_25Nodes_FillsRoutingTables_AndFindPeerFindsAPeerById() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 21);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 21);
         var nodes = await StartNetworkAsync(hosts, 25, ct);
         try
         {
@@ -66,12 +67,13 @@ public class KademliaHostTests
         {
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 
     [Test]
-    public async Task PutValue_PublicKeyRecord_IsReadableFromAnotherNode_InvalidRecordIsRefused(CancellationToken ct)
+    public void PutValue_PublicKeyRecord_IsReadableFromAnotherNode_InvalidRecordIsRefused() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 22);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 22);
         var nodes = await StartNetworkAsync(hosts, 20, ct);
         try
         {
@@ -83,21 +85,22 @@ public class KademliaHostTests
             var value = await nodes[15].Dht.GetValueAsync(key, ct);
             Assert.That(value, Is.EqualTo(owner.Host.PublicKey.ToProtobuf()));
 
-            Assert.ThrowsAsync<RecordValidationException>(async () =>
+            await AsyncAssert.ThrowsAsync<RecordValidationException>(async () =>
                 await owner.Dht.PutValueAsync(key, nodes[5].Host.PublicKey.ToProtobuf(), ct));
-            Assert.ThrowsAsync<RecordValidationException>(async () => await owner.Dht.PutValueAsync("/unknown/x"u8.ToArray(), [1], ct));
+            await AsyncAssert.ThrowsAsync<RecordValidationException>(async () => await owner.Dht.PutValueAsync("/unknown/x"u8.ToArray(), [1], ct));
             Assert.That(await nodes[9].Dht.GetValueAsync(PublicKeyRecordValidator.KeyFor(nodes[6].Host.PeerId), ct), Is.Null);
         }
         finally
         {
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 
     [Test]
-    public async Task Provide_ThenFindProviders_FromAnotherNode_ReturnsTheProviderWithAddresses(CancellationToken ct)
+    public void Provide_ThenFindProviders_FromAnotherNode_ReturnsTheProviderWithAddresses() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 23);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 23);
         var nodes = await StartNetworkAsync(hosts, 20, ct);
         try
         {
@@ -114,12 +117,13 @@ public class KademliaHostTests
         {
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 
     [Test]
-    public async Task Maintenance_ExpiresForeignRecords_AndTheOwnerRepublishesThem(CancellationToken ct)
+    public void Maintenance_ExpiresForeignRecords_AndTheOwnerRepublishesThem() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 26);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 26);
         var nodes = await StartNetworkAsync(hosts, 8, ct);
         try
         {
@@ -129,7 +133,7 @@ public class KademliaHostTests
             var others = nodes.Where(n => n != owner).ToList();
             Assert.That(others.Select(n => n.Dht.StoredRecordCount), Has.All.EqualTo(1));
 
-            hosts.Time.Advance(new KademliaOptions().RecordTtl);
+            await Task.Delay(new KademliaOptions().RecordTtl, d.Clock);
             foreach (var n in others)
             {
                 await n.Dht.RunMaintenanceAsync(ct);
@@ -144,15 +148,16 @@ public class KademliaHostTests
         {
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 
     [Test]
-    public async Task ClientModeNode_CanQuery_ButIsNeverAddedToRoutingTables(CancellationToken ct)
+    public void ClientModeNode_CanQuery_ButIsNeverAddedToRoutingTables() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 24);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 24);
         var nodes = await StartNetworkAsync(hosts, 12, ct);
         var clientNode = await hosts.StartAsync();
-        var client = new KademliaService(clientNode.Host, new KademliaOptions { Mode = KademliaMode.Client }, NullLoggerFactory.Instance, new Random(99));
+        var client = new KademliaService(clientNode.Host, new KademliaOptions { Mode = KademliaMode.Client }, clientNode.Runtime, NullLoggerFactory.Instance);
         try
         {
             Assert.That(clientNode.Host.Protocols, Does.Not.Contain(KademliaService.DefaultProtocolId));
@@ -173,12 +178,13 @@ public class KademliaHostTests
             await client.DisposeAsync();
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 
     [Test]
-    public async Task MalformedRequest_ResetsTheStream_AndTheServerKeepsAnswering(CancellationToken ct)
+    public void MalformedRequest_ResetsTheStream_AndTheServerKeepsAnswering() => VirtualTimeDriver.Run(async d =>
     {
-        await using var hosts = new TestHosts(seed: 25);
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d, seed: 25);
         var nodes = await StartNetworkAsync(hosts, 3, ct);
         try
         {
@@ -187,13 +193,13 @@ public class KademliaHostTests
             await using (var stream = await attacker.NewStreamAsync(server, [KademliaService.DefaultProtocolId], ct))
             {
                 await LengthPrefixed.WriteAsync(stream.Output, new byte[] { 0xFF, 0xFF, 0xFF, 0x01, 0x02 }, ct);
-                Assert.That(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct), Throws.InstanceOf<IOException>());
+                await AsyncAssert.ThrowsAsync<StreamResetException>(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct));
             }
             await using (var stream = await attacker.NewStreamAsync(server, [KademliaService.DefaultProtocolId], ct))
             {
                 // A length prefix far over the limit: refused before any allocation.
                 await stream.Output.WriteAsync(new byte[] { 0xFF, 0xFF, 0xFF, 0x7F }, ct);
-                Assert.That(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct), Throws.InstanceOf<IOException>());
+                await AsyncAssert.ThrowsAsync<StreamResetException>(async () => await LengthPrefixed.ReadAsync(stream.Input, 1 << 20, "test", ct));
             }
             var found = await nodes[2].Dht.GetClosestPeersAsync("after"u8.ToArray(), ct);
             Assert.That(found, Does.Contain(server));
@@ -202,5 +208,5 @@ public class KademliaHostTests
         {
             await DisposeAllAsync(nodes);
         }
-    }
+    });
 }

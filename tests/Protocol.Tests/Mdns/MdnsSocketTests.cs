@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Mdns;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Tcp;
 
 namespace Potluck.Protocol.Tests.Mdns;
@@ -28,15 +28,17 @@ public class MdnsSocketTests
     public async Task InNamespace_TwoServicesOnLoopback_DiscoverEachOther(CancellationToken ct)
     {
         Potluck.Tests.NetworkNamespace.RequireInside(InsideVariable);
-        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        // Real sockets on the thread pool; only mDNS's query timer runs on a clock the test moves.
+        var time = new VirtualClock();
+        var runtime = NodeRuntime.WithTime(time);
         var random = new Random(5);
-        await using var a = Libp2pHost.Create(PrivateKey.FromRandom(random), [new TcpTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, time);
-        await using var b = Libp2pHost.Create(PrivateKey.FromRandom(random), [new TcpTransport()], new Libp2pHostSettings(), NullLoggerFactory.Instance, time);
+        await using var a = Libp2pHost.Create(PrivateKey.FromRandom(random), [new TcpTransport(new TcpTransportOptions(), runtime)], new Libp2pHostSettings(), runtime, NullLoggerFactory.Instance);
+        await using var b = Libp2pHost.Create(PrivateKey.FromRandom(random), [new TcpTransport(new TcpTransportOptions(), runtime)], new Libp2pHostSettings(), runtime, NullLoggerFactory.Instance);
         await a.StartAsync([Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], ct);
         await b.StartAsync([Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")], ct);
         var options = new MdnsOptions();
-        await using var ma = new MdnsService(a, options, NullLoggerFactory.Instance, time, new Random(1));
-        await using var mb = new MdnsService(b, options, NullLoggerFactory.Instance, time, new Random(2));
+        await using var ma = new MdnsService(a, options, runtime, NullLoggerFactory.Instance);
+        await using var mb = new MdnsService(b, options, runtime, NullLoggerFactory.Instance);
         var aSeenByB = new TaskCompletionSource<MdnsPeer>(TaskCreationOptions.RunContinuationsAsynchronously);
         var bSeenByA = new TaskCompletionSource<MdnsPeer>(TaskCreationOptions.RunContinuationsAsynchronously);
         mb.PeerDiscovered += p => { if (p.Peer == a.PeerId) aSeenByB.TrySetResult(p); };

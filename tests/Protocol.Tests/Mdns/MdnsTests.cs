@@ -4,6 +4,7 @@ using FsCheck.Fluent;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Mdns;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Mdns;
 
@@ -107,7 +108,7 @@ public class DnsMessageTests
     internal static byte[] SampleResponse()
     {
         var peer = PrivateKey.FromRandom(new Random(1)).PeerId;
-        var core = new MdnsCore(peer, new MdnsOptions { PeerName = "samplepeer" }, new Random(1));
+        var core = new MdnsCore(peer, new MdnsOptions { PeerName = "samplepeer" }, new SeededSecureRandom(1));
         core.SetAddresses([Multiaddr.Parse("/ip4/192.168.1.2/tcp/4001"), Multiaddr.Parse("/ip4/10.0.0.1/tcp/4001")]);
         return core.BuildResponse()!;
     }
@@ -120,7 +121,7 @@ public class MdnsCoreTests
     private static (MdnsCore Core, PeerId Peer) Core(int seed, params string[] addresses)
     {
         var peer = PrivateKey.FromRandom(new Random(seed)).PeerId;
-        var core = new MdnsCore(peer, new MdnsOptions(), new Random(seed));
+        var core = new MdnsCore(peer, new MdnsOptions(), new SeededSecureRandom(seed));
         core.SetAddresses(addresses.Select(Multiaddr.Parse).ToArray());
         return (core, peer);
     }
@@ -226,7 +227,7 @@ public class MdnsCoreTests
     public void PeerName_Invalid_IsRefused()
     {
         var peer = PrivateKey.FromRandom(new Random(12)).PeerId;
-        Assert.Throws<ArgumentException>(() => new MdnsCore(peer, new MdnsOptions { PeerName = new string('a', 64) }, new Random(1)));
-        Assert.Throws<ArgumentException>(() => new MdnsCore(peer, new MdnsOptions { PeerName = "a.b" }, new Random(1)));
+        Assert.Throws<ArgumentException>(() => new MdnsCore(peer, new MdnsOptions { PeerName = new string('a', 64) }, new SeededSecureRandom(1)));
+        Assert.Throws<ArgumentException>(() => new MdnsCore(peer, new MdnsOptions { PeerName = "a.b" }, new SeededSecureRandom(1)));
     }
 }

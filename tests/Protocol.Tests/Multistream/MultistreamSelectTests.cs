@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Text;
 using Potluck.Protocol.Multistream;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Multistream;
 
@@ -48,7 +49,7 @@ public class MultistreamSelectTests
         Assert.That(ex!.Offered, Is.EqualTo(new[] { "/tls/1.0.0", "/plaintext/2.0.0" }));
 
         await dialer.Output.CompleteAsync();
-        Assert.ThrowsAsync<ProtocolViolationException>(async () => await listening);
+        Assert.ThrowsAsync<PeerGoneException>(async () => await listening);
     }
 
     [Test]
@@ -339,13 +340,13 @@ public class MultistreamSelectTests
     }
 
     [Test]
-    public async Task SelectOneLazy_StreamEndsBeforeEcho_IsAViolation()
+    public async Task SelectOneLazy_StreamEndsBeforeEcho_IsThePeerGoingAway()
     {
         var (dialer, listener) = PipePair.Create();
         var lazy = await MultistreamSelect.SelectOneLazyAsync(dialer, "/noise", Options, default);
         await listener.Output.WriteAsync(Msg("/multistream/1.0.0"));
         await listener.Output.CompleteAsync();
-        Assert.ThrowsAsync<ProtocolViolationException>(async () => await lazy.Input.ReadAsync());
+        Assert.ThrowsAsync<PeerGoneException>(async () => await lazy.Input.ReadAsync());
     }
 
     [Test]

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Security.Cryptography;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Muxing;
 
@@ -237,7 +238,7 @@ public abstract class MuxerConformanceTests(IPipePairFactory pipes)
             streams.Add(await client.OpenStreamAsync(default));
         }
 
-        Assert.ThrowsAsync(Is.InstanceOf<InvalidOperationException>(), async () => await client.OpenStreamAsync(default));
+        Assert.ThrowsAsync(Is.InstanceOf<ResourceLimitException>(), async () => await client.OpenStreamAsync(default));
         Assert.That(client.StreamCount, Is.EqualTo(3));
 
         streams[0].Reset();

@@ -1,4 +1,7 @@
 using System.IO.Pipelines;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Transport.Tcp;
 
 namespace Potluck.Protocol.Tests.Muxing;
 
@@ -12,7 +15,7 @@ public sealed class PipePair(IDuplexPipe client, IDuplexPipe server, Func<ValueT
     public ValueTask DisposeAsync() => dispose?.Invoke() ?? ValueTask.CompletedTask;
 }
 
-/// <summary>The seam the muxer conformance suite runs over: memory pipes now, loopback TCP later.</summary>
+/// <summary>The seam the muxer conformance suite runs over: memory pipes and loopback TCP.</summary>
 public interface IPipePairFactory
 {
     /// <summary>
@@ -27,10 +30,6 @@ public interface IPipePairFactory
 /// <summary>Two cross-wired <see cref="Pipe"/>s (as Orleans' DuplexPipe.CreateConnectionPair).</summary>
 public sealed class MemoryPipePairFactory : IPipePairFactory
 {
-    private static readonly PipeOptions Options = new(
-        pauseWriterThreshold: 64 * 1024,
-        resumeWriterThreshold: 32 * 1024,
-        useSynchronizationContext: false);
 
     public long TransportBufferBytes => 2 * 64 * 1024;
 
@@ -40,10 +39,17 @@ public sealed class MemoryPipePairFactory : IPipePairFactory
         return ValueTask.FromResult(new PipePair(client, server));
     }
 
-    public static (IDuplexPipe Client, IDuplexPipe Server) CreatePair()
+    /// <param name="scheduler">Where continuations run: the thread pool, or under a driver its loop's pipe scheduler.</param>
+    public static (IDuplexPipe Client, IDuplexPipe Server) CreatePair(PipeScheduler? scheduler = null)
     {
-        var toServer = new Pipe(Options);
-        var toClient = new Pipe(Options);
+        var options = new PipeOptions(
+            readerScheduler: scheduler ?? PipeScheduler.ThreadPool,
+            writerScheduler: scheduler ?? PipeScheduler.ThreadPool,
+            pauseWriterThreshold: 64 * 1024,
+            resumeWriterThreshold: 32 * 1024,
+            useSynchronizationContext: false);
+        var toServer = new Pipe(options);
+        var toClient = new Pipe(options);
         return (new DuplexPipe(toClient.Reader, toServer.Writer), new DuplexPipe(toServer.Reader, toClient.Writer));
     }
 
@@ -57,11 +63,55 @@ public sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPip
     public PipeWriter Output { get; } = output;
 }
 
-/// <summary>The transports the conformance suite runs over (a TCP factory joins this list later).</summary>
+/// <summary>
+/// A connected pair of <see cref="TcpTransport"/> connections on loopback, on real time and the thread pool (real
+/// sockets stay on real time). Smaller pipe thresholds than the defaults keep the backpressure test's bound tight.
+/// </summary>
+public sealed class TcpPipePairFactory : IPipePairFactory
+{
+    private static readonly TcpTransportOptions Options = new() { PauseWriterThreshold = 128 * 1024, ResumeWriterThreshold = 64 * 1024 };
+
+    /// <summary>Both pipes' thresholds, plus what the kernel may buffer (send and receive, at their autotuning maximum).</summary>
+    public long TransportBufferBytes => 2 * Options.PauseWriterThreshold + KernelMaximum("tcp_wmem") + KernelMaximum("tcp_rmem");
+
+    public async ValueTask<PipePair> CreateAsync()
+    {
+        var transport = new TcpTransport(Options, NodeRuntime.System);
+        var listener = await transport.ListenAsync(Multiaddr.Parse("/ip4/127.0.0.1/tcp/0"), CancellationToken.None);
+        var accepted = listener.AcceptAsync(CancellationToken.None).AsTask();
+        var client = await transport.DialAsync(listener.Address, CancellationToken.None);
+        var server = await accepted;
+        return new PipePair(client, server, async () =>
+        {
+            await client.DisposeAsync();
+            await server.DisposeAsync();
+            await listener.DisposeAsync();
+        });
+    }
+
+    /// <summary>The largest buffer Linux autotunes a TCP socket to (the third field of the sysctl); 16 MiB elsewhere.</summary>
+    private static long KernelMaximum(string sysctl)
+    {
+        try
+        {
+            var fields = File.ReadAllText($"/proc/sys/net/ipv4/{sysctl}").Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            return long.Parse(fields[2], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return 16 << 20;
+        }
+    }
+
+    public override string ToString() => "tcp";
+}
+
+/// <summary>The transports the conformance suite runs over: the same cases over memory and over TCP.</summary>
 public static class PipePairFactories
 {
     public static IEnumerable<IPipePairFactory> All()
     {
         yield return new MemoryPipePairFactory();
+        yield return new TcpPipePairFactory();
     }
 }

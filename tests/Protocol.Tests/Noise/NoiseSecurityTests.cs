@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Noise;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 using static Potluck.Protocol.Tests.Noise.NoiseTestSupport;
 
@@ -105,7 +106,7 @@ public class NoiseSecurityTests
         Assert.That(mismatch!.Actual, Is.EqualTo(BobKey.PeerId));
         Assert.That(mismatch.Expected, Is.EqualTo(Key(3).PeerId));
         // The initiator closed the connection instead of sending message 3.
-        Assert.ThrowsAsync<EndOfStreamException>(() => responder);
+        Assert.ThrowsAsync<PeerGoneException>(() => responder);
         await a.Disposed;
     }
 
@@ -180,7 +181,7 @@ public class NoiseSecurityTests
     public async Task Handshake_RemoteWithNonEd25519Identity_IsAcceptedAndIdentified(KeyType type, bool remoteInitiates, CancellationToken ct)
     {
         var identity = ForeignIdentity.Of(type);
-        var foreign = new NoiseSecurity(identity.PublicKey, identity.Sign, new NoiseOptions(), NullLoggerFactory.Instance);
+        var foreign = new NoiseSecurity(identity.PublicKey, identity.Sign, new NoiseOptions(), NodeRuntime.System, NullLoggerFactory.Instance);
         var expected = identity.PublicKey.ToPeerId();
         var (a, b) = CreatePair();
         var (first, second) = remoteInitiates
@@ -321,7 +322,7 @@ public class NoiseSecurityTests
             task.Wait(TimeSpan.FromSeconds(20));
             return false;
         }
-        catch (AggregateException e) when (e.InnerException is ProtocolViolationException or EndOfStreamException)
+        catch (AggregateException e) when (e.InnerException is ProtocolViolationException or PeerGoneException)
         {
             return true;
         }

@@ -9,6 +9,7 @@ using Org.BouncyCastle.Security;
 using Org.BouncyCastle.X509;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Noise;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
 namespace Potluck.Protocol.Tests.Noise;
@@ -144,7 +145,7 @@ internal static class NoiseTestSupport
     }
 
     public static NoiseSecurity Create(PrivateKey key, params string[] earlyMuxers) =>
-        new(key, new NoiseOptions { EarlyMuxers = earlyMuxers }, NullLoggerFactory.Instance);
+        new(key, new NoiseOptions { EarlyMuxers = earlyMuxers }, NodeRuntime.System, NullLoggerFactory.Instance);
 
     public static PrivateKey Key(byte seed) => PrivateKey.FromSeed(Enumerable.Repeat(seed, 32).ToArray());
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Transport.Tcp;
 
@@ -23,7 +24,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task DialAccept_Echo10MiB_ReturnsEveryByte()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
         await using var _ = listener;
         await using var __ = client;
@@ -43,7 +44,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Listen_Port0_ReportsTheRealPortAndBothEndsAgreeOnAddresses()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
         await using var _ = listener;
         await using var __ = client;
@@ -62,7 +63,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dial_NothingListening_ThrowsConnectionRefusedWithTheAddress()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var address = listener.Address;
         await listener.DisposeAsync();
@@ -77,7 +78,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dial_WithPeerSuffix_IgnoresThePeerAndConnects()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         await using var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var peer = PrivateKey.FromSeed(new byte[32]).PeerId;
         var accept = listener.AcceptAsync(CancellationToken.None).AsTask();
@@ -89,7 +90,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dial_Dns4Localhost_ResolvesAndConnects()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         await using var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var port = listener.Address.ToTcpEndPoint()!.Port;
         var accept = listener.AcceptAsync(CancellationToken.None).AsTask();
@@ -101,7 +102,7 @@ public sealed class TcpTransportTests
     [Test]
     public void Dial_AlreadyCancelled_ThrowsOperationCanceled()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         Assert.CatchAsync<OperationCanceledException>(async () =>
             await transport.DialAsync(Multiaddr.Parse("/ip4/127.0.0.1/tcp/9"), new CancellationToken(canceled: true)));
     }
@@ -109,7 +110,7 @@ public sealed class TcpTransportTests
     [Test]
     public void Dial_NotATcpAddress_ThrowsUnsupportedAddress()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var e = Assert.ThrowsAsync<TransportException>(async () =>
             await transport.DialAsync(Multiaddr.Parse("/memory/5"), CancellationToken.None));
         Assert.That(e!.Error, Is.EqualTo(TransportError.UnsupportedAddress));
@@ -127,7 +128,7 @@ public sealed class TcpTransportTests
     [TestCase("/ip4/1.2.3.4/tcp/4001/p2p-circuit", false)]
     public void CanHandle_AcceptsTcpAddressesOnly(string address, bool expected)
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var parsed = Multiaddr.Parse(address);
         Assert.That(transport.CanHandle(parsed), Is.EqualTo(expected));
         Assert.That(transport.CanHandle(parsed.WithPeer(PrivateKey.FromSeed(new byte[32]).PeerId)), Is.EqualTo(expected));
@@ -136,7 +137,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Listen_SamePortTwice_ThrowsAddressInUse()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         await using var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var e = Assert.ThrowsAsync<TransportException>(async () => await transport.ListenAsync(listener.Address, CancellationToken.None));
         Assert.That(e!.Error, Is.EqualTo(TransportError.AddressInUse));
@@ -145,7 +146,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task RemoteCompletesOutput_CompletesOurInputAfterTheData()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
         await using var _ = listener;
         await using var __ = client;
@@ -161,7 +162,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task RemoteDispose_DeliversFlushedBytesThenCompletesOurInput()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
         await using var _ = listener;
         await using var __ = client;
@@ -177,7 +178,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dispose_WhileReadPending_CompletesTheRead()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
         await using var _ = listener;
         await using var __ = server;
@@ -196,7 +197,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dispose_Twice_IsHarmless()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var (listener, client, server) = await ConnectAsync(transport);
 
         var first = client.DisposeAsync().AsTask();
@@ -213,7 +214,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task ListenerDispose_FailsPendingAndLaterAcceptsWithOperationCanceled()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var pending = listener.AcceptAsync(CancellationToken.None).AsTask();
         await listener.DisposeAsync();
@@ -227,7 +228,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Accept_Cancelled_ThrowsOperationCanceled()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         await using var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         using var cts = new CancellationTokenSource();
         var pending = listener.AcceptAsync(cts.Token).AsTask();
@@ -238,7 +239,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task RemoteReset_FailsOurReadWithConnectionReset()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         await using var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var accept = listener.AcceptAsync(CancellationToken.None).AsTask();
         using var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -256,7 +257,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Ipv6Loopback_DialAcceptEcho()
     {
-        var transport = new TcpTransport();
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
         IListener listener;
         try
         {
@@ -284,8 +285,8 @@ public sealed class TcpTransportTests
     [Test]
     public void Options_Invalid_AreRejected()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ListenBacklog = 0 }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ResumeWriterThreshold = 2 * 1024 * 1024 }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ConnectTimeout = TimeSpan.Zero }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ListenBacklog = 0 }, NodeRuntime.System));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ResumeWriterThreshold = 2 * 1024 * 1024 }, NodeRuntime.System));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _ = new TcpTransport(new TcpTransportOptions { ConnectTimeout = TimeSpan.Zero }, NodeRuntime.System));
     }
 }

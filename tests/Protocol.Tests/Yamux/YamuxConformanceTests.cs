@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
 using Potluck.Protocol.Yamux;
 
@@ -22,6 +22,6 @@ public sealed class YamuxConformanceTests(IPipePairFactory pipes) : MuxerConform
             MaxInboundStreams = maxStreams,
             MaxOutboundStreams = maxStreams,
         },
-        NullLoggerFactory.Instance,
-        new FakeTimeProvider());
+        NodeRuntime.System,
+        NullLoggerFactory.Instance);
 }

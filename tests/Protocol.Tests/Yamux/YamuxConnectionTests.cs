@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
 using Potluck.Protocol.Yamux;
 
@@ -88,32 +88,31 @@ public class YamuxConnectionTests
     [Test]
     public async Task PingAsync_RoundTripsBetweenTwoConnections_AndMeasuresOnTheInjectedClock()
     {
-        var time = new FakeTimeProvider();
         var (a, b) = MemoryPipePairFactory.CreatePair();
-        var muxer = new YamuxMuxer(new YamuxOptions { MeasureRttOnStart = false }, NullLoggerFactory.Instance, time);
+        var muxer = CreateMuxer(new YamuxOptions { MeasureRttOnStart = false });
         var client = Track(muxer.Create(a, initiator: true));
         Track(muxer.Create(b, initiator: false));
 
         var rtt = await client.PingAsync(default).AsTask().WaitAsync(HangGuard);
 
-        Assert.That(rtt, Is.EqualTo(TimeSpan.Zero), "fake time did not move");
+        Assert.That(rtt, Is.EqualTo(TimeSpan.Zero), "the virtual clock did not move");
         Assert.That(client.RoundTripTime, Is.EqualTo(TimeSpan.Zero));
     }
 
     [Test]
-    public async Task PingAsync_AnswerArrivingLater_MeasuresTheElapsedFakeTime()
+    public void PingAsync_AnswerArrivingLater_MeasuresTheElapsedVirtualTime() => VirtualTimeDriver.Run(async d =>
     {
-        var time = new FakeTimeProvider();
-        var (connection, peer) = Start(initiator: true, time);
-        var ping = connection.PingAsync(default);
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
+        var ping = connection.PingAsync(default).AsTask();
         var sent = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
         Assert.That(sent.Flags, Is.EqualTo(YamuxFlags.Syn));
 
-        time.Advance(TimeSpan.FromMilliseconds(40));
+        await Task.Delay(TimeSpan.FromMilliseconds(40), d.Clock);
         await peer.SendAsync(sent with { Flags = YamuxFlags.Ack });
 
-        Assert.That(await ping.AsTask().WaitAsync(HangGuard), Is.EqualTo(TimeSpan.FromMilliseconds(40)));
-    }
+        Assert.That(await ping, Is.EqualTo(TimeSpan.FromMilliseconds(40)));
+        await DisposeConnections();
+    });
 
     [TestCase(new byte[] { 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0 }, TestName = "Wire_UnknownVersion_IsAViolation")]
     [TestCase(new byte[] { 0, 9, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0 }, TestName = "Wire_UnknownType_IsAViolation")]
@@ -281,7 +280,7 @@ public class YamuxConnectionTests
         await peer.SendAsync(new YamuxHeader(YamuxFrameType.GoAway, YamuxFlags.None, 0, (uint)YamuxGoAwayCode.Normal));
         await PingFromPeerAsync(peer);
 
-        Assert.ThrowsAsync<IOException>(async () => await connection.OpenStreamAsync(default));
+        Assert.ThrowsAsync<PeerGoneException>(async () => await connection.OpenStreamAsync(default));
     }
 
     [Test]
@@ -298,21 +297,21 @@ public class YamuxConnectionTests
     }
 
     [Test]
-    public async Task Dispose_WhenTheRemoteNeverReads_FinishesAfterTheCloseTimeout()
+    public void Dispose_WhenTheRemoteNeverReads_FinishesExactlyAtTheCloseTimeout() => VirtualTimeDriver.Run(async d =>
     {
-        var time = new FakeTimeProvider();
-        var (connection, peer) = Start(initiator: true, time);
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
         var stream = await connection.OpenStreamAsync(default);
 
         // Fill the transport: the peer never reads, so the connection's flush blocks.
         await stream.Output.WriteAsync(new byte[200 * 1024]);
-        var dispose = connection.DisposeAsync().AsTask();
-        time.Advance(TimeSpan.FromSeconds(5));
+        var started = d.Clock.Elapsed;
+        await connection.DisposeAsync();
 
-        await dispose.WaitAsync(HangGuard);
+        Assert.That(d.Clock.Elapsed - started, Is.EqualTo(new YamuxOptions().CloseTimeout));
         Assert.That(connection.Completion.IsCompleted, Is.True);
         GC.KeepAlive(peer);
-    }
+        await DisposeConnections();
+    });
 
     [Test]
     public async Task PingFlood_WithoutReading_StaysBoundedAndTheConnectionSurvives()
@@ -353,13 +352,14 @@ public class YamuxConnectionTests
         Assert.That(connection.Completion.IsCompleted, Is.False);
     }
 
-    private static YamuxMuxer CreateMuxer(YamuxOptions options, TimeProvider? time = null) =>
-        new(options, NullLoggerFactory.Instance, time ?? new FakeTimeProvider());
+    /// <summary>A muxer on the thread pool with a clock nothing moves, unless <paramref name="runtime"/> (a driver's) is given.</summary>
+    private static YamuxMuxer CreateMuxer(YamuxOptions options, NodeRuntime? runtime = null) =>
+        new(options, runtime ?? NodeRuntime.WithTime(new VirtualClock()), NullLoggerFactory.Instance);
 
-    private (YamuxConnection Connection, RawPeer Peer) Start(bool initiator, TimeProvider? time = null, YamuxOptions? options = null)
+    private (YamuxConnection Connection, RawPeer Peer) Start(bool initiator, NodeRuntime? runtime = null, YamuxOptions? options = null)
     {
-        var (ours, theirs) = MemoryPipePairFactory.CreatePair();
-        var connection = Track(CreateMuxer(options ?? new YamuxOptions { MeasureRttOnStart = false }, time).Create(ours, initiator));
+        var (ours, theirs) = MemoryPipePairFactory.CreatePair(runtime?.PipeScheduler);
+        var connection = Track(CreateMuxer(options ?? new YamuxOptions { MeasureRttOnStart = false }, runtime).Create(ours, initiator));
         return (connection, new RawPeer(theirs));
     }
 

@@ -2,7 +2,7 @@ using System.IO.Pipelines;
 using FsCheck;
 using FsCheck.Fluent;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Muxing;
 using Potluck.Protocol.Yamux;
 
@@ -56,7 +56,7 @@ public class YamuxFuzzTests
     private static async Task<bool> FeedAsync(byte[] bytes)
     {
         var (ours, theirs) = MemoryPipePairFactory.CreatePair();
-        var muxer = new YamuxMuxer(new YamuxOptions(), NullLoggerFactory.Instance, new FakeTimeProvider());
+        var muxer = new YamuxMuxer(new YamuxOptions(), NodeRuntime.WithTime(new VirtualClock()), NullLoggerFactory.Instance);
         var connection = muxer.Create(ours, initiator: false);
         var drain = DrainAsync(theirs.Input);
         var readers = AcceptAndReadAllAsync(connection);

@@ -188,7 +188,9 @@ internal sealed class DelayLine
                 var flush = _destination.FlushAsync();
                 if (!flush.IsCompletedSuccessfully)
                 {
-                    _ = AwaitFlushThenDeliverAsync(flush);
+                    // The destination is paused: carry on when its reader makes room. The continuation is the pipe's
+                    // (on its writer scheduler, the network's), so no task is left running while the link waits.
+                    ResumeAfter(flush);
                     return;
                 }
                 if (flush.Result.IsCompleted)
@@ -206,22 +208,27 @@ internal sealed class DelayLine
         Finish(null);
     }
 
-    private async Task AwaitFlushThenDeliverAsync(ValueTask<FlushResult> flush)
+    private void ResumeAfter(ValueTask<FlushResult> flush)
     {
-        try
+        var awaiter = flush.ConfigureAwait(true).GetAwaiter();
+        awaiter.UnsafeOnCompleted(() =>
         {
-            if ((await flush).IsCompleted)
+            try
             {
-                Finish(null);
+                if (awaiter.GetResult().IsCompleted)
+                {
+                    Finish(null);
+                    return;
+                }
+            }
+            catch (Exception e)
+            {
+                // Whatever completed the destination ends this direction of the link with it.
+                Finish(e);
                 return;
             }
-        }
-        catch (Exception e)
-        {
-            Finish(e);
-            return;
-        }
-        Deliver();
+            Deliver();
+        });
     }
 
     /// <summary>Called by the owner only: completes both pipes once.</summary>

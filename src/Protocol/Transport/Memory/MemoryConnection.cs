@@ -48,13 +48,19 @@ internal sealed class MemoryConnection : IRawConnection
 
     public ValueTask DisposeAsync()
     {
+        Close();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>What disposal does; synchronous (nothing here waits).</summary>
+    internal void Close()
+    {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _output.Close(null);
             _input.Close(null);
             _pair.OnDisposed();
         }
-        return ValueTask.CompletedTask;
     }
 }
 
@@ -70,8 +76,8 @@ internal sealed class MemoryConnectionPair
         Link = link;
         var pipeOptions = new PipeOptions(
             pool: null,
-            readerScheduler: PipeScheduler.ThreadPool,
-            writerScheduler: PipeScheduler.ThreadPool,
+            readerScheduler: network.PipeScheduler,
+            writerScheduler: network.PipeScheduler,
             pauseWriterThreshold: options.PauseWriterThreshold,
             resumeWriterThreshold: options.ResumeWriterThreshold,
             minimumSegmentSize: options.SegmentSize,

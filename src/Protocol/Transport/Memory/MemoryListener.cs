@@ -53,7 +53,7 @@ internal sealed class MemoryListener : IListener
             while (_pending.Reader.TryRead(out var connection))
             {
                 connection.Pair.Break(new TransportException(connection.Remote, TransportError.ConnectionReset, $"{Address}: listener closed before accepting"));
-                _ = connection.DisposeAsync();
+                connection.Close();
             }
         }
         return ValueTask.CompletedTask;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.IO.Pipelines;
 using Potluck.Protocol.Multiformats;
 
 namespace Potluck.Protocol.Transport.Memory;
@@ -36,16 +37,26 @@ public sealed class SimulatedNetwork
     private ulong _nextId = 1;
     private int _connectionCount;
 
-    public SimulatedNetwork(TimeProvider timeProvider, SimulatedNetworkOptions? options = null)
+    /// <param name="time">The clock every delay runs on.</param>
+    /// <param name="options">Limits; the defaults when null.</param>
+    /// <param name="pipes">
+    /// Where the connections' pipe continuations run: the <see cref="Runtime.EventLoop.PipeScheduler"/> of the loop the
+    /// nodes run on under virtual time (so nothing escapes to the thread pool), the thread pool when null.
+    /// </param>
+    public SimulatedNetwork(TimeProvider time, SimulatedNetworkOptions? options = null, PipeScheduler? pipes = null)
     {
-        ArgumentNullException.ThrowIfNull(timeProvider);
-        TimeProvider = timeProvider;
+        ArgumentNullException.ThrowIfNull(time);
+        TimeProvider = time;
         _options = options ?? new SimulatedNetworkOptions();
         _options.Validate();
+        PipeScheduler = pipes ?? PipeScheduler.ThreadPool;
     }
 
     /// <summary>The clock every delay on this network runs on.</summary>
     public TimeProvider TimeProvider { get; }
+
+    /// <summary>Where pipe continuations of this network's connections run.</summary>
+    public PipeScheduler PipeScheduler { get; }
 
     /// <summary>Connections open now (both ends not yet disposed).</summary>
     public int ConnectionCount

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Transport.Tcp;
 
@@ -33,23 +34,26 @@ internal sealed class TcpConnection : IRawConnection
     private readonly Task _receiveTask;
     private readonly Task _sendTask;
     private Task? _disposeTask;
+    private Task? _disposeCore;
     private volatile bool _disposing;
 
-    public TcpConnection(Socket socket, TcpTransportOptions options, TimeProvider time)
+    public TcpConnection(Socket socket, TcpTransportOptions options, NodeRuntime runtime)
     {
         _socket = socket;
         _options = options;
-        _time = time;
+        _time = runtime.Time;
         Local = ToMultiaddr(socket.LocalEndPoint);
         Remote = ToMultiaddr(socket.RemoteEndPoint);
 
         // The send loop runs inline: a flush by the application sends at once, with no thread hop, and then
-        // returns (it only sends what is there). Everything else resumes on the thread pool, so application
-        // code never runs inside the receive loop, nor the receive loop inside the application's AdvanceTo.
+        // returns (it only sends what is there). Everything else resumes on the runtime's pipe scheduler (the thread
+        // pool in a real node), so application code never runs inside the receive loop, nor the receive loop inside
+        // the application's AdvanceTo.
+        var pipes = runtime.PipeScheduler;
         _inputPipe = new Pipe(new PipeOptions(
             pool: null,
-            readerScheduler: PipeScheduler.ThreadPool,
-            writerScheduler: PipeScheduler.ThreadPool,
+            readerScheduler: pipes,
+            writerScheduler: pipes,
             pauseWriterThreshold: options.PauseWriterThreshold,
             resumeWriterThreshold: options.ResumeWriterThreshold,
             minimumSegmentSize: options.SegmentSize,
@@ -57,7 +61,7 @@ internal sealed class TcpConnection : IRawConnection
         _outputPipe = new Pipe(new PipeOptions(
             pool: null,
             readerScheduler: PipeScheduler.Inline,
-            writerScheduler: PipeScheduler.ThreadPool,
+            writerScheduler: pipes,
             pauseWriterThreshold: options.PauseWriterThreshold,
             resumeWriterThreshold: options.ResumeWriterThreshold,
             minimumSegmentSize: options.SegmentSize,
@@ -185,7 +189,8 @@ internal sealed class TcpConnection : IRawConnection
             task = Interlocked.CompareExchange(ref _disposeTask, mine.Task, null);
             if (task is null)
             {
-                _ = DisposeCoreAsync(mine);
+                // Kept, not discarded: it completes `mine` whatever happens, and every caller awaits that.
+                _disposeCore = DisposeCoreAsync(mine);
                 task = mine.Task;
             }
         }

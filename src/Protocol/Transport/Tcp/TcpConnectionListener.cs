@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Transport.Tcp;
 
@@ -8,15 +9,15 @@ internal sealed class TcpConnectionListener : IListener
 {
     private readonly Socket _socket;
     private readonly TcpTransportOptions _options;
-    private readonly TimeProvider _time;
+    private readonly NodeRuntime _runtime;
     private volatile bool _disposed;
 
-    public TcpConnectionListener(Socket socket, Multiaddr address, TcpTransportOptions options, TimeProvider time)
+    public TcpConnectionListener(Socket socket, Multiaddr address, TcpTransportOptions options, NodeRuntime runtime)
     {
         _socket = socket;
         Address = address;
         _options = options;
-        _time = time;
+        _runtime = runtime;
     }
 
     public Multiaddr Address { get; }
@@ -49,7 +50,7 @@ internal sealed class TcpConnectionListener : IListener
             try
             {
                 socket.NoDelay = _options.NoDelay;
-                return new TcpConnection(socket, _options, _time);
+                return new TcpConnection(socket, _options, _runtime);
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Transport.Tcp;
 
@@ -19,15 +20,19 @@ namespace Potluck.Protocol.Transport.Tcp;
 public sealed class TcpTransport : ITransport
 {
     private readonly TcpTransportOptions _options;
+    private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
 
-    /// <param name="options">Tuning; defaults when null.</param>
-    /// <param name="timeProvider">The clock for connect and close timeouts; <see cref="TimeProvider.System"/> when null.</param>
-    public TcpTransport(TcpTransportOptions? options = null, TimeProvider? timeProvider = null)
+    /// <param name="options">Tuning.</param>
+    /// <param name="runtime">The clock for connect and close timeouts, and where pipe continuations run.</param>
+    public TcpTransport(TcpTransportOptions options, NodeRuntime runtime)
     {
-        _options = options ?? new TcpTransportOptions();
-        _options.Validate();
-        _time = timeProvider ?? TimeProvider.System;
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(runtime);
+        options.Validate();
+        _options = options;
+        _runtime = runtime;
+        _time = runtime.Time;
     }
 
     public bool CanHandle(Multiaddr address) => TryParse(address, allowDns: true, out _, out _, out _, out _);
@@ -54,7 +59,7 @@ public sealed class TcpTransport : ITransport
                 {
                     socket.NoDelay = _options.NoDelay;
                     await socket.ConnectAsync(new IPEndPoint(candidate, port), linked.Token);
-                    return new TcpConnection(socket, _options, _time);
+                    return new TcpConnection(socket, _options, _runtime);
                 }
                 catch (SocketException e)
                 {
@@ -118,7 +123,7 @@ public sealed class TcpTransport : ITransport
             socket.Bind(new IPEndPoint(ip, port));
             socket.Listen(_options.ListenBacklog);
             var bound = Multiaddr.FromTcpEndPoint((IPEndPoint)socket.LocalEndPoint!);
-            return ValueTask.FromResult<IListener>(new TcpConnectionListener(socket, bound, _options, _time));
+            return ValueTask.FromResult<IListener>(new TcpConnectionListener(socket, bound, _options, _runtime));
         }
         catch (SocketException e)
         {

@@ -1,0 +1,334 @@
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>
+/// The host's connection manager, modelled on go-libp2p's <c>connmgr.BasicConnMgr</c>: the registry of open
+/// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, and a periodic
+/// tick that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>) and trims the count back to
+/// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
+/// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> and closes the lowest
+/// tag values first. Connection ids are numbered here, per host, so a replayed run numbers them the same.
+/// </summary>
+internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
+{
+    private readonly HostOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _log;
+    private readonly BackgroundWork _work;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<PeerId, List<Connection>> _connections = [];
+    private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
+    private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
+    private ITimer? _timer;
+    private long _nextId;
+    private int _count;
+    private int _trimming;
+    private bool _closed;
+
+    public ConnectionManager(HostOptions options, NodeRuntime runtime, ILogger log)
+    {
+        _options = options;
+        _time = runtime.Time;
+        _log = log;
+        _work = runtime.CreateBackgroundWork("connection manager", log);
+    }
+
+    /// <summary>A fresh id for a connection being upgraded.</summary>
+    public long NextConnectionId() => Interlocked.Increment(ref _nextId);
+
+    /// <summary>Whether another connection fits under <see cref="HostOptions.MaxConnections"/> now.</summary>
+    public bool HasRoom => Volatile.Read(ref _count) < _options.MaxConnections;
+
+    public int ConnectionCount => Volatile.Read(ref _count);
+
+    public IReadOnlyList<IConnection> Connections
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _connections.Values.SelectMany(l => l).ToArray();
+            }
+        }
+    }
+
+    /// <summary>Starts the idle/trim tick (when either is on).</summary>
+    public void Start()
+    {
+        var period = _options.IdleTimeout > TimeSpan.Zero
+            ? TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4))
+            : _options.HighWater > 0 ? TimeSpan.FromSeconds(10) : TimeSpan.Zero;
+        if (period <= TimeSpan.Zero)
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            if (!_closed)
+            {
+                _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTick(), this, period, period);
+            }
+        }
+    }
+
+    /// <summary>Registers an upgraded connection; false when the manager is full or closed (the caller closes it).</summary>
+    public bool TryAdd(Connection connection)
+    {
+        bool trim;
+        lock (_gate)
+        {
+            if (_closed || _count >= _options.MaxConnections)
+            {
+                return false;
+            }
+            if (!_connections.TryGetValue(connection.RemotePeer, out var list))
+            {
+                _connections[connection.RemotePeer] = list = [];
+            }
+            list.Add(connection);
+            _count++;
+            trim = _options.HighWater > 0 && _count > _options.HighWater;
+        }
+        if (trim)
+        {
+            _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
+        }
+        return true;
+    }
+
+    /// <summary>Forgets a connection; false when it was not registered (or already forgotten).</summary>
+    public bool Remove(Connection connection)
+    {
+        lock (_gate)
+        {
+            if (!_connections.TryGetValue(connection.RemotePeer, out var list) || !list.Remove(connection))
+            {
+                return false;
+            }
+            if (list.Count == 0)
+            {
+                _connections.Remove(connection.RemotePeer);
+            }
+            _count--;
+            return true;
+        }
+    }
+
+    /// <summary>An open connection to <paramref name="peer"/>, if any.</summary>
+    public bool TryGet(PeerId peer, out Connection connection)
+    {
+        lock (_gate)
+        {
+            if (_connections.TryGetValue(peer, out var list))
+            {
+                foreach (var c in list)
+                {
+                    if (!c.IsClosed)
+                    {
+                        connection = c;
+                        return true;
+                    }
+                }
+            }
+        }
+        connection = null!;
+        return false;
+    }
+
+    /// <summary>Every registered connection to <paramref name="peer"/>, open or closing.</summary>
+    public Connection[] Registered(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _connections.TryGetValue(peer, out var list) ? [.. list] : [];
+        }
+    }
+
+    /// <summary>Refuses further connections and returns every registered one, for the host to close.</summary>
+    public Connection[] Close()
+    {
+        lock (_gate)
+        {
+            _closed = true;
+            _timer?.Dispose();
+            _timer = null;
+            return _connections.Values.SelectMany(l => l).ToArray();
+        }
+    }
+
+    public IReadOnlyList<IConnection> ConnectionsTo(PeerId peer) => Registered(peer);
+
+    public bool IsConnected(PeerId peer) => TryGet(peer, out _);
+
+    public void Protect(PeerId peer, string tag)
+    {
+        ArgumentNullException.ThrowIfNull(tag);
+        lock (_gate)
+        {
+            if (!_protected.TryGetValue(peer, out var tags))
+            {
+                _protected[peer] = tags = new HashSet<string>(StringComparer.Ordinal);
+            }
+            tags.Add(tag);
+        }
+    }
+
+    public bool Unprotect(PeerId peer, string tag)
+    {
+        lock (_gate)
+        {
+            if (!_protected.TryGetValue(peer, out var tags))
+            {
+                return false;
+            }
+            if (tags.Remove(tag) && tags.Count == 0)
+            {
+                _protected.Remove(peer);
+                return false;
+            }
+            return true;
+        }
+    }
+
+    public bool IsProtected(PeerId peer, string? tag = null)
+    {
+        lock (_gate)
+        {
+            return _protected.TryGetValue(peer, out var tags) && (tag is null || tags.Contains(tag));
+        }
+    }
+
+    public void TagPeer(PeerId peer, string tag, int value) => UpsertTag(peer, tag, _ => value);
+
+    public void UntagPeer(PeerId peer, string tag)
+    {
+        lock (_gate)
+        {
+            if (_tags.TryGetValue(peer, out var tags) && tags.Remove(tag) && tags.Count == 0)
+            {
+                _tags.Remove(peer);
+            }
+        }
+    }
+
+    public void UpsertTag(PeerId peer, string tag, Func<int, int> upsert)
+    {
+        ArgumentNullException.ThrowIfNull(tag);
+        ArgumentNullException.ThrowIfNull(upsert);
+        lock (_gate)
+        {
+            if (!_tags.TryGetValue(peer, out var tags))
+            {
+                _tags[peer] = tags = new Dictionary<string, int>(StringComparer.Ordinal);
+            }
+            tags[tag] = upsert(tags.GetValueOrDefault(tag));
+        }
+    }
+
+    public ConnectionTagInfo? GetTagInfo(PeerId peer)
+    {
+        lock (_gate)
+        {
+            var tags = _tags.GetValueOrDefault(peer);
+            var protectedBy = _protected.GetValueOrDefault(peer);
+            if (tags is null && protectedBy is null)
+            {
+                return null;
+            }
+            return new ConnectionTagInfo(peer, TagValueLocked(peer), new Dictionary<string, int>(tags ?? [], StringComparer.Ordinal),
+                protectedBy?.Order(StringComparer.Ordinal).ToArray() ?? []);
+        }
+    }
+
+    public async ValueTask<int> TrimOpenConnectionsAsync(CancellationToken ct)
+    {
+        if (_options.HighWater <= 0 || Interlocked.Exchange(ref _trimming, 1) != 0)
+        {
+            return 0;
+        }
+        try
+        {
+            var victims = TrimVictims();
+            foreach (var (connection, value, count) in victims)
+            {
+                ct.ThrowIfCancellationRequested();
+                _log.Trimmed(connection.Id, connection.RemotePeer, value, count, _options.LowWater);
+                await connection.CloseAsync();
+            }
+            return victims.Count;
+        }
+        finally
+        {
+            Volatile.Write(ref _trimming, 0);
+        }
+    }
+
+    /// <summary>Connections to close to get down to the low watermark: unprotected, past the grace period, least valuable first.</summary>
+    private List<(Connection Connection, int Value, int Count)> TrimVictims()
+    {
+        var now = _time.GetUtcNow();
+        lock (_gate)
+        {
+            var excess = _count - Math.Max(0, _options.LowWater);
+            if (_count <= _options.HighWater || excess <= 0)
+            {
+                return [];
+            }
+            return _connections
+                .Where(kv => !_protected.ContainsKey(kv.Key))
+                .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
+                .Where(x => !x.Connection.IsClosed && now - x.Connection.Opened >= _options.TrimGracePeriod)
+                .OrderBy(x => x.Value)
+                .ThenBy(x => x.Connection.LastActivity)
+                .ThenBy(x => x.Connection.Id)
+                .Take(excess)
+                .Select(x => (x.Connection, x.Value, _count))
+                .ToList();
+        }
+    }
+
+    private int TagValueLocked(PeerId peer) => _tags.TryGetValue(peer, out var tags) ? tags.Values.Sum() : 0;
+
+    private void OnTick()
+    {
+        if (_options.IdleTimeout > TimeSpan.Zero)
+        {
+            CloseIdle();
+        }
+        if (_options.HighWater > 0 && ConnectionCount > _options.HighWater)
+        {
+            _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
+        }
+    }
+
+    private void CloseIdle()
+    {
+        var cutoff = _time.GetUtcNow() - _options.IdleTimeout;
+        List<Connection> idle = [];
+        lock (_gate)
+        {
+            foreach (var (peer, list) in _connections)
+            {
+                if (_protected.ContainsKey(peer))
+                {
+                    continue;
+                }
+                idle.AddRange(list.Where(c => c.StreamCount == 0 && c.LastActivity < cutoff));
+            }
+        }
+        foreach (var c in idle)
+        {
+            _log.IdleClose(c.Id, c.RemotePeer);
+            _work.Track("idle close", c.CloseAsync());
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Close();
+        await _work.DisposeAsync();
+    }
+}

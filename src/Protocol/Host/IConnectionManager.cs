@@ -1,0 +1,55 @@
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>What the connection manager knows about one peer's tags (go-libp2p's <c>connmgr.TagInfo</c>).</summary>
+public sealed record ConnectionTagInfo(PeerId Peer, int Value, IReadOnlyDictionary<string, int> Tags, IReadOnlyList<string> ProtectedBy);
+
+/// <summary>
+/// The connection manager as protocols see it (go-libp2p's <c>core/connmgr.ConnManager</c>): which connections are
+/// open, which peers must not be closed (<see cref="Protect"/>, per tag, as gossip protects its mesh peers) and how
+/// much each peer is worth keeping (<see cref="TagPeer"/>: the sum of a peer's tag values decides who goes first when
+/// the connection count is trimmed back from <see cref="HostOptions.HighWater"/> to <see cref="HostOptions.LowWater"/>).
+/// Protected peers are never closed for being idle or by trimming. Thread-safe.
+/// </summary>
+public interface IConnectionManager
+{
+    /// <summary>Open connections.</summary>
+    int ConnectionCount { get; }
+
+    /// <summary>All open connections.</summary>
+    IReadOnlyList<IConnection> Connections { get; }
+
+    /// <summary>Open connections to <paramref name="peer"/>.</summary>
+    IReadOnlyList<IConnection> ConnectionsTo(PeerId peer);
+
+    /// <summary>Whether at least one connection to <paramref name="peer"/> is open.</summary>
+    bool IsConnected(PeerId peer);
+
+    /// <summary>Exempts the peer's connections from idle closing and trimming while any tag protects it.</summary>
+    void Protect(PeerId peer, string tag);
+
+    /// <summary>Removes one protection; returns whether the peer is still protected by another tag.</summary>
+    bool Unprotect(PeerId peer, string tag);
+
+    /// <summary>Whether <paramref name="tag"/> protects the peer, or with a null tag, whether any does.</summary>
+    bool IsProtected(PeerId peer, string? tag = null);
+
+    /// <summary>Sets the value of one of the peer's tags (a higher sum keeps its connections longer when trimming).</summary>
+    void TagPeer(PeerId peer, string tag, int value);
+
+    /// <summary>Removes one of the peer's tags.</summary>
+    void UntagPeer(PeerId peer, string tag);
+
+    /// <summary>Sets a tag to <paramref name="upsert"/> of its current value (0 when unset), atomically.</summary>
+    void UpsertTag(PeerId peer, string tag, Func<int, int> upsert);
+
+    /// <summary>The peer's tags and protections, or null when it has none.</summary>
+    ConnectionTagInfo? GetTagInfo(PeerId peer);
+
+    /// <summary>
+    /// Closes connections of the least valuable unprotected peers (lowest tag sum, then longest idle) until at most
+    /// <see cref="HostOptions.LowWater"/> remain; a no-op when trimming is off. Returns how many were closed.
+    /// </summary>
+    ValueTask<int> TrimOpenConnectionsAsync(CancellationToken ct);
+}

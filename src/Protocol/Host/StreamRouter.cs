@@ -1,0 +1,148 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Multistream;
+using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>
+/// Routes inbound streams to handlers by protocol id: accepts every stream a connection's muxer offers, negotiates
+/// its protocol with multistream-select (bounded by <see cref="HostOptions.StreamNegotiationTimeout"/>), and runs the
+/// handler. This is the one catch site of inbound stream handlers (DESIGN §5): what a failure tears down and how loudly
+/// it is logged follows <see cref="Failures.Classify"/> — a protocol violation resets the stream, or closes the whole
+/// connection when its <see cref="BlastRadius"/> is <see cref="BlastRadius.Connection"/>, and is logged at Debug; a peer
+/// that went away, a refused limit or an unsupported protocol resets the stream at Debug; our own shutdown is quiet;
+/// anything else is a bug of ours, logged at Error, and resets the stream.
+/// </summary>
+internal sealed class StreamRouter : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, StreamHandler> _handlers = new(StringComparer.Ordinal);
+    private readonly HostOptions _options;
+    private readonly MultistreamOptions _multistream;
+    private readonly TimeProvider _time;
+    private readonly ILogger _log;
+    private readonly BackgroundWork _work;
+
+    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log)
+    {
+        _options = options;
+        _multistream = multistream;
+        _time = runtime.Time;
+        _log = log;
+        _work = runtime.CreateBackgroundWork("stream router", log);
+    }
+
+    /// <summary>Raised when a handler is added or removed.</summary>
+    public event Action? Changed;
+
+    /// <summary>Protocol ids with a handler, in ordinal order.</summary>
+    public IReadOnlyCollection<string> Protocols => _handlers.Keys.Order(StringComparer.Ordinal).ToArray();
+
+    public void SetHandler(string protocol, StreamHandler handler)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(protocol);
+        ArgumentNullException.ThrowIfNull(handler);
+        _handlers[protocol] = handler;
+        Changed?.Invoke();
+    }
+
+    public void RemoveHandler(string protocol)
+    {
+        if (_handlers.TryRemove(protocol, out _))
+        {
+            Changed?.Invoke();
+        }
+    }
+
+    /// <summary>Starts accepting the inbound streams of <paramref name="connection"/> until it closes.</summary>
+    public void Attach(Connection connection) => _work.Run("stream accept", ct => AcceptLoopAsync(connection, ct));
+
+    private async Task AcceptLoopAsync(Connection connection, CancellationToken stopping)
+    {
+        while (true)
+        {
+            IMuxedStream muxed;
+            try
+            {
+                muxed = await connection.Muxed.AcceptStreamAsync(stopping);
+            }
+            catch (Exception e)
+            {
+                // The connection closed, or the host is stopping: the end of the loop, not a failure, unless it is a bug.
+                if (Failures.Classify(e, stopping).Kind == FailureKind.Internal)
+                {
+                    _log.AcceptStreamBug(e);
+                }
+                return;
+            }
+            // Each stream on its own: a handler never runs inside the accept loop (nor holds up the next stream).
+            _work.Run("inbound stream", ct => HandleAsync(connection, muxed, ct));
+        }
+    }
+
+    /// <summary>Negotiates and runs one inbound stream; never throws.</summary>
+    private async Task HandleAsync(Connection connection, IMuxedStream muxed, CancellationToken stopping)
+    {
+        Libp2pStream? stream = null;
+        var protocol = "";
+        try
+        {
+            using (var timeout = new CancellationTokenSource(_options.StreamNegotiationTimeout, _time))
+            using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping))
+            {
+                protocol = await MultistreamSelect.HandleAsync(muxed, _handlers.ContainsKey, _multistream, linked.Token);
+            }
+            if (!_handlers.TryGetValue(protocol, out var handler))
+            {
+                muxed.Reset(); // removed while the stream was negotiating
+                return;
+            }
+            stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
+            await handler(stream, stopping);
+        }
+        catch (Exception e)
+        {
+            await FailAsync(connection, muxed, protocol, e, stopping);
+        }
+        finally
+        {
+            if (stream is not null)
+            {
+                await stream.DisposeAsync();
+            }
+            else
+            {
+                await muxed.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>The one catch site: classify, log at the level the failure deserves, tear down as far as it reaches.</summary>
+    private async ValueTask FailAsync(Connection connection, IMuxedStream muxed, string protocol, Exception e, CancellationToken stopping)
+    {
+        var failure = Failures.Classify(e, stopping);
+        switch (failure.Kind)
+        {
+            case FailureKind.Cancelled:
+                break;
+            case FailureKind.Internal:
+                _log.HandlerBug(protocol, e);
+                break;
+            default:
+                _log.StreamFailed(protocol, failure.Kind, failure.Reason);
+                break;
+        }
+        muxed.Reset();
+        if (failure is { Kind: FailureKind.ProtocolViolation, Radius: BlastRadius.Connection })
+        {
+            var violation = Unwrap(e) as ProtocolViolationException;
+            _log.ClosingForViolation(violation?.Protocol ?? protocol, violation?.Code ?? ViolationCode.Other, failure.Reason);
+            await connection.CloseAsync();
+        }
+    }
+
+    private static Exception Unwrap(Exception e) => e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) : e;
+
+    public ValueTask DisposeAsync() => _work.DisposeAsync();
+}

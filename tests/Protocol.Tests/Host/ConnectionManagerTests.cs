@@ -1,0 +1,101 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Tests.Host;
+
+/// <summary>Protection, tags and trimming (go-libp2p's connmgr semantics).</summary>
+public class ConnectionManagerTests
+{
+    private static readonly PeerId Peer = PrivateKey.FromRandom(new Random(1)).PeerId;
+
+    private static ConnectionManager Create(HostOptions? options = null) =>
+        new(options ?? new HostOptions(), NodeRuntime.WithTime(new VirtualClock()), NullLogger.Instance);
+
+    [Test]
+    public void Protect_PerTag_UnprotectSaysWhetherAnotherTagStillProtects()
+    {
+        var manager = Create();
+
+        manager.Protect(Peer, "gossipsub");
+        manager.Protect(Peer, "lease");
+
+        Assert.That(manager.IsProtected(Peer), Is.True);
+        Assert.That(manager.IsProtected(Peer, "lease"), Is.True);
+        Assert.That(manager.IsProtected(Peer, "other"), Is.False);
+        Assert.That(manager.Unprotect(Peer, "lease"), Is.True, "gossipsub still protects it");
+        Assert.That(manager.Unprotect(Peer, "unknown"), Is.True, "removing a tag it never had changes nothing");
+        Assert.That(manager.Unprotect(Peer, "gossipsub"), Is.False);
+        Assert.That(manager.IsProtected(Peer), Is.False);
+        Assert.That(manager.GetTagInfo(Peer), Is.Null, "nothing is kept about a peer with no tags and no protection");
+    }
+
+    [Test]
+    public void Tags_SumToThePeersValue_UpsertIsAtomicOnTheCurrentValue()
+    {
+        var manager = Create();
+
+        manager.TagPeer(Peer, "mesh", 10);
+        manager.UpsertTag(Peer, "leases", v => v + 3);
+        manager.UpsertTag(Peer, "leases", v => v + 3);
+        manager.Protect(Peer, "gossipsub");
+
+        var info = manager.GetTagInfo(Peer)!;
+        Assert.That(info.Value, Is.EqualTo(16));
+        Assert.That(info.Tags, Is.EquivalentTo(new Dictionary<string, int> { ["mesh"] = 10, ["leases"] = 6 }));
+        Assert.That(info.ProtectedBy, Is.EqualTo(new[] { "gossipsub" }));
+
+        manager.UntagPeer(Peer, "mesh");
+        Assert.That(manager.GetTagInfo(Peer)!.Value, Is.EqualTo(6));
+    }
+
+    [Test]
+    public void PastTheHighWatermark_TheLeastValuableUnprotectedConnectionsAreClosed() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with { HighWater = 3, LowWater = 2, TrimGracePeriod = TimeSpan.Zero });
+        var favourite = await hosts.StartAsync();
+        var valued = await hosts.StartAsync();
+        var plain = await hosts.StartAsync();
+        var latecomer = await hosts.StartAsync();
+        var manager = hub.Host.ConnectionManager;
+        manager.Protect(favourite.Host.PeerId, "test");
+        manager.TagPeer(valued.Host.PeerId, "test", 10);
+        manager.TagPeer(latecomer.Host.PeerId, "test", 5);
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+
+        await hub.Host.ConnectAsync(favourite.Address, CancellationToken.None);
+        await hub.Host.ConnectAsync(valued.Address, CancellationToken.None);
+        await hub.Host.ConnectAsync(plain.Address, CancellationToken.None);
+        Assert.That(manager.ConnectionCount, Is.EqualTo(3), "at the high watermark, nothing is trimmed");
+        await hub.Host.ConnectAsync(latecomer.Address, CancellationToken.None);
+        await d.IdleAsync();
+
+        // Four connections, two over the low watermark: the protected peer stays whatever its value, and of the rest
+        // the two lowest tag values (plain: 0, latecomer: 5) go.
+        Assert.That(closed, Is.EquivalentTo(new[] { plain.Host.PeerId, latecomer.Host.PeerId }));
+        Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.EquivalentTo(new[] { favourite.Host.PeerId, valued.Host.PeerId }));
+    });
+
+    [Test]
+    public void Trimming_SparesConnectionsYoungerThanTheGracePeriod() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with { HighWater = 1, LowWater = 1, TrimGracePeriod = TimeSpan.FromSeconds(20) });
+        var first = await hosts.StartAsync();
+        var second = await hosts.StartAsync();
+
+        await hub.Host.ConnectAsync(first.Address, CancellationToken.None);
+        await hub.Host.ConnectAsync(second.Address, CancellationToken.None);
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2), "both are in their grace period");
+
+        Assert.That(await hub.Host.ConnectionManager.TrimOpenConnectionsAsync(CancellationToken.None), Is.Zero);
+        await Task.Delay(TimeSpan.FromSeconds(20), d.Clock);
+        Assert.That(await hub.Host.ConnectionManager.TrimOpenConnectionsAsync(CancellationToken.None), Is.EqualTo(1));
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(1));
+    });
+}

@@ -1,0 +1,117 @@
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Tests.Host;
+
+/// <summary>The one catch site of inbound stream handlers: what each kind of failure tears down, and how loudly it is logged.</summary>
+public class StreamRouterTests
+{
+    private const string Protocol = "/test/failing/1.0.0";
+
+    [Test]
+    public void HandlerViolation_WithConnectionRadius_ClosesTheConnection_AtDebug() => VirtualTimeDriver.Run(async d =>
+    {
+        var loggers = new CapturingLoggers();
+        await using var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var closed = new TaskCompletionSource();
+        a.Host.Disconnected += _ => closed.TrySetResult();
+        b.Host.SetStreamHandler(Protocol, (_, _) =>
+            throw new ProtocolViolationException("test", "bad framing", ViolationCode.Malformed, BlastRadius.Connection));
+
+        var error = await AsyncAssert.ThrowsAsync<PeerGoneException>(() => OpenWriteAndReadAsync(a));
+        await closed.Task;
+
+        Assert.That(error, Is.TypeOf<PeerGoneException>(), "the whole connection closed, not just the stream");
+        Assert.That(a.Host.Connections, Is.Empty);
+        Assert.That(b.Host.Connections, Is.Empty);
+        Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty, "a remote's violation is never logged above Debug");
+        Assert.That(loggers.Entries.Select(e => e.Message), Has.Some.Contains("Closing the connection: test violation (Malformed): test: bad framing"));
+    });
+
+    [Test]
+    public void HandlerViolation_WithStreamRadius_ResetsOnlyTheStream_AtDebug() => VirtualTimeDriver.Run(async d =>
+    {
+        var loggers = new CapturingLoggers();
+        await using var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        b.Host.SetStreamHandler(Protocol, (_, _) => throw new ProtocolViolationException("test", "bad message", ViolationCode.Malformed));
+
+        await AsyncAssert.ThrowsAsync<StreamResetException>(() => OpenWriteAndReadAsync(a));
+
+        Assert.That(a.Host.Connections, Has.Count.EqualTo(1));
+        Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, CancellationToken.None), Has.Count.EqualTo(1), "the connection keeps serving");
+        Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty);
+        Assert.That(loggers.Entries.Where(e => e.Level == LogLevel.Debug).Select(e => e.Message),
+            Has.Some.EqualTo($"Stream {Protocol} reset: ProtocolViolation: test: bad message"));
+    });
+
+    [Test]
+    public void HandlerBug_IsLoggedAtError_AndResetsOnlyTheStream() => VirtualTimeDriver.Run(async d =>
+    {
+        var loggers = new CapturingLoggers();
+        await using var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var bug = new InvalidOperationException("a bug in the handler");
+        b.Host.SetStreamHandler(Protocol, (_, _) => throw bug);
+
+        await AsyncAssert.ThrowsAsync<StreamResetException>(() => OpenWriteAndReadAsync(a));
+
+        var errors = loggers.AtOrAbove(LogLevel.Error).ToList();
+        Assert.That(errors, Has.Count.EqualTo(1));
+        Assert.That(errors[0].Message, Is.EqualTo($"Handler for {Protocol} failed"));
+        Assert.That(errors[0].Exception, Is.SameAs(bug));
+        // Written inside the connection's scopes: which connection, and which peer (b accepted a's dial).
+        var connection = b.Host.Connections.Single();
+        Assert.That(errors[0].Scopes, Is.EqualTo(new[] { $"connection {connection.Id}", $"peer {a.Host.PeerId}" }));
+        Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, CancellationToken.None), Has.Count.EqualTo(1), "the connection keeps serving");
+    });
+
+    [Test]
+    public void HandlerCancelledByShutdown_IsQuiet() => VirtualTimeDriver.Run(async d =>
+    {
+        var loggers = new CapturingLoggers();
+        var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var entered = new TaskCompletionSource();
+        b.Host.SetStreamHandler(Protocol, async (_, ct) =>
+        {
+            entered.TrySetResult();
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+        });
+        await using var stream = await a.Host.NewStreamAsync(b.Host.PeerId, [Protocol], CancellationToken.None);
+        await entered.Task;
+
+        await hosts.DisposeAsync();
+
+        Assert.That(loggers.Entries.Where(e => e.Message.Contains(Protocol, StringComparison.Ordinal)), Is.Empty);
+        Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty);
+    });
+
+    private static async Task<(TestHosts.TestNode A, TestHosts.TestNode B)> ConnectedPairAsync(TestHosts hosts)
+    {
+        var a = await hosts.StartAsync();
+        var b = await hosts.StartAsync();
+        await a.Host.ConnectAsync(b.Address, CancellationToken.None);
+        await a.Identify.WhenIdentifiedAsync(b.Host.PeerId, CancellationToken.None);
+        await b.Identify.WhenIdentifiedAsync(a.Host.PeerId, CancellationToken.None);
+        return (a, b);
+    }
+
+    private static async Task OpenWriteAndReadAsync(TestHosts.TestNode from)
+    {
+        var peer = from.Host.Connections.Single().RemotePeer;
+        await using var stream = await from.Host.NewStreamAsync(peer, [Protocol], CancellationToken.None);
+        await stream.Output.WriteAsync(new byte[] { 1 });
+        while (true)
+        {
+            var result = await stream.Input.ReadAsync();
+            stream.Input.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted)
+            {
+                Assert.Fail("the stream ended cleanly instead of failing");
+            }
+        }
+    }
+}
