@@ -89,7 +89,14 @@ public sealed class PotluckNode : IAsyncDisposable
         }
         try
         {
-            await _app.StartAsync(ct);
+            if (Runtime.IsDeterministic)
+            {
+                await StartInOrderAsync(ct);
+            }
+            else
+            {
+                await _app.StartAsync(ct);
+            }
         }
         catch
         {
@@ -98,6 +105,39 @@ public sealed class PotluckNode : IAsyncDisposable
             Volatile.Write(ref _started, 0);
             await DisposeAsync();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Under virtual time the node starts and stops its hosted services itself, in the same order as the generic host:
+    /// the host's own orchestration awaits with ConfigureAwait(false) and would leave the event loop. A simulated node
+    /// has no console or systemd lifetime to notify.
+    /// </summary>
+    private async Task StartInOrderAsync(CancellationToken ct)
+    {
+        foreach (var service in Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>())
+        {
+            await service.StartAsync(ct);
+        }
+    }
+
+    private async Task StopInReverseAsync(CancellationToken ct)
+    {
+        var failures = new List<Exception>();
+        foreach (var service in Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().Reverse())
+        {
+            try
+            {
+                await service.StopAsync(ct);
+            }
+            catch (Exception e)
+            {
+                failures.Add(e);
+            }
+        }
+        if (failures.Count > 0)
+        {
+            throw new AggregateException("stopping the node failed", failures);
         }
     }
 
@@ -129,7 +169,14 @@ public sealed class PotluckNode : IAsyncDisposable
     {
         if (Volatile.Read(ref _started) != 0 && Interlocked.Exchange(ref _stopped, 1) == 0)
         {
-            await _app.StopAsync(ct);
+            if (Runtime.IsDeterministic)
+            {
+                await StopInReverseAsync(ct);
+            }
+            else
+            {
+                await _app.StopAsync(ct);
+            }
         }
     }
 

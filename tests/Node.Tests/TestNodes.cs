@@ -1,8 +1,8 @@
-using Microsoft.Extensions.Time.Testing;
 using Potluck.Node.Hosting;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 
 namespace Potluck.Node.Tests;
@@ -26,23 +26,35 @@ internal sealed record TestNodeOptions
 }
 
 /// <summary>
-/// Potluck nodes on one in-memory network with virtual time, each built by <see cref="PotluckNodeBuilder"/>; keys and
-/// protocol randomness from a seeded Random.
+/// Potluck nodes on one in-memory network, each built by <see cref="PotluckNodeBuilder"/>; keys and seeds from a seeded
+/// Random. On a <see cref="VirtualTimeDriver"/> (the usual case) every node runs on the driver's clock and event loop with
+/// replayable randomness, and the test moves time by awaiting (<c>Task.Delay(span, nodes.Time)</c>); without one the nodes
+/// run on the thread pool on a <see cref="VirtualClock"/> that only the test moves (for tests that also use real sockets).
 /// </summary>
 internal sealed class TestNodes : IAsyncDisposable
 {
     private readonly List<PotluckNode> _nodes = [];
     private readonly List<string> _dirs = [];
     private readonly Random _random;
+    private readonly VirtualTimeDriver? _driver;
 
+    public TestNodes(VirtualTimeDriver driver, int seed)
+    {
+        _driver = driver;
+        _random = new Random(seed);
+        Time = driver.Clock;
+        Network = new SimulatedNetwork(driver.Clock, pipes: driver.Loop.PipeScheduler);
+    }
+
+    /// <summary>Nodes on the thread pool and a clock nobody moves but the test.</summary>
     public TestNodes(int seed = 1)
     {
         _random = new Random(seed);
-        Time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        Time = new VirtualClock();
         Network = new SimulatedNetwork(Time);
     }
 
-    public FakeTimeProvider Time { get; }
+    public VirtualClock Time { get; }
 
     public SimulatedNetwork Network { get; }
 
@@ -64,20 +76,23 @@ internal sealed class TestNodes : IAsyncDisposable
     };
 
     /// <summary>A builder for a node on this network and clock, as <paramref name="options"/> say.</summary>
-    public PotluckNodeBuilder Builder(TestNodeOptions options) => PotluckNode.CreateBuilder()
-        .UseSimulatedNetwork(Network)
-        .UseTime(Time)
-        .UseSeed(_random.Next())
-        .UseKey(options.Key)
-        .Configure(o => o with
-        {
-            Listen = options.Listen,
-            Bootstrap = options.Bootstrap,
-            DataDir = options.DataDir,
-            Topics = options.Topics,
-            Kademlia = options.Kademlia,
-            Discovery = options.Discovery,
-        });
+    public PotluckNodeBuilder Builder(TestNodeOptions options)
+    {
+        var builder = PotluckNode.CreateBuilder().UseSimulatedNetwork(Network);
+        builder = _driver is not null ? builder.UseRuntime(_driver.CreateRuntime(_random.Next())) : builder.UseTime(Time).UseSeed(_random.Next());
+        return builder
+            .UseKey(options.Key)
+            .UseLoggerFactory(Potluck.Tests.TestLogging.Factory)
+            .Configure(o => o with
+            {
+                Listen = options.Listen,
+                Bootstrap = options.Bootstrap,
+                DataDir = options.DataDir,
+                Topics = options.Topics,
+                Kademlia = options.Kademlia,
+                Discovery = options.Discovery,
+            });
+    }
 
     public async Task<PotluckNode> StartAsync(TestNodeOptions options)
     {

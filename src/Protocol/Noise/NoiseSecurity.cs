@@ -49,7 +49,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
         _runtime = runtime;
         _logger = loggers.CreateLogger<NoiseSecurity>();
         _channelLogger = loggers.CreateLogger<NoiseSecureChannel>();
-        _static = X25519KeyPair.Generate();
+        _static = X25519KeyPair.Generate(runtime.SecureRandom);
         var signature = sign(NoisePayload.SignedData(_static.PublicKey));
         _payload = NoisePayload.Encode(identity, signature, options.EarlyMuxers);
         if (_payload.Length > NoiseFrame.MaxMessageLength - 100)
@@ -66,7 +66,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
     public async ValueTask<ISecureChannel> SecureAsync(IDuplexPipe insecure, bool initiator, PeerId? expectedRemote, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(insecure);
-        var state = new NoiseHandshakeState(initiator, _static, ReadOnlySpan<byte>.Empty);
+        var state = new NoiseHandshakeState(initiator, _static, ReadOnlySpan<byte>.Empty, X25519KeyPair.Generate(_runtime.SecureRandom));
         var message = ArrayPool<byte>.Shared.Rent(NoiseFrame.MaxMessageLength);
         try
         {

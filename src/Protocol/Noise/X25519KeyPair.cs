@@ -39,6 +39,16 @@ internal sealed class X25519KeyPair : IDisposable
     /// <summary>A fresh key pair from <see cref="RandomNumberGenerator"/>.</summary>
     public static X25519KeyPair Generate() => new(RandomNumberGenerator.GetBytes(Length));
 
+    /// <summary>A fresh key pair from <paramref name="random"/> (the node runtime's security randomness: the OS's, or a simulation's seed).</summary>
+    public static X25519KeyPair Generate(Potluck.Protocol.Runtime.ISecureRandom random)
+    {
+        Span<byte> secret = stackalloc byte[Length];
+        random.Fill(secret);
+        var pair = FromPrivate(secret);
+        CryptographicOperations.ZeroMemory(secret);
+        return pair;
+    }
+
     /// <summary>A key pair from fixed private bytes: for test vectors.</summary>
     public static X25519KeyPair FromPrivate(ReadOnlySpan<byte> privateKey)
     {

@@ -36,6 +36,27 @@ internal sealed class RunnerThreads : IDisposable
         }
     }
 
+    /// <summary>
+    /// Blocks (no spinning) until exactly <paramref name="count"/> threads wait for work, or <paramref name="timeout"/>
+    /// passes; true when they do. For tests: a run's thread parks only after its work item has returned.
+    /// </summary>
+    internal bool WaitUntilIdle(int count, TimeSpan timeout)
+    {
+        var deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        lock (_gate)
+        {
+            while (_idle.Count != count)
+            {
+                var left = deadline - Environment.TickCount64;
+                if (left <= 0 || !Monitor.Wait(_gate, TimeSpan.FromMilliseconds(left)))
+                {
+                    return _idle.Count == count;
+                }
+            }
+            return true;
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> on a runner thread. <paramref name="work"/> must not throw.</summary>
     public void Run(Action work)
     {
@@ -68,6 +89,7 @@ internal sealed class RunnerThreads : IDisposable
         {
             if (_disposed || _idle.Count >= _maxIdle) return false;
             _idle.Push(runner);
+            Monitor.PulseAll(_gate);
             return true;
         }
     }

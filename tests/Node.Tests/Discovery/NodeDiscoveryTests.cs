@@ -3,20 +3,21 @@ using Potluck.Node.Persistence;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Node.Tests.Discovery;
 
 /// <summary>Composition on the in-memory network and virtual time: bootstrap, DHT, restarts, self-filtering.</summary>
-[CancelAfter(60_000)]
 public class NodeDiscoveryTests
 {
     private static bool ConnectedTo(PotluckNode node, PotluckNode other) =>
         node.Host.Connections.Any(c => c.RemotePeer == other.PeerId && !c.IsClosed);
 
     [Test]
-    public async Task Node_ComposesGossipDhtInServerMode_AndNoMdnsUnlessAsked()
+    public void Node_ComposesGossipDhtInServerMode_AndNoMdnsUnlessAsked() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 1);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 1);
         var listener = await nodes.StartAsync(nodes.Options());
         var client = await nodes.StartAsync(nodes.Options() with { Listen = [] });
 
@@ -26,12 +27,13 @@ public class NodeDiscoveryTests
         Assert.That(client.Host.Protocols, Does.Not.Contain(KademliaService.DefaultProtocolId));
         Assert.That(listener.Mdns, Is.Null);
         Assert.That(client.Options.Kademlia.Mode, Is.EqualTo(KademliaMode.Server), "the caller's options object is not changed");
-    }
+    });
 
     [Test]
-    public async Task Bootstrap_ThroughOneNode_NodesFindEachOtherViaTheDht(CancellationToken ct)
+    public void Bootstrap_ThroughOneNode_NodesFindEachOtherViaTheDht() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 2);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 2);
         var seed = await nodes.StartAsync(nodes.Options());
         var bootstrap = seed.FullAddresses[0];
         var joined = new List<PotluckNode>();
@@ -54,12 +56,13 @@ public class NodeDiscoveryTests
         {
             Assert.That(n.Dht.RoutingTablePeers(), Does.Not.Contain(n.PeerId));
         }
-    }
+    });
 
     [Test]
-    public async Task Rebootstrap_WhenTheRoutingTableIsEmpty_DialsTheBootstrapPeerOnTheNextTick(CancellationToken ct)
+    public void Rebootstrap_WhenTheRoutingTableIsEmpty_DialsTheBootstrapPeerOnTheNextTick() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 3);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 3);
         var seedKey = nodes.NewKey();
         var seedAddress = Multiaddr.Parse($"/memory/4242/p2p/{seedKey.PeerId}");
         var joiner = await nodes.StartAsync(nodes.Options() with { Bootstrap = [seedAddress] });
@@ -75,15 +78,16 @@ public class NodeDiscoveryTests
                 connected.TrySetResult();
             }
         };
-        nodes.Time.Advance(joiner.Options.Discovery.RebootstrapInterval);
-        await connected.Task.WaitAsync(ct);
+        // The next re-bootstrap tick dials it: awaiting the connection lets virtual time run to that tick.
+        await connected.Task;
         Assert.That(ConnectedTo(joiner, seed), Is.True);
-    }
+    });
 
     [Test]
-    public async Task Restart_ReloadsPeerStoreAndTopics_RedialsMostRecentlySeenFirst_Bounded(CancellationToken ct)
+    public void Restart_ReloadsPeerStoreAndTopics_RedialsMostRecentlySeenFirst_Bounded() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 4);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 4);
         // `older` serves another DHT, so only the re-dial (not the DHT bootstrap) could reach it.
         var older = await nodes.StartAsync(nodes.Options() with { Kademlia = new KademliaOptions { ProtocolId = "/test/other-kad/1.0.0" } });
         var newer = await nodes.StartAsync(nodes.Options());
@@ -95,7 +99,7 @@ public class NodeDiscoveryTests
         await node.Host.ConnectAsync(older.FullAddresses[0], ct);
         await node.Identify.WhenIdentifiedAsync(older.PeerId, ct);
         await node.Host.DisconnectAsync(older.PeerId);
-        nodes.Time.Advance(TimeSpan.FromMinutes(5));
+        await Task.Delay(TimeSpan.FromMinutes(5), nodes.Time);
         await node.Host.ConnectAsync(newer.FullAddresses[0], ct);
         await node.Identify.WhenIdentifiedAsync(newer.PeerId, ct);
         using (node.JoinTopic("potluck/test/1"))
@@ -125,12 +129,13 @@ public class NodeDiscoveryTests
         Assert.That(restarted.Host.Peers.GetAddresses(older.PeerId), Does.Contain(older.Host.ListenAddresses[0]), "but it is remembered");
         Assert.That(restarted.JoinedTopics, Is.EqualTo(new[] { "potluck/test/1" }), "topics are rejoined");
         Assert.That(restarted.Dht.RoutingTablePeers(), Does.Contain(newer.PeerId));
-    }
+    });
 
     [Test]
-    public async Task Restart_RejoinsGossipTopic_AndReceivesMessagesAgain(CancellationToken ct)
+    public void Restart_RejoinsGossipTopic_AndReceivesMessagesAgain() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 5);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 5);
         var peer = await nodes.StartAsync(nodes.Options());
         using var peerSub = peer.JoinTopic("chat");
         var key = nodes.NewKey();
@@ -152,12 +157,13 @@ public class NodeDiscoveryTests
         await peer.Gossip.PublishAsync("chat", "hello again"u8.ToArray(), ct);
         var message = await sub.Messages.ReadAsync(ct);
         Assert.That(message.Data.ToArray(), Is.EqualTo("hello again"u8.ToArray()));
-    }
+    });
 
     [Test]
-    public async Task SelfAddresses_AreNeverPersisted_NorRedialed(CancellationToken ct)
+    public void SelfAddresses_AreNeverPersisted_NorRedialed() => VirtualTimeDriver.Run(async d =>
     {
-        await using var nodes = new TestNodes(seed: 6);
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 6);
         var key = nodes.NewKey();
         var other = nodes.NewKey();
         var dataDir = nodes.NewDataDir();
@@ -189,5 +195,5 @@ public class NodeDiscoveryTests
         Assert.That(state.Peers.Select(p => p.Id), Does.Not.Contain(key.PeerId));
         Assert.That(state.Peers.SelectMany(p => p.Addresses), Does.Not.Contain(own));
         Assert.That(state.Peers.Single(p => p.Id == third.PeerId).Addresses, Does.Contain(third.Host.ListenAddresses[0]));
-    }
+    });
 }

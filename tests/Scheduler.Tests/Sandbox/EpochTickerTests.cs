@@ -1,4 +1,4 @@
-using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Sandbox;
 
 namespace Potluck.Scheduler.Tests.Sandbox;
@@ -9,14 +9,14 @@ public class EpochTickerTests
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(10);
 
     private SandboxFixture _fixture = null!;
-    private FakeTimeProvider _time = null!;
+    private VirtualClock _time = null!;
     private WasmSandbox _sandbox = null!;
 
     [SetUp]
     public void SetUp()
     {
         _fixture = new SandboxFixture();
-        _time = new FakeTimeProvider();
+        _time = new VirtualClock();
         _sandbox = _fixture.Create(o => o with
         {
             EpochTick = Tick,

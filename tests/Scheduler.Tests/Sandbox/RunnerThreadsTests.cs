@@ -7,7 +7,7 @@ public class RunnerThreadsTests
     private static readonly TimeSpan Generous = TimeSpan.FromSeconds(30);
 
     private static void WaitIdle(RunnerThreads runners, int count)
-        => Assert.That(SpinWait.SpinUntil(() => runners.Idle == count, Generous), Is.True, $"expected {count} idle runner(s)");
+        => Assert.That(runners.WaitUntilIdle(count, Generous), Is.True, $"expected {count} idle runner(s)");
 
     [Test]
     public void SequentialRuns_ReuseOneThread_WithTheLargeStack()
