@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Side-by-side libp2p benchmark of two commits: /perf throughput Potluck↔Potluck and handshakes per second, each commit
+# built from a clean export with its own Bench program, run interleaved ROUNDS times (the machines are shared and noisy:
+# compare the ratios within a round).
+# usage: scripts/bench/ab-net.sh [rounds] [base-commit] [bytes-per-direction] [runs] [handshakes]
+set -euo pipefail
+rounds=${1:-3}
+base=${2:-f28b605}
+size=${3:-134217728}
+runs=${4:-3}
+handshakes=${5:-3000}
+root=$(git rev-parse --show-toplevel)
+work=$(mktemp -d /tmp/bench-ab.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+for v in base head; do
+  commit=$([[ $v == base ]] && echo "$base" || echo HEAD)
+  mkdir -p "$work/$v"
+  git -C "$root" archive "$commit" | tar -x -C "$work/$v"
+  (cd "$work/$v" && dotnet build scripts/bench/Bench -c Release -v q -nologo > "$work/$v.build.log") || { cat "$work/$v.build.log"; exit 1; }
+  ln -s "$root/tests/Interop/js/node_modules" "$work/$v/tests/Interop/js/node_modules" 2>/dev/null || true
+done
+echo "# base $(git -C "$root" rev-parse --short "$base"), head $(git -C "$root" rev-parse --short HEAD); $((size >> 20)) MiB per direction, median of $runs; $handshakes handshakes"
+for r in $(seq 1 "$rounds"); do
+  for v in base head; do
+    echo "=== $v, round $r, $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg)"
+    (cd "$work/$v" && dotnet scripts/bench/Bench/bin/Release/net10.0/Potluck.Benchmarks.dll "$size" "$runs" "$handshakes" potluck,hs) \
+      | grep -E '^\| Potluck|^Handshakes|µs of this' || true
+  done
+done
