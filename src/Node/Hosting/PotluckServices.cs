@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -88,6 +89,8 @@ internal static class PotluckServices
         services.AddSingleton<ProtocolHostedService>();
         services.AddSingleton<DiscoveryService>();
         services.AddSingleton<ComputeHostedService>();
+        services.TryAddSingleton<Home.IMachineProbe>(new Home.ProcMachineProbe());
+        services.TryAddSingleton(TimeZoneInfo.Local);
 
         // Started in this order, stopped in reverse.
         services.AddHostedService(sp => sp.GetRequiredService<ProtocolHostedService>());
