@@ -30,6 +30,7 @@ internal sealed class RunCommand : PotluckCommand
         Options.Add(Price);
         Options.Add(NoProvide);
         Options.Add(SwarmKey);
+        Options.Add(ControlListen);
         Options.Add(DataDir);
         Options.Add(Config);
         Options.Add(LogLevel);
@@ -47,13 +48,16 @@ internal sealed class RunCommand : PotluckCommand
     public Option<int?> Cores { get; } = CliOptions.Int("--cores", "n",
         "tasks run at once for others (default: preferences:cpuSharePercent of this machine's cores, 50 %, at least 1; setting compute:provider:cores)", 1, 4096);
 
-    public Option<int?> Price { get; } = CliOptions.Int("--price", "credits",
-        "credits asked per million fuel (default 10; setting compute:provider:pricePerMegaFuel)", 0, 1_000_000_000);
+    public Option<int?> Price { get; } = CliOptions.Int("--price", "micro-credits",
+        "asked per million fuel, in micro-credits (a millionth of a credit; default 10; setting compute:provider:pricePerMegaFuel)", 0, 1_000_000_000);
 
     public Option<bool> NoProvide { get; } = CliOptions.Flag("--no-provide",
         "do not run tasks for others; the node still relays, discovers and gossips (setting compute:provide = false)");
 
     public Option<string> SwarmKey { get; } = Commands.SwarmKeyOption("join only the private network of this swarm.key (libp2p pnet; setting swarmKey)");
+
+    public Option<string> ControlListen { get; } = CliOptions.Text("--control-listen", "address:port",
+        "where the control API and /metrics listen, a loopback address (default 127.0.0.1:4101; setting control:listen)");
 
     public Option<string> DataDir { get; } = Commands.DataDirOption();
 
@@ -92,6 +96,10 @@ internal sealed class RunCommand : PotluckCommand
         if (result.GetValue(run.Price) is { } price)
         {
             keys.Add(new("compute:provider:pricePerMegaFuel", price.ToString(CultureInfo.InvariantCulture)));
+        }
+        if (result.GetValue(run.ControlListen) is { } controlListen)
+        {
+            keys.Add(new("control:listen", controlListen));
         }
         if (result.GetValue(run.SwarmKey) is { } swarmKey)
         {
@@ -142,20 +150,30 @@ internal sealed class RunCommand : PotluckCommand
         });
         await using var node = builder.Build();
         var loggers = node.Services.GetRequiredService<ILoggerFactory>();
-        // The control socket first: if another node already serves this data directory, stop before touching the network.
-        await using var control = new ControlServer(dataDir, new ControlOptions(), node.Runtime.Time, loggers);
+        ControlServer? control = null;
         try
         {
+            // The control API first: if another node already uses this data directory, stop before touching the network.
+            var options = node.Options;
+            control = new ControlServer(dataDir, new ControlOptions { Endpoint = options.Control.Endpoint! }, loggers);
             await control.StartAsync(CancellationToken.None);
             await node.StartAsync(CancellationToken.None);
         }
         catch (Exception e) when (Commands.StartFailure(e) is { } message)
         {
+            if (control is not null)
+            {
+                await control.DisposeAsync();
+            }
             await Error.WriteLineAsync($"potluck run: {message}");
             return 1;
         }
-        NodeControl.Register(control, node);
-        using var printer = new NodePrinter(node, Out, control.SocketPath);
+        await using var controlScope = control;
+        var (flagKeys, _) = RunFlags(result);
+        var settings = new NodeSettings(dataDir, result.GetValue(Config), flagKeys);
+        NodeControl.Register(control, node, settings);
+        settings.Register(control, node);
+        using var printer = new NodePrinter(node, Out, control.Address!.ToString());
         await printer.PrintHeaderAsync();
         var lifetime = node.Services.GetRequiredService<IHostApplicationLifetime>();
         var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
