@@ -67,7 +67,7 @@ public sealed class ComputeNode : IAsyncDisposable
         string DataDir,
         Hosting.ComputeOptions Options,
         NodeRuntime Runtime,
-        TimeProvider? SandboxTime,
+        TimeProvider SandboxTime,
         Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
         ILoggerFactory Loggers,
         ComputeInstruments Instruments);
@@ -88,7 +88,7 @@ public sealed class ComputeNode : IAsyncDisposable
         ReputationJournal? journal = null;
         try
         {
-            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime ?? TimeProvider.System);
+            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime);
             var modules = new ModuleStore(Path.Combine(dataDir, "modules"));
             var executor = new SandboxTaskExecutor(sandbox, modules, runtime, instruments);
             var reputation = new ReputationStore();
