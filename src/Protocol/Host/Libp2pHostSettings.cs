@@ -33,7 +33,11 @@ public sealed partial class Libp2pHost
     /// on the given transports and runtime.
     /// </summary>
     public static Libp2pHost Create(PrivateKey key, IReadOnlyList<ITransport> transports, Libp2pHostSettings settings,
-        NodeRuntime runtime, ILoggerFactory loggers) =>
-        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers),
-            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers);
+        NodeRuntime runtime, ILoggerFactory loggers)
+    {
+        var resources = new ResourceManager(settings.Host, runtime.Time);
+        return new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers),
+            new YamuxMuxer(settings.Yamux, runtime, loggers, resources.Memory), settings.SwarmKey, settings.Multistream, runtime, loggers,
+            settings.Noise.EarlyMuxers, resources);
+    }
 }
