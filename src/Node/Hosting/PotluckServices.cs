@@ -113,6 +113,7 @@ internal static class PotluckServices
         {
             try
             {
+                Protocol.Runtime.OwnerOnly.CreateDirectory(dir);
                 return PrivateKey.LoadOrCreate(Path.Combine(dir, NodeConfiguration.IdentityFileName));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
