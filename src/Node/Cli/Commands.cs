@@ -98,6 +98,7 @@ public static class Commands
             new NetworkCommands.PerfCommand(context),
             new SwarmKeyCommand(context),
             new P2pdCommand(context),
+            new TransportInteropCommand(context),
             new HelpCommand(context),
             new VersionCommand(context),
         };
