@@ -140,7 +140,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await ContextWait.WaitAsync(changed, ct);
         }
     }
 
@@ -158,7 +158,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await ContextWait.WaitAsync(changed, ct);
         }
     }
 
@@ -278,7 +278,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 _reputation.RecordUnchecked(lease.Provider);
             }
-            await PayAsync(job, lease, ct);
+            if (verdict == CheckVerdict.Inconclusive && claimed.Outcome == AttestedOutcome.Trapped)
+            {
+                // A trap a re-run could not confirm (a stack overflow: where it happens depends on the machine) is never paid.
+                _ledger.Release(lease.LeaseId);
+                Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "an unconfirmed trap: not paid", 0));
+            }
+            else
+            {
+                await PayAsync(job, lease, ct);
+            }
             if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
             {
                 return job.Finish(trusted, _key.PeerId, verified: true);
@@ -487,6 +496,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, why, 0));
             return null;
         }
+        if (claimedStatus == ExecutionStatus.TimedOut)
+        {
+            // A wall-clock timeout is not a result: nothing proves the work was done, so it is never paid, and it
+            // counts against the provider (which chose to accept a task it could not finish).
+            _ledger.Release(leaseId);
+            _reputation.RecordFailure(provider);
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the provider's wall clock ran out: not paid", 0));
+            return null;
+        }
         if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
         {
             _ledger.Release(leaseId);
@@ -575,7 +593,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             try
             {
-                await changed.WaitAsync(left, _time, ct);
+                await ContextWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -625,7 +643,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        return _deliveryWork.WhenIdleAsync().WaitAsync(ct);
+        return ContextWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
     }
 
     /// <summary>
