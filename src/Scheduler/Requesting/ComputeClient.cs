@@ -114,7 +114,20 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _ledger.Release(r.LeaseId);
         }
-        _work.Run("redeliver receipts", RedeliverReceiptsAsync);
+        _work.Run("redeliver receipts", RedeliverPeriodicallyAsync);
+    }
+
+    /// <summary>Sends unacknowledged receipts again now and every <see cref="ComputeClientOptions.ReceiptRetryInterval"/> until stopped.</summary>
+    private async Task RedeliverPeriodicallyAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            if (_ledger.Reservations(PaymentState.Settled).Count > 0)
+            {
+                await RedeliverReceiptsAsync(ct);
+            }
+            await Task.Delay(_options.ReceiptRetryInterval, _time, ct);
+        }
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>

@@ -42,7 +42,7 @@ internal sealed class TrustCluster : IAsyncDisposable
 
     public List<Member> Members { get; } = [];
 
-    public sealed record Member(string Name, PotluckNode Potluck, PrivateKey Key, string DataDir)
+    public sealed record Member(string Name, PotluckNode Potluck, PrivateKey Key, string DataDir, Func<Task<PotluckNode>> Start)
     {
         public PeerId PeerId => Key.PeerId;
 
@@ -62,6 +62,8 @@ internal sealed class TrustCluster : IAsyncDisposable
         key ??= PrivateKey.FromRandom(_random);
         var dir = Path.Combine(_root, name);
         var client = new ComputeClientOptionsBuilder().Build();
+        Task<PotluckNode> Start()
+        {
         var builder = PotluckNode.CreateBuilder()
             .UseSimulatedNetwork(Network)
             .UseRuntime(_driver.CreateRuntime(_random.Next()))
@@ -90,9 +92,22 @@ internal sealed class TrustCluster : IAsyncDisposable
         {
             builder.DecorateProviderExecutor(decorate);
         }
-        var member = new Member(name, await builder.StartAsync(), key, dir);
+        return builder.StartAsync();
+        }
+        var member = new Member(name, await Start(), key, dir, Start);
         Members.Add(member);
         return member;
+    }
+
+    /// <summary>Stops a member (its host first, as a crash would) and returns; <see cref="RestartAsync"/> brings it back.</summary>
+    public async Task StopAsync(Member member) => await member.Potluck.DisposeAsync();
+
+    /// <summary>Starts a stopped member again with the same identity, data directory and settings.</summary>
+    public async Task<Member> RestartAsync(Member member)
+    {
+        var restarted = member with { Potluck = await member.Start() };
+        Members[Members.IndexOf(member)] = restarted;
+        return restarted;
     }
 
     /// <summary>Earned entries in <paramref name="payee"/>'s ledger from <paramref name="payer"/>.</summary>
