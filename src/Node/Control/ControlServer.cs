@@ -68,7 +68,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <exception cref="IOException">Another node uses this data directory, the address is taken, or a file is unusable.</exception>
     public async Task StartAsync(CancellationToken ct)
     {
-        Directory.CreateDirectory(DataDir);
+        Protocol.Runtime.OwnerOnly.CreateDirectory(DataDir);
         _lock = ControlFiles.LockDataDir(DataDir);
         try
         {

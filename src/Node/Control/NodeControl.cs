@@ -127,7 +127,7 @@ public static class NodeControl
                 ["others_cpu_percent"] = availability?.OthersCpuPercent is { } o ? Math.Round(o, 1) : null,
                 ["leases_running"] = leases.Count(l => l.Running),
                 ["leases_held"] = leases.Count,
-                ["leases_completed"] = provider.LeasesCompleted,
+                ["leases_completed"] = node.Preferences?.LeasesCompleted ?? 0,
                 ["leases_cancelled_for_owner"] = node.Preferences?.LeasesCancelled ?? 0,
             };
         }
@@ -198,7 +198,7 @@ public static class NodeControl
             return "no peers connected: give a --bootstrap address of another node, or start nodes on this network (mDNS)" +
                    (node.Options.SwarmKey is not null ? "; with a swarm key only nodes with the same key can connect" : "");
         }
-        if (provider.Leases().Count == 0 && provider.LeasesCompleted == 0)
+        if (provider.Leases().Count == 0 && (node.Preferences?.LeasesCompleted ?? 0) == 0)
         {
             return $"nobody has asked yet: {peers} peer{(peers == 1 ? "" : "s")} connected; requesters find this node by its advertisement " +
                    $"(price {node.Options.Compute.Provider.PricePerMegaFuel} micro-credits per million fuel, at most {node.Options.Compute.Provider.MaxFuel:N0} fuel a task)";

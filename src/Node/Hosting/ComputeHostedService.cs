@@ -35,7 +35,8 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
             setup.Runtime,
             setup.SandboxTime,
             setup.ExecutorDecorator,
-            services.GetRequiredService<ILoggerFactory>()));
+            services.GetRequiredService<ILoggerFactory>(),
+            services.GetRequiredService<Potluck.Scheduler.Metrics.ComputeInstruments>()));
         Preferences = new Home.PreferencesService(
             services.GetRequiredService<Potluck.Protocol.Host.IHost>(),
             Node.Provider,

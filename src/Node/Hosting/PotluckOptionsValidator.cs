@@ -48,6 +48,17 @@ public static class PotluckOptionsValidator
         Positive(h.DialTimeout, "host:dialTimeout");
         Positive(h.HandshakeTimeout, "host:handshakeTimeout");
         Positive(h.StreamNegotiationTimeout, "host:streamNegotiationTimeout");
+        Need(h.HighWater == 0 || (h.LowWater >= 0 && h.LowWater <= h.HighWater && h.HighWater <= h.MaxConnections),
+            $"'host:lowWater' ≤ 'host:highWater' ≤ 'host:maxConnections' must hold (now {h.LowWater}, {h.HighWater}, {h.MaxConnections}); 'host:highWater' 0 turns trimming off");
+        var r = h.Resources;
+        AtLeast(r.MaxConnectionsPerPeer, 1, "host:resources:maxConnectionsPerPeer");
+        AtLeast(r.MaxConnectionsPerAddress, 1, "host:resources:maxConnectionsPerAddress");
+        AtLeast(r.MaxConnectionsPerSubnet, 1, "host:resources:maxConnectionsPerSubnet");
+        AtLeast(r.MaxPendingInboundPerAddress, 1, "host:resources:maxPendingInboundPerAddress");
+        AtLeast(r.MaxPendingInboundPerSubnet, 1, "host:resources:maxPendingInboundPerSubnet");
+        AtLeast(r.MaxInboundStreamsPerPeer, 1, "host:resources:maxInboundStreamsPerPeer");
+        AtLeast(r.MaxInboundStreamsPerProtocol, 1, "host:resources:maxInboundStreamsPerProtocol");
+        AtLeast(r.MaxMuxerMemory, 256 * 1024, "host:resources:maxMuxerMemory");
         Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 
         var g = o.Gossip;
