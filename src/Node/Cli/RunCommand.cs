@@ -34,7 +34,10 @@ internal sealed class RunCommand : PotluckCommand
         Options.Add(DataDir);
         Options.Add(Config);
         Options.Add(LogLevel);
+        Options.Add(Json);
     }
+
+    public Option<bool> Json { get; } = CliOptions.Flag("--json", "log one JSON object per line (time, level, category, message and its values) instead of text");
 
     public Option<Multiaddr[]> Listen { get; } = CliOptions.Addresses("--listen",
         $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort}; setting listen)", needPeerId: false);
@@ -134,15 +137,36 @@ internal sealed class RunCommand : PotluckCommand
         var (configuration, lists, dataDir) = RunConfiguration(result);
         var builder = PotluckNode.CreateBuilder(configuration).Configure(lists);
         builder.Logging.SetMinimumLevel(result.GetValue(LogLevel) ?? Microsoft.Extensions.Logging.LogLevel.Information);
-        builder.Logging.AddSimpleConsole(o =>
+        var underSystemd = Microsoft.Extensions.Hosting.Systemd.SystemdHelpers.IsSystemdService();
+        if (result.GetValue(Json))
         {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
-        });
+            // One JSON object per line: timestamp, level, category, message and its named values.
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+                o.UseUtcTimestamp = true;
+            });
+        }
+        else if (!underSystemd)
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss ";
+            });
+        }
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", Microsoft.Extensions.Logging.LogLevel.Warning);
-        // Ctrl-C, SIGTERM and SIGQUIT ask the host to stop; it stops the node's services in reverse order (peers saved).
-        builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
+        if (underSystemd)
+        {
+            // Type=notify: READY=1 once the node listens, STOPPING=1 on stop; log lines with journald's <level> prefixes.
+            builder.Services.AddSystemd();
+        }
+        else
+        {
+            // Ctrl-C, SIGTERM and SIGQUIT ask the host to stop; it stops the node's services in reverse order (peers saved).
+            builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
+        }
         builder.Configure(o =>
         {
             var problems = PotluckOptionsValidator.ValidateForThisMachine(o);
@@ -173,6 +197,8 @@ internal sealed class RunCommand : PotluckCommand
         var settings = new NodeSettings(dataDir, result.GetValue(Config), flagKeys);
         NodeControl.Register(control, node, settings);
         settings.Register(control, node);
+        using var metrics = new MetricsExporter(node);
+        control.MapMetrics(metrics, node.Options.Control.OpenMetrics);
         using var printer = new NodePrinter(node, Out, control.Address!.ToString());
         await printer.PrintHeaderAsync();
         var lifetime = node.Services.GetRequiredService<IHostApplicationLifetime>();

@@ -61,8 +61,18 @@ public sealed partial class ControlServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Serves <c>GET /metrics</c> with <paramref name="write"/> (Prometheus text format).</summary>
-    public void MapMetrics(Func<HttpContext, Task> write) => _metrics = write;
+    /// <summary>Serves <c>GET /metrics</c> from <paramref name="exporter"/> (Prometheus text format); without the token when <paramref name="open"/>.</summary>
+    public void MapMetrics(MetricsExporter exporter, bool open)
+    {
+        _openMetrics = open;
+        _metrics = async http =>
+        {
+            http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await exporter.WriteAsync(http.Response.Body, http.RequestAborted);
+        };
+    }
+
+    private bool _openMetrics;
 
     /// <summary>Takes the data directory's lock, makes or reads the token, starts listening and writes <c>control.json</c>.</summary>
     /// <exception cref="IOException">Another node uses this data directory, the address is taken, or a file is unusable.</exception>
@@ -119,7 +129,8 @@ public sealed partial class ControlServer : IAsyncDisposable
     {
         var ct = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, _stop.Token).Token;
         http.Response.Headers.CacheControl = "no-store";
-        if (!Authorized(http.Request))
+        var isMetrics = http.Request.Path.Value == "/metrics" && HttpMethods.IsGet(http.Request.Method) && _metrics is not null;
+        if (!(isMetrics && _openMetrics) && !Authorized(http.Request))
         {
             await WriteAsync(http, StatusCodes.Status401Unauthorized,
                 Error(ControlErrorCode.Unauthorized, $"missing or wrong token: send 'Authorization: Bearer <the contents of {ControlFiles.TokenPath(DataDir)}>'"), ct);

@@ -151,7 +151,7 @@ public static class NodeControl
         return status;
     }
 
-    private static string StateName(WorkState state) => state switch
+    internal static string StateName(WorkState state) => state switch
     {
         WorkState.Working => "working",
         WorkState.IdlePaused => "idle-paused",

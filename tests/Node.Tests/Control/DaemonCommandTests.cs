@@ -46,6 +46,17 @@ public class DaemonCommandTests
         Assert.That(status["provider"]!["state"]!.GetValue<string>(), Is.EqualTo("working"));
         Assert.That(status["credits"]!["balance"]!.GetValue<long>(), Is.EqualTo(1_000_000));
 
+        await using (var client = await ControlClient.ConnectAsync(_dataDir, null, ct))
+        {
+            var metrics = await client.MetricsAsync(ct);
+            Assert.That(metrics, Does.Contain("potluck_provider_working 1").And.Contain("potluck_provider_cores_offered 1")
+                .And.Contain("potluck_ledger_balance_microcredits 1000000").And.Contain("process_cpu_seconds_total"));
+        }
+        await using (var wrong = ControlClient.Create(ControlFiles.ReadEndpoint(_dataDir), "not-the-token-at-all", _dataDir))
+        {
+            Assert.That(Assert.ThrowsAsync<IOException>(() => wrong.MetricsAsync(ct))!.Message, Does.Contain("401"));
+        }
+
         (code, text, err) = await Cli("peers");
         Assert.That((code, text), Is.EqualTo((0, "No connected peers." + Environment.NewLine)), err);
         Assert.That((await Json("peers"))["peers"]!.AsArray(), Is.Empty);
