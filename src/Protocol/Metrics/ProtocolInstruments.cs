@@ -18,7 +18,8 @@ namespace Potluck.Protocol.Metrics;
 /// protocol, kind: inbound streams that ended at the host's one catch site with anything but a clean end)</item>
 /// <item><c>potluck.bytes.received</c>, <c>potluck.bytes.sent</c> (By): encrypted bytes on upgraded connections</item>
 /// <item><c>potluck.gossip.messages.published</c>, <c>.received</c>, <c>.duplicates</c>, <c>.delivered</c> and
-/// <c>.rejected</c> ({message}; reason: invalid_signature, oversized, malformed, rejected, ignored)</item>
+/// <c>.rejected</c> ({message}; reason: invalid_signature, oversized, malformed, rejected, ignored), and
+/// <c>.dropped</c> ({message}: delivered, but a local subscriber's buffer was full)</item>
 /// <item><c>potluck.dht.queries</c> ({query}; type, outcome: ok or the failure kind) and <c>potluck.dht.lookups</c>
 /// ({lookup}; type)</item>
 /// </list>
@@ -42,6 +43,7 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _gossipDuplicates;
     private readonly Counter<long> _gossipDelivered;
     private readonly Counter<long> _gossipRejected;
+    private readonly Counter<long> _gossipDropped;
     private readonly Counter<long> _dhtQueries;
     private readonly Counter<long> _dhtLookups;
 
@@ -70,6 +72,7 @@ public sealed class ProtocolInstruments
         _gossipDuplicates = meter.CreateCounter<long>("potluck.gossip.messages.duplicates", "{message}", "Received gossip messages already seen");
         _gossipDelivered = meter.CreateCounter<long>("potluck.gossip.messages.delivered", "{message}", "Received gossip messages accepted and delivered");
         _gossipRejected = meter.CreateCounter<long>("potluck.gossip.messages.rejected", "{message}", "Received gossip messages refused, by reason");
+        _gossipDropped = meter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
         _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
         _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
     }
@@ -133,6 +136,8 @@ public sealed class ProtocolInstruments
 
     /// <param name="reason">One of <c>invalid_signature</c>, <c>oversized</c>, <c>malformed</c>, <c>rejected</c>, <c>ignored</c>.</param>
     public void GossipRejected(string reason) => _gossipRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
+
+    public void GossipDropped() => _gossipDropped.Add(1);
 
     /// <param name="type">The DHT message type in lower case (<c>find_node</c>, <c>get_providers</c>, …).</param>
     /// <param name="failure">Null when the query was answered.</param>

@@ -80,6 +80,28 @@ public class NodeMetricsTests
     });
 
     [Test]
+    public void Peer_SendingAnOversizedDhtRequest_IsCountedAsAFailedStream_AndTheNodeStillAnswers() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var nodes = new TestNodes(d, seed: 45);
+        var a = await nodes.StartAsync(nodes.Options());
+        var b = await nodes.StartAsync(nodes.Options() with { Bootstrap = [a.FullAddresses[0]] });
+        await b.Joined;
+        using var metrics = new MetricRecorder(a.ProtocolMetrics.Meter);
+
+        // A length prefix far over the DHT's message limit: the request is refused before anything is read or allocated.
+        var stream = await b.Host.NewStreamAsync(a.PeerId, [a.Dht.ProtocolId], CancellationToken.None);
+        await stream.Output.WriteAsync(new byte[] { 0xff, 0xff, 0xff, 0xff, 0x0f });
+        await stream.Output.FlushAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1), nodes.Time);
+        stream.Reset();
+
+        Assert.That(metrics.Sum("potluck.streams.failed", $"protocol={a.Dht.ProtocolId}", "kind=protocol_violation"), Is.EqualTo(1));
+        Assert.That(a.Host.Connections, Has.Count.EqualTo(1), "a bad request on one stream resets that stream, not the connection");
+        var closest = await b.Dht.GetClosestPeersAsync("some key"u8.ToArray(), CancellationToken.None);
+        Assert.That(closest, Does.Contain(a.PeerId), "a still answers b's next request");
+    });
+
+    [Test]
     public void GossipMessage_IsCountedPublishedByItsAuthor_AndReceivedAndDeliveredByTheOther() => VirtualTimeDriver.Run(async d =>
     {
         await using var nodes = new TestNodes(d, seed: 43);
