@@ -140,7 +140,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -158,7 +158,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -575,7 +575,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             try
             {
-                await changed.WaitAsync(left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
