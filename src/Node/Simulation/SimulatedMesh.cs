@@ -155,6 +155,24 @@ public sealed class SimNode
 
     internal CheatingTaskExecutor? Cheat { get; set; }
 
+    /// <summary>Gossip counters of earlier incarnations (a crash loses the router's).</summary>
+    internal long PastGossipDelivered { get; set; }
+
+    internal long PastGossipDuplicates { get; set; }
+
+    /// <summary>First deliveries and duplicate copies its gossip routers counted, all incarnations.</summary>
+    public (long Delivered, long Duplicates) GossipCounters()
+    {
+        long delivered = PastGossipDelivered, duplicates = PastGossipDuplicates;
+        if (Node is { } node)
+        {
+            var c = node.Gossip.Counters;
+            delivered += c.Delivered;
+            duplicates += c.Duplicates;
+        }
+        return (delivered, duplicates);
+    }
+
     public override string ToString() => $"n{Index}";
 }
 
@@ -363,6 +381,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
         {
             return;
         }
+        var (delivered, duplicates) = node.GossipCounters();
+        node.PastGossipDelivered = delivered;
+        node.PastGossipDuplicates = duplicates;
         node.Node = null;
         node.Corrupted += node.Cheat?.Corrupted ?? 0;
         node.Cheat = null;
