@@ -88,7 +88,10 @@ public sealed record SimReport
 
     public sealed record GossipFigures(int Probes, double Delivery, double DuplicatesPerNode, long Delivered, long Duplicates);
 
-    public sealed record CreditFigures(double Gini, long HonestEarned, long AdversaryEarned);
+    /// <param name="BalancesSum">Every node's balance, summed (crashed nodes' read back from disk).</param>
+    /// <param name="Grants">What the nodes were granted: conserved credits sum to exactly this.</param>
+    /// <param name="OpenPayments">Reservations still open or receipts settled but not handed to their provider, at the end.</param>
+    public sealed record CreditFigures(double Gini, long HonestEarned, long AdversaryEarned, long BalancesSum, long Grants, int OpenPayments);
 
     public sealed record FaultFigures(int Crashes, int Restarts, int Partitions, int Heals);
 
@@ -144,6 +147,23 @@ public sealed record SimReport
         var adversaryCorrectFuel = adversaries.Sum(a => correctFuelBy.GetValueOrDefault(a.Index));
         var gain = (adversaryEarned * 1_000_000.0 / Math.Max(1, s.Mesh.PricePerMegaFuel)) - adversaryCorrectFuel;
 
+        long balances = 0;
+        var open = 0;
+        foreach (var n in mesh.Nodes)
+        {
+            if (n.Node?.Compute is { } c)
+            {
+                balances += c.Ledger.Balance();
+                open += c.Ledger.Reservations(Scheduler.Credits.PaymentState.Settled).Count + c.Ledger.Reservations(Scheduler.Credits.PaymentState.Reserved).Count;
+            }
+            else
+            {
+                using var ledger = Scheduler.Credits.CreditLedger.Open(n.DataDir, n.PeerId,
+                    new Scheduler.Credits.CreditsOptions { InitialGrant = s.Mesh.InitialGrant }, mesh.Clock);
+                balances += ledger.Balance();
+            }
+        }
+
         long gossipDelivered = 0, gossipDuplicates = 0;
         foreach (var n in mesh.Nodes)
         {
@@ -168,7 +188,8 @@ public sealed record SimReport
             HonestAccused = honestAccused,
             Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
                 gossipDelivered == 0 ? 0 : (double)gossipDuplicates / gossipDelivered, gossipDelivered, gossipDuplicates),
-            Credits = new CreditFigures(Gini(honestRatios), points.Where(p => !p.Adversary).Sum(p => p.Credits), adversaryEarned),
+            Credits = new CreditFigures(Gini(honestRatios), points.Where(p => !p.Adversary).Sum(p => p.Credits), adversaryEarned,
+                balances, s.Mesh.InitialGrant * mesh.Nodes.Count, open),
             AdversaryGain = gain,
             Faults = new FaultFigures(
                 mesh.Events.Count(e => e.Kind == MeshEventKind.Crash), mesh.Events.Count(e => e.Kind == MeshEventKind.Restart),
@@ -231,7 +252,7 @@ public sealed record SimReport
         Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
-        Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel");
+        Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x), {Events} events ({EventsPerS:F0}/s), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");

@@ -125,7 +125,9 @@ public static class SimRunner
             {
                 if (publisher.Node is { } node)
                 {
-                    var up = mesh.Nodes.Where(n => n.IsUp && n != publisher).Select(n => n.Index).ToList();
+                    // Owed to every node up and not cut off from the publisher by a partition.
+                    var up = mesh.Nodes.Where(n => n.IsUp && n != publisher && !mesh.Network.IsPartitioned(publisher.Address, n.Address))
+                        .Select(n => n.Index).ToList();
                     published.Add(new ProbeRecord(id, mesh.Elapsed, up));
                     await node.Gossip.PublishAsync(ProbeTopic, BitConverter.GetBytes(id), CancellationToken.None);
                 }
@@ -215,7 +217,8 @@ public static class SimRunner
     private sealed record ProbeRecord(int Id, TimeSpan At, List<int> Up);
 
     /// <summary>
-    /// Probe deliveries owed and made: a probe is owed to every node up when it was published that did not crash
+    /// Probe deliveries owed and made: a probe is owed to every node up (and on the publisher's side of any partition)
+    /// when it was published that did not crash
     /// afterwards (a node that crashed may have lost it with its state); made when that node's subscription holds it.
     /// </summary>
     private static (long Expected, long Delivered) CountProbes(SimulatedMesh mesh, Dictionary<int, Protocol.Gossipsub.GossipSubscription> subs,

@@ -58,6 +58,32 @@ public static class LoopSafeWait
         return await gate.Task;
     }
 
+    /// <summary>
+    /// <see cref="SemaphoreSlim.WaitAsync(CancellationToken)"/> without its thread-pool hop: a cancellable wait on a
+    /// semaphore completes through the framework's <c>WaitAsync</c> and resumes on the thread pool. Here the semaphore is
+    /// waited for without a token, and a wait given up on cancellation hands its slot straight back when it comes.
+    /// </summary>
+    public static async Task EnterAsync(SemaphoreSlim gate, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(gate);
+        ct.ThrowIfCancellationRequested();
+        if (gate.Wait(0))
+        {
+            return;
+        }
+        var entering = gate.WaitAsync();
+        try
+        {
+            await WaitAsync(entering, ct);
+        }
+        catch (OperationCanceledException)
+        {
+            var awaiter = entering.ConfigureAwait(true).GetAwaiter();
+            awaiter.UnsafeOnCompleted(() => gate.Release());
+            throw;
+        }
+    }
+
     private static async Task<bool> Wrap(Task task)
     {
         await task;

@@ -100,7 +100,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     {
         try
         {
-            await _write.WaitAsync(_stop.Token);
+            await LoopSafeWait.EnterAsync(_write, _stop.Token);
         }
         catch (OperationCanceledException)
         {
@@ -202,7 +202,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         // Under the write lock, so a writer never picks up a stream being dropped.
         try
         {
-            await _write.WaitAsync(_stop.Token);
+            await LoopSafeWait.EnterAsync(_write, _stop.Token);
         }
         catch (OperationCanceledException)
         {

@@ -50,7 +50,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     {
         try
         {
-            await _gate.WaitAsync(_stop.Token);
+            await LoopSafeWait.EnterAsync(_gate, _stop.Token);
         }
         catch (OperationCanceledException)
         {
