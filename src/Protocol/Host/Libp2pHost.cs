@@ -58,6 +58,7 @@ public sealed partial class Libp2pHost : IHost
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
+        _instruments.ObserveRefusals(() => _resources.Refusals);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources);
         _router.Changed += () => LocalInfoChanged?.Invoke();

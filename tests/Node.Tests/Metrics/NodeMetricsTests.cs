@@ -80,6 +80,29 @@ public class NodeMetricsTests
     });
 
     [Test]
+    public void Strangers_OverTheHandshakeLimit_AreRefused_AndTheRefusalIsObservedByScope() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var nodes = new TestNodes(d, seed: 46);
+        await using var a = await nodes.Builder(nodes.Options())
+            .Configure(o => o with { Host = o.Host with { MaxPendingInbound = 1 } })
+            .StartAsync();
+        using var metrics = new MetricRecorder(a.ProtocolMetrics.Meter);
+
+        // Two sockets that never say a word: the first holds the one handshake slot, the second is refused before any byte.
+        var transport = nodes.Network.CreateTransport();
+        var first = await transport.DialAsync(a.Host.ListenAddresses[0], CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMilliseconds(10), nodes.Time);
+        var second = await transport.DialAsync(a.Host.ListenAddresses[0], CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMilliseconds(10), nodes.Time);
+        metrics.Observe();
+
+        Assert.That(metrics.Values("potluck.resources.refused", $"scope={Protocol.Host.ResourceManager.Scopes.SystemHandshakes}"),
+            Is.EqualTo(new[] { 1.0 }), "observed once, one refusal");
+        await second.DisposeAsync();
+        await first.DisposeAsync();
+    });
+
+    [Test]
     public void Peer_SendingAnOversizedDhtRequest_IsCountedAsAFailedStream_AndTheNodeStillAnswers() => VirtualTimeDriver.Run(async d =>
     {
         await using var nodes = new TestNodes(d, seed: 45);
