@@ -24,9 +24,13 @@ internal sealed class StreamRouter : IAsyncDisposable
     private readonly ILogger _log;
     private readonly BackgroundWork _work;
     private readonly ResourceManager _resources;
+    private readonly PeerBudgets _budgets;
+    private readonly ConcurrentDictionary<string, string> _streamBudgets = new(StringComparer.Ordinal);
 
-    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ResourceManager? resources = null)
+    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ResourceManager? resources = null,
+        PeerBudgets? budgets = null)
     {
+        _budgets = budgets ?? new PeerBudgets(options.Budgets, runtime.Time);
         _resources = resources ?? new ResourceManager(options, runtime.Time);
         _options = options;
         _multistream = multistream;
@@ -47,6 +51,17 @@ internal sealed class StreamRouter : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(handler);
         _handlers[protocol] = handler;
         Changed?.Invoke();
+    }
+
+    /// <summary>Every inbound stream of <paramref name="protocol"/> spends a token of <paramref name="budget"/>.</summary>
+    public void SetBudget(string protocol, string budget)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(protocol);
+        if (!_budgets.IsBudget(budget))
+        {
+            throw new ArgumentException($"no budget named '{budget}'", nameof(budget));
+        }
+        _streamBudgets[protocol] = budget;
     }
 
     public void RemoveHandler(string protocol)
@@ -115,6 +130,10 @@ internal sealed class StreamRouter : IAsyncDisposable
                 return;
             }
             reservation.SetProtocol(protocol);
+            if (_streamBudgets.TryGetValue(protocol, out var budget) && !_budgets.TryTake(connection.RemotePeer, budget))
+            {
+                throw new ResourceLimitException(budget, 0, $"{budget}: {connection.RemotePeer} is over its budget");
+            }
             stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
             await handler(stream, stopping);
         }
@@ -151,6 +170,10 @@ internal sealed class StreamRouter : IAsyncDisposable
                 break;
         }
         muxed.Reset();
+        if (failure.Kind == FailureKind.ProtocolViolation)
+        {
+            _budgets.Penalise(connection.RemotePeer, Misbehaviour.Malformed);
+        }
         if (failure is { Kind: FailureKind.ProtocolViolation, Radius: BlastRadius.Connection })
         {
             var violation = Unwrap(e) as ProtocolViolationException;
