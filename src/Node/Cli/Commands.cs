@@ -82,7 +82,7 @@ public static class Commands
         Parse(new CliContext(TextWriter.Null, TextWriter.Null, NodeConfiguration.DefaultDataDir), args);
 
     internal static ParseResult Parse(CliContext context, IReadOnlyList<string> args) =>
-        CreateRoot(context).Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null }); // "@file" is a file name, not a response file
+        CreateRoot(context).Parse(P2pdCommand.Protect(args), new ParserConfiguration { ResponseFileTokenReplacer = null }); // "@file" is a file name, not a response file
 
     /// <summary>The `potluck` command and its subcommands.</summary>
     internal static Command CreateRoot(CliContext context)
@@ -97,6 +97,8 @@ public static class Commands
             new NetworkCommands.PingCommand(context),
             new NetworkCommands.PerfCommand(context),
             new SwarmKeyCommand(context),
+            new P2pdCommand(context),
+            new TransportInteropCommand(context),
             new HelpCommand(context),
             new VersionCommand(context),
         };

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -71,10 +72,13 @@ internal sealed class GossipsubRouter
     private readonly Dictionary<PeerId, Outgoing> _outbox = [];
     private readonly RouterOutput _pending = new();
     private readonly HashSet<PeerId> _meshChanged = [];
+    private readonly ProtocolInstruments? _instruments;
     private ulong _seqno;
     private long _ticks;
 
-    public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null)
+    /// <param name="instruments">The node's metrics (the service's); null in simulations, which read <see cref="Counters"/>.</param>
+    public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null,
+        ProtocolInstruments? instruments = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -96,6 +100,7 @@ internal sealed class GossipsubRouter
         _seen = new SeenCache(options.SeenTtl);
         _score = new PeerScore(options.Score, options.SeenTtl, now);
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
+        _instruments = instruments;
     }
 
     public RouterCounters Counters { get; } = new();
@@ -279,6 +284,7 @@ internal sealed class GossipsubRouter
         {
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
+        _instruments?.GossipPublished();
         _mcache.Put(id, message);
         if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
         {
@@ -304,6 +310,11 @@ internal sealed class GossipsubRouter
             }
             _fanoutLastPublished[topic] = now;
             targets = fanout;
+        }
+        if (!_options.FloodPublish)
+        {
+            targets = targets.Concat(FloodsubSubscribers(topic, default, message.From)
+                .Where(p => _score.Score(p, now) >= _options.Thresholds.PublishThreshold)).ToArray();
         }
         var count = 0;
         foreach (var p in targets)
@@ -337,7 +348,7 @@ internal sealed class GossipsubRouter
         {
             HandleMessage(from, rpc.Publish[i], now);
         }
-        if (rpc.Control is { } control)
+        if (rpc.Control is { } control && !state.IsFloodsub)
         {
             HandleControl(from, state, control, now);
         }
@@ -389,6 +400,7 @@ internal sealed class GossipsubRouter
     private void HandleMessage(PeerId from, Pb.Message message, DateTimeOffset now)
     {
         Counters.MessagesReceived++;
+        _instruments?.GossipReceived();
         if (!message.HasTopic || !_subscriptions.Contains(message.Topic))
         {
             return;
@@ -397,24 +409,28 @@ internal sealed class GossipsubRouter
         if (message.CalculateSize() > _options.MaxMessageSize)
         {
             Counters.Oversized++;
+            _instruments?.GossipRejected("oversized");
             _score.MarkInvalid(from, topic);
             return;
         }
         var id = new MessageId(_messageId(message));
         if (id.Span.Length == 0 || id.Span.Length > _options.MaxMessageIdLength * 4)
         {
+            _instruments?.GossipRejected("malformed");
             _score.MarkInvalid(from, topic);
             return;
         }
         if (_seen.Contains(id))
         {
             Counters.Duplicates++;
+            _instruments?.GossipDuplicate();
             _score.DuplicateMessage(id, from, topic, now);
             return;
         }
         if (MessageSigning.Verify(message, _options.SignaturePolicy) != SignatureFailure.None)
         {
             Counters.InvalidSignatures++;
+            _instruments?.GossipRejected("invalid_signature");
             _score.MarkInvalid(from, topic);
             return;
         }
@@ -438,6 +454,7 @@ internal sealed class GossipsubRouter
         {
             case ValidationResult.Accept:
                 Counters.Delivered++;
+                _instruments?.GossipDelivered();
                 _score.DeliverMessage(id, from, topic, now);
                 _mcache.Put(id, message);
                 _pending.Deliveries.Add(gossip);
@@ -445,10 +462,12 @@ internal sealed class GossipsubRouter
                 break;
             case ValidationResult.Reject:
                 Counters.Rejected++;
+                _instruments?.GossipRejected("rejected");
                 _score.RejectMessage(id, from, topic, now);
                 break;
             default:
                 Counters.Ignored++;
+                _instruments?.GossipRejected("ignored");
                 _score.IgnoreMessage(id, from, now);
                 break;
         }
@@ -456,11 +475,15 @@ internal sealed class GossipsubRouter
 
     private void Forward(Pb.Message message, PeerId source, string topic)
     {
+        var author = message.From;
+        foreach (var p in FloodsubSubscribers(topic, source, author))
+        {
+            Out(p).Messages.Add(message);
+        }
         if (!_mesh.TryGetValue(topic, out var mesh))
         {
             return;
         }
-        var author = message.From;
         foreach (var p in mesh)
         {
             if (p == source || (author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
@@ -470,6 +493,25 @@ internal sealed class GossipsubRouter
             Out(p).Messages.Add(message);
         }
     }
+
+    /// <summary>Floodsub peers subscribed to <paramref name="topic"/>, other than the one a message came from and its author (spec: floodsub compatibility).</summary>
+    private IEnumerable<PeerId> FloodsubSubscribers(string topic, PeerId source, ByteString author)
+    {
+        if (!_topics.TryGetValue(topic, out var subscribers))
+        {
+            yield break;
+        }
+        foreach (var p in subscribers)
+        {
+            if (p != source && _peers.TryGetValue(p, out var state) && state.IsFloodsub
+                && !(author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
+            {
+                yield return p;
+            }
+        }
+    }
+
+    private bool IsFloodsubPeer(PeerId peer) => _peers.TryGetValue(peer, out var state) && state.IsFloodsub;
 
     private void HandleControl(PeerId from, PeerState state, Pb.ControlMessage control, DateTimeOffset now)
     {
@@ -819,7 +861,7 @@ internal sealed class GossipsubRouter
         {
             ids = Shuffled(ids).Take(_options.MaxIHaveLength).ToList();
         }
-        var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
+        var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
         var target = Math.Max(_options.DLazy, (int)(_options.GossipFactor * candidates.Count));
         foreach (var p in candidates.Take(target))
         {
@@ -1006,7 +1048,7 @@ internal sealed class GossipsubRouter
             return [];
         }
         scoreOf ??= p => _score.Score(p, now);
-        return Shuffled(subscribers.Where(p => !exclude.Contains(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
+        return Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
     }
 
     private T[] Shuffled<T>(IEnumerable<T> items)
@@ -1035,7 +1077,9 @@ internal sealed class GossipsubRouter
     private sealed class PeerState(string protocol, bool outbound, string? ip)
     {
         public string Protocol { get; } = protocol;
-        public bool IsV11 { get; } = protocol != GossipsubProtocol.V10;
+        public bool IsV11 { get; } = protocol == GossipsubProtocol.V11;
+        /// <summary>A floodsub peer: never in a mesh, sent no control, given every message of the topics it subscribed to.</summary>
+        public bool IsFloodsub { get; } = protocol == GossipsubProtocol.Floodsub;
         public bool Outbound { get; } = outbound;
         public string? Ip { get; } = ip;
         public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
@@ -1062,4 +1106,7 @@ public static class GossipsubProtocol
 
     /// <summary>gossipsub v1.0.</summary>
     public const string V10 = "/meshsub/1.0.0";
+
+    /// <summary>floodsub (https://github.com/libp2p/specs/tree/master/pubsub): the same RPC, no control; gossipsub floods to such peers.</summary>
+    public const string Floodsub = "/floodsub/1.0.0";
 }

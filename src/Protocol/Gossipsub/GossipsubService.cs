@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 
@@ -85,7 +86,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly ITimer _heartbeat;
     private int _disposed;
 
-    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
+    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
         _host = host;
         _options = options;
@@ -96,9 +98,15 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno));
-        host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
-        host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
+            BitConverter.ToUInt64(seqno), instruments ?? ProtocolInstruments.Detached());
+        if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
+        {
+            throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
+        }
+        foreach (var protocol in options.Protocols)
+        {
+            host.SetStreamHandler(protocol, HandleInboundAsync);
+        }
         host.Connected += OnConnected;
         host.Disconnected += OnDisconnected;
         foreach (var c in host.Connections)
@@ -417,7 +425,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
-            stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
+            stream = await connection.OpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
@@ -568,6 +576,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _host.Disconnected -= OnDisconnected;
         _host.RemoveStreamHandler(ProtocolIdV11);
         _host.RemoveStreamHandler(ProtocolIdV10);
+        _host.RemoveStreamHandler(GossipsubProtocol.Floodsub);
         // Cancels the outbound streams, dials and retries now; waited for once the sessions are closed below.
         var stopped = _work.StopAsync();
         PeerSession[] sessions;

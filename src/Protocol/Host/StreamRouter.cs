@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
@@ -23,13 +24,15 @@ internal sealed class StreamRouter : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly BackgroundWork _work;
+    private readonly ProtocolInstruments _instruments;
     private readonly ResourceManager _resources;
     private readonly PeerBudgets _budgets;
     private readonly ConcurrentDictionary<string, string> _streamBudgets = new(StringComparer.Ordinal);
 
-    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ResourceManager? resources = null,
-        PeerBudgets? budgets = null)
+    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ProtocolInstruments instruments,
+        ResourceManager? resources = null, PeerBudgets? budgets = null)
     {
+        _instruments = instruments;
         _budgets = budgets ?? new PeerBudgets(options.Budgets, runtime.Time);
         _resources = resources ?? new ResourceManager(options, runtime.Time);
         _options = options;
@@ -134,6 +137,7 @@ internal sealed class StreamRouter : IAsyncDisposable
             {
                 throw new ResourceLimitException(budget, 0, $"{budget}: {connection.RemotePeer} is over its budget");
             }
+            _instruments.StreamOpened(protocol, Direction.Inbound);
             stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
             await handler(stream, stopping);
         }
@@ -158,6 +162,11 @@ internal sealed class StreamRouter : IAsyncDisposable
     private async ValueTask FailAsync(Connection connection, IMuxedStream muxed, string protocol, Exception e, CancellationToken stopping)
     {
         var failure = Failures.Classify(e, stopping);
+        if (failure.Kind != FailureKind.Cancelled)
+        {
+            // Tagged with the agreed protocol only: before agreement the remote's proposal is not ours to count by.
+            _instruments.StreamFailed(protocol, failure.Kind);
+        }
         switch (failure.Kind)
         {
             case FailureKind.Cancelled:
