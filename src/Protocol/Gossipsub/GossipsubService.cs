@@ -224,7 +224,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 {
                     return;
                 }
-                await signal.Task.WaitAsync(ct);
+                await LoopSafeWait.WaitAsync(signal.Task, ct);
             }
             finally
             {

@@ -197,7 +197,7 @@ public sealed partial class Libp2pHost : IHost
                 }
             }
         }
-        return await dial.WaitAsync(ct);
+        return await LoopSafeWait.WaitAsync(dial, ct);
     }
 
     /// <summary>A dial that any number of callers await; leaves the table of pending dials when it ends.</summary>
