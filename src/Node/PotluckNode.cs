@@ -9,10 +9,12 @@ using Potluck.Protocol.Identify;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Metrics;
 using GenericHost = Microsoft.Extensions.Hosting.IHost;
 
 namespace Potluck.Node;
@@ -51,6 +53,12 @@ public sealed class PotluckNode : IAsyncDisposable
 
     public Libp2pHost Host => Services.GetRequiredService<Libp2pHost>();
 
+    /// <summary>The libp2p stack's metrics (meter <see cref="ProtocolInstruments.MeterName"/>, from this node's own meter factory).</summary>
+    public ProtocolInstruments ProtocolMetrics => Services.GetRequiredService<ProtocolInstruments>();
+
+    /// <summary>The compute layer's metrics (meter <see cref="ComputeInstruments.MeterName"/>, from this node's own meter factory).</summary>
+    public ComputeInstruments ComputeMetrics => Services.GetRequiredService<ComputeInstruments>();
+
     public IdentifyService Identify => Options.Protocols.Identify ? Services.GetRequiredService<IdentifyService>() : throw new InvalidOperationException("identify is off on this node ('protocols:identify')");
 
     public PingService Ping => Options.Protocols.Ping ? Services.GetRequiredService<PingService>() : throw new InvalidOperationException("ping is off on this node ('protocols:ping')");
@@ -66,6 +74,9 @@ public sealed class PotluckNode : IAsyncDisposable
 
     /// <summary>The compute layer; null when compute is off (or the node has not started).</summary>
     public ComputeNode? Compute => Services.GetRequiredService<ComputeHostedService>().Node;
+
+    /// <summary>The operator's preferences at work (idle detection, hours, battery, peers); null when compute is off or not started.</summary>
+    public Home.PreferencesService? Preferences => Services.GetRequiredService<ComputeHostedService>().Preferences;
 
     public DiscoveryService Discovery => Services.GetRequiredService<DiscoveryService>();
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 
@@ -85,7 +86,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly ITimer _heartbeat;
     private int _disposed;
 
-    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
+    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
         _host = host;
         _options = options;
@@ -96,7 +98,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno));
+            BitConverter.ToUInt64(seqno), instruments ?? ProtocolInstruments.Detached());
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
         {
             throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
@@ -222,7 +224,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 {
                     return;
                 }
-                await signal.Task.WaitAsync(ct);
+                await LoopSafeWait.WaitAsync(signal.Task, ct);
             }
             finally
             {

@@ -290,7 +290,7 @@ public sealed class PrivateKey : ISigner
         {
             return Load(path);
         }
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        Runtime.OwnerOnly.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var key = Generate();
         // CreateNew on a unique name: UnixCreateMode only applies to a file we create, never to a leftover one.
         var tmp = $"{path}.{Convert.ToHexString(RandomNumberGenerator.GetBytes(8))}.tmp";

@@ -10,6 +10,7 @@ using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Matching;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Sandbox;
@@ -63,6 +64,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly ISecureRandom _secure;
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
 
     /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
@@ -70,9 +72,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// The clock; security randomness for request ids and the decision to re-run (a provider must not predict it);
     /// protocol randomness for ranking equal providers.
     /// </param>
+    /// <param name="instruments">The node's metrics; null counts into instruments of the client's own.</param>
     public ComputeClient(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation, FraudService fraud,
-        SandboxTaskExecutor? verifier, ComputeClientOptions options, NodeRuntime runtime, ILogger<ComputeClient> log)
+        SandboxTaskExecutor? verifier, ComputeClientOptions options, NodeRuntime runtime, ILogger<ComputeClient> log,
+        ComputeInstruments? instruments = null)
     {
+        _instruments = instruments ?? ComputeInstruments.Detached();
         _host = host;
         _key = key;
         _bus = bus;
@@ -114,7 +119,20 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _ledger.Release(r.LeaseId);
         }
-        _work.Run("redeliver receipts", RedeliverReceiptsAsync);
+        _work.Run("redeliver receipts", RedeliverPeriodicallyAsync);
+    }
+
+    /// <summary>Sends unacknowledged receipts again now and every <see cref="ComputeClientOptions.ReceiptRetryInterval"/> until stopped.</summary>
+    private async Task RedeliverPeriodicallyAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            if (_ledger.Reservations(PaymentState.Settled).Count > 0)
+            {
+                await RedeliverReceiptsAsync(ct);
+            }
+            await Task.Delay(_options.ReceiptRetryInterval, _time, ct);
+        }
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>
@@ -140,7 +158,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -158,7 +176,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await changed.WaitAsync(ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -261,6 +279,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
             var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
+            _instruments.Verification(verdict);
             if (verdict == CheckVerdict.Mismatch)
             {
                 await ConvictAsync(job, lease, ct);
@@ -278,7 +297,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 _reputation.RecordUnchecked(lease.Provider);
             }
-            await PayAsync(job, lease, ct);
+            if (verdict == CheckVerdict.Inconclusive && claimed.Outcome == AttestedOutcome.Trapped)
+            {
+                // A trap a re-run could not confirm (a stack overflow: where it happens depends on the machine) is never paid.
+                _ledger.Release(lease.LeaseId);
+                Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "an unconfirmed trap: not paid", 0));
+            }
+            else
+            {
+                await PayAsync(job, lease, ct);
+            }
             if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
             {
                 return job.Finish(trusted, _key.PeerId, verified: true);
@@ -373,6 +401,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var verdict = trusted is not null
                 ? FraudChecker.Compare(summary, trusted.Summary)
                 : groups[0].Contains(r) ? CheckVerdict.Match : CheckVerdict.Inconclusive;
+            _instruments.Verification(verdict);
             if (verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true })
             {
                 await ConvictAsync(job, r, ct);
@@ -441,9 +470,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
-        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
+        _instruments.LeaseStarted(LeaseRole.Requester);
+        var ended = LeaseOutcomeKind.Cancelled;
+        try
         {
-            outcome = await runner.RunAsync(ct);
+            await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
+            {
+                outcome = await runner.RunAsync(ct);
+            }
+            ended = outcome.Kind;
+        }
+        finally
+        {
+            _instruments.LeaseEnded(LeaseRole.Requester, ended);
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
@@ -485,6 +524,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _reputation.RecordFailure(provider);
             var why = attestation.IsValid ? "result does not match its attestation" : $"attestation {attestation.Status}";
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, why, 0));
+            return null;
+        }
+        if (claimedStatus == ExecutionStatus.TimedOut)
+        {
+            // A wall-clock timeout is not a result: nothing proves the work was done, so it is never paid, and it
+            // counts against the provider (which chose to accept a task it could not finish).
+            _ledger.Release(leaseId);
+            _reputation.RecordFailure(provider);
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the provider's wall clock ran out: not paid", 0));
             return null;
         }
         if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
@@ -575,7 +623,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             try
             {
-                await changed.WaitAsync(left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -607,6 +655,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, $"result accepted; payment not settled ({settled})", 0));
             return;
         }
+        if (settled is LedgerResult.Recorded)
+        {
+            _instruments.CreditsSpent(receipt.Receipt.Amount);
+        }
         job.Cost += receipt.Receipt.Amount;
         Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, lease.Result.Status.ToString(), receipt.Receipt.Amount));
         // The payment is final once settled (durably) here; handing the receipt over is the provider's business and
@@ -625,7 +677,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        return _deliveryWork.WhenIdleAsync().WaitAsync(ct);
+        return LoopSafeWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
     }
 
     /// <summary>

@@ -25,7 +25,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
     private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
-    private readonly SemaphoreSlim _write = new(1, 1);
+    private readonly AsyncGate _write = new();
     private readonly CancellationTokenSource _stop = new();
     private IStream? _stream;
     private long _opened;
@@ -84,7 +84,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
             {
                 return null;
             }
-            return await answer.Task.WaitAsync(ct);
+            return await LoopSafeWait.WaitAsync(answer.Task, ct);
         }
         catch (OperationCanceledException)
         {

@@ -85,6 +85,9 @@ public sealed class WasmSandbox : IDisposable
     /// <summary>The options in force.</summary>
     public SandboxOptions Options => _options;
 
+    /// <summary>The clock of its wall-clock deadlines (also what a run's duration is measured on).</summary>
+    public TimeProvider Time => _time;
+
     /// <summary>16 hex digits naming the Wasmtime version, platform and engine settings; compiled
     /// modules are only reused under the same fingerprint.</summary>
     public string CacheFingerprint { get; }
@@ -246,6 +249,8 @@ public sealed class WasmSandbox : IDisposable
                 return (SandboxOutcome.OutputLimitExceeded, null, null);
             case HostStop.Deadline:
                 return (SandboxOutcome.WallClockTimeout, null, null);
+            case HostStop.OutOfFuel:
+                return (SandboxOutcome.FuelExhausted, null, null);
         }
         if (failure is null)
         {
@@ -365,7 +370,7 @@ public sealed class WasmSandbox : IDisposable
             ?? assembly.GetName().Version?.ToString() ?? "unknown";
         var os = OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsWindows() ? "windows" : OperatingSystem.IsMacOS() ? "macos" : "other";
         var description = $"potluck-sandbox-cache/v1;wasmtime={version};arch={RuntimeInformation.ProcessArchitecture};os={os};" +
-            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes}";
+            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes};hostfuel={WasiPreview1.HostCallFuel}/{WasiPreview1.CopyFuelPerByte}/{WasiPreview1.RandomFuelPerByte}";
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..16];
     }
 
