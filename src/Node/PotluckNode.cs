@@ -9,10 +9,12 @@ using Potluck.Protocol.Identify;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Metrics;
 using GenericHost = Microsoft.Extensions.Hosting.IHost;
 
 namespace Potluck.Node;
@@ -50,6 +52,12 @@ public sealed class PotluckNode : IAsyncDisposable
     public NodeRuntime Runtime => Services.GetRequiredService<NodeRuntime>();
 
     public Libp2pHost Host => Services.GetRequiredService<Libp2pHost>();
+
+    /// <summary>The libp2p stack's metrics (meter <see cref="ProtocolInstruments.MeterName"/>, from this node's own meter factory).</summary>
+    public ProtocolInstruments ProtocolMetrics => Services.GetRequiredService<ProtocolInstruments>();
+
+    /// <summary>The compute layer's metrics (meter <see cref="ComputeInstruments.MeterName"/>, from this node's own meter factory).</summary>
+    public ComputeInstruments ComputeMetrics => Services.GetRequiredService<ComputeInstruments>();
 
     public IdentifyService Identify => Options.Protocols.Identify ? Services.GetRequiredService<IdentifyService>() : throw new InvalidOperationException("identify is off on this node ('protocols:identify')");
 

@@ -5,6 +5,7 @@ using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Sandbox;
@@ -66,15 +67,16 @@ public sealed class ComputeNode : IAsyncDisposable
         string DataDir,
         Hosting.ComputeOptions Options,
         NodeRuntime Runtime,
-        TimeProvider? SandboxTime,
+        TimeProvider SandboxTime,
         Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
-        ILoggerFactory Loggers);
+        ILoggerFactory Loggers,
+        ComputeInstruments Instruments);
 
     /// <summary>Opens the ledger, creates the sandbox and services, and starts them.</summary>
     /// <exception cref="LedgerException">The ledger cannot be opened (corrupt, or another identity's).</exception>
     internal static ComputeNode Start(Parts parts)
     {
-        var (host, key, bus, dataDir, options, runtime, sandboxTime, decorate, loggers) = parts;
+        var (host, key, bus, dataDir, options, runtime, sandboxTime, decorate, loggers, instruments) = parts;
         var sandboxOptions = options.Sandbox with
         {
             CacheDirectory = options.Sandbox.CacheDirectory ?? Path.Combine(dataDir, "cache"),
@@ -86,22 +88,22 @@ public sealed class ComputeNode : IAsyncDisposable
         ReputationJournal? journal = null;
         try
         {
-            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime ?? TimeProvider.System);
+            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime);
             var modules = new ModuleStore(Path.Combine(dataDir, "modules"));
-            var executor = new SandboxTaskExecutor(sandbox, modules, runtime);
+            var executor = new SandboxTaskExecutor(sandbox, modules, runtime, instruments);
             var reputation = new ReputationStore();
             reputationDb = ReputationDatabase.Open(dataDir);
             journal = new ReputationJournal(reputation, reputationDb, runtime.Time, loggers.CreateLogger<ReputationJournal>());
             journal.Start();
-            var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>());
+            var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>(), instruments);
             var client = new ComputeClient(host, key, bus, ledger, reputation, fraud, executor, options.Client, runtime,
-                loggers.CreateLogger<ComputeClient>());
+                loggers.CreateLogger<ComputeClient>(), instruments);
             ProviderService? provider = null;
             if (options.Provide)
             {
                 ITaskExecutor providerExecutor = decorate?.Invoke(executor) ?? executor;
                 provider = new ProviderService(host, key, bus, providerExecutor, modules, ledger, options.Provider, runtime,
-                    loggers.CreateLogger<ProviderService>());
+                    loggers.CreateLogger<ProviderService>(), instruments);
             }
             fraud.Start();
             client.Start();

@@ -32,7 +32,8 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
             setup.Runtime,
             setup.SandboxTime,
             setup.ExecutorDecorator,
-            services.GetRequiredService<ILoggerFactory>()));
+            services.GetRequiredService<ILoggerFactory>(),
+            services.GetRequiredService<Potluck.Scheduler.Metrics.ComputeInstruments>()));
         return Task.CompletedTask;
     }
 

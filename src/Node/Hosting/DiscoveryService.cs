@@ -29,7 +29,7 @@ public sealed partial class DiscoveryService : IHostedService
     private readonly Dictionary<string, GossipSubscription> _topics = new(StringComparer.Ordinal);
     private readonly BackgroundWork _work;
     private IReadOnlyList<PersistedPeer> _remembered = [];
-    private Libp2pHost _host = null!;
+    private Potluck.Protocol.Host.IHost _host = null!;
     private GossipsubService? _gossip;
     private KademliaService? _dht;
     private PingService? _ping;
@@ -68,7 +68,7 @@ public sealed partial class DiscoveryService : IHostedService
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _host = _services.GetRequiredService<Libp2pHost>();
+        _host = _services.GetRequiredService<Potluck.Protocol.Host.IHost>();
         var protocols = _options.Protocols;
         _gossip = protocols.Gossipsub ? _services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? _services.GetRequiredService<KademliaService>() : null;
@@ -80,7 +80,7 @@ public sealed partial class DiscoveryService : IHostedService
             LogDatabaseRecovered(_database.Path);
         }
         var state = _database?.Load(_options.Discovery.MaxPersistedPeers, _options.Discovery.MaxPersistedAddressesPerPeer,
-            _host.Options.PeerStore.MaxProtocolsPerPeer, _options.Discovery.MaxPersistedTopics) ?? PersistedState.Empty;
+            _options.Host.PeerStore.MaxProtocolsPerPeer, _options.Discovery.MaxPersistedTopics) ?? PersistedState.Empty;
         _remembered = Remember(state.Peers);
         foreach (var topic in _options.Topics.Concat(state.Topics))
         {
@@ -300,7 +300,7 @@ public sealed partial class DiscoveryService : IHostedService
         {
             return false;
         }
-        using var timeout = new CancellationTokenSource(_host.Options.DialTimeout, _runtime.Time);
+        using var timeout = new CancellationTokenSource(_options.Host.DialTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping, ct);
         try
         {

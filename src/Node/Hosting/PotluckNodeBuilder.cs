@@ -182,7 +182,8 @@ public sealed class PotluckNodeBuilder
         {
             throw new InvalidOperationException("the simulated network and the node must run on the same clock: give the node the network's TimeProvider (UseTime or UseRuntime)");
         }
-        var setup = new NodeSetup(runtime, _key, _swarmKey, _transports, _topicBus, _executorDecorator, _sandboxTime, [.. _configure]);
+        var setup = new NodeSetup(runtime, _key, _swarmKey, _transports, _topicBus, _executorDecorator,
+            _sandboxTime ?? TimeProvider.System, [.. _configure]);
         _app.Services.AddPotluck(Configuration, setup);
         var app = _app.Build();
         return new PotluckNode(app);
@@ -205,5 +206,5 @@ internal sealed record NodeSetup(
     Func<IServiceProvider, IReadOnlyList<ITransport>>? Transports,
     Func<IServiceProvider, ITopicBus>? TopicBus,
     Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
-    TimeProvider? SandboxTime,
+    TimeProvider SandboxTime,
     IReadOnlyList<Func<PotluckOptions, PotluckOptions>> Configure);

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -10,12 +11,14 @@ using Potluck.Protocol.Identify;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Transport.Tcp;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Topics;
 
 namespace Potluck.Node.Hosting;
@@ -34,6 +37,10 @@ internal static class PotluckServices
         services.AddSingleton(setup.Runtime);
         services.AddSingleton(setup.Runtime.Time);
         services.AddSingleton(sp => PotluckOptionsResolver.Resolve(configuration, setup.Configure));
+        // Metrics: one IMeterFactory per node (this service provider's), so nodes in one process never share a meter.
+        services.AddMetrics();
+        services.AddSingleton(sp => new ProtocolInstruments(sp.GetRequiredService<IMeterFactory>()));
+        services.AddSingleton(sp => new ComputeInstruments(sp.GetRequiredService<IMeterFactory>()));
 
         services.AddSingleton(sp => ResolveKey(sp.GetRequiredService<PotluckOptions>(), setup));
         services.AddSingleton(sp => new NodeSwarmKey(ResolveSwarmKey(sp.GetRequiredService<PotluckOptions>(), setup)));
@@ -52,7 +59,7 @@ internal static class PotluckServices
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
             };
             return Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
-                setup.Runtime, sp.GetRequiredService<ILoggerFactory>());
+                setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());
         });
         services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
         services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
@@ -62,13 +69,13 @@ internal static class PotluckServices
         services.AddSingleton(sp => new PerfService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Perf,
             setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton(sp => new GossipsubService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Gossip,
-            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>()));
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();
             var mode = options.Listen.Count > 0 ? KademliaMode.Server : KademliaMode.Client;
             return new KademliaService(sp.GetRequiredService<Libp2pHost>(), options.Kademlia with { Mode = mode },
-                setup.Runtime, sp.GetRequiredService<ILoggerFactory>());
+                setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());
         });
         services.AddSingleton(sp =>
         {

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -71,10 +72,13 @@ internal sealed class GossipsubRouter
     private readonly Dictionary<PeerId, Outgoing> _outbox = [];
     private readonly RouterOutput _pending = new();
     private readonly HashSet<PeerId> _meshChanged = [];
+    private readonly ProtocolInstruments? _instruments;
     private ulong _seqno;
     private long _ticks;
 
-    public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null)
+    /// <param name="instruments">The node's metrics (the service's); null in simulations, which read <see cref="Counters"/>.</param>
+    public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null,
+        ProtocolInstruments? instruments = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -96,6 +100,7 @@ internal sealed class GossipsubRouter
         _seen = new SeenCache(options.SeenTtl);
         _score = new PeerScore(options.Score, options.SeenTtl, now);
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
+        _instruments = instruments;
     }
 
     public RouterCounters Counters { get; } = new();
@@ -279,6 +284,7 @@ internal sealed class GossipsubRouter
         {
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
+        _instruments?.GossipPublished();
         _mcache.Put(id, message);
         if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
         {
@@ -389,6 +395,7 @@ internal sealed class GossipsubRouter
     private void HandleMessage(PeerId from, Pb.Message message, DateTimeOffset now)
     {
         Counters.MessagesReceived++;
+        _instruments?.GossipReceived();
         if (!message.HasTopic || !_subscriptions.Contains(message.Topic))
         {
             return;
@@ -397,24 +404,28 @@ internal sealed class GossipsubRouter
         if (message.CalculateSize() > _options.MaxMessageSize)
         {
             Counters.Oversized++;
+            _instruments?.GossipRejected("oversized");
             _score.MarkInvalid(from, topic);
             return;
         }
         var id = new MessageId(_messageId(message));
         if (id.Span.Length == 0 || id.Span.Length > _options.MaxMessageIdLength * 4)
         {
+            _instruments?.GossipRejected("malformed");
             _score.MarkInvalid(from, topic);
             return;
         }
         if (_seen.Contains(id))
         {
             Counters.Duplicates++;
+            _instruments?.GossipDuplicate();
             _score.DuplicateMessage(id, from, topic, now);
             return;
         }
         if (MessageSigning.Verify(message, _options.SignaturePolicy) != SignatureFailure.None)
         {
             Counters.InvalidSignatures++;
+            _instruments?.GossipRejected("invalid_signature");
             _score.MarkInvalid(from, topic);
             return;
         }
@@ -438,6 +449,7 @@ internal sealed class GossipsubRouter
         {
             case ValidationResult.Accept:
                 Counters.Delivered++;
+                _instruments?.GossipDelivered();
                 _score.DeliverMessage(id, from, topic, now);
                 _mcache.Put(id, message);
                 _pending.Deliveries.Add(gossip);
@@ -445,10 +457,12 @@ internal sealed class GossipsubRouter
                 break;
             case ValidationResult.Reject:
                 Counters.Rejected++;
+                _instruments?.GossipRejected("rejected");
                 _score.RejectMessage(id, from, topic, now);
                 break;
             default:
                 Counters.Ignored++;
+                _instruments?.GossipRejected("ignored");
                 _score.IgnoreMessage(id, from, now);
                 break;
         }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 
@@ -85,7 +86,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly ITimer _heartbeat;
     private int _disposed;
 
-    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
+    public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
         _host = host;
         _options = options;
@@ -96,7 +98,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno));
+            BitConverter.ToUInt64(seqno), instruments ?? ProtocolInstruments.Detached());
         host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
         host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
         host.Connected += OnConnected;

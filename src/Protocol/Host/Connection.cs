@@ -1,4 +1,5 @@
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
@@ -15,13 +16,15 @@ internal sealed class Connection : IConnection
     private readonly IMuxedConnection _muxed;
     private readonly MultistreamOptions _multistream;
     private readonly TimeProvider _time;
+    private readonly ProtocolInstruments _instruments;
     private int _closed;
     private long _lastActivityTicks;
 
     /// <param name="id">Unique within the host (the connection manager numbers them), for logs.</param>
     public Connection(long id, IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
-        MultistreamOptions multistream, TimeProvider time)
+        MultistreamOptions multistream, TimeProvider time, ProtocolInstruments instruments)
     {
+        _instruments = instruments;
         _raw = raw;
         _secure = secure;
         _muxed = muxed;
@@ -67,6 +70,7 @@ internal sealed class Connection : IConnection
         try
         {
             var protocol = await MultistreamSelect.SelectAsync(muxed, protocols, _multistream, ct);
+            _instruments.StreamOpened(protocol, Direction.Outbound);
             return new Libp2pStream(muxed, protocol, this, Direction.Outbound);
         }
         catch

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Pnet;
@@ -28,10 +29,12 @@ internal sealed class ConnectionUpgrader
     private readonly IReadOnlyList<string> _earlyMuxers;
     private readonly NodeRuntime _runtime;
     private readonly ILogger _log;
+    private readonly ProtocolInstruments _instruments;
 
     public ConnectionUpgrader(ISecurityProtocol security, IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream,
-        IReadOnlyList<string> earlyMuxers, NodeRuntime runtime, ILogger log)
+        IReadOnlyList<string> earlyMuxers, NodeRuntime runtime, ILogger log, ProtocolInstruments? instruments = null)
     {
+        _instruments = instruments ?? ProtocolInstruments.Detached();
         _security = security;
         _muxer = muxer;
         _swarmKey = swarmKey;
@@ -79,7 +82,7 @@ internal sealed class ConnectionUpgrader
             }
             var muxed = _muxer.Create(secure, initiator);
             upgraded = true;
-            return new Connection(id, raw, secure, muxed, direction, _multistream, _runtime.Time);
+            return new Connection(id, raw, secure, muxed, direction, _multistream, _runtime.Time, _instruments);
         }
         finally
         {

@@ -3,6 +3,7 @@ using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
@@ -34,6 +35,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly ConnectionManager _connections;
     private readonly StreamRouter _router;
     private readonly BackgroundWork _work;
+    private readonly ProtocolInstruments _instruments;
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, Task<Connection>> _pendingDials = [];
     private readonly List<IListener> _listeners = [];
@@ -43,8 +45,9 @@ public sealed partial class Libp2pHost : IHost
 
     internal Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
         IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, NodeRuntime runtime, ILoggerFactory loggers,
-        IReadOnlyList<string>? earlyMuxers = null)
+        IReadOnlyList<string>? earlyMuxers = null, ProtocolInstruments? instruments = null)
     {
+        _instruments = instruments ?? ProtocolInstruments.Detached();
         _key = key;
         _options = options;
         _transports = transports;
@@ -52,9 +55,9 @@ public sealed partial class Libp2pHost : IHost
         _time = runtime.Time;
         _log = loggers.CreateLogger<Libp2pHost>();
         _work = runtime.CreateBackgroundWork("host", _log);
-        _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log);
+        _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         _connections = new ConnectionManager(options, runtime, _log);
-        _router = new StreamRouter(options, multistream, runtime, _log);
+        _router = new StreamRouter(options, multistream, runtime, _log, _instruments);
         _router.Changed += () => LocalInfoChanged?.Invoke();
         Peers = new PeerStore(options.PeerStore, _time);
     }
@@ -69,6 +72,9 @@ public sealed partial class Libp2pHost : IHost
     public ISigner Signer => _key;
 
     public HostOptions Options => _options;
+
+    /// <summary>The metrics this host (and the protocols on it) count into.</summary>
+    public ProtocolInstruments Instruments => _instruments;
 
     public IPeerStore Peers { get; }
 
@@ -280,12 +286,15 @@ public sealed partial class Libp2pHost : IHost
         var id = _connections.NextConnectionId();
         using var connectionScope = _log.ConnectionScope(id);
         Connection connection;
+        var started = _time.GetTimestamp();
         try
         {
             connection = await _upgrader.UpgradeAsync(raw, Direction.Outbound, expected, id, linked.Token);
+            _instruments.HandshakeCompleted(Direction.Outbound, _time.GetElapsedTime(started));
         }
         catch (Exception error)
         {
+            _instruments.HandshakeFailed(Direction.Outbound, HandshakeFailureKind(error, timeout.IsCancellationRequested, ct), _time.GetElapsedTime(started));
             await raw.DisposeAsync();
             throw DialFailed(address, error, timeout.IsCancellationRequested, ct);
         }
@@ -302,6 +311,10 @@ public sealed partial class Libp2pHost : IHost
         Peers.AddAddresses(connection.RemotePeer, [address.WithoutPeer()], AddressSource.Manual);
         return connection;
     }
+
+    /// <summary>What kind of failure ended a handshake: a timeout is the remote's stall (it went quiet), not our cancellation.</summary>
+    private static FailureKind HandshakeFailureKind(Exception error, bool timedOut, CancellationToken ct) =>
+        error is OperationCanceledException && timedOut ? FailureKind.PeerGone : Failures.Classify(error, ct).Kind;
 
     /// <summary>What a failed outbound upgrade means to the caller.</summary>
     private Exception DialFailed(Multiaddr address, Exception error, bool timedOut, CancellationToken ct)
@@ -338,6 +351,7 @@ public sealed partial class Libp2pHost : IHost
         {
             return false;
         }
+        _instruments.ConnectionOpened(connection.Direction);
         _router.Attach(connection);
         Peers.SetPublicKey(connection.RemotePeer, connection.RemotePublicKey);
         Peers.MarkSeen(connection.RemotePeer);
@@ -362,6 +376,7 @@ public sealed partial class Libp2pHost : IHost
         {
             return;
         }
+        _instruments.ConnectionClosed(connection.Direction);
         var closing = connection.CloseAsync();
         _log.Disconnected(connection.Id, connection.RemotePeer);
         try
@@ -418,12 +433,15 @@ public sealed partial class Libp2pHost : IHost
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
         Connection? connection = null;
+        var started = _time.GetTimestamp();
         try
         {
             connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, null, id, linked.Token);
+            _instruments.HandshakeCompleted(Direction.Inbound, _time.GetElapsedTime(started));
         }
         catch (Exception e)
         {
+            _instruments.HandshakeFailed(Direction.Inbound, HandshakeFailureKind(e, timeout.IsCancellationRequested, stopping), _time.GetElapsedTime(started));
             await raw.DisposeAsync();
             var failure = Failures.Classify(e, stopping);
             if (e is OperationCanceledException && timeout.IsCancellationRequested)

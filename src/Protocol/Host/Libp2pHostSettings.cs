@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Noise;
 using Potluck.Protocol.Pnet;
@@ -30,10 +31,15 @@ public sealed partial class Libp2pHost
 {
     /// <summary>
     /// A host with the standard stack: (pnet) → multistream-select → Noise → multistream-select → Yamux,
-    /// on the given transports and runtime.
+    /// on the given transports and runtime, counting into <paramref name="instruments"/> (the node's; a host built
+    /// without them counts into instruments of its own that no node's meter factory knows).
     /// </summary>
     public static Libp2pHost Create(PrivateKey key, IReadOnlyList<ITransport> transports, Libp2pHostSettings settings,
-        NodeRuntime runtime, ILoggerFactory loggers) =>
-        new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers),
-            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers);
+        NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
+    {
+        instruments ??= ProtocolInstruments.Detached();
+        return new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers, instruments),
+            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers,
+            instruments);
+    }
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
@@ -23,9 +24,11 @@ internal sealed class StreamRouter : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly BackgroundWork _work;
+    private readonly ProtocolInstruments _instruments;
 
-    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log)
+    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ProtocolInstruments instruments)
     {
+        _instruments = instruments;
         _options = options;
         _multistream = multistream;
         _time = runtime.Time;
@@ -98,6 +101,7 @@ internal sealed class StreamRouter : IAsyncDisposable
                 muxed.Reset(); // removed while the stream was negotiating
                 return;
             }
+            _instruments.StreamOpened(protocol, Direction.Inbound);
             stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
             await handler(stream, stopping);
         }
@@ -122,6 +126,11 @@ internal sealed class StreamRouter : IAsyncDisposable
     private async ValueTask FailAsync(Connection connection, IMuxedStream muxed, string protocol, Exception e, CancellationToken stopping)
     {
         var failure = Failures.Classify(e, stopping);
+        if (failure.Kind != FailureKind.Cancelled)
+        {
+            // Tagged with the agreed protocol only: before agreement the remote's proposal is not ours to count by.
+            _instruments.StreamFailed(protocol, failure.Kind);
+        }
         switch (failure.Kind)
         {
             case FailureKind.Cancelled:

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 
@@ -38,11 +39,14 @@ public sealed partial class KademliaService : IAsyncDisposable
     private readonly Dictionary<string, (byte[] Key, DateTimeOffset LastProvided)> _provided = new(StringComparer.Ordinal);
     private readonly HashSet<PeerId> _probing = [];
     private readonly BackgroundWork _work;
+    private readonly ProtocolInstruments _instruments;
     private int _maintaining;
     private int _disposed;
 
-    public KademliaService(IHost host, KademliaOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
+    public KademliaService(IHost host, KademliaOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
+        _instruments = instruments ?? ProtocolInstruments.Detached();
         _host = host;
         _options = options;
         _runtime = runtime;
@@ -426,6 +430,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             _table.MarkRefreshed(_table.BucketIndexOf(target), _runtime.Time.GetUtcNow());
         }
         LogLookupDone(type, lookup.Result.Count, lookup.Hops, lookup.QueriesSent);
+        _instruments.DhtLookup(TypeTag(type));
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
     }
 
@@ -455,7 +460,12 @@ public sealed partial class KademliaService : IAsyncDisposable
             if (!expectResponse)
             {
                 // ADD_PROVIDER has no response: the remote closing its side says it has read the request.
-                return bytes is null ? request : throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER", ViolationCode.UnexpectedMessage);
+                if (bytes is not null)
+                {
+                    throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER", ViolationCode.UnexpectedMessage);
+                }
+                _instruments.DhtQuery(TypeTag(request.Type), null);
+                return request;
             }
             if (bytes is null)
             {
@@ -469,6 +479,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             {
                 throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's", ViolationCode.UnexpectedMessage);
             }
+            _instruments.DhtQuery(TypeTag(request.Type), null);
             return response;
         }
         catch (Exception e)
@@ -476,6 +487,9 @@ public sealed partial class KademliaService : IAsyncDisposable
             // The one catch site of an outbound request: whatever failed, the lookup carries on without this peer.
             stream?.Reset();
             var failure = Failures.Classify(e, stopping);
+            // A request that ran out its own time is the remote's stall, not our cancellation.
+            _instruments.DhtQuery(TypeTag(request.Type),
+                e is OperationCanceledException && timeout.IsCancellationRequested ? FailureKind.PeerGone : failure.Kind);
             if (failure.Kind == FailureKind.Internal)
             {
                 LogUnexpected(peer, e);
@@ -494,6 +508,18 @@ public sealed partial class KademliaService : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>A DHT message type as a metric tag (a fixed set: the enum's names in lower case).</summary>
+    private static string TypeTag(Pb.Message.Types.MessageType type) => type switch
+    {
+        Pb.Message.Types.MessageType.PutValue => "put_value",
+        Pb.Message.Types.MessageType.GetValue => "get_value",
+        Pb.Message.Types.MessageType.AddProvider => "add_provider",
+        Pb.Message.Types.MessageType.GetProviders => "get_providers",
+        Pb.Message.Types.MessageType.FindNode => "find_node",
+        Pb.Message.Types.MessageType.Ping => "ping",
+        _ => "other",
+    };
 
     private async Task HandleStreamAsync(IStream stream, CancellationToken ct)
     {

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
@@ -36,6 +37,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private readonly NoiseCipherState _send;
     private readonly NoiseCipherState _receive;
     private readonly ILogger _logger;
+    private readonly ProtocolInstruments _instruments;
     private readonly Pipe _inbound;
     private readonly Pipe _outbound;
     private readonly CancellationTokenSource _stop = new();
@@ -45,8 +47,9 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     private int _transportClosed;
 
     public NoiseSecureChannel(IDuplexPipe transport, NoiseCipherState send, NoiseCipherState receive,
-                              NoiseRemoteIdentity remote, NoiseOptions options, NodeRuntime runtime, ILogger logger)
+                              NoiseRemoteIdentity remote, NoiseOptions options, NodeRuntime runtime, ILogger logger, ProtocolInstruments instruments)
     {
+        _instruments = instruments;
         _transport = transport;
         _send = send;
         _receive = receive;
@@ -91,6 +94,10 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 var buffer = result.Buffer;
                 var (status, consumed, decrypted) = DecryptFrames(buffer, writer);
                 var remaining = buffer.Slice(consumed);
+                if (!consumed.Equals(buffer.Start))
+                {
+                    _instruments.BytesReceived(buffer.Length - remaining.Length);
+                }
                 if (status == DecodeStatus.Invalid)
                 {
                     throw new ProtocolViolationException(Protocol, "transport message shorter than its tag", ViolationCode.Malformed, BlastRadius.Connection);
@@ -218,10 +225,11 @@ internal sealed class NoiseSecureChannel : ISecureChannel
             {
                 var result = await reader.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
-                var consumed = EncryptFrames(buffer, output, out var frames);
+                var consumed = EncryptFrames(buffer, output, out var frames, out var sent);
                 reader.AdvanceTo(consumed);
                 if (frames > 0)
                 {
+                    _instruments.BytesSent(sent);
                     var flush = await output.FlushAsync(_stop.Token);
                     if (flush.IsCompleted)
                     {
@@ -248,9 +256,10 @@ internal sealed class NoiseSecureChannel : ISecureChannel
     }
 
     /// <summary>Encrypts up to a batch of queued plaintext straight into the connection's output.</summary>
-    private SequencePosition EncryptFrames(in ReadOnlySequence<byte> buffer, PipeWriter output, out int frames)
+    private SequencePosition EncryptFrames(in ReadOnlySequence<byte> buffer, PipeWriter output, out int frames, out long sent)
     {
         frames = 0;
+        sent = 0;
         var remaining = buffer;
         long batch = 0;
         byte[]? scratch = null;
@@ -284,6 +293,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
                 BinaryPrimitives.WriteUInt16BigEndian(span, (ushort)(length + TagLength));
                 _send.Encrypt(default, plaintext, span[NoiseFrame.HeaderLength..frameLength]);
                 output.Advance(frameLength);
+                sent += frameLength;
                 remaining = remaining.Slice(length);
                 batch += length;
                 frames++;

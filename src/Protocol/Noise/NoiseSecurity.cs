@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 
@@ -32,15 +33,19 @@ public sealed class NoiseSecurity : ISecurityProtocol
     private readonly NodeRuntime _runtime;
     private readonly ILogger _logger;
     private readonly ILogger _channelLogger;
+    private readonly ProtocolInstruments _instruments;
 
-    public NoiseSecurity(ISigner identity, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
-        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, runtime, loggers)
+    /// <param name="instruments">Where the channels count their bytes (the node's; own ones when not given).</param>
+    public NoiseSecurity(ISigner identity, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
+        : this((identity ?? throw new ArgumentNullException(nameof(identity))).PublicKey, data => identity.Sign(data), options, runtime, loggers, instruments)
     {
     }
 
     /// <summary>An identity of any key type, given as its public key and a signing function (tests).</summary>
-    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    internal NoiseSecurity(PublicKey identity, Func<byte[], byte[]> sign, NoiseOptions options, NodeRuntime runtime, ILoggerFactory loggers,
+        ProtocolInstruments? instruments = null)
     {
+        _instruments = instruments ?? ProtocolInstruments.Detached();
         ArgumentNullException.ThrowIfNull(identity);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(runtime);
@@ -88,7 +93,7 @@ public sealed class NoiseSecurity : ISecurityProtocol
             }
             var (send, receive) = state.Split();
             _logger.HandshakeCompleted(remote.Peer, initiator, remote.EarlyMuxers.Count);
-            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _runtime, _channelLogger);
+            return new NoiseSecureChannel(insecure, send, receive, remote, _options, _runtime, _channelLogger, _instruments);
         }
         catch (Exception e)
         {

@@ -1,5 +1,6 @@
 using Potluck.Protocol.Runtime;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Sandbox;
 
 namespace Potluck.Scheduler.Execution;
@@ -16,13 +17,16 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
     private readonly CancellationTokenSource _closing = new();
     private readonly HashSet<Task> _running = [];
     private readonly NodeRuntime _runtime;
+    private readonly ComputeInstruments _instruments;
 
     /// <param name="runtime">Told about each run on a sandbox thread, so virtual time does not move while one is in flight.</param>
-    public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules, NodeRuntime? runtime = null)
+    /// <param name="instruments">The node's metrics (every run's outcome, fuel and time); null counts into instruments of its own.</param>
+    public SandboxTaskExecutor(WasmSandbox sandbox, ModuleStore modules, NodeRuntime? runtime = null, ComputeInstruments? instruments = null)
     {
         _sandbox = sandbox;
         _modules = modules;
         _runtime = runtime ?? NodeRuntime.System;
+        _instruments = instruments ?? ComputeInstruments.Detached();
     }
 
     public WasmSandbox Sandbox => _sandbox;
@@ -96,9 +100,12 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
         // The run completes on a sandbox thread and posts back: until then the node is not idle.
         using var external = _runtime.BeginExternalWork();
+        var started = _sandbox.Time.GetTimestamp();
         try
         {
-            return await _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            var result = await _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            _instruments.TaskRun(result.Outcome, result.FuelConsumed, _sandbox.Time.GetElapsedTime(started));
+            return result;
         }
         finally
         {

@@ -9,6 +9,7 @@ using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Topics;
 
 namespace Potluck.Scheduler.Providing;
@@ -44,16 +45,16 @@ public sealed partial class ProviderService : IAsyncDisposable
     private ITimer? _adTimer;
     private byte[]? _lastAdvertisement;
     private DateTimeOffset _lastPrune;
+    private readonly ComputeInstruments _instruments;
     private int _disposed;
-    private long _leasesCompleted;
-    private long _receiptsRecorded;
-    private long _receiptsOnLeaseStreams;
     private long _refusedUnpaid;
     private long _refusedOverLimit;
 
+    /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
-        ProviderOptions options, NodeRuntime runtime, ILogger<ProviderService> log)
+        ProviderOptions options, NodeRuntime runtime, ILogger<ProviderService> log, ComputeInstruments? instruments = null)
     {
+        _instruments = instruments ?? ComputeInstruments.Detached();
         _host = host;
         _key = key;
         _bus = bus;
@@ -78,15 +79,6 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     /// <summary>Cores and memory in use; <see cref="ProviderCapacity.PeakCoresInUse"/> never exceeds the advertised cores.</summary>
     public ProviderCapacity Capacity { get; }
-
-    /// <summary>Leases that ended with a result sent.</summary>
-    public long LeasesCompleted => Interlocked.Read(ref _leasesCompleted);
-
-    /// <summary>Receipts newly recorded as Earned.</summary>
-    public long ReceiptsRecorded => Interlocked.Read(ref _receiptsRecorded);
-
-    /// <summary>Receipts answered on a lease stream (<see cref="LeaseProtocol.IdWithReceipts"/>) rather than a receipt stream.</summary>
-    public long ReceiptsOnLeaseStreams => Interlocked.Read(ref _receiptsOnLeaseStreams);
 
     /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
     public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
@@ -246,8 +238,9 @@ public sealed partial class ProviderService : IAsyncDisposable
                 return;
             }
             var (lease, step) = _registry.Handle(requester, message, now);
-            if (lease is null)
+            if (lease is null || (lease.FinishedAt is not null && step.Outcome is null && !_slots.ContainsKey(lease)))
             {
+                // No lease, or one that ended before (a late or repeated message): answer it, but keep no slot for it.
                 session.Enqueue(step.Send);
                 return;
             }
@@ -307,6 +300,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         if (!_slots.TryGetValue(lease, out var slot))
         {
             _slots[lease] = slot = new Slot();
+            _instruments.LeaseStarted(LeaseRole.Provider);
         }
         return slot;
     }
@@ -334,10 +328,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             slot.Timer?.Dispose();
             slot.Timer = null;
             _slots.Remove(lease);
-            if (outcome.Kind == LeaseOutcomeKind.Completed)
-            {
-                Interlocked.Increment(ref _leasesCompleted);
-            }
+            _instruments.LeaseEnded(LeaseRole.Provider, outcome.Kind);
             LogLeaseEnded(_log, lease.RequestId, lease.Requester, outcome.Kind, outcome.Detail);
             var requester = lease.Requester;
             var id = lease.RequestId;
@@ -472,6 +463,7 @@ public sealed partial class ProviderService : IAsyncDisposable
                 return;
             }
             var ack = RecordReceipt(body);
+            _instruments.Receipt(onLeaseStream: false, ack.Status);
             await LengthPrefixed.WriteAsync(stream.Output, ReceiptProtocol.EncodeAck(ack), ct);
             await stream.Output.CompleteAsync();
         }
@@ -496,7 +488,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             LogReceiptFailed(_log, e);
             return;
         }
-        Interlocked.Increment(ref _receiptsOnLeaseStreams);
+        _instruments.Receipt(onLeaseStream: true, ack.Status);
         session.Enqueue([new LeaseReceiptAck { RequestId = receipt.RequestId, Ack = ReceiptProtocol.EncodeAck(ack) }]);
     }
 
@@ -538,7 +530,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         switch (result)
         {
             case LedgerResult.Recorded:
-                Interlocked.Increment(ref _receiptsRecorded);
+                _instruments.CreditsEarned(receipt.Receipt.Amount);
                 return new ReceiptAck { Status = ReceiptAckStatus.Recorded };
             case LedgerResult.AlreadyRecorded:
                 return new ReceiptAck { Status = ReceiptAckStatus.AlreadyRecorded };
@@ -570,6 +562,7 @@ public sealed partial class ProviderService : IAsyncDisposable
                 slot.Session?.Enqueue(lease.Cancel("provider shutting down", now).Send);
                 slot.Timer?.Dispose();
                 slot.Run?.Cancel();
+                _instruments.LeaseEnded(LeaseRole.Provider, LeaseOutcomeKind.Cancelled);
             }
             _slots.Clear();
         }

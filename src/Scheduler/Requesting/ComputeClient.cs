@@ -10,6 +10,7 @@ using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Matching;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Sandbox;
@@ -63,6 +64,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly ISecureRandom _secure;
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
 
     /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
@@ -70,9 +72,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// The clock; security randomness for request ids and the decision to re-run (a provider must not predict it);
     /// protocol randomness for ranking equal providers.
     /// </param>
+    /// <param name="instruments">The node's metrics; null counts into instruments of the client's own.</param>
     public ComputeClient(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation, FraudService fraud,
-        SandboxTaskExecutor? verifier, ComputeClientOptions options, NodeRuntime runtime, ILogger<ComputeClient> log)
+        SandboxTaskExecutor? verifier, ComputeClientOptions options, NodeRuntime runtime, ILogger<ComputeClient> log,
+        ComputeInstruments? instruments = null)
     {
+        _instruments = instruments ?? ComputeInstruments.Detached();
         _host = host;
         _key = key;
         _bus = bus;
@@ -274,6 +279,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
             var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
+            _instruments.Verification(verdict);
             if (verdict == CheckVerdict.Mismatch)
             {
                 await ConvictAsync(job, lease, ct);
@@ -395,6 +401,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var verdict = trusted is not null
                 ? FraudChecker.Compare(summary, trusted.Summary)
                 : groups[0].Contains(r) ? CheckVerdict.Match : CheckVerdict.Inconclusive;
+            _instruments.Verification(verdict);
             if (verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true })
             {
                 await ConvictAsync(job, r, ct);
@@ -463,9 +470,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
-        await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
+        _instruments.LeaseStarted(LeaseRole.Requester);
+        var ended = LeaseOutcomeKind.Cancelled;
+        try
         {
-            outcome = await runner.RunAsync(ct);
+            await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
+            {
+                outcome = await runner.RunAsync(ct);
+            }
+            ended = outcome.Kind;
+        }
+        finally
+        {
+            _instruments.LeaseEnded(LeaseRole.Requester, ended);
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
@@ -637,6 +654,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             LogPaymentFailed(_log, lease.Provider, settled.ToString());
             Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, $"result accepted; payment not settled ({settled})", 0));
             return;
+        }
+        if (settled is LedgerResult.Recorded)
+        {
+            _instruments.CreditsSpent(receipt.Receipt.Amount);
         }
         job.Cost += receipt.Receipt.Amount;
         Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, lease.Result.Status.ToString(), receipt.Receipt.Amount));

@@ -85,6 +85,9 @@ public sealed class WasmSandbox : IDisposable
     /// <summary>The options in force.</summary>
     public SandboxOptions Options => _options;
 
+    /// <summary>The clock of its wall-clock deadlines (also what a run's duration is measured on).</summary>
+    public TimeProvider Time => _time;
+
     /// <summary>16 hex digits naming the Wasmtime version, platform and engine settings; compiled
     /// modules are only reused under the same fingerprint.</summary>
     public string CacheFingerprint { get; }

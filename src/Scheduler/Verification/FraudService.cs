@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Topics;
 
 namespace Potluck.Scheduler.Verification;
@@ -18,29 +19,21 @@ public sealed partial class FraudService : IDisposable
     private readonly ReputationStore _reputation;
     private readonly FraudOptions _options;
     private readonly ILogger<FraudService> _log;
+    private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
-    private long _confirmed;
-    private long _refuted;
-    private long _skipped;
 
     /// <param name="checker">Null on a node without a sandbox: proofs are then only inspected, never acted on.</param>
-    public FraudService(ITopicBus bus, FraudChecker? checker, ReputationStore reputation, FraudOptions options, ILogger<FraudService> log)
+    /// <param name="instruments">The node's metrics (<c>potluck.fraud.proofs</c>); null counts into instruments of its own.</param>
+    public FraudService(ITopicBus bus, FraudChecker? checker, ReputationStore reputation, FraudOptions options, ILogger<FraudService> log,
+        ComputeInstruments? instruments = null)
     {
+        _instruments = instruments ?? ComputeInstruments.Detached();
         _bus = bus;
         _checker = checker;
         _reputation = reputation;
         _options = options;
         _log = log;
     }
-
-    /// <summary>Proofs re-run and upheld (the provider is now refused).</summary>
-    public long Confirmed => Interlocked.Read(ref _confirmed);
-
-    /// <summary>Proofs re-run and found false.</summary>
-    public long Refuted => Interlocked.Read(ref _refuted);
-
-    /// <summary>Proofs not re-run: too costly, no sandbox, or the provider refused already.</summary>
-    public long Skipped => Interlocked.Read(ref _skipped);
 
     /// <summary>Raised after a received proof was re-run: the provider, and whether the proof stood.</summary>
     public event Action<PeerId, bool>? Checked;
@@ -57,6 +50,7 @@ public sealed partial class FraudService : IDisposable
             return false;
         }
         await _bus.PublishAsync(FraudProtocol.Topic, bytes, ct);
+        _instruments.FraudProof("published");
         return true;
     }
 
@@ -73,31 +67,31 @@ public sealed partial class FraudService : IDisposable
     {
         if (!FraudProof.TryDecode(message.Data, _options, out var proof) || _checker is null)
         {
-            Interlocked.Increment(ref _skipped);
+            _instruments.FraudProof("skipped");
             return;
         }
         var inspected = proof.Inspect(_options);
         if (inspected.Status != FraudProofStatus.Plausible || _reputation.IsRefused(inspected.Provider))
         {
-            Interlocked.Increment(ref _skipped);
+            _instruments.FraudProof("skipped");
             return;
         }
         var (check, verdict) = await _checker.CheckAsync(proof, ct);
         if (verdict is null)
         {
-            Interlocked.Increment(ref _skipped);
+            _instruments.FraudProof("skipped");
             return;
         }
         var stands = verdict == CheckVerdict.Mismatch;
         if (stands)
         {
-            Interlocked.Increment(ref _confirmed);
+            _instruments.FraudProof("confirmed");
             _reputation.Refuse(check.Provider, $"fraud proof from {message.Author ?? message.ReceivedFrom} confirmed by re-running");
             LogProofConfirmed(_log, check.Provider);
         }
         else
         {
-            Interlocked.Increment(ref _refuted);
+            _instruments.FraudProof("refuted");
             LogProofRefuted(_log, check.Provider, message.ReceivedFrom, verdict.Value);
         }
         Checked?.Invoke(check.Provider, stands);

@@ -6,6 +6,8 @@ using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 
+using Potluck.Tests;
+
 namespace Potluck.Node.Tests.Compute;
 
 [CancelAfter(120_000)]
@@ -108,6 +110,8 @@ public class ComputeEndToEndTests
         var honest1 = await cluster.AddAsync("honest1", provide: true, price: 10);
         var honest2 = await cluster.AddAsync("honest2", provide: true, price: 10);
         await requester.Node.Client.WaitForProvidersAsync(3, ct);
+        using var requesterMetrics = new MetricRecorder(requester.Potluck.ComputeMetrics.Meter);
+        var otherMetrics = new[] { honest1, honest2 }.ToDictionary(m => m, m => new MetricRecorder(m.Potluck.ComputeMetrics.Meter));
 
         var results = new List<SubmissionResult>();
         for (var i = 0; i < 8; i++)
@@ -130,7 +134,8 @@ public class ComputeEndToEndTests
         foreach (var other in new[] { honest1, honest2 })
         {
             Assert.That(other.Node.Reputation.IsRefused(cheater.PeerId), Is.True, $"{other.Name} checked the fraud proof by re-running it and refuses the cheater");
-            Assert.That(other.Node.Fraud.Confirmed, Is.EqualTo(1));
+            Assert.That(otherMetrics[other].Sum("potluck.fraud.proofs", "outcome=confirmed"), Is.EqualTo(1), $"{other.Name} confirmed the proof");
+            otherMetrics[other].Dispose();
             Assert.That(other.Node.Reputation.IsRefused(requester.PeerId) || other.Node.Reputation.IsRefused(honest1.PeerId), Is.False);
         }
         var cheaterEarned = cheater.Node.Ledger.Recent(100).Where(e => e.Kind == LedgerEntryKind.Earned).Sum(e => e.Amount);
@@ -138,6 +143,9 @@ public class ComputeEndToEndTests
         Assert.That(cheaterEarned, Is.EqualTo(paidToCheater), "the cheater earned exactly what it was paid for honest results");
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Released), Has.Count.GreaterThanOrEqualTo(1), "the fraudulent lease was released unpaid");
         Assert.That(results.Sum(r => r.Cost), Is.EqualTo(ComputeCluster.Grant - requester.Node.Ledger.Balance()));
+        Assert.That(requesterMetrics.Sum("potluck.verifications", "verdict=mismatch"), Is.EqualTo(1), "one re-run contradicted the cheater");
+        Assert.That(requesterMetrics.Sum("potluck.fraud.proofs", "outcome=published"), Is.EqualTo(1));
+        Assert.That(requesterMetrics.Sum("potluck.credits.spent"), Is.EqualTo(results.Sum(r => r.Cost)), "spent credits are what the results cost");
         Assert.That(results[0].Verified, Is.True, "a stranger's first result is verified");
         await cluster.AssertLedgersConserveAsync();
         foreach (var p in new[] { cheater, honest1, honest2 })
@@ -252,6 +260,7 @@ public class ComputeEndToEndTests
         var requester = await cluster.AddAsync("requester", provide: false);
         var provider = await cluster.AddAsync("provider", provide: true);
         await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        using var providerMetrics = new MetricRecorder(provider.Potluck.ComputeMetrics.Meter);
 
         for (var i = 0; i < 4; i++)
         {
@@ -272,8 +281,10 @@ public class ComputeEndToEndTests
         Assert.That(after.History, Has.Count.EqualTo(1), "the lease did not need a second attempt");
         Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(2), "the broken stream was replaced by a new one");
         await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
-        Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(5), "every lease paid");
-        Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.EqualTo(5), "every receipt went on the lease stream");
+        Assert.That(providerMetrics.Sum("potluck.receipts", "path=lease_stream", "outcome=recorded"), Is.EqualTo(5),
+            "every lease paid, every receipt on the lease stream");
+        Assert.That(providerMetrics.Sum("potluck.receipts", "path=receipt_stream"), Is.Zero);
+        Assert.That(providerMetrics.Sum("potluck.leases.ended", "role=provider", "outcome=completed"), Is.EqualTo(5));
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(5), "and was acknowledged there");
         await cluster.AssertLedgersConserveAsync();
     }
@@ -309,6 +320,7 @@ public class ComputeEndToEndTests
         var provider = await cluster.AddAsync("provider", provide: true);
         provider.Host.RemoveStreamHandler(LeaseProtocol.IdWithReceipts);
         await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        using var providerMetrics = new MetricRecorder(provider.Potluck.ComputeMetrics.Meter);
 
         for (var i = 0; i < 2; i++)
         {
@@ -317,8 +329,9 @@ public class ComputeEndToEndTests
             Assert.That(result.History, Has.Count.EqualTo(1));
         }
         await requester.Node.Client.WhenReceiptsDeliveredAsync(ct);
-        Assert.That(provider.Node.Provider!.ReceiptsRecorded, Is.EqualTo(2), "both leases paid");
-        Assert.That(provider.Node.Provider.ReceiptsOnLeaseStreams, Is.Zero, "on receipt streams, as a 1.0.0 provider takes them");
+        Assert.That(providerMetrics.Sum("potluck.receipts", "path=receipt_stream", "outcome=recorded"), Is.EqualTo(2),
+            "both leases paid, on receipt streams, as a 1.0.0 provider takes them");
+        Assert.That(providerMetrics.Sum("potluck.receipts", "path=lease_stream"), Is.Zero);
         Assert.That(requester.Node.Ledger.Reservations(PaymentState.Delivered), Has.Count.EqualTo(2));
         Assert.That(requester.Node.Client.LeaseStreamsOpened(provider.PeerId), Is.EqualTo(1));
         await cluster.AssertLedgersConserveAsync();

@@ -1,0 +1,157 @@
+using System.Diagnostics.Metrics;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Metrics;
+
+/// <summary>
+/// The libp2p stack's metrics for one node (DESIGN §7): every instrument lives on one <see cref="Meter"/> named
+/// <see cref="MeterName"/>, made by the node's own <see cref="IMeterFactory"/>, so fifty simulated nodes in one process
+/// never share a counter (a listener tells them apart by <see cref="Meter.Scope"/>, the factory). Instrument names and
+/// units follow OpenTelemetry's conventions; every tag value is one of a fixed set (directions, failure kinds, our own
+/// protocol ids, DHT message types), never a string a remote chose, so a hostile peer cannot grow the series.
+/// <list type="table">
+/// <item><c>potluck.connections.opened</c>, <c>.closed</c> ({connection}; direction) and <c>.current</c> (up-down)</item>
+/// <item><c>potluck.handshakes.completed</c>, <c>.failed</c> ({handshake}; direction, and failure kind when failed) and
+/// <c>potluck.handshake.duration</c> (s; direction, outcome): the upgrade from raw connection to muxed one</item>
+/// <item><c>potluck.streams.opened</c> ({stream}; protocol, direction) and <c>potluck.streams.failed</c> ({stream};
+/// protocol, kind: inbound streams that ended at the host's one catch site with anything but a clean end)</item>
+/// <item><c>potluck.bytes.received</c>, <c>potluck.bytes.sent</c> (By): encrypted bytes on upgraded connections</item>
+/// <item><c>potluck.gossip.messages.published</c>, <c>.received</c>, <c>.duplicates</c>, <c>.delivered</c> and
+/// <c>.rejected</c> ({message}; reason: invalid_signature, oversized, malformed, rejected, ignored)</item>
+/// <item><c>potluck.dht.queries</c> ({query}; type, outcome: ok or the failure kind) and <c>potluck.dht.lookups</c>
+/// ({lookup}; type)</item>
+/// </list>
+/// </summary>
+public sealed class ProtocolInstruments
+{
+    public const string MeterName = "Potluck.Protocol";
+
+    private readonly Counter<long> _connectionsOpened;
+    private readonly Counter<long> _connectionsClosed;
+    private readonly UpDownCounter<long> _connectionsCurrent;
+    private readonly Counter<long> _handshakesCompleted;
+    private readonly Counter<long> _handshakesFailed;
+    private readonly Histogram<double> _handshakeDuration;
+    private readonly Counter<long> _streamsOpened;
+    private readonly Counter<long> _streamsFailed;
+    private readonly Counter<long> _bytesReceived;
+    private readonly Counter<long> _bytesSent;
+    private readonly Counter<long> _gossipPublished;
+    private readonly Counter<long> _gossipReceived;
+    private readonly Counter<long> _gossipDuplicates;
+    private readonly Counter<long> _gossipDelivered;
+    private readonly Counter<long> _gossipRejected;
+    private readonly Counter<long> _dhtQueries;
+    private readonly Counter<long> _dhtLookups;
+
+    /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
+    public ProtocolInstruments(IMeterFactory meters)
+        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)))
+    {
+    }
+
+    private ProtocolInstruments(Meter meter)
+    {
+        Meter = meter;
+        _connectionsOpened = meter.CreateCounter<long>("potluck.connections.opened", "{connection}", "Connections upgraded and registered");
+        _connectionsClosed = meter.CreateCounter<long>("potluck.connections.closed", "{connection}", "Registered connections that closed");
+        _connectionsCurrent = meter.CreateUpDownCounter<long>("potluck.connections.current", "{connection}", "Connections open now");
+        _handshakesCompleted = meter.CreateCounter<long>("potluck.handshakes.completed", "{handshake}", "Upgrades (pnet, multistream-select, Noise, muxer) that succeeded");
+        _handshakesFailed = meter.CreateCounter<long>("potluck.handshakes.failed", "{handshake}", "Upgrades that failed, by failure kind");
+        _handshakeDuration = meter.CreateHistogram<double>("potluck.handshake.duration", "s", "Time from raw connection to muxed connection",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
+        _streamsOpened = meter.CreateCounter<long>("potluck.streams.opened", "{stream}", "Streams whose protocol was agreed");
+        _streamsFailed = meter.CreateCounter<long>("potluck.streams.failed", "{stream}", "Inbound streams that failed at the host's catch site, by failure kind");
+        _bytesReceived = meter.CreateCounter<long>("potluck.bytes.received", "By", "Encrypted bytes received on upgraded connections");
+        _bytesSent = meter.CreateCounter<long>("potluck.bytes.sent", "By", "Encrypted bytes sent on upgraded connections");
+        _gossipPublished = meter.CreateCounter<long>("potluck.gossip.messages.published", "{message}", "Gossip messages this node published");
+        _gossipReceived = meter.CreateCounter<long>("potluck.gossip.messages.received", "{message}", "Gossip messages received from peers");
+        _gossipDuplicates = meter.CreateCounter<long>("potluck.gossip.messages.duplicates", "{message}", "Received gossip messages already seen");
+        _gossipDelivered = meter.CreateCounter<long>("potluck.gossip.messages.delivered", "{message}", "Received gossip messages accepted and delivered");
+        _gossipRejected = meter.CreateCounter<long>("potluck.gossip.messages.rejected", "{message}", "Received gossip messages refused, by reason");
+        _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
+        _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
+    }
+
+    /// <summary>The meter every instrument is on.</summary>
+    public Meter Meter { get; }
+
+    /// <summary>
+    /// Instruments nobody registered (a host or service built by hand, outside the node builder): on their own meter,
+    /// not shared with any node's.
+    /// </summary>
+    internal static ProtocolInstruments Detached() => new(new Meter(MeterName));
+
+    public void ConnectionOpened(Direction direction)
+    {
+        var tag = DirectionTag(direction);
+        _connectionsOpened.Add(1, tag);
+        _connectionsCurrent.Add(1, tag);
+    }
+
+    public void ConnectionClosed(Direction direction)
+    {
+        var tag = DirectionTag(direction);
+        _connectionsClosed.Add(1, tag);
+        _connectionsCurrent.Add(-1, tag);
+    }
+
+    public void HandshakeCompleted(Direction direction, TimeSpan duration)
+    {
+        var tag = DirectionTag(direction);
+        _handshakesCompleted.Add(1, tag);
+        _handshakeDuration.Record(duration.TotalSeconds, tag, new("outcome", "ok"));
+    }
+
+    public void HandshakeFailed(Direction direction, FailureKind kind, TimeSpan duration)
+    {
+        var tag = DirectionTag(direction);
+        _handshakesFailed.Add(1, tag, new("kind", KindTag(kind)));
+        _handshakeDuration.Record(duration.TotalSeconds, tag, new("outcome", "failed"));
+    }
+
+    /// <param name="protocol">A protocol id this node offered or has a handler for (never one the remote made up).</param>
+    public void StreamOpened(string protocol, Direction direction) =>
+        _streamsOpened.Add(1, new KeyValuePair<string, object?>("protocol", protocol), DirectionTag(direction));
+
+    /// <param name="protocol">The agreed protocol id, or empty when the stream failed before one was agreed.</param>
+    public void StreamFailed(string protocol, FailureKind kind) =>
+        _streamsFailed.Add(1, new KeyValuePair<string, object?>("protocol", protocol), new("kind", KindTag(kind)));
+
+    public void BytesReceived(long bytes) => _bytesReceived.Add(bytes);
+
+    public void BytesSent(long bytes) => _bytesSent.Add(bytes);
+
+    public void GossipPublished() => _gossipPublished.Add(1);
+
+    public void GossipReceived() => _gossipReceived.Add(1);
+
+    public void GossipDuplicate() => _gossipDuplicates.Add(1);
+
+    public void GossipDelivered() => _gossipDelivered.Add(1);
+
+    /// <param name="reason">One of <c>invalid_signature</c>, <c>oversized</c>, <c>malformed</c>, <c>rejected</c>, <c>ignored</c>.</param>
+    public void GossipRejected(string reason) => _gossipRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
+
+    /// <param name="type">The DHT message type in lower case (<c>find_node</c>, <c>get_providers</c>, …).</param>
+    /// <param name="failure">Null when the query was answered.</param>
+    public void DhtQuery(string type, FailureKind? failure) =>
+        _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
+
+    public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
+
+    private static KeyValuePair<string, object?> DirectionTag(Direction direction) =>
+        new("direction", direction == Direction.Inbound ? "inbound" : "outbound");
+
+    /// <summary>A failure kind as a tag value.</summary>
+    public static string KindTag(FailureKind kind) => kind switch
+    {
+        FailureKind.Cancelled => "cancelled",
+        FailureKind.PeerGone => "peer_gone",
+        FailureKind.ProtocolViolation => "protocol_violation",
+        FailureKind.Unsupported => "unsupported",
+        FailureKind.ResourceLimit => "resource_limit",
+        _ => "internal",
+    };
+}

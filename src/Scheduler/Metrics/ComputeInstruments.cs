@@ -1,0 +1,143 @@
+using System.Diagnostics.Metrics;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Sandbox;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Metrics;
+
+/// <summary>
+/// The compute layer's metrics for one node (DESIGN §7), on one <see cref="Meter"/> named <see cref="MeterName"/> made
+/// by the node's own <see cref="IMeterFactory"/>. Every tag value is one of a fixed set (roles, outcomes, verdicts).
+/// <list type="table">
+/// <item><c>potluck.leases.active</c> ({lease}, up-down; role: provider or requester) and <c>potluck.leases.ended</c>
+/// ({lease}; role, outcome: completed, rejected, expired, cancelled, failed)</item>
+/// <item><c>potluck.tasks.run</c> ({task}; outcome: the sandbox's), <c>potluck.tasks.fuel</c> ({fuel}: fuel consumed)
+/// and <c>potluck.sandbox.duration</c> (s; outcome): every run in this node's sandbox (leased tasks, verification re-runs
+/// and fraud-proof checks alike)</item>
+/// <item><c>potluck.credits.earned</c> and <c>potluck.credits.spent</c> ({microcredit}): receipts newly recorded as earned,
+/// and newly settled as spent</item>
+/// <item><c>potluck.receipts</c> ({receipt}; path: lease_stream or receipt_stream; outcome: recorded, already_recorded,
+/// refused): receipts a provider answered</item>
+/// <item><c>potluck.verifications</c> ({check}; verdict: match, mismatch, inconclusive, unchecked): how each result a
+/// requester accepted or refused was checked</item>
+/// <item><c>potluck.fraud.proofs</c> ({proof}; outcome: published, confirmed, refuted, skipped)</item>
+/// </list>
+/// </summary>
+public sealed class ComputeInstruments
+{
+    public const string MeterName = "Potluck.Compute";
+
+    private readonly UpDownCounter<long> _leasesActive;
+    private readonly Counter<long> _leasesEnded;
+    private readonly Counter<long> _tasksRun;
+    private readonly Counter<long> _fuel;
+    private readonly Histogram<double> _sandboxDuration;
+    private readonly Counter<long> _creditsEarned;
+    private readonly Counter<long> _creditsSpent;
+    private readonly Counter<long> _receipts;
+    private readonly Counter<long> _verifications;
+    private readonly Counter<long> _fraudProofs;
+
+    /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
+    public ComputeInstruments(IMeterFactory meters)
+        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)))
+    {
+    }
+
+    private ComputeInstruments(Meter meter)
+    {
+        Meter = meter;
+        _leasesActive = meter.CreateUpDownCounter<long>("potluck.leases.active", "{lease}", "Leases negotiating or running now");
+        _leasesEnded = meter.CreateCounter<long>("potluck.leases.ended", "{lease}", "Leases that ended, by role and outcome");
+        _tasksRun = meter.CreateCounter<long>("potluck.tasks.run", "{task}", "Runs in this node's sandbox, by outcome");
+        _fuel = meter.CreateCounter<long>("potluck.tasks.fuel", "{fuel}", "Fuel consumed by runs in this node's sandbox");
+        _sandboxDuration = meter.CreateHistogram<double>("potluck.sandbox.duration", "s", "Time of one run in the sandbox, queueing included",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
+        _creditsEarned = meter.CreateCounter<long>("potluck.credits.earned", "{microcredit}", "Credits newly recorded as earned");
+        _creditsSpent = meter.CreateCounter<long>("potluck.credits.spent", "{microcredit}", "Credits newly settled as spent");
+        _receipts = meter.CreateCounter<long>("potluck.receipts", "{receipt}", "Receipts a provider answered, by path and outcome");
+        _verifications = meter.CreateCounter<long>("potluck.verifications", "{check}", "Results a requester took, by how the check ended");
+        _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
+    }
+
+    /// <summary>The meter every instrument is on.</summary>
+    public Meter Meter { get; }
+
+    /// <summary>Instruments nobody registered (a part built by hand, outside the node builder): on their own meter.</summary>
+    internal static ComputeInstruments Detached() => new(new Meter(MeterName));
+
+    public void LeaseStarted(LeaseRole role) => _leasesActive.Add(1, RoleTag(role));
+
+    public void LeaseEnded(LeaseRole role, LeaseOutcomeKind outcome)
+    {
+        var tag = RoleTag(role);
+        _leasesActive.Add(-1, tag);
+        _leasesEnded.Add(1, tag, new("outcome", OutcomeTag(outcome)));
+    }
+
+    public void TaskRun(SandboxOutcome outcome, ulong fuel, TimeSpan duration)
+    {
+        var tag = new KeyValuePair<string, object?>("outcome", OutcomeTag(outcome));
+        _tasksRun.Add(1, tag);
+        _fuel.Add((long)Math.Min(fuel, long.MaxValue));
+        _sandboxDuration.Record(duration.TotalSeconds, tag);
+    }
+
+    /// <param name="microCredits">A receipt's amount (micro-credits, as the ledger keeps them).</param>
+    public void CreditsEarned(long microCredits) => _creditsEarned.Add(microCredits);
+
+    /// <param name="microCredits">A receipt's amount (micro-credits, as the ledger keeps them).</param>
+    public void CreditsSpent(long microCredits) => _creditsSpent.Add(microCredits);
+
+    public void Receipt(bool onLeaseStream, ReceiptAckStatus outcome) =>
+        _receipts.Add(1, new KeyValuePair<string, object?>("path", onLeaseStream ? "lease_stream" : "receipt_stream"),
+            new("outcome", outcome switch
+            {
+                ReceiptAckStatus.Recorded => "recorded",
+                ReceiptAckStatus.AlreadyRecorded => "already_recorded",
+                _ => "refused",
+            }));
+
+    /// <param name="verdict">Null when the result was taken unchecked.</param>
+    public void Verification(CheckVerdict? verdict) => _verifications.Add(1, new KeyValuePair<string, object?>("verdict", verdict switch
+    {
+        CheckVerdict.Match => "match",
+        CheckVerdict.Mismatch => "mismatch",
+        CheckVerdict.Inconclusive => "inconclusive",
+        _ => "unchecked",
+    }));
+
+    /// <param name="outcome">One of <c>published</c>, <c>confirmed</c>, <c>refuted</c>, <c>skipped</c>.</param>
+    public void FraudProof(string outcome) => _fraudProofs.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
+    private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
+
+    private static string OutcomeTag(LeaseOutcomeKind outcome) => outcome switch
+    {
+        LeaseOutcomeKind.Completed => "completed",
+        LeaseOutcomeKind.Rejected => "rejected",
+        LeaseOutcomeKind.Expired => "expired",
+        LeaseOutcomeKind.Cancelled => "cancelled",
+        _ => "failed",
+    };
+
+    private static string OutcomeTag(SandboxOutcome outcome) => outcome switch
+    {
+        SandboxOutcome.Success => "success",
+        SandboxOutcome.ExitedNonZero => "exited_non_zero",
+        SandboxOutcome.FuelExhausted => "fuel_exhausted",
+        SandboxOutcome.MemoryLimitExceeded => "memory_limit_exceeded",
+        SandboxOutcome.OutputLimitExceeded => "output_limit_exceeded",
+        SandboxOutcome.Trapped => "trapped",
+        SandboxOutcome.WallClockTimeout => "wall_clock_timeout",
+        _ => "invalid_module",
+    };
+}
+
+/// <summary>Which side of a lease a node is on.</summary>
+public enum LeaseRole
+{
+    Provider,
+    Requester,
+}
