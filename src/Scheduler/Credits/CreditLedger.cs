@@ -141,8 +141,8 @@ public sealed class CreditLedger : IDisposable
         {
             throw new ArgumentException("the ledger needs its owner's peer id", nameof(owner));
         }
-        Directory.CreateDirectory(directory);
-        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
+        var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), FileName);
+        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
         var builder = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -156,6 +156,7 @@ public sealed class CreditLedger : IDisposable
             connection.Open();
             var ledger = new CreditLedger(connection, path, owner, options, time);
             ledger.Initialise();
+            Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
             return ledger;
         }
         catch (SqliteException e)

@@ -147,10 +147,13 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     private Advertisement CurrentAdvertisement()
     {
-        int available;
+        int available, cores;
+        long memory;
         lock (_gate)
         {
             available = Capacity.AvailableCores;
+            cores = Capacity.Cores;
+            memory = Capacity.MemoryBytes;
         }
         var addresses = _host.ListenAddresses.Take(_options.Advertising.MaxListenAddresses).Select(a => a.ToBytes()).ToArray();
         var policy = ProviderPolicyFlags.Attests | ProviderPolicyFlags.Deterministic
@@ -158,14 +161,82 @@ public sealed partial class ProviderService : IAsyncDisposable
         return new Advertisement
         {
             ListenAddresses = addresses,
-            Cores = _options.Cores,
+            Cores = cores,
             AvailableCores = available,
-            MemoryBytes = _options.MemoryBytes,
+            MemoryBytes = memory,
             SpeedFuelPerSecond = _options.SpeedFuelPerSecond,
             PricePerMegaFuel = _options.PricePerMegaFuel,
             RuntimeVersion = ComputeRuntime.Version,
             Policy = policy,
         };
+    }
+
+    // ------------------------------------------------------------------ the operator's controls
+
+    /// <summary>
+    /// Stops taking new leases (refused as busy with <paramref name="reason"/>, advertised with no free core); with
+    /// <paramref name="cancelRunning"/> every live lease is also ended now, cleanly: the requester is told, the task is
+    /// stopped, nothing is attested, so nothing is paid or owed. Returns the leases cancelled.
+    /// </summary>
+    public int Pause(string reason, bool cancelRunning)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        var cancelled = 0;
+        Action? after = null;
+        lock (_gate)
+        {
+            Capacity.Pause(reason);
+            if (cancelRunning)
+            {
+                var now = _time.GetUtcNow();
+                foreach (var (lease, slot) in _slots.ToList())
+                {
+                    var step = lease.Cancel(reason, now);
+                    if (step.Outcome is not null)
+                    {
+                        slot.Run?.Cancel();
+                        after += Apply(lease, slot, step, now);
+                        cancelled++;
+                    }
+                }
+            }
+        }
+        after?.Invoke();
+        PublishSoon();
+        return cancelled;
+    }
+
+    /// <summary>Takes new leases again.</summary>
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            Capacity.Pause(null);
+        }
+        PublishSoon();
+    }
+
+    /// <summary>Offers other cores and memory from now on (leases held keep theirs); advertised at once.</summary>
+    public void Resize(int cores, long memoryBytes)
+    {
+        lock (_gate)
+        {
+            Capacity.Resize(cores, memoryBytes);
+        }
+        PublishSoon();
+    }
+
+    /// <summary>The leases held now, for `potluck leases`.</summary>
+    public IReadOnlyList<ProviderLeaseView> Leases()
+    {
+        lock (_gate)
+        {
+            return _slots.Keys
+                .Select(l => new ProviderLeaseView(l.RequestId, l.Requester, l.IsRunning, l.Terms.FuelLimit, l.Terms.MemoryLimitBytes,
+                    l.Terms.PricePerMegaFuel, DateTimeOffset.FromUnixTimeMilliseconds(l.Terms.DeadlineUnixMs)))
+                .OrderBy(v => v.RequestId)
+                .ToArray();
+        }
     }
 
     // ------------------------------------------------------------------ leases
@@ -593,3 +664,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement not published: {Reason}")]
     private static partial void LogPublishFailed(ILogger logger, string reason);
 }
+
+/// <summary>A lease a provider holds: who asked, whether its task runs now, and its terms.</summary>
+public sealed record ProviderLeaseView(ulong RequestId, PeerId Requester, bool Running, long FuelLimit, long MemoryLimitBytes,
+    long PricePerMegaFuel, DateTimeOffset Deadline);

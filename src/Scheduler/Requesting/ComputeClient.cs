@@ -158,7 +158,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await ContextWait.WaitAsync(changed, ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -176,7 +176,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await ContextWait.WaitAsync(changed, ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -624,7 +624,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             try
             {
-                await ContextWait.WaitAsync(changed, left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -678,7 +678,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        return ContextWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
+        return LoopSafeWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
     }
 
     /// <summary>
