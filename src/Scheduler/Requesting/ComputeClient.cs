@@ -460,6 +460,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             MemoryLimitBytes = s.MemoryBytes,
             Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
             MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
+            AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
