@@ -63,6 +63,23 @@ internal static class CliOptions
         CustomParser = r => Whole(r, name, min, max),
     };
 
+    /// <summary>A decimal number in [<paramref name="min"/>, <paramref name="max"/>] (a share, a rate).</summary>
+    public static Option<double?> Number(string name, string valueName, string description, double min, double max) => new(name)
+    {
+        Description = description,
+        HelpName = valueName,
+        CustomParser = r =>
+        {
+            var text = r.Tokens[^1].Value;
+            if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && x >= min && x <= max)
+            {
+                return x;
+            }
+            r.AddError(string.Create(CultureInfo.InvariantCulture, $"{name} '{text}' must be a number from {min} to {max}"));
+            return null;
+        },
+    };
+
     /// <summary>A byte count as people type it: 1048576, 64KiB, 64MiB, 1GB (see <see cref="ByteSize"/>).</summary>
     public static Option<long?> Size(string name, string description) => new(name)
     {

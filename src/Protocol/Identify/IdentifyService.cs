@@ -86,7 +86,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
             {
                 _pending[peer] = tcs = new TaskCompletionSource<IdentifyResult>(TaskCreationOptions.RunContinuationsAsynchronously);
             }
-            return tcs.Task.WaitAsync(ct);
+            return LoopSafeWait.WaitAsync(tcs.Task, ct);
         }
     }
 

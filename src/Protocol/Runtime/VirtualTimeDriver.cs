@@ -48,6 +48,9 @@ public sealed class VirtualTimeDriver
 
     public VirtualTimeLimits Limits { get; }
 
+    /// <summary>Wall-clock time the driver spent waiting for external work (sandbox runs) to post back.</summary>
+    public TimeSpan ExternalWaitTime { get; private set; }
+
     /// <summary>Times the driver found the loop idle and moved the clock.</summary>
     public long Jumps { get; private set; }
 
@@ -198,7 +201,10 @@ public sealed class VirtualTimeDriver
 
     private void WaitExternal()
     {
-        if (!Loop.WaitForWork(Limits.MaxExternalWait))
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var posted = Loop.WaitForWork(Limits.MaxExternalWait);
+        ExternalWaitTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+        if (!posted)
         {
             throw new VirtualTimeStuckException(
                 $"{Loop.ExternalWorkCount} piece(s) of external work did not post back within {Limits.MaxExternalWait} of wall-clock time");

@@ -147,7 +147,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 _ackWaiters.Add(waiter);
             }
 
-            await waiter.Task.WaitAsync(ct);
+            await LoopSafeWait.WaitAsync(waiter.Task, ct);
         }
     }
 

@@ -158,7 +158,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await ContextWait.WaitAsync(changed, ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -176,7 +176,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 }
                 changed = _adsChanged.Task;
             }
-            await ContextWait.WaitAsync(changed, ct);
+            await LoopSafeWait.WaitAsync(changed, ct);
         }
     }
 
@@ -460,6 +460,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             MemoryLimitBytes = s.MemoryBytes,
             Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
             MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
+            AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
@@ -624,7 +625,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             try
             {
-                await ContextWait.WaitAsync(changed, left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -678,7 +679,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        return ContextWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
+        return LoopSafeWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
     }
 
     /// <summary>

@@ -84,7 +84,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
             {
                 return null;
             }
-            return await ContextWait.WaitAsync(answer.Task, ct);
+            return await LoopSafeWait.WaitAsync(answer.Task, ct);
         }
         catch (OperationCanceledException)
         {

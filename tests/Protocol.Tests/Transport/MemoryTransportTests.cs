@@ -174,6 +174,90 @@ public sealed class MemoryTransportTests
     });
 
     [Test]
+    public void Bandwidth_AFlushOccupiesTheLinkForItsSizeOverTheBandwidth_ThenTheLatency() => VirtualTimeDriver.Run(async d =>
+    {
+        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        // 1,000 bytes per second: 100 bytes take 100 ms to send, then 10 ms to travel.
+        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10), BandwidthBytesPerSecond = 1000 });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        await client.Output.WriteAndFlushAsync(new byte[100]);
+        await client.Output.WriteAndFlushAsync(new byte[50]); // queued behind the first: sent by 150 ms
+        await Task.Delay(TimeSpan.FromMilliseconds(109), d.Clock);
+        Assert.That(server.Input.TryRead(out _), Is.False, "the first flush is still being sent or in flight");
+        await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+        Assert.That(ReadNow(server.Input).Data, Has.Length.EqualTo(100), "the first flush only, at 100 + 10 ms");
+        await Task.Delay(TimeSpan.FromMilliseconds(49), d.Clock);
+        Assert.That(server.Input.TryRead(out _), Is.False, "the second waits for the link");
+        await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+        Assert.That(ReadNow(server.Input).Data, Has.Length.EqualTo(50), "the second at 150 + 10 ms");
+    });
+
+    /// <summary>Sends 200 one-byte flushes 1 ms apart over a lossy link; returns each byte's arrival time (ms) in order.</summary>
+    private static List<long> LossyArrivals(long seed) => VirtualTimeDriver.Run(async d =>
+    {
+        var network = new SimulatedNetwork(d.Clock, new SimulatedNetworkOptions { Seed = seed }, d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetLink(la.Address, lb.Address, new LinkConditions
+        {
+            Latency = TimeSpan.FromMilliseconds(10), Loss = 0.1, RetransmitTimeout = TimeSpan.FromMilliseconds(50),
+        });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        var start = d.Clock.GetUtcNow();
+        var arrivals = new List<long>();
+        var received = new List<byte>();
+        for (var i = 0; i < 200; i++)
+        {
+            await client.Output.WriteAndFlushAsync(new[] { (byte)i });
+            await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+            while (server.Input.TryRead(out var r))
+            {
+                foreach (var x in r.Buffer.ToArray())
+                {
+                    received.Add(x);
+                    arrivals.Add((long)(d.Clock.GetUtcNow() - start).TotalMilliseconds);
+                }
+                server.Input.AdvanceTo(r.Buffer.End);
+            }
+        }
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        while (server.Input.TryRead(out var r))
+        {
+            foreach (var x in r.Buffer.ToArray())
+            {
+                received.Add(x);
+                arrivals.Add((long)(d.Clock.GetUtcNow() - start).TotalMilliseconds);
+            }
+            server.Input.AdvanceTo(r.Buffer.End);
+        }
+        Assert.That(received, Is.EqualTo(Enumerable.Range(0, 200).Select(i => (byte)i)), "a lossy link is still reliable and ordered");
+        return arrivals;
+    });
+
+    [Test]
+    public void Loss_DelaysLostFlushesByTheRetransmitTimeout_InOrder_ReplayableFromTheSeed()
+    {
+        var first = LossyArrivals(7);
+        var again = LossyArrivals(7);
+        var other = LossyArrivals(8);
+        Assert.That(again, Is.EqualTo(first), "the same seed loses the same flushes");
+        Assert.That(other, Is.Not.EqualTo(first), "another seed loses others");
+        // Byte i was sent at i ms: on time it arrives at i + 10 ms (read at the next whole ms), late at least 50 ms more.
+        var late = first.Select((t, i) => t - i).Count(delay => delay >= 60);
+        Assert.That(late, Is.InRange(5, 80), "about 10 % lost, and everything behind a lost flush waits for it");
+        Assert.That(first.Select((t, i) => t - i).Min(), Is.GreaterThanOrEqualTo(10), "nothing arrives before the latency");
+    }
+
+    [Test]
     public void EndpointLatencies_AddUpOnALink() => VirtualTimeDriver.Run(async d =>
     {
         var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);

@@ -14,7 +14,7 @@ namespace Potluck.Protocol.Transport.Memory;
 /// destination and flushes it, so once <c>FakeTimeProvider.Advance</c> returns, exactly the bytes due by then are
 /// readable. Only when the destination is paused (its reader is behind) does delivery continue asynchronously.
 /// Bytes in flight stay unconsumed in <c>source</c>, so its pause threshold is the link's window. Loss and
-/// bandwidth, when modelled, change the delivery time computed in <see cref="Enqueue"/>.
+/// bandwidth change the delivery time computed in <see cref="Enqueue"/> (see <see cref="LinkConditions"/>).
 /// </remarks>
 internal sealed class DelayLine
 {
@@ -24,8 +24,14 @@ internal sealed class DelayLine
     private readonly PipeReader _source;
     private readonly PipeWriter _destination;
     private readonly TimeProvider _time;
-    private readonly TimeSpan _latency;
     private readonly long _latencyTimestamp;
+    private readonly double _timestampsPerByte;   // 0: unlimited bandwidth
+    private readonly double _loss;
+    private readonly long _retransmitTimestamp;
+    private readonly Random? _lossRandom;
+    private long _flushedOffset;    // bytes stamped so far
+    private long _linkFreeAt;       // when the link has sent everything stamped so far (bandwidth)
+    private long _lastDue;
     private readonly Queue<Entry> _inFlight = new();
     private readonly ITimer _timer;
     private bool _timerArmed;
@@ -38,12 +44,21 @@ internal sealed class DelayLine
     private long _delivered;        // touched only by the owner
 
     public DelayLine(PipeReader source, PipeWriter destination, TimeProvider time, TimeSpan latency)
+        : this(source, destination, time, new LinkConditions { Latency = latency }, 0)
+    {
+    }
+
+    public DelayLine(PipeReader source, PipeWriter destination, TimeProvider time, LinkConditions conditions, long seed)
     {
         _source = source;
         _destination = destination;
         _time = time;
-        _latency = latency;
-        _latencyTimestamp = (long)Math.Ceiling(latency.Ticks * (time.TimestampFrequency / (double)TimeSpan.TicksPerSecond));
+        var perTick = time.TimestampFrequency / (double)TimeSpan.TicksPerSecond;
+        _latencyTimestamp = (long)Math.Ceiling(conditions.Latency.Ticks * perTick);
+        _timestampsPerByte = conditions.BandwidthBytesPerSecond > 0 ? time.TimestampFrequency / (double)conditions.BandwidthBytesPerSecond : 0;
+        _loss = conditions.Loss;
+        _retransmitTimestamp = (long)Math.Ceiling(conditions.RetransmitTimeout.Ticks * perTick);
+        _lossRandom = _loss > 0 ? new Random(unchecked((int)(seed ^ (seed >> 32)))) : null;
         _timer = time.CreateTimer(static s => ((DelayLine)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
@@ -72,7 +87,24 @@ internal sealed class DelayLine
         {
             return;
         }
-        var due = _time.GetTimestamp() + _latencyTimestamp;
+        var now = _time.GetTimestamp();
+        var sent = now;
+        if (_timestampsPerByte > 0)
+        {
+            // The link sends one flush after another: this one starts when the link is free and takes size / bandwidth.
+            var size = Math.Max(0, offset - _flushedOffset);
+            sent = Math.Max(now, _linkFreeAt) + (long)Math.Ceiling(size * _timestampsPerByte);
+            _linkFreeAt = sent;
+        }
+        _flushedOffset = offset;
+        var due = sent + _latencyTimestamp;
+        if (_lossRandom is not null && !end && _lossRandom.NextDouble() < _loss)
+        {
+            due += _retransmitTimestamp; // lost once, retransmitted after a timeout
+        }
+        // A reliable stream delivers in order: nothing overtakes a flush that is late.
+        due = Math.Max(due, _lastDue);
+        _lastDue = due;
         if (_inFlight.Count > 0 && _inFlight.Peek().Due == due)
         {
             // Dues never decrease, so all entries are due in this same instant (usual under a fake clock): one entry.
@@ -82,7 +114,7 @@ internal sealed class DelayLine
         if (!_timerArmed)
         {
             _timerArmed = true;
-            _timer.Change(_latency, Timeout.InfiniteTimeSpan);
+            _timer.Change(_time.GetElapsedTime(now, due), Timeout.InfiniteTimeSpan);
         }
     }
 

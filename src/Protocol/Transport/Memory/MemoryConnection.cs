@@ -70,7 +70,8 @@ internal sealed class MemoryConnectionPair
     private readonly SimulatedNetwork _network;
     private int _open = 2;
 
-    public MemoryConnectionPair(SimulatedNetwork network, LinkKey link, Multiaddr dialer, Multiaddr listener, TimeSpan latency, SimulatedNetworkOptions options)
+    public MemoryConnectionPair(SimulatedNetwork network, LinkKey link, Multiaddr dialer, Multiaddr listener, LinkConditions conditions,
+        SimulatedNetworkOptions options, long seed)
     {
         _network = network;
         Link = link;
@@ -85,12 +86,12 @@ internal sealed class MemoryConnectionPair
         var toListener = new Pipe(pipeOptions);
         var toDialer = new Pipe(pipeOptions);
         MemoryPipeWriter dialerOutput, listenerOutput;
-        if (latency > TimeSpan.Zero)
+        if (!conditions.IsPerfect)
         {
             var fromDialer = new Pipe(pipeOptions);
             var fromListener = new Pipe(pipeOptions);
-            dialerOutput = new MemoryPipeWriter(fromDialer.Writer, new DelayLine(fromDialer.Reader, toListener.Writer, network.TimeProvider, latency));
-            listenerOutput = new MemoryPipeWriter(fromListener.Writer, new DelayLine(fromListener.Reader, toDialer.Writer, network.TimeProvider, latency));
+            dialerOutput = new MemoryPipeWriter(fromDialer.Writer, new DelayLine(fromDialer.Reader, toListener.Writer, network.TimeProvider, conditions, seed));
+            listenerOutput = new MemoryPipeWriter(fromListener.Writer, new DelayLine(fromListener.Reader, toDialer.Writer, network.TimeProvider, conditions, ~seed));
         }
         else
         {

@@ -19,8 +19,10 @@ namespace Potluck.Protocol.Transport.Memory;
 /// govern traffic in both directions.
 /// </para>
 /// <para>
-/// Deviations from a real network: connection set-up is instantaneous (latency delays bytes and the end of the
-/// stream, not the handshake); conditions are fixed when a connection opens (a partition acts on open ones).
+/// Conditions (<see cref="LinkConditions"/>) are latency, bandwidth and loss; loss is drawn per connection from
+/// <see cref="SimulatedNetworkOptions.Seed"/>. Deviations from a real network: connection set-up is instantaneous
+/// (latency delays bytes and the end of the stream, not the handshake); conditions are fixed when a connection
+/// opens (a partition acts on open ones).
 /// </para>
 /// </remarks>
 public sealed class SimulatedNetwork
@@ -36,6 +38,7 @@ public sealed class SimulatedNetwork
     private readonly Dictionary<LinkKey, HashSet<MemoryConnectionPair>> _connections = [];
     private ulong _nextId = 1;
     private int _connectionCount;
+    private long _connectionsOpened;
 
     /// <param name="time">The clock every delay runs on.</param>
     /// <param name="options">Limits; the defaults when null.</param>
@@ -156,6 +159,18 @@ public sealed class SimulatedNetwork
         {
             throw new ArgumentOutOfRangeException(nameof(conditions), conditions.Latency, "latency must not be negative");
         }
+        if (conditions.BandwidthBytesPerSecond < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(conditions), conditions.BandwidthBytesPerSecond, "bandwidth must not be negative (0 is unlimited)");
+        }
+        if (!(conditions.Loss >= 0 && conditions.Loss < 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(conditions), conditions.Loss, "loss must be in [0, 1)");
+        }
+        if (conditions.RetransmitTimeout < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(conditions), conditions.RetransmitTimeout, "retransmission timeout must not be negative");
+        }
     }
 
     private static ulong IdOf(Multiaddr address) =>
@@ -274,7 +289,8 @@ public sealed class SimulatedNetwork
             {
                 throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (backlog of {_options.ListenBacklog} full)");
             }
-            var pair = new MemoryConnectionPair(this, key, AddressOf(fromId), listener.Address, LatencyOf(key, fromId, toId), _options);
+            var pair = new MemoryConnectionPair(this, key, AddressOf(fromId), listener.Address, ConditionsOf(key, fromId, toId), _options,
+                unchecked((_options.Seed * -7046029254386353131L) + _connectionsOpened++));
             if (!listener.TryEnqueue(pair.ListenerSide))
             {
                 throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (listener closing)");
@@ -289,22 +305,22 @@ public sealed class SimulatedNetwork
         }
     }
 
-    private TimeSpan LatencyOf(LinkKey key, ulong a, ulong b)
+    private LinkConditions ConditionsOf(LinkKey key, ulong a, ulong b)
     {
         if (_links.TryGetValue(key, out var link))
         {
-            return link.Latency;
+            return link;
         }
-        var latency = TimeSpan.Zero;
+        var conditions = LinkConditions.Perfect;
         if (_endpoints.TryGetValue(a, out var ca))
         {
-            latency += ca.Latency;
+            conditions = conditions.Combine(ca);
         }
         if (a != b && _endpoints.TryGetValue(b, out var cb))
         {
-            latency += cb.Latency;
+            conditions = conditions.Combine(cb);
         }
-        return latency;
+        return conditions;
     }
 
     /// <summary>Both ends of <paramref name="pair"/> were disposed.</summary>

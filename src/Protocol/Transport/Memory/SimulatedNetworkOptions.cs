@@ -18,6 +18,9 @@ public sealed record SimulatedNetworkOptions
     /// <summary>Size of the pooled pipe segments. Default 16 KiB.</summary>
     public int SegmentSize { get; init; } = 16 * 1024;
 
+    /// <summary>Seed of the generators that decide which flushes a lossy link loses (one per connection, in order of opening). Default 0.</summary>
+    public long Seed { get; init; }
+
     internal void Validate()
     {
         if (ListenBacklog <= 0)

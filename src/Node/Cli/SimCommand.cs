@@ -1,0 +1,189 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Potluck.Node.Simulation;
+
+namespace Potluck.Node.Cli;
+
+/// <summary>
+/// `potluck sim`: runs a simulated mesh of complete nodes in this process on virtual time (see
+/// <see cref="SimulatedMesh"/>), from flags or a scenario file, with a progress line on stderr, and prints a report;
+/// <c>--json</c> writes the figures as JSON, <c>--report</c> an HTML page with pictures.
+/// </summary>
+internal sealed class SimCommand : PotluckCommand
+{
+    public SimCommand(CliContext context)
+        : base("sim", "Run a simulated mesh of complete Potluck nodes in this process on virtual time, with faults and adversaries, and report.", context)
+    {
+        Options.Add(Scenario);
+        Options.Add(Nodes);
+        Options.Add(Providers);
+        Options.Add(Tasks);
+        Options.Add(Cheaters);
+        Options.Add(Adversary);
+        Options.Add(CheatRate);
+        Options.Add(Churn);
+        Options.Add(Partition);
+        Options.Add(Seed);
+        Options.Add(Duration);
+        Options.Add(Rounds);
+        Options.Add(LatencyMs);
+        Options.Add(Loss);
+        Options.Add(Json);
+        Options.Add(Report);
+        Options.Add(Quiet);
+    }
+
+    public Option<string> Scenario { get; } = CliOptions.ExistingFile("--scenario", "file",
+        "a JSON scenario file whose keys are these options' names (\"nodes\": 1000, \"cheaters\": 0.1, \"partition\": true); flags override it",
+        path => $"--scenario: no file at '{path}'");
+
+    public Option<int?> Nodes { get; } = CliOptions.Int("--nodes", "n", "nodes in the mesh (default 20)", 2, 100_000);
+
+    public Option<int?> Providers { get; } = CliOptions.Int("--providers", "n", "how many of them provide (default a quarter of the nodes)", 1, 100_000);
+
+    public Option<int?> Tasks { get; } = CliOptions.Int("--tasks", "n", "tasks submitted over the duration (default 100)", 0, 10_000_000);
+
+    public Option<double?> Cheaters { get; } = CliOptions.Number("--cheaters", "share", "share of providers that are adversaries (default 0)", 0, 1);
+
+    public Option<string> Adversary { get; } = CliOptions.Text("--adversary", "kind",
+        "what the adversaries do: cheater (every result wrong) or selective (a share of results wrong, see --cheat-rate); default cheater");
+
+    public Option<double?> CheatRate { get; } = CliOptions.Number("--cheat-rate", "share", "share of tasks a selective cheater corrupts (default 0.2)", 0.0001, 1);
+
+    public Option<double?> Churn { get; } = CliOptions.Number("--churn", "share", "share of nodes that crash (and restart 10 s later) per virtual minute (default 0)", 0, 1);
+
+    public Option<bool> Partition { get; } = CliOptions.Flag("--partition", "split the mesh in two halves from a third of the duration to two thirds, then heal");
+
+    public Option<long?> Seed { get; } = CliOptions.Long("--seed", "n", "seed of everything in the run; the same seed gives the same trace hash (default 1)", 0, long.MaxValue);
+
+    public Option<int?> Duration { get; } = CliOptions.Int("--duration", "seconds", "virtual seconds over which tasks are submitted (default 60)", 1, 86_400);
+
+    public Option<int?> Rounds { get; } = CliOptions.Int("--rounds", "n", "SHA-256 rounds per task, the work each does (default 200)", 1, 10_000_000);
+
+    public Option<int?> LatencyMs { get; } = CliOptions.Int("--latency-ms", "ms", "median one-way access latency per node, log-normal (default 20)", 0, 10_000);
+
+    public Option<double?> Loss { get; } = CliOptions.Number("--loss", "share", "share of flushes lost once and retransmitted 200 ms late (default 0)", 0, 0.99);
+
+    public Option<string> Json { get; } = CliOptions.Text("--json", "file", "also write the figures as JSON to this file ('-' for stdout)");
+
+    public Option<string> Report { get; } = CliOptions.Path("--report", "file.html", "also write an HTML report with pictures to this file");
+
+    public Option<bool> Quiet { get; } = CliOptions.Flag("--quiet", "no progress line on stderr");
+
+    public override string? HelpNotes =>
+        "Every node is complete (Noise, Yamux, gossipsub, Kademlia, SQLite ledger, Wasmtime sandbox) and built as `potluck run` builds one;\n"
+        + "time is virtual, so a minute of mesh costs what its events cost. Example:\n"
+        + "  potluck sim --nodes 200 --providers 50 --tasks 500 --cheaters 0.1 --churn 0.05 --partition --seed 7 --json out.json --report out.html";
+
+    protected override Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var file = result.GetValue(Scenario) is { } path ? ReadScenario(path) : new Dictionary<string, JsonElement>();
+        T Get<T>(Option<T> option, string key, Func<JsonElement, T> read)
+        {
+            var value = result.GetValue(option);
+            if (value is not null && (value is not bool b || b))
+            {
+                return value;
+            }
+            if (file.TryGetValue(key, out var element))
+            {
+                try
+                {
+                    return read(element);
+                }
+                catch (Exception e) when (e is InvalidOperationException or FormatException)
+                {
+                    throw new UsageException($"--scenario: \"{key}\" has the wrong type ({element.ValueKind}); use the value --{key} takes");
+                }
+            }
+            return value!;
+        }
+        var nodes = Get(Nodes, "nodes", e => (int?)e.GetInt32()) ?? 20;
+        var providers = Get(Providers, "providers", e => (int?)e.GetInt32()) ?? Math.Max(1, nodes / 4);
+        if (providers >= nodes)
+        {
+            throw new UsageException($"--providers {providers} must be below --nodes {nodes}: at least one node submits tasks");
+        }
+        var adversaryName = Get(Adversary, "adversary", e => e.GetString()!) ?? "cheater";
+        var adversary = adversaryName switch
+        {
+            "cheater" => AdversaryKind.Cheater,
+            "selective" => AdversaryKind.SelectiveCheater,
+            _ => throw new UsageException($"--adversary '{adversaryName}' is not a kind this build simulates: use cheater or selective"),
+        };
+        var scenario = new SimScenario
+        {
+            Mesh = new MeshOptions
+            {
+                Nodes = nodes,
+                Providers = providers,
+                Seed = Get(Seed, "seed", e => (long?)e.GetInt64()) ?? 1,
+                CheaterShare = Get(Cheaters, "cheaters", e => (double?)e.GetDouble()) ?? 0,
+                Adversary = adversary,
+                CheatRate = Get(CheatRate, "cheat-rate", e => (double?)e.GetDouble()) ?? 0.2,
+                Network = new NetworkModel
+                {
+                    LatencyMedian = TimeSpan.FromMilliseconds(Get(LatencyMs, "latency-ms", e => (int?)e.GetInt32()) ?? 20),
+                    Loss = Get(Loss, "loss", e => (double?)e.GetDouble()) ?? 0,
+                },
+            },
+            Tasks = Get(Tasks, "tasks", e => (int?)e.GetInt32()) ?? 100,
+            Duration = TimeSpan.FromSeconds(Get(Duration, "duration", e => (int?)e.GetInt32()) ?? 60),
+            TaskRounds = Get(Rounds, "rounds", e => (int?)e.GetInt32()) ?? 200,
+            ChurnPerMinute = Get(Churn, "churn", e => (double?)e.GetDouble()) ?? 0,
+            Partition = Get(Partition, "partition", e => e.GetBoolean()),
+        };
+        var quiet = result.GetValue(Quiet);
+        var report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)));
+        if (!quiet)
+        {
+            Error.WriteLine();
+        }
+        Out.Write(report.ToText());
+        if (result.GetValue(Json) is { } json)
+        {
+            if (json == "-")
+            {
+                Out.WriteLine(report.ToJson());
+            }
+            else
+            {
+                File.WriteAllText(json, report.ToJson());
+            }
+        }
+        if (result.GetValue(Report) is { } html)
+        {
+            File.WriteAllText(html, SimHtmlReport.Render(report));
+        }
+        return Task.FromResult(0);
+    }
+
+    private static Dictionary<string, JsonElement> ReadScenario(string path)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new UsageException($"--scenario: '{path}' must hold a JSON object of option names and values");
+            }
+            var known = new HashSet<string>(["nodes", "providers", "tasks", "cheaters", "adversary", "cheat-rate", "churn", "partition", "seed",
+                "duration", "rounds", "latency-ms", "loss"]);
+            var values = new Dictionary<string, JsonElement>();
+            foreach (var p in doc.RootElement.EnumerateObject())
+            {
+                if (!known.Contains(p.Name))
+                {
+                    throw new UsageException($"--scenario: '{path}' has \"{p.Name}\", which is not an option of potluck sim (known: {string.Join(", ", known)})");
+                }
+                values[p.Name] = p.Value.Clone();
+            }
+            return values;
+        }
+        catch (JsonException e)
+        {
+            throw new UsageException($"--scenario: '{path}' is not valid JSON ({e.Message})");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Potluck.Node.Simulation;
+
+/// <summary>
+/// What a <see cref="SimScenario"/> run measured. Latencies are virtual time; <c>wall_s</c>, <c>events_per_s</c> and
+/// <c>peak_rss_mib</c> are this process's. Written as JSON by <c>potluck sim --json</c> (snake_case, nested as
+/// <c>tasks.completed</c>).
+/// </summary>
+public sealed record SimReport
+{
+    public required long Seed { get; init; }
+
+    public required int Nodes { get; init; }
+
+    public required int Providers { get; init; }
+
+    public required TaskFigures Tasks { get; init; }
+
+    public required Percentiles LeaseLatencyMs { get; init; }
+
+    /// <summary>Fuel re-executed to verify results (a verified result was re-run once locally) over useful fuel (fuel of completed tasks).</summary>
+    public required double VerificationOverhead { get; init; }
+
+    public required CheaterFigures Cheaters { get; init; }
+
+    /// <summary>Completed tasks whose output differs from the honest one.</summary>
+    public required int WrongAccepted { get; init; }
+
+    /// <summary>Honest providers refused by anyone.</summary>
+    public required int HonestAccused { get; init; }
+
+    public required GossipFigures Gossip { get; init; }
+
+    public required CreditFigures Credits { get; init; }
+
+    /// <summary>Fuel-equivalent of what adversaries were paid for wrong results (credits paid to them ÷ price, minus fuel of their correct results).</summary>
+    public required double AdversaryGain { get; init; }
+
+    public required FaultFigures Faults { get; init; }
+
+    public required string TraceHash { get; init; }
+
+    public required long TraceLines { get; init; }
+
+    public required double WallS { get; init; }
+
+    public required double VirtualS { get; init; }
+
+    /// <summary>Work items run on the event loop plus timers fired, per wall second.</summary>
+    public required double EventsPerS { get; init; }
+
+    public required long Events { get; init; }
+
+    public required double VirtualToWall { get; init; }
+
+    /// <summary>Wall seconds the driver waited for sandbox runs (on their own threads) to post back.</summary>
+    public required double SandboxWaitS { get; init; }
+
+    public required double PeakRssMib { get; init; }
+
+    public required double RssPerNodeKib { get; init; }
+
+    /// <summary>What stands in for real parts in this run (none: every node runs real crypto, real ledgers and real sandbox runs).</summary>
+    public required IReadOnlyList<string> StandIns { get; init; }
+
+    /// <summary>Per completed task: virtual latency (ms), for the report's picture.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<double> LatencySamplesMs { get; init; } = [];
+
+    /// <summary>Per provider: (fuel supplied, credits earned, adversary).</summary>
+    [JsonIgnore]
+    public IReadOnlyList<(long Fuel, long Credits, bool Adversary)> ProviderPoints { get; init; } = [];
+
+    /// <summary>Virtual seconds at which each cheater was first refused.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<double> CaughtAtS { get; init; } = [];
+
+    public sealed record TaskFigures(int Submitted, int Completed, int Failed, int Verified);
+
+    public sealed record Percentiles(double P50, double P99, double Max);
+
+    public sealed record CheaterFigures(int Count, int Caught, Percentiles TasksUntilCaught, int Corrupted);
+
+    public sealed record GossipFigures(int Probes, double Delivery, double DuplicatesPerNode, long Delivered, long Duplicates);
+
+    /// <param name="BalancesSum">Every node's balance, summed (crashed nodes' read back from disk).</param>
+    /// <param name="Grants">What the nodes were granted: conserved credits sum to exactly this.</param>
+    /// <param name="OpenPayments">Reservations still open or receipts settled but not handed to their provider, at the end.</param>
+    public sealed record CreditFigures(double Gini, long HonestEarned, long AdversaryEarned, long BalancesSum, long Grants, int OpenPayments);
+
+    public sealed record FaultFigures(int Crashes, int Restarts, int Partitions, int Heals);
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered)
+    {
+        var tasks = mesh.Tasks;
+        var completed = tasks.Where(t => t.Completed).ToList();
+        var latencies = completed.Select(t => t.Latency!.Value.TotalMilliseconds).Order().ToList();
+        var usefulFuel = completed.Sum(t => t.Result!.Fuel);
+        // A verified result was re-run once by its requester; a conviction re-ran the task too.
+        var reexecuted = completed.Where(t => t.Result!.Verified).Sum(t => t.Result!.Fuel)
+            + tasks.Sum(t => t.History.Count(h => h.Detail.StartsWith("fraud", StringComparison.Ordinal)) * (t.Result?.Fuel ?? 0));
+
+        var byPeer = mesh.Nodes.ToDictionary(n => n.PeerId);
+        var refusals = mesh.Events.Where(e => e.Kind == MeshEventKind.Refused && e.Other >= 0).ToList();
+        var firstRefused = refusals.GroupBy(e => e.Other).ToDictionary(g => g.Key, g => g.Min(e => e.At));
+        var adversaries = mesh.Nodes.Where(n => n.IsAdversary).ToList();
+        var caught = adversaries.Where(a => firstRefused.ContainsKey(a.Index)).ToList();
+        var untilCaught = caught.Select(a =>
+        {
+            var at = firstRefused[a.Index];
+            var before = tasks.Where(t => t.Finished <= at).Sum(t => t.History.Count(h => h.Provider == a.PeerId));
+            var catching = tasks.Any(t => !(t.Finished <= at) && t.History.Any(h => h.Provider == a.PeerId && h.Detail.StartsWith("fraud", StringComparison.Ordinal)));
+            return (double)(before + (catching ? 1 : 0));
+        }).Order().ToList();
+        var honestAccused = mesh.Nodes.Count(n => !n.IsAdversary && firstRefused.ContainsKey(n.Index));
+
+        // Credits against fuel supplied, per provider.
+        var fuelBy = completed.Where(t => t.ProviderIndex >= 0).GroupBy(t => t.ProviderIndex).ToDictionary(g => g.Key, g => g.Sum(t => t.Result!.Fuel));
+        var correctFuelBy = completed.Where(t => t.ProviderIndex >= 0 && t.Correct).GroupBy(t => t.ProviderIndex)
+            .ToDictionary(g => g.Key, g => g.Sum(t => t.Result!.Fuel));
+        var points = new List<(long Fuel, long Credits, bool Adversary)>();
+        foreach (var p in mesh.Providers)
+        {
+            if (p.Node?.Compute is not { } compute)
+            {
+                continue;
+            }
+            var earned = compute.Ledger.Balance() - s.Mesh.InitialGrant;
+            points.Add((fuelBy.GetValueOrDefault(p.Index), earned, p.IsAdversary));
+        }
+        var honestRatios = points.Where(p => !p.Adversary && p.Fuel > 0).Select(p => (double)p.Credits / p.Fuel).ToList();
+        var adversaryEarned = points.Where(p => p.Adversary).Sum(p => p.Credits);
+        var adversaryCorrectFuel = adversaries.Sum(a => correctFuelBy.GetValueOrDefault(a.Index));
+        var gain = (adversaryEarned * 1_000_000.0 / Math.Max(1, s.Mesh.PricePerMegaFuel)) - adversaryCorrectFuel;
+
+        long balances = 0;
+        var open = 0;
+        foreach (var n in mesh.Nodes)
+        {
+            if (n.Node?.Compute is { } c)
+            {
+                balances += c.Ledger.Balance();
+                open += c.Ledger.Reservations(Scheduler.Credits.PaymentState.Settled).Count + c.Ledger.Reservations(Scheduler.Credits.PaymentState.Reserved).Count;
+            }
+            else
+            {
+                using var ledger = Scheduler.Credits.CreditLedger.Open(n.DataDir, n.PeerId,
+                    new Scheduler.Credits.CreditsOptions { InitialGrant = s.Mesh.InitialGrant }, mesh.Clock);
+                balances += ledger.Balance();
+            }
+        }
+
+        long gossipDelivered = 0, gossipDuplicates = 0;
+        foreach (var n in mesh.Nodes)
+        {
+            var (d, dup) = n.GossipCounters();
+            gossipDelivered += d;
+            gossipDuplicates += dup;
+        }
+
+        var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
+        var peak = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
+        var virtualS = mesh.Elapsed.TotalSeconds;
+        return new SimReport
+        {
+            Seed = s.Mesh.Seed,
+            Nodes = mesh.Nodes.Count,
+            Providers = mesh.Providers.Count(),
+            Tasks = new TaskFigures(tasks.Count, completed.Count, tasks.Count - completed.Count, completed.Count(t => t.Result!.Verified)),
+            LeaseLatencyMs = Of(latencies),
+            VerificationOverhead = usefulFuel == 0 ? 0 : (double)reexecuted / usefulFuel,
+            Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Corrupted ?? 0))),
+            WrongAccepted = completed.Count(t => !t.Correct),
+            HonestAccused = honestAccused,
+            Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
+                gossipDelivered == 0 ? 0 : (double)gossipDuplicates / gossipDelivered, gossipDelivered, gossipDuplicates),
+            Credits = new CreditFigures(Gini(honestRatios), points.Where(p => !p.Adversary).Sum(p => p.Credits), adversaryEarned,
+                balances, s.Mesh.InitialGrant * mesh.Nodes.Count, open),
+            AdversaryGain = gain,
+            Faults = new FaultFigures(
+                mesh.Events.Count(e => e.Kind == MeshEventKind.Crash), mesh.Events.Count(e => e.Kind == MeshEventKind.Restart),
+                mesh.Events.Count(e => e.Kind == MeshEventKind.Partition), mesh.Events.Count(e => e.Kind == MeshEventKind.Heal)),
+            TraceHash = mesh.TraceHash,
+            TraceLines = mesh.TraceLines,
+            WallS = wall.TotalSeconds,
+            VirtualS = virtualS,
+            Events = events,
+            EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
+            VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
+            SandboxWaitS = mesh.Driver.ExternalWaitTime.TotalSeconds,
+            PeakRssMib = peak,
+            RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
+            StandIns = [],
+            LatencySamplesMs = latencies,
+            ProviderPoints = points,
+            CaughtAtS = [.. caught.Select(a => firstRefused[a.Index].TotalSeconds).Order()],
+        };
+    }
+
+    private static Percentiles Of(List<double> sorted) => sorted.Count == 0
+        ? new Percentiles(double.NaN, double.NaN, double.NaN)
+        : new Percentiles(Percentile(sorted, 0.5), Percentile(sorted, 0.99), sorted[^1]);
+
+    private static double Percentile(List<double> sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
+
+    /// <summary>Gini coefficient of non-negative values (0: all equal); 0 for fewer than two.</summary>
+    public static double Gini(IReadOnlyList<double> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        if (values.Count < 2)
+        {
+            return 0;
+        }
+        var sorted = values.Order().ToList();
+        var sum = sorted.Sum();
+        if (sum <= 0)
+        {
+            return 0;
+        }
+        double weighted = 0;
+        for (var i = 0; i < sorted.Count; i++)
+        {
+            weighted += (i + 1) * sorted[i];
+        }
+        var n = sorted.Count;
+        return (2 * weighted / (n * sum)) - ((n + 1.0) / n);
+    }
+
+    /// <summary>The human-readable summary <c>potluck sim</c> prints.</summary>
+    public string ToText()
+    {
+        var b = new StringBuilder();
+        void Line(FormattableString f) => b.AppendLine(f.ToString(CultureInfo.InvariantCulture));
+        Line($"nodes {Nodes} ({Providers} providers, {Cheaters.Count} adversaries), seed {Seed}");
+        Line($"tasks: {Tasks.Completed}/{Tasks.Submitted} completed, {Tasks.Failed} failed, {Tasks.Verified} verified");
+        Line($"lease latency (virtual): p50 {LeaseLatencyMs.P50:F1} ms, p99 {LeaseLatencyMs.P99:F1} ms, max {LeaseLatencyMs.Max:F1} ms");
+        Line($"verification overhead: {VerificationOverhead:P1} of useful fuel");
+        Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted");
+        Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
+        Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
+        Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
+        Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
+        Line($"trace {TraceHash} ({TraceLines} lines)");
+        Line($"wall {WallS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x), {Events} events ({EventsPerS:F0}/s), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
+        Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
+        return b.ToString();
+    }
+}

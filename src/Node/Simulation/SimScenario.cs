@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using System.Globalization;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Node.Simulation;
+
+/// <summary>
+/// A whole run of a <see cref="SimulatedMesh"/>: warm-up, a workload of hashchain tasks spread over
+/// <see cref="Duration"/> from random requesters, gossip probes, and the faults asked for (churn, a partition that
+/// heals half-way), then a drain so receipts are delivered. <see cref="SimRunner.Run"/> runs it and reports.
+/// </summary>
+public sealed record SimScenario
+{
+    public MeshOptions Mesh { get; init; } = new();
+
+    /// <summary>Tasks submitted over <see cref="Duration"/>. Default 100.</summary>
+    public int Tasks { get; init; } = 100;
+
+    /// <summary>Virtual time over which tasks are submitted (and faults happen). Default 60 s.</summary>
+    public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Virtual time for meshes to form and advertisements to spread before the workload. Default 10 s.</summary>
+    public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>SHA-256 rounds per task (the work each does). Default 200.</summary>
+    public int TaskRounds { get; init; } = 200;
+
+    /// <summary>Share of nodes that crash (and restart <see cref="ChurnDowntime"/> later) per virtual minute. Default 0.</summary>
+    public double ChurnPerMinute { get; init; }
+
+    /// <summary>How long a churned node stays down. Default 10 s.</summary>
+    public TimeSpan ChurnDowntime { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Split the nodes in two halves from a third of <see cref="Duration"/> to two thirds, then heal. Default off.</summary>
+    public bool Partition { get; init; }
+
+    /// <summary>Gossip messages published on a probe topic every node joins, to measure delivery and duplicates. Default 20.</summary>
+    public int GossipProbes { get; init; } = 20;
+
+    internal void Validate()
+    {
+        Mesh.Validate();
+        if (Tasks < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Tasks), Tasks, "must not be negative");
+        }
+        if (Duration <= TimeSpan.Zero || Warmup < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Duration), "duration must be positive, warm-up not negative");
+        }
+        if (TaskRounds < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(TaskRounds), TaskRounds, "must be at least 1");
+        }
+        if (!(ChurnPerMinute >= 0 && ChurnPerMinute <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ChurnPerMinute), ChurnPerMinute, "must be in [0, 1]");
+        }
+    }
+}
+
+/// <summary>Runs a <see cref="SimScenario"/> on a fresh <see cref="VirtualTimeDriver"/> and measures it.</summary>
+public static class SimRunner
+{
+    private const string ProbeTopic = "potluck/sim/probe";
+
+    /// <summary>Runs <paramref name="scenario"/>; <paramref name="progress"/> gets a one-line status now and then (from the loop).</summary>
+    public static SimReport Run(SimScenario scenario, Action<string>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(scenario);
+        scenario.Validate();
+        var wall = Stopwatch.StartNew();
+        var driver = new VirtualTimeDriver();
+        SimReport? report = null;
+        driver.RunUntilComplete(async d =>
+        {
+            var started = 0;
+            await using var mesh = await SimulatedMesh.StartAsync(d, scenario.Mesh, new InlineProgress(i =>
+            {
+                started = i;
+                if (i % Math.Max(1, scenario.Mesh.Nodes / 20) == 0 || i == scenario.Mesh.Nodes)
+                {
+                    progress?.Invoke($"starting nodes {i}/{scenario.Mesh.Nodes}, virtual {d.Clock.Elapsed.TotalSeconds:F1} s, wall {wall.Elapsed.TotalSeconds:F1} s");
+                }
+            }));
+            report = await RunAsync(mesh, scenario, wall, progress);
+        });
+        return report!;
+    }
+
+    private sealed class InlineProgress(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
+    }
+
+    private static async Task<SimReport> RunAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress)
+    {
+        var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
+        await mesh.SettleAsync(s.Warmup);
+        var workStart = mesh.Elapsed;
+        var random = mesh.Random;
+        var running = new List<Task>();
+        var requesters = mesh.Requesters.ToList();
+
+        // Workload: submission times and requesters drawn up front from the seed.
+        var plan = Enumerable.Range(0, s.Tasks)
+            .Select(_ => (At: TimeSpan.FromTicks((long)(random.NextDouble() * s.Duration.Ticks)), Requester: requesters[random.Next(requesters.Count)]))
+            .OrderBy(p => p.At).ToList();
+        var tasks = plan.Select(_ => SimulatedMesh.HashChainTask(random, s.TaskRounds)).ToList();
+        for (var i = 0; i < plan.Count; i++)
+        {
+            var (at, requester) = plan[i];
+            var task = tasks[i];
+            running.Add(At(mesh, workStart + at, () => mesh.SubmitAsync(requester, task)));
+        }
+
+        // Gossip probes from random live nodes, spread over the run.
+        var published = new List<ProbeRecord>();
+        for (var p = 0; p < s.GossipProbes; p++)
+        {
+            var at = workStart + TimeSpan.FromTicks(s.Duration.Ticks * (p + 1) / (s.GossipProbes + 1));
+            var publisher = mesh.Nodes[random.Next(mesh.Nodes.Count)];
+            var id = p;
+            running.Add(At(mesh, at, async () =>
+            {
+                if (publisher.Node is { } node)
+                {
+                    // Owed to every node up and not cut off from the publisher by a partition.
+                    var up = mesh.Nodes.Where(n => n.IsUp && n != publisher && !mesh.Network.IsPartitioned(publisher.Address, n.Address))
+                        .Select(n => n.Index).ToList();
+                    published.Add(new ProbeRecord(id, mesh.Elapsed, up));
+                    await node.Gossip.PublishAsync(ProbeTopic, BitConverter.GetBytes(id), CancellationToken.None);
+                }
+            }));
+        }
+
+        // Churn: every node is equally likely to go down; down for ChurnDowntime, then back with the same identity and data.
+        if (s.ChurnPerMinute > 0)
+        {
+            var perMinute = s.ChurnPerMinute * mesh.Nodes.Count;
+            var crashes = (int)Math.Round(perMinute * s.Duration.TotalMinutes);
+            for (var c = 0; c < crashes; c++)
+            {
+                var at = workStart + TimeSpan.FromTicks((long)(random.NextDouble() * s.Duration.Ticks));
+                var victim = mesh.Nodes[random.Next(mesh.Nodes.Count)];
+                running.Add(At(mesh, at, async () =>
+                {
+                    if (!victim.IsUp)
+                    {
+                        return;
+                    }
+                    await mesh.CrashAsync(victim);
+                    await Task.Delay(s.ChurnDowntime, mesh.Clock);
+                    await mesh.RestartAsync(victim);
+                    probes[victim.Index] = victim.Node!.JoinTopic(ProbeTopic);
+                }));
+            }
+        }
+
+        if (s.Partition)
+        {
+            var half = mesh.Nodes.Count / 2;
+            var left = mesh.Nodes.Take(half).ToList();
+            var right = mesh.Nodes.Skip(half).ToList();
+            running.Add(At(mesh, workStart + (s.Duration / 3), () =>
+            {
+                mesh.Partition(left, right);
+                return Task.CompletedTask;
+            }));
+            running.Add(At(mesh, workStart + (s.Duration * 2 / 3), () =>
+            {
+                mesh.Heal(left, right);
+                return Task.CompletedTask;
+            }));
+        }
+
+        var reporter = ReportProgressAsync(mesh, s, wall, progress, running);
+        await Task.WhenAll(running);
+        // Drain: receipts still in flight reach their providers, gossip settles.
+        await mesh.SettleAsync(TimeSpan.FromSeconds(30));
+        foreach (var node in mesh.Nodes.Where(n => n.IsUp))
+        {
+            await node.Node!.Compute!.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
+        }
+        await reporter;
+        var (expected, delivered) = CountProbes(mesh, probes, published);
+        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered);
+    }
+
+    private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)
+    {
+        var wait = at - mesh.Elapsed;
+        if (wait > TimeSpan.Zero)
+        {
+            await Task.Delay(wait, mesh.Clock);
+        }
+        await action();
+    }
+
+    private static async Task ReportProgressAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress, List<Task> running)
+    {
+        if (progress is null)
+        {
+            return;
+        }
+        var all = Task.WhenAll(running.ToArray());
+        while (!all.IsCompleted)
+        {
+            await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(5), mesh.Clock));
+            var done = mesh.Tasks.Count(t => t.Finished is not null);
+            progress(string.Create(CultureInfo.InvariantCulture,
+                $"virtual {mesh.Elapsed.TotalSeconds:F0} s, tasks {done}/{s.Tasks} done ({mesh.Tasks.Count(t => t.Completed)} completed), "
+                + $"nodes up {mesh.Nodes.Count(n => n.IsUp)}/{mesh.Nodes.Count}, wall {wall.Elapsed.TotalSeconds:F1} s"));
+        }
+    }
+
+    private sealed record ProbeRecord(int Id, TimeSpan At, List<int> Up);
+
+    /// <summary>
+    /// Probe deliveries owed and made: a probe is owed to every node up (and on the publisher's side of any partition)
+    /// when it was published that did not crash
+    /// afterwards (a node that crashed may have lost it with its state); made when that node's subscription holds it.
+    /// </summary>
+    private static (long Expected, long Delivered) CountProbes(SimulatedMesh mesh, Dictionary<int, Protocol.Gossipsub.GossipSubscription> subs,
+        List<ProbeRecord> published)
+    {
+        var received = new Dictionary<int, HashSet<int>>();
+        foreach (var (index, sub) in subs)
+        {
+            var ids = received[index] = [];
+            while (sub.Messages.TryRead(out var message))
+            {
+                if (message.Data.Length == 4)
+                {
+                    ids.Add(BitConverter.ToInt32(message.Data.Span));
+                }
+            }
+            sub.Dispose();
+        }
+        var lastCrash = mesh.Events.Where(e => e.Kind == MeshEventKind.Crash).GroupBy(e => e.Node).ToDictionary(g => g.Key, g => g.Max(e => e.At));
+        long expected = 0, delivered = 0;
+        foreach (var probe in published)
+        {
+            foreach (var node in probe.Up)
+            {
+                if (lastCrash.TryGetValue(node, out var crash) && crash >= probe.At)
+                {
+                    continue;
+                }
+                expected++;
+                if (received.TryGetValue(node, out var ids) && ids.Contains(probe.Id))
+                {
+                    delivered++;
+                }
+            }
+        }
+        return (expected, delivered);
+    }
+}

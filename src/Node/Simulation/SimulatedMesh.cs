@@ -1,0 +1,623 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Node.Hosting;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Transport.Memory;
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Providing;
+using Potluck.Scheduler.Requesting;
+using Potluck.Scheduler.Sandbox;
+
+namespace Potluck.Node.Simulation;
+
+/// <summary>What a simulated node is for.</summary>
+public enum SimRole
+{
+    /// <summary>Submits tasks; runs no provider (but keeps a sandbox to verify results).</summary>
+    Requester,
+
+    /// <summary>Serves leases and advertises; also verifies and can submit.</summary>
+    Provider,
+}
+
+/// <summary>An adversary behaviour mixed into a run.</summary>
+public enum AdversaryKind
+{
+    /// <summary>Honest.</summary>
+    None,
+
+    /// <summary>A provider that returns a wrong output (signed, with the honest fuel) for every task.</summary>
+    Cheater,
+
+    /// <summary>A provider that returns a wrong output for a share (<see cref="MeshOptions.CheatRate"/>) of its tasks.</summary>
+    SelectiveCheater,
+}
+
+/// <summary>How a <see cref="SimulatedMesh"/> is made up. Every value has a documented default.</summary>
+public sealed record MeshOptions
+{
+    /// <summary>Nodes in the mesh. Default 20.</summary>
+    public int Nodes { get; init; } = 20;
+
+    /// <summary>How many of them provide (the first nodes after the bootstrap nodes are not special). Default 5.</summary>
+    public int Providers { get; init; } = 5;
+
+    /// <summary>Seed of everything: keys, node seeds, latencies, loss, adversaries, workload. Default 1.</summary>
+    public long Seed { get; init; } = 1;
+
+    /// <summary>Share of providers that are adversaries, of <see cref="Adversary"/>'s kind. Default 0.</summary>
+    public double CheaterShare { get; init; }
+
+    /// <summary>The kind of the adversaries. Default <see cref="AdversaryKind.Cheater"/>.</summary>
+    public AdversaryKind Adversary { get; init; } = AdversaryKind.Cheater;
+
+    /// <summary>Share of tasks a <see cref="AdversaryKind.SelectiveCheater"/> corrupts. Default 0.2.</summary>
+    public double CheatRate { get; init; } = 0.2;
+
+    /// <summary>The network. Default: <see cref="NetworkModel"/>'s defaults.</summary>
+    public NetworkModel Network { get; init; } = new();
+
+    /// <summary>Peers each node bootstraps from (drawn among the nodes started before it). Default 3.</summary>
+    public int BootstrapPeers { get; init; } = 3;
+
+    /// <summary>Where the nodes' data directories go (one per node); a fresh temporary folder when null, deleted at the end.</summary>
+    public string? DataRoot { get; init; }
+
+    /// <summary>Credits each node starts with. Default 1,000,000.</summary>
+    public long InitialGrant { get; init; } = 1_000_000;
+
+    /// <summary>A provider's price in credits per million fuel. Default 10.</summary>
+    public long PricePerMegaFuel { get; init; } = 10;
+
+    /// <summary>Cores each provider offers. Default 2.</summary>
+    public int ProviderCores { get; init; } = 2;
+
+    /// <summary>Logs of every node (none by default: a thousand nodes logging is a benchmark of the logger).</summary>
+    public ILoggerFactory? Loggers { get; init; }
+
+    internal void Validate()
+    {
+        if (Nodes < 2)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Nodes), Nodes, "a mesh needs at least 2 nodes");
+        }
+        if (Providers < 1 || Providers >= Nodes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Providers), Providers, $"must be 1 to {Nodes - 1} (at least one node requests)");
+        }
+        if (!(CheaterShare >= 0 && CheaterShare <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(CheaterShare), CheaterShare, "must be in [0, 1]");
+        }
+        if (!(CheatRate > 0 && CheatRate <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(CheatRate), CheatRate, "must be in (0, 1]");
+        }
+        if (BootstrapPeers < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BootstrapPeers), BootstrapPeers, "must be at least 1");
+        }
+        Network.Validate();
+    }
+}
+
+/// <summary>One node of a <see cref="SimulatedMesh"/>: identity, role, behaviour and, while up, the running node.</summary>
+public sealed class SimNode
+{
+    internal SimNode(int index, PrivateKey key, SimRole role, AdversaryKind adversary, Multiaddr address, string dataDir, long seed)
+    {
+        Index = index;
+        Key = key;
+        Role = role;
+        Adversary = adversary;
+        Address = address;
+        DataDir = dataDir;
+        Seed = seed;
+    }
+
+    public int Index { get; }
+
+    public PrivateKey Key { get; }
+
+    public PeerId PeerId => Key.PeerId;
+
+    public SimRole Role { get; }
+
+    public AdversaryKind Adversary { get; }
+
+    public bool IsAdversary => Adversary != AdversaryKind.None;
+
+    /// <summary>Its fixed listen address (kept across restarts).</summary>
+    public Multiaddr Address { get; }
+
+    public string DataDir { get; }
+
+    internal long Seed { get; }
+
+    /// <summary>The running node; null while crashed.</summary>
+    public PotluckNode? Node { get; internal set; }
+
+    public bool IsUp => Node is not null;
+
+    /// <summary>Times it restarted.</summary>
+    public int Restarts { get; internal set; }
+
+    /// <summary>Outputs its cheating executor corrupted (all incarnations).</summary>
+    public int Corrupted { get; internal set; }
+
+    internal CheatingTaskExecutor? Cheat { get; set; }
+
+    /// <summary>Gossip counters of earlier incarnations (a crash loses the router's).</summary>
+    internal long PastGossipDelivered { get; set; }
+
+    internal long PastGossipDuplicates { get; set; }
+
+    /// <summary>First deliveries and duplicate copies its gossip routers counted, all incarnations.</summary>
+    public (long Delivered, long Duplicates) GossipCounters()
+    {
+        long delivered = PastGossipDelivered, duplicates = PastGossipDuplicates;
+        if (Node is { } node)
+        {
+            var c = node.Gossip.Counters;
+            delivered += c.Delivered;
+            duplicates += c.Duplicates;
+        }
+        return (delivered, duplicates);
+    }
+
+    public override string ToString() => $"n{Index}";
+}
+
+/// <summary>
+/// N complete Potluck nodes in one process (DESIGN §1: the simulated mesh lives in Node): each built by
+/// <see cref="PotluckNodeBuilder"/> exactly as the daemon is — real hosts (Noise, Yamux), identify, gossipsub,
+/// Kademlia, the compute layer with its SQLite ledger, reputation store and Wasmtime sandbox — over one
+/// <see cref="SimulatedNetwork"/> with a seeded <see cref="NetworkModel"/>, on one <see cref="VirtualTimeDriver"/>'s clock
+/// and event loop. The harness records what happens into a trace (virtual time and event, one line each) whose
+/// SHA-256 is <see cref="TraceHash"/>: the same options and seed give the same hash.
+/// <code>
+/// VirtualTimeDriver.Run(async driver =>
+/// {
+///     await using var mesh = await SimulatedMesh.StartAsync(driver, new MeshOptions { Nodes = 50, Providers = 10, Seed = 7 });
+///     await mesh.SettleAsync(TimeSpan.FromSeconds(10));           // meshes form, advertisements spread
+///     var outcome = await mesh.SubmitAsync(mesh.Requesters[0], SimulatedMesh.HashChainTask(mesh.Random, 100));
+///     mesh.Partition(mesh.Nodes.Take(25), mesh.Nodes.Skip(25)); // faults: Partition/Heal, CrashAsync/RestartAsync, SetConditions
+///     Console.WriteLine(mesh.TraceHash);
+/// });
+/// </code>
+/// </summary>
+public sealed class SimulatedMesh : IAsyncDisposable
+{
+    private readonly VirtualTimeDriver _driver;
+    private readonly MeshOptions _options;
+    private readonly IncrementalHash _trace = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private readonly List<SimNode> _nodes = [];
+    private readonly string _root;
+    private readonly bool _ownsRoot;
+    private readonly DateTimeOffset _start;
+    private readonly List<TaskRecord> _tasks = [];
+    private readonly List<MeshEvent> _events = [];
+    private long _traceLines;
+    private bool _disposed;
+
+    private SimulatedMesh(VirtualTimeDriver driver, MeshOptions options)
+    {
+        _driver = driver;
+        _options = options;
+        Random = new Random(unchecked((int)(options.Seed ^ (options.Seed >> 32))));
+        Network = new SimulatedNetwork(driver.Clock, new SimulatedNetworkOptions { Seed = options.Seed }, driver.Loop.PipeScheduler);
+        _ownsRoot = options.DataRoot is null;
+        _root = options.DataRoot ?? Path.Combine(Path.GetTempPath(), "potluck-sim-" + Guid.NewGuid().ToString("N"));
+        _start = driver.Clock.GetUtcNow();
+    }
+
+    public MeshOptions Options => _options;
+
+    public VirtualTimeDriver Driver => _driver;
+
+    public VirtualClock Clock => _driver.Clock;
+
+    public SimulatedNetwork Network { get; }
+
+    /// <summary>The harness's own seeded generator (workload, churn choices): draw from it only on the loop.</summary>
+    public Random Random { get; }
+
+    public IReadOnlyList<SimNode> Nodes => _nodes;
+
+    public IEnumerable<SimNode> Providers => _nodes.Where(n => n.Role == SimRole.Provider);
+
+    public IEnumerable<SimNode> Requesters => _nodes.Where(n => n.Role == SimRole.Requester);
+
+    /// <summary>Virtual time since the mesh started.</summary>
+    public TimeSpan Elapsed => Clock.GetUtcNow() - _start;
+
+    /// <summary>Every task submitted through <see cref="SubmitAsync"/>, in order of submission.</summary>
+    public IReadOnlyList<TaskRecord> Tasks => _tasks;
+
+    /// <summary>Refusals, faults and other events, in order.</summary>
+    public IReadOnlyList<MeshEvent> Events => _events;
+
+    /// <summary>Lines recorded into the trace so far.</summary>
+    public long TraceLines => _traceLines;
+
+    /// <summary>SHA-256 (hex) of the trace so far: virtual time and event, one line each.</summary>
+    public string TraceHash => Convert.ToHexStringLower(_trace.GetCurrentHash());
+
+    /// <summary>Builds and starts the mesh's nodes one after another (each bootstraps from nodes started before it).</summary>
+    public static async Task<SimulatedMesh> StartAsync(VirtualTimeDriver driver, MeshOptions options, IProgress<int>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(driver);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var mesh = new SimulatedMesh(driver, options);
+        try
+        {
+            await mesh.StartNodesAsync(progress);
+        }
+        catch
+        {
+            await mesh.DisposeAsync();
+            throw;
+        }
+        return mesh;
+    }
+
+    private async Task StartNodesAsync(IProgress<int>? progress)
+    {
+        Directory.CreateDirectory(_root);
+        var n = _options.Nodes;
+        // Roles and behaviours are drawn first, so they do not depend on how start-up interleaves.
+        var providerIndices = Enumerable.Range(0, n).OrderBy(_ => Random.Next()).Take(_options.Providers).ToHashSet();
+        var adversaryCount = (int)Math.Round(_options.Providers * _options.CheaterShare);
+        var adversaries = providerIndices.Order().OrderBy(_ => Random.Next()).Take(adversaryCount).ToHashSet();
+        for (var i = 0; i < n; i++)
+        {
+            var key = PrivateKey.FromRandom(Random);
+            var role = providerIndices.Contains(i) ? SimRole.Provider : SimRole.Requester;
+            var adversary = adversaries.Contains(i) ? _options.Adversary : AdversaryKind.None;
+            var address = Multiaddr.Parse($"/memory/{i + 1}");
+            var node = new SimNode(i, key, role, adversary, address, Path.Combine(_root, $"n{i}"), Random.NextInt64());
+            Network.SetEndpoint(address, _options.Network.Draw(Random));
+            _nodes.Add(node);
+        }
+        for (var i = 0; i < n; i++)
+        {
+            var node = _nodes[i];
+            var bootstrap = new List<Multiaddr>();
+            if (i > 0)
+            {
+                var count = Math.Min(i, _options.BootstrapPeers);
+                foreach (var j in Enumerable.Range(0, i).OrderBy(_ => Random.Next()).Take(count).Order())
+                {
+                    bootstrap.Add(_nodes[j].Address.WithPeer(_nodes[j].PeerId));
+                }
+            }
+            await StartNodeAsync(node, bootstrap);
+            progress?.Report(i + 1);
+        }
+    }
+
+    private async Task StartNodeAsync(SimNode node, IReadOnlyList<Multiaddr> bootstrap)
+    {
+        var incarnation = node.Restarts;
+        var builder = PotluckNode.CreateBuilder()
+            .UseSimulatedNetwork(Network)
+            .UseRuntime(_driver.CreateRuntime(node.Seed + incarnation))
+            .UseKey(node.Key)
+            .UseLoggerFactory(_options.Loggers ?? NullLoggerFactory.Instance)
+            .Configure(o => o with
+            {
+                Listen = [node.Address],
+                Bootstrap = bootstrap.Count > 0 ? bootstrap : o.Bootstrap,
+                DataDir = node.DataDir,
+                Discovery = o.Discovery with { PingNewConnections = false },
+                Compute = o.Compute with
+                {
+                    Enabled = true,
+                    Provide = node.Role == SimRole.Provider,
+                    Provider = new ProviderOptions
+                    {
+                        Cores = _options.ProviderCores,
+                        MemoryBytes = 256L << 20,
+                        MaxMemoryPerLease = 64L << 20,
+                        PricePerMegaFuel = _options.PricePerMegaFuel,
+                    },
+                    Credits = new CreditsOptions { InitialGrant = _options.InitialGrant },
+                    Sandbox = new SandboxOptions { MaxMemoryBytes = 64L << 20 },
+                },
+            });
+        if (node.IsAdversary)
+        {
+            var rate = node.Adversary == AdversaryKind.Cheater ? 1.0 : _options.CheatRate;
+            var random = new Random(unchecked((int)node.Seed + incarnation));
+            builder.DecorateProviderExecutor(inner => node.Cheat = new CheatingTaskExecutor(inner, rate, random));
+        }
+        var started = await builder.StartAsync();
+        node.Node = started;
+        Record($"{node} up {node.PeerId}{(node.IsAdversary ? " adversary " + node.Adversary : "")}");
+        started.Host.Connected += c => Record($"{node} connected {c.RemotePeer} {c.Direction}");
+        if (started.Compute is { } compute)
+        {
+            compute.Reputation.Refused += (peer, reason) => OnRefused(node, peer, reason);
+        }
+    }
+
+    private void OnRefused(SimNode by, PeerId provider, string reason)
+    {
+        var target = _nodes.FirstOrDefault(n => n.PeerId == provider);
+        Record($"{by} refuses {provider}: {reason}");
+        _events.Add(new MeshEvent(Elapsed, MeshEventKind.Refused, by.Index, target?.Index ?? -1, reason));
+    }
+
+    /// <summary>Appends one line to the trace, stamped with the virtual time.</summary>
+    public void Record(string line)
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _trace.AppendData(Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{Elapsed.Ticks} {line}\n")));
+        _traceLines++;
+    }
+
+    /// <summary>Lets virtual time pass (meshes form, heartbeats, advertisements spread).</summary>
+    public Task SettleAsync(TimeSpan span) => Task.Delay(span, Clock);
+
+    // ------------------------------------------------------------------ faults
+
+    /// <summary>Kills a node abruptly: its host goes first (no goodbye reaches anyone), then its services. Its data directory stays.</summary>
+    public async Task CrashAsync(SimNode node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (node.Node is not { } running)
+        {
+            return;
+        }
+        var (delivered, duplicates) = node.GossipCounters();
+        node.PastGossipDelivered = delivered;
+        node.PastGossipDuplicates = duplicates;
+        node.Node = null;
+        node.Corrupted += node.Cheat?.Corrupted ?? 0;
+        node.Cheat = null;
+        Record($"{node} crash");
+        _events.Add(new MeshEvent(Elapsed, MeshEventKind.Crash, node.Index, -1, ""));
+        await running.Host.DisposeAsync();
+        await running.DisposeAsync();
+    }
+
+    /// <summary>Starts a crashed node again with the same identity, address and data directory (ledger, peers, reputation).</summary>
+    public async Task RestartAsync(SimNode node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (node.IsUp)
+        {
+            return;
+        }
+        node.Restarts++;
+        Record($"{node} restart");
+        _events.Add(new MeshEvent(Elapsed, MeshEventKind.Restart, node.Index, -1, ""));
+        // Its peers.db re-dials those it knew; two live nodes as bootstrap in case none of them is up.
+        var bootstrap = _nodes.Where(n => n.IsUp && n != node).OrderBy(_ => Random.Next()).Take(_options.BootstrapPeers)
+            .Select(n => n.Address.WithPeer(n.PeerId)).ToList();
+        await StartNodeAsync(node, bootstrap);
+    }
+
+    /// <summary>Cuts every node of <paramref name="side"/> off from every node of <paramref name="other"/>.</summary>
+    public void Partition(IEnumerable<SimNode> side, IEnumerable<SimNode> other)
+    {
+        var a = side.ToList();
+        var b = other.ToList();
+        foreach (var x in a)
+        {
+            foreach (var y in b)
+            {
+                Network.Partition(x.Address, y.Address);
+            }
+        }
+        Record($"partition {a.Count} from {b.Count}");
+        _events.Add(new MeshEvent(Elapsed, MeshEventKind.Partition, a.Count, b.Count, ""));
+    }
+
+    /// <summary>Ends a <see cref="Partition"/> between the two sides (nodes re-dial as they need to).</summary>
+    public void Heal(IEnumerable<SimNode> side, IEnumerable<SimNode> other)
+    {
+        var a = side.ToList();
+        var b = other.ToList();
+        foreach (var x in a)
+        {
+            foreach (var y in b)
+            {
+                Network.Heal(x.Address, y.Address);
+            }
+        }
+        Record($"heal {a.Count} from {b.Count}");
+        _events.Add(new MeshEvent(Elapsed, MeshEventKind.Heal, a.Count, b.Count, ""));
+    }
+
+    /// <summary>A slow or lossy node: its access link's conditions for connections opened from now on.</summary>
+    public void SetConditions(SimNode node, LinkConditions conditions)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        Network.SetEndpoint(node.Address, conditions);
+        Record($"{node} conditions latency {conditions.Latency.Ticks} bandwidth {conditions.BandwidthBytesPerSecond} loss {conditions.Loss.ToString("R", CultureInfo.InvariantCulture)}");
+    }
+
+    // ------------------------------------------------------------------ work
+
+    /// <summary>The hashchain sample (SHA-256 applied <paramref name="rounds"/> times to a random seed) with its expected output.</summary>
+    public static SimTask HashChainTask(Random random, int rounds)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var seed = new byte[16];
+        random.NextBytes(seed);
+        var h = SHA256.HashData(seed);
+        for (var i = 1; i < rounds; i++)
+        {
+            h = SHA256.HashData(h);
+        }
+        var expected = Encoding.ASCII.GetBytes(Convert.ToHexStringLower(h) + "\n");
+        return new SimTask(new TaskSubmission
+        {
+            Module = HashChainModule.Value,
+            Input = seed,
+            Args = [rounds.ToString(CultureInfo.InvariantCulture)],
+            Fuel = 50_000_000,
+            MemoryBytes = 16L << 20,
+        }, expected);
+    }
+
+    private static readonly Lazy<byte[]> HashChainModule = new(() => SampleModules.Load("hashchain"));
+
+    /// <summary>
+    /// Submits <paramref name="task"/> from <paramref name="requester"/> and records how it ended: the provider, fuel,
+    /// whether it was verified, and whether its output is the expected one (a wrong result accepted).
+    /// </summary>
+    public async Task<TaskRecord> SubmitAsync(SimNode requester, SimTask task)
+    {
+        ArgumentNullException.ThrowIfNull(requester);
+        ArgumentNullException.ThrowIfNull(task);
+        var record = new TaskRecord(_tasks.Count, requester.Index, Elapsed);
+        _tasks.Add(record);
+        Record($"task {record.Id} submitted by {requester}");
+        if (requester.Node?.Compute is not { } compute)
+        {
+            record.Finish(Elapsed, null, "the requester is down");
+            Record($"task {record.Id} failed: requester down");
+            return record;
+        }
+        try
+        {
+            var result = await compute.SubmitAsync(task.Submission, CancellationToken.None);
+            var provider = _nodes.FirstOrDefault(n => n.PeerId == result.Provider);
+            record.Finish(Elapsed, result, null);
+            record.ProviderIndex = provider?.Index ?? -1;
+            record.Correct = result.Succeeded && result.Output.Span.SequenceEqual(task.ExpectedOutput);
+            Record($"task {record.Id} done by {provider?.ToString() ?? result.Provider.ToString()} fuel {result.Fuel} cost {result.Cost} "
+                + $"verified {result.Verified} correct {record.Correct} attempts {result.Attempts}");
+        }
+        catch (Exception e) when (e is SubmissionException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
+            record.Finish(Elapsed, null, e.Message);
+            if (e is SubmissionException se)
+            {
+                record.History = se.Attempts;
+            }
+            Record($"task {record.Id} failed: {e.GetType().Name}");
+        }
+        return record;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        foreach (var node in _nodes)
+        {
+            if (node.Node is { } running)
+            {
+                node.Corrupted += node.Cheat?.Corrupted ?? 0;
+                node.Cheat = null;
+                node.Node = null;
+                await running.DisposeAsync();
+            }
+        }
+        _disposed = true;
+        _trace.Dispose();
+        if (_ownsRoot)
+        {
+            try
+            {
+                Directory.Delete(_root, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+    }
+}
+
+/// <summary>A task and the output an honest run gives.</summary>
+public sealed record SimTask(TaskSubmission Submission, byte[] ExpectedOutput);
+
+public enum MeshEventKind
+{
+    Refused,
+    Crash,
+    Restart,
+    Partition,
+    Heal,
+}
+
+/// <summary>Something that happened in a mesh: <paramref name="Node"/> and <paramref name="Other"/> are indices (or counts for partitions).</summary>
+public sealed record MeshEvent(TimeSpan At, MeshEventKind Kind, int Node, int Other, string Detail);
+
+/// <summary>One submitted task and how it ended.</summary>
+public sealed class TaskRecord
+{
+    internal TaskRecord(int id, int requester, TimeSpan submitted)
+    {
+        Id = id;
+        RequesterIndex = requester;
+        Submitted = submitted;
+    }
+
+    public int Id { get; }
+
+    public int RequesterIndex { get; }
+
+    public TimeSpan Submitted { get; }
+
+    public TimeSpan? Finished { get; private set; }
+
+    public SubmissionResult? Result { get; private set; }
+
+    public string? Error { get; private set; }
+
+    public int ProviderIndex { get; internal set; } = -1;
+
+    /// <summary>Succeeded with exactly the expected output.</summary>
+    public bool Correct { get; internal set; }
+
+    public IReadOnlyList<AttemptRecord> History { get; internal set; } = [];
+
+    public bool Completed => Result is { Succeeded: true };
+
+    public TimeSpan? Latency => Finished - Submitted;
+
+    internal void Finish(TimeSpan at, SubmissionResult? result, string? error)
+    {
+        Finished = at;
+        Result = result;
+        Error = error;
+        if (result is not null)
+        {
+            History = result.History;
+        }
+    }
+}
+
+/// <summary>The sample modules embedded in this assembly (see Node.csproj).</summary>
+internal static class SampleModules
+{
+    public static byte[] Load(string name)
+    {
+        using var stream = typeof(SampleModules).Assembly.GetManifestResourceStream($"samples/{name}.wasm")
+            ?? throw new FileNotFoundException($"samples/{name}.wasm is not embedded in {typeof(SampleModules).Assembly.GetName().Name}");
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        return copy.ToArray();
+    }
+}

@@ -1,0 +1,34 @@
+using Potluck.Node.Simulation;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Node.Tests.Simulation;
+
+[Category("fast")]
+public class SimulatedMeshTests
+{
+    private static (string Hash, int Completed, int Correct) Small(long seed) => VirtualTimeDriver.Run(async d =>
+    {
+        await using var mesh = await SimulatedMesh.StartAsync(d, new MeshOptions { Nodes = 8, Providers = 3, Seed = seed, Loggers = Potluck.Tests.TestLogging.Factory });
+        await mesh.SettleAsync(TimeSpan.FromSeconds(10));
+        var requesters = mesh.Requesters.ToList();
+        var runs = new List<Task<TaskRecord>>();
+        for (var i = 0; i < 6; i++)
+        {
+            runs.Add(mesh.SubmitAsync(requesters[i % requesters.Count], SimulatedMesh.HashChainTask(mesh.Random, 50)));
+            await mesh.SettleAsync(TimeSpan.FromMilliseconds(100));
+        }
+        var records = await Task.WhenAll(runs);
+        return (mesh.TraceHash, records.Count(r => r.Completed), records.Count(r => r.Correct));
+    });
+
+    [Test]
+    public void EightNodes_RunTasks_AndTheSameSeedGivesTheSameTraceHash()
+    {
+        var first = Small(5);
+        Assert.That(first.Completed, Is.EqualTo(6), "every task completed");
+        Assert.That(first.Correct, Is.EqualTo(6), "with the right output");
+        var again = Small(5);
+        Assert.That(again, Is.EqualTo(first), "same seed, same trace");
+        Assert.That(Small(6).Hash, Is.Not.EqualTo(first.Hash), "another seed, another trace");
+    }
+}
