@@ -240,7 +240,7 @@ internal static class ComputeCommands
                 }
                 await WriteOutputAsync(submission.Output, ct);
                 await Error.WriteLineAsync(
-                    $"potluck submit: {submission.Status.ToString().ToLowerInvariant()} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
+                    $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
                     $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
                 foreach (var attempt in submission.History.Where(a => a.Outcome != LeaseOutcomeKind.Completed || a.Detail.Length > 0))
                 {
@@ -248,7 +248,7 @@ internal static class ComputeCommands
                 }
                 if (!submission.Succeeded)
                 {
-                    await Error.WriteLineAsync($"potluck submit: the task did not succeed: {submission.Error}");
+                    await Error.WriteLineAsync($"potluck submit: the task did not succeed: {Outcome(submission)}" + (submission.Error is { Length: > 0 } why ? $" ({why})" : ""));
                     return 1;
                 }
                 return 0;
@@ -259,6 +259,20 @@ internal static class ComputeCommands
                 return 1;
             }
         }
+
+        /// <summary>How the task ended, in words: an exit code is reported as one, not as a trap.</summary>
+        internal static string Outcome(SubmissionResult r) => r.Status switch
+        {
+            ExecutionStatus.Success => "success",
+            ExecutionStatus.Trapped when r.ExitCode != 0 => $"exited with code {r.ExitCode}",
+            ExecutionStatus.Trapped => "trapped (a WebAssembly trap: unreachable, out-of-bounds access, or the like)",
+            ExecutionStatus.OutOfFuel => "out of fuel (raise --fuel)",
+            ExecutionStatus.OutOfMemory => "out of memory",
+            ExecutionStatus.InvalidModule => "not a module the sandbox runs (wasm32-wasi command module expected)",
+            ExecutionStatus.OutputTooLarge => "output too large",
+            ExecutionStatus.TimedOut => "timed out on the provider",
+            _ => r.Status.ToString().ToLowerInvariant(),
+        };
 
         /// <summary>Holds the requester's data directory, waiting while another `potluck submit` holds it.</summary>
         private async Task<IDisposable> LockRequesterAsync(string dataDir, CancellationToken ct)
