@@ -58,6 +58,12 @@ public sealed record SimReport
 
     public required double VirtualToWall { get; init; }
 
+    /// <summary>CPU seconds this process used (all threads): on a shared machine the steadier figure than wall time.</summary>
+    public required double CpuS { get; init; }
+
+    /// <summary>Events per CPU second.</summary>
+    public required double EventsPerCpuS { get; init; }
+
     /// <summary>Wall seconds the driver waited for sandbox runs (on their own threads) to post back.</summary>
     public required double SandboxWaitS { get; init; }
 
@@ -173,7 +179,9 @@ public sealed record SimReport
         }
 
         var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
-        var peak = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
+        using var self = Process.GetCurrentProcess();
+        var peak = self.PeakWorkingSet64 / (1024.0 * 1024.0);
+        var cpu = self.TotalProcessorTime.TotalSeconds;
         var virtualS = mesh.Elapsed.TotalSeconds;
         return new SimReport
         {
@@ -201,6 +209,8 @@ public sealed record SimReport
             Events = events,
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
             VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
+            CpuS = cpu,
+            EventsPerCpuS = events / Math.Max(1e-9, cpu),
             SandboxWaitS = mesh.Driver.ExternalWaitTime.TotalSeconds,
             PeakRssMib = peak,
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
@@ -255,7 +265,7 @@ public sealed record SimReport
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"trace {TraceHash} ({TraceLines} lines)");
-        Line($"wall {WallS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x), {Events} events ({EventsPerS:F0}/s), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
+        Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
         return b.ToString();
     }
