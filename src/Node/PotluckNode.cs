@@ -75,6 +75,9 @@ public sealed class PotluckNode : IAsyncDisposable
     /// <summary>The compute layer; null when compute is off (or the node has not started).</summary>
     public ComputeNode? Compute => Services.GetRequiredService<ComputeHostedService>().Node;
 
+    /// <summary>The operator's preferences at work (idle detection, hours, battery, peers); null when compute is off or not started.</summary>
+    public Home.PreferencesService? Preferences => Services.GetRequiredService<ComputeHostedService>().Preferences;
+
     public DiscoveryService Discovery => Services.GetRequiredService<DiscoveryService>();
 
     public PeerId PeerId => Services.GetRequiredService<PrivateKey>().PeerId;

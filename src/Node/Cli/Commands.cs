@@ -82,7 +82,7 @@ public static class Commands
         Parse(new CliContext(TextWriter.Null, TextWriter.Null, NodeConfiguration.DefaultDataDir), args);
 
     internal static ParseResult Parse(CliContext context, IReadOnlyList<string> args) =>
-        CreateRoot(context).Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null }); // "@file" is a file name, not a response file
+        CreateRoot(context).Parse(P2pdCommand.Protect(args), new ParserConfiguration { ResponseFileTokenReplacer = null }); // "@file" is a file name, not a response file
 
     /// <summary>The `potluck` command and its subcommands.</summary>
     internal static Command CreateRoot(CliContext context)
@@ -98,6 +98,8 @@ public static class Commands
             new NetworkCommands.PerfCommand(context),
             new SimCommand(context),
             new SwarmKeyCommand(context),
+            new P2pdCommand(context),
+            new TransportInteropCommand(context),
             new HelpCommand(context),
             new VersionCommand(context),
         };
@@ -292,12 +294,36 @@ internal sealed class SwarmKeyCommand : Command
         Subcommands.Add(new GenerateCommand(context));
     }
 
-    private sealed class GenerateCommand(CliContext context)
-        : PotluckCommand("generate", "Print a new swarm.key: potluck swarm-key generate > swarm.key, then copy it to every machine of the cluster.", context)
+    private sealed class GenerateCommand : PotluckCommand
     {
+        public GenerateCommand(CliContext context)
+            : base("generate", "Make a new swarm.key: potluck swarm-key generate --out swarm.key (or > swarm.key), then copy it to every machine of the cluster.", context)
+        {
+            Options.Add(Output);
+        }
+
+        public Option<string> Output { get; } = CliOptions.Path("--out", "file",
+            "write the key to this new file, readable by its owner only (an existing file is never overwritten); default: print it");
+
         protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
         {
-            await Out.WriteAsync(SwarmKey.Generate().ToFileText());
+            var text = SwarmKey.Generate().ToFileText();
+            if (result.GetValue(Output) is not { } path)
+            {
+                await Out.WriteAsync(text);
+                return 0;
+            }
+            if (File.Exists(path))
+            {
+                throw new IOException($"--out: '{path}' already exists; a swarm key is never overwritten (remove it first, or choose another file)");
+            }
+            var directory = Path.GetDirectoryName(path);
+            if (directory is not null && !Directory.Exists(directory))
+            {
+                throw new IOException($"--out: the directory '{directory}' does not exist");
+            }
+            Protocol.Runtime.OwnerOnly.WriteNewFile(path, System.Text.Encoding.ASCII.GetBytes(text));
+            await Error.WriteLineAsync($"wrote {path} (owner-only); copy it to every machine of the cluster and start each node with --swarm-key {path}");
             return 0;
         }
     }

@@ -45,7 +45,7 @@ internal sealed class RunCommand : PotluckCommand
         "do not find peers on the local network by mDNS (setting discovery:mdns = false)");
 
     public Option<int?> Cores { get; } = CliOptions.Int("--cores", "n",
-        "tasks run at once for others (default 1; setting compute:provider:cores)", 1, 4096);
+        "tasks run at once for others (default: preferences:cpuSharePercent of this machine's cores, 50 %, at least 1; setting compute:provider:cores)", 1, 4096);
 
     public Option<int?> Price { get; } = CliOptions.Int("--price", "credits",
         "credits asked per million fuel (default 10; setting compute:provider:pricePerMegaFuel)", 0, 1_000_000_000);
@@ -109,7 +109,9 @@ internal sealed class RunCommand : PotluckCommand
         var run = (RunCommand)result.CommandResult.Command;
         var (keys, lists) = RunFlags(result);
         var dataDir = result.GetValue(run.DataDir) ?? run.Context.DefaultDataDir();
-        return (NodeConfiguration.Create(dataDir, NodeConfiguration.HomeNodeDefaults, keys, result.GetValue(run.Config)), lists, dataDir);
+        var configuration = NodeConfiguration.Create(dataDir, NodeConfiguration.HomeNodeDefaults, keys, result.GetValue(run.Config));
+        NodeConfiguration.ApplyDefaultCores(configuration);
+        return (configuration, lists, dataDir);
     }
 
     /// <summary>The options `potluck run` would start with (for tests): throws as start would.</summary>

@@ -54,7 +54,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <exception cref="IOException">Another node is serving this data directory, or the path is unusable.</exception>
     public async Task StartAsync(CancellationToken ct)
     {
-        Directory.CreateDirectory(DataDir);
+        Protocol.Runtime.OwnerOnly.CreateDirectory(DataDir);
         if (File.Exists(SocketPath) || Directory.Exists(SocketPath))
         {
             if (await IsLiveAsync(SocketPath, ct))

@@ -17,6 +17,9 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
     /// <summary>The running compute layer; null when compute is off or not started.</summary>
     public ComputeNode? Node { get; private set; }
 
+    /// <summary>The operator's preferences applied to the provider; null when compute is off or not started.</summary>
+    public Home.PreferencesService? Preferences { get; private set; }
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         if (!options.Compute.Enabled)
@@ -34,11 +37,24 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
             setup.ExecutorDecorator,
             services.GetRequiredService<ILoggerFactory>(),
             services.GetRequiredService<Potluck.Scheduler.Metrics.ComputeInstruments>()));
+        Preferences = new Home.PreferencesService(
+            services.GetRequiredService<Potluck.Protocol.Host.IHost>(),
+            Node.Provider,
+            services.GetRequiredService<Home.IMachineProbe>(),
+            options.Preferences,
+            setup.Runtime,
+            services.GetRequiredService<TimeZoneInfo>(),
+            services.GetRequiredService<ILogger<Home.PreferencesService>>());
+        Preferences.Start();
         return Task.CompletedTask;
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Preferences is { } preferences)
+        {
+            await preferences.DisposeAsync();
+        }
         if (Node is { } node)
         {
             await node.DisposeAsync();

@@ -61,6 +61,8 @@ public static class NodeConfiguration
         ["compute:enabled"] = "true",
         ["compute:provide"] = "true",
         ["topics:0"] = AdvertisementProtocol.Topic,
+        ["preferences:onlyWhenIdle"] = "true",
+        ["preferences:notOnBattery"] = "true",
     };
 
     /// <summary>
@@ -113,5 +115,20 @@ public static class NodeConfiguration
         configuration.AddInMemoryCollection(flags);
         configuration["dataDir"] = dataDir;
         return configuration;
+    }
+
+    /// <summary>
+    /// A home node's cores when no source sets <c>compute:provider:cores</c>: its <c>preferences:cpuSharePercent</c>
+    /// (default 50) of the machine's cores (cgroup quota included), at least one.
+    /// </summary>
+    public static void ApplyDefaultCores(IConfiguration configuration)
+    {
+        if (configuration["compute:provider:cores"] is not null)
+        {
+            return;
+        }
+        var share = double.TryParse(configuration["preferences:cpuSharePercent"], System.Globalization.NumberStyles.Float,
+            System.Globalization.CultureInfo.InvariantCulture, out var s) && s is > 0 and <= 100 ? s : new Home.PreferencesOptions().CpuSharePercent;
+        configuration["compute:provider:cores"] = PotluckOptionsValidator.DefaultCores(share).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 }

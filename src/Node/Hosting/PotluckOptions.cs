@@ -76,6 +76,9 @@ public sealed record PotluckOptions
     public MdnsOptions Mdns { get; init; } = new();
 
     public ComputeOptions Compute { get; init; } = new();
+
+    /// <summary>The operator's preferences: when the node works for others (idle, hours, battery), what running tasks do when it stops, peers allowed or refused.</summary>
+    public Home.PreferencesOptions Preferences { get; init; } = new();
 }
 
 /// <summary>

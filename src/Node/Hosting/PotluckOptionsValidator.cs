@@ -48,6 +48,17 @@ public static class PotluckOptionsValidator
         Positive(h.DialTimeout, "host:dialTimeout");
         Positive(h.HandshakeTimeout, "host:handshakeTimeout");
         Positive(h.StreamNegotiationTimeout, "host:streamNegotiationTimeout");
+        Need(h.HighWater == 0 || (h.LowWater >= 0 && h.LowWater <= h.HighWater && h.HighWater <= h.MaxConnections),
+            $"'host:lowWater' ≤ 'host:highWater' ≤ 'host:maxConnections' must hold (now {h.LowWater}, {h.HighWater}, {h.MaxConnections}); 'host:highWater' 0 turns trimming off");
+        var r = h.Resources;
+        AtLeast(r.MaxConnectionsPerPeer, 1, "host:resources:maxConnectionsPerPeer");
+        AtLeast(r.MaxConnectionsPerAddress, 1, "host:resources:maxConnectionsPerAddress");
+        AtLeast(r.MaxConnectionsPerSubnet, 1, "host:resources:maxConnectionsPerSubnet");
+        AtLeast(r.MaxPendingInboundPerAddress, 1, "host:resources:maxPendingInboundPerAddress");
+        AtLeast(r.MaxPendingInboundPerSubnet, 1, "host:resources:maxPendingInboundPerSubnet");
+        AtLeast(r.MaxInboundStreamsPerPeer, 1, "host:resources:maxInboundStreamsPerPeer");
+        AtLeast(r.MaxInboundStreamsPerProtocol, 1, "host:resources:maxInboundStreamsPerProtocol");
+        AtLeast(r.MaxMuxerMemory, 256 * 1024, "host:resources:maxMuxerMemory");
         Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 
         var g = o.Gossip;
@@ -93,7 +104,35 @@ public static class PotluckOptionsValidator
         AtLeast(s.ModuleCacheCapacity, 1, "compute:sandbox:moduleCacheCapacity");
         AtLeast(s.MaxWasmStackBytes, 16 * 1024, "compute:sandbox:maxWasmStackBytes");
         AtLeast(c.Credits.InitialGrant, 0, "compute:credits:initialGrant");
+        ValidatePreferences(o.Preferences, problems);
         return problems;
+    }
+
+    /// <summary>The checks of the <c>preferences</c> section alone (also run by <c>potluck config set</c>).</summary>
+    public static void ValidatePreferences(Home.PreferencesOptions p, List<string> problems)
+    {
+        void Need(bool ok, string message)
+        {
+            if (!ok)
+            {
+                problems.Add(message);
+            }
+        }
+        Need(p.IdleCpuPercent is > 0 and <= 100, $"'preferences:idleCpuPercent' is {p.IdleCpuPercent}; it must be above 0 and at most 100");
+        Need(p.CpuSharePercent is > 0 and <= 100, $"'preferences:cpuSharePercent' is {p.CpuSharePercent}; it must be above 0 and at most 100");
+        Need(p.IdleFor >= TimeSpan.Zero, $"'preferences:idleFor' is {p.IdleFor}; it must not be negative");
+        Need(p.Grace >= TimeSpan.Zero, $"'preferences:grace' is {p.Grace}; it must not be negative");
+        Need(p.SampleInterval >= TimeSpan.FromMilliseconds(100), $"'preferences:sampleInterval' is {p.SampleInterval}; it must be at least 00:00:00.1");
+        Need(Enum.IsDefined(p.OnOwnerReturn), $"'preferences:onOwnerReturn' is {p.OnOwnerReturn}; it must be cancel or finish");
+        Home.Schedule.Parse(p.Hours, problems);
+        for (var i = 0; i < p.AllowPeers.Count; i++)
+        {
+            Need(Protocol.Identity.PeerId.TryParse(p.AllowPeers[i], out _), $"'preferences:allowPeers:{i}' is '{p.AllowPeers[i]}', which is not a peer id (12D3KooW…)");
+        }
+        for (var i = 0; i < p.RefusePeers.Count; i++)
+        {
+            Need(Protocol.Identity.PeerId.TryParse(p.RefusePeers[i], out _), $"'preferences:refusePeers:{i}' is '{p.RefusePeers[i]}', which is not a peer id (12D3KooW…)");
+        }
     }
 
     /// <summary>The number of cores this process may use (the runtime reads the cgroup's CPU quota and the affinity mask).</summary>
@@ -108,8 +147,19 @@ public static class PotluckOptionsValidator
             problems.Add($"'compute:provider:cores' is {o.Compute.Provider.Cores} but this machine lets the node use {MachineCores} " +
                          $"(cores, or its cgroup's CPU quota): offer at most {MachineCores}");
         }
+        if (o.Compute.Enabled && o.Compute.Provide && o.Compute.Provider.MemoryBytes > MachineMemoryBytes)
+        {
+            problems.Add($"'compute:provider:memoryBytes' is {o.Compute.Provider.MemoryBytes} but this machine lets the node use {MachineMemoryBytes} " +
+                         $"bytes (its memory, or its cgroup's memory.max): offer at most {MachineMemoryBytes}, e.g. half: {MachineMemoryBytes / 2}");
+        }
         return problems;
     }
+
+    /// <summary>The memory this process may use: the machine's, or less where a cgroup (container, systemd MemoryMax) caps it.</summary>
+    public static long MachineMemoryBytes => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+    /// <summary>The cores a home node offers when 'compute:provider:cores' is not set: its CPU share of this machine, at least one.</summary>
+    public static int DefaultCores(double cpuSharePercent) => Math.Max(1, (int)Math.Floor(MachineCores * cpuSharePercent / 100));
 
     internal static bool HasPeer(Multiaddr address) => address.PeerId is not null;
 }

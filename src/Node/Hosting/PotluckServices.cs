@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -95,6 +96,8 @@ internal static class PotluckServices
         services.AddSingleton<ProtocolHostedService>();
         services.AddSingleton<DiscoveryService>();
         services.AddSingleton<ComputeHostedService>();
+        services.TryAddSingleton<Home.IMachineProbe>(new Home.ProcMachineProbe());
+        services.TryAddSingleton(TimeZoneInfo.Local);
 
         // Started in this order, stopped in reverse.
         services.AddHostedService(sp => sp.GetRequiredService<ProtocolHostedService>());
@@ -113,6 +116,7 @@ internal static class PotluckServices
         {
             try
             {
+                Protocol.Runtime.OwnerOnly.CreateDirectory(dir);
                 return PrivateKey.LoadOrCreate(Path.Combine(dir, NodeConfiguration.IdentityFileName));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)

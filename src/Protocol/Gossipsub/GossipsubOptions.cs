@@ -74,6 +74,14 @@ public sealed record GossipsubOptions
     /// <summary>Deliver our own published messages to our own subscriptions (go does; js calls it emitSelf). Default false.</summary>
     public bool DeliverOwnMessages { get; init; }
 
+    /// <summary>
+    /// The protocols the router speaks, most preferred first, from <see cref="GossipsubProtocol.V11"/>,
+    /// <see cref="GossipsubProtocol.V10"/> and <see cref="GossipsubProtocol.Floodsub"/>. Default gossipsub v1.1 and v1.0.
+    /// With floodsub listed, floodsub peers are flooded every message of the topics they join, as the gossipsub spec's
+    /// floodsub compatibility says; with floodsub alone, every peer is one and the router is a floodsub router.
+    /// </summary>
+    public IReadOnlyList<string> Protocols { get; init; } = [GossipsubProtocol.V11, GossipsubProtocol.V10];
+
     /// <summary>Message signing. Default <see cref="SignaturePolicy.StrictSign"/>.</summary>
     public SignaturePolicy SignaturePolicy { get; init; } = SignaturePolicy.StrictSign;
 

@@ -311,6 +311,11 @@ internal sealed class GossipsubRouter
             _fanoutLastPublished[topic] = now;
             targets = fanout;
         }
+        if (!_options.FloodPublish)
+        {
+            targets = targets.Concat(FloodsubSubscribers(topic, default, message.From)
+                .Where(p => _score.Score(p, now) >= _options.Thresholds.PublishThreshold)).ToArray();
+        }
         var count = 0;
         foreach (var p in targets)
         {
@@ -343,7 +348,7 @@ internal sealed class GossipsubRouter
         {
             HandleMessage(from, rpc.Publish[i], now);
         }
-        if (rpc.Control is { } control)
+        if (rpc.Control is { } control && !state.IsFloodsub)
         {
             HandleControl(from, state, control, now);
         }
@@ -470,11 +475,15 @@ internal sealed class GossipsubRouter
 
     private void Forward(Pb.Message message, PeerId source, string topic)
     {
+        var author = message.From;
+        foreach (var p in FloodsubSubscribers(topic, source, author))
+        {
+            Out(p).Messages.Add(message);
+        }
         if (!_mesh.TryGetValue(topic, out var mesh))
         {
             return;
         }
-        var author = message.From;
         foreach (var p in mesh)
         {
             if (p == source || (author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
@@ -484,6 +493,25 @@ internal sealed class GossipsubRouter
             Out(p).Messages.Add(message);
         }
     }
+
+    /// <summary>Floodsub peers subscribed to <paramref name="topic"/>, other than the one a message came from and its author (spec: floodsub compatibility).</summary>
+    private IEnumerable<PeerId> FloodsubSubscribers(string topic, PeerId source, ByteString author)
+    {
+        if (!_topics.TryGetValue(topic, out var subscribers))
+        {
+            yield break;
+        }
+        foreach (var p in subscribers)
+        {
+            if (p != source && _peers.TryGetValue(p, out var state) && state.IsFloodsub
+                && !(author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
+            {
+                yield return p;
+            }
+        }
+    }
+
+    private bool IsFloodsubPeer(PeerId peer) => _peers.TryGetValue(peer, out var state) && state.IsFloodsub;
 
     private void HandleControl(PeerId from, PeerState state, Pb.ControlMessage control, DateTimeOffset now)
     {
@@ -833,7 +861,7 @@ internal sealed class GossipsubRouter
         {
             ids = Shuffled(ids).Take(_options.MaxIHaveLength).ToList();
         }
-        var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
+        var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
         var target = Math.Max(_options.DLazy, (int)(_options.GossipFactor * candidates.Count));
         foreach (var p in candidates.Take(target))
         {
@@ -1020,7 +1048,7 @@ internal sealed class GossipsubRouter
             return [];
         }
         scoreOf ??= p => _score.Score(p, now);
-        return Shuffled(subscribers.Where(p => !exclude.Contains(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
+        return Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
     }
 
     private T[] Shuffled<T>(IEnumerable<T> items)
@@ -1049,7 +1077,9 @@ internal sealed class GossipsubRouter
     private sealed class PeerState(string protocol, bool outbound, string? ip)
     {
         public string Protocol { get; } = protocol;
-        public bool IsV11 { get; } = protocol != GossipsubProtocol.V10;
+        public bool IsV11 { get; } = protocol == GossipsubProtocol.V11;
+        /// <summary>A floodsub peer: never in a mesh, sent no control, given every message of the topics it subscribed to.</summary>
+        public bool IsFloodsub { get; } = protocol == GossipsubProtocol.Floodsub;
         public bool Outbound { get; } = outbound;
         public string? Ip { get; } = ip;
         public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
@@ -1076,4 +1106,7 @@ public static class GossipsubProtocol
 
     /// <summary>gossipsub v1.0.</summary>
     public const string V10 = "/meshsub/1.0.0";
+
+    /// <summary>floodsub (https://github.com/libp2p/specs/tree/master/pubsub): the same RPC, no control; gossipsub floods to such peers.</summary>
+    public const string Floodsub = "/floodsub/1.0.0";
 }

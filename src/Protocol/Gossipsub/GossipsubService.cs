@@ -99,8 +99,14 @@ public sealed partial class GossipsubService : IAsyncDisposable
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
             BitConverter.ToUInt64(seqno), instruments ?? ProtocolInstruments.Detached());
-        host.SetStreamHandler(ProtocolIdV11, HandleInboundAsync);
-        host.SetStreamHandler(ProtocolIdV10, HandleInboundAsync);
+        if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
+        {
+            throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
+        }
+        foreach (var protocol in options.Protocols)
+        {
+            host.SetStreamHandler(protocol, HandleInboundAsync);
+        }
         host.Connected += OnConnected;
         host.Disconnected += OnDisconnected;
         foreach (var c in host.Connections)
@@ -419,7 +425,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
-            stream = await connection.OpenStreamAsync([ProtocolIdV11, ProtocolIdV10], linked.Token);
+            stream = await connection.OpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
@@ -570,6 +576,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _host.Disconnected -= OnDisconnected;
         _host.RemoveStreamHandler(ProtocolIdV11);
         _host.RemoveStreamHandler(ProtocolIdV10);
+        _host.RemoveStreamHandler(GossipsubProtocol.Floodsub);
         // Cancels the outbound streams, dials and retries now; waited for once the sessions are closed below.
         var stopped = _work.StopAsync();
         PeerSession[] sessions;

@@ -58,6 +58,9 @@ internal sealed class Connection : IConnection
 
     public IMuxedConnection Muxed => _muxed;
 
+    /// <summary>An inbound connection's place in the resource manager's address scopes, released when it closes.</summary>
+    internal ResourceManager.Admission? Admission { get; set; }
+
     public Task Completion => _muxed.Completion;
 
     public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);

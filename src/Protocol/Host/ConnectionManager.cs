@@ -11,6 +11,9 @@ namespace Potluck.Protocol.Host;
 /// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
 /// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> and closes the lowest
 /// tag values first. Connection ids are numbered here, per host, so a replayed run numbers them the same.
+/// Room is kept for new peers: trimming and <see cref="TryMakeRoom"/> (called when the node is full and a new
+/// connection arrives) close the connections of peers that have not identified first, then idle ones (no streams),
+/// then the lowest tag values; at most <see cref="ResourceLimits.MaxConnectionsPerPeer"/> connections per peer are kept.
 /// </summary>
 internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 {
@@ -18,6 +21,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly BackgroundWork _work;
+    private readonly ResourceManager _resources;
+    private readonly Func<PeerId, bool> _isIdentified;
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, List<Connection>> _connections = [];
     private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
@@ -28,9 +33,12 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private int _trimming;
     private bool _closed;
 
-    public ConnectionManager(HostOptions options, NodeRuntime runtime, ILogger log)
+    public ConnectionManager(HostOptions options, NodeRuntime runtime, ILogger log, ResourceManager? resources = null,
+        Func<PeerId, bool>? isIdentified = null)
     {
         _options = options;
+        _resources = resources ?? new ResourceManager(options, runtime.Time);
+        _isIdentified = isIdentified ?? (_ => true);
         _time = runtime.Time;
         _log = log;
         _work = runtime.CreateBackgroundWork("connection manager", log);
@@ -40,9 +48,78 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     public long NextConnectionId() => Interlocked.Increment(ref _nextId);
 
     /// <summary>Whether another connection fits under <see cref="HostOptions.MaxConnections"/> now.</summary>
-    public bool HasRoom => Volatile.Read(ref _count) < _options.MaxConnections;
+    public bool HasRoom => OpenCount < _options.MaxConnections;
 
     public int ConnectionCount => Volatile.Read(ref _count);
+
+    /// <summary>Registered connections not yet closing (one chosen to make room is closing at once).</summary>
+    public int OpenCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return OpenCountLocked();
+            }
+        }
+    }
+
+    private int OpenCountLocked()
+    {
+        var open = 0;
+        foreach (var list in _connections.Values)
+        {
+            foreach (var c in list)
+            {
+                if (!c.IsClosed)
+                {
+                    open++;
+                }
+            }
+        }
+        return open;
+    }
+
+    /// <summary>
+    /// Closes one connection to make room for a new one: the least valuable that is unprotected and past its grace
+    /// period (unidentified first, then idle, then by tag value). False when there is none: the newcomer is refused.
+    /// </summary>
+    public bool TryMakeRoom()
+    {
+        Connection? victim;
+        lock (_gate)
+        {
+            victim = Candidates(_time.GetUtcNow()).FirstOrDefault().Connection;
+        }
+        if (victim is null)
+        {
+            return false;
+        }
+        _log.Trimmed(victim.Id, victim.RemotePeer, TagValue(victim.RemotePeer), ConnectionCount, _options.LowWater);
+        _work.Track("make room", victim.CloseAsync().AsTask());
+        return true;
+    }
+
+    private int TagValue(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return TagValueLocked(peer);
+        }
+    }
+
+    /// <summary>Open, unprotected connections past their grace period, the first to close first.</summary>
+    private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now) =>
+        _connections
+            .Where(kv => !_protected.ContainsKey(kv.Key))
+            .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
+            .Where(x => !x.Connection.IsClosed && now - x.Connection.Opened >= _options.TrimGracePeriod)
+            .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 1 : 0)
+            .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
+            .ThenBy(x => x.Value)
+            .ThenBy(x => x.Connection.LastActivity)
+            .ThenBy(x => x.Connection.Id)
+            .ToList();
 
     public IReadOnlyList<IConnection> Connections
     {
@@ -74,16 +151,51 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Registers an upgraded connection; false when the manager is full or closed (the caller closes it).</summary>
-    public bool TryAdd(Connection connection)
+    /// <summary>
+    /// Registers an upgraded connection; false when the manager is closed, the peer is banned or has its share of
+    /// connections, or the node is full and nothing can make room (the caller closes it). <paramref name="refusedBy"/>
+    /// names the scope that refused.
+    /// </summary>
+    public bool TryAdd(Connection connection, out string refusedBy)
     {
-        bool trim;
-        lock (_gate)
+        if (_resources.IsBanned(connection.RemotePeer, countRefusal: true))
         {
-            if (_closed || _count >= _options.MaxConnections)
+            refusedBy = ResourceManager.Scopes.Banned;
+            return false;
+        }
+        bool trim;
+        var madeRoom = false;
+        while (true)
+        {
+            lock (_gate)
             {
+                if (_closed)
+                {
+                    refusedBy = "closed";
+                    return false;
+                }
+                var perPeer = _connections.TryGetValue(connection.RemotePeer, out var existing) ? existing.Count(c => !c.IsClosed) : 0;
+                if (perPeer >= _options.Resources.MaxConnectionsPerPeer)
+                {
+                    refusedBy = ResourceManager.Scopes.PeerConnections;
+                    _resources.CountRefusal(refusedBy);
+                    return false;
+                }
+                if (OpenCountLocked() < _options.MaxConnections)
+                {
+                    break;
+                }
+            }
+            if (madeRoom || !TryMakeRoom())
+            {
+                refusedBy = ResourceManager.Scopes.SystemConnections;
+                _resources.CountRefusal(refusedBy);
                 return false;
             }
+            madeRoom = true;
+        }
+        lock (_gate)
+        {
             if (!_connections.TryGetValue(connection.RemotePeer, out var list))
             {
                 _connections[connection.RemotePeer] = list = [];
@@ -96,6 +208,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         {
             _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
         }
+        refusedBy = "";
         return true;
     }
 
@@ -266,26 +379,24 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Connections to close to get down to the low watermark: unprotected, past the grace period, least valuable first.</summary>
+    /// <summary>
+    /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
+    /// then idle, then the least valuable.
+    /// </summary>
     private List<(Connection Connection, int Value, int Count)> TrimVictims()
     {
         var now = _time.GetUtcNow();
         lock (_gate)
         {
-            var excess = _count - Math.Max(0, _options.LowWater);
-            if (_count <= _options.HighWater || excess <= 0)
+            var open = OpenCountLocked();
+            var excess = open - Math.Max(0, _options.LowWater);
+            if (open <= _options.HighWater || excess <= 0)
             {
                 return [];
             }
-            return _connections
-                .Where(kv => !_protected.ContainsKey(kv.Key))
-                .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
-                .Where(x => !x.Connection.IsClosed && now - x.Connection.Opened >= _options.TrimGracePeriod)
-                .OrderBy(x => x.Value)
-                .ThenBy(x => x.Connection.LastActivity)
-                .ThenBy(x => x.Connection.Id)
+            return Candidates(now)
                 .Take(excess)
-                .Select(x => (x.Connection, x.Value, _count))
+                .Select(x => (x.Connection, x.Value, open))
                 .ToList();
         }
     }
@@ -298,7 +409,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         {
             CloseIdle();
         }
-        if (_options.HighWater > 0 && ConnectionCount > _options.HighWater)
+        if (_options.HighWater > 0 && OpenCount > _options.HighWater)
         {
             _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
         }

@@ -43,8 +43,8 @@ internal static partial class HostLog
     [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "Accept on {Address} failed: {Kind}: {Reason}")]
     public static partial void AcceptFailed(this ILogger logger, Multiaddr address, FailureKind kind, string reason);
 
-    [LoggerMessage(EventId = 7, Level = LogLevel.Debug, Message = "Refused inbound connection from {Remote}: connection limits reached")]
-    public static partial void InboundRefused(this ILogger logger, Multiaddr remote);
+    [LoggerMessage(EventId = 7, Level = LogLevel.Debug, Message = "Refused inbound connection from {Remote} before the handshake: limit on {Scope}")]
+    public static partial void InboundRefused(this ILogger logger, Multiaddr remote, string scope);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Debug, Message = "Inbound handshake from {Remote} timed out")]
     public static partial void InboundHandshakeTimeout(this ILogger logger, Multiaddr remote);
@@ -66,6 +66,12 @@ internal static partial class HostLog
 
     [LoggerMessage(EventId = 14, Level = LogLevel.Error, Message = "A connection event handler threw")]
     public static partial void EventHandlerFailed(this ILogger logger, Exception e);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Debug, Message = "Refused connection to {Peer}: limit on {Scope}")]
+    public static partial void ConnectionRefused(this ILogger logger, PeerId peer, string scope);
+
+    [LoggerMessage(EventId = 17, Level = LogLevel.Debug, Message = "Reset an inbound stream: {Reason}")]
+    public static partial void StreamRefused(this ILogger logger, string reason);
 
     [LoggerMessage(EventId = 15, Level = LogLevel.Error, Message = "Accepting streams failed unexpectedly")]
     public static partial void AcceptStreamBug(this ILogger logger, Exception e);

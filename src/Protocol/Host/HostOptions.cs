@@ -6,7 +6,10 @@ public sealed record HostOptions
     /// <summary>Connections allowed at once; inbound ones past it are closed before any handshake. Default 400.</summary>
     public int MaxConnections { get; init; } = 400;
 
-    /// <summary>Inbound connections still in their handshake at once. Default 128.</summary>
+    /// <summary>
+    /// Inbound connections still in their handshake at once (shared fairly: see <see cref="ResourceLimits.MaxPendingInboundPerAddress"/>).
+    /// Default 128.
+    /// </summary>
     public int MaxPendingInbound { get; init; } = 128;
 
     /// <summary>Transport dial plus security and muxer negotiation, for one address. Default 15 s.</summary>
@@ -27,15 +30,20 @@ public sealed record HostOptions
     /// <summary>
     /// Above this many connections the connection manager trims back to <see cref="LowWater"/>, closing the
     /// connections of the unprotected peers with the lowest tag values first (go-libp2p's connmgr high watermark).
-    /// Zero disables trimming (only <see cref="MaxConnections"/> applies). Default 0.
+    /// Connections that have not identified come first, then idle ones (no streams), then the lowest tag values.
+    /// Zero disables trimming (only <see cref="MaxConnections"/> applies). Default 320, so a busy node keeps room for
+    /// new peers below <see cref="MaxConnections"/>; a full node also closes one such connection to admit a new one.
     /// </summary>
-    public int HighWater { get; init; }
+    public int HighWater { get; init; } = 320;
 
-    /// <summary>What trimming brings the connection count down to. Default 0 (with trimming off).</summary>
-    public int LowWater { get; init; }
+    /// <summary>What trimming brings the connection count down to. Default 256.</summary>
+    public int LowWater { get; init; } = 256;
 
     /// <summary>Connections younger than this are never trimmed (go-libp2p's grace period). Default 20 s.</summary>
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     public PeerStoreOptions PeerStore { get; init; } = new();
+
+    /// <summary>Limits per address, subnet, peer, stream and protocol, and the muxers' memory (the resource manager's scopes).</summary>
+    public ResourceLimits Resources { get; init; } = new();
 }

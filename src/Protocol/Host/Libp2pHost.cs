@@ -33,6 +33,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly ILogger<Libp2pHost> _log;
     private readonly ConnectionUpgrader _upgrader;
     private readonly ConnectionManager _connections;
+    private readonly ResourceManager _resources;
     private readonly StreamRouter _router;
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
@@ -40,12 +41,11 @@ public sealed partial class Libp2pHost : IHost
     private readonly Dictionary<PeerId, Task<Connection>> _pendingDials = [];
     private readonly List<IListener> _listeners = [];
     private readonly List<Multiaddr> _listenAddresses = [];
-    private int _pendingInbound;
     private int _disposed;
 
     internal Libp2pHost(PrivateKey key, HostOptions options, IReadOnlyList<ITransport> transports, ISecurityProtocol security,
         IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream, NodeRuntime runtime, ILoggerFactory loggers,
-        IReadOnlyList<string>? earlyMuxers = null, ProtocolInstruments? instruments = null)
+        IReadOnlyList<string>? earlyMuxers = null, ResourceManager? resources = null, ProtocolInstruments? instruments = null)
     {
         _instruments = instruments ?? ProtocolInstruments.Detached();
         _key = key;
@@ -56,10 +56,11 @@ public sealed partial class Libp2pHost : IHost
         _log = loggers.CreateLogger<Libp2pHost>();
         _work = runtime.CreateBackgroundWork("host", _log);
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
-        _connections = new ConnectionManager(options, runtime, _log);
-        _router = new StreamRouter(options, multistream, runtime, _log, _instruments);
-        _router.Changed += () => LocalInfoChanged?.Invoke();
         Peers = new PeerStore(options.PeerStore, _time);
+        _resources = resources ?? new ResourceManager(options, _time);
+        _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
+        _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources);
+        _router.Changed += () => LocalInfoChanged?.Invoke();
     }
 
     public PeerId PeerId => _key.PeerId;
@@ -79,6 +80,9 @@ public sealed partial class Libp2pHost : IHost
     public IPeerStore Peers { get; }
 
     public IConnectionManager ConnectionManager => _connections;
+
+    /// <summary>The resource manager: limits by scope, what each refused, the muxers' memory budget, bans.</summary>
+    public ResourceManager Resources => _resources;
 
     public IReadOnlyList<Multiaddr> ListenAddresses
     {
@@ -260,7 +264,7 @@ public sealed partial class Libp2pHost : IHost
         using var peerScope = expected is { } e ? _log.PeerScope(e) : null;
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address))
             ?? throw new DialException(DialFailure.NoTransport, $"no transport for {address} (supported: /ip4|ip6|dns*/…/tcp/…, /memory/…)", address);
-        if (!_connections.HasRoom)
+        if (!_connections.HasRoom && !_connections.TryMakeRoom())
         {
             throw new DialException(DialFailure.TooManyConnections, $"connection limit ({_options.MaxConnections}) reached", address);
         }
@@ -303,10 +307,10 @@ public sealed partial class Libp2pHost : IHost
             await connection.CloseAsync();
             throw new DialException(DialFailure.Self, $"{address} is this node itself", address);
         }
-        if (!Register(connection))
+        if (!Register(connection, out var refusedBy))
         {
             await connection.CloseAsync();
-            throw new DialException(DialFailure.TooManyConnections, $"connection limit ({_options.MaxConnections}) reached", address);
+            throw new DialException(DialFailure.TooManyConnections, $"refused by the limit on {refusedBy}", address);
         }
         Peers.AddAddresses(connection.RemotePeer, [address.WithoutPeer()], AddressSource.Manual);
         return connection;
@@ -345,10 +349,16 @@ public sealed partial class Libp2pHost : IHost
     }
 
     /// <summary>Registers an upgraded connection, starts routing its streams and tells the listeners; false when full.</summary>
-    private bool Register(Connection connection)
+    private bool Register(Connection connection, out string refusedBy)
     {
-        if (_disposed != 0 || !_connections.TryAdd(connection))
+        if (_disposed != 0)
         {
+            refusedBy = "closed";
+            return false;
+        }
+        if (!_connections.TryAdd(connection, out refusedBy))
+        {
+            _log.ConnectionRefused(connection.RemotePeer, refusedBy);
             return false;
         }
         _instruments.ConnectionOpened(connection.Direction);
@@ -372,6 +382,7 @@ public sealed partial class Libp2pHost : IHost
     {
         // Why it closed is the muxer's to log; here it only leaves the registry.
         await connection.Completion.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
+        connection.Admission?.Dispose();
         if (!_connections.Remove(connection))
         {
             return;
@@ -409,24 +420,19 @@ public sealed partial class Libp2pHost : IHost
                 _log.AcceptFailed(listener.Address, failure.Kind, failure.Reason);
                 continue;
             }
-            if (!_connections.HasRoom)
+            // Refused before any handshake byte is read: a full node, or one address or subnet over its share.
+            var admission = _resources.TryAdmitInbound(raw.Remote, _connections.OpenCount, _connections.TryMakeRoom, out var refusedBy);
+            if (admission is null)
             {
-                _log.InboundRefused(raw.Remote);
+                _log.InboundRefused(raw.Remote, refusedBy);
                 await raw.DisposeAsync();
                 continue;
             }
-            if (Interlocked.Increment(ref _pendingInbound) > _options.MaxPendingInbound)
-            {
-                Interlocked.Decrement(ref _pendingInbound);
-                _log.InboundRefused(raw.Remote);
-                await raw.DisposeAsync();
-                continue;
-            }
-            _work.Run("inbound upgrade", ct => UpgradeInboundAsync(raw, ct));
+            _work.Run("inbound upgrade", ct => UpgradeInboundAsync(raw, admission, ct));
         }
     }
 
-    private async Task UpgradeInboundAsync(IRawConnection raw, CancellationToken stopping)
+    private async Task UpgradeInboundAsync(IRawConnection raw, ResourceManager.Admission admission, CancellationToken stopping)
     {
         var id = _connections.NextConnectionId();
         using var connectionScope = _log.ConnectionScope(id);
@@ -459,15 +465,18 @@ public sealed partial class Libp2pHost : IHost
         }
         finally
         {
-            Interlocked.Decrement(ref _pendingInbound);
+            admission.HandshakeEnded();
         }
         if (connection is null)
         {
+            admission.Dispose();
             return;
         }
         using var peerScope = _log.PeerScope(connection.RemotePeer);
-        if (connection.RemotePeer == PeerId || !Register(connection))
+        connection.Admission = admission;
+        if (connection.RemotePeer == PeerId || !Register(connection, out _))
         {
+            admission.Dispose();
             await connection.CloseAsync();
         }
         // The remote address of an inbound connection is usually an ephemeral port nobody listens on: it is

@@ -38,8 +38,9 @@ public sealed partial class Libp2pHost
         NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
         instruments ??= ProtocolInstruments.Detached();
+        var resources = new ResourceManager(settings.Host, runtime.Time);
         return new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers, instruments),
-            new YamuxMuxer(settings.Yamux, runtime, loggers), settings.SwarmKey, settings.Multistream, runtime, loggers, settings.Noise.EarlyMuxers,
-            instruments);
+            new YamuxMuxer(settings.Yamux, runtime, loggers, resources.Memory), settings.SwarmKey, settings.Multistream, runtime, loggers,
+            settings.Noise.EarlyMuxers, resources, instruments);
     }
 }

@@ -25,10 +25,13 @@ internal sealed class StreamRouter : IAsyncDisposable
     private readonly ILogger _log;
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
+    private readonly ResourceManager _resources;
 
-    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ProtocolInstruments instruments)
+    public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ProtocolInstruments instruments,
+        ResourceManager? resources = null)
     {
         _instruments = instruments;
+        _resources = resources ?? new ResourceManager(options, runtime.Time);
         _options = options;
         _multistream = multistream;
         _time = runtime.Time;
@@ -79,14 +82,28 @@ internal sealed class StreamRouter : IAsyncDisposable
                 }
                 return;
             }
+            // The peer's share of inbound streams (over all its connections) is taken before anything is read.
+            ResourceManager.StreamReservation reservation;
+            try
+            {
+                reservation = _resources.ReserveInboundStream(connection.RemotePeer);
+            }
+            catch (ResourceLimitException e)
+            {
+                _log.StreamRefused(e.Message);
+                muxed.Reset();
+                await muxed.DisposeAsync();
+                continue;
+            }
             // Each stream on its own: a handler never runs inside the accept loop (nor holds up the next stream).
-            _work.Run("inbound stream", ct => HandleAsync(connection, muxed, ct));
+            _work.Run("inbound stream", ct => HandleAsync(connection, muxed, reservation, ct));
         }
     }
 
     /// <summary>Negotiates and runs one inbound stream; never throws.</summary>
-    private async Task HandleAsync(Connection connection, IMuxedStream muxed, CancellationToken stopping)
+    private async Task HandleAsync(Connection connection, IMuxedStream muxed, ResourceManager.StreamReservation reservation, CancellationToken stopping)
     {
+        using var _ = reservation;
         Libp2pStream? stream = null;
         var protocol = "";
         try
@@ -101,6 +118,7 @@ internal sealed class StreamRouter : IAsyncDisposable
                 muxed.Reset(); // removed while the stream was negotiating
                 return;
             }
+            reservation.SetProtocol(protocol);
             _instruments.StreamOpened(protocol, Direction.Inbound);
             stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
             await handler(stream, stopping);

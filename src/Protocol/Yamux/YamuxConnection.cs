@@ -45,7 +45,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private bool _payloadDeliver;
     private bool _payloadFin;
 
-    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, NodeRuntime runtime)
+    internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, NodeRuntime runtime,
+        MemoryBudget? budget = null)
     {
         _transport = transport;
         _in = transport.Input;
@@ -57,7 +58,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
-        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler));
+        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler), budget);
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
         _run = runtime.StartLoop(RunAsync);
         _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
@@ -71,6 +72,18 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
     /// <summary>Completes when the connection is closed; faults with the reason (e.g. a protocol violation).</summary>
     public Task Completion => _completion.Task;
+
+    /// <summary>Receive-window bytes reserved by this connection's streams.</summary>
+    public long ReservedMemory
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _session.ReservedMemory;
+            }
+        }
+    }
 
     public int StreamCount
     {
@@ -391,6 +404,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
 
         _closeCts.Dispose();
+        lock (_sync)
+        {
+            _session.ReleaseAllMemory();
+        }
+
         if (_closeError is null)
         {
             _completion.TrySetResult();

@@ -38,8 +38,12 @@ public sealed class YamuxMuxer : IStreamMuxer
     private readonly NodeRuntime _runtime;
     private readonly ILogger<YamuxConnection> _logger;
 
-    public YamuxMuxer(YamuxOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    private readonly MemoryBudget? _budget;
+
+    /// <param name="budget">Shared by every connection of a host: each stream's receive window is reserved from it (the resource manager's memory scope).</param>
+    public YamuxMuxer(YamuxOptions options, NodeRuntime runtime, ILoggerFactory loggers, MemoryBudget? budget = null)
     {
+        _budget = budget;
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(runtime);
         ArgumentNullException.ThrowIfNull(loggers);
@@ -57,6 +61,6 @@ public sealed class YamuxMuxer : IStreamMuxer
     public YamuxConnection Create(IDuplexPipe secured, bool initiator)
     {
         ArgumentNullException.ThrowIfNull(secured);
-        return new YamuxConnection(secured, initiator, _options, _logger, _runtime);
+        return new YamuxConnection(secured, initiator, _options, _logger, _runtime, _budget);
     }
 }

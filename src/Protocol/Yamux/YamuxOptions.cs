@@ -13,6 +13,15 @@ public sealed record YamuxOptions
     /// </summary>
     public uint MaxStreamWindow { get; init; } = 16 * 1024 * 1024;
 
+    /// <summary>
+    /// Receive-window memory one connection may grant over all its streams (each stream starts with 256 KiB the remote
+    /// may fill before anyone reads, and auto-tuning grows it). A stream that does not fit is refused (an inbound SYN
+    /// is answered with RST, opening one of ours throws a <see cref="Runtime.ResourceLimitException"/>) and a window
+    /// that does not fit is not grown. Default 32 MiB (128 streams at the initial window). The host also reserves every
+    /// window from its system-wide budget (<c>host:resources:maxMuxerMemory</c>).
+    /// </summary>
+    public long MaxConnectionMemory { get; init; } = 32L * 1024 * 1024;
+
     /// <summary>Most streams the remote may have open with us at once; more are refused with RST. Default 1000.</summary>
     public int MaxInboundStreams { get; init; } = 1000;
 
@@ -57,6 +66,7 @@ public sealed record YamuxOptions
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxStreamWindow, InitialStreamWindow, nameof(MaxStreamWindow));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxStreamWindow, (uint)int.MaxValue, nameof(MaxStreamWindow));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnectionMemory, (long)InitialStreamWindow, nameof(MaxConnectionMemory));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxInboundStreams, nameof(MaxInboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxOutboundStreams, nameof(MaxOutboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(AcceptBacklog, nameof(AcceptBacklog));

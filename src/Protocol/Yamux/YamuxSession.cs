@@ -104,8 +104,14 @@ internal sealed class YamuxSession
     private int _backlog;
     private int _unacked;
 
-    public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream)
+    private readonly Runtime.MemoryBudget? _budget;
+    private long _reservedMemory;
+    private bool _memoryReleased;
+    private long _refusedForMemory;
+
+    public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream, Runtime.MemoryBudget? budget = null)
     {
+        _budget = budget;
         _options = options;
         _initiator = initiator;
         _createStream = createStream;
@@ -122,6 +128,48 @@ internal sealed class YamuxSession
     public long Rtt { get; set; }
 
     public int StreamCount => _streams.Count;
+
+    /// <summary>Receive-window bytes this connection has granted (and reserved) over its open streams.</summary>
+    public long ReservedMemory => _reservedMemory;
+
+    /// <summary>Streams refused and windows not grown because the memory limits would have been passed.</summary>
+    public long RefusedForMemory => _refusedForMemory;
+
+    /// <summary>Returns everything still reserved to the shared budget; the session reserves nothing after this.</summary>
+    public void ReleaseAllMemory()
+    {
+        if (_memoryReleased)
+        {
+            return;
+        }
+
+        _memoryReleased = true;
+        _budget?.Release(_reservedMemory);
+        _reservedMemory = 0;
+    }
+
+    private bool TryReserveMemory(long bytes)
+    {
+        if (_memoryReleased || _reservedMemory + bytes > _options.MaxConnectionMemory || (_budget is not null && !_budget.TryReserve(bytes)))
+        {
+            _refusedForMemory++;
+            return false;
+        }
+
+        _reservedMemory += bytes;
+        return true;
+    }
+
+    private void ReleaseMemory(long bytes)
+    {
+        if (_memoryReleased)
+        {
+            return;
+        }
+
+        _reservedMemory -= bytes;
+        _budget?.Release(bytes);
+    }
 
     public int InboundCount => _inbound;
 
@@ -157,6 +205,12 @@ internal sealed class YamuxSession
         if (_nextOutboundId > uint.MaxValue - 2)
         {
             throw new Runtime.ResourceLimitException("yamux stream ids per connection", uint.MaxValue / 2, "yamux: stream ids are exhausted on this connection");
+        }
+
+        if (!TryReserveMemory(YamuxOptions.InitialStreamWindow))
+        {
+            throw new Runtime.ResourceLimitException("yamux memory", _options.MaxConnectionMemory,
+                $"yamux: no memory for another stream's receive window ({_reservedMemory} bytes reserved on this connection)");
         }
 
         var id = _nextOutboundId;
@@ -263,7 +317,8 @@ internal sealed class YamuxSession
                 return outcome;
             }
 
-            if (LocalGoAway || _inbound >= _options.MaxInboundStreams || _backlog >= _options.AcceptBacklog)
+            if (LocalGoAway || _inbound >= _options.MaxInboundStreams || _backlog >= _options.AcceptBacklog
+                || !TryReserveMemory(YamuxOptions.InitialStreamWindow))
             {
                 outcome.WorkQueued = TryQueueControl(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, header.StreamId, 0));
                 outcome.PayloadLength = isData ? header.Length : 0;
@@ -471,9 +526,13 @@ internal sealed class YamuxSession
         var delta = stream.PendingCredit;
         if (Rtt > 0 && now - stream.EpochStart < Rtt * 4 && stream.RecvWindow < _options.MaxStreamWindow)
         {
+            // Only as far as the connection's and the host's memory allow; otherwise the window stays as it is.
             var grown = Math.Min(stream.RecvWindow * 2, _options.MaxStreamWindow);
-            delta += grown - stream.RecvWindow;
-            stream.RecvWindow = grown;
+            if (TryReserveMemory(grown - stream.RecvWindow))
+            {
+                delta += grown - stream.RecvWindow;
+                stream.RecvWindow = grown;
+            }
         }
 
         stream.EpochStart = now;
@@ -524,6 +583,7 @@ internal sealed class YamuxSession
 
         stream.Removed = true;
         _streams.Remove(stream.Id);
+        ReleaseMemory(stream.RecvWindow);
         if (stream.AwaitingAck)
         {
             stream.AwaitingAck = false;

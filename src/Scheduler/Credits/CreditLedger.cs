@@ -80,6 +80,21 @@ public sealed class CreditLedger : IDisposable
             BEGIN SELECT RAISE(ABORT, 'reservations are kept'); END;
         """;
 
+    /// <summary>
+    /// What requesters owe this node as a provider: one row per lease it completed, with the most its receipt may pay
+    /// (fuel × agreed price, checked arithmetic). Added to older ledgers when they are opened (no other change).
+    /// </summary>
+    private const string OwedSchema = """
+        CREATE TABLE IF NOT EXISTS owed (
+            requester BLOB NOT NULL,
+            lease_id BLOB NOT NULL,
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            paid INTEGER NOT NULL CHECK (paid IN (0, 1)),
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (requester, lease_id)) STRICT;
+        CREATE INDEX IF NOT EXISTS owed_unpaid ON owed (requester, paid);
+        """;
+
     private readonly SqliteConnection _connection;
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
@@ -126,8 +141,8 @@ public sealed class CreditLedger : IDisposable
         {
             throw new ArgumentException("the ledger needs its owner's peer id", nameof(owner));
         }
-        Directory.CreateDirectory(directory);
-        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), FileName);
+        var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), FileName);
+        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
         var builder = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -141,6 +156,7 @@ public sealed class CreditLedger : IDisposable
             connection.Open();
             var ledger = new CreditLedger(connection, path, owner, options, time);
             ledger.Initialise();
+            Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
             return ledger;
         }
         catch (SqliteException e)
@@ -182,6 +198,110 @@ public sealed class CreditLedger : IDisposable
                 ? InsertEntry(tx, receipt, kind, receipt.Provider)
                 : SettleCore(tx, receipt);
         });
+    }
+
+    /// <summary>
+    /// As a provider: records that <paramref name="requester"/> owes at most <paramref name="amount"/> micro-credits for
+    /// lease <paramref name="leaseId"/>, which this node completed. Only a receipt for a lease recorded here is ever
+    /// accepted (<see cref="RecordEarned"/>). Committed like a reservation (survives a process crash). Idempotent.
+    /// </summary>
+    /// <returns>Owed, or AlreadyOwed when the lease is recorded already (the first amount stands).</returns>
+    public LedgerResult RecordOwed(ReadOnlySpan<byte> leaseId, PeerId requester, long amount)
+    {
+        if (leaseId.Length is 0 or > Attestation.MaxLeaseIdLength)
+        {
+            throw new ArgumentException("a lease id is 1–64 bytes", nameof(leaseId));
+        }
+        ArgumentOutOfRangeException.ThrowIfNegative(amount);
+        var lease = leaseId.ToArray();
+        return Run(() =>
+        {
+            using var tx = Begin(durable: false);
+            var exists = Scalar(tx, "SELECT 1 FROM owed WHERE requester = $r AND lease_id = $lease", ("$r", requester.ToBytes()), ("$lease", lease)) is not null;
+            if (!exists)
+            {
+                Execute(tx, "INSERT INTO owed (requester, lease_id, amount, paid, created_at) VALUES ($r, $lease, $amount, 0, $now)",
+                    ("$r", requester.ToBytes()), ("$lease", lease), ("$amount", amount), ("$now", Now()));
+            }
+            Commit(tx, !exists);
+            return exists ? LedgerResult.AlreadyOwed : LedgerResult.Owed;
+        });
+    }
+
+    /// <summary>As a provider: removes an unpaid lease recorded by <see cref="RecordOwed"/> whose result was never delivered.</summary>
+    public void ForgetOwed(ReadOnlySpan<byte> leaseId, PeerId requester)
+    {
+        var lease = leaseId.ToArray();
+        Run(() =>
+        {
+            using var tx = Begin(durable: false);
+            Execute(tx, "DELETE FROM owed WHERE requester = $r AND lease_id = $lease AND paid = 0", ("$r", requester.ToBytes()), ("$lease", lease));
+            Commit(tx, true);
+            return 0;
+        });
+    }
+
+    /// <summary>As a provider: the total <paramref name="requester"/> owes for completed leases it has not paid for.</summary>
+    public long Unpaid(PeerId requester) => Run(() => Convert.ToInt64(
+        Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
+        System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>As a provider: leases of <paramref name="requester"/> completed and not paid for.</summary>
+    public int UnpaidLeases(PeerId requester) => Run(() => Convert.ToInt32(
+        Scalar(null, "SELECT count(*) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
+        System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>
+    /// As a provider: records a receipt as Earned only when it pays for a lease this node recorded as owed
+    /// (<see cref="RecordOwed"/>) by that requester, and for at most the amount owed; the lease is then paid. Anything
+    /// else writes nothing: a receipt for a lease that never existed, for another provider, or for more than agreed.
+    /// </summary>
+    /// <returns>Recorded, AlreadyRecorded, Conflict, NotOurs, NotOwed or ExceedsOwed.</returns>
+    public LedgerResult RecordEarned(SignedReceipt receipt)
+    {
+        ArgumentNullException.ThrowIfNull(receipt);
+        if (receipt.Provider != Owner)
+        {
+            return LedgerResult.NotOurs;
+        }
+        var r = receipt.Receipt;
+        var requester = receipt.Requester.ToBytes();
+        // Checked before any write is queued: a flood of receipts for leases that never were costs a read each.
+        var owed = Run(() => ReadOwed(null, requester, r.LeaseId));
+        if (owed is null)
+        {
+            return LedgerResult.NotOwed;
+        }
+        if (r.Amount > owed.Value.Amount)
+        {
+            return LedgerResult.ExceedsOwed;
+        }
+        if (owed.Value.Paid)
+        {
+            return Run(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
+                && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes) ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict);
+        }
+        return Durable(tx =>
+        {
+            var current = ReadOwed(tx, requester, r.LeaseId);
+            if (current is null || r.Amount > current.Value.Amount)
+            {
+                return LedgerResult.NotOwed;
+            }
+            var inserted = InsertEntry(tx, receipt, LedgerEntryKind.Earned, receipt.Requester);
+            if (inserted == LedgerResult.Recorded)
+            {
+                Execute(tx, "UPDATE owed SET paid = 1 WHERE requester = $r AND lease_id = $lease", ("$r", requester), ("$lease", r.LeaseId));
+            }
+            return inserted;
+        });
+    }
+
+    private (long Amount, bool Paid)? ReadOwed(LedgerTransaction? tx, byte[] requester, byte[] lease)
+    {
+        using var reader = Command(tx, "SELECT amount, paid FROM owed WHERE requester = $r AND lease_id = $lease", ("$r", requester), ("$lease", lease))
+            .ExecuteReader();
+        return reader.Read() ? (reader.GetInt64(0), reader.GetInt64(1) != 0) : null;
     }
 
     /// <summary>
@@ -454,6 +574,7 @@ public sealed class CreditLedger : IDisposable
                     VALUES ($id, 0, $owner, NULL, $amount, NULL, $now)
                     """, ("$id", GrantId(Owner)), ("$owner", Owner.ToBytes()), ("$amount", _options.InitialGrant), ("$now", Now()));
             }
+            Execute(tx, OwedSchema);
             CrashHook?.Invoke("create");
             tx.Commit();
             return;
@@ -482,6 +603,7 @@ public sealed class CreditLedger : IDisposable
         {
             throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
         }
+        Execute(tx, OwedSchema);
         tx.Commit();
     }
 

@@ -71,6 +71,14 @@ public enum LedgerResult
     AlreadyDelivered,
     /// <summary>The reservation is not settled, so there is nothing to deliver.</summary>
     NotSettled,
+    /// <summary>As a provider: the lease is now recorded as owed.</summary>
+    Owed,
+    /// <summary>As a provider: the lease was recorded as owed already; nothing changed.</summary>
+    AlreadyOwed,
+    /// <summary>As a provider: no lease of this requester is owed under this id (it never existed here): nothing written.</summary>
+    NotOwed,
+    /// <summary>As a provider: the receipt pays more than the lease owes: nothing written.</summary>
+    ExceedsOwed,
 }
 
 /// <summary>One row of the append-only entries table.</summary>

@@ -12,8 +12,15 @@ public static class ComputeRuntime
     /// <summary>Most bytes of stdout a task may write: 1 MiB, the lease protocol's inline output limit.</summary>
     public const int MaxOutputBytes = 1 << 20;
 
-    /// <summary>"wasmtime &lt;version&gt;", from the Wasmtime assembly this node runs.</summary>
+    /// <summary>
+    /// Version of Potluck's fuel schedule for host calls (<c>Sandbox.WasiPreview1</c>): 2 charges fuel per byte that
+    /// <c>random_get</c>, <c>fd_read</c>, <c>fd_write</c> and <c>args_get</c> touch. Results of different schedules differ
+    /// in fuel, so nodes on different schedules never compare results.
+    /// </summary>
+    public const int HostFuelSchedule = 2;
+
+    /// <summary>"wasmtime &lt;version&gt; fuel/&lt;schedule&gt;", from the Wasmtime assembly this node runs and <see cref="HostFuelSchedule"/>.</summary>
     public static string Version { get; } = "wasmtime " + (typeof(Wasmtime.Engine).Assembly
         .GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion?.Split('+')[0]
-        ?? typeof(Wasmtime.Engine).Assembly.GetName().Version?.ToString(3) ?? "unknown");
+        ?? typeof(Wasmtime.Engine).Assembly.GetName().Version?.ToString(3) ?? "unknown") + $" fuel/{HostFuelSchedule}";
 }

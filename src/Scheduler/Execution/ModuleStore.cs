@@ -25,7 +25,7 @@ public sealed class ModuleStore : IModuleCache
         MaxMemoryBytes = maxMemoryBytes;
         if (directory is not null)
         {
-            Directory.CreateDirectory(directory);
+            Protocol.Runtime.OwnerOnly.CreateDirectory(directory);
         }
     }
 
@@ -97,7 +97,7 @@ public sealed class ModuleStore : IModuleCache
             var temp = $"{path}.{Guid.NewGuid():N}.tmp";
             try
             {
-                File.WriteAllBytes(temp, bytes);
+                Protocol.Runtime.OwnerOnly.WriteNewFile(temp, bytes);
                 File.Move(temp, path, overwrite: true);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -15,15 +15,30 @@ public sealed class ProviderCapacity
         MemoryBytes = memoryBytes;
     }
 
-    public int Cores { get; }
+    public int Cores { get; private set; }
 
-    public long MemoryBytes { get; }
+    public long MemoryBytes { get; private set; }
+
+    /// <summary>Why no new lease is taken (the operator's preferences: machine in use, outside hours, on battery); null when open.</summary>
+    public string? PausedBecause { get; private set; }
 
     public int CoresInUse { get; private set; }
 
     public long MemoryInUse { get; private set; }
 
-    public int AvailableCores => Cores - CoresInUse;
+    public int AvailableCores => PausedBecause is null ? Math.Max(0, Cores - CoresInUse) : 0;
+
+    /// <summary>Stops (reason non-null) or resumes taking new leases; leases already held keep their core.</summary>
+    public void Pause(string? reason) => PausedBecause = reason;
+
+    /// <summary>Changes what is offered; leases already held keep theirs (in use may exceed the new offer until they end).</summary>
+    public void Resize(int cores, long memoryBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cores);
+        ArgumentOutOfRangeException.ThrowIfNegative(memoryBytes);
+        Cores = cores;
+        MemoryBytes = memoryBytes;
+    }
 
     /// <summary>Most cores ever in use at once: for tests and metrics.</summary>
     public int PeakCoresInUse { get; private set; }
@@ -32,7 +47,7 @@ public sealed class ProviderCapacity
     public bool TryReserve(long memoryBytes, out CapacityReservation reservation)
     {
         reservation = null!;
-        if (memoryBytes < 0 || CoresInUse >= Cores || memoryBytes > MemoryBytes - MemoryInUse)
+        if (memoryBytes < 0 || PausedBecause is not null || CoresInUse >= Cores || memoryBytes > MemoryBytes - MemoryInUse)
         {
             return false;
         }

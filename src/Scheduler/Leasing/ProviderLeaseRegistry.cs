@@ -98,7 +98,8 @@ public sealed class ProviderLeaseRegistry
         }
         if (!Capacity.TryReserve(request.MemoryLimitBytes, out var reservation))
         {
-            var detail = Capacity.AvailableCores == 0 ? $"all {Capacity.Cores} cores in use" : "not enough free memory";
+            var detail = Capacity.PausedBecause is { } paused ? $"paused: {paused}"
+                : Capacity.AvailableCores == 0 ? $"all {Capacity.Cores} cores in use" : "not enough free memory";
             return new ProviderDispatch(null, new LeaseStep { Send = [Reject(request, LeaseRejectReason.Busy, detail)] });
         }
         var deadline = DateTimeOffset.FromUnixTimeMilliseconds(request.DeadlineUnixMs);

@@ -39,6 +39,15 @@ public sealed record ProviderOptions
     /// </summary>
     public int MaxQueuedMessages { get; init; } = 1024;
 
+    /// <summary>
+    /// Most a requester may owe this provider for completed, unpaid leases (micro-credits) before it gets no new lease
+    /// until it pays. Default 1,000,000 (one credit): what a stranger can take without paying is bounded by this.
+    /// </summary>
+    public long CreditLimitPerRequester { get; init; } = 1_000_000;
+
+    /// <summary>Leases one requester may hold with this provider at once (offered or running). Default 4.</summary>
+    public int MaxLeasesPerRequester { get; init; } = 4;
+
     public LeaseOptions Lease { get; init; } = new();
 
     public AdvertisementOptions Advertising { get; init; } = new();

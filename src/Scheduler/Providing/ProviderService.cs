@@ -47,6 +47,8 @@ public sealed partial class ProviderService : IAsyncDisposable
     private DateTimeOffset _lastPrune;
     private readonly ComputeInstruments _instruments;
     private int _disposed;
+    private long _refusedUnpaid;
+    private long _refusedOverLimit;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -145,10 +147,13 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     private Advertisement CurrentAdvertisement()
     {
-        int available;
+        int available, cores;
+        long memory;
         lock (_gate)
         {
             available = Capacity.AvailableCores;
+            cores = Capacity.Cores;
+            memory = Capacity.MemoryBytes;
         }
         var addresses = _host.ListenAddresses.Take(_options.Advertising.MaxListenAddresses).Select(a => a.ToBytes()).ToArray();
         var policy = ProviderPolicyFlags.Attests | ProviderPolicyFlags.Deterministic
@@ -156,14 +161,82 @@ public sealed partial class ProviderService : IAsyncDisposable
         return new Advertisement
         {
             ListenAddresses = addresses,
-            Cores = _options.Cores,
+            Cores = cores,
             AvailableCores = available,
-            MemoryBytes = _options.MemoryBytes,
+            MemoryBytes = memory,
             SpeedFuelPerSecond = _options.SpeedFuelPerSecond,
             PricePerMegaFuel = _options.PricePerMegaFuel,
             RuntimeVersion = ComputeRuntime.Version,
             Policy = policy,
         };
+    }
+
+    // ------------------------------------------------------------------ the operator's controls
+
+    /// <summary>
+    /// Stops taking new leases (refused as busy with <paramref name="reason"/>, advertised with no free core); with
+    /// <paramref name="cancelRunning"/> every live lease is also ended now, cleanly: the requester is told, the task is
+    /// stopped, nothing is attested, so nothing is paid or owed. Returns the leases cancelled.
+    /// </summary>
+    public int Pause(string reason, bool cancelRunning)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        var cancelled = 0;
+        Action? after = null;
+        lock (_gate)
+        {
+            Capacity.Pause(reason);
+            if (cancelRunning)
+            {
+                var now = _time.GetUtcNow();
+                foreach (var (lease, slot) in _slots.ToList())
+                {
+                    var step = lease.Cancel(reason, now);
+                    if (step.Outcome is not null)
+                    {
+                        slot.Run?.Cancel();
+                        after += Apply(lease, slot, step, now);
+                        cancelled++;
+                    }
+                }
+            }
+        }
+        after?.Invoke();
+        PublishSoon();
+        return cancelled;
+    }
+
+    /// <summary>Takes new leases again.</summary>
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            Capacity.Pause(null);
+        }
+        PublishSoon();
+    }
+
+    /// <summary>Offers other cores and memory from now on (leases held keep theirs); advertised at once.</summary>
+    public void Resize(int cores, long memoryBytes)
+    {
+        lock (_gate)
+        {
+            Capacity.Resize(cores, memoryBytes);
+        }
+        PublishSoon();
+    }
+
+    /// <summary>The leases held now, for `potluck leases`.</summary>
+    public IReadOnlyList<ProviderLeaseView> Leases()
+    {
+        lock (_gate)
+        {
+            return _slots.Keys
+                .Select(l => new ProviderLeaseView(l.RequestId, l.Requester, l.IsRunning, l.Terms.FuelLimit, l.Terms.MemoryLimitBytes,
+                    l.Terms.PricePerMegaFuel, DateTimeOffset.FromUnixTimeMilliseconds(l.Terms.DeadlineUnixMs)))
+                .OrderBy(v => v.RequestId)
+                .ToArray();
+        }
     }
 
     // ------------------------------------------------------------------ leases
@@ -230,6 +303,11 @@ public sealed partial class ProviderService : IAsyncDisposable
                 _registry.Prune(now);
             }
             var before = Capacity.CoresInUse;
+            if (message is LeaseRequest request && Refusal(requester.ToPeerId(), request) is { } refusal)
+            {
+                session.Enqueue([refusal]);
+                return;
+            }
             var (lease, step) = _registry.Handle(requester, message, now);
             if (lease is null || (lease.FinishedAt is not null && step.Outcome is null && !_slots.ContainsKey(lease)))
             {
@@ -248,6 +326,45 @@ public sealed partial class ProviderService : IAsyncDisposable
             PublishSoon();
         }
     }
+
+    /// <summary>
+    /// A new request from a requester that owes beyond <see cref="ProviderOptions.CreditLimitPerRequester"/>, or that holds
+    /// <see cref="ProviderOptions.MaxLeasesPerRequester"/> leases here already, is refused (a retry of a request already
+    /// leased is not: the registry answers it). Under the lock.
+    /// </summary>
+    private LeaseReject? Refusal(PeerId requester, LeaseRequest request)
+    {
+        if (_registry.Find(requester, request.RequestId) is not null)
+        {
+            return null;
+        }
+        var held = 0;
+        foreach (var l in _registry.Leases)
+        {
+            if (l.FinishedAt is null && l.Requester == requester)
+            {
+                held++;
+            }
+        }
+        if (held >= _options.MaxLeasesPerRequester)
+        {
+            Interlocked.Increment(ref _refusedOverLimit);
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
+        }
+        var unpaid = _ledger.Unpaid(requester);
+        if (unpaid > _options.CreditLimitPerRequester)
+        {
+            Interlocked.Increment(ref _refusedUnpaid);
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = $"unpaid leases: {unpaid} owed, over the credit limit of {_options.CreditLimitPerRequester}" };
+        }
+        return null;
+    }
+
+    /// <summary>Requests refused because their requester owed more than the credit limit.</summary>
+    public long RefusedUnpaid => Interlocked.Read(ref _refusedUnpaid);
+
+    /// <summary>Requests refused because their requester held the most leases allowed at once.</summary>
+    public long RefusedOverLimit => Interlocked.Read(ref _refusedOverLimit);
 
     private Slot SlotOf(ProviderLease lease)
     {
@@ -337,20 +454,36 @@ public sealed partial class ProviderService : IAsyncDisposable
             report = new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
         }
         var attestation = Attest(lease, report);
+        // What the requester owes is on disk before the result leaves: only a receipt for a lease recorded here is ever
+        // accepted, and unpaid leases count against the requester's credit limit. A wall-clock timeout is owed nothing.
+        var leaseId = ExecutionMapping.LeaseId(lease.RequestId);
+        var owes = attestation.Attestation.Outcome != AttestedOutcome.TimedOut
+            && Receipt.TryComputeAmount(attestation.Attestation.FuelUsed, (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel), out var amount)
+            && _ledger.RecordOwed(leaseId, lease.Requester, amount) == LedgerResult.Owed;
         Action? after;
+        bool completed;
         lock (_gate)
         {
             if (!_slots.TryGetValue(lease, out var slot))
             {
-                return;
+                completed = false;
+                after = null;
             }
-            var now = _time.GetUtcNow();
-            var step = lease.OnExecutionCompleted(report with { Attestation = attestation.EnvelopeBytes }, now);
-            if (step.Outcome?.Kind == LeaseOutcomeKind.Completed)
+            else
             {
-                Remember(lease.Requester, lease.RequestId, attestation, lease.Terms.PricePerMegaFuel);
+                var now = _time.GetUtcNow();
+                var step = lease.OnExecutionCompleted(report with { Attestation = attestation.EnvelopeBytes }, now);
+                completed = step.Outcome?.Kind == LeaseOutcomeKind.Completed;
+                if (completed)
+                {
+                    Remember(lease.Requester, lease.RequestId, attestation, lease.Terms.PricePerMegaFuel);
+                }
+                after = Apply(lease, slot, step, now);
             }
-            after = Apply(lease, slot, step, now);
+        }
+        if (owes && !completed)
+        {
+            _ledger.ForgetOwed(leaseId, lease.Requester); // no result was delivered: nothing is owed
         }
         after?.Invoke();
     }
@@ -464,7 +597,7 @@ public sealed partial class ProviderService : IAsyncDisposable
                 return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.ToString() };
             }
         }
-        var result = _ledger.Record(receipt, LedgerEntryKind.Earned);
+        var result = _ledger.RecordEarned(receipt);
         switch (result)
         {
             case LedgerResult.Recorded:
@@ -531,3 +664,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement not published: {Reason}")]
     private static partial void LogPublishFailed(ILogger logger, string reason);
 }
+
+/// <summary>A lease a provider holds: who asked, whether its task runs now, and its terms.</summary>
+public sealed record ProviderLeaseView(ulong RequestId, PeerId Requester, bool Running, long FuelLimit, long MemoryLimitBytes,
+    long PricePerMegaFuel, DateTimeOffset Deadline);

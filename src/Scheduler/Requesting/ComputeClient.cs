@@ -119,7 +119,20 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _ledger.Release(r.LeaseId);
         }
-        _work.Run("redeliver receipts", RedeliverReceiptsAsync);
+        _work.Run("redeliver receipts", RedeliverPeriodicallyAsync);
+    }
+
+    /// <summary>Sends unacknowledged receipts again now and every <see cref="ComputeClientOptions.ReceiptRetryInterval"/> until stopped.</summary>
+    private async Task RedeliverPeriodicallyAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            if (_ledger.Reservations(PaymentState.Settled).Count > 0)
+            {
+                await RedeliverReceiptsAsync(ct);
+            }
+            await Task.Delay(_options.ReceiptRetryInterval, _time, ct);
+        }
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>
@@ -284,7 +297,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 _reputation.RecordUnchecked(lease.Provider);
             }
-            await PayAsync(job, lease, ct);
+            if (verdict == CheckVerdict.Inconclusive && claimed.Outcome == AttestedOutcome.Trapped)
+            {
+                // A trap a re-run could not confirm (a stack overflow: where it happens depends on the machine) is never paid.
+                _ledger.Release(lease.LeaseId);
+                Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "an unconfirmed trap: not paid", 0));
+            }
+            else
+            {
+                await PayAsync(job, lease, ct);
+            }
             if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
             {
                 return job.Finish(trusted, _key.PeerId, verified: true);
@@ -504,6 +526,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, why, 0));
             return null;
         }
+        if (claimedStatus == ExecutionStatus.TimedOut)
+        {
+            // A wall-clock timeout is not a result: nothing proves the work was done, so it is never paid, and it
+            // counts against the provider (which chose to accept a task it could not finish).
+            _ledger.Release(leaseId);
+            _reputation.RecordFailure(provider);
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the provider's wall clock ran out: not paid", 0));
+            return null;
+        }
         if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
         {
             _ledger.Release(leaseId);
@@ -646,7 +677,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public Task WhenReceiptsDeliveredAsync(CancellationToken ct)
     {
-        return _deliveryWork.WhenIdleAsync().WaitAsync(ct);
+        return LoopSafeWait.WaitAsync(_deliveryWork.WhenIdleAsync(), ct);
     }
 
     /// <summary>

@@ -21,6 +21,12 @@ public sealed record ComputeClientOptions
     /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
     public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How often receipts settled but not acknowledged (a provider away, a broken stream) are sent again while the node
+    /// runs, not only at start-up. Default 30 s.
+    /// </summary>
+    public TimeSpan ReceiptRetryInterval { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How long a newly connected peer gets to answer <c>/potluck/ad/1.0.0</c> with its advertisement. Default 10 s.</summary>
     public TimeSpan AdvertisementFetchTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

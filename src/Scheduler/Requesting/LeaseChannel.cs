@@ -25,7 +25,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
     private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
-    private readonly SemaphoreSlim _write = new(1, 1);
+    private readonly AsyncGate _write = new();
     private readonly CancellationTokenSource _stop = new();
     private IStream? _stream;
     private long _opened;
@@ -100,7 +100,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     {
         try
         {
-            await LoopSafeWait.EnterAsync(_write, _stop.Token);
+            await _write.WaitAsync(_stop.Token);
         }
         catch (OperationCanceledException)
         {
@@ -202,7 +202,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         // Under the write lock, so a writer never picks up a stream being dropped.
         try
         {
-            await LoopSafeWait.EnterAsync(_write, _stop.Token);
+            await _write.WaitAsync(_stop.Token);
         }
         catch (OperationCanceledException)
         {

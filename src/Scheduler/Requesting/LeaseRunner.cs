@@ -16,7 +16,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     private readonly RequesterLease _lease;
     private readonly TimeProvider _time;
     private readonly BackgroundWork _work;
-    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly AsyncGate _gate = new();
     private readonly TaskCompletionSource<LeaseOutcome> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _timer;
@@ -50,7 +50,7 @@ internal sealed class LeaseRunner : IAsyncDisposable
     {
         try
         {
-            await LoopSafeWait.EnterAsync(_gate, _stop.Token);
+            await _gate.WaitAsync(_stop.Token);
         }
         catch (OperationCanceledException)
         {

@@ -45,7 +45,7 @@ internal sealed class ModuleCache
         _directory = directory;
         _capacity = capacity;
         _logger = logger;
-        if (directory is not null) Directory.CreateDirectory(directory);
+        if (directory is not null) Protocol.Runtime.OwnerOnly.CreateDirectory(directory);
     }
 
     /// <summary>Disk path of a module's entry (for tests and diagnostics).</summary>
@@ -162,7 +162,7 @@ internal sealed class ModuleCache
         try
         {
             var payload = module.Serialize();
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            using (var f = new FileStream(temp, Protocol.Runtime.OwnerOnly.NewFile()))
             {
                 f.Write(Magic);
                 f.Write(ComputeMac(sha256Hex, payload));

@@ -30,6 +30,18 @@ internal static class WasiPreview1
     private const int ENotSup = 58;
     private const int ESPipe = 70;
 
+    /// <summary>Fuel every host call costs before any bytes: about what a guest's call and return through the host take.</summary>
+    public const ulong HostCallFuel = 50;
+
+    /// <summary>Fuel per byte a host call copies into or out of guest memory (args, stdin, stdout, stderr).</summary>
+    public const ulong CopyFuelPerByte = 1;
+
+    /// <summary>
+    /// Fuel per byte of <c>random_get</c>: each 32-byte block is a SHA-256, several hundred nanoseconds, so a byte costs
+    /// about as much as a dozen guest instructions.
+    /// </summary>
+    public const ulong RandomFuelPerByte = 16;
+
     private const int SubscriptionSize = 48;
     private const int EventSize = 32;
 
@@ -99,6 +111,24 @@ internal static class WasiPreview1
 
     private static WasiRunState State(Caller caller) => (WasiRunState)caller.GetData()!;
 
+    /// <summary>
+    /// Charges <see cref="HostCallFuel"/> plus <paramref name="bytes"/> × <paramref name="perByte"/> from the store's fuel
+    /// before the call does its work, so fuel bounds the CPU a task can buy through the host as it does for guest code.
+    /// With too little fuel left the run ends as out of fuel (deterministic: the same task stops at the same call).
+    /// </summary>
+    private static void Charge(Caller caller, ulong bytes, ulong perByte)
+    {
+        var cost = bytes > (ulong.MaxValue - HostCallFuel) / Math.Max(1, perByte) ? ulong.MaxValue : HostCallFuel + bytes * perByte;
+        var left = caller.Fuel;
+        if (cost > left)
+        {
+            caller.Fuel = 0;
+            State(caller).Stop = HostStop.OutOfFuel;
+            throw new SandboxStopException(HostStop.OutOfFuel);
+        }
+        caller.Fuel = left - cost;
+    }
+
     /// <summary>fds 0–2 get <paramref name="stdioErrno"/>; every other fd does not exist.</summary>
     private static int Stdio(int fd, int stdioErrno) => fd is >= 0 and <= 2 ? stdioErrno : EBadF;
 
@@ -141,6 +171,7 @@ internal static class WasiPreview1
         foreach (var a in argv) size += a.Length;
         if (!TrySpan(memory, argvPtr, 4L * argv.Length, out var pointers)) return EFault;
         if (!TrySpan(memory, bufPtr, size, out var buf)) return EFault;
+        Charge(caller, (ulong)size, CopyFuelPerByte);
         var offset = 0;
         for (var i = 0; i < argv.Length; i++)
         {
@@ -197,6 +228,7 @@ internal static class WasiPreview1
         var memory = GuestMemory(caller);
         if (!TryIovecs(memory, iovs, count, out _)) return EFault;
         if (!TrySpan(memory, nreadPtr, 4, out _)) return EFault;
+        Charge(caller, (ulong)Math.Max(0, state.StdinRemaining), CopyFuelPerByte);
         uint total = 0;
         for (var i = 0; i < count && state.StdinRemaining > 0; i++)
         {
@@ -219,12 +251,15 @@ internal static class WasiPreview1
         if (!TryIovecs(memory, iovs, count, out var table)) return EFault;
         if (!TrySpan(memory, nwrittenPtr, 4, out _)) return EFault;
         // Check every buffer before writing any, so a fault writes nothing.
+        ulong requested = 0;
         for (var i = 0; i < count; i++)
         {
             var ptr = (int)BinaryPrimitives.ReadUInt32LittleEndian(table[(8 * i)..]);
             var len = BinaryPrimitives.ReadUInt32LittleEndian(table[(8 * i + 4)..]);
             if (!TrySpan(memory, ptr, len, out _)) return EFault;
+            requested += len;
         }
+        Charge(caller, requested, CopyFuelPerByte);
         ulong total = 0;
         for (var i = 0; i < count; i++)
         {
@@ -351,6 +386,7 @@ internal static class WasiPreview1
     private static int RandomGet(Caller caller, int buf, int len)
     {
         if (!TrySpan(GuestMemory(caller), buf, (uint)len, out var dest)) return EFault;
+        Charge(caller, (uint)len, RandomFuelPerByte);
         State(caller).FillRandom(dest);
         return Success;
     }

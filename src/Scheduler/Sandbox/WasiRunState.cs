@@ -13,6 +13,7 @@ internal enum HostStop
     OutputLimit,
     Deadline,
     Cancelled,
+    OutOfFuel,
 }
 
 /// <summary>Thrown from host code to unwind the guest; the run's state says why.</summary>

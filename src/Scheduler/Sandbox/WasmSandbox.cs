@@ -249,6 +249,8 @@ public sealed class WasmSandbox : IDisposable
                 return (SandboxOutcome.OutputLimitExceeded, null, null);
             case HostStop.Deadline:
                 return (SandboxOutcome.WallClockTimeout, null, null);
+            case HostStop.OutOfFuel:
+                return (SandboxOutcome.FuelExhausted, null, null);
         }
         if (failure is null)
         {
@@ -368,7 +370,7 @@ public sealed class WasmSandbox : IDisposable
             ?? assembly.GetName().Version?.ToString() ?? "unknown";
         var os = OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsWindows() ? "windows" : OperatingSystem.IsMacOS() ? "macos" : "other";
         var description = $"potluck-sandbox-cache/v1;wasmtime={version};arch={RuntimeInformation.ProcessArchitecture};os={os};" +
-            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes}";
+            $"fuel;epoch;nan-canonicalization;relaxed-simd=deterministic;threads=off;memory64=off;gc=off;function-references=off;exceptions=off;opt=speed;stack={options.MaxWasmStackBytes};hostfuel={WasiPreview1.HostCallFuel}/{WasiPreview1.CopyFuelPerByte}/{WasiPreview1.RandomFuelPerByte}";
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..16];
     }
 

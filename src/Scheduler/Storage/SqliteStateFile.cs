@@ -19,8 +19,7 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
     /// </summary>
     public static SqliteStateFile Open(string directory, string fileName, string setup, string check)
     {
-        Directory.CreateDirectory(directory);
-        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(directory), fileName);
+        var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), fileName);
         try
         {
             return new(OpenAt(path, setup, check), path, false);
@@ -43,6 +42,7 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
             Cache = SqliteCacheMode.Private,
             Pooling = false,
         };
+        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
         var connection = new SqliteConnection(builder.ToString());
         try
         {
@@ -57,10 +57,7 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
                 command.CommandText = check;
                 command.ExecuteScalar();
             }
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            }
+            Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
             return connection;
         }
         catch

@@ -31,9 +31,10 @@ public sealed class FraudChecker
     }
 
     /// <summary>
-    /// Fraud is a mismatch where our re-run is deterministic and the claim is not a trap or a timeout (either may
-    /// be a stack-overflow point or a wall clock that differ between machines). Fuel exhaustion, traps and memory
-    /// limits are outcomes, compared like any other.
+    /// Fraud is a mismatch where our re-run is deterministic and the claim is not a wall-clock timeout (which is
+    /// never paid, so never worth proving). Exit codes, traps, fuel exhaustion and memory limits are outcomes, compared
+    /// exactly like outputs and fuel: a claimed trap that a deterministic re-run does not reproduce is invented. A re-run
+    /// that is not deterministic (a stack overflow, a wall clock here) proves nothing either way.
     /// </summary>
     public static CheckVerdict Compare(RunSummary claimed, RunSummary rerun)
     {
@@ -41,7 +42,7 @@ public sealed class FraudChecker
         {
             return CheckVerdict.Match;
         }
-        if (!rerun.Deterministic || !claimed.Deterministic || claimed.Outcome is AttestedOutcome.Trapped or AttestedOutcome.TimedOut)
+        if (!rerun.Deterministic || !claimed.Deterministic || claimed.Outcome is AttestedOutcome.TimedOut)
         {
             return CheckVerdict.Inconclusive;
         }

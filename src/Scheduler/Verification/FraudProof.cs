@@ -101,8 +101,9 @@ public sealed record FraudProof
     /// <summary>
     /// The checks anyone can make without running anything (quick enough for a gossip validator): the terms decode
     /// and carry the provider's signature, the attestation is signed by that provider and names this lease, these
-    /// parties, this module and this input, and its outcome is one a re-run can contradict. A trapped or timed-out
-    /// claim never can: a stack-overflow point or a wall clock may differ between machines.
+    /// parties, this module and this input, and its outcome is one a re-run can contradict. A timed-out claim never
+    /// can (a wall clock differs between machines; it is never paid either); a claimed trap can, when the re-run is
+    /// deterministic (not a stack overflow).
     /// </summary>
     public FraudProofCheck Inspect(FraudOptions options)
     {
@@ -142,9 +143,9 @@ public sealed record FraudProof
         {
             return FraudProofCheck.Invalid("input does not match the terms and attestation");
         }
-        if (a.Outcome is AttestedOutcome.Trapped or AttestedOutcome.TimedOut)
+        if (a.Outcome is AttestedOutcome.TimedOut)
         {
-            return FraudProofCheck.Invalid($"a {a.Outcome} result is never grounds for a fraud proof");
+            return FraudProofCheck.Invalid($"a {a.Outcome} result is never paid, so never grounds for a fraud proof");
         }
         if (a.FuelUsed <= (ulong)Math.Max(0, terms.FuelLimit) && terms.FuelLimit > options.MaxCheckFuel)
         {

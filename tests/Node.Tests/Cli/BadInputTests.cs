@@ -60,7 +60,7 @@ public class BadInputTests
     public async Task Id_CorruptIdentityKey_SaysToMoveItAway()
     {
         Write(NodeConfiguration.IdentityFileName, "not a key"u8.ToArray());
-        AssertFailed(await Run("id", "--data-dir", _dir), 1, "is not a libp2p Ed25519 private key");
+        AssertFailed(await Run("id", "--data-dir", _dir), 1, "is not a libp2p private key");
     }
 
     [Test]
@@ -75,7 +75,7 @@ public class BadInputTests
     {
         Write(NodeConfiguration.IdentityFileName, "not a key"u8.ToArray());
         Write(Scheduler.Credits.CreditLedger.FileName, "not a ledger"u8.ToArray());
-        AssertFailed(await Run("ledger", "--data-dir", _dir), 1, "is not a libp2p Ed25519 private key");
+        AssertFailed(await Run("ledger", "--data-dir", _dir), 1, "is not a libp2p private key");
     }
 
     [Test]
@@ -97,7 +97,7 @@ public class BadInputTests
     public async Task Run_CorruptIdentityKey_SaysToMoveItAway()
     {
         Write(NodeConfiguration.IdentityFileName, "not a key"u8.ToArray());
-        AssertFailed(await Run("run", "--data-dir", _dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"), 1, "is not a libp2p Ed25519 private key");
+        AssertFailed(await Run("run", "--data-dir", _dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"), 1, "is not a libp2p private key");
     }
 
     [Test]

@@ -37,7 +37,7 @@ public partial class HelpTests
     public async Task Overview_ListsEveryCommand()
     {
         var commands = await ListedCommandsAsync();
-        Assert.That(commands, Is.EquivalentTo(new[] { "run", "submit", "ledger", "peers", "id", "ping", "perf", "sim", "swarm-key generate", "help", "version" }));
+        Assert.That(commands, Is.EquivalentTo(new[] { "run", "submit", "ledger", "peers", "id", "ping", "perf", "sim", "swarm-key generate", "p2pd", "transport-interop", "help", "version" }));
     }
 
     [Test]
@@ -132,7 +132,7 @@ public partial class HelpTests
             "README.md's 'Using it' says where settings come from");
     }
 
-    [GeneratedRegex(@"^  potluck (?<command>[a-z-]+(?: [a-z-]+)*?)(?= \[| <|$)", RegexOptions.Multiline)]
+    [GeneratedRegex(@"^  potluck (?<command>[a-z0-9-]+(?: [a-z0-9-]+)*?)(?= \[| <|$)", RegexOptions.Multiline)]
     private static partial Regex SynopsisLine();
 
     [GeneratedRegex(@"^  (?:-\w, )?(?<option>--[a-z][a-z0-9-]*)(?: <[^>]+>)?\s+(?<description>.*)$", RegexOptions.Multiline)]

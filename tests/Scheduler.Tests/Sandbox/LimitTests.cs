@@ -255,3 +255,89 @@ public class LimitTests
         }
     }
 }
+
+/// <summary>Host calls charge fuel in proportion to the bytes they touch, so fuel bounds the CPU a task can buy.</summary>
+[Category("Adversarial")]
+public class HostCallFuelTests
+{
+    /// <summary>
+    /// A module with 64 MiB of memory whose _start calls random_get(0, <paramref name="length"/>) <paramref name="calls"/>
+    /// times: hand-assembled, as no WebAssembly toolchain is needed for the tests.
+    /// </summary>
+    internal static byte[] RandomGetModule(int length, int calls)
+    {
+        static byte[] Section(byte id, params byte[][] parts)
+        {
+            var content = parts.SelectMany(p => p).ToArray();
+            return [id, .. Leb((uint)content.Length), .. content];
+        }
+        static byte[] Leb(uint v)
+        {
+            var bytes = new List<byte>();
+            do
+            {
+                var b = (byte)(v & 0x7f);
+                v >>= 7;
+                bytes.Add(v != 0 ? (byte)(b | 0x80) : b);
+            }
+            while (v != 0);
+            return [.. bytes];
+        }
+        static byte[] SLeb(int v)
+        {
+            var bytes = new List<byte>();
+            while (true)
+            {
+                var b = (byte)(v & 0x7f);
+                v >>= 7;
+                if ((v == 0 && (b & 0x40) == 0) || (v == -1 && (b & 0x40) != 0))
+                {
+                    bytes.Add(b);
+                    return [.. bytes];
+                }
+                bytes.Add((byte)(b | 0x80));
+            }
+        }
+        static byte[] Name(string s) => [.. Leb((uint)s.Length), .. Encoding.ASCII.GetBytes(s)];
+        var call = new byte[][] { [0x41, 0x00], [0x41, .. SLeb(length)], [0x10, 0x00, 0x1a] }.SelectMany(p => p).ToArray();
+        byte[] body = [0x00, .. Enumerable.Repeat(call, calls).SelectMany(c => c), 0x0b];
+        return
+        [
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+            .. Section(1, [0x02, 0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f, 0x60, 0x00, 0x00]),
+            .. Section(2, [0x01], Name("wasi_snapshot_preview1"), Name("random_get"), [0x00, 0x00]),
+            .. Section(3, [0x01, 0x01]),
+            .. Section(5, [0x01, 0x00], Leb(1024)),
+            .. Section(7, [0x02], Name("memory"), [0x02, 0x00], Name("_start"), [0x00, 0x01]),
+            .. Section(10, [0x01], Leb((uint)body.Length), body),
+        ];
+    }
+
+    [Test]
+    public void RandomGetOf64MiB_WithLittleFuel_RunsOutOfFuel_WithoutFillingIt()
+    {
+        using var fixture = new SandboxFixture();
+        var sandbox = fixture.Create(o => o with { MaxMemoryBytes = 128L << 20 }, diskCache: false);
+        var module = RandomGetModule(64 << 20, 16);
+
+        var result = sandbox.Execute(new TaskSpec { Module = module, FuelLimit = 1_000_000 }, default);
+
+        Assert.That(result.Outcome, Is.EqualTo(SandboxOutcome.FuelExhausted), result.Error);
+        Assert.That(result.FuelConsumed, Is.EqualTo(1_000_000), "a run out of fuel used all of it");
+        Assert.That(result.IsDeterministic, Is.True, "the same task stops at the same call everywhere");
+    }
+
+    [Test]
+    public void RandomGet_IsChargedPerByte_SoFuelBoundsItsCost()
+    {
+        using var fixture = new SandboxFixture();
+        var sandbox = fixture.Create(o => o with { MaxMemoryBytes = 128L << 20 }, diskCache: false);
+
+        var small = sandbox.Execute(new TaskSpec { Module = RandomGetModule(1024, 1), FuelLimit = 10_000_000 }, default);
+        var large = sandbox.Execute(new TaskSpec { Module = RandomGetModule(1024 * 1024, 1), FuelLimit = 100_000_000 }, default);
+
+        Assert.That(small.Outcome, Is.EqualTo(SandboxOutcome.Success), small.Error);
+        Assert.That(large.Outcome, Is.EqualTo(SandboxOutcome.Success), large.Error);
+        Assert.That(large.FuelConsumed - small.FuelConsumed, Is.EqualTo((1024 * 1024 - 1024) * 16), "16 fuel per random byte");
+    }
+}

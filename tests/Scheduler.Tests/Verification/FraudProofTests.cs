@@ -74,10 +74,13 @@ public class FraudProofTests
     public void TermsNotSignedByTheAttestingProvider_AreInvalid() =>
         Assert.That(Proof(signer: RequesterKey).Inspect(Options).Status, Is.EqualTo(FraudProofStatus.Invalid));
 
-    [TestCase(AttestedOutcome.Trapped)]
-    [TestCase(AttestedOutcome.TimedOut)]
-    public void TrapOrTimeoutClaim_IsNeverGroundsForAProof(AttestedOutcome outcome) =>
-        Assert.That(Proof(outcome).Inspect(Options).Status, Is.EqualTo(FraudProofStatus.Invalid));
+    [Test]
+    public void TimeoutClaim_IsNeverGroundsForAProof() =>
+        Assert.That(Proof(AttestedOutcome.TimedOut).Inspect(Options).Status, Is.EqualTo(FraudProofStatus.Invalid));
+
+    [Test]
+    public void TrapClaim_IsPlausible_ARerunDecides() =>
+        Assert.That(Proof(AttestedOutcome.Trapped).Inspect(Options).Status, Is.EqualTo(FraudProofStatus.Plausible));
 
     [Test]
     public void FuelLimitOverTheCheckBudget_IsTooCostly()
@@ -121,11 +124,16 @@ public class FraudProofTests
         Assert.That(FraudChecker.Compare(Run(AttestedOutcome.OutOfFuel, "", 100), Run(AttestedOutcome.OutOfFuel, "", 100)), Is.EqualTo(CheckVerdict.Match));
 
     [Test]
-    public void Compare_StackOverflowReRunOrClaimedTrap_IsInconclusive()
+    public void Compare_StackOverflowReRunOrClaimedTimeout_IsInconclusive()
     {
         Assert.That(FraudChecker.Compare(Run(AttestedOutcome.Exited, "ok", 10), Run(AttestedOutcome.Trapped, "", 7, deterministic: false)),
             Is.EqualTo(CheckVerdict.Inconclusive), "our re-run overflowed the stack");
-        Assert.That(FraudChecker.Compare(Run(AttestedOutcome.Trapped, "", 7), Run(AttestedOutcome.Exited, "ok", 10)),
-            Is.EqualTo(CheckVerdict.Inconclusive), "their trap may be a stack overflow");
+        Assert.That(FraudChecker.Compare(Run(AttestedOutcome.TimedOut, "", 7), Run(AttestedOutcome.Exited, "ok", 10)),
+            Is.EqualTo(CheckVerdict.Inconclusive), "a wall clock differs between machines (and is never paid)");
     }
+
+    [Test]
+    public void Compare_ClaimedTrapADeterministicReRunDoesNotReproduce_IsAMismatch() =>
+        Assert.That(FraudChecker.Compare(Run(AttestedOutcome.Trapped, "", 7), Run(AttestedOutcome.Exited, "ok", 10)),
+            Is.EqualTo(CheckVerdict.Mismatch), "a trap is an outcome, compared like an output");
 }

@@ -1,0 +1,53 @@
+namespace Potluck.Protocol.Host;
+
+/// <summary>
+/// The resource manager's limits (<see cref="ResourceManager"/>), in the spirit of go-libp2p's scopes: system →
+/// address (one IP, and its /24 or /64) → peer → connection → stream → protocol. Defaults fit a home machine: a few
+/// hundred peers, a few hundred MiB at most for what strangers can make the node hold. The system-wide connection and
+/// handshake caps are <see cref="HostOptions.MaxConnections"/> and <see cref="HostOptions.MaxPendingInbound"/>.
+/// </summary>
+public sealed record ResourceLimits
+{
+    /// <summary>Connections to one peer at once (both directions); more are closed after the handshake names the peer. Default 4.</summary>
+    public int MaxConnectionsPerPeer { get; init; } = 4;
+
+    /// <summary>Inbound connections (in handshake or open) from one IP address; more are refused before any handshake. Default 16.</summary>
+    public int MaxConnectionsPerAddress { get; init; } = 16;
+
+    /// <summary>Inbound connections from one IPv4 /24 or IPv6 /64; more are refused before any handshake. Default 64.</summary>
+    public int MaxConnectionsPerSubnet { get; init; } = 64;
+
+    /// <summary>
+    /// Inbound handshakes in flight from one IP address, so stalled handshakes from one place cannot take the slots
+    /// everyone shares (<see cref="HostOptions.MaxPendingInbound"/>). Default 4.
+    /// </summary>
+    public int MaxPendingInboundPerAddress { get; init; } = 4;
+
+    /// <summary>Inbound handshakes in flight from one IPv4 /24 or IPv6 /64. Default 16.</summary>
+    public int MaxPendingInboundPerSubnet { get; init; } = 16;
+
+    /// <summary>Inbound streams one peer may have being handled at once, over all its connections; more are reset. Default 256.</summary>
+    public int MaxInboundStreamsPerPeer { get; init; } = 256;
+
+    /// <summary>Inbound streams of one protocol one peer may have being handled at once; more are reset. Default 64.</summary>
+    public int MaxInboundStreamsPerProtocol { get; init; } = 64;
+
+    /// <summary>
+    /// Receive-window memory all muxed connections together may grant (each stream's window is memory the remote can
+    /// fill before anyone reads). A stream that would pass it is refused; a window that would is not grown. Default 256 MiB.
+    /// </summary>
+    public long MaxMuxerMemory { get; init; } = 256L * 1024 * 1024;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value that cannot work.</summary>
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnectionsPerPeer, 1, nameof(MaxConnectionsPerPeer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnectionsPerAddress, 1, nameof(MaxConnectionsPerAddress));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnectionsPerSubnet, 1, nameof(MaxConnectionsPerSubnet));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxPendingInboundPerAddress, 1, nameof(MaxPendingInboundPerAddress));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxPendingInboundPerSubnet, 1, nameof(MaxPendingInboundPerSubnet));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerPeer, 1, nameof(MaxInboundStreamsPerPeer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerProtocol, 1, nameof(MaxInboundStreamsPerProtocol));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemory, 256L * 1024, nameof(MaxMuxerMemory));
+    }
+}

@@ -1,0 +1,323 @@
+using System.Net;
+using System.Net.Sockets;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Host;
+
+/// <summary>
+/// The host's resource manager, after go-libp2p's <c>rcmgr</c>: every inbound connection is admitted against the
+/// system, address (one IP) and subnet (/24 or /64) scopes before any handshake byte is read, every inbound stream
+/// against its peer's and its protocol's scope, and muxer windows against one memory budget. Whatever goes over a
+/// limit is refused with a <see cref="ResourceLimitException"/> (or, for a socket that has named no peer yet, closed
+/// before the handshake) and counted by scope in <see cref="Refusals"/>. Peers that misbehave can be banned for a
+/// while (<see cref="Ban"/>): their connections are refused once the handshake names them.
+/// </summary>
+public sealed class ResourceManager
+{
+    private readonly HostOptions _options;
+    private readonly ResourceLimits _limits;
+    private readonly TimeProvider _time;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, int> _pendingByAddress = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _pendingBySubnet = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _connectionsByAddress = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _connectionsBySubnet = new(StringComparer.Ordinal);
+    private readonly Dictionary<PeerId, int> _streamsByPeer = [];
+    private readonly Dictionary<(PeerId, string), int> _streamsByProtocol = [];
+    private readonly Dictionary<PeerId, DateTimeOffset> _banned = [];
+    private readonly Dictionary<string, long> _refusals = new(StringComparer.Ordinal);
+    private int _pending;
+
+    public ResourceManager(HostOptions options, TimeProvider time)
+    {
+        _options = options;
+        _limits = options.Resources;
+        _limits.Validate();
+        _time = time;
+        Memory = new MemoryBudget(_limits.MaxMuxerMemory, "muxer memory");
+    }
+
+    /// <summary>Scope names, as they appear in <see cref="Refusals"/> and in <see cref="ResourceLimitException.Scope"/>.</summary>
+    public static class Scopes
+    {
+        public const string SystemConnections = "system connections";
+        public const string SystemHandshakes = "system handshakes";
+        public const string AddressConnections = "connections per address";
+        public const string SubnetConnections = "connections per subnet";
+        public const string AddressHandshakes = "handshakes per address";
+        public const string SubnetHandshakes = "handshakes per subnet";
+        public const string PeerConnections = "connections per peer";
+        public const string PeerStreams = "inbound streams per peer";
+        public const string ProtocolStreams = "inbound streams per protocol";
+        public const string Banned = "banned peers";
+        public const string MuxerMemory = "muxer memory";
+    }
+
+    public ResourceLimits Limits => _limits;
+
+    /// <summary>The receive-window memory every muxed connection reserves from.</summary>
+    public MemoryBudget Memory { get; }
+
+    /// <summary>Inbound handshakes in flight.</summary>
+    public int PendingInbound => Volatile.Read(ref _pending);
+
+    /// <summary>How much was refused, by scope, since the host started (muxer memory included).</summary>
+    public IReadOnlyDictionary<string, long> Refusals
+    {
+        get
+        {
+            lock (_gate)
+            {
+                var copy = new Dictionary<string, long>(_refusals, StringComparer.Ordinal);
+                if (Memory.Refused > 0)
+                {
+                    copy[Scopes.MuxerMemory] = Memory.Refused;
+                }
+                return copy;
+            }
+        }
+    }
+
+    /// <summary>Refusals in one scope.</summary>
+    public long RefusedIn(string scope) => Refusals.GetValueOrDefault(scope);
+
+    /// <summary>
+    /// Admits an inbound socket from <paramref name="remote"/> to its handshake, or says which scope refuses it.
+    /// <paramref name="openConnections"/> is what the connection manager holds open now; a full node refuses here,
+    /// before the handshake, unless <paramref name="makeRoom"/> frees a connection.
+    /// </summary>
+    internal Admission? TryAdmitInbound(Multiaddr remote, int openConnections, Func<bool> makeRoom, out string refusedBy)
+    {
+        var (address, subnet) = KeysOf(remote);
+        lock (_gate)
+        {
+            refusedBy = _pending >= _options.MaxPendingInbound ? Scopes.SystemHandshakes
+                : Count(_pendingByAddress, address) >= _limits.MaxPendingInboundPerAddress ? Scopes.AddressHandshakes
+                : subnet is not null && Count(_pendingBySubnet, subnet) >= _limits.MaxPendingInboundPerSubnet ? Scopes.SubnetHandshakes
+                : Count(_connectionsByAddress, address) >= _limits.MaxConnectionsPerAddress ? Scopes.AddressConnections
+                : subnet is not null && Count(_connectionsBySubnet, subnet) >= _limits.MaxConnectionsPerSubnet ? Scopes.SubnetConnections
+                : "";
+            if (refusedBy.Length > 0)
+            {
+                Refused(refusedBy);
+                return null;
+            }
+        }
+        // Handshakes in flight count against the system cap too: a full node must not complete handshakes it then drops.
+        if (openConnections + Volatile.Read(ref _pending) >= _options.MaxConnections && !makeRoom())
+        {
+            refusedBy = Scopes.SystemConnections;
+            lock (_gate)
+            {
+                Refused(refusedBy);
+            }
+            return null;
+        }
+        lock (_gate)
+        {
+            _pending++;
+            Increment(_pendingByAddress, address);
+            Increment(_connectionsByAddress, address);
+            if (subnet is not null)
+            {
+                Increment(_pendingBySubnet, subnet);
+                Increment(_connectionsBySubnet, subnet);
+            }
+        }
+        return new Admission(this, address, subnet);
+    }
+
+    /// <summary>Whether <paramref name="peer"/> is banned now (and counts the refusal when it is).</summary>
+    public bool IsBanned(PeerId peer, bool countRefusal = false)
+    {
+        lock (_gate)
+        {
+            if (!_banned.TryGetValue(peer, out var until))
+            {
+                return false;
+            }
+            if (_time.GetUtcNow() >= until)
+            {
+                _banned.Remove(peer);
+                return false;
+            }
+            if (countRefusal)
+            {
+                Refused(Scopes.Banned);
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Refuses <paramref name="peer"/>'s connections until <paramref name="duration"/> has passed.</summary>
+    public void Ban(PeerId peer, TimeSpan duration)
+    {
+        lock (_gate)
+        {
+            var until = _time.GetUtcNow() + duration;
+            if (!_banned.TryGetValue(peer, out var current) || current < until)
+            {
+                _banned[peer] = until;
+            }
+            // Bans expire; a flood of bans must not grow this without bound.
+            if (_banned.Count > 4 * _options.MaxConnections)
+            {
+                var now = _time.GetUtcNow();
+                foreach (var expired in _banned.Where(kv => kv.Value <= now).Select(kv => kv.Key).ToArray())
+                {
+                    _banned.Remove(expired);
+                }
+            }
+        }
+    }
+
+    /// <summary>Counts a refusal the caller made itself (e.g. connections per peer).</summary>
+    internal void CountRefusal(string scope)
+    {
+        lock (_gate)
+        {
+            Refused(scope);
+        }
+    }
+
+    /// <summary>Reserves an inbound stream for <paramref name="peer"/>; throws <see cref="ResourceLimitException"/> over the limit.</summary>
+    internal StreamReservation ReserveInboundStream(PeerId peer)
+    {
+        lock (_gate)
+        {
+            if (Count(_streamsByPeer, peer) >= _limits.MaxInboundStreamsPerPeer)
+            {
+                Refused(Scopes.PeerStreams);
+                throw new ResourceLimitException(Scopes.PeerStreams, _limits.MaxInboundStreamsPerPeer);
+            }
+            Increment(_streamsByPeer, peer);
+        }
+        return new StreamReservation(this, peer);
+    }
+
+    private static int Count<TKey>(Dictionary<TKey, int> counts, TKey key) where TKey : notnull => counts.GetValueOrDefault(key);
+
+    private static void Increment<TKey>(Dictionary<TKey, int> counts, TKey key) where TKey : notnull =>
+        counts[key] = counts.GetValueOrDefault(key) + 1;
+
+    private static void Decrement<TKey>(Dictionary<TKey, int> counts, TKey key) where TKey : notnull
+    {
+        var left = counts.GetValueOrDefault(key) - 1;
+        if (left <= 0)
+        {
+            counts.Remove(key);
+        }
+        else
+        {
+            counts[key] = left;
+        }
+    }
+
+    private void Refused(string scope) => _refusals[scope] = _refusals.GetValueOrDefault(scope) + 1;
+
+    /// <summary>The address scope (one IP, or the whole non-IP address) and the subnet scope (/24, /64; none for non-IP) of <paramref name="remote"/>.</summary>
+    internal static (string Address, string? Subnet) KeysOf(Multiaddr remote)
+    {
+        var endpoint = remote.ToTcpEndPoint();
+        if (endpoint is null)
+        {
+            return (remote.WithoutPeer().ToString(), null);
+        }
+        var ip = endpoint.Address.IsIPv4MappedToIPv6 ? endpoint.Address.MapToIPv4() : endpoint.Address;
+        var bytes = ip.GetAddressBytes();
+        if (ip.AddressFamily == AddressFamily.InterNetwork)
+        {
+            bytes[3] = 0;
+            return (ip.ToString(), new IPAddress(bytes) + "/24");
+        }
+        bytes.AsSpan(8).Clear();
+        return (ip.ToString(), new IPAddress(bytes) + "/64");
+    }
+
+    /// <summary>An inbound socket's place in the address scopes: its handshake slot until <see cref="HandshakeEnded"/>, its connection slot until disposed.</summary>
+    internal sealed class Admission(ResourceManager owner, string address, string? subnet) : IDisposable
+    {
+        private int _handshakeEnded;
+        private int _disposed;
+
+        /// <summary>Frees the handshake slot (the connection slot stays until <see cref="Dispose"/>).</summary>
+        public void HandshakeEnded()
+        {
+            if (Interlocked.Exchange(ref _handshakeEnded, 1) != 0)
+            {
+                return;
+            }
+            lock (owner._gate)
+            {
+                owner._pending--;
+                Decrement(owner._pendingByAddress, address);
+                if (subnet is not null)
+                {
+                    Decrement(owner._pendingBySubnet, subnet);
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            HandshakeEnded();
+            if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            {
+                return;
+            }
+            lock (owner._gate)
+            {
+                Decrement(owner._connectionsByAddress, address);
+                if (subnet is not null)
+                {
+                    Decrement(owner._connectionsBySubnet, subnet);
+                }
+            }
+        }
+    }
+
+    /// <summary>One inbound stream's place in its peer's scope and, once negotiated, its protocol's.</summary>
+    internal sealed class StreamReservation(ResourceManager owner, PeerId peer) : IDisposable
+    {
+        private string? _protocol;
+        private int _disposed;
+
+        /// <summary>Adds the stream to <paramref name="protocol"/>'s scope; throws <see cref="ResourceLimitException"/> over the limit.</summary>
+        public void SetProtocol(string protocol)
+        {
+            lock (owner._gate)
+            {
+                if (_protocol is not null)
+                {
+                    throw new InvalidOperationException("the stream's protocol is already set");
+                }
+                if (Count(owner._streamsByProtocol, (peer, protocol)) >= owner._limits.MaxInboundStreamsPerProtocol)
+                {
+                    owner.Refused(Scopes.ProtocolStreams);
+                    throw new ResourceLimitException(Scopes.ProtocolStreams, owner._limits.MaxInboundStreamsPerProtocol,
+                        $"{Scopes.ProtocolStreams} ({protocol}): limit of {owner._limits.MaxInboundStreamsPerProtocol} reached");
+                }
+                Increment(owner._streamsByProtocol, (peer, protocol));
+                _protocol = protocol;
+            }
+        }
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            {
+                return;
+            }
+            lock (owner._gate)
+            {
+                Decrement(owner._streamsByPeer, peer);
+                if (_protocol is not null)
+                {
+                    Decrement(owner._streamsByProtocol, (peer, _protocol));
+                }
+            }
+        }
+    }
+}
