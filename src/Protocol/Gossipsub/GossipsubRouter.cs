@@ -42,6 +42,7 @@ internal sealed class RouterCounters
     public long GraftsDuringBackoff { get; set; }
     public long IDontWantSent { get; set; }
     public long IDontWantHonoured { get; set; }
+    public long IDontWantReceived { get; set; }
 }
 
 /// <summary>
@@ -518,6 +519,7 @@ internal sealed class GossipsubRouter
                     continue;
                 }
                 state.IDontWantThisHeartbeat++;
+                Counters.IDontWantReceived++;
                 state.DontWant[new MessageId(raw.ToByteArray())] = _ticks;
             }
         }
