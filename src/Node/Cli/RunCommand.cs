@@ -177,8 +177,10 @@ internal sealed class RunCommand : PotluckCommand
         ControlServer? control = null;
         try
         {
-            // The control API first: if another node already uses this data directory, stop before touching the network.
+            // The identity first (a corrupt key is the first thing to fix), then the control API: if another node already
+            // uses this data directory, stop before touching the network.
             var options = node.Options;
+            _ = node.PeerId;
             control = new ControlServer(dataDir, new ControlOptions { Endpoint = options.Control.Endpoint! }, loggers);
             await control.StartAsync(CancellationToken.None);
             await node.StartAsync(CancellationToken.None);

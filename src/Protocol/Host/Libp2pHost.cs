@@ -35,9 +35,18 @@ public sealed partial class Libp2pHost : IHost
     private DateTimeOffset _lastSwarmKeyWarning = DateTimeOffset.MinValue;
 
     /// <summary>A handshake that broke on its first multistream-select message: the other side speaks pnet and this one does not, or with another key.</summary>
-    private static bool LooksLikePnet(Exception e) =>
-        e is ProtocolViolationException { Protocol: var p } && p.StartsWith("multistream", StringComparison.Ordinal)
-        || e.InnerException is ProtocolViolationException { Protocol: var q } && q.StartsWith("multistream", StringComparison.Ordinal);
+    private static bool LooksLikePnet(Exception e)
+    {
+        for (var x = (Exception?)e; x is not null; x = x.InnerException)
+        {
+            if (x is ProtocolViolationException { Protocol: var p } && p.StartsWith("multistream", StringComparison.Ordinal)
+                || x.Message.StartsWith("multistream-select:", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
     private readonly ConnectionManager _connections;
     private readonly ResourceManager _resources;
     private readonly StreamRouter _router;

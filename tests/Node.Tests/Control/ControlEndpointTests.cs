@@ -105,7 +105,7 @@ public class ControlEndpointTests
             Assert.That(File.GetUnixFileMode(ControlFiles.EndpointPath(_dir)), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite));
         }
         var second = new ControlServer(_dir, AnyPort(), NullLoggerFactory.Instance);
-        var refused = Assert.ThrowsAsync<IOException>(() => second.StartAsync(ct))!;
+        var refused = Assert.ThrowsAsync<DataDirInUseException>(() => second.StartAsync(ct))!;
         Assert.That(refused.Message, Does.Contain("already running with data dir"));
         await server.DisposeAsync();
         Assert.That(File.Exists(ControlFiles.EndpointPath(_dir)), Is.False, "a clean stop removes control.json");
