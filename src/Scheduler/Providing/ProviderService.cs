@@ -271,12 +271,19 @@ public sealed partial class ProviderService : IAsyncDisposable
                     });
                     continue;
                 }
+                if (message is LeaseRequest request && !_host.Budgets.TryTake(stream.RemotePeer, PeerBudgets.LeaseRequests))
+                {
+                    // Over its budget (host:budgets:leaseRequests): refused before any work, as a busy provider refuses.
+                    session.Enqueue([new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = "over the lease request budget" }]);
+                    continue;
+                }
                 Dispatch(requester, message!, session);
             }
         }
         catch (ProtocolViolationException e)
         {
             LogViolation(_log, stream.RemotePeer, e.Message);
+            _host.Budgets.Penalise(stream.RemotePeer, Misbehaviour.Malformed);
             stream.Reset();
         }
         catch (Exception e) when (Failures.IsExpected(e, ct))
