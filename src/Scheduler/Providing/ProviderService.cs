@@ -356,12 +356,14 @@ public sealed partial class ProviderService : IAsyncDisposable
         if (held >= _options.MaxLeasesPerRequester)
         {
             Interlocked.Increment(ref _refusedOverLimit);
+            _instruments.LeaseRefused("over_limit");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
         }
         var unpaid = _ledger.Unpaid(requester);
         if (unpaid > _options.CreditLimitPerRequester)
         {
             Interlocked.Increment(ref _refusedUnpaid);
+            _instruments.LeaseRefused("unpaid");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = $"unpaid leases: {unpaid} owed, over the credit limit of {_options.CreditLimitPerRequester}" };
         }
         return null;
