@@ -144,6 +144,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Whether this node might use <paramref name="provider"/>: it holds a live advertisement from it or has a record of
+    /// it (a proof against a provider nobody uses is not worth a re-run).
+    /// </summary>
+    public bool Knows(PeerId provider)
+    {
+        if (_reputation.Get(provider) != ProviderRecord.Empty)
+        {
+            return true;
+        }
+        lock (_gate)
+        {
+            return _book.Live(_time.GetUtcNow()).Any(a => a.Provider == provider);
+        }
+    }
+
     /// <summary>Completes once the book holds an advertisement from <paramref name="provider"/> newer than <paramref name="sequence"/>.</summary>
     public async Task WaitForAdvertisementAsync(PeerId provider, ulong sequence, CancellationToken ct)
     {
