@@ -483,7 +483,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
         if (reserved is LedgerResult.InsufficientFunds)
         {
-            throw new SubmissionException($"insufficient credits: a lease may cost up to {maxCost}, {_ledger.Available()} available", job.History);
+            throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
