@@ -122,6 +122,46 @@ public sealed class GossipsubInteropTests
         Assert.That(p1.Gossip.Counters.InvalidSignatures + p2.Gossip.Counters.InvalidSignatures, Is.Zero);
     }
 
+    /// <summary>
+    /// Gossipsub v1.2 with js-libp2p: a triangle of one Potluck and two js nodes negotiates /meshsub/1.2.0, and a large
+    /// message published by one js node makes the other js node send IDONTWANT to Potluck (parsed and registered) and
+    /// Potluck send IDONTWANT to it (js keeps working); everyone gets the message exactly once.
+    /// </summary>
+    [Test]
+    public async Task IDontWant_TriangleWithJs_BothSidesSendIt_EveryoneGetsTheMessageOnce(CancellationToken ct)
+    {
+        static GossipsubOptions JsIds(GossipsubOptions o) => o with { MessageIdFunction = MessageIds.JsLibp2pCompatible };
+        await using var p = await InteropPotluckPeer.StartAsync(4, gossip: true, dhtProtocol: null, configureGossip: JsIds);
+        await using var j1 = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
+        await using var j2 = await JsPeer.StartAsync(new JsPeerOptions { Gossip = true }, ct);
+        p.Subscribe(Topic);
+        await j1.SubscribeAsync(Topic, ct);
+        await j2.SubscribeAsync(Topic, ct);
+        await p.Node.Host.ConnectAsync(Multiaddr.Parse(j1.Addr), ct);
+        await p.Node.Host.ConnectAsync(Multiaddr.Parse(j2.Addr), ct);
+        await j1.DialAsync(j2.Addr, ct);
+        var id = p.PeerId.ToString();
+        await Task.WhenAll(
+            p.WaitForGossipAsync(s => s.MeshPeers(Topic).Count == 2, Wait, "mesh of 2", ct),
+            WaitForMeshAsync(j1, [id, j2.PeerId], ct),
+            WaitForMeshAsync(j2, [id, j1.PeerId], ct));
+
+        var large = new byte[4096];
+        new Random(4).NextBytes(large);
+        Assert.That(await j2.PublishAsync(Topic, large, ct), Is.Not.Empty);
+        var atP = await p.WaitForMessagesAsync(m => m.Count >= 1, Wait, ct);
+        var atJ1 = await j1.WaitForMessagesAsync(m => m.Count >= 1, Wait, ct);
+        // js 1 got the message from js 2 and tells its other mesh peer, Potluck, not to send it.
+        await p.WaitForGossipAsync(s => s.Counters.IDontWantReceived >= 1, Wait, "an IDONTWANT from js", ct);
+        await p.Gossip!.PublishAsync(Topic, "fence"u8.ToArray(), ct);
+        atJ1 = await j1.WaitForMessagesAsync(m => m.Any(x => x.Data.AsSpan().SequenceEqual("fence"u8)), Wait, ct);
+
+        Assert.That(atP.Single().Data.ToArray(), Is.EqualTo(large));
+        Assert.That(atJ1.Count(x => x.Data.AsSpan().SequenceEqual(large)), Is.EqualTo(1), "js 1 got it once");
+        Assert.That(p.Gossip.Counters.IDontWantSent, Is.GreaterThanOrEqualTo(1), "Potluck told js 1 (its other v1.2 mesh peer)");
+        Assert.That(p.Gossip.Counters.Duplicates + p.Gossip.Counters.Delivered, Is.GreaterThanOrEqualTo(1));
+    }
+
     [Test]
     public async Task JsSubscribesAfterConnecting_PotluckMessagesReachIt(CancellationToken ct)
     {

@@ -47,7 +47,7 @@ internal sealed class SimCommand : PotluckCommand
     public Option<double?> Cheaters { get; } = CliOptions.Number("--cheaters", "share", "share of providers that are adversaries (default 0)", 0, 1);
 
     public Option<string> Adversary { get; } = CliOptions.Text("--adversary", "kind",
-        "what the adversaries do: cheater (every result wrong) or selective (a share of results wrong, see --cheat-rate); default cheater");
+        "what the adversaries do: cheater (every result wrong), selective (a share wrong, see --cheat-rate), fuel-inflater (claims 1M fuel more than used) or false-timeout (claims a timeout without running); default cheater");
 
     public Option<double?> CheatRate { get; } = CliOptions.Number("--cheat-rate", "share", "share of tasks a selective cheater corrupts (default 0.2)", 0.0001, 1);
 
@@ -110,7 +110,9 @@ internal sealed class SimCommand : PotluckCommand
         {
             "cheater" => AdversaryKind.Cheater,
             "selective" => AdversaryKind.SelectiveCheater,
-            _ => throw new UsageException($"--adversary '{adversaryName}' is not a kind this build simulates: use cheater or selective"),
+            "fuel-inflater" => AdversaryKind.FuelInflater,
+            "false-timeout" => AdversaryKind.FalseTimeout,
+            _ => throw new UsageException($"--adversary '{adversaryName}' is not a kind this build simulates: use cheater, selective, fuel-inflater or false-timeout"),
         };
         var scenario = new SimScenario
         {

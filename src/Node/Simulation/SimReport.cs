@@ -58,6 +58,12 @@ public sealed record SimReport
 
     public required double VirtualToWall { get; init; }
 
+    /// <summary>CPU seconds this process used (all threads): on a shared machine the steadier figure than wall time.</summary>
+    public required double CpuS { get; init; }
+
+    /// <summary>Events per CPU second.</summary>
+    public required double EventsPerCpuS { get; init; }
+
     /// <summary>Wall seconds the driver waited for sandbox runs (on their own threads) to post back.</summary>
     public required double SandboxWaitS { get; init; }
 
@@ -130,8 +136,12 @@ public sealed record SimReport
 
         // Credits against fuel supplied, per provider.
         var fuelBy = completed.Where(t => t.ProviderIndex >= 0).GroupBy(t => t.ProviderIndex).ToDictionary(g => g.Key, g => g.Sum(t => t.Result!.Fuel));
+        // Every task of a scenario is the same work (same module, rounds and input size), so the fuel an honest provider
+        // states is the true cost; an adversary's result is worth that much if its output is right, nothing if not.
+        var honestFuel = completed.Where(t => t.ProviderIndex >= 0 && !mesh.Nodes[t.ProviderIndex].IsAdversary)
+            .GroupBy(t => t.Result!.Fuel).OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
         var correctFuelBy = completed.Where(t => t.ProviderIndex >= 0 && t.Correct).GroupBy(t => t.ProviderIndex)
-            .ToDictionary(g => g.Key, g => g.Sum(t => t.Result!.Fuel));
+            .ToDictionary(g => g.Key, g => g.Sum(t => honestFuel > 0 ? Math.Min(honestFuel, t.Result!.Fuel) : t.Result!.Fuel));
         var points = new List<(long Fuel, long Credits, bool Adversary)>();
         foreach (var p in mesh.Providers)
         {
@@ -173,7 +183,9 @@ public sealed record SimReport
         }
 
         var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
-        var peak = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
+        using var self = Process.GetCurrentProcess();
+        var peak = self.PeakWorkingSet64 / (1024.0 * 1024.0);
+        var cpu = self.TotalProcessorTime.TotalSeconds;
         var virtualS = mesh.Elapsed.TotalSeconds;
         return new SimReport
         {
@@ -183,7 +195,7 @@ public sealed record SimReport
             Tasks = new TaskFigures(tasks.Count, completed.Count, tasks.Count - completed.Count, completed.Count(t => t.Result!.Verified)),
             LeaseLatencyMs = Of(latencies),
             VerificationOverhead = usefulFuel == 0 ? 0 : (double)reexecuted / usefulFuel,
-            Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Corrupted ?? 0))),
+            Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Invoke() ?? 0))),
             WrongAccepted = completed.Count(t => !t.Correct),
             HonestAccused = honestAccused,
             Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
@@ -201,6 +213,8 @@ public sealed record SimReport
             Events = events,
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
             VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
+            CpuS = cpu,
+            EventsPerCpuS = events / Math.Max(1e-9, cpu),
             SandboxWaitS = mesh.Driver.ExternalWaitTime.TotalSeconds,
             PeakRssMib = peak,
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
@@ -249,13 +263,13 @@ public sealed record SimReport
         Line($"tasks: {Tasks.Completed}/{Tasks.Submitted} completed, {Tasks.Failed} failed, {Tasks.Verified} verified");
         Line($"lease latency (virtual): p50 {LeaseLatencyMs.P50:F1} ms, p99 {LeaseLatencyMs.P99:F1} ms, max {LeaseLatencyMs.Max:F1} ms");
         Line($"verification overhead: {VerificationOverhead:P1} of useful fuel");
-        Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted");
+        Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"trace {TraceHash} ({TraceLines} lines)");
-        Line($"wall {WallS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x), {Events} events ({EventsPerS:F0}/s), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
+        Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
         return b.ToString();
     }

@@ -8,6 +8,7 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
+using Potluck.Scheduler.Adversaries;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
@@ -39,6 +40,12 @@ public enum AdversaryKind
 
     /// <summary>A provider that returns a wrong output for a share (<see cref="MeshOptions.CheatRate"/>) of its tasks.</summary>
     SelectiveCheater,
+
+    /// <summary>A provider that runs tasks honestly and claims more fuel than it used (issue 8's <c>InflatedFuelExecutor</c>).</summary>
+    FuelInflater,
+
+    /// <summary>A provider that answers every task at once with a false timeout, claiming the whole fuel limit (<c>FakeOutcomeExecutor</c>).</summary>
+    FalseTimeout,
 }
 
 /// <summary>How a <see cref="SimulatedMesh"/> is made up. Every value has a documented default.</summary>
@@ -58,6 +65,9 @@ public sealed record MeshOptions
 
     /// <summary>The kind of the adversaries. Default <see cref="AdversaryKind.Cheater"/>.</summary>
     public AdversaryKind Adversary { get; init; } = AdversaryKind.Cheater;
+
+    /// <summary>Fuel a <see cref="AdversaryKind.FuelInflater"/> adds to each claim. Default 1,000,000.</summary>
+    public long InflatedFuel { get; init; } = 1_000_000;
 
     /// <summary>Share of tasks a <see cref="AdversaryKind.SelectiveCheater"/> corrupts. Default 0.2.</summary>
     public double CheatRate { get; init; } = 0.2;
@@ -153,7 +163,8 @@ public sealed class SimNode
     /// <summary>Outputs its cheating executor corrupted (all incarnations).</summary>
     public int Corrupted { get; internal set; }
 
-    internal CheatingTaskExecutor? Cheat { get; set; }
+    /// <summary>Outputs the current incarnation's adversarial executor corrupted or faked so far.</summary>
+    internal Func<int>? Cheat { get; set; }
 
     /// <summary>Gossip counters of earlier incarnations (a crash loses the router's).</summary>
     internal long PastGossipDelivered { get; set; }
@@ -336,9 +347,37 @@ public sealed class SimulatedMesh : IAsyncDisposable
             });
         if (node.IsAdversary)
         {
-            var rate = node.Adversary == AdversaryKind.Cheater ? 1.0 : _options.CheatRate;
+            // The attack behaviours are issue 8's product code (src/Scheduler/Adversaries), decorating the real executor.
             var random = new Random(unchecked((int)node.Seed + incarnation));
-            builder.DecorateProviderExecutor(inner => node.Cheat = new CheatingTaskExecutor(inner, rate, random));
+            var rate = _options.CheatRate;
+            builder.DecorateProviderExecutor(inner =>
+            {
+                switch (node.Adversary)
+                {
+                    case AdversaryKind.Cheater:
+                    {
+                        var wrong = new WrongOutputExecutor(inner);
+                        node.Cheat = () => wrong.Corrupted;
+                        return wrong;
+                    }
+                    case AdversaryKind.SelectiveCheater:
+                    {
+                        var wrong = new WrongOutputExecutor(inner, _ => random.NextDouble() < rate);
+                        node.Cheat = () => wrong.Corrupted;
+                        return wrong;
+                    }
+                    case AdversaryKind.FuelInflater:
+                        return new InflatedFuelExecutor(inner, _options.InflatedFuel);
+                    case AdversaryKind.FalseTimeout:
+                    {
+                        var fake = new FakeOutcomeExecutor(ExecutionStatus.TimedOut);
+                        node.Cheat = () => fake.Answered;
+                        return fake;
+                    }
+                    default:
+                        return inner;
+                }
+            });
         }
         var started = await builder.StartAsync();
         node.Node = started;
@@ -385,7 +424,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         node.PastGossipDelivered = delivered;
         node.PastGossipDuplicates = duplicates;
         node.Node = null;
-        node.Corrupted += node.Cheat?.Corrupted ?? 0;
+        node.Corrupted += node.Cheat?.Invoke() ?? 0;
         node.Cheat = null;
         Record($"{node} crash");
         _events.Add(new MeshEvent(Elapsed, MeshEventKind.Crash, node.Index, -1, ""));
@@ -525,7 +564,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         {
             if (node.Node is { } running)
             {
-                node.Corrupted += node.Cheat?.Corrupted ?? 0;
+                node.Corrupted += node.Cheat?.Invoke() ?? 0;
                 node.Cheat = null;
                 node.Node = null;
                 await running.DisposeAsync();

@@ -75,12 +75,24 @@ public sealed record GossipsubOptions
     public bool DeliverOwnMessages { get; init; }
 
     /// <summary>
-    /// The protocols the router speaks, most preferred first, from <see cref="GossipsubProtocol.V11"/>,
-    /// <see cref="GossipsubProtocol.V10"/> and <see cref="GossipsubProtocol.Floodsub"/>. Default gossipsub v1.1 and v1.0.
+    /// The protocols the router speaks, most preferred first, from <see cref="GossipsubProtocol.V12"/>, <see cref="GossipsubProtocol.V11"/>,
+    /// <see cref="GossipsubProtocol.V10"/> and <see cref="GossipsubProtocol.Floodsub"/>. Default gossipsub v1.2, v1.1 and v1.0.
     /// With floodsub listed, floodsub peers are flooded every message of the topics they join, as the gossipsub spec's
-    /// floodsub compatibility says; with floodsub alone, every peer is one and the router is a floodsub router.
+    /// floodsub compatibility says; with floodsub alone, every peer is one and the router is a floodsub router. Default v1.2, v1.1 and v1.0.
     /// </summary>
-    public IReadOnlyList<string> Protocols { get; init; } = [GossipsubProtocol.V11, GossipsubProtocol.V10];
+    public IReadOnlyList<string> Protocols { get; init; } = [GossipsubProtocol.V12, GossipsubProtocol.V11, GossipsubProtocol.V10];
+
+    /// <summary>
+    /// v1.2 IDONTWANT: on the first copy of a message at least this many bytes long (its data), tell the other mesh peers
+    /// of its topic that speak v1.2 not to send it. Default 1,024 bytes, as go-libp2p-pubsub; 0 sends it for every message.
+    /// </summary>
+    public int IDontWantMinDataSize { get; init; } = 1024;
+
+    /// <summary>Message ids a peer's IDONTWANTs may register per heartbeat; the rest are ignored. Default 1,000, as go-libp2p-pubsub.</summary>
+    public int MaxIDontWantPerHeartbeat { get; init; } = 1000;
+
+    /// <summary>Heartbeats an IDONTWANT is honoured for. Default 3, as go-libp2p-pubsub.</summary>
+    public int IDontWantTtlHeartbeats { get; init; } = 3;
 
     /// <summary>Message signing. Default <see cref="SignaturePolicy.StrictSign"/>.</summary>
     public SignaturePolicy SignaturePolicy { get; init; } = SignaturePolicy.StrictSign;

@@ -40,6 +40,9 @@ internal sealed class RouterCounters
     public long IWantServed { get; set; }
     public long BrokenPromises { get; set; }
     public long GraftsDuringBackoff { get; set; }
+    public long IDontWantSent { get; set; }
+    public long IDontWantHonoured { get; set; }
+    public long IDontWantReceived { get; set; }
 }
 
 /// <summary>
@@ -436,6 +439,7 @@ internal sealed class GossipsubRouter
         }
         _seen.Add(id, now);
         _promises.Remove(id);
+        SendIDontWant(message, id, from, topic);
         var gossip = ToGossip(message, id, from);
         var result = ValidationResult.Accept;
         if (_validators.TryGetValue(topic, out var validator))
@@ -458,7 +462,7 @@ internal sealed class GossipsubRouter
                 _score.DeliverMessage(id, from, topic, now);
                 _mcache.Put(id, message);
                 _pending.Deliveries.Add(gossip);
-                Forward(message, from, topic);
+                Forward(message, id, from, topic);
                 break;
             case ValidationResult.Reject:
                 Counters.Rejected++;
@@ -473,7 +477,55 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private void Forward(Pb.Message message, PeerId source, string topic)
+    /// <summary>
+    /// v1.2: on the first copy of a large message, before validating it, tell the topic's other mesh peers that speak v1.2
+    /// not to send it (the copies they would send are the duplicates this saves).
+    /// </summary>
+    private void SendIDontWant(Pb.Message message, MessageId id, PeerId source, string topic)
+    {
+        if (message.Data.Length < _options.IDontWantMinDataSize || !_mesh.TryGetValue(topic, out var mesh))
+        {
+            return;
+        }
+        foreach (var p in mesh)
+        {
+            if (p == source || !_peers.TryGetValue(p, out var state) || !state.IsV12)
+            {
+                continue;
+            }
+            var control = Out(p).Control;
+            if (control.Idontwant.Count == 0)
+            {
+                control.Idontwant.Add(new Pb.ControlIDontWant());
+            }
+            control.Idontwant[0].MessageIDs.Add(ByteString.CopyFrom(id.Span));
+            Counters.IDontWantSent++;
+        }
+    }
+
+    private void HandleIDontWant(PeerState state, IList<Pb.ControlIDontWant> entries, ref int budget)
+    {
+        foreach (var entry in entries)
+        {
+            foreach (var raw in entry.MessageIDs)
+            {
+                if (budget <= 0 || state.IDontWantThisHeartbeat >= _options.MaxIDontWantPerHeartbeat)
+                {
+                    return;
+                }
+                budget--;
+                if (raw.Length == 0 || raw.Length > _options.MaxMessageIdLength * 4)
+                {
+                    continue;
+                }
+                state.IDontWantThisHeartbeat++;
+                Counters.IDontWantReceived++;
+                state.DontWant[new MessageId(raw.ToByteArray())] = _ticks;
+            }
+        }
+    }
+
+    private void Forward(Pb.Message message, MessageId id, PeerId source, string topic)
     {
         var author = message.From;
         foreach (var p in FloodsubSubscribers(topic, source, author))
@@ -488,6 +540,11 @@ internal sealed class GossipsubRouter
         {
             if (p == source || (author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
             {
+                continue;
+            }
+            if (_peers.TryGetValue(p, out var state) && state.DontWant.ContainsKey(id))
+            {
+                Counters.IDontWantHonoured++;
                 continue;
             }
             Out(p).Messages.Add(message);
@@ -532,6 +589,10 @@ internal sealed class GossipsubRouter
         for (var i = 0; i < control.Prune.Count && budget > 0; i++, budget--)
         {
             HandlePrune(from, state, control.Prune[i], now);
+        }
+        if (control.Idontwant.Count > 0 && state.IsV12)
+        {
+            HandleIDontWant(state, control.Idontwant, ref budget);
         }
     }
 
@@ -728,6 +789,17 @@ internal sealed class GossipsubRouter
             s.IHaveThisHeartbeat = 0;
             s.IAskedThisHeartbeat = 0;
             s.IWantServedThisHeartbeat = 0;
+            s.IDontWantThisHeartbeat = 0;
+            if (s.DontWant.Count > 0)
+            {
+                foreach (var (id, at) in s.DontWant.ToArray())
+                {
+                    if (_ticks - at >= _options.IDontWantTtlHeartbeats)
+                    {
+                        s.DontWant.Remove(id);
+                    }
+                }
+            }
         }
         _score.Refresh(now);
         ApplyBrokenPromises(now);
@@ -942,6 +1014,11 @@ internal sealed class GossipsubRouter
             add(rpc.Control);
             size += es;
         }
+        // IDONTWANT first: it only helps if it arrives before the copy it refuses is sent.
+        foreach (var e in o.Control.Idontwant)
+        {
+            AddControl(e, c => c.Idontwant.Add(e));
+        }
         foreach (var e in o.Control.Graft)
         {
             AddControl(e, c => c.Graft.Add(e));
@@ -1077,7 +1154,12 @@ internal sealed class GossipsubRouter
     private sealed class PeerState(string protocol, bool outbound, string? ip)
     {
         public string Protocol { get; } = protocol;
-        public bool IsV11 { get; } = protocol == GossipsubProtocol.V11;
+        public bool IsV11 { get; } = protocol is GossipsubProtocol.V11 or GossipsubProtocol.V12;
+        /// <summary>Speaks v1.2: sends and honours IDONTWANT.</summary>
+        public bool IsV12 { get; } = protocol == GossipsubProtocol.V12;
+        /// <summary>Message ids this peer asked not to be sent, with the heartbeat they were asked in.</summary>
+        public Dictionary<MessageId, long> DontWant { get; } = [];
+        public int IDontWantThisHeartbeat { get; set; }
         /// <summary>A floodsub peer: never in a mesh, sent no control, given every message of the topics it subscribed to.</summary>
         public bool IsFloodsub { get; } = protocol == GossipsubProtocol.Floodsub;
         public bool Outbound { get; } = outbound;
@@ -1101,6 +1183,9 @@ internal sealed class GossipsubRouter
 /// <summary>Gossipsub protocol ids.</summary>
 public static class GossipsubProtocol
 {
+    /// <summary>gossipsub v1.2 (v1.1 and IDONTWANT).</summary>
+    public const string V12 = "/meshsub/1.2.0";
+
     /// <summary>gossipsub v1.1 (scoring, PX, backoff).</summary>
     public const string V11 = "/meshsub/1.1.0";
 

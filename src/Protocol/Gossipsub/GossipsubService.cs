@@ -104,9 +104,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
             BitConverter.ToUInt64(seqno), _instruments);
-        if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
+        if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V12 or GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
         {
-            throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
+            throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V12}, {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
         }
         foreach (var protocol in options.Protocols)
         {
@@ -579,8 +579,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
         await _heartbeat.DisposeAsync();
         _host.Connected -= OnConnected;
         _host.Disconnected -= OnDisconnected;
-        _host.RemoveStreamHandler(ProtocolIdV11);
-        _host.RemoveStreamHandler(ProtocolIdV10);
+        foreach (var protocol in _options.Protocols)
+        {
+            _host.RemoveStreamHandler(protocol);
+        }
         _host.RemoveStreamHandler(GossipsubProtocol.Floodsub);
         // Cancels the outbound streams, dials and retries now; waited for once the sessions are closed below.
         var stopped = _work.StopAsync();
