@@ -48,5 +48,19 @@ for project in tests/Protocol.Tests tests/Scheduler.Tests tests/Node.Tests tests
   fi
   [[ $rc -ne 0 ]] && status=1
 done
+echo "== libp2p's own interop suites, CI subset (scripts/interop/ci.sh)"
+log="$results/interop-suites.log"
+bash scripts/interop/ci.sh 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)"
+if [[ -n "$line" ]]; then
+  passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+  failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$line")))
+else
+  echo "scripts/interop/ci.sh did not report results (exit $rc)" >&2
+  failed=$((failed + 1))
+fi
+[[ $rc -ne 0 ]] && status=1
+
 echo "$passed passed, $failed failed"
 exit $status

@@ -24,7 +24,9 @@ if [[ ! -d "$js/node_modules" || "$js/package-lock.json" -nt "$js/node_modules" 
   # --ignore-scripts: node-datachannel (for webrtc, unused here) would fetch a prebuilt binary from GitHub
   (cd "$js" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) || { echo "npm ci failed" >&2; exit 2; }
 fi
-(cd "$js" && npx tsc -p tsconfig.json) || { echo "building the js v3.x app failed" >&2; exit 2; }
+if [[ ! -f "$js/dist/test/dialer.spec.js" || -n "$(find "$js/test" "$js/tsconfig.json" -newer "$js/dist/test/dialer.spec.js" 2>/dev/null)" ]]; then
+  (cd "$js" && npx tsc -p tsconfig.json) || { echo "building the js v3.x app failed" >&2; exit 2; }
+fi
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
