@@ -64,8 +64,8 @@ public static class PotluckOptionsValidator
         var g = o.Gossip;
         Need(g.DLow <= g.D && g.D <= g.DHigh && g.DLow >= 1, $"'gossip:dLow' ≤ 'gossip:d' ≤ 'gossip:dHigh' must hold with dLow ≥ 1 (now {g.DLow}, {g.D}, {g.DHigh})");
         Positive(g.HeartbeatInterval, "gossip:heartbeatInterval");
-        Need(g.Protocols.Count > 0 && g.Protocols.All(p => p is Protocol.Gossipsub.GossipsubProtocol.V11 or Protocol.Gossipsub.GossipsubProtocol.V10 or Protocol.Gossipsub.GossipsubProtocol.Floodsub),
-            $"'gossip:protocols' must list one or more of {Protocol.Gossipsub.GossipsubProtocol.V11}, {Protocol.Gossipsub.GossipsubProtocol.V10} and {Protocol.Gossipsub.GossipsubProtocol.Floodsub} (now {string.Join(", ", g.Protocols)})");
+        Need(g.Protocols.Count > 0 && g.Protocols.All(p => p is Protocol.Gossipsub.GossipsubProtocol.V12 or Protocol.Gossipsub.GossipsubProtocol.V11 or Protocol.Gossipsub.GossipsubProtocol.V10 or Protocol.Gossipsub.GossipsubProtocol.Floodsub),
+            $"'gossip:protocols' must list one or more of {Protocol.Gossipsub.GossipsubProtocol.V12}, {Protocol.Gossipsub.GossipsubProtocol.V11}, {Protocol.Gossipsub.GossipsubProtocol.V10} and {Protocol.Gossipsub.GossipsubProtocol.Floodsub} (now {string.Join(", ", g.Protocols)})");
 
         var k = o.Kademlia;
         AtLeast(k.K, 1, "kademlia:k");
