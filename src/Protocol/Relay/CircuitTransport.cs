@@ -164,8 +164,8 @@ public sealed partial class CircuitTransport : ITransport
             var answer = await ReadHopStatusAsync(stream, ct);
             if (answer.Status != Pb.Status.Ok)
             {
-                throw new DialException(DialFailure.Unreachable, $"relay {relay} refused to connect us to {target}: {answer.Status}", to,
-                    new RelayRefusedException((RelayStatus)answer.Status, answer.Status.ToString()));
+                // An IOException: the host reports it as DialFailure.Unreachable with this as the inner exception.
+                throw new RelayRefusedException((RelayStatus)answer.Status, $"relay {relay} refused to connect us to {target}: {answer.Status}");
             }
             return new RelayedConnection(stream, Multiaddr.Parse("/p2p/" + Host.PeerId).Encapsulate(Circuit), to.WithoutPeer(), null);
         }
