@@ -11,6 +11,9 @@ public sealed record RelayOptions
     /// <summary>Serve <c>/libp2p/circuit/relay/0.2.0/hop</c> (act as a relay). Default false.</summary>
     public bool Hop { get; init; }
 
+    /// <summary>Accept relayed connections: listen on <c>/p2p-circuit</c> (from relays we reserved on). Default false.</summary>
+    public bool AcceptRelayed { get; init; }
+
     /// <summary>Reservations held at once; over this a RESERVE is answered RESERVATION_REFUSED. Default 128.</summary>
     public int MaxReservations { get; init; } = 128;
 
@@ -41,15 +44,16 @@ public sealed record RelayOptions
     /// <summary>Accept STOP (incoming relayed connections) only from relays we hold a reservation on. Default true.</summary>
     public bool StopOnlyFromReservedRelays { get; init; } = true;
 
-    /// <summary>What is wrong with these settings, as "Relay.Key: problem" lines; empty when valid.</summary>
-    public IReadOnlyList<string> Validate(string prefix = "Relay")
+    /// <summary>What is wrong with these settings, one line per key ('relay:maxReservations' is 0; …); empty when valid.</summary>
+    public IReadOnlyList<string> Validate(string prefix = "relay")
     {
         var problems = new List<string>();
+        string Key(string name) => $"'{prefix}:{char.ToLowerInvariant(name[0])}{name[1..]}'";
         void Positive(string key, double value)
         {
             if (value <= 0)
             {
-                problems.Add($"{prefix}.{key}: must be greater than 0 (was {value})");
+                problems.Add($"{Key(key)} is {value}; it must be greater than 0");
             }
         }
         Positive(nameof(MaxReservations), MaxReservations);
@@ -62,11 +66,11 @@ public sealed record RelayOptions
         Positive(nameof(HandshakeTimeout), HandshakeTimeout.TotalSeconds);
         if (MaxMessageSize < 512 || MaxMessageSize > 1 << 20)
         {
-            problems.Add($"{prefix}.{nameof(MaxMessageSize)}: must be between 512 and 1048576 bytes (was {MaxMessageSize})");
+            problems.Add($"{Key(nameof(MaxMessageSize))} is {MaxMessageSize}; it must be between 512 and 1048576 bytes");
         }
         if (ConnectionDuration.TotalSeconds > uint.MaxValue)
         {
-            problems.Add($"{prefix}.{nameof(ConnectionDuration)}: must fit in 32-bit seconds");
+            problems.Add($"{Key(nameof(ConnectionDuration))} is {ConnectionDuration}; it must be under 136 years (32-bit seconds)");
         }
         return problems;
     }
