@@ -291,7 +291,8 @@ public sealed partial class Libp2pHost : IHost
         IRawConnection raw;
         try
         {
-            raw = await transport.DialAsync(address.WithoutPeer(), linked.Token);
+            // A circuit address keeps its target (…/p2p-circuit/p2p/<target>): the relay must be told whom to reach.
+            raw = await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
