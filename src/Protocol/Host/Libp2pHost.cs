@@ -73,7 +73,6 @@ public sealed partial class Libp2pHost : IHost
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
-        _instruments.ObserveRefusals(() => _resources.Refusals);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         Budgets = new PeerBudgets(options.Budgets, _time);
         Budgets.Banned += peer =>
@@ -301,7 +300,8 @@ public sealed partial class Libp2pHost : IHost
         IRawConnection raw;
         try
         {
-            raw = await transport.DialAsync(address.WithoutPeer(), linked.Token);
+            // A circuit address keeps its target (…/p2p-circuit/p2p/<target>): the relay must be told whom to reach.
+            raw = await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
