@@ -57,7 +57,7 @@ mkdir -p "$root/inputs"
 for i in $(seq 1 "$inputs"); do printf 'seed %d' "$i" > "$root/inputs/seed$i"; done
 start=$(date +%s.%N)
 "${potluck[@]}" submit "$module" --batch "$root/inputs" --out "$root/outputs" --swarm-key "$root/swarm.key" "${bootstrap[@]}" \
-  --no-mdns --data-dir "$root/requester" --parallel "$((n * 2))" -- 20000
+  --no-mdns --data-dir "$root/requester" --parallel "$n" -- 20000
 end=$(date +%s.%N)
 
 ok=0

@@ -68,7 +68,7 @@ public class PrivateClusterProcessTests
         var requester = Path.Combine(_root, "requester");
         var outDir = Path.Combine(_root, "outputs");
         string[] submit = ["submit", module, "--batch", inputs, "--out", outDir, "--bootstrap", address0, "--no-mdns", "--swarm-key", key,
-            "--data-dir", requester, "--parallel", "4", "--replicas", "1", "--", "2000"];
+            "--data-dir", requester, "--parallel", "3", "--replicas", "1", "--", "2000"];
         await using (var batch = PotluckProcess.Start(submit))
         {
             var (code, _) = await batch.WaitForExitAsync(ct);
