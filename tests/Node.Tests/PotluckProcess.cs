@@ -85,6 +85,10 @@ internal sealed class PotluckProcess : IAsyncDisposable
             info.ArgumentList.Add(a);
         }
         info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        // Tests run several nodes on one busy machine: each takes any free control port and works whether or not the
+        // machine is idle (a test that checks the preferences sets its own).
+        info.Environment["POTLUCK__CONTROL__LISTEN"] = "127.0.0.1:0";
+        info.Environment["POTLUCK__PREFERENCES__ONLYWHENIDLE"] = "false";
         return new PotluckProcess(Process.Start(info)!);
     }
 

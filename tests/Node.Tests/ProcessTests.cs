@@ -107,7 +107,7 @@ public class ProcessTests
     {
         var id = (await node.WaitForLineAsync(l => l.StartsWith("Peer id: ", StringComparison.Ordinal), ct))["Peer id: ".Length..];
         var address = (await node.WaitForLineAsync(l => l.StartsWith("Listening on ", StringComparison.Ordinal), ct))["Listening on ".Length..];
-        await node.WaitForLineAsync(l => l.StartsWith("Control socket: ", StringComparison.Ordinal), ct);
+        await node.WaitForLineAsync(l => l.StartsWith("Control API: ", StringComparison.Ordinal), ct);
         return (id, address);
     }
 

@@ -91,8 +91,11 @@ public static class Commands
         {
             new RunCommand(context),
             new ComputeCommands.SubmitCommand(context),
+            new HomeCommands.StatusCommand(context),
             new ComputeCommands.LedgerCommand(context),
             new PeersCommand(context),
+            new HomeCommands.LeasesCommand(context),
+            new HomeCommands.ConfigCommand(context),
             new IdCommand(context),
             new NetworkCommands.PingCommand(context),
             new NetworkCommands.PerfCommand(context),
@@ -176,11 +179,12 @@ public static class Commands
         {
             return "No connected peers." + Environment.NewLine;
         }
-        string[] header = ["PEER ID", "DIRECTION", "ADDRESS", "LATENCY", "AGENT", "PROTOCOLS"];
+        string[] header = ["PEER ID", "DIRECTION", "CONNS", "ADDRESS", "LATENCY", "AGENT", "PROTOCOLS"];
         var rows = result.Peers.Select(p => new[]
         {
             p.PeerId,
             p.Direction,
+            p.Connections.ToString(System.Globalization.CultureInfo.InvariantCulture),
             p.Address,
             p.LatencyMs is { } ms ? $"{ms:0.###} ms" : "-",
             string.IsNullOrEmpty(p.Agent) ? "-" : Sanitize(p.Agent),
@@ -247,7 +251,10 @@ internal sealed class IdCommand : PotluckCommand
     {
         Options.Add(DataDir);
         Options.Add(Cid);
+        Options.Add(Json);
     }
+
+    public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
     public Option<string> DataDir { get; } = Commands.DataDirOption();
 
@@ -257,6 +264,11 @@ internal sealed class IdCommand : PotluckCommand
     {
         var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
         var key = PrivateKey.LoadOrCreate(Path.Combine(dataDir, NodeConfiguration.IdentityFileName));
+        if (result.GetValue(Json))
+        {
+            await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject { ["peer_id"] = key.PeerId.ToString(), ["cid"] = key.PeerId.ToCidString() });
+            return 0;
+        }
         await Out.WriteLineAsync(result.GetValue(Cid) ? key.PeerId.ToCidString() : key.PeerId.ToString());
         return 0;
     }
@@ -269,7 +281,10 @@ internal sealed class PeersCommand : PotluckCommand
     {
         Options.Add(DataDir);
         Options.Add(NoPing);
+        Options.Add(Json);
     }
+
+    public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
     public Option<string> DataDir { get; } = Commands.DataDirOption("the data directory of the running node (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
 
@@ -280,6 +295,11 @@ internal sealed class PeersCommand : PotluckCommand
         var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
         await using var client = await ControlClient.ConnectAsync(dataDir, null, ct);
         var parameters = new System.Text.Json.Nodes.JsonObject { ["ping"] = !result.GetValue(NoPing) };
+        if (result.GetValue(Json))
+        {
+            await HomeCommands.WriteJsonAsync(Out, await client.CallAsync(NodeControl.PeersMethod, parameters, ct));
+            return 0;
+        }
         var peers = await client.CallAsync(NodeControl.PeersMethod, parameters, ControlJson.Default.PeersResult, ct);
         await Out.WriteAsync(Commands.FormatPeers(peers));
         return 0;
@@ -359,10 +379,19 @@ internal sealed class HelpCommand : PotluckCommand
 }
 
 /// <summary>`potluck version`: the same as `potluck --version`.</summary>
-internal sealed class VersionCommand(CliContext context) : PotluckCommand("version", "Print the version (the same as potluck --version).", context)
+internal sealed class VersionCommand : PotluckCommand
 {
+    public VersionCommand(CliContext context) : base("version", "Print the version (the same as potluck --version).", context) => Options.Add(Json);
+
+    public Option<bool> Json { get; } = HomeCommands.JsonOption();
+
     protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
     {
+        if (result.GetValue(Json))
+        {
+            await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject { ["version"] = Commands.Version });
+            return 0;
+        }
         await Out.WriteLineAsync(Commands.Version);
         return 0;
     }

@@ -15,6 +15,8 @@ namespace Potluck.Node.Cli;
 /// <summary>`potluck submit` and `potluck ledger`.</summary>
 internal static class ComputeCommands
 {
+    private static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..];
+
     /// <summary>Micro-credits as credits with six decimals.</summary>
     public static string FormatCredits(long micro) =>
         (micro / 1_000_000m).ToString("0.000000", CultureInfo.InvariantCulture);
@@ -58,7 +60,8 @@ internal static class ComputeCommands
 
         public Option<long?> Fuel { get; } = CliOptions.Long("--fuel", "n", "fuel budget (default 1000000000)", 1, long.MaxValue);
 
-        public Option<long?> MaxPrice { get; } = CliOptions.Long("--max-price", "credits", "most credits paid per million fuel (default 100)", 0, 1_000_000_000);
+        public Option<long?> MaxPrice { get; } = CliOptions.Long("--max-price", "micro-credits",
+            "most paid per million fuel, in micro-credits (a millionth of a credit; default 100, i.e. 0.0001 credits)", 0, 1_000_000_000);
 
         public Option<double?> VerifyRate { get; } = new("--verify-rate")
         {
@@ -263,7 +266,10 @@ internal static class ComputeCommands
         {
             Options.Add(DataDir);
             Options.Add(Count);
+            Options.Add(Json);
         }
+
+        public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
         public Option<string> DataDir { get; } = Commands.DataDirOption("the node whose ledger to show (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
 
@@ -273,24 +279,45 @@ internal static class ComputeCommands
         {
             var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
             var count = result.GetValue(Count) ?? 20;
-            var keyPath = Path.Combine(dataDir, NodeConfiguration.IdentityFileName);
-            if (!File.Exists(keyPath) || !File.Exists(Path.Combine(dataDir, CreditLedger.FileName)))
+            var json = result.GetValue(Json);
+            // A running node holds its ledger: ask it. Otherwise read the file.
+            System.Text.Json.Nodes.JsonObject? answer = null;
+            try
             {
-                await Error.WriteLineAsync($"potluck ledger: no ledger in '{dataDir}' yet; a node creates one when it first runs " +
-                    "(potluck run; potluck submit keeps its own in <data dir>/requester)");
-                return 1;
+                await using var client = await Control.ControlClient.ConnectAsync(dataDir, null, ct);
+                answer = await client.CallAsync(Control.NodeControl.LedgerMethod, new System.Text.Json.Nodes.JsonObject { ["count"] = count }, ct) as System.Text.Json.Nodes.JsonObject;
             }
-            var key = PrivateKey.LoadOrCreate(keyPath);
-            using var ledger = CreditLedger.Open(dataDir, key.PeerId, new CreditsOptions(), TimeProvider.System);
-            await Out.WriteLineAsync($"Node:      {key.PeerId}");
-            await Out.WriteLineAsync($"Balance:   {FormatCredits(ledger.Balance())} credits");
-            await Out.WriteLineAsync($"Available: {FormatCredits(ledger.Available())} credits (balance less payments reserved for running leases)");
-            var recent = ledger.Recent(count);
-            await Out.WriteLineAsync();
-            await Out.WriteLineAsync($"{"#",-6} {"when (UTC)",-20} {"kind",-7} {"amount",16}  counterparty");
-            foreach (var e in recent)
+            catch (Control.NodeNotRunningException)
             {
-                await Out.WriteLineAsync($"{e.Sequence,-6} {e.RecordedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {e.Kind,-7} {FormatCredits(e.SignedAmount),16}  {(e.Kind == LedgerEntryKind.Grant ? "(initial grant)" : e.Counterparty.ToString())}");
+            }
+            if (answer is null)
+            {
+                var keyFile = Path.Combine(dataDir, NodeConfiguration.IdentityFileName);
+                if (!File.Exists(keyFile) || !File.Exists(Path.Combine(dataDir, CreditLedger.FileName)))
+                {
+                    await Error.WriteLineAsync($"potluck ledger: no ledger in '{dataDir}' yet; a node creates one when it first runs " +
+                        "(potluck run; potluck submit keeps its own in <data dir>/requester)");
+                    return 1;
+                }
+                var owner = PrivateKey.LoadOrCreate(keyFile);
+                using var local = CreditLedger.Open(dataDir, owner.PeerId, new CreditsOptions(), TimeProvider.System);
+                answer = Control.NodeControl.LedgerJson(owner.PeerId.ToString(), local, count);
+            }
+            if (json)
+            {
+                await HomeCommands.WriteJsonAsync(Out, answer);
+                return 0;
+            }
+            await Out.WriteLineAsync($"Node:      {answer["peer_id"]!.GetValue<string>()}");
+            await Out.WriteLineAsync($"Balance:   {FormatCredits(answer["balance"]!.GetValue<long>())} credits");
+            await Out.WriteLineAsync($"Available: {FormatCredits(answer["available"]!.GetValue<long>())} credits (balance less payments reserved for running leases)");
+            await Out.WriteLineAsync();
+            await Out.WriteLineAsync($"{"#",-6} {"when (UTC)",-20} {"kind",-7} {"credits",16}  counterparty");
+            foreach (var e in answer["entries"]!.AsArray())
+            {
+                var at = DateTimeOffset.Parse(e!["at"]!.GetValue<string>(), CultureInfo.InvariantCulture);
+                await Out.WriteLineAsync($"{e["seq"]!.GetValue<long>(),-6} {at.UtcDateTime:yyyy-MM-dd HH:mm:ss} {Capitalize(e["kind"]!.GetValue<string>()),-7} " +
+                                         $"{FormatCredits(e["amount"]!.GetValue<long>()),16}  {e["counterparty"]?.GetValue<string>() ?? "(initial grant)"}");
             }
             return 0;
         }

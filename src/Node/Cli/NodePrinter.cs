@@ -30,7 +30,7 @@ internal sealed class NodePrinter : IDisposable
             await _stdout.WriteLineAsync($"Listening on {address}");
         }
         await _stdout.WriteLineAsync($"Discovery: mDNS {(_node.Mdns is not null ? "on" : "off")}, {options.Bootstrap.Count} bootstrap peers");
-        await _stdout.WriteLineAsync($"Control socket: {_controlSocket}");
+        await _stdout.WriteLineAsync($"Control API: {_controlSocket} (token in control.token; try potluck status)");
         if (_node.Compute?.Provider is not null)
         {
             var offer = options.Compute.Provider;

@@ -30,10 +30,14 @@ internal sealed class RunCommand : PotluckCommand
         Options.Add(Price);
         Options.Add(NoProvide);
         Options.Add(SwarmKey);
+        Options.Add(ControlListen);
         Options.Add(DataDir);
         Options.Add(Config);
         Options.Add(LogLevel);
+        Options.Add(Json);
     }
+
+    public Option<bool> Json { get; } = CliOptions.Flag("--json", "log one JSON object per line (time, level, category, message and its values) instead of text");
 
     public Option<Multiaddr[]> Listen { get; } = CliOptions.Addresses("--listen",
         $"address to listen on, repeatable (default /ip4/0.0.0.0/tcp/{NodeConfiguration.DefaultPort}; setting listen)", needPeerId: false);
@@ -47,13 +51,16 @@ internal sealed class RunCommand : PotluckCommand
     public Option<int?> Cores { get; } = CliOptions.Int("--cores", "n",
         "tasks run at once for others (default: preferences:cpuSharePercent of this machine's cores, 50 %, at least 1; setting compute:provider:cores)", 1, 4096);
 
-    public Option<int?> Price { get; } = CliOptions.Int("--price", "credits",
-        "credits asked per million fuel (default 10; setting compute:provider:pricePerMegaFuel)", 0, 1_000_000_000);
+    public Option<int?> Price { get; } = CliOptions.Int("--price", "micro-credits",
+        "asked per million fuel, in micro-credits (a millionth of a credit; default 10; setting compute:provider:pricePerMegaFuel)", 0, 1_000_000_000);
 
     public Option<bool> NoProvide { get; } = CliOptions.Flag("--no-provide",
         "do not run tasks for others; the node still relays, discovers and gossips (setting compute:provide = false)");
 
     public Option<string> SwarmKey { get; } = Commands.SwarmKeyOption("join only the private network of this swarm.key (libp2p pnet; setting swarmKey)");
+
+    public Option<string> ControlListen { get; } = CliOptions.Text("--control-listen", "address:port",
+        "where the control API and /metrics listen, a loopback address (default 127.0.0.1:4101; setting control:listen)");
 
     public Option<string> DataDir { get; } = Commands.DataDirOption();
 
@@ -93,6 +100,10 @@ internal sealed class RunCommand : PotluckCommand
         {
             keys.Add(new("compute:provider:pricePerMegaFuel", price.ToString(CultureInfo.InvariantCulture)));
         }
+        if (result.GetValue(run.ControlListen) is { } controlListen)
+        {
+            keys.Add(new("control:listen", controlListen));
+        }
         if (result.GetValue(run.SwarmKey) is { } swarmKey)
         {
             keys.Add(new("swarmKey", swarmKey));
@@ -126,15 +137,36 @@ internal sealed class RunCommand : PotluckCommand
         var (configuration, lists, dataDir) = RunConfiguration(result);
         var builder = PotluckNode.CreateBuilder(configuration).Configure(lists);
         builder.Logging.SetMinimumLevel(result.GetValue(LogLevel) ?? Microsoft.Extensions.Logging.LogLevel.Information);
-        builder.Logging.AddSimpleConsole(o =>
+        var underSystemd = Microsoft.Extensions.Hosting.Systemd.SystemdHelpers.IsSystemdService();
+        if (result.GetValue(Json))
         {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
-        });
+            // One JSON object per line: timestamp, level, category, message and its named values.
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+                o.UseUtcTimestamp = true;
+            });
+        }
+        else if (!underSystemd)
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss ";
+            });
+        }
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", Microsoft.Extensions.Logging.LogLevel.Warning);
-        // Ctrl-C, SIGTERM and SIGQUIT ask the host to stop; it stops the node's services in reverse order (peers saved).
-        builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
+        if (underSystemd)
+        {
+            // Type=notify: READY=1 once the node listens, STOPPING=1 on stop; log lines with journald's <level> prefixes.
+            builder.Services.AddSystemd();
+        }
+        else
+        {
+            // Ctrl-C, SIGTERM and SIGQUIT ask the host to stop; it stops the node's services in reverse order (peers saved).
+            builder.Services.AddSingleton<IHostLifetime, Microsoft.Extensions.Hosting.Internal.ConsoleLifetime>();
+        }
         builder.Configure(o =>
         {
             var problems = PotluckOptionsValidator.ValidateForThisMachine(o);
@@ -142,20 +174,32 @@ internal sealed class RunCommand : PotluckCommand
         });
         await using var node = builder.Build();
         var loggers = node.Services.GetRequiredService<ILoggerFactory>();
-        // The control socket first: if another node already serves this data directory, stop before touching the network.
-        await using var control = new ControlServer(dataDir, new ControlOptions(), node.Runtime.Time, loggers);
+        ControlServer? control = null;
         try
         {
+            // The control API first: if another node already uses this data directory, stop before touching the network.
+            var options = node.Options;
+            control = new ControlServer(dataDir, new ControlOptions { Endpoint = options.Control.Endpoint! }, loggers);
             await control.StartAsync(CancellationToken.None);
             await node.StartAsync(CancellationToken.None);
         }
         catch (Exception e) when (Commands.StartFailure(e) is { } message)
         {
+            if (control is not null)
+            {
+                await control.DisposeAsync();
+            }
             await Error.WriteLineAsync($"potluck run: {message}");
             return 1;
         }
-        NodeControl.Register(control, node);
-        using var printer = new NodePrinter(node, Out, control.SocketPath);
+        await using var controlScope = control;
+        var (flagKeys, _) = RunFlags(result);
+        var settings = new NodeSettings(dataDir, result.GetValue(Config), flagKeys);
+        NodeControl.Register(control, node, settings);
+        settings.Register(control, node);
+        using var metrics = new MetricsExporter(node);
+        control.MapMetrics(metrics, node.Options.Control.OpenMetrics);
+        using var printer = new NodePrinter(node, Out, control.Address!.ToString());
         await printer.PrintHeaderAsync();
         var lifetime = node.Services.GetRequiredService<IHostApplicationLifetime>();
         var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Host;
 using Potluck.Scheduler.Topics;
 
 namespace Potluck.Node.Compute;
@@ -12,11 +13,21 @@ public sealed partial class GossipTopicBus : ITopicBus
 {
     private readonly GossipsubService _gossip;
     private readonly ILogger<GossipTopicBus> _log;
+    private readonly PeerBudgets? _budgets;
+    private readonly IReadOnlyDictionary<string, string> _topicBudgets;
+    private readonly Protocol.Identity.PeerId _self;
 
-    public GossipTopicBus(GossipsubService gossip, ILogger<GossipTopicBus> log)
+    /// <param name="budgets">The host's per-peer budgets: a message on a topic in <paramref name="topicBudgets"/> spends a token of
+    /// that budget for the peer it came from (over budget: ignored, neither delivered nor forwarded), and one the validator
+    /// rejects costs that peer a refused-proof penalty.</param>
+    public GossipTopicBus(GossipsubService gossip, ILogger<GossipTopicBus> log, PeerBudgets? budgets = null,
+        IReadOnlyDictionary<string, string>? topicBudgets = null, Protocol.Identity.PeerId self = default)
     {
+        _self = self;
         _gossip = gossip;
         _log = log;
+        _budgets = budgets;
+        _topicBudgets = topicBudgets ?? new Dictionary<string, string>();
     }
 
     public async ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct) =>
@@ -24,11 +35,25 @@ public sealed partial class GossipTopicBus : ITopicBus
 
     public IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler)
     {
-        _gossip.SetValidator(topic, m => validator(ToTopicMessage(m)) switch
+        var budget = _budgets is not null && _topicBudgets.TryGetValue(topic, out var b) ? b : null;
+        _gossip.SetValidator(topic, m =>
         {
-            TopicVerdict.Accept => ValidationResult.Accept,
-            TopicVerdict.Reject => ValidationResult.Reject,
-            _ => ValidationResult.Ignore,
+            var remote = budget is not null && m.ReceivedFrom != _self;
+            if (remote && !_budgets!.TryTake(m.ReceivedFrom, budget!))
+            {
+                return ValidationResult.Ignore;
+            }
+            var verdict = validator(ToTopicMessage(m));
+            if (remote && verdict == TopicVerdict.Reject)
+            {
+                _budgets!.Penalise(m.ReceivedFrom, Misbehaviour.RefusedProof);
+            }
+            return verdict switch
+            {
+                TopicVerdict.Accept => ValidationResult.Accept,
+                TopicVerdict.Reject => ValidationResult.Reject,
+                _ => ValidationResult.Ignore,
+            };
         });
         var subscription = _gossip.Subscribe(topic);
         return new Pump(this, topic, subscription, handler);

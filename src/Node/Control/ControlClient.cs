@@ -1,98 +1,109 @@
-using System.IO.Pipelines;
-using System.Net.Sockets;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace Potluck.Node.Control;
 
 /// <summary>
-/// Talks to a running node over its control socket (<see cref="ControlProtocol"/>): one connection, requests answered
-/// in order. What `potluck peers` (and later `submit`, `ledger`, `status`) use.
+/// Talks to the node running on a data directory over its control API (<see cref="ControlProtocol"/>): finds it through
+/// <c>control.json</c>, authenticates with <c>control.token</c>. What `potluck status`, `peers`, `leases`, `ledger`,
+/// `config` and `submit` use.
 /// </summary>
 public sealed class ControlClient : IAsyncDisposable
 {
-    private readonly NetworkStream _stream;
-    private readonly PipeReader _reader;
-    private readonly PipeWriter _writer;
+    private readonly HttpClient _http;
     private readonly ControlOptions _options;
-    private readonly SemaphoreSlim _one = new(1, 1);
 
-    private ControlClient(NetworkStream stream, ControlOptions options)
+    private ControlClient(HttpClient http, ControlOptions options, string dataDir)
     {
-        _stream = stream;
+        _http = http;
         _options = options;
-        _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true));
-        _writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
+        DataDir = dataDir;
     }
 
-    /// <summary>Connects to the node serving <paramref name="dataDir"/>.</summary>
-    /// <exception cref="NodeNotRunningException">No socket there, or nobody answers on it.</exception>
-    public static async Task<ControlClient> ConnectAsync(string dataDir, ControlOptions? options, CancellationToken ct)
+    public string DataDir { get; }
+
+    public Uri Address => _http.BaseAddress!;
+
+    /// <summary>Finds the node serving <paramref name="dataDir"/>; it is not contacted until the first call.</summary>
+    /// <exception cref="NodeNotRunningException">No node runs there (no control.json or token).</exception>
+    public static Task<ControlClient> ConnectAsync(string dataDir, ControlOptions? options, CancellationToken ct)
     {
-        var path = ControlProtocol.SocketPath(dataDir);
-        if (!File.Exists(path))
+        var address = ControlFiles.ReadEndpoint(dataDir);
+        var token = ControlFiles.ReadToken(dataDir);
+        return Task.FromResult(Create(address, token, dataDir, options));
+    }
+
+    /// <summary>A client for <paramref name="address"/> with <paramref name="token"/> (tests: a wrong one).</summary>
+    public static ControlClient Create(Uri address, string token, string dataDir, ControlOptions? options = null)
+    {
+        options ??= new ControlOptions();
+        var http = new HttpClient(new SocketsHttpHandler { UseProxy = false, ConnectTimeout = TimeSpan.FromSeconds(5) })
         {
-            throw new NodeNotRunningException(dataDir);
-        }
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), ct);
-        }
-        catch (Exception e) when (e is SocketException or ArgumentException)
-        {
-            socket.Dispose();
-            throw new NodeNotRunningException(dataDir);
-        }
-        return new ControlClient(new NetworkStream(socket, ownsSocket: true), options ?? new ControlOptions());
+            BaseAddress = address,
+            Timeout = Timeout.InfiniteTimeSpan,
+            MaxResponseContentBufferSize = options.MaxResponseLength,
+        };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return new ControlClient(http, options, dataDir);
     }
 
     /// <summary>Calls <paramref name="method"/>; returns its result.</summary>
     /// <exception cref="ControlException">The node answered with an error (typed by its code).</exception>
-    /// <exception cref="IOException">The connection broke, or the answer was not a control response.</exception>
+    /// <exception cref="NodeNotRunningException">Nobody listens where control.json says (a node that crashed).</exception>
+    /// <exception cref="IOException">The answer was not a control response.</exception>
     public async Task<JsonNode?> CallAsync(string method, JsonObject? parameters, CancellationToken ct)
     {
-        await _one.WaitAsync(ct);
+        using var content = new StringContent((parameters ?? new JsonObject()).ToJsonString(), Encoding.UTF8, "application/json");
+        HttpResponseMessage response;
         try
         {
-            var request = new JsonObject { ["method"] = method, ["params"] = parameters ?? new JsonObject() };
-            await ControlServer.WriteResponseAsync(_writer, request, ct);
-            var line = await ControlServer.ReadLineAsync(_reader, _options.MaxResponseLength, ct)
-                ?? throw new IOException("the node closed the control connection without answering");
-            if (line.TooLong)
-            {
-                throw new IOException($"the node's answer is longer than {_options.MaxResponseLength} bytes");
-            }
-            if (!System.Text.Unicode.Utf8.IsValid(line.Bytes))
-            {
-                throw new IOException("the node's answer is not UTF-8");
-            }
-            JsonNode? response;
+            response = await _http.PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + Uri.EscapeDataString(method), content, ct);
+        }
+        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+        {
+            throw new NodeNotRunningException(DataDir);
+        }
+        using (response)
+        {
+            byte[] bytes;
             try
             {
-                response = JsonNode.Parse(line.Bytes, documentOptions: ControlProtocol.DocumentOptions);
+                bytes = await response.Content.ReadAsByteArrayAsync(ct);
             }
-            catch (JsonException e)
+            catch (HttpRequestException e)
             {
-                throw new IOException($"the node's answer is not JSON: {e.Message}", e);
+                throw new IOException($"the node's answer to '{method}' broke off or is longer than {_options.MaxResponseLength} bytes: {e.Message}", e);
             }
-            if (response is not JsonObject o || o["ok"]?.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
-            {
-                throw new IOException("the node's answer is not a control response");
-            }
-            if (o["ok"]!.GetValue<bool>())
-            {
-                return o["result"];
-            }
-            var error = o["error"] as JsonObject;
-            var code = error?["code"] is JsonValue c && c.TryGetValue<string>(out var s) ? s : null;
-            var message = error?["message"] is JsonValue m && m.TryGetValue<string>(out var t) ? t : "unknown error";
-            throw new ControlException(ControlException.FromWire(code), message);
+            return Parse(method, bytes, response.StatusCode);
         }
-        finally
+    }
+
+    private static JsonNode? Parse(string method, byte[] bytes, HttpStatusCode status)
+    {
+        JsonNode? node;
+        try
         {
-            _one.Release();
+            node = JsonNode.Parse(bytes, documentOptions: ControlProtocol.DocumentOptions);
         }
+        catch (JsonException e)
+        {
+            throw new IOException($"the node's answer to '{method}' is not JSON (HTTP {(int)status}): {e.Message}", e);
+        }
+        if (node is not JsonObject o || o["ok"]?.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+        {
+            throw new IOException($"the node's answer to '{method}' is not a control response (HTTP {(int)status})");
+        }
+        if (o["ok"]!.GetValue<bool>())
+        {
+            return o["result"];
+        }
+        var error = o["error"] as JsonObject;
+        var code = error?["code"] is JsonValue c && c.TryGetValue<string>(out var s) ? s : null;
+        var message = error?["message"] is JsonValue m && m.TryGetValue<string>(out var t) ? t : "unknown error";
+        throw new ControlException(ControlException.FromWire(code), message);
     }
 
     /// <summary>Calls <paramref name="method"/> and reads the result as <typeparamref name="T"/>.</summary>
@@ -109,11 +120,24 @@ public sealed class ControlClient : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>GET /metrics: the Prometheus text.</summary>
+    public async Task<string> MetricsAsync(CancellationToken ct)
     {
-        await _reader.CompleteAsync();
-        await _writer.CompleteAsync();
-        await _stream.DisposeAsync();
-        _one.Dispose();
+        try
+        {
+            using var response = await _http.GetAsync("metrics", ct);
+            var text = await response.Content.ReadAsStringAsync(ct);
+            return response.IsSuccessStatusCode ? text : throw new IOException($"/metrics answered HTTP {(int)response.StatusCode}: {text.Trim()}");
+        }
+        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+        {
+            throw new NodeNotRunningException(DataDir);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _http.Dispose();
+        return ValueTask.CompletedTask;
     }
 }

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -5,22 +6,19 @@ using System.Text.Json.Serialization;
 namespace Potluck.Node.Control;
 
 /// <summary>
-/// The local control endpoint's wire format: UTF-8 JSON, one object per line ('\n'), over the Unix domain socket
-/// <c>control.sock</c> in the data directory. A client sends requests, the node answers each in order:
+/// The local control API's wire format: HTTP/1.1 on a loopback address, <c>POST /api/v1/&lt;method&gt;</c> with a JSON
+/// object of parameters (or no body) and <c>Authorization: Bearer &lt;token&gt;</c>; every answer is one JSON object:
 /// <code>
-/// → {"method":"peers","params":{}}
 /// ← {"ok":true,"result":{...}}
 /// ← {"ok":false,"error":{"code":"unknown_method","message":"..."}}
 /// </code>
-/// Lines are bounded (<see cref="ControlOptions"/>); a longer one is answered with <c>line_too_long</c> and the
-/// connection closed. New commands add a method name and a handler; the envelope stays the same.
+/// with the HTTP status matching the error (400, 401, 404, 413, 503, 500). Requests are bounded (<see cref="ControlOptions"/>).
+/// <c>GET /metrics</c> (same token) answers in the Prometheus text format.
 /// </summary>
 public static class ControlProtocol
 {
-    /// <summary>The socket's file name inside the data directory.</summary>
-    public const string SocketFileName = "control.sock";
-
-    public static string SocketPath(string dataDir) => Path.Combine(Path.GetFullPath(dataDir), SocketFileName);
+    /// <summary>The path prefix of methods.</summary>
+    public const string ApiPrefix = "/api/v1/";
 
     internal static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 32 };
 }
@@ -40,6 +38,8 @@ public enum ControlErrorCode
     Unavailable,
     /// <summary>A bug in the node: see its log.</summary>
     Internal,
+    /// <summary>The token is missing or wrong.</summary>
+    Unauthorized,
 }
 
 /// <summary>A typed control error: thrown by handlers to answer with an error, and by the client when one comes back.</summary>
@@ -56,6 +56,7 @@ public sealed class ControlException : Exception
         ControlErrorCode.LineTooLong => "line_too_long",
         ControlErrorCode.Busy => "busy",
         ControlErrorCode.Unavailable => "unavailable",
+        ControlErrorCode.Unauthorized => "unauthorized",
         _ => "internal",
     };
 
@@ -66,6 +67,7 @@ public sealed class ControlException : Exception
         "line_too_long" => ControlErrorCode.LineTooLong,
         "busy" => ControlErrorCode.Busy,
         "unavailable" => ControlErrorCode.Unavailable,
+        "unauthorized" => ControlErrorCode.Unauthorized,
         _ => ControlErrorCode.Internal,
     };
 }
@@ -74,21 +76,27 @@ public sealed class ControlException : Exception
 public sealed class NodeNotRunningException : IOException
 {
     public NodeNotRunningException(string dataDir)
-        : base($"no node is running with data dir {dataDir}; start one with potluck run") => DataDir = dataDir;
+        : base($"no node is running with data dir {dataDir}; start one with potluck run (or give its --data-dir)") => DataDir = dataDir;
 
     public string DataDir { get; }
 }
 
-/// <summary>Limits of the control endpoint.</summary>
+/// <summary>Where the control API listens, and its limits.</summary>
 public sealed class ControlOptions
 {
-    /// <summary>Longest request line the node reads. Default 64 KiB.</summary>
+    /// <summary>The loopback address and port. Default 127.0.0.1:4101 (setting control:listen).</summary>
+    public IPEndPoint Endpoint { get; set; } = new(IPAddress.Loopback, DefaultPort);
+
+    /// <summary>The default port: the node's libp2p port + 1.</summary>
+    public const int DefaultPort = 4101;
+
+    /// <summary>Largest request body the node reads. Default 64 KiB.</summary>
     public int MaxRequestLength { get; set; } = 64 * 1024;
 
-    /// <summary>Longest response line a client reads. Default 16 MiB.</summary>
+    /// <summary>Largest response a client reads. Default 16 MiB.</summary>
     public int MaxResponseLength { get; set; } = 16 * 1024 * 1024;
 
-    /// <summary>Clients served at once; more are answered <c>busy</c>. Default 16.</summary>
+    /// <summary>Connections served at once; more wait. Default 16.</summary>
     public int MaxClients { get; set; } = 16;
 
     /// <summary>A client connection with no request for this long is closed. Default 60 s.</summary>
@@ -105,21 +113,15 @@ public sealed record PeerRow(
     string Address,
     double? LatencyMs,
     string? Agent,
-    IReadOnlyList<string> Protocols);
+    IReadOnlyList<string> Protocols)
+{
+    /// <summary>Open connections to the peer (one row per peer however many).</summary>
+    public int Connections { get; init; } = 1;
+}
 
 /// <summary>The result of the <c>peers</c> method.</summary>
 public sealed record PeersResult(IReadOnlyList<PeerRow> Peers);
 
-/// <summary>The result of the <c>status</c> method.</summary>
-public sealed record StatusResult(
-    string PeerId,
-    IReadOnlyList<string> Addresses,
-    int Connections,
-    int RoutingTable,
-    IReadOnlyList<string> Topics,
-    bool Mdns);
-
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = false)]
 [JsonSerializable(typeof(PeersResult))]
-[JsonSerializable(typeof(StatusResult))]
 internal sealed partial class ControlJson : JsonSerializerContext;

@@ -1,16 +1,24 @@
-using System.Buffers;
-using System.IO.Pipelines;
-using System.Net.Sockets;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace Potluck.Node.Control;
 
 /// <summary>
-/// Serves the control protocol (<see cref="ControlProtocol"/>) on <c>control.sock</c> in the data directory, readable
-/// and writable by the owner only (0600: bound under a temporary name, restricted, then renamed into place). A stale
-/// socket left by a crashed node is replaced; a live one means another node uses the data directory, and start fails.
+/// The local control API (<see cref="ControlProtocol"/>): HTTP on a loopback address, on Kestrel, every request carrying
+/// the token kept in <c>control.token</c> in the data directory (owner-only, 0600; made once and kept, so a Prometheus
+/// scrape configuration stays valid across restarts), as Kubo's RPC authorisations do. Where the node listens is written
+/// to <c>control.json</c> in the data directory (owner-only) while it runs, which is how the CLI finds it. A lock on
+/// <c>node.lock</c> keeps a second node off the same data directory.
 /// </summary>
 public sealed partial class ControlServer : IAsyncDisposable
 {
@@ -18,29 +26,32 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     private readonly Dictionary<string, ControlHandler> _handlers = new(StringComparer.Ordinal);
     private readonly ControlOptions _options;
-    private readonly TimeProvider _time;
+    private readonly ILoggerFactory _loggers;
     private readonly ILogger<ControlServer> _log;
-    private readonly CancellationTokenSource _stop = new();
     private readonly Lock _gate = new();
-    private readonly List<Task> _clients = [];
-    private Socket? _listener;
-    private Task? _accept;
-    private int _active;
+    private readonly CancellationTokenSource _stop = new();
+    private WebApplication? _app;
+    private FileStream? _lock;
+    private byte[] _token = [];
+    private Func<HttpContext, Task>? _metrics;
 
-    public ControlServer(string dataDir, ControlOptions options, TimeProvider time, ILoggerFactory loggers)
+    public ControlServer(string dataDir, ControlOptions options, ILoggerFactory loggers)
     {
-        DataDir = dataDir;
-        SocketPath = ControlProtocol.SocketPath(dataDir);
+        DataDir = Path.GetFullPath(dataDir);
         _options = options;
-        _time = time;
+        _loggers = loggers;
         _log = loggers.CreateLogger<ControlServer>();
     }
 
     public string DataDir { get; }
 
-    public string SocketPath { get; }
+    /// <summary>The base address it serves, e.g. http://127.0.0.1:4101/ (set by <see cref="StartAsync"/>).</summary>
+    public Uri? Address { get; private set; }
 
-    /// <summary>Adds a method; call before <see cref="StartAsync"/>.</summary>
+    /// <summary>The token clients must send (<c>Authorization: Bearer …</c>).</summary>
+    public string Token => Encoding.ASCII.GetString(_token);
+
+    /// <summary>Adds a method; call before or after <see cref="StartAsync"/>.</summary>
     public void Register(string method, ControlHandler handler)
     {
         ArgumentException.ThrowIfNullOrEmpty(method);
@@ -50,216 +61,193 @@ public sealed partial class ControlServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Binds the socket and starts answering.</summary>
-    /// <exception cref="IOException">Another node is serving this data directory, or the path is unusable.</exception>
+    /// <summary>Serves <c>GET /metrics</c> from <paramref name="exporter"/> (Prometheus text format); without the token when <paramref name="open"/>.</summary>
+    public void MapMetrics(MetricsExporter exporter, bool open)
+    {
+        _openMetrics = open;
+        _metrics = async http =>
+        {
+            http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await exporter.WriteAsync(http.Response.Body, http.RequestAborted);
+        };
+    }
+
+    private bool _openMetrics;
+
+    /// <summary>Takes the data directory's lock, makes or reads the token, starts listening and writes <c>control.json</c>.</summary>
+    /// <exception cref="IOException">Another node uses this data directory, the address is taken, or a file is unusable.</exception>
     public async Task StartAsync(CancellationToken ct)
     {
         Protocol.Runtime.OwnerOnly.CreateDirectory(DataDir);
-        if (File.Exists(SocketPath) || Directory.Exists(SocketPath))
-        {
-            if (await IsLiveAsync(SocketPath, ct))
-            {
-                throw new IOException($"another potluck node is already running with data dir {DataDir} (its control socket {SocketPath} answers); stop it or use another --data-dir");
-            }
-            File.Delete(SocketPath);
-        }
-        var temporary = SocketPath + "." + Environment.ProcessId + ".tmp";
-        File.Delete(temporary);
-        UnixDomainSocketEndPoint endpoint;
+        _lock = ControlFiles.LockDataDir(DataDir);
         try
         {
-            endpoint = new UnixDomainSocketEndPoint(temporary);
-        }
-        catch (ArgumentException)
-        {
-            throw new IOException($"the data dir path is too long for a control socket ({SocketPath}); use a shorter --data-dir");
-        }
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            socket.Bind(endpoint);
-            if (!OperatingSystem.IsWindows())
+            _token = ControlFiles.LoadOrCreateToken(DataDir);
+            var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "potluck-control" });
+            builder.Services.AddSingleton<ILoggerFactory>(new FilteredLoggers(_loggers));
+            builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+            builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
             {
-                File.SetUnixFileMode(temporary, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+                k.AddServerHeader = false;
+                k.Limits.MaxConcurrentConnections = _options.MaxClients;
+                k.Limits.MaxRequestBodySize = _options.MaxRequestLength;
+                k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
+                k.Limits.MaxRequestHeaderCount = 32;
+                k.Limits.MaxRequestLineSize = 4096;
+                k.Limits.KeepAliveTimeout = _options.IdleTimeout;
+                k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+                k.Listen(_options.Endpoint, l => l.Protocols = HttpProtocols.Http1);
+            });
+            var app = builder.Build();
+            app.Run(ServeAsync);
+            try
+            {
+                await app.StartAsync(ct);
             }
-            File.Move(temporary, SocketPath, overwrite: true);
-            socket.Listen(_options.MaxClients);
+            catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.AddressAlreadyInUse }
+                                         || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+            {
+                await app.DisposeAsync();
+                throw new IOException($"the control API's address {_options.Endpoint} is in use (another program, or another potluck node): " +
+                    $"set another with 'control:listen', e.g. --control-listen 127.0.0.1:{_options.Endpoint.Port + 1}, or 127.0.0.1:0 for any free port", e);
+            }
+            _app = app;
+            var bound = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First();
+            Address = new Uri(bound.EndsWith('/') ? bound : bound + "/");
+            ControlFiles.WriteEndpoint(DataDir, Address);
         }
         catch
         {
-            socket.Dispose();
-            File.Delete(temporary);
+            _lock.Dispose();
+            _lock = null;
             throw;
         }
-        _listener = socket;
-        _accept = Task.Run(AcceptLoopAsync);
     }
 
-    private static async Task<bool> IsLiveAsync(string path, CancellationToken ct)
+    private async Task ServeAsync(HttpContext http)
     {
-        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        var ct = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, _stop.Token).Token;
+        http.Response.Headers.CacheControl = "no-store";
+        var isMetrics = http.Request.Path.Value == "/metrics" && HttpMethods.IsGet(http.Request.Method) && _metrics is not null;
+        if (!(isMetrics && _openMetrics) && !Authorized(http.Request))
+        {
+            await WriteAsync(http, StatusCodes.Status401Unauthorized,
+                Error(ControlErrorCode.Unauthorized, $"missing or wrong token: send 'Authorization: Bearer <the contents of {ControlFiles.TokenPath(DataDir)}>'"), ct);
+            return;
+        }
+        var path = http.Request.Path.Value ?? "";
+        if (path == "/metrics" && HttpMethods.IsGet(http.Request.Method) && _metrics is { } metrics)
+        {
+            await metrics(http);
+            return;
+        }
+        if (!path.StartsWith(ControlProtocol.ApiPrefix, StringComparison.Ordinal) || !HttpMethods.IsPost(http.Request.Method))
+        {
+            await WriteAsync(http, StatusCodes.Status404NotFound,
+                Error(ControlErrorCode.UnknownMethod, $"the control API is POST {ControlProtocol.ApiPrefix}<method> with a JSON object of parameters, and GET /metrics"), ct);
+            return;
+        }
+        byte[] body;
         try
         {
-            await probe.ConnectAsync(new UnixDomainSocketEndPoint(path), ct);
-            return true;
+            body = await ReadBodyAsync(http, ct);
         }
-        catch (SocketException)
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            await WriteAsync(http, StatusCodes.Status413PayloadTooLarge, Error(ControlErrorCode.LineTooLong, $"a request is at most {_options.MaxRequestLength} bytes"), ct);
+            return;
+        }
+        var method = Uri.UnescapeDataString(path[ControlProtocol.ApiPrefix.Length..]);
+        var response = await HandleAsync(method, body, ct);
+        var status = response["ok"]!.GetValue<bool>() ? StatusCodes.Status200OK : StatusOf(response);
+        await WriteAsync(http, status, response, ct);
+    }
+
+    private static int StatusOf(JsonObject response) => ControlException.FromWire(response["error"]?["code"]?.GetValue<string>()) switch
+    {
+        ControlErrorCode.BadRequest => 400,
+        ControlErrorCode.UnknownMethod => 404,
+        ControlErrorCode.LineTooLong => 413,
+        ControlErrorCode.Busy or ControlErrorCode.Unavailable => 503,
+        ControlErrorCode.Unauthorized => 401,
+        _ => 500,
+    };
+
+    private bool Authorized(HttpRequest request)
+    {
+        var header = request.Headers.Authorization.ToString();
+        const string bearer = "Bearer ";
+        if (!header.StartsWith(bearer, StringComparison.Ordinal) || header.Length - bearer.Length > 256)
         {
             return false;
         }
+        var given = Encoding.ASCII.GetBytes(header[bearer.Length..].Trim());
+        return CryptographicOperations.FixedTimeEquals(given, _token);
     }
 
-    private async Task AcceptLoopAsync()
+    private async Task<byte[]> ReadBodyAsync(HttpContext http, CancellationToken ct)
     {
-        var ct = _stop.Token;
-        while (!ct.IsCancellationRequested)
+        using var buffer = new MemoryStream();
+        var chunk = new byte[8192];
+        int read;
+        while ((read = await http.Request.Body.ReadAsync(chunk, ct)) > 0)
         {
-            Socket client;
+            if (buffer.Length + read > _options.MaxRequestLength)
+            {
+                throw new Microsoft.AspNetCore.Http.BadHttpRequestException("too large", StatusCodes.Status413PayloadTooLarge);
+            }
+            buffer.Write(chunk, 0, read);
+        }
+        return buffer.ToArray();
+    }
+
+    private static async Task WriteAsync(HttpContext http, int status, JsonNode response, CancellationToken ct)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json; charset=utf-8";
+        await using (var json = new Utf8JsonWriter(http.Response.BodyWriter))
+        {
+            response.WriteTo(json);
+        }
+        System.Buffers.BuffersExtensions.Write(http.Response.BodyWriter, "\n"u8);
+        await http.Response.BodyWriter.FlushAsync(ct);
+    }
+
+    /// <summary>Parses the parameters and dispatches one call; returns the response object.</summary>
+    internal async Task<JsonObject> HandleAsync(string method, byte[] body, CancellationToken ct)
+    {
+        JsonElement parameters = EmptyObject;
+        if (body.Length > 0)
+        {
+            if (!System.Text.Unicode.Utf8.IsValid(body))
+            {
+                // JsonDocument checks string contents only when they are read: refuse bad UTF-8 up front.
+                return Error(ControlErrorCode.BadRequest, "a request must be UTF-8");
+            }
             try
             {
-                client = await _listener!.AcceptAsync(ct);
-            }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                LogAcceptFailed(e.SocketErrorCode);
-                continue;
-            }
-            lock (_gate)
-            {
-                _clients.RemoveAll(t => t.IsCompleted);
-                _clients.Add(Task.Run(() => ServeAsync(client, ct)));
-            }
-        }
-    }
-
-    private async Task ServeAsync(Socket socket, CancellationToken ct)
-    {
-        await using var stream = new NetworkStream(socket, ownsSocket: true);
-        var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true));
-        var writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
-        var busy = Interlocked.Increment(ref _active) > _options.MaxClients;
-        try
-        {
-            if (busy)
-            {
-                await WriteErrorAsync(writer, ControlErrorCode.Busy, $"the node serves at most {_options.MaxClients} control clients at once; try again", ct);
-                return;
-            }
-            while (true)
-            {
-                using var idle = new CancellationTokenSource(_options.IdleTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct);
-                var line = await ReadLineAsync(reader, _options.MaxRequestLength, linked.Token);
-                if (line is null)
+                using var document = JsonDocument.Parse(body, ControlProtocol.DocumentOptions);
+                if (document.RootElement.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
                 {
-                    return;
+                    return Error(ControlErrorCode.BadRequest, "the parameters must be a JSON object");
                 }
-                if (line.TooLong)
-                {
-                    await WriteErrorAsync(writer, ControlErrorCode.LineTooLong, $"a request line is at most {_options.MaxRequestLength} bytes", ct);
-                    return;
-                }
-                await WriteResponseAsync(writer, await HandleAsync(line.Bytes, ct), ct);
+                parameters = document.RootElement.ValueKind == JsonValueKind.Object ? document.RootElement.Clone() : EmptyObject;
             }
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or SocketException)
-        {
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _active);
-            await reader.CompleteAsync();
-            await writer.CompleteAsync();
-        }
-    }
-
-    internal sealed record Line(byte[] Bytes, bool TooLong);
-
-    /// <summary>The next '\n'-terminated line (without it); null at end of stream; TooLong past <paramref name="max"/> bytes.</summary>
-    internal static async ValueTask<Line?> ReadLineAsync(PipeReader reader, int max, CancellationToken ct)
-    {
-        while (true)
-        {
-            var result = await reader.ReadAsync(ct);
-            var buffer = result.Buffer;
-            var position = buffer.PositionOf((byte)'\n');
-            if (position is { } end)
+            catch (JsonException e)
             {
-                var line = buffer.Slice(0, end);
-                if (line.Length > max)
-                {
-                    reader.AdvanceTo(buffer.Start, buffer.End);
-                    return new Line([], true);
-                }
-                var bytes = line.ToArray();
-                reader.AdvanceTo(buffer.GetPosition(1, end));
-                return new Line(bytes, false);
+                return Error(ControlErrorCode.BadRequest, $"not JSON: {e.Message}");
             }
-            if (buffer.Length > max)
-            {
-                reader.AdvanceTo(buffer.Start, buffer.End);
-                return new Line([], true);
-            }
-            if (result.IsCompleted)
-            {
-                reader.AdvanceTo(buffer.End);
-                return null;
-            }
-            reader.AdvanceTo(buffer.Start, buffer.End);
-        }
-    }
-
-    /// <summary>Parses and dispatches one request line; returns the response object.</summary>
-    internal async Task<JsonObject> HandleAsync(byte[] line, CancellationToken ct)
-    {
-        string method;
-        JsonElement parameters;
-        JsonDocument document;
-        if (!System.Text.Unicode.Utf8.IsValid(line))
-        {
-            // JsonDocument checks string contents only when they are read: refuse bad UTF-8 up front.
-            return Error(ControlErrorCode.BadRequest, "a request must be UTF-8");
-        }
-        try
-        {
-            document = JsonDocument.Parse(line, ControlProtocol.DocumentOptions);
-        }
-        catch (JsonException e)
-        {
-            return Error(ControlErrorCode.BadRequest, $"not JSON: {e.Message}");
-        }
-        using (document)
-        {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("method", out var m) || m.ValueKind != JsonValueKind.String)
-            {
-                return Error(ControlErrorCode.BadRequest, "a request is a JSON object with a string \"method\"");
-            }
-            method = m.GetString()!;
-            if (root.TryGetProperty("params", out var p) && p.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
-            {
-                return Error(ControlErrorCode.BadRequest, "\"params\" must be an object");
-            }
-            parameters = root.TryGetProperty("params", out p) && p.ValueKind == JsonValueKind.Object
-                ? p.Clone()
-                : EmptyObject;
         }
         ControlHandler? handler;
+        string known;
         lock (_gate)
         {
             _handlers.TryGetValue(method, out handler);
+            known = string.Join(", ", _handlers.Keys.Order(StringComparer.Ordinal));
         }
         if (handler is null)
         {
-            string known;
-            lock (_gate)
-            {
-                known = string.Join(", ", _handlers.Keys.Order(StringComparer.Ordinal));
-            }
             return Error(ControlErrorCode.UnknownMethod, $"unknown method '{Truncate(method)}' (this node knows: {known})");
         }
         try
@@ -290,19 +278,6 @@ public sealed partial class ControlServer : IAsyncDisposable
         ["error"] = new JsonObject { ["code"] = ControlException.ToWire(code), ["message"] = message },
     };
 
-    private static ValueTask WriteErrorAsync(PipeWriter writer, ControlErrorCode code, string message, CancellationToken ct) =>
-        WriteResponseAsync(writer, Error(code, message), ct);
-
-    internal static async ValueTask WriteResponseAsync(PipeWriter writer, JsonNode response, CancellationToken ct)
-    {
-        using (var json = new Utf8JsonWriter((IBufferWriter<byte>)writer))
-        {
-            response.WriteTo(json);
-        }
-        writer.Write("\n"u8);
-        await writer.FlushAsync(ct);
-    }
-
     public async ValueTask DisposeAsync()
     {
         if (_stop.IsCancellationRequested)
@@ -310,33 +285,44 @@ public sealed partial class ControlServer : IAsyncDisposable
             return;
         }
         _stop.Cancel();
-        _listener?.Dispose();
-        if (_accept is not null)
+        if (_app is not null)
         {
-            await _accept;
+            ControlFiles.DeleteEndpoint(DataDir);
+            await _app.StopAsync(TimeSpan.FromSeconds(5) is var t ? new CancellationTokenSource(t).Token : default);
+            await _app.DisposeAsync();
         }
-        Task[] clients;
-        lock (_gate)
-        {
-            clients = [.. _clients];
-        }
-        await Task.WhenAll(clients);
-        if (_listener is not null)
-        {
-            try
-            {
-                File.Delete(SocketPath);
-            }
-            catch (IOException)
-            {
-            }
-        }
+        _lock?.Dispose();
         _stop.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Control socket accept failed: {Error}")]
-    private partial void LogAcceptFailed(SocketError error);
-
     [LoggerMessage(Level = LogLevel.Error, Message = "Control method {Method} failed")]
     private partial void LogHandlerFailed(string method, Exception e);
+
+    /// <summary>Kestrel's own request lines stay out of the node's log; its warnings and errors stay in.</summary>
+    private sealed class FilteredLoggers(ILoggerFactory inner) : ILoggerFactory
+    {
+        public ILogger CreateLogger(string categoryName) =>
+            categoryName.StartsWith("Microsoft.AspNetCore", StringComparison.Ordinal) ? new WarningsOnly(inner.CreateLogger(categoryName)) : inner.CreateLogger(categoryName);
+
+        public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
+
+        public void Dispose()
+        {
+        }
+    }
+
+    private sealed class WarningsOnly(ILogger inner) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => inner.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning && inner.IsEnabled(logLevel);
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel))
+            {
+                inner.Log(logLevel, eventId, state, exception, formatter);
+            }
+        }
+    }
 }

@@ -70,10 +70,27 @@ public sealed partial class PreferencesService : IAsyncDisposable
     /// <summary>Leases cancelled because the node had to stop working.</summary>
     public long LeasesCancelled { get; private set; }
 
+    /// <summary>Leases this provider completed since the node started (what `potluck status` counts).</summary>
+    public long LeasesCompleted => Interlocked.Read(ref _completed);
+
+    private long _completed;
+
+    private void OnLeaseEnded(PeerId requester, ulong id, Potluck.Scheduler.Leasing.LeaseOutcome outcome)
+    {
+        if (outcome.Kind == Potluck.Scheduler.Leasing.LeaseOutcomeKind.Completed)
+        {
+            Interlocked.Increment(ref _completed);
+        }
+    }
+
     /// <summary>Takes a first reading now and samples on the clock from then on.</summary>
     public void Start()
     {
         _host.Connected += OnConnected;
+        if (_provider is not null)
+        {
+            _provider.LeaseEnded += OnLeaseEnded;
+        }
         Sample();
         lock (_gate)
         {
@@ -184,6 +201,10 @@ public sealed partial class PreferencesService : IAsyncDisposable
             _timer?.Dispose();
         }
         _host.Connected -= OnConnected;
+        if (_provider is not null)
+        {
+            _provider.LeaseEnded -= OnLeaseEnded;
+        }
         await _work.StopAsync();
     }
 

@@ -26,8 +26,14 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
         {
             return Task.CompletedTask;
         }
+        // Every request a peer makes of the compute protocols spends its budget before a handler sees it.
+        var host = services.GetRequiredService<Potluck.Protocol.Host.IHost>();
+        host.BudgetInboundStreams(Potluck.Scheduler.Leasing.LeaseProtocol.Id, Potluck.Protocol.Host.PeerBudgets.LeaseRequests);
+        host.BudgetInboundStreams(Potluck.Scheduler.Leasing.LeaseProtocol.IdWithReceipts, Potluck.Protocol.Host.PeerBudgets.LeaseRequests);
+        host.BudgetInboundStreams(Potluck.Scheduler.Providing.ReceiptProtocol.Id, Potluck.Protocol.Host.PeerBudgets.Receipts);
+        host.BudgetInboundStreams(Potluck.Scheduler.Advertising.AdvertisementProtocol.FetchProtocolId, Potluck.Protocol.Host.PeerBudgets.AdFetches);
         Node = ComputeNode.Start(new ComputeNode.Parts(
-            services.GetRequiredService<Potluck.Protocol.Host.IHost>(),
+            host,
             services.GetRequiredService<PrivateKey>(),
             services.GetRequiredService<ITopicBus>(),
             options.DataDir!,

@@ -79,6 +79,22 @@ public sealed record PotluckOptions
 
     /// <summary>The operator's preferences: when the node works for others (idle, hours, battery), what running tasks do when it stops, peers allowed or refused.</summary>
     public Home.PreferencesOptions Preferences { get; init; } = new();
+
+    /// <summary>The local control API of `potluck run` (status, config, metrics).</summary>
+    public ControlApiOptions Control { get; init; } = new();
+}
+
+/// <summary>Where `potluck run` serves its control API and /metrics.</summary>
+public sealed record ControlApiOptions
+{
+    /// <summary>A loopback address and port, e.g. 127.0.0.1:4101 (port 0: any free port). Default 127.0.0.1:4101.</summary>
+    public string Listen { get; init; } = "127.0.0.1:" + Control.ControlOptions.DefaultPort;
+
+    /// <summary>Serve /metrics without the token (for a Prometheus that cannot read the owner-only token file). Default false.</summary>
+    public bool OpenMetrics { get; init; }
+
+    /// <summary>The listen address parsed; null when it is not a loopback address and port.</summary>
+    public System.Net.IPEndPoint? Endpoint => System.Net.IPEndPoint.TryParse(Listen, out var e) && System.Net.IPAddress.IsLoopback(e.Address) ? e : null;
 }
 
 /// <summary>

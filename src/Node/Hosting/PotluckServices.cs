@@ -21,6 +21,7 @@ using Potluck.Protocol.Transport;
 using Potluck.Protocol.Transport.Tcp;
 using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Topics;
+using Potluck.Scheduler.Verification;
 
 namespace Potluck.Node.Hosting;
 
@@ -91,7 +92,9 @@ internal static class PotluckServices
             return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir) : null);
         });
         services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
-            ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>()));
+            ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),
+                sp.GetRequiredService<Libp2pHost>().Budgets, new Dictionary<string, string> { [FraudProtocol.Topic] = PeerBudgets.FraudProofs },
+                sp.GetRequiredService<Libp2pHost>().PeerId));
 
         services.AddSingleton<ProtocolHostedService>();
         services.AddSingleton<DiscoveryService>();

@@ -14,13 +14,15 @@ public sealed class GossipSubscription : IDisposable
 {
     private readonly Channel<GossipMessage> _channel;
     private readonly Action<GossipSubscription> _dispose;
+    private readonly ProtocolInstruments? _instruments;
     private long _dropped;
     private int _disposed;
 
-    internal GossipSubscription(string topic, int capacity, Action<GossipSubscription> dispose)
+    internal GossipSubscription(string topic, int capacity, Action<GossipSubscription> dispose, ProtocolInstruments? instruments = null)
     {
         Topic = topic;
         _dispose = dispose;
+        _instruments = instruments;
         _channel = Channel.CreateBounded<GossipMessage>(new BoundedChannelOptions(capacity)
         {
             SingleWriter = false,
@@ -41,6 +43,7 @@ public sealed class GossipSubscription : IDisposable
         if (!_channel.Writer.TryWrite(message))
         {
             Interlocked.Increment(ref _dropped);
+            _instruments?.GossipDropped();
         }
     }
 
@@ -84,11 +87,13 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly Dictionary<string, List<GossipSubscription>> _subscriptions = new(StringComparer.Ordinal);
     private readonly BackgroundWork _work;
     private readonly ITimer _heartbeat;
+    private readonly ProtocolInstruments _instruments;
     private int _disposed;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public GossipsubService(IHost host, GossipsubOptions options, NodeRuntime runtime, ILoggerFactory loggers, ProtocolInstruments? instruments = null)
     {
+        _instruments = instruments ?? ProtocolInstruments.Detached();
         _host = host;
         _options = options;
         _runtime = runtime;
@@ -98,7 +103,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno), instruments ?? ProtocolInstruments.Detached());
+            BitConverter.ToUInt64(seqno), _instruments);
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
         {
             throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));
@@ -127,7 +132,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     public GossipSubscription Subscribe(string topic)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var subscription = new GossipSubscription(topic, _options.SubscriptionBuffer, Unsubscribe);
+        var subscription = new GossipSubscription(topic, _options.SubscriptionBuffer, Unsubscribe, _instruments);
         Run(now =>
         {
             if (!_subscriptions.TryGetValue(topic, out var list))

@@ -73,6 +73,9 @@ internal static partial class HostLog
     [LoggerMessage(EventId = 17, Level = LogLevel.Debug, Message = "Reset an inbound stream: {Reason}")]
     public static partial void StreamRefused(this ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 18, Level = LogLevel.Debug, Message = "Banned {Peer} for {Duration}: its misbehaviour score reached the threshold")]
+    public static partial void PeerBanned(this ILogger logger, PeerId peer, TimeSpan duration);
+
     [LoggerMessage(EventId = 15, Level = LogLevel.Error, Message = "Accepting streams failed unexpectedly")]
     public static partial void AcceptStreamBug(this ILogger logger, Exception e);
 }

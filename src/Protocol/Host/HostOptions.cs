@@ -46,4 +46,7 @@ public sealed record HostOptions
 
     /// <summary>Limits per address, subnet, peer, stream and protocol, and the muxers' memory (the resource manager's scopes).</summary>
     public ResourceLimits Resources { get; init; } = new();
+
+    /// <summary>Per-peer budgets for Potluck's protocols and the misbehaviour score that bans a peer.</summary>
+    public PeerBudgetOptions Budgets { get; init; } = new();
 }

@@ -82,6 +82,12 @@ public interface IHost : IAsyncDisposable
     /// <summary>Protection, tags and trimming of connections.</summary>
     IConnectionManager ConnectionManager { get; }
 
+    /// <summary>Per-peer request budgets and misbehaviour scores; a peer that falls to the threshold is disconnected and banned for a while.</summary>
+    PeerBudgets Budgets { get; }
+
+    /// <summary>Every inbound stream of <paramref name="protocol"/> spends one token of <paramref name="budget"/> (a <see cref="PeerBudgets"/> constant); over budget, it is reset before its handler runs.</summary>
+    void BudgetInboundStreams(string protocol, string budget);
+
     IReadOnlyCollection<string> Protocols { get; }
 
     /// <summary>All open connections.</summary>

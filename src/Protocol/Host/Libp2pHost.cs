@@ -58,9 +58,18 @@ public sealed partial class Libp2pHost : IHost
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
+        _instruments.ObserveRefusals(() => _resources.Refusals);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
-        _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources);
+        Budgets = new PeerBudgets(options.Budgets, _time);
+        Budgets.Banned += peer =>
+        {
+            _resources.Ban(peer, options.Budgets.BanDuration);
+            _log.PeerBanned(peer, options.Budgets.BanDuration);
+            _work.Run("ban", () => DisconnectAsync(peer).AsTask());
+        };
+        _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources, Budgets);
         _router.Changed += () => LocalInfoChanged?.Invoke();
+        _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans)));
     }
 
     public PeerId PeerId => _key.PeerId;
@@ -80,6 +89,10 @@ public sealed partial class Libp2pHost : IHost
     public IPeerStore Peers { get; }
 
     public IConnectionManager ConnectionManager => _connections;
+
+    public PeerBudgets Budgets { get; }
+
+    public void BudgetInboundStreams(string protocol, string budget) => _router.SetBudget(protocol, budget);
 
     /// <summary>The resource manager: limits by scope, what each refused, the muxers' memory budget, bans.</summary>
     public ResourceManager Resources => _resources;

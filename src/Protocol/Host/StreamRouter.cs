@@ -26,11 +26,14 @@ internal sealed class StreamRouter : IAsyncDisposable
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
     private readonly ResourceManager _resources;
+    private readonly PeerBudgets _budgets;
+    private readonly ConcurrentDictionary<string, string> _streamBudgets = new(StringComparer.Ordinal);
 
     public StreamRouter(HostOptions options, MultistreamOptions multistream, NodeRuntime runtime, ILogger log, ProtocolInstruments instruments,
-        ResourceManager? resources = null)
+        ResourceManager? resources = null, PeerBudgets? budgets = null)
     {
         _instruments = instruments;
+        _budgets = budgets ?? new PeerBudgets(options.Budgets, runtime.Time);
         _resources = resources ?? new ResourceManager(options, runtime.Time);
         _options = options;
         _multistream = multistream;
@@ -51,6 +54,17 @@ internal sealed class StreamRouter : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(handler);
         _handlers[protocol] = handler;
         Changed?.Invoke();
+    }
+
+    /// <summary>Every inbound stream of <paramref name="protocol"/> spends a token of <paramref name="budget"/>.</summary>
+    public void SetBudget(string protocol, string budget)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(protocol);
+        if (!_budgets.IsBudget(budget))
+        {
+            throw new ArgumentException($"no budget named '{budget}'", nameof(budget));
+        }
+        _streamBudgets[protocol] = budget;
     }
 
     public void RemoveHandler(string protocol)
@@ -119,6 +133,10 @@ internal sealed class StreamRouter : IAsyncDisposable
                 return;
             }
             reservation.SetProtocol(protocol);
+            if (_streamBudgets.TryGetValue(protocol, out var budget) && !_budgets.TryTake(connection.RemotePeer, budget))
+            {
+                throw new ResourceLimitException(budget, 0, $"{budget}: {connection.RemotePeer} is over its budget");
+            }
             _instruments.StreamOpened(protocol, Direction.Inbound);
             stream = new Libp2pStream(muxed, protocol, connection, Direction.Inbound);
             await handler(stream, stopping);
@@ -161,6 +179,10 @@ internal sealed class StreamRouter : IAsyncDisposable
                 break;
         }
         muxed.Reset();
+        if (failure.Kind == FailureKind.ProtocolViolation)
+        {
+            _budgets.Penalise(connection.RemotePeer, Misbehaviour.Malformed);
+        }
         if (failure is { Kind: FailureKind.ProtocolViolation, Radius: BlastRadius.Connection })
         {
             var violation = Unwrap(e) as ProtocolViolationException;

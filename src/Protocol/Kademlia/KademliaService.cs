@@ -539,6 +539,10 @@ public sealed partial class KademliaService : IAsyncDisposable
             {
                 break;
             }
+            if (!_host.Budgets.TryTake(remote, PeerBudgets.DhtRequests))
+            {
+                throw new ResourceLimitException(PeerBudgets.DhtRequests, _host.Budgets.Options.DhtRequests.Burst, $"{PeerBudgets.DhtRequests}: {remote} is over its budget");
+            }
             if (!KadMessages.TryParse(bytes, _options, out var request, out var error))
             {
                 throw new ProtocolViolationException(_options.ProtocolId, error, ViolationCode.Malformed);

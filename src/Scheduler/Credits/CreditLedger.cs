@@ -446,6 +446,24 @@ public sealed class CreditLedger : IDisposable
         });
     }
 
+    /// <summary>Micro-credits earned and spent in all, and since <paramref name="since"/> (for a node's status).</summary>
+    public LedgerTotals Totals(DateTimeOffset since) => Run(() =>
+    {
+        var cmd = Command(null, """
+            SELECT
+              COALESCE(SUM(CASE WHEN kind = 1 THEN amount END), 0),
+              COALESCE(SUM(CASE WHEN kind = 2 THEN amount END), 0),
+              COALESCE(SUM(CASE WHEN kind = 1 AND recorded_at >= $since THEN amount END), 0),
+              COALESCE(SUM(CASE WHEN kind = 2 AND recorded_at >= $since THEN amount END), 0),
+              COALESCE(SUM(CASE WHEN kind = 1 THEN 1 END), 0),
+              COALESCE(SUM(CASE WHEN kind = 2 THEN 1 END), 0)
+            FROM entries
+            """, ("$since", since.ToUnixTimeMilliseconds()));
+        using var reader = cmd.ExecuteReader();
+        reader.Read();
+        return new LedgerTotals(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5));
+    });
+
     /// <summary>
     /// The stored signed receipts of Earned entries, oldest first (optionally only those from one requester),
     /// at most <see cref="CreditsOptions.MaxProofReceipts"/>. Anyone can check them with

@@ -135,3 +135,6 @@ public sealed class LedgerCorruptException : LedgerException
 
     public string Path { get; }
 }
+
+/// <summary>Micro-credits earned and spent in all and since a moment, and how many receipts of each.</summary>
+public sealed record LedgerTotals(long Earned, long Spent, long EarnedSince, long SpentSince, long EarnedCount, long SpentCount);

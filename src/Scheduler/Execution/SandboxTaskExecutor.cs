@@ -36,9 +36,10 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
     public async ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct)
     {
         ReadOnlyMemory<byte> module;
+        using var pin = _modules.Pin(execution.ModuleHash.Span);
         if (execution.Module is { } sent)
         {
-            _modules.Put(sent);
+            // Kept only once checked: below, after it ran (a module Wasmtime refuses, or bytes that are not the agreed hash, are never stored).
             module = sent;
         }
         else if (_modules.TryGet(execution.ModuleHash.Span) is { } held)
@@ -50,6 +51,10 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
             return new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
         }
         var result = await RunAsync(module, execution.Input, execution.Terms.FuelLimit, execution.Terms.MemoryLimitBytes, ct);
+        if (execution.Module is not null && result.Outcome != SandboxOutcome.InvalidModule)
+        {
+            _modules.Put(module, execution.ModuleHash.Span);
+        }
         return new ExecutionReport(ExecutionMapping.ToStatus(result.Outcome), (long)Math.Min(result.FuelConsumed, long.MaxValue),
             result.ExitCode ?? 0, result.Stdout);
     }

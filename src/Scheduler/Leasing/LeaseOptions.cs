@@ -48,6 +48,16 @@ public sealed record LeaseOptions
     /// <summary>Heartbeat intervals of silence before a lease expires: the grace window. Default 3.</summary>
     public int MissedHeartbeatsBeforeExpiry { get; init; } = 3;
 
+    /// <summary>
+    /// How long a provider waits, after the accept, for the module and input to arrive, on top of their transfer at
+    /// <see cref="MinContentBytesPerSecond"/>; then the lease ends and frees its core (an accepted lease whose input never
+    /// comes would otherwise hold a core until its deadline). Default 10 seconds.
+    /// </summary>
+    public TimeSpan InputGrace { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The slowest transfer of module and input a provider waits for. Default 256 KiB/s.</summary>
+    public long MinContentBytesPerSecond { get; init; } = 256 << 10;
+
     /// <summary>How long an offer waits for an accept. Default 30 seconds.</summary>
     public TimeSpan OfferTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

@@ -11,7 +11,8 @@ namespace Potluck.Scheduler.Leasing;
 /// Retries are answered alike: a repeated request gets the same offer, a repeated accept an acknowledging heartbeat,
 /// anything after the end the final message again. Any message from the requester is a sign of life; after
 /// <see cref="LeaseOptions.MissedHeartbeatsBeforeExpiry"/> heartbeat intervals of silence, or at the deadline,
-/// the lease expires.</para>
+/// the lease expires; so does one whose module and input have not arrived within <see cref="LeaseOptions.InputGrace"/>
+/// (plus their transfer time) of the accept.</para>
 /// </summary>
 public sealed class ProviderLease
 {
@@ -27,6 +28,7 @@ public sealed class ProviderLease
     private ContentAssembler? _module;
     private ContentAssembler? _input;
     private DateTimeOffset _lastHeard;
+    private DateTimeOffset _inputDeadline = DateTimeOffset.MaxValue;
     private DateTimeOffset _nextHeartbeat;
     private ulong _heartbeatSequence;
     private long _fuelProgress;
@@ -140,6 +142,10 @@ public sealed class ProviderLease
         {
             return Finish(LeaseOutcomeKind.Expired, "requester fell silent", now, Cancel("no heartbeat"));
         }
+        if (_phase == Phase.Receiving && now >= _inputDeadline)
+        {
+            return Finish(LeaseOutcomeKind.Expired, "module and input did not arrive in time", now, Cancel("input not received in time"));
+        }
         var send = new List<LeaseMessage>();
         if (now >= _nextHeartbeat)
         {
@@ -203,6 +209,8 @@ public sealed class ProviderLease
             return Fail("empty input does not match its hash", now);
         }
         _nextHeartbeat = now + _heartbeat;
+        var content = (Terms.ModuleNeeded ? Terms.ModuleSize : 0) + Terms.InputSize;
+        _inputDeadline = now + _options.InputGrace + TimeSpan.FromSeconds((double)content / Math.Max(1, _options.MinContentBytesPerSecond));
         return TryRun([NextHeartbeat()]);
     }
 
@@ -261,6 +269,7 @@ public sealed class ProviderLease
     {
         Phase.Finished => null,
         Phase.Offered => Min(_offerExpires, _deadline),
+        Phase.Receiving => Min(Min(Min(_deadline, SilenceLimit), _nextHeartbeat), _inputDeadline),
         _ => Min(Min(_deadline, SilenceLimit), _nextHeartbeat),
     };
 

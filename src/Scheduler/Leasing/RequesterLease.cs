@@ -18,6 +18,12 @@ public sealed record LeaseWork
 
     /// <summary>The most the requester pays, credits per million fuel.</summary>
     public required long MaxPricePerMegaFuel { get; init; }
+
+    /// <summary>
+    /// The price the provider's signed advertisement named, when the lease was chosen from one: an offer above it is
+    /// refused (a provider may not advertise cheaply and charge the requester's maximum).
+    /// </summary>
+    public long? AdvertisedPricePerMegaFuel { get; init; }
 }
 
 /// <summary>
@@ -228,6 +234,10 @@ public sealed class RequesterLease
         if (terms.PricePerMegaFuel < 0 || terms.PricePerMegaFuel > r.MaxPricePerMegaFuel)
         {
             return "offer price over the maximum";
+        }
+        if (_work.AdvertisedPricePerMegaFuel is { } advertised && terms.PricePerMegaFuel > advertised)
+        {
+            return $"offer price {terms.PricePerMegaFuel} above the advertised {advertised}";
         }
         var heartbeat = TimeSpan.FromMilliseconds(terms.HeartbeatIntervalMs);
         if (heartbeat < _options.MinHeartbeatInterval || heartbeat > _options.MaxHeartbeatInterval)

@@ -11,7 +11,8 @@ namespace Potluck.Scheduler.Metrics;
 /// by the node's own <see cref="IMeterFactory"/>. Every tag value is one of a fixed set (roles, outcomes, verdicts).
 /// <list type="table">
 /// <item><c>potluck.leases.active</c> ({lease}, up-down; role: provider or requester) and <c>potluck.leases.ended</c>
-/// ({lease}; role, outcome: completed, rejected, expired, cancelled, failed)</item>
+/// ({lease}; role, outcome: completed, rejected, expired, cancelled, failed), and <c>potluck.leases.refused</c> ({lease};
+/// reason: unpaid, over_limit): requests a provider's per-requester limits turned away</item>
 /// <item><c>potluck.tasks.run</c> ({task}; outcome: the sandbox's), <c>potluck.tasks.fuel</c> ({fuel}: fuel consumed)
 /// and <c>potluck.sandbox.duration</c> (s; outcome): every run in this node's sandbox (leased tasks, verification re-runs
 /// and fraud-proof checks alike)</item>
@@ -30,6 +31,7 @@ public sealed class ComputeInstruments
 
     private readonly UpDownCounter<long> _leasesActive;
     private readonly Counter<long> _leasesEnded;
+    private readonly Counter<long> _leasesRefused;
     private readonly Counter<long> _tasksRun;
     private readonly Counter<long> _fuel;
     private readonly Histogram<double> _sandboxDuration;
@@ -50,6 +52,7 @@ public sealed class ComputeInstruments
         Meter = meter;
         _leasesActive = meter.CreateUpDownCounter<long>("potluck.leases.active", "{lease}", "Leases negotiating or running now");
         _leasesEnded = meter.CreateCounter<long>("potluck.leases.ended", "{lease}", "Leases that ended, by role and outcome");
+        _leasesRefused = meter.CreateCounter<long>("potluck.leases.refused", "{lease}", "Lease requests a provider refused by its per-requester limits, by reason");
         _tasksRun = meter.CreateCounter<long>("potluck.tasks.run", "{task}", "Runs in this node's sandbox, by outcome");
         _fuel = meter.CreateCounter<long>("potluck.tasks.fuel", "{fuel}", "Fuel consumed by runs in this node's sandbox");
         _sandboxDuration = meter.CreateHistogram<double>("potluck.sandbox.duration", "s", "Time of one run in the sandbox, queueing included",
@@ -75,6 +78,9 @@ public sealed class ComputeInstruments
         _leasesActive.Add(-1, tag);
         _leasesEnded.Add(1, tag, new("outcome", OutcomeTag(outcome)));
     }
+
+    /// <param name="reason"><c>unpaid</c> (owes over the credit limit) or <c>over_limit</c> (holds the most leases allowed).</param>
+    public void LeaseRefused(string reason) => _leasesRefused.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public void TaskRun(SandboxOutcome outcome, ulong fuel, TimeSpan duration)
     {

@@ -13,7 +13,7 @@ public sealed record ProviderOptions
     /// <summary>Memory offered to all leases together. Default 1 GiB.</summary>
     public long MemoryBytes { get; init; } = 1L << 30;
 
-    /// <summary>Price, credits (micro-credits in the ledger) per million fuel. Default 10.</summary>
+    /// <summary>Price in micro-credits (the ledger's unit, a millionth of a credit) per million fuel. Default 10.</summary>
     public long PricePerMegaFuel { get; init; } = 10;
 
     /// <summary>Speed advertised, fuel per second on one core. Default 500 million.</summary>

@@ -271,12 +271,19 @@ public sealed partial class ProviderService : IAsyncDisposable
                     });
                     continue;
                 }
+                if (message is LeaseRequest request && !_host.Budgets.TryTake(stream.RemotePeer, PeerBudgets.LeaseRequests))
+                {
+                    // Over its budget (host:budgets:leaseRequests): refused before any work, as a busy provider refuses.
+                    session.Enqueue([new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = "over the lease request budget" }]);
+                    continue;
+                }
                 Dispatch(requester, message!, session);
             }
         }
         catch (ProtocolViolationException e)
         {
             LogViolation(_log, stream.RemotePeer, e.Message);
+            _host.Budgets.Penalise(stream.RemotePeer, Misbehaviour.Malformed);
             stream.Reset();
         }
         catch (Exception e) when (Failures.IsExpected(e, ct))
@@ -349,12 +356,14 @@ public sealed partial class ProviderService : IAsyncDisposable
         if (held >= _options.MaxLeasesPerRequester)
         {
             Interlocked.Increment(ref _refusedOverLimit);
+            _instruments.LeaseRefused("over_limit");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
         }
         var unpaid = _ledger.Unpaid(requester);
         if (unpaid > _options.CreditLimitPerRequester)
         {
             Interlocked.Increment(ref _refusedUnpaid);
+            _instruments.LeaseRefused("unpaid");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = $"unpaid leases: {unpaid} owed, over the credit limit of {_options.CreditLimitPerRequester}" };
         }
         return null;

@@ -460,13 +460,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
             MemoryLimitBytes = s.MemoryBytes,
             Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
             MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
+            AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
         var reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
         if (reserved is LedgerResult.InsufficientFunds)
         {
-            throw new SubmissionException($"insufficient credits: a lease may cost up to {maxCost}, {_ledger.Available()} available", job.History);
+            throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;

@@ -38,8 +38,12 @@ internal sealed class ModuleCache
     /// <summary>Largest module whose bytes an entry keeps for <see cref="TryGetByBytes"/>: 4 MiB.</summary>
     public const int MaxRememberedBytes = 4 * 1024 * 1024;
 
-    public ModuleCache(Engine engine, string fingerprint, string? directory, int capacity, ILogger logger)
+    private readonly long _maxDiskBytes;
+
+    /// <param name="maxDiskBytes">Most bytes of entries kept in <paramref name="directory"/>; the least recently used go first.</param>
+    public ModuleCache(Engine engine, string fingerprint, string? directory, int capacity, ILogger logger, long maxDiskBytes = 1L << 30)
     {
+        _maxDiskBytes = maxDiskBytes;
         _engine = engine;
         _fingerprint = fingerprint;
         _directory = directory;
@@ -138,13 +142,47 @@ internal sealed class ModuleCache
                 Reject(path, sha256Hex, "MAC mismatch");
                 return null;
             }
-            return Module.Deserialize(_engine, sha256Hex, payload);
+            var module = Module.Deserialize(_engine, sha256Hex, payload);
+            TryTouch(path); // recently used: the last to be evicted
+            return module;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or WasmtimeException)
         {
             // A signed entry Wasmtime still refuses (e.g. another CPU): recompile over it.
             SandboxLog.CacheEntryUnreadable(_logger, sha256Hex, e.GetType().Name);
             return null;
+        }
+    }
+
+    /// <summary>Deletes the least recently used entries until the folder's entries fit <see cref="_maxDiskBytes"/> (never <paramref name="keep"/>).</summary>
+    private void EvictFromDisk(string keep)
+    {
+        if (_directory is null) return;
+        try
+        {
+            var entries = new DirectoryInfo(_directory).GetFiles("*.cwasm").OrderByDescending(f => f.LastWriteTimeUtc).ToList();
+            var total = entries.Sum(f => f.Length);
+            for (var i = entries.Count - 1; i >= 0 && total > _maxDiskBytes; i--)
+            {
+                if (string.Equals(entries[i].FullName, Path.GetFullPath(keep), StringComparison.Ordinal)) continue;
+                total -= entries[i].Length;
+                TryDelete(entries[i].FullName);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The folder went away or is unreadable: nothing to bound; the next write tries again.
+        }
+    }
+
+    private static void TryTouch(string path)
+    {
+        try
+        {
+            File.SetLastWriteTimeUtc(path, DateTime.UtcNow);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
         }
     }
 
@@ -170,6 +208,7 @@ internal sealed class ModuleCache
                 f.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite: true);
+            EvictFromDisk(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or WasmtimeException)
         {

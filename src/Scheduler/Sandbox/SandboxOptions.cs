@@ -47,6 +47,12 @@ public sealed record SandboxOptions
     /// compiled modules in memory only. Default: null.</summary>
     public string? CacheDirectory { get; init; }
 
+    /// <summary>
+    /// Most bytes of compiled modules kept in <see cref="CacheDirectory"/>; past it the least recently used entries are
+    /// deleted when a new one is written. Default: 1 GiB.
+    /// </summary>
+    public long CacheDirectoryMaxBytes { get; init; } = 1L << 30;
+
     internal void Validate()
     {
         if (MaxMemoryBytes < 65536) throw new ArgumentOutOfRangeException(nameof(MaxMemoryBytes), "at least one 64 KiB page");
@@ -60,5 +66,6 @@ public sealed record SandboxOptions
         if (MaxArgBytes < 0) throw new ArgumentOutOfRangeException(nameof(MaxArgBytes));
         if (MaxWasmStackBytes < 16 * 1024) throw new ArgumentOutOfRangeException(nameof(MaxWasmStackBytes));
         if (ModuleCacheCapacity < 1) throw new ArgumentOutOfRangeException(nameof(ModuleCacheCapacity));
+        if (CacheDirectoryMaxBytes < 1) throw new ArgumentOutOfRangeException(nameof(CacheDirectoryMaxBytes));
     }
 }

@@ -78,7 +78,7 @@ public sealed class WasmSandbox : IDisposable
 
         _linker = new Linker(_engine);
         WasiPreview1.Define(_linker);
-        _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger);
+        _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger, options.CacheDirectoryMaxBytes);
         _epochTicker = new EpochTicker(_time, options.EpochTick, _engine.IncrementEpoch);
     }
 

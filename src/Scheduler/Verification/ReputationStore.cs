@@ -20,13 +20,17 @@ public sealed record ProviderRecord(int ConsecutiveVerified, int Verified, int U
 /// them in <c>reputation.db</c> across restarts (changed records are handed over by <see cref="TakeChanges"/>), and
 /// refusals also arrive as fraud proofs on <see cref="FraudProtocol.Topic"/>. Reputation for ranking is
 /// <c>1 − 1/(verified + 2)</c>, lowered by failures, and 0 once refused. Bounded by
-/// <see cref="MaxProviders"/> (providers without a refusal are forgotten first). Thread-safe.
+/// <see cref="MaxProviders"/>: when full, strangers (nothing verified, no refusal) are forgotten first, least recently
+/// updated first, then other providers without a refusal; a refusal is never dropped for a stranger's record, and a new
+/// refusal in a store full of refusals replaces the oldest one rather than being lost. Thread-safe.
 /// </summary>
 public sealed class ReputationStore
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, ProviderRecord> _records = [];
     private readonly HashSet<PeerId> _changed = [];
+    private readonly Dictionary<PeerId, long> _updated = [];
+    private long _clock;
 
     public ReputationStore(int maxProviders = 100_000)
     {
@@ -49,6 +53,7 @@ public sealed class ReputationStore
                 if (!_records.ContainsKey(provider) && _records.Count < MaxProviders)
                 {
                     _records[provider] = record;
+                    _updated[provider] = ++_clock;
                 }
             }
         }
@@ -149,15 +154,35 @@ public sealed class ReputationStore
     {
         if (!_records.ContainsKey(provider) && _records.Count >= MaxProviders)
         {
-            var victim = _records.FirstOrDefault(kv => !kv.Value.IsRefused).Key;
-            if (victim.IsEmpty)
+            var victim = Oldest(r => !r.IsRefused && r.Verified == 0)
+                ?? Oldest(r => !r.IsRefused)
+                ?? (record.IsRefused ? Oldest(_ => true) : null);
+            if (victim is not { } v)
             {
-                return;
+                return; // full of refusals: a record that is not one is not worth forgetting one for
             }
-            _records.Remove(victim);
-            _changed.Remove(victim);
+            _records.Remove(v);
+            _changed.Remove(v);
+            _updated.Remove(v);
         }
         _records[provider] = record;
         _changed.Add(provider);
+        _updated[provider] = ++_clock;
+    }
+
+    /// <summary>The least recently updated provider whose record matches, or null.</summary>
+    private PeerId? Oldest(Func<ProviderRecord, bool> match)
+    {
+        PeerId? oldest = null;
+        var at = long.MaxValue;
+        foreach (var (provider, record) in _records)
+        {
+            if (match(record) && _updated.GetValueOrDefault(provider) < at)
+            {
+                oldest = provider;
+                at = _updated.GetValueOrDefault(provider);
+            }
+        }
+        return oldest;
     }
 }

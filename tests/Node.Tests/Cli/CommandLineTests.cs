@@ -26,7 +26,7 @@ public class CommandLineTests
     {
         var (code, _, err) = await Run("runn");
         Assert.That(code, Is.EqualTo(2));
-        Assert.That(err, Does.Contain("unknown command 'runn'").And.Contain("run, submit, ledger, peers, id, ping, perf"));
+        Assert.That(err, Does.Contain("unknown command 'runn'").And.Contain("run, submit, status, ledger, peers, leases, config, id, ping, perf"));
     }
 
     [Test]

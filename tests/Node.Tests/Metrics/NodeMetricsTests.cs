@@ -80,6 +80,51 @@ public class NodeMetricsTests
     });
 
     [Test]
+    public void Strangers_OverTheHandshakeLimit_AreRefused_AndTheRefusalIsObservedByScope() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var nodes = new TestNodes(d, seed: 46);
+        await using var a = await nodes.Builder(nodes.Options())
+            .Configure(o => o with { Host = o.Host with { MaxPendingInbound = 1 } })
+            .StartAsync();
+        using var metrics = new MetricRecorder(a.ProtocolMetrics.Meter);
+
+        // Two sockets that never say a word: the first holds the one handshake slot, the second is refused before any byte.
+        var transport = nodes.Network.CreateTransport();
+        var first = await transport.DialAsync(a.Host.ListenAddresses[0], CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMilliseconds(10), nodes.Time);
+        var second = await transport.DialAsync(a.Host.ListenAddresses[0], CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMilliseconds(10), nodes.Time);
+        metrics.Observe();
+
+        Assert.That(metrics.Values("potluck.resources.refused", $"scope={Protocol.Host.ResourceManager.Scopes.SystemHandshakes}"),
+            Is.EqualTo(new[] { 1.0 }), "observed once, one refusal");
+        await second.DisposeAsync();
+        await first.DisposeAsync();
+    });
+
+    [Test]
+    public void Peer_SendingAnOversizedDhtRequest_IsCountedAsAFailedStream_AndTheNodeStillAnswers() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var nodes = new TestNodes(d, seed: 45);
+        var a = await nodes.StartAsync(nodes.Options());
+        var b = await nodes.StartAsync(nodes.Options() with { Bootstrap = [a.FullAddresses[0]] });
+        await b.Joined;
+        using var metrics = new MetricRecorder(a.ProtocolMetrics.Meter);
+
+        // A length prefix far over the DHT's message limit: the request is refused before anything is read or allocated.
+        var stream = await b.Host.NewStreamAsync(a.PeerId, [a.Dht.ProtocolId], CancellationToken.None);
+        await stream.Output.WriteAsync(new byte[] { 0xff, 0xff, 0xff, 0xff, 0x0f });
+        await stream.Output.FlushAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1), nodes.Time);
+        stream.Reset();
+
+        Assert.That(metrics.Sum("potluck.streams.failed", $"protocol={a.Dht.ProtocolId}", "kind=protocol_violation"), Is.EqualTo(1));
+        Assert.That(a.Host.Connections, Has.Count.EqualTo(1), "a bad request on one stream resets that stream, not the connection");
+        var closest = await b.Dht.GetClosestPeersAsync("some key"u8.ToArray(), CancellationToken.None);
+        Assert.That(closest, Does.Contain(a.PeerId), "a still answers b's next request");
+    });
+
+    [Test]
     public void GossipMessage_IsCountedPublishedByItsAuthor_AndReceivedAndDeliveredByTheOther() => VirtualTimeDriver.Run(async d =>
     {
         await using var nodes = new TestNodes(d, seed: 43);

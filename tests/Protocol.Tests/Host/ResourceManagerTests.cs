@@ -26,6 +26,7 @@ public class ResourceManagerTests
         await using var hosts = new TestHosts(d);
         var server = await hosts.StartAsync();
         var limits = server.Host.Options.Resources;
+        using var metrics = new Potluck.Tests.MetricRecorder(server.Host.Instruments.Meter);
 
         // One transport is one address: 400 hosts with fresh keys dial from it, 100 all at once (within the listen backlog), then 300 one after another.
         var attackerAddress = hosts.Network.CreateTransport();
@@ -62,6 +63,10 @@ public class ResourceManagerTests
         var refused = server.Host.Resources.RefusedIn(ResourceManager.Scopes.AddressConnections)
                       + server.Host.Resources.RefusedIn(ResourceManager.Scopes.AddressHandshakes);
         Assert.That(refused, Is.EqualTo(400 - limits.MaxConnectionsPerAddress), "every other one refused before its handshake, and counted");
+        metrics.Observe();
+        Assert.That(metrics.Sum("potluck.resources.refused", "scope=" + ResourceManager.Scopes.AddressConnections)
+                    + metrics.Sum("potluck.resources.refused", "scope=" + ResourceManager.Scopes.AddressHandshakes), Is.EqualTo(refused),
+            "the node's metrics count the refusals by scope");
         Assert.That(server.Host.Connections.Count(c => c.RemotePeer != honest.Host.PeerId), Is.EqualTo(limits.MaxConnectionsPerAddress));
     });
 

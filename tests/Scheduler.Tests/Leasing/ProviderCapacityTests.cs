@@ -47,7 +47,8 @@ public class ProviderCapacityTests
         var executions = 0;
         var random = new Random(seed);
         var cores = 1 + coreCount % 4;
-        var options = new LeaseOptions { MaxChunkBytes = 64 };
+        // Chunks trickle in over many virtual seconds here: a long input grace keeps leases receiving rather than expiring.
+        var options = new LeaseOptions { MaxChunkBytes = 64, InputGrace = TimeSpan.FromMinutes(10) };
         var capacity = new ProviderCapacity(cores, 1L << 40);
         var providerKey = PrivateKey.FromRandom(new Random(1));
         var registry = new ProviderLeaseRegistry(providerKey, new ProviderPolicy { PricePerMegaFuel = 1 }, capacity, new FakeModuleCache(), options);

@@ -1,0 +1,53 @@
+using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
+using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Adversaries;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Node.Tests.Compute;
+
+namespace Potluck.Node.Tests.Adversarial;
+
+/// <summary>No squatting: an accepted lease whose input never comes frees its core; a requester holds few leases at once.</summary>
+[Category("Adversarial")]
+public class SquattingAttackTests
+{
+    private static readonly byte[] HashChain = ComputeCluster.Sample("hashchain");
+
+    [Test]
+    public void AcceptedLeaseWhoseInputNeverArrives_EndsWithinSeconds_AndTheCoreServesAnHonestRequester() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 87);
+        var provider = await cluster.AddAsync("provider", provide: true, price: 10);
+        var squatterNode = await cluster.AddAsync("squatter", provide: false);
+        var honest = await cluster.AddAsync("honest", provide: false);
+        await squatterNode.Client.WaitForProvidersAsync(1, ct);
+        await honest.Client.WaitForProvidersAsync(1, ct);
+        var providerKey = squatterNode.Client.Providers().Single().Key;
+        await using var squatter = new SquattingRequester(squatterNode.Potluck.Host, squatterNode.Key, squatterNode.Potluck.Runtime, provider.PeerId, NullLogger.Instance);
+
+        var started = cluster.Time.GetUtcNow();
+        var work = new LeaseWork
+        {
+            Module = HashChain,
+            Input = new TaskPayload(["10"], "squat"u8.ToArray()).Encode(),
+            FuelLimit = 200_000_000,
+            MemoryLimitBytes = 32L << 20,
+            Deadline = started + TimeSpan.FromHours(1),
+            MaxPricePerMegaFuel = 50,
+        };
+        Assert.That(await squatter.SquatAsync(providerKey, work, TimeSpan.FromSeconds(2)), Is.True, "the provider offered, and the squatter accepted");
+        Assert.That(provider.Provider.Capacity.AvailableCores, Is.Zero, "its one core is held");
+
+        var ended = await squatter.Ended.Task;
+        var heldFor = cluster.Time.GetUtcNow() - started;
+        Assert.That(ended, Is.TypeOf<LeaseCancel>());
+        Assert.That(((LeaseCancel)ended).Reason, Does.Contain("input"));
+        Assert.That(heldFor, Is.LessThan(TimeSpan.FromMinutes(1)), "the lease ended within seconds of its accept, not at its deadline");
+
+        var result = await honest.Node.SubmitAsync(OutcomeAttackTests.HashTask("after", 10), ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(result.Provider, Is.EqualTo(provider.PeerId), "the freed core served the honest requester");
+    });
+}
