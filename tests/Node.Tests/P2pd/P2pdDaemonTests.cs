@@ -229,16 +229,24 @@ public class P2pdDaemonTests
             Type = Request.Types.Type.StreamOpen,
             StreamOpen = new StreamOpenRequest { Peer = ByteString.CopyFrom(b.Node.PeerId.Bytes), Proto = { "/test/nobody/1.0.0" } },
         }, ct);
-        Assert.That(opened.Type, Is.EqualTo(Response.Types.Type.Ok));
-        var rest = new MemoryStream();
-        try
+        // The reset may overtake the protocol's confirmation (then the open fails) or follow it (then the relayed
+        // stream ends with nothing in it): either way the opener is told, and nothing hangs.
+        if (opened.Type == Response.Types.Type.Error)
         {
-            await opener.Stream.CopyToAsync(rest, ct); // ends: the stream was reset on the other side
+            Assert.That(opened.Error.Msg, Does.Contain("failed to open a stream"));
         }
-        catch (IOException)
+        else
         {
+            var rest = new MemoryStream();
+            try
+            {
+                await opener.Stream.CopyToAsync(rest, ct); // ends: the stream was reset on the other side
+            }
+            catch (IOException)
+            {
+            }
+            Assert.That(rest.Length, Is.Zero);
         }
-        Assert.That(rest.Length, Is.Zero);
         Assert.That((await RequestAsync(b, Identify(), ct)).Type, Is.EqualTo(Response.Types.Type.Ok));
     }
 
