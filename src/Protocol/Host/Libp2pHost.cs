@@ -58,7 +58,6 @@ public sealed partial class Libp2pHost : IHost
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
-        _instruments.ObserveRefusals(() => _resources.Refusals);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         Budgets = new PeerBudgets(options.Budgets, _time);
         Budgets.Banned += peer =>
