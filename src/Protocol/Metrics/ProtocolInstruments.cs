@@ -20,8 +20,8 @@ namespace Potluck.Protocol.Metrics;
 /// <item><c>potluck.gossip.messages.published</c>, <c>.received</c>, <c>.duplicates</c>, <c>.delivered</c> and
 /// <c>.rejected</c> ({message}; reason: invalid_signature, oversized, malformed, rejected, ignored), and
 /// <c>.dropped</c> ({message}: delivered, but a local subscriber's buffer was full)</item>
-/// <item><c>potluck.resources.refused</c> ({refusal}, observable; scope: the resource manager's and the per-peer
-/// budgets' scope names, and "peers banned") — what the host's limits turned away (see <see cref="ObserveRefusals"/>)</item>
+/// <item><c>potluck.resources.refused</c> ({refusal}, observable; scope: the resource manager's scope names) — what
+/// the host's limits turned away</item>
 /// <item><c>potluck.dht.queries</c> ({query}; type, outcome: ok or the failure kind) and <c>potluck.dht.lookups</c>
 /// ({lookup}; type)</item>
 /// </list>
@@ -48,6 +48,7 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _gossipDropped;
     private readonly Counter<long> _dhtQueries;
     private readonly Counter<long> _dhtLookups;
+    private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ProtocolInstruments(IMeterFactory meters)
@@ -77,23 +78,12 @@ public sealed class ProtocolInstruments
         _gossipDropped = meter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
         _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
         _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
+        meter.CreateObservableCounter("potluck.resources.refused", ObserveRefused, "{refusal}",
+            "What the resource manager refused (connections, handshakes, streams, memory), by scope");
     }
 
     /// <summary>The meter every instrument is on.</summary>
     public Meter Meter { get; }
-
-    /// <summary>
-    /// <c>potluck.resources.refused</c>: what the resource manager and the per-peer budgets refused, by scope (e.g.
-    /// "connections per address", "inbound streams per protocol", "muxer memory", "lease requests"), read from
-    /// <paramref name="refusals"/> whenever the meter is collected.
-    /// </summary>
-    public void ObserveRefusals(Func<IEnumerable<KeyValuePair<string, long>>> refusals)
-    {
-        ArgumentNullException.ThrowIfNull(refusals);
-        Meter.CreateObservableCounter("potluck.resources.refused",
-            () => refusals().Select(r => new Measurement<long>(r.Value, new KeyValuePair<string, object?>("scope", r.Key))),
-            "{refusal}", "Connections, handshakes, streams, memory and requests refused by a limit or a per-peer budget, by scope");
-    }
 
     /// <summary>
     /// Instruments nobody registered (a host or service built by hand, outside the node builder): on their own meter,
@@ -160,6 +150,22 @@ public sealed class ProtocolInstruments
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
 
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
+
+    /// <summary>
+    /// <c>potluck.resources.refused</c>: what the resource manager and the per-peer budgets refused, by scope (e.g.
+    /// "connections per address", "inbound streams per protocol", "muxer memory", "lease requests"), read from
+    /// <paramref name="refusals"/> whenever the meter is collected.
+    /// </summary>
+    public void ObserveRefusals(Func<IEnumerable<KeyValuePair<string, long>>> refusals) => _refusals = refusals ?? throw new ArgumentNullException(nameof(refusals));
+
+    private IEnumerable<Measurement<long>> ObserveRefused()
+    {
+        if (_refusals is not { } source)
+        {
+            return [];
+        }
+        return source().Select(kv => new Measurement<long>(kv.Value, new KeyValuePair<string, object?>("scope", kv.Key)));
+    }
 
     private static KeyValuePair<string, object?> DirectionTag(Direction direction) =>
         new("direction", direction == Direction.Inbound ? "inbound" : "outbound");
