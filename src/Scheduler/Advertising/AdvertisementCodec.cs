@@ -193,11 +193,7 @@ internal static class AdEnvelope
             }
             return reader.End;
         }
-        catch (MessagePackSerializationException)
-        {
-            return false;
-        }
-        catch (EndOfStreamException)
+        catch (Exception e) when (UntrustedMessagePack.IsMalformed(e))
         {
             return false;
         }

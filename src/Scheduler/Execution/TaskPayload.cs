@@ -74,7 +74,7 @@ public sealed record TaskPayload(IReadOnlyList<string> Args, ReadOnlyMemory<byte
             payload = new TaskPayload(args, bytes.Slice(start, (int)stdin.Length));
             return true;
         }
-        catch (Exception e) when (e is MessagePackSerializationException or EndOfStreamException or DecoderFallbackException)
+        catch (Exception e) when (UntrustedMessagePack.IsMalformed(e))
         {
             return false;
         }

@@ -1,0 +1,232 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text;
+using Google.Protobuf;
+using Potluck.Protocol;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Gossipsub;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Mdns;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Multistream;
+using Potluck.Protocol.Noise;
+using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Yamux;
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Fuzz;
+
+/// <summary>A decoder as a remote reaches it: true when the input was accepted, false when refused with a status.</summary>
+internal sealed record Target(string Name, byte[][] Seeds, Func<byte[], bool> Run);
+
+internal static class Targets
+{
+    private static readonly PrivateKey Key = PrivateKey.FromRandom(new Random(1));
+    private static readonly PrivateKey Other = PrivateKey.FromRandom(new Random(2));
+
+    public static IEnumerable<Target> All()
+    {
+        var peer = Key.PeerId;
+        var addresses = new[]
+        {
+            Multiaddr.Parse($"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"), Multiaddr.Parse("/ip6/::1/tcp/4100"),
+            Multiaddr.Parse("/dns4/example.com/tcp/4001"), Multiaddr.Parse("/memory/5"), Multiaddr.Parse("/ip4/10.0.0.1/udp/4001/quic-v1"),
+        };
+
+        yield return new("varint", [Varint.Encode(0), Varint.Encode(127), Varint.Encode(300), Varint.Encode(long.MaxValue), Varint.Encode(1UL << 62), [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]],
+            b => Varint.TryRead(b, out _, out _) == DecodeStatus.Done);
+
+        yield return new("multiaddr (bytes)", addresses.Select(a => a.ToBytes()).ToArray(), b =>
+        {
+            if (!Multiaddr.TryFromBytes(b, out var a))
+            {
+                return false;
+            }
+            _ = a.ToString();
+            return true;
+        });
+
+        yield return new("multiaddr (text)", addresses.Select(a => Encoding.UTF8.GetBytes(a.ToString())).ToArray(),
+            b => Multiaddr.TryParse(Encoding.UTF8.GetString(b), out _, out _));
+
+        yield return new("multistream", [Framed("/multistream/1.0.0\n"), Framed("/yamux/1.0.0\n"), Framed("na\n"), Framed("ls\n"), [.. Framed("/noise\n"), .. Framed("/ipfs/id/1.0.0\n")]], b =>
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(b));
+            var accepted = false;
+            while (true)
+            {
+                var status = MultistreamMessage.TryRead(ref reader, 1024, out _, out _);
+                if (status != DecodeStatus.Done)
+                {
+                    return accepted && status == DecodeStatus.NeedMoreData;
+                }
+                accepted = true;
+            }
+        });
+
+        yield return new("noise frame", [[0x00, 0x10, .. new byte[16]], [0x00, 0x20, .. new byte[32]], [0xFF, 0xFF, 1, 2, 3]], b =>
+        {
+            var status = NoiseFrame.TryRead(new ReadOnlySequence<byte>(b), 16, out _, out _);
+            return status == DecodeStatus.Done;
+        });
+
+        var staticKey = new byte[32];
+        new Random(3).NextBytes(staticKey);
+        var payload = NoisePayload.Encode(Key.PublicKey, Key.Sign(NoisePayload.SignedData(staticKey)), ["/yamux/1.0.0"]);
+        yield return new("noise handshake payload", [payload, NoisePayload.Encode(Other.PublicKey, new byte[64], [])], b =>
+        {
+            NoisePayload.Verify(b, staticKey, new NoiseOptions());
+            return true;
+        });
+
+        yield return new("yamux frames", [Yamux(0, 1, 1, 5), Yamux(1, 2, 3, 256 * 1024), Yamux(2, 1, 0, 7), Yamux(3, 0, 0, 0), [.. Yamux(0, 0, 1, 3), 1, 2, 3]], b =>
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(b));
+            var accepted = false;
+            while (true)
+            {
+                var status = YamuxFrame.TryRead(ref reader, 256 * 1024, out _, out _, out _);
+                if (status != DecodeStatus.Done)
+                {
+                    return accepted;
+                }
+                accepted = true;
+            }
+        });
+
+        yield return new("length-prefixed", [[3, 1, 2, 3], [0], [0x80, 0x01, .. new byte[128]]], b =>
+        {
+            var sequence = new ReadOnlySequence<byte>(b);
+            return LengthPrefixed.TryRead(ref sequence, 1024, out _) == DecodeStatus.Done;
+        });
+
+        var identify = new Potluck.Protocol.Identify.Pb.Identify
+        {
+            ProtocolVersion = "ipfs/0.1.0",
+            AgentVersion = "potluck/1",
+            PublicKey = ByteString.CopyFrom(Key.PublicKey.ToProtobuf()),
+            ObservedAddr = ByteString.CopyFrom(addresses[1].ToBytes()),
+        };
+        identify.ListenAddrs.AddRange(addresses.Select(a => ByteString.CopyFrom(a.ToBytes())));
+        identify.Protocols.AddRange(["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/meshsub/1.1.0"]);
+        yield return new("identify (protobuf)", [identify.ToByteArray()], b =>
+        {
+            var message = Potluck.Protocol.Identify.Pb.Identify.Parser.ParseFrom(b); // the service maps its exception to a violation
+            foreach (var a in message.ListenAddrs)
+            {
+                Multiaddr.TryFromBytes(a.Span, out _);
+            }
+            return !message.HasPublicKey || PublicKey.TryFromProtobuf(message.PublicKey.Span, out _);
+        });
+
+        var rpc = new Potluck.Protocol.Gossipsub.Pb.RPC();
+        rpc.Subscriptions.Add(new Potluck.Protocol.Gossipsub.Pb.RPC.Types.SubOpts { Subscribe = true, Topicid = "potluck/ads/1" });
+        rpc.Publish.Add(new Potluck.Protocol.Gossipsub.Pb.Message
+        {
+            From = ByteString.CopyFrom(peer.ToBytes()), Data = ByteString.CopyFromUtf8("hello"), Seqno = ByteString.CopyFrom(new byte[8]),
+            Topic = "potluck/ads/1", Signature = ByteString.CopyFrom(new byte[64]), Key = ByteString.CopyFrom(Key.PublicKey.ToProtobuf()),
+        });
+        rpc.Control = new Potluck.Protocol.Gossipsub.Pb.ControlMessage();
+        rpc.Control.Ihave.Add(new Potluck.Protocol.Gossipsub.Pb.ControlIHave { TopicID = "t", MessageIDs = { ByteString.CopyFromUtf8("id1") } });
+        rpc.Control.Graft.Add(new Potluck.Protocol.Gossipsub.Pb.ControlGraft { TopicID = "t" });
+        yield return new("gossipsub RPC (protobuf)", [rpc.ToByteArray()], b => RpcCodec.TryDecode(b, 1 << 20, out _, out _) == DecodeStatus.Done);
+
+        var kad = new Potluck.Protocol.Kademlia.Pb.Message { Type = Potluck.Protocol.Kademlia.Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(peer.ToBytes()) };
+        var kadPeer = new Potluck.Protocol.Kademlia.Pb.Message.Types.Peer { Id = ByteString.CopyFrom(peer.ToBytes()) };
+        kadPeer.Addrs.Add(ByteString.CopyFrom(addresses[0].ToBytes()));
+        kad.CloserPeers.Add(kadPeer);
+        var kadPut = new Potluck.Protocol.Kademlia.Pb.Message
+        {
+            Type = Potluck.Protocol.Kademlia.Pb.Message.Types.MessageType.PutValue, Key = ByteString.CopyFromUtf8("/pk/x"),
+            Record = new Potluck.Protocol.Kademlia.Pb.Record { Key = ByteString.CopyFromUtf8("/pk/x"), Value = ByteString.CopyFrom(Key.PublicKey.ToProtobuf()) },
+        };
+        yield return new("kademlia message (protobuf)", [kad.ToByteArray(), kadPut.ToByteArray()], b => KadMessages.TryParse(b, new KademliaOptions(), out _, out _));
+
+        yield return new("signed peer record (protobuf)", [[0x0A, 0x24, .. Key.PublicKey.ToProtobuf()]], b => SignedPeerRecord.TryReadAddresses(b, peer, out _));
+
+        yield return new("public key (protobuf)", [Key.PublicKey.ToProtobuf(), Other.PublicKey.ToProtobuf()], b => PublicKey.TryFromProtobuf(b, out _));
+
+        yield return new("swarm key", [Encoding.ASCII.GetBytes(SwarmKey.Generate().ToFileText())], b => SwarmKey.TryParse(b, out _, out _));
+
+        var query = DnsMessage.Query(new DnsQuestion("_p2p._udp.local", DnsRecordType.Ptr)).Encode();
+        var answer = DnsMessage.Response([DnsRecord.Ptr("_p2p._udp.local", "abc._p2p._udp.local", 120)],
+            [DnsRecord.Txt("abc._p2p._udp.local", [Encoding.ASCII.GetBytes("dnsaddr=" + addresses[0])], 120)]).Encode();
+        yield return new("DNS message", [query, answer], b => DnsMessage.TryDecode(b, out _, out _) == DecodeStatus.Done);
+
+        var ad = AdvertisementCodec.Sign(new Advertisement
+        {
+            PeerId = peer.ToBytes(), ListenAddresses = [addresses[0].ToBytes()], Sequence = 1,
+            IssuedAtUnixMs = 1_900_000_000_000, ExpiresAtUnixMs = 1_900_000_300_000, Cores = 4, AvailableCores = 4, MemoryBytes = 1L << 30,
+            SpeedFuelPerSecond = 1_000_000, PricePerMegaFuel = 10, RuntimeVersion = "wasmtime 50.0.1", Policy = ProviderPolicyFlags.AcceptsUnknownModules,
+        }, Key);
+        yield return new("advertisement (MessagePack)", [ad], b => AdvertisementCodec.TryOpen(b, new AdvertisementOptions(), out _) == AdVerdict.Accepted);
+
+        var leaseOptions = new LeaseOptions();
+        var request = new LeaseRequest
+        {
+            RequestId = 7, ModuleHash = new byte[32], ModuleSize = 1000, InputHash = new byte[32], InputSize = 10, FuelLimit = 1_000_000,
+            MemoryLimitBytes = 1 << 20, DeadlineUnixMs = 1_900_000_000_000, MaxPricePerMegaFuel = 10,
+        };
+        LeaseMessage[] leaseMessages =
+        [
+            request,
+            new LeaseReject { RequestId = 7, Reason = LeaseRejectReason.Busy, Detail = "busy" },
+            new LeaseData { RequestId = 7 },
+            new LeaseHeartbeat { RequestId = 7 },
+            new LeaseCancel { RequestId = 7 },
+        ];
+        var leaseSeeds = leaseMessages.Select(LeaseCodec.Serialize).ToArray();
+        yield return new("lease message (MessagePack)", leaseSeeds, b => LeaseCodec.TryDeserialize(b, leaseOptions, out _) == DecodeStatus.Done);
+        yield return new("lease frame", leaseMessages.Select(LeaseCodec.EncodeFrame).ToArray(), b =>
+        {
+            var sequence = new ReadOnlySequence<byte>(b);
+            return LeaseCodec.TryReadFrame(ref sequence, leaseOptions, out _) == DecodeStatus.Done;
+        });
+        var terms = MessagePack.MessagePackSerializer.Serialize(new LeaseTerms { FuelLimit = 1_000_000, MemoryLimitBytes = 1 << 20 });
+        yield return new("lease terms (MessagePack)", [terms], b => LeaseCodec.TryDecodeTerms(b, leaseOptions, out _));
+
+        var credits = new CreditsOptions();
+        var envelopes = new[]
+        {
+            SignedEnvelope.Seal(Key, SignatureDomains.Receipt, terms).Encode(),
+            SignedEnvelope.Seal(Key, SignatureDomains.Attestation, leaseSeeds[0]).Encode(),
+        };
+        yield return new("signed envelope (MessagePack)", envelopes, b => SignedEnvelope.TryDecode(b, credits, out _) == EnvelopeStatus.Valid);
+        yield return new("receipt (MessagePack)", envelopes, b => SignedReceipt.Decode(b, credits).IsValid);
+        yield return new("attestation (MessagePack)", envelopes, b => SignedAttestation.Decode(b, credits).IsValid);
+
+        var fraudOptions = new FraudOptions();
+        var proof = FraudProof.Create(new SignedLeaseTerms { Terms = terms, ProviderSignature = new byte[64], RequesterSignature = new byte[64] }, envelopes[1], new byte[] { 0, 0x61, 0x73, 0x6d, 1, 0, 0, 0 },
+            new TaskPayload(["1"], new byte[] { 1, 2 }).Encode()).Encode();
+        yield return new("fraud proof (MessagePack)", [proof], b =>
+        {
+            if (!FraudProof.TryDecode(b, fraudOptions, out var p))
+            {
+                return false;
+            }
+            return p.Inspect(fraudOptions).Status != FraudProofStatus.Invalid;
+        });
+
+        yield return new("task payload (MessagePack)", [new TaskPayload(["a", "b"], new byte[] { 1, 2, 3 }).Encode(), new TaskPayload([], default).Encode()],
+            b => TaskPayload.TryDecode(b, out _));
+    }
+
+    private static byte[] Framed(string text) => [.. Varint.Encode((ulong)Encoding.UTF8.GetByteCount(text)), .. Encoding.UTF8.GetBytes(text)];
+
+    private static byte[] Yamux(byte type, ushort flags, uint stream, uint length)
+    {
+        var b = new byte[12];
+        b[1] = type;
+        b[2] = (byte)(flags >> 8);
+        b[3] = (byte)flags;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(4), stream);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(8), length);
+        return b;
+    }
+}
