@@ -58,7 +58,6 @@ public sealed partial class Libp2pHost : IHost
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
-        _instruments.ObserveRefusals(() => _resources.Refusals);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         Budgets = new PeerBudgets(options.Budgets, _time);
         Budgets.Banned += peer =>
@@ -69,7 +68,9 @@ public sealed partial class Libp2pHost : IHost
         };
         _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources, Budgets);
         _router.Changed += () => LocalInfoChanged?.Invoke();
-        _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans)));
+        // The resource manager's scopes, the per-peer budgets' and the bans, as one set of scopes.
+        _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans))
+            .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
     }
 
     public PeerId PeerId => _key.PeerId;

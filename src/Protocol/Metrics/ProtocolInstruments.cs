@@ -85,18 +85,6 @@ public sealed class ProtocolInstruments
     /// <summary>The meter every instrument is on.</summary>
     public Meter Meter { get; }
 
-    /// <summary>
-    /// <c>potluck.resources.refused</c>: what the resource manager and the per-peer budgets refused, by scope (e.g.
-    /// "connections per address", "inbound streams per protocol", "muxer memory", "lease requests"), read from
-    /// <paramref name="refusals"/> whenever the meter is collected.
-    /// </summary>
-    public void ObserveRefusals(Func<IEnumerable<KeyValuePair<string, long>>> refusals)
-    {
-        ArgumentNullException.ThrowIfNull(refusals);
-        Meter.CreateObservableCounter("potluck.resources.refused",
-            () => refusals().Select(r => new Measurement<long>(r.Value, new KeyValuePair<string, object?>("scope", r.Key))),
-            "{refusal}", "Connections, handshakes, streams, memory and requests refused by a limit or a per-peer budget, by scope");
-    }
 
     /// <summary>
     /// Instruments nobody registered (a host or service built by hand, outside the node builder): on their own meter,
