@@ -22,21 +22,24 @@ for v in base head; do
 done
 echo "# base $(git -C "$root" rev-parse --short "$base"), head $(git -C "$root" rev-parse --short "$head"); $((size >> 20)) MiB per direction, median of $runs; $handshakes handshakes"
 # The order alternates between rounds (base first in odd rounds, head first in even ones), so neither build always runs
-# into the load the other one left; each round ends with head/base ratios of the four figures.
+# into the load the other one left; each round ends with head/base ratios of the figures (CPU per /perf run: the
+# process's CPU seconds over the measured runs, up and down together).
 for r in $(seq 1 "$rounds"); do
   order="base head"; [[ $((r % 2)) -eq 0 ]] && order="head base"
   for v in $order; do
     echo "=== $v, round $r, $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg)"
     (cd "$work/$v" && dotnet scripts/bench/Bench/bin/Release/net10.0/Potluck.Benchmarks.dll "$size" "$runs" "$handshakes" potluck,hs) \
-      | grep -E '^\| Potluck|^Handshakes|µs of this' | tee "$work/$v.round" || true
+      | grep -E '^\| Potluck|^Handshakes|µs of this|^#   run' | tee "$work/$v.round" || true
   done
   awk -v r="$r" '
     FNR == 1 { f++ }
     /^\| Potluck/ { split($0, c, "|"); up[f] = c[3] + 0; down[f] = c[4] + 0 }
     /µs of this/ { for (i = 1; i <= NF; i++) if ($i == "µs") cpu[f] = $(i - 1) + 0 }
     /^Handshakes/ { for (i = 1; i <= NF; i++) if ($i == "Potluck") hs[f] = $(i + 1) + 0 }
+    /^#   run/ { for (i = 2; i < NF; i++) if ($i == "s" && $(i + 1) == "of") { v = $(i - 1); gsub(/[(]/, "", v); perfcpu[f] += v } }
     END {
-      printf "--- round %d, head/base: /perf up %.2f, down %.2f; handshakes/s %.2f; CPU per handshake %.2f\n", r,
-        (up[1] ? up[2] / up[1] : 0), (down[1] ? down[2] / down[1] : 0), (hs[1] ? hs[2] / hs[1] : 0), (cpu[1] ? cpu[2] / cpu[1] : 0)
+      printf "--- round %d, head/base: /perf up %.2f, down %.2f, CPU per /perf run %.2f; handshakes/s %.2f; CPU per handshake %.2f\n", r,
+        (up[1] ? up[2] / up[1] : 0), (down[1] ? down[2] / down[1] : 0), (perfcpu[1] ? perfcpu[2] / perfcpu[1] : 0),
+        (hs[1] ? hs[2] / hs[1] : 0), (cpu[1] ? cpu[2] / cpu[1] : 0)
     }' "$work/base.round" "$work/head.round"
 done

@@ -145,7 +145,21 @@ public static class Program
         {
             Protocols = ProtocolsOptions.HostOnly,
             Discovery = o.Discovery with { PingNewConnections = false },
-            Host = o.Host with { MaxConnections = 10_000, MaxPendingInbound = 1_000 },
+            Host = o.Host with
+            {
+                MaxConnections = 10_000,
+                MaxPendingInbound = 1_000,
+                // Every client dials from 127.0.0.1, reconnecting at once: the per-address, per-subnet and per-peer
+                // limits that guard a real node against one crowd would refuse the benchmark's own dials.
+                Resources = o.Host.Resources with
+                {
+                    MaxConnectionsPerPeer = 64,
+                    MaxConnectionsPerAddress = 10_000,
+                    MaxConnectionsPerSubnet = 10_000,
+                    MaxPendingInboundPerAddress = 1_000,
+                    MaxPendingInboundPerSubnet = 1_000,
+                },
+            },
         });
         await using var serverNode = await Bare().Configure(o => o with { Listen = [Multiaddr.Parse("/ip4/127.0.0.1/tcp/0")] }).StartAsync(ct);
         var server = serverNode.Host;

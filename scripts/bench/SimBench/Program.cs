@@ -51,7 +51,16 @@ public static class Program
     {
         var wall = Stopwatch.StartNew();
         var latency = TimeSpan.FromMilliseconds(o.LatencyMs);
-        var sim = new GossipsubSimulation(o.Nodes, o.Degree, o.Seed, latency, (_, g) => g with { FloodPublish = o.FloodPublish });
+        var sim = new GossipsubSimulation(o.Nodes, o.Degree, o.Seed, latency, (_, g) => g with
+        {
+            FloodPublish = o.FloodPublish,
+            IDontWantMinDataSize = o.IDontWantMin,
+            D = o.D ?? g.D,
+            DLow = o.D is { } d ? Math.Max(1, d - 2) : g.DLow,
+            DHigh = o.D is { } d2 ? d2 * 2 : g.DHigh,
+            DLazy = o.D ?? g.DLazy,
+            DOut = o.D is { } d3 ? Math.Min(g.DOut, Math.Max(1, d3 / 2 - 1)) : g.DOut,
+        }, o.Protocol, o.LatencySigma, o.UplinkMbit * 125_000L);
         var heartbeat = sim.Options[0].HeartbeatInterval;
         for (var i = 0; i < o.Nodes; i++)
         {
@@ -88,7 +97,8 @@ public static class Program
         for (var m = 0; m < o.Messages; m++)
         {
             var publisher = random.Next(o.Nodes);
-            var payload = BitConverter.GetBytes(m);
+            var payload = new byte[Math.Max(4, o.Payload)];
+            BitConverter.GetBytes(m).CopyTo(payload, 0);
             var start = sim.Now;
             var startHeartbeats = heartbeatsRun;
             var id = sim.Publish(publisher, Topic, payload);
@@ -133,7 +143,10 @@ public static class Program
         var reach = (double)reachedTotal / subscribersTotal;
         var meshSizes = Enumerable.Range(0, o.Nodes).Select(i => sim.Routers[i].MeshPeers(Topic).Count).ToArray();
         var ok = reach >= 0.999;
-        Console.WriteLine($"gossip: {o.Nodes} nodes, each dialing {o.Degree} (links {sim.Links.Count}), link latency {o.LatencyMs} ms, "
+        var idontwant = sim.Routers.Sum(r => r.Counters.IDontWantSent);
+        var honoured = sim.Routers.Sum(r => r.Counters.IDontWantHonoured);
+        Console.WriteLine($"gossip: {o.Nodes} nodes, each dialing {o.Degree} (links {sim.Links.Count}), link latency {o.LatencyMs} ms (sigma {o.LatencySigma}), "
+            + $"uplink {(o.UplinkMbit == 0 ? "unlimited" : o.UplinkMbit + " Mbit/s")}, protocol {o.Protocol}, payload {o.Payload} B, IDONTWANT from {o.IDontWantMin} B ({idontwant} sent, {honoured} copies saved), D {sim.Options[0].D}, "
             + $"heartbeat {heartbeat.TotalMilliseconds} ms, flood publish {(o.FloodPublish ? "on" : "off")}, seed {o.Seed}, {o.Messages} messages");
         Console.WriteLine($"  mesh size: min {meshSizes.Min()}, mean {meshSizes.Average():F2}, max {meshSizes.Max()}");
         Console.WriteLine(F($"  reached: {reachedTotal}/{subscribersTotal} = {reach * 100:F3} % (target >= 99.9 %) {(ok ? "OK" : "MISSED")}; messages not reaching everyone: {incomplete}"));
@@ -176,7 +189,8 @@ public static class Program
 
     private sealed record Options(
         string Scenario, int Seed, int Nodes, int Degree, double LatencyMs, int Messages, bool FloodPublish, int WarmupHeartbeats,
-        int MaxHeartbeatsPerMessage, int DhtNodes, int Lookups)
+        int MaxHeartbeatsPerMessage, int DhtNodes, int Lookups, string Protocol = GossipsubProtocol.V11, int Payload = 4,
+        int IDontWantMin = 1024, double LatencySigma = 0, int? D = null, int UplinkMbit = 0)
     {
         public const string Usage =
             "usage: SimBench [gossip|dht|all] [--seed N] [--nodes N] [--degree N] [--latency-ms X] [--messages N] [--flood-publish on|off]\n"
@@ -214,6 +228,12 @@ public static class Program
                     "--max-heartbeats" => o with { MaxHeartbeatsPerMessage = Int(1, 10_000) },
                     "--dht-nodes" => o with { DhtNodes = Int(2, 100_000) },
                     "--lookups" => o with { Lookups = Int(1, 1_000_000) },
+                    "--protocol" => o with { Protocol = Value() switch { "1.1" => GossipsubProtocol.V11, "1.2" => GossipsubProtocol.V12, var v => throw new ArgumentException($"--protocol 1.1|1.2, not {v}") } },
+                    "--payload" => o with { Payload = Int(0, 1 << 20) },
+                    "--idontwant-min" => o with { IDontWantMin = Int(0, 1 << 20) },
+                    "--latency-sigma" => o with { LatencySigma = double.Parse(Value(), CultureInfo.InvariantCulture) is var x && x >= 0 && x <= 3 ? x : throw new ArgumentException("--latency-sigma: 0 to 3") },
+                    "--d" => o with { D = Int(2, 50) },
+                    "--uplink-mbit" => o with { UplinkMbit = Int(0, 100_000) },
                     _ => throw new ArgumentException($"unknown flag {flag}"),
                 };
             }

@@ -39,9 +39,22 @@ internal static class ComputeCommands
             Options.Add(NoMdns);
             Options.Add(Wait);
             Options.Add(SwarmKey);
+            Options.Add(Batch);
+            Options.Add(OutDir);
+            Options.Add(Parallel);
             Options.Add(DataDir);
             Options.Add(LogLevel);
+            Options.Add(Json);
         }
+
+        public Option<string> Batch { get; } = CliOptions.Path("--batch", "folder",
+            "run the module once per file of this folder (each file the task's stdin), writing one output per input; run again, it resumes");
+
+        public Option<string> OutDir { get; } = CliOptions.Path("--out", "folder", "where --batch writes its outputs, one file per input of the same name (default <batch folder>.out)");
+
+        public Option<int?> Parallel { get; } = CliOptions.Int("--parallel", "n", "tasks of a --batch in flight at once (default 8)", 1, 256);
+
+        public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
         public Argument<string> Module { get; } = new("module.wasm")
         {
@@ -97,7 +110,13 @@ internal static class ComputeCommands
         protected override async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
         {
             var module = await ReadModuleAsync(result.GetValue(Module)!, ct);
-            var input = await ReadInputAsync(result.GetValue(Input), ct);
+            var batch = result.GetValue(Batch);
+            if (batch is not null && result.GetValue(Input) is not null)
+            {
+                throw new UsageException("--batch and --input both give the task's stdin: use one (--batch runs once per file of its folder)");
+            }
+            var batchInputs = batch is null ? null : BatchRunner.Inputs(batch);
+            var input = batch is null ? await ReadInputAsync(result.GetValue(Input), ct) : [];
             var taskArgs = (result.GetValue(Arg) ?? []).Concat(result.GetValue(TaskArgs) ?? []).ToArray();
             if (taskArgs.Length > TaskPayload.MaxArgs || taskArgs.Sum(a => Encoding.UTF8.GetByteCount(a)) > TaskPayload.MaxArgBytes)
             {
@@ -108,6 +127,10 @@ internal static class ComputeCommands
             var bootstrap = result.GetValue(Bootstrap) ?? [];
             var swarmKey = Commands.LoadSwarmKey(result.GetValue(SwarmKey));
             var dataDir = result.GetValue(DataDir) ?? Path.Combine(Context.DefaultDataDir(), "requester");
+
+            // One requester process at a time on a data directory: a second `potluck submit` sharing it waits its turn, so
+            // neither releases the other's reservations at start and every task is paid.
+            using var requesterLock = await LockRequesterAsync(dataDir, ct);
 
             // The short-lived requester: its own identity and ledger, listening nowhere, with compute on and providing off.
             var builder = PotluckNode.CreateBuilder();
@@ -155,19 +178,69 @@ internal static class ComputeCommands
                         }
                     }
                 }
-                var submission = await compute.SubmitAsync(new TaskSubmission
+                TaskSubmission Submission(byte[] stdin) => new()
                 {
                     Module = module,
-                    Input = input,
+                    Input = stdin,
                     Args = taskArgs,
                     Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
                     MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
                     VerifyRate = result.GetValue(VerifyRate),
                     Replicas = replicas,
-                }, ct);
+                };
+                if (batchInputs is not null)
+                {
+                    var outDir = result.GetValue(OutDir) ?? Path.TrimEndingDirectorySeparator(batch!) + ".out";
+                    var runner = new BatchRunner(compute, Error, Submission, result.GetValue(Parallel) ?? 8, node.Runtime.Time);
+                    var summary = await runner.RunAsync(batchInputs, outDir, new LeaseOptions().MaxInputBytes, ct);
+                    if (result.GetValue(Json))
+                    {
+                        await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject
+                        {
+                            ["inputs"] = summary.Total,
+                            ["already_done"] = summary.Skipped,
+                            ["done"] = summary.Done,
+                            ["failed"] = summary.Failed,
+                            ["verified"] = summary.Verified,
+                            ["cost_micro_credits"] = summary.Cost,
+                            ["out"] = Path.GetFullPath(outDir),
+                            ["failures"] = new System.Text.Json.Nodes.JsonArray(summary.Failures.Select(f => (System.Text.Json.Nodes.JsonNode)f).ToArray()),
+                        });
+                    }
+                    await Error.WriteLineAsync($"potluck submit: batch of {summary.Total}: {summary.Done} done now, {summary.Skipped} done before, {summary.Failed} failed, " +
+                        $"{summary.Verified} verified, cost {FormatCredits(summary.Cost)} credits; outputs in {Path.GetFullPath(outDir)}");
+                    foreach (var failure in summary.Failures.Take(20))
+                    {
+                        await Error.WriteLineAsync($"  failed: {failure}");
+                    }
+                    if (summary.Failed > 0)
+                    {
+                        await Error.WriteLineAsync("potluck submit: run the same command again to retry the failed inputs (finished ones are kept)");
+                    }
+                    return summary.Failed == 0 ? 0 : 1;
+                }
+                var submission = await compute.SubmitAsync(Submission(input), ct);
+                if (result.GetValue(Json))
+                {
+                    var text = System.Text.Unicode.Utf8.IsValid(submission.Output.Span) ? Encoding.UTF8.GetString(submission.Output.Span) : null;
+                    await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject
+                    {
+                        ["status"] = submission.Status.ToString().ToLowerInvariant(),
+                        ["exit_code"] = submission.ExitCode,
+                        ["provider"] = submission.Provider.ToString(),
+                        ["fuel"] = submission.Fuel,
+                        ["cost_micro_credits"] = submission.Cost,
+                        ["verified"] = submission.Verified,
+                        ["attempts"] = submission.Attempts,
+                        ["output"] = text,
+                        ["output_base64"] = text is null ? Convert.ToBase64String(submission.Output.Span) : null,
+                        ["error"] = submission.Error,
+                    });
+                    return submission.Succeeded ? 0 : 1;
+                }
                 await WriteOutputAsync(submission.Output, ct);
                 await Error.WriteLineAsync(
-                    $"potluck submit: {submission.Status.ToString().ToLowerInvariant()} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
+                    $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
                     $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
                 foreach (var attempt in submission.History.Where(a => a.Outcome != LeaseOutcomeKind.Completed || a.Detail.Length > 0))
                 {
@@ -175,7 +248,7 @@ internal static class ComputeCommands
                 }
                 if (!submission.Succeeded)
                 {
-                    await Error.WriteLineAsync($"potluck submit: the task did not succeed: {submission.Error}");
+                    await Error.WriteLineAsync($"potluck submit: the task did not succeed: {Outcome(submission)}" + (submission.Error is { Length: > 0 } why ? $" ({why})" : ""));
                     return 1;
                 }
                 return 0;
@@ -184,6 +257,43 @@ internal static class ComputeCommands
             {
                 await Error.WriteLineAsync($"potluck submit: {e.Message}");
                 return 1;
+            }
+        }
+
+        /// <summary>How the task ended, in words: an exit code is reported as one, not as a trap.</summary>
+        internal static string Outcome(SubmissionResult r) => r.Status switch
+        {
+            ExecutionStatus.Success => "success",
+            ExecutionStatus.Trapped when r.ExitCode != 0 => $"exited with code {r.ExitCode}",
+            ExecutionStatus.Trapped => "trapped (a WebAssembly trap: unreachable, out-of-bounds access, or the like)",
+            ExecutionStatus.OutOfFuel => "out of fuel (raise --fuel)",
+            ExecutionStatus.OutOfMemory => "out of memory",
+            ExecutionStatus.InvalidModule => "not a module the sandbox runs (wasm32-wasi command module expected)",
+            ExecutionStatus.OutputTooLarge => "output too large",
+            ExecutionStatus.TimedOut => "timed out on the provider",
+            _ => r.Status.ToString().ToLowerInvariant(),
+        };
+
+        /// <summary>Holds the requester's data directory, waiting while another `potluck submit` holds it.</summary>
+        private async Task<IDisposable> LockRequesterAsync(string dataDir, CancellationToken ct)
+        {
+            Protocol.Runtime.OwnerOnly.CreateDirectory(dataDir);
+            var told = false;
+            while (true)
+            {
+                try
+                {
+                    return Control.ControlFiles.LockDataDir(dataDir);
+                }
+                catch (Control.DataDirInUseException) when (!ct.IsCancellationRequested)
+                {
+                    if (!told)
+                    {
+                        told = true;
+                        await Error.WriteLineAsync($"potluck submit: another potluck submit is using {dataDir}; waiting for it to finish (or give another --data-dir)");
+                    }
+                    await Task.Delay(TimeSpan.FromMilliseconds(200), ct);
+                }
             }
         }
 

@@ -95,7 +95,7 @@ public sealed class ComputeNode : IAsyncDisposable
             reputationDb = ReputationDatabase.Open(dataDir);
             journal = new ReputationJournal(reputation, reputationDb, runtime.Time, loggers.CreateLogger<ReputationJournal>());
             journal.Start();
-            var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>(), instruments);
+            var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>(), instruments, runtime.Time);
             var client = new ComputeClient(host, key, bus, ledger, reputation, fraud, executor, options.Client, runtime,
                 loggers.CreateLogger<ComputeClient>(), instruments);
             ProviderService? provider = null;
@@ -105,6 +105,7 @@ public sealed class ComputeNode : IAsyncDisposable
                 provider = new ProviderService(host, key, bus, providerExecutor, modules, ledger, options.Provider, runtime,
                     loggers.CreateLogger<ProviderService>(), instruments);
             }
+            fraud.IsRelevant = client.Knows;
             fraud.Start();
             client.Start();
             provider?.Start();

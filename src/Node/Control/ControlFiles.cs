@@ -37,7 +37,7 @@ public static class ControlFiles
         }
         catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
         {
-            throw new IOException($"another potluck node is already running with data dir {dataDir} (it holds {path}); stop it or use another --data-dir", e);
+            throw new DataDirInUseException($"another potluck node is already running with data dir {dataDir} (it holds {path}); stop it or use another --data-dir", e);
         }
     }
 
@@ -148,3 +148,6 @@ public static class ControlFiles
 
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 }
+
+/// <summary>Another process holds the data directory's lock.</summary>
+public sealed class DataDirInUseException(string message, Exception inner) : IOException(message, inner);

@@ -68,6 +68,7 @@ public sealed class MetricsExporter : IDisposable
         string[] states = ["working", "idle-paused", "outside-hours", "on-battery"];
         Registry.AddBeforeCollectCallback(() =>
         {
+            _listener.RecordObservableInstruments();
             var provider = node.Compute?.Provider;
             var availability = node.Preferences?.Current;
             var now = provider is null ? null : availability is null ? "working" : NodeControl.StateName(availability.State);
@@ -105,7 +106,9 @@ public sealed class MetricsExporter : IDisposable
         {
             name += unit;
         }
-        return instrument is Counter<long> or Counter<int> or Counter<double> ? name + "_total" : name;
+        return instrument is Counter<long> or Counter<int> or Counter<double> or ObservableCounter<long> or ObservableCounter<int> or ObservableCounter<double>
+            ? name + "_total"
+            : name;
     }
 
     private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
@@ -122,6 +125,15 @@ public sealed class MetricsExporter : IDisposable
                 case Counter<long> or Counter<int> or Counter<double>:
                     var counter = (Prometheus.Counter)_metrics.GetOrAdd(key, _ => _factory.CreateCounter(NameOf(instrument), help, labelNames));
                     counter.WithLabels(labelValues).Inc(value);
+                    break;
+                case ObservableCounter<long> or ObservableCounter<int> or ObservableCounter<double>:
+                    var total = (Prometheus.Counter)_metrics.GetOrAdd(key, _ => _factory.CreateCounter(NameOf(instrument), help, labelNames));
+                    total.WithLabels(labelValues).IncTo(value);
+                    break;
+                case ObservableGauge<long> or ObservableGauge<int> or ObservableGauge<double>
+                    or ObservableUpDownCounter<long> or ObservableUpDownCounter<int> or ObservableUpDownCounter<double>:
+                    var level = (Gauge)_metrics.GetOrAdd(key, _ => _factory.CreateGauge(NameOf(instrument), help, labelNames));
+                    level.WithLabels(labelValues).Set(value);
                     break;
                 case UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double>:
                     var gauge = (Gauge)_metrics.GetOrAdd(key, _ => _factory.CreateGauge(NameOf(instrument), help, labelNames));

@@ -68,6 +68,9 @@ public sealed record PotluckOptions
 
     public PerfOptions Perf { get; init; } = new();
 
+    /// <summary>Circuit relay v2: serving hop (<c>relay:hop</c>), accepting relayed connections, and the relay's limits.</summary>
+    public Potluck.Protocol.Relay.RelayOptions Relay { get; init; } = new();
+
     public GossipsubOptions Gossip { get; init; } = new();
 
     /// <summary>DHT options; the mode is chosen by the node (server when it listens, client otherwise) unless set here.</summary>
@@ -113,6 +116,9 @@ public sealed record ProtocolsOptions
     /// <summary><c>/perf/1.0.0</c>. Default on.</summary>
     public bool Perf { get; init; } = true;
 
+    /// <summary>Circuit relay v2 client: dial <c>…/p2p-circuit/p2p/…</c> addresses and answer <c>/stop</c>. Default on.</summary>
+    public bool Relay { get; init; } = true;
+
     /// <summary>Gossipsub v1.1. Default on.</summary>
     public bool Gossipsub { get; init; } = true;
 
@@ -120,7 +126,7 @@ public sealed record ProtocolsOptions
     public bool Kademlia { get; init; } = true;
 
     /// <summary>Only the host: no identify, ping, perf, gossipsub or DHT.</summary>
-    public static ProtocolsOptions HostOnly { get; } = new() { Identify = false, Ping = false, Perf = false, Gossipsub = false, Kademlia = false };
+    public static ProtocolsOptions HostOnly { get; } = new() { Identify = false, Ping = false, Perf = false, Relay = false, Gossipsub = false, Kademlia = false };
 }
 
 /// <summary>How the node finds and keeps peers across restarts.</summary>

@@ -18,6 +18,8 @@ public static class PotluckOptionsValidator
         void Positive(TimeSpan value, string key) => Need(value > TimeSpan.Zero, $"'{key}' is {value}; it must be a positive duration such as 00:00:30");
         void AtLeast(long value, long min, string key) => Need(value >= min, $"'{key}' is {value}; it must be at least {min}");
 
+        problems.AddRange(o.Relay.Validate("relay"));
+        Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
         {
             Need(o.Listen[i].PeerId is null, $"'listen:{i}' is {o.Listen[i]}; a listen address has no /p2p/ part (the node adds its own)");

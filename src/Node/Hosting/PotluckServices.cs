@@ -15,6 +15,7 @@ using Potluck.Protocol.Mdns;
 using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
+using Potluck.Protocol.Relay;
 using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport;
@@ -46,8 +47,15 @@ internal static class PotluckServices
 
         services.AddSingleton(sp => ResolveKey(sp.GetRequiredService<PotluckOptions>(), setup));
         services.AddSingleton(sp => new NodeSwarmKey(ResolveSwarmKey(sp.GetRequiredService<PotluckOptions>(), setup)));
-        services.AddSingleton<IReadOnlyList<ITransport>>(sp => setup.Transports?.Invoke(sp)
-            ?? [new TcpTransport(sp.GetRequiredService<PotluckOptions>().Tcp, setup.Runtime)]);
+        services.AddSingleton(sp => new CircuitTransport(sp.GetRequiredService<PotluckOptions>().Relay, setup.Runtime,
+            sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton<IReadOnlyList<ITransport>>(sp =>
+        {
+            IReadOnlyList<ITransport> transports = setup.Transports?.Invoke(sp)
+                ?? [new TcpTransport(sp.GetRequiredService<PotluckOptions>().Tcp, setup.Runtime)];
+            // Circuit relay v2 runs over whatever reaches the relay.
+            return sp.GetRequiredService<PotluckOptions>().Protocols.Relay ? [.. transports, sp.GetRequiredService<CircuitTransport>()] : transports;
+        });
 
         services.AddSingleton(sp =>
         {
@@ -60,9 +68,16 @@ internal static class PotluckServices
                 Multistream = options.Multistream,
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
             };
-            return Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
+            var host = Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
                 setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());
+            if (options.Protocols.Relay)
+            {
+                sp.GetRequiredService<CircuitTransport>().Attach(host);
+            }
+            return host;
         });
+        services.AddSingleton(sp => new RelayService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Relay,
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
         services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
             setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));

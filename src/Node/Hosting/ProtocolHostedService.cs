@@ -35,9 +35,14 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         {
             services.GetRequiredService<PerfService>();
         }
+        if (options.Relay.Hop)
+        {
+            services.GetRequiredService<Potluck.Protocol.Relay.RelayService>();
+        }
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
-        await _host.StartAsync(options.Listen, cancellationToken);
+        IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> listen = protocols.Relay && options.Relay.AcceptRelayed ? [.. options.Listen, Potluck.Protocol.Multiformats.Multiaddr.Parse("/p2p-circuit")] : options.Listen;
+        await _host.StartAsync(listen, cancellationToken);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

@@ -1014,10 +1014,15 @@ internal sealed class GossipsubRouter
             add(rpc.Control);
             size += es;
         }
-        // IDONTWANT first: it only helps if it arrives before the copy it refuses is sent.
-        foreach (var e in o.Control.Idontwant)
+        // IDONTWANT in an RPC of its own, ahead of everything else: it only helps if it gets there before the copy it
+        // refuses is sent, so it must not wait behind the (large) messages queued with it.
+        if (o.Control.Idontwant.Count > 0)
         {
-            AddControl(e, c => c.Idontwant.Add(e));
+            foreach (var e in o.Control.Idontwant)
+            {
+                AddControl(e, c => c.Idontwant.Add(e));
+            }
+            Next();
         }
         foreach (var e in o.Control.Graft)
         {

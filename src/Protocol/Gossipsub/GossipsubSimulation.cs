@@ -23,12 +23,23 @@ internal sealed class GossipsubSimulation
     private readonly Dictionary<PeerId, int> _index = [];
     private readonly Dictionary<MessageId, Dictionary<int, DateTimeOffset>> _received = [];
     private readonly TimeSpan _latency;
+    private readonly Dictionary<(int, int), TimeSpan> _linkLatency = [];
     private readonly TimeSpan _heartbeat;
+    private readonly long _uplink;
+    private readonly DateTimeOffset[] _uplinkFree;
     private long _seq;
     private DateTimeOffset _nextHeartbeat;
 
-    public GossipsubSimulation(int nodes, int degree, int seed, TimeSpan latency, Func<int, GossipsubOptions, GossipsubOptions>? configure = null)
+    /// <param name="protocol">What every link speaks (<see cref="GossipsubProtocol.V12"/> for IDONTWANT).</param>
+    /// <param name="latencySigma">
+    /// Spread of link latencies: 0 gives every link <paramref name="latency"/>; otherwise each link's is drawn once,
+    /// log-normal with that median and this σ (whole milliseconds, at least 1 ms).
+    /// </param>
+    public GossipsubSimulation(int nodes, int degree, int seed, TimeSpan latency, Func<int, GossipsubOptions, GossipsubOptions>? configure = null,
+        string protocol = GossipsubProtocol.V11, double latencySigma = 0, long uplinkBytesPerSecond = 0)
     {
+        _uplink = uplinkBytesPerSecond;
+        _uplinkFree = new DateTimeOffset[nodes];
         var random = new Random(seed);
         Seed = seed;
         _latency = latency;
@@ -57,8 +68,14 @@ internal sealed class GossipsubSimulation
                 {
                     dialed++;
                     Links.Add((i, j));
-                    Routers[i].AddPeer(Keys[j].PeerId, GossipsubProtocol.V11, outbound: true, ip: null, Now);
-                    Routers[j].AddPeer(Keys[i].PeerId, GossipsubProtocol.V11, outbound: false, ip: null, Now);
+                    Routers[i].AddPeer(Keys[j].PeerId, protocol, outbound: true, ip: null, Now);
+                    Routers[j].AddPeer(Keys[i].PeerId, protocol, outbound: false, ip: null, Now);
+                    if (latencySigma > 0)
+                    {
+                        var z = Math.Sqrt(-2.0 * Math.Log(1.0 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+                        var ms = Math.Max(1, Math.Round(latency.TotalMilliseconds * Math.Exp(latencySigma * z)));
+                        _linkLatency[(Math.Min(i, j), Math.Max(i, j))] = TimeSpan.FromMilliseconds(ms);
+                    }
                 }
             }
         }
@@ -167,7 +184,17 @@ internal sealed class GossipsubSimulation
         {
             if (_index.TryGetValue(peer, out var to))
             {
-                _queue.Enqueue(new Delivery(Keys[node].PeerId, to, RpcCodec.Encode(rpc)), (Now + _latency, _seq++));
+                var latency = _linkLatency.Count == 0 ? _latency : _linkLatency[(Math.Min(node, to), Math.Max(node, to))];
+                var bytes = RpcCodec.Encode(rpc);
+                var departs = Now;
+                if (_uplink > 0)
+                {
+                    // The sender's uplink sends one RPC after another, in the order the router emitted them.
+                    var start = _uplinkFree[node] > Now ? _uplinkFree[node] : Now;
+                    departs = start + TimeSpan.FromTicks((long)Math.Ceiling(bytes.Length * (double)TimeSpan.TicksPerSecond / _uplink));
+                    _uplinkFree[node] = departs;
+                }
+                _queue.Enqueue(new Delivery(Keys[node].PeerId, to, bytes), (departs + latency, _seq++));
             }
         }
     }

@@ -52,6 +52,9 @@ internal static partial class HostLog
     [LoggerMessage(EventId = 9, Level = LogLevel.Debug, Message = "Inbound handshake from {Remote} failed: {Kind}: {Reason}")]
     public static partial void InboundHandshakeFailed(this ILogger logger, Multiaddr remote, FailureKind kind, string reason);
 
+    [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Inbound connection from {Remote} did not speak libp2p: likely a node {Which} (libp2p pnet); at most one such line a minute")]
+    public static partial void InboundLikelySwarmKeyMismatch(this ILogger logger, Multiaddr remote, string which);
+
     [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "Inbound handshake from {Remote} failed unexpectedly")]
     public static partial void InboundHandshakeBug(this ILogger logger, Multiaddr remote, Exception e);
 

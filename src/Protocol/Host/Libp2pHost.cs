@@ -32,6 +32,12 @@ public sealed partial class Libp2pHost : IHost
     private readonly TimeProvider _time;
     private readonly ILogger<Libp2pHost> _log;
     private readonly ConnectionUpgrader _upgrader;
+    private DateTimeOffset _lastSwarmKeyWarning = DateTimeOffset.MinValue;
+
+    /// <summary>A handshake that broke on its first multistream-select message: the other side speaks pnet and this one does not, or with another key.</summary>
+    private static bool LooksLikePnet(Exception e) =>
+        e is ProtocolViolationException { Protocol: var p } && p.StartsWith("multistream", StringComparison.Ordinal)
+        || e.InnerException is ProtocolViolationException { Protocol: var q } && q.StartsWith("multistream", StringComparison.Ordinal);
     private readonly ConnectionManager _connections;
     private readonly ResourceManager _resources;
     private readonly StreamRouter _router;
@@ -287,7 +293,8 @@ public sealed partial class Libp2pHost : IHost
         IRawConnection raw;
         try
         {
-            raw = await transport.DialAsync(address.WithoutPeer(), linked.Token);
+            // A circuit address keeps its target (…/p2p-circuit/p2p/<target>): the relay must be told whom to reach.
+            raw = await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
@@ -358,7 +365,9 @@ public sealed partial class Libp2pHost : IHost
         }
         var wrongPeer = error is ProtocolViolationException { Code: ViolationCode.WrongPeer };
         return new DialException(wrongPeer ? DialFailure.WrongPeer : DialFailure.HandshakeFailed,
-            $"handshake with {address} failed: {error.Message}" + (_upgrader.IsPrivateNetwork ? " (is the remote in the same private network, with the same swarm key?)" : ""),
+            $"handshake with {address} failed: {error.Message}" + (_upgrader.IsPrivateNetwork
+                ? " (is the remote in the same private network, with the same swarm key?)"
+                : LooksLikePnet(error) ? " (the remote answered with bytes that are not libp2p: it is likely a private network; give its swarm key with --swarm-key)" : ""),
             address, error);
     }
 
@@ -475,6 +484,14 @@ public sealed partial class Libp2pHost : IHost
             else if (failure.Kind != FailureKind.Cancelled)
             {
                 _log.InboundHandshakeFailed(raw.Remote, failure.Kind, failure.Reason);
+                if (LooksLikePnet(e) && _time.GetUtcNow() - _lastSwarmKeyWarning >= TimeSpan.FromMinutes(1))
+                {
+                    // What a swarm-key mismatch looks like from this side: the first bytes are not multistream-select.
+                    _lastSwarmKeyWarning = _time.GetUtcNow();
+                    _log.InboundLikelySwarmKeyMismatch(raw.Remote, _upgrader.IsPrivateNetwork
+                        ? "without this node's swarm key, or with another one"
+                        : "with a swarm key (a private network), while this node has none");
+                }
             }
         }
         finally

@@ -48,7 +48,7 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _gossipDropped;
     private readonly Counter<long> _dhtQueries;
     private readonly Counter<long> _dhtLookups;
-    private Func<IReadOnlyDictionary<string, long>>? _refusals;
+    private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ProtocolInstruments(IMeterFactory meters)
@@ -84,7 +84,6 @@ public sealed class ProtocolInstruments
 
     /// <summary>The meter every instrument is on.</summary>
     public Meter Meter { get; }
-
 
     /// <summary>
     /// Instruments nobody registered (a host or service built by hand, outside the node builder): on their own meter,
@@ -152,8 +151,12 @@ public sealed class ProtocolInstruments
 
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
 
-    /// <summary>Reads the host's resource-manager refusals (by scope) whenever <c>potluck.resources.refused</c> is observed.</summary>
-    public void ObserveRefusals(Func<IReadOnlyDictionary<string, long>> refusals) => _refusals = refusals;
+    /// <summary>
+    /// <c>potluck.resources.refused</c>: what the resource manager and the per-peer budgets refused, by scope (e.g.
+    /// "connections per address", "inbound streams per protocol", "muxer memory", "lease requests"), read from
+    /// <paramref name="refusals"/> whenever the meter is collected.
+    /// </summary>
+    public void ObserveRefusals(Func<IEnumerable<KeyValuePair<string, long>>> refusals) => _refusals = refusals ?? throw new ArgumentNullException(nameof(refusals));
 
     private IEnumerable<Measurement<long>> ObserveRefused()
     {

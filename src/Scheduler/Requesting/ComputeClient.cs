@@ -144,6 +144,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Whether this node might use <paramref name="provider"/>: it holds a live advertisement from it or has a record of
+    /// it (a proof against a provider nobody uses is not worth a re-run).
+    /// </summary>
+    public bool Knows(PeerId provider)
+    {
+        if (_reputation.Get(provider) != ProviderRecord.Empty)
+        {
+            return true;
+        }
+        lock (_gate)
+        {
+            return _book.Live(_time.GetUtcNow()).Any(a => a.Provider == provider);
+        }
+    }
+
     /// <summary>Completes once the book holds an advertisement from <paramref name="provider"/> newer than <paramref name="sequence"/>.</summary>
     public async Task WaitForAdvertisementAsync(PeerId provider, ulong sequence, CancellationToken ct)
     {
@@ -388,13 +404,21 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var groups = results.GroupBy(r => Convert.ToHexString(Fingerprint(RunSummary.Of(r.Attestation.Attestation))))
             .OrderByDescending(g => g.Count()).ToList();
         TrustedRun? trusted = null;
-        if (groups.Count > 1 && _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
+        // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
+        // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
+        bool inGoodStanding;
+        lock (_gate)
+        {
+            inGoodStanding = groups.Count == 1 && groups[0].Any(r => _reputation.Get(r.Provider).ConsecutiveVerified >= _policy.Options.StrangerResults);
+        }
+        if ((groups.Count > 1 || !inGoodStanding) && _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
         {
             var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
             trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
                 rerun.Error ?? rerun.Trap?.Description);
         }
         LeaseResultInfo? chosen = null;
+        var majority = groups[0].Count() * 2 > results.Count;
         foreach (var r in results)
         {
             var summary = RunSummary.Of(r.Attestation.Attestation);
@@ -407,21 +431,32 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 await ConvictAsync(job, r, ct);
                 continue;
             }
-            if (verdict == CheckVerdict.Match)
+            if (verdict == CheckVerdict.Match && (trusted is not null || inGoodStanding))
             {
                 _reputation.RecordVerified(r.Provider);
-                chosen ??= r;
             }
-            else
+            else if (verdict != CheckVerdict.Match)
             {
                 _reputation.RecordInconclusive(r.Provider);
             }
-            await PayAsync(job, r, ct);
+            if (verdict == CheckVerdict.Match)
+            {
+                chosen ??= r;
+            }
+            if (verdict == CheckVerdict.Match && (trusted is not null || majority))
+            {
+                await PayAsync(job, r, ct);
+            }
+            else
+            {
+                // Disagreeing replicas nobody could resolve: only a strict majority is paid, never the other side.
+                _ledger.Release(r.LeaseId);
+                Record(job, new AttemptRecord(r.Provider, LeaseOutcomeKind.Completed, "a replica outvoted or unresolved: not paid", 0));
+            }
         }
-        var agreeing = groups[0].Count();
         if (chosen is not null)
         {
-            return job.Finish(chosen, verified: trusted is not null || (agreeing > 1 && groups.Count == 1) || agreeing > replicas / 2);
+            return job.Finish(chosen, verified: trusted is not null || inGoodStanding);
         }
         if (trusted is not null)
         {

@@ -26,8 +26,17 @@ public sealed record FraudOptions
     /// <summary>Proofs re-run at once; more wait. Default 1.</summary>
     public int MaxConcurrentChecks { get; init; } = 1;
 
-    /// <summary>Proofs waiting to be re-run; beyond this they are dropped. Default 64.</summary>
+    /// <summary>Proofs waiting to be re-run; beyond this they are dropped (not forwarded either). Default 64.</summary>
     public int MaxQueuedChecks { get; init; } = 64;
+
+    /// <summary>Proofs one author may have checked here per <see cref="AuthorWindow"/>; more are dropped. Default 4.</summary>
+    public int MaxProofsPerAuthor { get; init; } = 4;
+
+    /// <summary>The window of <see cref="MaxProofsPerAuthor"/>. Default 1 hour.</summary>
+    public TimeSpan AuthorWindow { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>Leases whose proof was seen, remembered so that each lease is checked once. Default 100,000.</summary>
+    public int MaxRememberedLeases { get; init; } = 100_000;
 
     public CreditsOptions Credits { get; init; } = new();
 

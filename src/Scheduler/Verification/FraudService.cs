@@ -6,11 +6,16 @@ using Potluck.Scheduler.Topics;
 namespace Potluck.Scheduler.Verification;
 
 /// <summary>
-/// Fraud proofs on <see cref="FraudProtocol.Topic"/>: publishes this node's, and checks everyone else's. The gossip
-/// validator only inspects (signatures, hashes, bounds: <see cref="FraudProof.Inspect"/>) and rejects what is
-/// malformed; the handler then re-runs the task within the fuel bound and, when the proof stands, refuses the
-/// provider in the <see cref="ReputationStore"/>. Deviation: a plausible proof is forwarded before it is re-run
-/// (validators must be quick), so every receiver re-runs it itself rather than trusting the forwarder.
+/// Fraud proofs on <see cref="FraudProtocol.Topic"/>: publishes this node's, and checks everyone else's, without letting
+/// a proof buy work on every node. The gossip validator makes every cheap check before a proof is accepted (and so
+/// forwarded), cheapest first: it decodes and is signed by both parties (<see cref="FraudProof.Inspect"/>); its gossip
+/// author is the lease's requester (only a party to the lease publishes); the author has not published a refuted proof;
+/// the lease was not seen before (one check per lease); the accused provider is one this node might use
+/// (<see cref="IsRelevant"/>: a provider it holds an advertisement from or has a record of, so a lease between two
+/// throwaway identities interests nobody); the author is within <see cref="FraudOptions.MaxProofsPerAuthor"/> per
+/// window; fewer than <see cref="FraudOptions.MaxQueuedChecks"/> checks wait; and the terms name this node's runtime.
+/// The handler then re-runs the task within the fuel bound: a proof that stands refuses the provider; a refuted one
+/// costs its author its standing (refused, and its later proofs dropped unread).
 /// </summary>
 public sealed partial class FraudService : IDisposable
 {
@@ -20,12 +25,20 @@ public sealed partial class FraudService : IDisposable
     private readonly FraudOptions _options;
     private readonly ILogger<FraudService> _log;
     private readonly ComputeInstruments _instruments;
+    private readonly TimeProvider _time;
+    private readonly Lock _gate = new();
+    private readonly HashSet<string> _seenLeases = new(StringComparer.Ordinal);
+    private readonly Queue<string> _seenOrder = new();
+    private readonly Dictionary<PeerId, (DateTimeOffset Since, int Count)> _authors = [];
+    private readonly HashSet<PeerId> _discredited = [];
+    private int _pending;
     private IDisposable? _subscription;
 
     /// <param name="checker">Null on a node without a sandbox: proofs are then only inspected, never acted on.</param>
     /// <param name="instruments">The node's metrics (<c>potluck.fraud.proofs</c>); null counts into instruments of its own.</param>
+    /// <param name="time">The clock of the per-author window; the system clock when null.</param>
     public FraudService(ITopicBus bus, FraudChecker? checker, ReputationStore reputation, FraudOptions options, ILogger<FraudService> log,
-        ComputeInstruments? instruments = null)
+        ComputeInstruments? instruments = null, TimeProvider? time = null)
     {
         _instruments = instruments ?? ComputeInstruments.Detached();
         _bus = bus;
@@ -33,6 +46,22 @@ public sealed partial class FraudService : IDisposable
         _reputation = reputation;
         _options = options;
         _log = log;
+        _time = time ?? TimeProvider.System;
+    }
+
+    /// <summary>Whether a proof against this provider is worth checking here (default: every provider).</summary>
+    public Func<PeerId, bool>? IsRelevant { get; set; }
+
+    /// <summary>Proofs accepted for a re-run and not yet checked.</summary>
+    public int Pending
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _pending;
+            }
+        }
     }
 
     /// <summary>Raised after a received proof was re-run: the provider, and whether the proof stood.</summary>
@@ -60,10 +89,89 @@ public sealed partial class FraudService : IDisposable
         {
             return TopicVerdict.Reject;
         }
-        return proof.Inspect(_options).Status == FraudProofStatus.Invalid ? TopicVerdict.Reject : TopicVerdict.Accept;
+        var inspected = proof.Inspect(_options);
+        if (inspected.Status == FraudProofStatus.Invalid)
+        {
+            return TopicVerdict.Reject;
+        }
+        if (message.Author is not { } author || !author.Bytes.SequenceEqual(inspected.Terms!.Requester))
+        {
+            // Only the lease's requester may publish a proof of it (a provider is never wronged by its own result).
+            _instruments.FraudProof("not-a-party");
+            return TopicVerdict.Reject;
+        }
+        string? drop = null;
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            var lease = Convert.ToHexString(inspected.Terms.Provider) + ":" + Convert.ToHexString(inspected.Attestation!.Attestation.LeaseId);
+            if (_discredited.Contains(author))
+            {
+                drop = "discredited";
+            }
+            else if (_reputation.IsRefused(inspected.Provider) || _seenLeases.Contains(lease))
+            {
+                drop = "duplicate";
+            }
+            else if (IsRelevant is { } relevant && !relevant(inspected.Provider))
+            {
+                drop = "irrelevant";
+            }
+            else if (_authors.TryGetValue(author, out var window) && now - window.Since < _options.AuthorWindow && window.Count >= _options.MaxProofsPerAuthor)
+            {
+                drop = "rate";
+            }
+            else if (_pending >= _options.MaxQueuedChecks)
+            {
+                drop = "queue-full";
+            }
+            else if (inspected.Terms.RuntimeVersion != Execution.ComputeRuntime.Version)
+            {
+                drop = "other-runtime";
+            }
+            else
+            {
+                _authors[author] = _authors.TryGetValue(author, out var w) && now - w.Since < _options.AuthorWindow ? (w.Since, w.Count + 1) : (now, 1);
+                if (_authors.Count > _options.MaxRememberedLeases)
+                {
+                    foreach (var stale in _authors.Where(kv => now - kv.Value.Since >= _options.AuthorWindow).Select(kv => kv.Key).ToList())
+                    {
+                        _authors.Remove(stale);
+                    }
+                }
+                _seenLeases.Add(lease);
+                _seenOrder.Enqueue(lease);
+                while (_seenOrder.Count > _options.MaxRememberedLeases && _seenOrder.TryDequeue(out var old))
+                {
+                    _seenLeases.Remove(old);
+                }
+                _pending++;
+            }
+        }
+        if (drop is not null)
+        {
+            _instruments.FraudProof(drop);
+            return TopicVerdict.Ignore;
+        }
+        return TopicVerdict.Accept;
     }
 
     private async ValueTask HandleAsync(TopicMessage message, CancellationToken ct)
+    {
+        try
+        {
+            await CheckAsync(message, ct);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _pending = Math.Max(0, _pending - 1);
+            }
+        }
+    }
+
+    private async Task CheckAsync(TopicMessage message, CancellationToken ct)
     {
         if (!FraudProof.TryDecode(message.Data, _options, out var proof) || _checker is null)
         {
@@ -93,6 +201,15 @@ public sealed partial class FraudService : IDisposable
         {
             _instruments.FraudProof("refuted");
             LogProofRefuted(_log, check.Provider, message.ReceivedFrom, verdict.Value);
+            if (verdict == CheckVerdict.Match && message.Author is { } author)
+            {
+                // A false accusation: the re-run agrees with the provider's attested result exactly.
+                lock (_gate)
+                {
+                    _discredited.Add(author);
+                }
+                _reputation.Refuse(author, "published a fraud proof that a re-run refuted");
+            }
         }
         Checked?.Invoke(check.Provider, stands);
     }

@@ -12,10 +12,12 @@ public sealed record VerificationOptions
     public double Floor { get; init; } = 0.05;
 
     /// <summary>
-    /// Results from a provider that are verified with certainty before its rate starts to decay (a stranger is
-    /// always checked). Default 1: the rate is max(floor, 1/(n+1)) for n consecutive verified results.
+    /// Results from a provider that are verified with certainty before its rate starts to decay: a new identity is
+    /// checked at rate 1 for its first this many results (BOINC asks for 10 consecutive valid results), so a caught
+    /// cheater that starts over under a fresh identity gains nothing before it has done this much honest work. Default
+    /// 10: then the rate is max(floor, 1/(n+1)) for the n-th verified result after those.
     /// </summary>
-    public int StrangerResults { get; init; } = 1;
+    public int StrangerResults { get; init; } = 10;
 
     /// <summary>Most replicas a high-value task may ask for. Default 5.</summary>
     public int MaxReplicas { get; init; } = 5;
@@ -33,7 +35,8 @@ public sealed record VerificationOptions
 
 /// <summary>
 /// The adaptive sampling rate of result verification, in the spirit of BOINC's adaptive replication: a provider
-/// with no record is always checked; each consecutive verified result lowers its rate as 1/(n+1), down to
+/// is always checked for its first <see cref="VerificationOptions.StrangerResults"/> results; each consecutive verified
+/// result after those lowers its rate as 1/(n+1), down to
 /// <see cref="VerificationOptions.Floor"/>, never to zero; a failed or inconclusive check starts it over. Pure:
 /// the caller brings the record and the security generator (a provider must not be able to predict a check).
 /// </summary>

@@ -90,3 +90,35 @@ public class OutcomeAttackTests
         Assert.That(requester.Client.Reputation.IsRefused(liar.PeerId), Is.True);
     });
 }
+
+/// <summary>Replicas: agreement among identities that may be one adversary is not verification.</summary>
+[Category("Adversarial")]
+public class ReplicaAttackTests
+{
+    [Test]
+    public void SybilReplicasAgreeingOnAWrongOutput_AreReRun_CaughtAndUnpaid() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 90);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var sybils = new List<TrustCluster.Member>();
+        for (var i = 0; i < 3; i++)
+        {
+            // Three identities of one adversary: each flips the same byte, so they agree exactly.
+            sybils.Add(await cluster.AddAsync($"sybil{i}", provide: true, decorate: inner => new WrongOutputExecutor(inner)));
+        }
+        await requester.Client.WaitForProvidersAsync(3, ct);
+
+        var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("sybil", 100) with { Replicas = 3 }, ct);
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("sybil"u8.ToArray(), 100)),
+            "the requester's own re-run, not the agreeing wrong output");
+        Assert.That(result.Provider, Is.EqualTo(requester.PeerId));
+        foreach (var s in sybils)
+        {
+            Assert.That(TrustCluster.Spent(requester, s), Is.Zero, $"{s.Name} unpaid");
+            Assert.That(requester.Client.Reputation.IsRefused(s.PeerId), Is.True, $"{s.Name} caught");
+        }
+    });
+}

@@ -25,7 +25,7 @@ public class VirtualTimeHostTests
         Assert.That(first.Trace, Is.EqualTo(new[]
         {
             "20 connected 1",
-            "50 identified 7 protocols",
+            "50 identified 8 protocols",
             "130 pinged 20, 20, 20 ms",
             "250 bootstrapped 1",
             "290 closest 1",

@@ -6,7 +6,8 @@ namespace Potluck.Scheduler.Tests.Verification;
 
 public class VerificationPolicyTests
 {
-    private static readonly VerificationPolicy Policy = new(new VerificationOptions());
+    /// <summary>The decay on its own: one stranger result (the defaults keep ten).</summary>
+    private static readonly VerificationPolicy Policy = new(new VerificationOptions { StrangerResults = 1 });
 
     [TestCase(0, 1.0)]
     [TestCase(1, 0.5)]
@@ -22,7 +23,7 @@ public class VerificationPolicyTests
     public Property Rate_IsNeverBelowTheFloorNeverZero_AndNeverRisesWithMoreVerifiedResults() =>
         Prop.ForAll(Gen.Choose(0, 1_000_000).ToArbitrary(), Gen.Choose(1, 1000).ToArbitrary(), (n, floorPermille) =>
         {
-            var policy = new VerificationPolicy(new VerificationOptions { Floor = floorPermille / 1000.0 });
+            var policy = new VerificationPolicy(new VerificationOptions { Floor = floorPermille / 1000.0, StrangerResults = 1 + n % 20 });
             var rate = policy.Rate(n);
             return rate > 0 && rate >= policy.Options.Floor && rate <= 1 && policy.Rate(n + 1) <= rate;
         });
@@ -87,5 +88,19 @@ public class VerificationPolicyTests
         Assert.That(store.IsRefused(peer), Is.True);
         Assert.That(store.Reputation(peer), Is.Zero);
         Assert.That(refusals, Is.EqualTo(new[] { "fraud" }));
+    }
+
+    [Test, Category("Adversarial")]
+    public void NewIdentity_IsCheckedAtRateOne_ForItsFirstTenResults_SoWhitewashingBuysNothing()
+    {
+        var policy = new VerificationPolicy(new VerificationOptions());
+        var random = new Potluck.Protocol.Runtime.SeededSecureRandom(5);
+        for (var verified = 0; verified < 10; verified++)
+        {
+            Assert.That(policy.Rate(verified), Is.EqualTo(1.0), $"after {verified} verified results");
+            Assert.That(Enumerable.Range(0, 200).All(_ => policy.ShouldVerify(verified, null, random)), Is.True);
+        }
+        Assert.That(policy.Rate(10), Is.EqualTo(0.5), "then the rate decays");
+        Assert.That(policy.Rate(28), Is.EqualTo(0.05), "to the floor after 28 verified results (19 before)");
     }
 }

@@ -1,0 +1,97 @@
+namespace Potluck.Protocol.Relay;
+
+/// <summary>
+/// Settings of circuit relay v2 (https://github.com/libp2p/specs/blob/master/relay/circuit-v2.md). The hop side
+/// (<see cref="RelayService"/>) bounds what strangers can make this node carry; the client side
+/// (<see cref="CircuitTransport"/>) bounds what a relay can send us. Defaults follow go-libp2p's relay resources
+/// (128 reservations, 8 per IP, 1 h TTL, 16 circuits, 2 min and 128 KiB per direction per relayed connection).
+/// </summary>
+public sealed record RelayOptions
+{
+    /// <summary>Serve <c>/libp2p/circuit/relay/0.2.0/hop</c> (act as a relay). Default false.</summary>
+    public bool Hop { get; init; }
+
+    /// <summary>Accept relayed connections: listen on <c>/p2p-circuit</c> (from relays we reserved on). Default false.</summary>
+    public bool AcceptRelayed { get; init; }
+
+    /// <summary>Reservations held at once; over this a RESERVE is answered RESERVATION_REFUSED. Default 128.</summary>
+    public int MaxReservations { get; init; } = 128;
+
+    /// <summary>Reservations held at once by peers connected from one IP (or one in-memory address). Default 8.</summary>
+    public int MaxReservationsPerIp { get; init; } = 8;
+
+    /// <summary>How long a reservation lasts before it must be refreshed. Default 1 h.</summary>
+    public TimeSpan ReservationTtl { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>Relayed connections open at once; over this a CONNECT is answered RESOURCE_LIMIT_EXCEEDED. Default 16.</summary>
+    public int MaxCircuits { get; init; } = 16;
+
+    /// <summary>Relayed connections open at once with one peer at either end. Default 4.</summary>
+    public int MaxCircuitsPerPeer { get; init; } = 4;
+
+    /// <summary>A relayed connection is reset after this long. Default 2 min.</summary>
+    public TimeSpan ConnectionDuration { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>A relayed connection is reset once this many bytes went in either direction. Default 128 KiB.</summary>
+    public long ConnectionData { get; init; } = 128 * 1024;
+
+    /// <summary>Largest hop or stop message read. Default 4 KiB.</summary>
+    public int MaxMessageSize { get; init; } = 4096;
+
+    /// <summary>A hop or stop exchange (request, answer) must finish within this. Default 30 s.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Accept STOP (incoming relayed connections) only from relays we hold a reservation on. Default true.</summary>
+    public bool StopOnlyFromReservedRelays { get; init; } = true;
+
+    /// <summary>What is wrong with these settings, one line per key ('relay:maxReservations' is 0; …); empty when valid.</summary>
+    public IReadOnlyList<string> Validate(string prefix = "relay")
+    {
+        var problems = new List<string>();
+        string Key(string name) => $"'{prefix}:{char.ToLowerInvariant(name[0])}{name[1..]}'";
+        void Positive(string key, double value)
+        {
+            if (value <= 0)
+            {
+                problems.Add($"{Key(key)} is {value}; it must be greater than 0");
+            }
+        }
+        Positive(nameof(MaxReservations), MaxReservations);
+        Positive(nameof(MaxReservationsPerIp), MaxReservationsPerIp);
+        Positive(nameof(ReservationTtl), ReservationTtl.TotalSeconds);
+        Positive(nameof(MaxCircuits), MaxCircuits);
+        Positive(nameof(MaxCircuitsPerPeer), MaxCircuitsPerPeer);
+        Positive(nameof(ConnectionDuration), ConnectionDuration.TotalSeconds);
+        Positive(nameof(ConnectionData), ConnectionData);
+        Positive(nameof(HandshakeTimeout), HandshakeTimeout.TotalSeconds);
+        if (MaxMessageSize < 512 || MaxMessageSize > 1 << 20)
+        {
+            problems.Add($"{Key(nameof(MaxMessageSize))} is {MaxMessageSize}; it must be between 512 and 1048576 bytes");
+        }
+        if (ConnectionDuration.TotalSeconds > uint.MaxValue)
+        {
+            problems.Add($"{Key(nameof(ConnectionDuration))} is {ConnectionDuration}; it must be under 136 years (32-bit seconds)");
+        }
+        return problems;
+    }
+}
+
+/// <summary>Circuit relay v2 status codes as the spec numbers them.</summary>
+public enum RelayStatus
+{
+    Unused = 0,
+    Ok = 100,
+    ReservationRefused = 200,
+    ResourceLimitExceeded = 201,
+    PermissionDenied = 202,
+    ConnectionFailed = 203,
+    NoReservation = 204,
+    MalformedMessage = 400,
+    UnexpectedMessage = 401,
+}
+
+/// <summary>A relay answered a RESERVE or CONNECT with a refusal; <see cref="Status"/> says which.</summary>
+public sealed class RelayRefusedException(RelayStatus status, string message) : IOException(message)
+{
+    public RelayStatus Status { get; } = status;
+}
