@@ -83,7 +83,9 @@ public sealed partial class Libp2pHost : IHost
         };
         _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources, Budgets);
         _router.Changed += () => LocalInfoChanged?.Invoke();
-        _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans)));
+        // The resource manager's scopes, the per-peer budgets' and the bans, as one set of scopes.
+        _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans))
+            .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
     }
 
     public PeerId PeerId => _key.PeerId;
