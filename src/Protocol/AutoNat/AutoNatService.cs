@@ -157,7 +157,8 @@ public sealed partial class AutoNatService : IAsyncDisposable
         }
     }
 
-    private IReadOnlyList<Multiaddr> CandidatesLocked() =>
+    /// <summary>Bound addresses and activated observed ones; none for a node that does not listen (it wants no inbound).</summary>
+    private IReadOnlyList<Multiaddr> CandidatesLocked() => _host.BoundAddresses.Count == 0 ? [] :
         _host.BoundAddresses.Concat(_tracker.ActivatedObserved)
             .Select(a => a.WithoutPeer())
             .Where(a => ReachabilityTracker.IsTestable(a, _options.AllowPrivateAddresses))

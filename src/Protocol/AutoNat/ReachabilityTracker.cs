@@ -130,8 +130,8 @@ public sealed class ReachabilityTracker(AutoNatOptions options)
         }).ToArray();
 
     /// <summary>
-    /// Whether AutoNAT should test (client) or dial (server) this address: a TCP address on an IP (public unless
-    /// <paramref name="allowPrivate"/>), or an in-memory address of the simulated network; never a relayed one.
+    /// Whether AutoNAT should test (client) or dial (server) this address: a TCP address on a public IP, or with
+    /// <paramref name="allowPrivate"/> also a private one or an in-memory address of the simulated network; never a relayed one.
     /// </summary>
     public static bool IsTestable(Multiaddr address, bool allowPrivate)
     {
@@ -142,7 +142,8 @@ public sealed class ReachabilityTracker(AutoNatOptions options)
         }
         if (c[0].Protocol == Multiaddr.Memory)
         {
-            return c.Count == 1 || (c.Count == 2 && c[1].Protocol == Multiaddr.P2p);
+            // The simulated network is a private one: its addresses are tested only where private ones are.
+            return allowPrivate && (c.Count == 1 || (c.Count == 2 && c[1].Protocol == Multiaddr.P2p));
         }
         if (address.ToTcpEndPoint() is not { } endpoint || endpoint.Port == 0)
         {

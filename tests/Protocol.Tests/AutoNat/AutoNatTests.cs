@@ -32,7 +32,7 @@ public class AutoNatTests
             new Libp2pHostSettings(), runtime, hosts.Loggers);
         hosts.Own(host);
         var identify = hosts.Own(new IdentifyService(host, new IdentifyOptions(), runtime, hosts.Loggers));
-        var autonat = hosts.Own(new AutoNatService(host, options ?? new AutoNatOptions(), runtime, hosts.Loggers, identify));
+        var autonat = hosts.Own(new AutoNatService(host, (options ?? new AutoNatOptions()) with { AllowPrivateAddresses = true }, runtime, hosts.Loggers, identify));
         await host.StartAsync([Multiaddr.Parse("/memory/0")], CancellationToken.None);
         autonat.Start();
         return new Node(host, identify, autonat);
@@ -257,6 +257,7 @@ public class AutoNatTests
         Assert.That(ReachabilityTracker.IsTestable(Multiaddr.Parse("/ip4/192.168.1.4/tcp/4100"), allowPrivate: false), Is.False);
         Assert.That(ReachabilityTracker.IsTestable(Multiaddr.Parse("/ip4/127.0.0.1/tcp/4100"), allowPrivate: false), Is.False);
         Assert.That(ReachabilityTracker.IsTestable(a, allowPrivate: false), Is.True);
+        Assert.That(ReachabilityTracker.IsTestable(Multiaddr.Parse("/memory/7"), allowPrivate: false), Is.False, "the simulated network counts as private");
         Assert.That(ReachabilityTracker.IsTestable(Multiaddr.Parse("/ip4/203.0.113.9/tcp/4100/p2p-circuit"), allowPrivate: true), Is.False);
     }
 
