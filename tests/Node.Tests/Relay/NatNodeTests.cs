@@ -53,6 +53,11 @@ public class NatNodeTests
         await using var providerOwned = provider;
         var providerBound = provider.Host.BoundAddresses[0];
         nodes.Network.BlockInbound(providerBound);
+        var started = d.Clock.GetUtcNow();
+        TimeSpan? privateAfter = null, reservedAfter = null;
+        provider.Services.GetRequiredService<AutoNatService>().Changed += () =>
+            privateAfter ??= provider.Services.GetRequiredService<AutoNatService>().Reachability == Reachability.Private ? d.Clock.GetUtcNow() - started : null;
+        provider.Services.GetRequiredService<CircuitTransport>().ReservationsChanged += () => reservedAfter ??= d.Clock.GetUtcNow() - started;
         await provider.Host.ConnectAsync(other.FullAddresses[0], ct);
 
         var requesterOptions = nodes.Options() with { Listen = [], Bootstrap = [relay.FullAddresses[0]], DataDir = nodes.NewDataDir() };
@@ -106,6 +111,8 @@ public class NatNodeTests
         var hop = relay.Services.GetRequiredService<RelayService>();
         Assert.That(hop.BytesRelayed, Is.GreaterThan(module.Length), "the module went through the relay, past the default 128 KiB limit");
         Assert.That(hop.CircuitsCutAtLimit, Is.Zero);
+        TestContext.Out.WriteLine($"provider found private after {privateAfter?.TotalSeconds} s, reserved after {reservedAfter?.TotalSeconds} s (virtual); " +
+            $"relay carried {hop.BytesRelayed} bytes for the lease ({module.Length}-byte module), {hop.CircuitsOpened} circuits");
 
         // The relay's counters are on its meter.
         var measured = new Dictionary<string, long>();
