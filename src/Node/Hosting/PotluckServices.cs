@@ -18,6 +18,7 @@ using Potluck.Protocol.Ping;
 using Potluck.Protocol.Relay;
 using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Security;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Transport.Tcp;
 using Potluck.Scheduler.Metrics;
@@ -67,6 +68,7 @@ internal static class PotluckServices
                 Yamux = options.Yamux,
                 Multistream = options.Multistream,
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
+                Security = setup.StandIns.PlaintextSecurity ? key => new PlaintextSimSecurity(key.PublicKey) : null,
             };
             var host = Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
                 setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());
@@ -146,7 +148,7 @@ internal static class PotluckServices
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();
-            return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir) : null);
+            return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir, setup.StandIns.InMemoryStorage) : null);
         });
         services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
             ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),

@@ -551,7 +551,7 @@ public sealed partial class Libp2pHost : IHost
         var id = _connections.NextConnectionId();
         using var connectionScope = _log.ConnectionScope(id);
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping, admission.Evicted);
         Connection? connection = null;
         var started = _time.GetTimestamp();
         try
