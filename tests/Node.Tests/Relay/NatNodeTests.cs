@@ -134,6 +134,23 @@ public class NatNodeTests
         Assert.That(measured["potluck.relay.circuits.opened"], Is.GreaterThanOrEqualTo(1));
         Assert.That(measured["potluck.relay.bytes"], Is.EqualTo(hop.BytesRelayed));
         Assert.That(measured.Keys, Does.Contain("potluck.relay.refused{what=reservation}"));
+
+        // Refresh: past the relay's 1 h TTL the reservation is still held, renewed before it ran out.
+        var circuit = provider.Services.GetRequiredService<CircuitTransport>();
+        var firstExpiry = circuit.Reservations.Single(r => r.Relay == relay.PeerId).Expires;
+        await Task.Delay(TimeSpan.FromMinutes(70), d.Clock);
+        Assert.That(circuit.Reservations.Single(r => r.Relay == relay.PeerId).Expires, Is.GreaterThan(firstExpiry));
+        Assert.That(hop.ReservationCount, Is.GreaterThanOrEqualTo(1), "the relay still holds it");
+
+        // Losing a relay: the provider gives its reservation up and stops advertising it; the other public node,
+        // which serves hop by itself, carries it instead.
+        Assert.That(other.Services.GetRequiredService<RelayService>().IsServing, Is.True);
+        nodes.Network.Partition(providerBound, relay.Host.BoundAddresses[0]);
+        await Task.Delay(TimeSpan.FromMinutes(2), d.Clock);
+        Assert.That(circuit.Reservations.Select(r => r.Relay), Does.Not.Contain(relay.PeerId));
+        Assert.That(circuit.Reservations.Select(r => r.Relay), Does.Contain(other.PeerId));
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(relay.PeerId.ToString(), StringComparison.Ordinal)), Is.False);
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(other.PeerId.ToString(), StringComparison.Ordinal)), Is.True);
     });
 
     private static string TagText(ReadOnlySpan<KeyValuePair<string, object?>> tags)
