@@ -153,6 +153,49 @@ public class NatNodeTests
         Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(other.PeerId.ToString(), StringComparison.Ordinal)), Is.True);
     });
 
+    [Test, Category("Adversarial")]
+    public void PreferredRelayThatStallsOrRefuses_IsBackedOffFrom_AndAnHonestRelayIsUsed() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 37);
+        // The bootstrap node answers hop requests by reading them and never answering (the first minute), then by
+        // refusing; the other public node is an honest relay.
+        var bad = await nodes.Builder(nodes.Options()).Configure(o => Nat(o) with { Relay = o.Relay with { Hop = true } }).StartAsync();
+        await using var badOwned = bad;
+        var attempts = 0;
+        bad.Host.SetStreamHandler(RelayService.HopProtocolId, async (stream, token) =>
+        {
+            attempts++;
+            await Potluck.Protocol.Framing.LengthPrefixed.ReadAsync(stream.Input, 4096, "test", token);
+            if (attempts == 1)
+            {
+                await Task.Delay(TimeSpan.FromMinutes(5), d.Clock, token); // stall
+            }
+            var refusal = new Potluck.Protocol.Relay.Pb.HopMessage
+            {
+                Type = Potluck.Protocol.Relay.Pb.HopMessage.Types.Type.Status,
+                Status = Potluck.Protocol.Relay.Pb.Status.ReservationRefused,
+            };
+            await Potluck.Protocol.Framing.LengthPrefixed.WriteAsync(stream.Output, Google.Protobuf.MessageExtensions.ToByteArray(refusal), token);
+        });
+        var good = await nodes.Builder(nodes.Options() with { Bootstrap = [bad.FullAddresses[0]] })
+            .Configure(o => Nat(o) with { Relay = o.Relay with { Hop = true } }).StartAsync();
+        await using var goodOwned = good;
+        var provider = await nodes.Builder(nodes.Options() with { Bootstrap = [bad.FullAddresses[0]] }).Configure(Nat).StartAsync();
+        await using var providerOwned = provider;
+        nodes.Network.BlockInbound(provider.Host.BoundAddresses[0]);
+        await provider.Host.ConnectAsync(good.FullAddresses[0], ct);
+
+        await Task.Delay(TimeSpan.FromMinutes(10), d.Clock);
+        Assert.That(provider.Services.GetRequiredService<AutoNatService>().Reachability, Is.EqualTo(Reachability.Private));
+        var relays = provider.Services.GetRequiredService<CircuitTransport>().Reservations.Select(r => r.Relay).ToArray();
+        Assert.That(relays, Does.Contain(good.PeerId), "the honest relay carries the reservation");
+        Assert.That(relays, Does.Not.Contain(bad.PeerId));
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(good.PeerId.ToString(), StringComparison.Ordinal)), Is.True);
+        Assert.That(attempts, Is.InRange(1, 11), "the stalling, then refusing relay is tried at most once a minute");
+        TestContext.Out.WriteLine($"bad relay asked {attempts} times in 10 virtual minutes");
+    });
+
     private static string TagText(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         if (tags.Length == 0)
