@@ -538,7 +538,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     {
                         // Not tried for good: skipped until its next advertisement says what it has free.
                         job.Tried.Remove(provider);
-                        job.BusyAt[provider] = ad.Ad.Sequence;
+                        job.BusyAt[provider] = (ad.Ad.Sequence, now);
                         job.LastWasBusy = true;
                     }
                 }
@@ -620,6 +620,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Task changed;
             SelectionResult selection;
             bool waitingOnBusy;
+            DateTimeOffset retryBusyAt;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
@@ -627,12 +628,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 excluded.UnionWith(_reputation.RefusedProviders());
                 var live = _book.Live(now);
                 waitingOnBusy = false;
+                retryBusyAt = DateTimeOffset.MaxValue;
                 foreach (var ad in live)
                 {
-                    if (job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    // A provider that refused as busy is skipped until it advertises again, or until BusyRetryInterval
+                    // has passed (its free core may have been taken and freed again between two advertisements).
+                    if (job.BusyAt.TryGetValue(ad.Provider, out var busy) && ad.Ad.Sequence <= busy.Sequence
+                        && now < busy.At + _options.BusyRetryInterval)
                     {
                         excluded.Add(ad.Provider);
                         waitingOnBusy = true;
+                        retryBusyAt = retryBusyAt < busy.At + _options.BusyRetryInterval ? retryBusyAt : busy.At + _options.BusyRetryInterval;
                     }
                 }
                 var requirements = new Requirements
@@ -665,9 +671,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     ? $"no provider fits: {noMatch.Explanation}"
                     : $"no provider fits: {noMatch.Explanation}; tried: {Summarise(tried)}", tried);
             }
+            var untilRetry = retryBusyAt - _time.GetUtcNow();
             try
             {
-                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, untilRetry < left ? (untilRetry > TimeSpan.Zero ? untilRetry : TimeSpan.Zero) : left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -826,7 +833,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public HashSet<PeerId> Tried { get; } = [];
 
         /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
-        public Dictionary<PeerId, ulong> BusyAt { get; } = [];
+        public Dictionary<PeerId, (ulong Sequence, DateTimeOffset At)> BusyAt { get; } = [];
 
         /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
         public DateTimeOffset? WaitBusyUntil { get; set; }
