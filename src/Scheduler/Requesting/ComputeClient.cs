@@ -524,7 +524,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
-            if (outcome.RejectReason is not LeaseRejectReason.Busy)
+            if (outcome.Kind is LeaseOutcomeKind.Expired or LeaseOutcomeKind.Cancelled)
+            {
+                // Lost on the way (the provider restarted and no longer knows the lease, or it or the connection went
+                // silent): it counts as a failed attempt, but the provider may be asked again, once it has advertised
+                // again or BusyRetryInterval has passed (a restarted provider is redialled), within MaxAttempts.
+                _reputation.RecordFailure(provider);
+                lock (_gate)
+                {
+                    job.Tried.Remove(provider);
+                    job.BusyAt[provider] = (ad.Ad.Sequence, _time.GetUtcNow());
+                }
+            }
+            else if (outcome.RejectReason is not LeaseRejectReason.Busy)
             {
                 _reputation.RecordFailure(provider);
             }
