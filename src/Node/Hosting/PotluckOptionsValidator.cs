@@ -19,6 +19,7 @@ public static class PotluckOptionsValidator
         void AtLeast(long value, long min, string key) => Need(value >= min, $"'{key}' is {value}; it must be at least {min}");
 
         problems.AddRange(o.Relay.Validate("relay"));
+        problems.AddRange(o.AutoNat.Validate("autoNat"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
         {
@@ -110,6 +111,7 @@ public static class PotluckOptionsValidator
         AtLeast(s.ModuleCacheCapacity, 1, "compute:sandbox:moduleCacheCapacity");
         AtLeast(s.MaxWasmStackBytes, 16 * 1024, "compute:sandbox:maxWasmStackBytes");
         AtLeast(c.Credits.InitialGrant, 0, "compute:credits:initialGrant");
+        AtLeast(c.Credits.MaxDebt, 0, "compute:credits:maxDebt");
         ValidatePreferences(o.Preferences, problems);
         Need(o.Control.Endpoint is not null,
             $"'control:listen' is '{o.Control.Listen}'; it must be a loopback address and port such as 127.0.0.1:4101 (the control API is for this machine only)");
