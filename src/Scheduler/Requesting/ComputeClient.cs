@@ -536,7 +536,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
-            if (outcome.RejectReason is not LeaseRejectReason.Busy)
+            if (outcome.Kind is LeaseOutcomeKind.Expired or LeaseOutcomeKind.Cancelled)
+            {
+                // Lost on the way (the provider restarted and no longer knows the lease, or it or the connection went
+                // silent): it counts as a failed attempt, but the provider may be asked again, once it has advertised
+                // again or BusyRetryInterval has passed (a restarted provider is redialled), within MaxAttempts.
+                _reputation.RecordFailure(provider);
+                lock (_gate)
+                {
+                    job.Tried.Remove(provider);
+                    job.BusyAt[provider] = (ad.Ad.Sequence, _time.GetUtcNow());
+                }
+            }
+            else if (outcome.RejectReason is not LeaseRejectReason.Busy)
             {
                 _reputation.RecordFailure(provider);
             }
@@ -550,7 +562,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     {
                         // Not tried for good: skipped until its next advertisement says what it has free.
                         job.Tried.Remove(provider);
-                        job.BusyAt[provider] = ad.Ad.Sequence;
+                        job.BusyAt[provider] = (ad.Ad.Sequence, now);
                         job.LastWasBusy = true;
                     }
                 }
@@ -632,6 +644,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Task changed;
             SelectionResult selection;
             bool waitingOnBusy;
+            DateTimeOffset retryBusyAt;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
@@ -639,12 +652,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 excluded.UnionWith(_reputation.RefusedProviders());
                 var live = _book.Live(now);
                 waitingOnBusy = false;
+                retryBusyAt = DateTimeOffset.MaxValue;
                 foreach (var ad in live)
                 {
-                    if (job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    // A provider that refused as busy is skipped until it advertises again, or until BusyRetryInterval
+                    // has passed (its free core may have been taken and freed again between two advertisements).
+                    if (job.BusyAt.TryGetValue(ad.Provider, out var busy) && ad.Ad.Sequence <= busy.Sequence
+                        && now < busy.At + _options.BusyRetryInterval)
                     {
                         excluded.Add(ad.Provider);
                         waitingOnBusy = true;
+                        retryBusyAt = retryBusyAt < busy.At + _options.BusyRetryInterval ? retryBusyAt : busy.At + _options.BusyRetryInterval;
                     }
                 }
                 var requirements = new Requirements
@@ -677,9 +695,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     ? $"no provider fits: {noMatch.Explanation}"
                     : $"no provider fits: {noMatch.Explanation}; tried: {Summarise(tried)}", tried);
             }
+            var untilRetry = retryBusyAt - _time.GetUtcNow();
             try
             {
-                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, untilRetry < left ? (untilRetry > TimeSpan.Zero ? untilRetry : TimeSpan.Zero) : left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -839,7 +858,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public HashSet<PeerId> Tried { get; } = [];
 
         /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
-        public Dictionary<PeerId, ulong> BusyAt { get; } = [];
+        public Dictionary<PeerId, (ulong Sequence, DateTimeOffset At)> BusyAt { get; } = [];
 
         /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
         public DateTimeOffset? WaitBusyUntil { get; set; }
