@@ -26,6 +26,16 @@ public sealed record SimReport
     /// <summary>Fuel re-executed to verify results (a verified result was re-run once locally) over useful fuel (fuel of completed tasks).</summary>
     public required double VerificationOverhead { get; init; }
 
+    /// <summary>
+    /// The same ratio over tasks whose requester had already had 10 results from that provider (past the stranger period,
+    /// when every result is checked; see VerificationOptions.StrangerResults): what verification costs once honest
+    /// providers are established. Null when no task qualifies.
+    /// </summary>
+    public double? VerificationOverheadEstablished { get; init; }
+
+    /// <summary>Completed tasks counted in <see cref="VerificationOverheadEstablished"/>.</summary>
+    public int EstablishedTasks { get; init; }
+
     public required CheaterFigures Cheaters { get; init; }
 
     /// <summary>Completed tasks whose output differs from the honest one.</summary>
@@ -127,6 +137,23 @@ public sealed record SimReport
         var reexecuted = completed.Where(t => t.Result!.Verified).Sum(t => t.Result!.Fuel)
             + tasks.Sum(t => t.History.Count(h => h.Detail.StartsWith("fraud", StringComparison.Ordinal)) * (t.Result?.Fuel ?? 0));
 
+        // Tasks of established pairs: the requester had 10 earlier results from the same provider.
+        var pairCounts = new Dictionary<(int, int), int>();
+        long establishedFuel = 0, establishedReexecuted = 0;
+        var establishedTasks = 0;
+        foreach (var t in completed.Where(t => t.ProviderIndex >= 0).OrderBy(t => t.Finished))
+        {
+            var pair = (t.RequesterIndex, t.ProviderIndex);
+            var before = pairCounts.GetValueOrDefault(pair);
+            pairCounts[pair] = before + 1;
+            if (before >= 10)
+            {
+                establishedTasks++;
+                establishedFuel += t.Result!.Fuel;
+                establishedReexecuted += t.Result.Verified ? t.Result.Fuel : 0;
+            }
+        }
+
         var refusals = mesh.Events.Where(e => e.Kind == MeshEventKind.Refused && e.Other >= 0).ToList();
         var firstRefused = refusals.GroupBy(e => e.Other).ToDictionary(g => g.Key, g => g.Min(e => e.At));
         var adversaries = mesh.Nodes.Where(n => n.IsAdversary).ToList();
@@ -219,6 +246,8 @@ public sealed record SimReport
             Tasks = new TaskFigures(tasks.Count, completed.Count, tasks.Count - completed.Count, completed.Count(t => t.Result!.Verified)),
             LeaseLatencyMs = Of(latencies),
             VerificationOverhead = usefulFuel == 0 ? 0 : (double)reexecuted / usefulFuel,
+            VerificationOverheadEstablished = establishedFuel == 0 ? null : (double)establishedReexecuted / establishedFuel,
+            EstablishedTasks = establishedTasks,
             Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Invoke() ?? 0))),
             WrongAccepted = completed.Count(t => !t.Correct),
             HonestAccused = honestAccused,
@@ -288,7 +317,7 @@ public sealed record SimReport
         Line($"nodes {Nodes} ({Providers} providers, {Cheaters.Count} adversaries{(Attacks.Kind != "none" ? " of kind " + Attacks.Kind : "")}), seed {Seed}");
         Line($"tasks: {Tasks.Completed}/{Tasks.Submitted} completed, {Tasks.Failed} failed, {Tasks.Verified} verified");
         Line($"lease latency (virtual): p50 {LeaseLatencyMs.P50:F1} ms, p99 {LeaseLatencyMs.P99:F1} ms, max {LeaseLatencyMs.Max:F1} ms");
-        Line($"verification overhead: {VerificationOverhead:P1} of useful fuel");
+        Line($"verification overhead: {VerificationOverhead:P1} of useful fuel; once established (requester had 10 results from the provider): {(VerificationOverheadEstablished is { } v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a")} over {EstablishedTasks} tasks");
         Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
