@@ -34,7 +34,7 @@ namespace Potluck.Scheduler.Credits;
 /// </list>
 /// Thread-safe: one connection, one lock. Opening with a different identity than the ledger's owner fails.
 /// </summary>
-public sealed class CreditLedger : IDisposable
+public sealed partial class CreditLedger : IDisposable
 {
     public const string FileName = "ledger.db";
     private const long SchemaVersion = 1;
@@ -593,6 +593,7 @@ public sealed class CreditLedger : IDisposable
                     """, ("$id", GrantId(Owner)), ("$owner", Owner.ToBytes()), ("$amount", _options.InitialGrant), ("$now", Now()));
             }
             Execute(tx, OwedSchema);
+            Execute(tx, ChainSchema);
             CrashHook?.Invoke("create");
             tx.Commit();
             return;
@@ -622,6 +623,7 @@ public sealed class CreditLedger : IDisposable
             throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
         }
         Execute(tx, OwedSchema);
+        Execute(tx, ChainSchema);
         tx.Commit();
     }
 
