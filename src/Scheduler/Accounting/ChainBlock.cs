@@ -226,6 +226,23 @@ public sealed class SignedBlock
         return BlockStatus.Valid;
     }
 
+    /// <summary>
+    /// Decodes a block already checked by this node (its own storage, or a gossip message its validator verified) without
+    /// checking the signature again: the shape is still checked, and the signer key must still be the author's.
+    /// </summary>
+    internal static SignedBlock? DecodeChecked(byte[] envelopeBytes)
+    {
+        if (!SignedEnvelope.TryDeserialize(envelopeBytes, out SignedEnvelope? envelope) || envelope.Payload is null || envelope.PublicKey is null
+            || !SignedEnvelope.TryDeserialize(envelope.Payload, out ChainBlock? decoded) || decoded.CheckShape() != BlockStatus.Valid
+            || !KeyCache.TryPublicKey(envelope.PublicKey, out var key) || !PeerId.FromPublicKey(key).Bytes.SequenceEqual(decoded.Author))
+        {
+            return null;
+        }
+        KeyCache.TryPeer(decoded.Author, out var author);
+        KeyCache.TryPeer(decoded.Counterparty, out var counterparty);
+        return new SignedBlock(envelopeBytes, envelope.Payload, decoded, author, counterparty);
+    }
+
     /// <summary>Whether <paramref name="next"/> follows this block in its author's chain (same author, seq + 1, previous hash).</summary>
     public BlockStatus Precedes(SignedBlock next)
     {

@@ -101,9 +101,7 @@ public sealed partial class CreditLedger
         {
             return (block!, true);
         }
-        return SignedBlock.Decode(existing, new ChainOptions { MaxBlockBytes = int.MaxValue, MaxPayloadBytes = int.MaxValue }, out var stored) == BlockStatus.Valid
-            ? (stored!, false)
-            : throw Corrupt("an own chain block that does not verify");
+        return SignedBlock.DecodeChecked(existing!) is { } stored ? (stored, false) : throw Corrupt("an own chain block that does not decode");
     }
 
     /// <summary>

@@ -25,7 +25,10 @@ public sealed record AccountingOptions
     /// <summary>How often proposals without an agreement (a crash, a provider away) are sent again. Default 30 s.</summary>
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Proposals sent again per round. Default 64.</summary>
+    /// <summary>How long after a receipt is acknowledged its proposal is made, so that proposals go in batches. Default 200 ms.</summary>
+    public TimeSpan ProposeDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Proposals made, or sent again, per round. Default 64.</summary>
     public int MaxRetriesPerRound { get; init; } = 64;
 
     /// <summary>Publish each completed payment (proposal and agreement) on <see cref="ChainProtocol.BlocksTopic"/>, so forks meet. Default true.</summary>
@@ -60,6 +63,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private readonly BackgroundWork _proposals;
     private readonly Lock _gate = new();
     private readonly HashSet<PeerId> _forkers = [];
+    private int _linkScheduled;
     private IDisposable? _blocks;
     private IDisposable? _forks;
     private long _agreed;
@@ -120,9 +124,30 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
     }
 
-    /// <summary>Turns a receipt a provider acknowledged into this node's proposal half-block and sends it (in the background).</summary>
-    public void OnReceiptDelivered(PeerId provider, byte[] receipt) =>
-        _proposals.Run($"propose to {provider}", ct => ProposeAsync(receipt, ct));
+    /// <summary>
+    /// Turns receipts providers acknowledged into this node's proposal half-blocks and sends them, in the background and
+    /// in batches: the first receipt schedules a round <see cref="AccountingOptions.ProposeDelay"/> later, which takes
+    /// every delivered receipt without a block (appended concurrently, so the ledger's group commit flushes them together).
+    /// </summary>
+    public void OnReceiptDelivered(PeerId provider, byte[] receipt)
+    {
+        if (Interlocked.Exchange(ref _linkScheduled, 1) == 0)
+        {
+            _proposals.Run("link payments", async ct =>
+            {
+                await Task.Delay(_options.ProposeDelay, _time, ct);
+                Volatile.Write(ref _linkScheduled, 0);
+                await LinkDeliveredAsync(ct);
+            });
+        }
+    }
+
+    /// <summary>Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a round, concurrently).</summary>
+    private async Task<int> LinkDeliveredAsync(CancellationToken ct)
+    {
+        var linked = await Task.WhenAll(_ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound).Select(r => ProposeAsync(r, ct)));
+        return linked.Count(l => l);
+    }
 
     /// <summary>Completes when every proposal started so far has been answered or has failed.</summary>
     public Task WhenIdleAsync(CancellationToken ct) => LoopSafeWait.WaitAsync(_proposals.WhenIdleAsync(), ct);
@@ -272,7 +297,11 @@ public sealed partial class TrustChainService : IAsyncDisposable
             {
                 return Refuse("the block before the proposal is missing");
             }
-            status = SignedBlock.Decode(message.Previous, _options.Chain, out var previous);
+            // Usually the block before is one this node countersigned: held, byte for byte, so not checked again.
+            var previous = _ledger.ChainBlockAt(from, p.Seq - 1) is { } held && held.AsSpan().SequenceEqual(message.Previous)
+                ? SignedBlock.DecodeChecked(held)
+                : null;
+            status = previous is not null ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
             if (status == BlockStatus.Valid)
             {
                 status = previous!.Precedes(p);
@@ -288,10 +317,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 return Refuse("fork");
             }
         }
+        // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
         var stored = _ledger.ReceiptOf(p.Block.ReceiptId, LedgerEntryKind.Earned);
-        var receipt = stored is null ? default : SignedReceipt.Decode(stored, _options.Credits);
-        if (!receipt.IsValid || receipt.Value!.Requester != from || receipt.Value.Receipt.Amount != p.Block.Amount
-            || receipt.Value.Receipt.FuelUsed != p.Block.FuelUsed || !receipt.Value.Receipt.LeaseId.AsSpan().SequenceEqual(p.Block.LeaseId))
+        Receipt? receipt = null;
+        if (stored is not null && SignedEnvelope.TryDeserialize(stored, out SignedEnvelope? envelope) && envelope.Payload is not null)
+        {
+            SignedEnvelope.TryDeserialize(envelope.Payload, out receipt);
+        }
+        if (receipt is null || !receipt.Requester.AsSpan().SequenceEqual(from.Bytes) || receipt.Amount != p.Block.Amount
+            || receipt.FuelUsed != p.Block.FuelUsed || !receipt.LeaseId.AsSpan().SequenceEqual(p.Block.LeaseId))
         {
             return Refuse("no such payment was received here");
         }
@@ -343,12 +377,13 @@ public sealed partial class TrustChainService : IAsyncDisposable
 
     private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
     {
+        // Checked by the validator already: decoded without checking the signatures again.
         if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
-            && SignedBlock.Decode(pair.First, _options.Chain, out var proposal) == BlockStatus.Valid
-            && SignedBlock.Decode(pair.Second, _options.Chain, out var agreement) == BlockStatus.Valid)
+            && SignedBlock.DecodeChecked(pair.First) is { } proposal
+            && SignedBlock.DecodeChecked(pair.Second) is { } agreement)
         {
             // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
-            foreach (var block in new[] { proposal!, agreement! })
+            foreach (var block in new[] { proposal, agreement })
             {
                 if (block.Author != _key.PeerId && _ledger.HoldsBlocksOf(block.Author))
                 {
@@ -438,15 +473,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// </summary>
     public async Task<int> RetryAsync(CancellationToken ct)
     {
-        var linked = 0;
-        foreach (var receipt in _ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound))
-        {
-            linked += await ProposeAsync(receipt, ct) ? 1 : 0;
-        }
+        var linked = await LinkDeliveredAsync(ct);
         foreach (var bytes in _ledger.UnlinkedProposals(_options.MaxRetriesPerRound))
         {
-            if (SignedBlock.Decode(bytes, new ChainOptions { MaxBlockBytes = int.MaxValue, MaxPayloadBytes = int.MaxValue }, out var proposal) == BlockStatus.Valid
-                && !IsForker(proposal!.Counterparty))
+            if (SignedBlock.DecodeChecked(bytes) is { } proposal && !IsForker(proposal.Counterparty))
             {
                 linked += await SendProposalAsync(proposal, ct) ? 1 : 0;
             }
