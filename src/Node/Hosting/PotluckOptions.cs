@@ -184,6 +184,9 @@ public sealed record ComputeOptions
 
     public CreditsOptions Credits { get; init; } = new();
 
+    /// <summary>The bilateral accounting chain (TrustChain half-blocks for every payment) and fork proofs.</summary>
+    public Potluck.Scheduler.Accounting.AccountingOptions Accounting { get; init; } = new();
+
     /// <summary>Sandbox limits. The compiled-module cache defaults to <c>{DataDir}/cache</c>; stdout is always capped so every node's results compare.</summary>
     public SandboxOptions Sandbox { get; init; } = new();
 }

@@ -100,6 +100,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     public ReputationStore Reputation => _reputation;
 
+    /// <summary>Raised when a provider has acknowledged a receipt (its exact bytes): the accounting chain links the payment then.</summary>
+    public event Action<PeerId, byte[]>? ReceiptDelivered;
+
     /// <summary>Raised when a lease attempt ends (tests wait on it; it runs on the submitting task).</summary>
     public event Action<AttemptRecord>? AttemptEnded;
 
@@ -771,10 +774,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 return Acknowledged(provider, leaseId, ReceiptProtocol.TryDecodeAck(answer, out var lease)
                     ? lease
-                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"));
+                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"), receipt);
             }
             await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
-            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
+            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token), receipt);
         }
         catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
         {
@@ -783,11 +786,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         return false;
     }
 
-    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack)
+    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack, byte[] receipt)
     {
         if (ack.Delivered)
         {
             _ledger.MarkDelivered(leaseId);
+            ReceiptDelivered?.Invoke(provider, receipt);
             return true;
         }
         LogReceiptRefused(_log, provider, ack.Detail);
