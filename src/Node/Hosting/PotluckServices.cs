@@ -78,6 +78,15 @@ internal static class PotluckServices
         });
         services.AddSingleton(sp => new RelayService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Relay,
             setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            return new Potluck.Protocol.Dcutr.DcutrService(sp.GetRequiredService<Libp2pHost>(),
+                options.Protocols.Identify ? sp.GetRequiredService<IdentifyService>() : null, options.Dcutr, setup.Runtime,
+                sp.GetRequiredService<ILoggerFactory>());
+        });
+        services.AddSingleton(sp => new StaticRelayReservations(sp.GetRequiredService<CircuitTransport>(), sp.GetRequiredService<Libp2pHost>(),
+            sp.GetRequiredService<PotluckOptions>().Relay, setup.Runtime, sp.GetRequiredService<ILogger<StaticRelayReservations>>()));
         services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
         services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
             setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));

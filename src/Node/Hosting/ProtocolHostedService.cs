@@ -20,6 +20,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     private GossipsubService? _gossip;
     private KademliaService? _dht;
     private IdentifyService? _identify;
+    private Potluck.Protocol.Dcutr.DcutrService? _dcutr;
+    private StaticRelayReservations? _staticRelays;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -39,16 +41,32 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         {
             services.GetRequiredService<Potluck.Protocol.Relay.RelayService>();
         }
+        _dcutr = protocols.Dcutr && protocols.Relay ? services.GetRequiredService<Potluck.Protocol.Dcutr.DcutrService>() : null;
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
         IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> listen = protocols.Relay && options.Relay.AcceptRelayed ? [.. options.Listen, Potluck.Protocol.Multiformats.Multiaddr.Parse("/p2p-circuit")] : options.Listen;
         await _host.StartAsync(listen, cancellationToken);
+        if (protocols.Relay && options.Relay.StaticRelays.Count > 0)
+        {
+            _staticRelays = services.GetRequiredService<StaticRelayReservations>();
+            _staticRelays.Start();
+        }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         var (gossip, dht, identify, host) = (_gossip, _dht, _identify, _host);
         (_gossip, _dht, _identify, _host) = (null, null, null, null);
+        var (dcutr, staticRelays) = (_dcutr, _staticRelays);
+        (_dcutr, _staticRelays) = (null, null);
+        if (staticRelays is not null)
+        {
+            await staticRelays.DisposeAsync();
+        }
+        if (dcutr is not null)
+        {
+            await dcutr.DisposeAsync();
+        }
         if (gossip is not null)
         {
             await gossip.DisposeAsync();

@@ -75,6 +75,9 @@ public sealed partial class DcutrService : IAsyncDisposable
     /// <summary>Raised when an upgrade this node drove ends, with the peer and how it went.</summary>
     public event Action<PeerId, HolePunchResult>? Finished;
 
+    /// <summary>Raised on the answering side (A) at each SYNC, with the peer and the round (1 for the first attempt).</summary>
+    public event Action<PeerId, int>? Synced;
+
     /// <summary>Start an upgrade on every inbound relayed connection. Default true; the NAT lab's prober drives them itself.</summary>
     public bool AutoUpgrade { get; set; } = true;
 
@@ -336,6 +339,7 @@ public sealed partial class DcutrService : IAsyncDisposable
                 {
                     throw new ProtocolViolationException(ProtocolId, $"expected SYNC, got {sync.Type}", ViolationCode.UnexpectedMessage);
                 }
+                Synced?.Invoke(peer, round + 1);
                 if (addresses.Count > 0 && _host.DirectConnectionTo(peer) is null)
                 {
                     // At once, and in the background: B's next CONNECT (a retry) must not wait for this dial to end.
