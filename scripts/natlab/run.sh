@@ -155,8 +155,11 @@ for t in $types; do
   if ! wait_for "$work/provider-$t.log" "relay reservation on" 60; then
     echo "natlab: provider behind $t NAT holds no reservation" >&2; tail -20 "$work/provider-$t.log" >&2; exit 1
   fi
-  id="$(grep -o '/p2p/12D3Koo[A-Za-z0-9]*' "$work/provider-$t.log" | grep -v "${relay_addr##*/p2p/}" | head -1)"
-  provider_addr[$t]="$relay_addr/p2p-circuit$id"
+  if ! wait_for "$work/provider-$t.log" "^Peer id: " 30; then
+    echo "natlab: provider behind $t NAT printed no peer id" >&2; exit 1
+  fi
+  id="$(sed -n 's/^Peer id: \([A-Za-z0-9]*\).*/\1/p' "$work/provider-$t.log" | head -1)"
+  provider_addr[$t]="$relay_addr/p2p-circuit/p2p/$id"
   echo "provider behind $t NAT: ${provider_addr[$t]}"
 done
 

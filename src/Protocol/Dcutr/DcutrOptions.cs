@@ -27,7 +27,14 @@ public sealed record DcutrOptions
     /// <summary>The window of <see cref="MaxStreamsPerPeer"/>. Default 1 min.</summary>
     public TimeSpan RateWindow { get; init; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>After a direct connection is made, the relayed one is closed once it carries no stream, or after this at most. Default 2 min.</summary>
+    /// <summary>
+    /// Protocols (by prefix) whose open streams do not keep a relayed connection once a direct one exists: long-lived
+    /// streams that are opened again on the direct connection (gossip, identify push, DCUtR itself). Streams of any other
+    /// protocol (a lease's) finish on the relayed connection first. Default /meshsub/, /floodsub/, /ipfs/id/, /libp2p/dcutr.
+    /// </summary>
+    public IReadOnlyList<string> LongLivedProtocols { get; init; } = ["/meshsub/", "/floodsub/", "/ipfs/id/", "/libp2p/dcutr"];
+
+    /// <summary>After a direct connection is made, the relayed one is closed once it carries no stream but long-lived ones, or after this at most. Default 2 min.</summary>
     public TimeSpan RelayedCloseGrace { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>What is wrong with these settings, one line per key; empty when valid.</summary>

@@ -441,7 +441,7 @@ public sealed partial class DcutrService : IAsyncDisposable
         _work.Run("close relayed", async stopping =>
         {
             var until = _time.GetUtcNow() + _options.RelayedCloseGrace;
-            while (!relayed.IsClosed && relayed.StreamCount > 0 && _time.GetUtcNow() < until)
+            while (!relayed.IsClosed && Holding(relayed) > 0 && _time.GetUtcNow() < until)
             {
                 await Task.Delay(TimeSpan.FromSeconds(1), _time, stopping);
             }
@@ -452,6 +452,11 @@ public sealed partial class DcutrService : IAsyncDisposable
             }
         });
     }
+
+    /// <summary>Streams on <paramref name="connection"/> that must end before it closes: all but the long-lived protocols'.</summary>
+    private int Holding(IConnection connection) => connection is Connection c
+        ? c.OpenStreams(p => !_options.LongLivedProtocols.Any(l => p.StartsWith(l, StringComparison.Ordinal)))
+        : connection.StreamCount;
 
     /// <summary>The addresses of a CONNECT we may dial: decodable, direct, dialable here, not unspecified; at most the limit.</summary>
     private List<Multiaddr> DialableAddresses(Pb.HolePunch message)
