@@ -17,6 +17,7 @@
 # --short (what scripts/test.sh runs, about 2 min): port-restricted and symmetric NATs, 3 attempts per pair, two leases.
 # Ends with "N passed, N failed": every attempt relayed, hole punches between endpoint-independent NATs at 95 % or
 # more, every lease run completed with the right output.
+# NATLAB_LOG_LEVEL=debug logs the providers and probes at that level; KEEP_NATLAB_LOGS=1 keeps /tmp/natlab.*.
 # Needs root, ip (iproute2) and iptables; without them it says so, prints "0 passed, 0 failed" and exits 0.
 # Bounded: every process runs under `timeout`; the namespaces and processes it made are removed on exit.
 set -uo pipefail
@@ -154,7 +155,7 @@ for t in $types; do
   make_home p "$t"
   make_home q "$t"
   start "${P}hp$t" "provider-$t" env POTLUCK__RELAY__ACCEPTRELAYED=true POTLUCK__RELAY__STATICRELAYS__0="$relay_addr" \
-    "$potluck" run --listen /ip4/0.0.0.0/tcp/4100 --no-mdns --bootstrap "$relay_addr" --data-dir "$work/provider-$t" --log-level information
+    "$potluck" run --listen /ip4/0.0.0.0/tcp/4100 --no-mdns --bootstrap "$relay_addr" --data-dir "$work/provider-$t" --log-level "${NATLAB_LOG_LEVEL:-information}"
 done
 for t in $types; do
   if ! wait_for "$work/provider-$t.log" "relay reservation on" 60; then
@@ -183,7 +184,7 @@ for pt in $types; do
   for qt in $types; do
     log="$work/probe-$pt-$qt.jsonl"
     ip netns exec "${P}hq$qt" timeout $((attempts * 40 / parallel + 120)) "$potluck" holepunch "${provider_addr[$pt]}" \
-      --attempts "$attempts" --parallel "$parallel" --timeout 25 --json >"$log" 2>"$work/probe-$pt-$qt.err"
+      --attempts "$attempts" --parallel "$parallel" --timeout 25 --json --log-level "${NATLAB_LOG_LEVEL:-warning}" >"$log" 2>"$work/probe-$pt-$qt.err"
     summary="$(grep '"summary":true' "$log" | tail -1)"
     read -r relayed direct first median < <(python3 -c 'import json,sys
 s=json.loads(sys.argv[1]) if sys.argv[1] else {}

@@ -74,6 +74,9 @@ public sealed record PotluckOptions
     /// <summary>DCUtR hole punching over relayed connections (<c>protocols:dcutr</c>): attempts, timeouts, bounds.</summary>
     public Potluck.Protocol.Dcutr.DcutrOptions Dcutr { get; init; } = new();
 
+    /// <summary>AutoNAT v2: serving dial requests, testing our own addresses, and the bounds of both (<c>autoNat:*</c>).</summary>
+    public Potluck.Protocol.AutoNat.AutoNatOptions AutoNat { get; init; } = new();
+
     public GossipsubOptions Gossip { get; init; } = new();
 
     /// <summary>DHT options; the mode is chosen by the node (server when it listens, client otherwise) unless set here.</summary>

@@ -6,6 +6,9 @@ using Potluck.Protocol.Identify;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
+using Potluck.Protocol.AutoNat;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Relay;
 
 namespace Potluck.Node.Hosting;
 
@@ -22,6 +25,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     private IdentifyService? _identify;
     private Potluck.Protocol.Dcutr.DcutrService? _dcutr;
     private StaticRelayReservations? _staticRelays;
+    private AutoNatService? _autoNat;
+    private AutoRelay? _autoRelay;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -37,20 +42,36 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         {
             services.GetRequiredService<PerfService>();
         }
-        if (options.Relay.Hop)
+        if (options.Relay.Hop || (protocols.Relay && options.Relay.AutoHop))
         {
-            services.GetRequiredService<Potluck.Protocol.Relay.RelayService>();
+            services.GetRequiredService<RelayService>(); // serving hop now (relay:hop), or once AutoNAT finds the node public
+        }
+        var autoNat = options.AutoNat;
+        _autoNat = protocols.Identify && (autoNat.Server || autoNat.Client) ? services.GetRequiredService<AutoNatService>() : null;
+        // Automatic relay use needs AutoNAT's verdicts, and reserving only makes sense for a node that wants inbound connections.
+        var reserve = protocols.Relay && options.Relay.AutoReserve && options.Listen.Count > 0;
+        _autoRelay = _autoNat is not null && autoNat.Client && protocols.Relay && (reserve || options.Relay.AutoHop)
+            ? services.GetRequiredService<AutoRelay>() : null;
+        if (_autoNat is not null)
+        {
+            var (nat, relay, circuit) = (_autoNat, _autoRelay, services.GetRequiredService<CircuitTransport>());
+            _host.AddressFactory = bound => relay is null ? nat.Rewrite(bound) : [.. nat.Rewrite(bound), .. relay.CircuitAddresses];
+            nat.Changed += _host.AddressesChanged;
+            circuit.ReservationsChanged += _host.AddressesChanged;
         }
         _dcutr = protocols.Dcutr && protocols.Relay ? services.GetRequiredService<Potluck.Protocol.Dcutr.DcutrService>() : null;
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
-        IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> listen = protocols.Relay && options.Relay.AcceptRelayed ? [.. options.Listen, Potluck.Protocol.Multiformats.Multiaddr.Parse("/p2p-circuit")] : options.Listen;
+        IReadOnlyList<Multiaddr> listen = protocols.Relay && (options.Relay.AcceptRelayed || reserve)
+            ? [.. options.Listen, Multiaddr.Parse("/p2p-circuit")] : options.Listen;
         await _host.StartAsync(listen, cancellationToken);
         if (protocols.Relay && options.Relay.StaticRelays.Count > 0)
         {
             _staticRelays = services.GetRequiredService<StaticRelayReservations>();
             _staticRelays.Start();
         }
+        _autoNat?.Start();
+        _autoRelay?.Start();
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -66,6 +87,16 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         if (dcutr is not null)
         {
             await dcutr.DisposeAsync();
+        }
+        var (autoRelay, autoNat) = (_autoRelay, _autoNat);
+        (_autoRelay, _autoNat) = (null, null);
+        if (autoRelay is not null)
+        {
+            await autoRelay.DisposeAsync();
+        }
+        if (autoNat is not null)
+        {
+            await autoNat.DisposeAsync();
         }
         if (gossip is not null)
         {

@@ -122,7 +122,9 @@ public sealed partial class DcutrService : IAsyncDisposable
             }
             result.AddRange(_observedBy.Values.GroupBy(a => a).Where(g => g.Count() >= 2).Select(g => g.Key));
         }
-        var listenPorts = _host.ListenAddresses.Select(a => a.ToTcpEndPoint()).OfType<IPEndPoint>().Select(e => e.Port).Distinct().ToArray();
+        // Addresses the node advertises as public (AutoNAT confirmed them) are as good as observed ones.
+        result.AddRange(_host.ListenAddresses.Where(a => a.Find(Multiaddr.Memory) is null && IsPublic(a)));
+        var listenPorts = _host.BoundAddresses.Select(a => a.ToTcpEndPoint()).OfType<IPEndPoint>().Select(e => e.Port).Distinct().ToArray();
         foreach (var observed in result.ToArray())
         {
             if (observed.ToTcpEndPoint() is { } endPoint)
@@ -135,7 +137,7 @@ public sealed partial class DcutrService : IAsyncDisposable
         }
         if (result.Count == 0)
         {
-            result.AddRange(_host.ListenAddresses.Where(a => a.Find(Multiaddr.P2pCircuit) is null && a.Find(Multiaddr.Memory) is not null));
+            result.AddRange(_host.BoundAddresses.Where(a => a.Find(Multiaddr.P2pCircuit) is null && a.Find(Multiaddr.Memory) is not null));
         }
         return result.Distinct().Take(_options.MaxAddresses).ToArray();
     }
