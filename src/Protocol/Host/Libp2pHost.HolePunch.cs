@@ -12,7 +12,7 @@ namespace Potluck.Protocol.Host;
 /// </summary>
 public sealed partial class Libp2pHost
 {
-    private readonly Dictionary<PeerId, (HashSet<string> Hosts, DateTimeOffset Until)> _punches = [];
+    private readonly Dictionary<PeerId, (HashSet<string> Hosts, HashSet<string> Addresses, DateTimeOffset Until)> _punches = [];
 
     /// <summary>Whether <paramref name="connection"/> runs through a circuit relay (its remote address has /p2p-circuit).</summary>
     public static bool IsRelayed(IConnection connection) => connection.RemoteAddress.Find(Multiaddr.P2pCircuit) is not null;
@@ -50,14 +50,16 @@ public sealed partial class Libp2pHost
     /// </summary>
     public void ExpectHolePunch(PeerId peer, IEnumerable<Multiaddr> addresses, DateTimeOffset until)
     {
-        var hosts = addresses.Select(HostKey).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var list = addresses.ToArray();
+        var hosts = list.Select(HostKey).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var exact = list.Select(a => a.WithoutPeer().ToString()).ToHashSet(StringComparer.Ordinal);
         lock (_gate)
         {
             foreach (var stale in _punches.Where(kv => kv.Value.Until <= _time.GetUtcNow()).Select(kv => kv.Key).ToArray())
             {
                 _punches.Remove(stale);
             }
-            _punches[peer] = (hosts, until);
+            _punches[peer] = (hosts, exact, until);
         }
     }
 
@@ -70,29 +72,50 @@ public sealed partial class Libp2pHost
         }
     }
 
-    private PeerId? HolePunchRoleFor(Multiaddr remote)
+    /// <summary>
+    /// Whether an inbound connection from <paramref name="remote"/> is a hole punch in which this node speaks first, and
+    /// the peer it must prove to be when that is certain. Many peers can share one public IP (a carrier-grade NAT, two
+    /// punches at once): the IP and port of an address the peer sent name it; the IP alone names it only when no other
+    /// punch in progress has that IP, and otherwise the handshake decides who it is.
+    /// </summary>
+    private (bool Punch, PeerId? Expected) HolePunchRoleFor(Multiaddr remote)
     {
         var key = HostKey(remote);
         if (key is null)
         {
-            return null;
+            return (false, null);
         }
+        var exact = remote.WithoutPeer().ToString();
         lock (_gate)
         {
             if (_punches.Count == 0)
             {
-                return null;
+                return (false, null);
             }
             var now = _time.GetUtcNow();
-            foreach (var (peer, (hosts, until)) in _punches)
+            var byIp = new List<PeerId>();
+            foreach (var (peer, (hosts, addresses, until)) in _punches)
             {
-                if (until > now && hosts.Contains(key) && DirectConnectionTo(peer) is null)
+                if (until <= now || DirectConnectionTo(peer) is not null)
                 {
-                    return peer;
+                    continue;
+                }
+                if (addresses.Contains(exact))
+                {
+                    return (true, peer);
+                }
+                if (hosts.Contains(key))
+                {
+                    byIp.Add(peer);
                 }
             }
+            return byIp.Count switch
+            {
+                0 => (false, null),
+                1 => (true, byIp[0]),
+                _ => (true, null),
+            };
         }
-        return null;
     }
 
     /// <summary>The host part of an address: its IP for TCP (a NAT may change the port), the address itself for /memory.</summary>

@@ -562,7 +562,7 @@ public sealed partial class Libp2pHost : IHost
         var punch = HolePunchRoleFor(raw.Remote);
         try
         {
-            connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, punch, id, linked.Token, punch is null ? null : true);
+            connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, punch.Expected, id, linked.Token, punch.Punch ? true : null);
             _instruments.HandshakeCompleted(Direction.Inbound, _time.GetElapsedTime(started));
         }
         catch (Exception e)
