@@ -66,6 +66,12 @@ public sealed record RelayOptions
     /// <summary>A hop or stop exchange (request, answer) must finish within this. Default 30 s.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Relays to hold a reservation on from the start (each a full address ending in /p2p/&lt;relay&gt;), kept refreshed
+    /// while the node runs: go-libp2p's static relays. Needs <see cref="AcceptRelayed"/>. Default none.
+    /// </summary>
+    public IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> StaticRelays { get; init; } = [];
+
     /// <summary>Accept STOP (incoming relayed connections) only from relays we hold a reservation on. Default true.</summary>
     public bool StopOnlyFromReservedRelays { get; init; } = true;
 
@@ -99,6 +105,17 @@ public sealed record RelayOptions
         if (MaxMessageSize < 512 || MaxMessageSize > 1 << 20)
         {
             problems.Add($"{Key(nameof(MaxMessageSize))} is {MaxMessageSize}; it must be between 512 and 1048576 bytes");
+        }
+        for (var i = 0; i < StaticRelays.Count; i++)
+        {
+            if (StaticRelays[i].PeerId is null || StaticRelays[i].Find(Potluck.Protocol.Multiformats.Multiaddr.P2pCircuit) is not null)
+            {
+                problems.Add($"'{prefix}:staticRelays:{i}' is {StaticRelays[i]}; it must be a relay's direct address ending in /p2p/<peer id>");
+            }
+        }
+        if (StaticRelays.Count > 0 && !AcceptRelayed)
+        {
+            problems.Add($"'{prefix}:staticRelays' needs '{prefix}:acceptRelayed' true (a reservation is for receiving relayed connections)");
         }
         if (ConnectionDuration.TotalSeconds > uint.MaxValue)
         {
