@@ -34,6 +34,25 @@ public sealed class ProviderLeaseRegistry
 
     public ProviderCapacity Capacity { get; }
 
+    /// <summary>The speed measured from this provider's own runs (fuel per second on one core); null until measured.</summary>
+    public long? MeasuredSpeedFuelPerSecond { get; set; }
+
+    /// <summary>
+    /// The latest deadline a lease for <paramref name="request"/> gets, from <paramref name="now"/>: the input grace and the
+    /// content's transfer time, plus the fuel limit at the measured (else configured) speed times
+    /// <see cref="ProviderPolicy.DeadlineSlack"/> (at least <see cref="ProviderPolicy.MinRunTime"/>), and never beyond
+    /// <see cref="ProviderPolicy.MaxDeadlineLead"/>. A request asking for a later deadline is offered this one.
+    /// </summary>
+    public DateTimeOffset LatestDeadline(LeaseRequest request, DateTimeOffset now)
+    {
+        var speed = Math.Max(1, MeasuredSpeedFuelPerSecond ?? _policy.SpeedFuelPerSecond);
+        var run = TimeSpan.FromSeconds(Math.Min(_policy.MaxDeadlineLead.TotalSeconds, (double)request.FuelLimit / speed * Math.Max(1, _policy.DeadlineSlack)));
+        var content = (_modules.Contains(request.ModuleHash) ? 0 : request.ModuleSize) + request.InputSize;
+        var transfer = TimeSpan.FromSeconds(Math.Min(_policy.MaxDeadlineLead.TotalSeconds, (double)content / Math.Max(1, _options.MinContentBytesPerSecond)));
+        var lead = _options.InputGrace + transfer + (run > _policy.MinRunTime ? run : _policy.MinRunTime);
+        return now + (lead < _policy.MaxDeadlineLead ? lead : _policy.MaxDeadlineLead);
+    }
+
     /// <summary>Requests tracked: live and finished leases and remembered rejections.</summary>
     public int TrackedCount => _leases.Count + _rejected.Count;
 
@@ -102,7 +121,10 @@ public sealed class ProviderLeaseRegistry
                 : Capacity.AvailableCores == 0 ? $"all {Capacity.Cores} cores in use" : "not enough free memory";
             return new ProviderDispatch(null, new LeaseStep { Send = [Reject(request, LeaseRejectReason.Busy, detail)] });
         }
+        // The deadline follows from the fuel asked for and this provider's speed: a tiny task cannot hold a core for a day.
         var deadline = DateTimeOffset.FromUnixTimeMilliseconds(request.DeadlineUnixMs);
+        var latest = LatestDeadline(request, now);
+        deadline = deadline < latest ? deadline : DateTimeOffset.FromUnixTimeMilliseconds(latest.ToUnixTimeMilliseconds());
         var offerExpires = now + _options.OfferTimeout;
         var terms = new LeaseTerms
         {
@@ -115,7 +137,7 @@ public sealed class ProviderLeaseRegistry
             InputSize = request.InputSize,
             FuelLimit = request.FuelLimit,
             MemoryLimitBytes = request.MemoryLimitBytes,
-            DeadlineUnixMs = request.DeadlineUnixMs,
+            DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
             PricePerMegaFuel = _policy.PricePerMegaFuel,
             HeartbeatIntervalMs = (long)_options.HeartbeatInterval.TotalMilliseconds,
             ModuleNeeded = !_modules.Contains(request.ModuleHash),

@@ -16,8 +16,17 @@ public sealed record ProviderOptions
     /// <summary>Price in micro-credits (the ledger's unit, a millionth of a credit) per million fuel. Default 10.</summary>
     public long PricePerMegaFuel { get; init; } = 10;
 
-    /// <summary>Speed advertised, fuel per second on one core. Default 500 million.</summary>
+    /// <summary>Speed advertised, fuel per second on one core, and assumed for deadlines until measured. Default 500 million.</summary>
     public long SpeedFuelPerSecond { get; init; } = 500_000_000;
+
+    /// <summary>
+    /// A lease's deadline is at most its fuel limit at the provider's measured speed times this (plus the input's grace and
+    /// transfer time, at least <see cref="MinRunTime"/>), so a requester cannot hold a core for a day with a tiny task. Default 4.
+    /// </summary>
+    public double DeadlineSlack { get; init; } = 4;
+
+    /// <summary>The least run time a lease's deadline allows. Default 30 seconds.</summary>
+    public TimeSpan MinRunTime { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Most fuel one lease may ask for. Default 2·10^10 (the sandbox's default cap).</summary>
     public long MaxFuel { get; init; } = 20_000_000_000;

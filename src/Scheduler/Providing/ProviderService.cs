@@ -74,6 +74,9 @@ public sealed partial class ProviderService : IAsyncDisposable
             MaxMemoryBytes = options.MaxMemoryPerLease,
             AcceptUnknownModules = options.AcceptUnknownModules,
             RuntimeVersion = ComputeRuntime.Version,
+            SpeedFuelPerSecond = options.SpeedFuelPerSecond,
+            DeadlineSlack = options.DeadlineSlack,
+            MinRunTime = options.MinRunTime,
         };
         _registry = new ProviderLeaseRegistry(key, policy, Capacity, modules, options.Lease);
         _issuer = new AdvertisementIssuer(key, options.Advertising);
@@ -463,9 +466,11 @@ public sealed partial class ProviderService : IAsyncDisposable
     private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
     {
         ExecutionReport report;
+        var started = _time.GetTimestamp();
         try
         {
             report = await _executor.ExecuteAsync(execution, ct);
+            MeasureSpeed(report.FuelUsed, _time.GetElapsedTime(started));
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -510,6 +515,37 @@ public sealed partial class ProviderService : IAsyncDisposable
             _ledger.ForgetOwed(leaseId, lease.Requester); // no result was delivered: nothing is owed
         }
         after?.Invoke();
+    }
+
+    /// <summary>
+    /// Folds one run into the measured speed (fuel per second on one core, an exponential average) that lease deadlines
+    /// follow. Runs too short to time (under 100 ms on this node's clock; all of them under virtual time) are skipped.
+    /// </summary>
+    private void MeasureSpeed(long fuel, TimeSpan elapsed)
+    {
+        if (fuel <= 0 || elapsed < TimeSpan.FromMilliseconds(100))
+        {
+            return;
+        }
+        var sample = fuel / elapsed.TotalSeconds;
+        lock (_gate)
+        {
+            var previous = _registry.MeasuredSpeedFuelPerSecond;
+            var speed = previous is { } p ? 0.8 * p + 0.2 * sample : sample;
+            _registry.MeasuredSpeedFuelPerSecond = (long)Math.Clamp(speed, 1, long.MaxValue / 2);
+        }
+    }
+
+    /// <summary>The speed lease deadlines follow: measured from this node's runs, else the configured one.</summary>
+    public long SpeedFuelPerSecond
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _registry.MeasuredSpeedFuelPerSecond ?? _options.SpeedFuelPerSecond;
+            }
+        }
     }
 
     private SignedAttestation Attest(ProviderLease lease, ExecutionReport report)
