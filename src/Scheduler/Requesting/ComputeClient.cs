@@ -668,7 +668,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var left = waitUntil - _time.GetUtcNow();
             if (!couldChange || left <= TimeSpan.Zero)
             {
-                throw new SubmissionException($"no provider fits: {noMatch.Explanation}", job.History);
+                List<AttemptRecord> tried;
+                lock (_gate)
+                {
+                    tried = [.. job.History];
+                }
+                throw new SubmissionException(tried.Count == 0
+                    ? $"no provider fits: {noMatch.Explanation}"
+                    : $"no provider fits: {noMatch.Explanation}; tried: {Summarise(tried)}", tried);
             }
             try
             {
