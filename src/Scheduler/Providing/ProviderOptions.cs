@@ -54,6 +54,14 @@ public sealed record ProviderOptions
     /// </summary>
     public long CreditLimitPerRequester { get; init; } = 1_000_000;
 
+    /// <summary>
+    /// The share of cores requesters without standing here (strangers: no work supplied to this node; debtors: more taken
+    /// than supplied) may hold at once, at least one unless 0. They are served only from that idle capacity, at the lowest
+    /// priority: a requester in good standing that finds no free core preempts the newest of their leases. Default 0.5; a
+    /// private cluster may set 1.
+    /// </summary>
+    public double StrangerCoreShare { get; init; } = 0.5;
+
     /// <summary>Leases one requester may hold with this provider at once (offered or running). Default 4.</summary>
     public int MaxLeasesPerRequester { get; init; } = 4;
 

@@ -51,6 +51,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private long _refusedUnpaid;
     private long _refusedOverLimit;
     private long _auditViolations;
+    private long _preempted;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -66,7 +67,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         _time = runtime.Time;
         _log = log;
         _work = runtime.CreateBackgroundWork("provider", log);
-        Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes);
+        Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes) { StrangerCores = StrangerCores(options.Cores) };
         var policy = new ProviderPolicy
         {
             PricePerMegaFuel = options.PricePerMegaFuel,
@@ -227,6 +228,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         lock (_gate)
         {
             Capacity.Resize(cores, memoryBytes);
+            Capacity.StrangerCores = StrangerCores(cores);
         }
         PublishSoon();
     }
@@ -315,12 +317,24 @@ public sealed partial class ProviderService : IAsyncDisposable
                 _registry.Prune(now);
             }
             var before = Capacity.CoresInUse;
-            if (message is LeaseRequest request && Refusal(requester.ToPeerId(), request) is { } refusal)
+            var stranger = false;
+            if (message is LeaseRequest request && Refusal(requester.ToPeerId(), request, out stranger) is { } refusal)
             {
                 session.Enqueue([refusal]);
                 return;
             }
-            var (lease, step) = _registry.Handle(requester, message, now);
+            var dispatch = _registry.Handle(requester, message, now, stranger);
+            var (lease, step) = dispatch;
+            after = null;
+            foreach (var (preempted, cancel) in dispatch.Preempted)
+            {
+                if (_slots.TryGetValue(preempted, out var preemptedSlot))
+                {
+                    Interlocked.Increment(ref _preempted);
+                    _instruments.LeaseRefused("preempted");
+                    after += Apply(preempted, preemptedSlot, cancel, now);
+                }
+            }
             if (lease is null || (lease.FinishedAt is not null && step.Outcome is null && !_slots.ContainsKey(lease)))
             {
                 // No lease, or one that ended before (a late or repeated message): answer it, but keep no slot for it.
@@ -329,7 +343,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             }
             var slot = SlotOf(lease);
             slot.Session = session;
-            after = Apply(lease, slot, step, now);
+            after += Apply(lease, slot, step, now);
             capacityChanged = Capacity.CoresInUse != before;
         }
         after?.Invoke();
@@ -344,8 +358,14 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <see cref="ProviderOptions.MaxLeasesPerRequester"/> leases here already, is refused (a retry of a request already
     /// leased is not: the registry answers it). Under the lock.
     /// </summary>
-    private LeaseReject? Refusal(PeerId requester, LeaseRequest request)
+    /// <param name="stranger">
+    /// Set when the requester has no standing here: it has supplied this node no work, or has taken more than it supplied
+    /// (a debtor). Such requesters are served only within <see cref="ProviderOptions.StrangerCoreShare"/> of the cores, and
+    /// preemptibly, so that contributors in good standing are never crowded out.
+    /// </param>
+    private LeaseReject? Refusal(PeerId requester, LeaseRequest request, out bool stranger)
     {
+        stranger = false;
         if (_registry.Find(requester, request.RequestId) is not null)
         {
             return null;
@@ -365,6 +385,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
         }
         var record = _ledger.Requester(requester);
+        stranger = !(record.Supplied > 0 && record.Debt <= 0);
         if (record.Violations > 0)
         {
             _instruments.LeaseRefused("audit");
@@ -386,8 +407,17 @@ public sealed partial class ProviderService : IAsyncDisposable
         return null;
     }
 
+    /// <summary>Cores requesters without standing may hold at once: the share of <paramref name="cores"/>, at least one unless the share is 0.</summary>
+    private int StrangerCores(int cores) =>
+        _options.StrangerCoreShare >= 1 ? cores
+        : _options.StrangerCoreShare <= 0 ? 0
+        : Math.Max(1, (int)Math.Floor(cores * _options.StrangerCoreShare));
+
     /// <summary>Requests refused because their requester owed more than the credit limit.</summary>
     public long RefusedUnpaid => Interlocked.Read(ref _refusedUnpaid);
+
+    /// <summary>Leases of requesters without standing ended to make room for one in good standing.</summary>
+    public long Preempted => Interlocked.Read(ref _preempted);
 
     /// <summary>Requests refused because their requester held the most leases allowed at once.</summary>
     public long RefusedOverLimit => Interlocked.Read(ref _refusedOverLimit);
