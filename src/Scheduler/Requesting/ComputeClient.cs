@@ -518,7 +518,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (reserved is LedgerResult.InsufficientFunds)
         {
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available beyond the debt this node allows itself ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
