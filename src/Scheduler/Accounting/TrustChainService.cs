@@ -500,7 +500,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),
         // so a short-lived requester links before it exits.
-        await _linkNow.CancelAsync();
+        _linkNow.Cancel(); // not CancelAsync: that runs the callbacks on the thread pool, off a simulation's event loop
         await _proposals.WhenIdleAsync();
         _linkNow.Dispose();
         await _proposals.DisposeAsync();
