@@ -36,6 +36,7 @@ internal static class ComputeCommands
             Options.Add(VerifyRate);
             Options.Add(Replicas);
             Options.Add(Bootstrap);
+            Options.Add(Listen);
             Options.Add(NoMdns);
             Options.Add(Wait);
             Options.Add(SwarmKey);
@@ -94,6 +95,9 @@ internal static class ComputeCommands
 
         public Option<int?> Replicas { get; } = CliOptions.Int("--replicas", "k", "run on k providers at once and compare their results (default 1)", 1, 16);
 
+        public Option<Multiaddr[]> Listen { get; } = CliOptions.Addresses("--listen",
+            "listen here too (default nowhere): behind a NAT, a provider reached through a relay can then hole-punch to this requester", needPeerId: false);
+
         public Option<Multiaddr[]> Bootstrap { get; } = CliOptions.Addresses("--bootstrap",
             "a node to join through, …/p2p/<peer id>, repeatable (e.g. a provider's address)", needPeerId: true);
 
@@ -141,6 +145,7 @@ internal static class ComputeCommands
             {
                 DataDir = dataDir,
                 Bootstrap = bootstrap,
+                Listen = result.GetValue(Listen) ?? [],
                 Discovery = o.Discovery with { Mdns = !result.GetValue(NoMdns) },
                 Compute = o.Compute with { Enabled = true, Provide = false },
             });
