@@ -63,6 +63,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private readonly BackgroundWork _proposals;
     private readonly Lock _gate = new();
     private readonly HashSet<PeerId> _forkers = [];
+    private readonly CancellationTokenSource _linkNow = new();
     private int _linkScheduled;
     private IDisposable? _blocks;
     private IDisposable? _forks;
@@ -135,7 +136,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             _proposals.Run("link payments", async ct =>
             {
-                await Task.Delay(_options.ProposeDelay, _time, ct);
+                try
+                {
+                    using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, _linkNow.Token);
+                    await Task.Delay(_options.ProposeDelay, _time, wait.Token);
+                }
+                catch (OperationCanceledException) when (_linkNow.IsCancellationRequested && !ct.IsCancellationRequested)
+                {
+                    // Stopping: link now rather than after the delay (a clock that is never advanced must not hold up the stop).
+                }
                 Volatile.Write(ref _linkScheduled, 0);
                 await LinkDeliveredAsync(ct);
             });
@@ -489,8 +498,11 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.RemoveStreamHandler(ChainProtocol.Id);
         _blocks?.Dispose();
         _forks?.Dispose();
-        // Proposals under way finish first (each bounded by ExchangeTimeout), so a short-lived requester links before it exits.
+        // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),
+        // so a short-lived requester links before it exits.
+        _linkNow.Cancel(); // not CancelAsync: that runs the callbacks on the thread pool, off a simulation's event loop
         await _proposals.WhenIdleAsync();
+        _linkNow.Dispose();
         await _proposals.DisposeAsync();
         await _work.DisposeAsync();
     }
