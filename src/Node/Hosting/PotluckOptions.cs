@@ -77,7 +77,13 @@ public sealed record PotluckOptions
     /// <summary>AutoNAT v2: serving dial requests, testing our own addresses, and the bounds of both (<c>autoNat:*</c>).</summary>
     public Potluck.Protocol.AutoNat.AutoNatOptions AutoNat { get; init; } = new();
 
-    public GossipsubOptions Gossip { get; init; } = new();
+    /// <summary>
+    /// Gossipsub. A node's defaults are the spec's except D = 5 (spec 6) and D_hi = 7 (spec 12): a mesh degree that drifts
+    /// up to 12 through inbound grafts is what made each node of a 1,000-node mesh receive about 7 copies of every message;
+    /// with these and IDONTWANT it receives 3.3, every message still reaching every node (scripts/bench/sim.sh gossip,
+    /// README "Simulated meshes"). <c>gossip:d</c> and <c>gossip:dHigh</c> set them back.
+    /// </summary>
+    public GossipsubOptions Gossip { get; init; } = new() { D = 5, DHigh = 7 };
 
     /// <summary>DHT options; the mode is chosen by the node (server when it listens, client otherwise) unless set here.</summary>
     public KademliaOptions Kademlia { get; init; } = new();
@@ -183,6 +189,9 @@ public sealed record ComputeOptions
     public FraudOptions Fraud { get; init; } = new();
 
     public CreditsOptions Credits { get; init; } = new();
+
+    /// <summary>The bilateral accounting chain (TrustChain half-blocks for every payment) and fork proofs.</summary>
+    public Potluck.Scheduler.Accounting.AccountingOptions Accounting { get; init; } = new();
 
     /// <summary>Sandbox limits. The compiled-module cache defaults to <c>{DataDir}/cache</c>; stdout is always capped so every node's results compare.</summary>
     public SandboxOptions Sandbox { get; init; } = new();

@@ -101,9 +101,13 @@ public static class PotluckOptionsValidator
         AtLeast(p.MemoryBytes, 1 << 20, "compute:provider:memoryBytes");
         AtLeast(p.MaxFuel, 1, "compute:provider:maxFuel");
         AtLeast(p.SpeedFuelPerSecond, 1, "compute:provider:speedFuelPerSecond");
+        Need(p.DeadlineSlack >= 1 && double.IsFinite(p.DeadlineSlack), $"'compute:provider:deadlineSlack' is {p.DeadlineSlack}; it must be at least 1");
+        Positive(p.MinRunTime, "compute:provider:minRunTime");
+        Need(p.StrangerCoreShare is >= 0 and <= 1, $"'compute:provider:strangerCoreShare' is {p.StrangerCoreShare}; it must be from 0 to 1");
         AtLeast(c.Client.MaxAttempts, 1, "compute:client:maxAttempts");
         Positive(c.Client.LeaseDeadline, "compute:client:leaseDeadline");
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");
+        Positive(c.Client.BusyRetryInterval, "compute:client:busyRetryInterval");
         var s = c.Sandbox;
         AtLeast(s.MaxMemoryBytes, 65536, "compute:sandbox:maxMemoryBytes");
         Positive(s.DefaultDeadline, "compute:sandbox:defaultDeadline");

@@ -139,6 +139,23 @@ public enum RelayStatus
     UnexpectedMessage = 401,
 }
 
+/// <summary>The spec's names of <see cref="RelayStatus"/> values (NO_RESERVATION, …), as messages and other implementations show them.</summary>
+public static class RelayStatusNames
+{
+    public static string Of(RelayStatus status) => status switch
+    {
+        RelayStatus.Ok => "OK",
+        RelayStatus.ReservationRefused => "RESERVATION_REFUSED",
+        RelayStatus.ResourceLimitExceeded => "RESOURCE_LIMIT_EXCEEDED",
+        RelayStatus.PermissionDenied => "PERMISSION_DENIED",
+        RelayStatus.ConnectionFailed => "CONNECTION_FAILED",
+        RelayStatus.NoReservation => "NO_RESERVATION",
+        RelayStatus.MalformedMessage => "MALFORMED_MESSAGE",
+        RelayStatus.UnexpectedMessage => "UNEXPECTED_MESSAGE",
+        _ => $"status {(int)status}",
+    };
+}
+
 /// <summary>A relay answered a RESERVE or CONNECT with a refusal; <see cref="Status"/> says which.</summary>
 public sealed class RelayRefusedException(RelayStatus status, string message) : IOException(message)
 {

@@ -23,6 +23,7 @@ public class NodeRelayTests
         await using var aOwned = a;
         var b = await nodes.StartAsync(nodes.Options() with { Listen = [] });
 
+        Assert.That(a.Host.ListenAddresses, Is.Empty, "the relay listener's bare /p2p-circuit is nobody's address");
         Assert.That(relay.Host.Protocols, Does.Contain(RelayService.HopProtocolId));
         Assert.That(b.Host.Protocols, Does.Not.Contain(RelayService.HopProtocolId), "hop is opt-in");
         await a.Host.ConnectAsync(relay.FullAddresses[0], ct);
