@@ -86,7 +86,8 @@ internal sealed class P2pdCommand : PotluckCommand
             Listen = settings.HostAddrs,
             Bootstrap = [],
             Discovery = o.Discovery with { Mdns = false },
-            Protocols = o.Protocols with { Perf = false, Kademlia = settings.Dht, Gossipsub = settings.Pubsub },
+            // No DCUtR: go-libp2p-daemon punches holes only when asked, and the suite's relay group expects relayed connections to stay.
+            Protocols = o.Protocols with { Perf = false, Kademlia = settings.Dht, Gossipsub = settings.Pubsub, Dcutr = false },
             Kademlia = o.Kademlia with { ProtocolId = KademliaService.IpfsProtocolId },
             Gossip = o.Gossip with
             {

@@ -90,10 +90,10 @@ internal static class PotluckServices
             RelayMetrics.Register(host.Instruments.Meter,
                 () => Resolve<RelayService>(options.Relay.Hop || (options.Protocols.Relay && options.Relay.AutoHop)),
                 () => Resolve<Potluck.Protocol.AutoNat.AutoNatService>(options.Protocols.Identify && (options.AutoNat.Server || options.AutoNat.Client)));
+            Potluck.Protocol.Dcutr.DcutrMetrics.Register(host.Instruments.Meter,
+                () => Resolve<Potluck.Protocol.Dcutr.DcutrService>(options.Protocols.Dcutr && options.Protocols.Relay));
             return host;
         });
-        services.AddSingleton(sp => new RelayService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Relay,
-            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();

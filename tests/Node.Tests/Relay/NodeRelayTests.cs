@@ -88,6 +88,26 @@ public class NodeDcutrTests
         Assert.That(provider.Services.GetRequiredService<Potluck.Protocol.Dcutr.DcutrService>().Counts.Successes, Is.EqualTo(1));
         var rtts = await requester.Services.GetRequiredService<PingService>().PingAsync(provider.PeerId, 1, ct);
         Assert.That(rtts, Has.Count.EqualTo(1));
+
+        // The provider's DCUtR counters are on its meter.
+        var measured = new Dictionary<string, long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter == provider.Host.Instruments.Meter && instrument.Name.StartsWith("potluck.dcutr.", StringComparison.Ordinal))
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+            measured[instrument.Name + string.Concat(tags.ToArray().Select(t => $"{{{t.Key}={t.Value}}}"))] = value);
+        listener.Start();
+        listener.RecordObservableInstruments();
+        Assert.That(measured["potluck.dcutr.upgrades{outcome=direct}"], Is.EqualTo(1));
+        Assert.That(measured["potluck.dcutr.upgrades{outcome=relayed}"], Is.Zero);
+        Assert.That(measured["potluck.dcutr.dials"], Is.GreaterThanOrEqualTo(1));
     });
 
     [Test]
