@@ -42,6 +42,10 @@ for project in tests/Protocol.Tests tests/Scheduler.Tests tests/Node.Tests tests
     p=$(sed -E 's/.*Passed: +([0-9]+),.*/\1/' <<<"$line")
     passed=$((passed + p))
     failed=$((failed + f))
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then
+      echo "$project: the test run was aborted (exit $rc; a hang or a crashed test host) — counted as a failure" >&2
+      failed=$((failed + 1))
+    fi
   elif [[ $rc -ne 0 ]]; then
     echo "$project did not report results (exit $rc)" >&2
     failed=$((failed + 1))
