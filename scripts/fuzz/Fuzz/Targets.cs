@@ -213,6 +213,32 @@ internal static class Targets
         });
         yield return new("relay voucher (protobuf)", [voucher], b => RelayVoucher.TryVerify(b, peer, Other.PeerId, out _));
 
+        // AutoNAT v2: what a server reads from a client (dial request, dial data) and a client from a server, and the
+        // dial-back nonce on a fresh connection.
+        var autonatSeeds = new[]
+        {
+            new Potluck.Protocol.AutoNat.Pb.Message { DialRequest = new Potluck.Protocol.AutoNat.Pb.DialRequest { Nonce = 0x1234_5678_9abc_def0UL, Addrs = { ByteString.CopyFrom(addresses[0].ToBytes()), ByteString.CopyFrom(addresses[1].ToBytes()) } } },
+            new Potluck.Protocol.AutoNat.Pb.Message { DialResponse = new Potluck.Protocol.AutoNat.Pb.DialResponse { Status = Potluck.Protocol.AutoNat.Pb.DialResponse.Types.ResponseStatus.Ok, AddrIdx = 1, DialStatus = Potluck.Protocol.AutoNat.Pb.DialStatus.Ok } },
+            new Potluck.Protocol.AutoNat.Pb.Message { DialDataRequest = new Potluck.Protocol.AutoNat.Pb.DialDataRequest { AddrIdx = 0, NumBytes = 40_000 } },
+            new Potluck.Protocol.AutoNat.Pb.Message { DialDataResponse = new Potluck.Protocol.AutoNat.Pb.DialDataResponse { Data = ByteString.CopyFrom(new byte[512]) } },
+        }.Select(m => m.ToByteArray()).ToArray();
+        yield return new("autonat v2 message (protobuf)", autonatSeeds, b =>
+        {
+            var message = Potluck.Protocol.AutoNat.Pb.Message.Parser.ParseFrom(b); // the service maps the exception to a violation
+            if (message.DialRequest is { } request)
+            {
+                var valid = 0;
+                foreach (var a in request.Addrs)
+                {
+                    valid += Multiaddr.TryFromBytes(a.Span, out _) ? 1 : 0;
+                }
+                return valid > 0;
+            }
+            return message.MsgCase != Potluck.Protocol.AutoNat.Pb.Message.MsgOneofCase.None;
+        });
+        yield return new("autonat dial-back (protobuf)", [new Potluck.Protocol.AutoNat.Pb.DialBack { Nonce = 42 }.ToByteArray(), new Potluck.Protocol.AutoNat.Pb.DialBackResponse().ToByteArray()],
+            b => Potluck.Protocol.AutoNat.Pb.DialBack.Parser.ParseFrom(b).Nonce != 0);
+
         yield return new("signed peer record (protobuf)", [[0x0A, 0x24, .. Key.PublicKey.ToProtobuf()]], b => SignedPeerRecord.TryReadAddresses(b, peer, out _));
 
         yield return new("public key (protobuf)", [Key.PublicKey.ToProtobuf(), Other.PublicKey.ToProtobuf()], b => PublicKey.TryFromProtobuf(b, out _));
@@ -268,6 +294,15 @@ internal static class Targets
         });
         var terms = MessagePack.MessagePackSerializer.Serialize(new LeaseTerms { FuelLimit = 1_000_000, MemoryLimitBytes = 1 << 20 });
         yield return new("lease terms (MessagePack)", [terms], b => LeaseCodec.TryDecodeTerms(b, leaseOptions, out _));
+        // Signed terms as fraud proofs and lease audits carry them, with the audit commitment and rate the trust issue added.
+        var auditedTerms = MessagePack.MessagePackSerializer.Serialize(new LeaseTerms
+        {
+            RequestId = 7, Provider = peer.ToBytes(), Requester = Other.PeerId.ToBytes(), ModuleHash = new byte[32], InputHash = new byte[32],
+            FuelLimit = 1_000_000, MemoryLimitBytes = 1 << 20, PricePerMegaFuel = 10, RuntimeVersion = "wasmtime 50.0.1 fuel/2",
+            AuditCommitment = new byte[32], AuditRatePpm = 50_000,
+        });
+        var signedTerms = MessagePack.MessagePackSerializer.Serialize(new SignedLeaseTerms { Terms = auditedTerms, ProviderSignature = new byte[64], RequesterSignature = new byte[64] });
+        yield return new("signed lease terms (MessagePack)", [signedTerms], b => LeaseCodec.TryDecodeSignedTerms(b, leaseOptions, out _, out _));
 
         var credits = new CreditsOptions();
         var envelopes = new[]
