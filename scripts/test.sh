@@ -62,6 +62,20 @@ else
 fi
 [[ $rc -ne 0 ]] && status=1
 
+echo "== NAT lab, short (scripts/natlab/run.sh --short; skips without root and iptables)"
+log="$results/natlab.log"
+bash scripts/natlab/run.sh --short 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)"
+if [[ -n "$line" ]]; then
+  passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+  failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$line")))
+else
+  echo "scripts/natlab/run.sh did not report results (exit $rc)" >&2
+  failed=$((failed + 1))
+fi
+[[ $rc -ne 0 ]] && status=1
+
 echo "== kill -9 chaos, short version (scripts/chaos/run.sh --ci)"
 if bash scripts/chaos/run.sh --ci; then
   passed=$((passed + 1))

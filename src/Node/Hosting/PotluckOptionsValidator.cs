@@ -19,6 +19,7 @@ public static class PotluckOptionsValidator
         void AtLeast(long value, long min, string key) => Need(value >= min, $"'{key}' is {value}; it must be at least {min}");
 
         problems.AddRange(o.Relay.Validate("relay"));
+        problems.AddRange(o.Dcutr.Validate("dcutr"));
         problems.AddRange(o.AutoNat.Validate("autoNat"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
@@ -106,6 +107,7 @@ public static class PotluckOptionsValidator
         AtLeast(c.Client.MaxAttempts, 1, "compute:client:maxAttempts");
         Positive(c.Client.LeaseDeadline, "compute:client:leaseDeadline");
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");
+        Positive(c.Client.BusyRetryInterval, "compute:client:busyRetryInterval");
         var s = c.Sandbox;
         AtLeast(s.MaxMemoryBytes, 65536, "compute:sandbox:maxMemoryBytes");
         Positive(s.DefaultDeadline, "compute:sandbox:defaultDeadline");

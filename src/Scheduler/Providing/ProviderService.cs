@@ -86,6 +86,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <summary>Cores and memory in use; <see cref="ProviderCapacity.PeakCoresInUse"/> never exceeds the advertised cores.</summary>
     public ProviderCapacity Capacity { get; }
 
+    /// <summary>Requesters this provider serves no new lease (a fork proof is held against them); checked under the lock, so quick.</summary>
+    public Func<PeerId, bool>? RefuseRequester { get; set; }
+
     /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
     public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
 
@@ -383,6 +386,11 @@ public sealed partial class ProviderService : IAsyncDisposable
             Interlocked.Increment(ref _refusedOverLimit);
             _instruments.LeaseRefused("over_limit");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
+        }
+        if (RefuseRequester?.Invoke(requester) == true)
+        {
+            _instruments.LeaseRefused("refused");
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = "this provider refuses you (it holds a fork proof against you)" };
         }
         var record = _ledger.Requester(requester);
         stranger = !(record.Supplied > 0 && record.Debt <= 0);

@@ -100,6 +100,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     public ReputationStore Reputation => _reputation;
 
+    /// <summary>Raised when a provider has acknowledged a receipt (its exact bytes): the accounting chain links the payment then.</summary>
+    public event Action<PeerId, byte[]>? ReceiptDelivered;
+
     /// <summary>Raised when a lease attempt ends (tests wait on it; it runs on the submitting task).</summary>
     public event Action<AttemptRecord>? AttemptEnded;
 
@@ -536,7 +539,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
-            if (outcome.RejectReason is not LeaseRejectReason.Busy)
+            if (outcome.Kind is LeaseOutcomeKind.Expired or LeaseOutcomeKind.Cancelled)
+            {
+                // Lost on the way (the provider restarted and no longer knows the lease, or it or the connection went
+                // silent): it counts as a failed attempt, but the provider may be asked again, once it has advertised
+                // again or BusyRetryInterval has passed (a restarted provider is redialled), within MaxAttempts.
+                _reputation.RecordFailure(provider);
+                lock (_gate)
+                {
+                    job.Tried.Remove(provider);
+                    job.BusyAt[provider] = (ad.Ad.Sequence, _time.GetUtcNow());
+                }
+            }
+            else if (outcome.RejectReason is not LeaseRejectReason.Busy)
             {
                 _reputation.RecordFailure(provider);
             }
@@ -550,7 +565,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     {
                         // Not tried for good: skipped until its next advertisement says what it has free.
                         job.Tried.Remove(provider);
-                        job.BusyAt[provider] = ad.Ad.Sequence;
+                        job.BusyAt[provider] = (ad.Ad.Sequence, now);
                         job.LastWasBusy = true;
                     }
                 }
@@ -632,6 +647,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Task changed;
             SelectionResult selection;
             bool waitingOnBusy;
+            DateTimeOffset retryBusyAt;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
@@ -639,12 +655,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 excluded.UnionWith(_reputation.RefusedProviders());
                 var live = _book.Live(now);
                 waitingOnBusy = false;
+                retryBusyAt = DateTimeOffset.MaxValue;
                 foreach (var ad in live)
                 {
-                    if (job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    // A provider that refused as busy is skipped until it advertises again, or until BusyRetryInterval
+                    // has passed (its free core may have been taken and freed again between two advertisements).
+                    if (job.BusyAt.TryGetValue(ad.Provider, out var busy) && ad.Ad.Sequence <= busy.Sequence
+                        && now < busy.At + _options.BusyRetryInterval)
                     {
                         excluded.Add(ad.Provider);
                         waitingOnBusy = true;
+                        retryBusyAt = retryBusyAt < busy.At + _options.BusyRetryInterval ? retryBusyAt : busy.At + _options.BusyRetryInterval;
                     }
                 }
                 var requirements = new Requirements
@@ -677,9 +698,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     ? $"no provider fits: {noMatch.Explanation}"
                     : $"no provider fits: {noMatch.Explanation}; tried: {Summarise(tried)}", tried);
             }
+            var untilRetry = retryBusyAt - _time.GetUtcNow();
             try
             {
-                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, untilRetry < left ? (untilRetry > TimeSpan.Zero ? untilRetry : TimeSpan.Zero) : left, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -752,10 +774,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 return Acknowledged(provider, leaseId, ReceiptProtocol.TryDecodeAck(answer, out var lease)
                     ? lease
-                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"));
+                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"), receipt);
             }
             await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
-            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
+            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token), receipt);
         }
         catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
         {
@@ -764,11 +786,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         return false;
     }
 
-    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack)
+    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack, byte[] receipt)
     {
         if (ack.Delivered)
         {
             _ledger.MarkDelivered(leaseId);
+            ReceiptDelivered?.Invoke(provider, receipt);
             return true;
         }
         LogReceiptRefused(_log, provider, ack.Detail);
@@ -839,7 +862,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public HashSet<PeerId> Tried { get; } = [];
 
         /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
-        public Dictionary<PeerId, ulong> BusyAt { get; } = [];
+        public Dictionary<PeerId, (ulong Sequence, DateTimeOffset At)> BusyAt { get; } = [];
 
         /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
         public DateTimeOffset? WaitBusyUntil { get; set; }

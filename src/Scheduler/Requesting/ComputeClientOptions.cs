@@ -18,6 +18,12 @@ public sealed record ComputeClientOptions
     /// <summary>How long to wait for an advertisement when every known provider is busy (or none is known). Default 30 s.</summary>
     public TimeSpan WaitForProviders { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// A provider that refused a lease as busy is asked again after this long even when it has published no new
+    /// advertisement (a core taken and freed between two advertisements changes nothing they say). Default 2 s.
+    /// </summary>
+    public TimeSpan BusyRetryInterval { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
     public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
