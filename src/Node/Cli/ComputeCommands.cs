@@ -255,9 +255,35 @@ internal static class ComputeCommands
             }
             catch (SubmissionException e)
             {
+                if (result.GetValue(Json))
+                {
+                    await HomeCommands.WriteJsonAsync(Out, SubmissionFailureJson(e));
+                }
                 await Error.WriteLineAsync($"potluck submit: {e.Message}");
                 return 1;
             }
+        }
+
+        /// <summary>A submission that produced no result, for --json: the message, each reason no provider fit with its count, and the attempts.</summary>
+        internal static System.Text.Json.Nodes.JsonObject SubmissionFailureJson(SubmissionException e)
+        {
+            var reasons = new System.Text.Json.Nodes.JsonObject();
+            foreach (var (reason, count) in e.Reasons.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                reasons[reason] = count;
+            }
+            return new System.Text.Json.Nodes.JsonObject
+            {
+                ["status"] = "failed",
+                ["error"] = e.Message,
+                ["reasons"] = reasons,
+                ["attempts"] = new System.Text.Json.Nodes.JsonArray(e.Attempts.Select(a => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                {
+                    ["provider"] = a.Provider.ToString(),
+                    ["outcome"] = a.Outcome.ToString().ToLowerInvariant(),
+                    ["detail"] = a.Detail,
+                }).ToArray()),
+            };
         }
 
         /// <summary>How the task ended, in words: an exit code is reported as one, not as a trap.</summary>

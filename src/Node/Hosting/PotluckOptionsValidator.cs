@@ -101,6 +101,7 @@ public static class PotluckOptionsValidator
         AtLeast(c.Client.MaxAttempts, 1, "compute:client:maxAttempts");
         Positive(c.Client.LeaseDeadline, "compute:client:leaseDeadline");
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");
+        Positive(c.Client.WaitForCapacity, "compute:client:waitForCapacity");
         var s = c.Sandbox;
         AtLeast(s.MaxMemoryBytes, 65536, "compute:sandbox:maxMemoryBytes");
         Positive(s.DefaultDeadline, "compute:sandbox:defaultDeadline");

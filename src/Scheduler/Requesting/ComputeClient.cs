@@ -289,7 +289,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 if (job.LastWasBusy)
                 {
-                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForProviders)
+                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForCapacity)
                 }
                 continue;
             }
@@ -394,8 +394,20 @@ public sealed partial class ComputeClient : IAsyncDisposable
         for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
         {
             var wanted = replicas - results.Count;
+            int busyBefore;
+            lock (_gate)
+            {
+                busyBefore = job.BusyRefusals;
+            }
             var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct)));
             results.AddRange(batch.OfType<LeaseResultInfo>());
+            lock (_gate)
+            {
+                if (batch.Count(b => b is null) == job.BusyRefusals - busyBefore && job.BusyRefusals > busyBefore)
+                {
+                    round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
+                }
+            }
         }
         if (results.Count == 0)
         {
@@ -479,6 +491,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             job.LastWasBusy = false;
             job.Tried.Add(provider);
+            job.Why[provider] = Job.RunningReplica;
             // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
             do
             {
@@ -521,6 +534,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
         }
+        if (outcome.RejectReason is not LeaseRejectReason.Busy)
+        {
+            lock (_gate)
+            {
+                job.BusySince = null; // the provider answered with more than "busy": the wait for capacity is over
+            }
+        }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
@@ -530,17 +550,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             else
             {
-                var now = _time.GetUtcNow();
                 lock (_gate)
                 {
-                    job.WaitBusyUntil ??= now + _options.WaitForProviders;
-                    if (now < job.WaitBusyUntil)
-                    {
-                        // Not tried for good: skipped until its next advertisement says what it has free.
-                        job.Tried.Remove(provider);
-                        job.BusyAt[provider] = ad.Ad.Sequence;
-                        job.LastWasBusy = true;
-                    }
+                    // Busy is "wait and retry", never "tried": skipped only until its next advertisement says what it has
+                    // free (ChooseAsync waits for that, bounded by WaitForCapacity), then asked again.
+                    job.Tried.Remove(provider);
+                    job.BusyAt[provider] = ad.Ad.Sequence;
+                    job.LastWasBusy = true;
+                    job.BusyRefusals++;
                 }
             }
             Record(job, new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
@@ -612,28 +629,39 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The best provider that fits <paramref name="job"/>. While every provider that fits is busy (its advertisement says
+    /// so, or it refused this job as busy at its current advertisement), waits for a newer advertisement, up to
+    /// <see cref="ComputeClientOptions.WaitForCapacity"/> from the start of the wait: busy means "wait and retry", never
+    /// "excluded". With no provider seen at all, waits up to <see cref="ComputeClientOptions.WaitForProviders"/>. Otherwise
+    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason.
+    /// </summary>
     private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
     {
-        var waitUntil = _time.GetUtcNow() + _options.WaitForProviders;
+        var providersBy = _time.GetUtcNow() + _options.WaitForProviders;
         while (true)
         {
             Task changed;
             SelectionResult selection;
-            bool waitingOnBusy;
+            int busyHere;
+            Dictionary<PeerId, string> excludedWhy;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
+                var refused = _reputation.RefusedProviders();
                 var excluded = new HashSet<PeerId>(job.Tried);
-                excluded.UnionWith(_reputation.RefusedProviders());
+                excluded.UnionWith(refused);
                 var live = _book.Live(now);
-                waitingOnBusy = false;
+                var candidates = new List<VerifiedAdvertisement>(live.Count);
+                busyHere = 0;
                 foreach (var ad in live)
                 {
-                    if (job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    if (!excluded.Contains(ad.Provider) && job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
                     {
-                        excluded.Add(ad.Provider);
-                        waitingOnBusy = true;
+                        busyHere++; // refused this job as busy; asked again once it publishes what it has free
+                        continue;
                     }
+                    candidates.Add(ad);
                 }
                 var requirements = new Requirements
                 {
@@ -644,7 +672,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     RequiredPolicy = ProviderPolicyFlags.Attests,
                     MaxResults = 1,
                 };
-                selection = _selector.Select(live, requirements, now);
+                selection = _selector.Select(candidates, requirements, now);
+                excludedWhy = [];
+                foreach (var ad in candidates.Where(a => excluded.Contains(a.Provider)))
+                {
+                    excludedWhy[ad.Provider] = ad.Provider == _key.PeerId ? "this node itself"
+                        : refused.Contains(ad.Provider) ? $"refused by this node ({_reputation.Get(ad.Provider).RefusedReason})"
+                        : job.Why.GetValueOrDefault(ad.Provider, "tried already");
+                }
                 changed = _adsChanged.Task;
             }
             if (selection is Matched matched)
@@ -652,11 +687,31 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 return matched.Providers[0].Advertisement;
             }
             var noMatch = (NoMatch)selection;
-            var couldChange = noMatch.Seen == 0 || noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy) > 0 || waitingOnBusy;
-            var left = waitUntil - _time.GetUtcNow();
-            if (!couldChange || left <= TimeSpan.Zero)
+            var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
+            var now2 = _time.GetUtcNow();
+            DateTimeOffset waitUntil;
+            if (busy > 0)
             {
-                throw new SubmissionException($"no provider fits: {noMatch.Explanation}", job.History);
+                lock (_gate)
+                {
+                    job.BusySince ??= now2;
+                    waitUntil = job.BusySince.Value + _options.WaitForCapacity;
+                }
+                providersBy = now2 + _options.WaitForProviders; // should the busy ones vanish, the usual wait for others
+            }
+            else
+            {
+                waitUntil = noMatch.Seen + busyHere == 0 ? providersBy : now2;
+            }
+            var left = waitUntil - now2;
+            if (left <= TimeSpan.Zero)
+            {
+                var explanation = Explain(noMatch, busyHere, excludedWhy, job);
+                if (busy > 0)
+                {
+                    explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
+                }
+                throw new SubmissionException($"no provider fits: {explanation}", job.History) { Reasons = ReasonCounts(noMatch, busyHere, excludedWhy) };
             }
             try
             {
@@ -666,6 +721,53 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
             }
         }
+    }
+
+    private static string FormatSpan(TimeSpan span) =>
+        span.TotalHours >= 1 && span.TotalHours == Math.Floor(span.TotalHours) ? $"{span.TotalHours:0} h"
+        : span.TotalMinutes >= 1 && span.TotalMinutes == Math.Floor(span.TotalMinutes) ? $"{span.TotalMinutes:0} min"
+        : $"{span.TotalSeconds:0} s";
+
+    /// <summary>
+    /// Each reason a provider did not fit, with its count, the excluded ones by their own cause (refused and why, dead,
+    /// already running a replica, this node itself) rather than as "excluded".
+    /// </summary>
+    private static IReadOnlyDictionary<string, int> ReasonCounts(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy)
+    {
+        var counts = new Dictionary<string, int>();
+        foreach (var (reason, count) in noMatch.Mismatches)
+        {
+            if (reason != MismatchReason.Excluded && count > 0)
+            {
+                counts[NoMatch.Describe(reason)] = count;
+            }
+        }
+        if (busyHere > 0)
+        {
+            counts["busy"] = counts.GetValueOrDefault("busy") + busyHere;
+        }
+        foreach (var why in excludedWhy.Values)
+        {
+            counts[why] = counts.GetValueOrDefault(why) + 1;
+        }
+        return counts;
+    }
+
+    private static string Explain(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy, Job job)
+    {
+        var seen = noMatch.Seen + busyHere;
+        if (seen == 0)
+        {
+            return "no providers seen";
+        }
+        var counts = ReasonCounts(noMatch, busyHere, excludedWhy);
+        var text = $"{seen} provider{(seen == 1 ? "" : "s")} seen: " +
+            string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Value} {kv.Key}"));
+        if (job.Submission.Replicas > 1 && excludedWhy.Values.Any(w => w is Job.RunningReplica or Job.RanAlready))
+        {
+            text += $"; too few providers for --replicas {job.Submission.Replicas}";
+        }
+        return text;
     }
 
     /// <summary>A result a deterministic re-run contradicts: refuse, do not pay, prove it to everyone.</summary>
@@ -774,6 +876,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (_gate)
         {
             job.History.Add(record);
+            job.Why[record.Provider] = Job.Cause(record);
         }
         AttemptEnded?.Invoke(record);
     }
@@ -818,11 +921,41 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
         public HashSet<PeerId> Tried { get; } = [];
 
+        /// <summary>Why each tried provider is not asked again, in words (for "no provider fits").</summary>
+        public Dictionary<PeerId, string> Why { get; } = [];
+
+        public const string RunningReplica = "already running this task";
+
+        public const string RanAlready = "ran this task already";
+
+        /// <summary>The reason an attempt's provider is not asked again: refused (and why), dead, failed, or used.</summary>
+        public static string Cause(AttemptRecord record) => record.Outcome switch
+        {
+            LeaseOutcomeKind.Rejected => "refused: " + RejectDetail(record.Detail),
+            LeaseOutcomeKind.Expired => $"dead or unreachable ({record.Detail})",
+            LeaseOutcomeKind.Cancelled => $"cancelled ({record.Detail})",
+            LeaseOutcomeKind.Failed => $"failed ({record.Detail})",
+            _ => record.Detail.StartsWith("fraud", StringComparison.Ordinal) ? "caught cheating" : RanAlready,
+        };
+
+        /// <summary>"Policy: fuel limit over 100" → "fuel limit over 100" (the provider's own words, bounded by the lease options).</summary>
+        private static string RejectDetail(string detail)
+        {
+            var colon = detail.IndexOf(": ", StringComparison.Ordinal);
+            return colon > 0 && Enum.TryParse<LeaseRejectReason>(detail[..colon], out _) ? detail[(colon + 2)..] : detail;
+        }
+
         /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
         public Dictionary<PeerId, ulong> BusyAt { get; } = [];
 
-        /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
-        public DateTimeOffset? WaitBusyUntil { get; set; }
+        /// <summary>
+        /// When this job began waiting for a core (every provider that fits busy, or refusing it as busy); null while it
+        /// is not waiting. Bounds the wait by <see cref="ComputeClientOptions.WaitForCapacity"/>.
+        /// </summary>
+        public DateTimeOffset? BusySince { get; set; }
+
+        /// <summary>Busy refusals so far (they are not attempts).</summary>
+        public int BusyRefusals { get; set; }
 
         /// <summary>The last lease ended in a busy refusal that does not count as an attempt.</summary>
         public bool LastWasBusy { get; set; }

@@ -15,8 +15,14 @@ public sealed record ComputeClientOptions
     /// <summary>Deadline of a lease, from its request. Default 10 minutes.</summary>
     public TimeSpan LeaseDeadline { get; init; } = TimeSpan.FromMinutes(10);
 
-    /// <summary>How long to wait for an advertisement when every known provider is busy (or none is known). Default 30 s.</summary>
+    /// <summary>How long to wait for an advertisement when no provider is known. Default 30 s.</summary>
     public TimeSpan WaitForProviders { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long a submission waits in all for a core while every provider that fits is busy (a busy refusal is not an
+    /// attempt: the provider is asked again once its advertisement says a core is free). Default 1 hour.
+    /// </summary>
+    public TimeSpan WaitForCapacity { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
     public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);

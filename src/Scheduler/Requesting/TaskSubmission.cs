@@ -87,4 +87,7 @@ public sealed class SubmissionException : Exception
     }
 
     public IReadOnlyList<AttemptRecord> Attempts { get; }
+
+    /// <summary>When no provider fits: each reason with how many providers it kept out (e.g. "busy": 2, "refused: fuel limit over 100": 1).</summary>
+    public IReadOnlyDictionary<string, int> Reasons { get; init; } = new Dictionary<string, int>();
 }
