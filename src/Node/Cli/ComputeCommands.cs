@@ -234,11 +234,14 @@ internal static class ComputeCommands
                         ["attempts"] = submission.Attempts,
                         ["output"] = text,
                         ["output_base64"] = text is null ? Convert.ToBase64String(submission.Output.Span) : null,
+                        ["stderr"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? Encoding.UTF8.GetString(submission.Stderr.Span) : null,
+                        ["stderr_base64"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? null : Convert.ToBase64String(submission.Stderr.Span),
                         ["error"] = submission.Error,
                     });
-                    return submission.Succeeded ? 0 : 1;
+                    return ExitCodeOf(submission);
                 }
                 await WriteOutputAsync(submission.Output, ct);
+                await WriteTaskStderrAsync(submission.Stderr, ct);
                 await Error.WriteLineAsync(
                     $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
                     $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
@@ -249,7 +252,7 @@ internal static class ComputeCommands
                 if (!submission.Succeeded)
                 {
                     await Error.WriteLineAsync($"potluck submit: the task did not succeed: {Outcome(submission)}" + (submission.Error is { Length: > 0 } why ? $" ({why})" : ""));
-                    return 1;
+                    return ExitCodeOf(submission);
                 }
                 return 0;
             }
@@ -377,6 +380,33 @@ internal static class ComputeCommands
                 ? throw new UsageException($"--input: '{path}' is {ByteSize.Format(length)}; a task may be given at most {ByteSize.Format(limit)}")
                 : await File.ReadAllBytesAsync(path, ct);
         }
+
+        /// <summary>The task's stderr as it is, on this process's stderr (bytes and all when it is the real one).</summary>
+        private async Task WriteTaskStderrAsync(ReadOnlyMemory<byte> stderr, CancellationToken ct)
+        {
+            if (stderr.IsEmpty)
+            {
+                return;
+            }
+            if (ReferenceEquals(Error, Console.Error))
+            {
+                await Console.Error.FlushAsync(ct);
+                await using var raw = Console.OpenStandardError();
+                await raw.WriteAsync(stderr, ct);
+                await raw.FlushAsync(ct);
+            }
+            else
+            {
+                await Error.WriteAsync(Encoding.UTF8.GetString(stderr.Span));
+            }
+        }
+
+        /// <summary>
+        /// The exit code of `potluck submit` for a task that produced a result: 0 on success, the task's own exit code when
+        /// it exited with one (as ssh and docker run do), 1 otherwise.
+        /// </summary>
+        internal static int ExitCodeOf(SubmissionResult r) =>
+            r.Succeeded ? 0 : r.Status == ExecutionStatus.Trapped && r.ExitCode is > 0 and < 256 ? r.ExitCode : 1;
 
         /// <summary>The task's output as it is, bytes and all, when writing to the process's own stdout.</summary>
         private async Task WriteOutputAsync(ReadOnlyMemory<byte> output, CancellationToken ct)

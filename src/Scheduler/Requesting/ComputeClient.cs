@@ -359,7 +359,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
             var trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description);
+                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
             if (trusted.Summary.Deterministic)
             {
                 job.Trusted = trusted;
@@ -427,7 +427,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
             trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description);
+                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
         }
         LeaseResultInfo? chosen = null;
         var majority = groups[0].Count() * 2 > results.Count;
@@ -907,7 +907,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>A result this node computed itself.</summary>
-    private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error);
+    private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error)
+    {
+        public ReadOnlyMemory<byte> Stderr { get; init; }
+    }
 
     /// <summary>A completed lease whose attestation checked out.</summary>
     private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
@@ -971,6 +974,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Status = lease.Result.Status,
             ExitCode = lease.Result.ExitCode,
             Output = lease.Output,
+            Stderr = lease.Result.Stderr ?? [],
             Provider = lease.Provider,
             Fuel = lease.Result.FuelUsed,
             Cost = Cost,
@@ -984,6 +988,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Status = run.Status,
             ExitCode = run.ExitCode,
             Output = run.Output,
+            Stderr = run.Stderr,
             Provider = self,
             Fuel = run.Summary.FuelUsed,
             Cost = Cost,

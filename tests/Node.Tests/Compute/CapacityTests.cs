@@ -167,3 +167,52 @@ internal static class ComputeClientReasons
     public static string RanAlreadyOrRunning(IReadOnlyDictionary<string, int> reasons) =>
         reasons.Keys.Single(k => k is "ran this task already" or "already running this task");
 }
+
+/// <summary>The task's stderr reaches the submitter, capped; an exit code stays an exit code.</summary>
+public class TaskStderrTests
+{
+    private static readonly byte[] ExitCode = ComputeCluster.Sample("exitcode", "testmods");
+
+    /// <summary>A provider whose task writes 200 KiB to stderr (the sandbox keeps 64 KiB; this one claims more).</summary>
+    private sealed class NoisyExecutor(ITaskExecutor inner) : ITaskExecutor
+    {
+        public async ValueTask<ExecutionReport> ExecuteAsync(LeaseExecution execution, CancellationToken ct) =>
+            await inner.ExecuteAsync(execution, ct) with { Stderr = new byte[200 << 10] };
+    }
+
+    [Test]
+    public void TaskExitingWithACode_ReturnsItsStderrAndExitCode_NotATrap() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 105);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        await cluster.AddAsync("provider", provide: true);
+        await requester.Client.WaitForProvidersAsync(1, ct);
+
+        var result = await requester.Node.SubmitAsync(new TaskSubmission
+        {
+            Module = ExitCode, Input = "hi"u8.ToArray(), Args = ["7"], Fuel = 50_000_000, MemoryBytes = 32L << 20, MaxPricePerMegaFuel = 50,
+        }, ct);
+
+        Assert.That(result.ExitCode, Is.EqualTo(7));
+        Assert.That(result.Error, Is.EqualTo("the task exited with code 7"));
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo("hi"));
+        Assert.That(Encoding.ASCII.GetString(result.Stderr.Span), Is.EqualTo("argc=2\n"), "the task's stderr, as written");
+        Assert.That(Potluck.Node.Cli.ComputeCommands.SubmitCommand.ExitCodeOf(result), Is.EqualTo(7), "potluck submit exits with the task's code");
+    });
+
+    [Test]
+    public void ProviderSendingMoreStderrThanTheCap_IsCutToTheCap() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 106);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        await cluster.AddAsync("provider", provide: true, decorate: inner => new NoisyExecutor(inner));
+        await requester.Client.WaitForProvidersAsync(1, ct);
+
+        var result = await requester.Node.SubmitAsync(Adversarial.OutcomeAttackTests.HashTask("noisy", 10), ct);
+
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(result.Stderr.Length, Is.EqualTo(64 << 10), "at most LeaseOptions.MaxStderrBytes reaches the requester");
+    });
+}
