@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using Potluck.Node.Compute;
 using Potluck.Scheduler.Requesting;
 using Spectre.Console;
 
@@ -14,7 +13,7 @@ namespace Potluck.Node.Cli;
 /// failed, verified, rate and time left) is a live bar on a terminal (Spectre.Console) and a line every few seconds
 /// otherwise. A task's stderr, when it wrote any, is kept in <c>&lt;out&gt;/.&lt;input file name&gt;.stderr</c>.
 /// </summary>
-internal sealed class BatchRunner(ComputeNode compute, TextWriter error, Func<byte[], TaskSubmission> submission, int parallel, TimeProvider time)
+internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<SubmissionResult>> submit, TextWriter error, Func<byte[], TaskSubmission> submission, int parallel, TimeProvider time)
 {
     /// <summary>Most inputs in one batch folder.</summary>
     public const int MaxInputs = 100_000;
@@ -61,7 +60,7 @@ internal sealed class BatchRunner(ComputeNode compute, TextWriter error, Func<by
                 {
                     throw new SubmissionException($"{name} is {ByteSize.Format(length)}; a task may be given at most {ByteSize.Format(maxInputBytes)}", []);
                 }
-                var result = await compute.SubmitAsync(submission(await File.ReadAllBytesAsync(input, ct)), ct);
+                var result = await submit(submission(await File.ReadAllBytesAsync(input, ct)), ct);
                 var stderrFile = Path.Combine(outDir, "." + name + ".stderr");
                 if (!result.Stderr.IsEmpty)
                 {

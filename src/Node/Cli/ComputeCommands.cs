@@ -45,7 +45,11 @@ internal static class ComputeCommands
             Options.Add(DataDir);
             Options.Add(LogLevel);
             Options.Add(Json);
+            Options.Add(NoDaemon);
         }
+
+        public Option<bool> NoDaemon { get; } = CliOptions.Flag("--no-daemon",
+            "start a short-lived node of its own even when a node runs on the data directory (by default the running node takes the task)");
 
         public Option<string> Batch { get; } = CliOptions.Path("--batch", "folder",
             "run the module once per file of this folder (each file the task's stdin), writing one output per input; run again, it resumes");
@@ -126,6 +130,36 @@ internal static class ComputeCommands
             var wait = TimeSpan.FromSeconds(result.GetValue(Wait) ?? 30);
             var bootstrap = result.GetValue(Bootstrap) ?? [];
             var swarmKey = Commands.LoadSwarmKey(result.GetValue(SwarmKey));
+            TaskSubmission Submission(byte[] stdin) => new()
+            {
+                Module = module,
+                Input = stdin,
+                Args = taskArgs,
+                Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
+                MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
+                VerifyRate = result.GetValue(VerifyRate),
+                Replicas = replicas,
+            };
+
+            // A node running on the data directory (by default the one `potluck run` uses) takes the job: no second node.
+            var daemonDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
+            if (!result.GetValue(NoDaemon) && await DaemonSubmitter.TryConnectAsync(daemonDir, ct) is { } daemon)
+            {
+                await using (daemon)
+                {
+                    await Error.WriteLineAsync($"potluck submit: handing the task to the node running on {daemonDir} ({daemon.PeerId}); its peers, swarm key and ledger are used" +
+                        (bootstrap.Length > 0 || swarmKey is not null ? " (--bootstrap and --swarm-key are the node's business here)" : ""));
+                    try
+                    {
+                        return await ReportAsync(daemon.SubmitAsync, Submission, input, batch, batchInputs, result, TimeProvider.System, ct);
+                    }
+                    catch (Control.ControlException e)
+                    {
+                        await Error.WriteLineAsync($"potluck submit: the node running on {daemonDir} refused the task: {e.Message}");
+                        return 1;
+                    }
+                }
+            }
             var dataDir = result.GetValue(DataDir) ?? Path.Combine(Context.DefaultDataDir(), "requester");
 
             // One requester process at a time on a data directory: a second `potluck submit` sharing it waits its turn, so
@@ -159,7 +193,6 @@ internal static class ComputeCommands
                 return 1;
             }
             var compute = node.Compute!;
-            try
             {
                 using (var waiting = CancellationTokenSource.CreateLinkedTokenSource(ct))
                 {
@@ -178,20 +211,20 @@ internal static class ComputeCommands
                         }
                     }
                 }
-                TaskSubmission Submission(byte[] stdin) => new()
-                {
-                    Module = module,
-                    Input = stdin,
-                    Args = taskArgs,
-                    Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
-                    MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
-                    VerifyRate = result.GetValue(VerifyRate),
-                    Replicas = replicas,
-                };
+                return await ReportAsync(compute.SubmitAsync, Submission, input, batch, batchInputs, result, node.Runtime.Time, ct);
+            }
+        }
+
+        /// <summary>Runs the task or the batch through <paramref name="submit"/> (a node of its own, or the running daemon) and prints what came of it.</summary>
+        private async Task<int> ReportAsync(Func<TaskSubmission, CancellationToken, Task<SubmissionResult>> submit, Func<byte[], TaskSubmission> Submission,
+            byte[] input, string? batch, IReadOnlyList<string>? batchInputs, ParseResult result, TimeProvider time, CancellationToken ct)
+        {
+            try
+            {
                 if (batchInputs is not null)
                 {
                     var outDir = result.GetValue(OutDir) ?? Path.TrimEndingDirectorySeparator(batch!) + ".out";
-                    var runner = new BatchRunner(compute, Error, Submission, result.GetValue(Parallel) ?? 8, node.Runtime.Time);
+                    var runner = new BatchRunner(submit, Error, Submission, result.GetValue(Parallel) ?? 8, time);
                     var summary = await runner.RunAsync(batchInputs, outDir, new LeaseOptions().MaxInputBytes, ct);
                     if (result.GetValue(Json))
                     {
@@ -219,7 +252,7 @@ internal static class ComputeCommands
                     }
                     return summary.Failed == 0 ? 0 : 1;
                 }
-                var submission = await compute.SubmitAsync(Submission(input), ct);
+                var submission = await submit(Submission(input), ct);
                 if (result.GetValue(Json))
                 {
                     var text = System.Text.Unicode.Utf8.IsValid(submission.Output.Span) ? Encoding.UTF8.GetString(submission.Output.Span) : null;

@@ -555,7 +555,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     // Busy is "wait and retry", never "tried": skipped only until its next advertisement says what it has
                     // free (ChooseAsync waits for that, bounded by WaitForCapacity), then asked again.
                     job.Tried.Remove(provider);
-                    job.BusyAt[provider] = ad.Ad.Sequence;
+                    var backoff = job.BusyAt.TryGetValue(provider, out var before)
+                        ? TimeSpan.FromTicks(Math.Min(before.Backoff.Ticks * 2, _options.BusyRetryInterval.Ticks))
+                        : TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(1).Ticks, _options.BusyRetryInterval.Ticks));
+                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + backoff, backoff);
                     job.LastWasBusy = true;
                     job.BusyRefusals++;
                 }
@@ -645,6 +648,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             SelectionResult selection;
             int busyHere;
             Dictionary<PeerId, string> excludedWhy;
+            bool selfSeen;
+            DateTimeOffset? retryAt = null;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
@@ -652,13 +657,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 var excluded = new HashSet<PeerId>(job.Tried);
                 excluded.UnionWith(refused);
                 var live = _book.Live(now);
+                selfSeen = live.Any(a => a.Provider == _key.PeerId);
                 var candidates = new List<VerifiedAdvertisement>(live.Count);
                 busyHere = 0;
                 foreach (var ad in live)
                 {
-                    if (!excluded.Contains(ad.Provider) && job.BusyAt.TryGetValue(ad.Provider, out var sequence) && ad.Ad.Sequence <= sequence)
+                    if (!excluded.Contains(ad.Provider) && job.BusyAt.TryGetValue(ad.Provider, out var refusal)
+                        && ad.Ad.Sequence <= refusal.Sequence && now < refusal.RetryAt)
                     {
-                        busyHere++; // refused this job as busy; asked again once it publishes what it has free
+                        // Refused this job as busy: asked again once it publishes something newer, or at RetryAt.
+                        busyHere++;
+                        retryAt = retryAt is { } r && r < refusal.RetryAt ? r : refusal.RetryAt;
                         continue;
                     }
                     candidates.Add(ad);
@@ -701,7 +710,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             else
             {
-                waitUntil = noMatch.Seen + busyHere == 0 ? providersBy : now2;
+                // Nobody but this node itself (a daemon that provides too): others may still turn up.
+                waitUntil = noMatch.Seen + busyHere - (selfSeen ? 1 : 0) == 0 ? providersBy : now2;
             }
             var left = waitUntil - now2;
             if (left <= TimeSpan.Zero)
@@ -712,6 +722,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
                 }
                 throw new SubmissionException($"no provider fits: {explanation}", job.History) { Reasons = ReasonCounts(noMatch, busyHere, excludedWhy) };
+            }
+            if (retryAt is { } retry && retry - now2 < left)
+            {
+                // A provider that refused as busy is asked again by then even if it publishes nothing new: its advertisement
+                // need not change (a core taken and freed within its publishing gap looks the same as before).
+                left = retry - now2 < TimeSpan.Zero ? TimeSpan.Zero : retry - now2;
             }
             try
             {
@@ -906,6 +922,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         await _work.StopAsync();
     }
 
+    private sealed record BusyRefusal(ulong Sequence, DateTimeOffset RetryAt, TimeSpan Backoff);
+
     /// <summary>A result this node computed itself.</summary>
     private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error)
     {
@@ -948,8 +966,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return colon > 0 && Enum.TryParse<LeaseRejectReason>(detail[..colon], out _) ? detail[(colon + 2)..] : detail;
         }
 
-        /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
-        public Dictionary<PeerId, ulong> BusyAt { get; } = [];
+        /// <summary>
+        /// Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a
+        /// newer one or until RetryAt (1 s after the first refusal, doubling up to BusyRetryInterval).
+        /// </summary>
+        public Dictionary<PeerId, BusyRefusal> BusyAt { get; } = [];
 
         /// <summary>
         /// When this job began waiting for a core (every provider that fits busy, or refusing it as busy); null while it

@@ -24,6 +24,13 @@ public sealed record ComputeClientOptions
     /// </summary>
     public TimeSpan WaitForCapacity { get; init; } = TimeSpan.FromHours(1);
 
+    /// <summary>
+    /// Longest wait before a provider that refused a submission as busy is asked again when its advertisement has not
+    /// changed (a core taken and freed within its publishing gap leaves it unchanged): 1 s after the first refusal,
+    /// doubling up to this. Default 5 s.
+    /// </summary>
+    public TimeSpan BusyRetryInterval { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
     public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
