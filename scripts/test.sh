@@ -62,5 +62,13 @@ else
 fi
 [[ $rc -ne 0 ]] && status=1
 
+echo "== kill -9 chaos, short version (scripts/chaos/run.sh --ci)"
+if bash scripts/chaos/run.sh --ci; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  status=1
+fi
+
 echo "$passed passed, $failed failed"
 exit $status

@@ -12,12 +12,14 @@ using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Noise;
 using Potluck.Protocol.Pnet;
+using Potluck.Protocol.Relay;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Yamux;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Verification;
 
 namespace Potluck.Fuzz;
@@ -137,6 +139,28 @@ internal static class Targets
         rpc.Control.Graft.Add(new Potluck.Protocol.Gossipsub.Pb.ControlGraft { TopicID = "t" });
         yield return new("gossipsub RPC (protobuf)", [rpc.ToByteArray()], b => RpcCodec.TryDecode(b, 1 << 20, out _, out _) == DecodeStatus.Done);
 
+        // Gossipsub v1.2 IDONTWANT: the control message as the router reads it (ids bounded in count and length).
+        var idontwant = new Potluck.Protocol.Gossipsub.Pb.RPC { Control = new Potluck.Protocol.Gossipsub.Pb.ControlMessage() };
+        idontwant.Control.Idontwant.Add(new Potluck.Protocol.Gossipsub.Pb.ControlIDontWant { MessageIDs = { ByteString.CopyFrom(new byte[20]), ByteString.CopyFromUtf8("id-2") } });
+        var idontwantWithMessage = idontwant.Clone();
+        idontwantWithMessage.Publish.Add(rpc.Publish[0]);
+        yield return new("gossipsub IDONTWANT (protobuf)", [idontwant.ToByteArray(), idontwantWithMessage.ToByteArray()], b =>
+        {
+            if (RpcCodec.TryDecode(b, 1 << 20, out var decoded, out _) != DecodeStatus.Done || decoded.Control is null)
+            {
+                return false;
+            }
+            var ids = 0;
+            foreach (var entry in decoded.Control.Idontwant)
+            {
+                foreach (var id in entry.MessageIDs)
+                {
+                    ids += id.Length is > 0 and <= 1024 ? 1 : 0;
+                }
+            }
+            return ids > 0;
+        });
+
         var kad = new Potluck.Protocol.Kademlia.Pb.Message { Type = Potluck.Protocol.Kademlia.Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(peer.ToBytes()) };
         var kadPeer = new Potluck.Protocol.Kademlia.Pb.Message.Types.Peer { Id = ByteString.CopyFrom(peer.ToBytes()) };
         kadPeer.Addrs.Add(ByteString.CopyFrom(addresses[0].ToBytes()));
@@ -147,6 +171,47 @@ internal static class Targets
             Record = new Potluck.Protocol.Kademlia.Pb.Record { Key = ByteString.CopyFromUtf8("/pk/x"), Value = ByteString.CopyFrom(Key.PublicKey.ToProtobuf()) },
         };
         yield return new("kademlia message (protobuf)", [kad.ToByteArray(), kadPut.ToByteArray()], b => KadMessages.TryParse(b, new KademliaOptions(), out _, out _));
+
+        // Circuit relay v2: HOP (a relay reads it from a client; a client reads the relay's answer), STOP (a client reads
+        // it from its relay), and the signed reservation voucher inside a reservation.
+        var voucher = RelayVoucher.Create(Key, Other.PeerId, 1_900_000_000);
+        var hopReserve = new Potluck.Protocol.Relay.Pb.HopMessage { Type = Potluck.Protocol.Relay.Pb.HopMessage.Types.Type.Reserve };
+        var hopConnect = new Potluck.Protocol.Relay.Pb.HopMessage
+        {
+            Type = Potluck.Protocol.Relay.Pb.HopMessage.Types.Type.Connect,
+            Peer = new Potluck.Protocol.Relay.Pb.Peer { Id = ByteString.CopyFrom(peer.ToBytes()), Addrs = { ByteString.CopyFrom(addresses[0].ToBytes()) } },
+        };
+        var hopStatus = new Potluck.Protocol.Relay.Pb.HopMessage
+        {
+            Type = Potluck.Protocol.Relay.Pb.HopMessage.Types.Type.Status, Status = Potluck.Protocol.Relay.Pb.Status.Ok,
+            Reservation = new Potluck.Protocol.Relay.Pb.Reservation { Expire = 1_900_000_000, Addrs = { ByteString.CopyFrom(addresses[0].ToBytes()) }, Voucher = ByteString.CopyFrom(voucher) },
+            Limit = new Potluck.Protocol.Relay.Pb.Limit { Duration = 120, Data = 1 << 17 },
+        };
+        yield return new("relay HOP message (protobuf)", [hopReserve.ToByteArray(), hopConnect.ToByteArray(), hopStatus.ToByteArray()], b =>
+        {
+            var message = Potluck.Protocol.Relay.Pb.HopMessage.Parser.ParseFrom(b); // both ends map the exception to a violation
+            if (message.Peer is { } p && !PeerId.TryFromBytes(p.Id.Span, out _))
+            {
+                return false;
+            }
+            foreach (var a in (message.Peer?.Addrs ?? []).Concat(message.Reservation?.Addrs ?? []))
+            {
+                Multiaddr.TryFromBytes(a.Span, out _);
+            }
+            return message.Reservation is not { HasVoucher: true } r || RelayVoucher.TryVerify(r.Voucher.Span, peer, Other.PeerId, out _);
+        });
+        var stop = new Potluck.Protocol.Relay.Pb.StopMessage
+        {
+            Type = Potluck.Protocol.Relay.Pb.StopMessage.Types.Type.Connect,
+            Peer = new Potluck.Protocol.Relay.Pb.Peer { Id = ByteString.CopyFrom(Other.PeerId.ToBytes()) },
+            Limit = new Potluck.Protocol.Relay.Pb.Limit { Duration = 120, Data = 1 << 17 },
+        };
+        yield return new("relay STOP message (protobuf)", [stop.ToByteArray()], b =>
+        {
+            var message = Potluck.Protocol.Relay.Pb.StopMessage.Parser.ParseFrom(b);
+            return message.Peer is { } p && PeerId.TryFromBytes(p.Id.Span, out _);
+        });
+        yield return new("relay voucher (protobuf)", [voucher], b => RelayVoucher.TryVerify(b, peer, Other.PeerId, out _));
 
         yield return new("signed peer record (protobuf)", [[0x0A, 0x24, .. Key.PublicKey.ToProtobuf()]], b => SignedPeerRecord.TryReadAddresses(b, peer, out _));
 
@@ -173,13 +238,26 @@ internal static class Targets
             RequestId = 7, ModuleHash = new byte[32], ModuleSize = 1000, InputHash = new byte[32], InputSize = 10, FuelLimit = 1_000_000,
             MemoryLimitBytes = 1 << 20, DeadlineUnixMs = 1_900_000_000_000, MaxPricePerMegaFuel = 10,
         };
+        var attestation = SignedAttestation.Create(new Attestation
+        {
+            LeaseId = [0, 0, 0, 0, 0, 0, 0, 7], Requester = Other.PeerId.ToBytes(), Provider = peer.ToBytes(), ModuleHash = new byte[32],
+            InputHash = new byte[32], OutputHash = new byte[32], OutputSize = 65, FuelUsed = 123_456, Outcome = AttestedOutcome.Exited, ExitCode = 0,
+            TimestampUnixMs = 1_900_000_000_000,
+        }, Key);
+        var receipt = SignedReceipt.Create(Receipt.For(attestation, 10, DateTimeOffset.FromUnixTimeMilliseconds(1_900_000_001_000)), Other);
+        var ack = MessagePack.MessagePackSerializer.Serialize(new ReceiptAck { Status = ReceiptAckStatus.Recorded, Detail = "" });
         LeaseMessage[] leaseMessages =
         [
             request,
+            new LeaseOffer { RequestId = 7, Terms = MessagePack.MessagePackSerializer.Serialize(new LeaseTerms { FuelLimit = 1_000_000, MemoryLimitBytes = 1 << 20 }), ProviderSignature = new byte[64] },
             new LeaseReject { RequestId = 7, Reason = LeaseRejectReason.Busy, Detail = "busy" },
+            new LeaseAccept { RequestId = 7, RequesterSignature = new byte[64] },
             new LeaseData { RequestId = 7 },
             new LeaseHeartbeat { RequestId = 7 },
             new LeaseCancel { RequestId = 7 },
+            new LeaseResult { RequestId = 7, Status = ExecutionStatus.Success, FuelUsed = 123_456, OutputHash = new byte[32], OutputSize = 3, Output = [1, 2, 3], Attestation = attestation.EnvelopeBytes },
+            new LeaseReceipt { RequestId = 7, Envelope = receipt.EnvelopeBytes },
+            new LeaseReceiptAck { RequestId = 7, Ack = ack },
         ];
         var leaseSeeds = leaseMessages.Select(LeaseCodec.Serialize).ToArray();
         yield return new("lease message (MessagePack)", leaseSeeds, b => LeaseCodec.TryDeserialize(b, leaseOptions, out _) == DecodeStatus.Done);
@@ -196,10 +274,14 @@ internal static class Targets
         {
             SignedEnvelope.Seal(Key, SignatureDomains.Receipt, terms).Encode(),
             SignedEnvelope.Seal(Key, SignatureDomains.Attestation, leaseSeeds[0]).Encode(),
+            receipt.EnvelopeBytes,
+            attestation.EnvelopeBytes,
         };
         yield return new("signed envelope (MessagePack)", envelopes, b => SignedEnvelope.TryDecode(b, credits, out _) == EnvelopeStatus.Valid);
         yield return new("receipt (MessagePack)", envelopes, b => SignedReceipt.Decode(b, credits).IsValid);
         yield return new("attestation (MessagePack)", envelopes, b => SignedAttestation.Decode(b, credits).IsValid);
+        yield return new("receipt acknowledgement (MessagePack)", [ack, MessagePack.MessagePackSerializer.Serialize(new ReceiptAck { Status = ReceiptAckStatus.AlreadyRecorded, Detail = "again" })],
+            b => ReceiptProtocol.TryDecodeAck(b, out _));
 
         var fraudOptions = new FraudOptions();
         var proof = FraudProof.Create(new SignedLeaseTerms { Terms = terms, ProviderSignature = new byte[64], RequesterSignature = new byte[64] }, envelopes[1], new byte[] { 0, 0x61, 0x73, 0x6d, 1, 0, 0, 0 },

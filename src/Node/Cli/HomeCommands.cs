@@ -50,6 +50,23 @@ internal static class HomeCommands
         }
         Line("Uptime:", Duration(s["uptime_seconds"]!.GetValue<double>()));
         Line("Reachability:", Text(s["reachability"]));
+        if (s["nat"] is JsonObject nat)
+        {
+            var rows = nat["addresses"]!.AsArray().OfType<JsonObject>().ToArray();
+            Line("NAT:", $"{Text(nat["reachability"])} (AutoNAT v2)" + (rows.Length == 0 ? ": no address tested yet" : ""));
+            foreach (var r in rows)
+            {
+                Line("", $"{Text(r["status"]),-8}{Text(r["address"])} ({Long(r["servers_reachable"])} servers reached it, {Long(r["servers_unreachable"])} could not)");
+            }
+            foreach (var r in nat["relays"]!.AsArray().OfType<JsonObject>())
+            {
+                Line("", $"relayed by {Text(r["relay"])} until {Text(r["expires"])}");
+            }
+            if (nat["serving_hop"]?.GetValue<bool>() == true)
+            {
+                Line("", "serving as a relay for others");
+            }
+        }
         Line("Peers:", $"{Long(s["peers"])} ({Long(s["connections"])} connections, {Long(s["inbound_connections"])} inbound; {Long(s["routing_table"])} in the DHT routing table)" +
                       (s["swarm_key"]?.GetValue<bool>() == true ? "; private network (swarm key)" : ""));
         if (s["provider"] is JsonObject p)

@@ -29,6 +29,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(Rounds);
         Options.Add(LatencyMs);
         Options.Add(Loss);
+        Options.Add(StandIns);
         Options.Add(Json);
         Options.Add(Report);
         Options.Add(Quiet);
@@ -64,6 +65,9 @@ internal sealed class SimCommand : PotluckCommand
     public Option<int?> LatencyMs { get; } = CliOptions.Int("--latency-ms", "ms", "median one-way access latency per node, log-normal (default 20)", 0, 10_000);
 
     public Option<double?> Loss { get; } = CliOptions.Number("--loss", "share", "share of flushes lost once and retransmitted 200 ms late (default 0)", 0, 0.99);
+
+    public Option<string> StandIns { get; } = CliOptions.Text("--stand-ins", "list",
+        "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), or all; default none (every node complete). The report lists what stood in");
 
     public Option<string> Json { get; } = CliOptions.Text("--json", "file", "also write the figures as JSON to this file ('-' for stdout)");
 
@@ -124,6 +128,7 @@ internal sealed class SimCommand : PotluckCommand
                 CheaterShare = Get(Cheaters, "cheaters", e => (double?)e.GetDouble()) ?? 0,
                 Adversary = adversary,
                 CheatRate = Get(CheatRate, "cheat-rate", e => (double?)e.GetDouble()) ?? 0.2,
+                StandIns = ParseStandIns(Get(StandIns, "stand-ins", e => e.GetString()!)),
                 Network = new NetworkModel
                 {
                     LatencyMedian = TimeSpan.FromMilliseconds(Get(LatencyMs, "latency-ms", e => (int?)e.GetInt32()) ?? 20),
@@ -161,6 +166,27 @@ internal sealed class SimCommand : PotluckCommand
         return Task.FromResult(0);
     }
 
+    private static MeshStandIns ParseStandIns(string? list)
+    {
+        var standIns = new MeshStandIns();
+        if (string.IsNullOrWhiteSpace(list) || list == "none")
+        {
+            return standIns;
+        }
+        foreach (var name in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            standIns = name switch
+            {
+                "all" => MeshStandIns.All,
+                "plaintext" => standIns with { PlaintextSecurity = true },
+                "shared-sandbox" => standIns with { SharedSandbox = true },
+                "memory-store" => standIns with { InMemoryStorage = true },
+                _ => throw new UsageException($"--stand-ins: '{name}' is not a stand-in; use plaintext, shared-sandbox, memory-store, all or none (comma-separated)"),
+            };
+        }
+        return standIns;
+    }
+
     private static Dictionary<string, JsonElement> ReadScenario(string path)
     {
         try
@@ -171,7 +197,7 @@ internal sealed class SimCommand : PotluckCommand
                 throw new UsageException($"--scenario: '{path}' must hold a JSON object of option names and values");
             }
             var known = new HashSet<string>(["nodes", "providers", "tasks", "cheaters", "adversary", "cheat-rate", "churn", "partition", "seed",
-                "duration", "rounds", "latency-ms", "loss"]);
+                "duration", "rounds", "latency-ms", "loss", "stand-ins"]);
             var values = new Dictionary<string, JsonElement>();
             foreach (var p in doc.RootElement.EnumerateObject())
             {

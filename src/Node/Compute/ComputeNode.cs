@@ -23,12 +23,14 @@ namespace Potluck.Node.Compute;
 public sealed class ComputeNode : IAsyncDisposable
 {
     private readonly ReputationJournal _journal;
+    private readonly bool _ownsSandbox;
     private int _disposed;
 
     private ComputeNode(CreditLedger ledger, WasmSandbox sandbox, ModuleStore modules, SandboxTaskExecutor executor, ReputationStore reputation,
-        ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider)
+        ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider, bool ownsSandbox)
     {
         _journal = journal;
+        _ownsSandbox = ownsSandbox;
         Ledger = ledger;
         Sandbox = sandbox;
         Modules = modules;
@@ -70,29 +72,43 @@ public sealed class ComputeNode : IAsyncDisposable
         TimeProvider SandboxTime,
         Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
         ILoggerFactory Loggers,
-        ComputeInstruments Instruments);
+        ComputeInstruments Instruments)
+    {
+        /// <summary>A sandbox shared with other simulated nodes (a stand-in; not disposed with this node), or null for its own.</summary>
+        public WasmSandbox? SharedSandbox { get; init; }
+
+        /// <summary>The in-memory storage stand-in for the ledger and reputation databases.</summary>
+        public bool InMemoryStorage { get; init; }
+    }
+
+    /// <summary>The options of the sandbox a node with <paramref name="options"/> and data in <paramref name="dataDir"/> creates.</summary>
+    public static SandboxOptions SandboxOptionsFor(Hosting.ComputeOptions options, string dataDir)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return options.Sandbox with
+        {
+            CacheDirectory = options.Sandbox.CacheDirectory ?? Path.Combine(dataDir, "cache"),
+            MaxStdoutBytes = ComputeRuntime.MaxOutputBytes,
+        };
+    }
 
     /// <summary>Opens the ledger, creates the sandbox and services, and starts them.</summary>
     /// <exception cref="LedgerException">The ledger cannot be opened (corrupt, or another identity's).</exception>
     internal static ComputeNode Start(Parts parts)
     {
         var (host, key, bus, dataDir, options, runtime, sandboxTime, decorate, loggers, instruments) = parts;
-        var sandboxOptions = options.Sandbox with
-        {
-            CacheDirectory = options.Sandbox.CacheDirectory ?? Path.Combine(dataDir, "cache"),
-            MaxStdoutBytes = ComputeRuntime.MaxOutputBytes,
-        };
-        var ledger = CreditLedger.Open(dataDir, key.PeerId, options.Credits, runtime.Time);
+        var ledger = CreditLedger.Open(dataDir, key.PeerId, options.Credits, runtime.Time, parts.InMemoryStorage);
         WasmSandbox? sandbox = null;
         ReputationDatabase? reputationDb = null;
         ReputationJournal? journal = null;
         try
         {
-            sandbox = new WasmSandbox(sandboxOptions, loggers.CreateLogger<WasmSandbox>(), sandboxTime);
-            var modules = new ModuleStore(Path.Combine(dataDir, "modules"));
+            sandbox = parts.SharedSandbox ?? new WasmSandbox(SandboxOptionsFor(options, dataDir), loggers.CreateLogger<WasmSandbox>(), sandboxTime);
+            // The in-memory storage stand-in keeps modules in memory too (they are fetched again after a crash).
+            var modules = new ModuleStore(parts.InMemoryStorage ? null : Path.Combine(dataDir, "modules"));
             var executor = new SandboxTaskExecutor(sandbox, modules, runtime, instruments);
             var reputation = new ReputationStore();
-            reputationDb = ReputationDatabase.Open(dataDir);
+            reputationDb = ReputationDatabase.Open(dataDir, parts.InMemoryStorage);
             journal = new ReputationJournal(reputation, reputationDb, runtime.Time, loggers.CreateLogger<ReputationJournal>());
             journal.Start();
             var fraud = new FraudService(bus, new FraudChecker(executor, options.Fraud), reputation, options.Fraud, loggers.CreateLogger<FraudService>(), instruments, runtime.Time);
@@ -109,12 +125,15 @@ public sealed class ComputeNode : IAsyncDisposable
             fraud.Start();
             client.Start();
             provider?.Start();
-            return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider);
+            return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider, parts.SharedSandbox is null);
         }
         catch
         {
             reputationDb?.Dispose();
-            sandbox?.Dispose();
+            if (parts.SharedSandbox is null)
+            {
+                sandbox?.Dispose();
+            }
             ledger.Dispose();
             throw;
         }
@@ -135,7 +154,10 @@ public sealed class ComputeNode : IAsyncDisposable
         Fraud.Dispose();
         await _journal.DisposeAsync();
         await Executor.CloseAsync();
-        Sandbox.Dispose();
+        if (_ownsSandbox)
+        {
+            Sandbox.Dispose();
+        }
         Ledger.Dispose();
     }
 }

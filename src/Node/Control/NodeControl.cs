@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -110,6 +111,7 @@ public static class NodeControl
             ["inbound_connections"] = inbound,
             ["routing_table"] = node.Options.Protocols.Kademlia ? node.Dht.RoutingTableSize : 0,
             ["swarm_key"] = node.Options.SwarmKey is not null,
+            ["nat"] = Nat(node),
         };
         if (provider is not null)
         {
@@ -149,6 +151,33 @@ public static class NodeControl
         }
         status["why_no_work"] = WhyNoWork(node, peers, availability);
         return status;
+    }
+
+    /// <summary>AutoNAT's verdicts (public, private or unknown per address, and the node's) and the relays in use.</summary>
+    private static JsonObject Nat(PotluckNode node)
+    {
+        var autoNat = node.Services.GetService<Potluck.Protocol.AutoNat.AutoNatService>();
+        var relay = node.Services.GetService<Potluck.Protocol.Relay.RelayService>();
+        var circuit = node.Services.GetService<Potluck.Protocol.Relay.CircuitTransport>();
+        string Name(Potluck.Protocol.AutoNat.Reachability r) => r.ToString().ToLowerInvariant();
+        return new JsonObject
+        {
+            ["reachability"] = autoNat is null ? "unknown" : Name(autoNat.Reachability),
+            ["addresses"] = new JsonArray((autoNat?.Addresses ?? []).Select(a => (JsonNode)new JsonObject
+            {
+                ["address"] = a.Address.ToString(),
+                ["status"] = Name(a.Status),
+                ["servers_reachable"] = a.Reachable,
+                ["servers_unreachable"] = a.Unreachable,
+                ["observed"] = a.Observed,
+            }).ToArray()),
+            ["relays"] = new JsonArray((circuit?.Reservations ?? []).Select(r => (JsonNode)new JsonObject
+            {
+                ["relay"] = r.Relay.ToString(),
+                ["expires"] = r.Expires.ToString("O", CultureInfo.InvariantCulture),
+            }).ToArray()),
+            ["serving_hop"] = relay?.IsServing ?? false,
+        };
     }
 
     internal static string StateName(WorkState state) => state switch

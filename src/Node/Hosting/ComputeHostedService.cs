@@ -42,7 +42,11 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
             setup.SandboxTime,
             setup.ExecutorDecorator,
             services.GetRequiredService<ILoggerFactory>(),
-            services.GetRequiredService<Potluck.Scheduler.Metrics.ComputeInstruments>()));
+            services.GetRequiredService<Potluck.Scheduler.Metrics.ComputeInstruments>())
+        {
+            SharedSandbox = setup.StandIns.SharedSandbox,
+            InMemoryStorage = setup.StandIns.InMemoryStorage,
+        });
         Preferences = new Home.PreferencesService(
             services.GetRequiredService<Potluck.Protocol.Host.IHost>(),
             Node.Provider,

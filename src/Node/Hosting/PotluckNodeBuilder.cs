@@ -42,6 +42,7 @@ public sealed class PotluckNodeBuilder
     private Func<IServiceProvider, ITopicBus>? _topicBus;
     private Func<ITaskExecutor, ITaskExecutor>? _executorDecorator;
     private TimeProvider? _sandboxTime;
+    private NodeStandIns _standIns = NodeStandIns.None;
     private bool _built;
 
     internal PotluckNodeBuilder(ConfigurationManager? configuration)
@@ -149,6 +150,16 @@ public sealed class PotluckNodeBuilder
         return this;
     }
 
+    /// <summary>
+    /// Simulation stand-ins (see <see cref="NodeStandIns"/>): cheaper parts in place of real ones, so thousands of nodes
+    /// fit in one process. Refused unless the node runs on a simulated network (<see cref="UseSimulatedNetwork"/>).
+    /// </summary>
+    public PotluckNodeBuilder UseStandIns(NodeStandIns standIns)
+    {
+        _standIns = standIns ?? throw new ArgumentNullException(nameof(standIns));
+        return this;
+    }
+
     /// <summary>Logs through <paramref name="loggers"/> (shared with the caller, who keeps owning it) instead of the node's own providers.</summary>
     public PotluckNodeBuilder UseLoggerFactory(ILoggerFactory loggers)
     {
@@ -182,8 +193,12 @@ public sealed class PotluckNodeBuilder
         {
             throw new InvalidOperationException("the simulated network and the node must run on the same clock: give the node the network's TimeProvider (UseTime or UseRuntime)");
         }
+        if (_standIns.Any && _network is null)
+        {
+            throw new InvalidOperationException("simulation stand-ins (plaintext-sim security, a shared sandbox, in-memory storage) are only for nodes on a simulated network");
+        }
         var setup = new NodeSetup(runtime, _key, _swarmKey, _transports, _topicBus, _executorDecorator,
-            _sandboxTime ?? TimeProvider.System, [.. _configure]);
+            _sandboxTime ?? TimeProvider.System, [.. _configure]) { StandIns = _standIns };
         _app.Services.AddPotluck(Configuration, setup);
         var app = _app.Build();
         return new PotluckNode(app);
@@ -207,4 +222,39 @@ internal sealed record NodeSetup(
     Func<IServiceProvider, ITopicBus>? TopicBus,
     Func<ITaskExecutor, ITaskExecutor>? ExecutorDecorator,
     TimeProvider SandboxTime,
-    IReadOnlyList<Func<PotluckOptions, PotluckOptions>> Configure);
+    IReadOnlyList<Func<PotluckOptions, PotluckOptions>> Configure)
+{
+    public NodeStandIns StandIns { get; init; } = NodeStandIns.None;
+}
+
+/// <summary>
+/// Cheaper parts a simulated node may use in place of real ones (issue 11: 10,000 nodes in one process). Each is named
+/// in <see cref="Names"/> so a report can say exactly what stood in; none is ever used on a real network.
+/// </summary>
+public sealed record NodeStandIns
+{
+    public static NodeStandIns None { get; } = new();
+
+    /// <summary><see cref="Potluck.Protocol.Security.PlaintextSimSecurity"/> instead of Noise (keys exchanged in the clear, no encryption).</summary>
+    public bool PlaintextSecurity { get; init; }
+
+    /// <summary>
+    /// One sandbox (Wasmtime engine, compiled-module cache, runner threads, epoch ticker) shared by every node instead of
+    /// one each; the caller owns and disposes it. Runs are the same runs (same engine settings, so the same outputs and
+    /// the same fuel).
+    /// </summary>
+    public Scheduler.Sandbox.WasmSandbox? SharedSandbox { get; init; }
+
+    /// <summary>Ledger, reputation and peer databases in in-memory SQLite (<see cref="Scheduler.Storage.SqliteMemory"/>): same code, no disk.</summary>
+    public bool InMemoryStorage { get; init; }
+
+    public bool Any => PlaintextSecurity || SharedSandbox is not null || InMemoryStorage;
+
+    /// <summary>What stands in, one phrase each (empty when nothing does).</summary>
+    public IReadOnlyList<string> Names =>
+    [
+        .. PlaintextSecurity ? [Potluck.Protocol.Security.PlaintextSimSecurity.StandInName] : Array.Empty<string>(),
+        .. SharedSandbox is not null ? ["one shared sandbox (one Wasmtime engine, module cache and runner pool for all nodes; same runs, same fuel)"] : Array.Empty<string>(),
+        .. InMemoryStorage ? [Scheduler.Storage.SqliteMemory.StandInName] : Array.Empty<string>(),
+    ];
+}

@@ -71,6 +71,9 @@ public sealed record PotluckOptions
     /// <summary>Circuit relay v2: serving hop (<c>relay:hop</c>), accepting relayed connections, and the relay's limits.</summary>
     public Potluck.Protocol.Relay.RelayOptions Relay { get; init; } = new();
 
+    /// <summary>AutoNAT v2: serving dial requests, testing our own addresses, and the bounds of both (<c>autoNat:*</c>).</summary>
+    public Potluck.Protocol.AutoNat.AutoNatOptions AutoNat { get; init; } = new();
+
     public GossipsubOptions Gossip { get; init; } = new();
 
     /// <summary>DHT options; the mode is chosen by the node (server when it listens, client otherwise) unless set here.</summary>

@@ -19,6 +19,7 @@ public static class PotluckOptionsValidator
         void AtLeast(long value, long min, string key) => Need(value >= min, $"'{key}' is {value}; it must be at least {min}");
 
         problems.AddRange(o.Relay.Validate("relay"));
+        problems.AddRange(o.AutoNat.Validate("autoNat"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
         {
@@ -61,6 +62,7 @@ public static class PotluckOptionsValidator
         AtLeast(r.MaxInboundStreamsPerPeer, 1, "host:resources:maxInboundStreamsPerPeer");
         AtLeast(r.MaxInboundStreamsPerProtocol, 1, "host:resources:maxInboundStreamsPerProtocol");
         AtLeast(r.MaxMuxerMemory, 256 * 1024, "host:resources:maxMuxerMemory");
+        Need(r.HandshakeEvictionAge >= TimeSpan.Zero, $"'host:resources:handshakeEvictionAge' is {r.HandshakeEvictionAge}; it must be zero or a positive duration such as 00:00:02");
         Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 
         var g = o.Gossip;
@@ -110,6 +112,7 @@ public static class PotluckOptionsValidator
         AtLeast(s.ModuleCacheCapacity, 1, "compute:sandbox:moduleCacheCapacity");
         AtLeast(s.MaxWasmStackBytes, 16 * 1024, "compute:sandbox:maxWasmStackBytes");
         AtLeast(c.Credits.InitialGrant, 0, "compute:credits:initialGrant");
+        AtLeast(c.Credits.MaxDebt, 0, "compute:credits:maxDebt");
         ValidatePreferences(o.Preferences, problems);
         Need(o.Control.Endpoint is not null,
             $"'control:listen' is '{o.Control.Listen}'; it must be a loopback address and port such as 127.0.0.1:4101 (the control API is for this machine only)");

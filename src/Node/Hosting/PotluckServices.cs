@@ -18,6 +18,7 @@ using Potluck.Protocol.Ping;
 using Potluck.Protocol.Relay;
 using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Security;
 using Potluck.Protocol.Transport;
 using Potluck.Protocol.Transport.Tcp;
 using Potluck.Scheduler.Metrics;
@@ -67,6 +68,7 @@ internal static class PotluckServices
                 Yamux = options.Yamux,
                 Multistream = options.Multistream,
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
+                Security = setup.StandIns.PlaintextSecurity ? key => new PlaintextSimSecurity(key.PublicKey) : null,
             };
             var host = Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
                 setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());
@@ -74,10 +76,52 @@ internal static class PotluckServices
             {
                 sp.GetRequiredService<CircuitTransport>().Attach(host);
             }
+            T? Resolve<T>(bool wanted) where T : class
+            {
+                try
+                {
+                    return wanted ? sp.GetService<T>() : null;
+                }
+                catch (ObjectDisposedException)
+                {
+                    return null; // collected while the node shuts down
+                }
+            }
+            RelayMetrics.Register(host.Instruments.Meter,
+                () => Resolve<RelayService>(options.Relay.Hop || (options.Protocols.Relay && options.Relay.AutoHop)),
+                () => Resolve<Potluck.Protocol.AutoNat.AutoNatService>(options.Protocols.Identify && (options.AutoNat.Server || options.AutoNat.Client)));
             return host;
         });
-        services.AddSingleton(sp => new RelayService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Relay,
-            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp =>
+        {
+            var host = sp.GetRequiredService<Libp2pHost>();
+            var options = sp.GetRequiredService<PotluckOptions>();
+            // Relayed connections to a peer that serves Potluck leases get the lease limits: modules are larger than 128 KiB.
+            return new RelayService(host, options.Relay, setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), start: options.Relay.Hop,
+                leaseLimits: peer => host.Peers.SupportsProtocol(peer, Potluck.Scheduler.Leasing.LeaseProtocol.IdWithReceipts)
+                    || host.Peers.SupportsProtocol(peer, Potluck.Scheduler.Leasing.LeaseProtocol.Id));
+        });
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            return new Potluck.Protocol.AutoNat.AutoNatService(sp.GetRequiredService<Libp2pHost>(), options.AutoNat, setup.Runtime,
+                sp.GetRequiredService<ILoggerFactory>(), options.Protocols.Identify ? sp.GetRequiredService<IdentifyService>() : null);
+        });
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            var host = sp.GetRequiredService<Libp2pHost>();
+            var bootstrap = options.Bootstrap.Select(b => b.PeerId).OfType<Potluck.Protocol.Identity.PeerId>().ToArray();
+            var cluster = options.SwarmKey is not null || setup.SwarmKey is not null;
+            // Bootstrap peers first, then (in a private cluster) every member we are connected to.
+            IEnumerable<Potluck.Protocol.Identity.PeerId> Preferred() => cluster
+                ? bootstrap.Concat(host.Connections.Select(c => c.RemotePeer).Distinct().OrderBy(p => p.ToString(), StringComparer.Ordinal))
+                : bootstrap;
+            return new AutoRelay(host, sp.GetRequiredService<CircuitTransport>(),
+                options.Relay.AutoHop || options.Relay.Hop ? sp.GetRequiredService<RelayService>() : null,
+                sp.GetRequiredService<Potluck.Protocol.AutoNat.AutoNatService>(), options.Relay, setup.Runtime,
+                sp.GetRequiredService<ILoggerFactory>(), Preferred);
+        });
         services.AddSingleton<Potluck.Protocol.Host.IHost>(sp => sp.GetRequiredService<Libp2pHost>());
         services.AddSingleton(sp => new IdentifyService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Identify,
             setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
@@ -104,7 +148,7 @@ internal static class PotluckServices
         services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<PotluckOptions>();
-            return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir) : null);
+            return new PeerPersistence(options.DataDir is { } dir ? PeerDatabase.Open(dir, setup.StandIns.InMemoryStorage) : null);
         });
         services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
             ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),

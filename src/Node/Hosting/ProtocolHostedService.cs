@@ -6,6 +6,9 @@ using Potluck.Protocol.Identify;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Perf;
 using Potluck.Protocol.Ping;
+using Potluck.Protocol.AutoNat;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Relay;
 
 namespace Potluck.Node.Hosting;
 
@@ -20,6 +23,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     private GossipsubService? _gossip;
     private KademliaService? _dht;
     private IdentifyService? _identify;
+    private AutoNatService? _autoNat;
+    private AutoRelay? _autoRelay;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -35,20 +40,46 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         {
             services.GetRequiredService<PerfService>();
         }
-        if (options.Relay.Hop)
+        if (options.Relay.Hop || (protocols.Relay && options.Relay.AutoHop))
         {
-            services.GetRequiredService<Potluck.Protocol.Relay.RelayService>();
+            services.GetRequiredService<RelayService>(); // serving hop now (relay:hop), or once AutoNAT finds the node public
+        }
+        var autoNat = options.AutoNat;
+        _autoNat = protocols.Identify && (autoNat.Server || autoNat.Client) ? services.GetRequiredService<AutoNatService>() : null;
+        // Automatic relay use needs AutoNAT's verdicts, and reserving only makes sense for a node that wants inbound connections.
+        var reserve = protocols.Relay && options.Relay.AutoReserve && options.Listen.Count > 0;
+        _autoRelay = _autoNat is not null && autoNat.Client && protocols.Relay && (reserve || options.Relay.AutoHop)
+            ? services.GetRequiredService<AutoRelay>() : null;
+        if (_autoNat is not null)
+        {
+            var (nat, relay, circuit) = (_autoNat, _autoRelay, services.GetRequiredService<CircuitTransport>());
+            _host.AddressFactory = bound => relay is null ? nat.Rewrite(bound) : [.. nat.Rewrite(bound), .. relay.CircuitAddresses];
+            nat.Changed += _host.AddressesChanged;
+            circuit.ReservationsChanged += _host.AddressesChanged;
         }
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
-        IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> listen = protocols.Relay && options.Relay.AcceptRelayed ? [.. options.Listen, Potluck.Protocol.Multiformats.Multiaddr.Parse("/p2p-circuit")] : options.Listen;
+        IReadOnlyList<Multiaddr> listen = protocols.Relay && (options.Relay.AcceptRelayed || reserve)
+            ? [.. options.Listen, Multiaddr.Parse("/p2p-circuit")] : options.Listen;
         await _host.StartAsync(listen, cancellationToken);
+        _autoNat?.Start();
+        _autoRelay?.Start();
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         var (gossip, dht, identify, host) = (_gossip, _dht, _identify, _host);
         (_gossip, _dht, _identify, _host) = (null, null, null, null);
+        var (autoRelay, autoNat) = (_autoRelay, _autoNat);
+        (_autoRelay, _autoNat) = (null, null);
+        if (autoRelay is not null)
+        {
+            await autoRelay.DisposeAsync();
+        }
+        if (autoNat is not null)
+        {
+            await autoNat.DisposeAsync();
+        }
         if (gossip is not null)
         {
             await gossip.DisposeAsync();

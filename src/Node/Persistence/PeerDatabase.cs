@@ -51,10 +51,11 @@ public sealed class PeerDatabase : IDisposable
     public bool RecoveredFromCorruption { get; private set; }
 
     /// <summary>Opens (creating if needed) <c>peers.db</c> in <paramref name="directory"/>.</summary>
-    public static PeerDatabase Open(string directory)
+    /// <param name="inMemory">The in-memory storage stand-in of simulations (<see cref="Potluck.Scheduler.Storage.SqliteMemory"/>).</param>
+    public static PeerDatabase Open(string directory, bool inMemory = false)
     {
         // Touch both tables so a damaged file fails on open, not on the first save.
-        var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics;");
+        var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics;", inMemory);
         return new PeerDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 

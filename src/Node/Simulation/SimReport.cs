@@ -169,7 +169,7 @@ public sealed record SimReport
             else
             {
                 using var ledger = Scheduler.Credits.CreditLedger.Open(n.DataDir, n.PeerId,
-                    new Scheduler.Credits.CreditsOptions { InitialGrant = s.Mesh.InitialGrant }, mesh.Clock);
+                    new Scheduler.Credits.CreditsOptions { InitialGrant = s.Mesh.InitialGrant }, mesh.Clock, s.Mesh.StandIns.InMemoryStorage);
                 balances += ledger.Balance();
             }
         }
@@ -218,7 +218,7 @@ public sealed record SimReport
             SandboxWaitS = mesh.Driver.ExternalWaitTime.TotalSeconds,
             PeakRssMib = peak,
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
-            StandIns = [],
+            StandIns = mesh.StandIns,
             LatencySamplesMs = latencies,
             ProviderPoints = points,
             CaughtAtS = [.. caught.Select(a => firstRefused[a.Index].TotalSeconds).Order()],

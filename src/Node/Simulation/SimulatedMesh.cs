@@ -16,6 +16,7 @@ using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Sandbox;
+using Potluck.Scheduler.Verification;
 
 namespace Potluck.Node.Simulation;
 
@@ -93,6 +94,9 @@ public sealed record MeshOptions
     /// <summary>Logs of every node (none by default: a thousand nodes logging is a benchmark of the logger).</summary>
     public ILoggerFactory? Loggers { get; init; }
 
+    /// <summary>Cheaper parts in place of real ones, for scale (none by default: every node is complete). A report names each.</summary>
+    public MeshStandIns StandIns { get; init; } = new();
+
     internal void Validate()
     {
         if (Nodes < 2)
@@ -117,6 +121,27 @@ public sealed record MeshOptions
         }
         Network.Validate();
     }
+}
+
+/// <summary>
+/// The stand-ins a <see cref="SimulatedMesh"/> may use so thousands of nodes fit in one process (see
+/// <see cref="NodeStandIns"/>): each replaces one real part for every node, and the run's report lists them.
+/// </summary>
+public sealed record MeshStandIns
+{
+    /// <summary>plaintext-sim instead of Noise: public keys exchanged in the clear, no handshake crypto, no encryption.</summary>
+    public bool PlaintextSecurity { get; init; }
+
+    /// <summary>One Wasmtime sandbox (engine, compiled modules, runner threads) for all nodes instead of one each.</summary>
+    public bool SharedSandbox { get; init; }
+
+    /// <summary>Ledgers, reputation and peer databases in in-memory SQLite (kept across a node's crash and restart).</summary>
+    public bool InMemoryStorage { get; init; }
+
+    /// <summary>All of them.</summary>
+    public static MeshStandIns All { get; } = new() { PlaintextSecurity = true, SharedSandbox = true, InMemoryStorage = true };
+
+    public bool Any => PlaintextSecurity || SharedSandbox || InMemoryStorage;
 }
 
 /// <summary>One node of a <see cref="SimulatedMesh"/>: identity, role, behaviour and, while up, the running node.</summary>
@@ -216,6 +241,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly DateTimeOffset _start;
     private readonly List<TaskRecord> _tasks = [];
     private readonly List<MeshEvent> _events = [];
+    private readonly List<Microsoft.Data.Sqlite.SqliteConnection> _memoryKeepers = [];
+    private readonly NodeStandIns _standIns;
+    private readonly WasmSandbox? _sharedSandbox;
     private long _traceLines;
     private bool _disposed;
 
@@ -228,7 +256,26 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _ownsRoot = options.DataRoot is null;
         _root = options.DataRoot ?? Path.Combine(Path.GetTempPath(), "potluck-sim-" + Guid.NewGuid().ToString("N"));
         _start = driver.Clock.GetUtcNow();
+        var standIns = options.StandIns;
+        if (standIns.SharedSandbox)
+        {
+            _sharedSandbox = new WasmSandbox(
+                Compute.ComputeNode.SandboxOptionsFor(new Hosting.ComputeOptions { Sandbox = NodeSandboxOptions }, Path.Combine(_root, "shared")),
+                NullLogger<WasmSandbox>.Instance);
+        }
+        _standIns = new NodeStandIns
+        {
+            PlaintextSecurity = standIns.PlaintextSecurity,
+            SharedSandbox = _sharedSandbox,
+            InMemoryStorage = standIns.InMemoryStorage,
+        };
     }
+
+    /// <summary>The sandbox limits of every node (the same with or without a shared sandbox).</summary>
+    private static SandboxOptions NodeSandboxOptions => new() { MaxMemoryBytes = 64L << 20 };
+
+    /// <summary>What stands in for real parts in this mesh, one phrase each (empty: every node is complete).</summary>
+    public IReadOnlyList<string> StandIns => _standIns.Names;
 
     public MeshOptions Options => _options;
 
@@ -298,6 +345,14 @@ public sealed class SimulatedMesh : IAsyncDisposable
             var node = new SimNode(i, key, role, adversary, address, Path.Combine(_root, $"n{i}"), Random.NextInt64());
             Network.SetEndpoint(address, _options.Network.Draw(Random));
             _nodes.Add(node);
+            if (_standIns.InMemoryStorage)
+            {
+                // The node's databases outlive its crashes as files would: one idle connection each keeps them.
+                foreach (var file in new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName })
+                {
+                    _memoryKeepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
+                }
+            }
         }
         for (var i = 0; i < n; i++)
         {
@@ -324,6 +379,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
             .UseRuntime(_driver.CreateRuntime(node.Seed + incarnation))
             .UseKey(node.Key)
             .UseLoggerFactory(_options.Loggers ?? NullLoggerFactory.Instance)
+            .UseStandIns(_standIns)
             .Configure(o => o with
             {
                 Listen = [node.Address],
@@ -342,7 +398,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
                         PricePerMegaFuel = _options.PricePerMegaFuel,
                     },
                     Credits = new CreditsOptions { InitialGrant = _options.InitialGrant },
-                    Sandbox = new SandboxOptions { MaxMemoryBytes = 64L << 20 },
+                    Sandbox = NodeSandboxOptions,
                 },
             });
         if (node.IsAdversary)
@@ -572,6 +628,11 @@ public sealed class SimulatedMesh : IAsyncDisposable
         }
         _disposed = true;
         _trace.Dispose();
+        _sharedSandbox?.Dispose();
+        foreach (var keeper in _memoryKeepers)
+        {
+            keeper.Dispose();
+        }
         if (_ownsRoot)
         {
             try

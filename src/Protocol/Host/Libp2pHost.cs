@@ -113,7 +113,25 @@ public sealed partial class Libp2pHost : IHost
     /// <summary>The resource manager: limits by scope, what each refused, the muxers' memory budget, bans.</summary>
     public ResourceManager Resources => _resources;
 
+    /// <summary>
+    /// The addresses this node gives others (identify, the DHT, its advertisement): the bound ones passed through the
+    /// <see cref="AddressFactory"/> when one is set (go-libp2p's <c>AddrsFactory</c>: AutoNAT drops addresses found
+    /// unreachable and adds confirmed observed ones, auto-relay adds <c>/p2p-circuit</c> addresses).
+    /// </summary>
     public IReadOnlyList<Multiaddr> ListenAddresses
+    {
+        get
+        {
+            var bound = BoundAddresses;
+            return _addressFactory is { } factory ? factory(bound) : bound;
+        }
+    }
+
+    /// <summary>
+    /// The addresses the listeners are bound to (0.0.0.0 expanded to the interfaces), without the bare
+    /// <c>/p2p-circuit</c> of the relay listener: that one is nobody's address until a relay is reserved.
+    /// </summary>
+    public IReadOnlyList<Multiaddr> BoundAddresses
     {
         get
         {
@@ -123,6 +141,25 @@ public sealed partial class Libp2pHost : IHost
             }
         }
     }
+
+    private Func<IReadOnlyList<Multiaddr>, IReadOnlyList<Multiaddr>>? _addressFactory;
+
+    /// <summary>Rewrites the bound addresses into the advertised ones (see <see cref="ListenAddresses"/>); null for none.</summary>
+    public Func<IReadOnlyList<Multiaddr>, IReadOnlyList<Multiaddr>>? AddressFactory
+    {
+        get => _addressFactory;
+        set
+        {
+            _addressFactory = value;
+            AddressesChanged();
+        }
+    }
+
+    /// <summary>Tells identify push, mDNS and the rest that <see cref="ListenAddresses"/> changed.</summary>
+    public void AddressesChanged() => LocalInfoChanged?.Invoke();
+
+    /// <summary>Whether one of this host's transports can dial <paramref name="address"/>.</summary>
+    public bool CanDial(Multiaddr address) => _transports.Any(t => t.CanHandle(address));
 
     public IReadOnlyCollection<string> Protocols => _router.Protocols;
 
@@ -148,7 +185,10 @@ public sealed partial class Libp2pHost : IHost
             lock (_gate)
             {
                 _listeners.Add(listener);
-                _listenAddresses.AddRange(ExpandUnspecified(listener.Address));
+                if (listener.Address.Components is not [{ } first, ..] || first.Protocol != Multiaddr.P2pCircuit)
+                {
+                    _listenAddresses.AddRange(ExpandUnspecified(listener.Address));
+                }
             }
             _work.Run("accept", stopping => AcceptLoopAsync(listener, stopping));
             _log.Listening(listener.Address);
@@ -346,6 +386,48 @@ public sealed partial class Libp2pHost : IHost
         return connection;
     }
 
+    /// <summary>
+    /// Dials <paramref name="address"/> on a new connection that is not registered with the host (no handlers, no
+    /// connection limits, not reused by anyone): for probes such as AutoNAT's dial-back, which must reach that address
+    /// and nothing else. The caller opens its streams and closes it.
+    /// </summary>
+    public async Task<IConnection> DialUnregisteredAsync(Multiaddr address, CancellationToken ct)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var transport = _transports.FirstOrDefault(t => t.CanHandle(address) && address.Find(Multiaddr.P2pCircuit) is null)
+            ?? throw new DialException(DialFailure.NoTransport, $"no transport for {address}", address);
+        using var timeout = new CancellationTokenSource(_options.DialTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+        IRawConnection raw;
+        try
+        {
+            raw = await transport.DialAsync(address.WithoutPeer(), linked.Token);
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            throw new DialException(DialFailure.Timeout, $"dial to {address} timed out after {_options.DialTimeout.TotalSeconds:0.#} s", address);
+        }
+        catch (Exception error) when (Failures.Classify(error, ct).Kind == FailureKind.PeerGone)
+        {
+            throw new DialException(DialFailure.Unreachable, $"cannot reach {address}: {error.Message}", address, error);
+        }
+        try
+        {
+            var connection = await _upgrader.UpgradeAsync(raw, Direction.Outbound, address.PeerId, _connections.NextConnectionId(), linked.Token);
+            if (connection.RemotePeer == PeerId)
+            {
+                await connection.CloseAsync();
+                throw new DialException(DialFailure.Self, $"{address} is this node itself", address);
+            }
+            return connection;
+        }
+        catch (Exception error) when (error is not DialException)
+        {
+            await raw.DisposeAsync();
+            throw DialFailed(address, error, timeout.IsCancellationRequested, ct);
+        }
+    }
+
     /// <summary>What kind of failure ended a handshake: a timeout is the remote's stall (it went quiet), not our cancellation.</summary>
     private static FailureKind HandshakeFailureKind(Exception error, bool timedOut, CancellationToken ct) =>
         error is OperationCanceledException && timedOut ? FailureKind.PeerGone : Failures.Classify(error, ct).Kind;
@@ -469,7 +551,7 @@ public sealed partial class Libp2pHost : IHost
         var id = _connections.NextConnectionId();
         using var connectionScope = _log.ConnectionScope(id);
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping, admission.Evicted);
         Connection? connection = null;
         var started = _time.GetTimestamp();
         try

@@ -25,6 +25,12 @@ public sealed record Libp2pHostSettings
 
     /// <summary>When set, the host only talks to peers with the same pre-shared key (libp2p pnet).</summary>
     public SwarmKey? SwarmKey { get; init; }
+
+    /// <summary>
+    /// Replaces Noise with another security protocol, made from the host's key (null: Noise). Only simulations use
+    /// it, for <see cref="Security.PlaintextSimSecurity"/>; no muxer is then offered inside the handshake.
+    /// </summary>
+    public Func<PrivateKey, Security.ISecurityProtocol>? Security { get; init; }
 }
 
 public sealed partial class Libp2pHost
@@ -39,8 +45,9 @@ public sealed partial class Libp2pHost
     {
         instruments ??= ProtocolInstruments.Detached();
         var resources = new ResourceManager(settings.Host, runtime.Time);
-        return new(key, settings.Host, transports, new NoiseSecurity(key, settings.Noise, runtime, loggers, instruments),
+        var security = settings.Security?.Invoke(key) ?? new NoiseSecurity(key, settings.Noise, runtime, loggers, instruments);
+        return new(key, settings.Host, transports, security,
             new YamuxMuxer(settings.Yamux, runtime, loggers, resources.Memory), settings.SwarmKey, settings.Multistream, runtime, loggers,
-            settings.Noise.EarlyMuxers, resources, instruments);
+            settings.Security is null ? settings.Noise.EarlyMuxers : [], resources, instruments);
     }
 }

@@ -26,6 +26,14 @@ public sealed record ResourceLimits
     /// <summary>Inbound handshakes in flight from one IPv4 /24 or IPv6 /64. Default 16.</summary>
     public int MaxPendingInboundPerSubnet { get; init; } = 16;
 
+    /// <summary>
+    /// When every handshake slot (<see cref="HostOptions.MaxPendingInbound"/>) is taken and a socket arrives from an address
+    /// with no handshake in flight, the oldest handshake of the most crowded address scope (its /24 or /64, else its IP) is
+    /// dropped to make room, provided it has run at least this long: stalled handshakes from many addresses then hold the
+    /// slots for this long instead of the whole <see cref="HostOptions.HandshakeTimeout"/>. Default 2 s.
+    /// </summary>
+    public TimeSpan HandshakeEvictionAge { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Inbound streams one peer may have being handled at once, over all its connections; more are reset. Default 256.</summary>
     public int MaxInboundStreamsPerPeer { get; init; } = 256;
 
@@ -49,5 +57,6 @@ public sealed record ResourceLimits
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerPeer, 1, nameof(MaxInboundStreamsPerPeer));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerProtocol, 1, nameof(MaxInboundStreamsPerProtocol));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemory, 256L * 1024, nameof(MaxMuxerMemory));
+        ArgumentOutOfRangeException.ThrowIfLessThan(HandshakeEvictionAge, TimeSpan.Zero, nameof(HandshakeEvictionAge));
     }
 }

@@ -28,6 +28,7 @@ public sealed class ResourceManager
     private readonly Dictionary<(PeerId, string), int> _streamsByProtocol = [];
     private readonly Dictionary<PeerId, DateTimeOffset> _banned = [];
     private readonly Dictionary<string, long> _refusals = new(StringComparer.Ordinal);
+    private readonly LinkedList<Admission> _handshakes = new(); // in flight, oldest first
     private int _pending;
 
     public ResourceManager(HostOptions options, TimeProvider time)
@@ -48,6 +49,7 @@ public sealed class ResourceManager
         public const string SubnetConnections = "connections per subnet";
         public const string AddressHandshakes = "handshakes per address";
         public const string SubnetHandshakes = "handshakes per subnet";
+        public const string EvictedHandshakes = "stalled handshakes evicted";
         public const string PeerConnections = "connections per peer";
         public const string PeerStreams = "inbound streams per peer";
         public const string ProtocolStreams = "inbound streams per protocol";
@@ -91,8 +93,15 @@ public sealed class ResourceManager
     internal Admission? TryAdmitInbound(Multiaddr remote, int openConnections, Func<bool> makeRoom, out string refusedBy)
     {
         var (address, subnet) = KeysOf(remote);
+        Admission? evicted = null;
         lock (_gate)
         {
+            if (_pending >= _options.MaxPendingInbound && Count(_pendingByAddress, address) == 0
+                && (subnet is null || Count(_pendingBySubnet, subnet) < _limits.MaxPendingInboundPerSubnet))
+            {
+                // Every slot is taken and this address has none: make room by dropping a stalled handshake.
+                evicted = EvictLocked();
+            }
             refusedBy = _pending >= _options.MaxPendingInbound ? Scopes.SystemHandshakes
                 : Count(_pendingByAddress, address) >= _limits.MaxPendingInboundPerAddress ? Scopes.AddressHandshakes
                 : subnet is not null && Count(_pendingBySubnet, subnet) >= _limits.MaxPendingInboundPerSubnet ? Scopes.SubnetHandshakes
@@ -102,8 +111,12 @@ public sealed class ResourceManager
             if (refusedBy.Length > 0)
             {
                 Refused(refusedBy);
-                return null;
             }
+        }
+        evicted?.Evict();
+        if (refusedBy.Length > 0)
+        {
+            return null;
         }
         // Handshakes in flight count against the system cap too: a full node must not complete handshakes it then drops.
         if (openConnections + Volatile.Read(ref _pending) >= _options.MaxConnections && !makeRoom())
@@ -115,6 +128,7 @@ public sealed class ResourceManager
             }
             return null;
         }
+        var admission = new Admission(this, address, subnet, _time.GetUtcNow());
         lock (_gate)
         {
             _pending++;
@@ -125,8 +139,37 @@ public sealed class ResourceManager
                 Increment(_pendingBySubnet, subnet);
                 Increment(_connectionsBySubnet, subnet);
             }
+            admission.Node = _handshakes.AddLast(admission);
         }
-        return new Admission(this, address, subnet);
+        return admission;
+    }
+
+    /// <summary>
+    /// Frees the slot of the oldest handshake in the most crowded scope (its subnet, else its address) that has run at
+    /// least <see cref="ResourceLimits.HandshakeEvictionAge"/>; null when none has. The caller calls
+    /// <see cref="Admission.Evict"/> on it outside the lock.
+    /// </summary>
+    private Admission? EvictLocked()
+    {
+        var oldestAllowed = _time.GetUtcNow() - _limits.HandshakeEvictionAge;
+        Admission? victim = null;
+        var crowd = 0;
+        for (var node = _handshakes.First; node is not null && node.Value.AdmittedAt <= oldestAllowed; node = node.Next)
+        {
+            var a = node.Value;
+            var size = a.Subnet is not null ? Count(_pendingBySubnet, a.Subnet) : Count(_pendingByAddress, a.Address);
+            if (size > crowd)
+            {
+                (victim, crowd) = (a, size);
+            }
+        }
+        if (victim is null)
+        {
+            return null;
+        }
+        victim.EndHandshakeLocked();
+        Refused(Scopes.EvictedHandshakes);
+        return victim;
     }
 
     /// <summary>Whether <paramref name="peer"/> is banned now (and counts the refusal when it is).</summary>
@@ -237,27 +280,56 @@ public sealed class ResourceManager
     }
 
     /// <summary>An inbound socket's place in the address scopes: its handshake slot until <see cref="HandshakeEnded"/>, its connection slot until disposed.</summary>
-    internal sealed class Admission(ResourceManager owner, string address, string? subnet) : IDisposable
+    internal sealed class Admission(ResourceManager owner, string address, string? subnet, DateTimeOffset admittedAt) : IDisposable
     {
+        private readonly CancellationTokenSource _evicted = new();
         private int _handshakeEnded;
         private int _disposed;
 
+        public string Address => address;
+
+        public string? Subnet => subnet;
+
+        public DateTimeOffset AdmittedAt => admittedAt;
+
+        /// <summary>Its place among the handshakes in flight (under the owner's lock).</summary>
+        internal LinkedListNode<Admission>? Node { get; set; }
+
+        /// <summary>Cancelled when the handshake is dropped to make room for a newcomer (the handshake must then end).</summary>
+        public CancellationToken Evicted => _evicted.Token;
+
         /// <summary>Frees the handshake slot (the connection slot stays until <see cref="Dispose"/>).</summary>
         public void HandshakeEnded()
+        {
+            lock (owner._gate)
+            {
+                EndHandshakeLocked();
+            }
+        }
+
+        internal void EndHandshakeLocked()
         {
             if (Interlocked.Exchange(ref _handshakeEnded, 1) != 0)
             {
                 return;
             }
-            lock (owner._gate)
+            owner._pending--;
+            Decrement(owner._pendingByAddress, address);
+            if (subnet is not null)
             {
-                owner._pending--;
-                Decrement(owner._pendingByAddress, address);
-                if (subnet is not null)
-                {
-                    Decrement(owner._pendingBySubnet, subnet);
-                }
+                Decrement(owner._pendingBySubnet, subnet);
             }
+            if (Node is not null)
+            {
+                owner._handshakes.Remove(Node);
+                Node = null;
+            }
+        }
+
+        /// <summary>Ends the handshake (its slot was freed by <see cref="EvictLocked"/>); called outside the lock.</summary>
+        internal void Evict()
+        {
+            _evicted.Cancel(); // never disposed: it has no timer, and an eviction may race the connection's end
         }
 
         public void Dispose()

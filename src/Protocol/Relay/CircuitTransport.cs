@@ -65,6 +65,25 @@ public sealed partial class CircuitTransport : ITransport
         }
     }
 
+    /// <summary>Raised when a reservation was made, refreshed or released.</summary>
+    public event Action? ReservationsChanged;
+
+    /// <summary>Forgets our reservation on <paramref name="relay"/> (it lapses there at its expiry); false when none was held.</summary>
+    public bool Release(PeerId relay)
+    {
+        bool removed;
+        lock (_gate)
+        {
+            removed = _reservations.Remove(relay);
+        }
+        if (removed)
+        {
+            Host.ConnectionManager.Unprotect(relay, "relay-reservation");
+            ReservationsChanged?.Invoke();
+        }
+        return removed;
+    }
+
     public bool CanHandle(Multiaddr address) => address.Find(Multiaddr.P2pCircuit) is not null;
 
     /// <summary>Asks <paramref name="relay"/> for a reservation; throws <see cref="RelayRefusedException"/> when refused.</summary>
@@ -107,6 +126,7 @@ public sealed partial class CircuitTransport : ITransport
             _reservations[relay] = reservation;
         }
         Host.ConnectionManager.Protect(relay, "relay-reservation");
+        ReservationsChanged?.Invoke();
         return reservation;
     }
 

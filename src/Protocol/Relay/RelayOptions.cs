@@ -14,6 +14,31 @@ public sealed record RelayOptions
     /// <summary>Accept relayed connections: listen on <c>/p2p-circuit</c> (from relays we reserved on). Default false.</summary>
     public bool AcceptRelayed { get; init; }
 
+    /// <summary>
+    /// Serve hop automatically while AutoNAT finds this node publicly reachable (as go-libp2p does), within these
+    /// limits; stop when it no longer is. Default true.
+    /// </summary>
+    public bool AutoHop { get; init; } = true;
+
+    /// <summary>
+    /// While AutoNAT finds this node unreachable, reserve on relays it knows (bootstrap peers, a private cluster's
+    /// members, peers that serve hop), keep the reservations fresh and advertise the <c>/p2p-circuit</c> addresses.
+    /// Listens on <c>/p2p-circuit</c> (accepting only from relays it reserved on). Default true.
+    /// </summary>
+    public bool AutoReserve { get; init; } = true;
+
+    /// <summary>Reservations held at once by <see cref="AutoReserve"/>. Default 2.</summary>
+    public int MaxAutoReservations { get; init; } = 2;
+
+    /// <summary>
+    /// Per-direction data limit of a relayed connection to a peer that serves Potluck leases (task modules and inputs
+    /// are larger than the 128 KiB of <see cref="ConnectionData"/>). Default 64 MiB.
+    /// </summary>
+    public long LeaseConnectionData { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>Time limit of a relayed connection to a peer that serves Potluck leases. Default 10 min.</summary>
+    public TimeSpan LeaseConnectionDuration { get; init; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Reservations held at once; over this a RESERVE is answered RESERVATION_REFUSED. Default 128.</summary>
     public int MaxReservations { get; init; } = 128;
 
@@ -64,6 +89,13 @@ public sealed record RelayOptions
         Positive(nameof(ConnectionDuration), ConnectionDuration.TotalSeconds);
         Positive(nameof(ConnectionData), ConnectionData);
         Positive(nameof(HandshakeTimeout), HandshakeTimeout.TotalSeconds);
+        Positive(nameof(MaxAutoReservations), MaxAutoReservations);
+        Positive(nameof(LeaseConnectionData), LeaseConnectionData);
+        Positive(nameof(LeaseConnectionDuration), LeaseConnectionDuration.TotalSeconds);
+        if (LeaseConnectionDuration.TotalSeconds > uint.MaxValue)
+        {
+            problems.Add($"{Key(nameof(LeaseConnectionDuration))} is {LeaseConnectionDuration}; it must be under 136 years (32-bit seconds)");
+        }
         if (MaxMessageSize < 512 || MaxMessageSize > 1 << 20)
         {
             problems.Add($"{Key(nameof(MaxMessageSize))} is {MaxMessageSize}; it must be between 512 and 1048576 bytes");

@@ -31,7 +31,14 @@ public sealed partial class RelayService
     private readonly Dictionary<PeerId, int> _circuitsPerPeer = [];
     private int _circuits;
 
-    public RelayService(IHost host, RelayOptions options, NodeRuntime runtime, ILoggerFactory loggers)
+    /// <param name="start">Serve hop at once; otherwise <see cref="Start"/> does (auto hop, when AutoNAT finds the node public).</param>
+    /// <param name="leaseLimits">
+    /// Whether a relayed connection to this reserved peer gets the larger lease limits
+    /// (<see cref="RelayOptions.LeaseConnectionData"/>, <see cref="RelayOptions.LeaseConnectionDuration"/>): the Node layer
+    /// says yes for peers that serve Potluck leases. Null: never.
+    /// </param>
+    public RelayService(IHost host, RelayOptions options, NodeRuntime runtime, ILoggerFactory loggers, bool start = true,
+        Func<PeerId, bool>? leaseLimits = null)
     {
         var problems = options.Validate();
         if (problems.Count > 0)
@@ -42,8 +49,53 @@ public sealed partial class RelayService
         _options = options;
         _runtime = runtime;
         _log = loggers.CreateLogger<RelayService>();
-        host.SetStreamHandler(HopProtocolId, HandleHopAsync);
+        _leaseLimits = leaseLimits;
+        if (start)
+        {
+            Start();
+        }
     }
+
+    private readonly Func<PeerId, bool>? _leaseLimits;
+    private int _serving;
+
+    /// <summary>Whether hop is served now.</summary>
+    public bool IsServing => Volatile.Read(ref _serving) != 0;
+
+    /// <summary>Serves hop (identify push tells peers).</summary>
+    public void Start()
+    {
+        if (Interlocked.Exchange(ref _serving, 1) == 0)
+        {
+            _host.SetStreamHandler(HopProtocolId, HandleHopAsync);
+            LogServing(true);
+        }
+    }
+
+    /// <summary>Stops serving hop: new requests are refused by multistream; circuits open now run to their limits.</summary>
+    public void Stop()
+    {
+        if (Interlocked.Exchange(ref _serving, 0) == 1)
+        {
+            _host.RemoveStreamHandler(HopProtocolId);
+            LogServing(false);
+        }
+    }
+
+    /// <summary>Reservations granted, refused (for a limit or over a relayed connection), circuits refused, since start.</summary>
+    public long ReservationsGranted => Interlocked.Read(ref _reservationsGranted);
+
+    public long ReservationsRefused => Interlocked.Read(ref _reservationsRefused);
+
+    public long CircuitsRefused => Interlocked.Read(ref _circuitsRefused);
+
+    /// <summary>Relayed connections opened since start.</summary>
+    public long CircuitsOpened => Interlocked.Read(ref _circuitsOpened);
+
+    private long _reservationsGranted;
+    private long _reservationsRefused;
+    private long _circuitsRefused;
+    private long _circuitsOpened;
 
     /// <summary>Reservations now held (expired ones are dropped first).</summary>
     public int ReservationCount
@@ -129,6 +181,7 @@ public sealed partial class RelayService
         var peer = stream.Connection.RemotePeer;
         if (IsRelayed(stream.Connection))
         {
+            Interlocked.Increment(ref _reservationsRefused);
             await RespondAsync(stream, RelayStatus.PermissionDenied, ct);
             return;
         }
@@ -152,10 +205,12 @@ public sealed partial class RelayService
         }
         if (expires == default)
         {
+            Interlocked.Increment(ref _reservationsRefused);
             LogRefused(peer, RelayStatus.ReservationRefused);
             await RespondAsync(stream, RelayStatus.ReservationRefused, ct);
             return;
         }
+        Interlocked.Increment(ref _reservationsGranted);
         _host.ConnectionManager.Protect(peer, "relay-reservation");
         var expiration = (ulong)expires.ToUnixTimeSeconds();
         var reservation = new Pb.Reservation
@@ -172,16 +227,21 @@ public sealed partial class RelayService
             Type = Pb.HopMessage.Types.Type.Status,
             Status = Pb.Status.Ok,
             Reservation = reservation,
-            Limit = Limit(),
+            Limit = Limit(peer),
         }, ct);
         LogReserved(peer, expires);
     }
 
-    private Pb.Limit Limit() => new()
+    /// <summary>The limits of a relayed connection to <paramref name="target"/>: the lease limits for a Potluck provider.</summary>
+    private (TimeSpan Duration, long Data) LimitsFor(PeerId target) => _leaseLimits?.Invoke(target) == true
+        ? (_options.LeaseConnectionDuration, _options.LeaseConnectionData)
+        : (_options.ConnectionDuration, _options.ConnectionData);
+
+    private Pb.Limit Limit(PeerId target)
     {
-        Duration = (uint)Math.Ceiling(_options.ConnectionDuration.TotalSeconds),
-        Data = (ulong)_options.ConnectionData,
-    };
+        var (duration, data) = LimitsFor(target);
+        return new() { Duration = (uint)Math.Ceiling(duration.TotalSeconds), Data = (ulong)data };
+    }
 
     private async Task ConnectAsync(IStream source, Pb.HopMessage message, CancellationTokenSource handshakeTimeout,
         CancellationToken handshake, CancellationToken stopping)
@@ -194,6 +254,7 @@ public sealed partial class RelayService
         }
         if (IsRelayed(source.Connection))
         {
+            Interlocked.Increment(ref _circuitsRefused);
             await RespondAsync(source, RelayStatus.PermissionDenied, handshake);
             return;
         }
@@ -205,11 +266,13 @@ public sealed partial class RelayService
         }
         if (!reserved)
         {
+            Interlocked.Increment(ref _circuitsRefused);
             await RespondAsync(source, RelayStatus.NoReservation, handshake);
             return;
         }
         if (!TryAddCircuit(from, target))
         {
+            Interlocked.Increment(ref _circuitsRefused);
             await RespondAsync(source, RelayStatus.ResourceLimitExceeded, handshake);
             return;
         }
@@ -237,7 +300,7 @@ public sealed partial class RelayService
                 {
                     Type = Pb.StopMessage.Types.Type.Connect,
                     Peer = new Pb.Peer { Id = ByteString.CopyFrom(from.ToBytes()) },
-                    Limit = Limit(),
+                    Limit = Limit(target),
                 }, handshake);
                 Pb.StopMessage? answer = null;
                 try
@@ -256,10 +319,12 @@ public sealed partial class RelayService
                     await RespondAsync(source, RelayStatus.ConnectionFailed, handshake);
                     return;
                 }
-                await WriteAsync(source, new Pb.HopMessage { Type = Pb.HopMessage.Types.Type.Status, Status = Pb.Status.Ok, Limit = Limit() }, handshake);
+                await WriteAsync(source, new Pb.HopMessage { Type = Pb.HopMessage.Types.Type.Status, Status = Pb.Status.Ok, Limit = Limit(target) }, handshake);
                 handshakeTimeout.CancelAfter(Timeout.InfiniteTimeSpan);
+                Interlocked.Increment(ref _circuitsOpened);
                 LogCircuit(from, target);
-                await SpliceAsync(source, destination, stopping);
+                var (duration, data) = LimitsFor(target);
+                await SpliceAsync(source, destination, duration, data, stopping);
             }
         }
         finally
@@ -301,9 +366,9 @@ public sealed partial class RelayService
     }
 
     /// <summary>Copies both ways until both sides closed, or resets both at the data or time limit.</summary>
-    private async Task SpliceAsync(IStream a, IStream b, CancellationToken stopping)
+    private async Task SpliceAsync(IStream a, IStream b, TimeSpan duration, long data, CancellationToken stopping)
     {
-        using var limit = new CancellationTokenSource(_options.ConnectionDuration, _runtime.Time);
+        using var limit = new CancellationTokenSource(duration, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(limit.Token, stopping);
         var overData = 0;
         async Task Pump(PipeReader from, PipeWriter to)
@@ -315,7 +380,7 @@ public sealed partial class RelayService
                 {
                     var result = await from.ReadAsync(linked.Token);
                     var buffer = result.Buffer;
-                    var allowed = Math.Min(buffer.Length, _options.ConnectionData - carried);
+                    var allowed = Math.Min(buffer.Length, data - carried);
                     foreach (var segment in buffer.Slice(0, allowed))
                     {
                         to.Write(segment.Span);
@@ -363,6 +428,9 @@ public sealed partial class RelayService
 
     internal static async Task WriteAsync(IStream stream, IMessage message, CancellationToken ct) =>
         await LengthPrefixed.WriteAsync(stream.Output, message.ToByteArray(), ct);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "relay: serving hop: {Serving}")]
+    private partial void LogServing(bool serving);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "relay: reservation for {Peer} until {Expires}")]
     private partial void LogReserved(PeerId peer, DateTimeOffset expires);

@@ -13,7 +13,8 @@ namespace Potluck.Scheduler.Adversaries;
 /// <summary>
 /// An adversarial requester (simulations and attack tests): runs leases on the real lease protocol and takes the
 /// results, but never pays for them; it can also send the provider receipts of its own making (for leases that never
-/// were, or for more than agreed). What the provider ends with is the test.
+/// were, or for more than agreed), or pay a real lease with a receipt that lies about its audit (a secret other than
+/// the one committed to, or a check its committed decision did not select). What the provider ends with is the test.
 /// </summary>
 public sealed class FreeloadingRequester : IAsyncDisposable
 {
@@ -74,6 +75,27 @@ public sealed class FreeloadingRequester : IAsyncDisposable
             AttestationHash = new byte[Attestation.HashLength],
             TimestampUnixMs = now.ToUnixTimeMilliseconds(),
         };
+        return SignedReceipt.Create(receipt, _key).EnvelopeBytes;
+    }
+
+    /// <summary>
+    /// A receipt paying exactly what the completed lease <paramref name="outcome"/> owes, revealing
+    /// <paramref name="auditSecret"/> and claiming <paramref name="checked"/>: honest when both are what the requester
+    /// committed to, a lie otherwise.
+    /// </summary>
+    public byte[] PayReceipt(LeaseOutcome outcome, ReadOnlySpan<byte> auditSecret, bool @checked, DateTimeOffset now)
+    {
+        if (outcome.Result is not { } result || outcome.Terms is not { } signed
+            || !LeaseCodec.TryDecodeTerms(signed.Terms, _options, out var terms))
+        {
+            throw new ArgumentException("only a completed lease can be paid", nameof(outcome));
+        }
+        var attestation = SignedAttestation.Decode(result.Attestation, new CreditsOptions());
+        if (!attestation.IsValid)
+        {
+            throw new ArgumentException($"the lease's attestation is {attestation.Status}", nameof(outcome));
+        }
+        var receipt = Receipt.For(attestation.Value!, (ulong)Math.Max(0, terms.PricePerMegaFuel), now, auditSecret, @checked);
         return SignedReceipt.Create(receipt, _key).EnvelopeBytes;
     }
 

@@ -34,7 +34,7 @@ namespace Potluck.Scheduler.Credits;
 /// </list>
 /// Thread-safe: one connection, one lock. Opening with a different identity than the ledger's owner fails.
 /// </summary>
-public sealed class CreditLedger : IDisposable
+public sealed partial class CreditLedger : IDisposable
 {
     public const string FileName = "ledger.db";
     private const long SchemaVersion = 1;
@@ -103,6 +103,7 @@ public sealed class CreditLedger : IDisposable
     private readonly Lock _queueGate = new();
     private readonly List<PendingWrite> _queue = [];
     private bool _durable;
+    private bool _inMemory;
     private bool _disposed;
     private long? _balance;
     private long _balanceVersion;
@@ -132,7 +133,9 @@ public sealed class CreditLedger : IDisposable
     /// </summary>
     /// <exception cref="LedgerCorruptException">The file is damaged or not a Potluck ledger.</exception>
     /// <exception cref="LedgerException">The ledger belongs to another identity, or it cannot be opened.</exception>
-    public static CreditLedger Open(string directory, PeerId owner, CreditsOptions options, TimeProvider time)
+    /// <param name="inMemory">The in-memory storage stand-in of simulations (<see cref="Storage.SqliteMemory"/>): the same
+    /// ledger code and schema on an in-memory database named by the path (no WAL, no fsync; it lives while a connection to it is open).</param>
+    public static CreditLedger Open(string directory, PeerId owner, CreditsOptions options, TimeProvider time, bool inMemory = false)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(options);
@@ -141,22 +144,35 @@ public sealed class CreditLedger : IDisposable
         {
             throw new ArgumentException("the ledger needs its owner's peer id", nameof(owner));
         }
-        var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), FileName);
-        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
-        var builder = new SqliteConnectionStringBuilder
+        string path;
+        SqliteConnection connection;
+        if (inMemory)
         {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Cache = SqliteCacheMode.Private,
-            Pooling = false,
-        };
-        var connection = new SqliteConnection(builder.ToString());
+            path = System.IO.Path.Combine(directory, FileName);
+            connection = new SqliteConnection(Storage.SqliteMemory.ConnectionString(path));
+        }
+        else
+        {
+            path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), FileName);
+            Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
+            var builder = new SqliteConnectionStringBuilder
+            {
+                DataSource = path,
+                Mode = SqliteOpenMode.ReadWriteCreate,
+                Cache = SqliteCacheMode.Private,
+                Pooling = false,
+            };
+            connection = new SqliteConnection(builder.ToString());
+        }
         try
         {
             connection.Open();
-            var ledger = new CreditLedger(connection, path, owner, options, time);
+            var ledger = new CreditLedger(connection, path, owner, options, time) { _inMemory = inMemory };
             ledger.Initialise();
-            Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
+            if (!inMemory)
+            {
+                Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
+            }
             return ledger;
         }
         catch (SqliteException e)
@@ -328,7 +344,7 @@ public sealed class CreditLedger : IDisposable
                     ? LedgerResult.AlreadyReserved
                     : LedgerResult.Conflict;
             }
-            else if (!_options.AllowOverdraft && AvailableCore(tx) < maxAmount)
+            else if (!_options.AllowOverdraft && AvailableCore(tx) + Math.Max(0, _options.MaxDebt) < maxAmount)
             {
                 result = LedgerResult.InsufficientFunds;
             }
@@ -565,7 +581,7 @@ public sealed class CreditLedger : IDisposable
     {
         // WAL and FULL: a commit is durable once it returns; readers never block the writer.
         var mode = Scalar(null, "PRAGMA journal_mode = WAL") as string;
-        if (!string.Equals(mode, "wal", StringComparison.OrdinalIgnoreCase))
+        if (!string.Equals(mode, _inMemory ? "memory" : "wal", StringComparison.OrdinalIgnoreCase))
         {
             throw new LedgerException($"ledger {Path}: could not enable WAL (journal_mode is {mode})");
         }
@@ -593,6 +609,7 @@ public sealed class CreditLedger : IDisposable
                     """, ("$id", GrantId(Owner)), ("$owner", Owner.ToBytes()), ("$amount", _options.InitialGrant), ("$now", Now()));
             }
             Execute(tx, OwedSchema);
+            Execute(tx, StandingSchema);
             CrashHook?.Invoke("create");
             tx.Commit();
             return;
@@ -622,6 +639,7 @@ public sealed class CreditLedger : IDisposable
             throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
         }
         Execute(tx, OwedSchema);
+        Execute(tx, StandingSchema);
         tx.Commit();
     }
 

@@ -18,14 +18,22 @@ public sealed record CreditsOptions
 
     /// <summary>
     /// Micro-credits granted once, as a <see cref="LedgerEntryKind.Grant"/> entry, when a node's ledger is
-    /// first created. Default 1,000,000 (one credit). A grant is local bookkeeping that lets a new node
-    /// request work; it is not signed by anyone and is not part of a proof of earnings. Zero: no grant.
+    /// first created. Default 0: nobody mints credit; a new requester runs on the credit each provider chooses to
+    /// extend (<c>compute:provider:creditLimitPerRequester</c>). A private cluster, whose members trust each other, may
+    /// configure one. A grant is local bookkeeping, signed by nobody and no part of a proof of earnings.
     /// </summary>
-    public long InitialGrant { get; init; } = 1_000_000;
+    public long InitialGrant { get; init; }
 
     /// <summary>
-    /// Whether <see cref="CreditLedger.ReservePayment"/> may reserve more than the available balance.
-    /// Default false: a requester cannot commit credits it does not have.
+    /// The most this node lets itself owe (micro-credits): <see cref="CreditLedger.ReservePayment"/> reserves while the
+    /// available balance stays above minus this. Default 10,000,000 (ten credits). What a requester can really take
+    /// on credit is bounded by the providers (each extends at most its own credit limit); this is the requester's own budget.
+    /// </summary>
+    public long MaxDebt { get; init; } = 10_000_000;
+
+    /// <summary>
+    /// Whether <see cref="CreditLedger.ReservePayment"/> may reserve without any bound (ignoring <see cref="MaxDebt"/>).
+    /// Default false.
     /// </summary>
     public bool AllowOverdraft { get; init; }
 

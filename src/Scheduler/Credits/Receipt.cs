@@ -53,6 +53,17 @@ public sealed class Receipt
     [Key(8)]
     public long TimestampUnixMs { get; init; }
 
+    /// <summary>
+    /// The audit secret the requester committed to in the lease terms, revealed (empty when it committed to none), so
+    /// the provider and any auditor can confirm the decision to re-run (<see cref="Verification.LeaseAudit"/>).
+    /// </summary>
+    [Key(9)]
+    public byte[] AuditSecret { get; init; } = [];
+
+    /// <summary>Whether the requester checked (re-ran or compared) this result.</summary>
+    [Key(10)]
+    public bool Checked { get; init; }
+
     /// <summary>SHA-256 of "potluck-receipt-id:" ‖ len‖lease ‖ len‖provider ‖ len‖requester (one-byte lengths).</summary>
     public static byte[] ComputeId(ReadOnlySpan<byte> leaseId, PeerId provider, PeerId requester)
     {
@@ -84,7 +95,8 @@ public sealed class Receipt
 
     /// <summary>The receipt paying for <paramref name="attestation"/> at the agreed price.</summary>
     /// <exception cref="OverflowException">The amount does not fit in 64 bits.</exception>
-    public static Receipt For(SignedAttestation attestation, ulong pricePerMillionFuel, DateTimeOffset now)
+    public static Receipt For(SignedAttestation attestation, ulong pricePerMillionFuel, DateTimeOffset now,
+        ReadOnlySpan<byte> auditSecret = default, bool @checked = false)
     {
         ArgumentNullException.ThrowIfNull(attestation);
         var a = attestation.Attestation;
@@ -105,6 +117,8 @@ public sealed class Receipt
             Amount = amount,
             AttestationHash = attestation.Hash,
             TimestampUnixMs = now.ToUnixTimeMilliseconds(),
+            AuditSecret = auditSecret.ToArray(),
+            Checked = @checked,
         };
     }
 
@@ -114,6 +128,7 @@ public sealed class Receipt
         && Requester is not null && KeyCache.TryPeer(Requester, out _)
         && Provider is not null && KeyCache.TryPeer(Provider, out _)
         && AttestationHash is { Length: Attestation.HashLength }
+        && AuditSecret is { Length: 0 or Verification.LeaseAudit.SecretLength }
         && Amount >= 0;
 
     /// <summary>Id and amount as derived from the other fields; call only when <see cref="IsWellFormed"/>.</summary>

@@ -110,7 +110,8 @@ public static class LeaseCodec
             var decoded = MessagePackSerializer.Deserialize<LeaseTerms>(bytes, Untrusted, out var read);
             if (decoded is null || read != bytes.Length || !IsHash(decoded.ModuleHash) || !IsHash(decoded.InputHash)
                 || decoded.Provider is null || decoded.Requester is null || decoded.RuntimeVersion is null
-                || decoded.RuntimeVersion.Length > options.MaxReasonLength)
+                || decoded.RuntimeVersion.Length > options.MaxReasonLength || !IsCommitment(decoded.AuditCommitment)
+                || decoded.AuditRatePpm is < 0 or > Verification.LeaseAudit.AlwaysPpm)
             {
                 return false;
             }
@@ -123,6 +124,38 @@ public static class LeaseCodec
         }
     }
 
+    /// <summary>Decodes <see cref="SignedLeaseTerms"/> bytes (as an auditor holds them) and the terms inside, bounded.</summary>
+    public static bool TryDecodeSignedTerms(ReadOnlyMemory<byte> bytes, LeaseOptions options, out SignedLeaseTerms signed, out LeaseTerms terms)
+    {
+        signed = null!;
+        terms = null!;
+        if (bytes.Length > options.MaxTermsBytes + 2 * options.MaxSignatureBytes + 16)
+        {
+            return false;
+        }
+        try
+        {
+            var decoded = MessagePackSerializer.Deserialize<SignedLeaseTerms>(bytes, Untrusted, out var read);
+            if (decoded is null || read != bytes.Length || decoded.Terms is null || decoded.ProviderSignature is null
+                || decoded.RequesterSignature is null || !TryDecodeTerms(decoded.Terms, options, out terms))
+            {
+                return false;
+            }
+            signed = decoded;
+            return true;
+        }
+        catch (MessagePackSerializationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The exact bytes of signed terms, as an auditor is handed them.</summary>
+    public static byte[] SerializeSignedTerms(SignedLeaseTerms signed) =>
+        MessagePackSerializer.Serialize(signed, MessagePackSerializerOptions.Standard);
+
+    internal static bool IsCommitment(byte[]? commitment) => commitment is { Length: 0 or Verification.LeaseAudit.CommitmentLength };
+
     internal static byte[] SerializeTerms(LeaseTerms terms) =>
         MessagePackSerializer.Serialize(terms, MessagePackSerializerOptions.Standard);
 
@@ -132,7 +165,8 @@ public static class LeaseCodec
     {
         LeaseRequest r => IsHash(r.ModuleHash) && IsHash(r.InputHash)
             && r.ModuleSize > 0 && r.ModuleSize <= o.MaxModuleBytes && r.InputSize >= 0 && r.InputSize <= o.MaxInputBytes
-            && r.FuelLimit > 0 && r.MemoryLimitBytes > 0 && r.DeadlineUnixMs > 0 && r.MaxPricePerMegaFuel >= 0,
+            && r.FuelLimit > 0 && r.MemoryLimitBytes > 0 && r.DeadlineUnixMs > 0 && r.MaxPricePerMegaFuel >= 0
+            && IsCommitment(r.AuditCommitment) && r.AuditRatePpm is >= 0 and <= Verification.LeaseAudit.AlwaysPpm,
         LeaseOffer f => f.Terms is not null && f.Terms.Length <= o.MaxTermsBytes
             && f.ProviderSignature is not null && f.ProviderSignature.Length <= o.MaxSignatureBytes,
         LeaseReject j => Enum.IsDefined(j.Reason) && j.Detail is not null && j.Detail.Length <= o.MaxReasonLength,

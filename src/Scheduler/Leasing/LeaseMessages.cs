@@ -46,12 +46,19 @@ public sealed record LeaseRequest : LeaseMessage
     /// <summary>The most the requester pays, in credits per million fuel.</summary>
     [Key(8)] public long MaxPricePerMegaFuel { get; init; }
 
+    /// <summary>SHA-256 commitment to the requester's audit secret (see <see cref="LeaseTerms.AuditCommitment"/>); empty for none.</summary>
+    [Key(9)] public byte[] AuditCommitment { get; init; } = [];
+
+    /// <summary>The re-run rate the requester declares, parts per million.</summary>
+    [Key(10)] public int AuditRatePpm { get; init; }
+
     /// <summary>True when both requests ask for the same work (a retry rather than a reused id).</summary>
     public bool SameWork(LeaseRequest other) =>
         RequestId == other.RequestId && ModuleHash.AsSpan().SequenceEqual(other.ModuleHash) && ModuleSize == other.ModuleSize
         && InputHash.AsSpan().SequenceEqual(other.InputHash) && InputSize == other.InputSize && FuelLimit == other.FuelLimit
         && MemoryLimitBytes == other.MemoryLimitBytes && DeadlineUnixMs == other.DeadlineUnixMs
-        && MaxPricePerMegaFuel == other.MaxPricePerMegaFuel;
+        && MaxPricePerMegaFuel == other.MaxPricePerMegaFuel
+        && AuditCommitment.AsSpan().SequenceEqual(other.AuditCommitment) && AuditRatePpm == other.AuditRatePpm;
 }
 
 /// <summary>Provider → requester: the terms (exact MessagePack bytes of <see cref="LeaseTerms"/>) and the provider's signature.</summary>

@@ -45,6 +45,15 @@ public sealed record LeaseTerms
     /// <summary>The provider's exact runtime, e.g. "wasmtime 50.0.1".</summary>
     [Key(14)] public string RuntimeVersion { get; init; } = "";
 
+    /// <summary>
+    /// SHA-256 of the requester's audit secret (<see cref="Verification.LeaseAudit.Commit"/>), or empty when the requester
+    /// declares none; the secret is revealed in the receipt, so the provider can audit the decision to re-run.
+    /// </summary>
+    [Key(15)] public byte[] AuditCommitment { get; init; } = [];
+
+    /// <summary>The rate at which the requester declares it re-runs results, parts per million (10^6: every one).</summary>
+    [Key(16)] public int AuditRatePpm { get; init; }
+
     /// <summary>The most the lease can cost: fuel limit × price / 10^6, rounded up.</summary>
     public long MaxCostCredits() => CostOf(FuelLimit);
 

@@ -121,6 +121,8 @@ public sealed class ProviderLeaseRegistry
             ModuleNeeded = !_modules.Contains(request.ModuleHash),
             OfferExpiresUnixMs = (offerExpires < deadline ? offerExpires : deadline).ToUnixTimeMilliseconds(),
             RuntimeVersion = _policy.RuntimeVersion,
+            AuditCommitment = request.AuditCommitment,
+            AuditRatePpm = request.AuditRatePpm,
         };
         var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now);
         _leases[(requester, request.RequestId)] = lease;

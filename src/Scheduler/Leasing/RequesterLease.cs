@@ -24,6 +24,12 @@ public sealed record LeaseWork
     /// refused (a provider may not advertise cheaply and charge the requester's maximum).
     /// </summary>
     public long? AdvertisedPricePerMegaFuel { get; init; }
+
+    /// <summary>The commitment to the requester's audit secret, put in the request and the terms; empty for none.</summary>
+    public byte[] AuditCommitment { get; init; } = [];
+
+    /// <summary>The re-run rate the requester declares in the terms, parts per million.</summary>
+    public int AuditRatePpm { get; init; }
 }
 
 /// <summary>
@@ -73,6 +79,8 @@ public sealed class RequesterLease
             MemoryLimitBytes = work.MemoryLimitBytes,
             DeadlineUnixMs = work.Deadline.ToUnixTimeMilliseconds(),
             MaxPricePerMegaFuel = work.MaxPricePerMegaFuel,
+            AuditCommitment = work.AuditCommitment,
+            AuditRatePpm = work.AuditRatePpm,
         };
     }
 
@@ -227,7 +235,8 @@ public sealed class RequesterLease
         var r = Request;
         if (!terms.ModuleHash.AsSpan().SequenceEqual(r.ModuleHash) || terms.ModuleSize != r.ModuleSize
             || !terms.InputHash.AsSpan().SequenceEqual(r.InputHash) || terms.InputSize != r.InputSize
-            || terms.FuelLimit != r.FuelLimit || terms.MemoryLimitBytes != r.MemoryLimitBytes || terms.DeadlineUnixMs != r.DeadlineUnixMs)
+            || terms.FuelLimit != r.FuelLimit || terms.MemoryLimitBytes != r.MemoryLimitBytes || terms.DeadlineUnixMs != r.DeadlineUnixMs
+            || !terms.AuditCommitment.AsSpan().SequenceEqual(r.AuditCommitment) || terms.AuditRatePpm != r.AuditRatePpm)
         {
             return "offer terms differ from the request";
         }

@@ -11,6 +11,7 @@ using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
 using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Topics;
+using Potluck.Scheduler.Verification;
 
 namespace Potluck.Scheduler.Providing;
 
@@ -37,7 +38,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly ProviderLeaseRegistry _registry;
     private readonly Dictionary<ProviderLease, Slot> _slots = [];
-    private readonly Dictionary<(PeerId, ulong), (SignedAttestation Attestation, long Price)> _results = [];
+    private readonly Dictionary<(PeerId, ulong), RememberedResult> _results = [];
     private readonly Queue<(PeerId, ulong)> _resultOrder = new();
     private readonly AdvertisementIssuer _issuer;
     private readonly Lock _adGate = new();
@@ -49,6 +50,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private int _disposed;
     private long _refusedUnpaid;
     private long _refusedOverLimit;
+    private long _auditViolations;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -359,12 +361,24 @@ public sealed partial class ProviderService : IAsyncDisposable
             _instruments.LeaseRefused("over_limit");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
         }
-        var unpaid = _ledger.Unpaid(requester);
-        if (unpaid > _options.CreditLimitPerRequester)
+        var record = _ledger.Requester(requester);
+        if (record.Violations > 0)
+        {
+            _instruments.LeaseRefused("audit");
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = $"broke its audit commitment on {record.Violations} lease(s)" };
+        }
+        // Receipts from a requester are only as good as what it gave: credit is what it took here beyond what it supplied
+        // here, paid or not, and is bounded by the credit limit (nobody mints credit by paying with receipts it cannot back).
+        if (record.Debt > _options.CreditLimitPerRequester)
         {
             Interlocked.Increment(ref _refusedUnpaid);
             _instruments.LeaseRefused("unpaid");
-            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = $"unpaid leases: {unpaid} owed, over the credit limit of {_options.CreditLimitPerRequester}" };
+            return new LeaseReject
+            {
+                RequestId = request.RequestId,
+                Reason = LeaseRejectReason.Policy,
+                Detail = $"owes {record.Debt} (unpaid leases {record.Unpaid}, paid {record.Consumed - record.Unpaid}, supplied {record.Supplied}), over the credit limit of {_options.CreditLimitPerRequester}",
+            };
         }
         return null;
     }
@@ -485,7 +499,8 @@ public sealed partial class ProviderService : IAsyncDisposable
                 completed = step.Outcome?.Kind == LeaseOutcomeKind.Completed;
                 if (completed)
                 {
-                    Remember(lease.Requester, lease.RequestId, attestation, lease.Terms.PricePerMegaFuel);
+                    Remember(lease.Requester, lease.RequestId, new RememberedResult(attestation, lease.Terms.PricePerMegaFuel,
+                        lease.Terms.AuditCommitment, lease.Terms.AuditRatePpm));
                 }
                 after = Apply(lease, slot, step, now);
             }
@@ -518,10 +533,10 @@ public sealed partial class ProviderService : IAsyncDisposable
         return SignedAttestation.Create(attestation, _key);
     }
 
-    private void Remember(PeerId requester, ulong requestId, SignedAttestation attestation, long price)
+    private void Remember(PeerId requester, ulong requestId, RememberedResult result)
     {
         var key = (requester, requestId);
-        if (_results.TryAdd(key, (attestation, price)))
+        if (_results.TryAdd(key, result))
         {
             _resultOrder.Enqueue(key);
             while (_results.Count > _options.MaxRememberedResults && _resultOrder.TryDequeue(out var old))
@@ -585,7 +600,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = "not a receipt for this provider" };
         }
-        (SignedAttestation Attestation, long Price)? remembered = null;
+        RememberedResult? remembered = null;
         if (receipt.Receipt.LeaseId.Length == 8)
         {
             var requestId = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(receipt.Receipt.LeaseId);
@@ -607,6 +622,10 @@ public sealed partial class ProviderService : IAsyncDisposable
             }
         }
         var result = _ledger.RecordEarned(receipt);
+        if (remembered is { } audited && result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded)
+        {
+            Audit(receipt, audited);
+        }
         switch (result)
         {
             case LedgerResult.Recorded:
@@ -618,6 +637,25 @@ public sealed partial class ProviderService : IAsyncDisposable
                 return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = result.ToString() };
         }
     }
+
+    /// <summary>
+    /// The commit-reveal audit of a paid lease (<see cref="LeaseAudit"/>): the secret the receipt reveals must match the
+    /// commitment in the terms, and the requester must not claim a check its committed decision did not select. A requester
+    /// that broke its commitment is recorded (with the signed receipt as evidence) and gets no new lease here.
+    /// </summary>
+    private void Audit(SignedReceipt receipt, RememberedResult lease)
+    {
+        var verdict = LeaseAudit.Verify(lease.AuditCommitment, lease.AuditRatePpm, lease.Attestation.Hash,
+            receipt.Receipt.AuditSecret, receipt.Receipt.Checked);
+        if (LeaseAudit.IsViolation(verdict) && _ledger.RecordViolation(receipt.Requester, receipt.Receipt.LeaseId, (int)verdict, receipt.EnvelopeBytes))
+        {
+            Interlocked.Increment(ref _auditViolations);
+            LogAuditViolation(_log, receipt.Requester, verdict);
+        }
+    }
+
+    /// <summary>Receipts whose audit showed the requester broke its commitment (a wrong secret, a check it did not declare).</summary>
+    public long AuditViolations => Interlocked.Read(ref _auditViolations);
 
     // ------------------------------------------------------------------ shutdown
 
@@ -670,9 +708,15 @@ public sealed partial class ProviderService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Error, Message = "A receipt on a lease stream could not be recorded")]
     private static partial void LogReceiptFailed(ILogger logger, Exception error);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Requester {Requester} broke its audit commitment ({Verdict}): refused from now on")]
+    private static partial void LogAuditViolation(ILogger logger, PeerId requester, AuditVerdict verdict);
+
     [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement not published: {Reason}")]
     private static partial void LogPublishFailed(ILogger logger, string reason);
 }
+
+/// <summary>A completed lease kept to check and audit the receipt that pays for it.</summary>
+internal sealed record RememberedResult(SignedAttestation Attestation, long Price, byte[] AuditCommitment, int AuditRatePpm);
 
 /// <summary>A lease a provider holds: who asked, whether its task runs now, and its terms.</summary>
 public sealed record ProviderLeaseView(ulong RequestId, PeerId Requester, bool Running, long FuelLimit, long MemoryLimitBytes,

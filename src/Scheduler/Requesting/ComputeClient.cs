@@ -321,7 +321,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             else
             {
-                await PayAsync(job, lease, ct);
+                await PayAsync(job, lease, ct, compared: verdict is not null);
             }
             if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
             {
@@ -346,11 +346,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             return (FraudChecker.Compare(claimed, known.Summary), known);
         }
-        bool sample;
-        lock (_gate)
-        {
-            sample = _policy.ShouldVerify(_reputation.Get(lease.Provider).ConsecutiveVerified, job.Submission.VerifyRate, _secure);
-        }
+        // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
+        // receipt, so the provider can audit that the declared rate was followed).
+        var sample = LeaseAudit.Selected(lease.AuditSecret, lease.Attestation.Hash, lease.AuditRatePpm);
         if (!sample)
         {
             return (null, null);
@@ -367,7 +365,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             return (FraudChecker.Compare(claimed, trusted.Summary), trusted);
         }
         // No local sandbox: a second provider runs it; agreement verifies, disagreement cannot say who lied.
-        var second = await LeaseOnceAsync(job, ct);
+        var second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
         if (second is null)
         {
             return (null, null);
@@ -377,12 +375,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (agree)
         {
             _reputation.RecordVerified(second.Provider);
-            await PayAsync(job, second, ct);
+            await PayAsync(job, second, ct, compared: true);
         }
         else
         {
             _reputation.RecordInconclusive(second.Provider);
-            await PayAsync(job, second, ct);
+            await PayAsync(job, second, ct, compared: true);
         }
         return (agree ? CheckVerdict.Match : CheckVerdict.Inconclusive, null);
     }
@@ -399,7 +397,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 busyBefore = job.BusyRefusals;
             }
-            var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct)));
+            var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
             results.AddRange(batch.OfType<LeaseResultInfo>());
             lock (_gate)
             {
@@ -457,7 +455,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             if (verdict == CheckVerdict.Match && (trusted is not null || majority))
             {
-                await PayAsync(job, r, ct);
+                await PayAsync(job, r, ct, compared: true);
             }
             else
             {
@@ -482,13 +480,25 @@ public sealed partial class ComputeClient : IAsyncDisposable
             .. BitConverter.GetBytes(s.OutputSize), .. BitConverter.GetBytes(s.FuelUsed)]);
 
     /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
-    private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct)
+    /// <param name="alwaysCompared">
+    /// The result will be compared with another whatever happens (a replica, or the second run of a check): the lease
+    /// declares a re-run rate of one.
+    /// </param>
+    private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct, bool alwaysCompared = false)
     {
         var ad = await ChooseAsync(job, ct);
         var provider = ad.Provider;
         ulong requestId;
+        int ratePpm;
+        // The audit secret: committed to in the terms, revealed with the receipt; from the cryptographic generator.
+        var secret = new byte[LeaseAudit.SecretLength];
         lock (_gate)
         {
+            // A job holding a result it trusts compares every later result with it for free: declared as rate one.
+            ratePpm = alwaysCompared || job.Trusted is not null
+                ? LeaseAudit.AlwaysPpm
+                : LeaseAudit.ToPpm(_policy.DeclaredRate(_reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate));
+            _secure.Fill(secret);
             job.LastWasBusy = false;
             job.Tried.Add(provider);
             job.Why[provider] = Job.RunningReplica;
@@ -509,6 +519,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
             MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
             AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
+            AuditCommitment = LeaseAudit.Commit(secret),
+            AuditRatePpm = ratePpm,
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
@@ -516,7 +528,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (reserved is LedgerResult.InsufficientFunds)
         {
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available"), job.History);
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available beyond the debt this node allows itself ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
@@ -598,7 +610,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "terms do not decode", 0));
             return null;
         }
-        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!);
+        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm);
     }
 
     /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
@@ -721,7 +733,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 {
                     explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
                 }
-                throw new SubmissionException($"no provider fits: {explanation}", job.History) { Reasons = ReasonCounts(noMatch, busyHere, excludedWhy) };
+                List<AttemptRecord> tried;
+                lock (_gate)
+                {
+                    tried = [.. job.History];
+                }
+                throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {Summarise(tried)}", tried)
+                {
+                    Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
+                };
             }
             if (retryAt is { } retry && retry - now2 < left)
             {
@@ -799,10 +819,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     // ------------------------------------------------------------------ payment
 
-    private async Task PayAsync(Job job, LeaseResultInfo lease, CancellationToken ct)
+    /// <param name="compared">Whether this result was checked (re-run or compared), as the receipt tells the provider.</param>
+    private async Task PayAsync(Job job, LeaseResultInfo lease, CancellationToken ct, bool compared)
     {
         var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
-        var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow()), _key);
+        var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared), _key);
         var settled = _ledger.Settle(receipt);
         if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
         {
@@ -932,7 +953,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     /// <summary>A completed lease whose attestation checked out.</summary>
     private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
-        byte[] Output, SignedAttestation Attestation);
+        byte[] Output, SignedAttestation Attestation, byte[] AuditSecret, int AuditRatePpm);
 
     private sealed class Job(TaskSubmission submission, byte[] payload)
     {

@@ -17,8 +17,26 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
     /// (a query touching every table, so a damaged file fails here rather than on first use). A damaged file is set
     /// aside as <c>&lt;name&gt;.corrupt</c> and a fresh one is created: use this only for state the node can learn again.
     /// </summary>
-    public static SqliteStateFile Open(string directory, string fileName, string setup, string check)
+    /// <param name="inMemory">The <see cref="SqliteMemory"/> stand-in (simulations): an in-memory database named by the path.</param>
+    public static SqliteStateFile Open(string directory, string fileName, string setup, string check, bool inMemory = false)
     {
+        if (inMemory)
+        {
+            var memoryPath = System.IO.Path.Combine(directory, fileName);
+            var connection = new SqliteConnection(SqliteMemory.ConnectionString(memoryPath));
+            try
+            {
+                connection.Open();
+                Run(connection, setup);
+                Run(connection, check);
+                return new(connection, memoryPath, false);
+            }
+            catch
+            {
+                connection.Dispose();
+                throw;
+            }
+        }
         var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), fileName);
         try
         {
@@ -65,5 +83,12 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
             connection.Dispose();
             throw;
         }
+    }
+
+    private static void Run(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteScalar();
     }
 }

@@ -43,10 +43,11 @@ public sealed class ReputationDatabase : IDisposable
     public bool RecoveredFromCorruption { get; private set; }
 
     /// <summary>Opens (creating if needed) <c>reputation.db</c> in <paramref name="directory"/>.</summary>
-    public static ReputationDatabase Open(string directory)
+    /// <param name="inMemory">The in-memory storage stand-in of simulations (<see cref="Storage.SqliteMemory"/>).</param>
+    public static ReputationDatabase Open(string directory, bool inMemory = false)
     {
         var file = SqliteStateFile.Open(directory, FileName, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;" + Schema,
-            "SELECT count(*) FROM providers");
+            "SELECT count(*) FROM providers", inMemory);
         return new ReputationDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 

@@ -69,7 +69,14 @@ public sealed class VerificationPolicy
     /// </summary>
     public bool ShouldVerify(int consecutiveVerified, double? requested, ISecureRandom random)
     {
-        var rate = requested is { } r && !double.IsNaN(r) ? Math.Clamp(r, _options.Floor, 1.0) : Rate(consecutiveVerified);
+        var rate = DeclaredRate(consecutiveVerified, requested);
         return rate >= 1.0 || random.NextDouble() < rate;
     }
+
+    /// <summary>
+    /// The rate a requester declares in a lease's terms (<see cref="LeaseAudit"/>): <see cref="Rate"/>, or
+    /// <paramref name="requested"/> clamped to [floor, 1].
+    /// </summary>
+    public double DeclaredRate(int consecutiveVerified, double? requested) =>
+        requested is { } r && !double.IsNaN(r) ? Math.Clamp(r, _options.Floor, 1.0) : Rate(consecutiveVerified);
 }

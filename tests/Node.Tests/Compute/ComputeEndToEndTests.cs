@@ -1,5 +1,6 @@
 using System.Text;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Adversaries;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
@@ -106,10 +107,17 @@ public class ComputeEndToEndTests
         // The cheater corrupts half its outputs; this seed makes its very first output a corrupt one, and as the cheapest
         // provider it is chosen first, where a stranger is always verified.
         var cheaterSeed = Enumerable.Range(0, 100).First(s => new Random(s).NextDouble() < 0.5);
-        CheatingTaskExecutor? cheat = null;
+        WrongOutputExecutor? cheat = null;
+        var cheaterRandom = new Random(cheaterSeed);
         var requester = await cluster.AddAsync("requester", provide: false);
         var cheater = await cluster.AddAsync("cheater", provide: true, price: 5,
-            decorate: inner => cheat = new CheatingTaskExecutor(inner, 0.5, new Random(cheaterSeed)));
+            decorate: inner => cheat = new WrongOutputExecutor(inner, _ =>
+            {
+                lock (cheaterRandom)
+                {
+                    return cheaterRandom.NextDouble() < 0.5;
+                }
+            }));
         var honest1 = await cluster.AddAsync("honest1", provide: true, price: 10);
         var honest2 = await cluster.AddAsync("honest2", provide: true, price: 10);
         await requester.Node.Client.WaitForProvidersAsync(3, ct);

@@ -40,17 +40,17 @@ public class DaemonCommandTests
         var (code, text, err) = await Cli("status");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(text, Does.Contain($"Peer ID:      {id}").And.Contain("Uptime:").And.Contain("Reachability: loopback only")
-            .And.Contain("Offering:     1 cores").And.Contain("State:        working").And.Contain("Balance:      1.000000 credits").And.Contain("No work:      no peers connected"));
+            .And.Contain("Offering:     1 cores").And.Contain("State:        working").And.Contain("Balance:      0.000000 credits").And.Contain("No work:      no peers connected"));
         var status = await Json("status");
         Assert.That(status["peer_id"]!.GetValue<string>(), Is.EqualTo(id));
         Assert.That(status["provider"]!["state"]!.GetValue<string>(), Is.EqualTo("working"));
-        Assert.That(status["credits"]!["balance"]!.GetValue<long>(), Is.EqualTo(1_000_000));
+        Assert.That(status["credits"]!["balance"]!.GetValue<long>(), Is.EqualTo(0));
 
         await using (var client = await ControlClient.ConnectAsync(_dataDir, null, ct))
         {
             var metrics = await client.MetricsAsync(ct);
             Assert.That(metrics, Does.Contain("potluck_provider_working 1").And.Contain("potluck_provider_cores_offered 1")
-                .And.Contain("potluck_ledger_balance_microcredits 1000000").And.Contain("process_cpu_seconds_total"));
+                .And.Contain("potluck_ledger_balance_microcredits 0").And.Contain("process_cpu_seconds_total"));
         }
         await using (var wrong = ControlClient.Create(ControlFiles.ReadEndpoint(_dataDir), "not-the-token-at-all", _dataDir))
         {
@@ -65,9 +65,9 @@ public class DaemonCommandTests
         Assert.That((await Json("leases"))["providing"]!.GetValue<bool>(), Is.True);
         (code, text, err) = await Cli("ledger");
         Assert.That(code, Is.EqualTo(0), err);
-        Assert.That(text, Does.Contain($"Node:      {id}").And.Contain("Balance:   1.000000 credits").And.Contain("grant"));
+        Assert.That(text, Does.Contain($"Node:      {id}").And.Contain("Balance:   0.000000 credits"));
         var ledger = await Json("ledger");
-        Assert.That(ledger["balance"]!.GetValue<long>(), Is.EqualTo(1_000_000));
+        Assert.That(ledger["balance"]!.GetValue<long>(), Is.EqualTo(0), "no credit is granted by default (credit is earned, or a provider lends within its credit limit)");
         Assert.That(ledger["unit"]!.GetValue<string>(), Is.EqualTo("micro-credits"));
         Assert.That((await Json("id"))["peer_id"]!.GetValue<string>(), Is.EqualTo(id));
         var versionOut = new StringWriter();

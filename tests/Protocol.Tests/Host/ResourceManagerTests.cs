@@ -118,6 +118,115 @@ public class ResourceManagerTests
     });
 
     [Test]
+    public void StalledHandshakesFrom128AddressesIn8Subnets_ANewAddressEvictsTheOldestOfTheMostCrowdedScope()
+    {
+        var clock = new VirtualClock();
+        var resources = new ResourceManager(new HostOptions(), clock);
+        var limits = resources.Limits;
+        ResourceManager.Admission? Admit(string address, out string refusedBy) =>
+            resources.TryAdmitInbound(Multiaddr.Parse($"/ip4/{address}/tcp/40000"), 0, () => false, out refusedBy);
+
+        // 128 stalled handshakes: 16 addresses in each of 8 /24s take every slot; the ones from 127.0.3.0/24 come a second later.
+        var stalled = new List<(string Address, ResourceManager.Admission Admission)>();
+        for (var subnet = 0; subnet < 8; subnet++)
+        {
+            if (subnet == 3)
+            {
+                clock.Advance(TimeSpan.FromSeconds(1));
+            }
+            for (var host = 1; host <= 16; host++)
+            {
+                var address = $"127.0.{subnet}.{host}";
+                stalled.Add((address, Admit(address, out _) ?? throw new AssertionException($"{address} refused")));
+            }
+        }
+        Assert.That(resources.PendingInbound, Is.EqualTo(128));
+
+        // A newcomer before any of them has stalled for the eviction age: refused, nothing evicted.
+        Assert.That(Admit("127.0.9.1", out var early), Is.Null);
+        Assert.That(early, Is.EqualTo(ResourceManager.Scopes.SystemHandshakes));
+        Assert.That(stalled.Count(s => s.Admission.Evicted.IsCancellationRequested), Is.Zero);
+
+        clock.Advance(limits.HandshakeEvictionAge);
+        // An address that already has a handshake in flight evicts nothing (one place cannot churn the slots).
+        Assert.That(Admit("127.0.5.7", out var again), Is.Null);
+        Assert.That(again, Is.EqualTo(ResourceManager.Scopes.SystemHandshakes));
+        // Newcomers from fresh addresses are admitted; each evicts the oldest handshake of a crowded subnet.
+        var newcomer = Admit("127.0.9.1", out _);
+        Assert.That(newcomer, Is.Not.Null, "a newcomer is admitted while the stalled handshakes are still within their timeout");
+        Assert.That(stalled.Where(s => s.Admission.Evicted.IsCancellationRequested).Select(s => s.Address), Is.EqualTo(new[] { "127.0.0.1" }),
+            "the oldest of a full subnet makes room");
+        Assert.That(resources.PendingInbound, Is.EqualTo(128));
+        var second = Admit("10.1.2.3", out _);
+        Assert.That(second, Is.Not.Null);
+        Assert.That(stalled.Where(s => s.Admission.Evicted.IsCancellationRequested).Select(s => s.Address), Is.EquivalentTo(new[] { "127.0.0.1", "127.0.1.1" }),
+            "then the oldest of the next most crowded subnet (127.0.0.0/24 now has 15)");
+        Assert.That(resources.RefusedIn(ResourceManager.Scopes.EvictedHandshakes), Is.EqualTo(2));
+        // An evicted handshake's slot is not freed twice when its upgrade ends.
+        stalled[0].Admission.Dispose();
+        Assert.That(resources.PendingInbound, Is.EqualTo(128));
+
+        // Handshakes younger than the eviction age are never evicted: the newcomers themselves are safe.
+        newcomer!.HandshakeEnded();
+        second!.HandshakeEnded();
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.That(Admit($"192.0.2.{i + 1}", out _), Is.Not.Null);
+        }
+        var fresh = new List<ResourceManager.Admission>();
+        for (var i = 0; i < 200; i++)
+        {
+            if (Admit($"198.51.{i}.1", out _) is { } a)
+            {
+                fresh.Add(a);
+            }
+        }
+        Assert.That(fresh.Count, Is.EqualTo(126), "each fresh address evicts one stalled handshake old enough, and no more than there are");
+        Assert.That(resources.PendingInbound, Is.EqualTo(128));
+    }
+
+    [Test]
+    public void StalledHandshakesFrom128Addresses_FillEverySlot_AnHonestNewcomerIsServedLongBeforeTheirTimeout() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var server = await hosts.StartAsync(o => o with { HandshakeTimeout = TimeSpan.FromSeconds(10) });
+        var limits = server.Host.Options.Resources;
+        var started = hosts.Time.GetUtcNow();
+
+        // 128 sockets from 128 addresses send the multistream header and stall: every handshake slot is taken.
+        var raws = new List<IRawConnection>();
+        for (var i = 0; i < server.Host.Options.MaxPendingInbound; i++)
+        {
+            var raw = await hosts.Network.CreateTransport().DialAsync(server.Host.ListenAddresses[0], ct);
+            await raw.Output.WriteAsync(MultistreamHeader, ct);
+            raws.Add(raw);
+        }
+        await d.IdleAsync();
+        Assert.That(server.Host.Resources.PendingInbound, Is.EqualTo(server.Host.Options.MaxPendingInbound), "each is one address's only handshake: all were admitted");
+
+        await Task.Delay(limits.HandshakeEvictionAge, hosts.Time);
+        var honest = await hosts.StartAsync();
+        await honest.Host.ConnectAsync(server.Address, ct);
+        var rtts = await honest.Ping.PingAsync(server.Host.PeerId, 1, ct);
+
+        Assert.That(rtts, Has.Count.EqualTo(1), "the newcomer connects and is served");
+        Assert.That(hosts.Time.GetUtcNow() - started, Is.LessThan(TimeSpan.FromSeconds(10)), "while the stalled handshakes are within their timeout");
+        Assert.That(server.Host.Resources.RefusedIn(ResourceManager.Scopes.EvictedHandshakes), Is.EqualTo(1), "one stalled handshake made room");
+        await d.IdleAsync();
+        var closed = 0;
+        foreach (var raw in raws)
+        {
+            closed += await ClosedByServerAsync(raw) ? 1 : 0;
+        }
+        Assert.That(closed, Is.EqualTo(1), "the evicted socket is closed by the server; the others still wait");
+        foreach (var raw in raws)
+        {
+            await raw.DisposeAsync();
+        }
+    });
+
+    [Test]
     public void FullNode_ClosesAnUnidentifiedConnectionToAdmitANewcomer_ButRefusesBeforeTheHandshakeWhenNothingCanGo() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;

@@ -228,9 +228,20 @@ public class CreditLedgerTests
             Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 1), Is.EqualTo(LedgerResult.InsufficientFunds));
             Assert.That(ledger.GetReservation(Lease(2)), Is.Null);
         }
-        using var overdraft = OpenRequester(new CreditsOptions { AllowOverdraft = true });
+        using var overdraft = OpenRequester(Options with { AllowOverdraft = true });
         Assert.That(overdraft.ReservePayment(Lease(2), Provider.PeerId, 1), Is.EqualTo(LedgerResult.Reserved));
         Assert.That(overdraft.Available(), Is.EqualTo(-1));
+    }
+
+    [Test]
+    public void Reserve_WithNoGrant_RunsOnCreditUpToMaxDebt_AndNoFurther()
+    {
+        using var ledger = OpenRequester(new CreditsOptions { MaxDebt = 3_000 });
+        Assert.That(ledger.Balance(), Is.Zero, "no credit is minted by default");
+        Assert.That(ledger.ReservePayment(Lease(1), Provider.PeerId, 2_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 1_001), Is.EqualTo(LedgerResult.InsufficientFunds));
+        Assert.That(ledger.ReservePayment(Lease(3), Provider.PeerId, 1_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.Available(), Is.EqualTo(-3_000));
     }
 
     [Test]

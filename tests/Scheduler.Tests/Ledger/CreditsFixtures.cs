@@ -10,7 +10,8 @@ namespace Potluck.Scheduler.Tests.Ledger;
 /// <summary>Deterministic keys, messages and temporary ledger directories for the credits tests.</summary>
 internal static class CreditsFixtures
 {
-    public static readonly CreditsOptions Options = new();
+    /// <summary>The ledger's mechanics with a grant to spend and no debt allowed (a private cluster's kind of setting).</summary>
+    public static readonly CreditsOptions Options = new() { InitialGrant = 1_000_000, MaxDebt = 0 };
     public static readonly DateTimeOffset Epoch = new(2025, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
     public static PrivateKey Key(int n)

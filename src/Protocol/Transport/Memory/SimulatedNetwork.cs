@@ -35,6 +35,7 @@ public sealed class SimulatedNetwork
     private readonly Dictionary<LinkKey, LinkConditions> _links = [];
     private readonly Dictionary<ulong, LinkConditions> _endpoints = [];
     private readonly HashSet<LinkKey> _partitions = [];
+    private readonly HashSet<ulong> _inboundBlocked = [];
     private readonly Dictionary<LinkKey, HashSet<MemoryConnectionPair>> _connections = [];
     private ulong _nextId = 1;
     private int _connectionCount;
@@ -140,6 +141,30 @@ public sealed class SimulatedNetwork
         lock (_lock)
         {
             _partitions.Remove(key);
+        }
+    }
+
+    /// <summary>
+    /// Puts <paramref name="endpoint"/> behind a NAT that keeps no port open: its own dials go out (from its listen
+    /// address, so that is what others observe) and their connections work both ways, but every dial to it is refused,
+    /// as a home router refuses unsolicited inbound connections. <see cref="AllowInbound"/> undoes it.
+    /// </summary>
+    public void BlockInbound(Multiaddr endpoint)
+    {
+        var id = IdOf(endpoint);
+        lock (_lock)
+        {
+            _inboundBlocked.Add(id);
+        }
+    }
+
+    /// <summary>Ends <see cref="BlockInbound"/>.</summary>
+    public void AllowInbound(Multiaddr endpoint)
+    {
+        var id = IdOf(endpoint);
+        lock (_lock)
+        {
+            _inboundBlocked.Remove(id);
         }
     }
 
@@ -275,6 +300,10 @@ public sealed class SimulatedNetwork
                     _ephemeral.Add(from.EphemeralId);
                 }
                 fromId = from.EphemeralId;
+            }
+            if (_inboundBlocked.Contains(toId))
+            {
+                throw new TransportException(to, TransportError.Unreachable, $"dial {to}: unreachable (behind a NAT that refuses inbound connections)");
             }
             if (!_listeners.TryGetValue(toId, out var listener))
             {

@@ -1,0 +1,74 @@
+using System.Globalization;
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Credits;
+
+/// <summary>What a provider knows first-hand about one requester: work exchanged both ways, and broken commitments.</summary>
+/// <param name="Consumed">Micro-credits of work this node did for the requester: its receipts received plus what it owes unpaid.</param>
+/// <param name="Supplied">Micro-credits of work the requester did for this node (what this node paid it).</param>
+/// <param name="Unpaid">Micro-credits owed for completed leases not paid for.</param>
+/// <param name="Violations">Leases on which the requester broke its audit commitment.</param>
+public readonly record struct RequesterRecord(long Consumed, long Supplied, long Unpaid, int Violations)
+{
+    /// <summary>What the requester took from this node beyond what it gave it: the credit this node has extended.</summary>
+    public long Debt => Consumed - Supplied;
+}
+
+public sealed partial class CreditLedger
+{
+    /// <summary>
+    /// Requesters caught breaking their audit commitment (<see cref="Verification.LeaseAudit"/>): one row per lease, with
+    /// the signed receipt that shows it. Added to older ledgers when they are opened (no other change).
+    /// </summary>
+    private const string StandingSchema = """
+        CREATE TABLE IF NOT EXISTS requester_violations (
+            requester BLOB NOT NULL,
+            lease_id BLOB NOT NULL,
+            verdict INTEGER NOT NULL,
+            evidence BLOB,
+            recorded_at INTEGER NOT NULL,
+            PRIMARY KEY (requester, lease_id)) STRICT;
+        """;
+
+    /// <summary>
+    /// As a provider: records that <paramref name="requester"/> broke its audit commitment on a lease, with the signed
+    /// receipt that shows it. Once per lease. True when newly recorded.
+    /// </summary>
+    public bool RecordViolation(PeerId requester, ReadOnlySpan<byte> leaseId, int verdict, byte[]? evidence)
+    {
+        if (leaseId.Length is 0 or > Attestation.MaxLeaseIdLength)
+        {
+            throw new ArgumentException("a lease id is 1–64 bytes", nameof(leaseId));
+        }
+        var lease = leaseId.ToArray();
+        return Run(() =>
+        {
+            using var tx = Begin(durable: false);
+            var exists = Scalar(tx, "SELECT 1 FROM requester_violations WHERE requester = $r AND lease_id = $lease",
+                ("$r", requester.ToBytes()), ("$lease", lease)) is not null;
+            if (!exists)
+            {
+                Execute(tx, "INSERT INTO requester_violations (requester, lease_id, verdict, evidence, recorded_at) VALUES ($r, $lease, $v, $e, $now)",
+                    ("$r", requester.ToBytes()), ("$lease", lease), ("$v", (long)verdict), ("$e", (object?)evidence ?? DBNull.Value), ("$now", Now()));
+            }
+            Commit(tx, !exists);
+            return !exists;
+        });
+    }
+
+    /// <summary>As a provider: what this node knows first-hand about <paramref name="requester"/>.</summary>
+    public RequesterRecord Requester(PeerId requester)
+    {
+        var r = requester.ToBytes();
+        return Run(() =>
+        {
+            var earned = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 1 AND counterparty = $r", ("$r", r)));
+            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r)));
+            var unpaid = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", r)));
+            var violations = Long(Scalar(null, "SELECT count(*) FROM requester_violations WHERE requester = $r", ("$r", r)));
+            return new RequesterRecord(earned + unpaid, spent, unpaid, (int)violations);
+        });
+    }
+
+    private static long Long(object? value) => Convert.ToInt64(value, CultureInfo.InvariantCulture);
+}
