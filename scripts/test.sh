@@ -42,6 +42,10 @@ for project in tests/Protocol.Tests tests/Scheduler.Tests tests/Node.Tests tests
     p=$(sed -E 's/.*Passed: +([0-9]+),.*/\1/' <<<"$line")
     passed=$((passed + p))
     failed=$((failed + f))
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then
+      echo "$project: the test run was aborted (exit $rc; a hang or a crashed test host) — counted as a failure" >&2
+      failed=$((failed + 1))
+    fi
   elif [[ $rc -ne 0 ]]; then
     echo "$project did not report results (exit $rc)" >&2
     failed=$((failed + 1))
@@ -58,6 +62,20 @@ if [[ -n "$line" ]]; then
   failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$line")))
 else
   echo "scripts/interop/ci.sh did not report results (exit $rc)" >&2
+  failed=$((failed + 1))
+fi
+[[ $rc -ne 0 ]] && status=1
+
+echo "== NAT lab, short (scripts/natlab/run.sh --short; skips without root and iptables)"
+log="$results/natlab.log"
+bash scripts/natlab/run.sh --short 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)"
+if [[ -n "$line" ]]; then
+  passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+  failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$line")))
+else
+  echo "scripts/natlab/run.sh did not report results (exit $rc)" >&2
   failed=$((failed + 1))
 fi
 [[ $rc -ne 0 ]] && status=1

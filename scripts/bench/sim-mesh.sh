@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Whole-node mesh scenarios (potluck sim: complete nodes in one process on virtual time, seeded, bounded).
-# Usage: scripts/bench/sim-mesh.sh [properties|scale|replay] [out-dir]
-#   properties: cheaters (always and selective), a partition that heals, churn; JSON + HTML per scenario
-#   scale:      the same mixed scenario at 20, 50 and 100 nodes: memory per node, events per CPU second
-#   replay:     one scenario twice with the same seed; the trace hashes must match
+# Usage: scripts/bench/sim-mesh.sh [properties|adversaries|verification|standins|scale|scale-big|replay] [out-dir]
+#   properties:   cheaters (always and selective), a partition that heals, churn; JSON + HTML per scenario
+#   adversaries:  every --adversary kind mixed into a 30-node mesh (what the honest side ends with)
+#   verification: a long run (1,200 tasks, 2 providers, 2 requesters) where honest providers get established: verification overhead
+#   standins:     100 nodes with and without the stand-ins (--stand-ins all), side by side: MiB per node, CPU
+#   scale:        the same mixed scenario at 20, 50 and 100 nodes: memory per node, events per CPU second
+#   scale-big:    NODES (default 1000) nodes with every stand-in, a light workload (memory and time bound it)
+#   replay:       one scenario twice with the same seed; the trace hashes must match
+# The GC is told to keep a small gen0 budget and conserve memory (DOTNET_GCgen0size, DOTNET_GCConserveMemory): thousands
+# of nodes in one process otherwise carry hundreds of MiB of uncollected garbage in their peak RSS.
 # Each run prints its report; figures for the README come from here, never from timed tests.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -12,6 +18,7 @@ out="${2:-/tmp/potluck-sim}"
 mkdir -p "$out"
 dotnet build "$root/src/Node" -c Release -v q -nologo -clp:ErrorsOnly >/dev/null
 sim="$root/src/Node/bin/Release/net10.0/potluck"
+export DOTNET_GCgen0size="${DOTNET_GCgen0size:-0x1000000}" DOTNET_GCConserveMemory="${DOTNET_GCConserveMemory:-7}"
 
 run() { # name, flags...
   local name="$1"; shift
@@ -27,6 +34,25 @@ case "$what" in
     run churn      --nodes 40 --providers 12 --tasks 200 --churn 0.1 --duration 90 --seed 4
     run lossy      --nodes 40 --providers 12 --tasks 200 --loss 0.02 --latency-ms 60 --duration 90 --seed 5
     ;;
+  adversaries)
+    for kind in freeloader receipt-forger squatter proof-spammer gossip-spammer; do
+      run "adv-$kind" --nodes 30 --providers 8 --tasks 100 --cheaters 0.2 --adversary "$kind" --duration 60 --seed 11
+    done
+    for kind in sybil whitewasher; do
+      run "adv-$kind" --nodes 30 --providers 12 --tasks 100 --cheaters 0.5 --adversary "$kind" --duration 60 --seed 11
+    done
+    ;;
+  verification)
+    run verification --nodes 4 --providers 2 --tasks 1200 --duration 1200 --seed 1
+    ;;
+  standins)
+    run standins-none --nodes 100 --providers 25 --tasks 40 --duration 20 --seed 1
+    run standins-all  --nodes 100 --providers 25 --tasks 40 --duration 20 --seed 1 --stand-ins all
+    ;;
+  scale-big)
+    n="${NODES:-1000}"
+    run "scale-$n" --nodes "$n" --providers $((n / 10)) --tasks 100 --duration 20 --seed 1 --stand-ins all
+    ;;
   scale)
     for n in 20 50 100; do
       run "scale-$n" --nodes "$n" --providers $((n / 4)) --tasks $((n * 2)) --cheaters 0.1 --duration 60 --seed 1
@@ -38,5 +64,5 @@ case "$what" in
     echo "first:  $a"; echo "second: $b"
     [ "$a" = "$b" ] && echo "same trace" || { echo "TRACES DIFFER"; exit 1; }
     ;;
-  *) echo "usage: $0 [properties|scale|replay] [out-dir]" >&2; exit 2 ;;
+  *) echo "usage: $0 [properties|adversaries|verification|standins|scale|scale-big|replay] [out-dir]" >&2; exit 2 ;;
 esac

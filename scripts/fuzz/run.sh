@@ -2,7 +2,7 @@
 # Fuzzes every decoder a remote peer or a file can reach (varint, multiaddr, multistream, Noise frames and handshake
 # payloads, Yamux frames, identify/gossipsub/Kademlia/peer-record/key protobufs, swarm keys, DNS, and every MessagePack
 # message: advertisements, lease messages, frames and terms, envelopes, receipts, attestations, fraud proofs, task
-# payloads, receipt acknowledgements; circuit relay HOP/STOP messages and vouchers; gossipsub IDONTWANT) with random and mutated inputs, and prints per decoder: inputs, accepted, refused with a typed error,
+# payloads, receipt acknowledgements, chain half-blocks, chain proposals and answers, fork proofs; circuit relay HOP/STOP messages and vouchers; gossipsub IDONTWANT) with random and mutated inputs, and prints per decoder: inputs, accepted, refused with a typed error,
 # crashes, hangs, the largest allocation one input caused, and the time per input. Exit 1 on any crash or hang.
 # Usage: scripts/fuzz/run.sh [inputs per decoder, default 1000000] [--seed N] [--only "name,name"] [--hang-ms N]
 #        scripts/fuzz/run.sh --ci          (the short version CI runs: 20,000 inputs per decoder)

@@ -47,7 +47,9 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
     public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
         Func<GossipsubOptions, GossipsubOptions>? configureGossip = null)
     {
-        var gossipOptions = configureGossip?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
+        // A node's own gossip defaults (D 5, D_hi 7), which are what must interoperate.
+        var defaults = new Potluck.Node.Hosting.PotluckOptions().Gossip;
+        var gossipOptions = configureGossip?.Invoke(defaults) ?? defaults;
         var node = await PotluckNode.CreateBuilder()
             .UseKey(key ?? PrivateKey.Generate())
             .UseSeed(seed)

@@ -30,6 +30,15 @@ public sealed record JsPeerOptions
     /// <summary>Runs @libp2p/kad-dht in server mode on this protocol id (<c>--dht</c>), keeping loopback addresses. Default: off.</summary>
     public string? DhtProtocol { get; init; }
 
+    /// <summary>More listen multiaddrs (e.g. <c>&lt;relay&gt;/p2p-circuit</c> with <see cref="RelayClient"/>). Default: none.</summary>
+    public IReadOnlyList<string> ExtraListen { get; init; } = [];
+
+    /// <summary>Runs @libp2p/circuit-relay-v2's hop service (<c>--relay-server</c>). Default: off.</summary>
+    public bool RelayServer { get; init; }
+
+    /// <summary>Adds @libp2p/circuit-relay-v2's transport (<c>--relay-client</c>). Default: off.</summary>
+    public bool RelayClient { get; init; }
+
     /// <summary>Keeps kad-dht from querying for itself (<c>--dht-no-self-query</c>), so its table holds only peers that connected. Default: false.</summary>
     public bool DhtNoSelfQuery { get; init; }
 }
@@ -184,6 +193,19 @@ public sealed class JsPeer : IAsyncDisposable
         start.ArgumentList.Add("peer.mjs");
         start.ArgumentList.Add("--listen");
         start.ArgumentList.Add(options.Listen);
+        foreach (var extra in options.ExtraListen)
+        {
+            start.ArgumentList.Add("--listen");
+            start.ArgumentList.Add(extra);
+        }
+        if (options.RelayServer)
+        {
+            start.ArgumentList.Add("--relay-server");
+        }
+        if (options.RelayClient)
+        {
+            start.ArgumentList.Add("--relay-client");
+        }
         if (options.SwarmKeyPath is not null)
         {
             start.ArgumentList.Add("--swarm-key");
@@ -320,6 +342,13 @@ public sealed class JsPeer : IAsyncDisposable
     /// <summary>Closes every connection to a peer (peer id or multiaddr).</summary>
     public Task HangupAsync(string addrOrPeer, CancellationToken ct = default) =>
         SendAsync("hangup", new() { ["addr"] = addrOrPeer }, null, ct);
+
+    /// <summary>The node's multiaddrs now (relayed ones once a reservation is held).</summary>
+    public async Task<IReadOnlyList<string>> AddrsAsync(CancellationToken ct = default)
+    {
+        var r = await SendAsync("addrs", new(), null, ct).ConfigureAwait(false);
+        return [.. r.GetProperty("addrs").EnumerateArray().Select(a => a.GetString()!)];
+    }
 
     /// <summary>The node's open connections.</summary>
     public async Task<IReadOnlyList<JsConnection>> PeersAsync(CancellationToken ct = default)

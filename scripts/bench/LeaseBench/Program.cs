@@ -20,6 +20,10 @@ namespace Potluck.Benchmarks.Lease;
 /// </summary>
 public static class Program
 {
+    /// <summary>LEASEBENCH_ACCOUNTING=0 turns the accounting chain off on all three nodes (to measure what it costs, side by side).</summary>
+    private static Potluck.Scheduler.Accounting.AccountingOptions Accounting(Potluck.Node.Hosting.ComputeOptions compute) =>
+        compute.Accounting with { Enabled = Environment.GetEnvironmentVariable("LEASEBENCH_ACCOUNTING") != "0" };
+
     public static async Task<int> Main(string[] args)
     {
         var sequential = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 300;
@@ -38,7 +42,7 @@ public static class Program
                 {
                     Listen = loopback,
                     DataDir = Path.Combine(scratch.FullName, name),
-                    Compute = o.Compute with { Enabled = true, Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 } },
+                    Compute = o.Compute with { Enabled = true, Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 }, Accounting = Accounting(o.Compute) },
                 })
                 .StartAsync(ct);
             await using var p1 = await Provider("p1");
@@ -48,7 +52,7 @@ public static class Program
                 {
                     Bootstrap = [p1.FullAddresses[0], p2.FullAddresses[0]],
                     DataDir = Path.Combine(scratch.FullName, "r"),
-                    Compute = o.Compute with { Enabled = true, Provide = false },
+                    Compute = o.Compute with { Enabled = true, Provide = false, Accounting = Accounting(o.Compute) },
                 })
                 .StartAsync(ct);
             await requester.Compute!.Client.WaitForProvidersAsync(2, ct);

@@ -56,9 +56,9 @@ public static class Program
             FloodPublish = o.FloodPublish,
             IDontWantMinDataSize = o.IDontWantMin,
             D = o.D ?? g.D,
-            DLow = o.D is { } d ? Math.Max(1, d - 2) : g.DLow,
-            DHigh = o.D is { } d2 ? d2 * 2 : g.DHigh,
-            DLazy = o.D ?? g.DLazy,
+            DLow = o.DLow ?? (o.D is { } d ? Math.Max(1, d - 2) : g.DLow),
+            DHigh = o.DHigh ?? (o.D is { } d2 ? d2 * 2 : g.DHigh),
+            DLazy = o.DLazy ?? o.D ?? g.DLazy,
             DOut = o.D is { } d3 ? Math.Min(g.DOut, Math.Max(1, d3 / 2 - 1)) : g.DOut,
         }, o.Protocol, o.LatencySigma, o.UplinkMbit * 125_000L);
         var heartbeat = sim.Options[0].HeartbeatInterval;
@@ -146,7 +146,7 @@ public static class Program
         var idontwant = sim.Routers.Sum(r => r.Counters.IDontWantSent);
         var honoured = sim.Routers.Sum(r => r.Counters.IDontWantHonoured);
         Console.WriteLine($"gossip: {o.Nodes} nodes, each dialing {o.Degree} (links {sim.Links.Count}), link latency {o.LatencyMs} ms (sigma {o.LatencySigma}), "
-            + $"uplink {(o.UplinkMbit == 0 ? "unlimited" : o.UplinkMbit + " Mbit/s")}, protocol {o.Protocol}, payload {o.Payload} B, IDONTWANT from {o.IDontWantMin} B ({idontwant} sent, {honoured} copies saved), D {sim.Options[0].D}, "
+            + $"uplink {(o.UplinkMbit == 0 ? "unlimited" : o.UplinkMbit + " Mbit/s")}, protocol {o.Protocol}, payload {o.Payload} B, IDONTWANT from {o.IDontWantMin} B ({idontwant} sent, {honoured} copies saved), D {sim.Options[0].D} (lo {sim.Options[0].DLow}, hi {sim.Options[0].DHigh}, lazy {sim.Options[0].DLazy}), "
             + $"heartbeat {heartbeat.TotalMilliseconds} ms, flood publish {(o.FloodPublish ? "on" : "off")}, seed {o.Seed}, {o.Messages} messages");
         Console.WriteLine($"  mesh size: min {meshSizes.Min()}, mean {meshSizes.Average():F2}, max {meshSizes.Max()}");
         Console.WriteLine(F($"  reached: {reachedTotal}/{subscribersTotal} = {reach * 100:F3} % (target >= 99.9 %) {(ok ? "OK" : "MISSED")}; messages not reaching everyone: {incomplete}"));
@@ -190,7 +190,7 @@ public static class Program
     private sealed record Options(
         string Scenario, int Seed, int Nodes, int Degree, double LatencyMs, int Messages, bool FloodPublish, int WarmupHeartbeats,
         int MaxHeartbeatsPerMessage, int DhtNodes, int Lookups, string Protocol = GossipsubProtocol.V11, int Payload = 4,
-        int IDontWantMin = 1024, double LatencySigma = 0, int? D = null, int UplinkMbit = 0)
+        int IDontWantMin = 1024, double LatencySigma = 0, int? D = null, int UplinkMbit = 0, int? DLow = null, int? DHigh = null, int? DLazy = null)
     {
         public const string Usage =
             "usage: SimBench [gossip|dht|all] [--seed N] [--nodes N] [--degree N] [--latency-ms X] [--messages N] [--flood-publish on|off]\n"
@@ -233,6 +233,9 @@ public static class Program
                     "--idontwant-min" => o with { IDontWantMin = Int(0, 1 << 20) },
                     "--latency-sigma" => o with { LatencySigma = double.Parse(Value(), CultureInfo.InvariantCulture) is var x && x >= 0 && x <= 3 ? x : throw new ArgumentException("--latency-sigma: 0 to 3") },
                     "--d" => o with { D = Int(2, 50) },
+                    "--d-lo" => o with { DLow = Int(1, 50) },
+                    "--d-hi" => o with { DHigh = Int(2, 100) },
+                    "--d-lazy" => o with { DLazy = Int(0, 50) },
                     "--uplink-mbit" => o with { UplinkMbit = Int(0, 100_000) },
                     _ => throw new ArgumentException($"unknown flag {flag}"),
                 };

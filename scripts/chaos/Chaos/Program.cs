@@ -32,7 +32,7 @@ internal static partial class Program
         }
         var potluck = args[0];
         var module = args[1];
-        int kills = 100, providers = 2, limitS = 900, tasksPerBatch = 16, parallel = 2, hashRounds = 20000;
+        int kills = 100, providers = 2, limitS = 900, tasksPerBatch = 24, parallel = 2, hashRounds = 20000;
         var seed = Environment.TickCount & 0x7fffffff;
         var keep = false;
         for (var i = 2; i < args.Length; i++)
@@ -111,7 +111,11 @@ internal static partial class Program
         return exitCode;
     }
 
-    /// <summary>Kills a random live process (a provider or the requester) every 0.8–4 s until the count or the time is up.</summary>
+    /// <summary>
+    /// Until the count or the time is up: picks a provider or the requester at random and kills it once it has been up
+    /// (a provider: since it listened; the requester: since it started) for a random 0.5–6 s, so kills land anywhere in
+    /// start-up, leasing, running, paying and receipt delivery.
+    /// </summary>
     private static async Task<int> KillLoopAsync(int count, List<ProviderNode> providers, RequesterNode requester, Random rng, TimeSpan deadline,
         Stopwatch clock, CancellationToken ct)
     {
@@ -120,18 +124,17 @@ internal static partial class Program
         {
             while (done < count && clock.Elapsed < deadline)
             {
-                await Task.Delay(rng.Next(800, 4000), ct);
-                var candidates = new List<IVictim>();
-                candidates.AddRange(providers.Where(p => p.IsReady));
-                if (requester.IsRunning)
+                var victims = new List<IVictim>(providers) { requester };
+                var victim = victims[rng.Next(victims.Count)];
+                var after = TimeSpan.FromMilliseconds(rng.Next(500, 6000));
+                while (victim.UpFor is not { } up || up < after)
                 {
-                    candidates.Add(requester);
+                    await Task.Delay(100, ct);
+                    if (clock.Elapsed >= deadline)
+                    {
+                        return done;
+                    }
                 }
-                if (candidates.Count == 0)
-                {
-                    continue;
-                }
-                var victim = candidates[rng.Next(candidates.Count)];
                 if (victim.KillForChaos())
                 {
                     done++;
@@ -343,7 +346,7 @@ internal static partial class Program
         Console.WriteLine($"| tasks neither completed nor reported failed | {tally.Inputs - tally.Correct - tally.Wrong - tally.FailedAtEnd} |");
         Console.WriteLine($"| submissions that failed (retried by the next run) | {tally.FailedReports} |");
         Console.WriteLine($"| batch runs interrupted by a kill and resumed | {tally.Interrupted} |");
-        Console.WriteLine($"| leases reserved / paid (requester) | {leases} / {paidLeases} |");
+        Console.WriteLine($"| leases begun / paid / ended unpaid (interrupted, retried) | {leases} / {paidLeases} / {requester.Reservations.Count(r => r.State == 3)} |");
         Console.WriteLine($"| receipts the requester settled that the provider has not recorded | {settledNotRecorded} |");
         Console.WriteLine($"| receipts a provider recorded that the requester never settled | {recordedNotSettled} |");
         Console.WriteLine($"| receipts counted twice (a lease paid or earned twice) | {countedTwice} |");
@@ -387,6 +390,9 @@ internal interface IVictim
 {
     string Name { get; }
 
+    /// <summary>How long it has been up (a provider: listening), or null when it is not.</summary>
+    TimeSpan? UpFor { get; }
+
     /// <summary>SIGKILL, when running; true when it was killed.</summary>
     bool KillForChaos();
 }
@@ -407,7 +413,20 @@ internal sealed class ProviderNode(string name, string potluck, string dataDir, 
 
     public int Crashes { get; private set; }
 
-    public bool IsReady => _ready.Task.IsCompleted && _process is { HasExited: false };
+    private readonly Stopwatch _up = new();
+
+    public bool IsReady => _ready.Task.IsCompleted && !_killedByUs && _process is { HasExited: false };
+
+    public TimeSpan? UpFor
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return IsReady ? _up.Elapsed : null;
+            }
+        }
+    }
 
     public Task WaitReadyAsync(TimeSpan timeout) => _ready.Task.WaitAsync(timeout);
 
@@ -426,6 +445,7 @@ internal sealed class ProviderNode(string name, string potluck, string dataDir, 
                     if (Program.ListeningPattern().Match(line) is { Success: true } m)
                     {
                         Address = m.Groups[1].Value;
+                        _up.Restart();
                         ready.TrySetResult();
                     }
                 });
@@ -459,9 +479,9 @@ internal sealed class ProviderNode(string name, string potluck, string dataDir, 
     {
         lock (_gate)
         {
-            if (_process is not { HasExited: false } p || !_ready.Task.IsCompleted)
+            if (_process is not { HasExited: false } p || !_ready.Task.IsCompleted || _killedByUs)
             {
-                return false;
+                return false; // not up, or killed already and not restarted yet
             }
             _killedByUs = true;
             p.Kill();
@@ -540,13 +560,15 @@ internal sealed class RequesterNode(string potluck, string module, string dataDi
 
     public IReadOnlyList<string> Bootstrap { get; set; } = [];
 
-    public bool IsRunning
+    private readonly Stopwatch _up = new();
+
+    public TimeSpan? UpFor
     {
         get
         {
             lock (_gate)
             {
-                return _process is { HasExited: false };
+                return _process is { HasExited: false } && !_killedByUs ? _up.Elapsed : null;
             }
         }
     }
@@ -657,6 +679,7 @@ internal sealed class RequesterNode(string potluck, string module, string dataDi
             }
             args.AddRange(["--", hashRounds.ToString(CultureInfo.InvariantCulture)]);
             process = _process = Program.Start(potluck, args, Program.NewLog(Name));
+            _up.Restart();
         }
         await process.WaitForExitAsync();
         lock (_gate)
@@ -669,9 +692,9 @@ internal sealed class RequesterNode(string potluck, string module, string dataDi
     {
         lock (_gate)
         {
-            if (_process is not { HasExited: false } p)
+            if (_process is not { HasExited: false } p || _killedByUs)
             {
-                return false;
+                return false; // not running, or killed already
             }
             _killedByUs = true;
             p.Kill();

@@ -295,6 +295,34 @@ internal static class Targets
             return p.Inspect(fraudOptions).Status != FraudProofStatus.Invalid;
         });
 
+        // The accounting chain: half-blocks, the proposal and answer of /potluck/chain/1.0.0, gossiped pairs and fork proofs.
+        var chain = new Potluck.Scheduler.Accounting.ChainOptions();
+        var payee = PrivateKey.FromRandom(new Random(2));
+        Potluck.Scheduler.Accounting.SignedBlock Block(ulong lease) => Potluck.Scheduler.Accounting.SignedBlock.Sign(new Potluck.Scheduler.Accounting.ChainBlock
+        {
+            Author = Key.PeerId.ToBytes(),
+            Seq = 1,
+            Previous = Potluck.Scheduler.Accounting.SignedBlock.Genesis,
+            Counterparty = payee.PeerId.ToBytes(),
+            ReceiptId = Receipt.ComputeId(BitConverter.GetBytes(lease), payee.PeerId, Key.PeerId),
+            LeaseId = BitConverter.GetBytes(lease),
+            Amount = 25,
+            FuelUsed = 2_500_000,
+        }, Key);
+        var (blockA, blockB) = (Block(1), Block(2));
+        Potluck.Scheduler.Accounting.ForkProof.From(blockA, blockB, out var fork);
+        yield return new("chain half-block (MessagePack)", [blockA.EnvelopeBytes, blockB.EnvelopeBytes],
+            b => Potluck.Scheduler.Accounting.SignedBlock.Decode(b, chain, out _) == Potluck.Scheduler.Accounting.BlockStatus.Valid);
+        var pairBytes = Potluck.Scheduler.Accounting.ChainProtocol.MaxPairBytes(chain);
+        yield return new("chain proposal (MessagePack)",
+            [Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainProposal { Proposal = blockA.EnvelopeBytes })],
+            b => Potluck.Scheduler.Accounting.ChainCodec.TryDecode(b, pairBytes, out Potluck.Scheduler.Accounting.ChainProposal? _));
+        yield return new("chain answer (MessagePack)",
+            [Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainAnswer { Agreement = blockB.EnvelopeBytes, Detail = "ok" })],
+            b => Potluck.Scheduler.Accounting.ChainCodec.TryDecode(b, pairBytes, out Potluck.Scheduler.Accounting.ChainAnswer? _));
+        yield return new("fork proof (MessagePack)", [fork!.Encoded],
+            b => Potluck.Scheduler.Accounting.ForkProof.Check(b, chain, out _) == Potluck.Scheduler.Accounting.BlockStatus.Valid);
+
         yield return new("task payload (MessagePack)", [new TaskPayload(["a", "b"], new byte[] { 1, 2, 3 }).Encode(), new TaskPayload([], default).Encode()],
             b => TaskPayload.TryDecode(b, out _));
     }

@@ -6,7 +6,7 @@
 //
 // Environment:
 //   POTLUCK_BIN     the potluck executable (default: src/Node/bin/Release/net10.0/potluck)
-//   INTEROP_GROUPS  comma-separated groups to run: connect,streams,dht,pubsub (default: all four)
+//   INTEROP_GROUPS  comma-separated groups to run: connect,streams,dht,pubsub,relay (default: all five)
 //   INTEROP_KEYS    comma-separated key types for streams: ed25519,rsa,secp256k1 (default: all three)
 //   INTEROP_GREP    a further mocha --grep on full test titles
 //   INTEROP_VERBOSE 1: the daemons' stderr goes to ours
@@ -31,6 +31,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -39,7 +40,7 @@ import Mocha from 'mocha'
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '../../..')
 const potluck = process.env.POTLUCK_BIN ?? path.join(root, 'src/Node/bin/Release/net10.0/potluck')
-const groups = (process.env.INTEROP_GROUPS ?? 'connect,streams,dht,pubsub').split(',').map(s => s.trim()).filter(Boolean)
+const groups = (process.env.INTEROP_GROUPS ?? 'connect,streams,dht,pubsub,relay').split(',').map(s => s.trim()).filter(Boolean)
 const keyTypes = (process.env.INTEROP_KEYS ?? 'ed25519,rsa,secp256k1').split(',').map(s => s.trim()).filter(Boolean)
 const verbose = process.env.INTEROP_VERBOSE === '1'
 
@@ -51,7 +52,7 @@ if (!fs.existsSync(potluck)) {
 // mocha's bdd globals (describe, it, before, after) before the suite's modules register their tests
 const mocha = new Mocha({ timeout: 60_000, reporter: function () {} })
 mocha.suite.emit(Mocha.Suite.constants.EVENT_FILE_PRE_REQUIRE, globalThis, 'interop', mocha)
-const { UnsupportedError, connectInteropTests, streamInteropTests, dhtInteropTests, pubsubInteropTests } = await import('@libp2p/interop')
+const { UnsupportedError, connectInteropTests, streamInteropTests, dhtInteropTests, pubsubInteropTests, relayInteropTests } = await import('@libp2p/interop')
 
 class Unsupported extends UnsupportedError {}
 
@@ -71,7 +72,7 @@ async function createPotluckPeer (options) {
     throw new Unsupported('potluck: mplex')
   }
   if (options.relay === true) {
-    throw new Unsupported('potluck: circuit relay')
+    args.push('-relay', '-relayHop')
   }
   if (options.encryption != null) {
     args.push(`-${options.encryption}=true`)
@@ -124,10 +125,13 @@ async function createJsPeer (options) {
   if (options.transport != null && options.transport !== 'tcp') {
     throw new Unsupported(`js: transport ${options.transport} (not installed here)`)
   }
-  if ((options.encryption != null && options.encryption !== 'noise') || options.muxer === 'mplex' || options.relay === true) {
+  if ((options.encryption != null && options.encryption !== 'noise') || options.muxer === 'mplex') {
     throw new Unsupported('js: only noise/yamux are installed here')
   }
   const services = { identify: identify(), ping: ping() }
+  if (options.relay === true) {
+    services.relay = circuitRelayServer()
+  }
   if (options.pubsub === true) {
     services.pubsub = options.pubsubRouter === 'floodsub' ? floodsub() : gossipsub()
   }
@@ -137,7 +141,7 @@ async function createJsPeer (options) {
   const node = await createLibp2p({
     privateKey,
     addresses: { listen: options.noListen === true ? [] : ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
+    transports: [tcp(), circuitRelayTransport()],
     streamMuxers: [yamux()],
     connectionEncrypters: [noise()],
     services
@@ -163,10 +167,11 @@ if (groups.includes('connect')) connectInteropTests(factory)
 if (groups.includes('dht')) await dhtInteropTests(factory)
 if (groups.includes('pubsub')) await pubsubInteropTests(factory)
 if (groups.includes('streams')) await streamInteropTests(factory)
+if (groups.includes('relay')) relayInteropTests(factory)
 
 // js-js pairs test js against itself; key types not asked for are left out
 const keyAlternatives = ['ed25519', 'rsa', 'secp256k1'].filter(k => !keyTypes.includes(k))
-const excluded = ['js (?:sender|peer) to js (?:listener|peer)', ...keyAlternatives.map(k => `^${k}/`)]
+const excluded = ['js (?:sender|peer) to js (?:listener|peer)', 'js to js over relay js', ...keyAlternatives.map(k => `^${k}/`)]
 mocha.grep(new RegExp(excluded.join('|')))
 mocha.invert()
 const extra = process.env.INTEROP_GREP != null ? new RegExp(process.env.INTEROP_GREP) : null
@@ -179,6 +184,7 @@ function groupOf (test) {
   if (title.endsWith(' echo')) return 'streams'
   if (title.startsWith('dht.')) return 'dht'
   if (title.startsWith('pubsub.')) return 'pubsub'
+  if (title.includes(' over relay ')) return 'relay'
   return 'other'
 }
 
@@ -201,7 +207,7 @@ if (extra != null) {
 const runner = mocha.run(failures => {
   console.log('')
   console.log('group     passed  failed  skipped  unsupported')
-  for (const group of ['connect', 'streams', 'dht', 'pubsub', 'other']) {
+  for (const group of ['connect', 'streams', 'dht', 'pubsub', 'relay', 'other']) {
     const c = counts[group]
     if (c == null) continue
     console.log(`${group.padEnd(8)}  ${String(c.passed).padStart(6)}  ${String(c.failed).padStart(6)}  ${String(c.skipped).padStart(7)}  ${String(c.unsupported).padStart(11)}`)

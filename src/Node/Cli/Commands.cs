@@ -99,6 +99,7 @@ public static class Commands
             new IdCommand(context),
             new NetworkCommands.PingCommand(context),
             new NetworkCommands.PerfCommand(context),
+            new HolePunchCommand(context),
             new SimCommand(context),
             new SwarmKeyCommand(context),
             new P2pdCommand(context),

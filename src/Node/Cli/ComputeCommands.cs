@@ -36,6 +36,7 @@ internal static class ComputeCommands
             Options.Add(VerifyRate);
             Options.Add(Replicas);
             Options.Add(Bootstrap);
+            Options.Add(Listen);
             Options.Add(NoMdns);
             Options.Add(Wait);
             Options.Add(SwarmKey);
@@ -97,6 +98,9 @@ internal static class ComputeCommands
         };
 
         public Option<int?> Replicas { get; } = CliOptions.Int("--replicas", "k", "run on k providers at once and compare their results (default 1)", 1, 16);
+
+        public Option<Multiaddr[]> Listen { get; } = CliOptions.Addresses("--listen",
+            "listen here too (default nowhere): behind a NAT, a provider reached through a relay can then hole-punch to this requester", needPeerId: false);
 
         public Option<Multiaddr[]> Bootstrap { get; } = CliOptions.Addresses("--bootstrap",
             "a node to join through, …/p2p/<peer id>, repeatable (e.g. a provider's address)", needPeerId: true);
@@ -175,6 +179,7 @@ internal static class ComputeCommands
             {
                 DataDir = dataDir,
                 Bootstrap = bootstrap,
+                Listen = result.GetValue(Listen) ?? [],
                 Discovery = o.Discovery with { Mdns = !result.GetValue(NoMdns) },
                 Compute = o.Compute with { Enabled = true, Provide = false },
             });
@@ -465,10 +470,15 @@ internal static class ComputeCommands
         {
             Options.Add(DataDir);
             Options.Add(Count);
+            Options.Add(Verify);
             Options.Add(Json);
         }
 
         public Option<bool> Json { get; } = HomeCommands.JsonOption();
+
+        public Option<bool> Verify { get; } = CliOptions.Flag("--verify",
+            "audit the node's own payment chain (signatures, sequence, previous hashes, each payment against its ledger entry) " +
+            "and the counterparties' half-blocks it holds; exit code 1 when anything does not check");
 
         public Option<string> DataDir { get; } = Commands.DataDirOption("the node whose ledger to show (default $POTLUCK_DATA_DIR, else ~/.local/share/potluck)");
 
@@ -479,12 +489,15 @@ internal static class ComputeCommands
             var dataDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
             var count = result.GetValue(Count) ?? 20;
             var json = result.GetValue(Json);
+            var verify = result.GetValue(Verify);
             // A running node holds its ledger: ask it. Otherwise read the file.
             System.Text.Json.Nodes.JsonObject? answer = null;
             try
             {
                 await using var client = await Control.ControlClient.ConnectAsync(dataDir, null, ct);
-                answer = await client.CallAsync(Control.NodeControl.LedgerMethod, new System.Text.Json.Nodes.JsonObject { ["count"] = count }, ct) as System.Text.Json.Nodes.JsonObject;
+                answer = verify
+                    ? await client.CallAsync(Control.ChainControl.VerifyMethod, new System.Text.Json.Nodes.JsonObject(), ct) as System.Text.Json.Nodes.JsonObject
+                    : await client.CallAsync(Control.NodeControl.LedgerMethod, new System.Text.Json.Nodes.JsonObject { ["count"] = count }, ct) as System.Text.Json.Nodes.JsonObject;
             }
             catch (Control.NodeNotRunningException)
             {
@@ -500,7 +513,13 @@ internal static class ComputeCommands
                 }
                 var owner = PrivateKey.LoadOrCreate(keyFile);
                 using var local = CreditLedger.Open(dataDir, owner.PeerId, new CreditsOptions(), TimeProvider.System);
-                answer = Control.NodeControl.LedgerJson(owner.PeerId.ToString(), local, count);
+                answer = verify
+                    ? Control.ChainControl.AuditJson(owner.PeerId.ToString(), local, Scheduler.Accounting.ChainAudit.Verify(local))
+                    : Control.NodeControl.LedgerJson(owner.PeerId.ToString(), local, count);
+            }
+            if (verify)
+            {
+                return await PrintAuditAsync(answer, json);
             }
             if (json)
             {
@@ -519,6 +538,38 @@ internal static class ComputeCommands
                                          $"{FormatCredits(e["amount"]!.GetValue<long>()),16}  {e["counterparty"]?.GetValue<string>() ?? "(initial grant)"}");
             }
             return 0;
+        }
+
+        private async Task<int> PrintAuditAsync(System.Text.Json.Nodes.JsonObject answer, bool json)
+        {
+            var sound = answer["sound"]!.GetValue<bool>();
+            if (json)
+            {
+                await HomeCommands.WriteJsonAsync(Out, answer);
+                return sound ? 0 : 1;
+            }
+            await Out.WriteLineAsync($"Node:      {answer["peer_id"]!.GetValue<string>()}");
+            await Out.WriteLineAsync($"Chain:     {answer["blocks"]!.GetValue<long>()} blocks ({answer["proposals"]!.GetValue<long>()} payments made, " +
+                                     $"{answer["agreements"]!.GetValue<long>()} received), checked in {answer["elapsed_ms"]!.GetValue<double>():0.#} ms");
+            await Out.WriteLineAsync($"Linked:    {answer["linked_blocks"]!.GetValue<long>()} counterparty half-blocks held and checked; " +
+                                     $"{answer["unlinked"]!.GetValue<long>()} payments not yet countersigned (sent again while the node runs)");
+            await Out.WriteLineAsync($"Paid:      {FormatCredits(answer["paid"]!.GetValue<long>())} credits; earned {FormatCredits(answer["earned"]!.GetValue<long>())} credits");
+            var forkers = answer["forkers"]!.AsArray();
+            if (forkers.Count > 0)
+            {
+                await Out.WriteLineAsync($"Forkers:   {forkers.Count} identities refused on a fork proof held here");
+            }
+            if (sound)
+            {
+                await Out.WriteLineAsync("Verdict:   sound");
+                return 0;
+            }
+            await Out.WriteLineAsync("Verdict:   NOT sound");
+            foreach (var p in answer["problems"]!.AsArray())
+            {
+                await Out.WriteLineAsync($"  {p!.GetValue<string>()}");
+            }
+            return 1;
         }
     }
 }

@@ -97,6 +97,17 @@ internal sealed class P2pdCommand : PotluckCommand
                 HeartbeatInitialDelay = settings.GossipsubHeartbeatInitialDelay ?? o.Gossip.HeartbeatInitialDelay,
             },
             Compute = o.Compute with { Enabled = false },
+            // Relayed connections are accepted from any relay: the suite's clients reserve with raw hop streams the
+            // transport does not see. AutoNAT and automatic relay stay off (the daemon does only what it is told).
+            Relay = o.Relay with
+            {
+                Hop = settings.Relay && settings.RelayHop,
+                AcceptRelayed = true,
+                StopOnlyFromReservedRelays = false,
+                AutoHop = false,
+                AutoReserve = false,
+            },
+            AutoNat = o.AutoNat with { Client = false },
         });
         var node = builder.Build();
         await node.StartAsync(ct);

@@ -45,10 +45,10 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<int?> Tasks { get; } = CliOptions.Int("--tasks", "n", "tasks submitted over the duration (default 100)", 0, 10_000_000);
 
-    public Option<double?> Cheaters { get; } = CliOptions.Number("--cheaters", "share", "share of providers that are adversaries (default 0)", 0, 1);
+    public Option<double?> Cheaters { get; } = CliOptions.Number("--cheaters", "share", "share of providers that are adversaries (of requesting nodes for a requester-side --adversary; default 0)", 0, 1);
 
     public Option<string> Adversary { get; } = CliOptions.Text("--adversary", "kind",
-        "what the adversaries do: cheater (every result wrong), selective (a share wrong, see --cheat-rate), fuel-inflater (claims 1M fuel more than used) or false-timeout (claims a timeout without running); default cheater");
+        "what the adversaries do. Providers: cheater (every result wrong), selective (a share wrong, see --cheat-rate), fuel-inflater (claims 1M fuel more than used), false-timeout (claims a timeout without running), sybil (a swarm of colluding replicas: the lowest price, the same wrong output), whitewasher (a cheater that returns under a new identity when refused). Requesters: freeloader (never pays), receipt-forger (made-up receipts), squatter (takes leases, never sends input), proof-spammer (forged fraud proofs), gossip-spammer (junk on the ads topic). Default cheater");
 
     public Option<double?> CheatRate { get; } = CliOptions.Number("--cheat-rate", "share", "share of tasks a selective cheater corrupts (default 0.2)", 0.0001, 1);
 
@@ -110,14 +110,9 @@ internal sealed class SimCommand : PotluckCommand
             throw new UsageException($"--providers {providers} must be below --nodes {nodes}: at least one node submits tasks");
         }
         var adversaryName = Get(Adversary, "adversary", e => e.GetString()!) ?? "cheater";
-        var adversary = adversaryName switch
-        {
-            "cheater" => AdversaryKind.Cheater,
-            "selective" => AdversaryKind.SelectiveCheater,
-            "fuel-inflater" => AdversaryKind.FuelInflater,
-            "false-timeout" => AdversaryKind.FalseTimeout,
-            _ => throw new UsageException($"--adversary '{adversaryName}' is not a kind this build simulates: use cheater, selective, fuel-inflater or false-timeout"),
-        };
+        var adversary = SimAttacks.Parse(adversaryName)
+            ?? throw new UsageException($"--adversary '{adversaryName}' is not a kind this build simulates: use one of "
+                + string.Join(", ", Enum.GetValues<AdversaryKind>().Where(k => k != AdversaryKind.None).Select(SimAttacks.Name)));
         var scenario = new SimScenario
         {
             Mesh = new MeshOptions

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Accounting;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
@@ -27,10 +28,11 @@ public sealed class ComputeNode : IAsyncDisposable
     private int _disposed;
 
     private ComputeNode(CreditLedger ledger, WasmSandbox sandbox, ModuleStore modules, SandboxTaskExecutor executor, ReputationStore reputation,
-        ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider, bool ownsSandbox)
+        ReputationJournal journal, FraudService fraud, ComputeClient client, ProviderService? provider, bool ownsSandbox, TrustChainService? chain)
     {
         _journal = journal;
         _ownsSandbox = ownsSandbox;
+        Chain = chain;
         Ledger = ledger;
         Sandbox = sandbox;
         Modules = modules;
@@ -57,6 +59,9 @@ public sealed class ComputeNode : IAsyncDisposable
 
     /// <summary>Null when the node does not provide.</summary>
     public ProviderService? Provider { get; }
+
+    /// <summary>The bilateral accounting chain and fork proofs; null when <c>compute:accounting:enabled</c> is off.</summary>
+    public TrustChainService? Chain { get; }
 
     /// <summary>Submits a task (see <see cref="ComputeClient.SubmitAsync"/>).</summary>
     public Task<SubmissionResult> SubmitAsync(TaskSubmission submission, CancellationToken ct) => Client.SubmitAsync(submission, ct);
@@ -122,10 +127,25 @@ public sealed class ComputeNode : IAsyncDisposable
                     loggers.CreateLogger<ProviderService>(), instruments);
             }
             fraud.IsRelevant = client.Knows;
+            // Providers this node has leased from are checked first; a refuted proof lowers its author's peer score.
+            fraud.Priority = p => reputation.Get(p) is { Verified: > 0 } or { Unchecked: > 0 } or { Failures: > 0 } ? 0 : 1;
+            fraud.Penalise = p => host.Budgets.Penalise(p, Misbehaviour.RefusedProof);
+            TrustChainService? chain = null;
+            if (options.Accounting.Enabled)
+            {
+                chain = new TrustChainService(host, key, bus, ledger, reputation, options.Accounting with { Credits = options.Credits }, runtime,
+                    loggers.CreateLogger<TrustChainService>());
+                client.ReceiptDelivered += chain.OnReceiptDelivered;
+                if (provider is not null)
+                {
+                    provider.RefuseRequester = chain.IsForker;
+                }
+            }
             fraud.Start();
+            chain?.Start();
             client.Start();
             provider?.Start();
-            return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider, parts.SharedSandbox is null);
+            return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider, parts.SharedSandbox is null, chain);
         }
         catch
         {
@@ -151,6 +171,10 @@ public sealed class ComputeNode : IAsyncDisposable
             await Provider.DisposeAsync();
         }
         await Client.DisposeAsync();
+        if (Chain is not null)
+        {
+            await Chain.DisposeAsync();
+        }
         Fraud.Dispose();
         await _journal.DisposeAsync();
         await Executor.CloseAsync();

@@ -28,6 +28,7 @@ public static class NodeControl
         server.Register(StatusMethod, (_, _) => ValueTask.FromResult<JsonNode?>(Status(node, started)));
         server.Register(LeasesMethod, (_, _) => ValueTask.FromResult<JsonNode?>(Leases(node)));
         server.Register(LedgerMethod, (p, _) => ValueTask.FromResult<JsonNode?>(Ledger(node, Int(p, "count", 20, 1, 10_000))));
+        ChainControl.Register(server, node);
     }
 
     internal static int Int(JsonElement parameters, string name, int fallback, int min, int max)

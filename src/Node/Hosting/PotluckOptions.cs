@@ -71,10 +71,19 @@ public sealed record PotluckOptions
     /// <summary>Circuit relay v2: serving hop (<c>relay:hop</c>), accepting relayed connections, and the relay's limits.</summary>
     public Potluck.Protocol.Relay.RelayOptions Relay { get; init; } = new();
 
+    /// <summary>DCUtR hole punching over relayed connections (<c>protocols:dcutr</c>): attempts, timeouts, bounds.</summary>
+    public Potluck.Protocol.Dcutr.DcutrOptions Dcutr { get; init; } = new();
+
     /// <summary>AutoNAT v2: serving dial requests, testing our own addresses, and the bounds of both (<c>autoNat:*</c>).</summary>
     public Potluck.Protocol.AutoNat.AutoNatOptions AutoNat { get; init; } = new();
 
-    public GossipsubOptions Gossip { get; init; } = new();
+    /// <summary>
+    /// Gossipsub. A node's defaults are the spec's except D = 5 (spec 6) and D_hi = 7 (spec 12): a mesh degree that drifts
+    /// up to 12 through inbound grafts is what made each node of a 1,000-node mesh receive about 7 copies of every message;
+    /// with these and IDONTWANT it receives 3.3, every message still reaching every node (scripts/bench/sim.sh gossip,
+    /// README "Simulated meshes"). <c>gossip:d</c> and <c>gossip:dHigh</c> set them back.
+    /// </summary>
+    public GossipsubOptions Gossip { get; init; } = new() { D = 5, DHigh = 7 };
 
     /// <summary>DHT options; the mode is chosen by the node (server when it listens, client otherwise) unless set here.</summary>
     public KademliaOptions Kademlia { get; init; } = new();
@@ -122,6 +131,9 @@ public sealed record ProtocolsOptions
     /// <summary>Circuit relay v2 client: dial <c>…/p2p-circuit/p2p/…</c> addresses and answer <c>/stop</c>. Default on.</summary>
     public bool Relay { get; init; } = true;
 
+    /// <summary><c>/libp2p/dcutr</c>: upgrade relayed connections to direct ones by hole punching. Default on (needs relay).</summary>
+    public bool Dcutr { get; init; } = true;
+
     /// <summary>Gossipsub v1.1. Default on.</summary>
     public bool Gossipsub { get; init; } = true;
 
@@ -129,7 +141,7 @@ public sealed record ProtocolsOptions
     public bool Kademlia { get; init; } = true;
 
     /// <summary>Only the host: no identify, ping, perf, gossipsub or DHT.</summary>
-    public static ProtocolsOptions HostOnly { get; } = new() { Identify = false, Ping = false, Perf = false, Relay = false, Gossipsub = false, Kademlia = false };
+    public static ProtocolsOptions HostOnly { get; } = new() { Identify = false, Ping = false, Perf = false, Relay = false, Dcutr = false, Gossipsub = false, Kademlia = false };
 }
 
 /// <summary>How the node finds and keeps peers across restarts.</summary>
@@ -177,6 +189,9 @@ public sealed record ComputeOptions
     public FraudOptions Fraud { get; init; } = new();
 
     public CreditsOptions Credits { get; init; } = new();
+
+    /// <summary>The bilateral accounting chain (TrustChain half-blocks for every payment) and fork proofs.</summary>
+    public Potluck.Scheduler.Accounting.AccountingOptions Accounting { get; init; } = new();
 
     /// <summary>Sandbox limits. The compiled-module cache defaults to <c>{DataDir}/cache</c>; stdout is always capped so every node's results compare.</summary>
     public SandboxOptions Sandbox { get; init; } = new();

@@ -19,6 +19,7 @@ public static class PotluckOptionsValidator
         void AtLeast(long value, long min, string key) => Need(value >= min, $"'{key}' is {value}; it must be at least {min}");
 
         problems.AddRange(o.Relay.Validate("relay"));
+        problems.AddRange(o.Dcutr.Validate("dcutr"));
         problems.AddRange(o.AutoNat.Validate("autoNat"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
@@ -100,6 +101,9 @@ public static class PotluckOptionsValidator
         AtLeast(p.MemoryBytes, 1 << 20, "compute:provider:memoryBytes");
         AtLeast(p.MaxFuel, 1, "compute:provider:maxFuel");
         AtLeast(p.SpeedFuelPerSecond, 1, "compute:provider:speedFuelPerSecond");
+        Need(p.DeadlineSlack >= 1 && double.IsFinite(p.DeadlineSlack), $"'compute:provider:deadlineSlack' is {p.DeadlineSlack}; it must be at least 1");
+        Positive(p.MinRunTime, "compute:provider:minRunTime");
+        Need(p.StrangerCoreShare is >= 0 and <= 1, $"'compute:provider:strangerCoreShare' is {p.StrangerCoreShare}; it must be from 0 to 1");
         AtLeast(c.Client.MaxAttempts, 1, "compute:client:maxAttempts");
         Positive(c.Client.LeaseDeadline, "compute:client:leaseDeadline");
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");

@@ -92,6 +92,17 @@ internal static class PotluckServices
                 () => Resolve<Potluck.Protocol.AutoNat.AutoNatService>(options.Protocols.Identify && (options.AutoNat.Server || options.AutoNat.Client)));
             return host;
         });
+        services.AddSingleton(sp => new RelayService(sp.GetRequiredService<Libp2pHost>(), sp.GetRequiredService<PotluckOptions>().Relay,
+            setup.Runtime, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<PotluckOptions>();
+            return new Potluck.Protocol.Dcutr.DcutrService(sp.GetRequiredService<Libp2pHost>(),
+                options.Protocols.Identify ? sp.GetRequiredService<IdentifyService>() : null, options.Dcutr, setup.Runtime,
+                sp.GetRequiredService<ILoggerFactory>());
+        });
+        services.AddSingleton(sp => new StaticRelayReservations(sp.GetRequiredService<CircuitTransport>(), sp.GetRequiredService<Libp2pHost>(),
+            sp.GetRequiredService<PotluckOptions>().Relay, setup.Runtime, sp.GetRequiredService<ILogger<StaticRelayReservations>>()));
         services.AddSingleton(sp =>
         {
             var host = sp.GetRequiredService<Libp2pHost>();
@@ -152,7 +163,8 @@ internal static class PotluckServices
         });
         services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
             ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),
-                sp.GetRequiredService<Libp2pHost>().Budgets, new Dictionary<string, string> { [FraudProtocol.Topic] = PeerBudgets.FraudProofs },
+                sp.GetRequiredService<Libp2pHost>().Budgets, new Dictionary<string, string> { [FraudProtocol.Topic] = PeerBudgets.FraudProofs, [Potluck.Scheduler.Accounting.ChainProtocol.ForksTopic] = PeerBudgets.FraudProofs,
+                    [Potluck.Scheduler.Accounting.ChainProtocol.BlocksTopic] = PeerBudgets.Receipts },
                 sp.GetRequiredService<Libp2pHost>().PeerId));
 
         services.AddSingleton<ProtocolHostedService>();

@@ -23,6 +23,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     private GossipsubService? _gossip;
     private KademliaService? _dht;
     private IdentifyService? _identify;
+    private Potluck.Protocol.Dcutr.DcutrService? _dcutr;
+    private StaticRelayReservations? _staticRelays;
     private AutoNatService? _autoNat;
     private AutoRelay? _autoRelay;
 
@@ -57,11 +59,17 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
             nat.Changed += _host.AddressesChanged;
             circuit.ReservationsChanged += _host.AddressesChanged;
         }
+        _dcutr = protocols.Dcutr && protocols.Relay ? services.GetRequiredService<Potluck.Protocol.Dcutr.DcutrService>() : null;
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
         IReadOnlyList<Multiaddr> listen = protocols.Relay && (options.Relay.AcceptRelayed || reserve)
             ? [.. options.Listen, Multiaddr.Parse("/p2p-circuit")] : options.Listen;
         await _host.StartAsync(listen, cancellationToken);
+        if (protocols.Relay && options.Relay.StaticRelays.Count > 0)
+        {
+            _staticRelays = services.GetRequiredService<StaticRelayReservations>();
+            _staticRelays.Start();
+        }
         _autoNat?.Start();
         _autoRelay?.Start();
     }
@@ -70,6 +78,16 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     {
         var (gossip, dht, identify, host) = (_gossip, _dht, _identify, _host);
         (_gossip, _dht, _identify, _host) = (null, null, null, null);
+        var (dcutr, staticRelays) = (_dcutr, _staticRelays);
+        (_dcutr, _staticRelays) = (null, null);
+        if (staticRelays is not null)
+        {
+            await staticRelays.DisposeAsync();
+        }
+        if (dcutr is not null)
+        {
+            await dcutr.DisposeAsync();
+        }
         var (autoRelay, autoNat) = (_autoRelay, _autoNat);
         (_autoRelay, _autoNat) = (null, null);
         if (autoRelay is not null)

@@ -37,6 +37,12 @@ internal sealed record P2pdSettings
     /// <summary><c>-echo</c> (default true, as go's): <c>/echo/1.0.0</c> answered by the daemon itself.</summary>
     public bool Echo { get; init; } = true;
 
+    /// <summary><c>-relay</c>: circuit relay v2 (hop only with <see cref="RelayHop"/>).</summary>
+    public bool Relay { get; init; }
+
+    /// <summary><c>-relayHop</c>: serve hop for others.</summary>
+    public bool RelayHop { get; init; }
+
     /// <summary><c>-q</c>: print nothing but the control socket line.</summary>
     public bool Quiet { get; init; }
 }
@@ -112,9 +118,9 @@ internal static class P2pdFlags
             : Ok(d == TimeSpan.Zero ? s : s with { GossipsubHeartbeatInterval = d })),
         new("gossipsubHeartbeatInitialDelay", Kind.Duration, "gossipsub initial heartbeat delay (0: the default, 100ms)", (s, v) =>
             ParseDuration(v) is { } d && d >= TimeSpan.Zero ? Ok(d == TimeSpan.Zero ? s : s with { GossipsubHeartbeatInitialDelay = d }) : No($"-gossipsubHeartbeatInitialDelay={v}: must not be negative")),
-        Off("relay", Kind.Bool, "circuit relay (refused: not available yet)", "circuit relay v2 is not available yet"),
-        Off("relayActive", Kind.Bool, "circuit relay active mode (refused)", "circuit relay is not available yet"),
-        Off("relayHop", Kind.Bool, "circuit relay hop (refused)", "circuit relay is not available yet"),
+        new("relay", Kind.Bool, "circuit relay v2: dial and accept relayed connections (always on), and with -relayHop serve hop", (s, v) => Ok(s with { Relay = ParseBool(v) })),
+        Off("relayActive", Kind.Bool, "circuit relay active mode (refused)", "circuit relay v1's active mode does not exist in v2"),
+        new("relayHop", Kind.Bool, "circuit relay v2: serve hop (as the relay)", (s, v) => Ok(s with { RelayHop = ParseBool(v) })),
         Ignored("relayHopLimit", Kind.Int, "circuit relay hop limit (ignored)"),
         Off("relayDiscovery", Kind.Bool, "circuit relay discovery (refused)", "circuit relay is not available yet"),
         Off("autoRelay", Kind.Bool, "autorelay (refused)", "circuit relay is not available yet"),

@@ -26,6 +26,16 @@ public sealed record SimReport
     /// <summary>Fuel re-executed to verify results (a verified result was re-run once locally) over useful fuel (fuel of completed tasks).</summary>
     public required double VerificationOverhead { get; init; }
 
+    /// <summary>
+    /// The same ratio over tasks whose requester had already had 10 results from that provider (past the stranger period,
+    /// when every result is checked; see VerificationOptions.StrangerResults): what verification costs once honest
+    /// providers are established. Null when no task qualifies.
+    /// </summary>
+    public double? VerificationOverheadEstablished { get; init; }
+
+    /// <summary>Completed tasks counted in <see cref="VerificationOverheadEstablished"/>.</summary>
+    public int EstablishedTasks { get; init; }
+
     public required CheaterFigures Cheaters { get; init; }
 
     /// <summary>Completed tasks whose output differs from the honest one.</summary>
@@ -42,6 +52,12 @@ public sealed record SimReport
     public required double AdversaryGain { get; init; }
 
     public required FaultFigures Faults { get; init; }
+
+    /// <summary>What requester-side adversaries tried and got (see <see cref="AttackFigures"/>); kind "none" otherwise.</summary>
+    public AttackFigures Attacks { get; init; } = AttackFigures.None;
+
+    /// <summary>New identities whitewashers took.</summary>
+    public int Whitewashes { get; init; }
 
     public required string TraceHash { get; init; }
 
@@ -110,7 +126,8 @@ public sealed record SimReport
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
-    internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered)
+    internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered,
+        AttackFigures attacks)
     {
         var tasks = mesh.Tasks;
         var completed = tasks.Where(t => t.Completed).ToList();
@@ -120,7 +137,23 @@ public sealed record SimReport
         var reexecuted = completed.Where(t => t.Result!.Verified).Sum(t => t.Result!.Fuel)
             + tasks.Sum(t => t.History.Count(h => h.Detail.StartsWith("fraud", StringComparison.Ordinal)) * (t.Result?.Fuel ?? 0));
 
-        var byPeer = mesh.Nodes.ToDictionary(n => n.PeerId);
+        // Tasks of established pairs: the requester had 10 earlier results from the same provider.
+        var pairCounts = new Dictionary<(int, int), int>();
+        long establishedFuel = 0, establishedReexecuted = 0;
+        var establishedTasks = 0;
+        foreach (var t in completed.Where(t => t.ProviderIndex >= 0).OrderBy(t => t.Finished))
+        {
+            var pair = (t.RequesterIndex, t.ProviderIndex);
+            var before = pairCounts.GetValueOrDefault(pair);
+            pairCounts[pair] = before + 1;
+            if (before >= 10)
+            {
+                establishedTasks++;
+                establishedFuel += t.Result!.Fuel;
+                establishedReexecuted += t.Result.Verified ? t.Result.Fuel : 0;
+            }
+        }
+
         var refusals = mesh.Events.Where(e => e.Kind == MeshEventKind.Refused && e.Other >= 0).ToList();
         var firstRefused = refusals.GroupBy(e => e.Other).ToDictionary(g => g.Key, g => g.Min(e => e.At));
         var adversaries = mesh.Nodes.Where(n => n.IsAdversary).ToList();
@@ -128,8 +161,8 @@ public sealed record SimReport
         var untilCaught = caught.Select(a =>
         {
             var at = firstRefused[a.Index];
-            var before = tasks.Where(t => t.Finished <= at).Sum(t => t.History.Count(h => h.Provider == a.PeerId));
-            var catching = tasks.Any(t => !(t.Finished <= at) && t.History.Any(h => h.Provider == a.PeerId && h.Detail.StartsWith("fraud", StringComparison.Ordinal)));
+            var before = tasks.Where(t => t.Finished <= at).Sum(t => t.History.Count(h => a.Owns(h.Provider)));
+            var catching = tasks.Any(t => !(t.Finished <= at) && t.History.Any(h => a.Owns(h.Provider) && h.Detail.StartsWith("fraud", StringComparison.Ordinal)));
             return (double)(before + (catching ? 1 : 0));
         }).Order().ToList();
         var honestAccused = mesh.Nodes.Count(n => !n.IsAdversary && firstRefused.ContainsKey(n.Index));
@@ -153,11 +186,29 @@ public sealed record SimReport
             points.Add((fuelBy.GetValueOrDefault(p.Index), earned, p.IsAdversary));
         }
         var honestRatios = points.Where(p => !p.Adversary && p.Fuel > 0).Select(p => (double)p.Credits / p.Fuel).ToList();
-        var adversaryEarned = points.Where(p => p.Adversary).Sum(p => p.Credits);
+        // What a whitewasher earned under identities it dropped counts too.
+        var pastEarned = new Dictionary<int, long>();
+        long pastBalances = 0;
+        foreach (var a in adversaries)
+        {
+            foreach (var (key, dir) in a.PastIdentities)
+            {
+                using var ledger = Scheduler.Credits.CreditLedger.Open(dir, key.PeerId,
+                    new Scheduler.Credits.CreditsOptions { InitialGrant = s.Mesh.InitialGrant }, mesh.Clock, s.Mesh.StandIns.InMemoryStorage);
+                pastBalances += ledger.Balance();
+                pastEarned[a.Index] = pastEarned.GetValueOrDefault(a.Index) + ledger.Balance() - s.Mesh.InitialGrant;
+            }
+        }
+        var adversaryEarned = points.Where(p => p.Adversary).Sum(p => p.Credits) + pastEarned.Values.Sum();
         var adversaryCorrectFuel = adversaries.Sum(a => correctFuelBy.GetValueOrDefault(a.Index));
-        var gain = (adversaryEarned * 1_000_000.0 / Math.Max(1, s.Mesh.PricePerMegaFuel)) - adversaryCorrectFuel;
+        var earnedByAdversary = mesh.Providers.Where(p => p.IsAdversary && p.Node?.Compute is not null)
+            .ToDictionary(p => p.Index, p => p.Node!.Compute!.Ledger.Balance() - s.Mesh.InitialGrant);
+        var adversaryEarnedFuel = adversaries.Sum(a =>
+            (earnedByAdversary.GetValueOrDefault(a.Index) + pastEarned.GetValueOrDefault(a.Index)) * 1_000_000.0 / Math.Max(1, mesh.PriceOf(a)));
+        // Freeloaders supplied nothing for the fuel they obtained.
+        var gain = adversaryEarnedFuel - adversaryCorrectFuel + attacks.FuelObtained;
 
-        long balances = 0;
+        var balances = pastBalances;
         var open = 0;
         foreach (var n in mesh.Nodes)
         {
@@ -195,14 +246,18 @@ public sealed record SimReport
             Tasks = new TaskFigures(tasks.Count, completed.Count, tasks.Count - completed.Count, completed.Count(t => t.Result!.Verified)),
             LeaseLatencyMs = Of(latencies),
             VerificationOverhead = usefulFuel == 0 ? 0 : (double)reexecuted / usefulFuel,
+            VerificationOverheadEstablished = establishedFuel == 0 ? null : (double)establishedReexecuted / establishedFuel,
+            EstablishedTasks = establishedTasks,
             Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Invoke() ?? 0))),
             WrongAccepted = completed.Count(t => !t.Correct),
             HonestAccused = honestAccused,
             Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
                 gossipDelivered == 0 ? 0 : (double)gossipDuplicates / gossipDelivered, gossipDelivered, gossipDuplicates),
             Credits = new CreditFigures(Gini(honestRatios), points.Where(p => !p.Adversary).Sum(p => p.Credits), adversaryEarned,
-                balances, s.Mesh.InitialGrant * mesh.Nodes.Count, open),
+                balances, s.Mesh.InitialGrant * (mesh.Nodes.Count + mesh.Whitewashes), open),
+            Attacks = attacks,
             AdversaryGain = gain,
+            Whitewashes = mesh.Whitewashes,
             Faults = new FaultFigures(
                 mesh.Events.Count(e => e.Kind == MeshEventKind.Crash), mesh.Events.Count(e => e.Kind == MeshEventKind.Restart),
                 mesh.Events.Count(e => e.Kind == MeshEventKind.Partition), mesh.Events.Count(e => e.Kind == MeshEventKind.Heal)),
@@ -259,14 +314,22 @@ public sealed record SimReport
     {
         var b = new StringBuilder();
         void Line(FormattableString f) => b.AppendLine(f.ToString(CultureInfo.InvariantCulture));
-        Line($"nodes {Nodes} ({Providers} providers, {Cheaters.Count} adversaries), seed {Seed}");
+        Line($"nodes {Nodes} ({Providers} providers, {Cheaters.Count} adversaries{(Attacks.Kind != "none" ? " of kind " + Attacks.Kind : "")}), seed {Seed}");
         Line($"tasks: {Tasks.Completed}/{Tasks.Submitted} completed, {Tasks.Failed} failed, {Tasks.Verified} verified");
         Line($"lease latency (virtual): p50 {LeaseLatencyMs.P50:F1} ms, p99 {LeaseLatencyMs.P99:F1} ms, max {LeaseLatencyMs.Max:F1} ms");
-        Line($"verification overhead: {VerificationOverhead:P1} of useful fuel");
+        Line($"verification overhead: {VerificationOverhead:P1} of useful fuel; once established (requester had 10 results from the provider): {(VerificationOverheadEstablished is { } v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a")} over {EstablishedTasks} tasks");
         Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
+        if (Attacks.Kind != "none")
+        {
+            Line($"attacks ({Attacks.Kind}): {Attacks.Attempts} made, {Attacks.Served} served, {Attacks.Refused} refused; fuel obtained unpaid {Attacks.FuelObtained} (allowance {Attacks.AllowanceFuel:F0}), owed to honest providers {Attacks.Unpaid} credits; proof re-runs {Attacks.ProofReRuns}; longest squat {Attacks.SquatHeldMaxS:F1} s; gossip messages rejected {Attacks.SpamRejected}");
+        }
+        if (Whitewashes > 0)
+        {
+            Line($"whitewashes: {Whitewashes} new identities");
+        }
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");

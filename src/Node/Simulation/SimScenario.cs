@@ -37,6 +37,9 @@ public sealed record SimScenario
     /// <summary>Gossip messages published on a probe topic every node joins, to measure delivery and duplicates. Default 20.</summary>
     public int GossipProbes { get; init; } = 20;
 
+    /// <summary>Attacks each requester-side adversary makes, spread over <see cref="Duration"/> (see <see cref="SimAttacks"/>). Default 10.</summary>
+    public int AttackAttempts { get; init; } = 10;
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -47,6 +50,10 @@ public sealed record SimScenario
         if (Duration <= TimeSpan.Zero || Warmup < TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(Duration), "duration must be positive, warm-up not negative");
+        }
+        if (AttackAttempts < 0 || AttackAttempts > 100_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(AttackAttempts), AttackAttempts, "must be 0 to 100,000");
         }
         if (TaskRounds < 1)
         {
@@ -96,11 +103,14 @@ public static class SimRunner
     private static async Task<SimReport> RunAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress)
     {
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
+        mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
         await mesh.SettleAsync(s.Warmup);
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
         var running = new List<Task>();
-        var requesters = mesh.Requesters.ToList();
+        // Requester-side adversaries attack (below); the workload comes from honest requesters.
+        var requesters = mesh.Requesters.Where(n => !n.IsAdversary).ToList();
+        var attacks = new SimAttacks(mesh, s);
 
         // Workload: submission times and requesters drawn up front from the seed.
         var plan = Enumerable.Range(0, s.Tasks)
@@ -174,17 +184,20 @@ public static class SimRunner
             }));
         }
 
+        running.AddRange(attacks.Schedule(workStart));
+
         var reporter = ReportProgressAsync(mesh, s, wall, progress, running);
         await Task.WhenAll(running);
-        // Drain: receipts still in flight reach their providers, gossip settles.
+        // Drain: receipts still in flight reach their providers, gossip settles, whitewashers are back.
         await mesh.SettleAsync(TimeSpan.FromSeconds(30));
+        await mesh.WhenQuietAsync();
         foreach (var node in mesh.Nodes.Where(n => n.IsUp))
         {
             await node.Node!.Compute!.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
         }
         await reporter;
         var (expected, delivered) = CountProbes(mesh, probes, published);
-        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered);
+        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure());
     }
 
     private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)

@@ -47,6 +47,30 @@ public enum AdversaryKind
 
     /// <summary>A provider that answers every task at once with a false timeout, claiming the whole fuel limit (<c>FakeOutcomeExecutor</c>).</summary>
     FalseTimeout,
+
+    /// <summary>A requester that takes leases and never pays (<c>FreeloadingRequester</c>).</summary>
+    Freeloader,
+
+    /// <summary>A requester that sends providers receipts it made up, for leases that never were or for overflowing amounts.</summary>
+    ReceiptForger,
+
+    /// <summary>A requester that takes leases and never sends their input, only heartbeats (<c>SquattingRequester</c>).</summary>
+    Squatter,
+
+    /// <summary>A node that publishes fraud proofs of leases between identities it holds both keys of (<c>ProofForger</c>).</summary>
+    ProofSpammer,
+
+    /// <summary>A node that floods the advertisement topic with junk.</summary>
+    GossipSpammer,
+
+    /// <summary>
+    /// A Sybil swarm of colluding replicas: providers that undercut every honest price (1 credit per million fuel) and all
+    /// return the same wrong output for the same task.
+    /// </summary>
+    Sybil,
+
+    /// <summary>A provider that cheats on every task and, each time someone refuses it, comes back under a new identity with a fresh ledger.</summary>
+    Whitewasher,
 }
 
 /// <summary>How a <see cref="SimulatedMesh"/> is made up. Every value has a documented default.</summary>
@@ -61,7 +85,10 @@ public sealed record MeshOptions
     /// <summary>Seed of everything: keys, node seeds, latencies, loss, adversaries, workload. Default 1.</summary>
     public long Seed { get; init; } = 1;
 
-    /// <summary>Share of providers that are adversaries, of <see cref="Adversary"/>'s kind. Default 0.</summary>
+    /// <summary>
+    /// Share of providers that are adversaries, of <see cref="Adversary"/>'s kind; for a requester-side kind (freeloader,
+    /// receipt forger, squatter, proof or gossip spammer) the share of the requesting nodes, at least one of which stays honest. Default 0.
+    /// </summary>
     public double CheaterShare { get; init; }
 
     /// <summary>The kind of the adversaries. Default <see cref="AdversaryKind.Cheater"/>.</summary>
@@ -87,6 +114,9 @@ public sealed record MeshOptions
 
     /// <summary>A provider's price in credits per million fuel. Default 10.</summary>
     public long PricePerMegaFuel { get; init; } = 10;
+
+    /// <summary>Credits a provider lets a requester owe before refusing it new leases; null keeps the provider default.</summary>
+    public long? CreditLimitPerRequester { get; init; }
 
     /// <summary>Cores each provider offers. Default 2.</summary>
     public int ProviderCores { get; init; } = 2;
@@ -160,7 +190,14 @@ public sealed class SimNode
 
     public int Index { get; }
 
-    public PrivateKey Key { get; }
+    /// <summary>Its identity now (a whitewasher changes it).</summary>
+    public PrivateKey Key { get; internal set; }
+
+    /// <summary>Identities it held before (a whitewasher's), each with its data directory.</summary>
+    public List<(PrivateKey Key, string DataDir)> PastIdentities { get; } = [];
+
+    /// <summary>Whether <paramref name="peer"/> is or was this node.</summary>
+    public bool Owns(PeerId peer) => peer == PeerId || PastIdentities.Any(p => p.Key.PeerId == peer);
 
     public PeerId PeerId => Key.PeerId;
 
@@ -173,7 +210,7 @@ public sealed class SimNode
     /// <summary>Its fixed listen address (kept across restarts).</summary>
     public Multiaddr Address { get; }
 
-    public string DataDir { get; }
+    public string DataDir { get; internal set; }
 
     internal long Seed { get; }
 
@@ -334,8 +371,18 @@ public sealed class SimulatedMesh : IAsyncDisposable
         var n = _options.Nodes;
         // Roles and behaviours are drawn first, so they do not depend on how start-up interleaves.
         var providerIndices = Enumerable.Range(0, n).OrderBy(_ => Random.Next()).Take(_options.Providers).ToHashSet();
-        var adversaryCount = (int)Math.Round(_options.Providers * _options.CheaterShare);
-        var adversaries = providerIndices.Order().OrderBy(_ => Random.Next()).Take(adversaryCount).ToHashSet();
+        HashSet<int> adversaries;
+        if (SimAttacks.IsRequesterSide(_options.Adversary))
+        {
+            var requesting = Enumerable.Range(0, n).Where(i => !providerIndices.Contains(i)).ToList();
+            var count = Math.Min(requesting.Count - 1, (int)Math.Round(requesting.Count * _options.CheaterShare));
+            adversaries = requesting.OrderBy(_ => Random.Next()).Take(count).ToHashSet();
+        }
+        else
+        {
+            var adversaryCount = (int)Math.Round(_options.Providers * _options.CheaterShare);
+            adversaries = providerIndices.Order().OrderBy(_ => Random.Next()).Take(adversaryCount).ToHashSet();
+        }
         for (var i = 0; i < n; i++)
         {
             var key = PrivateKey.FromRandom(Random);
@@ -345,14 +392,8 @@ public sealed class SimulatedMesh : IAsyncDisposable
             var node = new SimNode(i, key, role, adversary, address, Path.Combine(_root, $"n{i}"), Random.NextInt64());
             Network.SetEndpoint(address, _options.Network.Draw(Random));
             _nodes.Add(node);
-            if (_standIns.InMemoryStorage)
-            {
-                // The node's databases outlive its crashes as files would: one idle connection each keeps them.
-                foreach (var file in new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName })
-                {
-                    _memoryKeepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
-                }
-            }
+            _byPeer[node.PeerId] = node;
+            KeepInMemory(node);
         }
         for (var i = 0; i < n; i++)
         {
@@ -395,7 +436,8 @@ public sealed class SimulatedMesh : IAsyncDisposable
                         Cores = _options.ProviderCores,
                         MemoryBytes = 256L << 20,
                         MaxMemoryPerLease = 64L << 20,
-                        PricePerMegaFuel = _options.PricePerMegaFuel,
+                        PricePerMegaFuel = PriceOf(node),
+                        CreditLimitPerRequester = _options.CreditLimitPerRequester ?? new ProviderOptions().CreditLimitPerRequester,
                     },
                     Credits = new CreditsOptions { InitialGrant = _options.InitialGrant },
                     Sandbox = NodeSandboxOptions,
@@ -410,7 +452,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
             {
                 switch (node.Adversary)
                 {
-                    case AdversaryKind.Cheater:
+                    case AdversaryKind.Cheater or AdversaryKind.Sybil or AdversaryKind.Whitewasher:
                     {
                         var wrong = new WrongOutputExecutor(inner);
                         node.Cheat = () => wrong.Corrupted;
@@ -447,9 +489,69 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     private void OnRefused(SimNode by, PeerId provider, string reason)
     {
-        var target = _nodes.FirstOrDefault(n => n.PeerId == provider);
+        var target = NodeOf(provider);
         Record($"{by} refuses {provider}: {reason}");
         _events.Add(new MeshEvent(Elapsed, MeshEventKind.Refused, by.Index, target?.Index ?? -1, reason));
+        if (target is { Adversary: AdversaryKind.Whitewasher } washer && washer.PeerId == provider && _washing.Add(washer.Index))
+        {
+            _pending.Add(WhitewashAsync(washer));
+        }
+    }
+
+    private readonly Dictionary<PeerId, SimNode> _byPeer = [];
+    private readonly HashSet<int> _washing = [];
+    private readonly List<Task> _pending = [];
+
+    /// <summary>The node that is or was <paramref name="peer"/>, or null.</summary>
+    public SimNode? NodeOf(PeerId peer) => _byPeer.GetValueOrDefault(peer);
+
+    /// <summary>Whitewashes still under way (the runner awaits them before it measures).</summary>
+    internal Task WhenQuietAsync() => Task.WhenAll(_pending.ToArray());
+
+    /// <summary>Raised when a whitewasher is back under its new identity (on the loop).</summary>
+    public event Action<SimNode>? Whitewashed;
+
+    /// <summary>Fresh identities whitewashers took (each came with a fresh ledger and its grant).</summary>
+    public int Whitewashes { get; private set; }
+
+    /// <summary>A caught whitewasher leaves and comes back as a stranger: a new key, an empty data directory, a new grant.</summary>
+    private async Task WhitewashAsync(SimNode node)
+    {
+        try
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1), Clock);
+            if (!node.IsUp || _disposed)
+            {
+                return;
+            }
+            await CrashAsync(node);
+            node.PastIdentities.Add((node.Key, node.DataDir));
+            node.Key = PrivateKey.FromRandom(Random);
+            node.DataDir = Path.Combine(_root, $"n{node.Index}-id{node.PastIdentities.Count}");
+            _byPeer[node.PeerId] = node;
+            Whitewashes++;
+            KeepInMemory(node);
+            Record($"{node} whitewash {node.PeerId}");
+            _events.Add(new MeshEvent(Elapsed, MeshEventKind.Whitewash, node.Index, -1, node.PeerId.ToString()));
+            await RestartAsync(node);
+            Whitewashed?.Invoke(node);
+        }
+        finally
+        {
+            _washing.Remove(node.Index);
+        }
+    }
+
+    private void KeepInMemory(SimNode node)
+    {
+        if (_standIns.InMemoryStorage)
+        {
+            // The node's databases outlive its crashes as files would: one idle connection each keeps them.
+            foreach (var file in new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName })
+            {
+                _memoryKeepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
+            }
+        }
     }
 
     /// <summary>Appends one line to the trace, stamped with the virtual time.</summary>
@@ -571,6 +673,12 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     private static readonly Lazy<byte[]> HashChainModule = new(() => SampleModules.Load("hashchain"));
 
+    /// <summary>The hashchain sample module.</summary>
+    internal static byte[] HashChainModuleBytes => HashChainModule.Value;
+
+    /// <summary>A provider's price: a Sybil undercuts everyone.</summary>
+    public long PriceOf(SimNode node) => node.Adversary == AdversaryKind.Sybil ? 1 : _options.PricePerMegaFuel;
+
     /// <summary>
     /// Submits <paramref name="task"/> from <paramref name="requester"/> and records how it ended: the provider, fuel,
     /// whether it was verified, and whether its output is the expected one (a wrong result accepted).
@@ -591,7 +699,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         try
         {
             var result = await compute.SubmitAsync(task.Submission, CancellationToken.None);
-            var provider = _nodes.FirstOrDefault(n => n.PeerId == result.Provider);
+            var provider = NodeOf(result.Provider);
             record.Finish(Elapsed, result, null);
             record.ProviderIndex = provider?.Index ?? -1;
             record.Correct = result.Succeeded && result.Output.Span.SequenceEqual(task.ExpectedOutput);
@@ -659,6 +767,7 @@ public enum MeshEventKind
     Restart,
     Partition,
     Heal,
+    Whitewash,
 }
 
 /// <summary>Something that happened in a mesh: <paramref name="Node"/> and <paramref name="Other"/> are indices (or counts for partitions).</summary>

@@ -290,6 +290,7 @@ public sealed partial class AutoNatService : IAsyncDisposable
             var request = new Pb.DialRequest { Nonce = nonce };
             request.Addrs.AddRange(addresses.Select(a => ByteString.CopyFrom(a.WithoutPeer().ToBytes())));
             await WriteAsync(stream, new Pb.Message { DialRequest = request }, linked.Token);
+            var paid = false;
             while (true)
             {
                 var message = await ReadMessageAsync(stream, DialRequestProtocolId, linked.Token)
@@ -297,12 +298,14 @@ public sealed partial class AutoNatService : IAsyncDisposable
                 if (message.MsgCase == Pb.Message.MsgOneofCase.DialDataRequest)
                 {
                     var ask = message.DialDataRequest;
-                    if (ask.AddrIdx >= addresses.Count || ask.NumBytes > (ulong)_options.MaxDialDataToSend)
+                    if (paid || ask.AddrIdx >= addresses.Count || ask.NumBytes > (ulong)_options.MaxDialDataToSend)
                     {
                         stream.Reset();
                         throw new ProtocolViolationException(DialRequestProtocolId,
-                            $"server asked {ask.NumBytes} bytes of dial data for address {ask.AddrIdx}; we pay at most {_options.MaxDialDataToSend}", ViolationCode.InvalidValue);
+                            $"server asked {ask.NumBytes} bytes of dial data for address {ask.AddrIdx}{(paid ? " a second time" : "")}; we pay at most {_options.MaxDialDataToSend}, once", ViolationCode.InvalidValue);
                     }
+                    // Once per request: a server that asks again would make us send without end.
+                    paid = true;
                     await SendDialDataAsync(stream, (long)ask.NumBytes, linked.Token);
                     continue;
                 }

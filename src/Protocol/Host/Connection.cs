@@ -19,6 +19,7 @@ internal sealed class Connection : IConnection
     private readonly ProtocolInstruments _instruments;
     private int _closed;
     private long _lastActivityTicks;
+    private readonly Dictionary<string, int> _openByProtocol = new(StringComparer.Ordinal);
 
     /// <param name="id">Unique within the host (the connection manager numbers them), for logs.</param>
     public Connection(long id, IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
@@ -64,6 +65,32 @@ internal sealed class Connection : IConnection
     public Task Completion => _muxed.Completion;
 
     public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);
+
+    /// <summary>A stream of <paramref name="protocol"/> opened (+1) or ended (-1) on this connection.</summary>
+    internal void CountStream(string protocol, int delta)
+    {
+        lock (_openByProtocol)
+        {
+            var n = _openByProtocol.GetValueOrDefault(protocol) + delta;
+            if (n <= 0)
+            {
+                _openByProtocol.Remove(protocol);
+            }
+            else
+            {
+                _openByProtocol[protocol] = n;
+            }
+        }
+    }
+
+    /// <summary>Streams open now whose protocol <paramref name="counts"/> accepts.</summary>
+    internal int OpenStreams(Func<string, bool> counts)
+    {
+        lock (_openByProtocol)
+        {
+            return _openByProtocol.Where(kv => counts(kv.Key)).Sum(kv => kv.Value);
+        }
+    }
 
     public void Touch() => Interlocked.Exchange(ref _lastActivityTicks, _time.GetUtcNow().UtcTicks);
 

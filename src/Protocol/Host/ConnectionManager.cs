@@ -230,25 +230,34 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>An open connection to <paramref name="peer"/>, if any.</summary>
+    /// <summary>
+    /// An open connection to <paramref name="peer"/>, if any: a direct one before a relayed one, so new streams (a
+    /// lease's included) move to the direct connection as soon as a hole punch makes one.
+    /// </summary>
     public bool TryGet(PeerId peer, out Connection connection)
     {
+        Connection? relayed = null;
         lock (_gate)
         {
             if (_connections.TryGetValue(peer, out var list))
             {
                 foreach (var c in list)
                 {
-                    if (!c.IsClosed)
+                    if (c.IsClosed)
+                    {
+                        continue;
+                    }
+                    if (!Libp2pHost.IsRelayed(c))
                     {
                         connection = c;
                         return true;
                     }
+                    relayed ??= c;
                 }
             }
         }
-        connection = null!;
-        return false;
+        connection = relayed!;
+        return relayed is not null;
     }
 
     /// <summary>Every registered connection to <paramref name="peer"/>, open or closing.</summary>

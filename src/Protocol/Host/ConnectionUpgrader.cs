@@ -51,10 +51,18 @@ internal sealed class ConnectionUpgrader
     /// Runs the upgrade over <paramref name="raw"/>, which the returned connection owns from then on (on failure the
     /// caller still owns and disposes it). With <paramref name="expected"/> set, a remote that proves another identity
     /// fails the handshake (a <see cref="ProtocolViolationException"/> with <see cref="ViolationCode.WrongPeer"/>).
+    /// <paramref name="initiator"/> overrides the role the direction gives: in a hole punch both ends dial, and one
+    /// connection may result (TCP simultaneous open) that both see as outbound, so the DCUtR roles decide who speaks
+    /// first (the peer that opened the DCUtR stream is the initiator, as go-libp2p's simultaneous-connect dials do).
     /// </summary>
-    public async Task<Connection> UpgradeAsync(IRawConnection raw, Direction direction, PeerId? expected, long id, CancellationToken ct)
+    public async Task<Connection> UpgradeAsync(IRawConnection raw, Direction direction, PeerId? expected, long id, CancellationToken ct,
+        bool? initiator = null)
     {
-        var initiator = direction == Direction.Outbound;
+        return await UpgradeCoreAsync(raw, direction, expected, id, initiator ?? direction == Direction.Outbound, ct);
+    }
+
+    private async Task<Connection> UpgradeCoreAsync(IRawConnection raw, Direction direction, PeerId? expected, long id, bool initiator, CancellationToken ct)
+    {
         IDuplexPipe pipe = raw;
         if (_swarmKey is not null)
         {

@@ -328,7 +328,8 @@ public sealed partial class Libp2pHost : IHost
         }
     }
 
-    private async Task<Connection> DialAndRegisterAsync(Multiaddr address, PeerId? expected, CancellationToken ct)
+    private async Task<Connection> DialAndRegisterAsync(Multiaddr address, PeerId? expected, CancellationToken ct,
+        bool holePunch = false, bool? initiator = null)
     {
         using var peerScope = expected is { } e ? _log.PeerScope(e) : null;
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address))
@@ -343,7 +344,9 @@ public sealed partial class Libp2pHost : IHost
         try
         {
             // A circuit address keeps its target (…/p2p-circuit/p2p/<target>): the relay must be told whom to reach.
-            raw = await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
+            raw = holePunch && transport is IHolePunchTransport punching
+                ? await punching.DialFromListenPortAsync(address.WithoutPeer(), linked.Token)
+                : await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
@@ -363,7 +366,7 @@ public sealed partial class Libp2pHost : IHost
         var started = _time.GetTimestamp();
         try
         {
-            connection = await _upgrader.UpgradeAsync(raw, Direction.Outbound, expected, id, linked.Token);
+            connection = await _upgrader.UpgradeAsync(raw, Direction.Outbound, expected, id, linked.Token, initiator);
             _instruments.HandshakeCompleted(Direction.Outbound, _time.GetElapsedTime(started));
         }
         catch (Exception error)
@@ -554,9 +557,12 @@ public sealed partial class Libp2pHost : IHost
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping, admission.Evicted);
         Connection? connection = null;
         var started = _time.GetTimestamp();
+        // During a hole punch in which this node opened the DCUtR stream, an inbound connection from the peer's address
+        // is the punch arriving first: this node still speaks first, as the peer (which dialed as responder) expects.
+        var punch = HolePunchRoleFor(raw.Remote);
         try
         {
-            connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, null, id, linked.Token);
+            connection = await _upgrader.UpgradeAsync(raw, Direction.Inbound, punch.Expected, id, linked.Token, punch.Punch ? true : null);
             _instruments.HandshakeCompleted(Direction.Inbound, _time.GetElapsedTime(started));
         }
         catch (Exception e)

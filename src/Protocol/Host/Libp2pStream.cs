@@ -17,6 +17,7 @@ internal sealed class Libp2pStream : IStream
         Protocol = protocol;
         Direction = direction;
         connection.Touch();
+        connection.CountStream(protocol, +1);
     }
 
     public string Protocol { get; }
@@ -36,6 +37,7 @@ internal sealed class Libp2pStream : IStream
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _connection.Touch();
+            _connection.CountStream(Protocol, -1);
             await _inner.DisposeAsync();
         }
     }

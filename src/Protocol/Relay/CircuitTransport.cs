@@ -96,7 +96,7 @@ public sealed partial class CircuitTransport : ITransport
         var answer = await ReadHopStatusAsync(stream, linked.Token);
         if (answer.Status != Pb.Status.Ok)
         {
-            throw new RelayRefusedException((RelayStatus)answer.Status, $"relay {relay} refused the reservation: {answer.Status}");
+            throw new RelayRefusedException((RelayStatus)answer.Status, $"relay {relay} refused the reservation: {RelayStatusNames.Of((RelayStatus)answer.Status)}");
         }
         if (answer.Reservation is not { } r)
         {
@@ -185,7 +185,7 @@ public sealed partial class CircuitTransport : ITransport
             if (answer.Status != Pb.Status.Ok)
             {
                 // An IOException: the host reports it as DialFailure.Unreachable with this as the inner exception.
-                throw new RelayRefusedException((RelayStatus)answer.Status, $"relay {relay} refused to connect us to {target}: {answer.Status}");
+                throw new RelayRefusedException((RelayStatus)answer.Status, $"relay {relay} refused to connect us to {target}: {RelayStatusNames.Of((RelayStatus)answer.Status)}");
             }
             return new RelayedConnection(stream, Multiaddr.Parse("/p2p/" + Host.PeerId).Encapsulate(Circuit), to.WithoutPeer(), null);
         }

@@ -66,6 +66,12 @@ public sealed record RelayOptions
     /// <summary>A hop or stop exchange (request, answer) must finish within this. Default 30 s.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Relays to hold a reservation on from the start (each a full address ending in /p2p/&lt;relay&gt;), kept refreshed
+    /// while the node runs: go-libp2p's static relays. Needs <see cref="AcceptRelayed"/>. Default none.
+    /// </summary>
+    public IReadOnlyList<Potluck.Protocol.Multiformats.Multiaddr> StaticRelays { get; init; } = [];
+
     /// <summary>Accept STOP (incoming relayed connections) only from relays we hold a reservation on. Default true.</summary>
     public bool StopOnlyFromReservedRelays { get; init; } = true;
 
@@ -100,6 +106,17 @@ public sealed record RelayOptions
         {
             problems.Add($"{Key(nameof(MaxMessageSize))} is {MaxMessageSize}; it must be between 512 and 1048576 bytes");
         }
+        for (var i = 0; i < StaticRelays.Count; i++)
+        {
+            if (StaticRelays[i].PeerId is null || StaticRelays[i].Find(Potluck.Protocol.Multiformats.Multiaddr.P2pCircuit) is not null)
+            {
+                problems.Add($"'{prefix}:staticRelays:{i}' is {StaticRelays[i]}; it must be a relay's direct address ending in /p2p/<peer id>");
+            }
+        }
+        if (StaticRelays.Count > 0 && !AcceptRelayed)
+        {
+            problems.Add($"'{prefix}:staticRelays' needs '{prefix}:acceptRelayed' true (a reservation is for receiving relayed connections)");
+        }
         if (ConnectionDuration.TotalSeconds > uint.MaxValue)
         {
             problems.Add($"{Key(nameof(ConnectionDuration))} is {ConnectionDuration}; it must be under 136 years (32-bit seconds)");
@@ -120,6 +137,23 @@ public enum RelayStatus
     NoReservation = 204,
     MalformedMessage = 400,
     UnexpectedMessage = 401,
+}
+
+/// <summary>The spec's names of <see cref="RelayStatus"/> values (NO_RESERVATION, …), as messages and other implementations show them.</summary>
+public static class RelayStatusNames
+{
+    public static string Of(RelayStatus status) => status switch
+    {
+        RelayStatus.Ok => "OK",
+        RelayStatus.ReservationRefused => "RESERVATION_REFUSED",
+        RelayStatus.ResourceLimitExceeded => "RESOURCE_LIMIT_EXCEEDED",
+        RelayStatus.PermissionDenied => "PERMISSION_DENIED",
+        RelayStatus.ConnectionFailed => "CONNECTION_FAILED",
+        RelayStatus.NoReservation => "NO_RESERVATION",
+        RelayStatus.MalformedMessage => "MALFORMED_MESSAGE",
+        RelayStatus.UnexpectedMessage => "UNEXPECTED_MESSAGE",
+        _ => $"status {(int)status}",
+    };
 }
 
 /// <summary>A relay answered a RESERVE or CONNECT with a refusal; <see cref="Status"/> says which.</summary>

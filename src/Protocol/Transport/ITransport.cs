@@ -34,3 +34,12 @@ public interface IListener : IAsyncDisposable
     /// <summary>The next inbound connection; throws <see cref="OperationCanceledException"/> once disposed or cancelled.</summary>
     ValueTask<IRawConnection> AcceptAsync(CancellationToken ct);
 }
+
+/// <summary>
+/// A transport that can take part in a hole punch (DCUtR): its dial leaves from the address it listens on, so it goes
+/// out through the NAT mapping that peers observed for that address and meets the peer's simultaneous dial.
+/// </summary>
+public interface IHolePunchTransport
+{
+    ValueTask<IRawConnection> DialFromListenPortAsync(Multiaddr to, CancellationToken ct);
+}

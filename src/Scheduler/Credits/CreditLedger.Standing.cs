@@ -70,5 +70,8 @@ public sealed partial class CreditLedger
         });
     }
 
+    /// <summary>The most this node lets itself owe (<see cref="CreditsOptions.MaxDebt"/>).</summary>
+    public long MaxDebt => _options.MaxDebt;
+
     private static long Long(object? value) => Convert.ToInt64(value, CultureInfo.InvariantCulture);
 }

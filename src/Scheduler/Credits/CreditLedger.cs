@@ -610,6 +610,7 @@ public sealed partial class CreditLedger : IDisposable
             }
             Execute(tx, OwedSchema);
             Execute(tx, StandingSchema);
+            Execute(tx, ChainSchema);
             CrashHook?.Invoke("create");
             tx.Commit();
             return;
@@ -640,6 +641,7 @@ public sealed partial class CreditLedger : IDisposable
         }
         Execute(tx, OwedSchema);
         Execute(tx, StandingSchema);
+        Execute(tx, ChainSchema);
         tx.Commit();
     }
 

@@ -103,4 +103,16 @@ public sealed record ProviderPolicy
 
     /// <summary>The exact runtime named in the terms, e.g. "wasmtime 50.0.1".</summary>
     public string RuntimeVersion { get; init; } = "";
+
+    /// <summary>The provider's speed on one core, fuel per second, until it has measured its own. Default 500 million.</summary>
+    public long SpeedFuelPerSecond { get; init; } = 500_000_000;
+
+    /// <summary>
+    /// How many times the expected run time (fuel limit ÷ speed) a lease may last before its deadline. Default 4: a slower
+    /// moment of the machine still finishes, while a requester cannot hold a core for a day with a tiny task.
+    /// </summary>
+    public double DeadlineSlack { get; init; } = 4;
+
+    /// <summary>The least run time a lease's deadline allows, however little fuel it asks for. Default 30 seconds.</summary>
+    public TimeSpan MinRunTime { get; init; } = TimeSpan.FromSeconds(30);
 }

@@ -24,6 +24,15 @@ public sealed class ProviderCapacity
 
     public int CoresInUse { get; private set; }
 
+    /// <summary>
+    /// Cores requesters without standing (strangers, debtors) may hold at once: they are served only from capacity nobody
+    /// in good standing is using, and preemptibly. Default: every core.
+    /// </summary>
+    public int StrangerCores { get; set; } = int.MaxValue;
+
+    /// <summary>Cores held by leases of requesters without standing.</summary>
+    public int StrangerCoresInUse { get; private set; }
+
     public long MemoryInUse { get; private set; }
 
     public int AvailableCores => PausedBecause is null ? Math.Max(0, Cores - CoresInUse) : 0;
@@ -44,24 +53,33 @@ public sealed class ProviderCapacity
     public int PeakCoresInUse { get; private set; }
 
     /// <summary>Holds one core and <paramref name="memoryBytes"/>; false when either is short.</summary>
-    public bool TryReserve(long memoryBytes, out CapacityReservation reservation)
+    public bool TryReserve(long memoryBytes, out CapacityReservation reservation) => TryReserve(memoryBytes, stranger: false, out reservation);
+
+    /// <summary>
+    /// Holds one core and <paramref name="memoryBytes"/> for a requester with (<paramref name="stranger"/> false) or without
+    /// standing; false when either is short, or when a stranger would hold more than <see cref="StrangerCores"/>.
+    /// </summary>
+    public bool TryReserve(long memoryBytes, bool stranger, out CapacityReservation reservation)
     {
         reservation = null!;
-        if (memoryBytes < 0 || PausedBecause is not null || CoresInUse >= Cores || memoryBytes > MemoryBytes - MemoryInUse)
+        if (memoryBytes < 0 || PausedBecause is not null || CoresInUse >= Cores || memoryBytes > MemoryBytes - MemoryInUse
+            || (stranger && StrangerCoresInUse >= StrangerCores))
         {
             return false;
         }
         CoresInUse++;
         MemoryInUse += memoryBytes;
+        StrangerCoresInUse += stranger ? 1 : 0;
         PeakCoresInUse = Math.Max(PeakCoresInUse, CoresInUse);
-        reservation = new CapacityReservation(this, memoryBytes);
+        reservation = new CapacityReservation(this, memoryBytes, stranger);
         return true;
     }
 
-    internal void Release(long memoryBytes)
+    internal void Release(long memoryBytes, bool stranger)
     {
         CoresInUse--;
         MemoryInUse -= memoryBytes;
+        StrangerCoresInUse -= stranger ? 1 : 0;
     }
 }
 
@@ -71,20 +89,27 @@ public sealed class CapacityReservation : IDisposable
     private readonly ProviderCapacity _capacity;
     private readonly long _memory;
 
-    internal CapacityReservation(ProviderCapacity capacity, long memory)
+    internal CapacityReservation(ProviderCapacity capacity, long memory, bool stranger)
     {
         _capacity = capacity;
         _memory = memory;
+        Stranger = stranger;
     }
 
     public bool IsReleased { get; private set; }
+
+    /// <summary>Held for a requester without standing: counted against <see cref="ProviderCapacity.StrangerCores"/>, preemptible.</summary>
+    public bool Stranger { get; }
+
+    /// <summary>The memory held.</summary>
+    public long MemoryBytes => _memory;
 
     public void Dispose()
     {
         if (!IsReleased)
         {
             IsReleased = true;
-            _capacity.Release(_memory);
+            _capacity.Release(_memory, Stranger);
         }
     }
 }

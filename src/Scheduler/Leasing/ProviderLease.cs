@@ -58,6 +58,12 @@ public sealed class ProviderLease
 
     public PeerId Requester { get; }
 
+    /// <summary>Leased to a requester without standing: lowest priority, preemptible.</summary>
+    public bool Stranger => _reservation.Stranger;
+
+    /// <summary>Memory this lease holds.</summary>
+    public long MemoryBytes => _reservation.MemoryBytes;
+
     public ulong RequestId => Request.RequestId;
 
     public LeaseRequest Request { get; }

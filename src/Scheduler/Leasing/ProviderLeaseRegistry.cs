@@ -2,8 +2,14 @@ using Potluck.Protocol.Identity;
 
 namespace Potluck.Scheduler.Leasing;
 
-/// <summary>What the registry did with one message: the lease it concerns (if any) and the step to carry out.</summary>
-public readonly record struct ProviderDispatch(ProviderLease? Lease, LeaseStep Step);
+/// <summary>
+/// What the registry did with one message: the lease it concerns (if any) and the step to carry out, and the leases of
+/// requesters without standing it ended to make room for one in good standing, each with its own step.
+/// </summary>
+public readonly record struct ProviderDispatch(ProviderLease? Lease, LeaseStep Step)
+{
+    public IReadOnlyList<(ProviderLease Lease, LeaseStep Step)> Preempted { get; init; } = [];
+}
 
 /// <summary>
 /// A provider's leases, keyed by (requester, request id), so that a retried request reaches the lease it created
@@ -34,6 +40,25 @@ public sealed class ProviderLeaseRegistry
 
     public ProviderCapacity Capacity { get; }
 
+    /// <summary>The speed measured from this provider's own runs (fuel per second on one core); null until measured.</summary>
+    public long? MeasuredSpeedFuelPerSecond { get; set; }
+
+    /// <summary>
+    /// The latest deadline a lease for <paramref name="request"/> gets, from <paramref name="now"/>: the input grace and the
+    /// content's transfer time, plus the fuel limit at the measured (else configured) speed times
+    /// <see cref="ProviderPolicy.DeadlineSlack"/> (at least <see cref="ProviderPolicy.MinRunTime"/>), and never beyond
+    /// <see cref="ProviderPolicy.MaxDeadlineLead"/>. A request asking for a later deadline is offered this one.
+    /// </summary>
+    public DateTimeOffset LatestDeadline(LeaseRequest request, DateTimeOffset now)
+    {
+        var speed = Math.Max(1, MeasuredSpeedFuelPerSecond ?? _policy.SpeedFuelPerSecond);
+        var run = TimeSpan.FromSeconds(Math.Min(_policy.MaxDeadlineLead.TotalSeconds, (double)request.FuelLimit / speed * Math.Max(1, _policy.DeadlineSlack)));
+        var content = (_modules.Contains(request.ModuleHash) ? 0 : request.ModuleSize) + request.InputSize;
+        var transfer = TimeSpan.FromSeconds(Math.Min(_policy.MaxDeadlineLead.TotalSeconds, (double)content / Math.Max(1, _options.MinContentBytesPerSecond)));
+        var lead = _options.InputGrace + transfer + (run > _policy.MinRunTime ? run : _policy.MinRunTime);
+        return now + (lead < _policy.MaxDeadlineLead ? lead : _policy.MaxDeadlineLead);
+    }
+
     /// <summary>Requests tracked: live and finished leases and remembered rejections.</summary>
     public int TrackedCount => _leases.Count + _rejected.Count;
 
@@ -42,7 +67,12 @@ public sealed class ProviderLeaseRegistry
     public ProviderLease? Find(PeerId requester, ulong requestId) => _leases.GetValueOrDefault((requester, requestId));
 
     /// <summary>Routes a message from <paramref name="requester"/> (the key the secure channel authenticated).</summary>
-    public ProviderDispatch Handle(PublicKey requester, LeaseMessage message, DateTimeOffset now)
+    /// <param name="stranger">
+    /// For a new request: the requester has no standing here (a stranger or a debtor), so it is served only within
+    /// <see cref="ProviderCapacity.StrangerCores"/>, and preemptibly; one in good standing that finds no free core takes
+    /// the newest such lease's.
+    /// </param>
+    public ProviderDispatch Handle(PublicKey requester, LeaseMessage message, DateTimeOffset now, bool stranger = false)
     {
         var peer = requester.ToPeerId();
         var key = (peer, message.RequestId);
@@ -59,7 +89,7 @@ public sealed class ProviderLeaseRegistry
         }
         return message switch
         {
-            LeaseRequest request => OnRequest(requester, peer, request, now),
+            LeaseRequest request => OnRequest(requester, peer, request, now, stranger),
             LeaseAccept or LeaseData or LeaseHeartbeat => new ProviderDispatch(null, new LeaseStep
             {
                 Send = [new LeaseCancel { RequestId = message.RequestId, Reason = "unknown lease" }],
@@ -85,7 +115,7 @@ public sealed class ProviderLeaseRegistry
         return leases.Count + rejects.Count;
     }
 
-    private ProviderDispatch OnRequest(PublicKey requesterKey, PeerId requester, LeaseRequest request, DateTimeOffset now)
+    private ProviderDispatch OnRequest(PublicKey requesterKey, PeerId requester, LeaseRequest request, DateTimeOffset now, bool stranger)
     {
         if (TrackedCount >= _options.MaxTrackedLeases && !MakeRoom(now))
         {
@@ -96,13 +126,20 @@ public sealed class ProviderLeaseRegistry
             _rejected[(requester, request.RequestId)] = (request, reject, now);
             return new ProviderDispatch(null, new LeaseStep { Send = [reject] });
         }
-        if (!Capacity.TryReserve(request.MemoryLimitBytes, out var reservation))
+        List<(ProviderLease, LeaseStep)> preempted = [];
+        if (!Capacity.TryReserve(request.MemoryLimitBytes, stranger, out var reservation)
+            && (stranger || !Preempt(request.MemoryLimitBytes, now, preempted) || !Capacity.TryReserve(request.MemoryLimitBytes, stranger, out reservation)))
         {
             var detail = Capacity.PausedBecause is { } paused ? $"paused: {paused}"
+                : stranger && Capacity.StrangerCoresInUse >= Capacity.StrangerCores && Capacity.AvailableCores > 0
+                    ? $"the {Capacity.StrangerCores} core(s) offered to requesters without standing are in use"
                 : Capacity.AvailableCores == 0 ? $"all {Capacity.Cores} cores in use" : "not enough free memory";
             return new ProviderDispatch(null, new LeaseStep { Send = [Reject(request, LeaseRejectReason.Busy, detail)] });
         }
+        // The deadline follows from the fuel asked for and this provider's speed: a tiny task cannot hold a core for a day.
         var deadline = DateTimeOffset.FromUnixTimeMilliseconds(request.DeadlineUnixMs);
+        var latest = LatestDeadline(request, now);
+        deadline = deadline < latest ? deadline : DateTimeOffset.FromUnixTimeMilliseconds(latest.ToUnixTimeMilliseconds());
         var offerExpires = now + _options.OfferTimeout;
         var terms = new LeaseTerms
         {
@@ -115,7 +152,7 @@ public sealed class ProviderLeaseRegistry
             InputSize = request.InputSize,
             FuelLimit = request.FuelLimit,
             MemoryLimitBytes = request.MemoryLimitBytes,
-            DeadlineUnixMs = request.DeadlineUnixMs,
+            DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
             PricePerMegaFuel = _policy.PricePerMegaFuel,
             HeartbeatIntervalMs = (long)_options.HeartbeatInterval.TotalMilliseconds,
             ModuleNeeded = !_modules.Contains(request.ModuleHash),
@@ -126,7 +163,39 @@ public sealed class ProviderLeaseRegistry
         };
         var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now);
         _leases[(requester, request.RequestId)] = lease;
-        return new ProviderDispatch(lease, lease.Start());
+        return new ProviderDispatch(lease, lease.Start()) { Preempted = preempted };
+    }
+
+    /// <summary>
+    /// Ends the newest live leases of requesters without standing until a core and <paramref name="memoryBytes"/> are free,
+    /// when that is possible at all (otherwise ends none). Their requesters are told, and retry elsewhere; nothing ran to
+    /// completion, so nothing is owed.
+    /// </summary>
+    private bool Preempt(long memoryBytes, DateTimeOffset now, List<(ProviderLease, LeaseStep)> preempted)
+    {
+        if (Capacity.PausedBecause is not null || memoryBytes > Capacity.MemoryBytes)
+        {
+            return false;
+        }
+        var candidates = _leases.Values.Where(l => !l.IsFinished && l.Stranger).Reverse().ToList();
+        var cores = Capacity.Cores - Capacity.CoresInUse;
+        var memory = Capacity.MemoryBytes - Capacity.MemoryInUse;
+        var take = 0;
+        while ((cores < 1 || memory < memoryBytes) && take < candidates.Count)
+        {
+            cores++;
+            memory += candidates[take].MemoryBytes;
+            take++;
+        }
+        if (cores < 1 || memory < memoryBytes || take == 0)
+        {
+            return false;
+        }
+        foreach (var lease in candidates.Take(take))
+        {
+            preempted.Add((lease, lease.Cancel("preempted by a requester in good standing (strangers are served from idle capacity)", now)));
+        }
+        return true;
     }
 
     private LeaseReject? Evaluate(LeaseRequest r, DateTimeOffset now)

@@ -49,7 +49,7 @@ public sealed class RequesterLease
     private readonly PublicKey _providerKey;
     private readonly LeaseWork _work;
     private readonly LeaseOptions _options;
-    private readonly DateTimeOffset _deadline;
+    private DateTimeOffset _deadline;
     private Phase _phase = Phase.Idle;
     private int _attempts;
     private DateTimeOffset _retryAt;
@@ -235,7 +235,8 @@ public sealed class RequesterLease
         var r = Request;
         if (!terms.ModuleHash.AsSpan().SequenceEqual(r.ModuleHash) || terms.ModuleSize != r.ModuleSize
             || !terms.InputHash.AsSpan().SequenceEqual(r.InputHash) || terms.InputSize != r.InputSize
-            || terms.FuelLimit != r.FuelLimit || terms.MemoryLimitBytes != r.MemoryLimitBytes || terms.DeadlineUnixMs != r.DeadlineUnixMs
+            || terms.FuelLimit != r.FuelLimit || terms.MemoryLimitBytes != r.MemoryLimitBytes
+            || terms.DeadlineUnixMs > r.DeadlineUnixMs || terms.DeadlineUnixMs <= now.ToUnixTimeMilliseconds()
             || !terms.AuditCommitment.AsSpan().SequenceEqual(r.AuditCommitment) || terms.AuditRatePpm != r.AuditRatePpm)
         {
             return "offer terms differ from the request";
@@ -257,7 +258,9 @@ public sealed class RequesterLease
         {
             return "offer already expired";
         }
+        // The provider may offer an earlier deadline than asked (it follows from the fuel and its speed): the lease ends then.
         Terms = terms;
+        _deadline = DateTimeOffset.FromUnixTimeMilliseconds(terms.DeadlineUnixMs);
         return null;
     }
 

@@ -16,8 +16,17 @@ public sealed record ProviderOptions
     /// <summary>Price in micro-credits (the ledger's unit, a millionth of a credit) per million fuel. Default 10.</summary>
     public long PricePerMegaFuel { get; init; } = 10;
 
-    /// <summary>Speed advertised, fuel per second on one core. Default 500 million.</summary>
+    /// <summary>Speed advertised, fuel per second on one core, and assumed for deadlines until measured. Default 500 million.</summary>
     public long SpeedFuelPerSecond { get; init; } = 500_000_000;
+
+    /// <summary>
+    /// A lease's deadline is at most its fuel limit at the provider's measured speed times this (plus the input's grace and
+    /// transfer time, at least <see cref="MinRunTime"/>), so a requester cannot hold a core for a day with a tiny task. Default 4.
+    /// </summary>
+    public double DeadlineSlack { get; init; } = 4;
+
+    /// <summary>The least run time a lease's deadline allows. Default 30 seconds.</summary>
+    public TimeSpan MinRunTime { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Most fuel one lease may ask for. Default 2·10^10 (the sandbox's default cap).</summary>
     public long MaxFuel { get; init; } = 20_000_000_000;
@@ -44,6 +53,14 @@ public sealed record ProviderOptions
     /// until it pays. Default 1,000,000 (one credit): what a stranger can take without paying is bounded by this.
     /// </summary>
     public long CreditLimitPerRequester { get; init; } = 1_000_000;
+
+    /// <summary>
+    /// The share of cores requesters without standing here (strangers: no work supplied to this node; debtors: more taken
+    /// than supplied) may hold at once, at least one unless 0. They are served only from that idle capacity, at the lowest
+    /// priority: a requester in good standing that finds no free core preempts the newest of their leases. Default 0.5; a
+    /// private cluster may set 1.
+    /// </summary>
+    public double StrangerCoreShare { get; init; } = 0.5;
 
     /// <summary>Leases one requester may hold with this provider at once (offered or running). Default 4.</summary>
     public int MaxLeasesPerRequester { get; init; } = 4;

@@ -51,6 +51,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private long _refusedUnpaid;
     private long _refusedOverLimit;
     private long _auditViolations;
+    private long _preempted;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -66,7 +67,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         _time = runtime.Time;
         _log = log;
         _work = runtime.CreateBackgroundWork("provider", log);
-        Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes);
+        Capacity = new ProviderCapacity(options.Cores, options.MemoryBytes) { StrangerCores = StrangerCores(options.Cores) };
         var policy = new ProviderPolicy
         {
             PricePerMegaFuel = options.PricePerMegaFuel,
@@ -74,6 +75,9 @@ public sealed partial class ProviderService : IAsyncDisposable
             MaxMemoryBytes = options.MaxMemoryPerLease,
             AcceptUnknownModules = options.AcceptUnknownModules,
             RuntimeVersion = ComputeRuntime.Version,
+            SpeedFuelPerSecond = options.SpeedFuelPerSecond,
+            DeadlineSlack = options.DeadlineSlack,
+            MinRunTime = options.MinRunTime,
         };
         _registry = new ProviderLeaseRegistry(key, policy, Capacity, modules, options.Lease);
         _issuer = new AdvertisementIssuer(key, options.Advertising);
@@ -81,6 +85,9 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     /// <summary>Cores and memory in use; <see cref="ProviderCapacity.PeakCoresInUse"/> never exceeds the advertised cores.</summary>
     public ProviderCapacity Capacity { get; }
+
+    /// <summary>Requesters this provider serves no new lease (a fork proof is held against them); checked under the lock, so quick.</summary>
+    public Func<PeerId, bool>? RefuseRequester { get; set; }
 
     /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
     public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
@@ -224,6 +231,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         lock (_gate)
         {
             Capacity.Resize(cores, memoryBytes);
+            Capacity.StrangerCores = StrangerCores(cores);
         }
         PublishSoon();
     }
@@ -312,12 +320,24 @@ public sealed partial class ProviderService : IAsyncDisposable
                 _registry.Prune(now);
             }
             var before = Capacity.CoresInUse;
-            if (message is LeaseRequest request && Refusal(requester.ToPeerId(), request) is { } refusal)
+            var stranger = false;
+            if (message is LeaseRequest request && Refusal(requester.ToPeerId(), request, out stranger) is { } refusal)
             {
                 session.Enqueue([refusal]);
                 return;
             }
-            var (lease, step) = _registry.Handle(requester, message, now);
+            var dispatch = _registry.Handle(requester, message, now, stranger);
+            var (lease, step) = dispatch;
+            after = null;
+            foreach (var (preempted, cancel) in dispatch.Preempted)
+            {
+                if (_slots.TryGetValue(preempted, out var preemptedSlot))
+                {
+                    Interlocked.Increment(ref _preempted);
+                    _instruments.LeaseRefused("preempted");
+                    after += Apply(preempted, preemptedSlot, cancel, now);
+                }
+            }
             if (lease is null || (lease.FinishedAt is not null && step.Outcome is null && !_slots.ContainsKey(lease)))
             {
                 // No lease, or one that ended before (a late or repeated message): answer it, but keep no slot for it.
@@ -326,7 +346,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             }
             var slot = SlotOf(lease);
             slot.Session = session;
-            after = Apply(lease, slot, step, now);
+            after += Apply(lease, slot, step, now);
             capacityChanged = Capacity.CoresInUse != before;
         }
         after?.Invoke();
@@ -341,8 +361,14 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <see cref="ProviderOptions.MaxLeasesPerRequester"/> leases here already, is refused (a retry of a request already
     /// leased is not: the registry answers it). Under the lock.
     /// </summary>
-    private LeaseReject? Refusal(PeerId requester, LeaseRequest request)
+    /// <param name="stranger">
+    /// Set when the requester has no standing here: it has supplied this node no work, or has taken more than it supplied
+    /// (a debtor). Such requesters are served only within <see cref="ProviderOptions.StrangerCoreShare"/> of the cores, and
+    /// preemptibly, so that contributors in good standing are never crowded out.
+    /// </param>
+    private LeaseReject? Refusal(PeerId requester, LeaseRequest request, out bool stranger)
     {
+        stranger = false;
         if (_registry.Find(requester, request.RequestId) is not null)
         {
             return null;
@@ -361,7 +387,13 @@ public sealed partial class ProviderService : IAsyncDisposable
             _instruments.LeaseRefused("over_limit");
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
         }
+        if (RefuseRequester?.Invoke(requester) == true)
+        {
+            _instruments.LeaseRefused("refused");
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = "this provider refuses you (it holds a fork proof against you)" };
+        }
         var record = _ledger.Requester(requester);
+        stranger = !(record.Supplied > 0 && record.Debt <= 0);
         if (record.Violations > 0)
         {
             _instruments.LeaseRefused("audit");
@@ -383,8 +415,17 @@ public sealed partial class ProviderService : IAsyncDisposable
         return null;
     }
 
+    /// <summary>Cores requesters without standing may hold at once: the share of <paramref name="cores"/>, at least one unless the share is 0.</summary>
+    private int StrangerCores(int cores) =>
+        _options.StrangerCoreShare >= 1 ? cores
+        : _options.StrangerCoreShare <= 0 ? 0
+        : Math.Max(1, (int)Math.Floor(cores * _options.StrangerCoreShare));
+
     /// <summary>Requests refused because their requester owed more than the credit limit.</summary>
     public long RefusedUnpaid => Interlocked.Read(ref _refusedUnpaid);
+
+    /// <summary>Leases of requesters without standing ended to make room for one in good standing.</summary>
+    public long Preempted => Interlocked.Read(ref _preempted);
 
     /// <summary>Requests refused because their requester held the most leases allowed at once.</summary>
     public long RefusedOverLimit => Interlocked.Read(ref _refusedOverLimit);
@@ -463,9 +504,11 @@ public sealed partial class ProviderService : IAsyncDisposable
     private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
     {
         ExecutionReport report;
+        var started = _time.GetTimestamp();
         try
         {
             report = await _executor.ExecuteAsync(execution, ct);
+            MeasureSpeed(report.FuelUsed, _time.GetElapsedTime(started));
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -510,6 +553,37 @@ public sealed partial class ProviderService : IAsyncDisposable
             _ledger.ForgetOwed(leaseId, lease.Requester); // no result was delivered: nothing is owed
         }
         after?.Invoke();
+    }
+
+    /// <summary>
+    /// Folds one run into the measured speed (fuel per second on one core, an exponential average) that lease deadlines
+    /// follow. Runs too short to time (under 100 ms on this node's clock; all of them under virtual time) are skipped.
+    /// </summary>
+    private void MeasureSpeed(long fuel, TimeSpan elapsed)
+    {
+        if (fuel <= 0 || elapsed < TimeSpan.FromMilliseconds(100))
+        {
+            return;
+        }
+        var sample = fuel / elapsed.TotalSeconds;
+        lock (_gate)
+        {
+            var previous = _registry.MeasuredSpeedFuelPerSecond;
+            var speed = previous is { } p ? 0.8 * p + 0.2 * sample : sample;
+            _registry.MeasuredSpeedFuelPerSecond = (long)Math.Clamp(speed, 1, long.MaxValue / 2);
+        }
+    }
+
+    /// <summary>The speed lease deadlines follow: measured from this node's runs, else the configured one.</summary>
+    public long SpeedFuelPerSecond
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _registry.MeasuredSpeedFuelPerSecond ?? _options.SpeedFuelPerSecond;
+            }
+        }
     }
 
     private SignedAttestation Attest(ProviderLease lease, ExecutionReport report)

@@ -100,6 +100,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     public ReputationStore Reputation => _reputation;
 
+    /// <summary>Raised when a provider has acknowledged a receipt (its exact bytes): the accounting chain links the payment then.</summary>
+    public event Action<PeerId, byte[]>? ReceiptDelivered;
+
     /// <summary>Raised when a lease attempt ends (tests wait on it; it runs on the submitting task).</summary>
     public event Action<AttemptRecord>? AttemptEnded;
 
@@ -528,7 +531,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (reserved is LedgerResult.InsufficientFunds)
         {
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available beyond the debt this node allows itself ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         LeaseOutcome outcome;
@@ -556,7 +559,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
-            if (outcome.RejectReason is not LeaseRejectReason.Busy)
+            if (outcome.Kind is LeaseOutcomeKind.Expired or LeaseOutcomeKind.Cancelled)
+            {
+                // Lost on the way (the provider restarted and no longer knows the lease, or it or the connection went
+                // silent): it counts as a failed attempt, but the provider may be asked again, once it has advertised
+                // again or BusyRetryInterval has passed (a restarted provider is redialled), within MaxAttempts.
+                _reputation.RecordFailure(provider);
+                lock (_gate)
+                {
+                    job.Tried.Remove(provider);
+                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + _options.BusyRetryInterval, _options.BusyRetryInterval);
+                }
+            }
+            else if (outcome.RejectReason is not LeaseRejectReason.Busy)
             {
                 _reputation.RecordFailure(provider);
             }
@@ -871,10 +886,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 return Acknowledged(provider, leaseId, ReceiptProtocol.TryDecodeAck(answer, out var lease)
                     ? lease
-                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"));
+                    : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"), receipt);
             }
             await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
-            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token));
+            return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token), receipt);
         }
         catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
         {
@@ -883,11 +898,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         return false;
     }
 
-    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack)
+    private bool Acknowledged(PeerId provider, byte[] leaseId, ReceiptAck ack, byte[] receipt)
     {
         if (ack.Delivered)
         {
             _ledger.MarkDelivered(leaseId);
+            ReceiptDelivered?.Invoke(provider, receipt);
             return true;
         }
         LogReceiptRefused(_log, provider, ack.Detail);

@@ -27,9 +27,9 @@ public sealed record ComputeClientOptions
     /// <summary>
     /// Longest wait before a provider that refused a submission as busy is asked again when its advertisement has not
     /// changed (a core taken and freed within its publishing gap leaves it unchanged): 1 s after the first refusal,
-    /// doubling up to this. Default 5 s.
+    /// doubling up to this; a lease lost on the way (a provider restarted or silent) is asked again after this. Default 2 s.
     /// </summary>
-    public TimeSpan BusyRetryInterval { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan BusyRetryInterval { get; init; } = TimeSpan.FromSeconds(2);
 
     /// <summary>How long a receipt delivery may take before it is left for <see cref="ComputeClient.RedeliverReceiptsAsync"/>. Default 30 s.</summary>
     public TimeSpan ReceiptTimeout { get; init; } = TimeSpan.FromSeconds(30);

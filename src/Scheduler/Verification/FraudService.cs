@@ -31,6 +31,8 @@ public sealed partial class FraudService : IDisposable
     private readonly Queue<string> _seenOrder = new();
     private readonly Dictionary<PeerId, (DateTimeOffset Since, int Count)> _authors = [];
     private readonly HashSet<PeerId> _discredited = [];
+    private readonly PriorityQueue<TopicMessage, (int Priority, long Fuel, long Arrival)> _queue = new();
+    private long _arrivals;
     private int _pending;
     private IDisposable? _subscription;
 
@@ -51,6 +53,16 @@ public sealed partial class FraudService : IDisposable
 
     /// <summary>Whether a proof against this provider is worth checking here (default: every provider).</summary>
     public Func<PeerId, bool>? IsRelevant { get; set; }
+
+    /// <summary>
+    /// The order proofs are checked in: lower first (default 0 for all), e.g. 0 for a provider this node has leased from,
+    /// 1 for one it only holds an advertisement of; then the smaller fuel limit, then arrival. Not arrival order alone, so a
+    /// flood of proofs about strangers cannot delay the check that matters to this node.
+    /// </summary>
+    public Func<PeerId, int>? Priority { get; set; }
+
+    /// <summary>Called with the author of a proof a re-run refuted (a node lowers its peer score: <c>Misbehaviour.RefusedProof</c>).</summary>
+    public Action<PeerId>? Penalise { get; set; }
 
     /// <summary>Proofs accepted for a re-run and not yet checked.</summary>
     public int Pending
@@ -146,6 +158,8 @@ public sealed partial class FraudService : IDisposable
                     _seenLeases.Remove(old);
                 }
                 _pending++;
+                // Checked by priority, not arrival: each accepted proof is one handler call, and each call takes the best waiting.
+                _queue.Enqueue(message with { Data = message.Data.ToArray() }, (Priority?.Invoke(inspected.Provider) ?? 0, inspected.Terms.FuelLimit, _arrivals++));
             }
         }
         if (drop is not null)
@@ -160,6 +174,13 @@ public sealed partial class FraudService : IDisposable
     {
         try
         {
+            lock (_gate)
+            {
+                if (_queue.TryDequeue(out var best, out _))
+                {
+                    message = best;
+                }
+            }
             await CheckAsync(message, ct);
         }
         finally
@@ -209,6 +230,7 @@ public sealed partial class FraudService : IDisposable
                     _discredited.Add(author);
                 }
                 _reputation.Refuse(author, "published a fraud proof that a re-run refuted");
+                Penalise?.Invoke(author);
             }
         }
         Checked?.Invoke(check.Provider, stands);

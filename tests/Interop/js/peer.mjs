@@ -9,6 +9,10 @@
 //             loopback/private addresses (passthroughMapper: the default filters would drop them all)
 //   --dht-no-self-query  pushes kad-dht's self query (1 s at start, then every 5 min) an hour out, so the
 //             routing table holds only peers that connected to us or that our own queries found
+//   --relay-server  runs @libp2p/circuit-relay-v2's hop service (js's default limits: 15 reservations,
+//             2 h TTL, 2 min or 128 KiB per relayed connection)
+//   --relay-client  adds @libp2p/circuit-relay-v2's transport: dials /p2p-circuit addresses, and a
+//             --listen <relay address>/p2p-circuit reserves on that relay and accepts relayed connections
 //
 // stdout carries only JSON lines: first {"event":"ready","peerId":..,"addrs":[..]}, then one
 // reply per command. Commands arrive as JSON lines on stdin, each with an "id"; replies are
@@ -25,6 +29,7 @@
 //                                     -> {uploadBytes, downloadBytes, uploadMs, downloadMs, totalMs,
 //                                         writeClosedMs}                         (/perf/1.0.0 client)
 //   hangup   {addr|peer}              -> {}
+//   addrs    {}                       -> {addrs: [our multiaddrs now, relayed ones included]}
 //   peers    {}                       -> {peers: [{peer, remoteAddr, direction, status, streams}]}
 //   exit     {}                       -> {} then the process stops
 // With --gossip:
@@ -61,6 +66,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { gossipsub } from '@libp2p/gossipsub'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { multiaddr } from '@multiformats/multiaddr'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { PerfProtocol, perfClient, perfServer } from './perf.mjs'
 import { EchoProtocol, echoClient, echoServer } from './echo.mjs'
 
@@ -81,6 +87,8 @@ function parseArgs (argv) {
       case '--gossip': opts.gossip = true; break
       case '--dht': opts.dht = value(); break
       case '--dht-no-self-query': opts.dhtNoSelfQuery = true; break
+      case '--relay-server': opts.relayServer = true; break
+      case '--relay-client': opts.relayClient = true; break
       default: throw new Error(`unknown flag ${flag}`)
     }
   }
@@ -138,10 +146,14 @@ if (opts.dht != null) {
   })
 }
 
+if (opts.relayServer) {
+  services.relay = circuitRelayServer()
+}
+
 const node = await createLibp2p({
   privateKey,
   addresses: { listen: opts.listen },
-  transports: [tcp()],
+  transports: opts.relayClient ? [tcp(), circuitRelayTransport()] : [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   connectionProtector: psk == null ? undefined : preSharedKey({ psk }),
@@ -310,7 +322,8 @@ const commands = {
 
   async echo (cmd, signal) {
     const bytes = byteCount(cmd, 'bytes')
-    const stream = await node.dialProtocol(target(cmd), EchoProtocol, { signal })
+    // runOnLimitedConnection: a relayed connection with the relay's limits is "limited" in js
+    const stream = await node.dialProtocol(target(cmd), EchoProtocol, { signal, runOnLimitedConnection: true })
     return await echoClient(stream, bytes, signal)
   },
 
@@ -384,6 +397,10 @@ const commands = {
     const d = dht()
     const peers = d.routingTable.kb == null ? [] : [...d.routingTable.kb.toIterable()].map(c => c.peerId.toString())
     return { size: d.routingTable.size, peers, mode: d.getMode() }
+  },
+
+  async addrs () {
+    return { addrs: node.getMultiaddrs().map(a => a.toString()) }
   },
 
   async peers () {

@@ -37,7 +37,7 @@ public partial class HelpTests
     public async Task Overview_ListsEveryCommand()
     {
         var commands = await ListedCommandsAsync();
-        Assert.That(commands, Is.EquivalentTo(new[] { "run", "submit", "status", "ledger", "peers", "leases", "config list", "config get", "config set", "id", "ping", "perf", "sim", "swarm-key generate", "p2pd", "transport-interop", "help", "version" }));
+        Assert.That(commands, Is.EquivalentTo(new[] { "run", "submit", "status", "ledger", "peers", "leases", "config list", "config get", "config set", "id", "ping", "perf", "holepunch", "sim", "swarm-key generate", "p2pd", "transport-interop", "help", "version" }));
     }
 
     [Test]

@@ -65,11 +65,11 @@ public class CapacityTests
         var slow = new List<SlowExecutor>();
         for (var i = 0; i < 3; i++)
         {
-            // One core each; every task takes 45 s, so the last of a provider's queue of three waits 90 s for its core,
-            // well past compute:client:waitForProviders (30 s).
+            // One core each; every task takes 25 s (under the providers' 30 s minimum lease run time), so the last of a
+            // provider's queue of three waits 50 s for its core, past compute:client:waitForProviders (30 s).
             await cluster.AddAsync($"provider{i}", provide: true, decorate: inner =>
             {
-                var s = new SlowExecutor(inner, cluster.Time, TimeSpan.FromSeconds(45));
+                var s = new SlowExecutor(inner, cluster.Time, TimeSpan.FromSeconds(25));
                 slow.Add(s);
                 return s;
             });
@@ -88,7 +88,7 @@ public class CapacityTests
                 Is.Zero, $"input {i}: every attempt that did not complete was a busy refusal: {string.Join("; ", results[i].History.Select(h => h.Detail))}");
         }
         Assert.That(slow.Max(s => s.MostAtOnce), Is.EqualTo(1), "no provider ran more than its one core");
-        Assert.That(cluster.Time.GetUtcNow() - started, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(135)), "three rounds of 45 s: the later ones waited");
+        Assert.That(cluster.Time.GetUtcNow() - started, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(75)), "three rounds of 25 s: the later ones waited");
         await requester.Client.WhenReceiptsDeliveredAsync(ct);
         var paid = results.Sum(r => r.Cost);
         Assert.That(cluster.Members.Where(m => m != requester).Sum(p => TrustCluster.Earned(p, requester)), Is.EqualTo(paid).And.GreaterThan(0),
@@ -103,7 +103,7 @@ public class CapacityTests
         await using var cluster = new TrustCluster(d, seed: 102);
         var requester = await cluster.AddAsync("requester", provide: false);
         var provider = await cluster.AddAsync("provider", provide: true,
-            decorate: inner => new SlowExecutor(inner, cluster.Time, TimeSpan.FromSeconds(40)));
+            decorate: inner => new SlowExecutor(inner, cluster.Time, TimeSpan.FromSeconds(25)));
         await requester.Client.WaitForProvidersAsync(1, ct);
 
         var results = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => requester.Node.SubmitAsync(OutcomeAttackTests.HashTask($"p{i}", 50), ct)));
@@ -123,8 +123,8 @@ public class CapacityTests
         await using var cluster = new TrustCluster(d, seed: 103);
         var other = await cluster.AddAsync("other", provide: false);
         var requester = await cluster.AddAsync("requester", provide: false,
-            configure: c => c with { Client = c.Client with { WaitForCapacity = TimeSpan.FromMinutes(2) } });
-        await cluster.AddAsync("provider", provide: true, decorate: inner => new SlowExecutor(inner, cluster.Time, TimeSpan.FromMinutes(5)));
+            configure: c => c with { Client = c.Client with { WaitForCapacity = TimeSpan.FromSeconds(10) } });
+        await cluster.AddAsync("provider", provide: true, decorate: inner => new SlowExecutor(inner, cluster.Time, TimeSpan.FromSeconds(25)));
         await other.Client.WaitForProvidersAsync(1, ct);
         await requester.Client.WaitForProvidersAsync(1, ct);
 
@@ -135,7 +135,7 @@ public class CapacityTests
 
         Assert.That(e.Message, Does.Contain("1 provider seen: 1 busy").And.Contains("waitForCapacity"), e.Message);
         Assert.That(e.Reasons, Is.EquivalentTo(new Dictionary<string, int> { ["busy"] = 1 }));
-        Assert.That(cluster.Time.GetUtcNow() - started, Is.EqualTo(TimeSpan.FromMinutes(2)).Within(TimeSpan.FromSeconds(1)), "waited WaitForCapacity, no more");
+        Assert.That(cluster.Time.GetUtcNow() - started, Is.EqualTo(TimeSpan.FromSeconds(10)).Within(TimeSpan.FromSeconds(1)), "waited WaitForCapacity, no more");
         AssertHash(await holding, "long", 50);
     });
 

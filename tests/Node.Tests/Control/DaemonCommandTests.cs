@@ -44,7 +44,7 @@ public class DaemonCommandTests
         var status = await Json("status");
         Assert.That(status["peer_id"]!.GetValue<string>(), Is.EqualTo(id));
         Assert.That(status["provider"]!["state"]!.GetValue<string>(), Is.EqualTo("working"));
-        Assert.That(status["credits"]!["balance"]!.GetValue<long>(), Is.EqualTo(0));
+        Assert.That(status["credits"]!["balance"]!.GetValue<long>(), Is.EqualTo(0), "no credit is minted: a new node starts at zero");
 
         await using (var client = await ControlClient.ConnectAsync(_dataDir, null, ct))
         {
@@ -67,7 +67,7 @@ public class DaemonCommandTests
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(text, Does.Contain($"Node:      {id}").And.Contain("Balance:   0.000000 credits"));
         var ledger = await Json("ledger");
-        Assert.That(ledger["balance"]!.GetValue<long>(), Is.EqualTo(0), "no credit is granted by default (credit is earned, or a provider lends within its credit limit)");
+        Assert.That(ledger["balance"]!.GetValue<long>(), Is.Zero);
         Assert.That(ledger["unit"]!.GetValue<string>(), Is.EqualTo("micro-credits"));
         Assert.That((await Json("id"))["peer_id"]!.GetValue<string>(), Is.EqualTo(id));
         var versionOut = new StringWriter();

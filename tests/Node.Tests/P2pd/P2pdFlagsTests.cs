@@ -36,7 +36,7 @@ public class P2pdFlagsTests
     [TestCase("-plaintext", "plaintext connections are not offered")]
     [TestCase("-muxer=mplex", "mplex is not available")]
     [TestCase("-noise=false", "cannot be turned off")]
-    [TestCase("-relay", "circuit relay v2 is not available yet")]
+    [TestCase("-relayActive", "circuit relay v1's active mode does not exist in v2")]
     [TestCase("-b", "bootstrapping to public peers is not available")]
     [TestCase("-pubsubSign=false", "always signs")]
     [TestCase("-pubsubRouter=randomsub", "the routers are gossipsub and floodsub")]

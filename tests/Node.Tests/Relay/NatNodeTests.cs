@@ -53,6 +53,11 @@ public class NatNodeTests
         await using var providerOwned = provider;
         var providerBound = provider.Host.BoundAddresses[0];
         nodes.Network.BlockInbound(providerBound);
+        var started = d.Clock.GetUtcNow();
+        TimeSpan? privateAfter = null, reservedAfter = null;
+        provider.Services.GetRequiredService<AutoNatService>().Changed += () =>
+            privateAfter ??= provider.Services.GetRequiredService<AutoNatService>().Reachability == Reachability.Private ? d.Clock.GetUtcNow() - started : null;
+        provider.Services.GetRequiredService<CircuitTransport>().ReservationsChanged += () => reservedAfter ??= d.Clock.GetUtcNow() - started;
         await provider.Host.ConnectAsync(other.FullAddresses[0], ct);
 
         var requesterOptions = nodes.Options() with { Listen = [], Bootstrap = [relay.FullAddresses[0]], DataDir = nodes.NewDataDir() };
@@ -106,6 +111,8 @@ public class NatNodeTests
         var hop = relay.Services.GetRequiredService<RelayService>();
         Assert.That(hop.BytesRelayed, Is.GreaterThan(module.Length), "the module went through the relay, past the default 128 KiB limit");
         Assert.That(hop.CircuitsCutAtLimit, Is.Zero);
+        TestContext.Out.WriteLine($"provider found private after {privateAfter?.TotalSeconds} s, reserved after {reservedAfter?.TotalSeconds} s (virtual); " +
+            $"relay carried {hop.BytesRelayed} bytes for the lease ({module.Length}-byte module), {hop.CircuitsOpened} circuits");
 
         // The relay's counters are on its meter.
         var measured = new Dictionary<string, long>();
@@ -127,6 +134,66 @@ public class NatNodeTests
         Assert.That(measured["potluck.relay.circuits.opened"], Is.GreaterThanOrEqualTo(1));
         Assert.That(measured["potluck.relay.bytes"], Is.EqualTo(hop.BytesRelayed));
         Assert.That(measured.Keys, Does.Contain("potluck.relay.refused{what=reservation}"));
+
+        // Refresh: past the relay's 1 h TTL the reservation is still held, renewed before it ran out.
+        var circuit = provider.Services.GetRequiredService<CircuitTransport>();
+        var firstExpiry = circuit.Reservations.Single(r => r.Relay == relay.PeerId).Expires;
+        await Task.Delay(TimeSpan.FromMinutes(70), d.Clock);
+        Assert.That(circuit.Reservations.Single(r => r.Relay == relay.PeerId).Expires, Is.GreaterThan(firstExpiry));
+        Assert.That(hop.ReservationCount, Is.GreaterThanOrEqualTo(1), "the relay still holds it");
+
+        // Losing a relay: the provider gives its reservation up and stops advertising it; the other public node,
+        // which serves hop by itself, carries it instead.
+        Assert.That(other.Services.GetRequiredService<RelayService>().IsServing, Is.True);
+        nodes.Network.Partition(providerBound, relay.Host.BoundAddresses[0]);
+        await Task.Delay(TimeSpan.FromMinutes(2), d.Clock);
+        Assert.That(circuit.Reservations.Select(r => r.Relay), Does.Not.Contain(relay.PeerId));
+        Assert.That(circuit.Reservations.Select(r => r.Relay), Does.Contain(other.PeerId));
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(relay.PeerId.ToString(), StringComparison.Ordinal)), Is.False);
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(other.PeerId.ToString(), StringComparison.Ordinal)), Is.True);
+    });
+
+    [Test, Category("Adversarial")]
+    public void PreferredRelayThatStallsOrRefuses_IsBackedOffFrom_AndAnHonestRelayIsUsed() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 37);
+        // The bootstrap node answers hop requests by reading them and never answering (the first minute), then by
+        // refusing; the other public node is an honest relay.
+        var bad = await nodes.Builder(nodes.Options()).Configure(o => Nat(o) with { Relay = o.Relay with { Hop = true } }).StartAsync();
+        await using var badOwned = bad;
+        var attempts = 0;
+        bad.Host.SetStreamHandler(RelayService.HopProtocolId, async (stream, token) =>
+        {
+            attempts++;
+            await Potluck.Protocol.Framing.LengthPrefixed.ReadAsync(stream.Input, 4096, "test", token);
+            if (attempts == 1)
+            {
+                await Task.Delay(TimeSpan.FromMinutes(5), d.Clock, token); // stall
+            }
+            var refusal = new Potluck.Protocol.Relay.Pb.HopMessage
+            {
+                Type = Potluck.Protocol.Relay.Pb.HopMessage.Types.Type.Status,
+                Status = Potluck.Protocol.Relay.Pb.Status.ReservationRefused,
+            };
+            await Potluck.Protocol.Framing.LengthPrefixed.WriteAsync(stream.Output, Google.Protobuf.MessageExtensions.ToByteArray(refusal), token);
+        });
+        var good = await nodes.Builder(nodes.Options() with { Bootstrap = [bad.FullAddresses[0]] })
+            .Configure(o => Nat(o) with { Relay = o.Relay with { Hop = true } }).StartAsync();
+        await using var goodOwned = good;
+        var provider = await nodes.Builder(nodes.Options() with { Bootstrap = [bad.FullAddresses[0]] }).Configure(Nat).StartAsync();
+        await using var providerOwned = provider;
+        nodes.Network.BlockInbound(provider.Host.BoundAddresses[0]);
+        await provider.Host.ConnectAsync(good.FullAddresses[0], ct);
+
+        await Task.Delay(TimeSpan.FromMinutes(10), d.Clock);
+        Assert.That(provider.Services.GetRequiredService<AutoNatService>().Reachability, Is.EqualTo(Reachability.Private));
+        var relays = provider.Services.GetRequiredService<CircuitTransport>().Reservations.Select(r => r.Relay).ToArray();
+        Assert.That(relays, Does.Contain(good.PeerId), "the honest relay carries the reservation");
+        Assert.That(relays, Does.Not.Contain(bad.PeerId));
+        Assert.That(provider.Host.ListenAddresses.Any(a => a.ToString().Contains(good.PeerId.ToString(), StringComparison.Ordinal)), Is.True);
+        Assert.That(attempts, Is.InRange(1, 11), "the stalling, then refusing relay is tried at most once a minute");
+        TestContext.Out.WriteLine($"bad relay asked {attempts} times in 10 virtual minutes");
     });
 
     private static string TagText(ReadOnlySpan<KeyValuePair<string, object?>> tags)

@@ -243,6 +243,42 @@ public class AutoNatTests
         });
     }
 
+    [Test, Category("Adversarial")]
+    public void GreedyServer_AskingForDialDataTwice_GetsItOnce_AndTheProbeFails()
+    {
+        VirtualTimeDriver.Run(async d =>
+        {
+            await using var hosts = new TestHosts(d);
+            var greedy = await StartAsync(hosts, 1, new AutoNatOptions { Client = false });
+            long received = 0;
+            greedy.Host.SetStreamHandler(AutoNatService.DialRequestProtocolId, async (stream, ct) =>
+            {
+                await LengthPrefixed.ReadAsync(stream.Input, 8192, "test", ct);
+                for (var round = 0; round < 3; round++)
+                {
+                    await LengthPrefixed.WriteAsync(stream.Output, new AutoNatPb.Message
+                    {
+                        DialDataRequest = new AutoNatPb.DialDataRequest { AddrIdx = 0, NumBytes = 100_000 },
+                    }.ToByteArray(), ct);
+                    while (received < (round + 1) * 100_000L)
+                    {
+                        var bytes = await LengthPrefixed.ReadAsync(stream.Input, 8192, "test", ct);
+                        if (bytes is null)
+                        {
+                            return;
+                        }
+                        received += AutoNatPb.Message.Parser.ParseFrom(bytes).DialDataResponse.Data.Length;
+                    }
+                }
+            });
+            var client = await StartAsync(hosts, 2, new AutoNatOptions { Client = false });
+            await client.Host.ConnectAsync(greedy.Address, CancellationToken.None);
+            await AsyncAssert.ThrowsAsync<ProtocolViolationException>(() => client.AutoNat.ProbeAsync(greedy.Host.PeerId, [client.Bound], CancellationToken.None));
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+            Assert.That(received, Is.LessThanOrEqualTo(100_000 + 4096), "the client paid once, at most its 100,000-byte cap");
+        });
+    }
+
     [Test]
     public void ObservedAddress_IsTestedOnlyOnceEnoughPeersReportIt()
     {

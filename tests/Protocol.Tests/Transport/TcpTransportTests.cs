@@ -144,6 +144,30 @@ public sealed class TcpTransportTests
     }
 
     [Test]
+    public async Task HolePunchDial_LeavesFromTheListenPort_AndOrdinaryDialsDoNot()
+    {
+        var a = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
+        var b = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
+        await using var listenerA = await a.ListenAsync(Loopback, CancellationToken.None);
+        await using var listenerB = await b.ListenAsync(Loopback, CancellationToken.None);
+
+        var accept = listenerB.AcceptAsync(CancellationToken.None).AsTask();
+        await using var punched = await a.DialFromListenPortAsync(listenerB.Address, CancellationToken.None).Guarded();
+        await using var accepted = await accept.Guarded();
+        Assert.That(punched.Local, Is.EqualTo(listenerA.Address), "the NAT mapping peers observed for the listen port is the one used");
+        Assert.That(accepted.Remote, Is.EqualTo(listenerA.Address));
+
+        var acceptOrdinary = listenerB.AcceptAsync(CancellationToken.None).AsTask();
+        await using var ordinary = await a.DialAsync(listenerB.Address, CancellationToken.None).Guarded();
+        await using var acceptedOrdinary = await acceptOrdinary.Guarded();
+        Assert.That(ordinary.Local, Is.Not.EqualTo(listenerA.Address));
+
+        // The listener shares its port only with its own dials: a second listener there is still refused.
+        var e = Assert.ThrowsAsync<TransportException>(async () => await b.ListenAsync(listenerA.Address, CancellationToken.None));
+        Assert.That(e!.Error, Is.EqualTo(TransportError.AddressInUse));
+    }
+
+    [Test]
     public async Task RemoteCompletesOutput_CompletesOurInputAfterTheData()
     {
         var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);

@@ -26,7 +26,7 @@ internal sealed class LeaseHarness
         ProviderKey = PrivateKey.FromRandom(new Random(1));
         RequesterKey = PrivateKey.FromRandom(new Random(2));
         Capacity = new ProviderCapacity(cores, memory);
-        Registry = new ProviderLeaseRegistry(ProviderKey, policy ?? new ProviderPolicy { PricePerMegaFuel = 10, RuntimeVersion = "wasmtime 50.0.1" },
+        Registry = new ProviderLeaseRegistry(ProviderKey, policy ?? new ProviderPolicy { PricePerMegaFuel = 10, RuntimeVersion = "wasmtime 50.0.1", MinRunTime = TimeSpan.FromHours(1) },
             Capacity, Modules, Options);
         Now = T0;
     }

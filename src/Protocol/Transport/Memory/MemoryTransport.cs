@@ -7,7 +7,7 @@ namespace Potluck.Protocol.Transport.Memory;
 /// (a trailing <c>/p2p/…</c> is ignored). Listening on <c>/memory/0</c> allocates a fresh address.
 /// Dialing an address nobody listens on fails with <see cref="TransportError.ConnectionRefused"/>.
 /// </summary>
-public sealed class MemoryTransport : ITransport
+public sealed class MemoryTransport : ITransport, IHolePunchTransport
 {
     internal MemoryTransport(SimulatedNetwork network) => Network = network;
 
@@ -27,6 +27,9 @@ public sealed class MemoryTransport : ITransport
         ct.ThrowIfCancellationRequested();
         return ValueTask.FromResult<IRawConnection>(Network.Connect(this, to));
     }
+
+    /// <summary>Every dial already leaves from the first listen address (port reuse), so a hole-punch dial is an ordinary one.</summary>
+    public ValueTask<IRawConnection> DialFromListenPortAsync(Multiaddr to, CancellationToken ct) => DialAsync(to, ct);
 
     public ValueTask<IListener> ListenAsync(Multiaddr at, CancellationToken ct)
     {

@@ -37,6 +37,8 @@ public sealed class SimulatedNetwork
     private readonly HashSet<LinkKey> _partitions = [];
     private readonly HashSet<ulong> _inboundBlocked = [];
     private readonly Dictionary<LinkKey, HashSet<MemoryConnectionPair>> _connections = [];
+    private readonly Dictionary<ulong, TimeSpan> _nats = [];
+    private readonly Dictionary<(ulong From, ulong To), DateTimeOffset> _natOutbound = [];
     private ulong _nextId = 1;
     private int _connectionCount;
     private long _connectionsOpened;
@@ -275,6 +277,21 @@ public sealed class SimulatedNetwork
         }
     }
 
+    /// <summary>
+    /// Puts <paramref name="endpoint"/> behind a NAT with endpoint-independent mapping and address-dependent filtering:
+    /// dials to it are refused (<see cref="TransportError.Unreachable"/>) unless it dialed the dialer within
+    /// <paramref name="filterWindow"/> (default 30 s) — the hole its own dial opened, as a home router's connection
+    /// tracking keeps one. Dials from it go out as usual. Hole punching (DCUtR) is tested against this.
+    /// </summary>
+    public void PlaceBehindNat(Multiaddr endpoint, TimeSpan? filterWindow = null)
+    {
+        var id = IdOf(endpoint);
+        lock (_lock)
+        {
+            _nats[id] = filterWindow ?? TimeSpan.FromSeconds(30);
+        }
+    }
+
     internal MemoryConnection Connect(MemoryTransport from, Multiaddr to)
     {
         if (!TryGetId(to, out var toId))
@@ -300,6 +317,10 @@ public sealed class SimulatedNetwork
                     _ephemeral.Add(from.EphemeralId);
                 }
                 fromId = from.EphemeralId;
+            }
+            if (_nats.Count > 0 && !PassesNat(fromId, toId))
+            {
+                throw new TransportException(to, TransportError.Unreachable, $"dial {to}: unreachable (behind a NAT that has no hole for /memory/{fromId})");
             }
             if (_inboundBlocked.Contains(toId))
             {
@@ -332,6 +353,21 @@ public sealed class SimulatedNetwork
             _connectionCount++;
             return pair.DialerSide;
         }
+    }
+
+    /// <summary>Records a NATed dialer's outbound hole and checks the target's NAT; under the lock.</summary>
+    private bool PassesNat(ulong fromId, ulong toId)
+    {
+        var now = TimeProvider.GetUtcNow();
+        if (_nats.ContainsKey(fromId))
+        {
+            _natOutbound[(fromId, toId)] = now;
+        }
+        if (!_nats.TryGetValue(toId, out var window))
+        {
+            return true;
+        }
+        return _natOutbound.TryGetValue((toId, fromId), out var opened) && now - opened <= window;
     }
 
     private LinkConditions ConditionsOf(LinkKey key, ulong a, ulong b)

@@ -10,17 +10,24 @@ internal sealed class TcpConnectionListener : IListener
     private readonly Socket _socket;
     private readonly TcpTransportOptions _options;
     private readonly NodeRuntime _runtime;
+    private readonly Action<TcpConnectionListener>? _closed;
     private volatile bool _disposed;
 
-    public TcpConnectionListener(Socket socket, Multiaddr address, TcpTransportOptions options, NodeRuntime runtime)
+    public TcpConnectionListener(Socket socket, Multiaddr address, TcpTransportOptions options, NodeRuntime runtime,
+        System.Net.IPEndPoint endPoint, Action<TcpConnectionListener>? closed = null)
     {
         _socket = socket;
+        EndPoint = endPoint;
+        _closed = closed;
         Address = address;
         _options = options;
         _runtime = runtime;
     }
 
     public Multiaddr Address { get; }
+
+    /// <summary>The bound endpoint (hole-punch dials bind to its port).</summary>
+    public System.Net.IPEndPoint EndPoint { get; }
 
     public async ValueTask<IRawConnection> AcceptAsync(CancellationToken ct)
     {
@@ -62,6 +69,7 @@ internal sealed class TcpConnectionListener : IListener
     public ValueTask DisposeAsync()
     {
         _disposed = true;
+        _closed?.Invoke(this);
         _socket.Dispose();
         return ValueTask.CompletedTask;
     }

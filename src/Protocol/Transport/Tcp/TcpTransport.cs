@@ -13,15 +13,20 @@ namespace Potluck.Protocol.Transport.Tcp;
 /// (see <see cref="TcpConnection"/>); sockets use TCP_NODELAY.
 /// </summary>
 /// <remarks>
-/// Deviations: listeners bind with SO_REUSEADDR only (not SO_REUSEPORT, and dials do not reuse the listen port
-/// as go-libp2p can), so the remote address of an inbound connection is the dialer's ephemeral port. IPv6
-/// listeners are IPv6-only. DNS names are resolved for dialing, not for listening.
+/// Deviations: ordinary dials leave from an ephemeral port (go-libp2p reuses the listen port for every dial), so the
+/// remote address of an inbound connection is the dialer's ephemeral port. Only a hole punch
+/// (<see cref="DialFromListenPortAsync"/>) leaves from the listen port: listeners bind with SO_REUSEADDR and SO_REUSEPORT
+/// for that, after a probe bind without SO_REUSEPORT has made sure no other socket listens on the port (so a second
+/// listener on a port is still refused with <see cref="TransportError.AddressInUse"/>). IPv6 listeners are IPv6-only.
+/// DNS names are resolved for dialing, not for listening.
 /// </remarks>
-public sealed class TcpTransport : ITransport
+public sealed class TcpTransport : ITransport, IHolePunchTransport
 {
     private readonly TcpTransportOptions _options;
     private readonly NodeRuntime _runtime;
     private readonly TimeProvider _time;
+    private readonly Lock _gate = new();
+    private readonly List<TcpConnectionListener> _listeners = [];
 
     /// <param name="options">Tuning.</param>
     /// <param name="runtime">The clock for connect and close timeouts, and where pipe continuations run.</param>
@@ -37,7 +42,17 @@ public sealed class TcpTransport : ITransport
 
     public bool CanHandle(Multiaddr address) => TryParse(address, allowDns: true, out _, out _, out _, out _);
 
-    public async ValueTask<IRawConnection> DialAsync(Multiaddr to, CancellationToken ct)
+    public ValueTask<IRawConnection> DialAsync(Multiaddr to, CancellationToken ct) => DialCoreAsync(to, fromListenPort: false, ct);
+
+    /// <summary>
+    /// A dial for a hole punch (DCUtR): the socket binds to the port of a listener of the same family before it connects,
+    /// so it leaves through the NAT mapping peers observed for that port, and a SYN the peer sends at the same moment
+    /// meets it (TCP simultaneous open: one connection, which both ends see as their own dial). Without a suitable
+    /// listener, or when the kernel refuses the bind, it is an ordinary dial.
+    /// </summary>
+    public ValueTask<IRawConnection> DialFromListenPortAsync(Multiaddr to, CancellationToken ct) => DialCoreAsync(to, fromListenPort: true, ct);
+
+    private async ValueTask<IRawConnection> DialCoreAsync(Multiaddr to, bool fromListenPort, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(to);
         if (!TryParse(to, allowDns: true, out var ip, out var host, out var family, out var port))
@@ -58,6 +73,10 @@ public sealed class TcpTransport : ITransport
                 try
                 {
                     socket.NoDelay = _options.NoDelay;
+                    if (fromListenPort)
+                    {
+                        BindToListenPort(socket, candidate);
+                    }
                     await socket.ConnectAsync(new IPEndPoint(candidate, port), linked.Token);
                     return new TcpConnection(socket, _options, _runtime);
                 }
@@ -78,6 +97,46 @@ public sealed class TcpTransport : ITransport
         {
             throw new TransportException(to, TransportError.TimedOut,
                 $"dial {to}: timed out after {_options.ConnectTimeout.TotalSeconds:0.###} s", e);
+        }
+    }
+
+    /// <summary>Binds a dial socket to the port of a live listener of the target's family (SO_REUSEPORT on both); leaves it unbound when none fits.</summary>
+    private void BindToListenPort(Socket socket, IPAddress target)
+    {
+        IPEndPoint? local = null;
+        lock (_gate)
+        {
+            foreach (var listener in _listeners)
+            {
+                var bound = listener.EndPoint;
+                if (bound.AddressFamily != target.AddressFamily)
+                {
+                    continue;
+                }
+                var unspecified = bound.Address.Equals(IPAddress.Any) || bound.Address.Equals(IPAddress.IPv6Any);
+                // A loopback listener cannot reach another host, and a dial to loopback must not leave from a public address.
+                if (unspecified || IPAddress.IsLoopback(bound.Address) == IPAddress.IsLoopback(target))
+                {
+                    local = bound;
+                    if (unspecified)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        if (local is null || !SetReusePort(socket))
+        {
+            return;
+        }
+        try
+        {
+            SetReuseAddress(socket);
+            socket.Bind(local);
+        }
+        catch (SocketException)
+        {
+            // The port cannot be shared now: the dial leaves from an ephemeral port, as an ordinary one does.
         }
     }
 
@@ -120,10 +179,20 @@ public sealed class TcpTransport : ITransport
                 socket.DualMode = false;
             }
             SetReuseAddress(socket);
+            if (port != 0 && OperatingSystem.IsLinux())
+            {
+                ProbeFree(ip, port);
+            }
+            SetReusePort(socket);
             socket.Bind(new IPEndPoint(ip, port));
             socket.Listen(_options.ListenBacklog);
-            var bound = Multiaddr.FromTcpEndPoint((IPEndPoint)socket.LocalEndPoint!);
-            return ValueTask.FromResult<IListener>(new TcpConnectionListener(socket, bound, _options, _runtime));
+            var endPoint = (IPEndPoint)socket.LocalEndPoint!;
+            var listener = new TcpConnectionListener(socket, Multiaddr.FromTcpEndPoint(endPoint), _options, _runtime, endPoint, Forget);
+            lock (_gate)
+            {
+                _listeners.Add(listener);
+            }
+            return ValueTask.FromResult<IListener>(listener);
         }
         catch (SocketException e)
         {
@@ -135,6 +204,40 @@ public sealed class TcpTransport : ITransport
             socket.Dispose();
             throw;
         }
+    }
+
+    private void Forget(TcpConnectionListener listener)
+    {
+        lock (_gate)
+        {
+            _listeners.Remove(listener);
+        }
+    }
+
+    /// <summary>
+    /// Throws AddressAlreadyInUse when another socket listens on the port: a bind without SO_REUSEPORT conflicts with
+    /// any listener there, while the real listener (which has SO_REUSEPORT, for hole-punch dials) would share it silently.
+    /// </summary>
+    private static void ProbeFree(IPAddress ip, int port)
+    {
+        using var probe = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        if (ip.AddressFamily == AddressFamily.InterNetworkV6)
+        {
+            probe.DualMode = false;
+        }
+        SetReuseAddress(probe);
+        probe.Bind(new IPEndPoint(ip, port));
+    }
+
+    /// <summary>SO_REUSEPORT on Linux (raw option: .NET's ReuseAddress would set both); false where it is not set.</summary>
+    private static bool SetReusePort(Socket socket)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+        socket.SetRawSocketOption(1 /* SOL_SOCKET */, 15 /* SO_REUSEPORT */, BitConverter.GetBytes(1));
+        return true;
     }
 
     /// <summary>

@@ -1,0 +1,257 @@
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Accounting;
+
+namespace Potluck.Scheduler.Credits;
+
+/// <summary>What storing a counterparty's (or anyone's) half-block found.</summary>
+public enum ForeignBlockResult
+{
+    /// <summary>Stored now.</summary>
+    Stored,
+    /// <summary>This exact block is held already.</summary>
+    AlreadyHeld,
+    /// <summary>A different block of the same author and seq is held: the two are a fork proof.</summary>
+    Conflict,
+}
+
+/// <summary>
+/// The node's personal chain (see <see cref="ChainBlock"/>) and the counterparties' half-blocks it holds, in the ledger
+/// file (<c>ledger.db</c>, owner-only), on the ledger's connection and lock. Own blocks are append-only (triggers refuse
+/// UPDATE and DELETE) and unique per receipt, so a payment is in the chain at most once; every own block is committed with
+/// <c>synchronous=FULL</c> before it can leave the node, so a crash can never make this node sign two blocks at one seq
+/// that both left. Other authors' blocks are kept when they link to ours, and otherwise up to
+/// <see cref="MaxForeignBlocks"/> (the oldest unlinked go first).
+/// </summary>
+public sealed partial class CreditLedger
+{
+    /// <summary>Other authors' half-blocks kept that link to none of ours (gossiped, or a predecessor shown with a proposal).</summary>
+    public const int MaxForeignBlocks = 100_000;
+
+    private const string ChainSchema = """
+        CREATE TABLE IF NOT EXISTS chain (
+            author BLOB NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 1),
+            hash BLOB NOT NULL,
+            block BLOB NOT NULL,
+            kind INTEGER NOT NULL CHECK (kind IN (0, 1)),
+            counterparty BLOB NOT NULL,
+            link_hash BLOB,
+            receipt_id BLOB NOT NULL,
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            own INTEGER NOT NULL CHECK (own IN (0, 1)),
+            keep INTEGER NOT NULL CHECK (keep IN (0, 1)),
+            stored_at INTEGER NOT NULL,
+            PRIMARY KEY (author, seq)) STRICT;
+        CREATE UNIQUE INDEX IF NOT EXISTS chain_by_hash ON chain (hash);
+        CREATE UNIQUE INDEX IF NOT EXISTS chain_own_receipt ON chain (receipt_id) WHERE own = 1;
+        CREATE INDEX IF NOT EXISTS chain_by_link ON chain (link_hash) WHERE link_hash IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS chain_unkept ON chain (keep, stored_at);
+        CREATE TRIGGER IF NOT EXISTS chain_own_no_update BEFORE UPDATE ON chain WHEN OLD.own = 1
+            BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS chain_own_no_delete BEFORE DELETE ON chain WHEN OLD.own = 1
+            BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
+        CREATE TABLE IF NOT EXISTS forks (
+            author BLOB PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            proof BLOB NOT NULL,
+            found_at INTEGER NOT NULL) STRICT;
+        """;
+
+    /// <summary>The newest block of this node's own chain: seq 0 and the genesis hash when it has none.</summary>
+    public (ulong Seq, byte[] Hash) ChainHead() => Run(() => ChainHeadCore());
+
+    private (ulong Seq, byte[] Hash) ChainHeadCore()
+    {
+        using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner.ToBytes())).ExecuteReader();
+        return reader.Read() ? ((ulong)reader.GetInt64(0), (byte[])reader[1]) : (0, SignedBlock.Genesis);
+    }
+
+    /// <summary>
+    /// Appends this node's half-block for the payment <paramref name="receiptId"/>, signed by <paramref name="sign"/> at the
+    /// next seq over the current head (seq, previous hash), durably, unless the chain holds one for that receipt already: then
+    /// that one is returned and nothing is signed. Call before the block is sent anywhere.
+    /// </summary>
+    /// <returns>The block, and whether it was appended now.</returns>
+    public (SignedBlock Block, bool Appended) AppendOwnBlock(byte[] receiptId, Func<ulong, byte[], SignedBlock> sign)
+    {
+        ArgumentNullException.ThrowIfNull(receiptId);
+        ArgumentNullException.ThrowIfNull(sign);
+        SignedBlock? block = null;
+        byte[]? existing = null;
+        var result = Durable(tx =>
+        {
+            existing = Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
+            if (existing is not null)
+            {
+                return LedgerResult.AlreadyRecorded;
+            }
+            var (seq, hash) = ChainHeadCore();
+            var signed = sign(seq + 1, hash);
+            if (signed.Author != Owner || signed.Seq != seq + 1 || !signed.Block.Previous.AsSpan().SequenceEqual(hash)
+                || !signed.Block.ReceiptId.AsSpan().SequenceEqual(receiptId))
+            {
+                throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
+            }
+            InsertBlock(signed, own: true, keep: true);
+            CrashHook?.Invoke("chain-append");
+            block = signed;
+            return LedgerResult.Recorded;
+        });
+        if (result == LedgerResult.Recorded)
+        {
+            return (block!, true);
+        }
+        return SignedBlock.DecodeChecked(existing!) is { } stored ? (stored, false) : throw Corrupt("an own chain block that does not decode");
+    }
+
+    /// <summary>
+    /// Stores another author's checked half-block (<paramref name="keep"/>: it links to one of ours, never pruned), or finds
+    /// the block held at its (author, seq): the same one, or a different one returned in <paramref name="conflicting"/>.
+    /// </summary>
+    public ForeignBlockResult StoreForeignBlock(SignedBlock block, bool keep, out byte[]? conflicting)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        byte[]? held = null;
+        var result = Run(() =>
+        {
+            using var tx = Begin(durable: false);
+            using (var reader = Command(tx, "SELECT block, hash, keep FROM chain WHERE author = $a AND seq = $s",
+                ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq)).ExecuteReader())
+            {
+                if (reader.Read())
+                {
+                    var same = ((byte[])reader[1]).AsSpan().SequenceEqual(block.Hash);
+                    held = same ? null : (byte[])reader[0];
+                    var kept = reader.GetInt64(2) == 1;
+                    reader.Close();
+                    var upgrade = same && keep && !kept;
+                    if (upgrade)
+                    {
+                        Execute(tx, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq));
+                    }
+                    Commit(tx, upgrade);
+                    return same ? ForeignBlockResult.AlreadyHeld : ForeignBlockResult.Conflict;
+                }
+            }
+            InsertBlock(block, own: false, keep: keep);
+            if (!keep && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
+            {
+                Execute(tx, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
+            }
+            Commit(tx, true);
+            return ForeignBlockResult.Stored;
+        });
+        conflicting = held;
+        return result;
+    }
+
+    /// <summary>The block held for (author, seq), own or another's, if any.</summary>
+    public byte[]? ChainBlockAt(PeerId author, ulong seq) =>
+        Run(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author.ToBytes()), ("$s", (long)seq)) as byte[]);
+
+    /// <summary>Whether any block of <paramref name="author"/> is held.</summary>
+    public bool HoldsBlocksOf(PeerId author) =>
+        Run(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author.ToBytes())) is not null);
+
+    /// <summary>This node's own half-block for a payment, if any.</summary>
+    public byte[]? OwnBlockFor(ReadOnlySpan<byte> receiptId)
+    {
+        var id = receiptId.ToArray();
+        return Run(() => Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
+    }
+
+    /// <summary>The agreement held (from the counterparty, or our own) that links to the block with <paramref name="hash"/>.</summary>
+    public byte[]? AgreementLinking(ReadOnlySpan<byte> hash)
+    {
+        var h = hash.ToArray();
+        return Run(() => Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
+    }
+
+    /// <summary>The block held whose hash is <paramref name="hash"/>.</summary>
+    public byte[]? ChainBlockByHash(ReadOnlySpan<byte> hash)
+    {
+        var h = hash.ToArray();
+        return Run(() => Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
+    }
+
+    /// <summary>Own blocks with seq above <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>.</summary>
+    public IReadOnlyList<byte[]> OwnBlocks(ulong afterSeq, int limit) => Run(() =>
+        ReadBlobs(Command(null, "SELECT block FROM chain WHERE author = $a AND seq > $s ORDER BY seq LIMIT $n",
+            ("$a", Owner.ToBytes()), ("$s", (long)afterSeq), ("$n", (long)limit))));
+
+    /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
+    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() =>
+        ReadBlobs(Command(null, """
+            SELECT block FROM chain c WHERE own = 1 AND kind = 0
+              AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
+            ORDER BY seq LIMIT $n
+            """, ("$n", (long)limit))));
+
+    /// <summary>Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first).</summary>
+    public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Run(() =>
+        ReadBlobs(Command(null, """
+            SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
+            WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
+            ORDER BY r.rowid LIMIT $n
+            """, ("$n", (long)limit))));
+
+    /// <summary>The stored receipt of the entry of <paramref name="kind"/> for a receipt id, if any.</summary>
+    public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
+    {
+        var id = receiptId.ToArray();
+        return Run(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $k", ("$id", id), ("$k", (long)kind)) as byte[]);
+    }
+
+    /// <summary>Keeps a checked fork proof against its author; false when one is held already.</summary>
+    public bool RecordFork(ForkProof proof)
+    {
+        ArgumentNullException.ThrowIfNull(proof);
+        return Run(() =>
+        {
+            using var tx = Begin(durable: false);
+            var exists = Scalar(tx, "SELECT 1 FROM forks WHERE author = $a", ("$a", proof.Author.ToBytes())) is not null;
+            if (!exists)
+            {
+                Execute(tx, "INSERT INTO forks (author, seq, proof, found_at) VALUES ($a, $s, $p, $now)",
+                    ("$a", proof.Author.ToBytes()), ("$s", (long)proof.Seq), ("$p", proof.Encoded), ("$now", Now()));
+            }
+            Commit(tx, !exists);
+            return !exists;
+        });
+    }
+
+    /// <summary>The fork proofs held, by author.</summary>
+    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() =>
+    {
+        using var reader = Command(null, "SELECT author, proof FROM forks ORDER BY found_at").ExecuteReader();
+        var list = new List<(PeerId, byte[])>();
+        while (reader.Read())
+        {
+            list.Add((ReadPeer(reader[0]), (byte[])reader[1]));
+        }
+        return list;
+    });
+
+    private void InsertBlock(SignedBlock block, bool own, bool keep)
+    {
+        var b = block.Block;
+        Execute(null, """
+            INSERT INTO chain (author, seq, hash, block, kind, counterparty, link_hash, receipt_id, amount, own, keep, stored_at)
+            VALUES ($a, $s, $h, $b, $k, $c, $l, $r, $amount, $own, $keep, $now)
+            """,
+            ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
+            ("$c", block.Counterparty.ToBytes()), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : (object)DBNull.Value), ("$r", b.ReceiptId),
+            ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now()));
+    }
+
+    private static List<byte[]> ReadBlobs(Microsoft.Data.Sqlite.SqliteCommand command)
+    {
+        using var reader = command.ExecuteReader();
+        var list = new List<byte[]>();
+        while (reader.Read())
+        {
+            list.Add((byte[])reader[0]);
+        }
+        return list;
+    }
+}

@@ -1,0 +1,515 @@
+using Microsoft.Extensions.Logging;
+using Potluck.Protocol;
+using Potluck.Protocol.Framing;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Topics;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Accounting;
+
+/// <summary>Settings of the bilateral accounting chain.</summary>
+public sealed record AccountingOptions
+{
+    /// <summary>Record every payment in both parties' chains. Default true.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>Size limits on half-blocks taken from peers.</summary>
+    public ChainOptions Chain { get; init; } = new();
+
+    /// <summary>Longest wait for a provider's agreement. Default 10 s.</summary>
+    public TimeSpan ExchangeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often proposals without an agreement (a crash, a provider away) are sent again. Default 30 s.</summary>
+    public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long after a receipt is acknowledged its proposal is made, so that proposals go in batches. Default 200 ms.</summary>
+    public TimeSpan ProposeDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Proposals made, or sent again, per round. Default 64.</summary>
+    public int MaxRetriesPerRound { get; init; } = 64;
+
+    /// <summary>Publish each completed payment (proposal and agreement) on <see cref="ChainProtocol.BlocksTopic"/>, so forks meet. Default true.</summary>
+    public bool AnnounceBlocks { get; init; } = true;
+
+    public CreditsOptions Credits { get; init; } = new();
+}
+
+/// <summary>
+/// The shell of the bilateral accounting chain (TrustChain, see <see cref="ChainBlock"/>). As a requester: once a provider
+/// has acknowledged a receipt, the payment becomes a proposal half-block in this node's chain (in the ledger, durably,
+/// before it leaves), sent on <see cref="ChainProtocol.Id"/> with the block before it; the provider's agreement comes back
+/// and is kept. Proposals without an agreement are sent again at start and every <see cref="AccountingOptions.RetryInterval"/>.
+/// As a provider: a proposal is checked (signature, author, continuity with the block shown before it, the payment is
+/// a receipt this node recorded as earned, no fork with a block held) and answered with an agreement half-block
+/// appended to this node's chain; the completed pair is published on <see cref="ChainProtocol.BlocksTopic"/>. Whoever
+/// holds two blocks of one author at one seq has a fork proof: it keeps it, refuses the forker (no lease served, none
+/// taken) and publishes it on <see cref="ChainProtocol.ForksTopic"/>, where every node checks it before it is forwarded; a
+/// proof that does not check is rejected (the gossip layer lowers the sender's score) and costs its author its standing.
+/// </summary>
+public sealed partial class TrustChainService : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly PrivateKey _key;
+    private readonly ITopicBus _bus;
+    private readonly CreditLedger _ledger;
+    private readonly ReputationStore _reputation;
+    private readonly AccountingOptions _options;
+    private readonly ILogger<TrustChainService> _log;
+    private readonly TimeProvider _time;
+    private readonly BackgroundWork _work;
+    private readonly BackgroundWork _proposals;
+    private readonly Lock _gate = new();
+    private readonly HashSet<PeerId> _forkers = [];
+    private int _linkScheduled;
+    private IDisposable? _blocks;
+    private IDisposable? _forks;
+    private long _agreed;
+    private long _refused;
+
+    public TrustChainService(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation,
+        AccountingOptions options, NodeRuntime runtime, ILogger<TrustChainService> log)
+    {
+        ArgumentNullException.ThrowIfNull(runtime);
+        _host = host;
+        _key = key;
+        _bus = bus;
+        _ledger = ledger;
+        _reputation = reputation;
+        _options = options;
+        _log = log;
+        _time = runtime.Time;
+        _work = runtime.CreateBackgroundWork("accounting", log);
+        _proposals = runtime.CreateBackgroundWork("chain proposals", log);
+    }
+
+    /// <summary>Raised when this node first holds a fork proof against an author (found here or received).</summary>
+    public event Action<ForkProof>? ForkFound;
+
+    /// <summary>Test hook: called after a proposal is durably in the chain and before it is sent; throwing stops it there.</summary>
+    internal Action<SignedBlock>? AfterProposalWritten { get; set; }
+
+    /// <summary>Proposals this node countersigned as a provider.</summary>
+    public long Agreed => Interlocked.Read(ref _agreed);
+
+    /// <summary>Proposals this node refused as a provider.</summary>
+    public long Refused => Interlocked.Read(ref _refused);
+
+    /// <summary>Whether this node holds a fork proof against <paramref name="peer"/>.</summary>
+    public bool IsForker(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _forkers.Contains(peer);
+        }
+    }
+
+    /// <summary>Serves <see cref="ChainProtocol.Id"/>, joins the topics, refuses known forkers, and links what a previous run left unlinked.</summary>
+    public void Start()
+    {
+        foreach (var (author, _) in _ledger.Forks())
+        {
+            lock (_gate)
+            {
+                _forkers.Add(author);
+            }
+            _reputation.Refuse(author, "holds a fork proof against it");
+        }
+        _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
+        _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
+        _blocks = _bus.Subscribe(ChainProtocol.BlocksTopic, ValidateBlocks, OnBlocksAsync);
+        _forks = _bus.Subscribe(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
+        _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
+    }
+
+    /// <summary>
+    /// Turns receipts providers acknowledged into this node's proposal half-blocks and sends them, in the background and
+    /// in batches: the first receipt schedules a round <see cref="AccountingOptions.ProposeDelay"/> later, which takes
+    /// every delivered receipt without a block (appended concurrently, so the ledger's group commit flushes them together).
+    /// </summary>
+    public void OnReceiptDelivered(PeerId provider, byte[] receipt)
+    {
+        if (Interlocked.Exchange(ref _linkScheduled, 1) == 0)
+        {
+            _proposals.Run("link payments", async ct =>
+            {
+                await Task.Delay(_options.ProposeDelay, _time, ct);
+                Volatile.Write(ref _linkScheduled, 0);
+                await LinkDeliveredAsync(ct);
+            });
+        }
+    }
+
+    /// <summary>Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a round, concurrently).</summary>
+    private async Task<int> LinkDeliveredAsync(CancellationToken ct)
+    {
+        var linked = await Task.WhenAll(_ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound).Select(r => ProposeAsync(r, ct)));
+        return linked.Count(l => l);
+    }
+
+    /// <summary>Completes when every proposal started so far has been answered or has failed.</summary>
+    public Task WhenIdleAsync(CancellationToken ct) => LoopSafeWait.WaitAsync(_proposals.WhenIdleAsync(), ct);
+
+    /// <summary>Appends the proposal for a receipt this node paid (once per receipt) and sends it; true once linked.</summary>
+    public async Task<bool> ProposeAsync(byte[] receiptEnvelope, CancellationToken ct)
+    {
+        var decoded = SignedReceipt.Decode(receiptEnvelope, _options.Credits);
+        if (!decoded.IsValid || decoded.Value!.Requester != _key.PeerId)
+        {
+            return false;
+        }
+        var receipt = decoded.Value;
+        var r = receipt.Receipt;
+        var (proposal, _) = _ledger.AppendOwnBlock(r.ReceiptId, (seq, previous) => SignedBlock.Sign(new ChainBlock
+        {
+            Author = _key.PeerId.ToBytes(),
+            Seq = seq,
+            Previous = previous,
+            Counterparty = receipt.Provider.ToBytes(),
+            Kind = BlockKind.Proposal,
+            ReceiptId = r.ReceiptId,
+            LeaseId = r.LeaseId,
+            Amount = r.Amount,
+            FuelUsed = r.FuelUsed,
+            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+        }, _key));
+        AfterProposalWritten?.Invoke(proposal);
+        return await SendProposalAsync(proposal, ct);
+    }
+
+    /// <summary>Sends one of this node's proposals with the block before it; stores the agreement. True once linked.</summary>
+    public async Task<bool> SendProposalAsync(SignedBlock proposal, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(proposal);
+        if (_ledger.AgreementLinking(proposal.Hash) is not null)
+        {
+            return true;
+        }
+        var previous = proposal.Seq > 1 ? _ledger.ChainBlockAt(_key.PeerId, proposal.Seq - 1) ?? [] : [];
+        var answer = await ExchangeAsync(proposal.Counterparty, new ChainProposal { Proposal = proposal.EnvelopeBytes, Previous = previous }, ct);
+        if (answer is null)
+        {
+            return false;
+        }
+        if (answer.Status != ChainAnswerStatus.Agreed)
+        {
+            LogProposalRefused(_log, proposal.Counterparty, proposal.Seq, answer.Detail);
+            return false;
+        }
+        var status = SignedBlock.Decode(answer.Agreement, _options.Chain, out var agreement);
+        if (status == BlockStatus.Valid)
+        {
+            status = proposal.LinkedBy(agreement!);
+        }
+        if (status != BlockStatus.Valid)
+        {
+            LogBadAgreement(_log, proposal.Counterparty, status);
+            _host.Budgets.Penalise(proposal.Counterparty, Misbehaviour.RefusedProof);
+            return false;
+        }
+        if (_ledger.StoreForeignBlock(agreement!, keep: true, out var other) == ForeignBlockResult.Conflict)
+        {
+            Fork(agreement!, other!);
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Opens <see cref="ChainProtocol.Id"/> to the provider and exchanges one proposal for one answer; null when it failed.</summary>
+    internal async Task<ChainAnswer?> ExchangeAsync(PeerId provider, ChainProposal message, CancellationToken ct)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+            await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.Id], linked.Token);
+            await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(message), linked.Token);
+            await stream.Output.CompleteAsync();
+            var reply = await LengthPrefixed.ReadAsync(stream.Input, MaxAnswerBytes, ChainProtocol.Id, linked.Token)
+                ?? throw new ProtocolViolationException(ChainProtocol.Id, "stream ended without an answer");
+            return ChainCodec.TryDecode(reply, MaxAnswerBytes, out ChainAnswer? answer)
+                ? answer
+                : throw new ProtocolViolationException(ChainProtocol.Id, "malformed answer");
+        }
+        catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
+        {
+            LogExchangeFailed(_log, provider, e.Message);
+            return null;
+        }
+    }
+
+    private int MaxAnswerBytes => _options.Chain.MaxBlockBytes + ChainAnswer.MaxDetailLength * 4 + 32;
+
+    private async Task HandleStreamAsync(IStream stream, CancellationToken ct)
+    {
+        try
+        {
+            var body = await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), ChainProtocol.Id, ct);
+            if (body is null)
+            {
+                return;
+            }
+            if (!ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message))
+            {
+                throw new ProtocolViolationException(ChainProtocol.Id, "malformed proposal");
+            }
+            var answer = Answer(stream.RemotePeer, message, out var pair);
+            Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
+            await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
+            await stream.Output.CompleteAsync();
+            if (pair is { } p && _options.AnnounceBlocks)
+            {
+                await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
+            }
+        }
+        catch (ProtocolViolationException e)
+        {
+            LogViolation(_log, stream.RemotePeer, e.Message);
+            _host.Budgets.Penalise(stream.RemotePeer, Misbehaviour.Malformed);
+            stream.Reset();
+        }
+    }
+
+    /// <summary>The provider's answer to a proposal from <paramref name="from"/>; the linked pair when it agreed now or before.</summary>
+    internal ChainAnswer Answer(PeerId from, ChainProposal message, out (SignedBlock Proposal, SignedBlock Agreement)? pair)
+    {
+        pair = null;
+        var status = SignedBlock.Decode(message.Proposal, _options.Chain, out var proposal);
+        if (status != BlockStatus.Valid)
+        {
+            _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
+            return Refuse($"proposal: {status}");
+        }
+        var p = proposal!;
+        if (p.Author != from || p.Block.Kind != BlockKind.Proposal || p.Counterparty != _key.PeerId)
+        {
+            return Refuse("not a proposal from its author to this node");
+        }
+        if (IsForker(from))
+        {
+            return Refuse("this node holds a fork proof against you");
+        }
+        if (p.Seq > 1)
+        {
+            if (message.Previous.Length == 0)
+            {
+                return Refuse("the block before the proposal is missing");
+            }
+            // Usually the block before is one this node countersigned: held, byte for byte, so not checked again.
+            var previous = _ledger.ChainBlockAt(from, p.Seq - 1) is { } held && held.AsSpan().SequenceEqual(message.Previous)
+                ? SignedBlock.DecodeChecked(held)
+                : null;
+            status = previous is not null ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
+            if (status == BlockStatus.Valid)
+            {
+                status = previous!.Precedes(p);
+            }
+            if (status != BlockStatus.Valid)
+            {
+                _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
+                return Refuse($"previous block: {status}");
+            }
+            if (_ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
+            {
+                Fork(previous!, other!);
+                return Refuse("fork");
+            }
+        }
+        // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
+        var stored = _ledger.ReceiptOf(p.Block.ReceiptId, LedgerEntryKind.Earned);
+        Receipt? receipt = null;
+        if (stored is not null && SignedEnvelope.TryDeserialize(stored, out SignedEnvelope? envelope) && envelope.Payload is not null)
+        {
+            SignedEnvelope.TryDeserialize(envelope.Payload, out receipt);
+        }
+        if (receipt is null || !receipt.Requester.AsSpan().SequenceEqual(from.Bytes) || receipt.Amount != p.Block.Amount
+            || receipt.FuelUsed != p.Block.FuelUsed || !receipt.LeaseId.AsSpan().SequenceEqual(p.Block.LeaseId))
+        {
+            return Refuse("no such payment was received here");
+        }
+        if (_ledger.StoreForeignBlock(p, keep: true, out var conflicting) == ForeignBlockResult.Conflict)
+        {
+            Fork(p, conflicting!);
+            return Refuse("fork");
+        }
+        var (agreement, _) = _ledger.AppendOwnBlock(p.Block.ReceiptId, (seq, previousHash) => SignedBlock.Sign(new ChainBlock
+        {
+            Author = _key.PeerId.ToBytes(),
+            Seq = seq,
+            Previous = previousHash,
+            Counterparty = from.ToBytes(),
+            LinkSeq = p.Seq,
+            LinkHash = p.Hash,
+            Kind = BlockKind.Agreement,
+            ReceiptId = p.Block.ReceiptId,
+            LeaseId = p.Block.LeaseId,
+            Amount = p.Block.Amount,
+            FuelUsed = p.Block.FuelUsed,
+            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+        }, _key));
+        if (p.LinkedBy(agreement) != BlockStatus.Valid)
+        {
+            return Refuse("this payment is linked to another block of yours already");
+        }
+        pair = (p, agreement);
+        return new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
+    }
+
+    private static ChainAnswer Refuse(string detail) => new() { Status = ChainAnswerStatus.Refused, Detail = detail };
+
+    // ------------------------------------------------------------------ gossip: completed payments
+
+    private TopicVerdict ValidateBlocks(TopicMessage message)
+    {
+        if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
+            || SignedBlock.Decode(pair.First, _options.Chain, out var proposal) != BlockStatus.Valid
+            || SignedBlock.Decode(pair.Second, _options.Chain, out var agreement) != BlockStatus.Valid
+            || proposal!.LinkedBy(agreement!) != BlockStatus.Valid
+            || message.Author is not { } author || author != agreement!.Author)
+        {
+            // Only the payee publishes its payment, and only as a linked pair.
+            return TopicVerdict.Reject;
+        }
+        return IsForker(proposal.Author) || IsForker(agreement.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
+    }
+
+    private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
+    {
+        // Checked by the validator already: decoded without checking the signatures again.
+        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
+            && SignedBlock.DecodeChecked(pair.First) is { } proposal
+            && SignedBlock.DecodeChecked(pair.Second) is { } agreement)
+        {
+            // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
+            foreach (var block in new[] { proposal, agreement })
+            {
+                if (block.Author != _key.PeerId && _ledger.HoldsBlocksOf(block.Author))
+                {
+                    if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
+                    {
+                        Fork(block, other!);
+                    }
+                }
+            }
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    // ------------------------------------------------------------------ fork proofs
+
+    /// <summary>Two blocks of one author at one seq: keep the proof, refuse the forker, tell everyone.</summary>
+    private void Fork(SignedBlock seen, byte[] heldEnvelope)
+    {
+        if (SignedBlock.Decode(heldEnvelope, new ChainOptions { MaxBlockBytes = int.MaxValue, MaxPayloadBytes = int.MaxValue }, out var held) != BlockStatus.Valid
+            || ForkProof.From(seen, held!, out var proof) != BlockStatus.Valid)
+        {
+            return;
+        }
+        if (Accept(proof!))
+        {
+            LogForkFound(_log, proof!.Author, proof.Seq);
+            _work.Run("publish fork proof", ct => _bus.PublishAsync(ChainProtocol.ForksTopic, proof!.Encoded, ct).AsTask());
+        }
+    }
+
+    /// <summary>Records a checked proof; false when the author was known to have forked.</summary>
+    private bool Accept(ForkProof proof)
+    {
+        lock (_gate)
+        {
+            if (!_forkers.Add(proof.Author))
+            {
+                return false;
+            }
+        }
+        _ledger.RecordFork(proof);
+        _reputation.Refuse(proof.Author, $"signed two blocks at seq {proof.Seq} (fork proof)");
+        ForkFound?.Invoke(proof);
+        return true;
+    }
+
+    private TopicVerdict ValidateFork(TopicMessage message)
+    {
+        var status = ForkProof.Check(message.Data, _options.Chain, out var proof);
+        if (status != BlockStatus.Valid)
+        {
+            // A proof that does not check is never forwarded; the gossip layer lowers the sender's score, and its author
+            // (who signed the gossip message) loses its standing here.
+            if (message.Author is { } author && author != _key.PeerId)
+            {
+                _reputation.Refuse(author, $"published a fork proof that does not check ({status})");
+            }
+            return TopicVerdict.Reject;
+        }
+        return IsForker(proof!.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
+    }
+
+    private ValueTask OnForkAsync(TopicMessage message, CancellationToken ct)
+    {
+        if (ForkProof.Check(message.Data, _options.Chain, out var proof) == BlockStatus.Valid && Accept(proof!))
+        {
+            LogForkReceived(_log, proof!.Author, proof.Seq, message.ReceivedFrom);
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    private async Task RetryPeriodicallyAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            await RetryAsync(ct);
+            await Task.Delay(_options.RetryInterval, _time, ct);
+        }
+    }
+
+    /// <summary>
+    /// Links what is not linked yet: receipts delivered without a block (a crash after the acknowledgement) get their
+    /// proposal, and proposals without an agreement (a crash after writing, a provider away) are sent again. Returns how
+    /// many are linked now.
+    /// </summary>
+    public async Task<int> RetryAsync(CancellationToken ct)
+    {
+        var linked = await LinkDeliveredAsync(ct);
+        foreach (var bytes in _ledger.UnlinkedProposals(_options.MaxRetriesPerRound))
+        {
+            if (SignedBlock.DecodeChecked(bytes) is { } proposal && !IsForker(proposal.Counterparty))
+            {
+                linked += await SendProposalAsync(proposal, ct) ? 1 : 0;
+            }
+        }
+        return linked;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _host.RemoveStreamHandler(ChainProtocol.Id);
+        _blocks?.Dispose();
+        _forks?.Dispose();
+        // Proposals under way finish first (each bounded by ExchangeTimeout), so a short-lived requester links before it exits.
+        await _proposals.WhenIdleAsync();
+        await _proposals.DisposeAsync();
+        await _work.DisposeAsync();
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Provider} refused proposal {Seq}: {Detail}")]
+    private static partial void LogProposalRefused(ILogger logger, PeerId provider, ulong seq, string detail);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Provider} answered with an agreement that does not link: {Status}")]
+    private static partial void LogBadAgreement(ILogger logger, PeerId provider, BlockStatus status);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Chain exchange with {Provider} failed: {Reason}")]
+    private static partial void LogExchangeFailed(ILogger logger, PeerId provider, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Chain protocol violation by {Peer}: {Reason}")]
+    private static partial void LogViolation(ILogger logger, PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Author} signed two blocks at seq {Seq}: fork proof kept, published, and the author refused")]
+    private static partial void LogForkFound(ILogger logger, PeerId author, ulong seq);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Fork proof against {Author} (seq {Seq}) from {From} checked: author refused")]
+    private static partial void LogForkReceived(ILogger logger, PeerId author, ulong seq, PeerId from);
+}
