@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using Potluck.Node.Compute;
 using Potluck.Scheduler.Requesting;
 using Spectre.Console;
 
@@ -12,9 +11,9 @@ namespace Potluck.Node.Cli;
 /// <c>&lt;out&gt;/&lt;input file name&gt;</c> through a temporary file renamed into place, so an output that exists is
 /// complete: run again, the batch resumes with what has no output yet (failed ones included). Progress (done, running,
 /// failed, verified, rate and time left) is a live bar on a terminal (Spectre.Console) and a line every few seconds
-/// otherwise.
+/// otherwise. A task's stderr, when it wrote any, is kept in <c>&lt;out&gt;/.&lt;input file name&gt;.stderr</c>.
 /// </summary>
-internal sealed class BatchRunner(ComputeNode compute, TextWriter error, Func<byte[], TaskSubmission> submission, int parallel, TimeProvider time)
+internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<SubmissionResult>> submit, TextWriter error, Func<byte[], TaskSubmission> submission, int parallel, TimeProvider time)
 {
     /// <summary>Most inputs in one batch folder.</summary>
     public const int MaxInputs = 100_000;
@@ -61,7 +60,17 @@ internal sealed class BatchRunner(ComputeNode compute, TextWriter error, Func<by
                 {
                     throw new SubmissionException($"{name} is {ByteSize.Format(length)}; a task may be given at most {ByteSize.Format(maxInputBytes)}", []);
                 }
-                var result = await compute.SubmitAsync(submission(await File.ReadAllBytesAsync(input, ct)), ct);
+                var result = await submit(submission(await File.ReadAllBytesAsync(input, ct)), ct);
+                var stderrFile = Path.Combine(outDir, "." + name + ".stderr");
+                if (!result.Stderr.IsEmpty)
+                {
+                    // The task's stderr (at most 64 KiB), beside its output: a hidden file, so it is never taken for an output.
+                    await File.WriteAllBytesAsync(stderrFile, result.Stderr.ToArray(), ct);
+                }
+                else
+                {
+                    File.Delete(stderrFile);
+                }
                 if (!result.Succeeded)
                 {
                     throw new SubmissionException(result.Error ?? result.Status.ToString(), result.History);

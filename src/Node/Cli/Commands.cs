@@ -321,7 +321,10 @@ internal sealed class SwarmKeyCommand : Command
             : base("generate", "Make a new swarm.key: potluck swarm-key generate --out swarm.key (or > swarm.key), then copy it to every machine of the cluster.", context)
         {
             Options.Add(Output);
+            Options.Add(Json);
         }
+
+        public Option<bool> Json { get; } = CliOptions.Flag("--json", "print the result as JSON: {\"swarm_key\": <the file's text>}, or with --out {\"written\": <path>}");
 
         public Option<string> Output { get; } = CliOptions.Path("--out", "file",
             "write the key to this new file, readable by its owner only (an existing file is never overwritten); default: print it");
@@ -331,6 +334,11 @@ internal sealed class SwarmKeyCommand : Command
             var text = SwarmKey.Generate().ToFileText();
             if (result.GetValue(Output) is not { } path)
             {
+                if (result.GetValue(Json))
+                {
+                    await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject { ["swarm_key"] = text });
+                    return 0;
+                }
                 await Out.WriteAsync(text);
                 return 0;
             }
@@ -344,6 +352,10 @@ internal sealed class SwarmKeyCommand : Command
                 throw new IOException($"--out: the directory '{directory}' does not exist");
             }
             Protocol.Runtime.OwnerOnly.WriteNewFile(path, System.Text.Encoding.ASCII.GetBytes(text));
+            if (result.GetValue(Json))
+            {
+                await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject { ["written"] = Path.GetFullPath(path) });
+            }
             await Error.WriteLineAsync($"wrote {path} (owner-only); copy it to every machine of the cluster and start each node with --swarm-key {path}");
             return 0;
         }

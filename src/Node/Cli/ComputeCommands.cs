@@ -46,7 +46,11 @@ internal static class ComputeCommands
             Options.Add(DataDir);
             Options.Add(LogLevel);
             Options.Add(Json);
+            Options.Add(NoDaemon);
         }
+
+        public Option<bool> NoDaemon { get; } = CliOptions.Flag("--no-daemon",
+            "start a short-lived node of its own even when a node runs on the data directory (by default the running node takes the task)");
 
         public Option<string> Batch { get; } = CliOptions.Path("--batch", "folder",
             "run the module once per file of this folder (each file the task's stdin), writing one output per input; run again, it resumes");
@@ -130,6 +134,36 @@ internal static class ComputeCommands
             var wait = TimeSpan.FromSeconds(result.GetValue(Wait) ?? 30);
             var bootstrap = result.GetValue(Bootstrap) ?? [];
             var swarmKey = Commands.LoadSwarmKey(result.GetValue(SwarmKey));
+            TaskSubmission Submission(byte[] stdin) => new()
+            {
+                Module = module,
+                Input = stdin,
+                Args = taskArgs,
+                Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
+                MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
+                VerifyRate = result.GetValue(VerifyRate),
+                Replicas = replicas,
+            };
+
+            // A node running on the data directory (by default the one `potluck run` uses) takes the job: no second node.
+            var daemonDir = result.GetValue(DataDir) ?? Context.DefaultDataDir();
+            if (!result.GetValue(NoDaemon) && await DaemonSubmitter.TryConnectAsync(daemonDir, ct) is { } daemon)
+            {
+                await using (daemon)
+                {
+                    await Error.WriteLineAsync($"potluck submit: handing the task to the node running on {daemonDir} ({daemon.PeerId}); its peers, swarm key and ledger are used" +
+                        (bootstrap.Length > 0 || swarmKey is not null ? " (--bootstrap and --swarm-key are the node's business here)" : ""));
+                    try
+                    {
+                        return await ReportAsync(daemon.SubmitAsync, Submission, input, batch, batchInputs, result, TimeProvider.System, ct);
+                    }
+                    catch (Control.ControlException e)
+                    {
+                        await Error.WriteLineAsync($"potluck submit: the node running on {daemonDir} refused the task: {e.Message}");
+                        return 1;
+                    }
+                }
+            }
             var dataDir = result.GetValue(DataDir) ?? Path.Combine(Context.DefaultDataDir(), "requester");
 
             // One requester process at a time on a data directory: a second `potluck submit` sharing it waits its turn, so
@@ -164,7 +198,6 @@ internal static class ComputeCommands
                 return 1;
             }
             var compute = node.Compute!;
-            try
             {
                 using (var waiting = CancellationTokenSource.CreateLinkedTokenSource(ct))
                 {
@@ -183,20 +216,20 @@ internal static class ComputeCommands
                         }
                     }
                 }
-                TaskSubmission Submission(byte[] stdin) => new()
-                {
-                    Module = module,
-                    Input = stdin,
-                    Args = taskArgs,
-                    Fuel = result.GetValue(Fuel) ?? 1_000_000_000,
-                    MaxPricePerMegaFuel = result.GetValue(MaxPrice) ?? 100,
-                    VerifyRate = result.GetValue(VerifyRate),
-                    Replicas = replicas,
-                };
+                return await ReportAsync(compute.SubmitAsync, Submission, input, batch, batchInputs, result, node.Runtime.Time, ct);
+            }
+        }
+
+        /// <summary>Runs the task or the batch through <paramref name="submit"/> (a node of its own, or the running daemon) and prints what came of it.</summary>
+        private async Task<int> ReportAsync(Func<TaskSubmission, CancellationToken, Task<SubmissionResult>> submit, Func<byte[], TaskSubmission> Submission,
+            byte[] input, string? batch, IReadOnlyList<string>? batchInputs, ParseResult result, TimeProvider time, CancellationToken ct)
+        {
+            try
+            {
                 if (batchInputs is not null)
                 {
                     var outDir = result.GetValue(OutDir) ?? Path.TrimEndingDirectorySeparator(batch!) + ".out";
-                    var runner = new BatchRunner(compute, Error, Submission, result.GetValue(Parallel) ?? 8, node.Runtime.Time);
+                    var runner = new BatchRunner(submit, Error, Submission, result.GetValue(Parallel) ?? 8, time);
                     var summary = await runner.RunAsync(batchInputs, outDir, new LeaseOptions().MaxInputBytes, ct);
                     if (result.GetValue(Json))
                     {
@@ -224,7 +257,7 @@ internal static class ComputeCommands
                     }
                     return summary.Failed == 0 ? 0 : 1;
                 }
-                var submission = await compute.SubmitAsync(Submission(input), ct);
+                var submission = await submit(Submission(input), ct);
                 if (result.GetValue(Json))
                 {
                     var text = System.Text.Unicode.Utf8.IsValid(submission.Output.Span) ? Encoding.UTF8.GetString(submission.Output.Span) : null;
@@ -239,11 +272,14 @@ internal static class ComputeCommands
                         ["attempts"] = submission.Attempts,
                         ["output"] = text,
                         ["output_base64"] = text is null ? Convert.ToBase64String(submission.Output.Span) : null,
+                        ["stderr"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? Encoding.UTF8.GetString(submission.Stderr.Span) : null,
+                        ["stderr_base64"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? null : Convert.ToBase64String(submission.Stderr.Span),
                         ["error"] = submission.Error,
                     });
-                    return submission.Succeeded ? 0 : 1;
+                    return ExitCodeOf(submission);
                 }
                 await WriteOutputAsync(submission.Output, ct);
+                await WriteTaskStderrAsync(submission.Stderr, ct);
                 await Error.WriteLineAsync(
                     $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
                     $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
@@ -254,15 +290,41 @@ internal static class ComputeCommands
                 if (!submission.Succeeded)
                 {
                     await Error.WriteLineAsync($"potluck submit: the task did not succeed: {Outcome(submission)}" + (submission.Error is { Length: > 0 } why ? $" ({why})" : ""));
-                    return 1;
+                    return ExitCodeOf(submission);
                 }
                 return 0;
             }
             catch (SubmissionException e)
             {
+                if (result.GetValue(Json))
+                {
+                    await HomeCommands.WriteJsonAsync(Out, SubmissionFailureJson(e));
+                }
                 await Error.WriteLineAsync($"potluck submit: {e.Message}");
                 return 1;
             }
+        }
+
+        /// <summary>A submission that produced no result, for --json: the message, each reason no provider fit with its count, and the attempts.</summary>
+        internal static System.Text.Json.Nodes.JsonObject SubmissionFailureJson(SubmissionException e)
+        {
+            var reasons = new System.Text.Json.Nodes.JsonObject();
+            foreach (var (reason, count) in e.Reasons.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                reasons[reason] = count;
+            }
+            return new System.Text.Json.Nodes.JsonObject
+            {
+                ["status"] = "failed",
+                ["error"] = e.Message,
+                ["reasons"] = reasons,
+                ["attempts"] = new System.Text.Json.Nodes.JsonArray(e.Attempts.Select(a => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                {
+                    ["provider"] = a.Provider.ToString(),
+                    ["outcome"] = a.Outcome.ToString().ToLowerInvariant(),
+                    ["detail"] = a.Detail,
+                }).ToArray()),
+            };
         }
 
         /// <summary>How the task ended, in words: an exit code is reported as one, not as a trap.</summary>
@@ -356,6 +418,33 @@ internal static class ComputeCommands
                 ? throw new UsageException($"--input: '{path}' is {ByteSize.Format(length)}; a task may be given at most {ByteSize.Format(limit)}")
                 : await File.ReadAllBytesAsync(path, ct);
         }
+
+        /// <summary>The task's stderr as it is, on this process's stderr (bytes and all when it is the real one).</summary>
+        private async Task WriteTaskStderrAsync(ReadOnlyMemory<byte> stderr, CancellationToken ct)
+        {
+            if (stderr.IsEmpty)
+            {
+                return;
+            }
+            if (ReferenceEquals(Error, Console.Error))
+            {
+                await Console.Error.FlushAsync(ct);
+                await using var raw = Console.OpenStandardError();
+                await raw.WriteAsync(stderr, ct);
+                await raw.FlushAsync(ct);
+            }
+            else
+            {
+                await Error.WriteAsync(Encoding.UTF8.GetString(stderr.Span));
+            }
+        }
+
+        /// <summary>
+        /// The exit code of `potluck submit` for a task that produced a result: 0 on success, the task's own exit code when
+        /// it exited with one (as ssh and docker run do), 1 otherwise.
+        /// </summary>
+        internal static int ExitCodeOf(SubmissionResult r) =>
+            r.Succeeded ? 0 : r.Status == ExecutionStatus.Trapped && r.ExitCode is > 0 and < 256 ? r.ExitCode : 1;
 
         /// <summary>The task's output as it is, bytes and all, when writing to the process's own stdout.</summary>
         private async Task WriteOutputAsync(ReadOnlyMemory<byte> output, CancellationToken ct)

@@ -37,7 +37,10 @@ internal static class NetworkCommands
             Options.Add(Count);
             Options.Add(SwarmKey);
             Options.Add(LogLevel);
+            Options.Add(Json);
         }
+
+        public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
         public Argument<Multiaddr> Address { get; } = CliOptions.Address("the address to ping: " + AddressHelp);
 
@@ -57,13 +60,33 @@ internal static class NetworkCommands
             {
                 await using var node = await StartClientAsync(swarmKey, loggers, ct);
                 var connection = await node.Host.ConnectAsync(target, ct);
-                await Out.WriteLineAsync($"PING {connection.RemotePeer} ({connection.RemoteAddress})");
+                var json = result.GetValue(Json);
+                if (!json)
+                {
+                    await Out.WriteLineAsync($"PING {connection.RemotePeer} ({connection.RemoteAddress})");
+                }
                 var rtts = new List<TimeSpan>();
                 for (var i = 0; i < count; i++)
                 {
                     var rtt = (await node.Ping.PingAsync(connection.RemotePeer, 1, ct))[0];
                     rtts.Add(rtt);
-                    await Out.WriteLineAsync($"pong from {connection.RemotePeer}: seq={i + 1} time={rtt.TotalMilliseconds:0.###} ms");
+                    if (!json)
+                    {
+                        await Out.WriteLineAsync($"pong from {connection.RemotePeer}: seq={i + 1} time={rtt.TotalMilliseconds:0.###} ms");
+                    }
+                }
+                if (json)
+                {
+                    await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject
+                    {
+                        ["peer_id"] = connection.RemotePeer.ToString(),
+                        ["address"] = connection.RemoteAddress.ToString(),
+                        ["rtt_ms"] = new System.Text.Json.Nodes.JsonArray([.. rtts.Select(r => (System.Text.Json.Nodes.JsonNode)Math.Round(r.TotalMilliseconds, 3))]),
+                        ["min_ms"] = Math.Round(rtts.Min().TotalMilliseconds, 3),
+                        ["avg_ms"] = Math.Round(rtts.Average(r => r.TotalMilliseconds), 3),
+                        ["max_ms"] = Math.Round(rtts.Max().TotalMilliseconds, 3),
+                    });
+                    return 0;
                 }
                 await Out.WriteLineAsync($"{count} pings: min/avg/max = {rtts.Min().TotalMilliseconds:0.###}/{rtts.Average(r => r.TotalMilliseconds):0.###}/{rtts.Max().TotalMilliseconds:0.###} ms");
                 return 0;
@@ -85,7 +108,10 @@ internal static class NetworkCommands
             Options.Add(Download);
             Options.Add(SwarmKey);
             Options.Add(LogLevel);
+            Options.Add(Json);
         }
+
+        public Option<bool> Json { get; } = HomeCommands.JsonOption();
 
         public Argument<Multiaddr> Address { get; } = CliOptions.Address("the address to measure: " + AddressHelp);
 
@@ -112,16 +138,37 @@ internal static class NetworkCommands
             {
                 await using var node = await StartClientAsync(swarmKey, loggers, ct);
                 var connection = await node.Host.ConnectAsync(target, ct);
-                await Out.WriteLineAsync($"PERF {connection.RemotePeer} ({connection.RemoteAddress})");
+                var json = result.GetValue(Json);
+                var report = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["peer_id"] = connection.RemotePeer.ToString(),
+                    ["address"] = connection.RemoteAddress.ToString(),
+                };
+                if (!json)
+                {
+                    await Out.WriteLineAsync($"PERF {connection.RemotePeer} ({connection.RemoteAddress})");
+                }
                 if (upload > 0)
                 {
                     var r = await node.Perf.RunAsync(connection.RemotePeer, upload, 0, ct);
-                    await Out.WriteLineAsync($"upload:   {ByteSize.Format(upload)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({upload / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
+                    report["upload"] = new System.Text.Json.Nodes.JsonObject { ["bytes"] = upload, ["seconds"] = r.Elapsed.TotalSeconds, ["bits_per_second"] = r.BitsPerSecond };
+                    if (!json)
+                    {
+                        await Out.WriteLineAsync($"upload:   {ByteSize.Format(upload)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({upload / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
+                    }
                 }
                 if (download > 0)
                 {
                     var r = await node.Perf.RunAsync(connection.RemotePeer, 0, download, ct);
-                    await Out.WriteLineAsync($"download: {ByteSize.Format(download)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({download / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
+                    report["download"] = new System.Text.Json.Nodes.JsonObject { ["bytes"] = download, ["seconds"] = r.Elapsed.TotalSeconds, ["bits_per_second"] = r.BitsPerSecond };
+                    if (!json)
+                    {
+                        await Out.WriteLineAsync($"download: {ByteSize.Format(download)} in {r.Elapsed.TotalSeconds:0.###} s = {r.BitsPerSecond / 1e9:0.###} Gbit/s ({download / r.Elapsed.TotalSeconds / (1 << 20):0.#} MiB/s)");
+                    }
+                }
+                if (json)
+                {
+                    await HomeCommands.WriteJsonAsync(Out, report);
                 }
                 return 0;
             }

@@ -199,6 +199,7 @@ internal sealed class RunCommand : PotluckCommand
         var settings = new NodeSettings(dataDir, result.GetValue(Config), flagKeys);
         NodeControl.Register(control, node, settings);
         settings.Register(control, node);
+        SubmitControl.Register(control, node);
         using var metrics = new MetricsExporter(node);
         control.MapMetrics(metrics, node.Options.Control.OpenMetrics);
         using var printer = new NodePrinter(node, Out, control.Address!.ToString());

@@ -40,7 +40,8 @@ public sealed class ControlClient : IAsyncDisposable
     public static ControlClient Create(Uri address, string token, string dataDir, ControlOptions? options = null)
     {
         options ??= new ControlOptions();
-        var http = new HttpClient(new SocketsHttpHandler { UseProxy = false, ConnectTimeout = TimeSpan.FromSeconds(5) })
+        // Fewer connections than the node serves at once, so a batch's long `submit` calls leave room for the rest.
+        var http = new HttpClient(new SocketsHttpHandler { UseProxy = false, ConnectTimeout = TimeSpan.FromSeconds(5), MaxConnectionsPerServer = Math.Max(1, options.MaxClients - 4) })
         {
             BaseAddress = address,
             Timeout = Timeout.InfiniteTimeSpan,
@@ -117,6 +118,28 @@ public sealed class ControlClient : IAsyncDisposable
         catch (JsonException e)
         {
             throw new IOException($"the node's answer to '{method}' has an unexpected shape: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Hands <paramref name="bytes"/> to the node (<see cref="ControlServer.BlobPutMethod"/>); returns their SHA-256 (hex).</summary>
+    public async Task<string> PutBlobAsync(ReadOnlyMemory<byte> bytes, CancellationToken ct)
+    {
+        using var content = new ReadOnlyMemoryContent(bytes);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + ControlServer.BlobPutMethod, content, ct);
+        }
+        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+        {
+            throw new NodeNotRunningException(DataDir);
+        }
+        using (response)
+        {
+            var result = Parse(ControlServer.BlobPutMethod, await response.Content.ReadAsByteArrayAsync(ct), response.StatusCode);
+            return result?["sha256"] is JsonValue v && v.TryGetValue<string>(out var hash) ? hash
+                : throw new IOException($"the node's answer to '{ControlServer.BlobPutMethod}' has no sha256");
         }
     }
 

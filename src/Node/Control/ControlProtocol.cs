@@ -96,6 +96,15 @@ public sealed class ControlOptions
     /// <summary>Largest response a client reads. Default 16 MiB.</summary>
     public int MaxResponseLength { get; set; } = 16 * 1024 * 1024;
 
+    /// <summary>Largest blob (a module, a task's input) one <c>blob.put</c> may carry. Default 64 MiB + 64 KiB.</summary>
+    public int MaxBlobBytes { get; set; } = (64 << 20) + (64 << 10);
+
+    /// <summary>Blobs kept at once (least recently used go first). Default 64.</summary>
+    public int MaxBlobs { get; set; } = 64;
+
+    /// <summary>Bytes of blobs kept at once (least recently used go first). Default 256 MiB.</summary>
+    public long MaxBlobStoreBytes { get; set; } = 256L << 20;
+
     /// <summary>Connections served at once; more wait. Default 16.</summary>
     public int MaxClients { get; set; } = 16;
 

@@ -74,6 +74,14 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     private bool _openMetrics;
 
+    /// <summary>What <c>POST /api/v1/blob.put</c> (the raw bytes as the body) stores, for methods such as <c>submit</c>.</summary>
+    public BlobStore Blobs => _blobs ??= new BlobStore(_options);
+
+    private BlobStore? _blobs;
+
+    /// <summary>The method that takes raw bytes rather than JSON: answers <c>{"sha256": hex, "size": n}</c>.</summary>
+    public const string BlobPutMethod = "blob.put";
+
     /// <summary>Takes the data directory's lock, makes or reads the token, starts listening and writes <c>control.json</c>.</summary>
     /// <exception cref="IOException">Another node uses this data directory, the address is taken, or a file is unusable.</exception>
     public async Task StartAsync(CancellationToken ct)
@@ -148,17 +156,29 @@ public sealed partial class ControlServer : IAsyncDisposable
                 Error(ControlErrorCode.UnknownMethod, $"the control API is POST {ControlProtocol.ApiPrefix}<method> with a JSON object of parameters, and GET /metrics"), ct);
             return;
         }
+        var method = Uri.UnescapeDataString(path[ControlProtocol.ApiPrefix.Length..]);
+        var isBlob = method == BlobPutMethod;
+        if (isBlob && http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        {
+            size.MaxRequestBodySize = _options.MaxBlobBytes;
+        }
         byte[] body;
         try
         {
-            body = await ReadBodyAsync(http, ct);
+            body = await ReadBodyAsync(http, isBlob ? _options.MaxBlobBytes : _options.MaxRequestLength, ct);
         }
         catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            await WriteAsync(http, StatusCodes.Status413PayloadTooLarge, Error(ControlErrorCode.LineTooLong, $"a request is at most {_options.MaxRequestLength} bytes"), ct);
+            await WriteAsync(http, StatusCodes.Status413PayloadTooLarge,
+                Error(ControlErrorCode.LineTooLong, $"a request is at most {(isBlob ? _options.MaxBlobBytes : _options.MaxRequestLength)} bytes"), ct);
             return;
         }
-        var method = Uri.UnescapeDataString(path[ControlProtocol.ApiPrefix.Length..]);
+        if (isBlob)
+        {
+            var hash = Blobs.Put(body);
+            await WriteAsync(http, StatusCodes.Status200OK, new JsonObject { ["ok"] = true, ["result"] = new JsonObject { ["sha256"] = hash, ["size"] = body.Length } }, ct);
+            return;
+        }
         var response = await HandleAsync(method, body, ct);
         var status = response["ok"]!.GetValue<bool>() ? StatusCodes.Status200OK : StatusOf(response);
         await WriteAsync(http, status, response, ct);
@@ -186,14 +206,14 @@ public sealed partial class ControlServer : IAsyncDisposable
         return CryptographicOperations.FixedTimeEquals(given, _token);
     }
 
-    private async Task<byte[]> ReadBodyAsync(HttpContext http, CancellationToken ct)
+    private static async Task<byte[]> ReadBodyAsync(HttpContext http, int limit, CancellationToken ct)
     {
         using var buffer = new MemoryStream();
         var chunk = new byte[8192];
         int read;
         while ((read = await http.Request.Body.ReadAsync(chunk, ct)) > 0)
         {
-            if (buffer.Length + read > _options.MaxRequestLength)
+            if (buffer.Length + read > limit)
             {
                 throw new Microsoft.AspNetCore.Http.BadHttpRequestException("too large", StatusCodes.Status413PayloadTooLarge);
             }

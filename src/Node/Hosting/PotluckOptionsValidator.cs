@@ -107,6 +107,7 @@ public static class PotluckOptionsValidator
         AtLeast(c.Client.MaxAttempts, 1, "compute:client:maxAttempts");
         Positive(c.Client.LeaseDeadline, "compute:client:leaseDeadline");
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");
+        Positive(c.Client.WaitForCapacity, "compute:client:waitForCapacity");
         Positive(c.Client.BusyRetryInterval, "compute:client:busyRetryInterval");
         var s = c.Sandbox;
         AtLeast(s.MaxMemoryBytes, 65536, "compute:sandbox:maxMemoryBytes");

@@ -56,7 +56,7 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
             _modules.Put(module, execution.ModuleHash.Span);
         }
         return new ExecutionReport(ExecutionMapping.ToStatus(result.Outcome), (long)Math.Min(result.FuelConsumed, long.MaxValue),
-            result.ExitCode ?? 0, result.Stdout);
+            result.ExitCode ?? 0, result.Stdout) { Stderr = result.Stderr };
     }
 
     /// <summary>

@@ -179,7 +179,8 @@ public static class LeaseCodec
         LeaseReceiptAck a => a.Ack is not null && a.Ack.Length <= o.MaxReceiptAckBytes,
         LeaseResult s => Enum.IsDefined(s.Status) && s.FuelUsed >= 0 && IsHash(s.OutputHash) && s.OutputSize >= 0
             && (s.Output is null || (s.Output.Length <= o.MaxInlineOutputBytes && s.Output.Length == s.OutputSize))
-            && s.Attestation is not null && s.Attestation.Length <= o.MaxAttestationBytes,
+            && s.Attestation is not null && s.Attestation.Length <= o.MaxAttestationBytes
+            && (s.Stderr is null || s.Stderr.Length <= o.MaxStderrBytes),
         _ => false,
     };
 }

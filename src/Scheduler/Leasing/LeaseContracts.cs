@@ -13,6 +13,9 @@ public sealed record ExecutionReport(ExecutionStatus Status, long FuelUsed, int 
 {
     /// <summary>Opaque evidence about the run, from the ledger's attester; empty when none.</summary>
     public ReadOnlyMemory<byte> Attestation { get; init; }
+
+    /// <summary>What the task wrote to stderr (capped by the sandbox); a diagnostic for the requester, not attested.</summary>
+    public ReadOnlyMemory<byte> Stderr { get; init; }
 }
 
 /// <summary>Something that runs a leased task (the WASM sandbox), used by the provider's shell.</summary>

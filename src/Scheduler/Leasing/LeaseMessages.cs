@@ -178,6 +178,12 @@ public sealed record LeaseResult : LeaseMessage
     [Key(6)] public byte[]? Output { get; init; }
 
     [Key(7)] public byte[] Attestation { get; init; } = [];
+
+    /// <summary>
+    /// The task's stderr, at most <see cref="LeaseOptions.MaxStderrBytes"/>, or null when empty. A diagnostic for the
+    /// submitter only: not attested, not compared by verification, never paid for (a provider could alter it).
+    /// </summary>
+    [Key(8)] public byte[]? Stderr { get; init; }
 }
 
 /// <summary>

@@ -3,8 +3,14 @@ namespace Potluck.Scheduler.Leasing;
 /// <summary>Every limit of the lease protocol a remote controls, and its timings. Both sides use the same class.</summary>
 public sealed record LeaseOptions
 {
-    /// <summary>Largest frame accepted, checked before the frame is allocated. Default 1 MiB + 16 KiB.</summary>
-    public int MaxFrameBytes { get; init; } = (1 << 20) + (16 << 10);
+    /// <summary>
+    /// Largest frame accepted, checked before the frame is allocated. Default 1 MiB + 96 KiB: a result with its inline
+    /// output, stderr and attestation.
+    /// </summary>
+    public int MaxFrameBytes { get; init; } = (1 << 20) + (96 << 10);
+
+    /// <summary>Most bytes of the task's stderr a result carries; a provider cuts the rest. Default 64 KiB.</summary>
+    public int MaxStderrBytes { get; init; } = 64 << 10;
 
     /// <summary>Largest data chunk; senders cut module and input into chunks of this size. Default 256 KiB.</summary>
     public int MaxChunkBytes { get; init; } = 256 << 10;

@@ -179,6 +179,7 @@ public sealed class ProviderLease
             OutputSize = output.Length,
             Output = output.Length <= _options.MaxInlineOutputBytes ? output.ToArray() : null,
             Attestation = report.Attestation.Length <= _options.MaxAttestationBytes ? report.Attestation.ToArray() : [],
+            Stderr = report.Stderr.IsEmpty ? null : report.Stderr[..Math.Min(report.Stderr.Length, _options.MaxStderrBytes)].ToArray(),
         };
         return Finish(LeaseOutcomeKind.Completed, report.Status.ToString(), now, result);
     }

@@ -292,7 +292,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 if (job.LastWasBusy)
                 {
-                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForProviders)
+                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForCapacity)
                 }
                 continue;
             }
@@ -360,7 +360,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
             var trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description);
+                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
             if (trusted.Summary.Deterministic)
             {
                 job.Trusted = trusted;
@@ -395,8 +395,20 @@ public sealed partial class ComputeClient : IAsyncDisposable
         for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
         {
             var wanted = replicas - results.Count;
+            int busyBefore;
+            lock (_gate)
+            {
+                busyBefore = job.BusyRefusals;
+            }
             var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
             results.AddRange(batch.OfType<LeaseResultInfo>());
+            lock (_gate)
+            {
+                if (batch.Count(b => b is null) == job.BusyRefusals - busyBefore && job.BusyRefusals > busyBefore)
+                {
+                    round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
+                }
+            }
         }
         if (results.Count == 0)
         {
@@ -416,7 +428,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
             trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description);
+                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
         }
         LeaseResultInfo? chosen = null;
         var majority = groups[0].Count() * 2 > results.Count;
@@ -492,6 +504,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _secure.Fill(secret);
             job.LastWasBusy = false;
             job.Tried.Add(provider);
+            job.Why[provider] = Job.RunningReplica;
             // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
             do
             {
@@ -536,6 +549,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
         }
+        if (outcome.RejectReason is not LeaseRejectReason.Busy)
+        {
+            lock (_gate)
+            {
+                job.BusySince = null; // the provider answered with more than "busy": the wait for capacity is over
+            }
+        }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
             _ledger.Release(leaseId);
@@ -548,7 +568,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 lock (_gate)
                 {
                     job.Tried.Remove(provider);
-                    job.BusyAt[provider] = (ad.Ad.Sequence, _time.GetUtcNow());
+                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + _options.BusyRetryInterval, _options.BusyRetryInterval);
                 }
             }
             else if (outcome.RejectReason is not LeaseRejectReason.Busy)
@@ -557,17 +577,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             else
             {
-                var now = _time.GetUtcNow();
                 lock (_gate)
                 {
-                    job.WaitBusyUntil ??= now + _options.WaitForProviders;
-                    if (now < job.WaitBusyUntil)
-                    {
-                        // Not tried for good: skipped until its next advertisement says what it has free.
-                        job.Tried.Remove(provider);
-                        job.BusyAt[provider] = (ad.Ad.Sequence, now);
-                        job.LastWasBusy = true;
-                    }
+                    // Busy is "wait and retry", never "tried": skipped only until its next advertisement says what it has
+                    // free (ChooseAsync waits for that, bounded by WaitForCapacity), then asked again.
+                    job.Tried.Remove(provider);
+                    var backoff = job.BusyAt.TryGetValue(provider, out var before)
+                        ? TimeSpan.FromTicks(Math.Min(before.Backoff.Ticks * 2, _options.BusyRetryInterval.Ticks))
+                        : TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(1).Ticks, _options.BusyRetryInterval.Ticks));
+                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + backoff, backoff);
+                    job.LastWasBusy = true;
+                    job.BusyRefusals++;
                 }
             }
             Record(job, new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
@@ -639,34 +659,45 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The best provider that fits <paramref name="job"/>. While every provider that fits is busy (its advertisement says
+    /// so, or it refused this job as busy at its current advertisement), waits for a newer advertisement, up to
+    /// <see cref="ComputeClientOptions.WaitForCapacity"/> from the start of the wait: busy means "wait and retry", never
+    /// "excluded". With no provider seen at all, waits up to <see cref="ComputeClientOptions.WaitForProviders"/>. Otherwise
+    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason.
+    /// </summary>
     private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
     {
-        var waitUntil = _time.GetUtcNow() + _options.WaitForProviders;
+        var providersBy = _time.GetUtcNow() + _options.WaitForProviders;
         while (true)
         {
             Task changed;
             SelectionResult selection;
-            bool waitingOnBusy;
-            DateTimeOffset retryBusyAt;
+            int busyHere;
+            Dictionary<PeerId, string> excludedWhy;
+            bool selfSeen;
+            DateTimeOffset? retryAt = null;
             lock (_gate)
             {
                 var now = _time.GetUtcNow();
+                var refused = _reputation.RefusedProviders();
                 var excluded = new HashSet<PeerId>(job.Tried);
-                excluded.UnionWith(_reputation.RefusedProviders());
+                excluded.UnionWith(refused);
                 var live = _book.Live(now);
-                waitingOnBusy = false;
-                retryBusyAt = DateTimeOffset.MaxValue;
+                selfSeen = live.Any(a => a.Provider == _key.PeerId);
+                var candidates = new List<VerifiedAdvertisement>(live.Count);
+                busyHere = 0;
                 foreach (var ad in live)
                 {
-                    // A provider that refused as busy is skipped until it advertises again, or until BusyRetryInterval
-                    // has passed (its free core may have been taken and freed again between two advertisements).
-                    if (job.BusyAt.TryGetValue(ad.Provider, out var busy) && ad.Ad.Sequence <= busy.Sequence
-                        && now < busy.At + _options.BusyRetryInterval)
+                    if (!excluded.Contains(ad.Provider) && job.BusyAt.TryGetValue(ad.Provider, out var refusal)
+                        && ad.Ad.Sequence <= refusal.Sequence && now < refusal.RetryAt)
                     {
-                        excluded.Add(ad.Provider);
-                        waitingOnBusy = true;
-                        retryBusyAt = retryBusyAt < busy.At + _options.BusyRetryInterval ? retryBusyAt : busy.At + _options.BusyRetryInterval;
+                        // Refused this job as busy: asked again once it publishes something newer, or at RetryAt.
+                        busyHere++;
+                        retryAt = retryAt is { } r && r < refusal.RetryAt ? r : refusal.RetryAt;
+                        continue;
                     }
+                    candidates.Add(ad);
                 }
                 var requirements = new Requirements
                 {
@@ -677,7 +708,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     RequiredPolicy = ProviderPolicyFlags.Attests,
                     MaxResults = 1,
                 };
-                selection = _selector.Select(live, requirements, now);
+                selection = _selector.Select(candidates, requirements, now);
+                excludedWhy = [];
+                foreach (var ad in candidates.Where(a => excluded.Contains(a.Provider)))
+                {
+                    excludedWhy[ad.Provider] = ad.Provider == _key.PeerId ? "this node itself"
+                        : refused.Contains(ad.Provider) ? $"refused by this node ({_reputation.Get(ad.Provider).RefusedReason})"
+                        : job.Why.GetValueOrDefault(ad.Provider, "tried already");
+                }
                 changed = _adsChanged.Task;
             }
             if (selection is Matched matched)
@@ -685,28 +723,102 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 return matched.Providers[0].Advertisement;
             }
             var noMatch = (NoMatch)selection;
-            var couldChange = noMatch.Seen == 0 || noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy) > 0 || waitingOnBusy;
-            var left = waitUntil - _time.GetUtcNow();
-            if (!couldChange || left <= TimeSpan.Zero)
+            var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
+            var now2 = _time.GetUtcNow();
+            DateTimeOffset waitUntil;
+            if (busy > 0)
             {
+                lock (_gate)
+                {
+                    job.BusySince ??= now2;
+                    waitUntil = job.BusySince.Value + _options.WaitForCapacity;
+                }
+                providersBy = now2 + _options.WaitForProviders; // should the busy ones vanish, the usual wait for others
+            }
+            else
+            {
+                // Nobody but this node itself (a daemon that provides too): others may still turn up.
+                waitUntil = noMatch.Seen + busyHere - (selfSeen ? 1 : 0) == 0 ? providersBy : now2;
+            }
+            var left = waitUntil - now2;
+            if (left <= TimeSpan.Zero)
+            {
+                var explanation = Explain(noMatch, busyHere, excludedWhy, job);
+                if (busy > 0)
+                {
+                    explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
+                }
                 List<AttemptRecord> tried;
                 lock (_gate)
                 {
                     tried = [.. job.History];
                 }
-                throw new SubmissionException(tried.Count == 0
-                    ? $"no provider fits: {noMatch.Explanation}"
-                    : $"no provider fits: {noMatch.Explanation}; tried: {Summarise(tried)}", tried);
+                throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {Summarise(tried)}", tried)
+                {
+                    Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
+                };
             }
-            var untilRetry = retryBusyAt - _time.GetUtcNow();
+            if (retryAt is { } retry && retry - now2 < left)
+            {
+                // A provider that refused as busy is asked again by then even if it publishes nothing new: its advertisement
+                // need not change (a core taken and freed within its publishing gap looks the same as before).
+                left = retry - now2 < TimeSpan.Zero ? TimeSpan.Zero : retry - now2;
+            }
             try
             {
-                await LoopSafeWait.WaitAsync(changed, untilRetry < left ? (untilRetry > TimeSpan.Zero ? untilRetry : TimeSpan.Zero) : left, _time, ct);
+                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
             }
             catch (TimeoutException)
             {
             }
         }
+    }
+
+    private static string FormatSpan(TimeSpan span) =>
+        span.TotalHours >= 1 && span.TotalHours == Math.Floor(span.TotalHours) ? $"{span.TotalHours:0} h"
+        : span.TotalMinutes >= 1 && span.TotalMinutes == Math.Floor(span.TotalMinutes) ? $"{span.TotalMinutes:0} min"
+        : $"{span.TotalSeconds:0} s";
+
+    /// <summary>
+    /// Each reason a provider did not fit, with its count, the excluded ones by their own cause (refused and why, dead,
+    /// already running a replica, this node itself) rather than as "excluded".
+    /// </summary>
+    private static IReadOnlyDictionary<string, int> ReasonCounts(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy)
+    {
+        var counts = new Dictionary<string, int>();
+        foreach (var (reason, count) in noMatch.Mismatches)
+        {
+            if (reason != MismatchReason.Excluded && count > 0)
+            {
+                counts[NoMatch.Describe(reason)] = count;
+            }
+        }
+        if (busyHere > 0)
+        {
+            counts["busy"] = counts.GetValueOrDefault("busy") + busyHere;
+        }
+        foreach (var why in excludedWhy.Values)
+        {
+            counts[why] = counts.GetValueOrDefault(why) + 1;
+        }
+        return counts;
+    }
+
+    private static string Explain(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy, Job job)
+    {
+        var seen = noMatch.Seen + busyHere;
+        if (seen == 0)
+        {
+            return "no providers seen";
+        }
+        var counts = ReasonCounts(noMatch, busyHere, excludedWhy);
+        var text = $"{seen} provider{(seen == 1 ? "" : "s")} seen: " +
+            string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Value} {kv.Key}"));
+        if (job.Submission.Replicas > 1 && excludedWhy.Values.Any(w => w is Job.RunningReplica or Job.RanAlready))
+        {
+            text += $"; too few providers for --replicas {job.Submission.Replicas}";
+        }
+        return text;
     }
 
     /// <summary>A result a deterministic re-run contradicts: refuse, do not pay, prove it to everyone.</summary>
@@ -817,6 +929,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (_gate)
         {
             job.History.Add(record);
+            job.Why[record.Provider] = Job.Cause(record);
         }
         AttemptEnded?.Invoke(record);
     }
@@ -846,8 +959,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         await _work.StopAsync();
     }
 
+    private sealed record BusyRefusal(ulong Sequence, DateTimeOffset RetryAt, TimeSpan Backoff);
+
     /// <summary>A result this node computed itself.</summary>
-    private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error);
+    private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error)
+    {
+        public ReadOnlyMemory<byte> Stderr { get; init; }
+    }
 
     /// <summary>A completed lease whose attestation checked out.</summary>
     private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
@@ -861,11 +979,44 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
         public HashSet<PeerId> Tried { get; } = [];
 
-        /// <summary>Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a newer one.</summary>
-        public Dictionary<PeerId, (ulong Sequence, DateTimeOffset At)> BusyAt { get; } = [];
+        /// <summary>Why each tried provider is not asked again, in words (for "no provider fits").</summary>
+        public Dictionary<PeerId, string> Why { get; } = [];
 
-        /// <summary>Until when busy refusals are waited out without counting as attempts (set at the first one).</summary>
-        public DateTimeOffset? WaitBusyUntil { get; set; }
+        public const string RunningReplica = "already running this task";
+
+        public const string RanAlready = "ran this task already";
+
+        /// <summary>The reason an attempt's provider is not asked again: refused (and why), dead, failed, or used.</summary>
+        public static string Cause(AttemptRecord record) => record.Outcome switch
+        {
+            LeaseOutcomeKind.Rejected => "refused: " + RejectDetail(record.Detail),
+            LeaseOutcomeKind.Expired => $"dead or unreachable ({record.Detail})",
+            LeaseOutcomeKind.Cancelled => $"cancelled ({record.Detail})",
+            LeaseOutcomeKind.Failed => $"failed ({record.Detail})",
+            _ => record.Detail.StartsWith("fraud", StringComparison.Ordinal) ? "caught cheating" : RanAlready,
+        };
+
+        /// <summary>"Policy: fuel limit over 100" → "fuel limit over 100" (the provider's own words, bounded by the lease options).</summary>
+        private static string RejectDetail(string detail)
+        {
+            var colon = detail.IndexOf(": ", StringComparison.Ordinal);
+            return colon > 0 && Enum.TryParse<LeaseRejectReason>(detail[..colon], out _) ? detail[(colon + 2)..] : detail;
+        }
+
+        /// <summary>
+        /// Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a
+        /// newer one or until RetryAt (1 s after the first refusal, doubling up to BusyRetryInterval).
+        /// </summary>
+        public Dictionary<PeerId, BusyRefusal> BusyAt { get; } = [];
+
+        /// <summary>
+        /// When this job began waiting for a core (every provider that fits busy, or refusing it as busy); null while it
+        /// is not waiting. Bounds the wait by <see cref="ComputeClientOptions.WaitForCapacity"/>.
+        /// </summary>
+        public DateTimeOffset? BusySince { get; set; }
+
+        /// <summary>Busy refusals so far (they are not attempts).</summary>
+        public int BusyRefusals { get; set; }
 
         /// <summary>The last lease ended in a busy refusal that does not count as an attempt.</summary>
         public bool LastWasBusy { get; set; }
@@ -881,6 +1032,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Status = lease.Result.Status,
             ExitCode = lease.Result.ExitCode,
             Output = lease.Output,
+            Stderr = lease.Result.Stderr ?? [],
             Provider = lease.Provider,
             Fuel = lease.Result.FuelUsed,
             Cost = Cost,
@@ -894,6 +1046,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Status = run.Status,
             ExitCode = run.ExitCode,
             Output = run.Output,
+            Stderr = run.Stderr,
             Provider = self,
             Fuel = run.Summary.FuelUsed,
             Cost = Cost,

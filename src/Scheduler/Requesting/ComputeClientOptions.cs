@@ -15,12 +15,19 @@ public sealed record ComputeClientOptions
     /// <summary>Deadline of a lease, from its request. Default 10 minutes.</summary>
     public TimeSpan LeaseDeadline { get; init; } = TimeSpan.FromMinutes(10);
 
-    /// <summary>How long to wait for an advertisement when every known provider is busy (or none is known). Default 30 s.</summary>
+    /// <summary>How long to wait for an advertisement when no provider is known. Default 30 s.</summary>
     public TimeSpan WaitForProviders { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// A provider that refused a lease as busy is asked again after this long even when it has published no new
-    /// advertisement (a core taken and freed between two advertisements changes nothing they say). Default 2 s.
+    /// How long a submission waits in all for a core while every provider that fits is busy (a busy refusal is not an
+    /// attempt: the provider is asked again once its advertisement says a core is free). Default 1 hour.
+    /// </summary>
+    public TimeSpan WaitForCapacity { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Longest wait before a provider that refused a submission as busy is asked again when its advertisement has not
+    /// changed (a core taken and freed within its publishing gap leaves it unchanged): 1 s after the first refusal,
+    /// doubling up to this; a lease lost on the way (a provider restarted or silent) is asked again after this. Default 2 s.
     /// </summary>
     public TimeSpan BusyRetryInterval { get; init; } = TimeSpan.FromSeconds(2);
 

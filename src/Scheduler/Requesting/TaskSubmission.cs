@@ -55,6 +55,12 @@ public sealed record SubmissionResult
     /// <summary>The task's stdout (capped at 1 MiB: more ends as <see cref="ExecutionStatus.OutputTooLarge"/>).</summary>
     public ReadOnlyMemory<byte> Output { get; init; }
 
+    /// <summary>
+    /// The task's stderr as its provider reported it (at most 64 KiB, <see cref="Leasing.LeaseOptions.MaxStderrBytes"/>):
+    /// a diagnostic, not attested or verified.
+    /// </summary>
+    public ReadOnlyMemory<byte> Stderr { get; init; }
+
     /// <summary>The provider whose result this is (this node itself when only its own re-run could be trusted).</summary>
     public required PeerId Provider { get; init; }
 
@@ -87,4 +93,7 @@ public sealed class SubmissionException : Exception
     }
 
     public IReadOnlyList<AttemptRecord> Attempts { get; }
+
+    /// <summary>When no provider fits: each reason with how many providers it kept out (e.g. "busy": 2, "refused: fuel limit over 100": 1).</summary>
+    public IReadOnlyDictionary<string, int> Reasons { get; init; } = new Dictionary<string, int>();
 }

@@ -72,8 +72,10 @@ internal sealed class EpochTicker : IDisposable
     private void OnTick()
     {
         if (Volatile.Read(ref _disposed)) return;
-        Interlocked.Increment(ref _ticks);
+        // The epoch first, then the count: a run's deadline callback that sees the count unchanged across its check knows
+        // no epoch it has not seen was added meanwhile (see WasmSandbox's callback).
         _advance();
+        Interlocked.Increment(ref _ticks);
     }
 
     /// <summary>Stops the timer for good.</summary>

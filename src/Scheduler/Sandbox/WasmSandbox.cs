@@ -195,6 +195,12 @@ public sealed class WasmSandbox : IDisposable
         store.SetEpochDeadline(1);
         store.SetEpochDeadlineCallback(_ =>
         {
+            // Wasmtime sets the next deadline from the epoch at the moment this returns, not at the moment it was called:
+            // a tick that lands while the clock is read here would be swallowed (the next check waits for the tick after
+            // it). With a real clock that only delays the check by a tick; with a clock that stops after its last tick
+            // (virtual time), the run would never be checked again. So: note the ticks first, and if one came during the
+            // check, ask to be called again at once (delta 0: the next loop back-edge or call) rather than a tick later.
+            var ticks = _epochTicker.Ticks;
             if (cancellationToken.IsCancellationRequested)
             {
                 state.Stop = HostStop.Cancelled;
@@ -205,7 +211,7 @@ public sealed class WasmSandbox : IDisposable
                 state.Stop = HostStop.Deadline;
                 throw new SandboxStopException(HostStop.Deadline);
             }
-            return 1;
+            return _epochTicker.Ticks == ticks ? 1UL : 0UL;
         });
 
         Instance? instance = null;

@@ -20,7 +20,7 @@ public class LeaseCodecTests
         new LeaseData { RequestId = 5, Kind = LeaseDataKind.Input, Offset = 256, Bytes = [1, 2, 3] },
         new LeaseHeartbeat { RequestId = 6, Sequence = 3, FuelUsed = 100 },
         new LeaseCancel { RequestId = 7, Reason = "bye" },
-        new LeaseResult { RequestId = 8, Status = ExecutionStatus.Trapped, FuelUsed = 9, ExitCode = 1, OutputHash = Hash(3), OutputSize = 2, Output = [1, 2], Attestation = [7] },
+        new LeaseResult { RequestId = 8, Status = ExecutionStatus.Trapped, FuelUsed = 9, ExitCode = 1, OutputHash = Hash(3), OutputSize = 2, Output = [1, 2], Attestation = [7], Stderr = [0x6f, 0x6b] },
         new LeaseResult { RequestId = ulong.MaxValue, OutputHash = Hash(4), OutputSize = 1 << 30, Output = null },
         new LeaseReceipt { RequestId = 9, Envelope = [1, 2, 3] },
         new LeaseReceiptAck { RequestId = 10, Ack = [4, 5] },
@@ -84,7 +84,7 @@ public class LeaseCodecTests
     [Test]
     public void Decode_FieldsOutOfBounds_AreInvalid()
     {
-        var small = new LeaseOptions { MaxChunkBytes = 4, MaxReasonLength = 3, MaxInlineOutputBytes = 1, MaxReceiptBytes = 2, MaxReceiptAckBytes = 2 };
+        var small = new LeaseOptions { MaxChunkBytes = 4, MaxReasonLength = 3, MaxInlineOutputBytes = 1, MaxReceiptBytes = 2, MaxReceiptAckBytes = 2, MaxStderrBytes = 2 };
         var bad = new LeaseMessage[]
         {
             new LeaseRequest { RequestId = 1, ModuleHash = [1], ModuleSize = 1, InputHash = Hash(1), FuelLimit = 1, MemoryLimitBytes = 1, DeadlineUnixMs = 1 },
@@ -96,6 +96,7 @@ public class LeaseCodecTests
             new LeaseCancel { RequestId = 1, Reason = "four" },
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 2, Output = [1, 2] },
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 3, Output = [1] },
+            new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 0, Stderr = [1, 2, 3] },
             new LeaseHeartbeat { RequestId = 1, FuelUsed = -5 },
             new LeaseReceipt { RequestId = 1, Envelope = [1, 2, 3] },
             new LeaseReceipt { RequestId = 1, Envelope = [] },

@@ -50,9 +50,6 @@ public class EpochTickerTests
 
     [Test]
     [CancelAfter(60_000)]
-    [Explicit("Hangs at the wait for the run after the clock passed the deadline when it runs after AdvertisementCodecTests on a "
-        + "quiet machine (passes alone and under load): a race between the virtual clock's ticks and the guest's epoch check, "
-        + "not yet understood; kept out of CI until it is (see the closing note of 2026-12-02)")]
     public async Task RunningTask_ArmsTheTimer_WhichEnforcesTheDeadline_ThenDisarmsIt(CancellationToken hang)
     {
         var armed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -100,5 +97,67 @@ public class EpochTickerTests
         Assert.That(async () => await run.WaitAsync(hang),
             Throws.InstanceOf<OperationCanceledException>().With.Property(nameof(OperationCanceledException.CancellationToken)).EqualTo(cts.Token));
         Assert.That(_sandbox.EpochTicker.IsArmed, Is.False);
+    }
+
+    /// <summary>
+    /// A clock whose next reading, once armed, is taken and then held until the test lets it go: the test can move time
+    /// (and fire the ticker's ticks) while a run's deadline check is between reading the clock and returning.
+    /// </summary>
+    private sealed class RacingClock(VirtualClock inner) : TimeProvider
+    {
+        private int _armed;
+        private readonly ManualResetEventSlim _release = new();
+
+        public TaskCompletionSource Reading { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Arm() => Volatile.Write(ref _armed, 1);
+
+        public void Release() => _release.Set();
+
+        public override long TimestampFrequency => inner.TimestampFrequency;
+
+        public override DateTimeOffset GetUtcNow() => inner.GetUtcNow();
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            inner.CreateTimer(callback, state, dueTime, period);
+
+        public override long GetTimestamp()
+        {
+            var now = inner.GetTimestamp();
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                Reading.TrySetResult();
+                _release.Wait(TimeSpan.FromSeconds(60)); // the test releases it at once; bounded so a broken test cannot hang here
+            }
+            return now;
+        }
+    }
+
+    [Test]
+    [CancelAfter(60_000)]
+    public async Task DeadlineCheck_ThatReadsTheClockJustBeforeTheLastTicks_StillEndsTheRun(CancellationToken hang)
+    {
+        // The cause of the hang RunningTask_ArmsTheTimer_… showed now and then on a quiet machine: the guest's deadline
+        // check read the clock (before the deadline), the last ticks landed while it was deciding, and Wasmtime set the
+        // next check one tick after the epoch at its return, a tick that never came once the clock stopped.
+        var clock = new RacingClock(_time);
+        var sandbox = _fixture.Create(o => o with { EpochTick = Tick, DefaultFuel = ulong.MaxValue }, diskCache: false, time: clock);
+        var armed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        sandbox.EpochTicker.ArmedChanged += on =>
+        {
+            if (on) armed.TrySetResult();
+        };
+        var run = sandbox.ExecuteAsync(new TaskSpec { Module = Samples.TestModule("loop"), FuelLimit = ulong.MaxValue, Deadline = TimeSpan.FromSeconds(1) }, default);
+        await armed.Task.WaitAsync(hang);
+
+        clock.Arm();
+        _time.Advance(Tick);                     // one tick: the guest checks, reads 10 ms, and is held there
+        await clock.Reading.Task.WaitAsync(hang);
+        _time.Advance(TimeSpan.FromSeconds(2));  // every tick left, while the check is under way; none after
+        clock.Release();
+        var result = await run.WaitAsync(hang);
+
+        Assert.That(result.Outcome, Is.EqualTo(SandboxOutcome.WallClockTimeout));
+        Assert.That(sandbox.EpochTicker.IsArmed, Is.False);
     }
 }
