@@ -34,7 +34,7 @@ internal sealed class NodePrinter : IDisposable
         if (_node.Compute?.Provider is not null)
         {
             var offer = options.Compute.Provider;
-            await _stdout.WriteLineAsync($"Providing: {offer.Cores} core{(offer.Cores == 1 ? "" : "s")} at {offer.PricePerMegaFuel} credits per million fuel (--no-provide to stop)");
+            await _stdout.WriteLineAsync($"Providing: {offer.Cores} core{(offer.Cores == 1 ? "" : "s")} at {offer.PricePerMegaFuel} micro-credits per million fuel (--no-provide to stop)");
         }
         else if (_node.Compute is not null)
         {
