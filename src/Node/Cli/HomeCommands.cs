@@ -225,6 +225,10 @@ internal static class HomeCommands
             }
         }
 
+        /// <summary>The settings as JSON (--json) or as an aligned key/value table.</summary>
+        private static Task WriteAsync(TextWriter output, JsonObject result, bool json) =>
+            json ? WriteJsonAsync(output, result) : PrintAsync(output, result);
+
         private static async Task PrintAsync(TextWriter output, JsonObject result)
         {
             var rows = result["settings"]!.AsArray();
@@ -257,14 +261,7 @@ internal static class HomeCommands
             {
                 var answer = await CallAsync(Context, result.GetValue(DataDir) ?? Context.DefaultDataDir(), result.GetValue(Config), NodeSettings.ListMethod,
                     new JsonObject { ["all"] = result.GetValue(All) }, ct);
-                if (result.GetValue(Json))
-                {
-                    await WriteJsonAsync(Out, answer);
-                }
-                else
-                {
-                    await PrintAsync(Out, answer);
-                }
+                await WriteAsync(Out, answer, result.GetValue(Json));
                 return 0;
             }
         }
@@ -299,14 +296,7 @@ internal static class HomeCommands
                 {
                     throw new UsageException(e.Message);
                 }
-                if (result.GetValue(Json))
-                {
-                    await WriteJsonAsync(Out, answer);
-                }
-                else
-                {
-                    await PrintAsync(Out, answer);
-                }
+                await WriteAsync(Out, answer, result.GetValue(Json));
                 return 0;
             }
         }
