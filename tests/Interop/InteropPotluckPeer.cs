@@ -132,32 +132,23 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits (bounded) until the DHT routing table holds <paramref name="peer"/>; re-checked on every peer store update.</summary>
+    /// <summary>
+    /// Waits (bounded) until the DHT routing table holds <paramref name="peer"/>. Uses the service's own change event
+    /// (subscribe, then check): waiting on peer-store updates could miss the table change, which the DHT makes in its
+    /// own handler of the same event, possibly on another thread, after this helper had already checked.
+    /// </summary>
     public async Task WaitForDhtPeerAsync(PeerId peer, TimeSpan timeout, CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
-        while (true)
+        try
         {
-            var updated = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            void OnUpdated(PeerId _) => updated.TrySetResult();
-            Node.Host.Peers.Updated += OnUpdated;
-            try
-            {
-                if (Dht!.RoutingTablePeers().Contains(peer))
-                {
-                    return;
-                }
-                await updated.Task.WaitAsync(cts.Token);
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-            {
-                throw new TimeoutException($"Potluck {PeerId}: {peer} not in the DHT routing table within {timeout}");
-            }
-            finally
-            {
-                Node.Host.Peers.Updated -= OnUpdated;
-            }
+            await Dht!.WaitUntilAsync(d => d.RoutingTablePeers().Contains(peer), cts.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"Potluck {PeerId}: {peer} not in the DHT routing table within {timeout}; " +
+                                       $"it holds [{string.Join(", ", Dht!.RoutingTablePeers())}]");
         }
     }
 

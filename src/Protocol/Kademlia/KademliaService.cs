@@ -91,6 +91,39 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Raised after the routing table gained or lost a peer (outside the service's lock, on whichever thread made the
+    /// change). <see cref="WaitUntilAsync"/> is the race-free way to wait on it.
+    /// </summary>
+    public event Action? Changed;
+
+    /// <summary>
+    /// Completes when <paramref name="condition"/> holds for this service; re-checked after every routing-table change.
+    /// It subscribes before it checks, so a change made between the check and the wait is never missed (no polling).
+    /// </summary>
+    public async Task WaitUntilAsync(Func<KademliaService, bool> condition, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(condition);
+        while (true)
+        {
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            void OnChanged() => signal.TrySetResult();
+            Changed += OnChanged;
+            try
+            {
+                if (condition(this))
+                {
+                    return;
+                }
+                await LoopSafeWait.WaitAsync(signal.Task, ct);
+            }
+            finally
+            {
+                Changed -= OnChanged;
+            }
+        }
+    }
+
     public IReadOnlyList<PeerId> RoutingTablePeers()
     {
         lock (_gate)
@@ -609,6 +642,10 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             update = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
         }
+        if (update.Kind == RoutingUpdateKind.Added)
+        {
+            RaiseChanged();
+        }
         if (update is { Kind: RoutingUpdateKind.Pending, ProbeCandidate: { } oldest })
         {
             _work.Run("probe", ct => ProbeAsync(oldest, ct));
@@ -628,16 +665,16 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             var probe = new Pb.Message { Type = Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(_host.PeerId.Bytes) };
             var alive = await RequestAsync(peer, probe, expectResponse: true, stopping) is not null;
+            bool changed;
             lock (_gate)
             {
-                if (alive)
-                {
-                    _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
-                }
-                else
-                {
-                    _table.Remove(peer);
-                }
+                changed = alive
+                    ? _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added
+                    : _table.Remove(peer);
+            }
+            if (changed)
+            {
+                RaiseChanged();
             }
         }
         finally
@@ -651,9 +688,22 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     private void RemovePeer(PeerId peer)
     {
+        bool removed;
         lock (_gate)
         {
-            _table.Remove(peer);
+            removed = _table.Remove(peer);
+        }
+        if (removed)
+        {
+            RaiseChanged();
+        }
+    }
+
+    private void RaiseChanged()
+    {
+        if (_disposed == 0)
+        {
+            Changed?.Invoke();
         }
     }
 
