@@ -106,13 +106,38 @@ public class P2pdDaemonTests
         return response.Peers.Select(p => PeerId.TryFromBytes(p.Id.Span, out var id) ? id : throw new FormatException()).ToList();
     }
 
-    private static async Task EventuallyAsync(Func<Task<bool>> condition, CancellationToken ct)
+    /// <summary>
+    /// Completes when <paramref name="host"/> holds an open connection to <paramref name="peer"/>: subscribes to the
+    /// host's Connected event, then checks (so a connection made in between is not missed); no polling.
+    /// </summary>
+    private static async Task WaitForConnectionAsync(Potluck.Protocol.Host.IHost host, PeerId peer, CancellationToken ct)
     {
-        while (!await condition())
+        var connected = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnConnected(Potluck.Protocol.Host.IConnection c)
         {
-            await Task.Delay(50, ct);
+            if (c.RemotePeer == peer)
+            {
+                connected.TrySetResult();
+            }
+        }
+        host.Connected += OnConnected;
+        try
+        {
+            if (!host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+            {
+                await connected.Task.WaitAsync(ct);
+            }
+        }
+        finally
+        {
+            host.Connected -= OnConnected;
         }
     }
+
+    /// <summary>Completes when both daemons' DHT routing tables hold the other (on the tables' own change events).</summary>
+    private static Task WaitForDhtPeersAsync(P2pdDaemon a, P2pdDaemon b, CancellationToken ct) => Task.WhenAll(
+        a.Node.Dht.WaitUntilAsync(d => d.RoutingTablePeers().Contains(b.Node.PeerId), ct),
+        b.Node.Dht.WaitUntilAsync(d => d.RoutingTablePeers().Contains(a.Node.PeerId), ct));
 
     [Test]
     public async Task IdentifyConnectListPeers_AFreshDaemonHasNoPeers_ThenBothSeeEachOther(CancellationToken ct)
@@ -132,7 +157,8 @@ public class P2pdDaemonTests
 
         Assert.That(connected.Type, Is.EqualTo(Response.Types.Type.Ok), connected.Error?.Msg);
         Assert.That(await ListPeersAsync(a, ct), Is.EqualTo(new[] { b.Node.PeerId }));
-        await EventuallyAsync(async () => (await ListPeersAsync(b, ct)).Contains(a.Node.PeerId), ct);
+        await WaitForConnectionAsync(b.Node.Host, a.Node.PeerId, ct);
+        Assert.That(await ListPeersAsync(b, ct), Is.EqualTo(new[] { a.Node.PeerId }));
     }
 
     [Test]
@@ -258,7 +284,7 @@ public class P2pdDaemonTests
         Assert.That((await RequestAsync(a, Connect(b), ct)).Type, Is.EqualTo(Response.Types.Type.Ok));
         var owner = PrivateKey.Generate(KeyType.Rsa);
         var key = PublicKeyRecordValidator.KeyFor(owner.PeerId);
-        await EventuallyAsync(() => Task.FromResult(a.Node.Dht.RoutingTableSize > 0 && b.Node.Dht.RoutingTableSize > 0), ct);
+        await WaitForDhtPeersAsync(a, b, ct);
 
         var put = await RequestAsync(a, new Request
         {
@@ -296,7 +322,7 @@ public class P2pdDaemonTests
         var a = await StartAsync("-dhtServer");
         var b = await StartAsync("-dhtServer");
         Assert.That((await RequestAsync(a, Connect(b), ct)).Type, Is.EqualTo(Response.Types.Type.Ok));
-        await EventuallyAsync(() => Task.FromResult(a.Node.Dht.RoutingTableSize > 0 && b.Node.Dht.RoutingTableSize > 0), ct);
+        await WaitForDhtPeersAsync(a, b, ct);
         var cid = Base58.Decode("QmVzw6MPsF96TyXBSRs1ptLoVMWRv5FCYJZZGJSVB2Hp39");
         var provided = await RequestAsync(a, new Request { Type = Request.Types.Type.Dht, Dht = new DHTRequest { Type = DHTRequest.Types.Type.Provide, Cid = ByteString.CopyFrom(cid) } }, ct);
         Assert.That(provided.Type, Is.EqualTo(Response.Types.Type.Ok), provided.Error?.Msg);
@@ -325,11 +351,9 @@ public class P2pdDaemonTests
         Assert.That(subscribed.Type, Is.EqualTo(Response.Types.Type.Ok));
         var topics = await RequestAsync(b, new Request { Type = Request.Types.Type.Pubsub, Pubsub = new PSRequest { Type = PSRequest.Types.Type.GetTopics } }, ct);
         Assert.That(topics.Pubsub.Topics, Is.EqualTo(new[] { "t" }));
-        await EventuallyAsync(async () =>
-        {
-            var peers = await RequestAsync(a, new Request { Type = Request.Types.Type.Pubsub, Pubsub = new PSRequest { Type = PSRequest.Types.Type.ListPeers, Topic = "t" } }, ct);
-            return peers.Pubsub.PeerIDs.Any(p => p.Span.SequenceEqual(b.Node.PeerId.Bytes));
-        }, ct);
+        await a.Node.Gossip.WaitUntilAsync(g => g.Peers("t").Contains(b.Node.PeerId), ct);
+        var peers = await RequestAsync(a, new Request { Type = Request.Types.Type.Pubsub, Pubsub = new PSRequest { Type = PSRequest.Types.Type.ListPeers, Topic = "t" } }, ct);
+        Assert.That(peers.Pubsub.PeerIDs.Select(p => p.ToByteArray()), Is.EqualTo(new[] { b.Node.PeerId.ToBytes() }), "the daemon lists the subscriber");
 
         var published = await RequestAsync(a, new Request { Type = Request.Types.Type.Pubsub, Pubsub = new PSRequest { Type = PSRequest.Types.Type.Publish, Topic = "t", Data = ByteString.CopyFromUtf8("hi") } }, ct);
         Assert.That(published.Type, Is.EqualTo(Response.Types.Type.Ok));
