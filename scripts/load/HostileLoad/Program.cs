@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -9,14 +10,16 @@ using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Ping;
 using Potluck.Protocol.Runtime;
-using Potluck.Protocol.Transport.Tcp;
 
 namespace Potluck.HostileLoad;
 
 /// <summary>
-/// Hostile load against a real `potluck run` process on loopback (bounded in count and time; not a timed test). The node
-/// runs as its own process so its memory (VmRSS from /proc) is the node's alone; the attackers and one honest peer run
-/// here. Prints one table. Usage: HostileLoad &lt;potluck dll&gt; [peers=1000] [random=10000] [stalled=128] [streams=2000]
+/// Hostile load against a real `potluck run` provider on loopback (bounded in count and time; not a timed test). The node
+/// runs as its own process so its memory (VmRSS from /proc) and CPU time are the node's alone; an honest requester (a
+/// full Potluck node running real leases and pings) runs in a second process; the attackers run here, on peers spread
+/// over many 127.x addresses and /24s (all of 127/8 is this machine). Prints one table.
+/// Usage: HostileLoad &lt;potluck dll&gt; &lt;exitcode.wasm&gt; [peers=1000] [random=10000] [stalled addresses=200] [streams=2000] [samples=300]
+/// (or, as the honest child: HostileLoad --honest &lt;address&gt; &lt;exitcode.wasm&gt;).
 /// </summary>
 public static partial class Program
 {
@@ -24,13 +27,20 @@ public static partial class Program
 
     public static async Task<int> Main(string[] args)
     {
+        if (args.Length == 3 && args[0] == "--honest")
+        {
+            return await Honest.RunAsync(Multiaddr.Parse(args[1]), args[2]);
+        }
         var potluck = args[0];
-        var peers = args.Length > 1 ? int.Parse(args[1]) : 1000;
-        var randomConnections = args.Length > 2 ? int.Parse(args[2]) : 10_000;
-        var stalled = args.Length > 3 ? int.Parse(args[3]) : 128;
-        var streams = args.Length > 4 ? int.Parse(args[4]) : 2000;
+        var module = args[1];
+        var peers = args.Length > 2 ? int.Parse(args[2]) : 1000;
+        var randomConnections = args.Length > 3 ? int.Parse(args[3]) : 10_000;
+        var stalledAddresses = args.Length > 4 ? int.Parse(args[4]) : 200;
+        var streams = args.Length > 5 ? int.Parse(args[5]) : 2000;
+        var samples = args.Length > 6 ? int.Parse(args[6]) : 300;
         var dataDir = Directory.CreateTempSubdirectory("potluck-load-").FullName;
         using var node = StartNode(potluck, dataDir, peers);
+        Process? honestProcess = null;
         var rows = new List<(string Scenario, string Result)>();
         try
         {
@@ -38,24 +48,26 @@ public static partial class Program
             var target = address.PeerId!.Value;
             var endpoint = address.ToTcpEndPoint()!;
             var runtime = NodeRuntime.System;
-            await using var honest = NewHost(runtime);
-            var ping = new PingService(honest, new PingOptions(), runtime, NullLoggerFactory.Instance);
-            await honest.ConnectAsync(address, CancellationToken.None);
+            honestProcess = StartHonest(address, module);
+            var honest = new HonestClient(honestProcess);
+            await honest.ReadyAsync();
             await Task.Delay(500);
             var rssIdle = Rss(node);
-            var unloaded = await PingP99Async(ping, target, 300);
-            rows.Add(("idle node, one honest peer", $"RSS {Mib(rssIdle)}; honest ping p50 {unloaded.P50:F3} ms, p99 {unloaded.P99:F3} ms"));
+            var cpu = new CpuMeter(node);
+            var unloaded = await honest.MeasureAsync("unloaded", samples, samples);
+            rows.Add(("idle node, the honest requester only", $"RSS {Mib(rssIdle)}; {unloaded}; node CPU {cpu.Take()}"));
 
-            // 1. Many peers, each holding a connection and a stream.
+            // 1. Many peers from fresh identities on many addresses, each holding a connection and a stream.
             var clients = new List<Libp2pHost>();
             var held = new List<IStream>();
             var sw = Stopwatch.StartNew();
             var connected = 0;
-            foreach (var batch in Enumerable.Range(0, peers).Chunk(4)) // within one address's share of handshakes in flight
+            var connecting = honest.MeasureAsync("connecting", samples, samples);
+            foreach (var batch in Enumerable.Range(0, peers).Chunk(16))
             {
-                var results = await Task.WhenAll(batch.Select(async _ =>
+                var results = await Task.WhenAll(batch.Select(async i =>
                 {
-                    var c = NewHost(runtime);
+                    var c = NewHost(runtime, PeerAddress(i));
                     lock (clients) clients.Add(c);
                     try
                     {
@@ -72,59 +84,57 @@ public static partial class Program
                 connected += results.Count(ok => ok);
             }
             var opened = sw.Elapsed;
+            var whileConnecting = await connecting;
+            var cpuConnecting = cpu.Take();
             await Task.Delay(1000);
             var rssPeers = Rss(node);
-            var loaded = await PingP99Async(ping, target, 300);
-            rows.Add(($"{peers:N0} peers each holding a connection and a stream", $"{connected:N0} held (opened in {opened.TotalSeconds:F1} s); RSS {Mib(rssPeers)}, " +
-                $"{(rssPeers - rssIdle) / 1024.0 / Math.Max(1, connected):F1} KiB per connection; honest ping p50 {loaded.P50:F3} ms, p99 {loaded.P99:F3} ms " +
-                $"({loaded.P99 / unloaded.P99:F2}× unloaded)"));
+            var loaded = await honest.MeasureAsync("held", samples, samples);
+            rows.Add(($"{peers:N0} peers (fresh identities, {Math.Min(peers, PeerAddresses)} addresses in {(Math.Min(peers, PeerAddresses) + 4) / 5} /24s) connecting, each then holding a connection and a stream",
+                $"{connected:N0} held, opened in {opened.TotalSeconds:F1} s; meanwhile {whileConnecting} ({whileConnecting.Against(unloaded)}); node CPU {cpuConnecting}"));
+            rows.Add(($"the same {connected:N0} peers held", $"RSS {Mib(rssPeers)}, {(rssPeers - rssIdle) / 1024.0 / Math.Max(1, connected):F1} KiB per connection over idle; " +
+                $"{loaded} ({loaded.Against(unloaded)}); node CPU {cpu.Take()}"));
             foreach (var s in held) await s.DisposeAsync();
             foreach (var c in clients) await c.DisposeAsync();
             await Task.Delay(1000);
+            cpu.Take();
 
             // 2. Random bytes on many connections.
             sw.Restart();
             long closedByNode = 0;
             foreach (var batch in Enumerable.Range(0, randomConnections).Chunk(200))
             {
-                var closed = await Task.WhenAll(batch.Select(_ => RandomBytesAsync(endpoint)));
+                var closed = await Task.WhenAll(batch.Select(i => RandomBytesAsync(endpoint, PeerAddress(i))));
                 closedByNode += closed.Count(c => c);
             }
             var randomTime = sw.Elapsed;
             var rssRandom = Rss(node);
-            var afterRandom = await PingP99Async(ping, target, 100);
+            var afterRandom = await honest.MeasureAsync("after-random", samples / 3, samples / 3);
             rows.Add(($"{randomConnections:N0} connections sending random bytes", $"{closedByNode:N0} closed by the node within 2 s (the rest could still begin a handshake), all in {randomTime.TotalSeconds:F1} s; RSS {Mib(rssRandom)}; " +
-                $"honest ping afterwards p99 {afterRandom.P99:F3} ms"));
+                $"node CPU {cpu.Take()}; afterwards {afterRandom}"));
 
-            // 3. Stalled handshakes: the multistream header, then nothing.
-            var stalls = new List<(Socket Socket, Task<TimeSpan> Closed)>();
-            var started = Stopwatch.StartNew();
-            for (var i = 0; i < stalled; i++)
-            {
-                // From 127.0.0.2: another address than the newcomer's below (all of 127/8 is this machine).
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                socket.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
-                await socket.ConnectAsync(endpoint);
-                await socket.SendAsync((byte[])[19, .. "/multistream/1.0.0\n"u8]);
-                stalls.Add((socket, WhenClosedAsync(socket, started)));
-            }
-            var duringStall = await PingP99Async(ping, target, 50);
-            var newcomer = NewHost(runtime);
-            var newcomerPing = new PingService(newcomer, new PingOptions(), runtime, NullLoggerFactory.Instance);
-            var joinWatch = Stopwatch.StartNew();
-            await newcomer.ConnectAsync(address, CancellationToken.None);
-            var newcomerRtt = await newcomerPing.PingAsync(target, 1, CancellationToken.None);
-            var joined = joinWatch.Elapsed;
-            var closedTimes = await Task.WhenAll(stalls.Select(s => s.Closed));
-            var immediate = closedTimes.Count(t => t < TimeSpan.FromSeconds(1));
-            rows.Add(($"{stalled} stalled handshakes from one address (127.0.0.2)", $"{immediate} refused at once (per-address handshake share), the rest dropped at " +
-                $"{closedTimes.Where(t => t >= TimeSpan.FromSeconds(1)).DefaultIfEmpty().Max().TotalSeconds:F1} s; meanwhile a new peer connected and pinged in {joined.TotalMilliseconds:F0} ms " +
-                $"(rtt {newcomerRtt[0].TotalMilliseconds:F2} ms), honest p99 {duringStall.P99:F3} ms"));
-            foreach (var s in stalls) s.Socket.Dispose();
-            await newcomer.DisposeAsync();
+            // 3a. Stalled handshakes from one address: the multistream header, then nothing.
+            var (oneAddress, _) = await StallAsync(endpoint, 128, _ => IPAddress.Parse("127.0.0.2"), noise: false);
+            var newcomer = await NewcomerAsync(runtime, address, IPAddress.Parse("127.0.0.4"));
+            var oneTimes = await Task.WhenAll(oneAddress.Select(s => s.Closed));
+            rows.Add(("128 stalled handshakes from one address", $"{oneTimes.Count(t => t < TimeSpan.FromSeconds(1))} refused at once (the per-address share), the rest dropped at " +
+                $"{oneTimes.Where(t => t >= TimeSpan.FromSeconds(1)).DefaultIfEmpty().Max().TotalSeconds:F1} s; meanwhile a newcomer connected and pinged in {newcomer.TotalMilliseconds:F0} ms"));
+            foreach (var s in oneAddress) s.Socket.Dispose();
+
+            // 3b. Stalled handshakes from many addresses, two each: the multistream header alone, or the header, /noise and
+            // the first Noise message (an ephemeral key), then nothing; a newcomer from yet another address meanwhile.
+            cpu.Take();
+            var (many, started) = await StallAsync(endpoint, 2 * stalledAddresses, i => StallAddress(i / 2), noise: true);
+            var flooded = honest.MeasureAsync("stalled", samples / 3, samples / 3);
+            var joined = await NewcomerAsync(runtime, address, IPAddress.Parse("127.0.0.5"));
+            var duringFlood = await flooded;
+            var manyTimes = (await Task.WhenAll(many.Select(s => s.Closed))).Order().ToArray();
+            rows.Add(($"{many.Count} stalled handshakes from {stalledAddresses} addresses in {(stalledAddresses + 7) / 8} /24s (half a multistream header, half a Noise handshake)",
+                $"opened in {started.TotalSeconds:F1} s; dropped after p50 {manyTimes[manyTimes.Length / 2].TotalSeconds:F1} s, max {manyTimes[^1].TotalSeconds:F1} s; a newcomer connected and pinged in {joined.TotalMilliseconds:F0} ms; " +
+                $"meanwhile {duringFlood} ({duringFlood.Against(unloaded)}); node CPU {cpu.Take()}"));
+            foreach (var s in many) s.Socket.Dispose();
 
             // 4. One peer opening streams past its limits.
-            await using var greedy = NewHost(runtime);
+            await using var greedy = NewHost(runtime, IPAddress.Parse("127.0.0.6"));
             await greedy.ConnectAsync(address, CancellationToken.None);
             var ok = 0;
             var refused = 0;
@@ -157,23 +167,32 @@ public static partial class Program
                 {
                 }
             }
-            var afterStreams = await PingP99Async(ping, target, 50);
+            var afterStreams = await honest.MeasureAsync("streams", samples / 3, samples / 3);
             rows.Add(($"one peer opening {streams:N0} ping streams", $"{alive} served (the per-protocol limit), {streams - alive:N0} refused or reset ({refused} at open); " +
-                $"RSS {Mib(Rss(node))}; honest ping p99 {afterStreams.P99:F3} ms"));
+                $"RSS {Mib(Rss(node))}; afterwards {afterStreams}"));
             foreach (var s in greedyStreams) await s.DisposeAsync();
 
-            rows.Add(("node still up", node.HasExited ? "NO: the node exited" : $"yes; RSS {Mib(Rss(node))}"));
+            rows.Add(("node still up", node.HasExited ? "NO: the node exited" : $"yes; RSS {Mib(Rss(node))}; node CPU in all {node.TotalProcessorTime.TotalSeconds:F1} s"));
         }
         finally
         {
-            if (!node.HasExited)
+            foreach (var p in new[] { honestProcess, node })
             {
-                node.Kill(entireProcessTree: true);
+                if (p is not null && !p.HasExited)
+                {
+                    p.Kill(entireProcessTree: true);
+                }
+                if (p is not null)
+                {
+                    await p.WaitForExitAsync();
+                }
             }
-            await node.WaitForExitAsync();
+            honestProcess?.Dispose();
             Directory.Delete(dataDir, true);
         }
         Console.WriteLine();
+        Console.WriteLine($"# {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end; " +
+            "lease = one no-op task (exitcode.wasm 0) submitted and returned; ratios are p99 against the unloaded p99");
         Console.WriteLine("| scenario | result |");
         Console.WriteLine("| --- | --- |");
         foreach (var (scenario, result) in rows)
@@ -183,22 +202,65 @@ public static partial class Program
         return 0;
     }
 
-    private static Libp2pHost NewHost(NodeRuntime runtime) =>
-        Libp2pHost.Create(PrivateKey.Generate(), [new TcpTransport(new TcpTransportOptions(), runtime)], new Libp2pHostSettings(), runtime, NullLoggerFactory.Instance);
+    /// <summary>Attacking peers spread over 100 addresses, 5 per /24 (127.0.1.1–127.0.20.5): within the node's default per-address (16) and per-/24 (64) caps at 1,000 peers.</summary>
+    private const int PeerAddresses = 100;
+
+    private static IPAddress PeerAddress(int i) => new([127, 0, (byte)(1 + i % PeerAddresses / 5), (byte)(1 + i % 5)]);
+
+    /// <summary>Stalling addresses, 8 per /24, from 127.1.0.1 on.</summary>
+    private static IPAddress StallAddress(int i) => new([127, 1, (byte)(i / 8), (byte)(1 + i % 8)]);
+
+    /// <summary>Opens <paramref name="count"/> sockets that each send the start of a handshake and stall; returns them with when the node closed each, and how long opening took.</summary>
+    private static async Task<(List<(Socket Socket, Task<TimeSpan> Closed)>, TimeSpan)> StallAsync(IPEndPoint endpoint, int count, Func<int, IPAddress> from, bool noise)
+    {
+        var stalls = new List<(Socket Socket, Task<TimeSpan> Closed)>();
+        var started = Stopwatch.StartNew();
+        for (var i = 0; i < count; i++)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(from(i), 0));
+            await socket.ConnectAsync(endpoint);
+            byte[] hello = [19, .. "/multistream/1.0.0\n"u8];
+            if (noise && i % 2 == 1)
+            {
+                var ephemeral = new byte[32];
+                lock (Rng) Rng.NextBytes(ephemeral);
+                hello = [.. hello, 7, .. "/noise\n"u8, 0, 32, .. ephemeral];
+            }
+            await socket.SendAsync(hello);
+            stalls.Add((socket, WhenClosedAsync(socket, started)));
+        }
+        return (stalls, started.Elapsed);
+    }
+
+    /// <summary>A new peer from <paramref name="from"/>: how long until it has connected and been answered one ping.</summary>
+    private static async Task<TimeSpan> NewcomerAsync(NodeRuntime runtime, Multiaddr address, IPAddress from)
+    {
+        await using var newcomer = NewHost(runtime, from);
+        var newcomerPing = new PingService(newcomer, new PingOptions(), runtime, NullLoggerFactory.Instance);
+        var watch = Stopwatch.StartNew();
+        await newcomer.ConnectAsync(address, CancellationToken.None);
+        await newcomerPing.PingAsync(address.PeerId!.Value, 1, CancellationToken.None);
+        return watch.Elapsed;
+    }
+
+    private static Libp2pHost NewHost(NodeRuntime runtime, IPAddress from) =>
+        Libp2pHost.Create(PrivateKey.Generate(), [new SourceBoundTcp(from)], new Libp2pHostSettings(), runtime, NullLoggerFactory.Instance);
 
     private static Process StartNode(string potluck, string dataDir, int peers)
     {
-        var info = new ProcessStartInfo("dotnet", [potluck, "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-provide", "--data-dir", dataDir, "--log-level", "warning"])
+        var info = new ProcessStartInfo("dotnet", [potluck, "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--cores", "2", "--data-dir", dataDir, "--log-level", "warning"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        // Every attacker here comes from 127.0.0.1: the scenario of many distinct peers needs room for them on one
-        // address and past the default cap of 400 (everything else keeps its default).
+        // The attackers are spread over 100 addresses in 20 /24s, within the default per-address and per-/24 caps; only the
+        // system cap (400 by default) and the trimming water marks are raised to hold the scenario's peers. A provider
+        // that works now, whether or not the machine is idle.
         info.Environment["POTLUCK__HOST__MAXCONNECTIONS"] = (peers + 200).ToString();
         info.Environment["POTLUCK__HOST__HIGHWATER"] = "0";
-        info.Environment["POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERADDRESS"] = (peers + 100).ToString();
-        info.Environment["POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERSUBNET"] = (peers + 100).ToString();
+        info.Environment["POTLUCK__PREFERENCES__ONLYWHENIDLE"] = "false";
+        info.Environment["POTLUCK__PREFERENCES__NOTONBATTERY"] = "false";
         var process = Process.Start(info)!;
         process.ErrorDataReceived += (_, _) => { };
         process.BeginErrorReadLine();
@@ -237,18 +299,92 @@ public static partial class Program
 
     private static string Mib(long bytes) => $"{bytes / (1024.0 * 1024):F0} MiB";
 
-    private static async Task<(double P50, double P99)> PingP99Async(PingService ping, PeerId target, int count)
+    private static Process StartHonest(Multiaddr target, string module)
     {
-        var rtts = (await ping.PingAsync(target, count, CancellationToken.None)).Select(t => t.TotalMilliseconds).Order().ToArray();
-        return (rtts[rtts.Length / 2], rtts[Math.Min(rtts.Length - 1, (int)Math.Ceiling(rtts.Length * 0.99) - 1)]);
+        var info = new ProcessStartInfo("dotnet", [typeof(Program).Assembly.Location, "--honest", target.ToString(), module])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            RedirectStandardError = true,
+        };
+        info.Environment["Logging__LogLevel__Default"] = "Warning";
+        var process = Process.Start(info)!;
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                Console.Error.WriteLine($"honest: {e.Data}");
+            }
+        };
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    /// <summary>The orchestrator's side of the honest child's stdin/stdout protocol.</summary>
+    private sealed class HonestClient(Process process)
+    {
+        public async Task ReadyAsync()
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+            while (await process.StandardOutput.ReadLineAsync(cts.Token) is { } line)
+            {
+                if (line == "ready")
+                {
+                    return;
+                }
+            }
+            throw new InvalidOperationException("the honest requester exited before it was ready");
+        }
+
+        public async Task<Figures> MeasureAsync(string label, int leases, int pings)
+        {
+            await process.StandardInput.WriteLineAsync($"measure {label} {leases} {pings}");
+            await process.StandardInput.FlushAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(5));
+            while (await process.StandardOutput.ReadLineAsync(cts.Token) is { } line)
+            {
+                var p = line.Split(' ');
+                if (p.Length == 8 && p[0] == "result" && p[1] == label)
+                {
+                    double D(int k) => double.Parse(p[k], CultureInfo.InvariantCulture);
+                    return new Figures(D(2), D(3), D(4), D(5), int.Parse(p[6], CultureInfo.InvariantCulture), D(7));
+                }
+            }
+            throw new InvalidOperationException($"the honest requester exited during '{label}'");
+        }
+    }
+
+    private sealed record Figures(double LeaseP50, double LeaseP99, double PingP50, double PingP99, int Failed, double CpuMs)
+    {
+        public override string ToString() =>
+            string.Create(CultureInfo.InvariantCulture, $"honest lease p50 {LeaseP50:F2} ms, p99 {LeaseP99:F2} ms{(Failed > 0 ? $" ({Failed} failed)" : "")}; ping p50 {PingP50:F3} ms, p99 {PingP99:F3} ms");
+
+        public string Against(Figures unloaded) =>
+            string.Create(CultureInfo.InvariantCulture, $"lease p99 {LeaseP99 / unloaded.LeaseP99:F2}×, ping p99 {PingP99 / unloaded.PingP99:F2}× unloaded");
+    }
+
+    /// <summary>The node process's CPU time since the last <see cref="Take"/>.</summary>
+    private sealed class CpuMeter(Process node)
+    {
+        private TimeSpan _last = node.TotalProcessorTime;
+
+        public string Take()
+        {
+            node.Refresh();
+            var now = node.TotalProcessorTime;
+            var used = now - _last;
+            _last = now;
+            return string.Create(CultureInfo.InvariantCulture, $"{used.TotalSeconds:F1} s");
+        }
     }
 
     /// <summary>Connects, sends 1–512 random bytes, and says whether the node closed the connection within 2 s (bytes that could still begin a handshake wait for its timeout).</summary>
-    private static async Task<bool> RandomBytesAsync(IPEndPoint endpoint)
+    private static async Task<bool> RandomBytesAsync(IPEndPoint endpoint, IPAddress from)
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         try
         {
+            socket.Bind(new IPEndPoint(from, 0));
             await socket.ConnectAsync(endpoint);
             byte[] junk;
             lock (Rng)

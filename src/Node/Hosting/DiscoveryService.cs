@@ -15,7 +15,9 @@ namespace Potluck.Node.Hosting;
 
 /// <summary>
 /// How a node finds and keeps peers: peers heard on mDNS are dialed; the bootstrap list is dialed and the DHT bootstrapped
-/// at start, and again whenever the routing table runs empty. With a data directory the peer store and joined topics
+/// at start, and again whenever the routing table runs empty. A start-up join that reached nobody (no dial answered, or
+/// the DHT's routing table still empty) is retried after 1, 2, 4, 8 and 16 s (<see cref="DiscoveryOptions.JoinRetryDelay"/>,
+/// doubling, <see cref="DiscoveryOptions.JoinRetries"/> times) before the regular interval takes over. With a data directory the peer store and joined topics
 /// survive restarts: a restarted node re-dials the peers it knew (most recently seen first, bounded) and rejoins its
 /// topics. It never dials or remembers itself. Each new connection is pinged once so its latency is known.
 /// </summary>
@@ -36,6 +38,7 @@ public sealed partial class DiscoveryService : IHostedService
     private PeerDatabase? _database;
     private MdnsDiscovery? _mdns;
     private int _stopped;
+    private bool _joinFailed;
 
     public DiscoveryService(IServiceProvider services, PotluckOptions options, NodeRuntime runtime, ILogger<DiscoveryService> log)
     {
@@ -203,29 +206,60 @@ public sealed partial class DiscoveryService : IHostedService
         {
             LogRedialing(remembered.Length);
         }
-        await ReconnectAsync(remembered, ct);
-        await BootstrapDhtAsync(ct);
+        _joinFailed = !await TryJoinAsync(remembered, ct);
         // Remember the first peers now, not only at the first periodic save: a node killed early still rejoins.
         Save();
     }
 
-    /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown.</summary>
-    private async Task ReconnectAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
+    /// <summary>
+    /// Dials the bootstrap list and <paramref name="remembered"/> and bootstraps the DHT; false when there was someone to
+    /// reach and the join reached nobody: no dial answered, or the DHT is on and its routing table is still empty.
+    /// </summary>
+    private async Task<bool> TryJoinAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
     {
-        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => _host.ConnectAsync(a, ct), ct))
-            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => _host.ConnectAsync(p.Id, ct), ct)));
-        await Task.WhenAll(dials);
+        var (tried, answered) = await ReconnectAsync(remembered, ct);
+        await BootstrapDhtAsync(ct);
+        return tried == 0 || (answered > 0 && (_dht is null || _dht.RoutingTableSize > 0));
     }
 
-    private async Task DialAsync(string what, Func<ValueTask<IConnection>> dial, CancellationToken ct)
+    /// <summary>After a failed start-up join: tries again after the first delay, doubling (never past the regular interval), until one reaches someone or the retries are spent.</summary>
+    private async Task RetryJoinAsync(CancellationToken ct)
+    {
+        var interval = _options.Discovery.RebootstrapInterval;
+        var delay = _options.Discovery.JoinRetryDelay < interval ? _options.Discovery.JoinRetryDelay : interval;
+        for (var attempt = 1; attempt <= _options.Discovery.JoinRetries; attempt++, delay = delay < interval / 2 ? delay * 2 : interval)
+        {
+            LogJoinRetry(attempt, delay.TotalSeconds);
+            await Task.Delay(delay, _runtime.Time, ct);
+            if (await TryJoinAsync(_remembered.Take(_options.Discovery.MaxRedialPeers).ToArray(), ct))
+            {
+                Save();
+                return;
+            }
+        }
+    }
+
+    /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown. Returns how many were dialed and how many answered.</summary>
+    private async Task<(int Tried, int Answered)> ReconnectAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
+    {
+        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => _host.ConnectAsync(a, ct), ct))
+            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => _host.ConnectAsync(p.Id, ct), ct)))
+            .ToArray();
+        var answered = await Task.WhenAll(dials);
+        return (answered.Length, answered.Count(a => a));
+    }
+
+    private async Task<bool> DialAsync(string what, Func<ValueTask<IConnection>> dial, CancellationToken ct)
     {
         try
         {
             await dial();
+            return true;
         }
         catch (Exception e) when (Failures.IsExpected(e, ct))
         {
             LogDialFailed(what, e.Message);
+            return false;
         }
     }
 
@@ -266,6 +300,10 @@ public sealed partial class DiscoveryService : IHostedService
     {
         using var _ = timer;
         await Joined;
+        if (_joinFailed)
+        {
+            await RetryJoinAsync(ct);
+        }
         while (await timer.WaitForNextTickAsync(ct))
         {
             await RebootstrapIfEmptyAsync(ct);
@@ -379,6 +417,9 @@ public sealed partial class DiscoveryService : IHostedService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Re-dialing {Count} remembered peers")]
     private partial void LogRedialing(int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Joining the network reached nobody; attempt {Attempt} in {Seconds} s")]
+    private partial void LogJoinRetry(int attempt, double seconds);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Could not dial {Target}: {Reason}")]
     private partial void LogDialFailed(string target, string reason);

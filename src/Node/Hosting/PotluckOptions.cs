@@ -153,6 +153,12 @@ public sealed record DiscoveryOptions
     /// <summary>How often the routing table is checked and, when empty, the node bootstraps again. Default 30 s.</summary>
     public TimeSpan RebootstrapInterval { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>After a start-up join that reached nobody, the first retry comes after this long, each next one after twice the last. Default 1 s.</summary>
+    public TimeSpan JoinRetryDelay { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Retries of a failed start-up join (1, 2, 4, 8, 16 s by default) before <see cref="RebootstrapInterval"/> takes over; 0 waits for it. Default 5.</summary>
+    public int JoinRetries { get; init; } = 5;
+
     /// <summary>How often the peer store is written to the data directory (also on shutdown). Default 1 min.</summary>
     public TimeSpan SaveInterval { get; init; } = TimeSpan.FromMinutes(1);
 

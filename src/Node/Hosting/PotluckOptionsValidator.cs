@@ -40,6 +40,8 @@ public static class PotluckOptionsValidator
 
         var d = o.Discovery;
         Positive(d.RebootstrapInterval, "discovery:rebootstrapInterval");
+        Positive(d.JoinRetryDelay, "discovery:joinRetryDelay");
+        Need(d.JoinRetries is >= 0 and <= 20, $"'discovery:joinRetries' is {d.JoinRetries}; it must be 0 to 20");
         Positive(d.SaveInterval, "discovery:saveInterval");
         AtLeast(d.MaxRedialPeers, 0, "discovery:maxRedialPeers");
         AtLeast(d.MaxPersistedPeers, 0, "discovery:maxPersistedPeers");

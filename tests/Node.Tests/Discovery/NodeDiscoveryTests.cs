@@ -4,6 +4,7 @@ using Potluck.Protocol.Host;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
+using Potluck.Protocol.Transport;
 
 namespace Potluck.Node.Tests.Discovery;
 
@@ -82,6 +83,53 @@ public class NodeDiscoveryTests
         await connected.Task;
         Assert.That(ConnectedTo(joiner, seed), Is.True);
     });
+
+    [Test]
+    public void FailedJoin_IsRetriedAfter1_2_4_8_16Seconds_ThenAtTheRegularInterval() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 31);
+        // Something listens where the bootstrap peer should be, but closes every connection at once: each join fails.
+        await using var listener = await nodes.Network.CreateTransport().ListenAsync(Multiaddr.Parse("/memory/4343"), ct);
+        var dials = new List<DateTimeOffset>();
+        async Task RefuseAsync()
+        {
+            while (true)
+            {
+                IRawConnection raw;
+                try
+                {
+                    raw = await listener.AcceptAsync(ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                dials.Add(nodes.Time.GetUtcNow());
+                await raw.DisposeAsync();
+            }
+        }
+        var refusing = RefuseAsync();
+        var joiner = await nodes.StartAsync(nodes.Options() with { Bootstrap = [Multiaddr.Parse($"/memory/4343/p2p/{nodes.NewKey().PeerId}")] });
+        await joiner.Joined.WaitAsync(ct);
+        await Task.Delay(TimeSpan.FromSeconds(61), nodes.Time, ct);
+
+        // Each attempt dials the bootstrap address and then bootstraps the DHT through it (a second dial, same moment).
+        var attempts = dials.Select(t => Math.Round((t - dials[0]).TotalSeconds, 1)).Distinct().ToArray();
+        Assert.That(attempts, Is.EqualTo(new double[] { 0, 1, 3, 7, 15, 31, 60 }),
+            "retried after 1, 2, 4, 8, 16 s; then the regular 30 s check (the one due at 30 s runs at 31 s, after the last retry), at 60 s");
+        await listener.DisposeAsync();
+        await refusing;
+    });
+
+    [Test]
+    public void JoinRetryOptions_OutOfRange_AreRefusedNamingTheKey()
+    {
+        var problems = PotluckOptionsValidator.Validate(new PotluckOptions { Discovery = new DiscoveryOptions { JoinRetryDelay = TimeSpan.Zero, JoinRetries = 21 } });
+        Assert.That(problems, Has.Some.Contains("'discovery:joinRetryDelay' is 00:00:00; it must be a positive duration"));
+        Assert.That(problems, Has.Some.Contains("'discovery:joinRetries' is 21; it must be 0 to 20"));
+        Assert.That(PotluckOptionsValidator.Validate(new PotluckOptions { Discovery = new DiscoveryOptions { JoinRetries = 0 } }), Is.Empty, "0 retries: wait for the regular interval");
+    }
 
     [Test]
     public void Restart_ReloadsPeerStoreAndTopics_RedialsMostRecentlySeenFirst_Bounded() => VirtualTimeDriver.Run(async d =>
