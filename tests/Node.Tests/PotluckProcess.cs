@@ -136,6 +136,12 @@ internal sealed class PotluckProcess : IAsyncDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>SIGKILL, as a crash or the OOM killer would end it: no shutdown code runs.</summary>
+    public async Task KillAsync(CancellationToken ct) => await StopAsync(ct, "KILL");
+
+    /// <summary>It ended by SIGKILL (exit status 128 + 9).</summary>
+    public bool HasExitedBySignal => _process.HasExited && _process.ExitCode == 137;
+
     public async ValueTask DisposeAsync()
     {
         if (!_process.HasExited)

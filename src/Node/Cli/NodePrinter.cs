@@ -1,4 +1,5 @@
 using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
 
 namespace Potluck.Node.Cli;
 
@@ -47,6 +48,10 @@ internal sealed class NodePrinter : IDisposable
         // subscribe, then replay those (each connection is printed once, whichever path reports it first).
         _node.Host.Connected += OnConnected;
         _node.Host.Disconnected += OnDisconnected;
+        if (_node.Compute?.Provider is { } provider)
+        {
+            provider.ExecutionStarted += OnExecutionStarted;
+        }
         foreach (var connection in _node.Host.Connections)
         {
             OnConnected(connection);
@@ -66,6 +71,12 @@ internal sealed class NodePrinter : IDisposable
         _stdout.Flush();
     }
 
+    private void OnExecutionStarted(PeerId requester, ulong lease)
+    {
+        _stdout.WriteLine($"Task started for {requester} (lease {lease})");
+        _stdout.Flush();
+    }
+
     private void OnDisconnected(IConnection connection)
     {
         lock (_printed)
@@ -78,5 +89,9 @@ internal sealed class NodePrinter : IDisposable
     {
         _node.Host.Connected -= OnConnected;
         _node.Host.Disconnected -= OnDisconnected;
+        if (_node.Compute?.Provider is { } provider)
+        {
+            provider.ExecutionStarted -= OnExecutionStarted;
+        }
     }
 }

@@ -16,12 +16,20 @@ public sealed class ControlClient : IAsyncDisposable
     private readonly HttpClient _http;
     private readonly ControlOptions _options;
 
-    private ControlClient(HttpClient http, ControlOptions options, string dataDir)
+    private readonly TimeProvider _time;
+
+    private ControlClient(HttpClient http, ControlOptions options, string dataDir, TimeProvider time)
     {
         _http = http;
         _options = options;
         DataDir = dataDir;
+        _time = time;
     }
+
+    /// <summary>Calls the node refused as busy (HTTP 503 with Retry-After) and retried.</summary>
+    public long BusyRetried => Interlocked.Read(ref _busyRetried);
+
+    private long _busyRetried;
 
     public string DataDir { get; }
 
@@ -37,7 +45,7 @@ public sealed class ControlClient : IAsyncDisposable
     }
 
     /// <summary>A client for <paramref name="address"/> with <paramref name="token"/> (tests: a wrong one).</summary>
-    public static ControlClient Create(Uri address, string token, string dataDir, ControlOptions? options = null)
+    public static ControlClient Create(Uri address, string token, string dataDir, ControlOptions? options = null, TimeProvider? time = null)
     {
         options ??= new ControlOptions();
         // Fewer connections than the node serves at once, so a batch's long `submit` calls leave room for the rest.
@@ -48,7 +56,7 @@ public sealed class ControlClient : IAsyncDisposable
             MaxResponseContentBufferSize = options.MaxResponseLength,
         };
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return new ControlClient(http, options, dataDir);
+        return new ControlClient(http, options, dataDir, time ?? TimeProvider.System);
     }
 
     /// <summary>Calls <paramref name="method"/>; returns its result.</summary>
@@ -57,29 +65,19 @@ public sealed class ControlClient : IAsyncDisposable
     /// <exception cref="IOException">The answer was not a control response.</exception>
     public async Task<JsonNode?> CallAsync(string method, JsonObject? parameters, CancellationToken ct)
     {
-        using var content = new StringContent((parameters ?? new JsonObject()).ToJsonString(), Encoding.UTF8, "application/json");
-        HttpResponseMessage response;
+        var json = (parameters ?? new JsonObject()).ToJsonString();
+        using var response = await PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + Uri.EscapeDataString(method),
+            () => new StringContent(json, Encoding.UTF8, "application/json"), ct);
+        byte[] bytes;
         try
         {
-            response = await _http.PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + Uri.EscapeDataString(method), content, ct);
+            bytes = await response.Content.ReadAsByteArrayAsync(ct);
         }
-        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+        catch (HttpRequestException e)
         {
-            throw new NodeNotRunningException(DataDir);
+            throw new IOException($"the node's answer to '{method}' broke off or is longer than {_options.MaxResponseLength} bytes: {e.Message}", e);
         }
-        using (response)
-        {
-            byte[] bytes;
-            try
-            {
-                bytes = await response.Content.ReadAsByteArrayAsync(ct);
-            }
-            catch (HttpRequestException e)
-            {
-                throw new IOException($"the node's answer to '{method}' broke off or is longer than {_options.MaxResponseLength} bytes: {e.Message}", e);
-            }
-            return Parse(method, bytes, response.StatusCode);
-        }
+        return Parse(method, bytes, response.StatusCode);
     }
 
     private static JsonNode? Parse(string method, byte[] bytes, HttpStatusCode status)
@@ -124,22 +122,46 @@ public sealed class ControlClient : IAsyncDisposable
     /// <summary>Hands <paramref name="bytes"/> to the node (<see cref="ControlServer.BlobPutMethod"/>); returns their SHA-256 (hex).</summary>
     public async Task<string> PutBlobAsync(ReadOnlyMemory<byte> bytes, CancellationToken ct)
     {
-        using var content = new ReadOnlyMemoryContent(bytes);
-        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        HttpResponseMessage response;
-        try
+        using var response = await PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + ControlServer.BlobPutMethod, () =>
         {
-            response = await _http.PostAsync(ControlProtocol.ApiPrefix.TrimStart('/') + ControlServer.BlobPutMethod, content, ct);
-        }
-        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+            var content = new ReadOnlyMemoryContent(bytes);
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            return content;
+        }, ct);
+        var result = Parse(ControlServer.BlobPutMethod, await response.Content.ReadAsByteArrayAsync(ct), response.StatusCode);
+        return result?["sha256"] is JsonValue v && v.TryGetValue<string>(out var hash) ? hash
+            : throw new IOException($"the node's answer to '{ControlServer.BlobPutMethod}' has no sha256");
+    }
+
+    /// <summary>
+    /// POSTs a fresh body from <paramref name="content"/>; when the node answers 503 with Retry-After (its work queue is
+    /// full) waits that long (at most 10 s) and tries again, up to <see cref="ControlOptions.BusyRetries"/> times, then
+    /// returns the last 503 (a typed <see cref="ControlErrorCode.Busy"/> to the caller).
+    /// </summary>
+    private async Task<HttpResponseMessage> PostAsync(string path, Func<HttpContent> content, CancellationToken ct)
+    {
+        for (var attempt = 0; ; attempt++)
         {
-            throw new NodeNotRunningException(DataDir);
-        }
-        using (response)
-        {
-            var result = Parse(ControlServer.BlobPutMethod, await response.Content.ReadAsByteArrayAsync(ct), response.StatusCode);
-            return result?["sha256"] is JsonValue v && v.TryGetValue<string>(out var hash) ? hash
-                : throw new IOException($"the node's answer to '{ControlServer.BlobPutMethod}' has no sha256");
+            HttpResponseMessage response;
+            using (var body = content())
+            {
+                try
+                {
+                    response = await _http.PostAsync(path, body, ct);
+                }
+                catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError)
+                {
+                    throw new NodeNotRunningException(DataDir);
+                }
+            }
+            if (response.StatusCode != HttpStatusCode.ServiceUnavailable || attempt >= _options.BusyRetries
+                || response.Headers.RetryAfter?.Delta is not { } wait)
+            {
+                return response;
+            }
+            response.Dispose();
+            Interlocked.Increment(ref _busyRetried);
+            await Task.Delay(TimeSpan.FromSeconds(Math.Clamp(wait.TotalSeconds, 0.05, 10)), _time, ct);
         }
     }
 

@@ -105,8 +105,26 @@ public sealed class ControlOptions
     /// <summary>Bytes of blobs kept at once (least recently used go first). Default 256 MiB.</summary>
     public long MaxBlobStoreBytes { get; set; } = 256L << 20;
 
-    /// <summary>Connections served at once; more wait. Default 16.</summary>
+    /// <summary>Requests worked on at once; more wait in a queue of <see cref="MaxQueued"/>. Default 16.</summary>
     public int MaxClients { get; set; } = 16;
+
+    /// <summary>
+    /// Requests waiting for one of the <see cref="MaxClients"/> places; one more is answered at once with HTTP 503 and
+    /// <c>Retry-After</c> (which <see cref="ControlClient"/> honours a few times). Default 1,024.
+    /// </summary>
+    public int MaxQueued { get; set; } = 1024;
+
+    /// <summary>Seconds a refused client is asked to wait (<c>Retry-After</c>). Default 1.</summary>
+    public int RetryAfterSeconds { get; set; } = 1;
+
+    /// <summary>Times <see cref="ControlClient"/> retries a call the node refused as busy (503 with Retry-After). Default 5.</summary>
+    public int BusyRetries { get; set; } = 5;
+
+    /// <summary>
+    /// Connections open at once: <see cref="MaxClients"/> + <see cref="MaxQueued"/> + 256 more that are only answered
+    /// 503; past that Kestrel closes new connections at once.
+    /// </summary>
+    public long MaxConnections => (long)MaxClients + MaxQueued + 256;
 
     /// <summary>A client connection with no request for this long is closed. Default 60 s.</summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromSeconds(60);

@@ -30,6 +30,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     private readonly ILogger<ControlServer> _log;
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stop = new();
+    private readonly ControlAdmission _admission;
     private WebApplication? _app;
     private FileStream? _lock;
     private byte[] _token = [];
@@ -37,8 +38,11 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     public ControlServer(string dataDir, ControlOptions options, ILoggerFactory loggers)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxClients, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(options.MaxQueued);
         DataDir = Path.GetFullPath(dataDir);
         _options = options;
+        _admission = new ControlAdmission(options.MaxClients, options.MaxQueued);
         _loggers = loggers;
         _log = loggers.CreateLogger<ControlServer>();
     }
@@ -97,7 +101,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
             {
                 k.AddServerHeader = false;
-                k.Limits.MaxConcurrentConnections = _options.MaxClients;
+                k.Limits.MaxConcurrentConnections = _options.MaxConnections;
                 k.Limits.MaxRequestBodySize = _options.MaxRequestLength;
                 k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
                 k.Limits.MaxRequestHeaderCount = 32;
@@ -144,6 +148,40 @@ public sealed partial class ControlServer : IAsyncDisposable
                 Error(ControlErrorCode.Unauthorized, $"missing or wrong token: send 'Authorization: Bearer <the contents of {ControlFiles.TokenPath(DataDir)}>'"), ct);
             return;
         }
+        if (!_admission.TryEnter())
+        {
+            http.Response.Headers.RetryAfter = _options.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await WriteAsync(http, StatusCodes.Status503ServiceUnavailable,
+                Error(ControlErrorCode.Busy, $"the node's control API is busy ({_options.MaxClients} requests in progress, {_options.MaxQueued} waiting): try again in {_options.RetryAfterSeconds} s"), ct);
+            return;
+        }
+        try
+        {
+            await _admission.WaitAsync(ct);
+        }
+        catch (OperationCanceledException)
+        {
+            _admission.Leave(entered: false);
+            return;
+        }
+        try
+        {
+            await ServeAdmittedAsync(http, ct);
+        }
+        finally
+        {
+            _admission.Leave(entered: true);
+        }
+    }
+
+    /// <summary>Requests refused as busy (HTTP 503) since the server started.</summary>
+    public long Refused => _admission.Refused;
+
+    /// <summary>Requests being worked on now.</summary>
+    public int InFlight => _admission.InFlight;
+
+    private async Task ServeAdmittedAsync(HttpContext http, CancellationToken ct)
+    {
         var path = http.Request.Path.Value ?? "";
         if (path == "/metrics" && HttpMethods.IsGet(http.Request.Method) && _metrics is { } metrics)
         {

@@ -15,28 +15,51 @@ public interface IMachineProbe
 {
     /// <summary>The current reading; null when the machine cannot be read (not Linux, /proc missing).</summary>
     MachineReading? Read();
+
+    /// <summary>
+    /// As <see cref="Read()"/>; <paramref name="askInputSources"/> false skips the input sources that cost a process
+    /// start (logind, X11) when nobody needs the owner's input (idle detection or input watching off).
+    /// </summary>
+    MachineReading? Read(bool askInputSources) => Read();
 }
 
 /// <summary>
 /// Linux: <c>/proc/stat</c> and <c>/proc/self/stat</c> for CPU, the access times of <c>/dev/pts/*</c>, <c>/dev/tty*</c>
 /// and <c>/dev/input/*</c> for input (a terminal read, as BOINC reads it; a desktop's input devices where their access
 /// time moves), <c>/sys/class/power_supply</c> for power. Everything under <see cref="Root"/> ("/" on a real machine, a
-/// folder of prepared files in tests).
+/// folder of prepared files in tests). The owner's input is also asked of <paramref name="inputs"/> (systemd-logind, X11:
+/// <see cref="InputSources"/>); the most recent input any of them or the devices show counts.
 /// </summary>
-public sealed class ProcMachineProbe(string root = "/") : IMachineProbe
+public sealed class ProcMachineProbe(string root = "/", IReadOnlyList<IInputSource>? inputs = null) : IMachineProbe
 {
     public string Root { get; } = root;
 
+    /// <summary>The input sources asked besides the devices' access times.</summary>
+    public IReadOnlyList<IInputSource> Inputs { get; } = inputs ?? [];
+
     private string At(string path) => Path.Combine(Root, path);
 
-    public MachineReading? Read()
+    public MachineReading? Read() => Read(askInputSources: true);
+
+    public MachineReading? Read(bool askInputSources)
     {
         var cpu = ReadCpu();
         if (cpu is null)
         {
             return null;
         }
-        return new MachineReading(cpu.Value.Total, cpu.Value.Idle, ReadOwn() ?? 0, LastInput(), OnBattery());
+        var input = LastInput();
+        if (askInputSources)
+        {
+            foreach (var source in Inputs)
+            {
+                if (source.LastInput() is { } t && (input is null || t > input))
+                {
+                    input = t;
+                }
+            }
+        }
+        return new MachineReading(cpu.Value.Total, cpu.Value.Idle, ReadOwn() ?? 0, input, OnBattery());
     }
 
     private (long Total, long Idle)? ReadCpu()

@@ -162,7 +162,7 @@ public sealed partial class PreferencesService : IAsyncDisposable
             MachineReading? reading;
             try
             {
-                reading = _probe.Read();
+                reading = _probe.Read(askInputSources: _prefs.OnlyWhenIdle && _prefs.WatchInput);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
             {

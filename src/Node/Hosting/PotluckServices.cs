@@ -170,7 +170,7 @@ internal static class PotluckServices
         services.AddSingleton<ProtocolHostedService>();
         services.AddSingleton<DiscoveryService>();
         services.AddSingleton<ComputeHostedService>();
-        services.TryAddSingleton<Home.IMachineProbe>(new Home.ProcMachineProbe());
+        services.TryAddSingleton<Home.IMachineProbe>(_ => new Home.ProcMachineProbe("/", Home.InputSources.ForThisMachine()));
         services.TryAddSingleton(TimeZoneInfo.Local);
 
         // Started in this order, stopped in reverse.
