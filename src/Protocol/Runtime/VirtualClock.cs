@@ -18,6 +18,10 @@ public sealed class VirtualClock : TimeProvider
     private long _nowTicks;
     private long _sequence;
     private int _advancing;
+    private int _compactAt = MinCompaction;
+
+    /// <summary>Queue entries below which stale ones (of timers changed or disposed) are left for <see cref="Prune"/> to meet.</summary>
+    private const int MinCompaction = 1024;
 
     public VirtualClock() : this(DefaultStart)
     {
@@ -161,10 +165,52 @@ public sealed class VirtualClock : TimeProvider
     {
         sequence = ++_sequence;
         _queue.Enqueue(timer, (deadline, sequence));
+        if (_queue.Count >= _compactAt)
+        {
+            Compact();
+        }
+    }
+
+    /// <summary>
+    /// Drops every stale entry (a timer changed or disposed before its deadline, such as a timeout that did not fire):
+    /// <see cref="Prune"/> only meets them at the top, so a long deadline kept its timer, callback and state alive.
+    /// Runs when the queue has doubled since the last compaction, so it costs O(1) per timer amortised. Order is kept:
+    /// entries are keyed by deadline and sequence.
+    /// </summary>
+    private void Compact()
+    {
+        var armed = new List<(VirtualTimer, (long, long))>(_queue.Count / 2);
+        foreach (var (timer, key) in _queue.UnorderedItems)
+        {
+            if (timer.IsArmedAs(key.Sequence))
+            {
+                armed.Add((timer, key));
+            }
+        }
+        _queue.Clear();
+        _queue.EnqueueRange(armed);
+        _queue.TrimExcess();
+        _compactAt = Math.Max(MinCompaction, armed.Count * 2);
+    }
+
+    /// <summary>Queue entries, stale ones included (for tests of <see cref="Compact"/>).</summary>
+    internal int QueuedEntries
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queue.Count;
+            }
+        }
     }
 
     private sealed class VirtualTimer(VirtualClock clock, TimerCallback callback, object? state, ExecutionContext? context) : ITimer
     {
+        // Released on disposal: a disposed timer's entry may wait in the queue until its deadline or the next compaction.
+        private TimerCallback? _callback = callback;
+        private object? _state = state;
+        private ExecutionContext? _context = context;
         private long _armedSequence; // 0: not armed
         private long _periodTicks;
         private bool _disposed;
@@ -191,6 +237,17 @@ public sealed class VirtualClock : TimeProvider
 
         public void Fire()
         {
+            TimerCallback? callback;
+            object? state;
+            ExecutionContext? context;
+            lock (clock._gate)
+            {
+                (callback, state, context) = (_callback, _state, _context);
+            }
+            if (callback is null)
+            {
+                return; // disposed after it fell due, before it fired
+            }
             if (context is null)
             {
                 callback(state);
@@ -231,6 +288,9 @@ public sealed class VirtualClock : TimeProvider
             {
                 _disposed = true;
                 _armedSequence = 0;
+                _callback = null;
+                _state = null;
+                _context = null;
             }
         }
 

@@ -54,6 +54,43 @@ public class VirtualClockTests
     }
 
     [Test]
+    public void DisposedTimers_ReleaseTheirStateAndLeaveTheQueue_WhileArmedOnesKeepTheirOrder()
+    {
+        // Timeouts that never fire (a CancellationTokenSource(30 s) disposed at once) used to stay queued until their deadline.
+        var clock = new VirtualClock();
+        var fired = new List<int>();
+        var keep = new List<ITimer>();
+        var released = new List<WeakReference>();
+        Fill(clock, fired, keep, released);
+
+        Assert.That(clock.QueuedEntries, Is.LessThan(1_024 + 10), "stale entries were compacted away");
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.That(released.Count(w => w.IsAlive), Is.Zero, "a disposed timer holds no reference to its state");
+        clock.Advance(TimeSpan.FromHours(1));
+        Assert.That(fired, Is.EqualTo(new[] { 4_000, 3_000, 2_000, 1_000, 0 }), "armed timers fire once, in deadline order");
+        Assert.That(clock.PendingTimers, Is.Zero);
+        keep.ForEach(t => t.Dispose());
+
+        // Not inlined, so no local of the loop outlives it (unoptimised code keeps locals alive to the end of a method).
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        static void Fill(VirtualClock clock, List<int> fired, List<ITimer> keep, List<WeakReference> released)
+        {
+            for (var i = 0; i < 5_000; i++)
+            {
+                var state = new byte[64];
+                released.Add(new WeakReference(state));
+                clock.CreateTimer(_ => { }, state, TimeSpan.FromMinutes(30), Timeout.InfiniteTimeSpan).Dispose();
+                if (i % 1_000 == 0)
+                {
+                    var n = i;
+                    keep.Add(clock.CreateTimer(_ => fired.Add(n), null, TimeSpan.FromSeconds(10 - (i / 1_000)), Timeout.InfiniteTimeSpan));
+                }
+            }
+        }
+    }
+
+    [Test]
     public void AdvanceToNextTimer_JumpsExactlyToTheEarliestDeadline()
     {
         var clock = new VirtualClock();
