@@ -16,7 +16,10 @@
 #        [--no-lease] [--out FILE]
 # --short (what scripts/test.sh runs, about 2 min): port-restricted and symmetric NATs, 3 attempts per pair, two leases.
 # Ends with "N passed, N failed": every attempt relayed, hole punches between endpoint-independent NATs at 95 % or
-# more, every lease run completed with the right output.
+# more, every lease run completed with the right output; a full run (all three types, 50+ attempts) also checks the
+# campaign's 70 % overall.
+# Port prediction (dcutr:portPredictionSockets, default 256 per side and round) is what punches port-restricted <->
+# symmetric; symmetric <-> symmetric stays on the relay (nothing is sprayed there: both ports are unknown).
 # NATLAB_LOG_LEVEL=debug logs the providers and probes at that level; KEEP_NATLAB_LOGS=1 keeps /tmp/natlab.*.
 # Needs root, ip (iproute2) and iptables; without them it says so, prints "0 passed, 0 failed" and exits 0.
 # Bounded: every process runs under `timeout`; the namespaces and processes it made are removed on exit.
@@ -52,7 +55,7 @@ if ! ip netns add "natlab-probe-$$" 2>/dev/null; then
 fi
 ip netns del "natlab-probe-$$"
 
-potluck="$root/src/Node/bin/Release/net10.0/potluck"
+potluck="${NATLAB_POTLUCK:-$root/src/Node/bin/Release/net10.0/potluck}"   # NATLAB_POTLUCK: another build of it
 if [[ ! -x "$potluck" ]]; then
   dotnet build "$root/src/Node" -c Release --nologo -v q -clp:ErrorsOnly || exit 1
 fi
@@ -104,6 +107,9 @@ common_env=(
   POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERADDRESS=512 POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERSUBNET=2048
   POTLUCK__HOST__RESOURCES__MAXPENDINGINBOUNDPERADDRESS=128 POTLUCK__HOST__RESOURCES__MAXPENDINGINBOUNDPERSUBNET=512
   POTLUCK__PREFERENCES__ONLYWHENIDLE=false POTLUCK__DCUTR__ATTEMPTTIMEOUT=00:00:05
+  # One provider serves up to --parallel punches at once, each spraying up to 256 SYNs a round: more than a home
+  # node's default budget of 4096 port-prediction sockets a minute.
+  POTLUCK__DCUTR__PORTPREDICTIONBUDGET=1000000
 )
 start() { # NS NAME CMD... : runs CMD in NS under a time bound, logs to $work/NAME.log
   local ns=$1 name=$2; shift 2
@@ -220,6 +226,10 @@ pct() { python3 -c "print('%.1f' % (100*$1/$2) if $2 else '-')"; }
 } >>"$table"
 check "$([[ $eim_total -gt 0 && $((eim_succeeded * 100)) -ge $((eim_total * 95)) ]] && echo 1)" \
   "hole punches between endpoint-independent NATs: $eim_succeeded/$eim_total (goal 95 %)"
+if [[ $short == 0 && $attempts -ge 50 && "$types" == "full restricted symmetric" ]]; then
+  check "$([[ $total -gt 0 && $((succeeded * 100)) -ge $((total * 70)) ]] && echo 1)" \
+    "hole punches overall: $succeeded/$total (goal: the campaign's 70 %)"
+fi
 cat "$table"
 [[ -n "$out" ]] && cp "$table" "$out"
 echo "$checks_passed passed, $checks_failed failed"

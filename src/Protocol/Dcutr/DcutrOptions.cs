@@ -37,6 +37,19 @@ public sealed record DcutrOptions
     /// <summary>After a direct connection is made, the relayed one is closed once it carries no stream but long-lived ones, or after this at most. Default 2 min.</summary>
     public TimeSpan RelayedCloseGrace { get; init; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// Port prediction (<see cref="PortPrediction"/>) when one side's NAT keeps ports and the other's changes them: per
+    /// round, SYNs the keeping side sends to random ports of the peer's IP, and fresh-port dials the changing side makes.
+    /// 0 turns it off. Default 256 (about 64 % per round against a random-port NAT).
+    /// </summary>
+    public int PortPredictionSockets { get; init; } = 256;
+
+    /// <summary>
+    /// Port-prediction sockets the node opens per <see cref="RateWindow"/>, all peers together (a stranger claiming a
+    /// changing mapping cannot make it SYN-flood an address beyond this). Default 4096.
+    /// </summary>
+    public int PortPredictionBudget { get; init; } = 4096;
+
     /// <summary>What is wrong with these settings, one line per key; empty when valid.</summary>
     public IReadOnlyList<string> Validate(string prefix = "dcutr")
     {
@@ -56,6 +69,8 @@ public sealed record DcutrOptions
         Range(nameof(MaxAddresses), MaxAddresses, 1, 64);
         Range(nameof(MaxStreamsPerPeer), MaxStreamsPerPeer, 1, 1000);
         Range(nameof(RateWindow), RateWindow.TotalSeconds, 1, 86400, " s");
+        Range(nameof(PortPredictionSockets), PortPredictionSockets, 0, 4096);
+        Range(nameof(PortPredictionBudget), PortPredictionBudget, 0, 1_000_000);
         Range(nameof(RelayedCloseGrace), RelayedCloseGrace.TotalSeconds, 0, 86400, " s");
         return problems;
     }

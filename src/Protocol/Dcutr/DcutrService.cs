@@ -31,6 +31,14 @@ namespace Potluck.Protocol.Dcutr;
 /// deadline. The addresses sent are those the relay of the connection observed for us (identify's observedAddr) and
 /// those two or more peers agree on, each also with our TCP listen port (the mapping a port-preserving NAT gives the
 /// listen port); addresses one stranger claims are not repeated to others.
+/// <para>
+/// Port prediction (<see cref="PortPrediction"/>), an extension other implementations skip: each CONNECT also says how
+/// the sender's NAT maps ports (<see cref="Mapping"/>, from identify's observed address against the connection's local
+/// one). When one side keeps ports and the other changes them, each round the keeping side also sends
+/// <see cref="DcutrOptions.PortPredictionSockets"/> SYNs from its listen port to random ports of the peer's IP, and the
+/// changing side dials the keeping side's first address (its listen port) from as many fresh local ports; all such
+/// sockets count against <see cref="DcutrOptions.PortPredictionBudget"/> per window, for the whole node.
+/// </para>
 /// </remarks>
 public sealed partial class DcutrService : IAsyncDisposable
 {
@@ -48,6 +56,10 @@ public sealed partial class DcutrService : IAsyncDisposable
     private readonly Queue<PeerId> _observers = new();
     private readonly Dictionary<PeerId, Queue<DateTimeOffset>> _inboundStreams = [];
     private readonly HashSet<PeerId> _active = [];
+    private readonly Queue<bool> _portObservations = new();
+    private readonly SocketBudget _predictionBudget;
+    private readonly Random _random;
+    private long _predictedDials;
     private long _punches;
     private long _successes;
     private long _refused;
@@ -64,6 +76,8 @@ public sealed partial class DcutrService : IAsyncDisposable
         _time = runtime.Time;
         _log = loggers.CreateLogger<DcutrService>();
         _work = runtime.CreateBackgroundWork("dcutr", _log);
+        _predictionBudget = new SocketBudget(options.PortPredictionBudget, options.RateWindow);
+        _random = runtime.CreateRandom("dcutr/port-prediction");
         host.SetStreamHandler(ProtocolId, HandleAsync);
         host.Connected += OnConnected;
         if (identify is not null)
@@ -87,8 +101,27 @@ public sealed partial class DcutrService : IAsyncDisposable
     /// <summary>Hole-punch dials this node started (each address of a round is one).</summary>
     public long DialsStarted => Interlocked.Read(ref _dials);
 
+    /// <summary>Of those, port-prediction dials (SYNs to random ports of a peer, or fresh-port dials).</summary>
+    public long PredictedDials => Interlocked.Read(ref _predictedDials);
+
+    /// <summary>How this node's NAT maps ports, from the last <see cref="PortPrediction.Window"/> TCP observations.</summary>
+    public PortMapping Mapping
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return PortPrediction.Classify(_portObservations);
+            }
+        }
+    }
+
     private void OnIdentified(IdentifyResult result)
     {
+        if (PortPrediction.PortPreserved(result.ObservedAddress, result.LocalAddress) is { } preserved)
+        {
+            ObservePort(preserved);
+        }
         if (result.ObservedAddress is not { } observed || observed.Find(Multiaddr.P2pCircuit) is not null)
         {
             return;
@@ -107,12 +140,26 @@ public sealed partial class DcutrService : IAsyncDisposable
         }
     }
 
+    /// <summary>Records one observation of our port mapping (true: an observer saw our local port unchanged).</summary>
+    internal void ObservePort(bool preserved)
+    {
+        lock (_gate)
+        {
+            _portObservations.Enqueue(preserved);
+            while (_portObservations.Count > PortPrediction.Window)
+            {
+                _portObservations.Dequeue();
+            }
+        }
+    }
+
     /// <summary>
     /// What we tell the peer in CONNECT: the address the relay observed for us, those two or more observers agree on,
     /// each also with our TCP listen port; our own direct listen addresses when nobody observed any (a simulated network).
     /// </summary>
     internal IReadOnlyList<Multiaddr> OwnAddresses(PeerId? relay)
     {
+        var preserving = Mapping == PortMapping.Preserving;
         var result = new List<Multiaddr>();
         lock (_gate)
         {
@@ -125,16 +172,19 @@ public sealed partial class DcutrService : IAsyncDisposable
         // Addresses the node advertises as public (AutoNAT confirmed them) are as good as observed ones.
         result.AddRange(_host.ListenAddresses.Where(a => a.Find(Multiaddr.Memory) is null && IsPublic(a)));
         var listenPorts = _host.BoundAddresses.Select(a => a.ToTcpEndPoint()).OfType<IPEndPoint>().Select(e => e.Port).Distinct().ToArray();
-        foreach (var observed in result.ToArray())
+        var withListenPort = new List<Multiaddr>();
+        foreach (var observed in result)
         {
             if (observed.ToTcpEndPoint() is { } endPoint)
             {
                 foreach (var port in listenPorts)
                 {
-                    result.Add(Multiaddr.FromTcpEndPoint(new IPEndPoint(endPoint.Address, port)));
+                    withListenPort.Add(Multiaddr.FromTcpEndPoint(new IPEndPoint(endPoint.Address, port)));
                 }
             }
         }
+        // Behind a port-keeping NAT the listen port's mapping comes first: port prediction's dials aim at the first address.
+        result.InsertRange(preserving ? 0 : result.Count, withListenPort);
         if (result.Count == 0)
         {
             result.AddRange(_host.BoundAddresses.Where(a => a.Find(Multiaddr.P2pCircuit) is null && a.Find(Multiaddr.Memory) is not null));
@@ -221,20 +271,23 @@ public sealed partial class DcutrService : IAsyncDisposable
         }
         // Unilateral: the peer may be reachable at a public address it listens on.
         var publicAddresses = _host.Peers.GetAddresses(peer).Where(a => IsPublic(a) && _host.CanDialDirect(a)).Take(_options.MaxAddresses).ToArray();
-        if (publicAddresses.Length > 0 && await DialAnyAsync(publicAddresses, peer, initiator: true, _options.UnilateralTimeout, ct) is not null)
+        if (publicAddresses.Length > 0 && await DialAnyAsync(publicAddresses.Select(a => new PlannedDial(a, FromListenPort: true, Predicted: false)).ToArray(), peer, initiator: true, _options.UnilateralTimeout, ct) is not null)
         {
             return new HolePunchResult(true, 0, _time.GetElapsedTime(started), null, null, Unilateral: true);
         }
         var relay = RelayOf(relayed);
-        await using var stream = await OpenStreamAsync(relayed, ct);
         TimeSpan? rtt = null;
         string failure = "no attempt made";
+        var mine = Mapping;
+        var jsRoles = FollowsJsRoles(peer);
         for (var attempt = 1; attempt <= _options.Attempts; attempt++)
         {
+            // A stream per attempt, as js-libp2p and go-libp2p retry (a js A closes the stream after its dial).
+            await using var stream = await OpenStreamAsync(relayed, ct);
             using var deadline = new CancellationTokenSource(_options.AttemptTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
             var sent = _time.GetTimestamp();
-            await WriteAsync(stream, Pb.HolePunch.Types.Type.Connect, OwnAddresses(relay), linked.Token);
+            await WriteAsync(stream, Pb.HolePunch.Types.Type.Connect, OwnAddresses(relay), mine, linked.Token);
             var answer = await ReadAsync(stream, linked.Token)
                 ?? throw new ProtocolViolationException(ProtocolId, "the peer closed the stream instead of answering CONNECT", ViolationCode.UnexpectedMessage);
             rtt = _time.GetElapsedTime(sent);
@@ -242,21 +295,25 @@ public sealed partial class DcutrService : IAsyncDisposable
             {
                 throw new ProtocolViolationException(ProtocolId, $"expected CONNECT, got {answer.Type}", ViolationCode.UnexpectedMessage);
             }
+            // No address we can dial (a js peer sends only addresses AutoNAT confirmed): still SYNC, its dial may reach us.
             var addresses = DialableAddresses(answer);
-            if (addresses.Count == 0)
+            var theirs = PortPrediction.FromWire(answer.HasPotluckPortMapping, answer.PotluckPortMapping);
+            if (!jsRoles)
             {
-                return new HolePunchResult(false, attempt, _time.GetElapsedTime(started), rtt, "the peer sent no address we can dial");
+                // Potluck's and go-libp2p's roles: B speaks first on any connection the punch makes. A js A dials as the
+                // initiator, so its dial arriving here is upgraded with this node as the responder (the default).
+                _host.ExpectHolePunch(peer, addresses, _time.GetUtcNow() + _options.AttemptTimeout);
             }
-            _host.ExpectHolePunch(peer, addresses, _time.GetUtcNow() + _options.AttemptTimeout);
-            await WriteAsync(stream, Pb.HolePunch.Types.Type.Sync, [], linked.Token);
+            await WriteAsync(stream, Pb.HolePunch.Types.Type.Sync, [], PortMapping.Unknown, linked.Token);
             await Task.Delay(rtt.Value / 2, _time, linked.Token);
+            var wait = addresses.Count == 0 ? _options.AttemptTimeout : TimeSpan.FromTicks(Math.Max(rtt.Value.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
             if (_host.DirectConnectionTo(peer) is not null
-                || await DialAnyAsync(addresses, peer, initiator: true, _options.AttemptTimeout, ct) is not null
-                || await DirectConnectionAppearsAsync(peer, TimeSpan.FromTicks(Math.Max(rtt.Value.Ticks * 2, TimeSpan.FromSeconds(1).Ticks)), linked.Token))
+                || await DialAnyAsync(PlanDials(addresses, mine, theirs), peer, initiator: true, _options.AttemptTimeout, ct) is not null
+                || await DirectConnectionAppearsAsync(peer, wait, linked.Token))
             {
                 return new HolePunchResult(true, attempt, _time.GetElapsedTime(started), rtt, null);
             }
-            failure = $"{attempt} attempt(s) made no direct connection";
+            failure = addresses.Count == 0 ? "the peer sent no address we can dial, and its dials did not reach us" : $"{attempt} attempt(s) made no direct connection";
         }
         return new HolePunchResult(false, _options.Attempts, _time.GetElapsedTime(started), rtt, failure);
     }
@@ -306,11 +363,16 @@ public sealed partial class DcutrService : IAsyncDisposable
         return await relayed.OpenStreamAsync([ProtocolId], linked.Token);
     }
 
-    /// <summary>A's part: answer CONNECT with ours, and dial the moment SYNC arrives; as many rounds as B asks for, up to the limit.</summary>
+    /// <summary>
+    /// A's part, one round per stream (B opens a new stream to retry): answer CONNECT with ours, and dial the moment
+    /// SYNC arrives. With a js-libp2p B (which dials as the responder) this node speaks first on every connection of
+    /// the punch, its own dials and B's arriving ones, as js expects of A.
+    /// </summary>
     private async Task HandleAsync(IStream stream, CancellationToken ct)
     {
         var peer = stream.RemotePeer;
-        if (!Libp2pHost.IsRelayed(stream.Connection) || !Admit(peer))
+        var round = 0;
+        if (!Libp2pHost.IsRelayed(stream.Connection) || !Admit(peer, out round))
         {
             Interlocked.Increment(ref _refused);
             LogRefused(peer);
@@ -320,40 +382,47 @@ public sealed partial class DcutrService : IAsyncDisposable
         try
         {
             var relay = RelayOf(stream.Connection);
-            for (var round = 0; round < _options.Attempts; round++)
+            using var deadline = new CancellationTokenSource(_options.AttemptTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
+            var connect = await ReadAsync(stream, linked.Token);
+            if (connect is null)
             {
-                using var deadline = new CancellationTokenSource(_options.AttemptTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
-                var connect = await ReadAsync(stream, linked.Token);
-                if (connect is null)
+                return; // B gave up before it began
+            }
+            if (connect.Type != Pb.HolePunch.Types.Type.Connect)
+            {
+                throw new ProtocolViolationException(ProtocolId, $"expected CONNECT, got {connect.Type}", ViolationCode.UnexpectedMessage);
+            }
+            var addresses = DialableAddresses(connect);
+            var theirs = PortPrediction.FromWire(connect.HasPotluckPortMapping, connect.PotluckPortMapping);
+            var mine = Mapping;
+            await WriteAsync(stream, Pb.HolePunch.Types.Type.Connect, OwnAddresses(relay), mine, linked.Token);
+            var sync = await ReadAsync(stream, linked.Token)
+                ?? throw new ProtocolViolationException(ProtocolId, "the stream ended before SYNC", ViolationCode.UnexpectedMessage);
+            if (sync.Type != Pb.HolePunch.Types.Type.Sync)
+            {
+                throw new ProtocolViolationException(ProtocolId, $"expected SYNC, got {sync.Type}", ViolationCode.UnexpectedMessage);
+            }
+            var jsRoles = FollowsJsRoles(peer);
+            if (jsRoles)
+            {
+                // js's B dials from a fresh port and sent (at most) private addresses: any inbound connection in this
+                // attempt's window may be its dial, and must prove to be this peer.
+                _host.ExpectHolePunch(peer, addresses.Any(IsPublic) ? addresses : [], _time.GetUtcNow() + _options.AttemptTimeout, anyAddress: !addresses.Any(IsPublic));
+            }
+            Synced?.Invoke(peer, round);
+            if (addresses.Count > 0 && _host.DirectConnectionTo(peer) is null)
+            {
+                // At once, and in the background: the stream ends now, and B's retry must not wait for this dial.
+                var relayed = stream.Connection;
+                var plan = PlanDials(addresses, mine, theirs);
+                _work.Run("dcutr dial", async stopping =>
                 {
-                    return; // B is done (a direct connection, or it gave up)
-                }
-                if (connect.Type != Pb.HolePunch.Types.Type.Connect)
-                {
-                    throw new ProtocolViolationException(ProtocolId, $"expected CONNECT, got {connect.Type}", ViolationCode.UnexpectedMessage);
-                }
-                var addresses = DialableAddresses(connect);
-                await WriteAsync(stream, Pb.HolePunch.Types.Type.Connect, OwnAddresses(relay), linked.Token);
-                var sync = await ReadAsync(stream, linked.Token)
-                    ?? throw new ProtocolViolationException(ProtocolId, "the stream ended before SYNC", ViolationCode.UnexpectedMessage);
-                if (sync.Type != Pb.HolePunch.Types.Type.Sync)
-                {
-                    throw new ProtocolViolationException(ProtocolId, $"expected SYNC, got {sync.Type}", ViolationCode.UnexpectedMessage);
-                }
-                Synced?.Invoke(peer, round + 1);
-                if (addresses.Count > 0 && _host.DirectConnectionTo(peer) is null)
-                {
-                    // At once, and in the background: B's next CONNECT (a retry) must not wait for this dial to end.
-                    var relayed = stream.Connection;
-                    _work.Run("dcutr dial", async stopping =>
+                    if (await DialAnyAsync(plan, peer, initiator: jsRoles, _options.AttemptTimeout, stopping) is not null)
                     {
-                        if (await DialAnyAsync(addresses, peer, initiator: false, _options.AttemptTimeout, stopping) is not null)
-                        {
-                            CloseWhenIdle(relayed);
-                        }
-                    });
-                }
+                        CloseWhenIdle(relayed);
+                    }
+                });
             }
         }
         finally
@@ -365,9 +434,13 @@ public sealed partial class DcutrService : IAsyncDisposable
         }
     }
 
-    /// <summary>One DCUtR stream per peer at a time, and at most <see cref="DcutrOptions.MaxStreamsPerPeer"/> per window.</summary>
-    private bool Admit(PeerId peer)
+    /// <summary>
+    /// One DCUtR stream per peer at a time, and at most <see cref="DcutrOptions.MaxStreamsPerPeer"/> per window;
+    /// <paramref name="round"/> is the stream's number in the window (B's attempt).
+    /// </summary>
+    private bool Admit(PeerId peer, out int round)
     {
+        round = 0;
         var now = _time.GetUtcNow();
         lock (_gate)
         {
@@ -399,17 +472,18 @@ public sealed partial class DcutrService : IAsyncDisposable
                 return false;
             }
             times.Enqueue(now);
+            round = times.Count;
             _active.Add(peer);
             return true;
         }
     }
 
     /// <summary>Dials every address at once; the first connection wins and the other dials are cancelled. Null when none succeeds.</summary>
-    private async Task<IConnection?> DialAnyAsync(IReadOnlyList<Multiaddr> addresses, PeerId peer, bool initiator, TimeSpan timeout, CancellationToken ct)
+    private async Task<IConnection?> DialAnyAsync(IReadOnlyList<PlannedDial> plan, PeerId peer, bool initiator, TimeSpan timeout, CancellationToken ct)
     {
         using var deadline = new CancellationTokenSource(timeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
-        var dials = addresses.Select(a => DialOneAsync(a, peer, initiator, linked.Token)).ToList();
+        var dials = plan.Select(d => DialOneAsync(d, peer, initiator, linked.Token)).ToList();
         while (dials.Count > 0)
         {
             var done = await Task.WhenAny(dials);
@@ -423,19 +497,69 @@ public sealed partial class DcutrService : IAsyncDisposable
         return null;
     }
 
-    private async Task<IConnection?> DialOneAsync(Multiaddr address, PeerId peer, bool initiator, CancellationToken ct)
+    private async Task<IConnection?> DialOneAsync(PlannedDial dial, PeerId peer, bool initiator, CancellationToken ct)
     {
         Interlocked.Increment(ref _dials);
+        if (dial.Predicted)
+        {
+            Interlocked.Increment(ref _predictedDials);
+        }
         try
         {
-            return await _host.DialForHolePunchAsync(address, peer, initiator, ct);
+            return await _host.DialForHolePunchAsync(dial.Address, peer, initiator, ct, dial.FromListenPort);
         }
         catch (Exception e) when (Failures.Classify(e, ct).Kind != FailureKind.Internal || e is OperationCanceledException)
         {
-            LogDialFailed(peer, address, e.Message);
+            if (!dial.Predicted)
+            {
+                LogDialFailed(peer, dial.Address, e.Message); // hundreds of predicted dials fail by design: not logged one by one
+            }
             return null;
         }
     }
+
+    /// <summary>One dial of a round: where to, whether from the listen port, and whether it is a port-prediction dial.</summary>
+    internal readonly record struct PlannedDial(Multiaddr Address, bool FromListenPort, bool Predicted);
+
+    /// <summary>
+    /// A round's dials: every address the peer sent, from the listen port; and, when port prediction fits the pair
+    /// (<see cref="PortPrediction.RoleFor"/>), SYNs to random ports of the peer's first TCP address's IP, or dials of
+    /// that address from fresh local ports, as many as the options and the node's budget allow.
+    /// </summary>
+    internal List<PlannedDial> PlanDials(IReadOnlyList<Multiaddr> addresses, PortMapping mine, PortMapping theirs)
+    {
+        var plan = addresses.Select(a => new PlannedDial(a, FromListenPort: true, Predicted: false)).ToList();
+        var role = _options.PortPredictionSockets == 0 ? PredictionRole.None : PortPrediction.RoleFor(mine, theirs);
+        var first = addresses.FirstOrDefault(a => a.ToTcpEndPoint() is not null);
+        if (role == PredictionRole.None || first?.ToTcpEndPoint() is not { } target)
+        {
+            return plan;
+        }
+        lock (_gate)
+        {
+            var granted = _predictionBudget.Take(_options.PortPredictionSockets, _time.GetUtcNow());
+            if (role == PredictionRole.FreshPorts)
+            {
+                plan.AddRange(Enumerable.Range(0, granted).Select(_ => new PlannedDial(first, FromListenPort: false, Predicted: true)));
+            }
+            else
+            {
+                var taken = addresses.Select(a => a.ToTcpEndPoint()).OfType<IPEndPoint>().Where(e => e.Address.Equals(target.Address)).Select(e => e.Port).ToHashSet();
+                plan.AddRange(PortPrediction.PickPorts(_random, granted, taken)
+                    .Select(port => new PlannedDial(Multiaddr.FromTcpEndPoint(new IPEndPoint(target.Address, port)), FromListenPort: true, Predicted: true)));
+            }
+        }
+        LogPrediction(role, plan.Count - addresses.Count, first);
+        return plan;
+    }
+
+    /// <summary>
+    /// Whether the peer takes js-libp2p's roles in a punch (identify's agent version says js-libp2p): its A dials as the
+    /// initiator, its B as the responder (the DCUtR spec: "A is assumed to be the client and B the server"), and a
+    /// connection it accepts it upgrades as the responder. Potluck and go-libp2p let B speak first instead.
+    /// </summary>
+    private bool FollowsJsRoles(PeerId peer) =>
+        _host.Peers.Get(peer)?.AgentVersion?.StartsWith("js-libp2p", StringComparison.Ordinal) == true;
 
     /// <summary>Closes the relayed connection once it carries no stream (or after the grace period), when a direct one exists.</summary>
     private void CloseWhenIdle(IConnection relayed)
@@ -537,9 +661,13 @@ public sealed partial class DcutrService : IAsyncDisposable
         return null;
     }
 
-    private static async Task WriteAsync(IStream stream, Pb.HolePunch.Types.Type type, IReadOnlyList<Multiaddr> addresses, CancellationToken ct)
+    private static async Task WriteAsync(IStream stream, Pb.HolePunch.Types.Type type, IReadOnlyList<Multiaddr> addresses, PortMapping mapping, CancellationToken ct)
     {
         var message = new Pb.HolePunch { Type = type };
+        if (mapping != PortMapping.Unknown)
+        {
+            message.PotluckPortMapping = (uint)mapping;
+        }
         message.ObsAddrs.AddRange(addresses.Select(a => ByteString.CopyFrom(a.ToBytes())));
         await LengthPrefixed.WriteAsync(stream.Output, message.ToByteArray(), ct);
     }
@@ -584,6 +712,9 @@ public sealed partial class DcutrService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "dcutr: upgrade with {Peer} failed: {Reason}")]
     private partial void LogUpgradeFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "dcutr: port prediction, {Role}: {Count} predicted dial(s) around {Address}")]
+    private partial void LogPrediction(PredictionRole role, int count, Multiaddr address);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "dcutr: refused a stream from {Peer} (not relayed, already running, or over its rate)")]
     private partial void LogRefused(PeerId peer);

@@ -28,9 +28,12 @@ public sealed partial class Libp2pHost
     /// <summary>
     /// Dials <paramref name="address"/> of <paramref name="peer"/> for a hole punch: a new direct connection even when a
     /// relayed one exists, leaving from the listen port where the transport can, upgraded as
-    /// <paramref name="initiator"/> says whatever TCP makes of the two simultaneous dials.
+    /// <paramref name="initiator"/> says whatever TCP makes of the two simultaneous dials. With
+    /// <paramref name="fromListenPort"/> false the dial leaves from a fresh local port (a new NAT mapping each: port
+    /// prediction's dials from the side whose NAT changes ports).
     /// </summary>
-    public async ValueTask<IConnection> DialForHolePunchAsync(Multiaddr address, PeerId peer, bool initiator, CancellationToken ct)
+    public async ValueTask<IConnection> DialForHolePunchAsync(Multiaddr address, PeerId peer, bool initiator, CancellationToken ct,
+        bool fromListenPort = true)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (address.Find(Multiaddr.P2pCircuit) is not null)
@@ -41,17 +44,23 @@ public sealed partial class Libp2pHost
         {
             throw new DialException(DialFailure.Self, "refusing to dial this node itself", address);
         }
-        return await DialAndRegisterAsync(address.WithPeer(peer), peer, ct, holePunch: true, initiator: initiator);
+        return await DialAndRegisterAsync(address.WithPeer(peer), peer, ct, holePunch: true, initiator: initiator, fromListenPort: fromListenPort);
     }
 
     /// <summary>
     /// Until <paramref name="until"/>, an inbound connection from one of <paramref name="addresses"/>' hosts (IP, or the
     /// whole /memory address) is upgraded with this node as the initiator and must prove to be <paramref name="peer"/>.
+    /// With <paramref name="anyAddress"/>, one from any host is (the peer's public IP is unknown: a js-libp2p peer
+    /// sends only addresses AutoNAT confirmed); a stranger's connection in that window fails its handshake.
     /// </summary>
-    public void ExpectHolePunch(PeerId peer, IEnumerable<Multiaddr> addresses, DateTimeOffset until)
+    public void ExpectHolePunch(PeerId peer, IEnumerable<Multiaddr> addresses, DateTimeOffset until, bool anyAddress = false)
     {
         var list = addresses.ToArray();
         var hosts = list.Select(HostKey).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        if (anyAddress)
+        {
+            hosts.Add(AnyHost);
+        }
         var exact = list.Select(a => a.WithoutPeer().ToString()).ToHashSet(StringComparer.Ordinal);
         lock (_gate)
         {
@@ -104,7 +113,7 @@ public sealed partial class Libp2pHost
                 {
                     return (true, peer);
                 }
-                if (hosts.Contains(key))
+                if (hosts.Contains(key) || hosts.Contains(AnyHost))
                 {
                     byIp.Add(peer);
                 }
@@ -117,6 +126,8 @@ public sealed partial class Libp2pHost
             };
         }
     }
+
+    private const string AnyHost = "*";
 
     /// <summary>The host part of an address: its IP for TCP (a NAT may change the port), the address itself for /memory.</summary>
     private static string? HostKey(Multiaddr address)

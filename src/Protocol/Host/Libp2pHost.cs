@@ -329,7 +329,7 @@ public sealed partial class Libp2pHost : IHost
     }
 
     private async Task<Connection> DialAndRegisterAsync(Multiaddr address, PeerId? expected, CancellationToken ct,
-        bool holePunch = false, bool? initiator = null)
+        bool holePunch = false, bool? initiator = null, bool fromListenPort = true)
     {
         using var peerScope = expected is { } e ? _log.PeerScope(e) : null;
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address))
@@ -344,7 +344,7 @@ public sealed partial class Libp2pHost : IHost
         try
         {
             // A circuit address keeps its target (…/p2p-circuit/p2p/<target>): the relay must be told whom to reach.
-            raw = holePunch && transport is IHolePunchTransport punching
+            raw = holePunch && fromListenPort && transport is IHolePunchTransport punching
                 ? await punching.DialFromListenPortAsync(address.WithoutPeer(), linked.Token)
                 : await transport.DialAsync(address.Find(Multiaddr.P2pCircuit) is null ? address.WithoutPeer() : address, linked.Token);
         }

@@ -37,7 +37,8 @@ public sealed record IdentifyResult(
     string? AgentVersion,
     IReadOnlyList<Multiaddr> ListenAddresses,
     IReadOnlyList<string> Protocols,
-    Multiaddr? ObservedAddress);
+    Multiaddr? ObservedAddress,
+    Multiaddr? LocalAddress = null);
 
 /// <summary>
 /// Identify (<c>/ipfs/id/1.0.0</c>) and identify push (<c>/ipfs/id/push/1.0.0</c>) per
@@ -103,7 +104,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
             await using var stream = await connection.OpenStreamAsync([ProtocolId], linked.Token);
             await stream.Output.CompleteAsync();
             var message = await ReadMessagesAsync(stream, linked.Token);
-            var result = Apply(connection.RemotePeer, message);
+            var result = Apply(connection.RemotePeer, message) with { LocalAddress = connection.LocalAddress };
             Complete(connection.RemotePeer, result);
             return result;
         }
@@ -164,7 +165,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
         using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct);
         var message = await ReadMessagesAsync(stream, linked.Token);
-        var result = Apply(stream.RemotePeer, message);
+        var result = Apply(stream.RemotePeer, message) with { LocalAddress = stream.Connection.LocalAddress };
         Identified?.Invoke(result);
     }
 
