@@ -130,6 +130,7 @@ public sealed class ComputeNode : IAsyncDisposable
             // Providers this node has leased from are checked first; a refuted proof lowers its author's peer score.
             fraud.Priority = p => reputation.Get(p) is { Verified: > 0 } or { Unchecked: > 0 } or { Failures: > 0 } ? 0 : 1;
             fraud.Penalise = p => host.Budgets.Penalise(p, Misbehaviour.RefusedProof);
+            fraud.Upheld = check => Forfeiture.Apply(ledger, instruments, check.Provider, check.Attestation!.Attestation.LeaseId);
             TrustChainService? chain = null;
             if (options.Accounting.Enabled)
             {

@@ -5,7 +5,7 @@ namespace Potluck.Scheduler.Credits;
 
 /// <summary>What a provider knows first-hand about one requester: work exchanged both ways, and broken commitments.</summary>
 /// <param name="Consumed">Micro-credits of work this node did for the requester: its receipts received plus what it owes unpaid.</param>
-/// <param name="Supplied">Micro-credits of work the requester did for this node (what this node paid it).</param>
+/// <param name="Supplied">Micro-credits of work the requester did for this node (what this node paid it), less what is still held or was forfeited (<see cref="CreditsOptions.Holdback"/>).</param>
 /// <param name="Unpaid">Micro-credits owed for completed leases not paid for.</param>
 /// <param name="Violations">Leases on which the requester broke its audit commitment.</param>
 public readonly record struct RequesterRecord(long Consumed, long Supplied, long Unpaid, int Violations)
@@ -63,7 +63,7 @@ public sealed partial class CreditLedger
         return Run(() =>
         {
             var earned = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 1 AND counterparty = $r", ("$r", r)));
-            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r)));
+            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r))) - Withheld(r);
             var unpaid = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", r)));
             var violations = Long(Scalar(null, "SELECT count(*) FROM requester_violations WHERE requester = $r", ("$r", r)));
             return new RequesterRecord(earned + unpaid, spent, unpaid, (int)violations);

@@ -45,4 +45,12 @@ public sealed record CreditsOptions
     /// A proof offered by a remote peer longer than this is rejected unread.
     /// </summary>
     public int MaxProofReceipts { get; init; } = 10_000;
+
+    /// <summary>
+    /// How long credit a provider earns from this node is held before it counts in the provider's standing here
+    /// (<see cref="CreditLedger.Requester"/>'s <c>Supplied</c>): while held, a fraud proof this node upholds against the
+    /// provider, or a re-run here that contradicts it, forfeits it for good (<see cref="CreditLedger.Forfeit"/>). Default
+    /// 1 hour; 0 turns holding back off (earnings count at once and nothing is at stake beyond the provider's reputation).
+    /// </summary>
+    public TimeSpan Holdback { get; init; } = TimeSpan.FromHours(1);
 }

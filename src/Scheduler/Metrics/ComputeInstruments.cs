@@ -23,6 +23,9 @@ namespace Potluck.Scheduler.Metrics;
 /// <item><c>potluck.verifications</c> ({check}; verdict: match, mismatch, inconclusive, unchecked): how each result a
 /// requester accepted or refused was checked</item>
 /// <item><c>potluck.fraud.proofs</c> ({proof}; outcome: published, confirmed, refuted, skipped)</item>
+/// <item><c>potluck.credits.forfeited</c> ({microcredit}): payments to a provider still held back when a fraud proof
+/// against it was upheld here (<see cref="Credits.CreditsOptions.Holdback"/>)</item>
+/// <item><c>potluck.tiebreaks</c> ({task}; outcome: majority, unresolved): disagreeing replicas settled by one more run</item>
 /// </list>
 /// </summary>
 public sealed class ComputeInstruments
@@ -40,6 +43,8 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _receipts;
     private readonly Counter<long> _verifications;
     private readonly Counter<long> _fraudProofs;
+    private readonly Counter<long> _creditsForfeited;
+    private readonly Counter<long> _tiebreaks;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -62,6 +67,8 @@ public sealed class ComputeInstruments
         _receipts = meter.CreateCounter<long>("potluck.receipts", "{receipt}", "Receipts a provider answered, by path and outcome");
         _verifications = meter.CreateCounter<long>("potluck.verifications", "{check}", "Results a requester took, by how the check ended");
         _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
+        _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
+        _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -116,6 +123,12 @@ public sealed class ComputeInstruments
 
     /// <param name="outcome">One of <c>published</c>, <c>confirmed</c>, <c>refuted</c>, <c>skipped</c>.</param>
     public void FraudProof(string outcome) => _fraudProofs.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <param name="microCredits">What one upheld proof forfeited.</param>
+    public void CreditsForfeited(long microCredits) => _creditsForfeited.Add(microCredits);
+
+    /// <param name="outcome"><c>majority</c> (the extra run sided with one group) or <c>unresolved</c>.</param>
+    public void TieBreak(string outcome) => _tiebreaks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 

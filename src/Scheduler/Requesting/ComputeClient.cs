@@ -417,12 +417,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var groups = results.GroupBy(r => Convert.ToHexString(Fingerprint(RunSummary.Of(r.Attestation.Attestation))))
             .OrderByDescending(g => g.Count()).ToList();
         TrustedRun? trusted = null;
+        var tieBroken = false;
+        if (groups.Count > 1 && !(_verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes)))
+        {
+            (results, groups, tieBroken) = await TieBreakAsync(job, results, groups, ct); // ComputeClient.TieBreak.cs
+        }
         // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
         // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
         bool inGoodStanding;
         lock (_gate)
         {
-            inGoodStanding = groups.Count == 1 && groups[0].Any(r => _reputation.Get(r.Provider).ConsecutiveVerified >= _policy.Options.StrangerResults);
+            inGoodStanding = (groups.Count == 1 || (tieBroken && groups[0].Count() * 2 > results.Count)) && groups[0].Any(r => _reputation.Get(r.Provider).ConsecutiveVerified >= _policy.Options.StrangerResults);
         }
         if ((groups.Count > 1 || !inGoodStanding) && _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
         {
@@ -439,7 +444,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 ? FraudChecker.Compare(summary, trusted.Summary)
                 : groups[0].Contains(r) ? CheckVerdict.Match : CheckVerdict.Inconclusive;
             _instruments.Verification(verdict);
-            if (verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true })
+            if ((verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true }) || (tieBroken && inGoodStanding && verdict != CheckVerdict.Match))
             {
                 await ConvictAsync(job, r, ct);
                 continue;
@@ -826,6 +831,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     {
         _ledger.Release(lease.LeaseId);
         _reputation.Refuse(lease.Provider, "its attested result differs from a deterministic re-run");
+        Forfeiture.Apply(_ledger, _instruments, lease.Provider, lease.LeaseId); // what it still holds from us is lost too
         var proof = FraudProof.Create(lease.SignedTerms, lease.Attestation.EnvelopeBytes, job.Submission.Module, job.Payload);
         var published = await _fraud.PublishAsync(proof, ct);
         LogFraud(_log, lease.Provider, published);

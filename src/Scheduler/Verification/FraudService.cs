@@ -64,6 +64,9 @@ public sealed partial class FraudService : IDisposable
     /// <summary>Called with the author of a proof a re-run refuted (a node lowers its peer score: <c>Misbehaviour.RefusedProof</c>).</summary>
     public Action<PeerId>? Penalise { get; set; }
 
+    /// <summary>Called with a received proof that a re-run here upheld (a node forfeits what the provider holds from it: <see cref="Forfeiture"/>).</summary>
+    public Action<FraudProofCheck>? Upheld { get; set; }
+
     /// <summary>Proofs accepted for a re-run and not yet checked.</summary>
     public int Pending
     {
@@ -217,6 +220,7 @@ public sealed partial class FraudService : IDisposable
             _instruments.FraudProof("confirmed");
             _reputation.Refuse(check.Provider, $"fraud proof from {message.Author ?? message.ReceivedFrom} confirmed by re-running");
             LogProofConfirmed(_log, check.Provider);
+            Upheld?.Invoke(check);
         }
         else
         {

@@ -40,7 +40,7 @@ public class CreditAttackTests
         await using var cluster = new TrustCluster(d, seed: 93);
         const long limit = 200_000; // 0.2 credits of net debt per requester (about 9 of these tasks)
         Func<ComputeOptions, ComputeOptions> withLimit =
-            c => c with { Provider = c.Provider with { CreditLimitPerRequester = limit } };
+            c => c with { Provider = c.Provider with { CreditLimitPerRequester = limit }, Credits = c.Credits with { Holdback = TimeSpan.FromMinutes(1) } };
         // Nobody is granted anything: the default.
         var provider = await cluster.AddAsync("provider", provide: true, price: Price, grant: 0, configure: withLimit);
         var stranger = await cluster.AddAsync("stranger", provide: false, grant: 0);
@@ -54,6 +54,7 @@ public class CreditAttackTests
         Assert.That(supplied, Is.EqualTo(3), why);
         var contribution = TrustCluster.Earned(contributor, provider);
         Assert.That(contribution, Is.GreaterThan(0));
+        await Task.Delay(provider.Ledger.Holdback + TimeSpan.FromSeconds(1), cluster.Time, ct); // it counts once no longer held back
 
         // A fresh identity with nothing: served on credit, then refused; its receipts are IOUs, not money.
         stranger.Client.Reputation.Refuse(contributor.PeerId, "test: only the provider under test"); // one provider only

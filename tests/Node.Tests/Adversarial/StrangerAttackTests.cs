@@ -24,6 +24,7 @@ public class StrangerAttackTests
             {
                 // The input grace is long here so the squatters' leases last the test (their end is SquattingAttackTests' business).
                 Provider = c.Provider with { Cores = 2, StrangerCoreShare = 0.5, Lease = c.Provider.Lease with { InputGrace = TimeSpan.FromMinutes(10) } },
+                Credits = c.Credits with { Holdback = TimeSpan.FromMinutes(1) },
             });
         var contributor = await cluster.AddAsync("contributor", provide: true, price: 10);
         await provider.Client.WaitForProvidersAsync(1, ct);
@@ -36,6 +37,8 @@ public class StrangerAttackTests
             Assert.That(supplied.Provider, Is.EqualTo(contributor.PeerId));
         }
         await provider.Client.WhenReceiptsDeliveredAsync(ct);
+        Assert.That(provider.Ledger.Requester(contributor.PeerId).Supplied, Is.Zero, "held back at first");
+        await Task.Delay(provider.Ledger.Holdback + TimeSpan.FromSeconds(1), cluster.Time, ct);
         Assert.That(provider.Ledger.Requester(contributor.PeerId).Supplied, Is.GreaterThan(0));
 
         // Twelve fresh identities each take a lease and sit on it (input withheld, heartbeats sent).
