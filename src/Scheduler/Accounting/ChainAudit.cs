@@ -20,11 +20,14 @@ public sealed record ChainAuditReport(
     IReadOnlyList<string> Problems, TimeSpan Elapsed)
 {
     public bool IsSound => Problems.Count == 0;
+
+    /// <summary>Counterparties whose kept totals (admission's one-row read) differ from the totals summed from the rows; each is a problem too.</summary>
+    public IReadOnlyList<TotalsMismatch> TotalsMismatches { get; init; } = [];
 }
 
 /// <summary>
 /// Checks a node's own chain end to end from its ledger: every block's signature and author, seq 1, 2, 3… with each
-/// previous hash the hash of the block before; for each payment, the ledger entry it records (a Spent entry for a
+/// previous hash the hash of the block before; the kept per-counterparty totals against the rows they sum; for each payment, the ledger entry it records (a Spent entry for a
 /// proposal, an Earned one for an agreement, same amount, receipt signature checked); and every counterparty half-block
 /// held against the own block it links to. Reads in pages, so memory does not grow with the chain.
 /// </summary>
@@ -125,7 +128,15 @@ public static class ChainAudit
                 expected = b.Seq + 1;
             }
         }
-        return new ChainAuditReport(blocks, proposals, agreements, linked, unlinked, paid, earned, ledger.Forks().Count, problems, clock.Elapsed);
+        var mismatches = ledger.TotalsMismatches(MaxProblems);
+        foreach (var m in mismatches)
+        {
+            Problem(m.ToString());
+        }
+        return new ChainAuditReport(blocks, proposals, agreements, linked, unlinked, paid, earned, ledger.Forks().Count, problems, clock.Elapsed)
+        {
+            TotalsMismatches = mismatches,
+        };
     }
 
     /// <summary>The payment a block records must be in the ledger: same receipt, same amount, a valid receipt between the same parties.</summary>

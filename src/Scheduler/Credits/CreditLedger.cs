@@ -611,6 +611,7 @@ public sealed partial class CreditLedger : IDisposable
             Execute(tx, OwedSchema);
             Execute(tx, StandingSchema);
             Execute(tx, ChainSchema);
+            EnsureTotals(tx);
             CrashHook?.Invoke("create");
             tx.Commit();
             return;
@@ -642,6 +643,7 @@ public sealed partial class CreditLedger : IDisposable
         Execute(tx, OwedSchema);
         Execute(tx, StandingSchema);
         Execute(tx, ChainSchema);
+        EnsureTotals(tx);
         tx.Commit();
     }
 
