@@ -612,8 +612,10 @@ public sealed partial class CreditLedger : IDisposable
             Execute(tx, StandingSchema);
             Execute(tx, ChainSchema);
             EnsureTotals(tx);
+            Execute(tx, RecoverySchema);
             CrashHook?.Invoke("create");
             tx.Commit();
+            Created = true;
             return;
         }
 
@@ -644,6 +646,7 @@ public sealed partial class CreditLedger : IDisposable
         Execute(tx, StandingSchema);
         Execute(tx, ChainSchema);
         EnsureTotals(tx);
+        Execute(tx, RecoverySchema);
         tx.Commit();
     }
 

@@ -23,6 +23,8 @@ namespace Potluck.Scheduler.Metrics;
 /// <item><c>potluck.verifications</c> ({check}; verdict: match, mismatch, inconclusive, unchecked): how each result a
 /// requester accepted or refused was checked</item>
 /// <item><c>potluck.fraud.proofs</c> ({proof}; outcome: published, confirmed, refuted, skipped)</item>
+/// <item><c>potluck.chain.recovery</c> ({event}; outcome: block_recovered, answer_rejected, query_served, query_refused):
+/// recovering this node's chain after a lost ledger, and serving counterparties that recover theirs</item>
 /// </list>
 /// </summary>
 public sealed class ComputeInstruments
@@ -40,6 +42,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _receipts;
     private readonly Counter<long> _verifications;
     private readonly Counter<long> _fraudProofs;
+    private readonly Counter<long> _chainRecovery;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -62,6 +65,7 @@ public sealed class ComputeInstruments
         _receipts = meter.CreateCounter<long>("potluck.receipts", "{receipt}", "Receipts a provider answered, by path and outcome");
         _verifications = meter.CreateCounter<long>("potluck.verifications", "{check}", "Results a requester took, by how the check ended");
         _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
+        _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -116,6 +120,9 @@ public sealed class ComputeInstruments
 
     /// <param name="outcome">One of <c>published</c>, <c>confirmed</c>, <c>refuted</c>, <c>skipped</c>.</param>
     public void FraudProof(string outcome) => _fraudProofs.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <summary>Outcome: block_recovered, answer_rejected, query_served or query_refused.</summary>
+    public void ChainRecovery(string outcome, long count = 1) => _chainRecovery.Add(count, new KeyValuePair<string, object?>("outcome", outcome));
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 
