@@ -84,6 +84,9 @@ public sealed class ComputeNode : IAsyncDisposable
 
         /// <summary>The in-memory storage stand-in for the ledger and reputation databases.</summary>
         public bool InMemoryStorage { get; init; }
+
+        /// <summary>The identity key was in the data directory before this start: a new ledger then means a lost one (chain recovery).</summary>
+        public bool IdentityKept { get; init; }
     }
 
     /// <summary>The options of the sandbox a node with <paramref name="options"/> and data in <paramref name="dataDir"/> creates.</summary>
@@ -135,7 +138,7 @@ public sealed class ComputeNode : IAsyncDisposable
             if (options.Accounting.Enabled)
             {
                 chain = new TrustChainService(host, key, bus, ledger, reputation, options.Accounting with { Credits = options.Credits }, runtime,
-                    loggers.CreateLogger<TrustChainService>());
+                    loggers.CreateLogger<TrustChainService>(), instruments);
                 client.ReceiptDelivered += chain.OnReceiptDelivered;
                 if (provider is not null)
                 {
@@ -144,6 +147,15 @@ public sealed class ComputeNode : IAsyncDisposable
             }
             fraud.Start();
             chain?.Start();
+            if (chain is not null && (ledger.ChainRecoveryPending || (ledger.Created && options.Accounting.Recovery.Mode switch
+                {
+                    ChainRecoveryMode.Always => true,
+                    ChainRecoveryMode.WhenIdentityKept => parts.IdentityKept,
+                    _ => false,
+                })))
+            {
+                chain.BeginRecovery();
+            }
             client.Start();
             provider?.Start();
             return new ComputeNode(ledger, sandbox, modules, executor, reputation, journal, fraud, client, provider, parts.SharedSandbox is null, chain);

@@ -32,6 +32,14 @@ public static class ChainControl
         {
             forks.Add(author.ToString());
         }
+        var mismatches = new JsonArray();
+        foreach (var m in report.TotalsMismatches)
+        {
+            mismatches.Add(new JsonObject
+            {
+                ["counterparty"] = m.Counterparty.ToString(), ["earned"] = m.Earned, ["spent"] = m.Spent, ["unpaid"] = m.Unpaid, ["violations"] = m.Violations,
+            });
+        }
         return new JsonObject
         {
             ["peer_id"] = peerId,
@@ -44,6 +52,7 @@ public static class ChainControl
             ["paid"] = report.Paid,
             ["earned"] = report.Earned,
             ["forkers"] = forks,
+            ["totals_mismatches"] = mismatches,
             ["problems"] = problems,
             ["elapsed_ms"] = Math.Round(report.Elapsed.TotalMilliseconds, 1),
         };

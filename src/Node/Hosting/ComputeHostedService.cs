@@ -46,6 +46,7 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
         {
             SharedSandbox = setup.StandIns.SharedSandbox,
             InMemoryStorage = setup.StandIns.InMemoryStorage,
+            IdentityKept = setup.IdentityKept.Value,
         });
         Preferences = new Home.PreferencesService(
             services.GetRequiredService<Potluck.Protocol.Host.IHost>(),

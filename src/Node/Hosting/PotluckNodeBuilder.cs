@@ -225,6 +225,9 @@ internal sealed record NodeSetup(
     IReadOnlyList<Func<PotluckOptions, PotluckOptions>> Configure)
 {
     public NodeStandIns StandIns { get; init; } = NodeStandIns.None;
+
+    /// <summary>Set when the identity key was loaded from a file that was in the data directory before this start (chain recovery).</summary>
+    public System.Runtime.CompilerServices.StrongBox<bool> IdentityKept { get; init; } = new();
 }
 
 /// <summary>

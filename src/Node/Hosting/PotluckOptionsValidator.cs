@@ -21,6 +21,7 @@ public static class PotluckOptionsValidator
         problems.AddRange(o.Relay.Validate("relay"));
         problems.AddRange(o.Dcutr.Validate("dcutr"));
         problems.AddRange(o.AutoNat.Validate("autoNat"));
+        problems.AddRange(o.Compute.Accounting.Recovery.Validate("compute:accounting:recovery"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
         {

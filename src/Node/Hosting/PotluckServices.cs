@@ -191,7 +191,9 @@ internal static class PotluckServices
             try
             {
                 Protocol.Runtime.OwnerOnly.CreateDirectory(dir);
-                return PrivateKey.LoadOrCreate(Path.Combine(dir, NodeConfiguration.IdentityFileName));
+                var file = Path.Combine(dir, NodeConfiguration.IdentityFileName);
+                setup.IdentityKept.Value = File.Exists(file);
+                return PrivateKey.LoadOrCreate(file);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
             {

@@ -83,6 +83,8 @@ public static class ChainCodec
             ChainProposal p => p.Proposal is not null && p.Previous is not null,
             ChainAnswer a => a.Agreement is not null && a.Detail is not null && Enum.IsDefined(a.Status) && a.Detail.Length <= ChainAnswer.MaxDetailLength,
             BlockPair b => b.First is not null && b.Second is not null,
+            ChainQuery q => q.Max > 0,
+            ChainQueryAnswer q => q.Blocks is not null && q.Links is not null && !q.Blocks.Contains(null!) && !q.Links.Contains(null!),
             _ => true,
         };
         if (!fieldsPresent)

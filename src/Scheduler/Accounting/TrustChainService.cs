@@ -35,6 +35,9 @@ public sealed record AccountingOptions
     public bool AnnounceBlocks { get; init; } = true;
 
     public CreditsOptions Credits { get; init; } = new();
+
+    /// <summary>Recovering this node's chain from its counterparties after a lost ledger (<see cref="ChainQueryProtocol"/>).</summary>
+    public ChainRecoveryOptions Recovery { get; init; } = new();
 }
 
 /// <summary>
@@ -58,6 +61,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private readonly ReputationStore _reputation;
     private readonly AccountingOptions _options;
     private readonly ILogger<TrustChainService> _log;
+    private readonly Metrics.ComputeInstruments _instruments;
     private readonly TimeProvider _time;
     private readonly BackgroundWork _work;
     private readonly BackgroundWork _proposals;
@@ -71,7 +75,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private long _refused;
 
     public TrustChainService(IHost host, PrivateKey key, ITopicBus bus, CreditLedger ledger, ReputationStore reputation,
-        AccountingOptions options, NodeRuntime runtime, ILogger<TrustChainService> log)
+        AccountingOptions options, NodeRuntime runtime, ILogger<TrustChainService> log, Metrics.ComputeInstruments? instruments = null)
     {
         ArgumentNullException.ThrowIfNull(runtime);
         _host = host;
@@ -81,6 +85,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _reputation = reputation;
         _options = options;
         _log = log;
+        _instruments = instruments ?? Metrics.ComputeInstruments.Detached();
         _time = runtime.Time;
         _work = runtime.CreateBackgroundWork("accounting", log);
         _proposals = runtime.CreateBackgroundWork("chain proposals", log);
@@ -120,6 +125,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
         _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
+        _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
+        _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.Receipts);
         _blocks = _bus.Subscribe(ChainProtocol.BlocksTopic, ValidateBlocks, OnBlocksAsync);
         _forks = _bus.Subscribe(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
@@ -164,6 +171,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>Appends the proposal for a receipt this node paid (once per receipt) and sends it; true once linked.</summary>
     public async Task<bool> ProposeAsync(byte[] receiptEnvelope, CancellationToken ct)
     {
+        if (_recovering)
+        {
+            return false; // linked once the chain is recovered (RetryAsync)
+        }
         var decoded = SignedReceipt.Decode(receiptEnvelope, _options.Credits);
         if (!decoded.IsValid || decoded.Value!.Requester != _key.PeerId)
         {
@@ -285,6 +296,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
     internal ChainAnswer Answer(PeerId from, ChainProposal message, out (SignedBlock Proposal, SignedBlock Agreement)? pair)
     {
         pair = null;
+        if (_recovering)
+        {
+            return Refuse("recovering its chain after a lost ledger: propose again later");
+        }
         var status = SignedBlock.Decode(message.Proposal, _options.Chain, out var proposal);
         if (status != BlockStatus.Valid)
         {
@@ -496,6 +511,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _host.RemoveStreamHandler(ChainProtocol.Id);
+        _host.RemoveStreamHandler(ChainQueryProtocol.Id);
         _blocks?.Dispose();
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),

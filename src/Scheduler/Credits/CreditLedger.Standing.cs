@@ -56,17 +56,17 @@ public sealed partial class CreditLedger
         });
     }
 
-    /// <summary>As a provider: what this node knows first-hand about <paramref name="requester"/>.</summary>
+    /// <summary>As a provider: what this node knows first-hand about <paramref name="requester"/> (one row read).</summary>
     public RequesterRecord Requester(PeerId requester)
     {
         var r = requester.ToBytes();
         return Run(() =>
         {
-            var earned = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 1 AND counterparty = $r", ("$r", r)));
-            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r))) - Withheld(r);
-            var unpaid = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", r)));
-            var violations = Long(Scalar(null, "SELECT count(*) FROM requester_violations WHERE requester = $r", ("$r", r)));
-            return new RequesterRecord(earned + unpaid, spent, unpaid, (int)violations);
+            // One indexed row, kept by triggers (CreditLedger.Totals.cs): admission does not grow with the requester's history.
+            // What this node still holds back from the requester (or forfeited) does not count as paid (CreditLedger.Holdback.cs).
+            var (earned, spent, unpaid, violations) = ReadTotals(r);
+            spent -= Withheld(r);
+            return new RequesterRecord(earned + unpaid, spent, unpaid, (int)Math.Min(violations, int.MaxValue));
         });
     }
 

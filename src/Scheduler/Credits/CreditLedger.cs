@@ -611,8 +611,11 @@ public sealed partial class CreditLedger : IDisposable
             Execute(tx, OwedSchema);
             Execute(tx, StandingSchema);
             Execute(tx, ChainSchema);
+            EnsureTotals(tx);
+            Execute(tx, RecoverySchema);
             CrashHook?.Invoke("create");
             tx.Commit();
+            Created = true;
             return;
         }
 
@@ -642,6 +645,8 @@ public sealed partial class CreditLedger : IDisposable
         Execute(tx, OwedSchema);
         Execute(tx, StandingSchema);
         Execute(tx, ChainSchema);
+        EnsureTotals(tx);
+        Execute(tx, RecoverySchema);
         tx.Commit();
     }
 

@@ -26,6 +26,8 @@ namespace Potluck.Scheduler.Metrics;
 /// <item><c>potluck.credits.forfeited</c> ({microcredit}): payments to a provider still held back when a fraud proof
 /// against it was upheld here (<see cref="Credits.CreditsOptions.Holdback"/>)</item>
 /// <item><c>potluck.tiebreaks</c> ({task}; outcome: majority, unresolved): disagreeing replicas settled by one more run</item>
+/// <item><c>potluck.chain.recovery</c> ({event}; outcome: block_recovered, answer_rejected, query_served, query_refused):
+/// recovering this node's chain after a lost ledger, and serving counterparties that recover theirs</item>
 /// </list>
 /// </summary>
 public sealed class ComputeInstruments
@@ -45,6 +47,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _fraudProofs;
     private readonly Counter<long> _creditsForfeited;
     private readonly Counter<long> _tiebreaks;
+    private readonly Counter<long> _chainRecovery;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -69,6 +72,7 @@ public sealed class ComputeInstruments
         _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
         _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
         _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
+        _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -129,6 +133,9 @@ public sealed class ComputeInstruments
 
     /// <param name="outcome"><c>majority</c> (the extra run sided with one group) or <c>unresolved</c>.</param>
     public void TieBreak(string outcome) => _tiebreaks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <summary>Outcome: block_recovered, answer_rejected, query_served or query_refused.</summary>
+    public void ChainRecovery(string outcome, long count = 1) => _chainRecovery.Add(count, new KeyValuePair<string, object?>("outcome", outcome));
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 
