@@ -51,6 +51,7 @@ public class HoldbackAttackTests
         Assert.That(paidByWitness, Is.GreaterThan(0));
         Assert.That(requester.Ledger.Held(cheater.PeerId), Is.EqualTo(paidByRequester), "earned, and held");
 
+        using var metrics = new Potluck.Tests.MetricRecorder(requester.Potluck.ComputeMetrics.Meter);
         // Its fifth task it cheats on: the requester's re-run contradicts it; the task is done by the honest provider.
         var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("caught", 50), ct);
         await requester.Client.WhenReceiptsDeliveredAsync(ct);
@@ -62,6 +63,7 @@ public class HoldbackAttackTests
         Assert.That(TrustCluster.Spent(requester, cheater), Is.EqualTo(paidByRequester), "the invented output is not paid");
         Assert.That(requester.Ledger.Forfeited(cheater.PeerId), Is.EqualTo(paidByRequester), "all it held from the requester is forfeited");
         Assert.That(requester.Ledger.Held(cheater.PeerId), Is.Zero);
+        Assert.That(metrics.Sum("potluck.credits.forfeited"), Is.EqualTo(paidByRequester));
         Assert.That(witness.Node.Reputation.IsRefused(cheater.PeerId), Is.True, "the witness upheld the fraud proof");
         Assert.That(witness.Ledger.Forfeited(cheater.PeerId), Is.EqualTo(paidByWitness), "and forfeited what the cheater held from it");
 

@@ -35,6 +35,7 @@ public class TieBreakAttackTests
             requester.Client.Reputation.RecordVerified(referee.PeerId);
         }
 
+        using var metrics = new Potluck.Tests.MetricRecorder(requester.Potluck.ComputeMetrics.Meter);
         var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("tie", 50) with { Replicas = 2 }, ct);
         await requester.Client.WhenReceiptsDeliveredAsync(ct);
         await cluster.Hub.WhenIdleAsync(ct);
@@ -42,6 +43,7 @@ public class TieBreakAttackTests
         Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("tie"u8.ToArray(), 50)));
         Assert.That(result.Verified, Is.True, "a majority with a provider in good standing");
         Assert.That(result.Attempts, Is.EqualTo(3), "two replicas and one tie-break lease");
+        Assert.That(metrics.Sum("potluck.tiebreaks", "outcome=majority"), Is.EqualTo(1));
         Assert.That(TrustCluster.Spent(requester, liar), Is.Zero, "the outvoted liar is not paid");
         Assert.That(TrustCluster.Spent(requester, honest), Is.GreaterThan(0), "the majority is paid");
         Assert.That(TrustCluster.Spent(requester, referee), Is.GreaterThan(0));
