@@ -142,7 +142,7 @@ public sealed partial class CreditLedger
         return Run(() =>
         {
             var earned = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 1 AND counterparty = $r", ("$r", r)));
-            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r)));
+            var spent = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE kind = 2 AND counterparty = $r", ("$r", r))) - Withheld(r);
             var unpaid = Long(Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", r)));
             var violations = Long(Scalar(null, "SELECT count(*) FROM requester_violations WHERE requester = $r", ("$r", r)));
             return new RequesterRecord(earned + unpaid, spent, unpaid, (int)Math.Min(violations, int.MaxValue));
