@@ -69,6 +69,14 @@ public sealed partial class ControlServer : IAsyncDisposable
     public void MapMetrics(MetricsExporter exporter, bool open)
     {
         _openMetrics = open;
+        var factory = global::Prometheus.Metrics.WithCustomRegistry(exporter.Registry);
+        var refused = factory.CreateCounter("potluck_control_refused_total", "Control API requests answered 503 (busy) because its work queue was full");
+        var inFlight = factory.CreateGauge("potluck_control_requests_in_flight", "Control API requests being worked on now");
+        exporter.Registry.AddBeforeCollectCallback(() =>
+        {
+            refused.IncTo(Refused);
+            inFlight.Set(InFlight);
+        });
         _metrics = async http =>
         {
             http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";

@@ -191,6 +191,30 @@ public class ControlQueueTests
         Assert.That((await holder).Status, Is.EqualTo(HttpStatusCode.OK));
     }
 
+    [Test]
+    public async Task Refusals_AreCountedIn_Metrics(CancellationToken ct)
+    {
+        await using var nodes = new TestNodes(seed: 12);
+        var node = await nodes.StartAsync(nodes.Options());
+        using var exporter = new MetricsExporter(node);
+        await using var server = await StartAsync(Small(inFlight: 1, queued: 0), expectEntered: 1);
+        server.MapMetrics(exporter, open: false);
+        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = server.Address };
+        var holder = PostAsync(http, server.Token, "hold", ct);
+        await _allEntered.Task.WaitAsync(ct);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.That((await PostAsync(http, server.Token, "echo", ct)).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+        }
+        using var stream = new MemoryStream();
+        await exporter.WriteAsync(stream, ct);
+        var text = System.Text.Encoding.UTF8.GetString(stream.ToArray());
+        Assert.That(text, Does.Contain("potluck_control_refused_total 3"));
+        Assert.That(text, Does.Contain("potluck_control_requests_in_flight 1"));
+        _release.SetResult();
+        Assert.That((await holder).Status, Is.EqualTo(HttpStatusCode.OK));
+    }
+
     /// <summary>A virtual clock that tells the test each time a timer is armed (the client's Retry-After wait).</summary>
     private sealed class TimerSignallingClock : TimeProvider
     {
