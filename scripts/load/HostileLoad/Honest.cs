@@ -10,7 +10,8 @@ namespace Potluck.HostileLoad;
 /// The honest requester, in a process of its own so that the 1,000 attacking hosts (their threads, their garbage) do not
 /// stand in its latency: a full Potluck node (compute on, not providing) bootstrapped to the target. Reads commands on
 /// stdin — <c>measure &lt;label&gt; &lt;leases&gt; &lt;pings&gt;</c> — and answers one line each:
-/// <c>result &lt;label&gt; &lt;lease p50&gt; &lt;lease p99&gt; &lt;ping p50&gt; &lt;ping p99&gt; &lt;failed leases&gt; &lt;own CPU ms&gt;</c> (milliseconds).
+/// <c>result &lt;label&gt; &lt;lease p50&gt; &lt;lease p99&gt; &lt;ping p50&gt; &lt;ping p99&gt; &lt;failed leases&gt; &lt;own CPU ms&gt; &lt;failed pings&gt;</c>
+/// (milliseconds; a lease or ping the node refused or reset is counted as failed, not timed).
 /// A lease round trip is one no-op task (exitcode.wasm 0) submitted and its result returned: ad lookup, lease
 /// negotiation with signed terms, the run, the attestation checked, the receipt settled.
 /// </summary>
@@ -44,10 +45,10 @@ internal static class Honest
                     break;
                 }
                 var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-                var (lease, ping, failed) = await MeasureAsync(node, task, peer, int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), ct);
+                var (lease, ping, failed, failedPings) = await MeasureAsync(node, task, peer, int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), ct);
                 var used = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds;
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"result {parts[1]} {Percentile(lease, 50):F3} {Percentile(lease, 99):F3} {Percentile(ping, 50):F3} {Percentile(ping, 99):F3} {failed} {used:F0}"));
+                    $"result {parts[1]} {Percentile(lease, 50):F3} {Percentile(lease, 99):F3} {Percentile(ping, 50):F3} {Percentile(ping, 99):F3} {failed} {used:F0} {failedPings}"));
             }
             return 0;
         }
@@ -58,11 +59,12 @@ internal static class Honest
     }
 
     /// <summary>Leases and pings interleaved (one lease, then pings in proportion), so both see the same moments of the load.</summary>
-    private static async Task<(List<double> Lease, List<double> Ping, int Failed)> MeasureAsync(PotluckNode node, TaskSubmission task, Potluck.Protocol.Identity.PeerId peer, int leases, int pings, CancellationToken ct)
+    private static async Task<(List<double> Lease, List<double> Ping, int Failed, int FailedPings)> MeasureAsync(PotluckNode node, TaskSubmission task, Potluck.Protocol.Identity.PeerId peer, int leases, int pings, CancellationToken ct)
     {
         var lease = new List<double>(leases);
         var ping = new List<double>(pings);
         var failed = 0;
+        var failedPings = 0;
         for (var i = 0; i < Math.Max(leases, pings); i++)
         {
             if (i < leases)
@@ -81,10 +83,17 @@ internal static class Honest
             }
             if (i < pings)
             {
-                ping.Add((await node.Ping.PingAsync(peer, 1, ct))[0].TotalMilliseconds);
+                try
+                {
+                    ping.Add((await node.Ping.PingAsync(peer, 1, ct))[0].TotalMilliseconds);
+                }
+                catch (Exception e) when (Potluck.Protocol.Runtime.Failures.IsRemote(e))
+                {
+                    failedPings++; // refused or reset by the node: counted, not timed
+                }
             }
         }
-        return (lease, ping, failed);
+        return (lease, ping, failed, failedPings);
     }
 
     internal static double Percentile(IReadOnlyCollection<double> values, int percentile)

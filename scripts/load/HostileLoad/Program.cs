@@ -92,7 +92,7 @@ public static partial class Program
             rows.Add(($"{peers:N0} peers (fresh identities, {Math.Min(peers, PeerAddresses)} addresses in {(Math.Min(peers, PeerAddresses) + 4) / 5} /24s) connecting, each then holding a connection and a stream",
                 $"{connected:N0} held, opened in {opened.TotalSeconds:F1} s; meanwhile {whileConnecting} ({whileConnecting.Against(unloaded)}); node CPU {cpuConnecting}"));
             rows.Add(($"the same {connected:N0} peers held", $"RSS {Mib(rssPeers)}, {(rssPeers - rssIdle) / 1024.0 / Math.Max(1, connected):F1} KiB per connection over idle; " +
-                $"{loaded} ({loaded.Against(unloaded)}); node CPU {cpu.Take()}"));
+                $"{loaded} ({loaded.Against(unloaded)}); node CPU {cpu.Take()}; the node's refusals so far: {await RefusedAsync(dataDir)}"));
             foreach (var s in held) await s.DisposeAsync();
             foreach (var c in clients) await c.DisposeAsync();
             await Task.Delay(1000);
@@ -117,7 +117,7 @@ public static partial class Program
             var newcomer = await NewcomerAsync(runtime, address, IPAddress.Parse("127.0.0.4"));
             var oneTimes = await Task.WhenAll(oneAddress.Select(s => s.Closed));
             rows.Add(("128 stalled handshakes from one address", $"{oneTimes.Count(t => t < TimeSpan.FromSeconds(1))} refused at once (the per-address share), the rest dropped at " +
-                $"{oneTimes.Where(t => t >= TimeSpan.FromSeconds(1)).DefaultIfEmpty().Max().TotalSeconds:F1} s; meanwhile a newcomer connected and pinged in {newcomer.TotalMilliseconds:F0} ms"));
+                $"{oneTimes.Where(t => t >= TimeSpan.FromSeconds(1)).DefaultIfEmpty().Max().TotalSeconds:F1} s; meanwhile {newcomer}"));
             foreach (var s in oneAddress) s.Socket.Dispose();
 
             // 3b. Stalled handshakes from many addresses, two each: the multistream header alone, or the header, /noise and
@@ -129,7 +129,7 @@ public static partial class Program
             var duringFlood = await flooded;
             var manyTimes = (await Task.WhenAll(many.Select(s => s.Closed))).Order().ToArray();
             rows.Add(($"{many.Count} stalled handshakes from {stalledAddresses} addresses in {(stalledAddresses + 7) / 8} /24s (half a multistream header, half a Noise handshake)",
-                $"opened in {started.TotalSeconds:F1} s; dropped after p50 {manyTimes[manyTimes.Length / 2].TotalSeconds:F1} s, max {manyTimes[^1].TotalSeconds:F1} s; a newcomer connected and pinged in {joined.TotalMilliseconds:F0} ms; " +
+                $"opened in {started.TotalSeconds:F1} s; dropped after p50 {manyTimes[manyTimes.Length / 2].TotalSeconds:F1} s, max {manyTimes[^1].TotalSeconds:F1} s; {joined}; " +
                 $"meanwhile {duringFlood} ({duringFlood.Against(unloaded)}); node CPU {cpu.Take()}"));
             foreach (var s in many) s.Socket.Dispose();
 
@@ -172,6 +172,35 @@ public static partial class Program
                 $"RSS {Mib(Rss(node))}; afterwards {afterStreams}"));
             foreach (var s in greedyStreams) await s.DisposeAsync();
 
+            // 5. Many idle streams from one address: 16 fresh identities (within the per-address cap of 16 connections), each
+            // holding 64 ping streams (the per-peer, per-protocol limit); each stream's receive window is reserved from
+            // the node's shared muxer budget. Does an honest requester on another address still get streams?
+            var hoarders = new List<Libp2pHost>();
+            var hoarded = 0;
+            for (var i = 0; i < 16; i++)
+            {
+                var h = NewHost(runtime, IPAddress.Parse("127.0.0.7"));
+                hoarders.Add(h);
+                try
+                {
+                    await h.ConnectAsync(address, CancellationToken.None);
+                    for (var k = 0; k < 64; k++)
+                    {
+                        var s = await h.NewStreamAsync(target, [PingService.ProtocolId], CancellationToken.None);
+                        await s.Output.WriteAsync(new byte[32]);
+                        hoarded++;
+                    }
+                }
+                catch (Exception e) when (Failures.IsRemote(e))
+                {
+                }
+            }
+            await Task.Delay(500);
+            var whileHoarded = await honest.MeasureAsync("hoarded", samples / 3, samples / 3);
+            rows.Add(("16 peers from one address each holding 64 idle ping streams", $"{hoarded:N0} streams opened; meanwhile {whileHoarded} ({whileHoarded.Against(unloaded)}); " +
+                $"RSS {Mib(Rss(node))}; the node's refusals so far: {await RefusedAsync(dataDir)}"));
+            foreach (var h in hoarders) await h.DisposeAsync();
+
             rows.Add(("node still up", node.HasExited ? "NO: the node exited" : $"yes; RSS {Mib(Rss(node))}; node CPU in all {node.TotalProcessorTime.TotalSeconds:F1} s"));
         }
         finally
@@ -189,15 +218,15 @@ public static partial class Program
             }
             honestProcess?.Dispose();
             Directory.Delete(dataDir, true);
-        }
-        Console.WriteLine();
-        Console.WriteLine($"# {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end; " +
-            "lease = one no-op task (exitcode.wasm 0) submitted and returned; ratios are p99 against the unloaded p99");
-        Console.WriteLine("| scenario | result |");
-        Console.WriteLine("| --- | --- |");
-        foreach (var (scenario, result) in rows)
-        {
-            Console.WriteLine($"| {scenario} | {result} |");
+            Console.WriteLine();
+            Console.WriteLine($"# {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end; " +
+                "lease = one no-op task (exitcode.wasm 0) submitted and returned; ratios are p99 against the unloaded p99");
+            Console.WriteLine("| scenario | result |");
+            Console.WriteLine("| --- | --- |");
+            foreach (var (scenario, result) in rows)
+            {
+                Console.WriteLine($"| {scenario} | {result} |");
+            }
         }
         return 0;
     }
@@ -233,15 +262,39 @@ public static partial class Program
         return (stalls, started.Elapsed);
     }
 
-    /// <summary>A new peer from <paramref name="from"/>: how long until it has connected and been answered one ping.</summary>
-    private static async Task<TimeSpan> NewcomerAsync(NodeRuntime runtime, Multiaddr address, IPAddress from)
+    /// <summary>
+    /// A new peer from <paramref name="from"/>, retrying as an honest client would (a fresh attempt 250 ms after a refusal,
+    /// for at most 30 s): how long until it has connected and been answered one ping, and how many attempts were refused.
+    /// </summary>
+    private static async Task<Newcomer> NewcomerAsync(NodeRuntime runtime, Multiaddr address, IPAddress from)
     {
-        await using var newcomer = NewHost(runtime, from);
-        var newcomerPing = new PingService(newcomer, new PingOptions(), runtime, NullLoggerFactory.Instance);
         var watch = Stopwatch.StartNew();
-        await newcomer.ConnectAsync(address, CancellationToken.None);
-        await newcomerPing.PingAsync(address.PeerId!.Value, 1, CancellationToken.None);
-        return watch.Elapsed;
+        var refused = 0;
+        string? reason = null;
+        while (watch.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await using var newcomer = NewHost(runtime, from);
+            var newcomerPing = new PingService(newcomer, new PingOptions(), runtime, NullLoggerFactory.Instance);
+            try
+            {
+                await newcomer.ConnectAsync(address, CancellationToken.None);
+                await newcomerPing.PingAsync(address.PeerId!.Value, 1, CancellationToken.None);
+                return new Newcomer(watch.Elapsed, refused, reason);
+            }
+            catch (Exception e) when (Failures.IsRemote(e) || e is DialException)
+            {
+                refused++;
+                reason ??= e.Message;
+            }
+            await Task.Delay(250);
+        }
+        return new Newcomer(null, refused, reason);
+    }
+
+    private sealed record Newcomer(TimeSpan? Joined, int Refused, string? FirstReason)
+    {
+        public override string ToString() => (Joined is { } t ? $"a newcomer connected and pinged in {t.TotalMilliseconds:F0} ms" : "**a newcomer did not get in within 30 s**") +
+            (Refused > 0 ? $" (**{Refused} attempts refused first**: {FirstReason})" : "");
     }
 
     private static Libp2pHost NewHost(NodeRuntime runtime, IPAddress from) =>
@@ -249,7 +302,7 @@ public static partial class Program
 
     private static Process StartNode(string potluck, string dataDir, int peers)
     {
-        var info = new ProcessStartInfo("dotnet", [potluck, "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--cores", "2", "--data-dir", dataDir, "--log-level", "warning"])
+        var info = new ProcessStartInfo("dotnet", [potluck, "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--cores", "2", "--control-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warning"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -299,6 +352,24 @@ public static partial class Program
 
     private static string Mib(long bytes) => $"{bytes / (1024.0 * 1024):F0} MiB";
 
+    /// <summary>The node's <c>potluck_resources_refused</c> counts by scope, from its /metrics (control API, with its token).</summary>
+    private static async Task<string> RefusedAsync(string dataDir)
+    {
+        try
+        {
+            var url = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(dataDir, "control.json"))).RootElement.GetProperty("url").GetString()!;
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+            http.DefaultRequestHeaders.Authorization = new("Bearer", (await File.ReadAllTextAsync(Path.Combine(dataDir, "control.token"))).Trim());
+            var text = await http.GetStringAsync(new Uri(new Uri(url), "/metrics"));
+            var lines = text.Split('\n').Where(l => l.StartsWith("potluck_resources_refused", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal)).ToArray();
+            return lines.Length == 0 ? "none" : string.Join(", ", lines.Select(l => l.Replace("potluck_resources_refused", "", StringComparison.Ordinal).Trim()));
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException or System.Text.Json.JsonException or KeyNotFoundException or TaskCanceledException)
+        {
+            return $"(metrics unavailable: {e.Message})";
+        }
+    }
+
     private static Process StartHonest(Multiaddr target, string module)
     {
         var info = new ProcessStartInfo("dotnet", [typeof(Program).Assembly.Location, "--honest", target.ToString(), module])
@@ -344,20 +415,20 @@ public static partial class Program
             while (await process.StandardOutput.ReadLineAsync(cts.Token) is { } line)
             {
                 var p = line.Split(' ');
-                if (p.Length == 8 && p[0] == "result" && p[1] == label)
+                if (p.Length == 9 && p[0] == "result" && p[1] == label)
                 {
                     double D(int k) => double.Parse(p[k], CultureInfo.InvariantCulture);
-                    return new Figures(D(2), D(3), D(4), D(5), int.Parse(p[6], CultureInfo.InvariantCulture), D(7));
+                    return new Figures(D(2), D(3), D(4), D(5), int.Parse(p[6], CultureInfo.InvariantCulture), D(7), int.Parse(p[8], CultureInfo.InvariantCulture));
                 }
             }
             throw new InvalidOperationException($"the honest requester exited during '{label}'");
         }
     }
 
-    private sealed record Figures(double LeaseP50, double LeaseP99, double PingP50, double PingP99, int Failed, double CpuMs)
+    private sealed record Figures(double LeaseP50, double LeaseP99, double PingP50, double PingP99, int Failed, double CpuMs, int FailedPings)
     {
         public override string ToString() =>
-            string.Create(CultureInfo.InvariantCulture, $"honest lease p50 {LeaseP50:F2} ms, p99 {LeaseP99:F2} ms{(Failed > 0 ? $" ({Failed} failed)" : "")}; ping p50 {PingP50:F3} ms, p99 {PingP99:F3} ms");
+            string.Create(CultureInfo.InvariantCulture, $"honest lease p50 {LeaseP50:F2} ms, p99 {LeaseP99:F2} ms{(Failed > 0 ? $" (**{Failed} failed**)" : "")}; ping p50 {PingP50:F3} ms, p99 {PingP99:F3} ms{(FailedPings > 0 ? $" (**{FailedPings} refused or reset**)" : "")}");
 
         public string Against(Figures unloaded) =>
             string.Create(CultureInfo.InvariantCulture, $"lease p99 {LeaseP99 / unloaded.LeaseP99:F2}×, ping p99 {PingP99 / unloaded.PingP99:F2}× unloaded");
