@@ -80,6 +80,23 @@ else
 fi
 [[ $rc -ne 0 ]] && status=1
 
+echo "== DCUtR with js-libp2p across NATs (scripts/natlab/js-dcutr.sh; skips without root and iptables)"
+log="$results/js-dcutr.log"
+if [[ "$(id -u)" == 0 ]] && command -v iptables >/dev/null; then
+  npm ci --prefix scripts/natlab/js --no-audit --no-fund --loglevel=error >&2 || echo "npm ci for scripts/natlab/js failed" >&2
+fi
+bash scripts/natlab/js-dcutr.sh 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)"
+if [[ -n "$line" ]]; then
+  passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+  failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$line")))
+else
+  echo "scripts/natlab/js-dcutr.sh did not report results (exit $rc)" >&2
+  failed=$((failed + 1))
+fi
+[[ $rc -ne 0 ]] && status=1
+
 echo "== kill -9 chaos, short version (scripts/chaos/run.sh --ci)"
 if bash scripts/chaos/run.sh --ci; then
   passed=$((passed + 1))

@@ -50,6 +50,12 @@ public sealed record DcutrOptions
     /// </summary>
     public int PortPredictionBudget { get; init; } = 4096;
 
+    /// <summary>
+    /// How long after a round's plain dials the port-prediction ones start, unless a direct connection exists by then
+    /// (a full-cone peer lets the plain dial in at once, and would let every fresh-port dial in too). Default 1 s.
+    /// </summary>
+    public TimeSpan PortPredictionDelay { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>What is wrong with these settings, one line per key; empty when valid.</summary>
     public IReadOnlyList<string> Validate(string prefix = "dcutr")
     {
@@ -71,6 +77,7 @@ public sealed record DcutrOptions
         Range(nameof(RateWindow), RateWindow.TotalSeconds, 1, 86400, " s");
         Range(nameof(PortPredictionSockets), PortPredictionSockets, 0, 4096);
         Range(nameof(PortPredictionBudget), PortPredictionBudget, 0, 1_000_000);
+        Range(nameof(PortPredictionDelay), PortPredictionDelay.TotalSeconds, 0, 60, " s");
         Range(nameof(RelayedCloseGrace), RelayedCloseGrace.TotalSeconds, 0, 86400, " s");
         return problems;
     }

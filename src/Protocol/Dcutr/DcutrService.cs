@@ -300,8 +300,8 @@ public sealed partial class DcutrService : IAsyncDisposable
             var theirs = PortPrediction.FromWire(answer.HasPotluckPortMapping, answer.PotluckPortMapping);
             if (!jsRoles)
             {
-                // Potluck's and go-libp2p's roles: B speaks first on any connection the punch makes. A js A dials as the
-                // initiator, so its dial arriving here is upgraded with this node as the responder (the default).
+                // Potluck's and go-libp2p's roles: B speaks first on any connection the punch makes. A js peer dials as
+                // the initiator, so its dial arriving here is upgraded with this node as the responder (the default).
                 _host.ExpectHolePunch(peer, addresses, _time.GetUtcNow() + _options.AttemptTimeout);
             }
             await WriteAsync(stream, Pb.HolePunch.Types.Type.Sync, [], PortMapping.Unknown, linked.Token);
@@ -365,8 +365,7 @@ public sealed partial class DcutrService : IAsyncDisposable
 
     /// <summary>
     /// A's part, one round per stream (B opens a new stream to retry): answer CONNECT with ours, and dial the moment
-    /// SYNC arrives. With a js-libp2p B (which dials as the responder) this node speaks first on every connection of
-    /// the punch, its own dials and B's arriving ones, as js expects of A.
+    /// SYNC arrives, as the responder (B speaks first), or with a js-libp2p B as the initiator of our own dials.
     /// </summary>
     private async Task HandleAsync(IStream stream, CancellationToken ct)
     {
@@ -404,12 +403,6 @@ public sealed partial class DcutrService : IAsyncDisposable
                 throw new ProtocolViolationException(ProtocolId, $"expected SYNC, got {sync.Type}", ViolationCode.UnexpectedMessage);
             }
             var jsRoles = FollowsJsRoles(peer);
-            if (jsRoles)
-            {
-                // js's B dials from a fresh port and sent (at most) private addresses: any inbound connection in this
-                // attempt's window may be its dial, and must prove to be this peer.
-                _host.ExpectHolePunch(peer, addresses.Any(IsPublic) ? addresses : [], _time.GetUtcNow() + _options.AttemptTimeout, anyAddress: !addresses.Any(IsPublic));
-            }
             Synced?.Invoke(peer, round);
             if (addresses.Count > 0 && _host.DirectConnectionTo(peer) is null)
             {
@@ -484,28 +477,61 @@ public sealed partial class DcutrService : IAsyncDisposable
         using var deadline = new CancellationTokenSource(timeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
         var dials = plan.Select(d => DialOneAsync(d, peer, initiator, linked.Token)).ToList();
+        var predicted = plan.Select(d => d.Predicted).ToList();
         while (dials.Count > 0)
         {
             var done = await Task.WhenAny(dials);
-            dials.Remove(done);
+            var index = dials.IndexOf(done);
+            dials.RemoveAt(index);
+            predicted.RemoveAt(index);
             if (await done is { } connection)
             {
                 linked.Cancel();
+                CloseExtraConnections(dials.Where((_, i) => predicted[i]).ToArray());
                 return connection;
             }
         }
         return null;
     }
 
+    /// <summary>
+    /// Port-prediction dials that got through besides the winner (a full cone lets every fresh-port dial in): their
+    /// connections are closed as they finish, so the peer is not left holding dozens of connections to this node.
+    /// </summary>
+    private void CloseExtraConnections(IReadOnlyList<Task<IConnection?>> losers)
+    {
+        if (losers.Count == 0)
+        {
+            return;
+        }
+        _work.Run("dcutr close extra", async _ =>
+        {
+            foreach (var loser in losers)
+            {
+                if (await loser is { } extra)
+                {
+                    await extra.CloseAsync();
+                }
+            }
+        });
+    }
+
     private async Task<IConnection?> DialOneAsync(PlannedDial dial, PeerId peer, bool initiator, CancellationToken ct)
     {
-        Interlocked.Increment(ref _dials);
-        if (dial.Predicted)
-        {
-            Interlocked.Increment(ref _predictedDials);
-        }
         try
         {
+            if (dial.Predicted)
+            {
+                // The plain dials first: against a full cone one of them gets in at once, and hundreds of fresh-port
+                // dials would all get in too (each a handshake the peer must answer).
+                await Task.Delay(_options.PortPredictionDelay, _time, ct);
+                if (_host.DirectConnectionTo(peer) is not null)
+                {
+                    return null;
+                }
+                Interlocked.Increment(ref _predictedDials);
+            }
+            Interlocked.Increment(ref _dials);
             return await _host.DialForHolePunchAsync(dial.Address, peer, initiator, ct, dial.FromListenPort);
         }
         catch (Exception e) when (Failures.Classify(e, ct).Kind != FailureKind.Internal || e is OperationCanceledException)
@@ -554,9 +580,12 @@ public sealed partial class DcutrService : IAsyncDisposable
     }
 
     /// <summary>
-    /// Whether the peer takes js-libp2p's roles in a punch (identify's agent version says js-libp2p): its A dials as the
-    /// initiator, its B as the responder (the DCUtR spec: "A is assumed to be the client and B the server"), and a
-    /// connection it accepts it upgrades as the responder. Potluck and go-libp2p let B speak first instead.
+    /// Whether the peer takes js-libp2p's roles in a punch (identify's agent version says js-libp2p): none but TCP's,
+    /// measured in the NAT lab with @libp2p/dcutr 3.0.28 — both its A and its B dial as the initiator (B's
+    /// <c>initiator: false</c> does not reach the upgrader) from a fresh port, and it upgrades a connection it accepts
+    /// as the responder. So with js this node too is the initiator of its dials and the responder of what it accepts
+    /// (no simultaneous open can happen: js's dials never leave from the port we dial). Potluck and go-libp2p let B
+    /// speak first however the connection came about.
     /// </summary>
     private bool FollowsJsRoles(PeerId peer) =>
         _host.Peers.Get(peer)?.AgentVersion?.StartsWith("js-libp2p", StringComparison.Ordinal) == true;

@@ -50,17 +50,11 @@ public sealed partial class Libp2pHost
     /// <summary>
     /// Until <paramref name="until"/>, an inbound connection from one of <paramref name="addresses"/>' hosts (IP, or the
     /// whole /memory address) is upgraded with this node as the initiator and must prove to be <paramref name="peer"/>.
-    /// With <paramref name="anyAddress"/>, one from any host is (the peer's public IP is unknown: a js-libp2p peer
-    /// sends only addresses AutoNAT confirmed); a stranger's connection in that window fails its handshake.
     /// </summary>
-    public void ExpectHolePunch(PeerId peer, IEnumerable<Multiaddr> addresses, DateTimeOffset until, bool anyAddress = false)
+    public void ExpectHolePunch(PeerId peer, IEnumerable<Multiaddr> addresses, DateTimeOffset until)
     {
         var list = addresses.ToArray();
         var hosts = list.Select(HostKey).OfType<string>().ToHashSet(StringComparer.Ordinal);
-        if (anyAddress)
-        {
-            hosts.Add(AnyHost);
-        }
         var exact = list.Select(a => a.WithoutPeer().ToString()).ToHashSet(StringComparer.Ordinal);
         lock (_gate)
         {
@@ -113,7 +107,7 @@ public sealed partial class Libp2pHost
                 {
                     return (true, peer);
                 }
-                if (hosts.Contains(key) || hosts.Contains(AnyHost))
+                if (hosts.Contains(key))
                 {
                     byIp.Add(peer);
                 }
@@ -126,8 +120,6 @@ public sealed partial class Libp2pHost
             };
         }
     }
-
-    private const string AnyHost = "*";
 
     /// <summary>The host part of an address: its IP for TCP (a NAT may change the port), the address itself for /memory.</summary>
     private static string? HostKey(Multiaddr address)

@@ -136,9 +136,10 @@ public class PortPredictionTests
     [Test]
     public void PortPredictionOptions_OutOfRange_AreReportedWithTheirKeys()
     {
-        var problems = new DcutrOptions { PortPredictionSockets = 5000, PortPredictionBudget = -1 }.Validate();
+        var problems = new DcutrOptions { PortPredictionSockets = 5000, PortPredictionBudget = -1, PortPredictionDelay = TimeSpan.FromMinutes(2) }.Validate();
         Assert.That(problems, Has.Some.StartsWith("'dcutr:portPredictionSockets' is 5000"));
         Assert.That(problems, Has.Some.StartsWith("'dcutr:portPredictionBudget' is -1"));
+        Assert.That(problems, Has.Some.StartsWith("'dcutr:portPredictionDelay' is 120 s"));
         Assert.That(new DcutrOptions { PortPredictionSockets = 0 }.Validate(), Is.Empty, "0 turns it off");
     }
 }
