@@ -12,20 +12,19 @@ namespace Potluck.Interop.Tests;
 [TestFixture]
 [Category("Interop")]
 [NonParallelizable]
-[CancelAfter(180_000)]
+[CancelAfter(420_000)]
 public sealed class KademliaInteropTests
 {
     private const string Protocol = KademliaService.DefaultProtocolId;
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
 
-    private static JsPeerOptions JsDht(bool noSelfQuery = false) => new() { DhtProtocol = Protocol, DhtNoSelfQuery = noSelfQuery };
+    // On a loaded machine a js peer loading its modules alone can pass 30 s.
+    private static JsPeerOptions JsDht(bool noSelfQuery = false) =>
+        new() { DhtProtocol = Protocol, DhtNoSelfQuery = noSelfQuery, StartTimeout = TimeSpan.FromSeconds(90) };
 
     private static string Bare(string address) => address.Split("/p2p/")[0];
 
     [Test]
-    [Explicit("Flaky since the NAT/DCUtR merges: in 1 of 3 full runs two Potluck nodes on loopback did not have each other " +
-              "in the DHT routing table within 30 s (the first wait, before js takes part); passes alone. To investigate first " +
-              "(suspects: identify updates after AutoNAT/relay address changes removing the peer, or the connection closed early).")]
     public async Task JsFindsPotluckPeer_ThroughAPotluckNode(CancellationToken ct)
     {
         // js searcher — Potluck middle — Potluck target. js's self query is off, so js knows the middle only.
@@ -74,17 +73,21 @@ public sealed class KademliaInteropTests
     }
 
     [Test]
-    [Explicit("Same flake as JsFindsPotluckPeer_ThroughAPotluckNode: a Potluck node sometimes does not list a connected peer " +
-              "in its DHT routing table within 30 s (1 full run in 4 since the NAT/DCUtR merges); to investigate first.")]
     public async Task MixedStar_ClosestPeers_AgreeOnBothSides(CancellationToken ct)
     {
         // A Potluck hub; two more Potluck nodes and three js nodes connect to it only.
         await using var hub = await InteropPotluckPeer.StartAsync(20, gossip: false, dhtProtocol: Protocol);
         await using var p1 = await InteropPotluckPeer.StartAsync(21, gossip: false, dhtProtocol: Protocol);
         await using var p2 = await InteropPotluckPeer.StartAsync(22, gossip: false, dhtProtocol: Protocol);
-        var js = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => JsPeer.StartAsync(JsDht(), ct)));
+        // Started one after another, not side by side: three node processes loading their modules at once on a loaded
+        // machine passed even a 90 s start limit (1 run in 2 at load ~70).
+        var js = new List<JsPeer>();
         try
         {
+            for (var i = 0; i < 3; i++)
+            {
+                js.Add(await JsPeer.StartAsync(JsDht(), ct));
+            }
             foreach (var p in new[] { p1, p2 })
             {
                 await p.Node.Host.ConnectAsync(Multiaddr.Parse(hub.Address), ct);

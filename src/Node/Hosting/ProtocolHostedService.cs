@@ -27,6 +27,7 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
     private StaticRelayReservations? _staticRelays;
     private AutoNatService? _autoNat;
     private AutoRelay? _autoRelay;
+    private DhtModeFollower? _dhtMode;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -62,6 +63,10 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         _dcutr = protocols.Dcutr && protocols.Relay ? services.GetRequiredService<Potluck.Protocol.Dcutr.DcutrService>() : null;
         _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
         _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
+        if (_dht is { Mode: KademliaMode.Server } && _autoNat is not null && autoNat.Client && options.Kademlia.FollowReachability)
+        {
+            _dhtMode = new DhtModeFollower(_autoNat, _dht);
+        }
         IReadOnlyList<Multiaddr> listen = protocols.Relay && (options.Relay.AcceptRelayed || reserve)
             ? [.. options.Listen, Multiaddr.Parse("/p2p-circuit")] : options.Listen;
         await _host.StartAsync(listen, cancellationToken);
@@ -88,6 +93,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
         {
             await dcutr.DisposeAsync();
         }
+        _dhtMode?.Dispose();
+        _dhtMode = null;
         var (autoRelay, autoNat) = (_autoRelay, _autoNat);
         (_autoRelay, _autoNat) = (null, null);
         if (autoRelay is not null)

@@ -19,6 +19,16 @@ public sealed record KademliaOptions
 
     public KademliaMode Mode { get; init; } = KademliaMode.Server;
 
+    /// <summary>
+    /// The node follows AutoNAT's verdict (go-libp2p's ModeAuto): a listening node found private switches to client mode
+    /// (it stops advertising the protocol, so peers drop it from their tables instead of timing out on it) and back to
+    /// server mode when found public; while unknown it keeps its mode. Used by the node (the service itself only offers
+    /// <see cref="KademliaService.SetMode"/>). Default false: a DHT client is in nobody's routing table, and today a
+    /// requester whose neighbours run no compute finds a private provider only through the DHT (see the README,
+    /// "Behind NAT").
+    /// </summary>
+    public bool FollowReachability { get; init; }
+
     /// <summary>k: bucket size, peers returned per response, replication factor. Default 20 (spec).</summary>
     public int K { get; init; } = 20;
 

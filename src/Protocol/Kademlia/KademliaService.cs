@@ -17,7 +17,8 @@ namespace Potluck.Protocol.Kademlia;
 /// Deviations: the protocol id defaults to <c>/potluck/kad/1.0.0</c> (a separate DHT; set
 /// <see cref="KademliaOptions.ProtocolId"/> to <see cref="IpfsProtocolId"/> for the public one); GET_VALUE does not
 /// send the best record back to peers that returned an outdated one; records are not signed beyond what their
-/// namespace validator checks; no automatic client/server mode switching.
+/// namespace validator checks. Client/server mode can be switched at run time (<see cref="SetMode"/>; with
+/// <see cref="KademliaOptions.FollowReachability"/> the node follows AutoNAT's verdict, as go-libp2p's ModeAuto does).
 /// </summary>
 public sealed partial class KademliaService : IAsyncDisposable
 {
@@ -40,6 +41,8 @@ public sealed partial class KademliaService : IAsyncDisposable
     private readonly HashSet<PeerId> _probing = [];
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
+    private readonly object _modeGate = new();
+    private int _mode;
     private int _maintaining;
     private int _disposed;
 
@@ -57,6 +60,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         _records = new RecordStore(options.MaxRecords, options.MaxRecordSize);
         _providers = new ProviderStore(options.MaxProviderKeys, options.MaxProvidersPerKey);
         _handler = new KadRequestHandler(_table, _records, _providers, options, Describe);
+        _mode = (int)options.Mode;
         if (options.Mode == KademliaMode.Server)
         {
             host.SetStreamHandler(options.ProtocolId, HandleStreamAsync);
@@ -66,7 +70,35 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     public string ProtocolId => _options.ProtocolId;
 
-    public KademliaMode Mode => _options.Mode;
+    /// <summary>The current mode: <see cref="KademliaOptions.Mode"/> at first, then what <see cref="SetMode"/> last set.</summary>
+    public KademliaMode Mode => (KademliaMode)Volatile.Read(ref _mode);
+
+    /// <summary>
+    /// Switches between server mode (answers queries, identify advertises the protocol) and client mode (no handler, so
+    /// the protocol leaves identify and peers drop us from their tables on our identify push). Lookups work in both, and
+    /// our own routing table is kept. Returns false when the service is already in that mode or disposed.
+    /// </summary>
+    public bool SetMode(KademliaMode mode)
+    {
+        lock (_modeGate)
+        {
+            if (_disposed != 0 || Mode == mode)
+            {
+                return false;
+            }
+            Volatile.Write(ref _mode, (int)mode);
+            if (mode == KademliaMode.Server)
+            {
+                _host.SetStreamHandler(_options.ProtocolId, HandleStreamAsync);
+            }
+            else
+            {
+                _host.RemoveStreamHandler(_options.ProtocolId);
+            }
+        }
+        _instruments.DhtModeSwitch(mode == KademliaMode.Server ? "server" : "client");
+        return true;
+    }
 
     public int RoutingTableSize
     {
@@ -722,9 +754,12 @@ public sealed partial class KademliaService : IAsyncDisposable
             return;
         }
         _host.Peers.Updated -= OnPeerUpdated;
-        if (_options.Mode == KademliaMode.Server)
+        lock (_modeGate)
         {
-            _host.RemoveStreamHandler(_options.ProtocolId);
+            if (Mode == KademliaMode.Server)
+            {
+                _host.RemoveStreamHandler(_options.ProtocolId);
+            }
         }
         await _work.DisposeAsync();
     }

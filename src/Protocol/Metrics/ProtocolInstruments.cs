@@ -23,7 +23,7 @@ namespace Potluck.Protocol.Metrics;
 /// <item><c>potluck.resources.refused</c> ({refusal}, observable; scope: the resource manager's scope names) — what
 /// the host's limits turned away</item>
 /// <item><c>potluck.dht.queries</c> ({query}; type, outcome: ok or the failure kind) and <c>potluck.dht.lookups</c>
-/// ({lookup}; type)</item>
+/// ({lookup}; type), <c>potluck.dht.mode_switches</c> ({switch}; mode: client or server)</item>
 /// </list>
 /// </summary>
 public sealed class ProtocolInstruments
@@ -48,6 +48,7 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _gossipDropped;
     private readonly Counter<long> _dhtQueries;
     private readonly Counter<long> _dhtLookups;
+    private readonly Counter<long> _dhtModeSwitches;
     private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
@@ -78,6 +79,7 @@ public sealed class ProtocolInstruments
         _gossipDropped = meter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
         _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
         _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
+        _dhtModeSwitches = meter.CreateCounter<long>("potluck.dht.mode_switches", "{switch}", "Kademlia client/server mode switches, by the mode switched to");
         meter.CreateObservableCounter("potluck.resources.refused", ObserveRefused, "{refusal}",
             "What the resource manager refused (connections, handshakes, streams, memory), by scope");
     }
@@ -150,6 +152,8 @@ public sealed class ProtocolInstruments
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
 
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
+
+    public void DhtModeSwitch(string mode) => _dhtModeSwitches.Add(1, new KeyValuePair<string, object?>("mode", mode));
 
     /// <summary>
     /// <c>potluck.resources.refused</c>: what the resource manager and the per-peer budgets refused, by scope (e.g.

@@ -38,6 +38,44 @@ public class NatNodeTests
         },
     };
 
+    private static PotluckOptions FollowReachability(PotluckOptions o) => o with { Kademlia = o.Kademlia with { FollowReachability = true } };
+
+    [Test]
+    public void NodeFoundPrivate_WithFollowReachability_BecomesADhtClient_AndADhtServerAgainOnceFoundPublic() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var nodes = new TestNodes(d, seed: 37);
+        var relay = await nodes.Builder(nodes.Options()).Configure(o => FollowReachability(Nat(o))).StartAsync();
+        await using var relayOwned = relay;
+        var other = await nodes.Builder(nodes.Options() with { Bootstrap = [relay.FullAddresses[0]] }).Configure(o => FollowReachability(Nat(o))).StartAsync();
+        await using var otherOwned = other;
+        var home = await nodes.Builder(nodes.Options() with { Bootstrap = [relay.FullAddresses[0]] }).Configure(o => FollowReachability(Nat(o))).StartAsync();
+        await using var homeOwned = home;
+        var bound = home.Host.BoundAddresses[0];
+        nodes.Network.BlockInbound(bound);
+        await home.Host.ConnectAsync(other.FullAddresses[0], ct);
+        Assert.That(home.Dht.Mode, Is.EqualTo(Potluck.Protocol.Kademlia.KademliaMode.Server), "unknown at first: it keeps server mode");
+
+        await Task.Delay(TimeSpan.FromMinutes(3), d.Clock);
+
+        Assert.That(home.Services.GetRequiredService<AutoNatService>().Reachability, Is.EqualTo(Reachability.Private));
+        Assert.That(home.Dht.Mode, Is.EqualTo(Potluck.Protocol.Kademlia.KademliaMode.Client), "found private: a DHT client");
+        Assert.That(home.Host.Protocols, Does.Not.Contain(home.Dht.ProtocolId));
+        Assert.That(relay.Dht.RoutingTablePeers(), Does.Not.Contain(home.PeerId), "the relay dropped it on its identify push");
+        Assert.That(other.Dht.RoutingTablePeers(), Does.Not.Contain(home.PeerId));
+        Assert.That(home.Dht.RoutingTablePeers(), Is.SupersetOf(new[] { relay.PeerId, other.PeerId }), "it keeps its own table and looks up through it");
+        Assert.That((relay.Dht.Mode, other.Dht.Mode), Is.EqualTo((Potluck.Protocol.Kademlia.KademliaMode.Server, Potluck.Protocol.Kademlia.KademliaMode.Server)),
+            "public nodes stay servers");
+
+        // The NAT goes (a port forward is set up): the next re-test finds it public, and it serves the DHT again.
+        nodes.Network.AllowInbound(bound);
+        await Task.Delay(TimeSpan.FromMinutes(40), d.Clock);
+
+        Assert.That(home.Services.GetRequiredService<AutoNatService>().Reachability, Is.EqualTo(Reachability.Public));
+        Assert.That(home.Dht.Mode, Is.EqualTo(Potluck.Protocol.Kademlia.KademliaMode.Server));
+        Assert.That(relay.Dht.RoutingTablePeers(), Does.Contain(home.PeerId), "the relay lists it again");
+    });
+
     [Test]
     public void ProviderBehindNat_IsFoundPrivate_ReservesOnThePublicRelay_AndALeaseCompletesOverTheRelay() => VirtualTimeDriver.Run(async d =>
     {

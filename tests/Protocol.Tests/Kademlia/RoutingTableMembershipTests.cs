@@ -134,4 +134,31 @@ public class RoutingTableMembershipTests
         cancelled.Cancel(); // not CancelAsync: that completes on the thread pool, outside the driver's loop
         await AsyncAssert.ThrowsAsync<OperationCanceledException>(() => never);
     });
+
+    [Test]
+    public void SetMode_Client_DropsTheProtocolAndPeersDropUs_Server_BringsUsBack() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 36);
+        var a = await hosts.StartAsync();
+        var b = await hosts.StartAsync();
+        var dhtA = Dht(hosts, a);
+        var dhtB = Dht(hosts, b);
+        await b.Host.ConnectAsync(a.Address, ct);
+        await dhtA.WaitUntilAsync(x => x.RoutingTablePeers().Contains(b.Host.PeerId), ct);
+        await dhtB.WaitUntilAsync(x => x.RoutingTablePeers().Contains(a.Host.PeerId), ct);
+
+        Assert.That(dhtB.SetMode(KademliaMode.Client), Is.True);
+        Assert.That(dhtB.SetMode(KademliaMode.Client), Is.False, "already a client");
+        Assert.That(dhtB.Mode, Is.EqualTo(KademliaMode.Client));
+        Assert.That(b.Host.Protocols, Does.Not.Contain(KademliaService.DefaultProtocolId));
+        await dhtA.WaitUntilAsync(x => x.RoutingTableSize == 0, ct); // b's identify push said it no longer serves
+        Assert.That(dhtB.RoutingTablePeers(), Is.EqualTo(new[] { a.Host.PeerId }), "a client keeps its own table");
+        Assert.That(await dhtB.GetClosestPeersAsync("as a client"u8.ToArray(), ct), Is.EqualTo(new[] { a.Host.PeerId }), "and still looks up");
+
+        Assert.That(dhtB.SetMode(KademliaMode.Server), Is.True);
+        await dhtA.WaitUntilAsync(x => x.RoutingTablePeers().Contains(b.Host.PeerId), ct);
+        Assert.That(b.Host.Protocols, Does.Contain(KademliaService.DefaultProtocolId));
+        Assert.That(await dhtA.GetClosestPeersAsync("served again"u8.ToArray(), ct), Is.EqualTo(new[] { b.Host.PeerId }), "b answers queries again");
+    });
 }
