@@ -3,7 +3,7 @@
 # payloads, Yamux frames, identify/gossipsub/Kademlia/peer-record/key protobufs, swarm keys, DNS, and every MessagePack
 # message: advertisements, lease messages, frames and terms, envelopes, receipts, attestations, fraud proofs, task
 # payloads, receipt acknowledgements, signed lease terms with audit commitments, chain half-blocks, chain proposals and
-# answers, fork proofs; circuit relay HOP/STOP messages and vouchers; AutoNAT v2 messages and dial-backs; gossipsub
+# answers, chain recovery and history queries and answers, fork proofs; circuit relay HOP/STOP messages and vouchers; AutoNAT v2 messages and dial-backs; gossipsub
 # IDONTWANT) with random and mutated inputs, and prints per decoder: inputs, accepted, refused with a typed error,
 # crashes, hangs, the largest allocation one input caused, and the time per input. Exit 1 on any crash or hang.
 # Usage: scripts/fuzz/run.sh [inputs per decoder, default 1000000] [--seed N] [--only "name,name"] [--hang-ms N]

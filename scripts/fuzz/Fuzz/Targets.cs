@@ -358,6 +358,62 @@ internal static class Targets
         yield return new("fork proof (MessagePack)", [fork!.Encoded],
             b => Potluck.Scheduler.Accounting.ForkProof.Check(b, chain, out _) == Potluck.Scheduler.Accounting.BlockStatus.Valid);
 
+        // Chain recovery (/potluck/chain/query/1.0.0): the query a counterparty serves, and the answer the recovering node checks
+        // (every block the asker's, signed, in order, linked). Seeds: an honest two-block answer with links, and an empty one.
+        yield return new("chain recovery query (MessagePack)",
+            [Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainQuery { AfterSeq = 7, Max = 128 })],
+            b => Potluck.Scheduler.Accounting.ChainCodec.TryDecode(b, Potluck.Scheduler.Accounting.ChainQueryProtocol.MaxQueryBytes, out Potluck.Scheduler.Accounting.ChainQuery? _));
+        var next = Potluck.Scheduler.Accounting.SignedBlock.Sign(new Potluck.Scheduler.Accounting.ChainBlock
+        {
+            Author = Key.PeerId.ToBytes(),
+            Seq = 2,
+            Previous = blockA.Hash,
+            Counterparty = payee.PeerId.ToBytes(),
+            ReceiptId = Receipt.ComputeId(BitConverter.GetBytes(3UL), payee.PeerId, Key.PeerId),
+            LeaseId = BitConverter.GetBytes(3UL),
+            Amount = 25,
+            FuelUsed = 2_500_000,
+        }, Key);
+        var agreement = Potluck.Scheduler.Accounting.SignedBlock.Sign(new Potluck.Scheduler.Accounting.ChainBlock
+        {
+            Author = payee.PeerId.ToBytes(),
+            Seq = 1,
+            Previous = Potluck.Scheduler.Accounting.SignedBlock.Genesis,
+            Counterparty = Key.PeerId.ToBytes(),
+            LinkSeq = 1,
+            LinkHash = blockA.Hash,
+            Kind = Potluck.Scheduler.Accounting.BlockKind.Agreement,
+            ReceiptId = blockA.Block.ReceiptId,
+            LeaseId = blockA.Block.LeaseId,
+            Amount = 25,
+            FuelUsed = 2_500_000,
+        }, payee);
+        yield return new("chain recovery answer (MessagePack + checks)",
+            [
+                Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainQueryAnswer
+                {
+                    Blocks = [blockA.EnvelopeBytes, next.EnvelopeBytes], Links = [agreement.EnvelopeBytes, []], More = true,
+                }),
+                Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainQueryAnswer()),
+            ],
+            b => Potluck.Scheduler.Accounting.ChainRecovery.CheckAnswer(Key.PeerId, payee.PeerId, 0, 16, b, chain, out _, out _)
+                == Potluck.Scheduler.Accounting.RecoveryStatus.Valid);
+
+        // History checks (/potluck/chain/history/1.0.0): the query a requester serves, and the answer a provider checks.
+        yield return new("chain history query (MessagePack)",
+            [Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainHistoryQuery { Seqs = [1, 5, 9] }),
+             Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainHistoryQuery())],
+            b => Potluck.Scheduler.Accounting.ChainCodec.TryDecode(b, Potluck.Scheduler.Accounting.ChainHistoryProtocol.MaxQueryBytes, out Potluck.Scheduler.Accounting.ChainHistoryQuery? _));
+        yield return new("chain history answer (MessagePack + checks)",
+            [
+                Potluck.Scheduler.Accounting.ChainCodec.Encode(new Potluck.Scheduler.Accounting.ChainQueryAnswer
+                {
+                    Blocks = [blockA.EnvelopeBytes, next.EnvelopeBytes], Links = [agreement.EnvelopeBytes, []],
+                }),
+            ],
+            b => Potluck.Scheduler.Accounting.ChainHistoryCheck.Verify(Key.PeerId, [1UL, 2UL], b, chain, _ => null, out _, out _)
+                == Potluck.Scheduler.Accounting.HistoryStatus.Valid);
+
         yield return new("task payload (MessagePack)", [new TaskPayload(["a", "b"], new byte[] { 1, 2, 3 }).Encode(), new TaskPayload([], default).Encode()],
             b => TaskPayload.TryDecode(b, out _));
     }

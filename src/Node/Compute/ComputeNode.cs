@@ -143,6 +143,7 @@ public sealed class ComputeNode : IAsyncDisposable
                 if (provider is not null)
                 {
                     provider.RefuseRequester = chain.IsForker;
+                    provider.HasVerifiedStanding = chain.HasVerifiedStanding;
                 }
             }
             fraud.Start();

@@ -22,6 +22,7 @@ public static class PotluckOptionsValidator
         problems.AddRange(o.Dcutr.Validate("dcutr"));
         problems.AddRange(o.AutoNat.Validate("autoNat"));
         problems.AddRange(o.Compute.Accounting.Recovery.Validate("compute:accounting:recovery"));
+        problems.AddRange(o.Compute.Accounting.History.Validate("compute:accounting:history"));
         Need(!o.Relay.AcceptRelayed || o.Protocols.Relay, "'relay:acceptRelayed' needs 'protocols:relay' on");
         for (var i = 0; i < o.Listen.Count; i++)
         {

@@ -84,6 +84,7 @@ public static class ChainCodec
             ChainAnswer a => a.Agreement is not null && a.Detail is not null && Enum.IsDefined(a.Status) && a.Detail.Length <= ChainAnswer.MaxDetailLength,
             BlockPair b => b.First is not null && b.Second is not null,
             ChainQuery q => q.Max > 0,
+            ChainHistoryQuery h => h.Seqs is not null && h.Seqs.Count <= ChainHistoryProtocol.MaxSeqs,
             ChainQueryAnswer q => q.Blocks is not null && q.Links is not null && !q.Blocks.Contains(null!) && !q.Links.Contains(null!),
             _ => true,
         };

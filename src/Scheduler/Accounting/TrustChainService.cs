@@ -38,6 +38,9 @@ public sealed record AccountingOptions
 
     /// <summary>Recovering this node's chain from its counterparties after a lost ledger (<see cref="ChainQueryProtocol"/>).</summary>
     public ChainRecoveryOptions Recovery { get; init; } = new();
+
+    /// <summary>Checking a requester's own chain before serving it beyond a stranger's terms (<see cref="ChainHistoryProtocol"/>).</summary>
+    public ChainHistoryOptions History { get; init; } = new();
 }
 
 /// <summary>
@@ -126,6 +129,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
         _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
         _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
+        _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
+        _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
         _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.Receipts);
         _blocks = _bus.Subscribe(ChainProtocol.BlocksTopic, ValidateBlocks, OnBlocksAsync);
         _forks = _bus.Subscribe(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
@@ -512,6 +517,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         _host.RemoveStreamHandler(ChainProtocol.Id);
         _host.RemoveStreamHandler(ChainQueryProtocol.Id);
+        _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),

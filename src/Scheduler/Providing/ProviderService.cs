@@ -89,6 +89,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <summary>Requesters this provider serves no new lease (a fork proof is held against them); checked under the lock, so quick.</summary>
     public Func<PeerId, bool>? RefuseRequester { get; set; }
 
+    /// <summary>Whether a requester without first-hand standing proved standing with its own chain (a cached verdict; quick).</summary>
+    public Func<PeerId, bool>? HasVerifiedStanding { get; set; }
+
     /// <summary>Raised (outside the lock) when a lease ends, with its outcome.</summary>
     public event Action<PeerId, ulong, LeaseOutcome>? LeaseEnded;
 
@@ -393,7 +396,8 @@ public sealed partial class ProviderService : IAsyncDisposable
             return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = "this provider refuses you (it holds a fork proof against you)" };
         }
         var record = _ledger.Requester(requester);
-        stranger = !(record.Supplied > 0 && record.Debt <= 0);
+        // Standing here first-hand, or (paying as it goes here) verified standing in its own chain (TrustChainService.History.cs).
+        stranger = !(record.Supplied > 0 && record.Debt <= 0) && !(record.Unpaid == 0 && HasVerifiedStanding?.Invoke(requester) == true);
         if (record.Violations > 0)
         {
             _instruments.LeaseRefused("audit");
