@@ -6,7 +6,8 @@
 #   verification: a long run (1,200 tasks, 2 providers, 2 requesters) where honest providers get established: verification overhead
 #   standins:     100 nodes with and without the stand-ins (--stand-ins all), side by side: MiB per node, CPU
 #   scale:        the same mixed scenario at 20, 50 and 100 nodes: memory per node, events per CPU second
-#   scale-big:    NODES (default 1000) nodes with every stand-in, a light workload (memory and time bound it)
+#   scale-big:    NODES (default 1000) nodes with every stand-in, a light workload (memory and time bound it), each node
+#                 keeping at most MAXCONN (default 32) connections
 #   replay:       one scenario twice with the same seed; the trace hashes must match
 # The GC is told to keep a small gen0 budget and conserve memory (DOTNET_GCgen0size, DOTNET_GCConserveMemory): thousands
 # of nodes in one process otherwise carry hundreds of MiB of uncollected garbage in their peak RSS.
@@ -41,6 +42,7 @@ case "$what" in
     for kind in sybil whitewasher; do
       run "adv-$kind" --nodes 30 --providers 12 --tasks 100 --cheaters 0.5 --adversary "$kind" --duration 60 --seed 11
     done
+    run adv-forker --nodes 30 --providers 12 --tasks 100 --cheaters 0.25 --adversary forker --duration 60 --seed 11
     ;;
   verification)
     run verification --nodes 4 --providers 2 --tasks 1200 --duration 1200 --seed 1
@@ -51,7 +53,7 @@ case "$what" in
     ;;
   scale-big)
     n="${NODES:-1000}"
-    run "scale-$n" --nodes "$n" --providers $((n / 10)) --tasks 100 --duration 20 --seed 1 --stand-ins all
+    run "scale-$n" --nodes "$n" --providers $((n / 10)) --tasks 100 --duration 20 --seed 1 --stand-ins all --max-connections "${MAXCONN:-32}"
     ;;
   scale)
     for n in 20 50 100; do

@@ -30,6 +30,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(LatencyMs);
         Options.Add(Loss);
         Options.Add(StandIns);
+        Options.Add(MaxConnections);
         Options.Add(Json);
         Options.Add(Report);
         Options.Add(Quiet);
@@ -48,7 +49,7 @@ internal sealed class SimCommand : PotluckCommand
     public Option<double?> Cheaters { get; } = CliOptions.Number("--cheaters", "share", "share of providers that are adversaries (of requesting nodes for a requester-side --adversary; default 0)", 0, 1);
 
     public Option<string> Adversary { get; } = CliOptions.Text("--adversary", "kind",
-        "what the adversaries do. Providers: cheater (every result wrong), selective (a share wrong, see --cheat-rate), fuel-inflater (claims 1M fuel more than used), false-timeout (claims a timeout without running), sybil (a swarm of colluding replicas: the lowest price, the same wrong output), whitewasher (a cheater that returns under a new identity when refused). Requesters: freeloader (never pays), receipt-forger (made-up receipts), squatter (takes leases, never sends input), proof-spammer (forged fraud proofs), gossip-spammer (junk on the ads topic). Default cheater");
+        "what the adversaries do. Providers: cheater (every result wrong), selective (a share wrong, see --cheat-rate), fuel-inflater (claims 1M fuel more than used), false-timeout (claims a timeout without running), sybil (a swarm of colluding replicas: the lowest price, the same wrong output), whitewasher (a cheater that returns under a new identity when refused), forker (serves honestly, pays for what it submits, then signs a second half-block at a seq it used). Requesters: freeloader (never pays), receipt-forger (made-up receipts), squatter (takes leases, never sends input), proof-spammer (forged fraud proofs), gossip-spammer (junk on the ads topic). Default cheater");
 
     public Option<double?> CheatRate { get; } = CliOptions.Number("--cheat-rate", "share", "share of tasks a selective cheater corrupts (default 0.2)", 0.0001, 1);
 
@@ -68,6 +69,9 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<string> StandIns { get; } = CliOptions.Text("--stand-ins", "list",
         "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), or all; default none (every node complete). The report lists what stood in");
+
+    public Option<int?> MaxConnections { get; } = CliOptions.Int("--max-connections", "n",
+        "connections each node keeps (trimmed back to 3/4 above it; inbound refused above twice it); default the daemon's (trim above 320). Big meshes need it: each connection costs memory", 16, 100_000);
 
     public Option<string> Json { get; } = CliOptions.Text("--json", "file", "also write the figures as JSON to this file ('-' for stdout)");
 
@@ -124,6 +128,7 @@ internal sealed class SimCommand : PotluckCommand
                 Adversary = adversary,
                 CheatRate = Get(CheatRate, "cheat-rate", e => (double?)e.GetDouble()) ?? 0.2,
                 StandIns = ParseStandIns(Get(StandIns, "stand-ins", e => e.GetString()!)),
+                MaxConnectionsPerNode = Get(MaxConnections, "max-connections", e => (int?)e.GetInt32()),
                 Network = new NetworkModel
                 {
                     LatencyMedian = TimeSpan.FromMilliseconds(Get(LatencyMs, "latency-ms", e => (int?)e.GetInt32()) ?? 20),
@@ -192,7 +197,7 @@ internal sealed class SimCommand : PotluckCommand
                 throw new UsageException($"--scenario: '{path}' must hold a JSON object of option names and values");
             }
             var known = new HashSet<string>(["nodes", "providers", "tasks", "cheaters", "adversary", "cheat-rate", "churn", "partition", "seed",
-                "duration", "rounds", "latency-ms", "loss", "stand-ins"]);
+                "duration", "rounds", "latency-ms", "loss", "stand-ins", "max-connections"]);
             var values = new Dictionary<string, JsonElement>();
             foreach (var p in doc.RootElement.EnumerateObject())
             {

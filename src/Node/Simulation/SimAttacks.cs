@@ -13,17 +13,24 @@ namespace Potluck.Node.Simulation;
 /// <summary>What the requester-side adversaries of a run tried, and what the honest nodes gave them.</summary>
 /// <param name="Kind">The adversary kind (or "none").</param>
 /// <param name="Attempts">Attacks made (leases asked, receipts sent, squats tried, proofs or spam bursts published).</param>
-/// <param name="Served">What honest nodes granted: leases completed unpaid, forged receipts recorded, squats offered, proofs re-run, spam messages that made a node list a provider.</param>
 /// <param name="Refused">Attempts the honest side turned down (rejected, refused, or closed).</param>
-/// <param name="FuelObtained">Fuel of the work freeloaders got without paying.</param>
+/// <param name="FuelObtained">Fuel of the work freeloaders got without paying; for forkers, the work they got after forking, plus
+/// what they paid before it in fuel at their price (their balance, which the gain counts, is down by just that).</param>
+/// <param name="Served">What honest nodes granted: leases completed unpaid, forged receipts recorded, squats offered, proofs re-run, spam
+/// messages that made a node list a provider, leases a forker got after it forked.</param>
 /// <param name="Unpaid">Credits honest providers recorded as owed by the adversaries, at the end (what they are known to be owed).</param>
 /// <param name="AllowanceFuel">The credit honest providers extended the adversaries, in fuel: (credit limit per requester ÷ price + the largest lease
 /// obtained, since the limit is checked before a lease) per provider and adversary.</param>
 /// <param name="ProofReRuns">Times an honest node re-ran a task to check a published fraud proof.</param>
 /// <param name="SquatHeldMaxS">The longest an honest provider's core stayed held by a squatted lease (virtual seconds).</param>
 /// <param name="SpamRejected">Gossip messages honest routers rejected (failed validation) during the run.</param>
+/// <param name="Forks">Forks the forkers signed (a second half-block at a seq they had used).</param>
+/// <param name="ForkProofHolders">Honest nodes up at the end that hold a fork proof against every forker (of those up).</param>
+/// <param name="HonestUp">Honest nodes up at the end.</param>
+/// <param name="ServedAsProviderAfterProof">Honest tasks leased to a forker that were submitted after their requester had refused it.</param>
 public sealed record AttackFigures(string Kind, int Attempts, int Served, int Refused, long FuelObtained, long Unpaid, double AllowanceFuel,
-    int ProofReRuns, double SquatHeldMaxS, long SpamRejected)
+    int ProofReRuns, double SquatHeldMaxS, long SpamRejected, int Forks = 0, int ForkProofHolders = 0, int HonestUp = 0,
+    int ServedAsProviderAfterProof = 0)
 {
     public static AttackFigures None { get; } = new("none", 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
@@ -44,6 +51,8 @@ internal sealed class SimAttacks
     private int _reRuns;
     private double _heldMax;
     private long _leaseFuelMax;
+    private int _forks;
+    private readonly Dictionary<int, TimeSpan> _forkedAt = [];
 
     public SimAttacks(SimulatedMesh mesh, SimScenario scenario)
     {
@@ -65,11 +74,14 @@ internal sealed class SimAttacks
     public static bool IsRequesterSide(AdversaryKind kind) =>
         kind is AdversaryKind.Freeloader or AdversaryKind.ReceiptForger or AdversaryKind.Squatter or AdversaryKind.ProofSpammer or AdversaryKind.GossipSpammer;
 
+    /// <summary>Whether adversaries of <paramref name="kind"/> make attacks on a schedule (requester-side kinds and forkers).</summary>
+    public static bool Attacks(AdversaryKind kind) => IsRequesterSide(kind) || kind == AdversaryKind.Forker;
+
     /// <summary>Schedules every adversary's attacks from <paramref name="start"/> over the scenario's duration.</summary>
     public IEnumerable<Task> Schedule(TimeSpan start)
     {
         var kind = _mesh.Options.Adversary;
-        if (!IsRequesterSide(kind))
+        if (!Attacks(kind))
         {
             yield break;
         }
@@ -225,6 +237,9 @@ internal sealed class SimAttacks
                 _mesh.Record($"{attacker} published a forged fraud proof");
                 break;
             }
+            case AdversaryKind.Forker:
+                await ForkAsync(attacker, node, random, ct);
+                break;
             case AdversaryKind.GossipSpammer:
             {
                 // A burst of junk on the advertisement topic every node listens to.
@@ -238,13 +253,72 @@ internal sealed class SimAttacks
         }
     }
 
+    /// <summary>
+    /// A forker's attempt: it submits a task through its own client like any requester (and pays, so its chain grows by one
+    /// linked proposal), and once its chain holds two linked payments it forks: it signs a second half-block at the seq
+    /// before its head — the head's payment, with the hash before that seq — and sends it to the head's provider, which
+    /// holds the real block at that seq (it came with the head as its previous block). Work it gets after forking is
+    /// what the fork won.
+    /// </summary>
+    private async Task ForkAsync(SimNode attacker, PotluckNode node, Random random, CancellationToken ct)
+    {
+        var compute = node.Compute!;
+        var forked = _forkedAt.ContainsKey(attacker.Index);
+        var task = SimulatedMesh.HashChainTask(random, _scenario.TaskRounds);
+        var result = await compute.SubmitAsync(task.Submission, ct);
+        if (result.Succeeded)
+        {
+            // Work before the fork was paid at the price asked: it counts as what the balance lost for it, so it nets to 0.
+            _fuel += forked ? result.Fuel : (long)(result.Cost * 1_000_000.0 / Math.Max(1, _mesh.PriceOf(attacker)));
+            _served += forked ? 1 : 0;
+            _mesh.Record($"{attacker} forker task done by {_mesh.NodeOf(result.Provider)}");
+        }
+        else
+        {
+            _refused++;
+            _mesh.Record($"{attacker} forker task {result.Status}");
+        }
+        if (forked || !result.Succeeded)
+        {
+            return;
+        }
+        await compute.Client.WhenReceiptsDeliveredAsync(ct);
+        await compute.Chain!.WhenIdleAsync(ct);
+        var ledger = compute.Ledger;
+        var (head, _) = ledger.ChainHead();
+        if (head < 2 || ledger.ChainBlockAt(attacker.PeerId, head) is not { } headBytes
+            || Scheduler.Accounting.SignedBlock.DecodeChecked(headBytes) is not { } last || ledger.AgreementLinking(last.Hash) is null)
+        {
+            return; // not two linked payments yet
+        }
+        var seq = head - 1;
+        var before = seq > 1 && ledger.ChainBlockAt(attacker.PeerId, seq - 1) is { } b ? Scheduler.Accounting.SignedBlock.DecodeChecked(b) : null;
+        var twin = Scheduler.Accounting.SignedBlock.Sign(new Scheduler.Accounting.ChainBlock
+        {
+            Author = last.Block.Author,
+            Seq = seq,
+            Previous = before?.Hash ?? Scheduler.Accounting.SignedBlock.Genesis,
+            Counterparty = last.Block.Counterparty,
+            Kind = Scheduler.Accounting.BlockKind.Proposal,
+            ReceiptId = last.Block.ReceiptId,
+            LeaseId = last.Block.LeaseId,
+            Amount = last.Block.Amount,
+            FuelUsed = last.Block.FuelUsed,
+            TimestampUnixMs = _mesh.Clock.GetUtcNow().ToUnixTimeMilliseconds(),
+        }, attacker.Key);
+        _forkedAt[attacker.Index] = _mesh.Elapsed;
+        _forks++;
+        var answer = await new ChainForker(node.Host, attacker.Key).SendAsync(last.Counterparty, twin, before, ct);
+        _mesh.Record($"{attacker} forked at seq {seq} to {_mesh.NodeOf(last.Counterparty)}: {answer.Status} {answer.Detail}");
+    }
+
     /// <summary>The figures, once the run has drained.</summary>
     public AttackFigures Measure()
     {
         var kind = _mesh.Options.Adversary;
-        if (!IsRequesterSide(kind) || !_mesh.Nodes.Any(n => n.IsAdversary))
+        if (!Attacks(kind) || !_mesh.Nodes.Any(n => n.IsAdversary))
         {
-            return AttackFigures.None with { Kind = IsRequesterSide(kind) ? Name(kind) : "none" };
+            return AttackFigures.None with { Kind = Attacks(kind) ? Name(kind) : "none" };
         }
         var adversaries = _mesh.Nodes.Where(n => n.IsAdversary).ToList();
         var honestProviders = _mesh.Providers.Where(p => !p.IsAdversary).ToList();
@@ -280,7 +354,22 @@ internal sealed class SimAttacks
             served = _mesh.Nodes.Where(n => !n.IsAdversary && n.Node?.Compute is not null)
                 .Sum(n => n.Node!.Compute!.Client.Providers().Count(a => !real.Contains(a.Provider)));
         }
-        return new AttackFigures(Name(kind), _attempts, served, _refused, _fuel, unpaid, allowance, _reRuns, _heldMax, rejected - _rejectedAtStart);
+        int holders = 0, honestUp = 0, providedAfter = 0;
+        if (kind == AdversaryKind.Forker)
+        {
+            foreach (var n in _mesh.Nodes.Where(n => !n.IsAdversary && n.Node?.Compute?.Chain is not null))
+            {
+                honestUp++;
+                holders += adversaries.All(a => n.Node!.Compute!.Chain!.IsForker(a.PeerId)) ? 1 : 0;
+            }
+            // Refused as a provider: no honest requester leased it work after that requester refused it.
+            var refusedAt = _mesh.Events.Where(e => e.Kind == MeshEventKind.Refused && e.Other >= 0)
+                .GroupBy(e => (e.Node, e.Other)).ToDictionary(g => g.Key, g => g.Min(e => e.At));
+            providedAfter = _mesh.Tasks.Count(t => t.ProviderIndex >= 0 && _mesh.Nodes[t.ProviderIndex].IsAdversary
+                && refusedAt.TryGetValue((t.RequesterIndex, t.ProviderIndex), out var at) && t.Submitted > at);
+        }
+        return new AttackFigures(Name(kind), _attempts, served, _refused, _fuel, unpaid, allowance, _reRuns, _heldMax, rejected - _rejectedAtStart,
+            _forks, holders, honestUp, providedAfter);
     }
 
     public static string Name(AdversaryKind kind) => kind switch
@@ -296,6 +385,7 @@ internal sealed class SimAttacks
         AdversaryKind.GossipSpammer => "gossip-spammer",
         AdversaryKind.Sybil => "sybil",
         AdversaryKind.Whitewasher => "whitewasher",
+        AdversaryKind.Forker => "forker",
         _ => "none",
     };
 

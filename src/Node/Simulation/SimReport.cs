@@ -98,6 +98,10 @@ public sealed record SimReport
     [JsonIgnore]
     public IReadOnlyList<(long Fuel, long Credits, bool Adversary)> ProviderPoints { get; init; } = [];
 
+    /// <summary>Leases each caught adversary held up to and including the one that caught it, ascending.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<double> TasksUntilCaughtEach { get; init; } = [];
+
     /// <summary>Virtual seconds at which each cheater was first refused.</summary>
     [JsonIgnore]
     public IReadOnlyList<double> CaughtAtS { get; init; } = [];
@@ -106,7 +110,12 @@ public sealed record SimReport
 
     public sealed record Percentiles(double P50, double P99, double Max);
 
-    public sealed record CheaterFigures(int Count, int Caught, Percentiles TasksUntilCaught, int Corrupted);
+    /// <param name="Count">Adversaries in the mesh.</param>
+    /// <param name="Caught">Adversaries some node refused.</param>
+    /// <param name="TasksUntilCaught">Leases each caught adversary held (as provider) up to and including the one that caught it.</param>
+    /// <param name="Corrupted">Outputs corrupted or faked.</param>
+    /// <param name="Active">Adversaries that held at least one lease as a provider: the ones a check could catch (the denominator of a catch rate).</param>
+    public sealed record CheaterFigures(int Count, int Caught, Percentiles TasksUntilCaught, int Corrupted, int Active);
 
     public sealed record GossipFigures(int Probes, double Delivery, double DuplicatesPerNode, long Delivered, long Duplicates);
 
@@ -166,6 +175,7 @@ public sealed record SimReport
             return (double)(before + (catching ? 1 : 0));
         }).Order().ToList();
         var honestAccused = mesh.Nodes.Count(n => !n.IsAdversary && firstRefused.ContainsKey(n.Index));
+        var active = adversaries.Count(a => tasks.Any(t => t.History.Any(h => a.Owns(h.Provider))));
 
         // Credits against fuel supplied, per provider.
         var fuelBy = completed.Where(t => t.ProviderIndex >= 0).GroupBy(t => t.ProviderIndex).ToDictionary(g => g.Key, g => g.Sum(t => t.Result!.Fuel));
@@ -173,8 +183,6 @@ public sealed record SimReport
         // states is the true cost; an adversary's result is worth that much if its output is right, nothing if not.
         var honestFuel = completed.Where(t => t.ProviderIndex >= 0 && !mesh.Nodes[t.ProviderIndex].IsAdversary)
             .GroupBy(t => t.Result!.Fuel).OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
-        var correctFuelBy = completed.Where(t => t.ProviderIndex >= 0 && t.Correct).GroupBy(t => t.ProviderIndex)
-            .ToDictionary(g => g.Key, g => g.Sum(t => honestFuel > 0 ? Math.Min(honestFuel, t.Result!.Fuel) : t.Result!.Fuel));
         var points = new List<(long Fuel, long Credits, bool Adversary)>();
         foreach (var p in mesh.Providers)
         {
@@ -200,7 +208,14 @@ public sealed record SimReport
             }
         }
         var adversaryEarned = points.Where(p => p.Adversary).Sum(p => p.Credits) + pastEarned.Values.Sum();
-        var adversaryCorrectFuel = adversaries.Sum(a => correctFuelBy.GetValueOrDefault(a.Index));
+        // A correct result is worth what an honest provider is paid for it: its (honest) fuel at the price, rounded up to a
+        // whole credit as every lease's cost is (LeaseTerms.CostOf), in fuel at the adversary's price.
+        var adversaryCorrectFuel = adversaries.Sum(a =>
+        {
+            var price = Math.Max(1, mesh.PriceOf(a));
+            return completed.Where(t => t.ProviderIndex == a.Index && t.Correct)
+                .Sum(t => Math.Ceiling((honestFuel > 0 ? Math.Min(honestFuel, t.Result!.Fuel) : t.Result!.Fuel) * (double)price / 1_000_000) * 1_000_000.0 / price);
+        });
         var earnedByAdversary = mesh.Providers.Where(p => p.IsAdversary && p.Node?.Compute is not null)
             .ToDictionary(p => p.Index, p => p.Node!.Compute!.Ledger.Balance() - s.Mesh.InitialGrant);
         var adversaryEarnedFuel = adversaries.Sum(a =>
@@ -248,7 +263,7 @@ public sealed record SimReport
             VerificationOverhead = usefulFuel == 0 ? 0 : (double)reexecuted / usefulFuel,
             VerificationOverheadEstablished = establishedFuel == 0 ? null : (double)establishedReexecuted / establishedFuel,
             EstablishedTasks = establishedTasks,
-            Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Invoke() ?? 0))),
+            Cheaters = new CheaterFigures(adversaries.Count, caught.Count, Of(untilCaught), adversaries.Sum(a => a.Corrupted + (a.Cheat?.Invoke() ?? 0)), active),
             WrongAccepted = completed.Count(t => !t.Correct),
             HonestAccused = honestAccused,
             Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
@@ -276,6 +291,7 @@ public sealed record SimReport
             StandIns = mesh.StandIns,
             LatencySamplesMs = latencies,
             ProviderPoints = points,
+            TasksUntilCaughtEach = untilCaught,
             CaughtAtS = [.. caught.Select(a => firstRefused[a.Index].TotalSeconds).Order()],
         };
     }
@@ -318,13 +334,17 @@ public sealed record SimReport
         Line($"tasks: {Tasks.Completed}/{Tasks.Submitted} completed, {Tasks.Failed} failed, {Tasks.Verified} verified");
         Line($"lease latency (virtual): p50 {LeaseLatencyMs.P50:F1} ms, p99 {LeaseLatencyMs.P99:F1} ms, max {LeaseLatencyMs.Max:F1} ms");
         Line($"verification overhead: {VerificationOverhead:P1} of useful fuel; once established (requester had 10 results from the provider): {(VerificationOverheadEstablished is { } v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a")} over {EstablishedTasks} tasks");
-        Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught, tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
+        Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught ({Cheaters.Active} ran a task), tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         if (Attacks.Kind != "none")
         {
             Line($"attacks ({Attacks.Kind}): {Attacks.Attempts} made, {Attacks.Served} served, {Attacks.Refused} refused; fuel obtained unpaid {Attacks.FuelObtained} (allowance {Attacks.AllowanceFuel:F0}), owed to honest providers {Attacks.Unpaid} credits; proof re-runs {Attacks.ProofReRuns}; longest squat {Attacks.SquatHeldMaxS:F1} s; gossip messages rejected {Attacks.SpamRejected}");
+        }
+        if (Attacks.Kind == "forker")
+        {
+            Line($"forks: {Attacks.Forks} signed; fork proof held by {Attacks.ForkProofHolders}/{Attacks.HonestUp} honest nodes; honest tasks leased to a forker after its requester refused it: {Attacks.ServedAsProviderAfterProof}");
         }
         if (Whitewashes > 0)
         {

@@ -71,6 +71,12 @@ public enum AdversaryKind
 
     /// <summary>A provider that cheats on every task and, each time someone refuses it, comes back under a new identity with a fresh ledger.</summary>
     Whitewasher,
+
+    /// <summary>
+    /// A provider (serving honestly) that also submits tasks and pays for them, then forks its TrustChain: it signs a second,
+    /// different half-block at a seq it used already (issue 8's <c>ChainForker</c>) and shows it to a provider it paid.
+    /// </summary>
+    Forker,
 }
 
 /// <summary>How a <see cref="SimulatedMesh"/> is made up. Every value has a documented default.</summary>
@@ -127,6 +133,16 @@ public sealed record MeshOptions
     /// <summary>Cheaper parts in place of real ones, for scale (none by default: every node is complete). A report names each.</summary>
     public MeshStandIns StandIns { get; init; } = new();
 
+    /// <summary>
+    /// Connections each node keeps (its host's high watermark; trimmed back to three quarters of it; inbound ones past
+    /// twice it are refused). Each costs a few KiB, and a daemon's default (trim above 320) lets a node of a big mesh hold
+    /// hundreds. Null (the default) keeps the daemon's limits; at least 16.
+    /// </summary>
+    public int? MaxConnectionsPerNode { get; init; }
+
+    /// <summary>Size of the simulated pipes' pooled segments. Default 4 KiB (the network's own default, 16 KiB, sized for bulk transfers, left most of each segment of a small message unused).</summary>
+    public int PipeSegmentSize { get; init; } = 4 * 1024;
+
     internal void Validate()
     {
         if (Nodes < 2)
@@ -144,6 +160,14 @@ public sealed record MeshOptions
         if (!(CheatRate > 0 && CheatRate <= 1))
         {
             throw new ArgumentOutOfRangeException(nameof(CheatRate), CheatRate, "must be in (0, 1]");
+        }
+        if (MaxConnectionsPerNode is < 16)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxConnectionsPerNode), MaxConnectionsPerNode, "must be at least 16 (or null: the daemon's limits)");
+        }
+        if (PipeSegmentSize is < 256 or > 1 << 20)
+        {
+            throw new ArgumentOutOfRangeException(nameof(PipeSegmentSize), PipeSegmentSize, "must be 256 bytes to 1 MiB");
         }
         if (BootstrapPeers < 1)
         {
@@ -289,7 +313,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _driver = driver;
         _options = options;
         Random = new Random(unchecked((int)(options.Seed ^ (options.Seed >> 32))));
-        Network = new SimulatedNetwork(driver.Clock, new SimulatedNetworkOptions { Seed = options.Seed }, driver.Loop.PipeScheduler);
+        Network = new SimulatedNetwork(driver.Clock, new SimulatedNetworkOptions { Seed = options.Seed, SegmentSize = options.PipeSegmentSize }, driver.Loop.PipeScheduler);
         _ownsRoot = options.DataRoot is null;
         _root = options.DataRoot ?? Path.Combine(Path.GetTempPath(), "potluck-sim-" + Guid.NewGuid().ToString("N"));
         _start = driver.Clock.GetUtcNow();
@@ -427,6 +451,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 Bootstrap = bootstrap.Count > 0 ? bootstrap : o.Bootstrap,
                 DataDir = node.DataDir,
                 Discovery = o.Discovery with { PingNewConnections = false },
+                Host = _options.MaxConnectionsPerNode is { } cap
+                    ? o.Host with { HighWater = cap, LowWater = cap * 3 / 4, MaxConnections = cap * 2 }
+                    : o.Host,
                 Compute = o.Compute with
                 {
                     Enabled = true,

@@ -114,4 +114,21 @@ public class SimAdversaryTests
         Assert.That(r.AdversaryGain, Is.LessThanOrEqualTo(0), "a new identity is a stranger, verified again, and earns nothing; " + why);
         Assert.That(r.Gossip.Delivery, Is.EqualTo(1.0), why);
     }
+
+    [Test]
+    public void Forkers_AreCaughtByAForkProof_RefusedAsRequesterAndAsProvider_AndGainNothing()
+    {
+        var r = Run(AdversaryKind.Forker, 0.25, seed: 38);
+        var why = r.ToText();
+        HonestSideIntact(r, why);
+        Assert.That((r.Cheaters.Count, r.Attacks.Kind), Is.EqualTo((1, "forker")), why);
+        Assert.That(r.Attacks.Forks, Is.EqualTo(1), "the forker paid twice, then signed a second block at a seq it had used; " + why);
+        Assert.That(r.Attacks.HonestUp, Is.EqualTo(9), why);
+        Assert.That(r.Attacks.ForkProofHolders, Is.EqualTo(r.Attacks.HonestUp), "every honest node holds the fork proof; " + why);
+        Assert.That(r.Cheaters.Caught, Is.EqualTo(1), why);
+        Assert.That(r.Attacks.Served, Is.Zero, "no lease for it after the fork: refused as requester; " + why);
+        Assert.That(r.Attacks.Refused, Is.EqualTo(r.Attacks.Attempts - 2), "every submission after the fork was refused; " + why);
+        Assert.That(r.Attacks.ServedAsProviderAfterProof, Is.Zero, "no honest requester leased it work once it held the proof; " + why);
+        Assert.That(r.AdversaryGain, Is.LessThanOrEqualTo(0), "it paid for what it got and got nothing after forking; " + why);
+    }
 }

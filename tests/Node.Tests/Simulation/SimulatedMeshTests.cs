@@ -31,4 +31,13 @@ public class SimulatedMeshTests
         Assert.That(again, Is.EqualTo(first), "same seed, same trace");
         Assert.That(Small(6).Hash, Is.Not.EqualTo(first.Hash), "another seed, another trace");
     }
+
+    [TestCase(8, "MaxConnectionsPerNode")]
+    [TestCase(-1, "PipeSegmentSize")]
+    public void MeshOptionsOutOfRange_AreRefusedBeforeAnyNodeStarts_NamingTheOption(int value, string option)
+    {
+        var options = option == "MaxConnectionsPerNode" ? new MeshOptions { MaxConnectionsPerNode = value } : new MeshOptions { PipeSegmentSize = value };
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => SimRunner.Run(new SimScenario { Mesh = options }));
+        Assert.That(e!.ParamName, Is.EqualTo(option));
+    }
 }
