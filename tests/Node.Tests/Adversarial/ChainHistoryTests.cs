@@ -21,10 +21,14 @@ public class ChainHistoryTests
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 140);
-        var provider = await cluster.AddAsync("provider", provide: false);
+        // Payments count in standing only once held back (compute:credits:holdback); a minute here, waited out below.
+        var provider = await cluster.AddAsync("provider", provide: false,
+            configure: c => c with { Credits = c.Credits with { Holdback = TimeSpan.FromMinutes(1) } });
         var contributor = await cluster.AddAsync("contributor", provide: true);
         await provider.Client.WaitForProvidersAsync(1, ct);
         await PayAsync(provider, "provider pays the contributor", ct); // the contributor is in good standing with the provider
+        await Task.Delay(provider.Ledger.Holdback + TimeSpan.FromSeconds(1), cluster.Time, ct); // once the payment is no longer held
+        Assert.That(provider.Ledger.Requester(contributor.PeerId).Supplied, Is.GreaterThan(0));
         var worker = await cluster.AddAsync("worker", provide: true);
         await contributor.Client.WaitForProvidersAsync(1, ct); // the worker (a node never leases from itself)
         await PayAsync(contributor, "contributor pays the worker", ct);
