@@ -9,7 +9,8 @@ namespace Potluck.Protocol.Host;
 /// <summary>
 /// The host's resource manager, after go-libp2p's <c>rcmgr</c>: every inbound connection is admitted against the
 /// system, address (one IP) and subnet (/24 or /64) scopes before any handshake byte is read, every inbound stream
-/// against its peer's and its protocol's scope, and muxer windows against one memory budget. Whatever goes over a
+/// against its peer's and its protocol's scope, and muxer windows against the peer's, the address's, the subnet's
+/// and the system's shares of one memory budget (<see cref="MemoryFor"/>). Whatever goes over a
 /// limit is refused with a <see cref="ResourceLimitException"/> (or, for a socket that has named no peer yet, closed
 /// before the handshake) and counted by scope in <see cref="Refusals"/>. Peers that misbehave can be banned for a
 /// while (<see cref="Ban"/>): their connections are refused once the handshake names them.
