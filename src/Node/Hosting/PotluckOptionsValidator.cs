@@ -67,6 +67,9 @@ public static class PotluckOptionsValidator
         AtLeast(r.MaxInboundStreamsPerPeer, 1, "host:resources:maxInboundStreamsPerPeer");
         AtLeast(r.MaxInboundStreamsPerProtocol, 1, "host:resources:maxInboundStreamsPerProtocol");
         AtLeast(r.MaxMuxerMemory, 256 * 1024, "host:resources:maxMuxerMemory");
+        AtLeast(r.MaxMuxerMemoryPerPeer, 256 * 1024, "host:resources:maxMuxerMemoryPerPeer");
+        AtLeast(r.MaxMuxerMemoryPerAddress, 256 * 1024, "host:resources:maxMuxerMemoryPerAddress");
+        AtLeast(r.MaxMuxerMemoryPerSubnet, 256 * 1024, "host:resources:maxMuxerMemoryPerSubnet");
         Need(r.HandshakeEvictionAge >= TimeSpan.Zero, $"'host:resources:handshakeEvictionAge' is {r.HandshakeEvictionAge}; it must be zero or a positive duration such as 00:00:02");
         Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Metrics;
+using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Pnet;
@@ -30,10 +31,14 @@ internal sealed class ConnectionUpgrader
     private readonly NodeRuntime _runtime;
     private readonly ILogger _log;
     private readonly ProtocolInstruments _instruments;
+    private readonly Func<PeerId, Multiaddr, IMemoryScope>? _memoryFor;
 
+    /// <param name="memoryFor">The memory scope of a connection to a peer at an address (the resource manager's); null: the muxer's own.</param>
     public ConnectionUpgrader(ISecurityProtocol security, IStreamMuxer muxer, SwarmKey? swarmKey, MultistreamOptions multistream,
-        IReadOnlyList<string> earlyMuxers, NodeRuntime runtime, ILogger log, ProtocolInstruments? instruments = null)
+        IReadOnlyList<string> earlyMuxers, NodeRuntime runtime, ILogger log, ProtocolInstruments? instruments = null,
+        Func<PeerId, Multiaddr, IMemoryScope>? memoryFor = null)
     {
+        _memoryFor = memoryFor;
         _instruments = instruments ?? ProtocolInstruments.Detached();
         _security = security;
         _muxer = muxer;
@@ -88,7 +93,8 @@ internal sealed class ConnectionUpgrader
             {
                 await NegotiateAsync(secure, _muxer.ProtocolId, initiator, ct);
             }
-            var muxed = _muxer.Create(secure, initiator);
+            // Its windows count against the peer's, the address's and the subnet's shares of the node's memory.
+            var muxed = _memoryFor is null ? _muxer.Create(secure, initiator) : _muxer.Create(secure, initiator, _memoryFor(secure.RemotePeer, raw.Remote));
             upgraded = true;
             return new Connection(id, raw, secure, muxed, direction, _multistream, _runtime.Time, _instruments);
         }

@@ -70,7 +70,9 @@ public sealed partial class Libp2pHost : IHost
         _time = runtime.Time;
         _log = loggers.CreateLogger<Libp2pHost>();
         _work = runtime.CreateBackgroundWork("host", _log);
-        _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments);
+        // Every connection's muxer memory is reserved in its peer's, address's and subnet's scopes (the resource manager's).
+        _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments,
+            (peer, remote) => _resources!.MemoryFor(peer, remote));
         Peers = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });

@@ -46,6 +46,21 @@ public sealed record ResourceLimits
     /// </summary>
     public long MaxMuxerMemory { get; init; } = 256L * 1024 * 1024;
 
+    /// <summary>
+    /// Share of <see cref="MaxMuxerMemory"/> the connections of one peer may reserve together, so no one peer can take
+    /// the node's windows (a stream past it is refused, a window is not grown). Default 32 MiB (128 windows).
+    /// </summary>
+    public long MaxMuxerMemoryPerPeer { get; init; } = 32L * 1024 * 1024;
+
+    /// <summary>
+    /// Share of <see cref="MaxMuxerMemory"/> the connections from one IP address may reserve together, however many
+    /// identities they use. Default 64 MiB (256 windows, a quarter of the node's).
+    /// </summary>
+    public long MaxMuxerMemoryPerAddress { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>Share of <see cref="MaxMuxerMemory"/> the connections from one IPv4 /24 or IPv6 /64 may reserve together. Default 128 MiB (half).</summary>
+    public long MaxMuxerMemoryPerSubnet { get; init; } = 128L * 1024 * 1024;
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value that cannot work.</summary>
     public void Validate()
     {
@@ -57,6 +72,9 @@ public sealed record ResourceLimits
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerPeer, 1, nameof(MaxInboundStreamsPerPeer));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundStreamsPerProtocol, 1, nameof(MaxInboundStreamsPerProtocol));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemory, 256L * 1024, nameof(MaxMuxerMemory));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemoryPerPeer, 256L * 1024, nameof(MaxMuxerMemoryPerPeer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemoryPerAddress, 256L * 1024, nameof(MaxMuxerMemoryPerAddress));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxMuxerMemoryPerSubnet, 256L * 1024, nameof(MaxMuxerMemoryPerSubnet));
         ArgumentOutOfRangeException.ThrowIfLessThan(HandshakeEvictionAge, TimeSpan.Zero, nameof(HandshakeEvictionAge));
     }
 }

@@ -9,7 +9,8 @@ namespace Potluck.Protocol.Host;
 /// <summary>
 /// The host's resource manager, after go-libp2p's <c>rcmgr</c>: every inbound connection is admitted against the
 /// system, address (one IP) and subnet (/24 or /64) scopes before any handshake byte is read, every inbound stream
-/// against its peer's and its protocol's scope, and muxer windows against one memory budget. Whatever goes over a
+/// against its peer's and its protocol's scope, and muxer windows against the peer's, the address's, the subnet's
+/// and the system's shares of one memory budget (<see cref="MemoryFor"/>). Whatever goes over a
 /// limit is refused with a <see cref="ResourceLimitException"/> (or, for a socket that has named no peer yet, closed
 /// before the handshake) and counted by scope in <see cref="Refusals"/>. Peers that misbehave can be banned for a
 /// while (<see cref="Ban"/>): their connections are refused once the handshake names them.
@@ -28,6 +29,9 @@ public sealed class ResourceManager
     private readonly Dictionary<(PeerId, string), int> _streamsByProtocol = [];
     private readonly Dictionary<PeerId, DateTimeOffset> _banned = [];
     private readonly Dictionary<string, long> _refusals = new(StringComparer.Ordinal);
+    private readonly Dictionary<PeerId, long> _memoryByPeer = [];
+    private readonly Dictionary<string, long> _memoryByAddress = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _memoryBySubnet = new(StringComparer.Ordinal);
     private readonly LinkedList<Admission> _handshakes = new(); // in flight, oldest first
     private int _pending;
 
@@ -55,12 +59,36 @@ public sealed class ResourceManager
         public const string ProtocolStreams = "inbound streams per protocol";
         public const string Banned = "banned peers";
         public const string MuxerMemory = "muxer memory";
+        public const string PeerMuxerMemory = "muxer memory per peer";
+        public const string AddressMuxerMemory = "muxer memory per address";
+        public const string SubnetMuxerMemory = "muxer memory per subnet";
     }
 
     public ResourceLimits Limits => _limits;
 
-    /// <summary>The receive-window memory every muxed connection reserves from.</summary>
+    /// <summary>The receive-window memory every muxed connection reserves from (the system scope).</summary>
     public MemoryBudget Memory { get; }
+
+    /// <summary>
+    /// The memory scope of one connection to <paramref name="peer"/> at <paramref name="remote"/>: what its muxer
+    /// reserves counts against the peer's, the address's and the subnet's shares
+    /// (<see cref="ResourceLimits.MaxMuxerMemoryPerPeer"/> and the rest) and against <see cref="Memory"/>; a reservation
+    /// that would pass any of them is refused and counted in that scope.
+    /// </summary>
+    public IMemoryScope MemoryFor(PeerId peer, Multiaddr remote)
+    {
+        var (address, subnet) = KeysOf(remote);
+        return new ConnectionMemory(this, peer, address, subnet);
+    }
+
+    /// <summary>Muxer memory reserved now by <paramref name="peer"/>'s connections.</summary>
+    public long MemoryOfPeer(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _memoryByPeer.GetValueOrDefault(peer);
+        }
+    }
 
     /// <summary>Inbound handshakes in flight.</summary>
     public int PendingInbound => Volatile.Read(ref _pending);
@@ -346,6 +374,72 @@ public sealed class ResourceManager
                 {
                     Decrement(owner._connectionsBySubnet, subnet);
                 }
+            }
+        }
+    }
+
+    /// <summary>One connection's muxer memory, reserved in its peer's, address's and subnet's scopes and the system's.</summary>
+    private sealed class ConnectionMemory(ResourceManager owner, PeerId peer, string address, string? subnet) : IMemoryScope
+    {
+        public bool TryReserve(long bytes)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+            var limits = owner._limits;
+            lock (owner._gate)
+            {
+                var refusedBy = owner._memoryByPeer.GetValueOrDefault(peer) + bytes > limits.MaxMuxerMemoryPerPeer ? Scopes.PeerMuxerMemory
+                    : owner._memoryByAddress.GetValueOrDefault(address) + bytes > limits.MaxMuxerMemoryPerAddress ? Scopes.AddressMuxerMemory
+                    : subnet is not null && owner._memoryBySubnet.GetValueOrDefault(subnet) + bytes > limits.MaxMuxerMemoryPerSubnet ? Scopes.SubnetMuxerMemory
+                    : null;
+                if (refusedBy is not null)
+                {
+                    owner.Refused(refusedBy);
+                    return false;
+                }
+                if (!owner.Memory.TryReserve(bytes)) // counts its own refusals (scope "muxer memory")
+                {
+                    return false;
+                }
+                Add(owner._memoryByPeer, peer, bytes);
+                Add(owner._memoryByAddress, address, bytes);
+                if (subnet is not null)
+                {
+                    Add(owner._memoryBySubnet, subnet, bytes);
+                }
+                return true;
+            }
+        }
+
+        public void Release(long bytes)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+            lock (owner._gate)
+            {
+                Add(owner._memoryByPeer, peer, -bytes);
+                Add(owner._memoryByAddress, address, -bytes);
+                if (subnet is not null)
+                {
+                    Add(owner._memoryBySubnet, subnet, -bytes);
+                }
+                owner.Memory.Release(bytes);
+            }
+        }
+
+        /// <summary>Adds to a scope's total; a scope at zero is forgotten, so strangers leave nothing behind.</summary>
+        private static void Add<TKey>(Dictionary<TKey, long> totals, TKey key, long bytes) where TKey : notnull
+        {
+            var after = totals.GetValueOrDefault(key) + bytes;
+            if (after < 0)
+            {
+                throw new InvalidOperationException($"{Scopes.MuxerMemory}: released more than was reserved ({after})");
+            }
+            if (after == 0)
+            {
+                totals.Remove(key);
+            }
+            else
+            {
+                totals[key] = after;
             }
         }
     }

@@ -9,6 +9,12 @@ public interface IStreamMuxer
 
     /// <summary>Starts a session over a secured channel. The session owns the pipe from now on.</summary>
     IMuxedConnection Create(IDuplexPipe secured, bool initiator);
+
+    /// <summary>
+    /// Starts a session whose buffers are reserved from <paramref name="memory"/> (the resource manager's scopes for the
+    /// connection); a muxer that reserves nothing ignores it.
+    /// </summary>
+    IMuxedConnection Create(IDuplexPipe secured, bool initiator, Runtime.IMemoryScope? memory) => Create(secured, initiator);
 }
 
 /// <summary>A multiplexed connection: many independent, flow-controlled streams over one pipe.</summary>

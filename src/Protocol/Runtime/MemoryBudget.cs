@@ -5,7 +5,7 @@ namespace Potluck.Protocol.Runtime;
 /// memory scope: every muxed connection's receive windows reserve here). Thread-safe; a reservation either fits whole
 /// or is refused, and what was reserved is released by whoever reserved it.
 /// </summary>
-public sealed class MemoryBudget
+public sealed class MemoryBudget : IMemoryScope
 {
     private long _reserved;
     private long _refused;

@@ -46,7 +46,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private bool _payloadFin;
 
     internal YamuxConnection(IDuplexPipe transport, bool initiator, YamuxOptions options, ILogger<YamuxConnection> logger, NodeRuntime runtime,
-        MemoryBudget? budget = null)
+        IMemoryScope? budget = null)
     {
         _transport = transport;
         _in = transport.Input;

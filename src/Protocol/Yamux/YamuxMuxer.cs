@@ -57,10 +57,16 @@ public sealed class YamuxMuxer : IStreamMuxer
 
     IMuxedConnection IStreamMuxer.Create(IDuplexPipe secured, bool initiator) => Create(secured, initiator);
 
-    /// <summary>Starts a session over <paramref name="secured"/>, which it owns from now on (and disposes when it can).</summary>
-    public YamuxConnection Create(IDuplexPipe secured, bool initiator)
+    IMuxedConnection IStreamMuxer.Create(IDuplexPipe secured, bool initiator, IMemoryScope? memory) => Create(secured, initiator, memory);
+
+    /// <summary>
+    /// Starts a session over <paramref name="secured"/>, which it owns from now on (and disposes when it can). Its
+    /// receive windows are reserved from <paramref name="memory"/> (the host's scopes for this connection's peer and
+    /// address), else from the budget the muxer was made with.
+    /// </summary>
+    public YamuxConnection Create(IDuplexPipe secured, bool initiator, IMemoryScope? memory = null)
     {
         ArgumentNullException.ThrowIfNull(secured);
-        return new YamuxConnection(secured, initiator, _options, _logger, _runtime, _budget);
+        return new YamuxConnection(secured, initiator, _options, _logger, _runtime, memory ?? _budget);
     }
 }

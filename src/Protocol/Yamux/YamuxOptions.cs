@@ -18,7 +18,8 @@ public sealed record YamuxOptions
     /// may fill before anyone reads, and auto-tuning grows it). A stream that does not fit is refused (an inbound SYN
     /// is answered with RST, opening one of ours throws a <see cref="Runtime.ResourceLimitException"/>) and a window
     /// that does not fit is not grown. Default 32 MiB (128 streams at the initial window). The host also reserves every
-    /// window from its system-wide budget (<c>host:resources:maxMuxerMemory</c>).
+    /// window from its peer's, address's and subnet's shares of its system-wide budget
+    /// (<c>host:resources:maxMuxerMemoryPerPeer</c>, <c>…PerAddress</c>, <c>…PerSubnet</c>, <c>…maxMuxerMemory</c>).
     /// </summary>
     public long MaxConnectionMemory { get; init; } = 32L * 1024 * 1024;
 

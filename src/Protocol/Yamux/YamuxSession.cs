@@ -104,12 +104,12 @@ internal sealed class YamuxSession
     private int _backlog;
     private int _unacked;
 
-    private readonly Runtime.MemoryBudget? _budget;
+    private readonly Runtime.IMemoryScope? _budget;
     private long _reservedMemory;
     private bool _memoryReleased;
     private long _refusedForMemory;
 
-    public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream, Runtime.MemoryBudget? budget = null)
+    public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream, Runtime.IMemoryScope? budget = null)
     {
         _budget = budget;
         _options = options;

@@ -215,6 +215,7 @@ public class CommandLineTests
     [TestCase("{\"compute\": {\"provider\": {\"cores\": 0}}}", "'compute:provider:cores' is 0; it must be at least 1")]
     [TestCase("{\"bootstrap\": [\"/ip4/1.2.3.4/tcp/1\"]}", "'bootstrap:0' is /ip4/1.2.3.4/tcp/1; it needs the peer id at the end")]
     [TestCase("{\"host\": {\"dialTimeout\": \"-00:00:01\"}}", "'host:dialTimeout' is -00:00:01; it must be a positive duration")]
+    [TestCase("{\"host\": {\"resources\": {\"maxMuxerMemoryPerAddress\": 1000}}}", "'host:resources:maxMuxerMemoryPerAddress' is 1000; it must be at least 262144")]
     [TestCase("{\"gossip\": {\"protocols\": [\"/meshsub/9.9.9\"]}}", "'gossip:protocols' must list one or more of /meshsub/1.2.0, /meshsub/1.1.0, /meshsub/1.0.0 and /floodsub/1.0.0")]
     public void BadSettings_AreRefusedAtStart_WithTheKeyAndWhatWouldBeRight(string json, string expected)
     {
