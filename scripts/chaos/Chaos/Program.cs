@@ -127,13 +127,28 @@ internal static partial class Program
                 var victims = new List<IVictim>(providers) { requester };
                 var victim = victims[rng.Next(victims.Count)];
                 var after = TimeSpan.FromMilliseconds(rng.Next(500, 6000));
+                // A process that ends before it has been up that long (a short `submit --batch` run) is not waited on
+                // for ever: the victim and the moment are drawn again (else no kill would ever land on a fast batch).
+                TimeSpan? seen = null;
+                var redraw = false;
                 while (victim.UpFor is not { } up || up < after)
                 {
+                    var now = victim.UpFor;
+                    if (seen is { } was && (now is null || now < was))
+                    {
+                        redraw = true;
+                        break;
+                    }
+                    seen = now ?? seen;
                     await Task.Delay(100, ct);
                     if (clock.Elapsed >= deadline)
                     {
                         return done;
                     }
+                }
+                if (redraw)
+                {
+                    continue;
                 }
                 if (victim.KillForChaos())
                 {
