@@ -110,7 +110,8 @@ plug_public "${P}relay" eth0 11.0.0.2
 make_home potluck 1 full
 make_home js 2 restricted
 
-start "${P}relay" relay env POTLUCK__RELAY__HOP=true POTLUCK__RELAY__MAXCIRCUITS=256 POTLUCK__RELAY__MAXCIRCUITSPERPEER=64 \
+# Every fresh js node comes from the one address of its NAT: the relay allows them more than the default 8 reservations per IP.
+start "${P}relay" relay env POTLUCK__RELAY__HOP=true POTLUCK__RELAY__MAXCIRCUITS=256 POTLUCK__RELAY__MAXCIRCUITSPERPEER=64 POTLUCK__RELAY__MAXRESERVATIONSPERIP=64 \
   POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERADDRESS=256 POTLUCK__HOST__RESOURCES__MAXPENDINGINBOUNDPERADDRESS=64 \
   "$potluck" run --listen /ip4/11.0.0.2/tcp/4100 --no-mdns --no-provide --data-dir "$work/relay"
 wait_for "$work/relay.log" "/ip4/11.0.0.2/tcp/4100/p2p/" 60 || { echo "js-dcutr: the relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
