@@ -33,7 +33,10 @@ export POTLUCK__CONTROL__LISTEN=127.0.0.1:0 DOTNET_CLI_TELEMETRY_OPTOUT=1
 wait_for() { for _ in $(seq 1 $(( $3 * 10 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "idle.sh: timed out waiting for $1" >&2; exit 1; }
 
 # The measured node: a home node with its defaults (idle detection on, mDNS off so only the peers below connect).
-dotnet "${measured:-$dll}" run --listen /ip4/127.0.0.1/tcp/0 --no-mdns --data-dir "$root/node" > "$root/node.out" 2> "$root/node.log" &
+# Every peer here dials from 127.0.0.1, where peers at home come from their own addresses: the measured node lets all
+# of them in (by default it takes 16 connections from one address and 64 from one /24; nothing else is changed).
+POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERADDRESS=$(( peers + 16 )) POTLUCK__HOST__RESOURCES__MAXCONNECTIONSPERSUBNET=$(( peers + 64 )) \
+  dotnet "${measured:-$dll}" run --listen /ip4/127.0.0.1/tcp/0 --no-mdns --data-dir "$root/node" > "$root/node.out" 2> "$root/node.log" &
 node=$!; pids+=($node)
 wait_for "$root/node.out" '^Control API: ' 60
 address=$(grep -m1 '^Listening on ' "$root/node.out" | sed 's/^Listening on //')

@@ -35,6 +35,18 @@ public sealed partial class Libp2pHost : IHost
     private DateTimeOffset _lastSwarmKeyWarning = DateTimeOffset.MinValue;
 
     /// <summary>A handshake that broke on its first multistream-select message: the other side speaks pnet and this one does not, or with another key.</summary>
+    private static bool EndedWithoutAnswer(Exception e)
+    {
+        for (var x = (Exception?)e; x is not null; x = x.InnerException)
+        {
+            if (x is PeerGoneException)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private static bool LooksLikePnet(Exception e)
     {
         for (var x = (Exception?)e; x is not null; x = x.InnerException)
@@ -463,7 +475,10 @@ public sealed partial class Libp2pHost : IHost
         return new DialException(wrongPeer ? DialFailure.WrongPeer : DialFailure.HandshakeFailed,
             $"handshake with {address} failed: {error.Message}" + (_upgrader.IsPrivateNetwork
                 ? " (is the remote in the same private network, with the same swarm key?)"
-                : LooksLikePnet(error) ? " (the remote answered with bytes that are not libp2p: it is likely a private network; give its swarm key with --swarm-key)" : ""),
+                : LooksLikePnet(error) ? (EndedWithoutAnswer(error)
+                    // A full node also closes before the handshake (nothing is answered), so say both.
+                    ? " (the remote closed the connection without a libp2p answer: it may be full or refusing this address for now; if it keeps doing so, it is likely a private network; give its swarm key with --swarm-key)"
+                    : " (the remote answered with bytes that are not libp2p: it is likely a private network; give its swarm key with --swarm-key)") : ""),
             address, error);
     }
 

@@ -249,6 +249,7 @@ public class ResourceManagerTests
         var early = await hosts.StartAsync();
         var refused = await AsyncAssert.ThrowsAsync<DialException>(async () => await early.Host.ConnectAsync(server.Address, ct));
         Assert.That(refused.InnerException, Is.InstanceOf<PeerGoneException>(), "hung up on before the handshake");
+        Assert.That(refused.Message, Does.Contain("it may be full"), "a refusal before the handshake is not only a swarm-key mismatch");
         Assert.That(server.Host.Resources.RefusedIn(ResourceManager.Scopes.SystemConnections), Is.EqualTo(1));
 
         // Past it, a stranger that never identified makes room for the honest newcomer, who is served.
