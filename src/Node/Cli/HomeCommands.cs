@@ -73,6 +73,12 @@ internal static class HomeCommands
         {
             var price = Long(p["price_micro_credits_per_megafuel"]);
             Line("Offering:", $"{Long(p["cores"])} cores, {ByteSize.Format(Long(p["memory_bytes"]))} of memory, at {Credits(price)} credits per million fuel");
+            if (p["disk_bytes_limit"] is not null)
+            {
+                var refused = Long(p["leases_refused_disk_full"]);
+                Line("Disk:", $"{ByteSize.Format(Long(p["disk_bytes_used"]))} used of {ByteSize.Format(Long(p["disk_bytes_limit"]))} for others' modules " +
+                              $"({Long(p["disk_files"])} files)" + (refused > 0 ? $"; {refused} leases refused: disk full" : ""));
+            }
             var since = p["state_since"] is JsonValue v && DateTimeOffset.TryParse(v.GetValue<string>(), CultureInfo.InvariantCulture, DateTimeStyles.None, out var at)
                 ? $" since {at.ToLocalTime():HH:mm:ss}" : "";
             Line("State:", $"{Text(p["state"])}{since}: {Text(p["reason"])}");

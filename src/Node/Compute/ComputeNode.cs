@@ -10,6 +10,7 @@ using Potluck.Scheduler.Metrics;
 using Potluck.Scheduler.Providing;
 using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Sandbox;
+using Potluck.Scheduler.Storage;
 using Potluck.Scheduler.Topics;
 using Potluck.Scheduler.Verification;
 
@@ -48,6 +49,9 @@ public sealed class ComputeNode : IAsyncDisposable
     public WasmSandbox Sandbox { get; }
 
     public ModuleStore Modules { get; }
+
+    /// <summary>What is kept on disk for others (modules and compiled modules) and its limit, <c>compute:provider:diskBytes</c>.</summary>
+    public DiskQuota Disk => Modules.Quota;
 
     public SandboxTaskExecutor Executor { get; }
 
@@ -111,9 +115,13 @@ public sealed class ComputeNode : IAsyncDisposable
         ReputationJournal? journal = null;
         try
         {
-            sandbox = parts.SharedSandbox ?? new WasmSandbox(SandboxOptionsFor(options, dataDir), loggers.CreateLogger<WasmSandbox>(), sandboxTime);
+            // One disk limit for what is kept for others: the module store and the sandbox's compiled cache, counted from
+            // what is on disk now (a restart recomputes it), then brought within the limit, least recently used first.
+            var disk = new DiskQuota(options.Provider.DiskBytes, instruments);
+            sandbox = parts.SharedSandbox ?? new WasmSandbox(SandboxOptionsFor(options, dataDir), loggers.CreateLogger<WasmSandbox>(), sandboxTime, disk);
             // The in-memory storage stand-in keeps modules in memory too (they are fetched again after a crash).
-            var modules = new ModuleStore(parts.InMemoryStorage ? null : Path.Combine(dataDir, "modules"));
+            var modules = new ModuleStore(parts.InMemoryStorage ? null : Path.Combine(dataDir, "modules"), disk);
+            disk.EvictToLimit();
             var executor = new SandboxTaskExecutor(sandbox, modules, runtime, instruments);
             var reputation = new ReputationStore();
             reputationDb = ReputationDatabase.Open(dataDir, parts.InMemoryStorage);

@@ -62,6 +62,8 @@ public sealed class MetricsExporter : IDisposable
         var cores = factory.CreateGauge("potluck_provider_cores_offered", "Cores offered to others");
         var inUse = factory.CreateGauge("potluck_provider_cores_in_use", "Cores held by leases now");
         var memory = factory.CreateGauge("potluck_provider_memory_offered_bytes", "Memory offered to others, in bytes");
+        var diskUsed = factory.CreateGauge("potluck_provider_disk_bytes_used", "Bytes kept on disk for others now: modules and compiled modules (compute:provider:diskBytes)");
+        var diskLimit = factory.CreateGauge("potluck_provider_disk_limit_bytes", "The disk limit for others' modules and compiled modules, in bytes (compute:provider:diskBytes)");
         var othersCpu = factory.CreateGauge("potluck_machine_others_cpu_ratio", "CPU used by everything but this node, as a share of the machine (0 to 1), at the last sample");
         var balance = factory.CreateGauge("potluck_ledger_balance_microcredits", "The node's credit balance, in micro-credits");
         var peers = factory.CreateGauge("potluck_peers_connected", "Peers with at least one open connection");
@@ -80,6 +82,8 @@ public sealed class MetricsExporter : IDisposable
             cores.Set(provider?.Capacity.Cores ?? 0);
             inUse.Set(provider?.Capacity.CoresInUse ?? 0);
             memory.Set(provider?.Capacity.MemoryBytes ?? 0);
+            diskUsed.Set(node.Compute?.Disk.UsedBytes ?? 0);
+            diskLimit.Set(node.Compute?.Disk.LimitBytes ?? 0);
             othersCpu.Set((availability?.OthersCpuPercent ?? 0) / 100);
             balance.Set(node.Compute?.Ledger.Balance() ?? 0);
             peers.Set(node.Host.Connections.Where(c => !c.IsClosed).Select(c => c.RemotePeer).Distinct().Count());

@@ -13,7 +13,7 @@ namespace Potluck.Node.Control;
 /// <summary>
 /// `potluck config`: the settings of a node as key paths (<c>preferences:idleCpuPercent</c>), read from its effective
 /// options, and changed in its <c>potluck.json</c> after the whole configuration with the change is validated as a start
-/// would validate it. A running node applies what it can at once (preferences, cores, memory) and says what waits for a
+/// would validate it. A running node applies what it can at once (preferences, cores, memory, disk) and says what waits for a
 /// restart. Used by the daemon (<see cref="Register"/>) and, with no node running, by the CLI on the file alone.
 /// </summary>
 public sealed class NodeSettings(string dataDir, string? configFile, IReadOnlyList<KeyValuePair<string, string?>> flags)
@@ -24,7 +24,7 @@ public sealed class NodeSettings(string dataDir, string? configFile, IReadOnlyLi
 
     /// <summary>The keys `config list` shows unless asked for all.</summary>
     private static readonly string[] OperatorKeys = ["listen", "bootstrap", "swarmKey", "discovery:mdns", "compute:provide", "compute:provider:cores",
-        "compute:provider:memoryBytes", "compute:provider:pricePerMegaFuel", "compute:provider:maxFuel", "control:listen", "preferences"];
+        "compute:provider:memoryBytes", "compute:provider:diskBytes", "compute:provider:pricePerMegaFuel", "compute:provider:maxFuel", "control:listen", "preferences"];
 
     private readonly Lock _gate = new();
     private PotluckNode? _node;
@@ -58,6 +58,16 @@ public sealed class NodeSettings(string dataDir, string? configFile, IReadOnlyLi
         if (_node is { } node)
         {
             var live = node.Options;
+            if (node.Compute is { } compute)
+            {
+                // What `config set` changed while the node runs: the offer and the disk limit as they are now.
+                var provider = live.Compute.Provider with { DiskBytes = compute.Disk.LimitBytes };
+                if (compute.Provider is { } running)
+                {
+                    provider = provider with { Cores = running.Capacity.Cores, MemoryBytes = running.Capacity.MemoryBytes };
+                }
+                live = live with { Compute = live.Compute with { Provider = provider } };
+            }
             return node.Preferences is { } p ? live with { Preferences = p.Preferences } : live;
         }
         return Resolve(Configure(null));
@@ -185,8 +195,15 @@ public sealed class NodeSettings(string dataDir, string? configFile, IReadOnlyLi
             prefs.Apply(options.Preferences);
             return ("live", $"Applied now: {prefs.Current.Reason}.");
         }
+        if (key is "compute:provider:diskBytes" && node.Compute is { } compute)
+        {
+            var disk = compute.Disk;
+            disk.SetLimit(options.Compute.Provider.DiskBytes);
+            return ("live", $"Applied now: keeping at most {disk.LimitBytes} bytes on disk for others ({disk.UsedBytes} used; files of leases in progress go when they end).");
+        }
         if (key is "compute:provider:cores" or "compute:provider:memoryBytes" or "compute:provider" && node.Compute?.Provider is { } provider)
         {
+            node.Compute!.Disk.SetLimit(options.Compute.Provider.DiskBytes);
             provider.Resize(options.Compute.Provider.Cores, options.Compute.Provider.MemoryBytes);
             return ("live", $"Applied now: offering {options.Compute.Provider.Cores} cores and {options.Compute.Provider.MemoryBytes} bytes of memory (leases running keep theirs).");
         }

@@ -106,6 +106,7 @@ public static class PotluckOptionsValidator
         AtLeast(p.Cores, 1, "compute:provider:cores");
         AtLeast(p.PricePerMegaFuel, 0, "compute:provider:pricePerMegaFuel");
         AtLeast(p.MemoryBytes, 1 << 20, "compute:provider:memoryBytes");
+        AtLeast(p.DiskBytes, 1 << 20, "compute:provider:diskBytes");
         AtLeast(p.MaxFuel, 1, "compute:provider:maxFuel");
         AtLeast(p.SpeedFuelPerSecond, 1, "compute:provider:speedFuelPerSecond");
         Need(p.DeadlineSlack >= 1 && double.IsFinite(p.DeadlineSlack), $"'compute:provider:deadlineSlack' is {p.DeadlineSlack}; it must be at least 1");

@@ -1,16 +1,19 @@
 using System.Security.Cryptography;
 using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Storage;
 
 namespace Potluck.Scheduler.Execution;
 
 /// <summary>
 /// WASM modules by SHA-256: the provider's answer to "do you hold this module?" (<see cref="IModuleCache"/>), so a
 /// requester sends a module only once. Kept in memory (least recently used evicted beyond
-/// <see cref="MaxMemoryBytes"/>) and, with a folder, on disk as <c>{sha256}.wasm</c> (written to a temporary name and
-/// renamed; checked against its name whenever read, and deleted when it does not match). On disk the store keeps
-/// within <see cref="MaxDiskBytes"/>: when a module is written past it, the least recently used are deleted first,
-/// except modules pinned by a lease in progress (<see cref="Pin"/>). Callers store a module only once it has been
-/// checked (its hash is the one agreed and it ran): junk a stranger sends is never kept. Thread-safe.
+/// <see cref="MaxMemoryBytes"/>, never a module a lease holds) and, with a folder, on disk as <c>{sha256}.wasm</c>
+/// (written to a temporary name and renamed; checked against its name whenever read, and deleted when it does not
+/// match). On disk the store keeps within a <see cref="DiskQuota"/> (the node's <c>compute:provider:diskBytes</c>, shared
+/// with the compiled cache): a module is written only when the quota makes room for it, deleting the least recently used
+/// files of modules no lease holds (<see cref="Pin"/>, <see cref="TryHold"/>); otherwise it is kept in memory only.
+/// Callers store a module only once it has been checked (its hash is the one agreed and it ran): junk a stranger sends
+/// is never kept. Thread-safe.
 /// </summary>
 public sealed class ModuleStore : IModuleCache
 {
@@ -18,26 +21,35 @@ public sealed class ModuleStore : IModuleCache
     private readonly Lock _gate = new();
     private readonly Dictionary<string, LinkedListNode<(string Hex, byte[] Bytes)>> _map = new(StringComparer.Ordinal);
     private readonly LinkedList<(string Hex, byte[] Bytes)> _lru = new();
+    private readonly DiskQuota _quota;
     private long _bytes;
-    private readonly Dictionary<string, (long Size, long LastUse)> _disk = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, int> _pins = new(StringComparer.Ordinal);
-    private long _diskBytes;
-    private long _useClock;
 
     /// <param name="directory">Where modules persist; null keeps them in memory only.</param>
     /// <param name="maxMemoryBytes">Most module bytes kept in memory. Default 256 MiB.</param>
-    /// <param name="maxDiskBytes">Most module bytes kept on disk. Default 512 MiB.</param>
+    /// <param name="maxDiskBytes">Most module bytes kept on disk (a quota of this store's own). Default 512 MiB.</param>
     public ModuleStore(string? directory, long maxMemoryBytes = 256L << 20, long maxDiskBytes = 512L << 20)
+        : this(directory, new DiskQuota(maxDiskBytes), maxMemoryBytes)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(maxDiskBytes);
-        _directory = directory;
+        _quota.EvictToLimit();
+    }
+
+    /// <param name="directory">Where modules persist; null keeps them in memory only.</param>
+    /// <param name="quota">
+    /// The disk limit, shared with the compiled cache. What an earlier run left in <paramref name="directory"/> is counted
+    /// against it here; the caller calls <see cref="DiskQuota.EvictToLimit"/> once every store sharing it is built.
+    /// </param>
+    /// <param name="maxMemoryBytes">Most module bytes kept in memory. Default 256 MiB.</param>
+    public ModuleStore(string? directory, DiskQuota quota, long maxMemoryBytes = 256L << 20)
+    {
+        ArgumentNullException.ThrowIfNull(quota);
+        _directory = directory is null ? null : Path.GetFullPath(directory);
+        _quota = quota;
         MaxMemoryBytes = maxMemoryBytes;
-        MaxDiskBytes = maxDiskBytes;
-        if (directory is not null)
+        if (_directory is not null)
         {
-            Protocol.Runtime.OwnerOnly.CreateDirectory(directory);
+            Protocol.Runtime.OwnerOnly.CreateDirectory(_directory);
             // What an earlier run kept counts against the quota, oldest first; a crash's leftover temporary files go.
-            foreach (var file in new DirectoryInfo(directory).GetFiles().OrderBy(f => f.LastWriteTimeUtc))
+            foreach (var file in new DirectoryInfo(_directory).GetFiles())
             {
                 if (file.Name.EndsWith(".tmp", StringComparison.Ordinal))
                 {
@@ -45,68 +57,43 @@ public sealed class ModuleStore : IModuleCache
                 }
                 else if (file.Name.EndsWith(".wasm", StringComparison.Ordinal))
                 {
-                    _disk[file.Name[..^5]] = (file.Length, ++_useClock);
-                    _diskBytes += file.Length;
+                    _quota.Adopt(file.FullName, file.Name[..^5], file.Length, file.LastWriteTimeUtc);
                 }
-            }
-            lock (_gate)
-            {
-                EvictFromDiskLocked();
             }
         }
     }
 
     public long MaxMemoryBytes { get; }
 
-    public long MaxDiskBytes { get; }
+    /// <summary>The disk limit now (shared with the compiled cache when the node built this store).</summary>
+    public long MaxDiskBytes => _quota.LimitBytes;
 
-    /// <summary>Module bytes on disk now.</summary>
-    public long DiskBytes
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _diskBytes;
-            }
-        }
-    }
+    /// <summary>The quota this store keeps within.</summary>
+    public DiskQuota Quota => _quota;
 
-    /// <summary>Keeps the module with this SHA-256 on disk until the returned handle is disposed (a lease in progress).</summary>
-    public IDisposable Pin(ReadOnlySpan<byte> sha256)
+    /// <summary>Bytes on disk counted against the quota now (the compiled cache's too, when it shares the quota).</summary>
+    public long DiskBytes => _quota.UsedBytes;
+
+    /// <summary>Keeps the module with this SHA-256 (on disk and in memory) until the returned handle is disposed (a lease in progress).</summary>
+    public IDisposable Pin(ReadOnlySpan<byte> sha256) => _quota.Pin(Convert.ToHexStringLower(sha256));
+
+    /// <summary>
+    /// Holds what a lease of this module needs, from its offer to its end: the module pinned when held here, else room on
+    /// disk reserved for its <paramref name="moduleSize"/> bytes (made by deleting the least recently used files of modules
+    /// no lease holds). Null when the files leases hold and the bytes they reserved leave no room.
+    /// </summary>
+    public ModuleHold? TryHold(ReadOnlySpan<byte> sha256, long moduleSize)
     {
         var hex = Convert.ToHexStringLower(sha256);
-        lock (_gate)
-        {
-            _pins[hex] = _pins.GetValueOrDefault(hex) + 1;
-        }
-        return new Unpin(this, hex);
+        // Pinned before looking, so nothing deletes it between the look and the lease.
+        using var look = _quota.Pin(hex);
+        var held = Contains(sha256);
+        var hold = _quota.TryHold(hex, held || _directory is null ? 0 : moduleSize);
+        return hold is null ? null : new ModuleHold(held, hold);
     }
 
-    private sealed class Unpin(ModuleStore store, string hex) : IDisposable
-    {
-        private int _done;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _done, 1) != 0)
-            {
-                return;
-            }
-            lock (store._gate)
-            {
-                var left = store._pins.GetValueOrDefault(hex) - 1;
-                if (left <= 0)
-                {
-                    store._pins.Remove(hex);
-                }
-                else
-                {
-                    store._pins[hex] = left;
-                }
-            }
-        }
-    }
+    /// <summary>The most bytes one module may need on disk here: the limit (no module larger can ever be stored).</summary>
+    public long DiskLimitBytes => _directory is null ? long.MaxValue : _quota.LimitBytes;
 
     public bool Contains(ReadOnlySpan<byte> sha256)
     {
@@ -133,9 +120,13 @@ public sealed class ModuleStore : IModuleCache
             return null;
         }
         var hex = Convert.ToHexStringLower(sha256);
+        var path = PathFor(hex);
+        if (path is not null)
+        {
+            _quota.Touch(path);
+        }
         lock (_gate)
         {
-            TouchLocked(hex);
             if (_map.TryGetValue(hex, out var node))
             {
                 _lru.Remove(node);
@@ -143,7 +134,7 @@ public sealed class ModuleStore : IModuleCache
                 return node.Value.Bytes;
             }
         }
-        if (PathFor(hex) is not { } path)
+        if (path is null)
         {
             return null;
         }
@@ -153,12 +144,10 @@ public sealed class ModuleStore : IModuleCache
             if (!SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256))
             {
                 File.Delete(path);
-                lock (_gate)
-                {
-                    ForgetDiskLocked(hex);
-                }
+                _quota.Forget(path);
                 return null;
             }
+            TryTouchFile(path); // recently used, also for the order a restart finds
             Remember(hex, bytes);
             return bytes;
         }
@@ -170,7 +159,8 @@ public sealed class ModuleStore : IModuleCache
 
     /// <summary>
     /// Stores a module (its hash is computed here, never trusted); false, and nothing kept, when
-    /// <paramref name="expectedSha256"/> is given and differs. Keep only modules that have been checked.
+    /// <paramref name="expectedSha256"/> is given and differs. Keep only modules that have been checked. On disk only when
+    /// the quota makes room for it (otherwise in memory only).
     /// </summary>
     public bool Put(ReadOnlyMemory<byte> module, ReadOnlySpan<byte> expectedSha256 = default)
     {
@@ -182,73 +172,37 @@ public sealed class ModuleStore : IModuleCache
         }
         var hex = Convert.ToHexStringLower(hash);
         Remember(hex, bytes);
-        if (bytes.Length > MaxDiskBytes)
+        if (PathFor(hex) is not { } path || File.Exists(path))
         {
-            return true; // kept in memory only: it could never fit the disk quota
+            return true;
         }
-        if (PathFor(hex) is { } path && !File.Exists(path))
+        using var writing = _quota.Pin(hex); // not deleted by another store's eviction while it is written
+        if (!_quota.TryAdd(path, hex, bytes.Length, takeReservation: true))
         {
-            var temp = $"{path}.{Guid.NewGuid():N}.tmp";
-            try
-            {
-                Protocol.Runtime.OwnerOnly.WriteNewFile(temp, bytes);
-                File.Move(temp, path, overwrite: true);
-                lock (_gate)
-                {
-                    ForgetDiskLocked(hex);
-                    _disk[hex] = (bytes.Length, ++_useClock);
-                    _diskBytes += bytes.Length;
-                    EvictFromDiskLocked();
-                }
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                try
-                {
-                    File.Delete(temp);
-                }
-                catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException)
-                {
-                }
-            }
+            return true; // kept in memory only: no room on disk, or another Put is writing it
+        }
+        var temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        try
+        {
+            Protocol.Runtime.OwnerOnly.WriteNewFile(temp, bytes);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _quota.Forget(path);
+            TryDelete(temp);
         }
         return true;
     }
 
-    private void TouchLocked(string hex)
+    private static void TryTouchFile(string path)
     {
-        if (_disk.TryGetValue(hex, out var entry))
+        try
         {
-            _disk[hex] = (entry.Size, ++_useClock);
+            File.SetLastWriteTimeUtc(path, DateTime.UtcNow);
         }
-    }
-
-    private void ForgetDiskLocked(string hex)
-    {
-        if (_disk.Remove(hex, out var entry))
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _diskBytes -= entry.Size;
-        }
-    }
-
-    /// <summary>Deletes the least recently used unpinned modules until the disk quota holds.</summary>
-    private void EvictFromDiskLocked()
-    {
-        if (_diskBytes <= MaxDiskBytes)
-        {
-            return;
-        }
-        foreach (var (hex, _) in _disk.Where(kv => !_pins.ContainsKey(kv.Key)).OrderBy(kv => kv.Value.LastUse).ToList())
-        {
-            if (_diskBytes <= MaxDiskBytes)
-            {
-                break;
-            }
-            if (PathFor(hex) is { } path)
-            {
-                TryDelete(path);
-            }
-            ForgetDiskLocked(hex);
         }
     }
 
@@ -277,11 +231,17 @@ public sealed class ModuleStore : IModuleCache
             }
             _map[hex] = _lru.AddFirst((hex, bytes));
             _bytes += bytes.Length;
-            while (_bytes > MaxMemoryBytes && _lru.Last is { } last)
+            // Least recently used first, never a module a lease holds (it may be held in memory only).
+            for (var node = _lru.Last; _bytes > MaxMemoryBytes && node is not null;)
             {
-                _lru.RemoveLast();
-                _map.Remove(last.Value.Hex);
-                _bytes -= last.Value.Bytes.Length;
+                var previous = node.Previous;
+                if (!_quota.IsPinned(node.Value.Hex))
+                {
+                    _lru.Remove(node);
+                    _map.Remove(node.Value.Hex);
+                    _bytes -= node.Value.Bytes.Length;
+                }
+                node = previous;
             }
         }
     }

@@ -30,6 +30,30 @@ public interface IModuleCache
 {
     /// <summary>True when a module with this SHA-256 is held (the requester then need not send it).</summary>
     bool Contains(ReadOnlySpan<byte> sha256);
+
+    /// <summary>
+    /// Holds what a lease of this module needs on disk from its offer to its end: the module kept when held, else room
+    /// for its <paramref name="moduleSize"/> bytes. Null when there is no room now (what leases in progress hold fills the
+    /// disk limit). By default nothing is held and there is no limit.
+    /// </summary>
+    ModuleHold? TryHold(ReadOnlySpan<byte> sha256, long moduleSize) => new(Contains(sha256), ModuleHold.Nothing);
+
+    /// <summary>The most bytes a module may need on disk here (the disk limit); a larger one is refused.</summary>
+    long DiskLimitBytes => long.MaxValue;
+}
+
+/// <summary>What a lease holds of the provider's module store: whether the module was held, and the hold to release at its end.</summary>
+public sealed record ModuleHold(bool Held, IDisposable Release)
+{
+    /// <summary>A hold of nothing.</summary>
+    public static IDisposable Nothing { get; } = new None();
+
+    private sealed class None : IDisposable
+    {
+        public void Dispose()
+        {
+        }
+    }
 }
 
 /// <summary>Something that records payment for a finished lease (the ledger), used by both shells.</summary>

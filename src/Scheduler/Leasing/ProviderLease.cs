@@ -6,7 +6,7 @@ namespace Potluck.Scheduler.Leasing;
 /// <summary>
 /// The provider's side of one lease of <see cref="LeaseProtocol.Id"/>, as a pure state machine: messages and
 /// <c>now</c> in, a <see cref="LeaseStep"/> out. Created by <see cref="ProviderLeaseRegistry"/> when it offers
-/// terms; holds one core of <see cref="ProviderCapacity"/> from the offer to the end.
+/// terms; holds one core of <see cref="ProviderCapacity"/>, and its module (or room on disk for it), from the offer to the end.
 /// <para>Offered → (accept) Receiving → (module and input complete, hashes checked) Running → (result) Finished.
 /// Retries are answered alike: a repeated request gets the same offer, a repeated accept an acknowledging heartbeat,
 /// anything after the end the final message again. Any message from the requester is a sign of life; after
@@ -21,6 +21,7 @@ public sealed class ProviderLease
     private readonly PublicKey _requesterKey;
     private readonly LeaseOptions _options;
     private readonly CapacityReservation _reservation;
+    private readonly IDisposable? _diskHold;
     private readonly TimeSpan _heartbeat;
     private readonly DateTimeOffset _offerExpires;
     private readonly DateTimeOffset _deadline;
@@ -35,8 +36,9 @@ public sealed class ProviderLease
     private LeaseMessage? _final;
 
     internal ProviderLease(PrivateKey key, PublicKey requesterKey, LeaseRequest request, LeaseTerms terms,
-        CapacityReservation reservation, LeaseOptions options, DateTimeOffset now)
+        CapacityReservation reservation, LeaseOptions options, DateTimeOffset now, IDisposable? diskHold = null)
     {
+        _diskHold = diskHold;
         _requesterKey = requesterKey;
         _options = options;
         _reservation = reservation;
@@ -258,6 +260,7 @@ public sealed class ProviderLease
         var wasRunning = _phase == Phase.Running;
         _phase = Phase.Finished;
         _reservation.Dispose();
+        _diskHold?.Dispose();
         _final = final;
         FinishedAt = now;
         Outcome = new LeaseOutcome(kind, detail) { Result = final as LeaseResult, Terms = SignedTerms };

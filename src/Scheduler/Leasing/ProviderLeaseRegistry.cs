@@ -14,7 +14,9 @@ public readonly record struct ProviderDispatch(ProviderLease? Lease, LeaseStep S
 /// <summary>
 /// A provider's leases, keyed by (requester, request id), so that a retried request reaches the lease it created
 /// rather than a second one. Decides requests against <see cref="ProviderPolicy"/> and
-/// <see cref="ProviderCapacity"/> (reject Busy, Price, Policy, UnknownModule), remembers finished leases and
+/// <see cref="ProviderCapacity"/> (reject Busy, Price, Policy, UnknownModule) and the module store's disk limit (a module
+/// larger than the limit is refused by policy; one that finds no room while leases hold the rest, as busy, both "disk
+/// full"), remembers finished leases and
 /// rejections for <see cref="LeaseOptions.FinishedRetention"/> to answer retries alike, and tracks at most
 /// <see cref="LeaseOptions.MaxTrackedLeases"/> requests. Pure: every call takes <c>now</c>; not thread-safe.
 /// Busy rejections are not remembered: a retry after capacity frees up may be offered.
@@ -58,6 +60,9 @@ public sealed class ProviderLeaseRegistry
         var lead = _options.InputGrace + transfer + (run > _policy.MinRunTime ? run : _policy.MinRunTime);
         return now + (lead < _policy.MaxDeadlineLead ? lead : _policy.MaxDeadlineLead);
     }
+
+    /// <summary>Requests refused for want of disk: a module larger than the whole limit, or no room while leases hold the rest.</summary>
+    public long RefusedForDisk { get; private set; }
 
     /// <summary>Requests tracked: live and finished leases and remembered rejections.</summary>
     public int TrackedCount => _leases.Count + _rejected.Count;
@@ -126,10 +131,20 @@ public sealed class ProviderLeaseRegistry
             _rejected[(requester, request.RequestId)] = (request, reject, now);
             return new ProviderDispatch(null, new LeaseStep { Send = [reject] });
         }
+        // Room on disk for the module (or the module kept, when held here) from the offer to the end of the lease.
+        if (_modules.TryHold(request.ModuleHash, request.ModuleSize) is not { } hold)
+        {
+            RefusedForDisk++;
+            return new ProviderDispatch(null, new LeaseStep
+            {
+                Send = [Reject(request, LeaseRejectReason.Busy, $"disk full: the modules of leases in progress fill the {_modules.DiskLimitBytes} bytes offered (compute:provider:diskBytes)")],
+            });
+        }
         List<(ProviderLease, LeaseStep)> preempted = [];
         if (!Capacity.TryReserve(request.MemoryLimitBytes, stranger, out var reservation)
             && (stranger || !Preempt(request.MemoryLimitBytes, now, preempted) || !Capacity.TryReserve(request.MemoryLimitBytes, stranger, out reservation)))
         {
+            hold.Release.Dispose();
             var detail = Capacity.PausedBecause is { } paused ? $"paused: {paused}"
                 : stranger && Capacity.StrangerCoresInUse >= Capacity.StrangerCores && Capacity.AvailableCores > 0
                     ? $"the {Capacity.StrangerCores} core(s) offered to requesters without standing are in use"
@@ -155,13 +170,13 @@ public sealed class ProviderLeaseRegistry
             DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
             PricePerMegaFuel = _policy.PricePerMegaFuel,
             HeartbeatIntervalMs = (long)_options.HeartbeatInterval.TotalMilliseconds,
-            ModuleNeeded = !_modules.Contains(request.ModuleHash),
+            ModuleNeeded = !hold.Held,
             OfferExpiresUnixMs = (offerExpires < deadline ? offerExpires : deadline).ToUnixTimeMilliseconds(),
             RuntimeVersion = _policy.RuntimeVersion,
             AuditCommitment = request.AuditCommitment,
             AuditRatePpm = request.AuditRatePpm,
         };
-        var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now);
+        var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now, hold.Release);
         _leases[(requester, request.RequestId)] = lease;
         return new ProviderDispatch(lease, lease.Start()) { Preempted = preempted };
     }
@@ -233,6 +248,11 @@ public sealed class ProviderLeaseRegistry
         if (!_policy.AcceptUnknownModules && !_modules.Contains(r.ModuleHash))
         {
             return Reject(r, LeaseRejectReason.UnknownModule, "module not held here");
+        }
+        if (r.ModuleSize > _modules.DiskLimitBytes && !_modules.Contains(r.ModuleHash))
+        {
+            RefusedForDisk++;
+            return Reject(r, LeaseRejectReason.Policy, $"disk full: the module's {r.ModuleSize} bytes are more than the {_modules.DiskLimitBytes} bytes offered (compute:provider:diskBytes)");
         }
         return null;
     }

@@ -26,6 +26,9 @@ namespace Potluck.Scheduler.Metrics;
 /// <item><c>potluck.credits.forfeited</c> ({microcredit}): payments to a provider still held back when a fraud proof
 /// against it was upheld here (<see cref="Credits.CreditsOptions.Holdback"/>)</item>
 /// <item><c>potluck.tiebreaks</c> ({task}; outcome: majority, unresolved): disagreeing replicas settled by one more run</item>
+/// <item><c>potluck.provider.disk.evictions</c> ({file}) and <c>potluck.provider.disk.evicted</c> (By): files of modules
+/// and compiled modules deleted to keep within <c>compute:provider:diskBytes</c>; a request refused for want of disk
+/// counts in <c>potluck.leases.refused</c> with reason disk_full</item>
 /// <item><c>potluck.chain.recovery</c> ({event}; outcome: block_recovered, answer_rejected, query_served, query_refused):
 /// recovering this node's chain after a lost ledger, and serving counterparties that recover theirs</item>
 /// </list>
@@ -48,6 +51,8 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _creditsForfeited;
     private readonly Counter<long> _tiebreaks;
     private readonly Counter<long> _chainRecovery;
+    private readonly Counter<long> _diskEvictions;
+    private readonly Counter<long> _diskEvicted;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -72,6 +77,8 @@ public sealed class ComputeInstruments
         _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
         _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
         _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
+        _diskEvictions = meter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
+        _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
         _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
     }
 
@@ -90,7 +97,15 @@ public sealed class ComputeInstruments
         _leasesEnded.Add(1, tag, new("outcome", OutcomeTag(outcome)));
     }
 
-    /// <param name="reason"><c>unpaid</c> (owes over the credit limit) or <c>over_limit</c> (holds the most leases allowed).</param>
+    /// <summary>Files deleted to keep within the disk limit.</summary>
+    public void DiskEvicted(int files, long bytes)
+    {
+        _diskEvictions.Add(files);
+        _diskEvicted.Add(bytes);
+    }
+
+    /// <param name="reason"><c>unpaid</c> (owes over the credit limit), <c>over_limit</c> (holds the most leases allowed) or
+    /// <c>disk_full</c> (its module does not fit <c>compute:provider:diskBytes</c>).</param>
     public void LeaseRefused(string reason) => _leasesRefused.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public void TaskRun(SandboxOutcome outcome, ulong fuel, TimeSpan duration)

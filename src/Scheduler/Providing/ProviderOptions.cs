@@ -13,6 +13,13 @@ public sealed record ProviderOptions
     /// <summary>Memory offered to all leases together. Default 1 GiB.</summary>
     public long MemoryBytes { get; init; } = 1L << 30;
 
+    /// <summary>
+    /// Disk kept for others' work, in bytes: the modules this node was sent and their compiled forms (the sandbox's cache),
+    /// together. A lease whose module does not fit is refused ("disk full"), after deleting the least recently used files
+    /// no lease in progress needs. Default 1.5 GiB.
+    /// </summary>
+    public long DiskBytes { get; init; } = 1536L << 20;
+
     /// <summary>Price in micro-credits (the ledger's unit, a millionth of a credit) per million fuel. Default 10.</summary>
     public long PricePerMegaFuel { get; init; } = 10;
 

@@ -329,7 +329,12 @@ public sealed partial class ProviderService : IAsyncDisposable
                 session.Enqueue([refusal]);
                 return;
             }
+            var refusedForDisk = _registry.RefusedForDisk;
             var dispatch = _registry.Handle(requester, message, now, stranger);
+            if (_registry.RefusedForDisk != refusedForDisk)
+            {
+                _instruments.LeaseRefused("disk_full");
+            }
             var (lease, step) = dispatch;
             after = null;
             foreach (var (preempted, cancel) in dispatch.Preempted)
@@ -427,6 +432,18 @@ public sealed partial class ProviderService : IAsyncDisposable
 
     /// <summary>Requests refused because their requester owed more than the credit limit.</summary>
     public long RefusedUnpaid => Interlocked.Read(ref _refusedUnpaid);
+
+    /// <summary>Requests refused for want of disk (compute:provider:diskBytes).</summary>
+    public long RefusedForDisk
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _registry.RefusedForDisk;
+            }
+        }
+    }
 
     /// <summary>Leases of requesters without standing ended to make room for one in good standing.</summary>
     public long Preempted => Interlocked.Read(ref _preempted);

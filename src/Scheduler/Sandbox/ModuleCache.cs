@@ -38,18 +38,36 @@ internal sealed class ModuleCache
     /// <summary>Largest module whose bytes an entry keeps for <see cref="TryGetByBytes"/>: 4 MiB.</summary>
     public const int MaxRememberedBytes = 4 * 1024 * 1024;
 
-    private readonly long _maxDiskBytes;
+    private readonly Storage.DiskQuota _quota;
 
-    /// <param name="maxDiskBytes">Most bytes of entries kept in <paramref name="directory"/>; the least recently used go first.</param>
-    public ModuleCache(Engine engine, string fingerprint, string? directory, int capacity, ILogger logger, long maxDiskBytes = 1L << 30)
+    /// <param name="quota">
+    /// What entries in <paramref name="directory"/> may take on disk (the node's, shared with its module store): an entry is
+    /// written only when the quota makes room, deleting the least recently used files of modules no lease holds. Entries an
+    /// earlier run left are counted here (a crash's temporary files deleted); the caller then calls
+    /// <see cref="Storage.DiskQuota.EvictToLimit"/>. Null: a quota of its own of 1 GiB.
+    /// </param>
+    public ModuleCache(Engine engine, string fingerprint, string? directory, int capacity, ILogger logger, Storage.DiskQuota? quota = null)
     {
-        _maxDiskBytes = maxDiskBytes;
+        _quota = quota ?? new Storage.DiskQuota(1L << 30);
         _engine = engine;
         _fingerprint = fingerprint;
-        _directory = directory;
+        _directory = directory is null ? null : Path.GetFullPath(directory);
         _capacity = capacity;
         _logger = logger;
-        if (directory is not null) Protocol.Runtime.OwnerOnly.CreateDirectory(directory);
+        if (_directory is null) return;
+        Protocol.Runtime.OwnerOnly.CreateDirectory(_directory);
+        foreach (var file in new DirectoryInfo(_directory).GetFiles())
+        {
+            if (file.Name.EndsWith(".tmp", StringComparison.Ordinal))
+            {
+                TryDelete(file.FullName);
+            }
+            else if (file.Name.EndsWith(".cwasm", StringComparison.Ordinal))
+            {
+                // Entries of another fingerprint (an older runtime) count too, and go first as the oldest.
+                _quota.Adopt(file.FullName, file.Name[..file.Name.IndexOf('.', StringComparison.Ordinal)], file.Length, file.LastWriteTimeUtc);
+            }
+        }
     }
 
     /// <summary>Disk path of a module's entry (for tests and diagnostics).</summary>
@@ -72,6 +90,7 @@ internal sealed class ModuleCache
                 {
                     _lru.Remove(node);
                     _lru.AddFirst(node);
+                    Touch(node.Value.Sha256Hex);
                     return node.Value;
                 }
             }
@@ -89,6 +108,7 @@ internal sealed class ModuleCache
             {
                 _lru.Remove(node);
                 _lru.AddFirst(node);
+                Touch(sha256Hex);
                 source = ModuleSource.MemoryCache;
                 return node.Value;
             }
@@ -143,35 +163,29 @@ internal sealed class ModuleCache
                 return null;
             }
             var module = Module.Deserialize(_engine, sha256Hex, payload);
-            TryTouch(path); // recently used: the last to be evicted
+            TryTouch(path); // recently used: the last to be evicted, also after a restart
+            _quota.Touch(path);
             return module;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or WasmtimeException)
         {
-            // A signed entry Wasmtime still refuses (e.g. another CPU): recompile over it.
+            // A signed entry Wasmtime still refuses (e.g. another CPU): deleted, then recompiled and stored again.
             SandboxLog.CacheEntryUnreadable(_logger, sha256Hex, e.GetType().Name);
+            if (e is WasmtimeException)
+            {
+                TryDelete(path);
+                _quota.Forget(path);
+            }
             return null;
         }
     }
 
-    /// <summary>Deletes the least recently used entries until the folder's entries fit <see cref="_maxDiskBytes"/> (never <paramref name="keep"/>).</summary>
-    private void EvictFromDisk(string keep)
+    /// <summary>Marks the entry of <paramref name="sha256Hex"/> on disk as just used.</summary>
+    private void Touch(string sha256Hex)
     {
-        if (_directory is null) return;
-        try
+        if (PathFor(sha256Hex) is { } path)
         {
-            var entries = new DirectoryInfo(_directory).GetFiles("*.cwasm").OrderByDescending(f => f.LastWriteTimeUtc).ToList();
-            var total = entries.Sum(f => f.Length);
-            for (var i = entries.Count - 1; i >= 0 && total > _maxDiskBytes; i--)
-            {
-                if (string.Equals(entries[i].FullName, Path.GetFullPath(keep), StringComparison.Ordinal)) continue;
-                total -= entries[i].Length;
-                TryDelete(entries[i].FullName);
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The folder went away or is unreadable: nothing to bound; the next write tries again.
+            _quota.Touch(path);
         }
     }
 
@@ -190,6 +204,7 @@ internal sealed class ModuleCache
     {
         SandboxLog.CacheEntryRejected(_logger, sha256Hex, why);
         TryDelete(path);
+        _quota.Forget(path);
     }
 
     private void TryStoreOnDisk(string sha256Hex, Module module)
@@ -197,9 +212,19 @@ internal sealed class ModuleCache
         var path = PathFor(sha256Hex);
         if (path is null) return;
         var temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        // Not deleted by another store's eviction while it is written.
+        using var writing = _quota.Pin(sha256Hex);
+        var counted = false;
         try
         {
             var payload = module.Serialize();
+            // Counted before it is written, and written only when the disk limit makes room for it (it is a cache); not
+            // when it is counted already (another run is writing it, or an unreadable entry is still there).
+            if (!_quota.TryAdd(path, sha256Hex, Magic.Length + MacSize + payload.Length))
+            {
+                return;
+            }
+            counted = true;
             using (var f = new FileStream(temp, Protocol.Runtime.OwnerOnly.NewFile()))
             {
                 f.Write(Magic);
@@ -208,12 +233,15 @@ internal sealed class ModuleCache
                 f.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite: true);
-            EvictFromDisk(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or WasmtimeException)
         {
             SandboxLog.CacheWriteFailed(_logger, sha256Hex, e.GetType().Name);
             TryDelete(temp);
+            if (counted)
+            {
+                _quota.Forget(path);
+            }
         }
     }
 

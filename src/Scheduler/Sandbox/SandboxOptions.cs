@@ -48,8 +48,9 @@ public sealed record SandboxOptions
     public string? CacheDirectory { get; init; }
 
     /// <summary>
-    /// Most bytes of compiled modules kept in <see cref="CacheDirectory"/>; past it the least recently used entries are
-    /// deleted when a new one is written. Default: 1 GiB.
+    /// Most bytes of compiled modules kept in <see cref="CacheDirectory"/> by a sandbox used alone; past it the least
+    /// recently used entries are deleted to make room for a new one. A node's sandbox counts its entries against the
+    /// node's disk limit (<c>compute:provider:diskBytes</c>, with the module store) instead. Default: 1 GiB.
     /// </summary>
     public long CacheDirectoryMaxBytes { get; init; } = 1L << 30;
 

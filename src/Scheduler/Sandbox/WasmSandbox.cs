@@ -47,7 +47,12 @@ public sealed class WasmSandbox : IDisposable
     /// <param name="options">Limits; validated and kept (do not change them afterwards).</param>
     /// <param name="logger">Logger for cache problems and run summaries.</param>
     /// <param name="time">Clock for wall-clock deadlines and the epoch ticker; the system clock when null.</param>
-    public WasmSandbox(SandboxOptions options, ILogger<WasmSandbox> logger, TimeProvider? time = null)
+    /// <param name="disk">
+    /// The node's disk limit, shared with its module store (the compiled cache's entries count against it; the caller calls
+    /// <see cref="Storage.DiskQuota.EvictToLimit"/> once every store is built); null bounds the cache folder alone by
+    /// <see cref="SandboxOptions.CacheDirectoryMaxBytes"/>.
+    /// </param>
+    public WasmSandbox(SandboxOptions options, ILogger<WasmSandbox> logger, TimeProvider? time = null, Storage.DiskQuota? disk = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
@@ -78,7 +83,12 @@ public sealed class WasmSandbox : IDisposable
 
         _linker = new Linker(_engine);
         WasiPreview1.Define(_linker);
-        _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger, options.CacheDirectoryMaxBytes);
+        var quota = disk ?? new Storage.DiskQuota(options.CacheDirectoryMaxBytes);
+        _cache = new ModuleCache(_engine, CacheFingerprint, options.CacheDirectory, options.ModuleCacheCapacity, logger, quota);
+        if (disk is null)
+        {
+            quota.EvictToLimit();
+        }
         _epochTicker = new EpochTicker(_time, options.EpochTick, _engine.IncrementEpoch);
     }
 

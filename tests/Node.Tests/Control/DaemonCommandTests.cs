@@ -40,7 +40,8 @@ public class DaemonCommandTests
         var (code, text, err) = await Cli("status");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(text, Does.Contain($"Peer ID:      {id}").And.Contain("Uptime:").And.Contain("Reachability: loopback only")
-            .And.Contain("Offering:     1 cores").And.Contain("State:        working").And.Contain("Balance:      0.000000 credits").And.Contain("No work:      no peers connected"));
+            .And.Contain("Offering:     1 cores").And.Contain("State:        working").And.Contain("Balance:      0.000000 credits").And.Contain("No work:      no peers connected")
+            .And.Contain("Disk:         0 B used of 1.5 GiB for others' modules"));
         var status = await Json("status");
         Assert.That(status["peer_id"]!.GetValue<string>(), Is.EqualTo(id));
         Assert.That(status["provider"]!["state"]!.GetValue<string>(), Is.EqualTo("working"));
@@ -50,7 +51,8 @@ public class DaemonCommandTests
         {
             var metrics = await client.MetricsAsync(ct);
             Assert.That(metrics, Does.Contain("potluck_provider_working 1").And.Contain("potluck_provider_cores_offered 1")
-                .And.Contain("potluck_ledger_balance_microcredits 0").And.Contain("process_cpu_seconds_total"));
+                .And.Contain("potluck_ledger_balance_microcredits 0").And.Contain("process_cpu_seconds_total")
+                .And.Contain("potluck_provider_disk_bytes_used 0").And.Contain("potluck_provider_disk_limit_bytes 1610612736"));
         }
         await using (var wrong = ControlClient.Create(ControlFiles.ReadEndpoint(_dataDir), "not-the-token-at-all", _dataDir))
         {
@@ -76,7 +78,8 @@ public class DaemonCommandTests
 
         (code, text, err) = await Cli("config", "list");
         Assert.That(code, Is.EqualTo(0), err);
-        Assert.That(text, Does.Contain("preferences:onlyWhenIdle").And.Contain("compute:provider:cores").And.Contain("preferences:idleCpuPercent"));
+        Assert.That(text, Does.Contain("preferences:onlyWhenIdle").And.Contain("compute:provider:cores").And.Contain("preferences:idleCpuPercent")
+            .And.Contain("compute:provider:diskBytes"));
         var get = await Json("config", "get", "preferences:idleCpuPercent");
         Assert.That(get["settings"]![0]!["value"]!.GetValue<string>(), Is.EqualTo("25"));
 
@@ -90,6 +93,9 @@ public class DaemonCommandTests
         Assert.That(File.ReadAllText(Path.Combine(_dataDir, "potluck.json")), Does.Contain("\"daily\": \"off\""));
         var cores = await Json("config", "set", "compute:provider:cores", "1");
         Assert.That(cores["applied"]!.GetValue<string>(), Is.EqualTo("live"));
+        var disk = await Json("config", "set", "compute:provider:diskBytes", "1073741824");
+        Assert.That(disk["applied"]!.GetValue<string>(), Is.EqualTo("live"));
+        Assert.That((await Json("status"))["provider"]!["disk_bytes_limit"]!.GetValue<long>(), Is.EqualTo(1L << 30));
         var restart = await Json("config", "set", "compute:provider:pricePerMegaFuel", "12");
         Assert.That(restart["applied"]!.GetValue<string>(), Is.EqualTo("restart"));
 
