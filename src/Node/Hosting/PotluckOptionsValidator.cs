@@ -126,6 +126,7 @@ public static class PotluckOptionsValidator
         AtLeast(c.Credits.InitialGrant, 0, "compute:credits:initialGrant");
         AtLeast(c.Credits.MaxDebt, 0, "compute:credits:maxDebt");
         problems.AddRange(TrustOptionsChecks.Validate(c.Accounting, c.Credits));
+        problems.AddRange(DebitNoteOptionsChecks.Validate(c.Provider.Lease, c.Client.Lease));
         ValidatePreferences(o.Preferences, problems);
         Need(o.Control.Endpoint is not null,
             $"'control:listen' is '{o.Control.Listen}'; it must be a loopback address and port such as 127.0.0.1:4101 (the control API is for this machine only)");

@@ -64,6 +64,14 @@ public sealed class Receipt
     [Key(10)]
     public bool Checked { get; init; }
 
+    /// <summary>
+    /// Micro-credits already paid for this lease by debit notes (<see cref="SignedDebitNote"/>): the receipt pays
+    /// <c>ceil(FuelUsed × price / 10^6) − PaidBefore</c>, so the notes and the final receipt of a lease add up to exactly
+    /// what one receipt would pay. 0 (and absent, as in receipts of older nodes) for a lease paid once.
+    /// </summary>
+    [Key(11)]
+    public long PaidBefore { get; init; }
+
     /// <summary>SHA-256 of "potluck-receipt-id:" ‖ len‖lease ‖ len‖provider ‖ len‖requester (one-byte lengths).</summary>
     public static byte[] ComputeId(ReadOnlySpan<byte> leaseId, PeerId provider, PeerId requester)
     {
@@ -95,15 +103,22 @@ public sealed class Receipt
 
     /// <summary>The receipt paying for <paramref name="attestation"/> at the agreed price.</summary>
     /// <exception cref="OverflowException">The amount does not fit in 64 bits.</exception>
+    /// <param name="paidBefore">What debit notes of this lease already paid; the receipt pays the rest.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The notes paid more than the whole lease costs.</exception>
     public static Receipt For(SignedAttestation attestation, ulong pricePerMillionFuel, DateTimeOffset now,
-        ReadOnlySpan<byte> auditSecret = default, bool @checked = false)
+        ReadOnlySpan<byte> auditSecret = default, bool @checked = false, long paidBefore = 0)
     {
         ArgumentNullException.ThrowIfNull(attestation);
         var a = attestation.Attestation;
-        if (!TryComputeAmount(a.FuelUsed, pricePerMillionFuel, out var amount))
+        if (!TryComputeAmount(a.FuelUsed, pricePerMillionFuel, out var total))
         {
             throw new OverflowException("fuel × price overflows the amount");
         }
+        if (paidBefore < 0 || paidBefore > total)
+        {
+            throw new ArgumentOutOfRangeException(nameof(paidBefore), paidBefore, "debit notes paid more than the lease costs");
+        }
+        var amount = total - paidBefore;
         KeyCache.TryPeer(a.Provider, out var provider);
         KeyCache.TryPeer(a.Requester, out var requester);
         return new Receipt
@@ -119,6 +134,7 @@ public sealed class Receipt
             TimestampUnixMs = now.ToUnixTimeMilliseconds(),
             AuditSecret = auditSecret.ToArray(),
             Checked = @checked,
+            PaidBefore = paidBefore,
         };
     }
 
@@ -129,7 +145,7 @@ public sealed class Receipt
         && Provider is not null && KeyCache.TryPeer(Provider, out _)
         && AttestationHash is { Length: Attestation.HashLength }
         && AuditSecret is { Length: 0 or Verification.LeaseAudit.SecretLength }
-        && Amount >= 0;
+        && Amount >= 0 && PaidBefore >= 0;
 
     /// <summary>Id and amount as derived from the other fields; call only when <see cref="IsWellFormed"/>.</summary>
     internal VerifyStatus CheckDerived()
@@ -140,7 +156,7 @@ public sealed class Receipt
         {
             return VerifyStatus.ReceiptIdMismatch;
         }
-        return TryComputeAmount(FuelUsed, PricePerMillionFuel, out var amount) && amount == Amount
+        return TryComputeAmount(FuelUsed, PricePerMillionFuel, out var total) && PaidBefore <= total && total - PaidBefore == Amount
             ? VerifyStatus.Valid
             : VerifyStatus.AmountMismatch;
     }
@@ -157,6 +173,9 @@ public sealed class Receipt
 public sealed record ReceiptExpectation(
     byte[] LeaseId, PeerId Requester, PeerId Provider, ulong FuelUsed, ulong PricePerMillionFuel, byte[] AttestationHash)
 {
+    /// <summary>What debit notes of the lease were paid before this receipt (it must say exactly that).</summary>
+    public long PaidBefore { get; init; }
+
     public static ReceiptExpectation For(SignedAttestation attestation, ulong pricePerMillionFuel)
     {
         ArgumentNullException.ThrowIfNull(attestation);
@@ -273,6 +292,7 @@ public sealed class SignedReceipt
             : Receipt.FuelUsed != expected.FuelUsed ? VerifyStatus.FuelMismatch
             : Receipt.PricePerMillionFuel != expected.PricePerMillionFuel ? VerifyStatus.PriceMismatch
             : !Receipt.AttestationHash.AsSpan().SequenceEqual(expected.AttestationHash) ? VerifyStatus.AttestationHashMismatch
+            : Receipt.PaidBefore != expected.PaidBefore ? VerifyStatus.AmountMismatch
             : VerifyStatus.Valid;
     }
 }

@@ -50,7 +50,8 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
         {
             return new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
         }
-        var result = await RunAsync(module, execution.Input, execution.Terms.FuelLimit, execution.Terms.MemoryLimitBytes, ct);
+        var result = await RunAsync(module, execution.Input, execution.Terms.FuelLimit, execution.Terms.MemoryLimitBytes, ct,
+            execution.Terms.DebitNoteFuel > 0 ? execution.DebitNoteDue : null, (ulong)Math.Max(0, execution.Terms.DebitNoteFuel));
         if (execution.Module is not null && result.Outcome != SandboxOutcome.InvalidModule)
         {
             _modules.Put(module, execution.ModuleHash.Span);
@@ -63,7 +64,9 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
     /// Runs <paramref name="module"/> on a lease input (a <see cref="TaskPayload"/>) with these limits. An input that
     /// is not a payload ends as <see cref="SandboxOutcome.InvalidModule"/>, as does a module the runtime refuses.
     /// </summary>
-    public Task<SandboxResult> RunAsync(ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input, long fuelLimit, long memoryLimitBytes, CancellationToken ct)
+    /// <param name="debitNoteDue">Debit notes (<see cref="LeaseExecution.DebitNoteDue"/>): called at each slice of <paramref name="debitNoteFuel"/>.</param>
+    public Task<SandboxResult> RunAsync(ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input, long fuelLimit, long memoryLimitBytes, CancellationToken ct,
+        Func<int, Task<bool>>? debitNoteDue = null, ulong debitNoteFuel = 0)
     {
         if (!TaskPayload.TryDecode(input, out var payload))
         {
@@ -83,28 +86,36 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
             FuelLimit = (ulong)Math.Max(1, fuelLimit),
             MemoryLimitBytes = memoryLimitBytes,
         };
+        if (debitNoteDue is not null && debitNoteFuel > 0)
+        {
+            // The gate holds the run's external-work mark itself, and lets it go while the run waits for a payment, so that
+            // virtual time (and the payment's way over a simulated network) moves meanwhile.
+            var gate = new DebitNoteGate(_runtime, debitNoteDue);
+            return TrackAsync(spec with { DebitNoteFuel = debitNoteFuel, DebitNoteDue = index => gate.Pass(index, ct) }, payload.Stdin, ct, gate);
+        }
         return TrackAsync(spec, payload.Stdin, ct);
     }
 
-    private Task<SandboxResult> TrackAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct)
+    private Task<SandboxResult> TrackAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct, DebitNoteGate? gate = null)
     {
         lock (_running)
         {
             if (_closing.IsCancellationRequested)
             {
+                gate?.Dispose();
                 return Task.FromCanceled<SandboxResult>(_closing.Token);
             }
-            var run = RunTrackedAsync(spec, stdin, ct);
+            var run = RunTrackedAsync(spec, stdin, ct, gate);
             _running.Add(run);
             return run;
         }
     }
 
-    private async Task<SandboxResult> RunTrackedAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct)
+    private async Task<SandboxResult> RunTrackedAsync(TaskSpec spec, ReadOnlyMemory<byte> stdin, CancellationToken ct, DebitNoteGate? gate)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
         // The run completes on a sandbox thread and posts back: until then the node is not idle.
-        using var external = _runtime.BeginExternalWork();
+        using var external = gate ?? _runtime.BeginExternalWork();
         var started = _sandbox.Time.GetTimestamp();
         try
         {

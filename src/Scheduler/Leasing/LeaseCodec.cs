@@ -177,6 +177,7 @@ public static class LeaseCodec
         LeaseCancel c => c.Reason is not null && c.Reason.Length <= o.MaxReasonLength,
         LeaseReceipt r => r.Envelope is not null && r.Envelope.Length > 0 && r.Envelope.Length <= o.MaxReceiptBytes,
         LeaseReceiptAck a => a.Ack is not null && a.Ack.Length <= o.MaxReceiptAckBytes,
+        LeaseDebitNote n => n.Note is not null && n.Note.Length > 0 && n.Note.Length <= o.MaxReceiptBytes,
         LeaseResult s => Enum.IsDefined(s.Status) && s.FuelUsed >= 0 && IsHash(s.OutputHash) && s.OutputSize >= 0
             && (s.Output is null || (s.Output.Length <= o.MaxInlineOutputBytes && s.Output.Length == s.OutputSize))
             && s.Attestation is not null && s.Attestation.Length <= o.MaxAttestationBytes

@@ -6,7 +6,15 @@ public sealed record LeaseExecution(
     LeaseTerms Terms,
     ReadOnlyMemory<byte> ModuleHash,
     ReadOnlyMemory<byte>? Module,
-    ReadOnlyMemory<byte> Input);
+    ReadOnlyMemory<byte> Input)
+{
+    /// <summary>
+    /// On a lease paid as it goes (<see cref="LeaseTerms.DebitNoteFuel"/>): called by the executor with the slice index each
+    /// time the fuel used reaches the next multiple of the slice below the limit; the task goes on only once the task
+    /// completes true (the note was paid), and stops when false. Null: the executor never stops for payment.
+    /// </summary>
+    public Func<int, Task<bool>>? DebitNoteDue { get; init; }
+}
 
 /// <summary>What came of running a task.</summary>
 public sealed record ExecutionReport(ExecutionStatus Status, long FuelUsed, int ExitCode, ReadOnlyMemory<byte> Output)

@@ -17,6 +17,7 @@ namespace Potluck.Scheduler.Leasing;
 [Union(7, typeof(LeaseResult))]
 [Union(8, typeof(LeaseReceipt))]
 [Union(9, typeof(LeaseReceiptAck))]
+[Union(10, typeof(LeaseDebitNote))]
 public abstract record LeaseMessage
 {
     [Key(0)] public ulong RequestId { get; init; }
@@ -52,13 +53,20 @@ public sealed record LeaseRequest : LeaseMessage
     /// <summary>The re-run rate the requester declares, parts per million.</summary>
     [Key(10)] public int AuditRatePpm { get; init; }
 
+    /// <summary>
+    /// The requester pays long leases as they go (it takes <see cref="LeaseDebitNote"/>s): absent, and false, from older
+    /// nodes, which are then never sent one.
+    /// </summary>
+    [Key(11)] public bool AcceptsDebitNotes { get; init; }
+
     /// <summary>True when both requests ask for the same work (a retry rather than a reused id).</summary>
     public bool SameWork(LeaseRequest other) =>
         RequestId == other.RequestId && ModuleHash.AsSpan().SequenceEqual(other.ModuleHash) && ModuleSize == other.ModuleSize
         && InputHash.AsSpan().SequenceEqual(other.InputHash) && InputSize == other.InputSize && FuelLimit == other.FuelLimit
         && MemoryLimitBytes == other.MemoryLimitBytes && DeadlineUnixMs == other.DeadlineUnixMs
         && MaxPricePerMegaFuel == other.MaxPricePerMegaFuel
-        && AuditCommitment.AsSpan().SequenceEqual(other.AuditCommitment) && AuditRatePpm == other.AuditRatePpm;
+        && AuditCommitment.AsSpan().SequenceEqual(other.AuditCommitment) && AuditRatePpm == other.AuditRatePpm
+        && AcceptsDebitNotes == other.AcceptsDebitNotes;
 }
 
 /// <summary>Provider → requester: the terms (exact MessagePack bytes of <see cref="LeaseTerms"/>) and the provider's signature.</summary>
@@ -201,4 +209,15 @@ public sealed record LeaseReceipt : LeaseMessage
 public sealed record LeaseReceiptAck : LeaseMessage
 {
     [Key(1)] public byte[] Ack { get; init; } = [];
+}
+
+/// <summary>
+/// Provider → requester, only on a lease whose terms name <see cref="LeaseTerms.DebitNoteFuel"/>: a signed debit note
+/// (<see cref="Credits.SignedDebitNote"/>, opaque here) for the fuel used so far. The task waits until the requester pays it
+/// with a receipt (<see cref="LeaseReceipt"/> on the lease stream, or <c>/potluck/receipt/1.0.0</c>).
+/// </summary>
+[MessagePackObject]
+public sealed record LeaseDebitNote : LeaseMessage
+{
+    [Key(1)] public byte[] Note { get; init; } = [];
 }

@@ -39,6 +39,19 @@ public sealed record LeaseOptions
     /// <summary>Largest encoded receipt acknowledgement carried on the lease stream. 512 bytes.</summary>
     public int MaxReceiptAckBytes { get; init; } = 512;
 
+    /// <summary>
+    /// Provider: a lease whose fuel limit is above this is paid as it goes, one signed debit note per slice of this much
+    /// fuel (<see cref="DebitNoteSlicing"/>), when the requester asks for it. Default 2^30 (about a second of one core);
+    /// 0 turns debit notes off; otherwise from 2^20 to 2^50.
+    /// </summary>
+    public long DebitNoteFuel { get; init; } = 1L << 30;
+
+    /// <summary>Provider: how long it waits for a debit note to be paid before it stops the task and ends the lease. Default 10 s.</summary>
+    public TimeSpan DebitNoteTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Requester: the most debit notes it pays on one lease (a provider cannot make it sign without bound). Default 4096.</summary>
+    public int MaxDebitNotesPerLease { get; init; } = 4096;
+
     /// <summary>Longest reject detail, cancel reason or runtime string, in characters. Default 256.</summary>
     public int MaxReasonLength { get; init; } = 256;
 

@@ -54,6 +54,12 @@ public sealed record LeaseTerms
     /// <summary>The rate at which the requester declares it re-runs results, parts per million (10^6: every one).</summary>
     [Key(16)] public int AuditRatePpm { get; init; }
 
+    /// <summary>
+    /// Fuel per debit note: the provider stops at each multiple of it and runs on only once the requester paid for the
+    /// fuel so far (<see cref="DebitNoteSlicing"/>); 0 (and absent, as in terms of older nodes) for a lease paid once.
+    /// </summary>
+    [Key(17)] public long DebitNoteFuel { get; init; }
+
     /// <summary>The most the lease can cost: fuel limit × price / 10^6, rounded up.</summary>
     public long MaxCostCredits() => CostOf(FuelLimit);
 

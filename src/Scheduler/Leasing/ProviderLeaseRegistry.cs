@@ -175,6 +175,7 @@ public sealed class ProviderLeaseRegistry
             RuntimeVersion = _policy.RuntimeVersion,
             AuditCommitment = request.AuditCommitment,
             AuditRatePpm = request.AuditRatePpm,
+            DebitNoteFuel = DebitNoteSlicing.SliceFor(request, _options),
         };
         var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now, hold.Release);
         _leases[(requester, request.RequestId)] = lease;
@@ -232,6 +233,10 @@ public sealed class ProviderLeaseRegistry
         if (r.FuelLimit > _policy.MaxFuel)
         {
             return Reject(r, LeaseRejectReason.Policy, $"fuel limit over {_policy.MaxFuel}");
+        }
+        if (DebitNoteSlicing.RefusesUnsliced(r, _options) is { } unsliced)
+        {
+            return Reject(r, LeaseRejectReason.Policy, unsliced);
         }
         if (r.MemoryLimitBytes > _policy.MaxMemoryBytes || r.MemoryLimitBytes > Capacity.MemoryBytes)
         {

@@ -30,6 +30,9 @@ public sealed record LeaseWork
 
     /// <summary>The re-run rate the requester declares in the terms, parts per million.</summary>
     public int AuditRatePpm { get; init; }
+
+    /// <summary>Whether the requester pays long leases as they go (<see cref="LeaseDebitNote"/>); its shell must then pay them.</summary>
+    public bool AcceptsDebitNotes { get; init; }
 }
 
 /// <summary>
@@ -81,6 +84,7 @@ public sealed class RequesterLease
             MaxPricePerMegaFuel = work.MaxPricePerMegaFuel,
             AuditCommitment = work.AuditCommitment,
             AuditRatePpm = work.AuditRatePpm,
+            AcceptsDebitNotes = work.AcceptsDebitNotes,
         };
     }
 
@@ -140,6 +144,10 @@ public sealed class RequesterLease
                 return OnResult(result, now);
             case LeaseCancel cancel:
                 return Finish(LeaseOutcomeKind.Cancelled, $"cancelled by provider: {cancel.Reason}", null);
+            case LeaseDebitNote when _phase is Phase.Accepted or Phase.Running && Terms is { DebitNoteFuel: > 0 }:
+                // A sign of life (the task runs); the shell pays (or refuses) the note.
+                _phase = Phase.Running;
+                return new LeaseStep { NextTimer = NextTimer() };
             default:
                 return Fail($"unexpected {message.GetType().Name} from provider");
         }
@@ -257,6 +265,10 @@ public sealed class RequesterLease
         if (terms.OfferExpiresUnixMs <= now.ToUnixTimeMilliseconds())
         {
             return "offer already expired";
+        }
+        if (DebitNoteSlicing.CheckOffered(r, terms, _options) is { } slicing)
+        {
+            return slicing;
         }
         // The provider may offer an earlier deadline than asked (it follows from the fuel and its speed): the lease ends then.
         Terms = terms;

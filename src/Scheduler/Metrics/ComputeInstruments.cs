@@ -53,6 +53,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _chainRecovery;
     private readonly Counter<long> _diskEvictions;
     private readonly Counter<long> _diskEvicted;
+    private readonly Counter<long> _debitNotes;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -79,6 +80,7 @@ public sealed class ComputeInstruments
         _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
         _diskEvictions = meter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
         _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
+        _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
         _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
     }
 
@@ -150,6 +152,9 @@ public sealed class ComputeInstruments
     public void TieBreak(string outcome) => _tiebreaks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
 
     /// <summary>Outcome: block_recovered, answer_rejected, query_served or query_refused.</summary>
+    public void DebitNote(LeaseRole role, string outcome) =>
+        _debitNotes.Add(1, RoleTag(role), new KeyValuePair<string, object?>("outcome", outcome));
+
     public void ChainRecovery(string outcome, long count = 1) => _chainRecovery.Add(count, new KeyValuePair<string, object?>("outcome", outcome));
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");

@@ -484,6 +484,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             slot.Timer?.Dispose();
             slot.Timer = null;
             _slots.Remove(lease);
+            EndDebitNotes(lease);
             _instruments.LeaseEnded(LeaseRole.Provider, outcome.Kind);
             LogLeaseEnded(_log, lease.RequestId, lease.Requester, outcome.Kind, outcome.Detail);
             var requester = lease.Requester;
@@ -528,7 +529,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         var started = _time.GetTimestamp();
         try
         {
-            report = await _executor.ExecuteAsync(execution, ct);
+            report = await _executor.ExecuteAsync(WithDebitNotes(lease, execution), ct);
             MeasureSpeed(report.FuelUsed, _time.GetElapsedTime(started));
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -544,9 +545,10 @@ public sealed partial class ProviderService : IAsyncDisposable
         // What the requester owes is on disk before the result leaves: only a receipt for a lease recorded here is ever
         // accepted, and unpaid leases count against the requester's credit limit. A wall-clock timeout is owed nothing.
         var leaseId = ExecutionMapping.LeaseId(lease.RequestId);
+        var paidByNotes = PaidByNotes(lease); // debit notes paid the rest
         var owes = attestation.Attestation.Outcome != AttestedOutcome.TimedOut
             && Receipt.TryComputeAmount(attestation.Attestation.FuelUsed, (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel), out var amount)
-            && _ledger.RecordOwed(leaseId, lease.Requester, amount) == LedgerResult.Owed;
+            && _ledger.RecordOwed(leaseId, lease.Requester, Math.Max(0, amount - paidByNotes)) == LedgerResult.Owed;
         Action? after;
         bool completed;
         lock (_gate)
@@ -564,7 +566,7 @@ public sealed partial class ProviderService : IAsyncDisposable
                 if (completed)
                 {
                     Remember(lease.Requester, lease.RequestId, new RememberedResult(attestation, lease.Terms.PricePerMegaFuel,
-                        lease.Terms.AuditCommitment, lease.Terms.AuditRatePpm));
+                        lease.Terms.AuditCommitment, lease.Terms.AuditRatePpm, paidByNotes));
                 }
                 after = Apply(lease, slot, step, now);
             }
@@ -710,13 +712,21 @@ public sealed partial class ProviderService : IAsyncDisposable
         if (remembered is { } known)
         {
             // Decoded above, signature included: only what this lease owes is left to check.
-            var check = receipt.Check(ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)));
+            var check = receipt.Check(ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)) with { PaidBefore = known.PaidBefore });
             if (check != VerifyStatus.Valid)
             {
                 return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.ToString() };
             }
         }
+        if (CheckDebitPayment(receipt) is { } refused)
+        {
+            return refused;
+        }
         var result = _ledger.RecordEarned(receipt);
+        if (result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded)
+        {
+            DebitNotePaid(receipt);
+        }
         if (remembered is { } audited && result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded)
         {
             Audit(receipt, audited);
@@ -773,6 +783,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             foreach (var (lease, slot) in _slots.ToList())
             {
                 slot.Session?.Enqueue(lease.Cancel("provider shutting down", now).Send);
+                EndDebitNotes(lease);
                 slot.Timer?.Dispose();
                 slot.Run?.Cancel();
                 _instruments.LeaseEnded(LeaseRole.Provider, LeaseOutcomeKind.Cancelled);
@@ -811,7 +822,7 @@ public sealed partial class ProviderService : IAsyncDisposable
 }
 
 /// <summary>A completed lease kept to check and audit the receipt that pays for it.</summary>
-internal sealed record RememberedResult(SignedAttestation Attestation, long Price, byte[] AuditCommitment, int AuditRatePpm);
+internal sealed record RememberedResult(SignedAttestation Attestation, long Price, byte[] AuditCommitment, int AuditRatePpm, long PaidBefore = 0);
 
 /// <summary>A lease a provider holds: who asked, whether its task runs now, and its terms.</summary>
 public sealed record ProviderLeaseView(ulong RequestId, PeerId Requester, bool Running, long FuelLimit, long MemoryLimitBytes,

@@ -529,6 +529,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
             AuditCommitment = LeaseAudit.Commit(secret),
             AuditRatePpm = ratePpm,
+            AcceptsDebitNotes = true,
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
@@ -539,12 +540,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
+        var payer = new DebitNotePayer(this, lease, provider, leaseId);
         LeaseOutcome outcome;
         _instruments.LeaseStarted(LeaseRole.Requester);
         var ended = LeaseOutcomeKind.Cancelled;
         try
         {
-            await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work))
+            await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work) { OnDebitNote = payer.OnNote })
             {
                 outcome = await runner.RunAsync(ct);
             }
@@ -553,6 +555,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         finally
         {
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
+            job.Cost += payer.PaidAmount; // debit notes paid as the lease ran, whatever came of it
         }
         if (outcome.RejectReason is not LeaseRejectReason.Busy)
         {
@@ -624,13 +627,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the provider's wall clock ran out: not paid", 0));
             return null;
         }
+        if (attestation.Value!.Attestation.FuelUsed < payer.PaidFuel)
+        {
+            // Paid by debit notes for fuel the signed result does not report: the rest is not paid, and it counts against the
+            // provider (what the notes paid is its earnings here, held back and forfeited on a proof of fraud).
+            _ledger.Release(leaseId);
+            _reputation.RecordFailure(provider);
+            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the attestation reports less fuel than debit notes were paid for: not paid", 0));
+            return null;
+        }
         if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
         {
             _ledger.Release(leaseId);
             Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "terms do not decode", 0));
             return null;
         }
-        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm);
+        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm, payer.PaidAmount);
     }
 
     /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
@@ -844,7 +856,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private async Task PayAsync(Job job, LeaseResultInfo lease, CancellationToken ct, bool compared)
     {
         var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
-        var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared), _key);
+        var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared, lease.PaidBefore), _key);
         var settled = _ledger.Settle(receipt);
         if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
         {
@@ -975,7 +987,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     /// <summary>A completed lease whose attestation checked out.</summary>
     private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
-        byte[] Output, SignedAttestation Attestation, byte[] AuditSecret, int AuditRatePpm);
+        byte[] Output, SignedAttestation Attestation, byte[] AuditSecret, int AuditRatePpm, long PaidBefore = 0);
 
     private sealed class Job(TaskSubmission submission, byte[] payload)
     {

@@ -34,6 +34,9 @@ internal sealed class LeaseRunner : IAsyncDisposable
 
     public RequesterLease Lease => _lease;
 
+    /// <summary>Called with each debit note, in order, before the lease sees it (as a sign of life); null ignores them.</summary>
+    public Action<LeaseDebitNote>? OnDebitNote { get; init; }
+
     /// <summary>Runs the lease to its end; cancelling sends a cancel to the provider and ends it.</summary>
     public async Task<LeaseOutcome> RunAsync(CancellationToken ct)
     {
@@ -44,7 +47,14 @@ internal sealed class LeaseRunner : IAsyncDisposable
 
     private Task OnTimerAsync() => StepAsync(() => _lease.OnTimer(_time.GetUtcNow()));
 
-    private Task OnMessageAsync(LeaseMessage message) => StepAsync(() => _lease.Handle(message, _time.GetUtcNow()));
+    private Task OnMessageAsync(LeaseMessage message)
+    {
+        if (message is LeaseDebitNote note && !_done.Task.IsCompleted)
+        {
+            OnDebitNote?.Invoke(note);
+        }
+        return StepAsync(() => _lease.Handle(message, _time.GetUtcNow()));
+    }
 
     private async Task StepAsync(Func<LeaseStep> produce)
     {

@@ -25,4 +25,14 @@ public sealed record TaskSpec
 
     /// <summary>Wall-clock deadline; null takes <see cref="SandboxOptions.DefaultDeadline"/>, which also caps it.</summary>
     public TimeSpan? Deadline { get; init; }
+
+    /// <summary>
+    /// Debit notes (<see cref="Leasing.DebitNoteSlicing"/>): each time the fuel used reaches a multiple of
+    /// <see cref="DebitNoteFuel"/> below the limit (checked at every epoch tick), the run calls <see cref="DebitNoteDue"/> with
+    /// the slice index on its own thread and goes on only when it returns true; false stops it as cancelled. 0: never.
+    /// </summary>
+    public ulong DebitNoteFuel { get; init; }
+
+    /// <inheritdoc cref="DebitNoteFuel"/>
+    public Func<int, bool>? DebitNoteDue { get; init; }
 }

@@ -203,7 +203,9 @@ public sealed class WasmSandbox : IDisposable
         store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: 4, memories: 1);
         var started = _time.GetTimestamp();
         store.SetEpochDeadline(1);
-        store.SetEpochDeadlineCallback(_ =>
+        var slice = spec.DebitNoteDue is null ? 0 : spec.DebitNoteFuel;
+        var nextNote = 0;
+        store.SetEpochDeadlineCallback(s =>
         {
             // Wasmtime sets the next deadline from the epoch at the moment this returns, not at the moment it was called:
             // a tick that lands while the clock is read here would be swallowed (the next check waits for the tick after
@@ -220,6 +222,21 @@ public sealed class WasmSandbox : IDisposable
             {
                 state.Stop = HostStop.Deadline;
                 throw new SandboxStopException(HostStop.Deadline);
+            }
+            if (slice > 0)
+            {
+                // Debit notes: a note for every slice boundary passed (below the limit: the final receipt pays the rest);
+                // the run waits here, on its own thread, until the note is paid, and stops when it is not.
+                var used = fuel - s.Fuel;
+                while (((UInt128)(ulong)nextNote + 1UL) * slice is var boundary && boundary <= used && boundary < fuel)
+                {
+                    if (!spec.DebitNoteDue!(nextNote))
+                    {
+                        state.Stop = HostStop.Cancelled;
+                        throw new SandboxStopException(HostStop.Cancelled);
+                    }
+                    nextNote++;
+                }
             }
             return _epochTicker.Ticks == ticks ? 1UL : 0UL;
         });

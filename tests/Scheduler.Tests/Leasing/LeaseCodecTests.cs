@@ -25,6 +25,7 @@ public class LeaseCodecTests
         new LeaseReceipt { RequestId = 9, Envelope = [1, 2, 3] },
         new LeaseReceiptAck { RequestId = 10, Ack = [4, 5] },
         new LeaseReceiptAck { RequestId = 11, Ack = [] },
+        new LeaseDebitNote { RequestId = 12, Note = [6, 7, 8] },
     ];
 
     private static bool Same(LeaseMessage a, LeaseMessage b) =>
@@ -101,6 +102,7 @@ public class LeaseCodecTests
             new LeaseReceipt { RequestId = 1, Envelope = [1, 2, 3] },
             new LeaseReceipt { RequestId = 1, Envelope = [] },
             new LeaseReceiptAck { RequestId = 1, Ack = [1, 2, 3] },
+            new LeaseDebitNote { RequestId = 1, Note = [] },
         };
         foreach (var message in bad)
         {
