@@ -84,12 +84,21 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     /// Closes one connection to make room for a new one: the least valuable that is unprotected and past its grace
     /// period (unidentified first, then idle, then by tag value). False when there is none: the newcomer is refused.
     /// </summary>
-    public bool TryMakeRoom()
+    public bool TryMakeRoom() => TryMakeRoom(spareYoung: true);
+
+    /// <summary>
+    /// <see cref="TryMakeRoom()"/>; with <paramref name="spareYoung"/> false (a dial this node makes itself, for a purpose of
+    /// its own) a connection still in its grace period may go too when no older one can: the least valuable, in the same
+    /// order. An inbound newcomer (not yet known) never closes a young connection.
+    /// </summary>
+    public bool TryMakeRoom(bool spareYoung)
     {
         Connection? victim;
         lock (_gate)
         {
-            victim = Candidates(_time.GetUtcNow()).FirstOrDefault().Connection;
+            var now = _time.GetUtcNow();
+            victim = Candidates(now, spareYoung: true).FirstOrDefault().Connection
+                ?? (spareYoung ? null : Candidates(now, spareYoung: false).FirstOrDefault().Connection);
         }
         if (victim is null)
         {
@@ -108,12 +117,12 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Open, unprotected connections past their grace period, the first to close first.</summary>
-    private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now) =>
+    /// <summary>Open, unprotected connections (past their grace period when <paramref name="spareYoung"/>), the first to close first.</summary>
+    private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now, bool spareYoung = true) =>
         _connections
             .Where(kv => !_protected.ContainsKey(kv.Key))
             .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
-            .Where(x => !x.Connection.IsClosed && now - x.Connection.Opened >= _options.TrimGracePeriod)
+            .Where(x => !x.Connection.IsClosed && (!spareYoung || now - x.Connection.Opened >= _options.TrimGracePeriod))
             .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 1 : 0)
             .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
             .ThenBy(x => x.Value)
@@ -390,7 +399,9 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     /// <summary>
     /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
-    /// then idle, then the least valuable.
+    /// then idle, then the least valuable. At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
+    /// gives way as far as the high watermark: a node whose connections are all young (a burst of lookups just after it
+    /// started) would otherwise refuse every newcomer and fail its own dials until the youngest is 20 s old.
     /// </summary>
     private List<(Connection Connection, int Value, int Count)> TrimVictims()
     {
@@ -403,10 +414,14 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             {
                 return [];
             }
-            return Candidates(now)
-                .Take(excess)
-                .Select(x => (x.Connection, x.Value, open))
-                .ToList();
+            var victims = Candidates(now).Take(excess).ToList();
+            var over = open - victims.Count - _options.HighWater;
+            if (open >= _options.MaxConnections && over > 0)
+            {
+                var chosen = victims.Select(v => v.Connection).ToHashSet();
+                victims.AddRange(Candidates(now, spareYoung: false).Where(x => !chosen.Contains(x.Connection)).Take(over));
+            }
+            return victims.Select(x => (x.Connection, x.Value, open)).ToList();
         }
     }
 

@@ -39,7 +39,10 @@ public sealed record HostOptions
     /// <summary>What trimming brings the connection count down to. Default 256.</summary>
     public int LowWater { get; init; } = 256;
 
-    /// <summary>Connections younger than this are never trimmed (go-libp2p's grace period). Default 20 s.</summary>
+    /// <summary>
+    /// Connections younger than this are not trimmed (go-libp2p's grace period), except at <see cref="MaxConnections"/>,
+    /// where young ones give way down to <see cref="HighWater"/>, and when a dial of this node's own needs room. Default 20 s.
+    /// </summary>
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     public PeerStoreOptions PeerStore { get; init; } = new();

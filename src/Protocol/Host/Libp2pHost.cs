@@ -348,7 +348,7 @@ public sealed partial class Libp2pHost : IHost
         using var peerScope = expected is { } e ? _log.PeerScope(e) : null;
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address))
             ?? throw new DialException(DialFailure.NoTransport, $"no transport for {address} (supported: /ip4|ip6|dns*/…/tcp/…, /memory/…)", address);
-        if (!_connections.HasRoom && !_connections.TryMakeRoom())
+        if (!_connections.HasRoom && !_connections.TryMakeRoom(spareYoung: false))
         {
             throw new DialException(DialFailure.TooManyConnections, $"connection limit ({_options.MaxConnections}) reached", address);
         }

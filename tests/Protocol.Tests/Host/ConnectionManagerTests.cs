@@ -98,4 +98,63 @@ public class ConnectionManagerTests
         await d.IdleAsync();
         Assert.That(hub.Host.Connections, Has.Count.EqualTo(1));
     });
+
+    [Test]
+    public void AtTheHardLimit_YoungConnectionsGiveWayDownToTheHighWatermark_SoANewcomerIsServed() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with { MaxConnections = 4, HighWater = 2, LowWater = 1, TrimGracePeriod = TimeSpan.FromSeconds(20) });
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        var first = new List<TestHosts.TestNode>();
+        for (var i = 0; i < 4; i++)
+        {
+            var peer = await hosts.StartAsync();
+            await peer.Host.ConnectAsync(hub.Address, ct);
+            first.Add(peer);
+        }
+        await d.IdleAsync();
+
+        // All four are young (well inside the 20 s grace period), and four is the hard limit: without giving way the hub
+        // would refuse everyone for 20 s (the 10-second leases of a simulated mesh capped at 32 connections).
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2), "trimmed back to the high watermark");
+        Assert.That(closed, Has.Count.EqualTo(2));
+        var newcomer = await hosts.StartAsync();
+        await newcomer.Host.ConnectAsync(hub.Address, ct);
+        var rtts = await newcomer.Ping.PingAsync(hub.Host.PeerId, 1, ct);
+        Assert.That(rtts, Has.Count.EqualTo(1), "the newcomer is served at once, not after the grace period");
+        Assert.That(hub.Host.Connections, Has.Count.LessThanOrEqualTo(4), "never more than the hard limit");
+        Assert.That(hub.Host.Resources.RefusedIn(ResourceManager.Scopes.SystemConnections), Is.Zero);
+    });
+
+    [Test]
+    public void FullOfYoungConnections_TheNodesOwnDialClosesTheLeastValuable_WhileAnInboundNewcomerIsStillRefused() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        // Trimming off: only the hard limit of 2 applies.
+        var hub = await hosts.StartAsync(o => o with { MaxConnections = 2, HighWater = 0, TrimGracePeriod = TimeSpan.FromSeconds(20) });
+        var valued = await hosts.StartAsync();
+        var plain = await hosts.StartAsync();
+        var target = await hosts.StartAsync();
+        hub.Host.ConnectionManager.TagPeer(valued.Host.PeerId, "test", 10);
+        await valued.Host.ConnectAsync(hub.Address, ct);
+        await plain.Host.ConnectAsync(hub.Address, ct);
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2));
+
+        // A stranger knocking is refused before its handshake (it could be one of a flood): young connections stay.
+        var stranger = await hosts.StartAsync();
+        await AsyncAssert.ThrowsAsync<DialException>(async () => await stranger.Host.ConnectAsync(hub.Address, ct));
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2));
+
+        // The hub's own dial (a lease it wants to run) is not refused for 20 s: the least valuable young connection goes.
+        await hub.Host.ConnectAsync(target.Address, ct);
+        var rtts = await hub.Ping.PingAsync(target.Host.PeerId, 1, ct);
+        await d.IdleAsync();
+        Assert.That(rtts, Has.Count.EqualTo(1));
+        Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.EquivalentTo(new[] { valued.Host.PeerId, target.Host.PeerId }));
+    });
 }
