@@ -70,6 +70,9 @@ public static class PotluckOptionsValidator
         AtLeast(r.MaxMuxerMemoryPerPeer, 256 * 1024, "host:resources:maxMuxerMemoryPerPeer");
         AtLeast(r.MaxMuxerMemoryPerAddress, 256 * 1024, "host:resources:maxMuxerMemoryPerAddress");
         AtLeast(r.MaxMuxerMemoryPerSubnet, 256 * 1024, "host:resources:maxMuxerMemoryPerSubnet");
+        AtLeast(o.Yamux.MaxConnectionMemory, 256 * 1024, "yamux:maxConnectionMemory");
+        Need(o.Yamux.FreeReceiveBuffer >= 0 && o.Yamux.FreeReceiveBuffer <= o.Yamux.MaxConnectionMemory,
+            $"'yamux:freeReceiveBuffer' is {o.Yamux.FreeReceiveBuffer}; it must be 0 to 'yamux:maxConnectionMemory' ({o.Yamux.MaxConnectionMemory})");
         Need(r.HandshakeEvictionAge >= TimeSpan.Zero, $"'host:resources:handshakeEvictionAge' is {r.HandshakeEvictionAge}; it must be zero or a positive duration such as 00:00:02");
         Need(!string.IsNullOrWhiteSpace(o.Identify.AgentVersion) && o.Identify.AgentVersion.Length <= 256, "'identify:agentVersion' must be 1 to 256 characters");
 

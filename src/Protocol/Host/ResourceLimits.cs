@@ -41,20 +41,24 @@ public sealed record ResourceLimits
     public int MaxInboundStreamsPerProtocol { get; init; } = 64;
 
     /// <summary>
-    /// Receive-window memory all muxed connections together may grant (each stream's window is memory the remote can
-    /// fill before anyone reads). A stream that would pass it is refused; a window that would is not grown. Default 256 MiB.
+    /// Memory all muxed connections together may reserve for what remotes can make the node hold: Yamux windows grown
+    /// beyond the initial 256 KiB, reserved whole (refused: the window is not grown, backpressure) and bytes buffered in stream inputs, not
+    /// yet read, beyond <c>yamux:freeReceiveBuffer</c> (64 KiB) per connection (refused: that stream is reset). An idle
+    /// stream reserves nothing. So the muxers' buffers hold at most this plus 64 KiB per connection
+    /// (<see cref="HostOptions.MaxConnections"/>: 256 MiB + 400 × 64 KiB = 281 MiB at the defaults). Default 256 MiB.
     /// </summary>
     public long MaxMuxerMemory { get; init; } = 256L * 1024 * 1024;
 
     /// <summary>
     /// Share of <see cref="MaxMuxerMemory"/> the connections of one peer may reserve together, so no one peer can take
-    /// the node's windows (a stream past it is refused, a window is not grown). Default 32 MiB (128 windows).
+    /// the node's memory (its windows are not grown past it, its streams that buffer past it are reset). It can make the
+    /// node buffer at most this plus 64 KiB per connection (4 × 64 KiB). Default 32 MiB.
     /// </summary>
     public long MaxMuxerMemoryPerPeer { get; init; } = 32L * 1024 * 1024;
 
     /// <summary>
     /// Share of <see cref="MaxMuxerMemory"/> the connections from one IP address may reserve together, however many
-    /// identities they use. Default 64 MiB (256 windows, a quarter of the node's).
+    /// identities they use. Default 64 MiB (a quarter of the node's).
     /// </summary>
     public long MaxMuxerMemoryPerAddress { get; init; } = 64L * 1024 * 1024;
 

@@ -9,8 +9,9 @@ namespace Potluck.Protocol.Host;
 /// <summary>
 /// The host's resource manager, after go-libp2p's <c>rcmgr</c>: every inbound connection is admitted against the
 /// system, address (one IP) and subnet (/24 or /64) scopes before any handshake byte is read, every inbound stream
-/// against its peer's and its protocol's scope, and muxer windows against the peer's, the address's, the subnet's
-/// and the system's shares of one memory budget (<see cref="MemoryFor"/>). Whatever goes over a
+/// against its peer's and its protocol's scope, and muxer memory (grown windows and bytes buffered unread; not idle
+/// streams) against the peer's, the address's, the subnet's and the system's shares of one memory budget
+/// (<see cref="MemoryFor"/>). Whatever goes over a
 /// limit is refused with a <see cref="ResourceLimitException"/> (or, for a socket that has named no peer yet, closed
 /// before the handshake) and counted by scope in <see cref="Refusals"/>. Peers that misbehave can be banned for a
 /// while (<see cref="Ban"/>): their connections are refused once the handshake names them.
@@ -62,11 +63,12 @@ public sealed class ResourceManager
         public const string PeerMuxerMemory = "muxer memory per peer";
         public const string AddressMuxerMemory = "muxer memory per address";
         public const string SubnetMuxerMemory = "muxer memory per subnet";
+        public const string ConnectionMuxerMemory = "muxer memory per connection";
     }
 
     public ResourceLimits Limits => _limits;
 
-    /// <summary>The receive-window memory every muxed connection reserves from (the system scope).</summary>
+    /// <summary>The memory every muxed connection reserves from (the system scope): grown windows and buffered bytes, not idle streams.</summary>
     public MemoryBudget Memory { get; }
 
     /// <summary>
@@ -409,6 +411,8 @@ public sealed class ResourceManager
                 return true;
             }
         }
+
+        public void CountConnectionRefusal() => owner.CountRefusal(Scopes.ConnectionMuxerMemory);
 
         public void Release(long bytes)
         {

@@ -11,4 +11,9 @@ public interface IMemoryScope
 
     /// <summary>Returns <paramref name="bytes"/> reserved earlier.</summary>
     void Release(long bytes);
+
+    /// <summary>A reservation was refused before it reached this scope (by the connection's own limit); counts it where refusals are counted.</summary>
+    void CountConnectionRefusal()
+    {
+    }
 }

@@ -73,7 +73,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     /// <summary>Completes when the connection is closed; faults with the reason (e.g. a protocol violation).</summary>
     public Task Completion => _completion.Task;
 
-    /// <summary>Receive-window bytes reserved by this connection's streams.</summary>
+    /// <summary>Bytes this connection has reserved: grown windows and buffered bytes beyond the free amount.</summary>
     public long ReservedMemory
     {
         get
@@ -641,6 +641,19 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 return;
             }
 
+            if (!_session.TryBuffer(stream, payload.Length))
+            {
+                // No memory for these bytes in this connection's or the host's scopes: this stream is reset (RST
+                // queued by the session), the rest of the frame is dropped, and the connection and its other streams go on.
+                _payloadDeliver = false;
+                LogResetForMemory(stream.Id, payload.Length);
+                ReleaseAckWaiters();
+                CompleteInput(stream, new ResourceLimitException("yamux memory", _options.MaxConnectionMemory,
+                    $"yamux: stream {stream.Id} was reset: no memory for {payload.Length} more buffered bytes (the application has not read what it holds)"));
+                Wake();
+                return;
+            }
+
             var writer = stream.InPipe.Writer;
             foreach (var segment in payload)
             {
@@ -656,8 +669,6 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     source = source[n..];
                 }
             }
-
-            YamuxSession.OnDelivered(stream, payload.Length);
 
             // The input pipe never pauses (the window bounds it), so this completes synchronously.
             var flush = writer.FlushAsync();
@@ -959,6 +970,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: refused inbound stream {StreamId} (cap, backlog or GoAway)")]
     private partial void LogRefused(uint streamId);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: reset stream {StreamId}: no memory for {Bytes} more buffered bytes")]
+    private partial void LogResetForMemory(uint streamId, long bytes);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: the remote sent GoAway ({Code})")]
     private partial void LogGoAway(YamuxGoAwayCode code);

@@ -23,6 +23,11 @@ namespace Potluck.Protocol.Yamux;
 /// application accepts it (as go-yamux does, not on its first write as the libp2p notes suggest); past
 /// <see cref="YamuxOptions.MaxInboundStreams"/> or <see cref="YamuxOptions.AcceptBacklog"/>, or after our
 /// GoAway, a SYN is answered with RST.</item>
+/// <item>Memory is reserved for what a remote can make us hold, not for windows at open (go-yamux reserves each
+/// stream's initial 256 KiB when it opens): an idle stream reserves nothing; a window grown beyond 256 KiB is reserved
+/// whole before it is granted (refused: not grown); bytes buffered and not yet read are reserved as they arrive, beyond
+/// <see cref="YamuxOptions.FreeReceiveBuffer"/> per connection (refused: that stream is reset). See
+/// <see cref="YamuxSession"/>.</item>
 /// <item>No keep-alive pings: liveness is libp2p ping's job. Ping replies beyond
 /// <see cref="YamuxOptions.MaxPendingControlFrames"/> queued are dropped, as go-yamux drops them.</item>
 /// <item>Disposing a stream half-closes it (FIN) and stops reading; data still arriving is dropped and its
@@ -40,7 +45,7 @@ public sealed class YamuxMuxer : IStreamMuxer
 
     private readonly MemoryBudget? _budget;
 
-    /// <param name="budget">Shared by every connection of a host: each stream's receive window is reserved from it (the resource manager's memory scope).</param>
+    /// <param name="budget">Shared by every connection of a host: grown windows and buffered bytes are reserved from it (the resource manager's memory scope).</param>
     public YamuxMuxer(YamuxOptions options, NodeRuntime runtime, ILoggerFactory loggers, MemoryBudget? budget = null)
     {
         _budget = budget;

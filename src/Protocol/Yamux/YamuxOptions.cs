@@ -14,14 +14,22 @@ public sealed record YamuxOptions
     public uint MaxStreamWindow { get; init; } = 16 * 1024 * 1024;
 
     /// <summary>
-    /// Receive-window memory one connection may grant over all its streams (each stream starts with 256 KiB the remote
-    /// may fill before anyone reads, and auto-tuning grows it). A stream that does not fit is refused (an inbound SYN
-    /// is answered with RST, opening one of ours throws a <see cref="Runtime.ResourceLimitException"/>) and a window
-    /// that does not fit is not grown. Default 32 MiB (128 streams at the initial window). The host also reserves every
-    /// window from its peer's, address's and subnet's shares of its system-wide budget
+    /// Memory one connection may reserve for what its remote can make us hold: a stream's whole window once auto-tuning
+    /// grows it beyond the initial 256 KiB (reserved before it is granted; refused: the window is not grown) and bytes buffered in stream
+    /// inputs, not yet read, beyond <see cref="FreeReceiveBuffer"/> (reserved as they arrive; refused: that stream is reset
+    /// with RST). Idle streams reserve nothing: the initial window is not reserved at open. Default 32 MiB. The host also
+    /// reserves all of it from its peer's, address's and subnet's shares of its system-wide budget
     /// (<c>host:resources:maxMuxerMemoryPerPeer</c>, <c>…PerAddress</c>, <c>…PerSubnet</c>, <c>…maxMuxerMemory</c>).
     /// </summary>
     public long MaxConnectionMemory { get; init; } = 32L * 1024 * 1024;
+
+    /// <summary>
+    /// Bytes buffered in a connection's stream inputs (over all its streams, beyond what grown windows back) that are not
+    /// reserved from <see cref="MaxConnectionMemory"/> and the host's scopes, so that small messages (pings, identify,
+    /// lease messages) are still received when strangers have filled the node's budget. What one connection can make
+    /// us buffer is at most what it reserved plus this. Default 64 KiB.
+    /// </summary>
+    public long FreeReceiveBuffer { get; init; } = 64 * 1024;
 
     /// <summary>Most streams the remote may have open with us at once; more are refused with RST. Default 1000.</summary>
     public int MaxInboundStreams { get; init; } = 1000;
@@ -68,6 +76,8 @@ public sealed record YamuxOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxStreamWindow, InitialStreamWindow, nameof(MaxStreamWindow));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxStreamWindow, (uint)int.MaxValue, nameof(MaxStreamWindow));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnectionMemory, (long)InitialStreamWindow, nameof(MaxConnectionMemory));
+        ArgumentOutOfRangeException.ThrowIfNegative(FreeReceiveBuffer, nameof(FreeReceiveBuffer));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(FreeReceiveBuffer, MaxConnectionMemory, nameof(FreeReceiveBuffer));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxInboundStreams, nameof(MaxInboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxOutboundStreams, nameof(MaxOutboundStreams));
         ArgumentOutOfRangeException.ThrowIfNegative(AcceptBacklog, nameof(AcceptBacklog));

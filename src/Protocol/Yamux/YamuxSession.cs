@@ -19,6 +19,11 @@ internal class YamuxStreamState(uint id, bool outbound)
     internal long RecvAvailable = YamuxOptions.InitialStreamWindow;
     internal long Buffered;
     internal long PendingCredit;
+
+    // Memory: the window reserved for this stream: its whole window once it has grown beyond the initial one (reserved
+    // before the larger window was granted), else 0; 0 again once the stream is removed (nothing more may arrive).
+    // Buffered bytes beyond it are the session's unbacked bytes (see YamuxSession).
+    internal long Backed;
     internal long EpochStart;
 
     // Control frames waiting for the writer.
@@ -89,6 +94,18 @@ internal struct InboundOutcome
 /// stream ids, the stream table, flow-control accounting (including go-yamux style receive-window
 /// auto-tuning), the caps, and the queues the writer drains. Time is a <see cref="TimeProvider"/> timestamp
 /// passed in by the caller; the RTT is in the same units.
+/// <para>
+/// Memory is reserved (from the connection's <see cref="YamuxOptions.MaxConnectionMemory"/> and the host's scopes) for
+/// what the remote can actually make us hold, not for windows at open: an idle stream reserves nothing. Two things are
+/// reserved: (1) a stream's whole window when auto-tuning grows it beyond the initial 256 KiB, before the larger window
+/// is granted (refused: the window stays as it is, which is backpressure, never a reset; as in go-yamux's
+/// <c>sendWindowUpdate</c>), so a bulk stream's buffered bytes are always reserved; (2) bytes delivered into the input
+/// of a stream whose window has not grown, not yet read, once this connection holds more than
+/// <see cref="YamuxOptions.FreeReceiveBuffer"/> of them (refused: that stream, whose remote sent bytes we have no memory
+/// for, is reset; the connection and its other streams go on). So what one connection buffers is at
+/// most what it has reserved plus <see cref="YamuxOptions.FreeReceiveBuffer"/>, and what a remote can make the node
+/// buffer is bounded by the scopes it reserves in plus that free amount per connection.
+/// </para>
 /// </summary>
 internal sealed class YamuxSession
 {
@@ -104,10 +121,16 @@ internal sealed class YamuxSession
     private int _backlog;
     private int _unacked;
 
+    // Memory (see the class summary): _reservedMemory == _growth + max(0, _unbacked - FreeReceiveBuffer) until released;
+    // _growth is the sum of the streams' Backed, _unbacked the sum of their max(0, Buffered - Backed).
     private readonly Runtime.IMemoryScope? _budget;
+    private long _growth;
+    private long _unbacked;
+    private long _buffered;
     private long _reservedMemory;
     private bool _memoryReleased;
     private long _refusedForMemory;
+    private long _resetForMemory;
 
     public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream, Runtime.IMemoryScope? budget = null)
     {
@@ -129,11 +152,17 @@ internal sealed class YamuxSession
 
     public int StreamCount => _streams.Count;
 
-    /// <summary>Receive-window bytes this connection has granted (and reserved) over its open streams.</summary>
+    /// <summary>Bytes reserved now: windows grown beyond the initial one, and other buffered bytes beyond the free amount.</summary>
     public long ReservedMemory => _reservedMemory;
 
-    /// <summary>Streams refused and windows not grown because the memory limits would have been passed.</summary>
+    /// <summary>Reservations refused (windows not grown, deliveries refused) because a memory limit would have been passed.</summary>
     public long RefusedForMemory => _refusedForMemory;
+
+    /// <summary>Streams reset because bytes their remote sent (within the window) could not be reserved.</summary>
+    public long ResetForMemory => _resetForMemory;
+
+    /// <summary>Bytes delivered to stream inputs and not yet read or discarded, over all streams (closed ones too).</summary>
+    public long BufferedBytes => _buffered;
 
     /// <summary>Returns everything still reserved to the shared budget; the session reserves nothing after this.</summary>
     public void ReleaseAllMemory()
@@ -148,27 +177,55 @@ internal sealed class YamuxSession
         _reservedMemory = 0;
     }
 
-    private bool TryReserveMemory(long bytes)
+    /// <summary>
+    /// Moves <paramref name="stream"/> to <paramref name="buffered"/> bytes held and <paramref name="backed"/> bytes of
+    /// window reserved, reserving or releasing the difference. Refused (nothing changes) when more must be reserved and a
+    /// limit would be passed; a change that needs less never fails.
+    /// </summary>
+    private bool TrySetMemory(YamuxStreamState stream, long buffered, long backed)
     {
-        if (_memoryReleased || _reservedMemory + bytes > _options.MaxConnectionMemory || (_budget is not null && !_budget.TryReserve(bytes)))
-        {
-            _refusedForMemory++;
-            return false;
-        }
-
-        _reservedMemory += bytes;
-        return true;
-    }
-
-    private void ReleaseMemory(long bytes)
-    {
+        var growth = _growth - stream.Backed + backed;
+        var unbacked = _unbacked - Math.Max(0, stream.Buffered - stream.Backed) + Math.Max(0, buffered - backed);
+        var target = growth + Math.Max(0, unbacked - _options.FreeReceiveBuffer);
         if (_memoryReleased)
         {
-            return;
+            // Closed: everything went back to the budget; a change that would need more is refused.
+            if (target > _growth + Math.Max(0, _unbacked - _options.FreeReceiveBuffer))
+            {
+                _refusedForMemory++;
+                return false;
+            }
+        }
+        else
+        {
+            var more = target - _reservedMemory;
+            if (more > 0 && target > _options.MaxConnectionMemory)
+            {
+                _refusedForMemory++;
+                _budget?.CountConnectionRefusal();
+                return false;
+            }
+
+            if (more > 0 && _budget is not null && !_budget.TryReserve(more))
+            {
+                _refusedForMemory++;
+                return false;
+            }
+
+            if (more < 0)
+            {
+                _budget?.Release(-more);
+            }
+
+            _reservedMemory = target;
         }
 
-        _reservedMemory -= bytes;
-        _budget?.Release(bytes);
+        _buffered += buffered - stream.Buffered;
+        _growth = growth;
+        _unbacked = unbacked;
+        stream.Buffered = buffered;
+        stream.Backed = backed;
+        return true;
     }
 
     public int InboundCount => _inbound;
@@ -207,12 +264,7 @@ internal sealed class YamuxSession
             throw new Runtime.ResourceLimitException("yamux stream ids per connection", uint.MaxValue / 2, "yamux: stream ids are exhausted on this connection");
         }
 
-        if (!TryReserveMemory(YamuxOptions.InitialStreamWindow))
-        {
-            throw new Runtime.ResourceLimitException("yamux memory", _options.MaxConnectionMemory,
-                $"yamux: no memory for another stream's receive window ({_reservedMemory} bytes reserved on this connection)");
-        }
-
+        // Nothing is reserved for the initial window: memory is reserved as bytes arrive (see the class summary).
         var id = _nextOutboundId;
         _nextOutboundId += 2;
         var stream = _createStream(id, true);
@@ -317,8 +369,8 @@ internal sealed class YamuxSession
                 return outcome;
             }
 
-            if (LocalGoAway || _inbound >= _options.MaxInboundStreams || _backlog >= _options.AcceptBacklog
-                || !TryReserveMemory(YamuxOptions.InitialStreamWindow))
+            // An idle stream reserves no memory: its data is reserved as it arrives (see the class summary).
+            if (LocalGoAway || _inbound >= _options.MaxInboundStreams || _backlog >= _options.AcceptBacklog)
             {
                 outcome.WorkQueued = TryQueueControl(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, header.StreamId, 0));
                 outcome.PayloadLength = isData ? header.Length : 0;
@@ -408,13 +460,30 @@ internal sealed class YamuxSession
         return outcome;
     }
 
-    /// <summary>Payload bytes reached the stream's input buffer.</summary>
-    public static void OnDelivered(YamuxStreamState stream, long count) => stream.Buffered += count;
+    /// <summary>
+    /// Reserves <paramref name="count"/> payload bytes about to be put in the stream's input (call before delivering
+    /// them). False when they do not fit the connection's or the host's memory: the stream is then reset (RST queued;
+    /// the caller fails its input and drops the payload), and the connection and its other streams go on.
+    /// </summary>
+    public bool TryBuffer(YamuxStreamState stream, long count)
+    {
+        if (TrySetMemory(stream, stream.Buffered + count, stream.Backed))
+        {
+            return true;
+        }
+
+        if (ResetLocal(stream))
+        {
+            _resetForMemory++;
+        }
+
+        return false;
+    }
 
     /// <summary>The application consumed <paramref name="count"/> bytes; may queue a window update.</summary>
     public bool OnConsumed(YamuxStreamState stream, long count, long now)
     {
-        stream.Buffered = Math.Max(0, stream.Buffered - count);
+        TrySetMemory(stream, Math.Max(0, stream.Buffered - count), stream.Backed); // less: never refused
         return Credit(stream, count, now);
     }
 
@@ -431,7 +500,7 @@ internal sealed class YamuxSession
 
         stream.LocalInputDone = true;
         var unread = stream.Buffered;
-        stream.Buffered = 0;
+        TrySetMemory(stream, 0, stream.Backed); // less: never refused
         return Credit(stream, unread, now);
     }
 
@@ -526,9 +595,10 @@ internal sealed class YamuxSession
         var delta = stream.PendingCredit;
         if (Rtt > 0 && now - stream.EpochStart < Rtt * 4 && stream.RecvWindow < _options.MaxStreamWindow)
         {
-            // Only as far as the connection's and the host's memory allow; otherwise the window stays as it is.
+            // Only as far as the connection's and the host's memory allow; otherwise the window stays as it is
+            // (backpressure: the stream goes on at its current window, as go-yamux's sendWindowUpdate does).
             var grown = Math.Min(stream.RecvWindow * 2, _options.MaxStreamWindow);
-            if (TryReserveMemory(grown - stream.RecvWindow))
+            if (TrySetMemory(stream, stream.Buffered, grown))
             {
                 delta += grown - stream.RecvWindow;
                 stream.RecvWindow = grown;
@@ -583,7 +653,9 @@ internal sealed class YamuxSession
 
         stream.Removed = true;
         _streams.Remove(stream.Id);
-        ReleaseMemory(stream.RecvWindow);
+        // Nothing more may arrive, so the reserved window is returned; bytes still buffered stay reserved until the
+        // application reads them or completes its input (this never needs more: they were backed or reserved).
+        TrySetMemory(stream, stream.Buffered, 0);
         if (stream.AwaitingAck)
         {
             stream.AwaitingAck = false;

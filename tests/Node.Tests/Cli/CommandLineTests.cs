@@ -216,6 +216,7 @@ public class CommandLineTests
     [TestCase("{\"bootstrap\": [\"/ip4/1.2.3.4/tcp/1\"]}", "'bootstrap:0' is /ip4/1.2.3.4/tcp/1; it needs the peer id at the end")]
     [TestCase("{\"host\": {\"dialTimeout\": \"-00:00:01\"}}", "'host:dialTimeout' is -00:00:01; it must be a positive duration")]
     [TestCase("{\"host\": {\"resources\": {\"maxMuxerMemoryPerAddress\": 1000}}}", "'host:resources:maxMuxerMemoryPerAddress' is 1000; it must be at least 262144")]
+    [TestCase("{\"yamux\": {\"freeReceiveBuffer\": -1}}", "'yamux:freeReceiveBuffer' is -1; it must be 0 to 'yamux:maxConnectionMemory' (33554432)")]
     [TestCase("{\"gossip\": {\"protocols\": [\"/meshsub/9.9.9\"]}}", "'gossip:protocols' must list one or more of /meshsub/1.2.0, /meshsub/1.1.0, /meshsub/1.0.0 and /floodsub/1.0.0")]
     public void BadSettings_AreRefusedAtStart_WithTheKeyAndWhatWouldBeRight(string json, string expected)
     {

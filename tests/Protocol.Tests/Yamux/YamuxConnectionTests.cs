@@ -60,6 +60,43 @@ public class YamuxConnectionTests
     }
 
     [Test]
+    [Category("Adversarial")]
+    public async Task DataPastTheConnectionsMemory_ResetsOnlyTheStreamItCameOn_WithATypedError()
+    {
+        // Room for one unread window: 256 KiB reserved (the connection's limit) and 64 KiB free.
+        var (connection, peer) = Start(initiator: false, options: new YamuxOptions { MeasureRttOnStart = false, MaxConnectionMemory = YamuxOptions.InitialStreamWindow });
+        var window = new byte[YamuxOptions.InitialStreamWindow];
+        new Random(6).NextBytes(window);
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, (uint)window.Length), window);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 3, (uint)window.Length), window);
+        var first = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        var second = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+
+        // The second stream's bytes did not fit: RST to the remote, a ResourceLimitException to our reader.
+        YamuxHeader rst;
+        do
+        {
+            rst = await peer.ReceiveUntilAsync(YamuxFrameType.WindowUpdate);
+        }
+        while (!rst.Flags.HasFlag(YamuxFlags.Rst));
+        Assert.That(rst.StreamId, Is.EqualTo(3u));
+        var e = Assert.ThrowsAsync<ResourceLimitException>(async () => await second.Input.ReadAsync().AsTask().WaitAsync(HangGuard));
+        Assert.That(Failures.Classify(e!).Kind, Is.EqualTo(FailureKind.ResourceLimit));
+
+        // The first stream and the connection go on: its bytes are intact, and reading them returns the memory.
+        var read = await first.Input.ReadAtLeastAsync(window.Length).AsTask().WaitAsync(HangGuard);
+        Assert.That(read.Buffer.ToArray(), Is.EqualTo(window));
+        first.Input.AdvanceTo(read.Buffer.End);
+        Assert.That(connection.ReservedMemory, Is.Zero);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 5, 4), [1, 2, 3, 4]);
+        var third = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        var small = await third.Input.ReadAtLeastAsync(4).AsTask().WaitAsync(HangGuard);
+        Assert.That(small.Buffer.ToArray(), Is.EqualTo(new byte[] { 1, 2, 3, 4 }));
+        Assert.That(connection.Completion.IsCompleted, Is.False);
+    }
+
+    [Test]
     public async Task ConsumingHalfTheWindow_SendsAWindowUpdateForWhatWasConsumed()
     {
         var (connection, peer) = Start(initiator: false);

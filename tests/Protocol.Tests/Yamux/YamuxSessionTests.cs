@@ -133,6 +133,6 @@ public class YamuxSessionTests
     {
         var outcome = session.OnHeader(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.None, stream.Id, length), 0);
         Assert.That(outcome.Violation, Is.Null);
-        YamuxSession.OnDelivered(stream, length);
+        Assert.That(session.TryBuffer(stream, length), Is.True);
     }
 }
