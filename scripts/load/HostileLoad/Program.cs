@@ -172,14 +172,15 @@ public static partial class Program
                 $"RSS {Mib(Rss(node))}; afterwards {afterStreams}"));
             foreach (var s in greedyStreams) await s.DisposeAsync();
 
-            // 5. Many idle streams from one address: 16 fresh identities (within the per-address cap of 16 connections), each
-            // holding 64 ping streams (the per-peer, per-protocol limit); each stream's receive window is reserved from
-            // the node's shared muxer budget. Does an honest requester on another address still get streams?
+            // 5. Many idle streams from four /24s: 16 fresh identities on each of 4 addresses in 4 /24s (within the per-address
+            // cap of 16 connections), each holding 64 ping streams (the per-peer, per-protocol limit): 4,096 streams, 1 GiB
+            // of windows had each stream's 256 KiB been reserved at open (4 times the node's muxer budget, each address
+            // within its share). Does an honest requester on another address still get streams?
             var hoarders = new List<Libp2pHost>();
             var hoarded = 0;
-            for (var i = 0; i < 16; i++)
+            for (var i = 0; i < 64; i++)
             {
-                var h = NewHost(runtime, IPAddress.Parse("127.0.0.7"));
+                var h = NewHost(runtime, new IPAddress([127, 0, (byte)(40 + i / 16), 7]));
                 hoarders.Add(h);
                 try
                 {
@@ -197,7 +198,7 @@ public static partial class Program
             }
             await Task.Delay(500);
             var whileHoarded = await honest.MeasureAsync("hoarded", samples / 3, samples / 3);
-            rows.Add(("16 peers from one address each holding 64 idle ping streams", $"{hoarded:N0} streams opened; meanwhile {whileHoarded} ({whileHoarded.Against(unloaded)}); " +
+            rows.Add(("64 peers on 4 addresses in 4 /24s, each holding 64 idle ping streams", $"{hoarded:N0} streams opened; meanwhile {whileHoarded} ({whileHoarded.Against(unloaded)}); " +
                 $"RSS {Mib(Rss(node))}; the node's refusals so far: {await RefusedAsync(dataDir)}"));
             foreach (var h in hoarders) await h.DisposeAsync();
 
