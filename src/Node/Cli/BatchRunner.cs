@@ -120,7 +120,9 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             await console.Progress()
                 .AutoClear(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+                // Rate and time left are in the description (Spectre's own remaining-time column guesses from the bar alone);
+                // with them twice the line wrapped into two garbled rows on an 80-column terminal.
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn { Width = 10 }, new PercentageColumn())
                 .StartAsync(async context =>
                 {
                     var bar = context.AddTask("batch", maxValue: pending.Count);
@@ -129,7 +131,7 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
                         await Task.WhenAny(all, Task.Delay(TimeSpan.FromMilliseconds(250), time, CancellationToken.None));
                         bar.Value = Volatile.Read(ref done) + Volatile.Read(ref failed);
                         var rate = Rate(out var eta);
-                        bar.Description = Markup.Escape($"done {done}/{pending.Count}, running {running}, failed {failed}, verified {verified}, {rate}/s, {eta} left");
+                        bar.Description = Markup.Escape($"{done}/{pending.Count} done, {running} running, {failed} failed, {verified} verified, {rate}/s, {eta} left");
                     }
                     bar.Value = pending.Count;
                 });
