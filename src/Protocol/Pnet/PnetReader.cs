@@ -14,6 +14,9 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
 {
     private PnetCipher? _cipher;
 
+    /// <summary>"/multistream/1.0.0\n" with its length prefix: what a peer without a swarm key sends first.</summary>
+    private static ReadOnlySpan<byte> PlainMultistreamHeader => "\u0013/multistream/1.0.0\n"u8;
+
     /// <summary>The buffer last handed out; the caller's AdvanceTo positions point into it.</summary>
     private ReadOnlySequence<byte> _handedOut;
 
@@ -62,6 +65,16 @@ internal sealed class PnetReader(PipeReader inner, byte[] key) : PipeReader
                 return Forward(buffer.Slice(0, 0), result, out forwarded);
             }
             var nonce = buffer.Slice(0, PnetProtector.NonceSize).ToArray();
+            if (nonce.AsSpan().StartsWith(PlainMultistreamHeader))
+            {
+                // A random nonce starts so with probability 2^-160: the remote speaks libp2p without a swarm key. Said
+                // as a multistream violation, which is how both sides recognise a likely swarm-key mismatch, whatever
+                // the remote sent after it (a stranger that hangs up after its first bytes used to look merely gone).
+                inner.AdvanceTo(buffer.Start, buffer.End);
+                throw new ProtocolViolationException("multistream-select",
+                    "the remote sent a plain multistream-select header where a private network's nonce belongs: it has no swarm key",
+                    ViolationCode.Malformed, BlastRadius.Connection);
+            }
             _cipher = new PnetCipher(key, nonce);
             buffer = buffer.Slice(PnetProtector.NonceSize);
             _plain = 0;

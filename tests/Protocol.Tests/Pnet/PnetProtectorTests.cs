@@ -209,6 +209,20 @@ public class PnetProtectorTests
     }
 
     [Test]
+    public async Task Reader_PlainMultistreamHeaderWhereTheNonceBelongs_IsAMultistreamViolation_EvenIfTheRemoteHangsUp()
+    {
+        // A peer without the swarm key opens with multistream-select's header, then the Noise proposal, and may hang up
+        // as soon as it reads our (to it) garbage: the listener must still see a swarm-key mismatch, not a peer gone.
+        var (a, b) = PipePair.Create();
+        var pb = PnetProtector.Protect(b, SwarmKey.Generate());
+        await a.Output.WriteAsync("\u0013/multistream/1.0.0\n\u0007/noise\n"u8.ToArray());
+        await a.Output.CompleteAsync();
+        var ex = Assert.ThrowsAsync<ProtocolViolationException>(async () => await pb.Input.ReadAsync());
+        Assert.That(ex!.Protocol, Is.EqualTo("multistream-select"));
+        Assert.That(ex.Reason, Does.Contain("no swarm key"));
+    }
+
+    [Test]
     public async Task Reader_ConnectionClosedBeforeAnyByte_IsACleanEnd()
     {
         var (a, b) = PipePair.Create();
