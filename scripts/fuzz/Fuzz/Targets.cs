@@ -272,6 +272,11 @@ internal static class Targets
         }, Key);
         var receipt = SignedReceipt.Create(Receipt.For(attestation, 10, DateTimeOffset.FromUnixTimeMilliseconds(1_900_000_001_000)), Other);
         var ack = MessagePack.MessagePackSerializer.Serialize(new ReceiptAck { Status = ReceiptAckStatus.Recorded, Detail = "" });
+        var debitNote = SignedDebitNote.Create(new DebitNote
+        {
+            LeaseId = [0, 0, 0, 0, 0, 0, 0, 7], Requester = Other.PeerId.ToBytes(), Provider = peer.ToBytes(), SliceIndex = 2,
+            CumulativeFuel = 3UL << 30, PricePerMillionFuel = 10, CumulativeAmount = 32_213, PaidBefore = 21_475, TimestampUnixMs = 1_900_000_000_000,
+        }, Key);
         LeaseMessage[] leaseMessages =
         [
             request,
@@ -284,6 +289,7 @@ internal static class Targets
             new LeaseResult { RequestId = 7, Status = ExecutionStatus.Success, FuelUsed = 123_456, OutputHash = new byte[32], OutputSize = 3, Output = [1, 2, 3], Attestation = attestation.EnvelopeBytes },
             new LeaseReceipt { RequestId = 7, Envelope = receipt.EnvelopeBytes },
             new LeaseReceiptAck { RequestId = 7, Ack = ack },
+            new LeaseDebitNote { RequestId = 7, Note = debitNote.EnvelopeBytes },
         ];
         var leaseSeeds = leaseMessages.Select(LeaseCodec.Serialize).ToArray();
         yield return new("lease message (MessagePack)", leaseSeeds, b => LeaseCodec.TryDeserialize(b, leaseOptions, out _) == DecodeStatus.Done);
@@ -311,10 +317,12 @@ internal static class Targets
             SignedEnvelope.Seal(Key, SignatureDomains.Attestation, leaseSeeds[0]).Encode(),
             receipt.EnvelopeBytes,
             attestation.EnvelopeBytes,
+            debitNote.EnvelopeBytes,
         };
         yield return new("signed envelope (MessagePack)", envelopes, b => SignedEnvelope.TryDecode(b, credits, out _) == EnvelopeStatus.Valid);
         yield return new("receipt (MessagePack)", envelopes, b => SignedReceipt.Decode(b, credits).IsValid);
         yield return new("attestation (MessagePack)", envelopes, b => SignedAttestation.Decode(b, credits).IsValid);
+        yield return new("debit note (MessagePack)", envelopes, b => SignedDebitNote.Decode(b, credits).IsValid);
         yield return new("receipt acknowledgement (MessagePack)", [ack, MessagePack.MessagePackSerializer.Serialize(new ReceiptAck { Status = ReceiptAckStatus.AlreadyRecorded, Detail = "again" })],
             b => ReceiptProtocol.TryDecodeAck(b, out _));
 
