@@ -152,6 +152,7 @@ public sealed class ComputeNode : IAsyncDisposable
                 {
                     provider.RefuseRequester = chain.IsForker;
                     provider.HasVerifiedStanding = chain.HasVerifiedStanding;
+                    provider.VerifiedCredit = chain.VerifiedCredit;
                 }
             }
             fraud.Start();

@@ -66,6 +66,16 @@ public sealed record ChainHistoryOptions
     /// <summary>Verdicts kept at once (the oldest go first). Default 4,096, in [16, 1,000,000].</summary>
     public int MaxCached { get; init; } = 4096;
 
+    /// <summary>
+    /// The share of a requester's net verified contribution (<see cref="HistoryCredit.Contribution"/>) this provider lends it
+    /// beyond a stranger's credit limit (<c>compute:provider:creditLimitPerRequester</c>). Default 0.25, in [0, 1]; 0 turns
+    /// credit from history off. The same history counts at every provider, so n providers lend up to n × this share of it.
+    /// </summary>
+    public double CreditShare { get; init; } = 0.25;
+
+    /// <summary>Most extra credit (micro-credits) a verified history earns a requester here. Default 10,000,000 (ten credits), in [0, 10^15].</summary>
+    public long MaxCredit { get; init; } = 10_000_000;
+
     /// <summary>Range checks, each message naming the key under <paramref name="prefix"/> (for the options validator at start).</summary>
     public IEnumerable<string> Validate(string prefix)
     {
@@ -80,6 +90,14 @@ public sealed record ChainHistoryOptions
         if (CacheFor < TimeSpan.FromSeconds(1) || CacheFor > TimeSpan.FromDays(1))
         {
             yield return $"'{prefix}:cacheFor' is {CacheFor}; it must be between 00:00:01 and 1.00:00:00";
+        }
+        if (!(CreditShare >= 0 && CreditShare <= 1))
+        {
+            yield return $"'{prefix}:creditShare' is {CreditShare}; it must be 0 to 1 (the share of verified contribution lent beyond a stranger's credit)";
+        }
+        if (MaxCredit is < 0 or > 1_000_000_000_000_000)
+        {
+            yield return $"'{prefix}:maxCredit' is {MaxCredit}; it must be 0 to 1000000000000000 (micro-credits)";
         }
         if (MaxCached is < 16 or > 1_000_000)
         {

@@ -19,7 +19,7 @@ namespace Potluck.Scheduler.Accounting;
 /// </summary>
 public sealed partial class TrustChainService
 {
-    private readonly Dictionary<PeerId, (DateTimeOffset At, bool Standing)> _histories = [];
+    private readonly Dictionary<PeerId, (DateTimeOffset At, bool Standing, long Credit)> _histories = [];
     private const int MaxConcurrentHistoryChecks = 8;
     private readonly HashSet<PeerId> _checking = [];
     private long _historiesVerified;
@@ -73,11 +73,35 @@ public sealed partial class TrustChainService
         return false;
     }
 
+    /// <summary>
+    /// As a provider: the credit <paramref name="requester"/>'s own chain earns it here beyond a stranger's limit
+    /// (<see cref="HistoryCredit"/>; kept with the verdict for <see cref="ChainHistoryOptions.CacheFor"/>). 0 for a forker,
+    /// and while there is no fresh verdict: a check then begins in the background (as <see cref="HasVerifiedStanding"/>).
+    /// </summary>
+    public long VerifiedCredit(PeerId requester)
+    {
+        var options = _options.History;
+        if (!options.Enabled || IsForker(requester))
+        {
+            return 0;
+        }
+        lock (_gate)
+        {
+            if (_histories.TryGetValue(requester, out var verdict) && _time.GetUtcNow() - verdict.At < options.CacheFor)
+            {
+                return verdict.Credit;
+            }
+        }
+        HasVerifiedStanding(requester); // no fresh verdict: starts a check (bounded as there)
+        return 0;
+    }
+
     /// <summary>Checks <paramref name="requester"/>'s chain now and records the verdict; the verified earnings (0 when refused).</summary>
     public async Task<long> CheckHistoryAsync(PeerId requester, CancellationToken ct)
     {
         var options = _options.History;
         long earned = 0;
+        long contribution = 0;
         var status = HistoryStatus.Valid;
         var head = await AskHistoryAsync(requester, [], ct);
         if (head is { Status: HistoryStatus.Valid, Head: { } top })
@@ -92,6 +116,7 @@ public sealed partial class TrustChainService
             if (status == HistoryStatus.Valid)
             {
                 earned = ChainHistoryCheck.VerifiedEarnings(sample.Value.Payments, Backed);
+                contribution = HistoryCredit.Contribution(sample.Value.Payments, _key.PeerId, Backing);
             }
         }
         else if (head is { } refused)
@@ -109,13 +134,16 @@ public sealed partial class TrustChainService
             LogHistoryRefused(_log, requester, status);
         }
         Interlocked.Increment(ref standing ? ref _historiesVerified : ref _historiesRefused);
+        // The extra credit is kept with the verdict; none without standing, for a forker, or with audit violations here.
+        var credit = standing && !IsForker(requester) && _ledger.Requester(requester).Violations == 0
+            ? HistoryCredit.Extra(contribution, options.CreditShare, options.MaxCredit) : 0;
         lock (_gate)
         {
             if (_histories.Count >= options.MaxCached && !_histories.ContainsKey(requester))
             {
                 _histories.Remove(_histories.MinBy(h => h.Value.At).Key);
             }
-            _histories[requester] = (_time.GetUtcNow(), standing);
+            _histories[requester] = (_time.GetUtcNow(), standing, credit);
         }
         return standing ? earned : 0;
     }
@@ -133,6 +161,20 @@ public sealed partial class TrustChainService
         }
         var record = _ledger.Requester(payer);
         return record.Supplied > 0 && record.Debt <= 0 && record.Violations == 0;
+    }
+
+    /// <summary>
+    /// What a payer can vouch for here (<see cref="HistoryCredit.Contribution"/>): its surplus with this node first-hand
+    /// (supplied beyond what it took) when it is in good standing (<see cref="Backed"/>), else 0. This node's own payments
+    /// are in the requester's record already and are left out before this is asked.
+    /// </summary>
+    private long Backing(PeerId payer)
+    {
+        if (payer == _key.PeerId || !Backed(payer))
+        {
+            return 0;
+        }
+        return Math.Max(0, -_ledger.Requester(payer).Debt);
     }
 
     private static ulong RandomBelow(ulong n)

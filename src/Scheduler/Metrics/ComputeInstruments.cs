@@ -54,6 +54,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _diskEvictions;
     private readonly Counter<long> _diskEvicted;
     private readonly Counter<long> _debitNotes;
+    private readonly Counter<long> _historyCredit;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -82,6 +83,7 @@ public sealed class ComputeInstruments
         _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
         _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
         _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
+        _historyCredit = meter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -156,6 +158,9 @@ public sealed class ComputeInstruments
         _debitNotes.Add(1, RoleTag(role), new KeyValuePair<string, object?>("outcome", outcome));
 
     public void ChainRecovery(string outcome, long count = 1) => _chainRecovery.Add(count, new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <summary>A lease request admitted beyond a stranger's credit limit on credit from the requester's verified history.</summary>
+    public void HistoryCredit() => _historyCredit.Add(1);
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 

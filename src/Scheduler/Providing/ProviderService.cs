@@ -410,7 +410,8 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
         // Receipts from a requester are only as good as what it gave: credit is what it took here beyond what it supplied
         // here, paid or not, and is bounded by the credit limit (nobody mints credit by paying with receipts it cannot back).
-        if (record.Debt > _options.CreditLimitPerRequester)
+        var creditLimit = CreditLimitFor(requester, record); // a stranger's, or more from a verified history (ProviderService.Credit.cs)
+        if (record.Debt > creditLimit)
         {
             Interlocked.Increment(ref _refusedUnpaid);
             _instruments.LeaseRefused("unpaid");
@@ -418,7 +419,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             {
                 RequestId = request.RequestId,
                 Reason = LeaseRejectReason.Policy,
-                Detail = $"owes {record.Debt} (unpaid leases {record.Unpaid}, paid {record.Consumed - record.Unpaid}, supplied {record.Supplied}), over the credit limit of {_options.CreditLimitPerRequester}",
+                Detail = $"owes {record.Debt} (unpaid leases {record.Unpaid}, paid {record.Consumed - record.Unpaid}, supplied {record.Supplied}), over the credit limit of {creditLimit}",
             };
         }
         return null;

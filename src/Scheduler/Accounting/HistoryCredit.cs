@@ -1,0 +1,86 @@
+using Potluck.Protocol.Identity;
+
+namespace Potluck.Scheduler.Accounting;
+
+/// <summary>
+/// Credit from verified history: how much more than a stranger's allowance a provider extends to a requester whose own
+/// chain (<see cref="ChainHistoryCheck"/>) shows verified contribution. Pure functions of the checked payments and what the
+/// provider knows first-hand; every sum saturates instead of overflowing.
+/// <para>
+/// Why nobody mints credit with it (issue 8, deliverable 5: no identity or coalition gets more verified fuel from honest
+/// providers than it supplied in verified fuel plus the allowances honest providers chose to extend). At one provider P,
+/// the extra credit of a requester X is at most min(<see cref="ChainHistoryOptions.MaxCredit"/>,
+/// <see cref="ChainHistoryOptions.CreditShare"/> × c), where c (<see cref="Contribution"/>) counts X's sampled earnings
+/// only from payers in good standing with P first-hand (they supplied P at least what they took, no audit violation, no
+/// fork proof), and from each payer at most that payer's surplus with P (what it supplied P beyond what it took): so every
+/// unit counted is backed by work P itself verified and paid for, done by the payer, and a coalition of identities paying
+/// each other with nothing supplied to P counts nothing. P's own payments and X's payments to P are left out (they are in
+/// X's first-hand record already). X's sampled spending (to anyone but P) is subtracted. The extra is a limit on X's debt
+/// here, which only grows as X borrows: a unit of verified contribution is borrowed against at most once at P.
+/// </para>
+/// <para>
+/// What it does not give: the same contribution counts at each provider separately, so across n providers an identity
+/// can borrow up to n × min(cap, share × c) besides n stranger allowances; hence the default share ¼ (four providers that
+/// all see the same history lend together about what it supplied) and a cap of ten credits per provider. The sample (16
+/// seqs and the head) can miss spending: a verdict counts at most the earnings sampled, so over repeated checks the extra
+/// at one provider never exceeds share × the verified earnings, though it may exceed share × net contribution when spending hides from the sample. One payer in good standing can
+/// vouch, with the same surplus, for several identities: each of those is still bounded by the cap, and the payer's
+/// surplus is work it really supplied to P.
+/// </para>
+/// </summary>
+public static class HistoryCredit
+{
+    /// <summary>
+    /// Net verified contribution, in micro-credits: earnings in <paramref name="payments"/> from each payer, up to what
+    /// <paramref name="backing"/> says that payer can vouch for here (0: not in good standing), less all sampled spending,
+    /// leaving out payments to and from <paramref name="self"/>; never negative.
+    /// </summary>
+    public static long Contribution(IEnumerable<VerifiedPayment> payments, PeerId self, Func<PeerId, long> backing)
+    {
+        ArgumentNullException.ThrowIfNull(payments);
+        ArgumentNullException.ThrowIfNull(backing);
+        var earnedFrom = new Dictionary<PeerId, long>();
+        long spent = 0;
+        foreach (var p in payments)
+        {
+            if (p.Counterparty == self || p.Amount <= 0)
+            {
+                continue;
+            }
+            if (p.Earned)
+            {
+                earnedFrom[p.Counterparty] = Add(earnedFrom.GetValueOrDefault(p.Counterparty), p.Amount);
+            }
+            else
+            {
+                spent = Add(spent, p.Amount);
+            }
+        }
+        long earned = 0;
+        foreach (var (payer, amount) in earnedFrom)
+        {
+            earned = Add(earned, Math.Min(amount, Math.Max(0, backing(payer))));
+        }
+        return Math.Max(0, earned - spent);
+    }
+
+    /// <summary>
+    /// The extra credit for a contribution: ⌊<paramref name="contribution"/> × <paramref name="share"/>⌋ in 128-bit integers
+    /// (the share rounded down to parts per million), at most <paramref name="cap"/>; 0 for anything not positive.
+    /// </summary>
+    public static long Extra(long contribution, double share, long cap)
+    {
+        if (contribution <= 0 || cap <= 0 || !(share > 0))
+        {
+            return 0;
+        }
+        var ppm = (long)Math.Floor(Math.Min(share, 1) * 1_000_000);
+        var extra = (Int128)contribution * ppm / 1_000_000;
+        return extra >= cap ? cap : (long)extra;
+    }
+
+    /// <summary>The credit limit here: the stranger's allowance plus the extra, saturating.</summary>
+    public static long Limit(long strangerLimit, long extra) => Add(Math.Max(0, strangerLimit), Math.Max(0, extra));
+
+    private static long Add(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+}
