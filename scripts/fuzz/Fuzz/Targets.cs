@@ -328,7 +328,7 @@ internal static class Targets
 
         var fraudOptions = new FraudOptions();
         var proof = FraudProof.Create(new SignedLeaseTerms { Terms = terms, ProviderSignature = new byte[64], RequesterSignature = new byte[64] }, envelopes[1], new byte[] { 0, 0x61, 0x73, 0x6d, 1, 0, 0, 0 },
-            new TaskPayload(["1"], new byte[] { 1, 2 }).Encode()).Encode();
+            new TaskPayload(["1"], new byte[] { 1, 2 }).Encode(), auditSecret: Enumerable.Range(0, LeaseAudit.SecretLength).Select(i => (byte)i).ToArray()).Encode();
         yield return new("fraud proof (MessagePack)", [proof], b =>
         {
             if (!FraudProof.TryDecode(b, fraudOptions, out var p))

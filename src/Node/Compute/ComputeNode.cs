@@ -142,6 +142,14 @@ public sealed class ComputeNode : IAsyncDisposable
             fraud.Priority = p => reputation.Get(p) is { Verified: > 0 } or { Unchecked: > 0 } or { Failures: > 0 } ? 0 : 1;
             fraud.Penalise = p => host.Budgets.Penalise(p, Misbehaviour.RefusedProof);
             fraud.Upheld = check => Forfeiture.Apply(ledger, instruments, check.Provider, check.Attestation!.Attestation.LeaseId);
+            // Accused by a requester whose own reveal does not check: that requester broke its audit commitment here.
+            fraud.RevealBroken = (check, proof) =>
+            {
+                if (check.Provider == key.PeerId && PeerId.TryFromBytes(check.Terms!.Requester, out var requester))
+                {
+                    ledger.RecordViolation(requester, check.Attestation!.Attestation.LeaseId, (int)check.Audit, proof.EncodeEvidence());
+                }
+            };
             TrustChainService? chain = null;
             if (options.Accounting.Enabled)
             {

@@ -59,8 +59,8 @@ public static class ProofForger
         return FraudProof.Create(signed, attestation.EnvelopeBytes, module, input);
     }
 
-    /// <summary>A proof of a lease that really completed (its signed terms and the provider's attestation).</summary>
-    public static FraudProof OfHonestLease(LeaseOutcome outcome, byte[] module, byte[] input) =>
+    /// <summary>A proof of a lease that really completed (its signed terms and the provider's attestation), revealing <paramref name="auditSecret"/>.</summary>
+    public static FraudProof OfHonestLease(LeaseOutcome outcome, byte[] module, byte[] input, ReadOnlyMemory<byte> auditSecret = default) =>
         FraudProof.Create(outcome.Terms ?? throw new ArgumentException("the lease has no signed terms", nameof(outcome)),
-            outcome.Result?.Attestation ?? throw new ArgumentException("the lease has no result", nameof(outcome)), module, input);
+            outcome.Result?.Attestation ?? throw new ArgumentException("the lease has no result", nameof(outcome)), module, input, auditSecret);
 }

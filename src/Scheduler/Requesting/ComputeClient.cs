@@ -844,7 +844,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _ledger.Release(lease.LeaseId);
         _reputation.Refuse(lease.Provider, "its attested result differs from a deterministic re-run");
         Forfeiture.Apply(_ledger, _instruments, lease.Provider, lease.LeaseId); // what it still holds from us is lost too
-        var proof = FraudProof.Create(lease.SignedTerms, lease.Attestation.EnvelopeBytes, job.Submission.Module, job.Payload);
+        var proof = FraudProof.Create(lease.SignedTerms, lease.Attestation.EnvelopeBytes, job.Submission.Module, job.Payload, lease.AuditSecret);
         var published = await _fraud.PublishAsync(proof, ct);
         LogFraud(_log, lease.Provider, published);
         Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "fraud: the attested result differs from a re-run; not paid, refused", 0));

@@ -45,9 +45,11 @@ public sealed record FraudOptions
 
 /// <summary>
 /// Evidence that a provider signed a wrong result: the lease terms both parties signed, the provider's signed
-/// attestation, and the module and input needed to re-run the task. Anyone can check it by re-running within the
-/// terms' fuel limit (<see cref="FraudChecker"/>). The reporter is the gossip author who published it.
-/// MessagePack with integer keys, decoded only from <see cref="TryDecode"/> (bounded, untrusted).
+/// attestation, the module and input needed to re-run the task, and the requester's audit reveal (the secret committed
+/// to in the terms, so anyone can confirm that the committed decision selected this result for a check). Anyone can
+/// check it by re-running within the terms' fuel limit (<see cref="FraudChecker"/>), after the reveal checks. The reporter
+/// is the gossip author who published it. MessagePack with integer keys 0–6, decoded only from <see cref="TryDecode"/>
+/// (bounded, untrusted); key 6 is new: older nodes skip it, and a proof without it decodes with no reveal.
 /// </summary>
 [MessagePackObject]
 public sealed record FraudProof
@@ -67,10 +69,20 @@ public sealed record FraudProof
     /// <summary>The lease input (a <see cref="TaskPayload"/>).</summary>
     [Key(5)] public byte[] Input { get; init; } = [];
 
+    /// <summary>
+    /// The requester's audit secret, revealed (<see cref="LeaseAudit"/>): empty, or <see cref="LeaseAudit.SecretLength"/>
+    /// bytes. A conviction is a check, so the decision it reveals is "checked": when the terms carry a commitment, the secret
+    /// must hash to it and select this attestation at the declared rate (<see cref="Inspect"/>), else the proof is refuted
+    /// unrun (<see cref="FraudProofStatus.BrokenReveal"/>). Absent in proofs from before the reveal (key 6).
+    /// </summary>
+    [Key(6)] public byte[] AuditSecret { get; init; } = [];
+
     private static readonly MessagePackSerializerOptions Untrusted =
         MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
 
-    public static FraudProof Create(SignedLeaseTerms terms, ReadOnlyMemory<byte> attestation, ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input) => new()
+    /// <param name="auditSecret">The secret the requester committed to in the terms (none: an older requester's lease).</param>
+    public static FraudProof Create(SignedLeaseTerms terms, ReadOnlyMemory<byte> attestation, ReadOnlyMemory<byte> module, ReadOnlyMemory<byte> input,
+        ReadOnlyMemory<byte> auditSecret = default) => new()
     {
         Terms = terms.Terms,
         ProviderSignature = terms.ProviderSignature,
@@ -78,7 +90,11 @@ public sealed record FraudProof
         Attestation = attestation.ToArray(),
         Module = module.ToArray(),
         Input = input.ToArray(),
+        AuditSecret = auditSecret.ToArray(),
     };
+
+    /// <summary>What a provider keeps as evidence of a broken reveal: the proof without its module and input (small, and enough to audit).</summary>
+    public byte[] EncodeEvidence() => (this with { Module = [], Input = [] }).Encode();
 
     public byte[] Encode() => MessagePackSerializer.Serialize(this, MessagePackSerializerOptions.Standard);
 
@@ -94,11 +110,12 @@ public sealed record FraudProof
         {
             var decoded = MessagePackSerializer.Deserialize<FraudProof>(bytes, Untrusted, out var read);
             if (decoded is null || read != bytes.Length || decoded.Terms is null || decoded.ProviderSignature is null
-                || decoded.RequesterSignature is null || decoded.Attestation is null || decoded.Module is null || decoded.Input is null)
+                || decoded.RequesterSignature is null || decoded.Attestation is null || decoded.Module is null || decoded.Input is null
+                || decoded.AuditSecret is { Length: not (0 or LeaseAudit.SecretLength) })
             {
                 return false;
             }
-            proof = decoded;
+            proof = decoded.AuditSecret is null ? decoded with { AuditSecret = [] } : decoded;
             return true;
         }
         catch (MessagePackSerializationException)
@@ -144,6 +161,13 @@ public sealed record FraudProof
         {
             return FraudProofCheck.Invalid("attestation names another lease");
         }
+        // The reveal before anything costly (hashing the module and input, and any re-run): one SHA-256 and one HMAC. Both
+        // parties' signatures are checked above, so a broken reveal is the requester's own (FraudService makes its author pay).
+        var audit = LeaseAudit.Verify(terms.AuditCommitment, terms.AuditRatePpm, signed.Hash, AuditSecret, claimsChecked: true);
+        if (audit is not (AuditVerdict.NotDeclared or AuditVerdict.Followed))
+        {
+            return new FraudProofCheck(FraudProofStatus.BrokenReveal, $"audit reveal: {audit}", signed, terms) { Audit = audit };
+        }
         if (!SHA256.HashData(Module).AsSpan().SequenceEqual(terms.ModuleHash) || !terms.ModuleHash.AsSpan().SequenceEqual(a.ModuleHash))
         {
             return FraudProofCheck.Invalid("module does not match the terms and attestation");
@@ -173,10 +197,18 @@ public enum FraudProofStatus
     Invalid,
     /// <summary>Well-formed, but re-running it would cost more fuel than this node spends on a check.</summary>
     TooCostly,
+    /// <summary>
+    /// Signed by both parties, but the requester's audit reveal is missing or wrong, or its committed decision did not select
+    /// this result for a check (<see cref="FraudProofCheck.Audit"/>): refuted without a re-run, and the requester pays for it.
+    /// </summary>
+    BrokenReveal,
 }
 
 public sealed record FraudProofCheck(FraudProofStatus Status, string Detail, SignedAttestation? Attestation, LeaseTerms? Terms)
 {
+    /// <summary>The audit of the reveal (<see cref="FraudProofStatus.BrokenReveal"/>: what was wrong with it).</summary>
+    public AuditVerdict Audit { get; init; } = AuditVerdict.NotDeclared;
+
     public PeerId Provider => Attestation is { } a && PeerId.TryFromBytes(a.Attestation.Provider, out var p) ? p : default;
 
     internal static FraudProofCheck Invalid(string detail) => new(FraudProofStatus.Invalid, detail, null, null);

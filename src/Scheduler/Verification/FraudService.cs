@@ -67,6 +67,12 @@ public sealed partial class FraudService : IDisposable
     /// <summary>Called with a received proof that a re-run here upheld (a node forfeits what the provider holds from it: <see cref="Forfeiture"/>).</summary>
     public Action<FraudProofCheck>? Upheld { get; set; }
 
+    /// <summary>
+    /// Called with a proof whose requester's audit reveal does not check (<see cref="FraudProofStatus.BrokenReveal"/>), its
+    /// author being that requester; a node that is the accused provider records it as an audit violation.
+    /// </summary>
+    public Action<FraudProofCheck, FraudProof>? RevealBroken { get; set; }
+
     /// <summary>Proofs accepted for a re-run and not yet checked.</summary>
     public int Pending
     {
@@ -113,6 +119,21 @@ public sealed partial class FraudService : IDisposable
         {
             // Only the lease's requester may publish a proof of it (a provider is never wronged by its own result).
             _instruments.FraudProof("not-a-party");
+            return TopicVerdict.Reject;
+        }
+        if (inspected.Status == FraudProofStatus.BrokenReveal)
+        {
+            // The requester's own reveal shows the check was not the one its declared rate selected (or it hid the secret):
+            // refuted without a re-run, and its author pays as for a refuted proof; the accused provider records it.
+            _instruments.FraudProof("bad-reveal");
+            lock (_gate)
+            {
+                _discredited.Add(author);
+            }
+            _reputation.Refuse(author, $"published a fraud proof whose audit reveal does not check ({inspected.Audit})");
+            Penalise?.Invoke(author);
+            LogBrokenReveal(_log, inspected.Provider, author, inspected.Audit);
+            RevealBroken?.Invoke(inspected, proof);
             return TopicVerdict.Reject;
         }
         string? drop = null;
@@ -247,6 +268,9 @@ public sealed partial class FraudService : IDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Fraud proof against {Provider} from {From} not upheld: {Verdict}")]
     private static partial void LogProofRefuted(ILogger logger, PeerId provider, PeerId from, CheckVerdict verdict);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Fraud proof against {Provider} from {Author} refuted unrun: its audit reveal is {Verdict}")]
+    private static partial void LogBrokenReveal(ILogger logger, PeerId provider, PeerId author, AuditVerdict verdict);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Fraud proof of {Bytes} bytes is too large to publish; acting on it locally only")]
     private static partial void LogProofTooLarge(ILogger logger, int bytes);
