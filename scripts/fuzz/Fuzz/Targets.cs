@@ -329,7 +329,30 @@ internal static class Targets
         var fraudOptions = new FraudOptions();
         var proof = FraudProof.Create(new SignedLeaseTerms { Terms = terms, ProviderSignature = new byte[64], RequesterSignature = new byte[64] }, envelopes[1], new byte[] { 0, 0x61, 0x73, 0x6d, 1, 0, 0, 0 },
             new TaskPayload(["1"], new byte[] { 1, 2 }).Encode(), auditSecret: Enumerable.Range(0, LeaseAudit.SecretLength).Select(i => (byte)i).ToArray()).Encode();
-        yield return new("fraud proof (MessagePack)", [proof], b =>
+        // A proof signed by both parties whose reveal checks, and the same revealing another secret: mutations reach the reveal.
+        var proofModule = new byte[] { 0, 0x61, 0x73, 0x6d, 1, 0, 0, 0 };
+        var proofInput = new TaskPayload(["1"], new byte[] { 1, 2 }).Encode();
+        var proofSecret = Enumerable.Repeat((byte)9, LeaseAudit.SecretLength).ToArray();
+        var proofTermsBytes = LeaseCodec.SerializeTerms(new LeaseTerms
+        {
+            RequestId = 7, Provider = peer.ToBytes(), Requester = Other.PeerId.ToBytes(), ModuleHash = System.Security.Cryptography.SHA256.HashData(proofModule),
+            ModuleSize = proofModule.Length, InputHash = System.Security.Cryptography.SHA256.HashData(proofInput), InputSize = proofInput.Length,
+            FuelLimit = 1_000_000, MemoryLimitBytes = 1 << 20, PricePerMegaFuel = 10, HeartbeatIntervalMs = 5000, RuntimeVersion = ComputeRuntime.Version,
+            AuditCommitment = LeaseAudit.Commit(proofSecret), AuditRatePpm = LeaseAudit.AlwaysPpm,
+        });
+        var proofTerms = new SignedLeaseTerms
+        {
+            Terms = proofTermsBytes, ProviderSignature = SignedLeaseTerms.SignProvider(proofTermsBytes, Key), RequesterSignature = SignedLeaseTerms.SignRequester(proofTermsBytes, Other),
+        };
+        var proofAttestation = SignedAttestation.Create(new Attestation
+        {
+            LeaseId = ExecutionMapping.LeaseId(7), Requester = Other.PeerId.ToBytes(), Provider = peer.ToBytes(),
+            ModuleHash = System.Security.Cryptography.SHA256.HashData(proofModule), InputHash = System.Security.Cryptography.SHA256.HashData(proofInput),
+            OutputHash = new byte[32], OutputSize = 1, FuelUsed = 10, Outcome = AttestedOutcome.Exited, TimestampUnixMs = 1_900_000_000_000,
+        }, Key);
+        var signedProof = FraudProof.Create(proofTerms, proofAttestation.EnvelopeBytes, proofModule, proofInput, proofSecret).Encode();
+        var brokenReveal = FraudProof.Create(proofTerms, proofAttestation.EnvelopeBytes, proofModule, proofInput, new byte[LeaseAudit.SecretLength]).Encode();
+        yield return new("fraud proof (MessagePack)", [proof, signedProof, brokenReveal], b =>
         {
             if (!FraudProof.TryDecode(b, fraudOptions, out var p))
             {
