@@ -120,6 +120,7 @@ public class HistoryCreditAttackTests
         Assert.That(taken, Is.LessThanOrEqualTo(Limit + extra + Math.Max(cost, workerCost)), "the stranger's allowance plus the verified contribution");
         Assert.That(workerServed, Is.GreaterThan(strangerServed));
         Assert.That(provider.Provider.ServedOnHistoryCredit, Is.GreaterThan(0));
+        TestContext.Out.WriteLine($"stranger: {strangerServed} tasks, {TrustCluster.Earned(provider, stranger)} µcredits; worker (earned {earned}, contributor's surplus {surplus}, extra {extra}): {workerServed} tasks, {taken} µcredits");
 
         // The violator has the same history, but broke its audit commitment with the provider: nothing extra, nothing at all.
         Assert.That(provider.Ledger.RecordViolation(violator.PeerId, [1, 2, 3], (int)Potluck.Scheduler.Verification.AuditVerdict.WrongSecret, null), Is.True);
