@@ -24,8 +24,8 @@ namespace Potluck.Scheduler.Accounting;
 /// all see the same history lend together about what it supplied) and a cap of ten credits per provider. The sample (16
 /// seqs and the head) can miss spending: a verdict counts at most the earnings sampled, so over repeated checks the extra
 /// at one provider never exceeds share × the verified earnings, though it may exceed share × net contribution when spending hides from the sample. One payer in good standing can
-/// vouch, with the same surplus, for several identities: each of those is still bounded by the cap, and the payer's
-/// surplus is work it really supplied to P.
+/// vouch with the same surplus for several identities only one after another: <see cref="VouchBook"/> divides it among the
+/// requesters still borrowing on it (in memory, so only while the provider runs).
 /// </para>
 /// </summary>
 public static class HistoryCredit
@@ -35,7 +35,11 @@ public static class HistoryCredit
     /// <paramref name="backing"/> says that payer can vouch for here (0: not in good standing), less all sampled spending,
     /// leaving out payments to and from <paramref name="self"/>; never negative.
     /// </summary>
-    public static long Contribution(IEnumerable<VerifiedPayment> payments, PeerId self, Func<PeerId, long> backing)
+    public static long Contribution(IEnumerable<VerifiedPayment> payments, PeerId self, Func<PeerId, long> backing) =>
+        Contribution(payments, self, backing, null);
+
+    /// <param name="counted">When given, filled with what was counted from each payer (for <see cref="VouchBook"/>).</param>
+    public static long Contribution(IEnumerable<VerifiedPayment> payments, PeerId self, Func<PeerId, long> backing, Dictionary<PeerId, long>? counted)
     {
         ArgumentNullException.ThrowIfNull(payments);
         ArgumentNullException.ThrowIfNull(backing);
@@ -59,7 +63,12 @@ public static class HistoryCredit
         long earned = 0;
         foreach (var (payer, amount) in earnedFrom)
         {
-            earned = Add(earned, Math.Min(amount, Math.Max(0, backing(payer))));
+            var share = Math.Min(amount, Math.Max(0, backing(payer)));
+            earned = Add(earned, share);
+            if (counted is not null && share > 0)
+            {
+                counted[payer] = share;
+            }
         }
         return Math.Max(0, earned - spent);
     }
@@ -82,5 +91,117 @@ public static class HistoryCredit
     /// <summary>The credit limit here: the stranger's allowance plus the extra, saturating.</summary>
     public static long Limit(long strangerLimit, long extra) => Add(Math.Max(0, strangerLimit), Math.Max(0, extra));
 
-    private static long Add(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+    internal static long Add(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+}
+
+/// <summary>
+/// What each payer's surplus at this provider vouches for, by requester: so that one payer in good standing cannot back
+/// several identities with the same surplus at once. A payer's surplus available to a requester is the surplus less what it
+/// already backs for other requesters still <em>live</em> (a fresh verdict, or still owing here: borrowing on it); entries of
+/// requesters no longer live are dropped as they are met. At most <c>maxEntries</c> (payer, requester) entries; beyond that a
+/// new one backs nothing. In memory: after a restart, allocations start afresh (a requester still owing beyond a stranger's
+/// limit is then refused until checked again, and a new check allocates again). Not thread-safe: the caller locks.
+/// </summary>
+public sealed class VouchBook(int maxEntries)
+{
+    private readonly Dictionary<PeerId, Dictionary<PeerId, long>> _byPayer = [];
+    private readonly Dictionary<PeerId, List<PeerId>> _payersOf = [];
+
+    /// <summary>(payer, requester) entries held.</summary>
+    public int Count { get; private set; }
+
+    /// <summary>What <paramref name="payer"/>'s <paramref name="surplus"/> can still back for <paramref name="requester"/>.</summary>
+    public long Available(PeerId payer, PeerId requester, long surplus, Func<PeerId, bool> live)
+    {
+        ArgumentNullException.ThrowIfNull(live);
+        if (surplus <= 0)
+        {
+            return 0;
+        }
+        long backed = 0;
+        if (_byPayer.TryGetValue(payer, out var backs))
+        {
+            foreach (var (other, amount) in backs.ToList())
+            {
+                if (other == requester)
+                {
+                    continue; // its own earlier allocation is replaced by this verdict
+                }
+                if (live(other))
+                {
+                    backed = HistoryCredit.Add(backed, amount);
+                }
+                else
+                {
+                    Remove(payer, other);
+                }
+            }
+        }
+        if (Count >= maxEntries && !(_byPayer.TryGetValue(payer, out backs) && backs.ContainsKey(requester)))
+        {
+            return 0;
+        }
+        return Math.Max(0, surplus - backed);
+    }
+
+    /// <summary>Records what <paramref name="requester"/>'s verdict counted from each payer, replacing what it held before.</summary>
+    public void Set(PeerId requester, IReadOnlyDictionary<PeerId, long> counted)
+    {
+        ArgumentNullException.ThrowIfNull(counted);
+        Release(requester);
+        foreach (var (payer, amount) in counted)
+        {
+            if (amount <= 0 || Count >= maxEntries)
+            {
+                continue;
+            }
+            if (!_byPayer.TryGetValue(payer, out var backs))
+            {
+                _byPayer[payer] = backs = [];
+            }
+            backs[requester] = amount;
+            Count++;
+            if (!_payersOf.TryGetValue(requester, out var payers))
+            {
+                _payersOf[requester] = payers = [];
+            }
+            payers.Add(payer);
+        }
+    }
+
+    /// <summary>Drops everything <paramref name="requester"/> was backed by.</summary>
+    public void Release(PeerId requester)
+    {
+        if (_payersOf.TryGetValue(requester, out var payers))
+        {
+            foreach (var payer in payers.ToList())
+            {
+                Remove(payer, requester);
+            }
+        }
+    }
+
+    /// <summary>What <paramref name="payer"/> backs for <paramref name="requester"/> now (0 for none).</summary>
+    public long Backs(PeerId payer, PeerId requester) =>
+        _byPayer.TryGetValue(payer, out var backs) ? backs.GetValueOrDefault(requester) : 0;
+
+    private void Remove(PeerId payer, PeerId requester)
+    {
+        if (_byPayer.TryGetValue(payer, out var backs) && backs.Remove(requester))
+        {
+            Count--;
+            if (backs.Count == 0)
+            {
+                _byPayer.Remove(payer);
+            }
+        }
+        if (_payersOf.TryGetValue(requester, out var payers))
+        {
+            payers.Remove(payer);
+            if (payers.Count == 0)
+            {
+                _payersOf.Remove(requester);
+            }
+        }
+    }
 }

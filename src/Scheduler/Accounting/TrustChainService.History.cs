@@ -22,6 +22,8 @@ public sealed partial class TrustChainService
     private readonly Dictionary<PeerId, (DateTimeOffset At, bool Standing, long Credit)> _histories = [];
     private const int MaxConcurrentHistoryChecks = 8;
     private readonly HashSet<PeerId> _checking = [];
+    private readonly Lock _vouchGate = new();
+    private VouchBook? _vouches;
     private long _historiesVerified;
     private long _historiesRefused;
 
@@ -102,6 +104,7 @@ public sealed partial class TrustChainService
         var options = _options.History;
         long earned = 0;
         long contribution = 0;
+        List<VerifiedPayment> payments = [];
         var status = HistoryStatus.Valid;
         var head = await AskHistoryAsync(requester, [], ct);
         if (head is { Status: HistoryStatus.Valid, Head: { } top })
@@ -115,8 +118,8 @@ public sealed partial class TrustChainService
             status = sample.Value.Status;
             if (status == HistoryStatus.Valid)
             {
-                earned = ChainHistoryCheck.VerifiedEarnings(sample.Value.Payments, Backed);
-                contribution = HistoryCredit.Contribution(sample.Value.Payments, _key.PeerId, Backing);
+                payments = sample.Value.Payments;
+                earned = ChainHistoryCheck.VerifiedEarnings(payments, Backed);
             }
         }
         else if (head is { } refused)
@@ -135,8 +138,31 @@ public sealed partial class TrustChainService
         }
         Interlocked.Increment(ref standing ? ref _historiesVerified : ref _historiesRefused);
         // The extra credit is kept with the verdict; none without standing, for a forker, or with audit violations here.
-        var credit = standing && !IsForker(requester) && _ledger.Requester(requester).Violations == 0
-            ? HistoryCredit.Extra(contribution, options.CreditShare, options.MaxCredit) : 0;
+        // Each payer's surplus here backs it only as far as other requesters still borrowing on it have not taken it.
+        long credit = 0;
+        lock (_vouchGate)
+        {
+            _vouches ??= new VouchBook(options.MaxCached);
+            if (standing && !IsForker(requester) && _ledger.Requester(requester).Violations == 0)
+            {
+                var counted = new Dictionary<PeerId, long>();
+                contribution = HistoryCredit.Contribution(payments, _key.PeerId,
+                    payer => _vouches.Available(payer, requester, Backing(payer), other => other != requester && StillBorrowing(other)), counted);
+                credit = HistoryCredit.Extra(contribution, options.CreditShare, options.MaxCredit);
+                if (credit > 0)
+                {
+                    _vouches.Set(requester, counted);
+                }
+                else
+                {
+                    _vouches.Release(requester);
+                }
+            }
+            else
+            {
+                _vouches.Release(requester);
+            }
+        }
         lock (_gate)
         {
             if (_histories.Count >= options.MaxCached && !_histories.ContainsKey(requester))
@@ -175,6 +201,22 @@ public sealed partial class TrustChainService
             return 0;
         }
         return Math.Max(0, -_ledger.Requester(payer).Debt);
+    }
+
+    /// <summary>
+    /// Whether a requester still borrows on what backed it (<see cref="VouchBook"/>): its verdict is fresh, or it owes here
+    /// (took more than it supplied). Under <see cref="_vouchGate"/>.
+    /// </summary>
+    private bool StillBorrowing(PeerId requester)
+    {
+        lock (_gate)
+        {
+            if (_histories.TryGetValue(requester, out var verdict) && _time.GetUtcNow() - verdict.At < _options.History.CacheFor && verdict.Credit > 0)
+            {
+                return true;
+            }
+        }
+        return _ledger.Requester(requester).Debt > 0;
     }
 
     private static ulong RandomBelow(ulong n)

@@ -77,7 +77,7 @@ public class HistoryCreditAttackTests
     }
 
     [Test]
-    public void VerifiedContributor_GetsMoreThanAStranger_AndIsRefusedBeyondIt_ViolatorGetsNothingExtra() => VirtualTimeDriver.Run(async d =>
+    public void VerifiedContributor_GetsMoreThanAStranger_RefusedBeyondIt_ASurplusBacksOnce_AViolatorGetsNothingExtra() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 181);
@@ -98,6 +98,9 @@ public class HistoryCreditAttackTests
         var violator = await AddAsync(cluster, "violator", provide: true);
         await contributor.Client.WaitForProvidersAsync(3, ct);
         await PayAsync(cluster, contributor, violator, 6, "v");
+        var twin = await AddAsync(cluster, "twin", provide: true); // a second identity the contributor pays as much
+        await contributor.Client.WaitForProvidersAsync(4, ct);
+        await PayAsync(cluster, contributor, twin, 6, "t");
         var stranger = await AddAsync(cluster, "stranger", provide: false);
         var earned = TrustCluster.Earned(worker, contributor);
 
@@ -121,6 +124,13 @@ public class HistoryCreditAttackTests
         Assert.That(workerServed, Is.GreaterThan(strangerServed));
         Assert.That(provider.Provider.ServedOnHistoryCredit, Is.GreaterThan(0));
         TestContext.Out.WriteLine($"stranger: {strangerServed} tasks, {TrustCluster.Earned(provider, stranger)} µcredits; worker (earned {earned}, contributor's surplus {surplus}, extra {extra}): {workerServed} tasks, {taken} µcredits");
+
+        // The twin's history shows as much from the contributor, but the contributor's surplus here already backs the worker,
+        // which still owes on it: only what is left of it counts (one surplus is lent against once).
+        Assert.That(await provider.Node.Chain.CheckHistoryAsync(twin.PeerId, ct), Is.GreaterThan(0), "its earnings verify");
+        var twinCredit = provider.Node.Chain.VerifiedCredit(twin.PeerId);
+        Assert.That(twinCredit, Is.EqualTo(Math.Max(0, surplus - Math.Min(earned, surplus))));
+        Assert.That(twinCredit + provider.Node.Chain.VerifiedCredit(worker.PeerId), Is.LessThanOrEqualTo(surplus), "together, no more than the surplus");
 
         // The violator has the same history, but broke its audit commitment with the provider: nothing extra, nothing at all.
         Assert.That(provider.Ledger.RecordViolation(violator.PeerId, [1, 2, 3], (int)Potluck.Scheduler.Verification.AuditVerdict.WrongSecret, null), Is.True);

@@ -105,6 +105,47 @@ public class HistoryCreditTests
     }
 
     [Test]
+    public void OnePayersSurplus_BacksSeveralRequestersOnlyOnce_UntilTheyStopBorrowing()
+    {
+        var book = new VouchBook(16);
+        PeerId a = Key(50).PeerId, b = Key(51).PeerId, c = Key(52).PeerId, payer = Contributor.PeerId;
+        var live = new HashSet<PeerId>();
+        Assert.That(book.Available(payer, a, 10_000, live.Contains), Is.EqualTo(10_000));
+        book.Set(a, new Dictionary<PeerId, long> { [payer] = 7_000 });
+        live.Add(a);
+        Assert.That(book.Available(payer, b, 10_000, live.Contains), Is.EqualTo(3_000), "what is left of the surplus");
+        Assert.That(book.Available(payer, a, 10_000, live.Contains), Is.EqualTo(10_000), "a's own earlier allocation is replaced, not counted twice");
+
+        // Through the contribution: b earned 9,000 from the payer, and 3,000 of it is still backed.
+        var counted = new Dictionary<PeerId, long>();
+        Assert.That(HistoryCredit.Contribution([Earned(Contributor, 9_000)], Self, p => book.Available(p, b, 10_000, live.Contains), counted), Is.EqualTo(3_000));
+        Assert.That(counted, Is.EqualTo(new Dictionary<PeerId, long> { [payer] = 3_000 }));
+        book.Set(b, counted);
+        live.Add(b);
+        Assert.That(book.Available(payer, c, 10_000, live.Contains), Is.Zero, "the whole surplus is lent against");
+
+        live.Remove(a); // a no longer owes here and its verdict has expired
+        Assert.That(book.Available(payer, c, 10_000, live.Contains), Is.EqualTo(7_000));
+        Assert.That((book.Backs(payer, a), book.Backs(payer, b), book.Count), Is.EqualTo((0L, 3_000L, 1)));
+        book.Release(b);
+        Assert.That(book.Count, Is.Zero);
+        Assert.That(book.Available(payer, c, -5, live.Contains), Is.Zero, "no surplus, nothing to back");
+    }
+
+    [Test]
+    public void VouchBook_IsBounded_ANewEntryBeyondItBacksNothing()
+    {
+        var book = new VouchBook(2);
+        var payer = Contributor.PeerId;
+        book.Set(Key(60).PeerId, new Dictionary<PeerId, long> { [payer] = 1 });
+        book.Set(Key(61).PeerId, new Dictionary<PeerId, long> { [payer] = 1 });
+        Assert.That(book.Available(payer, Key(62).PeerId, 10, _ => true), Is.Zero, "full");
+        Assert.That(book.Available(payer, Key(61).PeerId, 10, _ => true), Is.EqualTo(9), "an entry held is still answered");
+        book.Set(Key(62).PeerId, new Dictionary<PeerId, long> { [payer] = 5 });
+        Assert.That((book.Count, book.Backs(payer, Key(62).PeerId)), Is.EqualTo((2, 0L)));
+    }
+
+    [Test]
     public void Options_AreRangeChecked_NamingTheKey()
     {
         var problems = new ChainHistoryOptions { CreditShare = 1.5, MaxCredit = -1 }.Validate("compute:accounting:history").ToList();
