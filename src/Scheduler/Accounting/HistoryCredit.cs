@@ -24,8 +24,9 @@ namespace Potluck.Scheduler.Accounting;
 /// all see the same history lend together about what it supplied) and a cap of ten credits per provider. The sample (16
 /// seqs and the head) can miss spending: a verdict counts at most the earnings sampled, so over repeated checks the extra
 /// at one provider never exceeds share × the verified earnings, though it may exceed share × net contribution when
-/// spending hides from the sample. One payer in good standing can vouch with the same surplus for several identities only one after another: <see cref="VouchBook"/> divides it among the
-/// requesters still borrowing on it (in memory, so only while the provider runs).
+/// spending hides from the sample. One payer in good standing can vouch with the same surplus for several identities
+/// only one after another: <see cref="VouchBook"/> divides it among the requesters still borrowing on it (in memory, so
+/// only while the provider runs).
 /// </para>
 /// </summary>
 public static class HistoryCredit
