@@ -57,6 +57,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly ILogger<ComputeClient> _log;
     private readonly VerificationPolicy _policy;
     private readonly RequesterJobSettings _jobSettings;
+    private readonly Func<PeerId, int> _consecutiveVerified;
     private readonly ProviderSelector _selector;
     private readonly Lock _gate = new();
     private readonly AdvertisementBook _book;
@@ -94,6 +95,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _deliveryWork = runtime.CreateBackgroundWork("receipt delivery", log);
         _policy = new VerificationPolicy(options.Verification);
         _jobSettings = RequesterJobSettings.From(options);
+        _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
     }
@@ -627,7 +629,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 var refused = _reputation.RefusedProviders();
                 var live = _book.Live(now);
                 selfSeen = live.Any(a => a.Provider == _key.PeerId);
-                filter = job.Core.Filter(live, refused, now, p => _reputation.Get(p).ConsecutiveVerified);
+                filter = job.Core.Filter(live, refused, now, _consecutiveVerified);
                 var requirements = new Requirements
                 {
                     MinMemoryBytes = job.Submission.MemoryBytes,
