@@ -18,7 +18,7 @@ public sealed partial class ComputeClient
     private async Task<(List<LeaseResultInfo> Results, bool TieBroken)> TieBreakAsync(Job job, List<LeaseResultInfo> results, CancellationToken ct)
     {
         LeaseResultInfo? extra = null;
-        lock (_gate)
+        lock (job.Gate)
         {
             job.Core.BeginTieBreak();
         }
@@ -35,7 +35,7 @@ public sealed partial class ComputeClient
         }
         finally
         {
-            lock (_gate)
+            lock (job.Gate)
             {
                 job.Core.EndTieBreak();
             }

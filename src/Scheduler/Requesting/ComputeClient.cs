@@ -292,7 +292,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     private async Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct)
     {
-        while (Locked(() => job.Core.NextAttempt()))
+        while (job.Locked(() => job.Core.NextAttempt()))
         {
             var lease = await LeaseOnceAsync(job, ct);
             if (lease is null)
@@ -302,7 +302,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
             var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
             _instruments.Verification(verdict);
-            var decision = Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }));
+            var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }));
             await SettleAsync(job, lease, decision.Settle, ct);
             switch (decision.End)
             {
@@ -312,10 +312,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     return job.Finish(lease, result.Verified);
             }
         }
-        return Locked(() => job.Core.OutOfAttempts()) switch
+        return job.Locked(() => job.Core.OutOfAttempts()) switch
         {
             JobEnd.OwnRun own => job.Finish(job.Trusted!, _key.PeerId, own.Verified),
-            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, Locked(() => job.Core.History.ToList())),
+            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
         };
     }
 
@@ -328,14 +328,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
         // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
         // receipt, so the provider can audit that the declared rate was followed).
         var sample = LeaseAudit.Selected(lease.AuditSecret, lease.Attestation.Hash, lease.AuditRatePpm);
-        var plan = Locked(() => job.Core.PlanCheck(sample, CanRerunLocally(job)));
+        var plan = job.Locked(() => job.Core.PlanCheck(sample, CanRerunLocally(job)));
         switch (plan)
         {
             case CheckPlan.CompareWithTrusted:
-                return (Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted);
+                return (job.Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted);
             case CheckPlan.RerunLocally:
                 var trusted = await RerunLocallyAsync(job, ct);
-                var verdict = Locked(() =>
+                var verdict = job.Locked(() =>
                 {
                     if (trusted.Summary.Deterministic)
                     {
@@ -405,14 +405,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
-    private T Locked<T>(Func<T> f)
-    {
-        lock (_gate)
-        {
-            return f();
-        }
-    }
-
     /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins, as the job decides.</summary>
     private async Task<SubmissionResult> RunReplicatedAsync(Job job, int replicas, CancellationToken ct)
     {
@@ -420,10 +412,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
         for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
         {
             var wanted = replicas - results.Count;
-            var busyBefore = Locked(() => job.Core.BusyRefusals);
+            var busyBefore = job.Locked(() => job.Core.BusyRefusals);
             var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
             results.AddRange(batch.OfType<LeaseResultInfo>());
-            var busyNow = Locked(() => job.Core.BusyRefusals);
+            var busyNow = job.Locked(() => job.Core.BusyRefusals);
             if (batch.Count(b => b is null) == busyNow - busyBefore && busyNow > busyBefore)
             {
                 round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
@@ -431,13 +423,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         if (results.Count == 0)
         {
-            var history = Locked(() => job.Core.History.ToList());
+            var history = job.Locked(() => job.Core.History.ToList());
             throw new SubmissionException($"no replica produced a result: {RequesterJob.Summarise(history)}", history);
         }
         var canRerun = CanRerunLocally(job);
         var views = Views(results);
         var tieBroken = false;
-        if (Locked(() => job.Core.NeedsTieBreak(views, canRerun)))
+        if (job.Locked(() => job.Core.NeedsTieBreak(views, canRerun)))
         {
             (results, tieBroken) = await TieBreakAsync(job, results, ct); // ComputeClient.TieBreak.cs
             views = Views(results);
@@ -445,11 +437,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
         // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
         // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
         TrustedRun? trusted = null;
-        if (Locked(() => job.Core.NeedsLocalRerun(views, tieBroken, canRerun)))
+        if (job.Locked(() => job.Core.NeedsLocalRerun(views, tieBroken, canRerun)))
         {
             trusted = await RerunLocallyAsync(job, ct);
         }
-        var decision = Locked(() => job.Core.DecideReplicas(views, tieBroken, trusted?.Summary));
+        var decision = job.Locked(() => job.Core.DecideReplicas(views, tieBroken, trusted?.Summary));
         for (var i = 0; i < results.Count; i++)
         {
             _instruments.Verification(decision.Settle[i].Verdict);
@@ -459,14 +451,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             JobEnd.LeaseResult r => job.Finish(results[r.Index], r.Verified),
             JobEnd.OwnRun own => job.Finish(trusted!, _key.PeerId, own.Verified),
-            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, Locked(() => job.Core.History.ToList())),
+            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
         };
     }
 
     /// <summary>The replicas as the job judges them: provider, attested summary, and its record here now.</summary>
     private List<ReplicaResult> Views(List<LeaseResultInfo> results) =>
-        Locked(() => results.Select(r => new ReplicaResult(r.Provider, RunSummary.Of(r.Attestation.Attestation),
-            _reputation.Get(r.Provider).ConsecutiveVerified)).ToList());
+        [.. results.Select(r => new ReplicaResult(r.Provider, RunSummary.Of(r.Attestation.Attestation), _reputation.Get(r.Provider).ConsecutiveVerified))];
 
     /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
     /// <param name="alwaysCompared">
@@ -484,9 +475,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (_gate)
         {
             // A job holding a result it trusts compares every later result with it for free: declared as rate one.
-            ratePpm = job.Core.DeclaredRatePpm(_policy, _reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate, alwaysCompared);
+            ratePpm = job.Locked(() => job.Core.DeclaredRatePpm(_policy, _reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate, alwaysCompared));
             _secure.Fill(secret);
-            job.Core.OnLeaseStarted(provider);
+            lock (job.Gate)
+            {
+                job.Core.OnLeaseStarted(provider);
+            }
             // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
             do
             {
@@ -514,7 +508,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (reserved is LedgerResult.InsufficientFunds)
         {
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), Locked(() => job.Core.History.ToList()));
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         var payer = new DebitNotePayer(this, lease, provider, leaseId);
@@ -533,7 +527,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
             var notesPaid = payer.PaidAmount;
-            lock (_gate)
+            lock (job.Gate)
             {
                 job.Core.OnPaid(notesPaid); // debit notes paid as the lease ran, whatever came of it
             }
@@ -542,13 +536,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
             _ledger.Release(leaseId);
-            var note = Locked(() => job.Core.OnLeaseEnded(provider, ad.Ad.Sequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
+            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, ad.Ad.Sequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
             Note(provider, note);
             AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
             ct.ThrowIfCancellationRequested();
             return null;
         }
-        lock (_gate)
+        lock (job.Gate)
         {
             job.Core.OnResultDelivered();
         }
@@ -559,7 +553,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         var decodes = LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms);
-        var problem = Locked(() => job.Core.InspectResult(provider,
+        var problem = job.Locked(() => job.Core.InspectResult(provider,
             attestation.IsValid ? null : attestation.Status.ToString(),
             attestation.IsValid && attestation.Value!.Attestation.FuelUsed == (ulong)result.FuelUsed && result.Output is not null && claimedStatus == result.Status,
             claimedStatus, attestation.IsValid ? attestation.Value!.Attestation.FuelUsed : 0, payer.PaidFuel, decodes));
@@ -624,6 +618,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Dictionary<PeerId, string> excludedWhy;
             bool selfSeen;
             lock (_gate)
+            lock (job.Gate)
             {
                 var now = _time.GetUtcNow();
                 var refused = _reputation.RefusedProviders();
@@ -660,7 +655,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
             var now2 = _time.GetUtcNow();
             DateTimeOffset? wakeAt;
-            lock (_gate)
+            lock (job.Gate)
             {
                 wakeAt = job.Core.OnNoMatch(busy, noMatch.Seen + busyHere - (selfSeen ? 1 : 0), filter.RetryAt, now2, ref providersBy);
             }
@@ -671,7 +666,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 {
                     explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
                 }
-                var tried = Locked(() => job.Core.History.ToList());
+                var tried = job.Locked(() => job.Core.History.ToList());
                 throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {RequesterJob.Summarise(tried)}", tried)
                 {
                     Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
@@ -766,7 +761,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _instruments.CreditsSpent(receipt.Receipt.Amount);
         }
-        lock (_gate)
+        lock (job.Gate)
         {
             job.Core.OnPaid(receipt.Receipt.Amount);
         }
@@ -845,7 +840,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     private void Record(Job job, AttemptRecord record)
     {
-        lock (_gate)
+        lock (job.Gate)
         {
             job.Core.Record(record);
         }
@@ -893,12 +888,26 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
         public RequesterJob Core { get; } = core;
 
+        /// <summary>
+        /// Guards <see cref="Core"/> (its replicas lease concurrently); taken alone or inside the client's own lock, never
+        /// the other way round, so jobs do not contend with each other.
+        /// </summary>
+        public Lock Gate { get; } = new();
+
+        public T Locked<T>(Func<T> f)
+        {
+            lock (Gate)
+            {
+                return f();
+            }
+        }
+
         /// <summary>This node's deterministic re-run (the job's <see cref="RequesterJob.Trusted"/> summary, with its output).</summary>
         public TrustedRun? Trusted { get; set; }
 
         private long Cost => Core.Cost;
 
-        private List<AttemptRecord> History => [.. Core.History];
+        private List<AttemptRecord> History => Locked(() => Core.History.ToList());
 
         public SubmissionResult Finish(LeaseResultInfo lease, bool verified) => new()
         {
