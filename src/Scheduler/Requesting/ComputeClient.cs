@@ -56,6 +56,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<ComputeClient> _log;
     private readonly VerificationPolicy _policy;
+    private readonly RequesterJobSettings _jobSettings;
+    private readonly Func<PeerId, int> _consecutiveVerified;
     private readonly ProviderSelector _selector;
     private readonly Lock _gate = new();
     private readonly AdvertisementBook _book;
@@ -92,6 +94,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _work = runtime.CreateBackgroundWork("requester", log);
         _deliveryWork = runtime.CreateBackgroundWork("receipt delivery", log);
         _policy = new VerificationPolicy(options.Verification);
+        _jobSettings = RequesterJobSettings.From(options);
+        _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
     }
@@ -275,217 +279,185 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             throw new ArgumentException($"replicas must be 1 to {_policy.Options.MaxReplicas}", nameof(submission));
         }
-        var job = new Job(submission, new TaskPayload(submission.Args, submission.Input).Encode());
-        job.Tried.Add(_key.PeerId);
+        var job = new Job(submission, new TaskPayload(submission.Args, submission.Input).Encode(),
+            new RequesterJob(_jobSettings, _key.PeerId, submission.Replicas));
         return submission.Replicas > 1
             ? await RunReplicatedAsync(job, submission.Replicas, ct)
             : await RunSampledAsync(job, ct);
     }
 
-    /// <summary>One provider at a time; a sample re-checked; fraud or failure moves on to another provider.</summary>
+    /// <summary>
+    /// One provider at a time; a sample re-checked; fraud or failure moves on to another provider. The decisions are the
+    /// job's (<see cref="RequesterJob"/>); this shell leases, re-runs, pays and publishes as they say.
+    /// </summary>
     private async Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct)
     {
-        for (var attempt = 0; attempt < _options.MaxAttempts; attempt++)
+        while (job.Locked(() => job.Core.NextAttempt()))
         {
             var lease = await LeaseOnceAsync(job, ct);
             if (lease is null)
             {
-                if (job.LastWasBusy)
-                {
-                    attempt--; // a busy provider is a market answer, not a failure: wait for capacity (bounded by WaitForCapacity)
-                }
-                continue;
+                continue; // a busy refusal is not counted (NextAttempt): wait for capacity, bounded by WaitForCapacity
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
             var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
             _instruments.Verification(verdict);
-            if (verdict == CheckVerdict.Mismatch)
+            var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }));
+            await SettleAsync(job, lease, decision.Settle, ct);
+            switch (decision.End)
             {
-                await ConvictAsync(job, lease, ct);
-                continue;
+                case JobEnd.OwnRun own:
+                    return job.Finish(trusted!, _key.PeerId, own.Verified);
+                case JobEnd.LeaseResult result:
+                    return job.Finish(lease, result.Verified);
             }
-            if (verdict == CheckVerdict.Match)
-            {
-                _reputation.RecordVerified(lease.Provider);
-            }
-            else if (verdict == CheckVerdict.Inconclusive)
-            {
-                _reputation.RecordInconclusive(lease.Provider);
-            }
-            else
-            {
-                _reputation.RecordUnchecked(lease.Provider);
-            }
-            if (verdict == CheckVerdict.Inconclusive && claimed.Outcome == AttestedOutcome.Trapped)
-            {
-                // A trap a re-run could not confirm (a stack overflow: where it happens depends on the machine) is never paid.
-                _ledger.Release(lease.LeaseId);
-                Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, "an unconfirmed trap: not paid", 0));
-            }
-            else
-            {
-                await PayAsync(job, lease, ct, compared: verdict is not null);
-            }
-            if (verdict == CheckVerdict.Inconclusive && trusted is { Summary.Deterministic: true })
-            {
-                return job.Finish(trusted, _key.PeerId, verified: true);
-            }
-            return job.Finish(lease, verified: verdict == CheckVerdict.Match);
         }
-        if (job.Trusted is { } own)
+        return job.Locked(() => job.Core.OutOfAttempts()) switch
         {
-            return job.Finish(own, _key.PeerId, verified: true);
-        }
-        throw new SubmissionException($"no result after {job.History.Count} attempts: {Summarise(job.History)}", job.History);
+            JobEnd.OwnRun own => job.Finish(job.Trusted!, _key.PeerId, own.Verified),
+            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
+        };
     }
 
     /// <summary>
-    /// Decides whether and how to check a result: against a result already trusted (free), by a local re-run, or
-    /// with no sandbox here, by leasing the task to a second provider. Returns null when not checked.
+    /// Checks a result as the job plans it: against a result already trusted (free), by a local re-run, or with no
+    /// sandbox here, by leasing the task to a second provider. Returns null when not checked.
     /// </summary>
     private async Task<(CheckVerdict? Verdict, TrustedRun? Trusted)> CheckAsync(Job job, LeaseResultInfo lease, RunSummary claimed, CancellationToken ct)
     {
-        if (job.Trusted is { } known)
-        {
-            return (FraudChecker.Compare(claimed, known.Summary), known);
-        }
         // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
         // receipt, so the provider can audit that the declared rate was followed).
         var sample = LeaseAudit.Selected(lease.AuditSecret, lease.Attestation.Hash, lease.AuditRatePpm);
-        if (!sample)
+        var plan = job.Locked(() => job.Core.PlanCheck(sample, CanRerunLocally(job)));
+        switch (plan)
         {
-            return (null, null);
+            case CheckPlan.CompareWithTrusted:
+                return (job.Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted);
+            case CheckPlan.RerunLocally:
+                var trusted = await RerunLocallyAsync(job, ct);
+                var verdict = job.Locked(() =>
+                {
+                    if (trusted.Summary.Deterministic)
+                    {
+                        job.Trusted = trusted;
+                    }
+                    return job.Core.OnLocalRerun(claimed, trusted.Summary);
+                });
+                return (verdict, trusted);
+            case CheckPlan.LeaseSecond:
+                // No local sandbox: a second provider runs it; agreement verifies, disagreement cannot say who lied.
+                var second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
+                if (second is null)
+                {
+                    return (null, null);
+                }
+                var (agreed, settle) = job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation));
+                await SettleAsync(job, second, settle, ct);
+                return (agreed, null);
+            default:
+                return (null, null);
         }
-        if (_verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
-        {
-            var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
-            var trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
-            if (trusted.Summary.Deterministic)
-            {
-                job.Trusted = trusted;
-            }
-            return (FraudChecker.Compare(claimed, trusted.Summary), trusted);
-        }
-        // No local sandbox: a second provider runs it; agreement verifies, disagreement cannot say who lied.
-        var second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
-        if (second is null)
-        {
-            return (null, null);
-        }
-        var other = RunSummary.Of(second.Attestation.Attestation);
-        var agree = other.SameAs(claimed);
-        if (agree)
-        {
-            _reputation.RecordVerified(second.Provider);
-            await PayAsync(job, second, ct, compared: true);
-        }
-        else
-        {
-            _reputation.RecordInconclusive(second.Provider);
-            await PayAsync(job, second, ct, compared: true);
-        }
-        return (agree ? CheckVerdict.Match : CheckVerdict.Inconclusive, null);
     }
 
-    /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins.</summary>
+    private bool CanRerunLocally(Job job) => _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes);
+
+    private async Task<TrustedRun> RerunLocallyAsync(Job job, CancellationToken ct)
+    {
+        var rerun = await _verifier!.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
+        return new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
+            rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
+    }
+
+    /// <summary>Carries out a settlement: convict, or note the provider's record and pay or leave unpaid.</summary>
+    private async Task SettleAsync(Job job, LeaseResultInfo lease, SettleStep step, CancellationToken ct)
+    {
+        if (step.Convict)
+        {
+            await ConvictAsync(job, lease, ct);
+            return;
+        }
+        Note(lease.Provider, step.Note);
+        if (step.NotPaid is { } why)
+        {
+            _ledger.Release(lease.LeaseId);
+            Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, why, 0));
+            return;
+        }
+        await PayAsync(job, lease, ct, step.Compared);
+    }
+
+    private void Note(PeerId provider, ReputationNote note)
+    {
+        switch (note)
+        {
+            case ReputationNote.Verified:
+                _reputation.RecordVerified(provider);
+                break;
+            case ReputationNote.Unchecked:
+                _reputation.RecordUnchecked(provider);
+                break;
+            case ReputationNote.Inconclusive:
+                _reputation.RecordInconclusive(provider);
+                break;
+            case ReputationNote.Failure:
+                _reputation.RecordFailure(provider);
+                break;
+        }
+    }
+
+    /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins, as the job decides.</summary>
     private async Task<SubmissionResult> RunReplicatedAsync(Job job, int replicas, CancellationToken ct)
     {
         var results = new List<LeaseResultInfo>();
         for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
         {
             var wanted = replicas - results.Count;
-            int busyBefore;
-            lock (_gate)
-            {
-                busyBefore = job.BusyRefusals;
-            }
+            var busyBefore = job.Locked(() => job.Core.BusyRefusals);
             var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
             results.AddRange(batch.OfType<LeaseResultInfo>());
-            lock (_gate)
+            var busyNow = job.Locked(() => job.Core.BusyRefusals);
+            if (batch.Count(b => b is null) == busyNow - busyBefore && busyNow > busyBefore)
             {
-                if (batch.Count(b => b is null) == job.BusyRefusals - busyBefore && job.BusyRefusals > busyBefore)
-                {
-                    round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
-                }
+                round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
             }
         }
         if (results.Count == 0)
         {
-            throw new SubmissionException($"no replica produced a result: {Summarise(job.History)}", job.History);
+            var history = job.Locked(() => job.Core.History.ToList());
+            throw new SubmissionException($"no replica produced a result: {RequesterJob.Summarise(history)}", history);
         }
-        var groups = results.GroupBy(r => Convert.ToHexString(Fingerprint(RunSummary.Of(r.Attestation.Attestation))))
-            .OrderByDescending(g => g.Count()).ToList();
-        TrustedRun? trusted = null;
+        var canRerun = CanRerunLocally(job);
+        var views = Views(results);
         var tieBroken = false;
-        if (groups.Count > 1 && !(_verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes)))
+        if (job.Locked(() => job.Core.NeedsTieBreak(views, canRerun)))
         {
-            (results, groups, tieBroken) = await TieBreakAsync(job, results, groups, ct); // ComputeClient.TieBreak.cs
+            (results, tieBroken) = await TieBreakAsync(job, results, ct); // ComputeClient.TieBreak.cs
+            views = Views(results);
         }
         // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
         // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
-        bool inGoodStanding;
-        lock (_gate)
+        TrustedRun? trusted = null;
+        if (job.Locked(() => job.Core.NeedsLocalRerun(views, tieBroken, canRerun)))
         {
-            inGoodStanding = (groups.Count == 1 || (tieBroken && groups[0].Count() * 2 > results.Count)) && groups[0].Any(r => _reputation.Get(r.Provider).ConsecutiveVerified >= _policy.Options.StrangerResults);
+            trusted = await RerunLocallyAsync(job, ct);
         }
-        if ((groups.Count > 1 || !inGoodStanding) && _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes))
+        var decision = job.Locked(() => job.Core.DecideReplicas(views, tieBroken, trusted?.Summary));
+        for (var i = 0; i < results.Count; i++)
         {
-            var rerun = await _verifier.RunAsync(job.Submission.Module, job.Payload, job.Submission.Fuel, job.Submission.MemoryBytes, ct);
-            trusted = new TrustedRun(RunSummary.Of(rerun), rerun.Stdout, ExecutionMapping.ToStatus(rerun.Outcome), rerun.ExitCode ?? 0,
-                rerun.Error ?? rerun.Trap?.Description) { Stderr = rerun.Stderr };
+            _instruments.Verification(decision.Settle[i].Verdict);
+            await SettleAsync(job, results[i], decision.Settle[i], ct);
         }
-        LeaseResultInfo? chosen = null;
-        var majority = groups[0].Count() * 2 > results.Count;
-        foreach (var r in results)
+        return decision.End switch
         {
-            var summary = RunSummary.Of(r.Attestation.Attestation);
-            var verdict = trusted is not null
-                ? FraudChecker.Compare(summary, trusted.Summary)
-                : groups[0].Contains(r) ? CheckVerdict.Match : CheckVerdict.Inconclusive;
-            _instruments.Verification(verdict);
-            if ((verdict == CheckVerdict.Mismatch && trusted is { Summary.Deterministic: true }) || (tieBroken && inGoodStanding && verdict != CheckVerdict.Match))
-            {
-                await ConvictAsync(job, r, ct);
-                continue;
-            }
-            if (verdict == CheckVerdict.Match && (trusted is not null || inGoodStanding))
-            {
-                _reputation.RecordVerified(r.Provider);
-            }
-            else if (verdict != CheckVerdict.Match)
-            {
-                _reputation.RecordInconclusive(r.Provider);
-            }
-            if (verdict == CheckVerdict.Match)
-            {
-                chosen ??= r;
-            }
-            if (verdict == CheckVerdict.Match && (trusted is not null || majority))
-            {
-                await PayAsync(job, r, ct, compared: true);
-            }
-            else
-            {
-                // Disagreeing replicas nobody could resolve: only a strict majority is paid, never the other side.
-                _ledger.Release(r.LeaseId);
-                Record(job, new AttemptRecord(r.Provider, LeaseOutcomeKind.Completed, "a replica outvoted or unresolved: not paid", 0));
-            }
-        }
-        if (chosen is not null)
-        {
-            return job.Finish(chosen, verified: trusted is not null || inGoodStanding);
-        }
-        if (trusted is not null)
-        {
-            return job.Finish(trusted, _key.PeerId, verified: true);
-        }
-        return job.Finish(groups[0].First(), verified: false);
+            JobEnd.LeaseResult r => job.Finish(results[r.Index], r.Verified),
+            JobEnd.OwnRun own => job.Finish(trusted!, _key.PeerId, own.Verified),
+            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
+        };
     }
 
-    private static byte[] Fingerprint(RunSummary s) =>
-        SHA256.HashData([.. BitConverter.GetBytes((int)s.Outcome), .. BitConverter.GetBytes(s.ExitCode), .. s.OutputHash,
-            .. BitConverter.GetBytes(s.OutputSize), .. BitConverter.GetBytes(s.FuelUsed)]);
+    /// <summary>The replicas as the job judges them: provider, attested summary, and its record here now.</summary>
+    private List<ReplicaResult> Views(List<LeaseResultInfo> results) =>
+        [.. results.Select(r => new ReplicaResult(r.Provider, RunSummary.Of(r.Attestation.Attestation), _reputation.Get(r.Provider).ConsecutiveVerified))];
 
     /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
     /// <param name="alwaysCompared">
@@ -503,13 +475,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (_gate)
         {
             // A job holding a result it trusts compares every later result with it for free: declared as rate one.
-            ratePpm = alwaysCompared || job.Trusted is not null
-                ? LeaseAudit.AlwaysPpm
-                : LeaseAudit.ToPpm(_policy.DeclaredRate(_reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate));
+            ratePpm = job.Locked(() => job.Core.DeclaredRatePpm(_policy, _reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate, alwaysCompared));
             _secure.Fill(secret);
-            job.LastWasBusy = false;
-            job.Tried.Add(provider);
-            job.Why[provider] = Job.RunningReplica;
+            lock (job.Gate)
+            {
+                job.Core.OnLeaseStarted(provider);
+            }
             // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
             do
             {
@@ -537,7 +508,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         if (reserved is LedgerResult.InsufficientFunds)
         {
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.History);
+                $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         var payer = new DebitNotePayer(this, lease, provider, leaseId);
@@ -555,52 +526,25 @@ public sealed partial class ComputeClient : IAsyncDisposable
         finally
         {
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
-            job.Cost += payer.PaidAmount; // debit notes paid as the lease ran, whatever came of it
-        }
-        if (outcome.RejectReason is not LeaseRejectReason.Busy)
-        {
-            lock (_gate)
+            var notesPaid = payer.PaidAmount;
+            lock (job.Gate)
             {
-                job.BusySince = null; // the provider answered with more than "busy": the wait for capacity is over
+                job.Core.OnPaid(notesPaid); // debit notes paid as the lease ran, whatever came of it
             }
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
+            // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
             _ledger.Release(leaseId);
-            if (outcome.Kind is LeaseOutcomeKind.Expired or LeaseOutcomeKind.Cancelled)
-            {
-                // Lost on the way (the provider restarted and no longer knows the lease, or it or the connection went
-                // silent): it counts as a failed attempt, but the provider may be asked again, once it has advertised
-                // again or BusyRetryInterval has passed (a restarted provider is redialled), within MaxAttempts.
-                _reputation.RecordFailure(provider);
-                lock (_gate)
-                {
-                    job.Tried.Remove(provider);
-                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + _options.BusyRetryInterval, _options.BusyRetryInterval);
-                }
-            }
-            else if (outcome.RejectReason is not LeaseRejectReason.Busy)
-            {
-                _reputation.RecordFailure(provider);
-            }
-            else
-            {
-                lock (_gate)
-                {
-                    // Busy is "wait and retry", never "tried": skipped only until its next advertisement says what it has
-                    // free (ChooseAsync waits for that, bounded by WaitForCapacity), then asked again.
-                    job.Tried.Remove(provider);
-                    var backoff = job.BusyAt.TryGetValue(provider, out var before)
-                        ? TimeSpan.FromTicks(Math.Min(before.Backoff.Ticks * 2, _options.BusyRetryInterval.Ticks))
-                        : TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(1).Ticks, _options.BusyRetryInterval.Ticks));
-                    job.BusyAt[provider] = new BusyRefusal(ad.Ad.Sequence, _time.GetUtcNow() + backoff, backoff);
-                    job.LastWasBusy = true;
-                    job.BusyRefusals++;
-                }
-            }
-            Record(job, new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
+            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, ad.Ad.Sequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
+            Note(provider, note);
+            AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
             ct.ThrowIfCancellationRequested();
             return null;
+        }
+        lock (job.Gate)
+        {
+            job.Core.OnResultDelivered();
         }
         var output = result.Output ?? [];
         // The request already hashed module and input, and the lease checked the output against its hash.
@@ -608,38 +552,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
             result.Output is null ? SHA256.HashData(output) : result.OutputHash, output.Length);
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
-        if (!attestation.IsValid || attestation.Value!.Attestation.FuelUsed != (ulong)result.FuelUsed || result.Output is null
-            || claimedStatus != result.Status)
+        var decodes = LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms);
+        var problem = job.Locked(() => job.Core.InspectResult(provider,
+            attestation.IsValid ? null : attestation.Status.ToString(),
+            attestation.IsValid && attestation.Value!.Attestation.FuelUsed == (ulong)result.FuelUsed && result.Output is not null && claimedStatus == result.Status,
+            claimedStatus, attestation.IsValid ? attestation.Value!.Attestation.FuelUsed : 0, payer.PaidFuel, decodes));
+        if (problem is { } p)
         {
-            // Unsigned, or not about what was delivered: nothing to pay for and nothing to prove.
+            // Unsigned, not about what was delivered, a wall-clock timeout, or less fuel than notes paid for: not paid.
             _ledger.Release(leaseId);
-            _reputation.RecordFailure(provider);
-            var why = attestation.IsValid ? "result does not match its attestation" : $"attestation {attestation.Status}";
-            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, why, 0));
-            return null;
-        }
-        if (claimedStatus == ExecutionStatus.TimedOut)
-        {
-            // A wall-clock timeout is not a result: nothing proves the work was done, so it is never paid, and it
-            // counts against the provider (which chose to accept a task it could not finish).
-            _ledger.Release(leaseId);
-            _reputation.RecordFailure(provider);
-            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the provider's wall clock ran out: not paid", 0));
-            return null;
-        }
-        if (attestation.Value!.Attestation.FuelUsed < payer.PaidFuel)
-        {
-            // Paid by debit notes for fuel the signed result does not report: the rest is not paid, and it counts against the
-            // provider (what the notes paid is its earnings here, held back and forfeited on a proof of fraud).
-            _ledger.Release(leaseId);
-            _reputation.RecordFailure(provider);
-            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "the attestation reports less fuel than debit notes were paid for: not paid", 0));
-            return null;
-        }
-        if (!LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms))
-        {
-            _ledger.Release(leaseId);
-            Record(job, new AttemptRecord(provider, LeaseOutcomeKind.Failed, "terms do not decode", 0));
+            Note(provider, p.Note);
+            AttemptEnded?.Invoke(new AttemptRecord(provider, LeaseOutcomeKind.Failed, p.Why, 0));
             return null;
         }
         return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm, payer.PaidAmount);
@@ -681,57 +604,45 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// so, or it refused this job as busy at its current advertisement), waits for a newer advertisement, up to
     /// <see cref="ComputeClientOptions.WaitForCapacity"/> from the start of the wait: busy means "wait and retry", never
     /// "excluded". With no provider seen at all, waits up to <see cref="ComputeClientOptions.WaitForProviders"/>. Otherwise
-    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason.
+    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason. During a tie-break the
+    /// choice is made among providers in good standing here when one fits (<see cref="RequesterJob.Filter"/>).
     /// </summary>
     private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
     {
-        var providersBy = _time.GetUtcNow() + _options.WaitForProviders;
+        var providersBy = job.Core.BeginChoice(_time.GetUtcNow());
         while (true)
         {
             Task changed;
             SelectionResult selection;
-            int busyHere;
+            ChoiceFilter filter;
             Dictionary<PeerId, string> excludedWhy;
             bool selfSeen;
-            DateTimeOffset? retryAt = null;
             lock (_gate)
+            lock (job.Gate)
             {
                 var now = _time.GetUtcNow();
                 var refused = _reputation.RefusedProviders();
-                var excluded = new HashSet<PeerId>(job.Tried);
-                excluded.UnionWith(refused);
                 var live = _book.Live(now);
                 selfSeen = live.Any(a => a.Provider == _key.PeerId);
-                var candidates = new List<VerifiedAdvertisement>(live.Count);
-                busyHere = 0;
-                foreach (var ad in live)
-                {
-                    if (!excluded.Contains(ad.Provider) && job.BusyAt.TryGetValue(ad.Provider, out var refusal)
-                        && ad.Ad.Sequence <= refusal.Sequence && now < refusal.RetryAt)
-                    {
-                        // Refused this job as busy: asked again once it publishes something newer, or at RetryAt.
-                        busyHere++;
-                        retryAt = retryAt is { } r && r < refusal.RetryAt ? r : refusal.RetryAt;
-                        continue;
-                    }
-                    candidates.Add(ad);
-                }
+                filter = job.Core.Filter(live, refused, now, _consecutiveVerified);
                 var requirements = new Requirements
                 {
                     MinMemoryBytes = job.Submission.MemoryBytes,
                     MaxPricePerMegaFuel = job.Submission.MaxPricePerMegaFuel,
-                    ExcludedPeers = excluded,
+                    ExcludedPeers = filter.Excluded,
                     RuntimeVersion = ComputeRuntime.Version,
                     RequiredPolicy = ProviderPolicyFlags.Attests,
                     MaxResults = 1,
                 };
-                selection = _selector.Select(candidates, requirements, now);
+                selection = filter.Preferred.Count > 0 && _selector.Select(filter.Preferred, requirements, now) is Matched preferred
+                    ? preferred
+                    : _selector.Select(filter.Candidates, requirements, now);
                 excludedWhy = [];
-                foreach (var ad in candidates.Where(a => excluded.Contains(a.Provider)))
+                foreach (var ad in filter.Candidates.Where(a => filter.Excluded.Contains(a.Provider)))
                 {
                     excludedWhy[ad.Provider] = ad.Provider == _key.PeerId ? "this node itself"
                         : refused.Contains(ad.Provider) ? $"refused by this node ({_reputation.Get(ad.Provider).RefusedReason})"
-                        : job.Why.GetValueOrDefault(ad.Provider, "tried already");
+                        : job.Core.Why.GetValueOrDefault(ad.Provider, "tried already");
                 }
                 changed = _adsChanged.Task;
             }
@@ -740,50 +651,32 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 return matched.Providers[0].Advertisement;
             }
             var noMatch = (NoMatch)selection;
+            var busyHere = filter.BusyHere;
             var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
             var now2 = _time.GetUtcNow();
-            DateTimeOffset waitUntil;
-            if (busy > 0)
+            DateTimeOffset? wakeAt;
+            lock (job.Gate)
             {
-                lock (_gate)
-                {
-                    job.BusySince ??= now2;
-                    waitUntil = job.BusySince.Value + _options.WaitForCapacity;
-                }
-                providersBy = now2 + _options.WaitForProviders; // should the busy ones vanish, the usual wait for others
+                wakeAt = job.Core.OnNoMatch(busy, noMatch.Seen + busyHere - (selfSeen ? 1 : 0), filter.RetryAt, now2, ref providersBy);
             }
-            else
-            {
-                // Nobody but this node itself (a daemon that provides too): others may still turn up.
-                waitUntil = noMatch.Seen + busyHere - (selfSeen ? 1 : 0) == 0 ? providersBy : now2;
-            }
-            var left = waitUntil - now2;
-            if (left <= TimeSpan.Zero)
+            if (wakeAt is not { } wake)
             {
                 var explanation = Explain(noMatch, busyHere, excludedWhy, job);
                 if (busy > 0)
                 {
                     explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
                 }
-                List<AttemptRecord> tried;
-                lock (_gate)
-                {
-                    tried = [.. job.History];
-                }
-                throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {Summarise(tried)}", tried)
+                var tried = job.Locked(() => job.Core.History.ToList());
+                throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {RequesterJob.Summarise(tried)}", tried)
                 {
                     Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
                 };
             }
-            if (retryAt is { } retry && retry - now2 < left)
-            {
-                // A provider that refused as busy is asked again by then even if it publishes nothing new: its advertisement
-                // need not change (a core taken and freed within its publishing gap looks the same as before).
-                left = retry - now2 < TimeSpan.Zero ? TimeSpan.Zero : retry - now2;
-            }
             try
             {
-                await LoopSafeWait.WaitAsync(changed, left, _time, ct);
+                // A provider that refused as busy is asked again by its retry time even if it publishes nothing new: its
+                // advertisement need not change (a core taken and freed within its publishing gap looks the same as before).
+                await LoopSafeWait.WaitAsync(changed, wake - now2, _time, ct);
             }
             catch (TimeoutException)
             {
@@ -831,7 +724,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var counts = ReasonCounts(noMatch, busyHere, excludedWhy);
         var text = $"{seen} provider{(seen == 1 ? "" : "s")} seen: " +
             string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Value} {kv.Key}"));
-        if (job.Submission.Replicas > 1 && excludedWhy.Values.Any(w => w is Job.RunningReplica or Job.RanAlready))
+        if (job.Submission.Replicas > 1 && excludedWhy.Values.Any(w => w is RequesterJob.RunningReplica or RequesterJob.RanAlready))
         {
             text += $"; too few providers for --replicas {job.Submission.Replicas}";
         }
@@ -868,7 +761,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _instruments.CreditsSpent(receipt.Receipt.Amount);
         }
-        job.Cost += receipt.Receipt.Amount;
+        lock (job.Gate)
+        {
+            job.Core.OnPaid(receipt.Receipt.Amount);
+        }
         Record(job, new AttemptRecord(lease.Provider, LeaseOutcomeKind.Completed, lease.Result.Status.ToString(), receipt.Receipt.Amount));
         // The payment is final once settled (durably) here; handing the receipt over is the provider's business and
         // need not hold up the result: it goes on in the background (see WhenReceiptsDeliveredAsync and DisposeAsync).
@@ -944,16 +840,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     private void Record(Job job, AttemptRecord record)
     {
-        lock (_gate)
+        lock (job.Gate)
         {
-            job.History.Add(record);
-            job.Why[record.Provider] = Job.Cause(record);
+            job.Core.Record(record);
         }
         AttemptEnded?.Invoke(record);
     }
-
-    private static string Summarise(IEnumerable<AttemptRecord> history) =>
-        string.Join("; ", history.Select(h => $"{h.Provider}: {h.Outcome} ({h.Detail})"));
 
     public async ValueTask DisposeAsync()
     {
@@ -977,8 +869,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
         await _work.StopAsync();
     }
 
-    private sealed record BusyRefusal(ulong Sequence, DateTimeOffset RetryAt, TimeSpan Backoff);
-
     /// <summary>A result this node computed itself.</summary>
     private sealed record TrustedRun(RunSummary Summary, ReadOnlyMemory<byte> Output, ExecutionStatus Status, int ExitCode, string? Error)
     {
@@ -989,61 +879,35 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private sealed record LeaseResultInfo(PeerId Provider, byte[] LeaseId, SignedLeaseTerms SignedTerms, LeaseTerms Terms, LeaseResult Result,
         byte[] Output, SignedAttestation Attestation, byte[] AuditSecret, int AuditRatePpm, long PaidBefore = 0);
 
-    private sealed class Job(TaskSubmission submission, byte[] payload)
+    /// <summary>One submission: what it asks for, its decisions (<see cref="RequesterJob"/>), and the run this node trusts.</summary>
+    private sealed class Job(TaskSubmission submission, byte[] payload, RequesterJob core)
     {
         public TaskSubmission Submission { get; } = submission;
 
         public byte[] Payload { get; } = payload;
 
-        public HashSet<PeerId> Tried { get; } = [];
+        public RequesterJob Core { get; } = core;
 
-        /// <summary>Why each tried provider is not asked again, in words (for "no provider fits").</summary>
-        public Dictionary<PeerId, string> Why { get; } = [];
+        /// <summary>
+        /// Guards <see cref="Core"/> (its replicas lease concurrently); taken alone or inside the client's own lock, never
+        /// the other way round, so jobs do not contend with each other.
+        /// </summary>
+        public Lock Gate { get; } = new();
 
-        public const string RunningReplica = "already running this task";
-
-        public const string RanAlready = "ran this task already";
-
-        /// <summary>The reason an attempt's provider is not asked again: refused (and why), dead, failed, or used.</summary>
-        public static string Cause(AttemptRecord record) => record.Outcome switch
+        public T Locked<T>(Func<T> f)
         {
-            LeaseOutcomeKind.Rejected => "refused: " + RejectDetail(record.Detail),
-            LeaseOutcomeKind.Expired => $"dead or unreachable ({record.Detail})",
-            LeaseOutcomeKind.Cancelled => $"cancelled ({record.Detail})",
-            LeaseOutcomeKind.Failed => $"failed ({record.Detail})",
-            _ => record.Detail.StartsWith("fraud", StringComparison.Ordinal) ? "caught cheating" : RanAlready,
-        };
-
-        /// <summary>"Policy: fuel limit over 100" → "fuel limit over 100" (the provider's own words, bounded by the lease options).</summary>
-        private static string RejectDetail(string detail)
-        {
-            var colon = detail.IndexOf(": ", StringComparison.Ordinal);
-            return colon > 0 && Enum.TryParse<LeaseRejectReason>(detail[..colon], out _) ? detail[(colon + 2)..] : detail;
+            lock (Gate)
+            {
+                return f();
+            }
         }
 
-        /// <summary>
-        /// Providers that refused as busy, with the advertisement sequence they had then: skipped until they publish a
-        /// newer one or until RetryAt (1 s after the first refusal, doubling up to BusyRetryInterval).
-        /// </summary>
-        public Dictionary<PeerId, BusyRefusal> BusyAt { get; } = [];
-
-        /// <summary>
-        /// When this job began waiting for a core (every provider that fits busy, or refusing it as busy); null while it
-        /// is not waiting. Bounds the wait by <see cref="ComputeClientOptions.WaitForCapacity"/>.
-        /// </summary>
-        public DateTimeOffset? BusySince { get; set; }
-
-        /// <summary>Busy refusals so far (they are not attempts).</summary>
-        public int BusyRefusals { get; set; }
-
-        /// <summary>The last lease ended in a busy refusal that does not count as an attempt.</summary>
-        public bool LastWasBusy { get; set; }
-
-        public List<AttemptRecord> History { get; } = [];
-
+        /// <summary>This node's deterministic re-run (the job's <see cref="RequesterJob.Trusted"/> summary, with its output).</summary>
         public TrustedRun? Trusted { get; set; }
 
-        public long Cost { get; set; }
+        private long Cost => Core.Cost;
+
+        private List<AttemptRecord> History => Locked(() => Core.History.ToList());
 
         public SubmissionResult Finish(LeaseResultInfo lease, bool verified) => new()
         {
@@ -1055,7 +919,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Fuel = lease.Result.FuelUsed,
             Cost = Cost,
             Verified = verified,
-            History = [.. History],
+            History = History,
             Error = Explain(lease.Result.Status, lease.Result.ExitCode, null),
         };
 
@@ -1069,7 +933,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             Fuel = run.Summary.FuelUsed,
             Cost = Cost,
             Verified = verified,
-            History = [.. History],
+            History = History,
             Error = Explain(run.Status, run.ExitCode, run.Error),
         };
 
