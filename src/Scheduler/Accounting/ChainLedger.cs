@@ -76,32 +76,67 @@ public sealed partial class CreditLedger
     {
         ArgumentNullException.ThrowIfNull(receiptId);
         ArgumentNullException.ThrowIfNull(sign);
-        SignedBlock? block = null;
-        byte[]? existing = null;
-        var result = Durable(tx =>
+        var append = new OwnBlockAppend(this, receiptId, sign);
+        return append.Finish(Durable(append.Run));
+    }
+
+    /// <summary>
+    /// <see cref="AppendOwnBlock"/> for several payments at once, in one group commit (one flush for all, not one each):
+    /// each is appended in order at the next seq inside its own savepoint, so one that fails (its exception is rethrown
+    /// here after the commit, the others kept) leaves the others be. Every block returned is durable.
+    /// </summary>
+    public IReadOnlyList<(SignedBlock Block, bool Appended)> AppendOwnBlocks(IReadOnlyList<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)> blocks)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        var appends = blocks.Select(b => new OwnBlockAppend(this, b.ReceiptId ?? throw new ArgumentNullException(nameof(blocks)),
+            b.Sign ?? throw new ArgumentNullException(nameof(blocks)))).ToArray();
+        var writes = DurableAll(appends.Select(a => (Func<LedgerTransaction, LedgerResult>)a.Run).ToArray());
+        var results = new List<(SignedBlock, bool)>(appends.Length);
+        Exception? first = null;
+        for (var i = 0; i < appends.Length; i++)
         {
-            existing = Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
-            if (existing is not null)
+            try
+            {
+                results.Add(appends[i].Finish(writes[i].Error is { } error ? throw error : writes[i].Result));
+            }
+            catch (Exception e) when (e is ArgumentException or LedgerException)
+            {
+                first ??= e;
+            }
+        }
+        return first is null ? results : throw first;
+    }
+
+    /// <summary>One own block to append for a receipt: the operation run inside the ledger's (group-committed) transaction.</summary>
+    private sealed class OwnBlockAppend(CreditLedger ledger, byte[] receiptId, Func<ulong, byte[], SignedBlock> sign)
+    {
+        private SignedBlock? _block;
+        private byte[]? _existing;
+
+        public LedgerResult Run(LedgerTransaction tx)
+        {
+            _existing = ledger.Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
+            if (_existing is not null)
             {
                 return LedgerResult.AlreadyRecorded;
             }
-            var (seq, hash) = ChainHeadCore();
+            var (seq, hash) = ledger.ChainHeadCore();
             var signed = sign(seq + 1, hash);
-            if (signed.Author != Owner || signed.Seq != seq + 1 || !signed.Block.Previous.AsSpan().SequenceEqual(hash)
+            if (signed.Author != ledger.Owner || signed.Seq != seq + 1 || !signed.Block.Previous.AsSpan().SequenceEqual(hash)
                 || !signed.Block.ReceiptId.AsSpan().SequenceEqual(receiptId))
             {
                 throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
             }
-            InsertBlock(signed, own: true, keep: true);
-            CrashHook?.Invoke("chain-append");
-            block = signed;
+            ledger.InsertBlock(signed, own: true, keep: true);
+            ledger.CrashHook?.Invoke("chain-append");
+            _block = signed;
             return LedgerResult.Recorded;
-        });
-        if (result == LedgerResult.Recorded)
-        {
-            return (block!, true);
         }
-        return SignedBlock.DecodeChecked(existing!) is { } stored ? (stored, false) : throw Corrupt("an own chain block that does not decode");
+
+        public (SignedBlock Block, bool Appended) Finish(LedgerResult result) =>
+            result == LedgerResult.Recorded ? (_block!, true)
+            : SignedBlock.DecodeChecked(_existing!) is { } stored ? (stored, false)
+            : throw ledger.Corrupt("an own chain block that does not decode");
     }
 
     /// <summary>

@@ -163,11 +163,61 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
     }
 
-    /// <summary>Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a round, concurrently).</summary>
+    /// <summary>
+    /// Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a
+    /// round): the round's proposals are appended in one group commit (one flush for the round, not one per payment), then
+    /// sent concurrently.
+    /// </summary>
     private async Task<int> LinkDeliveredAsync(CancellationToken ct)
     {
-        var linked = await Task.WhenAll(_ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound).Select(r => ProposeAsync(r, ct)));
+        if (_recovering)
+        {
+            return 0; // linked once the chain is recovered (RetryAsync)
+        }
+        var payments = new List<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)>();
+        foreach (var envelope in _ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound))
+        {
+            // Read back from this node's own ledger, where it was stored as this node signed it: parsed, not verified again.
+            if (OwnPaidReceipt(envelope) is { } r)
+            {
+                payments.Add((r.ReceiptId, (seq, previous) => SignProposal(r, seq, previous)));
+            }
+        }
+        if (payments.Count == 0)
+        {
+            return 0;
+        }
+        var proposals = _ledger.AppendOwnBlocks(payments);
+        var linked = await Task.WhenAll(proposals.Select(p => SendWrittenAsync(p.Block, ct)));
         return linked.Count(l => l);
+    }
+
+    /// <summary>A receipt this node signed as the payer, read back from its ledger; null when it is not one.</summary>
+    private Receipt? OwnPaidReceipt(byte[] envelopeBytes) =>
+        SignedEnvelope.TryDeserialize(envelopeBytes, out SignedEnvelope? envelope) && envelope.Payload is not null
+            && SignedEnvelope.TryDeserialize(envelope.Payload, out Receipt? receipt) && receipt.IsWellFormed()
+            && receipt.Requester.AsSpan().SequenceEqual(_key.PeerId.Bytes) && KeyCache.TryPeer(receipt.Provider, out _)
+            ? receipt
+            : null;
+
+    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => SignedBlock.Sign(new ChainBlock
+    {
+        Author = _key.PeerId.ToBytes(),
+        Seq = seq,
+        Previous = previous,
+        Counterparty = r.Provider,
+        Kind = BlockKind.Proposal,
+        ReceiptId = r.ReceiptId,
+        LeaseId = r.LeaseId,
+        Amount = r.Amount,
+        FuelUsed = r.FuelUsed,
+        TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+    }, _key);
+
+    private async Task<bool> SendWrittenAsync(SignedBlock proposal, CancellationToken ct)
+    {
+        AfterProposalWritten?.Invoke(proposal);
+        return await SendProposalAsync(proposal, ct);
     }
 
     /// <summary>Completes when every proposal started so far has been answered or has failed.</summary>
@@ -185,23 +235,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             return false;
         }
-        var receipt = decoded.Value;
-        var r = receipt.Receipt;
-        var (proposal, _) = _ledger.AppendOwnBlock(r.ReceiptId, (seq, previous) => SignedBlock.Sign(new ChainBlock
-        {
-            Author = _key.PeerId.ToBytes(),
-            Seq = seq,
-            Previous = previous,
-            Counterparty = receipt.Provider.ToBytes(),
-            Kind = BlockKind.Proposal,
-            ReceiptId = r.ReceiptId,
-            LeaseId = r.LeaseId,
-            Amount = r.Amount,
-            FuelUsed = r.FuelUsed,
-            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-        }, _key));
-        AfterProposalWritten?.Invoke(proposal);
-        return await SendProposalAsync(proposal, ct);
+        var r = decoded.Value.Receipt;
+        var (proposal, _) = _ledger.AppendOwnBlock(r.ReceiptId, (seq, previous) => SignProposal(r, seq, previous));
+        return await SendWrittenAsync(proposal, ct);
     }
 
     /// <summary>Sends one of this node's proposals with the block before it; stores the agreement. True once linked.</summary>

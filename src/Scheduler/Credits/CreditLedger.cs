@@ -854,6 +854,35 @@ public sealed partial class CreditLedger : IDisposable
         });
     }
 
+    /// <summary>
+    /// <see cref="Durable"/> for several operations queued together, so that they share one commit (each in its own
+    /// savepoint, in order); returns their writes, each with its own result or exception.
+    /// </summary>
+    private PendingWrite[] DurableAll(IReadOnlyList<Func<LedgerTransaction, LedgerResult>> operations)
+    {
+        var mine = operations.Select(o => new PendingWrite(o)).ToArray();
+        lock (_queueGate)
+        {
+            _queue.AddRange(mine);
+        }
+        Run(() =>
+        {
+            // Queued together under the queue's lock, so whoever took one of them took all of them.
+            if (mine.Length > 0 && !mine[0].Done)
+            {
+                List<PendingWrite> batch;
+                lock (_queueGate)
+                {
+                    batch = [.. _queue];
+                    _queue.Clear();
+                }
+                RunBatch(batch);
+            }
+            return 0;
+        });
+        return mine;
+    }
+
     private void RunBatch(List<PendingWrite> batch)
     {
         try
