@@ -20,12 +20,17 @@ public enum ForeignBlockResult
 /// UPDATE and DELETE) and unique per receipt, so a payment is in the chain at most once; every own block is committed with
 /// <c>synchronous=FULL</c> before it can leave the node, so a crash can never make this node sign two blocks at one seq
 /// that both left. Other authors' blocks are kept when they link to ours, and otherwise up to
-/// <see cref="MaxForeignBlocks"/> (the oldest unlinked go first).
+/// <see cref="MaxForeignBlocks"/> (counted every <see cref="CountForeignEvery"/> stores; the oldest unlinked go first).
 /// </summary>
 public sealed partial class CreditLedger
 {
     /// <summary>Other authors' half-blocks kept that link to none of ours (gossiped, or a predecessor shown with a proposal).</summary>
     public const int MaxForeignBlocks = 100_000;
+
+    /// <summary>Unlinked blocks stored between two counts of them (so at most this many beyond <see cref="MaxForeignBlocks"/>).</summary>
+    internal const int CountForeignEvery = 1_024;
+
+    private long _foreignStores;
 
     private const string ChainSchema = """
         CREATE TABLE IF NOT EXISTS chain (
@@ -169,7 +174,9 @@ public sealed partial class CreditLedger
                 }
             }
             InsertBlock(block, own: false, keep: keep);
-            if (!keep && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
+            // Counting the unlinked blocks walks all of them: counted once per CountForeignEvery stores, not per store.
+            if (!keep && ++_foreignStores % CountForeignEvery == 0
+                && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
             {
                 Execute(tx, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
             }

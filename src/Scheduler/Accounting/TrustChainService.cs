@@ -362,11 +362,12 @@ public sealed partial class TrustChainService : IAsyncDisposable
             {
                 return Refuse("the block before the proposal is missing");
             }
-            // Usually the block before is one this node countersigned: held, byte for byte, so not checked again.
+            // Usually the block before is one this node countersigned: held, byte for byte, so neither checked nor stored again.
             var previous = _ledger.ChainBlockAt(from, p.Seq - 1) is { } held && held.AsSpan().SequenceEqual(message.Previous)
                 ? SignedBlock.DecodeChecked(held)
                 : null;
-            status = previous is not null ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
+            var previousHeld = previous is not null;
+            status = previousHeld ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
             if (status == BlockStatus.Valid)
             {
                 status = previous!.Precedes(p);
@@ -376,7 +377,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
                 return Refuse($"previous block: {status}");
             }
-            if (_ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
+            if (!previousHeld && _ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
             {
                 Fork(previous!, other!);
                 return Refuse("fork");
@@ -429,8 +430,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private TopicVerdict ValidateBlocks(TopicMessage message)
     {
         if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
-            || SignedBlock.Decode(pair.First, _options.Chain, out var proposal) != BlockStatus.Valid
-            || SignedBlock.Decode(pair.Second, _options.Chain, out var agreement) != BlockStatus.Valid
+            || DecodeGossiped(pair.First, out var proposal) != BlockStatus.Valid
+            || DecodeGossiped(pair.Second, out var agreement) != BlockStatus.Valid
             || proposal!.LinkedBy(agreement!) != BlockStatus.Valid
             || message.Author is not { } author || author != agreement!.Author)
         {
@@ -439,6 +440,31 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         return IsForker(proposal.Author) || IsForker(agreement.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
     }
+
+    private BlockStatus DecodeGossiped(byte[] envelope, out SignedBlock? block) =>
+        DecodeGossiped(envelope, _options.Chain, _key.PeerId, hash => _ledger.ChainBlockByHash(hash), out block);
+
+    /// <summary>
+    /// Decodes and checks a gossiped block. One naming <paramref name="self"/> (its own, or a counterparty's linked to one
+    /// of its own) that <paramref name="heldByHash"/> holds byte for byte was signed there or checked when it was stored:
+    /// it is not verified again (a requester hears each of its payments back from the payee). Any other block, and any
+    /// other bytes, is verified.
+    /// </summary>
+    internal static BlockStatus DecodeGossiped(byte[] envelope, ChainOptions options, PeerId self, Func<byte[], byte[]?> heldByHash, out SignedBlock? block)
+    {
+        if (envelope.Length <= options.MaxBlockBytes && SignedBlock.DecodeChecked(envelope) is { } parsed
+            && (parsed.Author == self || parsed.Counterparty == self)
+            && heldByHash(parsed.Hash) is { } held && held.AsSpan().SequenceEqual(envelope))
+        {
+            block = parsed;
+            return BlockStatus.Valid;
+        }
+        return SignedBlock.Decode(envelope, options, out block);
+    }
+
+    /// <summary>Whether this node holds exactly these bytes as the block with this hash.</summary>
+    private bool HeldAsIs(SignedBlock block) =>
+        _ledger.ChainBlockByHash(block.Hash) is { } held && held.AsSpan().SequenceEqual(block.EnvelopeBytes);
 
     private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
     {
@@ -450,7 +476,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
             // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
             foreach (var block in new[] { proposal, agreement })
             {
-                if (block.Author != _key.PeerId && _ledger.HoldsBlocksOf(block.Author))
+                // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
+                if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
                 {
                     if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
                     {

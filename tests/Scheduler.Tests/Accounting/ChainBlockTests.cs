@@ -183,4 +183,33 @@ public class ChainBlockTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Test]
+    public void GossipedBlock_HeldAsIsAndNamingThisNode_IsNotVerifiedAgain_AnyOtherIs()
+    {
+        var proposal = Proposal(MakeReceipt(Lease(1), Requester, Provider), Requester, 1, SignedBlock.Genesis);
+        var agreement = Agreement(proposal, Provider, 1, SignedBlock.Genesis);
+        var garbled = (byte[])agreement.EnvelopeBytes.Clone();
+        garbled[^1] ^= 0x01; // the signature's last byte: same payload, same hash, bad signature
+        Assert.That(SignedBlock.Decode(garbled, Chain, out _), Is.EqualTo(BlockStatus.BadSignature));
+        var store = new Dictionary<string, byte[]>();
+        byte[]? Held(byte[] hash) => store.GetValueOrDefault(Convert.ToHexString(hash));
+
+        // Held as is by the requester (it is the counterparty): taken as stored. Held garbled, to show the check is skipped.
+        store[Convert.ToHexString(agreement.Hash)] = garbled;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out var taken), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(taken!.Hash, Is.EqualTo(agreement.Hash));
+        // The same payload held, other bytes sent: verified.
+        store[Convert.ToHexString(agreement.Hash)] = agreement.EnvelopeBytes;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        Assert.That(TrustChainService.DecodeGossiped(agreement.EnvelopeBytes, Chain, Requester.PeerId, Held, out var good), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(good!.EnvelopeBytes, Is.EqualTo(agreement.EnvelopeBytes));
+        // A third party's view: a block naming neither side is always verified, held or not.
+        store[Convert.ToHexString(agreement.Hash)] = garbled;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Stranger.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        // Not held at all: verified.
+        store.Clear();
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        Assert.That(TrustChainService.DecodeGossiped([1, 2, 3], Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.Malformed));
+    }
 }
