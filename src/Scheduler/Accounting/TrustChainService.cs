@@ -128,6 +128,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
         _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
+        _host.SetStreamHandler(ChainProtocol.BatchId, HandleStreamAsync);
+        _host.BudgetInboundStreams(ChainProtocol.BatchId, PeerBudgets.Receipts);
         _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
         _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
         _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
@@ -188,8 +190,86 @@ public sealed partial class TrustChainService : IAsyncDisposable
             return 0;
         }
         var proposals = _ledger.AppendOwnBlocks(payments);
-        var linked = await Task.WhenAll(proposals.Select(p => SendWrittenAsync(p.Block, ct)));
-        return linked.Count(l => l);
+        var linked = await Task.WhenAll(proposals.GroupBy(p => p.Block.Counterparty)
+            .Select(g => SendProposalsAsync(g.Key, [.. g.Select(p => p.Block)], ct)));
+        return linked.Sum();
+    }
+
+    /// <summary>
+    /// Sends one provider a round's proposals on one <see cref="ChainProtocol.BatchId"/> stream (one per proposal to a
+    /// provider that speaks only <see cref="ChainProtocol.Id"/>) and stores the agreements; returns how many are linked.
+    /// </summary>
+    private async Task<int> SendProposalsAsync(PeerId provider, List<SignedBlock> proposals, CancellationToken ct)
+    {
+        var linked = 0;
+        var pending = new List<(SignedBlock Proposal, ChainProposal Message)>();
+        foreach (var proposal in proposals)
+        {
+            AfterProposalWritten?.Invoke(proposal);
+            if (ProposalMessage(proposal) is { } message)
+            {
+                pending.Add((proposal, message));
+            }
+            else
+            {
+                linked++;
+            }
+        }
+        if (pending.Count == 0)
+        {
+            return linked;
+        }
+        var answers = await ExchangeManyAsync(provider, [.. pending.Select(p => p.Message)], ct);
+        for (var i = 0; i < pending.Count; i++)
+        {
+            linked += TakeAnswer(pending[i].Proposal, answers[i]) ? 1 : 0;
+        }
+        return linked;
+    }
+
+    /// <summary>
+    /// Exchanges proposals for answers with one provider, in order, <see cref="ChainProtocol.MaxProposalsPerStream"/> per
+    /// <see cref="ChainProtocol.BatchId"/> stream, or one per <see cref="ChainProtocol.Id"/> stream with an older provider;
+    /// an answer is null where the exchange failed (the rest are then not sent: they are retried with the unlinked).
+    /// </summary>
+    internal async Task<ChainAnswer?[]> ExchangeManyAsync(PeerId provider, IReadOnlyList<ChainProposal> messages, CancellationToken ct)
+    {
+        var answers = new ChainAnswer?[messages.Count];
+        var next = 0;
+        while (next < messages.Count)
+        {
+            var before = next;
+            try
+            {
+                using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+                await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
+                var count = stream.Protocol == ChainProtocol.BatchId ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
+                for (var i = 0; i < count; i++)
+                {
+                    await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(messages[next + i]), linked.Token);
+                }
+                await stream.Output.CompleteAsync();
+                for (var i = 0; i < count; i++)
+                {
+                    var reply = await LengthPrefixed.ReadAsync(stream.Input, MaxAnswerBytes, stream.Protocol, linked.Token)
+                        ?? throw new ProtocolViolationException(stream.Protocol, "stream ended without an answer");
+                    answers[next++] = ChainCodec.TryDecode(reply, MaxAnswerBytes, out ChainAnswer? answer)
+                        ? answer
+                        : throw new ProtocolViolationException(stream.Protocol, "malformed answer");
+                }
+            }
+            catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
+            {
+                LogExchangeFailed(_log, provider, e.Message);
+                return answers;
+            }
+            if (next == before)
+            {
+                return answers;
+            }
+        }
+        return answers;
     }
 
     /// <summary>A receipt this node signed as the payer, read back from its ledger; null when it is not one.</summary>
@@ -244,12 +324,23 @@ public sealed partial class TrustChainService : IAsyncDisposable
     public async Task<bool> SendProposalAsync(SignedBlock proposal, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(proposal);
+        return ProposalMessage(proposal) is not { } message || TakeAnswer(proposal, await ExchangeAsync(proposal.Counterparty, message, ct));
+    }
+
+    /// <summary>The message proposing one of this node's blocks, with the block before it; null when it is linked already.</summary>
+    private ChainProposal? ProposalMessage(SignedBlock proposal)
+    {
         if (_ledger.AgreementLinking(proposal.Hash) is not null)
         {
-            return true;
+            return null;
         }
         var previous = proposal.Seq > 1 ? _ledger.ChainBlockAt(_key.PeerId, proposal.Seq - 1) ?? [] : [];
-        var answer = await ExchangeAsync(proposal.Counterparty, new ChainProposal { Proposal = proposal.EnvelopeBytes, Previous = previous }, ct);
+        return new ChainProposal { Proposal = proposal.EnvelopeBytes, Previous = previous };
+    }
+
+    /// <summary>Checks and stores the provider's answer to a proposal (null: none came); true once linked.</summary>
+    private bool TakeAnswer(SignedBlock proposal, ChainAnswer? answer)
+    {
         if (answer is null)
         {
             return false;
@@ -307,23 +398,33 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         try
         {
-            var body = await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), ChainProtocol.Id, ct);
-            if (body is null)
+            // One proposal on Id; up to MaxProposalsPerStream on BatchId, each answered as it is read, then the end.
+            var batch = stream.Protocol == ChainProtocol.BatchId;
+            var max = batch ? ChainProtocol.MaxProposalsPerStream : 1;
+            for (var i = 0; i < max; i++)
             {
-                return;
+                var body = await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct);
+                if (body is null)
+                {
+                    break;
+                }
+                if (!ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message))
+                {
+                    throw new ProtocolViolationException(stream.Protocol, "malformed proposal");
+                }
+                var answer = Answer(stream.RemotePeer, message, out var pair);
+                Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
+                await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
+                if (pair is { } p && _options.AnnounceBlocks)
+                {
+                    await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
+                }
             }
-            if (!ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message))
+            if (batch && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is not null)
             {
-                throw new ProtocolViolationException(ChainProtocol.Id, "malformed proposal");
+                throw new ProtocolViolationException(stream.Protocol, $"more than {ChainProtocol.MaxProposalsPerStream} proposals on one stream");
             }
-            var answer = Answer(stream.RemotePeer, message, out var pair);
-            Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
-            await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
             await stream.Output.CompleteAsync();
-            if (pair is { } p && _options.AnnounceBlocks)
-            {
-                await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
-            }
         }
         catch (ProtocolViolationException e)
         {
@@ -579,6 +680,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _host.RemoveStreamHandler(ChainProtocol.Id);
+        _host.RemoveStreamHandler(ChainProtocol.BatchId);
         _host.RemoveStreamHandler(ChainQueryProtocol.Id);
         _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();
