@@ -1006,10 +1006,26 @@ public sealed partial class CreditLedger : IDisposable
             _commands[sql] = cmd;
         }
         _ = tx; // transactions are run by LedgerTransaction's own commands: the connection has none of its own
-        cmd.Parameters.Clear();
+        // A statement is bound with the same names every time: the parameters are kept and given their new values
+        // (their types are inferred from the value at each bind), rather than made anew for every execution.
+        var kept = cmd.Parameters;
+        var same = kept.Count == parameters.Length;
+        for (var i = 0; same && i < parameters.Length; i++)
+        {
+            same = string.Equals(kept[i].ParameterName, parameters[i].Name, StringComparison.Ordinal);
+        }
+        if (same)
+        {
+            for (var i = 0; i < parameters.Length; i++)
+            {
+                kept[i].Value = parameters[i].Value;
+            }
+            return cmd;
+        }
+        kept.Clear();
         foreach (var (name, value) in parameters)
         {
-            cmd.Parameters.AddWithValue(name, value);
+            kept.AddWithValue(name, value);
         }
         return cmd;
     }
