@@ -15,7 +15,7 @@ public static class ChainProtocol
     /// <summary>
     /// Several proposals to one provider on one stream: the requester sends up to <see cref="MaxProposalsPerStream"/>
     /// <see cref="ChainProposal"/>s one after another, each framed as on <see cref="Id"/>, and ends its side; the provider
-    /// answers each in order with a <see cref="ChainAnswer"/> as it reads it. One more proposal resets the stream. A
+    /// reads them to the end and answers each in order with a <see cref="ChainAnswer"/>. One more resets the stream, unanswered. A
     /// requester offers this first and <see cref="Id"/> second, so an older provider gets one proposal per stream.
     /// </summary>
     public const string BatchId = "/potluck/chain/1.1.0";

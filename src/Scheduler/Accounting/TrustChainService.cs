@@ -399,32 +399,37 @@ public sealed partial class TrustChainService : IAsyncDisposable
         try
         {
             // One proposal on Id; up to MaxProposalsPerStream on BatchId, each answered as it is read, then the end.
+            // One proposal on Id; up to MaxProposalsPerStream on BatchId, read to the requester's end, then answered in order
+            // (their agreements appended in one group commit).
             var batch = stream.Protocol == ChainProtocol.BatchId;
             var max = batch ? ChainProtocol.MaxProposalsPerStream : 1;
-            for (var i = 0; i < max; i++)
+            var messages = new List<ChainProposal>();
+            while (messages.Count < max
+                && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is { } body)
             {
-                var body = await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct);
-                if (body is null)
-                {
-                    break;
-                }
-                if (!ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message))
-                {
-                    throw new ProtocolViolationException(stream.Protocol, "malformed proposal");
-                }
-                var answer = Answer(stream.RemotePeer, message, out var pair);
+                messages.Add(ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message)
+                    ? message
+                    : throw new ProtocolViolationException(stream.Protocol, "malformed proposal"));
+            }
+            if (batch && messages.Count == max
+                && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is not null)
+            {
+                throw new ProtocolViolationException(stream.Protocol, $"more than {ChainProtocol.MaxProposalsPerStream} proposals on one stream");
+            }
+            var answers = AnswerAll(stream.RemotePeer, messages, out var pairs);
+            foreach (var answer in answers)
+            {
                 Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
                 await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
+            }
+            await stream.Output.CompleteAsync();
+            foreach (var pair in pairs)
+            {
                 if (pair is { } p && _options.AnnounceBlocks)
                 {
                     await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
                 }
             }
-            if (batch && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is not null)
-            {
-                throw new ProtocolViolationException(stream.Protocol, $"more than {ChainProtocol.MaxProposalsPerStream} proposals on one stream");
-            }
-            await stream.Output.CompleteAsync();
         }
         catch (ProtocolViolationException e)
         {
@@ -437,7 +442,73 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>The provider's answer to a proposal from <paramref name="from"/>; the linked pair when it agreed now or before.</summary>
     internal ChainAnswer Answer(PeerId from, ChainProposal message, out (SignedBlock Proposal, SignedBlock Agreement)? pair)
     {
-        pair = null;
+        var answers = AnswerAll(from, [message], out var pairs);
+        pair = pairs[0];
+        return answers[0];
+    }
+
+    /// <summary>
+    /// The provider's answers to proposals from <paramref name="from"/>, checked in order; the agreements of those that
+    /// check are appended in one group commit (one flush for a stream's proposals, not one each). The linked pairs,
+    /// where it agreed now or before, are in <paramref name="pairs"/>.
+    /// </summary>
+    internal ChainAnswer[] AnswerAll(PeerId from, IReadOnlyList<ChainProposal> messages, out (SignedBlock Proposal, SignedBlock Agreement)?[] pairs)
+    {
+        var answers = new ChainAnswer[messages.Count];
+        pairs = new (SignedBlock, SignedBlock)?[messages.Count];
+        var agreeable = new List<(int Index, SignedBlock Proposal)>();
+        for (var i = 0; i < messages.Count; i++)
+        {
+            if (Check(from, messages[i], out var proposal) is { } refusal)
+            {
+                answers[i] = refusal;
+            }
+            else
+            {
+                agreeable.Add((i, proposal!));
+            }
+        }
+        if (agreeable.Count == 0)
+        {
+            return answers;
+        }
+        var agreements = _ledger.AppendOwnBlocks([.. agreeable.Select(a =>
+            (a.Proposal.Block.ReceiptId, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
+        for (var k = 0; k < agreeable.Count; k++)
+        {
+            var (i, p) = agreeable[k];
+            var agreement = agreements[k].Block;
+            if (p.LinkedBy(agreement) != BlockStatus.Valid)
+            {
+                answers[i] = Refuse("this payment is linked to another block of yours already");
+                continue;
+            }
+            pairs[i] = (p, agreement);
+            answers[i] = new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
+        }
+        return answers;
+    }
+
+    private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => SignedBlock.Sign(new ChainBlock
+    {
+        Author = _key.PeerId.ToBytes(),
+        Seq = seq,
+        Previous = previousHash,
+        Counterparty = from.ToBytes(),
+        LinkSeq = p.Seq,
+        LinkHash = p.Hash,
+        Kind = BlockKind.Agreement,
+        ReceiptId = p.Block.ReceiptId,
+        LeaseId = p.Block.LeaseId,
+        Amount = p.Block.Amount,
+        FuelUsed = p.Block.FuelUsed,
+        TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+    }, _key);
+
+    /// <summary>Checks one proposal from <paramref name="from"/> and stores it: the refusal, or null and the proposal to agree to.</summary>
+    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
+    {
+        agreeable = null;
         if (_recovering)
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
@@ -501,27 +572,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
             Fork(p, conflicting!);
             return Refuse("fork");
         }
-        var (agreement, _) = _ledger.AppendOwnBlock(p.Block.ReceiptId, (seq, previousHash) => SignedBlock.Sign(new ChainBlock
-        {
-            Author = _key.PeerId.ToBytes(),
-            Seq = seq,
-            Previous = previousHash,
-            Counterparty = from.ToBytes(),
-            LinkSeq = p.Seq,
-            LinkHash = p.Hash,
-            Kind = BlockKind.Agreement,
-            ReceiptId = p.Block.ReceiptId,
-            LeaseId = p.Block.LeaseId,
-            Amount = p.Block.Amount,
-            FuelUsed = p.Block.FuelUsed,
-            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-        }, _key));
-        if (p.LinkedBy(agreement) != BlockStatus.Valid)
-        {
-            return Refuse("this payment is linked to another block of yours already");
-        }
-        pair = (p, agreement);
-        return new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
+        agreeable = p;
+        return null;
     }
 
     private static ChainAnswer Refuse(string detail) => new() { Status = ChainAnswerStatus.Refused, Detail = detail };

@@ -10,7 +10,7 @@ namespace Potluck.Node.Tests.Adversarial;
 
 /// <summary>
 /// A round's proposals to one provider travel on one <see cref="ChainProtocol.BatchId"/> stream: bounded per stream (one
-/// more resets it), and an older provider that speaks only <see cref="ChainProtocol.Id"/> still links every payment.
+/// more resets it unanswered), and an older provider that speaks only <see cref="ChainProtocol.Id"/> still links every payment.
 /// </summary>
 [Category("Adversarial")]
 public class ChainBatchTests
@@ -40,7 +40,7 @@ public class ChainBatchTests
     });
 
     [Test]
-    public void BatchBeyondTheLimit_IsAnsweredUpToTheLimit_ThenReset_AndTheProviderStillLinksHonestPayments() => VirtualTimeDriver.Run(async d =>
+    public void FullBatch_IsAnswered_OneMoreIsResetUnanswered_AndTheProviderStillLinksHonestPayments() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 141);
@@ -64,6 +64,7 @@ public class ChainBatchTests
                 FuelUsed = 1,
             }, stranger).EnvelopeBytes,
         });
+        // A full batch is answered, each refused, none penalised.
         await using (var stream = await requester.Potluck.Host.NewStreamAsync(provider.PeerId, [ChainProtocol.BatchId], ct))
         {
             Assert.That(stream.Protocol, Is.EqualTo(ChainProtocol.BatchId));
@@ -71,29 +72,37 @@ public class ChainBatchTests
             {
                 await LengthPrefixed.WriteAsync(stream.Output, Foreign(i), ct);
             }
-            var answers = 0;
+            await stream.Output.CompleteAsync();
             for (var i = 0; i < ChainProtocol.MaxProposalsPerStream; i++)
             {
                 var reply = await LengthPrefixed.ReadAsync(stream.Input, 4096, ChainProtocol.BatchId, ct);
                 Assert.That(ChainCodec.TryDecode(reply, 4096, out ChainAnswer? answer), Is.True);
                 Assert.That(answer!.Status, Is.EqualTo(ChainAnswerStatus.Refused));
-                answers++;
             }
-            // One more than the limit (sent once the others are answered: a reset discards answers not yet read).
-            await LengthPrefixed.WriteAsync(stream.Output, Foreign(ChainProtocol.MaxProposalsPerStream), ct);
+            Assert.That(await LengthPrefixed.ReadAsync(stream.Input, 4096, ChainProtocol.BatchId, ct), Is.Null, "then the end");
+        }
+        Assert.That((provider.Node.Chain!.Refused, provider.Node.Chain.Agreed), Is.EqualTo(((long)ChainProtocol.MaxProposalsPerStream, 0L)));
+
+        // One more than the limit: the stream is reset before anything is answered.
+        await using (var stream = await requester.Potluck.Host.NewStreamAsync(provider.PeerId, [ChainProtocol.BatchId], ct))
+        {
+            for (var i = 0; i <= ChainProtocol.MaxProposalsPerStream; i++)
+            {
+                await LengthPrefixed.WriteAsync(stream.Output, Foreign(100 + i), ct);
+            }
             await stream.Output.CompleteAsync();
-            byte[]? extra = null;
+            byte[]? first = null;
             try
             {
-                extra = await LengthPrefixed.ReadAsync(stream.Input, 4096, ChainProtocol.BatchId, ct);
+                first = await LengthPrefixed.ReadAsync(stream.Input, 4096, ChainProtocol.BatchId, ct);
             }
             catch (Exception e) when (e is not AssertionException)
             {
                 // reset: as expected
             }
-            Assert.That((answers, extra), Is.EqualTo((ChainProtocol.MaxProposalsPerStream, (byte[]?)null)), "answered up to the limit, never beyond");
+            Assert.That(first, Is.Null, "no answer to an oversized batch");
         }
-        Assert.That((provider.Node.Chain!.Refused, provider.Node.Chain.Agreed), Is.EqualTo(((long)ChainProtocol.MaxProposalsPerStream, 0L)));
+        Assert.That((provider.Node.Chain!.Refused, provider.Node.Chain.Agreed), Is.EqualTo(((long)ChainProtocol.MaxProposalsPerStream, 0L)), "nothing of it was handled");
 
         var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("honest", 100), ct);
         Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
