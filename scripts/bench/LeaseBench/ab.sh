@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side lease-path benchmark: the code at BASE (default 87f7c80, before the lease-path work) against HEAD,
 # both built from clean exports and both running this checkout's LeaseBench program, interleaved ROUNDS times.
-# usage: scripts/bench/LeaseBench/ab.sh [rounds] [base-commit] [-- sequential total concurrency]
+# BASE may name several commits separated by commas (e.g. 069d992,main): each runs in turn before HEAD, every round.
+# A base whose API this checkout's program no longer compiles against (older than the composition root) runs its own
+# LeaseBench program instead, which prints the same lines; the build log says which.
+# usage: scripts/bench/LeaseBench/ab.sh [rounds] [base-commit[,base-commit...]] [-- sequential total concurrency]
 set -euo pipefail
 rounds=${1:-4}
 base=${2:-87f7c80}
@@ -11,17 +14,31 @@ args=("${@:-300 2000 32}")
 root=$(git rev-parse --show-toplevel)
 work=$(mktemp -d /tmp/leasebench-ab.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-for v in base head; do
-  commit=$([[ $v == base ]] && echo "$base" || echo HEAD)
+IFS=, read -r -a bases <<< "$base"
+versions=()
+for i in "${!bases[@]}"; do versions+=("base$((i + 1))"); done
+versions+=(head)
+for v in "${versions[@]}"; do
+  if [[ $v == head ]]; then commit=HEAD; else commit=${bases[${v#base} - 1]}; fi
+  echo "# $v = $commit = $(git -C "$root" rev-parse --short "$commit")"
   mkdir -p "$work/$v"
   git -C "$root" archive "$commit" | tar -x -C "$work/$v"
+  own="$work/$v.own-program.cs"
+  cp "$work/$v/scripts/bench/LeaseBench/Program.cs" "$own"
   cp "$root/scripts/bench/LeaseBench/Program.cs" "$work/$v/scripts/bench/LeaseBench/Program.cs"
-  (cd "$work/$v" && dotnet build scripts/bench/LeaseBench -c Release -v q -nologo > "$work/$v.build.log")
+  if ! (cd "$work/$v" && dotnet build scripts/bench/LeaseBench -c Release -v q -nologo > "$work/$v.build.log" 2>&1); then
+    echo "# $v: this checkout's program does not build against $commit; running that commit's own LeaseBench program"
+    cp "$own" "$work/$v/scripts/bench/LeaseBench/Program.cs"
+    (cd "$work/$v" && dotnet build scripts/bench/LeaseBench -c Release -v q -nologo > "$work/$v.build.log" 2>&1) \
+      || { cat "$work/$v.build.log"; exit 1; }
+  fi
 done
 for r in $(seq 1 "$rounds"); do
-  for v in base head; do
+  for v in "${versions[@]}"; do
     echo "=== $v, round $r, $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg)"
-    dotnet "$work/$v/scripts/bench/LeaseBench/bin/Release/net10.0/Potluck.Benchmarks.Lease.dll" ${args[@]} \
-      | grep -E '^\| (libp2p|the task|whole|the same)|Sustained' || true  # a run with failed tasks exits 1: keep going
+    # CPU of the whole run (build excluded) as the kernel counts it, beside the program's own sustained-phase figure.
+    /usr/bin/time -f "process: %e s wall, %U s user, %S s system" \
+      dotnet "$work/$v/scripts/bench/LeaseBench/bin/Release/net10.0/Potluck.Benchmarks.Lease.dll" ${args[@]} 2>&1 \
+      | grep -E '^\| (libp2p|the task|whole|the same)|Sustained|^process:' || true  # a run with failed tasks exits 1: keep going
   done
 done

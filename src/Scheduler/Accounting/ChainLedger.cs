@@ -20,12 +20,17 @@ public enum ForeignBlockResult
 /// UPDATE and DELETE) and unique per receipt, so a payment is in the chain at most once; every own block is committed with
 /// <c>synchronous=FULL</c> before it can leave the node, so a crash can never make this node sign two blocks at one seq
 /// that both left. Other authors' blocks are kept when they link to ours, and otherwise up to
-/// <see cref="MaxForeignBlocks"/> (the oldest unlinked go first).
+/// <see cref="MaxForeignBlocks"/> (counted every <see cref="CountForeignEvery"/> stores; the oldest unlinked go first).
 /// </summary>
 public sealed partial class CreditLedger
 {
     /// <summary>Other authors' half-blocks kept that link to none of ours (gossiped, or a predecessor shown with a proposal).</summary>
     public const int MaxForeignBlocks = 100_000;
+
+    /// <summary>Unlinked blocks stored between two counts of them (so at most this many beyond <see cref="MaxForeignBlocks"/>).</summary>
+    internal const int CountForeignEvery = 1_024;
+
+    private long _foreignStores;
 
     private const string ChainSchema = """
         CREATE TABLE IF NOT EXISTS chain (
@@ -76,32 +81,67 @@ public sealed partial class CreditLedger
     {
         ArgumentNullException.ThrowIfNull(receiptId);
         ArgumentNullException.ThrowIfNull(sign);
-        SignedBlock? block = null;
-        byte[]? existing = null;
-        var result = Durable(tx =>
+        var append = new OwnBlockAppend(this, receiptId, sign);
+        return append.Finish(Durable(append.Run));
+    }
+
+    /// <summary>
+    /// <see cref="AppendOwnBlock"/> for several payments at once, in one group commit (one flush for all, not one each):
+    /// each is appended in order at the next seq inside its own savepoint, so one that fails (its exception is rethrown
+    /// here after the commit, the others kept) leaves the others be. Every block returned is durable.
+    /// </summary>
+    public IReadOnlyList<(SignedBlock Block, bool Appended)> AppendOwnBlocks(IReadOnlyList<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)> blocks)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        var appends = blocks.Select(b => new OwnBlockAppend(this, b.ReceiptId ?? throw new ArgumentNullException(nameof(blocks)),
+            b.Sign ?? throw new ArgumentNullException(nameof(blocks)))).ToArray();
+        var writes = DurableAll(appends.Select(a => (Func<LedgerTransaction, LedgerResult>)a.Run).ToArray());
+        var results = new List<(SignedBlock, bool)>(appends.Length);
+        Exception? first = null;
+        for (var i = 0; i < appends.Length; i++)
         {
-            existing = Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
-            if (existing is not null)
+            try
+            {
+                results.Add(appends[i].Finish(writes[i].Error is { } error ? throw error : writes[i].Result));
+            }
+            catch (Exception e) when (e is ArgumentException or LedgerException)
+            {
+                first ??= e;
+            }
+        }
+        return first is null ? results : throw first;
+    }
+
+    /// <summary>One own block to append for a receipt: the operation run inside the ledger's (group-committed) transaction.</summary>
+    private sealed class OwnBlockAppend(CreditLedger ledger, byte[] receiptId, Func<ulong, byte[], SignedBlock> sign)
+    {
+        private SignedBlock? _block;
+        private byte[]? _existing;
+
+        public LedgerResult Run(LedgerTransaction tx)
+        {
+            _existing = ledger.Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
+            if (_existing is not null)
             {
                 return LedgerResult.AlreadyRecorded;
             }
-            var (seq, hash) = ChainHeadCore();
+            var (seq, hash) = ledger.ChainHeadCore();
             var signed = sign(seq + 1, hash);
-            if (signed.Author != Owner || signed.Seq != seq + 1 || !signed.Block.Previous.AsSpan().SequenceEqual(hash)
+            if (signed.Author != ledger.Owner || signed.Seq != seq + 1 || !signed.Block.Previous.AsSpan().SequenceEqual(hash)
                 || !signed.Block.ReceiptId.AsSpan().SequenceEqual(receiptId))
             {
                 throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
             }
-            InsertBlock(signed, own: true, keep: true);
-            CrashHook?.Invoke("chain-append");
-            block = signed;
+            ledger.InsertBlock(signed, own: true, keep: true);
+            ledger.CrashHook?.Invoke("chain-append");
+            _block = signed;
             return LedgerResult.Recorded;
-        });
-        if (result == LedgerResult.Recorded)
-        {
-            return (block!, true);
         }
-        return SignedBlock.DecodeChecked(existing!) is { } stored ? (stored, false) : throw Corrupt("an own chain block that does not decode");
+
+        public (SignedBlock Block, bool Appended) Finish(LedgerResult result) =>
+            result == LedgerResult.Recorded ? (_block!, true)
+            : SignedBlock.DecodeChecked(_existing!) is { } stored ? (stored, false)
+            : throw ledger.Corrupt("an own chain block that does not decode");
     }
 
     /// <summary>
@@ -134,7 +174,9 @@ public sealed partial class CreditLedger
                 }
             }
             InsertBlock(block, own: false, keep: keep);
-            if (!keep && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
+            // Counting the unlinked blocks walks all of them: counted once per CountForeignEvery stores, not per store.
+            if (!keep && ++_foreignStores % CountForeignEvery == 0
+                && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
             {
                 Execute(tx, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
             }

@@ -12,6 +12,17 @@ public static class ChainProtocol
     /// </summary>
     public const string Id = "/potluck/chain/1.0.0";
 
+    /// <summary>
+    /// Several proposals to one provider on one stream: the requester sends up to <see cref="MaxProposalsPerStream"/>
+    /// <see cref="ChainProposal"/>s one after another, each framed as on <see cref="Id"/>, and ends its side; the provider
+    /// reads them to the end and answers each in order with a <see cref="ChainAnswer"/>. One more resets the stream, unanswered. A
+    /// requester offers this first and <see cref="Id"/> second, so an older provider gets one proposal per stream.
+    /// </summary>
+    public const string BatchId = "/potluck/chain/1.1.0";
+
+    /// <summary>Most proposals on one <see cref="BatchId"/> stream.</summary>
+    public const int MaxProposalsPerStream = 64;
+
     /// <summary>Gossip topic of completed payments (a proposal and its agreement), so forks meet wherever they are held.</summary>
     public const string BlocksTopic = "potluck/chain/1";
 

@@ -128,6 +128,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
         _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
+        _host.SetStreamHandler(ChainProtocol.BatchId, HandleStreamAsync);
+        _host.BudgetInboundStreams(ChainProtocol.BatchId, PeerBudgets.Receipts);
         _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
         _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
         _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
@@ -163,11 +165,139 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
     }
 
-    /// <summary>Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a round, concurrently).</summary>
+    /// <summary>
+    /// Proposes every delivered receipt that has no block yet (at most <see cref="AccountingOptions.MaxRetriesPerRound"/> a
+    /// round): the round's proposals are appended in one group commit (one flush for the round, not one per payment), then
+    /// sent concurrently.
+    /// </summary>
     private async Task<int> LinkDeliveredAsync(CancellationToken ct)
     {
-        var linked = await Task.WhenAll(_ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound).Select(r => ProposeAsync(r, ct)));
-        return linked.Count(l => l);
+        if (_recovering)
+        {
+            return 0; // linked once the chain is recovered (RetryAsync)
+        }
+        var payments = new List<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)>();
+        foreach (var envelope in _ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound))
+        {
+            // Read back from this node's own ledger, where it was stored as this node signed it: parsed, not verified again.
+            if (OwnPaidReceipt(envelope) is { } r)
+            {
+                payments.Add((r.ReceiptId, (seq, previous) => SignProposal(r, seq, previous)));
+            }
+        }
+        if (payments.Count == 0)
+        {
+            return 0;
+        }
+        var proposals = _ledger.AppendOwnBlocks(payments);
+        var linked = await Task.WhenAll(proposals.GroupBy(p => p.Block.Counterparty)
+            .Select(g => SendProposalsAsync(g.Key, [.. g.Select(p => p.Block)], ct)));
+        return linked.Sum();
+    }
+
+    /// <summary>
+    /// Sends one provider a round's proposals on one <see cref="ChainProtocol.BatchId"/> stream (one per proposal to a
+    /// provider that speaks only <see cref="ChainProtocol.Id"/>) and stores the agreements; returns how many are linked.
+    /// </summary>
+    private async Task<int> SendProposalsAsync(PeerId provider, List<SignedBlock> proposals, CancellationToken ct)
+    {
+        var linked = 0;
+        var pending = new List<(SignedBlock Proposal, ChainProposal Message)>();
+        foreach (var proposal in proposals)
+        {
+            AfterProposalWritten?.Invoke(proposal);
+            if (ProposalMessage(proposal) is { } message)
+            {
+                pending.Add((proposal, message));
+            }
+            else
+            {
+                linked++;
+            }
+        }
+        if (pending.Count == 0)
+        {
+            return linked;
+        }
+        var answers = await ExchangeManyAsync(provider, [.. pending.Select(p => p.Message)], ct);
+        for (var i = 0; i < pending.Count; i++)
+        {
+            linked += TakeAnswer(pending[i].Proposal, answers[i]) ? 1 : 0;
+        }
+        return linked;
+    }
+
+    /// <summary>
+    /// Exchanges proposals for answers with one provider, in order, <see cref="ChainProtocol.MaxProposalsPerStream"/> per
+    /// <see cref="ChainProtocol.BatchId"/> stream, or one per <see cref="ChainProtocol.Id"/> stream with an older provider;
+    /// an answer is null where the exchange failed (the rest are then not sent: they are retried with the unlinked).
+    /// </summary>
+    internal async Task<ChainAnswer?[]> ExchangeManyAsync(PeerId provider, IReadOnlyList<ChainProposal> messages, CancellationToken ct)
+    {
+        var answers = new ChainAnswer?[messages.Count];
+        var next = 0;
+        while (next < messages.Count)
+        {
+            var before = next;
+            try
+            {
+                using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+                await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
+                var count = stream.Protocol == ChainProtocol.BatchId ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
+                for (var i = 0; i < count; i++)
+                {
+                    await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(messages[next + i]), linked.Token);
+                }
+                await stream.Output.CompleteAsync();
+                for (var i = 0; i < count; i++)
+                {
+                    var reply = await LengthPrefixed.ReadAsync(stream.Input, MaxAnswerBytes, stream.Protocol, linked.Token)
+                        ?? throw new ProtocolViolationException(stream.Protocol, "stream ended without an answer");
+                    answers[next++] = ChainCodec.TryDecode(reply, MaxAnswerBytes, out ChainAnswer? answer)
+                        ? answer
+                        : throw new ProtocolViolationException(stream.Protocol, "malformed answer");
+                }
+            }
+            catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
+            {
+                LogExchangeFailed(_log, provider, e.Message);
+                return answers;
+            }
+            if (next == before)
+            {
+                return answers;
+            }
+        }
+        return answers;
+    }
+
+    /// <summary>A receipt this node signed as the payer, read back from its ledger; null when it is not one.</summary>
+    private Receipt? OwnPaidReceipt(byte[] envelopeBytes) =>
+        SignedEnvelope.TryDeserialize(envelopeBytes, out SignedEnvelope? envelope) && envelope.Payload is not null
+            && SignedEnvelope.TryDeserialize(envelope.Payload, out Receipt? receipt) && receipt.IsWellFormed()
+            && receipt.Requester.AsSpan().SequenceEqual(_key.PeerId.Bytes) && KeyCache.TryPeer(receipt.Provider, out _)
+            ? receipt
+            : null;
+
+    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => SignedBlock.Sign(new ChainBlock
+    {
+        Author = _key.PeerId.ToBytes(),
+        Seq = seq,
+        Previous = previous,
+        Counterparty = r.Provider,
+        Kind = BlockKind.Proposal,
+        ReceiptId = r.ReceiptId,
+        LeaseId = r.LeaseId,
+        Amount = r.Amount,
+        FuelUsed = r.FuelUsed,
+        TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+    }, _key);
+
+    private async Task<bool> SendWrittenAsync(SignedBlock proposal, CancellationToken ct)
+    {
+        AfterProposalWritten?.Invoke(proposal);
+        return await SendProposalAsync(proposal, ct);
     }
 
     /// <summary>Completes when every proposal started so far has been answered or has failed.</summary>
@@ -185,35 +315,32 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             return false;
         }
-        var receipt = decoded.Value;
-        var r = receipt.Receipt;
-        var (proposal, _) = _ledger.AppendOwnBlock(r.ReceiptId, (seq, previous) => SignedBlock.Sign(new ChainBlock
-        {
-            Author = _key.PeerId.ToBytes(),
-            Seq = seq,
-            Previous = previous,
-            Counterparty = receipt.Provider.ToBytes(),
-            Kind = BlockKind.Proposal,
-            ReceiptId = r.ReceiptId,
-            LeaseId = r.LeaseId,
-            Amount = r.Amount,
-            FuelUsed = r.FuelUsed,
-            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-        }, _key));
-        AfterProposalWritten?.Invoke(proposal);
-        return await SendProposalAsync(proposal, ct);
+        var r = decoded.Value.Receipt;
+        var (proposal, _) = _ledger.AppendOwnBlock(r.ReceiptId, (seq, previous) => SignProposal(r, seq, previous));
+        return await SendWrittenAsync(proposal, ct);
     }
 
     /// <summary>Sends one of this node's proposals with the block before it; stores the agreement. True once linked.</summary>
     public async Task<bool> SendProposalAsync(SignedBlock proposal, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(proposal);
+        return ProposalMessage(proposal) is not { } message || TakeAnswer(proposal, await ExchangeAsync(proposal.Counterparty, message, ct));
+    }
+
+    /// <summary>The message proposing one of this node's blocks, with the block before it; null when it is linked already.</summary>
+    private ChainProposal? ProposalMessage(SignedBlock proposal)
+    {
         if (_ledger.AgreementLinking(proposal.Hash) is not null)
         {
-            return true;
+            return null;
         }
         var previous = proposal.Seq > 1 ? _ledger.ChainBlockAt(_key.PeerId, proposal.Seq - 1) ?? [] : [];
-        var answer = await ExchangeAsync(proposal.Counterparty, new ChainProposal { Proposal = proposal.EnvelopeBytes, Previous = previous }, ct);
+        return new ChainProposal { Proposal = proposal.EnvelopeBytes, Previous = previous };
+    }
+
+    /// <summary>Checks and stores the provider's answer to a proposal (null: none came); true once linked.</summary>
+    private bool TakeAnswer(SignedBlock proposal, ChainAnswer? answer)
+    {
         if (answer is null)
         {
             return false;
@@ -271,22 +398,37 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         try
         {
-            var body = await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), ChainProtocol.Id, ct);
-            if (body is null)
+            // One proposal on Id; up to MaxProposalsPerStream on BatchId, each answered as it is read, then the end.
+            // One proposal on Id; up to MaxProposalsPerStream on BatchId, read to the requester's end, then answered in order
+            // (their agreements appended in one group commit).
+            var batch = stream.Protocol == ChainProtocol.BatchId;
+            var max = batch ? ChainProtocol.MaxProposalsPerStream : 1;
+            var messages = new List<ChainProposal>();
+            while (messages.Count < max
+                && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is { } body)
             {
-                return;
+                messages.Add(ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message)
+                    ? message
+                    : throw new ProtocolViolationException(stream.Protocol, "malformed proposal"));
             }
-            if (!ChainCodec.TryDecode(body, ChainProtocol.MaxPairBytes(_options.Chain), out ChainProposal? message))
+            if (batch && messages.Count == max
+                && await LengthPrefixed.ReadAsync(stream.Input, ChainProtocol.MaxPairBytes(_options.Chain), stream.Protocol, ct) is not null)
             {
-                throw new ProtocolViolationException(ChainProtocol.Id, "malformed proposal");
+                throw new ProtocolViolationException(stream.Protocol, $"more than {ChainProtocol.MaxProposalsPerStream} proposals on one stream");
             }
-            var answer = Answer(stream.RemotePeer, message, out var pair);
-            Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
-            await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
+            var answers = AnswerAll(stream.RemotePeer, messages, out var pairs);
+            foreach (var answer in answers)
+            {
+                Interlocked.Increment(ref answer.Status == ChainAnswerStatus.Agreed ? ref _agreed : ref _refused);
+                await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
+            }
             await stream.Output.CompleteAsync();
-            if (pair is { } p && _options.AnnounceBlocks)
+            foreach (var pair in pairs)
             {
-                await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
+                if (pair is { } p && _options.AnnounceBlocks)
+                {
+                    await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
+                }
             }
         }
         catch (ProtocolViolationException e)
@@ -300,7 +442,73 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>The provider's answer to a proposal from <paramref name="from"/>; the linked pair when it agreed now or before.</summary>
     internal ChainAnswer Answer(PeerId from, ChainProposal message, out (SignedBlock Proposal, SignedBlock Agreement)? pair)
     {
-        pair = null;
+        var answers = AnswerAll(from, [message], out var pairs);
+        pair = pairs[0];
+        return answers[0];
+    }
+
+    /// <summary>
+    /// The provider's answers to proposals from <paramref name="from"/>, checked in order; the agreements of those that
+    /// check are appended in one group commit (one flush for a stream's proposals, not one each). The linked pairs,
+    /// where it agreed now or before, are in <paramref name="pairs"/>.
+    /// </summary>
+    internal ChainAnswer[] AnswerAll(PeerId from, IReadOnlyList<ChainProposal> messages, out (SignedBlock Proposal, SignedBlock Agreement)?[] pairs)
+    {
+        var answers = new ChainAnswer[messages.Count];
+        pairs = new (SignedBlock, SignedBlock)?[messages.Count];
+        var agreeable = new List<(int Index, SignedBlock Proposal)>();
+        for (var i = 0; i < messages.Count; i++)
+        {
+            if (Check(from, messages[i], out var proposal) is { } refusal)
+            {
+                answers[i] = refusal;
+            }
+            else
+            {
+                agreeable.Add((i, proposal!));
+            }
+        }
+        if (agreeable.Count == 0)
+        {
+            return answers;
+        }
+        var agreements = _ledger.AppendOwnBlocks([.. agreeable.Select(a =>
+            (a.Proposal.Block.ReceiptId, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
+        for (var k = 0; k < agreeable.Count; k++)
+        {
+            var (i, p) = agreeable[k];
+            var agreement = agreements[k].Block;
+            if (p.LinkedBy(agreement) != BlockStatus.Valid)
+            {
+                answers[i] = Refuse("this payment is linked to another block of yours already");
+                continue;
+            }
+            pairs[i] = (p, agreement);
+            answers[i] = new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
+        }
+        return answers;
+    }
+
+    private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => SignedBlock.Sign(new ChainBlock
+    {
+        Author = _key.PeerId.ToBytes(),
+        Seq = seq,
+        Previous = previousHash,
+        Counterparty = from.ToBytes(),
+        LinkSeq = p.Seq,
+        LinkHash = p.Hash,
+        Kind = BlockKind.Agreement,
+        ReceiptId = p.Block.ReceiptId,
+        LeaseId = p.Block.LeaseId,
+        Amount = p.Block.Amount,
+        FuelUsed = p.Block.FuelUsed,
+        TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+    }, _key);
+
+    /// <summary>Checks one proposal from <paramref name="from"/> and stores it: the refusal, or null and the proposal to agree to.</summary>
+    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
+    {
+        agreeable = null;
         if (_recovering)
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
@@ -326,11 +534,12 @@ public sealed partial class TrustChainService : IAsyncDisposable
             {
                 return Refuse("the block before the proposal is missing");
             }
-            // Usually the block before is one this node countersigned: held, byte for byte, so not checked again.
+            // Usually the block before is one this node countersigned: held, byte for byte, so neither checked nor stored again.
             var previous = _ledger.ChainBlockAt(from, p.Seq - 1) is { } held && held.AsSpan().SequenceEqual(message.Previous)
                 ? SignedBlock.DecodeChecked(held)
                 : null;
-            status = previous is not null ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
+            var previousHeld = previous is not null;
+            status = previousHeld ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
             if (status == BlockStatus.Valid)
             {
                 status = previous!.Precedes(p);
@@ -340,7 +549,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
                 return Refuse($"previous block: {status}");
             }
-            if (_ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
+            if (!previousHeld && _ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
             {
                 Fork(previous!, other!);
                 return Refuse("fork");
@@ -363,27 +572,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
             Fork(p, conflicting!);
             return Refuse("fork");
         }
-        var (agreement, _) = _ledger.AppendOwnBlock(p.Block.ReceiptId, (seq, previousHash) => SignedBlock.Sign(new ChainBlock
-        {
-            Author = _key.PeerId.ToBytes(),
-            Seq = seq,
-            Previous = previousHash,
-            Counterparty = from.ToBytes(),
-            LinkSeq = p.Seq,
-            LinkHash = p.Hash,
-            Kind = BlockKind.Agreement,
-            ReceiptId = p.Block.ReceiptId,
-            LeaseId = p.Block.LeaseId,
-            Amount = p.Block.Amount,
-            FuelUsed = p.Block.FuelUsed,
-            TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-        }, _key));
-        if (p.LinkedBy(agreement) != BlockStatus.Valid)
-        {
-            return Refuse("this payment is linked to another block of yours already");
-        }
-        pair = (p, agreement);
-        return new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
+        agreeable = p;
+        return null;
     }
 
     private static ChainAnswer Refuse(string detail) => new() { Status = ChainAnswerStatus.Refused, Detail = detail };
@@ -393,8 +583,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private TopicVerdict ValidateBlocks(TopicMessage message)
     {
         if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
-            || SignedBlock.Decode(pair.First, _options.Chain, out var proposal) != BlockStatus.Valid
-            || SignedBlock.Decode(pair.Second, _options.Chain, out var agreement) != BlockStatus.Valid
+            || DecodeGossiped(pair.First, out var proposal) != BlockStatus.Valid
+            || DecodeGossiped(pair.Second, out var agreement) != BlockStatus.Valid
             || proposal!.LinkedBy(agreement!) != BlockStatus.Valid
             || message.Author is not { } author || author != agreement!.Author)
         {
@@ -403,6 +593,31 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         return IsForker(proposal.Author) || IsForker(agreement.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
     }
+
+    private BlockStatus DecodeGossiped(byte[] envelope, out SignedBlock? block) =>
+        DecodeGossiped(envelope, _options.Chain, _key.PeerId, hash => _ledger.ChainBlockByHash(hash), out block);
+
+    /// <summary>
+    /// Decodes and checks a gossiped block. One naming <paramref name="self"/> (its own, or a counterparty's linked to one
+    /// of its own) that <paramref name="heldByHash"/> holds byte for byte was signed there or checked when it was stored:
+    /// it is not verified again (a requester hears each of its payments back from the payee). Any other block, and any
+    /// other bytes, is verified.
+    /// </summary>
+    internal static BlockStatus DecodeGossiped(byte[] envelope, ChainOptions options, PeerId self, Func<byte[], byte[]?> heldByHash, out SignedBlock? block)
+    {
+        if (envelope.Length <= options.MaxBlockBytes && SignedBlock.DecodeChecked(envelope) is { } parsed
+            && (parsed.Author == self || parsed.Counterparty == self)
+            && heldByHash(parsed.Hash) is { } held && held.AsSpan().SequenceEqual(envelope))
+        {
+            block = parsed;
+            return BlockStatus.Valid;
+        }
+        return SignedBlock.Decode(envelope, options, out block);
+    }
+
+    /// <summary>Whether this node holds exactly these bytes as the block with this hash.</summary>
+    private bool HeldAsIs(SignedBlock block) =>
+        _ledger.ChainBlockByHash(block.Hash) is { } held && held.AsSpan().SequenceEqual(block.EnvelopeBytes);
 
     private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
     {
@@ -414,7 +629,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
             // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
             foreach (var block in new[] { proposal, agreement })
             {
-                if (block.Author != _key.PeerId && _ledger.HoldsBlocksOf(block.Author))
+                // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
+                if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
                 {
                     if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
                     {
@@ -516,6 +732,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _host.RemoveStreamHandler(ChainProtocol.Id);
+        _host.RemoveStreamHandler(ChainProtocol.BatchId);
         _host.RemoveStreamHandler(ChainQueryProtocol.Id);
         _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();

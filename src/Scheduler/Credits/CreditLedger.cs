@@ -854,6 +854,35 @@ public sealed partial class CreditLedger : IDisposable
         });
     }
 
+    /// <summary>
+    /// <see cref="Durable"/> for several operations queued together, so that they share one commit (each in its own
+    /// savepoint, in order); returns their writes, each with its own result or exception.
+    /// </summary>
+    private PendingWrite[] DurableAll(IReadOnlyList<Func<LedgerTransaction, LedgerResult>> operations)
+    {
+        var mine = operations.Select(o => new PendingWrite(o)).ToArray();
+        lock (_queueGate)
+        {
+            _queue.AddRange(mine);
+        }
+        Run(() =>
+        {
+            // Queued together under the queue's lock, so whoever took one of them took all of them.
+            if (mine.Length > 0 && !mine[0].Done)
+            {
+                List<PendingWrite> batch;
+                lock (_queueGate)
+                {
+                    batch = [.. _queue];
+                    _queue.Clear();
+                }
+                RunBatch(batch);
+            }
+            return 0;
+        });
+        return mine;
+    }
+
     private void RunBatch(List<PendingWrite> batch)
     {
         try
@@ -977,10 +1006,26 @@ public sealed partial class CreditLedger : IDisposable
             _commands[sql] = cmd;
         }
         _ = tx; // transactions are run by LedgerTransaction's own commands: the connection has none of its own
-        cmd.Parameters.Clear();
+        // A statement is bound with the same names every time: the parameters are kept and given their new values
+        // (their types are inferred from the value at each bind), rather than made anew for every execution.
+        var kept = cmd.Parameters;
+        var same = kept.Count == parameters.Length;
+        for (var i = 0; same && i < parameters.Length; i++)
+        {
+            same = string.Equals(kept[i].ParameterName, parameters[i].Name, StringComparison.Ordinal);
+        }
+        if (same)
+        {
+            for (var i = 0; i < parameters.Length; i++)
+            {
+                kept[i].Value = parameters[i].Value;
+            }
+            return cmd;
+        }
+        kept.Clear();
         foreach (var (name, value) in parameters)
         {
-            cmd.Parameters.AddWithValue(name, value);
+            kept.AddWithValue(name, value);
         }
         return cmd;
     }

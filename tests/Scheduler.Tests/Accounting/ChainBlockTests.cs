@@ -138,4 +138,78 @@ public class ChainBlockTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Test]
+    public void Ledger_AppendsABatch_InSequence_OncePerReceipt_AFailedOneAlone_Durably()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-chain-tests", Guid.NewGuid().ToString("N"));
+        try
+        {
+            var receipts = Enumerable.Range(1, 5).Select(i => MakeReceipt(Lease(i), Requester, Provider)).ToArray();
+            SignedBlock Sign(SignedReceipt r, ulong seq, byte[] prev) => Proposal(r, Requester, seq, prev);
+            byte[][] written;
+            using (var ledger = CreditLedger.Open(dir, Requester.PeerId, Options, new FakeTimeProvider(Epoch)))
+            {
+                var (first, _) = ledger.AppendOwnBlock(receipts[0].Receipt.ReceiptId, (s, p) => Sign(receipts[0], s, p));
+                // receipts[0] again (held: returned, not signed again), then [1], a block for the wrong receipt, [2], [3].
+                var batch = new (byte[], Func<ulong, byte[], SignedBlock>)[]
+                {
+                    (receipts[0].Receipt.ReceiptId, (s, p) => throw new AssertionException("a held block is not signed again")),
+                    (receipts[1].Receipt.ReceiptId, (s, p) => Sign(receipts[1], s, p)),
+                    (receipts[4].Receipt.ReceiptId, (s, p) => Sign(receipts[2], s, p)),
+                    (receipts[2].Receipt.ReceiptId, (s, p) => Sign(receipts[2], s, p)),
+                    (receipts[3].Receipt.ReceiptId, (s, p) => Sign(receipts[3], s, p)),
+                };
+                Assert.Throws<ArgumentException>(() => ledger.AppendOwnBlocks(batch), "the one that does not extend the chain for its receipt");
+                Assert.That(ledger.ChainHead().Seq, Is.EqualTo(4UL), "the others are appended, in order, without a gap");
+                Assert.That(ledger.OwnBlockFor(receipts[4].Receipt.ReceiptId), Is.Null, "the failed one left no trace");
+
+                var again = ledger.AppendOwnBlocks([.. receipts.Take(4).Select(r => (r.Receipt.ReceiptId, (Func<ulong, byte[], SignedBlock>)((s, p) => Sign(r, s, p))))]);
+                Assert.That(again.Select(b => b.Appended), Is.All.False, "one block per payment");
+                Assert.That(again[0].Block.EnvelopeBytes, Is.EqualTo(first.EnvelopeBytes));
+                Assert.That(again.Select(b => b.Block.Seq), Is.EqualTo(new ulong[] { 1, 2, 3, 4 }));
+                for (var i = 1; i < 4; i++)
+                {
+                    Assert.That(again[i - 1].Block.Precedes(again[i].Block), Is.EqualTo(BlockStatus.Valid));
+                }
+                written = [.. again.Select(b => b.Block.EnvelopeBytes)];
+                Assert.That(ledger.AppendOwnBlocks([]), Is.Empty);
+            }
+            using var reopened = CreditLedger.Open(dir, Requester.PeerId, Options, new FakeTimeProvider(Epoch));
+            Assert.That(reopened.OwnBlocks(0, 10), Is.EqualTo(written), "committed and durable");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
+    public void GossipedBlock_HeldAsIsAndNamingThisNode_IsNotVerifiedAgain_AnyOtherIs()
+    {
+        var proposal = Proposal(MakeReceipt(Lease(1), Requester, Provider), Requester, 1, SignedBlock.Genesis);
+        var agreement = Agreement(proposal, Provider, 1, SignedBlock.Genesis);
+        var garbled = (byte[])agreement.EnvelopeBytes.Clone();
+        garbled[^1] ^= 0x01; // the signature's last byte: same payload, same hash, bad signature
+        Assert.That(SignedBlock.Decode(garbled, Chain, out _), Is.EqualTo(BlockStatus.BadSignature));
+        var store = new Dictionary<string, byte[]>();
+        byte[]? Held(byte[] hash) => store.GetValueOrDefault(Convert.ToHexString(hash));
+
+        // Held as is by the requester (it is the counterparty): taken as stored. Held garbled, to show the check is skipped.
+        store[Convert.ToHexString(agreement.Hash)] = garbled;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out var taken), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(taken!.Hash, Is.EqualTo(agreement.Hash));
+        // The same payload held, other bytes sent: verified.
+        store[Convert.ToHexString(agreement.Hash)] = agreement.EnvelopeBytes;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        Assert.That(TrustChainService.DecodeGossiped(agreement.EnvelopeBytes, Chain, Requester.PeerId, Held, out var good), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(good!.EnvelopeBytes, Is.EqualTo(agreement.EnvelopeBytes));
+        // A third party's view: a block naming neither side is always verified, held or not.
+        store[Convert.ToHexString(agreement.Hash)] = garbled;
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Stranger.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        // Not held at all: verified.
+        store.Clear();
+        Assert.That(TrustChainService.DecodeGossiped(garbled, Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.BadSignature));
+        Assert.That(TrustChainService.DecodeGossiped([1, 2, 3], Chain, Requester.PeerId, Held, out _), Is.EqualTo(BlockStatus.Malformed));
+    }
 }
