@@ -87,6 +87,7 @@ public static class PotluckOptionsValidator
         AtLeast(k.Alpha, 1, "kademlia:alpha");
         Positive(k.RequestTimeout, "kademlia:requestTimeout");
         Positive(k.LookupTimeout, "kademlia:lookupTimeout");
+        Need(k.RedialBackoff >= TimeSpan.Zero, $"'kademlia:redialBackoff' is {k.RedialBackoff}; it must be zero (off) or a positive duration such as 00:00:30");
 
         var c = o.Compute;
         if (c.Enabled && !(o.Protocols.Gossipsub && o.Protocols.Identify))

@@ -72,6 +72,9 @@ public sealed record SimReport
 
     public required long Events { get; init; }
 
+    /// <summary>Connections the nodes opened over the whole run (counted at the dialer), and during the warm-up alone (the mesh forming).</summary>
+    public ConnectionFigures Connections { get; init; } = new(0, 0);
+
     public required double VirtualToWall { get; init; }
 
     /// <summary>CPU seconds this process used (all threads): on a shared machine the steadier figure than wall time.</summary>
@@ -126,6 +129,9 @@ public sealed record SimReport
 
     public sealed record FaultFigures(int Crashes, int Restarts, int Partitions, int Heals);
 
+    /// <summary>Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up).</summary>
+    public sealed record ConnectionFigures(long Opened, long OpenedWarmup);
+
     private static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
@@ -136,7 +142,7 @@ public sealed record SimReport
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered,
-        AttackFigures attacks)
+        AttackFigures attacks, long warmupConnections = 0)
     {
         var tasks = mesh.Tasks;
         var completed = tasks.Where(t => t.Completed).ToList();
@@ -281,6 +287,7 @@ public sealed record SimReport
             WallS = wall.TotalSeconds,
             VirtualS = virtualS,
             Events = events,
+            Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections),
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
             VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
             CpuS = cpu,
@@ -351,6 +358,7 @@ public sealed record SimReport
             Line($"whitewashes: {Whitewashes} new identities");
         }
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
+        Line($"connections opened: {Connections.Opened} ({Connections.OpenedWarmup} during the warm-up)");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");

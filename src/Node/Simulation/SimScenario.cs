@@ -104,7 +104,8 @@ public static class SimRunner
     {
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
         mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
-        await mesh.SettleAsync(s.Warmup);
+        await WarmUpAsync(mesh, s, wall, progress);
+        var warmupConnections = mesh.ConnectionsOpened;
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
         var running = new List<Task>();
@@ -197,7 +198,25 @@ public static class SimRunner
         }
         await reporter;
         var (expected, delivered) = CountProbes(mesh, probes, published);
-        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure());
+        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections);
+    }
+
+    /// <summary>The warm-up (meshes form), with a progress line each virtual second when someone reads them.</summary>
+    private static async Task WarmUpAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress)
+    {
+        var end = mesh.Elapsed + s.Warmup;
+        if (progress is null)
+        {
+            await mesh.SettleAsync(s.Warmup);
+            return;
+        }
+        while (mesh.Elapsed < end)
+        {
+            var step = end - mesh.Elapsed < TimeSpan.FromSeconds(1) ? end - mesh.Elapsed : TimeSpan.FromSeconds(1);
+            await mesh.SettleAsync(step);
+            progress(string.Create(CultureInfo.InvariantCulture,
+                $"warm-up: virtual {mesh.Elapsed.TotalSeconds:F0} s, {mesh.ConnectionsOpened} connections opened, wall {wall.Elapsed.TotalSeconds:F1} s"));
+        }
     }
 
     private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)

@@ -364,6 +364,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
     /// <summary>Refusals, faults and other events, in order.</summary>
     public IReadOnlyList<MeshEvent> Events => _events;
 
+    /// <summary>Connections the nodes opened so far (dials that ended in a registered connection; each counted once, at its dialer).</summary>
+    public long ConnectionsOpened { get; private set; }
+
     /// <summary>Lines recorded into the trace so far.</summary>
     public long TraceLines => _traceLines;
 
@@ -507,7 +510,14 @@ public sealed class SimulatedMesh : IAsyncDisposable
         var started = await builder.StartAsync();
         node.Node = started;
         Record($"{node} up {node.PeerId}{(node.IsAdversary ? " adversary " + node.Adversary : "")}");
-        started.Host.Connected += c => Record($"{node} connected {c.RemotePeer} {c.Direction}");
+        started.Host.Connected += c =>
+        {
+            if (c.Direction == Protocol.Host.Direction.Outbound)
+            {
+                ConnectionsOpened++;
+            }
+            Record($"{node} connected {c.RemotePeer} {c.Direction}");
+        };
         if (started.Compute is { } compute)
         {
             compute.Reputation.Refused += (peer, reason) => OnRefused(node, peer, reason);

@@ -57,6 +57,9 @@ internal sealed class Connection : IConnection
 
     public bool IsClosed => Volatile.Read(ref _closed) != 0 || _muxed.Completion.IsCompleted;
 
+    /// <summary>Whether this side closed it (<see cref="CloseAsync"/>); false while open and when the remote hung up.</summary>
+    internal bool ClosedLocally => Volatile.Read(ref _closed) != 0;
+
     public IMuxedConnection Muxed => _muxed;
 
     /// <summary>An inbound connection's place in the resource manager's address scopes, released when it closes.</summary>

@@ -27,6 +27,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly Dictionary<PeerId, List<Connection>> _connections = [];
     private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
     private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
+    private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
     private ITimer? _timer;
     private long _nextId;
     private int _count;
@@ -221,6 +222,9 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         return true;
     }
 
+    /// <summary>Peers remembered for <see cref="HungUpRecently"/>; past it the oldest memory goes.</summary>
+    public const int MaxHungUpPeers = 1024;
+
     /// <summary>Forgets a connection; false when it was not registered (or already forgotten).</summary>
     public bool Remove(Connection connection)
     {
@@ -235,7 +239,42 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
                 _connections.Remove(connection.RemotePeer);
             }
             _count--;
+            if (!connection.ClosedLocally)
+            {
+                RememberHungUpLocked(connection.RemotePeer);
+            }
+            else
+            {
+                _hungUp.Remove(connection.RemotePeer);
+            }
             return true;
+        }
+    }
+
+    private void RememberHungUpLocked(PeerId peer)
+    {
+        if (_hungUp.Count >= MaxHungUpPeers && !_hungUp.ContainsKey(peer))
+        {
+            var oldest = _hungUp.MinBy(kv => kv.Value).Key;
+            _hungUp.Remove(oldest);
+        }
+        _hungUp[peer] = _time.GetUtcNow();
+    }
+
+    public bool HungUpRecently(PeerId peer, TimeSpan within)
+    {
+        lock (_gate)
+        {
+            if (!_hungUp.TryGetValue(peer, out var at))
+            {
+                return false;
+            }
+            if (_time.GetUtcNow() - at >= within)
+            {
+                _hungUp.Remove(peer);
+                return false;
+            }
+            return !_connections.ContainsKey(peer);
         }
     }
 

@@ -52,4 +52,12 @@ public interface IConnectionManager
     /// <see cref="HostOptions.LowWater"/> remain; a no-op when trimming is off. Returns how many were closed.
     /// </summary>
     ValueTask<int> TrimOpenConnectionsAsync(CancellationToken ct);
+
+    /// <summary>
+    /// Whether <paramref name="peer"/> closed its last connection to us (we did not) within <paramref name="within"/> and
+    /// no connection to it is open now: a peer that trims us is full, and dialling it again at once for something another
+    /// peer can answer (a DHT query) only makes it close someone else. Remembers the most recent
+    /// <see cref="ConnectionManager.MaxHungUpPeers"/> peers.
+    /// </summary>
+    bool HungUpRecently(PeerId peer, TimeSpan within) => false;
 }

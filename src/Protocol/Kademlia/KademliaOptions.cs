@@ -74,6 +74,14 @@ public sealed record KademliaOptions
     /// <summary>An inbound stream idle for this long is closed. Default 60 s.</summary>
     public TimeSpan InboundIdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// A peer that closed its connection to us (it trims: it is full) is not dialled again for a lookup's query for this
+    /// long while the routing table holds at least 2·k peers (the lookup asks another; a small table asks anyway), and a
+    /// full bucket keeps such a peer or a connected one without a liveness probe. Zero: off. Default 30 s (the host's
+    /// trim grace period is 20 s).
+    /// </summary>
+    public TimeSpan RedialBackoff { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Candidates one lookup remembers. Default 200 (10·k).</summary>
     public int MaxLookupCandidates { get; init; } = 200;
 

@@ -448,6 +448,13 @@ public sealed partial class KademliaService : IAsyncDisposable
                 LookupStep step;
                 while ((step = lookup.Next(_runtime.Time.GetUtcNow())).Kind == LookupStepKind.Query)
                 {
+                    if (BackedOff(step.Peer))
+                    {
+                        // It hung up on us moments ago (full): ask the next candidate; it stays in the table.
+                        lookup.OnFailure(step.Peer);
+                        _instruments.DhtQuerySkipped(TypeTag(type));
+                        continue;
+                    }
                     pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
                 if (step.Kind == LookupStepKind.Finished || pending.Count == 0)
@@ -684,8 +691,28 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
+    /// <summary>Whether a lookup skips <paramref name="peer"/> now (<see cref="KademliaOptions.RedialBackoff"/>).</summary>
+    private bool BackedOff(PeerId peer) =>
+        _options.RedialBackoff > TimeSpan.Zero && RoutingTableSize >= 2 * _options.K
+        && _host.ConnectionManager.HungUpRecently(peer, _options.RedialBackoff);
+
     private async Task ProbeAsync(PeerId peer, CancellationToken stopping)
     {
+        if (_options.RedialBackoff > TimeSpan.Zero
+            && (_host.ConnectionManager.IsConnected(peer) || _host.ConnectionManager.HungUpRecently(peer, _options.RedialBackoff)))
+        {
+            // Alive: connected now, or connected until it hung up on us moments ago. A dial to ask would only churn.
+            bool added;
+            lock (_gate)
+            {
+                added = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added;
+            }
+            if (added)
+            {
+                RaiseChanged();
+            }
+            return;
+        }
         lock (_gate)
         {
             if (!_probing.Add(peer))

@@ -151,6 +151,10 @@ public sealed class ProtocolInstruments
     public void DhtQuery(string type, FailureKind? failure) =>
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
 
+    /// <summary>A lookup's query not sent: the peer hung up on us moments ago (<c>outcome=backed-off</c>).</summary>
+    public void DhtQuerySkipped(string type) =>
+        _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", "backed-off"));
+
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
 
     public void DhtModeSwitch(string mode) => _dhtModeSwitches.Add(1, new KeyValuePair<string, object?>("mode", mode));

@@ -157,4 +157,35 @@ public class ConnectionManagerTests
         Assert.That(rtts, Has.Count.EqualTo(1));
         Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.EquivalentTo(new[] { valued.Host.PeerId, target.Host.PeerId }));
     });
+
+    [Test]
+    public void HungUpRecently_OnlyWhenTheRemoteClosed_ForTheWindow_AndNotWhileConnected() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync();
+        var dialer = await hosts.StartAsync();
+        var window = TimeSpan.FromSeconds(30);
+
+        await dialer.Host.ConnectAsync(hub.Address, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);   // the hub has registered it too
+        await hub.Host.DisconnectAsync(dialer.Host.PeerId);   // the hub trims the dialer
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);   // the close crosses the link
+
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.True, "the hub closed it");
+        Assert.That(hub.Host.ConnectionManager.HungUpRecently(dialer.Host.PeerId, window), Is.False, "the hub closed it itself");
+
+        await Task.Delay(TimeSpan.FromSeconds(27), d.Clock);
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.True);
+        await Task.Delay(TimeSpan.FromSeconds(3), d.Clock);
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.False, "the window has passed");
+
+        await dialer.Host.ConnectAsync(hub.Address, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);   // the hub has registered it too
+        await hub.Host.DisconnectAsync(dialer.Host.PeerId);
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.True);
+        await hub.Host.ConnectAsync(dialer.Address, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.False, "connected again");
+    });
 }

@@ -70,6 +70,39 @@ public class KademliaHostTests
     });
 
     [Test]
+    public void Lookup_SkipsAPeerThatJustHungUpOnUs_KeepsItInTheTable_AndAsksItAgainAfterTheBackoff() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 22);
+        var options = new KademliaOptions { K = 3, RedialBackoff = TimeSpan.FromSeconds(30) };
+        var nodes = await StartNetworkAsync(hosts, 16, ct, options);
+        try
+        {
+            var seeker = nodes[5];
+            Assert.That(seeker.Dht.RoutingTableSize, Is.GreaterThanOrEqualTo(2 * options.K), "a table big enough for the backoff to apply");
+            var trimmer = nodes.First(n => n != seeker && seeker.Dht.RoutingTablePeers().Contains(n.Host.PeerId));
+            await seeker.Host.ConnectAsync(trimmer.Node.Address, ct);
+            await trimmer.Host.DisconnectAsync(seeker.Host.PeerId);   // full: it trims us
+            await d.IdleAsync();
+
+            // Its own id: the trimmer is the closest peer there is, so only the backoff keeps the lookup from asking it.
+            var during = await seeker.Dht.GetClosestPeersAsync(trimmer.Host.PeerId.ToBytes(), ct);
+            Assert.That(seeker.Host.ConnectionManager.IsConnected(trimmer.Host.PeerId), Is.False, "not dialled again");
+            Assert.That(during, Does.Not.Contain(trimmer.Host.PeerId));
+            Assert.That(during, Has.Count.EqualTo(options.K), "the lookup asked others instead");
+            Assert.That(seeker.Dht.RoutingTablePeers(), Does.Contain(trimmer.Host.PeerId), "busy is not gone: it stays in the table");
+
+            await Task.Delay(options.RedialBackoff, d.Clock);
+            var after = await seeker.Dht.GetClosestPeersAsync(trimmer.Host.PeerId.ToBytes(), ct);
+            Assert.That(after[0], Is.EqualTo(trimmer.Host.PeerId), "past the backoff it is asked again");
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    [Test]
     public void PutValue_PublicKeyRecord_IsReadableFromAnotherNode_InvalidRecordIsRefused() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None; // the driver fails a run that hangs
