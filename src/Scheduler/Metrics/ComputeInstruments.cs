@@ -26,6 +26,7 @@ namespace Potluck.Scheduler.Metrics;
 /// <item><c>potluck.credits.forfeited</c> ({microcredit}): payments to a provider still held back when a fraud proof
 /// against it was upheld here (<see cref="Credits.CreditsOptions.Holdback"/>)</item>
 /// <item><c>potluck.tiebreaks</c> ({task}; outcome: majority, unresolved): disagreeing replicas settled by one more run</item>
+/// <item><c>potluck.secondchecks</c> ({task}; checker: good_standing, stranger): sampled results checked by a second provider (no sandbox here)</item>
 /// <item><c>potluck.provider.disk.evictions</c> ({file}) and <c>potluck.provider.disk.evicted</c> (By): files of modules
 /// and compiled modules deleted to keep within <c>compute:provider:diskBytes</c>; a request refused for want of disk
 /// counts in <c>potluck.leases.refused</c> with reason disk_full</item>
@@ -50,6 +51,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _fraudProofs;
     private readonly Counter<long> _creditsForfeited;
     private readonly Counter<long> _tiebreaks;
+    private readonly Counter<long> _secondChecks;
     private readonly Counter<long> _chainRecovery;
     private readonly Counter<long> _diskEvictions;
     private readonly Counter<long> _diskEvicted;
@@ -79,6 +81,7 @@ public sealed class ComputeInstruments
         _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
         _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
         _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
+        _secondChecks = meter.CreateCounter<long>("potluck.secondchecks", "{task}", "Sampled results checked by a second provider, by the checker's standing");
         _diskEvictions = meter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
         _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
         _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
@@ -152,6 +155,10 @@ public sealed class ComputeInstruments
 
     /// <param name="outcome"><c>majority</c> (the extra run sided with one group) or <c>unresolved</c>.</param>
     public void TieBreak(string outcome) => _tiebreaks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <summary>A second provider checked a sampled result; only one in good standing here can verify or convict.</summary>
+    public void SecondCheck(bool checkerInGoodStanding) =>
+        _secondChecks.Add(1, new KeyValuePair<string, object?>("checker", checkerInGoodStanding ? "good_standing" : "stranger"));
 
     /// <summary>Outcome: block_recovered, answer_rejected, query_served or query_refused.</summary>
     public void DebitNote(LeaseRole role, string outcome) =>

@@ -300,16 +300,16 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 continue; // a busy refusal is not counted (NextAttempt): wait for capacity, bounded by WaitForCapacity
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
-            var (verdict, trusted) = await CheckAsync(job, lease, claimed, ct);
+            var (verdict, trusted, check, checker) = await CheckAsync(job, lease, claimed, ct);
             _instruments.Verification(verdict);
-            var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }));
+            var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }, check));
             await SettleAsync(job, lease, decision.Settle, ct);
             switch (decision.End)
             {
                 case JobEnd.OwnRun own:
                     return job.Finish(trusted!, _key.PeerId, own.Verified);
                 case JobEnd.LeaseResult result:
-                    return job.Finish(lease, result.Verified);
+                    return job.Finish(result.Index == 1 ? checker! : lease, result.Verified);
             }
         }
         return job.Locked(() => job.Core.OutOfAttempts()) switch
@@ -321,9 +321,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     /// <summary>
     /// Checks a result as the job plans it: against a result already trusted (free), by a local re-run, or with no
-    /// sandbox here, by leasing the task to a second provider. Returns null when not checked.
+    /// sandbox here, by leasing the task to a second provider, preferably one in good standing here (see
+    /// <see cref="RequesterJob.OnSecondResult"/>). Returns a null verdict when not checked (or only a stranger agreed).
     /// </summary>
-    private async Task<(CheckVerdict? Verdict, TrustedRun? Trusted)> CheckAsync(Job job, LeaseResultInfo lease, RunSummary claimed, CancellationToken ct)
+    private async Task<(CheckVerdict? Verdict, TrustedRun? Trusted, SecondCheck? Check, LeaseResultInfo? Checker)> CheckAsync(Job job, LeaseResultInfo lease, RunSummary claimed, CancellationToken ct)
     {
         // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
         // receipt, so the provider can audit that the declared rate was followed).
@@ -332,7 +333,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         switch (plan)
         {
             case CheckPlan.CompareWithTrusted:
-                return (job.Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted);
+                return (job.Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted, null, null);
             case CheckPlan.RerunLocally:
                 var trusted = await RerunLocallyAsync(job, ct);
                 var verdict = job.Locked(() =>
@@ -343,19 +344,31 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     }
                     return job.Core.OnLocalRerun(claimed, trusted.Summary);
                 });
-                return (verdict, trusted);
+                return (verdict, trusted, null, null);
             case CheckPlan.LeaseSecond:
-                // No local sandbox: a second provider runs it; agreement verifies, disagreement cannot say who lied.
-                var second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
+                // No local sandbox: a second provider runs it, chosen among those in good standing here when one fits (a
+                // Sybil can check its own twin); only such a checker's word verifies or convicts.
+                lock (job.Gate) { job.Core.BeginSecondCheck(); }
+                LeaseResultInfo? second;
+                try
+                {
+                    second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
+                }
+                finally
+                {
+                    lock (job.Gate) { job.Core.EndSecondCheck(); }
+                }
                 if (second is null)
                 {
-                    return (null, null);
+                    return (null, null, null, null);
                 }
-                var (agreed, settle) = job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation));
-                await SettleAsync(job, second, settle, ct);
-                return (agreed, null);
+                var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
+                    _consecutiveVerified(second.Provider)));
+                _instruments.SecondCheck(check.CheckerInGoodStanding);
+                await SettleAsync(job, second, check.Second, ct);
+                return (check.Verdict, null, check, second);
             default:
-                return (null, null);
+                return (null, null, null, null);
         }
     }
 

@@ -49,7 +49,7 @@ public enum ReputationNote
 /// <summary>The providers a choice may pick from now, and what holds the others back.</summary>
 /// <param name="Candidates">Live advertisements not skipped as busy (excluded ones included: the selector explains them).</param>
 /// <param name="Preferred">
-/// During a tie-break: the candidates in good standing here, not excluded; the choice is made among them when one fits.
+/// During a tie-break or a second provider's check: the candidates in good standing here, not excluded; the choice is made among them when one fits.
 /// Empty otherwise.
 /// </param>
 /// <param name="Excluded">Tried for this job, running it, or refused by this node.</param>
@@ -110,6 +110,15 @@ public sealed record SampleDecision(SettleStep Settle, JobEnd? End);
 
 /// <summary>One replica's result as the core sees it: who, what it attested, and its standing here when the set was judged.</summary>
 public sealed record ReplicaResult(PeerId Provider, RunSummary Summary, int ConsecutiveVerified);
+
+/// <summary>
+/// A second provider's check of a sampled result (no sandbox here). <paramref name="Verdict"/>: Match only when a checker in
+/// good standing agrees, Mismatch when one disagrees (deterministically), Inconclusive on a stranger's disagreement, null on
+/// a stranger's agreement (two strangers agreeing may be one adversary: unverified).
+/// </summary>
+/// <param name="Second">How to settle the checker's own lease.</param>
+/// <param name="CheckerInGoodStanding">The checker was in good standing here when it answered.</param>
+public sealed record SecondCheck(CheckVerdict? Verdict, SettleStep Second, bool CheckerInGoodStanding);
 
 /// <summary>What replicas come to: each one's settlement (in order), the answer, and the tie-break outcome for metrics.</summary>
 public sealed record ReplicaDecision(IReadOnlyList<SettleStep> Settle, JobEnd End, bool Majority);
@@ -176,6 +185,9 @@ public sealed class RequesterJob
     /// <summary>A tie-break is being leased: the choice prefers providers in good standing (see <see cref="Filter"/>).</summary>
     public bool TieBreaking { get; private set; }
 
+    /// <summary>A second provider's check is being leased: the choice prefers providers in good standing (see <see cref="Filter"/>).</summary>
+    public bool CheckingSecond { get; private set; }
+
     /// <summary>Whether a provider with this record is in good standing here: past a stranger's first verified results.</summary>
     public bool InGoodStanding(int consecutiveVerified) => consecutiveVerified >= _settings.StrangerResults;
 
@@ -189,7 +201,7 @@ public sealed class RequesterJob
 
     /// <summary>
     /// The providers a choice may pick from now: those tried or refused are excluded; one that refused this job as busy is
-    /// skipped until it publishes a newer advertisement or its retry time comes. During a tie-break, the not excluded
+    /// skipped until it publishes a newer advertisement or its retry time comes. During a tie-break or a second check, the not excluded
     /// candidates in good standing (<paramref name="consecutiveVerified"/>) are named as preferred: a Sybil swarm can supply
     /// any number of strangers, not a record of verified results here.
     /// </summary>
@@ -212,7 +224,7 @@ public sealed class RequesterJob
             }
             candidates.Add(ad);
         }
-        IReadOnlyList<VerifiedAdvertisement> preferred = TieBreaking && consecutiveVerified is not null
+        IReadOnlyList<VerifiedAdvertisement> preferred = (TieBreaking || CheckingSecond) && consecutiveVerified is not null
             ? candidates.Where(a => !excluded.Contains(a.Provider) && InGoodStanding(consecutiveVerified(a.Provider))).ToList()
             : [];
         return new ChoiceFilter(candidates, preferred, excluded, busyHere, retryAt);
@@ -370,15 +382,36 @@ public sealed class RequesterJob
         return FraudChecker.Compare(claimed, rerun);
     }
 
+    /// <summary>A second provider's check is leased: the choice prefers providers in good standing until <see cref="EndSecondCheck"/>.</summary>
+    public void BeginSecondCheck() => CheckingSecond = true;
+
+    public void EndSecondCheck() => CheckingSecond = false;
+
     /// <summary>
-    /// A second provider ran it (no sandbox here): agreement verifies; disagreement cannot say who lied (inconclusive).
-    /// The second result is paid either way, as compared.
+    /// A second provider ran it (no sandbox here). A checker in good standing decides like a re-run here: agreement
+    /// verifies, a deterministic disagreement convicts the sampled provider. A stranger's word decides nothing, since a
+    /// Sybil can check its own twin: its agreement leaves the result unverified (not compared, no verified result credited
+    /// to either), its disagreement is inconclusive and convicts nobody. The checker is paid either way.
     /// </summary>
-    public (CheckVerdict Verdict, SettleStep Second) OnSecondResult(RunSummary claimed, RunSummary second)
+    /// <param name="checkerConsecutiveVerified">The checker's verified results in a row here.</param>
+    public SecondCheck OnSecondResult(RunSummary claimed, RunSummary second, int checkerConsecutiveVerified)
     {
         var agree = second.SameAs(claimed);
-        return (agree ? CheckVerdict.Match : CheckVerdict.Inconclusive,
-            new SettleStep { Compared = true, Note = agree ? ReputationNote.Verified : ReputationNote.Inconclusive });
+        if (InGoodStanding(checkerConsecutiveVerified))
+        {
+            var verdict = agree ? CheckVerdict.Match : FraudChecker.Compare(claimed, second);
+            var note = verdict switch
+            {
+                CheckVerdict.Match => ReputationNote.Verified,
+                CheckVerdict.Inconclusive => ReputationNote.Inconclusive,
+                _ => ReputationNote.None, // it convicts; nothing checked its own result
+            };
+            return new SecondCheck(verdict, new SettleStep { Compared = true, Note = note, Verdict = verdict }, true);
+        }
+        return agree
+            ? new SecondCheck(null, new SettleStep { Compared = false, Note = ReputationNote.None }, false)
+            : new SecondCheck(CheckVerdict.Inconclusive,
+                new SettleStep { Compared = true, Note = ReputationNote.Inconclusive, Verdict = CheckVerdict.Inconclusive }, false);
     }
 
     /// <summary>
@@ -387,11 +420,25 @@ public sealed class RequesterJob
     /// own run when only that can be trusted, else with the lease's result, verified when the check matched.
     /// </summary>
     /// <param name="ownRunDeterministic">This node re-ran it here and that run was deterministic.</param>
-    public SampleDecision OnVerdict(RunSummary claimed, CheckVerdict? verdict, bool ownRunDeterministic)
+    /// <param name="second">
+    /// The second provider's check, when one was made (<see cref="OnSecondResult"/>). Only a stranger agreed: the result is
+    /// paid unverified, not compared and credited as no verified result (a trap only a stranger confirmed is not paid).
+    /// A checker in good standing convicted it: the job ends with the checker's result (index 1), reported unverified as
+    /// any single run nobody re-checked.
+    /// </param>
+    public SampleDecision OnVerdict(RunSummary claimed, CheckVerdict? verdict, bool ownRunDeterministic, SecondCheck? second = null)
     {
         if (verdict == CheckVerdict.Mismatch)
         {
-            return new SampleDecision(new SettleStep { Convict = true }, null);
+            return new SampleDecision(new SettleStep { Convict = true },
+                second is { CheckerInGoodStanding: true } ? new JobEnd.LeaseResult(1, Verified: false) : null);
+        }
+        if (second is { CheckerInGoodStanding: false, Verdict: null })
+        {
+            return new SampleDecision(claimed.Outcome == AttestedOutcome.Trapped
+                    ? new SettleStep { NotPaid = "a trap only a stranger confirmed: not paid" }
+                    : new SettleStep { Compared = false, Note = ReputationNote.None },
+                new JobEnd.LeaseResult(0, Verified: false));
         }
         var note = verdict switch
         {

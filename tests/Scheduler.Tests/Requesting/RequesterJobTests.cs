@@ -253,16 +253,67 @@ public class RequesterJobTests
     }
 
     [Test]
-    public void NoSandboxHere_ASecondProviderChecks_AgreementVerifies_DisagreementIsInconclusive_TheSecondIsPaidEitherWay()
+    public void NoSandboxHere_ACheckerInGoodStanding_VerifiesWhenItAgrees_AndConvictsWhenItDisagrees()
     {
         var job = NewJob();
         Assert.That(job.PlanCheck(sampled: true, canRerunLocally: false), Is.EqualTo(CheckPlan.LeaseSecond));
-        var (agree, second) = job.OnSecondResult(Run(1), Run(1));
-        Assert.That(agree, Is.EqualTo(CheckVerdict.Match));
-        Assert.That(second is { Pay: true, Compared: true, Note: ReputationNote.Verified });
-        var (disagree, other) = job.OnSecondResult(Run(1), Run(2));
-        Assert.That(disagree, Is.EqualTo(CheckVerdict.Inconclusive));
-        Assert.That(other is { Pay: true, Note: ReputationNote.Inconclusive });
+        var agree = job.OnSecondResult(Run(1), Run(1), checkerConsecutiveVerified: 10);
+        Assert.That(agree.Verdict, Is.EqualTo(CheckVerdict.Match));
+        Assert.That(agree.Second is { Pay: true, Compared: true, Note: ReputationNote.Verified });
+        var verified = job.OnVerdict(Run(1), agree.Verdict, ownRunDeterministic: false, agree);
+        Assert.That(verified.Settle is { Pay: true, Compared: true, Note: ReputationNote.Verified });
+        Assert.That(verified.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+
+        var disagree = job.OnSecondResult(Run(1), Run(2), checkerConsecutiveVerified: 10);
+        Assert.That(disagree.Verdict, Is.EqualTo(CheckVerdict.Mismatch));
+        Assert.That(disagree.Second is { Pay: true, Compared: true, Note: ReputationNote.None }, "paid; nothing checked its own result");
+        var caught = job.OnVerdict(Run(1), disagree.Verdict, ownRunDeterministic: false, disagree);
+        Assert.That(caught.Settle is { Convict: true, Pay: false });
+        Assert.That(caught.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: false)), "the checker's result is the answer, unverified");
+
+        var flaky = job.OnSecondResult(Run(1), Run(2, deterministic: false), checkerConsecutiveVerified: 10);
+        Assert.That(flaky.Verdict, Is.EqualTo(CheckVerdict.Inconclusive), "a run that may differ between machines convicts nobody");
+        Assert.That(job.OnVerdict(Run(1), flaky.Verdict, ownRunDeterministic: false, flaky).Settle.Convict, Is.False);
+    }
+
+    [Test]
+    public void NoSandboxHere_AStrangerChecker_NeitherVerifiesNorConvicts()
+    {
+        var job = NewJob();
+        // A Sybil twin agrees: unverified, not compared, no verified result credited to either.
+        var agree = job.OnSecondResult(Run(1), Run(1), checkerConsecutiveVerified: 9);
+        Assert.That(agree.Verdict, Is.Null);
+        Assert.That(agree.CheckerInGoodStanding, Is.False);
+        Assert.That(agree.Second is { Pay: true, Compared: false, Note: ReputationNote.None });
+        var decision = job.OnVerdict(Run(1), agree.Verdict, ownRunDeterministic: false, agree);
+        Assert.That(decision.Settle is { Pay: true, Compared: false, Note: ReputationNote.None });
+        Assert.That(decision.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+        var trap = job.OnVerdict(Run(0, AttestedOutcome.Trapped), agree.Verdict, ownRunDeterministic: false, agree);
+        Assert.That(trap.Settle.NotPaid, Is.EqualTo("a trap only a stranger confirmed: not paid"));
+
+        // A stranger disagrees: inconclusive, the streaks start over, nobody convicted on a stranger's word.
+        var disagree = job.OnSecondResult(Run(1), Run(2), checkerConsecutiveVerified: 0);
+        Assert.That(disagree.Verdict, Is.EqualTo(CheckVerdict.Inconclusive));
+        Assert.That(disagree.Second is { Pay: true, Note: ReputationNote.Inconclusive });
+        var unresolved = job.OnVerdict(Run(1), disagree.Verdict, ownRunDeterministic: false, disagree);
+        Assert.That(unresolved.Settle is { Convict: false, Note: ReputationNote.Inconclusive });
+        Assert.That(unresolved.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+    }
+
+    [Test]
+    public void SecondCheck_PrefersProvidersInGoodStanding_OnlyWhileChecking()
+    {
+        var job = NewJob();
+        job.OnLeaseStarted(A);
+        var standing = new Dictionary<PeerId, int> { [A] = Good, [B] = 0, [C] = Good, [D] = Good - 1 };
+        VerifiedAdvertisement[] live = [Ad(AKey), Ad(BKey), Ad(CKey), Ad(DKey)];
+
+        Assert.That(job.Filter(live, [], T0, p => standing[p]).Preferred, Is.Empty, "the sampled lease is chosen as usual");
+        job.BeginSecondCheck();
+        Assert.That(job.Filter(live, [], T0, p => standing[p]).Preferred.Select(a => a.Provider), Is.EqualTo(new[] { C }),
+            "in good standing, not the sampled provider, not one short of the record");
+        job.EndSecondCheck();
+        Assert.That(job.Filter(live, [], T0, p => standing[p]).Preferred, Is.Empty);
     }
 
     [Test]
