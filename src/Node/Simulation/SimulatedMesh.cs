@@ -140,6 +140,12 @@ public sealed record MeshOptions
     /// </summary>
     public int? MaxConnectionsPerNode { get; init; }
 
+    /// <summary>
+    /// Virtual time between one node's start and the next (a join rate): each node's DHT bootstrap then meets a mesh that
+    /// has formed instead of a thousand empty routing tables. Default zero: all start at the same virtual instant.
+    /// </summary>
+    public TimeSpan JoinInterval { get; init; }
+
     /// <summary>Size of the simulated pipes' pooled segments. Default 4 KiB (the network's own default, 16 KiB, sized for bulk transfers, left most of each segment of a small message unused).</summary>
     public int PipeSegmentSize { get; init; } = 4 * 1024;
 
@@ -168,6 +174,10 @@ public sealed record MeshOptions
         if (PipeSegmentSize is < 256 or > 1 << 20)
         {
             throw new ArgumentOutOfRangeException(nameof(PipeSegmentSize), PipeSegmentSize, "must be 256 bytes to 1 MiB");
+        }
+        if (JoinInterval < TimeSpan.Zero || JoinInterval > TimeSpan.FromMinutes(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(JoinInterval), JoinInterval, "must be 0 to 1 minute");
         }
         if (BootstrapPeers < 1)
         {
@@ -433,6 +443,10 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 {
                     bootstrap.Add(_nodes[j].Address.WithPeer(_nodes[j].PeerId));
                 }
+            }
+            if (i > 0 && _options.JoinInterval > TimeSpan.Zero)
+            {
+                await Task.Delay(_options.JoinInterval, Clock);
             }
             await StartNodeAsync(node, bootstrap);
             progress?.Report(i + 1);

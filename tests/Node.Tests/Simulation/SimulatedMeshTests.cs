@@ -40,4 +40,23 @@ public class SimulatedMeshTests
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => SimRunner.Run(new SimScenario { Mesh = options }));
         Assert.That(e!.ParamName, Is.EqualTo(option));
     }
+
+    [Test]
+    public void JoinInterval_StartsNodesOneAfterAnother_OnVirtualTime_AndANegativeOneIsRefused()
+    {
+        var elapsed = VirtualTimeDriver.Run(async d =>
+        {
+            await using var mesh = await SimulatedMesh.StartAsync(d, new MeshOptions
+            {
+                Nodes = 4, Providers = 1, Seed = 3, JoinInterval = TimeSpan.FromSeconds(2), Loggers = Potluck.Tests.TestLogging.Factory,
+            });
+            Assert.That(mesh.Nodes.All(n => n.IsUp), Is.True);
+            return mesh.Elapsed;
+        });
+        Assert.That(elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(6)).And.LessThan(TimeSpan.FromSeconds(7)), "three gaps of 2 s between four starts");
+
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            SimRunner.Run(new SimScenario { Mesh = new MeshOptions { JoinInterval = TimeSpan.FromSeconds(-1) } }));
+        Assert.That(e!.ParamName, Is.EqualTo("JoinInterval"));
+    }
 }
