@@ -172,6 +172,21 @@ public sealed class SignedBlock
 
     public ulong Seq => Block.Seq;
 
+    /// <summary>Signs the proposal half-block for a payment <paramref name="author"/> made (<paramref name="r"/>), at <paramref name="seq"/> after <paramref name="previous"/>.</summary>
+    public static SignedBlock Propose(Receipt r, PrivateKey author, ulong seq, byte[] previous, DateTimeOffset now) => Sign(new ChainBlock
+    {
+        Author = author.PeerId.ToBytes(),
+        Seq = seq,
+        Previous = previous,
+        Counterparty = r.Provider,
+        Kind = BlockKind.Proposal,
+        ReceiptId = r.ReceiptId,
+        LeaseId = r.LeaseId,
+        Amount = r.Amount,
+        FuelUsed = r.FuelUsed,
+        TimestampUnixMs = now.ToUnixTimeMilliseconds(),
+    }, author);
+
     /// <summary>Signs <paramref name="block"/> as its author.</summary>
     /// <exception cref="ArgumentException">The block is malformed or names another author.</exception>
     public static SignedBlock Sign(ChainBlock block, PrivateKey author)

@@ -280,19 +280,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             ? receipt
             : null;
 
-    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => SignedBlock.Sign(new ChainBlock
-    {
-        Author = _key.PeerId.ToBytes(),
-        Seq = seq,
-        Previous = previous,
-        Counterparty = r.Provider,
-        Kind = BlockKind.Proposal,
-        ReceiptId = r.ReceiptId,
-        LeaseId = r.LeaseId,
-        Amount = r.Amount,
-        FuelUsed = r.FuelUsed,
-        TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-    }, _key);
+    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => SignedBlock.Propose(r, _key, seq, previous, _time.GetUtcNow());
 
     private async Task<bool> SendWrittenAsync(SignedBlock proposal, CancellationToken ct)
     {

@@ -28,19 +28,7 @@ public sealed class ChainForker(IHost host, PrivateKey key)
             throw new ArgumentException($"not a valid receipt: {receipt.Status}", nameof(receiptEnvelope));
         }
         var r = receipt.Value!.Receipt;
-        return SignedBlock.Sign(new ChainBlock
-        {
-            Author = key.PeerId.ToBytes(),
-            Seq = seq,
-            Previous = previous,
-            Counterparty = r.Provider,
-            Kind = BlockKind.Proposal,
-            ReceiptId = r.ReceiptId,
-            LeaseId = r.LeaseId,
-            Amount = r.Amount,
-            FuelUsed = r.FuelUsed,
-            TimestampUnixMs = now.ToUnixTimeMilliseconds(),
-        }, key);
+        return SignedBlock.Propose(r, key, seq, previous, now);
     }
 
     /// <summary>Sends a proposal (with the block it claims came before) and returns the provider's answer.</summary>
