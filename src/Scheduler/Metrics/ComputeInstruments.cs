@@ -27,6 +27,8 @@ namespace Potluck.Scheduler.Metrics;
 /// against it was upheld here (<see cref="Credits.CreditsOptions.Holdback"/>)</item>
 /// <item><c>potluck.tiebreaks</c> ({task}; outcome: majority, unresolved): disagreeing replicas settled by one more run</item>
 /// <item><c>potluck.secondchecks</c> ({task}; checker: good_standing, stranger): sampled results checked by a second provider (no sandbox here)</item>
+/// <item><c>potluck.disputes</c> ({task}; outcome: accused_wrong, checker_wrong, no_third_opinion, no_agreement): a checker in
+/// good standing contradicted a sampled result, and how a third opinion resolved it (the last two: unresolved)</item>
 /// <item><c>potluck.provider.disk.evictions</c> ({file}) and <c>potluck.provider.disk.evicted</c> (By): files of modules
 /// and compiled modules deleted to keep within <c>compute:provider:diskBytes</c>; a request refused for want of disk
 /// counts in <c>potluck.leases.refused</c> with reason disk_full</item>
@@ -51,6 +53,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _fraudProofs;
     private readonly Counter<long> _creditsForfeited;
     private readonly Counter<long> _tiebreaks;
+    private readonly Counter<long> _disputes;
     private readonly Counter<long> _secondChecks;
     private readonly Counter<long> _chainRecovery;
     private readonly Counter<long> _diskEvictions;
@@ -82,6 +85,7 @@ public sealed class ComputeInstruments
         _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
         _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
         _secondChecks = meter.CreateCounter<long>("potluck.secondchecks", "{task}", "Sampled results checked by a second provider, by the checker's standing");
+        _disputes = meter.CreateCounter<long>("potluck.disputes", "{task}", "Sampled results a checker in good standing contradicted, by how the third opinion resolved it");
         _diskEvictions = meter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
         _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
         _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
@@ -159,6 +163,15 @@ public sealed class ComputeInstruments
     /// <summary>A second provider checked a sampled result; only one in good standing here can verify or convict.</summary>
     public void SecondCheck(bool checkerInGoodStanding) =>
         _secondChecks.Add(1, new KeyValuePair<string, object?>("checker", checkerInGoodStanding ? "good_standing" : "stranger"));
+
+    /// <summary>A checker in good standing contradicted a sampled result; how the dispute ended.</summary>
+    public void Dispute(Requesting.DisputeOutcome outcome) => _disputes.Add(1, new KeyValuePair<string, object?>("outcome", outcome switch
+    {
+        Requesting.DisputeOutcome.AccusedWrong => "accused_wrong",
+        Requesting.DisputeOutcome.CheckerWrong => "checker_wrong",
+        Requesting.DisputeOutcome.NoThirdOpinion => "no_third_opinion",
+        _ => "no_agreement",
+    }));
 
     /// <summary>Outcome: block_recovered, answer_rejected, query_served or query_refused.</summary>
     public void DebitNote(LeaseRole role, string outcome) =>

@@ -301,6 +301,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             var claimed = RunSummary.Of(lease.Attestation.Attestation);
             var (verdict, trusted, check, checker) = await CheckAsync(job, lease, claimed, ct);
+            if (check is { Disputed: true })
+            {
+                return await ResolveDisputeAsync(job, lease, claimed, checker!, ct); // ComputeClient.Dispute.cs
+            }
             _instruments.Verification(verdict);
             var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }, check));
             await SettleAsync(job, lease, decision.Settle, ct);
@@ -365,7 +369,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
                     _consecutiveVerified(second.Provider)));
                 _instruments.SecondCheck(check.CheckerInGoodStanding);
-                await SettleAsync(job, second, check.Second, ct);
+                if (!check.Disputed)
+                {
+                    await SettleAsync(job, second, check.Second, ct); // a disputed checker is settled once resolved
+                }
                 return (check.Verdict, null, check, second);
             default:
                 return (null, null, null, null);
@@ -745,10 +752,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>A result a deterministic re-run contradicts: refuse, do not pay, prove it to everyone.</summary>
-    private async Task ConvictAsync(Job job, LeaseResultInfo lease, CancellationToken ct)
+    /// <param name="why">Why it is refused, for the reputation store (by default: a re-run contradicts it).</param>
+    private async Task ConvictAsync(Job job, LeaseResultInfo lease, CancellationToken ct, string? why = null)
     {
         _ledger.Release(lease.LeaseId);
-        _reputation.Refuse(lease.Provider, "its attested result differs from a deterministic re-run");
+        _reputation.Refuse(lease.Provider, why ?? "its attested result differs from a deterministic re-run");
         Forfeiture.Apply(_ledger, _instruments, lease.Provider, lease.LeaseId); // what it still holds from us is lost too
         var proof = FraudProof.Create(lease.SignedTerms, lease.Attestation.EnvelopeBytes, job.Submission.Module, job.Payload, lease.AuditSecret);
         var published = await _fraud.PublishAsync(proof, ct);

@@ -95,8 +95,12 @@ public sealed record SettleStep
 /// <summary>How a job ends.</summary>
 public abstract record JobEnd
 {
-    /// <summary>The result of the sampled lease (or, for replicas, of <see cref="Index"/>) is the answer.</summary>
-    public sealed record LeaseResult(int Index, bool Verified) : JobEnd;
+    /// <summary>
+    /// The result of the sampled lease (or, for replicas, of <see cref="Index"/>) is the answer. In a sampled run, index 1
+    /// is the second provider's check and 2 the third opinion of a dispute (<see cref="RequesterJob.ResolveDispute"/>).
+    /// </summary>
+    /// <param name="Unresolved">Set when a dispute between the provider and its checker could not be resolved.</param>
+    public sealed record LeaseResult(int Index, bool Verified, UnresolvedReason? Unresolved = null) : JobEnd;
 
     /// <summary>This node's own re-run is the answer.</summary>
     public sealed record OwnRun(bool Verified) : JobEnd;
@@ -116,9 +120,45 @@ public sealed record ReplicaResult(PeerId Provider, RunSummary Summary, int Cons
 /// good standing agrees, Mismatch when one disagrees (deterministically), Inconclusive on a stranger's disagreement, null on
 /// a stranger's agreement (two strangers agreeing may be one adversary: unverified).
 /// </summary>
-/// <param name="Second">How to settle the checker's own lease.</param>
+/// <param name="Second">How to settle the checker's own lease (not yet, when <see cref="Disputed"/>).</param>
 /// <param name="CheckerInGoodStanding">The checker was in good standing here when it answered.</param>
-public sealed record SecondCheck(CheckVerdict? Verdict, SettleStep Second, bool CheckerInGoodStanding);
+public sealed record SecondCheck(CheckVerdict? Verdict, SettleStep Second, bool CheckerInGoodStanding)
+{
+    /// <summary>
+    /// A checker in good standing disagrees, deterministically: one of the two lies, and one remote word does not say which.
+    /// Neither is settled until <see cref="RequesterJob.ResolveDispute"/> has a third opinion.
+    /// </summary>
+    public bool Disputed => CheckerInGoodStanding && Verdict == CheckVerdict.Mismatch;
+}
+
+/// <summary>Why a dispute between a sampled provider and the checker in good standing that contradicts it stays open.</summary>
+public enum UnresolvedReason
+{
+    /// <summary>No other provider in good standing here (neither the accused nor the checker) gave a third opinion.</summary>
+    NoThirdOpinion,
+
+    /// <summary>The third opinion agreed with neither side (or could not be compared deterministically with the other).</summary>
+    NoAgreement,
+}
+
+/// <summary>How a dispute ended, for the <c>potluck.disputes</c> counter.</summary>
+public enum DisputeOutcome
+{
+    /// <summary>The third opinion agreed with the checker: the sampled provider is convicted.</summary>
+    AccusedWrong,
+
+    /// <summary>The third opinion agreed with the sampled provider: the checker lied, and is convicted.</summary>
+    CheckerWrong,
+
+    /// <summary>No third opinion: nobody convicted, nobody paid as verified.</summary>
+    NoThirdOpinion,
+
+    /// <summary>The third opinion agreed with neither: nobody convicted, nobody paid as verified.</summary>
+    NoAgreement,
+}
+
+/// <summary>A dispute's settlement: the sampled lease, the checker's, the third opinion's (when one ran), and the answer.</summary>
+public sealed record DisputeDecision(SettleStep Accused, SettleStep Checker, SettleStep? Third, JobEnd End, DisputeOutcome Outcome);
 
 /// <summary>What replicas come to: each one's settlement (in order), the answer, and the tie-break outcome for metrics.</summary>
 public sealed record ReplicaDecision(IReadOnlyList<SettleStep> Settle, JobEnd End, bool Majority);
@@ -188,6 +228,9 @@ public sealed class RequesterJob
     /// <summary>A second provider's check is being leased: the choice prefers providers in good standing (see <see cref="Filter"/>).</summary>
     public bool CheckingSecond { get; private set; }
 
+    /// <summary>A dispute's third opinion is being leased: the choice is made among providers in good standing only (see <see cref="Filter"/>).</summary>
+    public bool SeekingThirdOpinion { get; private set; }
+
     /// <summary>Whether a provider with this record is in good standing here: past a stranger's first verified results.</summary>
     public bool InGoodStanding(int consecutiveVerified) => consecutiveVerified >= _settings.StrangerResults;
 
@@ -210,6 +253,11 @@ public sealed class RequesterJob
     {
         var excluded = new HashSet<PeerId>(Tried);
         excluded.UnionWith(refused);
+        if (SeekingThirdOpinion)
+        {
+            // Strictly: a stranger's opinion resolves nothing (a Sybil would side with its twin).
+            excluded.UnionWith(live.Where(a => consecutiveVerified is null || !InGoodStanding(consecutiveVerified(a.Provider))).Select(a => a.Provider));
+        }
         var candidates = new List<VerifiedAdvertisement>(live.Count);
         var busyHere = 0;
         DateTimeOffset? retryAt = null;
@@ -388,8 +436,10 @@ public sealed class RequesterJob
     public void EndSecondCheck() => CheckingSecond = false;
 
     /// <summary>
-    /// A second provider ran it (no sandbox here). A checker in good standing decides like a re-run here: agreement
-    /// verifies, a deterministic disagreement convicts the sampled provider. A stranger's word decides nothing, since a
+    /// A second provider ran it (no sandbox here). A checker in good standing that agrees verifies; one that disagrees
+    /// deterministically opens a dispute (<see cref="SecondCheck.Disputed"/>): one remote word convicts nobody, since a
+    /// checker that earned its standing may still lie; <see cref="ResolveDispute"/> decides once a third provider in good
+    /// standing has run it. A stranger's word decides nothing, since a
     /// Sybil can check its own twin: its agreement leaves the result unverified (not compared, no verified result credited
     /// to either), its disagreement is inconclusive and convicts nobody. The checker is paid either way.
     /// </summary>
@@ -404,7 +454,7 @@ public sealed class RequesterJob
             {
                 CheckVerdict.Match => ReputationNote.Verified,
                 CheckVerdict.Inconclusive => ReputationNote.Inconclusive,
-                _ => ReputationNote.None, // it convicts; nothing checked its own result
+                _ => ReputationNote.None, // disputed: settled by ResolveDispute
             };
             return new SecondCheck(verdict, new SettleStep { Compared = true, Note = note, Verdict = verdict }, true);
         }
@@ -415,23 +465,25 @@ public sealed class RequesterJob
     }
 
     /// <summary>
-    /// The sampled result's fate. A mismatch with a deterministic re-run is fraud: convicted, unpaid, and the job tries
-    /// another provider. Otherwise it is paid (a trap a re-run could not confirm never is) and the job ends: with this node's
+    /// The sampled result's fate (a disputed second check is decided by <see cref="ResolveDispute"/> instead). A mismatch
+    /// with a deterministic re-run here is fraud: convicted, unpaid, and the job tries another provider. Otherwise it is paid (a trap a re-run could not confirm never is) and the job ends: with this node's
     /// own run when only that can be trusted, else with the lease's result, verified when the check matched.
     /// </summary>
     /// <param name="ownRunDeterministic">This node re-ran it here and that run was deterministic.</param>
     /// <param name="second">
     /// The second provider's check, when one was made (<see cref="OnSecondResult"/>). Only a stranger agreed: the result is
     /// paid unverified, not compared and credited as no verified result (a trap only a stranger confirmed is not paid).
-    /// A checker in good standing convicted it: the job ends with the checker's result (index 1), reported unverified as
-    /// any single run nobody re-checked.
     /// </param>
+    /// <exception cref="InvalidOperationException">The second check is disputed: see <see cref="ResolveDispute"/>.</exception>
     public SampleDecision OnVerdict(RunSummary claimed, CheckVerdict? verdict, bool ownRunDeterministic, SecondCheck? second = null)
     {
+        if (second is { Disputed: true })
+        {
+            throw new InvalidOperationException("a disputed check is settled by ResolveDispute");
+        }
         if (verdict == CheckVerdict.Mismatch)
         {
-            return new SampleDecision(new SettleStep { Convict = true },
-                second is { CheckerInGoodStanding: true } ? new JobEnd.LeaseResult(1, Verified: false) : null);
+            return new SampleDecision(new SettleStep { Convict = true }, null);
         }
         if (second is { CheckerInGoodStanding: false, Verdict: null })
         {
@@ -453,6 +505,49 @@ public sealed class RequesterJob
             ? new JobEnd.OwnRun(Verified: true)
             : new JobEnd.LeaseResult(0, Verified: verdict == CheckVerdict.Match);
         return new SampleDecision(settle, end);
+    }
+
+    /// <summary>A dispute's third opinion is leased: the choice is among providers in good standing only, until <see cref="EndThirdOpinion"/>.</summary>
+    public void BeginThirdOpinion() => SeekingThirdOpinion = true;
+
+    public void EndThirdOpinion() => SeekingThirdOpinion = false;
+
+    /// <summary>
+    /// Resolves a dispute (<see cref="SecondCheck.Disputed"/>): the sampled provider's result <paramref name="claimed"/>
+    /// against the checker's <paramref name="checker"/>, with a third provider's run when one in good standing here gave it.
+    /// The third opinion decides: the side it agrees with is paid as compared and verified, with the third; the side it
+    /// deterministically contradicts is convicted (a lying checker too: refused, its standing lost, a proof published), and
+    /// the answer is the confirmed result, verified. With no third opinion (none in good standing left, or it produced no
+    /// result), or one that agrees with neither, nobody is convicted and nobody is paid as verified: each is paid as
+    /// compared but inconclusive (its streak of verified results starts over; a trap nobody confirmed is not paid), and the
+    /// job ends with the sampled result, unverified, and the reason (<see cref="UnresolvedReason"/>).
+    /// </summary>
+    /// <param name="third">The third opinion's attested result; null when none was had.</param>
+    /// <param name="thirdConsecutiveVerified">The third provider's verified results in a row here, when it answered.</param>
+    public DisputeDecision ResolveDispute(RunSummary claimed, RunSummary checker, RunSummary? third, int thirdConsecutiveVerified)
+    {
+        if (third is not null && InGoodStanding(thirdConsecutiveVerified))
+        {
+            var confirmed = new SettleStep { Compared = true, Note = ReputationNote.Verified, Verdict = CheckVerdict.Match };
+            if (third.SameAs(checker) && FraudChecker.Compare(claimed, third) == CheckVerdict.Mismatch)
+            {
+                return new DisputeDecision(new SettleStep { Convict = true, Verdict = CheckVerdict.Mismatch }, confirmed, confirmed,
+                    new JobEnd.LeaseResult(1, Verified: true), DisputeOutcome.AccusedWrong);
+            }
+            if (third.SameAs(claimed) && FraudChecker.Compare(checker, third) == CheckVerdict.Mismatch)
+            {
+                return new DisputeDecision(confirmed, new SettleStep { Convict = true, Verdict = CheckVerdict.Mismatch }, confirmed,
+                    new JobEnd.LeaseResult(0, Verified: true), DisputeOutcome.CheckerWrong);
+            }
+        }
+        var reason = third is null || !InGoodStanding(thirdConsecutiveVerified) ? UnresolvedReason.NoThirdOpinion : UnresolvedReason.NoAgreement;
+        return new DisputeDecision(Unresolved(claimed), Unresolved(checker), third is null ? null : Unresolved(third),
+            new JobEnd.LeaseResult(0, Verified: false, reason),
+            reason == UnresolvedReason.NoThirdOpinion ? DisputeOutcome.NoThirdOpinion : DisputeOutcome.NoAgreement);
+
+        static SettleStep Unresolved(RunSummary run) => run.Outcome == AttestedOutcome.Trapped
+            ? new SettleStep { NotPaid = "a disputed trap nobody confirmed: not paid", Note = ReputationNote.Inconclusive, Verdict = CheckVerdict.Inconclusive }
+            : new SettleStep { Compared = true, Note = ReputationNote.Inconclusive, Verdict = CheckVerdict.Inconclusive };
     }
 
     /// <summary>Attempts ran out: this node's own trusted run is the answer if there is one, else the job fails with the history.</summary>

@@ -73,6 +73,12 @@ public sealed record SubmissionResult
     /// <summary>True when the result was confirmed by a re-run or by agreeing replicas.</summary>
     public bool Verified { get; init; }
 
+    /// <summary>
+    /// Set when a checker in good standing contradicted the result and no third opinion resolved it: nobody was convicted,
+    /// nobody paid as verified, and the result (the sampled provider's) is unverified.
+    /// </summary>
+    public UnresolvedReason? Unresolved { get; init; }
+
     /// <summary>Leases tried (including rejected and failed ones).</summary>
     public int Attempts => History.Count;
 

@@ -2,6 +2,7 @@ using System.Text;
 using Potluck.Protocol.Runtime;
 using Potluck.Node.Hosting;
 using Potluck.Scheduler.Adversaries;
+using Potluck.Scheduler.Requesting;
 using Potluck.Node.Tests.Compute;
 
 namespace Potluck.Node.Tests.Adversarial;
@@ -33,12 +34,14 @@ public class SybilSecondCheckAttackTests
         // Two identities of one adversary, both cheapest, both flipping the same byte: they agree with each other.
         var sybil = await cluster.AddAsync("sybil", provide: true, price: 1, decorate: inner => new WrongOutputExecutor(inner));
         var twin = await cluster.AddAsync("twin", provide: true, price: 1, decorate: inner => new WrongOutputExecutor(inner));
-        // Dearer, with a record here: ten results verified in a row.
+        // Dearer, with a record here: ten results verified in a row. The second gives the third opinion a disagreement needs.
         var referee = await cluster.AddAsync("referee", provide: true, price: 40);
-        await requester.Client.WaitForProvidersAsync(3, ct);
+        var second = await cluster.AddAsync("second referee", provide: true, price: 45);
+        await requester.Client.WaitForProvidersAsync(4, ct);
         for (var i = 0; i < 10; i++)
         {
             requester.Client.Reputation.RecordVerified(referee.PeerId);
+            requester.Client.Reputation.RecordVerified(second.PeerId);
         }
 
         using var metrics = new Potluck.Tests.MetricRecorder(requester.Potluck.ComputeMetrics.Meter);
@@ -47,14 +50,15 @@ public class SybilSecondCheckAttackTests
 
         var honestOutput = ComputeCluster.HashChain("pair"u8.ToArray(), 50);
         var ran = result.History.Select(h => h.Provider).ToList();
-        // In the order settled: the check first, then the sampled lease it judged.
-        Assert.That(ran, Has.Count.EqualTo(2), "the sampled lease and its check");
-        Assert.That(ran[1], Is.AnyOf(sybil.PeerId, twin.PeerId), "a Sybil, the cheapest, ran the task");
-        var liar = ran[1] == sybil.PeerId ? sybil : twin;
+        // In the order settled: the check first, the third opinion, then the sampled lease they judged.
+        Assert.That(ran, Has.Count.EqualTo(3), $"the sampled lease, its check and the third opinion: {RequesterJob.Summarise(result.History)}; {result.Unresolved}");
+        Assert.That(ran[2], Is.AnyOf(sybil.PeerId, twin.PeerId), "a Sybil, the cheapest, ran the task");
+        Assert.That(ran[1], Is.EqualTo(second.PeerId), "the third opinion, in good standing too");
+        var liar = ran[2] == sybil.PeerId ? sybil : twin;
         Assert.That(ran[0], Is.EqualTo(referee.PeerId), "the check went to the provider in good standing, not to the cheaper twin");
         Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(honestOutput), "the wrong output is not the answer");
         Assert.That(result.Provider, Is.EqualTo(referee.PeerId));
-        Assert.That(result.Verified, Is.False, "a single run nobody re-checked");
+        Assert.That(result.Verified, Is.True, "two providers in good standing agree");
         Assert.That(requester.Client.Reputation.IsRefused(liar.PeerId), Is.True, "caught");
         Assert.That(TrustCluster.Spent(requester, sybil) + TrustCluster.Spent(requester, twin), Is.Zero, "the pair is not paid");
         Assert.That(TrustCluster.Spent(requester, referee), Is.GreaterThan(0), "the checker is paid");

@@ -253,7 +253,7 @@ public class RequesterJobTests
     }
 
     [Test]
-    public void NoSandboxHere_ACheckerInGoodStanding_VerifiesWhenItAgrees_AndConvictsWhenItDisagrees()
+    public void NoSandboxHere_ACheckerInGoodStanding_VerifiesWhenItAgrees_AndDisputesWhenItDisagrees()
     {
         var job = NewJob();
         Assert.That(job.PlanCheck(sampled: true, canRerunLocally: false), Is.EqualTo(CheckPlan.LeaseSecond));
@@ -266,13 +266,13 @@ public class RequesterJobTests
 
         var disagree = job.OnSecondResult(Run(1), Run(2), checkerConsecutiveVerified: 10);
         Assert.That(disagree.Verdict, Is.EqualTo(CheckVerdict.Mismatch));
-        Assert.That(disagree.Second is { Pay: true, Compared: true, Note: ReputationNote.None }, "paid; nothing checked its own result");
-        var caught = job.OnVerdict(Run(1), disagree.Verdict, ownRunDeterministic: false, disagree);
-        Assert.That(caught.Settle is { Convict: true, Pay: false });
-        Assert.That(caught.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: false)), "the checker's result is the answer, unverified");
+        Assert.That(disagree.Disputed, Is.True, "one remote word convicts nobody: a third opinion decides");
+        Assert.That(() => job.OnVerdict(Run(1), disagree.Verdict, ownRunDeterministic: false, disagree), Throws.InvalidOperationException);
+        Assert.That(job.OnVerdict(Run(1), CheckVerdict.Mismatch, ownRunDeterministic: true).Settle.Convict, Is.True, "a re-run here still convicts");
 
         var flaky = job.OnSecondResult(Run(1), Run(2, deterministic: false), checkerConsecutiveVerified: 10);
         Assert.That(flaky.Verdict, Is.EqualTo(CheckVerdict.Inconclusive), "a run that may differ between machines convicts nobody");
+        Assert.That(flaky.Disputed, Is.False);
         Assert.That(job.OnVerdict(Run(1), flaky.Verdict, ownRunDeterministic: false, flaky).Settle.Convict, Is.False);
     }
 
@@ -298,6 +298,80 @@ public class RequesterJobTests
         var unresolved = job.OnVerdict(Run(1), disagree.Verdict, ownRunDeterministic: false, disagree);
         Assert.That(unresolved.Settle is { Convict: false, Note: ReputationNote.Inconclusive });
         Assert.That(unresolved.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+    }
+
+    [Test]
+    public void ThirdOpinion_IsChosenAmongProvidersInGoodStandingOnly_NeitherTheAccusedNorTheChecker()
+    {
+        var job = NewJob();
+        job.OnLeaseStarted(A); // the accused
+        job.OnLeaseStarted(C); // the checker
+        var standing = new Dictionary<PeerId, int> { [A] = Good, [B] = 0, [C] = Good, [D] = Good };
+        VerifiedAdvertisement[] live = [Ad(AKey), Ad(BKey), Ad(CKey), Ad(DKey)];
+
+        Assert.That(Providers(job.Filter(live, [], T0, p => standing[p])), Is.EquivalentTo(new[] { B, D }));
+        job.BeginThirdOpinion();
+        Assert.That(Providers(job.Filter(live, [], T0, p => standing[p])), Is.EqualTo(new[] { D }), "strictly: a stranger's opinion resolves nothing");
+        standing[D] = Good - 1;
+        Assert.That(Providers(job.Filter(live, [], T0, p => standing[p])), Is.Empty, "nobody left: unresolved, never a stranger");
+        job.EndThirdOpinion();
+        Assert.That(Providers(job.Filter(live, [], T0, p => standing[p])), Is.EquivalentTo(new[] { B, D }));
+    }
+
+    [Test]
+    public void Dispute_ThirdOpinionSidesWithTheChecker_TheAccusedIsConvicted_TheOthersPaidVerified()
+    {
+        var d = NewJob().ResolveDispute(Run(1), Run(2), Run(2), thirdConsecutiveVerified: Good);
+
+        Assert.That(d.Outcome, Is.EqualTo(DisputeOutcome.AccusedWrong));
+        Assert.That(d.Accused is { Convict: true, Pay: false });
+        Assert.That(d.Checker is { Pay: true, Compared: true, Note: ReputationNote.Verified });
+        Assert.That(d.Third is { Pay: true, Compared: true, Note: ReputationNote.Verified });
+        Assert.That(d.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: true)), "the checker's result, confirmed");
+    }
+
+    [Test]
+    public void Dispute_ThirdOpinionSidesWithTheAccused_TheLyingCheckerIsConvicted_TheAccusedPaidVerified()
+    {
+        var d = NewJob().ResolveDispute(Run(1), Run(2), Run(1), thirdConsecutiveVerified: Good);
+
+        Assert.That(d.Outcome, Is.EqualTo(DisputeOutcome.CheckerWrong));
+        Assert.That(d.Checker is { Convict: true, Pay: false });
+        Assert.That(d.Accused is { Pay: true, Compared: true, Note: ReputationNote.Verified });
+        Assert.That(d.Third is { Pay: true, Note: ReputationNote.Verified });
+        Assert.That(d.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+    }
+
+    [Test]
+    public void Dispute_WithoutAThirdOpinionInGoodStanding_NobodyConvicted_NobodyVerified_Unresolved()
+    {
+        var job = NewJob();
+        var none = job.ResolveDispute(Run(1), Run(2), third: null, thirdConsecutiveVerified: 0);
+        Assert.That(none.Outcome, Is.EqualTo(DisputeOutcome.NoThirdOpinion));
+        Assert.That(none.Accused is { Convict: false, Pay: true, Note: ReputationNote.Inconclusive });
+        Assert.That(none.Checker is { Convict: false, Pay: true, Note: ReputationNote.Inconclusive });
+        Assert.That(none.Third, Is.Null);
+        Assert.That(none.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false, UnresolvedReason.NoThirdOpinion)));
+
+        // A stranger that slipped through agrees with one side: still nobody's word to convict on.
+        var stranger = job.ResolveDispute(Run(1), Run(2), Run(2), thirdConsecutiveVerified: Good - 1);
+        Assert.That(stranger.Outcome, Is.EqualTo(DisputeOutcome.NoThirdOpinion));
+        Assert.That(new[] { stranger.Accused, stranger.Checker, stranger.Third! }.Any(s => s.Convict || s.Note == ReputationNote.Verified), Is.False);
+
+        // A trap nobody confirmed is not paid.
+        var trap = job.ResolveDispute(Run(0, AttestedOutcome.Trapped), Run(2), third: null, thirdConsecutiveVerified: 0);
+        Assert.That(trap.Accused is { Pay: false, Convict: false });
+        Assert.That(trap.Checker.Pay, Is.True);
+    }
+
+    [Test]
+    public void Dispute_ThirdOpinionAgreesWithNeither_NobodyConvicted_Unresolved()
+    {
+        var d = NewJob().ResolveDispute(Run(1), Run(2), Run(3), thirdConsecutiveVerified: Good);
+
+        Assert.That(d.Outcome, Is.EqualTo(DisputeOutcome.NoAgreement));
+        Assert.That(new[] { d.Accused, d.Checker, d.Third! }.All(s => s is { Convict: false, Pay: true, Note: ReputationNote.Inconclusive }));
+        Assert.That(d.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false, UnresolvedReason.NoAgreement)));
     }
 
     [Test]
