@@ -8,8 +8,8 @@ public sealed partial class ComputeClient
     /// The tie-breaker is chosen among providers in good standing here (past a stranger's verified results) when one fits
     /// (<see cref="RequesterJob.Filter"/>): a Sybil swarm can supply any number of fresh identities, not a record of
     /// verified results with this node. Only when none fits does a stranger break the tie.
-    /// A strict majority is then paid; when it includes a provider in good standing here, the outvoted replicas are
-    /// convicted like a failed re-run: refused, unpaid, what they hold here forfeited, and a fraud proof published that
+    /// A strict majority is then paid; when the tie-breaker is in good standing here and sides with it, the outvoted
+    /// replicas are convicted like a failed re-run: refused, unpaid, what they hold here forfeited, and a fraud proof published that
     /// every node checks by re-running. A majority of strangers only is paid, its result reported as unverified, and the
     /// outvoted replica only not paid (identities that agree may be one adversary: a vote among strangers is no proof).
     /// No provider left to ask: unresolved, as before.

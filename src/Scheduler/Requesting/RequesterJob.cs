@@ -608,9 +608,12 @@ public sealed class RequesterJob
 
     /// <summary>
     /// Judges the replicas. With a re-run here, each is compared with it: a deterministic mismatch is convicted, the
-    /// matching ones paid. Without one, the largest group matches: after a tie-break whose majority includes a provider in
-    /// good standing, the others are convicted; a strict majority is paid; replicas outvoted or unresolved are not paid.
-    /// The answer is the first matching replica, else this node's own run, else the largest group's first (unverified).
+    /// matching ones paid. Without one, the largest group matches: replicas that disagree are resolved only by a tie-breaker
+    /// in good standing here that sides with a strict majority (the third opinion): then the others are convicted and the
+    /// majority verified. A majority whose only provider in good standing is one of the disputing replicas convicts nobody
+    /// and verifies nothing: one remote word, even an established one's, may be a lie (its Sybil can break the tie). A strict
+    /// majority is paid; replicas outvoted or unresolved are not paid. The answer is the first matching replica, else this
+    /// node's own run, else the largest group's first (unverified).
     /// </summary>
     /// <param name="ownRun">This node's re-run, when it made one.</param>
     public ReplicaDecision DecideReplicas(IReadOnlyList<ReplicaResult> results, bool tieBroken, RunSummary? ownRun)
@@ -620,8 +623,11 @@ public sealed class RequesterJob
             return new ReplicaDecision([], new JobEnd.GiveUp($"no replica produced a result: {Summarise(_history)}"), false);
         }
         var groups = Group(results);
-        var inGoodStanding = MajorityInGoodStanding(results, tieBroken);
         var majority = groups[0].Count * 2 > results.Count;
+        // A tie-breaker is the last result; its word resolves a disagreement only when it is in good standing here.
+        var inGoodStanding = groups.Count == 1
+            ? MajorityInGoodStanding(results, tieBroken)
+            : tieBroken && majority && groups[0].Contains(results.Count - 1) && InGoodStanding(results[^1].ConsecutiveVerified);
         var steps = new List<SettleStep>(results.Count);
         int? chosen = null;
         for (var i = 0; i < results.Count; i++)
@@ -634,7 +640,8 @@ public sealed class RequesterJob
                 steps.Add(new SettleStep { Convict = true, Verdict = verdict });
                 continue;
             }
-            var note = verdict == CheckVerdict.Match
+            // An unresolved disagreement: every streak of verified results starts over, the majority's too.
+            var note = verdict == CheckVerdict.Match && (groups.Count == 1 || ownRun is not null || inGoodStanding)
                 ? (ownRun is not null || inGoodStanding ? ReputationNote.Verified : ReputationNote.None)
                 : ReputationNote.Inconclusive;
             if (verdict == CheckVerdict.Match)

@@ -128,4 +128,30 @@ public class ThirdOpinionAttackTests
         Assert.That(metrics.Sum("potluck.fraud.proofs", "outcome=published"), Is.EqualTo(1), "one proof, against the cheater");
         Assert.That(metrics.Sum("potluck.disputes", "outcome=accused_wrong"), Is.EqualTo(1));
     });
+
+    [Test]
+    public void EstablishedReplicaTurnsLiar_ItsSybilBreaksTheTie_TheHonestStrangerIsNotConvicted_NothingVerified() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 153);
+        var requester = await cluster.AddAsync("requester", provide: false, configure: NoReRunPriceRanking);
+        var turncoat = await cluster.AddAsync("turncoat", provide: true, price: 1, decorate: inner => new WrongOutputExecutor(inner));
+        var honest = await cluster.AddAsync("honest", provide: true, price: 1);
+        // The turncoat's Sybil, dearer, the only provider left to break the tie.
+        var twin = await cluster.AddAsync("twin", provide: true, price: 2, decorate: inner => new WrongOutputExecutor(inner));
+        await requester.Client.WaitForProvidersAsync(3, ct);
+        GoodStanding(requester, turncoat);
+
+        using var metrics = new Potluck.Tests.MetricRecorder(requester.Potluck.ComputeMetrics.Meter);
+        var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("replica turncoat", 50) with { Replicas = 2 }, ct);
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+
+        Assert.That(result.History.Select(h => h.Provider), Is.EquivalentTo(new[] { turncoat.PeerId, honest.PeerId, twin.PeerId }),
+            "two replicas and the tie-breaker");
+        Assert.That(result.Verified, Is.False, "an established liar and its Sybil verify nothing");
+        Assert.That(requester.Client.Reputation.IsRefused(honest.PeerId), Is.False, "the honest stranger is not convicted on the turncoat's word");
+        Assert.That(metrics.Sum("potluck.fraud.proofs", "outcome=published"), Is.Zero, "no proof against it");
+        Assert.That(requester.Client.Reputation.Get(turncoat.PeerId).ConsecutiveVerified + requester.Client.Reputation.Get(twin.PeerId).ConsecutiveVerified,
+            Is.Zero, "the pair earns no verified result from the vote");
+    });
 }

@@ -8,8 +8,8 @@ namespace Potluck.Node.Tests.Adversarial;
 
 /// <summary>
 /// Replicas that disagree are resolved, not both paid: by the requester's own re-run when it can, otherwise by a tie-break
-/// lease to one more provider outside the set; the majority is paid and, when a provider in good standing is in it, the
-/// outvoted one is convicted with a fraud proof every node checks by re-running.
+/// lease to one more provider outside the set; the majority is paid and, when the tie-breaker is in good standing here and
+/// sides with it, the outvoted one is convicted with a fraud proof every node checks by re-running.
 /// </summary>
 [Category("Adversarial")]
 public class TieBreakAttackTests
@@ -17,12 +17,18 @@ public class TieBreakAttackTests
     /// <summary>A requester whose sandbox is too small to re-run the 32 MiB tasks: it must ask others.</summary>
     private static ComputeOptions NoReRun(ComputeOptions c) => c with { Sandbox = c.Sandbox with { MaxMemoryBytes = 16L << 20 } };
 
+    /// <summary>The same, ranking by price only: the replicas go to the two cheapest, the tie-break to the provider in good standing.</summary>
+    private static ComputeOptions NoReRunPriceRanking(ComputeOptions c) => NoReRun(c) with
+    {
+        Client = c.Client with { Selector = c.Client.Selector with { Jitter = 0, LatencyWeight = 0, ReputationWeight = 0 } },
+    };
+
     [Test]
     public void OneLiarVsOneHonest_NoReRunHere_ATieBreakLeasePaysTheMajority_AndConvictsTheLiarForEveryone() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 120);
-        var requester = await cluster.AddAsync("requester", provide: false, configure: NoReRun);
+        var requester = await cluster.AddAsync("requester", provide: false, configure: NoReRunPriceRanking);
         var witness = await cluster.AddAsync("witness", provide: false);
         var liar = await cluster.AddAsync("liar", provide: true, price: 5, decorate: inner => new WrongOutputExecutor(inner));
         var honest = await cluster.AddAsync("honest", provide: true, price: 6);
@@ -41,7 +47,7 @@ public class TieBreakAttackTests
         await cluster.Hub.WhenIdleAsync(ct);
 
         Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("tie"u8.ToArray(), 50)));
-        Assert.That(result.Verified, Is.True, "a majority with a provider in good standing");
+        Assert.That(result.Verified, Is.True, "a majority the tie-breaker in good standing sided with");
         Assert.That(result.Attempts, Is.EqualTo(3), "two replicas and one tie-break lease");
         Assert.That(metrics.Sum("potluck.tiebreaks", "outcome=majority"), Is.EqualTo(1));
         Assert.That(TrustCluster.Spent(requester, liar), Is.Zero, "the outvoted liar is not paid");

@@ -475,6 +475,24 @@ public class RequesterJobTests
     }
 
     [Test]
+    public void Replicas_Disagree_NoRerun_AnEstablishedLiarAndAStrangerTieBreaker_ConvictNobody_VerifyNothing()
+    {
+        var job = NewJob(2);
+        // A earned its standing and lies; its Sybil D breaks the tie: B, an honest stranger, is outvoted on A's word alone.
+        ReplicaResult[] all = [new(A, Run(9), Good), new(B, Run(1), 0), new(D, Run(9), 0)];
+        var d = job.DecideReplicas(all, tieBroken: true, ownRun: null);
+        Assert.That(d.Settle.Any(s => s.Convict), Is.False, "one remote word convicts nobody");
+        Assert.That(d.Settle.Any(s => s.Note == ReputationNote.Verified), Is.False, "nor credits a verified result");
+        Assert.That(d.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+
+        // The same with the tie-breaker in good standing: its word resolves it.
+        ReplicaResult[] resolved = [new(A, Run(9), Good), new(B, Run(1), 0), new(C, Run(1), Good)];
+        var r = job.DecideReplicas(resolved, tieBroken: true, ownRun: null);
+        Assert.That(r.Settle.Select(s => s.Convict), Is.EqualTo(new[] { true, false, false }), "the established liar is convicted");
+        Assert.That(r.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: true)));
+    }
+
+    [Test]
     public void Replicas_TieBreakUnresolved_NobodyPaid()
     {
         var job = NewJob(2);
