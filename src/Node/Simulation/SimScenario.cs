@@ -197,6 +197,7 @@ public static class SimRunner
             await node.Node!.Compute!.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
         }
         await reporter;
+        progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);
         return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections);
     }
@@ -217,6 +218,7 @@ public static class SimRunner
             progress(string.Create(CultureInfo.InvariantCulture,
                 $"warm-up: virtual {mesh.Elapsed.TotalSeconds:F0} s, {mesh.ConnectionsOpened} connections opened, wall {wall.Elapsed.TotalSeconds:F1} s"));
         }
+        progress(SimMemory.Now().Describe(mesh.Nodes.Count, "after warm-up"));
     }
 
     private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)

@@ -26,8 +26,10 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly object _sync = new();
     private readonly Channel<YamuxStream> _backlog =
         Channel.CreateUnbounded<YamuxStream>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+    // At most one wake-up is ever queued (_wakePending), so a channel of one: an unbounded one's first queue segment
+    // (32 slots, about 420 bytes) was the largest object of an idle connection.
     private readonly Channel<bool> _wake =
-        Channel.CreateUnbounded<bool>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+        Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = false, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)> _pings = new();
     private readonly List<TaskCompletionSource> _ackWaiters = [];
     private readonly CancellationTokenSource _closeCts;

@@ -28,16 +28,53 @@ internal sealed class YamuxStream : YamuxStreamState, IMuxedStream
         : base(id, outbound)
     {
         _connection = connection;
-        InPipe = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: 0, resumeWriterThreshold: 0,
-                                          minimumSegmentSize: InputMinimumSegmentSize, useSynchronizationContext: false));
-        OutPipe = new Pipe(new PipeOptions(
-            readerScheduler: pipes,
-            writerScheduler: pipes,
-            pauseWriterThreshold: options.StreamSendBuffer,
-            resumeWriterThreshold: Math.Max(1, options.StreamSendBuffer / 2),
-            useSynchronizationContext: false));
+        var shared = SharedPipeOptions.For(pipes);
+        InPipe = new Pipe(shared.Input);
+        OutPipe = new Pipe(shared.Output(options.StreamSendBuffer));
         _input = new InputReader(this);
         _output = new OutputWriter(this);
+    }
+
+    /// <summary>
+    /// The pipes' options, one set per scheduler for every stream of every connection (PipeOptions are immutable): each
+    /// stream used to make two of its own, 72 bytes each, about a tenth of a simulated node's per-connection objects.
+    /// </summary>
+    private sealed class SharedPipeOptions
+    {
+        private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<PipeScheduler, SharedPipeOptions> ByScheduler = new();
+        private readonly PipeScheduler _pipes;
+        private Sized? _output;
+
+        private SharedPipeOptions(PipeScheduler pipes)
+        {
+            _pipes = pipes;
+            Input = new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: 0, resumeWriterThreshold: 0,
+                                    minimumSegmentSize: InputMinimumSegmentSize, useSynchronizationContext: false);
+        }
+
+        public static SharedPipeOptions For(PipeScheduler pipes) => ByScheduler.GetValue(pipes, p => new SharedPipeOptions(p));
+
+        /// <summary>The input pipe's: never pauses the read loop (the receive window bounds what it holds).</summary>
+        public PipeOptions Input { get; }
+
+        /// <summary>The output pipe's for a send buffer of <paramref name="sendBuffer"/> bytes (the last size asked for is kept).</summary>
+        public PipeOptions Output(long sendBuffer)
+        {
+            if (_output is { } kept && kept.SendBuffer == sendBuffer)
+            {
+                return kept.Options;
+            }
+            var made = new PipeOptions(
+                readerScheduler: _pipes,
+                writerScheduler: _pipes,
+                pauseWriterThreshold: sendBuffer,
+                resumeWriterThreshold: Math.Max(1, sendBuffer / 2),
+                useSynchronizationContext: false);
+            _output = new Sized(sendBuffer, made);
+            return made;
+        }
+
+        private sealed record Sized(long SendBuffer, PipeOptions Options);
     }
 
     /// <summary>Filled by the read loop, under the connection lock.</summary>

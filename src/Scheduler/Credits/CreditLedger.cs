@@ -167,6 +167,10 @@ public sealed partial class CreditLedger : IDisposable
         try
         {
             connection.Open();
+            if (inMemory)
+            {
+                Storage.SqliteMemory.Slim(connection);
+            }
             var ledger = new CreditLedger(connection, path, owner, options, time) { _inMemory = inMemory };
             ledger.Initialise();
             if (!inMemory)

@@ -31,7 +31,41 @@ public static class SqliteMemory
     public static SqliteConnection Keep(string path)
     {
         var connection = new SqliteConnection(ConnectionString(path));
-        connection.Open();
-        return connection;
+        try
+        {
+            connection.Open();
+            Slim(connection);
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Page size of the in-memory databases (SQLite's default is 4 KiB).</summary>
+    public const int PageSize = 1024;
+
+    /// <summary>
+    /// Makes a connection just opened cheaper (call it before the first statement): turns off its lookaside allocator and,
+    /// on a database still empty, sets <see cref="PageSize"/>. SQLite gives every connection a lookaside of its own (about
+    /// 48 KiB here) to speed up small allocations; a simulated node has three databases and the mesh keeps a second
+    /// connection to each, so six of them: about 260 of a node's 807 KiB of SQLite memory at 200 nodes. Every table and
+    /// index takes at least one page, most of them nearly empty, so 1 KiB pages hold a node's few rows in about a third
+    /// of the memory. Without lookaside the same allocations go to SQLite's ordinary allocator: the same results.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">SQLite refused (the connection has used its lookaside already).</exception>
+    public static void Slim(SqliteConnection connection)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        var rc = SQLitePCL.raw.sqlite3_db_config(connection.Handle, SQLitePCL.raw.SQLITE_DBCONFIG_LOOKASIDE, IntPtr.Zero, 0, 0);
+        if (rc != SQLitePCL.raw.SQLITE_OK)
+        {
+            throw new InvalidOperationException($"SQLite refused to turn off lookaside (code {rc}): call Slim before the connection's first statement");
+        }
+        using var command = connection.CreateCommand();
+        command.CommandText = $"PRAGMA page_size = {PageSize}"; // a no-op once the database has a table
+        command.ExecuteNonQuery();
     }
 }

@@ -27,6 +27,7 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
             try
             {
                 connection.Open();
+                SqliteMemory.Slim(connection);
                 Run(connection, setup);
                 Run(connection, check);
                 return new(connection, memoryPath, false);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Where a simulated mesh's memory goes: runs one `potluck sim` (flags passed through) and, when its warm-up ends, takes
+# /proc/PID/smaps_rollup, the GC's figures (from the progress line) and a dotnet-gcdump (types by size), then lets the
+# run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
+# Same GC settings as sim-mesh.sh (DOTNET_GCConserveMemory=7; potluck sim turns the background GC off).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="$1"; shift
+mkdir -p "$out"
+sim="${SIM:-$root/src/Node/bin/Release/net10.0/potluck}"   # SIM=path runs another build (a before side by side)
+export PATH="$PATH:$HOME/.dotnet/tools"
+export DOTNET_GCConserveMemory="${DOTNET_GCConserveMemory:-7}"
+timeout 3600 "$sim" sim --json "$out/report.json" "$@" >"$out/report.txt" 2>"$out/progress.txt" &
+runner=$!
+sleep 0.5
+pid=$(pgrep -P "$runner" | head -1)   # the potluck process (timeout's child)
+until grep -q "memory after warm-up" "$out/progress.txt" 2>/dev/null; do
+  kill -0 "$runner" 2>/dev/null || { echo "run ended before its warm-up did" >&2; cat "$out/progress.txt" >&2; exit 1; }
+  sleep 0.2
+done
+grep "memory after warm-up" "$out/progress.txt"
+cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup.txt" || true
+grep -E "^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)" "$out/smaps_rollup.txt" || true
+if [ "${GCDUMP:-1}" = 1 ] && command -v dotnet-gcdump >/dev/null; then   # GCDUMP=0: none (a dump forces a full GC and inflates the peak)
+  dotnet-gcdump collect -p "$pid" -o "$out/after-warmup.gcdump" >/dev/null 2>&1 \
+    && dotnet-gcdump report "$out/after-warmup.gcdump" >"$out/gcdump-types.txt" 2>&1 \
+    && head -40 "$out/gcdump-types.txt"
+fi
+wait "$runner"
+cat "$out/report.txt"

@@ -1,0 +1,27 @@
+using System.Globalization;
+
+namespace Potluck.Node.Simulation;
+
+/// <summary>
+/// Where a simulation's memory is at one moment, without forcing a collection: the process's resident set (from
+/// <c>/proc/self/status</c> where there is one), what the GC has committed and what the heap held after its last
+/// collection, and what SQLite's allocator holds (every in-memory database, page cache and statement of every node).
+/// </summary>
+public readonly record struct SimMemory(double RssMib, double GcCommittedMib, double GcHeapMib, double GcFragmentedMib, double SqliteMib)
+{
+    private const double Mib = 1024 * 1024;
+
+    /// <summary>Reads the figures now.</summary>
+    public static SimMemory Now()
+    {
+        var gc = GC.GetGCMemoryInfo();
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        return new SimMemory(self.WorkingSet64 / Mib, gc.TotalCommittedBytes / Mib, gc.HeapSizeBytes / Mib,
+            gc.FragmentedBytes / Mib, SQLitePCL.raw.sqlite3_memory_used() / Mib);
+    }
+
+    /// <summary>One line: the figures and each per node.</summary>
+    public string Describe(int nodes, string when) => string.Create(CultureInfo.InvariantCulture,
+        $"memory {when}: RSS {RssMib:F0} MiB ({RssMib * 1024 / nodes:F0} KiB per node), GC committed {GcCommittedMib:F0} MiB ({GcCommittedMib * 1024 / nodes:F0} KiB), "
+        + $"heap at last GC {GcHeapMib:F0} MiB ({GcHeapMib * 1024 / nodes:F0} KiB; {GcFragmentedMib:F0} MiB fragmented), SQLite {SqliteMib:F1} MiB ({SqliteMib * 1024 / nodes:F0} KiB)");
+}

@@ -1,0 +1,81 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Time.Testing;
+using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Storage;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Tests.Storage;
+
+/// <summary>
+/// The in-memory storage stand-in's connections (the mesh's keepers and the ledger's, reputation's and peers' own) run
+/// without SQLite's per-connection lookaside allocator, on 1 KiB pages, and the data is the same through them.
+/// </summary>
+public class SqliteMemoryTests
+{
+    private const int LookasideUsed = 0; // SQLITE_DBSTATUS_LOOKASIDE_USED
+
+    private static int LookasideHighWater(SqliteConnection connection)
+    {
+        Assert.That(SQLitePCL.raw.sqlite3_db_status(connection.Handle, LookasideUsed, out _, out var high, 0), Is.EqualTo(SQLitePCL.raw.SQLITE_OK));
+        return high;
+    }
+
+    private static void Exercise(SqliteConnection connection)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('a'), ('b'); SELECT count(*) FROM t;";
+        command.ExecuteScalar();
+    }
+
+    [Test]
+    public void Keep_ConnectionUsesNoLookaside_WhereADefaultConnectionDoes()
+    {
+        var path = Path.Combine(Path.GetTempPath(), "potluck-lookaside-" + Guid.NewGuid().ToString("N"), "x.db");
+        using (var ordinary = new SqliteConnection(SqliteMemory.ConnectionString(path + ".ordinary")))
+        {
+            ordinary.Open();
+            Exercise(ordinary);
+            Assert.That(LookasideHighWater(ordinary), Is.GreaterThan(0), "a default connection uses lookaside (else this test proves nothing)");
+        }
+        using var kept = SqliteMemory.Keep(path);
+        Exercise(kept);
+        Assert.That(LookasideHighWater(kept), Is.EqualTo(0));
+    }
+
+    [Test]
+    public void Slim_AfterTheConnectionUsedLookaside_Throws()
+    {
+        using var connection = new SqliteConnection(SqliteMemory.ConnectionString(Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString("N"))));
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "CREATE TABLE t (k INTEGER PRIMARY KEY); SELECT count(*) FROM t;";
+        using var reader = command.ExecuteReader(); // a statement open: its lookaside slots are in use
+        Assert.Throws<InvalidOperationException>(() => SqliteMemory.Slim(connection));
+    }
+
+    [Test]
+    public void InMemoryLedgerAndReputation_KeepTheirDataAcrossReopen_WithoutLookaside()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-slim-" + Guid.NewGuid().ToString("N"));
+        var owner = PrivateKey.FromRandom(new Random(3)).PeerId;
+        var options = new CreditsOptions { InitialGrant = 1234 };
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        using var keepLedger = SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName));
+        using var keepReputation = SqliteMemory.Keep(Path.Combine(dir, ReputationDatabase.FileName));
+        using (var ledger = CreditLedger.Open(dir, owner, options, time, inMemory: true))
+        {
+            Assert.That(ledger.Balance(), Is.EqualTo(1234));
+        }
+        using (ReputationDatabase.Open(dir, inMemory: true))
+        {
+        }
+        using var again = CreditLedger.Open(dir, owner, options, time, inMemory: true);
+        Assert.That(again.Balance(), Is.EqualTo(1234));
+        Assert.That(LookasideHighWater(keepLedger), Is.EqualTo(0));
+        using var pageSize = keepLedger.CreateCommand();
+        pageSize.CommandText = "PRAGMA page_size";
+        Assert.That(Convert.ToInt32(pageSize.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(SqliteMemory.PageSize));
+        Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
+    }
+}
