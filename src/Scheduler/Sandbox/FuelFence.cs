@@ -24,7 +24,8 @@ namespace Potluck.Scheduler.Sandbox;
 /// leaves the guest's count alone (the store's active part written then is garbage, overwritten by the guest's next save,
 /// and never loaded first: every load follows a save) and puts the gap in the reserve. When the guest reaches the fence,
 /// Wasmtime saves its count (the fuel used becomes exact), moves the reserve into play and runs on to the next fence. The
-/// rest of the limit is held here (<see cref="Hidden"/>). The compiled code and its checks are unchanged, so a run ends
+/// rest of the limit is held here (<see cref="Hidden"/>), and host calls charge against it while it lasts, so they leave an
+/// armed reserve in place (a store write cannot set a count and a reserve at once). The compiled code and its checks are unchanged, so a run ends
 /// exactly where a plain run would, with the same fuel, as long as every fence was armed before the guest reached it. A
 /// fence reached unarmed (no epoch tick between two fences) traps as out of fuel with fuel still held here
 /// (<see cref="IsFalseOutOfFuel"/>): the sandbox then runs the task again with fences twice as far apart.
@@ -38,9 +39,28 @@ internal sealed class FuelFence
     /// <summary>The largest limit fenced (readings stay far below <see cref="ReserveOnly"/>).</summary>
     public const ulong MaxLimit = 1UL << 62;
 
+    /// <summary>Fuel a fast core runs in a second of a tight loop, about (for the first gap between fences: see <see cref="FirstSpacing"/>).</summary>
+    public const ulong FuelPerSecond = 1UL << 33;
+
+    /// <summary>
+    /// The gap between fences to start with: the slice, doubled while it is less than the fuel of one epoch tick at
+    /// <see cref="FuelPerSecond"/> (a fence must be armed by a tick before the guest reaches it, or the run is done again).
+    /// </summary>
+    public static ulong FirstSpacing(ulong slice, TimeSpan tick)
+    {
+        var tickFuel = tick.TotalSeconds * FuelPerSecond;
+        var spacing = Math.Max(1, slice);
+        while (spacing < tickFuel && spacing <= MaxLimit / 2)
+        {
+            spacing *= 2;
+        }
+        return spacing;
+    }
+
     private readonly ulong _limit;
     private readonly ulong _first;
     private readonly ulong _spacing;
+    private ulong _charged;
 
     /// <param name="limit">The run's fuel limit.</param>
     /// <param name="first">The first fence (below <paramref name="limit"/>).</param>
@@ -57,24 +77,27 @@ internal sealed class FuelFence
     /// <summary>The fuel to give the store before the guest first runs.</summary>
     public ulong InitialStoreFuel => _first;
 
-    /// <summary>Where the guest's own count reaches zero: the fence it crosses next.</summary>
+    /// <summary>
+    /// Where the guest's own count reaches zero: the fence it crosses next. Like <see cref="Horizon"/>, in the store's terms:
+    /// fuel used less what host calls charged against the fuel held back (<see cref="TryCharge"/>).
+    /// </summary>
     public ulong Zero { get; private set; }
 
-    /// <summary>The fuel used at which the store's fuel (count and reserve) runs out.</summary>
+    /// <summary>Where the store's fuel (count and reserve) runs out.</summary>
     public ulong Horizon { get; private set; }
 
     /// <summary>Whether a reserve beyond <see cref="Zero"/> is in the store.</summary>
     public bool Armed { get; private set; }
 
     /// <summary>Fuel held back from the store.</summary>
-    public ulong Hidden => _limit - Horizon;
+    public ulong Hidden => _limit - _charged - Horizon;
 
     /// <summary>Fuel used at the last save seen (exact there; a lower bound after).</summary>
     public ulong LastUsed { get; private set; }
 
     /// <summary>
-    /// A fence was crossed since the host last set the store: the last save may then be the crossing's, which a plain run
-    /// does not make (it matters only for a trap that does not save first).
+    /// A fence was crossed since the last host call: the last save may then be the crossing's, which a plain run does not
+    /// make (it matters only for a trap that does not save first).
     /// </summary>
     public bool Crossed { get; private set; }
 
@@ -88,8 +111,8 @@ internal sealed class FuelFence
         {
             return null; // armed, and no save since: nothing new
         }
-        var used = Used(storeFuel);
-        LastUsed = used;
+        var used = StoreUsed(storeFuel);
+        LastUsed = _charged + used;
         if (Armed && used >= Zero)
         {
             // Every epoch check follows a fuel check at the same point: a save at or past the fence means the fence was crossed.
@@ -98,7 +121,7 @@ internal sealed class FuelFence
             Crossed = true;
             Crossings++;
         }
-        if (Armed || Zero >= _limit)
+        if (Armed || Zero >= _limit - _charged)
         {
             return null;
         }
@@ -108,27 +131,35 @@ internal sealed class FuelFence
     }
 
     /// <summary>
-    /// A host call charges <paramref name="cost"/> (the guest saved its count before the call): false when the fuel left
-    /// is less, else the store's new fuel in <paramref name="storeFuel"/>, up to the next fence (unarmed).
+    /// A host call charges <paramref name="cost"/> (the guest saved its count before the call): false when the fuel left is
+    /// less. Charged against the fuel held back while it suffices, leaving the store (and an armed reserve) as it is; else
+    /// from the store, whose fuel <paramref name="set"/> then holds: all that is left (no fences after); null: leave the store.
     /// </summary>
-    public bool TryCharge(ref ulong storeFuel, ulong cost)
+    public bool TryCharge(ulong storeFuel, ulong cost, out ulong? set)
     {
-        var used = storeFuel >= ReserveOnly ? LastUsed : Used(storeFuel);
-        var left = _limit - Math.Min(used, _limit);
+        set = null;
+        var used = storeFuel >= ReserveOnly ? LastUsed - _charged : StoreUsed(storeFuel);
+        var inStore = Horizon - used;
+        Crossed = false; // the guest's save before the call and the charge: what a plain run's store holds after it
+        if (cost <= Hidden)
+        {
+            _charged += cost;
+            LastUsed = _charged + used;
+            return true;
+        }
+        var left = inStore + Hidden;
         if (cost > left)
         {
-            storeFuel = 0;
-            Zero = Horizon = _limit;
+            set = 0;
+            Zero = Horizon = _limit - _charged;
             Armed = false;
             LastUsed = _limit;
             return false;
         }
-        used += cost;
-        LastUsed = used;
-        Zero = Horizon = NextAbove(used);
+        set = left - cost;
+        Zero = Horizon = _limit - _charged;
         Armed = false;
-        Crossed = false; // the host's write is the last, as in a plain run
-        storeFuel = Zero - used;
+        LastUsed = _charged + used + cost;
         return true;
     }
 
@@ -139,28 +170,26 @@ internal sealed class FuelFence
         {
             return LastUsed;
         }
-        var used = Used(storeFuel);
+        var used = StoreUsed(storeFuel);
         if (Armed && used >= Zero)
         {
             Crossed = true;
             Crossings++;
         }
-        return used;
+        return _charged + used;
     }
 
     /// <summary>Whether an out-of-fuel trap came with fuel still held here: a fence reached unarmed, not the limit.</summary>
-    public bool IsFalseOutOfFuel => Horizon < _limit;
+    public bool IsFalseOutOfFuel => Hidden > 0;
 
-    private ulong Used(ulong storeFuel) => Horizon - Math.Min(storeFuel, Horizon);
+    private ulong StoreUsed(ulong storeFuel) => Horizon - Math.Min(storeFuel, Horizon);
 
+    /// <summary>The next fence past <paramref name="used"/> (store terms): slice boundaries less what the fuel held back paid.</summary>
     private ulong NextAbove(ulong used)
     {
-        if (used < _first)
-        {
-            return _first;
-        }
-        var k = (UInt128)((used - _first) / _spacing) + 1;
-        var next = _first + k * _spacing;
-        return next >= _limit ? _limit : (ulong)next;
+        var end = _limit - _charged;
+        var at = (UInt128)used + _charged; // in fuel used
+        UInt128 next = at < _first ? _first : _first + ((at - _first) / _spacing + 1) * _spacing;
+        return next - _charged >= end ? end : (ulong)(next - _charged);
     }
 }

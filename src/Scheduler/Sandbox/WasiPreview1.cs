@@ -122,9 +122,12 @@ internal static class WasiPreview1
         if (State(caller).Fence is { } fence)
         {
             // Part of the fuel is held outside the store (FuelFence): the fence charges against the whole, and sets the store.
-            var fuel = caller.Fuel;
-            var enough = fence.TryCharge(ref fuel, cost);
-            caller.Fuel = fuel;
+            // A store write also empties the store's reserve (an armed fence): only when the fuel held back cannot pay.
+            var enough = fence.TryCharge(caller.Fuel, cost, out var set);
+            if (set is { } fuel)
+            {
+                caller.Fuel = fuel;
+            }
             if (!enough)
             {
                 State(caller).Stop = HostStop.OutOfFuel;

@@ -102,6 +102,9 @@ public sealed class WasmSandbox : IDisposable
     /// modules are only reused under the same fingerprint.</summary>
     public string CacheFingerprint { get; }
 
+    /// <summary>The first gap between debit-note fences for a slice and an epoch tick (<see cref="FuelFence.FirstSpacing"/>; tests set it).</summary>
+    internal Func<ulong, TimeSpan, ulong> FirstFenceSpacing { get; set; } = FuelFence.FirstSpacing;
+
     /// <summary>Advances the engine's epoch while runs are in flight (for tests).</summary>
     internal EpochTicker EpochTicker => _epochTicker;
 
@@ -198,15 +201,16 @@ public sealed class WasmSandbox : IDisposable
         var started = _time.GetTimestamp();
         var slice = spec.DebitNoteDue is null ? 0 : spec.DebitNoteFuel;
         var nextNote = 0;
-        // Debit notes on a loop that makes no call: fences at the slice boundaries (FuelFence), armed at epoch callbacks. A
-        // fence reached before it was armed ends the attempt early (never the result): run again with fences twice as far
-        // apart, from the first slice not yet asked for. A trap that does not save the fuel after a fence was crossed: run
+        // Debit notes on a loop that makes no call: fences at the slice boundaries (FuelFence; every few slices when a slice
+        // is less than a tick's fuel), armed at epoch callbacks. A fence reached before it was armed ends the attempt early
+        // (never the result): run again with fences twice as far apart, from the first slice not yet asked for. A trap that does not save the fuel after a fence was crossed: run
         // again without fences, for the fuel a plain run reports.
-        var spacing = slice;
+        var spacing = FirstFenceSpacing(slice, _options.EpochTick);
         var fenced = slice > 0 && fuel <= FuelFence.MaxLimit;
         for (var attempt = 1; ; attempt++)
         {
-            var first = fenced ? ((UInt128)(ulong)nextNote + 1) * slice : 0;
+            // The first fence one gap in at least: it too must be armed by a tick before the guest reaches it.
+            var first = fenced ? UInt128.Max(((UInt128)(ulong)nextNote + 1) * slice, spacing) : 0;
             var fence = fenced && first < fuel ? new FuelFence(fuel, (ulong)first, spacing) : null;
             var run = Attempt(fence, fence is not null || !fenced ? slice : 0);
             if (fence is not null && run.Outcome == SandboxOutcome.FuelExhausted && run.WasmtimeOutOfFuel && fence.IsFalseOutOfFuel)

@@ -165,9 +165,11 @@ public class DebitNoteSandboxTests
     [Test]
     public void AFenceReachedBeforeItIsArmed_IsRunAgainWithWiderFences_AndEndsAsWithoutNotes()
     {
-        // No epoch tick comes (an hour's tick): the first fence is reached unarmed and traps early, never as the result: the
-        // sandbox runs the task again with fences at 2, then 4 slices, then none (8 slices is the limit).
+        // No epoch tick comes (an hour's tick, so fences one slice apart, the smallest, from a test hook): the first fence is
+        // reached unarmed and traps early, never as the result: the sandbox runs the task again with fences at 2, then 4
+        // slices, then none (8 slices is the limit).
         var sandbox = _fixture.Create(o => o with { EpochTick = TimeSpan.FromHours(1) }, diskCache: false);
+        sandbox.FirstFenceSpacing = (slice, _) => slice;
         var plain = new TaskSpec { Module = Module(SpinWithoutCalls), FuelLimit = 8 * Slice };
         var asked = 0;
         var sliced = plain with { DebitNoteFuel = Slice, DebitNoteDue = _ => ++asked > 0 };
@@ -208,5 +210,41 @@ public class DebitNoteSandboxTests
         Assert.That((b.Outcome, b.FuelConsumed), Is.EqualTo((a.Outcome, a.FuelConsumed)));
         Assert.That(a.Outcome, Is.EqualTo(SandboxOutcome.FuelExhausted));
         Assert.That(asked, Is.EqualTo(Enumerable.Range(0, asked.Count)));
+    }
+
+    [TestCase("hashchain", null, "20000")]
+    [TestCase("matmul", null, "96")]
+    [TestCase("render", null, "120", "90", "255")]
+    [TestCase("clockrand", null)]
+    [TestCase("loop", "testmods")]
+    [TestCase("spew", "testmods")]
+    [TestCase("grow", "testmods")]
+    [TestCase("trap", "testmods")]
+    [TestCase("exitcode", "testmods", "7")]
+    public void EveryModule_WithNotesAtTheSmallestSlice_EndsExactlyAsWithoutNotes(string name, string? folder, params string[] args)
+    {
+        // Fuel before and after: the same task with notes (paid at once) and without, on one sandbox, fences every 2^20 fuel.
+        var plain = new TaskSpec { Module = Samples.Load(name, folder), Args = args, FuelLimit = 1UL << 27 };
+        var asked = new List<int>();
+        var sliced = plain with
+        {
+            DebitNoteFuel = 1UL << 20,
+            DebitNoteDue = i =>
+            {
+                asked.Add(i);
+                return true;
+            },
+        };
+        var input = "seed"u8.ToArray();
+        var sandbox = Sandbox();
+
+        var a = sandbox.Execute(plain, input);
+        var b = sandbox.Execute(sliced, input);
+
+        TestContext.Out.WriteLine($"{name}: {a.Outcome} {a.FuelConsumed} fuel; with notes {b.Outcome} {b.FuelConsumed} fuel, {asked.Count} notes, {b.MeteringRuns} run(s)");
+        Assert.That((b.Outcome, b.ExitCode, b.FuelConsumed, b.Trap?.Code), Is.EqualTo((a.Outcome, a.ExitCode, a.FuelConsumed, a.Trap?.Code)));
+        Assert.That((b.StdoutSha256, b.StderrSha256), Is.EqualTo((a.StdoutSha256, a.StderrSha256)));
+        Assert.That(asked, Is.EqualTo(Enumerable.Range(0, asked.Count)), "in order from 0");
+        Assert.That(asked, Has.Count.LessThanOrEqualTo((int)(a.FuelConsumed >> 20)), "a note only for a boundary the run passed");
     }
 }

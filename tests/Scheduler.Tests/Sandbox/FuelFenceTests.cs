@@ -46,16 +46,34 @@ public class FuelFenceTests
     }
 
     [Test]
-    public void AHostCharge_CountsTheHeldBackFuel_AndSetsTheStoreToTheNextFence()
+    public void AHostCharge_ComesFromTheFuelHeldBack_LeavingAnArmedReserveInPlace()
     {
         var fence = new FuelFence(Limit, first: 100, spacing: 100);
-        fence.OnEpoch(60); // 40 used, armed to 200
-        var store = 20UL; // crossed at 100 and saved at 180 used (a host call): 20 left to the horizon at 200
-        Assert.That(fence.TryCharge(ref store, 150), Is.True, "830 left in all, though the store held 20");
-        Assert.That((store, fence.LastUsed, fence.Zero, fence.Armed, fence.Crossed), Is.EqualTo((70UL, 330UL, 400UL, false, false)));
+        Assert.That(fence.OnEpoch(60), Is.EqualTo(Reserve + 100)); // 40 used; armed to 200
+        // The guest saved at 70 used (30 to its zero at 100, reserve 100) and a host call charges 150: from the 800 held back.
+        Assert.That(fence.TryCharge(130, 150, out var set), Is.True);
+        Assert.That((set, fence.LastUsed, fence.Hidden, fence.Armed), Is.EqualTo(((ulong?)null, 220UL, 650UL, true)), "the store untouched");
+        // The guest crosses its zero (store terms 100, 250 used) and Wasmtime moves the reserve in: the next fence is at a slice
+        // boundary again (400 used: 250 in store terms), not 150 past it.
+        Assert.That(fence.OnEpoch(95), Is.EqualTo(Reserve + 50));
+        Assert.That((fence.LastUsed, fence.Zero, fence.Horizon, fence.Crossings), Is.EqualTo((255UL, 200UL, 250UL, 1)));
+        Assert.That(fence.Consumed(0), Is.EqualTo(400UL), "ran to the horizon: 400 used");
+    }
 
-        store = 70;
-        Assert.That(fence.TryCharge(ref store, 671), Is.False, "670 left");
-        Assert.That((store, fence.Hidden), Is.EqualTo((0UL, 0UL)));
+    [Test]
+    public void AHostCharge_BeyondTheFuelHeldBack_SetsTheStoreToAllThatIsLeft_OrStopsTheRun()
+    {
+        var fence = new FuelFence(Limit, first: 900, spacing: 100);
+        Assert.That(fence.TryCharge(850, 150, out var set), Is.True, "50 used; 100 held back; 950 left");
+        Assert.That((set, fence.Hidden, fence.LastUsed), Is.EqualTo(((ulong?)800, 0UL, 200UL)));
+        Assert.That(fence.TryCharge(800, 801, out set), Is.False, "800 left");
+        Assert.That((set, fence.IsFalseOutOfFuel), Is.EqualTo(((ulong?)0, false)));
+    }
+
+    [Test]
+    public void TheFirstSpacing_IsTheSlice_UnlessATickRunsMore()
+    {
+        Assert.That(FuelFence.FirstSpacing(1UL << 30, TimeSpan.FromMilliseconds(10)), Is.EqualTo(1UL << 30));
+        Assert.That(FuelFence.FirstSpacing(1UL << 20, TimeSpan.FromMilliseconds(10)), Is.EqualTo(1UL << 27), "2^33 fuel/s × 10 ms ≈ 2^26.4");
     }
 }
