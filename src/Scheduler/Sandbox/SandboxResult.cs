@@ -117,4 +117,10 @@ public sealed record SandboxResult
 
     /// <summary>Where the compiled module came from (diagnostic; not part of the result's identity).</summary>
     public ModuleSource ModuleSource { get; init; }
+
+    /// <summary>
+    /// How many times the task ran to get this result (diagnostic; not part of the result's identity): 1, or more when a
+    /// debit-note fence was reached before it was armed, or a trap after a fence needed a plain run's fuel (FuelFence).
+    /// </summary>
+    public int MeteringRuns { get; init; } = 1;
 }

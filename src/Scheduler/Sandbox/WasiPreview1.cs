@@ -119,6 +119,22 @@ internal static class WasiPreview1
     private static void Charge(Caller caller, ulong bytes, ulong perByte)
     {
         var cost = bytes > (ulong.MaxValue - HostCallFuel) / Math.Max(1, perByte) ? ulong.MaxValue : HostCallFuel + bytes * perByte;
+        if (State(caller).Fence is { } fence)
+        {
+            // Part of the fuel is held outside the store (FuelFence): the fence charges against the whole, and sets the store.
+            // A store write also empties the store's reserve (an armed fence): only when the fuel held back cannot pay.
+            var enough = fence.TryCharge(caller.Fuel, cost, out var set);
+            if (set is { } fuel)
+            {
+                caller.Fuel = fuel;
+            }
+            if (!enough)
+            {
+                State(caller).Stop = HostStop.OutOfFuel;
+                throw new SandboxStopException(HostStop.OutOfFuel);
+            }
+            return;
+        }
         var left = caller.Fuel;
         if (cost > left)
         {

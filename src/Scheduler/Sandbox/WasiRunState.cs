@@ -65,6 +65,9 @@ internal sealed class WasiRunState
 
     public HostStop Stop { get; set; }
 
+    /// <summary>The run's fuel fences (debit notes on a call-free loop), whose fuel host calls charge through; null: none.</summary>
+    public FuelFence? Fence { get; set; }
+
     public int ExitCode { get; set; }
 
     public bool StderrTruncated { get; private set; }

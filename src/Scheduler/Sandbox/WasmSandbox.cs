@@ -102,6 +102,9 @@ public sealed class WasmSandbox : IDisposable
     /// modules are only reused under the same fingerprint.</summary>
     public string CacheFingerprint { get; }
 
+    /// <summary>The first gap between debit-note fences for a slice and an epoch tick (<see cref="FuelFence.FirstSpacing"/>; tests set it).</summary>
+    internal Func<ulong, TimeSpan, ulong> FirstFenceSpacing { get; set; } = FuelFence.FirstSpacing;
+
     /// <summary>Advances the engine's epoch while runs are in flight (for tests).</summary>
     internal EpochTicker EpochTicker => _epochTicker;
 
@@ -195,79 +198,128 @@ public sealed class WasmSandbox : IDisposable
         var deadline = spec.Deadline is { } d && d < _options.DefaultDeadline ? d : _options.DefaultDeadline;
         var moduleSha256 = cached.Sha256;
         var args = spec.Args;
-        var state = new WasiRunState(input, argv, _options.MaxStdoutBytes, _options.MaxStderrBytes,
-            () => WasiRunState.DeriveRandomSeed(moduleSha256, args, input.Span));
-
-        using var store = new Store(_engine, state);
-        store.Fuel = fuel;
-        store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: 4, memories: 1);
         var started = _time.GetTimestamp();
-        store.SetEpochDeadline(1);
         var slice = spec.DebitNoteDue is null ? 0 : spec.DebitNoteFuel;
         var nextNote = 0;
-        store.SetEpochDeadlineCallback(s =>
+        // Debit notes on a loop that makes no call: fences at the slice boundaries (FuelFence; every few slices when a slice
+        // is less than a tick's fuel), armed at epoch callbacks. A fence reached before it was armed ends the attempt early
+        // (never the result): run again with fences twice as far apart, from the first slice not yet asked for. A trap that does not save the fuel after a fence was crossed: run
+        // again without fences, for the fuel a plain run reports.
+        var spacing = FirstFenceSpacing(slice, _options.EpochTick);
+        var fenced = slice > 0 && fuel <= FuelFence.MaxLimit;
+        for (var attempt = 1; ; attempt++)
         {
-            // Wasmtime sets the next deadline from the epoch at the moment this returns, not at the moment it was called:
-            // a tick that lands while the clock is read here would be swallowed (the next check waits for the tick after
-            // it). With a real clock that only delays the check by a tick; with a clock that stops after its last tick
-            // (virtual time), the run would never be checked again. So: note the ticks first, and if one came during the
-            // check, ask to be called again at once (delta 0: the next loop back-edge or call) rather than a tick later.
-            var ticks = _epochTicker.Ticks;
-            if (cancellationToken.IsCancellationRequested)
+            // The first fence one gap in at least: it too must be armed by a tick before the guest reaches it.
+            var first = fenced ? UInt128.Max(((UInt128)(ulong)nextNote + 1) * slice, spacing) : 0;
+            var fence = fenced && first < fuel ? new FuelFence(fuel, (ulong)first, spacing) : null;
+            var run = Attempt(fence, fence is not null || !fenced ? slice : 0);
+            if (fence is not null && run.Outcome == SandboxOutcome.FuelExhausted && run.WasmtimeOutOfFuel && fence.IsFalseOutOfFuel)
             {
-                state.Stop = HostStop.Cancelled;
-                throw new SandboxStopException(HostStop.Cancelled);
+                spacing = spacing > fuel / 2 ? fuel : spacing * 2;
+                fenced = spacing < fuel;
+                continue;
             }
-            if (_time.GetElapsedTime(started) >= deadline)
+            if (fence is { Crossed: true } && run.UnsavedTrap)
             {
-                state.Stop = HostStop.Deadline;
-                throw new SandboxStopException(HostStop.Deadline);
+                fenced = false;
+                slice = 0; // the notes were asked for as the first attempt ran; the plain run only replays it
+                continue;
             }
-            if (slice > 0)
+            return Finish(run.Outcome, run.ExitCode, run.State, run.Consumed, run.Trap, hash, source,
+                run.Error) with { MeteringRuns = attempt };
+        }
+
+        RunAttempt Attempt(FuelFence? fence, ulong noteSlice)
+        {
+            var state = new WasiRunState(input, argv, _options.MaxStdoutBytes, _options.MaxStderrBytes,
+                () => WasiRunState.DeriveRandomSeed(moduleSha256, args, input.Span)) { Fence = fence };
+            using var store = new Store(_engine, state);
+            store.Fuel = fence?.InitialStoreFuel ?? fuel;
+            store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: 4, memories: 1);
+            store.SetEpochDeadline(1);
+            store.SetEpochDeadlineCallback(s =>
             {
-                // Debit notes: a note for every slice boundary passed (below the limit: the final receipt pays the rest);
-                // the run waits here, on its own thread, until the note is paid, and stops when it is not.
-                var used = fuel - s.Fuel;
-                while (((UInt128)(ulong)nextNote + 1UL) * slice is var boundary && boundary <= used && boundary < fuel)
+                // Wasmtime sets the next deadline from the epoch at the moment this returns, not at the moment it was called:
+                // a tick that lands while the clock is read here would be swallowed (the next check waits for the tick after
+                // it). With a real clock that only delays the check by a tick; with a clock that stops after its last tick
+                // (virtual time), the run would never be checked again. So: note the ticks first, and if one came during the
+                // check, ask to be called again at once (delta 0: the next loop back-edge or call) rather than a tick later.
+                var ticks = _epochTicker.Ticks;
+                if (cancellationToken.IsCancellationRequested)
                 {
-                    if (!spec.DebitNoteDue!(nextNote))
+                    state.Stop = HostStop.Cancelled;
+                    throw new SandboxStopException(HostStop.Cancelled);
+                }
+                if (_time.GetElapsedTime(started) >= deadline)
+                {
+                    state.Stop = HostStop.Deadline;
+                    throw new SandboxStopException(HostStop.Deadline);
+                }
+                if (noteSlice > 0)
+                {
+                    // Debit notes: a note for every slice boundary passed (below the limit: the final receipt pays the rest);
+                    // the run waits here, on its own thread, until the note is paid, and stops when it is not.
+                    ulong used;
+                    if (fence is not null)
                     {
-                        state.Stop = HostStop.Cancelled;
-                        throw new SandboxStopException(HostStop.Cancelled);
+                        if (fence.OnEpoch(s.Fuel) is { } arm)
+                        {
+                            s.Fuel = arm;
+                        }
+                        used = fence.LastUsed;
                     }
-                    nextNote++;
+                    else
+                    {
+                        used = fuel - s.Fuel;
+                    }
+                    while (((UInt128)(ulong)nextNote + 1UL) * noteSlice is var boundary && boundary <= used && boundary < fuel)
+                    {
+                        if (!spec.DebitNoteDue!(nextNote))
+                        {
+                            state.Stop = HostStop.Cancelled;
+                            throw new SandboxStopException(HostStop.Cancelled);
+                        }
+                        nextNote++;
+                    }
+                }
+                return _epochTicker.Ticks == ticks ? 1UL : 0UL;
+            });
+
+            Instance? instance = null;
+            WasmtimeException? failure = null;
+            // The epoch advances (and the deadline and cancellation are checked) only while guest code may run.
+            using (_epochTicker.Enter())
+            {
+                try
+                {
+                    instance = _linker.Instantiate(store, module);
+                    var start = instance.GetAction("_start")
+                        ?? throw new InvalidOperationException("_start vanished after the shape check");
+                    start();
+                }
+                catch (WasmtimeException e)
+                {
+                    failure = e;
                 }
             }
-            return _epochTicker.Ticks == ticks ? 1UL : 0UL;
-        });
+            var consumed = fence is null ? fuel - store.Fuel : fence.Consumed(store.Fuel);
 
-        Instance? instance = null;
-        WasmtimeException? failure = null;
-        // The epoch advances (and the deadline and cancellation are checked) only while guest code may run.
-        using (_epochTicker.Enter())
-        {
-            try
+            if (state.Stop == HostStop.Cancelled)
             {
-                instance = _linker.Instantiate(store, module);
-                var start = instance.GetAction("_start")
-                    ?? throw new InvalidOperationException("_start vanished after the shape check");
-                start();
+                throw new OperationCanceledException("sandboxed run cancelled", cancellationToken);
             }
-            catch (WasmtimeException e)
-            {
-                failure = e;
-            }
+            var (outcome, exitCode, trap) = Classify(state, failure, instance, memoryLimit);
+            if (outcome == SandboxOutcome.FuelExhausted) consumed = fuel;
+            return new RunAttempt(outcome, exitCode, trap, state, consumed,
+                failure is not null && instance is null && outcome == SandboxOutcome.InvalidModule ? FirstLine(failure.Message) : null,
+                state.Stop == HostStop.None && failure is TrapException { Type: TrapCode.OutOfFuel },
+                // Wasmtime saves the fuel before `unreachable` and at out of fuel, not before a trap of a checked instruction.
+                state.Stop == HostStop.None && failure is not null && failure is not TrapException { Type: TrapCode.OutOfFuel or TrapCode.Unreachable });
         }
-        var consumed = fuel - store.Fuel;
-
-        if (state.Stop == HostStop.Cancelled)
-        {
-            throw new OperationCanceledException("sandboxed run cancelled", cancellationToken);
-        }
-        var (outcome, exitCode, trap) = Classify(state, failure, instance, memoryLimit);
-        if (outcome == SandboxOutcome.FuelExhausted) consumed = fuel;
-        return Finish(outcome, exitCode, state, consumed, trap, hash, source, failure is not null && instance is null && outcome == SandboxOutcome.InvalidModule ? FirstLine(failure.Message) : null);
     }
+
+    private readonly record struct RunAttempt(SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap, WasiRunState State, ulong Consumed,
+        string? Error, bool WasmtimeOutOfFuel, bool UnsavedTrap);
 
     private static (SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap) Classify(
         WasiRunState state, WasmtimeException? failure, Instance? instance, long memoryLimit)
