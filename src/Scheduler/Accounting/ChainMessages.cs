@@ -26,11 +26,25 @@ public static class ChainProtocol
     /// <summary>Gossip topic of completed payments (a proposal and its agreement), so forks meet wherever they are held.</summary>
     public const string BlocksTopic = "potluck/chain/1";
 
+    /// <summary>
+    /// Gossip topic of completed payments in batches: one <see cref="BlockBatch"/> of up to <see cref="MaxPairsPerBatch"/>
+    /// linked pairs, all agreed by the message's author (the payee), so one gossip signature covers a round's payments
+    /// instead of one each. A node publishes here and listens on both topics (<see cref="BlocksTopic"/> for older nodes,
+    /// which do not hear these batches).
+    /// </summary>
+    public const string BlockBatchesTopic = "potluck/chain/2";
+
+    /// <summary>Most pairs in one <see cref="BlockBatch"/> (a stream's proposals).</summary>
+    public const int MaxPairsPerBatch = MaxProposalsPerStream;
+
     /// <summary>Gossip topic of fork proofs.</summary>
     public const string ForksTopic = "potluck/fork/1";
 
     /// <summary>Most bytes of a message carrying two half-blocks: two blocks and the framing.</summary>
     public static int MaxPairBytes(ChainOptions options) => (2 * options.MaxBlockBytes) + 16;
+
+    /// <summary>Most bytes of a <see cref="BlockBatch"/>: <see cref="MaxPairsPerBatch"/> pairs and the framing.</summary>
+    public static int MaxBatchBytes(ChainOptions options) => (MaxPairsPerBatch * (MaxPairBytes(options) + 8)) + 16;
 }
 
 /// <summary>A requester's proposal half-block and, unless it is the first of its chain, the block before it (for continuity).</summary>
@@ -75,6 +89,13 @@ public sealed class BlockPair
     [Key(1)] public byte[] Second { get; init; } = [];
 }
 
+/// <summary>Completed payments agreed by one payee (<see cref="ChainProtocol.BlockBatchesTopic"/>): 1 to <see cref="ChainProtocol.MaxPairsPerBatch"/> pairs.</summary>
+[MessagePackObject]
+public sealed class BlockBatch
+{
+    [Key(0)] public List<BlockPair> Pairs { get; init; } = [];
+}
+
 /// <summary>Bounded decoding of the accounting messages from untrusted bytes.</summary>
 public static class ChainCodec
 {
@@ -94,6 +115,7 @@ public static class ChainCodec
             ChainProposal p => p.Proposal is not null && p.Previous is not null,
             ChainAnswer a => a.Agreement is not null && a.Detail is not null && Enum.IsDefined(a.Status) && a.Detail.Length <= ChainAnswer.MaxDetailLength,
             BlockPair b => b.First is not null && b.Second is not null,
+            BlockBatch b => b.Pairs is { Count: > 0 and <= ChainProtocol.MaxPairsPerBatch } && b.Pairs.TrueForAll(p => p is { First: not null, Second: not null }),
             ChainQuery q => q.Max > 0,
             ChainHistoryQuery h => h.Seqs is not null && h.Seqs.Count <= ChainHistoryProtocol.MaxSeqs,
             ChainQueryAnswer q => q.Blocks is not null && q.Links is not null && !q.Blocks.Contains(null!) && !q.Links.Contains(null!),

@@ -73,6 +73,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private readonly CancellationTokenSource _linkNow = new();
     private int _linkScheduled;
     private IDisposable? _blocks;
+    private IDisposable? _batches;
     private IDisposable? _forks;
     private long _agreed;
     private long _refused;
@@ -135,6 +136,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
         _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.Receipts);
         _blocks = _bus.Subscribe(ChainProtocol.BlocksTopic, ValidateBlocks, OnBlocksAsync);
+        _batches = _bus.Subscribe(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnBatchAsync);
         _forks = _bus.Subscribe(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
     }
@@ -411,12 +413,13 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
             }
             await stream.Output.CompleteAsync();
-            foreach (var pair in pairs)
+            // The stream's linked pairs in one gossip message (one signature for the batch, not one per payment).
+            var linked = pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>()
+                .Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
+            if (linked.Count > 0 && _options.AnnounceBlocks)
             {
-                if (pair is { } p && _options.AnnounceBlocks)
-                {
-                    await _bus.PublishAsync(ChainProtocol.BlocksTopic, ChainCodec.Encode(new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }), ct);
-                }
+                await _bus.PublishAsync(ChainProtocol.BlockBatchesTopic, ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
+                _instruments.ChainBatchPublished(linked.Count);
             }
         }
         catch (ProtocolViolationException e)
@@ -568,13 +571,55 @@ public sealed partial class TrustChainService : IAsyncDisposable
 
     // ------------------------------------------------------------------ gossip: completed payments
 
-    private TopicVerdict ValidateBlocks(TopicMessage message)
+    private TopicVerdict ValidateBlocks(TopicMessage message) =>
+        ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair) && message.Author is { } author
+            ? ValidatePair(pair, author)
+            : TopicVerdict.Reject;
+
+    /// <summary>
+    /// A batch is accepted only when every pair in it is (<see cref="ValidatePair"/>), all agreed by the message's author;
+    /// one bad pair rejects the whole message. Each pair beyond the first spends a further token of the sender's
+    /// <see cref="PeerBudgets.Receipts"/> budget before any signature is checked (the bus took one for the message), so a
+    /// batch costs a sender what its pairs would have cost one by one; over budget, the batch is ignored.
+    /// </summary>
+    private TopicVerdict ValidateBatch(TopicMessage message)
     {
-        if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
-            || DecodeGossiped(pair.First, out var proposal) != BlockStatus.Valid
+        if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxBatchBytes(_options.Chain), out BlockBatch? batch) || message.Author is not { } author)
+        {
+            return TopicVerdict.Reject;
+        }
+        if (message.ReceivedFrom != _key.PeerId)
+        {
+            for (var i = 1; i < batch.Pairs.Count; i++)
+            {
+                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.Receipts))
+                {
+                    _instruments.ChainBatchOverBudget(batch.Pairs.Count);
+                    return TopicVerdict.Ignore;
+                }
+            }
+        }
+        var verdict = TopicVerdict.Accept;
+        foreach (var pair in batch.Pairs)
+        {
+            switch (ValidatePair(pair, author))
+            {
+                case TopicVerdict.Reject:
+                    return TopicVerdict.Reject;
+                case TopicVerdict.Ignore:
+                    verdict = TopicVerdict.Ignore;
+                    break;
+            }
+        }
+        return verdict;
+    }
+
+    private TopicVerdict ValidatePair(BlockPair pair, PeerId author)
+    {
+        if (DecodeGossiped(pair.First, out var proposal) != BlockStatus.Valid
             || DecodeGossiped(pair.Second, out var agreement) != BlockStatus.Valid
             || proposal!.LinkedBy(agreement!) != BlockStatus.Valid
-            || message.Author is not { } author || author != agreement!.Author)
+            || author != agreement!.Author)
         {
             // Only the payee publishes its payment, and only as a linked pair.
             return TopicVerdict.Reject;
@@ -609,9 +654,30 @@ public sealed partial class TrustChainService : IAsyncDisposable
 
     private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
     {
+        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair))
+        {
+            KeepGossiped(pair);
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask OnBatchAsync(TopicMessage message, CancellationToken ct)
+    {
+        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxBatchBytes(_options.Chain), out BlockBatch? batch))
+        {
+            foreach (var pair in batch.Pairs)
+            {
+                KeepGossiped(pair);
+            }
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Keeps a gossiped pair's blocks where a fork could meet one held here.</summary>
+    private void KeepGossiped(BlockPair pair)
+    {
         // Checked by the validator already: decoded without checking the signatures again.
-        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair)
-            && SignedBlock.DecodeChecked(pair.First) is { } proposal
+        if (SignedBlock.DecodeChecked(pair.First) is { } proposal
             && SignedBlock.DecodeChecked(pair.Second) is { } agreement)
         {
             // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
@@ -627,7 +693,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 }
             }
         }
-        return ValueTask.CompletedTask;
     }
 
     // ------------------------------------------------------------------ fork proofs
@@ -724,6 +789,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.RemoveStreamHandler(ChainQueryProtocol.Id);
         _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();
+        _batches?.Dispose();
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),
         // so a short-lived requester links before it exits.

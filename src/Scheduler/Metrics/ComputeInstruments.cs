@@ -60,6 +60,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _diskEvicted;
     private readonly Counter<long> _debitNotes;
     private readonly Counter<long> _historyCredit;
+    private readonly Counter<long> _chainGossip;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -91,6 +92,7 @@ public sealed class ComputeInstruments
         _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
         _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
         _historyCredit = meter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
+        _chainGossip = meter.CreateCounter<long>("potluck.chain.gossip", "{pair}", "Completed payments gossiped in batches, by outcome (published; over_budget: a received batch ignored)");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -181,6 +183,12 @@ public sealed class ComputeInstruments
 
     /// <summary>A lease request admitted beyond a stranger's credit limit on credit from the requester's verified history.</summary>
     public void HistoryCredit() => _historyCredit.Add(1);
+
+    /// <summary><paramref name="pairs"/> completed payments published in one batch.</summary>
+    public void ChainBatchPublished(long pairs) => _chainGossip.Add(pairs, new KeyValuePair<string, object?>("outcome", "published"));
+
+    /// <summary>A received batch of <paramref name="pairs"/> ignored: its sender's receipts budget could not pay for every pair.</summary>
+    public void ChainBatchOverBudget(long pairs) => _chainGossip.Add(pairs, new KeyValuePair<string, object?>("outcome", "over_budget"));
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 

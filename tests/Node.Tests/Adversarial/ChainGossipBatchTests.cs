@@ -1,0 +1,191 @@
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Accounting;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Topics;
+using Potluck.Node.Tests.Compute;
+
+namespace Potluck.Node.Tests.Adversarial;
+
+/// <summary>
+/// Completed payments are gossiped in batches on <see cref="ChainProtocol.BlockBatchesTopic"/> (one message, one gossip
+/// signature, per stream of proposals): a batch is bounded, accepted only when every pair in it checks, and costs its
+/// sender one receipts-budget token per pair, as the same pairs one by one would.
+/// </summary>
+[Category("Adversarial")]
+public class ChainGossipBatchTests
+{
+    /// <summary>A linked pair at <paramref name="seq"/> in both chains: <paramref name="payer"/>'s proposal and <paramref name="payee"/>'s agreement.</summary>
+    private static BlockPair Pair(PrivateKey payer, PrivateKey payee, ulong seq)
+    {
+        var lease = BitConverter.GetBytes(seq);
+        var previous = seq == 1 ? SignedBlock.Genesis : System.Security.Cryptography.SHA256.HashData(lease);
+        var receiptId = Receipt.ComputeId(lease, payee.PeerId, payer.PeerId);
+        var proposal = SignedBlock.Sign(new ChainBlock
+        {
+            Author = payer.PeerId.ToBytes(),
+            Seq = seq,
+            Previous = previous,
+            Counterparty = payee.PeerId.ToBytes(),
+            Kind = BlockKind.Proposal,
+            ReceiptId = receiptId,
+            LeaseId = lease,
+            Amount = 10,
+            FuelUsed = 1_000_000,
+        }, payer);
+        var agreement = SignedBlock.Sign(new ChainBlock
+        {
+            Author = payee.PeerId.ToBytes(),
+            Seq = seq,
+            Previous = previous,
+            Counterparty = payer.PeerId.ToBytes(),
+            LinkSeq = proposal.Seq,
+            LinkHash = proposal.Hash,
+            Kind = BlockKind.Agreement,
+            ReceiptId = receiptId,
+            LeaseId = lease,
+            Amount = 10,
+            FuelUsed = 1_000_000,
+        }, payee);
+        Assert.That(proposal.LinkedBy(agreement), Is.EqualTo(BlockStatus.Valid));
+        return new BlockPair { First = proposal.EnvelopeBytes, Second = agreement.EnvelopeBytes };
+    }
+
+    private static byte[] Batch(IEnumerable<BlockPair> pairs) => ChainCodec.Encode(new BlockBatch { Pairs = [.. pairs] });
+
+    /// <summary>Counts, as a bystander on the hub, the messages and pairs heard on both block topics.</summary>
+    private sealed class Listener
+    {
+        public int Batches;
+        public int Pairs;
+        public int Singles;
+
+        public Listener(TrustCluster cluster)
+        {
+            var bus = cluster.Hub.Join(PrivateKey.FromRandom(new Random(cluster.Seed + 1000)).PeerId);
+            bus.Subscribe(ChainProtocol.BlockBatchesTopic, m =>
+            {
+                Assert.That(ChainCodec.TryDecode(m.Data, ChainProtocol.MaxBatchBytes(new ChainOptions()), out BlockBatch? batch), Is.True);
+                Batches++;
+                Pairs += batch!.Pairs.Count;
+                return TopicVerdict.Ignore;
+            }, (_, _) => ValueTask.CompletedTask);
+            bus.Subscribe(ChainProtocol.BlocksTopic, _ =>
+            {
+                Singles++;
+                return TopicVerdict.Ignore;
+            }, (_, _) => ValueTask.CompletedTask);
+        }
+    }
+
+    [Test]
+    public void HonestPayments_AreGossipedAsOneBatchPerStream_EveryPairOnce_AndStillLink() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 150);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        await requester.Client.WaitForProvidersAsync(1, ct);
+        var listener = new Listener(cluster);
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => requester.Node.SubmitAsync(OutcomeAttackTests.HashTask($"batch {i}", 100), ct)));
+        Assert.That(results.Select(r => r.Status), Is.All.EqualTo(ExecutionStatus.Success));
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+        await requester.Node.Chain!.WhenIdleAsync(ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+
+        var mine = ChainAudit.Verify(requester.Ledger);
+        Assert.That(mine.Problems, Is.Empty);
+        Assert.That((mine.Proposals, mine.Unlinked), Is.EqualTo((8L, 0L)));
+        Assert.That(listener.Pairs, Is.EqualTo(8), "every completed payment gossiped once");
+        Assert.That(listener.Batches, Is.LessThan(8), "in fewer messages than payments (one per stream of proposals)");
+        Assert.That(listener.Singles, Is.Zero, "nothing on the one-pair topic");
+    });
+
+    /// <summary>
+    /// A provider that was paid by <c>requester</c> holds its blocks, so it keeps every further block of it heard in an
+    /// accepted batch: whether <c>requester</c>'s block at a seq is held there afterwards tells whether a batch was accepted.
+    /// The test signs those blocks with the requester's key, as gossip of its real payments would carry them.
+    /// </summary>
+    private static async Task<(TrustCluster.Member Provider, TrustCluster.Member Requester)> PaidOnceAsync(TrustCluster cluster, CancellationToken ct)
+    {
+        var provider = await cluster.AddAsync("provider", provide: true);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        await requester.Client.WaitForProvidersAsync(1, ct);
+        var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("paid", 100), ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+        await requester.Node.Chain!.WhenIdleAsync(ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+        Assert.That(provider.Ledger.HoldsBlocksOf(requester.PeerId), Is.True);
+        return (provider, requester);
+    }
+
+    [Test]
+    public void OversizedOrLyingBatch_IsRejectedWhole_ByEveryNode_AndNothingInItIsKept() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 151);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(1));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        var pairs = Enumerable.Range(0, ChainProtocol.MaxPairsPerBatch + 1).Select(i => Pair(requester.Key, attackerKey, 1000 + (ulong)i)).ToList();
+        const int subscribers = 2;
+        int Kept() => Enumerable.Range(0, pairs.Count).Count(i => provider.Ledger.ChainBlockAt(requester.PeerId, 1000 + (ulong)i) is not null);
+
+        async Task<long> RejectedByAsync(byte[] message)
+        {
+            var rejected = cluster.Hub.Rejected;
+            await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, message, ct);
+            await cluster.Hub.WhenIdleAsync(ct);
+            return cluster.Hub.Rejected - rejected;
+        }
+
+        // One pair more than a batch holds: refused before any signature is checked.
+        Assert.That(await RejectedByAsync(Batch(pairs)), Is.EqualTo(subscribers));
+        // A full batch with one pair the publisher did not agree to (another payee's agreement): the whole message refused.
+        var lying = pairs.Take(ChainProtocol.MaxPairsPerBatch - 1).Append(Pair(requester.Key, PrivateKey.FromRandom(new Random(3)), 2000));
+        Assert.That(await RejectedByAsync(Batch(lying)), Is.EqualTo(subscribers));
+        // One tampered block: refused whole.
+        var tampered = pairs[5].Second.ToArray();
+        tampered[^1] ^= 1;
+        var withTampered = pairs.Take(ChainProtocol.MaxPairsPerBatch).Select((p, i) => i == 5 ? new BlockPair { First = p.First, Second = tampered } : p);
+        Assert.That(await RejectedByAsync(Batch(withTampered)), Is.EqualTo(subscribers));
+        // Empty, or not a batch at all: refused.
+        Assert.That(await RejectedByAsync(Batch([])), Is.EqualTo(subscribers));
+        Assert.That(await RejectedByAsync(ChainCodec.Encode(pairs[0])), Is.EqualTo(subscribers));
+        Assert.That(Kept(), Is.Zero, "nothing of a refused batch was kept, not even its good pairs");
+
+        // The same pairs, a full batch, all agreed by the publisher: accepted everywhere and kept.
+        Assert.That(await RejectedByAsync(Batch(pairs.Take(ChainProtocol.MaxPairsPerBatch))), Is.Zero);
+        Assert.That(Kept(), Is.EqualTo(ChainProtocol.MaxPairsPerBatch));
+        Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
+    });
+
+    [Test]
+    public void FloodOfValidBatches_CostsTheSenderOneReceiptsTokenPerPair_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 152);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(4));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        var burst = provider.Potluck.Host.Budgets.Options.Receipts.Burst;
+        var perBatch = ChainProtocol.MaxPairsPerBatch - 1; // the hub takes no token for the message itself; the validator one per further pair
+        var affordable = burst / perBatch;
+        const ulong first = 1000;
+
+        for (var i = 0; i < affordable + 3; i++)
+        {
+            var pairs = Enumerable.Range(0, ChainProtocol.MaxPairsPerBatch).Select(k => Pair(requester.Key, attackerKey, first + (ulong)((i * ChainProtocol.MaxPairsPerBatch) + k)));
+            await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch(pairs), ct);
+            await cluster.Hub.WhenIdleAsync(ct);
+        }
+
+        bool KeptBatch(int i) => provider.Ledger.ChainBlockAt(requester.PeerId, first + (ulong)(i * ChainProtocol.MaxPairsPerBatch)) is not null;
+        Assert.That(Enumerable.Range(0, affordable).Select(KeptBatch), Is.All.True, "batches within the sender's budget are accepted");
+        Assert.That(Enumerable.Range(affordable, 3).Select(KeptBatch), Is.All.False, "then ignored: the flood costs the provider no more signature checks");
+        Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
+    });
+}
