@@ -242,15 +242,16 @@ public sealed partial class DiscoveryService : IHostedService
     /// <summary>Dials the bootstrap list and the given remembered peers, concurrently; failures are logged, not thrown. Returns how many were dialed and how many answered.</summary>
     private async Task<(int Tried, int Answered)> ReconnectAsync(IReadOnlyList<PersistedPeer> remembered, CancellationToken ct)
     {
-        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => _host.ConnectAsync(a, ct), ct))
-            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => _host.ConnectAsync(p.Id, ct), ct)))
+        var dials = _options.Bootstrap.Where(a => !IsOwnAddress(a)).Select(a => DialAsync(a.ToString(), () => _host.ConnectAsync(a, ct), ct, DialReason.Bootstrap))
+            .Concat(remembered.Select(p => DialAsync(p.Id.ToString(), () => _host.ConnectAsync(p.Id, ct), ct, DialReason.Discovery)))
             .ToArray();
         var answered = await Task.WhenAll(dials);
         return (answered.Length, answered.Count(a => a));
     }
 
-    private async Task<bool> DialAsync(string what, Func<ValueTask<IConnection>> dial, CancellationToken ct)
+    private async Task<bool> DialAsync(string what, Func<ValueTask<IConnection>> dial, CancellationToken ct, string reason)
     {
+        using var dialReason = DialReason.Use(reason);
         try
         {
             await dial();
@@ -325,7 +326,7 @@ public sealed partial class DiscoveryService : IHostedService
         {
             return;
         }
-        _work.Run($"mdns dial {peer.Peer}", ct => DialAsync(peer.Peer.ToString(), () => _host.ConnectAsync(peer.Peer, ct), ct));
+        _work.Run($"mdns dial {peer.Peer}", ct => DialAsync(peer.Peer.ToString(), () => _host.ConnectAsync(peer.Peer, ct), ct, DialReason.Discovery));
     }
 
     private void OnConnected(IConnection connection) =>

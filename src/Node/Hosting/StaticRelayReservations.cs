@@ -34,6 +34,7 @@ internal sealed partial class StaticRelayReservations(CircuitTransport circuit, 
             TimeSpan next;
             try
             {
+                using var dialReason = DialReason.Use(DialReason.Relay);
                 await host.ConnectAsync(relay, stopping);
                 var reservation = await circuit.ReserveAsync(relay.PeerId!.Value, stopping);
                 var left = reservation.Expires - time.GetUtcNow();

@@ -75,6 +75,12 @@ public sealed record SimReport
     /// <summary>Connections the nodes opened over the whole run (counted at the dialer), and during the warm-up alone (the mesh forming).</summary>
     public ConnectionFigures Connections { get; init; } = new(0, 0);
 
+    /// <summary>
+    /// Dials the nodes started, by reason (<c>potluck.dials</c>, summed over nodes): over the run, during the warm-up,
+    /// and per virtual second of the warm-up (when it ran with a progress line); connections closed, by reason.
+    /// </summary>
+    public DialFigures Dials { get; init; } = DialFigures.Empty;
+
     public required double VirtualToWall { get; init; }
 
     /// <summary>CPU seconds this process used (all threads): on a shared machine the steadier figure than wall time.</summary>
@@ -129,6 +135,41 @@ public sealed record SimReport
 
     public sealed record FaultFigures(int Crashes, int Restarts, int Partitions, int Heals);
 
+    /// <param name="Total">Dials by reason over the run (reasons with none left out).</param>
+    /// <param name="Warmup">Dials by reason during the warm-up.</param>
+    /// <param name="WarmupPerSecond">Dials by reason in each virtual second of the warm-up, in order.</param>
+    /// <param name="Closed">Connections closed by reason (trimmed, room, idle, local, remote), counted at both ends.</param>
+    /// <param name="DhtQueries">DHT requests: ok (answered), failed, backed-off (not sent: the peer hung up on us moments ago).</param>
+    public sealed record DialFigures(IReadOnlyDictionary<string, long> Total, IReadOnlyDictionary<string, long> Warmup,
+        IReadOnlyList<IReadOnlyDictionary<string, long>> WarmupPerSecond, IReadOnlyDictionary<string, long> Closed,
+        IReadOnlyDictionary<string, long> DhtQueries)
+    {
+        public static IReadOnlyList<string> QueryOutcomes { get; } = ["ok", "failed", "backed-off"];
+
+        public static DialFigures Empty { get; } = new(new Dictionary<string, long>(), new Dictionary<string, long>(), [], new Dictionary<string, long>(),
+            new Dictionary<string, long>());
+
+        /// <summary>The non-zero entries of <paramref name="totals"/> keyed by <paramref name="names"/>, in their order.</summary>
+        public static IReadOnlyDictionary<string, long> Named(IReadOnlyList<string> names, long[] totals, long[]? minus = null)
+        {
+            var d = new Dictionary<string, long>(StringComparer.Ordinal);
+            for (var i = 0; i < names.Count; i++)
+            {
+                var v = totals[i] - (minus?[i] ?? 0);
+                if (v != 0)
+                {
+                    d[names[i]] = v;
+                }
+            }
+            return d;
+        }
+
+        /// <summary>"reason n, reason n, …" (largest first), or "none".</summary>
+        public static string Describe(IReadOnlyDictionary<string, long> counts) => counts.Count == 0 ? "none"
+            : string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal)
+                .Select(kv => string.Create(CultureInfo.InvariantCulture, $"{kv.Key} {kv.Value}")));
+    }
+
     /// <summary>Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up).</summary>
     public sealed record ConnectionFigures(long Opened, long OpenedWarmup);
 
@@ -142,7 +183,7 @@ public sealed record SimReport
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered,
-        AttackFigures attacks, long warmupConnections = 0)
+        AttackFigures attacks, long warmupConnections = 0, DialFigures? dials = null)
     {
         var tasks = mesh.Tasks;
         var completed = tasks.Where(t => t.Completed).ToList();
@@ -288,6 +329,7 @@ public sealed record SimReport
             VirtualS = virtualS,
             Events = events,
             Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections),
+            Dials = dials ?? DialFigures.Empty,
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
             VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
             CpuS = cpu,
@@ -359,6 +401,7 @@ public sealed record SimReport
         }
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"connections opened: {Connections.Opened} ({Connections.OpenedWarmup} during the warm-up)");
+        Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Runtime;
 
 namespace Potluck.Node.Simulation;
@@ -104,8 +106,10 @@ public static class SimRunner
     {
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
         mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
-        await WarmUpAsync(mesh, s, wall, progress);
+        var perSecond = new List<IReadOnlyDictionary<string, long>>();
+        await WarmUpAsync(mesh, s, wall, progress, perSecond);
         var warmupConnections = mesh.ConnectionsOpened;
+        var warmupDials = mesh.DialTotals();
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
         var running = new List<Task>();
@@ -199,11 +203,16 @@ public static class SimRunner
         await reporter;
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);
-        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections);
+        var dials = new SimReport.DialFigures(SimReport.DialFigures.Named(DialReason.All, mesh.DialTotals()),
+            SimReport.DialFigures.Named(DialReason.All, warmupDials), perSecond,
+            SimReport.DialFigures.Named(ProtocolInstruments.CloseReasons, mesh.ClosedTotals()),
+            SimReport.DialFigures.Named(SimReport.DialFigures.QueryOutcomes, mesh.DhtQueryTotals()));
+        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections, dials);
     }
 
     /// <summary>The warm-up (meshes form), with a progress line each virtual second when someone reads them.</summary>
-    private static async Task WarmUpAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress)
+    private static async Task WarmUpAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress,
+        List<IReadOnlyDictionary<string, long>> perSecond)
     {
         var end = mesh.Elapsed + s.Warmup;
         if (progress is null)
@@ -214,9 +223,14 @@ public static class SimRunner
         while (mesh.Elapsed < end)
         {
             var step = end - mesh.Elapsed < TimeSpan.FromSeconds(1) ? end - mesh.Elapsed : TimeSpan.FromSeconds(1);
+            var before = mesh.DialTotals();
+            var queriesBefore = mesh.DhtQueryTotals();
             await mesh.SettleAsync(step);
+            var dials = SimReport.DialFigures.Named(DialReason.All, mesh.DialTotals(), before);
+            var queries = SimReport.DialFigures.Named(SimReport.DialFigures.QueryOutcomes, mesh.DhtQueryTotals(), queriesBefore);
+            perSecond.Add(dials);
             progress(string.Create(CultureInfo.InvariantCulture,
-                $"warm-up: virtual {mesh.Elapsed.TotalSeconds:F0} s, {mesh.ConnectionsOpened} connections opened, wall {wall.Elapsed.TotalSeconds:F1} s"));
+                $"warm-up: virtual {mesh.Elapsed.TotalSeconds:F0} s, {mesh.ConnectionsOpened} connections opened, wall {wall.Elapsed.TotalSeconds:F1} s; dials this second: {SimReport.DialFigures.Describe(dials)}; DHT requests: {SimReport.DialFigures.Describe(queries)}"));
         }
         progress(SimMemory.Now().Describe(mesh.Nodes.Count, "after warm-up"));
     }

@@ -377,6 +377,36 @@ public sealed class SimulatedMesh : IAsyncDisposable
     /// <summary>Connections the nodes opened so far (dials that ended in a registered connection; each counted once, at its dialer).</summary>
     public long ConnectionsOpened { get; private set; }
 
+    private readonly long[] _pastDials = new long[Protocol.Host.DialReason.All.Count];
+    private readonly long[] _pastClosed = new long[Protocol.Metrics.ProtocolInstruments.CloseReasons.Count];
+    private readonly long[] _pastQueries = new long[3];
+
+    /// <summary>DHT requests the nodes made so far: answered, failed, backed off (skipped).</summary>
+    public long[] DhtQueryTotals() => SumTotals(_pastQueries, m => m.DhtQueryTotals());
+
+    /// <summary>Dials the nodes started so far by reason (<c>potluck.dials</c> summed over nodes, crashed ones included), in <see cref="Protocol.Host.DialReason.All"/>'s order.</summary>
+    public long[] DialTotals() => SumTotals(_pastDials, m => m.DialTotals());
+
+    /// <summary>Connections the nodes saw close so far by reason, in <see cref="Protocol.Metrics.ProtocolInstruments.CloseReasons"/>' order.</summary>
+    public long[] ClosedTotals() => SumTotals(_pastClosed, m => m.ClosedTotals());
+
+    private long[] SumTotals(long[] past, Func<Protocol.Metrics.ProtocolInstruments, long[]> read)
+    {
+        var sum = (long[])past.Clone();
+        foreach (var node in _nodes)
+        {
+            if (node.Node is { } running)
+            {
+                var totals = read(running.ProtocolMetrics);
+                for (var i = 0; i < sum.Length; i++)
+                {
+                    sum[i] += totals[i];
+                }
+            }
+        }
+        return sum;
+    }
+
     /// <summary>Lines recorded into the trace so far.</summary>
     public long TraceLines => _traceLines;
 
@@ -632,6 +662,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
         var (delivered, duplicates) = node.GossipCounters();
         node.PastGossipDelivered = delivered;
         node.PastGossipDuplicates = duplicates;
+        Accumulate(_pastDials, running.ProtocolMetrics.DialTotals());
+        Accumulate(_pastClosed, running.ProtocolMetrics.ClosedTotals());
+        Accumulate(_pastQueries, running.ProtocolMetrics.DhtQueryTotals());
         node.Node = null;
         node.Corrupted += node.Cheat?.Invoke() ?? 0;
         node.Cheat = null;
@@ -639,6 +672,14 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _events.Add(new MeshEvent(Elapsed, MeshEventKind.Crash, node.Index, -1, ""));
         await running.Host.DisposeAsync();
         await running.DisposeAsync();
+    }
+
+    private static void Accumulate(long[] into, long[] add)
+    {
+        for (var i = 0; i < into.Length; i++)
+        {
+            into[i] += add[i];
+        }
     }
 
     /// <summary>Starts a crashed node again with the same identity, address and data directory (ledger, peers, reputation).</summary>

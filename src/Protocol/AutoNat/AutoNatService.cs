@@ -286,6 +286,7 @@ public sealed partial class AutoNatService : IAsyncDisposable
         }
         try
         {
+            using var dialReason = DialReason.Use(DialReason.AutoNat);
             await using var stream = await _host.NewStreamAsync(server, [DialRequestProtocolId], linked.Token);
             var request = new Pb.DialRequest { Nonce = nonce };
             request.Addrs.AddRange(addresses.Select(a => ByteString.CopyFrom(a.WithoutPeer().ToBytes())));

@@ -334,6 +334,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     {
         try
         {
+            using var reason = DialReason.Use(DialReason.Gossip);
             await _host.ConnectAsync(peer, stopping);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)

@@ -60,6 +60,9 @@ internal sealed class Connection : IConnection
     /// <summary>Whether this side closed it (<see cref="CloseAsync"/>); false while open and when the remote hung up.</summary>
     internal bool ClosedLocally => Volatile.Read(ref _closed) != 0;
 
+    /// <summary>Why this side closes it, when the connection manager does (<c>trimmed</c>, <c>room</c>, <c>idle</c>); null otherwise.</summary>
+    internal string? CloseReason { get; set; }
+
     public IMuxedConnection Muxed => _muxed;
 
     /// <summary>An inbound connection's place in the resource manager's address scopes, released when it closes.</summary>

@@ -106,6 +106,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             return false;
         }
         _log.Trimmed(victim.Id, victim.RemotePeer, TagValue(victim.RemotePeer), ConnectionCount, _options.LowWater);
+        victim.CloseReason ??= "room";
         _work.Track("make room", victim.CloseAsync().AsTask());
         return true;
     }
@@ -426,6 +427,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             {
                 ct.ThrowIfCancellationRequested();
                 _log.Trimmed(connection.Id, connection.RemotePeer, value, count, _options.LowWater);
+                connection.CloseReason ??= "trimmed";
                 await connection.CloseAsync();
             }
             return victims.Count;
@@ -496,6 +498,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         foreach (var c in idle)
         {
             _log.IdleClose(c.Id, c.RemotePeer);
+            c.CloseReason ??= "idle";
             _work.Track("idle close", c.CloseAsync());
         }
     }

@@ -252,6 +252,7 @@ public sealed partial class Libp2pHost : IHost
         }
         if (peer is not { } target)
         {
+            _instruments.Dial(DialReason.Current);
             return await DialAndRegisterAsync(address, null, ct);
         }
         Task<Connection> dial;
@@ -260,6 +261,7 @@ public sealed partial class Libp2pHost : IHost
             if (!_pendingDials.TryGetValue(target, out dial!))
             {
                 // One attempt per peer, shared by every caller; it ends with the host, not with any one caller.
+                _instruments.Dial(DialReason.Current);
                 dial = DialSharedAsync(address, target);
                 if (!dial.IsCompleted)
                 {
@@ -521,7 +523,7 @@ public sealed partial class Libp2pHost : IHost
         {
             return;
         }
-        _instruments.ConnectionClosed(connection.Direction);
+        _instruments.ConnectionClosed(connection.Direction, connection.ClosedLocally ? connection.CloseReason ?? "local" : "remote");
         var closing = connection.CloseAsync();
         _log.Disconnected(connection.Id, connection.RemotePeer);
         try

@@ -192,7 +192,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             }
         }
         seeds.AddRange(_host.Peers.Snapshot().Where(p => p.Id != _host.PeerId && p.Protocols.Contains(_options.ProtocolId)).Select(p => p.Id));
-        await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct);
+        await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct, DialReason.DhtBootstrap);
         await RefreshBucketsAsync(force: true, ct);
         return RoutingTableSize;
     }
@@ -288,6 +288,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         var closest = await GetClosestPeersAsync(key, ct);
         var message = new Pb.Message { Type = Pb.Message.Types.MessageType.AddProvider, Key = ByteString.CopyFrom(key) };
         message.ProviderPeers.Add(KadMessages.ToPb(_host.PeerId, _host.ListenAddresses, connected: true));
+        using var reason = DialReason.Use(DialReason.DhtStore);
         var results = await Task.WhenAll(closest.Select(p => RequestAsync(p, message, expectResponse: false, ct)));
         return results.Count(r => r is not null);
     }
@@ -389,7 +390,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             if (KeyForBucket(bucket) is { } key)
             {
-                await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct);
+                await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct, DialReason.DhtRefresh);
             }
         }
     }
@@ -421,6 +422,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             Key = ByteString.CopyFrom(key),
             Record = new Pb.Record { Key = ByteString.CopyFrom(key), Value = ByteString.CopyFrom(value) },
         };
+        using var reason = DialReason.Use(DialReason.DhtStore);
         var results = await Task.WhenAll(closest.Select(p => RequestAsync(p, message, expectResponse: true, ct)));
         return results.Count(r => r?.Record is { } echoed && echoed.Value.Span.SequenceEqual(value));
     }
@@ -429,8 +431,9 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     /// <summary>Drives a <see cref="ClosestPeersLookup"/>: sends requests it asks for, feeds answers back. <paramref name="onResponse"/> returning true ends it.</summary>
     private async Task<LookupOutcome> LookupAsync(byte[] key, Pb.Message.Types.MessageType type, Func<PeerId, Pb.Message, bool>? onResponse,
-        IEnumerable<PeerId> extraSeeds, CancellationToken ct)
+        IEnumerable<PeerId> extraSeeds, CancellationToken ct, string reason = DialReason.DhtLookup)
     {
+        using var dialReason = DialReason.Use(reason);
         var target = KadKey.FromKey(key);
         var request = new Pb.Message { Type = type, Key = ByteString.CopyFrom(key) };
         ClosestPeersLookup lookup;
@@ -722,6 +725,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         try
         {
+            using var reason = DialReason.Use(DialReason.DhtProbe);
             var probe = new Pb.Message { Type = Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(_host.PeerId.Bytes) };
             var alive = await RequestAsync(peer, probe, expectResponse: true, stopping) is not null;
             bool changed;

@@ -11,7 +11,10 @@ namespace Potluck.Protocol.Metrics;
 /// units follow OpenTelemetry's conventions; every tag value is one of a fixed set (directions, failure kinds, our own
 /// protocol ids, DHT message types), never a string a remote chose, so a hostile peer cannot grow the series.
 /// <list type="table">
-/// <item><c>potluck.connections.opened</c>, <c>.closed</c> ({connection}; direction) and <c>.current</c> (up-down)</item>
+/// <item><c>potluck.connections.opened</c>, <c>.closed</c> ({connection}; direction, and on <c>.closed</c> reason: trimmed,
+/// room (closed to make room for a newcomer or a dial of ours), idle, local, remote) and <c>.current</c> (up-down)</item>
+/// <item><c>potluck.dials</c> ({dial}; reason: one of <see cref="DialReason.All"/>): new outbound dials the host
+/// started, by why (a caller joining a dial under way or finding a connection open is not counted)</item>
 /// <item><c>potluck.handshakes.completed</c>, <c>.failed</c> ({handshake}; direction, and failure kind when failed) and
 /// <c>potluck.handshake.duration</c> (s; direction, outcome): the upgrade from raw connection to muxed one</item>
 /// <item><c>potluck.streams.opened</c> ({stream}; protocol, direction) and <c>potluck.streams.failed</c> ({stream};
@@ -49,7 +52,14 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _dhtQueries;
     private readonly Counter<long> _dhtLookups;
     private readonly Counter<long> _dhtModeSwitches;
+    private readonly Counter<long> _dials;
+    private readonly long[] _dialTotals = new long[DialReason.All.Count];
+    private readonly long[] _closedTotals = new long[CloseReasons.Count];
+    private readonly long[] _dhtQueryTotals = new long[3];
     private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
+
+    /// <summary>The reasons a connection closed, the tag values of <c>potluck.connections.closed</c>'s <c>reason</c>.</summary>
+    public static IReadOnlyList<string> CloseReasons { get; } = ["trimmed", "room", "idle", "local", "remote"];
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ProtocolInstruments(IMeterFactory meters)
@@ -77,6 +87,7 @@ public sealed class ProtocolInstruments
         _gossipDelivered = meter.CreateCounter<long>("potluck.gossip.messages.delivered", "{message}", "Received gossip messages accepted and delivered");
         _gossipRejected = meter.CreateCounter<long>("potluck.gossip.messages.rejected", "{message}", "Received gossip messages refused, by reason");
         _gossipDropped = meter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
+        _dials = meter.CreateCounter<long>("potluck.dials", "{dial}", "New outbound dials started, by reason");
         _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
         _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
         _dhtModeSwitches = meter.CreateCounter<long>("potluck.dht.mode_switches", "{switch}", "Kademlia client/server mode switches, by the mode switched to");
@@ -100,11 +111,40 @@ public sealed class ProtocolInstruments
         _connectionsCurrent.Add(1, tag);
     }
 
-    public void ConnectionClosed(Direction direction)
+    /// <param name="reason">One of <see cref="CloseReasons"/>; anything else counts as <c>local</c>.</param>
+    public void ConnectionClosed(Direction direction, string reason = "local")
     {
         var tag = DirectionTag(direction);
-        _connectionsClosed.Add(1, tag);
+        var index = IndexOf(CloseReasons, reason);
+        Interlocked.Increment(ref _closedTotals[index]);
+        _connectionsClosed.Add(1, tag, new("reason", CloseReasons[index]));
         _connectionsCurrent.Add(-1, tag);
+    }
+
+    /// <summary>A new outbound dial started, for <paramref name="reason"/> (one of <see cref="DialReason.All"/>).</summary>
+    public void Dial(string reason)
+    {
+        var index = DialReason.IndexOf(reason);
+        Interlocked.Increment(ref _dialTotals[index]);
+        _dials.Add(1, new KeyValuePair<string, object?>("reason", DialReason.All[index]));
+    }
+
+    /// <summary>Dials started so far by reason (the totals of <c>potluck.dials</c>), in <see cref="DialReason.All"/>'s order.</summary>
+    public long[] DialTotals() => (long[])_dialTotals.Clone();
+
+    /// <summary>Connections closed so far by reason, in <see cref="CloseReasons"/>' order.</summary>
+    public long[] ClosedTotals() => (long[])_closedTotals.Clone();
+
+    private static int IndexOf(IReadOnlyList<string> set, string value)
+    {
+        for (var i = 0; i < set.Count; i++)
+        {
+            if (string.Equals(set[i], value, StringComparison.Ordinal))
+            {
+                return i;
+            }
+        }
+        return 3; // "local"
     }
 
     public void HandshakeCompleted(Direction direction, TimeSpan duration)
@@ -148,12 +188,21 @@ public sealed class ProtocolInstruments
 
     /// <param name="type">The DHT message type in lower case (<c>find_node</c>, <c>get_providers</c>, …).</param>
     /// <param name="failure">Null when the query was answered.</param>
-    public void DhtQuery(string type, FailureKind? failure) =>
+    public void DhtQuery(string type, FailureKind? failure)
+    {
+        Interlocked.Increment(ref _dhtQueryTotals[failure is null ? 0 : 1]);
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
+    }
 
     /// <summary>A lookup's query not sent: the peer hung up on us moments ago (<c>outcome=backed-off</c>).</summary>
-    public void DhtQuerySkipped(string type) =>
+    public void DhtQuerySkipped(string type)
+    {
+        Interlocked.Increment(ref _dhtQueryTotals[2]);
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", "backed-off"));
+    }
+
+    /// <summary>DHT requests so far: answered, failed (any kind), not sent because backed off (<c>potluck.dht.queries</c>'s totals).</summary>
+    public long[] DhtQueryTotals() => (long[])_dhtQueryTotals.Clone();
 
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));
 

@@ -91,6 +91,7 @@ public sealed partial class CircuitTransport : ITransport
     {
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+        using var dialReason = DialReason.Use(DialReason.Relay);
         await using var stream = await Host.NewStreamAsync(relay, [RelayService.HopProtocolId], linked.Token);
         await RelayService.WriteAsync(stream, new Pb.HopMessage { Type = Pb.HopMessage.Types.Type.Reserve }, linked.Token);
         var answer = await ReadHopStatusAsync(stream, linked.Token);
@@ -169,6 +170,7 @@ public sealed partial class CircuitTransport : ITransport
         {
             throw new DialException(DialFailure.Unreachable, $"{to} is not a circuit address of the form …/p2p/<relay>/p2p-circuit/p2p/<target>", to);
         }
+        using var dialReason = DialReason.Use(DialReason.Relay);
         if (relayAddress.Components.Count > 1)
         {
             await Host.ConnectAsync(relayAddress, ct);

@@ -823,6 +823,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     ? lease
                     : throw new ProtocolViolationException(LeaseProtocol.IdWithReceipts, "malformed acknowledgement"), receipt);
             }
+            using var dialReason = DialReason.Use(DialReason.Payment);
             await using var stream = await _host.NewStreamAsync(provider, [ReceiptProtocol.Id], linked.Token);
             return Acknowledged(provider, leaseId, await ReceiptProtocol.SendAsync(stream, receipt, linked.Token), receipt);
         }

@@ -147,6 +147,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         {
             using var timeout = new CancellationTokenSource(_options.RetryInterval, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _stop.Token);
+            using var dialReason = DialReason.Use(DialReason.Lease);
             var stream = await _host.NewStreamAsync(Provider, Protocols, linked.Token);
             Interlocked.Increment(ref _opened);
             _stream = stream;

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Host;
@@ -77,6 +78,13 @@ public class ConnectionManagerTests
         // the two lowest tag values (plain: 0, latecomer: 5) go.
         Assert.That(closed, Is.EquivalentTo(new[] { plain.Host.PeerId, latecomer.Host.PeerId }));
         Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.EquivalentTo(new[] { favourite.Host.PeerId, valued.Host.PeerId }));
+        // potluck.connections.closed{reason}: the hub counts two trims, the trimmed peers see the remote hang up.
+        var trimmed = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "trimmed");
+        var remote = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "remote");
+        Assert.That(hub.Host.Instruments.ClosedTotals()[trimmed], Is.EqualTo(2));
+        Assert.That(hub.Host.Instruments.ClosedTotals().Sum(), Is.EqualTo(2));
+        Assert.That(plain.Host.Instruments.ClosedTotals()[remote], Is.EqualTo(1));
+        Assert.That(hub.Host.Instruments.DialTotals()[DialReason.IndexOf(DialReason.Other)], Is.EqualTo(4), "four dials with no reason given");
     });
 
     [Test]

@@ -39,6 +39,37 @@ public class KademliaHostTests
     }
 
     [Test]
+    public void Dials_AreCountedByReason_DhtJoinAsDht_AndAPurposeOfTheCallersOwn() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 22);
+        var nodes = await StartNetworkAsync(hosts, 12, ct);
+        try
+        {
+            long Of(DhtNode n, string reason) => n.Host.Instruments.DialTotals()[DialReason.IndexOf(reason)];
+            var dht = nodes.Sum(n => Of(n, DialReason.DhtBootstrap) + Of(n, DialReason.DhtRefresh) + Of(n, DialReason.DhtProbe));
+            Assert.That(nodes.Sum(n => n.Host.Instruments.DialTotals().Sum()), Is.EqualTo(dht), "the DHT's join made every dial");
+            Assert.That(nodes.Skip(1).Select(n => Of(n, DialReason.DhtBootstrap)), Has.All.GreaterThan(0), "each joiner's self-lookup dialled");
+            Assert.That(nodes.Sum(n => Of(n, DialReason.Other)), Is.Zero);
+
+            var a = nodes[3];
+            var stranger = await hosts.StartAsync(); // outside the DHT: a has no connection to it
+            var leaseBefore = Of(a, DialReason.Lease);
+            using (DialReason.Use(DialReason.Lease))
+            {
+                await a.Host.ConnectAsync(stranger.Address, ct);
+                await a.Host.ConnectAsync(stranger.Address, ct); // already connected: no dial
+            }
+            Assert.That(Of(a, DialReason.Lease), Is.EqualTo(leaseBefore + 1));
+            Assert.That(DialReason.Current, Is.EqualTo(DialReason.Other), "the scope put the reason back");
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    [Test]
     public void Bootstrap_25Nodes_FillsRoutingTables_AndFindPeerFindsAPeerById() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None; // the driver fails a run that hangs
