@@ -25,8 +25,8 @@ namespace Potluck.Scheduler.Accounting;
 /// seqs and the head) can miss spending: a verdict counts at most the earnings sampled, so over repeated checks the extra
 /// at one provider never exceeds share × the verified earnings, though it may exceed share × net contribution when
 /// spending hides from the sample. One payer in good standing can vouch with the same surplus for several identities
-/// only one after another: <see cref="VouchBook"/> divides it among the requesters still borrowing on it (in memory, so
-/// only while the provider runs).
+/// only one after another: <see cref="VouchBook"/> divides it among the requesters still borrowing on it, and keeps the
+/// split in the ledger (<see cref="IVouchStore"/>), so a restart does not divide it afresh.
 /// </para>
 /// </summary>
 public static class HistoryCredit
@@ -100,13 +100,35 @@ public static class HistoryCredit
 /// several identities with the same surplus at once. A payer's surplus available to a requester is the surplus less what it
 /// already backs for other requesters still <em>live</em> (a fresh verdict, or still owing here: borrowing on it); entries of
 /// requesters no longer live are dropped as they are met. At most <c>maxEntries</c> (payer, requester) entries; beyond that a
-/// new one backs nothing. In memory: after a restart, allocations start afresh (a requester still owing beyond a stranger's
-/// limit is then refused until checked again, and a new check allocates again). Not thread-safe: the caller locks.
+/// new one backs nothing. With a <see cref="IVouchStore"/>, every change is written through and the entries are read back
+/// when the book is made: after a restart a surplus still backs what it backed (a requester still owing here stays live),
+/// so a Sybil twin checked after the restart gets only what is left of it. Not thread-safe: the caller locks.
 /// </summary>
-public sealed class VouchBook(int maxEntries)
+public sealed class VouchBook
 {
     private readonly Dictionary<PeerId, Dictionary<PeerId, long>> _byPayer = [];
     private readonly Dictionary<PeerId, List<PeerId>> _payersOf = [];
+    private readonly int maxEntries;
+    private readonly IVouchStore? _store;
+
+    /// <param name="maxEntries">The most (payer, requester) entries held.</param>
+    /// <param name="store">Where the split is kept across restarts; null keeps it in memory only.</param>
+    public VouchBook(int maxEntries, IVouchStore? store = null)
+    {
+        this.maxEntries = maxEntries;
+        _store = store;
+        if (store is null)
+        {
+            return;
+        }
+        foreach (var (payer, requester, amount) in store.Load(maxEntries))
+        {
+            if (amount > 0 && Count < maxEntries && Backs(payer, requester) == 0)
+            {
+                Add(payer, requester, amount);
+            }
+        }
+    }
 
     /// <summary>(payer, requester) entries held.</summary>
     public int Count { get; private set; }
@@ -135,6 +157,7 @@ public sealed class VouchBook(int maxEntries)
                 else
                 {
                     Remove(payer, other);
+                    _store?.Remove(payer, other);
                 }
             }
         }
@@ -149,37 +172,58 @@ public sealed class VouchBook(int maxEntries)
     public void Set(PeerId requester, IReadOnlyDictionary<PeerId, long> counted)
     {
         ArgumentNullException.ThrowIfNull(counted);
-        Release(requester);
+        var had = ReleaseCore(requester);
+        var held = new Dictionary<PeerId, long>();
         foreach (var (payer, amount) in counted)
         {
             if (amount <= 0 || Count >= maxEntries)
             {
                 continue;
             }
-            if (!_byPayer.TryGetValue(payer, out var backs))
-            {
-                _byPayer[payer] = backs = [];
-            }
-            backs[requester] = amount;
-            Count++;
-            if (!_payersOf.TryGetValue(requester, out var payers))
-            {
-                _payersOf[requester] = payers = [];
-            }
-            payers.Add(payer);
+            Add(payer, requester, amount);
+            held[payer] = amount;
+        }
+        if (had || held.Count > 0)
+        {
+            _store?.Replace(requester, held);
         }
     }
 
     /// <summary>Drops everything <paramref name="requester"/> was backed by.</summary>
     public void Release(PeerId requester)
     {
-        if (_payersOf.TryGetValue(requester, out var payers))
+        if (ReleaseCore(requester))
         {
-            foreach (var payer in payers.ToList())
-            {
-                Remove(payer, requester);
-            }
+            _store?.Replace(requester, new Dictionary<PeerId, long>());
         }
+    }
+
+    private bool ReleaseCore(PeerId requester)
+    {
+        if (!_payersOf.TryGetValue(requester, out var payers))
+        {
+            return false;
+        }
+        foreach (var payer in payers.ToList())
+        {
+            Remove(payer, requester);
+        }
+        return true;
+    }
+
+    private void Add(PeerId payer, PeerId requester, long amount)
+    {
+        if (!_byPayer.TryGetValue(payer, out var backs))
+        {
+            _byPayer[payer] = backs = [];
+        }
+        backs[requester] = amount;
+        Count++;
+        if (!_payersOf.TryGetValue(requester, out var payers))
+        {
+            _payersOf[requester] = payers = [];
+        }
+        payers.Add(payer);
     }
 
     /// <summary>What <paramref name="payer"/> backs for <paramref name="requester"/> now (0 for none).</summary>
@@ -205,4 +249,27 @@ public sealed class VouchBook(int maxEntries)
             }
         }
     }
+}
+
+/// <summary>Where a <see cref="VouchBook"/> keeps what each payer's surplus backs, so that a restart does not divide it afresh.</summary>
+public interface IVouchStore
+{
+    /// <summary>Up to <paramref name="max"/> entries held: (payer, requester, micro-credits backed).</summary>
+    IEnumerable<(PeerId Payer, PeerId Requester, long Amount)> Load(int max);
+
+    /// <summary>Replaces every entry of <paramref name="requester"/> with <paramref name="backs"/> (by payer; empty drops them all).</summary>
+    void Replace(PeerId requester, IReadOnlyDictionary<PeerId, long> backs);
+
+    /// <summary>Drops one entry.</summary>
+    void Remove(PeerId payer, PeerId requester);
+}
+
+/// <summary>A <see cref="VouchBook"/>'s entries in the node's ledger (<see cref="Credits.CreditLedger.Vouches"/>).</summary>
+public sealed class LedgerVouchStore(Credits.CreditLedger ledger) : IVouchStore
+{
+    public IEnumerable<(PeerId Payer, PeerId Requester, long Amount)> Load(int max) => ledger.Vouches(max);
+
+    public void Replace(PeerId requester, IReadOnlyDictionary<PeerId, long> backs) => ledger.ReplaceVouches(requester, backs);
+
+    public void Remove(PeerId payer, PeerId requester) => ledger.RemoveVouch(payer, requester);
 }

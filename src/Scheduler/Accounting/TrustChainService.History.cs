@@ -142,7 +142,7 @@ public sealed partial class TrustChainService
         long credit = 0;
         lock (_vouchGate)
         {
-            _vouches ??= new VouchBook(options.MaxCached);
+            _vouches ??= new VouchBook(options.MaxCached, new LedgerVouchStore(_ledger)); // the split survives a restart
             if (standing && !IsForker(requester) && _ledger.Requester(requester).Violations == 0)
             {
                 var counted = new Dictionary<PeerId, long>();

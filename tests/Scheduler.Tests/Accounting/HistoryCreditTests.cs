@@ -146,6 +146,38 @@ public class HistoryCreditTests
     }
 
     [Test]
+    public void VouchBook_InTheLedger_KeepsTheSplitAcrossARestart_SoASurplusIsNotDividedAfresh()
+    {
+        using var dir = new Potluck.Scheduler.Tests.Ledger.TempDir();
+        PeerId a = Key(70).PeerId, b = Key(71).PeerId, c = Key(72).PeerId, payer = Contributor.PeerId;
+        var live = new HashSet<PeerId> { a, b };
+        using (var ledger = Potluck.Scheduler.Tests.Ledger.LedgerFactory.Open(dir.Path, Provider))
+        {
+            var book = new VouchBook(16, new LedgerVouchStore(ledger));
+            book.Set(a, new Dictionary<PeerId, long> { [payer] = 7_000 });
+            book.Set(b, new Dictionary<PeerId, long> { [payer] = 2_000, [Sybil.PeerId] = 500 });
+            book.Set(b, new Dictionary<PeerId, long> { [payer] = 1_000 }); // replaced, not added
+        }
+        using (var ledger = Potluck.Scheduler.Tests.Ledger.LedgerFactory.Open(dir.Path, Provider))
+        {
+            var book = new VouchBook(16, new LedgerVouchStore(ledger));
+            Assert.That((book.Count, book.Backs(payer, a), book.Backs(payer, b), book.Backs(Sybil.PeerId, b)), Is.EqualTo((2, 7_000L, 1_000L, 0L)));
+            Assert.That(book.Available(payer, c, 10_000, live.Contains), Is.EqualTo(2_000), "a twin checked after the restart gets what is left");
+            book.Release(a);
+            live.Remove(b); // b no longer borrows: its entry is dropped as it is met, in the ledger too
+            Assert.That(book.Available(payer, c, 10_000, live.Contains), Is.EqualTo(10_000));
+        }
+        using (var ledger = Potluck.Scheduler.Tests.Ledger.LedgerFactory.Open(dir.Path, Provider))
+        {
+            Assert.That(ledger.Vouches(16), Is.Empty);
+            var book = new VouchBook(1, new LedgerVouchStore(ledger));
+            book.Set(a, new Dictionary<PeerId, long> { [payer] = 5, [Sybil.PeerId] = 6 });
+            Assert.That(ledger.Vouches(16), Has.Count.EqualTo(1), "bounded as in memory");
+            Assert.That(new VouchBook(0, new LedgerVouchStore(ledger)).Count, Is.Zero, "and when read back");
+        }
+    }
+
+    [Test]
     public void Options_AreRangeChecked_NamingTheKey()
     {
         var problems = new ChainHistoryOptions { CreditShare = 1.5, MaxCredit = -1 }.Validate("compute:accounting:history").ToList();
