@@ -11,8 +11,9 @@ using Potluck.Scheduler.Sandbox;
 //  1. per note (one slice paid): bytes on the wire, signatures, and CPU of each step (the provider signs the note and
 //     records the slice as owed; the requester checks it, signs the payment, reserves and settles it; the provider
 //     checks and records the payment), against the same steps of the one receipt a lease pays once;
-//  2. the sandbox: a module that spins until its fuel runs out, run plain and sliced (a note per slice, paid at once),
-//     interleaved, CPU and wall time per run.
+//  2. the sandbox: modules that spin until their fuel runs out (one calling a function each round, one making no call),
+//     run plain and sliced (a note per slice, paid at once), interleaved, CPU per fuel and time per run.
+// Before/after another commit in one run: scripts/bench/DebitNoteBench/ab.sh.
 // usage: dotnet run --project scripts/bench/DebitNoteBench -c Release -- [notes, default 1000] [fuel log2, default 31] [slice log2, default 24] [rounds, default 3]
 var notes = Arg(0, 1000);
 var fuelLog = Arg(1, 31);
@@ -123,24 +124,32 @@ try
     Console.WriteLine($"| total, wall µs | {Us(t.Sum())} | {Us(r.Sum())} |");
     Console.WriteLine($"| total, CPU µs of the process | {Us(cpuNotes.TotalSeconds)} | {Us(cpuReceipts.TotalSeconds)} |");
 
-    // ---- 2. the sandbox, plain vs sliced, interleaved
-    // Spins, calling a function each round: Wasmtime writes the fuel used back to the store at calls, which is what the
-    // sandbox reads at each epoch tick (a loop without calls is metered only when it ends).
-    var module = Wasmtime.Module.ConvertText("(module (memory (export \"memory\") 1) (func $f) (func (export \"_start\") (loop $l (call $f) (br $l))))");
+    // ---- 2. the sandbox, plain vs sliced, interleaved, for a loop that calls a function each round and one that makes no
+    // call (Wasmtime saves its fuel count only at the sandbox's fences then: FuelFence); CPU per fuel, and the notes asked.
+    var modules = new (string Name, byte[] Wasm)[]
+    {
+        ("calling", Wasmtime.Module.ConvertText("(module (memory (export \"memory\") 1) (func $f) (func (export \"_start\") (loop $l (call $f) (br $l))))")),
+        ("call-free", Wasmtime.Module.ConvertText("(module (memory (export \"memory\") 1) (func (export \"_start\") (loop $l (br $l))))")),
+    };
     using var sandbox = new WasmSandbox(new SandboxOptions { DefaultFuel = ulong.MaxValue / 2 }, NullLogger<WasmSandbox>.Instance);
-    var plain = new TaskSpec { Module = module, FuelLimit = 1UL << fuelLog };
-    var asked = 0;
-    var sliced = plain with { DebitNoteFuel = 1UL << sliceLog, DebitNoteDue = _ => { asked++; return true; } };
-    sandbox.Execute(plain with { FuelLimit = 1UL << 20 }, default); // compile and warm
-    Console.WriteLine($"| sandbox, 2^{fuelLog} fuel, slice 2^{sliceLog} (round) | plain: CPU ms (wall ms) | sliced: CPU ms (wall ms), notes |");
+    Console.WriteLine($"| sandbox, 2^{fuelLog} fuel, slice 2^{sliceLog}, tick {sandbox.Options.EpochTick.TotalMilliseconds} ms (round) | plain: CPU ns/fuel, CPU ms (wall ms) | sliced: CPU ns/fuel, CPU ms (wall ms), notes |");
     Console.WriteLine("| --- | ---: | ---: |");
+    foreach (var (_, wasm) in modules)
+    {
+        sandbox.Execute(new TaskSpec { Module = wasm, FuelLimit = 1UL << 20 }, default); // compile and warm
+    }
     for (var round = 1; round <= rounds; round++)
     {
-        var (pc, pw, _) = Run(sandbox, plain);
-        asked = 0;
-        var (sc, sw, fuel) = Run(sandbox, sliced);
-        Console.WriteLine($"| {round} | {pc:0} ({pw:0}) | {sc:0} ({sw:0}), {asked} |");
-        if (fuel != 1UL << fuelLog) throw new InvalidOperationException("sliced run used other fuel");
+        foreach (var (name, wasm) in modules)
+        {
+            var plain = new TaskSpec { Module = wasm, FuelLimit = 1UL << fuelLog };
+            var asked = 0;
+            var sliced = plain with { DebitNoteFuel = 1UL << sliceLog, DebitNoteDue = _ => { asked++; return true; } };
+            var (pc, pw, pf) = Run(sandbox, plain);
+            var (sc, sw, sf) = Run(sandbox, sliced);
+            Console.WriteLine($"| {name} ({round}) | {pc * 1e6 / pf:0.000}, {pc:0} ({pw:0}) | {sc * 1e6 / sf:0.000}, {sc:0} ({sw:0}), {asked} |");
+            if (sf != pf) throw new InvalidOperationException("sliced run used other fuel");
+        }
     }
 }
 finally

@@ -121,6 +121,7 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
         {
             var result = await _sandbox.ExecuteAsync(spec, stdin, linked.Token);
             _instruments.TaskRun(result.Outcome, result.FuelConsumed, _sandbox.Time.GetElapsedTime(started));
+            _instruments.MeteringRuns(result.MeteringRuns, result.MeteringRerunUnarmed);
             return result;
         }
         finally

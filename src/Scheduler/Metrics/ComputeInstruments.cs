@@ -61,6 +61,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _debitNotes;
     private readonly Counter<long> _historyCredit;
     private readonly Counter<long> _chainGossip;
+    private readonly Counter<long> _meteringReruns;
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ComputeInstruments(IMeterFactory meters)
@@ -93,6 +94,7 @@ public sealed class ComputeInstruments
         _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
         _historyCredit = meter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
         _chainGossip = meter.CreateCounter<long>("potluck.chain.gossip", "{pair}", "Completed payments gossiped in batches, by outcome (published; over_budget: a received batch ignored)");
+        _meteringReruns = meter.CreateCounter<long>("potluck.tasks.metering_reruns", "{run}", "Extra sandbox runs of tasks with debit notes, by reason (a fence reached unarmed; a trap after a fence)");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -189,6 +191,15 @@ public sealed class ComputeInstruments
 
     /// <summary>A received batch of <paramref name="pairs"/> ignored: its sender's receipts budget could not pay for every pair.</summary>
     public void ChainBatchOverBudget(long pairs) => _chainGossip.Add(pairs, new KeyValuePair<string, object?>("outcome", "over_budget"));
+
+    /// <summary>A run with debit notes ran <paramref name="runs"/> times (<see cref="SandboxResult.MeteringRuns"/>); counts the extra ones.</summary>
+    public void MeteringRuns(int runs, bool unarmed)
+    {
+        if (runs > 1)
+        {
+            _meteringReruns.Add(runs - 1, new KeyValuePair<string, object?>("reason", unarmed ? "unarmed" : "trap"));
+        }
+    }
 
     private static KeyValuePair<string, object?> RoleTag(LeaseRole role) => new("role", role == LeaseRole.Provider ? "provider" : "requester");
 

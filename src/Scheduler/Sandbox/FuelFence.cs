@@ -101,6 +101,13 @@ internal sealed class FuelFence
     /// </summary>
     public bool Crossed { get; private set; }
 
+    /// <summary>
+    /// The store read 0 with fuel held back: the guest's count may have passed its zero by some amount no check has seen
+    /// (Wasmtime reads a count past zero with no reserve as 0), so the fuel used is not known. The sandbox does not report it:
+    /// a host call stops the run (it runs again, with wider fences), an end runs again without fences.
+    /// </summary>
+    public bool Lost { get; private set; }
+
     /// <summary>Fences crossed so far.</summary>
     public int Crossings { get; private set; }
 
@@ -138,6 +145,11 @@ internal sealed class FuelFence
     public bool TryCharge(ulong storeFuel, ulong cost, out ulong? set)
     {
         set = null;
+        if (storeFuel == 0 && Hidden > 0)
+        {
+            Lost = true;
+            return false;
+        }
         var used = storeFuel >= ReserveOnly ? LastUsed - _charged : StoreUsed(storeFuel);
         var inStore = Horizon - used;
         Crossed = false; // the guest's save before the call and the charge: what a plain run's store holds after it
@@ -170,6 +182,10 @@ internal sealed class FuelFence
         {
             return LastUsed;
         }
+        if (storeFuel == 0 && Hidden > 0)
+        {
+            Lost = true;
+        }
         var used = StoreUsed(storeFuel);
         if (Armed && used >= Zero)
         {
@@ -179,7 +195,10 @@ internal sealed class FuelFence
         return _charged + used;
     }
 
-    /// <summary>Whether an out-of-fuel trap came with fuel still held here: a fence reached unarmed, not the limit.</summary>
+    /// <summary>
+    /// Whether an out-of-fuel end came with fuel still held here: a fence reached unarmed (or <see cref="Lost"/> in a host
+    /// call), not the limit.
+    /// </summary>
     public bool IsFalseOutOfFuel => Hidden > 0;
 
     private ulong StoreUsed(ulong storeFuel) => Horizon - Math.Min(storeFuel, Horizon);

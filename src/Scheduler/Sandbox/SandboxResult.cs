@@ -123,4 +123,7 @@ public sealed record SandboxResult
     /// debit-note fence was reached before it was armed, or a trap after a fence needed a plain run's fuel (FuelFence).
     /// </summary>
     public int MeteringRuns { get; init; } = 1;
+
+    /// <summary>Whether a fence reached unarmed caused a rerun (else, with <see cref="MeteringRuns"/> above 1, a trap after a fence did).</summary>
+    public bool MeteringRerunUnarmed { get; init; }
 }

@@ -122,7 +122,8 @@ internal static class WasiPreview1
         if (State(caller).Fence is { } fence)
         {
             // Part of the fuel is held outside the store (FuelFence): the fence charges against the whole, and sets the store.
-            // A store write also empties the store's reserve (an armed fence): only when the fuel held back cannot pay.
+            // A store write also empties the store's reserve (an armed fence): only when the fuel held back cannot pay. False: out
+            // of fuel, or the fuel used not known (FuelFence.Lost; the sandbox runs the task again): stop either way.
             var enough = fence.TryCharge(caller.Fuel, cost, out var set);
             if (set is { } fuel)
             {

@@ -203,30 +203,33 @@ public sealed class WasmSandbox : IDisposable
         var nextNote = 0;
         // Debit notes on a loop that makes no call: fences at the slice boundaries (FuelFence; every few slices when a slice
         // is less than a tick's fuel), armed at epoch callbacks. A fence reached before it was armed ends the attempt early
-        // (never the result): run again with fences twice as far apart, from the first slice not yet asked for. A trap that does not save the fuel after a fence was crossed: run
-        // again without fences, for the fuel a plain run reports.
-        var spacing = FirstFenceSpacing(slice, _options.EpochTick);
+        // (never the result): run again with fences twice as far apart, from the first slice not yet asked for. A trap that
+        // does not save the fuel, after a fence was crossed, or an end past an unarmed fence (FuelFence.Lost): run again
+        // without fences, for the fuel a plain run reports.
+        var spacing = slice > 0 ? FirstFenceSpacing(slice, _options.EpochTick) : 0;
         var fenced = slice > 0 && fuel <= FuelFence.MaxLimit;
+        var unarmed = false;
         for (var attempt = 1; ; attempt++)
         {
             // The first fence one gap in at least: it too must be armed by a tick before the guest reaches it.
             var first = fenced ? UInt128.Max(((UInt128)(ulong)nextNote + 1) * slice, spacing) : 0;
             var fence = fenced && first < fuel ? new FuelFence(fuel, (ulong)first, spacing) : null;
-            var run = Attempt(fence, fence is not null || !fenced ? slice : 0);
-            if (fence is not null && run.Outcome == SandboxOutcome.FuelExhausted && run.WasmtimeOutOfFuel && fence.IsFalseOutOfFuel)
+            var run = Attempt(fence, slice);
+            if (fence is not null && run.Outcome == SandboxOutcome.FuelExhausted && fence.IsFalseOutOfFuel)
             {
+                unarmed = true;
                 spacing = spacing > fuel / 2 ? fuel : spacing * 2;
                 fenced = spacing < fuel;
                 continue;
             }
-            if (fence is { Crossed: true } && run.UnsavedTrap)
+            if (fence is { Crossed: true } && run.UnsavedTrap || fence is { Lost: true })
             {
                 fenced = false;
                 slice = 0; // the notes were asked for as the first attempt ran; the plain run only replays it
                 continue;
             }
             return Finish(run.Outcome, run.ExitCode, run.State, run.Consumed, run.Trap, hash, source,
-                run.Error) with { MeteringRuns = attempt };
+                run.Error) with { MeteringRuns = attempt, MeteringRerunUnarmed = unarmed };
         }
 
         RunAttempt Attempt(FuelFence? fence, ulong noteSlice)
@@ -312,14 +315,13 @@ public sealed class WasmSandbox : IDisposable
             if (outcome == SandboxOutcome.FuelExhausted) consumed = fuel;
             return new RunAttempt(outcome, exitCode, trap, state, consumed,
                 failure is not null && instance is null && outcome == SandboxOutcome.InvalidModule ? FirstLine(failure.Message) : null,
-                state.Stop == HostStop.None && failure is TrapException { Type: TrapCode.OutOfFuel },
                 // Wasmtime saves the fuel before `unreachable` and at out of fuel, not before a trap of a checked instruction.
                 state.Stop == HostStop.None && failure is not null && failure is not TrapException { Type: TrapCode.OutOfFuel or TrapCode.Unreachable });
         }
     }
 
     private readonly record struct RunAttempt(SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap, WasiRunState State, ulong Consumed,
-        string? Error, bool WasmtimeOutOfFuel, bool UnsavedTrap);
+        string? Error, bool UnsavedTrap);
 
     private static (SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap) Classify(
         WasiRunState state, WasmtimeException? failure, Instance? instance, long memoryLimit)

@@ -247,4 +247,41 @@ public class DebitNoteSandboxTests
         Assert.That(asked, Is.EqualTo(Enumerable.Range(0, asked.Count)), "in order from 0");
         Assert.That(asked, Has.Count.LessThanOrEqualTo((int)(a.FuelConsumed >> 20)), "a note only for a boundary the run passed");
     }
+
+    [Test]
+    public void ALoopWithoutCalls_WithNotes_StillEndsAtItsDeadline()
+    {
+        // Fuel bounds the loop's CPU only up to the limit; the wall-clock deadline is the epoch callback's, which fences leave alone.
+        var asked = new List<int>();
+        var spec = new TaskSpec
+        {
+            Module = Module(SpinWithoutCalls),
+            FuelLimit = 1UL << 50,
+            Deadline = TimeSpan.FromMilliseconds(300),
+            DebitNoteFuel = Slice,
+            DebitNoteDue = i =>
+            {
+                asked.Add(i);
+                return true;
+            },
+        };
+        var sandbox = _fixture.Create(o => o with { EpochTick = TimeSpan.FromMilliseconds(1), DefaultFuel = 1UL << 50 }, diskCache: false);
+
+        var result = sandbox.Execute(spec, default);
+
+        Assert.That((result.Outcome, result.IsDeterministic), Is.EqualTo((SandboxOutcome.WallClockTimeout, false)));
+        Assert.That(asked, Is.EqualTo(Enumerable.Range(0, asked.Count)));
+        Assert.That(result.FuelConsumed, Is.GreaterThanOrEqualTo((ulong)asked.Count * Slice), "at least what the notes asked for");
+    }
+
+    [Test]
+    public void ALoopWithoutCalls_ThenACheckedTrap_ReportsTheFuelLastSaved_PlainOrNot()
+    {
+        // A limit the README states: Wasmtime saves no fuel before a trap of a checked instruction (a division by zero here),
+        // so the run reports the fuel saved last, before the loop (2^24 rounds of 8 fuel); with notes too, for the same figure.
+        var plain = new TaskSpec { Module = Module(CountThen("(drop (i32.div_u (i32.const 1) (i32.const 0)))")), FuelLimit = 1UL << 30 };
+        var a = Sandbox().Execute(plain, default);
+        Assert.That((a.Outcome, a.Trap?.Code), Is.EqualTo((SandboxOutcome.Trapped, (SandboxTrapCode?)SandboxTrapCode.IntegerDivisionByZero)));
+        Assert.That(a.FuelConsumed, Is.LessThan(1UL << 20), "the loop's 2^27 fuel is not in the figure");
+    }
 }

@@ -71,6 +71,19 @@ public class FuelFenceTests
     }
 
     [Test]
+    public void AStoreReadingZero_WithFuelHeldBack_IsNotAFigure()
+    {
+        // The guest passed its zero at 100 (unarmed) by an amount no check saw, and returned: Wasmtime reads 0.
+        var fence = new FuelFence(Limit, first: 100, spacing: 100);
+        fence.Consumed(0);
+        Assert.That(fence.Lost, Is.True);
+        var other = new FuelFence(Limit, first: 100, spacing: 100);
+        Assert.That(other.TryCharge(0, 10, out var set), Is.False, "a host call then stops the run");
+        Assert.That((other.Lost, set), Is.EqualTo((true, (ulong?)null)));
+        Assert.That(new FuelFence(Limit, first: 100, spacing: 100).Consumed(1), Is.EqualTo(99UL), "a reading above 0 is exact");
+    }
+
+    [Test]
     public void TheFirstSpacing_IsTheSlice_UnlessATickRunsMore()
     {
         Assert.That(FuelFence.FirstSpacing(1UL << 30, TimeSpan.FromMilliseconds(10)), Is.EqualTo(1UL << 30));
