@@ -18,7 +18,11 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
     /// <summary>Most inputs in one batch folder.</summary>
     public const int MaxInputs = 100_000;
 
-    internal sealed record Summary(int Total, int Skipped, int Done, int Failed, int Verified, long Cost, IReadOnlyList<string> Failures);
+    internal sealed record Summary(int Total, int Skipped, int Done, int Failed, int Verified, long Cost, IReadOnlyList<string> Failures)
+    {
+        /// <summary>Inputs whose result is unverified because a dispute stayed open (<see cref="SubmissionResult.Unresolved"/>), by name.</summary>
+        public IReadOnlyList<(string Input, UnresolvedReason Reason)> Unresolved { get; init; } = [];
+    }
 
     /// <summary>The inputs of a folder (regular files, sorted by name; hidden files and subfolders left out).</summary>
     public static IReadOnlyList<string> Inputs(string folder)
@@ -45,6 +49,7 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
         int done = 0, failed = 0, verified = 0, running = 0;
         long cost = 0;
         var failures = new List<string>();
+        var unresolved = new List<(string Input, UnresolvedReason Reason)>();
         var started = time.GetTimestamp();
         using var gate = new SemaphoreSlim(parallel, parallel);
 
@@ -86,6 +91,13 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
                 {
                     Interlocked.Increment(ref verified);
                 }
+                if (result.Unresolved is { } reason)
+                {
+                    lock (unresolved)
+                    {
+                        unresolved.Add((name, reason));
+                    }
+                }
             }
             catch (SubmissionException e)
             {
@@ -113,6 +125,14 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
             return rate.ToString("0.0", CultureInfo.InvariantCulture);
         }
 
+        string Unresolved()
+        {
+            lock (unresolved)
+            {
+                return unresolved.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $"{unresolved.Count} unresolved, ") : "";
+            }
+        }
+
         var all = Task.WhenAll(pending.Select(RunOneAsync));
         var interactive = !Console.IsErrorRedirected && ReferenceEquals(error, Console.Error) && pending.Count > 0;
         if (interactive)
@@ -131,7 +151,7 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
                         await Task.WhenAny(all, Task.Delay(TimeSpan.FromMilliseconds(250), time, CancellationToken.None));
                         bar.Value = Volatile.Read(ref done) + Volatile.Read(ref failed);
                         var rate = Rate(out var eta);
-                        bar.Description = Markup.Escape($"{done}/{pending.Count} done, {running} running, {failed} failed, {verified} verified, {rate}/s, {eta} left");
+                        bar.Description = Markup.Escape($"{done}/{pending.Count} done, {running} running, {failed} failed, {verified} verified, {Unresolved()}{rate}/s, {eta} left");
                     }
                     bar.Value = pending.Count;
                 });
@@ -147,11 +167,11 @@ internal sealed class BatchRunner(Func<TaskSubmission, CancellationToken, Task<S
                 {
                     last = finished;
                     var rate = Rate(out var eta);
-                    await error.WriteLineAsync($"potluck submit: batch {finished}/{pending.Count} finished: done {done}, running {running}, failed {failed}, verified {verified}, {rate}/s, {eta} left");
+                    await error.WriteLineAsync($"potluck submit: batch {finished}/{pending.Count} finished: done {done}, running {running}, failed {failed}, verified {verified}, {Unresolved()}{rate}/s, {eta} left");
                 }
             }
         }
         await all;
-        return new Summary(inputs.Count, skipped, done, failed, verified, cost, failures);
+        return new Summary(inputs.Count, skipped, done, failed, verified, cost, failures) { Unresolved = [.. unresolved.OrderBy(u => u.Input, StringComparer.Ordinal)] };
     }
 }

@@ -240,13 +240,24 @@ internal static class ComputeCommands
                             ["done"] = summary.Done,
                             ["failed"] = summary.Failed,
                             ["verified"] = summary.Verified,
+                            ["unresolved"] = summary.Unresolved.Count,
+                            ["unresolved_inputs"] = new System.Text.Json.Nodes.JsonArray([.. summary.Unresolved.Select(u => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                            {
+                                ["input"] = u.Input,
+                                ["unresolved"] = Control.SubmitControl.UnresolvedName(u.Reason),
+                            })]),
                             ["cost_micro_credits"] = summary.Cost,
                             ["out"] = Path.GetFullPath(outDir),
                             ["failures"] = new System.Text.Json.Nodes.JsonArray(summary.Failures.Select(f => (System.Text.Json.Nodes.JsonNode)f).ToArray()),
                         });
                     }
                     await Error.WriteLineAsync($"potluck submit: batch of {summary.Total}: {summary.Done} done now, {summary.Skipped} done before, {summary.Failed} failed, " +
-                        $"{summary.Verified} verified, cost {FormatCredits(summary.Cost)} credits; outputs in {Path.GetFullPath(outDir)}");
+                        $"{summary.Verified} verified, {(summary.Unresolved.Count > 0 ? $"{summary.Unresolved.Count} unresolved, " : "")}" +
+                        $"cost {FormatCredits(summary.Cost)} credits; outputs in {Path.GetFullPath(outDir)}");
+                    foreach (var (name, reason) in summary.Unresolved.Take(20))
+                    {
+                        await Error.WriteLineAsync($"  {name}: {UnresolvedMarker(reason)}");
+                    }
                     foreach (var failure in summary.Failures.Take(20))
                     {
                         await Error.WriteLineAsync($"  failed: {failure}");
@@ -260,29 +271,16 @@ internal static class ComputeCommands
                 var submission = await submit(Submission(input), ct);
                 if (result.GetValue(Json))
                 {
-                    var text = System.Text.Unicode.Utf8.IsValid(submission.Output.Span) ? Encoding.UTF8.GetString(submission.Output.Span) : null;
-                    await HomeCommands.WriteJsonAsync(Out, new System.Text.Json.Nodes.JsonObject
-                    {
-                        ["status"] = submission.Status.ToString().ToLowerInvariant(),
-                        ["exit_code"] = submission.ExitCode,
-                        ["provider"] = submission.Provider.ToString(),
-                        ["fuel"] = submission.Fuel,
-                        ["cost_micro_credits"] = submission.Cost,
-                        ["verified"] = submission.Verified,
-                        ["attempts"] = submission.Attempts,
-                        ["output"] = text,
-                        ["output_base64"] = text is null ? Convert.ToBase64String(submission.Output.Span) : null,
-                        ["stderr"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? Encoding.UTF8.GetString(submission.Stderr.Span) : null,
-                        ["stderr_base64"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? null : Convert.ToBase64String(submission.Stderr.Span),
-                        ["error"] = submission.Error,
-                    });
+                    await HomeCommands.WriteJsonAsync(Out, ResultJson(submission));
                     return ExitCodeOf(submission);
                 }
                 await WriteOutputAsync(submission.Output, ct);
                 await WriteTaskStderrAsync(submission.Stderr, ct);
-                await Error.WriteLineAsync(
-                    $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
-                    $"{(submission.Verified ? "verified" : "not re-checked")}, {submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}");
+                await Error.WriteLineAsync(ResultLine(submission));
+                if (submission.Unresolved is { } unresolved)
+                {
+                    await Error.WriteLineAsync($"potluck submit: {UnresolvedMarker(unresolved)}");
+                }
                 foreach (var attempt in submission.History.Where(a => a.Outcome != LeaseOutcomeKind.Completed || a.Detail.Length > 0))
                 {
                     await Error.WriteLineAsync($"  attempt on {attempt.Provider}: {attempt.Outcome} {attempt.Detail}".TrimEnd());
@@ -326,6 +324,46 @@ internal static class ComputeCommands
                 }).ToArray()),
             };
         }
+
+        /// <summary>What `potluck submit --json` prints for a task that produced a result.</summary>
+        internal static System.Text.Json.Nodes.JsonObject ResultJson(SubmissionResult submission)
+        {
+            var text = System.Text.Unicode.Utf8.IsValid(submission.Output.Span) ? Encoding.UTF8.GetString(submission.Output.Span) : null;
+            return new System.Text.Json.Nodes.JsonObject
+            {
+                ["status"] = submission.Status.ToString().ToLowerInvariant(),
+                ["exit_code"] = submission.ExitCode,
+                ["provider"] = submission.Provider.ToString(),
+                ["fuel"] = submission.Fuel,
+                ["cost_micro_credits"] = submission.Cost,
+                ["verified"] = submission.Verified,
+                ["unresolved"] = Control.SubmitControl.UnresolvedName(submission.Unresolved),
+                ["attempts"] = submission.Attempts,
+                ["output"] = text,
+                ["output_base64"] = text is null ? Convert.ToBase64String(submission.Output.Span) : null,
+                ["stderr"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? Encoding.UTF8.GetString(submission.Stderr.Span) : null,
+                ["stderr_base64"] = System.Text.Unicode.Utf8.IsValid(submission.Stderr.Span) ? null : Convert.ToBase64String(submission.Stderr.Span),
+                ["error"] = submission.Error,
+            };
+        }
+
+        /// <summary>The summary line `potluck submit` prints (to stderr) for a task that produced a result.</summary>
+        internal static string ResultLine(SubmissionResult submission) =>
+            $"potluck submit: {Outcome(submission)} on {submission.Provider}, fuel {submission.Fuel:N0}, cost {FormatCredits(submission.Cost)} credits, " +
+            $"{(submission.Unresolved is not null ? "unresolved" : submission.Verified ? "verified" : "not re-checked")}, " +
+            $"{submission.Attempts} attempt{(submission.Attempts == 1 ? "" : "s")}";
+
+        /// <summary>
+        /// The marker for a result whose dispute stayed open (<see cref="SubmissionResult.Unresolved"/>): the result is the
+        /// sampled provider's, unverified; nobody was convicted or paid as verified. The exit code is not changed by it, as
+        /// for any other unverified result.
+        /// </summary>
+        internal static string UnresolvedMarker(UnresolvedReason reason) => reason switch
+        {
+            UnresolvedReason.NoAgreement =>
+                "unverified: the checker disagreed and the third provider in good standing agreed with neither, so nobody could decide",
+            _ => "unverified: the checker disagreed and no third provider in good standing could decide",
+        };
 
         /// <summary>How the task ended, in words: an exit code is reported as one, not as a trap.</summary>
         internal static string Outcome(SubmissionResult r) => r.Status switch

@@ -11,7 +11,7 @@ namespace Potluck.Node.Control;
 /// <c>submit</c> on the running node: `potluck submit` hands its task to the daemon of its data directory rather than
 /// starting a second node. The module and input travel first as blobs (<see cref="ControlServer.BlobPutMethod"/>, by
 /// SHA-256, so a batch sends its module once); the call names them and waits for the result, which it returns whole
-/// (output and stderr in base64). A submission that finds no result answers <c>{"failed": true, "error", "reasons",
+/// (output and stderr in base64; <c>unresolved</c> names an open dispute, see <see cref="UnresolvedName"/>). A submission that finds no result answers <c>{"failed": true, "error", "reasons",
 /// "attempts"}</c>, not an error, so the CLI prints the same as with a node of its own. Closing the request (Ctrl-C on
 /// the CLI) cancels the task.
 /// </summary>
@@ -115,10 +115,32 @@ public static class SubmitControl
         ["fuel"] = r.Fuel,
         ["cost_micro_credits"] = r.Cost,
         ["verified"] = r.Verified,
+        ["unresolved"] = UnresolvedName(r.Unresolved),
         ["output_base64"] = Convert.ToBase64String(r.Output.Span),
         ["stderr_base64"] = Convert.ToBase64String(r.Stderr.Span),
         ["error"] = r.Error,
         ["attempts"] = Attempts(r.History),
+    };
+
+    /// <summary>
+    /// The <c>unresolved</c> field of a result: <c>"no-third-opinion"</c> or <c>"no-agreement"</c> when the checker in good
+    /// standing contradicted the result and no third opinion decided (the result is unverified), null otherwise.
+    /// </summary>
+    public static string? UnresolvedName(UnresolvedReason? reason) => reason switch
+    {
+        null => null,
+        UnresolvedReason.NoThirdOpinion => "no-third-opinion",
+        UnresolvedReason.NoAgreement => "no-agreement",
+        _ => throw new ArgumentOutOfRangeException(nameof(reason), reason, null),
+    };
+
+    /// <summary>Reads what <see cref="UnresolvedName"/> wrote; anything else is a <see cref="FormatException"/>.</summary>
+    public static UnresolvedReason? ParseUnresolved(string? name) => name switch
+    {
+        null => null,
+        "no-third-opinion" => UnresolvedReason.NoThirdOpinion,
+        "no-agreement" => UnresolvedReason.NoAgreement,
+        _ => throw new FormatException($"unknown \"unresolved\" value '{name}'"),
     };
 
     /// <summary>Reads what <see cref="ToJson"/> wrote; a failed submission becomes the <see cref="SubmissionException"/> it was.</summary>
@@ -145,6 +167,7 @@ public static class SubmitControl
                 Fuel = o["fuel"]!.GetValue<long>(),
                 Cost = o["cost_micro_credits"]!.GetValue<long>(),
                 Verified = o["verified"]!.GetValue<bool>(),
+                Unresolved = ParseUnresolved(o["unresolved"]?.GetValue<string>()),
                 Output = Convert.FromBase64String(o["output_base64"]!.GetValue<string>()),
                 Stderr = Convert.FromBase64String(o["stderr_base64"]!.GetValue<string>()),
                 Error = o["error"]?.GetValue<string>(),
