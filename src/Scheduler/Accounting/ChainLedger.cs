@@ -151,40 +151,117 @@ public sealed partial class CreditLedger
     public ForeignBlockResult StoreForeignBlock(SignedBlock block, bool keep, out byte[]? conflicting)
     {
         ArgumentNullException.ThrowIfNull(block);
-        byte[]? held = null;
-        var result = Run(() =>
+        var results = StoreForeignBlocks([block], keep);
+        conflicting = results[0].Conflicting;
+        return results[0].Result;
+    }
+
+    /// <summary>
+    /// <see cref="StoreForeignBlock"/> for several blocks in one transaction (committed with <c>synchronous=NORMAL</c>, as
+    /// each alone): each result, with the block held where it is a <see cref="ForeignBlockResult.Conflict"/>.
+    /// </summary>
+    public IReadOnlyList<(ForeignBlockResult Result, byte[]? Conflicting)> StoreForeignBlocks(IReadOnlyList<SignedBlock> blocks, bool keep)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        if (blocks.Count == 0)
+        {
+            return [];
+        }
+        return Run(() =>
         {
             using var tx = Begin(durable: false);
-            using (var reader = Command(tx, "SELECT block, hash, keep FROM chain WHERE author = $a AND seq = $s",
-                ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq)).ExecuteReader())
+            var results = new (ForeignBlockResult, byte[]?)[blocks.Count];
+            var changed = false;
+            for (var i = 0; i < blocks.Count; i++)
             {
-                if (reader.Read())
-                {
-                    var same = ((byte[])reader[1]).AsSpan().SequenceEqual(block.Hash);
-                    held = same ? null : (byte[])reader[0];
-                    var kept = reader.GetInt64(2) == 1;
-                    reader.Close();
-                    var upgrade = same && keep && !kept;
-                    if (upgrade)
-                    {
-                        Execute(tx, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq));
-                    }
-                    Commit(tx, upgrade);
-                    return same ? ForeignBlockResult.AlreadyHeld : ForeignBlockResult.Conflict;
-                }
+                var result = StoreForeignCore(blocks[i] ?? throw new ArgumentNullException(nameof(blocks)), keep, out var held, out var wrote);
+                results[i] = (result, held);
+                changed |= wrote;
             }
-            InsertBlock(block, own: false, keep: keep);
-            // Counting the unlinked blocks walks all of them: counted once per CountForeignEvery stores, not per store.
-            if (!keep && ++_foreignStores % CountForeignEvery == 0
-                && Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
-            {
-                Execute(tx, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
-            }
-            Commit(tx, true);
-            return ForeignBlockResult.Stored;
+            Commit(tx, changed);
+            return results;
         });
-        conflicting = held;
-        return result;
+    }
+
+    /// <summary>
+    /// As a provider: for each checked proposal, stores it (kept: it links to ours) and appends this node's agreement to it,
+    /// signed by its <c>Sign</c> as <see cref="AppendOwnBlocks"/> does, all in one group commit (<c>synchronous=FULL</c>:
+    /// every agreement returned is durable before it can leave). A proposal whose (author, seq) holds a different block gets
+    /// no agreement and nothing is written for it: the block held is returned instead (the two are a fork proof). Where
+    /// the chain holds an agreement for the receipt already, that one is returned, not appended again.
+    /// </summary>
+    public IReadOnlyList<(SignedBlock? Agreement, byte[]? Conflicting)> StoreAndAgree(IReadOnlyList<(SignedBlock Proposal, Func<ulong, byte[], SignedBlock> Sign)> proposals)
+    {
+        ArgumentNullException.ThrowIfNull(proposals);
+        var items = proposals.Select(p =>
+        {
+            var proposal = p.Proposal ?? throw new ArgumentNullException(nameof(proposals));
+            var append = new OwnBlockAppend(this, proposal.Block.ReceiptId, p.Sign ?? throw new ArgumentNullException(nameof(proposals)));
+            byte[]? conflicting = null;
+            LedgerResult Operation(LedgerTransaction tx)
+            {
+                if (StoreForeignCore(proposal, keep: true, out conflicting, out _) == ForeignBlockResult.Conflict)
+                {
+                    return LedgerResult.Conflict; // nothing written: rolled back to its savepoint, or with the transaction
+                }
+                return append.Run(tx);
+            }
+            return (Append: append, Operation: (Func<LedgerTransaction, LedgerResult>)Operation, Conflicting: (Func<byte[]?>)(() => conflicting));
+        }).ToArray();
+        var writes = DurableAll([.. items.Select(i => i.Operation)]);
+        var results = new (SignedBlock?, byte[]?)[items.Length];
+        Exception? first = null;
+        for (var i = 0; i < items.Length; i++)
+        {
+            try
+            {
+                if (writes[i].Error is { } error)
+                {
+                    throw error;
+                }
+                results[i] = writes[i].Result == LedgerResult.Conflict
+                    ? (null, items[i].Conflicting())
+                    : (items[i].Append.Finish(writes[i].Result).Block, null);
+            }
+            catch (Exception e) when (e is ArgumentException or LedgerException)
+            {
+                first ??= e;
+            }
+        }
+        return first is null ? results : throw first;
+    }
+
+    /// <summary>The store of one foreign block inside an open transaction; <paramref name="changed"/> when it wrote.</summary>
+    private ForeignBlockResult StoreForeignCore(SignedBlock block, bool keep, out byte[]? conflicting, out bool changed)
+    {
+        conflicting = null;
+        changed = false;
+        using (var reader = Command(null, "SELECT block, hash, keep FROM chain WHERE author = $a AND seq = $s",
+            ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq)).ExecuteReader())
+        {
+            if (reader.Read())
+            {
+                var same = ((byte[])reader[1]).AsSpan().SequenceEqual(block.Hash);
+                conflicting = same ? null : (byte[])reader[0];
+                var kept = reader.GetInt64(2) == 1;
+                reader.Close();
+                if (same && keep && !kept)
+                {
+                    Execute(null, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq));
+                    changed = true;
+                }
+                return same ? ForeignBlockResult.AlreadyHeld : ForeignBlockResult.Conflict;
+            }
+        }
+        InsertBlock(block, own: false, keep: keep);
+        changed = true;
+        // Counting the unlinked blocks walks all of them: counted once per CountForeignEvery stores, not per store.
+        if (!keep && ++_foreignStores % CountForeignEvery == 0
+            && Convert.ToInt64(Scalar(null, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
+        {
+            Execute(null, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
+        }
+        return ForeignBlockResult.Stored;
     }
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>

@@ -222,11 +222,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
             return linked;
         }
         var answers = await ExchangeManyAsync(provider, [.. pending.Select(p => p.Message)], ct);
+        var agreed = new List<SignedBlock>(pending.Count);
         for (var i = 0; i < pending.Count; i++)
         {
-            linked += TakeAnswer(pending[i].Proposal, answers[i]) ? 1 : 0;
+            if (CheckAnswer(pending[i].Proposal, answers[i]) is { } agreement)
+            {
+                agreed.Add(agreement);
+            }
         }
-        return linked;
+        return linked + StoreAgreements(agreed);
     }
 
     /// <summary>
@@ -330,16 +334,39 @@ public sealed partial class TrustChainService : IAsyncDisposable
     }
 
     /// <summary>Checks and stores the provider's answer to a proposal (null: none came); true once linked.</summary>
-    private bool TakeAnswer(SignedBlock proposal, ChainAnswer? answer)
+    private bool TakeAnswer(SignedBlock proposal, ChainAnswer? answer) =>
+        CheckAnswer(proposal, answer) is { } agreement && StoreAgreements([agreement]) == 1;
+
+    /// <summary>Stores checked agreements in one transaction; how many linked (a conflicting one is a fork proof instead).</summary>
+    private int StoreAgreements(IReadOnlyList<SignedBlock> agreements)
+    {
+        var linked = 0;
+        var stored = _ledger.StoreForeignBlocks(agreements, keep: true);
+        for (var i = 0; i < agreements.Count; i++)
+        {
+            if (stored[i].Result == ForeignBlockResult.Conflict)
+            {
+                Fork(agreements[i], stored[i].Conflicting!);
+            }
+            else
+            {
+                linked++;
+            }
+        }
+        return linked;
+    }
+
+    /// <summary>The provider's agreement to a proposal, checked (signature, link); null when none came or it does not check.</summary>
+    private SignedBlock? CheckAnswer(SignedBlock proposal, ChainAnswer? answer)
     {
         if (answer is null)
         {
-            return false;
+            return null;
         }
         if (answer.Status != ChainAnswerStatus.Agreed)
         {
             LogProposalRefused(_log, proposal.Counterparty, proposal.Seq, answer.Detail);
-            return false;
+            return null;
         }
         var status = SignedBlock.Decode(answer.Agreement, _options.Chain, out var agreement);
         if (status == BlockStatus.Valid)
@@ -350,14 +377,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             LogBadAgreement(_log, proposal.Counterparty, status);
             _host.Budgets.Penalise(proposal.Counterparty, Misbehaviour.RefusedProof);
-            return false;
+            return null;
         }
-        if (_ledger.StoreForeignBlock(agreement!, keep: true, out var other) == ForeignBlockResult.Conflict)
-        {
-            Fork(agreement!, other!);
-            return false;
-        }
-        return true;
+        return agreement;
     }
 
     /// <summary>Opens <see cref="ChainProtocol.Id"/> to the provider and exchanges one proposal for one answer; null when it failed.</summary>
@@ -465,12 +487,18 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             return answers;
         }
-        var agreements = _ledger.AppendOwnBlocks([.. agreeable.Select(a =>
-            (a.Proposal.Block.ReceiptId, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
+        // Each proposal is stored with its agreement in one group commit (one transaction and one flush for the stream).
+        var agreements = _ledger.StoreAndAgree([.. agreeable.Select(a =>
+            (a.Proposal, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
         for (var k = 0; k < agreeable.Count; k++)
         {
             var (i, p) = agreeable[k];
-            var agreement = agreements[k].Block;
+            if (agreements[k].Agreement is not { } agreement)
+            {
+                Fork(p, agreements[k].Conflicting!);
+                answers[i] = Refuse("fork");
+                continue;
+            }
             if (p.LinkedBy(agreement) != BlockStatus.Valid)
             {
                 answers[i] = Refuse("this payment is linked to another block of yours already");
@@ -498,7 +526,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
     }, _key);
 
-    /// <summary>Checks one proposal from <paramref name="from"/> and stores it: the refusal, or null and the proposal to agree to.</summary>
+    /// <summary>Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the agreement).</summary>
     private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
     {
         agreeable = null;
@@ -559,11 +587,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
             || receipt.FuelUsed != p.Block.FuelUsed || !receipt.LeaseId.AsSpan().SequenceEqual(p.Block.LeaseId))
         {
             return Refuse("no such payment was received here");
-        }
-        if (_ledger.StoreForeignBlock(p, keep: true, out var conflicting) == ForeignBlockResult.Conflict)
-        {
-            Fork(p, conflicting!);
-            return Refuse("fork");
         }
         agreeable = p;
         return null;
