@@ -192,8 +192,14 @@ public sealed partial class KademliaService : IAsyncDisposable
             }
         }
         seeds.AddRange(_host.Peers.Snapshot().Where(p => p.Id != _host.PeerId && p.Protocols.Contains(_options.ProtocolId)).Select(p => p.Id));
-        await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct, DialReason.DhtBootstrap);
-        await RefreshBucketsAsync(force: true, ct);
+        var started = _runtime.Time.GetUtcNow();
+        var self = await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct, DialReason.DhtBootstrap);
+        lock (_gate)
+        {
+            // The buckets nearer than our k-th closest peer hold nobody that lookup did not meet: no refresh lookups there.
+            _table.MarkCoveredBySelfLookup(self.Closest, _runtime.Time.GetUtcNow());
+        }
+        await RefreshBucketsAsync(started, ct);
         return RoutingTableSize;
     }
 
@@ -341,7 +347,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             records = _records.DueForRepublish(now, _options.RecordRepublishInterval);
             reprovide = _provided.Values.Where(p => now - p.LastProvided >= _options.ProviderRepublishInterval).Select(p => p.Key).ToList();
         }
-        await RefreshBucketsAsync(force: false, ct);
+        await RefreshBucketsAsync(null, ct);
         foreach (var record in records)
         {
             await PublishRecordAsync(record.Key, record.Value, ct);
@@ -379,19 +385,37 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
-    private async Task RefreshBucketsAsync(bool force, CancellationToken ct)
+    /// <param name="bootstrapStarted">At bootstrap, when it began: every bucket is due but the full ones and the ones a
+    /// lookup of this bootstrap covered (the self-lookup above all). Null: maintenance, buckets not refreshed within
+    /// <see cref="KademliaOptions.BucketRefreshInterval"/>.</param>
+    private async Task RefreshBucketsAsync(DateTimeOffset? bootstrapStarted, CancellationToken ct)
     {
         IReadOnlyList<int> due;
         lock (_gate)
         {
-            due = _table.BucketsDueForRefresh(_runtime.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
+            var now = _runtime.Time.GetUtcNow();
+            due = bootstrapStarted is { } started
+                ? _table.BucketsDueForRefresh(now, now - started + TimeSpan.FromTicks(1), _options.MaxRefreshBucket, skipFull: true)
+                : _table.BucketsDueForRefresh(now, _options.BucketRefreshInterval, _options.MaxRefreshBucket);
         }
         foreach (var bucket in due)
         {
+            if (bootstrapStarted is not null && BucketFull(bucket))
+            {
+                continue; // an earlier refresh of this bootstrap filled it
+            }
             if (KeyForBucket(bucket) is { } key)
             {
                 await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct, DialReason.DhtRefresh);
             }
+        }
+    }
+
+    private bool BucketFull(int bucket)
+    {
+        lock (_gate)
+        {
+            return _table.CountInBucket(bucket) >= _options.K;
         }
     }
 
