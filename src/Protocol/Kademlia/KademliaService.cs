@@ -39,6 +39,10 @@ public sealed partial class KademliaService : IAsyncDisposable
     private readonly KadRequestHandler _handler;
     private readonly Dictionary<string, (byte[] Key, DateTimeOffset LastProvided)> _provided = new(StringComparer.Ordinal);
     private readonly HashSet<PeerId> _probing = [];
+    private readonly Dictionary<PeerId, int> _busyStrikes = [];
+
+    /// <summary>Failed queries in a row, each "busy", after which a peer leaves the table anyway (one that always hangs up).</summary>
+    internal const int MaxBusyStrikes = 3;
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
     private readonly object _modeGate = new();
@@ -467,7 +471,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _work.Stopping);
-        var pending = new Dictionary<Task<Pb.Message?>, PeerId>();
+        var pending = new Dictionary<Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)>, PeerId>();
         try
         {
             while (true)
@@ -482,7 +486,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                         _instruments.DhtQuerySkipped(TypeTag(type));
                         continue;
                     }
-                    pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
+                    pending[RequestOutcomeAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
                 if (step.Kind == LookupStepKind.Finished || pending.Count == 0)
                 {
@@ -491,11 +495,11 @@ public sealed partial class KademliaService : IAsyncDisposable
                 var done = await Task.WhenAny(pending.Keys);
                 var peer = pending[done];
                 pending.Remove(done);
-                var response = await done;
+                var (response, failure, unreachable) = await done;
                 if (response is null)
                 {
                     lookup.OnFailure(peer);
-                    if (!linked.IsCancellationRequested)
+                    if (!linked.IsCancellationRequested && (unreachable || !Busy(peer, failure)))
                     {
                         RemovePeer(peer);
                     }
@@ -507,6 +511,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                     AddDiscovered(p);
                 }
                 lookup.OnSuccess(peer, closer.Where(p => p.Addresses.Count > 0).Select(p => p.Id));
+                lock (_gate)
+                {
+                    _busyStrikes.Remove(peer);
+                }
                 Consider(peer);
                 if (onResponse?.Invoke(peer, response) == true)
                 {
@@ -533,8 +541,42 @@ public sealed partial class KademliaService : IAsyncDisposable
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
     }
 
+    /// <summary>
+    /// Whether a failed query (not a failed dial: a peer we cannot reach is gone) says the peer is busy rather than
+    /// gone, so it stays in the routing table: a connection limit refused it, or it hung up on us moments ago (a full
+    /// node trims). Removing it would only make the next refresh or probe dial it again.
+    /// </summary>
+    private bool Busy(PeerId peer, FailureKind? failure)
+    {
+        var busy = failure == FailureKind.ResourceLimit
+            || (_options.RedialBackoff > TimeSpan.Zero && _host.ConnectionManager.HungUpRecently(peer, _options.RedialBackoff));
+        lock (_gate)
+        {
+            if (!busy || !_table.Contains(peer))
+            {
+                _busyStrikes.Remove(peer);
+                return false;
+            }
+            // A peer that hangs up on every query is not busy but useless (or hostile): after a few in a row it goes.
+            var strikes = _busyStrikes[peer] = _busyStrikes.GetValueOrDefault(peer) + 1;
+            if (strikes >= MaxBusyStrikes)
+            {
+                _busyStrikes.Remove(peer);
+                return false;
+            }
+            return true;
+        }
+    }
+
     /// <summary>One request on a fresh stream; null on any failure (never throws for network or remote faults).</summary>
-    private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
+    private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct) =>
+        (await RequestOutcomeAsync(peer, request, expectResponse, ct)).Response;
+
+    /// <summary>
+    /// <see cref="RequestAsync"/>, with the kind of failure when there is no response, and whether it was a dial that
+    /// found nobody (unreachable, timed out, refused at the handshake) rather than a limit or a connection that closed.
+    /// </summary>
+    private async Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)> RequestOutcomeAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
     {
         var stopping = _work.Stopping;
         using var timeout = new CancellationTokenSource(_options.RequestTimeout, _runtime.Time);
@@ -564,7 +606,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                     throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER", ViolationCode.UnexpectedMessage);
                 }
                 _instruments.DhtQuery(TypeTag(request.Type), null);
-                return request;
+                return (request, null, false);
             }
             if (bytes is null)
             {
@@ -579,7 +621,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                 throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's", ViolationCode.UnexpectedMessage);
             }
             _instruments.DhtQuery(TypeTag(request.Type), null);
-            return response;
+            return (response, null, false);
         }
         catch (Exception e)
         {
@@ -597,7 +639,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             {
                 LogRequestFailed(peer, failure.Kind, failure.Reason);
             }
-            return null;
+            return (null, failure.Kind, e is DialException { Failure: not DialFailure.TooManyConnections });
         }
         finally
         {
@@ -758,6 +800,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                 changed = alive
                     ? _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added
                     : _table.Remove(peer);
+                _busyStrikes.Remove(peer);
             }
             if (changed)
             {
@@ -779,6 +822,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         lock (_gate)
         {
             removed = _table.Remove(peer);
+            _busyStrikes.Remove(peer);
         }
         if (removed)
         {
