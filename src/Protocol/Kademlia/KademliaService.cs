@@ -628,9 +628,10 @@ public sealed partial class KademliaService : IAsyncDisposable
             // The one catch site of an outbound request: whatever failed, the lookup carries on without this peer.
             stream?.Reset();
             var failure = Failures.Classify(e, stopping);
-            // A request that ran out its own time is the remote's stall, not our cancellation.
+            // A request that ran out its own time is the remote's stall; one its lookup called off (it ended) is ours.
             _instruments.DhtQuery(TypeTag(request.Type),
-                e is OperationCanceledException && timeout.IsCancellationRequested ? FailureKind.PeerGone : failure.Kind);
+                e is OperationCanceledException && timeout.IsCancellationRequested ? FailureKind.PeerGone
+                : e is OperationCanceledException && ct.IsCancellationRequested ? FailureKind.Cancelled : failure.Kind);
             if (failure.Kind == FailureKind.Internal)
             {
                 LogUnexpected(peer, e);
