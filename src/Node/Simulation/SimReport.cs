@@ -139,12 +139,13 @@ public sealed record SimReport
     /// <param name="Warmup">Dials by reason during the warm-up.</param>
     /// <param name="WarmupPerSecond">Dials by reason in each virtual second of the warm-up, in order.</param>
     /// <param name="Closed">Connections closed by reason (trimmed, room, idle, local, remote), counted at both ends.</param>
-    /// <param name="DhtQueries">DHT requests: ok (answered), failed, backed-off (not sent: the peer hung up on us moments ago).</param>
+    /// <param name="DhtQueries">DHT requests: ok (answered), failed, backed-off (not sent: the peer hung up on us moments ago),
+    /// cancelled (in flight when their lookup ended).</param>
     public sealed record DialFigures(IReadOnlyDictionary<string, long> Total, IReadOnlyDictionary<string, long> Warmup,
         IReadOnlyList<IReadOnlyDictionary<string, long>> WarmupPerSecond, IReadOnlyDictionary<string, long> Closed,
         IReadOnlyDictionary<string, long> DhtQueries)
     {
-        public static IReadOnlyList<string> QueryOutcomes { get; } = ["ok", "failed", "backed-off"];
+        public static IReadOnlyList<string> QueryOutcomes { get; } = ["ok", "failed", "backed-off", "cancelled"];
 
         public static DialFigures Empty { get; } = new(new Dictionary<string, long>(), new Dictionary<string, long>(), [], new Dictionary<string, long>(),
             new Dictionary<string, long>());

@@ -379,9 +379,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     private readonly long[] _pastDials = new long[Protocol.Host.DialReason.All.Count];
     private readonly long[] _pastClosed = new long[Protocol.Metrics.ProtocolInstruments.CloseReasons.Count];
-    private readonly long[] _pastQueries = new long[3];
+    private readonly long[] _pastQueries = new long[4];
 
-    /// <summary>DHT requests the nodes made so far: answered, failed, backed off (skipped).</summary>
+    /// <summary>DHT requests the nodes made so far: answered, failed, backed off (skipped), cancelled.</summary>
     public long[] DhtQueryTotals() => SumTotals(_pastQueries, m => m.DhtQueryTotals());
 
     /// <summary>Dials the nodes started so far by reason (<c>potluck.dials</c> summed over nodes, crashed ones included), in <see cref="Protocol.Host.DialReason.All"/>'s order.</summary>

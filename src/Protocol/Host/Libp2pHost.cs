@@ -316,6 +316,10 @@ public sealed partial class Libp2pHost : IHost
                 errors.Add(e);
             }
         }
+        if (errors.Count > 0 && errors.All(e => e is DialException { Failure: DialFailure.TooManyConnections }))
+        {
+            throw errors[0]; // our own limit (or theirs) refused every attempt: full, not unreachable
+        }
         throw new DialException(DialFailure.Unreachable,
             $"could not reach {peer} at any of {addresses.Length} addresses: {string.Join("; ", errors.Select(e => e.Message).Take(4))}",
             null, new AggregateException(errors));

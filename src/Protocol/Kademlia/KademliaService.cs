@@ -39,6 +39,10 @@ public sealed partial class KademliaService : IAsyncDisposable
     private readonly KadRequestHandler _handler;
     private readonly Dictionary<string, (byte[] Key, DateTimeOffset LastProvided)> _provided = new(StringComparer.Ordinal);
     private readonly HashSet<PeerId> _probing = [];
+    private readonly Dictionary<PeerId, int> _busyStrikes = [];
+
+    /// <summary>Failed queries in a row, each "busy", after which a peer leaves the table anyway (one that always hangs up).</summary>
+    internal const int MaxBusyStrikes = 3;
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
     private readonly object _modeGate = new();
@@ -192,8 +196,14 @@ public sealed partial class KademliaService : IAsyncDisposable
             }
         }
         seeds.AddRange(_host.Peers.Snapshot().Where(p => p.Id != _host.PeerId && p.Protocols.Contains(_options.ProtocolId)).Select(p => p.Id));
-        await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct, DialReason.DhtBootstrap);
-        await RefreshBucketsAsync(force: true, ct);
+        var started = _runtime.Time.GetUtcNow();
+        var self = await LookupAsync(_host.PeerId.ToBytes(), Pb.Message.Types.MessageType.FindNode, null, seeds, ct, DialReason.DhtBootstrap);
+        lock (_gate)
+        {
+            // The buckets nearer than our k-th closest peer hold nobody that lookup did not meet: no refresh lookups there.
+            _table.MarkCoveredBySelfLookup(self.Closest, _runtime.Time.GetUtcNow());
+        }
+        await RefreshBucketsAsync(started, ct);
         return RoutingTableSize;
     }
 
@@ -341,7 +351,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             records = _records.DueForRepublish(now, _options.RecordRepublishInterval);
             reprovide = _provided.Values.Where(p => now - p.LastProvided >= _options.ProviderRepublishInterval).Select(p => p.Key).ToList();
         }
-        await RefreshBucketsAsync(force: false, ct);
+        await RefreshBucketsAsync(null, ct);
         foreach (var record in records)
         {
             await PublishRecordAsync(record.Key, record.Value, ct);
@@ -379,19 +389,37 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
-    private async Task RefreshBucketsAsync(bool force, CancellationToken ct)
+    /// <param name="bootstrapStarted">At bootstrap, when it began: every bucket is due but the full ones and the ones a
+    /// lookup of this bootstrap covered (the self-lookup above all). Null: maintenance, buckets not refreshed within
+    /// <see cref="KademliaOptions.BucketRefreshInterval"/>.</param>
+    private async Task RefreshBucketsAsync(DateTimeOffset? bootstrapStarted, CancellationToken ct)
     {
         IReadOnlyList<int> due;
         lock (_gate)
         {
-            due = _table.BucketsDueForRefresh(_runtime.Time.GetUtcNow(), force ? TimeSpan.Zero : _options.BucketRefreshInterval, _options.MaxRefreshBucket);
+            var now = _runtime.Time.GetUtcNow();
+            due = bootstrapStarted is { } started
+                ? _table.BucketsDueForRefresh(now, now - started + TimeSpan.FromTicks(1), _options.MaxRefreshBucket, skipFull: true)
+                : _table.BucketsDueForRefresh(now, _options.BucketRefreshInterval, _options.MaxRefreshBucket);
         }
         foreach (var bucket in due)
         {
+            if (bootstrapStarted is not null && BucketFull(bucket))
+            {
+                continue; // an earlier refresh of this bootstrap filled it
+            }
             if (KeyForBucket(bucket) is { } key)
             {
                 await LookupAsync(key, Pb.Message.Types.MessageType.FindNode, null, [], ct, DialReason.DhtRefresh);
             }
+        }
+    }
+
+    private bool BucketFull(int bucket)
+    {
+        lock (_gate)
+        {
+            return _table.CountInBucket(bucket) >= _options.K;
         }
     }
 
@@ -443,7 +471,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _work.Stopping);
-        var pending = new Dictionary<Task<Pb.Message?>, PeerId>();
+        var pending = new Dictionary<Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)>, PeerId>();
         try
         {
             while (true)
@@ -458,7 +486,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                         _instruments.DhtQuerySkipped(TypeTag(type));
                         continue;
                     }
-                    pending[RequestAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
+                    pending[RequestOutcomeAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
                 if (step.Kind == LookupStepKind.Finished || pending.Count == 0)
                 {
@@ -467,11 +495,11 @@ public sealed partial class KademliaService : IAsyncDisposable
                 var done = await Task.WhenAny(pending.Keys);
                 var peer = pending[done];
                 pending.Remove(done);
-                var response = await done;
+                var (response, failure, unreachable) = await done;
                 if (response is null)
                 {
                     lookup.OnFailure(peer);
-                    if (!linked.IsCancellationRequested)
+                    if (!linked.IsCancellationRequested && (unreachable || !Busy(peer, failure)))
                     {
                         RemovePeer(peer);
                     }
@@ -483,6 +511,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                     AddDiscovered(p);
                 }
                 lookup.OnSuccess(peer, closer.Where(p => p.Addresses.Count > 0).Select(p => p.Id));
+                lock (_gate)
+                {
+                    _busyStrikes.Remove(peer);
+                }
                 Consider(peer);
                 if (onResponse?.Invoke(peer, response) == true)
                 {
@@ -509,8 +541,42 @@ public sealed partial class KademliaService : IAsyncDisposable
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
     }
 
+    /// <summary>
+    /// Whether a failed query (not a failed dial: a peer we cannot reach is gone) says the peer is busy rather than
+    /// gone, so it stays in the routing table: a connection limit refused it, or it hung up on us moments ago (a full
+    /// node trims). Removing it would only make the next refresh or probe dial it again.
+    /// </summary>
+    private bool Busy(PeerId peer, FailureKind? failure)
+    {
+        var busy = failure == FailureKind.ResourceLimit
+            || (_options.RedialBackoff > TimeSpan.Zero && _host.ConnectionManager.HungUpRecently(peer, _options.RedialBackoff));
+        lock (_gate)
+        {
+            if (!busy || !_table.Contains(peer))
+            {
+                _busyStrikes.Remove(peer);
+                return false;
+            }
+            // A peer that hangs up on every query is not busy but useless (or hostile): after a few in a row it goes.
+            var strikes = _busyStrikes[peer] = _busyStrikes.GetValueOrDefault(peer) + 1;
+            if (strikes >= MaxBusyStrikes)
+            {
+                _busyStrikes.Remove(peer);
+                return false;
+            }
+            return true;
+        }
+    }
+
     /// <summary>One request on a fresh stream; null on any failure (never throws for network or remote faults).</summary>
-    private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
+    private async Task<Pb.Message?> RequestAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct) =>
+        (await RequestOutcomeAsync(peer, request, expectResponse, ct)).Response;
+
+    /// <summary>
+    /// <see cref="RequestAsync"/>, with the kind of failure when there is no response, and whether it was a dial that
+    /// found nobody (unreachable, timed out, refused at the handshake) rather than a limit or a connection that closed.
+    /// </summary>
+    private async Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)> RequestOutcomeAsync(PeerId peer, Pb.Message request, bool expectResponse, CancellationToken ct)
     {
         var stopping = _work.Stopping;
         using var timeout = new CancellationTokenSource(_options.RequestTimeout, _runtime.Time);
@@ -540,7 +606,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                     throw new ProtocolViolationException(_options.ProtocolId, "unexpected response to ADD_PROVIDER", ViolationCode.UnexpectedMessage);
                 }
                 _instruments.DhtQuery(TypeTag(request.Type), null);
-                return request;
+                return (request, null, false);
             }
             if (bytes is null)
             {
@@ -555,16 +621,17 @@ public sealed partial class KademliaService : IAsyncDisposable
                 throw new ProtocolViolationException(_options.ProtocolId, "response type differs from the request's", ViolationCode.UnexpectedMessage);
             }
             _instruments.DhtQuery(TypeTag(request.Type), null);
-            return response;
+            return (response, null, false);
         }
         catch (Exception e)
         {
             // The one catch site of an outbound request: whatever failed, the lookup carries on without this peer.
             stream?.Reset();
             var failure = Failures.Classify(e, stopping);
-            // A request that ran out its own time is the remote's stall, not our cancellation.
+            // A request that ran out its own time is the remote's stall; one its lookup called off (it ended) is ours.
             _instruments.DhtQuery(TypeTag(request.Type),
-                e is OperationCanceledException && timeout.IsCancellationRequested ? FailureKind.PeerGone : failure.Kind);
+                e is OperationCanceledException && timeout.IsCancellationRequested ? FailureKind.PeerGone
+                : e is OperationCanceledException && ct.IsCancellationRequested ? FailureKind.Cancelled : failure.Kind);
             if (failure.Kind == FailureKind.Internal)
             {
                 LogUnexpected(peer, e);
@@ -573,7 +640,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             {
                 LogRequestFailed(peer, failure.Kind, failure.Reason);
             }
-            return null;
+            return (null, failure.Kind, e is DialException { Failure: not DialFailure.TooManyConnections });
         }
         finally
         {
@@ -734,6 +801,7 @@ public sealed partial class KademliaService : IAsyncDisposable
                 changed = alive
                     ? _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added
                     : _table.Remove(peer);
+                _busyStrikes.Remove(peer);
             }
             if (changed)
             {
@@ -755,6 +823,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         lock (_gate)
         {
             removed = _table.Remove(peer);
+            _busyStrikes.Remove(peer);
         }
         if (removed)
         {

@@ -34,6 +34,8 @@ public sealed class RoutingTable
     private readonly Bucket?[] _buckets = new Bucket?[BucketCount];
     private readonly Dictionary<PeerId, Entry> _index = [];
     private readonly int _replacementCacheSize;
+    private int _selfCoveredFrom = BucketCount;
+    private DateTimeOffset _selfCoveredAt = DateTimeOffset.MinValue;
 
     public RoutingTable(PeerId local, int bucketSize = 20, int replacementCacheSize = 5)
     {
@@ -169,21 +171,51 @@ public sealed class RoutingTable
 
     /// <summary>
     /// Buckets 0…min(highest occupied + 1, <paramref name="maxIndex"/>) not refreshed within <paramref name="interval"/>,
-    /// as go-libp2p-kad-dht refreshes up to a maximum common prefix length.
+    /// as go-libp2p-kad-dht refreshes up to a maximum common prefix length. A bucket counts as refreshed when a lookup
+    /// for a key in it finished (<see cref="MarkRefreshed"/>) or when a lookup for our own key covered it
+    /// (<see cref="MarkCoveredBySelfLookup"/>). With <paramref name="skipFull"/>, buckets already holding k peers are
+    /// left out too (a bootstrap need not look for peers where it has all it can keep).
     /// </summary>
-    public IReadOnlyList<int> BucketsDueForRefresh(DateTimeOffset now, TimeSpan interval, int maxIndex)
+    public IReadOnlyList<int> BucketsDueForRefresh(DateTimeOffset now, TimeSpan interval, int maxIndex, bool skipFull = false)
     {
         var top = Math.Min(HighestOccupiedBucket() + 1, Math.Min(maxIndex, BucketCount - 1));
         var due = new List<int>();
         for (var i = 0; i <= top; i++)
         {
             var last = _buckets[i]?.LastRefreshed ?? DateTimeOffset.MinValue;
-            if (now - last >= interval)
+            if (i >= _selfCoveredFrom && _selfCoveredAt > last)
+            {
+                last = _selfCoveredAt;
+            }
+            if (now - last >= interval && !(skipFull && CountInBucket(i) >= BucketSize))
             {
                 due.Add(i);
             }
         }
         return due;
+    }
+
+    /// <summary>Peers in bucket <paramref name="index"/> (at most k).</summary>
+    public int CountInBucket(int index) => _buckets[index]?.Entries.Count ?? 0;
+
+    /// <summary>
+    /// Records what a finished lookup for the local key proved: <paramref name="closest"/> are the peers closest to us
+    /// that answered, closest first. With k of them, every peer whose common prefix with us is longer than the k-th's
+    /// is closer to us than the k-th, so the lookup met them all: the buckets above the k-th's count as refreshed now
+    /// (the Kademlia paper refreshes only the buckets farther than the closest neighbour after joining). Fewer than k
+    /// results prove nothing and mark nothing. Returns the lowest bucket marked (<see cref="BucketCount"/> when none).
+    /// </summary>
+    public int MarkCoveredBySelfLookup(IReadOnlyList<PeerId> closest, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(closest);
+        if (closest.Count < BucketSize)
+        {
+            return BucketCount;
+        }
+        var kth = BucketIndexOf(KadKey.FromPeer(closest[BucketSize - 1]));
+        _selfCoveredFrom = Math.Min(kth + 1, BucketCount);
+        _selfCoveredAt = now;
+        return _selfCoveredFrom;
     }
 
     /// <summary>Records that a lookup for a key in the bucket finished.</summary>

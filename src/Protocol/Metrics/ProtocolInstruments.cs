@@ -55,7 +55,7 @@ public sealed class ProtocolInstruments
     private readonly Counter<long> _dials;
     private readonly long[] _dialTotals = new long[DialReason.All.Count];
     private readonly long[] _closedTotals = new long[CloseReasons.Count];
-    private readonly long[] _dhtQueryTotals = new long[3];
+    private readonly long[] _dhtQueryTotals = new long[4];
     private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
 
     /// <summary>The reasons a connection closed, the tag values of <c>potluck.connections.closed</c>'s <c>reason</c>.</summary>
@@ -190,7 +190,7 @@ public sealed class ProtocolInstruments
     /// <param name="failure">Null when the query was answered.</param>
     public void DhtQuery(string type, FailureKind? failure)
     {
-        Interlocked.Increment(ref _dhtQueryTotals[failure is null ? 0 : 1]);
+        Interlocked.Increment(ref _dhtQueryTotals[failure switch { null => 0, FailureKind.Cancelled => 3, _ => 1 }]);
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", failure is { } f ? KindTag(f) : "ok"));
     }
 
@@ -201,7 +201,10 @@ public sealed class ProtocolInstruments
         _dhtQueries.Add(1, new KeyValuePair<string, object?>("type", type), new("outcome", "backed-off"));
     }
 
-    /// <summary>DHT requests so far: answered, failed (any kind), not sent because backed off (<c>potluck.dht.queries</c>'s totals).</summary>
+    /// <summary>
+    /// DHT requests so far (<c>potluck.dht.queries</c>'s totals): answered, failed (the peer's fault or a limit), not sent
+    /// because backed off, cancelled (ours: the lookup ended with the request in flight).
+    /// </summary>
     public long[] DhtQueryTotals() => (long[])_dhtQueryTotals.Clone();
 
     public void DhtLookup(string type) => _dhtLookups.Add(1, new KeyValuePair<string, object?>("type", type));

@@ -55,5 +55,12 @@ public class SimPropertyTests
         Assert.That(report.WrongAccepted, Is.Zero, seed);
         Assert.That(report.HonestAccused, Is.Zero, seed);
         Assert.That(report.Tasks.Completed, Is.GreaterThan(report.Tasks.Submitted / 2), "work goes on through churn; " + seed);
+        // potluck.dials{reason}, summed over nodes, crashed ones' counts kept: every connection opened was a dial counted.
+        Assert.That(report.Dials.Total.Keys, Is.SubsetOf(Potluck.Protocol.Host.DialReason.All), seed);
+        Assert.That(report.Dials.Total.Values.Sum(), Is.GreaterThanOrEqualTo(report.Connections.Opened), seed);
+        Assert.That(report.Dials.Total.GetValueOrDefault(Potluck.Protocol.Host.DialReason.DhtBootstrap), Is.GreaterThan(0), "the DHT's join dials; " + seed);
+        Assert.That(report.Dials.Warmup.Values.Sum(), Is.LessThanOrEqualTo(report.Dials.Total.Values.Sum()), seed);
+        Assert.That(report.Dials.DhtQueries.GetValueOrDefault("ok"), Is.GreaterThan(0), seed);
+        Assert.That(report.ToText(), Does.Contain("dials by reason: "), seed);
     }
 }

@@ -134,6 +134,51 @@ public class KademliaHostTests
     });
 
     [Test]
+    public void Lookup_APeerOurOwnLimitKeepsUsFrom_StaysInTheTable_UntilThreeFailuresInARow() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 23);
+        var nodes = await StartNetworkAsync(hosts, 12, ct);
+        var seekerNode = await hosts.StartAsync(o => o with { MaxConnections = 3, HighWater = 0 });
+        var seeker = new KademliaService(seekerNode.Host, new KademliaOptions(), seekerNode.Runtime, NullLoggerFactory.Instance);
+        try
+        {
+            await seeker.BootstrapAsync([nodes[0].Node.Address], ct);
+            // Full of connections it must keep: every further dial of its own fails for its own limit.
+            foreach (var n in nodes.Where(n => !seekerNode.Host.ConnectionManager.IsConnected(n.Host.PeerId)))
+            {
+                if (seekerNode.Host.ConnectionManager.ConnectionCount >= 3)
+                {
+                    break;
+                }
+                await seekerNode.Host.ConnectAsync(n.Node.Address, ct);
+            }
+            foreach (var c in seekerNode.Host.Connections)
+            {
+                seekerNode.Host.ConnectionManager.Protect(c.RemotePeer, "test");
+            }
+            var target = seeker.RoutingTablePeers().First(p => !seekerNode.Host.ConnectionManager.IsConnected(p));
+
+            await seeker.GetClosestPeersAsync(target.ToBytes(), ct);
+            Assert.That(seekerNode.Host.ConnectionManager.IsConnected(target), Is.False);
+            Assert.That(seeker.RoutingTablePeers(), Does.Contain(target), "busy is not gone: a failure for a connection limit keeps it");
+            var lookups = 1;
+            while (seeker.RoutingTablePeers().Contains(target) && lookups < 10)
+            {
+                await seeker.GetClosestPeersAsync(target.ToBytes(), ct);
+                lookups++;
+            }
+            Assert.That(seeker.RoutingTablePeers(), Does.Not.Contain(target), "a peer that fails every time leaves");
+            Assert.That(lookups, Is.LessThanOrEqualTo(KademliaService.MaxBusyStrikes), "after at most three failures in a row");
+        }
+        finally
+        {
+            await seeker.DisposeAsync();
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    [Test]
     public void PutValue_PublicKeyRecord_IsReadableFromAnotherNode_InvalidRecordIsRefused() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None; // the driver fails a run that hangs

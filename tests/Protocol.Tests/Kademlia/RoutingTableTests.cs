@@ -111,6 +111,65 @@ public class RoutingTableTests
     }
 
     [Test]
+    public void MarkCoveredBySelfLookup_KClosest_MarksOnlyBucketsNearerThanTheKth()
+    {
+        var peers = KadTestSupport.RandomPeers(1000, 9);
+        var table = new RoutingTable(peers[0], bucketSize: 20);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        // What a perfect self-lookup returns: the 20 peers closest to us, closest first.
+        var closest = peers.Skip(1).OrderBy(p => KadKey.FromPeer(p).DistanceTo(table.LocalKey)).Take(20).ToList();
+        var kth = table.BucketIndexOf(KadKey.FromPeer(closest[^1]));
+        var before = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15);
+
+        var from = table.MarkCoveredBySelfLookup(closest, T0);
+
+        Assert.That(from, Is.EqualTo(kth + 1));
+        // Every peer in a bucket above the k-th's is among the 20 closest: the lookup met them all.
+        var nearer = peers.Skip(1).Where(p => table.BucketIndexOf(KadKey.FromPeer(p)) > kth).ToList();
+        Assert.That(closest, Is.SupersetOf(nearer));
+        var after = table.BucketsDueForRefresh(T0.AddMinutes(1), TimeSpan.FromMinutes(10), 15);
+        Assert.That(after, Is.EqualTo(before.Where(b => b <= kth)), "only buckets up to the k-th's stay due");
+        Assert.That(after, Is.Not.Empty);
+        Assert.That(table.BucketsDueForRefresh(T0.AddMinutes(10), TimeSpan.FromMinutes(10), 15), Is.EqualTo(before), "covered buckets fall due again after the interval");
+    }
+
+    [Test]
+    public void MarkCoveredBySelfLookup_FewerThanK_MarksNothing()
+    {
+        var peers = KadTestSupport.RandomPeers(30, 10);
+        var table = new RoutingTable(peers[0], bucketSize: 20);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        var before = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15);
+
+        Assert.That(table.MarkCoveredBySelfLookup(peers.Skip(1).Take(19).ToList(), T0), Is.EqualTo(RoutingTable.BucketCount));
+        Assert.That(table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15), Is.EqualTo(before));
+    }
+
+    [Test]
+    public void BucketsDueForRefresh_SkipFull_LeavesOutBucketsHoldingK()
+    {
+        var peers = KadTestSupport.RandomPeers(2000, 11);
+        var table = new RoutingTable(peers[0], bucketSize: 20);
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        var all = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15);
+        var notFull = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15, skipFull: true);
+
+        Assert.That(table.CountInBucket(0), Is.EqualTo(20), "2,000 peers fill bucket 0");
+        Assert.That(notFull, Is.EqualTo(all.Where(b => table.CountInBucket(b) < 20)));
+        Assert.That(notFull, Does.Not.Contain(0));
+        Assert.That(notFull, Is.Not.Empty);
+    }
+
+    [Test]
     public void Table_NeverHoldsMoreThanKPerBucket()
     {
         var peers = KadTestSupport.RandomPeers(2000, 8);
