@@ -70,6 +70,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private readonly BackgroundWork _proposals;
     private readonly Lock _gate = new();
     private readonly HashSet<PeerId> _forkers = [];
+    private readonly CheckedBlocks _checked = new();
     private readonly CancellationTokenSource _linkNow = new();
     private int _linkScheduled;
     private IDisposable? _blocks;
@@ -287,7 +288,17 @@ public sealed partial class TrustChainService : IAsyncDisposable
             ? receipt
             : null;
 
-    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => SignedBlock.Propose(r, _key, seq, previous, _time.GetUtcNow());
+    private SignedBlock SignProposal(Receipt r, ulong seq, byte[] previous) => Signed(SignedBlock.Propose(r, _key, seq, previous, _time.GetUtcNow()));
+
+    /// <summary>A block this node just signed, remembered as checked: it comes back in gossip and as the block before the next proposal.</summary>
+    private SignedBlock Signed(SignedBlock block)
+    {
+        _checked.Remember(block);
+        return block;
+    }
+
+    /// <summary>Half-blocks this node signed and signature checks it made ("verified") or skipped because it made them lately ("remembered").</summary>
+    internal (long Verified, long Remembered) BlockChecks => (_checked.Verified, _checked.Remembered);
 
     private async Task<bool> SendWrittenAsync(SignedBlock proposal, CancellationToken ct)
     {
@@ -368,7 +379,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             LogProposalRefused(_log, proposal.Counterparty, proposal.Seq, answer.Detail);
             return null;
         }
-        var status = SignedBlock.Decode(answer.Agreement, _options.Chain, out var agreement);
+        var status = _checked.Decode(answer.Agreement, _options.Chain, out var agreement);
         if (status == BlockStatus.Valid)
         {
             status = proposal.LinkedBy(agreement!);
@@ -510,7 +521,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         return answers;
     }
 
-    private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => SignedBlock.Sign(new ChainBlock
+    private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => Signed(SignedBlock.Sign(new ChainBlock
     {
         Author = _key.PeerId.ToBytes(),
         Seq = seq,
@@ -524,7 +535,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         Amount = p.Block.Amount,
         FuelUsed = p.Block.FuelUsed,
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-    }, _key);
+    }, _key));
 
     /// <summary>Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the agreement).</summary>
     private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
@@ -534,7 +545,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
         }
-        var status = SignedBlock.Decode(message.Proposal, _options.Chain, out var proposal);
+        var status = _checked.Decode(message.Proposal, _options.Chain, out var proposal);
         if (status != BlockStatus.Valid)
         {
             _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
@@ -560,7 +571,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 ? SignedBlock.DecodeChecked(held)
                 : null;
             var previousHeld = previous is not null;
-            status = previousHeld ? BlockStatus.Valid : SignedBlock.Decode(message.Previous, _options.Chain, out previous);
+            // Otherwise often one checked here lately (an earlier proposal on this stream, or in the other payee's gossip).
+            status = previousHeld ? BlockStatus.Valid : _checked.Decode(message.Previous, _options.Chain, out previous);
             if (status == BlockStatus.Valid)
             {
                 status = previous!.Precedes(p);
@@ -653,16 +665,22 @@ public sealed partial class TrustChainService : IAsyncDisposable
     }
 
     private BlockStatus DecodeGossiped(byte[] envelope, out SignedBlock? block) =>
-        DecodeGossiped(envelope, _options.Chain, _key.PeerId, hash => _ledger.ChainBlockByHash(hash), out block);
+        DecodeGossiped(envelope, _options.Chain, _key.PeerId, hash => _ledger.ChainBlockByHash(hash), out block, _checked);
 
     /// <summary>
     /// Decodes and checks a gossiped block. One naming <paramref name="self"/> (its own, or a counterparty's linked to one
     /// of its own) that <paramref name="heldByHash"/> holds byte for byte was signed there or checked when it was stored:
     /// it is not verified again (a requester hears each of its payments back from the payee). Any other block, and any
-    /// other bytes, is verified.
+    /// other bytes, is verified. With <paramref name="known"/>, bytes signed or checked there lately are taken as checked
+    /// first, and what is verified is remembered there.
     /// </summary>
-    internal static BlockStatus DecodeGossiped(byte[] envelope, ChainOptions options, PeerId self, Func<byte[], byte[]?> heldByHash, out SignedBlock? block)
+    internal static BlockStatus DecodeGossiped(byte[] envelope, ChainOptions options, PeerId self, Func<byte[], byte[]?> heldByHash, out SignedBlock? block,
+        CheckedBlocks? known = null)
     {
+        if (known is not null && known.TryGet(envelope, options, out block))
+        {
+            return BlockStatus.Valid;
+        }
         if (envelope.Length <= options.MaxBlockBytes && SignedBlock.DecodeChecked(envelope) is { } parsed
             && (parsed.Author == self || parsed.Counterparty == self)
             && heldByHash(parsed.Hash) is { } held && held.AsSpan().SequenceEqual(envelope))
@@ -670,7 +688,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             block = parsed;
             return BlockStatus.Valid;
         }
-        return SignedBlock.Decode(envelope, options, out block);
+        return known is not null ? known.Decode(envelope, options, out block) : SignedBlock.Decode(envelope, options, out block);
     }
 
     /// <summary>Whether this node holds exactly these bytes as the block with this hash.</summary>
