@@ -54,7 +54,7 @@ public sealed partial class CreditLedger : IDisposable
             receipt BLOB,
             recorded_at INTEGER NOT NULL,
             UNIQUE (receipt_id, kind)) STRICT;
-        CREATE INDEX entries_by_kind ON entries (kind, counterparty);
+        CREATE INDEX entries_by_counterparty_time ON entries (kind, counterparty, recorded_at);
         CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
             BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
         CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
@@ -92,7 +92,20 @@ public sealed partial class CreditLedger : IDisposable
             paid INTEGER NOT NULL CHECK (paid IN (0, 1)),
             created_at INTEGER NOT NULL,
             PRIMARY KEY (requester, lease_id)) STRICT;
-        CREATE INDEX IF NOT EXISTS owed_unpaid ON owed (requester, paid);
+        """;
+
+    /// <summary>
+    /// Indexes that older ledgers had and no query needs: each costs a B-tree write (and a page in the WAL) per row written.
+    /// <c>entries_by_kind</c> (kind, counterparty) is a prefix of <c>entries_by_counterparty_time</c>, made here for ledgers
+    /// that did not have it yet; <c>owed_unpaid</c> served per-requester sums that the primary key's prefix (and the kept
+    /// totals, for admission) now serve; <c>chain_unkept</c> indexed every block, where pruning reads only unkept ones
+    /// (<c>chain_unkept_by_time</c>, partial). Run when an existing ledger is opened; a new one never has them.
+    /// </summary>
+    private const string IndexMigration = """
+        CREATE INDEX IF NOT EXISTS entries_by_counterparty_time ON entries (kind, counterparty, recorded_at);
+        DROP INDEX IF EXISTS entries_by_kind;
+        DROP INDEX IF EXISTS owed_unpaid;
+        DROP INDEX IF EXISTS chain_unkept;
         """;
 
     private readonly SqliteConnection _connection;
@@ -623,6 +636,7 @@ public sealed partial class CreditLedger : IDisposable
         Execute(tx, ChainSchema);
         EnsureTotals(tx);
         Execute(tx, RecoverySchema);
+        Execute(tx, IndexMigration);
         tx.Commit();
     }
 
