@@ -75,6 +75,14 @@ public class LedgerIndexTests
     }
 
     [Test]
+    public void Open_FileLedger_CheckpointsTheWalEvery4096Pages_NotSqlitesDefault1000()
+    {
+        using var provider = OpenProvider();
+        Assert.That(provider.Pragma("wal_autocheckpoint"), Is.EqualTo((long)CreditLedger.WalCheckpointPages));
+        Assert.That(CreditLedger.WalCheckpointPages, Is.EqualTo(4_096));
+    }
+
+    [Test]
     public void Open_OlderLedgerWithRedundantIndexes_DropsThem_AndEverySumReadsTheSame()
     {
         using (var provider = OpenProvider())
