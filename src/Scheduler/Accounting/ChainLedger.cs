@@ -50,7 +50,7 @@ public sealed partial class CreditLedger
         CREATE UNIQUE INDEX IF NOT EXISTS chain_by_hash ON chain (hash);
         CREATE UNIQUE INDEX IF NOT EXISTS chain_own_receipt ON chain (receipt_id) WHERE own = 1;
         CREATE INDEX IF NOT EXISTS chain_by_link ON chain (link_hash) WHERE link_hash IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS chain_unkept ON chain (keep, stored_at);
+        CREATE INDEX IF NOT EXISTS chain_unkept_by_time ON chain (stored_at) WHERE keep = 0;
         CREATE TRIGGER IF NOT EXISTS chain_own_no_update BEFORE UPDATE ON chain WHEN OLD.own = 1
             BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
         CREATE TRIGGER IF NOT EXISTS chain_own_no_delete BEFORE DELETE ON chain WHEN OLD.own = 1

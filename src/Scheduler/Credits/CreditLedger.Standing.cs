@@ -64,8 +64,19 @@ public sealed partial class CreditLedger
         {
             // One indexed row, kept by triggers (CreditLedger.Totals.cs): admission does not grow with the requester's history.
             // What this node still holds back from the requester (or forfeited) does not count as paid (CreditLedger.Holdback.cs).
-            var (earned, spent, unpaid, violations) = ReadTotals(r);
-            spent -= Withheld(r);
+            // All of it in one statement (the row, the held payments, the forfeited ones), not three.
+            EnsureHoldback();
+            using var reader = Command(null, """
+                SELECT COALESCE(t.earned, 0), COALESCE(t.spent, 0), COALESCE(t.unpaid, 0), COALESCE(t.violations, 0),
+                       (SELECT COALESCE(SUM(e.amount), 0) FROM entries e
+                         WHERE e.kind = 2 AND e.counterparty = $c AND e.recorded_at > $cutoff
+                           AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.receipt_id = e.receipt_id)),
+                       (SELECT COALESCE(SUM(amount), 0) FROM forfeits WHERE provider = $c)
+                FROM (SELECT 1) LEFT JOIN counterparty_totals t ON t.counterparty = $c
+                """, ("$c", r), ("$cutoff", _options.Holdback <= TimeSpan.Zero ? long.MaxValue : Cutoff())).ExecuteReader();
+            reader.Read();
+            var (earned, spent, unpaid, violations) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3));
+            spent -= reader.GetInt64(4) + reader.GetInt64(5);
             return new RequesterRecord(earned + unpaid, spent, unpaid, (int)Math.Min(violations, int.MaxValue));
         });
     }

@@ -97,14 +97,6 @@ public sealed partial class CreditLedger
         }
     }
 
-    /// <summary>One indexed row: what this ledger holds against <paramref name="counterparty"/> (zeros when nothing).</summary>
-    private (long Earned, long Spent, long Unpaid, long Violations) ReadTotals(byte[] counterparty)
-    {
-        using var reader = Command(null, "SELECT earned, spent, unpaid, violations FROM counterparty_totals WHERE counterparty = $c", ("$c", counterparty))
-            .ExecuteReader();
-        return reader.Read() ? (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3)) : (0, 0, 0, 0);
-    }
-
     /// <summary>
     /// Sums every counterparty's totals from the rows again and lists those whose kept totals differ (at most
     /// <paramref name="max"/>), with the differences. Empty on a sound ledger. Reads every row: for audits, never for admission.
