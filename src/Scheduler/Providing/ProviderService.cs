@@ -456,72 +456,40 @@ public sealed partial class ProviderService : IAsyncDisposable
     {
         if (!_slots.TryGetValue(lease, out var slot))
         {
-            _slots[lease] = slot = new Slot();
+            _slots[lease] = slot = new Slot(this, lease);
             _instruments.LeaseStarted(LeaseRole.Provider);
         }
         return slot;
     }
 
-    /// <summary>Carries out a step under the lock; returns what must run after it is released.</summary>
+    /// <summary>
+    /// Carries out a step's bookkeeping under the lock (the lease's slot, its run) and queues the step, in the order the core
+    /// decided it, in the lease's shell (<see cref="Slot"/>: sends, the timer, the end); returns what must run after the lock
+    /// is released (the shell's loop).
+    /// </summary>
     private Action? Apply(ProviderLease lease, Slot slot, LeaseStep step, DateTimeOffset now)
     {
-        slot.Session?.Enqueue(step.Send);
-        Action? after = null;
+        Bookkeep(lease, slot, step);
+        return Queue(lease, slot, step, now);
+    }
+
+    private void Bookkeep(ProviderLease lease, Slot slot, LeaseStep step)
+    {
         if (step.Execute is { } execution && slot.Run is null)
         {
             slot.Run = CancellationTokenSource.CreateLinkedTokenSource(Stopping);
             var token = slot.Run.Token;
-            var requester = lease.Requester;
-            var id = lease.RequestId;
-            _work.Run($"lease {id}", () => RunAsync(lease, execution, token));
-            after = () => ExecutionStarted?.Invoke(requester, id);
+            _work.Run($"lease {lease.RequestId}", () => RunAsync(lease, execution, token));
         }
         if (step.AbortExecution)
         {
             slot.Run?.Cancel();
         }
-        if (step.Outcome is { } outcome)
+        if (step.Outcome is not null)
         {
-            slot.Timer?.Dispose();
-            slot.Timer = null;
             _slots.Remove(lease);
             EndDebitNotes(lease);
-            _instruments.LeaseEnded(LeaseRole.Provider, outcome.Kind);
-            LogLeaseEnded(_log, lease.RequestId, lease.Requester, outcome.Kind, outcome.Detail);
-            var requester = lease.Requester;
-            var id = lease.RequestId;
-            return after + (() =>
-            {
-                LeaseEnded?.Invoke(requester, id, outcome);
-                PublishSoon();
-            });
         }
-        if (step.NextTimer is { } due)
-        {
-            slot.Timer ??= _time.CreateTimer(_ => _work.Run($"lease {lease.RequestId} timer", () =>
-            {
-                OnTimer(lease);
-                return Task.CompletedTask;
-            }), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-            var delay = due - now;
-            slot.Timer.Change(delay < TimeSpan.Zero ? TimeSpan.Zero : delay, Timeout.InfiniteTimeSpan);
-        }
-        return after;
-    }
-
-    private void OnTimer(ProviderLease lease)
-    {
-        Action? after;
-        lock (_gate)
-        {
-            if (!_slots.TryGetValue(lease, out var slot))
-            {
-                return;
-            }
-            var now = _time.GetUtcNow();
-            after = Apply(lease, slot, lease.OnTimer(now), now);
-        }
-        after?.Invoke();
     }
 
     private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
@@ -785,22 +753,13 @@ public sealed partial class ProviderService : IAsyncDisposable
             {
                 slot.Session?.Enqueue(lease.Cancel("provider shutting down", now).Send);
                 EndDebitNotes(lease);
-                slot.Timer?.Dispose();
+                slot.Shell.Stop();
                 slot.Run?.Cancel();
                 _instruments.LeaseEnded(LeaseRole.Provider, LeaseOutcomeKind.Cancelled);
             }
             _slots.Clear();
         }
         await _work.StopAsync();
-    }
-
-    private sealed class Slot
-    {
-        public LeaseSession? Session { get; set; }
-
-        public ITimer? Timer { get; set; }
-
-        public CancellationTokenSource? Run { get; set; }
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Lease {RequestId} from {Requester} ended: {Kind} ({Detail})")]

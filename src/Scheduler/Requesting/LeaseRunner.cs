@@ -1,25 +1,25 @@
 using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Cores;
 using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Requesting;
 
 /// <summary>
 /// Drives one <see cref="RequesterLease"/> over the provider's <see cref="LeaseChannel"/> (one
-/// <see cref="LeaseProtocol.Id"/> stream shared by all leases with that provider): writes what each step says,
-/// feeds every message for this lease and every timer (on the injected clock) back in, one at a time. A broken
-/// stream does not end the lease: the next message to send reopens one (the provider routes it by request id), and
-/// if the provider stays silent the lease's own grace window expires it.
+/// <see cref="LeaseProtocol.Id"/> stream shared by all leases with that provider) in the shell both sides share
+/// (<see cref="CoreShell{TStep}"/>): every message for this lease, every timer (on the injected clock), the start and the
+/// cancel are events taken one at a time; each step's messages are written before the next event is taken. A broken
+/// stream does not end the lease: the next message to send reopens one (the provider routes it by request id), and if the
+/// provider stays silent the lease's own grace window expires it.
 /// </summary>
-internal sealed class LeaseRunner : IAsyncDisposable
+internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
 {
     private readonly LeaseChannel _channel;
     private readonly RequesterLease _lease;
     private readonly TimeProvider _time;
     private readonly BackgroundWork _work;
-    private readonly AsyncGate _gate = new();
     private readonly TaskCompletionSource<LeaseOutcome> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly CancellationTokenSource _stop = new();
-    private readonly ITimer _timer;
+    private readonly CoreShell<LeaseStep> _shell;
 
     /// <param name="work">The requester's background work: timer steps and the cancel step run there.</param>
     public LeaseRunner(LeaseChannel channel, RequesterLease lease, TimeProvider time, BackgroundWork work)
@@ -28,9 +28,12 @@ internal sealed class LeaseRunner : IAsyncDisposable
         _lease = lease;
         _time = time;
         _work = work;
-        _timer = time.CreateTimer(_ => _work.Run("lease timer", OnTimerAsync), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _shell = new CoreShell<LeaseStep>(this, time, Shell, work);
         channel.Attach(lease.RequestId, OnMessageAsync);
     }
+
+    /// <summary>A lease's events: its messages, timers, start and cancel (more waiting than this is a flood: refused).</summary>
+    private static readonly CoreShellOptions Shell = new() { Name = "requester lease", Capacity = 256 };
 
     public RequesterLease Lease => _lease;
 
@@ -40,12 +43,18 @@ internal sealed class LeaseRunner : IAsyncDisposable
     /// <summary>Runs the lease to its end; cancelling sends a cancel to the provider and ends it.</summary>
     public async Task<LeaseOutcome> RunAsync(CancellationToken ct)
     {
-        await using var registration = ct.Register(() => _work.Run("lease cancel", () => StepAsync(() => _lease.Cancel("requester gave up", _time.GetUtcNow()))));
-        await StepAsync(() => _lease.Start(_time.GetUtcNow()));
+        await using var registration = ct.Register(() => _work.Run("lease cancel", () => Offer(now => _lease.Cancel("requester gave up", now))));
+        _ = _shell.Completion.ContinueWith(static (t, state) =>
+        {
+            // The shell stopped on an error of its own (a step that could not be carried out twice): the lease ends with it.
+            if (t.Exception is { } error)
+            {
+                ((TaskCompletionSource<LeaseOutcome>)state!).TrySetException(error.InnerExceptions);
+            }
+        }, _done, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await Offer(now => _lease.Start(now));
         return await _done.Task;
     }
-
-    private Task OnTimerAsync() => StepAsync(() => _lease.OnTimer(_time.GetUtcNow()));
 
     private Task OnMessageAsync(LeaseMessage message)
     {
@@ -53,34 +62,19 @@ internal sealed class LeaseRunner : IAsyncDisposable
         {
             OnDebitNote?.Invoke(note);
         }
-        return StepAsync(() => _lease.Handle(message, _time.GetUtcNow()));
+        return Offer(now => _lease.Handle(message, now));
     }
 
-    private async Task StepAsync(Func<LeaseStep> produce)
-    {
-        try
-        {
-            await _gate.WaitAsync(_stop.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            return;
-        }
-        try
-        {
-            if (_done.Task.IsCompleted)
-            {
-                return;
-            }
-            await ApplyAsync(produce());
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
+    /// <summary>Queues an event and runs it; an event the shell refuses (ended, or a flood) is dropped: the lease's timers decide.</summary>
+    private Task Offer(Func<DateTimeOffset, LeaseStep> transition) =>
+        _shell.TryEnqueue(transition) == CorePost.Accepted ? _shell.Pump() : Task.CompletedTask;
 
-    private async Task ApplyAsync(LeaseStep step)
+    CoreWake ICoreEffects<LeaseStep>.WakeOf(LeaseStep step) =>
+        step.Outcome is not null ? CoreWake.Ended
+        : step.NextTimer is { } due ? CoreWake.WakeAt(due)
+        : CoreWake.Keep;
+
+    async ValueTask ICoreEffects<LeaseStep>.PerformAsync(LeaseStep step, CancellationToken ct)
     {
         if (step.Send.Count > 0)
         {
@@ -88,22 +82,20 @@ internal sealed class LeaseRunner : IAsyncDisposable
         }
         if (step.Outcome is { } outcome)
         {
-            _timer.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
             _done.TrySetResult(outcome);
-            return;
-        }
-        if (step.NextTimer is { } due)
-        {
-            var delay = due - _time.GetUtcNow();
-            _timer.Change(delay < TimeSpan.Zero ? TimeSpan.Zero : delay, Timeout.InfiniteTimeSpan);
         }
     }
 
-    public async ValueTask DisposeAsync()
+    LeaseStep ICoreEffects<LeaseStep>.OnTimer(DateTimeOffset now) => _lease.OnTimer(now);
+
+    /// <summary>A step that could not be carried out (a bug here, not the network: the channel reports a broken stream as unsent) cancels the lease.</summary>
+    LeaseStep ICoreEffects<LeaseStep>.OnEffectFailed(LeaseStep step, Exception error, DateTimeOffset now) =>
+        _lease.Cancel($"requester error: {error.Message}", now);
+
+    public ValueTask DisposeAsync()
     {
         _channel.Detach(_lease.RequestId);
-        _timer.Dispose();
-        _stop.Cancel();
-        await ValueTask.CompletedTask;
+        _shell.Stop();
+        return ValueTask.CompletedTask;
     }
 }
