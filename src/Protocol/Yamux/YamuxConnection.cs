@@ -9,9 +9,15 @@ namespace Potluck.Protocol.Yamux;
 
 /// <summary>
 /// One yamux session over a secured pipe: a read loop that parses headers and streams data payloads straight
-/// into stream inputs (never buffering a whole frame), and a write loop that batches control frames and
+/// into stream inputs (never buffering a whole frame), and a writer that batches control frames and
 /// window-limited data from all streams into the pipe, flushing once per batch. All state lives in a
 /// <see cref="YamuxSession"/> guarded by one lock. See <see cref="YamuxMuxer"/> for the spec and deviations.
+/// <para>
+/// An idle connection costs little: the writer is not a loop parked on a queue but runs only while there is something
+/// to write (scheduled on the runtime's <see cref="System.IO.Pipelines.PipeScheduler"/> when work appears, gone again when
+/// the work is written), the read loop is the connection's only pending task, the accept queue grows only as streams
+/// arrive, and the ping table exists only while a ping is in flight.
+/// </para>
 /// </summary>
 public sealed partial class YamuxConnection : IMuxedConnection
 {
@@ -24,19 +30,24 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly TimeProvider _time;
     private readonly YamuxSession _session;
     private readonly object _sync = new();
-    private readonly Channel<YamuxStream> _backlog =
-        Channel.CreateUnbounded<YamuxStream>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
-    // At most one wake-up is ever queued (_wakePending), so a channel of one: an unbounded one's first queue segment
-    // (32 slots, about 420 bytes) was the largest object of an idle connection.
-    private readonly Channel<bool> _wake =
-        Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = false, FullMode = BoundedChannelFullMode.DropWrite });
-    private readonly Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)> _pings = new();
-    private readonly List<TaskCompletionSource> _ackWaiters = [];
+    // Bounded by the session's accept backlog (it refuses a SYN beyond it), so never full: a bounded channel's queue
+    // grows with what it holds, where an unbounded one starts with a 32-slot segment (about 750 bytes per connection).
+    private readonly Channel<YamuxStream> _backlog;
+    // Under the lock; null while no ping is in flight or no opener waits (most of a connection's life).
+    private Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)>? _pings;
+    private List<TaskCompletionSource>? _ackWaiters;
     private readonly CancellationTokenSource _closeCts;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _run;
     private readonly Task _rtt;
+    // The writer (see WriteAsync): _wakePending is set when there is something to write, _writer is 1 while a writer
+    // runs (or is scheduled) and 2 once it has ended for good; _writerDone (under the lock, made by BeginClose) completes
+    // when the last writer has ended. Until the read loop first waits (_writerStarted) work only queues: the read loop
+    // then starts the first writer itself, where the parked write loop used to begin, so events keep their order.
     private int _wakePending;
+    private int _writer = 1;
+    private bool _writerStarted;
+    private TaskCompletionSource? _writerDone;
     private uint _nextPing;
     private bool _closing;
     private Exception? _closeError;
@@ -60,9 +71,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
         var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
+        _backlog = Channel.CreateBounded<YamuxStream>(new BoundedChannelOptions(Math.Max(1, options.AcceptBacklog))
+        {
+            SingleReader = false,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.DropWrite,
+        });
         _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler), budget);
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
-        _run = runtime.StartLoop(RunAsync);
+        // The session loop is the read loop, then the close-out once the last writer has ended.
+        _run = runtime.StartLoop(ReadLoopAsync);
         _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
     }
 
@@ -86,6 +104,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
             }
         }
     }
+
+    /// <summary>Whether a writer runs or is scheduled now (false while idle: an idle connection holds no write loop).</summary>
+    internal bool IsWriterRunning => Volatile.Read(ref _writer) == 1;
 
     public int StreamCount
     {
@@ -146,7 +167,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 }
 
                 waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _ackWaiters.Add(waiter);
+                (_ackWaiters ??= []).Add(waiter);
             }
 
             await LoopSafeWait.WaitAsync(waiter.Task, ct);
@@ -156,12 +177,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
     /// <summary>Under the lock: lets every opener waiting on the ACK backlog look again.</summary>
     private void ReleaseAckWaiters()
     {
-        foreach (var waiter in _ackWaiters)
+        if (_ackWaiters is not { } waiters)
+        {
+            return;
+        }
+
+        _ackWaiters = null;
+        foreach (var waiter in waiters)
         {
             waiter.TrySetResult();
         }
-
-        _ackWaiters.Clear();
     }
 
     public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
@@ -217,7 +242,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             ThrowIfClosing();
             opaque = ++_nextPing;
             sent = _time.GetTimestamp();
-            _pings[opaque] = (reply, sent);
+            (_pings ??= [])[opaque] = (reply, sent);
             _session.Ping(opaque);
         }
 
@@ -242,7 +267,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     public async ValueTask DisposeAsync()
     {
         BeginClose(null, YamuxGoAwayCode.Normal);
-        // The reason is on Completion; disposal itself does not throw (neither loop does).
+        // The reason is on Completion; disposal itself does not throw (neither the session loop nor the writer does).
         await _run;
         await _rtt;
     }
@@ -313,11 +338,32 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
+    /// <summary>There is something to write: starts a writer unless one runs (it looks again before it ends) or all have ended.</summary>
     private void Wake()
     {
-        if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0 && Interlocked.CompareExchange(ref _writer, 1, 0) == 0)
         {
-            _wake.Writer.TryWrite(true);
+            // One work item on the runtime's scheduler (the thread pool, or the simulation's loop), where the parked
+            // write loop's continuation used to run: the same order of events, and nothing held while idle.
+            _runtime.PipeScheduler.Schedule(static state => ((YamuxConnection)state!).StartWriter(), this);
+        }
+    }
+
+    // WriteAsync never throws, and the session loop learns of the last writer's end through _writerDone, so its task is
+    // not kept: while a writer waits for a flush its state is the flush's continuation; once all is written, nothing.
+    private void StartWriter() => _ = WriteAsync();
+
+    // Continuations run inline: the close-out goes on in the last writer's turn, as it did when it awaited both loops.
+    private static TaskCompletionSource NewWriterDone() => new(TaskCreationOptions.None);
+
+    /// <summary>Read loop only, once: lets writers start, and runs the first one here if work is already queued.</summary>
+    private void StartFirstWriter()
+    {
+        _writerStarted = true;
+        Interlocked.Exchange(ref _writer, 0);
+        if (Volatile.Read(ref _wakePending) == 1 && Interlocked.CompareExchange(ref _writer, 1, 0) == 0)
+        {
+            StartWriter();
         }
     }
 
@@ -326,10 +372,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         TaskCompletionSource<long>? reply = null;
         lock (_sync)
         {
-            if (_pings.Remove(opaque, out var entry))
-            {
-                reply = entry.Reply;
-            }
+            reply = TakePing(opaque);
         }
 
         reply?.TrySetCanceled(ct);
@@ -363,18 +406,17 @@ public sealed partial class YamuxConnection : IMuxedConnection
         stream.InPipe.Writer.Complete(error);
     }
 
-    private async Task RunAsync()
+    /// <summary>After the read loop (which ends only once closing has begun): waits for the last writer, then closes what is below.</summary>
+    private async Task CloseOutAsync()
     {
-        try
+        Task writerDone;
+        lock (_sync)
         {
-            // Neither loop throws; each ends the connection through BeginClose.
-            await Task.WhenAll(ReadLoopAsync(), WriteLoopAsync());
+            writerDone = _writerDone!.Task;
         }
-        catch (Exception ex)
-        {
-            LogUnexpected(ex);
-            _closeError ??= ex;
-        }
+
+        // Neither the read loop nor a writer throws; each ends the connection through BeginClose.
+        await writerDone;
 
         // Output first: completing a stream-backed reader may dispose the stream under the writer.
         CompleteQuietly(_out);
@@ -383,8 +425,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
         List<TaskCompletionSource<long>> pings;
         lock (_sync)
         {
-            pings = _pings.Values.Select(p => p.Reply).ToList();
-            _pings.Clear();
+            pings = _pings?.Values.Select(p => p.Reply).ToList() ?? [];
+            _pings = null;
         }
 
         var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
@@ -441,6 +483,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
             _closing = true;
             _closeError = error;
+            _writerDone ??= NewWriterDone();
             var closed = new PeerGoneException("yamux: the connection is closed", error);
             foreach (var state in _session.Streams)
             {
@@ -472,7 +515,13 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             while (true)
             {
-                var result = await _in.ReadAsync();
+                var reading = _in.ReadAsync();
+                if (!_writerStarted && !reading.IsCompleted)
+                {
+                    StartFirstWriter();
+                }
+
+                var result = await reading;
                 if (result.IsCanceled)
                 {
                     break;
@@ -523,6 +572,12 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
 
         BeginClose(error, goAway);
+        if (!_writerStarted)
+        {
+            StartFirstWriter();
+        }
+
+        await CloseOutAsync();
     }
 
     /// <summary>Parses as many frames as <paramref name="buffer"/> holds; returns the consumed position.</summary>
@@ -703,29 +758,46 @@ public sealed partial class YamuxConnection : IMuxedConnection
         _payloadDeliver = false;
     }
 
+    /// <summary>Under the lock: removes a ping in flight (and the table with the last one).</summary>
+    private TaskCompletionSource<long>? TakePing(uint opaque)
+    {
+        if (_pings is null || !_pings.Remove(opaque, out var entry))
+        {
+            return null;
+        }
+
+        if (_pings.Count == 0)
+        {
+            _pings = null;
+        }
+
+        return entry.Reply;
+    }
+
     private void CompletePing(uint opaque)
     {
         var now = _time.GetTimestamp();
         TaskCompletionSource<long>? reply = null;
         lock (_sync)
         {
-            if (_pings.Remove(opaque, out var entry))
-            {
-                reply = entry.Reply;
-            }
+            reply = TakePing(opaque);
         }
 
         reply?.TrySetResult(now);
     }
 
-    private async Task WriteLoopAsync()
+    /// <summary>
+    /// A writer: drains what is queued, flushing per batch, and ends when nothing is left (a later <see cref="Wake"/> starts
+    /// another), or, once closing has begun, after the last drain (bounded by the close timeout); the last one fails every
+    /// stream's output and completes <see cref="_writerDone"/>. At most one runs at a time (<see cref="_writer"/>). Never throws.
+    /// </summary>
+    private async Task WriteAsync()
     {
         Exception? error = null;
         try
         {
             while (true)
             {
-                await _wake.Reader.ReadAsync();
                 Volatile.Write(ref _wakePending, 0);
                 bool closing;
                 lock (_sync)
@@ -738,6 +810,13 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 {
                     break;
                 }
+
+                // Written out: end, unless more work came meanwhile and no new writer has taken it.
+                Interlocked.Exchange(ref _writer, 0);
+                if (Volatile.Read(ref _wakePending) == 0 || Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+                {
+                    return;
+                }
             }
         }
         catch (OperationCanceledException)
@@ -748,9 +827,16 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             error = ex;
         }
-        finally
+
+        // The last writer: nothing is written from now on.
+        Volatile.Write(ref _writer, 2);
+        try
         {
             AbortAllOutputs();
+        }
+        catch (Exception ex)
+        {
+            error ??= ex;
         }
 
         if (error is not null)
@@ -767,6 +853,14 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 BeginClose(error as PeerGoneException ?? new PeerGoneException("yamux: the underlying connection failed", error), null);
             }
         }
+
+        TaskCompletionSource done;
+        lock (_sync)
+        {
+            done = _writerDone ??= NewWriterDone();
+        }
+
+        done.TrySetResult();
     }
 
     private async ValueTask DrainAsync(CancellationToken ct)

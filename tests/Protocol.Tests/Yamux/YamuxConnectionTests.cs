@@ -334,6 +334,52 @@ public class YamuxConnectionTests
     }
 
     [Test]
+    public void IdleConnection_HoldsNoWriter_AndStartsOneEachTimeThereIsSomethingToWrite() => VirtualTimeDriver.Run(async d =>
+    {
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
+        await d.IdleAsync();
+        Assert.That(connection.IsWriterRunning, Is.False, "a fresh connection with nothing to write");
+
+        var stream = await connection.OpenStreamAsync(default);
+        for (byte round = 1; round <= 3; round++)
+        {
+            // Each round finds the connection idle, so a new writer frames the bytes and ends again.
+            await stream.Output.WriteAsync(new[] { round, (byte)(round + 1) });
+            var (header, payload) = await ReceiveDataAsync(peer);
+            Assert.That(header.StreamId, Is.EqualTo(stream.Id));
+            Assert.That(payload, Is.EqualTo(new[] { round, (byte)(round + 1) }));
+            await d.IdleAsync();
+            Assert.That(connection.IsWriterRunning, Is.False, $"round {round}: written out, no writer left");
+        }
+
+        // Control frames alone (a ping reply) start one too.
+        var pong = await PingFromPeerAsync(peer);
+        Assert.That(pong.Flags, Is.EqualTo(YamuxFlags.Ack));
+        await d.IdleAsync();
+        Assert.That(connection.IsWriterRunning, Is.False);
+
+        // Closing runs a last writer (GoAway), after which none is ever started.
+        await connection.DisposeAsync();
+        Assert.That(connection.Completion.IsCompletedSuccessfully, Is.True);
+        Assert.That((await peer.ReceiveUntilAsync(YamuxFrameType.GoAway)).Length, Is.EqualTo((uint)YamuxGoAwayCode.Normal));
+        Assert.ThrowsAsync<PeerGoneException>(async () => await stream.Output.WriteAsync(new byte[] { 9 }));
+        Assert.That(connection.IsWriterRunning, Is.False);
+        await DisposeConnections();
+    });
+
+    private static async Task<(YamuxHeader Header, byte[] Payload)> ReceiveDataAsync(RawPeer peer)
+    {
+        while (true)
+        {
+            var frame = await peer.ReceiveAsync();
+            if (frame.Header.Type == YamuxFrameType.Data)
+            {
+                return frame;
+            }
+        }
+    }
+
+    [Test]
     public void Dispose_WhenTheRemoteNeverReads_FinishesExactlyAtTheCloseTimeout() => VirtualTimeDriver.Run(async d =>
     {
         var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
