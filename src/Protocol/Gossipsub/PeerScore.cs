@@ -22,6 +22,8 @@ internal sealed class PeerScore
     private readonly Queue<(MessageId Id, DateTimeOffset Expiry)> _deliveryOrder = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
+    private long _expiredTotal;
+    private long _evictedTotal;
 
     public PeerScore(PeerScoreParams parameters, TimeSpan deliveryTtl, DateTimeOffset now)
     {
@@ -100,6 +102,9 @@ internal sealed class PeerScore
     /// <summary>Disconnected peers remembered now (each with a penalty), at most <see cref="PeerScoreParams.MaxRetainedPeers"/>.</summary>
     public int RetainedPeers => _retained;
 
+    /// <summary>Retained records dropped so far: retain_score ended, or evicted over the cap.</summary>
+    public (long Expired, long Evicted) Forgotten => (_expiredTotal, _evictedTotal);
+
     /// <summary>Peers with a score record now: the connected ones and the retained ones.</summary>
     public int TrackedPeers => _peers.Count;
 
@@ -138,6 +143,7 @@ internal sealed class PeerScore
             _peers.Remove(v.Peer);
             _retained--;
         }
+        _evictedTotal += victims.Count;
     }
 
     public void Graft(PeerId peer, string topic, DateTimeOffset now)
@@ -334,6 +340,7 @@ internal sealed class PeerScore
                 _peers.Remove(p);
                 _retained--;
             }
+            _expiredTotal += expired.Count;
         }
     }
 

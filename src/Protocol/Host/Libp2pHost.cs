@@ -100,6 +100,8 @@ public sealed partial class Libp2pHost : IHost
         // The resource manager's scopes, the per-peer budgets' and the bans, as one set of scopes.
         _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans))
             .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+        _instruments.ObservePeerTable("peer store", () => _peerStore.Count, () => _peerStore.Forgotten);
+        _instruments.ObservePeerTable("budgets", () => Budgets.TrackedPeers, () => Budgets.Forgotten);
     }
 
     public PeerId PeerId => _key.PeerId;

@@ -66,7 +66,7 @@ public class RetainedScoreTests
         var max = 0;
         for (var i = 0; i < 10_000; i++)
         {
-            var sybil = PrivateKey.FromRandom(random).PeerId;
+            var sybil = Potluck.Protocol.Tests.Host.Sybils.Mint(random);
             f.Router.AddPeer(sybil, GossipsubProtocol.V11, false, null, f.Now);
             f.Router.MalformedRpc(sybil);
             f.Router.RemovePeer(sybil, f.Now);

@@ -49,7 +49,7 @@ public class PeerBudgetsBoundsTests
         var max = 0;
         for (var i = 0; i < 10_000; i++)
         {
-            var sybil = PrivateKey.FromRandom(random).PeerId;
+            var sybil = Sybils.Mint(random);
             for (var j = 0; j < 600; j += 100)
             {
                 budgets.TryTake(sybil, PeerBudgets.Receipts); // a few receipts each

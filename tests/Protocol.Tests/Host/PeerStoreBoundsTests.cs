@@ -99,7 +99,7 @@ public class PeerStoreBoundsTests
         var clock = new VirtualClock();
         var store = new PeerStore(new PeerStoreOptions { MaxPeers = 500 }, clock);
         var connected = Enumerable.Range(0, 20).Select(_ => PrivateKey.FromRandom(Keys)).ToArray();
-        var inTable = Enumerable.Range(0, 20).Select(_ => PrivateKey.FromRandom(Keys).PeerId).ToHashSet();
+        var inTable = Enumerable.Range(0, 20).Select(_ => Sybils.Mint(Keys)).ToHashSet();
         store.Retain(inTable.Contains);
         foreach (var k in connected)
         {
@@ -118,13 +118,14 @@ public class PeerStoreBoundsTests
         var maxSeen = 0;
         for (var i = 0; i < 10_000; i++)
         {
-            var k = PrivateKey.FromRandom(Keys);
-            store.Connected(k.PeerId);
-            store.SetPublicKey(k.PeerId, k.PublicKey);
-            store.AddAddresses(k.PeerId, Enumerable.Range(0, 40).Select(Tcp), AddressSource.Identify);
-            store.SetProtocols(k.PeerId, Enumerable.Range(0, 200).Select(j => $"/sybil/{i}/{j}"));
-            store.SetAgent(k.PeerId, new string('a', 10_000), $"v{i}");
-            store.Disconnected(k.PeerId);
+            var key = Sybils.Key(Keys);
+            var id = PeerId.FromPublicKey(key);
+            store.Connected(id);
+            store.SetPublicKey(id, key);
+            store.AddAddresses(id, Enumerable.Range(0, 40).Select(Tcp), AddressSource.Identify);
+            store.SetProtocols(id, Enumerable.Range(0, 200).Select(j => $"/sybil/{i}/{j}"));
+            store.SetAgent(id, new string('a', 10_000), $"v{i}");
+            store.Disconnected(id);
             maxSeen = Math.Max(maxSeen, store.Count);
             clock.Advance(TimeSpan.FromMilliseconds(10));
         }
@@ -145,4 +146,37 @@ public class PeerStoreBoundsTests
         Assert.That(sample.Protocols, Has.Count.LessThanOrEqualTo(128));
         Assert.That(sample.AgentVersion!.Length, Is.LessThanOrEqualTo(256));
     }
+
+    [Test, Category("Adversarial")]
+    public void Host_StrangersThatConnectAndGo_AreForgottenTenMinutesAfter_TheConnectedPeerIsKept() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var server = await hosts.StartAsync(o => o with { IdleTimeout = TimeSpan.FromHours(1) });
+        var honest = await hosts.StartAsync(o => o with { IdleTimeout = TimeSpan.FromHours(1) });
+        await honest.Host.ConnectAsync(server.Address, ct);
+        await server.Identify.WhenIdentifiedAsync(honest.Host.PeerId, ct);
+        var strangers = new List<PeerId>();
+        for (var i = 0; i < 12; i++)
+        {
+            var stranger = await hosts.StartAsync();
+            await stranger.Host.ConnectAsync(server.Address, ct);
+            await server.Identify.WhenIdentifiedAsync(stranger.Host.PeerId, ct);
+            await stranger.Host.DisconnectAsync(server.Host.PeerId);
+            strangers.Add(stranger.Host.PeerId);
+        }
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        var store = (PeerStore)server.Host.Peers;
+        Assert.That(store.Count, Is.EqualTo(13), "all met");
+        Assert.That(strangers.All(p => store.GetAddresses(p).Count > 0), "recently connected: addresses kept");
+
+        await Task.Delay(TimeSpan.FromMinutes(10), d.Clock);
+        store.Sweep();
+
+        Assert.That(server.Host.ConnectionManager.IsConnected(honest.Host.PeerId), Is.True);
+        Assert.That(strangers.All(p => store.Get(p) is null), "ten minutes after they went: forgotten");
+        Assert.That(store.Get(honest.Host.PeerId)?.Protocols, Is.Not.Empty, "the connected peer is kept whole");
+        Assert.That(store.GetPublicKey(honest.Host.PeerId), Is.EqualTo(honest.Host.PublicKey));
+        Assert.That(store.Forgotten.Expired, Is.EqualTo(12));
+    });
 }
