@@ -136,7 +136,16 @@ public sealed partial class DiscoveryService : IHostedService
             {
                 _host.Peers.SetProtocols(peer.Id, peer.Protocols);
             }
-            _host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
+            // Kept (not the discovery TTL): peers.db is bounded by 'discovery:maxPersistedPeers', and a node that comes
+            // back while its network is down must not forget every peer it knew before it can reach one.
+            if (_host.Peers is PeerStore store)
+            {
+                store.AddAddresses(peer.Id, addresses, AddressSource.Discovery, Timeout.InfiniteTimeSpan);
+            }
+            else
+            {
+                _host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
+            }
             kept.Add(peer with { Addresses = addresses });
         }
         return kept;

@@ -58,6 +58,11 @@ public static class PotluckOptionsValidator
         Positive(h.StreamNegotiationTimeout, "host:streamNegotiationTimeout");
         Need(h.HighWater == 0 || (h.LowWater >= 0 && h.LowWater <= h.HighWater && h.HighWater <= h.MaxConnections),
             $"'host:lowWater' ≤ 'host:highWater' ≤ 'host:maxConnections' must hold (now {h.LowWater}, {h.HighWater}, {h.MaxConnections}); 'host:highWater' 0 turns trimming off");
+        AtLeast(h.PeerStore.MaxPeers, 1, "host:peerStore:maxPeers");
+        AtLeast(h.PeerStore.MaxAddressesPerPeer, 1, "host:peerStore:maxAddressesPerPeer");
+        Need(h.PeerStore.RecentlyConnectedAddressTtl >= TimeSpan.Zero, $"'host:peerStore:recentlyConnectedAddressTtl' is {h.PeerStore.RecentlyConnectedAddressTtl}; it must be zero or a positive duration such as 00:10:00");
+        Need(h.PeerStore.DiscoveredAddressTtl >= TimeSpan.Zero, $"'host:peerStore:discoveredAddressTtl' is {h.PeerStore.DiscoveredAddressTtl}; it must be zero or a positive duration such as 00:10:00");
+        AtLeast(h.Budgets.MaxTrackedPeers, 1, "host:budgets:maxTrackedPeers");
         var r = h.Resources;
         AtLeast(r.MaxConnectionsPerPeer, 1, "host:resources:maxConnectionsPerPeer");
         AtLeast(r.MaxConnectionsPerAddress, 1, "host:resources:maxConnectionsPerAddress");
@@ -79,6 +84,8 @@ public static class PotluckOptionsValidator
         var g = o.Gossip;
         Need(g.DLow <= g.D && g.D <= g.DHigh && g.DLow >= 1, $"'gossip:dLow' ≤ 'gossip:d' ≤ 'gossip:dHigh' must hold with dLow ≥ 1 (now {g.DLow}, {g.D}, {g.DHigh})");
         Positive(g.HeartbeatInterval, "gossip:heartbeatInterval");
+        AtLeast(g.Score.MaxRetainedPeers, 0, "gossip:score:maxRetainedPeers");
+        Need(g.Score.RetainScore >= TimeSpan.Zero, $"'gossip:score:retainScore' is {g.Score.RetainScore}; it must be zero or a positive duration such as 01:00:00");
         Need(g.Protocols.Count > 0 && g.Protocols.All(p => p is Protocol.Gossipsub.GossipsubProtocol.V12 or Protocol.Gossipsub.GossipsubProtocol.V11 or Protocol.Gossipsub.GossipsubProtocol.V10 or Protocol.Gossipsub.GossipsubProtocol.Floodsub),
             $"'gossip:protocols' must list one or more of {Protocol.Gossipsub.GossipsubProtocol.V12}, {Protocol.Gossipsub.GossipsubProtocol.V11}, {Protocol.Gossipsub.GossipsubProtocol.V10} and {Protocol.Gossipsub.GossipsubProtocol.Floodsub} (now {string.Join(", ", g.Protocols)})");
 

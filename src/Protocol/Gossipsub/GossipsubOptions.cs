@@ -195,6 +195,10 @@ public sealed record GossipsubOptions
         {
             throw new ArgumentOutOfRangeException(nameof(MaxMessageSize), "a message must fit an RPC");
         }
+        if (Score.MaxRetainedPeers < 0 || Score.RetainScore < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Score), "need MaxRetainedPeers >= 0 and RetainScore >= 0");
+        }
     }
 }
 
@@ -266,8 +270,14 @@ public sealed record PeerScoreParams
     /// <summary>A decayed counter below this becomes 0. Default 0.1.</summary>
     public double DecayToZero { get; init; } = 0.1;
 
-    /// <summary>How long a disconnected peer's score is remembered. Default 1 h.</summary>
+    /// <summary>How long a disconnected peer's score is remembered (only one that carries a penalty). Default 1 h.</summary>
     public TimeSpan RetainScore { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Disconnected peers' scores remembered at once; beyond it the least penalised are forgotten first. Default 4,096
+    /// (a few hundred bytes each).
+    /// </summary>
+    public int MaxRetainedPeers { get; init; } = 4096;
 }
 
 /// <summary>v1.1 per-topic score parameters. Defaults are js-libp2p-gossipsub's <c>defaultTopicScoreParams</c>.</summary>

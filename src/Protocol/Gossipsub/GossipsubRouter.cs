@@ -140,6 +140,15 @@ internal sealed class GossipsubRouter
 
     public int CachedMessages => _mcache.Count;
 
+    /// <summary>Peers with a score record: the connected ones and disconnected ones retained for a penalty.</summary>
+    public int ScoredPeers => _score.TrackedPeers;
+
+    /// <summary>Disconnected peers whose score is retained (each carries a penalty), at most <see cref="PeerScoreParams.MaxRetainedPeers"/>.</summary>
+    public int RetainedScores => _score.RetainedPeers;
+
+    /// <summary>Retained scores dropped so far: retain_score ended, or evicted over the cap.</summary>
+    public (long Expired, long Evicted) ForgottenScores => _score.Forgotten;
+
     // ---------------------------------------------------------------- peers
 
     public void AddPeer(PeerId peer, string protocol, bool outbound, string? ip, DateTimeOffset now)

@@ -104,6 +104,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
             BitConverter.ToUInt64(seqno), _instruments);
+        _instruments.ObservePeerTable("gossip scores", () => { lock (_gate) { return _router.ScoredPeers; } }, () => { lock (_gate) { return _router.ForgottenScores; } });
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V12 or GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
         {
             throw new ArgumentException($"gossip protocols must be among {GossipsubProtocol.V12}, {GossipsubProtocol.V11}, {GossipsubProtocol.V10} and {GossipsubProtocol.Floodsub}", nameof(options));

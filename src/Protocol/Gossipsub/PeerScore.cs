@@ -5,8 +5,11 @@ namespace Potluck.Protocol.Gossipsub;
 /// <summary>
 /// The v1.1 score function (gossipsub-v1.1.md, "The Score Function"): per topic P₁ time in mesh, P₂ first
 /// deliveries, P₃ mesh delivery deficit, P₃b mesh failure penalty, P₄ invalid messages; then P₅ application
-/// score, P₆ IP colocation and P₇ behaviour penalty. Counters decay every <see cref="PeerScoreParams.DecayInterval"/>;
-/// disconnected peers with a non-positive score are remembered for <see cref="PeerScoreParams.RetainScore"/>.
+/// score, P₆ IP colocation and P₇ behaviour penalty. Counters decay every <see cref="PeerScoreParams.DecayInterval"/>.
+/// A disconnected peer that carries a penalty (and a score not above 0) is remembered for
+/// <see cref="PeerScoreParams.RetainScore"/>, so it cannot shed the penalty by reconnecting; one with nothing to hold
+/// against it is forgotten at once (it would start from the same place anyway). At most
+/// <see cref="PeerScoreParams.MaxRetainedPeers"/> are remembered: beyond it the least penalised go first.
 /// A pure data structure: time comes in as arguments.
 /// </summary>
 internal sealed class PeerScore
@@ -18,6 +21,9 @@ internal sealed class PeerScore
     private readonly Dictionary<MessageId, DeliveryRecord> _deliveries = [];
     private readonly Queue<(MessageId Id, DateTimeOffset Expiry)> _deliveryOrder = new();
     private DateTimeOffset _lastDecay;
+    private int _retained;
+    private long _expiredTotal;
+    private long _evictedTotal;
 
     public PeerScore(PeerScoreParams parameters, TimeSpan deliveryTtl, DateTimeOffset now)
     {
@@ -31,6 +37,10 @@ internal sealed class PeerScore
         if (!_peers.TryGetValue(peer, out var stats))
         {
             _peers[peer] = stats = new PeerStats();
+        }
+        else if (!stats.Connected)
+        {
+            _retained--; // back within retain_score: its penalties come back with it
         }
         stats.Connected = true;
         stats.Ip = ip;
@@ -58,6 +68,10 @@ internal sealed class PeerScore
                 _peersByIp.Remove(ip);
             }
         }
+        if (!stats.Connected)
+        {
+            return;
+        }
         if (Score(peer, now) > 0)
         {
             _peers.Remove(peer);
@@ -71,8 +85,65 @@ internal sealed class PeerScore
             }
             ts.InMesh = false;
         }
+        if (!HasPenalty(stats))
+        {
+            _peers.Remove(peer); // nothing held against it: a reconnect starts from the same place
+            return;
+        }
         stats.Connected = false;
         stats.Expire = now + _params.RetainScore;
+        _retained++;
+        if (_retained > _params.MaxRetainedPeers)
+        {
+            ForgetLeastPenalised(now);
+        }
+    }
+
+    /// <summary>Disconnected peers remembered now (each with a penalty), at most <see cref="PeerScoreParams.MaxRetainedPeers"/>.</summary>
+    public int RetainedPeers => _retained;
+
+    /// <summary>Retained records dropped so far: retain_score ended, or evicted over the cap.</summary>
+    public (long Expired, long Evicted) Forgotten => (_expiredTotal, _evictedTotal);
+
+    /// <summary>Peers with a score record now: the connected ones and the retained ones.</summary>
+    public int TrackedPeers => _peers.Count;
+
+    /// <summary>Whether the record holds anything that lowers the score (P₃ deficit, P₃b, P₄, P₇).</summary>
+    private bool HasPenalty(PeerStats stats)
+    {
+        if (stats.BehaviourPenalty > 0)
+        {
+            return true;
+        }
+        foreach (var (topic, ts) in stats.Topics)
+        {
+            if (ts.InvalidDeliveries > 0 || ts.MeshFailurePenalty > 0
+                || (ts.MeshDeliveriesActive && TopicParams(topic) is { } tp && ts.MeshDeliveries < tp.MeshMessageDeliveriesThreshold))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Over the cap: forgets an eighth of the retained peers, the least penalised (highest score) first, so a flood of
+    /// fresh identities with small penalties cannot push out the record of a peer that earned a large one.
+    /// </summary>
+    private void ForgetLeastPenalised(DateTimeOffset now)
+    {
+        var excess = _retained - _params.MaxRetainedPeers;
+        var victims = _peers.Where(kv => !kv.Value.Connected)
+            .Select(kv => (Peer: kv.Key, Score: Score(kv.Key, now), kv.Value.Expire))
+            .OrderByDescending(v => v.Score).ThenBy(v => v.Expire)
+            .Take(Math.Max(excess, _params.MaxRetainedPeers / 8))
+            .ToList();
+        foreach (var v in victims)
+        {
+            _peers.Remove(v.Peer);
+            _retained--;
+        }
+        _evictedTotal += victims.Count;
     }
 
     public void Graft(PeerId peer, string topic, DateTimeOffset now)
@@ -267,7 +338,9 @@ internal sealed class PeerScore
             foreach (var p in expired)
             {
                 _peers.Remove(p);
+                _retained--;
             }
+            _expiredTotal += expired.Count;
         }
     }
 

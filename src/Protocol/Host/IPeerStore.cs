@@ -50,4 +50,12 @@ public interface IPeerStore
     IReadOnlyList<PeerInfo> Snapshot();
 
     void Remove(PeerId peer);
+
+    /// <summary>
+    /// Keeps the peers <paramref name="keep"/> says yes to from being forgotten or evicted (e.g. the DHT routing table's);
+    /// called outside the store's lock. A store that never forgets may ignore it.
+    /// </summary>
+    void Retain(Func<PeerId, bool> keep)
+    {
+    }
 }

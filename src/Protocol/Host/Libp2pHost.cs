@@ -85,7 +85,7 @@ public sealed partial class Libp2pHost : IHost
         // Every connection's muxer memory is reserved in its peer's, address's and subnet's scopes (the resource manager's).
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments,
             (peer, remote) => _resources!.MemoryFor(peer, remote));
-        Peers = new PeerStore(options.PeerStore, _time);
+        Peers = _peerStore = new PeerStore(options.PeerStore, _time);
         _resources = resources ?? new ResourceManager(options, _time);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         Budgets = new PeerBudgets(options.Budgets, _time);
@@ -100,6 +100,8 @@ public sealed partial class Libp2pHost : IHost
         // The resource manager's scopes, the per-peer budgets' and the bans, as one set of scopes.
         _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans))
             .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+        _instruments.ObservePeerTable("peer store", () => _peerStore.Count, () => _peerStore.Forgotten);
+        _instruments.ObservePeerTable("budgets", () => Budgets.TrackedPeers, () => Budgets.Forgotten);
     }
 
     public PeerId PeerId => _key.PeerId;
@@ -117,6 +119,8 @@ public sealed partial class Libp2pHost : IHost
     public ProtocolInstruments Instruments => _instruments;
 
     public IPeerStore Peers { get; }
+
+    private readonly PeerStore _peerStore;
 
     public IConnectionManager ConnectionManager => _connections;
 
@@ -503,6 +507,7 @@ public sealed partial class Libp2pHost : IHost
         }
         _instruments.ConnectionOpened(connection.Direction);
         _router.Attach(connection);
+        _peerStore.Connected(connection.RemotePeer);
         Peers.SetPublicKey(connection.RemotePeer, connection.RemotePublicKey);
         Peers.MarkSeen(connection.RemotePeer);
         _log.Connected(connection.Id, connection.Direction, connection.RemotePeer, connection.RemoteAddress);
@@ -527,6 +532,7 @@ public sealed partial class Libp2pHost : IHost
         {
             return;
         }
+        _peerStore.Disconnected(connection.RemotePeer);
         _instruments.ConnectionClosed(connection.Direction, connection.ClosedLocally ? connection.CloseReason ?? "local" : "remote");
         var closing = connection.CloseAsync();
         _log.Disconnected(connection.Id, connection.RemotePeer);

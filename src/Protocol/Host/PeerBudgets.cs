@@ -77,7 +77,11 @@ public sealed record PeerBudgetOptions
     /// <summary>A penalty halves in this time (misbehaviour is forgiven slowly). Default 5 min.</summary>
     public TimeSpan PenaltyHalfLife { get; init; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Peers tracked at once; the least recently seen with no debt go first. Default 10,000.</summary>
+    /// <summary>
+    /// Peers tracked at once; the least recently seen with no debt go first. Default 10,000. A peer whose buckets have
+    /// all refilled and whose debt has decayed is forgotten sooner (a fresh state is the same): the table holds the
+    /// peers that spent something lately or owe a penalty.
+    /// </summary>
     public int MaxTrackedPeers { get; init; } = 10_000;
 
     public void Validate()
@@ -121,18 +125,24 @@ public sealed class PeerBudgets
 
     private readonly PeerBudgetOptions _options;
     private readonly TimeProvider _time;
-    private readonly Dictionary<string, RateBudget> _budgets;
+    private readonly Dictionary<string, int> _budgetIndex;
+    private readonly RateBudget[] _rates;
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, PeerState> _peers = [];
     private readonly Dictionary<string, long> _refused = new(StringComparer.Ordinal);
     private long _bans;
+    private long _lastSweep;
+    private long _forgotten;
+    private long _evicted;
 
     public PeerBudgets(PeerBudgetOptions options, TimeProvider time)
     {
         options.Validate();
         _options = options;
         _time = time;
-        _budgets = options.Budgets().ToDictionary(b => b.Name, b => b.Budget, StringComparer.Ordinal);
+        var budgets = options.Budgets().ToArray();
+        _budgetIndex = budgets.Select((b, i) => (b.Name, i)).ToDictionary(b => b.Name, b => b.i, StringComparer.Ordinal);
+        _rates = budgets.Select(b => b.Budget).ToArray();
     }
 
     /// <summary>Raised (outside any lock) when a peer's score falls to the threshold: the host bans and disconnects it.</summary>
@@ -141,7 +151,7 @@ public sealed class PeerBudgets
     public PeerBudgetOptions Options => _options;
 
     /// <summary>Whether <paramref name="name"/> names a budget.</summary>
-    public bool IsBudget(string name) => _budgets.ContainsKey(name);
+    public bool IsBudget(string name) => _budgetIndex.ContainsKey(name);
 
     /// <summary>Requests refused per budget so far (for metrics).</summary>
     public IReadOnlyDictionary<string, long> Refused
@@ -157,6 +167,18 @@ public sealed class PeerBudgets
 
     /// <summary>Peers banned so far.</summary>
     public long Bans => Interlocked.Read(ref _bans);
+
+    /// <summary>Peers forgotten because they were idle again (buckets full, no debt) and peers evicted at the cap, so far.</summary>
+    public (long Idle, long Evicted) Forgotten
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return (_forgotten, _evicted);
+            }
+        }
+    }
 
     /// <summary>Peers tracked now.</summary>
     public int TrackedPeers
@@ -176,23 +198,28 @@ public sealed class PeerBudgets
     /// </summary>
     public bool TryTake(PeerId peer, string budget)
     {
-        if (!_budgets.TryGetValue(budget, out var rate))
+        if (!_budgetIndex.TryGetValue(budget, out var index))
         {
             throw new ArgumentException($"no budget named '{budget}'", nameof(budget));
         }
+        var rate = _rates[index];
         bool banned;
         lock (_gate)
         {
             var now = _time.GetTimestamp();
             var state = StateOf(peer, now);
-            var bucket = state.Buckets.TryGetValue(budget, out var b) ? b : (rate.Burst, now);
-            var tokens = Math.Min(rate.Burst, bucket.Tokens + rate.PerSecond * _time.GetElapsedTime(bucket.At, now).TotalSeconds);
+            ref var bucket = ref state.Buckets[index];
+            var tokens = bucket.Used
+                ? Math.Min(rate.Burst, bucket.Tokens + rate.PerSecond * _time.GetElapsedTime(bucket.At, now).TotalSeconds)
+                : rate.Burst;
+            bucket.Used = true;
+            bucket.At = now;
             if (tokens >= 1)
             {
-                state.Buckets[budget] = (tokens - 1, now);
+                bucket.Tokens = tokens - 1;
                 return true;
             }
-            state.Buckets[budget] = (tokens, now);
+            bucket.Tokens = tokens;
             _refused[budget] = _refused.GetValueOrDefault(budget) + 1;
             banned = PenaliseLocked(state, _options.OverBudgetPenalty, now);
         }
@@ -260,15 +287,64 @@ public sealed class PeerBudgets
     {
         if (!_peers.TryGetValue(peer, out var state))
         {
+            if (_peers.Count >= _options.MaxTrackedPeers || _time.GetElapsedTime(_lastSweep, now) >= SweepInterval)
+            {
+                _lastSweep = now;
+                ForgetIdle(now);
+            }
             if (_peers.Count >= _options.MaxTrackedPeers)
             {
                 Evict(now);
             }
-            _peers[peer] = state = new PeerState();
+            _peers[peer] = state = new PeerState(_rates.Length);
         }
         state.Seen = now;
         return state;
     }
+
+    /// <summary>How often (at most) a new peer's arrival sweeps out idle peers.</summary>
+    internal static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>Forgets every peer whose buckets have all refilled and whose debt has decayed away: a fresh state is the same, so nothing is lost.</summary>
+    private void ForgetIdle(long now)
+    {
+        List<PeerId>? idle = null;
+        foreach (var (peer, state) in _peers)
+        {
+            if (IsIdle(state, now))
+            {
+                (idle ??= []).Add(peer);
+            }
+        }
+        if (idle is not null)
+        {
+            foreach (var p in idle)
+            {
+                _peers.Remove(p);
+            }
+            _forgotten += idle.Count;
+        }
+    }
+
+    private bool IsIdle(PeerState state, long now)
+    {
+        if (Debt(state, now) > ForgivenDebt)
+        {
+            return false;
+        }
+        for (var i = 0; i < _rates.Length; i++)
+        {
+            var b = state.Buckets[i];
+            if (b.Used && b.Tokens + _rates[i].PerSecond * _time.GetElapsedTime(b.At, now).TotalSeconds < _rates[i].Burst)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>A debt this small is no debt (a hundredth of the smallest default penalty).</summary>
+    private const double ForgivenDebt = 0.01;
 
     /// <summary>Forgets the least recently seen tenth of the peers, those with no debt first (a debt must not be escaped by flooding identities).</summary>
     private void Evict(long now)
@@ -283,11 +359,19 @@ public sealed class PeerBudgets
         {
             _peers.Remove(v);
         }
+        _evicted += victims.Count;
     }
 
-    private sealed class PeerState
+    private struct Bucket
     {
-        public readonly Dictionary<string, (double Tokens, long At)> Buckets = new(StringComparer.Ordinal);
+        public double Tokens;
+        public long At;
+        public bool Used; // false: untouched, so full
+    }
+
+    private sealed class PeerState(int budgets)
+    {
+        public readonly Bucket[] Buckets = new Bucket[budgets];
         public double Debt;
         public long DebtAt;
         public long Seen;

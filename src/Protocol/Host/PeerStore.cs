@@ -39,25 +39,70 @@ public sealed record PeerStoreOptions
     /// <summary>Longest protocol id kept. Default 256 characters.</summary>
     public int MaxProtocolLength { get; init; } = 256;
 
-    /// <summary>Peers kept; the least recently seen are evicted beyond it. Default 10,000.</summary>
+    /// <summary>
+    /// Peers kept. Beyond it the least recently seen peer that is neither connected nor retained (in the DHT routing
+    /// table) is forgotten; connected and retained peers are never evicted. Default 10,000.
+    /// </summary>
     public int MaxPeers { get; init; } = 10_000;
+
+    /// <summary>
+    /// How long a peer's addresses are kept after its last connection closes (go-libp2p's RecentlyConnectedAddrTTL);
+    /// while connected they do not expire. Default 10 min.
+    /// </summary>
+    public TimeSpan RecentlyConnectedAddressTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long an address a third party told us (DHT, gossip peer exchange, mDNS, an advertisement) is kept if we never
+    /// connect. Addresses typed or configured (manual) are kept. Default 10 min.
+    /// </summary>
+    public TimeSpan DiscoveredAddressTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxAddressesPerPeer, 1, nameof(MaxAddressesPerPeer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxProtocolsPerPeer, 0, nameof(MaxProtocolsPerPeer));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxProtocolLength, 1, nameof(MaxProtocolLength));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxPeers, 1, nameof(MaxPeers));
+        ArgumentOutOfRangeException.ThrowIfLessThan(RecentlyConnectedAddressTtl, TimeSpan.Zero, nameof(RecentlyConnectedAddressTtl));
+        ArgumentOutOfRangeException.ThrowIfLessThan(DiscoveredAddressTtl, TimeSpan.Zero, nameof(DiscoveredAddressTtl));
+    }
 }
 
 /// <summary>
 /// The peer store: addresses, protocols, public keys and measured latency of known peers, bounded by
 /// <see cref="PeerStoreOptions"/>. Thread-safe. Persistence is the owner's business (see <see cref="Snapshot"/>).
+/// Bounded as go-libp2p's peerstore is: a connected peer's addresses stay while it is connected, then for
+/// <see cref="PeerStoreOptions.RecentlyConnectedAddressTtl"/>; third-party addresses for
+/// <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>; a peer that is not connected, not retained and has no live
+/// address left is forgotten (keys, protocols, agent and all), and beyond <see cref="PeerStoreOptions.MaxPeers"/> the
+/// least recently seen such peer goes first. Expired addresses are never returned; the sweep that forgets peers runs
+/// at most once a <see cref="SweepInterval"/> as peers are added (and on <see cref="Sweep"/>).
 /// </summary>
 public sealed class PeerStore : IPeerStore
 {
+    /// <summary>How often (at most) adding a peer sweeps out forgotten ones.</summary>
+    public static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>Distinct protocol and agent strings shared between peers (so 200 peers speaking the same 20 protocols hold 20 strings).</summary>
+    private const int MaxInterned = 512;
+
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
+    private readonly Dictionary<string, string> _interned = new(StringComparer.Ordinal);
+    private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
+    private DateTimeOffset _nextSweep;
+    private long _forgotten;
+    private long _evicted;
+    private int _trimming;
 
     public PeerStore(PeerStoreOptions options, TimeProvider time)
     {
+        options.Validate();
         _options = options;
         _time = time;
+        _nextSweep = time.GetUtcNow() + SweepInterval;
     }
 
     /// <summary>Raised (outside the lock) when a peer's addresses or protocols change.</summary>
@@ -74,12 +119,89 @@ public sealed class PeerStore : IPeerStore
         }
     }
 
-    public void AddAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, AddressSource source)
+    /// <summary>Peers forgotten so far: their addresses expired while not connected (TTL), or evicted at the cap.</summary>
+    public (long Expired, long Evicted) Forgotten
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return (_forgotten, _evicted);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Keeps the peers <paramref name="keep"/> says yes to (their entries and addresses), e.g. the DHT routing table's.
+    /// Called outside the store's lock, so it may take its owner's.
+    /// </summary>
+    public void Retain(Func<PeerId, bool> keep)
+    {
+        ArgumentNullException.ThrowIfNull(keep);
+        lock (_gate)
+        {
+            _retainers.Add(keep);
+        }
+    }
+
+    /// <summary>A connection to <paramref name="peer"/> opened: its addresses stop expiring until the last one closes.</summary>
+    public void Connected(PeerId peer)
+    {
+        lock (_gate)
+        {
+            var e = GetOrAdd(peer);
+            e.Connections++;
+            e.LastSeen = _time.GetUtcNow();
+            for (var i = 0; i < e.Addresses.Count; i++)
+            {
+                if (!e.Addresses[i].Permanent)
+                {
+                    e.Addresses[i] = e.Addresses[i] with { Expires = DateTimeOffset.MaxValue };
+                }
+            }
+        }
+        TrimIfDue();
+    }
+
+    /// <summary>A connection to <paramref name="peer"/> closed; after the last, its addresses are kept for <see cref="PeerStoreOptions.RecentlyConnectedAddressTtl"/>.</summary>
+    public void Disconnected(PeerId peer)
+    {
+        lock (_gate)
+        {
+            if (!_peers.TryGetValue(peer, out var e) || e.Connections == 0 || --e.Connections > 0)
+            {
+                return;
+            }
+            var now = _time.GetUtcNow();
+            var until = now + _options.RecentlyConnectedAddressTtl;
+            e.LastSeen = now;
+            e.KeepUntil = until;
+            for (var i = 0; i < e.Addresses.Count; i++)
+            {
+                if (!e.Addresses[i].Permanent && e.Addresses[i].Expires > until)
+                {
+                    e.Addresses[i] = e.Addresses[i] with { Expires = until };
+                }
+            }
+        }
+    }
+
+    public void AddAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, AddressSource source) =>
+        AddAddresses(peer, addresses, source, ttl: null);
+
+    /// <summary>
+    /// Adds addresses kept for <paramref name="ttl"/> when the peer is not connected (<see cref="Timeout.InfiniteTimeSpan"/>:
+    /// kept; null: by source, manual kept, others <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>).
+    /// </summary>
+    public void AddAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, AddressSource source, TimeSpan? ttl)
     {
         var changed = false;
         lock (_gate)
         {
+            var now = _time.GetUtcNow();
             var e = GetOrAdd(peer);
+            var permanent = ttl == Timeout.InfiniteTimeSpan || (ttl is null && source == AddressSource.Manual && e.Connections == 0);
+            var expires = permanent || e.Connections > 0 ? DateTimeOffset.MaxValue : now + (ttl ?? _options.DiscoveredAddressTtl);
             foreach (var a in addresses)
             {
                 var bare = a.WithoutPeer();
@@ -91,15 +213,21 @@ public sealed class PeerStore : IPeerStore
                 if (index >= 0)
                 {
                     var existing = e.Addresses[index];
-                    e.Addresses[index] = existing with { Source = source < existing.Source ? source : existing.Source, LastSeen = _time.GetUtcNow() };
+                    e.Addresses[index] = existing with
+                    {
+                        Source = source < existing.Source ? source : existing.Source,
+                        LastSeen = now,
+                        Permanent = existing.Permanent || permanent,
+                        Expires = existing.Expires > expires ? existing.Expires : expires,
+                    };
                     continue;
                 }
-                e.Addresses.Add(new AddressEntry(bare, source, _time.GetUtcNow()));
+                e.Addresses.Add(new AddressEntry(bare, source, now, expires, permanent));
                 changed = true;
                 if (e.Addresses.Count > _options.MaxAddressesPerPeer)
                 {
-                    // Drop the weakest, oldest address: third-party hints go before the peer's own word.
-                    var victim = e.Addresses.OrderByDescending(x => x.Source).ThenBy(x => x.LastSeen).First();
+                    // Drop an expired address first, else the weakest, oldest: third-party hints go before the peer's own word.
+                    var victim = e.Addresses.OrderByDescending(x => x.Expires <= now).ThenByDescending(x => x.Source).ThenBy(x => x.LastSeen).First();
                     e.Addresses.Remove(victim);
                 }
             }
@@ -108,6 +236,7 @@ public sealed class PeerStore : IPeerStore
         {
             Updated?.Invoke(peer);
         }
+        TrimIfDue();
     }
 
     /// <summary>Replaces the addresses the peer reported about itself (identify).</summary>
@@ -140,9 +269,11 @@ public sealed class PeerStore : IPeerStore
                 .Where(p => p.Length > 0 && p.Length <= _options.MaxProtocolLength)
                 .Distinct(StringComparer.Ordinal)
                 .Take(_options.MaxProtocolsPerPeer)
+                .Select(Intern)
                 .ToArray();
         }
         Updated?.Invoke(peer);
+        TrimIfDue();
     }
 
     /// <summary>Records the peer's key if it matches the peer id; returns false on a mismatch.</summary>
@@ -156,6 +287,7 @@ public sealed class PeerStore : IPeerStore
         {
             GetOrAdd(peer).PublicKey = key;
         }
+        TrimIfDue();
         return true;
     }
 
@@ -164,9 +296,10 @@ public sealed class PeerStore : IPeerStore
         lock (_gate)
         {
             var e = GetOrAdd(peer);
-            e.AgentVersion = Truncate(agentVersion, _options.MaxProtocolLength);
-            e.ProtocolVersion = Truncate(protocolVersion, _options.MaxProtocolLength);
+            e.AgentVersion = Truncate(agentVersion, _options.MaxProtocolLength) is { } agent ? Intern(agent) : null;
+            e.ProtocolVersion = Truncate(protocolVersion, _options.MaxProtocolLength) is { } version ? Intern(version) : null;
         }
+        TrimIfDue();
     }
 
     /// <summary>Folds a round-trip measurement into the peer's latency (EWMA, α = 0.2 as go-libp2p's metrics do).</summary>
@@ -177,6 +310,7 @@ public sealed class PeerStore : IPeerStore
             var e = GetOrAdd(peer);
             e.Latency = e.Latency is { } old ? TimeSpan.FromTicks((long)(old.Ticks * 0.8 + rtt.Ticks * 0.2)) : rtt;
         }
+        TrimIfDue();
     }
 
     public void MarkSeen(PeerId peer)
@@ -185,13 +319,14 @@ public sealed class PeerStore : IPeerStore
         {
             GetOrAdd(peer).LastSeen = _time.GetUtcNow();
         }
+        TrimIfDue();
     }
 
     public PeerInfo? Get(PeerId peer)
     {
         lock (_gate)
         {
-            return _peers.TryGetValue(peer, out var e) ? e.ToInfo(peer) : null;
+            return _peers.TryGetValue(peer, out var e) ? e.ToInfo(peer, _time.GetUtcNow()) : null;
         }
     }
 
@@ -199,9 +334,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            return _peers.TryGetValue(peer, out var e)
-                ? e.Addresses.OrderBy(x => x.Source).ThenByDescending(x => x.LastSeen).Select(x => x.Address).ToArray()
-                : [];
+            return _peers.TryGetValue(peer, out var e) ? e.LiveAddresses(_time.GetUtcNow()) : [];
         }
     }
 
@@ -226,7 +359,8 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            return _peers.Select(kv => kv.Value.ToInfo(kv.Key)).ToArray();
+            var now = _time.GetUtcNow();
+            return _peers.Select(kv => kv.Value.ToInfo(kv.Key, now)).ToArray();
         }
     }
 
@@ -238,24 +372,124 @@ public sealed class PeerStore : IPeerStore
         }
     }
 
+    /// <summary>
+    /// Forgets now every peer that is not connected, not retained and has no live address (and was last connected
+    /// more than <see cref="PeerStoreOptions.RecentlyConnectedAddressTtl"/> ago), then evicts down to the cap.
+    /// </summary>
+    public void Sweep()
+    {
+        lock (_gate)
+        {
+            _nextSweep = DateTimeOffset.MinValue;
+        }
+        TrimIfDue();
+    }
+
     private Entry GetOrAdd(PeerId peer)
     {
         if (!_peers.TryGetValue(peer, out var e))
         {
-            if (_peers.Count >= _options.MaxPeers)
-            {
-                var oldest = _peers.MinBy(kv => kv.Value.LastSeen).Key;
-                _peers.Remove(oldest);
-            }
             e = new Entry { LastSeen = _time.GetUtcNow() };
             _peers[peer] = e;
         }
         return e;
     }
 
+    /// <summary>
+    /// Sweeps when due, evicts when over the cap. Candidates are chosen under the lock, the retainers asked outside it
+    /// (they take their owners' locks), and a candidate is removed only if it is still unconnected and unseen since.
+    /// </summary>
+    private void TrimIfDue()
+    {
+        List<(PeerId Peer, DateTimeOffset Seen, bool Expired)> candidates;
+        Func<PeerId, bool>[] retainers;
+        int excess;
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            var sweep = now >= _nextSweep;
+            excess = _peers.Count - _options.MaxPeers;
+            if ((!sweep && excess <= 0) || _trimming != 0)
+            {
+                return;
+            }
+            _trimming = 1;
+            if (sweep)
+            {
+                _nextSweep = now + SweepInterval;
+            }
+            candidates = [];
+            foreach (var (peer, e) in _peers)
+            {
+                if (e.Connections > 0)
+                {
+                    continue;
+                }
+                var expired = sweep && e.IsForgettable(now);
+                if (expired || excess > 0)
+                {
+                    candidates.Add((peer, e.LastSeen, expired));
+                }
+            }
+            retainers = [.. _retainers];
+        }
+        try
+        {
+            // Expired ones first, then least recently seen: evict a sixteenth beyond the cap at a time, so a flood of
+            // new identities pays for the sort once per many arrivals.
+            candidates.Sort((a, b) => a.Expired != b.Expired ? (a.Expired ? -1 : 1) : a.Seen.CompareTo(b.Seen));
+            var keep = candidates.Where(c => !retainers.Any(r => r(c.Peer))).ToList();
+            lock (_gate)
+            {
+                var room = excess > 0 ? excess + _options.MaxPeers / 16 : 0;
+                foreach (var (peer, seen, expired) in keep)
+                {
+                    if (!expired && room <= 0)
+                    {
+                        break;
+                    }
+                    if (!_peers.TryGetValue(peer, out var e) || e.Connections > 0 || e.LastSeen != seen)
+                    {
+                        continue;
+                    }
+                    _peers.Remove(peer);
+                    if (expired)
+                    {
+                        _forgotten++;
+                    }
+                    else
+                    {
+                        _evicted++;
+                    }
+                    room--;
+                }
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _trimming = 0;
+            }
+        }
+    }
+
+    private string Intern(string s)
+    {
+        if (_interned.TryGetValue(s, out var shared))
+        {
+            return shared;
+        }
+        if (_interned.Count < MaxInterned)
+        {
+            _interned[s] = s;
+        }
+        return s;
+    }
+
     private static string? Truncate(string? s, int max) => s is null ? null : s.Length <= max ? s : s[..max];
 
-    private sealed record AddressEntry(Multiaddr Address, AddressSource Source, DateTimeOffset LastSeen);
+    private sealed record AddressEntry(Multiaddr Address, AddressSource Source, DateTimeOffset LastSeen, DateTimeOffset Expires, bool Permanent);
 
     private sealed class Entry
     {
@@ -266,10 +500,19 @@ public sealed class PeerStore : IPeerStore
         public string? ProtocolVersion { get; set; }
         public TimeSpan? Latency { get; set; }
         public DateTimeOffset LastSeen { get; set; }
+        public int Connections { get; set; }
+        public DateTimeOffset KeepUntil { get; set; }
 
-        public PeerInfo ToInfo(PeerId id) => new(
+        /// <summary>Not connected, no address left to dial it by, and not connected recently.</summary>
+        public bool IsForgettable(DateTimeOffset now) =>
+            Connections == 0 && now >= KeepUntil && !Addresses.Any(a => a.Expires > now);
+
+        public Multiaddr[] LiveAddresses(DateTimeOffset now) =>
+            Addresses.Where(x => x.Expires > now).OrderBy(x => x.Source).ThenByDescending(x => x.LastSeen).Select(x => x.Address).ToArray();
+
+        public PeerInfo ToInfo(PeerId id, DateTimeOffset now) => new(
             id,
-            Addresses.OrderBy(x => x.Source).ThenByDescending(x => x.LastSeen).Select(x => x.Address).ToArray(),
+            LiveAddresses(now),
             Protocols,
             PublicKey,
             AgentVersion,

@@ -70,9 +70,18 @@ public sealed partial class KademliaService : IAsyncDisposable
             host.SetStreamHandler(options.ProtocolId, HandleStreamAsync);
         }
         host.Peers.Updated += OnPeerUpdated;
+        host.Peers.Retain(InRoutingTable); // the table's peers keep their addresses while they are in it
     }
 
     public string ProtocolId => _options.ProtocolId;
+
+    private bool InRoutingTable(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _table.Contains(peer);
+        }
+    }
 
     /// <summary>The current mode: <see cref="KademliaOptions.Mode"/> at first, then what <see cref="SetMode"/> last set.</summary>
     public KademliaMode Mode => (KademliaMode)Volatile.Read(ref _mode);

@@ -93,6 +93,10 @@ public sealed class ProtocolInstruments
         _dhtModeSwitches = meter.CreateCounter<long>("potluck.dht.mode_switches", "{switch}", "Kademlia client/server mode switches, by the mode switched to");
         meter.CreateObservableCounter("potluck.resources.refused", ObserveRefused, "{refusal}",
             "What the resource manager refused (connections, handshakes, streams, memory), by scope");
+        meter.CreateObservableGauge("potluck.peers.tracked", ObservePeersTracked, "{peer}",
+            "Peers each per-peer table holds now (peer store, budgets, gossip scores), by table");
+        meter.CreateObservableCounter("potluck.peers.forgotten", ObservePeersForgotten, "{peer}",
+            "Peers a per-peer table forgot: expired (TTL, idle, retain_score ended) or evicted at its cap, by table and reason");
     }
 
     /// <summary>The meter every instrument is on.</summary>
@@ -217,6 +221,43 @@ public sealed class ProtocolInstruments
     /// <paramref name="refusals"/> whenever the meter is collected.
     /// </summary>
     public void ObserveRefusals(Func<IEnumerable<KeyValuePair<string, long>>> refusals) => _refusals = refusals ?? throw new ArgumentNullException(nameof(refusals));
+
+    /// <summary>
+    /// A per-peer table for <c>potluck.peers.tracked</c> and <c>potluck.peers.forgotten</c>: how many peers it holds now,
+    /// and how many it forgot so far because they expired or were evicted at its cap. Read when the meter is collected.
+    /// </summary>
+    public void ObservePeerTable(string table, Func<long> tracked, Func<(long Expired, long Evicted)> forgotten)
+    {
+        ArgumentNullException.ThrowIfNull(tracked);
+        ArgumentNullException.ThrowIfNull(forgotten);
+        lock (_peerTables)
+        {
+            _peerTables.Add((table, tracked, forgotten));
+        }
+    }
+
+    private readonly List<(string Table, Func<long> Tracked, Func<(long Expired, long Evicted)> Forgotten)> _peerTables = [];
+
+    private IEnumerable<Measurement<long>> ObservePeersTracked()
+    {
+        lock (_peerTables)
+        {
+            return _peerTables.Select(t => new Measurement<long>(t.Tracked(), new KeyValuePair<string, object?>("table", t.Table))).ToArray();
+        }
+    }
+
+    private IEnumerable<Measurement<long>> ObservePeersForgotten()
+    {
+        lock (_peerTables)
+        {
+            return _peerTables.SelectMany(t =>
+            {
+                var (expired, evicted) = t.Forgotten();
+                var table = new KeyValuePair<string, object?>("table", t.Table);
+                return new[] { new Measurement<long>(expired, table, new("reason", "expired")), new Measurement<long>(evicted, table, new("reason", "evicted")) };
+            }).ToArray();
+        }
+    }
 
     private IEnumerable<Measurement<long>> ObserveRefused()
     {
