@@ -89,8 +89,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     /// <summary>
     /// <see cref="TryMakeRoom()"/>; with <paramref name="spareYoung"/> false (a dial this node makes itself, for a purpose of
-    /// its own) a connection still in its grace period may go too when no older one can: the least valuable, in the same
-    /// order. An inbound newcomer (not yet known) never closes a young connection.
+    /// its own) a connection still in its grace period may go too when no older one can (<see cref="YoungCandidates"/>:
+    /// ones still setting up last). An inbound newcomer (not yet known) never closes a young connection.
     /// </summary>
     public bool TryMakeRoom(bool spareYoung)
     {
@@ -98,8 +98,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         lock (_gate)
         {
             var now = _time.GetUtcNow();
-            victim = Candidates(now, spareYoung: true).FirstOrDefault().Connection
-                ?? (spareYoung ? null : Candidates(now, spareYoung: false).FirstOrDefault().Connection);
+            victim = Candidates(now).FirstOrDefault().Connection
+                ?? (spareYoung ? null : YoungCandidates(now).FirstOrDefault().Connection);
         }
         if (victim is null)
         {
@@ -119,18 +119,38 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Open, unprotected connections (past their grace period when <paramref name="spareYoung"/>), the first to close first.</summary>
-    private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now, bool spareYoung = true) =>
-        _connections
-            .Where(kv => !_protected.ContainsKey(kv.Key))
-            .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
-            .Where(x => !x.Connection.IsClosed && (!spareYoung || now - x.Connection.Opened >= _options.TrimGracePeriod))
+    /// <summary>Open, unprotected connections past their grace period, the first to close first.</summary>
+    private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now) =>
+        Unprotected(x => now - x.Opened >= _options.TrimGracePeriod)
             .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 1 : 0)
             .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
             .ThenBy(x => x.Value)
             .ThenBy(x => x.Connection.LastActivity)
             .ThenBy(x => x.Connection.Id)
             .ToList();
+
+    /// <summary>
+    /// Open, unprotected connections still in their grace period, the first to close first when the grace period gives
+    /// way at the hard limit. Not the order of <see cref="Candidates"/>: a young connection that has not identified yet
+    /// is one being set up (a requester's lease dial mid-handshake, often the very newcomer whose arrival made the trim),
+    /// not a stale one, so it goes last; of the rest the idle and least valuable go first, and the oldest first (a short
+    /// exchange on it, such as a DHT request, is the likeliest to be over). Closing the newest first killed a lease's
+    /// connection the instant a full provider accepted it, and the lease waited out its 5 s retry.
+    /// </summary>
+    private IEnumerable<(Connection Connection, int Value)> YoungCandidates(DateTimeOffset now) =>
+        Unprotected(x => now - x.Opened < _options.TrimGracePeriod)
+            .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 0 : 1)
+            .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
+            .ThenBy(x => x.Value)
+            .ThenBy(x => x.Connection.Opened)
+            .ThenBy(x => x.Connection.Id)
+            .ToList();
+
+    private IEnumerable<(Connection Connection, int Value)> Unprotected(Func<Connection, bool> filter) =>
+        _connections
+            .Where(kv => !_protected.ContainsKey(kv.Key))
+            .SelectMany(kv => kv.Value.Select(c => (Connection: c, Value: TagValueLocked(kv.Key))))
+            .Where(x => !x.Connection.IsClosed && filter(x.Connection));
 
     public IReadOnlyList<IConnection> Connections
     {
@@ -441,7 +461,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     /// <summary>
     /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
     /// then idle, then the least valuable. At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
-    /// gives way as far as the high watermark: a node whose connections are all young (a burst of lookups just after it
+    /// gives way as far as the high watermark (<see cref="YoungCandidates"/>, never the newcomer mid-handshake first): a node
+    /// whose connections are all young (a burst of lookups just after it
     /// started) would otherwise refuse every newcomer and fail its own dials until the youngest is 20 s old.
     /// </summary>
     private List<(Connection Connection, int Value, int Count)> TrimVictims()
@@ -459,8 +480,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             var over = open - victims.Count - _options.HighWater;
             if (open >= _options.MaxConnections && over > 0)
             {
-                var chosen = victims.Select(v => v.Connection).ToHashSet();
-                victims.AddRange(Candidates(now, spareYoung: false).Where(x => !chosen.Contains(x.Connection)).Take(over));
+                victims.AddRange(YoungCandidates(now).Take(over));
             }
             return victims.Select(x => (x.Connection, x.Value, open)).ToList();
         }

@@ -136,6 +136,41 @@ public class ConnectionManagerTests
         Assert.That(hub.Host.Resources.RefusedIn(ResourceManager.Scopes.SystemConnections), Is.Zero);
     });
 
+    /// <summary>
+    /// At the hard limit the grace period gives way, but not to the newcomer whose arrival made the trim: it has not
+    /// identified yet (it is mid-handshake), so the oldest idle young connection goes instead. Closing the newest first
+    /// killed a requester's lease connection the instant a full provider accepted it (the lease then waited out its
+    /// 5 s retry: one lease of 40 at 100 simulated nodes capped at 32).
+    /// </summary>
+    [Test]
+    public void AtTheHardLimit_TheNewcomerThatMadeTheTrimIsServed_TheOldestIdleYoungConnectionGoes() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with { MaxConnections = 3, HighWater = 2, LowWater = 2, TrimGracePeriod = TimeSpan.FromSeconds(20) });
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        var oldest = await hosts.StartAsync();
+        var middle = await hosts.StartAsync();
+        await oldest.Host.ConnectAsync(hub.Address, ct);
+        await d.IdleAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        await middle.Host.ConnectAsync(hub.Address, ct);
+        await d.IdleAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2), "at the high watermark: nothing trimmed");
+
+        // The third fills the hub to its hard limit, every connection inside the 20 s grace period: one must go.
+        var newcomer = await hosts.StartAsync();
+        await newcomer.Host.ConnectAsync(hub.Address, ct);
+        var rtts = await newcomer.Ping.PingAsync(hub.Host.PeerId, 1, ct);
+        await d.IdleAsync();
+
+        Assert.That(rtts, Has.Count.EqualTo(1), "the newcomer is served, not closed the instant it was accepted");
+        Assert.That(closed, Is.EqualTo(new[] { oldest.Host.PeerId }), "the oldest idle young connection gave way");
+        Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.EquivalentTo(new[] { middle.Host.PeerId, newcomer.Host.PeerId }));
+    });
+
     [Test]
     public void FullOfYoungConnections_TheNodesOwnDialClosesTheLeastValuable_WhileAnInboundNewcomerIsStillRefused() => VirtualTimeDriver.Run(async d =>
     {
