@@ -53,6 +53,16 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     public int ConnectionCount => Volatile.Read(ref _count);
 
+    /// <inheritdoc />
+    public int FreeSlots
+    {
+        get
+        {
+            var limit = _options.HighWater > 0 ? Math.Min(_options.MaxConnections, _options.HighWater) : _options.MaxConnections;
+            return Math.Max(0, limit - OpenCount);
+        }
+    }
+
     /// <summary>Registered connections not yet closing (one chosen to make room is closing at once).</summary>
     public int OpenCount
     {

@@ -60,4 +60,11 @@ public interface IConnectionManager
     /// <see cref="ConnectionManager.MaxHungUpPeers"/> peers.
     /// </summary>
     bool HungUpRecently(PeerId peer, TimeSpan within) => false;
+
+    /// <summary>
+    /// How many more connections fit before this host starts closing others to make room: below
+    /// <see cref="HostOptions.MaxConnections"/> and the trimming watermark <see cref="HostOptions.HighWater"/> (when on).
+    /// Protocols that may dial many peers for one purpose (a DHT lookup) read it to dial fewer when connections are scarce.
+    /// </summary>
+    int FreeSlots => int.MaxValue;
 }

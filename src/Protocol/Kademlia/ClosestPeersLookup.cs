@@ -34,8 +34,8 @@ public sealed record LookupOptions
 /// An iterative closest-peers lookup as a pure state machine, after rust-libp2p's <c>ClosestPeersIter</c>:
 /// <see cref="Next"/> says whom to query, <see cref="OnSuccess"/>/<see cref="OnFailure"/> feed the answers.
 /// At most α requests are in flight; after α answers in a row bring nothing closer the lookup is stalled and
-/// widens to k in flight. It finishes when the k closest peers it knows (ignoring failed ones) have all
-/// answered, or when nobody is left to ask.
+/// widens to k in flight, unless <see cref="WidenWhenStalled"/> is off (connections are scarce). It finishes when the
+/// k closest peers it knows (ignoring failed ones) have all answered, or when nobody is left to ask.
 /// </summary>
 public sealed class ClosestPeersLookup
 {
@@ -60,6 +60,14 @@ public sealed class ClosestPeersLookup
     }
 
     public KadKey Target { get; }
+
+    /// <summary>
+    /// Whether a stalled lookup widens to k requests in flight (rust-libp2p's behaviour). The shell turns it off while
+    /// connections are scarce: each extra request may dial a peer and make a full host close another connection, and
+    /// the requests still in flight when the lookup ends are cancelled, their dials wasted. Off, a stalled lookup keeps
+    /// to α in flight and asks the same peers in the same order, one round later. Default on.
+    /// </summary>
+    public bool WidenWhenStalled { get; set; } = true;
 
     public bool IsFinished => _finished;
 
@@ -90,7 +98,7 @@ public sealed class ClosestPeersLookup
                 _waiting--;
             }
         }
-        var capacity = _stalled ? Math.Max(_options.K, _options.Alpha) : _options.Alpha;
+        var capacity = _stalled && WidenWhenStalled ? Math.Max(_options.K, _options.Alpha) : _options.Alpha;
         var succeeded = 0;
         var closerPending = false;
         foreach (var c in _sorted)

@@ -486,6 +486,8 @@ public sealed partial class KademliaService : IAsyncDisposable
             while (true)
             {
                 LookupStep step;
+                // Widening a stalled lookup to k in flight could dial k peers: not with fewer free connections than that.
+                lookup.WidenWhenStalled = _host.ConnectionManager.FreeSlots >= _options.K;
                 while ((step = lookup.Next(_runtime.Time.GetUtcNow())).Kind == LookupStepKind.Query)
                 {
                     if (BackedOff(step.Peer))

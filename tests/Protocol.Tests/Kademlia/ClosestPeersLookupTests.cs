@@ -78,6 +78,89 @@ public class ClosestPeersLookupTests
         Assert.That(queries, Is.EqualTo(peers.OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).Take(3)), "closest first");
     }
 
+    /// <summary>
+    /// A stalled lookup (α answers in a row bring nothing closer) widens to k in flight; with
+    /// <see cref="ClosestPeersLookup.WidenWhenStalled"/> off (connections scarce) it keeps to α and still ends with the
+    /// same k closest, having asked the same peers.
+    /// </summary>
+    [TestCase(true, 20)]
+    [TestCase(false, 3)]
+    public void Stalled_WidensToK_OnlyWhenAllowed(bool widen, int expectedInFlight)
+    {
+        var peers = KadTestSupport.RandomPeers(40, 13);
+        var target = KadKey.FromKey("z"u8);
+        var lookup = new ClosestPeersLookup(target, peers, new LookupOptions { Alpha = 3, K = 20 }) { WidenWhenStalled = widen };
+        var inFlight = new Queue<PeerId>();
+        var asked = new List<PeerId>();
+        var maxInFlight = 0;
+        var answered = 0;
+        LookupStep step;
+        while ((step = lookup.Next(T0)).Kind != LookupStepKind.Finished)
+        {
+            if (step.Kind == LookupStepKind.Query)
+            {
+                inFlight.Enqueue(step.Peer);
+                asked.Add(step.Peer);
+                continue;
+            }
+            maxInFlight = Math.Max(maxInFlight, inFlight.Count);
+            lookup.OnSuccess(inFlight.Dequeue(), []); // nobody knows anyone closer: stalled after α answers
+            answered++;
+        }
+        Assert.That(maxInFlight, Is.EqualTo(expectedInFlight));
+        var truth = peers.OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).Take(20).ToArray();
+        Assert.That(lookup.Result, Is.EqualTo(truth));
+        Assert.That(asked.Take(20), Is.EqualTo(truth), "closest first either way");
+        // Widened, the 19 farther peers asked beside the last of the k closest are still in flight (their dials wasted,
+        // the shell cancels them); kept to α, at most α - 1.
+        Assert.That(inFlight.Count, widen ? Is.EqualTo(19) : Is.LessThanOrEqualTo(2), "left in flight (to be cancelled) at the end");
+        Assert.That(asked, Has.Count.EqualTo(20 + inFlight.Count));
+    }
+
+    [TestCase(1)]
+    [TestCase(2)]
+    public void Lookup_NotWidening_StillFindsTheTrueKClosest_WithAtMostAlphaInFlight(int seed)
+    {
+        var random = new Random(seed);
+        var peers = KadTestSupport.RandomPeers(300, seed);
+        var tables = peers.ToDictionary(p => p, p => new RoutingTable(p));
+        foreach (var (self, table) in tables)
+        {
+            foreach (var p in peers.Where(_ => random.NextDouble() < 0.1))
+            {
+                table.AddOrRefresh(p, T0);
+            }
+            foreach (var p in peers.Where(p => p != self).OrderBy(p => KadKey.FromPeer(p).DistanceTo(KadKey.FromPeer(self))).Take(20))
+            {
+                table.AddOrRefresh(p, T0);
+            }
+        }
+        for (var round = 0; round < 5; round++)
+        {
+            var target = KadKey.FromKey(BitConverter.GetBytes(random.NextInt64()));
+            var origin = peers[random.Next(peers.Count)];
+            var seeds = Enumerable.Range(0, 3).Select(_ => peers[random.Next(peers.Count)]).Where(p => p != origin);
+            var lookup = new ClosestPeersLookup(target, seeds, new LookupOptions(), origin) { WidenWhenStalled = false };
+            var inFlight = new Queue<PeerId>();
+            var maxInFlight = 0;
+            LookupStep step;
+            while ((step = lookup.Next(T0)).Kind != LookupStepKind.Finished)
+            {
+                if (step.Kind == LookupStepKind.Query)
+                {
+                    inFlight.Enqueue(step.Peer);
+                    maxInFlight = Math.Max(maxInFlight, inFlight.Count);
+                    continue;
+                }
+                var peer = inFlight.Dequeue();
+                lookup.OnSuccess(peer, tables[peer].Closest(target, 20));
+            }
+            var truth = peers.Where(p => p != origin).OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).Take(20);
+            Assert.That(lookup.Result, Is.EqualTo(truth), $"seed {seed} round {round}");
+            Assert.That(maxInFlight, Is.LessThanOrEqualTo(3));
+        }
+    }
+
     [Test]
     public void Next_AfterPeerTimeout_MarksItUnresponsiveAndQueriesTheNext()
     {
