@@ -104,7 +104,10 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
     private readonly Queue<Item> _queue = new();
     private readonly Lock _sync = new();
     private readonly CancellationTokenSource _stop = new();
-    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Continuations run where the core ends (no thread-pool item per core instance): keep them short.
+    private readonly TaskCompletionSource _completion = new();
+    private readonly string _loopName;
+    private readonly string _timerName;
     private ITimer? _timer;
     private bool _draining;
     private bool _ended;
@@ -121,9 +124,14 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
         _options = options ?? new CoreShellOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.Capacity, 1);
         _work = work;
+        _loopName = _options.Name + " loop";
+        _timerName = _options.Name + " timer";
     }
 
-    /// <summary>Completes when the core has ended or the shell was stopped; faulted when a transition threw or a failure's own effects threw.</summary>
+    /// <summary>
+    /// Completes when the core has ended or the shell was stopped; faulted when a transition threw or a failure's own effects
+    /// threw. Its continuations run synchronously where the shell ends.
+    /// </summary>
     public Task Completion => _completion.Task;
 
     /// <summary>The core has ended, or the shell was stopped or faulted: no more events are taken.</summary>
@@ -207,7 +215,7 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
                     _drain = run;
                 }
             }
-            _work?.Track($"{_options.Name} loop", run);
+            _work?.Track(_loopName, run);
         }
         return run;
     }
@@ -279,54 +287,45 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
                 Fault(e);
                 return;
             }
-            var performed = PerformAsync(step);
-            if (!performed.IsCompletedSuccessfully)
+            // Carries out the step, turning a failed effect into the core's failure event once; then arms or ends.
+            var failedOnce = false;
+            while (true)
             {
-                await performed;
-            }
-        }
-    }
-
-    /// <summary>Carries out a step, turning a failed effect into the core's failure event once; then arms or ends.</summary>
-    private async ValueTask PerformAsync(TStep step)
-    {
-        var failedOnce = false;
-        while (true)
-        {
-            try
-            {
-                var effects = _effects.PerformAsync(step, _stop.Token);
-                if (!effects.IsCompletedSuccessfully)
-                {
-                    await effects;
-                }
-            }
-            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-            {
-                return; // stopped: nothing more to do
-            }
-            catch (Exception e)
-            {
-                Interlocked.Increment(ref _effectFailures);
-                if (failedOnce)
-                {
-                    Fault(e); // the failure's own step failed: stop rather than loop
-                    return;
-                }
-                failedOnce = true;
                 try
                 {
-                    step = _effects.OnEffectFailed(step, e, _time.GetUtcNow());
+                    var effects = _effects.PerformAsync(step, _stop.Token);
+                    if (!effects.IsCompletedSuccessfully)
+                    {
+                        await effects;
+                    }
                 }
-                catch (Exception inner)
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
                 {
-                    Fault(inner);
-                    return;
+                    break; // stopped: the loop ends at the top
                 }
-                continue;
+                catch (Exception e)
+                {
+                    Interlocked.Increment(ref _effectFailures);
+                    if (failedOnce)
+                    {
+                        Fault(e); // the failure's own step failed: stop rather than loop
+                        return;
+                    }
+                    failedOnce = true;
+                    try
+                    {
+                        step = _effects.OnEffectFailed(step, e, _time.GetUtcNow());
+                    }
+                    catch (Exception inner)
+                    {
+                        Fault(inner);
+                        return;
+                    }
+                    continue;
+                }
+                Arm(_effects.WakeOf(step));
+                break;
             }
-            Arm(_effects.WakeOf(step));
-            return;
         }
     }
 
@@ -372,7 +371,7 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
     {
         if (_work is { } work)
         {
-            work.Run($"{_options.Name} timer", QueueTimer);
+            work.Run(_timerName, QueueTimer);
         }
         else
         {

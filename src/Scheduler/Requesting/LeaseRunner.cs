@@ -74,12 +74,30 @@ internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
         : step.NextTimer is { } due ? CoreWake.WakeAt(due)
         : CoreWake.Keep;
 
-    async ValueTask ICoreEffects<LeaseStep>.PerformAsync(LeaseStep step, CancellationToken ct)
+    ValueTask ICoreEffects<LeaseStep>.PerformAsync(LeaseStep step, CancellationToken ct)
     {
-        if (step.Send.Count > 0)
+        if (step.Send.Count == 0)
         {
-            await _channel.SendAsync(step.Send);
+            End(step);
+            return ValueTask.CompletedTask;
         }
+        var sent = _channel.SendAsync(step.Send);
+        if (sent.IsCompletedSuccessfully)
+        {
+            End(step);
+            return ValueTask.CompletedTask;
+        }
+        return step.Outcome is null ? new ValueTask(sent) : SendThenEndAsync(sent, step);
+    }
+
+    private async ValueTask SendThenEndAsync(Task sent, LeaseStep step)
+    {
+        await sent;
+        End(step);
+    }
+
+    private void End(LeaseStep step)
+    {
         if (step.Outcome is { } outcome)
         {
             _done.TrySetResult(outcome);
