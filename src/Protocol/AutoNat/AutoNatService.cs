@@ -37,6 +37,26 @@ public sealed partial class AutoNatService : IAsyncDisposable
     public const string DialBackProtocolId = "/libp2p/autonat/2/dial-back";
     private const int MaxDialDataChunk = 4096;
 
+    /// <summary>Failed (address, server) pairs remembered at most; past it, those older than the recheck interval go, then the oldest.</summary>
+    internal const int MaxFailedServers = 1024;
+
+    private void RememberFailedLocked(Multiaddr address, PeerId server)
+    {
+        var now = _runtime.Time.GetUtcNow();
+        _failedServers[(address, server)] = now;
+        if (_failedServers.Count > MaxFailedServers)
+        {
+            foreach (var stale in _failedServers.Where(kv => now - kv.Value >= _options.RecheckInterval).Select(kv => kv.Key).ToArray())
+            {
+                _failedServers.Remove(stale);
+            }
+            while (_failedServers.Count > MaxFailedServers)
+            {
+                _failedServers.Remove(_failedServers.MinBy(kv => kv.Value).Key);
+            }
+        }
+    }
+
     private readonly Libp2pHost _host;
     private readonly AutoNatOptions _options;
     private readonly NodeRuntime _runtime;
@@ -236,7 +256,7 @@ public sealed partial class AutoNatService : IAsyncDisposable
                 {
                     lock (_gate)
                     {
-                        _failedServers[(address, s)] = _runtime.Time.GetUtcNow();
+                        RememberFailedLocked(address, s);
                     }
                 }
             }
@@ -245,7 +265,7 @@ public sealed partial class AutoNatService : IAsyncDisposable
                 LogProbeFailed(s, address, e.Message);
                 lock (_gate)
                 {
-                    _failedServers[(address, s)] = _runtime.Time.GetUtcNow();
+                    RememberFailedLocked(address, s);
                 }
             }
         }

@@ -191,7 +191,7 @@ internal sealed class GossipsubRouter
         {
             f.Remove(peer);
         }
-        _score.RemovePeer(peer, now);
+        _score.RemovePeer(peer, now, owesPromise: _promises.Values.Any(byPeer => byPeer.ContainsKey(peer)));
         _outbox.Remove(peer);
     }
 

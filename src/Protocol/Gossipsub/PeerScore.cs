@@ -54,7 +54,8 @@ internal sealed class PeerScore
         }
     }
 
-    public void RemovePeer(PeerId peer, DateTimeOffset now)
+    /// <param name="owesPromise">The peer has IWANT promises outstanding: kept so that breaking them still costs it (P₇).</param>
+    public void RemovePeer(PeerId peer, DateTimeOffset now, bool owesPromise = false)
     {
         if (!_peers.TryGetValue(peer, out var stats))
         {
@@ -85,7 +86,7 @@ internal sealed class PeerScore
             }
             ts.InMesh = false;
         }
-        if (!HasPenalty(stats))
+        if (!owesPromise && !HasPenalty(stats))
         {
             _peers.Remove(peer); // nothing held against it: a reconnect starts from the same place
             return;

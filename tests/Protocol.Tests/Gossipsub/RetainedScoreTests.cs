@@ -1,5 +1,6 @@
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Identity;
+using static Potluck.Protocol.Tests.Gossipsub.RouterFixture;
 
 namespace Potluck.Protocol.Tests.Gossipsub;
 
@@ -78,5 +79,23 @@ public class RetainedScoreTests
         f.Router.AddPeer(worst, GossipsubProtocol.V11, false, null, f.Now);
         Assert.That(f.Score(0), Is.EqualTo(-1000).Within(1e-9), "10² × −10: the least penalised were forgotten first, not it");
         Assert.That(f.Score(1), Is.Zero, "the honest connected peer is untouched");
+    }
+
+    [Test, Category("Adversarial")]
+    public void PeerThatLeavesOwingAnIWantPromise_IsStillPenalised_WhenItComesBack()
+    {
+        var f = new RouterFixture(3, o => SlowDecay(o));
+        f.Router.Subscribe(Topic, f.Now);
+        var advertised = Signed(PrivateKey.FromRandom(new Random(3)), Topic, [1, 2, 3], 1);
+        f.Receive(0, IHave(Topic, IdOf(advertised)));
+        f.Drain(); // our IWANT goes out: peer 0 owes the message
+        var liar = f.Id(0);
+        f.Router.RemovePeer(liar, f.Now); // and leaves before delivering it
+
+        Assert.That(f.Router.RetainedScores, Is.EqualTo(1), "owing a promise keeps its record");
+        f.Heartbeat(4); // past the follow-up time: the promise is broken
+        f.Router.AddPeer(liar, GossipsubProtocol.V11, false, null, f.Now);
+        Assert.That(f.Router.Counters.BrokenPromises, Is.EqualTo(1));
+        Assert.That(f.Score(0), Is.LessThan(0), "the broken promise costs it, though it left and came back");
     }
 }
