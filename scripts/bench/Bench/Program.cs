@@ -25,7 +25,8 @@ public static class Program
         var size = args.Length > 0 && long.TryParse(args[0], CultureInfo.InvariantCulture, out var s) ? s : 256L << 20;
         var runs = args.Length > 1 && int.TryParse(args[1], CultureInfo.InvariantCulture, out var r) ? r : 3;
         var handshakes = args.Length > 2 && int.TryParse(args[2], CultureInfo.InvariantCulture, out var h) ? h : 2000;
-        // Optional fourth argument: which parts to run (comma-separated: raw, potluck, js, hs, jshs); default all.
+        // Optional fourth argument: which parts to run (comma-separated: raw, potluck, js, hs, jshs, and idle or micro, which
+        // run only when named); default raw, potluck, js, hs, jshs.
         var parts = (args.Length > 3 ? args[3] : "raw,potluck,js,hs,jshs").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         bool Run(string part) => parts.Contains(part, StringComparer.OrdinalIgnoreCase);
         using var overall = new CancellationTokenSource(TimeSpan.FromMinutes(15));
@@ -39,6 +40,12 @@ public static class Program
         if (Run("micro"))
         {
             Micro.Run();
+        }
+        if (Run("idle"))
+        {
+            // Memory, not speed: bytes per idle connection end (BENCH_IDLE="connections,nodes", default 1000,16).
+            var idle = (Environment.GetEnvironmentVariable("BENCH_IDLE") ?? "1000,16").Split(',');
+            await IdleConnections.RunAsync(int.Parse(idle[0], CultureInfo.InvariantCulture), int.Parse(idle[1], CultureInfo.InvariantCulture), ct);
         }
         var raw = Run("raw") ? await MedianAsync(runs, () => RawTcpAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);
         var potluck = Run("potluck") ? await MedianAsync(runs, () => PotluckPerfAsync(size, ct)) : (Up: double.NaN, Down: double.NaN);

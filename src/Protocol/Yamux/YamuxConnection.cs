@@ -345,13 +345,30 @@ public sealed partial class YamuxConnection : IMuxedConnection
         {
             // One work item on the runtime's scheduler (the thread pool, or the simulation's loop), where the parked
             // write loop's continuation used to run: the same order of events, and nothing held while idle.
-            _runtime.PipeScheduler.Schedule(static state => ((YamuxConnection)state!).StartWriter(), this);
+            var pipes = _runtime.PipeScheduler;
+            if (pipes == PipeScheduler.ThreadPool)
+            {
+                // The same queue PipeScheduler.ThreadPool uses, without its per-call work item: a busy stream restarts writers often.
+                ThreadPool.UnsafeQueueUserWorkItem(_writerItem ??= new WriterWorkItem(this), preferLocal: false);
+            }
+            else
+            {
+                pipes.Schedule(static state => ((YamuxConnection)state!).StartWriter(), this);
+            }
         }
     }
 
     // WriteAsync never throws, and the session loop learns of the last writer's end through _writerDone, so its task is
     // not kept: while a writer waits for a flush its state is the flush's continuation; once all is written, nothing.
     private void StartWriter() => _ = WriteAsync();
+
+    /// <summary>Made the first time a writer is queued on the thread pool, then reused.</summary>
+    private WriterWorkItem? _writerItem;
+
+    private sealed class WriterWorkItem(YamuxConnection connection) : IThreadPoolWorkItem
+    {
+        public void Execute() => connection.StartWriter();
+    }
 
     // Continuations run inline: the close-out goes on in the last writer's turn, as it did when it awaited both loops.
     private static TaskCompletionSource NewWriterDone() => new(TaskCreationOptions.None);
@@ -805,7 +822,19 @@ public sealed partial class YamuxConnection : IMuxedConnection
                     closing = _closing;
                 }
 
-                await DrainAsync(_closeCts.Token);
+                // The drain, inline (a nested async method would add a second state machine per flush that waits).
+                long batched = 0;
+                while (TryFrameBatch(ref batched))
+                {
+                    await FlushAsync(_closeCts.Token);
+                    batched = 0;
+                }
+
+                if (batched > 0)
+                {
+                    await FlushAsync(_closeCts.Token);
+                }
+
                 if (closing)
                 {
                     break;
@@ -863,9 +892,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
         done.TrySetResult();
     }
 
-    private async ValueTask DrainAsync(CancellationToken ct)
+    /// <summary>Writer only: frames what is queued, flushing per <see cref="YamuxOptions.WriteBatchSize"/>; false when nothing is left to flush.</summary>
+    private bool TryFrameBatch(ref long batched)
     {
-        long batched = 0;
         while (true)
         {
             YamuxStream stream;
@@ -880,7 +909,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
                 if (!_session.TryTakeDirty(out var state, out work))
                 {
-                    break;
+                    return false;
                 }
 
                 stream = (YamuxStream)state;
@@ -889,14 +918,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
             batched += WriteStream(stream, work);
             if (batched >= _options.WriteBatchSize)
             {
-                await FlushAsync(ct);
-                batched = 0;
+                return true;
             }
-        }
-
-        if (batched > 0)
-        {
-            await FlushAsync(ct);
         }
     }
 

@@ -259,6 +259,35 @@ public class YamuxConnectionTests
     }
 
     [Test]
+    [Category("Adversarial")]
+    public async Task AcceptBacklog_RefilledRoundAfterRound_QueuesAtMostTheBacklogAndLosesNoAcceptedStream()
+    {
+        // The accept queue is bounded by the backlog: a remote that refills it as fast as we accept gets its excess
+        // refused, every stream it was not refused is handed to the application in order, and nothing else is held.
+        var (connection, peer) = Start(initiator: false, options: new YamuxOptions { AcceptBacklog = 2, MeasureRttOnStart = false });
+        uint id = 1;
+        for (var round = 0; round < 40; round++)
+        {
+            var first = id;
+            for (var i = 0; i < 3; i++, id += 2)
+            {
+                await peer.SendAsync(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Syn, id, 0));
+            }
+
+            Assert.That((await peer.ReceiveAsync()).Header, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Rst, first + 4, 0)), $"round {round}");
+            for (var i = 0u; i < 2; i++)
+            {
+                var stream = await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+                Assert.That(stream.Id, Is.EqualTo(first + 2 * i), $"round {round}");
+                Assert.That((await peer.ReceiveAsync()).Header, Is.EqualTo(new YamuxHeader(YamuxFrameType.WindowUpdate, YamuxFlags.Ack, first + 2 * i, 0)));
+            }
+        }
+
+        Assert.That(connection.StreamCount, Is.EqualTo(80), "the accepted streams, and none of the refused");
+        Assert.That(connection.Completion.IsCompleted, Is.False);
+    }
+
+    [Test]
     public async Task InboundStream_IsAcknowledgedOnlyOnceAccepted()
     {
         var (connection, peer) = Start(initiator: false);
