@@ -719,9 +719,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>Keeps a gossiped pair's blocks where a fork could meet one held here.</summary>
     private void KeepGossiped(BlockPair pair)
     {
-        // Checked by the validator already: decoded without checking the signatures again.
-        if (SignedBlock.DecodeChecked(pair.First) is { } proposal
-            && SignedBlock.DecodeChecked(pair.Second) is { } agreement)
+        // Checked by the validator already: the block it verified and remembered, or decoded without checking the
+        // signatures again.
+        if (KeptOrDecoded(pair.First) is { } proposal
+            && KeptOrDecoded(pair.Second) is { } agreement)
         {
             // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
             foreach (var block in new[] { proposal, agreement })
@@ -737,6 +738,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
             }
         }
     }
+
+    private SignedBlock? KeptOrDecoded(byte[] envelope) =>
+        _checked.TryGet(envelope, _options.Chain, out var block) ? block : SignedBlock.DecodeChecked(envelope);
 
     // ------------------------------------------------------------------ fork proofs
 

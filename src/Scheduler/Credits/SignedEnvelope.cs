@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using MessagePack;
 using Potluck.Protocol.Identity;
@@ -62,7 +63,7 @@ public sealed class SignedEnvelope
         {
             Payload = payload,
             PublicKey = key.PublicKey.ToProtobuf(),
-            Signature = key.Sign(SigningInput(domain, payload)),
+            Signature = SignOver(key, domain, payload),
         };
     }
 
@@ -98,7 +99,7 @@ public sealed class SignedEnvelope
     {
         signer = null;
         if (!KeyCache.TryPublicKey(PublicKey, out var key)
-            || !key.Verify(SigningInput(domain, Payload), Signature))
+            || !VerifyOver(key, domain, Payload, Signature))
         {
             return EnvelopeStatus.BadSignature;
         }
@@ -106,13 +107,39 @@ public sealed class SignedEnvelope
         return EnvelopeStatus.Valid;
     }
 
-    internal static byte[] SigningInput(string domain, ReadOnlySpan<byte> payload)
+    // Sign and verify over domain ‖ payload assembled in a pooled buffer (public bytes only): no copy of the payload per
+    // signature or check.
+    private static byte[] SignOver(PrivateKey key, string domain, ReadOnlySpan<byte> payload)
     {
-        var prefix = Encoding.ASCII.GetByteCount(domain);
-        var input = new byte[prefix + payload.Length];
-        Encoding.ASCII.GetBytes(domain, input);
-        payload.CopyTo(input.AsSpan(prefix));
-        return input;
+        var input = ArrayPool<byte>.Shared.Rent(Encoding.ASCII.GetByteCount(domain) + payload.Length);
+        try
+        {
+            return key.Sign(input.AsSpan(0, WriteSigningInput(domain, payload, input)));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(input);
+        }
+    }
+
+    private static bool VerifyOver(PublicKey key, string domain, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> signature)
+    {
+        var input = ArrayPool<byte>.Shared.Rent(Encoding.ASCII.GetByteCount(domain) + payload.Length);
+        try
+        {
+            return key.Verify(input.AsSpan(0, WriteSigningInput(domain, payload, input)), signature);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(input);
+        }
+    }
+
+    private static int WriteSigningInput(string domain, ReadOnlySpan<byte> payload, Span<byte> input)
+    {
+        var prefix = Encoding.ASCII.GetBytes(domain, input);
+        payload.CopyTo(input[prefix..]);
+        return prefix + payload.Length;
     }
 
     /// <summary>

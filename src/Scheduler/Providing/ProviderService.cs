@@ -109,7 +109,23 @@ public sealed partial class ProviderService : IAsyncDisposable
         PublishSoon();
     }
 
-    private void PublishSoon() => _work.Run("advertise", PublishAdvertisementAsync);
+    /// <summary>
+    /// Polls the issuer in the background; while one poll is queued and not yet started, another is not queued (the
+    /// queued one reads the state as it is when it runs).
+    /// </summary>
+    private void PublishSoon()
+    {
+        if (Interlocked.Exchange(ref _publishQueued, 1) == 0)
+        {
+            _work.Run("advertise", () =>
+            {
+                Volatile.Write(ref _publishQueued, 0);
+                return PublishAdvertisementAsync();
+            });
+        }
+    }
+
+    private int _publishQueued;
 
     private CancellationToken Stopping => _work.Stopping;
 
