@@ -98,6 +98,9 @@ public class RelayTests
             Assert.That(r.Relay.ReservationCount, Is.EqualTo(2));
             await Task.Delay(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(2), d.Clock);
             Assert.That(r.Relay.ReservationCount, Is.Zero);
+            // An hour on, the peer store has forgotten an address it learnt only from a connection that has since
+            // closed (recently-connected TTL, as go-libp2p's peerstore): the peer dials its relay by address again.
+            await peers[2].Host.ConnectAsync(r.Address, CancellationToken.None);
             await peers[2].Circuit.ReserveAsync(r.Host.PeerId, CancellationToken.None);
             Assert.That(r.Relay.ReservationCount, Is.EqualTo(1));
         });
