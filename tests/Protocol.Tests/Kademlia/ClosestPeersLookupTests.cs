@@ -17,19 +17,7 @@ public class ClosestPeersLookupTests
     public void Lookup_OnSyntheticNetwork_FindsTheTrueKClosest(int seed)
     {
         var random = new Random(seed);
-        var peers = KadTestSupport.RandomPeers(500, seed);
-        var tables = peers.ToDictionary(p => p, p => new RoutingTable(p));
-        foreach (var (self, table) in tables)
-        {
-            foreach (var p in peers.Where(_ => random.NextDouble() < 0.1))
-            {
-                table.AddOrRefresh(p, T0);
-            }
-            foreach (var p in peers.Where(p => p != self).OrderBy(p => KadKey.FromPeer(p).DistanceTo(KadKey.FromPeer(self))).Take(20))
-            {
-                table.AddOrRefresh(p, T0);
-            }
-        }
+        var (peers, tables) = SyntheticNetwork(500, seed, random);
         for (var round = 0; round < 10; round++)
         {
             var target = KadKey.FromKey(BitConverter.GetBytes(random.NextInt64()));
@@ -122,19 +110,7 @@ public class ClosestPeersLookupTests
     public void Lookup_NotWidening_StillFindsTheTrueKClosest_WithAtMostAlphaInFlight(int seed)
     {
         var random = new Random(seed);
-        var peers = KadTestSupport.RandomPeers(300, seed);
-        var tables = peers.ToDictionary(p => p, p => new RoutingTable(p));
-        foreach (var (self, table) in tables)
-        {
-            foreach (var p in peers.Where(_ => random.NextDouble() < 0.1))
-            {
-                table.AddOrRefresh(p, T0);
-            }
-            foreach (var p in peers.Where(p => p != self).OrderBy(p => KadKey.FromPeer(p).DistanceTo(KadKey.FromPeer(self))).Take(20))
-            {
-                table.AddOrRefresh(p, T0);
-            }
-        }
+        var (peers, tables) = SyntheticNetwork(300, seed, random);
         for (var round = 0; round < 5; round++)
         {
             var target = KadKey.FromKey(BitConverter.GetBytes(random.NextInt64()));
@@ -266,5 +242,27 @@ public class ClosestPeersLookupTests
         var report = sim.RunLookups(500);
         TestContext.Out.WriteLine($"{report} messages={sim.Messages} elapsed={started.Elapsed}");
         Assert.That(report.ExactFraction, Is.GreaterThanOrEqualTo(0.9));
+    }
+
+    /// <summary>
+    /// A synthetic network, no sockets: <paramref name="count"/> peers, each routing table holding a random 10% of the
+    /// others plus its 20 true neighbours.
+    /// </summary>
+    private static (List<PeerId> Peers, Dictionary<PeerId, RoutingTable> Tables) SyntheticNetwork(int count, int seed, Random random)
+    {
+        var peers = KadTestSupport.RandomPeers(count, seed);
+        var tables = peers.ToDictionary(p => p, p => new RoutingTable(p));
+        foreach (var (self, table) in tables)
+        {
+            foreach (var p in peers.Where(_ => random.NextDouble() < 0.1))
+            {
+                table.AddOrRefresh(p, T0);
+            }
+            foreach (var p in peers.Where(p => p != self).OrderBy(p => KadKey.FromPeer(p).DistanceTo(KadKey.FromPeer(self))).Take(20))
+            {
+                table.AddOrRefresh(p, T0);
+            }
+        }
+        return (peers, tables);
     }
 }
