@@ -30,6 +30,9 @@ public sealed class ProviderLeaseRegistry
     private readonly Dictionary<(PeerId, ulong), ProviderLease> _leases = [];
     private readonly Dictionary<(PeerId, ulong), (LeaseRequest Request, LeaseReject Reject, DateTimeOffset At)> _rejected = [];
     private readonly Queue<((PeerId, ulong) Key, DateTimeOffset At, bool Rejected)> _evictionOrder = new();
+    // Each requester's leases that were live when last looked at (finished ones are dropped when counted or pruned): a
+    // request is checked against the requester's own leases, not a scan of every lease tracked (up to MaxTrackedLeases).
+    private readonly Dictionary<PeerId, List<ProviderLease>> _liveByRequester = [];
 
     public ProviderLeaseRegistry(PrivateKey key, ProviderPolicy policy, ProviderCapacity capacity, IModuleCache modules, LeaseOptions options)
     {
@@ -70,6 +73,21 @@ public sealed class ProviderLeaseRegistry
     public IEnumerable<ProviderLease> Leases => _leases.Values;
 
     public ProviderLease? Find(PeerId requester, ulong requestId) => _leases.GetValueOrDefault((requester, requestId));
+
+    /// <summary>Leases of <paramref name="requester"/> not yet finished (the same count as scanning <see cref="Leases"/>).</summary>
+    public int LiveLeasesOf(PeerId requester)
+    {
+        if (!_liveByRequester.TryGetValue(requester, out var live))
+        {
+            return 0;
+        }
+        live.RemoveAll(static l => l.FinishedAt is not null);
+        if (live.Count == 0)
+        {
+            _liveByRequester.Remove(requester);
+        }
+        return live.Count;
+    }
 
     /// <summary>Routes a message from <paramref name="requester"/> (the key the secure channel authenticated).</summary>
     /// <param name="stranger">
@@ -117,6 +135,10 @@ public sealed class ProviderLeaseRegistry
         var rejects = _rejected.Where(kv => kv.Value.At <= cutoff).Select(kv => kv.Key).ToList();
         leases.ForEach(k => _leases.Remove(k));
         rejects.ForEach(k => _rejected.Remove(k));
+        foreach (var requester in _liveByRequester.Keys.ToList())
+        {
+            LiveLeasesOf(requester); // drops finished leases, and requesters with none left
+        }
         return leases.Count + rejects.Count;
     }
 
@@ -179,6 +201,11 @@ public sealed class ProviderLeaseRegistry
         };
         var lease = new ProviderLease(_key, requesterKey, request, terms, reservation, _options, now, hold.Release);
         _leases[(requester, request.RequestId)] = lease;
+        if (!_liveByRequester.TryGetValue(requester, out var live))
+        {
+            _liveByRequester[requester] = live = [];
+        }
+        live.Add(lease);
         return new ProviderDispatch(lease, lease.Start()) { Preempted = preempted };
     }
 

@@ -397,14 +397,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             return null;
         }
-        var held = 0;
-        foreach (var l in _registry.Leases)
-        {
-            if (l.FinishedAt is null && l.Requester == requester)
-            {
-                held++;
-            }
-        }
+        var held = _registry.LiveLeasesOf(requester);
         if (held >= _options.MaxLeasesPerRequester)
         {
             Interlocked.Increment(ref _refusedOverLimit);
