@@ -414,13 +414,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     /// <summary>Under the lock: completes a stream's input once (null = clean FIN).</summary>
     private static void CompleteInput(YamuxStream stream, Exception? error)
     {
-        if (stream.InputWriterDone)
-        {
-            return;
-        }
-
-        stream.InputWriterDone = true;
-        stream.InPipe.Writer.Complete(error);
+        stream.In.CompleteWriter(error);
     }
 
     /// <summary>After the read loop (which ends only once closing has begun): waits for the last writer, then closes what is below.</summary>
@@ -728,30 +722,8 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 return;
             }
 
-            var writer = stream.InPipe.Writer;
-            foreach (var segment in payload)
-            {
-                // Ask for room for the whole payload: the pipe then takes one big pooled buffer instead of many
-                // small ones (which overflow the pools' caches and end up as garbage when a window's worth queues).
-                var source = segment.Span;
-                while (!source.IsEmpty)
-                {
-                    var span = writer.GetSpan(Math.Min(source.Length, YamuxStream.InputSegmentSize));
-                    var n = Math.Min(span.Length, source.Length);
-                    source[..n].CopyTo(span);
-                    writer.Advance(n);
-                    source = source[n..];
-                }
-            }
-
-            // The input pipe never pauses (the window bounds it), so this completes synchronously.
-            var flush = writer.FlushAsync();
-            if (!flush.IsCompleted)
-            {
-                throw new InvalidOperationException("a stream input pipe paused");
-            }
-
-            flush.GetAwaiter().GetResult();
+            // Into the stream's pooled segments (the window bounds them, so this never waits).
+            stream.In.Write(payload);
         }
     }
 
@@ -963,14 +935,13 @@ public sealed partial class YamuxConnection : IMuxedConnection
             written += YamuxHeader.Size;
         }
 
-        if (stream.OutputReaderDone || !stream.OutPipe.Reader.TryRead(out var result))
+        if (!stream.Out.TryPeek(out var buffer, out var completed))
         {
             return written;
         }
 
-        var buffer = result.Buffer;
         var count = Math.Min(buffer.Length, Math.Min(work.SendWindow, _options.MaxFramePayload));
-        var fin = result.IsCompleted && count == buffer.Length;
+        var fin = completed && count == buffer.Length;
         if (count > 0)
         {
             WriteHeader(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.None, stream.Id, (uint)count));
@@ -990,11 +961,10 @@ public sealed partial class YamuxConnection : IMuxedConnection
             written += YamuxHeader.Size;
         }
 
-        stream.OutPipe.Reader.AdvanceTo(buffer.GetPosition(count));
+        stream.Out.Consume(count);
         if (fin)
         {
-            stream.OutPipe.Reader.Complete();
-            stream.OutputReaderDone = true;
+            stream.Out.CompleteReader(null);
         }
 
         lock (_sync)
@@ -1050,13 +1020,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
 
     private static void AbortOutput(YamuxStream stream, Exception error)
     {
-        if (stream.OutputReaderDone)
-        {
-            return;
-        }
-
-        stream.OutputReaderDone = true;
-        stream.OutPipe.Reader.Complete(error);
+        stream.Out.CompleteReader(error);
     }
 
     /// <summary>Write loop only, at exit: every stream's application writer learns the connection is gone.</summary>

@@ -8,7 +8,7 @@ using Potluck.Protocol.Yamux;
 namespace Potluck.Protocol.Tests.Yamux;
 
 /// <summary>One yamux connection against a hand-driven peer that writes and reads raw frames.</summary>
-public class YamuxConnectionTests
+public partial class YamuxConnectionTests
 {
     private static readonly TimeSpan HangGuard = TimeSpan.FromSeconds(30);
     private readonly List<IAsyncDisposable> _cleanup = [];
