@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 
 namespace Potluck.Protocol.Runtime;
@@ -16,7 +17,8 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     private readonly TaskScheduler _scheduler;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
-    private readonly HashSet<Task> _running = [];
+    private int _running;
+    private TaskCompletionSource? _idle;
     private int _stopped;
 
     /// <param name="owner">The component, for log lines (e.g. "host", "gossipsub").</param>
@@ -39,7 +41,7 @@ public sealed partial class BackgroundWork : IAsyncDisposable
         {
             lock (_gate)
             {
-                return _running.Count;
+                return _running;
             }
         }
     }
@@ -51,19 +53,54 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     public void Run(string name, Func<CancellationToken, Task> work) => Start(name, work);
 
     /// <summary>Starts <paramref name="work"/>, which takes no token (it ends by itself, or when what it awaits is closed).</summary>
-    public void Run(string name, Func<Task> work) => Start(name, _ => work());
+    public void Run(string name, Func<Task> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Start(name, static (_, w) => ((Func<Task>)w!)(), work);
+    }
 
-    /// <summary>As <see cref="Run(string, Func{CancellationToken, Task})"/>, and returns the task (already observed: awaiting it is optional).</summary>
+    /// <summary>
+    /// As <see cref="Run(string, Func{CancellationToken, Task})"/>, and returns a task that completes once the work has
+    /// ended and its failure (if any) has been logged: it never faults, so awaiting it is optional.
+    /// </summary>
     public Task Start(string name, Func<CancellationToken, Task> work)
     {
         ArgumentNullException.ThrowIfNull(work);
+        return Start(name, static (token, w) => ((Func<CancellationToken, Task>)w!)(token), work);
+    }
+
+    /// <summary>
+    /// One piece of work is one state machine (<see cref="PieceAsync"/>): it moves onto the scheduler, runs the work
+    /// there, awaits it without throwing, logs its failure and leaves the count. No task is started to start it, none
+    /// unwraps it and none continues it.
+    /// </summary>
+    private Task Start(string name, Func<CancellationToken, object?, Task> work, object? state)
+    {
         if (IsStopping)
         {
             return Task.CompletedTask;
         }
-        var token = _stopping.Token;
-        var task = Task.Factory.StartNew(() => work(token), CancellationToken.None, TaskCreationOptions.DenyChildAttach, _scheduler).Unwrap();
-        return Track(name, task);
+        Enter();
+        return PieceAsync(name, work, state, _stopping.Token);
+    }
+
+    private async Task PieceAsync(string name, Func<CancellationToken, object?, Task> work, object? state, CancellationToken token)
+    {
+        await new StartOn(_scheduler);
+        Task task;
+        try
+        {
+            task = work(token, state) ?? Task.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            task = Task.FromException(e); // thrown before its first await: the same failure as a faulted task
+        }
+        // On the captured context: inline when the work completes on the owner's loop (as an unwrapped task's
+        // continuation ran), posted back to it when the work completes elsewhere; inline on the thread pool.
+        await task.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
+        Observe(name, task);
+        Leave();
     }
 
     /// <summary>Keeps an already started task until it ends, and logs its failure; returns it.</summary>
@@ -75,19 +112,16 @@ public sealed partial class BackgroundWork : IAsyncDisposable
             Observe(name, task);
             return task;
         }
-        lock (_gate)
-        {
-            _running.Add(task);
-        }
-        task.ContinueWith((t, state) =>
-        {
-            lock (_gate)
-            {
-                _running.Remove(t);
-            }
-            Observe((string)state!, t);
-        }, name, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, _scheduler);
+        Enter();
+        _ = WatchAsync(name, task);
         return task;
+    }
+
+    private async Task WatchAsync(string name, Task task)
+    {
+        await task.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
+        Observe(name, task);
+        Leave();
     }
 
     /// <summary>Keeps a <see cref="ValueTask"/> until it ends (see <see cref="Track(string, Task)"/>).</summary>
@@ -98,6 +132,29 @@ public sealed partial class BackgroundWork : IAsyncDisposable
             return;
         }
         Track(name, task.AsTask());
+    }
+
+    private void Enter()
+    {
+        lock (_gate)
+        {
+            _running++;
+        }
+    }
+
+    private void Leave()
+    {
+        TaskCompletionSource? idle = null;
+        lock (_gate)
+        {
+            if (--_running == 0)
+            {
+                idle = _idle;
+                _idle = null;
+            }
+        }
+        // Asynchronously: whoever waits for idle resumes after this piece's own task has completed, not inside it.
+        idle?.TrySetResult();
     }
 
     private void Observe(string name, Task task)
@@ -125,23 +182,16 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     {
         while (true)
         {
-            Task[] running;
+            Task idle;
             lock (_gate)
             {
-                running = [.. _running];
+                if (_running == 0)
+                {
+                    return;
+                }
+                idle = (_idle ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
             }
-            if (running.Length == 0)
-            {
-                return;
-            }
-            try
-            {
-                await Task.WhenAll(running);
-            }
-            catch
-            {
-                // Each failure was observed and logged by Track.
-            }
+            await idle;
         }
     }
 
@@ -160,6 +210,44 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     {
         await StopAsync();
         _stopping.Dispose();
+    }
+
+    /// <summary>
+    /// Moves an async method onto <paramref name="scheduler"/>: the thread pool takes the method's own continuation
+    /// (no task); any other scheduler (the simulation's event loop) runs it as a task, so the work's synchronous part
+    /// sees that scheduler as <see cref="TaskScheduler.Current"/> exactly as a task started there did. Always yields,
+    /// so the caller's code runs on before the work does.
+    /// </summary>
+    private readonly struct StartOn(TaskScheduler scheduler) : ICriticalNotifyCompletion
+    {
+        public StartOn GetAwaiter() => this;
+
+        public bool IsCompleted => false;
+
+        public void GetResult()
+        {
+        }
+
+        public void OnCompleted(Action continuation) => Queue(continuation, flowContext: true);
+
+        public void UnsafeOnCompleted(Action continuation) => Queue(continuation, flowContext: false);
+
+        private void Queue(Action continuation, bool flowContext)
+        {
+            if (scheduler == TaskScheduler.Default)
+            {
+                if (flowContext)
+                {
+                    ThreadPool.QueueUserWorkItem(static c => c(), continuation, preferLocal: false);
+                }
+                else
+                {
+                    ThreadPool.UnsafeQueueUserWorkItem(static c => c(), continuation, preferLocal: false);
+                }
+                return;
+            }
+            Task.Factory.StartNew(continuation, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler);
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "{Owner}: background work {Name} failed")]
