@@ -21,8 +21,10 @@ internal sealed class CheckedBlocks
     public const int Capacity = 4096;
 
     private readonly Lock _gate = new();
-    private readonly Dictionary<Digest, SignedBlock> _blocks = new(Capacity);
-    private readonly Queue<Digest> _order = new(Capacity);
+    // Both grow as blocks come (empty until then): sized for Capacity up front they were 36 KiB per node before its first
+    // block, a tenth of an idle simulated node's heap.
+    private readonly Dictionary<Digest, SignedBlock> _blocks = [];
+    private readonly Queue<Digest> _order = new();
     private long _verified;
     private long _remembered;
 

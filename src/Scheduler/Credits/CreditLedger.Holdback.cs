@@ -141,7 +141,7 @@ public sealed partial class CreditLedger
     {
         if (!_holdbackReady)
         {
-            Execute(null, HoldbackSchema);
+            Once(HoldbackSchema);
             _holdbackReady = true;
         }
     }

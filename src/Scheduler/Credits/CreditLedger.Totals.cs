@@ -87,10 +87,10 @@ public sealed partial class CreditLedger
     private void EnsureTotals(LedgerTransaction tx)
     {
         var existed = Scalar(tx, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'counterparty_totals'") is not null;
-        Execute(tx, TotalsSchema);
+        Once(TotalsSchema);
         if (!existed)
         {
-            Execute(tx, $"""
+            Once($"""
                 INSERT INTO counterparty_totals (counterparty, earned, spent, unpaid, violations)
                 SELECT c, earned, spent, unpaid, violations FROM ({SummedTotals})
                 """);

@@ -69,7 +69,7 @@ public sealed partial class CreditLedger
     {
         if (!_vouchesReady)
         {
-            Execute(null, VouchSchema);
+            Once(VouchSchema);
             _vouchesReady = true;
         }
     }

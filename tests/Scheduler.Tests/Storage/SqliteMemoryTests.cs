@@ -78,4 +78,36 @@ public class SqliteMemoryTests
         Assert.That(Convert.ToInt32(pageSize.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(SqliteMemory.PageSize));
         Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
     }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void Ledger_KeepsNoSchemaOrOpeningStatementPrepared_NewOrReopened(bool inMemory)
+    {
+        // A kept statement holds its compiled program while the connection is open (about 3 KiB for a CREATE): the
+        // schema, migrations and opening pragmas run once per open, so none of them stays prepared.
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-stmts-" + Guid.NewGuid().ToString("N"));
+        var owner = PrivateKey.FromRandom(new Random(4)).PeerId;
+        var options = new CreditsOptions { InitialGrant = 1234 };
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        using var keep = inMemory ? SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName)) : null;
+        try
+        {
+            for (var open = 0; open < 2; open++)
+            {
+                using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory);
+                Assert.That(ledger.Balance(), Is.EqualTo(1234));
+                var kept = ledger.PreparedStatements();
+                Assert.That(kept, Is.Not.Empty, "the ledger's own queries are kept prepared (else this test proves nothing)");
+                Assert.That(kept, Has.None.Contains("CREATE").And.None.Contains("DROP").And.None.Contains("journal_mode")
+                    .And.None.Contains("quick_check").And.None.Contains("counterparty_totals (counterparty, earned"), $"open {open + 1}");
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
 }
