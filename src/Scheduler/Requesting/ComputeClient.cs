@@ -288,95 +288,40 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     /// <summary>
     /// One provider at a time; a sample re-checked; fraud or failure moves on to another provider. The decisions are the
-    /// job's (<see cref="RequesterJob"/>); this shell leases, re-runs, pays and publishes as they say.
+    /// job's (<see cref="RequesterJob"/>), taken as a core (<see cref="JobCore{TLease}"/>) on the shell both sides share
+    /// (<see cref="CoreShell{TStep}"/>); this client leases, re-runs, pays and publishes as its steps say (ComputeClient.Job.cs).
     /// </summary>
-    private async Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct)
-    {
-        while (job.Locked(() => job.Core.NextAttempt()))
-        {
-            var lease = await LeaseOnceAsync(job, ct);
-            if (lease is null)
-            {
-                continue; // a busy refusal is not counted (NextAttempt): wait for capacity, bounded by WaitForCapacity
-            }
-            var claimed = RunSummary.Of(lease.Attestation.Attestation);
-            var (verdict, trusted, check, checker) = await CheckAsync(job, lease, claimed, ct);
-            if (check is { Disputed: true })
-            {
-                return await ResolveDisputeAsync(job, lease, claimed, checker!, ct); // ComputeClient.Dispute.cs
-            }
-            _instruments.Verification(verdict);
-            var decision = job.Locked(() => job.Core.OnVerdict(claimed, verdict, trusted is { Summary.Deterministic: true }, check));
-            await SettleAsync(job, lease, decision.Settle, ct);
-            switch (decision.End)
-            {
-                case JobEnd.OwnRun own:
-                    return job.Finish(trusted!, _key.PeerId, own.Verified);
-                case JobEnd.LeaseResult result:
-                    return job.Finish(result.Index == 1 ? checker! : lease, result.Verified);
-            }
-        }
-        return job.Locked(() => job.Core.OutOfAttempts()) switch
-        {
-            JobEnd.OwnRun own => job.Finish(job.Trusted!, _key.PeerId, own.Verified),
-            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
-        };
-    }
+    private Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct) => new SampledRun(this, job).RunAsync(ct);
 
     /// <summary>
-    /// Checks a result as the job plans it: against a result already trusted (free), by a local re-run, or with no
-    /// sandbox here, by leasing the task to a second provider, preferably one in good standing here (see
-    /// <see cref="RequesterJob.OnSecondResult"/>). Returns a null verdict when not checked (or only a stranger agreed).
+    /// No local sandbox: a second provider runs the task, chosen among those in good standing here when one fits (a Sybil
+    /// can check its own twin); only such a checker's word verifies or convicts (<see cref="RequesterJob.OnSecondResult"/>).
+    /// The checker is settled here unless it disputes the result. Null when no second provider produced a result.
     /// </summary>
-    private async Task<(CheckVerdict? Verdict, TrustedRun? Trusted, SecondCheck? Check, LeaseResultInfo? Checker)> CheckAsync(Job job, LeaseResultInfo lease, RunSummary claimed, CancellationToken ct)
+    private async Task<(SecondCheck? Check, LeaseResultInfo? Checker)> CheckOnSecondAsync(Job job, RunSummary claimed, CancellationToken ct)
     {
-        // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
-        // receipt, so the provider can audit that the declared rate was followed).
-        var sample = LeaseAudit.Selected(lease.AuditSecret, lease.Attestation.Hash, lease.AuditRatePpm);
-        var plan = job.Locked(() => job.Core.PlanCheck(sample, CanRerunLocally(job)));
-        switch (plan)
+        lock (job.Gate) { job.Core.BeginSecondCheck(); }
+        LeaseResultInfo? second;
+        try
         {
-            case CheckPlan.CompareWithTrusted:
-                return (job.Locked(() => job.Core.CompareWithTrusted(claimed)), job.Trusted, null, null);
-            case CheckPlan.RerunLocally:
-                var trusted = await RerunLocallyAsync(job, ct);
-                var verdict = job.Locked(() =>
-                {
-                    if (trusted.Summary.Deterministic)
-                    {
-                        job.Trusted = trusted;
-                    }
-                    return job.Core.OnLocalRerun(claimed, trusted.Summary);
-                });
-                return (verdict, trusted, null, null);
-            case CheckPlan.LeaseSecond:
-                // No local sandbox: a second provider runs it, chosen among those in good standing here when one fits (a
-                // Sybil can check its own twin); only such a checker's word verifies or convicts.
-                lock (job.Gate) { job.Core.BeginSecondCheck(); }
-                LeaseResultInfo? second;
-                try
-                {
-                    second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
-                }
-                finally
-                {
-                    lock (job.Gate) { job.Core.EndSecondCheck(); }
-                }
-                if (second is null)
-                {
-                    return (null, null, null, null);
-                }
-                var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
-                    _consecutiveVerified(second.Provider)));
-                _instruments.SecondCheck(check.CheckerInGoodStanding);
-                if (!check.Disputed)
-                {
-                    await SettleAsync(job, second, check.Second, ct); // a disputed checker is settled once resolved
-                }
-                return (check.Verdict, null, check, second);
-            default:
-                return (null, null, null, null);
+            second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
         }
+        finally
+        {
+            lock (job.Gate) { job.Core.EndSecondCheck(); }
+        }
+        if (second is null)
+        {
+            return (null, null);
+        }
+        var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
+            _consecutiveVerified(second.Provider)));
+        _instruments.SecondCheck(check.CheckerInGoodStanding);
+        if (!check.Disputed)
+        {
+            await SettleAsync(job, second, check.Second, ct); // a disputed checker is settled once resolved
+        }
+        return (check, second);
     }
 
     private bool CanRerunLocally(Job job) => _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes);
@@ -487,6 +432,47 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct, bool alwaysCompared = false)
     {
         var ad = await ChooseAsync(job, ct);
+        lock (job.Gate)
+        {
+            job.Core.OnLeaseStarted(ad.Provider); // not chosen again for this job while it runs
+        }
+        var attempt = await LeaseAsync(job, ad, alwaysCompared, ct);
+        var provider = attempt.Provider;
+        if (attempt.Inspection is not { } inspection)
+        {
+            // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
+            var outcome = attempt.Outcome;
+            _ledger.Release(attempt.LeaseId);
+            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, attempt.AdSequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
+            Note(provider, note);
+            AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
+            ct.ThrowIfCancellationRequested();
+            return null;
+        }
+        lock (job.Gate)
+        {
+            job.Core.OnResultDelivered();
+        }
+        var problem = job.Locked(() => job.Core.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery,
+            inspection.ClaimedStatus, inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode));
+        if (problem is { } p)
+        {
+            // Unsigned, not about what was delivered, a wall-clock timeout, or less fuel than notes paid for: not paid.
+            _ledger.Release(attempt.LeaseId);
+            Note(provider, p.Note);
+            AttemptEnded?.Invoke(new AttemptRecord(provider, LeaseOutcomeKind.Failed, p.Why, 0));
+            return null;
+        }
+        return attempt.Result;
+    }
+
+    /// <summary>
+    /// Runs one lease with <paramref name="ad"/>'s provider: reserves the most it may cost, leases through a
+    /// <see cref="LeaseRunner"/>, pays debit notes as they come, and checks what came back against the request. The
+    /// decisions about it are the caller's (<see cref="RequesterJob.OnLeaseEnded"/>, <see cref="RequesterJob.InspectResult"/>).
+    /// </summary>
+    private async Task<LeaseAttempt> LeaseAsync(Job job, VerifiedAdvertisement ad, bool alwaysCompared, CancellationToken ct)
+    {
         var provider = ad.Provider;
         ulong requestId;
         int ratePpm;
@@ -497,10 +483,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
             // A job holding a result it trusts compares every later result with it for free: declared as rate one.
             ratePpm = job.Locked(() => job.Core.DeclaredRatePpm(_policy, _reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate, alwaysCompared));
             _secure.Fill(secret);
-            lock (job.Gate)
-            {
-                job.Core.OnLeaseStarted(provider);
-            }
             // From the cryptographic generator: a request id must tell the provider nothing about what comes next.
             do
             {
@@ -554,17 +536,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
-            // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
-            _ledger.Release(leaseId);
-            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, ad.Ad.Sequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
-            Note(provider, note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
-            ct.ThrowIfCancellationRequested();
-            return null;
-        }
-        lock (job.Gate)
-        {
-            job.Core.OnResultDelivered();
+            return new LeaseAttempt(provider, ad.Ad.Sequence, leaseId, outcome, null, null);
         }
         var output = result.Output ?? [];
         // The request already hashed module and input, and the lease checked the output against its hash.
@@ -573,20 +545,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         var decodes = LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms);
-        var problem = job.Locked(() => job.Core.InspectResult(provider,
+        var inspection = new ResultInspection(
             attestation.IsValid ? null : attestation.Status.ToString(),
             attestation.IsValid && attestation.Value!.Attestation.FuelUsed == (ulong)result.FuelUsed && result.Output is not null && claimedStatus == result.Status,
-            claimedStatus, attestation.IsValid ? attestation.Value!.Attestation.FuelUsed : 0, payer.PaidFuel, decodes));
-        if (problem is { } p)
-        {
-            // Unsigned, not about what was delivered, a wall-clock timeout, or less fuel than notes paid for: not paid.
-            _ledger.Release(leaseId);
-            Note(provider, p.Note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, LeaseOutcomeKind.Failed, p.Why, 0));
-            return null;
-        }
-        return new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm, payer.PaidAmount);
+            claimedStatus, attestation.IsValid ? attestation.Value!.Attestation.FuelUsed : 0, payer.PaidFuel, decodes);
+        var info = attestation.IsValid && decodes
+            ? new LeaseResultInfo(provider, leaseId, terms, decodedTerms, result, output, attestation.Value!, secret, ratePpm, payer.PaidAmount)
+            : null;
+        return new LeaseAttempt(provider, ad.Ad.Sequence, leaseId, outcome, inspection, info);
     }
+
+    /// <summary>
+    /// How one lease went (<see cref="LeaseAsync"/>): without a result (<see cref="Inspection"/> null), or with one to inspect;
+    /// <see cref="Result"/> is set when its attestation is valid and its terms decode.
+    /// </summary>
+    private sealed record LeaseAttempt(PeerId Provider, ulong AdSequence, byte[] LeaseId, LeaseOutcome Outcome, ResultInspection? Inspection,
+        LeaseResultInfo? Result);
 
     /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
     private LeaseChannel ChannelTo(PeerId provider)
@@ -632,77 +606,95 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var providersBy = job.Core.BeginChoice(_time.GetUtcNow());
         while (true)
         {
-            Task changed;
-            SelectionResult selection;
-            ChoiceFilter filter;
-            Dictionary<PeerId, string> excludedWhy;
-            bool selfSeen;
-            lock (_gate)
-            lock (job.Gate)
+            var choice = TryChoose(job);
+            if (choice.Ad is { } ad)
             {
-                var now = _time.GetUtcNow();
-                var refused = _reputation.RefusedProviders();
-                var live = _book.Live(now);
-                selfSeen = live.Any(a => a.Provider == _key.PeerId);
-                filter = job.Core.Filter(live, refused, now, _consecutiveVerified);
-                var requirements = new Requirements
-                {
-                    MinMemoryBytes = job.Submission.MemoryBytes,
-                    MaxPricePerMegaFuel = job.Submission.MaxPricePerMegaFuel,
-                    ExcludedPeers = filter.Excluded,
-                    RuntimeVersion = ComputeRuntime.Version,
-                    RequiredPolicy = ProviderPolicyFlags.Attests,
-                    MaxResults = 1,
-                };
-                selection = filter.Preferred.Count > 0 && _selector.Select(filter.Preferred, requirements, now) is Matched preferred
-                    ? preferred
-                    : _selector.Select(filter.Candidates, requirements, now);
-                excludedWhy = [];
-                foreach (var ad in filter.Candidates.Where(a => filter.Excluded.Contains(a.Provider)))
-                {
-                    excludedWhy[ad.Provider] = ad.Provider == _key.PeerId ? "this node itself"
-                        : refused.Contains(ad.Provider) ? $"refused by this node ({_reputation.Get(ad.Provider).RefusedReason})"
-                        : job.Core.Why.GetValueOrDefault(ad.Provider, "tried already");
-                }
-                changed = _adsChanged.Task;
+                return ad;
             }
-            if (selection is Matched matched)
-            {
-                return matched.Providers[0].Advertisement;
-            }
-            var noMatch = (NoMatch)selection;
-            var busyHere = filter.BusyHere;
-            var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
             var now2 = _time.GetUtcNow();
             DateTimeOffset? wakeAt;
             lock (job.Gate)
             {
-                wakeAt = job.Core.OnNoMatch(busy, noMatch.Seen + busyHere - (selfSeen ? 1 : 0), filter.RetryAt, now2, ref providersBy);
+                wakeAt = job.Core.OnNoMatch(choice.Busy, choice.OthersSeen, choice.RetryAt, now2, ref providersBy);
             }
             if (wakeAt is not { } wake)
             {
-                var explanation = Explain(noMatch, busyHere, excludedWhy, job);
-                if (busy > 0)
-                {
-                    explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
-                }
-                var tried = job.Locked(() => job.Core.History.ToList());
-                throw new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {RequesterJob.Summarise(tried)}", tried)
-                {
-                    Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
-                };
+                throw choice.Explain();
             }
             try
             {
                 // A provider that refused as busy is asked again by its retry time even if it publishes nothing new: its
                 // advertisement need not change (a core taken and freed within its publishing gap looks the same as before).
-                await LoopSafeWait.WaitAsync(changed, wake - now2, _time, ct);
+                await LoopSafeWait.WaitAsync(choice.Changed, wake - now2, _time, ct);
             }
             catch (TimeoutException)
             {
             }
         }
     }
+
+    /// <summary>One look at the providers for <paramref name="job"/> now: the best that fits, or what holds each back.</summary>
+    /// <returns><see cref="Choice.Changed"/> completes on the next advertisement after this look.</returns>
+    private Choice TryChoose(Job job)
+    {
+        Task changed;
+        SelectionResult selection;
+        ChoiceFilter filter;
+        Dictionary<PeerId, string> excludedWhy;
+        bool selfSeen;
+        lock (_gate)
+        lock (job.Gate)
+        {
+            var now = _time.GetUtcNow();
+            var refused = _reputation.RefusedProviders();
+            var live = _book.Live(now);
+            selfSeen = live.Any(a => a.Provider == _key.PeerId);
+            filter = job.Core.Filter(live, refused, now, _consecutiveVerified);
+            var requirements = new Requirements
+            {
+                MinMemoryBytes = job.Submission.MemoryBytes,
+                MaxPricePerMegaFuel = job.Submission.MaxPricePerMegaFuel,
+                ExcludedPeers = filter.Excluded,
+                RuntimeVersion = ComputeRuntime.Version,
+                RequiredPolicy = ProviderPolicyFlags.Attests,
+                MaxResults = 1,
+            };
+            selection = filter.Preferred.Count > 0 && _selector.Select(filter.Preferred, requirements, now) is Matched preferred
+                ? preferred
+                : _selector.Select(filter.Candidates, requirements, now);
+            excludedWhy = [];
+            foreach (var ad in filter.Candidates.Where(a => filter.Excluded.Contains(a.Provider)))
+            {
+                excludedWhy[ad.Provider] = ad.Provider == _key.PeerId ? "this node itself"
+                    : refused.Contains(ad.Provider) ? $"refused by this node ({_reputation.Get(ad.Provider).RefusedReason})"
+                    : job.Core.Why.GetValueOrDefault(ad.Provider, "tried already");
+            }
+            changed = _adsChanged.Task;
+        }
+        if (selection is Matched matched)
+        {
+            return new Choice(matched.Providers[0].Advertisement, 0, 0, null, changed, null!);
+        }
+        var noMatch = (NoMatch)selection;
+        var busyHere = filter.BusyHere;
+        var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
+        return new Choice(null, busy, noMatch.Seen + busyHere - (selfSeen ? 1 : 0), filter.RetryAt, changed, () =>
+        {
+            var explanation = Explain(noMatch, busyHere, excludedWhy, job);
+            if (busy > 0)
+            {
+                explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
+            }
+            var tried = job.Locked(() => job.Core.History.ToList());
+            return new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {RequesterJob.Summarise(tried)}", tried)
+            {
+                Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
+            };
+        });
+    }
+
+    /// <summary>What one look at the providers found (<see cref="TryChoose"/>): a provider, or the inputs of <see cref="RequesterJob.OnNoMatch"/> and the explanation should the job give up.</summary>
+    private sealed record Choice(VerifiedAdvertisement? Ad, int Busy, int OthersSeen, DateTimeOffset? RetryAt, Task Changed, Func<SubmissionException> Explain);
 
     private static string FormatSpan(TimeSpan span) =>
         span.TotalHours >= 1 && span.TotalHours == Math.Floor(span.TotalHours) ? $"{span.TotalHours:0} h"

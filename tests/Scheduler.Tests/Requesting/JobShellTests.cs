@@ -1,0 +1,346 @@
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
+using Potluck.Scheduler.Advertising;
+using Potluck.Scheduler.Cores;
+using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Execution;
+using Potluck.Scheduler.Leasing;
+using Potluck.Scheduler.Requesting;
+using Potluck.Scheduler.Tests.Advertising;
+using Potluck.Scheduler.Verification;
+
+namespace Potluck.Scheduler.Tests.Requesting;
+
+/// <summary>
+/// The requester's per-job flow as it runs: its core (<see cref="JobCore{TLease}"/> over <see cref="RequesterJob"/>) in the
+/// shell both sides share (<see cref="CoreShell{TStep}"/>), on a virtual clock, with fake effects that record what they were
+/// asked (choose, lease, re-run, convict, pay, leave unpaid) and answer as each test scripts the providers.
+/// </summary>
+public class JobShellTests
+{
+    private static readonly DateTimeOffset T0 = Ads.T0;
+    private static readonly PrivateKey SelfKey = Ads.Key(1);
+    private static readonly PrivateKey AKey = Ads.Key(2);
+    private static readonly PrivateKey BKey = Ads.Key(3);
+    private static readonly PrivateKey CKey = Ads.Key(4);
+    private static PeerId A => AKey.PeerId;
+    private static PeerId B => BKey.PeerId;
+    private static PeerId C => CKey.PeerId;
+
+    private static readonly RequesterJobSettings Settings = new()
+    {
+        MaxAttempts = 3,
+        BusyRetryInterval = TimeSpan.FromSeconds(4),
+        WaitForCapacity = TimeSpan.FromMinutes(1),
+        WaitForProviders = TimeSpan.FromSeconds(30),
+        StrangerResults = 10,
+    };
+
+    private static VerifiedAdvertisement Ad(PrivateKey key, ulong sequence = 1) =>
+        new(Ads.Make(key, sequence), key.PeerId, key.PublicKey, [], []);
+
+    private static RunSummary Run(byte output, long fuel = 1000, bool deterministic = true) =>
+        new(AttestedOutcome.Exited, 0, [output, 0, 0, 0], 4, fuel, deterministic);
+
+    private static readonly ResultInspection Sound = new(null, true, ExecutionStatus.Success, 1000, 0, true);
+
+    internal sealed record FakeLease(PeerId Provider, RunSummary Claimed);
+
+    /// <summary>How a scripted provider answers one lease.</summary>
+    private abstract record Answer
+    {
+        public sealed record Busy : Answer;
+
+        public sealed record Lost : Answer;
+
+        public sealed record Refused(string Detail) : Answer;
+
+        public sealed record Broken(string Detail) : Answer;
+
+        public sealed record Result(RunSummary Claimed, bool Sampled) : Answer;
+
+        public sealed record Throws : Answer;
+    }
+
+    /// <summary>The job's shell effects, faked: the providers answer from a script; every effect is logged with the virtual time.</summary>
+    private sealed class Harness : ICoreEffects<JobStep<FakeLease>>
+    {
+        private readonly Dictionary<PeerId, Queue<Answer>> _script = [];
+        private ulong _nextLease;
+
+        public Harness(params PrivateKey[] providers)
+        {
+            Job = new RequesterJob(Settings, SelfKey.PeerId);
+            Core = new JobCore<FakeLease>(Job);
+            Shell = new CoreShell<JobStep<FakeLease>>(this, Time, new CoreShellOptions { Name = "job under test" });
+            Live = [.. providers.Select(k => Ad(k))];
+        }
+
+        public VirtualClock Time { get; } = new(T0);
+
+        public RequesterJob Job { get; }
+
+        public JobCore<FakeLease> Core { get; }
+
+        public CoreShell<JobStep<FakeLease>> Shell { get; }
+
+        public List<VerifiedAdvertisement> Live { get; }
+
+        /// <summary>This node's re-run of the task; null: no sandbox here.</summary>
+        public RunSummary? Rerun { get; set; }
+
+        public List<string> Log { get; } = [];
+
+        public List<AttemptRecord> Reported { get; } = [];
+
+        public TaskCompletionSource<JobStep<FakeLease>> Ended { get; } = new();
+
+        public InvalidOperationException Boom { get; } = new("the lease's stream broke in a way nobody expected");
+
+        public string Name(PeerId p) => p == A ? "A" : p == B ? "B" : p == C ? "C" : p.ToString();
+
+        public double Seconds => (Time.GetUtcNow() - T0).TotalSeconds;
+
+        public void Script(PeerId provider, params Answer[] answers) => _script[provider] = new Queue<Answer>(answers);
+
+        /// <summary>Starts the job and runs virtual time until it ends (bounded: a job that would hang fails the test).</summary>
+        public JobStep<FakeLease> Run()
+        {
+            _ = Shell.Post(Core.Start);
+            for (var i = 0; i < 1000 && !Ended.Task.IsCompleted; i++)
+            {
+                if (!Time.AdvanceToNextTimer())
+                {
+                    break;
+                }
+            }
+            Assert.That(Ended.Task.IsCompleted, Is.True, $"the job ended (at {Seconds} s; log: {string.Join(", ", Log)})");
+            Assert.That(Shell.IsEnded, Is.True, "the shell takes no more events once the job ended");
+            return Ended.Task.Result;
+        }
+
+        public IEnumerable<string> Effects(string prefix) => Log.Where(l => l.StartsWith(prefix, StringComparison.Ordinal));
+
+        public CoreWake WakeOf(JobStep<FakeLease> step) => step.Wake;
+
+        public JobStep<FakeLease> OnTimer(DateTimeOffset now) => Core.OnTimer(now);
+
+        public JobStep<FakeLease> OnEffectFailed(JobStep<FakeLease> step, Exception error, DateTimeOffset now) => Core.OnEffectFailed(error, now);
+
+        public ValueTask PerformAsync(JobStep<FakeLease> step, CancellationToken ct)
+        {
+            if (step.Release is not null)
+            {
+                Log.Add($"release {Name(step.NoteFor!.Value)}");
+            }
+            if (step.NoteFor is { } noted && step.Note != ReputationNote.None)
+            {
+                Log.Add($"note {Name(noted)} {step.Note}");
+            }
+            if (step.Attempt is { } attempt)
+            {
+                Reported.Add(attempt);
+            }
+            if (step.Settle is { } settle)
+            {
+                var who = Name(step.Lease!.Provider);
+                Log.Add(settle.Convict ? $"convict {who}" : settle.Pay ? $"pay {who}{(settle.Compared ? " compared" : "")}" : $"unpaid {who}");
+                if (settle.Note != ReputationNote.None)
+                {
+                    Log.Add($"note {who} {settle.Note}");
+                }
+            }
+            switch (step.Action)
+            {
+                case JobAction.Choose:
+                    var now = Time.GetUtcNow();
+                    var filter = Job.Filter(Live, [], now);
+                    var pick = filter.Candidates.FirstOrDefault(a => !filter.Excluded.Contains(a.Provider));
+                    if (pick is not null)
+                    {
+                        Shell.TryEnqueue(t => Core.OnChosen(pick, t));
+                    }
+                    else
+                    {
+                        var othersSeen = filter.Candidates.Count + filter.BusyHere;
+                        Shell.TryEnqueue(t => Core.OnNoMatch(filter.BusyHere, othersSeen, filter.RetryAt,
+                            () => new SubmissionException("no provider fits", Job.History.ToList()), t));
+                    }
+                    break;
+                case JobAction.Lease:
+                    Lease(step.Ad!.Provider);
+                    break;
+                case JobAction.Rerun:
+                    Log.Add("rerun");
+                    Shell.TryEnqueue(t => Core.OnRerun(Rerun!, t));
+                    break;
+                case JobAction.Finish or JobAction.Fail:
+                    Log.Add(step.Action == JobAction.Finish ? "finish" : "fail");
+                    Ended.TrySetResult(step);
+                    break;
+            }
+            return ValueTask.CompletedTask;
+        }
+
+        private void Lease(PeerId provider)
+        {
+            Log.Add($"lease {Name(provider)}@{Seconds}");
+            var leaseId = BitConverter.GetBytes(++_nextLease);
+            var answer = _script[provider].Dequeue();
+            switch (answer)
+            {
+                case Answer.Busy:
+                    Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Rejected, LeaseRejectReason.Busy, "Busy: no free core", t));
+                    break;
+                case Answer.Lost:
+                    Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Expired, null, "silent past the grace window", t));
+                    break;
+                case Answer.Refused refused:
+                    Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Rejected, LeaseRejectReason.Policy, refused.Detail, t));
+                    break;
+                case Answer.Broken broken:
+                    Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Failed, null, broken.Detail, t));
+                    break;
+                case Answer.Result result:
+                    Shell.TryEnqueue(t => Core.OnResult(new FakeLease(provider, result.Claimed), provider, leaseId, Sound, result.Claimed, result.Sampled,
+                        canRerunLocally: Rerun is not null, t));
+                    break;
+                default:
+                    throw Boom;
+            }
+        }
+    }
+
+    [Test]
+    public void Busy_IsAskedAgainAfter1_2_4SecondsOnTheVirtualClock_NotCountedAsAttempts_ThenPaid()
+    {
+        var h = new Harness(AKey);
+        h.Script(A, new Answer.Busy(), new Answer.Busy(), new Answer.Busy(), new Answer.Busy(), new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0", "lease A@1", "lease A@3", "lease A@7", "lease A@11" }),
+            "the backoff doubles from 1 s up to the busy retry interval (4 s)");
+        Assert.That(end.Action, Is.EqualTo(JobAction.Finish));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+        Assert.That(h.Effects("pay"), Is.EqualTo(new[] { "pay A" }), "an unchecked result is paid, not as compared");
+        Assert.That(h.Effects("release"), Has.Exactly(4).EqualTo("release A"), "each busy lease's reservation is released");
+        Assert.That(h.Log, Does.Not.Contain("note A Failure"), "busy is a market answer, not a failure");
+        Assert.That(h.Job.BusyRefusals, Is.EqualTo(4));
+        Assert.That(h.Reported.Select(r => r.Outcome), Is.EqualTo(Enumerable.Repeat(LeaseOutcomeKind.Rejected, 4)));
+    }
+
+    [Test]
+    public void LeaseLost_IsRetriedAfterTheRetryInterval_AndCountsAgainstTheProvider()
+    {
+        var h = new Harness(AKey);
+        h.Script(A, new Answer.Lost(), new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0", "lease A@4" }), "asked again once the busy retry interval has passed");
+        Assert.That(h.Log, Does.Contain("release A").And.Contain("note A Failure"));
+        Assert.That(h.Reported[0], Is.EqualTo(new AttemptRecord(A, LeaseOutcomeKind.Expired, "silent past the grace window", 0)));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+        Assert.That(h.Effects("pay"), Is.EqualTo(new[] { "pay A" }));
+    }
+
+    [Test]
+    public void Sampled_Mismatch_IsConvictedAndNeverPaid_TheNextProviderIsComparedWithTheTrustedRun()
+    {
+        var h = new Harness(AKey, BKey) { Rerun = Run(7) };
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "rerun", "convict A",
+            "lease B@0", "pay B compared", "note B Verified", "finish",
+        }), "A is convicted without a pay effect; B, not drawn, is still compared with the deterministic re-run for free");
+        Assert.That(h.Effects("pay A"), Is.Empty);
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(B));
+        Assert.That(h.Job.Tried, Does.Contain(A), "a convicted provider is not asked again for this job");
+    }
+
+    [Test]
+    public void Sampled_Match_IsPaidAsCompared_AndTheAnswerIsVerified()
+    {
+        var h = new Harness(AKey) { Rerun = Run(7) };
+        h.Script(A, new Answer.Result(Run(7), Sampled: true));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[] { "lease A@0", "rerun", "pay A compared", "note A Verified", "finish" }));
+        Assert.That(end.Verdict, Is.EqualTo(CheckVerdict.Match));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+    }
+
+    [Test]
+    public void Failures_UpToMaxAttempts_GiveUpWithEachReason_NothingPaid()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Script(A, new Answer.Refused("Policy: fuel limit over 100"));
+        h.Script(B, new Answer.Broken("attestation not signed by the provider"));
+        h.Script(C, new Answer.Lost());
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0", "lease B@0", "lease C@0" }));
+        Assert.That(end.Action, Is.EqualTo(JobAction.Fail));
+        var reason = ((JobEnd.GiveUp)end.End!).Reason;
+        Assert.That(reason, Does.StartWith("no result after 3 attempts"));
+        Assert.That(reason, Does.Contain("fuel limit over 100").And.Contain("attestation not signed by the provider").And.Contain("silent past the grace window"));
+        Assert.That(h.Effects("pay"), Is.Empty);
+        Assert.That(h.Effects("release"), Is.EqualTo(new[] { "release A", "release B", "release C" }), "every reservation is released");
+    }
+
+    [Test]
+    public void NoProvider_WaitsForProvidersOnTheVirtualClock_ThenFailsWithTheShellsExplanation()
+    {
+        var h = new Harness();
+
+        var end = h.Run();
+
+        Assert.That(end.Action, Is.EqualTo(JobAction.Fail));
+        Assert.That(h.Seconds, Is.EqualTo(Settings.WaitForProviders.TotalSeconds), "it waited for providers, then gave up");
+        Assert.That(end.NoProvider!().Message, Is.EqualTo("no provider fits"));
+    }
+
+    [Test]
+    public void NewAdvertisement_EndsAWaitEarly()
+    {
+        var h = new Harness();
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        _ = h.Shell.Post(h.Core.Start);
+        h.Time.Advance(TimeSpan.FromSeconds(5));
+        Assert.That(h.Ended.Task.IsCompleted, Is.False, "still waiting for providers");
+
+        h.Live.Add(Ad(AKey));
+        _ = h.Shell.Post(h.Core.OnProvidersChanged);
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@5" }));
+        Assert.That(h.Ended.Task.Result.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+    }
+
+    [Test]
+    public void AnEffectThatThrows_EndsTheJobWithThatFailure_NeverHangs()
+    {
+        var h = new Harness(AKey, BKey);
+        h.Script(A, new Answer.Throws());
+        h.Script(B, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(end.Action, Is.EqualTo(JobAction.Fail));
+        Assert.That(end.Failure, Is.SameAs(h.Boom));
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0" }), "no other provider is leased after the failure");
+        Assert.That(h.Effects("pay"), Is.Empty);
+        Assert.That(h.Shell.EffectFailures, Is.EqualTo(1));
+        Assert.That(h.Shell.Completion.IsCompletedSuccessfully, Is.True, "the job ended; the shell did not fault");
+        Assert.That(h.Time.PendingTimers, Is.Zero, "no timer left behind");
+    }
+}
