@@ -7,7 +7,7 @@ namespace Potluck.Protocol.Tests.Runtime;
 /// <summary>
 /// <see cref="BackgroundWork"/> runs each piece as one state machine (no StartNew, Unwrap or ContinueWith): these pin what
 /// that must keep — the work starts on the owner's scheduler after the caller's code, every failure (thrown before the
-/// first await too) is logged once, the returned task never faults, and stop waits for every piece and tracked task.
+/// first await too) is logged once, the returned task ends as the work did, and stop waits for every piece and tracked task.
 /// </summary>
 public class BackgroundWorkTests
 {
@@ -29,14 +29,15 @@ public class BackgroundWorkTests
             Assert.That(work.Running, Is.EqualTo(1), "counted from the moment it is started");
             await piece;
             Assert.That(seen, Is.SameAs(d.Loop.TaskScheduler), "the work's synchronous part sees the owner's scheduler");
-            Assert.That(work.Running, Is.Zero);
+            await d.IdleAsync();
+            Assert.That(work.Running, Is.Zero, "the piece left the count right after its task completed");
             await work.StopAsync();
         });
         Assert.That(order, Is.EqualTo(new[] { "caller", "work" }));
     }
 
     [Test]
-    public void Failures_ThrownBeforeTheFirstAwait_OrLater_AreLoggedOnce_AndTheReturnedTaskNeverFaults()
+    public void Failures_ThrownBeforeTheFirstAwait_OrLater_AreLoggedOnce_AndTheReturnedTaskEndsAsTheWorkDid()
     {
         var log = new RecordingLogger();
         VirtualTimeDriver.Run(async d =>
@@ -61,10 +62,9 @@ public class BackgroundWorkTests
             pendingTracked.SetException(new InvalidOperationException("tracked later"));
             await d.IdleAsync();
             Assert.That(work.Running, Is.Zero);
-            foreach (var t in new[] { thrown, later, cancelled })
-            {
-                Assert.That(t.IsCompletedSuccessfully, Is.True, "Start's task ends when the work has, and never faults");
-            }
+            Assert.That(thrown.Exception?.InnerException, Is.TypeOf<InvalidOperationException>(), "Start's task ends as the work did");
+            Assert.That(later.Exception?.InnerException, Is.TypeOf<StreamResetException>());
+            Assert.That(cancelled.IsCanceled, Is.True);
             await work.StopAsync();
         });
 
@@ -141,7 +141,7 @@ public class BackgroundWorkTests
         Assert.That(stop.IsCompleted, Is.False, "the piece waits on release");
         release.SetResult();
         await stop;
-        Assert.That(piece.IsCompletedSuccessfully, Is.True);
+        Assert.That(piece.IsFaulted, Is.True);
         Assert.That(seen, Is.EqualTo("scope"), "the execution context (log scopes) flows into the work");
         Assert.That(pool, Is.True);
         Assert.That(log.Entries.Where(e => e.Level == LogLevel.Error).Select(e => e.Message), Has.Exactly(1).Contains("work pool failed"));
