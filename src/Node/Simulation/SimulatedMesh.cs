@@ -313,6 +313,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly List<TaskRecord> _tasks = [];
     private readonly List<MeshEvent> _events = [];
     private readonly List<Microsoft.Data.Sqlite.SqliteConnection> _memoryKeepers = [];
+    private readonly Dictionary<int, Microsoft.Data.Sqlite.SqliteConnection[]> _downKeepers = [];
     private readonly NodeStandIns _standIns;
     private readonly WasmSandbox? _sharedSandbox;
     private long _traceLines;
@@ -460,7 +461,6 @@ public sealed class SimulatedMesh : IAsyncDisposable
             Network.SetEndpoint(address, _options.Network.Draw(Random));
             _nodes.Add(node);
             _byPeer[node.PeerId] = node;
-            KeepInMemory(node);
         }
         for (var i = 0; i < n; i++)
         {
@@ -553,6 +553,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         }
         var started = await builder.StartAsync();
         node.Node = started;
+        ReleaseKeepers(node);
         Record($"{node} up {node.PeerId}{(node.IsAdversary ? " adversary " + node.Adversary : "")}");
         started.Host.Connected += c =>
         {
@@ -611,7 +612,11 @@ public sealed class SimulatedMesh : IAsyncDisposable
             node.DataDir = Path.Combine(_root, $"n{node.Index}-id{node.PastIdentities.Count}");
             _byPeer[node.PeerId] = node;
             Whitewashes++;
-            KeepInMemory(node);
+            // The dropped identity's databases stay for the report (what the whitewasher earned under it).
+            if (_downKeepers.Remove(node.Index, out var past))
+            {
+                _memoryKeepers.AddRange(past);
+            }
             Record($"{node} whitewash {node.PeerId}");
             _events.Add(new MeshEvent(Elapsed, MeshEventKind.Whitewash, node.Index, -1, node.PeerId.ToString()));
             await RestartAsync(node);
@@ -623,17 +628,47 @@ public sealed class SimulatedMesh : IAsyncDisposable
         }
     }
 
-    private void KeepInMemory(SimNode node)
+    /// <summary>
+    /// With the in-memory storage stand-in, a node's databases outlive its crashes as files would: while it is down, one
+    /// idle connection to each keeps them (opened before its own close, closed once it is up again with its own). A node
+    /// that is up holds them open itself, so it needs no second connection (three fewer per node: about 20 KiB).
+    /// </summary>
+    private void KeepWhileDown(SimNode node)
     {
-        if (_standIns.InMemoryStorage)
+        if (_standIns.InMemoryStorage && !_downKeepers.ContainsKey(node.Index))
         {
-            // The node's databases outlive its crashes as files would: one idle connection each keeps them.
-            foreach (var file in new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName })
+            var files = new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName };
+            var keepers = new List<Microsoft.Data.Sqlite.SqliteConnection>(files.Length);
+            try
             {
-                _memoryKeepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
+                foreach (var file in files)
+                {
+                    keepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
+                }
+            }
+            catch
+            {
+                keepers.ForEach(k => k.Dispose());
+                throw;
+            }
+            _downKeepers[node.Index] = [.. keepers];
+        }
+    }
+
+    /// <summary>Closes the connections that kept a node's databases while it was down (it holds its own now).</summary>
+    private void ReleaseKeepers(SimNode node)
+    {
+        if (_downKeepers.Remove(node.Index, out var keepers))
+        {
+            foreach (var keeper in keepers)
+            {
+                keeper.Dispose();
             }
         }
     }
+
+    /// <summary>Connections kept open to databases of nodes that are down or identities dropped (in-memory storage stand-in).</summary>
+    internal int MemoryKeepers => _memoryKeepers.Count + _downKeepers.Values.Sum(k => k.Length);
 
     /// <summary>Appends one line to the trace, stamped with the virtual time.</summary>
     public void Record(string line)
@@ -670,6 +705,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         node.Cheat = null;
         Record($"{node} crash");
         _events.Add(new MeshEvent(Elapsed, MeshEventKind.Crash, node.Index, -1, ""));
+        KeepWhileDown(node);
         await running.Host.DisposeAsync();
         await running.DisposeAsync();
     }
@@ -829,7 +865,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _disposed = true;
         _trace.Dispose();
         _sharedSandbox?.Dispose();
-        foreach (var keeper in _memoryKeepers)
+        foreach (var keeper in _memoryKeepers.Concat(_downKeepers.Values.SelectMany(k => k)))
         {
             keeper.Dispose();
         }
