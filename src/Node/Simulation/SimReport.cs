@@ -138,7 +138,7 @@ public sealed record SimReport
     /// <param name="Total">Dials by reason over the run (reasons with none left out).</param>
     /// <param name="Warmup">Dials by reason during the warm-up.</param>
     /// <param name="WarmupPerSecond">Dials by reason in each virtual second of the warm-up, in order.</param>
-    /// <param name="Closed">Connections closed by reason (trimmed, room, idle, local, remote), counted at both ends.</param>
+    /// <param name="Closed">Connections closed by reason (trimmed, room, idle, unused, local, remote), counted at both ends.</param>
     /// <param name="DhtQueries">DHT requests: ok (answered), failed, backed-off (not sent: the peer hung up on us moments ago),
     /// cancelled (in flight when their lookup ended).</param>
     public sealed record DialFigures(IReadOnlyDictionary<string, long> Total, IReadOnlyDictionary<string, long> Warmup,

@@ -444,6 +444,31 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
+    /// <inheritdoc />
+    public int CloseUnused(PeerId peer, DateTimeOffset openedSince, Func<string, bool> background)
+    {
+        Connection[] victims;
+        lock (_gate)
+        {
+            if (_closed || _protected.ContainsKey(peer) || TagValueLocked(peer) > 0 || !_connections.TryGetValue(peer, out var list))
+            {
+                return 0;
+            }
+            victims = list.Where(c => !c.IsClosed).ToArray();
+            if (victims.Any(c => c.Opened < openedSince || c.OpenStreams(p => !background(p)) > 0))
+            {
+                return 0;
+            }
+        }
+        foreach (var c in victims)
+        {
+            _log.UnusedClose(c.Id, c.RemotePeer);
+            c.CloseReason ??= "unused";
+            _work.Track("unused close", c.CloseAsync().AsTask());
+        }
+        return victims.Length;
+    }
+
     public async ValueTask<int> TrimOpenConnectionsAsync(CancellationToken ct)
     {
         if (_options.HighWater <= 0 || Interlocked.Exchange(ref _trimming, 1) != 0)

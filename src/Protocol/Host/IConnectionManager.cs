@@ -62,6 +62,15 @@ public interface IConnectionManager
     bool HungUpRecently(PeerId peer, TimeSpan within) => false;
 
     /// <summary>
+    /// Closes this host's connections to <paramref name="peer"/> when they were opened for a short exchange that is over
+    /// (a DHT lookup's requests): only if every open connection to it was opened at or after <paramref name="openedSince"/>,
+    /// the peer is unprotected and untagged, and no connection carries a stream whose protocol <paramref name="background"/>
+    /// does not accept. Otherwise nothing closes. Returns how many connections it closed (reason <c>unused</c>). A node at
+    /// its cap that closes these at once makes room now, instead of trimming a connection someone still uses later.
+    /// </summary>
+    int CloseUnused(PeerId peer, DateTimeOffset openedSince, Func<string, bool> background) => 0;
+
+    /// <summary>
     /// How many more connections fit before this host starts closing others to make room: below
     /// <see cref="HostOptions.MaxConnections"/> and the trimming watermark <see cref="HostOptions.HighWater"/> (when on).
     /// Protocols that may dial many peers for one purpose (a DHT lookup) read it to dial fewer when connections are scarce.

@@ -82,6 +82,22 @@ public sealed record KademliaOptions
     /// </summary>
     public TimeSpan RedialBackoff { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// When a lookup of the routing table's own (the join's self-lookup, a bucket refresh) ends while connections are scarce (fewer free than k under the host's limits), close the
+    /// connections it dialled that carry nothing but background streams (<see cref="BackgroundProtocols"/>) and whose peer
+    /// is unprotected and untagged, instead of leaving them for the host to trim when the next connection arrives (which
+    /// may close one in use). Default on; it never applies to a host with room to spare.
+    /// </summary>
+    public bool CloseAfterLookup { get; init; } = true;
+
+    /// <summary>
+    /// Protocol prefixes whose open streams do not keep a lookup's connection (<see cref="CloseAfterLookup"/>): ones every
+    /// connection carries (gossip to a peer outside our mesh, identify, ping). An open DHT stream keeps it: the lookup's
+    /// own requests are over when it ends, so one still open is another lookup's or the peer's request to us. Default
+    /// /meshsub/, /floodsub/, /ipfs/id/, /ipfs/ping/.
+    /// </summary>
+    public IReadOnlyList<string> BackgroundProtocols { get; init; } = ["/meshsub/", "/floodsub/", "/ipfs/id/", "/ipfs/ping/"];
+
     /// <summary>Candidates one lookup remembers. Default 200 (10·k).</summary>
     public int MaxLookupCandidates { get; init; } = 200;
 

@@ -481,6 +481,11 @@ public sealed partial class KademliaService : IAsyncDisposable
         using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _work.Stopping);
         var pending = new Dictionary<Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)>, PeerId>();
+        var started = _runtime.Time.GetUtcNow();
+        // Only the table's own lookups (the join's self-lookup, refreshes): a caller of the others goes on to use the
+        // peers found (a store, a dial to the peer sought).
+        var closeAfter = _options.CloseAfterLookup && reason is DialReason.DhtBootstrap or DialReason.DhtRefresh;
+        List<PeerId>? dialed = null;
         try
         {
             while (true)
@@ -496,6 +501,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                         lookup.OnFailure(step.Peer);
                         _instruments.DhtQuerySkipped(TypeTag(type));
                         continue;
+                    }
+                    if (closeAfter && !_host.ConnectionManager.IsConnected(step.Peer))
+                    {
+                        (dialed ??= []).Add(step.Peer);
                     }
                     pending[RequestOutcomeAsync(step.Peer, request, expectResponse: true, linked.Token)] = step.Peer;
                 }
@@ -541,6 +550,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                 linked.Cancel();
                 await Task.WhenAll(pending.Keys);
             }
+            if (dialed is not null)
+            {
+                CloseLookupConnections(dialed, started);
+            }
         }
         ct.ThrowIfCancellationRequested();
         lock (_gate)
@@ -551,6 +564,26 @@ public sealed partial class KademliaService : IAsyncDisposable
         _instruments.DhtLookup(TypeTag(type));
         return new LookupOutcome(lookup.Result, lookup.Hops, lookup.QueriesSent);
     }
+
+    /// <summary>
+    /// <see cref="KademliaOptions.CloseAfterLookup"/>: with fewer than k connections free, the ones this lookup dialled go
+    /// now, if nothing but background streams use them, rather than later to a trim that may pick one in use.
+    /// </summary>
+    private void CloseLookupConnections(List<PeerId> dialed, DateTimeOffset started)
+    {
+        var manager = _host.ConnectionManager;
+        if (manager.FreeSlots >= _options.K)
+        {
+            return;
+        }
+        foreach (var peer in dialed)
+        {
+            manager.CloseUnused(peer, started, IsBackground);
+        }
+    }
+
+    private bool IsBackground(string protocol) =>
+        _options.BackgroundProtocols.Any(p => protocol.StartsWith(p, StringComparison.Ordinal));
 
     /// <summary>
     /// Whether a failed query (not a failed dial: a peer we cannot reach is gone) says the peer is busy rather than

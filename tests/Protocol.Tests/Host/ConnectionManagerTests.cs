@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Metrics;
+using Potluck.Protocol.Ping;
 using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Tests.Host;
@@ -230,5 +231,56 @@ public class ConnectionManagerTests
         await hub.Host.ConnectAsync(dialer.Address, CancellationToken.None);
         await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
         Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.False, "connected again");
+    });
+    /// <summary>
+    /// A lookup's connections closed once it is over: only a peer's connections all opened since the lookup began,
+    /// unprotected, untagged and carrying no stream but background ones; anything else stays open.
+    /// </summary>
+    [Test]
+    public void CloseUnused_ClosesOnlyConnectionsOpenedSince_WithBackgroundStreamsOnly_OfAnUnprotectedUntaggedPeer() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync();
+        var older = await hosts.StartAsync();
+        var plain = await hosts.StartAsync();
+        var pinging = await hosts.StartAsync();
+        var busy = await hosts.StartAsync();
+        var guarded = await hosts.StartAsync();
+        var valued = await hosts.StartAsync();
+        await hub.Host.ConnectAsync(older.Address, ct);
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        var since = d.Clock.GetUtcNow();
+        foreach (var n in new[] { plain, pinging, busy, guarded, valued })
+        {
+            await hub.Host.ConnectAsync(n.Address, ct);
+        }
+        await d.IdleAsync();
+        // A ping stream held open on two: background for one call, a stream in use for the other.
+        var held = await hub.Host.NewStreamAsync(pinging.Host.PeerId, [PingService.ProtocolId], ct);
+        var inUse = await hub.Host.NewStreamAsync(busy.Host.PeerId, [PingService.ProtocolId], ct);
+        hub.Host.ConnectionManager.Protect(guarded.Host.PeerId, "gossipsub");
+        hub.Host.ConnectionManager.TagPeer(valued.Host.PeerId, "lease", 5);
+        static bool Background(string p) => p.StartsWith("/ipfs/ping/", StringComparison.Ordinal) || p.StartsWith("/ipfs/id/", StringComparison.Ordinal);
+        static bool IdentifyOnly(string p) => p.StartsWith("/ipfs/id/", StringComparison.Ordinal);
+
+        var manager = hub.Host.ConnectionManager;
+        Assert.That(manager.CloseUnused(older.Host.PeerId, since, Background), Is.EqualTo(0), "opened before the lookup began");
+        Assert.That(manager.CloseUnused(plain.Host.PeerId, since, Background), Is.EqualTo(1));
+        Assert.That(manager.CloseUnused(pinging.Host.PeerId, since, Background), Is.EqualTo(1), "only a background stream on it");
+        Assert.That(manager.CloseUnused(busy.Host.PeerId, since, IdentifyOnly), Is.EqualTo(0), "a stream in use");
+        Assert.That(manager.CloseUnused(guarded.Host.PeerId, since, Background), Is.EqualTo(0), "protected");
+        Assert.That(manager.CloseUnused(valued.Host.PeerId, since, Background), Is.EqualTo(0), "tagged");
+        await d.IdleAsync();
+
+        Assert.That(hub.Host.Connections.Select(c => c.RemotePeer),
+            Is.EquivalentTo(new[] { older.Host.PeerId, busy.Host.PeerId, guarded.Host.PeerId, valued.Host.PeerId }));
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);   // the close crosses the link
+        var unused = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "unused");
+        Assert.That(hub.Host.Instruments.ClosedTotals()[unused], Is.EqualTo(2), "counted as closed for being unused");
+        Assert.That(plain.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, TimeSpan.FromSeconds(30)), Is.True,
+            "the other end sees the hub hang up");
+        await inUse.DisposeAsync();
+        await held.DisposeAsync();
     });
 }

@@ -3,6 +3,7 @@ using Potluck.Protocol.Framing;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
+using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
 
@@ -133,6 +134,49 @@ public class KademliaHostTests
         }
     });
 
+    /// <summary>
+    /// Under a connection cap (fewer free than k), the join's lookups close the connections they dialled once each is
+    /// over (reason <c>unused</c>), keeping the peers in the table; with room to spare they stay open. The bootstrap
+    /// peer, connected before the lookups, is never closed as unused (the cap may still make room with it).
+    /// </summary>
+    [Test]
+    public void JoinLookups_UnderACap_CloseTheConnectionsTheyDialled_KeepThePeersInTheTable_AndWithRoomKeepThem() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 24);
+        var nodes = await StartNetworkAsync(hosts, 16, ct);
+        var unused = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "unused");
+        var scarceNode = await hosts.StartAsync(o => o with { MaxConnections = 12, HighWater = 0 });
+        var roomyNode = await hosts.StartAsync();
+        var scarce = new KademliaService(scarceNode.Host, new KademliaOptions(), scarceNode.Runtime, NullLoggerFactory.Instance);
+        var roomy = new KademliaService(roomyNode.Host, new KademliaOptions(), roomyNode.Runtime, NullLoggerFactory.Instance);
+        try
+        {
+            Assert.That(scarceNode.Host.ConnectionManager.FreeSlots, Is.LessThan(new KademliaOptions().K), "scarce: fewer free than k");
+            await scarce.BootstrapAsync([nodes[0].Node.Address], ct);
+            await roomy.BootstrapAsync([nodes[0].Node.Address], ct);
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+
+            long Dialled(TestHosts.TestNode n) => n.Host.Instruments.DialTotals()[DialReason.IndexOf(DialReason.DhtBootstrap)]
+                + n.Host.Instruments.DialTotals()[DialReason.IndexOf(DialReason.DhtRefresh)];
+            Assert.That(Dialled(scarceNode), Is.GreaterThan(3), "the join dialled");
+            Assert.That(scarceNode.Host.Instruments.ClosedTotals()[unused], Is.GreaterThan(0), "and closed what it dialled");
+            Assert.That(scarceNode.Host.Connections.Where(c => c.Direction == Direction.Outbound).Select(c => c.RemotePeer),
+                Has.All.EqualTo(nodes[0].Host.PeerId), "of its own dials only the bootstrap peer's may be open (it was dialled before the lookups)");
+            Assert.That(scarce.RoutingTableSize, Is.GreaterThanOrEqualTo(10), "the peers stay in the table");
+
+            Assert.That(roomyNode.Host.Instruments.ClosedTotals()[unused], Is.Zero, "room to spare: nothing closed");
+            Assert.That(roomyNode.Host.Connections.Count(c => c.Direction == Direction.Outbound), Is.GreaterThan(3));
+            Assert.That(roomy.RoutingTableSize, Is.GreaterThanOrEqualTo(10));
+        }
+        finally
+        {
+            await scarce.DisposeAsync();
+            await roomy.DisposeAsync();
+            await DisposeAllAsync(nodes);
+        }
+    });
+
     [Test]
     public void Lookup_APeerOurOwnLimitKeepsUsFrom_StaysInTheTable_UntilThreeFailuresInARow() => VirtualTimeDriver.Run(async d =>
     {
@@ -144,6 +188,7 @@ public class KademliaHostTests
         try
         {
             await seeker.BootstrapAsync([nodes[0].Node.Address], ct);
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);   // the join's closes have crossed the links
             // Full of connections it must keep: every further dial of its own fails for its own limit.
             foreach (var n in nodes.Where(n => !seekerNode.Host.ConnectionManager.IsConnected(n.Host.PeerId)))
             {
