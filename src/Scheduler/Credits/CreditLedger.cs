@@ -1068,8 +1068,8 @@ public sealed partial class CreditLedger : IDisposable
 
     /// <summary>
     /// Runs a statement the ledger runs once per open (schema, migrations, opening pragmas) without keeping it prepared:
-    /// a kept statement holds its compiled program as long as the connection is open (about 3 KiB for a CREATE; some
-    /// 70 KiB for all of them, a fifth of an idle simulated node's SQLite memory). Inside a transaction as
+    /// a kept statement holds its compiled program as long as the connection is open (about 3 KiB for a CREATE; with
+    /// the mesh's keepers, a third of an idle simulated node's SQLite memory). Inside a transaction as
     /// <see cref="Execute"/> is (the connection's own BEGIN).
     /// </summary>
     private object? Once(string sql, bool scalar = false)
