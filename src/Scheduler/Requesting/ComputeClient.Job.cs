@@ -164,7 +164,12 @@ public sealed partial class ComputeClient
         private async Task LeaseAsync(VerifiedAdvertisement ad, CancellationToken ct)
         {
             var attempt = await _client.LeaseAsync(_job, ad, alwaysCompared: false, ct);
-            ct.ThrowIfCancellationRequested();
+            if (ct.IsCancellationRequested)
+            {
+                // The submission was cancelled (the shell stopped): what the lease reserved is released at once.
+                _client._ledger.Release(attempt.LeaseId);
+                ct.ThrowIfCancellationRequested();
+            }
             if (attempt.Inspection is not { } inspection)
             {
                 var outcome = attempt.Outcome;
