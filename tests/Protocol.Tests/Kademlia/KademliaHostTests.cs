@@ -135,7 +135,7 @@ public class KademliaHostTests
     });
 
     /// <summary>
-    /// Under a connection cap (fewer free than k), the join's lookups close the connections they dialled once each is
+    /// With <see cref="KademliaOptions.CloseAfterLookup"/> on, under a connection cap (fewer free than k), the join's lookups close the connections they dialled once each is
     /// over (reason <c>unused</c>), keeping the peers in the table; with room to spare they stay open. The bootstrap
     /// peer, connected before the lookups, is never closed as unused (the cap may still make room with it).
     /// </summary>
@@ -148,8 +148,9 @@ public class KademliaHostTests
         var unused = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "unused");
         var scarceNode = await hosts.StartAsync(o => o with { MaxConnections = 12, HighWater = 0 });
         var roomyNode = await hosts.StartAsync();
-        var scarce = new KademliaService(scarceNode.Host, new KademliaOptions(), scarceNode.Runtime, NullLoggerFactory.Instance);
-        var roomy = new KademliaService(roomyNode.Host, new KademliaOptions(), roomyNode.Runtime, NullLoggerFactory.Instance);
+        var options = new KademliaOptions { CloseAfterLookup = true };
+        var scarce = new KademliaService(scarceNode.Host, options, scarceNode.Runtime, NullLoggerFactory.Instance);
+        var roomy = new KademliaService(roomyNode.Host, options, roomyNode.Runtime, NullLoggerFactory.Instance);
         try
         {
             Assert.That(scarceNode.Host.ConnectionManager.FreeSlots, Is.LessThan(new KademliaOptions().K), "scarce: fewer free than k");
