@@ -148,7 +148,16 @@ internal sealed class SimCommand : PotluckCommand
         };
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();
-        var report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)));
+        SimReport report;
+        try
+        {
+            report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested && !quiet)
+        {
+            Error.WriteLine(); // past the progress line; the caller says "sim: cancelled"
+            throw;
+        }
         if (!quiet)
         {
             Error.WriteLine();

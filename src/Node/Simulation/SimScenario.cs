@@ -73,13 +73,44 @@ public static class SimRunner
 {
     private const string ProbeTopic = "potluck/sim/probe";
 
-    /// <summary>Runs <paramref name="scenario"/>; <paramref name="progress"/> gets a one-line status now and then (from the loop).</summary>
-    public static SimReport Run(SimScenario scenario, Action<string>? progress = null)
+    /// <summary>
+    /// Runs <paramref name="scenario"/>; <paramref name="progress"/> gets a one-line status now and then (from the loop).
+    /// Cancelling <paramref name="cancel"/> (Ctrl-C or SIGTERM in <c>potluck sim</c>) stops the run between two moments of
+    /// virtual time with <see cref="OperationCanceledException"/> and no report; the nodes' data directory, when the mesh
+    /// chose it, is deleted either way.
+    /// </summary>
+    public static SimReport Run(SimScenario scenario, Action<string>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(scenario);
         scenario.Validate();
+        string? ownRoot = null;
+        if (scenario.Mesh.DataRoot is null)
+        {
+            ownRoot = Path.Combine(Path.GetTempPath(), "potluck-sim-" + Guid.NewGuid().ToString("N"));
+            scenario = scenario with { Mesh = scenario.Mesh with { DataRoot = ownRoot } };
+        }
+        try
+        {
+            return Run(scenario, progress, cancel, new VirtualTimeDriver());
+        }
+        finally
+        {
+            if (ownRoot is not null && Directory.Exists(ownRoot))
+            {
+                try
+                {
+                    Directory.Delete(ownRoot, recursive: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                }
+            }
+        }
+    }
+
+    private static SimReport Run(SimScenario scenario, Action<string>? progress, CancellationToken cancel, VirtualTimeDriver driver)
+    {
         var wall = Stopwatch.StartNew();
-        var driver = new VirtualTimeDriver();
         SimReport? report = null;
         driver.RunUntilComplete(async d =>
         {
@@ -93,7 +124,7 @@ public static class SimRunner
                 }
             }));
             report = await RunAsync(mesh, scenario, wall, progress);
-        });
+        }, cancel);
         return report!;
     }
 

@@ -74,13 +74,21 @@ public sealed class VirtualTimeDriver
     }
 
     /// <summary>Starts <paramref name="body"/> on the loop and drives the loop and the clock until it completes.</summary>
-    public void RunUntilComplete(Func<VirtualTimeDriver, Task> body)
+    public void RunUntilComplete(Func<VirtualTimeDriver, Task> body) => RunUntilComplete(body, CancellationToken.None);
+
+    /// <summary>
+    /// Starts <paramref name="body"/> on the loop and drives the loop and the clock until it completes, or until
+    /// <paramref name="cancel"/> is cancelled: then the driver stops between two moments of virtual time (what was queued
+    /// for the current one runs first) and throws <see cref="OperationCanceledException"/>, leaving the run where it was
+    /// (for a command stopped by Ctrl-C or SIGTERM; nothing on the loop runs afterwards).
+    /// </summary>
+    public void RunUntilComplete(Func<VirtualTimeDriver, Task> body, CancellationToken cancel)
     {
         ArgumentNullException.ThrowIfNull(body);
         Task? task = null;
         Loop.Post(_ => task = body(this), null);
         Loop.RunUntilIdle();
-        Drive(() => task is { IsCompleted: true });
+        Drive(() => task is { IsCompleted: true }, cancel: cancel);
         ThrowFaults();
         task!.GetAwaiter().GetResult();
     }
@@ -134,7 +142,7 @@ public sealed class VirtualTimeDriver
         return waiter.Task;
     }
 
-    private void Drive(Func<bool> done, DateTimeOffset? until = null)
+    private void Drive(Func<bool> done, DateTimeOffset? until = null, CancellationToken cancel = default)
     {
         var limit = Clock.GetUtcNow() + Limits.MaxVirtualTime;
         while (true)
@@ -144,6 +152,7 @@ public sealed class VirtualTimeDriver
             {
                 return;
             }
+            cancel.ThrowIfCancellationRequested();
             var next = Clock.NextDeadline;
             if (next is null)
             {

@@ -59,4 +59,28 @@ public class SimulatedMeshTests
             SimRunner.Run(new SimScenario { Mesh = new MeshOptions { JoinInterval = TimeSpan.FromSeconds(-1) } }));
         Assert.That(e!.ParamName, Is.EqualTo("JoinInterval"));
     }
+
+    /// <summary>
+    /// `potluck sim` stopped by Ctrl-C or SIGTERM: the run ends at the next moment of virtual time with
+    /// <see cref="OperationCanceledException"/> (no report), not at the end of the scenario or never.
+    /// </summary>
+    [Test]
+    public void ACancelledRun_StopsBeforeTheNextMomentOfVirtualTime_WithNoReport()
+    {
+        using var cancel = new CancellationTokenSource();
+        var lines = new List<string>();
+        var scenario = new SimScenario
+        {
+            Mesh = new MeshOptions { Nodes = 8, Providers = 3, Seed = 4, JoinInterval = TimeSpan.FromSeconds(1), Loggers = Potluck.Tests.TestLogging.Factory },
+            Tasks = 4,
+            Duration = TimeSpan.FromSeconds(10),
+        };
+        Assert.Catch<OperationCanceledException>(() => SimRunner.Run(scenario, line =>
+        {
+            lines.Add(line);
+            cancel.Cancel(); // as the signal handler does, from outside the run's logic
+        }, cancel.Token));
+        Assert.That(lines, Has.Count.EqualTo(1), "nothing ran after the moment the cancel came in (the next node starts a virtual second later)");
+        Assert.That(lines[0], Does.StartWith("starting nodes 1/8"));
+    }
 }
