@@ -4,8 +4,9 @@ using Potluck.Protocol.Multiformats;
 namespace Potluck.Protocol.Transport.Memory;
 
 /// <summary>
-/// One end of a simulated connection. Without latency the two ends are two cross-wired pipes (as Orleans'
-/// DuplexPipe.CreateConnectionPair): what one end writes, the other reads, with no copy and no task in between.
+/// One end of a simulated connection. Without latency the two ends are two cross-wired buffers (as Orleans'
+/// DuplexPipe.CreateConnectionPair, with a <see cref="MemoryBuffer"/> in place of each <c>Pipe</c>: no memory held
+/// while empty): what one end writes, the other reads, with no copy and no task in between.
 /// With latency each direction gets a <see cref="DelayLine"/>.
 /// </summary>
 /// <remarks>
@@ -75,21 +76,14 @@ internal sealed class MemoryConnectionPair
     {
         _network = network;
         Link = link;
-        var pipeOptions = new PipeOptions(
-            pool: null,
-            readerScheduler: network.PipeScheduler,
-            writerScheduler: network.PipeScheduler,
-            pauseWriterThreshold: options.PauseWriterThreshold,
-            resumeWriterThreshold: options.ResumeWriterThreshold,
-            minimumSegmentSize: options.SegmentSize,
-            useSynchronizationContext: false);
-        var toListener = new Pipe(pipeOptions);
-        var toDialer = new Pipe(pipeOptions);
+        // Buffers in place of pipes: a connection end holds no memory while nothing is buffered.
+        var toListener = new MemoryBuffer(network.PipeScheduler, options);
+        var toDialer = new MemoryBuffer(network.PipeScheduler, options);
         MemoryPipeWriter dialerOutput, listenerOutput;
         if (!conditions.IsPerfect)
         {
-            var fromDialer = new Pipe(pipeOptions);
-            var fromListener = new Pipe(pipeOptions);
+            var fromDialer = new MemoryBuffer(network.PipeScheduler, options);
+            var fromListener = new MemoryBuffer(network.PipeScheduler, options);
             dialerOutput = new MemoryPipeWriter(fromDialer.Writer, new DelayLine(fromDialer.Reader, toListener.Writer, network.TimeProvider, conditions, seed));
             listenerOutput = new MemoryPipeWriter(fromListener.Writer, new DelayLine(fromListener.Reader, toDialer.Writer, network.TimeProvider, conditions, ~seed));
         }
