@@ -327,6 +327,103 @@ internal struct ParkedContinuation
 }
 
 /// <summary>
+/// One awaiting side of a stream buffer (a parked read or a parked flush) as an <see cref="IValueTaskSource{TResult}"/>
+/// needs it: whether a wait is pending, its version, whether it was signalled, its continuation and the token it waits
+/// with. Every member runs under the owner's lock; a continuation a member returns is run by the caller outside it.
+/// </summary>
+internal struct ParkedWait
+{
+    private bool _signalled;
+    private bool _canceledByToken;
+    private short _version;
+    private CancellationToken _token;
+    private CancellationTokenRegistration _registration;
+    private ParkedContinuation _parked;
+
+    /// <summary>A wait is pending (its result not yet taken).</summary>
+    public bool Waiting { get; private set; }
+
+    /// <summary>
+    /// Starts a wait and returns its version; <paramref name="onCanceled"/> is registered with the token under the
+    /// owner's lock (re-entered if it fires at once), so a late callback cannot reach a later wait.
+    /// </summary>
+    public short Begin(CancellationToken token, Action<object?, CancellationToken> onCanceled, object owner)
+    {
+        Waiting = true;
+        _signalled = false;
+        _canceledByToken = false;
+        var version = ++_version;
+        _token = token;
+        if (token.CanBeCanceled)
+        {
+            _registration = token.UnsafeRegister(onCanceled, owner);
+        }
+
+        return version;
+    }
+
+    /// <summary>The token fired: a pending wait not yet signalled ends as cancelled.</summary>
+    public ParkedContinuation.Scheduled CancelByToken()
+    {
+        if (!Waiting || _signalled)
+        {
+            return default;
+        }
+
+        _canceledByToken = true;
+        return Signal();
+    }
+
+    /// <summary>Wakes a pending wait once; what it parked is returned to run.</summary>
+    public ParkedContinuation.Scheduled Signal()
+    {
+        if (!Waiting || _signalled)
+        {
+            return default;
+        }
+
+        _signalled = true;
+        return _parked.Take();
+    }
+
+    public readonly ValueTaskSourceStatus Status(short token) =>
+        Waiting && token == _version && !_signalled ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+
+    /// <summary>Parks the awaiter's continuation; returned to run at once when that wait is over already.</summary>
+    public ParkedContinuation.Scheduled OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        _parked.Park(continuation, state, flags);
+        return !Waiting || token != _version || _signalled ? _parked.Take() : default;
+    }
+
+    /// <summary>
+    /// Ends the wait whose result is being taken (<paramref name="taken"/> is the error when it was taken already):
+    /// its registration, for the caller to dispose outside the lock, and the cancellation when its token ended it.
+    /// </summary>
+    public OperationCanceledException? End(short token, string taken, out CancellationTokenRegistration registration)
+    {
+        if (!Waiting || token != _version)
+        {
+            throw new InvalidOperationException(taken);
+        }
+
+        Waiting = false;
+        _parked = default;
+        registration = _registration;
+        _registration = default;
+        OperationCanceledException? canceled = null;
+        if (_canceledByToken)
+        {
+            _canceledByToken = false;
+            canceled = new OperationCanceledException(_token);
+        }
+
+        _token = default;
+        return canceled;
+    }
+}
+
+/// <summary>
 /// A yamux stream's input as the application reads it: the bytes the read loop delivered, in pooled segments that go
 /// back to the pool as they are read (an idle stream holds none), and one parked read. Reading and advancing credits
 /// the window back through the connection. Semantics as a <see cref="Pipe"/>'s reader: a completed writer (FIN) ends
@@ -346,13 +443,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
     private Exception? _writerError;
     private bool _readerDone;
     private bool _cancelPending;
-    private bool _waiting;
-    private bool _signalled;
-    private bool _canceledByToken;
-    private short _version;
-    private CancellationToken _waitToken;
-    private CancellationTokenRegistration _registration;
-    private ParkedContinuation _parked;
+    private ParkedWait _wait;
 
     private object Sync => this;
 
@@ -445,7 +536,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         lock (Sync)
         {
             ThrowIfReaderDone();
-            if (_waiting)
+            if (_wait.Waiting)
             {
                 throw new InvalidOperationException("a read is already pending on this yamux stream");
             }
@@ -467,7 +558,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         lock (Sync)
         {
             ThrowIfReaderDone();
-            if (_waiting)
+            if (_wait.Waiting)
             {
                 throw new InvalidOperationException("a read is already pending on this yamux stream");
             }
@@ -482,16 +573,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
                 return ValueTask.FromCanceled<ReadResult>(cancellationToken);
             }
 
-            _waiting = true;
-            _signalled = false;
-            _canceledByToken = false;
-            version = ++_version;
-            _waitToken = cancellationToken;
-            // Under the lock (re-entered if it fires at once): a late callback cannot reach a later read.
-            if (cancellationToken.CanBeCanceled)
-            {
-                _registration = cancellationToken.UnsafeRegister(static (s, _) => ((StreamInput)s!).OnTokenCanceled(), this);
-            }
+            version = _wait.Begin(cancellationToken, static (s, _) => ((StreamInput)s!).OnTokenCanceled(), this);
         }
 
         return new ValueTask<ReadResult>(this, version);
@@ -502,11 +584,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         ParkedContinuation.Scheduled wake = default;
         lock (Sync)
         {
-            if (_waiting && !_signalled)
-            {
-                _canceledByToken = true;
-                wake = SignalLocked();
-            }
+            wake = _wait.CancelByToken();
         }
 
         wake.Run(scheduler);
@@ -562,7 +640,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
     {
         lock (Sync)
         {
-            return _waiting && token == _version && !_signalled ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+            return _wait.Status(token);
         }
     }
 
@@ -571,11 +649,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         ParkedContinuation.Scheduled run = default;
         lock (Sync)
         {
-            _parked.Park(continuation, state, flags);
-            if (!_waiting || token != _version || _signalled)
-            {
-                run = _parked.Take();
-            }
+            run = _wait.OnCompleted(continuation, state, token, flags);
         }
 
         run.Run(scheduler);
@@ -588,19 +662,9 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         Exception? error = null;
         lock (Sync)
         {
-            if (!_waiting || token != _version)
+            if (_wait.End(token, "this read's result was already taken", out registration) is { } tokenCanceled)
             {
-                throw new InvalidOperationException("this read's result was already taken");
-            }
-
-            _waiting = false;
-            _parked = default;
-            registration = _registration;
-            _registration = default;
-            if (_canceledByToken)
-            {
-                _canceledByToken = false;
-                error = new OperationCanceledException(_waitToken);
+                error = tokenCanceled;
             }
             else if (_readerDone)
             {
@@ -617,8 +681,6 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
                     error = ex;
                 }
             }
-
-            _waitToken = default;
         }
 
         registration.Dispose();
@@ -642,16 +704,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         return new ReadResult(_queue.Committed, canceled, _writerDone);
     }
 
-    private ParkedContinuation.Scheduled SignalLocked()
-    {
-        if (!_waiting || _signalled)
-        {
-            return default;
-        }
-
-        _signalled = true;
-        return _parked.Take();
-    }
+    private ParkedContinuation.Scheduled SignalLocked() => _wait.Signal();
 
     private void ThrowIfReaderDone()
     {
@@ -684,13 +737,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
     private bool _readerDone;
     private Exception? _readerError;
     private bool _cancelPending;
-    private bool _waiting;
-    private bool _signalled;
-    private bool _canceledByToken;
-    private short _version;
-    private CancellationToken _waitToken;
-    private CancellationTokenRegistration _registration;
-    private ParkedContinuation _parked;
+    private ParkedWait _wait;
 
     private object Sync => this;
 
@@ -769,7 +816,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         lock (Sync)
         {
             ThrowIfWriterDone();
-            if (_waiting)
+            if (_wait.Waiting)
             {
                 throw new InvalidOperationException("a flush is already pending on this yamux stream");
             }
@@ -794,16 +841,8 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
                 return null;
             }
 
-            _waiting = true;
-            _signalled = false;
-            _canceledByToken = false;
-            version = ++_version;
-            _waitToken = cancellationToken;
+            version = _wait.Begin(cancellationToken, static (s, _) => ((StreamOutput)s!).OnTokenCanceled(), this);
             wait = true;
-            if (cancellationToken.CanBeCanceled)
-            {
-                _registration = cancellationToken.UnsafeRegister(static (s, _) => ((StreamOutput)s!).OnTokenCanceled(), this);
-            }
 
             return default(FlushResult);
         }
@@ -814,11 +853,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         ParkedContinuation.Scheduled wake = default;
         lock (Sync)
         {
-            if (_waiting && !_signalled)
-            {
-                _canceledByToken = true;
-                wake = SignalLocked();
-            }
+            wake = _wait.CancelByToken();
         }
 
         wake.Run(scheduler);
@@ -945,7 +980,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
     {
         lock (Sync)
         {
-            return _waiting && token == _version && !_signalled ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+            return _wait.Status(token);
         }
     }
 
@@ -954,11 +989,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         ParkedContinuation.Scheduled run = default;
         lock (Sync)
         {
-            _parked.Park(continuation, state, flags);
-            if (!_waiting || token != _version || _signalled)
-            {
-                run = _parked.Take();
-            }
+            run = _wait.OnCompleted(continuation, state, token, flags);
         }
 
         run.Run(scheduler);
@@ -971,19 +1002,9 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         Exception? error = null;
         lock (Sync)
         {
-            if (!_waiting || token != _version)
+            if (_wait.End(token, "this flush's result was already taken", out registration) is { } tokenCanceled)
             {
-                throw new InvalidOperationException("this flush's result was already taken");
-            }
-
-            _waiting = false;
-            _parked = default;
-            registration = _registration;
-            _registration = default;
-            if (_canceledByToken)
-            {
-                _canceledByToken = false;
-                error = new OperationCanceledException(_waitToken);
+                error = tokenCanceled;
             }
             else
             {
@@ -996,8 +1017,6 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
                     error = ex;
                 }
             }
-
-            _waitToken = default;
         }
 
         registration.Dispose();
@@ -1021,16 +1040,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         return new FlushResult(canceled, _readerDone);
     }
 
-    private ParkedContinuation.Scheduled SignalLocked()
-    {
-        if (!_waiting || _signalled)
-        {
-            return default;
-        }
-
-        _signalled = true;
-        return _parked.Take();
-    }
+    private ParkedContinuation.Scheduled SignalLocked() => _wait.Signal();
 
     private void ThrowIfWriterDone()
     {

@@ -29,24 +29,12 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     private bool _readerDone;
     private Exception? _readerError;
     private bool _readCancelPending;
-    private bool _readWaiting;
-    private bool _readSignalled;
-    private bool _readCanceledByToken;
-    private short _readVersion;
-    private CancellationToken _readToken;
-    private CancellationTokenRegistration _readRegistration;
-    private ParkedContinuation _readParked;
+    private ParkedWait _readWait;
 
     private bool _writerDone;
     private Exception? _writerError;
     private bool _flushCancelPending;
-    private bool _flushWaiting;
-    private bool _flushSignalled;
-    private bool _flushCanceledByToken;
-    private short _flushVersion;
-    private CancellationToken _flushToken;
-    private CancellationTokenRegistration _flushRegistration;
-    private ParkedContinuation _flushParked;
+    private ParkedWait _flushWait;
 
     public MemoryBuffer(PipeScheduler scheduler, long pauseWriterThreshold, long resumeWriterThreshold, int segmentSize)
     {
@@ -99,7 +87,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         lock (Sync)
         {
             ThrowIfReaderDone();
-            if (_readWaiting)
+            if (_readWait.Waiting)
             {
                 throw new InvalidOperationException("a read is already pending on this buffer");
             }
@@ -119,7 +107,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         lock (Sync)
         {
             ThrowIfReaderDone();
-            if (_readWaiting)
+            if (_readWait.Waiting)
             {
                 throw new InvalidOperationException("a read is already pending on this buffer");
             }
@@ -131,15 +119,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
             {
                 return ValueTask.FromCanceled<ReadResult>(cancellationToken);
             }
-            _readWaiting = true;
-            _readSignalled = false;
-            _readCanceledByToken = false;
-            version = ++_readVersion;
-            _readToken = cancellationToken;
-            if (cancellationToken.CanBeCanceled)
-            {
-                _readRegistration = cancellationToken.UnsafeRegister(static (s, _) => ((MemoryBuffer)s!).OnReadTokenCanceled(), this);
-            }
+            version = _readWait.Begin(cancellationToken, static (s, _) => ((MemoryBuffer)s!).OnReadTokenCanceled(), this);
         }
         return new ValueTask<ReadResult>(this, version);
     }
@@ -149,11 +129,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         ParkedContinuation.Scheduled wake = default;
         lock (Sync)
         {
-            if (_readWaiting && !_readSignalled)
-            {
-                _readCanceledByToken = true;
-                wake = SignalReadLocked();
-            }
+            wake = _readWait.CancelByToken();
         }
         wake.Run(_scheduler);
     }
@@ -208,7 +184,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     {
         lock (Sync)
         {
-            return _readWaiting && token == _readVersion && !_readSignalled ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+            return _readWait.Status(token);
         }
     }
 
@@ -217,11 +193,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         ParkedContinuation.Scheduled run = default;
         lock (Sync)
         {
-            _readParked.Park(continuation, state, flags);
-            if (!_readWaiting || token != _readVersion || _readSignalled)
-            {
-                run = _readParked.Take();
-            }
+            run = _readWait.OnCompleted(continuation, state, token, flags);
         }
         run.Run(_scheduler);
     }
@@ -233,18 +205,9 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         Exception? error = null;
         lock (Sync)
         {
-            if (!_readWaiting || token != _readVersion)
+            if (_readWait.End(token, "this read's result was already taken", out registration) is { } tokenCanceled)
             {
-                throw new InvalidOperationException("this read's result was already taken");
-            }
-            _readWaiting = false;
-            _readParked = default;
-            registration = _readRegistration;
-            _readRegistration = default;
-            if (_readCanceledByToken)
-            {
-                _readCanceledByToken = false;
-                error = new OperationCanceledException(_readToken);
+                error = tokenCanceled;
             }
             else if (_readerDone)
             {
@@ -261,7 +224,6 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
                     error = e;
                 }
             }
-            _readToken = default;
         }
         registration.Dispose();
         if (error is not null)
@@ -282,15 +244,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         return new ReadResult(_queue.Committed, canceled, _writerDone);
     }
 
-    private ParkedContinuation.Scheduled SignalReadLocked()
-    {
-        if (!_readWaiting || _readSignalled)
-        {
-            return default;
-        }
-        _readSignalled = true;
-        return _readParked.Take();
-    }
+    private ParkedContinuation.Scheduled SignalReadLocked() => _readWait.Signal();
 
     private void ThrowIfReaderDone()
     {
@@ -367,15 +321,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
             }
             else
             {
-                _flushWaiting = true;
-                _flushSignalled = false;
-                _flushCanceledByToken = false;
-                var version = ++_flushVersion;
-                _flushToken = cancellationToken;
-                if (cancellationToken.CanBeCanceled)
-                {
-                    _flushRegistration = cancellationToken.UnsafeRegister(static (s, _) => ((MemoryBuffer)s!).OnFlushTokenCanceled(), this);
-                }
+                var version = _flushWait.Begin(cancellationToken, static (s, _) => ((MemoryBuffer)s!).OnFlushTokenCanceled(), this);
                 result = new ValueTask<FlushResult>(_writer, version);
             }
         }
@@ -388,11 +334,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         ParkedContinuation.Scheduled wake = default;
         lock (Sync)
         {
-            if (_flushWaiting && !_flushSignalled)
-            {
-                _flushCanceledByToken = true;
-                wake = SignalFlushLocked();
-            }
+            wake = _flushWait.CancelByToken();
         }
         wake.Run(_scheduler);
     }
@@ -438,7 +380,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     {
         lock (Sync)
         {
-            return _flushWaiting && token == _flushVersion && !_flushSignalled ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+            return _flushWait.Status(token);
         }
     }
 
@@ -447,11 +389,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         ParkedContinuation.Scheduled run = default;
         lock (Sync)
         {
-            _flushParked.Park(continuation, state, flags);
-            if (!_flushWaiting || token != _flushVersion || _flushSignalled)
-            {
-                run = _flushParked.Take();
-            }
+            run = _flushWait.OnCompleted(continuation, state, token, flags);
         }
         run.Run(_scheduler);
     }
@@ -463,18 +401,9 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         Exception? error = null;
         lock (Sync)
         {
-            if (!_flushWaiting || token != _flushVersion)
+            if (_flushWait.End(token, "this flush's result was already taken", out registration) is { } tokenCanceled)
             {
-                throw new InvalidOperationException("this flush's result was already taken");
-            }
-            _flushWaiting = false;
-            _flushParked = default;
-            registration = _flushRegistration;
-            _flushRegistration = default;
-            if (_flushCanceledByToken)
-            {
-                _flushCanceledByToken = false;
-                error = new OperationCanceledException(_flushToken);
+                error = tokenCanceled;
             }
             else if (_readerDone && _readerError is not null)
             {
@@ -486,7 +415,6 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
                 _flushCancelPending = false;
                 result = new FlushResult(canceled, _readerDone);
             }
-            _flushToken = default;
         }
         registration.Dispose();
         if (error is not null)
@@ -496,15 +424,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         return result;
     }
 
-    private ParkedContinuation.Scheduled SignalFlushLocked()
-    {
-        if (!_flushWaiting || _flushSignalled)
-        {
-            return default;
-        }
-        _flushSignalled = true;
-        return _flushParked.Take();
-    }
+    private ParkedContinuation.Scheduled SignalFlushLocked() => _flushWait.Signal();
 
     private void ThrowIfWriterDone()
     {
