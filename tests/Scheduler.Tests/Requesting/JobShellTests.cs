@@ -9,6 +9,8 @@ using Potluck.Scheduler.Requesting;
 using Potluck.Scheduler.Tests.Advertising;
 using Potluck.Scheduler.Verification;
 
+using static Potluck.Scheduler.Tests.Requesting.RequesterFixture;
+
 namespace Potluck.Scheduler.Tests.Requesting;
 
 /// <summary>
@@ -18,27 +20,6 @@ namespace Potluck.Scheduler.Tests.Requesting;
 /// </summary>
 public class JobShellTests
 {
-    private static readonly DateTimeOffset T0 = Ads.T0;
-    private static readonly PrivateKey SelfKey = Ads.Key(1);
-    private static readonly PrivateKey AKey = Ads.Key(2);
-    private static readonly PrivateKey BKey = Ads.Key(3);
-    private static readonly PrivateKey CKey = Ads.Key(4);
-    private static PeerId A => AKey.PeerId;
-    private static PeerId B => BKey.PeerId;
-    private static PeerId C => CKey.PeerId;
-
-    private static readonly RequesterJobSettings Settings = new()
-    {
-        MaxAttempts = 3,
-        BusyRetryInterval = TimeSpan.FromSeconds(4),
-        WaitForCapacity = TimeSpan.FromMinutes(1),
-        WaitForProviders = TimeSpan.FromSeconds(30),
-        StrangerResults = 10,
-    };
-
-    private static VerifiedAdvertisement Ad(PrivateKey key, ulong sequence = 1) =>
-        new(Ads.Make(key, sequence), key.PeerId, key.PublicKey, [], []);
-
     private static RunSummary Run(byte output, long fuel = 1000, bool deterministic = true) =>
         new(AttestedOutcome.Exited, 0, [output, 0, 0, 0], 4, fuel, deterministic);
 
