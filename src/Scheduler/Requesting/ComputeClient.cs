@@ -281,17 +281,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var job = new Job(submission, new TaskPayload(submission.Args, submission.Input).Encode(),
             new RequesterJob(_jobSettings, _key.PeerId, submission.Replicas));
-        return submission.Replicas > 1
-            ? await RunReplicatedAsync(job, submission.Replicas, ct)
-            : await RunSampledAsync(job, ct);
+        // One provider at a time with a sample re-checked, or k replicas at once: the decisions are the job's (RequesterJob),
+        // taken as a core (JobCore) on the shell both sides share (CoreShell); this client leases, re-runs, pays and publishes
+        // as its steps say (ComputeClient.Job.cs).
+        return await new JobRun(this, job).RunAsync(ct);
     }
-
-    /// <summary>
-    /// One provider at a time; a sample re-checked; fraud or failure moves on to another provider. The decisions are the
-    /// job's (<see cref="RequesterJob"/>), taken as a core (<see cref="JobCore{TLease}"/>) on the shell both sides share
-    /// (<see cref="CoreShell{TStep}"/>); this client leases, re-runs, pays and publishes as its steps say (ComputeClient.Job.cs).
-    /// </summary>
-    private Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct) => new SampledRun(this, job).RunAsync(ct);
 
     /// <summary>
     /// No local sandbox: a second provider runs the task, chosen among those in good standing here when one fits (a Sybil
@@ -334,11 +328,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>Carries out a settlement: convict, or note the provider's record and pay or leave unpaid.</summary>
-    private async Task SettleAsync(Job job, LeaseResultInfo lease, SettleStep step, CancellationToken ct)
+    /// <param name="refusedWhy">Why a convicted provider is refused (by default: a re-run contradicts it).</param>
+    private async Task SettleAsync(Job job, LeaseResultInfo lease, SettleStep step, CancellationToken ct, string? refusedWhy = null)
     {
         if (step.Convict)
         {
-            await ConvictAsync(job, lease, ct);
+            await ConvictAsync(job, lease, ct, refusedWhy);
             return;
         }
         Note(lease.Provider, step.Note);
@@ -369,60 +364,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 break;
         }
     }
-
-    /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins, as the job decides.</summary>
-    private async Task<SubmissionResult> RunReplicatedAsync(Job job, int replicas, CancellationToken ct)
-    {
-        var results = new List<LeaseResultInfo>();
-        for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
-        {
-            var wanted = replicas - results.Count;
-            var busyBefore = job.Locked(() => job.Core.BusyRefusals);
-            var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
-            results.AddRange(batch.OfType<LeaseResultInfo>());
-            var busyNow = job.Locked(() => job.Core.BusyRefusals);
-            if (batch.Count(b => b is null) == busyNow - busyBefore && busyNow > busyBefore)
-            {
-                round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
-            }
-        }
-        if (results.Count == 0)
-        {
-            var history = job.Locked(() => job.Core.History.ToList());
-            throw new SubmissionException($"no replica produced a result: {RequesterJob.Summarise(history)}", history);
-        }
-        var canRerun = CanRerunLocally(job);
-        var views = Views(results);
-        var tieBroken = false;
-        if (job.Locked(() => job.Core.NeedsTieBreak(views, canRerun)))
-        {
-            (results, tieBroken) = await TieBreakAsync(job, results, ct); // ComputeClient.TieBreak.cs
-            views = Views(results);
-        }
-        // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
-        // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
-        TrustedRun? trusted = null;
-        if (job.Locked(() => job.Core.NeedsLocalRerun(views, tieBroken, canRerun)))
-        {
-            trusted = await RerunLocallyAsync(job, ct);
-        }
-        var decision = job.Locked(() => job.Core.DecideReplicas(views, tieBroken, trusted?.Summary));
-        for (var i = 0; i < results.Count; i++)
-        {
-            _instruments.Verification(decision.Settle[i].Verdict);
-            await SettleAsync(job, results[i], decision.Settle[i], ct);
-        }
-        return decision.End switch
-        {
-            JobEnd.LeaseResult r => job.Finish(results[r.Index], r.Verified),
-            JobEnd.OwnRun own => job.Finish(trusted!, _key.PeerId, own.Verified),
-            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
-        };
-    }
-
-    /// <summary>The replicas as the job judges them: provider, attested summary, and its record here now.</summary>
-    private List<ReplicaResult> Views(List<LeaseResultInfo> results) =>
-        [.. results.Select(r => new ReplicaResult(r.Provider, RunSummary.Of(r.Attestation.Attestation), _reputation.Get(r.Provider).ConsecutiveVerified))];
 
     /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
     /// <param name="alwaysCompared">
