@@ -26,8 +26,6 @@ public enum JobAction
     Rerun,
     /// <summary>No sandbox here: lease the task to a second provider (<see cref="RequesterJob.OnSecondResult"/>), answer with <see cref="JobCore{TLease}.OnSecondChecked"/>.</summary>
     CheckOnSecond,
-    /// <summary>A checker in good standing contradicts the result: resolve the dispute with a third opinion, which ends the job.</summary>
-    Dispute,
     /// <summary>The job ends with an answer (<see cref="JobStep{TLease}.End"/>).</summary>
     Finish,
     /// <summary>The job ends without one: <see cref="JobStep{TLease}.Failure"/>, the no-match explanation, or <see cref="JobEnd.GiveUp"/>.</summary>
@@ -66,7 +64,7 @@ public sealed record JobStep<TLease> where TLease : class
     /// <summary>An attempt the job has recorded, to report (<c>ComputeClient.AttemptEnded</c>).</summary>
     public AttemptRecord? Attempt { get; init; }
 
-    /// <summary>The result to settle, or to re-check (<see cref="JobAction.Rerun"/>, <see cref="JobAction.CheckOnSecond"/>, <see cref="JobAction.Dispute"/>).</summary>
+    /// <summary>The result to settle, or to re-check (<see cref="JobAction.Rerun"/>, <see cref="JobAction.CheckOnSecond"/>).</summary>
     public TLease? Lease { get; init; }
 
     /// <summary>How to settle <see cref="Lease"/>: convict (no payment), pay, or leave unpaid.</summary>
@@ -98,8 +96,8 @@ public sealed record JobStep<TLease> where TLease : class
     /// <summary>A tie-break ended: "majority" or "unresolved" (for the tie-break counter).</summary>
     public string? TieBreak { get; init; }
 
-    /// <summary>The second provider's check (<see cref="JobAction.Dispute"/>).</summary>
-    public TLease? Checker { get; init; }
+    /// <summary>A dispute was resolved, or not: how (for the dispute counter).</summary>
+    public DisputeOutcome? Dispute { get; init; }
 
     /// <summary>The job's end (<see cref="JobAction.Finish"/>, or <see cref="JobAction.Fail"/> out of attempts).</summary>
     public JobEnd? End { get; init; }
@@ -127,8 +125,9 @@ public sealed record JobStep<TLease> where TLease : class
 /// busy refusals only not counted); replicas that disagree on a node that cannot re-run get a tie-breaker
 /// (<see cref="RequesterJob.NeedsTieBreak"/>), leased in a slot of its own among providers in good standing when one fits;
 /// then a re-run here if <see cref="RequesterJob.NeedsLocalRerun"/>, and <see cref="RequesterJob.DecideReplicas"/> settles
-/// every replica. A dispute, once the core has found one, is resolved by the shell's <c>ResolveDisputeAsync</c>
-/// (<see cref="JobAction.Dispute"/>).
+/// every replica. A dispute (a checker in good standing contradicts a sampled result) gets its third opinion the same way:
+/// a slot leased among providers in good standing only, up to <see cref="RequesterJobSettings.MaxAttempts"/> leases, then
+/// <see cref="RequesterJob.ResolveDispute"/> settles the three parties and ends the job.
 /// </para>
 /// </summary>
 public sealed class JobCore<TLease> where TLease : class
@@ -140,8 +139,10 @@ public sealed class JobCore<TLease> where TLease : class
     private DateTimeOffset _providersBy;
     private TLease? _lease;
     private RunSummary? _claimed;
+    private TLease? _checker;
+    private RunSummary? _checkerClaimed;
 
-    // Slots (replicas, a tie-breaker): leases in flight beside each other, and the results they brought.
+    // Slots (replicas, a tie-breaker, a third opinion): leases in flight beside each other, and the results they brought.
     private readonly Dictionary<int, Slot> _slots = [];
     private readonly Queue<int> _toChoose = new();
     private readonly List<Held> _results = [];
@@ -307,9 +308,11 @@ public sealed class JobCore<TLease> where TLease : class
 
     /// <summary>
     /// A second provider's check (<see cref="RequesterJob.OnSecondResult"/>; its own lease is settled by the shell unless
-    /// disputed); null <paramref name="check"/> when none produced a result. A dispute goes to <see cref="JobAction.Dispute"/>.
+    /// disputed); null <paramref name="check"/> when none produced a result. A dispute is resolved by a third opinion: leased
+    /// in a slot among providers in good standing here only (neither of the two), then <see cref="RequesterJob.ResolveDispute"/>.
     /// </summary>
-    public JobStep<TLease> OnSecondChecked(SecondCheck? check, TLease? checker, DateTimeOffset now)
+    /// <param name="checkerClaimed">The checker's attested summary (read when the check is disputed).</param>
+    public JobStep<TLease> OnSecondChecked(SecondCheck? check, TLease? checker, RunSummary? checkerClaimed, DateTimeOffset now)
     {
         if (_state != State.Checking)
         {
@@ -317,8 +320,15 @@ public sealed class JobCore<TLease> where TLease : class
         }
         if (check is { Disputed: true })
         {
-            _state = State.Ended;
-            return new JobStep<TLease> { Action = JobAction.Dispute, Lease = _lease, Checker = checker, Wake = CoreWake.Ended };
+            ArgumentNullException.ThrowIfNull(checker);
+            _checker = checker;
+            _checkerClaimed = checkerClaimed ?? throw new ArgumentNullException(nameof(checkerClaimed));
+            _state = State.Slots;
+            _phase = Phase.ThirdOpinion;
+            _tries = 0;
+            _job.BeginThirdOpinion();
+            OpenSlot(now);
+            return Then(Nothing);
         }
         return Judge(check?.Verdict, ownRunDeterministic: false, check, checker, now);
     }
@@ -333,7 +343,7 @@ public sealed class JobCore<TLease> where TLease : class
         return Fail(new JobStep<TLease> { Failure = error });
     }
 
-    // ------------------------------------------------------------------ slots (replicas, a tie-breaker)
+    // ------------------------------------------------------------------ slots (replicas, a tie-breaker, a third opinion)
 
     /// <summary>The shell chose <paramref name="ad"/> for <paramref name="slot"/>: lease it (not chosen again for this job while it runs).</summary>
     public JobStep<TLease> OnChosen(int slot, VerifiedAdvertisement ad, DateTimeOffset now)
@@ -421,9 +431,9 @@ public sealed class JobCore<TLease> where TLease : class
     }
 
     /// <summary>
-    /// A slot's lease could not be carried out (its effect threw). A tie-breaker's lease refused as a submission problem
-    /// (credits ran out) leaves the disagreement unresolved; anything else ends the job with that failure, every result it
-    /// held released.
+    /// A slot's lease could not be carried out (its effect threw). A tie-breaker's or third provider's lease refused as a
+    /// submission problem (credits ran out) leaves the disagreement unresolved; anything else ends the job with that failure,
+    /// every result it held released.
     /// </summary>
     public JobStep<TLease> OnLeaseFailed(int slot, Exception error, DateTimeOffset now)
     {
@@ -432,9 +442,12 @@ public sealed class JobCore<TLease> where TLease : class
         {
             return Nothing;
         }
-        return _phase == Phase.TieBreak && error is SubmissionException
-            ? EndTieBreak(Nothing, null)
-            : Fail(new JobStep<TLease> { Failure = error });
+        return (_phase, error) switch
+        {
+            (Phase.TieBreak, SubmissionException) => EndTieBreak(Nothing, null),
+            (Phase.ThirdOpinion, SubmissionException) => ResolveDispute(Nothing, null),
+            _ => Fail(new JobStep<TLease> { Failure = error }),
+        };
     }
 
     private bool EndLease(int slot)
@@ -450,12 +463,12 @@ public sealed class JobCore<TLease> where TLease : class
     /// <summary>A slot ended, with a usable result, without one, or with no provider to fit: what its phase does next.</summary>
     private JobStep<TLease> SlotEnded(DateTimeOffset now, JobStep<TLease> before, Held? held, Func<Exception>? noProvider)
     {
-        if (_phase == Phase.TieBreak)
+        if (_phase is Phase.TieBreak or Phase.ThirdOpinion)
         {
-            // One tie-breaker at a time, up to MaxAttempts leases (busy ones too); no provider left: unresolved.
+            // One tie-breaker or third provider at a time, up to MaxAttempts leases (busy ones too); none left: unresolved.
             if (held is not null || noProvider is not null || ++_tries >= _job.Settings.MaxAttempts)
             {
-                return EndTieBreak(before, held);
+                return _phase == Phase.TieBreak ? EndTieBreak(before, held) : ResolveDispute(before, held);
             }
             OpenSlot(now);
             return Then(before);
@@ -526,6 +539,44 @@ public sealed class JobCore<TLease> where TLease : class
             outcome = RequesterJob.Group(Views())[0].Count * 2 > _results.Count ? "majority" : "unresolved";
         }
         return AfterTieBreak(before with { TieBreak = outcome });
+    }
+
+    /// <summary>
+    /// The third opinion is in, or none could be had: <see cref="RequesterJob.ResolveDispute"/> convicts the side it
+    /// contradicts and pays the side it confirms, or leaves the dispute unresolved; the checker, the third provider and the
+    /// sampled lease are settled in that order, and the job ends with the confirmed result.
+    /// </summary>
+    private JobStep<TLease> ResolveDispute(JobStep<TLease> before, Held? third)
+    {
+        _job.EndThirdOpinion();
+        var decision = _job.ResolveDispute(_claimed!, _checkerClaimed!, third?.View.Summary, third?.View.ConsecutiveVerified ?? 0);
+        List<Settlement<TLease>> settlements =
+        [
+            new(_checker!, decision.Checker, decision.Checker.Convict ? "a checker whose result a third provider in good standing contradicted" : null),
+        ];
+        if (third is not null && decision.Third is { } thirdStep)
+        {
+            settlements.Add(new(third.Lease, thirdStep));
+        }
+        settlements.Add(new(_lease!, decision.Accused));
+        _state = State.Ended;
+        var end = (JobEnd.LeaseResult)decision.End;
+        return before with
+        {
+            Action = JobAction.Finish,
+            Dispute = decision.Outcome,
+            Checked = true,
+            Verdict = decision.Accused.Verdict,
+            Settlements = settlements,
+            End = end,
+            Answer = end.Index switch
+            {
+                1 => _checker,
+                2 => third!.Lease,
+                _ => _lease,
+            },
+            Wake = CoreWake.Ended,
+        };
     }
 
     private JobStep<TLease> AfterTieBreak(JobStep<TLease> before)
@@ -674,6 +725,7 @@ public sealed class JobCore<TLease> where TLease : class
         Replicas,
         TieBreak,
         Rerun,
+        ThirdOpinion,
     }
 
     private enum SlotState : byte
