@@ -10,9 +10,9 @@ public sealed partial class ComputeClient
 {
     /// <summary>
     /// One submission on the shared shell: its <see cref="JobCore{TLease}"/> in a <see cref="CoreShell{TStep}"/>, this client's
-    /// effects for its steps (choose, lease, re-run, a second provider's check, settle), and the job's answer. A sampled
-    /// run leases one provider at a time (the loop awaits the lease); a job of replicas, and a dispute's third opinion, lease
-    /// each slot (a replica, a tie-breaker, a third provider) in the background and the lease's end comes back as the slot's event. An effect that
+    /// effects for its steps (choose, lease, re-run, settle), and the job's answer. A sampled run leases one provider at a
+    /// time (the loop awaits the lease); a job of replicas, a second provider's check and a dispute's third opinion lease
+    /// each slot (a replica, a tie-breaker, a checker, a third provider) in the background and the lease's end comes back as the slot's event. An effect that
     /// throws ends the job with that exception; cancelling the submission stops the shell (leases in flight are cancelled
     /// and their reservations released).
     /// </summary>
@@ -95,6 +95,10 @@ public sealed partial class ComputeClient
             {
                 client.AttemptEnded?.Invoke(attempt);
             }
+            if (step.SecondCheck is { } inGoodStanding)
+            {
+                client._instruments.SecondCheck(inGoodStanding);
+            }
             if (step.Dispute is { } dispute)
             {
                 client._instruments.Dispute(dispute);
@@ -107,10 +111,6 @@ public sealed partial class ComputeClient
             {
                 client._instruments.TieBreak(tieBreak);
             }
-            if (step.Settle is { } settle)
-            {
-                await client.SettleAsync(_job, step.Lease!, settle, ct);
-            }
             foreach (var settlement in step.Settlements ?? [])
             {
                 if (settlement.Counted)
@@ -118,6 +118,10 @@ public sealed partial class ComputeClient
                     client._instruments.Verification(settlement.Step.Verdict);
                 }
                 await client.SettleAsync(_job, settlement.Lease, settlement.Step, ct, settlement.Why);
+            }
+            if (step.Settle is { } settle)
+            {
+                await client.SettleAsync(_job, step.Lease!, settle, ct);
             }
             switch (step.Action)
             {
@@ -128,7 +132,7 @@ public sealed partial class ComputeClient
                     Watch(ct);
                     break;
                 case JobAction.Lease when step.Slot is { } slot:
-                    // A replica, a tie-breaker or a third opinion: leased beside the loop; its end is the slot's event.
+                    // A replica, a tie-breaker, a checker or a third opinion: leased beside the loop; its end is the slot's event.
                     _ = _client._work.Track("requester slot lease", SlotLeaseAsync(slot, step.Ad!, ct));
                     break;
                 case JobAction.Lease:
@@ -146,11 +150,6 @@ public sealed partial class ComputeClient
                         }
                     }
                     Queue(now => _core.OnRerun(rerun.Summary, now));
-                    break;
-                case JobAction.CheckOnSecond:
-                    var (check, checker) = await client.CheckOnSecondAsync(_job, RunSummary.Of(step.Lease!.Attestation.Attestation), ct);
-                    var checkerClaimed = checker is null ? null : RunSummary.Of(checker.Attestation.Attestation);
-                    Queue(now => _core.OnSecondChecked(check, checker, checkerClaimed, now));
                     break;
                 case JobAction.Finish:
                     _answer.TrySetResult(step.End switch
@@ -222,7 +221,7 @@ public sealed partial class ComputeClient
         }
 
         /// <summary>
-        /// A slot's lease (a replica, a tie-breaker, a third opinion), declared as always compared, run beside the loop; its end is posted as
+        /// A slot's lease (a replica, a tie-breaker, a checker, a third opinion), declared as always compared, run beside the loop; its end is posted as
         /// the slot's event. One that throws is the slot's <see cref="JobCore{TLease}.OnLeaseFailed"/>; one that ends after the
         /// job did (the shell stopped) is released here.
         /// </summary>

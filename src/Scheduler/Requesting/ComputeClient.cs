@@ -287,37 +287,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
         return await new JobRun(this, job).RunAsync(ct);
     }
 
-    /// <summary>
-    /// No local sandbox: a second provider runs the task, chosen among those in good standing here when one fits (a Sybil
-    /// can check its own twin); only such a checker's word verifies or convicts (<see cref="RequesterJob.OnSecondResult"/>).
-    /// The checker is settled here unless it disputes the result. Null when no second provider produced a result.
-    /// </summary>
-    private async Task<(SecondCheck? Check, LeaseResultInfo? Checker)> CheckOnSecondAsync(Job job, RunSummary claimed, CancellationToken ct)
-    {
-        lock (job.Gate) { job.Core.BeginSecondCheck(); }
-        LeaseResultInfo? second;
-        try
-        {
-            second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
-        }
-        finally
-        {
-            lock (job.Gate) { job.Core.EndSecondCheck(); }
-        }
-        if (second is null)
-        {
-            return (null, null);
-        }
-        var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
-            _consecutiveVerified(second.Provider)));
-        _instruments.SecondCheck(check.CheckerInGoodStanding);
-        if (!check.Disputed)
-        {
-            await SettleAsync(job, second, check.Second, ct); // a disputed checker is settled once resolved
-        }
-        return (check, second);
-    }
-
     private bool CanRerunLocally(Job job) => _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes);
 
     private async Task<TrustedRun> RerunLocallyAsync(Job job, CancellationToken ct)
@@ -363,48 +332,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 _reputation.RecordFailure(provider);
                 break;
         }
-    }
-
-    /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
-    /// <param name="alwaysCompared">
-    /// The result will be compared with another whatever happens (a replica, or the second run of a check): the lease
-    /// declares a re-run rate of one.
-    /// </param>
-    private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct, bool alwaysCompared = false)
-    {
-        var ad = await ChooseAsync(job, ct);
-        lock (job.Gate)
-        {
-            job.Core.OnLeaseStarted(ad.Provider); // not chosen again for this job while it runs
-        }
-        var attempt = await LeaseAsync(job, ad, alwaysCompared, ct);
-        var provider = attempt.Provider;
-        if (attempt.Inspection is not { } inspection)
-        {
-            // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
-            var outcome = attempt.Outcome;
-            _ledger.Release(attempt.LeaseId);
-            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, attempt.AdSequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
-            Note(provider, note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
-            ct.ThrowIfCancellationRequested();
-            return null;
-        }
-        lock (job.Gate)
-        {
-            job.Core.OnResultDelivered();
-        }
-        var problem = job.Locked(() => job.Core.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery,
-            inspection.ClaimedStatus, inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode));
-        if (problem is { } p)
-        {
-            // Unsigned, not about what was delivered, a wall-clock timeout, or less fuel than notes paid for: not paid.
-            _ledger.Release(attempt.LeaseId);
-            Note(provider, p.Note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, LeaseOutcomeKind.Failed, p.Why, 0));
-            return null;
-        }
-        return attempt.Result;
     }
 
     /// <summary>
@@ -535,46 +462,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>
-    /// The best provider that fits <paramref name="job"/>. While every provider that fits is busy (its advertisement says
-    /// so, or it refused this job as busy at its current advertisement), waits for a newer advertisement, up to
-    /// <see cref="ComputeClientOptions.WaitForCapacity"/> from the start of the wait: busy means "wait and retry", never
-    /// "excluded". With no provider seen at all, waits up to <see cref="ComputeClientOptions.WaitForProviders"/>. Otherwise
-    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason. During a tie-break the
-    /// choice is made among providers in good standing here when one fits (<see cref="RequesterJob.Filter"/>).
+    /// One look at the providers for <paramref name="job"/> now: the best that fits, or what holds each back (the job's core
+    /// then waits for a newer advertisement or a busy provider's retry time, or gives up with <see cref="Choice.Explain"/>:
+    /// busy means "wait and retry", never "excluded"). During a tie-break or a second provider's check the choice is made
+    /// among providers in good standing here when one fits; a third opinion only among them (<see cref="RequesterJob.Filter"/>).
     /// </summary>
-    private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
-    {
-        var providersBy = job.Core.BeginChoice(_time.GetUtcNow());
-        while (true)
-        {
-            var choice = TryChoose(job);
-            if (choice.Ad is { } ad)
-            {
-                return ad;
-            }
-            var now2 = _time.GetUtcNow();
-            DateTimeOffset? wakeAt;
-            lock (job.Gate)
-            {
-                wakeAt = job.Core.OnNoMatch(choice.Busy, choice.OthersSeen, choice.RetryAt, now2, ref providersBy);
-            }
-            if (wakeAt is not { } wake)
-            {
-                throw choice.Explain();
-            }
-            try
-            {
-                // A provider that refused as busy is asked again by its retry time even if it publishes nothing new: its
-                // advertisement need not change (a core taken and freed within its publishing gap looks the same as before).
-                await LoopSafeWait.WaitAsync(choice.Changed, wake - now2, _time, ct);
-            }
-            catch (TimeoutException)
-            {
-            }
-        }
-    }
-
-    /// <summary>One look at the providers for <paramref name="job"/> now: the best that fits, or what holds each back.</summary>
     /// <returns><see cref="Choice.Changed"/> completes on the next advertisement after this look.</returns>
     private Choice TryChoose(Job job)
     {

@@ -24,8 +24,6 @@ public enum JobAction
     Lease,
     /// <summary>Re-run the task here: answer with <see cref="JobCore{TLease}.OnRerun"/>.</summary>
     Rerun,
-    /// <summary>No sandbox here: lease the task to a second provider (<see cref="RequesterJob.OnSecondResult"/>), answer with <see cref="JobCore{TLease}.OnSecondChecked"/>.</summary>
-    CheckOnSecond,
     /// <summary>The job ends with an answer (<see cref="JobStep{TLease}.End"/>).</summary>
     Finish,
     /// <summary>The job ends without one: <see cref="JobStep{TLease}.Failure"/>, the no-match explanation, or <see cref="JobEnd.GiveUp"/>.</summary>
@@ -64,7 +62,7 @@ public sealed record JobStep<TLease> where TLease : class
     /// <summary>An attempt the job has recorded, to report (<c>ComputeClient.AttemptEnded</c>).</summary>
     public AttemptRecord? Attempt { get; init; }
 
-    /// <summary>The result to settle, or to re-check (<see cref="JobAction.Rerun"/>, <see cref="JobAction.CheckOnSecond"/>).</summary>
+    /// <summary>The result to settle, or to re-check (<see cref="JobAction.Rerun"/>).</summary>
     public TLease? Lease { get; init; }
 
     /// <summary>How to settle <see cref="Lease"/>: convict (no payment), pay, or leave unpaid.</summary>
@@ -96,6 +94,9 @@ public sealed record JobStep<TLease> where TLease : class
     /// <summary>A tie-break ended: "majority" or "unresolved" (for the tie-break counter).</summary>
     public string? TieBreak { get; init; }
 
+    /// <summary>A second provider's check answered: whether the checker was in good standing (for the second-check counter).</summary>
+    public bool? SecondCheck { get; init; }
+
     /// <summary>A dispute was resolved, or not: how (for the dispute counter).</summary>
     public DisputeOutcome? Dispute { get; init; }
 
@@ -119,7 +120,8 @@ public sealed record JobStep<TLease> where TLease : class
 /// provider, convict or pay or leave unpaid, finish, fail). The decisions are <see cref="RequesterJob"/>'s; this adds the
 /// states between them. No I/O, no awaits, no clock inside.
 /// <para>
-/// A sampled run (one replica) leases one provider at a time. A job of k replicas leases k providers at once, each in a
+/// A sampled run (one replica) leases one provider at a time; a sample it cannot re-run here is checked by a second
+/// provider, leased in a slot (below) among providers in good standing when one fits. A job of k replicas leases k providers at once, each in a
 /// numbered slot (<see cref="JobStep{TLease}.Slot"/>): a slot chooses, waits while none fits, leases, and ends with a result
 /// or without one; rounds of the missing replicas follow (up to <see cref="RequesterJobSettings.MaxAttempts"/>, rounds of
 /// busy refusals only not counted); replicas that disagree on a node that cannot re-run get a tie-breaker
@@ -142,7 +144,7 @@ public sealed class JobCore<TLease> where TLease : class
     private TLease? _checker;
     private RunSummary? _checkerClaimed;
 
-    // Slots (replicas, a tie-breaker, a third opinion): leases in flight beside each other, and the results they brought.
+    // Slots (replicas, a tie-breaker, a second provider's check, a third opinion): leases in flight beside each other, and the results they brought.
     private readonly Dictionary<int, Slot> _slots = [];
     private readonly Queue<int> _toChoose = new();
     private readonly List<Held> _results = [];
@@ -279,15 +281,19 @@ public sealed class JobCore<TLease> where TLease : class
         switch (_job.PlanCheck(sampled, canRerunLocally))
         {
             case CheckPlan.CompareWithTrusted:
-                return Judge(_job.CompareWithTrusted(_claimed), ownRunDeterministic: true, null, null, now); // trusted only when deterministic
+                return Judge(Nothing, _job.CompareWithTrusted(_claimed), ownRunDeterministic: true, null, null, now); // trusted only when deterministic
             case CheckPlan.RerunLocally:
                 _state = State.Checking;
                 return new JobStep<TLease> { Action = JobAction.Rerun, Lease = lease };
             case CheckPlan.LeaseSecond:
-                _state = State.Checking;
-                return new JobStep<TLease> { Action = JobAction.CheckOnSecond, Lease = lease };
+                // No sandbox here: one more lease, in a slot, among providers in good standing when one fits.
+                _state = State.Slots;
+                _phase = Phase.SecondCheck;
+                _job.BeginSecondCheck();
+                OpenSlot(now);
+                return Then(Nothing);
             default:
-                return Judge(null, ownRunDeterministic: false, null, null, now);
+                return Judge(Nothing, null, ownRunDeterministic: false, null, null, now);
         }
     }
 
@@ -303,34 +309,7 @@ public sealed class JobCore<TLease> where TLease : class
         {
             return Nothing;
         }
-        return Judge(_job.OnLocalRerun(_claimed!, rerun), rerun.Deterministic, null, null, now);
-    }
-
-    /// <summary>
-    /// A second provider's check (<see cref="RequesterJob.OnSecondResult"/>; its own lease is settled by the shell unless
-    /// disputed); null <paramref name="check"/> when none produced a result. A dispute is resolved by a third opinion: leased
-    /// in a slot among providers in good standing here only (neither of the two), then <see cref="RequesterJob.ResolveDispute"/>.
-    /// </summary>
-    /// <param name="checkerClaimed">The checker's attested summary (read when the check is disputed).</param>
-    public JobStep<TLease> OnSecondChecked(SecondCheck? check, TLease? checker, RunSummary? checkerClaimed, DateTimeOffset now)
-    {
-        if (_state != State.Checking)
-        {
-            return Nothing;
-        }
-        if (check is { Disputed: true })
-        {
-            ArgumentNullException.ThrowIfNull(checker);
-            _checker = checker;
-            _checkerClaimed = checkerClaimed ?? throw new ArgumentNullException(nameof(checkerClaimed));
-            _state = State.Slots;
-            _phase = Phase.ThirdOpinion;
-            _tries = 0;
-            _job.BeginThirdOpinion();
-            OpenSlot(now);
-            return Then(Nothing);
-        }
-        return Judge(check?.Verdict, ownRunDeterministic: false, check, checker, now);
+        return Judge(Nothing, _job.OnLocalRerun(_claimed!, rerun), rerun.Deterministic, null, null, now);
     }
 
     /// <summary>
@@ -343,7 +322,7 @@ public sealed class JobCore<TLease> where TLease : class
         return Fail(new JobStep<TLease> { Failure = error });
     }
 
-    // ------------------------------------------------------------------ slots (replicas, a tie-breaker, a third opinion)
+    // ------------------------------------------------------------------ slots (replicas, a tie-breaker, a check, a third opinion)
 
     /// <summary>The shell chose <paramref name="ad"/> for <paramref name="slot"/>: lease it (not chosen again for this job while it runs).</summary>
     public JobStep<TLease> OnChosen(int slot, VerifiedAdvertisement ad, DateTimeOffset now)
@@ -463,6 +442,10 @@ public sealed class JobCore<TLease> where TLease : class
     /// <summary>A slot ended, with a usable result, without one, or with no provider to fit: what its phase does next.</summary>
     private JobStep<TLease> SlotEnded(DateTimeOffset now, JobStep<TLease> before, Held? held, Func<Exception>? noProvider)
     {
+        if (_phase == Phase.SecondCheck)
+        {
+            return noProvider is not null ? Fail(before with { NoProvider = noProvider }) : SecondChecked(now, before, held);
+        }
         if (_phase is Phase.TieBreak or Phase.ThirdOpinion)
         {
             // One tie-breaker or third provider at a time, up to MaxAttempts leases (busy ones too); none left: unresolved.
@@ -539,6 +522,35 @@ public sealed class JobCore<TLease> where TLease : class
             outcome = RequesterJob.Group(Views())[0].Count * 2 > _results.Count ? "majority" : "unresolved";
         }
         return AfterTieBreak(before with { TieBreak = outcome });
+    }
+
+    /// <summary>
+    /// A second provider's check is in (null <paramref name="second"/>: none produced a result): judged by
+    /// <see cref="RequesterJob.OnSecondResult"/> (only a checker in good standing verifies; the checker is settled first,
+    /// unless it disputes the result). A dispute is resolved by a third opinion: leased in a slot among providers in good
+    /// standing here only (neither of the two), then <see cref="RequesterJob.ResolveDispute"/>.
+    /// </summary>
+    private JobStep<TLease> SecondChecked(DateTimeOffset now, JobStep<TLease> before, Held? second)
+    {
+        _job.EndSecondCheck();
+        if (second is null)
+        {
+            return Judge(before, null, ownRunDeterministic: false, null, null, now);
+        }
+        var check = _job.OnSecondResult(_claimed!, second.View.Summary, second.View.ConsecutiveVerified);
+        before = before with { SecondCheck = check.CheckerInGoodStanding };
+        if (!check.Disputed)
+        {
+            // The checker is settled before the result it checked.
+            return Judge(before with { Settlements = [new(second.Lease, check.Second)] }, check.Verdict, ownRunDeterministic: false, check, second.Lease, now);
+        }
+        _checker = second.Lease;
+        _checkerClaimed = second.View.Summary;
+        _phase = Phase.ThirdOpinion;
+        _tries = 0;
+        _job.BeginThirdOpinion();
+        OpenSlot(now);
+        return Then(before);
     }
 
     /// <summary>
@@ -674,10 +686,10 @@ public sealed class JobCore<TLease> where TLease : class
     }
 
     /// <summary>The verdict is in (<see cref="RequesterJob.OnVerdict"/>): settle, then finish or try another provider.</summary>
-    private JobStep<TLease> Judge(CheckVerdict? verdict, bool ownRunDeterministic, SecondCheck? check, TLease? checker, DateTimeOffset now)
+    private JobStep<TLease> Judge(JobStep<TLease> before, CheckVerdict? verdict, bool ownRunDeterministic, SecondCheck? check, TLease? checker, DateTimeOffset now)
     {
         var decision = _job.OnVerdict(_claimed!, verdict, ownRunDeterministic, check);
-        var settle = new JobStep<TLease> { Checked = true, Verdict = verdict, Lease = _lease, Settle = decision.Settle };
+        var settle = before with { Checked = true, Verdict = verdict, Lease = _lease, Settle = decision.Settle };
         if (decision.End is not { } end)
         {
             return NextAttempt(now, settle);
@@ -725,6 +737,7 @@ public sealed class JobCore<TLease> where TLease : class
         Replicas,
         TieBreak,
         Rerun,
+        SecondCheck,
         ThirdOpinion,
     }
 

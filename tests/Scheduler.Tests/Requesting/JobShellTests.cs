@@ -89,6 +89,8 @@ public class JobShellTests
 
         public List<AttemptRecord> Reported { get; } = [];
 
+        public List<DisputeOutcome> Disputes { get; } = [];
+
         public TaskCompletionSource<JobStep<FakeLease>> Ended { get; } = new();
 
         public InvalidOperationException Boom { get; } = new("the lease's stream broke in a way nobody expected");
@@ -145,13 +147,17 @@ public class JobShellTests
             {
                 Reported.Add(attempt);
             }
+            foreach (var settlement in step.Settlements ?? [])
+            {
+                LogSettle(settlement.Lease, settlement.Step, settlement.Why);
+            }
             if (step.Settle is { } settle)
             {
                 LogSettle(step.Lease!, settle);
             }
-            foreach (var settlement in step.Settlements ?? [])
+            if (step.Dispute is { } dispute)
             {
-                LogSettle(settlement.Lease, settlement.Step);
+                Disputes.Add(dispute);
             }
             switch (step.Action)
             {
@@ -180,10 +186,10 @@ public class JobShellTests
             return ValueTask.CompletedTask;
         }
 
-        private void LogSettle(FakeLease lease, SettleStep settle)
+        private void LogSettle(FakeLease lease, SettleStep settle, string? refusedWhy = null)
         {
             var who = Name(lease.Provider);
-            Log.Add(settle.Convict ? $"convict {who}" : settle.Pay ? $"pay {who}{(settle.Compared ? " compared" : "")}" : $"unpaid {who}");
+            Log.Add(settle.Convict ? $"convict {who}{(refusedWhy is null ? "" : $" ({refusedWhy})")}" : settle.Pay ? $"pay {who}{(settle.Compared ? " compared" : "")}" : $"unpaid {who}");
             if (settle.Note != ReputationNote.None)
             {
                 Log.Add($"note {who} {settle.Note}");
@@ -589,5 +595,90 @@ public class JobShellTests
             : new[] { "lease A@0", "lease B@0", "lease C@0", "release A", "release B", "fail" }), "nothing paid, every reservation released");
         Assert.That(h.Shell.Completion.IsCompletedSuccessfully, Is.True, "the job ended; the shell did not fault");
         Assert.That(h.Time.PendingTimers, Is.Zero, "no timer left behind");
+    }
+
+    // ------------------------------------------------------------------ a second provider's check and a dispute on the core
+
+    [Test]
+    public void Sampled_NoSandboxHere_ASecondProviderInGoodStandingAgrees_BothPaid_TheResultIsVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(1), Sampled: true));
+        h.Script(C, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease C@0", "pay C compared", "note C Verified", "pay A compared", "note A Verified", "finish",
+        }), "the checker is chosen among providers in good standing (C, not the stranger B), settled first");
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+        Assert.That(h.Job.CheckingSecond, Is.False);
+    }
+
+    [Test]
+    public void Dispute_TheThirdOpinionSidesWithTheChecker_TheProviderIsConvicted_TheCheckerAndThirdPaidVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey, DKey);
+        h.Standing[B] = h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+        h.Script(C, new Answer.Result(Run(7), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0",
+            "pay B compared", "note B Verified", "pay C compared", "note C Verified", "convict A", "finish",
+        }), "the checker B contradicts A; the third opinion, in good standing (C, never the stranger D), agrees with B");
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.AccusedWrong }));
+        Assert.That(end.Verdict, Is.EqualTo(CheckVerdict.Mismatch));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(B), "the answer is the confirmed result");
+        Assert.That(h.Job.SeekingThirdOpinion, Is.False);
+    }
+
+    [Test]
+    public void Dispute_TheThirdOpinionSidesWithTheProvider_TheCheckerIsNotTrusted_ItIsConvicted_TheProviderPaidVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[B] = h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+        h.Script(C, new Answer.Result(Run(6), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0",
+            "convict B (a checker whose result a third provider in good standing contradicted)", "pay C compared", "note C Verified",
+            "pay A compared", "note A Verified", "finish",
+        }));
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.CheckerWrong }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+    }
+
+    [Test]
+    public void Dispute_NoThirdOpinionInGoodStanding_Unresolved_NobodyConvicted_NothingPaidAsVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[B] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "pay B compared", "note B Inconclusive", "pay A compared", "note A Inconclusive", "finish",
+        }), "the stranger C is never asked for a third opinion");
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.NoThirdOpinion }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false, UnresolvedReason.NoThirdOpinion)));
+        Assert.That(h.Time.PendingTimers, Is.Zero);
     }
 }
