@@ -11,10 +11,10 @@ public sealed partial class ComputeClient
     /// <summary>
     /// One submission on the shared shell: its <see cref="JobCore{TLease}"/> in a <see cref="CoreShell{TStep}"/>, this client's
     /// effects for its steps (choose, lease, re-run, settle), and the job's answer. A sampled run leases one provider at a
-    /// time (the loop awaits the lease); a job of replicas, a second provider's check and a dispute's third opinion lease
-    /// each slot (a replica, a tie-breaker, a checker, a third provider) in the background and the lease's end comes back as the slot's event. An effect that
-    /// throws ends the job with that exception; cancelling the submission stops the shell (leases in flight are cancelled
-    /// and their reservations released).
+    /// time (the loop awaits the lease); replicas, a tie-breaker, a second provider's check and a dispute's third opinion
+    /// are leased in slots, in the background, each lease's end coming back as its slot's event. An effect that throws ends
+    /// the job with that exception; cancelling the submission stops the shell (leases in flight are cancelled and their
+    /// reservations released).
     /// </summary>
     private sealed class JobRun : ICoreEffects<JobStep<LeaseResultInfo>>
     {

@@ -41,8 +41,10 @@ public sealed record Settlement<TLease>(TLease Lease, SettleStep Step, string? W
 
 /// <summary>
 /// One step of a <see cref="JobCore{TLease}"/>, carried out by the shell in this order: bookkeeping for the attempt that just
-/// ended (<see cref="Release"/> its reservation, <see cref="Note"/> the provider's record, report <see cref="Attempt"/>), the
-/// settlement of a checked result (<see cref="Settle"/>: convict and publish, pay, or leave unpaid), then <see cref="Action"/>.
+/// ended (<see cref="Release"/> its reservation, or <see cref="ReleaseAll"/> when the job fails holding results, <see cref="Note"/>
+/// the provider's record, report <see cref="Attempt"/>), the counters (<see cref="SecondCheck"/>, <see cref="Dispute"/>, the
+/// verdict, <see cref="TieBreak"/>), the settlements of checked results (<see cref="Settlements"/> in order, then
+/// <see cref="Settle"/>: convict and publish, pay, or leave unpaid), then <see cref="Action"/> and <see cref="ChooseNext"/>.
 /// </summary>
 /// <typeparam name="TLease">The shell's handle of a delivered result (opaque to the core).</typeparam>
 public sealed record JobStep<TLease> where TLease : class
