@@ -34,7 +34,9 @@ public sealed partial class ComputeClient
             _client = client;
             _job = job;
             _core = new JobCore<LeaseResultInfo>(job.Core) { CanRerunLocally = client.CanRerunLocally(job) };
-            _shell = new CoreShell<JobStep<LeaseResultInfo>>(this, client._time, ShellOptions, client._work);
+            // Room for every slot's answer at once beside the usual events (a slot's answer refused would leave its core waiting).
+            var options = job.Core.Replicas == 1 ? ShellOptions : ShellOptions with { Capacity = ShellOptions.Capacity + 2 * job.Core.Replicas };
+            _shell = new CoreShell<JobStep<LeaseResultInfo>>(this, client._time, options, client._work);
         }
 
         public async Task<SubmissionResult> RunAsync(CancellationToken ct)
