@@ -9,11 +9,14 @@ namespace Potluck.Scheduler.Requesting;
 public sealed partial class ComputeClient
 {
     /// <summary>
-    /// One sampled submission on the shared shell: its <see cref="JobCore{TLease}"/> in a <see cref="CoreShell{TStep}"/>, this
-    /// client's effects for its steps (choose, lease, re-run, a second provider's check, settle, resolve a dispute), and the
-    /// job's answer. An effect that throws ends the job with that exception; cancelling the submission stops the shell.
+    /// One submission on the shared shell: its <see cref="JobCore{TLease}"/> in a <see cref="CoreShell{TStep}"/>, this client's
+    /// effects for its steps (choose, lease, re-run, settle), and the job's answer. A sampled run leases one provider at a
+    /// time (the loop awaits the lease); replicas, a tie-breaker, a second provider's check and a dispute's third opinion
+    /// are leased in slots, in the background, each lease's end coming back as its slot's event. An effect that throws ends
+    /// the job with that exception; cancelling the submission stops the shell (leases in flight are cancelled and their
+    /// reservations released).
     /// </summary>
-    private sealed class SampledRun : ICoreEffects<JobStep<LeaseResultInfo>>
+    private sealed class JobRun : ICoreEffects<JobStep<LeaseResultInfo>>
     {
         private static readonly CoreShellOptions ShellOptions = new() { Name = "requester job" };
 
@@ -26,12 +29,14 @@ public sealed partial class ComputeClient
         private Task? _watching;
         private CancellationToken _cancelToken;
 
-        public SampledRun(ComputeClient client, Job job)
+        public JobRun(ComputeClient client, Job job)
         {
             _client = client;
             _job = job;
-            _core = new JobCore<LeaseResultInfo>(job.Core);
-            _shell = new CoreShell<JobStep<LeaseResultInfo>>(this, client._time, ShellOptions, client._work);
+            _core = new JobCore<LeaseResultInfo>(job.Core) { CanRerunLocally = client.CanRerunLocally(job) };
+            // Room for every slot's answer at once beside the usual events (a slot's answer refused would leave its core waiting).
+            var options = job.Core.Replicas == 1 ? ShellOptions : ShellOptions with { Capacity = ShellOptions.Capacity + 2 * job.Core.Replicas };
+            _shell = new CoreShell<JobStep<LeaseResultInfo>>(this, client._time, options, client._work);
         }
 
         public async Task<SubmissionResult> RunAsync(CancellationToken ct)
@@ -39,7 +44,7 @@ public sealed partial class ComputeClient
             _cancelToken = ct;
             using var cancel = ct.Register(static state =>
             {
-                var run = (SampledRun)state!;
+                var run = (JobRun)state!;
                 run._answer.TrySetCanceled(run._cancelToken);
                 run._shell.Stop();
             }, this);
@@ -80,6 +85,10 @@ public sealed partial class ComputeClient
             {
                 client._ledger.Release(leaseId);
             }
+            foreach (var held in step.ReleaseAll ?? [])
+            {
+                client._ledger.Release(held);
+            }
             if (step.NoteFor is { } provider)
             {
                 client.Note(provider, step.Note);
@@ -88,9 +97,29 @@ public sealed partial class ComputeClient
             {
                 client.AttemptEnded?.Invoke(attempt);
             }
+            if (step.SecondCheck is { } inGoodStanding)
+            {
+                client._instruments.SecondCheck(inGoodStanding);
+            }
+            if (step.Dispute is { } dispute)
+            {
+                client._instruments.Dispute(dispute);
+            }
             if (step.Checked)
             {
                 client._instruments.Verification(step.Verdict);
+            }
+            if (step.TieBreak is { } tieBreak)
+            {
+                client._instruments.TieBreak(tieBreak);
+            }
+            foreach (var settlement in step.Settlements ?? [])
+            {
+                if (settlement.Counted)
+                {
+                    client._instruments.Verification(settlement.Step.Verdict);
+                }
+                await client.SettleAsync(_job, settlement.Lease, settlement.Step, ct, settlement.Why);
             }
             if (step.Settle is { } settle)
             {
@@ -99,15 +128,14 @@ public sealed partial class ComputeClient
             switch (step.Action)
             {
                 case JobAction.Choose:
-                    Choose();
+                    Choose(step.Slot, ct);
                     break;
                 case JobAction.Wait:
-                    // A newer advertisement ends the wait early; the shell's timer ends it at the step's wake time.
-                    if (!ReferenceEquals(_watching, _changed))
-                    {
-                        _watching = _changed; // one watcher per advertisement awaited, however many waits come before it
-                        _ = WaitForAdvertisementAsync(_changed, ct);
-                    }
+                    Watch(ct);
+                    break;
+                case JobAction.Lease when step.Slot is { } slot:
+                    // A replica, a tie-breaker, a checker or a third opinion: leased beside the loop; its end is the slot's event.
+                    _ = _client._work.Track("requester slot lease", SlotLeaseAsync(slot, step.Ad!, ct));
                     break;
                 case JobAction.Lease:
                     await LeaseAsync(step.Ad!, ct);
@@ -116,25 +144,19 @@ public sealed partial class ComputeClient
                     var rerun = await client.RerunLocallyAsync(_job, ct);
                     lock (_job.Gate)
                     {
-                        if (rerun.Summary.Deterministic)
+                        // The answer when only this node's run can be trusted: a deterministic one (a job of replicas takes
+                        // its re-run, whichever it is, as the answer when no replica matches it).
+                        if (rerun.Summary.Deterministic || _job.Trusted is null)
                         {
                             _job.Trusted = rerun;
                         }
                     }
                     Queue(now => _core.OnRerun(rerun.Summary, now));
                     break;
-                case JobAction.CheckOnSecond:
-                    var (check, checker) = await client.CheckOnSecondAsync(_job, RunSummary.Of(step.Lease!.Attestation.Attestation), ct);
-                    Queue(now => _core.OnSecondChecked(check, checker, now));
-                    break;
-                case JobAction.Dispute:
-                    var lease = step.Lease!;
-                    _answer.TrySetResult(await client.ResolveDisputeAsync(_job, lease, RunSummary.Of(lease.Attestation.Attestation), step.Checker!, ct)); // ComputeClient.Dispute.cs
-                    break;
                 case JobAction.Finish:
                     _answer.TrySetResult(step.End switch
                     {
-                        JobEnd.LeaseResult result => _job.Finish(step.Answer!, result.Verified),
+                        JobEnd.LeaseResult result => _job.Finish(step.Answer!, result.Verified) with { Unresolved = result.Unresolved },
                         JobEnd.OwnRun own => _job.Finish(_job.Trusted!, client._key.PeerId, own.Verified),
                         var end => throw new InvalidOperationException($"not an answer: {end}"),
                     });
@@ -144,20 +166,47 @@ public sealed partial class ComputeClient
                         ?? new SubmissionException(((JobEnd.GiveUp)step.End!).Reason, _job.Locked(() => _job.Core.History.ToList())));
                     break;
             }
+            if (step.ChooseNext is { } next)
+            {
+                Choose(next, ct);
+            }
         }
 
-        /// <summary>Looks at the providers now; the answer is the loop's next event.</summary>
-        private void Choose()
+        /// <summary>Looks at the providers now for the sampled lease or a slot; the answer is the loop's next event.</summary>
+        private void Choose(int? slot, CancellationToken ct)
         {
             var choice = _client.TryChoose(_job);
             _changed = choice.Changed;
-            if (choice.Ad is { } ad)
+            if (slot is not { } s)
             {
-                Queue(now => _core.OnChosen(ad, now));
+                if (choice.Ad is { } ad)
+                {
+                    Queue(now => _core.OnChosen(ad, now));
+                }
+                else
+                {
+                    Queue(now => _core.OnNoMatch(choice.Busy, choice.OthersSeen, choice.RetryAt, choice.Explain, now));
+                }
+                return;
+            }
+            if (choice.Ad is { } slotAd)
+            {
+                Queue(now => _core.OnChosen(s, slotAd, now));
             }
             else
             {
-                Queue(now => _core.OnNoMatch(choice.Busy, choice.OthersSeen, choice.RetryAt, choice.Explain, now));
+                Watch(ct); // a slot that waits does so beside the others: a newer advertisement wakes every waiting slot
+                Queue(now => _core.OnNoMatch(s, choice.Busy, choice.OthersSeen, choice.RetryAt, choice.Explain, now));
+            }
+        }
+
+        /// <summary>A newer advertisement ends a wait early; the shell's timer ends it at the step's wake time.</summary>
+        private void Watch(CancellationToken ct)
+        {
+            if (!ReferenceEquals(_watching, _changed))
+            {
+                _watching = _changed; // one watcher per advertisement awaited, however many waits come before it
+                _ = WaitForAdvertisementAsync(_changed, ct);
             }
         }
 
@@ -170,19 +219,58 @@ public sealed partial class ComputeClient
                 _client._ledger.Release(attempt.LeaseId);
                 ct.ThrowIfCancellationRequested();
             }
+            Queue(Answer(attempt, slot: null));
+        }
+
+        /// <summary>
+        /// A slot's lease (a replica, a tie-breaker, a checker, a third opinion), declared as always compared, run beside the loop; its end is posted as
+        /// the slot's event. One that throws is the slot's <see cref="JobCore{TLease}.OnLeaseFailed"/>; one that ends after the
+        /// job did (the shell stopped) is released here.
+        /// </summary>
+        private async Task SlotLeaseAsync(int slot, VerifiedAdvertisement ad, CancellationToken ct)
+        {
+            LeaseAttempt attempt;
+            try
+            {
+                attempt = await _client.LeaseAsync(_job, ad, alwaysCompared: true, ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                Post(now => _core.OnLeaseFailed(slot, e, now));
+                return;
+            }
+            if (ct.IsCancellationRequested || !Post(Answer(attempt, slot)))
+            {
+                _client._ledger.Release(attempt.LeaseId);
+            }
+        }
+
+        /// <summary>The core's event for how a lease ended: without a result, or with one to inspect (and, sampled, its audit draw).</summary>
+        private Func<DateTimeOffset, JobStep<LeaseResultInfo>> Answer(LeaseAttempt attempt, int? slot)
+        {
             if (attempt.Inspection is not { } inspection)
             {
                 var outcome = attempt.Outcome;
-                Queue(now => _core.OnLeaseEnded(attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now));
-                return;
+                return slot is { } s
+                    ? now => _core.OnLeaseEnded(s, attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now)
+                    : now => _core.OnLeaseEnded(attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now);
             }
             var result = attempt.Result;
+            var claimed = result is null ? null : RunSummary.Of(result.Attestation.Attestation);
+            if (slot is { } t)
+            {
+                var standing = _client._consecutiveVerified(attempt.Provider);
+                return now => _core.OnResult(t, result!, attempt.Provider, attempt.LeaseId, inspection, claimed, standing, now);
+            }
             // Fixed only now that the signed attestation exists, from the secret committed to in the terms (revealed with the
             // receipt, so the provider can audit that the declared rate was followed).
             var sampled = result is not null && LeaseAudit.Selected(result.AuditSecret, result.Attestation.Hash, result.AuditRatePpm);
-            var claimed = result is null ? null : RunSummary.Of(result.Attestation.Attestation);
             var canRerun = _client.CanRerunLocally(_job);
-            Queue(now => _core.OnResult(result!, attempt.Provider, attempt.LeaseId, inspection, claimed, sampled, canRerun, now));
+            return now => _core.OnResult(result!, attempt.Provider, attempt.LeaseId, inspection, claimed, sampled, canRerun, now);
         }
 
         /// <summary>
@@ -199,10 +287,18 @@ public sealed partial class ComputeClient
             {
                 return;
             }
-            if (_shell.TryEnqueue(_core.OnProvidersChanged) == CorePost.Accepted)
+            Post(_core.OnProvidersChanged);
+        }
+
+        /// <summary>From outside the loop: queues the event and runs the loop; false when the shell takes no more events.</summary>
+        private bool Post(Func<DateTimeOffset, JobStep<LeaseResultInfo>> transition)
+        {
+            if (_shell.TryEnqueue(transition) != CorePost.Accepted)
             {
-                _ = _shell.Pump();
+                return false;
             }
+            _ = _shell.Pump();
+            return true;
         }
 
         /// <summary>From an effect: the event is the loop's next (the loop is running it).</summary>

@@ -281,47 +281,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         var job = new Job(submission, new TaskPayload(submission.Args, submission.Input).Encode(),
             new RequesterJob(_jobSettings, _key.PeerId, submission.Replicas));
-        return submission.Replicas > 1
-            ? await RunReplicatedAsync(job, submission.Replicas, ct)
-            : await RunSampledAsync(job, ct);
-    }
-
-    /// <summary>
-    /// One provider at a time; a sample re-checked; fraud or failure moves on to another provider. The decisions are the
-    /// job's (<see cref="RequesterJob"/>), taken as a core (<see cref="JobCore{TLease}"/>) on the shell both sides share
-    /// (<see cref="CoreShell{TStep}"/>); this client leases, re-runs, pays and publishes as its steps say (ComputeClient.Job.cs).
-    /// </summary>
-    private Task<SubmissionResult> RunSampledAsync(Job job, CancellationToken ct) => new SampledRun(this, job).RunAsync(ct);
-
-    /// <summary>
-    /// No local sandbox: a second provider runs the task, chosen among those in good standing here when one fits (a Sybil
-    /// can check its own twin); only such a checker's word verifies or convicts (<see cref="RequesterJob.OnSecondResult"/>).
-    /// The checker is settled here unless it disputes the result. Null when no second provider produced a result.
-    /// </summary>
-    private async Task<(SecondCheck? Check, LeaseResultInfo? Checker)> CheckOnSecondAsync(Job job, RunSummary claimed, CancellationToken ct)
-    {
-        lock (job.Gate) { job.Core.BeginSecondCheck(); }
-        LeaseResultInfo? second;
-        try
-        {
-            second = await LeaseOnceAsync(job, ct, alwaysCompared: true);
-        }
-        finally
-        {
-            lock (job.Gate) { job.Core.EndSecondCheck(); }
-        }
-        if (second is null)
-        {
-            return (null, null);
-        }
-        var check = job.Locked(() => job.Core.OnSecondResult(claimed, RunSummary.Of(second.Attestation.Attestation),
-            _consecutiveVerified(second.Provider)));
-        _instruments.SecondCheck(check.CheckerInGoodStanding);
-        if (!check.Disputed)
-        {
-            await SettleAsync(job, second, check.Second, ct); // a disputed checker is settled once resolved
-        }
-        return (check, second);
+        // One provider at a time with a sample re-checked, or k replicas at once: the decisions are the job's (RequesterJob),
+        // taken as a core (JobCore) on the shell both sides share (CoreShell); this client leases, re-runs, pays and publishes
+        // as its steps say (ComputeClient.Job.cs).
+        return await new JobRun(this, job).RunAsync(ct);
     }
 
     private bool CanRerunLocally(Job job) => _verifier is not null && _verifier.CanReproduce(job.Submission.Fuel, job.Submission.MemoryBytes);
@@ -334,11 +297,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>Carries out a settlement: convict, or note the provider's record and pay or leave unpaid.</summary>
-    private async Task SettleAsync(Job job, LeaseResultInfo lease, SettleStep step, CancellationToken ct)
+    /// <param name="refusedWhy">Why a convicted provider is refused (by default: a re-run contradicts it).</param>
+    private async Task SettleAsync(Job job, LeaseResultInfo lease, SettleStep step, CancellationToken ct, string? refusedWhy = null)
     {
         if (step.Convict)
         {
-            await ConvictAsync(job, lease, ct);
+            await ConvictAsync(job, lease, ct, refusedWhy);
             return;
         }
         Note(lease.Provider, step.Note);
@@ -368,102 +332,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 _reputation.RecordFailure(provider);
                 break;
         }
-    }
-
-    /// <summary>k providers at once; the result most agree on (or a local re-run when they split) wins, as the job decides.</summary>
-    private async Task<SubmissionResult> RunReplicatedAsync(Job job, int replicas, CancellationToken ct)
-    {
-        var results = new List<LeaseResultInfo>();
-        for (var round = 0; round < _options.MaxAttempts && results.Count < replicas; round++)
-        {
-            var wanted = replicas - results.Count;
-            var busyBefore = job.Locked(() => job.Core.BusyRefusals);
-            var batch = await Task.WhenAll(Enumerable.Range(0, wanted).Select(_ => LeaseOnceAsync(job, ct, alwaysCompared: true)));
-            results.AddRange(batch.OfType<LeaseResultInfo>());
-            var busyNow = job.Locked(() => job.Core.BusyRefusals);
-            if (batch.Count(b => b is null) == busyNow - busyBefore && busyNow > busyBefore)
-            {
-                round--; // only busy refusals: capacity to wait for (bounded by WaitForCapacity), not failed attempts
-            }
-        }
-        if (results.Count == 0)
-        {
-            var history = job.Locked(() => job.Core.History.ToList());
-            throw new SubmissionException($"no replica produced a result: {RequesterJob.Summarise(history)}", history);
-        }
-        var canRerun = CanRerunLocally(job);
-        var views = Views(results);
-        var tieBroken = false;
-        if (job.Locked(() => job.Core.NeedsTieBreak(views, canRerun)))
-        {
-            (results, tieBroken) = await TieBreakAsync(job, results, ct); // ComputeClient.TieBreak.cs
-            views = Views(results);
-        }
-        // Agreement proves nothing among identities that may be one adversary (Sybils): replicas count as verified only
-        // with a re-run here, or when a provider in good standing (past its stranger results) is among those agreeing.
-        TrustedRun? trusted = null;
-        if (job.Locked(() => job.Core.NeedsLocalRerun(views, tieBroken, canRerun)))
-        {
-            trusted = await RerunLocallyAsync(job, ct);
-        }
-        var decision = job.Locked(() => job.Core.DecideReplicas(views, tieBroken, trusted?.Summary));
-        for (var i = 0; i < results.Count; i++)
-        {
-            _instruments.Verification(decision.Settle[i].Verdict);
-            await SettleAsync(job, results[i], decision.Settle[i], ct);
-        }
-        return decision.End switch
-        {
-            JobEnd.LeaseResult r => job.Finish(results[r.Index], r.Verified),
-            JobEnd.OwnRun own => job.Finish(trusted!, _key.PeerId, own.Verified),
-            var end => throw new SubmissionException(((JobEnd.GiveUp)end).Reason, job.Locked(() => job.Core.History.ToList())),
-        };
-    }
-
-    /// <summary>The replicas as the job judges them: provider, attested summary, and its record here now.</summary>
-    private List<ReplicaResult> Views(List<LeaseResultInfo> results) =>
-        [.. results.Select(r => new ReplicaResult(r.Provider, RunSummary.Of(r.Attestation.Attestation), _reputation.Get(r.Provider).ConsecutiveVerified))];
-
-    /// <summary>Chooses a provider and runs one lease; null (recorded in the job's history) when it produced no acceptable result.</summary>
-    /// <param name="alwaysCompared">
-    /// The result will be compared with another whatever happens (a replica, or the second run of a check): the lease
-    /// declares a re-run rate of one.
-    /// </param>
-    private async Task<LeaseResultInfo?> LeaseOnceAsync(Job job, CancellationToken ct, bool alwaysCompared = false)
-    {
-        var ad = await ChooseAsync(job, ct);
-        lock (job.Gate)
-        {
-            job.Core.OnLeaseStarted(ad.Provider); // not chosen again for this job while it runs
-        }
-        var attempt = await LeaseAsync(job, ad, alwaysCompared, ct);
-        var provider = attempt.Provider;
-        if (attempt.Inspection is not { } inspection)
-        {
-            // Lost on the way, refused, or failed: released; busy is "wait and retry" (RequesterJob.OnLeaseEnded).
-            var outcome = attempt.Outcome;
-            _ledger.Release(attempt.LeaseId);
-            var note = job.Locked(() => job.Core.OnLeaseEnded(provider, attempt.AdSequence, outcome.Kind, outcome.RejectReason, outcome.Detail, _time.GetUtcNow()));
-            Note(provider, note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, outcome.Kind, outcome.Detail, 0));
-            ct.ThrowIfCancellationRequested();
-            return null;
-        }
-        lock (job.Gate)
-        {
-            job.Core.OnResultDelivered();
-        }
-        var problem = job.Locked(() => job.Core.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery,
-            inspection.ClaimedStatus, inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode));
-        if (problem is { } p)
-        {
-            // Unsigned, not about what was delivered, a wall-clock timeout, or less fuel than notes paid for: not paid.
-            _ledger.Release(attempt.LeaseId);
-            Note(provider, p.Note);
-            AttemptEnded?.Invoke(new AttemptRecord(provider, LeaseOutcomeKind.Failed, p.Why, 0));
-            return null;
-        }
-        return attempt.Result;
     }
 
     /// <summary>
@@ -594,46 +462,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>
-    /// The best provider that fits <paramref name="job"/>. While every provider that fits is busy (its advertisement says
-    /// so, or it refused this job as busy at its current advertisement), waits for a newer advertisement, up to
-    /// <see cref="ComputeClientOptions.WaitForCapacity"/> from the start of the wait: busy means "wait and retry", never
-    /// "excluded". With no provider seen at all, waits up to <see cref="ComputeClientOptions.WaitForProviders"/>. Otherwise
-    /// fails with a <see cref="SubmissionException"/> whose message names each provider's reason. During a tie-break the
-    /// choice is made among providers in good standing here when one fits (<see cref="RequesterJob.Filter"/>).
+    /// One look at the providers for <paramref name="job"/> now: the best that fits, or what holds each back (the job's core
+    /// then waits for a newer advertisement or a busy provider's retry time, or gives up with <see cref="Choice.Explain"/>:
+    /// busy means "wait and retry", never "excluded"). During a tie-break or a second provider's check the choice is made
+    /// among providers in good standing here when one fits; a third opinion only among them (<see cref="RequesterJob.Filter"/>).
     /// </summary>
-    private async Task<VerifiedAdvertisement> ChooseAsync(Job job, CancellationToken ct)
-    {
-        var providersBy = job.Core.BeginChoice(_time.GetUtcNow());
-        while (true)
-        {
-            var choice = TryChoose(job);
-            if (choice.Ad is { } ad)
-            {
-                return ad;
-            }
-            var now2 = _time.GetUtcNow();
-            DateTimeOffset? wakeAt;
-            lock (job.Gate)
-            {
-                wakeAt = job.Core.OnNoMatch(choice.Busy, choice.OthersSeen, choice.RetryAt, now2, ref providersBy);
-            }
-            if (wakeAt is not { } wake)
-            {
-                throw choice.Explain();
-            }
-            try
-            {
-                // A provider that refused as busy is asked again by its retry time even if it publishes nothing new: its
-                // advertisement need not change (a core taken and freed within its publishing gap looks the same as before).
-                await LoopSafeWait.WaitAsync(choice.Changed, wake - now2, _time, ct);
-            }
-            catch (TimeoutException)
-            {
-            }
-        }
-    }
-
-    /// <summary>One look at the providers for <paramref name="job"/> now: the best that fits, or what holds each back.</summary>
     /// <returns><see cref="Choice.Changed"/> completes on the next advertisement after this look.</returns>
     private Choice TryChoose(Job job)
     {

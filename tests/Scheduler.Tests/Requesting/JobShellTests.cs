@@ -49,10 +49,18 @@ public class JobShellTests
         private readonly Dictionary<PeerId, Queue<Answer>> _script = [];
         private ulong _nextLease;
 
+        private readonly Dictionary<ulong, PeerId> _leased = [];
+        private JobCore<FakeLease>? _core;
+
         public Harness(params PrivateKey[] providers)
+            : this(1, providers)
         {
-            Job = new RequesterJob(Settings, SelfKey.PeerId);
-            Core = new JobCore<FakeLease>(Job);
+        }
+
+        /// <param name="replicas">Providers to run the task on at once (1: a sampled run).</param>
+        public Harness(int replicas, params PrivateKey[] providers)
+        {
+            Job = new RequesterJob(Settings, SelfKey.PeerId, replicas);
             Shell = new CoreShell<JobStep<FakeLease>>(this, Time, new CoreShellOptions { Name = "job under test" });
             Live = [.. providers.Select(k => Ad(k))];
         }
@@ -61,7 +69,14 @@ public class JobShellTests
 
         public RequesterJob Job { get; }
 
-        public JobCore<FakeLease> Core { get; }
+        /// <summary>The core under test (built on first use, once <see cref="Rerun"/> says whether this node can re-run).</summary>
+        public JobCore<FakeLease> Core => _core ??= new JobCore<FakeLease>(Job) { CanRerunLocally = Rerun is not null };
+
+        /// <summary>Verified results in a row here, per provider (absent: a stranger).</summary>
+        public Dictionary<PeerId, int> Standing { get; } = [];
+
+        /// <summary>How long a slot's lease (a replica, a tie-breaker) runs on the virtual clock before it answers.</summary>
+        public TimeSpan SlotLeaseTime { get; init; }
 
         public CoreShell<JobStep<FakeLease>> Shell { get; }
 
@@ -74,11 +89,13 @@ public class JobShellTests
 
         public List<AttemptRecord> Reported { get; } = [];
 
+        public List<DisputeOutcome> Disputes { get; } = [];
+
         public TaskCompletionSource<JobStep<FakeLease>> Ended { get; } = new();
 
         public InvalidOperationException Boom { get; } = new("the lease's stream broke in a way nobody expected");
 
-        public string Name(PeerId p) => p == A ? "A" : p == B ? "B" : p == C ? "C" : p.ToString();
+        public string Name(PeerId p) => p == A ? "A" : p == B ? "B" : p == C ? "C" : p == D ? "D" : p.ToString();
 
         public double Seconds => (Time.GetUtcNow() - T0).TotalSeconds;
 
@@ -114,6 +131,14 @@ public class JobShellTests
             {
                 Log.Add($"release {Name(step.NoteFor!.Value)}");
             }
+            foreach (var held in step.ReleaseAll ?? [])
+            {
+                Log.Add($"release {Name(_leased[BitConverter.ToUInt64(held)])}");
+            }
+            if (step.TieBreak is { } tieBreak)
+            {
+                Log.Add($"tiebreak {tieBreak}");
+            }
             if (step.NoteFor is { } noted && step.Note != ReputationNote.None)
             {
                 Log.Add($"note {Name(noted)} {step.Note}");
@@ -122,31 +147,25 @@ public class JobShellTests
             {
                 Reported.Add(attempt);
             }
+            foreach (var settlement in step.Settlements ?? [])
+            {
+                LogSettle(settlement.Lease, settlement.Step, settlement.Why);
+            }
             if (step.Settle is { } settle)
             {
-                var who = Name(step.Lease!.Provider);
-                Log.Add(settle.Convict ? $"convict {who}" : settle.Pay ? $"pay {who}{(settle.Compared ? " compared" : "")}" : $"unpaid {who}");
-                if (settle.Note != ReputationNote.None)
-                {
-                    Log.Add($"note {who} {settle.Note}");
-                }
+                LogSettle(step.Lease!, settle);
+            }
+            if (step.Dispute is { } dispute)
+            {
+                Disputes.Add(dispute);
             }
             switch (step.Action)
             {
                 case JobAction.Choose:
-                    var now = Time.GetUtcNow();
-                    var filter = Job.Filter(Live, [], now);
-                    var pick = filter.Candidates.FirstOrDefault(a => !filter.Excluded.Contains(a.Provider));
-                    if (pick is not null)
-                    {
-                        Shell.TryEnqueue(t => Core.OnChosen(pick, t));
-                    }
-                    else
-                    {
-                        var othersSeen = filter.Candidates.Count + filter.BusyHere;
-                        Shell.TryEnqueue(t => Core.OnNoMatch(filter.BusyHere, othersSeen, filter.RetryAt,
-                            () => new SubmissionException("no provider fits", Job.History.ToList()), t));
-                    }
+                    Choose(step.Slot);
+                    break;
+                case JobAction.Lease when step.Slot is { } slot:
+                    SlotLease(slot, step.Ad!.Provider);
                     break;
                 case JobAction.Lease:
                     Lease(step.Ad!.Provider);
@@ -160,13 +179,87 @@ public class JobShellTests
                     Ended.TrySetResult(step);
                     break;
             }
+            if (step.ChooseNext is { } next)
+            {
+                Choose(next);
+            }
             return ValueTask.CompletedTask;
+        }
+
+        private void LogSettle(FakeLease lease, SettleStep settle, string? refusedWhy = null)
+        {
+            var who = Name(lease.Provider);
+            Log.Add(settle.Convict ? $"convict {who}{(refusedWhy is null ? "" : $" ({refusedWhy})")}" : settle.Pay ? $"pay {who}{(settle.Compared ? " compared" : "")}" : $"unpaid {who}");
+            if (settle.Note != ReputationNote.None)
+            {
+                Log.Add($"note {who} {settle.Note}");
+            }
+        }
+
+        /// <summary>As the client's choice: among providers in good standing first, when the job prefers them and one fits.</summary>
+        private void Choose(int? slot)
+        {
+            var now = Time.GetUtcNow();
+            var filter = Job.Filter(Live, [], now, p => Standing.GetValueOrDefault(p));
+            var pick = filter.Preferred.FirstOrDefault() ?? filter.Candidates.FirstOrDefault(a => !filter.Excluded.Contains(a.Provider));
+            Func<Exception> explain = () => new SubmissionException("no provider fits", Job.History.ToList());
+            var othersSeen = filter.Candidates.Count + filter.BusyHere;
+            Shell.TryEnqueue((pick, slot) switch
+            {
+                (null, null) => t => Core.OnNoMatch(filter.BusyHere, othersSeen, filter.RetryAt, explain, t),
+                (null, { } s) => t => Core.OnNoMatch(s, filter.BusyHere, othersSeen, filter.RetryAt, explain, t),
+                (_, null) => t => Core.OnChosen(pick, t),
+                (_, { } s) => t => Core.OnChosen(s, pick, t),
+            });
+        }
+
+        /// <summary>
+        /// A slot's lease runs beside the loop for <see cref="SlotLeaseTime"/>, then posts its answer (as the client's shell
+        /// does); one that throws is the slot's lease failure, one that ends after the job is released.
+        /// </summary>
+        private void SlotLease(int slot, PeerId provider)
+        {
+            Log.Add($"lease {Name(provider)}@{Seconds}");
+            var leaseId = NewLease(provider);
+            var answer = _script[provider].Dequeue();
+            if (answer is Answer.Throws)
+            {
+                // As the client's shell: the lease's own work threw (credits ran out, a stream broke): the slot's failure event.
+                Shell.TryEnqueue(t => Core.OnLeaseFailed(slot, Boom, t));
+                return;
+            }
+            Func<DateTimeOffset, JobStep<FakeLease>> ended = answer switch
+            {
+                Answer.Busy => t => Core.OnLeaseEnded(slot, provider, 1, leaseId, LeaseOutcomeKind.Rejected, LeaseRejectReason.Busy, "Busy: no free core", t),
+                Answer.Refused refused => t => Core.OnLeaseEnded(slot, provider, 1, leaseId, LeaseOutcomeKind.Rejected, LeaseRejectReason.Policy, refused.Detail, t),
+                Answer.Broken broken => t => Core.OnLeaseEnded(slot, provider, 1, leaseId, LeaseOutcomeKind.Failed, null, broken.Detail, t),
+                Answer.Result result => t => Core.OnResult(slot, new FakeLease(provider, result.Claimed), provider, leaseId, Sound, result.Claimed,
+                    Standing.GetValueOrDefault(provider), t),
+                _ => t => Core.OnLeaseEnded(slot, provider, 1, leaseId, LeaseOutcomeKind.Expired, null, "silent past the grace window", t),
+            };
+            _ = Task.Delay(SlotLeaseTime, Time).ContinueWith(_ =>
+            {
+                if (Shell.TryEnqueue(ended) == CorePost.Accepted)
+                {
+                    _ = Shell.Pump();
+                }
+                else
+                {
+                    Log.Add($"release {Name(provider)} (after the job)");
+                }
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default); // on the clock's thread: deterministic
+        }
+
+        private byte[] NewLease(PeerId provider)
+        {
+            _leased[++_nextLease] = provider;
+            return BitConverter.GetBytes(_nextLease);
         }
 
         private void Lease(PeerId provider)
         {
             Log.Add($"lease {Name(provider)}@{Seconds}");
-            var leaseId = BitConverter.GetBytes(++_nextLease);
+            var leaseId = NewLease(provider);
             var answer = _script[provider].Dequeue();
             switch (answer)
             {
@@ -323,5 +416,269 @@ public class JobShellTests
         Assert.That(h.Shell.EffectFailures, Is.EqualTo(1));
         Assert.That(h.Shell.Completion.IsCompletedSuccessfully, Is.True, "the job ended; the shell did not fault");
         Assert.That(h.Time.PendingTimers, Is.Zero, "no timer left behind");
+    }
+
+    // ------------------------------------------------------------------ replicas on the core
+
+    [Test]
+    public void Replicas_ThreeAgree_AmongStrangers_LeasedAtOnce_AllPaid_TheAnswerIsNotVerified()
+    {
+        var h = new Harness(3, AKey, BKey, CKey) { SlotLeaseTime = TimeSpan.FromSeconds(5) };
+        foreach (var p in new[] { A, B, C })
+        {
+            h.Script(p, new Answer.Result(Run(1), Sampled: false));
+        }
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0", "pay A compared", "pay B compared", "pay C compared", "finish",
+        }), "three providers at once; identities that agree may be one adversary: nobody is credited a verified result");
+        Assert.That(h.Seconds, Is.EqualTo(5), "judged when the last replica answered");
+        Assert.That(end.Action, Is.EqualTo(JobAction.Finish));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+        Assert.That(h.Time.PendingTimers, Is.Zero);
+    }
+
+    [Test]
+    public void Replicas_ThreeAgree_OneInGoodStanding_AllPaid_AndVerified()
+    {
+        var h = new Harness(3, AKey, BKey, CKey);
+        h.Standing[C] = Settings.StrangerResults;
+        foreach (var p in new[] { A, B, C })
+        {
+            h.Script(p, new Answer.Result(Run(1), Sampled: false));
+        }
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0",
+            "pay A compared", "note A Verified", "pay B compared", "note B Verified", "pay C compared", "note C Verified", "finish",
+        }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+    }
+
+    [Test]
+    public void Replicas_ThreeAgree_AmongStrangers_AReRunHereVerifies()
+    {
+        var h = new Harness(3, AKey, BKey, CKey) { Rerun = Run(1) };
+        foreach (var p in new[] { A, B, C })
+        {
+            h.Script(p, new Answer.Result(Run(1), Sampled: false));
+        }
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0", "rerun",
+            "pay A compared", "note A Verified", "pay B compared", "note B Verified", "pay C compared", "note C Verified", "finish",
+        }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+    }
+
+    [Test]
+    public void Replicas_OneOfThreeDisagrees_ATieBreakIsLeased_InGoodStanding_TheOutvotedIsConvictedAndUnpaid()
+    {
+        var h = new Harness(3, AKey, BKey, CKey, DKey);
+        h.Standing[D] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Result(Run(1), Sampled: false));
+        h.Script(C, new Answer.Result(Run(2), Sampled: false));
+        h.Script(D, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0", "lease D@0", "tiebreak majority",
+            "pay A compared", "note A Verified", "pay B compared", "note B Verified", "convict C", "pay D compared", "note D Verified", "finish",
+        }), "the tie-breaker is in good standing and sides with the majority: the outvoted replica is convicted, never paid");
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A), "the answer is the majority's");
+        Assert.That(h.Job.TieBreaking, Is.False, "the tie-break is over");
+    }
+
+    [Test]
+    public void Replicas_OneOfThreeDisagrees_AStrangerBreaksTheTie_TheOutvotedIsNotPaid_NobodyConvicted_NothingVerified()
+    {
+        var h = new Harness(3, AKey, BKey, CKey, DKey);
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Result(Run(1), Sampled: false));
+        h.Script(C, new Answer.Result(Run(2), Sampled: false));
+        h.Script(D, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0", "lease D@0", "tiebreak majority",
+            "pay A compared", "note A Inconclusive", "pay B compared", "note B Inconclusive", "unpaid C", "note C Inconclusive",
+            "pay D compared", "note D Inconclusive", "finish",
+        }), "a vote among strangers is no proof: the majority is paid, the outvoted is not, nobody is convicted");
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+    }
+
+    [Test]
+    public void Replicas_Disagree_NoTieBreakerLeft_Unresolved_NobodyConvicted_NothingPaid()
+    {
+        var h = new Harness(2, AKey, BKey);
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Result(Run(2), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "tiebreak unresolved",
+            "unpaid A", "note A Inconclusive", "unpaid B", "note B Inconclusive", "finish",
+        }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)), "the first result is returned, unverified");
+        Assert.That(h.Seconds, Is.Zero, "no provider outside the set: it does not wait for one");
+        Assert.That(h.Time.PendingTimers, Is.Zero);
+    }
+
+    [Test]
+    public void Replicas_ARefusedReplica_IsReplacedInTheNextRound_ByAnotherProvider()
+    {
+        var h = new Harness(2, AKey, BKey, CKey);
+        h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Refused("Policy: fuel limit over 100"));
+        h.Script(C, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "release B", "note B Failure", "lease C@0",
+            "pay A compared", "note A Verified", "pay C compared", "note C Verified", "finish",
+        }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+    }
+
+    [Test]
+    public void Replicas_ABusyRound_WaitsOnTheVirtualClock_AndIsNotCountedAsAnAttempt()
+    {
+        var h = new Harness(2, AKey, BKey);
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Busy(), new Answer.Busy(), new Answer.Busy(), new Answer.Busy(), new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0", "lease B@0", "lease B@1", "lease B@3", "lease B@7", "lease B@11" }),
+            "busy rounds are capacity to wait for (1, 2, 4, 4 s), not attempts (3 allowed)");
+        Assert.That(h.Effects("pay"), Is.EqualTo(new[] { "pay A compared", "pay B compared" }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+    }
+
+    [TestCase(false, TestName = "Replicas_ALeaseThrows_WithResultsHeld_TypedFailure_EveryReservationReleased_NoTimerLeft")]
+    [TestCase(true, TestName = "Replicas_ALeaseThrows_WithLeasesInFlight_TypedFailure_EveryReservationReleased_NoTimerLeft")]
+    public void Replicas_ALeaseThrows_TypedFailure_EveryReservationReleased_NoTimerLeft(bool inFlight)
+    {
+        var h = new Harness(3, AKey, BKey, CKey) { SlotLeaseTime = inFlight ? TimeSpan.FromSeconds(5) : TimeSpan.Zero };
+        h.Script(A, new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Result(Run(1), Sampled: false));
+        h.Script(C, new Answer.Throws());
+
+        var end = h.Run();
+        h.Time.Advance(TimeSpan.FromSeconds(10)); // leases still in flight end after the job
+
+        Assert.That(end.Action, Is.EqualTo(JobAction.Fail));
+        Assert.That(end.Failure, Is.SameAs(h.Boom));
+        Assert.That(h.Log, Is.EqualTo(inFlight
+            ? new[] { "lease A@0", "lease B@0", "lease C@0", "fail", "release A (after the job)", "release B (after the job)" }
+            : new[] { "lease A@0", "lease B@0", "lease C@0", "release A", "release B", "fail" }), "nothing paid, every reservation released");
+        Assert.That(h.Shell.Completion.IsCompletedSuccessfully, Is.True, "the job ended; the shell did not fault");
+        Assert.That(h.Time.PendingTimers, Is.Zero, "no timer left behind");
+    }
+
+    // ------------------------------------------------------------------ a second provider's check and a dispute on the core
+
+    [Test]
+    public void Sampled_NoSandboxHere_ASecondProviderInGoodStandingAgrees_BothPaid_TheResultIsVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(1), Sampled: true));
+        h.Script(C, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease C@0", "pay C compared", "note C Verified", "pay A compared", "note A Verified", "finish",
+        }), "the checker is chosen among providers in good standing (C, not the stranger B), settled first");
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+        Assert.That(h.Job.CheckingSecond, Is.False);
+    }
+
+    [Test]
+    public void Dispute_TheThirdOpinionSidesWithTheChecker_TheProviderIsConvicted_TheCheckerAndThirdPaidVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey, DKey);
+        h.Standing[B] = h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+        h.Script(C, new Answer.Result(Run(7), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0",
+            "pay B compared", "note B Verified", "pay C compared", "note C Verified", "convict A", "finish",
+        }), "the checker B contradicts A; the third opinion, in good standing (C, never the stranger D), agrees with B");
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.AccusedWrong }));
+        Assert.That(end.Verdict, Is.EqualTo(CheckVerdict.Mismatch));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(1, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(B), "the answer is the confirmed result");
+        Assert.That(h.Job.SeekingThirdOpinion, Is.False);
+    }
+
+    [Test]
+    public void Dispute_TheThirdOpinionSidesWithTheProvider_TheCheckerIsNotTrusted_ItIsConvicted_TheProviderPaidVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[B] = h.Standing[C] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+        h.Script(C, new Answer.Result(Run(6), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease C@0",
+            "convict B (a checker whose result a third provider in good standing contradicted)", "pay C compared", "note C Verified",
+            "pay A compared", "note A Verified", "finish",
+        }));
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.CheckerWrong }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: true)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+    }
+
+    [Test]
+    public void Dispute_NoThirdOpinionInGoodStanding_Unresolved_NobodyConvicted_NothingPaidAsVerified()
+    {
+        var h = new Harness(AKey, BKey, CKey);
+        h.Standing[B] = Settings.StrangerResults;
+        h.Script(A, new Answer.Result(Run(6), Sampled: true));
+        h.Script(B, new Answer.Result(Run(7), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Log, Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "pay B compared", "note B Inconclusive", "pay A compared", "note A Inconclusive", "finish",
+        }), "the stranger C is never asked for a third opinion");
+        Assert.That(h.Disputes, Is.EqualTo(new[] { DisputeOutcome.NoThirdOpinion }));
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false, UnresolvedReason.NoThirdOpinion)));
+        Assert.That(h.Time.PendingTimers, Is.Zero);
     }
 }
