@@ -100,6 +100,9 @@ public sealed class JobCore<TLease> where TLease : class
 {
     private static readonly JobStep<TLease> Nothing = new();
 
+    /// <summary>Choose a provider, with nothing to carry out first: one shared step (steps are immutable).</summary>
+    private static readonly JobStep<TLease> ChooseNow = new() { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+
     private readonly RequesterJob _job;
     private State _state;
     private DateTimeOffset _providersBy;
@@ -269,21 +272,24 @@ public sealed class JobCore<TLease> where TLease : class
             return Nothing;
         }
         _state = State.Choosing;
-        return new JobStep<TLease> { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+        return ChooseNow;
     }
 
     /// <summary>The verdict is in (<see cref="RequesterJob.OnVerdict"/>): settle, then finish or try another provider.</summary>
     private JobStep<TLease> Judge(CheckVerdict? verdict, bool ownRunDeterministic, SecondCheck? check, TLease? checker, DateTimeOffset now)
     {
         var decision = _job.OnVerdict(_claimed!, verdict, ownRunDeterministic, check);
-        var settle = new JobStep<TLease> { Checked = true, Verdict = verdict, Lease = _lease, Settle = decision.Settle };
         if (decision.End is not { } end)
         {
-            return NextAttempt(now, settle);
+            return NextAttempt(now, new JobStep<TLease> { Checked = true, Verdict = verdict, Lease = _lease, Settle = decision.Settle });
         }
         _state = State.Ended;
-        return settle with
+        return new JobStep<TLease>
         {
+            Checked = true,
+            Verdict = verdict,
+            Lease = _lease,
+            Settle = decision.Settle,
             Action = JobAction.Finish,
             End = end,
             Answer = end is JobEnd.LeaseResult { Index: 1 } ? checker : _lease,
@@ -304,7 +310,7 @@ public sealed class JobCore<TLease> where TLease : class
         }
         _providersBy = _job.BeginChoice(now);
         _state = State.Choosing;
-        return before with { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+        return ReferenceEquals(before, Nothing) ? ChooseNow : before with { Action = JobAction.Choose, Wake = CoreWake.Disarm };
     }
 
     private enum State : byte
