@@ -59,10 +59,17 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
         var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);
+        // The outbound pipe's reader (the write loop) resumes inline: it encrypts what the muxer's writer flushed on that writer's
+        // thread and hands it to the transport there (whose send loop is inline too), with no thread-pool item between two steps
+        // of one pump (about four per lease). The inbound pipe's reader is the application's (the muxer, or whatever negotiates
+        // on the channel): it resumes on the runtime's scheduler, so nothing of it ever runs inside the read loop, and a reader
+        // that blocks cannot stall the decryption it waits for. Writers held back by a full pipe resume on the scheduler. The
+        // write loop's awaits do not capture the context of the thread that ran it inline (a flusher's synchronization context
+        // is not the loop's).
         var pipes = runtime.PipeScheduler;
         _inbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: inboundLimit,
                                             resumeWriterThreshold: inboundLimit / 2, minimumSegmentSize: 16 * 1024, useSynchronizationContext: false));
-        _outbound = new Pipe(new PipeOptions(readerScheduler: pipes, writerScheduler: pipes, pauseWriterThreshold: outboundLimit,
+        _outbound = new Pipe(new PipeOptions(readerScheduler: PipeScheduler.Inline, writerScheduler: pipes, pauseWriterThreshold: outboundLimit,
                                              resumeWriterThreshold: outboundLimit / 2, minimumSegmentSize: 64 * 1024, useSynchronizationContext: false));
         // The channel's own pumps: they end on their own, log their own failures, and disposal awaits both.
         _writeLoop = runtime.StartLoop(WriteLoopAsync);
@@ -223,14 +230,14 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         {
             while (true)
             {
-                var result = await reader.ReadAsync(_stop.Token);
+                var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
                 var consumed = EncryptFrames(buffer, output, out var frames, out var sent);
                 reader.AdvanceTo(consumed);
                 if (frames > 0)
                 {
                     _instruments.BytesSent(sent);
-                    var flush = await output.FlushAsync(_stop.Token);
+                    var flush = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
                     if (flush.IsCompleted)
                     {
                         error = new PeerGoneException("the connection was closed");

@@ -26,6 +26,15 @@ public sealed class AdvertisementIssuer
     /// <summary>The sequence of the last advertisement issued; 0 before the first.</summary>
     public ulong Sequence { get; private set; }
 
+    /// <summary>
+    /// While the last <see cref="Poll"/> found the content changed inside <see cref="AdvertisementOptions.MinPublishGap"/>: until
+    /// this time no poll can publish (the change goes out with the poll at <see cref="NextPublishAt"/>, as the content is then);
+    /// otherwise <see cref="DateTimeOffset.MinValue"/>.
+    /// </summary>
+    public DateTimeOffset QuietUntil =>
+        _changePending ? _lastPublished + (_options.MinPublishGap < _options.PublishInterval ? _options.MinPublishGap : _options.PublishInterval)
+        : DateTimeOffset.MinValue;
+
     /// <summary>When <see cref="Poll"/> should next be called if nothing changes.</summary>
     public DateTimeOffset NextPublishAt =>
         _lastContent is null ? DateTimeOffset.MinValue

@@ -75,8 +75,25 @@ public sealed record CoreShellOptions
     /// <summary>Events that may wait at once (default 64); past it an event is refused (<see cref="CorePost.QueueFull"/>).</summary>
     public int Capacity { get; init; } = 64;
 
+    private readonly string _name = "core";
+
     /// <summary>Names the shell in errors and in the background work it runs.</summary>
-    public string Name { get; init; } = "core";
+    public string Name
+    {
+        get => _name;
+        init
+        {
+            _name = value;
+            LoopName = value + " loop";
+            TimerName = value + " timer";
+        }
+    }
+
+    /// <summary>The background work of a shell's loop: named once per options, not once per shell.</summary>
+    internal string LoopName { get; private init; } = "core loop";
+
+    /// <summary>The background work of a shell's timer events.</summary>
+    internal string TimerName { get; private init; } = "core timer";
 }
 
 /// <summary>
@@ -106,8 +123,6 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     // Continuations run where the core ends (no thread-pool item per core instance): keep them short.
     private readonly TaskCompletionSource _completion = new();
-    private readonly string _loopName;
-    private readonly string _timerName;
     private ITimer? _timer;
     private bool _draining;
     private bool _ended;
@@ -124,8 +139,6 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
         _options = options ?? new CoreShellOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.Capacity, 1);
         _work = work;
-        _loopName = _options.Name + " loop";
-        _timerName = _options.Name + " timer";
     }
 
     /// <summary>
@@ -215,7 +228,7 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
                     _drain = run;
                 }
             }
-            _work?.Track(_loopName, run);
+            _work?.Track(_options.LoopName, run);
         }
         return run;
     }
@@ -371,7 +384,7 @@ public sealed class CoreShell<TStep> : IAsyncDisposable
     {
         if (_work is { } work)
         {
-            work.Run(_timerName, QueueTimer);
+            work.Run(_options.TimerName, QueueTimer);
         }
         else
         {

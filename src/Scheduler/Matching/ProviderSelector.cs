@@ -117,9 +117,16 @@ public sealed class ProviderSelector
         {
             return new NoMatch(seen, counts);
         }
-        var latencies = fits.Select(a => _latency(a.Provider) ?? _options.UnknownLatency).ToArray();
-        var maxPrice = Math.Max(1, fits.Max(a => a.Ad.PricePerMegaFuel));
-        var maxLatency = Math.Max(1e-3, latencies.Max(l => l.TotalMilliseconds));
+        // Plain loops: this runs for every lease a requester starts.
+        var latencies = new TimeSpan[fits.Count];
+        var maxPrice = 1L;
+        var maxLatency = 1e-3;
+        for (var i = 0; i < fits.Count; i++)
+        {
+            latencies[i] = _latency(fits[i].Provider) ?? _options.UnknownLatency;
+            maxPrice = Math.Max(maxPrice, fits[i].Ad.PricePerMegaFuel);
+            maxLatency = Math.Max(maxLatency, latencies[i].TotalMilliseconds);
+        }
         var ranked = new List<RankedProvider>(fits.Count);
         for (var i = 0; i < fits.Count; i++)
         {
@@ -135,8 +142,8 @@ public sealed class ProviderSelector
                 + _options.Jitter * _random.NextDouble();
             ranked.Add(new RankedProvider(ad, score, latencies[i], reputation));
         }
-        ranked.Sort((a, b) => a.Score != b.Score ? a.Score.CompareTo(b.Score) : a.Provider.CompareTo(b.Provider));
-        return new Matched(ranked.Take(Math.Max(1, requirements.MaxResults)).ToList(), seen, counts);
+        ranked.Sort(static (a, b) => a.Score != b.Score ? a.Score.CompareTo(b.Score) : a.Provider.CompareTo(b.Provider));
+        return new Matched(ranked.GetRange(0, Math.Min(ranked.Count, Math.Max(1, requirements.MaxResults))), seen, counts);
     }
 
     private static MismatchReason? Check(VerifiedAdvertisement ad, Requirements req, DateTimeOffset now)

@@ -105,15 +105,30 @@ public sealed partial class ProviderService : IAsyncDisposable
         _host.SetStreamHandler(LeaseProtocol.IdWithReceipts, HandleLeaseStreamAsync);
         _host.SetStreamHandler(ReceiptProtocol.Id, HandleReceiptStreamAsync);
         _host.SetStreamHandler(AdvertisementProtocol.FetchProtocolId, HandleAdvertisementFetchAsync);
-        _adTimer = _time.CreateTimer(_ => PublishSoon(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        PublishSoon();
+        _adTimer = _time.CreateTimer(static s => ((ProviderService)s!).QueuePoll(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        QueuePoll();
+    }
+
+    /// <summary>
+    /// Polls the issuer in the background after a change here (capacity, pause, size), unless a change is pending already
+    /// inside <see cref="AdvertisementOptions.MinPublishGap"/> (<see cref="AdvertisementIssuer.QuietUntil"/>): no poll before
+    /// then could publish, and the timer is armed for the gap's end, whose poll reads the state as it is then. Otherwise every
+    /// lease's start and end would cost a thread-pool item, an advertisement and its encoding for nothing.
+    /// </summary>
+    private void PublishSoon()
+    {
+        if (_time.GetUtcNow().UtcTicks < Volatile.Read(ref _quietUntilTicks))
+        {
+            return;
+        }
+        QueuePoll();
     }
 
     /// <summary>
     /// Polls the issuer in the background; while one poll is queued and not yet started, another is not queued (the
-    /// queued one reads the state as it is when it runs).
+    /// queued one reads the state as it is when it runs). The timer always polls.
     /// </summary>
-    private void PublishSoon()
+    private void QueuePoll()
     {
         if (Interlocked.Exchange(ref _publishQueued, 1) == 0)
         {
@@ -126,6 +141,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     }
 
     private int _publishQueued;
+
+    /// <summary>While a change waits for the end of the publishing gap: <see cref="AdvertisementIssuer.QuietUntil"/> in UTC ticks; else 0.</summary>
+    private long _quietUntilTicks;
 
     private CancellationToken Stopping => _work.Stopping;
 
@@ -144,6 +162,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             _lastAdvertisement = envelope ?? _lastAdvertisement;
             var next = _issuer.NextPublishAt - now;
             _adTimer?.Change(next < TimeSpan.Zero ? TimeSpan.Zero : next, Timeout.InfiniteTimeSpan);
+            Volatile.Write(ref _quietUntilTicks, _adTimer is not null ? _issuer.QuietUntil.UtcTicks : 0);
         }
         if (envelope is not null)
         {

@@ -617,9 +617,18 @@ public sealed partial class ComputeClient : IAsyncDisposable
         StartDelivery(lease.Provider, lease.LeaseId, receipt.EnvelopeBytes);
     }
 
+    /// <summary>
+    /// Starts the hand-over here rather than queueing it: its synchronous part is short (a frame onto the provider's lease
+    /// stream, or a wait for the stream's writer), and this thread is already off any read loop, so a thread-pool item per
+    /// receipt bought nothing. Tracked, so <see cref="WhenReceiptsDeliveredAsync"/> and disposal wait for it; once the client is
+    /// stopping nothing is started (the receipt stays Settled and is sent again at the next start).
+    /// </summary>
     private void StartDelivery(PeerId provider, byte[] leaseId, byte[] receipt)
     {
-        _deliveryWork.Run($"deliver receipt to {provider}", ct => DeliverAsync(provider, leaseId, receipt, ct));
+        if (!_deliveryWork.IsStopping)
+        {
+            _deliveryWork.Track("deliver receipt", DeliverAsync(provider, leaseId, receipt, _deliveryWork.Stopping));
+        }
     }
 
     /// <summary>

@@ -138,6 +138,9 @@ public sealed class JobCore<TLease> where TLease : class
 {
     private static readonly JobStep<TLease> Nothing = new();
 
+    /// <summary>Choose a provider, with nothing to carry out first: one shared step (steps are immutable).</summary>
+    private static readonly JobStep<TLease> ChooseNow = new() { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+
     private readonly RequesterJob _job;
     private State _state;
     private DateTimeOffset _providersBy;
@@ -684,7 +687,7 @@ public sealed class JobCore<TLease> where TLease : class
             return Nothing;
         }
         _state = State.Choosing;
-        return new JobStep<TLease> { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+        return ChooseNow;
     }
 
     /// <summary>The verdict is in (<see cref="RequesterJob.OnVerdict"/>): settle, then finish or try another provider.</summary>
@@ -719,7 +722,7 @@ public sealed class JobCore<TLease> where TLease : class
         }
         _providersBy = _job.BeginChoice(now);
         _state = State.Choosing;
-        return before with { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+        return ReferenceEquals(before, Nothing) ? ChooseNow : before with { Action = JobAction.Choose, Wake = CoreWake.Disarm };
     }
 
     private enum State : byte

@@ -20,11 +20,12 @@ public class StreamRouterTests
         b.Host.SetStreamHandler(Protocol, (_, _) =>
             throw new ProtocolViolationException("test", "bad framing", ViolationCode.Malformed, BlastRadius.Connection));
 
-        var error = await AsyncAssert.ThrowsAsync<PeerGoneException>(() => OpenWriteAndReadAsync(a));
+        // The router resets the stream, then closes the connection: the reset may reach the reader first (the write path sends it
+        // with no thread hop between the muxer and Noise), so the read ends with either; the connection's end is what counts.
+        await AsyncAssert.ThrowsAsync<PeerGoneException>(() => OpenWriteAndReadAsync(a));
         await closed.Task;
 
-        Assert.That(error, Is.TypeOf<PeerGoneException>(), "the whole connection closed, not just the stream");
-        Assert.That(a.Host.Connections, Is.Empty);
+        Assert.That(a.Host.Connections, Is.Empty, "the whole connection closed, not just the stream");
         Assert.That(b.Host.Connections, Is.Empty);
         Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty, "a remote's violation is never logged above Debug");
         Assert.That(loggers.Entries.Select(e => e.Message), Has.Some.Contains("Closing the connection: test violation (Malformed): test: bad framing"));
