@@ -31,7 +31,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(Loss);
         Options.Add(StandIns);
         Options.Add(MaxConnections);
-        Options.Add(JoinMs);
+        Options.Add(JoinOver);
         Options.Add(Json);
         Options.Add(Report);
         Options.Add(Quiet);
@@ -74,8 +74,8 @@ internal sealed class SimCommand : PotluckCommand
     public Option<int?> MaxConnections { get; } = CliOptions.Int("--max-connections", "n",
         "connections each node keeps (trimmed back to 3/4 above it; inbound refused above twice it); default the daemon's (trim above 320). Big meshes need it: each connection costs memory", 16, 100_000);
 
-    public Option<int?> JoinMs { get; } = CliOptions.Int("--join-ms", "ms",
-        "virtual milliseconds between one node's start and the next (default 0: all at once)", 0, 60_000);
+    public Option<double?> JoinOver { get; } = CliOptions.Number("--join-over", "seconds",
+        "virtual seconds over which the nodes join, one after another, each bootstrapping from nodes already up (default 0.02 per node: 1,000 nodes over 20 s; 0: all at once)", 0, 3600);
 
     public Option<string> Json { get; } = CliOptions.Text("--json", "file", "also write the figures as JSON to this file ('-' for stdout)");
 
@@ -133,7 +133,7 @@ internal sealed class SimCommand : PotluckCommand
                 CheatRate = Get(CheatRate, "cheat-rate", e => (double?)e.GetDouble()) ?? 0.2,
                 StandIns = ParseStandIns(Get(StandIns, "stand-ins", e => e.GetString()!)),
                 MaxConnectionsPerNode = Get(MaxConnections, "max-connections", e => (int?)e.GetInt32()),
-                JoinInterval = TimeSpan.FromMilliseconds(Get(JoinMs, "join-ms", e => (int?)e.GetInt32()) ?? 0),
+                JoinOver = Get(JoinOver, "join-over", e => (double?)e.GetDouble()) is { } joinOver ? TimeSpan.FromSeconds(joinOver) : null,
                 Network = new NetworkModel
                 {
                     LatencyMedian = TimeSpan.FromMilliseconds(Get(LatencyMs, "latency-ms", e => (int?)e.GetInt32()) ?? 20),
@@ -226,7 +226,7 @@ internal sealed class SimCommand : PotluckCommand
                 throw new UsageException($"--scenario: '{path}' must hold a JSON object of option names and values");
             }
             var known = new HashSet<string>(["nodes", "providers", "tasks", "cheaters", "adversary", "cheat-rate", "churn", "partition", "seed",
-                "duration", "rounds", "latency-ms", "loss", "stand-ins", "max-connections", "join-ms"]);
+                "duration", "rounds", "latency-ms", "loss", "stand-ins", "max-connections", "join-over"]);
             var values = new Dictionary<string, JsonElement>();
             foreach (var p in doc.RootElement.EnumerateObject())
             {

@@ -94,6 +94,8 @@ public static class PotluckOptionsValidator
         AtLeast(k.Alpha, 1, "kademlia:alpha");
         Positive(k.RequestTimeout, "kademlia:requestTimeout");
         Positive(k.LookupTimeout, "kademlia:lookupTimeout");
+        Need(k.JoinRefreshSpread >= TimeSpan.Zero && k.JoinRefreshSpread <= k.BucketRefreshInterval,
+            $"'kademlia:joinRefreshSpread' is {k.JoinRefreshSpread}; it must be zero (all at once) to 'kademlia:bucketRefreshInterval' ({k.BucketRefreshInterval}), such as 00:05:00");
         Need(k.RedialBackoff >= TimeSpan.Zero, $"'kademlia:redialBackoff' is {k.RedialBackoff}; it must be zero (off) or a positive duration such as 00:00:30");
 
         var c = o.Compute;

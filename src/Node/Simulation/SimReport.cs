@@ -67,6 +67,9 @@ public sealed record SimReport
 
     public required double VirtualS { get; init; }
 
+    /// <summary>Virtual seconds the nodes joined over (<see cref="MeshOptions.JoinWindow"/>; 0: all at once), before the warm-up.</summary>
+    public double JoinOverS { get; init; }
+
     /// <summary>Work items run on the event loop plus timers fired, per wall second.</summary>
     public required double EventsPerS { get; init; }
 
@@ -137,7 +140,7 @@ public sealed record SimReport
 
     /// <param name="Total">Dials by reason over the run (reasons with none left out).</param>
     /// <param name="Warmup">Dials by reason during the warm-up.</param>
-    /// <param name="WarmupPerSecond">Dials by reason in each virtual second of the warm-up, in order.</param>
+    /// <param name="WarmupPerSecond">Dials by reason in each virtual second of a staggered join, then of the warm-up, in order.</param>
     /// <param name="Closed">Connections closed by reason (trimmed, room, idle, unused, local, remote), counted at both ends.</param>
     /// <param name="DhtQueries">DHT requests: ok (answered), failed, backed-off (not sent: the peer hung up on us moments ago),
     /// cancelled (in flight when their lookup ended).</param>
@@ -328,6 +331,7 @@ public sealed record SimReport
             TraceLines = mesh.TraceLines,
             WallS = wall.TotalSeconds,
             VirtualS = virtualS,
+            JoinOverS = s.Mesh.JoinWindow.TotalSeconds,
             Events = events,
             Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections),
             Dials = dials ?? DialFigures.Empty,
@@ -401,7 +405,7 @@ public sealed record SimReport
             Line($"whitewashes: {Whitewashes} new identities");
         }
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
-        Line($"connections opened: {Connections.Opened} ({Connections.OpenedWarmup} during the warm-up)");
+        Line($"connections opened: {Connections.Opened} ({Connections.OpenedWarmup} during the join over {JoinOverS:F1} virtual s and the warm-up)");
         Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");

@@ -138,6 +138,14 @@ public static class SimRunner
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
         mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
         var perSecond = new List<IReadOnlyDictionary<string, long>>();
+        // A staggered join's seconds come first: the warm-up starts when the last node is up.
+        foreach (var second in mesh.JoinDialsPerSecond)
+        {
+            var joinDials = SimReport.DialFigures.Named(DialReason.All, second);
+            perSecond.Add(joinDials);
+            progress?.Invoke(string.Create(CultureInfo.InvariantCulture,
+                $"join: virtual second {perSecond.Count} of {mesh.Elapsed.TotalSeconds:F1}; dials: {SimReport.DialFigures.Describe(joinDials)}"));
+        }
         await WarmUpAsync(mesh, s, wall, progress, perSecond);
         var warmupConnections = mesh.ConnectionsOpened;
         var warmupDials = mesh.DialTotals();

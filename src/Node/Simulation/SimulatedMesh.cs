@@ -141,10 +141,18 @@ public sealed record MeshOptions
     public int? MaxConnectionsPerNode { get; init; }
 
     /// <summary>
-    /// Virtual time between one node's start and the next (a join rate): each node's DHT bootstrap then meets a mesh that
-    /// has formed instead of a thousand empty routing tables. Default zero: all start at the same virtual instant.
+    /// Virtual time over which the nodes join, one after another at even gaps, each bootstrapping from nodes already up:
+    /// a real network never has a thousand nodes boot in the same millisecond, and a node that joins a formed mesh finds
+    /// its neighbours in a few hops instead of dialling through a thousand empty routing tables. Null (the default):
+    /// <see cref="DefaultJoinGap"/> per node (1,000 nodes over 20 s, 20 over 0.4 s); zero: all at the same instant.
     /// </summary>
-    public TimeSpan JoinInterval { get; init; }
+    public TimeSpan? JoinOver { get; init; }
+
+    /// <summary>The gap between two nodes' starts when <see cref="JoinOver"/> is not set: 20 ms (50 joins per virtual second).</summary>
+    public static readonly TimeSpan DefaultJoinGap = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>The window the nodes join over: <see cref="JoinOver"/>, or <see cref="DefaultJoinGap"/> per gap between two nodes.</summary>
+    public TimeSpan JoinWindow => JoinOver ?? DefaultJoinGap * (Nodes - 1);
 
     /// <summary>Size of the simulated pipes' pooled segments. Default 4 KiB (the network's own default, 16 KiB, sized for bulk transfers, left most of each segment of a small message unused).</summary>
     public int PipeSegmentSize { get; init; } = 4 * 1024;
@@ -175,9 +183,9 @@ public sealed record MeshOptions
         {
             throw new ArgumentOutOfRangeException(nameof(PipeSegmentSize), PipeSegmentSize, "must be 256 bytes to 1 MiB");
         }
-        if (JoinInterval < TimeSpan.Zero || JoinInterval > TimeSpan.FromMinutes(1))
+        if (JoinOver is { } over && (over < TimeSpan.Zero || over > TimeSpan.FromHours(1)))
         {
-            throw new ArgumentOutOfRangeException(nameof(JoinInterval), JoinInterval, "must be 0 to 1 minute");
+            throw new ArgumentOutOfRangeException(nameof(JoinOver), over, "must be 0 (all at once) to 1 hour");
         }
         if (BootstrapPeers < 1)
         {
@@ -474,13 +482,43 @@ public sealed class SimulatedMesh : IAsyncDisposable
                     bootstrap.Add(_nodes[j].Address.WithPeer(_nodes[j].PeerId));
                 }
             }
-            if (i > 0 && _options.JoinInterval > TimeSpan.Zero)
+            // Node i joins at window × i / (n − 1), on the mesh's clock.
+            var joinAt = TimeSpan.FromTicks(n > 1 ? _options.JoinWindow.Ticks * i / (n - 1) : 0);
+            if (joinAt > Elapsed)
             {
-                await Task.Delay(_options.JoinInterval, Clock);
+                await Task.Delay(joinAt - Elapsed, Clock);
             }
+            RecordJoinSecond();
             await StartNodeAsync(node, bootstrap);
             progress?.Report(i + 1);
         }
+        RecordJoinSecond(last: true);
+    }
+
+    private readonly List<long[]> _joinDialsPerSecond = [];
+    private long[]? _joinDialsBefore;
+
+    /// <summary>
+    /// Dials by reason in each whole virtual second of a staggered join (in <see cref="Protocol.Host.DialReason.All"/>'s
+    /// order; empty when all nodes start at once), the last entry ending when the last node started.
+    /// </summary>
+    public IReadOnlyList<long[]> JoinDialsPerSecond => _joinDialsPerSecond;
+
+    private void RecordJoinSecond(bool last = false)
+    {
+        if (_options.JoinWindow <= TimeSpan.Zero)
+        {
+            return;
+        }
+        var second = (int)Elapsed.TotalSeconds;
+        if (!last && second <= _joinDialsPerSecond.Count)
+        {
+            return;
+        }
+        var totals = DialTotals();
+        var before = _joinDialsBefore ?? new long[totals.Length];
+        _joinDialsPerSecond.Add(totals.Zip(before, (a, b) => a - b).ToArray());
+        _joinDialsBefore = totals;
     }
 
     private async Task StartNodeAsync(SimNode node, IReadOnlyList<Multiaddr> bootstrap)

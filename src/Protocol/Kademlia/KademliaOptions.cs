@@ -109,6 +109,18 @@ public sealed record KademliaOptions
     /// <summary>A bucket with no lookup for this long is refreshed. Default 10 min (go-libp2p-kad-dht).</summary>
     public TimeSpan BucketRefreshInterval { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// Time over which a join's bucket refreshes are spread, after its self-lookup: the j-th of the m buckets it did not
+    /// cover becomes due for the periodic refresh (<see cref="MaintenanceInterval"/>) at (j + 1)/m of it, and is looked
+    /// up then only if no lookup for a key in it ran meanwhile (go-libp2p-kad-dht refreshes a bucket only when no query
+    /// used it within <see cref="BucketRefreshInterval"/>); a full one counts as refreshed at the join. So a node's
+    /// refreshes, then and every interval after, come one or two at a time instead of all at once, and a thousand nodes
+    /// that join together do not each dial for every bucket in their first seconds. Zero: every due bucket at once,
+    /// before <see cref="KademliaService.BootstrapAsync"/> returns (before 2026-12-04). At most
+    /// <see cref="BucketRefreshInterval"/>. Default 10 min (the refresh interval).
+    /// </summary>
+    public TimeSpan JoinRefreshSpread { get; init; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Highest bucket (common prefix length) refreshed. Default 15, as go-libp2p-kad-dht.</summary>
     public int MaxRefreshBucket { get; init; } = 15;
 

@@ -190,8 +190,9 @@ public sealed partial class KademliaService : IAsyncDisposable
 
     /// <summary>
     /// Joins the DHT through <paramref name="bootstrap"/> (addresses ending in /p2p/…) and the peers the peer store
-    /// already knows to speak the protocol: a lookup for our own key, then a refresh of every bucket due.
-    /// Returns the routing table size.
+    /// already knows to speak the protocol: a lookup for our own key, then the refresh of every bucket due, spread over
+    /// <see cref="KademliaOptions.JoinRefreshSpread"/> (each left to the periodic maintenance at its time) or, with
+    /// zero, at once before returning. Returns the routing table size.
     /// </summary>
     public async Task<int> BootstrapAsync(IEnumerable<Multiaddr> bootstrap, CancellationToken ct)
     {
@@ -212,8 +213,40 @@ public sealed partial class KademliaService : IAsyncDisposable
             // The buckets nearer than our k-th closest peer hold nobody that lookup did not meet: no refresh lookups there.
             _table.MarkCoveredBySelfLookup(self.Closest, _runtime.Time.GetUtcNow());
         }
-        await RefreshBucketsAsync(started, ct);
+        if (_options.JoinRefreshSpread > TimeSpan.Zero)
+        {
+            ScheduleJoinRefresh(started);
+        }
+        else
+        {
+            await RefreshBucketsAsync(started, ct);
+        }
         return RoutingTableSize;
+    }
+
+    /// <summary>
+    /// <see cref="KademliaOptions.JoinRefreshSpread"/>: the j-th of the m buckets this join has not refreshed becomes due
+    /// for the periodic refresh at <paramref name="started"/> + spread·(j + 1)/m (its refresh clock is set back so),
+    /// unless a lookup for a key in it uses it first; a full one counts as refreshed now.
+    /// </summary>
+    private void ScheduleJoinRefresh(DateTimeOffset started)
+    {
+        lock (_gate)
+        {
+            var now = _runtime.Time.GetUtcNow();
+            var due = _table.BucketsDueForRefresh(now, now - started + TimeSpan.FromTicks(1), _options.MaxRefreshBucket);
+            for (var j = 0; j < due.Count; j++)
+            {
+                var bucket = due[j];
+                var refreshed = _table.CountInBucket(bucket) >= _options.K
+                    ? now
+                    : started + (_options.JoinRefreshSpread * (j + 1) / due.Count) - _options.BucketRefreshInterval;
+                if (refreshed > _table.LastRefreshed(bucket))
+                {
+                    _table.MarkRefreshed(bucket, refreshed);
+                }
+            }
+        }
     }
 
     /// <summary>The addresses of <paramref name="peer"/>: known ones if connected, else found by a FIND_NODE lookup; empty if not found.</summary>
@@ -407,15 +440,16 @@ public sealed partial class KademliaService : IAsyncDisposable
         lock (_gate)
         {
             var now = _runtime.Time.GetUtcNow();
+            // At bootstrap the full buckets stay in: each is skipped at its slot and counts as refreshed then.
             due = bootstrapStarted is { } started
-                ? _table.BucketsDueForRefresh(now, now - started + TimeSpan.FromTicks(1), _options.MaxRefreshBucket, skipFull: true)
+                ? _table.BucketsDueForRefresh(now, now - started + TimeSpan.FromTicks(1), _options.MaxRefreshBucket)
                 : _table.BucketsDueForRefresh(now, _options.BucketRefreshInterval, _options.MaxRefreshBucket);
         }
         foreach (var bucket in due)
         {
-            if (bootstrapStarted is not null && BucketFull(bucket))
+            if (bootstrapStarted is { } since && !JoinRefreshNeeded(bucket, since))
             {
-                continue; // an earlier refresh of this bootstrap filled it
+                continue; // an earlier refresh of this bootstrap filled or used it
             }
             if (KeyForBucket(bucket) is { } key)
             {
@@ -424,11 +458,25 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
     }
 
-    private bool BucketFull(int bucket)
+    /// <summary>
+    /// Whether a join's refresh of <paramref name="bucket"/> at once is still wanted: not when it holds k peers or a
+    /// lookup for a key in it finished since <paramref name="since"/>; a full bucket then counts as refreshed now, so the
+    /// periodic refresh leaves it until <see cref="KademliaOptions.BucketRefreshInterval"/> has passed unused.
+    /// </summary>
+    private bool JoinRefreshNeeded(int bucket, DateTimeOffset since)
     {
         lock (_gate)
         {
-            return _table.CountInBucket(bucket) >= _options.K;
+            if (_table.LastRefreshed(bucket) >= since)
+            {
+                return false;
+            }
+            if (_table.CountInBucket(bucket) >= _options.K)
+            {
+                _table.MarkRefreshed(bucket, _runtime.Time.GetUtcNow());
+                return false;
+            }
+            return true;
         }
     }
 

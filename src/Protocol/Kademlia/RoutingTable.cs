@@ -182,17 +182,22 @@ public sealed class RoutingTable
         var due = new List<int>();
         for (var i = 0; i <= top; i++)
         {
-            var last = _buckets[i]?.LastRefreshed ?? DateTimeOffset.MinValue;
-            if (i >= _selfCoveredFrom && _selfCoveredAt > last)
-            {
-                last = _selfCoveredAt;
-            }
-            if (now - last >= interval && !(skipFull && CountInBucket(i) >= BucketSize))
+            if (now - LastRefreshed(i) >= interval && !(skipFull && CountInBucket(i) >= BucketSize))
             {
                 due.Add(i);
             }
         }
         return due;
+    }
+
+    /// <summary>
+    /// When bucket <paramref name="index"/> was last refreshed: a lookup for a key in it finished (<see cref="MarkRefreshed"/>)
+    /// or a lookup for our own key covered it (<see cref="MarkCoveredBySelfLookup"/>); <see cref="DateTimeOffset.MinValue"/> if never.
+    /// </summary>
+    public DateTimeOffset LastRefreshed(int index)
+    {
+        var last = _buckets[index]?.LastRefreshed ?? DateTimeOffset.MinValue;
+        return index >= _selfCoveredFrom && _selfCoveredAt > last ? _selfCoveredAt : last;
     }
 
     /// <summary>Peers in bucket <paramref name="index"/> (at most k).</summary>

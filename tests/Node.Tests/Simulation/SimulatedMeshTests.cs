@@ -42,13 +42,13 @@ public class SimulatedMeshTests
     }
 
     [Test]
-    public void JoinInterval_StartsNodesOneAfterAnother_OnVirtualTime_AndANegativeOneIsRefused()
+    public void JoinOver_StartsNodesOneAfterAnother_OnVirtualTime_AndANegativeOneIsRefused()
     {
         var elapsed = VirtualTimeDriver.Run(async d =>
         {
             await using var mesh = await SimulatedMesh.StartAsync(d, new MeshOptions
             {
-                Nodes = 4, Providers = 1, Seed = 3, JoinInterval = TimeSpan.FromSeconds(2), Loggers = Potluck.Tests.TestLogging.Factory,
+                Nodes = 4, Providers = 1, Seed = 3, JoinOver = TimeSpan.FromSeconds(6), Loggers = Potluck.Tests.TestLogging.Factory,
             });
             Assert.That(mesh.Nodes.All(n => n.IsUp), Is.True);
             return mesh.Elapsed;
@@ -56,8 +56,8 @@ public class SimulatedMeshTests
         Assert.That(elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(6)).And.LessThan(TimeSpan.FromSeconds(7)), "three gaps of 2 s between four starts");
 
         var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
-            SimRunner.Run(new SimScenario { Mesh = new MeshOptions { JoinInterval = TimeSpan.FromSeconds(-1) } }));
-        Assert.That(e!.ParamName, Is.EqualTo("JoinInterval"));
+            SimRunner.Run(new SimScenario { Mesh = new MeshOptions { JoinOver = TimeSpan.FromSeconds(-1) } }));
+        Assert.That(e!.ParamName, Is.EqualTo("JoinOver"));
     }
 
     /// <summary>
@@ -71,7 +71,7 @@ public class SimulatedMeshTests
         var lines = new List<string>();
         var scenario = new SimScenario
         {
-            Mesh = new MeshOptions { Nodes = 8, Providers = 3, Seed = 4, JoinInterval = TimeSpan.FromSeconds(1), Loggers = Potluck.Tests.TestLogging.Factory },
+            Mesh = new MeshOptions { Nodes = 8, Providers = 3, Seed = 4, JoinOver = TimeSpan.FromSeconds(7), Loggers = Potluck.Tests.TestLogging.Factory },
             Tasks = 4,
             Duration = TimeSpan.FromSeconds(10),
         };

@@ -101,6 +101,86 @@ public class KademliaHostTests
         }
     });
 
+    /// <summary>
+    /// <see cref="KademliaOptions.JoinRefreshSpread"/>: with zero, a joiner's refreshes dial before
+    /// <see cref="KademliaService.BootstrapAsync"/> returns (as before); with a spread, none dials then, nor at a
+    /// maintenance pass before the first slot (spread / due ≥ spread / 16), and by the end of the spread maintenance
+    /// has refreshed the idle joiner's buckets, but not those of a joiner whose own lookups used every bucket meanwhile.
+    /// </summary>
+    [Test]
+    public void JoinRefresh_SpreadOverTheInterval_DialsNothingAtTheJoin_AndSkipsBucketsALookupUsedMeanwhile() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 25);
+        var atOnceOptions = new KademliaOptions { JoinRefreshSpread = TimeSpan.Zero };
+        var nodes = await StartNetworkAsync(hosts, 40, ct, atOnceOptions);
+        var spreadOptions = new KademliaOptions();
+        Assert.That(spreadOptions.JoinRefreshSpread, Is.EqualTo(spreadOptions.BucketRefreshInterval), "the default: over the refresh interval");
+        var joiners = new List<(TestHosts.TestNode Node, KademliaService Dht)>();
+        async Task<(TestHosts.TestNode Node, KademliaService Dht)> JoinerAsync(KademliaOptions options)
+        {
+            var node = await hosts.StartAsync();
+            var joiner = (node, new KademliaService(node.Host, options, node.Runtime, NullLoggerFactory.Instance));
+            joiners.Add(joiner);
+            return joiner;
+        }
+        long Of(TestHosts.TestNode n, string reason) => n.Host.Instruments.DialTotals()[DialReason.IndexOf(reason)];
+        try
+        {
+            var atOnce = await JoinerAsync(atOnceOptions);
+            await atOnce.Dht.BootstrapAsync([nodes[2].Node.Address], ct);
+            Assert.That(Of(atOnce.Node, DialReason.DhtRefresh), Is.GreaterThan(0), "zero spread: the refreshes dialled during the join");
+
+            var busy = await JoinerAsync(spreadOptions);
+            var busyStarted = d.Clock.Elapsed;
+            await busy.Dht.BootstrapAsync([nodes[1].Node.Address], ct);
+            // The busy joiner's own lookups, 10 s later (before its first slot), one for a key in each bucket it could refresh.
+            await Task.Delay(TimeSpan.FromSeconds(10), d.Clock);
+            var self = KadKey.FromPeer(busy.Node.Host.PeerId);
+            var random = new Random(5);
+            var keys = new List<byte[]>();
+            for (var bucket = 0; bucket <= spreadOptions.MaxRefreshBucket; bucket++)
+            {
+                var key = new byte[KadKey.Length];
+                do
+                {
+                    random.NextBytes(key);
+                }
+                while (self.CommonPrefixLength(KadKey.FromKey(key)) != bucket);
+                keys.Add(key);
+            }
+            await Task.WhenAll(keys.Select(k => busy.Dht.GetClosestPeersAsync(k, ct)));
+            Assert.That(Of(busy.Node, DialReason.DhtLookup), Is.GreaterThan(0), "its lookups dialled");
+
+            var idle = await JoinerAsync(spreadOptions);
+            var idleStarted = d.Clock.Elapsed;
+            await idle.Dht.BootstrapAsync([nodes[0].Node.Address], ct);
+            Assert.That(Of(idle.Node, DialReason.DhtBootstrap), Is.GreaterThan(0), "the self-lookup dialled at once");
+            await idle.Dht.RunMaintenanceAsync(ct);
+            var firstSlot = idleStarted + (spreadOptions.JoinRefreshSpread / (spreadOptions.MaxRefreshBucket + 1));
+            await Task.Delay(firstSlot - d.Clock.Elapsed - TimeSpan.FromMilliseconds(1), d.Clock);
+            await idle.Dht.RunMaintenanceAsync(ct);
+            Assert.That(Of(idle.Node, DialReason.DhtRefresh) + Of(busy.Node, DialReason.DhtRefresh), Is.Zero,
+                "nothing dialled for a refresh at the join, nor by maintenance before the first slot");
+
+            await Task.Delay(busyStarted + spreadOptions.JoinRefreshSpread - d.Clock.Elapsed, d.Clock);
+            await busy.Dht.RunMaintenanceAsync(ct);
+            Assert.That(Of(busy.Node, DialReason.DhtRefresh), Is.Zero, "every bucket of the busy joiner was used since its join: no refresh dialled");
+            await Task.Delay(idleStarted + spreadOptions.JoinRefreshSpread - d.Clock.Elapsed, d.Clock);
+            await idle.Dht.RunMaintenanceAsync(ct);
+            Assert.That(Of(idle.Node, DialReason.DhtRefresh), Is.GreaterThan(0), "by the end of the spread the idle joiner's buckets were refreshed");
+            Assert.That(idle.Dht.RoutingTableSize, Is.GreaterThanOrEqualTo(spreadOptions.K));
+        }
+        finally
+        {
+            foreach (var (_, dht) in joiners)
+            {
+                await dht.DisposeAsync();
+            }
+            await DisposeAllAsync(nodes);
+        }
+    });
+
     [Test]
     public void Lookup_SkipsAPeerThatJustHungUpOnUs_KeepsItInTheTable_AndAsksItAgainAfterTheBackoff() => VirtualTimeDriver.Run(async d =>
     {
