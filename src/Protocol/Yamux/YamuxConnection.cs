@@ -520,7 +520,9 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     {
         try
         {
-            await PingAsync(_closeCts.Token);
+            // No token: the close-out fails every ping still in flight, so this one ends with the connection at the latest.
+            // (With the close token it left a registration node and table on that token for the connection's life.)
+            await PingAsync(CancellationToken.None);
         }
         catch (Exception ex)
         {
