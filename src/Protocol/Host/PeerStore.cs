@@ -1,5 +1,6 @@
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Host;
 
@@ -88,7 +89,7 @@ public sealed class PeerStore : IPeerStore
 
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
-    private readonly Dictionary<string, string> _interned = new(StringComparer.Ordinal);
+    private readonly StringInterner _interned = new(MaxInterned);
     private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
@@ -474,18 +475,7 @@ public sealed class PeerStore : IPeerStore
         }
     }
 
-    private string Intern(string s)
-    {
-        if (_interned.TryGetValue(s, out var shared))
-        {
-            return shared;
-        }
-        if (_interned.Count < MaxInterned)
-        {
-            _interned[s] = s;
-        }
-        return s;
-    }
+    private string Intern(string s) => _interned.Intern(s);
 
     private static string? Truncate(string? s, int max) => s is null ? null : s.Length <= max ? s : s[..max];
 

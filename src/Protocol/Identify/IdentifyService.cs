@@ -52,12 +52,18 @@ public sealed partial class IdentifyService : IAsyncDisposable
     public const string ProtocolId = "/ipfs/id/1.0.0";
     public const string PushProtocolId = "/ipfs/id/push/1.0.0";
 
+    /// <summary>Distinct protocol ids and versions a node shares between the results it keeps (more are kept as sent).</summary>
+    internal const int MaxSharedStrings = 512;
+
     private readonly IHost _host;
     private readonly IdentifyOptions _options;
     private readonly NodeRuntime _runtime;
     private readonly ILogger<IdentifyService> _log;
     private readonly BackgroundWork _work;
     private readonly Dictionary<PeerId, TaskCompletionSource<IdentifyResult>> _pending = [];
+    // The strings of a result are kept as long as the peer is connected (in _pending, and by whoever listens): peers of
+    // one network send the same protocol ids and versions, so each is held once per node, not once per connection.
+    private readonly StringInterner _strings = new(MaxSharedStrings);
     private readonly object _gate = new();
     private int _pushScheduled;
 
@@ -230,13 +236,14 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
         }
         Multiaddr? observed = message.HasObservedAddr && Multiaddr.TryFromBytes(message.ObservedAddr.Span, out var o) ? o : null;
-        var protocols = message.Protocols.ToArray();
+        var protocols = _strings.InternAll(message.Protocols);
+        var agentVersion = message.HasAgentVersion ? _strings.Intern(message.AgentVersion) : null;
+        var protocolVersion = message.HasProtocolVersion ? _strings.Intern(message.ProtocolVersion) : null;
         _host.Peers.ReplaceSelfReportedAddresses(peer, addresses);
         _host.Peers.SetProtocols(peer, protocols);
-        _host.Peers.SetAgent(peer, message.HasAgentVersion ? message.AgentVersion : null, message.HasProtocolVersion ? message.ProtocolVersion : null);
-        LogIdentified(peer, message.HasAgentVersion ? message.AgentVersion : "?", protocols.Length, addresses.Count);
-        return new IdentifyResult(peer, message.HasProtocolVersion ? message.ProtocolVersion : null,
-            message.HasAgentVersion ? message.AgentVersion : null, addresses, protocols, observed);
+        _host.Peers.SetAgent(peer, agentVersion, protocolVersion);
+        LogIdentified(peer, agentVersion ?? "?", protocols.Length, addresses.Count);
+        return new IdentifyResult(peer, protocolVersion, agentVersion, addresses, protocols, observed);
     }
 
     private void OnLocalInfoChanged()

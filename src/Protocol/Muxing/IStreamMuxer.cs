@@ -23,7 +23,10 @@ public interface IMuxedConnection : IAsyncDisposable
     /// <summary>Opens an outbound stream; fails once the connection is closing or the stream cap is reached.</summary>
     ValueTask<IMuxedStream> OpenStreamAsync(CancellationToken ct);
 
-    /// <summary>The next inbound stream; throws <see cref="OperationCanceledException"/> or <see cref="IOException"/> once closed.</summary>
+    /// <summary>
+    /// The next inbound stream; throws <see cref="OperationCanceledException"/> or <see cref="IOException"/> once closed.
+    /// One accept at a time (yamux refuses a second while one waits).
+    /// </summary>
     ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct);
 
     /// <summary>Completes when the connection is closed for any reason; faults carry the reason.</summary>

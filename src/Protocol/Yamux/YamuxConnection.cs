@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Threading.Channels;
+using System.Runtime.ExceptionServices;
+using System.Threading.Tasks.Sources;
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
@@ -18,8 +19,13 @@ namespace Potluck.Protocol.Yamux;
 /// the work is written), the read loop is the connection's only pending task, the accept queue grows only as streams
 /// arrive, and the ping table exists only while a ping is in flight.
 /// </para>
+/// <para>
+/// Accepting is one parked wait, not a channel: inbound streams wait in a queue made when the first one arrives (at most
+/// the accept backlog: the session refuses a SYN beyond it), and <see cref="AcceptStreamAsync"/> parks one continuation
+/// (one accept at a time, as the host's accept loop does) that the read loop wakes.
+/// </para>
 /// </summary>
-public sealed partial class YamuxConnection : IMuxedConnection
+public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource<IMuxedStream>
 {
     private readonly IDuplexPipe _transport;
     private readonly PipeReader _in;
@@ -30,9 +36,13 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private readonly TimeProvider _time;
     private readonly YamuxSession _session;
     private readonly object _sync = new();
-    // Bounded by the session's accept backlog (it refuses a SYN beyond it), so never full: a bounded channel's queue
-    // grows with what it holds, where an unbounded one starts with a 32-slot segment (about 750 bytes per connection).
-    private readonly Channel<YamuxStream> _backlog;
+    // Under the lock. Inbound streams not yet accepted, bounded by the session's accept backlog (it refuses a SYN beyond
+    // it); null until the first arrives. A channel here cost ~1 KiB per connection (its queue, reader, writer, their
+    // reusable operations and the parked reader's registration) for what is one waiter and, mostly, nothing queued.
+    private Queue<YamuxStream>? _backlog;
+    private readonly int _backlogLimit;
+    private ParkedWait _acceptWait;
+    private Exception? _acceptClosed;
     // Under the lock; null while no ping is in flight or no opener waits (most of a connection's life).
     private Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)>? _pings;
     private List<TaskCompletionSource>? _ackWaiters;
@@ -71,12 +81,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
         var time = _time;
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
-        _backlog = Channel.CreateBounded<YamuxStream>(new BoundedChannelOptions(Math.Max(1, options.AcceptBacklog))
-        {
-            SingleReader = false,
-            SingleWriter = true,
-            FullMode = BoundedChannelFullMode.DropWrite,
-        });
+        _backlogLimit = Math.Max(1, options.AcceptBacklog);
         _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler), budget);
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
         // The session loop is the read loop, then the close-out once the last writer has ended.
@@ -101,6 +106,18 @@ public sealed partial class YamuxConnection : IMuxedConnection
             lock (_sync)
             {
                 return _session.ReservedMemory;
+            }
+        }
+    }
+
+    /// <summary>Whether the accept queue exists (tests: none until an inbound stream arrives).</summary>
+    internal bool HoldsAcceptQueue
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _backlog is not null;
             }
         }
     }
@@ -189,22 +206,126 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
-    public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
+    /// <summary>
+    /// The next inbound stream (streams that arrived before the connection closed are still handed out, then
+    /// <see cref="PeerGoneException"/>); one accept at a time (a second while one waits throws
+    /// <see cref="InvalidOperationException"/>).
+    /// </summary>
+    public ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
     {
-        YamuxStream stream;
-        try
+        if (ct.IsCancellationRequested)
         {
-            stream = await _backlog.Reader.ReadAsync(ct);
-        }
-        catch (ChannelClosedException ex)
-        {
-            throw new PeerGoneException("yamux: the connection is closed", ex.InnerException ?? ex);
+            return ValueTask.FromCanceled<IMuxedStream>(ct);
         }
 
-        bool wake;
+        short version;
         lock (_sync)
         {
-            wake = _session.OnAccepted(stream);
+            if (_acceptWait.Waiting)
+            {
+                return ValueTask.FromException<IMuxedStream>(new InvalidOperationException("an accept is already pending on this connection"));
+            }
+
+            if (_backlog is { Count: > 0 } || _acceptClosed is not null)
+            {
+                return TakeAcceptedLocked(out var wake) is { } ready ? Accepted(ready, wake) : ValueTask.FromException<IMuxedStream>(AcceptClosed());
+            }
+
+            version = _acceptWait.Begin(ct, static (s, _) => ((YamuxConnection)s!).OnAcceptCanceled(), this);
+        }
+
+        return new ValueTask<IMuxedStream>(this, version);
+    }
+
+    private ValueTask<IMuxedStream> Accepted(YamuxStream stream, bool wake)
+    {
+        if (wake)
+        {
+            Wake();
+        }
+
+        return ValueTask.FromResult<IMuxedStream>(stream);
+    }
+
+    /// <summary>Under the lock: the next queued stream, acknowledged to the session (null once closed and drained).</summary>
+    private YamuxStream? TakeAcceptedLocked(out bool wake)
+    {
+        wake = false;
+        if (_backlog is not { Count: > 0 } backlog)
+        {
+            return null;
+        }
+
+        var stream = backlog.Dequeue();
+        wake = _session.OnAccepted(stream);
+        return stream;
+    }
+
+    private PeerGoneException AcceptClosed() => new("yamux: the connection is closed", _acceptClosed);
+
+    /// <summary>Under the lock: queues an inbound stream for the accept (dropped once closed, as a completed channel did) and wakes it.</summary>
+    private ParkedContinuation.Scheduled EnqueueAcceptedLocked(YamuxStream stream)
+    {
+        var backlog = _backlog ??= new Queue<YamuxStream>(1);
+        if (_acceptClosed is not null || backlog.Count >= _backlogLimit)
+        {
+            return default;
+        }
+
+        backlog.Enqueue(stream);
+        return _acceptWait.Signal();
+    }
+
+    private void OnAcceptCanceled()
+    {
+        ParkedContinuation.Scheduled wake;
+        lock (_sync)
+        {
+            wake = _acceptWait.CancelByToken();
+        }
+
+        wake.Run(_runtime.PipeScheduler);
+    }
+
+    ValueTaskSourceStatus IValueTaskSource<IMuxedStream>.GetStatus(short token)
+    {
+        lock (_sync)
+        {
+            return _acceptWait.Status(token);
+        }
+    }
+
+    void IValueTaskSource<IMuxedStream>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        ParkedContinuation.Scheduled run;
+        lock (_sync)
+        {
+            run = _acceptWait.OnCompleted(continuation, state, token, flags);
+        }
+
+        run.Run(_runtime.PipeScheduler);
+    }
+
+    IMuxedStream IValueTaskSource<IMuxedStream>.GetResult(short token)
+    {
+        CancellationTokenRegistration registration;
+        YamuxStream? stream = null;
+        Exception? error;
+        var wake = false;
+        lock (_sync)
+        {
+            error = _acceptWait.End(token, "this accept's result was already taken", out registration);
+            if (error is null)
+            {
+                stream = TakeAcceptedLocked(out wake);
+                error = stream is null ? AcceptClosed() : null;
+            }
+        }
+
+        registration.Dispose();
+        if (error is not null)
+        {
+            ExceptionDispatchInfo.Throw(error);
         }
 
         if (wake)
@@ -212,7 +333,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             Wake();
         }
 
-        return stream;
+        return stream!;
     }
 
     public ValueTask GoAwayAsync(CancellationToken ct)
@@ -399,7 +520,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         try
         {
-            await PingAsync(_closeCts.Token);
+            // No token: the close-out fails every ping still in flight, so this one ends with the connection at the latest.
+            // (With the close token it left a registration node and table on that token for the connection's life.)
+            await PingAsync(CancellationToken.None);
         }
         catch (Exception ex)
         {
@@ -480,6 +603,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     /// </summary>
     private void BeginClose(Exception? error, YamuxGoAwayCode? goAway)
     {
+        ParkedContinuation.Scheduled acceptWake;
         lock (_sync)
         {
             if (_closing)
@@ -501,9 +625,12 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 CompleteInput((YamuxStream)state, closed);
             }
 
-            _backlog.Writer.TryComplete(closed);
+            _acceptClosed = closed;
+            acceptWake = _acceptWait.Signal();
             ReleaseAckWaiters();
         }
+
+        acceptWake.Run(_runtime.PipeScheduler);
 
         try
         {
@@ -640,6 +767,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     private void OnHeader(in YamuxHeader header)
     {
         InboundOutcome outcome;
+        ParkedContinuation.Scheduled acceptWake = default;
         lock (_sync)
         {
             outcome = _session.OnHeader(header, _time.GetTimestamp());
@@ -651,7 +779,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             var stream = (YamuxStream?)outcome.Stream;
             if (outcome.Opened is not null)
             {
-                _backlog.Writer.TryWrite((YamuxStream)outcome.Opened);
+                acceptWake = EnqueueAcceptedLocked((YamuxStream)outcome.Opened);
             }
             else if ((header.Flags & YamuxFlags.Syn) != 0 && outcome.Stream is null && header.Type is YamuxFrameType.Data or YamuxFrameType.WindowUpdate)
             {
@@ -678,6 +806,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
             }
         }
 
+        acceptWake.Run(_runtime.PipeScheduler);
         if (outcome.PingAcked)
         {
             CompletePing(outcome.PingOpaque);

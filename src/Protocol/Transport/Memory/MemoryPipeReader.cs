@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Threading.Tasks.Sources;
 
 namespace Potluck.Protocol.Transport.Memory;
 
@@ -9,8 +10,13 @@ namespace Potluck.Protocol.Transport.Memory;
 /// application's read. A pending read wakes (disposal: <c>IsCompleted</c>; a break: the
 /// <see cref="TransportException"/>), and the inner reader is completed once no read is in progress, so the
 /// remote writer learns that nobody reads any more.
+/// <para>
+/// A read that has to wait is the inner read itself, handed out as this reader's own <see cref="IValueTaskSource{TResult}"/>
+/// (no async method per parked read, ~320 bytes per connection end): the inner read's completion runs the caller's
+/// continuation, and its result is converted when the caller takes it.
+/// </para>
 /// </summary>
-internal sealed class MemoryPipeReader : PipeReader
+internal sealed class MemoryPipeReader : PipeReader, IValueTaskSource<ReadResult>
 {
     private readonly Lock _lock = new();
     private readonly PipeReader _inner;
@@ -19,7 +25,19 @@ internal sealed class MemoryPipeReader : PipeReader
     private bool _innerCompleted;
     private Exception? _broken;
 
-    public MemoryPipeReader(PipeReader inner) => _inner = inner;
+    // The one read waiting on the inner reader (a reader has at most one read in progress), its version, and the
+    // caller's continuation, run by the inner read's completion through the one delegate made with the reader.
+    private ValueTask<ReadResult> _pending;
+    private short _version;
+    private Action<object?>? _continuation;
+    private object? _continuationState;
+    private readonly Action _onInnerCompleted;
+
+    public MemoryPipeReader(PipeReader inner)
+    {
+        _inner = inner;
+        _onInnerCompleted = OnInnerCompleted;
+    }
 
     /// <summary>Disposal (<paramref name="broken"/> null) or a break: ends reading at the next opportunity.</summary>
     public void Close(Exception? broken)
@@ -68,15 +86,25 @@ internal sealed class MemoryPipeReader : PipeReader
                 throw;
             }
         }
-        return pending.IsCompletedSuccessfully ? new ValueTask<ReadResult>(Convert(pending.Result)) : AwaitRead(pending);
+        if (pending.IsCompletedSuccessfully)
+        {
+            return new ValueTask<ReadResult>(Convert(pending.Result));
+        }
+        if (pending.IsCompleted)
+        {
+            return ValueTask.FromResult(TakeResult(pending));
+        }
+        _pending = pending;
+        return new ValueTask<ReadResult>(this, ++_version);
     }
 
-    private async ValueTask<ReadResult> AwaitRead(ValueTask<ReadResult> pending)
+    /// <summary>The inner read's result, converted; a failed inner read (the writer's error) leaves no read in progress.</summary>
+    private ReadResult TakeResult(ValueTask<ReadResult> pending)
     {
         ReadResult result;
         try
         {
-            result = await pending;
+            result = pending.Result;
         }
         catch
         {
@@ -87,6 +115,58 @@ internal sealed class MemoryPipeReader : PipeReader
             throw;
         }
         return Convert(result);
+    }
+
+    private void OnInnerCompleted()
+    {
+        var continuation = _continuation!;
+        var state = _continuationState;
+        _continuation = null;
+        _continuationState = null;
+        continuation(state);
+    }
+
+    ValueTaskSourceStatus IValueTaskSource<ReadResult>.GetStatus(short token)
+    {
+        CheckVersion(token);
+        var pending = _pending;
+        return !pending.IsCompleted ? ValueTaskSourceStatus.Pending
+            : pending.IsCompletedSuccessfully ? ValueTaskSourceStatus.Succeeded
+            : pending.IsCanceled ? ValueTaskSourceStatus.Canceled
+            : ValueTaskSourceStatus.Faulted;
+    }
+
+    void IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        CheckVersion(token);
+        _continuation = continuation;
+        _continuationState = state;
+        var awaiter = _pending.GetAwaiter();
+        if ((flags & ValueTaskSourceOnCompletedFlags.FlowExecutionContext) != 0)
+        {
+            awaiter.OnCompleted(_onInnerCompleted);
+        }
+        else
+        {
+            awaiter.UnsafeOnCompleted(_onInnerCompleted);
+        }
+    }
+
+    ReadResult IValueTaskSource<ReadResult>.GetResult(short token)
+    {
+        CheckVersion(token);
+        var pending = _pending;
+        _pending = default;
+        _version++; // the result is taken once
+        return TakeResult(pending);
+    }
+
+    private void CheckVersion(short token)
+    {
+        if (token != _version)
+        {
+            throw new InvalidOperationException("this read's result was already taken");
+        }
     }
 
     private static ReadResult ClosedResult => new(ReadOnlySequence<byte>.Empty, isCanceled: false, isCompleted: true);
