@@ -628,7 +628,15 @@ public sealed partial class KademliaService : IAsyncDisposable
         IStream? stream = null;
         try
         {
-            stream = await _host.NewStreamAsync(peer, [_options.ProtocolId], linked.Token);
+            var opening = await _host.TryNewStreamAsync(peer, [_options.ProtocolId], linked.Token);
+            if (opening.Failure is { } refused)
+            {
+                // Not a DHT server, or gone while the stream opened: as the catch below would count it, without the throw.
+                _instruments.DhtQuery(TypeTag(request.Type), refused.Kind);
+                LogRequestFailed(peer, refused.Kind, refused.Reason);
+                return (null, refused.Kind, false);
+            }
+            stream = opening.Stream!;
             await LengthPrefixed.WriteAsync(stream.Output, request.ToByteArray(), linked.Token);
             if (!expectResponse)
             {
@@ -720,8 +728,12 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _work.Stopping);
-            var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
-            if (bytes is null)
+            var read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+            if (read.Failure is not null)
+            {
+                return; // the requester reset the stream (its lookup ended) or left: expected, not thrown
+            }
+            if (read.Message is not { } bytes)
             {
                 break;
             }

@@ -189,16 +189,19 @@ public sealed partial class YamuxConnection : IMuxedConnection
         }
     }
 
-    public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
+    public async ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct) =>
+        await TryAcceptStreamAsync(ct) ?? throw new PeerGoneException("yamux: the connection is closed", _closeError);
+
+    /// <summary>The next inbound stream, or null once the connection is closed (its normal end: nothing thrown).</summary>
+    public async ValueTask<IMuxedStream?> TryAcceptStreamAsync(CancellationToken ct)
     {
-        YamuxStream stream;
-        try
+        YamuxStream? stream;
+        while (!_backlog.Reader.TryRead(out stream))
         {
-            stream = await _backlog.Reader.ReadAsync(ct);
-        }
-        catch (ChannelClosedException ex)
-        {
-            throw new PeerGoneException("yamux: the connection is closed", ex.InnerException ?? ex);
+            if (!await _backlog.Reader.WaitToReadAsync(ct))
+            {
+                return null;
+            }
         }
 
         bool wake;
@@ -232,14 +235,24 @@ public sealed partial class YamuxConnection : IMuxedConnection
     }
 
     /// <summary>Sends a ping and returns the round-trip time measured on the injected <see cref="TimeProvider"/>.</summary>
-    public async ValueTask<TimeSpan> PingAsync(CancellationToken ct)
+    public async ValueTask<TimeSpan> PingAsync(CancellationToken ct) =>
+        await TryPingAsync(ct) ?? throw new PeerGoneException("yamux: the connection is closed", _closeError);
+
+    /// <summary>A ping's answer on a closed connection (no timestamp is this).</summary>
+    private const long PingClosed = long.MinValue;
+
+    /// <summary><see cref="PingAsync"/>, null when the connection closes before the answer (its expected end, not thrown).</summary>
+    private async ValueTask<TimeSpan?> TryPingAsync(CancellationToken ct)
     {
         var reply = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
         uint opaque;
         long sent;
         lock (_sync)
         {
-            ThrowIfClosing();
+            if (_closing)
+            {
+                return null;
+            }
             opaque = ++_nextPing;
             sent = _time.GetTimestamp();
             (_pings ??= [])[opaque] = (reply, sent);
@@ -251,6 +264,11 @@ public sealed partial class YamuxConnection : IMuxedConnection
         await using (ct.Register(() => CancelPing(opaque, ct)))
         {
             received = await reply.Task;
+        }
+
+        if (received == PingClosed)
+        {
+            return null;
         }
 
         var rtt = _time.GetElapsedTime(sent, received);
@@ -399,7 +417,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
     {
         try
         {
-            await PingAsync(_closeCts.Token);
+            await TryPingAsync(_closeCts.Token);
         }
         catch (Exception ex)
         {
@@ -440,10 +458,9 @@ public sealed partial class YamuxConnection : IMuxedConnection
             _pings = null;
         }
 
-        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var ping in pings)
         {
-            ping.TrySetException(closed);
+            ping.TrySetResult(PingClosed); // PingAsync throws its PeerGoneException; the RTT probe just ends
         }
 
         if (_transport is IAsyncDisposable disposable)
@@ -501,7 +518,7 @@ public sealed partial class YamuxConnection : IMuxedConnection
                 CompleteInput((YamuxStream)state, closed);
             }
 
-            _backlog.Writer.TryComplete(closed);
+            _backlog.Writer.TryComplete(); // accepting ends without an exception (TryAcceptStreamAsync: null)
             ReleaseAckWaiters();
         }
 
