@@ -543,12 +543,16 @@ public sealed partial class GossipsubService : IAsyncDisposable
                     Run(_ => _router.MalformedRpc(peer));
                     throw;
                 }
-                if (read.Failure is { } gone)
+                if (read.Failure is { Kind: FailureKind.PeerGone } gone)
                 {
                     // Reset, or its connection closed (trimmed, or the peer left): the normal end of a long-lived stream,
                     // taken as a value rather than thrown up through the host's catch site.
                     LogInboundEnded(peer, gone.Kind, gone.Reason);
                     return;
+                }
+                if (read.Cause is { } other)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(other); // a limit or a violation: the router's to count
                 }
                 if (read.Message is not { } body)
                 {

@@ -729,9 +729,13 @@ public sealed partial class KademliaService : IAsyncDisposable
             using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _work.Stopping);
             var read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
-            if (read.Failure is not null)
+            if (read.Failure is { Kind: FailureKind.PeerGone })
             {
                 return; // the requester reset the stream (its lookup ended) or left: expected, not thrown
+            }
+            if (read.Cause is { } other)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(other); // a limit or a violation: the router's to count
             }
             if (read.Message is not { } bytes)
             {
