@@ -53,10 +53,13 @@ public sealed class StreamResetException : PeerGoneException
 public sealed class ProtocolNotSupportedException : Exception, IClassifiedFailure
 {
     public ProtocolNotSupportedException(IReadOnlyList<string> offered)
-        : base($"the remote supports none of: {string.Join(", ", offered)}")
+        : base(Describe(offered))
     {
         Offered = offered;
     }
+
+    /// <summary>The message for <paramref name="offered"/>, also the reason of a negotiation's result.</summary>
+    internal static string Describe(IReadOnlyList<string> offered) => $"the remote supports none of: {string.Join(", ", offered)}";
 
     public IReadOnlyList<string> Offered { get; }
 

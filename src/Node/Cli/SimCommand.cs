@@ -149,9 +149,11 @@ internal sealed class SimCommand : PotluckCommand
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();
         SimReport report;
+        using var runtime = SimRuntimeFigures.Start();
         try
         {
             report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), ct);
+            report = report with { Runtime = runtime.Snapshot() };
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && !quiet)
         {
@@ -163,6 +165,10 @@ internal sealed class SimCommand : PotluckCommand
             Error.WriteLine();
         }
         Out.Write(report.ToText());
+        if (runtime.DescribeSites() is { Length: > 0 } sites)
+        {
+            Error.Write("exception sites (POTLUCK_SIM_EXCEPTION_SITES):\n" + sites);
+        }
         if (result.GetValue(Json) is { } json)
         {
             if (json == "-")

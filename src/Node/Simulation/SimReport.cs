@@ -97,6 +97,9 @@ public sealed record SimReport
 
     public required double PeakRssMib { get; init; }
 
+    /// <summary>Exceptions thrown and the GC's work over the run (this process's; set by <c>potluck sim</c>, null otherwise).</summary>
+    public RuntimeFigures? Runtime { get; init; }
+
     public required double RssPerNodeKib { get; init; }
 
     /// <summary>What stands in for real parts in this run (none: every node runs real crypto, real ledgers and real sandbox runs).</summary>
@@ -173,6 +176,13 @@ public sealed record SimReport
             : string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal)
                 .Select(kv => string.Create(CultureInfo.InvariantCulture, $"{kv.Key} {kv.Value}")));
     }
+
+    /// <param name="Exceptions">Exceptions thrown (first chance: a rethrow through an awaiting method counts again).</param>
+    /// <param name="ExceptionsByType">The same by type name, most frequent first.</param>
+    /// <param name="GcPauseS">Seconds the GC paused the process.</param>
+    /// <param name="GcPauseShare">Those seconds over the wall time of the run.</param>
+    public sealed record RuntimeFigures(long Exceptions, IReadOnlyDictionary<string, long> ExceptionsByType, int Gen0, int Gen1, int Gen2,
+        double GcPauseS, double GcPauseShare);
 
     /// <summary>Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up).</summary>
     public sealed record ConnectionFigures(long Opened, long OpenedWarmup);
@@ -409,6 +419,10 @@ public sealed record SimReport
         Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
+        if (Runtime is { } r)
+        {
+            Line($"runtime: {r.Exceptions} exceptions thrown ({r.Exceptions / Math.Max(1e-9, WallS):F1}/s wall, {r.Exceptions / Math.Max(1e-9, CpuS):F1}/cpu s: {DialFigures.Describe(r.ExceptionsByType)}); GC {r.Gen0}/{r.Gen1}/{r.Gen2} collections (gen0/1/2), paused {r.GcPauseS:F1} s ({r.GcPauseShare:P1} of wall)");
+        }
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
         return b.ToString();
     }

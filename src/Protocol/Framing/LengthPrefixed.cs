@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Framing;
@@ -16,13 +17,36 @@ public static class LengthPrefixed
     /// arrive (into a buffer of the checked length), so a flow-controlled stream keeps crediting its window
     /// even for a message larger than the window.
     /// </summary>
-    public static async ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
+    public static ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct) =>
+        ReadCoreAsync(reader, null, maxLength, protocol, ct);
+
+    /// <summary>
+    /// <see cref="ReadAsync"/> with the failure that ended the stream (a reset, a closed connection) as a value, where the
+    /// reader can give it as one (<see cref="IFailureAsValueReader"/>, a yamux stream's input; other readers throw it as
+    /// <see cref="ReadAsync"/> does). Malformed framing and cancellation still throw.
+    /// </summary>
+    public static async ValueTask<FramedRead> TryReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
+    {
+        var failing = reader as IFailureAsValueReader;
+        var message = await ReadCoreAsync(reader, failing, maxLength, protocol, ct);
+        // A reader's input completes once: after a clean end there is never a failure, after a failure never a message.
+        return message is null && failing?.Failure is { } failure ? new FramedRead(null, failure) : new FramedRead(message, null);
+    }
+
+    /// <summary>One message; null at a clean end, or (with <paramref name="failing"/>) when the stream failed.</summary>
+    private static async ValueTask<byte[]?> ReadCoreAsync(PipeReader reader, IFailureAsValueReader? failing, int maxLength, string protocol, CancellationToken ct)
     {
         byte[]? message = null;
         var filled = 0;
         while (true)
         {
-            var result = await reader.ReadAsync(ct);
+            var result = failing is null ? await reader.ReadAsync(ct) : await failing.ReadOrFailureAsync(ct);
+            if (result.IsCompleted && failing?.Failure is not null)
+            {
+                // Gone: what was buffered is dropped, as the throwing read drops it.
+                reader.AdvanceTo(result.Buffer.End);
+                return null;
+            }
             var buffer = result.Buffer;
             if (message is null)
             {
@@ -120,4 +144,14 @@ public static class LengthPrefixed
             throw new OperationCanceledException();
         }
     }
+}
+
+/// <summary>
+/// What <see cref="LengthPrefixed.TryReadAsync"/> got: a <see cref="Message"/>, the stream's clean end (neither), or the
+/// failure that ended it (<see cref="Cause"/>, not thrown; <see cref="Failure"/> classifies it).
+/// </summary>
+public readonly record struct FramedRead(byte[]? Message, Exception? Cause)
+{
+    /// <summary>The failure that ended the stream, classified; null for a message or a clean end.</summary>
+    public Failure? Failure => Cause is null ? null : Failures.Classify(Cause);
 }

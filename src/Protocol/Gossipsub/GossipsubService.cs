@@ -427,16 +427,21 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     private async Task RunOutboundAsync(PeerSession session, IConnection connection, CancellationToken stopping)
     {
-        IStream stream;
+        StreamOpening opening;
         try
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
-            stream = await connection.OpenStreamAsync(_options.Protocols, linked.Token);
+            opening = await connection.TryOpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
+            opening = StreamOpening.Failed(e, failure);
+        }
+        if (opening.Stream is not { } stream)
+        {
             // The peer speaks no gossipsub, went away, or we are stopping: no outbound stream for now.
+            var failure = opening.Failure!.Value;
             LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             lock (_gate)
             {
@@ -528,17 +533,28 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             while (true)
             {
-                byte[]? body;
+                FramedRead read;
                 try
                 {
-                    body = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, linked.Token);
+                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, linked.Token);
                 }
                 catch (ProtocolViolationException)
                 {
                     Run(_ => _router.MalformedRpc(peer));
                     throw;
                 }
-                if (body is null)
+                if (read.Failure is { Kind: FailureKind.PeerGone } gone)
+                {
+                    // Reset, or its connection closed (trimmed, or the peer left): the normal end of a long-lived stream,
+                    // taken as a value rather than thrown up through the host's catch site.
+                    LogInboundEnded(peer, gone.Kind, gone.Reason);
+                    return;
+                }
+                if (read.Cause is { } other)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(other); // a limit or a violation: the router's to count
+                }
+                if (read.Message is not { } body)
                 {
                     return;
                 }
@@ -649,6 +665,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub outbound stream to {Peer} failed: {Kind}: {Reason}")]
     private partial void LogOutboundFailed(PeerId peer, FailureKind kind, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub inbound stream from {Peer} ended: {Kind}: {Reason}")]
+    private partial void LogInboundEnded(PeerId peer, FailureKind kind, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Gossipsub queue to {Peer} is full; RPC dropped")]
     private partial void LogQueueFull(PeerId peer);

@@ -3,6 +3,7 @@ using Potluck.Protocol.Metrics;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Multistream;
 using Potluck.Protocol.Muxing;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Security;
 using Potluck.Protocol.Transport;
 
@@ -102,19 +103,52 @@ internal sealed class Connection : IConnection
 
     public async ValueTask<IStream> OpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct)
     {
-        var muxed = await _muxed.OpenStreamAsync(ct);
+        var opening = await TryOpenStreamAsync(protocols, ct);
+        return opening.Stream ?? throw opening.ToException();
+    }
+
+    /// <summary>
+    /// Opens and negotiates a stream; the expected failures come back as a result: a closed connection, the remote's
+    /// <c>na</c> to every proposal (the stream is then closed with a FIN, so the listener sees it end between two
+    /// messages: no reset, nothing thrown on either side), a stream that ended or was reset during the negotiation.
+    /// </summary>
+    public async ValueTask<StreamOpening> TryOpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct)
+    {
+        if (IsClosed)
+        {
+            return StreamOpening.Failed(new PeerGoneException("the connection is closed"));
+        }
+        IMuxedStream muxed;
         try
         {
-            var protocol = await MultistreamSelect.SelectAsync(muxed, protocols, _multistream, ct);
-            _instruments.StreamOpened(protocol, Direction.Outbound);
-            return new Libp2pStream(muxed, protocol, this, Direction.Outbound);
+            muxed = await _muxed.OpenStreamAsync(ct);
         }
-        catch
+        catch (PeerGoneException e)
+        {
+            return StreamOpening.Failed(e); // closed meanwhile
+        }
+        Multistream.Negotiation negotiation;
+        try
+        {
+            negotiation = await MultistreamSelect.TrySelectAsync(muxed, protocols, _multistream, ct);
+        }
+        catch (Exception e)
         {
             muxed.Reset();
             await muxed.DisposeAsync();
+            if (e is PeerGoneException)
+            {
+                return StreamOpening.Failed(e); // reset, or the connection closed, while negotiating
+            }
             throw;
         }
+        if (negotiation.Protocol is not { } protocol)
+        {
+            await muxed.DisposeAsync();
+            return StreamOpening.Refused(negotiation);
+        }
+        _instruments.StreamOpened(protocol, Direction.Outbound);
+        return StreamOpening.Opened(new Libp2pStream(muxed, protocol, this, Direction.Outbound));
     }
 
     public async ValueTask CloseAsync()

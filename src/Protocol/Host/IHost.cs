@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Host;
 
@@ -48,9 +49,71 @@ public interface IConnection
 
     bool IsClosed { get; }
 
+    /// <summary>
+    /// Opens a stream speaking the first of <paramref name="protocols"/> the remote supports. Throws
+    /// <see cref="ProtocolNotSupportedException"/> when it supports none, <see cref="PeerGoneException"/> when the
+    /// connection or stream went away, <see cref="ProtocolViolationException"/> on a broken negotiation.
+    /// </summary>
     ValueTask<IStream> OpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct);
 
+    /// <summary>
+    /// <see cref="OpenStreamAsync"/> with the expected failures as a result instead of an exception: the remote supports
+    /// none of <paramref name="protocols"/> (<see cref="FailureKind.Unsupported"/>), or the connection or stream went away
+    /// (<see cref="FailureKind.PeerGone"/>). For callers that meet them often (a peer that is no provider, a connection
+    /// trimmed meanwhile). Violations and cancellation still throw.
+    /// </summary>
+    async ValueTask<StreamOpening> TryOpenStreamAsync(IReadOnlyList<string> protocols, CancellationToken ct)
+    {
+        try
+        {
+            return StreamOpening.Opened(await OpenStreamAsync(protocols, ct));
+        }
+        catch (Exception e) when (e is ProtocolNotSupportedException or PeerGoneException)
+        {
+            return StreamOpening.Failed(e);
+        }
+    }
+
     ValueTask CloseAsync();
+}
+
+/// <summary>
+/// What <see cref="IConnection.TryOpenStreamAsync"/> or <see cref="IHost.TryNewStreamAsync"/> got: the <see cref="Stream"/>,
+/// or the <see cref="Failure"/> that says why not (<see cref="FailureKind.Unsupported"/> or <see cref="FailureKind.PeerGone"/>).
+/// </summary>
+public readonly struct StreamOpening
+{
+    private readonly Multistream.Negotiation _negotiation;
+    private readonly Exception? _cause;
+    private readonly Failure? _failure;
+
+    private StreamOpening(IStream? stream, Multistream.Negotiation negotiation, Exception? cause, Failure? failure)
+    {
+        Stream = stream;
+        _negotiation = negotiation;
+        _cause = cause;
+        _failure = failure;
+    }
+
+    /// <summary>The open stream; null when it could not be opened.</summary>
+    public IStream? Stream { get; }
+
+    /// <summary>Why there is no stream; null when there is.</summary>
+    public Failure? Failure => _failure;
+
+    /// <summary>The exception <see cref="IConnection.OpenStreamAsync"/> throws for this failure. Only for a failed opening.</summary>
+    public Exception ToException() => _cause ?? _negotiation.ToException();
+
+    internal static StreamOpening Opened(IStream stream) => new(stream, default, null, null);
+
+    /// <summary>The negotiation ended without a protocol (not supported, or the stream ended).</summary>
+    internal static StreamOpening Refused(Multistream.Negotiation negotiation) => new(null, negotiation, null, negotiation.Failure);
+
+    /// <summary>A failure met as an exception (kept, so the throwing API raises the very same one).</summary>
+    internal static StreamOpening Failed(Exception cause) => new(null, default, cause, Failures.Classify(cause));
+
+    /// <summary>As <see cref="Failed(Exception)"/>, classified by the caller (against its own stop token).</summary>
+    internal static StreamOpening Failed(Exception cause, Failure failure) => new(null, default, cause, failure);
 }
 
 /// <summary>
@@ -115,6 +178,16 @@ public interface IHost : IAsyncDisposable
 
     /// <summary>Opens a stream to the peer speaking the first of <paramref name="protocols"/> it supports.</summary>
     ValueTask<IStream> NewStreamAsync(PeerId peer, IReadOnlyList<string> protocols, CancellationToken ct);
+
+    /// <summary>
+    /// <see cref="NewStreamAsync"/> with the expected failures of opening the stream as a result
+    /// (<see cref="IConnection.TryOpenStreamAsync"/>); a failed dial still throws its <see cref="DialException"/>.
+    /// </summary>
+    async ValueTask<StreamOpening> TryNewStreamAsync(PeerId peer, IReadOnlyList<string> protocols, CancellationToken ct)
+    {
+        var connection = await ConnectAsync(peer, ct);
+        return await connection.TryOpenStreamAsync(protocols, ct);
+    }
 
     /// <summary>Closes every connection to the peer.</summary>
     ValueTask DisconnectAsync(PeerId peer);

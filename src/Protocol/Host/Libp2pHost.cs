@@ -335,6 +335,12 @@ public sealed partial class Libp2pHost : IHost
         return await connection.OpenStreamAsync(protocols, ct);
     }
 
+    public async ValueTask<StreamOpening> TryNewStreamAsync(PeerId peer, IReadOnlyList<string> protocols, CancellationToken ct)
+    {
+        var connection = await ConnectAsync(peer, ct);
+        return await connection.TryOpenStreamAsync(protocols, ct);
+    }
+
     public async ValueTask DisconnectAsync(PeerId peer)
     {
         foreach (var c in _connections.Registered(peer))

@@ -82,10 +82,10 @@ internal sealed class StreamRouter : IAsyncDisposable
     {
         while (true)
         {
-            IMuxedStream muxed;
+            IMuxedStream? muxed;
             try
             {
-                muxed = await connection.Muxed.AcceptStreamAsync(stopping);
+                muxed = await connection.Muxed.TryAcceptStreamAsync(stopping);
             }
             catch (Exception e)
             {
@@ -95,6 +95,10 @@ internal sealed class StreamRouter : IAsyncDisposable
                     _log.AcceptStreamBug(e);
                 }
                 return;
+            }
+            if (muxed is null)
+            {
+                return; // the connection closed
             }
             // The peer's share of inbound streams (over all its connections) is taken before anything is read.
             ResourceManager.StreamReservation reservation;
@@ -125,7 +129,14 @@ internal sealed class StreamRouter : IAsyncDisposable
             using (var timeout = new CancellationTokenSource(_options.StreamNegotiationTimeout, _time))
             using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping))
             {
-                protocol = await MultistreamSelect.HandleAsync(muxed, _handlers.ContainsKey, _multistream, linked.Token);
+                var negotiation = await MultistreamSelect.TryHandleAsync(muxed, _handlers.ContainsKey, _multistream, linked.Token);
+                if (negotiation.Failure is { } ended)
+                {
+                    // The dialer ended the stream between two messages (as it does after our "na"): a result, not an exception.
+                    await FailAsync(connection, muxed, protocol, ended, null);
+                    return;
+                }
+                protocol = negotiation.Protocol!;
             }
             if (!_handlers.TryGetValue(protocol, out var handler))
             {
@@ -143,7 +154,7 @@ internal sealed class StreamRouter : IAsyncDisposable
         }
         catch (Exception e)
         {
-            await FailAsync(connection, muxed, protocol, e, stopping);
+            await FailAsync(connection, muxed, protocol, Failures.Classify(e, stopping), e);
         }
         finally
         {
@@ -158,10 +169,12 @@ internal sealed class StreamRouter : IAsyncDisposable
         }
     }
 
-    /// <summary>The one catch site: classify, log at the level the failure deserves, tear down as far as it reaches.</summary>
-    private async ValueTask FailAsync(Connection connection, IMuxedStream muxed, string protocol, Exception e, CancellationToken stopping)
+    /// <summary>
+    /// The one catch site: log at the level the (classified) failure deserves, tear down as far as it reaches.
+    /// <paramref name="e"/> is the exception it came as, if it came as one.
+    /// </summary>
+    private async ValueTask FailAsync(Connection connection, IMuxedStream muxed, string protocol, Failure failure, Exception? e)
     {
-        var failure = Failures.Classify(e, stopping);
         if (failure.Kind != FailureKind.Cancelled)
         {
             // Tagged with the agreed protocol only: before agreement the remote's proposal is not ours to count by.
@@ -172,7 +185,7 @@ internal sealed class StreamRouter : IAsyncDisposable
             case FailureKind.Cancelled:
                 break;
             case FailureKind.Internal:
-                _log.HandlerBug(protocol, e);
+                _log.HandlerBug(protocol, e!);
                 break;
             default:
                 _log.StreamFailed(protocol, failure.Kind, failure.Reason);
@@ -185,7 +198,7 @@ internal sealed class StreamRouter : IAsyncDisposable
         }
         if (failure is { Kind: FailureKind.ProtocolViolation, Radius: BlastRadius.Connection })
         {
-            var violation = Unwrap(e) as ProtocolViolationException;
+            var violation = e is null ? null : Unwrap(e) as ProtocolViolationException;
             _log.ClosingForViolation(violation?.Protocol ?? protocol, violation?.Code ?? ViolationCode.Other, failure.Reason);
             await connection.CloseAsync();
         }

@@ -107,7 +107,13 @@ public sealed partial class IdentifyService : IAsyncDisposable
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
         try
         {
-            await using var stream = await connection.OpenStreamAsync([ProtocolId], linked.Token);
+            var opening = await connection.TryOpenStreamAsync([ProtocolId], linked.Token);
+            if (opening.Failure is { } refused)
+            {
+                LogIdentifyFailed(connection.RemotePeer, refused.Kind, refused.Reason);
+                return null;
+            }
+            await using var stream = opening.Stream!;
             await stream.Output.CompleteAsync();
             var message = await ReadMessagesAsync(stream, linked.Token);
             var result = Apply(connection.RemotePeer, message) with { LocalAddress = connection.LocalAddress };
@@ -278,7 +284,13 @@ public sealed partial class IdentifyService : IAsyncDisposable
             {
                 using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
                 using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
-                await using var stream = await connection.OpenStreamAsync([PushProtocolId], linked.Token);
+                var opening = await connection.TryOpenStreamAsync([PushProtocolId], linked.Token);
+                if (opening.Failure is { } refused)
+                {
+                    LogPushFailed(connection.RemotePeer, refused.Kind, refused.Reason);
+                    continue;
+                }
+                await using var stream = opening.Stream!;
                 await LengthPrefixed.WriteAsync(stream.Output, BuildMessage(connection.RemoteAddress).ToByteArray(), linked.Token);
                 await stream.Output.CompleteAsync();
             }

@@ -676,7 +676,15 @@ public sealed partial class KademliaService : IAsyncDisposable
         IStream? stream = null;
         try
         {
-            stream = await _host.NewStreamAsync(peer, [_options.ProtocolId], linked.Token);
+            var opening = await _host.TryNewStreamAsync(peer, [_options.ProtocolId], linked.Token);
+            if (opening.Failure is { } refused)
+            {
+                // Not a DHT server, or gone while the stream opened: as the catch below would count it, without the throw.
+                _instruments.DhtQuery(TypeTag(request.Type), refused.Kind);
+                LogRequestFailed(peer, refused.Kind, refused.Reason);
+                return (null, refused.Kind, false);
+            }
+            stream = opening.Stream!;
             await LengthPrefixed.WriteAsync(stream.Output, request.ToByteArray(), linked.Token);
             if (!expectResponse)
             {
@@ -768,8 +776,16 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _work.Stopping);
-            var bytes = await LengthPrefixed.ReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
-            if (bytes is null)
+            var read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
+            if (read.Failure is { Kind: FailureKind.PeerGone })
+            {
+                return; // the requester reset the stream (its lookup ended) or left: expected, not thrown
+            }
+            if (read.Cause is { } other)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(other); // a limit or a violation: the router's to count
+            }
+            if (read.Message is not { } bytes)
             {
                 break;
             }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Potluck.Protocol.Muxing;
 using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Multistream;
@@ -32,10 +33,26 @@ public static class MultistreamSelect
 
     /// <summary>
     /// Dialer: proposes <paramref name="protocols"/> in order until the listener accepts one, and returns it.
-    /// Throws <see cref="ProtocolNotSupportedException"/> when the listener answers <c>na</c> to all of them, and
-    /// <see cref="ProtocolViolationException"/> on malformed or unexpected messages or a stream that ends early.
+    /// Throws <see cref="ProtocolNotSupportedException"/> when the listener answers <c>na</c> to all of them,
+    /// <see cref="PeerGoneException"/> when the stream ends between two messages, and
+    /// <see cref="ProtocolViolationException"/> on malformed or unexpected messages or a stream that ends inside one.
     /// </summary>
     public static async ValueTask<string> SelectAsync(
+        IDuplexPipe pipe, IReadOnlyList<string> protocols, MultistreamOptions options, CancellationToken ct)
+    {
+        var negotiation = await TrySelectAsync(pipe, protocols, options, ct);
+        return negotiation.Protocol ?? throw negotiation.ToException();
+    }
+
+    /// <summary>
+    /// <see cref="SelectAsync"/> with the expected outcomes as a result instead of an exception: the agreed protocol, or
+    /// the listener's <c>na</c> to every proposal (<see cref="FailureKind.Unsupported"/>), or a stream that ended
+    /// between two messages (<see cref="FailureKind.PeerGone"/>). Frequent in a mesh (a peer that is no provider, a
+    /// connection trimmed meanwhile) and not worth an exception each. Malformed or unexpected messages still throw
+    /// <see cref="ProtocolViolationException"/>, a reset stream its <see cref="StreamResetException"/>, cancellation
+    /// <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public static async ValueTask<Negotiation> TrySelectAsync(
         IDuplexPipe pipe, IReadOnlyList<string> protocols, MultistreamOptions options, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(pipe);
@@ -56,13 +73,21 @@ public static class MultistreamSelect
         await output.FlushAsync(ct);
 
         var header = await ReadMessageAsync(pipe.Input, null, options, ct);
+        if (header is null)
+        {
+            return Negotiation.Ended(protocols, pipe.Input);
+        }
         CheckHeader(header);
         for (var i = 0; ; i++)
         {
             var answer = await ReadMessageAsync(pipe.Input, null, options, ct);
+            if (answer is null)
+            {
+                return Negotiation.Ended(protocols, pipe.Input);
+            }
             if (answer == protocols[i])
             {
-                return answer;
+                return Negotiation.Agreed(answer);
             }
             if (answer != NotAvailable)
             {
@@ -70,7 +95,7 @@ public static class MultistreamSelect
             }
             if (i + 1 == protocols.Count)
             {
-                throw new ProtocolNotSupportedException(protocols);
+                return Negotiation.NotSupported(protocols);
             }
             MultistreamMessage.Write(output, protocols[i + 1]);
             await output.FlushAsync(ct);
@@ -116,20 +141,33 @@ public static class MultistreamSelect
     /// its proposal (a lazy dialer, which does not wait for the echo): it then leaves with the caller's first answer.
     /// A dialer that waits for the echo sends nothing after its proposal, so the echo is flushed for it at once.
     /// </summary>
-    internal static ValueTask<string> HandleDeferringEchoAsync(
+    internal static async ValueTask<string> HandleDeferringEchoAsync(
         IDuplexPipe pipe, Func<string, bool> isSupported, MultistreamOptions options, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(isSupported);
-        return HandleCoreAsync(pipe, isSupported, [], options, ct, deferEcho: true);
+        var negotiation = await HandleCoreAsync(pipe, isSupported, [], options, ct, deferEcho: true);
+        return negotiation.Protocol ?? throw negotiation.ToException();
     }
 
     /// <summary>
     /// Listener: answers the header, answers <c>na</c> to each proposal <paramref name="isSupported"/> rejects, and
     /// returns the first one it accepts after echoing it. An <c>ls</c> request is answered with an empty list (use
     /// the overload taking a list to advertise protocols). Bytes the dialer sent after its accepted proposal are
-    /// left in <see cref="IDuplexPipe.Input"/>.
+    /// left in <see cref="IDuplexPipe.Input"/>. Throws <see cref="PeerGoneException"/> when the dialer ends the stream
+    /// between two messages (as a dialer does after <c>na</c>), <see cref="ProtocolViolationException"/> on bad messages.
     /// </summary>
-    public static ValueTask<string> HandleAsync(
+    public static async ValueTask<string> HandleAsync(
+        IDuplexPipe pipe, Func<string, bool> isSupported, MultistreamOptions options, CancellationToken ct)
+    {
+        var negotiation = await TryHandleAsync(pipe, isSupported, options, ct);
+        return negotiation.Protocol ?? throw negotiation.ToException();
+    }
+
+    /// <summary>
+    /// <see cref="HandleAsync(IDuplexPipe, Func{string, bool}, MultistreamOptions, CancellationToken)"/> with the dialer
+    /// ending the stream between two messages (<see cref="FailureKind.PeerGone"/>) as a result instead of an exception.
+    /// </summary>
+    public static ValueTask<Negotiation> TryHandleAsync(
         IDuplexPipe pipe, Func<string, bool> isSupported, MultistreamOptions options, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(isSupported);
@@ -140,14 +178,15 @@ public static class MultistreamSelect
     /// Listener over a fixed list: as the other overload, accepting exactly the ids in <paramref name="supported"/>
     /// (ordinal comparison) and answering <c>ls</c> with that list.
     /// </summary>
-    public static ValueTask<string> HandleAsync(
+    public static async ValueTask<string> HandleAsync(
         IDuplexPipe pipe, IReadOnlyList<string> supported, MultistreamOptions options, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(supported);
-        return HandleCoreAsync(pipe, p => Contains(supported, p), supported, options, ct);
+        var negotiation = await HandleCoreAsync(pipe, p => Contains(supported, p), supported, options, ct);
+        return negotiation.Protocol ?? throw negotiation.ToException();
     }
 
-    private static async ValueTask<string> HandleCoreAsync(
+    private static async ValueTask<Negotiation> HandleCoreAsync(
         IDuplexPipe pipe, Func<string, bool> isSupported, IReadOnlyList<string> advertised,
         MultistreamOptions options, CancellationToken ct, bool deferEcho = false)
     {
@@ -158,11 +197,19 @@ public static class MultistreamSelect
         // Queued, not flushed: it leaves with the first answer, or before we would wait for the dialer.
         MultistreamMessage.Write(output, ProtocolId);
         var header = await ReadMessageAsync(pipe.Input, output, options, ct);
+        if (header is null)
+        {
+            return Negotiation.Ended([], pipe.Input);
+        }
         CheckHeader(header);
 
         for (var i = 0; i < options.MaxProposals; i++)
         {
             var proposal = await ReadMessageAsync(pipe.Input, output, options, ct);
+            if (proposal is null)
+            {
+                return Negotiation.Ended([], pipe.Input);
+            }
             if (proposal == List)
             {
                 MultistreamMessage.WriteProtocolList(output, advertised);
@@ -175,7 +222,7 @@ public static class MultistreamSelect
                 {
                     await output.FlushAsync(ct);
                 }
-                return proposal;
+                return Negotiation.Agreed(proposal);
             }
             MultistreamMessage.Write(output, NotAvailable);
         }
@@ -196,14 +243,22 @@ public static class MultistreamSelect
     }
 
     /// <summary>
-    /// Reads one message. When <paramref name="flushBeforeWaiting"/> is set, a message already buffered is taken
-    /// without flushing it; otherwise it is flushed before waiting, so queued answers never wait on the remote.
+    /// Reads one message; null when the stream ended between two messages. When <paramref name="flushBeforeWaiting"/> is
+    /// set, a message already buffered is taken without flushing it; otherwise it is flushed before waiting, so queued
+    /// answers never wait on the remote.
     /// </summary>
-    private static async ValueTask<string> ReadMessageAsync(
+    private static async ValueTask<string?> ReadMessageAsync(
         PipeReader input, PipeWriter? flushBeforeWaiting, MultistreamOptions options, CancellationToken ct)
     {
+        // A muxed stream's input can hand over a reset or a closed connection as a value (null here; the caller looks
+        // at Failure): negotiations on streams of a trimmed connection are frequent in a mesh.
+        var failing = input as IFailureAsValueReader;
         if (flushBeforeWaiting is not null)
         {
+            if (failing?.Failure is not null)
+            {
+                return null;
+            }
             if (input.TryRead(out var buffered) && TryTake(input, buffered, options, out var message))
             {
                 return message;
@@ -212,7 +267,12 @@ public static class MultistreamSelect
         }
         while (true)
         {
-            var result = await input.ReadAsync(ct);
+            var result = failing is null ? await input.ReadAsync(ct) : await failing.ReadOrFailureAsync(ct);
+            if (result.IsCompleted && failing?.Failure is not null)
+            {
+                input.AdvanceTo(result.Buffer.End);
+                return null;
+            }
             if (TryTake(input, result, options, out var message))
             {
                 return message;
@@ -220,8 +280,11 @@ public static class MultistreamSelect
         }
     }
 
-    /// <summary>Takes one message from <paramref name="result"/> and always calls AdvanceTo; throws when there never will be one.</summary>
-    private static bool TryTake(PipeReader input, ReadResult result, MultistreamOptions options, out string message)
+    /// <summary>
+    /// Takes one message from <paramref name="result"/> and always calls AdvanceTo: true with the message, or with null
+    /// when the stream ended between messages; throws when the bytes can never become one.
+    /// </summary>
+    private static bool TryTake(PipeReader input, ReadResult result, MultistreamOptions options, out string? message)
     {
         var buffer = result.Buffer;
         var reader = new SequenceReader<byte>(buffer);
@@ -239,10 +302,13 @@ public static class MultistreamSelect
         }
         if (result.IsCompleted)
         {
-            // Hanging up between messages is going away; hanging up inside one is a truncated message.
-            throw buffer.IsEmpty
-                ? new PeerGoneException($"{Name}: the stream ended during negotiation")
-                : Violation("the stream ended inside a message");
+            // Hanging up between messages is going away (a result); hanging up inside one is a truncated message.
+            if (!buffer.IsEmpty)
+            {
+                throw Violation("the stream ended inside a message");
+            }
+            message = null;
+            return true;
         }
         if (result.IsCanceled)
         {

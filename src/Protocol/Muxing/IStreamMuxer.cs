@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Muxing;
 
@@ -29,6 +30,19 @@ public interface IMuxedConnection : IAsyncDisposable
     /// </summary>
     ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct);
 
+    /// <summary>The next inbound stream, or null once the connection is closed (its expected end, without an exception).</summary>
+    async ValueTask<IMuxedStream?> TryAcceptStreamAsync(CancellationToken ct)
+    {
+        try
+        {
+            return await AcceptStreamAsync(ct);
+        }
+        catch (PeerGoneException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Completes when the connection is closed for any reason; faults carry the reason.</summary>
     Task Completion { get; }
 
@@ -49,4 +63,19 @@ public interface IMuxedStream : IDuplexPipe, IAsyncDisposable
     uint Id { get; }
 
     void Reset();
+}
+
+/// <summary>
+/// A stream's input that can end a read with the stream's failure (a reset, a closed connection) as a value:
+/// <see cref="ReadOrFailureAsync"/> returns what was buffered with <see cref="ReadResult.IsCompleted"/> set, and
+/// <see cref="Failure"/> says why it ended (null after the remote's clean FIN). For readers that meet such ends all the
+/// time (a long-lived gossip stream ends when its connection is trimmed), where an exception per end is waste.
+/// </summary>
+public interface IFailureAsValueReader
+{
+    /// <summary>The failure that ended the stream's input; null while open or after a clean end.</summary>
+    Exception? Failure { get; }
+
+    /// <summary>As <see cref="PipeReader.ReadAsync"/>, but a failed stream completes the read instead of throwing.</summary>
+    ValueTask<ReadResult> ReadOrFailureAsync(CancellationToken ct);
 }

@@ -25,7 +25,7 @@ namespace Potluck.Protocol.Yamux;
 /// (one accept at a time, as the host's accept loop does) that the read loop wakes.
 /// </para>
 /// </summary>
-public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource<IMuxedStream>
+public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource<IMuxedStream?>
 {
     private readonly IDuplexPipe _transport;
     private readonly PipeReader _in;
@@ -213,9 +213,26 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     /// </summary>
     public ValueTask<IMuxedStream> AcceptStreamAsync(CancellationToken ct)
     {
+        var accept = TryAcceptStreamAsync(ct);
+        if (!accept.IsCompletedSuccessfully)
+        {
+            return AcceptOrThrowAsync(accept);
+        }
+
+        return accept.Result is { } stream ? ValueTask.FromResult(stream) : ValueTask.FromException<IMuxedStream>(AcceptClosed());
+    }
+
+    private async ValueTask<IMuxedStream> AcceptOrThrowAsync(ValueTask<IMuxedStream?> accept) => await accept ?? throw AcceptClosed();
+
+    /// <summary>
+    /// The next inbound stream, or null once the connection is closed and the streams that arrived before are taken (its
+    /// normal end: nothing thrown); one accept at a time, as <see cref="AcceptStreamAsync"/>.
+    /// </summary>
+    public ValueTask<IMuxedStream?> TryAcceptStreamAsync(CancellationToken ct)
+    {
         if (ct.IsCancellationRequested)
         {
-            return ValueTask.FromCanceled<IMuxedStream>(ct);
+            return ValueTask.FromCanceled<IMuxedStream?>(ct);
         }
 
         short version;
@@ -223,28 +240,28 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         {
             if (_acceptWait.Waiting)
             {
-                return ValueTask.FromException<IMuxedStream>(new InvalidOperationException("an accept is already pending on this connection"));
+                return ValueTask.FromException<IMuxedStream?>(new InvalidOperationException("an accept is already pending on this connection"));
             }
 
             if (_backlog is { Count: > 0 } || _acceptClosed is not null)
             {
-                return TakeAcceptedLocked(out var wake) is { } ready ? Accepted(ready, wake) : ValueTask.FromException<IMuxedStream>(AcceptClosed());
+                return TakeAcceptedLocked(out var wake) is { } ready ? Accepted(ready, wake) : ValueTask.FromResult<IMuxedStream?>(null);
             }
 
             version = _acceptWait.Begin(ct, static (s, _) => ((YamuxConnection)s!).OnAcceptCanceled(), this);
         }
 
-        return new ValueTask<IMuxedStream>(this, version);
+        return new ValueTask<IMuxedStream?>(this, version);
     }
 
-    private ValueTask<IMuxedStream> Accepted(YamuxStream stream, bool wake)
+    private ValueTask<IMuxedStream?> Accepted(YamuxStream stream, bool wake)
     {
         if (wake)
         {
             Wake();
         }
 
-        return ValueTask.FromResult<IMuxedStream>(stream);
+        return ValueTask.FromResult<IMuxedStream?>(stream);
     }
 
     /// <summary>Under the lock: the next queued stream, acknowledged to the session (null once closed and drained).</summary>
@@ -287,7 +304,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         wake.Run(_runtime.PipeScheduler);
     }
 
-    ValueTaskSourceStatus IValueTaskSource<IMuxedStream>.GetStatus(short token)
+    ValueTaskSourceStatus IValueTaskSource<IMuxedStream?>.GetStatus(short token)
     {
         lock (_sync)
         {
@@ -295,7 +312,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         }
     }
 
-    void IValueTaskSource<IMuxedStream>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    void IValueTaskSource<IMuxedStream?>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
     {
         ParkedContinuation.Scheduled run;
         lock (_sync)
@@ -306,7 +323,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         run.Run(_runtime.PipeScheduler);
     }
 
-    IMuxedStream IValueTaskSource<IMuxedStream>.GetResult(short token)
+    IMuxedStream? IValueTaskSource<IMuxedStream?>.GetResult(short token)
     {
         CancellationTokenRegistration registration;
         YamuxStream? stream = null;
@@ -317,8 +334,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             error = _acceptWait.End(token, "this accept's result was already taken", out registration);
             if (error is null)
             {
-                stream = TakeAcceptedLocked(out wake);
-                error = stream is null ? AcceptClosed() : null;
+                stream = TakeAcceptedLocked(out wake); // null: closed and drained
             }
         }
 
@@ -333,7 +349,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             Wake();
         }
 
-        return stream!;
+        return stream;
     }
 
     public ValueTask GoAwayAsync(CancellationToken ct)
@@ -353,14 +369,24 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     }
 
     /// <summary>Sends a ping and returns the round-trip time measured on the injected <see cref="TimeProvider"/>.</summary>
-    public async ValueTask<TimeSpan> PingAsync(CancellationToken ct)
+    public async ValueTask<TimeSpan> PingAsync(CancellationToken ct) =>
+        await TryPingAsync(ct) ?? throw new PeerGoneException("yamux: the connection is closed", _closeError);
+
+    /// <summary>A ping's answer on a closed connection (no timestamp is this).</summary>
+    private const long PingClosed = long.MinValue;
+
+    /// <summary><see cref="PingAsync"/>, null when the connection closes before the answer (its expected end, not thrown).</summary>
+    private async ValueTask<TimeSpan?> TryPingAsync(CancellationToken ct)
     {
         var reply = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
         uint opaque;
         long sent;
         lock (_sync)
         {
-            ThrowIfClosing();
+            if (_closing)
+            {
+                return null;
+            }
             opaque = ++_nextPing;
             sent = _time.GetTimestamp();
             (_pings ??= [])[opaque] = (reply, sent);
@@ -372,6 +398,11 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         await using (ct.Register(() => CancelPing(opaque, ct)))
         {
             received = await reply.Task;
+        }
+
+        if (received == PingClosed)
+        {
+            return null;
         }
 
         var rtt = _time.GetElapsedTime(sent, received);
@@ -520,9 +551,10 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     {
         try
         {
-            // No token: the close-out fails every ping still in flight, so this one ends with the connection at the latest.
-            // (With the close token it left a registration node and table on that token for the connection's life.)
-            await PingAsync(CancellationToken.None);
+            // No token: the close-out fails every ping still in flight, so this one ends with the connection at the latest
+            // (with the close token it left a registration node and table on that token for the connection's life), and a
+            // ping cut off by the close ends with null, not an exception.
+            await TryPingAsync(CancellationToken.None);
         }
         catch (Exception ex)
         {
@@ -563,10 +595,9 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             _pings = null;
         }
 
-        var closed = new PeerGoneException("yamux: the connection is closed", _closeError);
         foreach (var ping in pings)
         {
-            ping.TrySetException(closed);
+            ping.TrySetResult(PingClosed); // PingAsync throws its PeerGoneException; the RTT probe just ends
         }
 
         if (_transport is IAsyncDisposable disposable)
@@ -625,7 +656,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
                 CompleteInput((YamuxStream)state, closed);
             }
 
-            _acceptClosed = closed;
+            _acceptClosed = closed; // accepting ends without an exception once drained (TryAcceptStreamAsync: null)
             acceptWake = _acceptWait.Signal();
             ReleaseAckWaiters();
         }

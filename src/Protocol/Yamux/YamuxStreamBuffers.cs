@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.ExceptionServices;
 using System.Threading.Tasks.Sources;
+using Potluck.Protocol.Muxing;
 
 namespace Potluck.Protocol.Yamux;
 
@@ -429,7 +430,7 @@ internal struct ParkedWait
 /// the window back through the connection. Semantics as a <see cref="Pipe"/>'s reader: a completed writer (FIN) ends
 /// reading once the bytes are read, a failed one (reset, connection gone) throws at the next read.
 /// </summary>
-internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) : PipeReader, IValueTaskSource<ReadResult>
+internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) : PipeReader, IValueTaskSource<ReadResult>, IFailureAsValueReader
 {
     /// <summary>Smallest segment: small messages do not hold a large buffer.</summary>
     internal const int MinimumSegmentSize = 4 * 1024;
@@ -445,7 +446,22 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
     private bool _cancelPending;
     private ParkedWait _wait;
 
+    /// <summary>The read in progress came from <see cref="ReadOrFailureAsync"/>: it ends with the writer's error as a value.</summary>
+    private bool _failureAsValue;
+
     private object Sync => this;
+
+    /// <summary>Why the stream's input ended, if it failed (a reset, the connection closed); null while open or after a clean FIN.</summary>
+    public Exception? Failure
+    {
+        get
+        {
+            lock (Sync)
+            {
+                return _writerError;
+            }
+        }
+    }
 
     /// <summary>Under the connection lock: the read side's writer has been completed.</summary>
     internal bool WriterDone
@@ -536,6 +552,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         lock (Sync)
         {
             ThrowIfReaderDone();
+            _failureAsValue = false;
             if (_wait.Waiting)
             {
                 throw new InvalidOperationException("a read is already pending on this yamux stream");
@@ -552,7 +569,15 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         }
     }
 
-    public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+    public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default) => Read(cancellationToken, failureAsValue: false);
+
+    /// <summary>
+    /// <see cref="ReadAsync"/>, except that a stream that failed (reset, or its connection closed) ends the read as
+    /// completed with what was buffered, and <see cref="Failure"/> says why, instead of throwing.
+    /// </summary>
+    public ValueTask<ReadResult> ReadOrFailureAsync(CancellationToken ct) => Read(ct, failureAsValue: true);
+
+    private ValueTask<ReadResult> Read(CancellationToken cancellationToken, bool failureAsValue)
     {
         short version;
         lock (Sync)
@@ -562,6 +587,8 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
             {
                 throw new InvalidOperationException("a read is already pending on this yamux stream");
             }
+
+            _failureAsValue = failureAsValue;
 
             if ((_queue.Length > 0 && !_examinedAll) || _writerDone || _cancelPending)
             {
@@ -670,16 +697,13 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
             {
                 error = new InvalidOperationException("reading is not allowed after the reader was completed");
             }
+            else if (_writerError is not null && !_failureAsValue)
+            {
+                error = _writerError; // thrown once, below (not in ResultLocked and again here)
+            }
             else
             {
-                try
-                {
-                    result = ResultLocked();
-                }
-                catch (Exception ex)
-                {
-                    error = ex;
-                }
+                result = ResultLocked();
             }
         }
 
@@ -694,7 +718,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
 
     private ReadResult ResultLocked()
     {
-        if (_writerError is not null)
+        if (_writerError is not null && !_failureAsValue)
         {
             ExceptionDispatchInfo.Throw(_writerError);
         }
@@ -1006,16 +1030,13 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
             {
                 error = tokenCanceled;
             }
+            else if (_readerError is not null)
+            {
+                error = _readerError; // thrown once, below
+            }
             else
             {
-                try
-                {
-                    result = ResultLocked();
-                }
-                catch (Exception ex)
-                {
-                    error = ex;
-                }
+                result = ResultLocked();
             }
         }
 

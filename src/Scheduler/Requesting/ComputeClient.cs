@@ -226,7 +226,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping);
-            await using var stream = await connection.OpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
+            var opening = await connection.TryOpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
+            if (opening.Stream is not { } opened)
+            {
+                return; // not a provider (it answered "na"), or gone: most peers, so a result rather than an exception
+            }
+            await using var stream = opened;
             await stream.Output.CompleteAsync();
             var envelope = await LengthPrefixed.ReadAsync(stream.Input, _options.Advertising.MaxEnvelopeBytes, AdvertisementProtocol.FetchProtocolId, linked.Token);
             if (envelope is not null)

@@ -304,6 +304,45 @@ public class HostTests
     });
 
     [Test]
+    public void TryNewStream_ForUnsupportedProtocol_ReturnsUnsupported_AndTheConnectionStillServes() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d);
+        var a = await hosts.StartAsync();
+        var b = await hosts.StartAsync();
+        await a.Host.ConnectAsync(b.Address, ct);
+
+        var opening = await a.Host.TryNewStreamAsync(b.Host.PeerId, ["/nope/1.0.0", "/nope/2.0.0"], ct);
+
+        Assert.That(opening.Stream, Is.Null);
+        Assert.That(opening.Failure?.Kind, Is.EqualTo(FailureKind.Unsupported));
+        Assert.That(opening.ToException(), Is.InstanceOf<ProtocolNotSupportedException>());
+        Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, ct), Has.Count.EqualTo(1), "the connection still serves streams");
+        Assert.That(a.Host.Connections, Has.Count.EqualTo(1));
+        var supported = await a.Host.TryNewStreamAsync(b.Host.PeerId, ["/nope/1.0.0", PingService.ProtocolId], ct);
+        Assert.That(supported.Stream?.Protocol, Is.EqualTo(PingService.ProtocolId));
+        Assert.That(supported.Failure, Is.Null);
+        await supported.Stream!.DisposeAsync();
+    });
+
+    [Test]
+    public void TryOpenStream_OnAClosedConnection_ReturnsPeerGone_AndOpenStreamThrowsIt() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var hosts = new TestHosts(d);
+        var a = await hosts.StartAsync();
+        var b = await hosts.StartAsync();
+        var connection = await a.Host.ConnectAsync(b.Address, ct);
+        await connection.CloseAsync();
+
+        var opening = await connection.TryOpenStreamAsync([PingService.ProtocolId], ct);
+
+        Assert.That(opening.Stream, Is.Null);
+        Assert.That(opening.Failure?.Kind, Is.EqualTo(FailureKind.PeerGone));
+        await AsyncAssert.ThrowsAsync<PeerGoneException>(async () => await connection.OpenStreamAsync([PingService.ProtocolId], ct));
+    });
+
+    [Test]
     public void IdentifyPush_TellsConnectedPeersAboutNewProtocols() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None; // the driver fails a run that hangs

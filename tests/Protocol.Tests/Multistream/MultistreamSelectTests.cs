@@ -53,6 +53,36 @@ public class MultistreamSelectTests
     }
 
     [Test]
+    public async Task TrySelect_NoneSupported_ReturnsUnsupported_AndTryHandleTakesTheDialersEndAsAResult()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var listening = MultistreamSelect.TryHandleAsync(listener, p => p == "/noise", Options, default).AsTask();
+        var negotiation = await MultistreamSelect.TrySelectAsync(dialer, ["/tls/1.0.0", "/plaintext/2.0.0"], Options, default);
+        Assert.That(negotiation.IsAgreed, Is.False);
+        Assert.That(negotiation.Failure?.Kind, Is.EqualTo(FailureKind.Unsupported));
+        Assert.That(negotiation.Offered, Is.EqualTo(new[] { "/tls/1.0.0", "/plaintext/2.0.0" }));
+        Assert.That(negotiation.ToException(), Is.InstanceOf<ProtocolNotSupportedException>()
+            .With.Property(nameof(ProtocolNotSupportedException.Offered)).EqualTo(new[] { "/tls/1.0.0", "/plaintext/2.0.0" }));
+
+        await dialer.Output.CompleteAsync();
+        var ended = await listening;
+        Assert.That(ended.Protocol, Is.Null);
+        Assert.That(ended.Failure?.Kind, Is.EqualTo(FailureKind.PeerGone));
+        Assert.That(ended.ToException(), Is.InstanceOf<PeerGoneException>());
+    }
+
+    [Test]
+    public async Task TrySelect_CommonProtocol_IsAgreedWithNoFailure()
+    {
+        var (dialer, listener) = PipePair.Create();
+        var listening = MultistreamSelect.TryHandleAsync(listener, p => p == "/noise", Options, default).AsTask();
+        var negotiation = await MultistreamSelect.TrySelectAsync(dialer, ["/tls/1.0.0", "/noise"], Options, default);
+        Assert.That(negotiation.Protocol, Is.EqualTo("/noise"));
+        Assert.That(negotiation.Failure, Is.Null);
+        Assert.That((await listening).Protocol, Is.EqualTo("/noise"));
+    }
+
+    [Test]
     public async Task Select_SendsHeaderAndFirstProposalInOneFlush()
     {
         var (dialer, listener) = PipePair.Create();
