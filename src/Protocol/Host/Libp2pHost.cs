@@ -646,6 +646,9 @@ public sealed partial class Libp2pHost : IHost
     /// <summary>The host's pieces of background work running now (accept loops, dials, handshakes, connections, inbound streams).</summary>
     internal int BackgroundPieces => _work.Running + _router.Running;
 
+    /// <summary>The stop tokens of the host's background work and of its stream router.</summary>
+    internal (CancellationToken Host, CancellationToken Router) StopTokens => (_work.Stopping, _router.Stopping);
+
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)

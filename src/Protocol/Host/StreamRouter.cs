@@ -217,5 +217,8 @@ internal sealed class StreamRouter : IAsyncDisposable
     /// <summary>Pieces of work running now: one per connection, one per inbound stream being handled.</summary>
     internal int Running => _work.Running;
 
+    /// <summary>The router's stop token (what inbound stream handlers get).</summary>
+    internal CancellationToken Stopping => _work.Stopping;
+
     public ValueTask DisposeAsync() => _work.DisposeAsync();
 }

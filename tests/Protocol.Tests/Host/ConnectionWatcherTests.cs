@@ -1,3 +1,4 @@
+using System.Reflection;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Runtime;
@@ -52,5 +53,83 @@ public class ConnectionWatcherTests
             Assert.That(a.Host.BackgroundPieces, Is.EqualTo(before), "nothing left parked for the closed connections");
             Assert.That(others.Sum(o => o.Host.BackgroundPieces), Is.EqualTo(othersBefore), "the remotes saw the closes too");
         });
+    }
+
+    [Test]
+    public void ConnectionsThatOpenAndClose_LeaveNoRegistration_OnTheHostsStopTokens_NorOnTheirAdmissions()
+    {
+        var driver = new VirtualTimeDriver();
+        driver.RunUntilComplete(async d =>
+        {
+            await using var hosts = new TestHosts(d);
+            var a = await hosts.StartAsync();
+            var others = new List<TestHosts.TestNode>();
+            for (var i = 0; i < Peers; i++)
+            {
+                others.Add(await hosts.StartAsync());
+            }
+            int Live(TestHosts.TestNode n) => Registrations.Live(n.Host.StopTokens.Host) + Registrations.Live(n.Host.StopTokens.Router);
+            async Task ConnectAllAsync()
+            {
+                foreach (var other in others)
+                {
+                    await a.Host.ConnectAsync(other.Address, CancellationToken.None);
+                }
+                await Task.Delay(TimeSpan.FromMinutes(1), d.Clock); // identify and the start-up pings are done: idle
+            }
+            async Task DisconnectAllAsync()
+            {
+                foreach (var other in others)
+                {
+                    await a.Host.DisconnectAsync(other.Host.PeerId);
+                }
+                await Task.Delay(TimeSpan.FromSeconds(30), d.Clock);
+            }
+            // A first round puts each host's own standing work (its listener's accept) in its steady state.
+            await ConnectAllAsync();
+            await DisconnectAllAsync();
+            var before = Live(a) + others.Sum(Live);
+
+            await ConnectAllAsync();
+            Assert.That(Live(a) + others.Sum(Live), Is.EqualTo(before), "an idle connection keeps no registration on a stop token");
+            foreach (var other in others)
+            {
+                var inbound = (Connection)other.Host.Connections.Single();
+                Assert.That(inbound.Admission, Is.Not.Null);
+                Assert.That(inbound.Admission!.Evicted.CanBeCanceled, Is.False, "an open connection's admission keeps no eviction source");
+            }
+
+            await DisconnectAllAsync();
+            Assert.That(a.Host.Connections, Is.Empty);
+            Assert.That(Live(a) + others.Sum(Live), Is.EqualTo(before), "closed connections left no registration behind");
+        });
+    }
+}
+
+/// <summary>Live callbacks registered on a token's source (the runtime's own bookkeeping, read by reflection: tests only).</summary>
+internal static class Registrations
+{
+    private const BindingFlags Fields = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
+
+    public static int Live(CancellationToken token)
+    {
+        var source = typeof(CancellationToken).GetField("_source", Fields)!.GetValue(token);
+        if (source is null)
+        {
+            return 0;
+        }
+        var table = typeof(CancellationTokenSource).GetField("_registrations", Fields)!.GetValue(source);
+        if (table is null)
+        {
+            return 0;
+        }
+        var node = table.GetType().GetField("Callbacks", Fields)!.GetValue(table);
+        var count = 0;
+        while (node is not null)
+        {
+            count++;
+            node = node.GetType().GetField("Next", Fields)!.GetValue(node);
+        }
+        return count;
     }
 }
