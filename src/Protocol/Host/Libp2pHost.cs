@@ -62,6 +62,7 @@ public sealed partial class Libp2pHost : IHost
     private readonly ConnectionManager _connections;
     private readonly ResourceManager _resources;
     private readonly StreamRouter _router;
+    private readonly Func<Connection, Task> _unregister; // one delegate for every connection's close
     private readonly BackgroundWork _work;
     private readonly ProtocolInstruments _instruments;
     private readonly Lock _gate = new();
@@ -96,6 +97,7 @@ public sealed partial class Libp2pHost : IHost
             _work.Run("ban", () => DisconnectAsync(peer).AsTask());
         };
         _router = new StreamRouter(options, multistream, runtime, _log, _instruments, _resources, Budgets);
+        _unregister = UnregisterAsync;
         _router.Changed += () => LocalInfoChanged?.Invoke();
         // The resource manager's scopes, the per-peer budgets' and the bans, as one set of scopes.
         _instruments.ObserveRefusals(() => _resources.Refusals.Concat(Budgets.Refused).Append(new("peers banned", Budgets.Bans))
@@ -512,12 +514,11 @@ public sealed partial class Libp2pHost : IHost
             return false;
         }
         _instruments.ConnectionOpened(connection.Direction);
-        _router.Attach(connection);
+        _router.Attach(connection, _unregister);
         _peerStore.Connected(connection.RemotePeer);
         Peers.SetPublicKey(connection.RemotePeer, connection.RemotePublicKey);
         Peers.MarkSeen(connection.RemotePeer);
         _log.Connected(connection.Id, connection.Direction, connection.RemotePeer, connection.RemoteAddress);
-        _work.Run("connection", () => UnregisterWhenClosedAsync(connection));
         try
         {
             Connected?.Invoke(connection);
@@ -529,10 +530,12 @@ public sealed partial class Libp2pHost : IHost
         return true;
     }
 
-    private async Task UnregisterWhenClosedAsync(Connection connection)
+    /// <summary>
+    /// Run once a registered connection has ended (its stream accept loop awaits the end: one parked task per connection).
+    /// Why it closed is the muxer's to log; here it only leaves the registry.
+    /// </summary>
+    private async Task UnregisterAsync(Connection connection)
     {
-        // Why it closed is the muxer's to log; here it only leaves the registry.
-        await connection.Completion.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
         connection.Admission?.Dispose();
         if (!_connections.Remove(connection))
         {
@@ -645,6 +648,12 @@ public sealed partial class Libp2pHost : IHost
         // The remote address of an inbound connection is usually an ephemeral port nobody listens on: it is
         // not recorded (go-libp2p doesn't either); the peer's listen addresses come from identify.
     }
+
+    /// <summary>The host's pieces of background work running now (accept loops, dials, handshakes, connections, inbound streams).</summary>
+    internal int BackgroundPieces => _work.Running + _router.Running;
+
+    /// <summary>The stop tokens of the host's background work and of its stream router.</summary>
+    internal (CancellationToken Host, CancellationToken Router) StopTokens => (_work.Stopping, _router.Stopping);
 
     public async ValueTask DisposeAsync()
     {

@@ -312,7 +312,9 @@ public sealed class ResourceManager
     /// <summary>An inbound socket's place in the address scopes: its handshake slot until <see cref="HandshakeEnded"/>, its connection slot until disposed.</summary>
     internal sealed class Admission(ResourceManager owner, string address, string? subnet, DateTimeOffset admittedAt) : IDisposable
     {
-        private readonly CancellationTokenSource _evicted = new();
+        // Only while the handshake may still be evicted: dropped (with the registration table the handshake's linked source
+        // left on it) when the handshake ends by itself, so a connection's life keeps none of it.
+        private CancellationTokenSource? _evicted = new();
         private int _handshakeEnded;
         private int _disposed;
 
@@ -325,23 +327,35 @@ public sealed class ResourceManager
         /// <summary>Its place among the handshakes in flight (under the owner's lock).</summary>
         internal LinkedListNode<Admission>? Node { get; set; }
 
-        /// <summary>Cancelled when the handshake is dropped to make room for a newcomer (the handshake must then end).</summary>
-        public CancellationToken Evicted => _evicted.Token;
+        /// <summary>
+        /// Cancelled when the handshake is dropped to make room for a newcomer (the handshake must then end); once the
+        /// handshake has ended by itself, a token that is never cancelled.
+        /// </summary>
+        public CancellationToken Evicted => Volatile.Read(ref _evicted)?.Token ?? CancellationToken.None;
 
-        /// <summary>Frees the handshake slot (the connection slot stays until <see cref="Dispose"/>).</summary>
+        /// <summary>
+        /// Frees the handshake slot (the connection slot stays until <see cref="Dispose"/>). When this call ends the handshake
+        /// (it was not evicted), the eviction source goes too: nothing can evict it any more.
+        /// </summary>
         public void HandshakeEnded()
         {
+            bool ended;
             lock (owner._gate)
             {
-                EndHandshakeLocked();
+                ended = EndHandshakeLocked();
+            }
+            if (ended)
+            {
+                Interlocked.Exchange(ref _evicted, null)?.Dispose();
             }
         }
 
-        internal void EndHandshakeLocked()
+        /// <summary>Under the owner's lock: frees the handshake slot; false when it was already freed.</summary>
+        internal bool EndHandshakeLocked()
         {
             if (Interlocked.Exchange(ref _handshakeEnded, 1) != 0)
             {
-                return;
+                return false;
             }
             owner._pending--;
             Decrement(owner._pendingByAddress, address);
@@ -354,12 +368,15 @@ public sealed class ResourceManager
                 owner._handshakes.Remove(Node);
                 Node = null;
             }
+            return true;
         }
 
         /// <summary>Ends the handshake (its slot was freed by <see cref="EvictLocked"/>); called outside the lock.</summary>
         internal void Evict()
         {
-            _evicted.Cancel(); // never disposed: it has no timer, and an eviction may race the connection's end
+            // Kept (never disposed) once evicted: it has no timer, and the eviction may race the connection's end. The
+            // eviction ended the handshake first, so HandshakeEnded leaves this source alone.
+            _evicted?.Cancel();
         }
 
         public void Dispose()

@@ -75,47 +75,68 @@ internal sealed class StreamRouter : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts accepting the inbound streams of <paramref name="connection"/> until it closes.</summary>
-    public void Attach(Connection connection) => _work.Run("stream accept", ct => AcceptLoopAsync(connection, ct));
+    /// <summary>
+    /// Accepts the inbound streams of <paramref name="connection"/> until it closes, then awaits its end and runs
+    /// <paramref name="closed"/>: one parked task per connection, which both routes its streams and notices its close.
+    /// The accept takes no token (it would keep a registration on the stop token for the connection's life): the loop ends
+    /// when the connection closes, which the host does to every connection when it stops.
+    /// </summary>
+    public void Attach(Connection connection, Func<Connection, Task> closed) =>
+        _work.Run("connection", () => ServeAsync(connection, closed));
 
-    private async Task AcceptLoopAsync(Connection connection, CancellationToken stopping)
+    private async Task ServeAsync(Connection connection, Func<Connection, Task> closed)
     {
         while (true)
         {
             IMuxedStream? muxed;
             try
             {
-                muxed = await connection.Muxed.TryAcceptStreamAsync(stopping);
+                muxed = await connection.Muxed.TryAcceptStreamAsync(CancellationToken.None);
             }
             catch (Exception e)
             {
-                // The connection closed, or the host is stopping: the end of the loop, not a failure, unless it is a bug.
-                if (Failures.Classify(e, stopping).Kind == FailureKind.Internal)
+                // The connection closed: the end of the loop, not a failure, unless it is a bug.
+                if (Failures.Classify(e, CancellationToken.None).Kind == FailureKind.Internal)
                 {
                     _log.AcceptStreamBug(e);
                 }
-                return;
+                break;
             }
             if (muxed is null)
             {
-                return; // the connection closed
+                break; // the connection closed (its normal end: nothing thrown)
             }
-            // The peer's share of inbound streams (over all its connections) is taken before anything is read.
-            ResourceManager.StreamReservation reservation;
-            try
-            {
-                reservation = _resources.ReserveInboundStream(connection.RemotePeer);
-            }
-            catch (ResourceLimitException e)
-            {
-                _log.StreamRefused(e.Message);
-                muxed.Reset();
-                await muxed.DisposeAsync();
-                continue;
-            }
-            // Each stream on its own: a handler never runs inside the accept loop (nor holds up the next stream).
-            _work.Run("inbound stream", ct => HandleAsync(connection, muxed, reservation, ct));
+            await RouteAsync(connection, muxed);
         }
+        // Streams are refused from the moment the connection starts closing; its end comes once the muxer has flushed.
+        await connection.Completion.ConfigureAwait(ConfigureAwaitOptions.ContinueOnCapturedContext | ConfigureAwaitOptions.SuppressThrowing);
+        await closed(connection);
+    }
+
+    /// <summary>One accepted inbound stream: the peer's share is taken before anything is read, then it runs on its own.</summary>
+    private async ValueTask RouteAsync(Connection connection, IMuxedStream muxed)
+    {
+        if (_work.IsStopping)
+        {
+            muxed.Reset(); // the node is stopping: no handler will run
+            await muxed.DisposeAsync();
+            return;
+        }
+        // The peer's share of inbound streams (over all its connections) is taken before anything is read.
+        ResourceManager.StreamReservation reservation;
+        try
+        {
+            reservation = _resources.ReserveInboundStream(connection.RemotePeer);
+        }
+        catch (ResourceLimitException e)
+        {
+            _log.StreamRefused(e.Message);
+            muxed.Reset();
+            await muxed.DisposeAsync();
+            return;
+        }
+        // Each stream on its own: a handler never runs inside the accept loop (nor holds up the next stream).
+        _work.Run("inbound stream", ct => HandleAsync(connection, muxed, reservation, ct));
     }
 
     /// <summary>Negotiates and runs one inbound stream; never throws.</summary>
@@ -205,6 +226,12 @@ internal sealed class StreamRouter : IAsyncDisposable
     }
 
     private static Exception Unwrap(Exception e) => e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) : e;
+
+    /// <summary>Pieces of work running now: one per connection, one per inbound stream being handled.</summary>
+    internal int Running => _work.Running;
+
+    /// <summary>The router's stop token (what inbound stream handlers get).</summary>
+    internal CancellationToken Stopping => _work.Stopping;
 
     public ValueTask DisposeAsync() => _work.DisposeAsync();
 }
