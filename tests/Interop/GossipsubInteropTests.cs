@@ -146,18 +146,39 @@ public sealed class GossipsubInteropTests
             WaitForMeshAsync(j1, [id, j2.PeerId], ct),
             WaitForMeshAsync(j2, [id, j1.PeerId], ct));
 
-        var large = new byte[4096];
-        new Random(4).NextBytes(large);
-        Assert.That(await j2.PublishAsync(Topic, large, ct), Is.Not.Empty);
-        var atP = await p.WaitForMessagesAsync(m => m.Count >= 1, Wait, ct);
-        var atJ1 = await j1.WaitForMessagesAsync(m => m.Count >= 1, Wait, ct);
-        // js 1 got the message from js 2 and tells its other mesh peer, Potluck, not to send it.
-        await p.WaitForGossipAsync(s => s.Counters.IDontWantReceived >= 1, Wait, "an IDONTWANT from js", ct);
+        // js 1 tells its other mesh peers not to send a message it got: Potluck hears it when js 1's first copy came
+        // straight from js 2, not when Potluck's forward won the race (then js 1 tells js 2). A few messages, each
+        // published once, until one came that way (bounded: five).
+        var random = new Random(4);
+        var published = new List<byte[]>();
+        IReadOnlyList<GossipMessage> atP = [];
+        IReadOnlyList<JsGossipMessage> atJ1 = [];
+        for (var k = 1; k <= 5 && p.Gossip!.Counters.IDontWantReceived == 0; k++)
+        {
+            var large = new byte[4096];
+            random.NextBytes(large);
+            published.Add(large);
+            Assert.That(await j2.PublishAsync(Topic, large, ct), Is.Not.Empty);
+            atP = await p.WaitForMessagesAsync(m => m.Count >= k, Wait, ct);
+            atJ1 = await j1.WaitForMessagesAsync(m => m.Count >= k, Wait, ct);
+            try
+            {
+                await p.WaitForGossipAsync(s => s.Counters.IDontWantReceived >= 1, TimeSpan.FromSeconds(5), "an IDONTWANT from js", ct);
+            }
+            catch (TimeoutException) when (k < 5)
+            {
+                // js 1 got this one from Potluck first: try another.
+            }
+        }
         await p.Gossip!.PublishAsync(Topic, "fence"u8.ToArray(), ct);
         atJ1 = await j1.WaitForMessagesAsync(m => m.Any(x => x.Data.AsSpan().SequenceEqual("fence"u8)), Wait, ct);
 
-        Assert.That(atP.Single().Data.ToArray(), Is.EqualTo(large));
-        Assert.That(atJ1.Count(x => x.Data.AsSpan().SequenceEqual(large)), Is.EqualTo(1), "js 1 got it once");
+        Assert.That(p.Gossip.Counters.IDontWantReceived, Is.GreaterThanOrEqualTo(1), "js 1 told Potluck (parsed and registered)");
+        Assert.That(atP.Select(m => m.Data.ToArray()), Is.EqualTo(published), "Potluck got each once");
+        foreach (var large in published)
+        {
+            Assert.That(atJ1.Count(x => x.Data.AsSpan().SequenceEqual(large)), Is.EqualTo(1), "js 1 got each once");
+        }
         Assert.That(p.Gossip.Counters.IDontWantSent, Is.GreaterThanOrEqualTo(1), "Potluck told js 1 (its other v1.2 mesh peer)");
         Assert.That(p.Gossip.Counters.Duplicates + p.Gossip.Counters.Delivered, Is.GreaterThanOrEqualTo(1));
     }
