@@ -102,6 +102,25 @@ public sealed record SimReport
     /// <summary>What stands in for real parts in this run (none: every node runs real crypto, real ledgers and real sandbox runs).</summary>
     public required IReadOnlyList<string> StandIns { get; init; }
 
+    /// <summary>The slowest tasks (as many as <see cref="SimScenario.SlowestTasks"/>), slowest first, each with its timeline.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public IReadOnlyList<SlowTask>? Slowest { get; init; }
+
+    /// <summary>A task of <see cref="Slowest"/>: virtual milliseconds from its submission to its end, and each step's offset.</summary>
+    public sealed record SlowTask(int Id, int Requester, int Provider, double SubmittedS, double LatencyMs, bool Completed, bool StepsShared,
+        IReadOnlyList<SlowStep> Steps);
+
+    /// <summary>One step of a <see cref="SlowTask"/>: milliseconds after the task's submission.</summary>
+    public sealed record SlowStep(double AtMs, string What);
+
+    /// <summary>The <paramref name="n"/> slowest of <paramref name="tasks"/> (failed ones by the time they took to fail).</summary>
+    internal static IReadOnlyList<SlowTask> SlowestOf(IEnumerable<TaskRecord> tasks, int n) =>
+        tasks.Where(t => t.Finished is not null)
+            .OrderByDescending(t => t.Latency!.Value).ThenBy(t => t.Id).Take(n)
+            .Select(t => new SlowTask(t.Id, t.RequesterIndex, t.ProviderIndex, t.Submitted.TotalSeconds, t.Latency!.Value.TotalMilliseconds,
+                t.Completed, t.StepsShared, t.Steps.Select(x => new SlowStep((x.At - t.Submitted).TotalMilliseconds, x.What)).ToList()))
+            .ToList();
+
     /// <summary>Per completed task: virtual latency (ms), for the report's picture.</summary>
     [JsonIgnore]
     public IReadOnlyList<double> LatencySamplesMs { get; init; } = [];
@@ -344,6 +363,7 @@ public sealed record SimReport
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
             StandIns = mesh.StandIns,
             LatencySamplesMs = latencies,
+            Slowest = s.SlowestTasks > 0 ? SlowestOf(tasks, s.SlowestTasks) : null,
             ProviderPoints = points,
             TasksUntilCaughtEach = untilCaught,
             CaughtAtS = [.. caught.Select(a => firstRefused[a.Index].TotalSeconds).Order()],
@@ -409,6 +429,14 @@ public sealed record SimReport
         Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
+        foreach (var t in Slowest ?? [])
+        {
+            Line($"slow task {t.Id}: {t.LatencyMs:F0} ms from virtual {t.SubmittedS:F3} s, requester n{t.Requester}, {(t.Completed ? $"done by n{t.Provider}" : "failed")}{(t.StepsShared ? " (its requester had other tasks in flight: steps may be theirs)" : "")}");
+            foreach (var step in t.Steps)
+            {
+                Line($"  +{step.AtMs,8:F1} ms  {step.What}");
+            }
+        }
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
         return b.ToString();
     }
