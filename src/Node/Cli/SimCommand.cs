@@ -32,6 +32,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(StandIns);
         Options.Add(MaxConnections);
         Options.Add(JoinOver);
+        Options.Add(Slowest);
         Options.Add(Json);
         Options.Add(Report);
         Options.Add(Quiet);
@@ -76,6 +77,9 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<double?> JoinOver { get; } = CliOptions.Number("--join-over", "seconds",
         "virtual seconds over which the nodes join, one after another, each bootstrapping from nodes already up (default 0.02 per node: 1,000 nodes over 20 s; 0: all at once)", 0, 3600);
+
+    public Option<int?> Slowest { get; } = CliOptions.Int("--slowest", "n",
+        "list the n slowest tasks with their timelines: connections to providers, each attempt's end (default 0)", 0, 1000);
 
     public Option<string> Json { get; } = CliOptions.Text("--json", "file", "also write the figures as JSON to this file ('-' for stdout)");
 
@@ -145,6 +149,7 @@ internal sealed class SimCommand : PotluckCommand
             TaskRounds = Get(Rounds, "rounds", e => (int?)e.GetInt32()) ?? 200,
             ChurnPerMinute = Get(Churn, "churn", e => (double?)e.GetDouble()) ?? 0,
             Partition = Get(Partition, "partition", e => e.GetBoolean()),
+            SlowestTasks = Get(Slowest, "slowest", e => (int?)e.GetInt32()) ?? 0,
         };
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();

@@ -105,6 +105,25 @@ public sealed record SimReport
     /// <summary>What stands in for real parts in this run (none: every node runs real crypto, real ledgers and real sandbox runs).</summary>
     public required IReadOnlyList<string> StandIns { get; init; }
 
+    /// <summary>The slowest tasks (as many as <see cref="SimScenario.SlowestTasks"/>), slowest first, each with its timeline.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public IReadOnlyList<SlowTask>? Slowest { get; init; }
+
+    /// <summary>A task of <see cref="Slowest"/>: virtual milliseconds from its submission to its end, and each step's offset.</summary>
+    public sealed record SlowTask(int Id, int Requester, int Provider, double SubmittedS, double LatencyMs, bool Completed, bool StepsShared,
+        IReadOnlyList<SlowStep> Steps);
+
+    /// <summary>One step of a <see cref="SlowTask"/>: milliseconds after the task's submission.</summary>
+    public sealed record SlowStep(double AtMs, string What);
+
+    /// <summary>The <paramref name="n"/> slowest of <paramref name="tasks"/> (failed ones by the time they took to fail).</summary>
+    internal static IReadOnlyList<SlowTask> SlowestOf(IEnumerable<TaskRecord> tasks, int n) =>
+        tasks.Where(t => t.Finished is not null)
+            .OrderByDescending(t => t.Latency!.Value).ThenBy(t => t.Id).Take(n)
+            .Select(t => new SlowTask(t.Id, t.RequesterIndex, t.ProviderIndex, t.Submitted.TotalSeconds, t.Latency!.Value.TotalMilliseconds,
+                t.Completed, t.StepsShared, t.Steps.Select(x => new SlowStep((x.At - t.Submitted).TotalMilliseconds, x.What)).ToList()))
+            .ToList();
+
     /// <summary>Per completed task: virtual latency (ms), for the report's picture.</summary>
     [JsonIgnore]
     public IReadOnlyList<double> LatencySamplesMs { get; init; } = [];
@@ -354,6 +373,7 @@ public sealed record SimReport
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
             StandIns = mesh.StandIns,
             LatencySamplesMs = latencies,
+            Slowest = s.SlowestTasks > 0 ? SlowestOf(tasks, s.SlowestTasks) : null,
             ProviderPoints = points,
             TasksUntilCaughtEach = untilCaught,
             CaughtAtS = [.. caught.Select(a => firstRefused[a.Index].TotalSeconds).Order()],
@@ -422,6 +442,14 @@ public sealed record SimReport
         if (Runtime is { } r)
         {
             Line($"runtime: {r.Exceptions} exceptions thrown ({r.Exceptions / Math.Max(1e-9, WallS):F1}/s wall, {r.Exceptions / Math.Max(1e-9, CpuS):F1}/cpu s: {DialFigures.Describe(r.ExceptionsByType)}); GC {r.Gen0}/{r.Gen1}/{r.Gen2} collections (gen0/1/2), paused {r.GcPauseS:F1} s ({r.GcPauseShare:P1} of wall)");
+        }
+        foreach (var t in Slowest ?? [])
+        {
+            Line($"slow task {t.Id}: {t.LatencyMs:F0} ms from virtual {t.SubmittedS:F3} s, requester n{t.Requester}, {(t.Completed ? $"done by n{t.Provider}" : "failed")}{(t.StepsShared ? " (its requester had other tasks in flight: steps may be theirs)" : "")}");
+            foreach (var step in t.Steps)
+            {
+                Line($"  +{step.AtMs,8:F1} ms  {step.What}");
+            }
         }
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
         return b.ToString();

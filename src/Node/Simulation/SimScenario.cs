@@ -42,6 +42,9 @@ public sealed record SimScenario
     /// <summary>Attacks each requester-side adversary makes, spread over <see cref="Duration"/> (see <see cref="SimAttacks"/>). Default 10.</summary>
     public int AttackAttempts { get; init; } = 10;
 
+    /// <summary>The report lists this many slowest tasks with their timelines (<see cref="TaskRecord.Steps"/>). Default 0.</summary>
+    public int SlowestTasks { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();

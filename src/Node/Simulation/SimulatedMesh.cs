@@ -319,6 +319,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly bool _ownsRoot;
     private readonly DateTimeOffset _start;
     private readonly List<TaskRecord> _tasks = [];
+    private readonly Dictionary<int, List<TaskRecord>> _inFlight = [];
     private readonly List<MeshEvent> _events = [];
     private readonly List<Microsoft.Data.Sqlite.SqliteConnection> _memoryKeepers = [];
     private readonly Dictionary<int, Microsoft.Data.Sqlite.SqliteConnection[]> _downKeepers = [];
@@ -600,10 +601,39 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 ConnectionsOpened++;
             }
             Record($"{node} connected {c.RemotePeer} {c.Direction}");
+            if (NodeOf(c.RemotePeer) is { Role: SimRole.Provider } provider)
+            {
+                Step(node, $"connected to {provider} ({c.Direction})");
+            }
+        };
+        started.Host.Disconnected += c =>
+        {
+            if (NodeOf(c.RemotePeer) is { Role: SimRole.Provider } provider)
+            {
+                Step(node, $"disconnected from {provider}");
+            }
         };
         if (started.Compute is { } compute)
         {
             compute.Reputation.Refused += (peer, reason) => OnRefused(node, peer, reason);
+            compute.Client.AttemptEnded += a =>
+                Step(node, $"{NodeOf(a.Provider)?.ToString() ?? a.Provider.ToString()} {a.Outcome}: {a.Detail}{(a.Paid > 0 ? $", paid {a.Paid}" : "")}");
+        }
+    }
+
+    /// <summary>
+    /// Adds a step to the timeline of each task <paramref name="requester"/> has in flight (not to the trace: the trace
+    /// hash stays what it was); with more than one in flight, each gets the step and is marked as sharing its steps.
+    /// </summary>
+    private void Step(SimNode requester, string what)
+    {
+        if (!_inFlight.TryGetValue(requester.Index, out var tasks))
+        {
+            return;
+        }
+        foreach (var t in tasks)
+        {
+            t.AddStep(Elapsed, what, shared: tasks.Count > 1);
         }
     }
 
@@ -862,6 +892,11 @@ public sealed class SimulatedMesh : IAsyncDisposable
             Record($"task {record.Id} failed: requester down");
             return record;
         }
+        if (!_inFlight.TryGetValue(requester.Index, out var inFlight))
+        {
+            _inFlight[requester.Index] = inFlight = [];
+        }
+        inFlight.Add(record);
         try
         {
             var result = await compute.SubmitAsync(task.Submission, CancellationToken.None);
@@ -880,6 +915,14 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 record.History = se.Attempts;
             }
             Record($"task {record.Id} failed: {e.GetType().Name}");
+        }
+        finally
+        {
+            inFlight.Remove(record);
+            if (inFlight.Count == 0)
+            {
+                _inFlight.Remove(requester.Index);
+            }
         }
         return record;
     }
@@ -939,6 +982,9 @@ public enum MeshEventKind
 /// <summary>Something that happened in a mesh: <paramref name="Node"/> and <paramref name="Other"/> are indices (or counts for partitions).</summary>
 public sealed record MeshEvent(TimeSpan At, MeshEventKind Kind, int Node, int Other, string Detail);
 
+/// <summary>One step of a task's timeline (<see cref="TaskRecord.Steps"/>), at virtual time <paramref name="At"/>.</summary>
+public sealed record TaskStep(TimeSpan At, string What);
+
 /// <summary>One submitted task and how it ended.</summary>
 public sealed class TaskRecord
 {
@@ -971,6 +1017,29 @@ public sealed class TaskRecord
     public bool Completed => Result is { Succeeded: true };
 
     public TimeSpan? Latency => Finished - Submitted;
+
+    private readonly List<TaskStep> _steps = [];
+
+    /// <summary>
+    /// What happened to it on its requester while it was in flight, at virtual times: connections to and from providers
+    /// opened and closed, and each attempt's end (a provider's refusal, a lost lease, a result) as the requester recorded it.
+    /// </summary>
+    public IReadOnlyList<TaskStep> Steps => _steps;
+
+    /// <summary>Whether its requester had other tasks in flight at one of <see cref="Steps"/>: those steps may be theirs.</summary>
+    public bool StepsShared { get; private set; }
+
+    internal void AddStep(TimeSpan at, string what, bool shared)
+    {
+        if (_steps.Count < MaxSteps)
+        {
+            _steps.Add(new TaskStep(at, what));
+        }
+        StepsShared |= shared;
+    }
+
+    /// <summary>Steps kept per task (a task retried for long keeps its first ones).</summary>
+    public const int MaxSteps = 64;
 
     internal void Finish(TimeSpan at, SubmissionResult? result, string? error)
     {
