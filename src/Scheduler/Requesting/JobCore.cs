@@ -268,17 +268,9 @@ public sealed class JobCore<TLease> where TLease : class
         {
             return Nothing;
         }
-        _job.OnResultDelivered();
-        if (_job.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery, inspection.ClaimedStatus,
-                inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode) is { } problem)
+        if (Refused(provider, leaseId, inspection) is { } refused)
         {
-            return NextAttempt(now, new JobStep<TLease>
-            {
-                Release = leaseId,
-                NoteFor = provider,
-                Note = problem.Note,
-                Attempt = new AttemptRecord(provider, LeaseOutcomeKind.Failed, problem.Why, 0),
-            });
+            return NextAttempt(now, refused);
         }
         ArgumentNullException.ThrowIfNull(lease);
         _lease = lease;
@@ -397,17 +389,9 @@ public sealed class JobCore<TLease> where TLease : class
         {
             return Nothing;
         }
-        _job.OnResultDelivered();
-        if (_job.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery, inspection.ClaimedStatus,
-                inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode) is { } problem)
+        if (Refused(provider, leaseId, inspection) is { } refused)
         {
-            return SlotEnded(now, new JobStep<TLease>
-            {
-                Release = leaseId,
-                NoteFor = provider,
-                Note = problem.Note,
-                Attempt = new AttemptRecord(provider, LeaseOutcomeKind.Failed, problem.Why, 0),
-            }, null, null);
+            return SlotEnded(now, refused, null, null);
         }
         ArgumentNullException.ThrowIfNull(lease);
         var view = new ReplicaResult(provider, claimed ?? throw new ArgumentNullException(nameof(claimed)), consecutiveVerified);
@@ -723,6 +707,25 @@ public sealed class JobCore<TLease> where TLease : class
         _providersBy = _job.BeginChoice(now);
         _state = State.Choosing;
         return ReferenceEquals(before, Nothing) ? ChooseNow : before with { Action = JobAction.Choose, Wake = CoreWake.Disarm };
+    }
+
+    /// <summary>
+    /// A result has arrived: counts it delivered and checks it before it is trusted (<see cref="RequesterJob.InspectResult"/>);
+    /// the step for a result refused there (its reservation released, the provider noted, the attempt failed), or null.
+    /// </summary>
+    private JobStep<TLease>? Refused(PeerId provider, byte[] leaseId, ResultInspection inspection)
+    {
+        _job.OnResultDelivered();
+        return _job.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery, inspection.ClaimedStatus,
+                inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode) is { } problem
+            ? new JobStep<TLease>
+            {
+                Release = leaseId,
+                NoteFor = provider,
+                Note = problem.Note,
+                Attempt = new AttemptRecord(provider, LeaseOutcomeKind.Failed, problem.Why, 0),
+            }
+            : null;
     }
 
     private enum State : byte
