@@ -245,13 +245,7 @@ public sealed class JobCore<TLease> where TLease : class
             return Nothing;
         }
         var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now);
-        return NextAttempt(now, new JobStep<TLease>
-        {
-            Release = leaseId,
-            NoteFor = provider,
-            Note = note,
-            Attempt = new AttemptRecord(provider, kind, detail, 0),
-        });
+        return NextAttempt(now, AttemptEnded(provider, leaseId, note, kind, detail));
     }
 
     /// <summary>
@@ -367,13 +361,7 @@ public sealed class JobCore<TLease> where TLease : class
             return Nothing;
         }
         var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now);
-        return SlotEnded(now, new JobStep<TLease>
-        {
-            Release = leaseId,
-            NoteFor = provider,
-            Note = note,
-            Attempt = new AttemptRecord(provider, kind, detail, 0),
-        }, null, null);
+        return SlotEnded(now, AttemptEnded(provider, leaseId, note, kind, detail), null, null);
     }
 
     /// <summary>
@@ -718,15 +706,18 @@ public sealed class JobCore<TLease> where TLease : class
         _job.OnResultDelivered();
         return _job.InspectResult(provider, inspection.AttestationProblem, inspection.MatchesDelivery, inspection.ClaimedStatus,
                 inspection.AttestedFuel, inspection.PaidFuel, inspection.TermsDecode) is { } problem
-            ? new JobStep<TLease>
-            {
-                Release = leaseId,
-                NoteFor = provider,
-                Note = problem.Note,
-                Attempt = new AttemptRecord(provider, LeaseOutcomeKind.Failed, problem.Why, 0),
-            }
+            ? AttemptEnded(provider, leaseId, problem.Note, LeaseOutcomeKind.Failed, problem.Why)
             : null;
     }
+
+    /// <summary>An attempt that produced nothing to pay: its reservation released, the provider noted, the attempt reported.</summary>
+    private static JobStep<TLease> AttemptEnded(PeerId provider, byte[] leaseId, ReputationNote note, LeaseOutcomeKind kind, string why) => new()
+    {
+        Release = leaseId,
+        NoteFor = provider,
+        Note = note,
+        Attempt = new AttemptRecord(provider, kind, why, 0),
+    };
 
     private enum State : byte
     {
