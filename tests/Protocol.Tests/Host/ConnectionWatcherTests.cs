@@ -13,6 +13,18 @@ public class ConnectionWatcherTests
 {
     private const int Peers = 4;
 
+    /// <summary>The host under test and <see cref="Peers"/> others, none connected yet.</summary>
+    private static async Task<(TestHosts.TestNode Host, List<TestHosts.TestNode> Others)> StartAsync(TestHosts hosts)
+    {
+        var a = await hosts.StartAsync();
+        var others = new List<TestHosts.TestNode>();
+        for (var i = 0; i < Peers; i++)
+        {
+            others.Add(await hosts.StartAsync());
+        }
+        return (a, others);
+    }
+
     [Test]
     public void IdleConnection_HoldsOneParkedTask_AndItsClose_IsNoticedAsBefore()
     {
@@ -20,12 +32,7 @@ public class ConnectionWatcherTests
         driver.RunUntilComplete(async d =>
         {
             await using var hosts = new TestHosts(d);
-            var a = await hosts.StartAsync();
-            var others = new List<TestHosts.TestNode>();
-            for (var i = 0; i < Peers; i++)
-            {
-                others.Add(await hosts.StartAsync());
-            }
+            var (a, others) = await StartAsync(hosts);
             var disconnected = new List<PeerId>();
             a.Host.Disconnected += c => disconnected.Add(c.RemotePeer);
             var before = a.Host.BackgroundPieces;
@@ -62,12 +69,7 @@ public class ConnectionWatcherTests
         driver.RunUntilComplete(async d =>
         {
             await using var hosts = new TestHosts(d);
-            var a = await hosts.StartAsync();
-            var others = new List<TestHosts.TestNode>();
-            for (var i = 0; i < Peers; i++)
-            {
-                others.Add(await hosts.StartAsync());
-            }
+            var (a, others) = await StartAsync(hosts);
             int Live(TestHosts.TestNode n) => Registrations.Live(n.Host.StopTokens.Host) + Registrations.Live(n.Host.StopTokens.Router);
             async Task ConnectAllAsync()
             {
