@@ -610,7 +610,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         {
             if (NodeOf(c.RemotePeer) is { Role: SimRole.Provider } provider)
             {
-                Step(node, $"disconnected from {provider}");
+                Step(node, $"disconnected from {provider} ({c.Direction})");
             }
         };
         if (started.Compute is { } compute)
