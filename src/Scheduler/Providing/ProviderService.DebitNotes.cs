@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Cores;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
 using Potluck.Scheduler.Leasing;
@@ -8,14 +9,18 @@ using Potluck.Scheduler.Metrics;
 namespace Potluck.Scheduler.Providing;
 
 /// <summary>
-/// The provider's side of debit notes (<see cref="DebitNoteSlicing"/>): at each slice boundary the running task waits while
-/// a signed note goes to the requester, the slice is recorded as owed, and a timer runs; the receipt that pays the note
-/// (checked against it exactly) lets the task run on, and no payment within <see cref="LeaseOptions.DebitNoteTimeout"/>
-/// stops the task and cancels the lease.
+/// The provider's side of debit notes (<see cref="DebitNoteSlicing"/>): each lease paid as it goes has a
+/// <see cref="DebitNoteCore"/> that decides (the next note, paid, unpaid past its window), run in its own
+/// <see cref="CoreShell{TStep}"/> on the injected clock; this partial carries out its steps: the slice recorded as owed
+/// (durably) before the note leaves, the note sent on the lease's stream, the waiting run let go on or stopped, and an unpaid
+/// note's lease cancelled. The receipt that pays a note is checked against it exactly (<see cref="ProviderAccounts.CheckReceipt"/>).
 /// </summary>
 public sealed partial class ProviderService
 {
-    private readonly Dictionary<ProviderLease, DebitState> _debits = [];
+    /// <summary>Events one lease's debit notes hold at once (a slice due, payments, the timer); past it a payment is dropped (its note stays pending).</summary>
+    private static readonly CoreShellOptions DebitShell = new() { Name = "provider debit notes", Capacity = 16 };
+
+    private readonly Dictionary<ProviderLease, DebitSlot> _debits = [];
     private readonly Dictionary<(PeerId, ulong, int), SignedDebitNote> _notes = [];
     private readonly Queue<(PeerId, ulong, int)> _noteOrder = new();
     private long _debitNotesSent;
@@ -42,70 +47,39 @@ public sealed partial class ProviderService
     {
         lock (_gate)
         {
-            return _debits.TryGetValue(lease, out var state) ? state.PaidAmount : 0;
+            return _debits.TryGetValue(lease, out var debit) ? debit.Core.PaidAmount : 0;
         }
     }
 
     /// <summary>Called by the executor (on its own thread) at slice <paramref name="index"/>: true once paid, false to stop.</summary>
     private Task<bool> DebitNoteDueAsync(ProviderLease lease, int index)
     {
-        SignedDebitNote note;
-        DebitState state;
-        var terms = lease.Terms;
+        DebitSlot debit;
+        TaskCompletionSource<bool> waiter;
         lock (_gate)
         {
             if (!_slots.ContainsKey(lease))
             {
                 return Task.FromResult(false);
             }
-            if (!_debits.TryGetValue(lease, out state!))
+            if (!_debits.TryGetValue(lease, out debit!))
             {
-                _debits[lease] = state = new DebitState();
+                _debits[lease] = debit = new DebitSlot(this, lease);
             }
-            var cumulative = ((UInt128)(ulong)index + 1UL) * (ulong)terms.DebitNoteFuel;
-            if (index != state.Next || state.Waiter is not null || cumulative >= (ulong)terms.FuelLimit
-                || !Receipt.TryComputeAmount((ulong)cumulative, (ulong)Math.Max(0, terms.PricePerMegaFuel), out var amount))
+            if (debit.Waiter is not null)
             {
                 return Task.FromResult(false);
             }
-            var draft = new DebitNote
-            {
-                LeaseId = ExecutionMapping.LeaseId(lease.RequestId),
-                Requester = lease.Requester.ToBytes(),
-                Provider = _key.PeerId.ToBytes(),
-                SliceIndex = index,
-                CumulativeFuel = (ulong)cumulative,
-                PricePerMillionFuel = (ulong)Math.Max(0, terms.PricePerMegaFuel),
-                CumulativeAmount = amount,
-                PaidBefore = state.PaidAmount,
-                TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-            };
-            note = SignedDebitNote.Create(TamperDebitNote?.Invoke(draft) ?? draft, _key);
             // Not RunContinuationsAsynchronously: the run takes its external-work mark again on the thread that pays (DebitNoteGate).
-            state.Waiter = new TaskCompletionSource<bool>();
-            state.Pending = note;
-            state.PendingIndex = index;
-            RememberNote(lease.Requester, lease.RequestId, index, note);
+            debit.Waiter = waiter = new TaskCompletionSource<bool>();
         }
-        // Owed, durably, before the note leaves: the slice's receipt is accepted only for a slice recorded here, and an
-        // unpaid slice counts against the requester's credit limit as an unpaid lease does.
-        _ledger.RecordOwed(DebitNoteSlicing.SliceLeaseId(note.Note.LeaseId, index), lease.Requester, note.Note.Due);
-        lock (_gate)
+        if (debit.Shell.TryEnqueue(now => debit.Core.OnSliceDue(index, now)) != CorePost.Accepted)
         {
-            if (!_slots.TryGetValue(lease, out var slot) || state.Waiter is not { } waiter || !ReferenceEquals(state.Pending, note))
-            {
-                return Task.FromResult(false);
-            }
-            slot.Session?.Enqueue([new LeaseDebitNote { RequestId = lease.RequestId, Note = note.EnvelopeBytes }]);
-            state.Timer = _time.CreateTimer(_ => _work.Run($"lease {lease.RequestId} debit note", () =>
-            {
-                OnDebitNoteTimeout(lease, index);
-                return Task.CompletedTask;
-            }), null, _options.Lease.DebitNoteTimeout, Timeout.InfiniteTimeSpan);
-            Interlocked.Increment(ref _debitNotesSent);
-            _instruments.DebitNote(LeaseRole.Provider, "sent");
-            return waiter.Task;
+            debit.TakeWaiter();
+            return Task.FromResult(false);
         }
+        debit.Shell.Pump();
+        return waiter.Task;
     }
 
     private void RememberNote(PeerId requester, ulong requestId, int index, SignedDebitNote note)
@@ -121,98 +95,158 @@ public sealed partial class ProviderService
         }
     }
 
-    /// <summary>
-    /// A receipt for a slice (<see cref="DebitNoteSlicing.SliceLeaseId"/>): checked against the note this node sent (the same
-    /// fuel, price, note hash and what was paid before), when it still holds it; null when it may be recorded.
-    /// </summary>
-    private ReceiptAck? CheckDebitPayment(SignedReceipt receipt)
+    /// <summary>The note a receipt for a slice (<see cref="DebitNoteSlicing.SliceLeaseId"/>) pays, when this node still holds it.</summary>
+    private SignedDebitNote? SentNote(SignedReceipt receipt)
     {
         if (!DebitNoteSlicing.TryParseSliceLeaseId(receipt.Receipt.LeaseId, out var requestId, out var index))
         {
             return null;
         }
-        SignedDebitNote? note;
         lock (_gate)
         {
-            _notes.TryGetValue((receipt.Requester, requestId, index), out note);
+            return _notes.TryGetValue((receipt.Requester, requestId, index), out var note) ? note : null;
         }
-        var check = note?.Expectation() is { } expected ? receipt.Check(expected) : VerifyStatus.Valid;
-        return check == VerifyStatus.Valid ? null : new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = "debit note payment: " + check };
     }
 
-    /// <summary>A slice's receipt was recorded: the task waiting on that note runs on.</summary>
+    /// <summary>A slice's receipt was recorded: the lease's core hears of it (the run waiting on that note goes on).</summary>
     private void DebitNotePaid(SignedReceipt receipt)
     {
         if (!DebitNoteSlicing.TryParseSliceLeaseId(receipt.Receipt.LeaseId, out var requestId, out var index))
         {
             return;
         }
+        DebitSlot? debit;
         lock (_gate)
         {
-            if (_registry.Find(receipt.Requester, requestId) is not { } lease || !_debits.TryGetValue(lease, out var state)
-                || state.Pending is null || state.PendingIndex != index || state.Waiter is not { } waiter)
+            if (_registry.Find(receipt.Requester, requestId) is not { } lease || !_debits.TryGetValue(lease, out debit))
             {
                 return;
             }
-            state.Timer?.Dispose();
-            state.Timer = null;
-            state.Next = index + 1;
-            state.PaidAmount = state.Pending.Note.CumulativeAmount;
-            state.Pending = null;
-            state.Waiter = null;
-            Interlocked.Increment(ref _debitNotesPaid);
-            _instruments.DebitNote(LeaseRole.Provider, "paid");
-            waiter.TrySetResult(true);
         }
-    }
-
-    private void OnDebitNoteTimeout(ProviderLease lease, int index)
-    {
-        Action? after = null;
-        lock (_gate)
+        // A full queue drops the payment's event: the note stays pending and ends the lease at its window, as unpaid.
+        if (debit.Shell.TryEnqueue(now => debit.Core.OnPaid(index, now)) == CorePost.Accepted)
         {
-            if (!_debits.TryGetValue(lease, out var state) || state.Pending is null || state.PendingIndex != index || state.Waiter is null)
-            {
-                return;
-            }
-            Interlocked.Increment(ref _debitNotesUnpaid);
-            _instruments.DebitNote(LeaseRole.Provider, "unpaid");
-            LogDebitNoteUnpaid(_log, lease.RequestId, lease.Requester, index);
-            if (_slots.TryGetValue(lease, out var slot))
-            {
-                var now = _time.GetUtcNow();
-                var step = lease.Cancel($"debit note {index} not paid within {_options.Lease.DebitNoteTimeout}", now);
-                slot.Run?.Cancel();
-                after = Apply(lease, slot, step, now);
-            }
-            EndDebitNotes(lease);
+            debit.Shell.Pump();
         }
-        after?.Invoke();
     }
 
-    /// <summary>The lease ended (under the lock): a task still waiting on a note stops.</summary>
+    /// <summary>The lease ended (under the lock): its debit notes' shell stops, and a task still waiting on a note stops.</summary>
     private void EndDebitNotes(ProviderLease lease)
     {
-        if (_debits.Remove(lease, out var state))
+        if (_debits.Remove(lease, out var debit))
         {
-            state.Timer?.Dispose();
-            state.Waiter?.TrySetResult(false);
+            debit.Shell.Stop();
+            var waiter = debit.Waiter;
+            debit.Waiter = null;
+            waiter?.TrySetResult(false);
         }
     }
 
-    private sealed class DebitState
+    /// <summary>One lease's debit notes: its core, its shell, and the run waiting on a note; carries out the core's steps.</summary>
+    private sealed class DebitSlot : ICoreEffects<DebitNoteStep>
     {
-        public int Next { get; set; }
+        private readonly ProviderService _service;
+        private readonly ProviderLease _lease;
 
-        public long PaidAmount { get; set; }
+        public DebitSlot(ProviderService service, ProviderLease lease)
+        {
+            _service = service;
+            _lease = lease;
+            Core = new DebitNoteCore(lease.Terms, ExecutionMapping.LeaseId(lease.RequestId), lease.Requester, service._key.PeerId,
+                service._options.Lease.DebitNoteTimeout, note => SignedDebitNote.Create(service.TamperDebitNote?.Invoke(note) ?? note, service._key));
+            Shell = new CoreShell<DebitNoteStep>(this, service._time, DebitShell, service._work);
+        }
 
-        public SignedDebitNote? Pending { get; set; }
+        public DebitNoteCore Core { get; }
 
-        public int PendingIndex { get; set; } = -1;
+        public CoreShell<DebitNoteStep> Shell { get; }
 
+        /// <summary>The run waiting at a slice boundary (under the service's lock).</summary>
         public TaskCompletionSource<bool>? Waiter { get; set; }
 
-        public ITimer? Timer { get; set; }
+        public TaskCompletionSource<bool>? TakeWaiter()
+        {
+            lock (_service._gate)
+            {
+                var waiter = Waiter;
+                Waiter = null;
+                return waiter;
+            }
+        }
+
+        public CoreWake WakeOf(DebitNoteStep step) => step.Wake;
+
+        public ValueTask PerformAsync(DebitNoteStep step, CancellationToken ct)
+        {
+            switch (step.Action)
+            {
+                case DebitNoteAction.Send:
+                    Send(step);
+                    break;
+                case DebitNoteAction.Resume:
+                    Interlocked.Increment(ref _service._debitNotesPaid);
+                    _service._instruments.DebitNote(LeaseRole.Provider, "paid");
+                    TakeWaiter()?.TrySetResult(true);
+                    break;
+                case DebitNoteAction.Halt:
+                    TakeWaiter()?.TrySetResult(false);
+                    break;
+                case DebitNoteAction.Unpaid:
+                    Unpaid(step.Index);
+                    break;
+            }
+            return ValueTask.CompletedTask;
+        }
+
+        public DebitNoteStep OnTimer(DateTimeOffset now) => Core.OnTimer(now);
+
+        public DebitNoteStep OnEffectFailed(DebitNoteStep step, Exception error, DateTimeOffset now)
+        {
+            LogEffectFailed(_service._log, _lease.RequestId, error);
+            return Core.OnFailed(step, now);
+        }
+
+        /// <summary>Owed, durably, before the note leaves: the slice's receipt is accepted only for a slice recorded here, and an unpaid slice counts against the requester's credit limit as an unpaid lease does.</summary>
+        private void Send(DebitNoteStep step)
+        {
+            var note = step.Note!;
+            lock (_service._gate)
+            {
+                _service.RememberNote(_lease.Requester, _lease.RequestId, step.Index, note);
+            }
+            _service._ledger.RecordOwed(step.OwedLeaseId, _lease.Requester, step.OwedAmount);
+            lock (_service._gate)
+            {
+                if (!_service._slots.TryGetValue(_lease, out var slot) || Waiter is null)
+                {
+                    return; // the lease ended meanwhile: its end let the run go (EndDebitNotes)
+                }
+                slot.Session?.Enqueue([new LeaseDebitNote { RequestId = _lease.RequestId, Note = note.EnvelopeBytes }]);
+                Interlocked.Increment(ref _service._debitNotesSent);
+                _service._instruments.DebitNote(LeaseRole.Provider, "sent");
+            }
+        }
+
+        /// <summary>The note was not paid within its window: the run stops and the lease is cancelled.</summary>
+        private void Unpaid(int index)
+        {
+            Action? after = null;
+            Interlocked.Increment(ref _service._debitNotesUnpaid);
+            _service._instruments.DebitNote(LeaseRole.Provider, "unpaid");
+            LogDebitNoteUnpaid(_service._log, _lease.RequestId, _lease.Requester, index);
+            lock (_service._gate)
+            {
+                if (_service._slots.TryGetValue(_lease, out var slot))
+                {
+                    var now = _service._time.GetUtcNow();
+                    var step = _lease.Cancel($"debit note {index} not paid within {_service._options.Lease.DebitNoteTimeout}", now);
+                    slot.Run?.Cancel();
+                    after = _service.Apply(_lease, slot, step, now);
+                }
+                _service.EndDebitNotes(_lease);
+            }
+            after?.Invoke();
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Lease {RequestId} of {Requester} stopped: debit note {Index} not paid in time")]

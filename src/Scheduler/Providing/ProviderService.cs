@@ -430,7 +430,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
         var record = _ledger.Requester(requester);
         // Standing here first-hand, or (paying as it goes here) verified standing in its own chain (TrustChainService.History.cs).
-        stranger = !(record.Supplied > 0 && record.Debt <= 0) && !(record.Unpaid == 0 && HasVerifiedStanding?.Invoke(requester) == true);
+        stranger = ProviderAccounts.IsStranger(requester, record, HasVerifiedStanding);
         if (record.Violations > 0)
         {
             _instruments.LeaseRefused("audit");
@@ -439,16 +439,11 @@ public sealed partial class ProviderService : IAsyncDisposable
         // Receipts from a requester are only as good as what it gave: credit is what it took here beyond what it supplied
         // here, paid or not, and is bounded by the credit limit (nobody mints credit by paying with receipts it cannot back).
         var creditLimit = CreditLimitFor(requester, record); // a stranger's, or more from a verified history (ProviderService.Credit.cs)
-        if (record.Debt > creditLimit)
+        if (ProviderAccounts.OverCredit(record, creditLimit) is { } overCredit)
         {
             Interlocked.Increment(ref _refusedUnpaid);
             _instruments.LeaseRefused("unpaid");
-            return new LeaseReject
-            {
-                RequestId = request.RequestId,
-                Reason = LeaseRejectReason.Policy,
-                Detail = $"owes {record.Debt} (unpaid leases {record.Unpaid}, paid {record.Consumed - record.Unpaid}, supplied {record.Supplied}), over the credit limit of {creditLimit}",
-            };
+            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Policy, Detail = overCredit };
         }
         return null;
     }
@@ -690,10 +685,6 @@ public sealed partial class ProviderService : IAsyncDisposable
             return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = decoded.Status.ToString() };
         }
         var receipt = decoded.Value!;
-        if (receipt.Provider != _key.PeerId)
-        {
-            return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = "not a receipt for this provider" };
-        }
         RememberedResult? remembered = null;
         if (receipt.Receipt.LeaseId.Length == 8)
         {
@@ -706,38 +697,24 @@ public sealed partial class ProviderService : IAsyncDisposable
                 }
             }
         }
-        if (remembered is { } known)
-        {
-            // Decoded above, signature included: only what this lease owes is left to check.
-            var check = receipt.Check(ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)) with { PaidBefore = known.PaidBefore });
-            if (check != VerifyStatus.Valid)
-            {
-                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = check.ToString() };
-            }
-        }
-        if (CheckDebitPayment(receipt) is { } refused)
-        {
-            return refused;
-        }
-        var result = _ledger.RecordEarned(receipt);
-        if (result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded)
+        // Decoded above, signature included: only what this lease (or the debit note it pays) owes is left to check.
+        var lease = remembered is { } known
+            ? ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)) with { PaidBefore = known.PaidBefore }
+            : null;
+        var (ack, result) = ProviderAccounts.Record(receipt, _key.PeerId, lease, SentNote(receipt)?.Expectation(), _ledger);
+        if (result is { } written && ProviderAccounts.IsPaid(written))
         {
             DebitNotePaid(receipt);
+            if (remembered is { } audited)
+            {
+                Audit(receipt, audited);
+            }
         }
-        if (remembered is { } audited && result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded)
+        if (result == LedgerResult.Recorded)
         {
-            Audit(receipt, audited);
+            _instruments.CreditsEarned(receipt.Receipt.Amount);
         }
-        switch (result)
-        {
-            case LedgerResult.Recorded:
-                _instruments.CreditsEarned(receipt.Receipt.Amount);
-                return new ReceiptAck { Status = ReceiptAckStatus.Recorded };
-            case LedgerResult.AlreadyRecorded:
-                return new ReceiptAck { Status = ReceiptAckStatus.AlreadyRecorded };
-            default:
-                return new ReceiptAck { Status = ReceiptAckStatus.Refused, Detail = result.ToString() };
-        }
+        return ack;
     }
 
     /// <summary>

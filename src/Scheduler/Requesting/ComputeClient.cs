@@ -68,6 +68,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
+    private readonly ReceiptRedelivery _redelivery;
 
     /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
     /// <param name="runtime">
@@ -98,6 +99,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
+        _redelivery = new ReceiptRedelivery(ledger, DeliverAsync, _time, options.ReceiptRetryInterval);
     }
 
     public VerificationPolicy Policy => _policy;
@@ -126,20 +128,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             _ledger.Release(r.LeaseId);
         }
-        _work.Run("redeliver receipts", RedeliverPeriodicallyAsync);
-    }
-
-    /// <summary>Sends unacknowledged receipts again now and every <see cref="ComputeClientOptions.ReceiptRetryInterval"/> until stopped.</summary>
-    private async Task RedeliverPeriodicallyAsync(CancellationToken ct)
-    {
-        while (!ct.IsCancellationRequested)
-        {
-            if (_ledger.Reservations(PaymentState.Settled).Count > 0)
-            {
-                await RedeliverReceiptsAsync(ct);
-            }
-            await Task.Delay(_options.ReceiptRetryInterval, _time, ct);
-        }
+        _work.Run("redeliver receipts", _redelivery.RunAsync);
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>
@@ -686,18 +675,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>Sends every settled, unacknowledged receipt again; returns how many are now delivered.</summary>
-    public async Task<int> RedeliverReceiptsAsync(CancellationToken ct)
-    {
-        var delivered = 0;
-        foreach (var r in _ledger.Reservations(PaymentState.Settled))
-        {
-            if (r.Receipt is { } receipt && await DeliverAsync(r.Provider, r.LeaseId, receipt, ct))
-            {
-                delivered++;
-            }
-        }
-        return delivered;
-    }
+    public Task<int> RedeliverReceiptsAsync(CancellationToken ct) => _redelivery.RedeliverAsync(ct);
 
     private void Record(Job job, AttemptRecord record)
     {
