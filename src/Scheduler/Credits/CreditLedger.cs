@@ -691,7 +691,7 @@ public sealed partial class CreditLedger : IDisposable
     /// own conditions do the read. The crash hook's "commit" step runs before it: a crash there leaves no trace, as it
     /// did inside the transaction. Returns the rows it changed.
     /// </summary>
-    private int ExecuteNormal(string sql, params (string Name, object Value)[] parameters)
+    private int ExecuteNormal(string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
         if (_durable)
         {
@@ -810,7 +810,7 @@ public sealed partial class CreditLedger : IDisposable
     private const string ReservationOfLease = SelectReservations + " WHERE r.lease_id = $lease";
     private const string ReservationsInState = SelectReservations + " WHERE r.state = $state ORDER BY r.rowid";
 
-    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
         var cmd = Command(tx, sql, parameters);
         using var reader = cmd.ExecuteReader();
@@ -1032,7 +1032,7 @@ public sealed partial class CreditLedger : IDisposable
     /// The statement for <paramref name="sql"/> with these parameters bound. Statements are kept per text (all are
     /// constants here) so each is prepared once; callers run them under the lock and never dispose them.
     /// </summary>
-    private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
         if (!_commands.TryGetValue(sql, out var statement))
         {
@@ -1044,10 +1044,10 @@ public sealed partial class CreditLedger : IDisposable
         return statement.Bind(parameters);
     }
 
-    private object? Scalar(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private object? Scalar(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private void Execute(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteNonQuery();
 
     /// <summary>
