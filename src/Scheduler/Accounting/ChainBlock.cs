@@ -213,12 +213,12 @@ public sealed class SignedBlock
     {
         ArgumentNullException.ThrowIfNull(options);
         block = null;
-        var status = SignedEnvelope.TryDecode(envelopeBytes, options.Envelope, out var envelope);
+        var status = EnvelopeView.TryRead(envelopeBytes, options.Envelope, out var envelope);
         if (status != EnvelopeStatus.Valid)
         {
             return status == EnvelopeStatus.TooLarge ? BlockStatus.TooLarge : BlockStatus.Malformed;
         }
-        if (!SignedEnvelope.TryDeserialize(envelope!.Payload, out ChainBlock? decoded))
+        if (!SignedEnvelope.TryDeserialize(envelope.Payload, out ChainBlock? decoded))
         {
             return BlockStatus.Malformed;
         }
@@ -237,7 +237,7 @@ public sealed class SignedBlock
             return BlockStatus.WrongSigner;
         }
         KeyCache.TryPeer(decoded.Counterparty, out var counterparty);
-        block = new SignedBlock(envelopeBytes.ToArray(), envelope.Payload, decoded, signerId, counterparty);
+        block = new SignedBlock(envelopeBytes.ToArray(), envelope.Payload.ToArray(), decoded, signerId, counterparty);
         return BlockStatus.Valid;
     }
 
@@ -247,15 +247,15 @@ public sealed class SignedBlock
     /// </summary>
     internal static SignedBlock? DecodeChecked(byte[] envelopeBytes)
     {
-        if (!SignedEnvelope.TryDeserialize(envelopeBytes, out SignedEnvelope? envelope) || envelope.Payload is null || envelope.PublicKey is null
+        if (!EnvelopeView.TryReadUnbounded(envelopeBytes, out var envelope)
             || !SignedEnvelope.TryDeserialize(envelope.Payload, out ChainBlock? decoded) || decoded.CheckShape() != BlockStatus.Valid
-            || !KeyCache.TryPublicKey(envelope.PublicKey, out var key) || !PeerId.FromPublicKey(key).Bytes.SequenceEqual(decoded.Author))
+            || !KeyCache.TryPublicKey(envelope.PublicKey.Span, out var key) || !PeerId.FromPublicKey(key).Bytes.SequenceEqual(decoded.Author))
         {
             return null;
         }
         KeyCache.TryPeer(decoded.Author, out var author);
         KeyCache.TryPeer(decoded.Counterparty, out var counterparty);
-        return new SignedBlock(envelopeBytes, envelope.Payload, decoded, author, counterparty);
+        return new SignedBlock(envelopeBytes, envelope.Payload.ToArray(), decoded, author, counterparty);
     }
 
     /// <summary>Whether <paramref name="next"/> follows this block in its author's chain (same author, seq + 1, previous hash).</summary>

@@ -241,7 +241,7 @@ public sealed partial class CreditLedger
         {
             if (reader.Read())
             {
-                var same = ((byte[])reader[1]).AsSpan().SequenceEqual(block.Hash);
+                var same = reader.GetBlob(1).SequenceEqual(block.Hash);
                 conflicting = same ? null : (byte[])reader[0];
                 var kept = reader.GetInt64(2) == 1;
                 reader.Close();
@@ -363,7 +363,7 @@ public sealed partial class CreditLedger
             ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now()));
     }
 
-    private static List<byte[]> ReadBlobs(Microsoft.Data.Sqlite.SqliteCommand command)
+    private static List<byte[]> ReadBlobs(Storage.SqliteStatement command)
     {
         using var reader = command.ExecuteReader();
         var list = new List<byte[]>();

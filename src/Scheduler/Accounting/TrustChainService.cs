@@ -282,7 +282,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
 
     /// <summary>A receipt this node signed as the payer, read back from its ledger; null when it is not one.</summary>
     private Receipt? OwnPaidReceipt(byte[] envelopeBytes) =>
-        SignedEnvelope.TryDeserialize(envelopeBytes, out SignedEnvelope? envelope) && envelope.Payload is not null
+        EnvelopeView.TryReadUnbounded(envelopeBytes, out var envelope)
             && SignedEnvelope.TryDeserialize(envelope.Payload, out Receipt? receipt) && receipt.IsWellFormed()
             && receipt.Requester.AsSpan().SequenceEqual(_key.PeerId.Bytes) && KeyCache.TryPeer(receipt.Provider, out _)
             ? receipt
@@ -591,7 +591,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
         var stored = _ledger.ReceiptOf(p.Block.ReceiptId, LedgerEntryKind.Earned);
         Receipt? receipt = null;
-        if (stored is not null && SignedEnvelope.TryDeserialize(stored, out SignedEnvelope? envelope) && envelope.Payload is not null)
+        if (stored is not null && EnvelopeView.TryReadUnbounded(stored, out var envelope))
         {
             SignedEnvelope.TryDeserialize(envelope.Payload, out receipt);
         }

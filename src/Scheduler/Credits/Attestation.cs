@@ -103,18 +103,23 @@ public sealed record AttestationExpectation(
 /// </summary>
 public sealed class SignedAttestation
 {
-    private SignedAttestation(byte[] envelopeBytes, SignedEnvelope envelope, Attestation attestation, PublicKey signer)
+    private SignedEnvelope? _envelope;
+
+    private SignedAttestation(byte[] envelopeBytes, SignedEnvelope? envelope, ReadOnlySpan<byte> payload, Attestation attestation, PublicKey signer)
     {
         EnvelopeBytes = envelopeBytes;
-        Envelope = envelope;
+        _envelope = envelope;
         Attestation = attestation;
         Signer = signer;
-        Hash = SHA256.HashData(envelope.Payload);
+        Hash = SHA256.HashData(payload);
     }
 
     public byte[] EnvelopeBytes { get; }
 
-    public SignedEnvelope Envelope { get; }
+    /// <summary>The envelope's fields, decoded from <see cref="EnvelopeBytes"/> when first asked for (a check reads them in place).</summary>
+    public SignedEnvelope Envelope => _envelope ??= SignedEnvelope.TryDeserialize(EnvelopeBytes, out SignedEnvelope? e)
+        ? e
+        : throw new InvalidOperationException("checked envelope bytes no longer decode");
 
     public Attestation Attestation { get; }
 
@@ -139,7 +144,7 @@ public sealed class SignedAttestation
         }
         var payload = MessagePackSerializer.Serialize(attestation, SignedEnvelope.Untrusted);
         var envelope = SignedEnvelope.Seal(provider, SignatureDomains.Attestation, payload);
-        return new SignedAttestation(envelope.Encode(), envelope, attestation, provider.PublicKey);
+        return new SignedAttestation(envelope.Encode(), envelope, payload, attestation, provider.PublicKey);
     }
 
     /// <summary>
@@ -148,12 +153,12 @@ public sealed class SignedAttestation
     /// </summary>
     public static Verified<SignedAttestation> Decode(ReadOnlyMemory<byte> envelopeBytes, CreditsOptions options)
     {
-        var status = SignedEnvelope.TryDecode(envelopeBytes, options, out var envelope);
+        var status = EnvelopeView.TryRead(envelopeBytes, options, out var envelope);
         if (status != EnvelopeStatus.Valid)
         {
             return Verified<SignedAttestation>.Fail(status == EnvelopeStatus.TooLarge ? VerifyStatus.TooLarge : VerifyStatus.Malformed);
         }
-        if (!SignedEnvelope.TryDeserialize(envelope!.Payload, out Attestation? attestation) || !attestation.IsWellFormed())
+        if (!SignedEnvelope.TryDeserialize(envelope.Payload, out Attestation? attestation) || !attestation.IsWellFormed())
         {
             return Verified<SignedAttestation>.Fail(VerifyStatus.Malformed);
         }
@@ -165,7 +170,7 @@ public sealed class SignedAttestation
         {
             return Verified<SignedAttestation>.Fail(VerifyStatus.WrongSigner);
         }
-        return new(VerifyStatus.Valid, new SignedAttestation(envelopeBytes.ToArray(), envelope, attestation, signer!));
+        return new(VerifyStatus.Valid, new SignedAttestation(envelopeBytes.ToArray(), null, envelope.Payload.Span, attestation, signer!));
     }
 
     /// <summary>

@@ -121,7 +121,7 @@ public sealed partial class CreditLedger : IDisposable
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
-    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Storage.SqliteStatement> _commands = new(StringComparer.Ordinal);
     private readonly Lock _queueGate = new();
     private readonly List<PendingWrite> _queue = [];
     private bool _durable;
@@ -549,7 +549,7 @@ public sealed partial class CreditLedger : IDisposable
 
     /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
     public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) =>
-        Run(() => ReadReservations(null, "WHERE r.state = $state ORDER BY r.rowid", ("$state", (long)state)));
+        Run(() => ReadReservations(null, ReservationsInState, ("$state", (long)state)));
 
     /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
     public IReadOnlyList<byte[]> UndeliveredReceipts() =>
@@ -691,7 +691,7 @@ public sealed partial class CreditLedger : IDisposable
     /// own conditions do the read. The crash hook's "commit" step runs before it: a crash there leaves no trace, as it
     /// did inside the transaction. Returns the rows it changed.
     /// </summary>
-    private int ExecuteNormal(string sql, params (string Name, object Value)[] parameters)
+    private int ExecuteNormal(string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
         if (_durable)
         {
@@ -799,15 +799,20 @@ public sealed partial class CreditLedger : IDisposable
         System.Globalization.CultureInfo.InvariantCulture);
 
     private PaymentReservation? ReadReservation(LedgerTransaction? tx, byte[] lease) =>
-        ReadReservations(tx, "WHERE r.lease_id = $lease", ("$lease", lease)).FirstOrDefault();
+        ReadReservations(tx, ReservationOfLease, ("$lease", lease)).FirstOrDefault();
 
-    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string where, params (string Name, object Value)[] parameters)
+    private const string SelectReservations = """
+        SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
+        FROM reservations r LEFT JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
+        """;
+
+    // Whole statements as constants: the statement cache is keyed by the text, which is then not built anew per read.
+    private const string ReservationOfLease = SelectReservations + " WHERE r.lease_id = $lease";
+    private const string ReservationsInState = SelectReservations + " WHERE r.state = $state ORDER BY r.rowid";
+
+    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
-        var cmd = Command(tx, $"""
-            SELECT r.lease_id, r.provider, r.max_amount, r.state, r.receipt_id, e.receipt, r.created_at
-            FROM reservations r LEFT JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
-            {where}
-            """, parameters);
+        var cmd = Command(tx, sql, parameters);
         using var reader = cmd.ExecuteReader();
         var list = new List<PaymentReservation>();
         while (reader.Read())
@@ -1020,50 +1025,29 @@ public sealed partial class CreditLedger : IDisposable
         return SHA256.HashData(input);
     }
 
-    /// <summary>
-    /// A command for <paramref name="sql"/> with these parameters bound. Commands are kept per statement text (all
-    /// are constants here) so each is prepared once; callers run them under the lock and never dispose them.
-    /// </summary>
     /// <summary>True while the connection has a transaction open (SQLite's autocommit is off).</summary>
     private bool InTransaction => SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0;
 
-    private SqliteCommand Command(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters)
+    /// <summary>
+    /// The statement for <paramref name="sql"/> with these parameters bound. Statements are kept per text (all are
+    /// constants here) so each is prepared once; callers run them under the lock and never dispose them.
+    /// </summary>
+    private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
-        if (!_commands.TryGetValue(sql, out var cmd))
+        if (!_commands.TryGetValue(sql, out var statement))
         {
-            cmd = _connection.CreateCommand();
-            cmd.CommandText = sql;
-            _commands[sql] = cmd;
+            statement = Storage.SqliteStatement.Prepare(_connection, sql);
+            _commands[sql] = statement;
         }
-        _ = tx; // transactions are run by LedgerTransaction's own commands: the connection has none of its own
-        // A statement is bound with the same names every time: the parameters are kept and given their new values
-        // (their types are inferred from the value at each bind), rather than made anew for every execution.
-        var kept = cmd.Parameters;
-        var same = kept.Count == parameters.Length;
-        for (var i = 0; same && i < parameters.Length; i++)
-        {
-            same = string.Equals(kept[i].ParameterName, parameters[i].Name, StringComparison.Ordinal);
-        }
-        if (same)
-        {
-            for (var i = 0; i < parameters.Length; i++)
-            {
-                kept[i].Value = parameters[i].Value;
-            }
-            return cmd;
-        }
-        kept.Clear();
-        foreach (var (name, value) in parameters)
-        {
-            kept.AddWithValue(name, value);
-        }
-        return cmd;
+        _ = tx; // transactions are run by LedgerTransaction's own statements: the connection has none of its own
+        // Prepared once, rebound in place on every run: no command, parameter, binder or reader objects per call.
+        return statement.Bind(parameters);
     }
 
-    private object? Scalar(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private object? Scalar(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(LedgerTransaction? tx, string sql, params (string Name, object Value)[] parameters) =>
+    private void Execute(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteNonQuery();
 
     /// <summary>

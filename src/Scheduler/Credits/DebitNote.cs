@@ -92,12 +92,12 @@ public sealed class SignedDebitNote
     /// <summary>Decodes untrusted bytes: size, shape, the provider's signature, the derived amount.</summary>
     public static Verified<SignedDebitNote> Decode(ReadOnlyMemory<byte> bytes, CreditsOptions options)
     {
-        var status = SignedEnvelope.TryDecode(bytes, options, out var envelope);
+        var status = EnvelopeView.TryRead(bytes, options, out var envelope);
         if (status != EnvelopeStatus.Valid)
         {
             return Verified<SignedDebitNote>.Fail(status == EnvelopeStatus.TooLarge ? VerifyStatus.TooLarge : VerifyStatus.Malformed);
         }
-        if (!SignedEnvelope.TryDeserialize(envelope!.Payload, out DebitNote? note))
+        if (!SignedEnvelope.TryDeserialize(envelope.Payload, out DebitNote? note))
         {
             return Verified<SignedDebitNote>.Fail(VerifyStatus.Malformed);
         }

@@ -248,12 +248,12 @@ public sealed class SignedReceipt
     /// </summary>
     public static Verified<SignedReceipt> Decode(ReadOnlyMemory<byte> envelopeBytes, CreditsOptions options)
     {
-        var status = SignedEnvelope.TryDecode(envelopeBytes, options, out var envelope);
+        var status = EnvelopeView.TryRead(envelopeBytes, options, out var envelope);
         if (status != EnvelopeStatus.Valid)
         {
             return Verified<SignedReceipt>.Fail(status == EnvelopeStatus.TooLarge ? VerifyStatus.TooLarge : VerifyStatus.Malformed);
         }
-        if (!SignedEnvelope.TryDeserialize(envelope!.Payload, out Receipt? receipt) || !receipt.IsWellFormed())
+        if (!SignedEnvelope.TryDeserialize(envelope.Payload, out Receipt? receipt) || !receipt.IsWellFormed())
         {
             return Verified<SignedReceipt>.Fail(VerifyStatus.Malformed);
         }

@@ -75,31 +75,23 @@ public sealed class SignedEnvelope
     /// </summary>
     public static EnvelopeStatus TryDecode(ReadOnlyMemory<byte> bytes, CreditsOptions options, out SignedEnvelope? envelope)
     {
-        ArgumentNullException.ThrowIfNull(options);
         envelope = null;
-        if (bytes.Length > options.MaxEnvelopeBytes)
+        var status = EnvelopeView.TryRead(bytes, options, out var view);
+        if (status == EnvelopeStatus.Valid)
         {
-            return EnvelopeStatus.TooLarge;
+            envelope = new SignedEnvelope { Payload = view.Payload.ToArray(), PublicKey = view.PublicKey.ToArray(), Signature = view.Signature.ToArray() };
         }
-        if (!TryDeserialize(bytes, out SignedEnvelope? decoded)
-            || decoded.Payload is null || decoded.PublicKey is null || decoded.Signature is null)
-        {
-            return EnvelopeStatus.Malformed;
-        }
-        if (decoded.Payload.Length > options.MaxPayloadBytes)
-        {
-            return EnvelopeStatus.TooLarge;
-        }
-        envelope = decoded;
-        return EnvelopeStatus.Valid;
+        return status;
     }
 
     /// <summary>Checks the signature under <paramref name="domain"/> and returns the signer's key.</summary>
-    public EnvelopeStatus Open(string domain, out PublicKey? signer)
+    public EnvelopeStatus Open(string domain, out PublicKey? signer) => Open(domain, Payload, PublicKey, Signature, out signer);
+
+    /// <summary>Checks a signature under <paramref name="domain"/> over fields given as spans; the signer's key when it verifies.</summary>
+    internal static EnvelopeStatus Open(string domain, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, out PublicKey? signer)
     {
         signer = null;
-        if (!KeyCache.TryPublicKey(PublicKey, out var key)
-            || !VerifyOver(key, domain, Payload, Signature))
+        if (!KeyCache.TryPublicKey(publicKey, out var key) || !VerifyOver(key, domain, payload, signature))
         {
             return EnvelopeStatus.BadSignature;
         }
@@ -164,5 +156,113 @@ public sealed class SignedEnvelope
         {
             return false;
         }
+    }
+}
+
+/// <summary>
+/// A signed envelope read in place: its three fields are slices of the bytes it was read from, not copies (MessagePack's
+/// formatter copies each into an array of its own, about a third of a kilobyte per envelope, and an envelope is read
+/// several times per lease). The same checks in the same order as <see cref="SignedEnvelope.TryDecode"/>, which is built on
+/// it: the envelope's size before any byte is read, one MessagePack array of three byte strings and nothing after it, then
+/// the payload's size. Valid only while those bytes are unchanged: decoders copy what they keep.
+/// </summary>
+internal readonly struct EnvelopeView
+{
+    private EnvelopeView(ReadOnlyMemory<byte> payload, ReadOnlyMemory<byte> publicKey, ReadOnlyMemory<byte> signature)
+    {
+        Payload = payload;
+        PublicKey = publicKey;
+        Signature = signature;
+    }
+
+    /// <summary>The payload bytes exactly as signed.</summary>
+    public ReadOnlyMemory<byte> Payload { get; }
+
+    /// <summary>The signer's key as a libp2p <c>PublicKey</c> protobuf.</summary>
+    public ReadOnlyMemory<byte> PublicKey { get; }
+
+    public ReadOnlyMemory<byte> Signature { get; }
+
+    /// <summary>Checks the signature under <paramref name="domain"/> and returns the signer's key.</summary>
+    public EnvelopeStatus Open(string domain, out PublicKey? signer) =>
+        SignedEnvelope.Open(domain, Payload.Span, PublicKey.Span, Signature.Span, out signer);
+
+    /// <summary>Reads an envelope from untrusted bytes (see <see cref="SignedEnvelope.TryDecode"/>); nothing is copied.</summary>
+    public static EnvelopeStatus TryRead(ReadOnlyMemory<byte> bytes, CreditsOptions options, out EnvelopeView view)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        view = default;
+        if (bytes.Length > options.MaxEnvelopeBytes)
+        {
+            return EnvelopeStatus.TooLarge;
+        }
+        if (!TryReadUnbounded(bytes, out view))
+        {
+            return EnvelopeStatus.Malformed;
+        }
+        if (view.Payload.Length > options.MaxPayloadBytes)
+        {
+            view = default;
+            return EnvelopeStatus.TooLarge;
+        }
+        return EnvelopeStatus.Valid;
+    }
+
+    /// <summary>
+    /// Reads an envelope without size limits (bytes this node stored or checked already); false when malformed. What
+    /// MessagePack's formatter for <see cref="SignedEnvelope"/> accepts, read with the same reader calls (an array header,
+    /// then each field as <c>ReadBytes</c>: bin, nil for a missing field): an array of exactly three fields is read in place;
+    /// a longer one (the formatter skips the extra fields) goes through the formatter itself, so the same inputs are
+    /// accepted and refused as before.
+    /// </summary>
+    public static bool TryReadUnbounded(ReadOnlyMemory<byte> bytes, out EnvelopeView view)
+    {
+        view = default;
+        try
+        {
+            var reader = new MessagePackReader(bytes);
+            if (reader.TryReadNil())
+            {
+                return false;
+            }
+            var count = reader.ReadArrayHeader();
+            if (count != 3)
+            {
+                if (count < 3 || !SignedEnvelope.TryDeserialize(bytes, out SignedEnvelope? decoded)
+                    || decoded.Payload is null || decoded.PublicKey is null || decoded.Signature is null)
+                {
+                    return false;
+                }
+                view = new(decoded.Payload, decoded.PublicKey, decoded.Signature);
+                return true;
+            }
+            if (!TryField(bytes, ref reader, out var payload) || !TryField(bytes, ref reader, out var key) || !TryField(bytes, ref reader, out var signature)
+                || reader.Consumed != bytes.Length)
+            {
+                return false;
+            }
+            view = new(payload, key, signature);
+            return true;
+        }
+        catch (Exception)
+        {
+            // The reader throws several types for malformed input (a bad code, too few bytes, a declared length past the
+            // end); MessagePackSerializer wrapped every one of them as malformed, and so does this. It reads a bounded
+            // buffer in place and allocates nothing from a declared length.
+            return false;
+        }
+    }
+
+    /// <summary>One field: a byte string read in place (its offset in <paramref name="bytes"/> is where the reader was after its header).</summary>
+    private static bool TryField(ReadOnlyMemory<byte> bytes, ref MessagePackReader reader, out ReadOnlyMemory<byte> field)
+    {
+        field = default;
+        if (reader.ReadBytes() is not { } sequence)
+        {
+            return false; // nil: the formatter leaves the field null, which is malformed
+        }
+        var end = (int)reader.Consumed;
+        field = bytes.Slice(end - (int)sequence.Length, (int)sequence.Length);
+        return true;
     }
 }
