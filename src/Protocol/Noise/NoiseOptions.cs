@@ -1,3 +1,5 @@
+using Potluck.Protocol.Runtime;
+
 namespace Potluck.Protocol.Noise;
 
 /// <summary>Settings of <see cref="NoiseSecurity"/>. Every limit on what the remote sends has a documented default.</summary>
@@ -17,11 +19,16 @@ public sealed record NoiseOptions
     public int MaxEarlyMuxerLength { get; init; } = 256;
 
     /// <summary>
-    /// Decrypted bytes buffered for the application before the channel stops reading the connection
-    /// (back-pressure). Default 1 MiB.
+    /// Decrypted bytes held for the application (decrypted only when it reads; the rest waits in the connection,
+    /// whose own buffer holds the remote back). A reader that has examined this much unconsumed and asks for more fails
+    /// with a <see cref="ProtocolViolationException"/> (<see cref="ViolationCode.TooLarge"/>) that closes the connection.
+    /// At least two frames. Default 1 MiB.
     /// </summary>
     public int MaxBufferedInbound { get; init; } = 1 << 20;
 
-    /// <summary>Plaintext bytes the application may queue before its writes wait for encryption. Default 1 MiB.</summary>
+    /// <summary>
+    /// Plaintext the application may write without flushing before the channel encrypts it into the connection's
+    /// output (not flushed there; a flush's wait is the connection's). At least two frames. Default 1 MiB.
+    /// </summary>
     public int MaxBufferedOutbound { get; init; } = 1 << 20;
 }

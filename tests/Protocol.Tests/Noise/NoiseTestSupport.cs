@@ -122,21 +122,28 @@ internal sealed class Relay
 
 internal static class NoiseTestSupport
 {
+    /// <summary>
+    /// One direction of an in-memory connection, holding back its writer at the TCP transport's thresholds (1 MiB, resumed
+    /// at 512 KiB): a side may write ahead of its reader as much as on a real connection (the Noise channel reads the
+    /// connection only when its application reads, so the connection is the only buffer ahead of it).
+    /// </summary>
+    public static Pipe Direction() => new(new PipeOptions(pauseWriterThreshold: 1 << 20, resumeWriterThreshold: 1 << 19));
+
     /// <summary>Two cross-wired ends of an in-memory connection.</summary>
     public static (TestDuplex A, TestDuplex B) CreatePair()
     {
-        var ab = new Pipe();
-        var ba = new Pipe();
+        var ab = Direction();
+        var ba = Direction();
         return (new TestDuplex(ba.Reader, ab.Writer), new TestDuplex(ab.Reader, ba.Writer));
     }
 
     /// <summary>A ↔ relays ↔ B, so tests can watch and tamper with each direction.</summary>
     public static (TestDuplex A, TestDuplex B, Relay AToB, Relay BToA) CreateRelayedPair()
     {
-        var aOut = new Pipe();
-        var bIn = new Pipe();
-        var bOut = new Pipe();
-        var aIn = new Pipe();
+        var aOut = Direction();
+        var bIn = Direction();
+        var bOut = Direction();
+        var aIn = Direction();
         var aToB = new Relay();
         var bToA = new Relay();
         _ = aToB.Run(aOut.Reader, bIn.Writer);
