@@ -83,6 +83,14 @@ public sealed record LeaseOptions
     /// <summary>How long a requester waits for an answer before repeating its request or accept. Default 5 seconds.</summary>
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How soon a requester repeats its request (or accept) when the stream it went on broke or none could be opened:
+    /// no answer can come on it, so waiting <see cref="RetryInterval"/> for one only delays the lease (a connection
+    /// trimmed as the request went out cost 5 s). Each repeat still counts against <see cref="MaxAttempts"/>. Default
+    /// 100 ms; at most <see cref="RetryInterval"/>.
+    /// </summary>
+    public TimeSpan LostStreamRetry { get; init; } = TimeSpan.FromMilliseconds(100);
+
     /// <summary>How many times a requester sends a request (or an accept) before giving up. Default 3.</summary>
     public int MaxAttempts { get; init; } = 3;
 

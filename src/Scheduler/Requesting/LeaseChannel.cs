@@ -23,7 +23,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly BackgroundWork _work;
     private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
-    private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
+    private readonly ConcurrentDictionary<ulong, (Func<LeaseMessage, Task> Handle, Action? Lost)> _leases = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
     private readonly AsyncGate _write = new();
     private readonly CancellationTokenSource _stop = new();
@@ -48,10 +48,14 @@ internal sealed class LeaseChannel : IAsyncDisposable
     /// <summary>Streams opened so far (tests check that leases share one).</summary>
     public long StreamsOpened => Interlocked.Read(ref _opened);
 
-    /// <summary>Routes messages naming <paramref name="requestId"/> to <paramref name="handle"/> until <see cref="Detach"/>.</summary>
-    public void Attach(ulong requestId, Func<LeaseMessage, Task> handle)
+    /// <summary>
+    /// Routes messages naming <paramref name="requestId"/> to <paramref name="handle"/> until <see cref="Detach"/>;
+    /// <paramref name="lost"/> is called each time a stream that was open breaks or ends (what was sent on it may never be
+    /// answered).
+    /// </summary>
+    public void Attach(ulong requestId, Func<LeaseMessage, Task> handle, Action? lost = null)
     {
-        if (!_leases.TryAdd(requestId, handle))
+        if (!_leases.TryAdd(requestId, (handle, lost)))
         {
             throw new InvalidOperationException($"lease {requestId} is already running on this channel");
         }
@@ -182,9 +186,9 @@ internal sealed class LeaseChannel : IAsyncDisposable
                         waiter.TrySetResult(ack.Ack);
                     }
                 }
-                else if (_leases.TryGetValue(message!.RequestId, out var handle))
+                else if (_leases.TryGetValue(message!.RequestId, out var lease))
                 {
-                    await handle(message);
+                    await lease.Handle(message);
                 }
             }
         }
@@ -216,6 +220,10 @@ internal sealed class LeaseChannel : IAsyncDisposable
         finally
         {
             _write.Release();
+        }
+        foreach (var lease in _leases.Values)
+        {
+            lease.Lost?.Invoke();
         }
     }
 
