@@ -84,10 +84,12 @@ public sealed record LeaseOptions
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// How soon a requester repeats its request (or accept) when the stream it went on broke or none could be opened:
-    /// no answer can come on it, so waiting <see cref="RetryInterval"/> for one only delays the lease (a connection
-    /// trimmed as the request went out cost 5 s). Each repeat still counts against <see cref="MaxAttempts"/>. Default
-    /// 100 ms; at most <see cref="RetryInterval"/>.
+    /// How soon a requester repeats its request (or accept) when the stream it went on broke or none could be opened on
+    /// a connection: no answer can come on it, so waiting <see cref="RetryInterval"/> for one only delays the lease (a
+    /// connection trimmed as the request went out cost 5 s). A provider that could not be reached at all (its dial
+    /// failed: partitioned, refusing) is not repeated sooner: a repeat at once would fail the same way and spend the
+    /// lease's attempts (a requester cut off from its provider for 2 s then gave the task up). Each repeat still counts
+    /// against <see cref="MaxAttempts"/>. Default 100 ms; at most <see cref="RetryInterval"/>.
     /// </summary>
     public TimeSpan LostStreamRetry { get; init; } = TimeSpan.FromMilliseconds(100);
 

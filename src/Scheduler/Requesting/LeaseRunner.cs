@@ -90,18 +90,19 @@ internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
         return SendThenEndAsync(sent, step);
     }
 
-    private async ValueTask SendThenEndAsync(Task<bool> sent, LeaseStep step) => AfterSend(await sent, step);
+    private async ValueTask SendThenEndAsync(Task<LeaseSend> sent, LeaseStep step) => AfterSend(await sent, step);
 
-    private void AfterSend(bool sent, LeaseStep step)
+    private void AfterSend(LeaseSend sent, LeaseStep step)
     {
-        if (!sent)
+        // An unreachable provider (the dial failed) waits the retry interval: a repeat at once would fail the same way.
+        if (sent == LeaseSend.Lost)
         {
             StreamLost();
         }
         End(step);
     }
 
-    /// <summary>The channel lost the stream (or could not open one): the lease hears of it as its own event, after this step.</summary>
+    /// <summary>The channel lost the stream (or could not open one on a connection): the lease hears of it as its own event, after this step.</summary>
     private void StreamLost() => _work.Run("lease stream lost", () => Offer(now => _lease.OnStreamLost(now)));
 
     private void End(LeaseStep step)
