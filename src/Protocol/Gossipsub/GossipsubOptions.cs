@@ -169,6 +169,24 @@ public sealed record GossipsubOptions
     /// <summary>Opening our long-lived outbound stream to a peer (multistream-select included) must finish within this. Default 10 s.</summary>
     public TimeSpan StreamOpenTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Redials of a mesh peer whose connection broke (failed under us: reset, partitioned; not closed by either side,
+    /// so a peer that trimmed or left us is not chased). Without them nothing mends the mesh where a partition cut it:
+    /// once the link heals, the two sides stay apart until some unrelated dial crosses it. Each redial waits
+    /// <see cref="ReconnectDelay"/> first, doubling up to <see cref="ReconnectMaxDelay"/>, each wait drawn from ±25 % of
+    /// it (seeded) so the two ends and many peers do not dial in step. 0 turns them off. Default 10 (about 35 s).
+    /// </summary>
+    public int ReconnectAttempts { get; init; } = 10;
+
+    /// <summary>Wait before the first redial of a broken mesh peer. Default 1 s.</summary>
+    public TimeSpan ReconnectDelay { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Longest wait between two redials of a broken mesh peer. Default 4 s.</summary>
+    public TimeSpan ReconnectMaxDelay { get; init; } = TimeSpan.FromSeconds(4);
+
+    /// <summary>Broken mesh peers being redialled at once; more are left to other discovery. Default 32.</summary>
+    public int MaxReconnecting { get; init; } = 32;
+
     /// <summary>RPCs queued for one peer; when full new ones are dropped and the peer is penalised. Default 256.</summary>
     public int MaxOutboundQueue { get; init; } = 256;
 
@@ -194,6 +212,10 @@ public sealed record GossipsubOptions
         if (MaxRpcSize <= 0 || MaxMessageSize <= 0 || MaxMessageSize > MaxRpcSize - 64)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxMessageSize), "a message must fit an RPC");
+        }
+        if (ReconnectAttempts < 0 || MaxReconnecting < 0 || ReconnectDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectDelay)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ReconnectAttempts), "need ReconnectAttempts >= 0, MaxReconnecting >= 0 and 0 < ReconnectDelay <= ReconnectMaxDelay");
         }
         if (Score.MaxRetainedPeers < 0 || Score.RetainScore < TimeSpan.Zero)
         {

@@ -88,6 +88,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly BackgroundWork _work;
     private readonly ITimer _heartbeat;
     private readonly ProtocolInstruments _instruments;
+    private readonly Random _reconnectJitter;
+    private readonly HashSet<PeerId> _reconnecting = [];
     private int _disposed;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
@@ -104,6 +106,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
             BitConverter.ToUInt64(seqno), _instruments);
+        _reconnectJitter = runtime.CreateRandom("gossipsub reconnect");
         _instruments.ObservePeerTable("gossip scores", () => { lock (_gate) { return _router.ScoredPeers; } }, () => { lock (_gate) { return _router.ForgottenScores; } });
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V12 or GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
         {
@@ -384,7 +387,74 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             return;
         }
+        var inMesh = _host.ConnectionManager.IsProtected(peer, ProtectTag); // gossip protects its mesh peers
         RemoveSession(peer, null);
+        if (inMesh)
+        {
+            Reconnect(connection);
+        }
+    }
+
+    /// <summary>
+    /// When the connection to a mesh peer failed under us (its end faulted: reset, partitioned), rather than being closed
+    /// by either side, redials the peer (<see cref="GossipsubOptions.ReconnectAttempts"/>); one redial loop per peer.
+    /// </summary>
+    private void Reconnect(IConnection connection)
+    {
+        var peer = connection.RemotePeer;
+        lock (_gate)
+        {
+            if (_disposed != 0 || _options.ReconnectAttempts == 0 || _reconnecting.Count >= _options.MaxReconnecting || !_reconnecting.Add(peer))
+            {
+                return;
+            }
+        }
+        _work.Run("mesh reconnect", ct => ReconnectAsync(connection, ct));
+    }
+
+    private async Task ReconnectAsync(IConnection connection, CancellationToken stopping)
+    {
+        var peer = connection.RemotePeer;
+        try
+        {
+            await connection.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (!connection.Completion.IsFaulted)
+            {
+                return; // closed by us or by the peer: nothing to mend
+            }
+            var delay = _options.ReconnectDelay;
+            for (var attempt = 1; attempt <= _options.ReconnectAttempts; attempt++)
+            {
+                TimeSpan wait;
+                lock (_gate)
+                {
+                    wait = delay * (0.75 + (0.5 * _reconnectJitter.NextDouble()));
+                }
+                await Task.Delay(wait, _time, stopping);
+                if (_host.ConnectionManager.IsConnected(peer))
+                {
+                    return; // it (or someone) dialed meanwhile
+                }
+                try
+                {
+                    using var reason = DialReason.Use(DialReason.Gossip);
+                    await _host.ConnectAsync(peer, stopping);
+                    return;
+                }
+                catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not (FailureKind.Internal or FailureKind.Cancelled) } failure)
+                {
+                    LogReconnectFailed(peer, attempt, failure.Reason);
+                }
+                delay = delay * 2 < _options.ReconnectMaxDelay ? delay * 2 : _options.ReconnectMaxDelay;
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _reconnecting.Remove(peer);
+            }
+        }
     }
 
     private void RemoveSession(PeerId peer, PeerSession? only)
@@ -674,6 +744,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Dialing PX peer {Peer} failed: {Reason}")]
     private partial void LogPxDialFailed(PeerId peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Redialing broken mesh peer {Peer} failed (attempt {Attempt}): {Reason}")]
+    private partial void LogReconnectFailed(PeerId peer, int attempt, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Gossipsub heartbeat or event handler failed ({Kind})")]
     private partial void LogHeartbeatFailed(FailureKind kind, Exception e);

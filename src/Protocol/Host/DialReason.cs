@@ -23,7 +23,7 @@ public static class DialReason
     public const string Bootstrap = "bootstrap";
     /// <summary>Peers remembered from an earlier run, or found by mDNS.</summary>
     public const string Discovery = "discovery";
-    /// <summary>Gossipsub peer exchange (PX) on a prune.</summary>
+    /// <summary>Gossipsub: peer exchange (PX) on a prune, and redials of a mesh peer whose connection broke.</summary>
     public const string Gossip = "gossip";
     /// <summary>A lease: the requester reaching a provider.</summary>
     public const string Lease = "lease";

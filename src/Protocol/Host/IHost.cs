@@ -50,6 +50,12 @@ public interface IConnection
     bool IsClosed { get; }
 
     /// <summary>
+    /// Completes when the connection has ended: faulted when it failed under us (reset, partitioned, a broken muxer),
+    /// successfully when either side closed it.
+    /// </summary>
+    Task Completion { get; }
+
+    /// <summary>
     /// Opens a stream speaking the first of <paramref name="protocols"/> the remote supports. Throws
     /// <see cref="ProtocolNotSupportedException"/> when it supports none, <see cref="PeerGoneException"/> when the
     /// connection or stream went away, <see cref="ProtocolViolationException"/> on a broken negotiation.

@@ -83,6 +83,16 @@ public sealed record LeaseOptions
     /// <summary>How long a requester waits for an answer before repeating its request or accept. Default 5 seconds.</summary>
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How soon a requester repeats its request (or accept) when the stream it went on broke or none could be opened on
+    /// a connection: no answer can come on it, so waiting <see cref="RetryInterval"/> for one only delays the lease (a
+    /// connection trimmed as the request went out cost 5 s). A provider that could not be reached at all (its dial
+    /// failed: partitioned, refusing) is not repeated sooner: a repeat at once would fail the same way and spend the
+    /// lease's attempts (a requester cut off from its provider for 2 s then gave the task up). Each repeat still counts
+    /// against <see cref="MaxAttempts"/>. Default 100 ms; at most <see cref="RetryInterval"/>.
+    /// </summary>
+    public TimeSpan LostStreamRetry { get; init; } = TimeSpan.FromMilliseconds(100);
+
     /// <summary>How many times a requester sends a request (or an accept) before giving up. Default 3.</summary>
     public int MaxAttempts { get; init; } = 3;
 

@@ -191,6 +191,25 @@ public sealed class RequesterLease
         return new LeaseStep { Send = send, NextTimer = NextTimer() };
     }
 
+    /// <summary>
+    /// The stream the lease's messages went on broke, or none could be opened: while a request or accept waits for its
+    /// answer, it is repeated after <see cref="LeaseOptions.LostStreamRetry"/> instead of at the retry interval (the
+    /// repeat counts against <see cref="LeaseOptions.MaxAttempts"/> as any other). Otherwise nothing changes.
+    /// </summary>
+    public LeaseStep OnStreamLost(DateTimeOffset now)
+    {
+        if (_phase is not (Phase.Requesting or Phase.Accepted))
+        {
+            return LeaseStep.Nothing;
+        }
+        var soon = now + (_options.LostStreamRetry < _options.RetryInterval ? _options.LostStreamRetry : _options.RetryInterval);
+        if (soon < _retryAt)
+        {
+            _retryAt = soon;
+        }
+        return new LeaseStep { NextTimer = NextTimer() };
+    }
+
     /// <summary>The requester gives up the lease.</summary>
     public LeaseStep Cancel(string reason, DateTimeOffset now) =>
         _phase is Phase.Finished ? LeaseStep.Nothing

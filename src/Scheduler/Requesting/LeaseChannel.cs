@@ -7,6 +7,25 @@ using Potluck.Scheduler.Leasing;
 
 namespace Potluck.Scheduler.Requesting;
 
+/// <summary>What became of <see cref="LeaseChannel.SendAsync"/>.</summary>
+internal enum LeaseSend
+{
+    /// <summary>Written on the stream.</summary>
+    Sent,
+
+    /// <summary>
+    /// Not sent: the stream broke, or none could be opened on a connection that went away meanwhile (closed or trimmed as
+    /// the lease went out). A new one may work at once: the lease repeats soon (<see cref="LeaseOptions.LostStreamRetry"/>).
+    /// </summary>
+    Lost,
+
+    /// <summary>
+    /// Not sent: the provider could not be reached at all (the dial failed: partitioned, refused, no address). Repeating at
+    /// once would fail the same way and spend the lease's attempts: the retry interval applies.
+    /// </summary>
+    Unreachable,
+}
+
 /// <summary>
 /// The requester's one <see cref="LeaseProtocol.Id"/> stream to one provider, shared by every lease with it: the
 /// protocol already names the lease in each message (request id), and the provider routes each message by
@@ -23,7 +42,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly BackgroundWork _work;
     private static readonly string[] Protocols = [LeaseProtocol.IdWithReceipts, LeaseProtocol.Id];
-    private readonly ConcurrentDictionary<ulong, Func<LeaseMessage, Task>> _leases = new();
+    private readonly ConcurrentDictionary<ulong, (Func<LeaseMessage, Task> Handle, Action? Lost)> _leases = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]?>> _receipts = new();
     private readonly AsyncGate _write = new();
     private readonly CancellationTokenSource _stop = new();
@@ -48,10 +67,14 @@ internal sealed class LeaseChannel : IAsyncDisposable
     /// <summary>Streams opened so far (tests check that leases share one).</summary>
     public long StreamsOpened => Interlocked.Read(ref _opened);
 
-    /// <summary>Routes messages naming <paramref name="requestId"/> to <paramref name="handle"/> until <see cref="Detach"/>.</summary>
-    public void Attach(ulong requestId, Func<LeaseMessage, Task> handle)
+    /// <summary>
+    /// Routes messages naming <paramref name="requestId"/> to <paramref name="handle"/> until <see cref="Detach"/>;
+    /// <paramref name="lost"/> is called each time a stream that was open breaks or ends (what was sent on it may never be
+    /// answered).
+    /// </summary>
+    public void Attach(ulong requestId, Func<LeaseMessage, Task> handle, Action? lost = null)
     {
-        if (!_leases.TryAdd(requestId, handle))
+        if (!_leases.TryAdd(requestId, (handle, lost)))
         {
             throw new InvalidOperationException($"lease {requestId} is already running on this channel");
         }
@@ -61,9 +84,9 @@ internal sealed class LeaseChannel : IAsyncDisposable
 
     /// <summary>
     /// Writes <paramref name="messages"/> in order on the current stream (opening one if there is none); on a broken
-    /// stream, once more on a new one. False when they could not be sent: the lease's own retries take it from there.
+    /// stream, once more on a new one. When they could not be sent, says why: the lease's own retries take it from there.
     /// </summary>
-    public Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages) => SendAsync(messages, receipts: false);
+    public Task<LeaseSend> SendAsync(IReadOnlyList<LeaseMessage> messages) => SendAsync(messages, receipts: false);
 
     /// <summary>
     /// Sends a settled receipt for lease <paramref name="requestId"/> on the lease stream and returns the provider's
@@ -80,7 +103,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         }
         try
         {
-            if (!await SendAsync([new LeaseReceipt { RequestId = requestId, Envelope = envelope }], receipts: true))
+            if (await SendAsync([new LeaseReceipt { RequestId = requestId, Envelope = envelope }], receipts: true) != LeaseSend.Sent)
             {
                 return null;
             }
@@ -96,7 +119,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
         }
     }
 
-    private async Task<bool> SendAsync(IReadOnlyList<LeaseMessage> messages, bool receipts)
+    private async Task<LeaseSend> SendAsync(IReadOnlyList<LeaseMessage> messages, bool receipts)
     {
         try
         {
@@ -104,16 +127,20 @@ internal sealed class LeaseChannel : IAsyncDisposable
         }
         catch (OperationCanceledException)
         {
-            return false;
+            return LeaseSend.Lost;
         }
         try
         {
             for (var tries = 0; tries < 2; tries++)
             {
-                var stream = _stream ?? await TryOpenAsync();
-                if (stream is null || (receipts && stream.Protocol != LeaseProtocol.IdWithReceipts))
+                var (stream, unreachable) = _stream is { } open ? (open, false) : await TryOpenAsync();
+                if (stream is null)
                 {
-                    return false;
+                    return unreachable ? LeaseSend.Unreachable : LeaseSend.Lost;
+                }
+                if (receipts && stream.Protocol != LeaseProtocol.IdWithReceipts)
+                {
+                    return LeaseSend.Lost;
                 }
                 try
                 {
@@ -124,7 +151,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
                     var flush = await stream.Output.FlushAsync(_stop.Token);
                     if (!flush.IsCompleted && !flush.IsCanceled)
                     {
-                        return true;
+                        return LeaseSend.Sent;
                     }
                 }
                 catch (Exception e) when (Failures.IsExpected(e, _stop.Token))
@@ -132,7 +159,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
                 }
                 Drop(stream);
             }
-            return false;
+            return LeaseSend.Lost;
         }
         finally
         {
@@ -140,8 +167,11 @@ internal sealed class LeaseChannel : IAsyncDisposable
         }
     }
 
-    /// <summary>Opens a stream and starts its read loop; called holding the write lock.</summary>
-    private async Task<IStream?> TryOpenAsync()
+    /// <summary>
+    /// Opens a stream and starts its read loop; called holding the write lock. Null when none could be opened, with
+    /// whether the provider could not be reached at all (its dial failed) rather than the stream failing on a connection.
+    /// </summary>
+    private async Task<(IStream? Stream, bool Unreachable)> TryOpenAsync()
     {
         try
         {
@@ -152,11 +182,11 @@ internal sealed class LeaseChannel : IAsyncDisposable
             Interlocked.Increment(ref _opened);
             _stream = stream;
             _work.Run($"lease stream to {Provider}", () => ReadLoopAsync(stream));
-            return stream;
+            return (stream, false);
         }
         catch (Exception e) when (Failures.IsExpected(e, _stop.Token))
         {
-            return null;
+            return (null, e is DialException);
         }
     }
 
@@ -182,9 +212,9 @@ internal sealed class LeaseChannel : IAsyncDisposable
                         waiter.TrySetResult(ack.Ack);
                     }
                 }
-                else if (_leases.TryGetValue(message!.RequestId, out var handle))
+                else if (_leases.TryGetValue(message!.RequestId, out var lease))
                 {
-                    await handle(message);
+                    await lease.Handle(message);
                 }
             }
         }
@@ -216,6 +246,10 @@ internal sealed class LeaseChannel : IAsyncDisposable
         finally
         {
             _write.Release();
+        }
+        foreach (var lease in _leases.Values)
+        {
+            lease.Lost?.Invoke();
         }
     }
 

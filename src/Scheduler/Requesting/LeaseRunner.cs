@@ -29,7 +29,7 @@ internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
         _time = time;
         _work = work;
         _shell = new CoreShell<LeaseStep>(this, time, Shell, work);
-        channel.Attach(lease.RequestId, OnMessageAsync);
+        channel.Attach(lease.RequestId, OnMessageAsync, StreamLost);
     }
 
     /// <summary>A lease's events: its messages, timers, start and cancel (more waiting than this is a flood: refused).</summary>
@@ -84,17 +84,26 @@ internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
         var sent = _channel.SendAsync(step.Send);
         if (sent.IsCompletedSuccessfully)
         {
-            End(step);
+            AfterSend(sent.Result, step);
             return ValueTask.CompletedTask;
         }
-        return step.Outcome is null ? new ValueTask(sent) : SendThenEndAsync(sent, step);
+        return SendThenEndAsync(sent, step);
     }
 
-    private async ValueTask SendThenEndAsync(Task sent, LeaseStep step)
+    private async ValueTask SendThenEndAsync(Task<LeaseSend> sent, LeaseStep step) => AfterSend(await sent, step);
+
+    private void AfterSend(LeaseSend sent, LeaseStep step)
     {
-        await sent;
+        // An unreachable provider (the dial failed) waits the retry interval: a repeat at once would fail the same way.
+        if (sent == LeaseSend.Lost)
+        {
+            StreamLost();
+        }
         End(step);
     }
+
+    /// <summary>The channel lost the stream (or could not open one on a connection): the lease hears of it as its own event, after this step.</summary>
+    private void StreamLost() => _work.Run("lease stream lost", () => Offer(now => _lease.OnStreamLost(now)));
 
     private void End(LeaseStep step)
     {

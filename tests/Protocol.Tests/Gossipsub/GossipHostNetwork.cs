@@ -32,6 +32,9 @@ internal sealed class GossipHostNetwork : IAsyncDisposable
 
     public TimeSpan Heartbeat { get; private set; }
 
+    /// <summary>The simulated network under the hosts (partitions, link conditions).</summary>
+    public Potluck.Protocol.Transport.Memory.SimulatedNetwork Network => _hosts.Network;
+
     public static async Task<GossipHostNetwork> StartAsync(VirtualTimeDriver driver, int nodes, int degree, int seed, CancellationToken ct,
         Func<GossipsubOptions, GossipsubOptions>? configure = null)
     {

@@ -128,4 +128,63 @@ public class GossipsubServiceTests
         Assert.That(await sub.Messages.WaitToReadAsync(ct), Is.False);
         Assert.That(net.Services[0].MeshPeers(Topic), Is.Empty);
     });
+
+    [Test]
+    public void MeshPeerCutOffByAPartition_IsRedialedOnceTheLinkHeals_AndMessagesFlowAgain() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 7, ct);
+        var (a, b, subB) = await TwoMeshedAsync(net, ct);
+        var (aAddress, bAddress) = (net.Nodes[0].Host.ListenAddresses[0], net.Nodes[1].Host.ListenAddresses[0]);
+        var bPeer = net.Nodes[1].Host.PeerId;
+
+        net.Network.Partition(aAddress, bAddress); // the connection breaks; redials fail while the cut lasts
+        await a.WaitUntilAsync(s => s.Peers(Topic).Count == 0, ct);
+        await net.AdvanceHeartbeatsAsync(15);
+        Assert.That(net.Nodes[0].Host.ConnectionManager.IsConnected(bPeer), Is.False, "cut off");
+        net.Network.Heal(aAddress, bAddress);
+        // Nothing else dials here (no DHT, no leases): only gossip's redial of its broken mesh peer can join them again,
+        // within the longest wait between redials (ReconnectMaxDelay + 25 %).
+        await net.AdvanceHeartbeatsAsync(6);
+
+        Assert.That(net.Nodes[0].Host.ConnectionManager.IsConnected(bPeer), Is.True, "redialed after the heal");
+        await a.WaitUntilAsync(s => s.Peers(Topic).Contains(bPeer), ct);
+        var id = await a.PublishAsync(Topic, "after the heal"u8.ToArray(), ct);
+        var m = await subB.Messages.ReadAsync(ct);
+        Assert.That(m.Id, Is.EqualTo(id));
+        Assert.That(b.Peers(Topic), Does.Contain(net.Nodes[0].Host.PeerId));
+    });
+
+    [Test]
+    public void MeshPeerThatClosedTheConnection_IsNotRedialed() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None; // the driver fails a run that hangs
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 7, ct);
+        var (a, _, _) = await TwoMeshedAsync(net, ct);
+        var aPeer = net.Nodes[0].Host.PeerId;
+
+        // b closes (a trim, a shutdown): a hears a clean end, not a failure, and must not chase it.
+        foreach (var c in net.Nodes[1].Host.ConnectionManager.ConnectionsTo(aPeer))
+        {
+            await c.CloseAsync();
+        }
+        await a.WaitUntilAsync(s => s.Peers(Topic).Count == 0, ct);
+        await net.AdvanceHeartbeatsAsync(60);
+
+        Assert.That(net.Nodes[0].Host.ConnectionManager.IsConnected(net.Nodes[1].Host.PeerId), Is.False);
+        Assert.That(net.Nodes[1].Host.ConnectionManager.IsConnected(aPeer), Is.False);
+    });
+
+    /// <summary>Two connected nodes subscribed to <see cref="Topic"/>, each in the other's mesh.</summary>
+    private static async Task<(GossipsubService A, GossipsubService B, GossipSubscription SubB)> TwoMeshedAsync(GossipHostNetwork net, CancellationToken ct)
+    {
+        var (a, b) = (net.Services[0], net.Services[1]);
+        a.Subscribe(Topic);
+        var subB = b.Subscribe(Topic);
+        await net.WaitForSubscriptionsAsync(Topic, ct);
+        await net.AdvanceHeartbeatsAsync(1);
+        await a.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+        await b.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+        return (a, b, subB);
+    }
 }

@@ -54,6 +54,56 @@ public class LeaseShellTests
     }
 
     [Test]
+    public void Requesting_StreamLost_RequestRepeatedAfterTheLostStreamWait_NotTheRetryInterval()
+    {
+        // The connection the request went out on was closed as it arrived (README, "Slow leases in the simulation"): the
+        // request never reached the provider and no answer can come on that stream.
+        var first = true;
+        var h = new ShellHarness { Drop = m => m is LeaseRequest && first && !(first = false) };
+        h.Start();
+        h.Time.Advance(TimeSpan.FromMilliseconds(30));
+        h.RequesterShell.Post(now => h.Requester.OnStreamLost(now));
+
+        h.Time.Advance(h.Options.LostStreamRetry - TimeSpan.FromTicks(1));
+        Assert.That(h.SentByRequester.OfType<LeaseRequest>().Count(), Is.EqualTo(1), "not repeated a tick early");
+        Assert.That(h.SentByRequester.OfType<LeaseAccept>(), Is.Empty);
+        h.Time.Advance(TimeSpan.FromTicks(1));
+        Assert.That(h.SentByRequester.OfType<LeaseRequest>().Count(), Is.EqualTo(2), "repeated once the lost stream's wait is over");
+        Assert.That(h.SentByRequester.OfType<LeaseAccept>().Count(), Is.EqualTo(1), "the provider offered at once: the lease goes on");
+        Assert.That(h.Time.GetUtcNow() - T0, Is.LessThan(h.Options.RetryInterval / 10));
+    }
+
+    [Test]
+    public void Requesting_StreamLostAgainAndAgain_StillAtMostMaxAttemptsRequests_ThenExpired()
+    {
+        var h = new ShellHarness { Drop = m => m is LeaseRequest };
+        h.Start();
+        for (var i = 0; i < 10 && h.RequesterOutcome is null; i++)
+        {
+            h.RequesterShell.Post(now => h.Requester.OnStreamLost(now));
+            h.Time.Advance(h.Options.LostStreamRetry);
+        }
+
+        Assert.That(h.SentByRequester.OfType<LeaseRequest>().Count(), Is.EqualTo(h.Options.MaxAttempts), "a stream that keeps breaking costs no more requests");
+        Assert.That(h.RequesterOutcome!.Kind, Is.EqualTo(LeaseOutcomeKind.Expired));
+        Assert.That(h.RequesterOutcome.Detail, Is.EqualTo($"no answer after {h.Options.MaxAttempts} requests"));
+        Assert.That(h.RequesterEndedAt, Is.EqualTo(T0 + (h.Options.LostStreamRetry * h.Options.MaxAttempts)));
+    }
+
+    [Test]
+    public void Running_StreamLost_ChangesNothing()
+    {
+        var h = new ShellHarness();
+        h.Start();
+        var sent = h.SentByRequester.Count;
+        h.RequesterShell.Post(now => h.Requester.OnStreamLost(now));
+        h.Time.Advance(h.Options.LostStreamRetry);
+        Assert.That(h.SentByRequester.OfType<LeaseRequest>().Count(), Is.EqualTo(1));
+        Assert.That(h.SentByRequester.OfType<LeaseAccept>().Count(), Is.EqualTo(1), "accepted and acknowledged: nothing to repeat");
+        Assert.That(h.SentByRequester.Count, Is.EqualTo(sent));
+    }
+
+    [Test]
     public void Requesting_ProviderFallsSilentWhileRunning_LeaseExpiresAfterMissedHeartbeats()
     {
         var h = new ShellHarness();
