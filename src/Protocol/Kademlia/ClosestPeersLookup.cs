@@ -28,14 +28,24 @@ public sealed record LookupOptions
 
     /// <summary>Candidates remembered; the farthest uncontacted ones are dropped beyond it. Default 200.</summary>
     public int MaxCandidates { get; init; } = 200;
+
+    /// <summary>
+    /// Ask a candidate only while fewer than k peers closer than it have answered or are being asked: the spec's
+    /// termination (the k closest seen have all answered) needs no other, and one farther is asked only once one of
+    /// those fails or times out. Off, a lookup that widens when stalled (rust-libp2p's <c>ClosestPeersIter</c>) also asks
+    /// candidates beyond the k closest, to be cancelled when the k closest have answered: each may be a dial for
+    /// nothing. Default off; <see cref="KademliaService"/> turns it on.
+    /// </summary>
+    public bool StayWithinK { get; init; }
 }
 
 /// <summary>
 /// An iterative closest-peers lookup as a pure state machine, after rust-libp2p's <c>ClosestPeersIter</c>:
 /// <see cref="Next"/> says whom to query, <see cref="OnSuccess"/>/<see cref="OnFailure"/> feed the answers.
 /// At most α requests are in flight; after α answers in a row bring nothing closer the lookup is stalled and
-/// widens to k in flight, unless <see cref="WidenWhenStalled"/> is off (connections are scarce). It finishes when the
-/// k closest peers it knows (ignoring failed ones) have all answered, or when nobody is left to ask.
+/// widens to k in flight, unless <see cref="WidenWhenStalled"/> is off (connections are scarce); with
+/// <see cref="LookupOptions.StayWithinK"/> it never asks a peer farther than k others answered or in flight. It
+/// finishes when the k closest peers it knows (ignoring failed ones) have all answered, or when nobody is left to ask.
 /// </summary>
 public sealed class ClosestPeersLookup
 {
@@ -101,6 +111,8 @@ public sealed class ClosestPeersLookup
         var capacity = _stalled && WidenWhenStalled ? Math.Max(_options.K, _options.Alpha) : _options.Alpha;
         var succeeded = 0;
         var closerPending = false;
+        // Peers closer than the current candidate that answered or are being asked: the k closest while it is below k.
+        var ahead = 0;
         foreach (var c in _sorted)
         {
             switch (c.State)
@@ -113,9 +125,11 @@ public sealed class ClosestPeersLookup
                         _finished = true;
                         return new LookupStep(LookupStepKind.Finished);
                     }
+                    ahead++;
                     break;
                 case State.NotContacted:
-                    if (_waiting >= capacity)
+                    // With k ahead of it (fewer than k answered, so some are in flight) it is needed only if one of them fails.
+                    if (_waiting >= capacity || (_options.StayWithinK && ahead >= _options.K))
                     {
                         return new LookupStep(LookupStepKind.Waiting);
                     }
@@ -130,6 +144,7 @@ public sealed class ClosestPeersLookup
                         return new LookupStep(LookupStepKind.Waiting);
                     }
                     closerPending = true;
+                    ahead++;
                     break;
             }
         }

@@ -139,5 +139,5 @@ public sealed record KademliaOptions
     /// <summary>Validators by key namespace; records without one are refused. Default: <c>/pk/</c> only.</summary>
     public RecordValidatorRegistry Validators { get; init; } = RecordValidatorRegistry.CreateDefault();
 
-    internal LookupOptions LookupOptions => new() { K = K, Alpha = Alpha, PeerTimeout = RequestTimeout, MaxCandidates = Math.Max(MaxLookupCandidates, K) };
+    internal LookupOptions LookupOptions => new() { K = K, Alpha = Alpha, PeerTimeout = RequestTimeout, MaxCandidates = Math.Max(MaxLookupCandidates, K), StayWithinK = true };
 }

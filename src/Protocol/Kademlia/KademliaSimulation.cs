@@ -10,7 +10,9 @@ namespace Potluck.Protocol.Kademlia;
 /// <param name="MeanRecall">Mean share of the true k closest found.</param>
 /// <param name="MedianHops">Median <see cref="ClosestPeersLookup.Hops"/>.</param>
 /// <param name="MeanQueries">Mean requests sent per lookup.</param>
-public sealed record KademliaSimulationReport(int Nodes, int Lookups, double ExactFraction, double MeanRecall, double MedianHops, double MeanQueries);
+/// <param name="MaxQueries">The most requests one lookup sent.</param>
+public sealed record KademliaSimulationReport(int Nodes, int Lookups, double ExactFraction, double MeanRecall, double MedianHops, double MeanQueries,
+    int MaxQueries);
 
 /// <summary>
 /// A whole DHT in one process without sockets, for tests and benchmarks that scale to thousands of nodes: each
@@ -24,14 +26,17 @@ public sealed class KademliaSimulation
     private readonly Dictionary<PeerId, SimNode> _byId = [];
     private readonly Random _random;
     private readonly KademliaOptions _options;
+    private readonly LookupOptions _lookupOptions;
     private readonly DateTimeOffset _now = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
     private readonly double _offlineFraction;
 
-    public KademliaSimulation(int nodeCount, int seed, int k = 20, int alpha = 3, double offlineFraction = 0)
+    /// <param name="stayWithinK">The lookups' <see cref="LookupOptions.StayWithinK"/> (a node's: on); off to compare.</param>
+    public KademliaSimulation(int nodeCount, int seed, int k = 20, int alpha = 3, double offlineFraction = 0, bool stayWithinK = true)
     {
         _random = new Random(seed);
         _offlineFraction = offlineFraction;
         _options = new KademliaOptions { K = k, Alpha = alpha };
+        _lookupOptions = _options.LookupOptions with { StayWithinK = stayWithinK };
         var hash = new byte[34];
         for (var i = 0; i < nodeCount; i++)
         {
@@ -88,6 +93,7 @@ public sealed class KademliaSimulation
         var recall = 0.0;
         var hops = new List<int>();
         var queries = 0L;
+        var maxQueries = 0;
         var key = new byte[32];
         for (var i = 0; i < count; i++)
         {
@@ -108,18 +114,19 @@ public sealed class KademliaSimulation
             recall += truth.Count == 0 ? 1 : (double)found / truth.Count;
             hops.Add(lookup.Hops);
             queries += lookup.QueriesSent;
+            maxQueries = Math.Max(maxQueries, lookup.QueriesSent);
         }
         hops.Sort();
         var median = hops.Count == 0 ? 0 : hops.Count % 2 == 1 ? hops[hops.Count / 2] : (hops[hops.Count / 2 - 1] + hops[hops.Count / 2]) / 2.0;
         return new KademliaSimulationReport(_nodes.Count, count, count == 0 ? 0 : (double)exact / count, count == 0 ? 0 : recall / count,
-            median, count == 0 ? 0 : (double)queries / count);
+            median, count == 0 ? 0 : (double)queries / count, maxQueries);
     }
 
     /// <summary>One FIND_NODE lookup for <paramref name="key"/> from <paramref name="origin"/>.</summary>
     private ClosestPeersLookup Lookup(SimNode origin, byte[] key)
     {
         var target = KadKey.FromKey(key);
-        var lookup = new ClosestPeersLookup(target, origin.Table.Closest(target, _options.K), _options.LookupOptions, origin.Id);
+        var lookup = new ClosestPeersLookup(target, origin.Table.Closest(target, _options.K), _lookupOptions, origin.Id);
         var request = new Pb.Message { Type = Pb.Message.Types.MessageType.FindNode, Key = ByteString.CopyFrom(key) }.ToByteArray();
         var inFlight = new Queue<PeerId>();
         while (true)

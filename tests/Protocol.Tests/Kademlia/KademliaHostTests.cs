@@ -102,6 +102,38 @@ public class KademliaHostTests
     });
 
     /// <summary>
+    /// A node's lookups stay within the k closest (<see cref="LookupOptions.StayWithinK"/>): 40 nodes join one after
+    /// another through the first; each joiner's self-lookup dials at most k + 2α peers (without the rule, a stalled lookup
+    /// widened over candidates beyond the k closest: up to 29 here), none of their requests is cancelled, and a lookup
+    /// still finds the true k closest.
+    /// </summary>
+    [Test]
+    public void Join_40Nodes_SelfLookupsCancelNothing_DialAtMostKPlusTwoAlpha_AndStillFindTheKClosest() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 24);
+        var options = new KademliaOptions();
+        var nodes = await StartNetworkAsync(hosts, 40, ct, options);
+        try
+        {
+            var dials = nodes.Skip(1).Select(n => n.Host.Instruments.DialTotals()[DialReason.IndexOf(DialReason.DhtBootstrap)]).ToArray();
+            var cancelled = nodes.Sum(n => n.Host.Instruments.DhtQueryTotals()[3]);
+            TestContext.Out.WriteLine($"self-lookup dials per joiner: max {dials.Max()}, sum {dials.Sum()}; requests cancelled {cancelled}");
+            Assert.That(cancelled, Is.Zero, "no request left in flight when a lookup ended");
+            Assert.That(dials, Has.All.LessThanOrEqualTo(options.K + 2 * options.Alpha));
+
+            var closest = await nodes[5].Dht.GetClosestPeersAsync("another key"u8.ToArray(), ct);
+            var key = KadKey.FromKey("another key"u8);
+            var truth = nodes.Where(n => n != nodes[5]).Select(n => n.Host.PeerId).OrderBy(p => KadKey.FromPeer(p).DistanceTo(key)).Take(20);
+            Assert.That(closest, Is.EqualTo(truth));
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    /// <summary>
     /// <see cref="KademliaOptions.JoinRefreshSpread"/>: with zero, a joiner's refreshes dial before
     /// <see cref="KademliaService.BootstrapAsync"/> returns (as before); with a spread, none dials then, nor at a
     /// maintenance pass before the first slot (spread / due ≥ spread / 16), and by the end of the spread maintenance
