@@ -13,6 +13,11 @@ public enum LeaseOutcomeKind
     Cancelled,
     /// <summary>The other side broke the protocol: bad signature, terms that do not match, content that does not hash.</summary>
     Failed,
+    /// <summary>
+    /// Requester only: the provider could not be reached at all (the dial for the request failed). Nothing was agreed; the
+    /// job tries another provider at once and does not count it against the provider or its attempts.
+    /// </summary>
+    Unreachable,
 }
 
 /// <summary>The end of a lease, reported once.</summary>

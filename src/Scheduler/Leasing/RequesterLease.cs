@@ -210,6 +210,15 @@ public sealed class RequesterLease
         return new LeaseStep { NextTimer = NextTimer() };
     }
 
+    /// <summary>
+    /// The provider could not be reached at all (the dial for a message failed). While the request waits for its offer the
+    /// lease ends at once as <see cref="LeaseOutcomeKind.Unreachable"/> (nothing was agreed: the job chooses another
+    /// provider); once an offer was accepted it keeps its retry interval, as the provider holds the lease.
+    /// </summary>
+    public LeaseStep OnUnreachable(DateTimeOffset now) =>
+        _phase == Phase.Requesting ? Finish(LeaseOutcomeKind.Unreachable, $"provider unreachable after {_attempts} request{(_attempts == 1 ? "" : "s")}", null)
+        : LeaseStep.Nothing;
+
     /// <summary>The requester gives up the lease.</summary>
     public LeaseStep Cancel(string reason, DateTimeOffset now) =>
         _phase is Phase.Finished ? LeaseStep.Nothing

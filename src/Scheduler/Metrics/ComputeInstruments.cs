@@ -209,6 +209,7 @@ public sealed class ComputeInstruments
         LeaseOutcomeKind.Rejected => "rejected",
         LeaseOutcomeKind.Expired => "expired",
         LeaseOutcomeKind.Cancelled => "cancelled",
+        LeaseOutcomeKind.Unreachable => "unreachable",
         _ => "failed",
     };
 

@@ -507,7 +507,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var busy = busyHere + noMatch.Mismatches.GetValueOrDefault(MismatchReason.Busy);
         return new Choice(null, busy, noMatch.Seen + busyHere - (selfSeen ? 1 : 0), filter.RetryAt, changed, () =>
         {
-            var explanation = Explain(noMatch, busyHere, excludedWhy, job);
+            var explanation = Explain(noMatch, busyHere, filter.UnreachableHere, excludedWhy, job);
             if (busy > 0)
             {
                 explanation += $" (waited {FormatSpan(_options.WaitForCapacity)} for a free core: compute:client:waitForCapacity)";
@@ -515,7 +515,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var tried = job.Locked(() => job.Core.History.ToList());
             return new SubmissionException(tried.Count == 0 ? $"no provider fits: {explanation}" : $"no provider fits: {explanation}; tried: {RequesterJob.Summarise(tried)}", tried)
             {
-                Reasons = ReasonCounts(noMatch, busyHere, excludedWhy),
+                Reasons = ReasonCounts(noMatch, busyHere, filter.UnreachableHere, excludedWhy),
             };
         });
     }
@@ -532,7 +532,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// Each reason a provider did not fit, with its count, the excluded ones by their own cause (refused and why, dead,
     /// already running a replica, this node itself) rather than as "excluded".
     /// </summary>
-    private static IReadOnlyDictionary<string, int> ReasonCounts(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy)
+    /// <param name="unreachableHere">Of <paramref name="busyHere"/>, those skipped because they could not be reached.</param>
+    private static IReadOnlyDictionary<string, int> ReasonCounts(NoMatch noMatch, int busyHere, int unreachableHere, Dictionary<PeerId, string> excludedWhy)
     {
         var counts = new Dictionary<string, int>();
         foreach (var (reason, count) in noMatch.Mismatches)
@@ -542,9 +543,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 counts[NoMatch.Describe(reason)] = count;
             }
         }
-        if (busyHere > 0)
+        if (busyHere > unreachableHere)
         {
-            counts["busy"] = counts.GetValueOrDefault("busy") + busyHere;
+            counts["busy"] = counts.GetValueOrDefault("busy") + busyHere - unreachableHere;
+        }
+        if (unreachableHere > 0)
+        {
+            counts["unreachable"] = counts.GetValueOrDefault("unreachable") + unreachableHere;
         }
         foreach (var why in excludedWhy.Values)
         {
@@ -553,14 +558,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
         return counts;
     }
 
-    private static string Explain(NoMatch noMatch, int busyHere, Dictionary<PeerId, string> excludedWhy, Job job)
+    private static string Explain(NoMatch noMatch, int busyHere, int unreachableHere, Dictionary<PeerId, string> excludedWhy, Job job)
     {
         var seen = noMatch.Seen + busyHere;
         if (seen == 0)
         {
             return "no providers seen";
         }
-        var counts = ReasonCounts(noMatch, busyHere, excludedWhy);
+        var counts = ReasonCounts(noMatch, busyHere, unreachableHere, excludedWhy);
         var text = $"{seen} provider{(seen == 1 ? "" : "s")} seen: " +
             string.Join(", ", counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Value} {kv.Key}"));
         if (job.Submission.Replicas > 1 && excludedWhy.Values.Any(w => w is RequesterJob.RunningReplica or RequesterJob.RanAlready))

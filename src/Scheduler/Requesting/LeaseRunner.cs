@@ -94,12 +94,16 @@ internal sealed class LeaseRunner : IAsyncDisposable, ICoreEffects<LeaseStep>
 
     private void AfterSend(LeaseSend sent, LeaseStep step)
     {
-        // An unreachable provider (the dial failed) waits the retry interval: a repeat at once would fail the same way.
+        End(step);
         if (sent == LeaseSend.Lost)
         {
             StreamLost();
         }
-        End(step);
+        else if (sent == LeaseSend.Unreachable && step.Outcome is null)
+        {
+            // The dial failed: a request still waiting for its offer ends as unreachable (the job moves on at once).
+            _work.Run("lease unreachable", () => Offer(now => _lease.OnUnreachable(now)));
+        }
     }
 
     /// <summary>The channel lost the stream (or could not open one on a connection): the lease hears of it as its own event, after this step.</summary>

@@ -53,10 +53,13 @@ public enum ReputationNote
 /// Empty otherwise.
 /// </param>
 /// <param name="Excluded">Tried for this job, running it, or refused by this node.</param>
-/// <param name="BusyHere">Providers skipped because they refused this job as busy at their current advertisement.</param>
+/// <param name="BusyHere">
+/// Providers skipped because they refused this job as busy at their current advertisement, or could not be reached (those
+/// also counted in <paramref name="UnreachableHere"/>).
+/// </param>
 /// <param name="RetryAt">The earliest time one of those is asked again even if it publishes nothing new.</param>
 public sealed record ChoiceFilter(IReadOnlyList<VerifiedAdvertisement> Candidates, IReadOnlyList<VerifiedAdvertisement> Preferred,
-    HashSet<PeerId> Excluded, int BusyHere, DateTimeOffset? RetryAt);
+    HashSet<PeerId> Excluded, int BusyHere, DateTimeOffset? RetryAt, int UnreachableHere = 0);
 
 /// <summary>How to check one result of a sampled run.</summary>
 public enum CheckPlan
@@ -213,10 +216,10 @@ public sealed class RequesterJob
     /// <summary>When this job began waiting for a core; null while it is not waiting.</summary>
     public DateTimeOffset? BusySince { get; private set; }
 
-    /// <summary>Busy refusals so far (they are not attempts).</summary>
+    /// <summary>Busy refusals and unreachable providers so far (they are not attempts).</summary>
     public int BusyRefusals { get; private set; }
 
-    /// <summary>The last lease ended in a busy refusal (it does not count as an attempt).</summary>
+    /// <summary>The last lease ended in a busy refusal or an unreachable provider (it does not count as an attempt).</summary>
     public bool LastWasBusy { get; private set; }
 
     /// <summary>A deterministic result of this job's own re-run: every later result is compared with it, for free.</summary>
@@ -260,6 +263,7 @@ public sealed class RequesterJob
         }
         var candidates = new List<VerifiedAdvertisement>(live.Count);
         var busyHere = 0;
+        var unreachableHere = 0;
         DateTimeOffset? retryAt = null;
         foreach (var ad in live)
         {
@@ -267,6 +271,7 @@ public sealed class RequesterJob
                 && ad.Ad.Sequence <= refusal.Sequence && now < refusal.RetryAt)
             {
                 busyHere++;
+                unreachableHere += refusal.Unreachable ? 1 : 0;
                 retryAt = retryAt is { } r && r < refusal.RetryAt ? r : refusal.RetryAt;
                 continue;
             }
@@ -275,7 +280,7 @@ public sealed class RequesterJob
         IReadOnlyList<VerifiedAdvertisement> preferred = (TieBreaking || CheckingSecond) && consecutiveVerified is not null
             ? candidates.Where(a => !excluded.Contains(a.Provider) && InGoodStanding(consecutiveVerified(a.Provider))).ToList()
             : [];
-        return new ChoiceFilter(candidates, preferred, excluded, busyHere, retryAt);
+        return new ChoiceFilter(candidates, preferred, excluded, busyHere, retryAt, unreachableHere);
     }
 
     /// <summary>
@@ -348,11 +353,14 @@ public sealed class RequesterJob
     /// against the provider. Busy is "wait and retry" (skipped until a newer advertisement or a doubling backoff up to
     /// <see cref="RequesterJobSettings.BusyRetryInterval"/>); a lease lost on the way (expired, cancelled) is a failure, and
     /// the provider may be asked again after <see cref="RequesterJobSettings.BusyRetryInterval"/>; anything else excludes it.
+    /// An unreachable provider (the dial failed) is treated as busy: not counted against it or the job's attempts, skipped for
+    /// a doubling backoff, waited for (up to <see cref="RequesterJobSettings.WaitForCapacity"/>) when every provider is.
     /// </summary>
     /// <param name="adSequence">The sequence of the advertisement it was chosen by.</param>
     public ReputationNote OnLeaseEnded(PeerId provider, ulong adSequence, LeaseOutcomeKind kind, LeaseRejectReason? reject, string detail, DateTimeOffset now)
     {
-        if (reject is not LeaseRejectReason.Busy)
+        var unreachable = kind == LeaseOutcomeKind.Unreachable;
+        if (reject is not LeaseRejectReason.Busy && !unreachable)
         {
             BusySince = null; // the provider answered with more than "busy": the wait for capacity is over
         }
@@ -362,13 +370,13 @@ public sealed class RequesterJob
             Tried.Remove(provider);
             _busyAt[provider] = new BusyRefusal(adSequence, now + _settings.BusyRetryInterval, _settings.BusyRetryInterval);
         }
-        else if (reject is LeaseRejectReason.Busy)
+        else if (reject is LeaseRejectReason.Busy || unreachable)
         {
             Tried.Remove(provider);
             var backoff = _busyAt.TryGetValue(provider, out var before)
                 ? TimeSpan.FromTicks(Math.Min(before.Backoff.Ticks * 2, _settings.BusyRetryInterval.Ticks))
                 : TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(1).Ticks, _settings.BusyRetryInterval.Ticks));
-            _busyAt[provider] = new BusyRefusal(adSequence, now + backoff, backoff);
+            _busyAt[provider] = new BusyRefusal(adSequence, now + backoff, backoff, unreachable);
             LastWasBusy = true;
             BusyRefusals++;
             note = ReputationNote.None;
@@ -677,6 +685,7 @@ public sealed class RequesterJob
         LeaseOutcomeKind.Expired => $"dead or unreachable ({record.Detail})",
         LeaseOutcomeKind.Cancelled => $"cancelled ({record.Detail})",
         LeaseOutcomeKind.Failed => $"failed ({record.Detail})",
+        LeaseOutcomeKind.Unreachable => "unreachable",
         _ => record.Detail.StartsWith("fraud", StringComparison.Ordinal) ? "caught cheating" : RanAlready,
     };
 
@@ -694,5 +703,5 @@ public sealed class RequesterJob
         SHA256.HashData([.. BitConverter.GetBytes((int)s.Outcome), .. BitConverter.GetBytes(s.ExitCode), .. s.OutputHash,
             .. BitConverter.GetBytes(s.OutputSize), .. BitConverter.GetBytes(s.FuelUsed)]);
 
-    private sealed record BusyRefusal(ulong Sequence, DateTimeOffset RetryAt, TimeSpan Backoff);
+    private sealed record BusyRefusal(ulong Sequence, DateTimeOffset RetryAt, TimeSpan Backoff, bool Unreachable = false);
 }

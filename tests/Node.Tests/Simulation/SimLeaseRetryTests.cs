@@ -6,14 +6,15 @@ namespace Potluck.Node.Tests.Simulation;
 
 /// <summary>
 /// A lease to a provider it cannot reach (README, "Slow leases in the simulation"): a stream that broke or could not be
-/// opened on a connection is repeated after <see cref="LeaseOptions.LostStreamRetry"/>, but a provider whose dial fails is
-/// retried at <see cref="LeaseOptions.RetryInterval"/>: repeating at once would only spend the lease's attempts.
+/// opened on a connection is repeated after <see cref="LeaseOptions.LostStreamRetry"/>; a provider whose dial fails ends
+/// the lease at once as <see cref="LeaseOutcomeKind.Unreachable"/>, and the job asks it again after its busy backoff
+/// (1 s, doubling) without counting it as an attempt.
 /// </summary>
 [Category("fast")]
 public class SimLeaseRetryTests
 {
     [Test]
-    public void ProviderCutOffForAMoment_LeaseWaitsItsRetryInterval_AndCompletesOnceTheLinkHeals()
+    public void ProviderCutOffForAMoment_JobAsksAgainAfterItsBackoff_AndCompletesOnceTheLinkHeals()
     {
         var options = new LeaseOptions();
         var (record, provider) = VirtualTimeDriver.Run(async d =>
@@ -26,15 +27,17 @@ public class SimLeaseRetryTests
 
             var submitted = mesh.SubmitAsync(requester, SimulatedMesh.HashChainTask(mesh.Random, 50));
             await mesh.SettleAsync(options.RetryInterval / 2);
-            Assert.That(submitted.IsCompleted, Is.False, "the lease still waits for the provider it could not reach");
+            Assert.That(submitted.IsCompleted, Is.False, "the job still waits for the provider it could not reach");
             mesh.Heal([requester], [only]);
             return (await submitted, only.Index);
         });
 
         Assert.That(record.Completed, Is.True, record.Error);
         Assert.That(record.ProviderIndex, Is.EqualTo(provider));
-        Assert.That(record.History, Has.Count.EqualTo(1), "one lease: its attempts were not spent while the link was cut");
-        Assert.That(record.Latency, Is.GreaterThanOrEqualTo(options.RetryInterval), "the request was repeated at the retry interval");
-        Assert.That(record.Latency, Is.LessThan(options.RetryInterval * 2), "and went through at the first repeat after the heal");
+        Assert.That(record.History.SkipLast(1).Select(a => a.Outcome), Is.Not.Empty.And.All.EqualTo(LeaseOutcomeKind.Unreachable),
+            "while the link was cut each lease ended unreachable, and the job did not give up");
+        Assert.That(record.History[^1].Outcome, Is.EqualTo(LeaseOutcomeKind.Completed));
+        Assert.That(record.Latency, Is.GreaterThanOrEqualTo(options.RetryInterval / 2), "not before the heal");
+        Assert.That(record.Latency, Is.LessThan(options.RetryInterval), "and at the job's first ask after the heal, not a lease retry interval later");
     }
 }

@@ -91,6 +91,34 @@ public class LeaseShellTests
     }
 
     [Test]
+    public void Requesting_ProviderUnreachable_LeaseEndsUnreachableAtOnce_NotAfterTheRetryInterval()
+    {
+        // The dial failed (partitioned, refused): the request never left; repeating it would fail the same way.
+        var h = new ShellHarness { Drop = m => m is LeaseRequest };
+        h.Start();
+        h.RequesterShell.Post(now => h.Requester.OnUnreachable(now));
+
+        Assert.That(h.RequesterOutcome!.Kind, Is.EqualTo(LeaseOutcomeKind.Unreachable));
+        Assert.That(h.RequesterOutcome.Detail, Is.EqualTo("provider unreachable after 1 request"));
+        Assert.That(h.RequesterEndedAt, Is.EqualTo(T0), "ended at once: the job moves on to another provider");
+        Assert.That(h.RequesterShell.IsEnded, Is.True);
+        Assert.That(h.SentByRequester.OfType<LeaseCancel>(), Is.Empty, "nothing to cancel at a provider that never heard of it");
+    }
+
+    [Test]
+    public void Running_ProviderUnreachable_ChangesNothing()
+    {
+        var h = new ShellHarness();
+        h.Start();
+        var sent = h.SentByRequester.Count;
+        h.RequesterShell.Post(now => h.Requester.OnUnreachable(now));
+        h.Time.Advance(h.Options.LostStreamRetry);
+
+        Assert.That(h.RequesterOutcome?.Kind, Is.Not.EqualTo(LeaseOutcomeKind.Unreachable), "an agreed lease keeps its own timers");
+        Assert.That(h.SentByRequester.Count, Is.EqualTo(sent));
+    }
+
+    [Test]
     public void Running_StreamLost_ChangesNothing()
     {
         var h = new ShellHarness();

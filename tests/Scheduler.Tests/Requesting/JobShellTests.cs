@@ -34,6 +34,9 @@ public class JobShellTests
 
         public sealed record Lost : Answer;
 
+        /// <summary>The dial failed: the lease ended at once as unreachable (<see cref="RequesterLease.OnUnreachable"/>).</summary>
+        public sealed record Unreachable : Answer;
+
         public sealed record Refused(string Detail) : Answer;
 
         public sealed record Broken(string Detail) : Answer;
@@ -202,7 +205,9 @@ public class JobShellTests
             var now = Time.GetUtcNow();
             var filter = Job.Filter(Live, [], now, p => Standing.GetValueOrDefault(p));
             var pick = filter.Preferred.FirstOrDefault() ?? filter.Candidates.FirstOrDefault(a => !filter.Excluded.Contains(a.Provider));
-            Func<Exception> explain = () => new SubmissionException("no provider fits", Job.History.ToList());
+            // As the client's explanation, which counts the unreachable apart from the busy.
+            Func<Exception> explain = () => new SubmissionException(
+                filter.UnreachableHere > 0 ? $"no provider fits: {filter.UnreachableHere} unreachable" : "no provider fits", Job.History.ToList());
             var othersSeen = filter.Candidates.Count + filter.BusyHere;
             Shell.TryEnqueue((pick, slot) switch
             {
@@ -269,6 +274,9 @@ public class JobShellTests
                 case Answer.Lost:
                     Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Expired, null, "silent past the grace window", t));
                     break;
+                case Answer.Unreachable:
+                    Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Unreachable, null, "provider unreachable after 1 request", t));
+                    break;
                 case Answer.Refused refused:
                     Shell.TryEnqueue(t => Core.OnLeaseEnded(provider, 1, leaseId, LeaseOutcomeKind.Rejected, LeaseRejectReason.Policy, refused.Detail, t));
                     break;
@@ -318,6 +326,65 @@ public class JobShellTests
         Assert.That(h.Reported[0], Is.EqualTo(new AttemptRecord(A, LeaseOutcomeKind.Expired, "silent past the grace window", 0)));
         Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
         Assert.That(h.Effects("pay"), Is.EqualTo(new[] { "pay A" }));
+    }
+
+    [Test]
+    public void Unreachable_AnotherProviderIsChosenAtOnce_NotCountedAgainstTheProviderOrTheAttempts()
+    {
+        var h = new Harness(AKey, BKey);
+        h.Script(A, new Answer.Unreachable());
+        h.Script(B, new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[] { "lease A@0", "lease B@0" }), "B is leased at once, not after a retry interval");
+        Assert.That(end.End, Is.EqualTo(new JobEnd.LeaseResult(0, Verified: false)));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(B));
+        Assert.That(h.Log, Does.Contain("release A"), "the unreachable lease's reservation is released");
+        Assert.That(h.Log, Does.Not.Contain("note A Failure"), "not reaching a provider says nothing about its honesty");
+        Assert.That(h.Reported[0], Is.EqualTo(new AttemptRecord(A, LeaseOutcomeKind.Unreachable, "provider unreachable after 1 request", 0)));
+        Assert.That(h.Job.RetryAt(A), Is.EqualTo(T0 + TimeSpan.FromSeconds(1)), "A is skipped for this job for the first busy backoff");
+    }
+
+    [Test]
+    public void AllUnreachable_TheJobWaitsWithABackoff_AndCompletesOnceOneIsReachable()
+    {
+        // Both cut off for the first 3 s (three tries each, more than MaxAttempts = 3 in all): the job does not give up.
+        var h = new Harness(AKey, BKey);
+        h.Script(A, new Answer.Unreachable(), new Answer.Unreachable(), new Answer.Unreachable(), new Answer.Result(Run(1), Sampled: false));
+        h.Script(B, new Answer.Unreachable(), new Answer.Unreachable(), new Answer.Unreachable(), new Answer.Result(Run(1), Sampled: false));
+
+        var end = h.Run();
+
+        Assert.That(h.Effects("lease"), Is.EqualTo(new[]
+        {
+            "lease A@0", "lease B@0", "lease A@1", "lease B@1", "lease A@3", "lease B@3", "lease A@7",
+        }), "each waits its doubling backoff (1, 2, 4 s up to the busy retry interval); none is given up");
+        Assert.That(end.Action, Is.EqualTo(JobAction.Finish));
+        Assert.That(end.Answer!.Provider, Is.EqualTo(A));
+        Assert.That(h.Effects("pay"), Is.EqualTo(new[] { "pay A" }));
+        Assert.That(h.Log, Does.Not.Contain("note A Failure").And.Not.Contain("note B Failure"));
+        Assert.That(h.Reported.Count(r => r.Outcome == LeaseOutcomeKind.Unreachable), Is.EqualTo(6));
+    }
+
+    [Test]
+    public void AllUnreachable_PastTheJobsWaitLimit_GivesUpNamingUnreachable()
+    {
+        var h = new Harness(AKey, BKey);
+        var never = Enumerable.Repeat<Answer>(new Answer.Unreachable(), 100).ToArray();
+        h.Script(A, never);
+        h.Script(B, never);
+
+        var end = h.Run();
+
+        Assert.That(end.Action, Is.EqualTo(JobAction.Fail));
+        var error = end.NoProvider!();
+        Assert.That(error, Is.TypeOf<SubmissionException>());
+        Assert.That(error.Message, Is.EqualTo("no provider fits: 2 unreachable"));
+        Assert.That(h.Job.Why[A], Is.EqualTo("unreachable"));
+        Assert.That(h.Seconds, Is.GreaterThanOrEqualTo(Settings.WaitForCapacity.TotalSeconds).And.LessThan(Settings.WaitForCapacity.TotalSeconds + 5),
+            "it waits as long as the job waits for capacity, and no longer");
+        Assert.That(h.Log.Where(l => l.StartsWith("note", StringComparison.Ordinal)), Is.Empty, "neither provider is noted at all");
     }
 
     [Test]
