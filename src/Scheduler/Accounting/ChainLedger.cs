@@ -266,31 +266,31 @@ public sealed partial class CreditLedger
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>
     public byte[]? ChainBlockAt(PeerId author, ulong seq) =>
-        Run(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author.ToBytes()), ("$s", (long)seq)) as byte[]);
+        Read(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author.ToBytes()), ("$s", (long)seq)) as byte[]);
 
     /// <summary>Whether any block of <paramref name="author"/> is held.</summary>
     public bool HoldsBlocksOf(PeerId author) =>
-        Run(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author.ToBytes())) is not null);
+        Read(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author.ToBytes())) is not null);
 
     /// <summary>This node's own half-block for a payment, if any.</summary>
     public byte[]? OwnBlockFor(ReadOnlySpan<byte> receiptId)
     {
         var id = receiptId.ToArray();
-        return Run(() => Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
+        return Read(() => Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
     }
 
     /// <summary>The agreement held (from the counterparty, or our own) that links to the block with <paramref name="hash"/>.</summary>
     public byte[]? AgreementLinking(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Run(() => Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
+        return Read(() => Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
     }
 
     /// <summary>The block held whose hash is <paramref name="hash"/>.</summary>
     public byte[]? ChainBlockByHash(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Run(() => Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
+        return Read(() => Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
     }
 
     /// <summary>Own blocks with seq above <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>.</summary>
@@ -318,7 +318,7 @@ public sealed partial class CreditLedger
     public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
     {
         var id = receiptId.ToArray();
-        return Run(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $k", ("$id", id), ("$k", (long)kind)) as byte[]);
+        return Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $k", ("$id", id), ("$k", (long)kind)) as byte[]);
     }
 
     /// <summary>Keeps a checked fork proof against its author; false when one is held already.</summary>

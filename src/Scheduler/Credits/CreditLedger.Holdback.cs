@@ -42,7 +42,7 @@ public sealed partial class CreditLedger
     /// <summary>Most bytes of a proof key (<see cref="Forfeit"/>): a lease id with its provider, or a hash.</summary>
     public const int MaxProofKeyLength = 128;
 
-    private bool _holdbackReady;
+    private volatile bool _holdbackReady; // read outside the lock by Requester (set once, after the schema is in place)
 
     /// <summary>How long earnings are held (<see cref="CreditsOptions.Holdback"/>).</summary>
     public TimeSpan Holdback => _options.Holdback;

@@ -60,12 +60,19 @@ public sealed partial class CreditLedger
     public RequesterRecord Requester(PeerId requester)
     {
         var r = requester.ToBytes();
-        return Run(() =>
+        if (!_holdbackReady)
+        {
+            Run(() =>
+            {
+                EnsureHoldback(); // a schema write, once: the read below runs beside the writer
+                return 0;
+            });
+        }
+        return Read(() =>
         {
             // One indexed row, kept by triggers (CreditLedger.Totals.cs): admission does not grow with the requester's history.
             // What this node still holds back from the requester (or forfeited) does not count as paid (CreditLedger.Holdback.cs).
             // All of it in one statement (the row, the held payments, the forfeited ones), not three.
-            EnsureHoldback();
             using var reader = Command(null, """
                 SELECT COALESCE(t.earned, 0), COALESCE(t.spent, 0), COALESCE(t.unpaid, 0), COALESCE(t.violations, 0),
                        (SELECT COALESCE(SUM(e.amount), 0) FROM entries e

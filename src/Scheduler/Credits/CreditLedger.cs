@@ -198,6 +198,15 @@ public sealed partial class CreditLedger : IDisposable
             if (!inMemory)
             {
                 Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
+                try
+                {
+                    ledger.OpenReader();
+                }
+                catch
+                {
+                    ledger.Dispose();
+                    throw;
+                }
             }
             return ledger;
         }
@@ -272,12 +281,12 @@ public sealed partial class CreditLedger : IDisposable
     }
 
     /// <summary>As a provider: the total <paramref name="requester"/> owes for completed leases it has not paid for.</summary>
-    public long Unpaid(PeerId requester) => Run(() => Convert.ToInt64(
+    public long Unpaid(PeerId requester) => Read(() => Convert.ToInt64(
         Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
         System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>As a provider: leases of <paramref name="requester"/> completed and not paid for.</summary>
-    public int UnpaidLeases(PeerId requester) => Run(() => Convert.ToInt32(
+    public int UnpaidLeases(PeerId requester) => Read(() => Convert.ToInt32(
         Scalar(null, "SELECT count(*) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
         System.Globalization.CultureInfo.InvariantCulture));
 
@@ -544,12 +553,12 @@ public sealed partial class CreditLedger : IDisposable
     public PaymentReservation? GetReservation(ReadOnlySpan<byte> leaseId)
     {
         var lease = leaseId.ToArray();
-        return Run(() => ReadReservation(null, lease));
+        return Read(() => ReadReservation(null, lease));
     }
 
     /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
     public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) =>
-        Run(() => ReadReservations(null, ReservationsInState, ("$state", (long)state)));
+        Read(() => ReadReservations(null, ReservationsInState, ("$state", (long)state)));
 
     /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
     public IReadOnlyList<byte[]> UndeliveredReceipts() =>
@@ -567,6 +576,7 @@ public sealed partial class CreditLedger : IDisposable
                     cmd.Dispose();
                 }
                 _commands.Clear();
+                DisposeReader();
                 _connection.Dispose();
             }
         }
@@ -1034,10 +1044,11 @@ public sealed partial class CreditLedger : IDisposable
     /// </summary>
     private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
     {
-        if (!_commands.TryGetValue(sql, out var statement))
+        var (connection, commands) = StatementSource();
+        if (!commands.TryGetValue(sql, out var statement))
         {
-            statement = Storage.SqliteStatement.Prepare(_connection, sql);
-            _commands[sql] = statement;
+            statement = Storage.SqliteStatement.Prepare(connection, sql);
+            commands[sql] = statement;
         }
         _ = tx; // transactions are run by LedgerTransaction's own statements: the connection has none of its own
         // Prepared once, rebound in place on every run: no command, parameter, binder or reader objects per call.

@@ -1,0 +1,106 @@
+using Microsoft.Data.Sqlite;
+
+namespace Potluck.Scheduler.Credits;
+
+/// <summary>
+/// Reads beside the writer. A file-backed ledger keeps a second, read-only connection to its file with its own lock and
+/// its own prepared statements: the lookups of the lease and chain paths (<see cref="Unpaid"/>, a reservation, a chain
+/// block by hash or position, ...) run there, so they no longer queue behind a write, nor behind a group commit's fsync,
+/// which runs while the writer's lock is held. WAL lets readers run beside the writer, and each read sees exactly the
+/// transactions committed when it starts: never an open one, and a FULL commit only once its fsync has returned (SQLite
+/// publishes a commit to readers after flushing its WAL frames) — the same data the writer's connection shows outside
+/// a transaction. A read made while the calling thread holds the writer's lock (inside a write) runs on the writer's
+/// connection, so it still sees that write's own changes. The in-memory stand-in has one connection only, and reads
+/// there stay on it as before.
+/// </summary>
+public sealed partial class CreditLedger
+{
+    [ThreadStatic]
+    private static CreditLedger? t_reading;
+
+    private readonly Lock _readGate = new();
+    private readonly Dictionary<string, Storage.SqliteStatement> _readCommands = new(StringComparer.Ordinal);
+    private SqliteConnection? _reader;
+
+    /// <summary>Opens the read-only connection (a file-backed ledger, after its schema is in place).</summary>
+    private void OpenReader()
+    {
+        var builder = new SqliteConnectionStringBuilder
+        {
+            DataSource = Path,
+            Mode = SqliteOpenMode.ReadOnly,
+            Cache = SqliteCacheMode.Private,
+            Pooling = false,
+        };
+        var reader = new SqliteConnection(builder.ToString());
+        try
+        {
+            reader.Open();
+        }
+        catch
+        {
+            reader.Dispose();
+            throw;
+        }
+        _reader = reader;
+    }
+
+    /// <summary>
+    /// Runs a read of committed data: on the read-only connection under its own lock when there is one and this thread is
+    /// not inside a write; otherwise as <see cref="Run{T}"/> does. <paramref name="read"/> only reads (statements through
+    /// <see cref="Command"/>): the connection refuses writes.
+    /// </summary>
+    private T Read<T>(Func<T> read)
+    {
+        if (_reader is null || _gate.IsHeldByCurrentThread)
+        {
+            return Run(read);
+        }
+        lock (_readGate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var outer = t_reading;
+            t_reading = this;
+            try
+            {
+                return read();
+            }
+            catch (SqliteException e)
+            {
+                throw Translate(e, Path);
+            }
+            finally
+            {
+                t_reading = outer;
+            }
+        }
+    }
+
+    /// <summary>The connection and statement cache a statement runs on: the reader's inside <see cref="Read{T}"/>.</summary>
+    private (SqliteConnection Connection, Dictionary<string, Storage.SqliteStatement> Commands) StatementSource() =>
+        t_reading == this && _reader is { } reader ? (reader, _readCommands) : (_connection, _commands);
+
+    /// <summary>The SQL of every statement the reader keeps prepared (tests: which reads run beside the writer).</summary>
+    internal IReadOnlyList<string> PreparedReads()
+    {
+        lock (_readGate)
+        {
+            return [.. _readCommands.Keys];
+        }
+    }
+
+    /// <summary>Closes the reader (from <see cref="Dispose"/>, with <c>_disposed</c> already set under the writer's lock).</summary>
+    private void DisposeReader()
+    {
+        lock (_readGate)
+        {
+            foreach (var cmd in _readCommands.Values)
+            {
+                cmd.Dispose();
+            }
+            _readCommands.Clear();
+            _reader?.Dispose();
+            _reader = null;
+        }
+    }
+}
