@@ -221,19 +221,7 @@ internal sealed class NoiseInput : PipeReader, IValueTaskSource<ReadResult>
                 read.GetAwaiter().UnsafeOnCompleted(_onTransportRead);
                 return completeInline ? new ValueTask<ReadResult>(this, version) : default;
             }
-            ReadResult result;
-            Exception? error = null;
-            var step = Step.Ready;
-            try
-            {
-                step = Process(TakeTransportResult(read), out result);
-            }
-            catch (Exception e)
-            {
-                result = default;
-                error = e;
-            }
-            if (step == Step.NeedMore)
+            if (ProcessRead(read, out var result, out var error) == Step.NeedMore)
             {
                 continue;
             }
@@ -250,19 +238,7 @@ internal sealed class NoiseInput : PipeReader, IValueTaskSource<ReadResult>
     {
         var read = _pending;
         _pending = default;
-        ReadResult result;
-        Exception? error = null;
-        var step = Step.Ready;
-        try
-        {
-            step = Process(TakeTransportResult(read), out result);
-        }
-        catch (Exception e)
-        {
-            result = default;
-            error = e;
-        }
-        if (step == Step.NeedMore)
+        if (ProcessRead(read, out var result, out var error) == Step.NeedMore)
         {
             _ = Pump(completeInline: false);
             return;
@@ -283,6 +259,23 @@ internal sealed class NoiseInput : PipeReader, IValueTaskSource<ReadResult>
         }
         run.Run(PipeScheduler.Inline);
         return default;
+    }
+
+    /// <summary>Takes the connection's completed read and decrypts it; a failure (a bad frame, the connection's own error) is
+    /// returned as <paramref name="error"/> with the step <see cref="Step.Ready"/>, for the caller to hand to the reader.</summary>
+    private Step ProcessRead(ValueTask<ReadResult> read, out ReadResult result, out Exception? error)
+    {
+        error = null;
+        try
+        {
+            return Process(TakeTransportResult(read), out result);
+        }
+        catch (Exception e)
+        {
+            result = default;
+            error = e;
+            return Step.Ready;
+        }
     }
 
     private ReadResult TakeTransportResult(ValueTask<ReadResult> read)
