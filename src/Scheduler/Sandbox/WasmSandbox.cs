@@ -209,12 +209,21 @@ public sealed class WasmSandbox : IDisposable
         var spacing = slice > 0 ? FirstFenceSpacing(slice, _options.EpochTick) : 0;
         var fenced = slice > 0 && fuel <= FuelFence.MaxLimit;
         var unarmed = false;
+        ulong metered = 0; // the most fuel an earlier attempt was seen to use (its notes were asked for on it)
         for (var attempt = 1; ; attempt++)
         {
             // The first fence one gap in at least: it too must be armed by a tick before the guest reaches it.
             var first = fenced ? UInt128.Max(((UInt128)(ulong)nextNote + 1) * slice, spacing) : 0;
             var fence = fenced && first < fuel ? new FuelFence(fuel, (ulong)first, spacing) : null;
             var run = Attempt(fence, slice);
+            if (run.Outcome == SandboxOutcome.WallClockTimeout)
+            {
+                // An attempt after the first starts past part of the deadline, which counts from the first: stopped early, its
+                // own reading (0 for a loop that makes no call, stopped before it saved) is less than what the earlier attempt
+                // used and the notes already asked for. A timeout is never paid; it reports at least that.
+                run = run with { Consumed = Math.Max(run.Consumed, metered) };
+            }
+            metered = Math.Max(metered, fence?.LastUsed ?? 0);
             if (fence is not null && run.Outcome == SandboxOutcome.FuelExhausted && fence.IsFalseOutOfFuel)
             {
                 unarmed = true;
