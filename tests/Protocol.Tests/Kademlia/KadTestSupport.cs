@@ -1,4 +1,5 @@
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Kademlia;
 
 namespace Potluck.Protocol.Tests.Kademlia;
 
@@ -19,5 +20,30 @@ internal static class KadTestSupport
     {
         var random = new Random(seed);
         return Enumerable.Range(0, count).Select(_ => RandomPeer(random)).ToList();
+    }
+
+    /// <summary>
+    /// Drives <paramref name="lookup"/> to its end with answers that bring nobody closer (so it stalls after α answers),
+    /// answering the oldest request in flight whenever it waits: the peers asked in order, those still in flight at the
+    /// end, and the most in flight at once.
+    /// </summary>
+    public static (List<PeerId> Asked, Queue<PeerId> InFlight, int MaxInFlight) RunStalled(ClosestPeersLookup lookup, DateTimeOffset now)
+    {
+        var inFlight = new Queue<PeerId>();
+        var asked = new List<PeerId>();
+        var maxInFlight = 0;
+        LookupStep step;
+        while ((step = lookup.Next(now)).Kind != LookupStepKind.Finished)
+        {
+            if (step.Kind == LookupStepKind.Query)
+            {
+                inFlight.Enqueue(step.Peer);
+                asked.Add(step.Peer);
+                continue;
+            }
+            maxInFlight = Math.Max(maxInFlight, inFlight.Count);
+            lookup.OnSuccess(inFlight.Dequeue(), []);
+        }
+        return (asked, inFlight, maxInFlight);
     }
 }

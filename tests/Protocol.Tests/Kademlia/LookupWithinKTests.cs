@@ -22,21 +22,7 @@ public class LookupWithinKTests
         var peers = KadTestSupport.RandomPeers(40, 13);
         var target = KadKey.FromKey("z"u8);
         var lookup = new ClosestPeersLookup(target, peers, new LookupOptions { Alpha = 3, K = 20, StayWithinK = true });
-        var inFlight = new Queue<PeerId>();
-        var asked = new List<PeerId>();
-        var maxInFlight = 0;
-        LookupStep step;
-        while ((step = lookup.Next(T0)).Kind != LookupStepKind.Finished)
-        {
-            if (step.Kind == LookupStepKind.Query)
-            {
-                inFlight.Enqueue(step.Peer);
-                asked.Add(step.Peer);
-                continue;
-            }
-            maxInFlight = Math.Max(maxInFlight, inFlight.Count);
-            lookup.OnSuccess(inFlight.Dequeue(), []); // nobody knows anyone closer: stalled after α answers
-        }
+        var (asked, inFlight, maxInFlight) = KadTestSupport.RunStalled(lookup, T0); // nobody knows anyone closer: stalled after α answers
         var truth = peers.OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).Take(20).ToArray();
         Assert.That(lookup.Result, Is.EqualTo(truth));
         Assert.That(asked, Is.EqualTo(truth), "the k closest, closest first, and nobody else");
