@@ -17,15 +17,13 @@ namespace Potluck.Scheduler.Providing;
 /// </summary>
 public sealed partial class ProviderService
 {
-    /// <summary>Events one lease's debit notes hold at once (a slice due, payments, the timer); past it a payment is dropped (its note stays pending).</summary>
-    private static readonly CoreShellOptions DebitShell = new() { Name = "provider debit notes", Capacity = 16 };
-
     private readonly Dictionary<ProviderLease, DebitSlot> _debits = [];
     private readonly Dictionary<(PeerId, ulong, int), SignedDebitNote> _notes = [];
     private readonly Queue<(PeerId, ulong, int)> _noteOrder = new();
     private long _debitNotesSent;
     private long _debitNotesPaid;
     private long _debitNotesUnpaid;
+    private long _debitPaymentReplays;
 
     /// <summary>Debit notes sent to requesters.</summary>
     public long DebitNotesSent => Interlocked.Read(ref _debitNotesSent);
@@ -35,6 +33,9 @@ public sealed partial class ProviderService
 
     /// <summary>Leases stopped because a debit note was not paid in time.</summary>
     public long DebitNotesUnpaid => Interlocked.Read(ref _debitNotesUnpaid);
+
+    /// <summary>Receipts for debit notes whose payment had reached the lease's core already (replays): answered, posted nowhere.</summary>
+    public long DebitPaymentReplays => Interlocked.Read(ref _debitPaymentReplays);
 
     /// <summary>Test hook: changes each note before it is signed (a provider that lies in its notes).</summary>
     internal Func<DebitNote, DebitNote>? TamperDebitNote { get; set; }
@@ -123,10 +124,10 @@ public sealed partial class ProviderService
                 return;
             }
         }
-        // A full queue drops the payment's event: the note stays pending and ends the lease at its window, as unpaid.
-        if (debit.Shell.TryEnqueue(now => debit.Core.OnPaid(index, now)) == CorePost.Accepted)
+        // Each note's payment is posted once: replayed receipts take no slot of the bounded queue (DebitNotePayments).
+        if (debit.Payments.Paid(index) == DebitNotePaymentPost.Duplicate)
         {
-            debit.Shell.Pump();
+            Interlocked.Increment(ref _debitPaymentReplays);
         }
     }
 
@@ -154,12 +155,16 @@ public sealed partial class ProviderService
             _lease = lease;
             Core = new DebitNoteCore(lease.Terms, ExecutionMapping.LeaseId(lease.RequestId), lease.Requester, service._key.PeerId,
                 service._options.Lease.DebitNoteTimeout, note => SignedDebitNote.Create(service.TamperDebitNote?.Invoke(note) ?? note, service._key));
-            Shell = new CoreShell<DebitNoteStep>(this, service._time, DebitShell, service._work);
+            Shell = new CoreShell<DebitNoteStep>(this, service._time, DebitNotePayments.ShellOptions, service._work);
+            Payments = new DebitNotePayments(Core, Shell);
         }
 
         public DebitNoteCore Core { get; }
 
         public CoreShell<DebitNoteStep> Shell { get; }
+
+        /// <summary>Where the recorded payments of the lease's notes reach the core, each note's once.</summary>
+        public DebitNotePayments Payments { get; }
 
         /// <summary>The run waiting at a slice boundary (under the service's lock).</summary>
         public TaskCompletionSource<bool>? Waiter { get; set; }

@@ -63,6 +63,42 @@ public class ProviderPaymentsShellTests
         Assert.That(h.Time.PendingTimers, Is.Zero, "no window runs while nothing is pending");
     }
 
+    [Test, Category("Adversarial")]
+    public void Providing_ReplayedReceiptsFloodWhileTheLoopIsBusy_TheNextNotesPaymentIsNotLost_QueueBounded()
+    {
+        using var h = new PaymentsHarness();
+        h.SliceDue(0);
+        Assert.That(h.Pay(h.Sent[0]).Status, Is.EqualTo(ReceiptAckStatus.Recorded));
+
+        // Note 1 leaves, and the shell's loop is still busy with it (a slow write, a busy thread) while receipts arrive.
+        var busy = new TaskCompletionSource();
+        h.HoldSend = busy;
+        h.SliceDue(1);
+        Assert.That(h.Sent, Has.Count.EqualTo(2));
+        var replays = new List<ReceiptAck>();
+        for (var i = 0; i < 40; i++)
+        {
+            replays.Add(h.Pay(h.Sent[0])); // the first note's receipt, again and again
+        }
+        var genuine = h.Pay(h.Sent[1]);
+        for (var i = 0; i < 40; i++)
+        {
+            replays.Add(h.Pay(h.Sent[0]));
+        }
+        busy.SetResult();
+        h.Time.Advance(2 * Window);
+
+        Assert.That(genuine.Status, Is.EqualTo(ReceiptAckStatus.Recorded));
+        Assert.That(h.Run, Is.EqualTo(new[] { true, true }), "paid: the run went on");
+        Assert.That(h.Cancelled, Is.Null, "not ended at the window as unpaid");
+        Assert.That(h.Core.PaidAmount, Is.EqualTo(Cost(2 * Slice)));
+        Assert.That(h.Ledger.Unpaid(Requester), Is.Zero);
+        Assert.That(h.Ledger.Requester(Requester).Consumed, Is.EqualTo(Cost(2 * Slice)), "earned: the two notes, once each");
+        Assert.That(replays.Select(a => a.Status).Distinct(), Is.EqualTo(new[] { ReceiptAckStatus.AlreadyRecorded }), "each replay answered, none written");
+        Assert.That(h.Payments.Duplicates, Is.EqualTo(80), "every replay dropped before the core's queue");
+        Assert.That(h.MostPending, Is.LessThanOrEqualTo(1), "the queue held the genuine payment alone");
+    }
+
     [Test]
     public void Providing_DebitNotePaymentRefused_RunStoppedAtTheWindow_RequesterOwesOneSlice_PaidOnlyWhatItSigned()
     {
@@ -279,7 +315,8 @@ public class ProviderPaymentsShellTests
             Ledger = LedgerFactory.Open(_dir.Path, ProviderKey, Options, Time);
             var terms = new LeaseTerms { RequestId = _lease.RequestId, FuelLimit = fuelLimit, PricePerMegaFuel = Price, DebitNoteFuel = Slice };
             Core = new DebitNoteCore(terms, _lease.Id, Requester, ProviderKey.PeerId, Window, note => SignedDebitNote.Create(note, ProviderKey));
-            Shell = new CoreShell<DebitNoteStep>(this, Time);
+            Shell = new CoreShell<DebitNoteStep>(this, Time, DebitNotePayments.ShellOptions);
+            Payments = new DebitNotePayments(Core, Shell);
         }
 
         public VirtualClock Time { get; } = new(T0);
@@ -289,6 +326,15 @@ public class ProviderPaymentsShellTests
         public DebitNoteCore Core { get; }
 
         public CoreShell<DebitNoteStep> Shell { get; }
+
+        /// <summary>Where recorded payments reach the core, as ProviderService posts them.</summary>
+        public DebitNotePayments Payments { get; }
+
+        /// <summary>When set, sending the next note (after its slice is written as owed) waits for it: the shell's loop is busy meanwhile.</summary>
+        public TaskCompletionSource? HoldSend { get; set; }
+
+        /// <summary>The most events the shell held waiting after a payment was posted.</summary>
+        public int MostPending { get; private set; }
 
         /// <summary>Notes sent, in order.</summary>
         public List<SignedDebitNote> Sent { get; } = [];
@@ -321,7 +367,8 @@ public class ProviderPaymentsShellTests
             var (ack, written) = ProviderAccounts.Record(receipt, ProviderKey.PeerId, lease, note?.Expectation(), Ledger);
             if (note is not null && written is { } result && ProviderAccounts.IsPaid(result))
             {
-                Shell.Post(now => Core.OnPaid(index, now));
+                Payments.Paid(index);
+                MostPending = Math.Max(MostPending, Shell.Pending);
             }
             return ack;
         }
@@ -351,6 +398,11 @@ public class ProviderPaymentsShellTests
                 case DebitNoteAction.Send:
                     Ledger.RecordOwed(step.OwedLeaseId, Requester, step.OwedAmount);
                     Sent.Add(step.Note!);
+                    if (HoldSend is { } hold)
+                    {
+                        HoldSend = null;
+                        return new ValueTask(hold.Task);
+                    }
                     break;
                 case DebitNoteAction.Resume:
                     Run.Add(true);
