@@ -10,10 +10,10 @@ using Potluck.Protocol.Pnet;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Transport.Memory;
 
-namespace Potluck.Protocol.Tests.Host;
+namespace Potluck.Tests;
 
 /// <summary>
-/// Hosts on one simulated network under a <see cref="VirtualTimeDriver"/>: every node's runtime runs on the driver's
+/// Hosts (Protocol and Scheduler tests) on one simulated network under a <see cref="VirtualTimeDriver"/>: every node's runtime runs on the driver's
 /// clock and event loop, the network's pipes on the loop's scheduler, and keys and protocol randomness come from the
 /// seed. Use inside <c>VirtualTimeDriver.Run(async d => { await using var hosts = new TestHosts(d); … })</c>.
 /// </summary>
@@ -63,13 +63,13 @@ internal sealed class TestHosts : IAsyncDisposable
     }
 
     public async Task<TestNode> StartAsync(Func<HostOptions, HostOptions>? configure = null, SwarmKey? swarmKey = null, bool listen = true,
-        Func<Libp2pHostSettings, Libp2pHostSettings>? configureStack = null)
+        Func<Libp2pHostSettings, Libp2pHostSettings>? configureStack = null, PrivateKey? key = null)
     {
         var settings = new Libp2pHostSettings { SwarmKey = swarmKey };
         settings = settings with { Host = configure?.Invoke(settings.Host) ?? settings.Host };
         settings = configureStack?.Invoke(settings) ?? settings;
         var runtime = NextRuntime();
-        var host = Libp2pHost.Create(PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, runtime, Loggers);
+        var host = Libp2pHost.Create(key ?? PrivateKey.FromRandom(_random), [Network.CreateTransport()], settings, runtime, Loggers);
         var identify = new IdentifyService(host, new IdentifyOptions(), runtime, Loggers);
         var node = new TestNode(host, identify, new PingService(host, new PingOptions(), runtime, Loggers),
             new PerfService(host, new PerfOptions(), runtime, Loggers), runtime);
