@@ -33,7 +33,15 @@ public sealed partial class GossipTopicBus : ITopicBus
     public async ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct) =>
         await _gossip.PublishAsync(topic, data, ct);
 
-    public IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler)
+    /// <summary>
+    /// The validator's object rides on gossipsub's own message object (<see cref="GossipMessage.Validated"/>), which the
+    /// router validates and then delivers: nothing is cached beside it, so what a flood leaves behind is bounded by the
+    /// subscription's buffer (<see cref="GossipsubOptions.SubscriptionBuffer"/>), and a message the validator did not accept
+    /// is never delivered. A message delivered without having met this validator (a node's own, with
+    /// <see cref="GossipsubOptions.DeliverOwnMessages"/>) is validated in the pump before it is handled.
+    /// </summary>
+    public IDisposable Subscribe<TValidated>(string topic, TopicValidator<TValidated> validator, Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
+        where TValidated : class
     {
         var budget = _budgets is not null && _topicBudgets.TryGetValue(topic, out var b) ? b : null;
         _gossip.SetValidator(topic, m =>
@@ -43,7 +51,8 @@ public sealed partial class GossipTopicBus : ITopicBus
             {
                 return ValidationResult.Ignore;
             }
-            var verdict = validator(ToTopicMessage(m));
+            var verdict = validator(ToTopicMessage(m), out var validated);
+            m.Validated = verdict == TopicVerdict.Accept ? validated : null;
             if (remote && verdict == TopicVerdict.Reject)
             {
                 _budgets!.Penalise(m.ReceivedFrom, Misbehaviour.RefusedProof);
@@ -56,31 +65,33 @@ public sealed partial class GossipTopicBus : ITopicBus
             };
         });
         var subscription = _gossip.Subscribe(topic);
-        return new Pump(this, topic, subscription, handler);
+        return new Pump<TValidated>(this, topic, subscription, validator, handler);
     }
 
     private static TopicMessage ToTopicMessage(GossipMessage m) => new(m.Topic, m.Data, m.Author, m.ReceivedFrom);
 
-    private sealed class Pump : IDisposable
+    private sealed class Pump<TValidated> : IDisposable
+        where TValidated : class
     {
         private readonly GossipTopicBus _bus;
         private readonly string _topic;
         private readonly GossipSubscription _subscription;
         private readonly CancellationTokenSource _stop = new();
 
-        public Pump(GossipTopicBus bus, string topic, GossipSubscription subscription, Func<TopicMessage, CancellationToken, ValueTask> handler)
+        public Pump(GossipTopicBus bus, string topic, GossipSubscription subscription, TopicValidator<TValidated> validator,
+            Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
         {
             _bus = bus;
             _topic = topic;
             _subscription = subscription;
             // Started inline, on the caller's context, up to its first wait; it ends when the subscription is disposed.
-            Running = RunAsync(handler);
+            Running = RunAsync(validator, handler);
         }
 
         /// <summary>The pump (it never throws: a handler's failure is logged and the next message delivered).</summary>
         public Task Running { get; }
 
-        private async Task RunAsync(Func<TopicMessage, CancellationToken, ValueTask> handler)
+        private async Task RunAsync(TopicValidator<TValidated> validator, Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
         {
             try
             {
@@ -91,9 +102,19 @@ public sealed partial class GossipTopicBus : ITopicBus
                     {
                         continue;
                     }
+                    var message = ToTopicMessage(m);
+                    if (m.Validated is not TValidated validated)
+                    {
+                        // Not validated on its way in (a node's own message delivered to it): validated here, before it is handled.
+                        if (validator(message, out var late) != TopicVerdict.Accept || late is null)
+                        {
+                            continue;
+                        }
+                        validated = late;
+                    }
                     try
                     {
-                        await handler(ToTopicMessage(m), _stop.Token);
+                        await handler(message, validated, _stop.Token);
                     }
                     catch (OperationCanceledException) when (_stop.IsCancellationRequested)
                     {

@@ -43,6 +43,14 @@ public readonly struct MessageId : IEquatable<MessageId>
 /// <param name="ReceivedFrom">The peer that forwarded it to us (our own id for our own messages).</param>
 public sealed record GossipMessage(string Topic, ReadOnlyMemory<byte> Data, MessageId Id, PeerId? Author, ulong? SequenceNumber, PeerId ReceivedFrom)
 {
+    /// <summary>
+    /// What the topic's validator made of this message (its decoded, checked form), for the subscriber it is delivered to:
+    /// the router validates a message once and delivers this same object, so the application need not decode it twice.
+    /// Set by the validator, never sent; it lives as long as the message does (until read from the subscription's bounded
+    /// buffer). Null when no validator set it (a node's own message delivered to it unvalidated).
+    /// </summary>
+    public object? Validated { get; internal set; }
+
     internal static ulong? ReadSeqno(ReadOnlySpan<byte> seqno) =>
         seqno.Length is > 0 and <= 8 ? ReadPadded(seqno) : null;
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using Google.Protobuf;
 using Potluck.Protocol.Identity;
@@ -33,7 +34,10 @@ internal static class MessageSigning
     {
         message.ClearSignature();
         message.ClearKey();
-        message.Signature = ByteString.CopyFrom(key.Sign(SignedBytes(message)));
+        using (var signed = new SignedBytes(message))
+        {
+            message.Signature = ByteString.CopyFrom(key.Sign(signed.Span));
+        }
         if (key.PeerId.TryExtractPublicKey() is null)
         {
             message.Key = ByteString.CopyFrom(key.PublicKey.ToProtobuf());
@@ -90,18 +94,33 @@ internal static class MessageSigning
             }
         }
         var signature = message.Signature;
-        var copy = message.Clone();
+        var copy = message.Clone(); // shallow: the payload's ByteString is shared, not copied
         copy.ClearSignature();
         copy.ClearKey();
-        return key.Verify(SignedBytes(copy), signature.Span) ? SignatureFailure.None : SignatureFailure.BadSignature;
+        using var signed = new SignedBytes(copy);
+        return key.Verify(signed.Span, signature.Span) ? SignatureFailure.None : SignatureFailure.BadSignature;
     }
 
-    private static byte[] SignedBytes(Pb.Message unsigned)
+    /// <summary>
+    /// The bytes a signature covers, written into a pooled buffer (returned on dispose): a received message is verified
+    /// once per message, and a batch of half-blocks is tens of KiB, so a fresh array each time was a copy of every
+    /// gossiped payload. Nothing outlives the verification or signature that reads it.
+    /// </summary>
+    private readonly struct SignedBytes : IDisposable
     {
-        var size = unsigned.CalculateSize();
-        var bytes = new byte[Prefix.Length + size];
-        Prefix.CopyTo(bytes, 0);
-        unsigned.WriteTo(bytes.AsSpan(Prefix.Length));
-        return bytes;
+        private readonly byte[] _buffer;
+        private readonly int _length;
+
+        public SignedBytes(Pb.Message unsigned)
+        {
+            _length = Prefix.Length + unsigned.CalculateSize();
+            _buffer = ArrayPool<byte>.Shared.Rent(_length);
+            Prefix.CopyTo(_buffer, 0);
+            unsigned.WriteTo(_buffer.AsSpan(Prefix.Length, _length - Prefix.Length));
+        }
+
+        public ReadOnlySpan<byte> Span => _buffer.AsSpan(0, _length);
+
+        public void Dispose() => ArrayPool<byte>.Shared.Return(_buffer);
     }
 }

@@ -23,6 +23,9 @@ public readonly struct PeerId : IEquatable<PeerId>, IComparable<PeerId>
     /// <summary>The multihash bytes.</summary>
     public ReadOnlySpan<byte> Bytes => _bytes ?? [];
 
+    /// <summary>The multihash bytes, read-only, without a copy (for an API that keeps a memory rather than a span).</summary>
+    public ReadOnlyMemory<byte> Memory => _bytes;
+
     public bool IsEmpty => _bytes is null;
 
     public byte[] ToBytes() => (byte[])(_bytes ?? []).Clone();

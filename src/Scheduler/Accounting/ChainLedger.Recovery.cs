@@ -56,14 +56,14 @@ public sealed partial class CreditLedger
             var stored = 0;
             foreach (var r in recovered)
             {
-                if (Scalar(tx, "SELECT 1 FROM chain WHERE author = $a AND seq = $s", ("$a", Owner.ToBytes()), ("$s", (long)r.Block.Seq)) is null)
+                if (Scalar(tx, "SELECT 1 FROM chain WHERE author = $a AND seq = $s", ("$a", Owner), ("$s", (long)r.Block.Seq)) is null)
                 {
                     InsertBlock(r.Block, own: true, keep: true);
                     Execute(tx, "INSERT OR IGNORE INTO chain_recovered (seq, recovered_at) VALUES ($s, $now)", ("$s", (long)r.Block.Seq), ("$now", Now()));
                     stored++;
                 }
                 if (r.Link is { } link
-                    && Scalar(tx, "SELECT 1 FROM chain WHERE author = $a AND seq = $s", ("$a", link.Author.ToBytes()), ("$s", (long)link.Seq)) is null)
+                    && Scalar(tx, "SELECT 1 FROM chain WHERE author = $a AND seq = $s", ("$a", link.Author), ("$s", (long)link.Seq)) is null)
                 {
                     InsertBlock(link, own: false, keep: true);
                 }
@@ -90,7 +90,7 @@ public sealed partial class CreditLedger
                      WHEN 0 THEN (SELECT a.block FROM chain a WHERE a.link_hash = c.hash AND a.author = $me)
                      ELSE (SELECT p.block FROM chain p WHERE p.hash = c.link_hash AND p.author = $me) END
             FROM chain c WHERE c.author = $a AND c.counterparty = $me AND c.seq > $s ORDER BY c.seq LIMIT $n
-            """, ("$a", author.ToBytes()), ("$me", Owner.ToBytes()), ("$s", (long)afterSeq), ("$n", (long)limit)).ExecuteReader();
+            """, ("$a", author), ("$me", Owner), ("$s", (long)afterSeq), ("$n", (long)limit)).ExecuteReader();
         var list = new List<(byte[], byte[])>();
         while (reader.Read())
         {

@@ -67,7 +67,7 @@ public sealed partial class CreditLedger
 
     private (ulong Seq, byte[] Hash) ChainHeadCore()
     {
-        using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner.ToBytes())).ExecuteReader();
+        using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner)).ExecuteReader();
         return reader.Read() ? ((ulong)reader.GetInt64(0), (byte[])reader[1]) : (0, SignedBlock.Genesis);
     }
 
@@ -237,7 +237,7 @@ public sealed partial class CreditLedger
         conflicting = null;
         changed = false;
         using (var reader = Command(null, "SELECT block, hash, keep FROM chain WHERE author = $a AND seq = $s",
-            ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq)).ExecuteReader())
+            ("$a", block.Author), ("$s", (long)block.Seq)).ExecuteReader())
         {
             if (reader.Read())
             {
@@ -247,7 +247,7 @@ public sealed partial class CreditLedger
                 reader.Close();
                 if (same && keep && !kept)
                 {
-                    Execute(null, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq));
+                    Execute(null, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author), ("$s", (long)block.Seq));
                     changed = true;
                 }
                 return same ? ForeignBlockResult.AlreadyHeld : ForeignBlockResult.Conflict;
@@ -266,11 +266,11 @@ public sealed partial class CreditLedger
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>
     public byte[]? ChainBlockAt(PeerId author, ulong seq) =>
-        Read(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author.ToBytes()), ("$s", (long)seq)) as byte[]);
+        Read(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author), ("$s", (long)seq)) as byte[]);
 
     /// <summary>Whether any block of <paramref name="author"/> is held.</summary>
     public bool HoldsBlocksOf(PeerId author) =>
-        Read(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author.ToBytes())) is not null);
+        Read(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author)) is not null);
 
     /// <summary>This node's own half-block for a payment, if any.</summary>
     public byte[]? OwnBlockFor(ReadOnlySpan<byte> receiptId)
@@ -296,7 +296,7 @@ public sealed partial class CreditLedger
     /// <summary>Own blocks with seq above <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>.</summary>
     public IReadOnlyList<byte[]> OwnBlocks(ulong afterSeq, int limit) => Run(() =>
         ReadBlobs(Command(null, "SELECT block FROM chain WHERE author = $a AND seq > $s ORDER BY seq LIMIT $n",
-            ("$a", Owner.ToBytes()), ("$s", (long)afterSeq), ("$n", (long)limit))));
+            ("$a", Owner), ("$s", (long)afterSeq), ("$n", (long)limit))));
 
     /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
     public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() =>
@@ -328,11 +328,11 @@ public sealed partial class CreditLedger
         return Run(() =>
         {
             using var tx = Begin(durable: false);
-            var exists = Scalar(tx, "SELECT 1 FROM forks WHERE author = $a", ("$a", proof.Author.ToBytes())) is not null;
+            var exists = Scalar(tx, "SELECT 1 FROM forks WHERE author = $a", ("$a", proof.Author)) is not null;
             if (!exists)
             {
                 Execute(tx, "INSERT INTO forks (author, seq, proof, found_at) VALUES ($a, $s, $p, $now)",
-                    ("$a", proof.Author.ToBytes()), ("$s", (long)proof.Seq), ("$p", proof.Encoded), ("$now", Now()));
+                    ("$a", proof.Author), ("$s", (long)proof.Seq), ("$p", proof.Encoded), ("$now", Now()));
             }
             Commit(tx, !exists);
             return !exists;
@@ -358,8 +358,8 @@ public sealed partial class CreditLedger
             INSERT INTO chain (author, seq, hash, block, kind, counterparty, link_hash, receipt_id, amount, own, keep, stored_at)
             VALUES ($a, $s, $h, $b, $k, $c, $l, $r, $amount, $own, $keep, $now)
             """,
-            ("$a", block.Author.ToBytes()), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
-            ("$c", block.Counterparty.ToBytes()), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : (object)DBNull.Value), ("$r", b.ReceiptId),
+            ("$a", block.Author), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
+            ("$c", block.Counterparty), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : null), ("$r", b.ReceiptId),
             ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now()));
     }
 

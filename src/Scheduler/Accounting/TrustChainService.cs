@@ -136,9 +136,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
         _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
         _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.Receipts);
-        _blocks = _bus.Subscribe(ChainProtocol.BlocksTopic, ValidateBlocks, OnBlocksAsync);
-        _batches = _bus.Subscribe(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnBatchAsync);
-        _forks = _bus.Subscribe(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
+        _blocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlocksTopic, ValidateBlocks, OnPairsAsync);
+        _batches = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnPairsAsync);
+        _forks = _bus.Subscribe<ForkProof>(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
     }
 
@@ -608,19 +608,29 @@ public sealed partial class TrustChainService : IAsyncDisposable
 
     // ------------------------------------------------------------------ gossip: completed payments
 
-    private TopicVerdict ValidateBlocks(TopicMessage message) =>
-        ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair) && message.Author is { } author
-            ? ValidatePair(pair, author)
-            : TopicVerdict.Reject;
+    /// <summary>A pair on <see cref="ChainProtocol.BlocksTopic"/>, checked as one pair of a batch is (<see cref="ValidatePair"/>).</summary>
+    private TopicVerdict ValidateBlocks(TopicMessage message, out GossipedPairs? validated)
+    {
+        validated = null;
+        if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair) || message.Author is not { } author)
+        {
+            return TopicVerdict.Reject;
+        }
+        var verdict = ValidatePair(pair, author, out var checkedPair);
+        validated = verdict == TopicVerdict.Accept ? new GossipedPairs([checkedPair]) : null;
+        return verdict;
+    }
 
     /// <summary>
     /// A batch is accepted only when every pair in it is (<see cref="ValidatePair"/>), all agreed by the message's author;
     /// one bad pair rejects the whole message. Each pair beyond the first spends a further token of the sender's
     /// <see cref="PeerBudgets.Receipts"/> budget before any signature is checked (the bus took one for the message), so a
-    /// batch costs a sender what its pairs would have cost one by one; over budget, the batch is ignored.
+    /// batch costs a sender what its pairs would have cost one by one; over budget, the batch is ignored. What an accepted
+    /// batch checked to (its blocks, decoded and verified) goes to the handler as it is: the batch is decoded once.
     /// </summary>
-    private TopicVerdict ValidateBatch(TopicMessage message)
+    private TopicVerdict ValidateBatch(TopicMessage message, out GossipedPairs? validated)
     {
+        validated = null;
         if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxBatchBytes(_options.Chain), out BlockBatch? batch) || message.Author is not { } author)
         {
             return TopicVerdict.Reject;
@@ -637,9 +647,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
             }
         }
         var verdict = TopicVerdict.Accept;
-        foreach (var pair in batch.Pairs)
+        var pairs = new (SignedBlock Proposal, SignedBlock Agreement)[batch.Pairs.Count];
+        for (var i = 0; i < pairs.Length; i++)
         {
-            switch (ValidatePair(pair, author))
+            switch (ValidatePair(batch.Pairs[i], author, out pairs[i]))
             {
                 case TopicVerdict.Reject:
                     return TopicVerdict.Reject;
@@ -648,11 +659,14 @@ public sealed partial class TrustChainService : IAsyncDisposable
                     break;
             }
         }
+        validated = verdict == TopicVerdict.Accept ? new GossipedPairs(pairs) : null;
         return verdict;
     }
 
-    private TopicVerdict ValidatePair(BlockPair pair, PeerId author)
+    /// <summary>Both blocks valid (signatures checked, or held or checked here lately), linked, and agreed by the gossip's author.</summary>
+    private TopicVerdict ValidatePair(BlockPair pair, PeerId author, out (SignedBlock Proposal, SignedBlock Agreement) checkedPair)
     {
+        checkedPair = default;
         if (DecodeGossiped(pair.First, out var proposal) != BlockStatus.Valid
             || DecodeGossiped(pair.Second, out var agreement) != BlockStatus.Valid
             || proposal!.LinkedBy(agreement!) != BlockStatus.Valid
@@ -661,8 +675,12 @@ public sealed partial class TrustChainService : IAsyncDisposable
             // Only the payee publishes its payment, and only as a linked pair.
             return TopicVerdict.Reject;
         }
+        checkedPair = (proposal, agreement);
         return IsForker(proposal.Author) || IsForker(agreement.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
     }
+
+    /// <summary>The pairs of one accepted gossip message, as its validator checked them.</summary>
+    private sealed record GossipedPairs(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> Pairs);
 
     private BlockStatus DecodeGossiped(byte[] envelope, out SignedBlock? block) =>
         DecodeGossiped(envelope, _options.Chain, _key.PeerId, hash => _ledger.ChainBlockByHash(hash), out block, _checked);
@@ -695,52 +713,32 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private bool HeldAsIs(SignedBlock block) =>
         _ledger.ChainBlockByHash(block.Hash) is { } held && held.AsSpan().SequenceEqual(block.EnvelopeBytes);
 
-    private ValueTask OnBlocksAsync(TopicMessage message, CancellationToken ct)
+    /// <summary>Keeps an accepted message's pairs (on either block topic), as its validator checked them.</summary>
+    private ValueTask OnPairsAsync(TopicMessage message, GossipedPairs validated, CancellationToken ct)
     {
-        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair))
+        foreach (var (proposal, agreement) in validated.Pairs)
         {
-            KeepGossiped(pair);
+            KeepGossiped(proposal, agreement);
         }
         return ValueTask.CompletedTask;
     }
 
-    private ValueTask OnBatchAsync(TopicMessage message, CancellationToken ct)
+    /// <summary>Keeps a gossiped pair's blocks, checked by the validator already, where a fork could meet one held here.</summary>
+    private void KeepGossiped(SignedBlock proposal, SignedBlock agreement)
     {
-        if (ChainCodec.TryDecode(message.Data, ChainProtocol.MaxBatchBytes(_options.Chain), out BlockBatch? batch))
+        // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
+        foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
         {
-            foreach (var pair in batch.Pairs)
+            // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
+            if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
             {
-                KeepGossiped(pair);
-            }
-        }
-        return ValueTask.CompletedTask;
-    }
-
-    /// <summary>Keeps a gossiped pair's blocks where a fork could meet one held here.</summary>
-    private void KeepGossiped(BlockPair pair)
-    {
-        // Checked by the validator already: the block it verified and remembered, or decoded without checking the
-        // signatures again.
-        if (KeptOrDecoded(pair.First) is { } proposal
-            && KeptOrDecoded(pair.Second) is { } agreement)
-        {
-            // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
-            foreach (var block in new[] { proposal, agreement })
-            {
-                // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
-                if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
+                if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
                 {
-                    if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
-                    {
-                        Fork(block, other!);
-                    }
+                    Fork(block, other!);
                 }
             }
         }
     }
-
-    private SignedBlock? KeptOrDecoded(byte[] envelope) =>
-        _checked.TryGet(envelope, _options.Chain, out var block) ? block : SignedBlock.DecodeChecked(envelope);
 
     // ------------------------------------------------------------------ fork proofs
 
@@ -775,9 +773,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
         return true;
     }
 
-    private TopicVerdict ValidateFork(TopicMessage message)
+    private TopicVerdict ValidateFork(TopicMessage message, out ForkProof? proof)
     {
-        var status = ForkProof.Check(message.Data, _options.Chain, out var proof);
+        var status = ForkProof.Check(message.Data, _options.Chain, out proof);
         if (status != BlockStatus.Valid)
         {
             // A proof that does not check is never forwarded; the gossip layer lowers the sender's score, and its author
@@ -791,11 +789,12 @@ public sealed partial class TrustChainService : IAsyncDisposable
         return IsForker(proof!.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
     }
 
-    private ValueTask OnForkAsync(TopicMessage message, CancellationToken ct)
+    /// <summary>Records a proof its validator checked (its two signatures are not checked again).</summary>
+    private ValueTask OnForkAsync(TopicMessage message, ForkProof proof, CancellationToken ct)
     {
-        if (ForkProof.Check(message.Data, _options.Chain, out var proof) == BlockStatus.Valid && Accept(proof!))
+        if (Accept(proof))
         {
-            LogForkReceived(_log, proof!.Author, proof.Seq, message.ReceivedFrom);
+            LogForkReceived(_log, proof.Author, proof.Seq, message.ReceivedFrom);
         }
         return ValueTask.CompletedTask;
     }

@@ -45,11 +45,11 @@ public sealed partial class CreditLedger
         {
             using var tx = Begin(durable: false);
             var exists = Scalar(tx, "SELECT 1 FROM requester_violations WHERE requester = $r AND lease_id = $lease",
-                ("$r", requester.ToBytes()), ("$lease", lease)) is not null;
+                ("$r", requester), ("$lease", lease)) is not null;
             if (!exists)
             {
                 Execute(tx, "INSERT INTO requester_violations (requester, lease_id, verdict, evidence, recorded_at) VALUES ($r, $lease, $v, $e, $now)",
-                    ("$r", requester.ToBytes()), ("$lease", lease), ("$v", (long)verdict), ("$e", (object?)evidence ?? DBNull.Value), ("$now", Now()));
+                    ("$r", requester), ("$lease", lease), ("$v", (long)verdict), ("$e", evidence), ("$now", Now()));
             }
             Commit(tx, !exists);
             return !exists;

@@ -49,7 +49,7 @@ public sealed partial class CreditLedger
                 if (amount > 0)
                 {
                     Execute(tx, "INSERT INTO vouches (payer, requester, amount, updated_at) VALUES ($p, $r, $a, $now)",
-                        ("$p", payer.ToBytes()), ("$r", r), ("$a", amount), ("$now", Now()));
+                        ("$p", payer), ("$r", r), ("$a", amount), ("$now", Now()));
                 }
             }
             Commit(tx, true);
@@ -61,7 +61,7 @@ public sealed partial class CreditLedger
     public void RemoveVouch(PeerId payer, PeerId requester) => Run(() =>
     {
         EnsureVouches();
-        Execute(null, "DELETE FROM vouches WHERE payer = $p AND requester = $r", ("$p", payer.ToBytes()), ("$r", requester.ToBytes()));
+        Execute(null, "DELETE FROM vouches WHERE payer = $p AND requester = $r", ("$p", payer), ("$r", requester));
         return true;
     });
 

@@ -268,7 +268,7 @@ public sealed partial class CreditLedger : IDisposable
         return Run(() => ExecuteNormal("""
             INSERT INTO owed (requester, lease_id, amount, paid, created_at) VALUES ($r, $lease, $amount, 0, $now)
             ON CONFLICT (requester, lease_id) DO NOTHING
-            """, ("$r", requester.ToBytes()), ("$lease", lease), ("$amount", amount), ("$now", Now())) == 1
+            """, ("$r", requester), ("$lease", lease), ("$amount", amount), ("$now", Now())) == 1
             ? LedgerResult.Owed
             : LedgerResult.AlreadyOwed);
     }
@@ -277,17 +277,17 @@ public sealed partial class CreditLedger : IDisposable
     public void ForgetOwed(ReadOnlySpan<byte> leaseId, PeerId requester)
     {
         var lease = leaseId.ToArray();
-        Run(() => ExecuteNormal("DELETE FROM owed WHERE requester = $r AND lease_id = $lease AND paid = 0", ("$r", requester.ToBytes()), ("$lease", lease)));
+        Run(() => ExecuteNormal("DELETE FROM owed WHERE requester = $r AND lease_id = $lease AND paid = 0", ("$r", requester), ("$lease", lease)));
     }
 
     /// <summary>As a provider: the total <paramref name="requester"/> owes for completed leases it has not paid for.</summary>
     public long Unpaid(PeerId requester) => Read(() => Convert.ToInt64(
-        Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
+        Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester)),
         System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>As a provider: leases of <paramref name="requester"/> completed and not paid for.</summary>
     public int UnpaidLeases(PeerId requester) => Read(() => Convert.ToInt32(
-        Scalar(null, "SELECT count(*) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester.ToBytes())),
+        Scalar(null, "SELECT count(*) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester)),
         System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>
@@ -370,7 +370,7 @@ public sealed partial class CreditLedger : IDisposable
                 SELECT $lease, $provider, $max, 0, NULL, $now, $now
                 WHERE $unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max
                 ON CONFLICT (lease_id) DO NOTHING
-                """, ("$lease", lease), ("$provider", provider.ToBytes()), ("$max", maxAmount), ("$now", Now()),
+                """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()),
                 ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", limit)).ExecuteNonQuery() == 1)
             {
                 CrashHook?.Invoke("reserve");
@@ -498,7 +498,7 @@ public sealed partial class CreditLedger : IDisposable
         {
             var cmd = from is { } requester
                 ? Command(null, "SELECT receipt FROM entries WHERE kind = 1 AND counterparty = $peer ORDER BY seq LIMIT $limit",
-                    ("$peer", requester.ToBytes()), ("$limit", _options.MaxProofReceipts))
+                    ("$peer", requester), ("$limit", _options.MaxProofReceipts))
                 : Command(null, "SELECT receipt FROM entries WHERE kind = 1 ORDER BY seq LIMIT $limit",
                     ("$limit", _options.MaxProofReceipts));
             using var reader = cmd.ExecuteReader();
@@ -615,13 +615,13 @@ public sealed partial class CreditLedger : IDisposable
         {
             Once(Schema);
             Execute(tx, "INSERT INTO meta (key, value) VALUES ('schema', $v), ('owner', $owner)",
-                ("$v", SchemaVersion), ("$owner", Owner.ToBytes()));
+                ("$v", SchemaVersion), ("$owner", Owner));
             if (_options.InitialGrant > 0)
             {
                 Execute(tx, """
                     INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
                     VALUES ($id, 0, $owner, NULL, $amount, NULL, $now)
-                    """, ("$id", GrantId(Owner)), ("$owner", Owner.ToBytes()), ("$amount", _options.InitialGrant), ("$now", Now()));
+                    """, ("$id", GrantId(Owner)), ("$owner", Owner), ("$amount", _options.InitialGrant), ("$now", Now()));
             }
             Once(OwedSchema);
             Once(StandingSchema);
@@ -701,7 +701,7 @@ public sealed partial class CreditLedger : IDisposable
     /// own conditions do the read. The crash hook's "commit" step runs before it: a crash there leaves no trace, as it
     /// did inside the transaction. Returns the rows it changed.
     /// </summary>
-    private int ExecuteNormal(string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
+    private int ExecuteNormal(string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
         if (_durable)
         {
@@ -757,7 +757,7 @@ public sealed partial class CreditLedger : IDisposable
             VALUES ($id, $kind, $peer, $lease, $amount, $receipt, $now)
             ON CONFLICT (receipt_id, kind) DO NOTHING
             """,
-            ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty.ToBytes()), ("$lease", r.LeaseId),
+            ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty), ("$lease", r.LeaseId),
             ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now())).ExecuteNonQuery() == 0)
         {
             return ExistingEntry(tx, receipt, kind);
@@ -776,7 +776,7 @@ public sealed partial class CreditLedger : IDisposable
 
     private void SetState(LedgerTransaction tx, byte[] lease, PaymentState state, byte[]? receiptId) =>
         Execute(tx, "UPDATE reservations SET state = $state, receipt_id = $receipt, updated_at = $now WHERE lease_id = $lease",
-            ("$state", (long)state), ("$receipt", (object?)receiptId ?? DBNull.Value), ("$now", Now()), ("$lease", lease));
+            ("$state", (long)state), ("$receipt", receiptId), ("$now", Now()), ("$lease", lease));
 
     /// <summary>
     /// The sum of the entries. Summed by SQLite once, then kept up to date by this connection's own commits; summed
@@ -820,7 +820,7 @@ public sealed partial class CreditLedger : IDisposable
     private const string ReservationOfLease = SelectReservations + " WHERE r.lease_id = $lease";
     private const string ReservationsInState = SelectReservations + " WHERE r.state = $state ORDER BY r.rowid";
 
-    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
+    private List<PaymentReservation> ReadReservations(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
         var cmd = Command(tx, sql, parameters);
         using var reader = cmd.ExecuteReader();
@@ -1042,7 +1042,7 @@ public sealed partial class CreditLedger : IDisposable
     /// The statement for <paramref name="sql"/> with these parameters bound. Statements are kept per text (all are
     /// constants here) so each is prepared once; callers run them under the lock and never dispose them.
     /// </summary>
-    private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters)
+    private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
         var (connection, commands) = StatementSource();
         if (!commands.TryGetValue(sql, out var statement))
@@ -1055,10 +1055,10 @@ public sealed partial class CreditLedger : IDisposable
         return statement.Bind(parameters);
     }
 
-    private object? Scalar(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
+    private object? Scalar(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteScalar();
 
-    private void Execute(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, object Value)> parameters) =>
+    private void Execute(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters) =>
         Command(tx, sql, parameters).ExecuteNonQuery();
 
     /// <summary>

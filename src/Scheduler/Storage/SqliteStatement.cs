@@ -9,7 +9,7 @@ namespace Potluck.Scheduler.Storage;
 /// prepared statement, driven through SQLitePCL. Microsoft.Data.Sqlite's <see cref="SqliteCommand"/> keeps the compiled
 /// statement too, but makes a statement iterator, its enumerator, a binder per parameter, a reader, a record and a row-id
 /// dictionary on every execution (about a fifth of the lease path's managed allocation); here a run allocates nothing but
-/// the values read (blobs, strings, a boxed scalar). Same results as the command: <see cref="ExecuteNonQuery"/> returns the
+/// the values read (blobs, strings, a boxed scalar); parameters are bound from <see cref="SqlValue"/>s, unboxed. Same results as the command: <see cref="ExecuteNonQuery"/> returns the
 /// rows changed, <see cref="ExecuteScalar"/> the first column of the first row (null without one, <see cref="DBNull"/> for
 /// NULL), values are typed as SQLite stores them (INTEGER → long, REAL → double, TEXT → string, BLOB → byte[]), errors
 /// are <see cref="SqliteException"/>s, and a busy or locked database is retried for 30 s as the command's default timeout
@@ -73,10 +73,10 @@ internal sealed class SqliteStatement : IDisposable
     }
 
     /// <summary>
-    /// Binds every parameter of the statement by name (each must be given, none twice, no other): long, int and bool as
-    /// INTEGER, double as REAL, string as TEXT, byte[] as BLOB, null or <see cref="DBNull"/> as NULL.
+    /// Binds every parameter of the statement by name (each must be given, none twice, no other), each as its
+    /// <see cref="SqlValue"/> says: INTEGER, REAL, TEXT, BLOB (an empty one is a zero-length blob, never NULL) or NULL.
     /// </summary>
-    public SqliteStatement Bind(ReadOnlySpan<(string Name, object Value)> parameters)
+    public SqliteStatement Bind(ReadOnlySpan<(string Name, SqlValue Value)> parameters)
     {
         if (_open)
         {
@@ -94,18 +94,15 @@ internal sealed class SqliteStatement : IDisposable
             {
                 throw new InvalidOperationException($"{Sql}: no parameter {name}");
             }
-            Check(value switch
+            Check(value.Type switch
             {
-                long l => raw.sqlite3_bind_int64(_stmt, index, l),
-                int i => raw.sqlite3_bind_int64(_stmt, index, i),
-                bool b => raw.sqlite3_bind_int64(_stmt, index, b ? 1 : 0),
-                double d => raw.sqlite3_bind_double(_stmt, index, d),
-                string s => raw.sqlite3_bind_text(_stmt, index, s),
+                SqlType.Integer => raw.sqlite3_bind_int64(_stmt, index, value.Integer),
+                SqlType.Real => raw.sqlite3_bind_double(_stmt, index, value.Real),
+                SqlType.Text => raw.sqlite3_bind_text(_stmt, index, value.Text),
                 // An empty blob is bound as a zero-length blob, never as NULL (SQLite reads a null pointer as NULL).
-                byte[] { Length: 0 } => raw.sqlite3_bind_zeroblob(_stmt, index, 0),
-                byte[] bytes => raw.sqlite3_bind_blob(_stmt, index, bytes),
-                null or DBNull => raw.sqlite3_bind_null(_stmt, index),
-                _ => throw new ArgumentException($"{Sql}: {name} has a type SQLite does not store ({value.GetType().Name})", nameof(parameters)),
+                SqlType.Blob when value.Blob.IsEmpty => raw.sqlite3_bind_zeroblob(_stmt, index, 0),
+                SqlType.Blob => raw.sqlite3_bind_blob(_stmt, index, value.Blob),
+                _ => raw.sqlite3_bind_null(_stmt, index),
             });
         }
         return this;

@@ -21,6 +21,12 @@ public enum TopicVerdict
 public sealed record TopicMessage(string Topic, ReadOnlyMemory<byte> Data, PeerId? Author, PeerId ReceivedFrom);
 
 /// <summary>
+/// A topic validator that also hands over what it made of the message (its decoded, checked form), so the handler does
+/// not decode it again: <paramref name="validated"/> is set when the verdict is <see cref="TopicVerdict.Accept"/>.
+/// </summary>
+public delegate TopicVerdict TopicValidator<TValidated>(TopicMessage message, out TValidated? validated) where TValidated : class;
+
+/// <summary>
 /// The publish/subscribe the scheduler needs from the network, and nothing more: gossipsub in a node
 /// (<c>Potluck.Node.Compute.GossipTopicBus</c>), <see cref="InMemoryTopicHub"/> in tests. Messages published by a
 /// node are not delivered back to it. The validator runs before delivery and forwarding and must be quick (no
@@ -32,9 +38,24 @@ public interface ITopicBus
     ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct);
 
     /// <summary>
+    /// Joins <paramref name="topic"/>: every message is first checked by <paramref name="validator"/>, and those it
+    /// accepts are handed to <paramref name="handler"/> with the object the validator gave for that very message (never
+    /// another message's, never one it did not accept; an accepted message without one is dropped), one at a time, in
+    /// arrival order. The object lives only as long as the message waits for its handler, within the bounded queue the
+    /// bus keeps for the topic. Dispose to leave. One subscription per topic per bus.
+    /// </summary>
+    IDisposable Subscribe<TValidated>(string topic, TopicValidator<TValidated> validator, Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
+        where TValidated : class;
+
+    /// <summary>
     /// Joins <paramref name="topic"/>: every message is first checked by <paramref name="validator"/>, and those
     /// accepted are handed to <paramref name="handler"/>, one at a time, in arrival order. Dispose to leave.
     /// One subscription per topic per bus.
     /// </summary>
-    IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler);
+    IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler) =>
+        Subscribe(topic, (TopicMessage m, out TopicMessage? validated) =>
+        {
+            validated = m;
+            return validator(m);
+        }, (m, _, ct) => handler(m, ct));
 }

@@ -6,7 +6,8 @@ namespace Potluck.Scheduler.Topics;
 /// <summary>
 /// Topics shared by the nodes of one test or simulation, in memory: every message published is validated and
 /// delivered to every other member subscribed to its topic (a full mesh; no loss, no forwarding). An instance
-/// is one network; never static. <see cref="Delivered"/> and <see cref="Rejected"/> count for assertions.
+/// is one network; never static. Each subscriber's validator runs once per message and its handler gets what that
+/// validator gave. <see cref="Delivered"/> and <see cref="Rejected"/> count for assertions.
 /// </summary>
 public sealed class InMemoryTopicHub
 {
@@ -49,12 +50,15 @@ public sealed class InMemoryTopicHub
         foreach (var target in targets)
         {
             var message = new TopicMessage(topic, copy, from.Self, from.Self);
-            if (target.Validator(message) != TopicVerdict.Accept)
+            if (target.Validate(message, out var validated) != TopicVerdict.Accept)
             {
                 Interlocked.Increment(ref _rejected);
                 continue;
             }
-            target.Enqueue(message);
+            if (validated is not null)
+            {
+                target.Enqueue(message, validated);
+            }
         }
     }
 
@@ -83,9 +87,15 @@ public sealed class InMemoryTopicHub
             return ValueTask.CompletedTask;
         }
 
-        public IDisposable Subscribe(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler)
+        public IDisposable Subscribe<TValidated>(string topic, TopicValidator<TValidated> validator, Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
+            where TValidated : class
         {
-            var sub = new Subscription(topic, validator, handler, _hub, s =>
+            var sub = new Subscription(topic, (TopicMessage m, out object? validated) =>
+            {
+                var verdict = validator(m, out var v);
+                validated = v;
+                return verdict;
+            }, (m, validated, ct) => handler(m, (TValidated)validated, ct), _hub, s =>
             {
                 lock (_hub._gate)
                 {
@@ -102,8 +112,9 @@ public sealed class InMemoryTopicHub
 
     private sealed class Subscription : IDisposable
     {
-        private readonly Channel<TopicMessage> _queue = Channel.CreateUnbounded<TopicMessage>(new UnboundedChannelOptions { SingleReader = true });
-        private readonly Func<TopicMessage, CancellationToken, ValueTask> _handler;
+        private readonly Channel<(TopicMessage Message, object Validated)> _queue =
+            Channel.CreateUnbounded<(TopicMessage, object)>(new UnboundedChannelOptions { SingleReader = true });
+        private readonly Func<TopicMessage, object, CancellationToken, ValueTask> _handler;
         private readonly InMemoryTopicHub _hub;
         private readonly Action<Subscription> _remove;
         private readonly CancellationTokenSource _stop = new();
@@ -111,11 +122,11 @@ public sealed class InMemoryTopicHub
         private long _pending;
         private TaskCompletionSource _idle = NewIdle(completed: true);
 
-        public Subscription(string topic, Func<TopicMessage, TopicVerdict> validator, Func<TopicMessage, CancellationToken, ValueTask> handler,
+        public Subscription(string topic, TopicValidator<object> validator, Func<TopicMessage, object, CancellationToken, ValueTask> handler,
             InMemoryTopicHub hub, Action<Subscription> remove)
         {
             Topic = topic;
-            Validator = validator;
+            Validate = validator;
             _handler = handler;
             _hub = hub;
             _remove = remove;
@@ -125,9 +136,9 @@ public sealed class InMemoryTopicHub
 
         public string Topic { get; }
 
-        public Func<TopicMessage, TopicVerdict> Validator { get; }
+        public TopicValidator<object> Validate { get; }
 
-        public void Enqueue(TopicMessage message)
+        public void Enqueue(TopicMessage message, object validated)
         {
             lock (_queue)
             {
@@ -136,7 +147,7 @@ public sealed class InMemoryTopicHub
                     _idle = NewIdle(completed: false);
                 }
             }
-            if (!_queue.Writer.TryWrite(message))
+            if (!_queue.Writer.TryWrite((message, validated)))
             {
                 Done();
             }
@@ -156,13 +167,13 @@ public sealed class InMemoryTopicHub
             {
                 while (await _queue.Reader.WaitToReadAsync(_stop.Token))
                 {
-                    if (!_queue.Reader.TryRead(out var message))
+                    if (!_queue.Reader.TryRead(out var next))
                     {
                         continue;
                     }
                     try
                     {
-                        await _handler(message, _stop.Token);
+                        await _handler(next.Message, next.Validated, _stop.Token);
                         Interlocked.Increment(ref _hub._delivered);
                     }
                     catch (OperationCanceledException) when (_stop.IsCancellationRequested)

@@ -163,6 +163,43 @@ public class ChainGossipBatchTests
         Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
     });
 
+    /// <summary>
+    /// A batch is decoded and checked once, by the validator, and the handler keeps what it checked: the provider verifies
+    /// each new block once and takes none of them from its checked-blocks memory afterwards (the handler used to decode the
+    /// batch again and look every block up there). A batch that fails validation is never handled: nothing of it is kept.
+    /// </summary>
+    [Test]
+    public void AcceptedBatch_IsDecodedAndVerifiedOnce_AndTheHandlerKeepsWhatTheValidatorChecked() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 153);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(5));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        const int count = 8;
+        const ulong first = 3000;
+        var pairs = Enumerable.Range(0, count).Select(i => Pair(requester.Key, attackerKey, first + (ulong)i)).ToList();
+        int Kept() => Enumerable.Range(0, count).Count(i => provider.Ledger.ChainBlockAt(requester.PeerId, first + (ulong)i) is not null);
+
+        // Refused by the validator (the last agreement tampered): its good pairs were checked, but nothing is handled.
+        var tampered = pairs[^1].Second.ToArray();
+        tampered[^1] ^= 1;
+        var (verified, remembered) = provider.Node.Chain!.BlockChecks;
+        await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch(pairs.SkipLast(1).Append(new BlockPair { First = pairs[^1].First, Second = tampered })), ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+        Assert.That(Kept(), Is.Zero, "a batch that fails validation is never handled");
+        Assert.That(provider.Node.Chain!.BlockChecks.Verified - verified, Is.EqualTo(2 * count), "every block of the refused batch verified once, up to the bad one");
+
+        // Accepted: the good blocks verified before are remembered by the validator; the handler looks none up again.
+        (verified, remembered) = provider.Node.Chain!.BlockChecks;
+        await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch(pairs), ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+        Assert.That(Kept(), Is.EqualTo(count));
+        var (verifiedAfter, rememberedAfter) = provider.Node.Chain!.BlockChecks;
+        Assert.That(verifiedAfter - verified, Is.EqualTo(1), "only the one block it had not checked yet, the last agreement");
+        Assert.That(rememberedAfter - remembered, Is.EqualTo((2 * count) - 1), "the validator's hits only: the handler decoded and looked up nothing");
+    });
+
     [Test]
     public void FloodOfValidBatches_CostsTheSenderOneReceiptsTokenPerPair_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
     {

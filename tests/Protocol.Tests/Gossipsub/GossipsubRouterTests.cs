@@ -514,6 +514,37 @@ public class GossipsubRouterTests
         Assert.That(MessageSigning.Verify(Signed(author, Topic, Payload, 1), SignaturePolicy.StrictNoSign), Is.EqualTo(SignatureFailure.UnexpectedSignature));
     }
 
+    /// <summary>
+    /// The signed bytes are written into pooled buffers larger than they are: the signature still covers exactly the spec's
+    /// bytes ("libp2p-pubsub:" ‖ the message without signature and key), whatever the size and whatever a larger message
+    /// left in the buffer before, and one flipped payload byte still fails.
+    /// </summary>
+    [Test]
+    public void Sign_AndVerify_CoverExactlyTheSpecBytes_AtEverySize()
+    {
+        var author = PrivateKey.FromRandom(new Random(3));
+        var random = new Random(4);
+        foreach (var size in new[] { 40_000, 0, 1, 16, 1_000, 4_000, 4_096, 16_384, 100_000, 3 })
+        {
+            var data = new byte[size];
+            random.NextBytes(data);
+            var m = Signed(author, Topic, data, (ulong)size + 1);
+            var unsigned = m.Clone();
+            unsigned.ClearSignature();
+            unsigned.ClearKey();
+            var spec = System.Text.Encoding.ASCII.GetBytes("libp2p-pubsub:").Concat(unsigned.ToByteArray()).ToArray();
+            Assert.That(author.PublicKey.Verify(spec, m.Signature.Span), Is.True, $"{size} bytes: signed over exactly the spec's bytes");
+            Assert.That(MessageSigning.Verify(m, SignaturePolicy.StrictSign), Is.EqualTo(SignatureFailure.None), $"{size} bytes");
+            if (size > 0)
+            {
+                var flipped = data.ToArray();
+                flipped[random.Next(size)] ^= 1;
+                m.Data = ByteString.CopyFrom(flipped);
+                Assert.That(MessageSigning.Verify(m, SignaturePolicy.StrictSign), Is.EqualTo(SignatureFailure.BadSignature), $"{size} bytes, one flipped");
+            }
+        }
+    }
+
     [Test]
     public void Receive_BadSignature_NotDeliveredNotMarkedSeenAndScoredDown()
     {

@@ -68,6 +68,55 @@ public class GossipsubServiceTests
         Assert.That(m.Data.ToArray(), Is.EqualTo(new byte[] { 1 }), "the rejected message is never delivered");
     });
 
+    /// <summary>
+    /// What a validator made of a message (<see cref="GossipMessage.Validated"/>) is delivered with that message and no other;
+    /// a message it rejected is never delivered; and a flood of distinct accepted messages to a reader that does not read
+    /// keeps at most the subscription's buffer of them (and so of what their validator made), the rest dropped.
+    /// </summary>
+    [Test]
+    public void ValidatedForm_IsDeliveredWithItsMessage_RejectedNeverDelivered_AndAFloodKeepsAtMostTheBuffer() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        const int buffer = 8;
+        const int flood = 40;
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 11, ct, o => o with { SubscriptionBuffer = buffer });
+        var a = net.Services[0];
+        var b = net.Services[1];
+        using var subA = a.Subscribe(Topic);
+        using var subB = b.Subscribe(Topic);
+        await net.WaitForSubscriptionsAsync(Topic, ct);
+        await net.AdvanceHeartbeatsAsync(1);
+        await a.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+        var made = new Dictionary<byte, object>();
+        a.SetValidator(Topic, m =>
+        {
+            if (m.Data.Span[0] == 0)
+            {
+                m.Validated = new object();
+                return ValidationResult.Reject;
+            }
+            m.Validated = made[m.Data.Span[0]] = new object();
+            return ValidationResult.Accept;
+        });
+
+        await b.PublishAsync(Topic, new byte[] { 0 }, ct);
+        for (var i = 1; i <= flood; i++)
+        {
+            await b.PublishAsync(Topic, new[] { (byte)i }, ct);
+        }
+        await a.WaitUntilAsync(s => s.Counters.Delivered == flood && s.Counters.Rejected == 1, ct);
+
+        var delivered = new List<GossipMessage>();
+        while (subA.Messages.TryRead(out var m))
+        {
+            delivered.Add(m);
+        }
+        Assert.That(delivered, Has.Count.EqualTo(buffer), "a reader that does not read holds at most its buffer");
+        Assert.That(subA.Dropped, Is.EqualTo(flood - buffer));
+        Assert.That(delivered.Select(m => m.Data.Span[0]), Is.EqualTo(Enumerable.Range(1, buffer).Select(i => (byte)i)), "the rejected message never delivered");
+        Assert.That(delivered.All(m => ReferenceEquals(m.Validated, made[m.Data.Span[0]])), Is.True, "each with what its own validation made");
+    });
+
     [Test]
     public void MalformedRpc_FromPeer_ResetsStreamAndLowersScore_ServiceKeepsWorking() => VirtualTimeDriver.Run(async d =>
     {
