@@ -609,7 +609,11 @@ public sealed partial class CreditLedger : IDisposable
         }
 
         using var tx = new LedgerTransaction(this);
-        var tables = Convert.ToInt64(Scalar(tx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"),
+        // A file is new when it has no table at all; the in-memory store also holds the node's other tables (reputation,
+        // peers), so there a ledger is new when its meta table is missing.
+        var tables = Convert.ToInt64(Scalar(tx, _inMemory
+                ? "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
+                : "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"),
             System.Globalization.CultureInfo.InvariantCulture);
         if (tables == 0)
         {

@@ -9,7 +9,8 @@ namespace Potluck.Scheduler.Tests.Storage;
 
 /// <summary>
 /// The in-memory storage stand-in's connections (the mesh's keepers and the ledger's, reputation's and peers' own) run
-/// without SQLite's per-connection lookaside allocator, on 1 KiB pages, and the data is the same through them.
+/// without SQLite's per-connection lookaside allocator, on small pages, and the data is the same through them; a data
+/// directory's databases are one store.
 /// </summary>
 public class SqliteMemoryTests
 {
@@ -76,6 +77,36 @@ public class SqliteMemoryTests
         using var pageSize = keepLedger.CreateCommand();
         pageSize.CommandText = "PRAGMA page_size";
         Assert.That(Convert.ToInt32(pageSize.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(SqliteMemory.PageSize));
+        Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
+    }
+
+    [Test]
+    public void InMemoryStore_OneDatabasePerDirectory_ALedgerIsNewBesideTheOtherTables()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-store-" + Guid.NewGuid().ToString("N"));
+        var owner = PrivateKey.FromRandom(new Random(5)).PeerId;
+        var options = new CreditsOptions { InitialGrant = 1234 };
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        using var keep = SqliteMemory.Keep(Path.Combine(dir, "any.db"));
+        using (ReputationDatabase.Open(dir, inMemory: true))
+        {
+            // The reputation table is there first: the ledger is still new (its meta table is missing), not corrupt.
+            using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory: true);
+            Assert.That(ledger.Created, Is.True);
+            Assert.That(ledger.Balance(), Is.EqualTo(1234));
+        }
+        using (var reopened = CreditLedger.Open(dir, owner, options, time, inMemory: true))
+        {
+            Assert.That(reopened.Created, Is.False, "the same store, kept by one connection");
+            Assert.That(reopened.Balance(), Is.EqualTo(1234));
+        }
+        using var tables = keep.CreateCommand();
+        tables.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('meta', 'entries', 'providers')";
+        Assert.That(Convert.ToInt32(tables.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(3),
+            "the ledger's and reputation's tables in one database");
+        // Another directory is another store: its ledger is made anew.
+        using var other = CreditLedger.Open(dir + "-other", owner, options, time, inMemory: true);
+        Assert.That(other.Created, Is.True);
         Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
     }
 
