@@ -112,10 +112,11 @@ public class SqliteMemoryTests
 
     [TestCase(true)]
     [TestCase(false)]
-    public void Ledger_KeepsNoSchemaOrOpeningStatementPrepared_NewOrReopened(bool inMemory)
+    public void Ledger_KeepsNoSchemaOpeningOrRoundStatementPrepared_NewOrReopened(bool inMemory)
     {
         // A kept statement holds its compiled program while the connection is open (about 3 KiB for a CREATE): the
-        // schema, migrations and opening pragmas run once per open, so none of them stays prepared.
+        // schema, migrations, opening pragmas and checks run once per open, the retry and redelivery rounds' scans once a
+        // round, so none of them stays prepared.
         var dir = Path.Combine(Path.GetTempPath(), "potluck-stmts-" + Guid.NewGuid().ToString("N"));
         var owner = PrivateKey.FromRandom(new Random(4)).PeerId;
         var options = new CreditsOptions { InitialGrant = 1234 };
@@ -127,10 +128,21 @@ public class SqliteMemoryTests
             {
                 using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory);
                 Assert.That(ledger.Balance(), Is.EqualTo(1234));
-                var kept = ledger.PreparedStatements();
-                Assert.That(kept, Is.Not.Empty, "the ledger's own queries are kept prepared (else this test proves nothing)");
+                // The rare paths of a start and of the retry and redelivery rounds: prepared for their run only.
+                Assert.That(ledger.ChainRecoveryPending, Is.False);
+                Assert.That(ledger.Reservations(PaymentState.Settled), Is.Empty);
+                Assert.That(ledger.UnlinkedProposals(64), Is.Empty);
+                Assert.That(ledger.DeliveredReceiptsWithoutBlock(64), Is.Empty);
+                Assert.That(ledger.Forks(), Is.Empty);
+                // A query of the lease path: kept.
+                Assert.That(ledger.Unpaid(owner), Is.Zero);
+                var kept = ledger.PreparedStatements().Concat(ledger.PreparedReads()).ToList();
+                Assert.That(kept, Has.Some.Contains("FROM owed"), "the ledger's own queries are kept prepared (else this test proves nothing)");
                 Assert.That(kept, Has.None.Contains("CREATE").And.None.Contains("DROP").And.None.Contains("journal_mode")
-                    .And.None.Contains("quick_check").And.None.Contains("counterparty_totals (counterparty, earned"), $"open {open + 1}");
+                    .And.None.Contains("quick_check").And.None.Contains("counterparty_totals (counterparty, earned")
+                    .And.None.Contains("sqlite_schema").And.None.Contains("FROM meta").And.None.Contains("INSERT INTO meta")
+                    .And.None.Contains("synchronous").And.None.Contains("FROM forks").And.None.Contains("NOT EXISTS")
+                    .And.None.Contains("r.state = $state"), $"open {open + 1}");
             }
         }
         finally
