@@ -697,29 +697,15 @@ public sealed class SimulatedMesh : IAsyncDisposable
     }
 
     /// <summary>
-    /// With the in-memory storage stand-in, a node's databases outlive its crashes as files would: while it is down, one
-    /// idle connection to each keeps them (opened before its own close, closed once it is up again with its own). A node
-    /// that is up holds them open itself, so it needs no second connection (three fewer per node: about 20 KiB).
+    /// With the in-memory storage stand-in, a node's store (its ledger, reputation and peer tables in one database)
+    /// outlives its crashes as files would: while it is down, one idle connection keeps it (opened before its own close,
+    /// closed once it is up again with its own). A node that is up holds it open itself, so it needs no second connection.
     /// </summary>
     private void KeepWhileDown(SimNode node)
     {
         if (_standIns.InMemoryStorage && !_downKeepers.ContainsKey(node.Index))
         {
-            var files = new[] { CreditLedger.FileName, ReputationDatabase.FileName, Persistence.PeerDatabase.FileName };
-            var keepers = new List<Microsoft.Data.Sqlite.SqliteConnection>(files.Length);
-            try
-            {
-                foreach (var file in files)
-                {
-                    keepers.Add(Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, file)));
-                }
-            }
-            catch
-            {
-                keepers.ForEach(k => k.Dispose());
-                throw;
-            }
-            _downKeepers[node.Index] = [.. keepers];
+            _downKeepers[node.Index] = [Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, CreditLedger.FileName))];
         }
     }
 

@@ -18,17 +18,17 @@ public sealed partial class CreditLedger
     public bool Created { get; private set; }
 
     /// <summary>Whether a chain recovery was begun and has not ended (it resumes after a restart).</summary>
-    public bool ChainRecoveryPending => Run(() => Scalar(null, "SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending");
+    public bool ChainRecoveryPending => Run(() => ScalarRarely("SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending");
 
     /// <summary>Marks a chain recovery begun, durably; false when this node has signed blocks already (nothing to recover then).</summary>
     public bool BeginChainRecovery() => Run(() =>
     {
         using var tx = Begin(durable: true);
         var head = ChainHeadCore().Seq;
-        var begun = head == 0 || Scalar(tx, "SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending";
+        var begun = head == 0 || ScalarRarely("SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending";
         if (begun)
         {
-            Execute(tx, "INSERT INTO meta (key, value) VALUES ('chain_recovery', 'pending') ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+            ExecuteRarely("INSERT INTO meta (key, value) VALUES ('chain_recovery', 'pending') ON CONFLICT (key) DO UPDATE SET value = excluded.value");
         }
         Commit(tx, begun);
         return begun;
@@ -68,7 +68,7 @@ public sealed partial class CreditLedger
                     InsertBlock(link, own: false, keep: true);
                 }
             }
-            Execute(tx, "INSERT INTO meta (key, value) VALUES ('chain_recovery', 'done') ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+            ExecuteRarely("INSERT INTO meta (key, value) VALUES ('chain_recovery', 'done') ON CONFLICT (key) DO UPDATE SET value = excluded.value");
             CrashHook?.Invoke("chain-recovery");
             Commit(tx, true);
             return stored;

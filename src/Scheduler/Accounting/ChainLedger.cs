@@ -300,19 +300,19 @@ public sealed partial class CreditLedger
 
     /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
     public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() =>
-        ReadBlobs(Command(null, """
+        Rarely("""
             SELECT block FROM chain c WHERE own = 1 AND kind = 0
               AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
             ORDER BY seq LIMIT $n
-            """, ("$n", (long)limit))));
+            """, ReadBlobs, ("$n", (long)limit)));
 
     /// <summary>Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first).</summary>
     public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Run(() =>
-        ReadBlobs(Command(null, """
+        Rarely("""
             SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
             ORDER BY r.rowid LIMIT $n
-            """, ("$n", (long)limit))));
+            """, ReadBlobs, ("$n", (long)limit)));
 
     /// <summary>The stored receipt of the entry of <paramref name="kind"/> for a receipt id, if any.</summary>
     public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
@@ -340,16 +340,16 @@ public sealed partial class CreditLedger
     }
 
     /// <summary>The fork proofs held, by author.</summary>
-    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() =>
+    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() => Rarely("SELECT author, proof FROM forks ORDER BY found_at", statement =>
     {
-        using var reader = Command(null, "SELECT author, proof FROM forks ORDER BY found_at").ExecuteReader();
+        using var reader = statement.ExecuteReader();
         var list = new List<(PeerId, byte[])>();
         while (reader.Read())
         {
             list.Add((ReadPeer(reader[0]), (byte[])reader[1]));
         }
         return list;
-    });
+    }));
 
     private void InsertBlock(SignedBlock block, bool own, bool keep)
     {

@@ -86,7 +86,7 @@ public sealed partial class CreditLedger
     /// </summary>
     private void EnsureTotals(LedgerTransaction tx)
     {
-        var existed = Scalar(tx, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'counterparty_totals'") is not null;
+        var existed = ScalarRarely("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'counterparty_totals'") is not null;
         Once(TotalsSchema);
         if (!existed)
         {

@@ -30,7 +30,7 @@ public class SimMemoryStoreTests
             var other = mesh.Nodes.First(n => n != node);
             var before = node.Node!.Compute!.Ledger.Balance();
             await mesh.CrashAsync(node);
-            Assert.That(mesh.MemoryKeepers, Is.EqualTo(3), "ledger, reputation and peers kept while the node is down");
+            Assert.That(mesh.MemoryKeepers, Is.EqualTo(1), "one store (ledger, reputation and peers) kept while the node is down");
             await mesh.SettleAsync(TimeSpan.FromSeconds(2));
             var credits = new CreditsOptions { InitialGrant = options.InitialGrant };
             using (var ledger = CreditLedger.Open(node.DataDir, node.PeerId, credits, mesh.Clock, inMemory: true))

@@ -9,7 +9,8 @@ namespace Potluck.Scheduler.Tests.Storage;
 
 /// <summary>
 /// The in-memory storage stand-in's connections (the mesh's keepers and the ledger's, reputation's and peers' own) run
-/// without SQLite's per-connection lookaside allocator, on 1 KiB pages, and the data is the same through them.
+/// without SQLite's per-connection lookaside allocator, on small pages, and the data is the same through them; a data
+/// directory's databases are one store.
 /// </summary>
 public class SqliteMemoryTests
 {
@@ -79,12 +80,43 @@ public class SqliteMemoryTests
         Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
     }
 
+    [Test]
+    public void InMemoryStore_OneDatabasePerDirectory_ALedgerIsNewBesideTheOtherTables()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "potluck-store-" + Guid.NewGuid().ToString("N"));
+        var owner = PrivateKey.FromRandom(new Random(5)).PeerId;
+        var options = new CreditsOptions { InitialGrant = 1234 };
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        using var keep = SqliteMemory.Keep(Path.Combine(dir, "any.db"));
+        using (ReputationDatabase.Open(dir, inMemory: true))
+        {
+            // The reputation table is there first: the ledger is still new (its meta table is missing), not corrupt.
+            using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory: true);
+            Assert.That(ledger.Created, Is.True);
+            Assert.That(ledger.Balance(), Is.EqualTo(1234));
+        }
+        using (var reopened = CreditLedger.Open(dir, owner, options, time, inMemory: true))
+        {
+            Assert.That(reopened.Created, Is.False, "the same store, kept by one connection");
+            Assert.That(reopened.Balance(), Is.EqualTo(1234));
+        }
+        using var tables = keep.CreateCommand();
+        tables.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('meta', 'entries', 'providers')";
+        Assert.That(Convert.ToInt32(tables.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(3),
+            "the ledger's and reputation's tables in one database");
+        // Another directory is another store: its ledger is made anew.
+        using var other = CreditLedger.Open(dir + "-other", owner, options, time, inMemory: true);
+        Assert.That(other.Created, Is.True);
+        Assert.That(Directory.Exists(dir), Is.False, "nothing reaches the disk");
+    }
+
     [TestCase(true)]
     [TestCase(false)]
-    public void Ledger_KeepsNoSchemaOrOpeningStatementPrepared_NewOrReopened(bool inMemory)
+    public void Ledger_KeepsNoSchemaOpeningOrRoundStatementPrepared_NewOrReopened(bool inMemory)
     {
         // A kept statement holds its compiled program while the connection is open (about 3 KiB for a CREATE): the
-        // schema, migrations and opening pragmas run once per open, so none of them stays prepared.
+        // schema, migrations, opening pragmas and checks run once per open, the retry and redelivery rounds' scans once a
+        // round, so none of them stays prepared.
         var dir = Path.Combine(Path.GetTempPath(), "potluck-stmts-" + Guid.NewGuid().ToString("N"));
         var owner = PrivateKey.FromRandom(new Random(4)).PeerId;
         var options = new CreditsOptions { InitialGrant = 1234 };
@@ -96,10 +128,21 @@ public class SqliteMemoryTests
             {
                 using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory);
                 Assert.That(ledger.Balance(), Is.EqualTo(1234));
-                var kept = ledger.PreparedStatements();
-                Assert.That(kept, Is.Not.Empty, "the ledger's own queries are kept prepared (else this test proves nothing)");
+                // The rare paths of a start and of the retry and redelivery rounds: prepared for their run only.
+                Assert.That(ledger.ChainRecoveryPending, Is.False);
+                Assert.That(ledger.Reservations(PaymentState.Settled), Is.Empty);
+                Assert.That(ledger.UnlinkedProposals(64), Is.Empty);
+                Assert.That(ledger.DeliveredReceiptsWithoutBlock(64), Is.Empty);
+                Assert.That(ledger.Forks(), Is.Empty);
+                // A query of the lease path: kept.
+                Assert.That(ledger.Unpaid(owner), Is.Zero);
+                var kept = ledger.PreparedStatements().Concat(ledger.PreparedReads()).ToList();
+                Assert.That(kept, Has.Some.Contains("FROM owed"), "the ledger's own queries are kept prepared (else this test proves nothing)");
                 Assert.That(kept, Has.None.Contains("CREATE").And.None.Contains("DROP").And.None.Contains("journal_mode")
-                    .And.None.Contains("quick_check").And.None.Contains("counterparty_totals (counterparty, earned"), $"open {open + 1}");
+                    .And.None.Contains("quick_check").And.None.Contains("counterparty_totals (counterparty, earned")
+                    .And.None.Contains("sqlite_schema").And.None.Contains("FROM meta").And.None.Contains("INSERT INTO meta")
+                    .And.None.Contains("synchronous").And.None.Contains("FROM forks").And.None.Contains("NOT EXISTS")
+                    .And.None.Contains("r.state = $state"), $"open {open + 1}");
             }
         }
         finally
