@@ -2,7 +2,9 @@
 # Where a simulated mesh's memory goes: runs one `potluck sim` (flags passed through) and, when its warm-up ends, takes
 # /proc/PID/smaps_rollup, the GC's figures (from the progress line) and a dotnet-gcdump (types by size), then lets the
 # run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
-# Same GC settings as sim-mesh.sh (DOTNET_GCConserveMemory=7; potluck sim turns the background GC off).
+# GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
+# budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
+# earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$1"; shift
