@@ -5,11 +5,10 @@ namespace Potluck.Scheduler.Credits;
 /// <summary>
 /// Reads beside the writer. A file-backed ledger keeps a second, read-only connection to its file with its own lock and
 /// its own prepared statements: the lookups of the lease and chain paths (<see cref="Unpaid"/>, a reservation, a chain
-/// block by hash or position, ...) run there, so they no longer queue behind a write, nor behind a group commit's fsync,
-/// which runs while the writer's lock is held. WAL lets readers run beside the writer, and each read sees exactly the
-/// transactions committed when it starts: never an open one, and a FULL commit only once its fsync has returned (SQLite
-/// publishes a commit to readers after flushing its WAL frames) — the same data the writer's connection shows outside
-/// a transaction. A read made while the calling thread holds the writer's lock (inside a write) runs on the writer's
+/// block by hash or position, ...) run there, so they no longer queue behind a write. WAL lets readers run beside the
+/// writer, and each read sees exactly the transactions committed when it starts: never an open one — the same data the
+/// writer's connection shows outside a transaction. A group commit is visible once its COMMIT has run, before its flush
+/// (CreditLedger.Flush.cs), so a read returns only once every group commit it could have seen is flushed. A read made while the calling thread holds the writer's lock (inside a write) runs on the writer's
 /// connection, so it still sees that write's own changes. The in-memory stand-in has one connection only, and reads
 /// there stay on it as before.
 /// </summary>
@@ -56,14 +55,16 @@ public sealed partial class CreditLedger
         {
             return Run(read);
         }
+        T result;
         lock (_readGate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            ThrowIfFlushFailed();
             var outer = t_reading;
             t_reading = this;
             try
             {
-                return read();
+                result = read();
             }
             catch (SqliteException e)
             {
@@ -74,6 +75,9 @@ public sealed partial class CreditLedger
                 t_reading = outer;
             }
         }
+        // What it read may include a group commit not yet flushed: answered only once that is on disk.
+        AwaitFlushed(GroupCommitsSeen);
+        return result;
     }
 
     /// <summary>The connection and statement cache a statement runs on: the reader's inside <see cref="Read{T}"/>.</summary>

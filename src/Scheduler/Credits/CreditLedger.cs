@@ -14,7 +14,9 @@ namespace Potluck.Scheduler.Credits;
 /// survives a crash of the process (in WAL mode the commit has reached the operating system before it returns).
 /// Against power loss, the two transactions whose loss could lose or double-count a receipt —
 /// <see cref="Settle"/> (before the receipt leaves this node) and <see cref="Record"/> (before it is acknowledged)
-/// — commit with <c>synchronous=FULL</c>: the WAL is flushed to the disk before they return. The others
+/// — are group commits: the WAL is flushed to the disk before they return, by an fsync after the commit and outside the
+/// writer's lock, and nothing any call reads is returned before the commits it could have seen are flushed
+/// (CreditLedger.Flush.cs). The others
 /// (<see cref="ReservePayment"/>, <see cref="Release"/>, <see cref="MarkDelivered"/>) commit with
 /// <c>synchronous=NORMAL</c>, saving a flush each: power loss may undo the last of them, never a later FULL commit
 /// (the WAL is replayed as a prefix, so a durable commit makes every earlier one durable too), and undoing them is
@@ -32,7 +34,8 @@ namespace Potluck.Scheduler.Credits;
 /// a Reserved one had no receipt leave this node, so it is either settled afresh (the receipt id is derived
 /// from the lease, so a re-signed receipt can never be counted twice) or <see cref="Release"/>d.</item>
 /// </list>
-/// Thread-safe: one connection, one lock. Opening with a different identity than the ledger's owner fails.
+/// Thread-safe: one writer's connection and lock, a reader's connection and lock beside it (CreditLedger.Reads.cs), and the
+/// flush's lock. Opening with a different identity than the ledger's owner fails.
 /// </summary>
 public sealed partial class CreditLedger : IDisposable
 {
@@ -201,6 +204,7 @@ public sealed partial class CreditLedger : IDisposable
                 try
                 {
                     ledger.OpenReader();
+                    ledger.OpenWal();
                 }
                 catch
                 {
@@ -577,6 +581,7 @@ public sealed partial class CreditLedger : IDisposable
                 }
                 _commands.Clear();
                 DisposeReader();
+                CloseWal();
                 _connection.Dispose();
             }
         }
@@ -682,8 +687,11 @@ public sealed partial class CreditLedger : IDisposable
         }
     }
 
-    /// <summary>True while the connection commits with <c>synchronous=FULL</c> (tests check the durable operations).</summary>
-    internal bool CommitsDurably => _durable;
+    /// <summary>
+    /// True while the transaction being committed is durable before its callers return: a group commit (flushed after
+    /// it, outside the lock), or one committing with <c>synchronous=FULL</c> (tests check the durable operations).
+    /// </summary>
+    internal bool CommitsDurably => _durable || _inGroupCommit;
 
     /// <summary>
     /// Begins a write transaction committing with <c>synchronous=FULL</c> (<paramref name="durable"/>) or
@@ -853,12 +861,19 @@ public sealed partial class CreditLedger : IDisposable
     private LedgerEntryKind ReadKind(long kind) =>
         kind is >= 0 and <= 2 ? (LedgerEntryKind)kind : throw Corrupt($"unknown entry kind {kind}");
 
-    private void Commit(LedgerTransaction tx, bool changed)
+    private void Commit(LedgerTransaction tx, bool changed, bool group = false)
     {
         if (changed)
         {
             CrashHook?.Invoke("commit");
-            tx.Commit();
+            if (group)
+            {
+                CommitGroup(tx);
+            }
+            else
+            {
+                tx.Commit();
+            }
             if (_balance is { } balance)
             {
                 _balance = balance + _pendingDelta;
@@ -875,9 +890,10 @@ public sealed partial class CreditLedger : IDisposable
     /// Runs a durable operation (<see cref="Settle"/>, <see cref="Record"/>) with group commit: callers arriving while
     /// another commit is being flushed queue up, and whoever takes the lock next runs everything queued in one
     /// transaction, each operation inside its own savepoint (one that does not record, or fails, is rolled back alone
-    /// and leaves the others be), then commits and flushes once for all. Each caller returns only after the commit
-    /// holding its operation is durable, with its own result or exception, exactly as if it had run alone; a failed
-    /// commit fails every operation in it, none of which then left a trace.
+    /// and leaves the others be), then commits, releases the lock and flushes once for all (CreditLedger.Flush.cs). Each
+    /// caller returns only after the commit holding its operation is durable, with its own result or exception, exactly
+    /// as if it had run alone; a failed commit fails every operation in it, none of which then left a trace, and a failed
+    /// flush fails every caller it covered.
     /// </summary>
     private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation)
     {
@@ -935,7 +951,10 @@ public sealed partial class CreditLedger : IDisposable
     {
         try
         {
-            using var tx = Begin(durable: true);
+            // synchronous=FULL only until SQLite has synced the WAL once (see CreditLedger.Flush.cs); after that the commit
+            // is flushed outside the lock, before any caller returns.
+            using var tx = Begin(durable: !_walSynced);
+            _inGroupCommit = true;
             var changed = false;
             // Each operation runs inside its own savepoint so that one that does not record is undone alone; a batch of
             // one needs none, since then the whole transaction is rolled back instead.
@@ -971,7 +990,7 @@ public sealed partial class CreditLedger : IDisposable
                     tx.Release();
                 }
             }
-            Commit(tx, changed);
+            Commit(tx, changed, group: true);
         }
         catch (Exception e)
         {
@@ -985,6 +1004,7 @@ public sealed partial class CreditLedger : IDisposable
         }
         finally
         {
+            _inGroupCommit = false;
             foreach (var write in batch)
             {
                 write.Done = true;
@@ -992,14 +1012,32 @@ public sealed partial class CreditLedger : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="action"/> under the writer's lock on the writer's connection, then (outside the lock, unless
+    /// this is a call inside another) waits until every group commit it could have seen is flushed, so what it returns
+    /// never rests on a commit a crash could still undo (see CreditLedger.Flush.cs).
+    /// </summary>
     private T Run<T>(Func<T> action)
+    {
+        var result = RunLocked(action, out var seen);
+        if (!_gate.IsHeldByCurrentThread)
+        {
+            AwaitFlushed(seen);
+        }
+        return result;
+    }
+
+    private T RunLocked<T>(Func<T> action, out long seen)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            ThrowIfFlushFailed();
             try
             {
-                return action();
+                var result = action();
+                seen = GroupCommitsSeen;
+                return result;
             }
             catch (SqliteException e)
             {

@@ -54,7 +54,7 @@ public class CreditLedgerTests
     }
 
     [Test]
-    public void Commits_SettleAndRecordFlushWithSynchronousFull_TheOthersWithNormal()
+    public void Commits_SettleAndRecordAreDurableBeforeTheyReturn_TheOthersCommitWithNormal()
     {
         using var requester = OpenRequester();
         using var provider = OpenProvider();
@@ -73,6 +73,10 @@ public class CreditLedgerTests
         Assert.That(requester.ReservePayment(Lease(2), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
         Assert.That(requester.Release(Lease(2)), Is.EqualTo(LedgerResult.Released));
         Assert.That(requester.Record(MakeReceipt(Lease(3), Requester, Provider), LedgerEntryKind.Spent), Is.EqualTo(LedgerResult.Recorded));
+        // The first group commit after opening commits with FULL (SQLite syncs the new WAL and its directory); later ones
+        // commit with NORMAL and are flushed by the ledger before they return (LedgerFlushTests).
+        Assert.That(requester.Pragma("synchronous"), Is.EqualTo(1L), "1 is NORMAL");
+        Assert.That((requester.GroupCommits, requester.FlushedGroupCommits), Is.EqualTo((2L, 2L)));
 
         Assert.That(seen, Is.EqualTo(new[]
         {
