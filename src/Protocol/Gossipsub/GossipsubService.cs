@@ -130,6 +130,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     internal RouterCounters Counters => _router.Counters;
 
+    /// <summary>Peers whose outbound queue holds a buffer now (for tests: none once everything queued was written).</summary>
+    internal int PeersHoldingOutboundBuffers
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Values.Count(s => s.Queue.HoldsBuffer);
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ API
 
     /// <summary>Joins the topic (if not yet) and returns a new subscription to its messages.</summary>
@@ -282,7 +294,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             {
                 continue;
             }
-            if (!session.Queue.Writer.TryWrite(RpcCodec.Encode(rpc)))
+            if (!session.Queue.TryWrite(RpcCodec.Encode(rpc)))
             {
                 _router.SendQueueFull(peer);
                 LogQueueFull(peer);
@@ -356,7 +368,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     {
         if (!_sessions.TryGetValue(peer, out var session))
         {
-            _sessions[peer] = session = new PeerSession(peer, _options.MaxOutboundQueue);
+            _sessions[peer] = session = new PeerSession(peer, new OutboundQueue(_options.MaxOutboundQueue, _runtime.PipeScheduler));
         }
         return session;
     }
@@ -527,10 +539,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, connection);
         try
         {
-            var reader = session.Queue.Reader;
-            while (await reader.WaitToReadAsync(session.Token))
+            // No token on the wait: closing the session completes the queue, which ends it.
+            var queue = session.Queue;
+            while (await queue.WaitToReadAsync())
             {
-                while (reader.TryRead(out var rpc))
+                while (queue.TryRead(out var rpc))
                 {
                     LengthPrefixed.Write(stream.Output, rpc);
                 }
@@ -695,17 +708,14 @@ public sealed partial class GossipsubService : IAsyncDisposable
         await _work.DisposeAsync();
     }
 
-    private sealed class PeerSession(PeerId peer, int queue)
+    private sealed class PeerSession(PeerId peer, OutboundQueue queue)
     {
         private readonly CancellationTokenSource _cts = new();
 
         public PeerId Peer { get; } = peer;
 
-        public Channel<byte[]> Queue { get; } = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(queue)
-        {
-            SingleReader = true,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
+        /// <summary>RPCs to send, bounded; holds no buffer while empty.</summary>
+        public OutboundQueue Queue { get; } = queue;
 
         public CancellationToken Token => _cts.Token;
 
@@ -721,7 +731,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
         public void Close()
         {
-            Queue.Writer.TryComplete();
+            Queue.Complete();
             try
             {
                 _cts.Cancel();
