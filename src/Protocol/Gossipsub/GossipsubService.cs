@@ -130,6 +130,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     internal RouterCounters Counters => _router.Counters;
 
+    /// <summary>Peers whose inbound stream is being read now.</summary>
+    internal int InboundStreams
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Values.Count(s => s.HasInbound);
+            }
+        }
+    }
+
     /// <summary>Peers whose outbound queue holds a buffer now (for tests: none once everything queued was written).</summary>
     internal int PeersHoldingOutboundBuffers
     {
@@ -611,7 +623,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
         }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, session.Token);
+        // The reads take no token (one would keep a registration on the router's stop token and on the session's for the
+        // stream's life): the stream's own end ends them. Closing the session resets its inbound stream, a newer inbound
+        // stream resets this one, and the host closes every connection when it stops.
         try
         {
             while (true)
@@ -619,7 +633,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 FramedRead read;
                 try
                 {
-                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, linked.Token);
+                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, CancellationToken.None);
                 }
                 catch (ProtocolViolationException)
                 {
