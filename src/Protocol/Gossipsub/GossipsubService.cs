@@ -525,7 +525,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
+            // Without the session: it closes only once the peer has no open connection (which ends the opening) or when
+            // the service stops (stopping).
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
             opening = await connection.TryOpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
@@ -559,16 +561,16 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 {
                     LengthPrefixed.Write(stream.Output, rpc);
                 }
-                var flush = await stream.Output.FlushAsync(session.Token);
+                var flush = await stream.Output.FlushAsync(stopping);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
                     break;
                 }
             }
         }
-        catch (Exception e) when (Failures.Classify(e, session.Token) is { Kind: not FailureKind.Internal } failure)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            if (failure.Kind != FailureKind.Cancelled && !session.Token.IsCancellationRequested)
+            if (failure.Kind != FailureKind.Cancelled && !session.Closed)
             {
                 LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             }
@@ -580,7 +582,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         // The stream died under a live session: forget the peer and, as go does, try again a heartbeat later
         // while the connection lives (at most once per heartbeat per peer).
-        if (!session.Token.IsCancellationRequested)
+        if (!session.Closed)
         {
             RemoveSession(session.Peer, session);
             _work.Run("outbound retry", ct => RetryLaterAsync(connection, ct));
@@ -722,16 +724,22 @@ public sealed partial class GossipsubService : IAsyncDisposable
         await _work.DisposeAsync();
     }
 
+    /// <summary>
+    /// One peer's streams and queue. No cancellation source: closing completes the queue (ending the outbound loop's
+    /// wait) and resets the inbound stream (ending its read); a source here kept a registration table and a free callback
+    /// node for the session's life once anything had linked to it.
+    /// </summary>
     private sealed class PeerSession(PeerId peer, OutboundQueue queue)
     {
-        private readonly CancellationTokenSource _cts = new();
+        private volatile bool _closed;
 
         public PeerId Peer { get; } = peer;
 
         /// <summary>RPCs to send, bounded; holds no buffer while empty.</summary>
         public OutboundQueue Queue { get; } = queue;
 
-        public CancellationToken Token => _cts.Token;
+        /// <summary>Closed: removed from the service (its loops end without logging a failure).</summary>
+        public bool Closed => _closed;
 
         public bool Added { get; set; }
 
@@ -745,14 +753,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
         public void Close()
         {
+            _closed = true;
             Queue.Complete();
-            try
-            {
-                _cts.Cancel();
-            }
-            catch (ObjectDisposedException)
-            {
-            }
             Inbound?.Reset();
         }
     }
