@@ -17,35 +17,42 @@ public static class LengthPrefixed
     /// arrive (into a buffer of the checked length), so a flow-controlled stream keeps crediting its window
     /// even for a message larger than the window.
     /// </summary>
-    public static ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct) =>
-        ReadCoreAsync(reader, null, maxLength, protocol, ct);
+    public static ValueTask<byte[]?> ReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
+    {
+        var read = ReadCoreAsync(reader, null, maxLength, protocol, ct);
+        return read.IsCompletedSuccessfully ? new ValueTask<byte[]?>(read.Result.Message) : MessageOfAsync(read);
+
+        static async ValueTask<byte[]?> MessageOfAsync(ValueTask<FramedRead> read) => (await read).Message;
+    }
 
     /// <summary>
     /// <see cref="ReadAsync"/> with the failure that ended the stream (a reset, a closed connection) as a value, where the
     /// reader can give it as one (<see cref="IFailureAsValueReader"/>, a yamux stream's input; other readers throw it as
     /// <see cref="ReadAsync"/> does). Malformed framing and cancellation still throw.
     /// </summary>
-    public static async ValueTask<FramedRead> TryReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct)
-    {
-        var failing = reader as IFailureAsValueReader;
-        var message = await ReadCoreAsync(reader, failing, maxLength, protocol, ct);
-        // A reader's input completes once: after a clean end there is never a failure, after a failure never a message.
-        return message is null && failing?.Failure is { } failure ? new FramedRead(null, failure) : new FramedRead(message, null);
-    }
+    /// <remarks>
+    /// One async method per read (the core's own): a long-lived stream's handler parks here between its messages, and a
+    /// second method awaiting the first kept a second state machine, its continuation and delegate parked with it.
+    /// </remarks>
+    public static ValueTask<FramedRead> TryReadAsync(PipeReader reader, int maxLength, string protocol, CancellationToken ct) =>
+        ReadCoreAsync(reader, reader as IFailureAsValueReader, maxLength, protocol, ct);
 
-    /// <summary>One message; null at a clean end, or (with <paramref name="failing"/>) when the stream failed.</summary>
-    private static async ValueTask<byte[]?> ReadCoreAsync(PipeReader reader, IFailureAsValueReader? failing, int maxLength, string protocol, CancellationToken ct)
+    /// <summary>
+    /// One message; neither at a clean end, or (with <paramref name="failing"/>) the failure when the stream failed. A
+    /// reader's input completes once: after a clean end there is never a failure, after a failure never a message.
+    /// </summary>
+    private static async ValueTask<FramedRead> ReadCoreAsync(PipeReader reader, IFailureAsValueReader? failing, int maxLength, string protocol, CancellationToken ct)
     {
         byte[]? message = null;
         var filled = 0;
         while (true)
         {
             var result = failing is null ? await reader.ReadAsync(ct) : await failing.ReadOrFailureAsync(ct);
-            if (result.IsCompleted && failing?.Failure is not null)
+            if (result.IsCompleted && failing?.Failure is { } gone)
             {
                 // Gone: what was buffered is dropped, as the throwing read drops it.
                 reader.AdvanceTo(result.Buffer.End);
-                return null;
+                return new FramedRead(null, gone);
             }
             var buffer = result.Buffer;
             if (message is null)
@@ -68,7 +75,7 @@ public static class LengthPrefixed
                     {
                         var empty = buffer.IsEmpty;
                         reader.AdvanceTo(buffer.End);
-                        return empty ? null : throw new ProtocolViolationException(protocol, "stream ended inside a message length", ViolationCode.Malformed);
+                        return empty ? Ended(failing) : throw new ProtocolViolationException(protocol, "stream ended inside a message length", ViolationCode.Malformed);
                     }
                     ThrowIfCanceled(reader, result);
                     reader.AdvanceTo(buffer.Start, buffer.End);
@@ -84,7 +91,7 @@ public static class LengthPrefixed
             if (filled == message.Length)
             {
                 reader.AdvanceTo(consumed);
-                return message;
+                return new FramedRead(message, null);
             }
             if (result.IsCompleted)
             {
@@ -95,6 +102,10 @@ public static class LengthPrefixed
             reader.AdvanceTo(consumed);
         }
     }
+
+    /// <summary>No message: the clean end, unless the reader failed (as before, a failure is looked at once the input completed).</summary>
+    private static FramedRead Ended(IFailureAsValueReader? failing) =>
+        failing?.Failure is { } failure ? new FramedRead(null, failure) : new FramedRead(null, null);
 
     private static void ThrowIfCanceled(PipeReader reader, ReadResult result)
     {

@@ -130,6 +130,30 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
     internal RouterCounters Counters => _router.Counters;
 
+    /// <summary>Peers whose inbound stream is being read now.</summary>
+    internal int InboundStreams
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Values.Count(s => s.HasInbound);
+            }
+        }
+    }
+
+    /// <summary>Peers whose outbound queue holds a buffer now (for tests: none once everything queued was written).</summary>
+    internal int PeersHoldingOutboundBuffers
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Values.Count(s => s.Queue.HoldsBuffer);
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ API
 
     /// <summary>Joins the topic (if not yet) and returns a new subscription to its messages.</summary>
@@ -282,7 +306,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             {
                 continue;
             }
-            if (!session.Queue.Writer.TryWrite(RpcCodec.Encode(rpc)))
+            if (!session.Queue.TryWrite(RpcCodec.Encode(rpc)))
             {
                 _router.SendQueueFull(peer);
                 LogQueueFull(peer);
@@ -356,7 +380,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     {
         if (!_sessions.TryGetValue(peer, out var session))
         {
-            _sessions[peer] = session = new PeerSession(peer, _options.MaxOutboundQueue);
+            _sessions[peer] = session = new PeerSession(peer, new OutboundQueue(_options.MaxOutboundQueue, _runtime.PipeScheduler));
         }
         return session;
     }
@@ -501,7 +525,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, session.Token, stopping);
+            // Without the session: it closes only once the peer has no open connection (which ends the opening) or when
+            // the service stops (stopping).
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
             opening = await connection.TryOpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
@@ -527,23 +553,24 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, connection);
         try
         {
-            var reader = session.Queue.Reader;
-            while (await reader.WaitToReadAsync(session.Token))
+            // No token on the wait: closing the session completes the queue, which ends it.
+            var queue = session.Queue;
+            while (await queue.WaitToReadAsync())
             {
-                while (reader.TryRead(out var rpc))
+                while (queue.TryRead(out var rpc))
                 {
                     LengthPrefixed.Write(stream.Output, rpc);
                 }
-                var flush = await stream.Output.FlushAsync(session.Token);
+                var flush = await stream.Output.FlushAsync(stopping);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
                     break;
                 }
             }
         }
-        catch (Exception e) when (Failures.Classify(e, session.Token) is { Kind: not FailureKind.Internal } failure)
+        catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
         {
-            if (failure.Kind != FailureKind.Cancelled && !session.Token.IsCancellationRequested)
+            if (failure.Kind != FailureKind.Cancelled && !session.Closed)
             {
                 LogOutboundFailed(session.Peer, failure.Kind, failure.Reason);
             }
@@ -555,7 +582,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         // The stream died under a live session: forget the peer and, as go does, try again a heartbeat later
         // while the connection lives (at most once per heartbeat per peer).
-        if (!session.Token.IsCancellationRequested)
+        if (!session.Closed)
         {
             RemoveSession(session.Peer, session);
             _work.Run("outbound retry", ct => RetryLaterAsync(connection, ct));
@@ -598,7 +625,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
         }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, session.Token);
+        // The reads take no token (one would keep a registration on the router's stop token and on the session's for the
+        // stream's life): the stream's own end ends them. Closing the session resets its inbound stream, a newer inbound
+        // stream resets this one, and the host closes every connection when it stops.
         try
         {
             while (true)
@@ -606,7 +635,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 FramedRead read;
                 try
                 {
-                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, linked.Token);
+                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, CancellationToken.None);
                 }
                 catch (ProtocolViolationException)
                 {
@@ -695,19 +724,22 @@ public sealed partial class GossipsubService : IAsyncDisposable
         await _work.DisposeAsync();
     }
 
-    private sealed class PeerSession(PeerId peer, int queue)
+    /// <summary>
+    /// One peer's streams and queue. No cancellation source: closing completes the queue (ending the outbound loop's
+    /// wait) and resets the inbound stream (ending its read); a source here kept a registration table and a free callback
+    /// node for the session's life once anything had linked to it.
+    /// </summary>
+    private sealed class PeerSession(PeerId peer, OutboundQueue queue)
     {
-        private readonly CancellationTokenSource _cts = new();
+        private volatile bool _closed;
 
         public PeerId Peer { get; } = peer;
 
-        public Channel<byte[]> Queue { get; } = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(queue)
-        {
-            SingleReader = true,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
+        /// <summary>RPCs to send, bounded; holds no buffer while empty.</summary>
+        public OutboundQueue Queue { get; } = queue;
 
-        public CancellationToken Token => _cts.Token;
+        /// <summary>Closed: removed from the service (its loops end without logging a failure).</summary>
+        public bool Closed => _closed;
 
         public bool Added { get; set; }
 
@@ -721,14 +753,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
 
         public void Close()
         {
-            Queue.Writer.TryComplete();
-            try
-            {
-                _cts.Cancel();
-            }
-            catch (ObjectDisposedException)
-            {
-            }
+            _closed = true;
+            Queue.Complete();
             Inbound?.Reset();
         }
     }

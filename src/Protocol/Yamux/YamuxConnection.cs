@@ -82,12 +82,14 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         IsInitiator = initiator;
         _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
         _backlogLimit = Math.Max(1, options.AcceptBacklog);
-        _session = new YamuxSession(options, initiator, (id, outbound) => new YamuxStream(this, id, outbound, options, runtime.PipeScheduler), budget);
+        _session = new YamuxSession(options, initiator, NewStream, budget); // a method, so no closure object per connection
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
         // The session loop is the read loop, then the close-out once the last writer has ended.
         _run = runtime.StartLoop(ReadLoopAsync);
         _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
     }
+
+    private YamuxStream NewStream(uint id, bool outbound) => new(this, id, outbound, _options, _runtime.PipeScheduler);
 
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }

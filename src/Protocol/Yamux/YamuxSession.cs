@@ -33,6 +33,7 @@ internal class YamuxStreamState(uint id, bool outbound)
     internal bool AbortOutputPending;
     internal uint PendingDelta;
     internal bool InDirtyQueue;
+    internal int TableSlot;   // the entry a dictionary of the open streams would keep it in (YamuxStreamTable)
     internal bool AwaitingAck;
 
     // Lifecycle.
@@ -112,7 +113,7 @@ internal sealed class YamuxSession
     private readonly YamuxOptions _options;
     private readonly bool _initiator;
     private readonly Func<uint, bool, YamuxStreamState> _createStream;
-    private readonly Dictionary<uint, YamuxStreamState> _streams = new();
+    private YamuxStreamTable _streams;   // a mutable struct: never readonly, never copied
     private readonly Queue<YamuxStreamState> _dirty = new();
     private readonly Queue<YamuxHeader> _control = new();
     private uint _nextOutboundId;
