@@ -156,6 +156,22 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             .ThenBy(x => x.Connection.Id)
             .ToList();
 
+    /// <summary>
+    /// Young connections whose exchange is over (<see cref="HostOptions.TrimFinishedYoung"/>): identified, untagged, having
+    /// carried a stream of a protocol that is not background and now carrying no stream but background ones (a stream
+    /// still negotiating counts as a use); the one quiet longest first.
+    /// </summary>
+    private IEnumerable<(Connection Connection, int Value)> FinishedYoung(DateTimeOffset now) =>
+        Unprotected(x => now - x.Opened < _options.TrimGracePeriod)
+            .Where(x => x.Value == 0 && _isIdentified(x.Connection.RemotePeer) && IsFinished(x.Connection))
+            .OrderBy(x => x.Connection.LastActivity)
+            .ThenBy(x => x.Connection.Id)
+            .ToList();
+
+    private bool IsFinished(Connection connection) =>
+        connection.Carried(p => !_options.IsBackground(p))
+        && connection.StreamCount <= connection.OpenStreams(_options.IsBackground);
+
     private IEnumerable<(Connection Connection, int Value)> Unprotected(Func<Connection, bool> filter) =>
         _connections
             .Where(kv => !_protected.ContainsKey(kv.Key))
@@ -495,7 +511,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     /// <summary>
     /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
-    /// then idle, then the least valuable. At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
+    /// then idle, then the least valuable. Then, still over the high watermark, young ones whose exchange is over
+    /// (<see cref="FinishedYoung"/>, down to the high watermark). At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
     /// gives way as far as the high watermark (<see cref="YoungCandidates"/>, never the newcomer mid-handshake first): a node
     /// whose connections are all young (a burst of lookups just after it
     /// started) would otherwise refuse every newcomer and fail its own dials until the youngest is 20 s old.
@@ -513,9 +530,15 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             }
             var victims = Candidates(now).Take(excess).ToList();
             var over = open - victims.Count - _options.HighWater;
+            if (_options.TrimFinishedYoung && over > 0)
+            {
+                var finished = FinishedYoung(now).Take(over).ToList();
+                victims.AddRange(finished);
+                over -= finished.Count;
+            }
             if (open >= _options.MaxConnections && over > 0)
             {
-                victims.AddRange(YoungCandidates(now).Take(over));
+                victims.AddRange(YoungCandidates(now).Where(x => !victims.Any(v => v.Connection == x.Connection)).Take(over));
             }
             return victims.Select(x => (x.Connection, x.Value, open)).ToList();
         }
