@@ -129,9 +129,13 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Open, unprotected connections past their grace period, the first to close first.</summary>
+    /// <summary>
+    /// Open, unprotected connections past their grace period, or young ones whose exchange is over
+    /// (<see cref="HostOptions.TrimFinishedYoung"/>: their grace ends with it), the first to close first.
+    /// </summary>
     private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now) =>
-        Unprotected(x => now - x.Opened >= _options.TrimGracePeriod)
+        Unprotected(_ => true)
+            .Where(x => now - x.Connection.Opened >= _options.TrimGracePeriod || IsFinishedYoung(x.Connection, x.Value))
             .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 1 : 0)
             .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
             .ThenBy(x => x.Value)
@@ -157,19 +161,15 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             .ToList();
 
     /// <summary>
-    /// Young connections whose exchange is over (<see cref="HostOptions.TrimFinishedYoung"/>): identified, untagged, having
-    /// carried a stream of a protocol that is not background and now carrying no stream but background ones (a stream
-    /// still negotiating counts as a use); the one quiet longest first.
+    /// A young connection whose exchange is over (<see cref="HostOptions.TrimFinishedYoung"/>): its peer identified and
+    /// untagged, it has carried a stream of a protocol that is not background and now carries no stream but background
+    /// ones (a stream still negotiating counts as a use).
     /// </summary>
-    private IEnumerable<(Connection Connection, int Value)> FinishedYoung(DateTimeOffset now) =>
-        Unprotected(x => now - x.Opened < _options.TrimGracePeriod)
-            .Where(x => x.Value == 0 && _isIdentified(x.Connection.RemotePeer) && IsFinished(x.Connection))
-            .OrderBy(x => x.Connection.LastActivity)
-            .ThenBy(x => x.Connection.Id)
-            .ToList();
-
-    private bool IsFinished(Connection connection) =>
-        connection.Carried(p => !_options.IsBackground(p))
+    private bool IsFinishedYoung(Connection connection, int value) =>
+        _options.TrimFinishedYoung
+        && value == 0
+        && _isIdentified(connection.RemotePeer)
+        && connection.Carried(p => !_options.IsBackground(p))
         && connection.StreamCount <= connection.OpenStreams(_options.IsBackground);
 
     private IEnumerable<(Connection Connection, int Value)> Unprotected(Func<Connection, bool> filter) =>
@@ -511,8 +511,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     /// <summary>
     /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
-    /// then idle, then the least valuable. Then, still over the high watermark, young ones whose exchange is over
-    /// (<see cref="FinishedYoung"/>, down to the high watermark). At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
+    /// then idle, then the least valuable; a young one whose exchange is over counts as past it (<see cref="IsFinishedYoung"/>).
+    /// At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
     /// gives way as far as the high watermark (<see cref="YoungCandidates"/>, never the newcomer mid-handshake first): a node
     /// whose connections are all young (a burst of lookups just after it
     /// started) would otherwise refuse every newcomer and fail its own dials until the youngest is 20 s old.
@@ -530,12 +530,6 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             }
             var victims = Candidates(now).Take(excess).ToList();
             var over = open - victims.Count - _options.HighWater;
-            if (_options.TrimFinishedYoung && over > 0)
-            {
-                var finished = FinishedYoung(now).Take(over).ToList();
-                victims.AddRange(finished);
-                over -= finished.Count;
-            }
             if (open >= _options.MaxConnections && over > 0)
             {
                 victims.AddRange(YoungCandidates(now).Where(x => !victims.Any(v => v.Connection == x.Connection)).Take(over));

@@ -137,8 +137,8 @@ public class KademliaHostTests
     /// <summary>
     /// <see cref="HostOptions.TrimFinishedYoung"/>: 40 nodes join one after another within a few virtual seconds, each host
     /// capped at a high watermark of 16 (hard limit 32, grace period 20 s, so every connection is young throughout).
-    /// With the rule every host ends the joins at or under its high watermark (the joins' connections whose requests were
-    /// answered give way as newer ones arrive); without it the hosts hold up to the hard limit's share of young ones.
+    /// With the rule every host ends the joins at or under its high watermark (a join's connections whose requests were
+    /// answered are trimmed as newer ones pass it); without it the hosts keep young ones up to the hard limit.
     /// Either way a lookup still finds the true k closest.
     /// </summary>
     [TestCase(true)]
