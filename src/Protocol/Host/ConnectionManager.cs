@@ -10,7 +10,8 @@ namespace Potluck.Protocol.Host;
 /// tick that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>) and trims the count back to
 /// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
 /// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
-/// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first. Connection ids are numbered here, per host, so a replayed run numbers them the same.
+/// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
+/// Connection ids are numbered here, per host, so a replayed run numbers them the same.
 /// Room is kept for new peers: trimming and <see cref="TryMakeRoom"/> (called when the node is full and a new
 /// connection arrives) close the connections of peers that have not identified first, then idle ones (no streams),
 /// then the lowest tag values; at most <see cref="ResourceLimits.MaxConnectionsPerPeer"/> connections per peer are kept.

@@ -49,8 +49,9 @@ public sealed record HostOptions
     /// A connection's grace period (<see cref="TrimGracePeriod"/>) ends early once the exchange it was opened for is over:
     /// it has carried a stream of a protocol not in <see cref="BackgroundProtocols"/>, carries none now and no stream but
     /// background ones, and its peer is identified and untagged. Trimming (over <see cref="HighWater"/>, down to
-    /// <see cref="LowWater"/>) and making room then treat it as one past its grace period; a protected peer's stays. A lookup's connections are the common case (a joining node's self-lookup asks about k
-    /// peers it is not connected to, and each of them is one more connection at both ends for the grace period).
+    /// <see cref="LowWater"/>) and making room then treat it as one past its grace period; a protected peer's stays. A
+    /// lookup's connections are the common case (a joining node's self-lookup asks about k peers it is not connected to,
+    /// and each of them is one more connection at both ends for the grace period).
     /// go-libp2p's connmgr keeps every young connection for its grace period (1 min); rust-libp2p closes one as soon as no
     /// protocol handler keeps it alive (after the swarm's idle connection timeout; kad's handler kept one 10 s once its
     /// requests were over): this is between the two, and only when the count passes the high watermark. Default true.
