@@ -25,3 +25,18 @@ public readonly record struct SimMemory(double RssMib, double GcCommittedMib, do
         $"memory {when}: RSS {RssMib:F0} MiB ({RssMib * 1024 / nodes:F0} KiB per node), GC committed {GcCommittedMib:F0} MiB ({GcCommittedMib * 1024 / nodes:F0} KiB), "
         + $"heap at last GC {GcHeapMib:F0} MiB ({GcHeapMib * 1024 / nodes:F0} KiB; {GcFragmentedMib:F0} MiB fragmented), SQLite {SqliteMib:F1} MiB ({SqliteMib * 1024 / nodes:F0} KiB)");
 }
+
+/// <summary>
+/// Open connection ends over the nodes that are up (<see cref="SimulatedMesh.CountConnectionEnds"/>): a connection between
+/// two nodes is two ends. <paramref name="Young"/>: ends still in their node's trim grace period; <paramref name="Protected"/>:
+/// ends to a peer the node protects (gossip's mesh peers); <paramref name="OverCap"/>: nodes holding more than their high watermark.
+/// </summary>
+public readonly record struct ConnectionEndCensus(int Nodes, long Ends, int Max, long Young, long Protected, int OverCap)
+{
+    /// <summary>Ends per node that is up.</summary>
+    public double PerNode => Nodes == 0 ? 0 : (double)Ends / Nodes;
+
+    /// <summary>One line: the figures, per node where it helps.</summary>
+    public string Describe(string when) => string.Create(CultureInfo.InvariantCulture,
+        $"connection ends {when}: {Ends} ({PerNode:F1} per node, most {Max}); {Young} in their grace period, {Protected} to protected peers; {OverCap}/{Nodes} nodes above their high watermark");
+}

@@ -203,8 +203,11 @@ public sealed record SimReport
     public sealed record RuntimeFigures(long Exceptions, IReadOnlyDictionary<string, long> ExceptionsByType, int Gen0, int Gen1, int Gen2,
         double GcPauseS, double GcPauseShare);
 
-    /// <summary>Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up).</summary>
-    public sealed record ConnectionFigures(long Opened, long OpenedWarmup);
+    /// <summary>
+    /// Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up); the connection ends the
+    /// nodes held when the warm-up ended and at the end of the run (<see cref="ConnectionEndCensus"/>).
+    /// </summary>
+    public sealed record ConnectionFigures(long Opened, long OpenedWarmup, ConnectionEndCensus EndsAfterWarmup = default, ConnectionEndCensus EndsAtEnd = default);
 
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -216,7 +219,8 @@ public sealed record SimReport
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     internal static SimReport Measure(SimulatedMesh mesh, SimScenario s, TimeSpan wall, int probes, long probesExpected, long probesDelivered,
-        AttackFigures attacks, long warmupConnections = 0, DialFigures? dials = null)
+        AttackFigures attacks, long warmupConnections = 0, DialFigures? dials = null,
+        ConnectionEndCensus endsAfterWarmup = default, ConnectionEndCensus endsAtEnd = default)
     {
         var tasks = mesh.Tasks;
         var completed = tasks.Where(t => t.Completed).ToList();
@@ -362,7 +366,7 @@ public sealed record SimReport
             VirtualS = virtualS,
             JoinOverS = s.Mesh.JoinWindow.TotalSeconds,
             Events = events,
-            Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections),
+            Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections, endsAfterWarmup, endsAtEnd),
             Dials = dials ?? DialFigures.Empty,
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
             VirtualToWall = virtualS / Math.Max(1e-9, wall.TotalSeconds),
@@ -436,6 +440,7 @@ public sealed record SimReport
         }
         Line($"faults: {Faults.Crashes} crashes, {Faults.Restarts} restarts, {Faults.Partitions} partitions, {Faults.Heals} heals");
         Line($"connections opened: {Connections.Opened} ({Connections.OpenedWarmup} during the join over {JoinOverS:F1} virtual s and the warm-up)");
+        Line($"connection ends per node: {Connections.EndsAfterWarmup.PerNode:F1} after the warm-up (most {Connections.EndsAfterWarmup.Max}, {Connections.EndsAfterWarmup.Young} ends young, {Connections.EndsAfterWarmup.Protected} protected, {Connections.EndsAfterWarmup.OverCap} nodes above their high watermark), {Connections.EndsAtEnd.PerNode:F1} at the end (most {Connections.EndsAtEnd.Max}, {Connections.EndsAtEnd.OverCap} nodes above)");
         Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
         Line($"trace {TraceHash} ({TraceLines} lines)");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");

@@ -151,6 +151,8 @@ public static class SimRunner
         }
         await WarmUpAsync(mesh, s, wall, progress, perSecond);
         var warmupConnections = mesh.ConnectionsOpened;
+        var endsAfterWarmup = mesh.CountConnectionEnds();
+        progress?.Invoke(endsAfterWarmup.Describe("after warm-up"));
         var warmupDials = mesh.DialTotals();
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
@@ -244,12 +246,14 @@ public static class SimRunner
         }
         await reporter;
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
+        var endsAtEnd = mesh.CountConnectionEnds();
+        progress?.Invoke(endsAtEnd.Describe("at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);
         var dials = new SimReport.DialFigures(SimReport.DialFigures.Named(DialReason.All, mesh.DialTotals()),
             SimReport.DialFigures.Named(DialReason.All, warmupDials), perSecond,
             SimReport.DialFigures.Named(ProtocolInstruments.CloseReasons, mesh.ClosedTotals()),
             SimReport.DialFigures.Named(SimReport.DialFigures.QueryOutcomes, mesh.DhtQueryTotals()));
-        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections, dials);
+        return SimReport.Measure(mesh, s, wall.Elapsed, published.Count, expected, delivered, attacks.Measure(), warmupConnections, dials, endsAfterWarmup, endsAtEnd);
     }
 
     /// <summary>The warm-up (meshes form), with a progress line each virtual second when someone reads them.</summary>

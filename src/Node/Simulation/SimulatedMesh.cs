@@ -387,6 +387,44 @@ public sealed class SimulatedMesh : IAsyncDisposable
     /// <summary>Connections the nodes opened so far (dials that ended in a registered connection; each counted once, at its dialer).</summary>
     public long ConnectionsOpened { get; private set; }
 
+    /// <summary>
+    /// The connection ends the nodes that are up hold now (a connection between two nodes is two ends), with the largest
+    /// count one node holds, how many of the ends are still in their node's trim grace period, how many lead to a peer
+    /// the node protects, and how many nodes hold more than their high watermark. Read, not traced: the trace stays where
+    /// the nodes' behaviour stays.
+    /// </summary>
+    public ConnectionEndCensus CountConnectionEnds()
+    {
+        var now = Clock.GetUtcNow();
+        int nodes = 0, max = 0, overCap = 0;
+        long ends = 0, young = 0, protectedEnds = 0;
+        foreach (var node in _nodes)
+        {
+            if (node.Node is not { } running || !node.IsUp)
+            {
+                continue;
+            }
+            var host = running.Options.Host;
+            var manager = running.Host.ConnectionManager;
+            var open = 0;
+            foreach (var c in manager.Connections)
+            {
+                if (c.IsClosed)
+                {
+                    continue;
+                }
+                open++;
+                young += now - c.Opened < host.TrimGracePeriod ? 1 : 0;
+                protectedEnds += manager.IsProtected(c.RemotePeer) ? 1 : 0;
+            }
+            nodes++;
+            ends += open;
+            max = Math.Max(max, open);
+            overCap += host.HighWater > 0 && open > host.HighWater ? 1 : 0;
+        }
+        return new ConnectionEndCensus(nodes, ends, max, young, protectedEnds, overCap);
+    }
+
     private readonly long[] _pastDials = new long[Protocol.Host.DialReason.All.Count];
     private readonly long[] _pastClosed = new long[Protocol.Metrics.ProtocolInstruments.CloseReasons.Count];
     private readonly long[] _pastQueries = new long[4];

@@ -73,20 +73,15 @@ internal sealed class Connection : IConnection
 
     public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);
 
-    /// <summary>A stream of <paramref name="protocol"/> opened (+1) or ended (-1) on this connection.</summary>
+    /// <summary>
+    /// A stream of <paramref name="protocol"/> opened (+1) or ended (-1) on this connection. A protocol whose streams have
+    /// all ended stays in the table with 0 (<see cref="Carried"/>: a few entries, one per protocol the connection spoke).
+    /// </summary>
     internal void CountStream(string protocol, int delta)
     {
         lock (_openByProtocol)
         {
-            var n = _openByProtocol.GetValueOrDefault(protocol) + delta;
-            if (n <= 0)
-            {
-                _openByProtocol.Remove(protocol);
-            }
-            else
-            {
-                _openByProtocol[protocol] = n;
-            }
+            _openByProtocol[protocol] = Math.Max(0, _openByProtocol.GetValueOrDefault(protocol) + delta);
         }
     }
 
@@ -96,6 +91,15 @@ internal sealed class Connection : IConnection
         lock (_openByProtocol)
         {
             return _openByProtocol.Where(kv => counts(kv.Key)).Sum(kv => kv.Value);
+        }
+    }
+
+    /// <summary>Whether this connection has carried a negotiated stream whose protocol <paramref name="counts"/> accepts (open now or ended).</summary>
+    internal bool Carried(Func<string, bool> counts)
+    {
+        lock (_openByProtocol)
+        {
+            return _openByProtocol.Keys.Any(counts);
         }
     }
 

@@ -9,8 +9,9 @@ namespace Potluck.Protocol.Host;
 /// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, and a periodic
 /// tick that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>) and trims the count back to
 /// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
-/// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> and closes the lowest
-/// tag values first. Connection ids are numbered here, per host, so a replayed run numbers them the same.
+/// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
+/// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
+/// Connection ids are numbered here, per host, so a replayed run numbers them the same.
 /// Room is kept for new peers: trimming and <see cref="TryMakeRoom"/> (called when the node is full and a new
 /// connection arrives) close the connections of peers that have not identified first, then idle ones (no streams),
 /// then the lowest tag values; at most <see cref="ResourceLimits.MaxConnectionsPerPeer"/> connections per peer are kept.
@@ -129,9 +130,13 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Open, unprotected connections past their grace period, the first to close first.</summary>
+    /// <summary>
+    /// Open, unprotected connections past their grace period, or young ones whose exchange is over
+    /// (<see cref="HostOptions.TrimFinishedYoung"/>: their grace ends with it), the first to close first.
+    /// </summary>
     private IEnumerable<(Connection Connection, int Value)> Candidates(DateTimeOffset now) =>
-        Unprotected(x => now - x.Opened >= _options.TrimGracePeriod)
+        Unprotected(_ => true)
+            .Where(x => now - x.Connection.Opened >= _options.TrimGracePeriod || IsFinishedYoung(x.Connection, x.Value))
             .OrderBy(x => _isIdentified(x.Connection.RemotePeer) ? 1 : 0)
             .ThenBy(x => x.Connection.StreamCount == 0 ? 0 : 1)
             .ThenBy(x => x.Value)
@@ -155,6 +160,18 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             .ThenBy(x => x.Connection.Opened)
             .ThenBy(x => x.Connection.Id)
             .ToList();
+
+    /// <summary>
+    /// A young connection whose exchange is over (<see cref="HostOptions.TrimFinishedYoung"/>): its peer identified and
+    /// untagged, it has carried a stream of a protocol that is not background and now carries no stream but background
+    /// ones (a stream still negotiating counts as a use).
+    /// </summary>
+    private bool IsFinishedYoung(Connection connection, int value) =>
+        _options.TrimFinishedYoung
+        && value == 0
+        && _isIdentified(connection.RemotePeer)
+        && connection.Carried(p => !_options.IsBackground(p))
+        && connection.StreamCount <= connection.OpenStreams(_options.IsBackground);
 
     private IEnumerable<(Connection Connection, int Value)> Unprotected(Func<Connection, bool> filter) =>
         _connections
@@ -495,7 +512,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     /// <summary>
     /// Connections to close to get down to the low watermark: unprotected, past the grace period; unidentified first,
-    /// then idle, then the least valuable. At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
+    /// then idle, then the least valuable; a young one whose exchange is over counts as past it (<see cref="IsFinishedYoung"/>).
+    /// At the hard limit (<see cref="HostOptions.MaxConnections"/>) the grace period
     /// gives way as far as the high watermark (<see cref="YoungCandidates"/>, never the newcomer mid-handshake first): a node
     /// whose connections are all young (a burst of lookups just after it
     /// started) would otherwise refuse every newcomer and fail its own dials until the youngest is 20 s old.
@@ -515,7 +533,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             var over = open - victims.Count - _options.HighWater;
             if (open >= _options.MaxConnections && over > 0)
             {
-                victims.AddRange(YoungCandidates(now).Take(over));
+                victims.AddRange(YoungCandidates(now).Where(x => !victims.Any(v => v.Connection == x.Connection)).Take(over));
             }
             return victims.Select(x => (x.Connection, x.Value, open)).ToList();
         }

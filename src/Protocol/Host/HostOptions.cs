@@ -45,6 +45,42 @@ public sealed record HostOptions
     /// </summary>
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// A connection's grace period (<see cref="TrimGracePeriod"/>) ends early once the exchange it was opened for is over:
+    /// it has carried a stream of a protocol not in <see cref="BackgroundProtocols"/>, carries none now and no stream but
+    /// background ones, and its peer is identified and untagged. Trimming (over <see cref="HighWater"/>, down to
+    /// <see cref="LowWater"/>) and making room then treat it as one past its grace period; a protected peer's stays. A
+    /// lookup's connections are the common case (a joining node's self-lookup asks about k peers it is not connected to,
+    /// and each of them is one more connection at both ends for the grace period).
+    /// go-libp2p's connmgr keeps every young connection for its grace period (1 min); rust-libp2p closes one as soon as no
+    /// protocol handler keeps it alive (after the swarm's idle connection timeout; kad's handler kept one 10 s once its
+    /// requests were over): this is between the two, and only when the count passes the high watermark. Default true.
+    /// </summary>
+    public bool TrimFinishedYoung { get; init; } = true;
+
+    /// <summary>
+    /// Stream protocols (prefixes) every connection carries while open, which do not count as a use of it for
+    /// <see cref="TrimFinishedYoung"/> (or Kademlia's close after a lookup): gossip (a mesh peer is protected instead),
+    /// identify, ping. Default <see cref="DefaultBackgroundProtocols"/>.
+    /// </summary>
+    public IReadOnlyList<string> BackgroundProtocols { get; init; } = DefaultBackgroundProtocols;
+
+    /// <summary>/meshsub/, /floodsub/, /ipfs/id/, /ipfs/ping/.</summary>
+    public static IReadOnlyList<string> DefaultBackgroundProtocols { get; } = ["/meshsub/", "/floodsub/", "/ipfs/id/", "/ipfs/ping/"];
+
+    /// <summary>Whether <paramref name="protocol"/> is one of <see cref="BackgroundProtocols"/>.</summary>
+    public bool IsBackground(string protocol)
+    {
+        foreach (var prefix in BackgroundProtocols)
+        {
+            if (protocol.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     public PeerStoreOptions PeerStore { get; init; } = new();
 
     /// <summary>Limits per address, subnet, peer, stream and protocol, and the muxers' memory (the resource manager's scopes).</summary>

@@ -96,9 +96,9 @@ public sealed record KademliaOptions
     /// Protocol prefixes whose open streams do not keep a lookup's connection (<see cref="CloseAfterLookup"/>): ones every
     /// connection carries (gossip to a peer outside our mesh, identify, ping). An open DHT stream keeps it: the lookup's
     /// own requests are over when it ends, so one still open is another lookup's or the peer's request to us. Default
-    /// /meshsub/, /floodsub/, /ipfs/id/, /ipfs/ping/.
+    /// the host's, <see cref="Host.HostOptions.DefaultBackgroundProtocols"/>.
     /// </summary>
-    public IReadOnlyList<string> BackgroundProtocols { get; init; } = ["/meshsub/", "/floodsub/", "/ipfs/id/", "/ipfs/ping/"];
+    public IReadOnlyList<string> BackgroundProtocols { get; init; } = Host.HostOptions.DefaultBackgroundProtocols;
 
     /// <summary>Candidates one lookup remembers. Default 200 (10·k).</summary>
     public int MaxLookupCandidates { get; init; } = 200;

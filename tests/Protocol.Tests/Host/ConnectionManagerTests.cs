@@ -283,4 +283,83 @@ public class ConnectionManagerTests
         await inUse.DisposeAsync();
         await held.DisposeAsync();
     });
+
+    private const string Exchange = "/test/exchange/1";
+
+    /// <summary>
+    /// A young connection's grace period ends once the exchange it was opened for is over (a lookup's request answered):
+    /// it carried a stream that is not background and carries none now. A trim over the high watermark then closes it as
+    /// one past its grace period (down to the low watermark); not one still in use, one that only ever carried background
+    /// streams (ping here; gossip to a mesh peer is protected instead), a protected or a tagged peer's. With the rule off
+    /// every young connection stays.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void OverTheHighWatermark_YoungConnectionsWhoseExchangeIsOver_AreTrimmed_DownToTheLowWatermark(bool rule) => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with
+        {
+            MaxConnections = 16, HighWater = 7, LowWater = 5, TrimGracePeriod = TimeSpan.FromSeconds(20), TrimFinishedYoung = rule,
+        });
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        async Task<TestHosts.TestNode> Peer()
+        {
+            var peer = await hosts.StartAsync();
+            peer.Host.SetStreamHandler(Exchange, async (stream, token) =>
+            {
+                await stream.Input.ReadAsync(token);   // one request (here: its end), then the answer: the end
+                await stream.Output.CompleteAsync();
+            });
+            await hub.Host.ConnectAsync(peer.Address, ct);
+            await d.IdleAsync();
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+            return peer;
+        }
+        async Task ExchangeWith(TestHosts.TestNode peer)
+        {
+            await using var stream = await hub.Host.NewStreamAsync(peer.Host.PeerId, [Exchange], ct);
+            await stream.Output.CompleteAsync();
+            await stream.Input.ReadAsync(ct);
+        }
+        var done = new[] { await Peer(), await Peer(), await Peer() };
+        var busy = await Peer();
+        var pinged = await Peer();
+        var guarded = await Peer();
+        var valued = await Peer();
+        foreach (var peer in done.Append(guarded).Append(valued))
+        {
+            await ExchangeWith(peer);
+        }
+        var open = await hub.Host.NewStreamAsync(busy.Host.PeerId, [Exchange], ct);
+        await hub.Ping.PingAsync(pinged.Host.PeerId, 1, ct);
+        hub.Host.ConnectionManager.Protect(guarded.Host.PeerId, "gossipsub");
+        hub.Host.ConnectionManager.TagPeer(valued.Host.PeerId, "lease", 5);
+        await d.IdleAsync();
+        Assert.That(closed, Is.Empty, "at the high watermark nothing is trimmed");
+
+        var newcomer = await Peer();   // the eighth: over the high watermark of 7, three over the low watermark of 5
+        await d.IdleAsync();
+
+        Assert.That(hub.Host.Connections.Any(c => c.RemotePeer == newcomer.Host.PeerId), Is.True, "the newcomer stays");
+        if (rule)
+        {
+            Assert.That(closed, Is.EquivalentTo(done.Select(p => p.Host.PeerId)), "the three whose exchange is over");
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(5), "down to the low watermark");
+            await Peer();
+            await Peer();
+            await Peer();   // over the high watermark again: no young connection whose exchange is over is left
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(8));
+        }
+        else
+        {
+            Assert.That(closed, Is.Empty, "every connection is in its grace period");
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(8));
+        }
+        Assert.That(closed, Does.Not.Contain(busy.Host.PeerId).And.Not.Contain(pinged.Host.PeerId)
+            .And.Not.Contain(guarded.Host.PeerId).And.Not.Contain(valued.Host.PeerId));
+        await open.DisposeAsync();
+    });
 }

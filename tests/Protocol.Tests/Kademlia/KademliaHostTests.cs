@@ -16,12 +16,13 @@ public class KademliaHostTests
         public Libp2pHost Host => Node.Host;
     }
 
-    private static async Task<List<DhtNode>> StartNetworkAsync(TestHosts hosts, int count, CancellationToken ct, KademliaOptions? options = null)
+    private static async Task<List<DhtNode>> StartNetworkAsync(TestHosts hosts, int count, CancellationToken ct, KademliaOptions? options = null,
+        Func<HostOptions, HostOptions>? host = null)
     {
         var nodes = new List<DhtNode>();
         for (var i = 0; i < count; i++)
         {
-            var node = await hosts.StartAsync();
+            var node = await hosts.StartAsync(host);
             nodes.Add(new DhtNode(node, new KademliaService(node.Host, options ?? new KademliaOptions(), node.Runtime, NullLoggerFactory.Instance)));
         }
         for (var i = 1; i < count; i++)
@@ -125,6 +126,49 @@ public class KademliaHostTests
             var closest = await nodes[5].Dht.GetClosestPeersAsync("another key"u8.ToArray(), ct);
             var key = KadKey.FromKey("another key"u8);
             var truth = nodes.Where(n => n != nodes[5]).Select(n => n.Host.PeerId).OrderBy(p => KadKey.FromPeer(p).DistanceTo(key)).Take(20);
+            Assert.That(closest, Is.EqualTo(truth));
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    /// <summary>
+    /// <see cref="HostOptions.TrimFinishedYoung"/>: 40 nodes join one after another within a few virtual seconds, each host
+    /// capped at a high watermark of 16 (hard limit 32, grace period 20 s, so every connection is young throughout).
+    /// With the rule every host ends the joins at or under its high watermark (a join's connections whose requests were
+    /// answered are trimmed as newer ones pass it); without it the hosts keep young ones up to the hard limit.
+    /// Either way a lookup still finds the true k closest.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void Join_40NodesCappedAt16_EveryHostEndsAtOrUnderItsHighWatermark_AndLookupsStillFindTheKClosest(bool rule) => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 26);
+        var nodes = await StartNetworkAsync(hosts, 40, ct, host: o => o with
+        {
+            HighWater = 16, LowWater = 12, MaxConnections = 32, TrimGracePeriod = TimeSpan.FromSeconds(20), TrimFinishedYoung = rule,
+        });
+        try
+        {
+            await d.IdleAsync();
+            var counts = nodes.Select(n => n.Host.Connections.Count(c => !c.IsClosed)).ToArray();
+            TestContext.Out.WriteLine($"rule {rule}: connections per host max {counts.Max()}, mean {counts.Average():F1}, virtual {d.Clock.Elapsed.TotalSeconds:F1} s");
+            Assert.That(d.Clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(20)), "every connection is still in its grace period");
+            if (rule)
+            {
+                Assert.That(counts, Has.All.LessThanOrEqualTo(16));
+            }
+            else
+            {
+                Assert.That(counts.Max(), Is.GreaterThan(16), "without the rule, young connections stay past the high watermark");
+            }
+
+            var closest = await nodes[7].Dht.GetClosestPeersAsync("a key after the joins"u8.ToArray(), ct);
+            var key = KadKey.FromKey("a key after the joins"u8);
+            var truth = nodes.Where(n => n != nodes[7]).Select(n => n.Host.PeerId).OrderBy(p => KadKey.FromPeer(p).DistanceTo(key)).Take(20);
             Assert.That(closest, Is.EqualTo(truth));
         }
         finally
