@@ -52,6 +52,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private long _refusedOverLimit;
     private long _auditViolations;
     private long _preempted;
+    private readonly ReceiptLoad _receiptLoad = new();
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -295,6 +296,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, Stopping);
         var ct = linked.Token;
         var session = new LeaseSession(stream, _options.MaxQueuedMessages, _work);
+        var receipts = new LeaseStreamReceipts(_options.MaxQueuedReceipts, receipt => AnswerReceipt(receipt, session), _work, _receiptLoad);
         var requester = stream.Connection.RemotePublicKey;
         try
         {
@@ -311,12 +313,8 @@ public sealed partial class ProviderService : IAsyncDisposable
                 }
                 if (message is LeaseReceipt receipt)
                 {
-                    // Recorded off the read loop: a durable commit must not hold up the other leases on this stream.
-                    _work.Run("receipt on lease stream", () =>
-                    {
-                        AnswerReceipt(receipt, session);
-                        return Task.CompletedTask;
-                    });
+                    // Recorded off the read loop, one at a time in arrival order; a flood waits here, not in more tasks.
+                    await receipts.EnqueueAsync(receipt, ct);
                     continue;
                 }
                 if (message is LeaseRequest request && !_host.Budgets.TryTake(stream.RemotePeer, PeerBudgets.LeaseRequests))
@@ -657,6 +655,15 @@ public sealed partial class ProviderService : IAsyncDisposable
             stream.Reset();
         }
     }
+
+    /// <summary>Receipts from lease streams read and not yet answered, over all streams, at their most (each stream: at most <see cref="ProviderOptions.MaxQueuedReceipts"/> waiting and one being answered).</summary>
+    public long PeakReceiptsPending => _receiptLoad.Peak;
+
+    /// <summary>Receipts from lease streams read and not yet answered now.</summary>
+    public long ReceiptsPending => _receiptLoad.Now;
+
+    /// <summary>Times a lease stream's reader stopped reading until a receipt was answered (its queue was full).</summary>
+    public long ReceiptsHeldBack => _receiptLoad.HeldBackCount;
 
     /// <summary>A receipt on the lease stream: recorded (or refused) exactly as on <see cref="ReceiptProtocol.Id"/>, answered there.</summary>
     private void AnswerReceipt(LeaseReceipt receipt, LeaseSession session)
