@@ -56,9 +56,10 @@ public sealed record ProviderOptions
     public int MaxQueuedMessages { get; init; } = 1024;
 
     /// <summary>
-    /// Receipts from one lease stream waiting to be recorded (besides the one being recorded). They are answered one at a
-    /// time in arrival order; while this many wait, the stream is read no further, so a requester that floods receipts is
-    /// held back by the stream's flow control instead of starting ledger work without bound. Default 16.
+    /// Receipts from one requester's lease streams (all of them together) waiting to be recorded, besides the one being
+    /// recorded. They are answered one at a time in arrival order; while this many wait, a stream that sent one is read no
+    /// further, so a requester that floods receipts is held back by its streams' flow control instead of starting ledger
+    /// work without bound. Default 16.
     /// </summary>
     public int MaxQueuedReceipts { get; init; } = 16;
 

@@ -7,9 +7,10 @@ using Potluck.Scheduler.Providing;
 namespace Potluck.Scheduler.Tests.Providing;
 
 /// <summary>
-/// A receipt flood on a lease stream (<see cref="ProviderHarness"/>: a real provider on a real host, virtual time). Receipts on
-/// one stream are answered one at a time in arrival order, with at most <see cref="ProviderOptions.MaxQueuedReceipts"/>
-/// waiting; while that many wait the stream is read no further. So a requester that sends receipts by the hundred (replays
+/// A receipt flood on lease streams (<see cref="ProviderHarness"/>: a real provider on a real host, virtual time). A requester's
+/// receipts, on all its streams, are answered one at a time in arrival order, with at most
+/// <see cref="ProviderOptions.MaxQueuedReceipts"/> waiting; while that many wait a stream that sent one is read no further.
+/// So a requester that sends receipts by the hundred (replays
 /// of its own, and ones it signed for leases that never existed) holds only that many in the provider's memory and one
 /// piece of its background work, every receipt is still answered in the order sent, its genuine debit-note payments are
 /// recorded, and a requester on another stream is served and paid as if nothing happened.
@@ -89,6 +90,36 @@ public class ReceiptFloodTests
         Assert.That(stream.Acks.Select(a => a.Status), Is.EqualTo(Enumerable.Repeat(ReceiptAckStatus.Refused, flood)), "every one answered");
         Assert.That(stream.Received.OfType<LeaseReceiptAck>().Select(a => a.RequestId), Is.EqualTo(Enumerable.Range(0, flood).Select(i => (ulong)i)), "in the order sent");
         Assert.That(h.Ledger.Requester(h.Requester), Is.EqualTo(before), "nothing written for any of them");
+        Assert.That(h.Service.ReceiptsPending, Is.Zero);
+    });
+
+    [Test, Category("Adversarial")]
+    public void Providing_ReceiptFloodOnSeveralStreamsOfOneRequester_ShareOneQueue_EachStreamAnsweredInOrder() => VirtualTimeDriver.Run(async d =>
+    {
+        const int streams = 3, flood = 300;
+        await using var h = await ProviderHarness.StartAsync(d, seed: 808, o => o with { MaxQueuedReceipts = Waiting });
+        var opened = new List<LeaseStream>();
+        for (var s = 0; s < streams; s++)
+        {
+            opened.Add(await h.OpenAsync());
+        }
+
+        await Task.WhenAll(opened.Select(async stream =>
+        {
+            for (var i = 0; i < flood; i++)
+            {
+                await stream.SendReceiptAsync((ulong)i, stream.Forged(h.Time.GetUtcNow()));
+            }
+        }));
+        await d.IdleAsync();
+
+        // One queue for the requester, not one per stream: its Waiting, the one being answered, and at most one more each
+        // stream read while waiting for room (a queue per stream would hold Waiting + 1 for each).
+        Assert.That(h.Service.PeakReceiptsPending, Is.InRange(Waiting, Waiting + 1 + streams));
+        foreach (var stream in opened)
+        {
+            Assert.That(stream.Received.OfType<LeaseReceiptAck>().Select(a => a.RequestId), Is.EqualTo(Enumerable.Range(0, flood).Select(i => (ulong)i)), "every one answered, in the order sent on its stream");
+        }
         Assert.That(h.Service.ReceiptsPending, Is.Zero);
     });
 }

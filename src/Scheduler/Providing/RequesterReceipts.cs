@@ -5,30 +5,31 @@ using Potluck.Scheduler.Leasing;
 namespace Potluck.Scheduler.Providing;
 
 /// <summary>
-/// The receipts of one lease stream, answered one at a time in the order they arrived, off the stream's read loop (a
-/// durable commit must not hold up the other leases on the stream). At most <c>capacity</c> wait; past that the read loop
-/// waits for room (<see cref="EnqueueAsync"/>) and reads nothing more, so a requester that floods receipts is held back by
-/// the stream's flow control, not answered by more tasks: a stream costs one piece of background work at a time, and only
-/// while it has receipts waiting. Nothing is refused for the flood: every receipt read is answered, in order.
+/// The receipts one requester sends on its lease streams (all of them: one queue per requester, shared while any of its
+/// streams is open), answered one at a time in the order they arrived, off the streams' read loops (a durable commit must
+/// not hold up the other leases on a stream), each acknowledged on the stream it came on. At most <c>capacity</c> wait;
+/// while that many do, a stream that has just queued one waits for room before it reads on (<see cref="EnqueueAsync"/>),
+/// so a requester that floods receipts is held back by its streams' flow control, not answered by more tasks: a requester
+/// costs one piece of background work at a time, and only while it has receipts waiting. Nothing is refused for the
+/// flood: every receipt read is answered, in order.
 /// </summary>
-internal sealed class LeaseStreamReceipts
+internal sealed class RequesterReceipts
 {
-    private readonly Channel<LeaseReceipt> _waiting;
-    private readonly Action<LeaseReceipt> _answer;
+    private readonly Channel<(LeaseReceipt Receipt, LeaseSession Session)> _waiting;
+    private readonly Action<LeaseReceipt, LeaseSession> _answer;
     private readonly BackgroundWork _work;
     private readonly ReceiptLoad _load;
     private readonly int _capacity;
     private int _draining;
 
     /// <param name="capacity">Receipts that may wait at once (besides the one being answered).</param>
-    /// <param name="answer">Records one receipt and queues its acknowledgement (synchronous: the ledger's commit).</param>
-    /// <param name="load">The service's count of receipts waiting or being answered, over all its streams.</param>
-    public LeaseStreamReceipts(int capacity, Action<LeaseReceipt> answer, BackgroundWork work, ReceiptLoad load)
+    /// <param name="answer">Records one receipt and queues its acknowledgement on its stream (synchronous: the ledger's commit).</param>
+    /// <param name="load">The service's count of receipts read and not yet answered, over all requesters.</param>
+    public RequesterReceipts(int capacity, Action<LeaseReceipt, LeaseSession> answer, BackgroundWork work, ReceiptLoad load)
     {
-        _waiting = Channel.CreateBounded<LeaseReceipt>(new BoundedChannelOptions(capacity)
+        _waiting = Channel.CreateBounded<(LeaseReceipt, LeaseSession)>(new BoundedChannelOptions(capacity)
         {
             SingleReader = true,
-            SingleWriter = true,
             FullMode = BoundedChannelFullMode.Wait,
         });
         _capacity = capacity;
@@ -37,16 +38,20 @@ internal sealed class LeaseStreamReceipts
         _load = load;
     }
 
+    /// <summary>The requester's lease streams open now (the service's registry counts them under its lock).</summary>
+    public int Streams { get; set; }
+
     /// <summary>
-    /// Queues <paramref name="receipt"/> and, when <c>capacity</c> wait now, completes only once one of them is being answered:
-    /// the caller reads nothing more meanwhile, so at most <c>capacity</c> wait and one is answered.
+    /// Queues <paramref name="receipt"/> from the stream of <paramref name="session"/> and, when <c>capacity</c> wait now,
+    /// completes only once one of them is being answered: the caller reads nothing more meanwhile. A requester with one stream
+    /// has at most <c>capacity</c> waiting and one being answered; with more, each may also hold one it read, waiting for room.
     /// </summary>
-    public async ValueTask EnqueueAsync(LeaseReceipt receipt, CancellationToken ct)
+    public async ValueTask EnqueueAsync(LeaseReceipt receipt, LeaseSession session, CancellationToken ct)
     {
         _load.Enter();
         try
         {
-            await _waiting.Writer.WriteAsync(receipt, ct); // room is there: the caller waited for it after the last one
+            await _waiting.Writer.WriteAsync((receipt, session), ct); // waits only while another stream filled the queue
         }
         catch
         {
@@ -55,7 +60,7 @@ internal sealed class LeaseStreamReceipts
         }
         if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
         {
-            _work.Run("receipts on lease stream", Drain);
+            _work.Run("receipts on lease streams", Drain);
         }
         if (_waiting.Reader.Count >= _capacity)
         {
@@ -71,11 +76,11 @@ internal sealed class LeaseStreamReceipts
         {
             try
             {
-                while (_waiting.Reader.TryRead(out var receipt))
+                while (_waiting.Reader.TryRead(out var item))
                 {
                     try
                     {
-                        _answer(receipt);
+                        _answer(item.Receipt, item.Session);
                     }
                     finally
                     {
@@ -96,7 +101,7 @@ internal sealed class LeaseStreamReceipts
     }
 }
 
-/// <summary>Receipts from lease streams waiting or being answered, over all of a provider's streams, and the peak.</summary>
+/// <summary>Receipts from lease streams read and not yet answered, over all of a provider's requesters, and the peak.</summary>
 internal sealed class ReceiptLoad
 {
     private long _now;
