@@ -20,6 +20,7 @@ internal sealed class RequesterReceipts
     private readonly BackgroundWork _work;
     private readonly ReceiptLoad _load;
     private readonly int _capacity;
+    private readonly Func<Task> _drain;
     private int _draining;
 
     /// <param name="capacity">Receipts that may wait at once (besides the one being answered).</param>
@@ -36,6 +37,7 @@ internal sealed class RequesterReceipts
         _answer = answer;
         _work = work;
         _load = load;
+        _drain = Drain;
     }
 
     /// <summary>The requester's lease streams open now (the service's registry counts them under its lock).</summary>
@@ -60,7 +62,7 @@ internal sealed class RequesterReceipts
         }
         if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
         {
-            _work.Run("receipts on lease streams", Drain);
+            _work.Run("receipts on lease streams", _drain);
         }
         if (_waiting.Reader.Count >= _capacity)
         {
