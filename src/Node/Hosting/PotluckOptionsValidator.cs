@@ -122,6 +122,7 @@ public static class PotluckOptionsValidator
         AtLeast(p.DiskBytes, 1 << 20, "compute:provider:diskBytes");
         AtLeast(p.MaxFuel, 1, "compute:provider:maxFuel");
         AtLeast(p.SpeedFuelPerSecond, 1, "compute:provider:speedFuelPerSecond");
+        AtLeast(p.MaxQueuedReceipts, 1, "compute:provider:maxQueuedReceipts");
         Need(p.DeadlineSlack >= 1 && double.IsFinite(p.DeadlineSlack), $"'compute:provider:deadlineSlack' is {p.DeadlineSlack}; it must be at least 1");
         Positive(p.MinRunTime, "compute:provider:minRunTime");
         Need(p.StrangerCoreShare is >= 0 and <= 1, $"'compute:provider:strangerCoreShare' is {p.StrangerCoreShare}; it must be from 0 to 1");

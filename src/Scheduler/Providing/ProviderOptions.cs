@@ -56,6 +56,14 @@ public sealed record ProviderOptions
     public int MaxQueuedMessages { get; init; } = 1024;
 
     /// <summary>
+    /// Receipts from one requester's lease streams (all of them together) waiting to be recorded, besides the one being
+    /// recorded. They are answered one at a time in arrival order; while this many wait, a stream that sent one is read no
+    /// further, so a requester that floods receipts is held back by its streams' flow control instead of starting ledger
+    /// work without bound. Default 16.
+    /// </summary>
+    public int MaxQueuedReceipts { get; init; } = 16;
+
+    /// <summary>
     /// Most a requester may owe this provider for completed, unpaid leases (micro-credits) before it gets no new lease
     /// until it pays. Default 1,000,000 (one credit): what a stranger can take without paying is bounded by this.
     /// </summary>

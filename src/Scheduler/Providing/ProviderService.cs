@@ -52,6 +52,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     private long _refusedOverLimit;
     private long _auditViolations;
     private long _preempted;
+    private readonly ReceiptLoad _receiptLoad = new();
+    private readonly Dictionary<PeerId, RequesterReceipts> _receipts = [];
+    private readonly Lock _receiptsGate = new();
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
     public ProviderService(IHost host, PrivateKey key, ITopicBus bus, ITaskExecutor executor, IModuleCache modules, CreditLedger ledger,
@@ -296,6 +299,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         var ct = linked.Token;
         var session = new LeaseSession(stream, _options.MaxQueuedMessages, _work);
         var requester = stream.Connection.RemotePublicKey;
+        var receipts = OpenReceipts(stream.RemotePeer);
         try
         {
             while (!ct.IsCancellationRequested)
@@ -311,12 +315,8 @@ public sealed partial class ProviderService : IAsyncDisposable
                 }
                 if (message is LeaseReceipt receipt)
                 {
-                    // Recorded off the read loop: a durable commit must not hold up the other leases on this stream.
-                    _work.Run("receipt on lease stream", () =>
-                    {
-                        AnswerReceipt(receipt, session);
-                        return Task.CompletedTask;
-                    });
+                    // Recorded off the read loop, one at a time in arrival order; a flood waits here, not in more tasks.
+                    await receipts.EnqueueAsync(receipt, session, ct);
                     continue;
                 }
                 if (message is LeaseRequest request && !_host.Budgets.TryTake(stream.RemotePeer, PeerBudgets.LeaseRequests))
@@ -340,6 +340,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         }
         finally
         {
+            CloseReceipts(stream.RemotePeer, receipts);
             session.Close();
             await session.Writer;
         }
@@ -657,6 +658,44 @@ public sealed partial class ProviderService : IAsyncDisposable
             stream.Reset();
         }
     }
+
+    /// <summary>The receipt queue <paramref name="requester"/>'s lease streams share, while any of them is open.</summary>
+    private RequesterReceipts OpenReceipts(PeerId requester)
+    {
+        lock (_receiptsGate)
+        {
+            if (!_receipts.TryGetValue(requester, out var receipts))
+            {
+                _receipts[requester] = receipts = new RequesterReceipts(_options.MaxQueuedReceipts, AnswerReceipt, _work, _receiptLoad);
+            }
+            receipts.Streams++;
+            return receipts;
+        }
+    }
+
+    /// <summary>One of the requester's lease streams ended; with the last, its queue goes (what waits there is still answered).</summary>
+    private void CloseReceipts(PeerId requester, RequesterReceipts receipts)
+    {
+        lock (_receiptsGate)
+        {
+            if (--receipts.Streams == 0)
+            {
+                _receipts.Remove(requester);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Receipts from lease streams read and not yet answered, over all requesters, at their most (each requester: at most
+    /// <see cref="ProviderOptions.MaxQueuedReceipts"/> waiting and one being answered, and one more per further stream).
+    /// </summary>
+    public long PeakReceiptsPending => _receiptLoad.Peak;
+
+    /// <summary>Receipts from lease streams read and not yet answered now.</summary>
+    public long ReceiptsPending => _receiptLoad.Now;
+
+    /// <summary>Times a lease stream's reader stopped reading until a receipt was answered (its queue was full).</summary>
+    public long ReceiptsHeldBack => _receiptLoad.HeldBackCount;
 
     /// <summary>A receipt on the lease stream: recorded (or refused) exactly as on <see cref="ReceiptProtocol.Id"/>, answered there.</summary>
     private void AnswerReceipt(LeaseReceipt receipt, LeaseSession session)

@@ -101,12 +101,16 @@ internal sealed class ProviderHarness : IAsyncDisposable
         AcceptsDebitNotes = debitNotes,
     };
 
-    /// <summary>A lease stream from the requester to the provider.</summary>
-    public async Task<LeaseStream> OpenAsync()
+    /// <summary>
+    /// A lease stream to the provider from the requester, or, given <paramref name="requester"/>, from another requester on a
+    /// node of its own.
+    /// </summary>
+    public async Task<LeaseStream> OpenAsync(PrivateKey? requester = null)
     {
-        await RequesterNode.Host.ConnectAsync(ProviderNode.Address, CancellationToken.None);
-        var stream = await RequesterNode.Host.NewStreamAsync(ProviderKey.PeerId, [LeaseProtocol.IdWithReceipts], CancellationToken.None);
-        return new LeaseStream(this, stream);
+        var node = requester is null ? RequesterNode : await _hosts.StartAsync(key: requester);
+        await node.Host.ConnectAsync(ProviderNode.Address, CancellationToken.None);
+        var stream = await node.Host.NewStreamAsync(ProviderKey.PeerId, [LeaseProtocol.IdWithReceipts], CancellationToken.None);
+        return new LeaseStream(this, stream, requester ?? RequesterKey);
     }
 
     public async ValueTask DisposeAsync()
@@ -128,13 +132,18 @@ internal sealed class LeaseStream
     private readonly ProviderHarness _h;
     private readonly IStream _stream;
     private readonly Dictionary<ulong, RequesterLease> _leases = [];
+    private ulong _forged;
 
-    public LeaseStream(ProviderHarness harness, IStream stream)
+    public LeaseStream(ProviderHarness harness, IStream stream, PrivateKey requester)
     {
         _h = harness;
         _stream = stream;
+        Key = requester;
         Reading = ReadAsync();
     }
+
+    /// <summary>The requester's key: it signs the leases and receipts sent on this stream.</summary>
+    public PrivateKey Key { get; }
 
     /// <summary>Messages the requester does not send (a squatter keeps its data back).</summary>
     public Func<LeaseMessage, bool> Drop { get; set; } = _ => false;
@@ -144,6 +153,12 @@ internal sealed class LeaseStream
 
     /// <summary>Copies of the last receipt sent again before each note after the first is paid (a flood of replays).</summary>
     public int ReplaysBeforeEachPayment { get; set; }
+
+    /// <summary>
+    /// Receipts sent before each note is paid (after the replays) that the requester signed for leases that never existed
+    /// (<see cref="Forged"/>): each costs the provider a ledger look-up and must be refused with no write.
+    /// </summary>
+    public int ForgedBeforeEachPayment { get; set; }
 
     public List<LeaseMessage> Received { get; } = [];
 
@@ -159,7 +174,7 @@ internal sealed class LeaseStream
     /// <summary>Asks for a lease; the requester core answers the offer (accept) and sends the module and input.</summary>
     public Task RequestAsync(ulong requestId, LeaseWork work)
     {
-        var lease = new RequesterLease(_h.RequesterKey, _h.ProviderKey.PublicKey, requestId, work, _h.Options.Lease);
+        var lease = new RequesterLease(Key, _h.ProviderKey.PublicKey, requestId, work, _h.Options.Lease);
         _leases[requestId] = lease;
         return SendAsync(lease.Start(_h.Time.GetUtcNow()).Send);
     }
@@ -177,6 +192,30 @@ internal sealed class LeaseStream
 
     /// <summary>A receipt (a replay, or one the test made) on the lease stream.</summary>
     public Task SendReceiptAsync(ulong requestId, byte[] envelope) => SendAsync([new LeaseReceipt { RequestId = requestId, Envelope = envelope }]);
+
+    /// <summary>
+    /// A receipt signed by this requester, naming this provider, for a lease that never existed (its own id each time,
+    /// counted down from the largest): well-formed and correctly signed, so only the ledger can refuse it.
+    /// </summary>
+    public byte[] Forged(DateTimeOffset now)
+    {
+        var leaseId = ExecutionMapping.LeaseId(ulong.MaxValue - _forged++);
+        const ulong fuel = 1_000_000;
+        Receipt.TryComputeAmount(fuel, ProviderHarness.Price, out var amount);
+        var receipt = new Receipt
+        {
+            ReceiptId = Receipt.ComputeId(leaseId, _h.ProviderKey.PeerId, Key.PeerId),
+            LeaseId = leaseId,
+            Requester = Key.PeerId.ToBytes(),
+            Provider = _h.ProviderKey.PeerId.ToBytes(),
+            FuelUsed = fuel,
+            PricePerMillionFuel = ProviderHarness.Price,
+            Amount = amount,
+            AttestationHash = new byte[32],
+            TimestampUnixMs = now.ToUnixTimeMilliseconds(),
+        };
+        return SignedReceipt.Create(receipt, Key).EnvelopeBytes;
+    }
 
     private async Task ReadAsync()
     {
@@ -226,7 +265,11 @@ internal sealed class LeaseStream
                     {
                         await SendReceiptAsync(debit.RequestId, Receipts[^1]);
                     }
-                    var receipt = SignedReceipt.Create(note.Value!.Payment(now), _h.RequesterKey).EnvelopeBytes;
+                    for (var i = 0; i < ForgedBeforeEachPayment; i++)
+                    {
+                        await SendReceiptAsync(debit.RequestId, Forged(now));
+                    }
+                    var receipt = SignedReceipt.Create(note.Value!.Payment(now), Key).EnvelopeBytes;
                     Receipts.Add(receipt);
                     await SendReceiptAsync(debit.RequestId, receipt);
                 }
