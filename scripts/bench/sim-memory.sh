@@ -4,6 +4,7 @@
 # run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
 # At the end (the run drained, before its report; `potluck sim --hold-at-end`, the mesh frozen meanwhile) it takes the
 # same again: smaps_rollup-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
+# (SIM= a build older than --hold-at-end: END_DUMP=0.)
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
 # earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs.

@@ -254,7 +254,12 @@ public static class SimRunner
         }
         await reporter;
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
-        s.AtEnd?.Invoke();
+        if (s.AtEnd is { } atEnd)
+        {
+            wall.Stop(); // the hold is not the run's: wall_s and events_per_s leave it out
+            atEnd();
+            wall.Start();
+        }
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);
