@@ -2,6 +2,9 @@
 # Where a simulated mesh's memory goes: runs one `potluck sim` (flags passed through) and, when its warm-up ends, takes
 # /proc/PID/smaps_rollup, the GC's figures (from the progress line) and a dotnet-gcdump (types by size), then lets the
 # run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
+# At the end (the run drained, before its report; `potluck sim --hold-at-end`, the mesh frozen meanwhile) it takes the
+# same again: smaps_rollup-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
+# (SIM= a build older than --hold-at-end: END_DUMP=0.)
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
 # earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs.
@@ -12,7 +15,12 @@ mkdir -p "$out"
 sim="${SIM:-$root/src/Node/bin/Release/net10.0/potluck}"   # SIM=path runs another build (a before side by side)
 export PATH="$PATH:$HOME/.dotnet/tools"
 export DOTNET_GCConserveMemory="${DOTNET_GCConserveMemory:-7}"
-timeout 3600 "$sim" sim --json "$out/report.json" "$@" >"$out/report.txt" 2>"$out/progress.txt" &
+hold=()
+if [ "${END_DUMP:-1}" = 1 ]; then
+  rm -f "$out/.release"
+  hold=(--hold-at-end "$out/.release")
+fi
+timeout 3600 "$sim" sim --json "$out/report.json" "${hold[@]}" "$@" >"$out/report.txt" 2>"$out/progress.txt" &
 runner=$!
 sleep 0.5
 pid=$(pgrep -P "$runner" | head -1)   # the potluck process (timeout's child)
@@ -23,10 +31,24 @@ done
 grep "memory after warm-up" "$out/progress.txt"
 cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup.txt" || true
 grep -E "^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)" "$out/smaps_rollup.txt" || true
-if [ "${GCDUMP:-1}" = 1 ] && command -v dotnet-gcdump >/dev/null; then   # GCDUMP=0: none (a dump forces a full GC and inflates the peak)
-  dotnet-gcdump collect -p "$pid" -o "$out/after-warmup.gcdump" >/dev/null 2>&1 \
-    && dotnet-gcdump report "$out/after-warmup.gcdump" >"$out/gcdump-types.txt" 2>&1 \
-    && head -40 "$out/gcdump-types.txt"
+dump() {   # dump NAME TYPES-FILE
+  if [ "${GCDUMP:-1}" = 1 ] && command -v dotnet-gcdump >/dev/null; then   # GCDUMP=0: none (a dump forces a full GC and inflates the peak)
+    dotnet-gcdump collect -p "$pid" -o "$out/$1.gcdump" >/dev/null 2>&1 \
+      && dotnet-gcdump report "$out/$1.gcdump" >"$out/$2" 2>&1 \
+      && head -40 "$out/$2"
+  fi
+}
+dump after-warmup gcdump-types.txt || true
+if [ "${END_DUMP:-1}" = 1 ]; then
+  until grep -q "holding at the end" "$out/progress.txt" 2>/dev/null; do
+    kill -0 "$runner" 2>/dev/null || { echo "run ended before it held at its end" >&2; cat "$out/progress.txt" >&2; exit 1; }
+    sleep 0.2
+  done
+  grep -a -o "memory at the end[^\r]*" "$out/progress.txt" || true
+  cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup-at-end.txt" || true
+  grep -E "^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)" "$out/smaps_rollup-at-end.txt" || true
+  dump at-end gcdump-types-at-end.txt || true
+  touch "$out/.release"
 fi
 wait "$runner"
 cat "$out/report.txt"

@@ -36,6 +36,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(Json);
         Options.Add(Report);
         Options.Add(Quiet);
+        Options.Add(HoldAtEnd);
     }
 
     public Option<string> Scenario { get; } = CliOptions.ExistingFile("--scenario", "file",
@@ -86,6 +87,9 @@ internal sealed class SimCommand : PotluckCommand
     public Option<string> Report { get; } = CliOptions.Path("--report", "file.html", "also write an HTML report with pictures to this file");
 
     public Option<bool> Quiet { get; } = CliOptions.Flag("--quiet", "no progress line on stderr");
+
+    public Option<string> HoldAtEnd { get; } = CliOptions.Path("--hold-at-end", "file",
+        "when the run has drained, say so on stderr and wait (the mesh frozen) until this file exists, then report: a benchmark takes a heap dump of the end state meanwhile (scripts/bench/sim-memory.sh)");
 
     public override string? HelpNotes =>
         "Every node is complete (Noise, Yamux, gossipsub, Kademlia, SQLite ledger, Wasmtime sandbox) and built as `potluck run` builds one;\n"
@@ -150,6 +154,7 @@ internal sealed class SimCommand : PotluckCommand
             ChurnPerMinute = Get(Churn, "churn", e => (double?)e.GetDouble()) ?? 0,
             Partition = Get(Partition, "partition", e => e.GetBoolean()),
             SlowestTasks = Get(Slowest, "slowest", e => (int?)e.GetInt32()) ?? 0,
+            AtEnd = result.GetValue(HoldAtEnd) is { } hold ? () => HoldUntilExists(hold, ct) : null,
         };
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();
@@ -203,6 +208,21 @@ internal sealed class SimCommand : PotluckCommand
         if (Environment.GetEnvironmentVariable("DOTNET_gcConcurrent") is null)
         {
             System.Runtime.GCSettings.LatencyMode = System.Runtime.GCLatencyMode.Batch;
+        }
+    }
+
+    /// <summary>
+    /// <c>--hold-at-end</c>: a line a script can match (with the process id), then a wait on the wall clock until
+    /// <paramref name="path"/> exists or the command is cancelled. Only the command waits so; the mesh is frozen meanwhile.
+    /// </summary>
+    private void HoldUntilExists(string path, CancellationToken ct)
+    {
+        Error.WriteLine();
+        Error.WriteLine($"holding at the end (pid {Environment.ProcessId}) until {path} exists");
+        while (!File.Exists(path))
+        {
+            ct.ThrowIfCancellationRequested();
+            Thread.Sleep(100);
         }
     }
 

@@ -45,6 +45,14 @@ public sealed record SimScenario
     /// <summary>The report lists this many slowest tasks with their timelines (<see cref="TaskRecord.Steps"/>). Default 0.</summary>
     public int SlowestTasks { get; init; }
 
+    /// <summary>
+    /// Called on the loop once, when the run has drained (after the "memory at the end" progress line) and before the
+    /// report is measured; the mesh's virtual time does not move while it runs, so it does not change the run. A
+    /// benchmark holds the process here to take a heap dump of the end state (<c>potluck sim --hold-at-end</c>,
+    /// <c>scripts/bench/sim-memory.sh</c>). Default none.
+    /// </summary>
+    public Action? AtEnd { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -246,6 +254,12 @@ public static class SimRunner
         }
         await reporter;
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
+        if (s.AtEnd is { } atEnd)
+        {
+            wall.Stop(); // the hold is not the run's: wall_s and events_per_s leave it out
+            atEnd();
+            wall.Start();
+        }
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);

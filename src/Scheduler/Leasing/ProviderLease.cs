@@ -193,6 +193,9 @@ public sealed class ProviderLease
     public LeaseStep Cancel(string reason, DateTimeOffset now) =>
         _phase == Phase.Finished ? LeaseStep.Nothing : Finish(LeaseOutcomeKind.Cancelled, $"cancelled by provider: {reason}", now, Cancel(reason));
 
+    /// <summary>Whether the lease still holds content it received (module or input); none once it is finished.</summary>
+    internal bool HoldsContent => _module is not null || _input is not null;
+
     private LeaseStep OnAccept(LeaseAccept accept, DateTimeOffset now)
     {
         if (_phase != Phase.Offered)
@@ -259,6 +262,10 @@ public sealed class ProviderLease
     {
         var wasRunning = _phase == Phase.Running;
         _phase = Phase.Finished;
+        // A finished lease answers retries from _final alone: the module and input it received (buffers up to twice their
+        // size) go now, not when the registry forgets the lease (FinishedRetention, 5 min).
+        _module = null;
+        _input = null;
         _reservation.Dispose();
         _diskHold?.Dispose();
         _final = final;

@@ -51,6 +51,44 @@ public class LeaseStateMachineTests
     }
 
     [Test]
+    public void FinishedLease_LetsGoOfTheContentItReceived_AndStillAnswersRetries()
+    {
+        var h = new LeaseHarness();
+        var work = LeaseHarness.Work(moduleSize: 5000, inputSize: 700);
+        h.StartRequester(work);
+        h.Pump();
+        Assert.That(h.Provider!.HoldsContent, Is.True, "running: the module and input are the execution's");
+
+        h.CompleteExecution(Reverse(h.Execution!));
+        h.Pump();
+
+        Assert.That(h.ProviderOutcome!.Kind, Is.EqualTo(LeaseOutcomeKind.Completed));
+        Assert.That(h.Provider.HoldsContent, Is.False, "finished: nothing received is kept while the registry remembers the lease");
+        Assert.That(h.Registry.Leases, Does.Contain(h.Provider), "the lease itself is still remembered (retries)");
+        var results = h.SentByProvider.OfType<LeaseResult>().Count();
+        h.DeliverToProvider(h.SentByRequester.OfType<LeaseAccept>().First());
+        Assert.That(h.SentByProvider.OfType<LeaseResult>().Count(), Is.EqualTo(results + 1), "a retried accept gets the result again");
+        h.DeliverToProvider(h.SentByRequester.OfType<LeaseData>().First());
+        Assert.That(h.ProviderOutcome.Kind, Is.EqualTo(LeaseOutcomeKind.Completed), "late data after the end changes nothing");
+    }
+
+    [Test]
+    public void FailedLease_LetsGoOfTheContentItReceived()
+    {
+        var h = new LeaseHarness(new LeaseOptions { MaxChunkBytes = 256 });
+        var work = LeaseHarness.Work(moduleSize: 5000, inputSize: 700);
+        h.Drop = m => m is LeaseData { Kind: LeaseDataKind.Input };
+        h.StartRequester(work);
+        h.Pump();
+        Assert.That(h.Provider!.HoldsContent, Is.True, "receiving: the module so far");
+
+        h.RunUntil(T0 + TimeSpan.FromMinutes(11));
+
+        Assert.That(h.ProviderOutcome!.Kind, Is.EqualTo(LeaseOutcomeKind.Expired));
+        Assert.That(h.Provider.HoldsContent, Is.False);
+    }
+
+    [Test]
     public void CachedModule_IsNotTransferred()
     {
         var h = new LeaseHarness();
