@@ -6,9 +6,11 @@ namespace Potluck.Protocol.Host;
 
 /// <summary>
 /// The host's connection manager, modelled on go-libp2p's <c>connmgr.BasicConnMgr</c>: the registry of open
-/// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, and a periodic
-/// tick that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>) and trims the count back to
-/// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
+/// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, a periodic tick
+/// that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>), and one that trims the count back
+/// to <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/> (every
+/// <see cref="HostOptions.TrimSilencePeriod"/>, go's silence period; a connection that takes the count over the high
+/// watermark trims at once, at most once per period). Neither touches a protected
 /// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
 /// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
 /// Connection ids are numbered here, per host, so a replayed run numbers them the same.
@@ -30,6 +32,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
     private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
     private ITimer? _timer;
+    private ITimer? _trimTimer;
+    private DateTimeOffset _lastTrim = DateTimeOffset.MinValue;
     private long _nextId;
     private int _count;
     private int _trimming;
@@ -190,21 +194,26 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the idle/trim tick (when either is on).</summary>
+    /// <summary>The trim tick's period: the silence period, or go's 10 s when that is off.</summary>
+    private TimeSpan TrimPeriod => _options.TrimSilencePeriod > TimeSpan.Zero ? _options.TrimSilencePeriod : TimeSpan.FromSeconds(10);
+
+    /// <summary>Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="TrimPeriod"/>), each when on.</summary>
     public void Start()
     {
-        var period = _options.IdleTimeout > TimeSpan.Zero
-            ? TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4))
-            : _options.HighWater > 0 ? TimeSpan.FromSeconds(10) : TimeSpan.Zero;
-        if (period <= TimeSpan.Zero)
-        {
-            return;
-        }
         lock (_gate)
         {
-            if (!_closed)
+            if (_closed)
             {
-                _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTick(), this, period, period);
+                return;
+            }
+            if (_options.IdleTimeout > TimeSpan.Zero)
+            {
+                var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4));
+                _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).CloseIdle(), this, period, period);
+            }
+            if (_options.HighWater > 0)
+            {
+                _trimTimer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTrimTick(), this, TrimPeriod, TrimPeriod);
             }
         }
     }
@@ -260,7 +269,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             }
             list.Add(connection);
             _count++;
-            trim = _options.HighWater > 0 && _count > _options.HighWater;
+            trim = _options.HighWater > 0 && _count > _options.HighWater && TrimDueLocked();
         }
         if (trim)
         {
@@ -373,6 +382,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             _closed = true;
             _timer?.Dispose();
             _timer = null;
+            _trimTimer?.Dispose();
+            _trimTimer = null;
             return _connections.Values.SelectMany(l => l).ToArray();
         }
     }
@@ -523,6 +534,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         var now = _time.GetUtcNow();
         lock (_gate)
         {
+            _lastTrim = now;
             var open = OpenCountLocked();
             var excess = open - Math.Max(0, _options.LowWater);
             if (open <= _options.HighWater || excess <= 0)
@@ -541,13 +553,28 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     private int TagValueLocked(PeerId peer) => _tags.TryGetValue(peer, out var tags) ? tags.Values.Sum() : 0;
 
-    private void OnTick()
+    /// <summary>
+    /// Whether an opening over the high watermark may trim now: none ran within the silence period (go's rate limit on
+    /// trims on demand); claims the trim, so of two openings within the period only the first trims. An opening that
+    /// reaches the hard limit (<see cref="HostOptions.MaxConnections"/>) always trims: that trim is the one where young
+    /// connections give way down to the high watermark (<see cref="TrimVictims"/>), which keeps room for newcomers. Under the gate.
+    /// </summary>
+    private bool TrimDueLocked()
     {
-        if (_options.IdleTimeout > TimeSpan.Zero)
+        var now = _time.GetUtcNow();
+        if (_options.TrimSilencePeriod > TimeSpan.Zero && _lastTrim != DateTimeOffset.MinValue
+            && now - _lastTrim < _options.TrimSilencePeriod && OpenCountLocked() < _options.MaxConnections)
         {
-            CloseIdle();
+            return false;
         }
-        if (_options.HighWater > 0 && OpenCount > _options.HighWater)
+        _lastTrim = now;
+        return true;
+    }
+
+    /// <summary>The trim tick: trims when over the high watermark (go's background loop; not rate-limited, it is the period).</summary>
+    private void OnTrimTick()
+    {
+        if (OpenCount > _options.HighWater)
         {
             _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
         }

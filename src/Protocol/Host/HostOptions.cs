@@ -46,6 +46,16 @@ public sealed record HostOptions
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>
+    /// go-libp2p connmgr's silence period. Every this often the connection manager checks its count against
+    /// <see cref="HighWater"/> and trims when over it; a connection that takes the count over <see cref="HighWater"/>
+    /// triggers a trim at once, unless one ran within this (at most one trim per period from openings, so a burst of
+    /// newcomers does not sort the connections once each; one that reaches <see cref="MaxConnections"/> always trims). A node whose young connections' grace runs out is back at
+    /// <see cref="LowWater"/> within this. Zero or negative: every opening over the high watermark trims and the check runs
+    /// every 10 s. Default 10 s (go's default).
+    /// </summary>
+    public TimeSpan TrimSilencePeriod { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// A connection's grace period (<see cref="TrimGracePeriod"/>) ends early once the exchange it was opened for is over:
     /// it has carried a stream of a protocol not in <see cref="BackgroundProtocols"/>, carries none now and no stream but
     /// background ones, and its peer is identified and untagged. Trimming (over <see cref="HighWater"/>, down to
