@@ -9,8 +9,8 @@ namespace Potluck.Protocol.Host;
 /// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, a periodic tick
 /// that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>), and one that trims the count back
 /// to <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/> (every
-/// <see cref="HostOptions.TrimSilencePeriod"/>, go's silence period; a connection that takes the count over the high
-/// watermark trims at once, at most once per period). Neither touches a protected
+/// <see cref="HostOptions.TrimInterval"/>, go's silence period; a connection that takes the count over the high watermark
+/// also trims at once). Neither touches a protected
 /// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
 /// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
 /// Connection ids are numbered here, per host, so a replayed run numbers them the same.
@@ -33,7 +33,6 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
     private ITimer? _timer;
     private ITimer? _trimTimer;
-    private DateTimeOffset _lastTrim = DateTimeOffset.MinValue;
     private long _nextId;
     private int _count;
     private int _trimming;
@@ -194,10 +193,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>The trim tick's period: the silence period, or go's 10 s when that is off.</summary>
-    private TimeSpan TrimPeriod => _options.TrimSilencePeriod > TimeSpan.Zero ? _options.TrimSilencePeriod : TimeSpan.FromSeconds(10);
-
-    /// <summary>Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="TrimPeriod"/>), each when on.</summary>
+    /// <summary>Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="HostOptions.TrimInterval"/>), each when on.</summary>
     public void Start()
     {
         lock (_gate)
@@ -211,9 +207,9 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
                 var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4));
                 _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).CloseIdle(), this, period, period);
             }
-            if (_options.HighWater > 0)
+            if (_options.HighWater > 0 && _options.TrimInterval > TimeSpan.Zero)
             {
-                _trimTimer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTrimTick(), this, TrimPeriod, TrimPeriod);
+                _trimTimer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTrimTick(), this, _options.TrimInterval, _options.TrimInterval);
             }
         }
     }
@@ -269,7 +265,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             }
             list.Add(connection);
             _count++;
-            trim = _options.HighWater > 0 && _count > _options.HighWater && TrimDueLocked();
+            trim = _options.HighWater > 0 && _count > _options.HighWater;
         }
         if (trim)
         {
@@ -534,7 +530,6 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         var now = _time.GetUtcNow();
         lock (_gate)
         {
-            _lastTrim = now;
             var open = OpenCountLocked();
             var excess = open - Math.Max(0, _options.LowWater);
             if (open <= _options.HighWater || excess <= 0)
@@ -553,25 +548,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     private int TagValueLocked(PeerId peer) => _tags.TryGetValue(peer, out var tags) ? tags.Values.Sum() : 0;
 
-    /// <summary>
-    /// Whether an opening over the high watermark may trim now: none ran within the silence period (go's rate limit on
-    /// trims on demand); claims the trim, so of two openings within the period only the first trims. An opening that
-    /// reaches the hard limit (<see cref="HostOptions.MaxConnections"/>) always trims: that trim is the one where young
-    /// connections give way down to the high watermark (<see cref="TrimVictims"/>), which keeps room for newcomers. Under the gate.
-    /// </summary>
-    private bool TrimDueLocked()
-    {
-        var now = _time.GetUtcNow();
-        if (_options.TrimSilencePeriod > TimeSpan.Zero && _lastTrim != DateTimeOffset.MinValue
-            && now - _lastTrim < _options.TrimSilencePeriod && OpenCountLocked() < _options.MaxConnections)
-        {
-            return false;
-        }
-        _lastTrim = now;
-        return true;
-    }
-
-    /// <summary>The trim tick: trims when over the high watermark (go's background loop; not rate-limited, it is the period).</summary>
+    /// <summary>The trim tick: trims when over the high watermark (go's background loop).</summary>
     private void OnTrimTick()
     {
         if (OpenCount > _options.HighWater)

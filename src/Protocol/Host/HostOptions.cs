@@ -46,14 +46,15 @@ public sealed record HostOptions
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>
-    /// go-libp2p connmgr's silence period. Every this often the connection manager checks its count against
-    /// <see cref="HighWater"/> and trims when over it; a connection that takes the count over <see cref="HighWater"/>
-    /// triggers a trim at once, unless one ran within this (at most one trim per period from openings, so a burst of
-    /// newcomers does not sort the connections once each; one that reaches <see cref="MaxConnections"/> always trims). A node whose young connections' grace runs out is back at
-    /// <see cref="LowWater"/> within this. Zero or negative: every opening over the high watermark trims and the check runs
-    /// every 10 s. Default 10 s (go's default).
+    /// How often the connection manager checks its count against <see cref="HighWater"/> and trims when over it: go-libp2p
+    /// connmgr's silence period, the interval of its trim ticker. A node whose young connections' grace runs out is back
+    /// at <see cref="LowWater"/> within this (the check ran every quarter of <see cref="IdleTimeout"/>, 30 s, before).
+    /// A connection that takes the count over <see cref="HighWater"/> also trims at once, every time: go's connmgr once
+    /// rate-limited those to one per silence period, but a join's finished young connections (<see cref="TrimFinishedYoung"/>)
+    /// go one opening at a time, and with the limit hosts stayed above their high watermark between ticks. Zero or
+    /// negative: no tick (only openings trim). Default 10 s (go's default).
     /// </summary>
-    public TimeSpan TrimSilencePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan TrimInterval { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// A connection's grace period (<see cref="TrimGracePeriod"/>) ends early once the exchange it was opened for is over:
