@@ -6,9 +6,11 @@ namespace Potluck.Protocol.Host;
 
 /// <summary>
 /// The host's connection manager, modelled on go-libp2p's <c>connmgr.BasicConnMgr</c>: the registry of open
-/// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, and a periodic
-/// tick that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>) and trims the count back to
-/// <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/>. Neither touches a protected
+/// connections per peer under <see cref="HostOptions.MaxConnections"/>, protection and tags per peer, a periodic tick
+/// that closes idle connections (no stream for <see cref="HostOptions.IdleTimeout"/>), and one that trims the count back
+/// to <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/> (every
+/// <see cref="HostOptions.TrimInterval"/>, go's silence period; a connection that takes the count over the high watermark
+/// also trims at once). Neither touches a protected
 /// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
 /// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
 /// Connection ids are numbered here, per host, so a replayed run numbers them the same.
@@ -30,6 +32,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
     private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
     private ITimer? _timer;
+    private ITimer? _trimTimer;
     private long _nextId;
     private int _count;
     private int _trimming;
@@ -190,21 +193,23 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the idle/trim tick (when either is on).</summary>
+    /// <summary>Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="HostOptions.TrimInterval"/>), each when on.</summary>
     public void Start()
     {
-        var period = _options.IdleTimeout > TimeSpan.Zero
-            ? TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4))
-            : _options.HighWater > 0 ? TimeSpan.FromSeconds(10) : TimeSpan.Zero;
-        if (period <= TimeSpan.Zero)
-        {
-            return;
-        }
         lock (_gate)
         {
-            if (!_closed)
+            if (_closed)
             {
-                _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTick(), this, period, period);
+                return;
+            }
+            if (_options.IdleTimeout > TimeSpan.Zero)
+            {
+                var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4));
+                _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).CloseIdle(), this, period, period);
+            }
+            if (_options.HighWater > 0 && _options.TrimInterval > TimeSpan.Zero)
+            {
+                _trimTimer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTrimTick(), this, _options.TrimInterval, _options.TrimInterval);
             }
         }
     }
@@ -373,6 +378,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             _closed = true;
             _timer?.Dispose();
             _timer = null;
+            _trimTimer?.Dispose();
+            _trimTimer = null;
             return _connections.Values.SelectMany(l => l).ToArray();
         }
     }
@@ -541,13 +548,10 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     private int TagValueLocked(PeerId peer) => _tags.TryGetValue(peer, out var tags) ? tags.Values.Sum() : 0;
 
-    private void OnTick()
+    /// <summary>The trim tick: trims when over the high watermark (go's background loop).</summary>
+    private void OnTrimTick()
     {
-        if (_options.IdleTimeout > TimeSpan.Zero)
-        {
-            CloseIdle();
-        }
-        if (_options.HighWater > 0 && OpenCount > _options.HighWater)
+        if (OpenCount > _options.HighWater)
         {
             _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
         }

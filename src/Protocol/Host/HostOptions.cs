@@ -46,6 +46,17 @@ public sealed record HostOptions
     public TimeSpan TrimGracePeriod { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>
+    /// How often the connection manager checks its count against <see cref="HighWater"/> and trims when over it: go-libp2p
+    /// connmgr's silence period, the interval of its trim ticker. A node whose young connections' grace runs out is back
+    /// at <see cref="LowWater"/> within this (the check ran every quarter of <see cref="IdleTimeout"/>, 30 s, before).
+    /// A connection that takes the count over <see cref="HighWater"/> also trims at once, every time: go's connmgr once
+    /// rate-limited those to one per silence period, but a join's finished young connections (<see cref="TrimFinishedYoung"/>)
+    /// go one opening at a time, and with the limit hosts stayed above their high watermark between ticks. Zero or
+    /// negative: no tick (only openings trim). Default 10 s (go's default).
+    /// </summary>
+    public TimeSpan TrimInterval { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// A connection's grace period (<see cref="TrimGracePeriod"/>) ends early once the exchange it was opened for is over:
     /// it has carried a stream of a protocol not in <see cref="BackgroundProtocols"/>, carries none now and no stream but
     /// background ones, and its peer is identified and untagged. Trimming (over <see cref="HighWater"/>, down to

@@ -108,6 +108,74 @@ public class ConnectionManagerTests
         Assert.That(hub.Host.Connections, Has.Count.EqualTo(1));
     });
 
+    /// <summary>
+    /// The trim tick runs every <see cref="HostOptions.TrimInterval"/> (go connmgr's silence period, 10 s), not every quarter
+    /// of the idle timeout (30 s): a node pushed over its high watermark by young connections is back at its low watermark
+    /// within the interval once their grace runs out. Opened at 15 s, their grace ends at 35 s; the tick at 40 s trims (the idle tick's are at 30 and 60 s).
+    /// </summary>
+    [Test]
+    public void OverTheHighWatermark_WhenTheGraceRunsOut_BackAtTheLowWatermarkWithinTheSilencePeriod() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var started = d.Clock.GetUtcNow();
+        var hub = await hosts.StartAsync(o => o with
+        {
+            MaxConnections = 16, HighWater = 3, LowWater = 2, TrimGracePeriod = TimeSpan.FromSeconds(20),
+            TrimInterval = TimeSpan.FromSeconds(10), IdleTimeout = TimeSpan.FromMinutes(2),
+        });
+        var peers = new[] { await hosts.StartAsync(), await hosts.StartAsync(), await hosts.StartAsync(), await hosts.StartAsync() };
+        await Task.Delay(TimeSpan.FromSeconds(15), d.Clock);
+        foreach (var peer in peers)
+        {
+            await hub.Host.ConnectAsync(peer.Address, CancellationToken.None);
+        }
+        await d.IdleAsync();
+        var opened = d.Clock.GetUtcNow();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(4), "over the high watermark, but every connection is young");
+
+        await Task.Delay(opened + TimeSpan.FromSeconds(19) - d.Clock.GetUtcNow(), d.Clock);
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(4), "still in their grace period");
+
+        await Task.Delay(opened + TimeSpan.FromSeconds(20) + TimeSpan.FromSeconds(10) - d.Clock.GetUtcNow(), d.Clock);
+        await d.IdleAsync();
+        Assert.That(d.Clock.GetUtcNow() - started, Is.LessThan(TimeSpan.FromSeconds(60)));
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(2), "trimmed to the low watermark within the interval");
+    });
+
+    /// <summary>
+    /// A connection that takes the count over the high watermark trims at once, every time, not once per interval (go's
+    /// connmgr once rate-limited these; a join's finished young connections go one opening at a time, see
+    /// <see cref="HostOptions.TrimInterval"/>): two openings over it a second apart each trim, without waiting for the tick.
+    /// </summary>
+    [Test]
+    public void EveryOpeningOverTheHighWatermark_TrimsAtOnce_NotOncePerInterval() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => o with
+        {
+            MaxConnections = 16, HighWater = 1, LowWater = 1, TrimGracePeriod = TimeSpan.Zero, TrimInterval = TimeSpan.FromSeconds(10),
+        });
+        var peers = new List<TestHosts.TestNode>();
+        for (var i = 0; i < 3; i++)
+        {
+            peers.Add(await hosts.StartAsync());
+        }
+        var trimmed = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "trimmed");
+
+        await hub.Host.ConnectAsync(peers[0].Address, CancellationToken.None);
+        await hub.Host.ConnectAsync(peers[1].Address, CancellationToken.None);   // over the high watermark
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(1));
+        Assert.That(hub.Host.Instruments.ClosedTotals()[trimmed], Is.EqualTo(1));
+
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        await hub.Host.ConnectAsync(peers[2].Address, CancellationToken.None);   // over it again, well within the interval
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(1), "trimmed at once, not at the tick");
+        Assert.That(hub.Host.Instruments.ClosedTotals()[trimmed], Is.EqualTo(2));
+    });
+
     [Test]
     public void AtTheHardLimit_YoungConnectionsGiveWayDownToTheHighWatermark_SoANewcomerIsServed() => VirtualTimeDriver.Run(async d =>
     {
