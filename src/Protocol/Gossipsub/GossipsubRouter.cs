@@ -101,7 +101,7 @@ internal sealed class GossipsubRouter
             : DefaultMessageId;
         _mcache = new MessageCache(options.HistoryLength, options.HistoryGossip);
         _seen = new SeenCache(options.SeenTtl);
-        _score = new PeerScore(options.Score, options.SeenTtl, now);
+        _score = new PeerScore(options.Score, _seen, now); // its delivery records live in the seen cache
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
         _instruments = instruments;
     }
@@ -137,6 +137,13 @@ internal sealed class GossipsubRouter
         _backoff.TryGetValue(topic, out var b) && b.TryGetValue(peer, out var until) && until > now;
 
     public bool HasSeen(MessageId id) => _seen.Contains(id);
+
+    /// <summary>For tests and diagnostics: seen messages with their delivery records, and those records that hold an array of peers.</summary>
+    internal (int Records, int WithPeerArrays) SeenRecords => _score.DeliveryRecords;
+
+    /// <summary>For tests: a peer's score counters in a topic (null when it has none there).</summary>
+    internal (double FirstDeliveries, double MeshDeliveries, double InvalidDeliveries, double MeshFailurePenalty)? ScoreCounters(PeerId peer, string topic) =>
+        _score.Counters(peer, topic);
 
     public int CachedMessages => _mcache.Count;
 
@@ -885,8 +892,7 @@ internal sealed class GossipsubRouter
             EmitGossip(topic, fanout, ScoreOf);
         }
 
-        _mcache.Shift();
-        _seen.Prune(now);
+        _mcache.Shift(); // the seen cache was pruned by _score.Refresh above
         if (_ticks % 15 == 0)
         {
             foreach (var b in _backoff.Values)

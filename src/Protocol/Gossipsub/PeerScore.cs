@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Potluck.Protocol.Identity;
 
 namespace Potluck.Protocol.Gossipsub;
@@ -15,21 +16,36 @@ namespace Potluck.Protocol.Gossipsub;
 internal sealed class PeerScore
 {
     private readonly PeerScoreParams _params;
-    private readonly TimeSpan _deliveryTtl;
     private readonly Dictionary<PeerId, PeerStats> _peers = [];
     private readonly Dictionary<string, HashSet<PeerId>> _peersByIp = new(StringComparer.Ordinal);
-    private readonly Dictionary<MessageId, DeliveryRecord> _deliveries = [];
-    private readonly Queue<(MessageId Id, DateTimeOffset Expiry)> _deliveryOrder = new();
+    private readonly SeenCache _records;
+    /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
+    private readonly TimeSpan _maxWindow;
+    /// <summary>Valid messages whose record holds an array of peers, in the order they were validated, to let go of it after <see cref="_maxWindow"/>.</summary>
+    private readonly Queue<MessageId> _toRelease = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
     private long _expiredTotal;
     private long _evictedTotal;
 
+    /// <summary>A score with its own table of delivery records, each kept <paramref name="deliveryTtl"/>.</summary>
     public PeerScore(PeerScoreParams parameters, TimeSpan deliveryTtl, DateTimeOffset now)
+        : this(parameters, new SeenCache(deliveryTtl), now)
+    {
+    }
+
+    /// <summary>
+    /// A score that keeps its delivery records in the router's seen cache (one entry per message for both);
+    /// <see cref="Refresh"/> prunes that cache.
+    /// </summary>
+    public PeerScore(PeerScoreParams parameters, SeenCache records, DateTimeOffset now)
     {
         _params = parameters;
-        _deliveryTtl = deliveryTtl;
+        _records = records;
         _lastDecay = now;
+        _maxWindow = parameters.Topics.Values.Append(parameters.DefaultTopic)
+            .Select(tp => tp?.MeshMessageDeliveriesWindow ?? TimeSpan.Zero)
+            .DefaultIfEmpty(TimeSpan.Zero).Max();
     }
 
     public void AddPeer(PeerId peer, string? ip)
@@ -187,10 +203,10 @@ internal sealed class PeerScore
     /// <summary>The first valid delivery of a message: P₂ for the sender, and P₃ when it is a mesh peer.</summary>
     public void DeliverMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
     {
-        var record = Record(id, now);
+        ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Valid;
-        record.Validated = now;
-        record.Peers.Add(from);
+        record.Validated = now.UtcTicks;
+        AddPeer(ref record, id, from);
         if (Topic(from, topic) is { } ts && TopicParams(topic) is { } tp)
         {
             ts.FirstDeliveries = Math.Min(ts.FirstDeliveries + 1, tp.FirstMessageDeliveriesCap);
@@ -204,18 +220,21 @@ internal sealed class PeerScore
     /// <summary>The application rejected the message: P₄ for the sender, and later for whoever repeats it.</summary>
     public void RejectMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
     {
-        var record = Record(id, now);
+        ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Invalid;
-        record.Peers.Add(from);
+        AddPeer(ref record, id, from);
         MarkInvalid(from, topic);
     }
 
-    /// <summary>The application ignored the message: no penalty for anyone.</summary>
+    /// <summary>
+    /// The application ignored the message: no penalty for anyone, now or for a later copy, so the record keeps no
+    /// peers (go-libp2p lets go of them too).
+    /// </summary>
     public void IgnoreMessage(MessageId id, PeerId from, DateTimeOffset now)
     {
-        var record = Record(id, now);
+        ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Ignored;
-        record.Peers.Add(from);
+        record.ReleasePeers();
     }
 
     /// <summary>A message that failed before it had an id we trust (bad signature, oversized): P₄, nothing recorded.</summary>
@@ -227,26 +246,71 @@ internal sealed class PeerScore
         }
     }
 
+    /// <summary>
+    /// A later copy of a message: counts once per peer, toward P₃ for a mesh peer within the topic's mesh delivery
+    /// window after validation, toward P₄ for every peer that repeats an invalid one (for as long as it is remembered).
+    /// Past the longest window a valid message's copies count for nothing, whoever sends them: they are not recorded.
+    /// </summary>
     public void DuplicateMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
     {
-        if (!_deliveries.TryGetValue(id, out var record) || !record.Peers.Add(from))
+        ref var record = ref _records.Find(id);
+        if (Unsafe.IsNullRef(ref record))
         {
             return;
         }
         switch (record.Status)
         {
             case DeliveryStatus.Valid:
+                var validated = new DateTimeOffset(record.Validated, TimeSpan.Zero);
+                if (now > validated + _maxWindow)
+                {
+                    // Counts for nothing. The record of the peer's topic is made as before (a peer's topics are summed
+                    // in the order they were first met, so the score's rounding stays what it was).
+                    _ = Topic(from, topic);
+                    return;
+                }
+                if (!AddPeer(ref record, id, from))
+                {
+                    return;
+                }
                 if (Topic(from, topic) is { InMesh: true } ts && TopicParams(topic) is { } tp
-                    && now <= record.Validated + tp.MeshMessageDeliveriesWindow)
+                    && now <= validated + tp.MeshMessageDeliveriesWindow)
                 {
                     ts.MeshDeliveries = Math.Min(ts.MeshDeliveries + 1, tp.MeshMessageDeliveriesCap);
                 }
                 break;
             case DeliveryStatus.Invalid:
-                MarkInvalid(from, topic);
+                if (AddPeer(ref record, id, from))
+                {
+                    MarkInvalid(from, topic);
+                }
                 break;
         }
     }
+
+    /// <summary>Adds the peer to the record; a valid message's first array of peers is queued to be let go of.</summary>
+    private bool AddPeer(ref SeenRecord record, MessageId id, PeerId peer)
+    {
+        var hadArray = record.More is not null;
+        if (!record.AddPeer(peer))
+        {
+            return false;
+        }
+        if (!hadArray && record.More is not null && record.Status == DeliveryStatus.Valid)
+        {
+            _toRelease.Enqueue(id);
+        }
+        return true;
+    }
+
+    /// <summary>For tests: a peer's counters in a topic, or null when it has none there (reading them creates nothing).</summary>
+    internal (double FirstDeliveries, double MeshDeliveries, double InvalidDeliveries, double MeshFailurePenalty)? Counters(PeerId peer, string topic) =>
+        _peers.TryGetValue(peer, out var stats) && stats.Topics.TryGetValue(topic, out var ts)
+            ? (ts.FirstDeliveries, ts.MeshDeliveries, ts.InvalidDeliveries, ts.MeshFailurePenalty)
+            : null;
+
+    /// <summary>For tests and diagnostics: delivery records held (with the ids seen and never scored), and those holding an array of peers.</summary>
+    internal (int Records, int WithPeerArrays) DeliveryRecords => (_records.Count, _records.RecordsWithPeerArrays());
 
     public double Score(PeerId peer, DateTimeOffset now)
     {
@@ -299,11 +363,8 @@ internal sealed class PeerScore
     /// <summary>Decays counters once per decay interval, activates P₃, forgets expired peers and deliveries.</summary>
     public void Refresh(DateTimeOffset now)
     {
-        while (_deliveryOrder.TryPeek(out var head) && head.Expiry <= now)
-        {
-            _deliveryOrder.Dequeue();
-            _deliveries.Remove(head.Id);
-        }
+        _records.Prune(now);
+        ReleasePeers(now);
         if (now - _lastDecay < _params.DecayInterval)
         {
             return;
@@ -367,23 +428,26 @@ internal sealed class PeerScore
         return ts;
     }
 
-    private DeliveryRecord Record(MessageId id, DateTimeOffset now)
+    /// <summary>
+    /// Lets go of the peers of valid messages validated more than the longest mesh delivery window ago: no later copy
+    /// can count for or against anyone (<see cref="DuplicateMessage"/> no longer records them).
+    /// </summary>
+    private void ReleasePeers(DateTimeOffset now)
     {
-        if (!_deliveries.TryGetValue(id, out var record))
+        while (_toRelease.TryPeek(out var head))
         {
-            _deliveries[id] = record = new DeliveryRecord();
-            _deliveryOrder.Enqueue((id, now + _deliveryTtl));
+            ref var record = ref _records.Find(head);
+            if (!Unsafe.IsNullRef(ref record) && record.Status == DeliveryStatus.Valid
+                && now <= new DateTimeOffset(record.Validated, TimeSpan.Zero) + _maxWindow)
+            {
+                break;
+            }
+            _toRelease.Dequeue();
+            if (!Unsafe.IsNullRef(ref record) && record.Status == DeliveryStatus.Valid)
+            {
+                record.ReleasePeers();
+            }
         }
-        return record;
-    }
-
-    private enum DeliveryStatus { Unknown, Valid, Invalid, Ignored }
-
-    private sealed class DeliveryRecord
-    {
-        public DeliveryStatus Status { get; set; }
-        public DateTimeOffset Validated { get; set; }
-        public HashSet<PeerId> Peers { get; } = [];
     }
 
     private sealed class PeerStats
