@@ -21,7 +21,7 @@ internal sealed class PeerScore
     private readonly SeenCache _records;
     /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
     private readonly TimeSpan _maxWindow;
-    /// <summary>Valid messages whose record holds an array of peers, in the order they were validated, to let go of it after <see cref="_maxWindow"/>.</summary>
+    /// <summary>Valid messages whose record holds an array of peers, in the order the arrays were made, to let go of them after <see cref="_maxWindow"/>.</summary>
     private readonly Queue<MessageId> _toRelease = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
