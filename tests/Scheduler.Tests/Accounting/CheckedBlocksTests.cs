@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Accounting;
 using static Potluck.Scheduler.Tests.Accounting.ChainBlockTests;
 using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
@@ -80,5 +82,109 @@ public class CheckedBlocksTests
         Assert.That(known.TryGet(first.EnvelopeBytes, Chain, out _), Is.False, "the oldest was dropped");
         Assert.That(known.Decode(first.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid), "and is verified again when it comes back");
         Assert.That(known.Verified, Is.EqualTo(1));
+    }
+
+    /// <summary>A valid half-block signed by <paramref name="author"/>, distinct for each <paramref name="n"/> (a flood needs no receipts).</summary>
+    private static SignedBlock Flooded(PrivateKey author, int n) => SignedBlock.Sign(new ChainBlock
+    {
+        Author = author.PeerId.ToBytes(),
+        Seq = 1,
+        Previous = SignedBlock.Genesis,
+        Counterparty = Provider.PeerId.ToBytes(),
+        Kind = BlockKind.Proposal,
+        ReceiptId = Potluck.Scheduler.Credits.Receipt.ComputeId(Lease(n), Provider.PeerId, author.PeerId),
+        LeaseId = Lease(n),
+        Amount = 1,
+        FuelUsed = 1,
+    }, author);
+
+    [Test]
+    public void FloodOfDistinctValidBlocksFromAStranger_StaysAtTheCap_AndHonestChecksStayRight()
+    {
+        var known = new CheckedBlocks();
+        var (honest, honestAgreement) = Pair(30);
+        known.Remember(honest); // signed here, before the flood
+        var flood = Enumerable.Range(0, CheckedBlocks.Capacity + CheckedBlocks.Capacity / 2).Select(i => Flooded(Stranger, 100_000 + i)).ToArray();
+        var slots = 0;
+        foreach (var (block, i) in flood.Select((b, i) => (b, i)))
+        {
+            Assert.That(known.Decode(block.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+            if (i == CheckedBlocks.Capacity)
+            {
+                slots = known.Slots;
+            }
+        }
+        Assert.That(known.Count, Is.EqualTo(CheckedBlocks.Capacity), "entries stay at the cap");
+        Assert.That(known.Slots, Is.EqualTo(slots), "and so does what holds them: nothing grows once full");
+        Assert.That(known.Verified, Is.EqualTo(flood.Length), "each distinct block verified once");
+
+        // Honest checks after the flood: the honest block (pushed out) is verified again and valid; an honest agreement
+        // is verified and then remembered; a tampered copy is refused every time; the flood's newest are still remembered.
+        Assert.That(known.Decode(honest.EnvelopeBytes, Chain, out var again), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(again!.Hash, Is.EqualTo(honest.Hash));
+        Assert.That(known.Decode(honestAgreement.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+        var verified = known.Verified;
+        Assert.That(known.Decode(honestAgreement.EnvelopeBytes, Chain, out var remembered), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(honest.LinkedBy(remembered!), Is.EqualTo(BlockStatus.Valid));
+        var garbled = honestAgreement.EnvelopeBytes.ToArray();
+        garbled[^1] ^= 0x01;
+        Assert.That(known.Decode(garbled, Chain, out _), Is.EqualTo(BlockStatus.BadSignature));
+        Assert.That(known.Decode(flood[^1].EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(known.Verified - verified, Is.EqualTo(1), "only the garbled copy was verified; the agreement and the flood's last were remembered");
+        Assert.That(known.Count, Is.EqualTo(CheckedBlocks.Capacity));
+    }
+
+    [Test]
+    public void AHit_IsTheBlockAVerificationGives_OnItsOwnCopy()
+    {
+        var (proposal, agreement) = Pair(40);
+        var known = new CheckedBlocks();
+        Assert.That(known.Decode(agreement.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+        var bytes = agreement.EnvelopeBytes.ToArray();
+        Assert.That(known.Decode(bytes, Chain, out var hit), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(SignedBlock.Decode(bytes, Chain, out var verified), Is.EqualTo(BlockStatus.Valid));
+        Assert.That((known.Verified, known.Remembered), Is.EqualTo((1L, 1L)));
+        Assert.That(hit!.EnvelopeBytes, Is.EqualTo(verified!.EnvelopeBytes).And.Not.SameAs(bytes), "the caller's array stays its own");
+        Assert.That(hit.Payload, Is.EqualTo(verified.Payload));
+        Assert.That(hit.Hash, Is.EqualTo(verified.Hash));
+        Assert.That((hit.Author, hit.Counterparty, hit.Seq), Is.EqualTo((verified.Author, verified.Counterparty, verified.Seq)));
+        Assert.That((hit.Block.Kind, hit.Block.LinkSeq, hit.Block.Amount, hit.Block.FuelUsed), Is.EqualTo((verified.Block.Kind, verified.Block.LinkSeq, verified.Block.Amount, verified.Block.FuelUsed)));
+        Assert.That(proposal.LinkedBy(hit), Is.EqualTo(BlockStatus.Valid));
+    }
+
+    [Test]
+    public void TheSamePayloadSealedByAnotherKey_IsOtherBytes_Verified_AndRefused()
+    {
+        var (proposal, _) = Pair(50);
+        var known = new CheckedBlocks();
+        known.Remember(proposal);
+        var resealed = Potluck.Scheduler.Credits.SignedEnvelope.Seal(Stranger, SignedBlock.Domain, proposal.Payload).Encode();
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.That(known.Decode(resealed, Chain, out var block), Is.EqualTo(BlockStatus.WrongSigner));
+            Assert.That(block, Is.Null);
+        }
+        Assert.That((known.Verified, known.Remembered, known.Count), Is.EqualTo((2L, 0L, 1)));
+    }
+
+    [Test]
+    public void NoDecodedBlockIsKept()
+    {
+        var known = new CheckedBlocks();
+        var weak = CheckAndDrop(known, Pair(60).Agreement.EnvelopeBytes);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
+        Assert.That(weak.Block.TryGetTarget(out _), Is.False, "the checked block itself is not kept");
+        Assert.That(weak.Bytes.TryGetTarget(out _), Is.False, "nor its bytes");
+        Assert.That(known.Count, Is.EqualTo(1), "only what says these bytes checked");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static (WeakReference<SignedBlock> Block, WeakReference<byte[]> Bytes) CheckAndDrop(CheckedBlocks known, byte[] bytes)
+    {
+        var copy = bytes.ToArray();
+        Assert.That(known.Decode(copy, Chain, out var block), Is.EqualTo(BlockStatus.Valid));
+        return (new WeakReference<SignedBlock>(block!), new WeakReference<byte[]>(block!.EnvelopeBytes));
     }
 }
