@@ -194,6 +194,10 @@ public sealed record MeshOptions
         {
             throw new ArgumentOutOfRangeException(nameof(JoinOver), over, "must be 0 (all at once) to 1 hour");
         }
+        if (FileDescriptorLimit is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(FileDescriptorLimit), FileDescriptorLimit, "must be at least 1 (or null: the process's own)");
+        }
         if (BootstrapPeers < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(BootstrapPeers), BootstrapPeers, "must be at least 1");
@@ -490,8 +494,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     /// <summary>
     /// File descriptors a node with files (no <see cref="MeshStandIns.InMemoryStorage"/>) holds open while it is up, all of
-    /// them SQLite's: the ledger's database twice (two connections), its write-ahead log three times and its shared-memory
-    /// index once, reputation's database, log and index, and the peers database. Measured on Linux (10,000 of them at
+    /// them its databases': the ledger's database twice (writer and reader connections), its write-ahead log three times
+    /// (both connections and the ledger's own handle that flushes it) and its shared-memory index once, reputation's
+    /// database, log and index, and the peers database. Measured on Linux (10,000 of them at
     /// 1,000 nodes; <c>SimFileDescriptorTests</c> checks it).
     /// </summary>
     public const int FileDescriptorsPerStoredNode = 10;

@@ -61,6 +61,25 @@ public class SimFileDescriptorTests
     }
 
     [Test]
+    public void StartAsync_ALimitBelowOne_IsRefusedAsAnOption()
+    {
+        var options = new MeshOptions { Nodes = 2, Providers = 1, FileDescriptorLimit = 0 };
+        var thrown = VirtualTimeDriver.Run<Exception?>(async d =>
+        {
+            try
+            {
+                await using var mesh = await SimulatedMesh.StartAsync(d, options);
+                return null;
+            }
+            catch (ArgumentOutOfRangeException e)
+            {
+                return e;
+            }
+        });
+        Assert.That(thrown, Is.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo(nameof(MeshOptions.FileDescriptorLimit)));
+    }
+
+    [Test]
     public void ParseOpenFilesLimit_ReadsTheSoftLimit()
     {
         const string limits = """
