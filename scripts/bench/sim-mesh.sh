@@ -7,7 +7,8 @@
 #   standins:     100 nodes with and without the stand-ins (--stand-ins all), side by side: MiB per node, CPU
 #   scale:        the same mixed scenario at 20, 50 and 100 nodes: memory per node, events per CPU second
 #   scale-big:    NODES (default 1000) nodes with every stand-in, a light workload (memory and time bound it), each node
-#                 keeping at most MAXCONN (default 32) connections
+#                 keeping at most MAXCONN (default 32) connections; STANDINS=none runs the same with complete nodes (real
+#                 Noise, a Wasmtime engine and SQLite files per node: ~10 open files per node, README "1,000 complete nodes")
 #   replay:       one scenario twice with the same seed; the trace hashes must match
 # The GC is told to conserve memory (DOTNET_GCConserveMemory=7, read only at the runtime's start); potluck sim itself turns
 # the background GC off. The gen0 budget is 64 MiB (DOTNET_GCgen0size=0x4000000, 2026-12-04: 100 nodes, all stand-ins,
@@ -57,7 +58,7 @@ case "$what" in
     ;;
   scale-big)
     n="${NODES:-1000}"
-    run "scale-$n" --nodes "$n" --providers $((n / 10)) --tasks 100 --duration 20 --seed 1 --stand-ins all --max-connections "${MAXCONN:-32}"
+    run "scale-$n${STANDINS:+-$STANDINS}" --nodes "$n" --providers $((n / 10)) --tasks 100 --duration 20 --seed 1 --stand-ins "${STANDINS:-all}" --max-connections "${MAXCONN:-32}"
     ;;
   scale)
     for n in 20 50 100; do
