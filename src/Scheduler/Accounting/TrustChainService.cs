@@ -716,26 +716,52 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>Keeps an accepted message's pairs (on either block topic), as its validator checked them.</summary>
     private ValueTask OnPairsAsync(TopicMessage message, GossipedPairs validated, CancellationToken ct)
     {
-        foreach (var (proposal, agreement) in validated.Pairs)
-        {
-            KeepGossiped(proposal, agreement);
-        }
+        KeepGossiped(validated.Pairs);
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Keeps a gossiped pair's blocks, checked by the validator already, where a fork could meet one held here.</summary>
-    private void KeepGossiped(SignedBlock proposal, SignedBlock agreement)
+    /// <summary>
+    /// Keeps the blocks of a message's pairs, checked by the validator already, where a fork could meet one held here: all
+    /// of them in one write transaction (<see cref="ChainLedger.StoreForeignBlocks"/>, <c>synchronous=NORMAL</c> as each
+    /// alone was), not one per block. Each block is kept or found held (or in conflict: a fork) as it would be stored one by
+    /// one in order, since the transaction runs them in order; whether this node holds blocks of an author is looked up
+    /// once per author and message (only a block of that author, which is kept only when it does, could change it).
+    /// </summary>
+    private void KeepGossiped(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> pairs)
     {
-        // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
-        foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
+        List<SignedBlock>? keep = null;
+        Dictionary<PeerId, bool>? holds = null;
+        foreach (var (proposal, agreement) in pairs)
         {
-            // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
-            if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
+            foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
             {
-                if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
+                // Kept only for authors this node holds blocks of: where a fork could meet one it holds. A counterparty's
+                // block linked to one of ours is usually held as is already (stored when it linked).
+                if (block.Author == _key.PeerId || (block.Counterparty == _key.PeerId && HeldAsIs(block)))
                 {
-                    Fork(block, other!);
+                    continue;
                 }
+                holds ??= [];
+                if (!holds.TryGetValue(block.Author, out var held))
+                {
+                    holds[block.Author] = held = _ledger.HoldsBlocksOf(block.Author);
+                }
+                if (held)
+                {
+                    (keep ??= []).Add(block);
+                }
+            }
+        }
+        if (keep is null)
+        {
+            return;
+        }
+        var stored = _ledger.StoreForeignBlocks(keep, keep: false);
+        for (var i = 0; i < keep.Count; i++)
+        {
+            if (stored[i].Result == ForeignBlockResult.Conflict)
+            {
+                Fork(keep[i], stored[i].Conflicting!);
             }
         }
     }
