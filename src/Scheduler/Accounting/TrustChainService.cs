@@ -482,17 +482,26 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         var answers = new ChainAnswer[messages.Count];
         pairs = new (SignedBlock, SignedBlock)?[messages.Count];
-        var agreeable = new List<(int Index, SignedBlock Proposal)>();
+        var agreeable = new List<(int Index, SignedBlock Proposal, SignedBlock? Previous)>();
+        List<SignedBlock>? previous = null;
         for (var i = 0; i < messages.Count; i++)
         {
-            if (Check(from, messages[i], out var proposal) is { } refusal)
+            if (Check(from, messages[i], out var proposal, out var before) is { } refusal)
             {
                 answers[i] = refusal;
             }
             else
             {
-                agreeable.Add((i, proposal!));
+                agreeable.Add((i, proposal!, before));
+                if (before is not null)
+                {
+                    (previous ??= []).Add(before);
+                }
             }
+        }
+        if (previous is not null)
+        {
+            agreeable = StorePrevious(agreeable, previous, answers);
         }
         if (agreeable.Count == 0)
         {
@@ -503,7 +512,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             (a.Proposal, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
         for (var k = 0; k < agreeable.Count; k++)
         {
-            var (i, p) = agreeable[k];
+            var (i, p, _) = agreeable[k];
             if (agreements[k].Agreement is not { } agreement)
             {
                 Fork(p, agreements[k].Conflicting!);
@@ -519,6 +528,41 @@ public sealed partial class TrustChainService : IAsyncDisposable
             answers[i] = new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
         }
         return answers;
+    }
+
+    /// <summary>
+    /// Stores the checked blocks before the proposals of <paramref name="agreeable"/> that this node did not hold, in one write
+    /// transaction (<c>synchronous=NORMAL</c>, as each alone was; before any agreement is appended), and returns the
+    /// proposals still agreeable: as when each was stored during its proposal's check, the proposal whose block before
+    /// conflicts with one held is refused as a fork, and once a fork proof against the proposer is held, its later proposals
+    /// are refused as <see cref="Check"/> refuses a forker's; those before it stand.
+    /// </summary>
+    private List<(int Index, SignedBlock Proposal, SignedBlock? Previous)> StorePrevious(
+        List<(int Index, SignedBlock Proposal, SignedBlock? Previous)> agreeable, List<SignedBlock> previous, ChainAnswer[] answers)
+    {
+        var stored = _ledger.StoreForeignBlocks(previous, keep: false);
+        var still = new List<(int Index, SignedBlock Proposal, SignedBlock? Previous)>(agreeable.Count);
+        var next = 0;
+        var forked = false;
+        foreach (var entry in agreeable)
+        {
+            var result = entry.Previous is null ? default : stored[next++];
+            if (forked && IsForker(entry.Proposal.Author))
+            {
+                answers[entry.Index] = Refuse("this node holds a fork proof against you");
+            }
+            else if (result.Result == ForeignBlockResult.Conflict)
+            {
+                Fork(entry.Previous!, result.Conflicting!);
+                answers[entry.Index] = Refuse("fork");
+                forked = true;
+            }
+            else
+            {
+                still.Add(entry);
+            }
+        }
+        return still;
     }
 
     private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => Signed(SignedBlock.Sign(new ChainBlock
@@ -537,10 +581,14 @@ public sealed partial class TrustChainService : IAsyncDisposable
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
     }, _key));
 
-    /// <summary>Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the agreement).</summary>
-    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
+    /// <summary>
+    /// Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the
+    /// agreement) and, where this node did not hold it, the checked block before it, to store before any agreement.
+    /// </summary>
+    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable, out SignedBlock? previousToStore)
     {
         agreeable = null;
+        previousToStore = null;
         if (_recovering)
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
@@ -582,10 +630,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
                 return Refuse($"previous block: {status}");
             }
-            if (!previousHeld && _ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
+            if (!previousHeld)
             {
-                Fork(previous!, other!);
-                return Refuse("fork");
+                // Stored with the other proposals' blocks before them, in one write transaction (StorePrevious).
+                previousToStore = previous;
             }
         }
         // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
