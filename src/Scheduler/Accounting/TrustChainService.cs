@@ -482,26 +482,17 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         var answers = new ChainAnswer[messages.Count];
         pairs = new (SignedBlock, SignedBlock)?[messages.Count];
-        var agreeable = new List<(int Index, SignedBlock Proposal, SignedBlock? Previous)>();
-        List<SignedBlock>? previous = null;
+        var agreeable = new List<(int Index, SignedBlock Proposal)>();
         for (var i = 0; i < messages.Count; i++)
         {
-            if (Check(from, messages[i], out var proposal, out var before) is { } refusal)
+            if (Check(from, messages[i], out var proposal) is { } refusal)
             {
                 answers[i] = refusal;
             }
             else
             {
-                agreeable.Add((i, proposal!, before));
-                if (before is not null)
-                {
-                    (previous ??= []).Add(before);
-                }
+                agreeable.Add((i, proposal!));
             }
-        }
-        if (previous is not null)
-        {
-            agreeable = StorePrevious(agreeable, previous, answers);
         }
         if (agreeable.Count == 0)
         {
@@ -512,7 +503,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             (a.Proposal, (Func<ulong, byte[], SignedBlock>)((seq, previousHash) => SignAgreement(from, a.Proposal, seq, previousHash))))]);
         for (var k = 0; k < agreeable.Count; k++)
         {
-            var (i, p, _) = agreeable[k];
+            var (i, p) = agreeable[k];
             if (agreements[k].Agreement is not { } agreement)
             {
                 Fork(p, agreements[k].Conflicting!);
@@ -528,41 +519,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
             answers[i] = new ChainAnswer { Status = ChainAnswerStatus.Agreed, Agreement = agreement.EnvelopeBytes };
         }
         return answers;
-    }
-
-    /// <summary>
-    /// Stores the checked blocks before the proposals of <paramref name="agreeable"/> that this node did not hold, in one write
-    /// transaction (<c>synchronous=NORMAL</c>, as each alone was; before any agreement is appended), and returns the
-    /// proposals still agreeable: as when each was stored during its proposal's check, the proposal whose block before
-    /// conflicts with one held is refused as a fork, and once a fork proof against the proposer is held, its later proposals
-    /// are refused as <see cref="Check"/> refuses a forker's; those before it stand.
-    /// </summary>
-    private List<(int Index, SignedBlock Proposal, SignedBlock? Previous)> StorePrevious(
-        List<(int Index, SignedBlock Proposal, SignedBlock? Previous)> agreeable, List<SignedBlock> previous, ChainAnswer[] answers)
-    {
-        var stored = _ledger.StoreForeignBlocks(previous, keep: false);
-        var still = new List<(int Index, SignedBlock Proposal, SignedBlock? Previous)>(agreeable.Count);
-        var next = 0;
-        var forked = false;
-        foreach (var entry in agreeable)
-        {
-            var result = entry.Previous is null ? default : stored[next++];
-            if (forked && IsForker(entry.Proposal.Author))
-            {
-                answers[entry.Index] = Refuse("this node holds a fork proof against you");
-            }
-            else if (result.Result == ForeignBlockResult.Conflict)
-            {
-                Fork(entry.Previous!, result.Conflicting!);
-                answers[entry.Index] = Refuse("fork");
-                forked = true;
-            }
-            else
-            {
-                still.Add(entry);
-            }
-        }
-        return still;
     }
 
     private SignedBlock SignAgreement(PeerId from, SignedBlock p, ulong seq, byte[] previousHash) => Signed(SignedBlock.Sign(new ChainBlock
@@ -581,14 +537,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
     }, _key));
 
-    /// <summary>
-    /// Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the
-    /// agreement) and, where this node did not hold it, the checked block before it, to store before any agreement.
-    /// </summary>
-    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable, out SignedBlock? previousToStore)
+    /// <summary>Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the agreement).</summary>
+    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
     {
         agreeable = null;
-        previousToStore = null;
         if (_recovering)
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
@@ -630,10 +582,10 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
                 return Refuse($"previous block: {status}");
             }
-            if (!previousHeld)
+            if (!previousHeld && _ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
             {
-                // Stored with the other proposals' blocks before them, in one write transaction (StorePrevious).
-                previousToStore = previous;
+                Fork(previous!, other!);
+                return Refuse("fork");
             }
         }
         // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
@@ -764,52 +716,26 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>Keeps an accepted message's pairs (on either block topic), as its validator checked them.</summary>
     private ValueTask OnPairsAsync(TopicMessage message, GossipedPairs validated, CancellationToken ct)
     {
-        KeepGossiped(validated.Pairs);
+        foreach (var (proposal, agreement) in validated.Pairs)
+        {
+            KeepGossiped(proposal, agreement);
+        }
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>
-    /// Keeps the blocks of a message's pairs, checked by the validator already, where a fork could meet one held here: all
-    /// of them in one write transaction (<see cref="ChainLedger.StoreForeignBlocks"/>, <c>synchronous=NORMAL</c> as each
-    /// alone was), not one per block. Each block is kept or found held (or in conflict: a fork) as it would be stored one by
-    /// one in order, since the transaction runs them in order; whether this node holds blocks of an author is looked up
-    /// once per author and message (only a block of that author, which is kept only when it does, could change it).
-    /// </summary>
-    private void KeepGossiped(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> pairs)
+    /// <summary>Keeps a gossiped pair's blocks, checked by the validator already, where a fork could meet one held here.</summary>
+    private void KeepGossiped(SignedBlock proposal, SignedBlock agreement)
     {
-        List<SignedBlock>? keep = null;
-        Dictionary<PeerId, bool>? holds = null;
-        foreach (var (proposal, agreement) in pairs)
+        // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
+        foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
         {
-            foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
+            // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
+            if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
             {
-                // Kept only for authors this node holds blocks of: where a fork could meet one it holds. A counterparty's
-                // block linked to one of ours is usually held as is already (stored when it linked).
-                if (block.Author == _key.PeerId || (block.Counterparty == _key.PeerId && HeldAsIs(block)))
+                if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
                 {
-                    continue;
+                    Fork(block, other!);
                 }
-                holds ??= [];
-                if (!holds.TryGetValue(block.Author, out var held))
-                {
-                    holds[block.Author] = held = _ledger.HoldsBlocksOf(block.Author);
-                }
-                if (held)
-                {
-                    (keep ??= []).Add(block);
-                }
-            }
-        }
-        if (keep is null)
-        {
-            return;
-        }
-        var stored = _ledger.StoreForeignBlocks(keep, keep: false);
-        for (var i = 0; i < keep.Count; i++)
-        {
-            if (stored[i].Result == ForeignBlockResult.Conflict)
-            {
-                Fork(keep[i], stored[i].Conflicting!);
             }
         }
     }

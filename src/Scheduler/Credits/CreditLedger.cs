@@ -693,11 +693,6 @@ public sealed partial class CreditLedger : IDisposable
     /// </summary>
     internal bool CommitsDurably => _durable || _inGroupCommit;
 
-    private long _writeTransactions;
-
-    /// <summary>Write transactions begun since the ledger was opened (tests: how many a path takes; one-statement autocommits are not counted).</summary>
-    internal long WriteTransactions => Interlocked.Read(ref _writeTransactions);
-
     /// <summary>
     /// Begins a write transaction committing with <c>synchronous=FULL</c> (<paramref name="durable"/>) or
     /// <c>NORMAL</c>; the setting is per connection, so it is switched only when it differs from the last one.
@@ -1173,7 +1168,6 @@ public sealed partial class CreditLedger : IDisposable
         {
             _ledger = ledger;
             ledger.Execute(null, "BEGIN IMMEDIATE");
-            Interlocked.Increment(ref ledger._writeTransactions);
             _open = true;
         }
 

@@ -163,35 +163,9 @@ public class ChainBatchTests
     }
 
     /// <summary>
-    /// The blocks before a stream's proposals that the provider did not hold are stored in one write transaction, not one
-    /// each, beside the one group commit of the proposals with their agreements; every proposal is agreed and every block
-    /// before one is held afterwards.
-    /// </summary>
-    [Test]
-    public void BlocksBeforeAStreamsProposals_AreStoredInOneWriteTransaction() => VirtualTimeDriver.Run(async d =>
-    {
-        var ct = CancellationToken.None;
-        await using var cluster = new TrustCluster(d, seed: 142);
-        var provider = await cluster.AddAsync("provider", provide: true);
-        var requester = PrivateKey.FromRandom(new Random(8));
-        const int count = 6;
-        var (messages, chain) = PayEvenSeqs(provider, requester, count);
-        await cluster.Hub.WhenIdleAsync(ct);
-
-        var transactions = provider.Ledger.WriteTransactions;
-        var answers = provider.Node.Chain!.AnswerAll(requester.PeerId, messages, out var pairs);
-        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(ChainAnswerStatus.Agreed), string.Join(", ", answers.Select(a => a.Detail)));
-        Assert.That(pairs.Select(p => p?.Agreement.Seq), Is.EqualTo(Enumerable.Range(1, count).Select(i => (ulong?)i)));
-        Assert.That(provider.Ledger.WriteTransactions - transactions, Is.EqualTo(2), "the blocks before in one write transaction, the proposals and agreements in one group commit");
-        Assert.That(Enumerable.Range(1, 2 * count).Select(seq => provider.Ledger.ChainBlockAt(requester.PeerId, (ulong)seq)),
-            Is.EqualTo(chain.Skip(1).Select(b => b.EnvelopeBytes)), "every block of the requester's chain held, byte for byte");
-        Assert.That(ChainAudit.Verify(provider.Ledger).Problems, Is.Empty);
-    });
-
-    /// <summary>
     /// A block before a proposal that conflicts with one the provider holds (another block of the requester at that seq) is a
-    /// fork, found when the stream's blocks before are stored together as when each was stored during its proposal's check:
-    /// the proposals before it are agreed, that one is refused as a fork, the later ones as a forker's, and the proof is held.
+    /// fork: the proposals of the stream before it are agreed, that one is refused as a fork, the later ones as a forker's,
+    /// and the proof is held.
     /// </summary>
     [Test]
     public void BlockBeforeAProposal_ThatForks_RefusesThatProposalAndTheForkersLaterOnes_AndAgreesTheEarlierOnes() => VirtualTimeDriver.Run(async d =>
