@@ -111,4 +111,94 @@ public class ChainBatchTests
         Assert.That(ChainAudit.Verify(requester.Ledger).Unlinked, Is.Zero, "the honest payment is linked");
         Assert.That(provider.Node.Chain.Agreed, Is.EqualTo(1));
     });
+
+    /// <summary>
+    /// A requester's chain whose odd seqs pay another provider and even seqs this one: each proposal on a stream here comes
+    /// with a block before it that this provider does not hold. The receipts paid to this provider are recorded as earned.
+    /// </summary>
+    private static (ChainProposal[] Messages, SignedBlock[] Chain) PayEvenSeqs(TrustCluster.Member provider, PrivateKey requester, int count)
+    {
+        var other = PrivateKey.FromRandom(new Random(9));
+        var chain = new SignedBlock[(2 * count) + 1];
+        var messages = new ChainProposal[count];
+        var previous = SignedBlock.Genesis;
+        for (var seq = 1; seq <= 2 * count; seq++)
+        {
+            var payee = seq % 2 == 0 ? provider.Key : other;
+            var lease = BitConverter.GetBytes(7000 + seq);
+            var attestation = SignedAttestation.Create(new Attestation
+            {
+                LeaseId = lease,
+                Requester = requester.PeerId.ToBytes(),
+                Provider = payee.PeerId.ToBytes(),
+                ModuleHash = new byte[32],
+                InputHash = new byte[32],
+                OutputHash = new byte[32],
+                FuelUsed = 1_000_000,
+            }, payee);
+            var receipt = SignedReceipt.Create(Receipt.For(attestation, 10, DateTimeOffset.UnixEpoch), requester);
+            if (payee == provider.Key)
+            {
+                Assert.That(provider.Ledger.Record(receipt, LedgerEntryKind.Earned), Is.EqualTo(LedgerResult.Recorded));
+            }
+            chain[seq] = SignedBlock.Sign(new ChainBlock
+            {
+                Author = requester.PeerId.ToBytes(),
+                Seq = (ulong)seq,
+                Previous = previous,
+                Counterparty = payee.PeerId.ToBytes(),
+                Kind = BlockKind.Proposal,
+                ReceiptId = receipt.Receipt.ReceiptId,
+                LeaseId = lease,
+                Amount = receipt.Receipt.Amount,
+                FuelUsed = receipt.Receipt.FuelUsed,
+            }, requester);
+            previous = chain[seq].Hash;
+            if (seq % 2 == 0)
+            {
+                messages[(seq / 2) - 1] = new ChainProposal { Proposal = chain[seq].EnvelopeBytes, Previous = chain[seq - 1].EnvelopeBytes };
+            }
+        }
+        return (messages, chain);
+    }
+
+    /// <summary>
+    /// A block before a proposal that conflicts with one the provider holds (another block of the requester at that seq) is a
+    /// fork: the proposals of the stream before it are agreed, that one is refused as a fork, the later ones as a forker's,
+    /// and the proof is held.
+    /// </summary>
+    [Test]
+    public void BlockBeforeAProposal_ThatForks_RefusesThatProposalAndTheForkersLaterOnes_AndAgreesTheEarlierOnes() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 143);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        var requester = PrivateKey.FromRandom(new Random(8));
+        var (messages, chain) = PayEvenSeqs(provider, requester, 4);
+        await cluster.Hub.WhenIdleAsync(ct);
+        // Another block of the requester at seq 3, held before the stream arrives.
+        var fork = SignedBlock.Sign(new ChainBlock
+        {
+            Author = requester.PeerId.ToBytes(),
+            Seq = 3,
+            Previous = chain[2].Hash,
+            Counterparty = chain[3].Block.Counterparty,
+            Kind = BlockKind.Proposal,
+            ReceiptId = Receipt.ComputeId([1, 2, 3], chain[3].Counterparty, requester.PeerId),
+            LeaseId = [1, 2, 3],
+            Amount = 1,
+            FuelUsed = 1,
+        }, requester);
+        Assert.That(provider.Ledger.StoreForeignBlock(fork, keep: false, out _), Is.EqualTo(ForeignBlockResult.Stored));
+
+        var answers = provider.Node.Chain!.AnswerAll(requester.PeerId, messages, out var pairs);
+        Assert.That(answers.Select(a => a.Status), Is.EqualTo(new[] { ChainAnswerStatus.Agreed, ChainAnswerStatus.Refused, ChainAnswerStatus.Refused, ChainAnswerStatus.Refused }));
+        Assert.That(answers[1].Detail, Is.EqualTo("fork"));
+        Assert.That(answers.Skip(2).Select(a => a.Detail), Is.All.EqualTo("this node holds a fork proof against you"));
+        Assert.That(pairs[0]?.Agreement.Seq, Is.EqualTo(1UL));
+        Assert.That(pairs.Skip(1), Is.All.Null);
+        Assert.That(provider.Node.Chain.IsForker(requester.PeerId), Is.True);
+        Assert.That(provider.Ledger.ChainBlockAt(requester.PeerId, 3), Is.EqualTo(fork.EnvelopeBytes), "the block held stays");
+        Assert.That(provider.Ledger.OwnBlocks(0, 10), Has.Count.EqualTo(1), "one agreement only");
+    });
 }

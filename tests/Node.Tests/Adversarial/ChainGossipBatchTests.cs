@@ -200,6 +200,33 @@ public class ChainGossipBatchTests
         Assert.That(rememberedAfter - remembered, Is.EqualTo((2 * count) - 1), "the validator's hits only: the handler decoded and looked up nothing");
     });
 
+    /// <summary>
+    /// A fork met among the blocks a node keeps from an accepted batch (a second block of the requester at a seq where the
+    /// provider holds its real proposal): the proof is held, the block held stays, and the batch's other blocks, before and
+    /// after the fork, are kept.
+    /// </summary>
+    [Test]
+    public void ForkInsideAnAcceptedBatch_IsFound_AndTheBatchsOtherBlocksAreKept() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 154);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(6));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        const int count = 8;
+        const ulong first = 4000;
+        var pairs = Enumerable.Range(0, count).Select(i => Pair(requester.Key, attackerKey, first + (ulong)i)).ToList();
+        int Kept() => Enumerable.Range(0, count).Count(i => provider.Ledger.ChainBlockAt(requester.PeerId, first + (ulong)i) is not null);
+
+        var held = provider.Ledger.ChainBlockAt(requester.PeerId, 1);
+        Assert.That(held, Is.Not.Null);
+        await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch(pairs.Take(count / 2).Append(Pair(requester.Key, attackerKey, 1)).Concat(pairs.Skip(count / 2))), ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+        Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.True, "the second block at seq 1 is a fork");
+        Assert.That(provider.Ledger.ChainBlockAt(requester.PeerId, 1), Is.EqualTo(held), "the block held at seq 1 stays");
+        Assert.That(Kept(), Is.EqualTo(count), "the batch's other blocks, before and after the fork, kept");
+    });
+
     [Test]
     public void FloodOfValidBatches_CostsTheSenderOneReceiptsTokenPerPair_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
     {
