@@ -30,13 +30,21 @@ public readonly record struct SimMemory(double RssMib, double GcCommittedMib, do
 /// Open connection ends over the nodes that are up (<see cref="SimulatedMesh.CountConnectionEnds"/>): a connection between
 /// two nodes is two ends. <paramref name="Young"/>: ends still in their node's trim grace period; <paramref name="Protected"/>:
 /// ends to a peer the node protects (gossip's mesh peers); <paramref name="OverCap"/>: nodes holding more than their high watermark.
+/// Gossip's meshes, summed over the nodes: <paramref name="MeshTopics"/> meshes (one per topic a node is in),
+/// <paramref name="MeshMemberships"/> mesh places, <paramref name="MeshPeers"/> distinct mesh peers per node, and
+/// <paramref name="MeshPeersInOneMesh"/> of those in exactly one of their node's meshes.
 /// </summary>
-public readonly record struct ConnectionEndCensus(int Nodes, long Ends, int Max, long Young, long Protected, int OverCap)
+public readonly record struct ConnectionEndCensus(int Nodes, long Ends, int Max, long Young, long Protected, int OverCap,
+    long MeshTopics = 0, long MeshMemberships = 0, long MeshPeers = 0, long MeshPeersInOneMesh = 0)
 {
     /// <summary>Ends per node that is up.</summary>
     public double PerNode => Nodes == 0 ? 0 : (double)Ends / Nodes;
 
     /// <summary>One line: the figures, per node where it helps.</summary>
     public string Describe(string when) => string.Create(CultureInfo.InvariantCulture,
-        $"connection ends {when}: {Ends} ({PerNode:F1} per node, most {Max}); {Young} in their grace period, {Protected} to protected peers; {OverCap}/{Nodes} nodes above their high watermark");
+        $"connection ends {when}: {Ends} ({PerNode:F1} per node, most {Max}); {Young} in their grace period, {Protected} to protected peers; {OverCap}/{Nodes} nodes above their high watermark; "
+        + $"meshes per node {PerNodeOf(MeshTopics):F1}, mesh places {PerNodeOf(MeshMemberships):F1}, distinct mesh peers {PerNodeOf(MeshPeers):F1} ({PerNodeOf(MeshPeersInOneMesh):F1} in one mesh only)");
+
+    /// <summary>A sum over the nodes, per node that is up.</summary>
+    public double PerNodeOf(long total) => Nodes == 0 ? 0 : (double)total / Nodes;
 }

@@ -408,7 +408,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
     {
         var now = Clock.GetUtcNow();
         int nodes = 0, max = 0, overCap = 0;
-        long ends = 0, young = 0, protectedEnds = 0;
+        long ends = 0, young = 0, protectedEnds = 0, meshTopics = 0, meshMemberships = 0, meshPeers = 0, meshPeersInOne = 0;
         foreach (var node in _nodes)
         {
             if (node.Node is not { } running || !node.IsUp)
@@ -428,12 +428,20 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 young += now - c.Opened < host.TrimGracePeriod ? 1 : 0;
                 protectedEnds += manager.IsProtected(c.RemotePeer) ? 1 : 0;
             }
+            if (running.Options.Protocols.Gossipsub)
+            {
+                var meshes = running.Gossip.CountMeshes();
+                meshTopics += meshes.Topics;
+                meshMemberships += meshes.Memberships;
+                meshPeers += meshes.Distinct;
+                meshPeersInOne += meshes.InOneMesh;
+            }
             nodes++;
             ends += open;
             max = Math.Max(max, open);
             overCap += host.HighWater > 0 && open > host.HighWater ? 1 : 0;
         }
-        return new ConnectionEndCensus(nodes, ends, max, young, protectedEnds, overCap);
+        return new ConnectionEndCensus(nodes, ends, max, young, protectedEnds, overCap, meshTopics, meshMemberships, meshPeers, meshPeersInOne);
     }
 
     private readonly long[] _pastDials = new long[Protocol.Host.DialReason.All.Count];

@@ -6,6 +6,9 @@ using Potluck.Protocol.Metrics;
 namespace Potluck.Protocol.Gossipsub;
 
 /// <summary>A peer offered by PRUNE peer exchange, for the host to learn and perhaps dial.</summary>
+/// <summary>A node's meshes counted (<see cref="GossipsubRouter.CountMeshes"/>).</summary>
+public readonly record struct MeshCensus(int Topics, int Memberships, int Distinct, int InOneMesh);
+
 public sealed record PeerExchangeHint(PeerId Peer, byte[]? SignedPeerRecord, string Topic);
 
 /// <summary>One RPC for one peer.</summary>
@@ -128,6 +131,25 @@ internal sealed class GossipsubRouter
     public IReadOnlyList<PeerId> TopicPeers(string topic) => _topics.TryGetValue(topic, out var s) ? [.. s] : [];
 
     public IReadOnlyList<PeerId> MeshPeers(string topic) => _mesh.TryGetValue(topic, out var s) ? [.. s] : [];
+
+    /// <summary>
+    /// The node's meshes at once: topics it has a mesh for, mesh memberships summed over topics, distinct mesh peers,
+    /// and those in exactly one topic's mesh (their connection is protected for that one mesh alone).
+    /// </summary>
+    public MeshCensus CountMeshes()
+    {
+        var byPeer = new Dictionary<PeerId, int>();
+        var memberships = 0;
+        foreach (var mesh in _mesh.Values)
+        {
+            memberships += mesh.Count;
+            foreach (var p in mesh)
+            {
+                byPeer[p] = byPeer.GetValueOrDefault(p) + 1;
+            }
+        }
+        return new MeshCensus(_mesh.Count, memberships, byPeer.Count, byPeer.Values.Count(n => n == 1));
+    }
 
     public IReadOnlyList<PeerId> FanoutPeers(string topic) => _fanout.TryGetValue(topic, out var s) ? [.. s] : [];
 

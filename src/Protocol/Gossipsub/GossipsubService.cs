@@ -204,6 +204,15 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     }
 
+    /// <summary>Our meshes counted over all topics: distinct peers, and those in one topic's mesh only.</summary>
+    public MeshCensus CountMeshes()
+    {
+        lock (_gate)
+        {
+            return _router.CountMeshes();
+        }
+    }
+
     /// <summary>Our mesh peers for the topic (empty when not subscribed).</summary>
     public IReadOnlyList<PeerId> MeshPeers(string topic)
     {

@@ -27,6 +27,34 @@ public class GossipsubRouterTests
     }
 
     [Test]
+    public void CountMeshes_TwoTopics_CountsPlacesDistinctPeersAndThoseInOneMeshOnly()
+    {
+        var f = new RouterFixture(0, seed: 11);
+        for (var i = 0; i < 8; i++)
+        {
+            f.AddPeer(false, [Topic, "u"]);
+        }
+        f.Drain();
+        Assert.That(f.Router.CountMeshes(), Is.EqualTo(new MeshCensus(0, 0, 0, 0)));
+
+        f.Router.Subscribe(Topic, f.Now);
+        f.Router.Subscribe("u", f.Now);
+
+        // 6 of 8 peers in each mesh: at least 4 in both; the union and the symmetric difference, counted independently.
+        var t = f.Router.MeshPeers(Topic).ToHashSet();
+        var u = f.Router.MeshPeers("u").ToHashSet();
+        Assert.That((t.Count, u.Count), Is.EqualTo((6, 6)));
+        var census = f.Router.CountMeshes();
+        Assert.That(census.Topics, Is.EqualTo(2));
+        Assert.That(census.Memberships, Is.EqualTo(12));
+        Assert.That(census.Distinct, Is.EqualTo(t.Union(u).Count()).And.InRange(6, 8));
+        Assert.That(census.InOneMesh, Is.EqualTo(t.Except(u).Count() + u.Except(t).Count()));
+
+        f.Router.Unsubscribe("u", f.Now);
+        Assert.That(f.Router.CountMeshes(), Is.EqualTo(new MeshCensus(1, 6, 6, 6)));
+    }
+
+    [Test]
     public void Heartbeat_MeshBelowDLow_GraftsBackToDWithoutPeersInBackoff()
     {
         var f = new RouterFixture(20);
