@@ -131,6 +131,18 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _work.Run("redeliver receipts", _redelivery.RunAsync);
     }
 
+    /// <summary>Advertisements held now, live or expired but not yet evicted (a read: evicts nothing).</summary>
+    public int HeldAdvertisements
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _book.Count;
+            }
+        }
+    }
+
     /// <summary>Live advertisements held, ordered by provider.</summary>
     public IReadOnlyList<VerifiedAdvertisement> Providers()
     {
