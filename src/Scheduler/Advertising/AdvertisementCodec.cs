@@ -30,13 +30,12 @@ public enum AdVerdict
 /// <summary>An advertisement whose signature, signer and fields have been checked.</summary>
 public sealed class VerifiedAdvertisement
 {
-    internal VerifiedAdvertisement(Advertisement ad, PeerId provider, PublicKey key, IReadOnlyList<Multiaddr> addresses, byte[] envelope)
+    internal VerifiedAdvertisement(Advertisement ad, PeerId provider, PublicKey key, IReadOnlyList<Multiaddr> addresses)
     {
         Ad = ad;
         Provider = provider;
         Key = key;
         Addresses = addresses;
-        Envelope = envelope;
     }
 
     public Advertisement Ad { get; }
@@ -46,9 +45,6 @@ public sealed class VerifiedAdvertisement
     public PublicKey Key { get; }
 
     public IReadOnlyList<Multiaddr> Addresses { get; }
-
-    /// <summary>The exact signed bytes, for forwarding.</summary>
-    public ReadOnlyMemory<byte> Envelope { get; }
 
     public DateTimeOffset IssuedAt => DateTimeOffset.FromUnixTimeMilliseconds(Ad.IssuedAtUnixMs);
 
@@ -118,7 +114,7 @@ public static class AdvertisementCodec
         {
             return AdVerdict.PeerMismatch;
         }
-        verified = new VerifiedAdvertisement(ad, provider, key, addresses, bytes);
+        verified = new VerifiedAdvertisement(ad, provider, key, addresses);
         return AdVerdict.Accepted;
     }
 

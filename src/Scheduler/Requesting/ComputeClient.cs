@@ -260,7 +260,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 return;
             }
-            if (ad.Provider != _key.PeerId)
+            // A stranger's advertisement stays in the book: its addresses enter the peer store when this node dials it
+            // (ChannelTo), not for every provider of the mesh (one peer-store entry each, ~1 KiB, on every node).
+            // A provider the node already knows (in the peer store, a lease channel or a reputation record) gets its
+            // signed addresses refreshed as before.
+            if (ad.Provider != _key.PeerId && KnownHere(ad.Provider))
             {
                 _host.Peers.AddAddresses(ad.Provider, ad.Addresses, AddressSource.Identify);
             }
@@ -436,11 +440,25 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private sealed record LeaseAttempt(PeerId Provider, ulong AdSequence, byte[] LeaseId, LeaseOutcome Outcome, ResultInspection? Inspection,
         LeaseResultInfo? Result);
 
-    /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
+    /// <summary>
+    /// Whether <paramref name="provider"/> is more to this node than an advertisement: in the peer store (connected,
+    /// met, found in the DHT), a lease channel, or a reputation record. Called under <see cref="_gate"/>.
+    /// </summary>
+    private bool KnownHere(PeerId provider) =>
+        _channels.ContainsKey(provider) || _reputation.Get(provider) != ProviderRecord.Empty || _host.Peers.Get(provider) is not null;
+
+    /// <summary>
+    /// The lease stream shared by every lease with <paramref name="provider"/>. Puts the provider's advertised addresses
+    /// into the peer store first (a dial needs them there; strangers' advertisements do not put them there on arrival).
+    /// </summary>
     private LeaseChannel ChannelTo(PeerId provider)
     {
         lock (_gate)
         {
+            if (provider != _key.PeerId && _book.Get(provider, _time.GetUtcNow()) is { } ad)
+            {
+                _host.Peers.AddAddresses(provider, ad.Addresses, AddressSource.Identify);
+            }
             if (!_channels.TryGetValue(provider, out var channel))
             {
                 if (_channels.Count >= _options.MaxLeaseChannels)
