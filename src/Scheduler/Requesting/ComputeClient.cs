@@ -6,6 +6,7 @@ using Potluck.Protocol;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
@@ -98,6 +99,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _jobSettings = RequesterJobSettings.From(options);
         _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising);
+        // A stranger's advertisement is not in the peer store (AddAdvertisement): a dial by its provider's id finds the
+        // advertised addresses here, wherever on this host it starts (a lease, a receipt, the chain, a test's own client).
+        host.AddAddressSource(AdvertisedAddresses);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
         _redelivery = new ReceiptRedelivery(ledger, DeliverAsync, _time, options.ReceiptRetryInterval);
     }
@@ -439,6 +443,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     private sealed record LeaseAttempt(PeerId Provider, ulong AdSequence, byte[] LeaseId, LeaseOutcome Outcome, ResultInspection? Inspection,
         LeaseResultInfo? Result);
+
+    /// <summary>The addresses <paramref name="provider"/> advertised, if this node holds its live advertisement.</summary>
+    private IReadOnlyList<Multiaddr>? AdvertisedAddresses(PeerId provider)
+    {
+        lock (_gate)
+        {
+            return _book.Get(provider, _time.GetUtcNow())?.Addresses;
+        }
+    }
 
     /// <summary>
     /// Whether <paramref name="provider"/> is more to this node than an advertisement: in the peer store (connected,
