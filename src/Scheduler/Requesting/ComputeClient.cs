@@ -265,7 +265,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 return;
             }
             // A stranger's advertisement stays in the book: its addresses enter the peer store when this node dials it
-            // (ChannelTo), not for every provider of the mesh (one peer-store entry each, ~1 KiB, on every node).
+            // (ChannelTo, or the host's address source), not for every provider of the mesh (a peer-store entry each on every node:
+            // ~0.3 KiB beyond the advertisement's own addresses, O(N²) in a mesh).
             // A provider the node already knows (in the peer store, a lease channel or a reputation record) gets its
             // signed addresses refreshed as before.
             if (ad.Provider != _key.PeerId && KnownHere(ad.Provider))
@@ -462,7 +463,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     /// <summary>
     /// The lease stream shared by every lease with <paramref name="provider"/>. Puts the provider's advertised addresses
-    /// into the peer store first (a dial needs them there; strangers' advertisements do not put them there on arrival).
+    /// into the peer store first (strangers' advertisements do not put them there on arrival; the host's address source
+    /// would at the dial, this puts them there for the lease and receipt dials as before).
     /// </summary>
     private LeaseChannel ChannelTo(PeerId provider)
     {
