@@ -48,3 +48,21 @@ public readonly record struct ConnectionEndCensus(int Nodes, long Ends, int Max,
     /// <summary>A sum over the nodes, per node that is up.</summary>
     public double PerNodeOf(long total) => Nodes == 0 ? 0 : (double)total / Nodes;
 }
+
+/// <summary>
+/// What the nodes that are up remember of other peers (<see cref="SimulatedMesh.CountPerPeerState"/>), summed over the
+/// nodes with the largest one node holds: peer store entries and the public keys among them, DHT routing-table entries,
+/// gossip score entries, per-peer budgets, peers speaking gossipsub with the node, and live advertisements held.
+/// These are the tables that can grow with the number of nodes in the mesh rather than with a node's connections.
+/// </summary>
+public readonly record struct PerPeerCensus(int Nodes, long PeerStore, int PeerStoreMax, long PublicKeys, long RoutingTable, int RoutingTableMax,
+    long GossipScores, long Budgets, long GossipPeers, long Advertisements, int AdvertisementsMax)
+{
+    private double Per(long total) => Nodes == 0 ? 0 : (double)total / Nodes;
+
+    /// <summary>One line, per node (most in brackets).</summary>
+    public string Describe(string when) => string.Create(CultureInfo.InvariantCulture,
+        $"per-peer state {when}, per node: peer store {Per(PeerStore):F1} (most {PeerStoreMax}), public keys {Per(PublicKeys):F1}, "
+        + $"routing table {Per(RoutingTable):F1} (most {RoutingTableMax}), gossip scores {Per(GossipScores):F1}, budgets {Per(Budgets):F1}, "
+        + $"gossip peers {Per(GossipPeers):F1}, advertisements {Per(Advertisements):F1} (most {AdvertisementsMax}) over {Nodes} nodes");
+}

@@ -161,6 +161,7 @@ public static class SimRunner
         var warmupConnections = mesh.ConnectionsOpened;
         var endsAfterWarmup = mesh.CountConnectionEnds();
         progress?.Invoke(endsAfterWarmup.Describe("after warm-up"));
+        progress?.Invoke(mesh.CountPerPeerState().Describe("after warm-up"));
         var warmupDials = mesh.DialTotals();
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
@@ -262,6 +263,7 @@ public static class SimRunner
         }
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
+        progress?.Invoke(mesh.CountPerPeerState().Describe("at the end"));
         var (expected, delivered) = CountProbes(mesh, probes, published);
         var dials = new SimReport.DialFigures(SimReport.DialFigures.Named(DialReason.All, mesh.DialTotals()),
             SimReport.DialFigures.Named(DialReason.All, warmupDials), perSecond,

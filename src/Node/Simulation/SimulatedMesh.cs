@@ -444,6 +444,47 @@ public sealed class SimulatedMesh : IAsyncDisposable
         return new ConnectionEndCensus(nodes, ends, max, young, protectedEnds, overCap, meshTopics, meshMemberships, meshPeers, meshPeersInOne);
     }
 
+    /// <summary>
+    /// What the nodes that are up remember of other peers now (<see cref="PerPeerCensus"/>). Read, not traced, and reads
+    /// nothing that sweeps or expires: the trace stays the same.
+    /// </summary>
+    public PerPeerCensus CountPerPeerState()
+    {
+        int nodes = 0, storeMax = 0, tableMax = 0, adsMax = 0;
+        long store = 0, keys = 0, table = 0, scores = 0, budgets = 0, gossipPeers = 0, ads = 0;
+        foreach (var node in _nodes)
+        {
+            if (node.Node is not { } running || !node.IsUp)
+            {
+                continue;
+            }
+            nodes++;
+            var snapshot = running.Host.Peers.Snapshot();
+            store += snapshot.Count;
+            storeMax = Math.Max(storeMax, snapshot.Count);
+            keys += snapshot.Count(p => p.PublicKey is not null);
+            budgets += running.Host.Budgets.TrackedPeers;
+            if (running.Options.Protocols.Kademlia)
+            {
+                var size = running.Dht.RoutingTableSize;
+                table += size;
+                tableMax = Math.Max(tableMax, size);
+            }
+            if (running.Options.Protocols.Gossipsub)
+            {
+                scores += running.Gossip.ScoredPeers;
+                gossipPeers += running.Gossip.GossipPeers.Count;
+            }
+            if (running.Compute is { } compute)
+            {
+                var held = compute.Client.HeldAdvertisements;
+                ads += held;
+                adsMax = Math.Max(adsMax, held);
+            }
+        }
+        return new PerPeerCensus(nodes, store, storeMax, keys, table, tableMax, scores, budgets, gossipPeers, ads, adsMax);
+    }
+
     private readonly long[] _pastDials = new long[Protocol.Host.DialReason.All.Count];
     private readonly long[] _pastClosed = new long[Protocol.Metrics.ProtocolInstruments.CloseReasons.Count];
     private readonly long[] _pastQueries = new long[4];

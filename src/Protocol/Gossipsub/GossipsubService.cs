@@ -231,6 +231,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     }
 
+    /// <summary>Peers the router keeps a score entry for (connected, or disconnected with a penalty retained).</summary>
+    public int ScoredPeers
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _router.ScoredPeers;
+            }
+        }
+    }
+
     /// <summary>All peers speaking gossipsub with us.</summary>
     public IReadOnlyList<PeerId> GossipPeers
     {

@@ -182,6 +182,13 @@ public interface IHost : IAsyncDisposable
     /// <summary>Returns an open connection to the peer, dialing its known addresses if needed.</summary>
     ValueTask<IConnection> ConnectAsync(PeerId peer, CancellationToken ct);
 
+    /// <summary>
+    /// Adds a place to look for a peer's addresses when a dial by peer id finds none in the peer store (the
+    /// advertisements a compute client holds: their providers are not put into the peer store until dialled). What it
+    /// returns is added to the peer store, then dialled. Called outside the host's locks; null or empty: not known there.
+    /// </summary>
+    void AddAddressSource(Func<PeerId, IReadOnlyList<Multiaddr>?> source);
+
     /// <summary>Opens a stream to the peer speaking the first of <paramref name="protocols"/> it supports.</summary>
     ValueTask<IStream> NewStreamAsync(PeerId peer, IReadOnlyList<string> protocols, CancellationToken ct);
 

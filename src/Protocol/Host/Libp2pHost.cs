@@ -122,6 +122,19 @@ public sealed partial class Libp2pHost : IHost
 
     public IPeerStore Peers { get; }
 
+    private Func<PeerId, IReadOnlyList<Multiaddr>?>[] _addressSources = [];
+
+    public void AddAddressSource(Func<PeerId, IReadOnlyList<Multiaddr>?> source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        lock (_addressSourcesGate)
+        {
+            _addressSources = [.. _addressSources, source];
+        }
+    }
+
+    private readonly object _addressSourcesGate = new();
+
     private readonly PeerStore _peerStore;
 
     public IConnectionManager ConnectionManager => _connections;
@@ -306,6 +319,18 @@ public sealed partial class Libp2pHost : IHost
             return existing;
         }
         var addresses = Peers.GetAddresses(peer).Where(a => !IsOwnAddress(a)).ToArray();
+        if (addresses.Length == 0)
+        {
+            foreach (var source in Volatile.Read(ref _addressSources))
+            {
+                if (source(peer) is { Count: > 0 } found)
+                {
+                    Peers.AddAddresses(peer, found, AddressSource.Identify);
+                    addresses = Peers.GetAddresses(peer).Where(a => !IsOwnAddress(a)).ToArray();
+                    break;
+                }
+            }
+        }
         if (addresses.Length == 0)
         {
             throw new DialException(DialFailure.NoAddresses, $"no known addresses for {peer}");

@@ -6,6 +6,7 @@ using Potluck.Protocol;
 using Potluck.Protocol.Host;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
 using Potluck.Scheduler.Advertising;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Execution;
@@ -98,6 +99,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _jobSettings = RequesterJobSettings.From(options);
         _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising);
+        // A stranger's advertisement is not in the peer store (AddAdvertisement): a dial by its provider's id finds the
+        // advertised addresses here, wherever on this host it starts (a lease, a receipt, the chain, a test's own client).
+        host.AddAddressSource(AdvertisedAddresses);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
         _redelivery = new ReceiptRedelivery(ledger, DeliverAsync, _time, options.ReceiptRetryInterval);
     }
@@ -129,6 +133,18 @@ public sealed partial class ComputeClient : IAsyncDisposable
             _ledger.Release(r.LeaseId);
         }
         _work.Run("redeliver receipts", _redelivery.RunAsync);
+    }
+
+    /// <summary>Advertisements held now, live or expired but not yet evicted (a read: evicts nothing).</summary>
+    public int HeldAdvertisements
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _book.Count;
+            }
+        }
     }
 
     /// <summary>Live advertisements held, ordered by provider.</summary>
@@ -248,7 +264,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 return;
             }
-            if (ad.Provider != _key.PeerId)
+            // A stranger's advertisement stays in the book: its addresses enter the peer store when this node dials it
+            // (ChannelTo, or the host's address source), not for every provider of the mesh (a peer-store entry each on every node:
+            // ~0.3 KiB beyond the advertisement's own addresses, O(N²) in a mesh).
+            // A provider the node already knows (in the peer store, a lease channel or a reputation record) gets its
+            // signed addresses refreshed as before.
+            if (ad.Provider != _key.PeerId && KnownHere(ad.Provider))
             {
                 _host.Peers.AddAddresses(ad.Provider, ad.Addresses, AddressSource.Identify);
             }
@@ -424,11 +445,35 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private sealed record LeaseAttempt(PeerId Provider, ulong AdSequence, byte[] LeaseId, LeaseOutcome Outcome, ResultInspection? Inspection,
         LeaseResultInfo? Result);
 
-    /// <summary>The lease stream shared by every lease with <paramref name="provider"/>.</summary>
+    /// <summary>The addresses <paramref name="provider"/> advertised, if this node holds its live advertisement.</summary>
+    private IReadOnlyList<Multiaddr>? AdvertisedAddresses(PeerId provider)
+    {
+        lock (_gate)
+        {
+            return _book.Get(provider, _time.GetUtcNow())?.Addresses;
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="provider"/> is more to this node than an advertisement: in the peer store (connected,
+    /// met, found in the DHT), a lease channel, or a reputation record. Called under <see cref="_gate"/>.
+    /// </summary>
+    private bool KnownHere(PeerId provider) =>
+        _channels.ContainsKey(provider) || _reputation.Get(provider) != ProviderRecord.Empty || _host.Peers.Get(provider) is not null;
+
+    /// <summary>
+    /// The lease stream shared by every lease with <paramref name="provider"/>. Puts the provider's advertised addresses
+    /// into the peer store first (strangers' advertisements do not put them there on arrival; the host's address source
+    /// would at the dial, this puts them there for the lease and receipt dials as before).
+    /// </summary>
     private LeaseChannel ChannelTo(PeerId provider)
     {
         lock (_gate)
         {
+            if (provider != _key.PeerId && _book.Get(provider, _time.GetUtcNow()) is { } ad)
+            {
+                _host.Peers.AddAddresses(provider, ad.Addresses, AddressSource.Identify);
+            }
             if (!_channels.TryGetValue(provider, out var channel))
             {
                 if (_channels.Count >= _options.MaxLeaseChannels)

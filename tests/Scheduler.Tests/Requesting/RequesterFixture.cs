@@ -30,5 +30,5 @@ internal static class RequesterFixture
     };
 
     public static VerifiedAdvertisement Ad(PrivateKey key, ulong sequence = 1) =>
-        new(Ads.Make(key, sequence), key.PeerId, key.PublicKey, [], []);
+        new(Ads.Make(key, sequence), key.PeerId, key.PublicKey);
 }
