@@ -67,6 +67,9 @@ public class ForkGossipTests
             await attacker.Host.ConnectAsync(relay.FullAddresses[0], ct);
             await far.Host.ConnectAsync(relay.FullAddresses[0], ct);
             await relay.Gossip.WaitUntilAsync(s => s.Peers(ChainProtocol.ForksTopic).Count == 2, ct);
+            // The attacker publishes to the subscribers it knows (flood publish): until the relay's subscription has
+            // reached it, a publish goes nowhere and the test would wait for a proof never sent.
+            await attacker.Gossip.WaitUntilAsync(s => s.Peers(ChainProtocol.ForksTopic).Count == 1, ct);
             time.Advance(TimeSpan.FromSeconds(2));
             await relay.Gossip.WaitUntilAsync(s => s.MeshPeers(ChainProtocol.ForksTopic).Count == 2, ct);
 
