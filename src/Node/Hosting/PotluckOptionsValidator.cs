@@ -62,6 +62,8 @@ public static class PotluckOptionsValidator
         AtLeast(h.PeerStore.MaxAddressesPerPeer, 1, "host:peerStore:maxAddressesPerPeer");
         Need(h.PeerStore.RecentlyConnectedAddressTtl >= TimeSpan.Zero, $"'host:peerStore:recentlyConnectedAddressTtl' is {h.PeerStore.RecentlyConnectedAddressTtl}; it must be zero or a positive duration such as 00:10:00");
         Need(h.PeerStore.DiscoveredAddressTtl >= TimeSpan.Zero, $"'host:peerStore:discoveredAddressTtl' is {h.PeerStore.DiscoveredAddressTtl}; it must be zero or a positive duration such as 00:10:00");
+        Need(h.PeerStore.LookupAddressTtl >= TimeSpan.Zero, $"'host:peerStore:lookupAddressTtl' is {h.PeerStore.LookupAddressTtl}; it must be zero or a positive duration such as 00:02:00");
+        Need(h.PeerStore.PeerExchangeAddressTtl >= TimeSpan.Zero, $"'host:peerStore:peerExchangeAddressTtl' is {h.PeerStore.PeerExchangeAddressTtl}; it must be zero or a positive duration such as 00:02:00");
         AtLeast(h.Budgets.MaxTrackedPeers, 1, "host:budgets:maxTrackedPeers");
         var r = h.Resources;
         AtLeast(r.MaxConnectionsPerPeer, 1, "host:resources:maxConnectionsPerPeer");

@@ -362,7 +362,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         {
             if (hint.SignedPeerRecord is { } record && SignedPeerRecord.TryReadAddresses(record, hint.Peer, out var addresses) && addresses.Count > 0)
             {
-                _host.Peers.AddAddresses(hint.Peer, addresses, AddressSource.Discovery);
+                _host.Peers.AddDiscoveredAddresses(hint.Peer, addresses, DiscoveryChannel.PeerExchange);
             }
             if (_host.Peers.GetAddresses(hint.Peer).Count > 0)
             {

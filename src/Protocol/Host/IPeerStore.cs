@@ -19,6 +19,14 @@ public interface IPeerStore
     /// <summary>Adds addresses (a trailing /p2p is dropped); a known address keeps the most trusted source.</summary>
     void AddAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, AddressSource source);
 
+    /// <summary>
+    /// Adds addresses a third party told us (<see cref="AddressSource.Discovery"/>), kept for the TTL of
+    /// <paramref name="channel"/> when the peer is not connected. A store without per-channel TTLs adds them as any
+    /// discovered address.
+    /// </summary>
+    void AddDiscoveredAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, DiscoveryChannel channel) =>
+        AddAddresses(peer, addresses, AddressSource.Discovery);
+
     /// <summary>Replaces the addresses the peer reported about itself (identify).</summary>
     void ReplaceSelfReportedAddresses(PeerId peer, IEnumerable<Multiaddr> addresses);
 

@@ -17,6 +17,20 @@ public enum AddressSource
     Observed,
 }
 
+/// <summary>
+/// Which third party told us an address (<see cref="AddressSource.Discovery"/>): it decides how long the address is
+/// kept while we are not connected (<see cref="PeerStoreOptions"/>), as go-libp2p picks a TTL per call site.
+/// </summary>
+public enum DiscoveryChannel
+{
+    /// <summary>Any other third party (mDNS, an advertisement): <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>.</summary>
+    Other,
+    /// <summary>A DHT answer (closer peers, provider records): <see cref="PeerStoreOptions.LookupAddressTtl"/>.</summary>
+    DhtLookup,
+    /// <summary>Gossipsub peer exchange (a signed peer record in a PRUNE): <see cref="PeerStoreOptions.PeerExchangeAddressTtl"/>.</summary>
+    PeerExchange,
+}
+
 /// <summary>What the node knows about one peer. A snapshot: later changes make a new one.</summary>
 public sealed record PeerInfo(
     PeerId Id,
@@ -53,10 +67,31 @@ public sealed record PeerStoreOptions
     public TimeSpan RecentlyConnectedAddressTtl { get; init; } = TimeSpan.FromMinutes(10);
 
     /// <summary>
-    /// How long an address a third party told us (DHT, gossip peer exchange, mDNS, an advertisement) is kept if we never
-    /// connect. Addresses typed or configured (manual) are kept. Default 10 min.
+    /// How long an address another third party told us (mDNS, an advertisement; see <see cref="LookupAddressTtl"/> and
+    /// <see cref="PeerExchangeAddressTtl"/> for the DHT's and gossip's) is kept if we never connect. Addresses typed or
+    /// configured (manual) are kept. Default 10 min: longer than go-libp2p's 2 (its mDNS notifee and discovery callers
+    /// pass addresses to <c>host.Connect</c>, which adds them with <c>peerstore.TempAddrTTL</c>) on purpose, since our
+    /// mDNS hears a peer again only every <c>MdnsOptions.QueryInterval</c> (5 min) and a requester dials a provider it
+    /// found by advertisement when it leases, not at once.
     /// </summary>
     public TimeSpan DiscoveredAddressTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long an address a DHT answer gave (closer peers in a lookup, provider records) is kept if we never connect.
+    /// Default 2 min, go-libp2p-kad-dht's: its query adds each closer peer with
+    /// <c>maybeAddAddrs(next.ID, next.Addrs, pstore.TempAddrTTL)</c> (query.go), each provider a GET_PROVIDERS answer
+    /// names with <c>peerstore.TempAddrTTL</c> too (routing.go, findProvidersAsyncRoutine), and go-libp2p's
+    /// <c>core/peerstore.TempAddrTTL</c> is 2 min. A lookup that needs the peer again learns it again; a peer we
+    /// connect to keeps its addresses while connected, then <see cref="RecentlyConnectedAddressTtl"/>.
+    /// </summary>
+    public TimeSpan LookupAddressTtl { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// How long an address from a gossipsub peer-exchange record is kept if we never connect. Default 2 min, as
+    /// go-libp2p-pubsub's connector consumes a PX signed peer record with <c>peerstore.TempAddrTTL</c> (gossipsub.go)
+    /// before it dials.
+    /// </summary>
+    public TimeSpan PeerExchangeAddressTtl { get; init; } = TimeSpan.FromMinutes(2);
 
     public void Validate()
     {
@@ -66,6 +101,8 @@ public sealed record PeerStoreOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxPeers, 1, nameof(MaxPeers));
         ArgumentOutOfRangeException.ThrowIfLessThan(RecentlyConnectedAddressTtl, TimeSpan.Zero, nameof(RecentlyConnectedAddressTtl));
         ArgumentOutOfRangeException.ThrowIfLessThan(DiscoveredAddressTtl, TimeSpan.Zero, nameof(DiscoveredAddressTtl));
+        ArgumentOutOfRangeException.ThrowIfLessThan(LookupAddressTtl, TimeSpan.Zero, nameof(LookupAddressTtl));
+        ArgumentOutOfRangeException.ThrowIfLessThan(PeerExchangeAddressTtl, TimeSpan.Zero, nameof(PeerExchangeAddressTtl));
     }
 }
 
@@ -73,8 +110,9 @@ public sealed record PeerStoreOptions
 /// The peer store: addresses, protocols, public keys and measured latency of known peers, bounded by
 /// <see cref="PeerStoreOptions"/>. Thread-safe. Persistence is the owner's business (see <see cref="Snapshot"/>).
 /// Bounded as go-libp2p's peerstore is: a connected peer's addresses stay while it is connected, then for
-/// <see cref="PeerStoreOptions.RecentlyConnectedAddressTtl"/>; third-party addresses for
-/// <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>; a peer that is not connected, not retained and has no live
+/// <see cref="PeerStoreOptions.RecentlyConnectedAddressTtl"/>; third-party addresses for their channel's TTL
+/// (<see cref="PeerStoreOptions.LookupAddressTtl"/>, <see cref="PeerStoreOptions.PeerExchangeAddressTtl"/>,
+/// <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>); a peer that is not connected, not retained and has no live
 /// address left is forgotten (keys, protocols, agent and all), and beyond <see cref="PeerStoreOptions.MaxPeers"/> the
 /// least recently seen such peer goes first. Expired addresses are never returned; the sweep that forgets peers runs
 /// at most once a <see cref="SweepInterval"/> as peers are added (and on <see cref="Sweep"/>).
@@ -239,6 +277,15 @@ public sealed class PeerStore : IPeerStore
         }
         TrimIfDue();
     }
+
+    /// <summary>Adds addresses a third party told us, kept for <paramref name="channel"/>'s TTL when the peer is not connected.</summary>
+    public void AddDiscoveredAddresses(PeerId peer, IEnumerable<Multiaddr> addresses, DiscoveryChannel channel) =>
+        AddAddresses(peer, addresses, AddressSource.Discovery, channel switch
+        {
+            DiscoveryChannel.DhtLookup => _options.LookupAddressTtl,
+            DiscoveryChannel.PeerExchange => _options.PeerExchangeAddressTtl,
+            _ => _options.DiscoveredAddressTtl,
+        });
 
     /// <summary>Replaces the addresses the peer reported about itself (identify).</summary>
     public void ReplaceSelfReportedAddresses(PeerId peer, IEnumerable<Multiaddr> addresses)

@@ -806,7 +806,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             }
             foreach (var p in learned)
             {
-                AddDiscovered(p);
+                AddDiscovered(p, DiscoveryChannel.Other);
             }
             if (response is not null)
             {
@@ -819,8 +819,14 @@ public sealed partial class KademliaService : IAsyncDisposable
     private (IReadOnlyList<Multiaddr>, bool) Describe(PeerId peer) =>
         (_host.Peers.GetAddresses(peer), _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed));
 
-    /// <summary>Puts addresses a third party told us into the peer store, never our own id or addresses.</summary>
-    private void AddDiscovered(KadPeer peer)
+    /// <summary>
+    /// Puts addresses a third party told us into the peer store, never our own id or addresses: a lookup's answers for
+    /// <see cref="PeerStoreOptions.LookupAddressTtl"/> (go-libp2p-kad-dht's <c>TempAddrTTL</c>), a provider that
+    /// announced itself to us (<paramref name="channel"/> Other) for <see cref="PeerStoreOptions.DiscoveredAddressTtl"/>,
+    /// since we hand its addresses out with its provider record (go-libp2p-kad-dht's <c>ProviderManager.AddProvider</c>
+    /// keeps those for <c>ProviderAddrTTL</c>, longer still).
+    /// </summary>
+    private void AddDiscovered(KadPeer peer, DiscoveryChannel channel = DiscoveryChannel.DhtLookup)
     {
         if (peer.Id == _host.PeerId || peer.Addresses.Count == 0)
         {
@@ -830,7 +836,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         var addresses = peer.Addresses.Where(a => !own.Contains(a)).ToArray();
         if (addresses.Length > 0)
         {
-            _host.Peers.AddAddresses(peer.Id, addresses, AddressSource.Discovery);
+            _host.Peers.AddDiscoveredAddresses(peer.Id, addresses, channel);
         }
     }
 

@@ -17,6 +17,8 @@ public class PerPeerStateOptionsTests
         var o = new PotluckOptions();
         Assert.That((o.Host.PeerStore.MaxPeers, o.Host.PeerStore.RecentlyConnectedAddressTtl, o.Host.PeerStore.DiscoveredAddressTtl),
             Is.EqualTo((10_000, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))));
+        Assert.That((o.Host.PeerStore.LookupAddressTtl, o.Host.PeerStore.PeerExchangeAddressTtl), Is.EqualTo((TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(2))),
+            "go-libp2p's TempAddrTTL for what a DHT lookup or a PX record gave");
         Assert.That((o.Gossip.Score.RetainScore, o.Gossip.Score.MaxRetainedPeers), Is.EqualTo((TimeSpan.FromHours(1), 4096)));
         Assert.That(o.Host.Budgets.MaxTrackedPeers, Is.EqualTo(10_000));
         Assert.That(Problems(x => x), Is.Empty);
@@ -31,6 +33,10 @@ public class PerPeerStateOptionsTests
             Has.Some.StartsWith("'host:peerStore:recentlyConnectedAddressTtl' is -00:00:01"));
         Assert.That(Problems(o => o with { Host = o.Host with { PeerStore = new PeerStoreOptions { DiscoveredAddressTtl = TimeSpan.FromSeconds(-1) } } }),
             Has.Some.StartsWith("'host:peerStore:discoveredAddressTtl' is -00:00:01"));
+        Assert.That(Problems(o => o with { Host = o.Host with { PeerStore = new PeerStoreOptions { LookupAddressTtl = TimeSpan.FromSeconds(-1) } } }),
+            Has.Some.StartsWith("'host:peerStore:lookupAddressTtl' is -00:00:01"));
+        Assert.That(Problems(o => o with { Host = o.Host with { PeerStore = new PeerStoreOptions { PeerExchangeAddressTtl = TimeSpan.FromSeconds(-1) } } }),
+            Has.Some.StartsWith("'host:peerStore:peerExchangeAddressTtl' is -00:00:01"));
         Assert.That(Problems(o => o with { Host = o.Host with { Budgets = new PeerBudgetOptions { MaxTrackedPeers = 0 } } }),
             Has.Some.StartsWith("'host:budgets:maxTrackedPeers' is 0; it must be at least 1"));
         Assert.That(Problems(o => o with { Gossip = o.Gossip with { Score = new PeerScoreParams { MaxRetainedPeers = -1 } } }),
@@ -44,10 +50,11 @@ public class PerPeerStateOptionsTests
         try
         {
             File.WriteAllText(Path.Combine(dir, NodeConfiguration.FileName),
-                "{\"host\": {\"peerStore\": {\"maxPeers\": 500, \"discoveredAddressTtl\": \"00:02:00\"}}, \"gossip\": {\"score\": {\"maxRetainedPeers\": 100}}}");
+                "{\"host\": {\"peerStore\": {\"maxPeers\": 500, \"discoveredAddressTtl\": \"00:02:00\", \"lookupAddressTtl\": \"00:00:45\"}}, \"gossip\": {\"score\": {\"maxRetainedPeers\": 100}}}");
             var options = RunCommand.ResolveRunOptions(Commands.Parse(["run", "--data-dir", dir]));
             Assert.That((options.Host.PeerStore.MaxPeers, options.Host.PeerStore.DiscoveredAddressTtl, options.Gossip.Score.MaxRetainedPeers),
                 Is.EqualTo((500, TimeSpan.FromMinutes(2), 100)));
+            Assert.That(options.Host.PeerStore.LookupAddressTtl, Is.EqualTo(TimeSpan.FromSeconds(45)));
 
             File.WriteAllText(Path.Combine(dir, NodeConfiguration.FileName), "{\"host\": {\"peerStore\": {\"maxPeers\": 0}}}");
             var e = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => RunCommand.ResolveRunOptions(Commands.Parse(["run", "--data-dir", dir])))!;

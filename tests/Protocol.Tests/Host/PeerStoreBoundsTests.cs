@@ -93,6 +93,118 @@ public class PeerStoreBoundsTests
         Assert.That(store.Get(Honest), Is.Null, "out of the table and nothing live: forgotten");
     }
 
+    [Test]
+    public void LookupAndPeerExchangeAddresses_GoAfterTwoMinutes_OthersAfterTen_ConnectedAndRetainedPeersStay()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock); // the defaults: 2, 2 and 10 min
+        var fromLookup = PrivateKey.FromRandom(new Random(3)).PeerId;
+        var fromExchange = PrivateKey.FromRandom(new Random(4)).PeerId;
+        var fromMdns = PrivateKey.FromRandom(new Random(5)).PeerId;
+        var retained = PrivateKey.FromRandom(new Random(6)).PeerId;
+        store.Retain(p => p == retained);
+        store.Connected(Honest);
+        store.AddDiscoveredAddresses(Honest, [Tcp(1)], DiscoveryChannel.DhtLookup);
+        store.AddDiscoveredAddresses(fromLookup, [Tcp(2)], DiscoveryChannel.DhtLookup);
+        store.AddDiscoveredAddresses(fromExchange, [Tcp(3)], DiscoveryChannel.PeerExchange);
+        store.AddDiscoveredAddresses(fromMdns, [Tcp(4)], DiscoveryChannel.Other);
+        store.AddDiscoveredAddresses(retained, [Tcp(5)], DiscoveryChannel.DhtLookup);
+        store.AddAddresses(Other, [Tcp(6)], AddressSource.Manual);
+
+        clock.Advance(TimeSpan.FromMinutes(2) - TimeSpan.FromTicks(1));
+        Assert.That(store.GetAddresses(fromLookup), Is.EqualTo(new[] { Tcp(2) }), "live until 2 min");
+        Assert.That(store.GetAddresses(fromExchange), Is.EqualTo(new[] { Tcp(3) }));
+        clock.Advance(TimeSpan.FromTicks(1));
+        Assert.That(store.GetAddresses(fromLookup), Is.Empty, "a lookup's answer: go-libp2p-kad-dht's TempAddrTTL, 2 min");
+        Assert.That(store.GetAddresses(fromExchange), Is.Empty, "a PX record: go-libp2p-pubsub's TempAddrTTL, 2 min");
+        Assert.That(store.GetAddresses(fromMdns), Is.EqualTo(new[] { Tcp(4) }), "mDNS and the rest: still 10 min");
+
+        // No explicit sweep: adding a peer sweeps (at most every 30 s, and 2 min have passed).
+        store.AddDiscoveredAddresses(PrivateKey.FromRandom(new Random(7)).PeerId, [Tcp(7)], DiscoveryChannel.DhtLookup);
+        Assert.That(store.Get(fromLookup), Is.Null, "forgotten by the sweep that adding a peer runs");
+        Assert.That(store.Get(fromExchange), Is.Null);
+        Assert.That(store.Get(retained), Is.Not.Null, "in the routing table: its entry stays");
+        Assert.That(store.GetAddresses(Honest), Is.EqualTo(new[] { Tcp(1) }), "connected: a lookup's address does not expire");
+        Assert.That(store.Forgotten.Expired, Is.EqualTo(2));
+
+        clock.Advance(TimeSpan.FromMinutes(8));
+        store.Sweep();
+        Assert.That(store.Get(fromMdns), Is.Null, "10 min");
+        Assert.That(store.GetAddresses(Other), Is.EqualTo(new[] { Tcp(6) }), "manual: kept");
+        Assert.That(store.GetAddresses(Honest), Is.EqualTo(new[] { Tcp(1) }));
+        Assert.That(store.Get(retained), Is.Not.Null);
+    }
+
+    [Test]
+    public void ALookupAddress_NeverShortensALongerOne_AndDisconnectingStartsTheRecentlyConnectedTtl()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        store.Connected(Honest);
+        store.AddAddresses(Honest, [Tcp(1)], AddressSource.Identify);
+        store.Disconnected(Honest); // Tcp(1) until 10 min
+        store.AddDiscoveredAddresses(Honest, [Tcp(1), Tcp(2)], DiscoveryChannel.DhtLookup);
+
+        clock.Advance(TimeSpan.FromMinutes(5));
+        Assert.That(store.GetAddresses(Honest), Is.EqualTo(new[] { Tcp(1) }), "the lookup's copy of Tcp(1) kept its 10 min; Tcp(2) went at 2");
+        clock.Advance(TimeSpan.FromMinutes(5));
+        store.Sweep();
+        Assert.That(store.Get(Honest), Is.Null);
+    }
+
+    [Test]
+    public void PerChannelTtls_AreOptions_ValidatedAndHonoured()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PeerStore(new PeerStoreOptions { LookupAddressTtl = TimeSpan.FromSeconds(-1) }, new VirtualClock()));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PeerStore(new PeerStoreOptions { PeerExchangeAddressTtl = TimeSpan.FromSeconds(-1) }, new VirtualClock()));
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions { LookupAddressTtl = TimeSpan.FromSeconds(30), PeerExchangeAddressTtl = TimeSpan.FromMinutes(5) }, clock);
+        store.AddDiscoveredAddresses(Honest, [Tcp(1)], DiscoveryChannel.DhtLookup);
+        store.AddDiscoveredAddresses(Other, [Tcp(2)], DiscoveryChannel.PeerExchange);
+        clock.Advance(TimeSpan.FromSeconds(30));
+        Assert.That(store.GetAddresses(Honest), Is.Empty);
+        clock.Advance(TimeSpan.FromMinutes(4.5) - TimeSpan.FromTicks(1));
+        Assert.That(store.GetAddresses(Other), Is.EqualTo(new[] { Tcp(2) }));
+        clock.Advance(TimeSpan.FromTicks(1));
+        Assert.That(store.GetAddresses(Other), Is.Empty);
+    }
+
+    [Test, Category("Adversarial")]
+    public void AFloodOfLookupAnswersNamingFreshIds_LeavesTheStoreAtRateTimesTtl_AndTheHonestPeersIntact()
+    {
+        // Lookup answers name 10 fresh ids a second for 30 virtual minutes (18,000 peers, e.g. a Sybil DHT server's
+        // closer peers). Each lives 2 min, and the sweep that adding them runs forgets the expired at most 30 s late:
+        // at most 10/s × (120 + 30) s = 1,500 at once, far under the 10,000 cap, so nothing is evicted, only expired.
+        const int PerSecond = 10;
+        var sybils = new Random(12);
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        var retained = PrivateKey.FromRandom(new Random(8)).PeerId;
+        store.Retain(p => p == retained);
+        store.Connected(Honest);
+        store.AddAddresses(Honest, [Tcp(1)], AddressSource.Identify);
+        store.AddDiscoveredAddresses(retained, [Tcp(2)], DiscoveryChannel.DhtLookup);
+
+        var maxSeen = 0;
+        for (var s = 0; s < 30 * 60; s++)
+        {
+            for (var i = 0; i < PerSecond; i++)
+            {
+                store.AddDiscoveredAddresses(Sybils.Mint(sybils), [Tcp(i)], DiscoveryChannel.DhtLookup);
+                maxSeen = Math.Max(maxSeen, store.Count);
+            }
+            clock.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        var bound = PerSecond * (120 + (int)PeerStore.SweepInterval.TotalSeconds) + 2; // the default TTL, 2 min (10 before: ~6,300)
+        Assert.That(maxSeen, Is.LessThanOrEqualTo(bound), "rate × (TTL + sweep interval), plus the two honest peers");
+        Assert.That(maxSeen, Is.GreaterThan(PerSecond * 120), "the TTL, not something else, is what bounds it");
+        Assert.That(store.Forgotten.Evicted, Is.Zero, "bounded by the TTL, never by the cap");
+        Assert.That(store.Forgotten.Expired, Is.GreaterThan(30 * 60 * PerSecond - bound));
+        Assert.That(store.GetAddresses(Honest), Is.EqualTo(new[] { Tcp(1) }), "the connected peer is untouched");
+        Assert.That(store.Get(retained), Is.Not.Null, "the routing table's peer is kept");
+    }
+
     [Test, Category("Adversarial")]
     public void TenThousandMintedIdentities_LeaveTheStoreAtItsCap_AndConnectedAndRetainedPeersIntact()
     {

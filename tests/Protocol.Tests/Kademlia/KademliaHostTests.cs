@@ -4,6 +4,7 @@ using Potluck.Protocol.Host;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Kademlia;
 using Potluck.Protocol.Metrics;
+using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
 
@@ -376,6 +377,36 @@ public class KademliaHostTests
         finally
         {
             await seeker.DisposeAsync();
+            await DisposeAllAsync(nodes);
+        }
+    });
+
+    [Test, Category("Adversarial")]
+    public void APeerOnlyALookupNamed_IsKeptTwoMinutes_ThenForgotten_ThePeersWeMetStay() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d, seed: 27);
+        var nodes = await StartNetworkAsync(hosts, 8, ct);
+        try
+        {
+            var (server, asker) = (nodes[0], nodes[1]);
+            // The server's table names a peer nobody can reach (an id it was told of; the address listens nowhere).
+            var ghost = PrivateKey.FromRandom(new Random(99_027)).PeerId; // not a seed TestHosts derives its keys from
+            var nowhere = Multiaddr.Parse("/memory/999999");
+            server.Host.Peers.AddAddresses(ghost, [nowhere], AddressSource.Manual);
+            server.Host.Peers.SetProtocols(ghost, [KademliaService.DefaultProtocolId]);
+            await asker.Dht.FindPeerAsync(ghost, ct);
+            Assert.That(asker.Host.Peers.GetAddresses(ghost), Is.EqualTo(new[] { nowhere }), "learned from the server's answer");
+            server.Host.Peers.Remove(ghost); // no later answer names it with an address again
+
+            await Task.Delay(TimeSpan.FromMinutes(2), d.Clock);
+            Assert.That(asker.Host.Peers.GetAddresses(ghost), Is.Empty, "a lookup's answer is kept 2 min (go's TempAddrTTL), not 10");
+            ((PeerStore)asker.Host.Peers).Sweep();
+            Assert.That(asker.Host.Peers.Get(ghost), Is.Null, "and the peer is forgotten");
+            Assert.That(asker.Host.Peers.GetAddresses(server.Host.PeerId), Is.Not.Empty, "the connected server keeps its addresses");
+        }
+        finally
+        {
             await DisposeAllAsync(nodes);
         }
     });
