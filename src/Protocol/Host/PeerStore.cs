@@ -61,8 +61,8 @@ public sealed record PeerStoreOptions
     public int MaxPeers { get; init; } = 10_000;
 
     /// <summary>
-    /// How long a peer's addresses are kept after its last connection closes (go-libp2p's RecentlyConnectedAddrTTL);
-    /// while connected they do not expire. Default 10 min.
+    /// How long a peer's addresses are kept after its last connection closes (go-libp2p's RecentlyConnectedAddrTTL, which is
+    /// 15 min there now); while connected they do not expire. Default 10 min.
     /// </summary>
     public TimeSpan RecentlyConnectedAddressTtl { get; init; } = TimeSpan.FromMinutes(10);
 
