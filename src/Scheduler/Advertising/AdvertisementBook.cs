@@ -97,7 +97,12 @@ public sealed class AdvertisementBook
     /// <summary>The entry that makes way for a new provider (the rule in the summary), or null when none may.</summary>
     private PeerId? ChooseVictim(bool newcomerInGoodStanding)
     {
-        var strangers = new List<PeerId>(_byProvider.Count);
+        // One pass, no allocation: a refused entry at once, else a uniform choice among strangers (reservoir sampling),
+        // else, for a newcomer in good standing, a uniform choice among all.
+        PeerId? stranger = null;
+        PeerId? any = null;
+        var strangers = 0;
+        var seen = 0;
         foreach (var provider in _byProvider.Keys)
         {
             switch (_standing(provider))
@@ -105,27 +110,20 @@ public sealed class AdvertisementBook
                 case ProviderStanding.Refused:
                     return provider;
                 case ProviderStanding.Stranger:
-                    strangers.Add(provider);
+                    if (_random.Next(++strangers) == 0)
+                    {
+                        stranger = provider;
+                    }
+                    break;
+                default:
+                    if (stranger is null && newcomerInGoodStanding && _random.Next(++seen) == 0)
+                    {
+                        any = provider;
+                    }
                     break;
             }
         }
-        if (strangers.Count > 0)
-        {
-            return strangers[_random.Next(strangers.Count)];
-        }
-        if (!newcomerInGoodStanding || _byProvider.Count == 0)
-        {
-            return null;
-        }
-        var index = _random.Next(_byProvider.Count);
-        foreach (var provider in _byProvider.Keys)
-        {
-            if (index-- == 0)
-            {
-                return provider;
-            }
-        }
-        return null;
+        return stranger ?? (newcomerInGoodStanding ? any : null);
     }
 
     /// <summary>The provider's live advertisement, if any.</summary>
