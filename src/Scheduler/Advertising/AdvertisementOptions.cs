@@ -15,8 +15,12 @@ public sealed record AdvertisementOptions
     /// <summary>Most cores one advertisement may claim. Default 1024.</summary>
     public int MaxCores { get; init; } = 1024;
 
-    /// <summary>Most providers the book holds; beyond it the soonest-expiring entry makes way. Default 1024.</summary>
-    public int MaxProviders { get; init; } = 1024;
+    /// <summary>
+    /// Most providers the book holds; beyond it a refused provider's or a random stranger's entry makes way, never one in
+    /// good standing for a stranger (<see cref="AdvertisementBook"/>). Default 256 (go-libp2p-kad-dht's provider cache):
+    /// a requester chooses among tens.
+    /// </summary>
+    public int MaxProviders { get; init; } = 256;
 
     /// <summary>Longest lifetime an advertisement may claim from now. Default 1 hour.</summary>
     public TimeSpan MaxLifetime { get; init; } = TimeSpan.FromHours(1);

@@ -98,7 +98,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _policy = new VerificationPolicy(options.Verification);
         _jobSettings = RequesterJobSettings.From(options);
         _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
-        _book = new AdvertisementBook(options.Advertising);
+        _book = new AdvertisementBook(options.Advertising, p => reputation.Get(p) switch
+        {
+            { IsRefused: true } => ProviderStanding.Refused,
+            { Verified: > 0 } => ProviderStanding.Good,
+            _ => ProviderStanding.Stranger,
+        }, runtime.CreateRandom("advertisement book"));
         // A stranger's advertisement is not in the peer store (AddAdvertisement): a dial by its provider's id finds the
         // advertised addresses here, wherever on this host it starts (a lease, a receipt, the chain, a test's own client).
         host.AddAddressSource(AdvertisedAddresses);

@@ -21,14 +21,15 @@ public class AdvertisementFloodTests
     private static readonly byte[] HashChain = ComputeCluster.Sample("hashchain");
 
     /// <summary>A valid advertisement from a fresh identity: listening on a memory address nobody serves, too dear to pick.</summary>
-    private static byte[] StrangerAd(PrivateKey key, int index, DateTimeOffset now) => AdvertisementCodec.Sign(new Advertisement
+    private static byte[] StrangerAd(PrivateKey key, int index, DateTimeOffset now) => StrangerAd(key, index, now, TimeSpan.FromMinutes(2));
+
+    private static byte[] StrangerAd(PrivateKey key, int index, DateTimeOffset now, TimeSpan lifetime) => AdvertisementCodec.Sign(new Advertisement
     {
         PeerId = key.PeerId.ToBytes(),
         ListenAddresses = [Multiaddr.Parse($"/memory/{1_000_000 + index}").ToBytes()],
         Sequence = 1,
         IssuedAtUnixMs = now.ToUnixTimeMilliseconds(),
-        // Sooner than an honest provider's (5 minutes): at the book's cap the stranger expiring soonest makes way.
-        ExpiresAtUnixMs = (now + TimeSpan.FromMinutes(2)).ToUnixTimeMilliseconds(),
+        ExpiresAtUnixMs = (now + lifetime).ToUnixTimeMilliseconds(),
         Cores = 8,
         AvailableCores = 8,
         MemoryBytes = 1L << 30,
@@ -48,7 +49,10 @@ public class AdvertisementFloodTests
         var store = requester.Potluck.Host.Peers;
         var before = store.Count;
 
-        const int strangers = 1_500; // more than the book holds (1,024)
+        // Exactly fills the book (the provider and 255 strangers): a stranger provider under a flood larger than the book
+        // stays with probability (1 - 1/S)^F only (strangers make way at random), so this test keeps to the peer store;
+        // the next one floods 4 times the book against a provider in good standing.
+        var strangers = new AdvertisementOptions().MaxProviders - 1;
         var random = new Random(cluster.Seed);
         var attacker = cluster.Hub.Join(PrivateKey.FromRandom(random).PeerId);
         var now = cluster.Time.GetUtcNow();
@@ -82,5 +86,85 @@ public class AdvertisementFloodTests
         Assert.That(store.Count, Is.LessThanOrEqualTo(before + 1), "and no stranger");
         await requester.Client.WhenReceiptsDeliveredAsync(ct);
         Assert.That(TrustCluster.Earned(provider, requester), Is.EqualTo(result.Cost).And.GreaterThan(0), "the honest provider is paid");
+    });
+
+    private static TaskSubmission Work(string input) => new()
+    {
+        Module = HashChain,
+        Input = Encoding.UTF8.GetBytes(input),
+        Args = ["100"],
+        Fuel = 200_000_000,
+        MemoryBytes = 32L << 20,
+        MaxPricePerMegaFuel = 50,
+    };
+
+    /// <summary>
+    /// Before: at the book's cap the entry expiring soonest made way for one that lived longer, so strangers claiming the
+    /// longest lifetime (an hour, against an honest provider's 5 minutes) pushed out every honest provider, the ones this
+    /// node had used and verified too. Now strangers evict only strangers (at random), and the provider in good standing
+    /// stays, is chosen and paid.
+    /// </summary>
+    [Test]
+    public void AFloodClaimingTheLongestLifetime_LeavesTheProviderInGoodStandingInTheBook_AndItIsStillUsedAndPaid() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 2_727);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        await requester.Client.WaitForProvidersAsync(1, ct);
+        var first = await requester.Node.SubmitAsync(Work("before"), ct);
+        Assert.That(first.Status, Is.EqualTo(ExecutionStatus.Success), first.Error);
+        Assert.That(requester.Client.Reputation.Get(provider.PeerId).Verified, Is.GreaterThan(0), "a stranger's first result is checked: good standing");
+
+        var cap = new AdvertisementOptions().MaxProviders;
+        var strangers = cap * 4;
+        var random = new Random(cluster.Seed);
+        var attacker = cluster.Hub.Join(PrivateKey.FromRandom(random).PeerId);
+        var now = cluster.Time.GetUtcNow();
+        var longest = new AdvertisementOptions().MaxLifetime;
+        for (var i = 0; i < strangers; i++)
+        {
+            await attacker.PublishAsync(AdvertisementProtocol.Topic, StrangerAd(PrivateKey.FromRandom(random), i, now, longest), ct);
+        }
+        await Task.Delay(TimeSpan.FromSeconds(1), cluster.Time);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(requester.Client.HeldAdvertisements, Is.EqualTo(cap), "the book at its cap");
+            Assert.That(requester.Client.Providers().Any(a => a.Provider == provider.PeerId),
+                $"{strangers} strangers' hour-long advertisements leave the provider in good standing in the book");
+        });
+        var paidBefore = TrustCluster.Earned(provider, requester);
+        var result = await requester.Node.SubmitAsync(Work("after the flood"), ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(result.Provider, Is.EqualTo(provider.PeerId));
+        Assert.That(Encoding.ASCII.GetString(result.Output.Span), Is.EqualTo(ComputeCluster.HashChain("after the flood"u8.ToArray(), 100)));
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+        Assert.That(TrustCluster.Earned(provider, requester) - paidBefore, Is.EqualTo(result.Cost).And.GreaterThan(0), "and paid for it");
+    });
+
+    /// <summary>A book smaller than the mesh's providers: the requester holds only its cap and still finds and uses one.</summary>
+    [Test]
+    public void WithMoreProvidersThanTheCap_TheRequesterStillFindsOneAndPays() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 2_728);
+        const int cap = 2;
+        var requester = await cluster.AddAsync("requester", provide: false,
+            configure: c => c with { Client = c.Client with { Advertising = c.Client.Advertising with { MaxProviders = cap } } });
+        var providers = new List<TrustCluster.Member>();
+        for (var i = 0; i < 5; i++)
+        {
+            providers.Add(await cluster.AddAsync($"provider{i}", provide: true));
+        }
+        await requester.Client.WaitForProvidersAsync(cap, ct);
+        await Task.Delay(TimeSpan.FromSeconds(5), cluster.Time);
+        Assert.That(requester.Client.HeldAdvertisements, Is.EqualTo(cap), "5 providers advertise, the book holds its cap");
+
+        var result = await requester.Node.SubmitAsync(Work("small book"), ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        var used = providers.Single(p => p.PeerId == result.Provider);
+        await requester.Client.WhenReceiptsDeliveredAsync(ct);
+        Assert.That(TrustCluster.Earned(used, requester), Is.EqualTo(result.Cost).And.GreaterThan(0), "the provider it used is paid");
     });
 }

@@ -82,18 +82,109 @@ public class AdvertisementBookTests
     }
 
     [Test]
-    public void Add_WhenFull_SoonestExpiringMakesWayOnlyForALongerLivedAd()
+    public void Add_WhenFull_ALongerClaimedLifetimeBuysNothing_AStrangerMakesWayAtRandom()
+    {
+        // Two books on different seeds, the same ads: which stranger makes way follows the seed, not the lifetimes.
+        var evicted = new HashSet<int>();
+        for (var seed = 0; seed < 16; seed++)
+        {
+            var book = new AdvertisementBook(new AdvertisementOptions { MaxProviders = 2 }, random: new Random(seed));
+            book.Add(Ads.Signed(Ads.Key(1), 1, T0, TimeSpan.FromMinutes(2)), T0);
+            book.Add(Ads.Signed(Ads.Key(2), 1, T0, TimeSpan.FromMinutes(5)), T0);
+            Assert.That(book.Add(Ads.Signed(Ads.Key(3), 1, T0, TimeSpan.FromMinutes(1)), T0), Is.EqualTo(AdVerdict.Accepted),
+                "a shorter-lived stranger still gets in");
+            Assert.That(book.Count, Is.EqualTo(2));
+            Assert.That(book.Get(Ads.Key(3).PeerId, T0), Is.Not.Null);
+            evicted.Add(book.Get(Ads.Key(1).PeerId, T0) is null ? 1 : 2);
+        }
+        Assert.That(evicted, Is.EquivalentTo(new[] { 1, 2 }), "either stranger may make way, the longer-lived one too");
+    }
+
+    [Test]
+    public void Add_WhenFull_RefreshOfAHeldProvider_EvictsNothing()
     {
         var book = new AdvertisementBook(new AdvertisementOptions { MaxProviders = 2 });
-        var a = Ads.Key(1);
-        var b = Ads.Key(2);
-        book.Add(Ads.Signed(a, 1, T0, TimeSpan.FromMinutes(2)), T0);
-        book.Add(Ads.Signed(b, 1, T0, TimeSpan.FromMinutes(5)), T0);
+        book.Add(Ads.Signed(Ads.Key(1), 1), T0);
+        book.Add(Ads.Signed(Ads.Key(2), 1), T0);
+        Assert.That(book.Add(Ads.Signed(Ads.Key(1), 2), T0), Is.EqualTo(AdVerdict.Accepted));
+        Assert.That(book.Get(Ads.Key(1).PeerId, T0)!.Ad.Sequence, Is.EqualTo(2UL));
+        Assert.That(book.Get(Ads.Key(2).PeerId, T0), Is.Not.Null);
+    }
 
-        Assert.That(book.Add(Ads.Signed(Ads.Key(3), 1, T0, TimeSpan.FromMinutes(1)), T0), Is.EqualTo(AdVerdict.BookFull));
-        Assert.That(book.Add(Ads.Signed(Ads.Key(4), 1, T0, TimeSpan.FromMinutes(3)), T0), Is.EqualTo(AdVerdict.Accepted));
+    [Test]
+    public void Add_WhenFull_ARefusedProvidersEntryGoesFirst()
+    {
+        var refused = Ads.Key(2).PeerId;
+        var book = new AdvertisementBook(new AdvertisementOptions { MaxProviders = 3 },
+            p => p == refused ? ProviderStanding.Refused : ProviderStanding.Stranger, new Random(7));
+        for (var i = 1; i <= 3; i++)
+        {
+            book.Add(Ads.Signed(Ads.Key(i), 1), T0);
+        }
+        Assert.That(book.Add(Ads.Signed(Ads.Key(4), 1), T0), Is.EqualTo(AdVerdict.Accepted));
+        Assert.That(book.Get(refused, T0), Is.Null);
+        Assert.That(book.Count, Is.EqualTo(3));
+    }
+
+    [Test, Category("Adversarial")]
+    public void AFloodOfStrangersClaimingTheLongestLifetime_NeverEvictsAProviderInGoodStanding()
+    {
+        var options = new AdvertisementOptions { MaxProviders = 16 };
+        var trusted = Enumerable.Range(1, 8).Select(i => Ads.Key(i).PeerId).ToHashSet();
+        var book = new AdvertisementBook(options, p => trusted.Contains(p) ? ProviderStanding.Good : ProviderStanding.Stranger, new Random(3));
+        foreach (var i in Enumerable.Range(1, 8))
+        {
+            // Short-lived: under the old rule (soonest expiring makes way) these went first.
+            Assert.That(book.Add(Ads.Signed(Ads.Key(i), 1, T0, TimeSpan.FromMinutes(1)), T0), Is.EqualTo(AdVerdict.Accepted));
+        }
+        for (var i = 0; i < 400; i++)
+        {
+            var verdict = book.Add(Ads.Signed(Ads.Key(1_000 + i), 1, T0, options.MaxLifetime), T0);
+            Assert.That(verdict, Is.EqualTo(AdVerdict.Accepted), "strangers take strangers' places");
+            Assert.That(book.Count, Is.LessThanOrEqualTo(options.MaxProviders));
+        }
+        Assert.That(trusted.Where(p => book.Get(p, T0) is null), Is.Empty, "every provider in good standing is still held");
+        Assert.That(book.Count, Is.EqualTo(options.MaxProviders));
+    }
+
+    [Test, Category("Adversarial")]
+    public void WhenEveryEntryIsInGoodStanding_AStrangerIsRefused_AndAnotherTrustedProviderGetsIn()
+    {
+        var trusted = Enumerable.Range(1, 3).Select(i => Ads.Key(i).PeerId).ToHashSet();
+        var book = new AdvertisementBook(new AdvertisementOptions { MaxProviders = 2 },
+            p => trusted.Contains(p) ? ProviderStanding.Good : ProviderStanding.Stranger, new Random(5));
+        book.Add(Ads.Signed(Ads.Key(1), 1, T0, TimeSpan.FromMinutes(1)), T0);
+        book.Add(Ads.Signed(Ads.Key(2), 1, T0, TimeSpan.FromMinutes(1)), T0);
+        Assert.That(book.Add(Ads.Signed(Ads.Key(9), 1, T0, TimeSpan.FromHours(1)), T0), Is.EqualTo(AdVerdict.BookFull));
+        Assert.That(book.Add(Ads.Signed(Ads.Key(3), 1, T0, TimeSpan.FromMinutes(1)), T0), Is.EqualTo(AdVerdict.Accepted));
         Assert.That(book.Count, Is.EqualTo(2));
-        Assert.That(book.Get(a.PeerId, T0), Is.Null, "the soonest-expiring entry was evicted");
+        Assert.That(book.Get(Ads.Key(3).PeerId, T0), Is.Not.Null);
+    }
+
+    [Test, Category("Adversarial")]
+    public void AFloodCannotDeterministicallyEvictAnHonestNewcomer()
+    {
+        // The honest stranger survives a flood of F into S strangers' entries with probability (1 - 1/S)^F: here
+        // (1 - 1/64)^32 ≈ 0.60. Over 200 seeds it survives in some runs and not in others; before, never (the flood
+        // claimed the longest lifetime and the newcomer's 5 minutes expired soonest).
+        var survived = 0;
+        const int runs = 200;
+        for (var seed = 0; seed < runs; seed++)
+        {
+            var book = new AdvertisementBook(new AdvertisementOptions { MaxProviders = 64 }, random: new Random(seed));
+            for (var i = 0; i < 63; i++)
+            {
+                book.Add(Ads.Signed(Ads.Key(2_000 + i), 1, T0, TimeSpan.FromHours(1)), T0);
+            }
+            var honest = Ads.Key(1);
+            book.Add(Ads.Signed(honest, 1, T0, TimeSpan.FromMinutes(5)), T0);
+            for (var i = 0; i < 32; i++)
+            {
+                book.Add(Ads.Signed(Ads.Key(3_000 + i), 1, T0, TimeSpan.FromHours(1)), T0);
+            }
+            survived += book.Get(honest.PeerId, T0) is null ? 0 : 1;
+        }
+        Assert.That(survived, Is.InRange(runs * 45 / 100, runs * 75 / 100), "about 60 % of seeds keep it");
     }
 
     [Test]
