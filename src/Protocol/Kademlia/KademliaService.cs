@@ -70,7 +70,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             host.SetStreamHandler(options.ProtocolId, HandleStreamAsync);
         }
         host.Peers.Updated += OnPeerUpdated;
-        host.Peers.Retain(InRoutingTable); // the table's peers keep their addresses while they are in it
+        host.Peers.Retain(InRoutingTable); // the table's peers keep their entries (key, protocols) while in it; their addresses still expire by their TTLs
     }
 
     public string ProtocolId => _options.ProtocolId;
