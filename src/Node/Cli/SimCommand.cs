@@ -156,6 +156,10 @@ internal sealed class SimCommand : PotluckCommand
             SlowestTasks = Get(Slowest, "slowest", e => (int?)e.GetInt32()) ?? 0,
             AtEnd = result.GetValue(HoldAtEnd) is { } hold ? () => HoldUntilExists(hold, ct) : null,
         };
+        using var eventLog = Environment.GetEnvironmentVariable("POTLUCK_SIM_EVENT_LOG") is { Length: > 0 } eventLogPath
+            ? new StreamWriter(eventLogPath, append: false, new System.Text.UTF8Encoding(false), 1 << 20)
+            : null;
+        scenario = scenario with { EventLog = eventLog };
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();
         SimReport report;

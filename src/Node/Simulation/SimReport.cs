@@ -75,6 +75,13 @@ public sealed record SimReport
 
     public required long Events { get; init; }
 
+    /// <summary>
+    /// Digest of every event counted in <see cref="Events"/> (each loop item and timer: its virtual time, kind and what it
+    /// ran; <see cref="Protocol.Runtime.EventDigest"/>): the same seed gives the same run, event for event, when this and
+    /// <see cref="Events"/> repeat. Null when the driver kept no digest.
+    /// </summary>
+    public string? EventsHash { get; init; }
+
     /// <summary>Connections the nodes opened over the whole run (counted at the dialer), and during the warm-up alone (the mesh forming).</summary>
     public ConnectionFigures Connections { get; init; } = new(0, 0);
 
@@ -333,6 +340,7 @@ public sealed record SimReport
         }
 
         var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
+        var digest = mesh.Driver.Digest;
         using var self = Process.GetCurrentProcess();
         var peak = self.PeakWorkingSet64 / (1024.0 * 1024.0);
         var cpu = self.TotalProcessorTime.TotalSeconds;
@@ -366,6 +374,7 @@ public sealed record SimReport
             VirtualS = virtualS,
             JoinOverS = s.Mesh.JoinWindow.TotalSeconds,
             Events = events,
+            EventsHash = digest?.Hash,
             Connections = new ConnectionFigures(mesh.ConnectionsOpened, warmupConnections, endsAfterWarmup, endsAtEnd),
             Dials = dials ?? DialFigures.Empty,
             EventsPerS = events / Math.Max(1e-9, wall.TotalSeconds),
@@ -443,7 +452,7 @@ public sealed record SimReport
         Line($"connection ends per node: {Connections.EndsAfterWarmup.PerNode:F1} after the warm-up (most {Connections.EndsAfterWarmup.Max}, {Connections.EndsAfterWarmup.Young} ends young, {Connections.EndsAfterWarmup.Protected} protected, {Connections.EndsAfterWarmup.OverCap} nodes above their high watermark), {Connections.EndsAtEnd.PerNode:F1} at the end (most {Connections.EndsAtEnd.Max}, {Connections.EndsAtEnd.OverCap} nodes above)");
         Line($"gossip meshes per node: {Connections.EndsAfterWarmup.PerNodeOf(Connections.EndsAfterWarmup.MeshPeers):F1} distinct mesh peers after the warm-up ({Connections.EndsAfterWarmup.PerNodeOf(Connections.EndsAfterWarmup.MeshPeersInOneMesh):F1} in one mesh only; {Connections.EndsAfterWarmup.PerNodeOf(Connections.EndsAfterWarmup.MeshMemberships):F1} places in {Connections.EndsAfterWarmup.PerNodeOf(Connections.EndsAfterWarmup.MeshTopics):F1} meshes), {Connections.EndsAtEnd.PerNodeOf(Connections.EndsAtEnd.MeshPeers):F1} at the end ({Connections.EndsAtEnd.PerNodeOf(Connections.EndsAtEnd.MeshPeersInOneMesh):F1} in one mesh only; {Connections.EndsAtEnd.PerNodeOf(Connections.EndsAtEnd.MeshMemberships):F1} places)");
         Line($"dials by reason: {DialFigures.Describe(Dials.Total)} (warm-up: {DialFigures.Describe(Dials.Warmup)}); connections closed: {DialFigures.Describe(Dials.Closed)}; DHT requests: {DialFigures.Describe(Dials.DhtQueries)}");
-        Line($"trace {TraceHash} ({TraceLines} lines)");
+        Line($"trace {TraceHash} ({TraceLines} lines){(EventsHash is null ? "" : $", events {EventsHash}")}");
         Line($"wall {WallS:F1} s, cpu {CpuS:F1} s, virtual {VirtualS:F1} s ({VirtualToWall:F2}x wall), {Events} events ({EventsPerS:F0}/s wall, {EventsPerCpuS:F0}/s cpu), peak RSS {PeakRssMib:F0} MiB ({RssPerNodeKib:F0} KiB per node); {SandboxWaitS:F1} s waiting for sandbox runs");
         if (Runtime is { } r)
         {

@@ -53,6 +53,13 @@ public sealed record SimScenario
     /// </summary>
     public Action? AtEnd { get; init; }
 
+    /// <summary>
+    /// Where to write every event of the run, one line each (virtual ticks, item or timer, what it ran), to diff two runs
+    /// (<c>POTLUCK_SIM_EVENT_LOG</c> for <c>potluck sim</c>); slow. Default none: the run keeps only the digest
+    /// (<see cref="SimReport.EventsHash"/>).
+    /// </summary>
+    public TextWriter? EventLog { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -102,7 +109,9 @@ public static class SimRunner
         }
         try
         {
-            return Run(scenario, progress, cancel, new VirtualTimeDriver());
+            var driver = new VirtualTimeDriver();
+            driver.DigestEvents(scenario.EventLog);
+            return Run(scenario, progress, cancel, driver);
         }
         finally
         {

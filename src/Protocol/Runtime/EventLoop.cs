@@ -33,6 +33,9 @@ public sealed class EventLoop : SynchronizationContext
     /// <summary>Runs pipe continuations on the loop.</summary>
     public PipeScheduler PipeScheduler { get; }
 
+    /// <summary>Sees every item before it runs (a <see cref="VirtualTimeDriver"/>'s <see cref="EventDigest"/>); null by default.</summary>
+    internal EventDigest? Digest { get; set; }
+
     /// <summary>Work items run so far.</summary>
     public long ItemsRun { get; private set; }
 
@@ -150,6 +153,7 @@ public sealed class EventLoop : SynchronizationContext
                 _signal.Wait(0);
                 count++;
                 ItemsRun++;
+                Digest?.OnItem(item.Callback, item.State);
                 try
                 {
                     item.Callback(item.State);

@@ -77,6 +77,9 @@ public sealed class VirtualClock : TimeProvider
         }
     }
 
+    /// <summary>Sees every timer as it fires (a <see cref="VirtualTimeDriver"/>'s <see cref="EventDigest"/>); null by default.</summary>
+    internal EventDigest? Digest { get; set; }
+
     /// <summary>Timers fired so far (for reports and trace hashes).</summary>
     public long TimersFired { get; private set; }
 
@@ -131,7 +134,7 @@ public sealed class VirtualClock : TimeProvider
                 if (due is not null)
                 {
                     TimersFired++;
-                    due.Fire();
+                    due.Fire(Digest);
                 }
             }
         }
@@ -235,7 +238,7 @@ public sealed class VirtualClock : TimeProvider
             return this;
         }
 
-        public void Fire()
+        public void Fire(EventDigest? digest)
         {
             TimerCallback? callback;
             object? state;
@@ -244,6 +247,7 @@ public sealed class VirtualClock : TimeProvider
             {
                 (callback, state, context) = (_callback, _state, _context);
             }
+            digest?.OnTimer(callback, state);
             if (callback is null)
             {
                 return; // disposed after it fell due, before it fired

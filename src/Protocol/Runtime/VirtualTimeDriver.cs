@@ -54,6 +54,22 @@ public sealed class VirtualTimeDriver
     /// <summary>Times the driver found the loop idle and moved the clock.</summary>
     public long Jumps { get; private set; }
 
+    /// <summary>The digest of every event from <see cref="DigestEvents"/> on; null until then.</summary>
+    public EventDigest? Digest { get; private set; }
+
+    /// <summary>
+    /// Folds every event from now on (each loop item, each timer) into <see cref="Digest"/>, and writes one line per event
+    /// to <paramref name="log"/> when given (slow: to diff two runs). Call before the run, from outside the loop.
+    /// </summary>
+    public EventDigest DigestEvents(TextWriter? log = null)
+    {
+        var digest = new EventDigest(Clock, log);
+        Digest = digest;
+        Loop.Digest = digest;
+        Clock.Digest = digest;
+        return digest;
+    }
+
     /// <summary>A node runtime on this driver's clock and loop, with replayable randomness from <paramref name="seed"/>.</summary>
     public NodeRuntime CreateRuntime(long seed) => NodeRuntime.Simulated(Clock, Loop, seed);
 
