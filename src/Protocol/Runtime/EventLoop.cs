@@ -127,6 +127,128 @@ public sealed class EventLoop : SynchronizationContext
     }
 
     /// <summary>
+    /// The task of work running on another thread (a sandbox run) as the loop should see it: completed by a loop item that
+    /// <see cref="AdmitSettled"/> posts once nothing external is running any more, in the order the work was handed here,
+    /// never by the work's own thread at whatever moment it finished. Without it a run that ends before its awaiter looks
+    /// continues inline and one that ends after posts back mid-way through the other items of the same virtual instant:
+    /// the same seed gave a few events more or fewer, in another order. The work must hold an external-work mark
+    /// (<see cref="BeginExternalWork"/>) from before this call until its awaiter resumes, as the sandbox executor's does;
+    /// call on the loop.
+    /// </summary>
+    public Task<T> Settle<T>(Task<T> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        var job = new SettledWork<T>(this, work);
+        lock (_gate)
+        {
+            _settling.Add(job);
+        }
+        // Counts it done and wakes the driver, from whichever thread completes it (inline when it is complete already);
+        // nothing is posted from there.
+        work.ContinueWith(static (_, s) => ((SettledWorkBase)s!).OnDone(), job, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return job.Task;
+    }
+
+    private readonly List<SettledWorkBase> _settling = [];
+    private int _settledDone;
+
+    /// <summary>
+    /// External work still under way: marks held (<see cref="BeginExternalWork"/>) beyond those of work handed to
+    /// <see cref="Settle{T}"/> that has finished and waits to be admitted. Zero means every piece has finished or waits
+    /// for the loop (a run parked on a payment lets its mark go), so what <see cref="AdmitSettled"/> admits is the same
+    /// in every run.
+    /// </summary>
+    public int ExternalRunning
+    {
+        get
+        {
+            // Marks first: a piece that finishes between the two reads is counted done, not running.
+            var marks = Volatile.Read(ref _external);
+            return Math.Max(0, marks - Volatile.Read(ref _settledDone));
+        }
+    }
+
+    /// <summary>
+    /// Posts, in the order they were handed to <see cref="Settle{T}"/>, one item per piece of work that has finished,
+    /// completing its task; returns how many. Call when the loop is idle and <see cref="ExternalRunning"/> is zero.
+    /// </summary>
+    public int AdmitSettled()
+    {
+        List<SettledWorkBase>? admitted = null;
+        lock (_gate)
+        {
+            for (var i = 0; i < _settling.Count; i++)
+            {
+                if (_settling[i].IsDone)
+                {
+                    (admitted ??= []).Add(_settling[i]);
+                }
+            }
+            if (admitted is null)
+            {
+                return 0;
+            }
+            _settling.RemoveAll(j => j.IsDone);
+        }
+        Interlocked.Add(ref _settledDone, -admitted.Count);
+        foreach (var job in admitted)
+        {
+            Post(static s => ((SettledWorkBase)s!).Complete(), job);
+        }
+        return admitted.Count;
+    }
+
+    private abstract class SettledWorkBase(EventLoop loop)
+    {
+        private int _done;
+
+        public bool IsDone => Volatile.Read(ref _done) != 0;
+
+        public void OnDone()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0)
+            {
+                Interlocked.Increment(ref loop._settledDone);
+                loop._signal.Release();
+            }
+        }
+
+        public abstract void Complete();
+    }
+
+    private sealed class SettledWork<T>(EventLoop loop, Task<T> work) : SettledWorkBase(loop)
+    {
+        // Completed on the loop, so its awaiter (on the loop) continues inline within this one item.
+        private readonly TaskCompletionSource<T> _completion = new();
+
+        public Task<T> Task => _completion.Task;
+
+        public override void Complete()
+        {
+            if (work.IsCompletedSuccessfully)
+            {
+                _completion.TrySetResult(work.Result);
+            }
+            else if (work.IsCanceled)
+            {
+                try
+                {
+                    work.GetAwaiter().GetResult();
+                }
+                catch (OperationCanceledException e)
+                {
+                    _completion.TrySetCanceled(e.CancellationToken);
+                }
+            }
+            else
+            {
+                _completion.TrySetException(work.Exception!.InnerExceptions);
+            }
+        }
+    }
+
+    /// <summary>
     /// Runs queued items on the calling thread, with this loop as its synchronization context, until the queue is empty
     /// (work posted meanwhile runs too). Returns the number of items run. Does not wait for external work.
     /// </summary>

@@ -79,6 +79,14 @@ public sealed class NodeRuntime
     }
 
     /// <summary>
+    /// Work running on another thread (a sandbox run), as the node should await it: unchanged on a real node; in a
+    /// simulation completed on the loop once nothing external runs any more, in the order begun (<see cref="EventLoop.Settle{T}"/>),
+    /// so the same seed gives the same events whatever the work's speed. Hold a <see cref="BeginExternalWork"/> mark
+    /// from before the call until the await resumes.
+    /// </summary>
+    public Task<T> Settle<T>(Task<T> work) => _loop?.Settle(work) ?? work;
+
+    /// <summary>
     /// Announces work on another thread that will post back (a sandbox run): under virtual time the driver does not
     /// call the node idle until it ends. A no-op for a real node.
     /// </summary>

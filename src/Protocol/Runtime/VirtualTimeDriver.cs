@@ -132,9 +132,14 @@ public sealed class VirtualTimeDriver
         while (true)
         {
             Loop.RunUntilIdle();
-            if (Loop.ExternalWorkCount > 0)
+            if (Loop.ExternalRunning > 0)
             {
                 WaitExternal();
+                continue;
+            }
+            // Every sandbox run has finished (or waits for the loop): their results come in, in the order they began.
+            if (Loop.AdmitSettled() > 0)
+            {
                 continue;
             }
             if (!ReleaseIdleWaiters())

@@ -119,7 +119,10 @@ public sealed class SandboxTaskExecutor : ITaskExecutor
         var started = _sandbox.Time.GetTimestamp();
         try
         {
-            var result = await _sandbox.ExecuteAsync(spec, stdin, linked.Token);
+            // Under virtual time the result comes in when nothing else runs off the loop, in the order runs began: a run
+            // that finished before this await looked would otherwise continue inline, one that finished after would post
+            // back amid the instant's other events (a few events more or fewer with the same seed).
+            var result = await _runtime.Settle(_sandbox.ExecuteAsync(spec, stdin, linked.Token));
             _instruments.TaskRun(result.Outcome, result.FuelConsumed, _sandbox.Time.GetElapsedTime(started));
             _instruments.MeteringRuns(result.MeteringRuns, result.MeteringRerunUnarmed);
             return result;
