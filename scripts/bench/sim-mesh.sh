@@ -9,7 +9,7 @@
 #   scale-big:    NODES (default 1000) nodes with every stand-in, a light workload (memory and time bound it), each node
 #                 keeping at most MAXCONN (default 32) connections; STANDINS=none runs the same with complete nodes (real
 #                 Noise, a Wasmtime engine and SQLite files per node: ~10 open files per node, README "1,000 complete nodes")
-#   replay:       one scenario twice with the same seed; the trace hashes must match
+#   replay:       one scenario twice with the same seed; the trace hashes and the digests of all events (the "trace" line) must match
 # The GC is told to conserve memory (DOTNET_GCConserveMemory=7, read only at the runtime's start); potluck sim itself turns
 # the background GC off. The gen0 budget is 64 MiB (DOTNET_GCgen0size=0x4000000, 2026-12-04: 100 nodes, all stand-ins,
 # cap 32, seed 1, same trace: CPU 45.3 -> 37.6 s, GCs 223/130/30 -> 55/52/15, peak RSS 392 -> 418 MiB; README
@@ -69,7 +69,7 @@ case "$what" in
     a=$(timeout 3600 "$sim" sim --quiet --nodes 30 --providers 8 --tasks 60 --cheaters 0.25 --churn 0.1 --partition --seed 9 | grep '^trace')
     b=$(timeout 3600 "$sim" sim --quiet --nodes 30 --providers 8 --tasks 60 --cheaters 0.25 --churn 0.1 --partition --seed 9 | grep '^trace')
     echo "first:  $a"; echo "second: $b"
-    [ "$a" = "$b" ] && echo "same trace" || { echo "TRACES DIFFER"; exit 1; }
+    [ "$a" = "$b" ] && echo "same trace, same events" || { echo "TRACES OR EVENTS DIFFER"; exit 1; }
     ;;
   *) echo "usage: $0 [properties|adversaries|verification|standins|scale|scale-big|replay] [out-dir]" >&2; exit 2 ;;
 esac
