@@ -133,6 +133,7 @@ public sealed partial class CreditLedger : IDisposable
     private long? _balance;
     private long _balanceVersion;
     private long _pendingDelta;
+    private long _writerStatements;
 
     private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
     {
@@ -362,33 +363,70 @@ public sealed partial class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = Begin(durable: false);
-            // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
-            // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
-            var debt = Math.Max(0, _options.MaxDebt);
-            var balance = BalanceCore(tx);
-            var limit = balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
-            LedgerResult result;
-            if (Command(tx, """
-                INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
-                SELECT $lease, $provider, $max, 0, NULL, $now, $now
-                WHERE $unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max
-                ON CONFLICT (lease_id) DO NOTHING
-                """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()),
-                ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", limit)).ExecuteNonQuery() == 1)
+            // The common case in one statement committing on its own (NORMAL, as the transaction below): the kept balance is
+            // current while no other connection has changed the file since it was summed, and the statement checks that
+            // itself (pragma_data_version, read inside the statement's own snapshot) beside the funds and the lease. When it
+            // inserts nothing (the lease is reserved already, the funds do not cover it, or another connection wrote), the
+            // transaction below decides, as it always did.
+            if (_balance is { } kept && ReserveIfCurrent(lease, provider, maxAmount, kept))
             {
-                CrashHook?.Invoke("reserve");
-                result = LedgerResult.Reserved;
+                return LedgerResult.Reserved;
             }
-            else
-            {
-                result = ReadReservation(tx, lease) is { } existing
-                    ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
-                    : LedgerResult.InsufficientFunds;
-            }
-            Commit(tx, result is LedgerResult.Reserved);
-            return result;
+            return ReserveInTransaction(lease, provider, maxAmount);
         });
+    }
+
+    /// <summary>
+    /// The reservation as one autocommit statement, against the kept balance <paramref name="kept"/> summed at
+    /// <c>_balanceVersion</c>: true when it inserted (the statement's snapshot had that version, the lease had no
+    /// reservation and the funds covered it); false when it wrote nothing.
+    /// </summary>
+    private bool ReserveIfCurrent(byte[] lease, PeerId provider, long maxAmount, long kept)
+    {
+        CrashHook?.Invoke("reserve");
+        return ExecuteNormal("""
+            INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
+            SELECT $lease, $provider, $max, 0, NULL, $now, $now
+            WHERE (SELECT data_version FROM pragma_data_version) = $version
+              AND ($unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max)
+            ON CONFLICT (lease_id) DO NOTHING
+            """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()), ("$version", _balanceVersion),
+            ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", FundsLimit(kept))) == 1;
+    }
+
+    /// <summary>The kept balance plus the debt this node lets itself run up (saturating).</summary>
+    private long FundsLimit(long balance)
+    {
+        var debt = Math.Max(0, _options.MaxDebt);
+        return balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
+    }
+
+    private LedgerResult ReserveInTransaction(byte[] lease, PeerId provider, long maxAmount)
+    {
+        using var tx = Begin(durable: false);
+        // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
+        // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
+        var limit = FundsLimit(BalanceCore(tx));
+        LedgerResult result;
+        if (Command(tx, """
+            INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
+            SELECT $lease, $provider, $max, 0, NULL, $now, $now
+            WHERE $unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max
+            ON CONFLICT (lease_id) DO NOTHING
+            """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()),
+            ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", limit)).ExecuteNonQuery() == 1)
+        {
+            CrashHook?.Invoke("reserve");
+            result = LedgerResult.Reserved;
+        }
+        else
+        {
+            result = ReadReservation(tx, lease) is { } existing
+                ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
+                : LedgerResult.InsufficientFunds;
+        }
+        Commit(tx, result is LedgerResult.Reserved);
+        return result;
     }
 
     /// <summary>
@@ -586,6 +624,12 @@ public sealed partial class CreditLedger : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Statements run through the kept (prepared) statements on the writer's connection since the ledger was opened: every
+    /// statement of the lease path, BEGIN, COMMIT and savepoints included (tests count what an operation costs).
+    /// </summary>
+    internal long WriterStatements => Run(() => _writerStatements);
 
     /// <summary>Reads a pragma's value (tests check WAL and synchronous=FULL).</summary>
     internal object? Pragma(string name) => Run(() => Scalar(null, $"PRAGMA {name}"));
@@ -1086,6 +1130,10 @@ public sealed partial class CreditLedger : IDisposable
     private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
         var (connection, commands) = StatementSource();
+        if (ReferenceEquals(connection, _connection))
+        {
+            _writerStatements++; // under the writer's lock
+        }
         if (!commands.TryGetValue(sql, out var statement))
         {
             statement = Storage.SqliteStatement.Prepare(connection, sql);

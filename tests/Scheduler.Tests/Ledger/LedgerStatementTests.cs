@@ -1,0 +1,79 @@
+using Microsoft.Data.Sqlite;
+using Potluck.Scheduler.Credits;
+using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
+
+namespace Potluck.Scheduler.Tests.Ledger;
+
+/// <summary>
+/// What each step of the lease path costs on the ledger's writer connection (<see cref="CreditLedger.WriterStatements"/>),
+/// and that every rule a cut folded into fewer statements still holds: duplicates refused, funds checked against the
+/// current balance, states moved only as they may.
+/// </summary>
+public class LedgerStatementTests
+{
+    private TempDir _dir = null!;
+
+    [SetUp]
+    public void SetUp() => _dir = new TempDir();
+
+    [TearDown]
+    public void TearDown() => _dir.Dispose();
+
+    private string RequesterDir => _dir.Sub("requester");
+
+    private CreditLedger OpenRequester() => LedgerFactory.Open(RequesterDir, Requester);
+
+    private static long Cost(CreditLedger ledger, Action step)
+    {
+        var before = ledger.WriterStatements;
+        step();
+        return ledger.WriterStatements - before;
+    }
+
+    private void Raw(string sql)
+    {
+        using var raw = new SqliteConnection($"Data Source={Path.Combine(RequesterDir, CreditLedger.FileName)};Pooling=False");
+        raw.Open();
+        using var cmd = raw.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.ExecuteNonQuery();
+    }
+
+    [Test]
+    public void Reserve_OnceTheBalanceIsKept_IsOneStatement_AndStillRefusesDuplicatesConflictsAndOverspending()
+    {
+        using var ledger = OpenRequester();
+        Assert.That(ledger.ReservePayment(Lease(1), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved)); // sums the balance once
+
+        LedgerResult result = default;
+        Assert.That(Cost(ledger, () => result = ledger.ReservePayment(Lease(2), Provider.PeerId, 10_000)), Is.EqualTo(1));
+        Assert.That(result, Is.EqualTo(LedgerResult.Reserved));
+
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.AlreadyReserved));
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 20_000), Is.EqualTo(LedgerResult.Conflict));
+        Assert.That(ledger.ReservePayment(Lease(2), Stranger.PeerId, 10_000), Is.EqualTo(LedgerResult.Conflict));
+        // 20,000 of the grant are reserved: exactly the rest still fits, one more micro-credit does not.
+        Assert.That(ledger.ReservePayment(Lease(3), Provider.PeerId, Options.InitialGrant - 20_000 + 1), Is.EqualTo(LedgerResult.InsufficientFunds));
+        Assert.That(ledger.ReservePayment(Lease(3), Provider.PeerId, Options.InitialGrant - 20_000), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.Available(), Is.Zero);
+        Assert.That(ledger.Reservations(PaymentState.Reserved), Has.Count.EqualTo(3));
+    }
+
+    [Test]
+    public void Reserve_AfterAnotherConnectionSpentTheBalance_IsCheckedAgainstTheNewBalance()
+    {
+        using var ledger = OpenRequester();
+        Assert.That(ledger.ReservePayment(Lease(1), Provider.PeerId, 1), Is.EqualTo(LedgerResult.Reserved)); // the balance is kept now
+        // Another writer (an operator's tool, a second process) spends all but 100 of the grant behind the ledger's back.
+        Raw($"""
+            INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
+            VALUES (randomblob(32), 2, x'{Convert.ToHexString(Provider.PeerId.ToBytes())}', NULL, {Options.InitialGrant - 100}, NULL, 0)
+            """);
+
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 100), Is.EqualTo(LedgerResult.InsufficientFunds),
+            "100 left less the 1 reserved: the kept balance must not be trusted after another connection wrote");
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 99), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.Balance(), Is.EqualTo(100));
+        Assert.That(ledger.Available(), Is.Zero);
+    }
+}
