@@ -441,7 +441,57 @@ public sealed partial class CreditLedger : IDisposable
     public LedgerResult Settle(SignedReceipt receipt)
     {
         ArgumentNullException.ThrowIfNull(receipt);
-        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt));
+        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleNew(tx, receipt));
+    }
+
+    /// <summary>
+    /// <see cref="SettleCore"/> in two statements instead of three for a receipt whose entry is new: the Spent entry is
+    /// inserted first, then the reservation moves to Settled only while it is Reserved, for this receipt's provider and a
+    /// maximum covering its amount (the checks SettleCore reads the reservation for, in the UPDATE's own WHERE). Anything
+    /// else is decided from the reservation exactly as SettleCore decides it, and the operation, not Recorded, is rolled
+    /// back with the entry (its savepoint, or the group commit's transaction). An entry held already goes to SettleCore.
+    /// </summary>
+    private LedgerResult SettleNew(LedgerTransaction tx, SignedReceipt receipt)
+    {
+        var r = receipt.Receipt;
+        if (!InsertNewEntry(tx, receipt, LedgerEntryKind.Spent, receipt.Provider))
+        {
+            return SettleCore(tx, receipt);
+        }
+        CrashHook?.Invoke("settle-entry");
+        if (Command(tx, """
+            UPDATE reservations SET state = 1, receipt_id = $receipt, updated_at = $now
+            WHERE lease_id = $lease AND state = 0 AND provider = $provider AND max_amount >= $amount
+            """, ("$receipt", r.ReceiptId), ("$now", Now()), ("$lease", r.LeaseId), ("$provider", receipt.Provider),
+            ("$amount", r.Amount)).ExecuteNonQuery() == 1)
+        {
+            return LedgerResult.Recorded;
+        }
+        // Not settled: the entry just inserted goes with the operation's rollback.
+        return SettleRefusal(ReadReservation(tx, r.LeaseId), receipt) ?? LedgerResult.Conflict;
+    }
+
+    /// <summary>Why a receipt cannot settle this reservation, or null when it can (Reserved, same provider, within its maximum).</summary>
+    private static LedgerResult? SettleRefusal(PaymentReservation? reservation, SignedReceipt receipt)
+    {
+        if (reservation is null)
+        {
+            return LedgerResult.NotReserved;
+        }
+        if (reservation.Provider != receipt.Provider)
+        {
+            return LedgerResult.Conflict;
+        }
+        switch (reservation.State)
+        {
+            case PaymentState.Released:
+                return LedgerResult.AlreadyReleased;
+            case PaymentState.Settled or PaymentState.Delivered:
+                return reservation.Receipt is { } stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
+                    ? LedgerResult.AlreadyRecorded
+                    : LedgerResult.Conflict;
+        }
+        return receipt.Receipt.Amount > reservation.MaxAmount ? LedgerResult.ExceedsReservation : null;
     }
 
     /// <summary>Reserved → Released: nothing is owed for the lease.</summary>
@@ -771,27 +821,9 @@ public sealed partial class CreditLedger : IDisposable
     private LedgerResult SettleCore(LedgerTransaction tx, SignedReceipt receipt)
     {
         var r = receipt.Receipt;
-        var reservation = ReadReservation(tx, r.LeaseId);
-        if (reservation is null)
+        if (SettleRefusal(ReadReservation(tx, r.LeaseId), receipt) is { } refused)
         {
-            return LedgerResult.NotReserved;
-        }
-        if (reservation.Provider != receipt.Provider)
-        {
-            return LedgerResult.Conflict;
-        }
-        switch (reservation.State)
-        {
-            case PaymentState.Released:
-                return LedgerResult.AlreadyReleased;
-            case PaymentState.Settled or PaymentState.Delivered:
-                return reservation.Receipt is { } stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
-                    ? LedgerResult.AlreadyRecorded
-                    : LedgerResult.Conflict;
-        }
-        if (r.Amount > reservation.MaxAmount)
-        {
-            return LedgerResult.ExceedsReservation;
+            return refused;
         }
         var inserted = InsertEntry(tx, receipt, LedgerEntryKind.Spent, receipt.Provider);
         if (inserted == LedgerResult.Conflict)
@@ -803,11 +835,13 @@ public sealed partial class CreditLedger : IDisposable
         return LedgerResult.Recorded;
     }
 
-    private LedgerResult InsertEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
+    private LedgerResult InsertEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty) =>
+        InsertNewEntry(tx, receipt, kind, counterparty) ? LedgerResult.Recorded : ExistingEntry(tx, receipt, kind);
+
+    /// <summary>Inserts the entry unless one of this kind holds the receipt id already (one statement, not a read and a write).</summary>
+    private bool InsertNewEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
     {
         var r = receipt.Receipt;
-        // Inserted unless an entry of this kind holds the receipt id already: then that one decides (one statement, not a
-        // read and a write).
         if (Command(tx, """
             INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
             VALUES ($id, $kind, $peer, $lease, $amount, $receipt, $now)
@@ -816,11 +850,11 @@ public sealed partial class CreditLedger : IDisposable
             ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty), ("$lease", r.LeaseId),
             ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now())).ExecuteNonQuery() == 0)
         {
-            return ExistingEntry(tx, receipt, kind);
+            return false;
         }
         _pendingDelta += kind == LedgerEntryKind.Spent ? -r.Amount : r.Amount;
         CrashHook?.Invoke("entry");
-        return LedgerResult.Recorded;
+        return true;
     }
 
     /// <summary>AlreadyRecorded when the entry of <paramref name="kind"/> for the receipt's id holds these very bytes, else Conflict.</summary>

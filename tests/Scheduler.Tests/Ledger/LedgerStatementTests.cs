@@ -76,4 +76,41 @@ public class LedgerStatementTests
         Assert.That(ledger.Balance(), Is.EqualTo(100));
         Assert.That(ledger.Available(), Is.Zero);
     }
+
+    [Test]
+    public void Settle_IsFourStatements_AndEveryRefusalLeavesNoEntry()
+    {
+        using var ledger = OpenRequester();
+        var lease = Lease(1);
+        Assert.That(ledger.ReservePayment(lease, Provider.PeerId, 2_500), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.ReservePayment(Lease(2), Provider.PeerId, 2_500), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.Release(Lease(2)), Is.EqualTo(LedgerResult.Released));
+        // The first group commit after opening commits with FULL (and switches the connection's setting): not the one counted.
+        Assert.That(ledger.ReservePayment(Lease(3), Provider.PeerId, 2_500), Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(ledger.Settle(MakeReceipt(Lease(3), Requester, Provider)), Is.EqualTo(LedgerResult.Recorded));
+        var settled = Options.InitialGrant - 2_500;
+
+        // Refused after the entry went in first: each is rolled back whole, balance and entries as before.
+        Assert.That(ledger.Settle(MakeReceipt(Lease(9), Requester, Provider)), Is.EqualTo(LedgerResult.NotReserved));
+        Assert.That(ledger.Settle(MakeReceipt(lease, Requester, Stranger)), Is.EqualTo(LedgerResult.Conflict), "pays another provider");
+        Assert.That(ledger.Settle(MakeReceipt(lease, Requester, Provider, fuel: 2_500_001)), Is.EqualTo(LedgerResult.ExceedsReservation));
+        Assert.That(ledger.Settle(MakeReceipt(Lease(2), Requester, Provider)), Is.EqualTo(LedgerResult.AlreadyReleased));
+        Assert.That(ledger.Recent(10).Count(e => e.Kind == LedgerEntryKind.Spent), Is.EqualTo(1));
+        Assert.That(ledger.Balance(), Is.EqualTo(settled));
+        Assert.That(ledger.SumEntries(), Is.EqualTo(settled));
+        Assert.That(ledger.GetReservation(lease)!.State, Is.EqualTo(PaymentState.Reserved));
+
+        var receipt = MakeReceipt(lease, Requester, Provider);
+        LedgerResult result = default;
+        // BEGIN, the entry, the move to Settled, COMMIT: the reservation is no longer read first.
+        Assert.That(Cost(ledger, () => result = ledger.Settle(receipt)), Is.EqualTo(4));
+        Assert.That(result, Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(ledger.Settle(receipt), Is.EqualTo(LedgerResult.AlreadyRecorded));
+        Assert.That(ledger.Settle(MakeReceipt(lease, Requester, Provider, at: Epoch.AddSeconds(5))), Is.EqualTo(LedgerResult.Conflict));
+        Assert.That(ledger.Recent(10).Count(e => e.Kind == LedgerEntryKind.Spent), Is.EqualTo(2));
+        Assert.That(ledger.Balance(), Is.EqualTo(settled - 2_500));
+        Assert.That(ledger.SumEntries(), Is.EqualTo(settled - 2_500));
+        var reservation = ledger.GetReservation(lease)!;
+        Assert.That((reservation.State, reservation.Receipt), Is.EqualTo((PaymentState.Settled, receipt.EnvelopeBytes)));
+    }
 }
