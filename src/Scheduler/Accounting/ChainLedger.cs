@@ -65,7 +65,27 @@ public sealed partial class CreditLedger
     /// <summary>The newest block of this node's own chain: seq 0 and the genesis hash when it has none.</summary>
     public (ulong Seq, byte[] Hash) ChainHead() => Run(() => ChainHeadCore());
 
+    /// <summary>
+    /// The own chain's head as this connection last read or wrote it (under the writer's lock): the next own block's seq and
+    /// previous hash without a read per block. Forgotten whenever anything is rolled back or fails
+    /// (<see cref="ForgetKept"/>), and by a recovery, so it only ever holds a committed head or one written in the open
+    /// transaction. No other writer appends own blocks (they are signed with this node's key); if one ever did, the
+    /// primary key (author, seq) refuses the block signed over a stale head, the append fails, and the head is read again.
+    /// </summary>
+    private (ulong Seq, byte[] Hash)? _ownHead;
+
     private (ulong Seq, byte[] Hash) ChainHeadCore()
+    {
+        if (_ownHead is { } head)
+        {
+            return head;
+        }
+        head = ReadChainHead();
+        _ownHead = head;
+        return head;
+    }
+
+    private (ulong Seq, byte[] Hash) ReadChainHead()
     {
         using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner)).ExecuteReader();
         return reader.Read() ? ((ulong)reader.GetInt64(0), (byte[])reader[1]) : (0, SignedBlock.Genesis);
@@ -133,6 +153,7 @@ public sealed partial class CreditLedger
                 throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
             }
             ledger.InsertBlock(signed, own: true, keep: true);
+            ledger._ownHead = (signed.Seq, signed.Hash);
             ledger.CrashHook?.Invoke("chain-append");
             _block = signed;
             return LedgerResult.Recorded;

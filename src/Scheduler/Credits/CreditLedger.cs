@@ -1135,7 +1135,11 @@ public sealed partial class CreditLedger : IDisposable
     {
         _balance = null;
         _pendingDelta = 0;
+        _ownHead = null;
     }
+
+    /// <summary>After a rollback (whole, or to a savepoint) the own chain's kept head may be one that was undone: read it again.</summary>
+    private void ForgetKept() => _ownHead = null;
 
     private static LedgerException Translate(SqliteException e, string path) =>
         (e.SqliteErrorCode & 0xff) is SqliteCorrupt or SqliteNotADatabase
@@ -1261,6 +1265,7 @@ public sealed partial class CreditLedger : IDisposable
 
         public void Rollback()
         {
+            _ledger.ForgetKept();
             _open = false;
             if (_ledger.InTransaction)
             {
@@ -1270,7 +1275,11 @@ public sealed partial class CreditLedger : IDisposable
 
         public void Save() => _ledger.Execute(null, "SAVEPOINT w");
 
-        public void RollbackToSave() => _ledger.Execute(null, "ROLLBACK TO w");
+        public void RollbackToSave()
+        {
+            _ledger.ForgetKept();
+            _ledger.Execute(null, "ROLLBACK TO w");
+        }
 
         public void Release() => _ledger.Execute(null, "RELEASE w");
 

@@ -1,5 +1,7 @@
 using Microsoft.Data.Sqlite;
+using Potluck.Scheduler.Accounting;
 using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Tests.Accounting;
 using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
 
 namespace Potluck.Scheduler.Tests.Ledger;
@@ -112,5 +114,38 @@ public class LedgerStatementTests
         Assert.That(ledger.SumEntries(), Is.EqualTo(settled - 2_500));
         var reservation = ledger.GetReservation(lease)!;
         Assert.That((reservation.State, reservation.Receipt), Is.EqualTo((PaymentState.Settled, receipt.EnvelopeBytes)));
+    }
+
+    [Test]
+    public void OwnBlock_NextOneIsSignedOverTheKeptHead_WithoutReadingIt_AndARolledBackBlockIsNeverTheHead()
+    {
+        using var ledger = OpenRequester();
+        SignedBlock Sign(int lease, ulong seq, byte[] previous) => ChainBlockTests.Proposal(MakeReceipt(Lease(lease), Requester, Provider), Requester, seq, previous);
+        byte[] Receipt(int lease) => MakeReceipt(Lease(lease), Requester, Provider).Receipt.ReceiptId;
+        var (first, _) = ledger.AppendOwnBlock(Receipt(1), (s, p) => Sign(1, s, p));
+        // The first group commit after opening commits with FULL; a write with NORMAL switches back, outside what is counted.
+        Assert.That(ledger.Release(Lease(99)), Is.EqualTo(LedgerResult.NotReserved));
+        SignedBlock second = null!;
+        // BEGIN, the receipt's block looked up, the INSERT, COMMIT: the head is no longer read per block.
+        Assert.That(Cost(ledger, () => second = ledger.AppendOwnBlock(Receipt(2), (s, p) => Sign(2, s, p)).Block), Is.EqualTo(4));
+        Assert.That((second.Seq, first.Precedes(second)), Is.EqualTo((2UL, BlockStatus.Valid)));
+
+        // Inserted, then undone (a crash inside the transaction): the next block takes its seq, over the committed head.
+        ledger.CrashHook = step => { if (step == "chain-append") { throw new IOException("crash"); } };
+        Assert.Throws<IOException>(() => ledger.AppendOwnBlock(Receipt(3), (s, p) => Sign(3, s, p)));
+        ledger.CrashHook = null;
+        // One of a batch refused (signed over the wrong seq), after another of the batch was appended: only that one is undone.
+        var batch = ledger.AppendOwnBlocks([(Receipt(4), (s, p) => Sign(4, s, p))]);
+        Assert.Throws<ArgumentException>(() => ledger.AppendOwnBlocks([(Receipt(5), (s, p) => Sign(5, s, p)), (Receipt(6), (s, p) => Sign(6, s + 1, p))]));
+        var (next, appended) = ledger.AppendOwnBlock(Receipt(7), (s, p) => Sign(7, s, p));
+
+        Assert.That(batch[0].Block.Seq, Is.EqualTo(3UL), "the undone block's seq is taken again");
+        Assert.That(second.Precedes(batch[0].Block), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(ledger.OwnBlockFor(Receipt(5)), Is.Not.Null, "appended in the batch beside the refused one");
+        Assert.That(ledger.OwnBlockFor(Receipt(6)), Is.Null);
+        Assert.That(ledger.OwnBlockFor(Receipt(3)), Is.Null);
+        Assert.That((appended, next.Seq), Is.EqualTo((true, 5UL)));
+        Assert.That(SignedBlock.DecodeChecked(ledger.ChainBlockAt(Requester.PeerId, 4)!)!.Precedes(next), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(ledger.ChainHead().Seq, Is.EqualTo(5UL));
     }
 }
