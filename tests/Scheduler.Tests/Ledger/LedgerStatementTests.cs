@@ -148,4 +148,28 @@ public class LedgerStatementTests
         Assert.That(SignedBlock.DecodeChecked(ledger.ChainBlockAt(Requester.PeerId, 4)!)!.Precedes(next), Is.EqualTo(BlockStatus.Valid));
         Assert.That(ledger.ChainHead().Seq, Is.EqualTo(5UL));
     }
+
+    [Test]
+    public void ForeignBlock_Unkept_IsInsertedInOneStatement_AndAHeldOrForkingOneIsStillFound()
+    {
+        using var ledger = OpenRequester();
+        var theirs = ChainBlockTests.Proposal(MakeReceipt(Lease(5), Stranger, Provider), Stranger, 1, SignedBlock.Genesis);
+        var theirFork = ChainBlockTests.Proposal(MakeReceipt(Lease(6), Stranger, Provider), Stranger, 1, SignedBlock.Genesis);
+        var next = ChainBlockTests.Proposal(MakeReceipt(Lease(7), Stranger, Provider), Stranger, 2, theirs.Hash);
+        Assert.That(ledger.StoreForeignBlock(theirs, keep: false, out _), Is.EqualTo(ForeignBlockResult.Stored));
+
+        var result = ForeignBlockResult.Conflict;
+        // BEGIN, the INSERT, COMMIT: not looked up first.
+        Assert.That(Cost(ledger, () => result = ledger.StoreForeignBlock(next, keep: false, out _)), Is.EqualTo(3));
+        Assert.That(result, Is.EqualTo(ForeignBlockResult.Stored));
+        Assert.That(ledger.StoreForeignBlock(theirs, keep: false, out var none), Is.EqualTo(ForeignBlockResult.AlreadyHeld));
+        Assert.That(none, Is.Null);
+        Assert.That(ledger.StoreForeignBlock(theirFork, keep: false, out var held), Is.EqualTo(ForeignBlockResult.Conflict));
+        Assert.That(held, Is.EqualTo(theirs.EnvelopeBytes), "the block held is returned: the two are a fork proof");
+        Assert.That(ledger.StoreForeignBlocks([theirFork, next], keep: false).Select(r => r.Result),
+            Is.EqualTo(new[] { ForeignBlockResult.Conflict, ForeignBlockResult.AlreadyHeld }));
+        Assert.That(ledger.StoreForeignBlock(theirs, keep: true, out _), Is.EqualTo(ForeignBlockResult.AlreadyHeld));
+        Assert.That(ledger.ChainBlockAt(Stranger.PeerId, 1), Is.EqualTo(theirs.EnvelopeBytes), "the fork was never written");
+        Assert.That(ledger.ChainBlockByHash(theirFork.Hash), Is.Null);
+    }
 }
