@@ -12,7 +12,9 @@ ops = ["ReservePayment", "Settle", "MarkDelivered", "Release", "RecordOwed", "Fo
 # Fully inlined callers leave only the statement text to go by.
 bysql = {"SELECT 1 FROM chain WHERE author = $a LIMIT 1": "HoldsBlocksOf", "SELECT block FROM chain WHERE hash = $h": "ChainBlockByHash"}
 # Writes that commit on their own (no BEGIN): Release, MarkDelivered and RecordOwed since they are one statement each.
-autocommit = ("UPDATE reservations SET state = 3", "UPDATE reservations SET state = 2", "INSERT INTO owed (requester, lease_id, amount, paid, created_at) VALUES ($r, $lease, $amount, 0, $now) ON CONF")
+# ReservePayment too, once the balance is kept (its statement reads pragma_data_version; the one inside BEGIN does not).
+autocommit = ("UPDATE reservations SET state = 3", "UPDATE reservations SET state = 2", "INSERT INTO owed (requester, lease_id, amount, paid, created_at) VALUES ($r, $lease, $amount, 0, $now) ON CONF",
+              "INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at) SELECT $lease, $provider, $max, 0, NULL, $now, $now WHERE (SELECT data_version")
 fsyncs = collections.Counter()
 for path in glob.glob(f"{d}/strace.txt"):
     for line in open(path):
