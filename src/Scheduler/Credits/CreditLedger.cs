@@ -310,8 +310,9 @@ public sealed partial class CreditLedger : IDisposable
         }
         var r = receipt.Receipt;
         var requester = receipt.Requester.ToBytes();
-        // Checked before any write is queued: a flood of receipts for leases that never were costs a read each.
-        var owed = Run(() => ReadOwed(null, requester, r.LeaseId));
+        // Checked before any write is queued: a flood of receipts for leases that never were costs a read each, on the
+        // reader's connection (beside the writer, not under its lock).
+        var owed = Read(() => ReadOwed(null, requester, r.LeaseId));
         if (owed is null)
         {
             return LedgerResult.NotOwed;
@@ -322,7 +323,7 @@ public sealed partial class CreditLedger : IDisposable
         }
         if (owed.Value.Paid)
         {
-            return Run(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
+            return Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
                 && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes) ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict);
         }
         return Durable(tx =>

@@ -172,4 +172,33 @@ public class LedgerStatementTests
         Assert.That(ledger.ChainBlockAt(Stranger.PeerId, 1), Is.EqualTo(theirs.EnvelopeBytes), "the fork was never written");
         Assert.That(ledger.ChainBlockByHash(theirFork.Hash), Is.Null);
     }
+
+    [Test]
+    public void Earned_IsCheckedOnTheReader_AndFourStatementsOnTheWriter_AndABogusReceiptNeverReachesTheWriter()
+    {
+        using var provider = LedgerFactory.Open(_dir.Sub("provider"), Provider);
+        Assert.That(provider.RecordOwed(Lease(1), Requester.PeerId, 2_500), Is.EqualTo(LedgerResult.Owed));
+        Assert.That(provider.RecordOwed(Lease(2), Requester.PeerId, 2_500), Is.EqualTo(LedgerResult.Owed));
+        Assert.That(provider.RecordEarned(MakeReceipt(Lease(1), Requester, Provider)), Is.EqualTo(LedgerResult.Recorded)); // the FULL first commit
+        Assert.That(provider.RecordOwed(Lease(3), Requester.PeerId, 2_500), Is.EqualTo(LedgerResult.Owed)); // back to NORMAL
+
+        // A flood of receipts for leases never owed, or for more than owed: refused by a read beside the writer, nothing queued.
+        LedgerResult refused = default, over = default;
+        Assert.That(Cost(provider, () => refused = provider.RecordEarned(MakeReceipt(Lease(9), Requester, Provider))), Is.Zero);
+        Assert.That(Cost(provider, () => over = provider.RecordEarned(MakeReceipt(Lease(2), Requester, Provider, fuel: 2_500_001))), Is.Zero);
+        Assert.That((refused, over), Is.EqualTo((LedgerResult.NotOwed, LedgerResult.ExceedsOwed)));
+        Assert.That(provider.PreparedReads(), Has.Some.Contains("FROM owed"));
+
+        var receipt = MakeReceipt(Lease(2), Requester, Provider);
+        LedgerResult result = default;
+        // BEGIN, the owed row marked paid, the entry, COMMIT.
+        Assert.That(Cost(provider, () => result = provider.RecordEarned(receipt)), Is.EqualTo(4));
+        Assert.That(result, Is.EqualTo(LedgerResult.Recorded));
+        Assert.That(Cost(provider, () => result = provider.RecordEarned(receipt)), Is.Zero, "a replay is answered from the reader");
+        Assert.That(result, Is.EqualTo(LedgerResult.AlreadyRecorded));
+        Assert.That(provider.RecordEarned(MakeReceipt(Lease(2), Requester, Provider, at: Epoch.AddSeconds(5))), Is.EqualTo(LedgerResult.Conflict));
+        Assert.That(provider.Recent(10).Count(e => e.Kind == LedgerEntryKind.Earned), Is.EqualTo(2));
+        Assert.That(provider.Balance(), Is.EqualTo(Options.InitialGrant + 5_000));
+        Assert.That(provider.Unpaid(Requester.PeerId), Is.EqualTo(2_500), "lease 3 only");
+    }
 }
