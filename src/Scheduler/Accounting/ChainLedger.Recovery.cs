@@ -52,6 +52,7 @@ public sealed partial class CreditLedger
         }
         return Run(() =>
         {
+            _ownHead = null; // recovered blocks move the head: read it again after this
             using var tx = Begin(durable: true);
             var stored = 0;
             foreach (var r in recovered)

@@ -65,7 +65,27 @@ public sealed partial class CreditLedger
     /// <summary>The newest block of this node's own chain: seq 0 and the genesis hash when it has none.</summary>
     public (ulong Seq, byte[] Hash) ChainHead() => Run(() => ChainHeadCore());
 
+    /// <summary>
+    /// The own chain's head as this connection last read or wrote it (under the writer's lock): the next own block's seq and
+    /// previous hash without a read per block. Forgotten whenever anything is rolled back or fails
+    /// (<see cref="ForgetKept"/>), and by a recovery, so it only ever holds a committed head or one written in the open
+    /// transaction. No other writer appends own blocks (they are signed with this node's key); if one ever did, the
+    /// primary key (author, seq) refuses the block signed over a stale head, the append fails, and the head is read again.
+    /// </summary>
+    private (ulong Seq, byte[] Hash)? _ownHead;
+
     private (ulong Seq, byte[] Hash) ChainHeadCore()
+    {
+        if (_ownHead is { } head)
+        {
+            return head;
+        }
+        head = ReadChainHead();
+        _ownHead = head;
+        return head;
+    }
+
+    private (ulong Seq, byte[] Hash) ReadChainHead()
     {
         using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner)).ExecuteReader();
         return reader.Read() ? ((ulong)reader.GetInt64(0), (byte[])reader[1]) : (0, SignedBlock.Genesis);
@@ -133,6 +153,7 @@ public sealed partial class CreditLedger
                 throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
             }
             ledger.InsertBlock(signed, own: true, keep: true);
+            ledger._ownHead = (signed.Seq, signed.Hash);
             ledger.CrashHook?.Invoke("chain-append");
             _block = signed;
             return LedgerResult.Recorded;
@@ -236,6 +257,15 @@ public sealed partial class CreditLedger
     {
         conflicting = null;
         changed = false;
+        // An unkept block (gossiped, or a predecessor shown with a proposal) is mostly new here: inserted first, one statement,
+        // and looked up only when (author, seq) holds a block already. A kept one is mostly held already (heard by gossip
+        // first), and may have to be marked kept: looked up first.
+        if (!keep && InsertBlock(block, own: false, keep: false, ifNew: true))
+        {
+            changed = true;
+            CountForeign();
+            return ForeignBlockResult.Stored;
+        }
         using (var reader = Command(null, "SELECT block, hash, keep FROM chain WHERE author = $a AND seq = $s",
             ("$a", block.Author), ("$s", (long)block.Seq)).ExecuteReader())
         {
@@ -255,13 +285,21 @@ public sealed partial class CreditLedger
         }
         InsertBlock(block, own: false, keep: keep);
         changed = true;
-        // Counting the unlinked blocks walks all of them: counted once per CountForeignEvery stores, not per store.
-        if (!keep && ++_foreignStores % CountForeignEvery == 0
+        if (!keep)
+        {
+            CountForeign();
+        }
+        return ForeignBlockResult.Stored;
+    }
+
+    /// <summary>After an unkept block is stored: counting the unlinked blocks walks all of them, so once per CountForeignEvery stores.</summary>
+    private void CountForeign()
+    {
+        if (++_foreignStores % CountForeignEvery == 0
             && Convert.ToInt64(Scalar(null, "SELECT count(*) FROM chain WHERE keep = 0"), System.Globalization.CultureInfo.InvariantCulture) > MaxForeignBlocks)
         {
             Execute(null, "DELETE FROM chain WHERE rowid IN (SELECT rowid FROM chain WHERE keep = 0 ORDER BY stored_at LIMIT $n)", ("$n", (long)(MaxForeignBlocks / 10)));
         }
-        return ForeignBlockResult.Stored;
     }
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>
@@ -351,17 +389,25 @@ public sealed partial class CreditLedger
         return list;
     }));
 
-    private void InsertBlock(SignedBlock block, bool own, bool keep)
+    /// <summary>
+    /// Inserts a block; with <paramref name="ifNew"/>, only when (author, seq) holds none (false then, nothing written;
+    /// a different block with the same hash still fails, as it always did).
+    /// </summary>
+    private bool InsertBlock(SignedBlock block, bool own, bool keep, bool ifNew = false)
     {
         var b = block.Block;
-        Execute(null, """
-            INSERT INTO chain (author, seq, hash, block, kind, counterparty, link_hash, receipt_id, amount, own, keep, stored_at)
-            VALUES ($a, $s, $h, $b, $k, $c, $l, $r, $amount, $own, $keep, $now)
-            """,
+        return Command(null, ifNew ? InsertBlockIfNew : InsertBlockSql,
             ("$a", block.Author), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
             ("$c", block.Counterparty), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : null), ("$r", b.ReceiptId),
-            ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now()));
+            ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now())).ExecuteNonQuery() == 1;
     }
+
+    private const string InsertBlockSql = """
+        INSERT INTO chain (author, seq, hash, block, kind, counterparty, link_hash, receipt_id, amount, own, keep, stored_at)
+        VALUES ($a, $s, $h, $b, $k, $c, $l, $r, $amount, $own, $keep, $now)
+        """;
+
+    private const string InsertBlockIfNew = InsertBlockSql + " ON CONFLICT (author, seq) DO NOTHING";
 
     private static List<byte[]> ReadBlobs(Storage.SqliteStatement command)
     {

@@ -133,6 +133,7 @@ public sealed partial class CreditLedger : IDisposable
     private long? _balance;
     private long _balanceVersion;
     private long _pendingDelta;
+    private long _writerStatements;
 
     private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
     {
@@ -309,8 +310,9 @@ public sealed partial class CreditLedger : IDisposable
         }
         var r = receipt.Receipt;
         var requester = receipt.Requester.ToBytes();
-        // Checked before any write is queued: a flood of receipts for leases that never were costs a read each.
-        var owed = Run(() => ReadOwed(null, requester, r.LeaseId));
+        // Checked before any write is queued: a flood of receipts for leases that never were costs a read each, on the
+        // reader's connection (beside the writer, not under its lock).
+        var owed = Read(() => ReadOwed(null, requester, r.LeaseId));
         if (owed is null)
         {
             return LedgerResult.NotOwed;
@@ -321,7 +323,7 @@ public sealed partial class CreditLedger : IDisposable
         }
         if (owed.Value.Paid)
         {
-            return Run(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
+            return Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
                 && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes) ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict);
         }
         return Durable(tx =>
@@ -362,33 +364,70 @@ public sealed partial class CreditLedger : IDisposable
         var lease = leaseId.ToArray();
         return Run(() =>
         {
-            using var tx = Begin(durable: false);
-            // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
-            // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
-            var debt = Math.Max(0, _options.MaxDebt);
-            var balance = BalanceCore(tx);
-            var limit = balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
-            LedgerResult result;
-            if (Command(tx, """
-                INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
-                SELECT $lease, $provider, $max, 0, NULL, $now, $now
-                WHERE $unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max
-                ON CONFLICT (lease_id) DO NOTHING
-                """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()),
-                ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", limit)).ExecuteNonQuery() == 1)
+            // The common case in one statement committing on its own (NORMAL, as the transaction below): the kept balance is
+            // current while no other connection has changed the file since it was summed, and the statement checks that
+            // itself (pragma_data_version, read inside the statement's own snapshot) beside the funds and the lease. When it
+            // inserts nothing (the lease is reserved already, the funds do not cover it, or another connection wrote), the
+            // transaction below decides, as it always did.
+            if (_balance is { } kept && ReserveIfCurrent(lease, provider, maxAmount, kept))
             {
-                CrashHook?.Invoke("reserve");
-                result = LedgerResult.Reserved;
+                return LedgerResult.Reserved;
             }
-            else
-            {
-                result = ReadReservation(tx, lease) is { } existing
-                    ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
-                    : LedgerResult.InsufficientFunds;
-            }
-            Commit(tx, result is LedgerResult.Reserved);
-            return result;
+            return ReserveInTransaction(lease, provider, maxAmount);
         });
+    }
+
+    /// <summary>
+    /// The reservation as one autocommit statement, against the kept balance <paramref name="kept"/> summed at
+    /// <c>_balanceVersion</c>: true when it inserted (the statement's snapshot had that version, the lease had no
+    /// reservation and the funds covered it); false when it wrote nothing.
+    /// </summary>
+    private bool ReserveIfCurrent(byte[] lease, PeerId provider, long maxAmount, long kept)
+    {
+        CrashHook?.Invoke("reserve");
+        return ExecuteNormal("""
+            INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
+            SELECT $lease, $provider, $max, 0, NULL, $now, $now
+            WHERE (SELECT data_version FROM pragma_data_version) = $version
+              AND ($unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max)
+            ON CONFLICT (lease_id) DO NOTHING
+            """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()), ("$version", _balanceVersion),
+            ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", FundsLimit(kept))) == 1;
+    }
+
+    /// <summary>The kept balance plus the debt this node lets itself run up (saturating).</summary>
+    private long FundsLimit(long balance)
+    {
+        var debt = Math.Max(0, _options.MaxDebt);
+        return balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
+    }
+
+    private LedgerResult ReserveInTransaction(byte[] lease, PeerId provider, long maxAmount)
+    {
+        using var tx = Begin(durable: false);
+        // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
+        // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
+        var limit = FundsLimit(BalanceCore(tx));
+        LedgerResult result;
+        if (Command(tx, """
+            INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
+            SELECT $lease, $provider, $max, 0, NULL, $now, $now
+            WHERE $unlimited OR (SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0) <= $limit - $max
+            ON CONFLICT (lease_id) DO NOTHING
+            """, ("$lease", lease), ("$provider", provider), ("$max", maxAmount), ("$now", Now()),
+            ("$unlimited", _options.AllowOverdraft ? 1L : 0L), ("$limit", limit)).ExecuteNonQuery() == 1)
+        {
+            CrashHook?.Invoke("reserve");
+            result = LedgerResult.Reserved;
+        }
+        else
+        {
+            result = ReadReservation(tx, lease) is { } existing
+                ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
+                : LedgerResult.InsufficientFunds;
+        }
+        Commit(tx, result is LedgerResult.Reserved);
+        return result;
     }
 
     /// <summary>
@@ -403,7 +442,57 @@ public sealed partial class CreditLedger : IDisposable
     public LedgerResult Settle(SignedReceipt receipt)
     {
         ArgumentNullException.ThrowIfNull(receipt);
-        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleCore(tx, receipt));
+        return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleNew(tx, receipt));
+    }
+
+    /// <summary>
+    /// <see cref="SettleCore"/> in two statements instead of three for a receipt whose entry is new: the Spent entry is
+    /// inserted first, then the reservation moves to Settled only while it is Reserved, for this receipt's provider and a
+    /// maximum covering its amount (the checks SettleCore reads the reservation for, in the UPDATE's own WHERE). Anything
+    /// else is decided from the reservation exactly as SettleCore decides it, and the operation, not Recorded, is rolled
+    /// back with the entry (its savepoint, or the group commit's transaction). An entry held already goes to SettleCore.
+    /// </summary>
+    private LedgerResult SettleNew(LedgerTransaction tx, SignedReceipt receipt)
+    {
+        var r = receipt.Receipt;
+        if (!InsertNewEntry(tx, receipt, LedgerEntryKind.Spent, receipt.Provider))
+        {
+            return SettleCore(tx, receipt);
+        }
+        CrashHook?.Invoke("settle-entry");
+        if (Command(tx, """
+            UPDATE reservations SET state = 1, receipt_id = $receipt, updated_at = $now
+            WHERE lease_id = $lease AND state = 0 AND provider = $provider AND max_amount >= $amount
+            """, ("$receipt", r.ReceiptId), ("$now", Now()), ("$lease", r.LeaseId), ("$provider", receipt.Provider),
+            ("$amount", r.Amount)).ExecuteNonQuery() == 1)
+        {
+            return LedgerResult.Recorded;
+        }
+        // Not settled: the entry just inserted goes with the operation's rollback.
+        return SettleRefusal(ReadReservation(tx, r.LeaseId), receipt) ?? LedgerResult.Conflict;
+    }
+
+    /// <summary>Why a receipt cannot settle this reservation, or null when it can (Reserved, same provider, within its maximum).</summary>
+    private static LedgerResult? SettleRefusal(PaymentReservation? reservation, SignedReceipt receipt)
+    {
+        if (reservation is null)
+        {
+            return LedgerResult.NotReserved;
+        }
+        if (reservation.Provider != receipt.Provider)
+        {
+            return LedgerResult.Conflict;
+        }
+        switch (reservation.State)
+        {
+            case PaymentState.Released:
+                return LedgerResult.AlreadyReleased;
+            case PaymentState.Settled or PaymentState.Delivered:
+                return reservation.Receipt is { } stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
+                    ? LedgerResult.AlreadyRecorded
+                    : LedgerResult.Conflict;
+        }
+        return receipt.Receipt.Amount > reservation.MaxAmount ? LedgerResult.ExceedsReservation : null;
     }
 
     /// <summary>Reserved → Released: nothing is owed for the lease.</summary>
@@ -587,6 +676,12 @@ public sealed partial class CreditLedger : IDisposable
         }
     }
 
+    /// <summary>
+    /// Statements run through the kept (prepared) statements on the writer's connection since the ledger was opened: every
+    /// statement of the lease path, BEGIN, COMMIT and savepoints included (tests count what an operation costs).
+    /// </summary>
+    internal long WriterStatements => Run(() => _writerStatements);
+
     /// <summary>Reads a pragma's value (tests check WAL and synchronous=FULL).</summary>
     internal object? Pragma(string name) => Run(() => Scalar(null, $"PRAGMA {name}"));
 
@@ -727,27 +822,9 @@ public sealed partial class CreditLedger : IDisposable
     private LedgerResult SettleCore(LedgerTransaction tx, SignedReceipt receipt)
     {
         var r = receipt.Receipt;
-        var reservation = ReadReservation(tx, r.LeaseId);
-        if (reservation is null)
+        if (SettleRefusal(ReadReservation(tx, r.LeaseId), receipt) is { } refused)
         {
-            return LedgerResult.NotReserved;
-        }
-        if (reservation.Provider != receipt.Provider)
-        {
-            return LedgerResult.Conflict;
-        }
-        switch (reservation.State)
-        {
-            case PaymentState.Released:
-                return LedgerResult.AlreadyReleased;
-            case PaymentState.Settled or PaymentState.Delivered:
-                return reservation.Receipt is { } stored && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes)
-                    ? LedgerResult.AlreadyRecorded
-                    : LedgerResult.Conflict;
-        }
-        if (r.Amount > reservation.MaxAmount)
-        {
-            return LedgerResult.ExceedsReservation;
+            return refused;
         }
         var inserted = InsertEntry(tx, receipt, LedgerEntryKind.Spent, receipt.Provider);
         if (inserted == LedgerResult.Conflict)
@@ -759,11 +836,13 @@ public sealed partial class CreditLedger : IDisposable
         return LedgerResult.Recorded;
     }
 
-    private LedgerResult InsertEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
+    private LedgerResult InsertEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty) =>
+        InsertNewEntry(tx, receipt, kind, counterparty) ? LedgerResult.Recorded : ExistingEntry(tx, receipt, kind);
+
+    /// <summary>Inserts the entry unless one of this kind holds the receipt id already (one statement, not a read and a write).</summary>
+    private bool InsertNewEntry(LedgerTransaction tx, SignedReceipt receipt, LedgerEntryKind kind, PeerId counterparty)
     {
         var r = receipt.Receipt;
-        // Inserted unless an entry of this kind holds the receipt id already: then that one decides (one statement, not a
-        // read and a write).
         if (Command(tx, """
             INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
             VALUES ($id, $kind, $peer, $lease, $amount, $receipt, $now)
@@ -772,11 +851,11 @@ public sealed partial class CreditLedger : IDisposable
             ("$id", r.ReceiptId), ("$kind", (long)kind), ("$peer", counterparty), ("$lease", r.LeaseId),
             ("$amount", r.Amount), ("$receipt", receipt.EnvelopeBytes), ("$now", Now())).ExecuteNonQuery() == 0)
         {
-            return ExistingEntry(tx, receipt, kind);
+            return false;
         }
         _pendingDelta += kind == LedgerEntryKind.Spent ? -r.Amount : r.Amount;
         CrashHook?.Invoke("entry");
-        return LedgerResult.Recorded;
+        return true;
     }
 
     /// <summary>AlreadyRecorded when the entry of <paramref name="kind"/> for the receipt's id holds these very bytes, else Conflict.</summary>
@@ -1057,7 +1136,11 @@ public sealed partial class CreditLedger : IDisposable
     {
         _balance = null;
         _pendingDelta = 0;
+        _ownHead = null;
     }
+
+    /// <summary>After a rollback (whole, or to a savepoint) the own chain's kept head may be one that was undone: read it again.</summary>
+    private void ForgetKept() => _ownHead = null;
 
     private static LedgerException Translate(SqliteException e, string path) =>
         (e.SqliteErrorCode & 0xff) is SqliteCorrupt or SqliteNotADatabase
@@ -1086,6 +1169,10 @@ public sealed partial class CreditLedger : IDisposable
     private Storage.SqliteStatement Command(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
         var (connection, commands) = StatementSource();
+        if (ReferenceEquals(connection, _connection))
+        {
+            _writerStatements++; // under the writer's lock
+        }
         if (!commands.TryGetValue(sql, out var statement))
         {
             statement = Storage.SqliteStatement.Prepare(connection, sql);
@@ -1179,6 +1266,7 @@ public sealed partial class CreditLedger : IDisposable
 
         public void Rollback()
         {
+            _ledger.ForgetKept();
             _open = false;
             if (_ledger.InTransaction)
             {
@@ -1188,7 +1276,11 @@ public sealed partial class CreditLedger : IDisposable
 
         public void Save() => _ledger.Execute(null, "SAVEPOINT w");
 
-        public void RollbackToSave() => _ledger.Execute(null, "ROLLBACK TO w");
+        public void RollbackToSave()
+        {
+            _ledger.ForgetKept();
+            _ledger.Execute(null, "ROLLBACK TO w");
+        }
 
         public void Release() => _ledger.Execute(null, "RELEASE w");
 
