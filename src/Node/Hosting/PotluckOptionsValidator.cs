@@ -58,6 +58,8 @@ public static class PotluckOptionsValidator
         Positive(h.StreamNegotiationTimeout, "host:streamNegotiationTimeout");
         Need(h.HighWater == 0 || (h.LowWater >= 0 && h.LowWater <= h.HighWater && h.HighWater <= h.MaxConnections),
             $"'host:lowWater' ≤ 'host:highWater' ≤ 'host:maxConnections' must hold (now {h.LowWater}, {h.HighWater}, {h.MaxConnections}); 'host:highWater' 0 turns trimming off");
+        Positive(h.IdleConnectionTimeout, "host:idleConnectionTimeout");
+        AtLeast(h.IdleTrimFloor, 0, "host:idleTrimFloor");
         AtLeast(h.PeerStore.MaxPeers, 1, "host:peerStore:maxPeers");
         AtLeast(h.PeerStore.MaxAddressesPerPeer, 1, "host:peerStore:maxAddressesPerPeer");
         Need(h.PeerStore.RecentlyConnectedAddressTtl >= TimeSpan.Zero, $"'host:peerStore:recentlyConnectedAddressTtl' is {h.PeerStore.RecentlyConnectedAddressTtl}; it must be zero or a positive duration such as 00:10:00");

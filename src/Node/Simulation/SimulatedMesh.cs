@@ -141,6 +141,13 @@ public sealed record MeshOptions
     public int? MaxConnectionsPerNode { get; init; }
 
     /// <summary>
+    /// Changes every node's host options after <see cref="MaxConnectionsPerNode"/> applied (a test's knob, e.g.
+    /// <see cref="Potluck.Protocol.Host.HostOptions.TrimIdle"/> off or a lower <see cref="Potluck.Protocol.Host.HostOptions.IdleTrimFloor"/>).
+    /// Null (the default): the daemon's options.
+    /// </summary>
+    public Func<Potluck.Protocol.Host.HostOptions, Potluck.Protocol.Host.HostOptions>? ConfigureHost { get; init; }
+
+    /// <summary>
     /// Virtual time over which the nodes join, one after another at even gaps, each bootstrapping from nodes already up:
     /// a real network never has a thousand nodes boot in the same millisecond, and a node that joins a formed mesh finds
     /// its neighbours in a few hops instead of dialling through a thousand empty routing tables. Null (the default):
@@ -695,6 +702,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _joinDialsBefore = totals;
     }
 
+    private Potluck.Protocol.Host.HostOptions ConfigureHost(Potluck.Protocol.Host.HostOptions host) =>
+        _options.ConfigureHost?.Invoke(host) ?? host;
+
     private async Task StartNodeAsync(SimNode node, IReadOnlyList<Multiaddr> bootstrap)
     {
         var incarnation = node.Restarts;
@@ -710,9 +720,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 Bootstrap = bootstrap.Count > 0 ? bootstrap : o.Bootstrap,
                 DataDir = node.DataDir,
                 Discovery = o.Discovery with { PingNewConnections = false },
-                Host = _options.MaxConnectionsPerNode is { } cap
+                Host = ConfigureHost(_options.MaxConnectionsPerNode is { } cap
                     ? o.Host with { HighWater = cap, LowWater = cap * 3 / 4, MaxConnections = cap * 2 }
-                    : o.Host,
+                    : o.Host),
                 Compute = o.Compute with
                 {
                     Enabled = true,

@@ -127,6 +127,24 @@ public sealed record GossipsubOptions
     /// <summary>Peers grafted per opportunistic graft round. Default 2.</summary>
     public int OpportunisticGraftPeers { get; init; } = 2;
 
+    /// <summary>
+    /// A local selection policy, not on the wire: when the node grafts (joining a topic, a heartbeat below D_lo, the
+    /// D_out quota, opportunistic grafting) it prefers eligible candidates (non-negative score, not backed off; above the
+    /// median for opportunistic grafting; outbound for D_out) that are already in its mesh of another topic, so its
+    /// meshes share peers and it protects fewer connections. <see cref="MeshOverlapFreshPeers"/> bounds the preference.
+    /// With one topic, or no candidate in another mesh, the choice is exactly the one without it. Default on.
+    /// </summary>
+    public bool PreferMeshOverlap { get; init; } = true;
+
+    /// <summary>
+    /// Of every D peers one graft round picks (⌈k·this/D⌉ of k, at least one), this many are drawn at random from the
+    /// eligible peers in none of the node's other meshes; only the rest may come by preference (at most D−1 of D with the
+    /// default 1). So peers that hold one of a node's meshes cannot, by the preference, hold all of another one the node
+    /// grafts. When no such peer is eligible, the rest are drawn from the others. 1 to D; D turns the preference off.
+    /// Default 1.
+    /// </summary>
+    public int MeshOverlapFreshPeers { get; init; } = 1;
+
     /// <summary>Times one peer may fetch one message by IWANT. Default 3.</summary>
     public int GossipRetransmission { get; init; } = 3;
 
@@ -204,6 +222,10 @@ public sealed record GossipsubOptions
         if (D <= 0 || DLow <= 0 || DLow > D || DHigh < D || DScore < 0 || DScore > D || DOut < 0 || DOut >= DLow || DOut > D / 2 || DLazy < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(D), "need 0 < D_lo <= D <= D_hi, 0 <= D_score <= D, 0 <= D_out < D_lo and D_out <= D/2");
+        }
+        if (MeshOverlapFreshPeers < 1 || MeshOverlapFreshPeers > D)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MeshOverlapFreshPeers), "need 1 <= MeshOverlapFreshPeers <= D");
         }
         if (HeartbeatInterval <= TimeSpan.Zero || HistoryLength <= 0 || HistoryGossip <= 0 || HistoryGossip > HistoryLength)
         {

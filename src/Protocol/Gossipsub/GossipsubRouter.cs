@@ -43,6 +43,9 @@ internal sealed class RouterCounters
     public long IWantServed { get; set; }
     public long BrokenPromises { get; set; }
     public long GraftsDuringBackoff { get; set; }
+
+    /// <summary>Peers this node grafted because they were in another of its meshes (<see cref="GossipsubOptions.PreferMeshOverlap"/>).</summary>
+    public long OverlapGrafts { get; set; }
     public long IDontWantSent { get; set; }
     public long IDontWantHonoured { get; set; }
     public long IDontWantReceived { get; set; }
@@ -275,7 +278,7 @@ internal sealed class GossipsubRouter
         }
         if (mesh.Count < _options.D)
         {
-            foreach (var p in Candidates(topic, mesh, now, s => s >= 0).Take(_options.D - mesh.Count))
+            foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0), _options.D - mesh.Count))
             {
                 Graft(p, topic, mesh, now);
             }
@@ -859,7 +862,7 @@ internal sealed class GossipsubRouter
             }
             if (mesh.Count < _options.DLow)
             {
-                foreach (var p in Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Take(_options.D - mesh.Count))
+                foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0, ScoreOf), _options.D - mesh.Count))
                 {
                     Graft(p, topic, mesh, now);
                 }
@@ -873,7 +876,7 @@ internal sealed class GossipsubRouter
                 var outbound = mesh.Count(p => _peers[p].Outbound);
                 if (outbound < _options.DOut)
                 {
-                    foreach (var p in Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Where(p => _peers[p].Outbound).Take(_options.DOut - outbound))
+                    foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Where(p => _peers[p].Outbound), _options.DOut - outbound))
                     {
                         Graft(p, topic, mesh, now);
                     }
@@ -885,7 +888,7 @@ internal sealed class GossipsubRouter
                 var median = sorted[sorted.Length / 2];
                 if (median < _options.Thresholds.OpportunisticGraftThreshold)
                 {
-                    foreach (var p in Candidates(topic, mesh, now, s => s > median, ScoreOf).Take(_options.OpportunisticGraftPeers))
+                    foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s > median, ScoreOf), _options.OpportunisticGraftPeers))
                     {
                         Graft(p, topic, mesh, now);
                     }
@@ -1168,6 +1171,80 @@ internal sealed class GossipsubRouter
         }
         scoreOf ??= p => _score.Score(p, now);
         return Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && (ignoreBackoff || !IsBackedOff(p, topic, now)) && scoreOk(scoreOf(p))));
+    }
+
+    /// <summary>
+    /// Up to <paramref name="count"/> of <paramref name="shuffled"/> (eligible candidates in random order) to graft into
+    /// <paramref name="topic"/>'s mesh. With <see cref="GossipsubOptions.PreferMeshOverlap"/>: first, in their random
+    /// order, candidates already in another of our meshes (their connection is protected already, so the mesh costs no
+    /// further connection), at most count − f of them, f = ⌈count·fresh/D⌉ ≥ 1; then f or more at random from those in
+    /// none of our other meshes; then any others. When no candidate is in another mesh, the first count, as without it.
+    /// Takes no randomness of its own: the run's random sequence is the same with or without the preference.
+    /// </summary>
+    private IEnumerable<PeerId> PickForMesh(string topic, IEnumerable<PeerId> shuffled, int count)
+    {
+        if (count <= 0)
+        {
+            return [];
+        }
+        if (!_options.PreferMeshOverlap || _mesh.Count < 2)
+        {
+            return shuffled.Take(count);
+        }
+        var all = shuffled as PeerId[] ?? shuffled.ToArray();
+        if (all.Length <= count)
+        {
+            return all;
+        }
+        var inOther = new HashSet<PeerId>();
+        foreach (var (t, m) in _mesh)
+        {
+            if (!string.Equals(t, topic, StringComparison.Ordinal))
+            {
+                inOther.UnionWith(m);
+            }
+        }
+        var fresh = Math.Max(1, (count * _options.MeshOverlapFreshPeers + _options.D - 1) / _options.D);
+        var picks = new List<PeerId>(count);
+        foreach (var p in all)
+        {
+            if (picks.Count >= count - fresh)
+            {
+                break;
+            }
+            if (inOther.Contains(p))
+            {
+                picks.Add(p);
+            }
+        }
+        if (picks.Count == 0)
+        {
+            return all.Take(count);
+        }
+        Counters.OverlapGrafts += picks.Count;
+        foreach (var p in all)
+        {
+            if (picks.Count >= count)
+            {
+                return picks;
+            }
+            if (!inOther.Contains(p))
+            {
+                picks.Add(p);
+            }
+        }
+        foreach (var p in all)
+        {
+            if (picks.Count >= count)
+            {
+                break;
+            }
+            if (!picks.Contains(p))
+            {
+                picks.Add(p);
+            }
+        }
+        return picks;
     }
 
     private T[] Shuffled<T>(IEnumerable<T> items)

@@ -20,7 +20,10 @@ internal sealed class Connection : IConnection
     private readonly ProtocolInstruments _instruments;
     private int _closed;
     private long _lastActivityTicks;
-    private readonly Dictionary<string, int> _openByProtocol = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ProtocolUse> _openByProtocol = new(StringComparer.Ordinal);
+
+    /// <summary>Streams of one protocol open now, and when one of them last opened or ended (UTC ticks).</summary>
+    private readonly record struct ProtocolUse(int Open, long LastTicks);
 
     /// <param name="id">Unique within the host (the connection manager numbers them), for logs.</param>
     public Connection(long id, IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
@@ -74,14 +77,16 @@ internal sealed class Connection : IConnection
     public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);
 
     /// <summary>
-    /// A stream of <paramref name="protocol"/> opened (+1) or ended (-1) on this connection. A protocol whose streams have
-    /// all ended stays in the table with 0 (<see cref="Carried"/>: a few entries, one per protocol the connection spoke).
+    /// A stream of <paramref name="protocol"/> opened (+1) or ended (-1) on this connection, at the time of the call. A
+    /// protocol whose streams have all ended stays in the table with 0 (<see cref="Carried"/>, <see cref="LastUsed"/>: a
+    /// few entries, one per protocol the connection spoke).
     /// </summary>
     internal void CountStream(string protocol, int delta)
     {
+        var now = _time.GetUtcNow().UtcTicks;
         lock (_openByProtocol)
         {
-            _openByProtocol[protocol] = Math.Max(0, _openByProtocol.GetValueOrDefault(protocol) + delta);
+            _openByProtocol[protocol] = new ProtocolUse(Math.Max(0, _openByProtocol.GetValueOrDefault(protocol).Open + delta), now);
         }
     }
 
@@ -90,7 +95,7 @@ internal sealed class Connection : IConnection
     {
         lock (_openByProtocol)
         {
-            return _openByProtocol.Where(kv => counts(kv.Key)).Sum(kv => kv.Value);
+            return _openByProtocol.Where(kv => counts(kv.Key)).Sum(kv => kv.Value.Open);
         }
     }
 
@@ -101,6 +106,26 @@ internal sealed class Connection : IConnection
         {
             return _openByProtocol.Keys.Any(counts);
         }
+    }
+
+    /// <summary>
+    /// When a stream whose protocol <paramref name="counts"/> accepts last opened or ended on this connection; when the
+    /// connection opened if it never carried one (<see cref="HostOptions.IdleConnectionTimeout"/>).
+    /// </summary>
+    internal DateTimeOffset LastUsed(Func<string, bool> counts)
+    {
+        var last = Opened.UtcTicks;
+        lock (_openByProtocol)
+        {
+            foreach (var (protocol, use) in _openByProtocol)
+            {
+                if (use.LastTicks > last && counts(protocol))
+                {
+                    last = use.LastTicks;
+                }
+            }
+        }
+        return new DateTimeOffset(last, TimeSpan.Zero);
     }
 
     public void Touch() => Interlocked.Exchange(ref _lastActivityTicks, _time.GetUtcNow().UtcTicks);

@@ -11,7 +11,8 @@ namespace Potluck.Protocol.Host;
 /// to <see cref="HostOptions.LowWater"/> once it passes <see cref="HostOptions.HighWater"/> (every
 /// <see cref="HostOptions.TrimInterval"/>, go's silence period; a connection that takes the count over the high watermark
 /// also trims at once). Neither touches a protected
-/// peer; trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
+/// peer; below the high watermark it closes connections idle but for background streams (<see cref="HostOptions.TrimIdle"/>);
+/// trimming spares connections younger than <see cref="HostOptions.TrimGracePeriod"/> (unless the exchange a young
 /// one was opened for is over: <see cref="HostOptions.TrimFinishedYoung"/>) and closes the lowest tag values first.
 /// Connection ids are numbered here, per host, so a replayed run numbers them the same.
 /// Room is kept for new peers: trimming and <see cref="TryMakeRoom"/> (called when the node is full and a new
@@ -193,7 +194,10 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="HostOptions.TrimInterval"/>), each when on.</summary>
+    /// <summary>
+    /// Starts the idle tick (a quarter of the idle timeout) and the trim tick (<see cref="HostOptions.TrimInterval"/>; when
+    /// trimming or <see cref="HostOptions.TrimIdle"/> is on), each when on.
+    /// </summary>
     public void Start()
     {
         lock (_gate)
@@ -207,7 +211,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
                 var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromSeconds(1).Ticks, _options.IdleTimeout.Ticks / 4));
                 _timer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).CloseIdle(), this, period, period);
             }
-            if (_options.HighWater > 0 && _options.TrimInterval > TimeSpan.Zero)
+            if ((_options.HighWater > 0 || _options.TrimIdle) && _options.TrimInterval > TimeSpan.Zero)
             {
                 _trimTimer ??= _time.CreateTimer(static s => ((ConnectionManager)s!).OnTrimTick(), this, _options.TrimInterval, _options.TrimInterval);
             }
@@ -548,12 +552,83 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     private int TagValueLocked(PeerId peer) => _tags.TryGetValue(peer, out var tags) ? tags.Values.Sum() : 0;
 
-    /// <summary>The trim tick: trims when over the high watermark (go's background loop).</summary>
+    /// <summary>
+    /// The trim tick: trims when over the high watermark (go's background loop), else closes idle connections
+    /// (<see cref="HostOptions.TrimIdle"/>).
+    /// </summary>
     private void OnTrimTick()
     {
-        if (OpenCount > _options.HighWater)
+        if (_options.HighWater > 0 && OpenCount > _options.HighWater)
         {
             _work.Run("trim", ct => TrimOpenConnectionsAsync(ct).AsTask());
+        }
+        else if (_options.TrimIdle)
+        {
+            _work.Run("idle trim", ct => TrimIdleConnectionsAsync(ct).AsTask());
+        }
+    }
+
+    /// <summary>
+    /// Closes the connections <see cref="HostOptions.TrimIdle"/> lets go (<see cref="IdleVictims"/>), whatever the count
+    /// against the high watermark; returns how many. A no-op when the rule is off or a trim is under way.
+    /// </summary>
+    public async ValueTask<int> TrimIdleConnectionsAsync(CancellationToken ct)
+    {
+        if (!_options.TrimIdle || Interlocked.Exchange(ref _trimming, 1) != 0)
+        {
+            return 0;
+        }
+        try
+        {
+            var victims = IdleVictims();
+            foreach (var (connection, lastUsed, count) in victims)
+            {
+                ct.ThrowIfCancellationRequested();
+                _log.IdleTrimmed(connection.Id, connection.RemotePeer, lastUsed, count);
+                connection.CloseReason ??= "idle-trim";
+                await connection.CloseAsync();
+            }
+            return victims.Count;
+        }
+        finally
+        {
+            Volatile.Write(ref _trimming, 0);
+        }
+    }
+
+    /// <summary>
+    /// The idle connections <see cref="HostOptions.TrimIdle"/> closes now: past the grace period, to an identified,
+    /// unprotected and untagged peer, carrying no stream but background ones (none negotiating), and no other stream
+    /// opened or ended for <see cref="HostOptions.IdleConnectionTimeout"/>; the longest unused first, as many as keep
+    /// <see cref="HostOptions.IdleTrimFloor"/> open.
+    /// </summary>
+    private List<(Connection Connection, DateTimeOffset LastUsed, int Count)> IdleVictims()
+    {
+        var now = _time.GetUtcNow();
+        Func<string, bool> foreground = p => !_options.IsBackground(p);
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                return [];
+            }
+            var open = OpenCountLocked();
+            var room = open - Math.Max(0, _options.IdleTrimFloor);
+            if (room <= 0)
+            {
+                return [];
+            }
+            return Unprotected(c => now - c.Opened >= _options.TrimGracePeriod)
+                .Where(x => x.Value == 0
+                    && _isIdentified(x.Connection.RemotePeer)
+                    && x.Connection.StreamCount <= x.Connection.OpenStreams(_options.IsBackground))
+                .Select(x => (x.Connection, LastUsed: x.Connection.LastUsed(foreground)))
+                .Where(x => now - x.LastUsed >= _options.IdleConnectionTimeout)
+                .OrderBy(x => x.LastUsed)
+                .ThenBy(x => x.Connection.Id)
+                .Take(room)
+                .Select(x => (x.Connection, x.LastUsed, open))
+                .ToList();
         }
     }
 

@@ -40,6 +40,9 @@ internal static partial class HostLog
     [LoggerMessage(EventId = 19, Level = LogLevel.Debug, Message = "Closing connection {Id} to {Peer}: the exchange it was dialled for is over and connections are scarce")]
     public static partial void UnusedClose(this ILogger logger, long id, PeerId peer);
 
+    [LoggerMessage(EventId = 20, Level = LogLevel.Debug, Message = "Closing idle connection {Id} to {Peer}: no stream but background ones since {LastUsed}, {Count} connections")]
+    public static partial void IdleTrimmed(this ILogger logger, long id, PeerId peer, DateTimeOffset lastUsed, int count);
+
     [LoggerMessage(EventId = 5, Level = LogLevel.Debug, Message = "Trimming connection {Id} to {Peer} (tag value {Value}): {Count} connections, low water {LowWater}")]
     public static partial void Trimmed(this ILogger logger, long id, PeerId peer, int value, int count, int lowWater);
 

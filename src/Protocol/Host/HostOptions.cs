@@ -70,6 +70,35 @@ public sealed record HostOptions
     public bool TrimFinishedYoung { get; init; } = true;
 
     /// <summary>
+    /// Closes idle connections below <see cref="HighWater"/> too, on every trim tick (<see cref="TrimInterval"/>): a
+    /// connection past its grace period (<see cref="TrimGracePeriod"/>) to an identified, unprotected, untagged peer that
+    /// carries no stream but background ones (<see cref="BackgroundProtocols"/>: gossip, identify, ping; none still
+    /// negotiating) and has carried no other stream for <see cref="IdleConnectionTimeout"/> (a connection that only ever
+    /// carried gossip to a peer in none of this node's meshes, or one whose lookup or lease is long over), the longest
+    /// unused first, while more than <see cref="IdleTrimFloor"/> connections are open. Without it such connections stay
+    /// for the node's life below the high watermark (go-libp2p's connmgr trims only above it); rust-libp2p closes them:
+    /// its gossipsub handler keeps a connection alive only to a mesh peer, and the swarm closes a connection no handler
+    /// keeps alive after its idle connection timeout. Gossip protects its mesh peers, the relay its reservations; Kademlia's
+    /// routing table needs no live connection. Default true.
+    /// </summary>
+    public bool TrimIdle { get; init; } = true;
+
+    /// <summary>
+    /// How long a connection must have carried no stream but background ones before <see cref="TrimIdle"/> closes it (a
+    /// connection that never carried one counts from its opening; it is also always past <see cref="TrimGracePeriod"/>).
+    /// Default 10 s (rust-libp2p's Kademlia handler kept a connection 10 s after its last request; with the trim tick a
+    /// connection goes 10–20 s after its last use). Must be positive.
+    /// </summary>
+    public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// <see cref="TrimIdle"/> never takes the open connections below this many. Default 12: gossipsub's D (6) mesh peers
+    /// and D_lazy (6) peers to gossip to, for a node in a single topic (a node in several topics usually holds more mesh
+    /// peers than this, each a gossip target for the topics whose mesh it is not in). At least 0.
+    /// </summary>
+    public int IdleTrimFloor { get; init; } = 12;
+
+    /// <summary>
     /// Stream protocols (prefixes) every connection carries while open, which do not count as a use of it for
     /// <see cref="TrimFinishedYoung"/> (or Kademlia's close after a lookup): gossip (a mesh peer is protected instead),
     /// identify, ping. Default <see cref="DefaultBackgroundProtocols"/>.

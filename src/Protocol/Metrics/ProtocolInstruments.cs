@@ -59,7 +59,7 @@ public sealed class ProtocolInstruments
     private Func<IEnumerable<KeyValuePair<string, long>>>? _refusals;
 
     /// <summary>The reasons a connection closed, the tag values of <c>potluck.connections.closed</c>'s <c>reason</c>.</summary>
-    public static IReadOnlyList<string> CloseReasons { get; } = ["trimmed", "room", "idle", "unused", "local", "remote"];
+    public static IReadOnlyList<string> CloseReasons { get; } = ["trimmed", "room", "idle", "unused", "idle-trim", "local", "remote"];
 
     /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
     public ProtocolInstruments(IMeterFactory meters)

@@ -430,4 +430,169 @@ public class ConnectionManagerTests
             .And.Not.Contain(guarded.Host.PeerId).And.Not.Contain(valued.Host.PeerId));
         await open.DisposeAsync();
     });
+
+    private static HostOptions IdleTrimHub(HostOptions o, bool rule, int floor) => o with
+    {
+        MaxConnections = 64, HighWater = 32, LowWater = 24, TrimGracePeriod = TimeSpan.FromSeconds(20),
+        TrimInterval = TimeSpan.FromSeconds(10), IdleConnectionTimeout = TimeSpan.FromSeconds(10), IdleTrimFloor = floor,
+        TrimIdle = rule,
+    };
+
+    /// <summary>
+    /// <see cref="HostOptions.TrimIdle"/>, far below the high watermark (8 of 32): on the trim tick a connection past its
+    /// grace period that carries no stream but background ones and has carried no other for the idle timeout is closed:
+    /// one holding only a long-lived background stream (as gossip to a peer in none of the node's meshes), one whose
+    /// exchange is long over, and a Sybil's that keeps its connection busy with pings every 3 s (background traffic buys
+    /// nothing). Kept: a connection with a stream in use, a protected peer's, a tagged peer's, one used within the timeout
+    /// (until the timeout passes) and a young one (until its grace runs out). With the rule off nothing is closed.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    [Category("Adversarial")]
+    public void BelowTheHighWatermark_IdleConnectionsPastTheirGrace_AreClosed_NotTheUsedProtectedTaggedOrYoung(bool rule) => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => IdleTrimHub(o, rule, floor: 0));
+        var t0 = d.Clock.GetUtcNow();
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        async Task<TestHosts.TestNode> Peer(bool inbound = false)
+        {
+            var peer = await hosts.StartAsync();
+            peer.Host.SetStreamHandler(Exchange, async (stream, token) =>
+            {
+                await stream.Input.ReadAsync(token);
+                await stream.Output.CompleteAsync();
+            });
+            if (inbound)
+            {
+                await peer.Host.ConnectAsync(hub.Address, ct);
+            }
+            else
+            {
+                await hub.Host.ConnectAsync(peer.Address, ct);
+            }
+            await d.IdleAsync();
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+            return peer;
+        }
+        async Task ExchangeWith(TestHosts.TestNode peer)
+        {
+            await using var stream = await hub.Host.NewStreamAsync(peer.Host.PeerId, [Exchange], ct);
+            await stream.Output.CompleteAsync();
+            await stream.Input.ReadAsync(ct);
+        }
+        async Task At(double seconds)
+        {
+            await Task.Delay(t0 + TimeSpan.FromSeconds(seconds) - d.Clock.GetUtcNow(), d.Clock);
+            await d.IdleAsync();
+        }
+
+        var gossiper = await Peer();
+        var background = await hub.Host.NewStreamAsync(gossiper.Host.PeerId, [PingService.ProtocolId], ct);   // held open
+        var sybil = await Peer(inbound: true);
+        var stopChatter = false;
+        async Task Chatter()
+        {
+            while (!stopChatter && sybil.Host.ConnectionManager.IsConnected(hub.Host.PeerId))
+            {
+                try
+                {
+                    await sybil.Ping.PingAsync(hub.Host.PeerId, 1, ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    break;   // the hub hung up mid-ping
+                }
+                await Task.Delay(TimeSpan.FromSeconds(3), d.Clock);
+            }
+        }
+        var chatter = Chatter();
+        var done = await Peer();
+        await ExchangeWith(done);
+        var busy = await Peer();
+        var inUse = await hub.Host.NewStreamAsync(busy.Host.PeerId, [Exchange], ct);
+        var guarded = await Peer();
+        hub.Host.ConnectionManager.Protect(guarded.Host.PeerId, "gossipsub");
+        var valued = await Peer();
+        hub.Host.ConnectionManager.TagPeer(valued.Host.PeerId, "lease", 5);
+        var late = await Peer();
+        await At(15);
+        var young = await Peer();
+        await At(25);
+        await ExchangeWith(late);
+
+        await At(31);
+        Assert.That(hub.Host.Connections, Has.Count.LessThanOrEqualTo(8), "far below the high watermark of 32 throughout");
+        if (!rule)
+        {
+            await At(41);
+            Assert.That(closed, Is.Empty, "with the rule off nothing below the high watermark is closed");
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(8));
+        }
+        else
+        {
+            Assert.That(closed, Is.EquivalentTo(new[] { gossiper.Host.PeerId, sybil.Host.PeerId, done.Host.PeerId }),
+                "background streams only, pings every 3 s, an exchange long over");
+            await At(41);
+            Assert.That(closed, Is.EquivalentTo(new[]
+            {
+                gossiper.Host.PeerId, sybil.Host.PeerId, done.Host.PeerId, late.Host.PeerId, young.Host.PeerId,
+            }), "the late exchange's timeout and the young one's grace have run out");
+            Assert.That(hub.Host.Connections.Select(c => c.RemotePeer),
+                Is.EquivalentTo(new[] { busy.Host.PeerId, guarded.Host.PeerId, valued.Host.PeerId }), "in use, protected, tagged");
+            var idleTrim = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "idle-trim");
+            Assert.That(hub.Host.Instruments.ClosedTotals()[idleTrim], Is.EqualTo(5), "counted as closed idle");
+            Assert.That(sybil.Host.ConnectionManager.IsConnected(hub.Host.PeerId), Is.False, "the Sybil was hung up on");
+        }
+        stopChatter = true;
+        await At(45);
+        await chatter;
+        await inUse.DisposeAsync();
+        await background.DisposeAsync();
+    });
+
+    /// <summary>
+    /// <see cref="HostOptions.IdleTrimFloor"/>: six idle connections past their grace and timeout, a floor of 4: the two
+    /// unused longest go, and the four left stay however long they idle.
+    /// </summary>
+    [Test]
+    public void BelowTheHighWatermark_IdleTrim_KeepsTheFloor_TheLongestUnusedGoFirst() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => IdleTrimHub(o, rule: true, floor: 4));
+        var t0 = d.Clock.GetUtcNow();
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        var peers = new List<TestHosts.TestNode>();
+        for (var i = 0; i < 6; i++)
+        {
+            var peer = await hosts.StartAsync();
+            peer.Host.SetStreamHandler(Exchange, async (stream, token) =>
+            {
+                await stream.Input.ReadAsync(token);
+                await stream.Output.CompleteAsync();
+            });
+            await hub.Host.ConnectAsync(peer.Address, ct);
+            peers.Add(peer);
+        }
+        await d.IdleAsync();
+        foreach (var peer in peers.AsEnumerable().Reverse())   // the last connected used first: use, not age, orders them
+        {
+            await using var stream = await hub.Host.NewStreamAsync(peer.Host.PeerId, [Exchange], ct);
+            await stream.Output.CompleteAsync();
+            await stream.Input.ReadAsync(ct);
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        }
+        await Task.Delay(t0 + TimeSpan.FromSeconds(31) - d.Clock.GetUtcNow(), d.Clock);
+        await d.IdleAsync();
+        Assert.That(closed, Is.EquivalentTo(new[] { peers[5].Host.PeerId, peers[4].Host.PeerId }), "the two unused longest");
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(4), "down to the floor");
+
+        await Task.Delay(TimeSpan.FromSeconds(60), d.Clock);
+        await d.IdleAsync();
+        Assert.That(hub.Host.Connections, Has.Count.EqualTo(4), "the floor holds");
+    });
 }
