@@ -31,9 +31,11 @@ public sealed class RoutingTable
 {
     public const int BucketCount = 256;
 
-    // Grown to the deepest bucket used so far, not 256 places from the start (2 KiB a node): with N peers in the network
-    // the buckets past about log2(N) + 3 stay empty (8–24 places in a mesh of 100–10,000).
+    // Grown to the deepest bucket holding a peer so far, not 256 places from the start (2 KiB a node): with N peers in
+    // the network the buckets past about log2(N) + 3 stay empty (8–24 places in a mesh of 100–10,000). A refresh mark
+    // on a bucket past the array (a lookup for our own key marks bucket 255) is kept aside until the array reaches it.
     private Bucket?[] _buckets = [];
+    private Dictionary<int, DateTimeOffset>? _refreshedPast;
     private readonly Dictionary<PeerId, Entry> _index = [];
     private readonly int _replacementCacheSize;
     private int _selfCoveredFrom = BucketCount;
@@ -198,7 +200,8 @@ public sealed class RoutingTable
     /// </summary>
     public DateTimeOffset LastRefreshed(int index)
     {
-        var last = BucketAt(index)?.LastRefreshed ?? DateTimeOffset.MinValue;
+        var last = BucketAt(index)?.LastRefreshed
+            ?? (_refreshedPast is { } past && past.TryGetValue(index, out var marked) ? marked : DateTimeOffset.MinValue);
         return index >= _selfCoveredFrom && _selfCoveredAt > last ? _selfCoveredAt : last;
     }
 
@@ -226,9 +229,17 @@ public sealed class RoutingTable
     }
 
     /// <summary>Records that a lookup for a key in the bucket finished.</summary>
-    public void MarkRefreshed(int index, DateTimeOffset now) => OpenBucket(index).LastRefreshed = now;
+    public void MarkRefreshed(int index, DateTimeOffset now)
+    {
+        if (BucketAt(index) is null && index >= _buckets.Length)
+        {
+            (_refreshedPast ??= [])[index] = now; // no peer that deep yet: the array is not grown for a mark
+            return;
+        }
+        OpenBucket(index).LastRefreshed = now;
+    }
 
-    /// <summary>Places of the bucket array so far: the deepest bucket used + 1, at least (tests: sized on use).</summary>
+    /// <summary>Places of the bucket array so far: at least the deepest bucket that held a peer + 1 (tests: sized on use).</summary>
     internal int BucketPlaces => _buckets.Length;
 
     /// <summary>Bucket <paramref name="index"/> (0…255), or null while nothing has used it.</summary>
@@ -247,6 +258,14 @@ public sealed class RoutingTable
         if (index >= _buckets.Length)
         {
             Array.Resize(ref _buckets, Math.Min(BucketCount, Math.Max(index + 1, _buckets.Length * 2)));
+            if (_refreshedPast is { } past)
+            {
+                foreach (var (i, at) in past.Where(m => m.Key < _buckets.Length).ToArray())
+                {
+                    (_buckets[i] ??= new Bucket()).LastRefreshed = at;
+                    past.Remove(i);
+                }
+            }
         }
         return _buckets[index] ??= new Bucket();
     }
