@@ -71,7 +71,7 @@ internal sealed class SimCommand : PotluckCommand
     public Option<double?> Loss { get; } = CliOptions.Number("--loss", "share", "share of flushes lost once and retransmitted 200 ms late (default 0)", 0, 0.99);
 
     public Option<string> StandIns { get; } = CliOptions.Text("--stand-ins", "list",
-        "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), or all; default none (every node complete). The report lists what stood in");
+        "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), shared-counters (one set of metrics counters for all nodes), or all; default none (every node complete). The report lists what stood in");
 
     public Option<int?> MaxConnections { get; } = CliOptions.Int("--max-connections", "n",
         "connections each node keeps (trimmed back to 3/4 above it; inbound refused above twice it); default the daemon's (trim above 320). Big meshes need it: each connection costs memory", 16, 100_000);
@@ -245,7 +245,8 @@ internal sealed class SimCommand : PotluckCommand
                 "plaintext" => standIns with { PlaintextSecurity = true },
                 "shared-sandbox" => standIns with { SharedSandbox = true },
                 "memory-store" => standIns with { InMemoryStorage = true },
-                _ => throw new UsageException($"--stand-ins: '{name}' is not a stand-in; use plaintext, shared-sandbox, memory-store, all or none (comma-separated)"),
+                "shared-counters" => standIns with { SharedCounters = true },
+                _ => throw new UsageException($"--stand-ins: '{name}' is not a stand-in; use plaintext, shared-sandbox, memory-store, shared-counters, all or none (comma-separated)"),
             };
         }
         return standIns;

@@ -195,7 +195,7 @@ public sealed class PotluckNodeBuilder
         }
         if (_standIns.Any && _network is null)
         {
-            throw new InvalidOperationException("simulation stand-ins (plaintext-sim security, a shared sandbox, in-memory storage) are only for nodes on a simulated network");
+            throw new InvalidOperationException("simulation stand-ins (plaintext-sim security, a shared sandbox, in-memory storage, shared counters) are only for nodes on a simulated network");
         }
         var setup = new NodeSetup(runtime, _key, _swarmKey, _transports, _topicBus, _executorDecorator,
             _sandboxTime ?? TimeProvider.System, [.. _configure]) { StandIns = _standIns };
@@ -251,7 +251,16 @@ public sealed record NodeStandIns
     /// <summary>Ledger, reputation and peer databases in in-memory SQLite (<see cref="Scheduler.Storage.SqliteMemory"/>): same code, no disk.</summary>
     public bool InMemoryStorage { get; init; }
 
-    public bool Any => PlaintextSecurity || SharedSandbox is not null || InMemoryStorage;
+    /// <summary>
+    /// One meter factory (the caller's, who disposes it) for the counters, histograms and up-down counters of every node
+    /// given it, instead of each node's own: a meter keeps one instrument per name, so the nodes share the instruments
+    /// and a listener sees their sums. About 40 instruments of a node's own (~11 KiB each node) go. Each node's own
+    /// totals (dials, closes, DHT queries: what a simulation reports) and its observable instruments stay its own, and
+    /// nothing a node decides reads an instrument: the same runs.
+    /// </summary>
+    public System.Diagnostics.Metrics.IMeterFactory? SharedCounters { get; init; }
+
+    public bool Any => PlaintextSecurity || SharedSandbox is not null || InMemoryStorage || SharedCounters is not null;
 
     /// <summary>What stands in, one phrase each (empty when nothing does).</summary>
     public IReadOnlyList<string> Names =>
@@ -259,5 +268,9 @@ public sealed record NodeStandIns
         .. PlaintextSecurity ? [Potluck.Protocol.Security.PlaintextSimSecurity.StandInName] : Array.Empty<string>(),
         .. SharedSandbox is not null ? ["one shared sandbox (one Wasmtime engine, module cache and runner pool for all nodes; same runs, same fuel)"] : Array.Empty<string>(),
         .. InMemoryStorage ? [Scheduler.Storage.SqliteMemory.StandInName] : Array.Empty<string>(),
+        .. SharedCounters is not null ? [SharedCountersName] : Array.Empty<string>(),
     ];
+
+    /// <summary>What <see cref="SharedCounters"/> is called in reports.</summary>
+    public const string SharedCountersName = "shared counters (one set of counters and histograms for all nodes: metrics listeners see sums; each node's totals and observable instruments its own)";
 }

@@ -43,8 +43,9 @@ internal static class PotluckServices
         services.AddSingleton(sp => PotluckOptionsResolver.Resolve(configuration, setup.Configure));
         // Metrics: one IMeterFactory per node (this service provider's), so nodes in one process never share a meter.
         services.AddMetrics();
-        services.AddSingleton(sp => new ProtocolInstruments(sp.GetRequiredService<IMeterFactory>()));
-        services.AddSingleton(sp => new ComputeInstruments(sp.GetRequiredService<IMeterFactory>()));
+        // (A simulation may share the counters between its nodes: NodeStandIns.SharedCounters.)
+        services.AddSingleton(sp => new ProtocolInstruments(sp.GetRequiredService<IMeterFactory>(), setup.StandIns.SharedCounters));
+        services.AddSingleton(sp => new ComputeInstruments(sp.GetRequiredService<IMeterFactory>(), setup.StandIns.SharedCounters));
 
         services.AddSingleton(sp => ResolveKey(sp.GetRequiredService<PotluckOptions>(), setup));
         services.AddSingleton(sp => new NodeSwarmKey(ResolveSwarmKey(sp.GetRequiredService<PotluckOptions>(), setup)));

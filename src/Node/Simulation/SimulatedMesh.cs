@@ -228,10 +228,13 @@ public sealed record MeshStandIns
     /// <summary>Ledgers, reputation and peer databases in in-memory SQLite (kept across a node's crash and restart).</summary>
     public bool InMemoryStorage { get; init; }
 
-    /// <summary>All of them.</summary>
-    public static MeshStandIns All { get; } = new() { PlaintextSecurity = true, SharedSandbox = true, InMemoryStorage = true };
+    /// <summary>One set of counters and histograms for all nodes instead of one each (<see cref="NodeStandIns.SharedCounters"/>).</summary>
+    public bool SharedCounters { get; init; }
 
-    public bool Any => PlaintextSecurity || SharedSandbox || InMemoryStorage;
+    /// <summary>All of them.</summary>
+    public static MeshStandIns All { get; } = new() { PlaintextSecurity = true, SharedSandbox = true, InMemoryStorage = true, SharedCounters = true };
+
+    public bool Any => PlaintextSecurity || SharedSandbox || InMemoryStorage || SharedCounters;
 }
 
 /// <summary>One node of a <see cref="SimulatedMesh"/>: identity, role, behaviour and, while up, the running node.</summary>
@@ -343,6 +346,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly Dictionary<int, Microsoft.Data.Sqlite.SqliteConnection[]> _downKeepers = [];
     private readonly NodeStandIns _standIns;
     private readonly WasmSandbox? _sharedSandbox;
+    private readonly SharedMeterFactory? _sharedCounters;
     private long _traceLines;
     private bool _disposed;
 
@@ -362,11 +366,13 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 Compute.ComputeNode.SandboxOptionsFor(new Hosting.ComputeOptions { Sandbox = NodeSandboxOptions }, Path.Combine(_root, "shared")),
                 NullLogger<WasmSandbox>.Instance);
         }
+        _sharedCounters = standIns.SharedCounters ? new SharedMeterFactory() : null;
         _standIns = new NodeStandIns
         {
             PlaintextSecurity = standIns.PlaintextSecurity,
             SharedSandbox = _sharedSandbox,
             InMemoryStorage = standIns.InMemoryStorage,
+            SharedCounters = _sharedCounters,
         };
     }
 
@@ -1115,6 +1121,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _disposed = true;
         _trace.Dispose();
         _sharedSandbox?.Dispose();
+        _sharedCounters?.Dispose();
         foreach (var keeper in _memoryKeepers.Concat(_downKeepers.Values.SelectMany(k => k)))
         {
             keeper.Dispose();

@@ -31,7 +31,11 @@ public sealed class RoutingTable
 {
     public const int BucketCount = 256;
 
-    private readonly Bucket?[] _buckets = new Bucket?[BucketCount];
+    // Grown to the deepest bucket holding a peer so far, not 256 places from the start (2 KiB a node): with N peers in
+    // the network the buckets past about log2(N) + 3 stay empty (8–24 places in a mesh of 100–10,000). A refresh mark
+    // on a bucket past the array (a lookup for our own key marks bucket 255) is kept aside until the array reaches it.
+    private Bucket?[] _buckets = [];
+    private Dictionary<int, DateTimeOffset>? _refreshedPast;
     private readonly Dictionary<PeerId, Entry> _index = [];
     private readonly int _replacementCacheSize;
     private int _selfCoveredFrom = BucketCount;
@@ -69,7 +73,7 @@ public sealed class RoutingTable
         }
         if (_index.TryGetValue(peer, out var existing))
         {
-            var home = _buckets[existing.BucketIndex]!;
+            var home = BucketAt(existing.BucketIndex)!;
             home.Entries.Remove(existing);
             existing.LastSeen = now;
             home.Entries.Add(existing);
@@ -77,7 +81,7 @@ public sealed class RoutingTable
         }
         var key = KadKey.FromPeer(peer);
         var index = BucketIndexOf(key);
-        var bucket = _buckets[index] ??= new Bucket();
+        var bucket = OpenBucket(index);
         if (bucket.Entries.Count < BucketSize)
         {
             var entry = new Entry(peer, key, index) { LastSeen = now };
@@ -108,7 +112,7 @@ public sealed class RoutingTable
         {
             return false;
         }
-        var bucket = _buckets[entry.BucketIndex]!;
+        var bucket = BucketAt(entry.BucketIndex)!;
         bucket.Entries.Remove(entry);
         if (bucket.Replacements.Count > 0)
         {
@@ -149,17 +153,17 @@ public sealed class RoutingTable
 
     /// <summary>The peers of one bucket, least recently seen first.</summary>
     public IReadOnlyList<PeerId> PeersInBucket(int index) =>
-        _buckets[index] is { } b ? b.Entries.Select(e => e.Peer).ToArray() : [];
+        BucketAt(index) is { } b ? b.Entries.Select(e => e.Peer).ToArray() : [];
 
     public IReadOnlyList<PeerId> ReplacementsInBucket(int index) =>
-        _buckets[index] is { } b ? b.Replacements.Select(e => e.Peer).ToArray() : [];
+        BucketAt(index) is { } b ? b.Replacements.Select(e => e.Peer).ToArray() : [];
 
     public IReadOnlyList<PeerId> AllPeers() => _index.Keys.ToArray();
 
     /// <summary>The highest bucket index holding a peer, or -1 when empty.</summary>
     public int HighestOccupiedBucket()
     {
-        for (var i = BucketCount - 1; i >= 0; i--)
+        for (var i = _buckets.Length - 1; i >= 0; i--)
         {
             if (_buckets[i] is { Entries.Count: > 0 })
             {
@@ -196,12 +200,13 @@ public sealed class RoutingTable
     /// </summary>
     public DateTimeOffset LastRefreshed(int index)
     {
-        var last = _buckets[index]?.LastRefreshed ?? DateTimeOffset.MinValue;
+        var last = BucketAt(index)?.LastRefreshed
+            ?? (_refreshedPast is { } past && past.TryGetValue(index, out var marked) ? marked : DateTimeOffset.MinValue);
         return index >= _selfCoveredFrom && _selfCoveredAt > last ? _selfCoveredAt : last;
     }
 
     /// <summary>Peers in bucket <paramref name="index"/> (at most k).</summary>
-    public int CountInBucket(int index) => _buckets[index]?.Entries.Count ?? 0;
+    public int CountInBucket(int index) => BucketAt(index)?.Entries.Count ?? 0;
 
     /// <summary>
     /// Records what a finished lookup for the local key proved: <paramref name="closest"/> are the peers closest to us
@@ -224,7 +229,46 @@ public sealed class RoutingTable
     }
 
     /// <summary>Records that a lookup for a key in the bucket finished.</summary>
-    public void MarkRefreshed(int index, DateTimeOffset now) => (_buckets[index] ??= new Bucket()).LastRefreshed = now;
+    public void MarkRefreshed(int index, DateTimeOffset now)
+    {
+        if (BucketAt(index) is null && index >= _buckets.Length)
+        {
+            (_refreshedPast ??= [])[index] = now; // no peer that deep yet: the array is not grown for a mark
+            return;
+        }
+        OpenBucket(index).LastRefreshed = now;
+    }
+
+    /// <summary>Places of the bucket array so far: at least the deepest bucket that held a peer + 1 (tests: sized on use).</summary>
+    internal int BucketPlaces => _buckets.Length;
+
+    /// <summary>Bucket <paramref name="index"/> (0…255), or null while nothing has used it.</summary>
+    private Bucket? BucketAt(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, BucketCount);
+        return index < _buckets.Length ? _buckets[index] : null;
+    }
+
+    /// <summary>Bucket <paramref name="index"/> (0…255), made (and the array grown to hold it) on first use.</summary>
+    private Bucket OpenBucket(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, BucketCount);
+        if (index >= _buckets.Length)
+        {
+            Array.Resize(ref _buckets, Math.Min(BucketCount, Math.Max(index + 1, _buckets.Length * 2)));
+            if (_refreshedPast is { } past)
+            {
+                foreach (var (i, at) in past.Where(m => m.Key < _buckets.Length).ToArray())
+                {
+                    (_buckets[i] ??= new Bucket()).LastRefreshed = at;
+                    past.Remove(i);
+                }
+            }
+        }
+        return _buckets[index] ??= new Bucket();
+    }
 
     private sealed class Entry(PeerId peer, KadKey key, int bucketIndex)
     {

@@ -61,36 +61,45 @@ public sealed class ProtocolInstruments
     /// <summary>The reasons a connection closed, the tag values of <c>potluck.connections.closed</c>'s <c>reason</c>.</summary>
     public static IReadOnlyList<string> CloseReasons { get; } = ["trimmed", "room", "idle", "unused", "idle-trim", "local", "remote"];
 
-    /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
-    public ProtocolInstruments(IMeterFactory meters)
-        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)))
+    /// <summary>
+    /// The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory). With
+    /// <paramref name="sharedCounters"/> (a simulation stand-in, <c>NodeStandIns.SharedCounters</c>) the counters,
+    /// histograms and up-down counters are made on that factory's meter instead: every node given the same factory gets
+    /// the same instruments (a meter keeps one instrument per name), so a listener sees their sum over the nodes, and a
+    /// node costs no instrument of its own for them. The totals this class keeps (<see cref="DialTotals"/>,
+    /// <see cref="ClosedTotals"/>, DHT queries) and the observable instruments stay the node's own either way.
+    /// </summary>
+    public ProtocolInstruments(IMeterFactory meters, IMeterFactory? sharedCounters = null)
+        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)),
+            sharedCounters?.Create(new MeterOptions(MeterName)))
     {
     }
 
-    private ProtocolInstruments(Meter meter)
+    private ProtocolInstruments(Meter meter, Meter? counters = null)
     {
         Meter = meter;
-        _connectionsOpened = meter.CreateCounter<long>("potluck.connections.opened", "{connection}", "Connections upgraded and registered");
-        _connectionsClosed = meter.CreateCounter<long>("potluck.connections.closed", "{connection}", "Registered connections that closed");
-        _connectionsCurrent = meter.CreateUpDownCounter<long>("potluck.connections.current", "{connection}", "Connections open now");
-        _handshakesCompleted = meter.CreateCounter<long>("potluck.handshakes.completed", "{handshake}", "Upgrades (pnet, multistream-select, Noise, muxer) that succeeded");
-        _handshakesFailed = meter.CreateCounter<long>("potluck.handshakes.failed", "{handshake}", "Upgrades that failed, by failure kind");
-        _handshakeDuration = meter.CreateHistogram<double>("potluck.handshake.duration", "s", "Time from raw connection to muxed connection",
+        CountersMeter = counters ?? meter;
+        _connectionsOpened = CountersMeter.CreateCounter<long>("potluck.connections.opened", "{connection}", "Connections upgraded and registered");
+        _connectionsClosed = CountersMeter.CreateCounter<long>("potluck.connections.closed", "{connection}", "Registered connections that closed");
+        _connectionsCurrent = CountersMeter.CreateUpDownCounter<long>("potluck.connections.current", "{connection}", "Connections open now");
+        _handshakesCompleted = CountersMeter.CreateCounter<long>("potluck.handshakes.completed", "{handshake}", "Upgrades (pnet, multistream-select, Noise, muxer) that succeeded");
+        _handshakesFailed = CountersMeter.CreateCounter<long>("potluck.handshakes.failed", "{handshake}", "Upgrades that failed, by failure kind");
+        _handshakeDuration = CountersMeter.CreateHistogram<double>("potluck.handshake.duration", "s", "Time from raw connection to muxed connection",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
-        _streamsOpened = meter.CreateCounter<long>("potluck.streams.opened", "{stream}", "Streams whose protocol was agreed");
-        _streamsFailed = meter.CreateCounter<long>("potluck.streams.failed", "{stream}", "Inbound streams that failed at the host's catch site, by failure kind");
-        _bytesReceived = meter.CreateCounter<long>("potluck.bytes.received", "By", "Encrypted bytes received on upgraded connections");
-        _bytesSent = meter.CreateCounter<long>("potluck.bytes.sent", "By", "Encrypted bytes sent on upgraded connections");
-        _gossipPublished = meter.CreateCounter<long>("potluck.gossip.messages.published", "{message}", "Gossip messages this node published");
-        _gossipReceived = meter.CreateCounter<long>("potluck.gossip.messages.received", "{message}", "Gossip messages received from peers");
-        _gossipDuplicates = meter.CreateCounter<long>("potluck.gossip.messages.duplicates", "{message}", "Received gossip messages already seen");
-        _gossipDelivered = meter.CreateCounter<long>("potluck.gossip.messages.delivered", "{message}", "Received gossip messages accepted and delivered");
-        _gossipRejected = meter.CreateCounter<long>("potluck.gossip.messages.rejected", "{message}", "Received gossip messages refused, by reason");
-        _gossipDropped = meter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
-        _dials = meter.CreateCounter<long>("potluck.dials", "{dial}", "New outbound dials started, by reason");
-        _dhtQueries = meter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
-        _dhtLookups = meter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
-        _dhtModeSwitches = meter.CreateCounter<long>("potluck.dht.mode_switches", "{switch}", "Kademlia client/server mode switches, by the mode switched to");
+        _streamsOpened = CountersMeter.CreateCounter<long>("potluck.streams.opened", "{stream}", "Streams whose protocol was agreed");
+        _streamsFailed = CountersMeter.CreateCounter<long>("potluck.streams.failed", "{stream}", "Inbound streams that failed at the host's catch site, by failure kind");
+        _bytesReceived = CountersMeter.CreateCounter<long>("potluck.bytes.received", "By", "Encrypted bytes received on upgraded connections");
+        _bytesSent = CountersMeter.CreateCounter<long>("potluck.bytes.sent", "By", "Encrypted bytes sent on upgraded connections");
+        _gossipPublished = CountersMeter.CreateCounter<long>("potluck.gossip.messages.published", "{message}", "Gossip messages this node published");
+        _gossipReceived = CountersMeter.CreateCounter<long>("potluck.gossip.messages.received", "{message}", "Gossip messages received from peers");
+        _gossipDuplicates = CountersMeter.CreateCounter<long>("potluck.gossip.messages.duplicates", "{message}", "Received gossip messages already seen");
+        _gossipDelivered = CountersMeter.CreateCounter<long>("potluck.gossip.messages.delivered", "{message}", "Received gossip messages accepted and delivered");
+        _gossipRejected = CountersMeter.CreateCounter<long>("potluck.gossip.messages.rejected", "{message}", "Received gossip messages refused, by reason");
+        _gossipDropped = CountersMeter.CreateCounter<long>("potluck.gossip.messages.dropped", "{message}", "Delivered gossip messages dropped because a local subscriber fell behind");
+        _dials = CountersMeter.CreateCounter<long>("potluck.dials", "{dial}", "New outbound dials started, by reason");
+        _dhtQueries = CountersMeter.CreateCounter<long>("potluck.dht.queries", "{query}", "Kademlia requests sent, by type and outcome");
+        _dhtLookups = CountersMeter.CreateCounter<long>("potluck.dht.lookups", "{lookup}", "Kademlia iterative lookups finished, by type");
+        _dhtModeSwitches = CountersMeter.CreateCounter<long>("potluck.dht.mode_switches", "{switch}", "Kademlia client/server mode switches, by the mode switched to");
         meter.CreateObservableCounter("potluck.resources.refused", ObserveRefused, "{refusal}",
             "What the resource manager refused (connections, handshakes, streams, memory), by scope");
         meter.CreateObservableGauge("potluck.peers.tracked", ObservePeersTracked, "{peer}",
@@ -99,8 +108,11 @@ public sealed class ProtocolInstruments
             "Peers a per-peer table forgot: expired (TTL, idle, retain_score ended) or evicted at its cap, by table and reason");
     }
 
-    /// <summary>The meter every instrument is on.</summary>
+    /// <summary>The node's own meter: every instrument, or only the observable ones where the counters are shared.</summary>
     public Meter Meter { get; }
+
+    /// <summary>The meter of the counters, histograms and up-down counters: <see cref="Meter"/> unless they are shared.</summary>
+    public Meter CountersMeter { get; }
 
     /// <summary>
     /// Instruments nobody registered (a host or service built by hand, outside the node builder): on their own meter,

@@ -63,42 +63,51 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _chainGossip;
     private readonly Counter<long> _meteringReruns;
 
-    /// <summary>The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory).</summary>
-    public ComputeInstruments(IMeterFactory meters)
-        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)))
+    /// <summary>
+    /// The instruments of one node, on a meter from <paramref name="meters"/> (the node's own factory); with
+    /// <paramref name="sharedCounters"/> (a simulation stand-in) on that factory's meter instead, the same instruments
+    /// for every node given it (as <c>ProtocolInstruments</c>: a listener sees their sum over the nodes).
+    /// </summary>
+    public ComputeInstruments(IMeterFactory meters, IMeterFactory? sharedCounters = null)
+        : this((meters ?? throw new ArgumentNullException(nameof(meters))).Create(new MeterOptions(MeterName)),
+            sharedCounters?.Create(new MeterOptions(MeterName)))
     {
     }
 
-    private ComputeInstruments(Meter meter)
+    private ComputeInstruments(Meter meter, Meter? counters = null)
     {
         Meter = meter;
-        _leasesActive = meter.CreateUpDownCounter<long>("potluck.leases.active", "{lease}", "Leases negotiating or running now");
-        _leasesEnded = meter.CreateCounter<long>("potluck.leases.ended", "{lease}", "Leases that ended, by role and outcome");
-        _leasesRefused = meter.CreateCounter<long>("potluck.leases.refused", "{lease}", "Lease requests a provider refused by its per-requester limits, by reason");
-        _tasksRun = meter.CreateCounter<long>("potluck.tasks.run", "{task}", "Runs in this node's sandbox, by outcome");
-        _fuel = meter.CreateCounter<long>("potluck.tasks.fuel", "{fuel}", "Fuel consumed by runs in this node's sandbox");
-        _sandboxDuration = meter.CreateHistogram<double>("potluck.sandbox.duration", "s", "Time of one run in the sandbox, queueing included",
+        CountersMeter = counters ?? meter;
+        _leasesActive = CountersMeter.CreateUpDownCounter<long>("potluck.leases.active", "{lease}", "Leases negotiating or running now");
+        _leasesEnded = CountersMeter.CreateCounter<long>("potluck.leases.ended", "{lease}", "Leases that ended, by role and outcome");
+        _leasesRefused = CountersMeter.CreateCounter<long>("potluck.leases.refused", "{lease}", "Lease requests a provider refused by its per-requester limits, by reason");
+        _tasksRun = CountersMeter.CreateCounter<long>("potluck.tasks.run", "{task}", "Runs in this node's sandbox, by outcome");
+        _fuel = CountersMeter.CreateCounter<long>("potluck.tasks.fuel", "{fuel}", "Fuel consumed by runs in this node's sandbox");
+        _sandboxDuration = CountersMeter.CreateHistogram<double>("potluck.sandbox.duration", "s", "Time of one run in the sandbox, queueing included",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
-        _creditsEarned = meter.CreateCounter<long>("potluck.credits.earned", "{microcredit}", "Credits newly recorded as earned");
-        _creditsSpent = meter.CreateCounter<long>("potluck.credits.spent", "{microcredit}", "Credits newly settled as spent");
-        _receipts = meter.CreateCounter<long>("potluck.receipts", "{receipt}", "Receipts a provider answered, by path and outcome");
-        _verifications = meter.CreateCounter<long>("potluck.verifications", "{check}", "Results a requester took, by how the check ended");
-        _fraudProofs = meter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
-        _creditsForfeited = meter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
-        _tiebreaks = meter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
-        _secondChecks = meter.CreateCounter<long>("potluck.secondchecks", "{task}", "Sampled results checked by a second provider, by the checker's standing");
-        _disputes = meter.CreateCounter<long>("potluck.disputes", "{task}", "Sampled results a checker in good standing contradicted, by how the third opinion resolved it");
-        _diskEvictions = meter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
-        _diskEvicted = meter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
-        _debitNotes = meter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
-        _chainRecovery = meter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
-        _historyCredit = meter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
-        _chainGossip = meter.CreateCounter<long>("potluck.chain.gossip", "{pair}", "Completed payments gossiped in batches, by outcome (published; over_budget: a received batch ignored)");
-        _meteringReruns = meter.CreateCounter<long>("potluck.tasks.metering_reruns", "{run}", "Extra sandbox runs of tasks with debit notes, by reason (a fence reached unarmed; a trap after a fence)");
+        _creditsEarned = CountersMeter.CreateCounter<long>("potluck.credits.earned", "{microcredit}", "Credits newly recorded as earned");
+        _creditsSpent = CountersMeter.CreateCounter<long>("potluck.credits.spent", "{microcredit}", "Credits newly settled as spent");
+        _receipts = CountersMeter.CreateCounter<long>("potluck.receipts", "{receipt}", "Receipts a provider answered, by path and outcome");
+        _verifications = CountersMeter.CreateCounter<long>("potluck.verifications", "{check}", "Results a requester took, by how the check ended");
+        _fraudProofs = CountersMeter.CreateCounter<long>("potluck.fraud.proofs", "{proof}", "Fraud proofs published or received, by outcome");
+        _creditsForfeited = CountersMeter.CreateCounter<long>("potluck.credits.forfeited", "{microcredit}", "Held-back payments forfeited by upheld fraud proofs");
+        _tiebreaks = CountersMeter.CreateCounter<long>("potluck.tiebreaks", "{task}", "Disagreeing replicas settled by one more run, by outcome");
+        _secondChecks = CountersMeter.CreateCounter<long>("potluck.secondchecks", "{task}", "Sampled results checked by a second provider, by the checker's standing");
+        _disputes = CountersMeter.CreateCounter<long>("potluck.disputes", "{task}", "Sampled results a checker in good standing contradicted, by how the third opinion resolved it");
+        _diskEvictions = CountersMeter.CreateCounter<long>("potluck.provider.disk.evictions", "{file}", "Files of modules and compiled modules deleted to keep within the disk limit");
+        _diskEvicted = CountersMeter.CreateCounter<long>("potluck.provider.disk.evicted", "By", "Bytes deleted to keep within the disk limit");
+        _debitNotes = CountersMeter.CreateCounter<long>("potluck.debit_notes", "{note}", "Debit notes of long leases, by role and outcome (sent, paid, unpaid; paid, refused)");
+        _chainRecovery = CountersMeter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
+        _historyCredit = CountersMeter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
+        _chainGossip = CountersMeter.CreateCounter<long>("potluck.chain.gossip", "{pair}", "Completed payments gossiped in batches, by outcome (published; over_budget: a received batch ignored)");
+        _meteringReruns = CountersMeter.CreateCounter<long>("potluck.tasks.metering_reruns", "{run}", "Extra sandbox runs of tasks with debit notes, by reason (a fence reached unarmed; a trap after a fence)");
     }
 
-    /// <summary>The meter every instrument is on.</summary>
+    /// <summary>The node's own meter: every instrument unless the counters are shared (then none: this layer has no observable ones).</summary>
     public Meter Meter { get; }
+
+    /// <summary>The meter every instrument is on: <see cref="Meter"/> unless the counters are shared.</summary>
+    public Meter CountersMeter { get; }
 
     /// <summary>Instruments nobody registered (a part built by hand, outside the node builder): on their own meter.</summary>
     internal static ComputeInstruments Detached() => new(new Meter(MeterName));

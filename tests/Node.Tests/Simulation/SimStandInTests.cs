@@ -48,10 +48,11 @@ public class SimStandInTests
         Assert.That(cheap.Tasks.All(t => t.Correct), Is.True, "with stand-ins: every output right");
         Assert.That(cheap.Tasks.Select(t => t.Fuel), Is.EqualTo(real.Tasks.Select(t => t.Fuel)), "the same fuel, task by task");
         Assert.That(real.StandIns, Is.Empty);
-        Assert.That(cheap.StandIns, Has.Count.EqualTo(3));
+        Assert.That(cheap.StandIns, Has.Count.EqualTo(4));
         Assert.That(cheap.StandIns, Has.Some.Contains("plaintext-sim"));
         Assert.That(cheap.StandIns, Has.Some.Contains("shared sandbox"));
         Assert.That(cheap.StandIns, Has.Some.Contains("in-memory SQLite"));
+        Assert.That(cheap.StandIns, Has.Some.Contains("shared counters"));
         Assert.That(cheap.Balances, Is.EqualTo(cheap.Grants), "credits conserved on in-memory ledgers");
         Assert.That(real.Balances, Is.EqualTo(real.Grants));
     }

@@ -25,6 +25,43 @@ public class RoutingTableTests
     }
 
     [Test]
+    public void Buckets_AreMadeOnUse_EveryIndexReadsTheSame_AndOutOfRangeIsRefused()
+    {
+        var peers = KadTestSupport.RandomPeers(300, 1);
+        var table = new RoutingTable(peers[0], bucketSize: 1000);
+        Assert.That(table.BucketPlaces, Is.Zero, "an empty table holds no bucket array");
+        Assert.That(table.CountInBucket(255), Is.Zero);
+        Assert.That(table.PeersInBucket(200), Is.Empty);
+        Assert.That(table.ReplacementsInBucket(100), Is.Empty);
+        Assert.That(table.LastRefreshed(255), Is.EqualTo(DateTimeOffset.MinValue));
+        Assert.That(table.HighestOccupiedBucket(), Is.EqualTo(-1));
+        // Refresh marks before any peer (a self-lookup marks bucket 255): kept, without growing the array.
+        var t1 = T0.AddMinutes(1);
+        table.MarkRefreshed(2, T0);
+        table.MarkRefreshed(255, t1);
+        Assert.That(table.BucketPlaces, Is.Zero, "a refresh mark alone grows nothing");
+        Assert.That(table.LastRefreshed(2), Is.EqualTo(T0));
+        Assert.That(table.LastRefreshed(255), Is.EqualTo(t1));
+        foreach (var p in peers.Skip(1))
+        {
+            table.AddOrRefresh(p, T0);
+        }
+        var deepest = table.HighestOccupiedBucket();
+        Assert.That(deepest, Is.InRange(4, 16), "299 random peers: the deepest common prefix is about log2(299)");
+        Assert.That(table.BucketPlaces, Is.InRange(deepest + 1, 2 * (deepest + 1)), "grown to the deepest bucket, not 256");
+        Assert.That(Enumerable.Range(0, RoutingTable.BucketCount).Sum(table.CountInBucket), Is.EqualTo(299));
+        Assert.That(table.LastRefreshed(2), Is.EqualTo(T0), "the mark moved into the bucket when the array reached it");
+        Assert.That(table.LastRefreshed(255), Is.EqualTo(t1));
+        Assert.That(table.LastRefreshed(254), Is.EqualTo(DateTimeOffset.MinValue));
+        Assert.That(table.LastRefreshed(1), Is.EqualTo(DateTimeOffset.MinValue));
+        Assert.That(table.HighestOccupiedBucket(), Is.EqualTo(deepest), "a refreshed empty bucket holds no peer");
+        Assert.That(table.BucketsDueForRefresh(t1, TimeSpan.FromMinutes(10), maxIndex: 15), Does.Not.Contain(2).And.Contain(0),
+            "bucket 2 counts as refreshed at T0, bucket 0 never was");
+        Assert.Throws<ArgumentOutOfRangeException>(() => table.CountInBucket(RoutingTable.BucketCount));
+        Assert.Throws<ArgumentOutOfRangeException>(() => table.MarkRefreshed(-1, T0));
+    }
+
+    [Test]
     public void AddOrRefresh_LocalPeer_IsRejected()
     {
         var me = KadTestSupport.RandomPeers(1, 2)[0];
