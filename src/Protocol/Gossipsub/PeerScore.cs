@@ -22,7 +22,7 @@ internal sealed class PeerScore
     /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
     private readonly TimeSpan _maxWindow;
     /// <summary>Valid messages whose record holds an array of peers, in the order the arrays were made, to let go of them after <see cref="_maxWindow"/>.</summary>
-    private readonly Queue<MessageId> _toRelease = new();
+    private readonly Queue<SeenKey> _toRelease = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
     private long _expiredTotal;
@@ -30,7 +30,7 @@ internal sealed class PeerScore
 
     /// <summary>A score with its own table of delivery records, each kept <paramref name="deliveryTtl"/>.</summary>
     public PeerScore(PeerScoreParams parameters, TimeSpan deliveryTtl, DateTimeOffset now)
-        : this(parameters, new SeenCache(deliveryTtl), now)
+        : this(parameters, new SeenCache(deliveryTtl, SeenKeys.Random()), now)
     {
     }
 
@@ -201,7 +201,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>The first valid delivery of a message: P₂ for the sender, and P₃ when it is a mesh peer.</summary>
-    public void DeliverMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void DeliverMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Valid;
@@ -218,7 +218,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>The application rejected the message: P₄ for the sender, and later for whoever repeats it.</summary>
-    public void RejectMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void RejectMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Invalid;
@@ -230,7 +230,7 @@ internal sealed class PeerScore
     /// The application ignored the message: no penalty for anyone, now or for a later copy, so the record keeps no
     /// peers (go-libp2p lets go of them too).
     /// </summary>
-    public void IgnoreMessage(MessageId id, PeerId from, DateTimeOffset now)
+    public void IgnoreMessage(SeenKey id, PeerId from, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Ignored;
@@ -251,7 +251,7 @@ internal sealed class PeerScore
     /// window after validation, toward P₄ for every peer that repeats an invalid one (for as long as it is remembered).
     /// Past the longest window a valid message's copies count for nothing, whoever sends them: they are not recorded.
     /// </summary>
-    public void DuplicateMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void DuplicateMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.Find(id);
         if (Unsafe.IsNullRef(ref record))
@@ -289,7 +289,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>Adds the peer to the record; a valid message's first array of peers is queued to be let go of.</summary>
-    private bool AddPeer(ref SeenRecord record, MessageId id, PeerId peer)
+    private bool AddPeer(ref SeenRecord record, SeenKey id, PeerId peer)
     {
         var hadArray = record.More is not null;
         if (!record.AddPeer(peer))
@@ -308,6 +308,9 @@ internal sealed class PeerScore
         _peers.TryGetValue(peer, out var stats) && stats.Topics.TryGetValue(topic, out var ts)
             ? (ts.FirstDeliveries, ts.MeshDeliveries, ts.InvalidDeliveries, ts.MeshFailurePenalty)
             : null;
+
+    /// <summary>The key a message id has in the delivery records (what the message methods take).</summary>
+    public SeenKey KeyOf(MessageId id) => _records.KeyOf(id);
 
     /// <summary>For tests and diagnostics: delivery records held (with the ids seen and never scored), and those holding an array of peers.</summary>
     internal (int Records, int WithPeerArrays) DeliveryRecords => (_records.Count, _records.RecordsWithPeerArrays());
