@@ -409,6 +409,10 @@ internal sealed class GossipsubRouter
             {
                 return;
             }
+            if (_subscriptions.TryGetValue(topic, out var ours))
+            {
+                topic = ours; // one instance of a topic we joined, not each peer's own copy
+            }
             state.Topics.Add(topic);
             if (!_topics.TryGetValue(topic, out var set))
             {

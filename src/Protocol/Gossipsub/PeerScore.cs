@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Potluck.Protocol.Identity;
 
@@ -18,6 +19,9 @@ internal sealed class PeerScore
     private readonly PeerScoreParams _params;
     private readonly Dictionary<PeerId, PeerStats> _peers = [];
     private readonly Dictionary<string, HashSet<PeerId>> _peersByIp = new(StringComparer.Ordinal);
+    /// <summary>One instance of each topic name the records hold (each RPC decodes its own copy), at most <see cref="MaxTopicNames"/>.</summary>
+    private readonly HashSet<string> _topicNames = new(StringComparer.Ordinal);
+    private const int MaxTopicNames = 256;
     private readonly SeenCache _records;
     /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
     private readonly TimeSpan _maxWindow;
@@ -426,7 +430,7 @@ internal sealed class PeerScore
         }
         if (!stats.Topics.TryGetValue(topic, out var ts))
         {
-            stats.Topics[topic] = ts = new TopicStats();
+            stats.Topics.Add(ts = new TopicStats(TopicName(topic)));
         }
         return ts;
     }
@@ -453,17 +457,93 @@ internal sealed class PeerScore
         }
     }
 
+    /// <summary>For tests: topic names held once for every record (at most 256).</summary>
+    internal int TopicNamesHeld => _topicNames.Count;
+
+    /// <summary>The records' one instance of a topic's name (a peer's own copy when the table is full).</summary>
+    private string TopicName(string topic)
+    {
+        if (_topicNames.TryGetValue(topic, out var name))
+        {
+            return name;
+        }
+        if (_topicNames.Count < MaxTopicNames)
+        {
+            _topicNames.Add(topic);
+        }
+        return topic;
+    }
+
     private sealed class PeerStats
     {
         public bool Connected { get; set; }
         public DateTimeOffset Expire { get; set; }
         public string? Ip { get; set; }
         public double BehaviourPenalty { get; set; }
-        public Dictionary<string, TopicStats> Topics { get; } = new(StringComparer.Ordinal);
+        /// <summary>The peer's topic records, in the order first met (a field: a mutable struct).</summary>
+        public TopicList Topics;
     }
 
-    private sealed class TopicStats
+    /// <summary>
+    /// A peer's topic records in the order first met (the score sums them in that order), linked through the records
+    /// themselves: a peer has a handful, and a <c>Dictionary</c> of them cost ~190 B per peer beyond the records.
+    /// Lookups walk the list; its length is bounded by the topics with score parameters that reach <see cref="Topic"/>.
+    /// </summary>
+    private struct TopicList
     {
+        private TopicStats? _first;
+        private TopicStats? _last;
+
+        public readonly bool TryGetValue(string topic, [MaybeNullWhen(false)] out TopicStats stats)
+        {
+            for (var t = _first; t is not null; t = t.Next)
+            {
+                if (string.Equals(t.Topic, topic, StringComparison.Ordinal))
+                {
+                    stats = t;
+                    return true;
+                }
+            }
+            stats = null;
+            return false;
+        }
+
+        public void Add(TopicStats stats)
+        {
+            if (_last is null)
+            {
+                _first = stats;
+            }
+            else
+            {
+                _last.Next = stats;
+            }
+            _last = stats;
+        }
+
+        public readonly Enumerator GetEnumerator() => new(_first);
+
+        public struct Enumerator(TopicStats? first)
+        {
+            private TopicStats? _next = first;
+            private TopicStats? _current;
+
+            public readonly KeyValuePair<string, TopicStats> Current => new(_current!.Topic, _current);
+
+            public bool MoveNext()
+            {
+                _current = _next;
+                _next = _current?.Next;
+                return _current is not null;
+            }
+        }
+    }
+
+    private sealed class TopicStats(string topic)
+    {
+        public string Topic { get; } = topic;
+        /// <summary>The peer's next topic record (<see cref="TopicList"/>).</summary>
+        public TopicStats? Next { get; set; }
         public bool InMesh { get; set; }
         public DateTimeOffset GraftTime { get; set; }
         public double FirstDeliveries { get; set; }
