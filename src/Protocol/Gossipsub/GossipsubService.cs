@@ -695,8 +695,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, stream.Connection);
         if (startOutbound)
         {
-            _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
+            StartOutbound(session, stream.Connection);
         }
+        // No lambda in this method captures its locals: a closure of them would live as long as the stream is read
+        // (~0.1 KiB per peer); the helpers below make theirs per call.
         // The reads take no token (one would keep a registration on the router's stop token and on the session's for the
         // stream's life): the stream's own end ends them. Closing the session resets its inbound stream, a newer inbound
         // stream resets this one, and the host closes every connection when it stops.
@@ -711,7 +713,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
                 catch (ProtocolViolationException)
                 {
-                    Run(_ => _router.MalformedRpc(peer));
+                    MalformedRpc(peer);
                     throw;
                 }
                 if (read.Failure is { Kind: FailureKind.PeerGone } gone)
@@ -731,16 +733,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
                 if (RpcCodec.TryDecode(body, _options.MaxRpcSize, out var rpc, out var error) != DecodeStatus.Done)
                 {
-                    Run(_ => _router.MalformedRpc(peer));
+                    MalformedRpc(peer);
                     throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC", ViolationCode.Malformed);
                 }
-                Run(now =>
-                {
-                    if (_sessions.TryGetValue(peer, out var current) && ReferenceEquals(current, session))
-                    {
-                        _router.HandleRpc(peer, rpc, now);
-                    }
-                });
+                HandleRpc(session, rpc);
             }
         }
         finally
@@ -752,12 +748,27 @@ public sealed partial class GossipsubService : IAsyncDisposable
                     session.Inbound = null;
                 }
             }
-            if (!_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+            if (!HasOpenConnection(peer))
             {
                 RemoveSession(peer, session);
             }
         }
     }
+
+    private void StartOutbound(PeerSession session, IConnection connection) =>
+        _work.Run("outbound stream", stopping => RunOutboundAsync(session, connection, stopping));
+
+    private void MalformedRpc(PeerId peer) => Run(_ => _router.MalformedRpc(peer));
+
+    private void HandleRpc(PeerSession session, Pb.RPC rpc) => Run(now =>
+    {
+        if (_sessions.TryGetValue(session.Peer, out var current) && ReferenceEquals(current, session))
+        {
+            _router.HandleRpc(session.Peer, rpc, now);
+        }
+    });
+
+    private bool HasOpenConnection(PeerId peer) => _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed);
 
     public async ValueTask DisposeAsync()
     {
