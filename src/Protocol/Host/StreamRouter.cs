@@ -240,7 +240,7 @@ internal sealed class StreamRouter : IAsyncDisposable
 
     /// <summary>
     /// A long-lived inbound handler's tail: one object and one continuation on the handler's task, registered as an
-    /// <c>await</c> registers it (on the captured context), and counted as background work (<see cref="BackgroundWork.Hold"/>)
+    /// <c>await</c> registers it (on the captured context, with the execution context flowed), and counted as background work (<see cref="BackgroundWork.Hold"/>)
     /// until what follows the handler has run, so stopping still waits for it.
     /// </summary>
     private sealed class InboundTail(StreamRouter router, Connection connection, IMuxedStream muxed, ResourceManager.StreamReservation reservation,
@@ -249,7 +249,9 @@ internal sealed class StreamRouter : IAsyncDisposable
         public void Park()
         {
             router._work.Hold();
-            handling.GetAwaiter().UnsafeOnCompleted(Done);
+            // OnCompleted, not UnsafeOnCompleted: the tail runs in the execution context the await resumed in (the
+            // connection's log scopes), on the captured context, as HandleAsync's own continuation did.
+            handling.GetAwaiter().OnCompleted(Done);
         }
 
         private void Done()

@@ -133,6 +133,9 @@ public class StreamRouterTests
         Assert.That(errors, Has.Count.EqualTo(1));
         Assert.That(errors[0].Message, Is.EqualTo($"Handler for {Protocol} failed"));
         Assert.That(errors[0].Exception, Is.SameAs(bug));
+        var connection = b.Host.Connections.Single();
+        Assert.That(errors[0].Scopes, Is.EqualTo(new[] { $"connection {connection.Id}", $"peer {a.Host.PeerId}" }),
+            "written inside the connection's scopes, as a handler that failed at once");
         Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, CancellationToken.None), Has.Count.EqualTo(1), "the connection keeps serving");
     });
 
