@@ -86,8 +86,9 @@ internal sealed class GossipsubRouter
     private long _ticks;
 
     /// <param name="instruments">The node's metrics (the service's); null in simulations, which read <see cref="Counters"/>.</param>
+    /// <param name="seenKey">The seen table's secret key (<see cref="SeenKeys"/>, 16 bytes of the node's security randomness); null: from the OS.</param>
     public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null,
-        ProtocolInstruments? instruments = null)
+        ProtocolInstruments? instruments = null, byte[]? seenKey = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -106,7 +107,7 @@ internal sealed class GossipsubRouter
             ? m => f(m.Topic, m.From.Span, m.Seqno.Span, m.Data.Span)
             : DefaultMessageId;
         _mcache = new MessageCache(options.HistoryLength, options.HistoryGossip);
-        _seen = new SeenCache(options.SeenTtl);
+        _seen = new SeenCache(options.SeenTtl, seenKey is null ? SeenKeys.Random() : new SeenKeys(seenKey));
         _score = new PeerScore(options.Score, _seen, now); // its delivery records live in the seen cache
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
         _instruments = instruments;
@@ -161,7 +162,7 @@ internal sealed class GossipsubRouter
     public bool IsBackedOff(PeerId peer, string topic, DateTimeOffset now) =>
         _backoff.TryGetValue(topic, out var b) && b.TryGetValue(peer, out var until) && until > now;
 
-    public bool HasSeen(MessageId id) => _seen.Contains(id);
+    public bool HasSeen(MessageId id) => _seen.Contains(_seen.KeyOf(id));
 
     /// <summary>For tests and diagnostics: seen messages with their delivery records, and those records that hold an array of peers.</summary>
     internal (int Records, int WithPeerArrays) SeenRecords => _score.DeliveryRecords;
@@ -324,7 +325,7 @@ internal sealed class GossipsubRouter
             throw new ArgumentException($"message is over the {_options.MaxMessageSize}-byte limit", nameof(data));
         }
         var id = new MessageId(_messageId(message));
-        if (!_seen.Add(id, now))
+        if (!_seen.Add(_seen.KeyOf(id), now))
         {
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
@@ -411,6 +412,10 @@ internal sealed class GossipsubRouter
             {
                 return;
             }
+            if (_subscriptions.TryGetValue(topic, out var ours))
+            {
+                topic = ours; // one instance of a topic we joined, not each peer's own copy
+            }
             state.Topics.Add(topic);
             if (!_topics.TryGetValue(topic, out var set))
             {
@@ -464,11 +469,12 @@ internal sealed class GossipsubRouter
             _score.MarkInvalid(from, topic);
             return;
         }
-        if (_seen.Contains(id))
+        var key = _seen.KeyOf(id);
+        if (_seen.Contains(key))
         {
             Counters.Duplicates++;
             _instruments?.GossipDuplicate();
-            _score.DuplicateMessage(id, from, topic, now);
+            _score.DuplicateMessage(key, from, topic, now);
             return;
         }
         if (MessageSigning.Verify(message, _options.SignaturePolicy) != SignatureFailure.None)
@@ -478,7 +484,7 @@ internal sealed class GossipsubRouter
             _score.MarkInvalid(from, topic);
             return;
         }
-        _seen.Add(id, now);
+        _seen.Add(key, now);
         _promises.Remove(id);
         SendIDontWant(message, id, from, topic);
         var gossip = ToGossip(message, id, from);
@@ -500,20 +506,20 @@ internal sealed class GossipsubRouter
             case ValidationResult.Accept:
                 Counters.Delivered++;
                 _instruments?.GossipDelivered();
-                _score.DeliverMessage(id, from, topic, now);
+                _score.DeliverMessage(key, from, topic, now);
                 _mcache.Put(id, message);
                 _pending.Deliveries.Add(gossip);
-                Forward(message, id, from, topic);
+                Forward(message, key, from, topic);
                 break;
             case ValidationResult.Reject:
                 Counters.Rejected++;
                 _instruments?.GossipRejected("rejected");
-                _score.RejectMessage(id, from, topic, now);
+                _score.RejectMessage(key, from, topic, now);
                 break;
             default:
                 Counters.Ignored++;
                 _instruments?.GossipRejected("ignored");
-                _score.IgnoreMessage(id, from, now);
+                _score.IgnoreMessage(key, from, now);
                 break;
         }
     }
@@ -561,12 +567,12 @@ internal sealed class GossipsubRouter
                 }
                 state.IDontWantThisHeartbeat++;
                 Counters.IDontWantReceived++;
-                state.DontWant[new MessageId(raw.ToByteArray())] = _ticks;
+                (state.DontWant ??= [])[_seen.KeyOf(raw.Span)] = _ticks;
             }
         }
     }
 
-    private void Forward(Pb.Message message, MessageId id, PeerId source, string topic)
+    private void Forward(Pb.Message message, SeenKey id, PeerId source, string topic)
     {
         var author = message.From;
         foreach (var p in FloodsubSubscribers(topic, source, author))
@@ -583,7 +589,7 @@ internal sealed class GossipsubRouter
             {
                 continue;
             }
-            if (_peers.TryGetValue(p, out var state) && state.DontWant.ContainsKey(id))
+            if (_peers.TryGetValue(p, out var state) && state.DontWant is { } dontWant && dontWant.ContainsKey(id))
             {
                 Counters.IDontWantHonoured++;
                 continue;
@@ -667,10 +673,9 @@ internal sealed class GossipsubRouter
                 {
                     continue;
                 }
-                var id = new MessageId(raw.ToByteArray());
-                if (!_seen.Contains(id))
+                if (!_seen.Contains(_seen.KeyOf(raw.Span)))
                 {
-                    wanted.Add(id);
+                    wanted.Add(new MessageId(raw.ToByteArray()));
                 }
                 if (wanted.Count >= room * 2)
                 {
@@ -831,14 +836,18 @@ internal sealed class GossipsubRouter
             s.IAskedThisHeartbeat = 0;
             s.IWantServedThisHeartbeat = 0;
             s.IDontWantThisHeartbeat = 0;
-            if (s.DontWant.Count > 0)
+            if (s.DontWant is { } dontWant)
             {
-                foreach (var (id, at) in s.DontWant.ToArray())
+                foreach (var (id, at) in dontWant.ToArray())
                 {
                     if (_ticks - at >= _options.IDontWantTtlHeartbeats)
                     {
-                        s.DontWant.Remove(id);
+                        dontWant.Remove(id);
                     }
+                }
+                if (dontWant.Count == 0)
+                {
+                    s.DontWant = null; // an empty table still costs ~80 B per peer
                 }
             }
         }
@@ -1276,8 +1285,8 @@ internal sealed class GossipsubRouter
         public bool IsV11 { get; } = protocol is GossipsubProtocol.V11 or GossipsubProtocol.V12;
         /// <summary>Speaks v1.2: sends and honours IDONTWANT.</summary>
         public bool IsV12 { get; } = protocol == GossipsubProtocol.V12;
-        /// <summary>Message ids this peer asked not to be sent, with the heartbeat they were asked in.</summary>
-        public Dictionary<MessageId, long> DontWant { get; } = [];
+        /// <summary>Message ids this peer asked not to be sent (their seen-table keys), with the heartbeat they were asked in; null while none.</summary>
+        public Dictionary<SeenKey, long>? DontWant { get; set; }
         public int IDontWantThisHeartbeat { get; set; }
         /// <summary>A floodsub peer: never in a mesh, sent no control, given every message of the topics it subscribed to.</summary>
         public bool IsFloodsub { get; } = protocol == GossipsubProtocol.Floodsub;

@@ -90,6 +90,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private readonly ProtocolInstruments _instruments;
     private readonly Random _reconnectJitter;
     private readonly HashSet<PeerId> _reconnecting = [];
+    /// <summary>Runs a peer's outbound writer (<see cref="OnOutboundReady"/>); one delegate for every peer's queue.</summary>
+    private readonly Action<object?> _outboundReady;
+    /// <summary>The background work's stop token, kept: a writer may run after the work was disposed (to close its stream).</summary>
+    private readonly CancellationToken _stopping;
     private int _disposed;
 
     /// <param name="instruments">The node's metrics; null counts into instruments of the service's own.</param>
@@ -102,10 +106,12 @@ public sealed partial class GossipsubService : IAsyncDisposable
         _time = runtime.Time;
         _log = loggers.CreateLogger<GossipsubService>();
         _work = runtime.CreateBackgroundWork("gossipsub", _log);
+        _stopping = _work.Stopping;
+        _outboundReady = OnOutboundReady;
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno), _instruments);
+            BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16));
         _reconnectJitter = runtime.CreateRandom("gossipsub reconnect");
         _instruments.ObservePeerTable("gossip scores", () => { lock (_gate) { return _router.ScoredPeers; } }, () => { lock (_gate) { return _router.ForgottenScores; } });
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V12 or GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
@@ -150,6 +156,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
             lock (_gate)
             {
                 return _sessions.Values.Count(s => s.Queue.HoldsBuffer);
+            }
+        }
+    }
+
+    /// <summary>Peers whose outbound writer runs or is scheduled now (for tests: none once everything queued was written).</summary>
+    internal int PeersWithOutboundWriters
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Values.Count(s => s.Queue.ReaderRunning);
             }
         }
     }
@@ -401,7 +419,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     {
         if (!_sessions.TryGetValue(peer, out var session))
         {
-            _sessions[peer] = session = new PeerSession(peer, new OutboundQueue(_options.MaxOutboundQueue, _runtime.PipeScheduler));
+            _sessions[peer] = session = new PeerSession(peer, _options.MaxOutboundQueue, _runtime.PipeScheduler, _outboundReady);
         }
         return session;
     }
@@ -572,12 +590,41 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         session.Outbound = stream;
         AddToRouter(session, stream.Protocol, connection);
+        session.Queue.Attach();
+        await WriteOutboundAsync(session, stream);
+    }
+
+    /// <summary>The peer's queue has RPCs for its idle writer, or was completed: run the writer (scheduled by the queue).</summary>
+    private void OnOutboundReady(object? state)
+    {
+        var session = (PeerSession)state!;
+        _work.Track("outbound stream", WriteOutboundAsync(session, session.Outbound!));
+    }
+
+    /// <summary>
+    /// Writes what the peer's queue holds and flushes, until the queue is empty (then returns: no writer stays parked per
+    /// peer; the queue schedules <see cref="OnOutboundReady"/> for the next RPC) or completed, or the stream fails (then
+    /// closes the stream and, under a live session, forgets the peer and tries again a heartbeat later).
+    /// </summary>
+    private async ValueTask WriteOutboundAsync(PeerSession session, IStream stream)
+    {
+        var queue = session.Queue;
+        var stopping = _stopping;
+        var parked = false;
         try
         {
-            // No token on the wait: closing the session completes the queue, which ends it.
-            var queue = session.Queue;
-            while (await queue.WaitToReadAsync())
+            while (true)
             {
+                var step = queue.Next();
+                if (step == OutboundQueue.Step.Parked)
+                {
+                    parked = true;
+                    return;
+                }
+                if (step == OutboundQueue.Step.Completed)
+                {
+                    break;
+                }
                 while (queue.TryRead(out var rpc))
                 {
                     LengthPrefixed.Write(stream.Output, rpc);
@@ -598,14 +645,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
         finally
         {
-            stream.Reset();
-            await stream.DisposeAsync();
+            if (!parked)
+            {
+                stream.Reset();
+                await stream.DisposeAsync();
+            }
         }
         // The stream died under a live session: forget the peer and, as go does, try again a heartbeat later
         // while the connection lives (at most once per heartbeat per peer).
         if (!session.Closed)
         {
             RemoveSession(session.Peer, session);
+            var connection = stream.Connection;
             _work.Run("outbound retry", ct => RetryLaterAsync(connection, ct));
         }
     }
@@ -644,8 +695,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
         AddToRouter(session, stream.Protocol, stream.Connection);
         if (startOutbound)
         {
-            _work.Run("outbound stream", stopping => RunOutboundAsync(session, stream.Connection, stopping));
+            StartOutbound(session, stream.Connection);
         }
+        // No lambda in this method captures its locals: a closure of them would live as long as the stream is read
+        // (~0.1 KiB per peer); the helpers below make theirs per call.
         // The reads take no token (one would keep a registration on the router's stop token and on the session's for the
         // stream's life): the stream's own end ends them. Closing the session resets its inbound stream, a newer inbound
         // stream resets this one, and the host closes every connection when it stops.
@@ -660,7 +713,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
                 catch (ProtocolViolationException)
                 {
-                    Run(_ => _router.MalformedRpc(peer));
+                    MalformedRpc(peer);
                     throw;
                 }
                 if (read.Failure is { Kind: FailureKind.PeerGone } gone)
@@ -680,16 +733,10 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 }
                 if (RpcCodec.TryDecode(body, _options.MaxRpcSize, out var rpc, out var error) != DecodeStatus.Done)
                 {
-                    Run(_ => _router.MalformedRpc(peer));
+                    MalformedRpc(peer);
                     throw new ProtocolViolationException(ProtocolIdV11, error ?? "malformed RPC", ViolationCode.Malformed);
                 }
-                Run(now =>
-                {
-                    if (_sessions.TryGetValue(peer, out var current) && ReferenceEquals(current, session))
-                    {
-                        _router.HandleRpc(peer, rpc, now);
-                    }
-                });
+                HandleRpc(session, rpc);
             }
         }
         finally
@@ -701,12 +748,27 @@ public sealed partial class GossipsubService : IAsyncDisposable
                     session.Inbound = null;
                 }
             }
-            if (!_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+            if (!HasOpenConnection(peer))
             {
                 RemoveSession(peer, session);
             }
         }
     }
+
+    private void StartOutbound(PeerSession session, IConnection connection) =>
+        _work.Run("outbound stream", stopping => RunOutboundAsync(session, connection, stopping));
+
+    private void MalformedRpc(PeerId peer) => Run(_ => _router.MalformedRpc(peer));
+
+    private void HandleRpc(PeerSession session, Pb.RPC rpc) => Run(now =>
+    {
+        if (_sessions.TryGetValue(session.Peer, out var current) && ReferenceEquals(current, session))
+        {
+            _router.HandleRpc(session.Peer, rpc, now);
+        }
+    });
+
+    private bool HasOpenConnection(PeerId peer) => _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed);
 
     public async ValueTask DisposeAsync()
     {
@@ -746,18 +808,24 @@ public sealed partial class GossipsubService : IAsyncDisposable
     }
 
     /// <summary>
-    /// One peer's streams and queue. No cancellation source: closing completes the queue (ending the outbound loop's
-    /// wait) and resets the inbound stream (ending its read); a source here kept a registration table and a free callback
-    /// node for the session's life once anything had linked to it.
+    /// One peer's streams and queue. No cancellation source: closing completes the queue (its writer, scheduled, closes
+    /// the outbound stream) and resets the inbound stream (ending its read); a source here kept a registration table and a
+    /// free callback node for the session's life once anything had linked to it.
     /// </summary>
-    private sealed class PeerSession(PeerId peer, OutboundQueue queue)
+    private sealed class PeerSession
     {
         private volatile bool _closed;
 
-        public PeerId Peer { get; } = peer;
+        public PeerSession(PeerId peer, int capacity, System.IO.Pipelines.PipeScheduler scheduler, Action<object?> writer)
+        {
+            Peer = peer;
+            Queue = new OutboundQueue(capacity, scheduler, writer, this);
+        }
 
-        /// <summary>RPCs to send, bounded; holds no buffer while empty.</summary>
-        public OutboundQueue Queue { get; } = queue;
+        public PeerId Peer { get; }
+
+        /// <summary>RPCs to send, bounded; holds no buffer while empty, and runs its writer only while there is something to write.</summary>
+        public OutboundQueue Queue { get; }
 
         /// <summary>Closed: removed from the service (its loops end without logging a failure).</summary>
         public bool Closed => _closed;

@@ -102,25 +102,104 @@ internal sealed class MessageCache
 }
 
 /// <summary>
+/// A message id as the seen table keeps it: the first 16 bytes of SHA-256 over a secret key of the node's and the id
+/// (<see cref="SeenKeys"/>), 16 bytes inline instead of a reference to the id's array (72 bytes of id and 24 of array
+/// header for the default id), so a seen message no longer keeps its id alive for the seen TTL.
+/// </summary>
+internal readonly struct SeenKey(ulong high, ulong low) : IEquatable<SeenKey>
+{
+    private readonly ulong _high = high;
+    private readonly ulong _low = low;
+
+    public bool Equals(SeenKey other) => _high == other._high && _low == other._low;
+
+    public override bool Equals(object? obj) => obj is SeenKey k && Equals(k);
+
+    /// <summary>Bits of a keyed digest: an attacker who does not know the key cannot aim ids at one bucket.</summary>
+    public override int GetHashCode() => (int)_low ^ (int)(_low >> 32);
+
+    public override string ToString() => $"{_high:x16}{_low:x16}";
+
+    public static bool operator ==(SeenKey a, SeenKey b) => a.Equals(b);
+
+    public static bool operator !=(SeenKey a, SeenKey b) => !a.Equals(b);
+}
+
+/// <summary>
+/// Turns message ids into <see cref="SeenKey"/>s: SHA-256(key ‖ id) truncated to 128 bits, with a 16-byte secret key
+/// per router. Why keyed: two ids with one digest are one message to the seen table, so whoever can make an id collide
+/// with an honest message's can have that message dropped as a duplicate. With the key secret (the node's security
+/// randomness, never sent) nobody can compute a digest, let alone search for a collision offline; chance collisions
+/// are at 2^-128 per pair (a node holding a million ids: ~10^-27). Without a key, SHA-256 truncated to 128 bits would
+/// still need a second preimage (2^128 work) against a fixed honest id, but a precomputed collision would hold on
+/// every node at once; keyed, each node collides (if ever) on different pairs. The key is never revealed, so the
+/// secret-prefix construction's length extension gives nothing (and the output is truncated besides).
+/// </summary>
+internal sealed class SeenKeys
+{
+    private const int KeyLength = 16;
+    private readonly byte[] _key;
+
+    /// <param name="key">At least 16 secret bytes (the first 16 are used); null: 16 from the OS's generator.</param>
+    public SeenKeys(ReadOnlySpan<byte> key)
+    {
+        if (key.Length < KeyLength)
+        {
+            throw new ArgumentException($"a seen-table key has {KeyLength} bytes", nameof(key));
+        }
+        _key = key[..KeyLength].ToArray();
+    }
+
+    /// <summary>A key from the OS's generator (routers built without one: tests, router-only simulations). Nothing observable depends on which key.</summary>
+    public static SeenKeys Random() => new(System.Security.Cryptography.RandomNumberGenerator.GetBytes(KeyLength));
+
+    public SeenKey Of(MessageId id) => Of(id.Span);
+
+    public SeenKey Of(ReadOnlySpan<byte> id)
+    {
+        var length = KeyLength + id.Length;
+        byte[]? rented = null;
+        Span<byte> input = length <= 512 ? stackalloc byte[length] : (rented = System.Buffers.ArrayPool<byte>.Shared.Rent(length)).AsSpan(0, length);
+        _key.CopyTo(input);
+        id.CopyTo(input[KeyLength..]);
+        Span<byte> digest = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(input, digest);
+        if (rented is not null)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+        return new SeenKey(System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(digest),
+            System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(digest[8..]));
+    }
+}
+
+/// <summary>
 /// Message ids seen recently, each forgotten <c>ttl</c> after it was first seen, and with each the record that peer
 /// scoring keeps of its delivery (<see cref="PeerScore"/>): one table for both, since both are keyed by the message id
 /// and live as long (go-libp2p and js keep them apart: a time cache of ids and a map of delivery records, each with its
-/// own expiry queue). One entry is the id, a 40-byte <see cref="SeenRecord"/> inline in the dictionary and a place in
-/// the expiry queue; the id's bytes are the router's array, shared with the message cache.
+/// own expiry queue). One entry is the id's 16-byte keyed digest (<see cref="SeenKey"/>), a 40-byte
+/// <see cref="SeenRecord"/> inline in the dictionary and a 16-byte place in the expiry queue: 80 bytes, the id's own
+/// array not kept (it was, for the TTL: 96 more bytes for the default 72-byte id).
 /// </summary>
-internal sealed class SeenCache(TimeSpan ttl)
+internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
 {
-    private readonly Dictionary<MessageId, SeenRecord> _seen = [];
-    private readonly Queue<MessageId> _order = new();
+    private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
+    private readonly Queue<SeenKey> _order = new();
 
     public TimeSpan Ttl => ttl;
 
     public int Count => _seen.Count;
 
-    public bool Contains(MessageId id) => _seen.ContainsKey(id);
+    /// <summary>The id's key in this table (hash it once per id and pass the key around).</summary>
+    public SeenKey KeyOf(MessageId id) => keys.Of(id);
+
+    /// <summary>The id's key in this table.</summary>
+    public SeenKey KeyOf(ReadOnlySpan<byte> id) => keys.Of(id);
+
+    public bool Contains(SeenKey id) => _seen.ContainsKey(id);
 
     /// <summary>Adds the id; false when it was already there.</summary>
-    public bool Add(MessageId id, DateTimeOffset now)
+    public bool Add(SeenKey id, DateTimeOffset now)
     {
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (exists)
@@ -133,7 +212,7 @@ internal sealed class SeenCache(TimeSpan ttl)
     }
 
     /// <summary>The id's record, added (as seen now) when it is not there. Valid until the table next changes.</summary>
-    public ref SeenRecord GetOrAdd(MessageId id, DateTimeOffset now)
+    public ref SeenRecord GetOrAdd(SeenKey id, DateTimeOffset now)
     {
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (!exists)
@@ -145,7 +224,7 @@ internal sealed class SeenCache(TimeSpan ttl)
     }
 
     /// <summary>The id's record, or a null reference (<see cref="Unsafe.IsNullRef{T}(ref readonly T)"/>) when it is not there.</summary>
-    public ref SeenRecord Find(MessageId id) => ref CollectionsMarshal.GetValueRefOrNullRef(_seen, id);
+    public ref SeenRecord Find(SeenKey id) => ref CollectionsMarshal.GetValueRefOrNullRef(_seen, id);
 
     /// <summary>Forgets the ids whose time is up (in the order they were added, which is the order they expire in).</summary>
     public void Prune(DateTimeOffset now)

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Potluck.Protocol.Identity;
 
@@ -18,11 +19,14 @@ internal sealed class PeerScore
     private readonly PeerScoreParams _params;
     private readonly Dictionary<PeerId, PeerStats> _peers = [];
     private readonly Dictionary<string, HashSet<PeerId>> _peersByIp = new(StringComparer.Ordinal);
+    /// <summary>One instance of each topic name the records hold (each RPC decodes its own copy), at most <see cref="MaxTopicNames"/>.</summary>
+    private readonly HashSet<string> _topicNames = new(StringComparer.Ordinal);
+    private const int MaxTopicNames = 256;
     private readonly SeenCache _records;
     /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
     private readonly TimeSpan _maxWindow;
     /// <summary>Valid messages whose record holds an array of peers, in the order the arrays were made, to let go of them after <see cref="_maxWindow"/>.</summary>
-    private readonly Queue<MessageId> _toRelease = new();
+    private readonly Queue<SeenKey> _toRelease = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
     private long _expiredTotal;
@@ -30,7 +34,7 @@ internal sealed class PeerScore
 
     /// <summary>A score with its own table of delivery records, each kept <paramref name="deliveryTtl"/>.</summary>
     public PeerScore(PeerScoreParams parameters, TimeSpan deliveryTtl, DateTimeOffset now)
-        : this(parameters, new SeenCache(deliveryTtl), now)
+        : this(parameters, new SeenCache(deliveryTtl, SeenKeys.Random()), now)
     {
     }
 
@@ -201,7 +205,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>The first valid delivery of a message: P₂ for the sender, and P₃ when it is a mesh peer.</summary>
-    public void DeliverMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void DeliverMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Valid;
@@ -218,7 +222,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>The application rejected the message: P₄ for the sender, and later for whoever repeats it.</summary>
-    public void RejectMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void RejectMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Invalid;
@@ -230,7 +234,7 @@ internal sealed class PeerScore
     /// The application ignored the message: no penalty for anyone, now or for a later copy, so the record keeps no
     /// peers (go-libp2p lets go of them too).
     /// </summary>
-    public void IgnoreMessage(MessageId id, PeerId from, DateTimeOffset now)
+    public void IgnoreMessage(SeenKey id, PeerId from, DateTimeOffset now)
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Ignored;
@@ -251,7 +255,7 @@ internal sealed class PeerScore
     /// window after validation, toward P₄ for every peer that repeats an invalid one (for as long as it is remembered).
     /// Past the longest window a valid message's copies count for nothing, whoever sends them: they are not recorded.
     /// </summary>
-    public void DuplicateMessage(MessageId id, PeerId from, string topic, DateTimeOffset now)
+    public void DuplicateMessage(SeenKey id, PeerId from, string topic, DateTimeOffset now)
     {
         ref var record = ref _records.Find(id);
         if (Unsafe.IsNullRef(ref record))
@@ -289,7 +293,7 @@ internal sealed class PeerScore
     }
 
     /// <summary>Adds the peer to the record; a valid message's first array of peers is queued to be let go of.</summary>
-    private bool AddPeer(ref SeenRecord record, MessageId id, PeerId peer)
+    private bool AddPeer(ref SeenRecord record, SeenKey id, PeerId peer)
     {
         var hadArray = record.More is not null;
         if (!record.AddPeer(peer))
@@ -308,6 +312,9 @@ internal sealed class PeerScore
         _peers.TryGetValue(peer, out var stats) && stats.Topics.TryGetValue(topic, out var ts)
             ? (ts.FirstDeliveries, ts.MeshDeliveries, ts.InvalidDeliveries, ts.MeshFailurePenalty)
             : null;
+
+    /// <summary>The key a message id has in the delivery records (what the message methods take).</summary>
+    public SeenKey KeyOf(MessageId id) => _records.KeyOf(id);
 
     /// <summary>For tests and diagnostics: delivery records held (with the ids seen and never scored), and those holding an array of peers.</summary>
     internal (int Records, int WithPeerArrays) DeliveryRecords => (_records.Count, _records.RecordsWithPeerArrays());
@@ -423,7 +430,7 @@ internal sealed class PeerScore
         }
         if (!stats.Topics.TryGetValue(topic, out var ts))
         {
-            stats.Topics[topic] = ts = new TopicStats();
+            stats.Topics.Add(ts = new TopicStats(TopicName(topic)));
         }
         return ts;
     }
@@ -450,17 +457,93 @@ internal sealed class PeerScore
         }
     }
 
+    /// <summary>For tests: topic names held once for every record (at most 256).</summary>
+    internal int TopicNamesHeld => _topicNames.Count;
+
+    /// <summary>The records' one instance of a topic's name (a peer's own copy when the table is full).</summary>
+    private string TopicName(string topic)
+    {
+        if (_topicNames.TryGetValue(topic, out var name))
+        {
+            return name;
+        }
+        if (_topicNames.Count < MaxTopicNames)
+        {
+            _topicNames.Add(topic);
+        }
+        return topic;
+    }
+
     private sealed class PeerStats
     {
         public bool Connected { get; set; }
         public DateTimeOffset Expire { get; set; }
         public string? Ip { get; set; }
         public double BehaviourPenalty { get; set; }
-        public Dictionary<string, TopicStats> Topics { get; } = new(StringComparer.Ordinal);
+        /// <summary>The peer's topic records, in the order first met (a field: a mutable struct).</summary>
+        public TopicList Topics;
     }
 
-    private sealed class TopicStats
+    /// <summary>
+    /// A peer's topic records in the order first met (the score sums them in that order), linked through the records
+    /// themselves: a peer has a handful, and a <c>Dictionary</c> of them cost ~190 B per peer beyond the records.
+    /// Lookups walk the list; its length is bounded by the topics with score parameters that reach <see cref="Topic"/>.
+    /// </summary>
+    private struct TopicList
     {
+        private TopicStats? _first;
+        private TopicStats? _last;
+
+        public readonly bool TryGetValue(string topic, [MaybeNullWhen(false)] out TopicStats stats)
+        {
+            for (var t = _first; t is not null; t = t.Next)
+            {
+                if (string.Equals(t.Topic, topic, StringComparison.Ordinal))
+                {
+                    stats = t;
+                    return true;
+                }
+            }
+            stats = null;
+            return false;
+        }
+
+        public void Add(TopicStats stats)
+        {
+            if (_last is null)
+            {
+                _first = stats;
+            }
+            else
+            {
+                _last.Next = stats;
+            }
+            _last = stats;
+        }
+
+        public readonly Enumerator GetEnumerator() => new(_first);
+
+        public struct Enumerator(TopicStats? first)
+        {
+            private TopicStats? _next = first;
+            private TopicStats? _current;
+
+            public readonly KeyValuePair<string, TopicStats> Current => new(_current!.Topic, _current);
+
+            public bool MoveNext()
+            {
+                _current = _next;
+                _next = _current?.Next;
+                return _current is not null;
+            }
+        }
+    }
+
+    private sealed class TopicStats(string topic)
+    {
+        public string Topic { get; } = topic;
+        /// <summary>The peer's next topic record (<see cref="TopicList"/>).</summary>
+        public TopicStats? Next { get; set; }
         public bool InMesh { get; set; }
         public DateTimeOffset GraftTime { get; set; }
         public double FirstDeliveries { get; set; }

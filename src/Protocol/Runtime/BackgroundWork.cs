@@ -108,6 +108,15 @@ public sealed partial class BackgroundWork : IAsyncDisposable
         Track(name, task.AsTask());
     }
 
+    /// <summary>
+    /// Counts one piece of work that waits as a bare continuation rather than a task of its own (a long-lived stream
+    /// handler's tail), so <see cref="Running"/> and <see cref="StopAsync"/> see it, until <see cref="Release"/>.
+    /// </summary>
+    public void Hold() => Enter();
+
+    /// <summary>Ends what <see cref="Hold"/> counted.</summary>
+    public void Release() => Leave();
+
     private void Enter()
     {
         lock (_gate)

@@ -87,6 +87,17 @@ public sealed class NodeRuntime
     public Task<T> Settle<T>(Task<T> work) => _loop?.Settle(work) ?? work;
 
     /// <summary>
+    /// Security randomness of its own for one component (<paramref name="purpose"/> names it), for a secret drawn without
+    /// moving <see cref="SecureRandom"/>'s stream (so what every other draw gets stays as it was): a simulation's is
+    /// derived from the seed and the purpose, a real node's is the OS's generator.
+    /// </summary>
+    public ISecureRandom CreateSecureRandom(string purpose)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(purpose);
+        return IsDeterministic && Seed is { } seed ? new SeededSecureRandom(seed, "potluck/secure/" + purpose) : SystemSecureRandom.Instance;
+    }
+
+    /// <summary>
     /// Announces work on another thread that will post back (a sandbox run): under virtual time the driver does not
     /// call the node idle until it ends. A no-op for a real node.
     /// </summary>

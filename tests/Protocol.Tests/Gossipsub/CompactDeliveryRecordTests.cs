@@ -40,10 +40,10 @@ public class CompactDeliveryRecordTests
         public void RemovePeer(PeerId p, DateTimeOffset t) { Now.RemovePeer(p, t); Before.RemovePeer(p, t); }
         public void Graft(PeerId p, string topic, DateTimeOffset t) { Now.Graft(p, topic, t); Before.Graft(p, topic, t); }
         public void Prune(PeerId p, string topic) { Now.Prune(p, topic); Before.Prune(p, topic); }
-        public void Deliver(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.DeliverMessage(id, p, topic, t); Before.DeliverMessage(id, p, topic, t); }
-        public void Reject(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.RejectMessage(id, p, topic, t); Before.RejectMessage(id, p, topic, t); }
-        public void Ignore(MessageId id, PeerId p, DateTimeOffset t) { Now.IgnoreMessage(id, p, t); Before.IgnoreMessage(id, p, t); }
-        public void Duplicate(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.DuplicateMessage(id, p, topic, t); Before.DuplicateMessage(id, p, topic, t); }
+        public void Deliver(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.DeliverMessage(Now.KeyOf(id), p, topic, t); Before.DeliverMessage(id, p, topic, t); }
+        public void Reject(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.RejectMessage(Now.KeyOf(id), p, topic, t); Before.RejectMessage(id, p, topic, t); }
+        public void Ignore(MessageId id, PeerId p, DateTimeOffset t) { Now.IgnoreMessage(Now.KeyOf(id), p, t); Before.IgnoreMessage(id, p, t); }
+        public void Duplicate(MessageId id, PeerId p, string topic, DateTimeOffset t) { Now.DuplicateMessage(Now.KeyOf(id), p, topic, t); Before.DuplicateMessage(id, p, topic, t); }
         public void Refresh(DateTimeOffset t) { Now.Refresh(t); Before.Refresh(t); }
 
         /// <summary>Asserts the same counters in every topic and the same score, bit for bit, for every peer.</summary>

@@ -90,6 +90,119 @@ public class StreamRouterTests
         Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty);
     });
 
+    [Test]
+    public void HandlerViolationLater_WithConnectionRadius_ClosesTheConnection_AtDebug() => VirtualTimeDriver.Run(async d =>
+    {
+        // The handler is parked when the router gets its task (a long-lived handler's path): its later failure is still
+        // classified and torn down at the one catch site.
+        var loggers = new CapturingLoggers();
+        await using var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var closed = new TaskCompletionSource();
+        a.Host.Disconnected += _ => closed.TrySetResult();
+        b.Host.SetStreamHandler(Protocol, async (s, _) =>
+        {
+            await s.Input.ReadAsync();
+            throw new ProtocolViolationException("test", "bad framing later", ViolationCode.Malformed, BlastRadius.Connection);
+        });
+
+        await AsyncAssert.ThrowsAsync<PeerGoneException>(() => OpenWriteAndReadAsync(a));
+        await closed.Task;
+
+        Assert.That(b.Host.Connections, Is.Empty, "the whole connection closed");
+        Assert.That(loggers.AtOrAbove(LogLevel.Warning), Is.Empty);
+        Assert.That(loggers.Entries.Select(e => e.Message), Has.Some.Contains("Closing the connection: test violation (Malformed): test: bad framing later"));
+    });
+
+    [Test]
+    public void HandlerBugLater_IsLoggedAtError_AndResetsOnlyTheStream() => VirtualTimeDriver.Run(async d =>
+    {
+        var loggers = new CapturingLoggers();
+        await using var hosts = new TestHosts(d, loggers: loggers);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var bug = new InvalidOperationException("a bug in the handler, later");
+        b.Host.SetStreamHandler(Protocol, async (s, _) =>
+        {
+            await s.Input.ReadAsync();
+            throw bug;
+        });
+
+        await AsyncAssert.ThrowsAsync<StreamResetException>(() => OpenWriteAndReadAsync(a));
+
+        var errors = loggers.AtOrAbove(LogLevel.Error).ToList();
+        Assert.That(errors, Has.Count.EqualTo(1));
+        Assert.That(errors[0].Message, Is.EqualTo($"Handler for {Protocol} failed"));
+        Assert.That(errors[0].Exception, Is.SameAs(bug));
+        var connection = b.Host.Connections.Single();
+        Assert.That(errors[0].Scopes, Is.EqualTo(new[] { $"connection {connection.Id}", $"peer {a.Host.PeerId}" }),
+            "written inside the connection's scopes, as a handler that failed at once");
+        Assert.That(await a.Ping.PingAsync(b.Host.PeerId, 1, CancellationToken.None), Has.Count.EqualTo(1), "the connection keeps serving");
+    });
+
+    [Test]
+    public void ParkedHandlers_AreCountedUntilTheyEnd_ThenTheirStreamsAndReservationsAreReleased() => VirtualTimeDriver.Run(async d =>
+    {
+        // A peer may hold at most 3 inbound streams: a peer that opens streams and never lets them end is capped, and the
+        // places come back only once each handler has ended and what follows it (disposal, the reservation) has run.
+        const int Cap = 3;
+        await using var hosts = new TestHosts(d);
+        var a = await hosts.StartAsync();
+        var b = await hosts.StartAsync(o => o with { Resources = o.Resources with { MaxInboundStreamsPerPeer = Cap } });
+        await a.Host.ConnectAsync(b.Address, CancellationToken.None);
+        await a.Identify.WhenIdentifiedAsync(b.Host.PeerId, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMinutes(1), d.Clock); // identify and the start-up pings are done: idle
+        var release = new TaskCompletionSource();
+        var entered = 0;
+        b.Host.SetStreamHandler(Protocol, async (_, _) =>
+        {
+            entered++;
+            await release.Task;
+        });
+        var before = b.Host.BackgroundPieces;
+        var streams = new List<IStream>();
+        for (var i = 0; i < Cap; i++)
+        {
+            streams.Add(await a.Host.NewStreamAsync(b.Host.PeerId, [Protocol], CancellationToken.None));
+        }
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(entered, Is.EqualTo(Cap));
+        Assert.That(b.Host.BackgroundPieces - before, Is.EqualTo(Cap), "each parked handler still counts as one piece of the router's work");
+
+        var refused = false;
+        try
+        {
+            await using var over = await a.Host.NewStreamAsync(b.Host.PeerId, [Protocol], CancellationToken.None);
+            await over.Input.ReadAsync();
+        }
+        catch (Exception e) when (e is StreamResetException or PeerGoneException)
+        {
+            refused = true;
+        }
+        Assert.That(refused, Is.True, "a stream over the cap is reset");
+        Assert.That(entered, Is.EqualTo(Cap), "the peer is at its cap while the handlers are parked");
+
+        release.SetResult();
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(b.Host.BackgroundPieces, Is.EqualTo(before), "nothing left parked once the handlers ended");
+        foreach (var s in streams)
+        {
+            await s.DisposeAsync();
+        }
+
+        release = new TaskCompletionSource();
+        for (var i = 0; i < Cap; i++)
+        {
+            streams[i] = await a.Host.NewStreamAsync(b.Host.PeerId, [Protocol], CancellationToken.None);
+        }
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        Assert.That(entered, Is.EqualTo(2 * Cap), "the reservations came back: the peer gets its places again");
+        release.SetResult();
+        foreach (var s in streams)
+        {
+            await s.DisposeAsync();
+        }
+    });
+
     private static async Task<(TestHosts.TestNode A, TestHosts.TestNode B)> ConnectedPairAsync(TestHosts hosts)
     {
         var a = await hosts.StartAsync();
