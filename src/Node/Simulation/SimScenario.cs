@@ -180,6 +180,7 @@ public static class SimRunner
         await WarmUpAsync(mesh, s, wall, progress, perSecond, sampler);
         var warmupConnections = mesh.ConnectionsOpened;
         var endsAfterWarmup = mesh.CountConnectionEnds();
+        sampler?.Census("work", endsAfterWarmup);
         progress?.Invoke(endsAfterWarmup.Describe("after warm-up"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("after warm-up"));
         var warmupDials = mesh.DialTotals();
@@ -266,6 +267,7 @@ public static class SimRunner
 
         var reporter = ReportProgressAsync(mesh, s, wall, progress, running, sampler);
         await Task.WhenAll(running);
+        sampler?.Phase("drain");
         // Drain: receipts still in flight reach their providers, gossip settles, whitewashers are back.
         await mesh.SettleAsync(TimeSpan.FromSeconds(30));
         await mesh.WhenQuietAsync();
@@ -274,7 +276,7 @@ public static class SimRunner
             await node.Node!.Compute!.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
         }
         await reporter;
-        sampler?.Census("end", mesh.CountConnectionEnds());
+        sampler?.Census("drained", mesh.CountConnectionEnds());
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
         if (s.AtEnd is { } atEnd)
         {
