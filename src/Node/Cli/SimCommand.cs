@@ -37,6 +37,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(Report);
         Options.Add(Quiet);
         Options.Add(HoldAtEnd);
+        Options.Add(MemoryTrace);
     }
 
     public Option<string> Scenario { get; } = CliOptions.ExistingFile("--scenario", "file",
@@ -90,6 +91,9 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<string> HoldAtEnd { get; } = CliOptions.Path("--hold-at-end", "file",
         "when the run has drained, say so on stderr and wait (the mesh frozen) until this file exists, then report: a benchmark takes a heap dump of the end state meanwhile (scripts/bench/sim-memory.sh)");
+
+    public Option<string> MemoryTrace { get; } = CliOptions.Path("--memory-trace", "file",
+        "write the run's memory against virtual time to this file: RSS, peak RSS, GC committed and heap every 100 ms of wall time, and connection ends per node at each progress point (read-only: the trace hash stays the same)");
 
     public override string? HelpNotes =>
         "Every node is complete (Noise, Yamux, gossipsub, Kademlia, SQLite ledger, Wasmtime sandbox) and built as `potluck run` builds one;\n"
@@ -159,7 +163,10 @@ internal sealed class SimCommand : PotluckCommand
         using var eventLog = Environment.GetEnvironmentVariable("POTLUCK_SIM_EVENT_LOG") is { Length: > 0 } eventLogPath
             ? new StreamWriter(eventLogPath, append: false, new System.Text.UTF8Encoding(false), 1 << 20)
             : null;
-        scenario = scenario with { EventLog = eventLog };
+        using var memoryTrace = result.GetValue(MemoryTrace) is { } memoryTracePath
+            ? new StreamWriter(memoryTracePath, append: false, new System.Text.UTF8Encoding(false))
+            : null;
+        scenario = scenario with { EventLog = eventLog, MemoryTrace = memoryTrace };
         var quiet = result.GetValue(Quiet);
         UseThroughputGc();
         SimReport report;

@@ -60,6 +60,15 @@ public sealed record SimScenario
     /// </summary>
     public TextWriter? EventLog { get; init; }
 
+    /// <summary>
+    /// Where to write the run's memory against virtual time (<c>potluck sim --memory-trace FILE</c>): every 100 ms of wall
+    /// time a <c>sample</c> line from a thread of its own (resident set, its peak so far, GC committed and heap at the last
+    /// collection, virtual seconds), and at every progress point on the loop a <c>census</c> line (connection ends per
+    /// node, young, protected). Read-only: it arms no timer and reads nothing that sweeps, so the trace stays the same.
+    /// Default none.
+    /// </summary>
+    public TextWriter? MemoryTrace { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -132,6 +141,7 @@ public static class SimRunner
     {
         var wall = Stopwatch.StartNew();
         SimReport? report = null;
+        using var sampler = scenario.MemoryTrace is { } trace ? SimMemoryTrace.Start(trace, driver.Clock, wall) : null;
         driver.RunUntilComplete(async d =>
         {
             var started = 0;
@@ -141,9 +151,10 @@ public static class SimRunner
                 if (i % Math.Max(1, scenario.Mesh.Nodes / 20) == 0 || i == scenario.Mesh.Nodes)
                 {
                     progress?.Invoke($"starting nodes {i}/{scenario.Mesh.Nodes}, virtual {d.Clock.Elapsed.TotalSeconds:F1} s, wall {wall.Elapsed.TotalSeconds:F1} s");
+                    sampler?.Phase($"join {i}/{scenario.Mesh.Nodes}");
                 }
             }));
-            report = await RunAsync(mesh, scenario, wall, progress);
+            report = await RunAsync(mesh, scenario, wall, progress, sampler);
         }, cancel);
         return report!;
     }
@@ -153,7 +164,7 @@ public static class SimRunner
         public void Report(int value) => report(value);
     }
 
-    private static async Task<SimReport> RunAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress)
+    private static async Task<SimReport> RunAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress, SimMemoryTrace? sampler)
     {
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
         mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
@@ -166,9 +177,10 @@ public static class SimRunner
             progress?.Invoke(string.Create(CultureInfo.InvariantCulture,
                 $"join: virtual second {perSecond.Count} of {mesh.Elapsed.TotalSeconds:F1}; dials: {SimReport.DialFigures.Describe(joinDials)}"));
         }
-        await WarmUpAsync(mesh, s, wall, progress, perSecond);
+        await WarmUpAsync(mesh, s, wall, progress, perSecond, sampler);
         var warmupConnections = mesh.ConnectionsOpened;
         var endsAfterWarmup = mesh.CountConnectionEnds();
+        sampler?.Census("work", endsAfterWarmup);
         progress?.Invoke(endsAfterWarmup.Describe("after warm-up"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("after warm-up"));
         var warmupDials = mesh.DialTotals();
@@ -253,8 +265,9 @@ public static class SimRunner
 
         running.AddRange(attacks.Schedule(workStart));
 
-        var reporter = ReportProgressAsync(mesh, s, wall, progress, running);
+        var reporter = ReportProgressAsync(mesh, s, wall, progress, running, sampler);
         await Task.WhenAll(running);
+        sampler?.Phase("drain");
         // Drain: receipts still in flight reach their providers, gossip settles, whitewashers are back.
         await mesh.SettleAsync(TimeSpan.FromSeconds(30));
         await mesh.WhenQuietAsync();
@@ -263,6 +276,7 @@ public static class SimRunner
             await node.Node!.Compute!.Client.WhenReceiptsDeliveredAsync(CancellationToken.None);
         }
         await reporter;
+        sampler?.Census("drained", mesh.CountConnectionEnds());
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
         if (s.AtEnd is { } atEnd)
         {
@@ -283,9 +297,10 @@ public static class SimRunner
 
     /// <summary>The warm-up (meshes form), with a progress line each virtual second when someone reads them.</summary>
     private static async Task WarmUpAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress,
-        List<IReadOnlyDictionary<string, long>> perSecond)
+        List<IReadOnlyDictionary<string, long>> perSecond, SimMemoryTrace? sampler)
     {
         var end = mesh.Elapsed + s.Warmup;
+        sampler?.Census("warm-up", mesh.CountConnectionEnds());
         if (progress is null)
         {
             await mesh.SettleAsync(s.Warmup);
@@ -302,6 +317,7 @@ public static class SimRunner
             perSecond.Add(dials);
             progress(string.Create(CultureInfo.InvariantCulture,
                 $"warm-up: virtual {mesh.Elapsed.TotalSeconds:F0} s, {mesh.ConnectionsOpened} connections opened, wall {wall.Elapsed.TotalSeconds:F1} s; dials this second: {SimReport.DialFigures.Describe(dials)}; DHT requests: {SimReport.DialFigures.Describe(queries)}"));
+            sampler?.Census("warm-up", mesh.CountConnectionEnds());
         }
         progress(SimMemory.Now().Describe(mesh.Nodes.Count, "after warm-up"));
     }
@@ -316,7 +332,8 @@ public static class SimRunner
         await action();
     }
 
-    private static async Task ReportProgressAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress, List<Task> running)
+    private static async Task ReportProgressAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress, List<Task> running,
+        SimMemoryTrace? sampler)
     {
         if (progress is null)
         {
@@ -330,6 +347,7 @@ public static class SimRunner
             progress(string.Create(CultureInfo.InvariantCulture,
                 $"virtual {mesh.Elapsed.TotalSeconds:F0} s, tasks {done}/{s.Tasks} done ({mesh.Tasks.Count(t => t.Completed)} completed), "
                 + $"nodes up {mesh.Nodes.Count(n => n.IsUp)}/{mesh.Nodes.Count}, wall {wall.Elapsed.TotalSeconds:F1} s"));
+            sampler?.Census("work", mesh.CountConnectionEnds());
         }
     }
 

@@ -597,7 +597,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     }
 
     /// <summary>
-    /// The idle connections <see cref="HostOptions.TrimIdle"/> closes now: past the grace period, to an identified,
+    /// The idle connections <see cref="HostOptions.TrimIdle"/> closes now: past the grace period (or young with their
+    /// exchange over, <see cref="HostOptions.TrimFinishedYoung"/>: their grace ends with it here too), to an identified,
     /// unprotected and untagged peer, carrying no stream but background ones (none negotiating), and no other stream
     /// opened or ended for <see cref="HostOptions.IdleConnectionTimeout"/>; the longest unused first, as many as keep
     /// <see cref="HostOptions.IdleTrimFloor"/> open.
@@ -618,7 +619,8 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             {
                 return [];
             }
-            return Unprotected(c => now - c.Opened >= _options.TrimGracePeriod)
+            return Unprotected(_ => true)
+                .Where(x => now - x.Connection.Opened >= _options.TrimGracePeriod || IsFinishedYoung(x.Connection, x.Value))
                 .Where(x => x.Value == 0
                     && _isIdentified(x.Connection.RemotePeer)
                     && x.Connection.StreamCount <= x.Connection.OpenStreams(_options.IsBackground))

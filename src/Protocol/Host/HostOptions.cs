@@ -65,7 +65,10 @@ public sealed record HostOptions
     /// and each of them is one more connection at both ends for the grace period).
     /// go-libp2p's connmgr keeps every young connection for its grace period (1 min); rust-libp2p closes one as soon as no
     /// protocol handler keeps it alive (after the swarm's idle connection timeout; kad's handler kept one 10 s once its
-    /// requests were over): this is between the two, and only when the count passes the high watermark. Default true.
+    /// requests were over): this is between the two. Over the high watermark such a connection goes at once; below it
+    /// <see cref="TrimIdle"/> closes it as one past its grace once it has carried no other stream for
+    /// <see cref="IdleConnectionTimeout"/> (a joining node's lookups are over within a second or two, so its connections
+    /// that no mesh took go 10–20 s after it joined, not 20–30 s). Default true.
     /// </summary>
     public bool TrimFinishedYoung { get; init; } = true;
 

@@ -554,6 +554,132 @@ public class ConnectionManagerTests
     });
 
     /// <summary>
+    /// <see cref="HostOptions.TrimFinishedYoung"/> below the high watermark (8 of 32; the peak of a joining mesh): a young
+    /// connection whose exchange is over is closed by the idle trim once it has carried no other stream for the idle
+    /// timeout, before its grace period ends; a Sybil that made one request and then pings every 3 s to hold its young
+    /// connection goes with it (background traffic buys nothing). Kept: a young connection used within the timeout, one
+    /// that never carried an exchange (until its grace runs out), a protected, a tagged peer's and one in use. The honest
+    /// side can dial a closed peer again and exchange. With the rule off every young connection stays its full grace.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    [Category("Adversarial")]
+    public void BelowTheHighWatermark_FinishedYoungConnections_CloseAfterTheIdleTimeout_NotTheirGrace(bool rule) => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var hosts = new TestHosts(d);
+        var hub = await hosts.StartAsync(o => IdleTrimHub(o, rule: true, floor: 0) with { TrimFinishedYoung = rule });
+        hub.Host.SetStreamHandler(Exchange, async (stream, token) =>   // the Sybil's one request
+        {
+            await stream.Input.ReadAsync(token);
+            await stream.Output.CompleteAsync();
+        });
+        var t0 = d.Clock.GetUtcNow();
+        var closed = new List<PeerId>();
+        hub.Host.Disconnected += c => closed.Add(c.RemotePeer);
+        async Task<TestHosts.TestNode> Peer(bool inbound = false)
+        {
+            var peer = await hosts.StartAsync();
+            peer.Host.SetStreamHandler(Exchange, async (stream, token) =>
+            {
+                await stream.Input.ReadAsync(token);
+                await stream.Output.CompleteAsync();
+            });
+            if (inbound)
+            {
+                await peer.Host.ConnectAsync(hub.Address, ct);
+            }
+            else
+            {
+                await hub.Host.ConnectAsync(peer.Address, ct);
+            }
+            await d.IdleAsync();
+            return peer;
+        }
+        async Task ExchangeWith(TestHosts.TestNode peer)
+        {
+            await using var stream = await hub.Host.NewStreamAsync(peer.Host.PeerId, [Exchange], ct);
+            await stream.Output.CompleteAsync();
+            await stream.Input.ReadAsync(ct);
+        }
+        async Task At(double seconds)
+        {
+            await Task.Delay(t0 + TimeSpan.FromSeconds(seconds) - d.Clock.GetUtcNow(), d.Clock);
+            await d.IdleAsync();
+        }
+
+        await At(5);
+        var lookup = await Peer();
+        var sybil = await Peer(inbound: true);
+        var fresh = await Peer();
+        var quiet = await Peer();
+        var guarded = await Peer();
+        var valued = await Peer();
+        var busy = await Peer();
+        await At(6);
+        await ExchangeWith(lookup);
+        await ExchangeWith(guarded);
+        await ExchangeWith(valued);
+        await using (var request = await sybil.Host.NewStreamAsync(hub.Host.PeerId, [Exchange], ct))
+        {
+            await request.Output.CompleteAsync();
+            await request.Input.ReadAsync(ct);
+        }
+        hub.Host.ConnectionManager.Protect(guarded.Host.PeerId, "gossipsub");
+        hub.Host.ConnectionManager.TagPeer(valued.Host.PeerId, "lease", 5);
+        var inUse = await hub.Host.NewStreamAsync(busy.Host.PeerId, [Exchange], ct);
+        var stopChatter = false;
+        async Task Chatter()
+        {
+            while (!stopChatter && sybil.Host.ConnectionManager.IsConnected(hub.Host.PeerId))
+            {
+                try
+                {
+                    await sybil.Ping.PingAsync(hub.Host.PeerId, 1, ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    break;   // the hub hung up mid-ping
+                }
+                await Task.Delay(TimeSpan.FromSeconds(3), d.Clock);
+            }
+        }
+        var chatter = Chatter();
+        await At(12);
+        await ExchangeWith(fresh);
+
+        await At(21);   // the tick at 20: every connection 15-16 s old, in its grace period of 20 s
+        if (rule)
+        {
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(5));
+            Assert.That(closed, Is.EquivalentTo(new[] { lookup.Host.PeerId, sybil.Host.PeerId }),
+                "young, exchange over 14 s ago: closed (the Sybil's pings do not count as use)");
+            Assert.That(sybil.Host.ConnectionManager.IsConnected(hub.Host.PeerId), Is.False, "the Sybil was hung up on");
+            var idleTrim = Array.IndexOf(ProtocolInstruments.CloseReasons.ToArray(), "idle-trim");
+            Assert.That(hub.Host.Instruments.ClosedTotals()[idleTrim], Is.EqualTo(2), "counted as closed idle");
+            await ExchangeWith(lookup);   // the honest side dials again when it needs the peer
+            Assert.That(hub.Host.ConnectionManager.IsConnected(lookup.Host.PeerId), Is.True, "dialled again on demand");
+        }
+        else
+        {
+            Assert.That(closed, Is.Empty, "with the rule off every young connection stays its grace period");
+            Assert.That(hub.Host.Connections, Has.Count.EqualTo(7));
+        }
+        Assert.That(closed, Does.Not.Contain(fresh.Host.PeerId).And.Not.Contain(quiet.Host.PeerId)
+            .And.Not.Contain(guarded.Host.PeerId).And.Not.Contain(valued.Host.PeerId).And.Not.Contain(busy.Host.PeerId),
+            "used 9 s ago, never used (young), protected, tagged, in use");
+
+        await At(31);   // the tick at 30: past their grace, the young rule no longer matters
+        Assert.That(closed, Does.Contain(fresh.Host.PeerId).And.Contain(quiet.Host.PeerId).And.Contain(sybil.Host.PeerId),
+            "past the grace and the idle timeout: closed either way");
+        Assert.That(hub.Host.Connections.Select(c => c.RemotePeer), Is.SupersetOf(new[] { guarded.Host.PeerId, valued.Host.PeerId, busy.Host.PeerId }));
+        stopChatter = true;
+        await At(35);
+        await chatter;
+        await inUse.DisposeAsync();
+    });
+
+    /// <summary>
     /// <see cref="HostOptions.IdleTrimFloor"/>: six idle connections past their grace and timeout, a floor of 4: the two
     /// unused longest go, and the four left stay however long they idle.
     /// </summary>
