@@ -90,33 +90,49 @@ internal static class SimGcSettings
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
         {
             c.Cancel = true;
-            PassOn(child, 15);
+            ThreadPool.QueueUserWorkItem(_ => PassOn(child, "TERM"));
         });
+        // Should this process be ended regardless, the child ends with it.
+        void OnExit(object? sender, EventArgs e)
+        {
+            if (!child.HasExited)
+            {
+                PassOn(child, "TERM");
+                child.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+        }
+        AppDomain.CurrentDomain.ProcessExit += OnExit;
         child.WaitForExit();
+        AppDomain.CurrentDomain.ProcessExit -= OnExit;
         return child.ExitCode;
     }
 
-    private static void PassOn(Process child, int signal)
+    /// <summary>Passes <paramref name="signal"/> ("TERM") on with kill(1); where that fails, ends the child.</summary>
+    private static void PassOn(Process child, string signal)
     {
         try
         {
-            if (OperatingSystem.IsWindows())
+            using var kill = OperatingSystem.IsWindows() ? null
+                : Process.Start("kill", ["-" + signal, child.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            if (kill is null)
             {
                 child.Kill();
             }
             else
             {
-                _ = Kill(child.Id, signal);
+                kill.WaitForExit();
             }
         }
-        catch (InvalidOperationException)
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         {
-            // already gone
+            try
+            {
+                child.Kill();
+            }
+            catch (InvalidOperationException)
+            {
+                // already gone
+            }
         }
     }
-
-#pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
-    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int Kill(int pid, int signal);
-#pragma warning restore SYSLIB1054
 }
