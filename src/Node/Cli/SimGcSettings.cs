@@ -17,6 +17,9 @@ internal static class SimGcSettings
     [
         new("DOTNET_GCConserveMemory", "7"),
         new("DOTNET_GCgen0size", "0x4000000"),
+        // Methods compiled once, optimised, instead of tier 0 first (with call counters, PGO probes and a second,
+        // tier-1 body): 400 nodes, 38 MiB less peak RSS, no more CPU, the same trace (README).
+        new("DOTNET_TieredCompilation", "0"),
     ];
 
     /// <summary>Set in the process started again (so it never starts a third), and read by the opt-out.</summary>
