@@ -26,7 +26,7 @@ internal static class SimGcSettings
     public const string Marker = "POTLUCK_SIM_RUNTIME_DEFAULTS";
 
     /// <summary>The environment variables the runtime's settings are read from, for the report's line.</summary>
-    private static readonly string[] Shown =
+    internal static readonly string[] Shown =
     [
         "DOTNET_GCName", "DOTNET_GCConserveMemory", "DOTNET_GCgen0size", "DOTNET_GCgen0MaxBudget", "DOTNET_GCHeapHardLimit",
         "DOTNET_gcServer", "DOTNET_gcConcurrent", "DOTNET_TieredCompilation", "DOTNET_TieredPGO", "DOTNET_TC_QuickJitForLoops",
