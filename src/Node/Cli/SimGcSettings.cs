@@ -6,7 +6,8 @@ namespace Potluck.Node.Cli;
 /// <summary>
 /// The runtime settings <c>potluck sim</c> runs with (README "Simulated meshes" → "The garbage collector's share"). The
 /// runtime reads them only at its start, so when any is unset <c>potluck sim</c> starts itself once more with the missing
-/// ones in its environment and waits for that process (its exit code is the command's). A setting already in the
+/// ones in its environment: on Linux in place (execve: the same process id, no second runtime), elsewhere as a child it
+/// waits for (its exit code is the command's). A setting already in the
 /// environment, whatever its value, is left as it is; <c>POTLUCK_SIM_RUNTIME_DEFAULTS=0</c> runs with the environment as
 /// given. Only <c>potluck sim</c>: the daemon's GC is the runtime's.
 /// </summary>
@@ -83,6 +84,23 @@ internal static class SimGcSettings
             start.Environment[name] = value;
         }
         start.Environment[Marker] = "1";
+        if (OperatingSystem.IsLinux())
+        {
+            // Replace this process (same pid, stdio and signals; no waiting parent holding ~40 MiB of its own); returns
+            // only when that fails, and then a child runs it instead.
+            var argv = new List<string?> { self };
+            argv.AddRange(start.ArgumentList);
+            argv.Add(null);
+            var envp = start.Environment.Select(kv => $"{kv.Key}={kv.Value}").Append(null).ToArray();
+            try
+            {
+                _ = Execve(self, [.. argv], envp);
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                // no glibc: a child instead
+            }
+        }
         using var child = Process.Start(start);
         if (child is null)
         {
@@ -138,4 +156,9 @@ internal static class SimGcSettings
             }
         }
     }
+
+#pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
+    [DllImport("libc.so.6", EntryPoint = "execve", SetLastError = true)]
+    private static extern int Execve(string path, string?[] argv, string?[] envp);
+#pragma warning restore SYSLIB1054
 }
