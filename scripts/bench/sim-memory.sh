@@ -15,6 +15,9 @@ mkdir -p "$out"
 sim="${SIM:-$root/src/Node/bin/Release/net10.0/potluck}"   # SIM=path runs another build (a before side by side)
 export PATH="$PATH:$HOME/.dotnet/tools"
 export DOTNET_GCConserveMemory="${DOTNET_GCConserveMemory:-7}"
+# potluck sim would start itself again with its own runtime settings (README "The garbage collector's share"); here it
+# runs with exactly this environment, in the process the script measures.
+export POTLUCK_SIM_RUNTIME_DEFAULTS="${POTLUCK_SIM_RUNTIME_DEFAULTS:-0}"
 hold=()
 if [ "${END_DUMP:-1}" = 1 ]; then
   rm -f "$out/.release"

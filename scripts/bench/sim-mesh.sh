@@ -14,7 +14,8 @@
 # the background GC off. The gen0 budget is 64 MiB (DOTNET_GCgen0size=0x4000000, 2026-12-04: 100 nodes, all stand-ins,
 # cap 32, seed 1, same trace: CPU 45.3 -> 37.6 s, GCs 223/130/30 -> 55/52/15, peak RSS 392 -> 418 MiB; README
 # "Exceptions off the hot path"); a small one (0x1000000, used before 2026-12-03) cost a third more CPU for a fifth less
-# RSS at 100 nodes. Override either by setting it when calling this script. SIM=path runs another build.
+# RSS at 100 nodes. Override either by setting it when calling this script. SIM=path runs another build. potluck sim
+# sets its own defaults when they are unset (starting itself again; README "The garbage collector's share").
 # Each run prints its report; figures for the README come from here, never from timed tests.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -69,7 +69,10 @@ internal sealed class PotluckProcess : IAsyncDisposable
         }
     }
 
-    public static PotluckProcess Start(params string[] args)
+    public static PotluckProcess Start(params string[] args) => StartWith(new Dictionary<string, string?>(), args);
+
+    /// <summary>As <see cref="Start"/>, with <paramref name="environment"/> set on top (a null value removes the variable).</summary>
+    public static PotluckProcess StartWith(IReadOnlyDictionary<string, string?> environment, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "potluck.dll");
         var info = new ProcessStartInfo("dotnet")
@@ -89,6 +92,17 @@ internal sealed class PotluckProcess : IAsyncDisposable
         // machine is idle (a test that checks the preferences sets its own).
         info.Environment["POTLUCK__CONTROL__LISTEN"] = "127.0.0.1:0";
         info.Environment["POTLUCK__PREFERENCES__ONLYWHENIDLE"] = "false";
+        foreach (var (name, value) in environment)
+        {
+            if (value is null)
+            {
+                info.Environment.Remove(name);
+            }
+            else
+            {
+                info.Environment[name] = value;
+            }
+        }
         return new PotluckProcess(Process.Start(info)!);
     }
 

@@ -174,7 +174,7 @@ internal sealed class SimCommand : PotluckCommand
         try
         {
             report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), ct);
-            report = report with { Runtime = runtime.Snapshot() };
+            report = report with { Runtime = runtime.Snapshot() with { Settings = SimGcSettings.Describe(Environment.GetEnvironmentVariable) } };
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && !quiet)
         {

@@ -207,8 +207,9 @@ public sealed record SimReport
     /// <param name="ExceptionsByType">The same by type name, most frequent first.</param>
     /// <param name="GcPauseS">Seconds the GC paused the process.</param>
     /// <param name="GcPauseShare">Those seconds over the wall time of the run.</param>
+    /// <param name="Settings">The GC and JIT settings the runtime started with (<c>potluck sim</c>: its environment's).</param>
     public sealed record RuntimeFigures(long Exceptions, IReadOnlyDictionary<string, long> ExceptionsByType, int Gen0, int Gen1, int Gen2,
-        double GcPauseS, double GcPauseShare);
+        double GcPauseS, double GcPauseShare, string Settings = "");
 
     /// <summary>
     /// Connections opened (at the dialer): over the run, and while the mesh formed (the warm-up); the connection ends the
@@ -457,6 +458,10 @@ public sealed record SimReport
         if (Runtime is { } r)
         {
             Line($"runtime: {r.Exceptions} exceptions thrown ({r.Exceptions / Math.Max(1e-9, WallS):F1}/s wall, {r.Exceptions / Math.Max(1e-9, CpuS):F1}/cpu s: {DialFigures.Describe(r.ExceptionsByType)}); GC {r.Gen0}/{r.Gen1}/{r.Gen2} collections (gen0/1/2), paused {r.GcPauseS:F1} s ({r.GcPauseShare:P1} of wall)");
+            if (r.Settings.Length > 0)
+            {
+                Line($"runtime settings: {r.Settings}");
+            }
         }
         foreach (var t in Slowest ?? [])
         {

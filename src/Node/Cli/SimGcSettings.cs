@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace Potluck.Node.Cli;
+
+/// <summary>
+/// The runtime settings <c>potluck sim</c> runs with (README "Simulated meshes" → "The garbage collector's share"). The
+/// runtime reads them only at its start, so when any is unset <c>potluck sim</c> starts itself once more with the missing
+/// ones in its environment: on Linux in place (execve: the same process id, no second runtime), elsewhere as a child it
+/// waits for (its exit code is the command's). A setting already in the
+/// environment, whatever its value, is left as it is; <c>POTLUCK_SIM_RUNTIME_DEFAULTS=0</c> runs with the environment as
+/// given. Only <c>potluck sim</c>: the daemon's GC is the runtime's.
+/// </summary>
+internal static class SimGcSettings
+{
+    /// <summary>What <c>potluck sim</c> sets when the environment does not.</summary>
+    public static readonly IReadOnlyList<KeyValuePair<string, string>> Defaults =
+    [
+        new("DOTNET_GCConserveMemory", "7"),
+        new("DOTNET_GCgen0size", "0x4000000"),
+        // Methods compiled once, optimised, instead of tier 0 first (with call counters, PGO probes and a second,
+        // tier-1 body): 400 nodes, 38 MiB less peak RSS, no more CPU, the same trace (README).
+        new("DOTNET_TieredCompilation", "0"),
+    ];
+
+    /// <summary>Set in the process started again (so it never starts a third), and read by the opt-out.</summary>
+    public const string Marker = "POTLUCK_SIM_RUNTIME_DEFAULTS";
+
+    /// <summary>The environment variables the runtime's settings are read from, for the report's line.</summary>
+    internal static readonly string[] Shown =
+    [
+        "DOTNET_GCName", "DOTNET_GCConserveMemory", "DOTNET_GCgen0size", "DOTNET_GCgen0MaxBudget", "DOTNET_GCHeapHardLimit",
+        "DOTNET_gcServer", "DOTNET_gcConcurrent", "DOTNET_TieredCompilation", "DOTNET_TieredPGO", "DOTNET_TC_QuickJitForLoops",
+        "DOTNET_ReadyToRun",
+    ];
+
+    /// <summary>
+    /// The settings to add before running <paramref name="args"/>: empty unless the command is <c>sim</c> (not its
+    /// <c>--help</c>), the marker is unset and some default is missing from <paramref name="environment"/>.
+    /// </summary>
+    public static IReadOnlyList<KeyValuePair<string, string>> Missing(string[] args, Func<string, string?> environment)
+    {
+        if (args.Length == 0 || args[0] != "sim" || args.Any(a => a is "--help" or "-h" or "-?")
+            || environment(Marker) is not null)
+        {
+            return [];
+        }
+        return Defaults.Where(kv => environment(kv.Key) is null).ToList();
+    }
+
+    /// <summary>"DOTNET_GCConserveMemory=7, …" as this process runs with them (the runtime read these at its start).</summary>
+    public static string Describe(Func<string, string?> environment)
+    {
+        var set = Shown.Select(name => environment(name) is { } value ? $"{name}={value}" : null).OfType<string>().ToList();
+        var mode = System.Runtime.GCSettings.IsServerGC ? "server" : "workstation";
+        return $"{mode} GC, latency mode {System.Runtime.GCSettings.LatencyMode}; "
+            + (set.Count == 0 ? "no DOTNET_ settings (the runtime's defaults)" : string.Join(", ", set));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="args"/> in a new process of this program with the missing settings added, when there are any;
+    /// null when there are none (run here). Signals: Ctrl-C reaches both (the terminal's group; this one waits), a
+    /// SIGTERM to this process is passed on.
+    /// </summary>
+    public static int? RunAgainIfNeeded(string[] args)
+    {
+        var missing = Missing(args, Environment.GetEnvironmentVariable);
+        if (missing.Count == 0 || Environment.ProcessPath is not { } self)
+        {
+            return null;
+        }
+        var start = new ProcessStartInfo(self) { UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet")
+        {
+            // `dotnet potluck.dll sim …`: the host needs the assembly again.
+            start.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
+        }
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        foreach (var (name, value) in missing)
+        {
+            start.Environment[name] = value;
+        }
+        start.Environment[Marker] = "1";
+        if (OperatingSystem.IsLinux())
+        {
+            // Replace this process (same pid, stdio and signals; no waiting parent holding ~40 MiB of its own); returns
+            // only when that fails, and then a child runs it instead.
+            var argv = new List<string?> { self };
+            argv.AddRange(start.ArgumentList);
+            argv.Add(null);
+            var envp = start.Environment.Select(kv => $"{kv.Key}={kv.Value}").Append(null).ToArray();
+            try
+            {
+                _ = Execve(self, [.. argv], envp);
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                // no glibc: a child instead
+            }
+        }
+        using var child = Process.Start(start);
+        if (child is null)
+        {
+            return null;
+        }
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true);
+        using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => c.Cancel = true);
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            ThreadPool.QueueUserWorkItem(_ => PassOn(child, "TERM"));
+        });
+        // Should this process be ended regardless, the child ends with it.
+        void OnExit(object? sender, EventArgs e)
+        {
+            if (!child.HasExited)
+            {
+                PassOn(child, "TERM");
+                child.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+        }
+        AppDomain.CurrentDomain.ProcessExit += OnExit;
+        child.WaitForExit();
+        AppDomain.CurrentDomain.ProcessExit -= OnExit;
+        return child.ExitCode;
+    }
+
+    /// <summary>Passes <paramref name="signal"/> ("TERM") on with kill(1); where that fails, ends the child.</summary>
+    private static void PassOn(Process child, string signal)
+    {
+        try
+        {
+            using var kill = OperatingSystem.IsWindows() ? null
+                : Process.Start("kill", ["-" + signal, child.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            if (kill is null)
+            {
+                child.Kill();
+            }
+            else
+            {
+                kill.WaitForExit();
+            }
+        }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            try
+            {
+                child.Kill();
+            }
+            catch (InvalidOperationException)
+            {
+                // already gone
+            }
+        }
+    }
+
+#pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
+    [DllImport("libc.so.6", EntryPoint = "execve", SetLastError = true)]
+    private static extern int Execve(string path, string?[] argv, string?[] envp);
+#pragma warning restore SYSLIB1054
+}
