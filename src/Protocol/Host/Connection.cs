@@ -20,10 +20,19 @@ internal sealed class Connection : IConnection
     private readonly ProtocolInstruments _instruments;
     private int _closed;
     private long _lastActivityTicks;
-    private readonly Dictionary<string, ProtocolUse> _openByProtocol = new(StringComparer.Ordinal);
+    // Under the lock (this connection): one entry per protocol the connection has spoken, in the order first used; a
+    // few (identify, gossip, Kademlia, ping, a lease), so an array searched in order, not a Dictionary (its buckets,
+    // entries and comparer: ~270 B more per connection end). Null until the first stream.
+    private ProtocolUse[]? _protocols;
+    private int _protocolCount;
 
     /// <summary>Streams of one protocol open now, and when one of them last opened or ended (UTC ticks).</summary>
-    private readonly record struct ProtocolUse(int Open, long LastTicks);
+    private struct ProtocolUse
+    {
+        public string Protocol;
+        public int Open;
+        public long LastTicks;
+    }
 
     /// <param name="id">Unique within the host (the connection manager numbers them), for logs.</param>
     public Connection(long id, IRawConnection raw, ISecureChannel secure, IMuxedConnection muxed, Direction direction,
@@ -84,27 +93,77 @@ internal sealed class Connection : IConnection
     internal void CountStream(string protocol, int delta)
     {
         var now = _time.GetUtcNow().UtcTicks;
-        lock (_openByProtocol)
+        lock (this)
         {
-            _openByProtocol[protocol] = new ProtocolUse(Math.Max(0, _openByProtocol.GetValueOrDefault(protocol).Open + delta), now);
+            var uses = _protocols;
+            for (var i = 0; i < _protocolCount; i++)
+            {
+                ref var use = ref uses![i];
+                if (string.Equals(use.Protocol, protocol, StringComparison.Ordinal))
+                {
+                    use.Open = Math.Max(0, use.Open + delta);
+                    use.LastTicks = now;
+                    return;
+                }
+            }
+            if (uses is null || _protocolCount == uses.Length)
+            {
+                Array.Resize(ref _protocols, uses is null ? InitialProtocols : uses.Length * 2);
+            }
+            _protocols![_protocolCount++] = new ProtocolUse { Protocol = protocol, Open = Math.Max(0, delta), LastTicks = now };
+        }
+    }
+
+    private const int InitialProtocols = 4;
+
+    /// <summary>The protocols this connection has carried a stream of, in the order first used (tests).</summary>
+    internal string[] ProtocolsCarried
+    {
+        get
+        {
+            lock (this)
+            {
+                var result = new string[_protocolCount];
+                for (var i = 0; i < _protocolCount; i++)
+                {
+                    result[i] = _protocols![i].Protocol;
+                }
+                return result;
+            }
         }
     }
 
     /// <summary>Streams open now whose protocol <paramref name="counts"/> accepts.</summary>
     internal int OpenStreams(Func<string, bool> counts)
     {
-        lock (_openByProtocol)
+        lock (this)
         {
-            return _openByProtocol.Where(kv => counts(kv.Key)).Sum(kv => kv.Value.Open);
+            var open = 0;
+            for (var i = 0; i < _protocolCount; i++)
+            {
+                ref readonly var use = ref _protocols![i];
+                if (counts(use.Protocol))
+                {
+                    open += use.Open;
+                }
+            }
+            return open;
         }
     }
 
     /// <summary>Whether this connection has carried a negotiated stream whose protocol <paramref name="counts"/> accepts (open now or ended).</summary>
     internal bool Carried(Func<string, bool> counts)
     {
-        lock (_openByProtocol)
+        lock (this)
         {
-            return _openByProtocol.Keys.Any(counts);
+            for (var i = 0; i < _protocolCount; i++)
+            {
+                if (counts(_protocols![i].Protocol))
+                {
+                    return true;
+                }
+            }
+            return false;
         }
     }
 
@@ -115,11 +174,12 @@ internal sealed class Connection : IConnection
     internal DateTimeOffset LastUsed(Func<string, bool> counts)
     {
         var last = Opened.UtcTicks;
-        lock (_openByProtocol)
+        lock (this)
         {
-            foreach (var (protocol, use) in _openByProtocol)
+            for (var i = 0; i < _protocolCount; i++)
             {
-                if (use.LastTicks > last && counts(protocol))
+                ref readonly var use = ref _protocols![i];
+                if (use.LastTicks > last && counts(use.Protocol))
                 {
                     last = use.LastTicks;
                 }

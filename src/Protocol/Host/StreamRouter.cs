@@ -18,7 +18,10 @@ namespace Potluck.Protocol.Host;
 /// </summary>
 internal sealed class StreamRouter : IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<string, StreamHandler> _handlers = new(StringComparer.Ordinal);
+    // Each handler beside the protocol id it was registered with: an inbound stream takes that string (the protocol's
+    // constant, shared by every node in the process) instead of the one read off the wire, which its connection's
+    // protocol table, the stream and its reservation would otherwise each keep for their life.
+    private readonly ConcurrentDictionary<string, (string Protocol, StreamHandler Handler)> _handlers = new(StringComparer.Ordinal);
     private readonly HostOptions _options;
     private readonly MultistreamOptions _multistream;
     private readonly TimeProvider _time;
@@ -52,7 +55,7 @@ internal sealed class StreamRouter : IAsyncDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(protocol);
         ArgumentNullException.ThrowIfNull(handler);
-        _handlers[protocol] = handler;
+        _handlers[protocol] = (protocol, handler);
         Changed?.Invoke();
     }
 
@@ -165,11 +168,12 @@ internal sealed class StreamRouter : IAsyncDisposable
                 }
                 protocol = negotiation.Protocol!;
             }
-            if (!_handlers.TryGetValue(protocol, out var handler))
+            if (!_handlers.TryGetValue(protocol, out var registered))
             {
                 muxed.Reset(); // removed while the stream was negotiating
                 return;
             }
+            (protocol, var handler) = registered; // the registered string, equal to the one negotiated
             reservation.SetProtocol(protocol);
             if (_streamBudgets.TryGetValue(protocol, out var budget) && !_budgets.TryTake(connection.RemotePeer, budget))
             {

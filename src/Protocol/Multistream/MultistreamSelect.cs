@@ -87,7 +87,7 @@ public static class MultistreamSelect
             }
             if (answer == protocols[i])
             {
-                return Negotiation.Agreed(answer);
+                return Negotiation.Agreed(protocols[i]); // the caller's string, not the copy read off the wire
             }
             if (answer != NotAvailable)
             {

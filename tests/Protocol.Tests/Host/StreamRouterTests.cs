@@ -203,6 +203,81 @@ public class StreamRouterTests
         }
     });
 
+    [Test]
+    public void NegotiatedStreams_KeepTheProtocolStringsTheirSidesGave_NotCopiesReadOffTheWire() => VirtualTimeDriver.Run(async d =>
+    {
+        // Equal to the constant but distinct objects, so that what each side keeps can be told apart from a copy.
+        var registered = new string(Protocol.AsSpan());
+        var proposed = new string(Protocol.AsSpan());
+        await using var hosts = new TestHosts(d);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var accepted = new TaskCompletionSource<IStream>();
+        var release = new TaskCompletionSource();
+        b.Host.SetStreamHandler(registered, (s, _) =>
+        {
+            accepted.TrySetResult(s);
+            return release.Task;
+        });
+
+        await using var opened = await a.Host.NewStreamAsync(b.Host.PeerId, ["/test/absent/1.0.0", proposed], CancellationToken.None);
+        var inbound = await accepted.Task;
+
+        // On main each side kept the string read off the wire: one copy per stream, per connection's protocol table and
+        // per stream reservation, for their lives (~170 B per connection end at 200 nodes).
+        Assert.That(opened.Protocol, Is.SameAs(proposed), "the dialer keeps the string it proposed");
+        Assert.That(inbound.Protocol, Is.SameAs(registered), "the listener keeps the string its handler was registered with");
+        var dialerTable = ((Connection)a.Host.Connections.Single()).ProtocolsCarried;
+        var listenerTable = ((Connection)b.Host.Connections.Single()).ProtocolsCarried;
+        Assert.That(dialerTable.Single(p => p == Protocol), Is.SameAs(proposed));
+        Assert.That(listenerTable.Single(p => p == Protocol), Is.SameAs(registered));
+        release.TrySetResult();
+    });
+
+    [Test]
+    public void AConnectionsProtocolTable_CountsOpenStreamsPerProtocol_PastItsFirstFourPlaces() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var (a, b) = await ConnectedPairAsync(hosts);
+        var release = new TaskCompletionSource();
+        var protocols = Enumerable.Range(1, 6).Select(i => $"/test/table/{i}").ToArray();
+        foreach (var protocol in protocols)
+        {
+            b.Host.SetStreamHandler(protocol, (_, _) => release.Task);
+        }
+        var connection = (Connection)a.Host.Connections.Single();
+        var streams = new List<IStream>();
+        foreach (var protocol in protocols.Concat(protocols.Take(2)))
+        {
+            streams.Add(await a.Host.NewStreamAsync(b.Host.PeerId, [protocol], CancellationToken.None));
+        }
+        bool IsTable(string p) => p.StartsWith("/test/table/", StringComparison.Ordinal);
+
+        Assert.That(connection.ProtocolsCarried.Where(IsTable), Is.EqualTo(protocols), "one place per protocol, in the order first used");
+        Assert.That(connection.ProtocolsCarried, Has.Length.GreaterThan(6), "identify's too: past the table's first four places");
+        Assert.That(connection.OpenStreams(IsTable), Is.EqualTo(8));
+        Assert.That(connection.OpenStreams(p => p == protocols[0]), Is.EqualTo(2));
+        var opened = d.Clock.GetUtcNow();
+        await Task.Delay(TimeSpan.FromSeconds(3), d.Clock);
+        var ended = d.Clock.GetUtcNow();
+        await streams[5].DisposeAsync();
+        await streams[6].DisposeAsync();
+
+        Assert.That(connection.OpenStreams(IsTable), Is.EqualTo(6));
+        Assert.That(connection.OpenStreams(p => p == protocols[0]), Is.EqualTo(1));
+        Assert.That(connection.OpenStreams(p => p == protocols[5]), Is.Zero, "ended, and kept with none open");
+        Assert.That(connection.Carried(p => p == protocols[5]), Is.True);
+        Assert.That(connection.Carried(p => p == "/test/never"), Is.False);
+        Assert.That(connection.LastUsed(p => p == protocols[5]), Is.EqualTo(ended));
+        Assert.That(ended, Is.GreaterThan(opened));
+        Assert.That(connection.LastUsed(p => p == protocols[3]), Is.LessThanOrEqualTo(opened).And.GreaterThanOrEqualTo(connection.Opened));
+        Assert.That(connection.LastUsed(p => p == "/test/never"), Is.EqualTo(connection.Opened));
+        release.TrySetResult();
+        foreach (var stream in streams)
+        {
+            await stream.DisposeAsync();
+        }
+    });
+
     private static async Task<(TestHosts.TestNode A, TestHosts.TestNode B)> ConnectedPairAsync(TestHosts hosts)
     {
         var a = await hosts.StartAsync();
