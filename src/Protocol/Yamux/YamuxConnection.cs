@@ -46,7 +46,12 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     // Under the lock; null while no ping is in flight or no opener waits (most of a connection's life).
     private Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)>? _pings;
     private List<TaskCompletionSource>? _ackWaiters;
-    private readonly CancellationTokenSource _closeCts;
+    // Cancels the writer's flushes once the close timeout has passed after closing began. No timer until then: a
+    // CancellationTokenSource made with a TimeProvider creates its timer at once (a VirtualTimer of 72 B per connection,
+    // or a runtime timer, for the connection's life); the close arms _closeTimer, under the lock, on the same state.
+    private readonly CancellationTokenSource _closeCts = new();
+    private ITimer? _closeTimer;
+    private bool _closeCtsDisposed;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _run;
     private readonly Task _rtt;
@@ -78,9 +83,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         _logger = logger;
         _runtime = runtime;
         _time = runtime.Time;
-        var time = _time;
         IsInitiator = initiator;
-        _closeCts = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
         _backlogLimit = Math.Max(1, options.AcceptBacklog);
         _session = new YamuxSession(options, initiator, NewStream, budget); // a method, so no closure object per connection
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
@@ -614,6 +617,11 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             }
         }
 
+        lock (_sync)
+        {
+            _closeCtsDisposed = true;
+            _closeTimer?.Dispose();
+        }
         _closeCts.Dispose();
         lock (_sync)
         {
@@ -665,17 +673,50 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
 
         acceptWake.Run(_runtime.PipeScheduler);
 
-        try
-        {
-            _closeCts.CancelAfter(_options.CloseTimeout);
-        }
-        catch (ObjectDisposedException)
-        {
-            // Already fully closed.
-        }
+        StartCloseTimer();
 
         _in.CancelPendingRead();
         Wake();
+    }
+
+    /// <summary>
+    /// Cancels <see cref="_closeCts"/> once the close timeout has passed (as its own timer would, with the source as the
+    /// timer's state); nothing once the connection has fully closed.
+    /// </summary>
+    private void StartCloseTimer()
+    {
+        lock (_sync)
+        {
+            if (_closeCtsDisposed || _closeTimer is not null)
+            {
+                return;
+            }
+            var restore = !ExecutionContext.IsFlowSuppressed();
+            var flow = restore ? ExecutionContext.SuppressFlow() : default;
+            try
+            {
+                _closeTimer = _time.CreateTimer(static s => CancelQuietly((CancellationTokenSource)s!), _closeCts, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
+            }
+            finally
+            {
+                if (restore)
+                {
+                    flow.Undo();
+                }
+            }
+        }
+    }
+
+    private static void CancelQuietly(CancellationTokenSource source)
+    {
+        try
+        {
+            source.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Fully closed meanwhile.
+        }
     }
 
     private async Task ReadLoopAsync()

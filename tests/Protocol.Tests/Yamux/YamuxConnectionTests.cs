@@ -426,6 +426,82 @@ public partial class YamuxConnectionTests
     });
 
     [Test]
+    public async Task AnOpenConnection_HoldsNoTimer_ItsCloseArmsOne_ForTheCloseTimeout_AndDisposesIt()
+    {
+        // On main the close timeout's CancellationTokenSource made its timer with the connection: one per connection end
+        // for its whole life (a VirtualTimer of 72 B in a simulated mesh).
+        var time = new CountingTime(new VirtualClock());
+        var (connection, peer) = Start(initiator: true, NodeRuntime.WithTime(time));
+        var stream = await connection.OpenStreamAsync(default);
+        await stream.Output.WriteAsync(new byte[] { 1, 2, 3 });
+        var data = await ReceiveDataAsync(peer);
+        Assert.That(data.Payload, Is.EqualTo(new byte[] { 1, 2, 3 }));
+        Assert.That(time.Created, Is.Zero, "an open connection that has carried a stream holds no timer");
+
+        await connection.DisposeAsync();
+
+        Assert.That(time.Created, Is.EqualTo(1), "closing armed the close timeout");
+        Assert.That(time.Dues, Is.EqualTo(new[] { new YamuxOptions().CloseTimeout }));
+        Assert.That(time.Disposed, Is.EqualTo(1), "and the close disposed it");
+    }
+
+    /// <summary>A clock that counts the timers made through it (their due times) and those disposed.</summary>
+    private sealed class CountingTime(TimeProvider inner) : TimeProvider
+    {
+        private int _created;
+        private int _disposed;
+        private readonly List<TimeSpan> _dues = [];
+
+        public int Created => Volatile.Read(ref _created);
+
+        public int Disposed => Volatile.Read(ref _disposed);
+
+        public TimeSpan[] Dues
+        {
+            get
+            {
+                lock (_dues)
+                {
+                    return [.. _dues];
+                }
+            }
+        }
+
+        public override DateTimeOffset GetUtcNow() => inner.GetUtcNow();
+
+        public override long GetTimestamp() => inner.GetTimestamp();
+
+        public override long TimestampFrequency => inner.TimestampFrequency;
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            Interlocked.Increment(ref _created);
+            lock (_dues)
+            {
+                _dues.Add(dueTime);
+            }
+            return new Counted(inner.CreateTimer(callback, state, dueTime, period), this);
+        }
+
+        private sealed class Counted(ITimer timer, CountingTime owner) : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => timer.Change(dueTime, period);
+
+            public void Dispose()
+            {
+                Interlocked.Increment(ref owner._disposed);
+                timer.Dispose();
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+        }
+    }
+
+    [Test]
     public async Task PingFlood_WithoutReading_StaysBoundedAndTheConnectionSurvives()
     {
         var (connection, peer) = Start(initiator: false, options: new YamuxOptions { MaxPendingControlFrames = 16, MeasureRttOnStart = false });
