@@ -128,6 +128,11 @@ public sealed class PeerStore : IPeerStore
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
     private readonly StringInterner _interned = new(MaxInterned);
+
+    /// <summary>Distinct protocol lists shared between peers (the peers of one build send one list: one array, not one per peer).</summary>
+    internal const int MaxInternedLists = 128;
+
+    private readonly StringListInterner _protocolLists = new(MaxInternedLists);
     private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
@@ -313,12 +318,12 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            GetOrAdd(peer).Protocols = protocols
+            GetOrAdd(peer).Protocols = _protocolLists.Intern(protocols
                 .Where(p => p.Length > 0 && p.Length <= _options.MaxProtocolLength)
                 .Distinct(StringComparer.Ordinal)
                 .Take(_options.MaxProtocolsPerPeer)
                 .Select(Intern)
-                .ToArray();
+                .ToArray());
         }
         Updated?.Invoke(peer);
         TrimIfDue();
@@ -531,6 +536,7 @@ public sealed class PeerStore : IPeerStore
     private sealed class Entry
     {
         public List<AddressEntry> Addresses { get; } = [];
+        /// <summary>Shared with other peers' entries that hold the same list (<see cref="StringListInterner"/>): replaced, never written into.</summary>
         public string[] Protocols { get; set; } = [];
         public PublicKey? PublicKey { get; set; }
         public string? AgentVersion { get; set; }

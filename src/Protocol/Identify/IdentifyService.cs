@@ -64,6 +64,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
     // The strings of a result are kept as long as the peer is connected (in _pending, and by whoever listens): peers of
     // one network send the same protocol ids and versions, so each is held once per node, not once per connection.
     private readonly StringInterner _strings = new(MaxSharedStrings);
+    private readonly StringListInterner _protocolLists = new(PeerStore.MaxInternedLists);
     private readonly object _gate = new();
     private int _pushScheduled;
 
@@ -242,7 +243,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
             }
         }
         Multiaddr? observed = message.HasObservedAddr && Multiaddr.TryFromBytes(message.ObservedAddr.Span, out var o) ? o : null;
-        var protocols = _strings.InternAll(message.Protocols);
+        var protocols = _protocolLists.Intern(_strings.InternAll(message.Protocols)); // one array per distinct list, not per peer
         var agentVersion = message.HasAgentVersion ? _strings.Intern(message.AgentVersion) : null;
         var protocolVersion = message.HasProtocolVersion ? _strings.Intern(message.ProtocolVersion) : null;
         _host.Peers.ReplaceSelfReportedAddresses(peer, addresses);

@@ -57,3 +57,87 @@ internal sealed class StringInterner(int capacity)
         return interned;
     }
 }
+
+/// <summary>
+/// A node's table of string lists that many peers send alike (identify's protocol list: the peers of one build send the
+/// same list), so that 200 peers speaking the same 20 protocols hold one array, not 200 (~0.2 KiB each). Bounded as
+/// <see cref="StringInterner"/>: once <see cref="Capacity"/> distinct lists are kept, new ones are returned as they are.
+/// The arrays it returns are shared: nobody may write into them. Thread-safe; one per node.
+/// </summary>
+internal sealed class StringListInterner(int capacity)
+{
+    private readonly Dictionary<string[], string[]> _lists = new(OrdinalSequence.Instance);
+    private readonly Lock _gate = new();
+
+    /// <summary>Most distinct lists kept.</summary>
+    public int Capacity { get; } = capacity;
+
+    /// <summary>Distinct lists kept now.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _lists.Count;
+            }
+        }
+    }
+
+    /// <summary>The kept list equal to <paramref name="list"/> (the same strings, ordinal, in order), else <paramref name="list"/> (kept while there is room).</summary>
+    public string[] Intern(string[] list)
+    {
+        if (list.Length == 0)
+        {
+            return [];
+        }
+        lock (_gate)
+        {
+            if (_lists.TryGetValue(list, out var shared))
+            {
+                return shared;
+            }
+            if (_lists.Count < Capacity)
+            {
+                _lists[list] = list;
+            }
+            return list;
+        }
+    }
+
+    private sealed class OrdinalSequence : IEqualityComparer<string[]>
+    {
+        public static readonly OrdinalSequence Instance = new();
+
+        public bool Equals(string[]? x, string[]? y)
+        {
+            if (ReferenceEquals(x, y))
+            {
+                return true;
+            }
+            if (x is null || y is null || x.Length != y.Length)
+            {
+                return false;
+            }
+            for (var i = 0; i < x.Length; i++)
+            {
+                if (!string.Equals(x[i], y[i], StringComparison.Ordinal))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        public int GetHashCode(string[] list)
+        {
+            var hash = new HashCode();
+            hash.Add(list.Length);
+            foreach (var s in list)
+            {
+                hash.Add(s, StringComparer.Ordinal);
+            }
+            return hash.ToHashCode();
+        }
+    }
+}

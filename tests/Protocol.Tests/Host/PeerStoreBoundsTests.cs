@@ -19,6 +19,27 @@ public class PeerStoreBoundsTests
     private static Multiaddr Tcp(int i) => Multiaddr.Parse($"/ip4/10.0.{i / 250}.{i % 250 + 1}/tcp/4100");
 
     [Test]
+    public void PeersSendingTheSameProtocolList_ShareOneArray_AnotherListGetsItsOwn()
+    {
+        // On main every peer's entry kept its own array of the same strings (~0.2 KiB a peer at 20 protocols).
+        var store = new PeerStore(new PeerStoreOptions(), new VirtualClock());
+        string[] List(params string[] protocols) => protocols.Select(p => new string(p.AsSpan())).ToArray();
+        store.SetProtocols(Honest, List("/ipfs/id/1.0.0", "/meshsub/1.2.0", "/ipfs/kad/1.0.0"));
+        store.SetProtocols(Other, List("/ipfs/id/1.0.0", "/meshsub/1.2.0", "/ipfs/kad/1.0.0"));
+        var third = PrivateKey.FromRandom(new Random(3)).PeerId;
+        store.SetProtocols(third, List("/ipfs/id/1.0.0", "/meshsub/1.2.0"));
+
+        var honest = store.Get(Honest)!.Protocols;
+        Assert.That(store.Get(Other)!.Protocols, Is.SameAs(honest));
+        Assert.That(store.Get(third)!.Protocols, Is.EqualTo(new[] { "/ipfs/id/1.0.0", "/meshsub/1.2.0" }).And.Not.SameAs(honest));
+
+        // A peer that changes its list gets the new one; the others keep theirs.
+        store.SetProtocols(Other, List("/ipfs/id/1.0.0", "/meshsub/1.2.0"));
+        Assert.That(store.Get(Other)!.Protocols, Is.SameAs(store.Get(third)!.Protocols));
+        Assert.That(store.Get(Honest)!.Protocols, Is.EqualTo(new[] { "/ipfs/id/1.0.0", "/meshsub/1.2.0", "/ipfs/kad/1.0.0" }));
+    }
+
+    [Test]
     public void ConnectedPeer_AddressesDoNotExpire_AfterItsLastConnectionClosesTheyLastTenMinutes_ThenThePeerIsForgotten()
     {
         var clock = new VirtualClock();

@@ -35,3 +35,41 @@ public class StringInternerTests
         Assert.That(interner.Intern(fresh), Is.SameAs(fresh), "not kept: returned as given");
     }
 }
+
+public class StringListInternerTests
+{
+    private static string[] Copy(params string[] strings) => strings.Select(s => new string(s.AsSpan())).ToArray();
+
+    [Test]
+    public void Intern_EqualLists_ReturnsTheFirstArray_OtherOrdersAndLengthsStayApart()
+    {
+        var interner = new StringListInterner(8);
+        var first = Copy("/ipfs/id/1.0.0", "/meshsub/1.2.0", "/ipfs/kad/1.0.0");
+
+        Assert.That(interner.Intern(first), Is.SameAs(first));
+        Assert.That(interner.Intern(Copy("/ipfs/id/1.0.0", "/meshsub/1.2.0", "/ipfs/kad/1.0.0")), Is.SameAs(first));
+        var reordered = Copy("/meshsub/1.2.0", "/ipfs/id/1.0.0", "/ipfs/kad/1.0.0");
+        Assert.That(interner.Intern(reordered), Is.SameAs(reordered), "the same strings in another order: another list");
+        var shorter = Copy("/ipfs/id/1.0.0", "/meshsub/1.2.0");
+        Assert.That(interner.Intern(shorter), Is.SameAs(shorter));
+        Assert.That(interner.Intern([]), Is.Empty);
+        Assert.That(interner.Count, Is.EqualTo(3), "the empty list is not kept");
+    }
+
+    /// <summary>A remote that sends a fresh list every time cannot grow the table past its capacity.</summary>
+    [Test]
+    [Category("Adversarial")]
+    public void Intern_BeyondCapacity_KeepsNothingMoreAndReturnsTheListAsGiven()
+    {
+        var interner = new StringListInterner(2);
+        for (var i = 0; i < 1000; i++)
+        {
+            var list = new[] { "/ipfs/id/1.0.0", $"/junk/{i}" };
+            Assert.That(interner.Intern(list), Is.SameAs(list));
+        }
+        Assert.That(interner.Count, Is.EqualTo(2));
+        var kept = interner.Intern(new[] { "/ipfs/id/1.0.0", "/junk/1" });
+        Assert.That(kept, Is.EqualTo(new[] { "/ipfs/id/1.0.0", "/junk/1" }));
+        Assert.That(interner.Intern(new[] { "/ipfs/id/1.0.0", "/junk/0" }), Is.Not.SameAs(kept));
+    }
+}
