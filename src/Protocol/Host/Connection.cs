@@ -24,7 +24,6 @@ internal sealed class Connection : IConnection
     // few (identify, gossip, Kademlia, ping, a lease), so an array searched in order, not a Dictionary (its buckets,
     // entries and comparer: ~270 B more per connection end). Null until the first stream.
     private ProtocolUse[]? _protocols;
-    private int _protocolCount;
 
     /// <summary>Streams of one protocol open now, and when one of them last opened or ended (UTC ticks).</summary>
     private struct ProtocolUse
@@ -111,25 +110,6 @@ internal sealed class Connection : IConnection
                 Array.Resize(ref _protocols, uses is null ? InitialProtocols : uses.Length * 2);
             }
             _protocols![_protocolCount++] = new ProtocolUse { Protocol = protocol, Open = Math.Max(0, delta), LastTicks = now };
-        }
-    }
-
-    private const int InitialProtocols = 4;
-
-    /// <summary>The protocols this connection has carried a stream of, in the order first used (tests).</summary>
-    internal string[] ProtocolsCarried
-    {
-        get
-        {
-            lock (this)
-            {
-                var result = new string[_protocolCount];
-                for (var i = 0; i < _protocolCount; i++)
-                {
-                    result[i] = _protocols![i].Protocol;
-                }
-                return result;
-            }
         }
     }
 
@@ -258,4 +238,26 @@ internal sealed class Connection : IConnection
     }
 
     public override string ToString() => $"conn#{Id} {Direction} {RemotePeer} {RemoteAddress}";
+
+    // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
+    private const int InitialProtocols = 4;
+
+    /// <summary>The protocols this connection has carried a stream of, in the order first used (tests).</summary>
+    internal string[] ProtocolsCarried
+    {
+        get
+        {
+            lock (this)
+            {
+                var result = new string[_protocolCount];
+                for (var i = 0; i < _protocolCount; i++)
+                {
+                    result[i] = _protocols![i].Protocol;
+                }
+                return result;
+            }
+        }
+    }
+
+    private int _protocolCount;
 }

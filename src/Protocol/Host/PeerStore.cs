@@ -128,11 +128,6 @@ public sealed class PeerStore : IPeerStore
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
     private readonly StringInterner _interned = new(MaxInterned);
-
-    /// <summary>Distinct protocol lists shared between peers (the peers of one build send one list: one array, not one per peer).</summary>
-    internal const int MaxInternedLists = 128;
-
-    private readonly StringListInterner _protocolLists = new(MaxInternedLists);
     private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
@@ -563,4 +558,10 @@ public sealed class PeerStore : IPeerStore
             Latency,
             LastSeen);
     }
+
+    // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
+    /// <summary>Distinct protocol lists shared between peers (the peers of one build send one list: one array, not one per peer).</summary>
+    internal const int MaxInternedLists = 128;
+
+    private readonly StringListInterner _protocolLists = new(MaxInternedLists);
 }

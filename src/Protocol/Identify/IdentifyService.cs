@@ -64,7 +64,6 @@ public sealed partial class IdentifyService : IAsyncDisposable
     // The strings of a result are kept as long as the peer is connected (in _pending, and by whoever listens): peers of
     // one network send the same protocol ids and versions, so each is held once per node, not once per connection.
     private readonly StringInterner _strings = new(MaxSharedStrings);
-    private readonly StringListInterner _protocolLists = new(PeerStore.MaxInternedLists);
     private readonly object _gate = new();
     private int _pushScheduled;
 
@@ -330,4 +329,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Identify with {Peer} failed unexpectedly")]
     private partial void LogIdentifyBug(PeerId peer, Exception e);
+
+    // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
+    private readonly StringListInterner _protocolLists = new(PeerStore.MaxInternedLists);
 }

@@ -50,8 +50,6 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     // CancellationTokenSource made with a TimeProvider creates its timer at once (a VirtualTimer of 72 B per connection,
     // or a runtime timer, for the connection's life); the close arms _closeTimer, under the lock, on the same state.
     private readonly CancellationTokenSource _closeCts = new();
-    private ITimer? _closeTimer;
-    private bool _closeCtsDisposed;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _run;
     private readonly Task _rtt;
@@ -679,46 +677,6 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         Wake();
     }
 
-    /// <summary>
-    /// Cancels <see cref="_closeCts"/> once the close timeout has passed (as its own timer would, with the source as the
-    /// timer's state); nothing once the connection has fully closed.
-    /// </summary>
-    private void StartCloseTimer()
-    {
-        lock (_sync)
-        {
-            if (_closeCtsDisposed || _closeTimer is not null)
-            {
-                return;
-            }
-            var restore = !ExecutionContext.IsFlowSuppressed();
-            var flow = restore ? ExecutionContext.SuppressFlow() : default;
-            try
-            {
-                _closeTimer = _time.CreateTimer(static s => CancelQuietly((CancellationTokenSource)s!), _closeCts, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
-            }
-            finally
-            {
-                if (restore)
-                {
-                    flow.Undo();
-                }
-            }
-        }
-    }
-
-    private static void CancelQuietly(CancellationTokenSource source)
-    {
-        try
-        {
-            source.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // Fully closed meanwhile.
-        }
-    }
-
     private async Task ReadLoopAsync()
     {
         Exception? error = null;
@@ -1262,4 +1220,49 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "yamux: the remote sent GoAway ({Code})")]
     private partial void LogGoAway(YamuxGoAwayCode code);
+
+    // Added after the others: the compiler-generated names of the methods above stay as they were (events_hash hashes them).
+    /// <summary>
+    /// Cancels <see cref="_closeCts"/> once the close timeout has passed (as its own timer would, with the source as the
+    /// timer's state); nothing once the connection has fully closed.
+    /// </summary>
+    private void StartCloseTimer()
+    {
+        lock (_sync)
+        {
+            if (_closeCtsDisposed || _closeTimer is not null)
+            {
+                return;
+            }
+            var restore = !ExecutionContext.IsFlowSuppressed();
+            var flow = restore ? ExecutionContext.SuppressFlow() : default;
+            try
+            {
+                _closeTimer = _time.CreateTimer(static s => CancelQuietly((CancellationTokenSource)s!), _closeCts, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
+            }
+            finally
+            {
+                if (restore)
+                {
+                    flow.Undo();
+                }
+            }
+        }
+    }
+
+    private static void CancelQuietly(CancellationTokenSource source)
+    {
+        try
+        {
+            source.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Fully closed meanwhile.
+        }
+    }
+
+    // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
+    private ITimer? _closeTimer;
+    private bool _closeCtsDisposed;
 }
