@@ -125,9 +125,16 @@ public sealed class PeerStore : IPeerStore
     /// <summary>Distinct protocol and agent strings shared between peers (so 200 peers speaking the same 20 protocols hold 20 strings).</summary>
     private const int MaxInterned = 512;
 
+    /// <summary>
+    /// Distinct protocol lists shared between peers (peers running the same software report the same list, so each peer
+    /// holds a reference, not its own array); a list beyond this many stays the peer's own.
+    /// </summary>
+    internal const int MaxInternedProtocolLists = 64;
+
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
     private readonly StringInterner _interned = new(MaxInterned);
+    private readonly Dictionary<string[], string[]> _protocolLists = new(ProtocolListComparer.Instance);
     private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
@@ -190,12 +197,12 @@ public sealed class PeerStore : IPeerStore
         {
             var e = GetOrAdd(peer);
             e.Connections++;
-            e.LastSeen = _time.GetUtcNow();
-            for (var i = 0; i < e.Addresses.Count; i++)
+            e.LastSeen = Ticks(_time.GetUtcNow());
+            foreach (ref var a in e.Addresses.AsSpan())
             {
-                if (!e.Addresses[i].Permanent)
+                if (!a.Permanent)
                 {
-                    e.Addresses[i] = e.Addresses[i] with { Expires = DateTimeOffset.MaxValue };
+                    a.Expires = Never;
                 }
             }
         }
@@ -212,14 +219,14 @@ public sealed class PeerStore : IPeerStore
                 return;
             }
             var now = _time.GetUtcNow();
-            var until = now + _options.RecentlyConnectedAddressTtl;
-            e.LastSeen = now;
+            var until = Ticks(now + _options.RecentlyConnectedAddressTtl);
+            e.LastSeen = Ticks(now);
             e.KeepUntil = until;
-            for (var i = 0; i < e.Addresses.Count; i++)
+            foreach (ref var a in e.Addresses.AsSpan())
             {
-                if (!e.Addresses[i].Permanent && e.Addresses[i].Expires > until)
+                if (!a.Permanent && a.Expires > until)
                 {
-                    e.Addresses[i] = e.Addresses[i] with { Expires = until };
+                    a.Expires = until;
                 }
             }
         }
@@ -237,10 +244,11 @@ public sealed class PeerStore : IPeerStore
         var changed = false;
         lock (_gate)
         {
-            var now = _time.GetUtcNow();
+            var clock = _time.GetUtcNow();
+            var now = Ticks(clock);
             var e = GetOrAdd(peer);
             var permanent = ttl == Timeout.InfiniteTimeSpan || (ttl is null && source == AddressSource.Manual && e.Connections == 0);
-            var expires = permanent || e.Connections > 0 ? DateTimeOffset.MaxValue : now + (ttl ?? _options.DiscoveredAddressTtl);
+            var expires = permanent || e.Connections > 0 ? Never : Ticks(clock + (ttl ?? _options.DiscoveredAddressTtl));
             foreach (var a in addresses)
             {
                 var bare = a.WithoutPeer();
@@ -248,26 +256,23 @@ public sealed class PeerStore : IPeerStore
                 {
                     continue;
                 }
-                var index = e.Addresses.FindIndex(x => x.Address == bare);
+                var bytes = bare.Bytes.Span;
+                var index = e.IndexOf(bytes);
                 if (index >= 0)
                 {
-                    var existing = e.Addresses[index];
-                    e.Addresses[index] = existing with
-                    {
-                        Source = source < existing.Source ? source : existing.Source,
-                        LastSeen = now,
-                        Permanent = existing.Permanent || permanent,
-                        Expires = existing.Expires > expires ? existing.Expires : expires,
-                    };
+                    ref var existing = ref e.Addresses[index];
+                    existing.Source = source < existing.Source ? source : existing.Source;
+                    existing.LastSeen = now;
+                    existing.Permanent = existing.Permanent || permanent;
+                    existing.Expires = existing.Expires > expires ? existing.Expires : expires;
                     continue;
                 }
-                e.Addresses.Add(new AddressEntry(bare, source, now, expires, permanent));
+                e.Add(new AddressEntry(bytes.ToArray(), source, now, expires, permanent));
                 changed = true;
-                if (e.Addresses.Count > _options.MaxAddressesPerPeer)
+                if (e.Addresses.Length > _options.MaxAddressesPerPeer)
                 {
                     // Drop an expired address first, else the weakest, oldest: third-party hints go before the peer's own word.
-                    var victim = e.Addresses.OrderByDescending(x => x.Expires <= now).ThenByDescending(x => x.Source).ThenBy(x => x.LastSeen).First();
-                    e.Addresses.Remove(victim);
+                    e.RemoveAt(e.VictimIndex(now));
                 }
             }
         }
@@ -292,7 +297,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            GetOrAdd(peer).Addresses.RemoveAll(x => x.Source == AddressSource.Identify);
+            GetOrAdd(peer).RemoveAll(static (in AddressEntry x, ReadOnlySpan<byte> _) => x.Source == AddressSource.Identify, []);
         }
         AddAddresses(peer, addresses, AddressSource.Identify);
     }
@@ -303,8 +308,7 @@ public sealed class PeerStore : IPeerStore
         {
             if (_peers.TryGetValue(peer, out var e))
             {
-                var bare = address.WithoutPeer();
-                e.Addresses.RemoveAll(x => x.Address == bare);
+                e.RemoveAll(static (in AddressEntry x, ReadOnlySpan<byte> bare) => x.Bytes.AsSpan().SequenceEqual(bare), address.WithoutPeer().Bytes.Span);
             }
         }
     }
@@ -313,7 +317,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            GetOrAdd(peer).Protocols = _protocolLists.Intern(protocols
+            GetOrAdd(peer).Protocols = InternList(protocols
                 .Where(p => p.Length > 0 && p.Length <= _options.MaxProtocolLength)
                 .Distinct(StringComparer.Ordinal)
                 .Take(_options.MaxProtocolsPerPeer)
@@ -356,7 +360,7 @@ public sealed class PeerStore : IPeerStore
         lock (_gate)
         {
             var e = GetOrAdd(peer);
-            e.Latency = e.Latency is { } old ? TimeSpan.FromTicks((long)(old.Ticks * 0.8 + rtt.Ticks * 0.2)) : rtt;
+            e.LatencyTicks = e.LatencyTicks != NoLatency ? (long)(e.LatencyTicks * 0.8 + rtt.Ticks * 0.2) : rtt.Ticks;
         }
         TrimIfDue();
     }
@@ -365,7 +369,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            GetOrAdd(peer).LastSeen = _time.GetUtcNow();
+            GetOrAdd(peer).LastSeen = Ticks(_time.GetUtcNow());
         }
         TrimIfDue();
     }
@@ -374,7 +378,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            return _peers.TryGetValue(peer, out var e) ? e.ToInfo(peer, _time.GetUtcNow()) : null;
+            return _peers.TryGetValue(peer, out var e) ? e.ToInfo(peer, Ticks(_time.GetUtcNow())) : null;
         }
     }
 
@@ -382,7 +386,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            return _peers.TryGetValue(peer, out var e) ? e.LiveAddresses(_time.GetUtcNow()) : [];
+            return _peers.TryGetValue(peer, out var e) ? e.LiveAddresses(Ticks(_time.GetUtcNow())) : [];
         }
     }
 
@@ -407,7 +411,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            var now = _time.GetUtcNow();
+            var now = Ticks(_time.GetUtcNow());
             return _peers.Select(kv => kv.Value.ToInfo(kv.Key, now)).ToArray();
         }
     }
@@ -437,7 +441,7 @@ public sealed class PeerStore : IPeerStore
     {
         if (!_peers.TryGetValue(peer, out var e))
         {
-            e = new Entry { LastSeen = _time.GetUtcNow() };
+            e = new Entry { LastSeen = Ticks(_time.GetUtcNow()) };
             _peers[peer] = e;
         }
         return e;
@@ -449,7 +453,7 @@ public sealed class PeerStore : IPeerStore
     /// </summary>
     private void TrimIfDue()
     {
-        List<(PeerId Peer, DateTimeOffset Seen, bool Expired)> candidates;
+        List<(PeerId Peer, long Seen, bool Expired)> candidates;
         Func<PeerId, bool>[] retainers;
         int excess;
         lock (_gate)
@@ -473,7 +477,7 @@ public sealed class PeerStore : IPeerStore
                 {
                     continue;
                 }
-                var expired = sweep && e.IsForgettable(now);
+                var expired = sweep && e.IsForgettable(Ticks(now));
                 if (expired || excess > 0)
                 {
                     candidates.Add((peer, e.LastSeen, expired));
@@ -524,44 +528,240 @@ public sealed class PeerStore : IPeerStore
 
     private string Intern(string s) => _interned.Intern(s);
 
+    /// <summary>The kept list equal to <paramref name="list"/>, else the list itself (kept while there is room). Under the lock.</summary>
+    private string[] InternList(string[] list)
+    {
+        if (list.Length == 0)
+        {
+            return [];
+        }
+        if (_protocolLists.TryGetValue(list, out var shared))
+        {
+            return shared;
+        }
+        if (_protocolLists.Count < MaxInternedProtocolLists)
+        {
+            _protocolLists.Add(list, list);
+        }
+        return list;
+    }
+
+    /// <summary>Distinct protocol lists held once for many peers now (tests and diagnostics).</summary>
+    internal int InternedProtocolLists
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _protocolLists.Count;
+            }
+        }
+    }
+
     private static string? Truncate(string? s, int max) => s is null ? null : s.Length <= max ? s : s[..max];
 
-    private sealed record AddressEntry(Multiaddr Address, AddressSource Source, DateTimeOffset LastSeen, DateTimeOffset Expires, bool Permanent);
+    /// <summary>Times are kept as UTC ticks (8 bytes, where a <see cref="DateTimeOffset"/> takes 16).</summary>
+    private static long Ticks(DateTimeOffset t) => t.UtcTicks;
 
+    private static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
+
+    /// <summary>An address that does not expire (while connected, or permanent).</summary>
+    private static readonly long Never = DateTimeOffset.MaxValue.UtcTicks;
+
+    private const long NoLatency = long.MinValue;
+
+    /// <summary>
+    /// One address of a peer: its binary multiaddr (the form that travels; a <see cref="Multiaddr"/> is made from it when
+    /// the address is read) and how it was learned, inline in the peer's array: ~32 bytes and the bytes' array, where a
+    /// record around a parsed multiaddr (its components, their values, its bytes and text) took ~300.
+    /// </summary>
+    private struct AddressEntry(byte[] bytes, AddressSource source, long lastSeen, long expires, bool permanent)
+    {
+        public readonly byte[] Bytes = bytes;
+        public long LastSeen = lastSeen;
+        public long Expires = expires;
+        public AddressSource Source = source;
+        public bool Permanent = permanent;
+    }
+
+    private delegate bool AddressPredicate(in AddressEntry entry, ReadOnlySpan<byte> argument);
+
+    /// <summary>What the node knows about one peer, in one object: its addresses inline in an exactly sized array.</summary>
     private sealed class Entry
     {
-        public List<AddressEntry> Addresses { get; } = [];
-        /// <summary>Shared with other peers' entries that hold the same list (<see cref="StringListInterner"/>): replaced, never written into.</summary>
+        public AddressEntry[] Addresses = [];
+        /// <summary>Shared with other peers' entries that hold the same list (<see cref="InternList"/>): replaced, never written into.</summary>
         public string[] Protocols { get; set; } = [];
         public PublicKey? PublicKey { get; set; }
         public string? AgentVersion { get; set; }
         public string? ProtocolVersion { get; set; }
-        public TimeSpan? Latency { get; set; }
-        public DateTimeOffset LastSeen { get; set; }
-        public int Connections { get; set; }
-        public DateTimeOffset KeepUntil { get; set; }
+        public long LatencyTicks = NoLatency;
+        public long LastSeen;
+        public long KeepUntil;
+        public int Connections;
+
+        public int IndexOf(ReadOnlySpan<byte> bytes)
+        {
+            for (var i = 0; i < Addresses.Length; i++)
+            {
+                if (Addresses[i].Bytes.AsSpan().SequenceEqual(bytes))
+                {
+                    return i;
+                }
+            }
+            return -1;
+        }
+
+        public void Add(AddressEntry entry)
+        {
+            var grown = new AddressEntry[Addresses.Length + 1];
+            Addresses.CopyTo(grown, 0);
+            grown[^1] = entry;
+            Addresses = grown;
+        }
+
+        public void RemoveAt(int index)
+        {
+            if (Addresses.Length == 1)
+            {
+                Addresses = [];
+                return;
+            }
+            var shrunk = new AddressEntry[Addresses.Length - 1];
+            Addresses.AsSpan(0, index).CopyTo(shrunk);
+            Addresses.AsSpan(index + 1).CopyTo(shrunk.AsSpan(index));
+            Addresses = shrunk;
+        }
+
+        public void RemoveAll(AddressPredicate match, ReadOnlySpan<byte> argument)
+        {
+            for (var i = Addresses.Length - 1; i >= 0; i--)
+            {
+                if (match(in Addresses[i], argument))
+                {
+                    RemoveAt(i);
+                }
+            }
+        }
+
+        /// <summary>
+        /// The address to drop at the cap: an expired one first, else the weakest source, else the least recently seen;
+        /// the first such in order (as a stable sort by those keys picks it).
+        /// </summary>
+        public int VictimIndex(long now)
+        {
+            var best = 0;
+            for (var i = 1; i < Addresses.Length; i++)
+            {
+                ref readonly var a = ref Addresses[i];
+                ref readonly var b = ref Addresses[best];
+                bool aExpired = a.Expires <= now, bExpired = b.Expires <= now;
+                if (aExpired != bExpired)
+                {
+                    if (aExpired)
+                    {
+                        best = i;
+                    }
+                    continue;
+                }
+                if (a.Source != b.Source)
+                {
+                    if (a.Source > b.Source)
+                    {
+                        best = i;
+                    }
+                    continue;
+                }
+                if (a.LastSeen < b.LastSeen)
+                {
+                    best = i;
+                }
+            }
+            return best;
+        }
 
         /// <summary>Not connected, no address left to dial it by, and not connected recently.</summary>
-        public bool IsForgettable(DateTimeOffset now) =>
-            Connections == 0 && now >= KeepUntil && !Addresses.Any(a => a.Expires > now);
+        public bool IsForgettable(long now)
+        {
+            if (Connections != 0 || now < KeepUntil)
+            {
+                return false;
+            }
+            foreach (ref readonly var a in Addresses.AsSpan())
+            {
+                if (a.Expires > now)
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
 
-        public Multiaddr[] LiveAddresses(DateTimeOffset now) =>
-            Addresses.Where(x => x.Expires > now).OrderBy(x => x.Source).ThenByDescending(x => x.LastSeen).Select(x => x.Address).ToArray();
+        /// <summary>The live addresses, the peer's own word first, then the most recently seen (a stable order).</summary>
+        public Multiaddr[] LiveAddresses(long now)
+        {
+            var live = 0;
+            foreach (ref readonly var a in Addresses.AsSpan())
+            {
+                if (a.Expires > now)
+                {
+                    live++;
+                }
+            }
+            if (live == 0)
+            {
+                return [];
+            }
+            var order = new (AddressSource Source, long LastSeen, int Index)[live];
+            var n = 0;
+            for (var i = 0; i < Addresses.Length; i++)
+            {
+                if (Addresses[i].Expires > now)
+                {
+                    order[n++] = (Addresses[i].Source, Addresses[i].LastSeen, i);
+                }
+            }
+            // By source, then most recently seen, ties in stored order: the order OrderBy(Source).ThenByDescending(LastSeen) gave.
+            Array.Sort(order, static (x, y) => x.Source != y.Source ? x.Source.CompareTo(y.Source)
+                : x.LastSeen != y.LastSeen ? y.LastSeen.CompareTo(x.LastSeen) : x.Index.CompareTo(y.Index));
+            var result = new Multiaddr[live];
+            for (var i = 0; i < live; i++)
+            {
+                result[i] = Multiaddr.FromBytes(Addresses[order[i].Index].Bytes);
+            }
+            return result;
+        }
 
-        public PeerInfo ToInfo(PeerId id, DateTimeOffset now) => new(
+        public PeerInfo ToInfo(PeerId id, long now) => new(
             id,
             LiveAddresses(now),
             Protocols,
             PublicKey,
             AgentVersion,
             ProtocolVersion,
-            Latency,
-            LastSeen);
+            LatencyTicks == NoLatency ? null : TimeSpan.FromTicks(LatencyTicks),
+            FromTicks(LastSeen));
     }
 
-    // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
-    /// <summary>Distinct protocol lists shared between peers (the peers of one build send one list: one array, not one per peer).</summary>
-    internal const int MaxInternedLists = 128;
+    /// <summary>Protocol lists equal when they hold the same strings in the same order.</summary>
+    private sealed class ProtocolListComparer : IEqualityComparer<string[]>
+    {
+        public static readonly ProtocolListComparer Instance = new();
 
-    private readonly StringListInterner _protocolLists = new(MaxInternedLists);
+        public bool Equals(string[]? x, string[]? y) =>
+            ReferenceEquals(x, y) || (x is not null && y is not null && x.AsSpan().SequenceEqual(y, StringComparer.Ordinal));
+
+        public int GetHashCode(string[] list)
+        {
+            var h = new HashCode();
+            foreach (var p in list)
+            {
+                h.Add(p, StringComparer.Ordinal);
+            }
+            return h.ToHashCode();
+        }
+    }
+
+    /// <summary>Identify's shared protocol lists (<see cref="StringListInterner"/>) stop at this many distinct lists.</summary>
+    internal const int MaxInternedLists = 128;
 }

@@ -30,15 +30,22 @@ public enum AdVerdict
 /// <summary>An advertisement whose signature, signer and fields have been checked.</summary>
 public sealed class VerifiedAdvertisement
 {
-    private readonly byte[] _key;
+    /// <summary>The key's protobuf bytes; null when the provider's id is its key, identity-hashed (every Ed25519 key).</summary>
+    private readonly byte[]? _key;
 
-    /// <param name="key">The signer's key, checked; kept as its protobuf bytes (<see cref="Key"/> decodes it when asked).</param>
+    /// <param name="key">
+    /// The signer's key, checked against <paramref name="provider"/>; kept as its protobuf bytes (<see cref="Key"/> decodes
+    /// it when asked), or not at all when the provider's id already holds them.
+    /// </param>
     internal VerifiedAdvertisement(Advertisement ad, PeerId provider, PublicKey key)
     {
         Ad = ad;
         Provider = provider;
-        _key = key.ToProtobuf();
+        _key = IsIdentityHashed(provider) ? null : key.ToProtobuf();
     }
+
+    /// <summary>An identity multihash (code 0): the id's bytes after the 2-byte prefix are the key's protobuf.</summary>
+    private static bool IsIdentityHashed(PeerId provider) => provider.Bytes is [0x00, _, _, ..];
 
     public Advertisement Ad { get; }
 
@@ -48,7 +55,7 @@ public sealed class VerifiedAdvertisement
     /// The provider's key, decoded when asked (a book holds up to 1,024 advertisements on every node and uses a key only
     /// for the providers it leases from: bytes, ~60 B, instead of a decoded key, ~220 B).
     /// </summary>
-    public PublicKey Key => PublicKey.TryFromProtobuf(_key, out var key) ? key : throw new InvalidOperationException("a checked key no longer decodes");
+    public PublicKey Key => PublicKey.TryFromProtobuf(_key ?? Provider.Bytes[2..], out var key) ? key : throw new InvalidOperationException("a checked key no longer decodes");
 
     /// <summary>
     /// The listen addresses, parsed from <see cref="Advertisement.ListenAddresses"/> (checked when opened) each time they are
@@ -125,9 +132,25 @@ public static class AdvertisementCodec
         {
             return AdVerdict.PeerMismatch;
         }
+        // Every provider of a release names the same runtime and version: one string each for every book.
+        var (runtime, version) = (RuntimeNames.Intern(ad.Runtime), RuntimeNames.Intern(ad.RuntimeVersion));
+        if (!ReferenceEquals(runtime, ad.Runtime) || !ReferenceEquals(version, ad.RuntimeVersion))
+        {
+            ad = ad with { Runtime = runtime, RuntimeVersion = version };
+        }
         verified = new VerifiedAdvertisement(ad, provider, key);
         return AdVerdict.Accepted;
     }
+
+    /// <summary>
+    /// Runtime names and versions that advertisements share, process-wide (immutable strings; a book holds up to
+    /// <see cref="AdvertisementOptions.MaxProviders"/> ads, each had its own two copies); beyond this many distinct
+    /// strings an ad keeps its own, so a flood of made-up names costs what it did before.
+    /// </summary>
+    private static readonly Potluck.Protocol.Runtime.StringInterner RuntimeNames = new(64);
+
+    /// <summary>Distinct runtime strings shared now (tests).</summary>
+    internal static int SharedRuntimeNames => RuntimeNames.Count;
 
     private static bool TryValidate(Advertisement ad, AdvertisementOptions options, out PeerId provider)
     {

@@ -25,6 +25,43 @@ public class AdvertisementCodecTests
     }
 
     [Test]
+    public void Open_KeepsNoKeyBytesWhereTheProviderIdHoldsThem_AndTheKeyStillReadsBack_RsaToo()
+    {
+        var ed = Ads.Key(31);
+        Assert.That(AdvertisementCodec.TryOpen(Ads.Signed(ed), Options, out var opened), Is.EqualTo(AdVerdict.Accepted));
+        Assert.That(opened!.Key, Is.EqualTo(ed.PublicKey), "identity-hashed id: the key from the id's own bytes");
+        var keyField = typeof(VerifiedAdvertisement).GetField("_key", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        Assert.That(keyField.GetValue(opened), Is.Null, "no second copy of the key's bytes");
+
+        var rsa = Potluck.Protocol.Identity.PrivateKey.Generate(Potluck.Protocol.Identity.KeyType.Rsa); // SHA-256-hashed id
+        Assert.That(AdvertisementCodec.TryOpen(AdvertisementCodec.Sign(Ads.Make(rsa), rsa), Options, out var openedRsa), Is.EqualTo(AdVerdict.Accepted));
+        Assert.That(openedRsa!.Key, Is.EqualTo(rsa.PublicKey), "hashed id: the key kept as its bytes");
+        Assert.That(keyField.GetValue(openedRsa), Is.Not.Null);
+    }
+
+    [Test]
+    [Category("Adversarial")]
+    public void Open_AdsShareTheirRuntimeNames_AndAFloodOfMadeUpNamesStaysAtTheCap_EachAdReadingItsOwn()
+    {
+        AdvertisementCodec.TryOpen(Ads.Signed(Ads.Key(41)), Options, out var a);
+        AdvertisementCodec.TryOpen(Ads.Signed(Ads.Key(42)), Options, out var b);
+        Assert.That(b!.Ad.RuntimeVersion, Is.SameAs(a!.Ad.RuntimeVersion), "one string for both books' entries");
+        Assert.That(b.Ad.Runtime, Is.SameAs(a.Ad.Runtime));
+        Assert.That(b.Ad.RuntimeVersion, Is.EqualTo("wasmtime 50.0.1"));
+
+        var flood = Ads.Key(43);
+        for (var i = 0; i < 200; i++)
+        {
+            var ad = Ads.Make(flood, sequence: (ulong)i + 1) with { RuntimeVersion = $"made-up {i}" };
+            Assert.That(AdvertisementCodec.TryOpen(AdvertisementCodec.Sign(ad, flood), Options, out var opened), Is.EqualTo(AdVerdict.Accepted));
+            Assert.That(opened!.Ad.RuntimeVersion, Is.EqualTo($"made-up {i}"));
+        }
+        Assert.That(AdvertisementCodec.SharedRuntimeNames, Is.EqualTo(64), "shared strings stop at the cap");
+        AdvertisementCodec.TryOpen(Ads.Signed(Ads.Key(44)), Options, out var c);
+        Assert.That(c!.Ad.RuntimeVersion, Is.SameAs(a.Ad.RuntimeVersion), "a name shared before the flood still is");
+    }
+
+    [Test]
     public void Open_AnyFlippedBit_IsRejectedNeverAccepted()
     {
         var key = Ads.Key(2);

@@ -1,0 +1,120 @@
+using Potluck.Protocol.Host;
+using Potluck.Protocol.Identity;
+using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
+
+namespace Potluck.Protocol.Tests.Host;
+
+/// <summary>
+/// The peer store's compact form (one object per peer, addresses as their binary multiaddrs inline, protocol lists shared
+/// between peers that report the same one) reads back exactly what the store said before: the same addresses in the
+/// same order, the same cap victim, the same protocols. All on a virtual clock.
+/// </summary>
+public class PeerStoreCompactTests
+{
+    private static readonly PeerId Peer = PrivateKey.FromRandom(new Random(21)).PeerId;
+
+    private static Multiaddr Tcp(int i) => Multiaddr.Parse($"/ip4/10.1.0.{i}/tcp/4001");
+
+    [Test]
+    public void Addresses_ReadBackTheirOwnWordFirst_ThenTheMostRecentlySeen_WithoutAPeerSuffix_AndEqualButNotTheSameObjects()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        store.AddDiscoveredAddresses(Peer, [Tcp(1)], DiscoveryChannel.DhtLookup);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddAddresses(Peer, [Tcp(2)], AddressSource.Identify);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddDiscoveredAddresses(Peer, [Tcp(3)], DiscoveryChannel.Other);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddAddresses(Peer, [Tcp(4).WithPeer(Peer)], AddressSource.Identify); // stored bare
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddDiscoveredAddresses(Peer, [Tcp(1)], DiscoveryChannel.Other);      // seen again: most recent discovery
+
+        var read = store.GetAddresses(Peer);
+        Assert.That(read, Is.EqualTo(new[] { Tcp(4), Tcp(2), Tcp(1), Tcp(3) }));
+        Assert.That(store.Get(Peer)!.Addresses, Is.EqualTo(read));
+        Assert.That(store.GetAddresses(Peer)[0], Is.Not.SameAs(read[0]), "each read makes its own multiaddrs from the bytes");
+
+        store.RemoveAddress(Peer, Tcp(2).WithPeer(Peer));
+        store.ReplaceSelfReportedAddresses(Peer, [Tcp(5)]);
+        Assert.That(store.GetAddresses(Peer), Is.EqualTo(new[] { Tcp(5), Tcp(1), Tcp(3) }), "identify's own list replaced, third parties' kept");
+    }
+
+    [Test]
+    public void AtTheAddressCap_AnExpiredAddressGoesFirst_ThenTheWeakestSource_ThenTheLeastRecentlySeen()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions { MaxAddressesPerPeer = 3 }, clock);
+        store.AddAddresses(Peer, [Tcp(1)], AddressSource.Manual);                 // kept
+        store.AddDiscoveredAddresses(Peer, [Tcp(2)], DiscoveryChannel.DhtLookup); // 2 min
+        store.AddAddresses(Peer, [Tcp(3)], AddressSource.Identify);               // 10 min
+        clock.Advance(TimeSpan.FromMinutes(3));                                   // Tcp(2) expired
+        store.AddAddresses(Peer, [Tcp(4)], AddressSource.Identify);
+        Assert.That(store.GetAddresses(Peer), Is.EquivalentTo(new[] { Tcp(1), Tcp(3), Tcp(4) }), "the expired one made way");
+
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddDiscoveredAddresses(Peer, [Tcp(5)], DiscoveryChannel.Other);
+        Assert.That(store.GetAddresses(Peer), Is.EquivalentTo(new[] { Tcp(1), Tcp(3), Tcp(4) }),
+            "nothing expired: the weakest source (the newcomer, a third party's) goes");
+
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddAddresses(Peer, [Tcp(6)], AddressSource.Identify);
+        Assert.That(store.GetAddresses(Peer), Is.EquivalentTo(new[] { Tcp(1), Tcp(4), Tcp(6) }),
+            "among identify's, the least recently seen (Tcp(3)) goes; the manual one outranks them");
+    }
+
+    [Test]
+    public void PeersReportingTheSameProtocols_ShareOneList_AndLatencyAndLastSeenReadBack()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        string[] protocols = ["/meshsub/1.2.0", "/ipfs/id/1.0.0", "/ipfs/kad/1.0.0"];
+        var peers = Enumerable.Range(0, 50).Select(i => PrivateKey.FromRandom(new Random(100 + i)).PeerId).ToArray();
+        foreach (var p in peers)
+        {
+            store.SetProtocols(p, protocols.Select(x => new string(x)).Append("/ipfs/id/1.0.0")); // own strings, a duplicate
+        }
+        var first = store.Get(peers[0])!.Protocols;
+        Assert.That(first, Is.EqualTo(protocols));
+        Assert.That(peers.Select(p => store.Get(p)!.Protocols), Has.All.SameAs(first), "one list for all fifty");
+        Assert.That(store.InternedProtocolLists, Is.EqualTo(1));
+        Assert.That(store.SupportsProtocol(peers[7], "/ipfs/kad/1.0.0"), Is.True);
+        Assert.That(store.SupportsProtocol(peers[7], "/other/1"), Is.False);
+
+        store.RecordLatency(peers[0], TimeSpan.FromMilliseconds(100));
+        store.RecordLatency(peers[0], TimeSpan.FromMilliseconds(200));
+        clock.Advance(TimeSpan.FromSeconds(5));
+        store.MarkSeen(peers[0]);
+        var info = store.Get(peers[0])!;
+        Assert.That(info.Latency, Is.EqualTo(TimeSpan.FromMilliseconds(120)));
+        Assert.That(info.LastSeen, Is.EqualTo(clock.GetUtcNow()));
+        Assert.That(store.Get(peers[1])!.Latency, Is.Null);
+    }
+
+    [Test]
+    [Category("Adversarial")]
+    public void AFloodOfPeersEachWithItsOwnProtocolList_HoldsTheSharedListsAtTheirCap_AndEveryPeerReadsItsOwn()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        var honest = PrivateKey.FromRandom(new Random(7)).PeerId;
+        var honestTwin = PrivateKey.FromRandom(new Random(8)).PeerId;
+        store.SetProtocols(honest, ["/meshsub/1.2.0", "/ipfs/id/1.0.0"]);
+        var rng = new Random(3);
+        var sybils = new List<PeerId>();
+        for (var i = 0; i < 2_000; i++)
+        {
+            var id = PrivateKey.FromRandom(rng).PeerId;
+            sybils.Add(id);
+            store.SetProtocols(id, [$"/junk/{i}", "/meshsub/1.2.0"]);
+        }
+        store.SetProtocols(honestTwin, ["/meshsub/1.2.0", "/ipfs/id/1.0.0"]);
+
+        Assert.That(store.InternedProtocolLists, Is.EqualTo(PeerStore.MaxInternedProtocolLists), "the shared lists stop at the cap");
+        Assert.That(store.Get(honestTwin)!.Protocols, Is.SameAs(store.Get(honest)!.Protocols), "a list met before the flood is still shared");
+        Assert.That(store.SupportsProtocol(honest, "/ipfs/id/1.0.0"), Is.True);
+        Assert.That(store.SupportsProtocol(sybils[1_999], "/junk/1999"), Is.True, "a list past the cap is the peer's own, and right");
+        Assert.That(store.SupportsProtocol(sybils[1_999], "/junk/1998"), Is.False);
+    }
+}
