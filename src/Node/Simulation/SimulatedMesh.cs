@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Potluck.Node.Hosting;
@@ -745,6 +746,8 @@ public sealed class SimulatedMesh : IAsyncDisposable
                     Sandbox = NodeSandboxOptions,
                 },
             });
+        // A simulated node's machine is simulated too: idle, on the mesh's clock (the host's /proc is not N machines).
+        builder.Services.AddSingleton<Potluck.Node.Home.IMachineProbe>(new SimulatedMachineProbe(Clock));
         if (node.IsAdversary)
         {
             // The attack behaviours are issue 8's product code (src/Scheduler/Adversaries), decorating the real executor.

@@ -127,7 +127,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// </summary>
     public void Start()
     {
-        _subscription ??= _bus.Subscribe(AdvertisementProtocol.Topic, ValidateAdvertisement, OnAdvertisementAsync);
+        _subscription ??= _bus.Subscribe<VerifiedAdvertisement>(AdvertisementProtocol.Topic, ValidateAdvertisement, OnAdvertisementAsync);
         _host.Connected += OnConnected;
         foreach (var connection in _host.Connections)
         {
@@ -215,13 +215,22 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     // ------------------------------------------------------------------ advertisements
 
-    private TopicVerdict ValidateAdvertisement(TopicMessage message) =>
-        AdvertisementCodec.TryOpen(message.Data.Span, _options.Advertising, out _) switch
+    /// <summary>
+    /// Opens the envelope (size, decoding, the provider's signature, the fields' limits) and hands the opened advertisement
+    /// to <see cref="OnAdvertisementAsync"/>, which only stores it: the envelope is decoded and its signature checked once
+    /// per advertisement heard, not twice (every node hears every provider's advertisement, so a second check was an
+    /// Ed25519 verification per provider per publication on every node, a cost that grew with the mesh).
+    /// </summary>
+    private TopicVerdict ValidateAdvertisement(TopicMessage message, out VerifiedAdvertisement? opened)
+    {
+        var verdict = AdvertisementCodec.TryOpen(message.Data.Span, _options.Advertising, out opened);
+        return verdict switch
         {
             AdVerdict.Accepted => TopicVerdict.Accept,
             AdVerdict.TooLarge or AdVerdict.Malformed or AdVerdict.BadSignature or AdVerdict.PeerMismatch => TopicVerdict.Reject,
             _ => TopicVerdict.Ignore,
         };
+    }
 
     private void OnConnected(IConnection connection) => _work.Run($"fetch ad from {connection.RemotePeer}", () => FetchAdvertisementAsync(connection));
 
@@ -255,17 +264,27 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
     }
 
-    private ValueTask OnAdvertisementAsync(TopicMessage message, CancellationToken ct)
+    private ValueTask OnAdvertisementAsync(TopicMessage message, VerifiedAdvertisement opened, CancellationToken ct)
     {
-        AddAdvertisement(message.Data.Span);
+        AddAdvertisement(opened);
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>An envelope fetched from a peer: opened (and its signature checked) here, then stored.</summary>
     private void AddAdvertisement(ReadOnlySpan<byte> envelope)
+    {
+        if (AdvertisementCodec.TryOpen(envelope, _options.Advertising, out var opened) == AdVerdict.Accepted && opened is not null)
+        {
+            AddAdvertisement(opened);
+        }
+    }
+
+    /// <summary>Stores an opened advertisement (time, lifetime, sequence and room checked by the book).</summary>
+    private void AddAdvertisement(VerifiedAdvertisement ad)
     {
         lock (_gate)
         {
-            if (_book.Add(envelope, _time.GetUtcNow(), out var ad) != AdVerdict.Accepted || ad is null)
+            if (_book.Add(ad, _time.GetUtcNow()) != AdVerdict.Accepted)
             {
                 return;
             }
