@@ -7,7 +7,9 @@
 # (SIM= a build older than --hold-at-end: END_DUMP=0.)
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
-# earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs.
+# earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs. potluck sim hands glibc's free pages
+# back every second of wall (malloc_trim; builds from 99e6993 on; POTLUCK_SIM_MALLOC_TRIM_MS=0: never, as before).
+# smaps.txt / smaps-at-end.txt: scripts/bench/smaps-classes.py FILE NODES sums their RSS by kind of mapping.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$1"; shift
