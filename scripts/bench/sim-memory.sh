@@ -3,11 +3,13 @@
 # /proc/PID/smaps_rollup, the GC's figures (from the progress line) and a dotnet-gcdump (types by size), then lets the
 # run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
 # At the end (the run drained, before its report; `potluck sim --hold-at-end`, the mesh frozen meanwhile) it takes the
-# same again: smaps_rollup-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
+# same again: smaps_rollup-at-end.txt, smaps-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
 # (SIM= a build older than --hold-at-end: END_DUMP=0.)
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
-# earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs.
+# earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs. potluck sim hands glibc's free pages
+# back every second of wall (malloc_trim; builds from 99e6993 on; POTLUCK_SIM_MALLOC_TRIM_MS=0: never, as before).
+# smaps.txt / smaps-at-end.txt: scripts/bench/smaps-classes.py FILE NODES sums their RSS by kind of mapping.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$1"; shift
@@ -33,6 +35,8 @@ until grep -q "memory after warm-up" "$out/progress.txt" 2>/dev/null; do
 done
 grep "memory after warm-up" "$out/progress.txt"
 cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup.txt" || true
+cat "/proc/$pid/smaps" >"$out/smaps.txt" 2>/dev/null || true   # by mapping: scripts/bench/smaps-classes.py OUT/smaps.txt NODES
+grep -E "^(Threads|VmRSS|RssAnon|RssFile)" "/proc/$pid/status" >"$out/status.txt" 2>/dev/null || true
 grep -E "^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)" "$out/smaps_rollup.txt" || true
 dump() {   # dump NAME TYPES-FILE
   if [ "${GCDUMP:-1}" = 1 ] && command -v dotnet-gcdump >/dev/null; then   # GCDUMP=0: none (a dump forces a full GC and inflates the peak)
@@ -49,6 +53,8 @@ if [ "${END_DUMP:-1}" = 1 ]; then
   done
   grep -a -o "memory at the end[^\r]*" "$out/progress.txt" || true
   cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup-at-end.txt" || true
+  cat "/proc/$pid/smaps" >"$out/smaps-at-end.txt" 2>/dev/null || true
+  grep -E "^(Threads|VmRSS|RssAnon|RssFile)" "/proc/$pid/status" >"$out/status-at-end.txt" 2>/dev/null || true
   grep -E "^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)" "$out/smaps_rollup-at-end.txt" || true
   dump at-end gcdump-types-at-end.txt || true
   touch "$out/.release"

@@ -171,10 +171,13 @@ internal sealed class SimCommand : PotluckCommand
         UseThroughputGc();
         SimReport report;
         using var runtime = SimRuntimeFigures.Start();
+        var trimEvery = SimGcSettings.MallocTrimInterval(Environment.GetEnvironmentVariable);
+        using var trimming = Simulation.NativeHeap.StartTrimming(trimEvery);
         try
         {
             report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), ct);
-            report = report with { Runtime = runtime.Snapshot() with { Settings = SimGcSettings.Describe(Environment.GetEnvironmentVariable) } };
+            report = report with { Runtime = runtime.Snapshot() with { Settings = SimGcSettings.Describe(Environment.GetEnvironmentVariable)
+                + (trimming is null ? "; malloc not trimmed" : $"; malloc trimmed every {trimEvery.TotalSeconds:0.###} s wall") } };
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && !quiet)
         {

@@ -48,6 +48,27 @@ internal static class SimGcSettings
         return Defaults.Where(kv => environment(kv.Key) is null).ToList();
     }
 
+    /// <summary>
+    /// How often <c>potluck sim</c> hands glibc's free pages back (<c>malloc_trim</c>, README "Simulated meshes" → "Native
+    /// memory, accounted"): <c>POTLUCK_SIM_MALLOC_TRIM_MS</c>, 1,000 ms when unset, 0 never. A malformed value is refused.
+    /// </summary>
+    public static TimeSpan MallocTrimInterval(Func<string, string?> environment)
+    {
+        var text = environment(MallocTrimVariable);
+        if (text is null)
+        {
+            return TimeSpan.FromSeconds(1);
+        }
+        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var ms))
+        {
+            throw new UsageException($"{MallocTrimVariable}: '{text}' is not a whole number of milliseconds (0 turns trimming off)");
+        }
+        return TimeSpan.FromMilliseconds(ms);
+    }
+
+    /// <summary>The environment variable <see cref="MallocTrimInterval"/> reads.</summary>
+    public const string MallocTrimVariable = "POTLUCK_SIM_MALLOC_TRIM_MS";
+
     /// <summary>"DOTNET_GCConserveMemory=7, …" as this process runs with them (the runtime read these at its start).</summary>
     public static string Describe(Func<string, string?> environment)
     {

@@ -5,9 +5,12 @@ namespace Potluck.Node.Simulation;
 /// <summary>
 /// Where a simulation's memory is at one moment, without forcing a collection: the process's resident set (from
 /// <c>/proc/self/status</c> where there is one), what the GC has committed and what the heap held after its last
-/// collection, and what SQLite's allocator holds (every in-memory database, page cache and statement of every node).
+/// collection, what SQLite's allocator holds (every in-memory database, page cache and statement of every node), and,
+/// with glibc, what the C allocator (<c>malloc</c>: SQLite, Wasmtime, the runtime's own native parts) has in use and
+/// holds free in its arenas (<see cref="NativeHeap"/>; NaN elsewhere).
 /// </summary>
-public readonly record struct SimMemory(double RssMib, double GcCommittedMib, double GcHeapMib, double GcFragmentedMib, double SqliteMib)
+public readonly record struct SimMemory(double RssMib, double GcCommittedMib, double GcHeapMib, double GcFragmentedMib, double SqliteMib,
+    double MallocInUseMib = double.NaN, double MallocFreeMib = double.NaN, long SqliteAllocations = -1)
 {
     private const double Mib = 1024 * 1024;
 
@@ -16,14 +19,104 @@ public readonly record struct SimMemory(double RssMib, double GcCommittedMib, do
     {
         var gc = GC.GetGCMemoryInfo();
         using var self = System.Diagnostics.Process.GetCurrentProcess();
+        var malloc = NativeHeap.Read();
         return new SimMemory(self.WorkingSet64 / Mib, gc.TotalCommittedBytes / Mib, gc.HeapSizeBytes / Mib,
-            gc.FragmentedBytes / Mib, SQLitePCL.raw.sqlite3_memory_used() / Mib);
+            gc.FragmentedBytes / Mib, SQLitePCL.raw.sqlite3_memory_used() / Mib,
+            malloc is { } m ? m.InUse / Mib : double.NaN, malloc is { } f ? f.Free / Mib : double.NaN,
+            SQLitePCL.raw.sqlite3_status(SQLitePCL.raw.SQLITE_STATUS_MALLOC_COUNT, out var count, out _, 0) == SQLitePCL.raw.SQLITE_OK ? count : -1);
     }
 
     /// <summary>One line: the figures and each per node.</summary>
     public string Describe(int nodes, string when) => string.Create(CultureInfo.InvariantCulture,
         $"memory {when}: RSS {RssMib:F0} MiB ({RssMib * 1024 / nodes:F0} KiB per node), GC committed {GcCommittedMib:F0} MiB ({GcCommittedMib * 1024 / nodes:F0} KiB), "
-        + $"heap at last GC {GcHeapMib:F0} MiB ({GcHeapMib * 1024 / nodes:F0} KiB; {GcFragmentedMib:F0} MiB fragmented), SQLite {SqliteMib:F1} MiB ({SqliteMib * 1024 / nodes:F0} KiB)");
+        + $"heap at last GC {GcHeapMib:F0} MiB ({GcHeapMib * 1024 / nodes:F0} KiB; {GcFragmentedMib:F0} MiB fragmented), SQLite {SqliteMib:F1} MiB ({SqliteMib * 1024 / nodes:F0} KiB, {SqliteAllocations / (double)nodes:F0} allocations)")
+        + (double.IsNaN(MallocInUseMib) ? "" : string.Create(CultureInfo.InvariantCulture,
+            $", malloc in use {MallocInUseMib:F0} MiB ({MallocInUseMib * 1024 / nodes:F0} KiB per node), free in its arenas {MallocFreeMib:F0} MiB"));
+}
+
+/// <summary>
+/// glibc's allocator totals over all its arenas (<c>mallinfo2</c>, glibc 2.33 and later): bytes in use (allocated
+/// chunks, mmapped ones included) and bytes it holds free (freed chunks it keeps in its arenas: resident where touched
+/// and not trimmed). Null where there is no glibc or no <c>mallinfo2</c>.
+/// </summary>
+internal static class NativeHeap
+{
+    public readonly record struct Totals(long InUse, long Free);
+
+    public static Totals? Read()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+        try
+        {
+            var info = MallInfo2();
+            return new Totals((long)(info.Uordblks + info.Hblkhd), (long)info.Fordblks);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Hands the pages glibc holds free back to the kernel (<c>malloc_trim(0)</c>: the top of every arena and every whole
+    /// free page inside one, by <c>madvise</c>); false where there is no glibc. The allocator's state is otherwise as
+    /// before: nothing allocated moves and no allocation fails for it.
+    /// </summary>
+    public static bool Trim()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+        try
+        {
+            _ = MallocTrim(0);
+            return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Trims (<see cref="Trim"/>) every <paramref name="every"/> of wall time until disposed; null where there is no glibc.
+    /// The wall clock is right here: the trim is the process's housekeeping, outside any node and any simulated time.
+    /// </summary>
+    public static IDisposable? StartTrimming(TimeSpan every)
+    {
+        if (every <= TimeSpan.Zero || !Trim())
+        {
+            return null;
+        }
+        return new Timer(_ => Trim(), null, every, every);
+    }
+
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct MallInfo2Struct
+    {
+        public nuint Arena;     // non-mmapped space allocated (bytes)
+        public nuint Ordblks;   // free chunks
+        public nuint Smblks;    // free fastbin blocks
+        public nuint Hblks;     // mmapped regions
+        public nuint Hblkhd;    // space in mmapped regions (bytes)
+        public nuint Usmblks;   // unused
+        public nuint Fsmblks;   // space in freed fastbin blocks (bytes)
+        public nuint Uordblks;  // total allocated space (bytes)
+        public nuint Fordblks;  // total free space (bytes)
+        public nuint Keepcost;  // top-most, releasable space (bytes)
+    }
+
+#pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
+    [System.Runtime.InteropServices.DllImport("libc.so.6", EntryPoint = "mallinfo2")]
+    private static extern MallInfo2Struct MallInfo2();
+
+    [System.Runtime.InteropServices.DllImport("libc.so.6", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+#pragma warning restore SYSLIB1054
 }
 
 /// <summary>

@@ -66,6 +66,7 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
         try
         {
             connection.Open();
+            SqliteMemory.NoLookaside(connection); // a few statements now and then: no 48 KiB of lookaside for them
             using (var command = connection.CreateCommand())
             {
                 command.CommandText = setup;

@@ -45,6 +45,38 @@ public class SqliteMemoryTests
     }
 
     [Test]
+    public void StateFileOnDisk_UsesNoLookaside_WhereAFileConnectionOfTheDefaultKindDoes()
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "potluck-lookaside-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using (var ordinary = new SqliteConnection(new SqliteConnectionStringBuilder
+            {
+                DataSource = Path.Combine(Directory.CreateDirectory(directory).FullName, "ordinary.db"),
+                Pooling = false,
+            }.ToString()))
+            {
+                ordinary.Open();
+                Exercise(ordinary);
+                Assert.That(LookasideHighWater(ordinary), Is.GreaterThan(0), "a default file connection uses lookaside (else this test proves nothing)");
+            }
+            var file = SqliteStateFile.Open(directory, "state.db", "PRAGMA journal_mode = WAL;", "SELECT 1;");
+            using (file.Connection)
+            {
+                Exercise(file.Connection);
+                Assert.That(LookasideHighWater(file.Connection), Is.EqualTo(0));
+                using var count = file.Connection.CreateCommand();
+                count.CommandText = "SELECT count(*) FROM t";
+                Assert.That(count.ExecuteScalar(), Is.EqualTo(2L), "the same results without it");
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Test]
     public void Slim_AfterTheConnectionUsedLookaside_Throws()
     {
         using var connection = new SqliteConnection(SqliteMemory.ConnectionString(Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString("N"))));
