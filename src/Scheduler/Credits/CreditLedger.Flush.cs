@@ -9,8 +9,10 @@ namespace Potluck.Scheduler.Credits;
 /// <para>
 /// Group commits are numbered before their COMMIT runs (<c>_issued</c>) and counted once it has returned
 /// (<c>_committed</c>); <c>_flushed</c> is the highest number known to be on disk. Flushes are serialised: one reads
-/// <c>_committed</c>, flushes, and then marks that many flushed, so a later flush covers every earlier commit; any thread
-/// that needs a commit flushed does the flush itself when nobody has yet (no thread is dedicated to it). Nothing read is
+/// <c>_committed</c>, flushes, and then marks that many flushed, so a later flush covers every earlier commit. No thread is
+/// dedicated to it: a caller that needs a commit flushed when no flush is under way runs the flush itself; callers arriving
+/// meanwhile wait (the asynchronous calls, <see cref="SettleAsync"/> and <see cref="RecordEarnedAsync"/>, without holding a
+/// thread), and the flush's runner then completes those it covered and hands the next flush to the oldest one it did not. Nothing read is
 /// acted on before its flush: every call of the ledger (on the writer's connection or the reader's) returns only once the
 /// group commits it could have seen — those numbered when its statements had run — are flushed, so an AlreadyRecorded, an
 /// owed amount, a reservation or a balance is never answered from a commit a crash could still undo.
@@ -29,6 +31,9 @@ namespace Potluck.Scheduler.Credits;
 public sealed partial class CreditLedger
 {
     private readonly Lock _flushGate = new();
+    private readonly Lock _flushRun = new();
+    private readonly List<(long Number, TaskCompletionSource<bool> Waiter)> _flushWaiters = [];
+    private bool _flushing;
     private FileStream? _wal;
     private long _issued;
     private long _committed;
@@ -110,34 +115,175 @@ public sealed partial class CreditLedger
         Interlocked.Increment(ref _waitingForFlush);
         try
         {
-            if (number > Volatile.Read(ref _committed))
+            var waiter = EnterFlush(number, out var lead);
+            if (waiter is not null)
             {
-                // Seen while its COMMIT was still running (SQLite publishes a commit to readers inside it): its COMMIT
-                // runs under the writer's lock, so once that lock is free the commit is counted.
-                lock (_gate)
-                {
-                }
+                lead = waiter.Task.GetAwaiter().GetResult();
             }
-            lock (_flushGate)
+            if (lead)
             {
-                if (number <= _flushed)
-                {
-                    return;
-                }
-                if (_flushFailure is { } failure)
-                {
-                    throw FlushFailed(failure);
-                }
-                ObjectDisposedException.ThrowIf(_wal is null, this);
-                var through = Volatile.Read(ref _committed); // every COMMIT that has returned: this flush covers them all
-                FlushWal();
-                Volatile.Write(ref _flushed, through);
+                LeadFlush();
             }
         }
         finally
         {
             Interlocked.Decrement(ref _waitingForFlush);
         }
+    }
+
+    /// <summary>
+    /// <see cref="AwaitFlushed"/> without holding a thread while another caller's flush runs: a caller that finds a flush
+    /// under way awaits its end (the thread goes back to the pool) instead of blocking on it. Whoever flushes still blocks
+    /// its own thread in the <c>fsync</c>; one thread per ledger at a time, not one per waiting caller.
+    /// </summary>
+    private ValueTask AwaitFlushedAsync(long number) =>
+        _inMemory || number <= Volatile.Read(ref _flushed) ? ValueTask.CompletedTask : AwaitFlushedSlowAsync(number);
+
+    private async ValueTask AwaitFlushedSlowAsync(long number)
+    {
+        Interlocked.Increment(ref _waitingForFlush);
+        try
+        {
+            var waiter = EnterFlush(number, out var lead);
+            if (waiter is not null)
+            {
+                lead = await waiter.Task;
+            }
+            if (lead)
+            {
+                LeadFlush();
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _waitingForFlush);
+        }
+    }
+
+    /// <summary>
+    /// Joins the flushes for commit <paramref name="number"/>: returns null with <paramref name="lead"/> false when a flush
+    /// has covered it already, null with <paramref name="lead"/> true when no flush is under way (the caller flushes now),
+    /// else a waiter that completes when a flush has covered it (false) or when the caller is to run the next flush (true).
+    /// </summary>
+    private TaskCompletionSource<bool>? EnterFlush(long number, out bool lead)
+    {
+        lead = false;
+        if (number > Volatile.Read(ref _committed))
+        {
+            // Seen while its COMMIT was still running (SQLite publishes a commit to readers inside it): its COMMIT runs
+            // under the writer's lock, so once that lock is free the commit is counted.
+            lock (_gate)
+            {
+            }
+        }
+        lock (_flushGate)
+        {
+            if (number <= _flushed)
+            {
+                return null;
+            }
+            if (_flushFailure is { } failure)
+            {
+                throw FlushFailed(failure);
+            }
+            ObjectDisposedException.ThrowIf(_wal is null, this);
+            if (!_flushing)
+            {
+                _flushing = true;
+                lead = true;
+                return null;
+            }
+            var waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _flushWaiters.Add((number, waiter));
+            return waiter;
+        }
+    }
+
+    /// <summary>
+    /// Runs one flush as its only runner (<c>_flushing</c> set by <see cref="EnterFlush"/>, or handed over): flushes every
+    /// COMMIT that has returned, then completes the waiters it covered, and hands the next flush to the oldest waiter it did
+    /// not cover, if any (that waiter's commit has returned, so the next flush covers it). A failure fails every waiter.
+    /// </summary>
+    private void LeadFlush()
+    {
+        Exception? failure = null;
+        lock (_flushRun)
+        {
+            var through = Volatile.Read(ref _committed); // every COMMIT that has returned: this flush covers them all
+            if (through > Volatile.Read(ref _flushed)) // not when closing the ledger flushed them meanwhile
+            {
+                try
+                {
+                    if (_wal is null)
+                    {
+                        throw new ObjectDisposedException(nameof(CreditLedger));
+                    }
+                    FlushWal();
+                }
+                catch (Exception e)
+                {
+                    failure = e;
+                }
+            }
+            ReleaseFlushWaiters(failure is null ? through : null, failure, handOver: true);
+        }
+        if (failure is not null)
+        {
+            throw failure;
+        }
+    }
+
+    /// <summary>
+    /// After a flush through <paramref name="through"/> (null: it failed with <paramref name="failure"/>): completes the
+    /// waiters it covered (all of them on a failure) and, when <paramref name="handOver"/>, hands the next flush to the oldest
+    /// one left or ends the run of flushes.
+    /// </summary>
+    private void ReleaseFlushWaiters(long? through, Exception? failure, bool handOver)
+    {
+        List<TaskCompletionSource<bool>> covered = [];
+        TaskCompletionSource<bool>? next = null;
+        lock (_flushGate)
+        {
+            if (through is { } flushed && flushed > _flushed)
+            {
+                Volatile.Write(ref _flushed, flushed);
+            }
+            for (var i = 0; i < _flushWaiters.Count; i++)
+            {
+                var (number, waiter) = _flushWaiters[i];
+                if (failure is not null || number <= _flushed)
+                {
+                    covered.Add(waiter);
+                    _flushWaiters.RemoveAt(i--);
+                }
+            }
+            if (handOver)
+            {
+                if (_flushWaiters.Count > 0)
+                {
+                    next = _flushWaiters[0].Waiter;
+                    _flushWaiters.RemoveAt(0);
+                }
+                else
+                {
+                    _flushing = false;
+                }
+            }
+        }
+        foreach (var waiter in covered)
+        {
+            if (failure is null)
+            {
+                waiter.TrySetResult(false);
+            }
+            else
+            {
+                waiter.TrySetException(failure is ObjectDisposedException
+                    ? new ObjectDisposedException(nameof(CreditLedger))
+                    : FlushFailed(Volatile.Read(ref _flushFailure) ?? failure));
+            }
+        }
+        next?.TrySetResult(true);
     }
 
     /// <summary>Flushes the WAL (through <see cref="FlushHook"/> when set), under the flush's lock; a failure is kept.</summary>
@@ -163,28 +309,32 @@ public sealed partial class CreditLedger
 
     private void FsyncWal() => (_wal ?? throw new ObjectDisposedException(nameof(CreditLedger))).Flush(flushToDisk: true);
 
-    /// <summary>From <see cref="Dispose"/> (the writer's lock held): flushes what is committed and not yet flushed, then closes the handle.</summary>
+    /// <summary>
+    /// From <see cref="Dispose"/> (the writer's lock held, so nothing commits meanwhile): flushes what is committed and not
+    /// yet flushed, completes whoever waited for it, then closes the handle.
+    /// </summary>
     private void CloseWal()
     {
-        lock (_flushGate)
+        lock (_flushRun)
         {
             if (_wal is null)
             {
                 return;
             }
             var through = Volatile.Read(ref _committed);
-            if (_flushFailure is null && through > _flushed)
+            Exception? failure = null;
+            if (Volatile.Read(ref _flushFailure) is null && through > Volatile.Read(ref _flushed))
             {
                 try
                 {
                     FlushWal();
-                    Volatile.Write(ref _flushed, through);
                 }
-                catch (LedgerException)
+                catch (LedgerException e)
                 {
-                    // kept in _flushFailure: whoever still waits for these commits is told
+                    failure = e; // kept in _flushFailure: whoever still waits for these commits is told
                 }
             }
+            ReleaseFlushWaiters(failure is null ? through : null, failure ?? Volatile.Read(ref _flushFailure), handOver: false);
             _wal.Dispose();
             _wal = null;
         }
