@@ -32,7 +32,7 @@ public sealed partial class CreditLedger
 {
     private readonly Lock _flushGate = new();
     private readonly Lock _flushRun = new();
-    private readonly List<(long Number, TaskCompletionSource<bool> Waiter)> _flushWaiters = [];
+    private readonly List<FlushWaiter> _flushWaiters = [];
     private bool _flushing;
     private FileStream? _wal;
     private long _issued;
@@ -115,10 +115,10 @@ public sealed partial class CreditLedger
         Interlocked.Increment(ref _waitingForFlush);
         try
         {
-            var waiter = EnterFlush(number, out var lead);
+            var waiter = EnterFlush(number, async: false, out var lead);
             if (waiter is not null)
             {
-                lead = waiter.Task.GetAwaiter().GetResult();
+                lead = waiter.Wait();
             }
             if (lead)
             {
@@ -144,7 +144,7 @@ public sealed partial class CreditLedger
         Interlocked.Increment(ref _waitingForFlush);
         try
         {
-            var waiter = EnterFlush(number, out var lead);
+            var waiter = EnterFlush(number, async: true, out var lead);
             if (waiter is not null)
             {
                 lead = await waiter.Task;
@@ -165,7 +165,7 @@ public sealed partial class CreditLedger
     /// has covered it already, null with <paramref name="lead"/> true when no flush is under way (the caller flushes now),
     /// else a waiter that completes when a flush has covered it (false) or when the caller is to run the next flush (true).
     /// </summary>
-    private TaskCompletionSource<bool>? EnterFlush(long number, out bool lead)
+    private FlushWaiter? EnterFlush(long number, bool async, out bool lead)
     {
         lead = false;
         if (number > Volatile.Read(ref _committed))
@@ -193,8 +193,8 @@ public sealed partial class CreditLedger
                 lead = true;
                 return null;
             }
-            var waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-            _flushWaiters.Add((number, waiter));
+            var waiter = new FlushWaiter(number, async);
+            _flushWaiters.Add(waiter);
             return waiter;
         }
     }
@@ -240,8 +240,8 @@ public sealed partial class CreditLedger
     /// </summary>
     private void ReleaseFlushWaiters(long? through, Exception? failure, bool handOver)
     {
-        List<TaskCompletionSource<bool>> covered = [];
-        TaskCompletionSource<bool>? next = null;
+        List<FlushWaiter> covered = [];
+        FlushWaiter? next = null;
         lock (_flushGate)
         {
             if (through is { } flushed && flushed > _flushed)
@@ -250,8 +250,8 @@ public sealed partial class CreditLedger
             }
             for (var i = 0; i < _flushWaiters.Count; i++)
             {
-                var (number, waiter) = _flushWaiters[i];
-                if (failure is not null || number <= _flushed)
+                var waiter = _flushWaiters[i];
+                if (failure is not null || waiter.Number <= _flushed)
                 {
                     covered.Add(waiter);
                     _flushWaiters.RemoveAt(i--);
@@ -261,7 +261,7 @@ public sealed partial class CreditLedger
             {
                 if (_flushWaiters.Count > 0)
                 {
-                    next = _flushWaiters[0].Waiter;
+                    next = _flushWaiters[0];
                     _flushWaiters.RemoveAt(0);
                 }
                 else
@@ -272,18 +272,49 @@ public sealed partial class CreditLedger
         }
         foreach (var waiter in covered)
         {
-            if (failure is null)
-            {
-                waiter.TrySetResult(false);
-            }
-            else
-            {
-                waiter.TrySetException(failure is ObjectDisposedException
-                    ? new ObjectDisposedException(nameof(CreditLedger))
-                    : FlushFailed(Volatile.Read(ref _flushFailure) ?? failure));
-            }
+            waiter.Complete(lead: false, failure is null ? null : failure is ObjectDisposedException
+                ? new ObjectDisposedException(nameof(CreditLedger))
+                : FlushFailed(Volatile.Read(ref _flushFailure) ?? failure));
         }
-        next?.TrySetResult(true);
+        next?.Complete(lead: true, null);
+    }
+
+    /// <summary>
+    /// A caller waiting for a flush: told when a flush has covered its commit (false), when it is to run the next flush
+    /// itself (true), or that the flush failed. An asynchronous caller awaits a task; a synchronous one blocks on an event,
+    /// not on a task, since a thread-pool thread blocked on a task makes the pool add threads to make up for it.
+    /// </summary>
+    private sealed class FlushWaiter(long number, bool async)
+    {
+        private readonly TaskCompletionSource<bool>? _task = async ? new(TaskCreationOptions.RunContinuationsAsynchronously) : null;
+        private readonly ManualResetEventSlim? _event = async ? null : new(false, spinCount: 1);
+        private bool _lead;
+        private Exception? _error;
+
+        public long Number { get; } = number;
+
+        /// <summary>The asynchronous caller's wait.</summary>
+        public Task<bool> Task => _task!.Task;
+
+        public void Complete(bool lead, Exception? error)
+        {
+            if (_task is { } task)
+            {
+                _ = error is null ? task.TrySetResult(lead) : task.TrySetException(error);
+                return;
+            }
+            _lead = lead;
+            _error = error;
+            _event!.Set();
+        }
+
+        /// <summary>The synchronous caller's wait: whether it runs the next flush; throws the flush's failure.</summary>
+        public bool Wait()
+        {
+            _event!.Wait();
+            _event.Dispose();
+            return _error is { } error ? throw error : _lead;
+        }
     }
 
     /// <summary>Flushes the WAL (through <see cref="FlushHook"/> when set), under the flush's lock; a failure is kept.</summary>
