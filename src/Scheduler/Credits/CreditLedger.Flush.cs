@@ -122,7 +122,7 @@ public sealed partial class CreditLedger
             }
             if (lead)
             {
-                LeadFlush();
+                LeadFlush(inline: false); // a synchronous caller may hold locks of its own: nobody else's continuation runs here
             }
         }
         finally
@@ -151,7 +151,7 @@ public sealed partial class CreditLedger
             }
             if (lead)
             {
-                LeadFlush();
+                LeadFlush(inline: true);
             }
         }
         finally
@@ -204,9 +204,11 @@ public sealed partial class CreditLedger
     /// COMMIT that has returned, then completes the waiters it covered, and hands the next flush to the oldest waiter it did
     /// not cover, if any (that waiter's commit has returned, so the next flush covers it). A failure fails every waiter.
     /// </summary>
-    private void LeadFlush()
+    /// <param name="inline">Whether the asynchronous waiters it covers may continue on this thread (<see cref="FlushRelease"/>).</param>
+    private void LeadFlush(bool inline)
     {
         Exception? failure = null;
+        FlushRelease release;
         lock (_flushRun)
         {
             var through = Volatile.Read(ref _committed); // every COMMIT that has returned: this flush covers them all
@@ -225,8 +227,9 @@ public sealed partial class CreditLedger
                     failure = e;
                 }
             }
-            ReleaseFlushWaiters(failure is null ? through : null, failure, handOver: true);
+            release = ReleaseFlushWaiters(failure is null ? through : null, failure, handOver: true);
         }
+        release.Complete(this, inline); // outside the flush's locks: a waiter's continuation may run here, and may flush again
         if (failure is not null)
         {
             throw failure;
@@ -238,7 +241,7 @@ public sealed partial class CreditLedger
     /// waiters it covered (all of them on a failure) and, when <paramref name="handOver"/>, hands the next flush to the oldest
     /// one left or ends the run of flushes.
     /// </summary>
-    private void ReleaseFlushWaiters(long? through, Exception? failure, bool handOver)
+    private FlushRelease ReleaseFlushWaiters(long? through, Exception? failure, bool handOver)
     {
         List<FlushWaiter> covered = [];
         FlushWaiter? next = null;
@@ -270,13 +273,43 @@ public sealed partial class CreditLedger
                 }
             }
         }
-        foreach (var waiter in covered)
+        return new FlushRelease(covered, next, failure);
+    }
+
+    /// <summary>Threads completing flush waiters now (inline continuations run inside; nested completions are queued instead).</summary>
+    [ThreadStatic]
+    private static int t_completing;
+
+    /// <summary>
+    /// What a flush tells its waiters, done once the flush's locks are released. When the flush's runner is itself an
+    /// asynchronous caller, an asynchronous waiter it covered continues on its thread (no thread-pool work item per waiter,
+    /// and no queue of them for the pool to take for starvation), except inside another such completion on this thread,
+    /// where it is queued so stacks do not nest; a synchronous runner (which may hold locks of its own) queues them all. The
+    /// next flush's runner is told first, and always queued: its flush must not run inside this caller's call, and a covered
+    /// waiter continuing here may itself wait for that flush.
+    /// </summary>
+    private readonly record struct FlushRelease(List<FlushWaiter> Covered, FlushWaiter? Next, Exception? Failure)
+    {
+        public void Complete(CreditLedger ledger, bool inlineAllowed)
         {
-            waiter.Complete(lead: false, failure is null ? null : failure is ObjectDisposedException
-                ? new ObjectDisposedException(nameof(CreditLedger))
-                : FlushFailed(Volatile.Read(ref _flushFailure) ?? failure));
+            // The next runner first: a covered waiter continuing here may wait (synchronously) for the flush it runs.
+            Next?.Complete(lead: true, null, inline: false);
+            var inline = inlineAllowed && t_completing == 0;
+            t_completing++;
+            try
+            {
+                foreach (var waiter in Covered)
+                {
+                    waiter.Complete(lead: false, Failure is null ? null : Failure is ObjectDisposedException
+                        ? new ObjectDisposedException(nameof(CreditLedger))
+                        : ledger.FlushFailed(Volatile.Read(ref ledger._flushFailure) ?? Failure), inline);
+                }
+            }
+            finally
+            {
+                t_completing--;
+            }
         }
-        next?.Complete(lead: true, null);
     }
 
     /// <summary>
@@ -286,7 +319,7 @@ public sealed partial class CreditLedger
     /// </summary>
     private sealed class FlushWaiter(long number, bool async)
     {
-        private readonly TaskCompletionSource<bool>? _task = async ? new(TaskCreationOptions.RunContinuationsAsynchronously) : null;
+        private readonly TaskCompletionSource<bool>? _task = async ? new() : null; // continuations inline unless queued below
         private readonly ManualResetEventSlim? _event = async ? null : new(false, spinCount: 1);
         private bool _lead;
         private Exception? _error;
@@ -296,11 +329,22 @@ public sealed partial class CreditLedger
         /// <summary>The asynchronous caller's wait.</summary>
         public Task<bool> Task => _task!.Task;
 
-        public void Complete(bool lead, Exception? error)
+        public void Complete(bool lead, Exception? error, bool inline)
         {
             if (_task is { } task)
             {
-                _ = error is null ? task.TrySetResult(lead) : task.TrySetException(error);
+                if (inline)
+                {
+                    _ = error is null ? task.TrySetResult(lead) : task.TrySetException(error);
+                }
+                else
+                {
+                    ThreadPool.UnsafeQueueUserWorkItem(static s =>
+                    {
+                        var (t, l, e) = s;
+                        _ = e is null ? t.TrySetResult(l) : t.TrySetException(e);
+                    }, (task, lead, error), preferLocal: false);
+                }
                 return;
             }
             _lead = lead;
@@ -346,6 +390,7 @@ public sealed partial class CreditLedger
     /// </summary>
     private void CloseWal()
     {
+        FlushRelease release;
         lock (_flushRun)
         {
             if (_wal is null)
@@ -365,10 +410,11 @@ public sealed partial class CreditLedger
                     failure = e; // kept in _flushFailure: whoever still waits for these commits is told
                 }
             }
-            ReleaseFlushWaiters(failure is null ? through : null, failure ?? Volatile.Read(ref _flushFailure), handOver: false);
+            release = ReleaseFlushWaiters(failure is null ? through : null, failure ?? Volatile.Read(ref _flushFailure), handOver: false);
             _wal.Dispose();
             _wal = null;
         }
+        release.Complete(this, inlineAllowed: false); // under the writer's lock (Dispose): nothing runs here
     }
 
     private LedgerException FlushFailed(Exception e) =>
