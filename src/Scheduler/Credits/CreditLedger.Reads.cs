@@ -55,27 +55,6 @@ public sealed partial class CreditLedger
         {
             return Run(read);
         }
-        var result = ReadLocked(read);
-        // What it read may include a group commit not yet flushed: answered only once that is on disk.
-        AwaitFlushed(GroupCommitsSeen);
-        return result;
-    }
-
-    /// <summary><see cref="Read{T}"/>, awaiting the flush (<see cref="AwaitFlushedAsync"/>) instead of blocking on it.</summary>
-    private async ValueTask<T> ReadAsync<T>(Func<T> read)
-    {
-        if (_reader is null || _gate.IsHeldByCurrentThread)
-        {
-            return await RunAsync(read);
-        }
-        var result = ReadLocked(read);
-        await AwaitFlushedAsync(GroupCommitsSeen);
-        return result;
-    }
-
-    /// <summary>Runs <paramref name="read"/> on the read-only connection under its lock.</summary>
-    private T ReadLocked<T>(Func<T> read)
-    {
         T result;
         lock (_readGate)
         {
@@ -96,6 +75,8 @@ public sealed partial class CreditLedger
                 t_reading = outer;
             }
         }
+        // What it read may include a group commit not yet flushed: answered only once that is on disk.
+        AwaitFlushed(GroupCommitsSeen);
         return result;
     }
 

@@ -313,68 +313,34 @@ public sealed partial class CreditLedger : IDisposable
         // Checked before any write is queued: a flood of receipts for leases that never were costs a read each, on the
         // reader's connection (beside the writer, not under its lock).
         var owed = Read(() => ReadOwed(null, requester, r.LeaseId));
-        if (EarnedRefusal(r, owed) is { } refused)
+        if (owed is null)
         {
-            return refused;
+            return LedgerResult.NotOwed;
         }
-        if (owed!.Value.Paid)
+        if (r.Amount > owed.Value.Amount)
         {
-            return Read(() => EarnedReplay(receipt));
+            return LedgerResult.ExceedsOwed;
         }
-        return Durable(EarnedWrite(receipt, requester));
+        if (owed.Value.Paid)
+        {
+            return Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", r.ReceiptId)) is byte[] stored
+                && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes) ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict);
+        }
+        return Durable(tx =>
+        {
+            // The lease is marked paid only while it is owed, unpaid and the receipt pays at most what is owed (one statement
+            // for the read and the write); the entry follows. Anything that does not record is rolled back with its savepoint.
+            if (Command(tx, "UPDATE owed SET paid = 1 WHERE requester = $r AND lease_id = $lease AND paid = 0 AND amount >= $amount",
+                ("$r", requester), ("$lease", r.LeaseId), ("$amount", r.Amount)).ExecuteNonQuery() == 0)
+            {
+                var current = ReadOwed(tx, requester, r.LeaseId);
+                return current is null || r.Amount > current.Value.Amount
+                    ? LedgerResult.NotOwed
+                    : ExistingEntry(tx, receipt, LedgerEntryKind.Earned); // paid meanwhile: by this receipt, or another
+            }
+            return InsertEntry(tx, receipt, LedgerEntryKind.Earned, receipt.Requester);
+        });
     }
-
-    /// <summary>
-    /// <see cref="RecordEarned"/>, the same checks and the same write, its reads and its commit waiting for their flush
-    /// without holding a thread when another caller's flush is under way (the provider's receipts, answered one requester
-    /// at a time, would otherwise hold a thread each through a flush they did not start).
-    /// </summary>
-    public async ValueTask<LedgerResult> RecordEarnedAsync(SignedReceipt receipt)
-    {
-        ArgumentNullException.ThrowIfNull(receipt);
-        if (receipt.Provider != Owner)
-        {
-            return LedgerResult.NotOurs;
-        }
-        var r = receipt.Receipt;
-        var requester = receipt.Requester.ToBytes();
-        var owed = await ReadAsync(() => ReadOwed(null, requester, r.LeaseId));
-        if (EarnedRefusal(r, owed) is { } refused)
-        {
-            return refused;
-        }
-        if (owed!.Value.Paid)
-        {
-            return await ReadAsync(() => EarnedReplay(receipt));
-        }
-        return await DurableAsync(EarnedWrite(receipt, requester));
-    }
-
-    /// <summary>NotOwed or ExceedsOwed for a receipt that the owed row (read and flushed) refuses; null when it may pay.</summary>
-    private static LedgerResult? EarnedRefusal(Receipt r, (long Amount, bool Paid)? owed) =>
-        owed is null ? LedgerResult.NotOwed : r.Amount > owed.Value.Amount ? LedgerResult.ExceedsOwed : null;
-
-    /// <summary>For a lease already paid: AlreadyRecorded when this receipt paid it, else Conflict (a read).</summary>
-    private LedgerResult EarnedReplay(SignedReceipt receipt) =>
-        Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = 1", ("$id", receipt.Receipt.ReceiptId)) is byte[] stored
-            && stored.AsSpan().SequenceEqual(receipt.EnvelopeBytes) ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict;
-
-    /// <summary>The group commit's operation of <see cref="RecordEarned"/>.</summary>
-    private Func<LedgerTransaction, LedgerResult> EarnedWrite(SignedReceipt receipt, byte[] requester) => tx =>
-    {
-        var r = receipt.Receipt;
-        // The lease is marked paid only while it is owed, unpaid and the receipt pays at most what is owed (one statement
-        // for the read and the write); the entry follows. Anything that does not record is rolled back with its savepoint.
-        if (Command(tx, "UPDATE owed SET paid = 1 WHERE requester = $r AND lease_id = $lease AND paid = 0 AND amount >= $amount",
-            ("$r", requester), ("$lease", r.LeaseId), ("$amount", r.Amount)).ExecuteNonQuery() == 0)
-        {
-            var current = ReadOwed(tx, requester, r.LeaseId);
-            return current is null || r.Amount > current.Value.Amount
-                ? LedgerResult.NotOwed
-                : ExistingEntry(tx, receipt, LedgerEntryKind.Earned); // paid meanwhile: by this receipt, or another
-        }
-        return InsertEntry(tx, receipt, LedgerEntryKind.Earned, receipt.Requester);
-    };
 
     private (long Amount, bool Paid)? ReadOwed(LedgerTransaction? tx, byte[] requester, byte[] lease)
     {
@@ -477,16 +443,6 @@ public sealed partial class CreditLedger : IDisposable
     {
         ArgumentNullException.ThrowIfNull(receipt);
         return Durable(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleNew(tx, receipt));
-    }
-
-    /// <summary>
-    /// <see cref="Settle"/>, returning (as it does) only once the commit holding the receipt is flushed, but waiting for that
-    /// flush without holding a thread when another caller's flush is under way.
-    /// </summary>
-    public ValueTask<LedgerResult> SettleAsync(SignedReceipt receipt)
-    {
-        ArgumentNullException.ThrowIfNull(receipt);
-        return DurableAsync(tx => receipt.Requester != Owner ? LedgerResult.NotOurs : SettleNew(tx, receipt));
     }
 
     /// <summary>
@@ -1018,20 +974,14 @@ public sealed partial class CreditLedger : IDisposable
     /// as if it had run alone; a failed commit fails every operation in it, none of which then left a trace, and a failed
     /// flush fails every caller it covered.
     /// </summary>
-    private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation) => Run(DurableStep(operation));
-
-    /// <summary><see cref="Durable"/>, waiting for the flush without holding a thread (<see cref="AwaitFlushedAsync"/>).</summary>
-    private ValueTask<LedgerResult> DurableAsync(Func<LedgerTransaction, LedgerResult> operation) => RunAsync(DurableStep(operation));
-
-    /// <summary>Queues <paramref name="operation"/> for the next group commit; returns what runs it (or finds it run) under the writer's lock.</summary>
-    private Func<LedgerResult> DurableStep(Func<LedgerTransaction, LedgerResult> operation)
+    private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation)
     {
         var mine = new PendingWrite(operation);
         lock (_queueGate)
         {
             _queue.Add(mine);
         }
-        return () =>
+        return Run(() =>
         {
             if (!mine.Done)
             {
@@ -1044,7 +994,7 @@ public sealed partial class CreditLedger : IDisposable
                 RunBatch(batch);
             }
             return mine.Error is { } error ? throw error : mine.Result;
-        };
+        });
     }
 
     /// <summary>
@@ -1152,17 +1102,6 @@ public sealed partial class CreditLedger : IDisposable
         if (!_gate.IsHeldByCurrentThread)
         {
             AwaitFlushed(seen);
-        }
-        return result;
-    }
-
-    /// <summary><see cref="Run{T}"/>, awaiting the flush (<see cref="AwaitFlushedAsync"/>) instead of blocking on it.</summary>
-    private async ValueTask<T> RunAsync<T>(Func<T> action)
-    {
-        var result = RunLocked(action, out var seen);
-        if (!_gate.IsHeldByCurrentThread)
-        {
-            await AwaitFlushedAsync(seen);
         }
         return result;
     }

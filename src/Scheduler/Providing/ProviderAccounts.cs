@@ -54,19 +54,6 @@ public static class ProviderAccounts
         return (Answer(result), result);
     }
 
-    /// <summary><see cref="Record"/> through <see cref="CreditLedger.RecordEarnedAsync"/> (the same checks, then the same write).</summary>
-    public static async ValueTask<(ReceiptAck Ack, LedgerResult? Written)> RecordAsync(SignedReceipt receipt, PeerId self,
-        ReceiptExpectation? lease, ReceiptExpectation? slice, CreditLedger ledger)
-    {
-        ArgumentNullException.ThrowIfNull(ledger);
-        if (CheckReceipt(receipt, self, lease, slice) is { } refused)
-        {
-            return (refused, null);
-        }
-        var result = await ledger.RecordEarnedAsync(receipt);
-        return (Answer(result), result);
-    }
-
     /// <summary>Whether the ledger holds the receipt now (written now, or before): what it pays is paid.</summary>
     public static bool IsPaid(LedgerResult result) => result is LedgerResult.Recorded or LedgerResult.AlreadyRecorded;
 

@@ -647,7 +647,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             {
                 return;
             }
-            var ack = await RecordReceiptAsync(body);
+            var ack = RecordReceipt(body);
             _instruments.Receipt(onLeaseStream: false, ack.Status);
             await LengthPrefixed.WriteAsync(stream.Output, ReceiptProtocol.EncodeAck(ack), ct);
             await stream.Output.CompleteAsync();
@@ -698,12 +698,12 @@ public sealed partial class ProviderService : IAsyncDisposable
     public long ReceiptsHeldBack => _receiptLoad.HeldBackCount;
 
     /// <summary>A receipt on the lease stream: recorded (or refused) exactly as on <see cref="ReceiptProtocol.Id"/>, answered there.</summary>
-    private async ValueTask AnswerReceipt(LeaseReceipt receipt, LeaseSession session)
+    private void AnswerReceipt(LeaseReceipt receipt, LeaseSession session)
     {
         ReceiptAck ack;
         try
         {
-            ack = await RecordReceiptAsync(receipt.Envelope);
+            ack = RecordReceipt(receipt.Envelope);
         }
         catch (LedgerException e)
         {
@@ -716,7 +716,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     }
 
     /// <summary>Checks a receipt against the lease it pays for (when remembered) and records it as Earned.</summary>
-    internal async ValueTask<ReceiptAck> RecordReceiptAsync(byte[] envelope)
+    internal ReceiptAck RecordReceipt(byte[] envelope)
     {
         var decoded = SignedReceipt.Decode(envelope, _options.Credits);
         if (!decoded.IsValid)
@@ -740,7 +740,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         var lease = remembered is { } known
             ? ReceiptExpectation.For(known.Attestation, (ulong)Math.Max(0, known.Price)) with { PaidBefore = known.PaidBefore }
             : null;
-        var (ack, result) = await ProviderAccounts.RecordAsync(receipt, _key.PeerId, lease, SentNote(receipt)?.Expectation(), _ledger);
+        var (ack, result) = ProviderAccounts.Record(receipt, _key.PeerId, lease, SentNote(receipt)?.Expectation(), _ledger);
         if (result is { } written && ProviderAccounts.IsPaid(written))
         {
             DebitNotePaid(receipt);

@@ -16,7 +16,7 @@ namespace Potluck.Scheduler.Providing;
 internal sealed class RequesterReceipts
 {
     private readonly Channel<(LeaseReceipt Receipt, LeaseSession Session)> _waiting;
-    private readonly Func<LeaseReceipt, LeaseSession, ValueTask> _answer;
+    private readonly Action<LeaseReceipt, LeaseSession> _answer;
     private readonly BackgroundWork _work;
     private readonly ReceiptLoad _load;
     private readonly int _capacity;
@@ -24,9 +24,9 @@ internal sealed class RequesterReceipts
     private int _draining;
 
     /// <param name="capacity">Receipts that may wait at once (besides the one being answered).</param>
-    /// <param name="answer">Records one receipt and queues its acknowledgement on its stream (the ledger's commit, awaited).</param>
+    /// <param name="answer">Records one receipt and queues its acknowledgement on its stream (synchronous: the ledger's commit).</param>
     /// <param name="load">The service's count of receipts read and not yet answered, over all requesters.</param>
-    public RequesterReceipts(int capacity, Func<LeaseReceipt, LeaseSession, ValueTask> answer, BackgroundWork work, ReceiptLoad load)
+    public RequesterReceipts(int capacity, Action<LeaseReceipt, LeaseSession> answer, BackgroundWork work, ReceiptLoad load)
     {
         _waiting = Channel.CreateBounded<(LeaseReceipt, LeaseSession)>(new BoundedChannelOptions(capacity)
         {
@@ -72,7 +72,7 @@ internal sealed class RequesterReceipts
     }
 
     /// <summary>Answers what waits, in order; stops when nothing does (the next receipt starts it again).</summary>
-    private async Task Drain()
+    private Task Drain()
     {
         while (true)
         {
@@ -82,7 +82,7 @@ internal sealed class RequesterReceipts
                 {
                     try
                     {
-                        await _answer(item.Receipt, item.Session);
+                        _answer(item.Receipt, item.Session);
                     }
                     finally
                     {
@@ -97,7 +97,7 @@ internal sealed class RequesterReceipts
             // A receipt queued after the last read and before the flag was cleared found the drain running: take it here.
             if (!_waiting.Reader.TryPeek(out _) || Interlocked.CompareExchange(ref _draining, 1, 0) != 0)
             {
-                return;
+                return Task.CompletedTask;
             }
         }
     }

@@ -645,7 +645,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     {
         var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
         var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared, lease.PaidBefore), _key);
-        var settled = await _ledger.SettleAsync(receipt);
+        var settled = _ledger.Settle(receipt);
         if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
         {
             LogPaymentFailed(_log, lease.Provider, settled.ToString());

@@ -140,62 +140,6 @@ public class LedgerFlushTests
         Assert.That(reopened.Balance(), Is.EqualTo(reopened.SumEntries()));
     }
 
-    [Test]
-    public void SettleAsync_WhileAnotherCallersFlushIsHeld_ReturnsToItsCallerAtOnce_AndCompletesOnlyOnceAFlushCoversIt()
-    {
-        using var requester = OpenWarm(Requester);
-        Assert.That(requester.ReservePayment(Lease(1), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
-        Assert.That(requester.ReservePayment(Lease(2), Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
-        using var flush = new HeldFlush(requester);
-        var first = Task.Run(() => requester.Settle(MakeReceipt(Lease(1), Requester, Provider)));
-        Assert.That(flush.Entered.Wait(Guard), Is.True);
-
-        // The second settle commits while the first flush is held; its call must come back without waiting for a flush
-        // (the thread is not held), its result only once a flush covers its commit.
-        ValueTask<LedgerResult> second = default;
-        var call = Task.Run(() => second = requester.SettleAsync(MakeReceipt(Lease(2), Requester, Provider)));
-        Assert.That(call.Wait(Guard), Is.True, "SettleAsync held its caller's thread through another caller's flush");
-        Assert.That(second.IsCompleted, Is.False, "completed before a flush covered its commit");
-        Assert.That((requester.GroupCommits, requester.FlushedGroupCommits, requester.WaitingForFlush), Is.EqualTo((3L, 1L, 2)));
-        Assert.That(first.IsCompleted, Is.False);
-
-        flush.Release();
-        var settled = second.AsTask();
-        Assert.That(settled.Wait(Guard), Is.True);
-        Assert.That((first.Result, settled.Result), Is.EqualTo((LedgerResult.Recorded, LedgerResult.Recorded)));
-        // The first flush covered only the first commit; the waiting settle ran the next one itself.
-        Assert.That((requester.FlushedGroupCommits, flush.Flushes, requester.WaitingForFlush), Is.EqualTo((3L, 2, 0)));
-        Assert.That(requester.GetReservation(Lease(2))?.State, Is.EqualTo(PaymentState.Settled));
-    }
-
-    [Test]
-    public void RecordEarnedAsync_CoveredByAFailedFlush_FailsWithTheLedgersError_AndTheDuplicateReadWaitsForTheFlush()
-    {
-        using var provider = OpenWarm(Provider);
-        var receipts = Enumerable.Range(1, 2).Select(i => MakeReceipt(Lease(i), Requester, Provider)).ToArray();
-        foreach (var r in receipts)
-        {
-            Assert.That(provider.RecordOwed(r.Receipt.LeaseId, Requester.PeerId, r.Receipt.Amount), Is.EqualTo(LedgerResult.Owed));
-        }
-        Assert.That(provider.RecordEarnedAsync(receipts[0]).AsTask().Wait(Guard), Is.True);
-        using (var flush = new HeldFlush(provider) { FailWith = new IOException("the disk is gone") })
-        {
-            var first = Task.Run(() => provider.RecordEarned(receipts[1]));
-            Assert.That(flush.Entered.Wait(Guard), Is.True);
-            // A replay of the second receipt reads its lease as paid (committed, not flushed): it must not answer from that.
-            var duplicate = provider.RecordEarnedAsync(receipts[1]);
-            Assert.That(duplicate.IsCompleted, Is.False, "AlreadyRecorded was answered from a commit not yet flushed");
-            flush.Release();
-
-            Assert.That(Assert.Throws<AggregateException>(() => first.Wait(Guard))!.InnerException, Is.TypeOf<LedgerException>());
-            var failure = Assert.Throws<AggregateException>(() => duplicate.AsTask().Wait(Guard))!.InnerException;
-            Assert.That(failure, Is.TypeOf<LedgerException>(), "the waiting call was covered by the failed flush");
-            Assert.That(failure!.InnerException, Is.TypeOf<IOException>());
-            Assert.That(flush.Flushes, Is.EqualTo(1));
-        }
-        Assert.Throws<LedgerException>(() => provider.RecordEarnedAsync(receipts[1]).AsTask().GetAwaiter().GetResult());
-    }
-
     /// <summary>
     /// Opens a file-backed ledger and makes its first group commit (the one SQLite syncs itself, with the WAL's directory);
     /// every later group commit commits with NORMAL and is flushed by the ledger.
