@@ -179,16 +179,24 @@ internal sealed class SeenKeys
 /// and live as long (go-libp2p and js keep them apart: a time cache of ids and a map of delivery records, each with its
 /// own expiry queue). One entry is the id's 16-byte keyed digest (<see cref="SeenKey"/>), a 40-byte
 /// <see cref="SeenRecord"/> inline in the dictionary and a 16-byte place in the expiry queue: 80 bytes, the id's own
-/// array not kept (it was, for the TTL: 96 more bytes for the default 72-byte id).
+/// array not kept (it was, for the TTL: 96 more bytes for the default 72-byte id). A valid message past every topic's
+/// mesh delivery window only has to answer "seen?" (<see cref="PeerScore"/> records no later copy of it): it is
+/// <see cref="Settle"/>d into a table of bare digest and expiry (32-byte entry, 4-byte bucket) and keeps its queue place;
+/// it answers and expires exactly as before.
 /// </summary>
 internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
 {
     private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
+    /// <summary>Settled valid messages: only their expiry (UTC ticks) is kept.</summary>
+    private readonly Dictionary<SeenKey, long> _settled = [];
     private readonly Queue<SeenKey> _order = new();
 
     public TimeSpan Ttl => ttl;
 
-    public int Count => _seen.Count;
+    public int Count => _seen.Count + _settled.Count;
+
+    /// <summary>For tests and diagnostics: entries with a full record, and settled ones (digest and expiry only).</summary>
+    internal (int Full, int Settled) Entries => (_seen.Count, _settled.Count);
 
     /// <summary>The id's key in this table (hash it once per id and pass the key around).</summary>
     public SeenKey KeyOf(MessageId id) => keys.Of(id);
@@ -196,11 +204,18 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     /// <summary>The id's key in this table.</summary>
     public SeenKey KeyOf(ReadOnlySpan<byte> id) => keys.Of(id);
 
-    public bool Contains(SeenKey id) => _seen.ContainsKey(id);
+    public bool Contains(SeenKey id) => _seen.ContainsKey(id) || _settled.ContainsKey(id);
+
+    /// <summary>Whether the id is there as a settled valid message (past every window; no peers kept).</summary>
+    public bool IsSettled(SeenKey id) => _settled.ContainsKey(id);
 
     /// <summary>Adds the id; false when it was already there.</summary>
     public bool Add(SeenKey id, DateTimeOffset now)
     {
+        if (_settled.ContainsKey(id))
+        {
+            return false;
+        }
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (exists)
         {
@@ -217,10 +232,33 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (!exists)
         {
-            record.Expiry = (now + ttl).UtcTicks;
-            _order.Enqueue(id);
+            if (_settled.Remove(id, out var expiry))
+            {
+                // A settled message's record again (the router never scores a message twice): valid, validated before
+                // any window, no peers (what its record held when it was settled); its queue place is still there.
+                record.Expiry = expiry;
+                record.Status = DeliveryStatus.Valid;
+                record.Validated = 0;
+            }
+            else
+            {
+                record.Expiry = (now + ttl).UtcTicks;
+                _order.Enqueue(id);
+            }
         }
         return ref record;
+    }
+
+    /// <summary>
+    /// Keeps only the id's expiry (a valid message past every window: no later copy records anything); the record's
+    /// peers are let go of. Nothing when the id has no full record.
+    /// </summary>
+    public void Settle(SeenKey id)
+    {
+        if (_seen.Remove(id, out var record))
+        {
+            _settled[id] = record.Expiry;
+        }
     }
 
     /// <summary>The id's record, or a null reference (<see cref="Unsafe.IsNullRef{T}(ref readonly T)"/>) when it is not there.</summary>
@@ -233,12 +271,22 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         while (_order.TryPeek(out var head))
         {
             ref var record = ref Find(head);
-            if (!Unsafe.IsNullRef(ref record) && record.Expiry > ticks)
+            if (!Unsafe.IsNullRef(ref record))
+            {
+                if (record.Expiry > ticks)
+                {
+                    break;
+                }
+            }
+            else if (_settled.TryGetValue(head, out var expiry) && expiry > ticks)
             {
                 break;
             }
             _order.Dequeue();
-            _seen.Remove(head);
+            if (!_seen.Remove(head))
+            {
+                _settled.Remove(head);
+            }
         }
     }
 

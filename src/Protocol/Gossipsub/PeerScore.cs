@@ -25,8 +25,8 @@ internal sealed class PeerScore
     private readonly SeenCache _records;
     /// <summary>The longest mesh delivery window of any topic: past it no copy of a valid message counts for anyone.</summary>
     private readonly TimeSpan _maxWindow;
-    /// <summary>Valid messages whose record holds an array of peers, in the order the arrays were made, to let go of them after <see cref="_maxWindow"/>.</summary>
-    private readonly Queue<SeenKey> _toRelease = new();
+    /// <summary>Valid messages in the order they were validated, to settle them (let go of their peers, keep the id and expiry) after <see cref="_maxWindow"/>.</summary>
+    private readonly Queue<SeenKey> _toSettle = new();
     private DateTimeOffset _lastDecay;
     private int _retained;
     private long _expiredTotal;
@@ -210,7 +210,8 @@ internal sealed class PeerScore
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Valid;
         record.Validated = now.UtcTicks;
-        AddPeer(ref record, id, from);
+        record.AddPeer(from);
+        _toSettle.Enqueue(id);
         if (Topic(from, topic) is { } ts && TopicParams(topic) is { } tp)
         {
             ts.FirstDeliveries = Math.Min(ts.FirstDeliveries + 1, tp.FirstMessageDeliveriesCap);
@@ -226,7 +227,7 @@ internal sealed class PeerScore
     {
         ref var record = ref _records.GetOrAdd(id, now);
         record.Status = DeliveryStatus.Invalid;
-        AddPeer(ref record, id, from);
+        record.AddPeer(from);
         MarkInvalid(from, topic);
     }
 
@@ -260,6 +261,11 @@ internal sealed class PeerScore
         ref var record = ref _records.Find(id);
         if (Unsafe.IsNullRef(ref record))
         {
+            if (_records.IsSettled(id))
+            {
+                // A valid message past every window (as below).
+                _ = Topic(from, topic);
+            }
             return;
         }
         switch (record.Status)
@@ -273,7 +279,7 @@ internal sealed class PeerScore
                     _ = Topic(from, topic);
                     return;
                 }
-                if (!AddPeer(ref record, id, from))
+                if (!record.AddPeer(from))
                 {
                     return;
                 }
@@ -284,27 +290,12 @@ internal sealed class PeerScore
                 }
                 break;
             case DeliveryStatus.Invalid:
-                if (AddPeer(ref record, id, from))
+                if (record.AddPeer(from))
                 {
                     MarkInvalid(from, topic);
                 }
                 break;
         }
-    }
-
-    /// <summary>Adds the peer to the record; a valid message's first array of peers is queued to be let go of.</summary>
-    private bool AddPeer(ref SeenRecord record, SeenKey id, PeerId peer)
-    {
-        var hadArray = record.More is not null;
-        if (!record.AddPeer(peer))
-        {
-            return false;
-        }
-        if (!hadArray && record.More is not null && record.Status == DeliveryStatus.Valid)
-        {
-            _toRelease.Enqueue(id);
-        }
-        return true;
     }
 
     /// <summary>For tests: a peer's counters in a topic, or null when it has none there (reading them creates nothing).</summary>
@@ -436,12 +427,13 @@ internal sealed class PeerScore
     }
 
     /// <summary>
-    /// Lets go of the peers of valid messages validated more than the longest mesh delivery window ago: no later copy
-    /// can count for or against anyone (<see cref="DuplicateMessage"/> no longer records them).
+    /// Settles valid messages validated more than the longest mesh delivery window ago (<see cref="SeenCache.Settle"/>):
+    /// no later copy can count for or against anyone (<see cref="DuplicateMessage"/> no longer records them), so only
+    /// "seen?" and the expiry are kept.
     /// </summary>
     private void ReleasePeers(DateTimeOffset now)
     {
-        while (_toRelease.TryPeek(out var head))
+        while (_toSettle.TryPeek(out var head))
         {
             ref var record = ref _records.Find(head);
             if (!Unsafe.IsNullRef(ref record) && record.Status == DeliveryStatus.Valid
@@ -449,10 +441,10 @@ internal sealed class PeerScore
             {
                 break;
             }
-            _toRelease.Dequeue();
+            _toSettle.Dequeue();
             if (!Unsafe.IsNullRef(ref record) && record.Status == DeliveryStatus.Valid)
             {
-                record.ReleasePeers();
+                _records.Settle(head);
             }
         }
     }
