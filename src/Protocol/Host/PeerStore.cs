@@ -134,7 +134,7 @@ public sealed class PeerStore : IPeerStore
     private readonly object _gate = new();
     private readonly Dictionary<PeerId, Entry> _peers = [];
     private readonly StringInterner _interned = new(MaxInterned);
-    private readonly Dictionary<string[], string[]> _protocolLists = new(ProtocolListComparer.Instance);
+    private readonly StringListInterner _protocolLists = new(MaxInternedProtocolLists);
     private readonly List<Func<PeerId, bool>> _retainers = [];
     private readonly PeerStoreOptions _options;
     private readonly TimeProvider _time;
@@ -528,35 +528,11 @@ public sealed class PeerStore : IPeerStore
 
     private string Intern(string s) => _interned.Intern(s);
 
-    /// <summary>The kept list equal to <paramref name="list"/>, else the list itself (kept while there is room). Under the lock.</summary>
-    private string[] InternList(string[] list)
-    {
-        if (list.Length == 0)
-        {
-            return [];
-        }
-        if (_protocolLists.TryGetValue(list, out var shared))
-        {
-            return shared;
-        }
-        if (_protocolLists.Count < MaxInternedProtocolLists)
-        {
-            _protocolLists.Add(list, list);
-        }
-        return list;
-    }
+    /// <summary>The kept list equal to <paramref name="list"/>, else the list itself (kept while there is room).</summary>
+    private string[] InternList(string[] list) => _protocolLists.Intern(list);
 
     /// <summary>Distinct protocol lists held once for many peers now (tests and diagnostics).</summary>
-    internal int InternedProtocolLists
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _protocolLists.Count;
-            }
-        }
-    }
+    internal int InternedProtocolLists => _protocolLists.Count;
 
     private static string? Truncate(string? s, int max) => s is null ? null : s.Length <= max ? s : s[..max];
 
@@ -741,25 +717,6 @@ public sealed class PeerStore : IPeerStore
             ProtocolVersion,
             LatencyTicks == NoLatency ? null : TimeSpan.FromTicks(LatencyTicks),
             FromTicks(LastSeen));
-    }
-
-    /// <summary>Protocol lists equal when they hold the same strings in the same order.</summary>
-    private sealed class ProtocolListComparer : IEqualityComparer<string[]>
-    {
-        public static readonly ProtocolListComparer Instance = new();
-
-        public bool Equals(string[]? x, string[]? y) =>
-            ReferenceEquals(x, y) || (x is not null && y is not null && x.AsSpan().SequenceEqual(y, StringComparer.Ordinal));
-
-        public int GetHashCode(string[] list)
-        {
-            var h = new HashCode();
-            foreach (var p in list)
-            {
-                h.Add(p, StringComparer.Ordinal);
-            }
-            return h.ToHashCode();
-        }
     }
 
     /// <summary>Identify's shared protocol lists (<see cref="StringListInterner"/>) stop at this many distinct lists.</summary>
