@@ -46,6 +46,9 @@ public sealed class ComputeNode : IAsyncDisposable
 
     public CreditLedger Ledger { get; }
 
+    /// <summary>What SQLite holds for this node's ledger and reputation connections now.</summary>
+    internal Scheduler.Storage.SqliteFootprint StorageFootprint() => Ledger.Footprint() + _journal.Database.Footprint();
+
     public WasmSandbox Sandbox { get; }
 
     public ModuleStore Modules { get; }

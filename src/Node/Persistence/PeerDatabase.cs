@@ -36,13 +36,13 @@ public sealed class PeerDatabase : IDisposable
         CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY) STRICT;
         """;
 
-    private readonly SqliteConnection _connection;
+    private readonly SqliteStateFile _file;
     private readonly Lock _gate = new();
 
-    private PeerDatabase(SqliteConnection connection, string path)
+    private PeerDatabase(SqliteStateFile file)
     {
-        _connection = connection;
-        Path = path;
+        _file = file;
+        Path = file.Path;
     }
 
     public string Path { get; }
@@ -56,7 +56,7 @@ public sealed class PeerDatabase : IDisposable
     {
         // Touch both tables so a damaged file fails on open, not on the first save.
         var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics;", inMemory);
-        return new PeerDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
+        return new PeerDatabase(file) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 
     /// <summary>Replaces everything stored with <paramref name="state"/>.</summary>
@@ -64,42 +64,46 @@ public sealed class PeerDatabase : IDisposable
     {
         lock (_gate)
         {
-            using var tx = _connection.BeginTransaction();
-            using (var clear = _connection.CreateCommand())
+            _file.Use(connection =>
             {
-                clear.Transaction = tx;
-                clear.CommandText = "DELETE FROM peers; DELETE FROM topics;";
-                clear.ExecuteNonQuery();
-            }
-            using (var insert = _connection.CreateCommand())
-            {
-                insert.Transaction = tx;
-                insert.CommandText = "INSERT OR REPLACE INTO peers (peer_id, addresses, protocols, last_seen) VALUES ($id, $addresses, $protocols, $seen)";
-                var id = insert.Parameters.Add("$id", SqliteType.Text);
-                var addresses = insert.Parameters.Add("$addresses", SqliteType.Text);
-                var protocols = insert.Parameters.Add("$protocols", SqliteType.Text);
-                var seen = insert.Parameters.Add("$seen", SqliteType.Integer);
-                foreach (var peer in state.Peers)
+                using var tx = connection.BeginTransaction();
+                using (var clear = connection.CreateCommand())
                 {
-                    id.Value = peer.Id.ToString();
-                    addresses.Value = string.Join('\n', peer.Addresses.Select(a => a.ToString()));
-                    protocols.Value = string.Join('\n', peer.Protocols.Where(p => !p.Contains('\n')));
-                    seen.Value = peer.LastSeen.ToUnixTimeMilliseconds();
-                    insert.ExecuteNonQuery();
+                    clear.Transaction = tx;
+                    clear.CommandText = "DELETE FROM peers; DELETE FROM topics;";
+                    clear.ExecuteNonQuery();
                 }
-            }
-            using (var insert = _connection.CreateCommand())
-            {
-                insert.Transaction = tx;
-                insert.CommandText = "INSERT OR IGNORE INTO topics (topic) VALUES ($topic)";
-                var topic = insert.Parameters.Add("$topic", SqliteType.Text);
-                foreach (var t in state.Topics)
+                using (var insert = connection.CreateCommand())
                 {
-                    topic.Value = t;
-                    insert.ExecuteNonQuery();
+                    insert.Transaction = tx;
+                    insert.CommandText = "INSERT OR REPLACE INTO peers (peer_id, addresses, protocols, last_seen) VALUES ($id, $addresses, $protocols, $seen)";
+                    var id = insert.Parameters.Add("$id", SqliteType.Text);
+                    var addresses = insert.Parameters.Add("$addresses", SqliteType.Text);
+                    var protocols = insert.Parameters.Add("$protocols", SqliteType.Text);
+                    var seen = insert.Parameters.Add("$seen", SqliteType.Integer);
+                    foreach (var peer in state.Peers)
+                    {
+                        id.Value = peer.Id.ToString();
+                        addresses.Value = string.Join('\n', peer.Addresses.Select(a => a.ToString()));
+                        protocols.Value = string.Join('\n', peer.Protocols.Where(p => !p.Contains('\n')));
+                        seen.Value = peer.LastSeen.ToUnixTimeMilliseconds();
+                        insert.ExecuteNonQuery();
+                    }
                 }
-            }
-            tx.Commit();
+                using (var insert = connection.CreateCommand())
+                {
+                    insert.Transaction = tx;
+                    insert.CommandText = "INSERT OR IGNORE INTO topics (topic) VALUES ($topic)";
+                    var topic = insert.Parameters.Add("$topic", SqliteType.Text);
+                    foreach (var t in state.Topics)
+                    {
+                        topic.Value = t;
+                        insert.ExecuteNonQuery();
+                    }
+                }
+                tx.Commit();
+                return 0;
+            });
         }
     }
 
@@ -108,42 +112,45 @@ public sealed class PeerDatabase : IDisposable
     {
         lock (_gate)
         {
-            var peers = new List<PersistedPeer>();
-            using (var select = _connection.CreateCommand())
+            return _file.Use(connection =>
             {
-                select.CommandText = "SELECT peer_id, addresses, protocols, last_seen, length(addresses), length(protocols) FROM peers " +
-                                     "WHERE length(peer_id) <= $max ORDER BY last_seen DESC LIMIT $limit";
-                select.Parameters.AddWithValue("$max", MaxFieldLength);
-                select.Parameters.AddWithValue("$limit", maxPeers);
-                using var reader = select.ExecuteReader();
-                while (reader.Read())
+                var peers = new List<PersistedPeer>();
+                using (var select = connection.CreateCommand())
                 {
-                    if (!PeerId.TryParse(reader.GetString(0), out var id))
+                    select.CommandText = "SELECT peer_id, addresses, protocols, last_seen, length(addresses), length(protocols) FROM peers " +
+                                         "WHERE length(peer_id) <= $max ORDER BY last_seen DESC LIMIT $limit";
+                    select.Parameters.AddWithValue("$max", MaxFieldLength);
+                    select.Parameters.AddWithValue("$limit", maxPeers);
+                    using var reader = select.ExecuteReader();
+                    while (reader.Read())
                     {
-                        continue;
+                        if (!PeerId.TryParse(reader.GetString(0), out var id))
+                        {
+                            continue;
+                        }
+                        var addresses = SplitBounded(reader, 1, maxAddresses)
+                            .Select(a => Multiaddr.TryParse(a, out var m) ? m : null)
+                            .OfType<Multiaddr>()
+                            .ToArray();
+                        var protocols = SplitBounded(reader, 2, maxProtocols);
+                        var seen = DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(reader.GetInt64(3), 0, 253_402_300_799_999));
+                        peers.Add(new PersistedPeer(id, addresses, protocols, seen));
                     }
-                    var addresses = SplitBounded(reader, 1, maxAddresses)
-                        .Select(a => Multiaddr.TryParse(a, out var m) ? m : null)
-                        .OfType<Multiaddr>()
-                        .ToArray();
-                    var protocols = SplitBounded(reader, 2, maxProtocols);
-                    var seen = DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(reader.GetInt64(3), 0, 253_402_300_799_999));
-                    peers.Add(new PersistedPeer(id, addresses, protocols, seen));
                 }
-            }
-            var topics = new List<string>();
-            using (var select = _connection.CreateCommand())
-            {
-                select.CommandText = "SELECT topic FROM topics WHERE length(topic) <= $max ORDER BY topic LIMIT $limit";
-                select.Parameters.AddWithValue("$max", MaxFieldLength);
-                select.Parameters.AddWithValue("$limit", maxTopics);
-                using var reader = select.ExecuteReader();
-                while (reader.Read())
+                var topics = new List<string>();
+                using (var select = connection.CreateCommand())
                 {
-                    topics.Add(reader.GetString(0));
+                    select.CommandText = "SELECT topic FROM topics WHERE length(topic) <= $max ORDER BY topic LIMIT $limit";
+                    select.Parameters.AddWithValue("$max", MaxFieldLength);
+                    select.Parameters.AddWithValue("$limit", maxTopics);
+                    using var reader = select.ExecuteReader();
+                    while (reader.Read())
+                    {
+                        topics.Add(reader.GetString(0));
+                    }
                 }
-            }
-            return new PersistedState(peers, topics);
+                return new PersistedState(peers, topics);
+            });
         }
     }
 
@@ -163,11 +170,20 @@ public sealed class PeerDatabase : IDisposable
             .ToArray();
     }
 
+    /// <summary>What SQLite holds for this database's connection now.</summary>
+    internal SqliteFootprint Footprint()
+    {
+        lock (_gate)
+        {
+            return _file.Footprint();
+        }
+    }
+
     public void Dispose()
     {
         lock (_gate)
         {
-            _connection.Dispose();
+            _file.Dispose();
         }
     }
 }

@@ -278,6 +278,8 @@ public static class SimRunner
         await reporter;
         sampler?.Census("drained", mesh.CountConnectionEnds());
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
+        var storageAtEnd = mesh.CountStorage();
+        progress?.Invoke(storageAtEnd.Footprint.Describe(storageAtEnd.Nodes, "at the end"));
         if (s.AtEnd is { } atEnd)
         {
             wall.Stop(); // the hold is not the run's: wall_s and events_per_s leave it out
@@ -320,6 +322,8 @@ public static class SimRunner
             sampler?.Census("warm-up", mesh.CountConnectionEnds());
         }
         progress(SimMemory.Now().Describe(mesh.Nodes.Count, "after warm-up"));
+        var storage = mesh.CountStorage();
+        progress(storage.Footprint.Describe(storage.Nodes, "after warm-up"));
     }
 
     private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)

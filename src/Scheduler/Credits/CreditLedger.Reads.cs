@@ -10,7 +10,9 @@ namespace Potluck.Scheduler.Credits;
 /// writer's connection shows outside a transaction. A group commit is visible once its COMMIT has run, before its flush
 /// (CreditLedger.Flush.cs), so a read returns only once every group commit it could have seen is flushed. A read made while the calling thread holds the writer's lock (inside a write) runs on the writer's
 /// connection, so it still sees that write's own changes. The in-memory stand-in has one connection only, and reads
-/// there stay on it as before.
+/// there stay on it as before. The reader's connection is opened by the first read that runs on it, not with the ledger: a
+/// connection costs its page cache, lookaside and parsed schema (about 170 KiB of a file ledger's ~500), and a node that
+/// never takes part in a lease never reads.
 /// </summary>
 public sealed partial class CreditLedger
 {
@@ -21,7 +23,7 @@ public sealed partial class CreditLedger
     private readonly Dictionary<string, Storage.SqliteStatement> _readCommands = new(StringComparer.Ordinal);
     private SqliteConnection? _reader;
 
-    /// <summary>Opens the read-only connection (a file-backed ledger, after its schema is in place).</summary>
+    /// <summary>Opens the read-only connection (a file-backed ledger, on its first read; under <c>_readGate</c>).</summary>
     private void OpenReader()
     {
         var builder = new SqliteConnectionStringBuilder
@@ -51,7 +53,7 @@ public sealed partial class CreditLedger
     /// </summary>
     private T Read<T>(Func<T> read)
     {
-        if (_reader is null || _gate.IsHeldByCurrentThread)
+        if (_inMemory || _gate.IsHeldByCurrentThread)
         {
             return Run(read);
         }
@@ -64,6 +66,10 @@ public sealed partial class CreditLedger
             t_reading = this;
             try
             {
+                if (_reader is null)
+                {
+                    OpenReader();
+                }
                 result = read();
             }
             catch (SqliteException e)
@@ -84,12 +90,38 @@ public sealed partial class CreditLedger
     private (SqliteConnection Connection, Dictionary<string, Storage.SqliteStatement> Commands) StatementSource() =>
         t_reading == this && _reader is { } reader ? (reader, _readCommands) : (_connection, _commands);
 
+    /// <summary>Whether the reader's connection is open (tests: it opens with the first read, not with the ledger).</summary>
+    internal bool ReaderOpen
+    {
+        get
+        {
+            lock (_readGate)
+            {
+                return _reader is not null;
+            }
+        }
+    }
+
     /// <summary>The SQL of every statement the reader keeps prepared (tests: which reads run beside the writer).</summary>
     internal IReadOnlyList<string> PreparedReads()
     {
         lock (_readGate)
         {
             return [.. _readCommands.Keys];
+        }
+    }
+
+    /// <summary>What SQLite holds for the writer's and the reader's connections now.</summary>
+    internal Storage.SqliteFootprint Footprint()
+    {
+        Storage.SqliteFootprint writer;
+        lock (_gate)
+        {
+            writer = Storage.SqliteFootprint.Of(_disposed ? null : _connection);
+        }
+        lock (_readGate)
+        {
+            return writer + Storage.SqliteFootprint.Of(_reader);
         }
     }
 

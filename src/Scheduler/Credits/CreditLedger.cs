@@ -204,8 +204,7 @@ public sealed partial class CreditLedger : IDisposable
                 Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
                 try
                 {
-                    ledger.OpenReader();
-                    ledger.OpenWal();
+                    ledger.OpenWal(); // the reader's connection is opened by the first read that runs on it
                 }
                 catch
                 {

@@ -51,6 +51,89 @@ public static class SqliteMemory
         }
     }
 
+    private static readonly Lock s_sharedGate = new();
+    private static readonly Dictionary<string, SharedStore> s_shared = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The connection that every state file (<see cref="SqliteStateFile"/>: peers, reputation) of the store of
+    /// <paramref name="path"/>'s directory shares, opened by the first and closed with the last that disposes it: one
+    /// connection (its handle and the functions and modules registered at open, ~8–12 KiB) where each file held its own.
+    /// </summary>
+    public static SharedStore Share(string path)
+    {
+        var key = ConnectionString(path);
+        lock (s_sharedGate)
+        {
+            if (s_shared.TryGetValue(key, out var store))
+            {
+                store.Holders++;
+                return store;
+            }
+            var connection = Keep(path);
+            store = new SharedStore(key, connection);
+            s_shared.Add(key, store);
+            return store;
+        }
+    }
+
+    /// <summary>
+    /// One connection to a node's in-memory store, shared by its state files under one lock (<see cref="Share"/>); each
+    /// holder disposes it once.
+    /// </summary>
+    public sealed class SharedStore : IDisposable
+    {
+        private readonly string _key;
+        private readonly SqliteConnection _connection;
+        private readonly Lock _gate = new();
+
+        internal SharedStore(string key, SqliteConnection connection)
+        {
+            _key = key;
+            _connection = connection;
+        }
+
+        /// <summary>Holders not yet disposed (under the registry's lock).</summary>
+        internal int Holders { get; set; } = 1;
+
+        /// <summary>Runs <paramref name="work"/> on the shared connection, alone.</summary>
+        public T Use<T>(Func<SqliteConnection, T> work)
+        {
+            ArgumentNullException.ThrowIfNull(work);
+            lock (_gate)
+            {
+                return work(_connection);
+            }
+        }
+
+        /// <summary>One holder's share of what SQLite holds for the connection now.</summary>
+        public SqliteFootprint Footprint()
+        {
+            int holders;
+            lock (s_sharedGate)
+            {
+                holders = Holders;
+            }
+            return Use(SqliteFootprint.Of).Share(holders);
+        }
+
+        /// <summary>Releases one holder's share; the last closes the connection.</summary>
+        public void Dispose()
+        {
+            lock (s_sharedGate)
+            {
+                if (Holders == 0 || --Holders > 0)
+                {
+                    return;
+                }
+                s_shared.Remove(_key);
+            }
+            lock (_gate)
+            {
+                _connection.Dispose();
+            }
+        }
+    }
+
     /// <summary>
     /// Turns off a connection's lookaside allocator (call it before the connection's first statement): about 48 KiB that
     /// this build of SQLite gives every connection (1,200-byte and 128-byte slots, allocated and threaded at open) to

@@ -2,82 +2,200 @@ using Microsoft.Data.Sqlite;
 
 namespace Potluck.Scheduler.Storage;
 
-/// <summary>An open SQLite file of node state that can be rebuilt (peers, reputation — never the ledger).</summary>
-/// <param name="Connection">The open connection; the caller owns it.</param>
-/// <param name="Path">The file's full path.</param>
-/// <param name="RecoveredFromCorruption">True when an existing file was damaged and has been set aside.</param>
-public sealed record SqliteStateFile(SqliteConnection Connection, string Path, bool RecoveredFromCorruption)
+/// <summary>
+/// A SQLite file of node state that can be rebuilt (peers, reputation — never the ledger), opened for each use and closed
+/// after it. Such a file is read once at start and written now and then (every 30 s, at a refusal, at shutdown), and an
+/// open connection costs its page cache (SQLite sets aside 20 pages, ~86 KiB at 4 KiB pages, with the first page read),
+/// handle and parsed schema for the whole life of the node: about 110 KiB a file, held for a few milliseconds of use.
+/// Each use opens the file without SQLite's lookaside, runs the connection's own pragmas, and closes it without a
+/// checkpoint (<c>SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE</c>): the WAL is checkpointed when it grows, as with one connection kept
+/// open, so what is stored and when it is durable are unchanged; disposing it closes the file as that connection's close
+/// did (a checkpoint, the WAL and SHM files removed). The in-memory stand-in (<see cref="SqliteMemory"/>) keeps
+/// one connection per node's store for every state file of it instead (the data lives only while a connection is open),
+/// shared under one lock. Thread-safe.
+/// </summary>
+public sealed class SqliteStateFile : IDisposable
 {
     private const int SqliteCorrupt = 11;
     private const int SqliteNotADatabase = 26;
+    private const int NoCheckpointOnClose = 1006; // SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE
+
+    private readonly Lock _gate = new();
+    private readonly string _perOpen;
+    private readonly SqliteMemory.SharedStore? _memory;
+    private bool _disposed;
+
+    private SqliteStateFile(string path, bool recovered, string perOpen, SqliteMemory.SharedStore? memory)
+    {
+        Path = path;
+        RecoveredFromCorruption = recovered;
+        _perOpen = perOpen;
+        _memory = memory;
+    }
+
+    /// <summary>The file's full path.</summary>
+    public string Path { get; }
+
+    /// <summary>True when an existing file was damaged and has been set aside.</summary>
+    public bool RecoveredFromCorruption { get; }
+
+    /// <summary>Whether a connection is open now (a file's only while in use; the in-memory stand-in's always).</summary>
+    internal bool ConnectionHeld
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _memory is not null && !_disposed;
+            }
+        }
+    }
 
     /// <summary>
     /// Opens (creating if needed) <paramref name="fileName"/> in <paramref name="directory"/>, readable by its owner
     /// only, runs <paramref name="setup"/> (pragmas and <c>CREATE TABLE IF NOT EXISTS</c>) and then <paramref name="check"/>
-    /// (a query touching every table, so a damaged file fails here rather than on first use). A damaged file is set
-    /// aside as <c>&lt;name&gt;.corrupt</c> and a fresh one is created: use this only for state the node can learn again.
+    /// (a query touching every table, so a damaged file fails here rather than on first use), and closes it. A damaged file
+    /// is set aside as <c>&lt;name&gt;.corrupt</c> and a fresh one is created: use this only for state the node can learn again.
     /// </summary>
+    /// <param name="perOpen">Settings of a connection rather than of the file (<c>PRAGMA synchronous</c>): run at every open.</param>
     /// <param name="inMemory">The <see cref="SqliteMemory"/> stand-in (simulations): an in-memory database named by the path.</param>
-    public static SqliteStateFile Open(string directory, string fileName, string setup, string check, bool inMemory = false)
+    public static SqliteStateFile Open(string directory, string fileName, string setup, string check, bool inMemory = false, string perOpen = "")
     {
+        ArgumentNullException.ThrowIfNull(perOpen);
         if (inMemory)
         {
             var memoryPath = System.IO.Path.Combine(directory, fileName);
-            var connection = new SqliteConnection(SqliteMemory.ConnectionString(memoryPath));
+            var store = SqliteMemory.Share(memoryPath);
             try
             {
-                connection.Open();
-                SqliteMemory.Slim(connection);
-                Run(connection, setup);
-                Run(connection, check);
-                return new(connection, memoryPath, false);
+                store.Use(connection =>
+                {
+                    Run(connection, perOpen + setup);
+                    Check(connection, check);
+                    return 0;
+                });
+                return new(memoryPath, false, perOpen, store);
             }
             catch
             {
-                connection.Dispose();
+                store.Dispose();
                 throw;
             }
         }
         var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), fileName);
         try
         {
-            return new(OpenAt(path, setup, check), path, false);
+            SetUp(path, perOpen + setup, check);
+            return new(path, false, perOpen, null);
         }
         catch (SqliteException e) when (e.SqliteErrorCode is SqliteCorrupt or SqliteNotADatabase)
         {
             File.Move(path, path + ".corrupt", overwrite: true);
             File.Delete(path + "-wal");
             File.Delete(path + "-shm");
-            return new(OpenAt(path, setup, check), path, true);
+            SetUp(path, perOpen + setup, check);
+            return new(path, true, perOpen, null);
         }
     }
 
-    private static SqliteConnection OpenAt(string path, string setup, string check)
+    /// <summary>Runs <paramref name="work"/> on a connection to the file, opened for it and closed after it.</summary>
+    /// <exception cref="ObjectDisposedException">Disposed.</exception>
+    /// <exception cref="SqliteException">The file cannot be opened (removed meanwhile, damaged) or the work failed.</exception>
+    public T Use<T>(Func<SqliteConnection, T> work)
     {
-        var builder = new SqliteConnectionStringBuilder
+        ArgumentNullException.ThrowIfNull(work);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_memory is not null)
+            {
+                return _memory.Use(work);
+            }
+            using var connection = Connect(Path, SqliteOpenMode.ReadWrite);
+            Run(connection, _perOpen);
+            return work(connection);
+        }
+    }
+
+    /// <summary>What SQLite holds for this file's connection now: nothing between uses of a file; the stand-in's share of its store's connection.</summary>
+    internal SqliteFootprint Footprint()
+    {
+        lock (_gate)
+        {
+            return _memory is null || _disposed ? default : _memory.Footprint();
+        }
+    }
+
+    /// <summary>
+    /// Closes the file as one connection kept open would have been closed: a last connection checkpoints the WAL into the
+    /// file and removes the WAL and SHM files (a file removed meanwhile has nothing to checkpoint). The stand-in releases its
+    /// share of the store's connection.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            if (_memory is not null)
+            {
+                _memory.Dispose();
+                return;
+            }
+            try
+            {
+                using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+                {
+                    DataSource = Path,
+                    Mode = SqliteOpenMode.ReadWrite,
+                    Cache = SqliteCacheMode.Private,
+                    Pooling = false,
+                }.ToString());
+                connection.Open();
+                SqliteMemory.NoLookaside(connection);
+                Run(connection, _perOpen);
+                Check(connection, "PRAGMA schema_version"); // a read: the connection opens the WAL, so its close checkpoints it
+            }
+            catch (SqliteException)
+            {
+                // Removed or damaged since its last use: nothing to checkpoint (the last use reported the damage).
+            }
+        }
+    }
+
+    private static void SetUp(string path, string setup, string check)
+    {
+        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
+        using (var connection = Connect(path, SqliteOpenMode.ReadWriteCreate))
+        {
+            Run(connection, setup);
+            Check(connection, check);
+        }
+        Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
+    }
+
+    /// <summary>An open connection to the file, without lookaside, that leaves the WAL as it is when it closes.</summary>
+    private static SqliteConnection Connect(string path, SqliteOpenMode mode)
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
+            Mode = mode,
             Cache = SqliteCacheMode.Private,
             Pooling = false,
-        };
-        Protocol.Runtime.OwnerOnly.PrepareSqlite(path);
-        var connection = new SqliteConnection(builder.ToString());
+        }.ToString());
         try
         {
             connection.Open();
             SqliteMemory.NoLookaside(connection); // a few statements now and then: no 48 KiB of lookaside for them
-            using (var command = connection.CreateCommand())
+            var rc = SQLitePCL.raw.sqlite3_db_config(connection.Handle, NoCheckpointOnClose, 1, out _);
+            if (rc != SQLitePCL.raw.SQLITE_OK)
             {
-                command.CommandText = setup;
-                command.ExecuteNonQuery();
+                throw new InvalidOperationException($"SQLite refused to leave the WAL unchanged at close (code {rc})");
             }
-            using (var command = connection.CreateCommand())
-            {
-                command.CommandText = check;
-                command.ExecuteScalar();
-            }
-            Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
             return connection;
         }
         catch
@@ -88,6 +206,17 @@ public sealed record SqliteStateFile(SqliteConnection Connection, string Path, b
     }
 
     private static void Run(SqliteConnection connection, string sql)
+    {
+        if (sql.Length == 0)
+        {
+            return;
+        }
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private static void Check(SqliteConnection connection, string sql)
     {
         using var command = connection.CreateCommand();
         command.CommandText = sql;

@@ -28,13 +28,13 @@ public sealed class ReputationDatabase : IDisposable
             refused_reason TEXT) STRICT;
         """;
 
-    private readonly SqliteConnection _connection;
+    private readonly SqliteStateFile _file;
     private readonly Lock _gate = new();
 
-    private ReputationDatabase(SqliteConnection connection, string path)
+    private ReputationDatabase(SqliteStateFile file)
     {
-        _connection = connection;
-        Path = path;
+        _file = file;
+        Path = file.Path;
     }
 
     public string Path { get; }
@@ -46,9 +46,9 @@ public sealed class ReputationDatabase : IDisposable
     /// <param name="inMemory">The in-memory storage stand-in of simulations (<see cref="Storage.SqliteMemory"/>).</param>
     public static ReputationDatabase Open(string directory, bool inMemory = false)
     {
-        var file = SqliteStateFile.Open(directory, FileName, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;" + Schema,
-            "SELECT count(*) FROM providers", inMemory);
-        return new ReputationDatabase(file.Connection, file.Path) { RecoveredFromCorruption = file.RecoveredFromCorruption };
+        var file = SqliteStateFile.Open(directory, FileName, "PRAGMA journal_mode = WAL;" + Schema,
+            "SELECT count(*) FROM providers", inMemory, perOpen: "PRAGMA synchronous = NORMAL;");
+        return new ReputationDatabase(file) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 
     /// <summary>Writes (inserts or replaces) these providers' records in one transaction.</summary>
@@ -60,28 +60,32 @@ public sealed class ReputationDatabase : IDisposable
         }
         lock (_gate)
         {
-            using var tx = _connection.BeginTransaction();
-            using var upsert = _connection.CreateCommand();
-            upsert.Transaction = tx;
-            upsert.CommandText = "INSERT OR REPLACE INTO providers (peer_id, consecutive_verified, verified, unchecked, failures, refused_reason) " +
-                                 "VALUES ($id, $streak, $verified, $unchecked, $failures, $reason)";
-            var id = upsert.Parameters.Add("$id", SqliteType.Text);
-            var streak = upsert.Parameters.Add("$streak", SqliteType.Integer);
-            var verified = upsert.Parameters.Add("$verified", SqliteType.Integer);
-            var unchecked_ = upsert.Parameters.Add("$unchecked", SqliteType.Integer);
-            var failures = upsert.Parameters.Add("$failures", SqliteType.Integer);
-            var reason = upsert.Parameters.Add("$reason", SqliteType.Text);
-            foreach (var (peer, record) in records)
+            _file.Use(connection =>
             {
-                id.Value = peer.ToString();
-                streak.Value = record.ConsecutiveVerified;
-                verified.Value = record.Verified;
-                unchecked_.Value = record.Unchecked;
-                failures.Value = record.Failures;
-                reason.Value = record.RefusedReason is { } r ? (r.Length > MaxReasonLength ? r[..MaxReasonLength] : r) : DBNull.Value;
-                upsert.ExecuteNonQuery();
-            }
-            tx.Commit();
+                using var tx = connection.BeginTransaction();
+                using var upsert = connection.CreateCommand();
+                upsert.Transaction = tx;
+                upsert.CommandText = "INSERT OR REPLACE INTO providers (peer_id, consecutive_verified, verified, unchecked, failures, refused_reason) " +
+                                     "VALUES ($id, $streak, $verified, $unchecked, $failures, $reason)";
+                var id = upsert.Parameters.Add("$id", SqliteType.Text);
+                var streak = upsert.Parameters.Add("$streak", SqliteType.Integer);
+                var verified = upsert.Parameters.Add("$verified", SqliteType.Integer);
+                var unchecked_ = upsert.Parameters.Add("$unchecked", SqliteType.Integer);
+                var failures = upsert.Parameters.Add("$failures", SqliteType.Integer);
+                var reason = upsert.Parameters.Add("$reason", SqliteType.Text);
+                foreach (var (peer, record) in records)
+                {
+                    id.Value = peer.ToString();
+                    streak.Value = record.ConsecutiveVerified;
+                    verified.Value = record.Verified;
+                    unchecked_.Value = record.Unchecked;
+                    failures.Value = record.Failures;
+                    reason.Value = record.RefusedReason is { } r ? (r.Length > MaxReasonLength ? r[..MaxReasonLength] : r) : DBNull.Value;
+                    upsert.ExecuteNonQuery();
+                }
+                tx.Commit();
+                return 0;
+            });
         }
     }
 
@@ -90,34 +94,46 @@ public sealed class ReputationDatabase : IDisposable
     {
         lock (_gate)
         {
-            var records = new List<KeyValuePair<PeerId, ProviderRecord>>();
-            using var select = _connection.CreateCommand();
-            select.CommandText = "SELECT peer_id, consecutive_verified, verified, unchecked, failures, substr(refused_reason, 1, $max) FROM providers " +
-                                 "WHERE length(peer_id) <= 128 ORDER BY refused_reason IS NULL, verified DESC LIMIT $limit";
-            select.Parameters.AddWithValue("$max", MaxReasonLength);
-            select.Parameters.AddWithValue("$limit", maxProviders);
-            using var reader = select.ExecuteReader();
-            while (reader.Read())
+            return _file.Use(connection =>
             {
-                if (!PeerId.TryParse(reader.GetString(0), out var id))
+                var records = new List<KeyValuePair<PeerId, ProviderRecord>>();
+                using var select = connection.CreateCommand();
+                select.CommandText = "SELECT peer_id, consecutive_verified, verified, unchecked, failures, substr(refused_reason, 1, $max) FROM providers " +
+                                     "WHERE length(peer_id) <= 128 ORDER BY refused_reason IS NULL, verified DESC LIMIT $limit";
+                select.Parameters.AddWithValue("$max", MaxReasonLength);
+                select.Parameters.AddWithValue("$limit", maxProviders);
+                using var reader = select.ExecuteReader();
+                while (reader.Read())
                 {
-                    continue;
+                    if (!PeerId.TryParse(reader.GetString(0), out var id))
+                    {
+                        continue;
+                    }
+                    records.Add(new(id, new ProviderRecord(
+                        Count(reader.GetInt64(1)), Count(reader.GetInt64(2)), Count(reader.GetInt64(3)), Count(reader.GetInt64(4)),
+                        reader.IsDBNull(5) ? null : reader.GetString(5))));
                 }
-                records.Add(new(id, new ProviderRecord(
-                    Count(reader.GetInt64(1)), Count(reader.GetInt64(2)), Count(reader.GetInt64(3)), Count(reader.GetInt64(4)),
-                    reader.IsDBNull(5) ? null : reader.GetString(5))));
-            }
-            return records;
+                return records;
+            });
         }
     }
 
     private static int Count(long value) => (int)Math.Clamp(value, 0, int.MaxValue);
 
+    /// <summary>What SQLite holds for this database's connection now.</summary>
+    internal SqliteFootprint Footprint()
+    {
+        lock (_gate)
+        {
+            return _file.Footprint();
+        }
+    }
+
     public void Dispose()
     {
         lock (_gate)
         {
-            _connection.Dispose();
+            _file.Dispose();
         }
     }
 }

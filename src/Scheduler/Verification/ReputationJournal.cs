@@ -29,6 +29,9 @@ public sealed partial class ReputationJournal : IAsyncDisposable
         FlushInterval = flushInterval ?? TimeSpan.FromSeconds(30);
     }
 
+    /// <summary>The database it keeps the store in.</summary>
+    internal ReputationDatabase Database => _database;
+
     /// <summary>How often changed counts are written. Default 30 s.</summary>
     public TimeSpan FlushInterval { get; }
 

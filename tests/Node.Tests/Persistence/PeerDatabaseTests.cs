@@ -26,6 +26,42 @@ public class PeerDatabaseTests
             DateTimeOffset.FromUnixTimeMilliseconds(seenMs));
 
     [Test]
+    public void HoldsNoConnectionBetweenUses_OpensTheFileForEachSaveAndLoad()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "counts descriptors in /proc/self/fd");
+        var random = new Random(2);
+        var peer = Peer(random, 5000, "/memory/3");
+        using var db = PeerDatabase.Open(_dir);
+        Assert.That(OpenDescriptors(db.Path), Is.Zero, "after opening (setup and check ran, then it closed)");
+        db.Save(new PersistedState([peer], ["t"]));
+        Assert.That(OpenDescriptors(db.Path), Is.Zero, "after a save");
+        var state = db.Load(100, 8, 128, 64);
+        Assert.That(OpenDescriptors(db.Path), Is.Zero, "after a load");
+        Assert.That(state.Peers.Single().Id, Is.EqualTo(peer.Id));
+        Assert.That(state.Topics, Is.EqualTo(new[] { "t" }));
+        db.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => db.Save(PersistedState.Empty), "disposed: DiscoveryService.Save logs it, as before");
+    }
+
+    /// <summary>Descriptors this process has open on <paramref name="path"/> (each SQLite connection opens its own).</summary>
+    private static int OpenDescriptors(string path)
+    {
+        var count = 0;
+        foreach (var fd in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            try
+            {
+                count += new FileInfo(fd).LinkTarget == path ? 1 : 0;
+            }
+            catch (IOException)
+            {
+                // Closed while enumerated (the enumeration's own descriptor among them).
+            }
+        }
+        return count;
+    }
+
+    [Test]
     public void SaveThenLoad_RoundTrips_MostRecentFirst_AndReplacesThePreviousSave()
     {
         var random = new Random(1);

@@ -60,15 +60,16 @@ public class SqliteMemoryTests
                 Exercise(ordinary);
                 Assert.That(LookasideHighWater(ordinary), Is.GreaterThan(0), "a default file connection uses lookaside (else this test proves nothing)");
             }
-            var file = SqliteStateFile.Open(directory, "state.db", "PRAGMA journal_mode = WAL;", "SELECT 1;");
-            using (file.Connection)
+            using var file = SqliteStateFile.Open(directory, "state.db", "PRAGMA journal_mode = WAL;", "SELECT 1;");
+            file.Use(connection =>
             {
-                Exercise(file.Connection);
-                Assert.That(LookasideHighWater(file.Connection), Is.EqualTo(0));
-                using var count = file.Connection.CreateCommand();
+                Exercise(connection);
+                Assert.That(LookasideHighWater(connection), Is.EqualTo(0));
+                using var count = connection.CreateCommand();
                 count.CommandText = "SELECT count(*) FROM t";
                 Assert.That(count.ExecuteScalar(), Is.EqualTo(2L), "the same results without it");
-            }
+                return 0;
+            });
         }
         finally
         {
