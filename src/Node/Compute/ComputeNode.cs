@@ -46,9 +46,6 @@ public sealed class ComputeNode : IAsyncDisposable
 
     public CreditLedger Ledger { get; }
 
-    /// <summary>What SQLite holds for this node's ledger and reputation connections now.</summary>
-    internal Scheduler.Storage.SqliteFootprint StorageFootprint() => Ledger.Footprint() + _journal.Database.Footprint();
-
     public WasmSandbox Sandbox { get; }
 
     public ModuleStore Modules { get; }
@@ -218,4 +215,7 @@ public sealed class ComputeNode : IAsyncDisposable
         }
         Ledger.Dispose();
     }
+
+    /// <summary>What SQLite holds for this node's ledger and reputation connections now.</summary>
+    internal Scheduler.Storage.SqliteFootprint StorageFootprint() => Ledger.Footprint() + _journal.Database.Footprint();
 }

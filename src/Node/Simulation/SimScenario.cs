@@ -278,14 +278,14 @@ public static class SimRunner
         await reporter;
         sampler?.Census("drained", mesh.CountConnectionEnds());
         progress?.Invoke(SimMemory.Now().Describe(mesh.Nodes.Count, "at the end"));
-        var storageAtEnd = mesh.CountStorage();
-        progress?.Invoke(storageAtEnd.Footprint.Describe(storageAtEnd.Nodes, "at the end"));
         if (s.AtEnd is { } atEnd)
         {
             wall.Stop(); // the hold is not the run's: wall_s and events_per_s leave it out
             atEnd();
             wall.Start();
         }
+        var storageAtEnd = mesh.CountStorage();
+        progress?.Invoke(storageAtEnd.Footprint.Describe(storageAtEnd.Nodes, "at the end"));
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("at the end"));

@@ -459,33 +459,6 @@ public sealed class SimulatedMesh : IAsyncDisposable
     }
 
     /// <summary>
-    /// What SQLite holds for the nodes that are up now (their ledger, reputation and peer connections; a crashed node's
-    /// keeper is not among them), and over how many nodes. Read, not traced: the trace stays the same.
-    /// </summary>
-    public (int Nodes, Scheduler.Storage.SqliteFootprint Footprint) CountStorage()
-    {
-        var nodes = 0;
-        var sum = default(Scheduler.Storage.SqliteFootprint);
-        foreach (var node in _nodes)
-        {
-            if (node.Node is not { } running || !node.IsUp)
-            {
-                continue;
-            }
-            nodes++;
-            if (running.Services.GetService(typeof(Hosting.PeerPersistence)) is Hosting.PeerPersistence { Database: { } peers })
-            {
-                sum += peers.Footprint();
-            }
-            if (running.Compute is { } compute)
-            {
-                sum += compute.StorageFootprint();
-            }
-        }
-        return (nodes, sum);
-    }
-
-    /// <summary>
     /// What the nodes that are up remember of other peers now (<see cref="PerPeerCensus"/>). Read, not traced, and reads
     /// nothing that sweeps or expires: the trace stays the same.
     /// </summary>
@@ -1169,6 +1142,33 @@ public sealed class SimulatedMesh : IAsyncDisposable
             {
             }
         }
+    }
+
+    /// <summary>
+    /// What SQLite holds for the nodes that are up now (their ledger, reputation and peer connections; a crashed node's
+    /// keeper is not among them), and over how many nodes. Read, not traced: the trace stays the same.
+    /// </summary>
+    public (int Nodes, Scheduler.Storage.SqliteFootprint Footprint) CountStorage()
+    {
+        var nodes = 0;
+        var sum = default(Scheduler.Storage.SqliteFootprint);
+        foreach (var node in _nodes)
+        {
+            if (node.Node is not { } running || !node.IsUp)
+            {
+                continue;
+            }
+            nodes++;
+            if (running.Services.GetService(typeof(Hosting.PeerPersistence)) is Hosting.PeerPersistence { Database: { } peers })
+            {
+                sum += peers.Footprint();
+            }
+            if (running.Compute is { } compute)
+            {
+                sum += compute.StorageFootprint();
+            }
+        }
+        return (nodes, sum);
     }
 }
 

@@ -111,13 +111,13 @@ public sealed partial class CreditLedger
         }
     }
 
-    /// <summary>What SQLite holds for the writer's and the reader's connections now.</summary>
+    /// <summary>What SQLite holds for the writer's and the reader's connections now (the stand-in: its share of its store's).</summary>
     internal Storage.SqliteFootprint Footprint()
     {
         Storage.SqliteFootprint writer;
         lock (_gate)
         {
-            writer = Storage.SqliteFootprint.Of(_disposed ? null : _connection);
+            writer = _disposed ? default : _store?.Footprint() ?? Storage.SqliteFootprint.Of(_connection);
         }
         lock (_readGate)
         {

@@ -123,7 +123,8 @@ public sealed partial class CreditLedger : IDisposable
     private readonly SqliteConnection _connection;
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
-    private readonly Lock _gate = new();
+    private readonly Lock _gate;
+    private readonly Storage.SqliteMemory.SharedStore? _store;
     private readonly Dictionary<string, Storage.SqliteStatement> _commands = new(StringComparer.Ordinal);
     private readonly Lock _queueGate = new();
     private readonly List<PendingWrite> _queue = [];
@@ -135,9 +136,12 @@ public sealed partial class CreditLedger : IDisposable
     private long _pendingDelta;
     private long _writerStatements;
 
-    private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time)
+    private CreditLedger(SqliteConnection connection, string path, PeerId owner, CreditsOptions options, TimeProvider time,
+        Storage.SqliteMemory.SharedStore? store = null)
     {
         _connection = connection;
+        _store = store;
+        _gate = store?.Gate ?? new Lock();
         Path = path;
         Owner = owner;
         _options = options;
@@ -172,10 +176,13 @@ public sealed partial class CreditLedger : IDisposable
         }
         string path;
         SqliteConnection connection;
+        Storage.SqliteMemory.SharedStore? store = null;
         if (inMemory)
         {
+            // The stand-in runs on its node's store's one connection, under that connection's lock (the state files share it).
             path = System.IO.Path.Combine(directory, FileName);
-            connection = new SqliteConnection(Storage.SqliteMemory.ConnectionString(path));
+            store = Storage.SqliteMemory.Share(path);
+            connection = store.Connection;
         }
         else
         {
@@ -192,12 +199,11 @@ public sealed partial class CreditLedger : IDisposable
         }
         try
         {
-            connection.Open();
-            if (inMemory)
+            if (store is null)
             {
-                Storage.SqliteMemory.Slim(connection);
+                connection.Open();
             }
-            var ledger = new CreditLedger(connection, path, owner, options, time) { _inMemory = inMemory };
+            var ledger = new CreditLedger(connection, path, owner, options, time, store) { _inMemory = inMemory };
             ledger.Initialise();
             if (!inMemory)
             {
@@ -216,13 +222,26 @@ public sealed partial class CreditLedger : IDisposable
         }
         catch (SqliteException e)
         {
-            connection.Dispose();
+            Close(connection, store);
             throw Translate(e, path);
         }
         catch
         {
-            connection.Dispose();
+            Close(connection, store);
             throw;
+        }
+    }
+
+    /// <summary>Closes the writer's connection: the stand-in releases its share of its store's connection instead.</summary>
+    private static void Close(SqliteConnection connection, Storage.SqliteMemory.SharedStore? store)
+    {
+        if (store is not null)
+        {
+            store.Dispose();
+        }
+        else
+        {
+            connection.Dispose();
         }
     }
 
@@ -670,7 +689,7 @@ public sealed partial class CreditLedger : IDisposable
                 _commands.Clear();
                 DisposeReader();
                 CloseWal();
-                _connection.Dispose();
+                Close(_connection, _store);
             }
         }
     }

@@ -55,9 +55,9 @@ public static class SqliteMemory
     private static readonly Dictionary<string, SharedStore> s_shared = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// The connection that every state file (<see cref="SqliteStateFile"/>: peers, reputation) of the store of
-    /// <paramref name="path"/>'s directory shares, opened by the first and closed with the last that disposes it: one
-    /// connection (its handle and the functions and modules registered at open, ~8–12 KiB) where each file held its own.
+    /// The connection that the ledger and every state file (<see cref="SqliteStateFile"/>: peers, reputation) of the store
+    /// of <paramref name="path"/>'s directory share, opened by the first and closed with the last that disposes it: one
+    /// connection (its handle and the functions and modules registered at open, ~8–12 KiB) where each held its own.
     /// </summary>
     public static SharedStore Share(string path)
     {
@@ -84,13 +84,21 @@ public static class SqliteMemory
     {
         private readonly string _key;
         private readonly SqliteConnection _connection;
-        private readonly Lock _gate = new();
 
         internal SharedStore(string key, SqliteConnection connection)
         {
             _key = key;
             _connection = connection;
         }
+
+        /// <summary>The shared connection: use it only while holding <see cref="Gate"/>.</summary>
+        internal SqliteConnection Connection => _connection;
+
+        /// <summary>
+        /// The lock every user of the connection holds while it runs statements (the ledger holds it as its writer's lock):
+        /// one transaction at a time on the connection, never two users' statements interleaved.
+        /// </summary>
+        internal Lock Gate { get; } = new();
 
         /// <summary>Holders not yet disposed (under the registry's lock).</summary>
         internal int Holders { get; set; } = 1;
@@ -99,7 +107,7 @@ public static class SqliteMemory
         public T Use<T>(Func<SqliteConnection, T> work)
         {
             ArgumentNullException.ThrowIfNull(work);
-            lock (_gate)
+            lock (Gate)
             {
                 return work(_connection);
             }
@@ -127,7 +135,7 @@ public static class SqliteMemory
                 }
                 s_shared.Remove(_key);
             }
-            lock (_gate)
+            lock (Gate)
             {
                 _connection.Dispose();
             }

@@ -29,9 +29,6 @@ public sealed partial class ReputationJournal : IAsyncDisposable
         FlushInterval = flushInterval ?? TimeSpan.FromSeconds(30);
     }
 
-    /// <summary>The database it keeps the store in.</summary>
-    internal ReputationDatabase Database => _database;
-
     /// <summary>How often changed counts are written. Default 30 s.</summary>
     public TimeSpan FlushInterval { get; }
 
@@ -109,4 +106,7 @@ public sealed partial class ReputationJournal : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not save provider reputation")]
     private partial void LogSaveFailed(Exception e);
+
+    /// <summary>The database it keeps the store in.</summary>
+    internal ReputationDatabase Database => _database;
 }

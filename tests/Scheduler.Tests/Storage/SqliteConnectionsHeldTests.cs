@@ -113,11 +113,24 @@ public class SqliteConnectionsHeldTests
     }
 
     [Test]
-    public void InMemoryStandIn_StateFilesOfOneStore_ShareOneConnection_AndTheLastClosesIt()
+    public void InMemoryStandIn_LedgerAndStateFilesOfOneStore_ShareOneConnection_AndTheLastClosesIt()
     {
+        var owner = PrivateKey.FromRandom(new Random(14)).PeerId;
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var ledger = CreditLedger.Open(_dir, owner, new CreditsOptions { InitialGrant = 700 }, time, inMemory: true);
         using var reputation = ReputationDatabase.Open(_dir, inMemory: true);
         using var other = SqliteStateFile.Open(_dir, "peers.db", "CREATE TABLE IF NOT EXISTS other (k INTEGER PRIMARY KEY) STRICT;", "SELECT count(*) FROM other", inMemory: true);
-        Assert.That(reputation.Footprint().Connections + other.Footprint().Connections, Is.EqualTo(1.0), "one connection, half each");
+        Assert.That(ledger.Footprint().Connections + reputation.Footprint().Connections + other.Footprint().Connections, Is.EqualTo(1.0).Within(1e-9),
+            "one connection, a third each");
+        Assert.That(ledger.RecordOwed([7], Requester, 25), Is.EqualTo(LedgerResult.Owed));
+        Assert.That(ledger.Unpaid(Requester), Is.EqualTo(25));
+        ledger.Dispose();
+        Assert.That(reputation.Footprint().Connections + other.Footprint().Connections, Is.EqualTo(1.0).Within(1e-9), "half each once the ledger has gone");
+        using (var again = CreditLedger.Open(_dir, owner, new CreditsOptions { InitialGrant = 700 }, time, inMemory: true))
+        {
+            Assert.That(again.Created, Is.False, "the store outlived the ledger: the state files' connection kept it");
+            Assert.That((again.Balance(), again.Unpaid(Requester)), Is.EqualTo((700L, 25L)));
+        }
         reputation.Save([new(Provider, new ProviderRecord(2, 3, 0, 0, "x"))]);
         Assert.That(other.Use(c =>
         {
