@@ -108,6 +108,7 @@ public class SqliteConnectionsHeldTests
             Assert.That(ledger.Unpaid(Requester), Is.EqualTo(40), "the first read sees what was committed");
             Assert.That(OpenDescriptors(path), Is.EqualTo(2), "the reader, opened by the read");
             Assert.That(ledger.PreparedReads(), Has.Some.Contains("FROM owed"), "the read ran on the reader");
+            Assert.That(ledger.ReaderLookasideHighWater(), Is.Zero, "the reader runs without lookaside");
         }
         Assert.That(OpenDescriptors(path), Is.Zero, "both closed with the ledger");
     }
