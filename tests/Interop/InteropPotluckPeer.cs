@@ -47,7 +47,7 @@ internal sealed class InteropPotluckPeer : IAsyncDisposable
     public static async Task<InteropPotluckPeer> StartAsync(int seed, bool gossip, string? dhtProtocol, PrivateKey? key = null,
         Func<GossipsubOptions, GossipsubOptions>? configureGossip = null)
     {
-        // A node's own gossip defaults (D 5, D_hi 7), which are what must interoperate.
+        // A node's own gossip defaults (D 5, D_hi 6), which are what must interoperate.
         var defaults = new Potluck.Node.Hosting.PotluckOptions().Gossip;
         var gossipOptions = configureGossip?.Invoke(defaults) ?? defaults;
         var node = await PotluckNode.CreateBuilder()

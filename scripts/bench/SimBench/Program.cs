@@ -59,8 +59,8 @@ public static class Program
             DLow = o.DLow ?? (o.D is { } d ? Math.Max(1, d - 2) : g.DLow),
             DHigh = o.DHigh ?? (o.D is { } d2 ? d2 * 2 : g.DHigh),
             DLazy = o.DLazy ?? o.D ?? g.DLazy,
-            DOut = o.D is { } d3 ? Math.Min(g.DOut, Math.Max(1, d3 / 2 - 1)) : g.DOut,
-        }, o.Protocol, o.LatencySigma, o.UplinkMbit * 125_000L);
+            DOut = o.DOut ?? (o.D is { } d3 ? Math.Min(g.DOut, Math.Max(1, d3 / 2 - 1)) : g.DOut),
+        }, o.Protocol, o.LatencySigma, o.UplinkMbit * 125_000L, o.Stagger);
         var heartbeat = sim.Options[0].HeartbeatInterval;
         for (var i = 0; i < o.Nodes; i++)
         {
@@ -146,9 +146,9 @@ public static class Program
         var idontwant = sim.Routers.Sum(r => r.Counters.IDontWantSent);
         var honoured = sim.Routers.Sum(r => r.Counters.IDontWantHonoured);
         Console.WriteLine($"gossip: {o.Nodes} nodes, each dialing {o.Degree} (links {sim.Links.Count}), link latency {o.LatencyMs} ms (sigma {o.LatencySigma}), "
-            + $"uplink {(o.UplinkMbit == 0 ? "unlimited" : o.UplinkMbit + " Mbit/s")}, protocol {o.Protocol}, payload {o.Payload} B, IDONTWANT from {o.IDontWantMin} B ({idontwant} sent, {honoured} copies saved), D {sim.Options[0].D} (lo {sim.Options[0].DLow}, hi {sim.Options[0].DHigh}, lazy {sim.Options[0].DLazy}), "
-            + $"heartbeat {heartbeat.TotalMilliseconds} ms, flood publish {(o.FloodPublish ? "on" : "off")}, seed {o.Seed}, {o.Messages} messages");
-        Console.WriteLine($"  mesh size: min {meshSizes.Min()}, mean {meshSizes.Average():F2}, max {meshSizes.Max()}");
+            + $"uplink {(o.UplinkMbit == 0 ? "unlimited" : o.UplinkMbit + " Mbit/s")}, protocol {o.Protocol}, payload {o.Payload} B, IDONTWANT from {o.IDontWantMin} B ({idontwant} sent, {honoured} copies saved), D {sim.Options[0].D} (lo {sim.Options[0].DLow}, hi {sim.Options[0].DHigh}, lazy {sim.Options[0].DLazy}, out {sim.Options[0].DOut}), "
+            + $"heartbeat {heartbeat.TotalMilliseconds} ms, flood publish {(o.FloodPublish ? "on" : "off")}, heartbeats {(o.Stagger ? "staggered" : "in step")}, seed {o.Seed}, {o.Messages} messages");
+        Console.WriteLine($"  mesh size: min {meshSizes.Min()}, mean {meshSizes.Average():F2}, max {meshSizes.Max()}; sizes {string.Join(' ', meshSizes.GroupBy(m => m).OrderBy(g => g.Key).Select(g => $"{g.Key}:{g.Count()}"))}");
         Console.WriteLine(F($"  reached: {reachedTotal}/{subscribersTotal} = {reach * 100:F3} % (target >= 99.9 %) {(ok ? "OK" : "MISSED")}; messages not reaching everyone: {incomplete}"));
         Console.WriteLine(F($"  propagation: p50 {Percentile(delaysMs, 0.5):F0} ms, p99 {Percentile(delaysMs, 0.99):F0} ms, max {delaysMs.LastOrDefault():F0} ms (resolution {o.LatencyMs} ms)"));
         Console.WriteLine(F($"  propagation in heartbeats: p50 {Percentile(delaysHeartbeats, 0.5):F0}, p99 {Percentile(delaysHeartbeats, 0.99):F0}, max {delaysHeartbeats.LastOrDefault()}"));
@@ -190,7 +190,7 @@ public static class Program
     private sealed record Options(
         string Scenario, int Seed, int Nodes, int Degree, double LatencyMs, int Messages, bool FloodPublish, int WarmupHeartbeats,
         int MaxHeartbeatsPerMessage, int DhtNodes, int Lookups, string Protocol = GossipsubProtocol.V11, int Payload = 4,
-        int IDontWantMin = 1024, double LatencySigma = 0, int? D = null, int UplinkMbit = 0, int? DLow = null, int? DHigh = null, int? DLazy = null)
+        int IDontWantMin = 1024, double LatencySigma = 0, int? D = null, int UplinkMbit = 0, int? DLow = null, int? DHigh = null, int? DLazy = null, int? DOut = null, bool Stagger = false)
     {
         public const string Usage =
             "usage: SimBench [gossip|dht|all] [--seed N] [--nodes N] [--degree N] [--latency-ms X] [--messages N] [--flood-publish on|off]\n"
@@ -236,6 +236,8 @@ public static class Program
                     "--d-lo" => o with { DLow = Int(1, 50) },
                     "--d-hi" => o with { DHigh = Int(2, 100) },
                     "--d-lazy" => o with { DLazy = Int(0, 50) },
+                    "--d-out" => o with { DOut = Int(0, 50) },
+                    "--stagger-heartbeats" => o with { Stagger = Value() switch { "on" => true, "off" => false, var v => throw new ArgumentException($"--stagger-heartbeats on|off, not {v}") } },
                     "--uplink-mbit" => o with { UplinkMbit = Int(0, 100_000) },
                     _ => throw new ArgumentException($"unknown flag {flag}"),
                 };

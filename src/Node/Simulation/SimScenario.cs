@@ -184,6 +184,14 @@ public static class SimRunner
         progress?.Invoke(endsAfterWarmup.Describe("after warm-up"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("after warm-up"));
         var warmupDials = mesh.DialTotals();
+        var gossipAtWarmup = mesh.GossipTopicTotals();
+        if (progress is not null)
+        {
+            foreach (var line in mesh.DescribeGossipMeshes())
+            {
+                progress("after warm-up: " + line);
+            }
+        }
         var workStart = mesh.Elapsed;
         var random = mesh.Random;
         var running = new List<Task>();
@@ -289,6 +297,34 @@ public static class SimRunner
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("at the end"));
+        if (progress is not null)
+        {
+            foreach (var line in mesh.DescribeGossipMeshes())
+            {
+                progress("at the end: " + line);
+            }
+            var changes = new long[Protocol.Gossipsub.RouterCounters.MeshChangeNames.Length];
+            foreach (var n in mesh.Nodes)
+            {
+                if (n.Node is { } up)
+                {
+                    var c = up.Gossip.Counters.MeshChanges();
+                    for (var i = 0; i < changes.Length; i++)
+                    {
+                        changes[i] += c[i];
+                    }
+                }
+            }
+            progress("gossip mesh changes (nodes up at the end, whole run): "
+                + string.Join(", ", Protocol.Gossipsub.RouterCounters.MeshChangeNames.Select((name, i) => $"{name} {changes[i]}")));
+            var names = Protocol.Gossipsub.TopicCounters.Names;
+            foreach (var (topic, total) in mesh.GossipTopicTotals())
+            {
+                var before = gossipAtWarmup.GetValueOrDefault(topic) ?? new long[total.Length];
+                progress(string.Create(CultureInfo.InvariantCulture,
+                    $"gossip {topic} (warm-up + work): {string.Join(", ", names.Select((n, i) => $"{n} {before[i]}+{total[i] - before[i]}"))}"));
+            }
+        }
         var (expected, delivered) = CountProbes(mesh, probes, published);
         var dials = new SimReport.DialFigures(SimReport.DialFigures.Named(DialReason.All, mesh.DialTotals()),
             SimReport.DialFigures.Named(DialReason.All, warmupDials), perSecond,

@@ -149,6 +149,12 @@ public sealed record MeshOptions
     public Func<Potluck.Protocol.Host.HostOptions, Potluck.Protocol.Host.HostOptions>? ConfigureHost { get; init; }
 
     /// <summary>
+    /// Changes every node's gossipsub options (a test's knob, e.g. a mesh degree other than the node's default).
+    /// Null (the default): the daemon's options.
+    /// </summary>
+    public Func<Potluck.Protocol.Gossipsub.GossipsubOptions, Potluck.Protocol.Gossipsub.GossipsubOptions>? ConfigureGossip { get; init; }
+
+    /// <summary>
     /// Virtual time over which the nodes join, one after another at even gaps, each bootstrapping from nodes already up:
     /// a real network never has a thousand nodes boot in the same millisecond, and a node that joins a formed mesh finds
     /// its neighbours in a few hops instead of dialling through a thousand empty routing tables. Null (the default):
@@ -418,6 +424,81 @@ public sealed class SimulatedMesh : IAsyncDisposable
     /// the node protects, and how many nodes hold more than their high watermark. Read, not traced: the trace stays where
     /// the nodes' behaviour stays.
     /// </summary>
+    /// <summary>
+    /// Gossip counters per topic summed over the nodes up (<see cref="Protocol.Gossipsub.TopicCounters.Names"/>' order). Read,
+    /// not traced: the trace stays the same.
+    /// </summary>
+    public SortedDictionary<string, long[]> GossipTopicTotals()
+    {
+        var totals = new SortedDictionary<string, long[]>(StringComparer.Ordinal);
+        foreach (var node in _nodes)
+        {
+            if (node.Node is not { } running || !running.Options.Protocols.Gossipsub)
+            {
+                continue;
+            }
+            foreach (var (topic, c) in running.Gossip.Counters.ByTopic)
+            {
+                if (!totals.TryGetValue(topic, out var sum))
+                {
+                    totals[topic] = sum = new long[Protocol.Gossipsub.TopicCounters.Names.Length];
+                }
+                var a = c.ToArray();
+                for (var i = 0; i < a.Length; i++)
+                {
+                    sum[i] += a[i];
+                }
+            }
+        }
+        return totals;
+    }
+
+    /// <summary>
+    /// Each topic's meshes over the nodes up: how many nodes hold one, the histogram of mesh sizes, the mean, and the
+    /// one-way edges (a node has a peer in its mesh that does not have the node in its own). Read, not traced.
+    /// </summary>
+    public IEnumerable<string> DescribeGossipMeshes()
+    {
+        var byPeer = new Dictionary<PeerId, PotluckNode>();
+        foreach (var node in _nodes)
+        {
+            if (node.Node is { } running && running.Options.Protocols.Gossipsub)
+            {
+                byPeer[node.PeerId] = running;
+            }
+        }
+        var topics = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var running in byPeer.Values)
+        {
+            topics.UnionWith(running.Gossip.Subscriptions);
+        }
+        foreach (var topic in topics)
+        {
+            var sizes = new SortedDictionary<int, int>();
+            long members = 0, oneWay = 0, nodes = 0;
+            foreach (var (peer, running) in byPeer)
+            {
+                if (!running.Gossip.Subscriptions.Contains(topic))
+                {
+                    continue;
+                }
+                var mesh = running.Gossip.MeshPeers(topic);
+                nodes++;
+                members += mesh.Count;
+                sizes[mesh.Count] = sizes.GetValueOrDefault(mesh.Count) + 1;
+                foreach (var p in mesh)
+                {
+                    if (!byPeer.TryGetValue(p, out var other) || !other.Gossip.MeshPeers(topic).Contains(peer))
+                    {
+                        oneWay++;
+                    }
+                }
+            }
+            yield return string.Create(CultureInfo.InvariantCulture,
+                $"gossip mesh {topic}: {nodes} nodes, mean size {(nodes == 0 ? 0 : (double)members / nodes):F2}, one-way edges {oneWay} of {members}, sizes {string.Join(' ', sizes.Select(kv => $"{kv.Key}:{kv.Value}"))}");
+        }
+    }
+
     public ConnectionEndCensus CountConnectionEnds()
     {
         var now = Clock.GetUtcNow();
@@ -727,6 +808,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 Bootstrap = bootstrap.Count > 0 ? bootstrap : o.Bootstrap,
                 DataDir = node.DataDir,
                 Discovery = o.Discovery with { PingNewConnections = false },
+                Gossip = _options.ConfigureGossip?.Invoke(o.Gossip) ?? o.Gossip,
                 Host = ConfigureHost(_options.MaxConnectionsPerNode is { } cap
                     ? o.Host with { HighWater = cap, LowWater = cap * 3 / 4, MaxConnections = cap * 2 }
                     : o.Host),

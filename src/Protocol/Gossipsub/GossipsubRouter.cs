@@ -49,6 +49,63 @@ internal sealed class RouterCounters
     public long IDontWantSent { get; set; }
     public long IDontWantHonoured { get; set; }
     public long IDontWantReceived { get; set; }
+
+    // How meshes changed, for simulations' breakdowns: peers grafted when joining a topic, inbound grafts accepted (up to
+    // D_hi, and over it from peers we dialed), grafts of a heartbeat below D_lo, for D_out and opportunistic ones, peers
+    // pruned by a heartbeat over D_hi, and mesh peers that pruned us.
+    public long JoinGrafts { get; set; }
+    public long InboundGrafts { get; set; }
+    public long InboundGraftsAboveDHigh { get; set; }
+    public long BelowDLowGrafts { get; set; }
+    public long DOutGrafts { get; set; }
+    public long OpportunisticGrafts { get; set; }
+    public long ShrunkAway { get; set; }
+    public long PrunedByPeer { get; set; }
+
+    /// <summary>The mesh counters above, in their order (<see cref="MeshChangeNames"/>).</summary>
+    public long[] MeshChanges() =>
+        [JoinGrafts, InboundGrafts, InboundGraftsAboveDHigh, BelowDLowGrafts, DOutGrafts, OpportunisticGrafts, ShrunkAway, PrunedByPeer];
+
+    public static readonly string[] MeshChangeNames =
+        ["join", "inbound", "inbound_over_d_hi", "below_d_lo", "d_out", "opportunistic", "shrunk_away", "pruned_by_peer"];
+
+    /// <summary>Per topic: where first copies and duplicates came from (for simulations' breakdowns; a few topics per node).</summary>
+    public Dictionary<string, TopicCounters> ByTopic { get; } = new(StringComparer.Ordinal);
+
+    public TopicCounters Topic(string topic)
+    {
+        if (!ByTopic.TryGetValue(topic, out var c))
+        {
+            ByTopic[topic] = c = new TopicCounters();
+        }
+        return c;
+    }
+}
+
+/// <summary>
+/// One topic's message counters. A copy's sender is the message's author (its publish: flood publish or the author's
+/// mesh), a peer in our mesh for the topic (its forward), or another peer (an IWANT answer, a fanout publish, or a peer
+/// that has us in its mesh while we do not have it in ours).
+/// </summary>
+internal sealed class TopicCounters
+{
+    public const int FromAuthor = 0, FromMesh = 1, FromOther = 2;
+
+    public long Delivered { get; set; }
+    public long Ignored { get; set; }
+    public long Rejected { get; set; }
+    public long[] First { get; } = new long[3];
+    public long[] Duplicates { get; } = new long[3];
+    public long Published { get; set; }
+    public long PublishTargets { get; set; }
+    public long Forwarded { get; set; }
+    public long IWantServed { get; set; }
+
+    public long[] ToArray() =>
+        [Delivered, Ignored, Rejected, First[0], First[1], First[2], Duplicates[0], Duplicates[1], Duplicates[2], Published, PublishTargets, Forwarded, IWantServed];
+
+    public static readonly string[] Names =
+        ["delivered", "ignored", "rejected", "first_author", "first_mesh", "first_other", "dup_author", "dup_mesh", "dup_other", "published", "publish_targets", "forwarded", "iwant_served"];
 }
 
 /// <summary>
@@ -273,6 +330,7 @@ internal sealed class GossipsubRouter
                 if (!IsBackedOff(p, topic, now) && _score.Score(p, now) >= 0)
                 {
                     Graft(p, topic, mesh, now);
+                    Counters.JoinGrafts++;
                 }
             }
             _fanoutLastPublished.Remove(topic);
@@ -282,6 +340,7 @@ internal sealed class GossipsubRouter
             foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0), _options.D - mesh.Count))
             {
                 Graft(p, topic, mesh, now);
+                Counters.JoinGrafts++;
             }
         }
     }
@@ -367,6 +426,9 @@ internal sealed class GossipsubRouter
             Out(p).Messages.Add(message);
             count++;
         }
+        var tc = Counters.Topic(topic);
+        tc.Published++;
+        tc.PublishTargets += count;
         return (id, count);
     }
 
@@ -470,8 +532,12 @@ internal sealed class GossipsubRouter
             return;
         }
         var key = _seen.KeyOf(id);
+        var topicCounters = Counters.Topic(topic);
+        var relation = message.From.Length > 0 && from.Bytes.SequenceEqual(message.From.Span) ? TopicCounters.FromAuthor
+            : _mesh.TryGetValue(topic, out var ourMesh) && ourMesh.Contains(from) ? TopicCounters.FromMesh : TopicCounters.FromOther;
         if (_seen.Contains(key))
         {
+            topicCounters.Duplicates[relation]++;
             Counters.Duplicates++;
             _instruments?.GossipDuplicate();
             _score.DuplicateMessage(key, from, topic, now);
@@ -504,6 +570,8 @@ internal sealed class GossipsubRouter
         switch (result)
         {
             case ValidationResult.Accept:
+                topicCounters.Delivered++;
+                topicCounters.First[relation]++;
                 Counters.Delivered++;
                 _instruments?.GossipDelivered();
                 _score.DeliverMessage(key, from, topic, now);
@@ -512,11 +580,13 @@ internal sealed class GossipsubRouter
                 Forward(message, key, from, topic);
                 break;
             case ValidationResult.Reject:
+                topicCounters.Rejected++;
                 Counters.Rejected++;
                 _instruments?.GossipRejected("rejected");
                 _score.RejectMessage(key, from, topic, now);
                 break;
             default:
+                topicCounters.Ignored++;
                 Counters.Ignored++;
                 _instruments?.GossipRejected("ignored");
                 _score.IgnoreMessage(key, from, now);
@@ -583,6 +653,7 @@ internal sealed class GossipsubRouter
         {
             return;
         }
+        var forwarded = 0;
         foreach (var p in mesh)
         {
             if (p == source || (author.Length > 0 && p.Bytes.SequenceEqual(author.Span)))
@@ -595,7 +666,9 @@ internal sealed class GossipsubRouter
                 continue;
             }
             Out(p).Messages.Add(message);
+            forwarded++;
         }
+        Counters.Topic(topic).Forwarded += forwarded;
     }
 
     /// <summary>Floodsub peers subscribed to <paramref name="topic"/>, other than the one a message came from and its author (spec: floodsub compatibility).</summary>
@@ -734,6 +807,7 @@ internal sealed class GossipsubRouter
                 }
                 state.IWantServedThisHeartbeat++;
                 Counters.IWantServed++;
+                Counters.Topic(message.Topic).IWantServed++;
                 Out(from).Messages.Add(message);
             }
         }
@@ -776,6 +850,14 @@ internal sealed class GossipsubRouter
             return;
         }
         mesh.Add(from);
+        if (mesh.Count > _options.DHigh)
+        {
+            Counters.InboundGraftsAboveDHigh++; // from a peer we dialed: accepted over D_hi, the next heartbeat shrinks the mesh
+        }
+        else
+        {
+            Counters.InboundGrafts++;
+        }
         _score.Graft(from, topic, now);
         _meshChanged.Add(from);
     }
@@ -789,6 +871,7 @@ internal sealed class GossipsubRouter
         }
         if (mesh.Remove(from))
         {
+            Counters.PrunedByPeer++;
             _score.Prune(from, topic);
             _meshChanged.Add(from);
         }
@@ -874,10 +957,12 @@ internal sealed class GossipsubRouter
                 foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0, ScoreOf), _options.D - mesh.Count))
                 {
                     Graft(p, topic, mesh, now);
+                    Counters.BelowDLowGrafts++;
                 }
             }
             if (mesh.Count > _options.DHigh)
             {
+                Counters.ShrunkAway += mesh.Count - _options.D;
                 ShrinkMesh(topic, mesh, ScoreOf, now);
             }
             if (mesh.Count >= _options.DLow)
@@ -888,6 +973,7 @@ internal sealed class GossipsubRouter
                     foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s >= 0, ScoreOf).Where(p => _peers[p].Outbound), _options.DOut - outbound))
                     {
                         Graft(p, topic, mesh, now);
+                        Counters.DOutGrafts++;
                     }
                 }
             }
@@ -900,6 +986,7 @@ internal sealed class GossipsubRouter
                     foreach (var p in PickForMesh(topic, Candidates(topic, mesh, now, s => s > median, ScoreOf), _options.OpportunisticGraftPeers))
                     {
                         Graft(p, topic, mesh, now);
+                        Counters.OpportunisticGrafts++;
                     }
                 }
             }

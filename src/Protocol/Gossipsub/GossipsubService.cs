@@ -231,6 +231,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     }
 
+    /// <summary>Topics we are subscribed to.</summary>
+    public IReadOnlyList<string> Subscriptions
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _router.Subscriptions];
+            }
+        }
+    }
+
     /// <summary>Our mesh peers for the topic (empty when not subscribed).</summary>
     public IReadOnlyList<PeerId> MeshPeers(string topic)
     {

@@ -29,6 +29,7 @@ internal sealed class GossipsubSimulation
     private readonly DateTimeOffset[] _uplinkFree;
     private long _seq;
     private DateTimeOffset _nextHeartbeat;
+    private readonly bool _stagger;
 
     /// <param name="protocol">What every link speaks (<see cref="GossipsubProtocol.V12"/> for IDONTWANT).</param>
     /// <param name="latencySigma">
@@ -36,8 +37,9 @@ internal sealed class GossipsubSimulation
     /// log-normal with that median and this σ (whole milliseconds, at least 1 ms).
     /// </param>
     public GossipsubSimulation(int nodes, int degree, int seed, TimeSpan latency, Func<int, GossipsubOptions, GossipsubOptions>? configure = null,
-        string protocol = GossipsubProtocol.V11, double latencySigma = 0, long uplinkBytesPerSecond = 0)
+        string protocol = GossipsubProtocol.V11, double latencySigma = 0, long uplinkBytesPerSecond = 0, bool staggerHeartbeats = false)
     {
+        _stagger = staggerHeartbeats;
         _uplink = uplinkBytesPerSecond;
         _uplinkFree = new DateTimeOffset[nodes];
         var random = new Random(seed);
@@ -121,9 +123,14 @@ internal sealed class GossipsubSimulation
     {
         for (var h = 0; h < heartbeats; h++)
         {
-            RunUntil(_nextHeartbeat);
             for (var i = 0; i < Routers.Length; i++)
             {
+                if (_stagger || i == 0)
+                {
+                    // Staggered: node i beats at i/N of the period before the round's instant, as nodes started at
+                    // different times do (each node's heartbeat timer runs from its own start).
+                    RunUntil(_stagger ? _nextHeartbeat - (_heartbeat * (Routers.Length - 1 - i) / Routers.Length) : _nextHeartbeat);
+                }
                 Routers[i].Heartbeat(Now);
                 Flush(i);
             }

@@ -8,7 +8,7 @@ namespace Potluck.Protocol.Tests.Gossipsub;
 /// <summary>
 /// <see cref="GossipsubOptions.PreferMeshOverlap"/>: grafts prefer peers already in another of the node's meshes, at most
 /// D−1 of D (<see cref="GossipsubOptions.MeshOverlapFreshPeers"/> = 1), and choose exactly as before with one topic.
-/// A node's defaults: D 5, D_hi 7, D_lo 4, D_out 2.
+/// Node-like options: D 5, D_hi 7, D_lo 4, D_out 2 (the node's D_hi is 6 now; the overlap rule does not read D_hi).
 /// </summary>
 public class MeshOverlapTests
 {
