@@ -109,12 +109,12 @@ internal sealed class TopicCounters
 }
 
 /// <summary>
-/// The gossipsub v1.1 router as a pure state machine: peers, RPCs, publishes, subscriptions and heartbeats
+/// The gossipsub v1.1/v1.2 router as a pure state machine: peers, RPCs, publishes, subscriptions and heartbeats
 /// with the time go in; per-peer RPCs, deliveries, peer-exchange hints and mesh membership changes come out of
 /// <see cref="Drain"/>. No I/O, no clock, randomness from the injected seeded <see cref="Random"/>; not thread-safe
 /// (the shell serialises calls). Specs: gossipsub-v1.0.md and gossipsub-v1.1.md at
-/// https://github.com/libp2p/specs/tree/master/pubsub/gossipsub. Deviations: no explicit (direct) peers, no
-/// IDONTWANT (v1.2), validation is synchronous, and PX carries peer ids only (no signed peer records of our own).
+/// https://github.com/libp2p/specs/tree/master/pubsub/gossipsub, with v1.2's IDONTWANT (gossipsub-v1.2.md). Deviations:
+/// no explicit (direct) peers, validation is synchronous, and PX carries peer ids only (no signed peer records of our own).
 /// </summary>
 internal sealed class GossipsubRouter
 {
