@@ -180,12 +180,13 @@ public sealed class AdvertisementBook
     /// node's seeded protocol randomness), none found unreachable here, whose envelopes together take at most
     /// <paramref name="maxBytes"/>; what a newcomer asks for (<see cref="AdvertisementProtocol.SampleProtocolId"/>).
     /// </summary>
-    public List<VerifiedAdvertisement> Sample(int count, int maxBytes, Random random, DateTimeOffset now)
+    /// <param name="except">A provider left out (the asker: it has its own).</param>
+    public List<VerifiedAdvertisement> Sample(int count, int maxBytes, Random random, DateTimeOffset now, PeerId except = default)
     {
         var pool = new List<VerifiedAdvertisement>(_byProvider.Count);
         foreach (var (provider, ad) in _byProvider)
         {
-            if (ad.ExpiresAt > now && !_unreachable.ContainsKey(provider))
+            if (ad.ExpiresAt > now && !_unreachable.ContainsKey(provider) && provider != except)
             {
                 pool.Add(ad);
             }

@@ -420,7 +420,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         {
             lock (_gate)
             {
-                if (_book.HoldsAtLeast(provider, sequence))
+                // This node's own (an answerer that does not leave it out) is of no use here: skipped as held.
+                if (provider == _key.PeerId || _book.HoldsAtLeast(provider, sequence))
                 {
                     _sampleFigures = _sampleFigures with { Skipped = _sampleFigures.Skipped + 1 };
                     return AdVerdict.OldSequence;
@@ -448,7 +449,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// <summary>
     /// Answers <see cref="AdvertisementProtocol.SampleProtocolId"/>: up to the asked count (at most
     /// <see cref="AdvertisementOptions.SampleSize"/>) and bytes (at most <see cref="AdvertisementOptions.SampleMaxBytes"/>) of
-    /// live advertisements this book holds, chosen with the node's seeded randomness, none found unreachable here. A
+    /// live advertisements this book holds, chosen with the node's seeded randomness, none found unreachable here and not
+    /// the asker's own (it has that, and only a peer that does not speak the protocol fetches it). A
     /// malformed request is a violation (the router resets the stream and lowers the peer's score); the host's budget
     /// (<c>host:budgets:adSamples</c>) bounds how often one peer may ask.
     /// </summary>
@@ -463,7 +465,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         List<VerifiedAdvertisement> chosen;
         lock (_gate)
         {
-            chosen = _book.Sample((int)Math.Min(count, (ulong)a.SampleSize), (int)Math.Min(maxBytes, (ulong)a.SampleMaxBytes), _sampleRandom, _time.GetUtcNow());
+            chosen = _book.Sample((int)Math.Min(count, (ulong)a.SampleSize), (int)Math.Min(maxBytes, (ulong)a.SampleMaxBytes), _sampleRandom, _time.GetUtcNow(),
+                except: stream.RemotePeer);
             _sampleFigures = _sampleFigures with { Answered = _sampleFigures.Answered + 1 };
         }
         foreach (var ad in chosen)
