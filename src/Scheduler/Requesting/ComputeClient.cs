@@ -313,7 +313,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// refused one by one (an honest peer's may have expired on the way, or be older than what gossip brought here);
     /// more envelopes or bytes than asked, or one that does not open (malformed, forged, another signer's), is garbage: the
     /// stream is reset, the peer's score lowered (<see cref="Misbehaviour.Malformed"/>) and nothing of its answer kept
-    /// (the envelopes are stored only once the whole answer checked out). A peer that does not speak the protocol (an older node) costs one negotiation and no slot.
+    /// (the envelopes are stored only once the whole answer checked out). A peer that does not speak the protocol (an older
+    /// node) costs one negotiation and no slot.
     /// </summary>
     private async Task SampleAdvertisementsAsync(IConnection connection)
     {
