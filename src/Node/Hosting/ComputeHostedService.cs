@@ -32,6 +32,7 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
         host.BudgetInboundStreams(Potluck.Scheduler.Leasing.LeaseProtocol.IdWithReceipts, Potluck.Protocol.Host.PeerBudgets.LeaseRequests);
         host.BudgetInboundStreams(Potluck.Scheduler.Providing.ReceiptProtocol.Id, Potluck.Protocol.Host.PeerBudgets.Receipts);
         host.BudgetInboundStreams(Potluck.Scheduler.Advertising.AdvertisementProtocol.FetchProtocolId, Potluck.Protocol.Host.PeerBudgets.AdFetches);
+        host.BudgetInboundStreams(Potluck.Scheduler.Advertising.AdvertisementProtocol.SampleProtocolId, Potluck.Protocol.Host.PeerBudgets.AdSamples);
         Node = ComputeNode.Start(new ComputeNode.Parts(
             host,
             services.GetRequiredService<PrivateKey>(),

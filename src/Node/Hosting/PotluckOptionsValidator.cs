@@ -135,6 +135,16 @@ public static class PotluckOptionsValidator
         Positive(c.Client.WaitForProviders, "compute:client:waitForProviders");
         Positive(c.Client.WaitForCapacity, "compute:client:waitForCapacity");
         Positive(c.Client.BusyRetryInterval, "compute:client:busyRetryInterval");
+        var ads = c.Client.Advertising;
+        AtLeast(ads.SampleSize, 1, "compute:client:advertising:sampleSize");
+        AtLeast(ads.SampleMaxBytes, ads.MaxEnvelopeBytes, "compute:client:advertising:sampleMaxBytes");
+        AtLeast(ads.SamplePeers, 0, "compute:client:advertising:samplePeers");
+        Positive(ads.SampleWindow, "compute:client:advertising:sampleWindow");
+        Positive(ads.UnreachableGrace, "compute:client:advertising:unreachableGrace");
+        var issued = c.Provider.Advertising;
+        Positive(issued.PublishInterval, "compute:provider:advertising:publishInterval");
+        Need(issued.Lifetime > issued.PublishInterval && issued.Lifetime <= issued.MaxLifetime,
+            $"'compute:provider:advertising:lifetime' is {issued.Lifetime}; it must be longer than the publish interval ({issued.PublishInterval}) and at most the longest lifetime accepted ({issued.MaxLifetime})");
         var s = c.Sandbox;
         AtLeast(s.MaxMemoryBytes, 65536, "compute:sandbox:maxMemoryBytes");
         Positive(s.DefaultDeadline, "compute:sandbox:defaultDeadline");

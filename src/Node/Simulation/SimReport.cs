@@ -46,6 +46,12 @@ public sealed record SimReport
 
     public required GossipFigures Gossip { get; init; }
 
+    /// <summary>
+    /// Live advertisements each requester's book held when it submitted a task (min / p50 / mean over tasks), and the
+    /// book samples of <c>/potluck/ads/sample/1.0.0</c> summed over the nodes up at the end.
+    /// </summary>
+    public AdFigures Ads { get; init; } = AdFigures.Empty;
+
     public required CreditFigures Credits { get; init; }
 
     /// <summary>Fuel-equivalent of what adversaries were paid for wrong results (credits paid to them ÷ price, minus fuel of their correct results).</summary>
@@ -159,6 +165,15 @@ public sealed record SimReport
     public sealed record CheaterFigures(int Count, int Caught, Percentiles TasksUntilCaught, int Corrupted, int Active);
 
     public sealed record GossipFigures(int Probes, double Delivery, double DuplicatesPerNode, long Delivered, long Duplicates);
+
+    /// <param name="KnownAtSubmitMin">Fewest live advertisements a requester held when it submitted (-1: no task).</param>
+    /// <param name="KnownAtSubmitP50">The median of those counts over tasks.</param>
+    /// <param name="KnownAtSubmitMean">Their mean.</param>
+    /// <param name="Samples">Book samples summed over the nodes up at the end (<see cref="Scheduler.Requesting.SampleFigures"/>).</param>
+    public sealed record AdFigures(int KnownAtSubmitMin, double KnownAtSubmitP50, double KnownAtSubmitMean, Scheduler.Requesting.SampleFigures Samples)
+    {
+        public static AdFigures Empty { get; } = new(-1, 0, 0, default);
+    }
 
     /// <param name="BalancesSum">Every node's balance, summed (crashed nodes' read back from disk).</param>
     /// <param name="Grants">What the nodes were granted: conserved credits sum to exactly this.</param>
@@ -340,6 +355,20 @@ public sealed record SimReport
             gossipDuplicates += dup;
         }
 
+        var known = tasks.Where(t => t.ProvidersKnown >= 0).Select(t => (double)t.ProvidersKnown).Order().ToList();
+        var samples = default(Scheduler.Requesting.SampleFigures);
+        foreach (var n in mesh.Nodes)
+        {
+            if (n.IsUp && n.Node?.Compute is { } c)
+            {
+                var f = c.Client.Samples;
+                samples = new(samples.Asked + f.Asked, samples.Unsupported + f.Unsupported, samples.Garbage + f.Garbage, samples.Accepted + f.Accepted,
+                    samples.Refused + f.Refused, samples.Skipped + f.Skipped, samples.Answered + f.Answered);
+            }
+        }
+        var ads = known.Count == 0 ? AdFigures.Empty with { Samples = samples }
+            : new AdFigures((int)known[0], Percentile(known, 0.5), known.Average(), samples);
+
         var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
         var digest = mesh.Driver.Digest;
         using var self = Process.GetCurrentProcess();
@@ -361,6 +390,7 @@ public sealed record SimReport
             HonestAccused = honestAccused,
             Gossip = new GossipFigures(probes, probesExpected == 0 ? 1 : (double)probesDelivered / probesExpected,
                 gossipDelivered == 0 ? 0 : (double)gossipDuplicates / gossipDelivered, gossipDelivered, gossipDuplicates),
+            Ads = ads,
             Credits = new CreditFigures(Gini(honestRatios), points.Where(p => !p.Adversary).Sum(p => p.Credits), adversaryEarned,
                 balances, s.Mesh.InitialGrant * (mesh.Nodes.Count + mesh.Whitewashes), open),
             Attacks = attacks,
@@ -435,6 +465,11 @@ public sealed record SimReport
         Line($"cheaters: {Cheaters.Caught}/{Cheaters.Count} caught ({Cheaters.Active} ran a task), tasks until caught p99 {Cheaters.TasksUntilCaught.P99}, {Cheaters.Corrupted} outputs corrupted or faked");
         Line($"wrong results accepted: {WrongAccepted}; honest providers accused: {HonestAccused}");
         Line($"gossip: delivery {Gossip.Delivery:P2} of {Gossip.Probes} probes, {Gossip.DuplicatesPerNode:F2} duplicates per delivered message");
+        if (Ads.KnownAtSubmitMin >= 0)
+        {
+            var f = Ads.Samples;
+            Line($"providers known at submission: min {Ads.KnownAtSubmitMin}, p50 {Ads.KnownAtSubmitP50:F0}, mean {Ads.KnownAtSubmitMean:F1}; book samples: {f.Asked} asked ({f.Unsupported} unsupported, {f.Garbage} refused as garbage), {f.Accepted} ads taken, {f.Skipped} skipped as held, {f.Refused} refused");
+        }
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         if (Attacks.Kind != "none")
         {

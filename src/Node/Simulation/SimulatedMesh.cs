@@ -1157,6 +1157,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
             _inFlight[requester.Index] = inFlight = [];
         }
         inFlight.Add(record);
+        record.ProvidersKnown = compute.Client.LiveAdvertisements; // a read: evicts nothing, not traced
         try
         {
             var result = await compute.SubmitAsync(task.Submission, CancellationToken.None);
@@ -1296,6 +1297,9 @@ public sealed class TaskRecord
     public string? Error { get; private set; }
 
     public int ProviderIndex { get; internal set; } = -1;
+
+    /// <summary>Live advertisements the requester's book held when it submitted (-1: the requester was down).</summary>
+    public int ProvidersKnown { get; internal set; } = -1;
 
     /// <summary>Succeeded with exactly the expected output.</summary>
     public bool Correct { get; internal set; }

@@ -50,6 +50,12 @@ public sealed record PeerBudgetOptions
     /// <summary>Advertisement fetches (<c>/potluck/ad/1.0.0</c>). Default 1/s, burst 5.</summary>
     public RateBudget AdFetches { get; init; } = new(1, 5);
 
+    /// <summary>
+    /// Advertisement samples (<c>/potluck/ads/sample/1.0.0</c>; each answer up to 32 envelopes). Default one per 10 s,
+    /// burst 3: an honest node asks a peer once when it joins.
+    /// </summary>
+    public RateBudget AdSamples { get; init; } = new(0.1, 3);
+
     /// <summary>Receipts and notes delivered on their own streams (redelivery). Default 100/s, burst 500.</summary>
     public RateBudget Receipts { get; init; } = new(100, 500);
 
@@ -102,6 +108,7 @@ public sealed record PeerBudgetOptions
     {
         yield return (PeerBudgets.LeaseRequests, LeaseRequests);
         yield return (PeerBudgets.AdFetches, AdFetches);
+        yield return (PeerBudgets.AdSamples, AdSamples);
         yield return (PeerBudgets.Receipts, Receipts);
         yield return (PeerBudgets.FraudProofs, FraudProofs);
         yield return (PeerBudgets.DhtRequests, DhtRequests);
@@ -119,6 +126,7 @@ public sealed class PeerBudgets
 {
     public const string LeaseRequests = "lease requests";
     public const string AdFetches = "ad fetches";
+    public const string AdSamples = "ad samples";
     public const string Receipts = "receipts";
     public const string FraudProofs = "fraud proofs";
     public const string DhtRequests = "dht requests";

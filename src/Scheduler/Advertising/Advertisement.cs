@@ -71,6 +71,18 @@ public static class AdvertisementProtocol
     /// </summary>
     public const string FetchProtocolId = "/potluck/ad/1.0.0";
 
+    /// <summary>
+    /// Request/response protocol for a sample of the advertisements a peer holds, so a node that just joined knows
+    /// providers it is not connected to without waiting for their next republication
+    /// (<see cref="AdvertisementOptions.PublishInterval"/>). The asker writes one length-prefixed request of two unsigned
+    /// varints, the most advertisements and the most envelope bytes it takes, and closes its side; the answerer writes up to
+    /// that many live advertisements it holds (<see cref="AdvertisementOptions.SampleSize"/>, chosen at random), each as
+    /// one length-prefixed signed envelope exactly as its provider signed it, and closes. The asker checks every envelope as
+    /// if its provider had sent it; more than it asked for, more bytes, or an envelope that does not open is a violation:
+    /// the stream is reset and the peer's score lowered. A peer that does not speak it (an older node) answers "na".
+    /// </summary>
+    public const string SampleProtocolId = "/potluck/ads/sample/1.0.0";
+
     /// <summary>The gossipsub topic advertisements travel on.</summary>
     public const string Topic = "potluck/ads/1";
 

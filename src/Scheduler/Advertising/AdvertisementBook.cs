@@ -19,7 +19,12 @@ namespace Potluck.Scheduler.Advertising;
 /// flood of F strangers' ads into a book with S strangers' entries leaves a given honest stranger in it with
 /// probability (1 − 1/S)^F, never decided by the claimed lifetime (before: the entry expiring soonest made way, so a
 /// flood claiming the longest lifetime evicted every honest provider, trusted or not). Refreshing a held provider never
-/// evicts. Not thread-safe: the shell serialises calls.
+/// evicts. A provider a requester could not reach (<see cref="MarkUnreachable"/>) is hidden from <see cref="Live"/> and
+/// <see cref="Get"/> once <see cref="AdvertisementOptions.UnreachableGrace"/> has passed, never handed on in a
+/// <see cref="Sample"/>, and makes way first when the book is full; a newer advertisement from it, or a connection to it
+/// (<see cref="MarkReachable"/>), lifts that. The hidden entry stays until it expires so that the same advertisement,
+/// replayed by gossip or a sample, is refused as <see cref="AdVerdict.OldSequence"/> rather than taken afresh. Not
+/// thread-safe: the shell serialises calls.
 /// </summary>
 public sealed class AdvertisementBook
 {
@@ -27,6 +32,9 @@ public sealed class AdvertisementBook
     private readonly Func<PeerId, ProviderStanding> _standing;
     private readonly Random _random;
     private readonly Dictionary<PeerId, VerifiedAdvertisement> _byProvider = [];
+
+    /// <summary>Providers found unreachable, with the sequence held then and when (only held providers: bounded by the book).</summary>
+    private readonly Dictionary<PeerId, (ulong Sequence, DateTimeOffset Since)> _unreachable = [];
 
     /// <param name="standing">This node's view of a provider (reputation); null: everyone is a stranger.</param>
     /// <param name="random">The node's seeded protocol randomness for choosing which stranger makes way; null: seed 0.</param>
@@ -76,6 +84,7 @@ public sealed class AdvertisementBook
                 return AdVerdict.OldSequence;
             }
             _byProvider[ad.Provider] = ad;
+            _unreachable.Remove(ad.Provider); // a newer advertisement: the provider is back
             return AdVerdict.Accepted;
         }
         if (_byProvider.Count >= _options.MaxProviders)
@@ -89,6 +98,7 @@ public sealed class AdvertisementBook
                 return AdVerdict.BookFull;
             }
             _byProvider.Remove(victim);
+            _unreachable.Remove(victim);
         }
         _byProvider[ad.Provider] = ad;
         return AdVerdict.Accepted;
@@ -97,6 +107,10 @@ public sealed class AdvertisementBook
     /// <summary>The entry that makes way for a new provider (the rule in the summary), or null when none may.</summary>
     private PeerId? ChooseVictim(bool newcomerInGoodStanding)
     {
+        foreach (var provider in _unreachable.Keys)
+        {
+            return provider; // found unreachable: of less use than any other entry
+        }
         // One pass, no allocation: a refused entry at once, else a uniform choice among strangers (reservoir sampling),
         // else, for a newcomer in good standing, a uniform choice among all.
         PeerId? stranger = null;
@@ -126,18 +140,95 @@ public sealed class AdvertisementBook
         return stranger ?? (newcomerInGoodStanding ? any : null);
     }
 
-    /// <summary>The provider's live advertisement, if any.</summary>
+    /// <summary>The provider's live advertisement, if any (none while it is hidden as unreachable).</summary>
     public VerifiedAdvertisement? Get(PeerId provider, DateTimeOffset now) =>
-        _byProvider.TryGetValue(provider, out var ad) && ad.ExpiresAt > now ? ad : null;
+        _byProvider.TryGetValue(provider, out var ad) && ad.ExpiresAt > now && !Hidden(provider, now) ? ad : null;
 
-    /// <summary>Evicts expired entries and returns the live ones, ordered by provider for determinism.</summary>
+    /// <summary>Whether this book holds <paramref name="provider"/>'s advertisement with <paramref name="sequence"/> or a higher one (live or not).</summary>
+    public bool HoldsAtLeast(PeerId provider, ulong sequence) =>
+        _byProvider.TryGetValue(provider, out var held) && held.Ad.Sequence >= sequence;
+
+    /// <summary>Evicts expired entries and returns the live ones, ordered by provider for determinism (hidden ones left out).</summary>
     public IReadOnlyList<VerifiedAdvertisement> Live(DateTimeOffset now)
     {
         EvictExpired(now);
-        var list = _byProvider.Values.ToList();
+        var list = new List<VerifiedAdvertisement>(_byProvider.Count);
+        foreach (var (provider, ad) in _byProvider)
+        {
+            if (!Hidden(provider, now))
+            {
+                list.Add(ad);
+            }
+        }
         list.Sort((a, b) => a.Provider.CompareTo(b.Provider));
         return list;
     }
+
+    /// <summary>How many <see cref="Live"/> would return, without evicting or allocating.</summary>
+    public int LiveCount(DateTimeOffset now)
+    {
+        var count = 0;
+        foreach (var (provider, ad) in _byProvider)
+        {
+            count += ad.ExpiresAt > now && !Hidden(provider, now) ? 1 : 0;
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// Up to <paramref name="count"/> live advertisements chosen uniformly at random with <paramref name="random"/> (the
+    /// node's seeded protocol randomness), none found unreachable here, whose envelopes together take at most
+    /// <paramref name="maxBytes"/>; what a newcomer asks for (<see cref="AdvertisementProtocol.SampleProtocolId"/>).
+    /// </summary>
+    /// <param name="except">A provider left out (the asker: it has its own).</param>
+    public List<VerifiedAdvertisement> Sample(int count, int maxBytes, Random random, DateTimeOffset now, PeerId except = default)
+    {
+        var pool = new List<VerifiedAdvertisement>(_byProvider.Count);
+        foreach (var (provider, ad) in _byProvider)
+        {
+            if (ad.ExpiresAt > now && !_unreachable.ContainsKey(provider) && provider != except)
+            {
+                pool.Add(ad);
+            }
+        }
+        pool.Sort((a, b) => a.Provider.CompareTo(b.Provider)); // a seeded choice from a fixed order
+        var chosen = new List<VerifiedAdvertisement>(Math.Min(count, pool.Count));
+        var bytes = 0;
+        for (var i = 0; i < pool.Count && chosen.Count < count; i++)
+        {
+            var j = random.Next(i, pool.Count); // a partial Fisher-Yates shuffle
+            (pool[i], pool[j]) = (pool[j], pool[i]);
+            var size = pool[i].EnvelopeLength;
+            if (bytes + size <= maxBytes)
+            {
+                bytes += size;
+                chosen.Add(pool[i]);
+            }
+        }
+        return chosen;
+    }
+
+    /// <summary>
+    /// A lease found <paramref name="provider"/> unreachable while this book held its advertisement <paramref name="sequence"/>:
+    /// after <see cref="AdvertisementOptions.UnreachableGrace"/> from the first such finding it is hidden (the summary).
+    /// A finding about an older advertisement than the one held is ignored.
+    /// </summary>
+    public void MarkUnreachable(PeerId provider, ulong sequence, DateTimeOffset now)
+    {
+        if (_byProvider.TryGetValue(provider, out var held) && held.Ad.Sequence == sequence && !_unreachable.ContainsKey(provider))
+        {
+            _unreachable[provider] = (sequence, now);
+        }
+    }
+
+    /// <summary>This node is connected to <paramref name="provider"/>: it is reachable again.</summary>
+    public void MarkReachable(PeerId provider) => _unreachable.Remove(provider);
+
+    /// <summary>Providers found unreachable and not since heard from (tests, reports).</summary>
+    public int UnreachableCount => _unreachable.Count;
+
+    private bool Hidden(PeerId provider, DateTimeOffset now) =>
+        _unreachable.Count > 0 && _unreachable.TryGetValue(provider, out var mark) && now >= mark.Since + _options.UnreachableGrace;
 
     /// <summary>Drops every advertisement expired at <paramref name="now"/>; returns how many.</summary>
     public int EvictExpired(DateTimeOffset now)
@@ -153,11 +244,16 @@ public sealed class AdvertisementBook
         foreach (var peer in expired ?? [])
         {
             _byProvider.Remove(peer);
+            _unreachable.Remove(peer);
         }
         return expired?.Count ?? 0;
     }
 
-    public bool Remove(PeerId provider) => _byProvider.Remove(provider);
+    public bool Remove(PeerId provider)
+    {
+        _unreachable.Remove(provider);
+        return _byProvider.Remove(provider);
+    }
 }
 
 /// <summary>How this node regards a provider, for <see cref="AdvertisementBook"/>'s eviction.</summary>

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using MessagePack;
 using Potluck.Protocol.Identity;
@@ -33,20 +34,46 @@ public sealed class VerifiedAdvertisement
     /// <summary>The key's protobuf bytes; null when the provider's id is its key, identity-hashed (every Ed25519 key).</summary>
     private readonly byte[]? _key;
 
+    /// <summary>
+    /// The signature when the payload is the advertisement's own encoding (<see cref="Envelope"/> rebuilds the exact bytes
+    /// from it: 64 B held instead of the whole envelope, ~0.3 KiB); otherwise the whole envelope as it came.
+    /// </summary>
+    private readonly byte[] _signatureOrEnvelope;
+
+    private readonly bool _wholeEnvelope;
+
     /// <param name="key">
     /// The signer's key, checked against <paramref name="provider"/>; kept as its protobuf bytes (<see cref="Key"/> decodes
     /// it when asked), or not at all when the provider's id already holds them.
     /// </param>
-    internal VerifiedAdvertisement(Advertisement ad, PeerId provider, PublicKey key)
+    internal VerifiedAdvertisement(Advertisement ad, PeerId provider, PublicKey key, byte[] signatureOrEnvelope, bool wholeEnvelope, int envelopeLength)
     {
         Ad = ad;
         Provider = provider;
-        _key = IsIdentityHashed(provider) ? null : key.ToProtobuf();
+        _key = AdvertisementCodec.IsIdentityHashed(provider) ? null : key.ToProtobuf();
+        _signatureOrEnvelope = signatureOrEnvelope;
+        _wholeEnvelope = wholeEnvelope;
+        EnvelopeLength = envelopeLength;
+    }
+
+    /// <summary>The length of the signed envelope this advertisement came in.</summary>
+    public int EnvelopeLength { get; }
+
+    /// <summary>
+    /// The signed envelope exactly as it came (what a book sample hands on: the provider's signature covers these bytes,
+    /// so a receiver checks them as it would the provider's own).
+    /// </summary>
+    public byte[] Envelope()
+    {
+        if (_wholeEnvelope)
+        {
+            return _signatureOrEnvelope;
+        }
+        var payload = MessagePackSerializer.Serialize(Ad, MessagePackSerializerOptions.Standard);
+        return _key is { } key ? AdEnvelope.Encode(key, payload, _signatureOrEnvelope) : AdEnvelope.Encode(Provider.Bytes[2..], payload, _signatureOrEnvelope);
     }
 
     /// <summary>An identity multihash (code 0): the id's bytes after the 2-byte prefix are the key's protobuf.</summary>
-    private static bool IsIdentityHashed(PeerId provider) => provider.Bytes is [0x00, _, _, ..];
-
     public Advertisement Ad { get; }
 
     public PeerId Provider { get; }
@@ -138,8 +165,57 @@ public static class AdvertisementCodec
         {
             ad = ad with { Runtime = runtime, RuntimeVersion = version };
         }
-        verified = new VerifiedAdvertisement(ad, provider, key);
+        // The payload as our own encoder writes it (every Potluck provider's): keep the signature only, and rebuild the
+        // envelope when a sample hands it on; else (another encoder's bytes) keep the envelope itself.
+        var canonical = MessagePackSerializer.Serialize(ad, MessagePackSerializerOptions.Standard).AsSpan().SequenceEqual(payload.Span)
+            && keyBytes.Span.SequenceEqual(IsIdentityHashed(provider) ? provider.Bytes[2..] : key.ToProtobuf());
+        verified = canonical
+            ? new VerifiedAdvertisement(ad, provider, key, signature.ToArray(), wholeEnvelope: false, bytes.Length)
+            : new VerifiedAdvertisement(ad, provider, key, bytes, wholeEnvelope: true, bytes.Length);
         return AdVerdict.Accepted;
+    }
+
+    internal static bool IsIdentityHashed(PeerId provider) => provider.Bytes is [0x00, _, _, ..];
+
+    /// <summary>
+    /// The provider and sequence an envelope claims, read without checking its signature (so not to be believed: only to
+    /// skip an envelope whose provider's advertisement the book already holds at that sequence or a newer one, which
+    /// the book would refuse whatever its signature). False when it does not parse that far.
+    /// </summary>
+    public static bool TryPeek(ReadOnlySpan<byte> envelope, AdvertisementOptions options, out PeerId provider, out ulong sequence)
+    {
+        provider = default;
+        sequence = 0;
+        if (envelope.Length > options.MaxEnvelopeBytes)
+        {
+            return false;
+        }
+        var bytes = envelope.ToArray();
+        if (!AdEnvelope.TryDecode(bytes, out _, out var payload, out _))
+        {
+            return false;
+        }
+        try
+        {
+            var reader = new MessagePackReader(payload);
+            if (reader.NextMessagePackType != MessagePackType.Array || reader.ReadArrayHeader() < 3
+                || reader.NextMessagePackType != MessagePackType.Binary || reader.ReadBytes() is not { } id
+                || id.Length > 64 || !PeerId.TryFromBytes(id.IsSingleSegment ? id.FirstSpan : id.ToArray(), out provider))
+            {
+                return false;
+            }
+            reader.Skip();
+            if (reader.NextMessagePackType != MessagePackType.Integer)
+            {
+                return false;
+            }
+            sequence = reader.ReadUInt64();
+            return true;
+        }
+        catch (Exception e) when (UntrustedMessagePack.IsMalformed(e))
+        {
+            return false;
+        }
     }
 
     /// <summary>

@@ -28,12 +28,63 @@ public sealed record AdvertisementOptions
     /// <summary>Clock difference tolerated for issue and expiry times. Default 30 seconds.</summary>
     public TimeSpan ClockSkew { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Lifetime the local issuer gives its advertisements. Default 5 minutes.</summary>
-    public TimeSpan Lifetime { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>
+    /// Lifetime the local issuer gives its advertisements. Default 30 minutes: three <see cref="PublishInterval"/>s, so an
+    /// advertisement outlives two lost republications (Kademlia's provider records live 48 h and are republished every
+    /// 22 h in go-libp2p-kad-dht: about two intervals), within <see cref="MaxLifetime"/> (1 h). A provider that goes away
+    /// is not chosen for that long: a requester that cannot dial it hides it after <see cref="UnreachableGrace"/>
+    /// (<see cref="AdvertisementBook.MarkUnreachable"/>).
+    /// </summary>
+    public TimeSpan Lifetime { get; init; } = TimeSpan.FromMinutes(30);
 
-    /// <summary>How often the local issuer republishes an unchanged advertisement. Default 1 minute.</summary>
-    public TimeSpan PublishInterval { get; init; } = TimeSpan.FromMinutes(1);
+    /// <summary>
+    /// How often the local issuer republishes an <em>unchanged</em> advertisement. Default 10 minutes (it was 1 minute).
+    /// Every node hears every provider's advertisement (~5 copies each), so N/10 providers republishing every minute cost
+    /// every node a message per provider per minute: with 10,000 providers, ~170 advertisements a second reaching every
+    /// node, the term that made a simulated node's work grow with the mesh. Kademlia republishes provider records hourly
+    /// (the original paper) to every 22 h (go-libp2p-kad-dht); an advertisement also carries capacity, but a change of
+    /// content is not held to this interval (it goes out after <see cref="MinPublishGap"/>), so the republication only
+    /// refreshes an unchanged offer before it expires (<see cref="Lifetime"/>, three of these). A newcomer does not wait
+    /// for it: it asks a few peers for a sample of their books (<see cref="SampleSize"/>).
+    /// </summary>
+    public TimeSpan PublishInterval { get; init; } = TimeSpan.FromMinutes(10);
 
     /// <summary>The shortest gap between two publications, even when the content keeps changing. Default 2 seconds.</summary>
     public TimeSpan MinPublishGap { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Most advertisements one book sample (<see cref="AdvertisementProtocol.SampleProtocolId"/>) carries, asked and answered.
+    /// Default 32: a requester chooses among tens (<see cref="MaxProviders"/> holds 256); an answer beyond it is garbage.
+    /// </summary>
+    public int SampleSize { get; init; } = 32;
+
+    /// <summary>
+    /// Most bytes of envelopes one sample answer carries, checked before each envelope is read (its length prefix
+    /// against what is left). Default 64 KiB: 32 envelopes of ~0.3 KiB fit many times over; 32 of
+    /// <see cref="MaxEnvelopeBytes"/> would not.
+    /// </summary>
+    public int SampleMaxBytes { get; init; } = 64 * 1024;
+
+    /// <summary>
+    /// A node asks newly connected peers for a sample only while its book holds fewer live advertisements than this.
+    /// Default 32 (<see cref="SampleSize"/>): one full answer lifts a newcomer above it.
+    /// </summary>
+    public int SampleBelow { get; init; } = 32;
+
+    /// <summary>
+    /// Peers asked for a sample within <see cref="SampleWindow"/>, at most (those that answer; a peer that does not speak
+    /// the protocol, an older node, is not counted). Default 3.
+    /// </summary>
+    public int SamplePeers { get; init; } = 3;
+
+    /// <summary>The window <see cref="SamplePeers"/> counts over. Default 10 minutes (<see cref="PublishInterval"/>).</summary>
+    public TimeSpan SampleWindow { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long after a lease found a provider unreachable (the dial failed) its advertisement may still be chosen; then
+    /// the book hides it until the provider publishes a newer one or connects (and a sample never hands it on). Default
+    /// 2 minutes: a short outage costs a few dials, a provider gone for good stops being chosen long before its 30-minute
+    /// advertisement expires.
+    /// </summary>
+    public TimeSpan UnreachableGrace { get; init; } = TimeSpan.FromMinutes(2);
 }

@@ -70,6 +70,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
     private readonly ReceiptRedelivery _redelivery;
+    private readonly Random _sampleRandom;
+    /// <summary>When each sample answer was asked for, within <see cref="AdvertisementOptions.SampleWindow"/> (under <see cref="_gate"/>).</summary>
+    private readonly Queue<DateTimeOffset> _samplesAsked = new();
+    private int _samplesInFlight;
+    private SampleFigures _sampleFigures;
 
     /// <param name="verifier">The local sandbox for re-running sampled results; null verifies on a second provider instead.</param>
     /// <param name="runtime">
@@ -109,6 +114,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         host.AddAddressSource(AdvertisedAddresses);
         _selector = new ProviderSelector(options.Selector, reputation.Reputation, p => host.Peers.Get(p)?.Latency, runtime.CreateRandom("provider ranking"));
         _redelivery = new ReceiptRedelivery(ledger, DeliverAsync, _time, options.ReceiptRetryInterval);
+        _sampleRandom = runtime.CreateRandom("advertisement sample");
     }
 
     public VerificationPolicy Policy => _policy;
@@ -128,6 +134,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     public void Start()
     {
         _subscription ??= _bus.Subscribe<VerifiedAdvertisement>(AdvertisementProtocol.Topic, ValidateAdvertisement, OnAdvertisementAsync);
+        _host.SetStreamHandler(AdvertisementProtocol.SampleProtocolId, HandleSampleAsync);
         _host.Connected += OnConnected;
         foreach (var connection in _host.Connections)
         {
@@ -148,6 +155,18 @@ public sealed partial class ComputeClient : IAsyncDisposable
             lock (_gate)
             {
                 return _book.Count;
+            }
+        }
+    }
+
+    /// <summary>Live advertisements held now, not counting those hidden as unreachable (a read: evicts nothing).</summary>
+    public int LiveAdvertisements
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _book.LiveCount(_time.GetUtcNow());
             }
         }
     }
@@ -232,7 +251,240 @@ public sealed partial class ComputeClient : IAsyncDisposable
         };
     }
 
-    private void OnConnected(IConnection connection) => _work.Run($"fetch ad from {connection.RemotePeer}", () => FetchAdvertisementAsync(connection));
+    private void OnConnected(IConnection connection)
+    {
+        bool sample;
+        lock (_gate)
+        {
+            _book.MarkReachable(connection.RemotePeer); // connected: whatever a lease found before, it is reachable now
+            sample = ReserveSample();
+        }
+        _work.Run($"fetch ad from {connection.RemotePeer}", () => FetchAdvertisementAsync(connection));
+        if (sample)
+        {
+            _work.Run($"sample ads from {connection.RemotePeer}", () => SampleAdvertisementsAsync(connection));
+        }
+    }
+
+    /// <summary>How this node's book samples went (<see cref="AdvertisementProtocol.SampleProtocolId"/>), as asker and answerer.</summary>
+    public SampleFigures Samples
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sampleFigures;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether to ask a newly connected peer for a sample of its book: only while the book holds fewer live advertisements
+    /// than <see cref="AdvertisementOptions.SampleBelow"/>, and no more than <see cref="AdvertisementOptions.SamplePeers"/>
+    /// peers (asked or being asked) within <see cref="AdvertisementOptions.SampleWindow"/>. Called under <see cref="_gate"/>;
+    /// a true answer takes an in-flight slot that <see cref="SampleAdvertisementsAsync"/> gives back.
+    /// </summary>
+    private bool ReserveSample()
+    {
+        var a = _options.Advertising;
+        if (a.SamplePeers <= 0)
+        {
+            return false;
+        }
+        var now = _time.GetUtcNow();
+        while (_samplesAsked.TryPeek(out var at) && at + a.SampleWindow <= now)
+        {
+            _samplesAsked.Dequeue();
+        }
+        if (_samplesAsked.Count + _samplesInFlight >= a.SamplePeers || _book.LiveCount(now) >= a.SampleBelow)
+        {
+            return false;
+        }
+        _samplesInFlight++;
+        return true;
+    }
+
+    /// <summary>
+    /// Asks <paramref name="connection"/>'s peer for a sample of its book and takes what checks out. Every envelope is
+    /// bounded before it is read (<see cref="AdvertisementOptions.MaxEnvelopeBytes"/> and what is left of
+    /// <see cref="AdvertisementOptions.SampleMaxBytes"/>), and counted against <see cref="AdvertisementOptions.SampleSize"/>;
+    /// one whose provider's advertisement the book holds at that sequence or newer is skipped unverified (the book would
+    /// refuse it whatever its signature); the rest are opened and checked as gossip's are. Expired or replayed envelopes are
+    /// refused one by one (an honest peer's may have expired on the way, or be older than what gossip brought here);
+    /// more envelopes or bytes than asked, or one that does not open (malformed, forged, another signer's), is garbage: the
+    /// stream is reset, the peer's score lowered (<see cref="Misbehaviour.Malformed"/>) and nothing of its answer kept
+    /// (the envelopes are stored only once the whole answer checked out). A peer that does not speak the protocol (an older
+    /// node) costs one negotiation and no slot.
+    /// </summary>
+    private async Task SampleAdvertisementsAsync(IConnection connection)
+    {
+        var counted = false;
+        var a = _options.Advertising;
+        IStream? stream = null;
+        try
+        {
+            using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping);
+            var opening = await connection.TryOpenStreamAsync([AdvertisementProtocol.SampleProtocolId], linked.Token);
+            if (opening.Stream is not { } opened)
+            {
+                return; // an older node, or gone: another peer may be asked
+            }
+            stream = opened;
+            lock (_gate)
+            {
+                _samplesAsked.Enqueue(_time.GetUtcNow());
+                _sampleFigures = _sampleFigures with { Asked = _sampleFigures.Asked + 1 };
+                counted = true;
+            }
+            var request = new byte[20];
+            var length = Varint.Write(request, (ulong)a.SampleSize);
+            length += Varint.Write(request.AsSpan(length), (ulong)a.SampleMaxBytes);
+            await LengthPrefixed.WriteAsync(stream.Output, request.AsMemory(0, length), linked.Token);
+            await stream.Output.CompleteAsync();
+            var left = a.SampleMaxBytes;
+            var count = 0;
+            // Opened as they come, stored only once the whole answer checked out: garbage anywhere leaves the book as it was.
+            var checkedAds = new List<VerifiedAdvertisement>();
+            while (true)
+            {
+                var envelope = await LengthPrefixed.ReadAsync(stream.Input, Math.Min(a.MaxEnvelopeBytes, left), AdvertisementProtocol.SampleProtocolId, linked.Token);
+                if (envelope is null)
+                {
+                    break;
+                }
+                if (++count > a.SampleSize)
+                {
+                    throw new ProtocolViolationException(AdvertisementProtocol.SampleProtocolId, "more advertisements than asked for", ViolationCode.TooLarge);
+                }
+                left -= envelope.Length;
+                var verdict = OpenSampled(envelope, out var ad);
+                if (verdict is AdVerdict.TooLarge or AdVerdict.Malformed or AdVerdict.BadSignature or AdVerdict.PeerMismatch)
+                {
+                    throw new ProtocolViolationException(AdvertisementProtocol.SampleProtocolId, $"an advertisement that does not open ({verdict})", ViolationCode.Malformed);
+                }
+                if (ad is not null)
+                {
+                    checkedAds.Add(ad);
+                }
+            }
+            var accepted = 0;
+            foreach (var ad in checkedAds)
+            {
+                accepted += AddAdvertisement(ad) == AdVerdict.Accepted ? 1 : 0;
+            }
+            lock (_gate)
+            {
+                _sampleFigures = _sampleFigures with { Accepted = _sampleFigures.Accepted + accepted, Refused = _sampleFigures.Refused + checkedAds.Count - accepted };
+            }
+        }
+        catch (ProtocolViolationException e)
+        {
+            LogSampleViolation(_log, connection.RemotePeer, e.Message);
+            lock (_gate)
+            {
+                _sampleFigures = _sampleFigures with { Garbage = _sampleFigures.Garbage + 1 };
+            }
+            stream?.Reset();
+            _host.Budgets.Penalise(connection.RemotePeer, Misbehaviour.Malformed);
+        }
+        catch (Exception e) when (Failures.IsExpected(e, _work.Stopping))
+        {
+            // Gone or too slow: gossip still brings advertisements.
+        }
+        finally
+        {
+            if (stream is not null)
+            {
+                await stream.DisposeAsync();
+            }
+            lock (_gate)
+            {
+                _samplesInFlight--;
+                if (!counted)
+                {
+                    _sampleFigures = _sampleFigures with { Unsupported = _sampleFigures.Unsupported + 1 };
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// One envelope of a sample answer: skipped unverified (<see cref="AdVerdict.OldSequence"/>, no advertisement) when the
+    /// book holds its provider at that sequence or newer; else opened (signature, signer, fields) and checked against the
+    /// clock as the book would, without storing it yet.
+    /// </summary>
+    private AdVerdict OpenSampled(byte[] envelope, out VerifiedAdvertisement? ad)
+    {
+        ad = null;
+        if (AdvertisementCodec.TryPeek(envelope, _options.Advertising, out var provider, out var sequence))
+        {
+            lock (_gate)
+            {
+                // This node's own (an answerer that does not leave it out) is of no use here: skipped as held.
+                if (provider == _key.PeerId || _book.HoldsAtLeast(provider, sequence))
+                {
+                    _sampleFigures = _sampleFigures with { Skipped = _sampleFigures.Skipped + 1 };
+                    return AdVerdict.OldSequence;
+                }
+            }
+        }
+        var verdict = AdvertisementCodec.TryOpen(envelope, _options.Advertising, out var opened);
+        if (verdict != AdVerdict.Accepted)
+        {
+            return verdict;
+        }
+        var now = _time.GetUtcNow();
+        if (opened!.ExpiresAt <= now || opened.IssuedAt > now + _options.Advertising.ClockSkew)
+        {
+            lock (_gate)
+            {
+                _sampleFigures = _sampleFigures with { Refused = _sampleFigures.Refused + 1 };
+            }
+            return AdVerdict.Expired; // an honest peer's may have expired on the way: refused, not garbage
+        }
+        ad = opened;
+        return verdict;
+    }
+
+    /// <summary>
+    /// Answers <see cref="AdvertisementProtocol.SampleProtocolId"/>: up to the asked count (at most
+    /// <see cref="AdvertisementOptions.SampleSize"/>) and bytes (at most <see cref="AdvertisementOptions.SampleMaxBytes"/>) of
+    /// live advertisements this book holds, chosen with the node's seeded randomness, none found unreachable here and not
+    /// the asker's own (it has that, and only a peer that does not speak the protocol fetches it). A
+    /// malformed request is a violation (the router resets the stream and lowers the peer's score); the host's budget
+    /// (<c>host:budgets:adSamples</c>) bounds how often one peer may ask.
+    /// </summary>
+    private async Task HandleSampleAsync(IStream stream, CancellationToken ct)
+    {
+        var request = await LengthPrefixed.ReadAsync(stream.Input, 20, AdvertisementProtocol.SampleProtocolId, ct);
+        if (request is null || !TryReadSampleRequest(request, out var count, out var maxBytes))
+        {
+            throw new ProtocolViolationException(AdvertisementProtocol.SampleProtocolId, "malformed sample request", ViolationCode.Malformed);
+        }
+        var a = _options.Advertising;
+        List<VerifiedAdvertisement> chosen;
+        lock (_gate)
+        {
+            chosen = _book.Sample((int)Math.Min(count, (ulong)a.SampleSize), (int)Math.Min(maxBytes, (ulong)a.SampleMaxBytes), _sampleRandom, _time.GetUtcNow(),
+                except: stream.RemotePeer);
+            _sampleFigures = _sampleFigures with { Answered = _sampleFigures.Answered + 1 };
+        }
+        foreach (var ad in chosen)
+        {
+            await LengthPrefixed.WriteAsync(stream.Output, ad.Envelope(), ct);
+        }
+        await stream.Output.CompleteAsync();
+    }
+
+    private static bool TryReadSampleRequest(byte[] request, out ulong count, out ulong maxBytes)
+    {
+        maxBytes = 0;
+        var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(request));
+        return Varint.TryRead(ref reader, out count) == DecodeStatus.Done
+            && Varint.TryRead(ref reader, out maxBytes) == DecodeStatus.Done
+            && reader.End;
+    }
 
     /// <summary>
     /// Asks a newly connected peer for its current advertisement (<see cref="AdvertisementProtocol.FetchProtocolId"/>),
@@ -266,13 +518,23 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     private ValueTask OnAdvertisementAsync(TopicMessage message, VerifiedAdvertisement opened, CancellationToken ct)
     {
-        AddAdvertisement(opened);
+        _ = AddAdvertisement(opened);
         return ValueTask.CompletedTask;
     }
 
     /// <summary>An envelope fetched from a peer: opened (and its signature checked) here, then stored.</summary>
     private void AddAdvertisement(ReadOnlySpan<byte> envelope)
     {
+        if (AdvertisementCodec.TryPeek(envelope, _options.Advertising, out var provider, out var sequence))
+        {
+            lock (_gate)
+            {
+                if (_book.HoldsAtLeast(provider, sequence))
+                {
+                    return; // held already (gossip brought it): the book would refuse it, so its signature is not checked
+                }
+            }
+        }
         if (AdvertisementCodec.TryOpen(envelope, _options.Advertising, out var opened) == AdVerdict.Accepted && opened is not null)
         {
             AddAdvertisement(opened);
@@ -280,13 +542,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
     }
 
     /// <summary>Stores an opened advertisement (time, lifetime, sequence and room checked by the book).</summary>
-    private void AddAdvertisement(VerifiedAdvertisement ad)
+    private AdVerdict AddAdvertisement(VerifiedAdvertisement ad)
     {
         lock (_gate)
         {
-            if (_book.Add(ad, _time.GetUtcNow()) != AdVerdict.Accepted)
+            var verdict = _book.Add(ad, _time.GetUtcNow());
+            if (verdict != AdVerdict.Accepted)
             {
-                return;
+                return verdict;
             }
             // A stranger's advertisement stays in the book: its addresses enter the peer store when this node dials it
             // (ChannelTo, or the host's address source), not for every provider of the mesh (a peer-store entry each on every node:
@@ -299,6 +562,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             _adsChanged.TrySetResult();
             _adsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return verdict;
         }
     }
 
@@ -439,6 +703,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
             lock (job.Gate)
             {
                 job.Core.OnPaid(notesPaid); // debit notes paid as the lease ran, whatever came of it
+            }
+        }
+        if (outcome.Kind == LeaseOutcomeKind.Unreachable)
+        {
+            lock (_gate)
+            {
+                // Not chosen by any submission once the grace has passed, nor handed on in a sample, until it is heard from.
+                _book.MarkUnreachable(provider, ad.Ad.Sequence, _time.GetUtcNow());
             }
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
@@ -763,6 +1035,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _host.Connected -= OnConnected;
+        _host.RemoveStreamHandler(AdvertisementProtocol.SampleProtocolId);
         _subscription?.Dispose();
         // Receipts still being handed over finish first (each is bounded by ReceiptTimeout), so a short-lived requester
         // such as `potluck submit` pays before it exits.
@@ -877,4 +1150,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Receipt to {Provider} not delivered yet: {Reason}")]
     private static partial void LogReceiptUndelivered(ILogger logger, PeerId provider, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Advertisement sample from {Peer} refused: {Reason}")]
+    private static partial void LogSampleViolation(ILogger logger, PeerId peer, string reason);
 }
+
+/// <summary>
+/// A node's book samples so far (<see cref="AdvertisementProtocol.SampleProtocolId"/>): as asker, peers asked (they spoke
+/// the protocol), peers that did not, answers refused as garbage, and envelopes accepted, refused (expired, replayed, no
+/// room) or skipped unverified (held already); as answerer, samples answered.
+/// </summary>
+public readonly record struct SampleFigures(long Asked, long Unsupported, long Garbage, long Accepted, long Refused, long Skipped, long Answered);

@@ -30,5 +30,6 @@ internal static class RequesterFixture
     };
 
     public static VerifiedAdvertisement Ad(PrivateKey key, ulong sequence = 1) =>
-        new(Ads.Make(key, sequence), key.PeerId, key.PublicKey);
+        AdvertisementCodec.TryOpen(AdvertisementCodec.Sign(Ads.Make(key, sequence), key), new AdvertisementOptions(), out var opened) == AdVerdict.Accepted
+            ? opened! : throw new InvalidOperationException("the test's advertisement does not open");
 }
