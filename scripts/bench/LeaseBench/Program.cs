@@ -24,6 +24,18 @@ public static class Program
     private static Potluck.Scheduler.Accounting.AccountingOptions Accounting(Potluck.Node.Hosting.ComputeOptions compute) =>
         compute.Accounting with { Enabled = Environment.GetEnvironmentVariable("LEASEBENCH_ACCOUNTING") != "0" };
 
+    /// <summary>
+    /// The providers' admission policy. By default a provider's own defaults: the requester here is a stranger to both, so it
+    /// holds at most <see cref="ProviderOptions.MaxLeasesPerRequester"/> (4) leases per provider and at most
+    /// <see cref="ProviderOptions.StrangerCoreShare"/> of the cores — 8 leases in flight in all, whatever the concurrency
+    /// asked. LEASEBENCH_POLICY=cluster gives a private cluster's open policy (every core, as many leases as cores) so the
+    /// path's speed is measured at the concurrency asked, as before those limits existed.
+    /// </summary>
+    private static ProviderOptions ProviderPolicy(int cores) =>
+        Environment.GetEnvironmentVariable("LEASEBENCH_POLICY") == "cluster"
+            ? new ProviderOptions { Cores = cores, MaxLeasesPerRequester = cores, StrangerCoreShare = 1 }
+            : new ProviderOptions { Cores = cores };
+
     public static async Task<int> Main(string[] args)
     {
         var sequential = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 300;
@@ -42,7 +54,7 @@ public static class Program
                 {
                     Listen = loopback,
                     DataDir = Path.Combine(scratch.FullName, name),
-                    Compute = o.Compute with { Enabled = true, Provider = new ProviderOptions { Cores = Environment.ProcessorCount * 8 }, Accounting = Accounting(o.Compute) },
+                    Compute = o.Compute with { Enabled = true, Provider = ProviderPolicy(Environment.ProcessorCount * 8), Accounting = Accounting(o.Compute) },
                 })
                 .StartAsync(ct);
             await using var p1 = await Provider("p1");
@@ -139,6 +151,7 @@ public static class Program
 
             Console.WriteLine($"# Potluck lease-path benchmark — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine($"# no-op task (exitcode.wasm 0), 1 requester + 2 providers on loopback TCP, one process; {sequential} sequential, then {total} with {concurrency} in flight");
+            Console.WriteLine($"# providers' policy: {(Environment.GetEnvironmentVariable("LEASEBENCH_POLICY") == "cluster" ? "cluster (every core, as many leases as cores per requester)" : "defaults (a stranger: 4 leases per provider, half the cores)")}");
             Console.WriteLine();
             Console.WriteLine("| path | p50 ms | p99 ms |");
             Console.WriteLine("| --- | ---: | ---: |");
