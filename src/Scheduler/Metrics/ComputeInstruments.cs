@@ -34,6 +34,8 @@ namespace Potluck.Scheduler.Metrics;
 /// counts in <c>potluck.leases.refused</c> with reason disk_full</item>
 /// <item><c>potluck.chain.recovery</c> ({event}; outcome: block_recovered, answer_rejected, query_served, query_refused):
 /// recovering this node's chain after a lost ledger, and serving counterparties that recover theirs</item>
+/// <item><c>potluck.ads.samples</c> ({event}; outcome: asked, unsupported, garbage, answered, accepted, refused, skipped): book
+/// samples for newcomers, as asker and answerer (<see cref="AdSamples"/>)</item>
 /// </list>
 /// </summary>
 public sealed class ComputeInstruments
@@ -61,6 +63,7 @@ public sealed class ComputeInstruments
     private readonly Counter<long> _debitNotes;
     private readonly Counter<long> _historyCredit;
     private readonly Counter<long> _chainGossip;
+    private readonly Counter<long> _adSamples;
     private readonly Counter<long> _meteringReruns;
 
     /// <summary>
@@ -100,6 +103,7 @@ public sealed class ComputeInstruments
         _chainRecovery = CountersMeter.CreateCounter<long>("potluck.chain.recovery", "{event}", "Chain recovery after a lost ledger: blocks recovered, answers rejected, queries served and refused");
         _historyCredit = CountersMeter.CreateCounter<long>("potluck.leases.history_credit", "{lease}", "Lease requests a provider admitted beyond a stranger's credit limit on the requester's verified history");
         _chainGossip = CountersMeter.CreateCounter<long>("potluck.chain.gossip", "{pair}", "Completed payments gossiped in batches, by outcome (published; over_budget: a received batch ignored)");
+        _adSamples = CountersMeter.CreateCounter<long>("potluck.ads.samples", "{event}", "Book samples of /potluck/ads/sample/1.0.0, by outcome (asked, unsupported, garbage, answered; ads accepted, refused, skipped)");
         _meteringReruns = CountersMeter.CreateCounter<long>("potluck.tasks.metering_reruns", "{run}", "Extra sandbox runs of tasks with debit notes, by reason (a fence reached unarmed; a trap after a fence)");
     }
 
@@ -200,6 +204,19 @@ public sealed class ComputeInstruments
 
     /// <summary>A received batch of <paramref name="pairs"/> ignored: its sender's receipts budget could not pay for every pair.</summary>
     public void ChainBatchOverBudget(long pairs) => _chainGossip.Add(pairs, new KeyValuePair<string, object?>("outcome", "over_budget"));
+
+    /// <summary>
+    /// Book samples (<c>/potluck/ads/sample/1.0.0</c>): as asker, a peer asked, one that does not speak it (unsupported), an
+    /// answer refused whole (garbage), and the advertisements of answers accepted, refused one by one or skipped as held;
+    /// as answerer, a sample answered.
+    /// </summary>
+    public void AdSamples(string outcome, long count = 1)
+    {
+        if (count > 0)
+        {
+            _adSamples.Add(count, new KeyValuePair<string, object?>("outcome", outcome));
+        }
+    }
 
     /// <summary>A run with debit notes ran <paramref name="runs"/> times (<see cref="SandboxResult.MeteringRuns"/>); counts the extra ones.</summary>
     public void MeteringRuns(int runs, bool unarmed)

@@ -335,6 +335,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 _samplesAsked.Enqueue(_time.GetUtcNow());
                 _sampleFigures = _sampleFigures with { Asked = _sampleFigures.Asked + 1 };
+                _instruments.AdSamples("asked");
                 counted = true;
             }
             var request = new byte[20];
@@ -376,6 +377,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             lock (_gate)
             {
                 _sampleFigures = _sampleFigures with { Accepted = _sampleFigures.Accepted + accepted, Refused = _sampleFigures.Refused + checkedAds.Count - accepted };
+                _instruments.AdSamples("accepted", accepted);
+                _instruments.AdSamples("refused", checkedAds.Count - accepted);
             }
         }
         catch (ProtocolViolationException e)
@@ -384,6 +387,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             lock (_gate)
             {
                 _sampleFigures = _sampleFigures with { Garbage = _sampleFigures.Garbage + 1 };
+                _instruments.AdSamples("garbage");
             }
             stream?.Reset();
             _host.Budgets.Penalise(connection.RemotePeer, Misbehaviour.Malformed);
@@ -404,6 +408,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 if (!counted)
                 {
                     _sampleFigures = _sampleFigures with { Unsupported = _sampleFigures.Unsupported + 1 };
+                    _instruments.AdSamples("unsupported");
                 }
             }
         }
@@ -425,6 +430,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 if (provider == _key.PeerId || _book.HoldsAtLeast(provider, sequence))
                 {
                     _sampleFigures = _sampleFigures with { Skipped = _sampleFigures.Skipped + 1 };
+                    _instruments.AdSamples("skipped");
                     return AdVerdict.OldSequence;
                 }
             }
@@ -440,6 +446,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             lock (_gate)
             {
                 _sampleFigures = _sampleFigures with { Refused = _sampleFigures.Refused + 1 };
+                _instruments.AdSamples("refused");
             }
             return AdVerdict.Expired; // an honest peer's may have expired on the way: refused, not garbage
         }
@@ -469,6 +476,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             chosen = _book.Sample((int)Math.Min(count, (ulong)a.SampleSize), (int)Math.Min(maxBytes, (ulong)a.SampleMaxBytes), _sampleRandom, _time.GetUtcNow(),
                 except: stream.RemotePeer);
             _sampleFigures = _sampleFigures with { Answered = _sampleFigures.Answered + 1 };
+            _instruments.AdSamples("answered");
         }
         foreach (var ad in chosen)
         {

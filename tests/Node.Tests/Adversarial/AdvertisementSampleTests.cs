@@ -125,6 +125,7 @@ public class AdvertisementSampleTests
         await Task.Delay(TimeSpan.FromSeconds(1), cluster.Time);
         var newcomer = await cluster.AddAsync("newcomer", provide: false,
             configure: c => c with { Client = c.Client with { Advertising = c.Client.Advertising with { SampleMaxBytes = 4096 } } });
+        using var metrics = new Potluck.Node.Control.MetricsExporter(newcomer.Potluck);
         await ConnectAsync(newcomer, provider); // the honest book: the provider's own advertisement, fetched on connecting
         await Task.Delay(TimeSpan.FromSeconds(2), cluster.Time);
         var before = newcomer.Client.Providers().Select(a => (a.Provider, a.Ad.Sequence)).ToList();
@@ -157,6 +158,10 @@ public class AdvertisementSampleTests
             Assert.That(budgets.ScoreOf(attacker.PeerId), Is.EqualTo(-budgets.Options.MalformedPenalty).Within(0.5), "penalised as malformed");
             Assert.That(budgets.ScoreOf(provider.PeerId), Is.Zero.Within(0.01), "the honest peer is not");
         });
+        using var exported = new MemoryStream();
+        await metrics.WriteAsync(exported, CancellationToken.None);
+        var text = Encoding.UTF8.GetString(exported.ToArray());
+        Assert.That(text, Does.Contain("potluck_ads_samples_total{outcome=\"garbage\"} 1"), text);
     });
 
     private static byte[] Flip(byte[] envelope)
