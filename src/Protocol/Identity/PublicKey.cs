@@ -52,23 +52,19 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     private static readonly AlgorithmIdentifier RsaAlgorithm = new(PkcsObjectIdentifiers.RsaEncryption, DerNull.Instance);
 
-    private readonly NSecPublicKey? _ed25519;             // Ed25519
-    private readonly AsymmetricKeyParameter? _parameters; // secp256k1, ECDSA
-    private readonly RSAParameters _rsa;                  // RSA
+    /// <summary>
+    /// What verifies: for Ed25519 NSec's key, imported from <see cref="Data"/> by the first <see cref="Verify"/> (most keys
+    /// a node holds, those of peers in its peer store, never verify anything: ~56 bytes each saved); the BouncyCastle
+    /// parameters for secp256k1 and ECDSA; an <see cref="RsaKey"/> for RSA. One field, not one per kind: a key is ~40 bytes
+    /// and its data, where it was ~112 (an inline <see cref="RSAParameters"/> alone is eight references).
+    /// </summary>
+    private object? _verifier;
 
-    private PublicKey(KeyType type, byte[] data, AsymmetricKeyParameter? parameters, RSAParameters rsa = default)
+    private PublicKey(KeyType type, byte[] data, object? verifier)
     {
         Type = type;
         Data = data;
-        _parameters = parameters;
-        _rsa = rsa;
-    }
-
-    private PublicKey(byte[] data, NSecPublicKey ed25519)
-    {
-        Type = KeyType.Ed25519;
-        Data = data;
-        _ed25519 = ed25519;
+        _verifier = verifier;
     }
 
     public KeyType Type { get; }
@@ -87,7 +83,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     internal static PublicKey FromEd25519(NSecPublicKey key)
     {
         var raw = key.Export(KeyBlobFormat.RawPublicKey);
-        return new PublicKey(raw, key);
+        return new PublicKey(KeyType.Ed25519, raw, key);
     }
 
     /// <summary>
@@ -99,11 +95,12 @@ public sealed class PublicKey : IEquatable<PublicKey>
     {
         key = null!;
         if (data.Length != Ed25519Length || !IsCanonicalEd25519Encoding(data) || IsSmallOrderEd25519Encoding(data)
-            || !NSecPublicKey.TryImport(SignatureAlgorithm.Ed25519, data, KeyBlobFormat.RawPublicKey, out var imported))
+            || !NSecPublicKey.TryImport(SignatureAlgorithm.Ed25519, data, KeyBlobFormat.RawPublicKey, out _))
         {
             return false;
         }
-        key = new PublicKey(data.ToArray(), imported!);
+        // The import is the check NSec makes; the key it made is dropped and made again by the first Verify.
+        key = new PublicKey(KeyType.Ed25519, data.ToArray(), null);
         return true;
     }
 
@@ -169,7 +166,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
                         }
                         var canonical = new SubjectPublicKeyInfo(RsaAlgorithm, new RsaPublicKeyStructure(n, e)).GetDerEncoded();
                         var parameters = new RSAParameters { Modulus = n.ToByteArrayUnsigned(), Exponent = e.ToByteArrayUnsigned() };
-                        key = new PublicKey(type, canonical, null, parameters);
+                        key = new PublicKey(type, canonical, new RsaKey(parameters));
                         return true;
                     }
                 default:
@@ -235,17 +232,17 @@ public sealed class PublicKey : IEquatable<PublicKey>
         if (Type == KeyType.Ed25519)
         {
             return signature.Length == Ed25519SignatureLength && !HasSmallOrderR(signature)
-                   && SignatureAlgorithm.Ed25519.Verify(_ed25519!, message, signature);
+                   && SignatureAlgorithm.Ed25519.Verify(Ed25519Key(), message, signature);
         }
         try
         {
             if (Type == KeyType.Rsa)
             {
-                using var rsa = RSA.Create(_rsa);
+                using var rsa = RSA.Create(((RsaKey)_verifier!).Parameters);
                 return rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
             }
             Org.BouncyCastle.Crypto.ISigner signer = SignerUtilities.GetSigner("SHA-256withECDSA");
-            signer.Init(false, _parameters!);
+            signer.Init(false, (AsymmetricKeyParameter)_verifier!);
             signer.BlockUpdate(message);
             return signer.VerifySignature(signature.ToArray());
         }
@@ -256,6 +253,23 @@ public sealed class PublicKey : IEquatable<PublicKey>
     }
 
     private const int Ed25519SignatureLength = 64;
+
+    /// <summary>NSec's key for <see cref="Data"/>, imported once (two threads may both import: the same key, one kept).</summary>
+    private NSecPublicKey Ed25519Key()
+    {
+        if (Volatile.Read(ref _verifier) is NSecPublicKey key)
+        {
+            return key;
+        }
+        key = NSecPublicKey.Import(SignatureAlgorithm.Ed25519, Data, KeyBlobFormat.RawPublicKey);
+        return Interlocked.CompareExchange(ref _verifier, key, null) as NSecPublicKey ?? key;
+    }
+
+    /// <summary>An RSA key's modulus and exponent, apart so the other kinds do not carry its eight fields.</summary>
+    private sealed class RsaKey(RSAParameters parameters)
+    {
+        public RSAParameters Parameters { get; } = parameters;
+    }
 
     /// <summary>
     /// The encodings of the Ed25519 points of small order and the non-canonical y = p, p + 1, compared with the x sign bit

@@ -487,4 +487,41 @@ public class PublicKeyTests
         Prop.ForAll(
             Gen.Elements(Vectors).Zip(ArbMap.Default.GeneratorFor<byte[]>()).ToArbitrary(),
             t => !Parse(t.Item1).Verify(Message, t.Item2));
+
+    /// <summary>
+    /// A decoded Ed25519 key held in a peer store costs its object and its 32 bytes, ~100 bytes: no NSec key until it
+    /// verifies something, no inline RSA parameters. Before (one field per kind, NSec's key made at decode) ~230.
+    /// </summary>
+    [Test]
+    public void DecodedEd25519Key_HeldUnused_CostsUnder120Bytes()
+    {
+        var encoded = PrivateKey.FromSeed(new byte[32]).PublicKey.ToProtobuf();
+        const int count = 20_000;
+        var keys = new PublicKey[count];
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        for (var i = 0; i < count; i++)
+        {
+            keys[i] = PublicKey.FromProtobuf(encoded);
+        }
+        var after = GC.GetTotalMemory(forceFullCollection: true);
+        var perKey = (after - before) / (double)count;
+        GC.KeepAlive(keys);
+        TestContext.Out.WriteLine($"{perKey:F1} bytes per held key");
+        Assert.That(perKey, Is.LessThan(120), $"{perKey:F1} bytes per held key");
+    }
+
+    [Test]
+    public void DecodedEd25519Key_VerifiesOnFirstAndLaterUse()
+    {
+        var signer = PrivateKey.FromSeed(Enumerable.Range(1, 32).Select(i => (byte)i).ToArray());
+        var signature = signer.Sign(Message);
+        var key = PublicKey.FromProtobuf(signer.PublicKey.ToProtobuf());
+        Assert.Multiple(() =>
+        {
+            Assert.That(key.Verify("another message"u8, signature), Is.False);
+            Assert.That(key.Verify(Message, signature), Is.True);
+            Assert.That(key.Verify(Message, signature), Is.True);
+            Assert.That(PublicKey.FromProtobuf(signer.PublicKey.ToProtobuf()).Verify(Message, signature), Is.True);
+        });
+    }
 }
