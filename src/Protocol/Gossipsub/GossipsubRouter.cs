@@ -1379,7 +1379,8 @@ internal sealed class GossipsubRouter
         public bool IsFloodsub { get; } = protocol == GossipsubProtocol.Floodsub;
         public bool Outbound { get; } = outbound;
         public string? Ip { get; } = ip;
-        public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
+        /// <summary>A field, not a property: the set is a struct, added to and removed from in place.</summary>
+        public TopicSet Topics;
         public int IHaveThisHeartbeat { get; set; }
         public int IAskedThisHeartbeat { get; set; }
         public int IWantServedThisHeartbeat { get; set; }
