@@ -300,6 +300,11 @@ public sealed class Multiaddr : IEquatable<Multiaddr>
         {
             return false;
         }
+        // One copy of the bytes, which the components' values are slices of and which is the address's binary form (the
+        // decoder takes only minimal varints, so it is exactly what encoding the components gives): no array per value
+        // and no second, encoded copy.
+        var copy = bytes.ToArray();
+        bytes = copy;
         var components = new List<MultiaddrComponent>();
         var offset = 0;
         while (offset < bytes.Length)
@@ -340,10 +345,10 @@ public sealed class Multiaddr : IEquatable<Multiaddr>
             {
                 return false;
             }
-            components.Add(new MultiaddrComponent(protocol, value.ToArray()));
+            components.Add(new MultiaddrComponent(protocol, copy.AsMemory(offset, size)));
             offset += size;
         }
-        addr = new Multiaddr([.. components]);
+        addr = new Multiaddr([.. components]) { _bytes = copy };
         return true;
     }
 
