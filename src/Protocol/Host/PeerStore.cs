@@ -337,7 +337,7 @@ public sealed class PeerStore : IPeerStore
         }
         lock (_gate)
         {
-            GetOrAdd(peer).PublicKey = key;
+            GetOrAdd(peer).SetKey(peer, key);
         }
         TrimIfDue();
         return true;
@@ -394,7 +394,7 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            return _peers.TryGetValue(peer, out var e) ? e.PublicKey : null;
+            return _peers.TryGetValue(peer, out var e) ? e.Key(peer) : null;
         }
     }
 
@@ -546,6 +546,9 @@ public sealed class PeerStore : IPeerStore
 
     private const long NoLatency = long.MinValue;
 
+    /// <summary>An entry's key is the one its peer id embeds (<see cref="Entry.Key"/>).</summary>
+    private static readonly object KeyInId = new();
+
     /// <summary>
     /// One address of a peer: its binary multiaddr (the form that travels; a <see cref="Multiaddr"/> is made from it when
     /// the address is read) and how it was learned, inline in the peer's array: ~32 bytes and the bytes' array, where a
@@ -568,13 +571,30 @@ public sealed class PeerStore : IPeerStore
         public AddressEntry[] Addresses = [];
         /// <summary>Shared with other peers' entries that hold the same list (<see cref="InternList"/>): replaced, never written into.</summary>
         public string[] Protocols { get; set; } = [];
-        public PublicKey? PublicKey { get; set; }
+        /// <summary>
+        /// The peer's key: null while not known; <see cref="KeyInId"/> when it is the key the peer's identity-hashed id
+        /// embeds (every Ed25519 peer: read back from the id when asked, ~100 bytes a peer not held); else the key.
+        /// </summary>
+        private object? _key;
         public string? AgentVersion { get; set; }
         public string? ProtocolVersion { get; set; }
         public long LatencyTicks = NoLatency;
         public long LastSeen;
         public long KeepUntil;
         public int Connections;
+
+        /// <summary>
+        /// Records <paramref name="key"/>, which matches <paramref name="id"/> (the caller checked). Only Ed25519 keys are
+        /// read back from the id: that is a copy and a few checks, where a secp256k1 point would be decoded at each read.
+        /// </summary>
+        public void SetKey(PeerId id, PublicKey key) => _key = key.Type == KeyType.Ed25519 && id.EmbedsPublicKey ? KeyInId : key;
+
+        public PublicKey? Key(PeerId id) => _key switch
+        {
+            PublicKey key => key,
+            null => null,
+            _ => id.TryExtractPublicKey(),
+        };
 
         public int IndexOf(ReadOnlySpan<byte> bytes)
         {
@@ -712,7 +732,7 @@ public sealed class PeerStore : IPeerStore
             id,
             LiveAddresses(now),
             Protocols,
-            PublicKey,
+            Key(id),
             AgentVersion,
             ProtocolVersion,
             LatencyTicks == NoLatency ? null : TimeSpan.FromTicks(LatencyTicks),

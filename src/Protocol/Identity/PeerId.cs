@@ -73,6 +73,12 @@ public readonly struct PeerId : IEquatable<PeerId>, IComparable<PeerId>
         return false;
     }
 
+    /// <summary>
+    /// True for an identity-hashed id (the key embedded: every Ed25519 and secp256k1 key): for a key that matches the id,
+    /// <see cref="TryExtractPublicKey"/> gives it back, so it need not be held beside the id.
+    /// </summary>
+    internal bool EmbedsPublicKey => _bytes is { Length: > 2 } b && b[0] == 0x00;
+
     /// <summary>The public key embedded in an identity-hashed peer id, if any.</summary>
     public PublicKey? TryExtractPublicKey() =>
         _bytes is { Length: > 2 } b && b[0] == 0x00 && PublicKey.TryFromProtobuf(b.AsSpan(2), out var key) ? key : null;

@@ -117,4 +117,61 @@ public class PeerStoreCompactTests
         Assert.That(store.SupportsProtocol(sybils[1_999], "/junk/1999"), Is.True, "a list past the cap is the peer's own, and right");
         Assert.That(store.SupportsProtocol(sybils[1_999], "/junk/1998"), Is.False);
     }
+
+    /// <summary>
+    /// An Ed25519 peer's key is read back from its identity-hashed id: the store keeps a mark, not the key (each key
+    /// decoded from a handshake or identify is its own object of ~116 bytes, ~226 before the key's own cut).
+    /// </summary>
+    [Test]
+    public void Ed25519Keys_AreReadBackFromThePeerIds_NotHeld()
+    {
+        const int count = 5_000;
+        var random = new Random(7);
+        var ids = new PeerId[count];
+        var encoded = new byte[count][];
+        var store = new PeerStore(new PeerStoreOptions(), new VirtualClock());
+        for (var i = 0; i < count; i++)
+        {
+            var key = PrivateKey.FromRandom(random);
+            (ids[i], encoded[i]) = (key.PeerId, key.PublicKey.ToProtobuf());
+            store.MarkSeen(ids[i]);
+        }
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        for (var i = 0; i < count; i++)
+        {
+            Assert.That(store.SetPublicKey(ids[i], PublicKey.FromProtobuf(encoded[i])), Is.True);
+        }
+        var after = GC.GetTotalMemory(forceFullCollection: true);
+        var perPeer = (after - before) / (double)count;
+        GC.KeepAlive(store);
+        TestContext.Out.WriteLine($"{perPeer:F1} bytes per peer's key");
+        Assert.That(perPeer, Is.LessThan(32), $"{perPeer:F1} bytes held per peer's key");
+        Assert.Multiple(() =>
+        {
+            Assert.That(store.GetPublicKey(ids[17]), Is.EqualTo(PublicKey.FromProtobuf(encoded[17])));
+            Assert.That(store.Get(ids[17])!.PublicKey, Is.EqualTo(PublicKey.FromProtobuf(encoded[17])));
+            Assert.That(store.GetPublicKey(ids[17])!.ToPeerId(), Is.EqualTo(ids[17]));
+        });
+    }
+
+    [TestCase(KeyType.Ed25519)]
+    [TestCase(KeyType.Secp256k1)]
+    [TestCase(KeyType.Rsa)]
+    public void APeersKey_ReadsBackAsSet_AndAMismatchIsRefused(KeyType type)
+    {
+        var store = new PeerStore(new PeerStoreOptions(), new VirtualClock());
+        var key = PrivateKey.Generate(type);
+        var other = PrivateKey.Generate(type);
+        var peer = key.PeerId;
+        Assert.Multiple(() =>
+        {
+            Assert.That(store.GetPublicKey(peer), Is.Null, "unknown before it is set");
+            Assert.That(store.SetPublicKey(peer, other.PublicKey), Is.False, "another peer's key");
+            Assert.That(store.GetPublicKey(peer), Is.Null, "a refused key is not kept");
+            Assert.That(store.SetPublicKey(peer, key.PublicKey), Is.True);
+            Assert.That(store.GetPublicKey(peer), Is.EqualTo(key.PublicKey));
+            Assert.That(store.Get(peer)!.PublicKey, Is.EqualTo(key.PublicKey));
+            Assert.That(store.GetPublicKey(peer)!.Verify("m"u8, key.Sign("m"u8)), Is.True);
+        });
+    }
 }
