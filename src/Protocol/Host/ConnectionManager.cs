@@ -29,7 +29,11 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly Func<PeerId, bool> _isIdentified;
     private readonly Lock _gate = new();
     private readonly Dictionary<PeerId, List<Connection>> _connections = [];
-    private readonly Dictionary<PeerId, HashSet<string>> _protected = [];
+    /// <summary>
+    /// Each protected peer's tags, an exactly sized array replaced on change (a few tags a peer, ours, never a remote's;
+    /// read in sorted order only): 32–48 bytes a peer where a <see cref="HashSet{T}"/> took ~180.
+    /// </summary>
+    private readonly Dictionary<PeerId, string[]> _protected = [];
     private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
     private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
     private ITimer? _timer;
@@ -399,9 +403,12 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         {
             if (!_protected.TryGetValue(peer, out var tags))
             {
-                _protected[peer] = tags = new HashSet<string>(StringComparer.Ordinal);
+                _protected[peer] = [tag];
             }
-            tags.Add(tag);
+            else if (Array.IndexOf(tags, tag) < 0)
+            {
+                _protected[peer] = [.. tags, tag];
+            }
         }
     }
 
@@ -413,10 +420,15 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
             {
                 return false;
             }
-            if (tags.Remove(tag) && tags.Count == 0)
+            var index = Array.IndexOf(tags, tag);
+            if (index >= 0)
             {
-                _protected.Remove(peer);
-                return false;
+                if (tags.Length == 1)
+                {
+                    _protected.Remove(peer);
+                    return false;
+                }
+                _protected[peer] = [.. tags.AsSpan(0, index), .. tags.AsSpan(index + 1)];
             }
             return true;
         }
@@ -426,7 +438,7 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     {
         lock (_gate)
         {
-            return _protected.TryGetValue(peer, out var tags) && (tag is null || tags.Contains(tag));
+            return _protected.TryGetValue(peer, out var tags) && (tag is null || Array.IndexOf(tags, tag) >= 0);
         }
     }
 

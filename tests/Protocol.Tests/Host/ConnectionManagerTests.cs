@@ -34,6 +34,38 @@ public class ConnectionManagerTests
     }
 
     [Test]
+    public void Protect_TheSameTagTwice_OneUnprotectEndsIt_AndTheTagsReadSorted()
+    {
+        var manager = Create();
+        manager.Protect(Peer, "lease");
+        manager.Protect(Peer, "gossipsub");
+        manager.Protect(Peer, "lease");
+        Assert.That(manager.GetTagInfo(Peer)!.ProtectedBy, Is.EqualTo(new[] { "gossipsub", "lease" }));
+        Assert.That(manager.Unprotect(Peer, "gossipsub"), Is.True);
+        Assert.That(manager.Unprotect(Peer, "lease"), Is.False, "a tag given twice is one tag");
+        Assert.That(manager.IsProtected(Peer), Is.False);
+    }
+
+    /// <summary>A protected peer's tags are an array of their references (~32 bytes for one), not a set (~180).</summary>
+    [Test]
+    public void ProtectedPeers_EachHoldAnArrayOfTags_NotASet()
+    {
+        var manager = Create();
+        var random = new Random(3);
+        var peers = Enumerable.Range(0, 5_000).Select(_ => PrivateKey.FromRandom(random).PeerId).ToArray();
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        foreach (var peer in peers)
+        {
+            manager.Protect(peer, "gossipsub");
+        }
+        var after = GC.GetTotalMemory(forceFullCollection: true);
+        var perPeer = (after - before) / (double)peers.Length;
+        GC.KeepAlive(manager);
+        TestContext.Out.WriteLine($"{perPeer:F1} bytes per protected peer");
+        Assert.That(perPeer, Is.LessThan(120), $"{perPeer:F1} bytes per protected peer (the dictionary's entry included)");
+    }
+
+    [Test]
     public void Tags_SumToThePeersValue_UpsertIsAtomicOnTheCurrentValue()
     {
         var manager = Create();
