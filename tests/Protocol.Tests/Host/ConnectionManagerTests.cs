@@ -52,7 +52,7 @@ public class ConnectionManagerTests
     {
         var manager = Create();
         var random = new Random(3);
-        var peers = Enumerable.Range(0, 5_000).Select(_ => PrivateKey.FromRandom(random).PeerId).ToArray();
+        var peers = Enumerable.Range(0, 10_000).Select(_ => PrivateKey.FromRandom(random).PeerId).ToArray();
         var before = GC.GetTotalMemory(forceFullCollection: true);
         foreach (var peer in peers)
         {
