@@ -422,12 +422,6 @@ public sealed class SimulatedMesh : IAsyncDisposable
     public long ConnectionsOpened { get; private set; }
 
     /// <summary>
-    /// The connection ends the nodes that are up hold now (a connection between two nodes is two ends), with the largest
-    /// count one node holds, how many of the ends are still in their node's trim grace period, how many lead to a peer
-    /// the node protects, and how many nodes hold more than their high watermark. Read, not traced: the trace stays where
-    /// the nodes' behaviour stays.
-    /// </summary>
-    /// <summary>
     /// Advertisements the providers up now issued, by reason (<see cref="Scheduler.Advertising.IssuerCounts.Names"/>' order),
     /// and how many providers were counted. Read, not traced.
     /// </summary>
@@ -450,6 +444,12 @@ public sealed class SimulatedMesh : IAsyncDisposable
         return (sum, providers);
     }
 
+    /// <summary>
+    /// The connection ends the nodes that are up hold now (a connection between two nodes is two ends), with the largest
+    /// count one node holds, how many of the ends are still in their node's trim grace period, how many lead to a peer
+    /// the node protects, and how many nodes hold more than their high watermark. Read, not traced: the trace stays where
+    /// the nodes' behaviour stays.
+    /// </summary>
     /// <summary>
     /// Gossip counters per topic summed over the nodes up (<see cref="Protocol.Gossipsub.TopicCounters.Names"/>' order). Read,
     /// not traced: the trace stays the same.
