@@ -173,6 +173,12 @@ public sealed record SimReport
     public sealed record AdFigures(int KnownAtSubmitMin, double KnownAtSubmitP50, double KnownAtSubmitMean, Scheduler.Requesting.SampleFigures Samples)
     {
         public static AdFigures Empty { get; } = new(-1, 0, 0, default);
+
+        /// <summary>
+        /// Advertisements the providers up at the end issued over the run, by why (<see cref="Scheduler.Advertising.IssuerCounts.Names"/>:
+        /// first, busy_or_free, free_cores, addresses, other, republish); each reaches every node.
+        /// </summary>
+        public IReadOnlyDictionary<string, long> Issued { get; init; } = new Dictionary<string, long>();
     }
 
     /// <param name="BalancesSum">Every node's balance, summed (crashed nodes' read back from disk).</param>
@@ -368,6 +374,8 @@ public sealed record SimReport
         }
         var ads = known.Count == 0 ? AdFigures.Empty with { Samples = samples }
             : new AdFigures((int)known[0], Percentile(known, 0.5), known.Average(), samples);
+        var (issued, _) = mesh.AdPublicationTotals();
+        ads = ads with { Issued = Scheduler.Advertising.IssuerCounts.Names.Select((n, i) => (n, issued[i])).ToDictionary(p => p.n, p => p.Item2) };
 
         var events = mesh.Driver.Loop.ItemsRun + mesh.Driver.Clock.TimersFired;
         var digest = mesh.Driver.Digest;
@@ -469,6 +477,10 @@ public sealed record SimReport
         {
             var f = Ads.Samples;
             Line($"providers known at submission: min {Ads.KnownAtSubmitMin}, p50 {Ads.KnownAtSubmitP50:F0}, mean {Ads.KnownAtSubmitMean:F1}; book samples: {f.Asked} asked ({f.Unsupported} unsupported, {f.Garbage} refused as garbage), {f.Accepted} ads taken, {f.Skipped} skipped as held, {f.Refused} refused");
+        }
+        if (Ads.Issued.Count > 0)
+        {
+            Line($"advertisements issued: {string.Join(", ", Ads.Issued.Select(p => $"{p.Key} {p.Value}"))}");
         }
         Line($"credits: Gini of credits per fuel across honest providers {Credits.Gini:F4}; adversary gain {AdversaryGain:F0} fuel; balances sum {Credits.BalancesSum} of {Credits.Grants} granted ({(Credits.BalancesSum == Credits.Grants ? "conserved" : "NOT conserved")}), {Credits.OpenPayments} payments open");
         if (Attacks.Kind != "none")

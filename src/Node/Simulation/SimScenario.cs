@@ -317,6 +317,14 @@ public static class SimRunner
             }
             progress("gossip mesh changes (nodes up at the end, whole run): "
                 + string.Join(", ", Protocol.Gossipsub.RouterCounters.MeshChangeNames.Select((name, i) => $"{name} {changes[i]}")));
+            var (issued, providers) = mesh.AdPublicationTotals();
+            progress(string.Create(CultureInfo.InvariantCulture,
+                $"advertisements issued by the {providers} providers up (whole run): {string.Join(", ", Scheduler.Advertising.IssuerCounts.Names.Select((n, i) => $"{n} {issued[i]}"))}"));
+            if (mesh.Driver.Digest is { } digest)
+            {
+                progress("events by what they ran (whole run, most first): "
+                    + string.Join("; ", digest.CountsByKind().Select(k => string.Create(CultureInfo.InvariantCulture, $"{k.What} {k.Count}"))));
+            }
             var names = Protocol.Gossipsub.TopicCounters.Names;
             foreach (var (topic, total) in mesh.GossipTopicTotals())
             {

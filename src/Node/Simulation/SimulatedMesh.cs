@@ -154,6 +154,9 @@ public sealed record MeshOptions
     /// </summary>
     public Func<Potluck.Protocol.Gossipsub.GossipsubOptions, Potluck.Protocol.Gossipsub.GossipsubOptions>? ConfigureGossip { get; init; }
 
+    /// <summary>Changes the providers' advertising options (the publishing cadence) from the defaults; null keeps them.</summary>
+    public Func<Scheduler.Advertising.AdvertisementOptions, Scheduler.Advertising.AdvertisementOptions>? ConfigureAdvertising { get; init; }
+
     /// <summary>
     /// Virtual time over which the nodes join, one after another at even gaps, each bootstrapping from nodes already up:
     /// a real network never has a thousand nodes boot in the same millisecond, and a node that joins a formed mesh finds
@@ -417,6 +420,29 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     /// <summary>Connections the nodes opened so far (dials that ended in a registered connection; each counted once, at its dialer).</summary>
     public long ConnectionsOpened { get; private set; }
+
+    /// <summary>
+    /// Advertisements the providers up now issued, by reason (<see cref="Scheduler.Advertising.IssuerCounts.Names"/>' order),
+    /// and how many providers were counted. Read, not traced.
+    /// </summary>
+    public (long[] Counts, int Providers) AdPublicationTotals()
+    {
+        var sum = new long[Scheduler.Advertising.IssuerCounts.Names.Length];
+        var providers = 0;
+        foreach (var node in _nodes)
+        {
+            if (node.Node?.Compute?.Provider is { } provider)
+            {
+                providers++;
+                var c = provider.PublicationCounts();
+                for (var i = 0; i < c.Length; i++)
+                {
+                    sum[i] += c[i];
+                }
+            }
+        }
+        return (sum, providers);
+    }
 
     /// <summary>
     /// The connection ends the nodes that are up hold now (a connection between two nodes is two ends), with the largest
@@ -823,6 +849,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
                         MaxMemoryPerLease = 64L << 20,
                         PricePerMegaFuel = PriceOf(node),
                         CreditLimitPerRequester = _options.CreditLimitPerRequester ?? new ProviderOptions().CreditLimitPerRequester,
+                        Advertising = _options.ConfigureAdvertising?.Invoke(new Scheduler.Advertising.AdvertisementOptions()) ?? new Scheduler.Advertising.AdvertisementOptions(),
                     },
                     Credits = new CreditsOptions { InitialGrant = _options.InitialGrant },
                     Sandbox = NodeSandboxOptions,

@@ -19,6 +19,7 @@ namespace Potluck.Protocol.Runtime;
 public sealed class EventDigest
 {
     private readonly Dictionary<Type, ulong> _typeIds = [];
+    private readonly Dictionary<(Type?, EventKind), long> _counts = [];
     private readonly TextWriter? _log;
     private readonly VirtualClock _clock;
     private ulong _hash = 0x9E3779B97F4A7C15;
@@ -57,6 +58,7 @@ public sealed class EventDigest
         var ticks = _clock.GetTimestamp();
         var subject = Subject(kind, callback, state);
         var id = subject is null ? 0 : TypeId(subject);
+        System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_counts, (subject, kind), out _)++;
         Fold((ulong)ticks);
         Fold((ulong)kind);
         Fold(id);
@@ -76,6 +78,21 @@ public sealed class EventDigest
         word = (word ^ (word >> 27)) * 0x94D049BB133111EB;
         word ^= word >> 31;
         _hash = (System.Numerics.BitOperations.RotateLeft(_hash ^ word, 27) * 5) + 0x52DCE729;
+    }
+
+    /// <summary>
+    /// Events so far by kind and what they ran (the type <see cref="Hash"/> folds in: a state machine, a timer's state, a
+    /// closure), most first, at most <paramref name="top"/>: where a run's events go. A measurement only.
+    /// </summary>
+    public IReadOnlyList<(string What, long Count)> CountsByKind(int top = 40)
+    {
+        var byName = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var ((type, kind), count) in _counts)
+        {
+            var name = (kind == EventKind.Item ? "item " : "timer ") + (type?.ToString() ?? "-");
+            byName[name] = byName.GetValueOrDefault(name) + count;
+        }
+        return byName.OrderByDescending(p => p.Value).ThenBy(p => p.Key, StringComparer.Ordinal).Take(top).Select(p => (p.Key, p.Value)).ToList();
     }
 
     /// <summary>A stable id of a type (its name hashed once): the same in every process of the same build.</summary>

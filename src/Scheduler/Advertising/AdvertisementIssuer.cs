@@ -7,15 +7,22 @@ namespace Potluck.Scheduler.Advertising;
 /// Decides when the local provider publishes, and signs what it publishes. Pure: <see cref="Poll"/> takes the
 /// current content and <c>now</c>, and returns the envelope to publish when the content changed (no sooner than
 /// <see cref="AdvertisementOptions.MinPublishGap"/> after the last one) or <see cref="AdvertisementOptions.PublishInterval"/>
-/// has passed. Sequences are at least the issue time in Unix milliseconds, so they keep rising across restarts.
+/// has passed. A change of the free cores alone that leaves the provider as busy or as free as it was (2 free of 4 → 1
+/// free) is a load-only change: it waits for <see cref="AdvertisementOptions.LoadChangeGap"/> (or rides with the next
+/// publication), since requesters choose by busy or free alone (<see cref="Matching.ProviderSelector"/>) and the provider
+/// checks its capacity again when a lease is asked for. Sequences are at least the issue time in Unix milliseconds, so
+/// they keep rising across restarts.
 /// </summary>
 public sealed class AdvertisementIssuer
 {
     private readonly PrivateKey _key;
     private readonly AdvertisementOptions _options;
     private byte[]? _lastContent;
+    private byte[]? _lastMatched;
     private DateTimeOffset _lastPublished = DateTimeOffset.MinValue;
-    private bool _changePending;
+    private Advertisement? _lastContentValue;
+    private DateTimeOffset _quietUntil = DateTimeOffset.MinValue;
+    private DateTimeOffset _nextPoll = DateTimeOffset.MinValue;
 
     public AdvertisementIssuer(PrivateKey key, AdvertisementOptions options)
     {
@@ -26,19 +33,19 @@ public sealed class AdvertisementIssuer
     /// <summary>The sequence of the last advertisement issued; 0 before the first.</summary>
     public ulong Sequence { get; private set; }
 
+    /// <summary>Advertisements issued, by why (<see cref="PublishReason"/>'s order; read, never acted on).</summary>
+    public IssuerCounts Counts { get; } = new();
+
     /// <summary>
     /// While the last <see cref="Poll"/> found the content changed inside <see cref="AdvertisementOptions.MinPublishGap"/>: until
     /// this time no poll can publish (the change goes out with the poll at <see cref="NextPublishAt"/>, as the content is then);
-    /// otherwise <see cref="DateTimeOffset.MinValue"/>.
+    /// otherwise <see cref="DateTimeOffset.MinValue"/>. (A load-only change found after the gap leaves it
+    /// <see cref="DateTimeOffset.MinValue"/>: a change that matters may still go out at its first poll.)
     /// </summary>
-    public DateTimeOffset QuietUntil =>
-        _changePending ? _lastPublished + (_options.MinPublishGap < _options.PublishInterval ? _options.MinPublishGap : _options.PublishInterval)
-        : DateTimeOffset.MinValue;
+    public DateTimeOffset QuietUntil => _quietUntil;
 
     /// <summary>When <see cref="Poll"/> should next be called if nothing changes.</summary>
-    public DateTimeOffset NextPublishAt =>
-        _lastContent is null ? DateTimeOffset.MinValue
-        : _lastPublished + (_changePending ? _options.MinPublishGap : _options.PublishInterval);
+    public DateTimeOffset NextPublishAt => _lastContent is null ? DateTimeOffset.MinValue : _nextPoll;
 
     /// <summary>
     /// Returns a signed envelope to publish now, or null. <paramref name="content"/>'s peer id, sequence and
@@ -49,18 +56,44 @@ public sealed class AdvertisementIssuer
         var normalized = content with { PeerId = [], Sequence = 0, IssuedAtUnixMs = 0, ExpiresAtUnixMs = 0 };
         var bytes = MessagePackSerializer.Serialize(normalized, MessagePackSerializerOptions.Standard);
         var changed = _lastContent is null || !bytes.AsSpan().SequenceEqual(_lastContent);
-        var due = now >= _lastPublished + _options.PublishInterval
-            || (changed && now >= _lastPublished + _options.MinPublishGap);
+        // What a requester's choice reads: every field, the free cores only as busy or free.
+        var matched = changed
+            ? MessagePackSerializer.Serialize(normalized with { AvailableCores = normalized.AvailableCores > 0 ? 1 : 0 }, MessagePackSerializerOptions.Standard)
+            : _lastMatched!;
+        var matters = _lastMatched is null || !matched.AsSpan().SequenceEqual(_lastMatched);
+        var interval = _options.PublishInterval;
+        var gap = Min(_options.MinPublishGap, interval);
+        var loadGap = Min(Max(_options.LoadChangeGap, gap), interval);
+        var due = now >= _lastPublished + interval
+            || (matters && now >= _lastPublished + gap)
+            || (changed && now >= _lastPublished + loadGap);
         if (!due)
         {
-            _changePending = changed;
+            if (matters)
+            {
+                _quietUntil = _nextPoll = _lastPublished + gap;
+            }
+            else if (changed && now < _lastPublished + gap)
+            {
+                // Polls inside the gap are skipped by the shell: the gap's end polls, in case a change that matters came.
+                _quietUntil = _nextPoll = _lastPublished + gap;
+            }
+            else
+            {
+                _quietUntil = DateTimeOffset.MinValue;
+                _nextPoll = _lastPublished + (changed ? loadGap : interval);
+            }
             return null;
         }
-        _changePending = false;
+        Counts.Count(_lastContent is null ? null : _lastContentValue, content, changed, matters);
         var issued = now.ToUnixTimeMilliseconds();
         Sequence = Math.Max(Sequence + 1, (ulong)Math.Max(issued, 0));
         _lastContent = bytes;
+        _lastMatched = matched;
+        _lastContentValue = content;
         _lastPublished = now;
+        _quietUntil = DateTimeOffset.MinValue;
+        _nextPoll = now + interval;
         var ad = content with
         {
             PeerId = _key.PeerId.ToBytes(),
@@ -69,5 +102,79 @@ public sealed class AdvertisementIssuer
             ExpiresAtUnixMs = (now + _options.Lifetime).ToUnixTimeMilliseconds(),
         };
         return AdvertisementCodec.Sign(ad, _key);
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+}
+
+/// <summary>Why an advertisement was issued.</summary>
+public enum PublishReason
+{
+    /// <summary>The provider's first.</summary>
+    First,
+
+    /// <summary>Only the free cores changed, from none to some or from some to none (busy or free again).</summary>
+    BusyOrFree,
+
+    /// <summary>Only the free cores changed, and the provider is as busy or as free as it was (a load-only change).</summary>
+    FreeCores,
+
+    /// <summary>The listen addresses changed (perhaps with other fields).</summary>
+    Addresses,
+
+    /// <summary>Another field changed (cores, memory, speed, price, runtime, policy).</summary>
+    Other,
+
+    /// <summary>Nothing changed: the interval passed.</summary>
+    Republish,
+}
+
+/// <summary>Counts of <see cref="AdvertisementIssuer"/>'s publications by <see cref="PublishReason"/>: a measurement only.</summary>
+public sealed class IssuerCounts
+{
+    private readonly long[] _counts = new long[Names.Length];
+
+    /// <summary>The reasons' names, in <see cref="PublishReason"/>'s order.</summary>
+    public static readonly string[] Names = ["first", "busy_or_free", "free_cores", "addresses", "other", "republish"];
+
+    /// <summary>The counts, in <see cref="Names"/>' order (a copy).</summary>
+    public long[] ToArray()
+    {
+        lock (_counts)
+        {
+            return (long[])_counts.Clone();
+        }
+    }
+
+    internal void Count(Advertisement? last, Advertisement now, bool changed, bool matters)
+    {
+        var reason = last is null ? PublishReason.First
+            : !changed ? PublishReason.Republish
+            : !SameAddresses(last.ListenAddresses, now.ListenAddresses) ? PublishReason.Addresses
+            : last with { AvailableCores = now.AvailableCores, ListenAddresses = now.ListenAddresses, PeerId = now.PeerId } == now
+                ? (matters ? PublishReason.BusyOrFree : PublishReason.FreeCores)
+            : PublishReason.Other;
+        lock (_counts)
+        {
+            _counts[(int)reason]++;
+        }
+    }
+
+    private static bool SameAddresses(byte[][] a, byte[][] b)
+    {
+        if (a.Length != b.Length)
+        {
+            return false;
+        }
+        for (var i = 0; i < a.Length; i++)
+        {
+            if (!a[i].AsSpan().SequenceEqual(b[i]))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 }

@@ -89,6 +89,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <summary>Cores and memory in use; <see cref="ProviderCapacity.PeakCoresInUse"/> never exceeds the advertised cores.</summary>
     public ProviderCapacity Capacity { get; }
 
+    /// <summary>Advertisements this provider issued, by reason (<see cref="IssuerCounts.Names"/>' order; a copy).</summary>
+    public long[] PublicationCounts() => _issuer.Counts.ToArray();
+
     /// <summary>Requesters this provider serves no new lease (a fork proof is held against them); checked under the lock, so quick.</summary>
     public Func<PeerId, bool>? RefuseRequester { get; set; }
 
