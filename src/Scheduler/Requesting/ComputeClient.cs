@@ -669,6 +669,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             while (requestId == 0);
         }
+        Metrics.LeaseTimeline.MarkAt(requestId, Metrics.LeaseMark.Submitted, job.SubmittedAt);
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Chosen);
         var s = job.Submission;
         var work = new LeaseWork
         {
@@ -691,6 +693,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Reserved);
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         var payer = new DebitNotePayer(this, lease, provider, leaseId);
         LeaseOutcome outcome;
@@ -702,6 +705,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 outcome = await runner.RunAsync(ct);
             }
+            Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.LeaseEnded);
             ended = outcome.Kind;
         }
         finally
@@ -730,6 +734,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var expectation = new AttestationExpectation(leaseId, _key.PeerId, provider, lease.Request.ModuleHash, lease.Request.InputHash,
             result.Output is null ? SHA256.HashData(output) : result.OutputHash, output.Length);
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Verified);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         var decodes = LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms);
         var inspection = new ResultInspection(
@@ -945,6 +950,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
         var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared, lease.PaidBefore), _key);
         var settled = _ledger.Settle(receipt);
+        if (lease.LeaseId.Length == 8)
+        {
+            Metrics.LeaseTimeline.Mark(BinaryPrimitives.ReadUInt64BigEndian(lease.LeaseId), Metrics.LeaseMark.Settled);
+        }
         if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
         {
             LogPaymentFailed(_log, lease.Provider, settled.ToString());
@@ -1081,6 +1090,9 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public byte[] Payload { get; } = payload;
 
         public RequesterJob Core { get; } = core;
+
+        /// <summary>When the job was made (<see cref="System.Diagnostics.Stopwatch.GetTimestamp"/>), for <see cref="Metrics.LeaseTimeline"/>.</summary>
+        public long SubmittedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
 
         /// <summary>
         /// Guards <see cref="Core"/> (its replicas lease concurrently); taken alone or inside the client's own lock, never
