@@ -184,6 +184,9 @@ public static class Program
                 Console.WriteLine();
                 Console.WriteLine($"Sustained phase, submit → answer: p50 {P(latencies, 50):0.00} ms, p90 {P(latencies, 90):0.00} ms, p99 {P(latencies, 99):0.00} ms; requests refused as over the per-requester limit: {refused}");
                 pool!.Report(Console.Out);
+                static string Budgets(PotluckNode n) =>
+                    $"{n.Host.Budgets.Bans} bans, refused over budget: {(n.Host.Budgets.Refused.Count == 0 ? "none" : string.Join(", ", n.Host.Budgets.Refused.Select(kv => $"{kv.Key} {kv.Value}")))}";
+                Console.WriteLine($"Peer budgets (host:budgets) since start: provider 1 {Budgets(p1)}; provider 2 {Budgets(p2)}; requester {Budgets(requester)}");
                 Potluck.Scheduler.Metrics.LeaseTimeline.Report(Console.Out);
             }
             return failures == 0 ? 0 : 1;
