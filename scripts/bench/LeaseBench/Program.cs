@@ -121,6 +121,12 @@ public static class Program
 
             // A marker on stderr so that a profiler can attach for the sustained phase only.
             await Console.Error.WriteLineAsync($"# sustained phase starting, pid {Environment.ProcessId}");
+            var timeline = Environment.GetEnvironmentVariable("LEASEBENCH_TIMELINE") == "1";
+            Potluck.Scheduler.Metrics.LeaseTimeline.Clear();
+            Potluck.Scheduler.Metrics.LeaseTimeline.Enabled = timeline;
+            using var pool = timeline ? new PoolSampler() : null;
+            var submitted = new System.Collections.Concurrent.ConcurrentBag<double>();
+            var refusedBefore = p1.Compute!.Provider!.RefusedOverLimit + p2.Compute!.Provider!.RefusedOverLimit;
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             using var sampler = Environment.GetEnvironmentVariable("LEASEBENCH_ALLOC") == "1" ? new AllocationSampler() : null;
             var allocated = GC.GetTotalAllocatedBytes(precise: false);
@@ -134,9 +140,14 @@ public static class Program
             {
                 while (Interlocked.Increment(ref next) <= total)
                 {
+                    var started = Stopwatch.GetTimestamp();
                     if (!await TrySubmitAsync(requester, task, ct))
                     {
                         Interlocked.Increment(ref failures);
+                    }
+                    if (timeline)
+                    {
+                        submitted.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                     }
                 }
             }
@@ -165,6 +176,19 @@ public static class Program
             Console.WriteLine($"Sustained phase, managed heap: {allocatedPerTask / 1024.0:0.0} KiB allocated per task; collections gen0 {gcs.Item1}, gen1 {gcs.Item2}, gen2 {gcs.Item3}");
             Console.WriteLine($"Sustained phase, threads: {workItemsPerTask:0.0} thread-pool work items and {contentionsPerTask:0.00} contended lock acquisitions per task; {ThreadPool.ThreadCount} pool threads at the end");
             sampler?.Report(Console.Out);
+            if (timeline)
+            {
+                Potluck.Scheduler.Metrics.LeaseTimeline.Enabled = false;
+                var refused = p1.Compute!.Provider!.RefusedOverLimit + p2.Compute!.Provider!.RefusedOverLimit - refusedBefore;
+                var latencies = submitted.ToList();
+                Console.WriteLine();
+                Console.WriteLine($"Sustained phase, submit → answer: p50 {P(latencies, 50):0.00} ms, p90 {P(latencies, 90):0.00} ms, p99 {P(latencies, 99):0.00} ms; requests refused as over the per-requester limit: {refused}");
+                pool!.Report(Console.Out);
+                static string Budgets(PotluckNode n) =>
+                    $"{n.Host.Budgets.Bans} bans, refused over budget: {(n.Host.Budgets.Refused.Count == 0 ? "none" : string.Join(", ", n.Host.Budgets.Refused.Select(kv => $"{kv.Key} {kv.Value}")))}";
+                Console.WriteLine($"Peer budgets (host:budgets) since start: provider 1 {Budgets(p1)}; provider 2 {Budgets(p2)}; requester {Budgets(requester)}");
+                Potluck.Scheduler.Metrics.LeaseTimeline.Report(Console.Out);
+            }
             return failures == 0 ? 0 : 1;
         }
         finally
@@ -205,6 +229,43 @@ public static class Program
             }
         }
         throw new InvalidOperationException("run from inside the repository");
+    }
+
+    /// <summary>With LEASEBENCH_TIMELINE=1: the thread pool's threads and queued work items, sampled every 5 ms on a thread of its own.</summary>
+    private sealed class PoolSampler : IDisposable
+    {
+        private readonly List<(int Threads, long Pending)> _samples = [];
+        private volatile bool _stop;
+        private readonly Thread _thread;
+
+        public PoolSampler()
+        {
+            _thread = new Thread(() =>
+            {
+                while (!_stop)
+                {
+                    lock (_samples)
+                    {
+                        _samples.Add((ThreadPool.ThreadCount, ThreadPool.PendingWorkItemCount));
+                    }
+                    Thread.Sleep(5);
+                }
+            }) { IsBackground = true, Name = "pool sampler" };
+            _thread.Start();
+        }
+
+        public void Report(TextWriter output)
+        {
+            _stop = true;
+            lock (_samples)
+            {
+                var threads = _samples.Select(s => (double)s.Threads).ToList();
+                var pending = _samples.Select(s => (double)s.Pending).ToList();
+                output.WriteLine($"Thread pool over the sustained phase ({_samples.Count} samples, 5 ms apart): threads p50 {P(threads, 50):0} max {threads.DefaultIfEmpty().Max():0}; queued work items p50 {P(pending, 50):0} p90 {P(pending, 90):0} max {pending.DefaultIfEmpty().Max():0}");
+            }
+        }
+
+        public void Dispose() => _stop = true;
     }
 
     /// <summary>

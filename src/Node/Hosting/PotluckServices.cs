@@ -165,8 +165,8 @@ internal static class PotluckServices
         services.AddSingleton<ITopicBus>(sp => setup.TopicBus?.Invoke(sp)
             ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),
                 sp.GetRequiredService<Libp2pHost>().Budgets, new Dictionary<string, string> { [FraudProtocol.Topic] = PeerBudgets.FraudProofs, [Potluck.Scheduler.Accounting.ChainProtocol.ForksTopic] = PeerBudgets.FraudProofs,
-                    [Potluck.Scheduler.Accounting.ChainProtocol.BlocksTopic] = PeerBudgets.Receipts,
-                    [Potluck.Scheduler.Accounting.ChainProtocol.BlockBatchesTopic] = PeerBudgets.Receipts },
+                    [Potluck.Scheduler.Accounting.ChainProtocol.BlocksTopic] = PeerBudgets.ChainRecords,
+                    [Potluck.Scheduler.Accounting.ChainProtocol.BlockBatchesTopic] = PeerBudgets.ChainRecords },
                 sp.GetRequiredService<Libp2pHost>().PeerId));
 
         services.AddSingleton<ProtocolHostedService>();

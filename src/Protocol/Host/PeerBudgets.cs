@@ -59,6 +59,14 @@ public sealed record PeerBudgetOptions
     /// <summary>Receipts and notes delivered on their own streams (redelivery). Default 100/s, burst 500.</summary>
     public RateBudget Receipts { get; init; } = new(100, 500);
 
+    /// <summary>
+    /// Accounting-chain traffic: the chain's streams (proposals, batches, history, queries) and its gossiped blocks and
+    /// batches, each counted per message. Default 500/s, burst 1,000, as <see cref="LeaseRequests"/>: every paid lease adds
+    /// a linked pair to both parties' chains, so an honest peer sends about as many as it takes leases (at 100/s, the
+    /// receipts' budget they shared before, a requester running ~300 no-op tasks/s banned both its providers within a minute).
+    /// </summary>
+    public RateBudget ChainRecords { get; init; } = new(500, 1000);
+
     /// <summary>Fraud proofs a peer forwards (each costs a re-run to check). Default one per 10 s, burst 3.</summary>
     public RateBudget FraudProofs { get; init; } = new(0.1, 3);
 
@@ -110,6 +118,7 @@ public sealed record PeerBudgetOptions
         yield return (PeerBudgets.AdFetches, AdFetches);
         yield return (PeerBudgets.AdSamples, AdSamples);
         yield return (PeerBudgets.Receipts, Receipts);
+        yield return (PeerBudgets.ChainRecords, ChainRecords);
         yield return (PeerBudgets.FraudProofs, FraudProofs);
         yield return (PeerBudgets.DhtRequests, DhtRequests);
     }
@@ -128,6 +137,7 @@ public sealed class PeerBudgets
     public const string AdFetches = "ad fetches";
     public const string AdSamples = "ad samples";
     public const string Receipts = "receipts";
+    public const string ChainRecords = "chain records";
     public const string FraudProofs = "fraud proofs";
     public const string DhtRequests = "dht requests";
 

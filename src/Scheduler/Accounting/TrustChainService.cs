@@ -129,13 +129,13 @@ public sealed partial class TrustChainService : IAsyncDisposable
             _reputation.Refuse(author, "holds a fork proof against it");
         }
         _host.SetStreamHandler(ChainProtocol.Id, HandleStreamAsync);
-        _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.Receipts);
+        _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.ChainRecords);
         _host.SetStreamHandler(ChainProtocol.BatchId, HandleStreamAsync);
-        _host.BudgetInboundStreams(ChainProtocol.BatchId, PeerBudgets.Receipts);
+        _host.BudgetInboundStreams(ChainProtocol.BatchId, PeerBudgets.ChainRecords);
         _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
         _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
-        _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.Receipts);
-        _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.Receipts);
+        _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.ChainRecords);
+        _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.ChainRecords);
         _blocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlocksTopic, ValidateBlocks, OnPairsAsync);
         _batches = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnPairsAsync);
         _forks = _bus.Subscribe<ForkProof>(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
@@ -624,7 +624,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>
     /// A batch is accepted only when every pair in it is (<see cref="ValidatePair"/>), all agreed by the message's author;
     /// one bad pair rejects the whole message. Each pair beyond the first spends a further token of the sender's
-    /// <see cref="PeerBudgets.Receipts"/> budget before any signature is checked (the bus took one for the message), so a
+    /// <see cref="PeerBudgets.ChainRecords"/> budget before any signature is checked (the bus took one for the message), so a
     /// batch costs a sender what its pairs would have cost one by one; over budget, the batch is ignored. What an accepted
     /// batch checked to (its blocks, decoded and verified) goes to the handler as it is: the batch is decoded once.
     /// </summary>
@@ -639,7 +639,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             for (var i = 1; i < batch.Pairs.Count; i++)
             {
-                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.Receipts))
+                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.ChainRecords))
                 {
                     _instruments.ChainBatchOverBudget(batch.Pairs.Count);
                     return TopicVerdict.Ignore;

@@ -52,6 +52,7 @@ internal sealed class LeaseSession
                 while (_queue.Reader.TryRead(out var message))
                 {
                     LeaseCodec.WriteFrame(_stream.Output, message);
+                    Metrics.LeaseTimeline.Message(message, sent: true, provider: true);
                 }
                 var flush = await _stream.Output.FlushAsync();
                 if (flush.IsCompleted || flush.IsCanceled)

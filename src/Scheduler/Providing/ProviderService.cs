@@ -316,6 +316,7 @@ public sealed partial class ProviderService : IAsyncDisposable
                 {
                     throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
                 }
+                Metrics.LeaseTimeline.Message(message!, sent: false, provider: true);
                 if (message is LeaseReceipt receipt)
                 {
                     // Recorded off the read loop, one at a time in arrival order; a flood waits here, not in more tasks.
@@ -329,6 +330,10 @@ public sealed partial class ProviderService : IAsyncDisposable
                     continue;
                 }
                 Dispatch(requester, message!, session);
+                if (message is LeaseRequest)
+                {
+                    Metrics.LeaseTimeline.Mark(message.RequestId, Metrics.LeaseMark.Admitted);
+                }
             }
         }
         catch (ProtocolViolationException e)
@@ -506,6 +511,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             slot.Run = CancellationTokenSource.CreateLinkedTokenSource(Stopping);
             var token = slot.Run.Token;
+            Metrics.LeaseTimeline.Mark(lease.RequestId, Metrics.LeaseMark.RunQueued);
             _work.Run($"lease {lease.RequestId}", () => RunAsync(lease, execution, token));
         }
         if (step.AbortExecution)
@@ -522,6 +528,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
     {
         ExecutionReport report;
+        Metrics.LeaseTimeline.Mark(lease.RequestId, Metrics.LeaseMark.RunStarted);
         var started = _time.GetTimestamp();
         try
         {
@@ -537,6 +544,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             LogExecutorFailed(_log, lease.RequestId, e);
             report = new ExecutionReport(ExecutionStatus.InvalidModule, 0, 0, ReadOnlyMemory<byte>.Empty);
         }
+        Metrics.LeaseTimeline.Mark(lease.RequestId, Metrics.LeaseMark.RunFinished);
         var attestation = Attest(lease, report);
         // What the requester owes is on disk before the result leaves: only a receipt for a lease recorded here is ever
         // accepted, and unpaid leases count against the requester's credit limit. A wall-clock timeout is owed nothing.
@@ -545,6 +553,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         var owes = attestation.Attestation.Outcome != AttestedOutcome.TimedOut
             && Receipt.TryComputeAmount(attestation.Attestation.FuelUsed, (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel), out var amount)
             && _ledger.RecordOwed(leaseId, lease.Requester, Math.Max(0, amount - paidByNotes)) == LedgerResult.Owed;
+        Metrics.LeaseTimeline.Mark(lease.RequestId, Metrics.LeaseMark.OwedRecorded);
         Action? after;
         bool completed;
         lock (_gate)
@@ -715,6 +724,7 @@ public sealed partial class ProviderService : IAsyncDisposable
             return;
         }
         _instruments.Receipt(onLeaseStream: true, ack.Status);
+        Metrics.LeaseTimeline.Mark(receipt.RequestId, Metrics.LeaseMark.ReceiptRecorded);
         session.Enqueue([new LeaseReceiptAck { RequestId = receipt.RequestId, Ack = ReceiptProtocol.EncodeAck(ack) }]);
     }
 

@@ -69,6 +69,7 @@ public sealed partial class ComputeClient
             finally
             {
                 _shell.Stop();
+                _client.LeaveWindowQueue(_job);
             }
         }
 
@@ -175,7 +176,7 @@ public sealed partial class ComputeClient
         /// <summary>Looks at the providers now for the sampled lease or a slot; the answer is the loop's next event.</summary>
         private void Choose(int? slot, CancellationToken ct)
         {
-            var choice = _client.TryChoose(_job);
+            var choice = _client.TryChoose(_job, slot: slot is not null);
             _changed = choice.Changed;
             if (slot is not { } s)
             {
@@ -256,8 +257,8 @@ public sealed partial class ComputeClient
             {
                 var outcome = attempt.Outcome;
                 return slot is { } s
-                    ? now => _core.OnLeaseEnded(s, attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now)
-                    : now => _core.OnLeaseEnded(attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now);
+                    ? now => _core.OnLeaseEnded(s, attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now, attempt.HeldOthers)
+                    : now => _core.OnLeaseEnded(attempt.Provider, attempt.AdSequence, attempt.LeaseId, outcome.Kind, outcome.RejectReason, outcome.Detail, now, attempt.HeldOthers);
             }
             var result = attempt.Result;
             var claimed = result is null ? null : RunSummary.Of(result.Attestation.Attestation);

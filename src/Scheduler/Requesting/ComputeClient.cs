@@ -66,6 +66,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly BackgroundWork _deliveryWork;
     private readonly ISecureRandom _secure;
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
+    /// <summary>The leases held with each provider and how many it allows this node (under <see cref="_gate"/>).</summary>
+    private readonly LeaseWindows _windows;
+    /// <summary>
+    /// Jobs waiting only because every provider that fits has a full window, oldest first (under <see cref="_gate"/>): each
+    /// reopened window wakes one of them, not all (a cancelled entry is a job that has since looked again, skipped).
+    /// </summary>
+    private readonly Queue<TaskCompletionSource> _windowWaiters = new();
+    /// <summary>Completed at each reopened window: what the slots of a job (replicas, checks) waiting on full windows watch.</summary>
+    private TaskCompletionSource _windowReopened = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource _adsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ComputeInstruments _instruments;
     private IDisposable? _subscription;
@@ -102,6 +111,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _deliveryWork = runtime.CreateBackgroundWork("receipt delivery", log);
         _policy = new VerificationPolicy(options.Verification);
         _jobSettings = RequesterJobSettings.From(options);
+        _windows = new LeaseWindows(options.BusyRetryInterval);
         _consecutiveVerified = p => reputation.Get(p).ConsecutiveVerified;
         _book = new AdvertisementBook(options.Advertising, p => reputation.Get(p) switch
         {
@@ -568,9 +578,49 @@ public sealed partial class ComputeClient : IAsyncDisposable
             {
                 _host.Peers.AddAddresses(ad.Provider, ad.Addresses, AddressSource.Identify);
             }
-            _adsChanged.TrySetResult();
-            _adsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            ProvidersChangedLocked();
             return verdict;
+        }
+    }
+
+    /// <summary>Wakes every job waiting for a provider (a newer advertisement, a window reopened). Under <see cref="_gate"/>.</summary>
+    private void ProvidersChangedLocked()
+    {
+        _adsChanged.TrySetResult();
+        _adsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        while (_windowWaiters.TryDequeue(out var waiter))
+        {
+            waiter.TrySetResult();
+        }
+    }
+
+    /// <summary>A window has room again: wakes the oldest job waiting for one, and the slots waiting on windows. Under <see cref="_gate"/>.</summary>
+    private void WindowReopenedLocked()
+    {
+        while (_windowWaiters.TryDequeue(out var waiter))
+        {
+            if (waiter.TrySetResult())
+            {
+                break;
+            }
+        }
+        _windowReopened.TrySetResult();
+        _windowReopened = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>The job looks again or has ended: its place among the window waiters (if any) is given up. Under <see cref="_gate"/>.</summary>
+    private static void LeaveWindowQueueLocked(Job job)
+    {
+        job.WindowWaiter?.TrySetCanceled();
+        job.WindowWaiter = null;
+    }
+
+    /// <summary>From the job's shell when it ends: its place among the window waiters is given up.</summary>
+    private void LeaveWindowQueue(Job job)
+    {
+        lock (_gate)
+        {
+            LeaveWindowQueueLocked(job);
         }
     }
 
@@ -669,6 +719,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
             }
             while (requestId == 0);
         }
+        Metrics.LeaseTimeline.MarkAt(requestId, Metrics.LeaseMark.Submitted, job.SubmittedAt);
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Chosen);
         var s = job.Submission;
         var work = new LeaseWork
         {
@@ -691,21 +743,29 @@ public sealed partial class ComputeClient : IAsyncDisposable
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Reserved);
         var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
         var payer = new DebitNotePayer(this, lease, provider, leaseId);
-        LeaseOutcome outcome;
+        LeaseOutcome outcome = null!;
         _instruments.LeaseStarted(LeaseRole.Requester);
         var ended = LeaseOutcomeKind.Cancelled;
+        LeaseEnd window;
+        lock (_gate)
+        {
+            _windows.Started(provider);
+        }
         try
         {
             await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work) { OnDebitNote = payer.OnNote })
             {
                 outcome = await runner.RunAsync(ct);
             }
+            Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.LeaseEnded);
             ended = outcome.Kind;
         }
         finally
         {
+            window = WindowEnded(provider, ended == LeaseOutcomeKind.Rejected && outcome?.RejectReason == LeaseRejectReason.Busy);
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
             var notesPaid = payer.PaidAmount;
             lock (job.Gate)
@@ -723,13 +783,14 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         if (outcome.Kind != LeaseOutcomeKind.Completed || outcome.Result is not { } result || outcome.Terms is not { } terms)
         {
-            return new LeaseAttempt(provider, ad.Ad.Sequence, leaseId, outcome, null, null);
+            return new LeaseAttempt(provider, ad.Ad.Sequence, leaseId, outcome, null, null) { HeldOthers = window.HeldOthers };
         }
         var output = result.Output ?? [];
         // The request already hashed module and input, and the lease checked the output against its hash.
         var expectation = new AttestationExpectation(leaseId, _key.PeerId, provider, lease.Request.ModuleHash, lease.Request.InputHash,
             result.Output is null ? SHA256.HashData(output) : result.OutputHash, output.Length);
         var attestation = SignedAttestation.Verify(result.Attestation, expectation, _options.Credits);
+        Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Verified);
         var claimedStatus = attestation.IsValid ? ExecutionMapping.ToStatus(attestation.Value!.Attestation.Outcome, attestation.Value.Attestation.ExitCode) : default;
         var decodes = LeaseCodec.TryDecodeTerms(terms.Terms, _options.Lease, out var decodedTerms);
         var inspection = new ResultInspection(
@@ -747,7 +808,28 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// <see cref="Result"/> is set when its attestation is valid and its terms decode.
     /// </summary>
     private sealed record LeaseAttempt(PeerId Provider, ulong AdSequence, byte[] LeaseId, LeaseOutcome Outcome, ResultInspection? Inspection,
-        LeaseResultInfo? Result);
+        LeaseResultInfo? Result)
+    {
+        /// <summary>A busy refusal while this node held other leases with the provider (<see cref="LeaseWindows"/>): no backoff.</summary>
+        public bool HeldOthers { get; init; }
+    }
+
+    /// <summary>
+    /// A lease with <paramref name="provider"/> ended: its window is told, and a window it reopens wakes the jobs waiting for
+    /// a provider (the end of this node's own lease is what such a job waits for, not a timer).
+    /// </summary>
+    private LeaseEnd WindowEnded(PeerId provider, bool refusedBusy)
+    {
+        lock (_gate)
+        {
+            var end = _windows.Ended(provider, refusedBusy, _time.GetUtcNow());
+            if (end.Reopened)
+            {
+                WindowReopenedLocked();
+            }
+            return end;
+        }
+    }
 
     /// <summary>The addresses <paramref name="provider"/> advertised, if this node holds its live advertisement.</summary>
     private IReadOnlyList<Multiaddr>? AdvertisedAddresses(PeerId provider)
@@ -811,7 +893,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// among providers in good standing here when one fits; a third opinion only among them (<see cref="RequesterJob.Filter"/>).
     /// </summary>
     /// <returns><see cref="Choice.Changed"/> completes on the next advertisement after this look.</returns>
-    private Choice TryChoose(Job job)
+    /// <param name="slot">A slot's choice (replicas, checks): it shares the job's watch, so it waits on every reopened window, not in the queue.</param>
+    private Choice TryChoose(Job job, bool slot = false)
     {
         Task changed;
         SelectionResult selection;
@@ -822,10 +905,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (job.Gate)
         {
             var now = _time.GetUtcNow();
+            LeaveWindowQueueLocked(job);
             var refused = _reputation.RefusedProviders();
             var live = _book.Live(now);
             selfSeen = live.Any(a => a.Provider == _key.PeerId);
-            filter = job.Core.Filter(live, refused, now, _consecutiveVerified);
+            var unfiltered = job.Core.Filter(live, refused, now, _consecutiveVerified);
+            filter = WithoutFullWindows(unfiltered, now);
             var requirements = new Requirements
             {
                 MinMemoryBytes = job.Submission.MemoryBytes,
@@ -846,6 +931,28 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     : job.Core.Why.GetValueOrDefault(ad.Provider, "tried already");
             }
             changed = _adsChanged.Task;
+            if (selection is not Matched && filter.BusyHere > unfiltered.BusyHere)
+            {
+                // Waiting (also) for a full window: woken when one reopens, in turn, as well as by a newer advertisement.
+                if (slot)
+                {
+                    changed = Task.WhenAny(changed, _windowReopened.Task);
+                }
+                else
+                {
+                    if (_windowWaiters.Count >= 1024)
+                    {
+                        // Bounded: drop the places given up (each waiting job holds one live place at most).
+                        var waiting = _windowWaiters.Where(w => !w.Task.IsCompleted).ToList();
+                        _windowWaiters.Clear();
+                        waiting.ForEach(_windowWaiters.Enqueue);
+                    }
+                    var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _windowWaiters.Enqueue(waiter);
+                    job.WindowWaiter = waiter;
+                    changed = waiter.Task;
+                }
+            }
         }
         if (selection is Matched matched)
         {
@@ -867,6 +974,39 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 Reasons = ReasonCounts(noMatch, busyHere, filter.UnreachableHere, excludedWhy),
             };
         });
+    }
+
+    /// <summary>
+    /// <paramref name="filter"/> less the providers whose window is full (<see cref="LeaseWindows"/>: this node holds as many
+    /// leases with them as they allow it), counted as busy here; the job waits for one of those leases to end (which wakes it)
+    /// or for the window's next probe. Under <see cref="_gate"/>.
+    /// </summary>
+    private ChoiceFilter WithoutFullWindows(ChoiceFilter filter, DateTimeOffset now)
+    {
+        if (_windows.Count == 0)
+        {
+            return filter;
+        }
+        List<PeerId>? full = null;
+        foreach (var ad in filter.Candidates)
+        {
+            if (!filter.Excluded.Contains(ad.Provider) && _windows.IsFull(ad.Provider, now))
+            {
+                (full ??= []).Add(ad.Provider);
+            }
+        }
+        if (full is null)
+        {
+            return filter;
+        }
+        var probe = _windows.NextProbe(full, now);
+        return filter with
+        {
+            Candidates = filter.Candidates.Where(a => !full.Contains(a.Provider)).ToList(),
+            Preferred = filter.Preferred.Where(a => !full.Contains(a.Provider)).ToList(),
+            BusyHere = filter.BusyHere + full.Count,
+            RetryAt = probe is { } p && (filter.RetryAt is not { } r || p < r) ? p : filter.RetryAt,
+        };
     }
 
     /// <summary>What one look at the providers found (<see cref="TryChoose"/>): a provider, or the inputs of <see cref="RequesterJob.OnNoMatch"/> and the explanation should the job give up.</summary>
@@ -945,6 +1085,10 @@ public sealed partial class ComputeClient : IAsyncDisposable
         var price = (ulong)Math.Max(0, lease.Terms.PricePerMegaFuel);
         var receipt = SignedReceipt.Create(Receipt.For(lease.Attestation, price, _time.GetUtcNow(), lease.AuditSecret, compared, lease.PaidBefore), _key);
         var settled = _ledger.Settle(receipt);
+        if (lease.LeaseId.Length == 8)
+        {
+            Metrics.LeaseTimeline.Mark(BinaryPrimitives.ReadUInt64BigEndian(lease.LeaseId), Metrics.LeaseMark.Settled);
+        }
         if (settled is not (LedgerResult.Recorded or LedgerResult.AlreadyRecorded))
         {
             LogPaymentFailed(_log, lease.Provider, settled.ToString());
@@ -1081,6 +1225,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
         public byte[] Payload { get; } = payload;
 
         public RequesterJob Core { get; } = core;
+
+        /// <summary>Its place among the jobs waiting for a full window (under the client's lock); null when it has none.</summary>
+        public TaskCompletionSource? WindowWaiter { get; set; }
+
+        /// <summary>When the job was made (<see cref="System.Diagnostics.Stopwatch.GetTimestamp"/>), for <see cref="Metrics.LeaseTimeline"/>.</summary>
+        public long SubmittedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
 
         /// <summary>
         /// Guards <see cref="Core"/> (its replicas lease concurrently); taken alone or inside the client's own lock, never

@@ -237,14 +237,15 @@ public sealed class JobCore<TLease> where TLease : class
     /// A lease produced no result (busy, refused, lost, failed): its reservation is released, the provider's record noted as
     /// <see cref="RequesterJob.OnLeaseEnded"/> says, and the next attempt begins (a busy refusal is not counted).
     /// </summary>
+    /// <param name="heldOthers">A busy refusal while this node held other leases with the provider: no backoff (<see cref="RequesterJob.OnLeaseEnded"/>).</param>
     public JobStep<TLease> OnLeaseEnded(PeerId provider, ulong adSequence, byte[] leaseId, LeaseOutcomeKind kind, LeaseRejectReason? reject,
-        string detail, DateTimeOffset now)
+        string detail, DateTimeOffset now, bool heldOthers = false)
     {
         if (_state != State.Leasing)
         {
             return Nothing;
         }
-        var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now);
+        var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now, heldOthers);
         return NextAttempt(now, AttemptEnded(provider, leaseId, note, kind, detail));
     }
 
@@ -353,14 +354,15 @@ public sealed class JobCore<TLease> where TLease : class
     }
 
     /// <summary>A slot's lease produced no result (busy, refused, lost, failed): released, noted as <see cref="RequesterJob.OnLeaseEnded"/> says.</summary>
+    /// <param name="heldOthers">A busy refusal while this node held other leases with the provider: no backoff (<see cref="RequesterJob.OnLeaseEnded"/>).</param>
     public JobStep<TLease> OnLeaseEnded(int slot, PeerId provider, ulong adSequence, byte[] leaseId, LeaseOutcomeKind kind, LeaseRejectReason? reject,
-        string detail, DateTimeOffset now)
+        string detail, DateTimeOffset now, bool heldOthers = false)
     {
         if (!EndLease(slot))
         {
             return Nothing;
         }
-        var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now);
+        var note = _job.OnLeaseEnded(provider, adSequence, kind, reject, detail, now, heldOthers);
         return SlotEnded(now, AttemptEnded(provider, leaseId, note, kind, detail), null, null);
     }
 

@@ -151,6 +151,13 @@ internal sealed class LeaseChannel : IAsyncDisposable
                     var flush = await stream.Output.FlushAsync(_stop.Token);
                     if (!flush.IsCompleted && !flush.IsCanceled)
                     {
+                        if (Metrics.LeaseTimeline.Enabled)
+                        {
+                            foreach (var m in messages)
+                            {
+                                Metrics.LeaseTimeline.Message(m, sent: true, provider: false);
+                            }
+                        }
                         return LeaseSend.Sent;
                     }
                 }
@@ -205,6 +212,7 @@ internal sealed class LeaseChannel : IAsyncDisposable
                 {
                     throw new ProtocolViolationException(LeaseProtocol.Id, "malformed lease message");
                 }
+                Metrics.LeaseTimeline.Message(message!, sent: false, provider: false);
                 if (message is LeaseReceiptAck ack)
                 {
                     if (_receipts.TryGetValue(ack.RequestId, out var waiter))

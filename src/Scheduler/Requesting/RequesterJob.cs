@@ -357,7 +357,13 @@ public sealed class RequesterJob
     /// a doubling backoff, waited for (up to <see cref="RequesterJobSettings.WaitForCapacity"/>) when every provider is.
     /// </summary>
     /// <param name="adSequence">The sequence of the advertisement it was chosen by.</param>
-    public ReputationNote OnLeaseEnded(PeerId provider, ulong adSequence, LeaseOutcomeKind kind, LeaseRejectReason? reject, string detail, DateTimeOffset now)
+    /// <param name="heldOthers">
+    /// The refusal was busy while this node held other leases with the provider: the provider is full for this node (its
+    /// per-requester limit), not short of cores. The job does not back off from it: the requester's window
+    /// (<see cref="LeaseWindows"/>) keeps it from being chosen until one of those leases ends, and that end wakes the job.
+    /// </param>
+    public ReputationNote OnLeaseEnded(PeerId provider, ulong adSequence, LeaseOutcomeKind kind, LeaseRejectReason? reject, string detail, DateTimeOffset now,
+        bool heldOthers = false)
     {
         var unreachable = kind == LeaseOutcomeKind.Unreachable;
         if (reject is not LeaseRejectReason.Busy && !unreachable)
@@ -369,6 +375,14 @@ public sealed class RequesterJob
         {
             Tried.Remove(provider);
             _busyAt[provider] = new BusyRefusal(adSequence, now + _settings.BusyRetryInterval, _settings.BusyRetryInterval);
+        }
+        else if (reject is LeaseRejectReason.Busy && heldOthers)
+        {
+            Tried.Remove(provider);
+            _busyAt.Remove(provider);
+            LastWasBusy = true;
+            BusyRefusals++;
+            note = ReputationNote.None;
         }
         else if (reject is LeaseRejectReason.Busy || unreachable)
         {

@@ -228,14 +228,14 @@ public class ChainGossipBatchTests
     });
 
     [Test]
-    public void FloodOfValidBatches_CostsTheSenderOneReceiptsTokenPerPair_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
+    public void FloodOfValidBatches_CostsTheSenderOneChainRecordsTokenPerPair_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 152);
         var (provider, requester) = await PaidOnceAsync(cluster, ct);
         var attackerKey = PrivateKey.FromRandom(new Random(4));
         var attacker = cluster.Hub.Join(attackerKey.PeerId);
-        var burst = provider.Potluck.Host.Budgets.Options.Receipts.Burst;
+        var burst = provider.Potluck.Host.Budgets.Options.ChainRecords.Burst;
         var perBatch = ChainProtocol.MaxPairsPerBatch - 1; // the hub takes no token for the message itself; the validator one per further pair
         var affordable = burst / perBatch;
         const ulong first = 1000;
