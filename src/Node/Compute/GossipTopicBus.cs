@@ -18,7 +18,8 @@ public sealed partial class GossipTopicBus : ITopicBus
     private readonly Protocol.Identity.PeerId _self;
 
     /// <param name="budgets">The host's per-peer budgets: a message on a topic in <paramref name="topicBudgets"/> spends a token of
-    /// that budget for the peer it came from (over budget: ignored, neither delivered nor forwarded), and one the validator
+    /// that budget for the peer it came from (over budget: ignored, neither delivered nor forwarded; an over-budget penalty only
+    /// when that peer authored the message, never for relaying others'), and one the validator
     /// rejects costs that peer a refused-proof penalty.</param>
     public GossipTopicBus(GossipsubService gossip, ILogger<GossipTopicBus> log, PeerBudgets? budgets = null,
         IReadOnlyDictionary<string, string>? topicBudgets = null, Protocol.Identity.PeerId self = default)
@@ -47,7 +48,9 @@ public sealed partial class GossipTopicBus : ITopicBus
         _gossip.SetValidator(topic, m =>
         {
             var remote = budget is not null && m.ReceivedFrom != _self;
-            if (remote && !_budgets!.TryTake(m.ReceivedFrom, budget!))
+            // Over budget, a message is ignored; only a peer flooding what it authored itself loses score for it, never a
+            // relay forwarding others' messages (an honest mesh peer of a busy network would be banned for the network's volume).
+            if (remote && !_budgets!.TryTake(m.ReceivedFrom, budget!, penalise: m.Author == m.ReceivedFrom))
             {
                 return ValidationResult.Ignore;
             }

@@ -212,9 +212,15 @@ public sealed class PeerBudgets
 
     /// <summary>
     /// Spends one token of <paramref name="budget"/> (one of this class's constants) for <paramref name="peer"/>; false
-    /// when the peer is over budget (counted, and a small penalty).
+    /// when the peer is over budget (counted, and a small penalty unless <paramref name="penalise"/> is false).
     /// </summary>
-    public bool TryTake(PeerId peer, string budget)
+    /// <param name="penalise">
+    /// Whether a refusal costs the peer score. False where the peer only relays what others made (a gossip message it
+    /// forwarded but did not author): the relay's volume is the network's, not its own doing, so the message is dropped
+    /// at the budget but the honest relay is not pushed towards a ban (gossipsub's validation throttle drops the same way,
+    /// without a score penalty).
+    /// </param>
+    public bool TryTake(PeerId peer, string budget, bool penalise = true)
     {
         if (!_budgetIndex.TryGetValue(budget, out var index))
         {
@@ -239,7 +245,7 @@ public sealed class PeerBudgets
             }
             bucket.Tokens = tokens;
             _refused[budget] = _refused.GetValueOrDefault(budget) + 1;
-            banned = PenaliseLocked(state, _options.OverBudgetPenalty, now);
+            banned = penalise && PenaliseLocked(state, _options.OverBudgetPenalty, now);
         }
         if (banned)
         {

@@ -639,7 +639,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             for (var i = 1; i < batch.Pairs.Count; i++)
             {
-                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.ChainRecords))
+                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.ChainRecords, penalise: author == message.ReceivedFrom))
                 {
                     _instruments.ChainBatchOverBudget(batch.Pairs.Count);
                     return TopicVerdict.Ignore;

@@ -28,6 +28,25 @@ public class PeerBudgetsTests
     }
 
     [Test]
+    public void ARefusalWithoutPenalty_IsCountedAndRefused_ButCostsNoScore_WhileAPenalisedOneBans()
+    {
+        var clock = new VirtualClock();
+        var budgets = new PeerBudgets(new PeerBudgetOptions { ChainRecords = new RateBudget(1, 3) }, clock);
+        var banned = new List<PeerId>();
+        budgets.Banned += banned.Add;
+
+        var relayed = Enumerable.Range(0, 200).Count(_ => budgets.TryTake(Honest, PeerBudgets.ChainRecords, penalise: false));
+        Assert.That(relayed, Is.EqualTo(3), "the budget still bounds what a relay gets served");
+        Assert.That(budgets.ScoreOf(Honest), Is.Zero, "a relay of others' messages loses no score for their volume");
+        Assert.That(budgets.Refused[PeerBudgets.ChainRecords], Is.EqualTo(197), "refusals counted all the same");
+
+        var own = Enumerable.Range(0, 200).Count(_ => budgets.TryTake(Flooder, PeerBudgets.ChainRecords));
+        Assert.That(own, Is.EqualTo(3));
+        Assert.That(banned.Distinct(), Is.EqualTo(new[] { Flooder }), "a peer flooding its own messages is banned at -50");
+        Assert.That(budgets.ScoreOf(Honest), Is.Zero);
+    }
+
+    [Test]
     public void Misbehaviour_LowersTheScore_UntilThePeerIsBanned_AndPenaltiesDecay()
     {
         var clock = new VirtualClock();
