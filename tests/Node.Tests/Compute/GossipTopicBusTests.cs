@@ -63,6 +63,7 @@ public class GossipTopicBusTests
     /// rate of payments would ban honest mesh peers the same way).
     /// </summary>
     [Test]
+    [Category("Adversarial")]
     public void OverBudgetMessages_CostARelayNoScore_ButAnAuthorFloodingItsOwnIsBanned() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
