@@ -38,6 +38,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(Quiet);
         Options.Add(HoldAtEnd);
         Options.Add(MemoryTrace);
+        Options.Add(HeapLimit);
     }
 
     public Option<string> Scenario { get; } = CliOptions.ExistingFile("--scenario", "file",
@@ -94,6 +95,10 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<string> MemoryTrace { get; } = CliOptions.Path("--memory-trace", "file",
         "write the run's memory against virtual time to this file: RSS, peak RSS, GC committed and heap every 100 ms of wall time, and connection ends per node at each progress point (read-only: the trace hash stays the same)");
+
+    public Option<int?> HeapLimit { get; } = CliOptions.Int(SimGcSettings.HeapLimitFlag, "MiB",
+        "a hard limit on the managed heap for the run (the runtime's DOTNET_GCHeapHardLimit, set when potluck sim starts itself): the garbage collector works harder to stay under it, so the peak is bounded by it plus native memory; a run that needs more fails (exit 1), and one in which node code caught an out-of-memory error reports it and exits 1. Default none",
+        SimGcSettings.MinHeapLimitMiB, SimGcSettings.MaxHeapLimitMiB);
 
     public override string? HelpNotes =>
         "Every node is complete (Noise, Yamux, gossipsub, Kademlia, SQLite ledger, Wasmtime sandbox) and built as `potluck run` builds one;\n"
@@ -168,16 +173,39 @@ internal sealed class SimCommand : PotluckCommand
             : null;
         scenario = scenario with { EventLog = eventLog, MemoryTrace = memoryTrace };
         var quiet = result.GetValue(Quiet);
+        var heapLimit = result.GetValue(HeapLimit) is { } limitMiB ? limitMiB * (1L << 20) : (long?)null;
+        if (heapLimit is { } wanted && SimGcSettings.HeapLimitMismatch(wanted, SimGcSettings.RuntimeHeapLimit()) is { } mismatch)
+        {
+            throw new UsageException(mismatch);
+        }
         UseThroughputGc();
         SimReport report;
         using var runtime = SimRuntimeFigures.Start();
         var trimEvery = SimGcSettings.MallocTrimInterval(Environment.GetEnvironmentVariable);
         using var trimming = Simulation.NativeHeap.StartTrimming(trimEvery);
+        // An out-of-memory error anywhere stops the run (polled from a timer thread, as a signal's cancellation comes).
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var outOfMemoryWatch = new Timer(_ =>
+        {
+            if (runtime.OutOfMemorySeen && !stop.IsCancellationRequested)
+            {
+                stop.Cancel();
+            }
+        }, null, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(100));
         try
         {
-            report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), ct);
+            report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), stop.Token);
             report = report with { Runtime = runtime.Snapshot() with { Settings = SimGcSettings.Describe(Environment.GetEnvironmentVariable)
                 + (trimming is null ? "; malloc not trimmed" : $"; malloc trimmed every {trimEvery.TotalSeconds:0.###} s wall") } };
+        }
+        catch (Exception e) when (IsOutOfMemory(e) || (runtime.OutOfMemorySeen && !ct.IsCancellationRequested))
+        {
+            if (!quiet)
+            {
+                Error.WriteLine();
+            }
+            Error.WriteLine($"sim: out of memory: {OutOfMemoryAdvice(SimGcSettings.RuntimeHeapLimit())}; the run stopped, no report");
+            return Task.FromResult(1);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && !quiet)
         {
@@ -208,8 +236,32 @@ internal sealed class SimCommand : PotluckCommand
         {
             File.WriteAllText(html, SimHtmlReport.Render(report));
         }
+        if (CaughtOutOfMemory(report.Runtime) is { } caught)
+        {
+            // Thrown in the run's last moments, after the watch's last look: reported, but not as a run that had room.
+            Error.WriteLine($"sim: {caught} out-of-memory error(s) were thrown at the end of the run, so its figures are not "
+                + $"those of a run with room: {OutOfMemoryAdvice(SimGcSettings.RuntimeHeapLimit())}");
+            return Task.FromResult(1);
+        }
         return Task.FromResult(0);
     }
+
+    /// <summary>An out-of-memory error, however wrapped (the loop thread's failure reaches here inside others).</summary>
+    internal static bool IsOutOfMemory(Exception e) => e switch
+    {
+        OutOfMemoryException => true,
+        AggregateException a => a.InnerExceptions.Any(IsOutOfMemory),
+        _ => e.InnerException is { } inner && IsOutOfMemory(inner),
+    };
+
+    /// <summary>How many out-of-memory errors the run threw (first chance: caught inside it or not); null for none.</summary>
+    internal static long? CaughtOutOfMemory(SimReport.RuntimeFigures? runtime) =>
+        runtime?.ExceptionsByType.TryGetValue(nameof(OutOfMemoryException), out var n) == true && n > 0 ? n : null;
+
+    /// <summary>What to do about it, given the heap limit the runtime runs with (0: none).</summary>
+    internal static string OutOfMemoryAdvice(ulong heapLimit) => heapLimit > 0
+        ? $"the managed heap's limit of {heapLimit >> 20} MiB ({SimGcSettings.HeapLimitFlag} or {SimGcSettings.HeapHardLimitVariable}) is too small for this mesh; raise it or run fewer nodes"
+        : "the machine has no room for this mesh; run fewer nodes or fewer connections per node (--max-connections)";
 
     /// <summary>
     /// A simulation is one batch job on a loop thread: the GC runs non-concurrent (<see cref="GCLatencyMode.Batch"/>, no

@@ -36,7 +36,8 @@ internal static class SimGcSettings
 
     /// <summary>
     /// The settings to add before running <paramref name="args"/>: empty unless the command is <c>sim</c> (not its
-    /// <c>--help</c>), the marker is unset and some default is missing from <paramref name="environment"/>.
+    /// <c>--help</c>), the marker is unset and some default is missing from <paramref name="environment"/>; with
+    /// <c>--heap-limit MIB</c>, <c>DOTNET_GCHeapHardLimit</c> among them (unless the caller set it).
     /// </summary>
     public static IReadOnlyList<KeyValuePair<string, string>> Missing(string[] args, Func<string, string?> environment)
     {
@@ -45,8 +46,73 @@ internal static class SimGcSettings
         {
             return [];
         }
-        return Defaults.Where(kv => environment(kv.Key) is null).ToList();
+        var wanted = Defaults.ToList();
+        if (HeapLimitBytes(args) is { } bytes)
+        {
+            wanted.Add(new(HeapHardLimitVariable, HeapHardLimitValue(bytes)));
+        }
+        return wanted.Where(kv => environment(kv.Key) is null).ToList();
     }
+
+    /// <summary><c>potluck sim</c>'s flag for the managed heap's hard limit, in MiB (<see cref="HeapLimitBytes"/>).</summary>
+    public const string HeapLimitFlag = "--heap-limit";
+
+    /// <summary>The smallest and largest <c>--heap-limit</c>, in MiB.</summary>
+    public const int MinHeapLimitMiB = 32, MaxHeapLimitMiB = 1 << 20;
+
+    /// <summary>The runtime's setting <c>--heap-limit</c> becomes (read only at the runtime's start).</summary>
+    public const string HeapHardLimitVariable = "DOTNET_GCHeapHardLimit";
+
+    /// <summary>The variable's value for <paramref name="bytes"/>: the runtime reads it as hexadecimal.</summary>
+    public static string HeapHardLimitValue(long bytes) => "0x" + bytes.ToString("X", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// The bytes <c>--heap-limit MIB</c> (or <c>--heap-limit=MIB</c>) in <paramref name="args"/> asks for; null when it is
+    /// absent or malformed (the command line's parser then says what is wrong and nothing is started again for it).
+    /// </summary>
+    public static long? HeapLimitBytes(string[] args)
+    {
+        for (var i = 1; i < args.Length; i++)
+        {
+            string text;
+            if (args[i] == HeapLimitFlag && i + 1 < args.Length)
+            {
+                text = args[i + 1];
+            }
+            else if (args[i].StartsWith(HeapLimitFlag + "=", StringComparison.Ordinal) || args[i].StartsWith(HeapLimitFlag + ":", StringComparison.Ordinal))
+            {
+                text = args[i][(HeapLimitFlag.Length + 1)..];
+            }
+            else
+            {
+                continue;
+            }
+            return int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var mib)
+                && mib is >= MinHeapLimitMiB and <= MaxHeapLimitMiB ? mib * (1L << 20) : null;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Why this process cannot honour <c>--heap-limit</c> (its runtime started with another hard limit, or none: a caller's
+    /// own <c>DOTNET_GCHeapHardLimit</c>, or <c>POTLUCK_SIM_RUNTIME_DEFAULTS=0</c>); null when it runs with exactly the
+    /// limit asked for. <paramref name="runtimeLimit"/>: the limit the runtime read at its start, 0 for none.
+    /// </summary>
+    public static string? HeapLimitMismatch(long wanted, ulong runtimeLimit)
+    {
+        if (runtimeLimit == (ulong)wanted)
+        {
+            return null;
+        }
+        var now = runtimeLimit == 0 ? "no heap limit" : $"a heap limit of {runtimeLimit >> 20} MiB ({HeapHardLimitVariable}={HeapHardLimitValue((long)runtimeLimit)})";
+        return $"{HeapLimitFlag} {wanted >> 20}: this process runs with {now}, read when it started ({HeapHardLimitVariable} set by the caller, "
+            + $"or {Marker}=0, keeps potluck sim from setting it); unset {HeapHardLimitVariable}, or drop {HeapLimitFlag} and set it yourself";
+    }
+
+    /// <summary>The hard limit the runtime read at its start (bytes; 0 when none).</summary>
+    public static ulong RuntimeHeapLimit() =>
+        GC.GetConfigurationVariables().TryGetValue("GCHeapHardLimit", out var value) && value is not null
+            ? Convert.ToUInt64(value, System.Globalization.CultureInfo.InvariantCulture) : 0;
 
     /// <summary>
     /// How often <c>potluck sim</c> hands glibc's free pages back (<c>malloc_trim</c>, README "Simulated meshes" → "Native

@@ -18,6 +18,14 @@ public sealed class SimRuntimeFigures : IDisposable
     private readonly int[] _collectionsAtStart = [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
     private readonly TimeSpan _pauseAtStart = GC.GetTotalPauseDuration();
     private readonly Stopwatch _wall = Stopwatch.StartNew();
+    private int _outOfMemory;
+
+    /// <summary>
+    /// Whether an out-of-memory error has been thrown since <see cref="Start"/> (first chance: caught or not). Only a flag,
+    /// set where it was thrown; the command that runs the mesh polls it and stops the run (a mesh that lost work to it, or
+    /// whose loop it broke, must not report as if it had room, nor hang).
+    /// </summary>
+    public bool OutOfMemorySeen => Volatile.Read(ref _outOfMemory) != 0;
 
     private SimRuntimeFigures(bool sites)
     {
@@ -31,6 +39,10 @@ public sealed class SimRuntimeFigures : IDisposable
 
     private void OnFirstChance(object? sender, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
     {
+        if (e.Exception is OutOfMemoryException)
+        {
+            Volatile.Write(ref _outOfMemory, 1);
+        }
         var type = e.Exception.GetType().Name;
         _byType.AddOrUpdate(type, 1, (_, n) => n + 1);
         if (_bySite is not null)

@@ -95,4 +95,77 @@ public class SimGcSettingsTests
             Assert.That(output, Does.Contain("the runtime's defaults"));
         }
     }
+
+    [Test]
+    public void AHeapLimitBecomesTheRuntimesHardLimit()
+    {
+        var missing = SimGcSettings.Missing(["sim", "--nodes", "400", "--heap-limit", "512"], Env());
+        Assert.That(missing, Does.Contain(new KeyValuePair<string, string>(SimGcSettings.HeapHardLimitVariable, "0x20000000")));
+        Assert.That(SimGcSettings.Missing(["sim", "--heap-limit=3072"], Env()),
+            Does.Contain(new KeyValuePair<string, string>(SimGcSettings.HeapHardLimitVariable, "0xC0000000")));
+        // Malformed or out of range: nothing for it (the parser refuses the command line with a message).
+        foreach (var bad in new[] { "abc", "-5", "0", "31", "1048577", "99999999999" })
+        {
+            Assert.That(SimGcSettings.Missing(["sim", "--heap-limit", bad], Env()).Select(kv => kv.Key),
+                Does.Not.Contain(SimGcSettings.HeapHardLimitVariable), bad);
+        }
+        Assert.That(SimGcSettings.Missing(["sim", "--heap-limit"], Env()).Select(kv => kv.Key), Does.Not.Contain(SimGcSettings.HeapHardLimitVariable));
+        // The caller's own value is left as it is (the run then refuses a mismatch, below); other commands get nothing.
+        Assert.That(SimGcSettings.Missing(["sim", "--heap-limit", "512"], Env((SimGcSettings.HeapHardLimitVariable, "0x1000000"))).Select(kv => kv.Key),
+            Does.Not.Contain(SimGcSettings.HeapHardLimitVariable));
+        Assert.That(SimGcSettings.Missing(["run", "--heap-limit", "512"], Env()), Is.Empty);
+    }
+
+    [Test]
+    public void ARunWithoutTheLimitItAskedForIsRefusedWithWhatToDo()
+    {
+        Assert.That(SimGcSettings.HeapLimitMismatch(512L << 20, 512UL << 20), Is.Null);
+        Assert.That(SimGcSettings.HeapLimitMismatch(512L << 20, 0), Does.Contain("no heap limit").And.Contain("unset DOTNET_GCHeapHardLimit"));
+        Assert.That(SimGcSettings.HeapLimitMismatch(512L << 20, 256UL << 20), Does.Contain("256 MiB").And.Contain("0x10000000"));
+        Assert.That(Commands.Parse("sim", "--heap-limit", "8").Errors.Select(e => e.Message), Has.Some.Contains("--heap-limit '8' must be a whole number from 32"));
+    }
+
+    /// <summary>The flag seen while the run goes, and what the command tells the user about an out-of-memory error.</summary>
+    [Test]
+    public void AnOutOfMemoryErrorIsSeenAndExplained()
+    {
+        using var runtime = Potluck.Node.Simulation.SimRuntimeFigures.Start();
+        Assert.That(runtime.OutOfMemorySeen, Is.False);
+        try
+        {
+            throw new OutOfMemoryException("test");
+        }
+        catch (OutOfMemoryException)
+        {
+        }
+        Assert.That(runtime.OutOfMemorySeen, Is.True);
+        Assert.That(SimCommand.CaughtOutOfMemory(runtime.Snapshot()), Is.GreaterThanOrEqualTo(1));
+        Assert.That(SimCommand.CaughtOutOfMemory(null), Is.Null);
+        Assert.That(SimCommand.IsOutOfMemory(new AggregateException(new InvalidOperationException("x", new OutOfMemoryException()))), Is.True);
+        Assert.That(SimCommand.IsOutOfMemory(new InvalidOperationException("x")), Is.False);
+        Assert.That(SimCommand.OutOfMemoryAdvice(600UL << 20), Does.Contain("600 MiB").And.Contain("raise it"));
+        Assert.That(SimCommand.OutOfMemoryAdvice(0), Does.Contain("fewer nodes"));
+    }
+
+    /// <summary>The built program with <c>--heap-limit</c> runs with that hard limit; a caller's different one is refused (exit 2).</summary>
+    [Test, CancelAfter(120_000)]
+    public async Task ThePotluckProcessRunsWithTheHeapLimitAsked(CancellationToken ct)
+    {
+        await using (var sim = PotluckProcess.StartWith(Unset(), [.. TinySim, "--heap-limit", "256"]))
+        {
+            var (code, output) = await sim.WaitForExitAsync(ct);
+            Assert.That(code, Is.EqualTo(0), sim.Transcript);
+            Assert.That(output, Does.Contain($"{SimGcSettings.HeapHardLimitVariable}=0x10000000"));
+        }
+        var env = Unset();
+        env[SimGcSettings.HeapHardLimitVariable] = "0x20000000";
+        await using (var sim = PotluckProcess.StartWith(env, [.. TinySim, "--heap-limit", "256"]))
+        {
+            var (code, output) = await sim.WaitForExitAsync(ct);
+            Assert.That(code, Is.EqualTo(2), sim.Transcript);
+            Assert.That(output, Is.Empty, "no report");
+            Assert.That(sim.Transcript, Does.Contain("--heap-limit 256: this process runs with a heap limit of 512 MiB"));
+            Assert.That(sim.Transcript, Does.Not.Contain("   at "));
+        }
+    }
 }
