@@ -145,7 +145,7 @@ public sealed class PotluckNode : IAsyncDisposable
         {
             // Started: nothing resolves anything new from here on, so the provider (descriptors, call-site caches,
             // compiled resolvers) can go; the node keeps what it made and its own disposal list.
-            _services = _parts.Snapshot();
+            _services = _parts.AsProvider();
             _app = null;
         }
     }

@@ -124,6 +124,15 @@ public class NodeServicesReleaseTests
         Assert.That(orders[1], Is.EqualTo(orders[0]));
     });
 
+    [Test]
+    public void ReleaseServicesAfterStart_OffVirtualTime_IsRefused_TheGenericHostsLifetimeNeedsItsProvider()
+    {
+        var time = new VirtualClock();
+        var builder = PotluckNode.CreateBuilder().UseSimulatedNetwork(new Potluck.Protocol.Transport.Memory.SimulatedNetwork(time)).UseTime(time)
+            .ReleaseServicesAfterStart();
+        Assert.That(() => builder.Build(), Throws.InvalidOperationException.With.Message.Contains("virtual time"));
+    }
+
     /// <summary>
     /// The node's own list is the provider's: every disposable the provider captured, in the same order, less the generic
     /// host (whose disposal is the provider's). Reads the provider's internal list by reflection (a test of our mirror of

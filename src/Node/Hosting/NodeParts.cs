@@ -101,14 +101,8 @@ internal sealed class NodeParts
         }
     }
 
-    /// <summary>A provider over what was made (no new instances: what was not made by now is not there).</summary>
-    public IServiceProvider Snapshot()
-    {
-        lock (_gate)
-        {
-            return new Made(this, new Dictionary<Type, object>(_byType));
-        }
-    }
+    /// <summary>A provider over what was made (no new instances: what was not made is not there).</summary>
+    public IServiceProvider AsProvider() => new Made(this);
 
     /// <summary>Disposes what was made, last created first, as the provider would have.</summary>
     public async ValueTask DisposeAsync()
@@ -138,15 +132,15 @@ internal sealed class NodeParts
     }
 
     /// <summary>Answers from what was made; once the node is disposed, throws as a disposed provider does.</summary>
-    private sealed class Made(NodeParts parts, Dictionary<Type, object> byType) : IServiceProvider
+    private sealed class Made(NodeParts parts) : IServiceProvider
     {
         public object? GetService(Type serviceType)
         {
             lock (parts._gate)
             {
                 ObjectDisposedException.ThrowIf(parts._disposing, this);
+                return serviceType == typeof(IServiceProvider) ? this : parts._byType.GetValueOrDefault(serviceType);
             }
-            return serviceType == typeof(IServiceProvider) ? this : byType.GetValueOrDefault(serviceType);
         }
     }
 }
