@@ -28,14 +28,21 @@ namespace Potluck.Node;
 /// </summary>
 public sealed class PotluckNode : IAsyncDisposable
 {
-    private readonly GenericHost _app;
+    private GenericHost? _app;
+    private readonly NodeParts? _parts;
+    private IServiceProvider _services;
+    private Microsoft.Extensions.Hosting.IHostedService[]? _hosted;
     private int _started;
     private int _stopped;
     private int _disposed;
 
-    internal PotluckNode(GenericHost app)
+    /// <param name="app">The generic host and its provider.</param>
+    /// <param name="parts">When given, what the provider made: once started, the node answers from it and lets the provider go.</param>
+    internal PotluckNode(GenericHost app, NodeParts? parts = null)
     {
         _app = app;
+        _parts = parts;
+        _services = app.Services;
     }
 
     /// <summary>A builder with no configuration sources: a library node (listens nowhere, no discovery, no compute) until configured.</summary>
@@ -44,8 +51,11 @@ public sealed class PotluckNode : IAsyncDisposable
     /// <summary>A builder on <paramref name="configuration"/> (see <see cref="NodeConfiguration.Create"/> for a home node's sources).</summary>
     public static PotluckNodeBuilder CreateBuilder(ConfigurationManager configuration) => new(configuration);
 
-    /// <summary>The node's services, for what the properties below do not expose.</summary>
-    public IServiceProvider Services => _app.Services;
+    /// <summary>
+    /// The node's services, for what the properties below do not expose. A node built with
+    /// <see cref="PotluckNodeBuilder.ReleaseServicesAfterStart"/> answers after start only with what was made by then.
+    /// </summary>
+    public IServiceProvider Services => _services;
 
     public PotluckOptions Options => Services.GetRequiredService<PotluckOptions>();
 
@@ -106,7 +116,7 @@ public sealed class PotluckNode : IAsyncDisposable
             }
             else
             {
-                await _app.StartAsync(ct);
+                await _app!.StartAsync(ct);
             }
         }
         catch
@@ -126,16 +136,24 @@ public sealed class PotluckNode : IAsyncDisposable
     /// </summary>
     private async Task StartInOrderAsync(CancellationToken ct)
     {
-        foreach (var service in Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>())
+        _hosted = [.. Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>()];
+        foreach (var service in _hosted)
         {
             await service.StartAsync(ct);
+        }
+        if (_parts is not null)
+        {
+            // Started: nothing resolves anything new from here on, so the provider (descriptors, call-site caches,
+            // compiled resolvers) can go; the node keeps what it made and its own disposal list.
+            _services = _parts.AsProvider();
+            _app = null;
         }
     }
 
     private async Task StopInReverseAsync(CancellationToken ct)
     {
         var failures = new List<Exception>();
-        foreach (var service in Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().Reverse())
+        foreach (var service in Enumerable.Reverse(_hosted ?? [.. Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>()]))
         {
             try
             {
@@ -186,7 +204,7 @@ public sealed class PotluckNode : IAsyncDisposable
             }
             else
             {
-                await _app.StopAsync(ct);
+                await _app!.StopAsync(ct);
             }
         }
     }
@@ -216,7 +234,11 @@ public sealed class PotluckNode : IAsyncDisposable
             return;
         }
         await StopAsync(CancellationToken.None);
-        if (_app is IAsyncDisposable asyncDisposable)
+        if (_app is null)
+        {
+            await _parts!.DisposeAsync(); // the provider is gone: the node's own list, last created first
+        }
+        else if (_app is IAsyncDisposable asyncDisposable)
         {
             await asyncDisposable.DisposeAsync();
         }

@@ -12,8 +12,10 @@ namespace Potluck.Node.Hosting;
 /// Starts the compute layer last (when <see cref="ComputeOptions.Enabled"/>), once the host listens and discovery runs,
 /// and stops it first: live leases are cancelled and the ledger closed before any connection goes.
 /// </summary>
-internal sealed class ComputeHostedService(IServiceProvider services, PotluckOptions options, NodeSetup setup) : IHostedService
+internal sealed class ComputeHostedService(IServiceProvider provider, PotluckOptions options, NodeSetup setup) : IHostedService
 {
+    private IServiceProvider? _services = provider; // until started: nothing is resolved after, and a node may let its provider go
+
     /// <summary>The running compute layer; null when compute is off or not started.</summary>
     public ComputeNode? Node { get; private set; }
 
@@ -22,6 +24,8 @@ internal sealed class ComputeHostedService(IServiceProvider services, PotluckOpt
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        var services = _services ?? throw new InvalidOperationException("compute was already started");
+        _services = null;
         if (!options.Compute.Enabled)
         {
             return Task.CompletedTask;

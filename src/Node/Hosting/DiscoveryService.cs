@@ -23,7 +23,7 @@ namespace Potluck.Node.Hosting;
 /// </summary>
 public sealed partial class DiscoveryService : IHostedService
 {
-    private readonly IServiceProvider _services;
+    private IServiceProvider? _services; // until started: nothing is resolved after, and a node may let its provider go
     private readonly PotluckOptions _options;
     private readonly NodeRuntime _runtime;
     private readonly ILogger<DiscoveryService> _log;
@@ -71,13 +71,15 @@ public sealed partial class DiscoveryService : IHostedService
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _host = _services.GetRequiredService<Potluck.Protocol.Host.IHost>();
+        var services = _services ?? throw new InvalidOperationException("discovery was already started");
+        _services = null;
+        _host = services.GetRequiredService<Potluck.Protocol.Host.IHost>();
         var protocols = _options.Protocols;
-        _gossip = protocols.Gossipsub ? _services.GetRequiredService<GossipsubService>() : null;
-        _dht = protocols.Kademlia ? _services.GetRequiredService<KademliaService>() : null;
-        _ping = protocols.Ping ? _services.GetRequiredService<PingService>() : null;
-        _database = _services.GetRequiredService<PeerPersistence>().Database;
-        _mdns = _services.GetRequiredService<MdnsDiscovery>();
+        _gossip = protocols.Gossipsub ? services.GetRequiredService<GossipsubService>() : null;
+        _dht = protocols.Kademlia ? services.GetRequiredService<KademliaService>() : null;
+        _ping = protocols.Ping ? services.GetRequiredService<PingService>() : null;
+        _database = services.GetRequiredService<PeerPersistence>().Database;
+        _mdns = services.GetRequiredService<MdnsDiscovery>();
         if (_database?.RecoveredFromCorruption == true)
         {
             LogDatabaseRecovered(_database.Path);

@@ -77,22 +77,11 @@ internal static class PotluckServices
             {
                 sp.GetRequiredService<CircuitTransport>().Attach(host);
             }
-            T? Resolve<T>(bool wanted) where T : class
-            {
-                try
-                {
-                    return wanted ? sp.GetService<T>() : null;
-                }
-                catch (ObjectDisposedException)
-                {
-                    return null; // collected while the node shuts down
-                }
-            }
             RelayMetrics.Register(host.Instruments.Meter,
-                () => Resolve<RelayService>(options.Relay.Hop || (options.Protocols.Relay && options.Relay.AutoHop)),
-                () => Resolve<Potluck.Protocol.AutoNat.AutoNatService>(options.Protocols.Identify && (options.AutoNat.Server || options.AutoNat.Client)));
+                Lookup<RelayService>(sp, setup.Parts, options.Relay.Hop || (options.Protocols.Relay && options.Relay.AutoHop)),
+                Lookup<Potluck.Protocol.AutoNat.AutoNatService>(sp, setup.Parts, options.Protocols.Identify && (options.AutoNat.Server || options.AutoNat.Client)));
             Potluck.Protocol.Dcutr.DcutrMetrics.Register(host.Instruments.Meter,
-                () => Resolve<Potluck.Protocol.Dcutr.DcutrService>(options.Protocols.Dcutr && options.Protocols.Relay));
+                Lookup<Potluck.Protocol.Dcutr.DcutrService>(sp, setup.Parts, options.Protocols.Dcutr && options.Protocols.Relay));
             return host;
         });
         services.AddSingleton(sp =>
@@ -169,9 +158,10 @@ internal static class PotluckServices
                     [Potluck.Scheduler.Accounting.ChainProtocol.BlockBatchesTopic] = PeerBudgets.ChainRecords },
                 sp.GetRequiredService<Libp2pHost>().PeerId));
 
-        services.AddSingleton<ProtocolHostedService>();
-        services.AddSingleton<DiscoveryService>();
-        services.AddSingleton<ComputeHostedService>();
+        services.AddSingleton(sp => new ProtocolHostedService(sp));
+        services.AddSingleton(sp => new DiscoveryService(sp, sp.GetRequiredService<PotluckOptions>(), setup.Runtime,
+            sp.GetRequiredService<ILogger<DiscoveryService>>()));
+        services.AddSingleton(sp => new ComputeHostedService(sp, sp.GetRequiredService<PotluckOptions>(), setup));
         services.TryAddSingleton<Home.IMachineProbe>(_ => new Home.ProcMachineProbe("/", Home.InputSources.ForThisMachine()));
         services.TryAddSingleton(TimeZoneInfo.Local);
 
@@ -180,6 +170,33 @@ internal static class PotluckServices
         services.AddHostedService(sp => sp.GetRequiredService<DiscoveryService>());
         services.AddHostedService(sp => sp.GetRequiredService<ComputeHostedService>());
         return services;
+    }
+
+    /// <summary>
+    /// A metrics callback's way to a part that may not exist (serving hop, AutoNAT, DCUtR): when the node keeps what its
+    /// provider made (<see cref="NodeParts.Tracking"/>), that record, so the callback holds no provider; else the provider.
+    /// </summary>
+    private static Func<T?> Lookup<T>(IServiceProvider sp, NodeParts parts, bool wanted) where T : class
+    {
+        if (!wanted)
+        {
+            return static () => null;
+        }
+        if (parts.Tracking)
+        {
+            return parts.Get<T>;
+        }
+        return () =>
+        {
+            try
+            {
+                return sp.GetService<T>();
+            }
+            catch (ObjectDisposedException)
+            {
+                return null; // collected while the node shuts down
+            }
+        };
     }
 
     private static PrivateKey ResolveKey(PotluckOptions options, NodeSetup setup)

@@ -17,8 +17,9 @@ namespace Potluck.Node.Hosting;
 /// handlers as it is built, so nothing is accepted before they are), then listens. On stop: gossipsub, the DHT and
 /// identify end, then the host closes every connection and listener.
 /// </summary>
-internal sealed class ProtocolHostedService(IServiceProvider services) : IHostedService
+internal sealed class ProtocolHostedService(IServiceProvider provider) : IHostedService
 {
+    private IServiceProvider? _services = provider; // until started: nothing is resolved after, and a node may let its provider go
     private Libp2pHost? _host;
     private GossipsubService? _gossip;
     private KademliaService? _dht;
@@ -31,6 +32,8 @@ internal sealed class ProtocolHostedService(IServiceProvider services) : IHosted
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        var services = _services ?? throw new InvalidOperationException("the protocols were already started");
+        _services = null;
         var options = services.GetRequiredService<PotluckOptions>();
         var protocols = options.Protocols;
         _host = services.GetRequiredService<Libp2pHost>();

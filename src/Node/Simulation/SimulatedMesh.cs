@@ -828,6 +828,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
             .UseKey(node.Key)
             .UseLoggerFactory(_options.Loggers ?? NullLoggerFactory.Instance)
             .UseStandIns(_standIns)
+            .ReleaseServicesAfterStart()
             .Configure(o => o with
             {
                 Listen = [node.Address],
