@@ -85,24 +85,33 @@ public sealed class PeerDatabase : IDisposable
                     clear.CommandText = "DELETE FROM peers; DELETE FROM topics; DELETE FROM peer_protocol_lists;";
                     clear.ExecuteNonQuery();
                 }
-                // Each distinct list once, numbered from 1 in the order first met.
-                var lists = new Dictionary<string, long>(StringComparer.Ordinal);
+                // Each distinct list once, numbered from 1 in the order first met; each peer's cell: its list's reference.
+                var lists = new Dictionary<string, string>(StringComparer.Ordinal);
+                var cells = new string[state.Peers.Count];
                 using (var insertList = connection.CreateCommand())
                 {
                     insertList.Transaction = tx;
                     insertList.CommandText = "INSERT INTO peer_protocol_lists (id, protocols) VALUES ($id, $protocols)";
                     var listId = insertList.Parameters.Add("$id", SqliteType.Integer);
                     var listText = insertList.Parameters.Add("$protocols", SqliteType.Text);
-                    foreach (var peer in state.Peers)
+                    for (var i = 0; i < cells.Length; i++)
                     {
-                        var text = JoinProtocols(peer.Protocols);
-                        if (text.Length > 0 && !lists.ContainsKey(text))
+                        var text = JoinProtocols(state.Peers[i].Protocols);
+                        if (text.Length == 0)
                         {
-                            lists.Add(text, lists.Count + 1);
-                            listId.Value = (long)lists.Count;
+                            cells[i] = "";
+                            continue;
+                        }
+                        if (!lists.TryGetValue(text, out var cell))
+                        {
+                            var number = lists.Count + 1L;
+                            cell = ListReference + number.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                            lists.Add(text, cell);
+                            listId.Value = number;
                             listText.Value = text;
                             insertList.ExecuteNonQuery();
                         }
+                        cells[i] = cell;
                     }
                 }
                 using (var insert = connection.CreateCommand())
@@ -113,12 +122,12 @@ public sealed class PeerDatabase : IDisposable
                     var addresses = insert.Parameters.Add("$addresses", SqliteType.Text);
                     var protocols = insert.Parameters.Add("$protocols", SqliteType.Text);
                     var seen = insert.Parameters.Add("$seen", SqliteType.Integer);
-                    foreach (var peer in state.Peers)
+                    for (var i = 0; i < cells.Length; i++)
                     {
+                        var peer = state.Peers[i];
                         id.Value = peer.Id.ToString();
                         addresses.Value = string.Join('\n', peer.Addresses.Select(a => a.ToString()));
-                        var text = JoinProtocols(peer.Protocols);
-                        protocols.Value = text.Length == 0 ? "" : ListReference + lists[text].ToString(System.Globalization.CultureInfo.InvariantCulture);
+                        protocols.Value = cells[i];
                         seen.Value = peer.LastSeen.ToUnixTimeMilliseconds();
                         insert.ExecuteNonQuery();
                     }
