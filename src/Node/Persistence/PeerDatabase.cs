@@ -19,6 +19,14 @@ public sealed record PersistedState(IReadOnlyList<PersistedPeer> Peers, IReadOnl
 /// (the file is a cache: a damaged one is set aside as <c>peers.db.corrupt</c> and the node starts afresh).
 /// Reads are bounded: at most <c>maxPeers</c> rows, <c>maxAddresses</c> per peer, and text fields of bounded length,
 /// so a tampered file cannot make the node allocate without limit.
+/// <para>
+/// Each distinct list of protocols is stored once, in <c>peer_protocol_lists</c>, and a peer's <c>protocols</c> cell
+/// holds a newline and the list's number: peers of one release share their list (17 protocols, ~360 bytes: four fifths
+/// of a row that held it inline). A cell without that form is the list itself, newline-joined, as files written before
+/// held it (a protocol id never holds a newline; such a file's list began with one only after an empty id, which a
+/// load skips, and was read as a number only if the next id was all digits). <c>peers</c> and <c>topics</c> are made <c>WITHOUT ROWID</c> (one B-tree each, the key not stored
+/// twice); an older file keeps its tables as they are, with the same columns.
+/// </para>
 /// </summary>
 public sealed class PeerDatabase : IDisposable
 {
@@ -32,9 +40,13 @@ public sealed class PeerDatabase : IDisposable
             peer_id TEXT PRIMARY KEY,
             addresses TEXT NOT NULL,
             protocols TEXT NOT NULL,
-            last_seen INTEGER NOT NULL) STRICT;
-        CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY) STRICT;
+            last_seen INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS peer_protocol_lists (id INTEGER PRIMARY KEY, protocols TEXT NOT NULL) STRICT;
         """;
+
+    /// <summary>What begins a <c>protocols</c> cell that holds the number of a list in <c>peer_protocol_lists</c>.</summary>
+    private const char ListReference = '\n';
 
     private readonly SqliteStateFile _file;
     private readonly Lock _gate = new();
@@ -55,7 +67,7 @@ public sealed class PeerDatabase : IDisposable
     public static PeerDatabase Open(string directory, bool inMemory = false)
     {
         // Touch both tables so a damaged file fails on open, not on the first save.
-        var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics;", inMemory);
+        var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics; SELECT count(*) FROM peer_protocol_lists;", inMemory);
         return new PeerDatabase(file) { RecoveredFromCorruption = file.RecoveredFromCorruption };
     }
 
@@ -70,8 +82,37 @@ public sealed class PeerDatabase : IDisposable
                 using (var clear = connection.CreateCommand())
                 {
                     clear.Transaction = tx;
-                    clear.CommandText = "DELETE FROM peers; DELETE FROM topics;";
+                    clear.CommandText = "DELETE FROM peers; DELETE FROM topics; DELETE FROM peer_protocol_lists;";
                     clear.ExecuteNonQuery();
+                }
+                // Each distinct list once, numbered from 1 in the order first met; each peer's cell: its list's reference.
+                var lists = new Dictionary<string, string>(StringComparer.Ordinal);
+                var cells = new string[state.Peers.Count];
+                using (var insertList = connection.CreateCommand())
+                {
+                    insertList.Transaction = tx;
+                    insertList.CommandText = "INSERT INTO peer_protocol_lists (id, protocols) VALUES ($id, $protocols)";
+                    var listId = insertList.Parameters.Add("$id", SqliteType.Integer);
+                    var listText = insertList.Parameters.Add("$protocols", SqliteType.Text);
+                    for (var i = 0; i < cells.Length; i++)
+                    {
+                        var text = JoinProtocols(state.Peers[i].Protocols);
+                        if (text.Length == 0)
+                        {
+                            cells[i] = "";
+                            continue;
+                        }
+                        if (!lists.TryGetValue(text, out var cell))
+                        {
+                            var number = lists.Count + 1L;
+                            cell = ListReference + number.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                            lists.Add(text, cell);
+                            listId.Value = number;
+                            listText.Value = text;
+                            insertList.ExecuteNonQuery();
+                        }
+                        cells[i] = cell;
+                    }
                 }
                 using (var insert = connection.CreateCommand())
                 {
@@ -81,11 +122,12 @@ public sealed class PeerDatabase : IDisposable
                     var addresses = insert.Parameters.Add("$addresses", SqliteType.Text);
                     var protocols = insert.Parameters.Add("$protocols", SqliteType.Text);
                     var seen = insert.Parameters.Add("$seen", SqliteType.Integer);
-                    foreach (var peer in state.Peers)
+                    for (var i = 0; i < cells.Length; i++)
                     {
+                        var peer = state.Peers[i];
                         id.Value = peer.Id.ToString();
                         addresses.Value = string.Join('\n', peer.Addresses.Select(a => a.ToString()));
-                        protocols.Value = string.Join('\n', peer.Protocols.Where(p => !p.Contains('\n')));
+                        protocols.Value = cells[i];
                         seen.Value = peer.LastSeen.ToUnixTimeMilliseconds();
                         insert.ExecuteNonQuery();
                     }
@@ -115,6 +157,7 @@ public sealed class PeerDatabase : IDisposable
             return _file.Use(connection =>
             {
                 var peers = new List<PersistedPeer>();
+                var lists = new Dictionary<long, string[]>();
                 using (var select = connection.CreateCommand())
                 {
                     select.CommandText = "SELECT peer_id, addresses, protocols, last_seen, length(addresses), length(protocols) FROM peers " +
@@ -132,7 +175,9 @@ public sealed class PeerDatabase : IDisposable
                             .Select(a => Multiaddr.TryParse(a, out var m) ? m : null)
                             .OfType<Multiaddr>()
                             .ToArray();
-                        var protocols = SplitBounded(reader, 2, maxProtocols);
+                        var protocols = ListNumber(reader) is { } number
+                            ? Protocols(connection, lists, number, maxProtocols)
+                            : SplitBounded(reader, 2, maxProtocols);
                         var seen = DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(reader.GetInt64(3), 0, 253_402_300_799_999));
                         peers.Add(new PersistedPeer(id, addresses, protocols, seen));
                     }
@@ -154,16 +199,61 @@ public sealed class PeerDatabase : IDisposable
         }
     }
 
+    /// <summary>A peer's protocols as one cell's text: newline-joined, without any that is empty or holds a newline (a load skips them).</summary>
+    private static string JoinProtocols(IReadOnlyList<string> protocols) => string.Join('\n', protocols.Where(p => p.Length > 0 && !p.Contains('\n')));
+
+    /// <summary>The list number a row's <c>protocols</c> cell (column 2) holds, or null for a list held inline.</summary>
+    private static long? ListNumber(SqliteDataReader reader)
+    {
+        // Bounded before it is read: a newline and a number are short.
+        if (reader.GetInt64(5) is < 2 or > 20)
+        {
+            return null;
+        }
+        var text = reader.GetString(2);
+        return text[0] == ListReference
+            && long.TryParse(text.AsSpan(1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var number)
+            ? number
+            : null;
+    }
+
+    /// <summary>List <paramref name="number"/> of <c>peer_protocol_lists</c>, read once per load (none if missing or too long).</summary>
+    private static string[] Protocols(SqliteConnection connection, Dictionary<long, string[]> lists, long number, int max)
+    {
+        if (lists.TryGetValue(number, out var known))
+        {
+            return known;
+        }
+        string[] protocols = [];
+        using (var select = connection.CreateCommand())
+        {
+            select.CommandText = "SELECT protocols, length(protocols) FROM peer_protocol_lists WHERE id = $id";
+            select.Parameters.AddWithValue("$id", number);
+            using var reader = select.ExecuteReader();
+            if (reader.Read())
+            {
+                protocols = Split(reader.GetInt64(1), () => reader.GetString(0), max);
+            }
+        }
+        // At most one entry per peer read: bounded by maxPeers.
+        lists.Add(number, protocols);
+        return protocols;
+    }
+
     /// <summary>Splits a newline-joined column, reading at most <paramref name="max"/> items of bounded length.</summary>
-    private static string[] SplitBounded(SqliteDataReader reader, int column, int max)
+    private static string[] SplitBounded(SqliteDataReader reader, int column, int max) =>
+        Split(reader.GetInt64(column + 3), () => reader.GetString(column), max);
+
+    /// <summary>Splits newline-joined text of <paramref name="length"/> characters, read only when it is within bounds.</summary>
+    private static string[] Split(long length, Func<string> read, int max)
     {
         // Bound the text read: a hostile file could hold one enormous cell.
         var limit = (long)max * (MaxFieldLength + 1);
-        if (reader.GetInt64(column + 3) > limit)
+        if (length > limit)
         {
             return [];
         }
-        return reader.GetString(column)
+        return read()
             .Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Where(s => s.Length <= MaxFieldLength)
             .Take(max)

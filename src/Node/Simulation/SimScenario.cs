@@ -116,6 +116,10 @@ public static class SimRunner
             ownRoot = Path.Combine(Path.GetTempPath(), "potluck-sim-" + Guid.NewGuid().ToString("N"));
             scenario = scenario with { Mesh = scenario.Mesh with { DataRoot = ownRoot } };
         }
+        if (Environment.GetEnvironmentVariable("POTLUCK_SIM_SQLITE_CENSUS") is { Length: > 0 } census && census != "0")
+        {
+            Scheduler.Storage.SqliteMemory.CensusStatements = true;
+        }
         try
         {
             var driver = new VirtualTimeDriver();
@@ -294,6 +298,10 @@ public static class SimRunner
         }
         var storageAtEnd = mesh.CountStorage();
         progress?.Invoke(storageAtEnd.Footprint.Describe(storageAtEnd.Nodes, "at the end"));
+        if (progress is not null)
+        {
+            SqliteCensus(progress, "at the end", "end-");
+        }
         var endsAtEnd = mesh.CountConnectionEnds();
         progress?.Invoke(endsAtEnd.Describe("at the end"));
         progress?.Invoke(mesh.CountPerPeerState().Describe("at the end"));
@@ -368,6 +376,26 @@ public static class SimRunner
         progress(SimMemory.Now().Describe(mesh.Nodes.Count, "after warm-up"));
         var storage = mesh.CountStorage();
         progress(storage.Footprint.Describe(storage.Nodes, "after warm-up"));
+        SqliteCensus(progress, "after warm-up", "warm-");
+    }
+
+    /// <summary>
+    /// With <c>POTLUCK_SIM_SQLITE_CENSUS</c> set (1, or a directory to copy every in-memory store into), lines on the
+    /// stand-in's stores: pages, free pages, statements kept prepared (<see cref="Scheduler.Storage.SqliteMemory.Census"/>).
+    /// Measurement only: it reads the stores, the trace stays the same.
+    /// </summary>
+    private static void SqliteCensus(Action<string> progress, string when, string tag)
+    {
+        var setting = Environment.GetEnvironmentVariable("POTLUCK_SIM_SQLITE_CENSUS");
+        if (string.IsNullOrEmpty(setting) || setting == "0")
+        {
+            return;
+        }
+        var directory = setting == "1" ? null : Directory.CreateDirectory(setting).FullName;
+        foreach (var line in Scheduler.Storage.SqliteMemory.Census(directory, tag).Describe(when))
+        {
+            progress(line);
+        }
     }
 
     private static async Task At(SimulatedMesh mesh, TimeSpan at, Func<Task> action)

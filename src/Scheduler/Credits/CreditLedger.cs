@@ -682,11 +682,7 @@ public sealed partial class CreditLedger : IDisposable
             if (!_disposed)
             {
                 _disposed = true;
-                foreach (var cmd in _commands.Values)
-                {
-                    cmd.Dispose();
-                }
-                _commands.Clear();
+                FinalizeStatements();
                 DisposeReader();
                 CloseWal();
                 Close(_connection, _store);
@@ -705,6 +701,10 @@ public sealed partial class CreditLedger : IDisposable
 
     /// <summary>The SQL of every command the ledger keeps prepared (tests: which statements stay compiled while it is open).</summary>
     internal IReadOnlyList<string> PreparedStatements() => Run(() => (IReadOnlyList<string>)[.. _commands.Keys]);
+
+    /// <summary>Each statement kept prepared on the writer's connection and the bytes SQLite holds for it (tests).</summary>
+    internal IReadOnlyList<(string Sql, int Bytes)> PreparedStatementBytes() =>
+        Run(() => (IReadOnlyList<(string, int)>)[.. _commands.Select(c => (c.Key, c.Value.MemoryUsed))]);
 
     private void Initialise()
     {
@@ -1130,6 +1130,7 @@ public sealed partial class CreditLedger : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             ThrowIfFlushFailed();
+            _runDepth++;
             try
             {
                 var result = action();
@@ -1146,7 +1147,63 @@ public sealed partial class CreditLedger : IDisposable
                 ForgetBalance();
                 throw;
             }
+            finally
+            {
+                if (--_runDepth == 0 && _inMemory)
+                {
+                    FinalizeLargeStatements();
+                }
+            }
         }
+    }
+
+    /// <summary>Operations running on this thread under the writer's lock (the outermost one ends at 0).</summary>
+    private int _runDepth;
+
+    /// <summary>
+    /// The most bytes a statement of the in-memory stand-in may hold and stay prepared after the operation that ran it
+    /// (<see cref="FinalizeLargeStatements"/>). A file ledger keeps every statement it runs (the lease path parses none
+    /// twice); in the stand-in, thousands of nodes share one process and a kept statement holds its compiled program
+    /// with those of the triggers it fires: the writes of the lease path 5.4–9.2 KiB each (an INSERT into <c>entries</c>
+    /// or <c>chain</c>, an UPDATE of <c>reservations</c> or <c>owed</c>, the totals' join), ~70 KiB on a simulated node
+    /// that has taken part in a lease; the lookups, BEGIN and COMMIT 1.3–3.3 KiB. Those stay kept; the large ones are
+    /// prepared once per operation that runs them.
+    /// </summary>
+    internal const int StandInStatementBytes = 4 * 1024;
+
+    /// <summary>
+    /// The stand-in's (under the writer's lock, at the end of an operation): finalizes the kept statements that hold more
+    /// than <see cref="StandInStatementBytes"/>.
+    /// </summary>
+    private void FinalizeLargeStatements()
+    {
+        List<string>? large = null;
+        foreach (var (sql, cmd) in _commands)
+        {
+            if (cmd.MemoryUsed > StandInStatementBytes)
+            {
+                (large ??= []).Add(sql);
+            }
+        }
+        if (large is null)
+        {
+            return;
+        }
+        foreach (var sql in large)
+        {
+            _commands.Remove(sql, out var cmd);
+            cmd!.Dispose();
+        }
+    }
+
+    /// <summary>Finalizes every statement kept on the writer's connection (under the writer's lock).</summary>
+    private void FinalizeStatements()
+    {
+        foreach (var cmd in _commands.Values)
+        {
+            cmd.Dispose();
+        }
+        _commands.Clear();
     }
 
     /// <summary>After a failure the kept balance may count an entry that was rolled back: sum again next time.</summary>

@@ -15,7 +15,7 @@ namespace Potluck.Scheduler.Storage;
 public static class SqliteMemory
 {
     /// <summary>What the stand-in is called in reports.</summary>
-    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync)";
+    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation)";
 
     /// <summary>
     /// The connection string of the in-memory database standing in for the file at <paramref name="path"/>: the store of
@@ -41,6 +41,10 @@ public static class SqliteMemory
         try
         {
             connection.Open();
+            if (CensusStatements)
+            {
+                connection.Handle!.enable_sqlite3_next_stmt(true); // SQLitePCL's bookkeeping for the census's statement walk
+            }
             Slim(connection);
             return connection;
         }
@@ -73,6 +77,115 @@ public static class SqliteMemory
             store = new SharedStore(key, connection);
             s_shared.Add(key, store);
             return store;
+        }
+    }
+
+    /// <summary>
+    /// A census of the stores open now (measurement only; nothing a node reads changes): per store, its pages and free
+    /// pages and the statements kept prepared on its connection (their text and <c>SQLITE_STMTSTATUS_MEMUSED</c>). With
+    /// <paramref name="dumpDirectory"/>, each store is also copied there (<c>sqlite3_serialize</c>: its image, free
+    /// pages too) for a breakdown by table with a SQLite that has <c>dbstat</c> (<c>scripts/bench/sqlite-census.py</c>).
+    /// </summary>
+    /// <summary>
+    /// Whether stores opened from now on let <see cref="Census"/> list their statements (SQLitePCL then tracks every
+    /// statement of the connection in a table of its own: measurement runs only).
+    /// </summary>
+    public static bool CensusStatements { get; set; }
+
+    public static StoreCensus Census(string? dumpDirectory = null, string dumpTag = "")
+    {
+        List<SharedStore> stores;
+        lock (s_sharedGate)
+        {
+            stores = [.. s_shared.Values];
+        }
+        var census = new StoreCensus();
+        var index = 0;
+        foreach (var store in stores)
+        {
+            var n = index++;
+            try
+            {
+                store.Use(connection =>
+                {
+                    if (connection.State != System.Data.ConnectionState.Open)
+                    {
+                        return 0;
+                    }
+                    census.Stores++;
+                    using (var command = connection.CreateCommand())
+                    {
+                        command.CommandText = "PRAGMA page_count";
+                        census.Pages += Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+                        command.CommandText = "PRAGMA freelist_count";
+                        census.FreePages += Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                    var handle = connection.Handle!;
+                    for (var stmt = CensusStatements ? SQLitePCL.raw.sqlite3_next_stmt(handle, null) : null; stmt is not null && !stmt.IsInvalid;
+                         stmt = SQLitePCL.raw.sqlite3_next_stmt(handle, stmt))
+                    {
+                        var sql = SQLitePCL.raw.sqlite3_sql(stmt).utf8_to_string() ?? "";
+                        var bytes = SQLitePCL.raw.sqlite3_stmt_status(stmt, 99 /* SQLITE_STMTSTATUS_MEMUSED */, 0);
+                        census.Statements.TryGetValue(sql, out var seen);
+                        census.Statements[sql] = (seen.Count + 1, seen.Bytes + bytes);
+                    }
+                    if (dumpDirectory is not null)
+                    {
+                        // The database's image page by page, free pages too (VACUUM INTO would compact it).
+                        var image = SQLitePCL.raw.sqlite3_serialize(handle, "main", out var size, 0);
+                        if (image != IntPtr.Zero)
+                        {
+                            try
+                            {
+                                var bytes = new byte[size];
+                                System.Runtime.InteropServices.Marshal.Copy(image, bytes, 0, (int)size);
+                                File.WriteAllBytes(System.IO.Path.Combine(dumpDirectory, $"{dumpTag}{n:D5}.db"), bytes);
+                            }
+                            finally
+                            {
+                                SQLitePCL.raw.sqlite3_free(image);
+                            }
+                        }
+                    }
+                    return 0;
+                });
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+        census.MemoryUsed = SQLitePCL.raw.sqlite3_memory_used();
+        census.MemoryHighwater = SQLitePCL.raw.sqlite3_memory_highwater(0);
+        return census;
+    }
+
+    /// <summary>What <see cref="Census"/> found.</summary>
+    public sealed class StoreCensus
+    {
+        public int Stores { get; set; }
+        public long Pages { get; set; }
+        public long FreePages { get; set; }
+        public long MemoryUsed { get; set; }
+        public long MemoryHighwater { get; set; }
+
+        /// <summary>Statements kept prepared, by text: on how many stores' connections, and their bytes in all.</summary>
+        public Dictionary<string, (int Count, long Bytes)> Statements { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Lines for a report: the totals per store, then each statement kept, most bytes first.</summary>
+        public IEnumerable<string> Describe(string when)
+        {
+            var per = Math.Max(1, Stores);
+            var kept = Statements.Values.Sum(v => (long)v.Count);
+            var keptBytes = Statements.Values.Sum(v => v.Bytes);
+            yield return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"SQLite census {when}: {Stores} stores; per store {(double)Pages / per:F1} pages of {PageSize} B ({(double)FreePages / per:F1} free), "
+                + $"{(double)kept / per:F2} statements kept ({keptBytes / 1024.0 / per:F1} KiB); sqlite3_memory_used {MemoryUsed / 1048576.0:F1} MiB (highwater {MemoryHighwater / 1048576.0:F1})");
+            foreach (var (sql, (count, bytes)) in Statements.OrderByDescending(s => s.Value.Bytes))
+            {
+                var text = System.Text.RegularExpressions.Regex.Replace(sql, @"\s+", " ");
+                yield return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"  kept on {count} stores, {bytes / 1024.0 / count:F1} KiB each: {(text.Length > 110 ? text[..110] + "…" : text)}");
+            }
         }
     }
 

@@ -43,6 +43,12 @@ internal sealed class SqliteStatement : IDisposable
     /// <summary>The statement's text.</summary>
     public string Sql { get; }
 
+    /// <summary>
+    /// Bytes SQLite holds for the statement (<c>SQLITE_STMTSTATUS_MEMUSED</c>): its compiled program, with those of the
+    /// triggers it fires once it has run.
+    /// </summary>
+    public int MemoryUsed => raw.sqlite3_stmt_status(_stmt, 99 /* SQLITE_STMTSTATUS_MEMUSED */, 0);
+
     /// <summary>Prepares <paramref name="sql"/> (exactly one statement) on <paramref name="connection"/>, which must be open.</summary>
     /// <exception cref="SqliteException">SQLite refused the statement.</exception>
     public static SqliteStatement Prepare(SqliteConnection connection, string sql)

@@ -127,4 +127,124 @@ public class PeerDatabaseTests
         Assert.That(File.Exists(db.Path + ".corrupt"), Is.True);
         Assert.That(db.Load(10, 8, 8, 8).Peers, Is.Empty);
     }
+
+    /// <summary>The protocols a peer of this release announces (17, ~360 bytes joined), as a simulated node's peer store holds them.</summary>
+    private static readonly string[] ReleaseProtocols =
+    [
+        "/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0", "/libp2p/autonat/2/dial-back", "/libp2p/autonat/2/dial-request",
+        "/libp2p/circuit/relay/0.2.0/stop", "/libp2p/dcutr", "/meshsub/1.0.0", "/meshsub/1.1.0", "/meshsub/1.2.0", "/perf/1.0.0",
+        "/potluck/ads/sample/1.0.0", "/potluck/chain/1.0.0", "/potluck/chain/1.1.0", "/potluck/chain/history/1.0.0",
+        "/potluck/chain/query/1.0.0", "/potluck/kad/1.0.0",
+    ];
+
+    [Test]
+    public void Save_StoresEachDistinctProtocolListOnce_AndLoadGivesEveryPeerItsOwn()
+    {
+        var random = new Random(5);
+        var peers = Enumerable.Range(0, 40).Select(i => Peer(random, 1000 + i, $"/memory/{i}") with { Protocols = ReleaseProtocols }).ToList();
+        peers.Add(Peer(random, 2000, "/memory/98")); // another list
+        peers.Add(Peer(random, 2001, "/memory/99") with { Protocols = [] });
+        peers.Add(Peer(random, 2002, "/memory/97") with { Protocols = ["", "/x/1", "bad\nid"] }); // the empty and newline ids are skipped, as a load skipped them
+        using (var db = PeerDatabase.Open(_dir))
+        {
+            db.Save(new PersistedState(peers, ["t"]));
+            db.Save(new PersistedState(peers, ["t"])); // written whole again: the lists numbered afresh
+        }
+        using var reopened = PeerDatabase.Open(_dir);
+        var state = reopened.Load(100, 8, 128, 64);
+        Assert.That(state.Peers, Has.Count.EqualTo(peers.Count));
+        foreach (var peer in peers)
+        {
+            var loaded = state.Peers.Single(p => p.Id == peer.Id);
+            Assert.That(loaded.Protocols, Is.EqualTo(peer.Protocols.Where(p => p.Length > 0 && !p.Contains('\n'))), peer.Addresses[0].ToString());
+            Assert.That(loaded.Addresses, Is.EqualTo(peer.Addresses));
+        }
+        Assert.That(state.Topics, Is.EqualTo(new[] { "t" }));
+        using var raw = new SqliteConnection($"Data Source={reopened.Path};Pooling=false");
+        raw.Open();
+        using var command = raw.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM peer_protocol_lists";
+        Assert.That(Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(3), "three distinct lists, each once");
+        command.CommandText = "SELECT max(length(protocols)) FROM peers";
+        Assert.That(Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.LessThanOrEqualTo(2), "a peer's cell holds a list's number");
+    }
+
+    [Test]
+    public void Load_ReadsAnOlderFilesInlineLists_AndTheNextSaveKeepsItsTables()
+    {
+        // A peers.db written before lists were shared: rowid tables, each peer's list inline.
+        Directory.CreateDirectory(_dir);
+        var path = Path.Combine(_dir, PeerDatabase.FileName);
+        var random = new Random(6);
+        var old = Peer(random, 7000, "/memory/5");
+        using (var connection = new SqliteConnection($"Data Source={path};Pooling=false"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = """
+                CREATE TABLE peers (peer_id TEXT PRIMARY KEY, addresses TEXT NOT NULL, protocols TEXT NOT NULL, last_seen INTEGER NOT NULL) STRICT;
+                CREATE TABLE topics (topic TEXT PRIMARY KEY) STRICT;
+                """ + $"INSERT INTO peers VALUES ('{old.Id}', '/memory/5', '/ipfs/id/1.0.0\n/potluck/kad/1.0.0', 7000); INSERT INTO topics VALUES ('t');";
+            command.ExecuteNonQuery();
+        }
+        using var db = PeerDatabase.Open(_dir);
+        Assert.That(db.RecoveredFromCorruption, Is.False);
+        var state = db.Load(100, 8, 128, 64);
+        Assert.That(state.Peers.Single().Protocols, Is.EqualTo(old.Protocols));
+        var added = Peer(random, 8000, "/memory/6") with { Protocols = ReleaseProtocols };
+        db.Save(new PersistedState([.. state.Peers, added], state.Topics));
+        var again = db.Load(100, 8, 128, 64);
+        Assert.That(again.Peers.Select(p => (p.Id, p.Protocols.Count)), Is.EqualTo(new[] { (added.Id, ReleaseProtocols.Length), (old.Id, 2) }));
+        Assert.That(again.Topics, Is.EqualTo(new[] { "t" }));
+    }
+
+    [Test]
+    public void Load_AListNumberMissingOrTooLong_GivesThePeerNoProtocols_AndNothingMore()
+    {
+        var random = new Random(7);
+        using var db = PeerDatabase.Open(_dir);
+        db.Save(PersistedState.Empty);
+        var missing = PrivateKey.FromRandom(random).PeerId;
+        var huge = PrivateKey.FromRandom(random).PeerId;
+        var digits = PrivateKey.FromRandom(random).PeerId;
+        using (var connection = new SqliteConnection($"Data Source={db.Path};Pooling=false"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = $"""
+                INSERT INTO peer_protocol_lists VALUES (2, '{new string('x', 1_000_000)}');
+                INSERT INTO peers VALUES ('{missing}', '/memory/1', char(10) || '1', 3);
+                INSERT INTO peers VALUES ('{huge}', '/memory/2', char(10) || '2', 2);
+                INSERT INTO peers VALUES ('{digits}', '/memory/3', char(10) || '{new string('9', 40)}', 1);
+                """;
+            command.ExecuteNonQuery();
+        }
+        var state = db.Load(100, 8, 128, 64);
+        Assert.That(state.Peers.Select(p => p.Id), Is.EqualTo(new[] { missing, huge, digits }));
+        Assert.That(state.Peers[0].Protocols, Is.Empty, "no such list");
+        Assert.That(state.Peers[1].Protocols, Is.Empty, "a list longer than the bound is not read");
+        Assert.That(state.Peers[2].Protocols, Is.EqualTo(new[] { new string('9', 40) }), "not a list number: read as an inline list");
+    }
+
+    [Test]
+    public void InMemory_FortyPeersOfOneRelease_TakeAFewPages()
+    {
+        // The stand-in's store holds the pages in memory (512 B each, ~800 B with SQLite's page headers): a simulated node's
+        // 40 peers of one release took ~50 pages when each row held its list inline with its key twice (table and index).
+        var random = new Random(8);
+        var path = Path.Combine(_dir, PeerDatabase.FileName);
+        using var keep = Potluck.Scheduler.Storage.SqliteMemory.Keep(path);
+        long PageCount()
+        {
+            using var command = keep.CreateCommand();
+            command.CommandText = "PRAGMA page_count";
+            return Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+        using var db = PeerDatabase.Open(_dir, inMemory: true);
+        var empty = PageCount();
+        db.Save(new PersistedState(Enumerable.Range(0, 40).Select(i => Peer(random, i, $"/memory/{i}") with { Protocols = ReleaseProtocols }).ToArray(), ["potluck/sim/probe"]));
+        var used = PageCount() - empty;
+        Assert.That(used, Is.LessThanOrEqualTo(10), $"pages for 40 peers: {used} (the empty schema {empty})");
+        Assert.That(db.Load(100, 8, 128, 64).Peers.Select(p => p.Protocols), Has.All.EqualTo(ReleaseProtocols));
+    }
 }
