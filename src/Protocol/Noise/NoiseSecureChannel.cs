@@ -40,7 +40,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         _receive = receive;
         _logger = logger;
         RemotePublicKey = remote.Key;
-        RemotePeer = remote.Peer;
+        RemotePeer = runtime.SharedValues.Share(remote.Peer); // the id's bytes as other nodes of this process hold them (a simulation's)
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
         var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);

@@ -27,6 +27,7 @@ public sealed class SharedValues
     private readonly Lock _gate = new();
     private readonly WeakShareTable<Multiaddr>? _addresses;
     private readonly WeakShareTable<byte[]>? _peerIds;
+    private readonly WeakShareTable<byte[]>? _addressBytes;
 
     private SharedValues(bool enabled)
     {
@@ -35,6 +36,7 @@ public sealed class SharedValues
         {
             _addresses = new WeakShareTable<Multiaddr>(EqualityComparer<Multiaddr>.Default);
             _peerIds = new WeakShareTable<byte[]>(ByteContent.Instance);
+            _addressBytes = new WeakShareTable<byte[]>(ByteContent.Instance);
         }
     }
 
@@ -66,6 +68,12 @@ public sealed class SharedValues
     }
 
     /// <summary>
+    /// The array equal to <paramref name="bytes"/> (a binary multiaddr a peer store keeps) that a node of this process holds,
+    /// else <paramref name="bytes"/> (kept from now on). The caller never writes into either.
+    /// </summary>
+    public byte[] ShareAddressBytes(byte[] bytes) => _addressBytes is null ? bytes : _addressBytes.Share(bytes);
+
+    /// <summary>
     /// The table for values of type <typeparamref name="T"/>, equal by <paramref name="comparer"/> (by content; the first
     /// caller's comparer is the table's); null for <see cref="None"/>. The caller promises the values are immutable.
     /// </summary>
@@ -91,11 +99,15 @@ public sealed class SharedValues
     /// <summary>Distinct peer ids tracked now (live or not yet swept).</summary>
     public int PeerIdCount => _peerIds?.Count ?? 0;
 
+    /// <summary>Distinct binary addresses of peer stores tracked now (live or not yet swept).</summary>
+    public int AddressBytesCount => _addressBytes?.Count ?? 0;
+
     /// <summary>Sweeps every table now (tests).</summary>
     public void Sweep()
     {
         _addresses?.Sweep();
         _peerIds?.Sweep();
+        _addressBytes?.Sweep();
         lock (_gate)
         {
             foreach (var table in _tables.Values)

@@ -119,6 +119,7 @@ public class AdvertisementSharingTests
         Assert.That(table.Count, Is.EqualTo(1), "only sequence 2, which the books hold");
         Assert.That(books.Select(b => b.Get(key.PeerId, T0)).Distinct().Count(), Is.EqualTo(1));
         Assert.That(books[0].Get(key.PeerId, T0)!.Ad.Sequence, Is.EqualTo(2UL));
+        GC.KeepAlive(books);
     }
 
     /// <summary>
@@ -155,6 +156,7 @@ public class AdvertisementSharingTests
         var held = books.SelectMany(b => b.Live(T0)).Distinct().Count();
         Assert.That(held, Is.InRange(16, 32));
         Assert.That(table.Count, Is.EqualTo(held), "exactly the advertisements the books hold");
+        GC.KeepAlive(books);
     }
 
     private static void AddToAll(AdvertisementBook[] books, byte[] envelope)
