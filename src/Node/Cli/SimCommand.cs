@@ -76,7 +76,7 @@ internal sealed class SimCommand : PotluckCommand
         "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), shared-counters (one set of metrics counters for all nodes), or all; default none (every node complete). The report lists what stood in");
 
     public Option<bool> NoSharedValues { get; } = CliOptions.Flag("--no-shared-values",
-        "every node keeps its own copy of every decoded value (by default the nodes keep one instance of equal advertisements, peer ids and addresses: memory only, every node still checks every signature; the report says which)");
+        "every node keeps its own copy of every decoded value (by default the nodes keep one instance of equal advertisements, peer ids, public keys and addresses: memory only, every node still checks every signature; the report says which)");
 
     public Option<int?> MaxConnections { get; } = CliOptions.Int("--max-connections", "n",
         "connections each node keeps (trimmed back to 3/4 above it; inbound refused above twice it); default the daemon's (trim above 320). Big meshes need it: each connection costs memory", 16, 100_000);

@@ -136,7 +136,7 @@ public sealed record MeshOptions
 
     /// <summary>
     /// Whether the nodes keep one instance of equal immutable decoded values (<see cref="Potluck.Protocol.Runtime.SharedValues"/>:
-    /// advertisements, peer ids' bytes, addresses) instead of a copy each. Not a stand-in: every node still decodes and checks
+    /// advertisements, peer ids' bytes, public keys, addresses) instead of a copy each. Not a stand-in: every node still decodes and checks
     /// all it did (every signature), and nothing it decides changes; only memory does. A report says whether it is on.
     /// Default true.
     /// </summary>

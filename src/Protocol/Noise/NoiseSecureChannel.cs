@@ -39,7 +39,7 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         _send = send;
         _receive = receive;
         _logger = logger;
-        RemotePublicKey = remote.Key;
+        RemotePublicKey = runtime.SharedValues.Share(remote.Key);
         RemotePeer = runtime.SharedValues.Share(remote.Peer); // the id's bytes as other nodes of this process hold them (a simulation's)
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);

@@ -18,8 +18,9 @@ namespace Potluck.Protocol.Runtime;
 /// so it holds at most about twice the values nodes hold (what their own caps bound), whatever a remote sends.
 /// Thread-safe (one lock per table: a mesh's nodes run on one event loop, but sandbox runs and escapes use other threads).</para>
 /// <para>Only truly immutable values may be shared: <see cref="Multiaddr"/> (its lazy caches are idempotent), the
-/// bytes of a <see cref="PeerId"/> (never handed out: <see cref="PeerId.ToBytes"/> copies), and values of the callers'
-/// own types that they declare immutable.</para>
+/// bytes of a <see cref="PeerId"/> (never handed out: <see cref="PeerId.ToBytes"/> copies), a <see cref="PublicKey"/>
+/// (<see cref="PublicKey.Data"/> copies; its verifier is made once, thread-safe), and values of the callers' own types
+/// that they declare immutable.</para>
 /// </summary>
 public sealed class SharedValues
 {
@@ -28,6 +29,7 @@ public sealed class SharedValues
     private readonly WeakShareTable<Multiaddr>? _addresses;
     private readonly WeakShareTable<byte[]>? _peerIds;
     private readonly WeakShareTable<byte[]>? _addressBytes;
+    private readonly WeakShareTable<PublicKey>? _keys;
 
     private SharedValues(bool enabled)
     {
@@ -37,6 +39,7 @@ public sealed class SharedValues
             _addresses = new WeakShareTable<Multiaddr>(EqualityComparer<Multiaddr>.Default);
             _peerIds = new WeakShareTable<byte[]>(ByteContent.Instance);
             _addressBytes = new WeakShareTable<byte[]>(ByteContent.Instance);
+            _keys = new WeakShareTable<PublicKey>(EqualityComparer<PublicKey>.Default);
         }
     }
 
@@ -51,7 +54,7 @@ public sealed class SharedValues
 
     /// <summary>What a report calls it when it is on.</summary>
     public const string ReportName =
-        "shared immutable values (nodes keep one instance of equal decoded advertisements, peer ids and addresses; every node still decodes and checks all it did)";
+        "shared immutable values (nodes keep one instance of equal decoded advertisements, peer ids, public keys and addresses; every node still decodes and checks all it did)";
 
     /// <summary>The instance equal to <paramref name="address"/> that a node of this process holds, else <paramref name="address"/> (kept from now on).</summary>
     public Multiaddr Share(Multiaddr address) => _addresses is null ? address : _addresses.Share(address);
@@ -66,6 +69,12 @@ public sealed class SharedValues
         var shared = _peerIds.Share(bytes);
         return ReferenceEquals(shared, bytes) ? peer : PeerId.FromSharedArray(shared);
     }
+
+    /// <summary>
+    /// The key equal to <paramref name="key"/> (type and bytes) that a node of this process holds, else <paramref name="key"/>.
+    /// A key is immutable (its bytes are never handed out; its verifier is made once, thread-safe).
+    /// </summary>
+    public PublicKey Share(PublicKey key) => _keys is null ? key : _keys.Share(key);
 
     /// <summary>
     /// The array equal to <paramref name="bytes"/> (a binary multiaddr a peer store keeps) that a node of this process holds,
@@ -99,6 +108,9 @@ public sealed class SharedValues
     /// <summary>Distinct peer ids tracked now (live or not yet swept).</summary>
     public int PeerIdCount => _peerIds?.Count ?? 0;
 
+    /// <summary>Distinct public keys tracked now (live or not yet swept).</summary>
+    public int KeyCount => _keys?.Count ?? 0;
+
     /// <summary>Distinct binary addresses of peer stores tracked now (live or not yet swept).</summary>
     public int AddressBytesCount => _addressBytes?.Count ?? 0;
 
@@ -108,6 +120,7 @@ public sealed class SharedValues
         _addresses?.Sweep();
         _peerIds?.Sweep();
         _addressBytes?.Sweep();
+        _keys?.Sweep();
         lock (_gate)
         {
             foreach (var table in _tables.Values)

@@ -56,6 +56,7 @@ public sealed class PlaintextSimSecurity : ISecurityProtocol
                 remote = await ReadKeyAsync(insecure.Input, ct);
                 await WriteKeyAsync(insecure.Output, ct);
             }
+            remote = _shared.Share(remote); // the key and id as other nodes of this process hold them (a simulation's)
             var peer = _shared.Share(remote.ToPeerId());
             if (expectedRemote is { IsEmpty: false } expected && expected != peer)
             {

@@ -47,6 +47,25 @@ public class SharedValuesTests
         Assert.That(shared.Share(default(PeerId)).IsEmpty, "an empty id stays empty");
     }
 
+    /// <summary>A key is shared only because it is immutable: its bytes come out as a copy, so no holder can change another's.</summary>
+    [Test]
+    public void Share_TwoKeysDecodedApart_GiveTheFirstInstance_WhoseBytesNoOneCanChange()
+    {
+        var shared = SharedValues.Create();
+        var encoded = PrivateKey.FromRandom(new Random(4)).PublicKey.ToProtobuf();
+        Assert.That(PublicKey.TryFromProtobuf(encoded, out var first));
+        Assert.That(PublicKey.TryFromProtobuf(encoded, out var second));
+        Assert.That(second, Is.Not.SameAs(first));
+
+        Assert.That(shared.Share(first), Is.SameAs(first));
+        Assert.That(shared.Share(second), Is.SameAs(first));
+        var bytes = first.Data;
+        bytes[0] ^= 0xFF;
+        Assert.That(first.Data, Is.Not.EqualTo(bytes), "Data is a copy");
+        Assert.That(first.ToProtobuf(), Is.EqualTo(encoded), "the shared key unchanged");
+        Assert.That(shared.KeyCount, Is.EqualTo(1));
+    }
+
     [Test]
     public void None_SharesNothing()
     {
