@@ -1248,6 +1248,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _trace.Dispose();
         _sharedSandbox?.Dispose();
         _sharedCounters?.Dispose();
+        _sharedValues.Dispose(); // frees the tables' GC handles (None: nothing)
         foreach (var keeper in _memoryKeepers.Concat(_downKeepers.Values.SelectMany(k => k)))
         {
             keeper.Dispose();

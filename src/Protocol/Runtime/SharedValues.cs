@@ -22,7 +22,7 @@ namespace Potluck.Protocol.Runtime;
 /// (<see cref="PublicKey.Data"/> copies; its verifier is made once, thread-safe), and values of the callers' own types
 /// that they declare immutable.</para>
 /// </summary>
-public sealed class SharedValues
+public sealed class SharedValues : IDisposable
 {
     private readonly Dictionary<Type, object> _tables = [];
     private readonly Lock _gate = new();
@@ -114,6 +114,25 @@ public sealed class SharedValues
     /// <summary>Distinct binary addresses of peer stores tracked now (live or not yet swept).</summary>
     public int AddressBytesCount => _addressBytes?.Count ?? 0;
 
+    /// <summary>
+    /// Frees every table's GC handles (the mesh that owns this one is done with it); from then on every value is returned
+    /// as it is. <see cref="None"/>: nothing to free.
+    /// </summary>
+    public void Dispose()
+    {
+        _addresses?.Clear();
+        _peerIds?.Clear();
+        _addressBytes?.Clear();
+        _keys?.Clear();
+        lock (_gate)
+        {
+            foreach (var table in _tables.Values)
+            {
+                ((ISweepable)table).Clear();
+            }
+        }
+    }
+
     /// <summary>Sweeps every table now (tests).</summary>
     public void Sweep()
     {
@@ -133,6 +152,8 @@ public sealed class SharedValues
     internal interface ISweepable
     {
         void Sweep();
+
+        void Clear();
     }
 }
 
@@ -153,6 +174,7 @@ public sealed class WeakShareTable<T> : SharedValues.ISweepable where T : class
     private readonly Lock _gate = new();
     private int _count;
     private int _sweepAt = MinSweepAt;
+    private bool _cleared;
 
     internal WeakShareTable(IEqualityComparer<T> comparer) => _comparer = comparer;
 
@@ -177,6 +199,10 @@ public sealed class WeakShareTable<T> : SharedValues.ISweepable where T : class
         var hash = _comparer.GetHashCode(value);
         lock (_gate)
         {
+            if (_cleared)
+            {
+                return value;
+            }
             ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(_slots, hash, out var exists);
             if (exists)
             {
@@ -205,6 +231,25 @@ public sealed class WeakShareTable<T> : SharedValues.ISweepable where T : class
                 SweepLocked();
             }
             return value;
+        }
+    }
+
+    /// <summary>Frees every handle and keeps nothing from now on (<see cref="SharedValues.Dispose"/>).</summary>
+    public void Clear()
+    {
+        lock (_gate)
+        {
+            foreach (var slot in _slots.Values)
+            {
+                slot.First.Dispose();
+                foreach (var handle in slot.More ?? [])
+                {
+                    handle.Dispose();
+                }
+            }
+            _slots.Clear();
+            _count = 0;
+            _cleared = true;
         }
     }
 

@@ -66,6 +66,21 @@ public class SharedValuesTests
         Assert.That(shared.KeyCount, Is.EqualTo(1));
     }
 
+    /// <summary>A mesh that ends frees its tables' handles; anything shared afterwards comes back as it is.</summary>
+    [Test]
+    public void Dispose_FreesEveryEntry_AndSharesNothingAfterwards()
+    {
+        var shared = SharedValues.Create();
+        var first = shared.Share(Multiaddr.FromBytes(Address));
+        Assert.That(shared.AddressCount, Is.EqualTo(1));
+        shared.Dispose();
+        Assert.That(shared.AddressCount, Is.Zero);
+        var second = Multiaddr.FromBytes(Address);
+        Assert.That(shared.Share(second), Is.SameAs(second));
+        Assert.That(shared.AddressCount, Is.Zero);
+        GC.KeepAlive(first);
+    }
+
     [Test]
     public void None_SharesNothing()
     {
