@@ -30,6 +30,7 @@ internal sealed class SimCommand : PotluckCommand
         Options.Add(LatencyMs);
         Options.Add(Loss);
         Options.Add(StandIns);
+        Options.Add(NoSharedValues);
         Options.Add(MaxConnections);
         Options.Add(JoinOver);
         Options.Add(Slowest);
@@ -74,6 +75,9 @@ internal sealed class SimCommand : PotluckCommand
 
     public Option<string> StandIns { get; } = CliOptions.Text("--stand-ins", "list",
         "cheaper parts for scale, comma-separated: plaintext (plaintext-sim security instead of Noise), shared-sandbox (one Wasmtime engine and module cache for all nodes), memory-store (in-memory SQLite ledgers), shared-counters (one set of metrics counters for all nodes), or all; default none (every node complete). The report lists what stood in");
+
+    public Option<bool> NoSharedValues { get; } = CliOptions.Flag("--no-shared-values",
+        "every node keeps its own copy of every decoded value (by default the nodes keep one instance of equal advertisements, peer ids, public keys and addresses: memory only, every node still checks every signature; the report says which)");
 
     public Option<int?> MaxConnections { get; } = CliOptions.Int("--max-connections", "n",
         "connections each node keeps (trimmed back to 3/4 above it; inbound refused above twice it); default the daemon's (trim above 320). Big meshes need it: each connection costs memory", 16, 100_000);
@@ -149,6 +153,7 @@ internal sealed class SimCommand : PotluckCommand
                 Adversary = adversary,
                 CheatRate = Get(CheatRate, "cheat-rate", e => (double?)e.GetDouble()) ?? 0.2,
                 StandIns = ParseStandIns(Get(StandIns, "stand-ins", e => e.GetString()!)),
+                ShareValues = !Get(NoSharedValues, "no-shared-values", e => e.GetBoolean()),
                 MaxConnectionsPerNode = Get(MaxConnections, "max-connections", e => (int?)e.GetInt32()),
                 JoinOver = Get(JoinOver, "join-over", e => (double?)e.GetDouble()) is { } joinOver ? TimeSpan.FromSeconds(joinOver) : null,
                 Network = new NetworkModel

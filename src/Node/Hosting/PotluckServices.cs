@@ -69,7 +69,7 @@ internal static class PotluckServices
                 Yamux = options.Yamux,
                 Multistream = options.Multistream,
                 SwarmKey = sp.GetRequiredService<NodeSwarmKey>().Key,
-                Security = setup.StandIns.PlaintextSecurity ? key => new PlaintextSimSecurity(key.PublicKey) : null,
+                Security = setup.StandIns.PlaintextSecurity ? key => new PlaintextSimSecurity(key.PublicKey, setup.Runtime.SharedValues) : null,
             };
             var host = Libp2pHost.Create(sp.GetRequiredService<PrivateKey>(), sp.GetRequiredService<IReadOnlyList<ITransport>>(), settings,
                 setup.Runtime, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<ProtocolInstruments>());

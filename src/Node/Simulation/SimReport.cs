@@ -118,6 +118,12 @@ public sealed record SimReport
     /// <summary>What stands in for real parts in this run (none: every node runs real crypto, real ledgers and real sandbox runs).</summary>
     public required IReadOnlyList<string> StandIns { get; init; }
 
+    /// <summary>
+    /// Whether the nodes kept one instance of equal immutable decoded values (<see cref="MeshOptions.ShareValues"/>): not a
+    /// stand-in (every node decodes and checks all it did), but what memory figures were measured with.
+    /// </summary>
+    public bool SharedValues { get; init; }
+
     /// <summary>The slowest tasks (as many as <see cref="SimScenario.SlowestTasks"/>), slowest first, each with its timeline.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public IReadOnlyList<SlowTask>? Slowest { get; init; }
@@ -424,6 +430,7 @@ public sealed record SimReport
             PeakRssMib = peak,
             RssPerNodeKib = peak * 1024 / mesh.Nodes.Count,
             StandIns = mesh.StandIns,
+            SharedValues = mesh.SharedValues.Enabled,
             LatencySamplesMs = latencies,
             Slowest = s.SlowestTasks > 0 ? SlowestOf(tasks, s.SlowestTasks) : null,
             ProviderPoints = points,
@@ -519,6 +526,7 @@ public sealed record SimReport
             }
         }
         Line($"stand-ins: {(StandIns.Count == 0 ? "none (real Noise, Ed25519, SQLite ledgers, Wasmtime runs)" : string.Join("; ", StandIns))}");
+        Line($"shared values: {(SharedValues ? "on (" + Potluck.Protocol.Runtime.SharedValues.ReportName + ")" : "off (every node keeps its own copy of every decoded value)")}");
         return b.ToString();
     }
 }

@@ -135,6 +135,14 @@ public sealed record MeshOptions
     public MeshStandIns StandIns { get; init; } = new();
 
     /// <summary>
+    /// Whether the nodes keep one instance of equal immutable decoded values (<see cref="Potluck.Protocol.Runtime.SharedValues"/>:
+    /// advertisements, peer ids' bytes, public keys, addresses) instead of a copy each. Not a stand-in: every node still decodes and checks
+    /// all it did (every signature), and nothing it decides changes; only memory does. A report says whether it is on.
+    /// Default true.
+    /// </summary>
+    public bool ShareValues { get; init; } = true;
+
+    /// <summary>
     /// Connections each node keeps (its host's high watermark; trimmed back to three quarters of it; inbound ones past
     /// twice it are refused). Each costs a few KiB, and a daemon's default (trim above 320) lets a node of a big mesh hold
     /// hundreds. Null (the default) keeps the daemon's limits; at least 16.
@@ -357,6 +365,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly NodeStandIns _standIns;
     private readonly WasmSandbox? _sharedSandbox;
     private readonly SharedMeterFactory? _sharedCounters;
+    private readonly SharedValues _sharedValues;
     private long _traceLines;
     private bool _disposed;
 
@@ -377,6 +386,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
                 NullLogger<WasmSandbox>.Instance);
         }
         _sharedCounters = standIns.SharedCounters ? new SharedMeterFactory() : null;
+        _sharedValues = options.ShareValues ? SharedValues.Create() : SharedValues.None;
         _standIns = new NodeStandIns
         {
             PlaintextSecurity = standIns.PlaintextSecurity,
@@ -391,6 +401,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
 
     /// <summary>What stands in for real parts in this mesh, one phrase each (empty: every node is complete).</summary>
     public IReadOnlyList<string> StandIns => _standIns.Names;
+
+    /// <summary>The immutable values this mesh's nodes share (<see cref="SharedValues.None"/> when <see cref="MeshOptions.ShareValues"/> is off).</summary>
+    public SharedValues SharedValues => _sharedValues;
 
     public MeshOptions Options => _options;
 
@@ -824,7 +837,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         var incarnation = node.Restarts;
         var builder = PotluckNode.CreateBuilder()
             .UseSimulatedNetwork(Network)
-            .UseRuntime(_driver.CreateRuntime(node.Seed + incarnation))
+            .UseRuntime(_driver.CreateRuntime(node.Seed + incarnation).WithSharedValues(_sharedValues))
             .UseKey(node.Key)
             .UseLoggerFactory(_options.Loggers ?? NullLoggerFactory.Instance)
             .UseStandIns(_standIns)
@@ -1236,6 +1249,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         _trace.Dispose();
         _sharedSandbox?.Dispose();
         _sharedCounters?.Dispose();
+        _sharedValues.Dispose(); // frees the tables' GC handles (None: nothing)
         foreach (var keeper in _memoryKeepers.Concat(_downKeepers.Values.SelectMany(k => k)))
         {
             keeper.Dispose();

@@ -136,7 +136,7 @@ public sealed partial class DcutrService : IAsyncDisposable
                     _observedBy.Remove(oldest);
                 }
             }
-            _observedBy[result.Peer] = observed.WithoutPeer();
+            _observedBy[result.Peer] = _runtime.SharedValues.Share(observed.WithoutPeer());
         }
     }
 

@@ -86,7 +86,7 @@ public sealed partial class Libp2pHost : IHost
         // Every connection's muxer memory is reserved in its peer's, address's and subnet's scopes (the resource manager's).
         _upgrader = new ConnectionUpgrader(security, muxer, swarmKey, multistream, earlyMuxers ?? [], runtime, _log, _instruments,
             (peer, remote) => _resources!.MemoryFor(peer, remote));
-        Peers = _peerStore = new PeerStore(options.PeerStore, _time);
+        Peers = _peerStore = new PeerStore(options.PeerStore, _time, runtime.SharedValues);
         _resources = resources ?? new ResourceManager(options, _time);
         _connections = new ConnectionManager(options, runtime, _log, _resources, p => Peers.Get(p) is { Protocols.Count: > 0 });
         Budgets = new PeerBudgets(options.Budgets, _time);

@@ -143,11 +143,19 @@ public sealed class PeerStore : IPeerStore
     private long _evicted;
     private int _trimming;
 
-    public PeerStore(PeerStoreOptions options, TimeProvider time)
+    /// <summary>Where the ids and address bytes other nodes of this process hold are found (a simulated mesh's); <see cref="SharedValues.None"/> otherwise.</summary>
+    private readonly SharedValues _shared;
+
+    /// <param name="shared">
+    /// Values shared with the other nodes of this process (<see cref="NodeRuntime.SharedValues"/>): a peer's id and each
+    /// address are kept as the instance another node's store holds, if any. Null: <see cref="SharedValues.None"/>.
+    /// </param>
+    public PeerStore(PeerStoreOptions options, TimeProvider time, SharedValues? shared = null)
     {
         options.Validate();
         _options = options;
         _time = time;
+        _shared = shared ?? SharedValues.None;
         _nextSweep = time.GetUtcNow() + SweepInterval;
     }
 
@@ -267,7 +275,7 @@ public sealed class PeerStore : IPeerStore
                     existing.Expires = existing.Expires > expires ? existing.Expires : expires;
                     continue;
                 }
-                e.Add(new AddressEntry(bytes.ToArray(), source, now, expires, permanent));
+                e.Add(new AddressEntry(_shared.ShareAddressBytes(bytes.ToArray()), source, now, expires, permanent));
                 changed = true;
                 if (e.Addresses.Length > _options.MaxAddressesPerPeer)
                 {
@@ -442,7 +450,7 @@ public sealed class PeerStore : IPeerStore
         if (!_peers.TryGetValue(peer, out var e))
         {
             e = new Entry { LastSeen = Ticks(_time.GetUtcNow()) };
-            _peers[peer] = e;
+            _peers[_shared.Share(peer)] = e;
         }
         return e;
     }

@@ -238,10 +238,10 @@ public sealed partial class IdentifyService : IAsyncDisposable
         {
             if (Multiaddr.TryFromBytes(raw.Span, out var a))
             {
-                addresses.Add(a.WithoutPeer());
+                addresses.Add(_runtime.SharedValues.Share(a.WithoutPeer())); // the peer's addresses, as every node connected to it holds them
             }
         }
-        Multiaddr? observed = message.HasObservedAddr && Multiaddr.TryFromBytes(message.ObservedAddr.Span, out var o) ? o : null;
+        Multiaddr? observed = message.HasObservedAddr && Multiaddr.TryFromBytes(message.ObservedAddr.Span, out var o) ? _runtime.SharedValues.Share(o) : null;
         var protocols = _protocolLists.Intern(_strings.InternAll(message.Protocols)); // one array per distinct list, not per peer
         var agentVersion = message.HasAgentVersion ? _strings.Intern(message.AgentVersion) : null;
         var protocolVersion = message.HasProtocolVersion ? _strings.Intern(message.ProtocolVersion) : null;

@@ -28,6 +28,12 @@ public readonly struct PeerId : IEquatable<PeerId>, IComparable<PeerId>
 
     public bool IsEmpty => _bytes is null;
 
+    /// <summary>The id's own array, for <see cref="Runtime.SharedValues"/> only (never written to, never handed out).</summary>
+    internal byte[]? SharedArray => _bytes;
+
+    /// <summary>An id over an array <see cref="Runtime.SharedValues"/> holds (one a valid id was built over).</summary>
+    internal static PeerId FromSharedArray(byte[] bytes) => new(bytes);
+
     public byte[] ToBytes() => (byte[])(_bytes ?? []).Clone();
 
     public static PeerId FromPublicKey(PublicKey key)

@@ -179,7 +179,7 @@ public sealed class PrivateKey : ISigner
         {
             throw new CryptographicException("the Ed25519 seed could not be exported");
         }
-        PublicKey.Data.CopyTo(data, SeedLength);
+        PublicKey.Span.CopyTo(data.AsSpan(SeedLength));
         var encoded = KeyProtobuf.Encode(KeyType.Ed25519, data);
         CryptographicOperations.ZeroMemory(data);
         return encoded;
@@ -220,7 +220,7 @@ public sealed class PrivateKey : ISigner
         var candidate = FromSeed(data[..32]);
         for (var offset = 32; offset < data.Length; offset += 32)
         {
-            if (!candidate.PublicKey.Data.AsSpan().SequenceEqual(data.Slice(offset, 32)))
+            if (!candidate.PublicKey.Span.SequenceEqual(data.Slice(offset, 32)))
             {
                 return false;
             }

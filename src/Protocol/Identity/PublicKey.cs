@@ -63,14 +63,23 @@ public sealed class PublicKey : IEquatable<PublicKey>
     private PublicKey(KeyType type, byte[] data, object? verifier)
     {
         Type = type;
-        Data = data;
+        _data = data;
         _verifier = verifier;
     }
 
     public KeyType Type { get; }
 
-    /// <summary>The key's own bytes (field 2): raw for Ed25519, compressed point for secp256k1, PKIX DER otherwise.</summary>
-    public byte[] Data { get; }
+    /// <summary>The key's own bytes, never written to or handed out: a key is immutable, so the nodes of a simulation may share one (<see cref="Runtime.SharedValues"/>).</summary>
+    private readonly byte[] _data;
+
+    /// <summary>
+    /// The key's own bytes (field 2): raw for Ed25519, compressed point for secp256k1, PKIX DER otherwise; a fresh copy the
+    /// caller may keep or change (<see cref="Span"/> reads them without one).
+    /// </summary>
+    public byte[] Data => (byte[])_data.Clone();
+
+    /// <summary>The key's own bytes, read-only, without a copy.</summary>
+    public ReadOnlySpan<byte> Span => _data;
 
     /// <summary>The length of an Ed25519 public key and of the encoding of any Ed25519 point.</summary>
     internal const int Ed25519Length = 32;
@@ -196,7 +205,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     public static PublicKey FromProtobuf(ReadOnlySpan<byte> encoded) =>
         TryFromProtobuf(encoded, out var key) ? key : throw new FormatException("invalid libp2p PublicKey protobuf");
 
-    public byte[] ToProtobuf() => KeyProtobuf.Encode(Type, Data);
+    public byte[] ToProtobuf() => KeyProtobuf.Encode(Type, _data);
 
     public PeerId ToPeerId() => PeerId.FromPublicKey(this);
 
@@ -261,7 +270,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
         {
             return key;
         }
-        key = NSecPublicKey.Import(SignatureAlgorithm.Ed25519, Data, KeyBlobFormat.RawPublicKey);
+        key = NSecPublicKey.Import(SignatureAlgorithm.Ed25519, _data, KeyBlobFormat.RawPublicKey);
         return Interlocked.CompareExchange(ref _verifier, key, null) as NSecPublicKey ?? key;
     }
 
@@ -306,7 +315,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     internal static bool IsCanonicalEd25519Encoding(ReadOnlySpan<byte> point) =>
         (point[31] & 0x7f) != 0x7f || point[1..31].IndexOfAnyExcept((byte)0xff) >= 0 || point[0] < 0xed;
 
-    public bool Equals(PublicKey? other) => other is not null && other.Type == Type && other.Data.AsSpan().SequenceEqual(Data);
+    public bool Equals(PublicKey? other) => other is not null && other.Type == Type && other._data.AsSpan().SequenceEqual(_data);
 
     public override bool Equals(object? obj) => Equals(obj as PublicKey);
 
@@ -314,7 +323,7 @@ public sealed class PublicKey : IEquatable<PublicKey>
     {
         var h = new HashCode();
         h.Add(Type);
-        h.AddBytes(Data);
+        h.AddBytes(_data);
         return h.ToHashCode();
     }
 }

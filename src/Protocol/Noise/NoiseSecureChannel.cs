@@ -39,8 +39,8 @@ internal sealed class NoiseSecureChannel : ISecureChannel
         _send = send;
         _receive = receive;
         _logger = logger;
-        RemotePublicKey = remote.Key;
-        RemotePeer = remote.Peer;
+        RemotePublicKey = runtime.SharedValues.Share(remote.Key);
+        RemotePeer = runtime.SharedValues.Share(remote.Peer); // the id's bytes as other nodes of this process hold them (a simulation's)
         RemoteEarlyMuxers = remote.EarlyMuxers;
         var inboundLimit = Math.Max(options.MaxBufferedInbound, 2 * NoiseFrame.MaxMessageLength);
         var outboundLimit = Math.Max(options.MaxBufferedOutbound, 2 * NoiseFrame.MaxMessageLength);

@@ -17,8 +17,10 @@ public sealed class NodeRuntime
 {
     private readonly EventLoop? _loop;
 
-    private NodeRuntime(TimeProvider time, TaskScheduler scheduler, PipeScheduler pipes, ISecureRandom secure, long? seed, EventLoop? loop)
+    private NodeRuntime(TimeProvider time, TaskScheduler scheduler, PipeScheduler pipes, ISecureRandom secure, long? seed, EventLoop? loop,
+        SharedValues? shared = null)
     {
+        SharedValues = shared ?? SharedValues.None;
         Time = time;
         Scheduler = scheduler;
         PipeScheduler = pipes;
@@ -40,6 +42,16 @@ public sealed class NodeRuntime
     /// <summary>A simulated node: everything on <paramref name="loop"/> and <paramref name="clock"/>, all randomness from <paramref name="seed"/>.</summary>
     public static NodeRuntime Simulated(VirtualClock clock, EventLoop loop, long seed) =>
         new(clock, loop.TaskScheduler, loop.PipeScheduler, new SeededSecureRandom(seed, "potluck/secure"), seed, loop);
+
+    /// <summary>
+    /// Immutable decoded values this node shares with the other nodes of its process (a simulated mesh's, given by
+    /// <see cref="WithSharedValues"/>); <see cref="Runtime.SharedValues.None"/> (nothing shared) otherwise.
+    /// </summary>
+    public SharedValues SharedValues { get; }
+
+    /// <summary>This runtime, its nodes keeping the instances of <paramref name="shared"/> (a simulated mesh's nodes).</summary>
+    public NodeRuntime WithSharedValues(SharedValues shared) =>
+        new(Time, Scheduler, PipeScheduler, SecureRandom, Seed, _loop, shared);
 
     /// <summary>The clock every component runs on.</summary>
     public TimeProvider Time { get; }

@@ -28,11 +28,14 @@ public sealed class PlaintextSimSecurity : ISecurityProtocol
     public const string StandInName = "plaintext-sim security (public keys exchanged in the clear, no Noise handshake, no encryption)";
 
     private readonly byte[] _localKey;
+    private readonly SharedValues _shared;
 
-    public PlaintextSimSecurity(PublicKey local)
+    /// <param name="shared">Values shared with the other nodes of this process (the remote's id kept as their instance); null: none.</param>
+    public PlaintextSimSecurity(PublicKey local, SharedValues? shared = null)
     {
         ArgumentNullException.ThrowIfNull(local);
         _localKey = local.ToProtobuf();
+        _shared = shared ?? SharedValues.None;
     }
 
     public string ProtocolId => Id;
@@ -53,7 +56,8 @@ public sealed class PlaintextSimSecurity : ISecurityProtocol
                 remote = await ReadKeyAsync(insecure.Input, ct);
                 await WriteKeyAsync(insecure.Output, ct);
             }
-            var peer = remote.ToPeerId();
+            remote = _shared.Share(remote); // the key and id as other nodes of this process hold them (a simulation's)
+            var peer = _shared.Share(remote.ToPeerId());
             if (expectedRemote is { IsEmpty: false } expected && expected != peer)
             {
                 throw new ProtocolViolationException(Id, $"expected peer {expected}, the remote claimed {peer}", ViolationCode.WrongPeer, BlastRadius.Connection);

@@ -1,4 +1,5 @@
 using Potluck.Protocol.Identity;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Scheduler.Advertising;
 
@@ -36,14 +37,27 @@ public sealed class AdvertisementBook
     /// <summary>Providers found unreachable, with the sequence held then and when (only held providers: bounded by the book).</summary>
     private readonly Dictionary<PeerId, (ulong Sequence, DateTimeOffset Since)> _unreachable = [];
 
+    /// <summary>Where the instances other nodes of this process hold are found (a simulated mesh's); null: keep our own.</summary>
+    private readonly WeakShareTable<VerifiedAdvertisement>? _shared;
+
     /// <param name="standing">This node's view of a provider (reputation); null: everyone is a stranger.</param>
     /// <param name="random">The node's seeded protocol randomness for choosing which stranger makes way; null: seed 0.</param>
-    public AdvertisementBook(AdvertisementOptions options, Func<PeerId, ProviderStanding>? standing = null, Random? random = null)
+    /// <param name="shared">
+    /// The values this node shares with the other nodes of its process (<see cref="NodeRuntime.SharedValues"/>): an accepted
+    /// advertisement equal by content to one another node's book holds is kept as that instance. Null or
+    /// <see cref="SharedValues.None"/>: every book keeps its own.
+    /// </param>
+    public AdvertisementBook(AdvertisementOptions options, Func<PeerId, ProviderStanding>? standing = null, Random? random = null,
+        SharedValues? shared = null)
     {
         _options = options;
         _standing = standing ?? (_ => ProviderStanding.Stranger);
         _random = random ?? new Random(0);
+        _shared = shared?.Table(VerifiedAdvertisement.ByContent);
     }
+
+    /// <summary>What the book keeps of an accepted advertisement: the shared instance equal to it, if any.</summary>
+    private VerifiedAdvertisement Keep(VerifiedAdvertisement ad) => _shared is null ? ad : _shared.Share(ad);
 
     /// <summary>Providers held, expired ones included until the next call that evicts.</summary>
     public int Count => _byProvider.Count;
@@ -83,6 +97,7 @@ public sealed class AdvertisementBook
             {
                 return AdVerdict.OldSequence;
             }
+            ad = Keep(ad);
             _byProvider[ad.Provider] = ad;
             _unreachable.Remove(ad.Provider); // a newer advertisement: the provider is back
             return AdVerdict.Accepted;
@@ -100,6 +115,7 @@ public sealed class AdvertisementBook
             _byProvider.Remove(victim);
             _unreachable.Remove(victim);
         }
+        ad = Keep(ad);
         _byProvider[ad.Provider] = ad;
         return AdVerdict.Accepted;
     }

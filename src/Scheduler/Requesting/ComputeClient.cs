@@ -118,7 +118,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             { IsRefused: true } => ProviderStanding.Refused,
             { Verified: > 0 } => ProviderStanding.Good,
             _ => ProviderStanding.Stranger,
-        }, runtime.CreateRandom("advertisement book"));
+        }, runtime.CreateRandom("advertisement book"), runtime.SharedValues);
         // A stranger's advertisement is not in the peer store (AddAdvertisement): a dial by its provider's id finds the
         // advertised addresses here, wherever on this host it starts (a lease, a receipt, the chain, a test's own client).
         host.AddAddressSource(AdvertisedAddresses);

@@ -339,7 +339,9 @@ public sealed class SimulatedNetwork
             {
                 throw new TransportException(to, TransportError.ConnectionRefused, $"dial {to}: connection refused (backlog of {_options.ListenBacklog} full)");
             }
-            var pair = new MemoryConnectionPair(this, key, AddressOf(fromId), listener.Address, ConditionsOf(key, fromId, toId), _options,
+            // The dialer's address: its listener's own instance when it listens there (equal bytes; one object per node, not one per connection).
+            var fromAddress = _listeners.TryGetValue(fromId, out var own) ? own.Address : AddressOf(fromId);
+            var pair = new MemoryConnectionPair(this, key, fromAddress, listener.Address, ConditionsOf(key, fromId, toId), _options,
                 unchecked((_options.Seed * -7046029254386353131L) + _connectionsOpened++));
             if (!listener.TryEnqueue(pair.ListenerSide))
             {
