@@ -716,26 +716,52 @@ public sealed partial class TrustChainService : IAsyncDisposable
     /// <summary>Keeps an accepted message's pairs (on either block topic), as its validator checked them.</summary>
     private ValueTask OnPairsAsync(TopicMessage message, GossipedPairs validated, CancellationToken ct)
     {
-        foreach (var (proposal, agreement) in validated.Pairs)
-        {
-            KeepGossiped(proposal, agreement);
-        }
+        KeepGossiped(validated.Pairs);
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Keeps a gossiped pair's blocks, checked by the validator already, where a fork could meet one held here.</summary>
-    private void KeepGossiped(SignedBlock proposal, SignedBlock agreement)
+    /// <summary>
+    /// Keeps the blocks of a gossiped message's pairs, checked by the validator already, where a fork could meet one held
+    /// here: all of them in one transaction (<see cref="CreditLedger.StoreForeignBlocks"/>, in the message's order), not one
+    /// each, so a batch of payments costs one commit and its pages are written once. Whether this node holds an author's
+    /// blocks is asked once per author and message: a block is kept only for an author held before, so what the message
+    /// stores never changes the answer for a later block of it.
+    /// </summary>
+    private void KeepGossiped(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> pairs)
     {
-        // Kept only for authors this node holds blocks of: where a fork could meet one it holds.
-        foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
+        var keep = new List<SignedBlock>();
+        Dictionary<PeerId, bool>? held = null;
+        foreach (var (proposal, agreement) in pairs)
         {
-            // A counterparty's block linked to one of ours is usually held as is already (stored when it linked).
-            if (block.Author != _key.PeerId && (block.Counterparty != _key.PeerId || !HeldAsIs(block)) && _ledger.HoldsBlocksOf(block.Author))
+            foreach (var block in (ReadOnlySpan<SignedBlock>)[proposal, agreement])
             {
-                if (_ledger.StoreForeignBlock(block, keep: false, out var other) == ForeignBlockResult.Conflict)
+                // Kept only for authors this node holds blocks of; a counterparty's block linked to one of ours is usually
+                // held as is already (stored when it linked).
+                if (block.Author == _key.PeerId || (block.Counterparty == _key.PeerId && HeldAsIs(block)))
                 {
-                    Fork(block, other!);
+                    continue;
                 }
+                held ??= [];
+                if (!held.TryGetValue(block.Author, out var holds))
+                {
+                    held[block.Author] = holds = _ledger.HoldsBlocksOf(block.Author);
+                }
+                if (holds)
+                {
+                    keep.Add(block);
+                }
+            }
+        }
+        if (keep.Count == 0)
+        {
+            return;
+        }
+        var results = _ledger.StoreForeignBlocks(keep, keep: false);
+        for (var i = 0; i < keep.Count; i++)
+        {
+            if (results[i].Result == ForeignBlockResult.Conflict)
+            {
+                Fork(keep[i], results[i].Conflicting!);
             }
         }
     }

@@ -201,6 +201,35 @@ public class ChainGossipBatchTests
     });
 
     /// <summary>
+    /// The blocks a node keeps from an accepted batch are written in one transaction, not one each: storing a batch of
+    /// <c>count</c> new blocks runs BEGIN, one INSERT per block and COMMIT on the writer (one each used to run BEGIN, INSERT
+    /// and COMMIT: 3 × <c>count</c>), and every block is kept. Blocks of an author the node holds nothing of are not kept.
+    /// </summary>
+    [Test]
+    public void AcceptedBatch_IsKeptInOneWriteTransaction() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 155);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(7));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        const int count = 16;
+        const ulong first = 5000;
+        var pairs = Enumerable.Range(0, count).Select(i => Pair(requester.Key, attackerKey, first + (ulong)i)).ToList();
+
+        var statements = provider.Ledger.WriterStatements;
+        await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch(pairs), ct);
+        await cluster.Hub.WhenIdleAsync(ct);
+        var ran = provider.Ledger.WriterStatements - statements;
+
+        Assert.That(Enumerable.Range(0, count).Count(i => provider.Ledger.ChainBlockAt(requester.PeerId, first + (ulong)i) is not null), Is.EqualTo(count),
+            "every proposal of the requester, whose blocks the provider holds, kept");
+        Assert.That(provider.Ledger.HoldsBlocksOf(attackerKey.PeerId), Is.False, "the agreements of an author held nowhere here are not kept");
+        Assert.That(ran, Is.EqualTo(count + 2), "BEGIN, one INSERT per block, COMMIT");
+        Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
+    });
+
+    /// <summary>
     /// A fork met among the blocks a node keeps from an accepted batch (a second block of the requester at a seq where the
     /// provider holds its real proposal): the proof is held, the block held stays, and the batch's other blocks, before and
     /// after the fork, are kept.
