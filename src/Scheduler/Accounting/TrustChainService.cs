@@ -483,15 +483,45 @@ public sealed partial class TrustChainService : IAsyncDisposable
         var answers = new ChainAnswer[messages.Count];
         pairs = new (SignedBlock, SignedBlock)?[messages.Count];
         var agreeable = new List<(int Index, SignedBlock Proposal)>();
+        // The blocks before the proposals, where not held here yet, stored (unkept) together in one transaction once every
+        // proposal is checked, not one transaction each; in message order, so a fork among them is met as it was one by one.
+        var previousToStore = new List<(int Index, SignedBlock Previous)>();
         for (var i = 0; i < messages.Count; i++)
         {
-            if (Check(from, messages[i], out var proposal) is { } refusal)
+            if (Check(from, messages[i], out var proposal, out var previous) is { } refusal)
             {
                 answers[i] = refusal;
             }
             else
             {
                 agreeable.Add((i, proposal!));
+                if (previous is not null)
+                {
+                    previousToStore.Add((i, previous));
+                }
+            }
+        }
+        if (previousToStore.Count > 0)
+        {
+            var stored = _ledger.StoreForeignBlocks([.. previousToStore.Select(p => p.Previous)], keep: false);
+            var forkAt = -1;
+            for (var k = 0; k < previousToStore.Count && forkAt < 0; k++)
+            {
+                if (stored[k].Result == ForeignBlockResult.Conflict)
+                {
+                    Fork(previousToStore[k].Previous, stored[k].Conflicting!);
+                    forkAt = previousToStore[k].Index;
+                }
+            }
+            if (forkAt >= 0)
+            {
+                // As one by one: the proposal whose block before forks is refused, and every later one from its author (a
+                // known forker by then); the earlier ones were checked before the fork was met and are agreed to.
+                foreach (var (i, _) in agreeable.Where(a => a.Index >= forkAt))
+                {
+                    answers[i] = i == forkAt ? Refuse("fork") : Refuse("this node holds a fork proof against you");
+                }
+                agreeable.RemoveAll(a => a.Index >= forkAt);
             }
         }
         if (agreeable.Count == 0)
@@ -537,10 +567,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
     }, _key));
 
-    /// <summary>Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the agreement).</summary>
-    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable)
+    /// <summary>
+    /// Checks one proposal from <paramref name="from"/>: the refusal, or null and the proposal to agree to (stored with the
+    /// agreement), with the checked block before it in <paramref name="previousToStore"/> when this node does not hold it
+    /// as is (the caller stores it).
+    /// </summary>
+    private ChainAnswer? Check(PeerId from, ChainProposal message, out SignedBlock? agreeable, out SignedBlock? previousToStore)
     {
         agreeable = null;
+        previousToStore = null;
         if (_recovering)
         {
             return Refuse("recovering its chain after a lost ledger: propose again later");
@@ -582,10 +617,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 _host.Budgets.Penalise(from, Misbehaviour.RefusedProof);
                 return Refuse($"previous block: {status}");
             }
-            if (!previousHeld && _ledger.StoreForeignBlock(previous!, keep: false, out var other) == ForeignBlockResult.Conflict)
+            if (!previousHeld)
             {
-                Fork(previous!, other!);
-                return Refuse("fork");
+                previousToStore = previous;
             }
         }
         // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.

@@ -163,6 +163,35 @@ public class ChainBatchTests
     }
 
     /// <summary>
+    /// The blocks before a stream's proposals that the provider does not hold are stored together in one transaction (BEGIN,
+    /// one INSERT each, COMMIT), not one transaction each (BEGIN, INSERT, COMMIT per block, as before); every one is held
+    /// afterwards, and every proposal agreed.
+    /// </summary>
+    [Test]
+    public void BlocksBeforeAStreamsProposals_AreStoredInOneTransaction_AndEveryProposalIsAgreed() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 144);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        var requester = PrivateKey.FromRandom(new Random(10));
+        const int count = 8;
+        var (messages, chain) = PayEvenSeqs(provider, requester, count);
+        await cluster.Hub.WhenIdleAsync(ct);
+
+        var before = provider.Ledger.WriterStatements;
+        var answers = provider.Node.Chain!.AnswerAll(requester.PeerId, messages, out var pairs);
+        var ran = provider.Ledger.WriterStatements - before;
+
+        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(ChainAnswerStatus.Agreed));
+        Assert.That(pairs, Is.All.Not.Null);
+        Assert.That(Enumerable.Range(1, 2 * count).Select(seq => provider.Ledger.ChainBlockAt(requester.PeerId, (ulong)seq)),
+            Is.EqualTo(Enumerable.Range(1, 2 * count).Select(seq => chain[seq].EnvelopeBytes)), "every block before a proposal, and every proposal, held");
+        // The 8 blocks before in one transaction (BEGIN, 8 INSERTs, COMMIT), then the agreements' group commit (51 statements
+        // for these 8 proposals). One transaction per block before (BEGIN, INSERT, COMMIT) ran 75 in all (main), 14 more.
+        Assert.That(ran, Is.EqualTo(51 + count + 2), "the blocks before stored in one transaction");
+    });
+
+    /// <summary>
     /// A block before a proposal that conflicts with one the provider holds (another block of the requester at that seq) is a
     /// fork: the proposals of the stream before it are agreed, that one is refused as a fork, the later ones as a forker's,
     /// and the proof is held.
