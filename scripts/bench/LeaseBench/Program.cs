@@ -132,6 +132,8 @@ public static class Program
             var allocated = GC.GetTotalAllocatedBytes(precise: false);
             var collections = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
             var workItems = ThreadPool.CompletedWorkItemCount;
+            var jitMethods = System.Runtime.JitInfo.GetCompiledMethodCount();
+            var jitTime = System.Runtime.JitInfo.GetCompilationTime();
             var contentions = Monitor.LockContentionCount;
             var wall = Stopwatch.StartNew();
             var next = 0;
@@ -157,6 +159,8 @@ public static class Program
             var cpuUsed = Process.GetCurrentProcess().TotalProcessorTime - cpu;
             var allocatedPerTask = (GC.GetTotalAllocatedBytes(precise: false) - allocated) / total;
             var workItemsPerTask = (double)(ThreadPool.CompletedWorkItemCount - workItems) / total;
+            var jitMethodsDone = System.Runtime.JitInfo.GetCompiledMethodCount() - jitMethods;
+            var jitTimeSpent = System.Runtime.JitInfo.GetCompilationTime() - jitTime;
             var contentionsPerTask = (double)(Monitor.LockContentionCount - contentions) / total;
             var gcs = (GC.CollectionCount(0) - collections.Item1, GC.CollectionCount(1) - collections.Item2, GC.CollectionCount(2) - collections.Item3);
 
@@ -175,6 +179,8 @@ public static class Program
             Console.WriteLine($"Sustained: {total / elapsed.TotalSeconds:0} tasks/s with {concurrency} in flight ({failures} failed; {warmFailures} in the warm-up), {cpuUsed.TotalMilliseconds / total:0.00} ms CPU per task for all three nodes");
             Console.WriteLine($"Sustained phase, managed heap: {allocatedPerTask / 1024.0:0.0} KiB allocated per task; collections gen0 {gcs.Item1}, gen1 {gcs.Item2}, gen2 {gcs.Item3}");
             Console.WriteLine($"Sustained phase, threads: {workItemsPerTask:0.0} thread-pool work items and {contentionsPerTask:0.00} contended lock acquisitions per task; {ThreadPool.ThreadCount} pool threads at the end");
+            // Methods still compiled (tier-up, mostly) while the sustained phase runs: part of its CPU, not the lease path's.
+            Console.WriteLine($"Sustained phase, JIT: {jitMethodsDone} methods compiled, {jitTimeSpent.TotalMilliseconds:0} ms ({jitTimeSpent.TotalMilliseconds / total:0.00} ms per task)");
             sampler?.Report(Console.Out);
             if (timeline)
             {
