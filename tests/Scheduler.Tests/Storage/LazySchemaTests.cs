@@ -72,6 +72,7 @@ public class LazySchemaTests
             Assert.That(ledger.UnlinkedProposals(64), Is.Empty);
             Assert.That(ledger.DeliveredReceiptsWithoutBlock(64), Is.Empty);
             Assert.That(ledger.Forks(), Is.Empty);
+            Assert.That(ledger.WasRecovered(1), Is.False);
             Assert.That(ledger.GetReservation(Lease(1)), Is.Null);
             // A receipt for a lease this node never served: refused, and no table made for it.
             Assert.That(ledger.RecordEarned(Receipt(1)), Is.EqualTo(LedgerResult.NotOwed));
