@@ -78,7 +78,7 @@ public sealed partial class CreditLedger
 
     /// <summary>Whether own block <paramref name="seq"/> was recovered from a counterparty (its receipt was lost with the old ledger).</summary>
     public bool WasRecovered(ulong seq) =>
-        Run(() => Scalar(null, "SELECT 1 FROM chain_recovered WHERE seq = $s", ("$s", (long)seq)) is not null);
+        Run(() => !LazyAbsent("chain_recovered") && Scalar(null, "SELECT 1 FROM chain_recovered WHERE seq = $s", ("$s", (long)seq)) is not null);
 
     /// <summary>
     /// As a counterparty: the blocks of <paramref name="author"/> with this node as counterparty and seq above

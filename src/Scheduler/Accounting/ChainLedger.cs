@@ -55,6 +55,10 @@ public sealed partial class CreditLedger
             BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
         CREATE TRIGGER IF NOT EXISTS chain_own_no_delete BEFORE DELETE ON chain WHEN OLD.own = 1
             BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
+        """;
+
+    /// <summary>Fork proofs found (one per author): created with the chain in a file, by their first use in the stand-in.</summary>
+    private const string ForksSchema = """
         CREATE TABLE IF NOT EXISTS forks (
             author BLOB PRIMARY KEY,
             seq INTEGER NOT NULL,
@@ -87,6 +91,10 @@ public sealed partial class CreditLedger
 
     private (ulong Seq, byte[] Hash) ReadChainHead()
     {
+        if (LazyAbsent("chain"))
+        {
+            return (0, SignedBlock.Genesis);
+        }
         using var reader = Command(null, "SELECT seq, hash FROM chain WHERE author = $a ORDER BY seq DESC LIMIT 1", ("$a", Owner)).ExecuteReader();
         return reader.Read() ? ((ulong)reader.GetInt64(0), (byte[])reader[1]) : (0, SignedBlock.Genesis);
     }
@@ -304,31 +312,31 @@ public sealed partial class CreditLedger
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>
     public byte[]? ChainBlockAt(PeerId author, ulong seq) =>
-        Read(() => Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author), ("$s", (long)seq)) as byte[]);
+        Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author), ("$s", (long)seq)) as byte[]);
 
     /// <summary>Whether any block of <paramref name="author"/> is held.</summary>
     public bool HoldsBlocksOf(PeerId author) =>
-        Read(() => Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author)) is not null);
+        Read(() => !LazyAbsent("chain") && Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author)) is not null);
 
     /// <summary>This node's own half-block for a payment, if any.</summary>
     public byte[]? OwnBlockFor(ReadOnlySpan<byte> receiptId)
     {
         var id = receiptId.ToArray();
-        return Read(() => Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
+        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
     }
 
     /// <summary>The agreement held (from the counterparty, or our own) that links to the block with <paramref name="hash"/>.</summary>
     public byte[]? AgreementLinking(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Read(() => Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
+        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
     }
 
     /// <summary>The block held whose hash is <paramref name="hash"/>.</summary>
     public byte[]? ChainBlockByHash(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Read(() => Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
+        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
     }
 
     /// <summary>Own blocks with seq above <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>.</summary>
@@ -337,7 +345,7 @@ public sealed partial class CreditLedger
             ("$a", Owner), ("$s", (long)afterSeq), ("$n", (long)limit))));
 
     /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
-    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() =>
+    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() => LazyAbsent("chain") ? [] :
         Rarely("""
             SELECT block FROM chain c WHERE own = 1 AND kind = 0
               AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
@@ -345,7 +353,7 @@ public sealed partial class CreditLedger
             """, ReadBlobs, ("$n", (long)limit)));
 
     /// <summary>Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first).</summary>
-    public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Run(() =>
+    public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Run(() => LazyAbsent("reservations") ? [] :
         Rarely("""
             SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
@@ -378,7 +386,7 @@ public sealed partial class CreditLedger
     }
 
     /// <summary>The fork proofs held, by author.</summary>
-    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() => Rarely("SELECT author, proof FROM forks ORDER BY found_at", statement =>
+    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() => LazyAbsent("forks") ? [] : Rarely("SELECT author, proof FROM forks ORDER BY found_at", statement =>
     {
         using var reader = statement.ExecuteReader();
         var list = new List<(PeerId, byte[])>();

@@ -39,6 +39,10 @@ public sealed partial class CreditLedger
                    spent = spent + CASE NEW.kind WHEN 2 THEN NEW.amount ELSE 0 END
              WHERE counterparty = NEW.counterparty;
         END;
+        """;
+
+    /// <summary>The totals' triggers on <c>owed</c>: created with that table (CreditLedger.Lazy.cs in the stand-in).</summary>
+    private const string OwedTotalsTriggers = """
         CREATE TRIGGER IF NOT EXISTS totals_owed_insert AFTER INSERT ON owed WHEN NEW.paid = 0
         BEGIN
             INSERT OR IGNORE INTO counterparty_totals (counterparty) VALUES (NEW.requester);
@@ -56,6 +60,10 @@ public sealed partial class CreditLedger
         BEGIN
             UPDATE counterparty_totals SET unpaid = unpaid - OLD.amount WHERE counterparty = OLD.requester;
         END;
+        """;
+
+    /// <summary>The totals' triggers on <c>requester_violations</c>: created with that table.</summary>
+    private const string ViolationTotalsTriggers = """
         CREATE TRIGGER IF NOT EXISTS totals_violation_insert AFTER INSERT ON requester_violations
         BEGIN
             INSERT OR IGNORE INTO counterparty_totals (counterparty) VALUES (NEW.requester);
@@ -84,11 +92,22 @@ public sealed partial class CreditLedger
     /// Creates the totals table and its triggers; on a ledger that had none, fills it from the rows once, in the same
     /// transaction (a ledger from before the table existed). Runs at every open, after the tables it sums exist.
     /// </summary>
-    private void EnsureTotals(LedgerTransaction tx)
+    /// <param name="created">The ledger is being created: it has no rows to sum (its grant is not counted), so no fill.</param>
+    private void EnsureTotals(LedgerTransaction tx, bool created)
     {
         var existed = ScalarRarely("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'counterparty_totals'") is not null;
         Once(TotalsSchema);
-        if (!existed)
+        if (!_inMemory)
+        {
+            // The stand-in creates these with their tables, at the first statement that names them (CreditLedger.Lazy.cs).
+            Once(OwedTotalsTriggers);
+            Once(ViolationTotalsTriggers);
+        }
+        else if (!existed && !created)
+        {
+            EnsureAllTables(); // an in-memory store without totals: the rows they sum must be there to sum them
+        }
+        if (!existed && !created)
         {
             Once($"""
                 INSERT INTO counterparty_totals (counterparty, earned, spent, unpaid, violations)

@@ -45,7 +45,7 @@ public sealed partial class CreditLedger : IDisposable
     private const int SqliteNotADatabase = 26;
     private static readonly byte[] GrantDomain = Encoding.ASCII.GetBytes("potluck-grant:");
 
-    private const string Schema = """
+    private const string CoreSchema = """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
         CREATE TABLE entries (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,7 +62,15 @@ public sealed partial class CreditLedger : IDisposable
             BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
         CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
             BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
-        CREATE TABLE reservations (
+        """;
+
+    /// <summary>
+    /// A requester's reservations (<see cref="ReservePayment"/>), with the trigger that allows only the legal transitions.
+    /// Created with the ledger's other tables in a file; in the in-memory stand-in by the first statement that names the
+    /// table (CreditLedger.Lazy.cs).
+    /// </summary>
+    private const string ReservationsSchema = """
+        CREATE TABLE IF NOT EXISTS reservations (
             lease_id BLOB PRIMARY KEY,
             provider BLOB NOT NULL,
             max_amount INTEGER NOT NULL CHECK (max_amount >= 0),
@@ -70,8 +78,8 @@ public sealed partial class CreditLedger : IDisposable
             receipt_id BLOB,
             created_at INTEGER NOT NULL,
             updated_at INTEGER NOT NULL) STRICT;
-        CREATE INDEX reservations_by_state ON reservations (state);
-        CREATE TRIGGER reservations_transitions BEFORE UPDATE ON reservations
+        CREATE INDEX IF NOT EXISTS reservations_by_state ON reservations (state);
+        CREATE TRIGGER IF NOT EXISTS reservations_transitions BEFORE UPDATE ON reservations
             WHEN NOT ((OLD.state = 0 AND NEW.state IN (1, 3)) OR (OLD.state = 1 AND NEW.state = 2))
               OR NEW.lease_id IS NOT OLD.lease_id OR NEW.provider IS NOT OLD.provider
               OR NEW.max_amount IS NOT OLD.max_amount
@@ -79,7 +87,7 @@ public sealed partial class CreditLedger : IDisposable
               OR (NEW.state IN (1, 2) AND NOT EXISTS
                     (SELECT 1 FROM entries WHERE receipt_id = NEW.receipt_id AND kind = 2))
             BEGIN SELECT RAISE(ABORT, 'illegal payment state transition'); END;
-        CREATE TRIGGER reservations_no_delete BEFORE DELETE ON reservations
+        CREATE TRIGGER IF NOT EXISTS reservations_no_delete BEFORE DELETE ON reservations
             BEGIN SELECT RAISE(ABORT, 'reservations are kept'); END;
         """;
 
@@ -330,7 +338,7 @@ public sealed partial class CreditLedger : IDisposable
         var requester = receipt.Requester.ToBytes();
         // Checked before any write is queued: a flood of receipts for leases that never were costs a read each, on the
         // reader's connection (beside the writer, not under its lock).
-        var owed = Read(() => ReadOwed(null, requester, r.LeaseId));
+        var owed = Read(() => LazyAbsent("owed") ? null : ReadOwed(null, requester, r.LeaseId));
         if (owed is null)
         {
             return LedgerResult.NotOwed;
@@ -664,12 +672,13 @@ public sealed partial class CreditLedger : IDisposable
     public PaymentReservation? GetReservation(ReadOnlySpan<byte> leaseId)
     {
         var lease = leaseId.ToArray();
-        return Read(() => ReadReservation(null, lease));
+        return Read(() => LazyAbsent("reservations") ? null : ReadReservation(null, lease));
     }
 
     /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
     public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) =>
-        Read(() => Rarely(ReservationsInState, ReadReservations, ("$state", (long)state)));
+        Read(() => LazyAbsent("reservations") ? []
+            : Rarely(ReservationsInState, ReadReservations, ("$state", (long)state)));
 
     /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
     public IReadOnlyList<byte[]> UndeliveredReceipts() =>
@@ -735,7 +744,11 @@ public sealed partial class CreditLedger : IDisposable
             System.Globalization.CultureInfo.InvariantCulture);
         if (tables == 0)
         {
-            Once(Schema);
+            Once(CoreSchema);
+            if (!_inMemory)
+            {
+                Once(ReservationsSchema); // the stand-in's: at its first use (CreditLedger.Lazy.cs)
+            }
             ExecuteRarely("INSERT INTO meta (key, value) VALUES ('schema', $v), ('owner', $owner)",
                 ("$v", SchemaVersion), ("$owner", Owner));
             if (_options.InitialGrant > 0)
@@ -745,11 +758,18 @@ public sealed partial class CreditLedger : IDisposable
                     VALUES ($id, 0, $owner, NULL, $amount, NULL, $now)
                     """, ("$id", GrantId(Owner)), ("$owner", Owner), ("$amount", _options.InitialGrant), ("$now", Now()));
             }
-            Once(OwedSchema);
-            Once(StandingSchema);
-            Once(ChainSchema);
-            EnsureTotals(tx);
-            Once(RecoverySchema);
+            if (!_inMemory)
+            {
+                Once(OwedSchema);
+                Once(StandingSchema);
+                Once(ChainSchema);
+                Once(ForksSchema);
+            }
+            EnsureTotals(tx, created: true);
+            if (!_inMemory)
+            {
+                Once(RecoverySchema);
+            }
             CrashHook?.Invoke("create");
             tx.Commit();
             Created = true;
@@ -779,11 +799,18 @@ public sealed partial class CreditLedger : IDisposable
         {
             throw new LedgerException($"ledger {Path} belongs to {stored}, not {Owner}");
         }
-        Once(OwedSchema);
-        Once(StandingSchema);
-        Once(ChainSchema);
-        EnsureTotals(tx);
-        Once(RecoverySchema);
+        if (!_inMemory)
+        {
+            Once(OwedSchema);
+            Once(StandingSchema);
+            Once(ChainSchema);
+            Once(ForksSchema);
+        }
+        EnsureTotals(tx, created: false);
+        if (!_inMemory)
+        {
+            Once(RecoverySchema);
+        }
         Once(IndexMigration);
         tx.Commit();
     }
@@ -1212,10 +1239,15 @@ public sealed partial class CreditLedger : IDisposable
         _balance = null;
         _pendingDelta = 0;
         _ownHead = null;
+        ForgetLazy();
     }
 
     /// <summary>After a rollback (whole, or to a savepoint) the own chain's kept head may be one that was undone: read it again.</summary>
-    private void ForgetKept() => _ownHead = null;
+    private void ForgetKept()
+    {
+        _ownHead = null;
+        ForgetLazy();
+    }
 
     private static LedgerException Translate(SqliteException e, string path) =>
         (e.SqliteErrorCode & 0xff) is SqliteCorrupt or SqliteNotADatabase
@@ -1248,6 +1280,7 @@ public sealed partial class CreditLedger : IDisposable
         {
             _writerStatements++; // under the writer's lock
         }
+        EnsureTablesFor(sql); // the stand-in's tables made when first named (CreditLedger.Lazy.cs); a kept statement too (a rollback may have undone one)
         if (!commands.TryGetValue(sql, out var statement))
         {
             statement = Storage.SqliteStatement.Prepare(connection, sql);
@@ -1270,6 +1303,7 @@ public sealed partial class CreditLedger : IDisposable
     /// </summary>
     private T Rarely<T>(string sql, Func<Storage.SqliteStatement, T> run, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
     {
+        EnsureTablesFor(sql);
         using var statement = Storage.SqliteStatement.Prepare(StatementSource().Connection, sql);
         return run(statement.Bind(parameters));
     }

@@ -15,7 +15,7 @@ namespace Potluck.Scheduler.Storage;
 public static class SqliteMemory
 {
     /// <summary>What the stand-in is called in reports.</summary>
-    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation)";
+    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open)";
 
     /// <summary>
     /// The connection string of the in-memory database standing in for the file at <paramref name="path"/>: the store of
