@@ -111,6 +111,9 @@ internal readonly struct SeenKey(ulong high, ulong low) : IEquatable<SeenKey>
     private readonly ulong _high = high;
     private readonly ulong _low = low;
 
+    /// <summary>The digest's first 64 bits: a settled entry's key (<see cref="SettledTable"/>).</summary>
+    internal ulong High => _high;
+
     public bool Equals(SeenKey other) => _high == other._high && _low == other._low;
 
     public override bool Equals(object? obj) => obj is SeenKey k && Equals(k);
@@ -180,8 +183,8 @@ internal sealed class SeenKeys
 /// own expiry queue). One entry is the id's 16-byte keyed digest (<see cref="SeenKey"/>) and a 40-byte
 /// <see cref="SeenRecord"/> inline in the dictionary, the id's own array not kept (it was, for the TTL: 96 more bytes
 /// for the default 72-byte id). A valid message past every topic's mesh delivery window only has to answer "seen?"
-/// (<see cref="PeerScore"/> records no later copy of it): it is <see cref="Settle"/>d into a table of bare digest and
-/// expiry (32-byte entry, 4-byte bucket); it answers and expires exactly as before.
+/// (<see cref="PeerScore"/> records no later copy of it): it is <see cref="Settle"/>d into a table of 64 bits of the
+/// digest and the expiry (<see cref="SettledTable"/>: a 16-byte slot); it answers and expires exactly as before.
 /// <para>
 /// No expiry queue: <see cref="Prune"/> sweeps both tables when the earliest expiry they hold has come (at most once
 /// per call, i.e. per heartbeat), which forgets exactly what a queue in order of arrival would have (every entry's
@@ -195,8 +198,8 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     private const int MinTrimmedCapacity = 64;
 
     private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
-    /// <summary>Settled valid messages: only their expiry (UTC ticks) is kept.</summary>
-    private readonly Dictionary<SeenKey, long> _settled = [];
+    /// <summary>Settled valid messages: 64 bits of the digest and the expiry (UTC ticks) are kept.</summary>
+    private readonly SettledTable _settled = new();
     /// <summary>No entry expires before this (UTC ticks); <see cref="long.MaxValue"/> when there is none.</summary>
     private long _earliestExpiry = long.MaxValue;
 
@@ -208,7 +211,7 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     internal (int Full, int Settled) Entries => (_seen.Count, _settled.Count);
 
     /// <summary>For tests and diagnostics: the slots the two tables hold (full records, settled entries).</summary>
-    internal (int Full, int Settled) Capacity => (_seen.EnsureCapacity(0), _settled.EnsureCapacity(0));
+    internal (int Full, int Settled) Capacity => (_seen.EnsureCapacity(0), _settled.Capacity);
 
     /// <summary>The id's key in this table (hash it once per id and pass the key around).</summary>
     public SeenKey KeyOf(MessageId id) => keys.Of(id);
@@ -216,15 +219,15 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     /// <summary>The id's key in this table.</summary>
     public SeenKey KeyOf(ReadOnlySpan<byte> id) => keys.Of(id);
 
-    public bool Contains(SeenKey id) => _seen.ContainsKey(id) || _settled.ContainsKey(id);
+    public bool Contains(SeenKey id) => _seen.ContainsKey(id) || _settled.Contains(id.High);
 
     /// <summary>Whether the id is there as a settled valid message (past every window; no peers kept).</summary>
-    public bool IsSettled(SeenKey id) => _settled.ContainsKey(id);
+    public bool IsSettled(SeenKey id) => _settled.Contains(id.High);
 
     /// <summary>Adds the id; false when it was already there.</summary>
     public bool Add(SeenKey id, DateTimeOffset now)
     {
-        if (_settled.ContainsKey(id))
+        if (_settled.Contains(id.High))
         {
             return false;
         }
@@ -243,7 +246,7 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (!exists)
         {
-            if (_settled.Remove(id, out var expiry))
+            if (_settled.Remove(id.High, out var expiry))
             {
                 // A settled message's record again (the router never scores a message twice): valid, validated before
                 // any window, no peers (what its record held when it was settled); its expiry is kept.
@@ -267,7 +270,7 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     {
         if (_seen.Remove(id, out var record))
         {
-            _settled[id] = record.Expiry;
+            _settled.Add(id.High, record.Expiry);
         }
     }
 
@@ -297,20 +300,9 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
                 earliest = record.Expiry;
             }
         }
-        foreach (var (key, expiry) in _settled)
-        {
-            if (expiry <= ticks)
-            {
-                _settled.Remove(key);
-            }
-            else if (expiry < earliest)
-            {
-                earliest = expiry;
-            }
-        }
+        earliest = Math.Min(earliest, _settled.RemoveExpired(ticks));
         _earliestExpiry = earliest;
         TrimWhenSparse(_seen);
-        TrimWhenSparse(_settled);
     }
 
     private long Expiry(DateTimeOffset now)
@@ -324,7 +316,7 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     }
 
     /// <summary>Halves a table's slots (to twice its entries) once a quarter or less of them are in use.</summary>
-    private static void TrimWhenSparse<TValue>(Dictionary<SeenKey, TValue> table)
+    private static void TrimWhenSparse(Dictionary<SeenKey, SeenRecord> table)
     {
         var capacity = table.EnsureCapacity(0);
         if (capacity > MinTrimmedCapacity && table.Count <= capacity / 4)

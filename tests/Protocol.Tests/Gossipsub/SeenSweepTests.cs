@@ -111,3 +111,55 @@ public class SeenSweepTests
         Assert.That(cache.Capacity.Full, Is.LessThanOrEqualTo(64));
     }
 }
+
+/// <summary>The settled entries' open-addressing table against a dictionary, with keys that crowd few home slots.</summary>
+public class SettledTableTests
+{
+    [TestCase(1, 64UL)]
+    [TestCase(2, ulong.MaxValue)]
+    [TestCase(3, 1024UL)]
+    public void AddRemoveAndExpire_AgreeWithADictionary(int seed, ulong keySpace)
+    {
+        var random = new Random(seed);
+        var table = new SettledTable();
+        var model = new Dictionary<ulong, long>();
+        long now = 1_000;
+        for (var step = 0; step < 50_000; step++)
+        {
+            // Keys from a small space collide on their home slots (long runs, wrap-around at the array's end).
+            var key = keySpace == ulong.MaxValue ? (ulong)random.NextInt64() : (ulong)random.NextInt64((long)keySpace) * 4096;
+            switch (random.Next(8))
+            {
+                case < 4:
+                    var expiry = now + random.Next(1, 5_000);
+                    table.Add(key, expiry);
+                    model[key] = model.TryGetValue(key, out var held) ? Math.Max(held, expiry) : expiry;
+                    break;
+                case < 6:
+                    Assert.That(table.Remove(key, out var removed), Is.EqualTo(model.Remove(key, out var expected)), $"step {step}");
+                    Assert.That(removed, Is.EqualTo(expected));
+                    break;
+                default:
+                    now += random.Next(0, 300);
+                    var earliest = table.RemoveExpired(now);
+                    foreach (var gone in model.Where(e => e.Value <= now).Select(e => e.Key).ToList())
+                    {
+                        model.Remove(gone);
+                    }
+                    Assert.That(earliest, Is.EqualTo(model.Count == 0 ? long.MaxValue : model.Values.Min()), $"step {step}");
+                    Assert.That(table.Capacity, Is.LessThanOrEqualTo(Math.Max(16, model.Count * 4)), "sparse tables are halved");
+                    break;
+            }
+            Assert.That(table.Count, Is.EqualTo(model.Count), $"step {step}");
+            Assert.That(table.Count * 4, Is.LessThanOrEqualTo(table.Capacity * 3), "at most three quarters full");
+            if (step % 499 == 0)
+            {
+                foreach (var k in model.Keys)
+                {
+                    Assert.That(table.Contains(k), Is.True, $"step {step}: {k}");
+                }
+                Assert.That(table.Contains(key + 1), Is.EqualTo(model.ContainsKey(key + 1)));
+            }
+        }
+    }
+}
