@@ -2,8 +2,9 @@ namespace Potluck.Protocol.Gossipsub;
 
 /// <summary>
 /// The seen table's settled entries (<see cref="SeenCache"/>): valid messages past every mesh delivery window, of which
-/// only "seen?" and the expiry are asked. An open-addressing table (linear probing, power-of-two slots, at most three
-/// quarters full, halved once a quarter or less is in use) of 16-byte slots: 64 bits of the id's keyed digest and the
+/// only "seen?" and the expiry are asked. An open-addressing table (linear probing; at most three quarters full, grown
+/// by half, shrunk to half full once a quarter or less is in use: half to three quarters full as it grows, where a
+/// dictionary's doubling leaves it half to wholly full of larger entries) of 16-byte slots: 64 bits of the id's keyed digest and the
 /// expiry in UTC ticks (0: an empty slot). A <c>Dictionary&lt;SeenKey, long&gt;</c> spent 36 bytes a slot (the whole
 /// 128-bit digest, the expiry, a hash code, a chain link and a bucket) and never shrank.
 /// <para>
@@ -18,14 +19,13 @@ internal sealed class SettledTable
 {
     private const int MinCapacity = 16;
 
-    private ulong[] _keys = new ulong[MinCapacity];
-    private long[] _expiries = new long[MinCapacity];
+    private Slot[] _slots = new Slot[MinCapacity];
     private int _count;
 
     public int Count => _count;
 
     /// <summary>Slots held (for tests and diagnostics).</summary>
-    public int Capacity => _keys.Length;
+    public int Capacity => _slots.Length;
 
     public bool Contains(ulong key) => IndexOf(key) >= 0;
 
@@ -39,12 +39,12 @@ internal sealed class SettledTable
         var i = IndexOf(key);
         if (i >= 0)
         {
-            _expiries[i] = Math.Max(_expiries[i], expiry);
+            _slots[i].Expiry = Math.Max(_slots[i].Expiry, expiry);
             return;
         }
-        if ((_count + 1) * 4 > _keys.Length * 3)
+        if ((_count + 1) * 4 > _slots.Length * 3)
         {
-            Resize(_keys.Length * 2);
+            Resize(_slots.Length + _slots.Length / 2);
         }
         Insert(key, expiry);
         _count++;
@@ -59,14 +59,14 @@ internal sealed class SettledTable
             expiry = 0;
             return false;
         }
-        expiry = _expiries[i];
+        expiry = _slots[i].Expiry;
         RemoveAt(i);
         return true;
     }
 
     /// <summary>
     /// Removes every entry whose expiry is at or before <paramref name="ticks"/>; returns the earliest expiry left
-    /// (<see cref="long.MaxValue"/> when none). Halves the slots while a quarter or less of them is in use.
+    /// (<see cref="long.MaxValue"/> when none). Shrinks the slots to twice the entries once a quarter or less is in use.
     /// </summary>
     public long RemoveExpired(long ticks)
     {
@@ -74,9 +74,9 @@ internal sealed class SettledTable
         var i = 0;
         // Algorithm R moves a later entry of the run into the freed slot: look at the same slot again. An entry that
         // wraps from the front of the array to its end was looked at already (and is not expired): seen twice, harmless.
-        while (i < _keys.Length)
+        while (i < _slots.Length)
         {
-            var expiry = _expiries[i];
+            var expiry = _slots[i].Expiry;
             if (expiry != 0 && expiry <= ticks)
             {
                 RemoveAt(i);
@@ -88,28 +88,26 @@ internal sealed class SettledTable
             }
             i++;
         }
-        var capacity = _keys.Length;
-        while (capacity > MinCapacity && _count * 4 <= capacity)
+        if (_slots.Length > MinCapacity && _count * 4 <= _slots.Length)
         {
-            capacity /= 2;
-        }
-        if (capacity != _keys.Length)
-        {
-            Resize(capacity);
+            Resize(Math.Max(MinCapacity, _count * 2));
         }
         return earliest;
     }
 
+    /// <summary>The key's home slot: its upper 32 bits scaled to the table (any size, no power of two needed).</summary>
+    private static int Home(ulong key, int capacity) => (int)(((key >> 32) * (ulong)capacity) >> 32);
+
     private int IndexOf(ulong key)
     {
-        var mask = _keys.Length - 1;
-        for (var i = (int)(key & (ulong)mask); ; i = (i + 1) & mask)
+        var slots = _slots;
+        for (var i = Home(key, slots.Length); ; i = i + 1 == slots.Length ? 0 : i + 1)
         {
-            if (_expiries[i] == 0)
+            if (slots[i].Expiry == 0)
             {
                 return -1;
             }
-            if (_keys[i] == key)
+            if (slots[i].Key == key)
             {
                 return i;
             }
@@ -118,55 +116,57 @@ internal sealed class SettledTable
 
     private void Insert(ulong key, long expiry)
     {
-        var mask = _keys.Length - 1;
-        var i = (int)(key & (ulong)mask);
-        while (_expiries[i] != 0)
+        var slots = _slots;
+        var i = Home(key, slots.Length);
+        while (slots[i].Expiry != 0)
         {
-            i = (i + 1) & mask;
+            i = i + 1 == slots.Length ? 0 : i + 1;
         }
-        _keys[i] = key;
-        _expiries[i] = expiry;
+        slots[i] = new Slot(key, expiry);
     }
 
     /// <summary>Empties slot <paramref name="i"/> and moves back the entries after it that its emptiness would hide.</summary>
     private void RemoveAt(int i)
     {
-        var mask = _keys.Length - 1;
+        var slots = _slots;
         var j = i;
         while (true)
         {
-            j = (j + 1) & mask;
-            if (_expiries[j] == 0)
+            j = j + 1 == slots.Length ? 0 : j + 1;
+            if (slots[j].Expiry == 0)
             {
                 break;
             }
-            var home = (int)(_keys[j] & (ulong)mask);
+            var home = Home(slots[j].Key, slots.Length);
             // Slot j's entry may move to i when its home is not cyclically within (i, j].
             var stays = i <= j ? i < home && home <= j : i < home || home <= j;
             if (!stays)
             {
-                _keys[i] = _keys[j];
-                _expiries[i] = _expiries[j];
+                slots[i] = slots[j];
                 i = j;
             }
         }
-        _keys[i] = 0;
-        _expiries[i] = 0;
+        slots[i] = default;
         _count--;
     }
 
     private void Resize(int capacity)
     {
-        var keys = _keys;
-        var expiries = _expiries;
-        _keys = new ulong[capacity];
-        _expiries = new long[capacity];
-        for (var i = 0; i < keys.Length; i++)
+        var old = _slots;
+        _slots = new Slot[capacity];
+        foreach (var slot in old)
         {
-            if (expiries[i] != 0)
+            if (slot.Expiry != 0)
             {
-                Insert(keys[i], expiries[i]);
+                Insert(slot.Key, slot.Expiry);
             }
         }
+    }
+
+    /// <summary>64 bits of a digest and its expiry in UTC ticks; an empty slot's expiry is 0.</summary>
+    private struct Slot(ulong key, long expiry)
+    {
+        public ulong Key = key;
+        public long Expiry = expiry;
     }
 }
