@@ -111,6 +111,9 @@ internal readonly struct SeenKey(ulong high, ulong low) : IEquatable<SeenKey>
     private readonly ulong _high = high;
     private readonly ulong _low = low;
 
+    /// <summary>The digest's first 64 bits: a settled entry's key (<see cref="SettledTable"/>).</summary>
+    internal ulong High => _high;
+
     public bool Equals(SeenKey other) => _high == other._high && _low == other._low;
 
     public override bool Equals(object? obj) => obj is SeenKey k && Equals(k);
@@ -177,19 +180,28 @@ internal sealed class SeenKeys
 /// Message ids seen recently, each forgotten <c>ttl</c> after it was first seen, and with each the record that peer
 /// scoring keeps of its delivery (<see cref="PeerScore"/>): one table for both, since both are keyed by the message id
 /// and live as long (go-libp2p and js keep them apart: a time cache of ids and a map of delivery records, each with its
-/// own expiry queue). One entry is the id's 16-byte keyed digest (<see cref="SeenKey"/>), a 40-byte
-/// <see cref="SeenRecord"/> inline in the dictionary and a 16-byte place in the expiry queue: 80 bytes, the id's own
-/// array not kept (it was, for the TTL: 96 more bytes for the default 72-byte id). A valid message past every topic's
-/// mesh delivery window only has to answer "seen?" (<see cref="PeerScore"/> records no later copy of it): it is
-/// <see cref="Settle"/>d into a table of bare digest and expiry (32-byte entry, 4-byte bucket) and keeps its queue place;
-/// it answers and expires exactly as before.
+/// own expiry queue). One entry is the id's 16-byte keyed digest (<see cref="SeenKey"/>) and a 40-byte
+/// <see cref="SeenRecord"/> inline in the dictionary, the id's own array not kept (it was, for the TTL: 96 more bytes
+/// for the default 72-byte id). A valid message past every topic's mesh delivery window only has to answer "seen?"
+/// (<see cref="PeerScore"/> records no later copy of it): it is <see cref="Settle"/>d into a table of 64 bits of the
+/// digest and the expiry (<see cref="SettledTable"/>: a 16-byte slot); it answers and expires exactly as before.
+/// <para>
+/// No expiry queue: <see cref="Prune"/> sweeps both tables when the earliest expiry they hold has come (at most once
+/// per call, i.e. per heartbeat), which forgets exactly what a queue in order of arrival would have (every entry's
+/// expiry is its arrival plus the one TTL) without its 16 bytes per entry; and a table that a burst grew is trimmed
+/// once a quarter of it is in use (a dictionary never shrinks by itself, so the table's size was its busiest minute's).
+/// </para>
 /// </summary>
 internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
 {
+    /// <summary>Tables of at most this many slots are never trimmed.</summary>
+    private const int MinTrimmedCapacity = 64;
+
     private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
-    /// <summary>Settled valid messages: only their expiry (UTC ticks) is kept.</summary>
-    private readonly Dictionary<SeenKey, long> _settled = [];
-    private readonly Queue<SeenKey> _order = new();
+    /// <summary>Settled valid messages: 64 bits of the digest and the expiry (UTC ticks) are kept.</summary>
+    private readonly SettledTable _settled = new();
+    /// <summary>No entry expires before this (UTC ticks); <see cref="long.MaxValue"/> when there is none.</summary>
+    private long _earliestExpiry = long.MaxValue;
 
     public TimeSpan Ttl => ttl;
 
@@ -198,21 +210,24 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     /// <summary>For tests and diagnostics: entries with a full record, and settled ones (digest and expiry only).</summary>
     internal (int Full, int Settled) Entries => (_seen.Count, _settled.Count);
 
+    /// <summary>For tests and diagnostics: the slots the two tables hold (full records, settled entries).</summary>
+    internal (int Full, int Settled) Capacity => (_seen.EnsureCapacity(0), _settled.Capacity);
+
     /// <summary>The id's key in this table (hash it once per id and pass the key around).</summary>
     public SeenKey KeyOf(MessageId id) => keys.Of(id);
 
     /// <summary>The id's key in this table.</summary>
     public SeenKey KeyOf(ReadOnlySpan<byte> id) => keys.Of(id);
 
-    public bool Contains(SeenKey id) => _seen.ContainsKey(id) || _settled.ContainsKey(id);
+    public bool Contains(SeenKey id) => _seen.ContainsKey(id) || _settled.Contains(id.High);
 
     /// <summary>Whether the id is there as a settled valid message (past every window; no peers kept).</summary>
-    public bool IsSettled(SeenKey id) => _settled.ContainsKey(id);
+    public bool IsSettled(SeenKey id) => _settled.Contains(id.High);
 
     /// <summary>Adds the id; false when it was already there.</summary>
     public bool Add(SeenKey id, DateTimeOffset now)
     {
-        if (_settled.ContainsKey(id))
+        if (_settled.Contains(id.High))
         {
             return false;
         }
@@ -221,8 +236,7 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         {
             return false;
         }
-        record.Expiry = (now + ttl).UtcTicks;
-        _order.Enqueue(id);
+        record.Expiry = Expiry(now);
         return true;
     }
 
@@ -232,18 +246,17 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         ref var record = ref CollectionsMarshal.GetValueRefOrAddDefault(_seen, id, out var exists);
         if (!exists)
         {
-            if (_settled.Remove(id, out var expiry))
+            if (_settled.Remove(id.High, out var expiry))
             {
                 // A settled message's record again (the router never scores a message twice): valid, validated before
-                // any window, no peers (what its record held when it was settled); its queue place is still there.
+                // any window, no peers (what its record held when it was settled); its expiry is kept.
                 record.Expiry = expiry;
                 record.Status = DeliveryStatus.Valid;
                 record.Validated = 0;
             }
             else
             {
-                record.Expiry = (now + ttl).UtcTicks;
-                _order.Enqueue(id);
+                record.Expiry = Expiry(now);
             }
         }
         return ref record;
@@ -257,36 +270,58 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     {
         if (_seen.Remove(id, out var record))
         {
-            _settled[id] = record.Expiry;
+            _settled.Add(id.High, record.Expiry);
         }
     }
 
     /// <summary>The id's record, or a null reference (<see cref="Unsafe.IsNullRef{T}(ref readonly T)"/>) when it is not there.</summary>
     public ref SeenRecord Find(SeenKey id) => ref CollectionsMarshal.GetValueRefOrNullRef(_seen, id);
 
-    /// <summary>Forgets the ids whose time is up (in the order they were added, which is the order they expire in).</summary>
+    /// <summary>
+    /// Forgets the ids whose time is up (expiry at or before <paramref name="now"/>): nothing to do until the earliest
+    /// expiry held, then one sweep of both tables (removing while enumerating is allowed for <see cref="Dictionary{TKey, TValue}"/>).
+    /// </summary>
     public void Prune(DateTimeOffset now)
     {
         var ticks = now.UtcTicks;
-        while (_order.TryPeek(out var head))
+        if (ticks < _earliestExpiry)
         {
-            ref var record = ref Find(head);
-            if (!Unsafe.IsNullRef(ref record))
+            return;
+        }
+        var earliest = long.MaxValue;
+        foreach (var (key, record) in _seen)
+        {
+            if (record.Expiry <= ticks)
             {
-                if (record.Expiry > ticks)
-                {
-                    break;
-                }
+                _seen.Remove(key);
             }
-            else if (_settled.TryGetValue(head, out var expiry) && expiry > ticks)
+            else if (record.Expiry < earliest)
             {
-                break;
+                earliest = record.Expiry;
             }
-            _order.Dequeue();
-            if (!_seen.Remove(head))
-            {
-                _settled.Remove(head);
-            }
+        }
+        earliest = Math.Min(earliest, _settled.RemoveExpired(ticks));
+        _earliestExpiry = earliest;
+        TrimWhenSparse(_seen);
+    }
+
+    private long Expiry(DateTimeOffset now)
+    {
+        var expiry = (now + ttl).UtcTicks;
+        if (expiry < _earliestExpiry)
+        {
+            _earliestExpiry = expiry;
+        }
+        return expiry;
+    }
+
+    /// <summary>Halves a table's slots (to twice its entries) once a quarter or less of them are in use.</summary>
+    private static void TrimWhenSparse(Dictionary<SeenKey, SeenRecord> table)
+    {
+        var capacity = table.EnsureCapacity(0);
+        if (capacity > MinTrimmedCapacity && table.Count <= capacity / 4)
+        {
+            table.TrimExcess(Math.Max(table.Count * 2, MinTrimmedCapacity));
         }
     }
 
