@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Runtime.ExceptionServices;
 using System.Threading.Tasks.Sources;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Yamux;
 
 namespace Potluck.Protocol.Transport.Memory;
@@ -33,6 +34,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
 
     private bool _writerDone;
     private Exception? _writerError;
+    private EventLoop? _inlineReaderLoop;
     private bool _flushCancelPending;
     private ParkedWait _flushWait;
 
@@ -51,6 +53,14 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     }
 
     public PipeReader Reader => this;
+
+    /// <summary>
+    /// A flush made while <paramref name="loop"/> runs on the calling thread wakes a waiting reader inline, within the
+    /// flushing event, not as an item of its own. For the far end of a <see cref="DelayLine"/>, whose flushes come only
+    /// from the link's timer (or its resumption after a pause), both events of the loop: the delivery and the read it
+    /// wakes become one event, in the same order (the loop is idle when a link's timer fires, and the read ran next).
+    /// </summary>
+    internal void WakeReaderInline(EventLoop loop) => _inlineReaderLoop = loop;
 
     public PipeWriter Writer => _writer;
 
@@ -325,7 +335,14 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
                 result = new ValueTask<FlushResult>(_writer, version);
             }
         }
-        wake.Run(_scheduler);
+        if (_inlineReaderLoop is { IsRunningOnThisThread: true } loop)
+        {
+            wake.RunInline(loop);
+        }
+        else
+        {
+            wake.Run(_scheduler);
+        }
         return result;
     }
 
