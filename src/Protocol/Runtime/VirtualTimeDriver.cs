@@ -211,12 +211,19 @@ public sealed class VirtualTimeDriver
     /// item of its own: the loop is idle here (nothing queued), so it runs exactly where the one item it used to be ran,
     /// and each timer it fires is the event. What the timers post runs next, in order, as before.
     /// </summary>
-    private void JumpTo(DateTimeOffset target) =>
-        Loop.RunInline(static s =>
-        {
-            var (clock, at) = ((VirtualClock, DateTimeOffset))s!;
-            clock.AdvanceTo(at);
-        }, (Clock, target));
+    private void JumpTo(DateTimeOffset target)
+    {
+        _jumpTarget = target;
+        Loop.RunInline(Jump, this);
+    }
+
+    private DateTimeOffset _jumpTarget;
+
+    private static readonly Action<object?> Jump = static s =>
+    {
+        var driver = (VirtualTimeDriver)s!;
+        driver.Clock.AdvanceTo(driver._jumpTarget);
+    };
 
     private bool ReleaseIdleWaiters()
     {
