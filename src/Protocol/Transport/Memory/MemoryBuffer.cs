@@ -58,7 +58,9 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     /// A flush made while <paramref name="loop"/> runs on the calling thread wakes a waiting reader inline, within the
     /// flushing event, not as an item of its own. For the far end of a <see cref="DelayLine"/>, whose flushes come only
     /// from the link's timer (or its resumption after a pause), both events of the loop: the delivery and the read it
-    /// wakes become one event, in the same order (the loop is idle when a link's timer fires, and the read ran next).
+    /// wakes become one event. The order is kept (the loop is idle when the clock moves, and the read ran next) except
+    /// where timers share an instant: the read now runs before that instant's later timers instead of after them (rare:
+    /// latencies are whole microseconds plus size over bandwidth; the simulation's traces at 200 to 1,000 nodes are the same).
     /// </summary>
     internal void WakeReaderInline(EventLoop loop) => _inlineReaderLoop = loop;
 
