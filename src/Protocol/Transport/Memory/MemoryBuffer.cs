@@ -56,13 +56,22 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
 
     /// <summary>
     /// A flush made while <paramref name="loop"/> runs on the calling thread wakes a waiting reader inline, within the
-    /// flushing event, not as an item of its own. For the far end of a <see cref="DelayLine"/>, whose flushes come only
-    /// from the link's timer (or its resumption after a pause), both events of the loop: the delivery and the read it
-    /// wakes become one event. The order is kept (the loop is idle when the clock moves, and the read ran next) except
-    /// where timers share an instant: the read now runs before that instant's later timers instead of after them (rare:
-    /// latencies are whole microseconds plus size over bandwidth; the simulation's traces at 200 to 1,000 nodes are the same).
+    /// flushing event, not as an item of its own, when that changes no order: nothing is queued on the loop and no other
+    /// timer of <paramref name="clock"/> is due at this instant, so the wake-up would have been the very next item. For the
+    /// far end of a <see cref="DelayLine"/>, whose flushes come only from the link's timer (or its resumption after a
+    /// pause): the delivery and the read it wakes become one event. Otherwise (timers sharing an instant) it is posted, as
+    /// before.
     /// </summary>
-    internal void WakeReaderInline(EventLoop loop) => _inlineReaderLoop = loop;
+    internal void WakeReaderInline(EventLoop loop, VirtualClock clock)
+    {
+        _inlineReaderLoop = loop;
+        _inlineReaderClock = clock;
+    }
+
+    private VirtualClock? _inlineReaderClock;
+
+    private bool CanWakeReaderInline() =>
+        _inlineReaderLoop is { IsRunningOnThisThread: true } loop && loop.Queued == 0 && _inlineReaderClock?.HasTimerDueNow == false;
 
     public PipeWriter Writer => _writer;
 
@@ -337,9 +346,9 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
                 result = new ValueTask<FlushResult>(_writer, version);
             }
         }
-        if (_inlineReaderLoop is { IsRunningOnThisThread: true } loop)
+        if (wake.Continuation is not null && CanWakeReaderInline())
         {
-            wake.RunInline(loop);
+            wake.RunInline(_inlineReaderLoop!);
         }
         else
         {

@@ -84,10 +84,10 @@ internal sealed class MemoryConnectionPair
         if (!conditions.IsPerfect)
         {
             // Under an event loop a link's timer hands the due bytes straight to a reader that waits for them.
-            if (EventLoop.Of(network.PipeScheduler) is { } loop)
+            if (EventLoop.Of(network.PipeScheduler) is { } loop && network.TimeProvider is VirtualClock clock)
             {
-                toListener.WakeReaderInline(loop);
-                toDialer.WakeReaderInline(loop);
+                toListener.WakeReaderInline(loop, clock);
+                toDialer.WakeReaderInline(loop, clock);
             }
             var fromDialer = new MemoryBuffer(network.PipeScheduler, options);
             var fromListener = new MemoryBuffer(network.PipeScheduler, options);
