@@ -190,6 +190,33 @@ public sealed class MemoryTransportTests
     }
 
     [Test]
+    public void Latency_ADeliverySharingItsInstantWithAnEarlierTimer_WakesTheReaderAfterWhatThatTimerPosted() => VirtualTimeDriver.Run(async d =>
+    {
+        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        var order = new List<string>();
+        var reading = server.Input.ReadAsync();
+        // Due at the same instant as the delivery below and armed before it, so it fires first and posts an item.
+        using var earlier = d.Clock.CreateTimer(_ => d.Loop.Post(_ => order.Add("posted by the earlier timer"), null), null,
+            TimeSpan.FromMilliseconds(50), Timeout.InfiniteTimeSpan);
+        await client.Output.WriteAndFlushAsync("hi"u8.ToArray());
+        var result = await reading;
+        order.Add("reader");
+        server.Input.AdvanceTo(result.Buffer.End);
+        await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+
+        // The reader's wake-up is posted behind that item, as it always was: waking it inline would run it first.
+        Assert.That(order, Is.EqualTo(new[] { "posted by the earlier timer", "reader" }));
+    });
+
+    [Test]
     public void Latency_AReaderThatIsNotWaiting_FindsTheBytesOnItsNextRead() => VirtualTimeDriver.Run(async d =>
     {
         var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
