@@ -296,6 +296,55 @@ public sealed class EventLoop : SynchronizationContext
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="callback"/> now, on the calling thread, as the loop runs an item (this loop as the synchronization
+    /// context and the calling thread as its runner; an exception is kept as a fault, as an item's is) but without queuing it:
+    /// it is not an item of its own (not counted in <see cref="ItemsRun"/>, not seen by the digest). For work that belongs to
+    /// an event already running or about to run: the driver's clock jump (the timers it fires are the events), and a
+    /// simulated link handing its due bytes straight to a reader that waits for them (within the link timer's event).
+    /// Called from inside an item it runs nested, at once.
+    /// </summary>
+    internal void RunInline(Action<object?> callback, object? state)
+    {
+        if (IsRunningOnThisThread)
+        {
+            Invoke(callback, state);
+            return;
+        }
+        var previous = Current;
+        var previousRunner = _runner;
+        SetSynchronizationContext(this);
+        _runner = Thread.CurrentThread;
+        _owner ??= Thread.CurrentThread;
+        try
+        {
+            Invoke(callback, state);
+        }
+        finally
+        {
+            _runner = previousRunner;
+            SetSynchronizationContext(previous);
+        }
+
+        void Invoke(Action<object?> run, object? s)
+        {
+            try
+            {
+                run(s);
+            }
+            catch (Exception e)
+            {
+                lock (_gate)
+                {
+                    _faults.Add(e);
+                }
+            }
+        }
+    }
+
+    /// <summary>The loop whose <see cref="PipeScheduler"/> <paramref name="scheduler"/> is; null for any other scheduler.</summary>
+    internal static EventLoop? Of(PipeScheduler? scheduler) => (scheduler as LoopPipeScheduler)?.Loop;
+
     /// <summary>Blocks until an item is posted or external work ends, or <paramref name="timeout"/> passes (wall clock); true if woken.</summary>
     public bool WaitForWork(TimeSpan timeout) => _signal.Wait(timeout);
 
@@ -362,6 +411,8 @@ public sealed class EventLoop : SynchronizationContext
 
     private sealed class LoopPipeScheduler(EventLoop loop) : PipeScheduler
     {
+        public EventLoop Loop => loop;
+
         public override void Schedule(Action<object?> action, object? state) =>
             loop.Post(static s =>
             {

@@ -77,6 +77,19 @@ public sealed class VirtualClock : TimeProvider
         }
     }
 
+    /// <summary>Whether an armed timer is due now (at or before the clock's time): while the clock fires an instant's timers, one still to fire.</summary>
+    internal bool HasTimerDueNow
+    {
+        get
+        {
+            lock (_gate)
+            {
+                Prune();
+                return _queue.TryPeek(out _, out var key) && key.Deadline <= _nowTicks;
+            }
+        }
+    }
+
     /// <summary>Sees every timer as it fires (a <see cref="VirtualTimeDriver"/>'s <see cref="EventDigest"/>); null by default.</summary>
     internal EventDigest? Digest { get; set; }
 

@@ -121,7 +121,7 @@ public sealed class VirtualTimeDriver
     {
         var until = Clock.GetUtcNow() + span;
         Drive(() => false, until);
-        Loop.Post(_ => Clock.AdvanceTo(until), null);
+        JumpTo(until);
         RunUntilIdle();
         ThrowFaults();
     }
@@ -202,10 +202,28 @@ public sealed class VirtualTimeDriver
                     $"virtual time would pass {Limits.MaxVirtualTime} (next timer at {next.Value:O}) without the awaited task completing");
             }
             Jumps++;
-            // Timers fire on the loop's thread with the loop as context, like any other item.
-            Loop.Post(_ => Clock.AdvanceTo(next.Value), null);
+            JumpTo(next.Value);
         }
     }
+
+    /// <summary>
+    /// Moves the clock, firing what falls due, on the loop's thread with the loop as context, like any item, but not as an
+    /// item of its own: the loop is idle here (nothing queued), so it runs exactly where the one item it used to be ran,
+    /// and each timer it fires is the event. What the timers post runs next, in order, as before.
+    /// </summary>
+    private void JumpTo(DateTimeOffset target)
+    {
+        _jumpTarget = target;
+        Loop.RunInline(Jump, this);
+    }
+
+    private DateTimeOffset _jumpTarget;
+
+    private static readonly Action<object?> Jump = static s =>
+    {
+        var driver = (VirtualTimeDriver)s!;
+        driver.Clock.AdvanceTo(driver._jumpTarget);
+    };
 
     private bool ReleaseIdleWaiters()
     {

@@ -314,16 +314,35 @@ internal struct ParkedContinuation
                 return;
             }
 
-            scheduler.Schedule(static s =>
-            {
-                var (context, continuation, state) = ((ExecutionContext, Action<object?>, object?))s!;
-                ExecutionContext.Run(context, static c =>
-                {
-                    var (run, st) = ((Action<object?>, object?))c!;
-                    run(st);
-                }, (continuation, state));
-            }, (Context, Continuation, State));
+            scheduler.Schedule(RunInContext, (Context, Continuation, State));
         }
+
+        /// <summary>Runs it now, inside the event <paramref name="loop"/> is running (see <see cref="Runtime.EventLoop.RunInline"/>).</summary>
+        public void RunInline(Runtime.EventLoop loop)
+        {
+            if (Continuation is null)
+            {
+                return;
+            }
+
+            if (Context is null)
+            {
+                loop.RunInline(Continuation, State);
+                return;
+            }
+
+            loop.RunInline(RunInContext, (Context, Continuation, State));
+        }
+
+        private static readonly Action<object?> RunInContext = static s =>
+        {
+            var (context, continuation, state) = ((ExecutionContext, Action<object?>, object?))s!;
+            ExecutionContext.Run(context, static c =>
+            {
+                var (run, st) = ((Action<object?>, object?))c!;
+                run(st);
+            }, (continuation, state));
+        };
     }
 }
 

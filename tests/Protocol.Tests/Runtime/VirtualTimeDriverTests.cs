@@ -23,6 +23,45 @@ public class VirtualTimeDriverTests
     }
 
     [Test]
+    public void AClockJump_IsNoEventOfItsOwn_TheTimersItFiresAre()
+    {
+        var driver = new VirtualTimeDriver();
+        var digest = driver.DigestEvents();
+        long events = 0, items = 0;
+        driver.RunUntilComplete(async d =>
+        {
+            var (eventsBefore, itemsBefore) = (digest.Count, d.Loop.ItemsRun);
+            for (var i = 0; i < 3; i++)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+            }
+            (events, items) = (digest.Count - eventsBefore, d.Loop.ItemsRun - itemsBefore);
+        });
+
+        Assert.That(driver.Jumps, Is.EqualTo(3), "three moments of virtual time");
+        Assert.That(driver.Clock.TimersFired, Is.EqualTo(3));
+        // Each delay's timer fires on the loop's thread with the loop as context, and the body goes on within it: the three
+        // timers are the only events (a jump that was an item of its own made six, and three items).
+        Assert.That(events, Is.EqualTo(3));
+        Assert.That(items, Is.Zero);
+    }
+
+    [Test]
+    public void AClockJump_StillRunsOnTheLoopsThread_WithTheLoopAsContext()
+    {
+        var seen = VirtualTimeDriver.Run(async d =>
+        {
+            var fired = new List<(bool OnLoop, bool LoopContext)>();
+            using var timer = d.Clock.CreateTimer(_ => fired.Add((d.Loop.IsRunningOnThisThread, SynchronizationContext.Current == d.Loop)), null,
+                TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan);
+            await Task.Delay(TimeSpan.FromSeconds(3), d.Clock);
+            return fired;
+        });
+
+        Assert.That(seen, Is.EqualTo(new[] { (true, true) }));
+    }
+
+    [Test]
     public void AWaitThatCanNeverEnd_FailsAtOnce_InsteadOfHanging()
     {
         var never = new TaskCompletionSource();

@@ -154,6 +154,91 @@ public sealed class MemoryTransportTests
     });
 
     [Test]
+    public void Latency_ADeliveryToAWaitingReader_IsOneEvent_TheLinksTimer()
+    {
+        var driver = new VirtualTimeDriver();
+        var digest = driver.DigestEvents();
+        (long Events, long Items, long Timers, TimeSpan At, byte[] Data) seen = default;
+        driver.RunUntilComplete(async d =>
+        {
+            var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
+            var a = network.CreateTransport();
+            var b = network.CreateTransport();
+            await using var la = await a.ListenAsync(Any, CancellationToken.None);
+            await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+            network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+            await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+            await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+            var reading = server.Input.ReadAsync();
+            Assert.That(reading.IsCompleted, Is.False, "the reader waits");
+            await client.Output.WriteAndFlushAsync("hello"u8.ToArray());
+            var sent = d.Clock.Elapsed;
+            var (events, items, timers) = (digest.Count, d.Loop.ItemsRun, d.Clock.TimersFired);
+            var result = await reading;
+            seen = (digest.Count - events, d.Loop.ItemsRun - items, d.Clock.TimersFired - timers, d.Clock.Elapsed - sent, result.Buffer.ToArray());
+            server.Input.AdvanceTo(result.Buffer.End);
+        });
+
+        Assert.That(seen.Data, Is.EqualTo("hello"u8.ToArray()));
+        Assert.That(seen.At, Is.EqualTo(TimeSpan.FromMilliseconds(50)), "read exactly one latency after the flush");
+        // The link's timer hands the bytes to the waiting reader, whose continuation runs within it: one event (it was
+        // three: the clock's jump, the timer, and the reader's wake-up as an item of its own).
+        Assert.That(seen.Timers, Is.EqualTo(1));
+        Assert.That(seen.Items, Is.Zero);
+        Assert.That(seen.Events, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Latency_ADeliverySharingItsInstantWithAnEarlierTimer_WakesTheReaderAfterWhatThatTimerPosted() => VirtualTimeDriver.Run(async d =>
+    {
+        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        var order = new List<string>();
+        var reading = server.Input.ReadAsync();
+        // Due at the same instant as the delivery below and armed before it, so it fires first and posts an item.
+        using var earlier = d.Clock.CreateTimer(_ => d.Loop.Post(_ => order.Add("posted by the earlier timer"), null), null,
+            TimeSpan.FromMilliseconds(50), Timeout.InfiniteTimeSpan);
+        await client.Output.WriteAndFlushAsync("hi"u8.ToArray());
+        var result = await reading;
+        order.Add("reader");
+        server.Input.AdvanceTo(result.Buffer.End);
+        await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+
+        // The reader's wake-up is posted behind that item, as it always was: waking it inline would run it first.
+        Assert.That(order, Is.EqualTo(new[] { "posted by the earlier timer", "reader" }));
+    });
+
+    [Test]
+    public void Latency_AReaderThatIsNotWaiting_FindsTheBytesOnItsNextRead() => VirtualTimeDriver.Run(async d =>
+    {
+        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        await using var la = await a.ListenAsync(Any, CancellationToken.None);
+        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
+        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
+        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
+        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+
+        // Three flushes at three moments, nobody reading: each is due on its own, and all wait in order for the next read.
+        for (var i = 0; i < 3; i++)
+        {
+            await client.Output.WriteAndFlushAsync(new[] { (byte)i });
+            await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+        }
+        await Task.Delay(TimeSpan.FromMilliseconds(10), d.Clock);
+        Assert.That(ReadNow(server.Input).Data, Is.EqualTo(new byte[] { 0, 1, 2 }));
+    });
+
+    [Test]
     public void Latency_TheEndOfTheStreamTravelsBehindTheData() => VirtualTimeDriver.Run(async d =>
     {
         var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Runtime.ExceptionServices;
 using System.Threading.Tasks.Sources;
+using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Yamux;
 
 namespace Potluck.Protocol.Transport.Memory;
@@ -33,6 +34,7 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
 
     private bool _writerDone;
     private Exception? _writerError;
+    private EventLoop? _inlineReaderLoop;
     private bool _flushCancelPending;
     private ParkedWait _flushWait;
 
@@ -51,6 +53,25 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     }
 
     public PipeReader Reader => this;
+
+    /// <summary>
+    /// A flush made while <paramref name="loop"/> runs on the calling thread wakes a waiting reader inline, within the
+    /// flushing event, not as an item of its own, when that changes no order: nothing is queued on the loop and no other
+    /// timer of <paramref name="clock"/> is due at this instant, so the wake-up would have been the very next item. For the
+    /// far end of a <see cref="DelayLine"/>, whose flushes come only from the link's timer (or its resumption after a
+    /// pause): the delivery and the read it wakes become one event. Otherwise (timers sharing an instant) it is posted, as
+    /// before.
+    /// </summary>
+    internal void WakeReaderInline(EventLoop loop, VirtualClock clock)
+    {
+        _inlineReaderLoop = loop;
+        _inlineReaderClock = clock;
+    }
+
+    private VirtualClock? _inlineReaderClock;
+
+    private bool CanWakeReaderInline() =>
+        _inlineReaderLoop is { IsRunningOnThisThread: true } loop && loop.Queued == 0 && _inlineReaderClock?.HasTimerDueNow == false;
 
     public PipeWriter Writer => _writer;
 
@@ -325,7 +346,14 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
                 result = new ValueTask<FlushResult>(_writer, version);
             }
         }
-        wake.Run(_scheduler);
+        if (wake.Continuation is not null && CanWakeReaderInline())
+        {
+            wake.RunInline(_inlineReaderLoop!);
+        }
+        else
+        {
+            wake.Run(_scheduler);
+        }
         return result;
     }
 

@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using Potluck.Protocol.Multiformats;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Transport.Memory;
 
@@ -82,6 +83,12 @@ internal sealed class MemoryConnectionPair
         MemoryPipeWriter dialerOutput, listenerOutput;
         if (!conditions.IsPerfect)
         {
+            // Under an event loop a link's timer hands the due bytes straight to a reader that waits for them.
+            if (EventLoop.Of(network.PipeScheduler) is { } loop && network.TimeProvider is VirtualClock clock)
+            {
+                toListener.WakeReaderInline(loop, clock);
+                toDialer.WakeReaderInline(loop, clock);
+            }
             var fromDialer = new MemoryBuffer(network.PipeScheduler, options);
             var fromListener = new MemoryBuffer(network.PipeScheduler, options);
             dialerOutput = new MemoryPipeWriter(fromDialer.Writer, new DelayLine(fromDialer.Reader, toListener.Writer, network.TimeProvider, conditions, seed));
