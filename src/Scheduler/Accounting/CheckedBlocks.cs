@@ -14,7 +14,8 @@ namespace Potluck.Scheduler.Accounting;
 /// too; any other signature, key or payload is other bytes and is verified), and the size limits are checked on every
 /// call. Only the digest is kept, not the block: a hit decodes the bytes again without the signature check
 /// (<see cref="SignedBlock.DecodeChecked"/>: several times cheaper than a verification, scripts/bench/ChainBench), so an
-/// entry is about 80 bytes instead of about 1.2 KiB with the decoded block. Only blocks that checked are kept (a failure is never
+/// entry is about 40 bytes (its digest in a ring, a 4-byte place in an open-addressing index of twice the ring's slots)
+/// instead of about 1.2 KiB with the decoded block. Only blocks that checked are kept (a failure is never
 /// remembered, so a flood of bad blocks costs the flooder a verification each, as before); the oldest entry is dropped
 /// beyond <see cref="Capacity"/>. One per node, never shared between nodes (a benchmark running three nodes in one
 /// process must not let one node's check count for another's).
@@ -22,7 +23,8 @@ namespace Potluck.Scheduler.Accounting;
 internal sealed class CheckedBlocks
 {
     /// <summary>
-    /// Digests remembered: about 80 bytes each (the set's entry and bucket, the ring's slot), 79 KiB when full. Measured at 200
+    /// Digests remembered: 40 bytes each (the ring's 32-byte slot, two 4-byte index slots), 40 KiB when full (a
+    /// <c>HashSet</c> beside the ring took about 80). Measured at 200
     /// nodes (README, "Strangers' payment blocks"), every hit came within 64 blocks of its first check, and 99.5 % of
     /// what a node checks is strangers' gossiped payments that never come again: a larger cap would hold mostly those.
     /// </summary>
@@ -31,8 +33,9 @@ internal sealed class CheckedBlocks
     private readonly Lock _gate = new();
     // Both grow as blocks come (empty until then), the set only as far as the ring: sized for Capacity up front they would
     // cost every node, idle or not, what only a busy one needs.
-    private readonly HashSet<Digest> _digests = [];
-    private Digest[] _order = []; // oldest first from _oldest once full
+    private Digest[] _order = []; // the digests; oldest first from _oldest once full
+    private int[] _index = []; // open addressing (linear probing): a digest's place in _order + 1, 0 empty; twice _order's slots
+    private int _count;
     private int _oldest;
     private long _verified;
     private long _remembered;
@@ -43,14 +46,14 @@ internal sealed class CheckedBlocks
     /// <summary>Blocks taken as already checked (no signature check).</summary>
     public long Remembered => Interlocked.Read(ref _remembered);
 
-    /// <summary>Slots allocated for entries: the ring's and the set's (at most about 2 × <see cref="Capacity"/> once full, and fixed from then on).</summary>
+    /// <summary>Slots allocated for entries: the ring's and the index's (3 × <see cref="Capacity"/> once full, and fixed from then on).</summary>
     internal int Slots
     {
         get
         {
             lock (_gate)
             {
-                return _order.Length + _digests.Capacity;
+                return _order.Length + _index.Length;
             }
         }
     }
@@ -61,7 +64,7 @@ internal sealed class CheckedBlocks
         {
             lock (_gate)
             {
-                return _digests.Count;
+                return _count;
             }
         }
     }
@@ -107,7 +110,7 @@ internal sealed class CheckedBlocks
         bool known;
         lock (_gate)
         {
-            known = _digests.Contains(digest);
+            known = IndexOf(digest) >= 0;
         }
         // These bytes verified here: decoded again without the signature check, on a copy as a verification would (the
         // caller's array stays its own), and held to this call's payload limit.
@@ -131,31 +134,89 @@ internal sealed class CheckedBlocks
     {
         lock (_gate)
         {
-            if (_digests.Count == Capacity)
+            if (IndexOf(digest) >= 0)
             {
-                if (_digests.Contains(digest))
-                {
-                    return;
-                }
-                // Full: the oldest goes first, so the set never grows past Capacity.
-                _digests.Remove(_order[_oldest]);
-                _digests.Add(digest);
+                return;
+            }
+            if (_count == Capacity)
+            {
+                // Full: the oldest goes first, so nothing grows past Capacity.
+                RemoveFromIndex(IndexOf(_order[_oldest]));
                 _order[_oldest] = digest;
+                AddToIndex(_oldest);
                 _oldest = (_oldest + 1) % Capacity;
                 return;
             }
-            if (_digests.Count == _order.Length)
+            if (_count == _order.Length)
             {
-                // Not full yet, so in order from 0: the ring and the set grow together, the set to the ring's size only.
-                var grown = Math.Min(Capacity, Math.Max(16, 2 * _order.Length));
-                Array.Resize(ref _order, grown);
-                _digests.EnsureCapacity(grown);
+                // Not full yet, so in order from 0: the ring grows, the index with it (twice its slots, a power of two).
+                Array.Resize(ref _order, Math.Min(Capacity, Math.Max(16, 2 * _order.Length)));
+                _index = new int[2 * _order.Length];
+                for (var i = 0; i < _count; i++)
+                {
+                    AddToIndex(i);
+                }
             }
-            if (_digests.Add(digest))
+            _order[_count] = digest;
+            AddToIndex(_count);
+            _count++;
+        }
+    }
+
+    /// <summary>The index slot that holds <paramref name="digest"/>'s place, or -1.</summary>
+    private int IndexOf(Digest digest)
+    {
+        if (_index.Length == 0)
+        {
+            return -1;
+        }
+        var mask = _index.Length - 1;
+        for (var i = (int)(digest.A & (ulong)mask); ; i = (i + 1) & mask)
+        {
+            var place = _index[i];
+            if (place == 0)
             {
-                _order[_digests.Count - 1] = digest;
+                return -1;
+            }
+            if (_order[place - 1] == digest)
+            {
+                return i;
             }
         }
+    }
+
+    private void AddToIndex(int place)
+    {
+        var mask = _index.Length - 1;
+        var i = (int)(_order[place].A & (ulong)mask);
+        while (_index[i] != 0)
+        {
+            i = (i + 1) & mask;
+        }
+        _index[i] = place + 1;
+    }
+
+    /// <summary>Empties index slot <paramref name="i"/>, moving back the later entries of its run that would be hidden (Knuth's algorithm R).</summary>
+    private void RemoveFromIndex(int i)
+    {
+        var mask = _index.Length - 1;
+        var j = i;
+        while (true)
+        {
+            j = (j + 1) & mask;
+            if (_index[j] == 0)
+            {
+                break;
+            }
+            var home = (int)(_order[_index[j] - 1].A & (ulong)mask);
+            var stays = i <= j ? i < home && home <= j : i < home || home <= j;
+            if (!stays)
+            {
+                _index[i] = _index[j];
+                i = j;
+            }
+        }
+        _index[i] = 0;
     }
 
     private readonly record struct Digest(ulong A, ulong B, ulong C, ulong D)

@@ -98,6 +98,29 @@ public class CheckedBlocksTests
         FuelUsed = 1,
     }, author);
 
+    /// <summary>
+    /// Two and a half caps of distinct blocks: exactly the last <see cref="CheckedBlocks.Capacity"/> are remembered (the
+    /// index's deletions, runs that wrap included, lose none and keep none too many), in 40 bytes each: the ring's
+    /// 32-byte digests and an index of twice its slots (a <c>HashSet</c> beside the ring held about 80).
+    /// </summary>
+    [Test]
+    public void AfterManyEvictions_ExactlyTheNewestCapacityAreRemembered_InThreeSlotsEach()
+    {
+        var known = new CheckedBlocks();
+        var blocks = Enumerable.Range(0, CheckedBlocks.Capacity * 5 / 2).Select(i => Flooded(Stranger, 200_000 + i)).ToArray();
+        foreach (var block in blocks)
+        {
+            known.Remember(block);
+        }
+        var newest = blocks.Length - CheckedBlocks.Capacity;
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            Assert.That(known.TryGet(blocks[i].EnvelopeBytes, Chain, out _), Is.EqualTo(i >= newest), $"block {i}");
+        }
+        Assert.That(known.Count, Is.EqualTo(CheckedBlocks.Capacity));
+        Assert.That(known.Slots, Is.EqualTo(3 * CheckedBlocks.Capacity), "the ring and an index of twice its slots");
+    }
+
     [Test]
     public void FloodOfDistinctValidBlocksFromAStranger_StaysAtTheCap_AndHonestChecksStayRight()
     {
