@@ -192,19 +192,8 @@ public sealed partial class DiscoveryService : IHostedService
             {
                 return;
             }
-            var held = _gossip.Subscribe(topic);
-            _topics[topic] = held;
-            // The node's own subscription only keeps the topic joined; its copy of each message is discarded.
-            _work.Run($"topic {topic}", async ct =>
-            {
-                var reader = held.Messages;
-                while (await reader.WaitToReadAsync(ct))
-                {
-                    while (reader.TryRead(out _))
-                    {
-                    }
-                }
-            });
+            // The node's own membership only keeps the topic joined: nothing is delivered to it (no buffer, no reader).
+            _topics[topic] = _gossip.Join(topic);
         }
     }
 

@@ -12,18 +12,24 @@ namespace Potluck.Protocol.Gossipsub;
 /// <summary>A local subscription to a topic; dispose to leave (the topic is left when its last subscription goes).</summary>
 public sealed class GossipSubscription : IDisposable
 {
-    private readonly Channel<GossipMessage> _channel;
+    /// <summary>The reader of a subscription that delivers nothing (<see cref="GossipsubService.Join"/>): completed, empty.</summary>
+    private static readonly ChannelReader<GossipMessage> Nothing = CompletedReader();
+
+    /// <summary>The buffer of delivered messages; null for a membership that delivers nothing.</summary>
+    private readonly Channel<GossipMessage>? _channel;
     private readonly Action<GossipSubscription> _dispose;
     private readonly ProtocolInstruments? _instruments;
     private long _dropped;
     private int _disposed;
 
+    /// <param name="capacity">The buffer of delivered messages; 0: none, the topic is only kept joined (<see cref="GossipsubService.Join"/>).</param>
     internal GossipSubscription(string topic, int capacity, Action<GossipSubscription> dispose, ProtocolInstruments? instruments = null)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
         Topic = topic;
         _dispose = dispose;
         _instruments = instruments;
-        _channel = Channel.CreateBounded<GossipMessage>(new BoundedChannelOptions(capacity)
+        _channel = capacity == 0 ? null : Channel.CreateBounded<GossipMessage>(new BoundedChannelOptions(capacity)
         {
             SingleWriter = false,
             FullMode = BoundedChannelFullMode.Wait,
@@ -32,14 +38,24 @@ public sealed class GossipSubscription : IDisposable
 
     public string Topic { get; }
 
-    /// <summary>Messages delivered on the topic, in arrival order; completes when the subscription is disposed.</summary>
-    public ChannelReader<GossipMessage> Messages => _channel.Reader;
+    /// <summary>Whether messages are delivered to it (false: it only keeps the topic joined, <see cref="GossipsubService.Join"/>).</summary>
+    public bool Delivers => _channel is not null;
+
+    /// <summary>
+    /// Messages delivered on the topic, in arrival order; completes when the subscription is disposed. For a membership
+    /// that delivers nothing (<see cref="GossipsubService.Join"/>) it is empty and complete from the start.
+    /// </summary>
+    public ChannelReader<GossipMessage> Messages => _channel?.Reader ?? Nothing;
 
     /// <summary>Messages dropped because the reader fell more than the buffer behind.</summary>
     public long Dropped => Interlocked.Read(ref _dropped);
 
     internal void Deliver(GossipMessage message)
     {
+        if (_channel is null)
+        {
+            return;
+        }
         if (!_channel.Writer.TryWrite(message))
         {
             Interlocked.Increment(ref _dropped);
@@ -47,7 +63,14 @@ public sealed class GossipSubscription : IDisposable
         }
     }
 
-    internal void Complete() => _channel.Writer.TryComplete();
+    internal void Complete() => _channel?.Writer.TryComplete();
+
+    private static ChannelReader<GossipMessage> CompletedReader()
+    {
+        var channel = Channel.CreateBounded<GossipMessage>(1);
+        channel.Writer.Complete();
+        return channel.Reader;
+    }
 
     public void Dispose()
     {
@@ -175,10 +198,20 @@ public sealed partial class GossipsubService : IAsyncDisposable
     // ------------------------------------------------------------------ API
 
     /// <summary>Joins the topic (if not yet) and returns a new subscription to its messages.</summary>
-    public GossipSubscription Subscribe(string topic)
+    public GossipSubscription Subscribe(string topic) => Add(topic, Math.Max(1, _options.SubscriptionBuffer));
+
+    /// <summary>
+    /// Joins the topic as <see cref="Subscribe"/> does (the router subscribes, meshes and forwards) but delivers nothing:
+    /// for a node that stays in a topic for the network's sake, or whose messages another subscription reads. No buffer,
+    /// no reader to keep draining; its <see cref="GossipSubscription.Messages"/> is empty and complete. Dispose to leave
+    /// (the topic stays joined while any other subscription to it lives).
+    /// </summary>
+    public GossipSubscription Join(string topic) => Add(topic, capacity: 0);
+
+    private GossipSubscription Add(string topic, int capacity)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var subscription = new GossipSubscription(topic, _options.SubscriptionBuffer, Unsubscribe, _instruments);
+        var subscription = new GossipSubscription(topic, capacity, Unsubscribe, _instruments);
         Run(now =>
         {
             if (!_subscriptions.TryGetValue(topic, out var list))

@@ -163,6 +163,52 @@ public class GossipsubServiceTests
         Assert.That(a.Score(bHost.PeerId), Is.LessThan(0));
     });
 
+    /// <summary>
+    /// A membership (<see cref="GossipsubService.Join"/>) keeps the topic joined as a subscription does (announced, meshed,
+    /// messages validated and delivered by the router) but buffers nothing: its reader is complete and empty from the
+    /// start, so a flood bigger than the subscription buffer drops nothing and holds nothing; a subscription beside it
+    /// still gets every later message; disposing the last of them leaves the topic.
+    /// </summary>
+    [Test]
+    public void Join_KeepsTheTopicJoined_AndBuffersNothing() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        const int buffer = 8;
+        const int flood = 40;
+        await using var net = await GossipHostNetwork.StartAsync(d, 2, 1, seed: 12, ct, o => o with { SubscriptionBuffer = buffer });
+        var a = net.Services[0];
+        var b = net.Services[1];
+        var bPeer = net.Nodes[1].Host.PeerId;
+        using var subA = a.Subscribe(Topic);
+        var membership = b.Join(Topic);
+        Assert.That(membership.Delivers, Is.False);
+        Assert.That(membership.Messages.Completion.IsCompleted, Is.True, "nothing is ever delivered to a membership");
+        await a.WaitUntilAsync(s => s.Peers(Topic).Contains(bPeer), ct);
+        await net.AdvanceHeartbeatsAsync(1);
+        await b.WaitUntilAsync(s => s.MeshPeers(Topic).Count == 1, ct);
+
+        for (var i = 1; i <= flood; i++)
+        {
+            await a.PublishAsync(Topic, new[] { (byte)i }, ct);
+        }
+        await b.WaitUntilAsync(s => s.Counters.Delivered == flood, ct);
+        Assert.That(membership.Messages.TryRead(out _), Is.False);
+        Assert.That(await membership.Messages.WaitToReadAsync(ct), Is.False);
+        Assert.That(membership.Dropped, Is.Zero, "nothing buffered, so nothing dropped");
+
+        using (var subB = b.Subscribe(Topic))
+        {
+            await a.PublishAsync(Topic, new byte[] { 200 }, ct);
+            Assert.That((await subB.Messages.ReadAsync(ct)).Data.ToArray(), Is.EqualTo(new byte[] { 200 }));
+        }
+        await net.AdvanceHeartbeatsAsync(1);
+        Assert.That(a.Peers(Topic), Does.Contain(bPeer), "the membership still keeps the topic joined");
+
+        membership.Dispose();
+        await a.WaitUntilAsync(s => !s.Peers(Topic).Contains(bPeer), ct);
+        Assert.That(b.MeshPeers(Topic), Is.Empty);
+    });
+
     [Test]
     public void Unsubscribe_LastSubscription_LeavesTopicAndCompletesReader() => VirtualTimeDriver.Run(async d =>
     {
