@@ -22,6 +22,9 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     private readonly long _pauseThreshold;   // 0: never pauses
     private readonly long _resumeThreshold;
     private readonly int _segmentSize;
+
+    /// <summary>The most an empty buffer's first segment holds (less when <see cref="SimulatedNetworkOptions.SegmentSize"/> is smaller).</summary>
+    internal const int FirstSegmentSize = 2048;
     private readonly BufferWriter _writer;
     private SegmentQueue _queue;
     private bool _examinedAll;
@@ -286,7 +289,10 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         lock (Sync)
         {
             ThrowIfWriterDone();
-            var memory = _queue.GetMemory(sizeHint, _segmentSize);
+            // An empty buffer's first segment is small: most flushes are one small frame (a gossip control message, an
+            // acknowledgement), and every connection of a mesh may hold one in flight at the same instant; a burst
+            // longer than it goes on in full-size segments.
+            var memory = _queue.GetMemory(sizeHint, _queue.HoldsMemory ? _segmentSize : Math.Min(_segmentSize, FirstSegmentSize));
             _memoryOut = true;
             return memory;
         }
