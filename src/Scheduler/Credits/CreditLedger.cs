@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Storage;
 
 namespace Potluck.Scheduler.Credits;
 
@@ -1326,7 +1327,7 @@ public sealed partial class CreditLedger : IDisposable
     private object? Once(string sql, bool scalar = false)
     {
         using var command = _connection.CreateCommand();
-        command.CommandText = sql;
+        command.CommandText = SqlText.Compact(sql); // the schema's CREATE text is stored as run: without indentation
         if (scalar)
         {
             return command.ExecuteScalar();

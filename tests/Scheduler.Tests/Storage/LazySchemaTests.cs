@@ -193,4 +193,24 @@ public class LazySchemaTests
         TestContext.Out.WriteLine($"parsed schema {schema} B");
         Assert.That(schema, Is.GreaterThan(0).And.LessThan(16 * 1024));
     }
+    [Test]
+    public void InMemoryStore_ANodeThatTakesPartInNoLease_StoresItsSchemaTextInUnder2KiB()
+    {
+        // sqlite_schema keeps each CREATE statement's text as it was run (every node's store, in its pages): the same
+        // statements without their indentation and line breaks.
+        var dir = NewDir();
+        using var keep = SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName));
+        using var ledger = CreditLedger.Open(dir, Requester.PeerId, Options, Time, inMemory: true);
+        using var reputation = ReputationDatabase.Open(dir, inMemory: true);
+        Assert.That(ledger.Balance(), Is.EqualTo(Options.InitialGrant));
+        using var command = keep.CreateCommand();
+        command.CommandText = "SELECT sum(length(sql)), count(*), sum(instr(sql, char(10)) > 0) FROM sqlite_schema WHERE sql IS NOT NULL";
+        using var reader = command.ExecuteReader();
+        Assert.That(reader.Read(), Is.True);
+        var (bytes, statements, withLineBreaks) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2));
+        TestContext.Out.WriteLine($"stored schema text {bytes} B in {statements} statements");
+        Assert.That(statements, Is.GreaterThanOrEqualTo(8), "the core ledger's tables, index and triggers, and reputation's table");
+        Assert.That(withLineBreaks, Is.Zero);
+        Assert.That(bytes, Is.LessThan(2 * 1024));
+    }
 }
