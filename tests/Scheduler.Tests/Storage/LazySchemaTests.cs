@@ -213,4 +213,34 @@ public class LazySchemaTests
         Assert.That(withLineBreaks, Is.Zero);
         Assert.That(bytes, Is.LessThan(2 * 1024));
     }
+    [TestCase(true)]
+    [TestCase(false)]
+    public void Ledger_OpenedAndUsed_NeverOpensTheTempDatabase(bool inMemory)
+    {
+        // A bare PRAGMA quick_check checks every database of the connection and opens temp to do so (its pager, B-tree
+        // and a 4 KiB page, ~19 KiB held while the connection is open); the ledger checks main, where all it has is.
+        var dir = NewDir();
+        try
+        {
+            using var keep = inMemory ? SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName)) : null;
+            for (var open = 0; open < 2; open++)
+            {
+                using var ledger = CreditLedger.Open(dir, Requester.PeerId, Options, Time, inMemory);
+                var receipt = Receipt(10 + open);
+                Assert.That(ledger.ReservePayment(receipt.Receipt.LeaseId, Provider.PeerId, receipt.Receipt.Amount + 10), Is.EqualTo(LedgerResult.Reserved));
+                Assert.That(ledger.Settle(receipt), Is.EqualTo(LedgerResult.Recorded));
+                Assert.That(ledger.UndeliveredReceipts(), Has.Count.EqualTo(open + 1));
+                Assert.That(ledger.TotalsMismatches(), Is.Empty);
+                Assert.That(ledger.OpenDatabases(), Is.EqualTo(new[] { "main" }), $"open {open + 1}");
+            }
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
 }
