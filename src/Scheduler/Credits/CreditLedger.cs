@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Potluck.Protocol.Identity;
+using Potluck.Scheduler.Storage;
 
 namespace Potluck.Scheduler.Credits;
 
@@ -708,6 +709,20 @@ public sealed partial class CreditLedger : IDisposable
     /// <summary>Reads a pragma's value (tests check WAL and synchronous=FULL).</summary>
     internal object? Pragma(string name) => Run(() => Scalar(null, $"PRAGMA {name}"));
 
+    /// <summary>The databases the writer's connection has open, by name (tests: temp is never opened).</summary>
+    internal IReadOnlyList<string> OpenDatabases() => Run(() =>
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = "SELECT name FROM pragma_database_list ORDER BY seq";
+        using var reader = command.ExecuteReader();
+        var names = new List<string>();
+        while (reader.Read())
+        {
+            names.Add(reader.GetString(0));
+        }
+        return (IReadOnlyList<string>)names;
+    });
+
     /// <summary>The SQL of every command the ledger keeps prepared (tests: which statements stay compiled while it is open).</summary>
     internal IReadOnlyList<string> PreparedStatements() => Run(() => (IReadOnlyList<string>)[.. _commands.Keys]);
 
@@ -729,7 +744,9 @@ public sealed partial class CreditLedger : IDisposable
         {
             Once($"PRAGMA wal_autocheckpoint = {WalCheckpointPages}");
         }
-        var check = Once("PRAGMA quick_check", scalar: true) as string;
+        // main's only: a bare quick_check checks every database of the connection, temp included, and opens it for that (its
+        // pager, B-tree and a 4 KiB page, ~19 KiB held until the connection closes); the ledger has nothing in temp.
+        var check = Once("PRAGMA main.quick_check", scalar: true) as string;
         if (!string.Equals(check, "ok", StringComparison.Ordinal))
         {
             throw Corrupt($"integrity check failed: {check}");
@@ -1326,7 +1343,7 @@ public sealed partial class CreditLedger : IDisposable
     private object? Once(string sql, bool scalar = false)
     {
         using var command = _connection.CreateCommand();
-        command.CommandText = sql;
+        command.CommandText = SqlText.Compact(sql); // the schema's CREATE text is stored as run: without indentation
         if (scalar)
         {
             return command.ExecuteScalar();

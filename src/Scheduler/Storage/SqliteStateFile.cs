@@ -62,6 +62,7 @@ public sealed class SqliteStateFile : IDisposable
     public static SqliteStateFile Open(string directory, string fileName, string setup, string check, bool inMemory = false, string perOpen = "")
     {
         ArgumentNullException.ThrowIfNull(perOpen);
+        setup = SqlText.Compact(setup); // its CREATE text is stored as run: without indentation
         if (inMemory)
         {
             var memoryPath = System.IO.Path.Combine(directory, fileName);

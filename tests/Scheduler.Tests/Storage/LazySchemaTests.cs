@@ -193,4 +193,54 @@ public class LazySchemaTests
         TestContext.Out.WriteLine($"parsed schema {schema} B");
         Assert.That(schema, Is.GreaterThan(0).And.LessThan(16 * 1024));
     }
+    [Test]
+    public void InMemoryStore_ANodeThatTakesPartInNoLease_StoresItsSchemaTextInUnder1536Bytes()
+    {
+        // sqlite_schema keeps each CREATE statement's text as it was run (every node's store, in its pages): the same
+        // statements without their indentation and line breaks.
+        var dir = NewDir();
+        using var keep = SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName));
+        using var ledger = CreditLedger.Open(dir, Requester.PeerId, Options, Time, inMemory: true);
+        using var reputation = ReputationDatabase.Open(dir, inMemory: true);
+        Assert.That(ledger.Balance(), Is.EqualTo(Options.InitialGrant));
+        using var command = keep.CreateCommand();
+        command.CommandText = "SELECT sum(length(sql)), count(*), sum(instr(sql, char(10)) > 0) FROM sqlite_schema WHERE sql IS NOT NULL";
+        using var reader = command.ExecuteReader();
+        Assert.That(reader.Read(), Is.True);
+        var (bytes, statements, withLineBreaks) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2));
+        TestContext.Out.WriteLine($"stored schema text {bytes} B in {statements} statements");
+        Assert.That(statements, Is.GreaterThanOrEqualTo(8), "the core ledger's tables, index and triggers, and reputation's table");
+        Assert.That(withLineBreaks, Is.Zero);
+        Assert.That(bytes, Is.LessThan(1536), "1,655 B as the statements were written");
+    }
+    [TestCase(true)]
+    [TestCase(false)]
+    public void Ledger_OpenedAndUsed_NeverOpensTheTempDatabase(bool inMemory)
+    {
+        // A bare PRAGMA quick_check checks every database of the connection and opens temp to do so (its pager, B-tree
+        // and a 4 KiB page, ~19 KiB held while the connection is open); the ledger checks main, where all it has is.
+        var dir = NewDir();
+        try
+        {
+            using var keep = inMemory ? SqliteMemory.Keep(Path.Combine(dir, CreditLedger.FileName)) : null;
+            for (var open = 0; open < 2; open++)
+            {
+                using var ledger = CreditLedger.Open(dir, Requester.PeerId, Options, Time, inMemory);
+                var receipt = Receipt(10 + open);
+                Assert.That(ledger.ReservePayment(receipt.Receipt.LeaseId, Provider.PeerId, receipt.Receipt.Amount + 10), Is.EqualTo(LedgerResult.Reserved));
+                Assert.That(ledger.Settle(receipt), Is.EqualTo(LedgerResult.Recorded));
+                Assert.That(ledger.UndeliveredReceipts(), Has.Count.EqualTo(open + 1));
+                Assert.That(ledger.TotalsMismatches(), Is.Empty);
+                Assert.That(ledger.OpenDatabases(), Is.EqualTo(new[] { "main" }), $"open {open + 1}");
+            }
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
 }
