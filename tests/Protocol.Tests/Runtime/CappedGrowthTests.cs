@@ -21,7 +21,7 @@ public class CappedGrowthTests
     }
 
     [Test]
-    public void BelowTheCap_ItGrowsAsItWould_AndNeverShrinks()
+    public void BelowTheCap_ItGrowsExactlyAsItWould()
     {
         var capped = new Dictionary<int, int>();
         var plain = new Dictionary<int, int>();
