@@ -116,7 +116,7 @@ public sealed partial class DcutrService : IAsyncDisposable
         }
     }
 
-    private void OnIdentified(IdentifyResult result)
+    internal void OnIdentified(IdentifyResult result)
     {
         if (PortPrediction.PortPreserved(result.ObservedAddress, result.LocalAddress) is { } preserved)
         {
@@ -130,13 +130,28 @@ public sealed partial class DcutrService : IAsyncDisposable
         {
             if (!_observedBy.ContainsKey(result.Peer))
             {
-                _observers.Enqueue(result.Peer);
-                while (_observers.Count > MaxObservers && _observers.TryDequeue(out var oldest))
+                // The oldest goes before the newest comes: the queue never holds more than MaxObservers (64 slots, not
+                // 128), and the table stops growing at the prime at MaxObservers (71 slots, not 89).
+                while (_observers.Count >= MaxObservers && _observers.TryDequeue(out var oldest))
                 {
                     _observedBy.Remove(oldest);
                 }
+                _observers.Enqueue(result.Peer);
+                CappedGrowth.BeforeAdd(_observedBy, MaxObservers);
             }
             _observedBy[result.Peer] = _runtime.SharedValues.Share(observed.WithoutPeer());
+        }
+    }
+
+    /// <summary>Observers held, the queue's and the table's slots (tests).</summary>
+    internal (int Observers, int QueueSlots, int TableSlots) ObserverTables
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return (_observedBy.Count, _observers.EnsureCapacity(0), _observedBy.Capacity);
+            }
         }
     }
 

@@ -129,7 +129,12 @@ internal sealed class GossipsubRouter
     private readonly Dictionary<string, HashSet<PeerId>> _fanout = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> _fanoutLastPublished = new(StringComparer.Ordinal);
     private readonly HashSet<string> _subscriptions = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, Dictionary<PeerId, DateTimeOffset>> _backoff = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Per topic, peers we will not graft (or accept a graft from) until a time (UTC ticks: 24 bytes an entry, not 32).
+    /// Swept every 15 heartbeats (go-libp2p-pubsub's clearBackoff); a topic's table is then trimmed when it holds under a
+    /// quarter of its slots, so a burst of prunes leaves no slots behind. Only the sweep enumerates it.
+    /// </summary>
+    private readonly Dictionary<string, Dictionary<PeerId, long>> _backoff = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Func<GossipMessage, ValidationResult>> _validators = new(StringComparer.Ordinal);
     private readonly Dictionary<MessageId, Dictionary<PeerId, DateTimeOffset>> _promises = [];
     private readonly MessageCache _mcache;
@@ -217,7 +222,11 @@ internal sealed class GossipsubRouter
     public double Score(PeerId peer, DateTimeOffset now) => _score.Score(peer, now);
 
     public bool IsBackedOff(PeerId peer, string topic, DateTimeOffset now) =>
-        _backoff.TryGetValue(topic, out var b) && b.TryGetValue(peer, out var until) && until > now;
+        _backoff.TryGetValue(topic, out var b) && b.TryGetValue(peer, out var until) && until > now.UtcTicks;
+
+    /// <summary>Entries and slots of a topic's backoff table (tests).</summary>
+    internal (int Entries, int Slots) BackoffTable(string topic) =>
+        _backoff.TryGetValue(topic, out var b) ? (b.Count, b.Capacity) : (0, 0);
 
     public bool HasSeen(MessageId id) => _seen.Contains(_seen.KeyOf(id));
 
@@ -828,8 +837,9 @@ internal sealed class GossipsubRouter
         {
             return;
         }
-        if (_backoff.TryGetValue(topic, out var b) && b.TryGetValue(from, out var until) && until > now)
+        if (_backoff.TryGetValue(topic, out var b) && b.TryGetValue(from, out var untilTicks) && untilTicks > now.UtcTicks)
         {
+            var until = new DateTimeOffset(untilTicks, TimeSpan.Zero);
             Counters.GraftsDuringBackoff++;
             _score.AddPenalty(from, 1);
             if (now < until - _options.PruneBackoff + _options.GraftFloodThreshold)
@@ -1016,11 +1026,16 @@ internal sealed class GossipsubRouter
         _mcache.Shift(); // the seen cache was pruned by _score.Refresh above
         if (_ticks % 15 == 0)
         {
+            var nowTicks = now.UtcTicks;
             foreach (var b in _backoff.Values)
             {
-                foreach (var p in b.Where(kv => kv.Value <= now).Select(kv => kv.Key).ToArray())
+                foreach (var p in b.Where(kv => kv.Value <= nowTicks).Select(kv => kv.Key).ToArray())
                 {
                     b.Remove(p);
+                }
+                if (b.Count > 0 && b.Count < b.Capacity / 4)
+                {
+                    b.TrimExcess();
                 }
             }
             foreach (var t in _backoff.Where(kv => kv.Value.Count == 0).Select(kv => kv.Key).ToArray())
@@ -1251,7 +1266,7 @@ internal sealed class GossipsubRouter
         {
             _backoff[topic] = b = [];
         }
-        var until = now + duration;
+        var until = (now + duration).UtcTicks;
         if (!b.TryGetValue(peer, out var existing) || existing < until)
         {
             b[peer] = until;

@@ -35,7 +35,16 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     /// </summary>
     private readonly Dictionary<PeerId, string[]> _protected = [];
     private readonly Dictionary<PeerId, Dictionary<string, int>> _tags = [];
-    private readonly Dictionary<PeerId, DateTimeOffset> _hungUp = [];
+    /// <summary>
+    /// Peers that hung up on us, with when (UTC ticks). An entry at least as old as the longest window anyone has asked
+    /// <see cref="HungUpRecently"/> about answers no to every such question, so it is swept when the table has doubled
+    /// since its last sweep (at 16 entries at least): the table holds the peers of the last window, not every peer that
+    /// ever hung up (up to <see cref="MaxHungUpPeers"/>).
+    /// </summary>
+    private readonly Dictionary<PeerId, long> _hungUp = [];
+    private long _longestHungUpWindowTicks = -1;
+    private int _hungUpSweepAt = MinHungUpSweep;
+    private const int MinHungUpSweep = 16;
     private ITimer? _timer;
     private ITimer? _trimTimer;
     private long _nextId;
@@ -314,23 +323,65 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
 
     private void RememberHungUpLocked(PeerId peer)
     {
+        var now = _time.GetUtcNow().UtcTicks;
+        if (_hungUp.Count >= _hungUpSweepAt && !_hungUp.ContainsKey(peer))
+        {
+            SweepHungUpLocked(now);
+        }
         if (_hungUp.Count >= MaxHungUpPeers && !_hungUp.ContainsKey(peer))
         {
             var oldest = _hungUp.MinBy(kv => kv.Value).Key;
             _hungUp.Remove(oldest);
         }
-        _hungUp[peer] = _time.GetUtcNow();
+        _hungUp[peer] = now;
+    }
+
+    /// <summary>Drops the entries no question asked so far could answer yes to (older than the longest window).</summary>
+    private void SweepHungUpLocked(long now)
+    {
+        if (_longestHungUpWindowTicks >= 0)
+        {
+            List<PeerId>? lapsed = null;
+            foreach (var (peer, at) in _hungUp)
+            {
+                if (now - at >= _longestHungUpWindowTicks)
+                {
+                    (lapsed ??= []).Add(peer);
+                }
+            }
+            foreach (var peer in lapsed ?? [])
+            {
+                _hungUp.Remove(peer);
+            }
+        }
+        _hungUpSweepAt = Math.Max(MinHungUpSweep, 2 * _hungUp.Count);
+    }
+
+    /// <summary>Entries remembered for <see cref="HungUpRecently"/> (tests).</summary>
+    internal int HungUpCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _hungUp.Count;
+            }
+        }
     }
 
     public bool HungUpRecently(PeerId peer, TimeSpan within)
     {
         lock (_gate)
         {
+            if (within.Ticks > _longestHungUpWindowTicks)
+            {
+                _longestHungUpWindowTicks = within.Ticks;
+            }
             if (!_hungUp.TryGetValue(peer, out var at))
             {
                 return false;
             }
-            if (_time.GetUtcNow() - at >= within)
+            if (_time.GetUtcNow().UtcTicks - at >= within.Ticks)
             {
                 _hungUp.Remove(peer);
                 return false;

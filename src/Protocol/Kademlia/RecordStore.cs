@@ -72,12 +72,20 @@ public sealed class RecordStore
         _records.Values.Where(r => r.IsLocal && now - r.LastPublished >= interval).ToArray();
 }
 
-/// <summary>Provider records: key → peers that said they can provide it, each with an expiry. Bounded; not thread-safe.</summary>
+/// <summary>
+/// Provider records: key → peers that said they can provide it, each with an expiry. Bounded; not thread-safe.
+/// A key's providers are one exactly sized array of (peer, expiry ticks), oldest first, not a dictionary of its own: 16
+/// bytes a provider instead of ~70 (a dictionary's entries, buckets and headroom, then its object), since a key holds at
+/// most <c>maxProvidersPerKey</c> (20 by default) and a linear scan of them is cheaper than hashing. A new provider
+/// copies the key's array (at most that many entries).
+/// </summary>
 public sealed class ProviderStore
 {
-    private readonly Dictionary<string, Dictionary<PeerId, DateTimeOffset>> _providers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Provider[]> _providers = new(StringComparer.Ordinal);
     private readonly int _maxKeys;
     private readonly int _maxProvidersPerKey;
+
+    private readonly record struct Provider(PeerId Peer, long ExpiresTicks);
 
     public ProviderStore(int maxKeys, int maxProvidersPerKey)
     {
@@ -87,48 +95,107 @@ public sealed class ProviderStore
 
     public int KeyCount => _providers.Count;
 
+    /// <summary>Slots the key's providers take (each a provider held, expired ones included until <see cref="RemoveExpired"/>).</summary>
+    internal int ProviderSlots(ReadOnlySpan<byte> key) =>
+        _providers.TryGetValue(Convert.ToBase64String(key), out var set) ? set.Length : 0;
+
     /// <summary>Adds or renews a provider; false when the store or that key is full (existing providers are kept).</summary>
     public bool Add(ReadOnlySpan<byte> key, PeerId provider, DateTimeOffset expires)
     {
         var id = Convert.ToBase64String(key);
         if (!_providers.TryGetValue(id, out var set))
         {
-            if (_providers.Count >= _maxKeys)
+            if (_providers.Count >= _maxKeys || _maxProvidersPerKey < 1)
             {
                 return false;
             }
-            _providers[id] = set = [];
+            _providers[id] = [new Provider(provider, expires.UtcTicks)];
+            return true;
         }
-        if (!set.ContainsKey(provider) && set.Count >= _maxProvidersPerKey)
+        for (var i = 0; i < set.Length; i++)
+        {
+            if (set[i].Peer.Equals(provider))
+            {
+                set[i] = new Provider(provider, expires.UtcTicks);
+                return true;
+            }
+        }
+        if (set.Length >= _maxProvidersPerKey)
         {
             return false;
         }
-        set[provider] = expires;
+        var grown = new Provider[set.Length + 1];
+        set.CopyTo(grown, 0);
+        grown[^1] = new Provider(provider, expires.UtcTicks);
+        _providers[id] = grown;
         return true;
     }
 
-    public IReadOnlyList<PeerId> Get(ReadOnlySpan<byte> key, DateTimeOffset now) =>
-        _providers.TryGetValue(Convert.ToBase64String(key), out var set)
-            ? set.Where(kv => kv.Value > now).Select(kv => kv.Key).ToArray()
-            : [];
+    public IReadOnlyList<PeerId> Get(ReadOnlySpan<byte> key, DateTimeOffset now)
+    {
+        if (!_providers.TryGetValue(Convert.ToBase64String(key), out var set))
+        {
+            return [];
+        }
+        var ticks = now.UtcTicks;
+        var live = 0;
+        foreach (var p in set)
+        {
+            live += p.ExpiresTicks > ticks ? 1 : 0;
+        }
+        var result = new PeerId[live];
+        var n = 0;
+        foreach (var p in set)
+        {
+            if (p.ExpiresTicks > ticks)
+            {
+                result[n++] = p.Peer;
+            }
+        }
+        return result;
+    }
 
     public int RemoveExpired(DateTimeOffset now)
     {
+        var ticks = now.UtcTicks;
         var removed = 0;
-        foreach (var (id, set) in _providers.ToArray())
+        List<string>? emptied = null;
+        List<(string Id, Provider[] Kept)>? shrunk = null;
+        foreach (var (id, set) in _providers)
         {
-            foreach (var (peer, expires) in set.ToArray())
+            var live = 0;
+            foreach (var p in set)
             {
-                if (expires <= now)
+                live += p.ExpiresTicks > ticks ? 1 : 0;
+            }
+            if (live == set.Length)
+            {
+                continue;
+            }
+            removed += set.Length - live;
+            if (live == 0)
+            {
+                (emptied ??= []).Add(id);
+                continue;
+            }
+            var kept = new Provider[live];
+            var n = 0;
+            foreach (var p in set)
+            {
+                if (p.ExpiresTicks > ticks)
                 {
-                    set.Remove(peer);
-                    removed++;
+                    kept[n++] = p;
                 }
             }
-            if (set.Count == 0)
-            {
-                _providers.Remove(id);
-            }
+            (shrunk ??= []).Add((id, kept));
+        }
+        foreach (var (id, kept) in shrunk ?? [])
+        {
+            _providers[id] = kept;
+        }
+        foreach (var id in emptied ?? [])
+        {
+            _providers.Remove(id);
         }
         return removed;
     }

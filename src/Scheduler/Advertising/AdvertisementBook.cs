@@ -32,6 +32,7 @@ public sealed class AdvertisementBook
     private readonly AdvertisementOptions _options;
     private readonly Func<PeerId, ProviderStanding> _standing;
     private readonly Random _random;
+    /// <summary>Grown through <see cref="CappedGrowth"/>: never more slots than the prime at the cap.</summary>
     private readonly Dictionary<PeerId, VerifiedAdvertisement> _byProvider = [];
 
     /// <summary>Providers found unreachable, with the sequence held then and when (only held providers: bounded by the book).</summary>
@@ -61,6 +62,12 @@ public sealed class AdvertisementBook
 
     /// <summary>Providers held, expired ones included until the next call that evicts.</summary>
     public int Count => _byProvider.Count;
+
+    /// <summary>
+    /// Slots of the table behind the book: it grows as a dictionary does but stops at the prime at
+    /// <see cref="AdvertisementOptions.MaxProviders"/> (293 for 256; its own doubling would reach 431 at 198 providers).
+    /// </summary>
+    internal int Slots => _byProvider.Capacity;
 
     /// <summary>Checks an envelope and, when acceptable, stores it as its provider's newest advertisement.</summary>
     public AdVerdict Add(ReadOnlySpan<byte> envelope, DateTimeOffset now) => Add(envelope, now, out _);
@@ -116,6 +123,7 @@ public sealed class AdvertisementBook
             _unreachable.Remove(victim);
         }
         ad = Keep(ad);
+        CappedGrowth.BeforeAdd(_byProvider, _options.MaxProviders);
         _byProvider[ad.Provider] = ad;
         return AdVerdict.Accepted;
     }

@@ -1,6 +1,8 @@
 using System.Net;
 using Google.Protobuf;
 using Potluck.Protocol.Dcutr;
+using Potluck.Protocol.Identify;
+using Potluck.Protocol.Identity;
 using Potluck.Protocol.Multiformats;
 using Potluck.Protocol.Runtime;
 using Potluck.Protocol.Tests.Host;
@@ -95,6 +97,33 @@ public class PortPredictionTests
         Assert.That(budget.Take(256, t0.AddSeconds(20)), Is.Zero);
         Assert.That(budget.Take(-5, t0.AddSeconds(20)), Is.Zero);
         Assert.That(budget.Take(256, t0.AddMinutes(1)), Is.EqualTo(256));
+    }
+
+    [Test]
+    [Category("Adversarial")]
+    public void AThousandObservers_LeaveTheNewest64_InA64SlotQueueAndA71SlotTable_AndTheAgreedAddressStands()
+    {
+        VirtualTimeDriver.Run(async d =>
+        {
+            await using var hosts = new TestHosts(d);
+            var node = await hosts.StartAsync();
+            await using var dcutr = new DcutrService(node.Host, node.Identify, new DcutrOptions(), node.Runtime, hosts.Loggers);
+            var observed = Multiaddr.Parse("/ip4/203.0.113.7/tcp/4001");
+            var random = new Random(21);
+            var observers = new List<PeerId>();
+            for (var i = 0; i < 1_000; i++)
+            {
+                var peer = PrivateKey.FromRandom(random).PeerId;
+                observers.Add(peer);
+                // Made-up observers each claim their own address, save the last two, which agree.
+                var claim = i >= 998 ? observed : Multiaddr.Parse($"/ip4/198.51.{i / 250}.{i % 250}/tcp/4001");
+                dcutr.OnIdentified(new IdentifyResult(peer, null, null, [], [], claim));
+            }
+
+            Assert.That(dcutr.ObserverTables, Is.EqualTo((64, 64, 71)), "64 observers; before, 128 queue slots and 89 table slots");
+            Assert.That(dcutr.OwnAddresses(null), Does.Contain(observed), "two agreeing observers among the newest");
+            await Task.CompletedTask;
+        });
     }
 
     [Test]

@@ -212,6 +212,27 @@ public class GossipsubRouterTests
     }
 
     [Test]
+    public void Backoff_ABurstOfPrunes_LapsesAndLeavesNeitherEntriesNorSlotsBehind()
+    {
+        var f = new RouterFixture(60);
+        f.Router.Subscribe(Topic, f.Now);
+        f.Drain();
+        for (var i = 0; i < 60; i++)
+        {
+            f.Receive(i, Prune(backoff: i < 58 ? 30UL : 600UL)); // 58 back off for 30 s, two for 10 min
+        }
+        Assert.That(f.Router.BackoffTable(Topic).Entries, Is.EqualTo(60));
+        Assert.That(f.Router.BackoffTable(Topic).Slots, Is.GreaterThanOrEqualTo(60));
+
+        f.Now += TimeSpan.FromSeconds(31);
+        f.Heartbeat(15); // the sweep runs every 15 heartbeats
+
+        Assert.That(f.Router.IsBackedOff(f.Id(0), Topic, f.Now), Is.False);
+        Assert.That(f.Router.IsBackedOff(f.Id(59), Topic, f.Now), Is.True, "a live backoff stays");
+        Assert.That(f.Router.BackoffTable(Topic), Is.EqualTo((2, 3)), "the lapsed entries gone and the table trimmed to the two left");
+    }
+
+    [Test]
     public void Prune_RemoteBackoff_IsHonouredAndClampedToMax()
     {
         var f = new RouterFixture(3, o => o with { MaxBackoff = TimeSpan.FromMinutes(5) });

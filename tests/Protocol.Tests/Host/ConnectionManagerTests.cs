@@ -332,6 +332,41 @@ public class ConnectionManagerTests
         await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
         Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hub.Host.PeerId, window), Is.False, "connected again");
     });
+    [Test]
+    public void HungUpRecently_EntriesOlderThanTheLongestWindowAsked_AreSweptAsNewOnesCome() => VirtualTimeDriver.Run(async d =>
+    {
+        await using var hosts = new TestHosts(d);
+        var dialer = await hosts.StartAsync();
+        var window = TimeSpan.FromSeconds(30);
+        var hubs = new List<TestHosts.TestNode>();
+        for (var i = 0; i < 17; i++)
+        {
+            hubs.Add(await hosts.StartAsync());
+        }
+
+        async Task HangUpOn(TestHosts.TestNode hub)
+        {
+            await dialer.Host.ConnectAsync(hub.Address, CancellationToken.None);
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+            await hub.Host.DisconnectAsync(dialer.Host.PeerId);
+            await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        }
+
+        foreach (var hub in hubs.Take(16))
+        {
+            await HangUpOn(hub);
+        }
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hubs[15].Host.PeerId, window), Is.True);
+        Assert.That(((ConnectionManager)dialer.Host.ConnectionManager).HungUpCount, Is.EqualTo(16));
+
+        await Task.Delay(window, d.Clock);
+        await HangUpOn(hubs[16]);   // the 17th: the table (16) is due a sweep, and the 16 are past every window asked
+
+        Assert.That(((ConnectionManager)dialer.Host.ConnectionManager).HungUpCount, Is.EqualTo(1), "only the peer that just hung up");
+        Assert.That(dialer.Host.ConnectionManager.HungUpRecently(hubs[16].Host.PeerId, window), Is.True);
+        Assert.That(hubs.Take(16).Where(h => dialer.Host.ConnectionManager.HungUpRecently(h.Host.PeerId, window)), Is.Empty);
+    });
+
     /// <summary>
     /// A lookup's connections closed once it is over: only a peer's connections all opened since the lookup began,
     /// unprotected, untagged and carrying no stream but background ones; anything else stays open.

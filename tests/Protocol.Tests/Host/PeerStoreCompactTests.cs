@@ -42,6 +42,43 @@ public class PeerStoreCompactTests
     }
 
     [Test]
+    public void APeerWithOneAddress_HoldsItInline_AndGoingToSeveralAndBackKeepsEveryAddressItsOrderAndItsTimes()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        var others = Enumerable.Range(0, 100).Select(i => PrivateKey.FromRandom(new Random(1_000 + i)).PeerId).ToArray();
+        for (var i = 0; i < others.Length; i++)
+        {
+            store.AddAddresses(others[i], [Tcp(100 + i)], AddressSource.Identify);
+        }
+        Assert.That(store.PeersWithAddressArrays, Is.Zero, "a hundred one-address peers, no array among them");
+
+        store.AddDiscoveredAddresses(Peer, [Tcp(1)], DiscoveryChannel.DhtLookup);   // expires at 2 min
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddAddresses(Peer, [Tcp(2)], AddressSource.Identify);                 // 10 min
+        clock.Advance(TimeSpan.FromSeconds(1));
+        store.AddDiscoveredAddresses(Peer, [Tcp(3)], DiscoveryChannel.Other);       // 10 min
+        Assert.That(store.PeersWithAddressArrays, Is.EqualTo(1));
+        Assert.That(store.GetAddresses(Peer), Is.EqualTo(new[] { Tcp(2), Tcp(3), Tcp(1) }));
+
+        store.RemoveAddress(Peer, Tcp(2));
+        store.RemoveAddress(Peer, Tcp(3));
+        Assert.That(store.PeersWithAddressArrays, Is.Zero, "back to one: inline again");
+        Assert.That(store.GetAddresses(Peer), Is.EqualTo(new[] { Tcp(1) }));
+        clock.Advance(TimeSpan.FromMinutes(2));
+        Assert.That(store.GetAddresses(Peer), Is.Empty, "the inline address kept its expiry through the moves");
+
+        store.Connected(Peer);                                                      // addresses stop expiring while connected
+        store.AddAddresses(Peer, [Tcp(4)], AddressSource.Identify);
+        store.RemoveAddress(Peer, Tcp(1));
+        store.RemoveAddress(Peer, Tcp(4));
+        Assert.That(store.GetAddresses(Peer), Is.Empty);
+        store.AddAddresses(Peer, [Tcp(5)], AddressSource.Identify);
+        Assert.That(store.GetAddresses(Peer), Is.EqualTo(new[] { Tcp(5) }), "none, then one again");
+        Assert.That(others.Select((p, i) => store.GetAddresses(p).Single().Equals(Tcp(100 + i))), Is.All.True);
+    }
+
+    [Test]
     public void AtTheAddressCap_AnExpiredAddressGoesFirst_ThenTheWeakestSource_ThenTheLeastRecentlySeen()
     {
         var clock = new VirtualClock();
