@@ -12,13 +12,61 @@ public sealed class MemoryTransportTests
 {
     private static readonly Multiaddr Any = Multiaddr.Parse("/memory/0");
 
-    private static async Task<(IListener Listener, IRawConnection Client, IRawConnection Server)> ConnectAsync(
-        MemoryTransport dialer, MemoryTransport listenerTransport, Multiaddr? at = null)
+    /// <summary>
+    /// Transports A and B on one network, both listening, and one connection that A dialled to B's listen address:
+    /// <see cref="Client"/> is A's end, <see cref="Server"/> the end B accepted. Disposing it closes both ends, then
+    /// both listeners.
+    /// </summary>
+    private sealed record ConnectedPair(
+        SimulatedNetwork Network, MemoryTransport A, IListener ListenerA, MemoryTransport B, IListener ListenerB,
+        IRawConnection Client, IRawConnection Server) : IAsyncDisposable
     {
-        var listener = await listenerTransport.ListenAsync(at ?? Any, CancellationToken.None);
-        var client = await dialer.DialAsync(listener.Address, CancellationToken.None);
-        var server = await listener.AcceptAsync(CancellationToken.None).Guarded();
-        return (listener, client, server);
+        public void Deconstruct(out IRawConnection client, out IRawConnection server) => (client, server) = (Client, Server);
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            await Client.DisposeAsync();
+            await ListenerB.DisposeAsync();
+            await ListenerA.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The setup most tests share (see <see cref="ConnectedPair"/>). With a driver <paramref name="d"/> the network runs
+    /// on its virtual time, so bytes on a delayed link move only as the driver moves time; without one, on a clock
+    /// nobody moves (perfect links only). A link's conditions are fixed when the connection opens, so they are set here,
+    /// before the dial: <paramref name="link"/> between the two listen addresses, <paramref name="clientEndpoint"/> and
+    /// <paramref name="serverEndpoint"/> on every link of A's or B's address. <paramref name="seed"/> draws which
+    /// flushes a lossy link loses.
+    /// </summary>
+    private static async Task<ConnectedPair> ConnectAsync(
+        VirtualTimeDriver? d = null, LinkConditions? link = null, LinkConditions? clientEndpoint = null,
+        LinkConditions? serverEndpoint = null, long seed = 0)
+    {
+        var options = new SimulatedNetworkOptions { Seed = seed };
+        var network = d is null
+            ? new SimulatedNetwork(new VirtualClock(), options)
+            : new SimulatedNetwork(d.Clock, options, d.Loop.PipeScheduler);
+        var a = network.CreateTransport();
+        var b = network.CreateTransport();
+        var listenerA = await a.ListenAsync(Any, CancellationToken.None);
+        var listenerB = await b.ListenAsync(Any, CancellationToken.None);
+        if (link is not null)
+        {
+            network.SetLink(listenerA.Address, listenerB.Address, link);
+        }
+        if (clientEndpoint is not null)
+        {
+            network.SetEndpoint(listenerA.Address, clientEndpoint);
+        }
+        if (serverEndpoint is not null)
+        {
+            network.SetEndpoint(listenerB.Address, serverEndpoint);
+        }
+        var client = await a.DialAsync(listenerB.Address, CancellationToken.None);
+        var server = await listenerB.AcceptAsync(CancellationToken.None).Guarded();
+        return new ConnectedPair(network, a, listenerA, b, listenerB, client, server);
     }
 
     /// <summary>Delivery happens inside the timer that the clock fires, so the bytes must be readable without waiting.</summary>
@@ -33,9 +81,8 @@ public sealed class MemoryTransportTests
     [Test]
     public async Task DialAccept_Echo1MiB_ReturnsEveryByte()
     {
-        var network = new SimulatedNetwork(new VirtualClock());
-        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
-        await using var _ = listener;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var data = PipeTestExtensions.RandomBytes(1024 * 1024 + 17, seed: 3);
         var echo = PipeTestExtensions.EchoAsync(server.Input, server.Output);
@@ -47,7 +94,7 @@ public sealed class MemoryTransportTests
         Assert.That(received.AsSpan().SequenceEqual(data), Is.True);
         await client.DisposeAsync();
         await server.DisposeAsync();
-        Assert.That(network.ConnectionCount, Is.Zero);
+        Assert.That(pair.Network.ConnectionCount, Is.Zero);
     }
 
     [Test]
@@ -126,14 +173,8 @@ public sealed class MemoryTransportTests
     [Test]
     public void Latency_BytesBecomeReadableOnlyAfterTheLatencyOfVirtualTime() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, link: new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync("hello"u8.ToArray());
         await Task.Delay(TimeSpan.FromMilliseconds(49), d.Clock);
@@ -161,14 +202,8 @@ public sealed class MemoryTransportTests
         (long Events, long Items, long Timers, TimeSpan At, byte[] Data) seen = default;
         driver.RunUntilComplete(async d =>
         {
-            var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-            var a = network.CreateTransport();
-            var b = network.CreateTransport();
-            await using var la = await a.ListenAsync(Any, CancellationToken.None);
-            await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-            network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
-            await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-            await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+            await using var pair = await ConnectAsync(d, link: new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+            var (client, server) = pair;
 
             var reading = server.Input.ReadAsync();
             Assert.That(reading.IsCompleted, Is.False, "the reader waits");
@@ -192,14 +227,8 @@ public sealed class MemoryTransportTests
     [Test]
     public void Latency_ADeliverySharingItsInstantWithAnEarlierTimer_WakesTheReaderAfterWhatThatTimerPosted() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, link: new LinkConditions { Latency = TimeSpan.FromMilliseconds(50) });
+        var (client, server) = pair;
 
         var order = new List<string>();
         var reading = server.Input.ReadAsync();
@@ -219,14 +248,8 @@ public sealed class MemoryTransportTests
     [Test]
     public void Latency_AReaderThatIsNotWaiting_FindsTheBytesOnItsNextRead() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, link: new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
+        var (client, server) = pair;
 
         // Three flushes at three moments, nobody reading: each is due on its own, and all wait in order for the next read.
         for (var i = 0; i < 3; i++)
@@ -241,19 +264,15 @@ public sealed class MemoryTransportTests
     [Test]
     public void Latency_TheEndOfTheStreamTravelsBehindTheData() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var server = network.CreateTransport();
-        await using var listener = await server.ListenAsync(Any, CancellationToken.None);
-        network.SetEndpoint(listener.Address, new LinkConditions { Latency = TimeSpan.FromSeconds(1) });
-        await using var client = await network.CreateTransport().DialAsync(listener.Address, CancellationToken.None);
-        await using var accepted = await listener.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, serverEndpoint: new LinkConditions { Latency = TimeSpan.FromSeconds(1) });
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync("last words"u8.ToArray());
         await client.DisposeAsync();
         await Task.Delay(TimeSpan.FromMilliseconds(999), d.Clock);
-        Assert.That(accepted.Input.TryRead(out _), Is.False, "neither the bytes nor the end arrived yet");
+        Assert.That(server.Input.TryRead(out _), Is.False, "neither the bytes nor the end arrived yet");
         await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
-        var (data, completed) = ReadNow(accepted.Input);
+        var (data, completed) = ReadNow(server.Input);
         Assert.That(data, Is.EqualTo("last words"u8.ToArray()));
         Assert.That(completed, Is.True, "the end arrives with the last bytes");
     });
@@ -261,15 +280,9 @@ public sealed class MemoryTransportTests
     [Test]
     public void Bandwidth_AFlushOccupiesTheLinkForItsSizeOverTheBandwidth_ThenTheLatency() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
         // 1,000 bytes per second: 100 bytes take 100 ms to send, then 10 ms to travel.
-        network.SetLink(la.Address, lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10), BandwidthBytesPerSecond = 1000 });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, link: new LinkConditions { Latency = TimeSpan.FromMilliseconds(10), BandwidthBytesPerSecond = 1000 });
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync(new byte[100]);
         await client.Output.WriteAndFlushAsync(new byte[50]); // queued behind the first: sent by 150 ms
@@ -286,24 +299,16 @@ public sealed class MemoryTransportTests
     /// <summary>Sends 200 one-byte flushes 1 ms apart over a lossy link; returns each byte's arrival time (ms) in order.</summary>
     private static List<long> LossyArrivals(long seed) => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, new SimulatedNetworkOptions { Seed = seed }, d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        network.SetLink(la.Address, lb.Address, new LinkConditions
+        await using var pair = await ConnectAsync(d, seed: seed, link: new LinkConditions
         {
             Latency = TimeSpan.FromMilliseconds(10), Loss = 0.1, RetransmitTimeout = TimeSpan.FromMilliseconds(50),
         });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        var (client, server) = pair;
         var start = d.Clock.GetUtcNow();
         var arrivals = new List<long>();
         var received = new List<byte>();
-        for (var i = 0; i < 200; i++)
+        void ReadWhatArrived()
         {
-            await client.Output.WriteAndFlushAsync(new[] { (byte)i });
-            await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
             while (server.Input.TryRead(out var r))
             {
                 foreach (var x in r.Buffer.ToArray())
@@ -314,16 +319,15 @@ public sealed class MemoryTransportTests
                 server.Input.AdvanceTo(r.Buffer.End);
             }
         }
-        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
-        while (server.Input.TryRead(out var r))
+
+        for (var i = 0; i < 200; i++)
         {
-            foreach (var x in r.Buffer.ToArray())
-            {
-                received.Add(x);
-                arrivals.Add((long)(d.Clock.GetUtcNow() - start).TotalMilliseconds);
-            }
-            server.Input.AdvanceTo(r.Buffer.End);
+            await client.Output.WriteAndFlushAsync(new[] { (byte)i });
+            await Task.Delay(TimeSpan.FromMilliseconds(1), d.Clock);
+            ReadWhatArrived();
         }
+        await Task.Delay(TimeSpan.FromSeconds(1), d.Clock);
+        ReadWhatArrived();
         Assert.That(received, Is.EqualTo(Enumerable.Range(0, 200).Select(i => (byte)i)), "a lossy link is still reliable and ordered");
         return arrivals;
     });
@@ -345,15 +349,10 @@ public sealed class MemoryTransportTests
     [Test]
     public void EndpointLatencies_AddUpOnALink() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        network.SetEndpoint(la.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) });
-        network.SetEndpoint(lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(20) });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d,
+            clientEndpoint: new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) },
+            serverEndpoint: new LinkConditions { Latency = TimeSpan.FromMilliseconds(20) });
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync(new byte[] { 9 });
         await Task.Delay(TimeSpan.FromMilliseconds(29), d.Clock);
@@ -365,17 +364,13 @@ public sealed class MemoryTransportTests
     [Test]
     public void Latency_LargeTransfer_ArrivesIntactWhenTimeIsDriven() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var server = network.CreateTransport();
-        await using var listener = await server.ListenAsync(Any, CancellationToken.None);
-        network.SetEndpoint(listener.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
-        await using var client = await network.CreateTransport().DialAsync(listener.Address, CancellationToken.None);
-        await using var accepted = await listener.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, serverEndpoint: new LinkConditions { Latency = TimeSpan.FromMilliseconds(5) });
+        var (client, server) = pair;
 
         var data = PipeTestExtensions.RandomBytes(3 * 1024 * 1024, seed: 4);
         var write = PipeTestExtensions.WriteAllAsync(client.Output, data, chunk: 64 * 1024);
         // More than the 1 MiB window: the writer waits for deliveries, which wait for time (the driver moves it).
-        var received = await accepted.Input.ReadToEndAsync();
+        var received = await server.Input.ReadToEndAsync();
         await write;
 
         Assert.That(received.AsSpan().SequenceEqual(data), Is.True);
@@ -386,13 +381,8 @@ public sealed class MemoryTransportTests
     [Test]
     public async Task Partition_BreaksOpenConnectionsAndRefusesDials_HealAllowsDialsAgain()
     {
-        var network = new SimulatedNetwork(new VirtualClock());
-        var a = network.CreateTransport();
-        var b = network.CreateTransport();
-        await using var la = await a.ListenAsync(Any, CancellationToken.None);
-        await using var lb = await b.ListenAsync(Any, CancellationToken.None);
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync();
+        var (network, a, la, b, lb, client, server) = pair;
         var pendingRead = server.Input.ReadAsync().AsTask();
         await client.Output.WriteAndFlushAsync(new byte[] { 1 });
         var first = await pendingRead.Guarded();
@@ -424,15 +414,11 @@ public sealed class MemoryTransportTests
     [Test]
     public void Partition_WithLatency_LosesBytesInFlight() => VirtualTimeDriver.Run(async d =>
     {
-        var network = new SimulatedNetwork(d.Clock, pipes: d.Loop.PipeScheduler);
-        var a = network.CreateTransport();
-        await using var lb = await network.CreateTransport().ListenAsync(Any, CancellationToken.None);
-        network.SetEndpoint(lb.Address, new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) });
-        await using var client = await a.DialAsync(lb.Address, CancellationToken.None);
-        await using var server = await lb.AcceptAsync(CancellationToken.None).Guarded();
+        await using var pair = await ConnectAsync(d, serverEndpoint: new LinkConditions { Latency = TimeSpan.FromMilliseconds(10) });
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync(new byte[] { 1, 2, 3 });
-        network.Partition(client.Local, lb.Address);
+        pair.Network.Partition(client.Local, server.Local);
         await Task.Delay(TimeSpan.FromMilliseconds(10), d.Clock);
 
         var e = await AsyncAssert.ThrowsAsync<TransportException>(async () => await server.Input.ReadAsync());
@@ -442,10 +428,8 @@ public sealed class MemoryTransportTests
     [Test]
     public async Task Dispose_CompletesOurPendingReadAndTheRemoteInput()
     {
-        var network = new SimulatedNetwork(new VirtualClock());
-        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
-        await using var _ = listener;
-        await using var __ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var pending = client.Input.ReadAsync().AsTask();
         await client.Output.WriteAndFlushAsync("flushed"u8.ToArray());
@@ -463,10 +447,8 @@ public sealed class MemoryTransportTests
     [Test]
     public async Task Dispose_WhileWriterIsPausedByBackpressure_ReleasesTheWriter()
     {
-        var network = new SimulatedNetwork(new VirtualClock());
-        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
-        await using var _ = listener;
-        await using var __ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var flush = client.Output.WriteAsync(new byte[2 * 1024 * 1024]).AsTask(); // over the pause threshold
         Assert.That(flush.IsCompleted, Is.False);
@@ -575,11 +557,8 @@ public sealed class MemoryTransportTests
     [Test]
     public async Task ApplicationCompletingOutputWithError_FailsTheRemoteRead()
     {
-        var network = new SimulatedNetwork(new VirtualClock());
-        var (listener, client, server) = await ConnectAsync(network.CreateTransport(), network.CreateTransport());
-        await using var _ = listener;
-        await using var __ = client;
-        await using var ___ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         await client.Output.CompleteAsync(new InvalidDataException("boom"));
         Assert.ThrowsAsync<InvalidDataException>(async () => await server.Input.ReadAsync());

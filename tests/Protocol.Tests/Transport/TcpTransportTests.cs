@@ -12,23 +12,35 @@ public sealed class TcpTransportTests
 {
     private static readonly Multiaddr Loopback = Multiaddr.Parse("/ip4/127.0.0.1/tcp/0");
 
-    private static async Task<(IListener Listener, IRawConnection Client, IRawConnection Server)> ConnectAsync(TcpTransport transport, Multiaddr? at = null)
+    /// <summary>A listener on loopback and one connection to it: <see cref="Client"/> dialled, <see cref="Server"/> accepted. Disposing it closes both ends, then the listener.</summary>
+    private sealed record ConnectedPair(IListener Listener, IRawConnection Client, IRawConnection Server) : IAsyncDisposable
     {
-        var listener = await transport.ListenAsync(at ?? Loopback, CancellationToken.None);
+        public void Deconstruct(out IRawConnection client, out IRawConnection server) => (client, server) = (Client, Server);
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            await Client.DisposeAsync();
+            await Listener.DisposeAsync();
+        }
+    }
+
+    /// <summary>The setup most tests share: a transport with default options, listening on loopback, dialled by itself.</summary>
+    private static async Task<ConnectedPair> ConnectAsync()
+    {
+        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
+        var listener = await transport.ListenAsync(Loopback, CancellationToken.None);
         var accept = listener.AcceptAsync(CancellationToken.None).AsTask();
         var client = await transport.DialAsync(listener.Address, CancellationToken.None).Guarded();
         var server = await accept.Guarded();
-        return (listener, client, server);
+        return new ConnectedPair(listener, client, server);
     }
 
     [Test]
     public async Task DialAccept_Echo10MiB_ReturnsEveryByte()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
-        await using var _ = listener;
-        await using var __ = client;
-        await using var ___ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var data = PipeTestExtensions.RandomBytes(10 * 1024 * 1024, seed: 1);
         var echo = PipeTestExtensions.EchoAsync(server.Input, server.Output);
@@ -44,11 +56,8 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Listen_Port0_ReportsTheRealPortAndBothEndsAgreeOnAddresses()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
-        await using var _ = listener;
-        await using var __ = client;
-        await using var ___ = server;
+        await using var pair = await ConnectAsync();
+        var (listener, client, server) = pair;
 
         var port = listener.Address.ToTcpEndPoint()!.Port;
         Assert.That(port, Is.Not.Zero);
@@ -170,11 +179,8 @@ public sealed class TcpTransportTests
     [Test]
     public async Task RemoteCompletesOutput_CompletesOurInputAfterTheData()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
-        await using var _ = listener;
-        await using var __ = client;
-        await using var ___ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         await client.Output.WriteAndFlushAsync("bye"u8.ToArray());
         await client.Output.CompleteAsync();
@@ -186,10 +192,8 @@ public sealed class TcpTransportTests
     [Test]
     public async Task RemoteDispose_DeliversFlushedBytesThenCompletesOurInput()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
-        await using var _ = listener;
-        await using var __ = client;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var data = PipeTestExtensions.RandomBytes(256 * 1024, seed: 2);
         await server.Output.WriteAndFlushAsync(data);
@@ -202,10 +206,8 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dispose_WhileReadPending_CompletesTheRead()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
-        await using var _ = listener;
-        await using var __ = server;
+        await using var pair = await ConnectAsync();
+        var (client, server) = pair;
 
         var read = client.Input.ReadAsync().AsTask();
         Assert.That(read.IsCompleted, Is.False);
@@ -221,8 +223,7 @@ public sealed class TcpTransportTests
     [Test]
     public async Task Dispose_Twice_IsHarmless()
     {
-        var transport = new TcpTransport(new TcpTransportOptions(), NodeRuntime.System);
-        var (listener, client, server) = await ConnectAsync(transport);
+        var (listener, client, server) = await ConnectAsync(); // no await using: disposing is what this test does
 
         var first = client.DisposeAsync().AsTask();
         var second = client.DisposeAsync().AsTask();
