@@ -356,7 +356,8 @@ internal struct ParkedWait
     private bool _signalled;
     private bool _canceledByToken;
     private short _version;
-    private CancellationToken _token;
+    // The token the wait was registered with is the registration's own (CancellationTokenRegistration.Token): no copy
+    // of it here (8 B in every buffer, stream input and output, and accept queue).
     private CancellationTokenRegistration _registration;
     private ParkedContinuation _parked;
 
@@ -373,7 +374,6 @@ internal struct ParkedWait
         _signalled = false;
         _canceledByToken = false;
         var version = ++_version;
-        _token = token;
         if (token.CanBeCanceled)
         {
             _registration = token.UnsafeRegister(onCanceled, owner);
@@ -435,10 +435,9 @@ internal struct ParkedWait
         if (_canceledByToken)
         {
             _canceledByToken = false;
-            canceled = new OperationCanceledException(_token);
+            canceled = new OperationCanceledException(registration.Token);
         }
 
-        _token = default;
         return canceled;
     }
 }
