@@ -396,6 +396,63 @@ public partial class YamuxConnectionTests
         await DisposeConnections();
     });
 
+    [Test]
+    public void AnIdleConnection_AfterTraffic_HoldsNoQueueArray_NoCancellationSource_AndNoDelegate() => VirtualTimeDriver.Run(async d =>
+    {
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
+        var stream = await connection.OpenStreamAsync(default);
+        for (byte round = 1; round <= 3; round++)
+        {
+            // Data, window updates and a ping reply go through the session's dirty-stream and control queues.
+            await stream.Output.WriteAsync(new[] { round, round, round });
+            await ReceiveDataAsync(peer);
+            Assert.That((await PingFromPeerAsync(peer)).Flags, Is.EqualTo(YamuxFlags.Ack));
+            await d.IdleAsync();
+            Assert.That(connection.HoldsQueueArrays, Is.False, $"round {round}: drained queues give their arrays back");
+        }
+
+        // What a connection holds for its life, by field (its session's included): no cancellation source (a registration
+        // table and a free callback node stayed with it) and no delegate (the session's stream factory is the connection).
+        var held = HeldFieldTypes(connection).Concat(HeldFieldTypes(SessionOf(connection))).ToList();
+        Assert.That(held.Where(t => typeof(CancellationTokenSource).IsAssignableFrom(t)), Is.Empty);
+        Assert.That(held.Where(t => typeof(Delegate).IsAssignableFrom(t)), Is.Empty);
+        Assert.That(held.Where(t => t.IsGenericType && t.GetGenericTypeDefinition() == typeof(Queue<>)), Is.Empty);
+
+        // The close timeout still cuts the last flush short (Dispose_WhenTheRemoteNeverReads_… pins its timing).
+        await connection.DisposeAsync();
+        Assert.That(connection.Completion.IsCompleted, Is.True);
+        await DisposeConnections();
+    });
+
+    private static YamuxSession SessionOf(YamuxConnection connection) =>
+        (YamuxSession)typeof(YamuxConnection).GetField("_session", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(connection)!;
+
+    /// <summary>The runtime types of the objects an instance's fields (and its struct fields', inline) refer to now.</summary>
+    private static IEnumerable<Type> HeldFieldTypes(object instance)
+    {
+        const System.Reflection.BindingFlags Flags = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic;
+        for (var type = instance.GetType(); type is not null && type != typeof(object); type = type.BaseType)
+        {
+            foreach (var field in type.GetFields(Flags | System.Reflection.BindingFlags.DeclaredOnly))
+            {
+                var value = field.GetValue(instance);
+                if (value is null || field.FieldType.IsPrimitive || field.FieldType.IsEnum)
+                {
+                    continue;
+                }
+                if (field.FieldType.IsValueType)
+                {
+                    foreach (var inner in HeldFieldTypes(value))
+                    {
+                        yield return inner;
+                    }
+                    continue;
+                }
+                yield return value.GetType();
+            }
+        }
+    }
+
     private static async Task<(YamuxHeader Header, byte[] Payload)> ReceiveDataAsync(RawPeer peer)
     {
         while (true)
