@@ -364,6 +364,9 @@ internal struct ParkedWait
     /// <summary>A wait is pending (its result not yet taken).</summary>
     public bool Waiting { get; private set; }
 
+    /// <summary>The version of the last wait begun.</summary>
+    public readonly short Version => _version;
+
     /// <summary>
     /// Starts a wait and returns its version; <paramref name="onCanceled"/> is registered with the token under the
     /// owner's lock (re-entered if it fires at once), so a late callback cannot reach a later wait.
