@@ -52,7 +52,8 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     // around every flush, kept its registration table and a free callback node for the connection's life (~190 B).
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _run;
-    private readonly Task _rtt;
+    // The start-up RTT probe while it runs; null once it has ended (its finished task was 72 B per connection for life).
+    private Task? _rtt;
     // The writer (see WriteAsync): _wakePending is set when there is something to write, _writer is 1 while a writer
     // runs (or is scheduled) and 2 once it has ended for good; _writerDone (under the lock, made by BeginClose) completes
     // when the last writer has ended. Until the read loop first waits (_writerStarted) work only queues: the read loop
@@ -87,7 +88,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
         // The session loop is the read loop, then the close-out once the last writer has ended.
         _run = runtime.StartLoop(ReadLoopAsync);
-        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
+        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : null;
     }
 
     private YamuxStream NewStream(uint id, bool outbound) => new(this, id, outbound, _options, _runtime.PipeScheduler);
@@ -438,7 +439,10 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         BeginClose(null, YamuxGoAwayCode.Normal);
         // The reason is on Completion; disposal itself does not throw (neither the session loop nor the writer does).
         await _run;
-        await _rtt;
+        if (Volatile.Read(ref _rtt) is { } rtt)
+        {
+            await rtt;
+        }
     }
 
     internal void OnConsumed(YamuxStream stream, long count)
@@ -580,6 +584,12 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             {
                 LogUnexpected(ex);
             }
+        }
+        finally
+        {
+            // Its last step: disposal has nothing left to wait for (the task that ends next holds no more state). When the
+            // probe ends before the constructor stores its task (the thread pool), that finished task simply stays.
+            Volatile.Write(ref _rtt, null);
         }
     }
 

@@ -427,8 +427,32 @@ public partial class YamuxConnectionTests
     private static YamuxSession SessionOf(YamuxConnection connection) =>
         (YamuxSession)typeof(YamuxConnection).GetField("_session", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(connection)!;
 
+    [Test]
+    public void AfterItsStartUpRttProbe_AConnectionKeepsNoFinishedTask() => VirtualTimeDriver.Run(async d =>
+    {
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1), new YamuxOptions { MeasureRttOnStart = true });
+        var probe = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
+        Assert.That(HeldFields(connection).OfType<Task>().Count(t => !t.IsCompleted), Is.EqualTo(2), "the read loop and the probe waiting for its pong");
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Ack, 0, probe.Length));
+        await d.IdleAsync();
+        Assert.That(connection.RoundTripTime, Is.Not.Null, "the probe ended with its pong");
+        // What stays for the connection's life: the read loop's task (running) and the completion's; the probe's finished
+        // task is not kept (72 B per connection end).
+        var tasks = HeldFields(connection).OfType<Task>().ToList();
+        Assert.That(tasks.Count(t => !t.IsCompleted), Is.EqualTo(1), "the read loop");
+        Assert.That(tasks.Count(t => t.IsCompleted), Is.Zero, "no finished task is held");
+
+        await connection.DisposeAsync();
+        Assert.That(connection.Completion.IsCompletedSuccessfully, Is.True);
+        await DisposeConnections();
+    });
+
     /// <summary>The runtime types of the objects an instance's fields (and its struct fields', inline) refer to now.</summary>
-    private static IEnumerable<Type> HeldFieldTypes(object instance)
+    private static IEnumerable<Type> HeldFieldTypes(object instance) => HeldFields(instance).Select(v => v.GetType());
+
+    /// <summary>The objects an instance's fields (and its struct fields', inline) refer to now.</summary>
+    internal static IEnumerable<object> HeldFields(object instance)
     {
         const System.Reflection.BindingFlags Flags = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic;
         for (var type = instance.GetType(); type is not null && type != typeof(object); type = type.BaseType)
@@ -442,13 +466,13 @@ public partial class YamuxConnectionTests
                 }
                 if (field.FieldType.IsValueType)
                 {
-                    foreach (var inner in HeldFieldTypes(value))
+                    foreach (var inner in HeldFields(value))
                     {
                         yield return inner;
                     }
                     continue;
                 }
-                yield return value.GetType();
+                yield return value;
             }
         }
     }
