@@ -25,7 +25,7 @@ namespace Potluck.Protocol.Yamux;
 /// (one accept at a time, as the host's accept loop does) that the read loop wakes.
 /// </para>
 /// </summary>
-public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource<IMuxedStream?>
+public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource<IMuxedStream?>, IYamuxStreamFactory
 {
     private readonly IDuplexPipe _transport;
     private readonly PipeReader _in;
@@ -46,13 +46,14 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
     // Under the lock; null while no ping is in flight or no opener waits (most of a connection's life).
     private Dictionary<uint, (TaskCompletionSource<long> Reply, long Sent)>? _pings;
     private List<TaskCompletionSource>? _ackWaiters;
-    // Cancels the writer's flushes once the close timeout has passed after closing began. No timer until then: a
-    // CancellationTokenSource made with a TimeProvider creates its timer at once (a VirtualTimer of 72 B per connection,
-    // or a runtime timer, for the connection's life); the close arms _closeTimer, under the lock, on the same state.
-    private readonly CancellationTokenSource _closeCts = new();
+    // The writer's flush is cut short once the close timeout has passed after closing began: the close arms _closeTimer,
+    // under the lock, and its callback cancels the transport's pending flush (CancelPendingFlush), which is what a token
+    // registered around each flush did. No CancellationTokenSource: one per connection, registered and unregistered
+    // around every flush, kept its registration table and a free callback node for the connection's life (~190 B).
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _run;
-    private readonly Task _rtt;
+    // The start-up RTT probe while it runs; null once it has ended (its finished task was 72 B per connection for life).
+    private Task? _rtt;
     // The writer (see WriteAsync): _wakePending is set when there is something to write, _writer is 1 while a writer
     // runs (or is scheduled) and 2 once it has ended for good; _writerDone (under the lock, made by BeginClose) completes
     // when the last writer has ended. Until the read loop first waits (_writerStarted) work only queues: the read loop
@@ -83,14 +84,16 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         _time = runtime.Time;
         IsInitiator = initiator;
         _backlogLimit = Math.Max(1, options.AcceptBacklog);
-        _session = new YamuxSession(options, initiator, NewStream, budget); // a method, so no closure object per connection
+        _session = new YamuxSession(options, initiator, this, budget); // the connection makes its streams: no delegate per connection
         // Both end on their own when the session closes (neither throws); disposal waits for the session loop.
         // The session loop is the read loop, then the close-out once the last writer has ended.
         _run = runtime.StartLoop(ReadLoopAsync);
-        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : Task.CompletedTask;
+        _rtt = options.MeasureRttOnStart ? runtime.StartLoop(MeasureRttAsync) : null;
     }
 
     private YamuxStream NewStream(uint id, bool outbound) => new(this, id, outbound, _options, _runtime.PipeScheduler);
+
+    YamuxStreamState IYamuxStreamFactory.Create(uint id, bool outbound) => NewStream(id, outbound);
 
     /// <summary>True on the side that dialled (odd stream ids).</summary>
     public bool IsInitiator { get; }
@@ -121,6 +124,18 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             lock (_sync)
             {
                 return _backlog is not null;
+            }
+        }
+    }
+
+    /// <summary>Whether the session's control or dirty-stream queue holds an array now (tests: none while idle).</summary>
+    internal bool HoldsQueueArrays
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _session.HoldsQueueArrays;
             }
         }
     }
@@ -424,7 +439,10 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         BeginClose(null, YamuxGoAwayCode.Normal);
         // The reason is on Completion; disposal itself does not throw (neither the session loop nor the writer does).
         await _run;
-        await _rtt;
+        if (Volatile.Read(ref _rtt) is { } rtt)
+        {
+            await rtt;
+        }
     }
 
     internal void OnConsumed(YamuxStream stream, long count)
@@ -567,6 +585,12 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
                 LogUnexpected(ex);
             }
         }
+        finally
+        {
+            // Its last step: disposal has nothing left to wait for (the task that ends next holds no more state). When the
+            // probe ends before the constructor stores its task (the thread pool), that finished task simply stays.
+            Volatile.Write(ref _rtt, null);
+        }
     }
 
     /// <summary>Under the lock: completes a stream's input once (null = clean FIN).</summary>
@@ -617,10 +641,9 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
 
         lock (_sync)
         {
-            _closeCtsDisposed = true;
+            _closedOut = true;
             _closeTimer?.Dispose();
         }
-        _closeCts.Dispose();
         lock (_sync)
         {
             _session.ReleaseAllMemory();
@@ -959,13 +982,13 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
                 long batched = 0;
                 while (TryFrameBatch(ref batched))
                 {
-                    await FlushAsync(_closeCts.Token);
+                    await FlushAsync();
                     batched = 0;
                 }
 
                 if (batched > 0)
                 {
-                    await FlushAsync(_closeCts.Token);
+                    await FlushAsync();
                 }
 
                 if (closing)
@@ -1056,17 +1079,18 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         }
     }
 
-    private async ValueTask FlushAsync(CancellationToken ct)
+    private async ValueTask FlushAsync()
     {
-        FlushResult result;
-        using (ct.UnsafeRegister(static state => ((PipeWriter)state!).CancelPendingFlush(), _out))
+        if (Volatile.Read(ref _closeTimedOut))
         {
-            result = await _out.FlushAsync();
+            _out.CancelPendingFlush(); // as a token already cancelled did when registered before each flush
         }
 
+        var result = await _out.FlushAsync();
         if (result.IsCanceled)
         {
-            throw new OperationCanceledException(ct);
+            // The close timeout (OnCloseTimeout) cut it short.
+            throw new OperationCanceledException("yamux: the close timeout cut the final flush short");
         }
 
         if (result.IsCompleted)
@@ -1223,14 +1247,14 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
 
     // Added after the others: the compiler-generated names of the methods above stay as they were (events_hash hashes them).
     /// <summary>
-    /// Cancels <see cref="_closeCts"/> once the close timeout has passed (as its own timer would, with the source as the
-    /// timer's state); nothing once the connection has fully closed.
+    /// Cuts the writer's flush short once the close timeout has passed (<see cref="OnCloseTimeout"/>); nothing once the
+    /// connection has fully closed.
     /// </summary>
     private void StartCloseTimer()
     {
         lock (_sync)
         {
-            if (_closeCtsDisposed || _closeTimer is not null)
+            if (_closedOut || _closeTimer is not null)
             {
                 return;
             }
@@ -1238,7 +1262,7 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
             var flow = restore ? ExecutionContext.SuppressFlow() : default;
             try
             {
-                _closeTimer = _time.CreateTimer(static s => CancelQuietly((CancellationTokenSource)s!), _closeCts, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
+                _closeTimer = _time.CreateTimer(static s => ((YamuxConnection)s!).OnCloseTimeout(), this, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
             }
             finally
             {
@@ -1250,19 +1274,32 @@ public sealed partial class YamuxConnection : IMuxedConnection, IValueTaskSource
         }
     }
 
-    private static void CancelQuietly(CancellationTokenSource source)
+    /// <summary>
+    /// The close timeout has passed: the writer's flush in progress (or its next one: a pipe's cancellation waits for it)
+    /// ends as cancelled, and the writer with it, as the cancelled token did; nothing once fully closed.
+    /// </summary>
+    private void OnCloseTimeout()
     {
+        lock (_sync)
+        {
+            if (_closedOut || _closeTimedOut)
+            {
+                return;
+            }
+            _closeTimedOut = true;
+        }
         try
         {
-            source.Cancel();
+            _out.CancelPendingFlush();
         }
-        catch (ObjectDisposedException)
+        catch (Exception ex) when (ex is ObjectDisposedException or InvalidOperationException)
         {
-            // Fully closed meanwhile.
+            // Completed meanwhile: nothing left to cut short.
         }
     }
 
     // Declared last, so the compiler-generated names of the members above (which events_hash hashes) stay as they were.
     private ITimer? _closeTimer;
-    private bool _closeCtsDisposed;
+    private bool _closedOut;
+    private bool _closeTimedOut;
 }

@@ -108,14 +108,22 @@ internal struct InboundOutcome
 /// buffer is bounded by the scopes it reserves in plus that free amount per connection.
 /// </para>
 /// </summary>
+/// <summary>Makes a session's stream states (the connection itself: no delegate object per connection).</summary>
+internal interface IYamuxStreamFactory
+{
+    YamuxStreamState Create(uint id, bool outbound);
+}
+
 internal sealed class YamuxSession
 {
     private readonly YamuxOptions _options;
     private readonly bool _initiator;
-    private readonly Func<uint, bool, YamuxStreamState> _createStream;
+    private readonly IYamuxStreamFactory _createStream;
     private YamuxStreamTable _streams;   // a mutable struct: never readonly, never copied
-    private readonly Queue<YamuxStreamState> _dirty = new();
-    private readonly Queue<YamuxHeader> _control = new();
+    // Inline queues whose arrays are pooled while they hold something: an idle session holds neither a queue object nor
+    // an array (two Queue objects and their arrays were ~0.2 KiB per connection).
+    private PooledQueue<YamuxStreamState> _dirty;
+    private PooledQueue<YamuxHeader> _control;
     private uint _nextOutboundId;
     private int _inbound;
     private int _outbound;
@@ -134,6 +142,16 @@ internal sealed class YamuxSession
     private long _resetForMemory;
 
     public YamuxSession(YamuxOptions options, bool initiator, Func<uint, bool, YamuxStreamState> createStream, Runtime.IMemoryScope? budget = null)
+        : this(options, initiator, new DelegateFactory(createStream), budget)
+    {
+    }
+
+    private sealed class DelegateFactory(Func<uint, bool, YamuxStreamState> create) : IYamuxStreamFactory
+    {
+        public YamuxStreamState Create(uint id, bool outbound) => create(id, outbound);
+    }
+
+    public YamuxSession(YamuxOptions options, bool initiator, IYamuxStreamFactory createStream, Runtime.IMemoryScope? budget = null)
     {
         _budget = budget;
         _options = options;
@@ -245,7 +263,10 @@ internal sealed class YamuxSession
 
     public IEnumerable<YamuxStreamState> Streams => _streams.Values;
 
-    public IEnumerable<YamuxStreamState> DirtyStreams => _dirty;
+    public IEnumerable<YamuxStreamState> DirtyStreams => _dirty.ToList();
+
+    /// <summary>Whether the control or dirty queue holds an array now (tests: an idle session holds none).</summary>
+    internal bool HoldsQueueArrays => _control.HoldsArray || _dirty.HoldsArray;
 
     /// <summary>Opens an outbound stream and queues its SYN. Throws when the caps or a GoAway forbid it.</summary>
     public YamuxStreamState OpenOutbound()
@@ -268,7 +289,7 @@ internal sealed class YamuxSession
         // Nothing is reserved for the initial window: memory is reserved as bytes arrive (see the class summary).
         var id = _nextOutboundId;
         _nextOutboundId += 2;
-        var stream = _createStream(id, true);
+        var stream = _createStream.Create(id, true);
         _streams.Add(id, stream);
         _outbound++;
         stream.SynPending = true;
@@ -378,7 +399,7 @@ internal sealed class YamuxSession
                 return outcome;
             }
 
-            stream = _createStream(header.StreamId, false);
+            stream = _createStream.Create(header.StreamId, false);
             _streams.Add(header.StreamId, stream);
             _inbound++;
             _backlog++;

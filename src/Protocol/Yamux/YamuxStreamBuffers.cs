@@ -356,12 +356,16 @@ internal struct ParkedWait
     private bool _signalled;
     private bool _canceledByToken;
     private short _version;
-    private CancellationToken _token;
+    // The token the wait was registered with is the registration's own (CancellationTokenRegistration.Token): no copy
+    // of it here (8 B in every buffer, stream input and output, and accept queue).
     private CancellationTokenRegistration _registration;
     private ParkedContinuation _parked;
 
     /// <summary>A wait is pending (its result not yet taken).</summary>
     public bool Waiting { get; private set; }
+
+    /// <summary>The version of the last wait begun.</summary>
+    public readonly short Version => _version;
 
     /// <summary>
     /// Starts a wait and returns its version; <paramref name="onCanceled"/> is registered with the token under the
@@ -373,7 +377,6 @@ internal struct ParkedWait
         _signalled = false;
         _canceledByToken = false;
         var version = ++_version;
-        _token = token;
         if (token.CanBeCanceled)
         {
             _registration = token.UnsafeRegister(onCanceled, owner);
@@ -435,10 +438,9 @@ internal struct ParkedWait
         if (_canceledByToken)
         {
             _canceledByToken = false;
-            canceled = new OperationCanceledException(_token);
+            canceled = new OperationCanceledException(registration.Token);
         }
 
-        _token = default;
         return canceled;
     }
 }

@@ -21,6 +21,24 @@ public class MemoryPipeReaderTests
     }
 
     [Test]
+    public async Task AParkedRead_IsTheBuffersOwn_TheReaderHoldsNoDelegateNorPendingTask()
+    {
+        var (dialer, listener) = await ConnectAsync();
+        var read = listener.Input.ReadAsync();
+        Assert.That(read.IsCompleted, Is.False);
+        // The caller's continuation is parked on the buffer underneath: the reader itself holds only the buffer and flags.
+        var held = Potluck.Protocol.Tests.Yamux.YamuxConnectionTests.HeldFields(listener.Input).ToList();
+        Assert.That(held.OfType<Delegate>(), Is.Empty);
+        Assert.That(held.Select(h => h.GetType().Name), Is.EquivalentTo(new[] { "MemoryBuffer" }));
+
+        await dialer.Output.WriteAsync(new byte[] { 7, 8 });
+        var result = await read.AsTask().WaitAsync(HangGuard);
+        Assert.That(result.Buffer.ToArray(), Is.EqualTo(new byte[] { 7, 8 }));
+        listener.Input.AdvanceTo(result.Buffer.End);
+        Assert.That(Potluck.Protocol.Tests.Yamux.YamuxConnectionTests.HeldFields(listener.Input).Select(h => h.GetType().Name), Is.EquivalentTo(new[] { "MemoryBuffer" }));
+    }
+
+    [Test]
     public async Task ParkedRead_GetsTheBytes_AndItsResultIsTakenOnce()
     {
         var (dialer, listener) = await ConnectAsync();

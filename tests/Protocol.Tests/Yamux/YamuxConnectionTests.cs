@@ -396,6 +396,87 @@ public partial class YamuxConnectionTests
         await DisposeConnections();
     });
 
+    [Test]
+    public void AnIdleConnection_AfterTraffic_HoldsNoQueueArray_NoCancellationSource_AndNoDelegate() => VirtualTimeDriver.Run(async d =>
+    {
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1));
+        var stream = await connection.OpenStreamAsync(default);
+        for (byte round = 1; round <= 3; round++)
+        {
+            // Data, window updates and a ping reply go through the session's dirty-stream and control queues.
+            await stream.Output.WriteAsync(new[] { round, round, round });
+            await ReceiveDataAsync(peer);
+            Assert.That((await PingFromPeerAsync(peer)).Flags, Is.EqualTo(YamuxFlags.Ack));
+            await d.IdleAsync();
+            Assert.That(connection.HoldsQueueArrays, Is.False, $"round {round}: drained queues give their arrays back");
+        }
+
+        // What a connection holds for its life, by field (its session's included): no cancellation source (a registration
+        // table and a free callback node stayed with it) and no delegate (the session's stream factory is the connection).
+        var held = HeldFieldTypes(connection).Concat(HeldFieldTypes(SessionOf(connection))).ToList();
+        Assert.That(held.Where(t => typeof(CancellationTokenSource).IsAssignableFrom(t)), Is.Empty);
+        Assert.That(held.Where(t => typeof(Delegate).IsAssignableFrom(t)), Is.Empty);
+        Assert.That(held.Where(t => t.IsGenericType && t.GetGenericTypeDefinition() == typeof(Queue<>)), Is.Empty);
+
+        // The close timeout still cuts the last flush short (Dispose_WhenTheRemoteNeverReads_… pins its timing).
+        await connection.DisposeAsync();
+        Assert.That(connection.Completion.IsCompleted, Is.True);
+        await DisposeConnections();
+    });
+
+    private static YamuxSession SessionOf(YamuxConnection connection) =>
+        (YamuxSession)typeof(YamuxConnection).GetField("_session", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(connection)!;
+
+    [Test]
+    public void AfterItsStartUpRttProbe_AConnectionKeepsNoFinishedTask() => VirtualTimeDriver.Run(async d =>
+    {
+        var (connection, peer) = Start(initiator: true, d.CreateRuntime(1), new YamuxOptions { MeasureRttOnStart = true });
+        var probe = await peer.ReceiveUntilAsync(YamuxFrameType.Ping);
+        Assert.That(HeldFields(connection).OfType<Task>().Count(t => !t.IsCompleted), Is.EqualTo(2), "the read loop and the probe waiting for its pong");
+
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Ping, YamuxFlags.Ack, 0, probe.Length));
+        await d.IdleAsync();
+        Assert.That(connection.RoundTripTime, Is.Not.Null, "the probe ended with its pong");
+        // What stays for the connection's life: the read loop's task (running) and the completion's; the probe's finished
+        // task is not kept (72 B per connection end).
+        var tasks = HeldFields(connection).OfType<Task>().ToList();
+        Assert.That(tasks.Count(t => !t.IsCompleted), Is.EqualTo(1), "the read loop");
+        Assert.That(tasks.Count(t => t.IsCompleted), Is.Zero, "no finished task is held");
+
+        await connection.DisposeAsync();
+        Assert.That(connection.Completion.IsCompletedSuccessfully, Is.True);
+        await DisposeConnections();
+    });
+
+    /// <summary>The runtime types of the objects an instance's fields (and its struct fields', inline) refer to now.</summary>
+    private static IEnumerable<Type> HeldFieldTypes(object instance) => HeldFields(instance).Select(v => v.GetType());
+
+    /// <summary>The objects an instance's fields (and its struct fields', inline) refer to now.</summary>
+    internal static IEnumerable<object> HeldFields(object instance)
+    {
+        const System.Reflection.BindingFlags Flags = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic;
+        for (var type = instance.GetType(); type is not null && type != typeof(object); type = type.BaseType)
+        {
+            foreach (var field in type.GetFields(Flags | System.Reflection.BindingFlags.DeclaredOnly))
+            {
+                var value = field.GetValue(instance);
+                if (value is null || field.FieldType.IsPrimitive || field.FieldType.IsEnum)
+                {
+                    continue;
+                }
+                if (field.FieldType.IsValueType)
+                {
+                    foreach (var inner in HeldFields(value))
+                    {
+                        yield return inner;
+                    }
+                    continue;
+                }
+                yield return value;
+            }
+        }
+    }
+
     private static async Task<(YamuxHeader Header, byte[] Payload)> ReceiveDataAsync(RawPeer peer)
     {
         while (true)

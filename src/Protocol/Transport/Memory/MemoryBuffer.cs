@@ -78,6 +78,18 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
 
     public PipeWriter Writer => _writer;
 
+    /// <summary>The version of the read <see cref="ReadAsync"/> left pending (its <see cref="IValueTaskSource{TResult}"/> token).</summary>
+    internal short PendingReadVersion
+    {
+        get
+        {
+            lock (Sync)
+            {
+                return _readWait.Version;
+            }
+        }
+    }
+
     private object Sync => this;
 
     /// <summary>Committed bytes not yet consumed (tests).</summary>

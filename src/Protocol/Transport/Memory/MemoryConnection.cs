@@ -99,8 +99,8 @@ internal sealed class MemoryConnectionPair
             dialerOutput = new MemoryPipeWriter(toListener.Writer, null);
             listenerOutput = new MemoryPipeWriter(toDialer.Writer, null);
         }
-        DialerSide = new MemoryConnection(this, dialer, listener, new MemoryPipeReader(toDialer.Reader), dialerOutput);
-        ListenerSide = new MemoryConnection(this, listener, dialer, new MemoryPipeReader(toListener.Reader), listenerOutput);
+        DialerSide = new MemoryConnection(this, dialer, listener, new MemoryPipeReader(toDialer), dialerOutput);
+        ListenerSide = new MemoryConnection(this, listener, dialer, new MemoryPipeReader(toListener), listenerOutput);
     }
 
     public LinkKey Link { get; }

@@ -21,25 +21,24 @@ internal sealed class MemoryPipeReader : PipeReader, IValueTaskSource<ReadResult
     // Locks itself, as MemoryBuffer does (nothing else locks it): a lock object per instance was 40 B per connection end.
     private object Sync => this;
 
-    private readonly PipeReader _inner;
+    private readonly MemoryBuffer _inner;
     private bool _readActive;
     private bool _closed;
     private bool _innerCompleted;
     private Exception? _broken;
 
-    // The one read waiting on the inner reader (a reader has at most one read in progress), its version, and the
-    // caller's continuation, run by the inner read's completion through the one delegate made with the reader.
-    private ValueTask<ReadResult> _pending;
+    // The one read waiting on the inner buffer (a reader has at most one read in progress): this reader's version of it
+    // and the buffer's. The caller's continuation is parked on the buffer itself, which runs it when the read completes
+    // (no delegate of this reader's own in between: ~90 B less per connection end).
     private short _version;
-    private Action<object?>? _continuation;
-    private object? _continuationState;
-    private readonly Action _onInnerCompleted;
+    private short _innerVersion;
 
-    public MemoryPipeReader(PipeReader inner)
+    public MemoryPipeReader(MemoryBuffer inner)
     {
         _inner = inner;
-        _onInnerCompleted = OnInnerCompleted;
     }
+
+    private IValueTaskSource<ReadResult> InnerSource => _inner;
 
     /// <summary>Disposal (<paramref name="broken"/> null) or a break: ends reading at the next opportunity.</summary>
     public void Close(Exception? broken)
@@ -96,7 +95,7 @@ internal sealed class MemoryPipeReader : PipeReader, IValueTaskSource<ReadResult
         {
             return ValueTask.FromResult(TakeResult(pending));
         }
-        _pending = pending;
+        _innerVersion = _inner.PendingReadVersion;
         return new ValueTask<ReadResult>(this, ++_version);
     }
 
@@ -119,48 +118,38 @@ internal sealed class MemoryPipeReader : PipeReader, IValueTaskSource<ReadResult
         return Convert(result);
     }
 
-    private void OnInnerCompleted()
-    {
-        var continuation = _continuation!;
-        var state = _continuationState;
-        _continuation = null;
-        _continuationState = null;
-        continuation(state);
-    }
-
     ValueTaskSourceStatus IValueTaskSource<ReadResult>.GetStatus(short token)
     {
         CheckVersion(token);
-        var pending = _pending;
-        return !pending.IsCompleted ? ValueTaskSourceStatus.Pending
-            : pending.IsCompletedSuccessfully ? ValueTaskSourceStatus.Succeeded
-            : pending.IsCanceled ? ValueTaskSourceStatus.Canceled
-            : ValueTaskSourceStatus.Faulted;
+        return InnerSource.GetStatus(_innerVersion);
     }
 
+    // The caller's continuation goes to the buffer's parked read as it is: the buffer runs it where it ran the awaiter's
+    // wrapper before (on its scheduler, with the execution context when the flags ask for it), so the events are the same.
     void IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
     {
         CheckVersion(token);
-        _continuation = continuation;
-        _continuationState = state;
-        var awaiter = _pending.GetAwaiter();
-        if ((flags & ValueTaskSourceOnCompletedFlags.FlowExecutionContext) != 0)
-        {
-            awaiter.OnCompleted(_onInnerCompleted);
-        }
-        else
-        {
-            awaiter.UnsafeOnCompleted(_onInnerCompleted);
-        }
+        InnerSource.OnCompleted(continuation, state, _innerVersion, flags);
     }
 
     ReadResult IValueTaskSource<ReadResult>.GetResult(short token)
     {
         CheckVersion(token);
-        var pending = _pending;
-        _pending = default;
         _version++; // the result is taken once
-        return TakeResult(pending);
+        ReadResult result;
+        try
+        {
+            result = InnerSource.GetResult(_innerVersion);
+        }
+        catch
+        {
+            lock (Sync)
+            {
+                _readActive = false; // the inner read failed (the writer's error): no read is in progress
+            }
+            throw;
+        }
+        return Convert(result);
     }
 
     private void CheckVersion(short token)
