@@ -170,7 +170,12 @@ public static class SimRunner
 
     private static async Task<SimReport> RunAsync(SimulatedMesh mesh, SimScenario s, Stopwatch wall, Action<string>? progress, SimMemoryTrace? sampler)
     {
+        var burst = BurstProbe.Start(progress);
         var probes = mesh.Nodes.ToDictionary(n => n.Index, n => n.Node!.JoinTopic(ProbeTopic));
+        if (burst is not null)
+        {
+            await burst.AtInstantEndAsync(mesh);
+        }
         mesh.Whitewashed += n => probes[n.Index] = n.Node!.JoinTopic(ProbeTopic);
         var perSecond = new List<IReadOnlyDictionary<string, long>>();
         // A staggered join's seconds come first: the warm-up starts when the last node is up.
