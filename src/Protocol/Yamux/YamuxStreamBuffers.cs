@@ -69,6 +69,9 @@ internal struct SegmentQueue
     /// <summary>Whether a segment is held (false: the queue holds no memory).</summary>
     public readonly bool HoldsMemory => _head is not null;
 
+    /// <summary>The size of the last segment's buffer (0 when none is held).</summary>
+    public readonly int TailCapacity => _tail?.Array.Length ?? 0;
+
     /// <summary>The committed bytes not yet consumed.</summary>
     public readonly ReadOnlySequence<byte> Committed =>
         Length == 0 ? default : new ReadOnlySequence<byte>(_head!, _headIndex, _commitSegment!, _commitIndex);
@@ -453,8 +456,14 @@ internal struct ParkedWait
 /// </summary>
 internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) : PipeReader, IValueTaskSource<ReadResult>, IFailureAsValueReader
 {
-    /// <summary>Smallest segment: small messages do not hold a large buffer.</summary>
+    /// <summary>Smallest segment once bytes are buffered: a burst of small deliveries fills few buffers.</summary>
     internal const int MinimumSegmentSize = 4 * 1024;
+
+    /// <summary>
+    /// Smallest first segment of an empty buffer: most deliveries are one small message (a gossip control RPC, a DHT
+    /// reply) read at once, and every stream of a node may hold one at the same instant.
+    /// </summary>
+    internal const int FirstSegmentSize = 512;
 
     /// <summary>Largest segment one delivery asks for (big payloads fill few, large pooled buffers).</summary>
     internal const int LargestSegmentSize = 64 * 1024;
@@ -520,6 +529,18 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         }
     }
 
+    /// <summary>The size of the last pooled segment held (0: none; tests).</summary>
+    internal int TailCapacity
+    {
+        get
+        {
+            lock (Sync)
+            {
+                return _queue.TailCapacity;
+            }
+        }
+    }
+
     /// <summary>Read loop: appends delivered payload bytes; dropped once the application has completed its input.</summary>
     internal void Write(in ReadOnlySequence<byte> payload)
     {
@@ -538,7 +559,7 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
 
             foreach (var segment in payload)
             {
-                _queue.Write(segment.Span, MinimumSegmentSize, LargestSegmentSize);
+                _queue.Write(segment.Span, _queue.HoldsMemory ? MinimumSegmentSize : FirstSegmentSize, LargestSegmentSize);
             }
 
             _queue.Commit();
@@ -769,8 +790,15 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
 /// </summary>
 internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, long sendBuffer) : PipeWriter, IValueTaskSource<FlushResult>
 {
-    /// <summary>Smallest segment a write asks for (as a pipe's default).</summary>
+    /// <summary>Smallest segment a write asks for once bytes are buffered (as a pipe's default).</summary>
     internal const int MinimumSegmentSize = 4 * 1024;
+
+    /// <summary>
+    /// Smallest first segment of an empty buffer: most writes are one small message flushed at once (a gossip control RPC,
+    /// a DHT request), and a node that tells all its peers something at once holds one per stream until its connections'
+    /// writers take them (a subscription announced to every peer held 4 KiB per peer).
+    /// </summary>
+    internal const int FirstSegmentSize = 512;
 
     private readonly long _pause = sendBuffer;
     private readonly long _resume = Math.Max(1, sendBuffer / 2);
@@ -798,6 +826,18 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         }
     }
 
+    /// <summary>The size of the last pooled segment held (0: none; tests).</summary>
+    internal int TailCapacity
+    {
+        get
+        {
+            lock (Sync)
+            {
+                return _queue.TailCapacity;
+            }
+        }
+    }
+
     /// <summary>Writer only: the writer has stopped reading this output (FIN sent, or aborted).</summary>
     internal bool ReaderDone
     {
@@ -817,7 +857,7 @@ internal sealed class StreamOutput(YamuxStream stream, PipeScheduler scheduler, 
         {
             ThrowIfWriterDone();
             _writing = true;
-            return _queue.GetMemory(sizeHint, MinimumSegmentSize);
+            return _queue.GetMemory(sizeHint, _queue.HoldsMemory ? MinimumSegmentSize : FirstSegmentSize);
         }
     }
 

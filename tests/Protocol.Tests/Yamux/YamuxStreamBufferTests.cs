@@ -154,6 +154,45 @@ public partial class YamuxConnectionTests
         Assert.That(stream.Out.HoldsMemory, Is.False, "sent: the segment went back");
     }
 
+    /// <summary>
+    /// A small message holds a small buffer, written or delivered: a node that tells all its peers something at once (a
+    /// subscription) held a 4 KiB segment per stream until its connections' writers took the bytes (~80 KiB per node at
+    /// the warm-up's start of a 200-node mesh). More bytes while one is held go on in full-size segments.
+    /// </summary>
+    [Test]
+    public async Task SmallMessage_HoldsASmallFirstSegment_WrittenOrDelivered_AndMoreGoesOnInFullSegments()
+    {
+        var (connection, peer) = Start(initiator: false);
+        await peer.SendAsync(new YamuxHeader(YamuxFrameType.Data, YamuxFlags.Syn, 1, 40), new byte[40]);
+        var stream = (YamuxStream)await connection.AcceptStreamAsync(default).AsTask().WaitAsync(HangGuard);
+        var read = await stream.Input.ReadAtLeastAsync(40).AsTask().WaitAsync(HangGuard);
+        Assert.That(stream.In.TailCapacity, Is.EqualTo(StreamInput.FirstSegmentSize), "a 40-byte delivery holds a first segment, not 4 KiB");
+        stream.Input.AdvanceTo(read.Buffer.End);
+        Assert.That(stream.In.HoldsMemory, Is.False);
+
+        var message = Enumerable.Range(0, 40).Select(b => (byte)b).ToArray();
+        stream.Output.Write(message);
+        Assert.That(stream.Out.TailCapacity, Is.EqualTo(StreamOutput.FirstSegmentSize), "a 40-byte write holds a first segment, not 4 KiB");
+        var more = Enumerable.Range(0, 1000).Select(b => (byte)(b * 3)).ToArray();
+        stream.Output.Write(more);
+        Assert.That(stream.Out.TailCapacity, Is.EqualTo(StreamOutput.MinimumSegmentSize), "what does not fit goes on in a full segment");
+        await stream.Output.FlushAsync().AsTask().WaitAsync(HangGuard);
+        var received = new List<byte>();
+        while (received.Count < message.Length + more.Length)
+        {
+            var frame = await peer.ReceiveAsync();
+            if (frame.Header.Type == YamuxFrameType.Data)
+            {
+                received.AddRange(frame.Payload);
+            }
+        }
+
+        Assert.That(received, Is.EqualTo(message.Concat(more)), "the bytes, in order");
+        Assert.That(stream.Out.HoldsMemory, Is.False, "sent: the segments went back");
+        Assert.That(StreamInput.FirstSegmentSize, Is.LessThan(StreamInput.MinimumSegmentSize));
+        Assert.That(StreamOutput.FirstSegmentSize, Is.LessThan(StreamOutput.MinimumSegmentSize));
+    }
+
     [Test]
     [Category("Adversarial")]
     public async Task PeerFillsTheWindow_WeBufferExactlyIt_ReadsKeepOrder_AndOnlyConsumedBytesAreCredited()
