@@ -49,16 +49,17 @@ public sealed class MemoryBufferTests
 
     /// <summary>
     /// An empty buffer's first segment is small (a mesh's every connection may hold one small frame in flight at one
-    /// instant: with the default 16 KiB segments, 1,000 nodes announcing a topic to their peers at once held ~150 MiB);
-    /// a longer burst goes on in full-size segments, and the bytes arrive intact either way.
+    /// instant: with the default 16 KiB segments, 1,000 nodes announcing a topic to their peers at once held ~150 MiB,
+    /// with 2 KiB ones ~64 MiB); a longer burst goes on in segments that double up to full size, and the bytes arrive
+    /// intact either way.
     /// </summary>
     [Test]
-    public async Task The_first_segment_of_an_empty_buffer_is_small_and_a_burst_goes_on_in_full_segments()
+    public async Task The_first_segment_of_an_empty_buffer_is_small_and_a_burst_goes_on_in_segments_doubling_to_full_size()
     {
         const int segment = 16 * 1024;
         var buffer = Create(pause: 1 << 20, resume: 1 << 19, segment: segment);
         var first = buffer.Writer.GetMemory();
-        Assert.That(first.Length, Is.EqualTo(MemoryBuffer.FirstSegmentSize), "a small frame does not take a full segment");
+        Assert.That(first.Length, Is.EqualTo(512), "a small frame does not take a large segment");
 
         var sent = Enumerable.Range(0, 3 * segment + 123).Select(b => (byte)(b * 7)).ToArray();
         buffer.Writer.Write(sent);
@@ -70,8 +71,25 @@ public sealed class MemoryBufferTests
         {
             lengths.Add(piece.Length);
         }
-        Assert.That(lengths, Is.EqualTo(new[] { MemoryBuffer.FirstSegmentSize, segment, segment, sent.Length - MemoryBuffer.FirstSegmentSize - 2 * segment }),
-            "the first segment small, the rest of the burst in full ones");
+        var doubling = new[] { 512, 1024, 2048, 4096, 8192 };
+        Assert.That(lengths, Is.EqualTo(doubling.Concat([segment, segment, sent.Length - doubling.Sum() - 2 * segment]).ToArray()),
+            "the first segment small, then doubling up to full ones");
+        buffer.Reader.AdvanceTo(result.Buffer.End);
+        Assert.That(buffer.HoldsMemory, Is.False);
+    }
+
+    /// <summary>A first write that asks for more than the first segment gets what it asks for, in one segment.</summary>
+    [Test]
+    public async Task A_first_write_larger_than_the_first_segment_gets_one_segment_of_its_size()
+    {
+        var buffer = Create(pause: 1 << 20, resume: 1 << 19, segment: 16 * 1024);
+        var frame = Enumerable.Range(0, 1500).Select(b => (byte)b).ToArray();
+        frame.CopyTo(buffer.Writer.GetSpan(frame.Length));
+        buffer.Writer.Advance(frame.Length);
+        await buffer.Writer.FlushAsync();
+        var result = await buffer.Reader.ReadAsync();
+        Assert.That(result.Buffer.IsSingleSegment, Is.True);
+        Assert.That(result.Buffer.ToArray(), Is.EqualTo(frame));
         buffer.Reader.AdvanceTo(result.Buffer.End);
         Assert.That(buffer.HoldsMemory, Is.False);
     }

@@ -23,8 +23,12 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
     private readonly long _resumeThreshold;
     private readonly int _segmentSize;
 
-    /// <summary>The most an empty buffer's first segment holds (less when <see cref="SimulatedNetworkOptions.SegmentSize"/> is smaller).</summary>
-    internal const int FirstSegmentSize = 2048;
+    /// <summary>
+    /// The least an empty buffer's first segment holds (more when the write asks for more; less when
+    /// <see cref="SimulatedNetworkOptions.SegmentSize"/> is smaller). Each segment after it is at least twice the one before,
+    /// up to <see cref="SimulatedNetworkOptions.SegmentSize"/>.
+    /// </summary>
+    internal const int FirstSegmentSize = 512;
     private readonly BufferWriter _writer;
     private SegmentQueue _queue;
     private bool _examinedAll;
@@ -302,9 +306,10 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
         {
             ThrowIfWriterDone();
             // An empty buffer's first segment is small: most flushes are one small frame (a gossip control message, an
-            // acknowledgement), and every connection of a mesh may hold one in flight at the same instant; a burst
-            // longer than it goes on in full-size segments.
-            var memory = _queue.GetMemory(sizeHint, _queue.HoldsMemory ? _segmentSize : Math.Min(_segmentSize, FirstSegmentSize));
+            // acknowledgement), and every connection of a mesh may hold one in flight at the same instant (a node that
+            // announces a subscription to all its peers); a longer burst goes on in segments that double up to full size.
+            var minimum = _queue.HoldsMemory ? Math.Max(FirstSegmentSize, 2 * _queue.TailCapacity) : FirstSegmentSize;
+            var memory = _queue.GetMemory(sizeHint, Math.Min(_segmentSize, minimum));
             _memoryOut = true;
             return memory;
         }
