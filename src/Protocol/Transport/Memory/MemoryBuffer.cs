@@ -308,8 +308,8 @@ internal sealed class MemoryBuffer : PipeReader, IValueTaskSource<ReadResult>
             // An empty buffer's first segment is small: most flushes are one small frame (a gossip control message, an
             // acknowledgement), and every connection of a mesh may hold one in flight at the same instant (a node that
             // announces a subscription to all its peers); a longer burst goes on in segments that double up to full size.
-            var minimum = _queue.HoldsMemory ? Math.Max(FirstSegmentSize, 2 * _queue.TailCapacity) : FirstSegmentSize;
-            var memory = _queue.GetMemory(sizeHint, Math.Min(_segmentSize, minimum));
+            var minimum = _queue.HoldsMemory ? Math.Max(FirstSegmentSize, 2L * _queue.TailCapacity) : FirstSegmentSize;
+            var memory = _queue.GetMemory(sizeHint, (int)Math.Min(_segmentSize, minimum));
             _memoryOut = true;
             return memory;
         }
