@@ -47,7 +47,7 @@ public sealed partial class CreditLedger : IDisposable
     private static readonly byte[] GrantDomain = Encoding.ASCII.GetBytes("potluck-grant:");
 
     private const string CoreSchema = """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT, WITHOUT ROWID;
         CREATE TABLE entries (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             receipt_id BLOB NOT NULL,
