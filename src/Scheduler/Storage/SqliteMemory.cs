@@ -15,7 +15,7 @@ namespace Potluck.Scheduler.Storage;
 public static class SqliteMemory
 {
     /// <summary>What the stand-in is called in reports.</summary>
-    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open)";
+    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open; no FTS, R-Tree or Geopoly modules)";
 
     /// <summary>
     /// The connection string of the in-memory database standing in for the file at <paramref name="path"/>: the store of
@@ -292,5 +292,63 @@ public static class SqliteMemory
         using var command = connection.CreateCommand();
         command.CommandText = $"PRAGMA page_size = {PageSize}"; // a no-op once the database has a table
         command.ExecuteNonQuery();
+        DropExtensions(connection);
+    }
+
+    /// <summary>
+    /// Drops the virtual-table modules this e_sqlite3 registers at every open (FTS3/4 and their auxiliaries, FTS5 and its
+    /// vocabulary table, R-Tree, Geopoly: ~2.2 KiB a connection with the data they own, tokenizers among it) and makes
+    /// every SQL function an extension added (the non-built-in ones: <c>fts5()</c>, <c>fts3_tokenizer()</c>, the Geopoly
+    /// and R-Tree functions, the FTS placeholders) uncallable, so none can reach the data of a module dropped. Potluck's
+    /// stores use none of them (plain tables, built-in functions); a statement that named one would fail with "no such
+    /// module" or "no such function". For the stand-in's connections (<see cref="Slim"/>): thousands of them in one process.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">SQLite refused.</exception>
+    internal static void DropExtensions(SqliteConnection connection)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        var functions = new List<(string Name, int Args, int Encoding)>();
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT name, narg, enc FROM pragma_function_list WHERE builtin = 0";
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+            {
+                functions.Add((reader.GetString(0), reader.GetInt32(1), reader.GetString(2) switch
+                {
+                    "utf16le" => 2, // SQLITE_UTF16LE
+                    "utf16be" => 3, // SQLITE_UTF16BE
+                    _ => 1,         // SQLITE_UTF8
+                }));
+            }
+        }
+        var handle = connection.Handle!.DangerousGetHandle();
+        foreach (var (name, args, encoding) in functions)
+        {
+            // No callbacks: the function is replaced by none (SQLite keeps its slot, calls the old destructor).
+            var rc = Native.sqlite3_create_function_v2(handle, name, args, encoding, IntPtr.Zero, IntPtr.Zero, IntPtr.Zero, IntPtr.Zero, IntPtr.Zero);
+            if (rc != SQLitePCL.raw.SQLITE_OK)
+            {
+                throw new InvalidOperationException($"SQLite refused to remove the function {name}/{args} (code {rc})");
+            }
+        }
+        var dropped = Native.sqlite3_drop_modules(handle, IntPtr.Zero);
+        if (dropped != SQLitePCL.raw.SQLITE_OK)
+        {
+            throw new InvalidOperationException($"SQLite refused to drop the connection's virtual-table modules (code {dropped})");
+        }
+    }
+
+    private static class Native
+    {
+#pragma warning disable SYSLIB1054 // LibraryImport generates unsafe code, which this project does not allow.
+        [System.Runtime.InteropServices.DllImport("e_sqlite3")]
+        internal static extern int sqlite3_drop_modules(IntPtr db, IntPtr keep);
+
+        [System.Runtime.InteropServices.DllImport("e_sqlite3")]
+        internal static extern int sqlite3_create_function_v2(IntPtr db,
+            [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name,
+            int args, int encoding, IntPtr data, IntPtr function, IntPtr step, IntPtr final, IntPtr destroy);
+#pragma warning restore SYSLIB1054
     }
 }

@@ -247,4 +247,34 @@ public class PeerDatabaseTests
         Assert.That(used, Is.LessThanOrEqualTo(10), $"pages for 40 peers: {used} (the empty schema {empty})");
         Assert.That(db.Load(100, 8, 128, 64).Peers.Select(p => p.Protocols), Has.All.EqualTo(ReleaseProtocols));
     }
+
+    [TestCase(8)]
+    [TestCase(9)]
+    public void InMemory_PeersSavedInAnyOrder_TakeNoMorePagesThanInKeyOrder(int seed)
+    {
+        // The rows go in by key (a B-tree filled in order is fuller than one filled at random): the same rows in fewer pages.
+        var random = new Random(seed);
+        var peers = Enumerable.Range(0, 40).Select(i => Peer(random, 1000 + i, $"/memory/{1000 + i}") with { Protocols = ReleaseProtocols }).ToArray();
+        var sorted = peers.OrderBy(p => p.Id.ToString(), StringComparer.Ordinal).ToArray();
+        long Used(PersistedPeer[] order, string sub)
+        {
+            var dir = Path.Combine(_dir, sub);
+            using var keep = Potluck.Scheduler.Storage.SqliteMemory.Keep(Path.Combine(dir, PeerDatabase.FileName));
+            long PageCount()
+            {
+                using var command = keep.CreateCommand();
+                command.CommandText = "PRAGMA page_count";
+                return Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            using var db = PeerDatabase.Open(dir, inMemory: true);
+            var empty = PageCount();
+            db.Save(new PersistedState(order, ["potluck/sim/probe"]));
+            db.Save(new PersistedState(order, ["potluck/sim/probe"])); // written whole again, as every 30 s
+            Assert.That(db.Load(100, 8, 128, 64).Peers.Select(p => p.Id), Is.EqualTo(peers.OrderByDescending(p => p.LastSeen).Select(p => p.Id)));
+            return PageCount() - empty;
+        }
+        var inKeyOrder = Used(sorted, "sorted");
+        var asMet = Used(peers, "as-met");
+        Assert.That(asMet, Is.LessThanOrEqualTo(inKeyOrder), $"pages for 40 peers saved as met: {asMet}, in key order: {inKeyOrder}");
+    }
 }
