@@ -156,6 +156,8 @@ public sealed class ComputeNode : IAsyncDisposable
                 chain = new TrustChainService(host, key, bus, ledger, reputation, options.Accounting with { Credits = options.Credits }, runtime,
                     loggers.CreateLogger<TrustChainService>(), instruments);
                 client.ReceiptDelivered += chain.OnReceiptDelivered;
+                // A node that does not provide remembers only the gossiped blocks that may come to it again.
+                chain.RemembersEveryGossipedBlock = provider is not null;
                 if (provider is not null)
                 {
                     provider.RefuseRequester = chain.IsForker;

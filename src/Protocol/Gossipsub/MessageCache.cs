@@ -184,7 +184,7 @@ internal sealed class SeenKeys
 /// <see cref="SeenRecord"/> inline in the dictionary, the id's own array not kept (it was, for the TTL: 96 more bytes
 /// for the default 72-byte id). A valid message past every topic's mesh delivery window only has to answer "seen?"
 /// (<see cref="PeerScore"/> records no later copy of it): it is <see cref="Settle"/>d into a table of 64 bits of the
-/// digest and the expiry (<see cref="SettledTable"/>: a 16-byte slot); it answers and expires exactly as before.
+/// digest and the expiry (<see cref="SettledTable"/>: a 12-byte slot); it answers and expires exactly as before.
 /// <para>
 /// No expiry queue: <see cref="Prune"/> sweeps both tables when the earliest expiry they hold has come (at most once
 /// per call, i.e. per heartbeat), which forgets exactly what a queue in order of arrival would have (every entry's

@@ -19,6 +19,7 @@ public sealed class VirtualClock : TimeProvider
     private long _sequence;
     private int _advancing;
     private int _compactAt = MinCompaction;
+    private int _armed; // entries in the queue whose timer is armed as them (the rest are stale)
 
     /// <summary>Queue entries below which stale ones (of timers changed or disposed) are left for <see cref="Prune"/> to meet.</summary>
     private const int MinCompaction = 1024;
@@ -181,7 +182,10 @@ public sealed class VirtualClock : TimeProvider
     {
         sequence = ++_sequence;
         _queue.Enqueue(timer, (deadline, sequence));
-        if (_queue.Count >= _compactAt)
+        _armed++;
+        // When the queue doubled since the last compaction, or stale entries outnumber armed ones: a peak of armed timers
+        // (a mesh's join) no longer sets the bar for the quieter rest of the run.
+        if (_queue.Count >= _compactAt || (_queue.Count >= MinCompaction && _queue.Count > 2 * _armed))
         {
             Compact();
         }
@@ -190,8 +194,9 @@ public sealed class VirtualClock : TimeProvider
     /// <summary>
     /// Drops every stale entry (a timer changed or disposed before its deadline, such as a timeout that did not fire):
     /// <see cref="Prune"/> only meets them at the top, so a long deadline kept its timer, callback and state alive.
-    /// Runs when the queue has doubled since the last compaction, so it costs O(1) per timer amortised. Order is kept:
-    /// entries are keyed by deadline and sequence.
+    /// Runs when the queue has doubled since the last compaction or holds more stale entries than armed ones, so it costs
+    /// O(1) per timer amortised (each compaction follows at least as many entries made stale or added as it keeps). Order
+    /// is kept: entries are keyed by deadline and sequence.
     /// </summary>
     private void Compact()
     {
@@ -231,6 +236,16 @@ public sealed class VirtualClock : TimeProvider
         private long _periodTicks;
         private bool _disposed;
 
+        /// <summary>Under the clock's lock: the entry this timer is armed as (if any) becomes stale.</summary>
+        private void Disarm()
+        {
+            if (_armedSequence != 0)
+            {
+                clock._armed--;
+                _armedSequence = 0;
+            }
+        }
+
         public bool IsArmedAs(long sequence)
         {
             return !_disposed && _armedSequence == sequence;
@@ -243,7 +258,7 @@ public sealed class VirtualClock : TimeProvider
             {
                 return null;
             }
-            _armedSequence = 0;
+            Disarm();
             if (_periodTicks > 0)
             {
                 clock.Schedule(this, clock._nowTicks + _periodTicks, out _armedSequence);
@@ -287,7 +302,7 @@ public sealed class VirtualClock : TimeProvider
                 {
                     return false;
                 }
-                _armedSequence = 0;
+                Disarm();
                 _periodTicks = period == Timeout.InfiniteTimeSpan || period <= TimeSpan.Zero ? 0 : period.Ticks;
                 if (dueTime == Timeout.InfiniteTimeSpan)
                 {
@@ -303,8 +318,11 @@ public sealed class VirtualClock : TimeProvider
         {
             lock (clock._gate)
             {
+                if (!_disposed)
+                {
+                    Disarm();
+                }
                 _disposed = true;
-                _armedSequence = 0;
                 _callback = null;
                 _state = null;
                 _context = null;

@@ -73,7 +73,13 @@ internal sealed class CheckedBlocks
     /// Exactly <see cref="SignedBlock.Decode"/>, without the signature check when these bytes were signed or checked here
     /// lately.
     /// </summary>
-    public BlockStatus Decode(byte[] envelopeBytes, ChainOptions options, out SignedBlock? block)
+    public BlockStatus Decode(byte[] envelopeBytes, ChainOptions options, out SignedBlock? block) => Decode(envelopeBytes, options, out block, remember: null);
+
+    /// <summary>
+    /// As <see cref="Decode(byte[], ChainOptions, out SignedBlock?)"/>; a block verified here is remembered only when
+    /// <paramref name="remember"/> (null: always) says it may come again.
+    /// </summary>
+    public BlockStatus Decode(byte[] envelopeBytes, ChainOptions options, out SignedBlock? block, Func<SignedBlock, bool>? remember)
     {
         ArgumentNullException.ThrowIfNull(envelopeBytes);
         ArgumentNullException.ThrowIfNull(options);
@@ -88,7 +94,7 @@ internal sealed class CheckedBlocks
         }
         Interlocked.Increment(ref _verified);
         var status = SignedBlock.Decode(envelopeBytes, options, out block);
-        if (status == BlockStatus.Valid && digest is { } checkedDigest)
+        if (status == BlockStatus.Valid && digest is { } checkedDigest && (remember is null || remember(block!)))
         {
             Remember(checkedDigest);
         }

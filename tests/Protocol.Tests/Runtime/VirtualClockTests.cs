@@ -53,6 +53,34 @@ public class VirtualClockTests
         moved.Dispose();
     }
 
+    /// <summary>
+    /// A peak of armed timers (a mesh's join) that ends leaves the queue compacted once stale entries outnumber armed ones,
+    /// not only when it doubles past the peak: timeouts made and disposed afterwards do not pile up behind it.
+    /// </summary>
+    [Test]
+    public void AfterAPeakOfArmedTimers_StaleEntriesNeverOutnumberArmedOnesPastTheMinimum()
+    {
+        var clock = new VirtualClock();
+        var fired = new List<int>();
+        var peak = Enumerable.Range(0, 10_000)
+            .Select(i => clock.CreateTimer(_ => fired.Add(i), null, TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(10_000 - i), Timeout.InfiniteTimeSpan))
+            .ToList();
+        foreach (var timer in peak.Where((_, i) => i % 100 != 0))
+        {
+            timer.Dispose(); // 100 stay armed
+        }
+        for (var i = 0; i < 3_000; i++)
+        {
+            clock.CreateTimer(_ => fired.Add(-1), null, TimeSpan.FromHours(1), Timeout.InfiniteTimeSpan).Dispose(); // a timeout that never fires
+        }
+
+        Assert.That(clock.PendingTimers, Is.EqualTo(100));
+        Assert.That(clock.QueuedEntries, Is.LessThan(1_024), "stale entries compacted away (the doubling rule alone left 13,000)");
+        clock.Advance(TimeSpan.FromHours(4));
+        Assert.That(fired, Is.EqualTo(Enumerable.Range(0, 100).Select(k => 9_900 - (100 * k))), "the armed ones fire once each, in deadline order");
+        peak.ForEach(t => t.Dispose());
+    }
+
     [Test]
     public void DisposedTimers_ReleaseTheirStateAndLeaveTheQueue_WhileArmedOnesKeepTheirOrder()
     {

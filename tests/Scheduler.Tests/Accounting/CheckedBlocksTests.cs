@@ -190,6 +190,44 @@ public class CheckedBlocksTests
         Assert.That((known.Verified, known.Remembered, known.Count), Is.EqualTo((2L, 0L, 1)));
     }
 
+    /// <summary>
+    /// What gossip brings a node in no lease (strangers paying strangers) is verified and not remembered: its table stays
+    /// without slots however many such blocks come; a block naming the node, or one of a party it holds blocks of (a payer of
+    /// its own), is remembered and not verified again.
+    /// </summary>
+    [Test]
+    public void GossipedPaymentsBetweenStrangers_AreVerifiedAndNotRemembered_ANodeInNoLeaseHoldsNoSlots()
+    {
+        var known = new CheckedBlocks();
+        byte[]? NoneHeld(byte[] hash) => null;
+        for (var n = 0; n < 300; n++)
+        {
+            var (proposal, agreement) = Pair(100 + n);
+            foreach (var block in new[] { proposal, agreement })
+            {
+                Assert.That(TrustChainService.DecodeGossiped(block.EnvelopeBytes, Chain, Stranger.PeerId, NoneHeld, out var decoded, known, holdsBlocksOf: _ => false),
+                    Is.EqualTo(BlockStatus.Valid));
+                Assert.That(decoded!.Hash, Is.EqualTo(block.Hash));
+            }
+        }
+        Assert.That((known.Verified, known.Count, known.Slots), Is.EqualTo((600L, 0, 0)), "every block verified, none remembered, no array");
+
+        // A payer this node holds blocks of: its proposal and the payee's agreement (its counterparty) are remembered (they
+        // come again in the payer's next proposal here) and taken as checked the second time.
+        var (mine, theirs) = Pair(1000);
+        Assert.That(TrustChainService.DecodeGossiped(mine.EnvelopeBytes, Chain, Stranger.PeerId, NoneHeld, out _, known, holdsBlocksOf: a => a == Requester.PeerId), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(TrustChainService.DecodeGossiped(theirs.EnvelopeBytes, Chain, Stranger.PeerId, NoneHeld, out _, known, holdsBlocksOf: a => a == Requester.PeerId), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(known.Decode(mine.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(known.Decode(theirs.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid));
+        Assert.That((known.Verified, known.Remembered, known.Count), Is.EqualTo((602L, 2L, 2)));
+
+        // A block naming this node (here the provider, the proposal's counterparty and the agreement's author) is remembered.
+        var (toMe, byMe) = Pair(1001);
+        Assert.That(TrustChainService.DecodeGossiped(toMe.EnvelopeBytes, Chain, Provider.PeerId, NoneHeld, out _, known, holdsBlocksOf: _ => false), Is.EqualTo(BlockStatus.Valid));
+        Assert.That(TrustChainService.DecodeGossiped(byMe.EnvelopeBytes, Chain, Provider.PeerId, NoneHeld, out _, known, holdsBlocksOf: _ => false), Is.EqualTo(BlockStatus.Valid));
+        Assert.That((known.Verified, known.Count), Is.EqualTo((604L, 4)));
+    }
+
     [Test]
     public void NoDecodedBlockIsKept()
     {
