@@ -8,7 +8,7 @@ namespace Potluck.Protocol.Gossipsub;
 /// <see cref="HashSet{T}"/> of them gives: slots in index order, a removed member's slot reused by the next add, the last
 /// freed first (as <see cref="TopicSet"/> does for topics). The router's choices follow that order (candidates are
 /// shuffled from it, prunes walk it), so the same order keeps the same runs. It keeps one array of the members (8 bytes
-/// each) and, after a removal, a stack of free slots, where a <see cref="HashSet{T}"/> kept itself (64 bytes), its
+/// each) and, while a removal has left a hole, a stack of the free slots, where a <see cref="HashSet{T}"/> kept itself (64 bytes), its
 /// buckets (4 bytes a slot) and its entries (16 bytes a slot, slots a prime above the count): ~850 bytes for a topic of
 /// 30 subscribers against ~300. Small sets are scanned; above <see cref="IndexedAbove"/> members a dictionary from member
 /// to slot is kept beside the array, so a daemon with hundreds of connections still looks a peer up in constant time.
@@ -52,6 +52,10 @@ internal sealed class PeerIdSet : IReadOnlyCollection<PeerId>
         if (_freeCount > 0)
         {
             index = _free![--_freeCount];
+            if (_freeCount == 0)
+            {
+                _free = null; // no hole left: most sets spend most of their life without one
+            }
         }
         else
         {
