@@ -17,7 +17,7 @@ public class PeerIdSetTests
     public void RandomAddsRemovesAndClears_MatchAHashSetInAnswersAndOrder(int seed)
     {
         var random = new Random(seed);
-        var peers = NewPeers(80, seed);
+        var peers = NewPeers(150, seed);
         var expected = new HashSet<PeerId>();
         var set = new PeerIdSet();
         var indexedSeen = false;
@@ -85,7 +85,7 @@ public class PeerIdSetTests
     [Test]
     public void ATopicOfThirtySubscribers_KeepsOneArrayOf32Slots_AndNoIndex_UntilItPassesIndexedAbove()
     {
-        var peers = NewPeers(40, 11);
+        var peers = NewPeers(70, 11);
         var set = new PeerIdSet();
         foreach (var p in peers[..30])
         {
@@ -100,16 +100,16 @@ public class PeerIdSetTests
         {
             set.Add(p);
         }
-        Assert.That(set.IsIndexed, Is.True, "40 members: looked up through the index");
-        foreach (var p in peers[..24])
+        Assert.That(set.IsIndexed, Is.True, "70 members: looked up through the index");
+        foreach (var p in peers[..38])
         {
             set.Remove(p);
         }
         Assert.Multiple(() =>
         {
-            Assert.That(set.Count, Is.EqualTo(16));
+            Assert.That(set.Count, Is.EqualTo(32));
             Assert.That(set.IsIndexed, Is.False, "back at half the threshold: scanned again");
-            Assert.That(set.Contains(peers[30]), Is.True);
+            Assert.That(set.Contains(peers[40]), Is.True);
             Assert.That(set.Contains(peers[0]), Is.False);
         });
     }
