@@ -124,9 +124,9 @@ internal sealed class GossipsubRouter
     private readonly Random _random;
     private readonly Func<Pb.Message, byte[]> _messageId;
     private readonly Dictionary<PeerId, PeerState> _peers = [];
-    private readonly Dictionary<string, HashSet<PeerId>> _topics = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, HashSet<PeerId>> _mesh = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, HashSet<PeerId>> _fanout = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, PeerIdSet> _topics = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, PeerIdSet> _mesh = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, PeerIdSet> _fanout = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> _fanoutLastPublished = new(StringComparer.Ordinal);
     private readonly HashSet<string> _subscriptions = new(StringComparer.Ordinal);
     /// <summary>
@@ -142,7 +142,7 @@ internal sealed class GossipsubRouter
     private readonly PeerScore _score;
     private readonly Dictionary<PeerId, Outgoing> _outbox = [];
     private readonly RouterOutput _pending = new();
-    private readonly HashSet<PeerId> _meshChanged = [];
+    private readonly PeerIdSet _meshChanged = [];
     private readonly ProtocolInstruments? _instruments;
     private ulong _seqno;
     private long _ticks;
@@ -326,7 +326,7 @@ internal sealed class GossipsubRouter
             Out(p).Subscriptions.Add(new Pb.RPC.Types.SubOpts { Subscribe = true, Topicid = topic });
         }
         // Join: fanout peers first, then other subscribers, up to D (gossipsub-v1.0.md, "JOIN").
-        var mesh = new HashSet<PeerId>();
+        var mesh = new PeerIdSet();
         _mesh[topic] = mesh;
         if (_fanout.Remove(topic, out var fanout))
         {
@@ -1045,7 +1045,7 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private void ShrinkMesh(string topic, HashSet<PeerId> mesh, Func<PeerId, double> scoreOf, DateTimeOffset now)
+    private void ShrinkMesh(string topic, PeerIdSet mesh, Func<PeerId, double> scoreOf, DateTimeOffset now)
     {
         // Keep the D_score best, fill to D at random, then make sure D_out of the kept are outbound.
         var byScore = Shuffled(mesh).OrderByDescending(scoreOf).ToList();
@@ -1073,7 +1073,7 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private void EmitGossip(string topic, HashSet<PeerId> exclude, Func<PeerId, double> scoreOf)
+    private void EmitGossip(string topic, PeerIdSet exclude, Func<PeerId, double> scoreOf)
     {
         var ids = _mcache.GossipIds(topic);
         if (ids.Count == 0 || !_topics.TryGetValue(topic, out var subscribers))
@@ -1218,7 +1218,7 @@ internal sealed class GossipsubRouter
         return o;
     }
 
-    private void Graft(PeerId peer, string topic, HashSet<PeerId> mesh, DateTimeOffset now)
+    private void Graft(PeerId peer, string topic, PeerIdSet mesh, DateTimeOffset now)
     {
         if (mesh.Add(peer))
         {
@@ -1228,7 +1228,7 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private void Prune(PeerId peer, string topic, HashSet<PeerId> mesh, bool doPx, DateTimeOffset now)
+    private void Prune(PeerId peer, string topic, PeerIdSet mesh, bool doPx, DateTimeOffset now)
     {
         if (mesh.Remove(peer))
         {
@@ -1273,7 +1273,7 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private IEnumerable<PeerId> Candidates(string topic, HashSet<PeerId> exclude, DateTimeOffset now, Func<double, bool> scoreOk,
+    private IEnumerable<PeerId> Candidates(string topic, PeerIdSet exclude, DateTimeOffset now, Func<double, bool> scoreOk,
         Func<PeerId, double>? scoreOf = null, bool ignoreBackoff = false)
     {
         if (!_topics.TryGetValue(topic, out var subscribers))
@@ -1400,7 +1400,7 @@ internal sealed class GossipsubRouter
         public int IAskedThisHeartbeat { get; set; }
         public int IWantServedThisHeartbeat { get; set; }
 
-        public bool InAnyMesh(Dictionary<string, HashSet<PeerId>> meshes, PeerId self) => meshes.Values.Any(m => m.Contains(self));
+        public bool InAnyMesh(Dictionary<string, PeerIdSet> meshes, PeerId self) => meshes.Values.Any(m => m.Contains(self));
     }
 
     private sealed class Outgoing

@@ -204,8 +204,8 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            var e = GetOrAdd(peer);
-            e.Connections++;
+            var e = GetOrAddFull(peer);
+            e.AddConnections(1);
             e.LastSeen = Ticks(_time.GetUtcNow());
             foreach (ref var a in e.Addresses)
             {
@@ -223,14 +223,14 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            if (!_peers.TryGetValue(peer, out var e) || e.Connections == 0 || --e.Connections > 0)
+            if (!_peers.TryGetValue(peer, out var found) || found is not FullEntry e || e.Connections == 0 || e.AddConnections(-1) > 0)
             {
                 return;
             }
             var now = _time.GetUtcNow();
             var until = Ticks(now + _options.RecentlyConnectedAddressTtl);
             e.LastSeen = Ticks(now);
-            e.KeepUntil = until;
+            e.SetKeepUntil(until);
             foreach (ref var a in e.Addresses)
             {
                 if (!a.Permanent && a.Expires > until)
@@ -326,12 +326,12 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            GetOrAdd(peer).Protocols = InternList(protocols
+            GetOrAddFull(peer).SetProtocols(InternList(protocols
                 .Where(p => p.Length > 0 && p.Length <= _options.MaxProtocolLength)
                 .Distinct(StringComparer.Ordinal)
                 .Take(_options.MaxProtocolsPerPeer)
                 .Select(Intern)
-                .ToArray());
+                .ToArray()));
         }
         Updated?.Invoke(peer);
         TrimIfDue();
@@ -346,7 +346,7 @@ public sealed class PeerStore : IPeerStore
         }
         lock (_gate)
         {
-            GetOrAdd(peer).SetKey(peer, key);
+            GetOrAddFull(peer).SetKey(peer, key);
         }
         TrimIfDue();
         return true;
@@ -356,9 +356,10 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            var e = GetOrAdd(peer);
-            e.AgentVersion = Truncate(agentVersion, _options.MaxProtocolLength) is { } agent ? Intern(agent) : null;
-            e.ProtocolVersion = Truncate(protocolVersion, _options.MaxProtocolLength) is { } version ? Intern(version) : null;
+            var e = GetOrAddFull(peer);
+            e.SetAgent(
+                Truncate(agentVersion, _options.MaxProtocolLength) is { } agent ? Intern(agent) : null,
+                Truncate(protocolVersion, _options.MaxProtocolLength) is { } version ? Intern(version) : null);
         }
         TrimIfDue();
     }
@@ -368,8 +369,8 @@ public sealed class PeerStore : IPeerStore
     {
         lock (_gate)
         {
-            var e = GetOrAdd(peer);
-            e.LatencyTicks = e.LatencyTicks != NoLatency ? (long)(e.LatencyTicks * 0.8 + rtt.Ticks * 0.2) : rtt.Ticks;
+            var e = GetOrAddFull(peer);
+            e.SetLatency(e.LatencyTicks != NoLatency ? (long)(e.LatencyTicks * 0.8 + rtt.Ticks * 0.2) : rtt.Ticks);
         }
         TrimIfDue();
     }
@@ -425,6 +426,22 @@ public sealed class PeerStore : IPeerStore
         }
     }
 
+    /// <summary>
+    /// For tests and diagnostics: entries kept as addresses and a time only (peers a third party named that we never
+    /// connected to, nor learned a key, protocol, agent or latency of), and full ones.
+    /// </summary>
+    internal (int AddressesOnly, int Full) EntryKinds
+    {
+        get
+        {
+            lock (_gate)
+            {
+                var full = _peers.Values.Count(e => e is FullEntry);
+                return (_peers.Count - full, full);
+            }
+        }
+    }
+
     /// <summary>Peers whose addresses take an array of their own (two or more addresses; tests).</summary>
     internal int PeersWithAddressArrays
     {
@@ -466,6 +483,28 @@ public sealed class PeerStore : IPeerStore
             _peers[_shared.Share(peer)] = e;
         }
         return e;
+    }
+
+    /// <summary>
+    /// The peer's full entry: made the first time something beyond addresses is known of it (a connection, a key,
+    /// protocols, an agent, a latency), from its addresses-only entry if it had one. Replacing a dictionary value keeps
+    /// the peer's place in the table, so the store enumerates its peers in the same order as before.
+    /// </summary>
+    private FullEntry GetOrAddFull(PeerId peer)
+    {
+        if (_peers.TryGetValue(peer, out var e))
+        {
+            if (e is FullEntry full)
+            {
+                return full;
+            }
+            var upgraded = new FullEntry(e);
+            _peers[peer] = upgraded;
+            return upgraded;
+        }
+        var added = new FullEntry { LastSeen = Ticks(_time.GetUtcNow()) };
+        _peers[_shared.Share(peer)] = added;
+        return added;
     }
 
     /// <summary>
@@ -589,45 +628,40 @@ public sealed class PeerStore : IPeerStore
     /// <summary>
     /// What the node knows about one peer, in one object. Its addresses: the only one inline in the object (almost every
     /// peer has exactly one: 120 bytes a peer where the object and a one-entry array took 88 + 56), two or more in an
-    /// exactly sized array, in the order they came either way.
+    /// exactly sized array, in the order they came either way. This base holds addresses and when the peer was last
+    /// seen, all the store knows of a peer a lookup or a peer exchange named (64 bytes); <see cref="FullEntry"/> adds the
+    /// rest (120 bytes) once more is known. Read as a base, the rest is what a new entry holds: no connection, no
+    /// protocols, no key, agent or latency.
     /// </summary>
-    private sealed class Entry
+    private class Entry
     {
         private AddressEntry _only;
         private AddressEntry[]? _several;
-        private bool _hasOnly;
+        public long LastSeen;
+
+        private bool HasOnly => _only.Bytes is not null;
 
         public bool HasAddressArray => _several is not null;
 
         /// <summary>The peer's addresses, in the order they came: a view of the inline one or of the array (read and written in place).</summary>
         public Span<AddressEntry> Addresses =>
-            _several is { } several ? several : _hasOnly ? MemoryMarshal.CreateSpan(ref _only, 1) : default;
-        /// <summary>Shared with other peers' entries that hold the same list (<see cref="InternList"/>): replaced, never written into.</summary>
-        public string[] Protocols { get; set; } = [];
-        /// <summary>
-        /// The peer's key: null while not known; <see cref="KeyInId"/> when it is the key the peer's identity-hashed id
-        /// embeds (every Ed25519 peer: read back from the id when asked, ~100 bytes a peer not held); else the key.
-        /// </summary>
-        private object? _key;
-        public string? AgentVersion { get; set; }
-        public string? ProtocolVersion { get; set; }
-        public long LatencyTicks = NoLatency;
-        public long LastSeen;
-        public long KeepUntil;
-        public int Connections;
+            _several is { } several ? several : HasOnly ? MemoryMarshal.CreateSpan(ref _only, 1) : default;
+        public virtual string[] Protocols => [];
+        public virtual string? AgentVersion => null;
+        public virtual string? ProtocolVersion => null;
+        public virtual long LatencyTicks => NoLatency;
+        public virtual long KeepUntil => 0;
+        public virtual int Connections => 0;
 
-        /// <summary>
-        /// Records <paramref name="key"/>, which matches <paramref name="id"/> (the caller checked). Only Ed25519 keys are
-        /// read back from the id: that is a copy and a few checks, where a secp256k1 point would be decoded at each read.
-        /// </summary>
-        public void SetKey(PeerId id, PublicKey key) => _key = key.Type == KeyType.Ed25519 && id.EmbedsPublicKey ? KeyInId : key;
+        public virtual PublicKey? Key(PeerId id) => null;
 
-        public PublicKey? Key(PeerId id) => _key switch
+        /// <summary>For <see cref="FullEntry"/>: takes over <paramref name="from"/>'s addresses and time.</summary>
+        protected void CopyFrom(Entry from)
         {
-            PublicKey key => key,
-            null => null,
-            _ => id.TryExtractPublicKey(),
-        };
+            _only = from._only;
+            _several = from._several;
+            LastSeen = from.LastSeen;
+        }
 
         public int IndexOf(ReadOnlySpan<byte> bytes)
         {
@@ -643,10 +677,9 @@ public sealed class PeerStore : IPeerStore
 
         public void Add(AddressEntry entry)
         {
-            if (_several is null && !_hasOnly)
+            if (_several is null && !HasOnly)
             {
                 _only = entry;
-                _hasOnly = true;
                 return;
             }
             var current = Addresses;
@@ -655,7 +688,6 @@ public sealed class PeerStore : IPeerStore
             grown[^1] = entry;
             _several = grown;
             _only = default;
-            _hasOnly = false;
         }
 
         public void RemoveAt(int index)
@@ -663,15 +695,13 @@ public sealed class PeerStore : IPeerStore
             if (_several is null)
             {
                 ArgumentOutOfRangeException.ThrowIfNotEqual(index, 0);
-                ArgumentOutOfRangeException.ThrowIfEqual(_hasOnly, false);
+                ArgumentOutOfRangeException.ThrowIfEqual(HasOnly, false);
                 _only = default;
-                _hasOnly = false;
                 return;
             }
             if (_several.Length == 2)
             {
                 _only = _several[1 - index];
-                _hasOnly = true;
                 _several = null;
                 return;
             }
@@ -789,6 +819,59 @@ public sealed class PeerStore : IPeerStore
             ProtocolVersion,
             LatencyTicks == NoLatency ? null : TimeSpan.FromTicks(LatencyTicks),
             FromTicks(LastSeen));
+    }
+
+    /// <summary>
+    /// A peer the node knows more of than addresses (<see cref="Entry"/>): it connected, or we learned its key, protocols,
+    /// agent or latency. Never made an addresses-only entry again (what it holds stays known until it is forgotten).
+    /// </summary>
+    private sealed class FullEntry : Entry
+    {
+        public FullEntry()
+        {
+        }
+
+        public FullEntry(Entry from) => CopyFrom(from);
+
+        /// <summary>Shared with other peers' entries that hold the same list (<see cref="InternList"/>): replaced, never written into.</summary>
+        private string[] _protocols = [];
+        /// <summary>
+        /// The peer's key: null while not known; <see cref="KeyInId"/> when it is the key the peer's identity-hashed id
+        /// embeds (every Ed25519 peer: read back from the id when asked, ~100 bytes a peer not held); else the key.
+        /// </summary>
+        private object? _key;
+        private string? _agentVersion;
+        private string? _protocolVersion;
+        private long _latencyTicks = NoLatency;
+        private long _keepUntil;
+        private int _connections;
+
+        public override string[] Protocols => _protocols;
+        public override string? AgentVersion => _agentVersion;
+        public override string? ProtocolVersion => _protocolVersion;
+        public override long LatencyTicks => _latencyTicks;
+        public override long KeepUntil => _keepUntil;
+        public override int Connections => _connections;
+
+        public void SetProtocols(string[] protocols) => _protocols = protocols;
+        public void SetAgent(string? agent, string? version) => (_agentVersion, _protocolVersion) = (agent, version);
+        public void SetLatency(long ticks) => _latencyTicks = ticks;
+        public void SetKeepUntil(long ticks) => _keepUntil = ticks;
+        /// <summary>Counts a connection opened (+1) or closed (−1); returns the count after.</summary>
+        public int AddConnections(int delta) => _connections += delta;
+
+        /// <summary>
+        /// Records <paramref name="key"/>, which matches <paramref name="id"/> (the caller checked). Only Ed25519 keys are
+        /// read back from the id: that is a copy and a few checks, where a secp256k1 point would be decoded at each read.
+        /// </summary>
+        public void SetKey(PeerId id, PublicKey key) => _key = key.Type == KeyType.Ed25519 && id.EmbedsPublicKey ? KeyInId : key;
+
+        public override PublicKey? Key(PeerId id) => _key switch
+        {
+            PublicKey key => key,
+            null => null,
+            _ => id.TryExtractPublicKey(),
+        };
     }
 
     /// <summary>Identify's shared protocol lists (<see cref="StringListInterner"/>) stop at this many distinct lists.</summary>

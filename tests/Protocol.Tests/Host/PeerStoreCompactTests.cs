@@ -211,4 +211,65 @@ public class PeerStoreCompactTests
             Assert.That(store.GetPublicKey(peer)!.Verify("m"u8, key.Sign("m"u8)), Is.True);
         });
     }
+
+    [Test]
+    public void APeerOnlyALookupNamed_IsKeptAsAddressesOnly_UntilWeLearnMore_InItsPlace_AndReadsBackTheSame()
+    {
+        var clock = new VirtualClock();
+        var store = new PeerStore(new PeerStoreOptions(), clock);
+        var keys = Enumerable.Range(0, 100).Select(i => PrivateKey.FromRandom(new Random(2_000 + i))).ToArray();
+        var peers = keys.Select(k => k.PeerId).ToArray();
+        for (var i = 0; i < peers.Length; i++)
+        {
+            store.AddDiscoveredAddresses(peers[i], [Tcp(100 + i)], DiscoveryChannel.DhtLookup);   // 2 min unless connected
+        }
+        Assert.That(store.EntryKinds, Is.EqualTo((100, 0)), "a hundred peers lookups named: addresses and a time each");
+
+        for (var i = 0; i < 10; i++)
+        {
+            store.Connected(peers[i]);
+        }
+        for (var i = 10; i < 15; i++)
+        {
+            Assert.That(store.SetPublicKey(peers[i], keys[i].PublicKey), Is.True);
+        }
+        for (var i = 15; i < 20; i++)
+        {
+            store.SetProtocols(peers[i], ["/ipfs/kad/1.0.0", "/meshsub/1.2.0"]);
+        }
+        store.SetAgent(peers[20], "potluck/1", "ipfs/0.1.0");
+        store.RecordLatency(peers[21], TimeSpan.FromMilliseconds(40));
+        store.MarkSeen(peers[22]);                                             // a time: still addresses only
+        store.ReplaceSelfReportedAddresses(peers[23], [Tcp(250)]);             // addresses: still addresses only
+        Assert.Multiple(() =>
+        {
+            Assert.That(store.EntryKinds, Is.EqualTo((78, 22)), "a connection, a key, protocols, an agent or a latency make a full entry");
+            Assert.That(store.Snapshot().Select(p => p.Id), Is.EqualTo(peers), "each peer keeps its place in the table");
+            Assert.That(store.GetPublicKey(peers[12]), Is.EqualTo(keys[12].PublicKey));
+            Assert.That(store.GetPublicKey(peers[30]), Is.Null);
+            Assert.That(store.SupportsProtocol(peers[16], "/meshsub/1.2.0"), Is.True);
+            Assert.That(store.SupportsProtocol(peers[30], "/meshsub/1.2.0"), Is.False);
+            Assert.That(store.Get(peers[20])!.AgentVersion, Is.EqualTo("potluck/1"));
+            Assert.That(store.Get(peers[21])!.Latency, Is.EqualTo(TimeSpan.FromMilliseconds(40)));
+            var slim = store.Get(peers[30])!;
+            Assert.That((slim.Addresses, slim.Protocols, slim.PublicKey, slim.AgentVersion, slim.ProtocolVersion, slim.Latency, slim.LastSeen),
+                Is.EqualTo((new[] { Tcp(130) }, Array.Empty<string>(), (PublicKey?)null, (string?)null, (string?)null, (TimeSpan?)null, clock.GetUtcNow())),
+                "an addresses-only peer reads back as a new entry with its address");
+            Assert.That(store.GetAddresses(peers[23]), Is.EqualTo(new[] { Tcp(250), Tcp(123) }));
+            Assert.That(peers.Select((p, i) => store.GetAddresses(p).Contains(Tcp(100 + i))), Is.All.True, "every address kept through the change");
+        });
+
+        store.Disconnected(peers[0]);
+        clock.Advance(TimeSpan.FromMinutes(2) + TimeSpan.FromSeconds(1));
+        store.Sweep();
+        // The lookups' 2 minutes are over: those known by their addresses alone are forgotten, as are the ones whose key,
+        // protocols, agent or latency we learned without connecting (nothing kept them), but not the one that reported an
+        // address itself (10 minutes). Connected peers stay, and the one that disconnected keeps its addresses 10 minutes.
+        Assert.Multiple(() =>
+        {
+            Assert.That(store.EntryKinds, Is.EqualTo((1, 10)));
+            Assert.That(store.Forgotten, Is.EqualTo((89L, 0L)));
+            Assert.That(store.GetAddresses(peers[0]), Is.EqualTo(new[] { Tcp(100) }));
+        });
+    }
 }
