@@ -1,5 +1,6 @@
 using Microsoft.Data.Sqlite;
 using Potluck.Scheduler.Credits;
+using Potluck.Scheduler.Tests.Storage;
 using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
 
 namespace Potluck.Scheduler.Tests.Ledger;
@@ -28,18 +29,10 @@ public class LedgerIndexTests
     {
         using var raw = new SqliteConnection($"Data Source={Path.Combine(ProviderDir, CreditLedger.FileName)};Pooling=False");
         raw.Open();
-        using var cmd = raw.CreateCommand();
-        cmd.CommandText = """
+        return SqlNames.Of(raw, """
             SELECT name FROM sqlite_schema WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'
               AND tbl_name IN ('entries', 'owed', 'chain', 'reservations') ORDER BY name
-            """;
-        using var reader = cmd.ExecuteReader();
-        var names = new List<string>();
-        while (reader.Read())
-        {
-            names.Add(reader.GetString(0));
-        }
-        return names;
+            """);
     }
 
     private void Raw(params string[] statements)

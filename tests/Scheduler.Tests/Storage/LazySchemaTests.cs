@@ -21,31 +21,9 @@ public class LazySchemaTests
 
     private static string NewDir() => Path.Combine(Path.GetTempPath(), "potluck-lazy-" + Guid.NewGuid().ToString("N"));
 
-    private static List<string> Tables(SqliteConnection connection)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name";
-        using var reader = command.ExecuteReader();
-        var names = new List<string>();
-        while (reader.Read())
-        {
-            names.Add(reader.GetString(0));
-        }
-        return names;
-    }
+    private static List<string> Tables(SqliteConnection connection) => SqlNames.Of(connection, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
 
-    private static List<string> Triggers(SqliteConnection connection)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name";
-        using var reader = command.ExecuteReader();
-        var names = new List<string>();
-        while (reader.Read())
-        {
-            names.Add(reader.GetString(0));
-        }
-        return names;
-    }
+    private static List<string> Triggers(SqliteConnection connection) => SqlNames.Of(connection, "SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name");
 
     private static SignedReceipt Receipt(int lease, long amountFuel = 2_500_000) =>
         MakeReceipt(Lease(lease), Requester, Provider, (ulong)amountFuel);

@@ -13,18 +13,7 @@ namespace Potluck.Scheduler.Tests.Storage;
 /// </summary>
 public class MetaTableTests
 {
-    private static List<string> MetaObjects(SqliteConnection connection)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT name FROM sqlite_schema WHERE tbl_name = 'meta' ORDER BY name";
-        using var reader = command.ExecuteReader();
-        var names = new List<string>();
-        while (reader.Read())
-        {
-            names.Add(reader.GetString(0));
-        }
-        return names;
-    }
+    private static List<string> MetaObjects(SqliteConnection connection) => SqlNames.Of(connection, "SELECT name FROM sqlite_schema WHERE tbl_name = 'meta' ORDER BY name");
 
     private static T WithFile<T>(string path, Func<SqliteConnection, T> read)
     {

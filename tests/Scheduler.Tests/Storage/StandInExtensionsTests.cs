@@ -17,18 +17,7 @@ public class StandInExtensionsTests
 {
     private static readonly string[] ExtensionModules = ["fts3", "fts4", "fts3tokenize", "fts4aux", "fts5", "fts5vocab", "rtree", "rtree_i32", "geopoly"];
 
-    private static List<string> Modules(SqliteConnection connection)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT name FROM pragma_module_list ORDER BY name";
-        using var reader = command.ExecuteReader();
-        var names = new List<string>();
-        while (reader.Read())
-        {
-            names.Add(reader.GetString(0));
-        }
-        return names;
-    }
+    private static List<string> Modules(SqliteConnection connection) => SqlNames.Of(connection, "SELECT name FROM pragma_module_list ORDER BY name");
 
     private static string? Failure(SqliteConnection connection, string sql)
     {
