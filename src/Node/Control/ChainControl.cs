@@ -47,6 +47,8 @@ public static class ChainControl
             ["blocks"] = report.Blocks,
             ["proposals"] = report.Proposals,
             ["agreements"] = report.Agreements,
+            ["payments_made"] = report.PaymentsMade,
+            ["payments_received"] = report.PaymentsReceived,
             ["linked_blocks"] = report.LinkedBlocks,
             ["unlinked"] = report.Unlinked,
             ["paid"] = report.Paid,

@@ -38,11 +38,11 @@ internal static class TrustOptionsChecks
         // An honest half-block is about 420 bytes (its payload under 256): smaller limits would refuse honest peers.
         if (a.Chain.MaxBlockBytes is < 512 or > 64 * 1024)
         {
-            yield return $"'{key}:chain:maxBlockBytes' is {a.Chain.MaxBlockBytes}; it must be from 512 to 65536, such as 1024";
+            yield return $"'{key}:chain:maxBlockBytes' is {a.Chain.MaxBlockBytes}; it must be from 512 to 65536, such as 7168";
         }
         if (a.Chain.MaxPayloadBytes < 256 || a.Chain.MaxPayloadBytes > a.Chain.MaxBlockBytes)
         {
-            yield return $"'{key}:chain:maxPayloadBytes' is {a.Chain.MaxPayloadBytes}; it must be from 256 to 'compute:accounting:chain:maxBlockBytes' ({a.Chain.MaxBlockBytes}), such as 512";
+            yield return $"'{key}:chain:maxPayloadBytes' is {a.Chain.MaxPayloadBytes}; it must be from 256 to 'compute:accounting:chain:maxBlockBytes' ({a.Chain.MaxBlockBytes}), such as 6912";
         }
     }
 }

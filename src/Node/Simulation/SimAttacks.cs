@@ -304,6 +304,7 @@ internal sealed class SimAttacks
             LeaseId = last.Block.LeaseId,
             Amount = last.Block.Amount,
             FuelUsed = last.Block.FuelUsed,
+            Payments = last.Block.Payments,
             TimestampUnixMs = _mesh.Clock.GetUtcNow().ToUnixTimeMilliseconds(),
         }, attacker.Key);
         _forkedAt[attacker.Index] = _mesh.Elapsed;

@@ -21,6 +21,12 @@ public sealed record ChainAuditReport(
 {
     public bool IsSound => Problems.Count == 0;
 
+    /// <summary>Payments recorded in the own proposals (a batch block's each count; a single-payment block's one).</summary>
+    public long PaymentsMade { get; init; }
+
+    /// <summary>Payments recorded in the own agreements.</summary>
+    public long PaymentsReceived { get; init; }
+
     /// <summary>Counterparties whose kept totals (admission's one-row read) differ from the totals summed from the rows; each is a problem too.</summary>
     public IReadOnlyList<TotalsMismatch> TotalsMismatches { get; init; } = [];
 }
@@ -43,7 +49,7 @@ public static class ChainAudit
         var clock = Stopwatch.StartNew();
         var credits = new CreditsOptions();
         var problems = new List<string>();
-        long blocks = 0, proposals = 0, agreements = 0, linked = 0, unlinked = 0, paid = 0, earned = 0;
+        long blocks = 0, proposals = 0, agreements = 0, linked = 0, unlinked = 0, paid = 0, earned = 0, made = 0, received = 0;
         void Problem(string what)
         {
             if (problems.Count < MaxProblems)
@@ -98,6 +104,7 @@ public static class ChainAudit
                 if (b.Block.Kind == BlockKind.Proposal)
                 {
                     proposals++;
+                    made += b.Block.AllPayments.Count;
                     paid += b.Block.Amount;
                     if (ledger.AgreementLinking(b.Hash) is { } agreementBytes)
                     {
@@ -117,6 +124,7 @@ public static class ChainAudit
                 else
                 {
                     agreements++;
+                    received += b.Block.AllPayments.Count;
                     earned += b.Block.Amount;
                     if (ledger.ChainBlockByHash(b.Block.LinkHash) is { } proposalBytes)
                     {
@@ -145,30 +153,39 @@ public static class ChainAudit
         return new ChainAuditReport(blocks, proposals, agreements, linked, unlinked, paid, earned, ledger.Forks().Count, problems, clock.Elapsed)
         {
             TotalsMismatches = mismatches,
+            PaymentsMade = made,
+            PaymentsReceived = received,
         };
     }
 
-    /// <summary>The payment a block records must be in the ledger: same receipt, same amount, a valid receipt between the same parties.</summary>
+    /// <summary>Each payment a block records must be in the ledger: same receipt, lease, amount and fuel, a valid receipt between the same parties.</summary>
     private static void CheckPayment(CreditLedger ledger, SignedBlock b, CreditsOptions credits, Action<string> problem)
     {
         var kind = b.Block.Kind == BlockKind.Proposal ? LedgerEntryKind.Spent : LedgerEntryKind.Earned;
-        if (ledger.ReceiptOf(b.Block.ReceiptId, kind) is not { } stored)
-        {
-            problem($"block {b.Seq}: no {kind} entry for its receipt");
-            return;
-        }
-        var receipt = SignedReceipt.Decode(stored, credits);
-        if (!receipt.IsValid)
-        {
-            problem($"block {b.Seq}: the stored receipt does not check ({receipt.Status})");
-            return;
-        }
-        var r = receipt.Value!;
         KeyCache.TryPeer(b.Block.Payer, out PeerId payer);
         KeyCache.TryPeer(b.Block.Payee, out PeerId payee);
-        if (r.Receipt.Amount != b.Block.Amount || r.Requester != payer || r.Provider != payee || r.Receipt.FuelUsed != b.Block.FuelUsed)
+        var payments = b.Block.AllPayments;
+        for (var i = 0; i < payments.Count; i++)
         {
-            problem($"block {b.Seq}: amount, fuel or parties differ from its receipt");
+            var p = payments[i];
+            var which = b.Block.IsBatch ? $"block {b.Seq}, payment {i}" : $"block {b.Seq}";
+            if (ledger.ReceiptOf(p.ReceiptId, kind) is not { } stored)
+            {
+                problem($"{which}: no {kind} entry for its receipt");
+                continue;
+            }
+            var receipt = SignedReceipt.Decode(stored, credits);
+            if (!receipt.IsValid)
+            {
+                problem($"{which}: the stored receipt does not check ({receipt.Status})");
+                continue;
+            }
+            var r = receipt.Value!;
+            if (r.Receipt.Amount != p.Amount || r.Requester != payer || r.Provider != payee || r.Receipt.FuelUsed != p.FuelUsed
+                || !r.Receipt.LeaseId.AsSpan().SequenceEqual(p.LeaseId))
+            {
+                problem($"{which}: amount, fuel, lease or parties differ from its receipt");
+            }
         }
     }
 }

@@ -23,6 +23,14 @@ public enum BlockKind
 /// proposal's seq and, beyond TrustChain, its hash, so an agreement can never be read as linking to the other branch of
 /// a fork. The block's hash is SHA-256 of its payload bytes exactly as signed (<see cref="SignedBlock.Hash"/>); the first
 /// block of a chain has seq 1 and a previous hash of 32 zero bytes. MessagePack array, integer keys 0–11.
+/// <para>
+/// A <b>batch block</b> (key 12, <see cref="Payments"/>: 1 to <see cref="MaxPayments"/> payments between the same two
+/// parties, each a receipt id, lease, amount and fuel) covers several payments with one signature on each side. Its key 7
+/// is then the batch id (<see cref="BatchIdOf"/>, over the payments' receipt ids, never a receipt's id), key 8 is empty,
+/// and keys 9 and 10 are the payments' checked sums, so whatever sums amounts over blocks reads both kinds the same. A
+/// single-payment block has no key 12 and is read as before; an older node refuses a batch block as malformed (empty
+/// lease id) rather than misreading it.
+/// </para>
 /// </summary>
 [MessagePackObject]
 public sealed class ChainBlock
@@ -61,6 +69,35 @@ public sealed class ChainBlock
 
     [Key(11)] public long TimestampUnixMs { get; init; }
 
+    /// <summary>Most payments in one batch block.</summary>
+    public const int MaxPayments = 64;
+
+    /// <summary>A batch block's payments (1 to <see cref="MaxPayments"/>, distinct receipt ids); null in a single-payment block.</summary>
+    [Key(12)] public List<ChainPayment>? Payments { get; init; }
+
+    /// <summary>Whether this block covers a batch of payments (<see cref="Payments"/>) rather than one.</summary>
+    [IgnoreMember] public bool IsBatch => Payments is not null;
+
+    /// <summary>The payments this block records: its <see cref="Payments"/>, or the one payment of a single-payment block.</summary>
+    [IgnoreMember] public IReadOnlyList<ChainPayment> AllPayments => Payments
+        ?? [new ChainPayment { ReceiptId = ReceiptId, LeaseId = LeaseId, Amount = Amount, FuelUsed = FuelUsed }];
+
+    /// <summary>The domain of a batch id (prefix-free with the signature domains).</summary>
+    private static ReadOnlySpan<byte> BatchIdDomain => "potluck-chain-batch-id:"u8;
+
+    /// <summary>A batch block's key 7: SHA-256 over a domain and the payments' receipt ids in order.</summary>
+    public static byte[] BatchIdOf(IReadOnlyList<ChainPayment> payments)
+    {
+        ArgumentNullException.ThrowIfNull(payments);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(BatchIdDomain);
+        foreach (var p in payments)
+        {
+            hash.AppendData(p.ReceiptId);
+        }
+        return hash.GetHashAndReset();
+    }
+
     /// <summary>The payer: the author of a proposal, the counterparty of an agreement.</summary>
     [IgnoreMember] public byte[] Payer => Kind == BlockKind.Proposal ? Author : Counterparty;
 
@@ -72,7 +109,7 @@ public sealed class ChainBlock
     {
         if (Author is null || Previous is null || Counterparty is null || LinkHash is null || ReceiptId is null || LeaseId is null
             || !Enum.IsDefined(Kind) || Previous.Length != HashLength || ReceiptId.Length != Receipt.IdLength
-            || LeaseId.Length is 0 or > Attestation.MaxLeaseIdLength || Amount < 0
+            || (Payments is null ? LeaseId.Length is 0 or > Attestation.MaxLeaseIdLength : LeaseId.Length != 0) || Amount < 0
             || !KeyCache.TryPeer(Author, out var author) || !KeyCache.TryPeer(Counterparty, out var counterparty))
         {
             return BlockStatus.Malformed;
@@ -94,7 +131,87 @@ public sealed class ChainBlock
         }
         KeyCache.TryPeer(Payer, out var payer);
         KeyCache.TryPeer(Payee, out var payee);
+        if (Payments is not null)
+        {
+            return CheckBatchShape(payer, payee);
+        }
         return Receipt.ComputeId(LeaseId, payee, payer).AsSpan().SequenceEqual(ReceiptId) ? BlockStatus.Valid : BlockStatus.ReceiptIdMismatch;
+    }
+
+    /// <summary>
+    /// The shape of a batch block: 1 to <see cref="MaxPayments"/> well-formed payments, distinct receipt ids each derived
+    /// from its lease and the two parties, key 7 the batch id, key 8 empty, keys 9 and 10 the exact (checked) sums.
+    /// </summary>
+    private BlockStatus CheckBatchShape(PeerId payer, PeerId payee)
+    {
+        var payments = Payments!;
+        if (payments.Count is 0 or > MaxPayments || LeaseId.Length != 0 || ReceiptId.Length != Receipt.IdLength)
+        {
+            return BlockStatus.Malformed;
+        }
+        long amount = 0;
+        ulong fuel = 0;
+        var ids = new HashSet<Digest32>(payments.Count);
+        foreach (var p in payments)
+        {
+            if (p is null || p.ReceiptId is null || p.LeaseId is null || p.ReceiptId.Length != Receipt.IdLength
+                || p.LeaseId.Length is 0 or > Attestation.MaxLeaseIdLength || p.Amount < 0
+                || amount > long.MaxValue - p.Amount || fuel > ulong.MaxValue - p.FuelUsed)
+            {
+                return BlockStatus.Malformed;
+            }
+            amount += p.Amount;
+            fuel += p.FuelUsed;
+            if (!ids.Add(new Digest32(p.ReceiptId)))
+            {
+                return BlockStatus.Malformed; // one payment twice in one block
+            }
+            if (!Receipt.ComputeId(p.LeaseId, payee, payer).AsSpan().SequenceEqual(p.ReceiptId))
+            {
+                return BlockStatus.ReceiptIdMismatch;
+            }
+        }
+        if (amount != Amount || fuel != FuelUsed)
+        {
+            return BlockStatus.Malformed;
+        }
+        return BatchIdOf(payments).AsSpan().SequenceEqual(ReceiptId) ? BlockStatus.Valid : BlockStatus.ReceiptIdMismatch;
+    }
+
+    /// <summary>A receipt id as a set key.</summary>
+    private readonly record struct Digest32(ulong A, ulong B, ulong C, ulong D)
+    {
+        public Digest32(byte[] id)
+            : this(BitConverter.ToUInt64(id, 0), BitConverter.ToUInt64(id, 8), BitConverter.ToUInt64(id, 16), BitConverter.ToUInt64(id, 24))
+        {
+        }
+    }
+}
+
+/// <summary>One payment of a batch block (<see cref="ChainBlock.Payments"/>): what a single-payment block carries in keys 7–10.</summary>
+[MessagePackObject]
+public sealed class ChainPayment
+{
+    /// <summary>The id of the receipt paid (<see cref="Receipt.ComputeId"/> of the lease and the block's two parties).</summary>
+    [Key(0)] public required byte[] ReceiptId { get; init; }
+
+    [Key(1)] public required byte[] LeaseId { get; init; }
+
+    /// <summary>Micro-credits paid.</summary>
+    [Key(2)] public long Amount { get; init; }
+
+    [Key(3)] public ulong FuelUsed { get; init; }
+
+    /// <summary>The same payment: receipt id, lease, amount and fuel.</summary>
+    public bool SameAs(ChainPayment other) =>
+        other is not null && ReceiptId.AsSpan().SequenceEqual(other.ReceiptId) && LeaseId.AsSpan().SequenceEqual(other.LeaseId)
+        && Amount == other.Amount && FuelUsed == other.FuelUsed;
+
+    /// <summary>The payment a receipt records.</summary>
+    public static ChainPayment Of(Receipt r)
+    {
+        ArgumentNullException.ThrowIfNull(r);
+        return new ChainPayment { ReceiptId = r.ReceiptId, LeaseId = r.LeaseId, Amount = r.Amount, FuelUsed = r.FuelUsed };
     }
 }
 
@@ -127,11 +244,15 @@ public enum BlockStatus
 /// <summary>Limits on half-blocks and fork proofs taken from peers.</summary>
 public sealed record ChainOptions
 {
-    /// <summary>Largest signed half-block accepted. Default 1 KiB (an honest one is about 420 bytes).</summary>
-    public int MaxBlockBytes { get; init; } = 1024;
+    /// <summary>
+    /// Largest signed half-block accepted. Default 7 KiB: a single-payment block is about 420 bytes, a batch block of
+    /// <see cref="ChainBlock.MaxPayments"/> payments about 3.6 KiB with 8-byte lease ids and 6.7 KiB with the longest
+    /// (64 bytes). A proposer splits a batch by bytes as well as by count, so lower limits only make smaller batches.
+    /// </summary>
+    public int MaxBlockBytes { get; init; } = 7 * 1024;
 
-    /// <summary>Largest payload in a half-block envelope. Default 512 bytes.</summary>
-    public int MaxPayloadBytes { get; init; } = 512;
+    /// <summary>Largest payload in a half-block envelope. Default 6.75 KiB.</summary>
+    public int MaxPayloadBytes { get; init; } = (7 * 1024) - 256;
 
     internal CreditsOptions Envelope => new() { MaxEnvelopeBytes = MaxBlockBytes, MaxPayloadBytes = MaxPayloadBytes };
 }
@@ -186,6 +307,37 @@ public sealed class SignedBlock
         FuelUsed = r.FuelUsed,
         TimestampUnixMs = now.ToUnixTimeMilliseconds(),
     }, author);
+
+    /// <summary>
+    /// Signs the proposal batch block for payments <paramref name="author"/> made to one provider (<paramref name="receipts"/>,
+    /// 2 to <see cref="ChainBlock.MaxPayments"/>, all to <paramref name="provider"/>), at <paramref name="seq"/> after <paramref name="previous"/>.
+    /// </summary>
+    public static SignedBlock ProposeBatch(IReadOnlyList<Receipt> receipts, PrivateKey author, ulong seq, byte[] previous, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(receipts);
+        var payments = receipts.Select(ChainPayment.Of).ToList();
+        long amount = 0;
+        ulong fuel = 0;
+        foreach (var p in payments)
+        {
+            amount = checked(amount + p.Amount);
+            fuel = checked(fuel + p.FuelUsed);
+        }
+        return Sign(new ChainBlock
+        {
+            Author = author.PeerId.ToBytes(),
+            Seq = seq,
+            Previous = previous,
+            Counterparty = receipts[0].Provider,
+            Kind = BlockKind.Proposal,
+            ReceiptId = ChainBlock.BatchIdOf(payments),
+            LeaseId = [],
+            Amount = amount,
+            FuelUsed = fuel,
+            TimestampUnixMs = now.ToUnixTimeMilliseconds(),
+            Payments = payments,
+        }, author);
+    }
 
     /// <summary>Signs <paramref name="block"/> as its author.</summary>
     /// <exception cref="ArgumentException">The block is malformed or names another author.</exception>
@@ -277,9 +429,30 @@ public sealed class SignedBlock
             && agreement.Author == Counterparty && agreement.Counterparty == Author
             && a.LinkSeq == p.Seq && a.LinkHash.AsSpan().SequenceEqual(Hash)
             && a.ReceiptId.AsSpan().SequenceEqual(p.ReceiptId) && a.LeaseId.AsSpan().SequenceEqual(p.LeaseId)
-            && a.Amount == p.Amount && a.FuelUsed == p.FuelUsed
+            && a.Amount == p.Amount && a.FuelUsed == p.FuelUsed && SamePayments(p.Payments, a.Payments)
             ? BlockStatus.Valid
             : BlockStatus.BadLink;
+    }
+
+    /// <summary>Both single-payment, or both batches of the same payments in the same order.</summary>
+    private static bool SamePayments(List<ChainPayment>? a, List<ChainPayment>? b)
+    {
+        if (a is null || b is null)
+        {
+            return a is null && b is null;
+        }
+        if (a.Count != b.Count)
+        {
+            return false;
+        }
+        for (var i = 0; i < a.Count; i++)
+        {
+            if (!a[i].SameAs(b[i]))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>The genesis previous hash: 32 zero bytes.</summary>

@@ -57,6 +57,20 @@ public sealed partial class CreditLedger
             BEGIN SELECT RAISE(ABORT, 'own chain blocks are append-only'); END;
         """;
 
+    /// <summary>
+    /// The payments of this node's own batch blocks (<see cref="ChainBlock.Payments"/>), one row each: with the own blocks'
+    /// receipt ids (single-payment blocks), a payment is in this node's chain at most once, whichever kind of block holds it.
+    /// </summary>
+    private const string ChainPaymentsSchema = """
+        CREATE TABLE IF NOT EXISTS chain_payments (
+            receipt_id BLOB PRIMARY KEY,
+            seq INTEGER NOT NULL CHECK (seq >= 1)) STRICT, WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS chain_payments_no_update BEFORE UPDATE ON chain_payments
+            BEGIN SELECT RAISE(ABORT, 'own chain payments are append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS chain_payments_no_delete BEFORE DELETE ON chain_payments
+            BEGIN SELECT RAISE(ABORT, 'own chain payments are append-only'); END;
+        """;
+
     /// <summary>Fork proofs found (one per author): created with the chain in a file, by their first use in the stand-in.</summary>
     private const string ForksSchema = """
         CREATE TABLE IF NOT EXISTS forks (
@@ -140,16 +154,66 @@ public sealed partial class CreditLedger
         return first is null ? results : throw first;
     }
 
-    /// <summary>One own block to append for a receipt: the operation run inside the ledger's (group-committed) transaction.</summary>
-    private sealed class OwnBlockAppend(CreditLedger ledger, byte[] receiptId, Func<ulong, byte[], SignedBlock> sign)
+    /// <summary>
+    /// <see cref="AppendOwnBlocks"/> where a block may be a batch block (<see cref="ChainBlock.Payments"/>: <c>Payments</c>
+    /// its payments' receipt ids, <c>ReceiptId</c> its batch id; null for a single-payment block): each is appended unless
+    /// the chain holds a block for it or for one of its payments already (then that block is returned and nothing is
+    /// signed), all in one group commit.
+    /// </summary>
+    public IReadOnlyList<(SignedBlock Block, bool Appended)> AppendOwnBatches(IReadOnlyList<(byte[] ReceiptId, IReadOnlyList<byte[]>? Payments, Func<ulong, byte[], SignedBlock> Sign)> blocks)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        var appends = blocks.Select(b => new OwnBlockAppend(this, b.ReceiptId ?? throw new ArgumentNullException(nameof(blocks)),
+            b.Sign ?? throw new ArgumentNullException(nameof(blocks)), b.Payments)).ToArray();
+        var writes = DurableAll(appends.Select(a => (Func<LedgerTransaction, LedgerResult>)a.Run).ToArray());
+        var results = new List<(SignedBlock, bool)>(appends.Length);
+        Exception? first = null;
+        for (var i = 0; i < appends.Length; i++)
+        {
+            try
+            {
+                results.Add(appends[i].Finish(writes[i].Error is { } error ? throw error : writes[i].Result));
+            }
+            catch (Exception e) when (e is ArgumentException or LedgerException)
+            {
+                first ??= e;
+            }
+        }
+        return first is null ? results : throw first;
+    }
+
+    /// <summary>
+    /// One own block to append for a receipt (or a batch: <paramref name="payments"/>, its payments' receipt ids, and
+    /// <paramref name="receiptId"/> its batch id): the operation run inside the ledger's (group-committed) transaction.
+    /// </summary>
+    private sealed class OwnBlockAppend(CreditLedger ledger, byte[] receiptId, Func<ulong, byte[], SignedBlock> sign, IReadOnlyList<byte[]>? payments = null)
     {
         private SignedBlock? _block;
         private byte[]? _existing;
 
-        public LedgerResult Run(LedgerTransaction tx)
+        /// <summary>The own block that holds this receipt (or batch), or one of its payments, if any; remembered for <see cref="Finish"/>.</summary>
+        public byte[]? FindExisting(LedgerTransaction tx)
         {
-            _existing = ledger.Scalar(tx, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", receiptId)) as byte[];
-            if (_existing is not null)
+            _existing = ledger.Scalar(tx, OwnBlockOfPayment, ("$r", receiptId), ("$a", ledger.Owner)) as byte[];
+            if (_existing is null && payments is not null)
+            {
+                foreach (var id in payments)
+                {
+                    if ((_existing = ledger.Scalar(tx, OwnBlockOfPayment, ("$r", id), ("$a", ledger.Owner)) as byte[]) is not null)
+                    {
+                        break;
+                    }
+                }
+            }
+            return _existing;
+        }
+
+        public LedgerResult Run(LedgerTransaction tx) => Run(tx, lookedUp: false);
+
+        /// <summary>Appends the block; <paramref name="lookedUp"/>: <see cref="FindExisting"/> found none in this transaction already.</summary>
+        public LedgerResult Run(LedgerTransaction tx, bool lookedUp)
+        {
+            if (!lookedUp && FindExisting(tx) is not null)
             {
                 return LedgerResult.AlreadyRecorded;
             }
@@ -159,6 +223,11 @@ public sealed partial class CreditLedger
                 || !signed.Block.ReceiptId.AsSpan().SequenceEqual(receiptId))
             {
                 throw new ArgumentException("the signed block does not extend this ledger's chain for that receipt", nameof(sign));
+            }
+            if (signed.Block.IsBatch != payments is not null
+                || (payments is not null && !signed.Block.Payments!.Select(p => p.ReceiptId).SequenceEqual(payments, ByteArrayComparer.Instance)))
+            {
+                throw new ArgumentException("the signed block does not cover the payments asked for", nameof(sign));
             }
             ledger.InsertBlock(signed, own: true, keep: true);
             ledger._ownHead = (signed.Seq, signed.Hash);
@@ -171,6 +240,24 @@ public sealed partial class CreditLedger
             result == LedgerResult.Recorded ? (_block!, true)
             : SignedBlock.DecodeChecked(_existing!) is { } stored ? (stored, false)
             : throw ledger.Corrupt("an own chain block that does not decode");
+    }
+
+    /// <summary>The own block whose receipt id (a single payment's, or a batch's id) is $r, or whose batch holds payment $r.</summary>
+    private const string OwnBlockOfPayment = """
+        SELECT block FROM chain WHERE own = 1 AND receipt_id = $r
+        UNION ALL
+        SELECT c.block FROM chain_payments p JOIN chain c ON c.author = $a AND c.seq = p.seq WHERE p.receipt_id = $r
+        LIMIT 1
+        """;
+
+    /// <summary>Byte arrays compared by content.</summary>
+    private sealed class ByteArrayComparer : IEqualityComparer<byte[]>
+    {
+        public static readonly ByteArrayComparer Instance = new();
+
+        public bool Equals(byte[]? x, byte[]? y) => x is null ? y is null : y is not null && x.AsSpan().SequenceEqual(y);
+
+        public int GetHashCode(byte[] obj) => obj.Length;
     }
 
     /// <summary>
@@ -225,15 +312,25 @@ public sealed partial class CreditLedger
         var items = proposals.Select(p =>
         {
             var proposal = p.Proposal ?? throw new ArgumentNullException(nameof(proposals));
-            var append = new OwnBlockAppend(this, proposal.Block.ReceiptId, p.Sign ?? throw new ArgumentNullException(nameof(proposals)));
+            var append = new OwnBlockAppend(this, proposal.Block.ReceiptId, p.Sign ?? throw new ArgumentNullException(nameof(proposals)),
+                proposal.Block.Payments?.Select(x => x.ReceiptId).ToArray());
             byte[]? conflicting = null;
             LedgerResult Operation(LedgerTransaction tx)
             {
+                var existing = append.FindExisting(tx);
+                if (existing is not null && SignedBlock.DecodeChecked(existing) is { } held
+                    && !held.Block.LinkHash.AsSpan().SequenceEqual(proposal.Hash))
+                {
+                    // One of its payments is in another block of ours already: refused, and nothing written — unless the
+                    // proposal forks one held (that is found as before, so the fork proof is not lost).
+                    conflicting = ChainBlockAt(proposal.Author, proposal.Seq) is { } at && !SameBlock(at, proposal) ? at : null;
+                    return conflicting is null ? LedgerResult.AlreadyRecorded : LedgerResult.Conflict;
+                }
                 if (StoreForeignCore(proposal, keep: true, out conflicting, out _) == ForeignBlockResult.Conflict)
                 {
                     return LedgerResult.Conflict; // nothing written: rolled back to its savepoint, or with the transaction
                 }
-                return append.Run(tx);
+                return existing is not null ? LedgerResult.AlreadyRecorded : append.Run(tx, lookedUp: true);
             }
             return (Append: append, Operation: (Func<LedgerTransaction, LedgerResult>)Operation, Conflicting: (Func<byte[]?>)(() => conflicting));
         }).ToArray();
@@ -259,6 +356,10 @@ public sealed partial class CreditLedger
         }
         return first is null ? results : throw first;
     }
+
+    /// <summary>Whether the block held (<paramref name="held"/>, envelope bytes) is <paramref name="block"/> itself.</summary>
+    private static bool SameBlock(byte[] held, SignedBlock block) =>
+        SignedBlock.DecodeChecked(held) is { } h && h.Hash.AsSpan().SequenceEqual(block.Hash);
 
     /// <summary>The store of one foreign block inside an open transaction; <paramref name="changed"/> when it wrote.</summary>
     private ForeignBlockResult StoreForeignCore(SignedBlock block, bool keep, out byte[]? conflicting, out bool changed)
@@ -357,6 +458,7 @@ public sealed partial class CreditLedger
         Rarely("""
             SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
+              AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id)
             ORDER BY r.rowid LIMIT $n
             """, ReadBlobs, ("$n", (long)limit)));
 
@@ -404,6 +506,13 @@ public sealed partial class CreditLedger
     private bool InsertBlock(SignedBlock block, bool own, bool keep, bool ifNew = false)
     {
         var b = block.Block;
+        if (own && b.Payments is { } payments)
+        {
+            foreach (var p in payments)
+            {
+                Execute(null, "INSERT INTO chain_payments (receipt_id, seq) VALUES ($r, $s)", ("$r", p.ReceiptId), ("$s", (long)block.Seq));
+            }
+        }
         return Command(null, ifNew ? InsertBlockIfNew : InsertBlockSql,
             ("$a", block.Author), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
             ("$c", block.Counterparty), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : null), ("$r", b.ReceiptId),

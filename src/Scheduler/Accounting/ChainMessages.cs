@@ -20,6 +20,13 @@ public static class ChainProtocol
     /// </summary>
     public const string BatchId = "/potluck/chain/1.1.0";
 
+    /// <summary>
+    /// As <see cref="BatchId"/>, and the provider reads batch blocks (<see cref="ChainBlock.Payments"/>): a requester
+    /// proposes a batch block only to a provider whose identify lists this protocol, and single-payment blocks to any
+    /// other (an older provider refuses a batch block as malformed).
+    /// </summary>
+    public const string BatchBlocksId = "/potluck/chain/1.2.0";
+
     /// <summary>Most proposals on one <see cref="BatchId"/> stream.</summary>
     public const int MaxProposalsPerStream = 64;
 
@@ -33,6 +40,12 @@ public static class ChainProtocol
     /// which do not hear these batches).
     /// </summary>
     public const string BlockBatchesTopic = "potluck/chain/2";
+
+    /// <summary>
+    /// As <see cref="BlockBatchesTopic"/>, for pairs of batch blocks (<see cref="ChainBlock.Payments"/>), which a node built
+    /// before them would reject as malformed (and score the publisher down for): a node publishes those here and listens here too.
+    /// </summary>
+    public const string BatchBlocksTopic = "potluck/chain/3";
 
     /// <summary>Most pairs in one <see cref="BlockBatch"/> (a stream's proposals).</summary>
     public const int MaxPairsPerBatch = MaxProposalsPerStream;

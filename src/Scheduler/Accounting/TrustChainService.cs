@@ -28,6 +28,12 @@ public sealed record AccountingOptions
     /// <summary>How long after a receipt is acknowledged its proposal is made, so that proposals go in batches. Default 200 ms.</summary>
     public TimeSpan ProposeDelay { get; init; } = TimeSpan.FromMilliseconds(200);
 
+    /// <summary>
+    /// Propose a round's payments to one provider as one batch block (<see cref="ChainBlock.Payments"/>; one signature on
+    /// each side for the batch), not one block per payment. Default true.
+    /// </summary>
+    public bool Batch { get; init; } = true;
+
     /// <summary>Proposals made, or sent again, per round. Default 64.</summary>
     public int MaxRetriesPerRound { get; init; } = 64;
 
@@ -75,6 +81,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private int _linkScheduled;
     private IDisposable? _blocks;
     private IDisposable? _batches;
+    private IDisposable? _batchBlocks;
     private IDisposable? _forks;
     private long _agreed;
     private long _refused;
@@ -132,12 +139,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.BudgetInboundStreams(ChainProtocol.Id, PeerBudgets.ChainRecords);
         _host.SetStreamHandler(ChainProtocol.BatchId, HandleStreamAsync);
         _host.BudgetInboundStreams(ChainProtocol.BatchId, PeerBudgets.ChainRecords);
+        _host.SetStreamHandler(ChainProtocol.BatchBlocksId, HandleStreamAsync);
+        _host.BudgetInboundStreams(ChainProtocol.BatchBlocksId, PeerBudgets.ChainRecords);
         _host.SetStreamHandler(ChainQueryProtocol.Id, HandleQueryAsync);
         _host.SetStreamHandler(ChainHistoryProtocol.Id, HandleHistoryAsync);
         _host.BudgetInboundStreams(ChainHistoryProtocol.Id, PeerBudgets.ChainRecords);
         _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.ChainRecords);
         _blocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlocksTopic, ValidateBlocks, OnPairsAsync);
         _batches = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnPairsAsync);
+        _batchBlocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BatchBlocksTopic, ValidateBatch, OnPairsAsync);
         _forks = _bus.Subscribe<ForkProof>(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
     }
@@ -179,20 +189,42 @@ public sealed partial class TrustChainService : IAsyncDisposable
         {
             return 0; // linked once the chain is recovered (RetryAsync)
         }
-        var payments = new List<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)>();
+        var receipts = new List<Receipt>();
         foreach (var envelope in _ledger.DeliveredReceiptsWithoutBlock(_options.MaxRetriesPerRound))
         {
             // Read back from this node's own ledger, where it was stored as this node signed it: parsed, not verified again.
             if (OwnPaidReceipt(envelope) is { } r)
             {
-                payments.Add((r.ReceiptId, (seq, previous) => SignProposal(r, seq, previous)));
+                receipts.Add(r);
             }
         }
-        if (payments.Count == 0)
+        if (receipts.Count == 0)
         {
             return 0;
         }
-        var proposals = _ledger.AppendOwnBlocks(payments);
+        // One block per provider for the round's payments to it (a batch block; a single-payment block for one payment,
+        // which older providers read too), split by count and by bytes; all appended in one group commit.
+        var payments = new List<(byte[] ReceiptId, IReadOnlyList<byte[]>? Payments, Func<ulong, byte[], SignedBlock> Sign)>();
+        foreach (var group in receipts.GroupBy(r => new PeerIdKey(r.Provider)))
+        {
+            var batches = _options.Batch && KeyCache.TryPeer(group.First().Provider, out var provider)
+                && _host.Peers.SupportsProtocol(provider, ChainProtocol.BatchBlocksId);
+            foreach (var batch in Batches(group.ToList(), batches ? _options.Chain.MaxPayloadBytes : 0))
+            {
+                if (batch.Count == 1)
+                {
+                    var r = batch[0];
+                    payments.Add((r.ReceiptId, null, (seq, previous) => SignProposal(r, seq, previous)));
+                }
+                else
+                {
+                    var ids = batch.Select(r => r.ReceiptId).ToArray();
+                    payments.Add((ChainBlock.BatchIdOf([.. batch.Select(ChainPayment.Of)]), ids,
+                        (seq, previous) => Signed(SignedBlock.ProposeBatch(batch, _key, seq, previous, _time.GetUtcNow()))));
+                }
+            }
+        }
+        var proposals = _ledger.AppendOwnBatches(payments);
         var linked = await Task.WhenAll(proposals.GroupBy(p => p.Block.Counterparty)
             .Select(g => SendProposalsAsync(g.Key, [.. g.Select(p => p.Block)], ct)));
         return linked.Sum();
@@ -251,8 +283,8 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
                 using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
                 using var dialReason = DialReason.Use(DialReason.Payment);
-                await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
-                var count = stream.Protocol == ChainProtocol.BatchId ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
+                await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchBlocksId, ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
+                var count = stream.Protocol != ChainProtocol.Id ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
                 for (var i = 0; i < count; i++)
                 {
                     await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(messages[next + i]), linked.Token);
@@ -279,6 +311,43 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         return answers;
     }
+
+    /// <summary>A provider's peer id bytes as a grouping key (by content).</summary>
+    private readonly record struct PeerIdKey(string Value)
+    {
+        public PeerIdKey(byte[] bytes)
+            : this(Convert.ToHexString(bytes))
+        {
+        }
+    }
+
+    /// <summary>
+    /// Payments to one provider cut into batches of at most <see cref="ChainBlock.MaxPayments"/> whose payments fit
+    /// <paramref name="maxPayloadBytes"/> with a block's other fields (0: one payment per block, as before batch blocks,
+    /// for a provider that does not read them).
+    /// </summary>
+    internal static List<List<Receipt>> Batches(List<Receipt> receipts, int maxPayloadBytes)
+    {
+        var batches = new List<List<Receipt>>();
+        List<Receipt>? current = null;
+        var bytes = 0;
+        foreach (var r in receipts)
+        {
+            // A payment's MessagePack: array header, two bin8 fields, two integers of at most 9 bytes.
+            var cost = 1 + 2 + r.ReceiptId.Length + 2 + r.LeaseId.Length + 9 + 9;
+            if (current is null || current.Count >= ChainBlock.MaxPayments || bytes + cost > maxPayloadBytes - BlockOverheadBytes)
+            {
+                batches.Add(current = []);
+                bytes = 0;
+            }
+            current.Add(r);
+            bytes += cost;
+        }
+        return batches;
+    }
+
+    /// <summary>A bound on a batch block's payload beyond its payments (keys 0–11 and the list header).</summary>
+    internal const int BlockOverheadBytes = 320;
 
     /// <summary>A receipt this node signed as the payer, read back from its ledger; null when it is not one.</summary>
     private Receipt? OwnPaidReceipt(byte[] envelopeBytes) =>
@@ -426,7 +495,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             // One proposal on Id; up to MaxProposalsPerStream on BatchId, each answered as it is read, then the end.
             // One proposal on Id; up to MaxProposalsPerStream on BatchId, read to the requester's end, then answered in order
             // (their agreements appended in one group commit).
-            var batch = stream.Protocol == ChainProtocol.BatchId;
+            var batch = stream.Protocol is ChainProtocol.BatchId or ChainProtocol.BatchBlocksId;
             var max = batch ? ChainProtocol.MaxProposalsPerStream : 1;
             var messages = new List<ChainProposal>();
             while (messages.Count < max
@@ -449,12 +518,16 @@ public sealed partial class TrustChainService : IAsyncDisposable
             }
             await stream.Output.CompleteAsync();
             // The stream's linked pairs in one gossip message (one signature for the batch, not one per payment).
-            var linked = pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>()
-                .Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
-            if (linked.Count > 0 && _options.AnnounceBlocks)
+            // Pairs of batch blocks on their own topic (older nodes would reject them), the others where they always went.
+            foreach (var group in pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>().GroupBy(p => p.Proposal.Block.IsBatch))
             {
-                await _bus.PublishAsync(ChainProtocol.BlockBatchesTopic, ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
-                _instruments.ChainBatchPublished(linked.Count);
+                var linked = group.Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
+                if (_options.AnnounceBlocks)
+                {
+                    await _bus.PublishAsync(group.Key ? ChainProtocol.BatchBlocksTopic : ChainProtocol.BlockBatchesTopic,
+                        ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
+                    _instruments.ChainBatchPublished(linked.Count);
+                }
             }
         }
         catch (ProtocolViolationException e)
@@ -565,6 +638,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         Amount = p.Block.Amount,
         FuelUsed = p.Block.FuelUsed,
         TimestampUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+        Payments = p.Block.Payments,
     }, _key));
 
     /// <summary>
@@ -622,20 +696,39 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 previousToStore = previous;
             }
         }
-        // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
-        var stored = _ledger.ReceiptOf(p.Block.ReceiptId, LedgerEntryKind.Earned);
-        Receipt? receipt = null;
-        if (stored is not null && EnvelopeView.TryReadUnbounded(stored, out var envelope))
+        // Every payment (the one of a single-payment block, or each of a batch) must be a receipt recorded here as earned from
+        // this requester, with the same lease, amount and fuel; one that is not refuses the whole block, before anything is
+        // written. A payment already in another block of ours is refused when the agreement would be appended (StoreAndAgree).
+        if (p.Block.Payments is { } payments)
         {
-            SignedEnvelope.TryDeserialize(envelope.Payload, out receipt);
+            for (var i = 0; i < payments.Count; i++)
+            {
+                if (!Earned(from, payments[i]))
+                {
+                    return Refuse($"no such payment was received here (payment {i} of the batch)");
+                }
+            }
         }
-        if (receipt is null || !receipt.Requester.AsSpan().SequenceEqual(from.Bytes) || receipt.Amount != p.Block.Amount
-            || receipt.FuelUsed != p.Block.FuelUsed || !receipt.LeaseId.AsSpan().SequenceEqual(p.Block.LeaseId))
+        else if (!Earned(from, new ChainPayment { ReceiptId = p.Block.ReceiptId, LeaseId = p.Block.LeaseId, Amount = p.Block.Amount, FuelUsed = p.Block.FuelUsed }))
         {
             return Refuse("no such payment was received here");
         }
         agreeable = p;
         return null;
+    }
+
+    /// <summary>Whether this node recorded <paramref name="payment"/> as earned from <paramref name="from"/>: same receipt, lease, amount and fuel.</summary>
+    private bool Earned(PeerId from, ChainPayment payment)
+    {
+        // The receipt was checked when it was recorded as earned: read back, it is only compared, not verified again.
+        var stored = _ledger.ReceiptOf(payment.ReceiptId, LedgerEntryKind.Earned);
+        Receipt? receipt = null;
+        if (stored is not null && EnvelopeView.TryReadUnbounded(stored, out var envelope))
+        {
+            SignedEnvelope.TryDeserialize(envelope.Payload, out receipt);
+        }
+        return receipt is not null && receipt.Requester.AsSpan().SequenceEqual(from.Bytes) && receipt.Amount == payment.Amount
+            && receipt.FuelUsed == payment.FuelUsed && receipt.LeaseId.AsSpan().SequenceEqual(payment.LeaseId);
     }
 
     private static ChainAnswer Refuse(string detail) => new() { Status = ChainAnswerStatus.Refused, Detail = detail };
@@ -649,6 +742,17 @@ public sealed partial class TrustChainService : IAsyncDisposable
         if (!ChainCodec.TryDecode(message.Data, ChainProtocol.MaxPairBytes(_options.Chain), out BlockPair? pair) || message.Author is not { } author)
         {
             return TopicVerdict.Reject;
+        }
+        if (message.ReceivedFrom != _key.PeerId)
+        {
+            // A batch block's payments each cost a token, as on the batch topic (the bus took one for the message).
+            for (var i = PaymentsIn([pair]); i > 1; i--)
+            {
+                if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.ChainRecords, penalise: author == message.ReceivedFrom))
+                {
+                    return TopicVerdict.Ignore;
+                }
+            }
         }
         var verdict = ValidatePair(pair, author, out var checkedPair);
         validated = verdict == TopicVerdict.Accept ? new GossipedPairs([checkedPair]) : null;
@@ -671,7 +775,9 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         if (message.ReceivedFrom != _key.PeerId)
         {
-            for (var i = 1; i < batch.Pairs.Count; i++)
+            // One token per payment (a batch block's payments each count), before any signature is checked.
+            var tokens = PaymentsIn(batch.Pairs);
+            for (var i = 1; i < tokens; i++)
             {
                 if (!_host.Budgets.TryTake(message.ReceivedFrom, PeerBudgets.ChainRecords, penalise: author == message.ReceivedFrom))
                 {
@@ -695,6 +801,25 @@ public sealed partial class TrustChainService : IAsyncDisposable
         }
         validated = verdict == TopicVerdict.Accept ? new GossipedPairs(pairs) : null;
         return verdict;
+    }
+
+    /// <summary>
+    /// The payments a batch message claims, read from its proposals without checking a signature (a block that does not
+    /// parse counts one, and is rejected when checked): what the sender's budget is charged, so one batch block costs what
+    /// its payments cost as single blocks.
+    /// </summary>
+    private int PaymentsIn(List<BlockPair> pairs)
+    {
+        var count = 0;
+        foreach (var pair in pairs)
+        {
+            count += pair.First.Length <= _options.Chain.MaxBlockBytes && EnvelopeView.TryReadUnbounded(pair.First, out var envelope)
+                && envelope.Payload.Length <= _options.Chain.MaxPayloadBytes
+                && SignedEnvelope.TryDeserialize(envelope.Payload, out ChainBlock? block) && block.Payments is { Count: > 0 } payments
+                ? Math.Min(payments.Count, ChainBlock.MaxPayments)
+                : 1;
+        }
+        return count;
     }
 
     /// <summary>Both blocks valid (signatures checked, or held or checked here lately), linked, and agreed by the gossip's author.</summary>
@@ -908,10 +1033,12 @@ public sealed partial class TrustChainService : IAsyncDisposable
     {
         _host.RemoveStreamHandler(ChainProtocol.Id);
         _host.RemoveStreamHandler(ChainProtocol.BatchId);
+        _host.RemoveStreamHandler(ChainProtocol.BatchBlocksId);
         _host.RemoveStreamHandler(ChainQueryProtocol.Id);
         _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();
         _batches?.Dispose();
+        _batchBlocks?.Dispose();
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),
         // so a short-lived requester links before it exits.

@@ -26,6 +26,7 @@ public sealed partial class CreditLedger
         new("owed", OwedSchema + OwedTotalsTriggers),
         new("requester_violations", StandingSchema + ViolationTotalsTriggers),
         new("chain", ChainSchema),
+        new("chain_payments", ChainPaymentsSchema),
         new("forks", ForksSchema),
         new("chain_recovered", RecoverySchema),
     ];

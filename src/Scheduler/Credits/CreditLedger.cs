@@ -780,6 +780,7 @@ public sealed partial class CreditLedger : IDisposable
                 Once(OwedSchema);
                 Once(StandingSchema);
                 Once(ChainSchema);
+                Once(ChainPaymentsSchema);
                 Once(ForksSchema);
             }
             EnsureTotals(tx, created: true);
@@ -821,6 +822,7 @@ public sealed partial class CreditLedger : IDisposable
             Once(OwedSchema);
             Once(StandingSchema);
             Once(ChainSchema);
+            Once(ChainPaymentsSchema);
             Once(ForksSchema);
         }
         EnsureTotals(tx, created: false);

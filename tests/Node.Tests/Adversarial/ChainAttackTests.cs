@@ -75,10 +75,12 @@ public class ChainAttackTests
         var theirs = ChainAudit.Verify(provider.Ledger);
         Assert.That(mine.Problems, Is.Empty);
         Assert.That(theirs.Problems, Is.Empty);
-        Assert.That((mine.Blocks, mine.Proposals, mine.LinkedBlocks, mine.Unlinked), Is.EqualTo((3L, 3L, 3L, 0L)), "three payments, each linked");
-        Assert.That((theirs.Blocks, theirs.Agreements, theirs.LinkedBlocks), Is.EqualTo((3L, 3L, 3L)));
+        // The three payments fall in one round of proposals: one batch block on each side (batch blocks: one pair per round).
+        Assert.That((mine.PaymentsMade, theirs.PaymentsReceived, mine.Unlinked), Is.EqualTo((3L, 3L, 0L)), "three payments, each linked");
+        Assert.That((mine.Blocks, mine.Proposals, mine.LinkedBlocks), Is.EqualTo((1L, 1L, 1L)), "in one batch block");
+        Assert.That((theirs.Blocks, theirs.Agreements, theirs.LinkedBlocks), Is.EqualTo((1L, 1L, 1L)));
         Assert.That(mine.Paid, Is.EqualTo(cost).And.EqualTo(theirs.Earned), "both chains count what was paid, once");
-        Assert.That(provider.Node.Chain!.Agreed, Is.EqualTo(3));
+        Assert.That(provider.Node.Chain!.Agreed, Is.EqualTo(1));
     });
 
     [Test]

@@ -22,6 +22,7 @@ public class ChainBatchTests
         await using var cluster = new TrustCluster(d, seed: 140);
         var provider = await cluster.AddAsync("provider", provide: true);
         provider.Potluck.Host.RemoveStreamHandler(ChainProtocol.BatchId); // as a node built before the batch protocol
+        provider.Potluck.Host.RemoveStreamHandler(ChainProtocol.BatchBlocksId); // (and before batch blocks: single-payment blocks only)
         var requester = await cluster.AddAsync("requester", provide: false);
         await requester.Client.WaitForProvidersAsync(1, ct);
 

@@ -41,13 +41,17 @@ public class ChainCheckedBlocksTests
         Assert.That(mine.Problems, Is.Empty);
         Assert.That(mine.Unlinked, Is.Zero);
         var (n1, n2) = (Paid(requester, p1), Paid(requester, p2));
-        Assert.That((n1 + n2, n1 > 0, n2 > 0), Is.EqualTo((mine.Proposals, true, true)), "both providers were paid");
+        Assert.That((n1 + n2, n1 > 0, n2 > 0), Is.EqualTo((mine.PaymentsMade, true, true)), "both providers were paid");
+        // Blocks, not payments, are what is signed and checked: one batch block per provider and round.
+        var (b1, b2) = (ChainAudit.Verify(p1.Ledger).Agreements, ChainAudit.Verify(p2.Ledger).Agreements);
+        Assert.That(b1 + b2, Is.EqualTo(mine.Proposals));
+        Assert.That(mine.Proposals, Is.LessThan(mine.PaymentsMade), "fewer blocks than payments");
 
         // The requester checks each agreement once (when it arrives, or in gossip if that comes first), its own blocks never.
         Assert.That(requester.Node.Chain!.BlockChecks.Verified, Is.EqualTo(mine.Proposals));
         Assert.That(requester.Node.Chain!.BlockChecks.Remembered, Is.GreaterThanOrEqualTo(mine.Proposals), "its gossiped payments, heard back");
         // A provider checks the proposals to it, the other's agreements, and the payer's blocks to the other at most once.
-        foreach (var (provider, own, other) in new[] { (p1, n1, n2), (p2, n2, n1) })
+        foreach (var (provider, own, other) in new[] { (p1, b1, b2), (p2, b2, b1) })
         {
             var (verified, _) = provider.Node.Chain!.BlockChecks;
             Assert.That(verified, Is.InRange(own + other, own + (2 * other)), provider.Name);

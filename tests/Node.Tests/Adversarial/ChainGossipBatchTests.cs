@@ -61,16 +61,27 @@ public class ChainGossipBatchTests
         public int Pairs;
         public int Singles;
 
+        /// <summary>Payments in the pairs heard (a batch block's each count).</summary>
+        public int Payments;
+
         public Listener(TrustCluster cluster)
         {
             var bus = cluster.Hub.Join(PrivateKey.FromRandom(new Random(cluster.Seed + 1000)).PeerId);
-            bus.Subscribe(ChainProtocol.BlockBatchesTopic, m =>
+            foreach (var topic in new[] { ChainProtocol.BlockBatchesTopic, ChainProtocol.BatchBlocksTopic })
             {
-                Assert.That(ChainCodec.TryDecode(m.Data, ChainProtocol.MaxBatchBytes(new ChainOptions()), out BlockBatch? batch), Is.True);
-                Batches++;
-                Pairs += batch!.Pairs.Count;
-                return TopicVerdict.Ignore;
-            }, (_, _) => ValueTask.CompletedTask);
+                bus.Subscribe(topic, m =>
+                {
+                    Assert.That(ChainCodec.TryDecode(m.Data, ChainProtocol.MaxBatchBytes(new ChainOptions()), out BlockBatch? batch), Is.True);
+                    Batches++;
+                    Pairs += batch!.Pairs.Count;
+                    foreach (var pair in batch.Pairs)
+                    {
+                        Assert.That(SignedBlock.Decode(pair.First, new ChainOptions(), out var proposal), Is.EqualTo(BlockStatus.Valid));
+                        Payments += proposal!.Block.AllPayments.Count;
+                    }
+                    return TopicVerdict.Ignore;
+                }, (_, _) => ValueTask.CompletedTask);
+            }
             bus.Subscribe(ChainProtocol.BlocksTopic, _ =>
             {
                 Singles++;
@@ -97,8 +108,9 @@ public class ChainGossipBatchTests
 
         var mine = ChainAudit.Verify(requester.Ledger);
         Assert.That(mine.Problems, Is.Empty);
-        Assert.That((mine.Proposals, mine.Unlinked), Is.EqualTo((8L, 0L)));
-        Assert.That(listener.Pairs, Is.EqualTo(8), "every completed payment gossiped once");
+        Assert.That((mine.PaymentsMade, mine.Unlinked), Is.EqualTo((8L, 0L)));
+        Assert.That(listener.Payments, Is.EqualTo(8), "every completed payment gossiped once");
+        Assert.That(listener.Pairs, Is.EqualTo(mine.Proposals), "every pair once");
         Assert.That(listener.Batches, Is.LessThan(8), "in fewer messages than payments (one per stream of proposals)");
         Assert.That(listener.Singles, Is.Zero, "nothing on the one-pair topic");
     });

@@ -41,6 +41,7 @@ public class ChainBlockTests
             LeaseId = proposal.Block.LeaseId,
             Amount = proposal.Block.Amount,
             FuelUsed = proposal.Block.FuelUsed,
+            Payments = proposal.Block.Payments,
             TimestampUnixMs = Epoch.ToUnixTimeMilliseconds(),
         }, provider);
 
