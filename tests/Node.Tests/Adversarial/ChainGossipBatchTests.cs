@@ -293,4 +293,54 @@ public class ChainGossipBatchTests
         Assert.That(Enumerable.Range(affordable, 3).Select(KeptBatch), Is.All.False, "then ignored: the flood costs the provider no more signature checks");
         Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
     });
+    /// <summary>A linked pair of batch blocks of <see cref="ChainBlock.MaxPayments"/> payments each, at <paramref name="seq"/>.</summary>
+    private static BlockPair BatchBlockPair(PrivateKey payer, PrivateKey payee, ulong seq)
+    {
+        var payments = Enumerable.Range(0, ChainBlock.MaxPayments).Select(k =>
+        {
+            var lease = BitConverter.GetBytes((seq * 1000) + (ulong)k);
+            return new ChainPayment { ReceiptId = Receipt.ComputeId(lease, payee.PeerId, payer.PeerId), LeaseId = lease, Amount = 10, FuelUsed = 1_000_000 };
+        }).ToList();
+        var previous = System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(seq));
+        ChainBlock Block(PrivateKey author, PrivateKey other, BlockKind kind, SignedBlock? linked) => new()
+        {
+            Author = author.PeerId.ToBytes(), Seq = seq, Previous = previous, Counterparty = other.PeerId.ToBytes(), Kind = kind,
+            LinkSeq = linked?.Seq ?? 0, LinkHash = linked?.Hash ?? [], ReceiptId = ChainBlock.BatchIdOf(payments), LeaseId = [],
+            Amount = 10 * payments.Count, FuelUsed = 1_000_000UL * (ulong)payments.Count, Payments = payments,
+        };
+        var proposal = SignedBlock.Sign(Block(payer, payee, BlockKind.Proposal, null), payer);
+        var agreement = SignedBlock.Sign(Block(payee, payer, BlockKind.Agreement, proposal), payee);
+        return new BlockPair { First = proposal.EnvelopeBytes, Second = agreement.EnvelopeBytes };
+    }
+
+    /// <summary>
+    /// A batch block's payments each cost the sender a receipts-budget token, as the same payments in single blocks would:
+    /// a flood of messages of one pair of 64-payment batch blocks is accepted while the budget lasts (63 tokens a message
+    /// beyond the one the bus takes), then ignored before any signature is checked.
+    /// </summary>
+    [Test]
+    public void FloodOfBatchBlockPairs_CostsTheSenderOneTokenPerPayment_AndIsIgnoredOnceItsBudgetIsSpent() => VirtualTimeDriver.Run(async d =>
+    {
+        var ct = CancellationToken.None;
+        await using var cluster = new TrustCluster(d, seed: 156);
+        var (provider, requester) = await PaidOnceAsync(cluster, ct);
+        var attackerKey = PrivateKey.FromRandom(new Random(8));
+        var attacker = cluster.Hub.Join(attackerKey.PeerId);
+        var burst = provider.Potluck.Host.Budgets.Options.ChainRecords.Burst;
+        var perMessage = ChainBlock.MaxPayments - 1; // the hub takes no token for the message itself; the validator one per further payment
+        var affordable = burst / perMessage;
+        Assert.That(affordable, Is.LessThan(burst), "per pair, the same flood would be affordable " + burst + " times");
+        const ulong first = 6000;
+
+        for (var i = 0; i < affordable + 3; i++)
+        {
+            await attacker.PublishAsync(ChainProtocol.BatchBlocksTopic, Batch([BatchBlockPair(requester.Key, attackerKey, first + (ulong)i)]), ct);
+            await cluster.Hub.WhenIdleAsync(ct);
+        }
+
+        bool Kept(int i) => provider.Ledger.ChainBlockAt(requester.PeerId, first + (ulong)i) is not null;
+        Assert.That(Enumerable.Range(0, affordable).Select(Kept), Is.All.True, "batch blocks within the sender's budget are accepted and kept");
+        Assert.That(Enumerable.Range(affordable, 3).Select(Kept), Is.All.False, "then ignored: charged per payment, not per pair");
+        Assert.That(provider.Node.Chain!.IsForker(requester.PeerId), Is.False);
+    });
 }
