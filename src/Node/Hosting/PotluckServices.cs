@@ -155,8 +155,7 @@ internal static class PotluckServices
             ?? new GossipTopicBus(sp.GetRequiredService<GossipsubService>(), sp.GetRequiredService<ILogger<GossipTopicBus>>(),
                 sp.GetRequiredService<Libp2pHost>().Budgets, new Dictionary<string, string> { [FraudProtocol.Topic] = PeerBudgets.FraudProofs, [Potluck.Scheduler.Accounting.ChainProtocol.ForksTopic] = PeerBudgets.FraudProofs,
                     [Potluck.Scheduler.Accounting.ChainProtocol.BlocksTopic] = PeerBudgets.ChainRecords,
-                    [Potluck.Scheduler.Accounting.ChainProtocol.BlockBatchesTopic] = PeerBudgets.ChainRecords,
-                    [Potluck.Scheduler.Accounting.ChainProtocol.BatchBlocksTopic] = PeerBudgets.ChainRecords },
+                    [Potluck.Scheduler.Accounting.ChainProtocol.BlockBatchesTopic] = PeerBudgets.ChainRecords },
                 sp.GetRequiredService<Libp2pHost>().PeerId));
 
         services.AddSingleton(sp => new ProtocolHostedService(sp));

@@ -37,15 +37,10 @@ public static class ChainProtocol
     /// Gossip topic of completed payments in batches: one <see cref="BlockBatch"/> of up to <see cref="MaxPairsPerBatch"/>
     /// linked pairs, all agreed by the message's author (the payee), so one gossip signature covers a round's payments
     /// instead of one each. A node publishes here and listens on both topics (<see cref="BlocksTopic"/> for older nodes,
-    /// which do not hear these batches).
+    /// which do not hear these batches). Pairs of batch blocks (<see cref="ChainBlock.Payments"/>) travel here too; a node
+    /// built before batch blocks rejects a message holding one as malformed.
     /// </summary>
     public const string BlockBatchesTopic = "potluck/chain/2";
-
-    /// <summary>
-    /// As <see cref="BlockBatchesTopic"/>, for pairs of batch blocks (<see cref="ChainBlock.Payments"/>), which a node built
-    /// before them would reject as malformed (and score the publisher down for): a node publishes those here and listens here too.
-    /// </summary>
-    public const string BatchBlocksTopic = "potluck/chain/3";
 
     /// <summary>Most pairs in one <see cref="BlockBatch"/> (a stream's proposals).</summary>
     public const int MaxPairsPerBatch = MaxProposalsPerStream;

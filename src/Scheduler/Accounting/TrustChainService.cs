@@ -81,7 +81,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
     private int _linkScheduled;
     private IDisposable? _blocks;
     private IDisposable? _batches;
-    private IDisposable? _batchBlocks;
     private IDisposable? _forks;
     private long _agreed;
     private long _refused;
@@ -147,7 +146,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.BudgetInboundStreams(ChainQueryProtocol.Id, PeerBudgets.ChainRecords);
         _blocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlocksTopic, ValidateBlocks, OnPairsAsync);
         _batches = _bus.Subscribe<GossipedPairs>(ChainProtocol.BlockBatchesTopic, ValidateBatch, OnPairsAsync);
-        _batchBlocks = _bus.Subscribe<GossipedPairs>(ChainProtocol.BatchBlocksTopic, ValidateBatch, OnPairsAsync);
         _forks = _bus.Subscribe<ForkProof>(ChainProtocol.ForksTopic, ValidateFork, OnForkAsync);
         _work.Run("link unlinked proposals", RetryPeriodicallyAsync);
     }
@@ -518,16 +516,14 @@ public sealed partial class TrustChainService : IAsyncDisposable
             }
             await stream.Output.CompleteAsync();
             // The stream's linked pairs in one gossip message (one signature for the batch, not one per payment).
-            // Pairs of batch blocks on their own topic (older nodes would reject them), the others where they always went.
-            foreach (var group in pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>().GroupBy(p => p.Proposal.Block.IsBatch))
+            // Pairs of batch blocks go here too: one more topic would cost every node another mesh (a node built before batch
+            // blocks rejects a message holding one as malformed).
+            var linked = pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>()
+                .Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
+            if (linked.Count > 0 && _options.AnnounceBlocks)
             {
-                var linked = group.Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
-                if (_options.AnnounceBlocks)
-                {
-                    await _bus.PublishAsync(group.Key ? ChainProtocol.BatchBlocksTopic : ChainProtocol.BlockBatchesTopic,
-                        ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
-                    _instruments.ChainBatchPublished(linked.Count);
-                }
+                await _bus.PublishAsync(ChainProtocol.BlockBatchesTopic, ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
+                _instruments.ChainBatchPublished(linked.Count);
             }
         }
         catch (ProtocolViolationException e)
@@ -1038,7 +1034,6 @@ public sealed partial class TrustChainService : IAsyncDisposable
         _host.RemoveStreamHandler(ChainHistoryProtocol.Id);
         _blocks?.Dispose();
         _batches?.Dispose();
-        _batchBlocks?.Dispose();
         _forks?.Dispose();
         // Proposals under way, or waiting for their batch, are made and sent first (each exchange bounded by ExchangeTimeout),
         // so a short-lived requester links before it exits.

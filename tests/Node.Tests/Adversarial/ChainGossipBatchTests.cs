@@ -67,7 +67,7 @@ public class ChainGossipBatchTests
         public Listener(TrustCluster cluster)
         {
             var bus = cluster.Hub.Join(PrivateKey.FromRandom(new Random(cluster.Seed + 1000)).PeerId);
-            foreach (var topic in new[] { ChainProtocol.BlockBatchesTopic, ChainProtocol.BatchBlocksTopic })
+            foreach (var topic in new[] { ChainProtocol.BlockBatchesTopic })
             {
                 bus.Subscribe(topic, m =>
                 {
@@ -334,7 +334,7 @@ public class ChainGossipBatchTests
 
         for (var i = 0; i < affordable + 3; i++)
         {
-            await attacker.PublishAsync(ChainProtocol.BatchBlocksTopic, Batch([BatchBlockPair(requester.Key, attackerKey, first + (ulong)i)]), ct);
+            await attacker.PublishAsync(ChainProtocol.BlockBatchesTopic, Batch([BatchBlockPair(requester.Key, attackerKey, first + (ulong)i)]), ct);
             await cluster.Hub.WhenIdleAsync(ct);
         }
 
