@@ -221,4 +221,41 @@ public class ChainBatchBlockEncodingTests
         var full = SignedBlock.ProposeBatch(receipts.Take(64).ToList(), Requester, 1, SignedBlock.Genesis, Epoch);
         Assert.That(SignedBlock.Decode(full.EnvelopeBytes, Chain, out _), Is.EqualTo(BlockStatus.Valid), "a full batch fits the default limits");
     }
+    [Test]
+    public void Recovery_AcceptsAChainOfSingleAndBatchBlocks_WithTheirLinks()
+    {
+        var rows = new List<(SignedBlock Proposal, SignedBlock Agreement)>();
+        var (previous, providerPrevious) = (SignedBlock.Genesis, SignedBlock.Genesis);
+        for (var seq = 1UL; seq <= 3; seq++)
+        {
+            var receipts = Receipts(seq == 2 ? 3 : 1, first: 10 * (int)seq).Select(r => r.Receipt).ToList();
+            var proposal = receipts.Count == 1
+                ? ChainBlockTests.Proposal(MakeReceipt(Lease(10 * (int)seq), Requester, Provider), Requester, seq, previous)
+                : SignedBlock.ProposeBatch(receipts, Requester, seq, previous, Epoch);
+            var agreement = ChainBlockTests.Agreement(proposal, Provider, seq, providerPrevious);
+            rows.Add((proposal, agreement));
+            (previous, providerPrevious) = (proposal.Hash, agreement.Hash);
+        }
+        var answer = ChainCodec.Encode(new ChainQueryAnswer
+        {
+            Blocks = [.. rows.Select(r => r.Proposal.EnvelopeBytes)], Links = [.. rows.Select(r => r.Agreement.EnvelopeBytes)],
+        });
+
+        Assert.That(ChainRecovery.CheckAnswer(Requester.PeerId, Provider.PeerId, 0, 16, answer, Chain, out var blocks, out _), Is.EqualTo(RecoveryStatus.Valid));
+        Assert.That(blocks.Select(b => (b.Block.Seq, b.Block.Block.IsBatch)), Is.EqualTo(new[] { (1UL, false), (2UL, true), (3UL, false) }));
+    }
+
+    [Test]
+    public void HistoryCheck_CountsABatchBlocksEarnings_AsTheSumOfItsPayments()
+    {
+        var payer = Key(42);
+        var receipts = Enumerable.Range(0, 3).Select(i => MakeReceipt(Lease(400 + i), payer, Requester).Receipt).ToList();
+        var proposal = SignedBlock.ProposeBatch(receipts, payer, 1, SignedBlock.Genesis, Epoch);
+        var agreement = ChainBlockTests.Agreement(proposal, Requester, 1, SignedBlock.Genesis);
+        var answer = ChainCodec.Encode(new ChainQueryAnswer { Blocks = [agreement.EnvelopeBytes], Links = [proposal.EnvelopeBytes] });
+
+        Assert.That(ChainHistoryCheck.Verify(Requester.PeerId, [1], answer, Chain, _ => null, out var payments, out _), Is.EqualTo(HistoryStatus.Valid));
+        Assert.That(payments.Select(p => (p.Seq, p.Amount, p.Earned)), Is.EqualTo(new[] { (1UL, receipts.Sum(r => r.Amount), true) }));
+        Assert.That(ChainHistoryCheck.VerifiedEarnings(payments, p => p == payer.PeerId), Is.EqualTo(receipts.Sum(r => r.Amount)));
+    }
 }
