@@ -79,7 +79,8 @@ public class DebitNoteAttackTests
         var theirs = ChainAudit.Verify(provider.Ledger);
         Assert.That(mine.Problems, Is.Empty);
         Assert.That(theirs.Problems, Is.Empty);
-        Assert.That((mine.Proposals, theirs.Agreements, mine.Unlinked), Is.EqualTo((notes + 1, notes + 1, 0L)), "each note and the final receipt linked in both chains");
+        Assert.That((mine.PaymentsMade, theirs.PaymentsReceived, mine.Unlinked), Is.EqualTo((notes + 1, notes + 1, 0L)), "each note and the final receipt linked in both chains");
+        Assert.That(mine.Proposals, Is.EqualTo(theirs.Agreements).And.InRange(1L, notes + 1), "in batch blocks: as many as the rounds they fell in");
         Assert.That(mine.Paid, Is.EqualTo(Cost(fuel)).And.EqualTo(theirs.Earned));
     });
 

@@ -37,7 +37,7 @@ public class TrustOptionsTests
     [TestCase("proposeDelay", "'compute:accounting:proposeDelay' is -00:00:01; it must be from 00:00:00 to 00:01:00")]
     [TestCase("maxRetriesPerRound", "'compute:accounting:maxRetriesPerRound' is 0; it must be from 1 to 100000")]
     [TestCase("maxBlockBytes", "'compute:accounting:chain:maxBlockBytes' is 100; it must be from 512 to 65536")]
-    [TestCase("maxPayloadBytes", "'compute:accounting:chain:maxPayloadBytes' is 2048; it must be from 256 to 'compute:accounting:chain:maxBlockBytes' (1024)")]
+    [TestCase("maxPayloadBytes", "'compute:accounting:chain:maxPayloadBytes' is 8192; it must be from 256 to 'compute:accounting:chain:maxBlockBytes' (7168)")]
     public void Accounting_OutOfRange_IsRefusedWithItsKey(string field, string expected)
     {
         var a = new AccountingOptions();
@@ -48,7 +48,7 @@ public class TrustOptionsTests
             "proposeDelay" => a with { ProposeDelay = TimeSpan.FromSeconds(-1) },
             "maxRetriesPerRound" => a with { MaxRetriesPerRound = 0 },
             "maxBlockBytes" => a with { Chain = a.Chain with { MaxBlockBytes = 100, MaxPayloadBytes = 100 } },
-            _ => a with { Chain = a.Chain with { MaxPayloadBytes = 2048 } },
+            _ => a with { Chain = a.Chain with { MaxPayloadBytes = 8192 } },
         };
         var problems = Problems(accounting: a);
         Assert.That(problems, Has.Some.StartsWith(expected));
