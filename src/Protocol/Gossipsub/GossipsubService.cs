@@ -611,7 +611,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             // Without the session: it closes only once the peer has no open connection (which ends the opening) or when
             // the service stops (stopping).
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+            using var linked = _work.Link(timeout.Token, stopping);
             opening = await connection.TryOpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)

@@ -249,7 +249,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             try
             {
                 using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+                using var linked = _work.Link(timeout.Token, ct, _proposals.Stopping);
                 using var dialReason = DialReason.Use(DialReason.Payment);
                 await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
                 var count = stream.Protocol == ChainProtocol.BatchId ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
@@ -399,7 +399,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+            using var linked = _work.Link(timeout.Token, ct, _proposals.Stopping);
             using var dialReason = DialReason.Use(DialReason.Payment);
             await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.Id], linked.Token);
             await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(message), linked.Token);
