@@ -197,13 +197,13 @@ public sealed partial class BackgroundWork : IAsyncDisposable
 
     /// <summary>
     /// A token source for one short-lived operation (a dial, a request, a negotiation): cancelled when
-    /// <paramref name="first"/>, <paramref name="second"/> or <paramref name="third"/> is, or when this owner stops; dispose it when the operation
-    /// ends. As <c>CreateLinkedTokenSource(first, second, Stopping)</c>, but no node-lifetime token keeps a registration
+    /// <paramref name="first"/>, <paramref name="second"/> or <paramref name="third"/> is, or when this owner stops;
+    /// dispose it when the operation ends. As <c>CreateLinkedTokenSource(first, second, Stopping)</c>, but no node-lifetime token keeps a registration
     /// for it: .NET keeps a token source's unregistered callback nodes for reuse until the source dies, so a stop token
     /// that every operation registered on held its peak count of operations in flight for the node's life (80 B each).
     /// Here the owner keeps the operation in a list of its own while it runs, and nothing after; so does any other owner
-    /// of the same runtime whose stop token is <paramref name="first"/> or <paramref name="second"/> (a handler's
-    /// router, a service's other owner). Any other token is registered on as a linked source would.
+    /// of the same runtime whose stop token is one of the three (a handler's router, a service's other owner). Any other
+    /// token is registered on as a linked source would.
     /// </summary>
     public CancellationTokenSource Link(CancellationToken first, CancellationToken second = default, CancellationToken third = default)
     {
