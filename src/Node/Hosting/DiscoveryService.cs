@@ -340,7 +340,7 @@ public sealed partial class DiscoveryService : IHostedService
             return false;
         }
         using var timeout = new CancellationTokenSource(_options.Host.DialTimeout, _runtime.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping, ct);
+        using var linked = _work.Link(timeout.Token, ct);
         try
         {
             await _ping.PingAsync(peer, 1, linked.Token);

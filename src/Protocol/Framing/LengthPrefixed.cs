@@ -48,59 +48,80 @@ public static class LengthPrefixed
         while (true)
         {
             var result = failing is null ? await reader.ReadAsync(ct) : await failing.ReadOrFailureAsync(ct);
-            if (result.IsCompleted && failing?.Failure is { } gone)
+            if (TryTake(reader, failing, result, maxLength, protocol, ref message, ref filled, out var read))
             {
-                // Gone: what was buffered is dropped, as the throwing read drops it.
-                reader.AdvanceTo(result.Buffer.End);
-                return new FramedRead(null, gone);
+                return read;
             }
-            var buffer = result.Buffer;
-            if (message is null)
-            {
-                var header = new SequenceReader<byte>(buffer);
-                var status = Varint.TryRead(ref header, out var length);
-                if (status == DecodeStatus.Invalid)
-                {
-                    reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new ProtocolViolationException(protocol, "malformed message length", ViolationCode.Malformed);
-                }
-                if (status == DecodeStatus.Done && length > (ulong)maxLength)
-                {
-                    reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit", ViolationCode.TooLarge);
-                }
-                if (status == DecodeStatus.NeedMoreData)
-                {
-                    if (result.IsCompleted)
-                    {
-                        var empty = buffer.IsEmpty;
-                        reader.AdvanceTo(buffer.End);
-                        return empty ? Ended(failing) : throw new ProtocolViolationException(protocol, "stream ended inside a message length", ViolationCode.Malformed);
-                    }
-                    ThrowIfCanceled(reader, result);
-                    reader.AdvanceTo(buffer.Start, buffer.End);
-                    continue;
-                }
-                message = length == 0 ? [] : new byte[(int)length];
-                buffer = buffer.Slice(header.Position);
-            }
-            var take = (int)Math.Min(buffer.Length, message.Length - filled);
-            buffer.Slice(0, take).CopyTo(message.AsSpan(filled));
-            filled += take;
-            var consumed = buffer.GetPosition(take);
-            if (filled == message.Length)
-            {
-                reader.AdvanceTo(consumed);
-                return new FramedRead(message, null);
-            }
-            if (result.IsCompleted)
-            {
-                reader.AdvanceTo(consumed);
-                throw new ProtocolViolationException(protocol, "stream ended inside a message", ViolationCode.Malformed);
-            }
-            ThrowIfCanceled(reader, result);
-            reader.AdvanceTo(consumed);
         }
+    }
+
+    /// <summary>
+    /// Takes what one read of <paramref name="reader"/> gave towards a message (<paramref name="message"/> and
+    /// <paramref name="filled"/> carry a message begun by an earlier read): true with the message, the clean end or the
+    /// failure; false when it needs more (what was given is consumed or examined). Malformed framing and cancellation throw.
+    /// </summary>
+    internal static bool TryTake(PipeReader reader, IFailureAsValueReader? failing, in ReadResult result, int maxLength, string protocol,
+        ref byte[]? message, ref int filled, out FramedRead read)
+    {
+        read = default;
+        if (result.IsCompleted && failing?.Failure is { } gone)
+        {
+            // Gone: what was buffered is dropped, as the throwing read drops it.
+            reader.AdvanceTo(result.Buffer.End);
+            read = new FramedRead(null, gone);
+            return true;
+        }
+        var buffer = result.Buffer;
+        if (message is null)
+        {
+            var header = new SequenceReader<byte>(buffer);
+            var status = Varint.TryRead(ref header, out var length);
+            if (status == DecodeStatus.Invalid)
+            {
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                throw new ProtocolViolationException(protocol, "malformed message length", ViolationCode.Malformed);
+            }
+            if (status == DecodeStatus.Done && length > (ulong)maxLength)
+            {
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                throw new ProtocolViolationException(protocol, $"message length over the {maxLength}-byte limit", ViolationCode.TooLarge);
+            }
+            if (status == DecodeStatus.NeedMoreData)
+            {
+                if (result.IsCompleted)
+                {
+                    var empty = buffer.IsEmpty;
+                    reader.AdvanceTo(buffer.End);
+                    read = empty ? Ended(failing) : throw new ProtocolViolationException(protocol, "stream ended inside a message length", ViolationCode.Malformed);
+                    return true;
+                }
+                ThrowIfCanceled(reader, result);
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                return false;
+            }
+            message = length == 0 ? [] : new byte[(int)length];
+            buffer = buffer.Slice(header.Position);
+        }
+        var take = (int)Math.Min(buffer.Length, message.Length - filled);
+        buffer.Slice(0, take).CopyTo(message.AsSpan(filled));
+        filled += take;
+        var consumed = buffer.GetPosition(take);
+        if (filled == message.Length)
+        {
+            reader.AdvanceTo(consumed);
+            read = new FramedRead(message, null);
+            message = null;
+            filled = 0;
+            return true;
+        }
+        if (result.IsCompleted)
+        {
+            reader.AdvanceTo(consumed);
+            throw new ProtocolViolationException(protocol, "stream ended inside a message", ViolationCode.Malformed);
+        }
+        ThrowIfCanceled(reader, result);
+        reader.AdvanceTo(consumed);
+        return false;
     }
 
     /// <summary>No message: the clean end, unless the reader failed (as before, a failure is looked at once the input completed).</summary>

@@ -611,7 +611,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             using var timeout = new CancellationTokenSource(_options.StreamOpenTimeout, _time);
             // Without the session: it closes only once the peer has no open connection (which ends the opening) or when
             // the service stops (stopping).
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+            using var linked = _work.Link(timeout.Token, stopping);
             opening = await connection.TryOpenStreamAsync(_options.Protocols, linked.Token);
         }
         catch (Exception e) when (Failures.Classify(e, stopping) is { Kind: not FailureKind.Internal } failure)
@@ -747,6 +747,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
         // The reads take no token (one would keep a registration on the router's stop token and on the session's for the
         // stream's life): the stream's own end ends them. Closing the session resets its inbound stream, a newer inbound
         // stream resets this one, and the host closes every connection when it stops.
+        // A yamux stream's frames are read by one reader parked as itself between messages (no second async method's
+        // state machine, continuation and delegate parked beside this one's for the stream's life); any other input as before.
+        var frames = ParkedFrameReader.For(stream.Input, _options.MaxRpcSize, ProtocolIdV11);
         try
         {
             while (true)
@@ -754,7 +757,9 @@ public sealed partial class GossipsubService : IAsyncDisposable
                 FramedRead read;
                 try
                 {
-                    read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, CancellationToken.None);
+                    read = frames is not null
+                        ? await frames.ReadAsync()
+                        : await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxRpcSize, ProtocolIdV11, CancellationToken.None);
                 }
                 catch (ProtocolViolationException)
                 {

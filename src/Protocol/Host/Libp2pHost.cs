@@ -396,7 +396,7 @@ public sealed partial class Libp2pHost : IHost
             throw new DialException(DialFailure.TooManyConnections, $"connection limit ({_options.MaxConnections}) reached", address);
         }
         using var timeout = new CancellationTokenSource(_options.DialTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+        using var linked = _work.Link(timeout.Token, ct);
         IRawConnection raw;
         try
         {
@@ -457,7 +457,7 @@ public sealed partial class Libp2pHost : IHost
         var transport = _transports.FirstOrDefault(t => t.CanHandle(address) && address.Find(Multiaddr.P2pCircuit) is null)
             ?? throw new DialException(DialFailure.NoTransport, $"no transport for {address}", address);
         using var timeout = new CancellationTokenSource(_options.DialTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+        using var linked = _work.Link(timeout.Token, ct);
         IRawConnection raw;
         try
         {
@@ -617,7 +617,7 @@ public sealed partial class Libp2pHost : IHost
         var id = _connections.NextConnectionId();
         using var connectionScope = _log.ConnectionScope(id);
         using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping, admission.Evicted);
+        using var linked = _work.Link(timeout.Token, admission.Evicted);
         Connection? connection = null;
         var started = _time.GetTimestamp();
         // During a hole punch in which this node opened the DCUtR stream, an inbound connection from the peer's address

@@ -157,7 +157,7 @@ internal sealed class StreamRouter : IAsyncDisposable
         try
         {
             using (var timeout = new CancellationTokenSource(_options.StreamNegotiationTimeout, _time))
-            using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping))
+            using (var linked = _work.Link(timeout.Token, stopping))
             {
                 var negotiation = await MultistreamSelect.TryHandleAsync(muxed, _handlers.ContainsKey, _multistream, linked.Token);
                 if (negotiation.Failure is { } ended)

@@ -104,7 +104,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
     {
         var stopping = _work.Stopping;
         using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+        using var linked = _work.Link(timeout.Token);
         try
         {
             var opening = await connection.TryOpenStreamAsync([ProtocolId], linked.Token);
@@ -283,7 +283,7 @@ public sealed partial class IdentifyService : IAsyncDisposable
             try
             {
                 using var timeout = new CancellationTokenSource(_options.Timeout, _runtime.Time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+                using var linked = _work.Link(timeout.Token);
                 var opening = await connection.TryOpenStreamAsync([PushProtocolId], linked.Token);
                 if (opening.Failure is { } refused)
                 {

@@ -527,7 +527,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             lookup = new ClosestPeersLookup(target, _table.Closest(target, _options.K).Concat(extraSeeds), _options.LookupOptions, _host.PeerId);
         }
         using var overall = new CancellationTokenSource(_options.LookupTimeout, _runtime.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(overall.Token, ct, _work.Stopping);
+        using var linked = _work.Link(overall.Token, ct);
         var pending = new Dictionary<Task<(Pb.Message? Response, FailureKind? Failure, bool Unreachable)>, PeerId>();
         var started = _runtime.Time.GetUtcNow();
         // Only the table's own lookups (the join's self-lookup, refreshes): a caller of the others goes on to use the
@@ -672,7 +672,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     {
         var stopping = _work.Stopping;
         using var timeout = new CancellationTokenSource(_options.RequestTimeout, _runtime.Time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, stopping);
+        using var linked = _work.Link(timeout.Token, ct);
         IStream? stream = null;
         try
         {
@@ -775,7 +775,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         for (var i = 0; i < _options.MaxRequestsPerStream; i++)
         {
             using var idle = new CancellationTokenSource(_options.InboundIdleTimeout, _runtime.Time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, ct, _work.Stopping);
+            using var linked = _work.Link(idle.Token, ct);
             var read = await LengthPrefixed.TryReadAsync(stream.Input, _options.MaxMessageSize, _options.ProtocolId, linked.Token);
             if (read.Failure is { Kind: FailureKind.PeerGone })
             {

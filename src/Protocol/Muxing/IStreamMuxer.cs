@@ -79,3 +79,16 @@ public interface IFailureAsValueReader
     /// <summary>As <see cref="PipeReader.ReadAsync"/>, but a failed stream completes the read instead of throwing.</summary>
     ValueTask<ReadResult> ReadOrFailureAsync(CancellationToken ct);
 }
+
+/// <summary>
+/// A stream's input that a long-lived reader can park on without a <see cref="ValueTask"/> or a delegate of its own
+/// (<see cref="Framing.ParkedFrameReader"/>): the read as <see cref="IFailureAsValueReader.ReadOrFailureAsync"/> with no token.
+/// </summary>
+internal interface IParkingReader
+{
+    /// <summary>True with the result when one is ready; else <paramref name="continuation"/> runs once it is, and <see cref="TakeParked"/> takes it.</summary>
+    bool ReadOrPark(out ReadResult result, Action<object?> continuation, object state);
+
+    /// <summary>The result of the read left pending by <see cref="ReadOrPark"/>.</summary>
+    ReadResult TakeParked();
+}

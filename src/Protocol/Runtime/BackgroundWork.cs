@@ -15,7 +15,9 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     private readonly ILogger _log;
     private readonly TaskScheduler _scheduler;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationToken _stoppingToken; // kept: a disposed source's Token throws, a family member's may be compared after
     private readonly Lock _gate = new();
+    private readonly Family? _family;
     private int _running;
     private TaskCompletionSource? _idle;
     private int _stopped;
@@ -23,11 +25,44 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     /// <param name="owner">The component, for log lines (e.g. "host", "gossipsub").</param>
     /// <param name="log">Where failures are logged.</param>
     /// <param name="scheduler">Where work starts; <see cref="TaskScheduler.Default"/> when null.</param>
-    public BackgroundWork(string owner, ILogger log, TaskScheduler? scheduler = null)
+    /// <param name="family">The other owners of the same runtime, whose stop tokens <see cref="Link"/> recognises.</param>
+    public BackgroundWork(string owner, ILogger log, TaskScheduler? scheduler = null, Family? family = null)
     {
         _owner = owner;
         _log = log;
         _scheduler = scheduler ?? TaskScheduler.Default;
+        _stoppingToken = _stopping.Token;
+        _family = family;
+        family?.Add(this);
+    }
+
+    /// <summary>The owners of background work of one runtime (one node): a handful, one per component.</summary>
+    public sealed class Family
+    {
+        private BackgroundWork[] _members = [];
+        private readonly Lock _gate = new();
+
+        internal BackgroundWork[] Members => Volatile.Read(ref _members);
+
+        internal void Add(BackgroundWork work)
+        {
+            lock (_gate)
+            {
+                Volatile.Write(ref _members, [.. _members, work]);
+            }
+        }
+
+        /// <summary>A disposed owner leaves (a component stopped and built again does not grow the family).</summary>
+        internal void Remove(BackgroundWork work)
+        {
+            lock (_gate)
+            {
+                if (Array.IndexOf(_members, work) >= 0)
+                {
+                    Volatile.Write(ref _members, _members.Where(m => !ReferenceEquals(m, work)).ToArray());
+                }
+            }
+        }
     }
 
     /// <summary>Cancelled when the owner stops.</summary>
@@ -160,6 +195,234 @@ public sealed partial class BackgroundWork : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A token source for one short-lived operation (a dial, a request, a negotiation): cancelled when
+    /// <paramref name="first"/>, <paramref name="second"/> or <paramref name="third"/> is, or when this owner stops;
+    /// dispose it when the operation ends. As <c>CreateLinkedTokenSource(first, second, Stopping)</c>, but no node-lifetime token keeps a registration
+    /// for it: .NET keeps a token source's unregistered callback nodes for reuse until the source dies, so a stop token
+    /// that every operation registered on held its peak count of operations in flight for the node's life (80 B each).
+    /// Here the owner keeps the operation in a list of its own while it runs, and nothing after; so does any other owner
+    /// of the same runtime whose stop token is one of the three (a handler's router, a service's other owner). Any other
+    /// token is registered on as a linked source would.
+    /// </summary>
+    public CancellationTokenSource Link(CancellationToken first, CancellationToken second = default, CancellationToken third = default)
+    {
+        var operation = new LinkedOperation();
+        operation.Attach(this, first, second, third);
+        return operation;
+    }
+
+    /// <summary>Operations linked by <see cref="Link"/> to this owner and not yet disposed (for tests and diagnostics).</summary>
+    public int Linked
+    {
+        get
+        {
+            lock (_gate)
+            {
+                var count = 0;
+                for (var link = _linked; link is not null; link = link.Next)
+                {
+                    count++;
+                }
+                return count;
+            }
+        }
+    }
+
+    /// <summary>The owner in this owner's family whose stop token <paramref name="token"/> is, if any.</summary>
+    private BackgroundWork? OwnerOf(CancellationToken token)
+    {
+        if (token == _stoppingToken)
+        {
+            return this;
+        }
+        if (_family is { } family)
+        {
+            foreach (var member in family.Members)
+            {
+                if (token == member._stoppingToken)
+                {
+                    return member;
+                }
+            }
+        }
+        return null;
+    }
+
+    private StopLink? _linked; // newest first
+
+    /// <summary>Adds <paramref name="link"/> to the owner's list; false when the owner is already stopping.</summary>
+    private bool Add(StopLink link)
+    {
+        lock (_gate)
+        {
+            if (_stopped != 0)
+            {
+                return false;
+            }
+            link.Next = _linked;
+            if (_linked is not null)
+            {
+                _linked.Previous = link;
+            }
+            _linked = link;
+            link.Owner = this;
+            return true;
+        }
+    }
+
+    private void Remove(StopLink link)
+    {
+        lock (_gate)
+        {
+            if (link.Owner is null)
+            {
+                return; // taken off by the stop (cancelled, or about to be)
+            }
+            if (link.Previous is not null)
+            {
+                link.Previous.Next = link.Next;
+            }
+            else
+            {
+                _linked = link.Next;
+            }
+            if (link.Next is not null)
+            {
+                link.Next.Previous = link.Previous;
+            }
+            link.Owner = null;
+            link.Previous = link.Next = null;
+        }
+    }
+
+    private void CancelLinked()
+    {
+        List<LinkedOperation>? operations = null;
+        lock (_gate)
+        {
+            for (var link = _linked; link is not null;)
+            {
+                (operations ??= []).Add(link.Operation);
+                var next = link.Next;
+                link.Owner = null;
+                link.Previous = link.Next = null;
+                link = next;
+            }
+            _linked = null;
+        }
+        if (operations is null)
+        {
+            return;
+        }
+        foreach (var operation in operations)
+        {
+            operation.CancelQuietly();
+        }
+    }
+
+    /// <summary>An operation's place in one owner's list.</summary>
+    private sealed class StopLink(LinkedOperation operation)
+    {
+        public readonly LinkedOperation Operation = operation;
+        public BackgroundWork? Owner;
+        public StopLink? Previous;
+        public StopLink? Next;
+    }
+
+    /// <summary>What <see cref="Link"/> returns: registered on the operation's own tokens, listed by the owners it stops with.</summary>
+    private sealed class LinkedOperation : CancellationTokenSource
+    {
+        private static readonly Action<object?> CancelCallback = static s => ((LinkedOperation)s!).CancelQuietly();
+        private StopLink? _owner;
+        private StopLink? _viaFirst;
+        private StopLink? _viaSecond;
+        private StopLink? _viaThird;
+        private CancellationTokenRegistration _first;
+        private CancellationTokenRegistration _second;
+        private CancellationTokenRegistration _third;
+
+        public void Attach(BackgroundWork owner, CancellationToken first, CancellationToken second, CancellationToken third)
+        {
+            _owner = Listed(owner);
+            var byFirst = Register(first, owner, null, null, ref _first, ref _viaFirst);
+            var bySecond = Register(second, owner, byFirst, null, ref _second, ref _viaSecond);
+            Register(third, owner, byFirst, bySecond, ref _third, ref _viaThird);
+        }
+
+        private StopLink? Listed(BackgroundWork work)
+        {
+            var link = new StopLink(this);
+            if (work.Add(link))
+            {
+                return link;
+            }
+            CancelQuietly(); // the owner already stops: as a token already cancelled
+            return null;
+        }
+
+        /// <summary>Links to <paramref name="token"/>: by a place in its owner's list when it is a stop token of the family, else by a registration.</summary>
+        private BackgroundWork? Register(CancellationToken token, BackgroundWork owner, BackgroundWork? listedAlready, BackgroundWork? listedToo,
+            ref CancellationTokenRegistration registration, ref StopLink? via)
+        {
+            if (!token.CanBeCanceled)
+            {
+                return null;
+            }
+            if (owner.OwnerOf(token) is { } stoppedBy)
+            {
+                if (!ReferenceEquals(stoppedBy, owner) && !ReferenceEquals(stoppedBy, listedAlready) && !ReferenceEquals(stoppedBy, listedToo))
+                {
+                    via = Listed(stoppedBy);
+                }
+                return stoppedBy;
+            }
+            if (token.IsCancellationRequested)
+            {
+                CancelQuietly();
+                return null;
+            }
+            registration = token.UnsafeRegister(CancelCallback, this);
+            return null;
+        }
+
+        public void CancelQuietly()
+        {
+            try
+            {
+                Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // ended meanwhile: nothing left to cancel
+            }
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _first.Dispose();
+                _second.Dispose();
+                _third.Dispose();
+                Unlist(ref _owner);
+                Unlist(ref _viaFirst);
+                Unlist(ref _viaSecond);
+                Unlist(ref _viaThird);
+            }
+            base.Dispose(disposing);
+        }
+
+        private static void Unlist(ref StopLink? link)
+        {
+            if (link is { } l)
+            {
+                l.Owner?.Remove(l);
+                link = null;
+            }
+        }
+    }
+
     /// <summary>Completes when no work is running (work started meanwhile is waited for too); cancels nothing.</summary>
     public async Task WhenIdleAsync()
     {
@@ -183,8 +446,11 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 0)
         {
-            // Cancel, not CancelAsync: the callbacks run here, on the owner's scheduler, not on the thread pool.
+            // Cancel, not CancelAsync: the callbacks run here, on the owner's scheduler, not on the thread pool. The
+            // token first (whoever an operation's cancellation wakes sees that the owner is stopping), then the
+            // operations linked to it, newest first, as the token's own registrations run.
             _stopping.Cancel();
+            CancelLinked();
         }
         await WhenIdleAsync();
     }
@@ -192,6 +458,7 @@ public sealed partial class BackgroundWork : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await StopAsync();
+        _family?.Remove(this);
         _stopping.Dispose();
     }
 

@@ -116,7 +116,10 @@ public sealed class NodeRuntime
     public IDisposable BeginExternalWork() => _loop?.BeginExternalWork() ?? NoWork.Instance;
 
     /// <summary>An owner for a component's background work on this runtime's scheduler.</summary>
-    public BackgroundWork CreateBackgroundWork(string owner, Microsoft.Extensions.Logging.ILogger log) => new(owner, log, Scheduler);
+    public BackgroundWork CreateBackgroundWork(string owner, Microsoft.Extensions.Logging.ILogger log) => new(owner, log, Scheduler, _owners);
+
+    // Every owner of this runtime's background work, so one that links an operation recognises another's stop token.
+    private readonly BackgroundWork.Family _owners = new();
 
     /// <summary>
     /// Starts <paramref name="loop"/> on this runtime's scheduler, as <c>Task.Run</c> does on the thread pool, for a

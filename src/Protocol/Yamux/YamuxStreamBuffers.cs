@@ -454,7 +454,7 @@ internal struct ParkedWait
 /// the window back through the connection. Semantics as a <see cref="Pipe"/>'s reader: a completed writer (FIN) ends
 /// reading once the bytes are read, a failed one (reset, connection gone) throws at the next read.
 /// </summary>
-internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) : PipeReader, IValueTaskSource<ReadResult>, IFailureAsValueReader
+internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) : PipeReader, IValueTaskSource<ReadResult>, IFailureAsValueReader, IParkingReader
 {
     /// <summary>Smallest segment once bytes are buffered: a burst of small deliveries fills few buffers.</summary>
     internal const int MinimumSegmentSize = 4 * 1024;
@@ -646,6 +646,49 @@ internal sealed class StreamInput(YamuxStream stream, PipeScheduler scheduler) :
         }
 
         return new ValueTask<ReadResult>(this, version);
+    }
+
+    /// <summary>
+    /// <see cref="ReadOrFailureAsync"/> without a token and without a <see cref="ValueTask"/>: true with the result when
+    /// one is ready; else the read is pending and <paramref name="continuation"/> is parked for it, as an awaiter's would be
+    /// (run on the scheduler when signalled, in no execution context), and <see cref="TakeParked"/> takes its result.
+    /// </summary>
+    public bool ReadOrPark(out ReadResult result, Action<object?> continuation, object state)
+    {
+        short version;
+        lock (Sync)
+        {
+            ThrowIfReaderDone();
+            if (_wait.Waiting)
+            {
+                throw new InvalidOperationException("a read is already pending on this yamux stream");
+            }
+
+            _failureAsValue = true;
+            if ((_queue.Length > 0 && !_examinedAll) || _writerDone || _cancelPending)
+            {
+                result = ResultLocked();
+                return true;
+            }
+
+            version = _wait.Begin(CancellationToken.None, static (s, _) => ((StreamInput)s!).OnTokenCanceled(), this);
+            _wait.OnCompleted(continuation, state, version, ValueTaskSourceOnCompletedFlags.None); // pending: nothing to run yet
+        }
+
+        result = default;
+        return false;
+    }
+
+    /// <summary>The result of the read <see cref="ReadOrPark"/> left pending, once its continuation runs.</summary>
+    public ReadResult TakeParked()
+    {
+        short version;
+        lock (Sync)
+        {
+            version = _wait.Version;
+        }
+
+        return ((IValueTaskSource<ReadResult>)this).GetResult(version);
     }
 
     private void OnTokenCanceled()

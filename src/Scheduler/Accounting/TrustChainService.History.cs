@@ -240,7 +240,7 @@ public sealed partial class TrustChainService
         try
         {
             using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+            using var linked = _work.Link(timeout.Token, ct);
             using var dialReason = DialReason.Use(DialReason.Payment);
             await using var stream = await _host.NewStreamAsync(requester, [ChainHistoryProtocol.Id], linked.Token);
             await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(new ChainHistoryQuery { Seqs = seqs }), linked.Token);

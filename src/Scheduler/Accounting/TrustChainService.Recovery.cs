@@ -113,7 +113,7 @@ public sealed partial class TrustChainService
             for (var page = 0; page < _options.Recovery.MaxPagesPerPeer; page++)
             {
                 using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+                using var linked = _work.Link(timeout.Token, ct);
                 using var dialReason = DialReason.Use(DialReason.Payment);
                 await using var stream = await _host.NewStreamAsync(peer, [ChainQueryProtocol.Id], linked.Token);
                 await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(new ChainQuery { AfterSeq = after, Max = max }), linked.Token);

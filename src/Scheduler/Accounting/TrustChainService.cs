@@ -279,7 +279,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
             try
             {
                 using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+                using var linked = _work.Link(timeout.Token, ct, _proposals.Stopping);
                 using var dialReason = DialReason.Use(DialReason.Payment);
                 await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.BatchBlocksId, ChainProtocol.BatchId, ChainProtocol.Id], linked.Token);
                 var count = stream.Protocol != ChainProtocol.Id ? Math.Min(messages.Count - next, ChainProtocol.MaxProposalsPerStream) : 1;
@@ -466,7 +466,7 @@ public sealed partial class TrustChainService : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.ExchangeTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping, _proposals.Stopping);
+            using var linked = _work.Link(timeout.Token, ct, _proposals.Stopping);
             using var dialReason = DialReason.Use(DialReason.Payment);
             await using var stream = await _host.NewStreamAsync(provider, [ChainProtocol.Id], linked.Token);
             await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(message), linked.Token);

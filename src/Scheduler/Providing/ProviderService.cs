@@ -298,7 +298,7 @@ public sealed partial class ProviderService : IAsyncDisposable
     private async Task HandleLeaseStreamAsync(IStream stream, CancellationToken hostToken)
     {
         // A requester keeps its lease stream open across leases: it must end when this service does, not only the host.
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(hostToken, Stopping);
+        using var linked = _work.Link(hostToken);
         var ct = linked.Token;
         var session = new LeaseSession(stream, _options.MaxQueuedMessages, _work);
         var requester = stream.Connection.RemotePublicKey;

@@ -334,7 +334,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping);
+            using var linked = _work.Link(timeout.Token);
             var opening = await connection.TryOpenStreamAsync([AdvertisementProtocol.SampleProtocolId], linked.Token);
             if (opening.Stream is not { } opened)
             {
@@ -514,7 +514,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.AdvertisementFetchTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _work.Stopping);
+            using var linked = _work.Link(timeout.Token);
             var opening = await connection.TryOpenStreamAsync([AdvertisementProtocol.FetchProtocolId], linked.Token);
             if (opening.Stream is not { } opened)
             {
@@ -1141,7 +1141,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.ReceiptTimeout, _time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, ct, _work.Stopping);
+            using var linked = _work.Link(timeout.Token, ct);
             if (leaseId.Length == 8
                 && await ChannelTo(provider).ExchangeReceiptAsync(BinaryPrimitives.ReadUInt64BigEndian(leaseId), receipt, linked.Token) is { } answer)
             {
