@@ -491,7 +491,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private void OnDisconnected(IConnection connection)
     {
         var peer = connection.RemotePeer;
-        if (_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+        if (_host.ConnectionManager.IsConnected(peer))
         {
             return;
         }
@@ -813,7 +813,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     });
 
-    private bool HasOpenConnection(PeerId peer) => _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed);
+    private bool HasOpenConnection(PeerId peer) => _host.ConnectionManager.IsConnected(peer);
 
     public async ValueTask DisposeAsync()
     {
