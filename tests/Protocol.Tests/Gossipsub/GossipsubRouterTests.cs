@@ -915,4 +915,48 @@ public class GossipsubRouterTests
         Assert.That(f.Router.TopicPeers(Topic), Does.Not.Contain(member));
         Assert.That(f.Drain().MeshMembership, Does.Contain((member, false)));
     }
+
+    /// <summary>
+    /// Forwarding a message to its mesh makes, per peer, the RPC that carries it and nothing that sits empty: no control
+    /// record, no subscription list, no closure in the packing (main built an outbox entry with a list of subscriptions
+    /// and a control message of five repeated fields for every peer of every drain). Counted over 100 messages received
+    /// and drained, warm, on this thread; the messages are signed before counting.
+    /// </summary>
+    [Test]
+    public void Forward_ToTheMesh_AllocatesPerPeerOnlyTheRpcThatCarriesIt()
+    {
+        // Measured on this runtime: 3,442 bytes per message forwarded to 5 peers, most of it the message's own handling
+        // (its id, signature check, seen and cache entries, delivery); main's outbox entries added ~0.3 KiB per copy.
+        const double PerMessageBound = 3700;
+        var f = new RouterFixture(12);
+        f.Router.Subscribe(Topic, f.Now);
+        f.Heartbeat();
+        f.Drain();
+        var source = f.Peers.FindIndex(k => f.Router.MeshPeers(Topic).Contains(k.PeerId));
+        var author = f.Peers[source];
+        var rpcs = Enumerable.Range(1, 150).Select(i => new GPb.RPC { Publish = { Signed(author, Topic, Payload, (ulong)i) } }).ToArray();
+        var forwarded = 0;
+        void ReceiveAndDrain(GPb.RPC rpc) // no assertion inside: a constraint is an allocation of its own
+        {
+            f.Receive(source, rpc);
+            forwarded += f.Drain().Rpcs.Count;
+        }
+        foreach (var rpc in rpcs.Take(50))
+        {
+            ReceiveAndDrain(rpc); // warm
+        }
+        forwarded = 0;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (var rpc in rpcs.Skip(50))
+        {
+            ReceiveAndDrain(rpc);
+        }
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        var copies = f.Router.MeshPeers(Topic).Count - 1;
+        Assert.That(forwarded, Is.EqualTo(100 * copies), "each message goes to every mesh peer but its source");
+        var perMessage = allocated / 100.0;
+        TestContext.Out.WriteLine($"{perMessage:F0} bytes per message received and forwarded to {copies} peers");
+        Assert.That(copies, Is.EqualTo(5), "the fixture's mesh: D = 6, less the source");
+        Assert.That(perMessage, Is.LessThanOrEqualTo(PerMessageBound), $"{perMessage:F0} bytes per message forwarded to {copies} peers");
+    }
 }
