@@ -18,6 +18,9 @@ internal readonly record struct OutboundRpc(PeerId Peer, Pb.RPC Rpc);
 /// <summary>What the router wants done after the events since the last <see cref="GossipsubRouter.Drain"/>.</summary>
 internal sealed class RouterOutput
 {
+    /// <summary>Nothing to do; shared (whoever drains reads an output, never changes it).</summary>
+    public static readonly RouterOutput None = new();
+
     public List<OutboundRpc> Rpcs { get; } = [];
 
     public List<GossipMessage> Deliveries { get; } = [];
@@ -534,14 +537,30 @@ internal sealed class GossipsubRouter
             _score.MarkInvalid(from, topic);
             return;
         }
-        var id = new MessageId(_messageId(message));
-        if (id.Span.Length == 0 || id.Span.Length > _options.MaxMessageIdLength * 4)
+        // The spec's id (author, then seqno) is built on the stack: a duplicate, most of the copies a node receives, is
+        // found in the seen table without an array of its own; the id becomes an object only for a message seen first.
+        var defaultId = _options.MessageIdFunction is null;
+        var idLength = defaultId ? message.From.Length + message.Seqno.Length : 0;
+        Span<byte> spec = defaultId ? idLength <= 256 ? stackalloc byte[256] : new byte[idLength] : default;
+        var id = default(MessageId);
+        if (defaultId)
+        {
+            spec = spec[..idLength];
+            message.From.Span.CopyTo(spec);
+            message.Seqno.Span.CopyTo(spec[message.From.Length..]);
+        }
+        else
+        {
+            id = new MessageId(_messageId(message));
+            idLength = id.Span.Length;
+        }
+        if (idLength == 0 || idLength > _options.MaxMessageIdLength * 4)
         {
             _instruments?.GossipRejected("malformed");
             _score.MarkInvalid(from, topic);
             return;
         }
-        var key = _seen.KeyOf(id);
+        var key = defaultId ? _seen.KeyOf(spec) : _seen.KeyOf(id);
         var topicCounters = Counters.Topic(topic);
         var relation = message.From.Length > 0 && from.Bytes.SequenceEqual(message.From.Span) ? TopicCounters.FromAuthor
             : _mesh.TryGetValue(topic, out var ourMesh) && ourMesh.Contains(from) ? TopicCounters.FromMesh : TopicCounters.FromOther;
@@ -559,6 +578,10 @@ internal sealed class GossipsubRouter
             _instruments?.GossipRejected("invalid_signature");
             _score.MarkInvalid(from, topic);
             return;
+        }
+        if (defaultId)
+        {
+            id = new MessageId(spec.ToArray());
         }
         _seen.Add(key, now);
         _promises.Remove(id);
@@ -1132,6 +1155,10 @@ internal sealed class GossipsubRouter
     /// <summary>Everything to do since the last call: RPCs packed per peer within <see cref="GossipsubOptions.MaxRpcSize"/>.</summary>
     public RouterOutput Drain()
     {
+        if (_outbox.Count == 0 && _pending.Deliveries.Count == 0 && _pending.PeerExchange.Count == 0 && _meshChanged.Count == 0)
+        {
+            return RouterOutput.None; // a duplicate, or a heartbeat with nothing to say: no output made for it
+        }
         var output = new RouterOutput();
         foreach (var (peer, o) in _outbox)
         {

@@ -3,8 +3,8 @@ using System.IO.Pipelines;
 namespace Potluck.Protocol.Gossipsub;
 
 /// <summary>
-/// One peer's queue of RPCs (encoded by its writer, into the stream), bounded, and who writes them to the peer's stream: a reader that runs only while
-/// there is something to do. It holds no buffer while empty (the queue is made by the first RPC and dropped when the
+/// One peer's queue of RPCs (the writer encodes each into the stream), bounded, and who writes them to the peer's
+/// stream: a reader that runs only while there is something to do. It holds no buffer while empty (the queue is made by the first RPC and dropped when the
 /// reader takes the last) and no parked reader: once the reader has written everything and <see cref="Next"/> finds the
 /// queue empty, the reader returns; the next RPC (or <see cref="Complete"/>) schedules it again on the runtime's
 /// scheduler, where a parked reader's continuation ran before, so the simulation sees the same order of events. An idle
