@@ -322,7 +322,7 @@ public sealed partial class DiscoveryService : IHostedService
 
     private void OnMdnsPeer(MdnsPeer peer)
     {
-        if (peer.Peer == PeerId || _stopped != 0 || _host.Connections.Any(c => c.RemotePeer == peer.Peer && !c.IsClosed))
+        if (peer.Peer == PeerId || _stopped != 0 || _host.ConnectionManager.IsConnected(peer.Peer))
         {
             return;
         }

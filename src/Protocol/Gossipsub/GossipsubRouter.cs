@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
+using Google.Protobuf.Collections;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Metrics;
 
@@ -17,6 +18,9 @@ internal readonly record struct OutboundRpc(PeerId Peer, Pb.RPC Rpc);
 /// <summary>What the router wants done after the events since the last <see cref="GossipsubRouter.Drain"/>.</summary>
 internal sealed class RouterOutput
 {
+    /// <summary>Nothing to do; shared (whoever drains reads an output, never changes it).</summary>
+    public static readonly RouterOutput None = new();
+
     public List<OutboundRpc> Rpcs { get; } = [];
 
     public List<GossipMessage> Deliveries { get; } = [];
@@ -533,14 +537,30 @@ internal sealed class GossipsubRouter
             _score.MarkInvalid(from, topic);
             return;
         }
-        var id = new MessageId(_messageId(message));
-        if (id.Span.Length == 0 || id.Span.Length > _options.MaxMessageIdLength * 4)
+        // The spec's id (author, then seqno) is built on the stack: a duplicate, most of the copies a node receives, is
+        // found in the seen table without an array of its own; the id becomes an object only for a message seen first.
+        var defaultId = _options.MessageIdFunction is null;
+        var idLength = defaultId ? message.From.Length + message.Seqno.Length : 0;
+        Span<byte> spec = defaultId ? idLength <= 256 ? stackalloc byte[256] : new byte[idLength] : default;
+        var id = default(MessageId);
+        if (defaultId)
+        {
+            spec = spec[..idLength];
+            message.From.Span.CopyTo(spec);
+            message.Seqno.Span.CopyTo(spec[message.From.Length..]);
+        }
+        else
+        {
+            id = new MessageId(_messageId(message));
+            idLength = id.Span.Length;
+        }
+        if (idLength == 0 || idLength > _options.MaxMessageIdLength * 4)
         {
             _instruments?.GossipRejected("malformed");
             _score.MarkInvalid(from, topic);
             return;
         }
-        var key = _seen.KeyOf(id);
+        var key = defaultId ? _seen.KeyOf(spec) : _seen.KeyOf(id);
         var topicCounters = Counters.Topic(topic);
         var relation = message.From.Length > 0 && from.Bytes.SequenceEqual(message.From.Span) ? TopicCounters.FromAuthor
             : _mesh.TryGetValue(topic, out var ourMesh) && ourMesh.Contains(from) ? TopicCounters.FromMesh : TopicCounters.FromOther;
@@ -558,6 +578,10 @@ internal sealed class GossipsubRouter
             _instruments?.GossipRejected("invalid_signature");
             _score.MarkInvalid(from, topic);
             return;
+        }
+        if (defaultId)
+        {
+            id = new MessageId(spec.ToArray());
         }
         _seen.Add(key, now);
         _promises.Remove(id);
@@ -613,6 +637,7 @@ internal sealed class GossipsubRouter
         {
             return;
         }
+        ByteString? raw = null; // one copy of the id for every peer told (ByteStrings are immutable)
         foreach (var p in mesh)
         {
             if (p == source || !_peers.TryGetValue(p, out var state) || !state.IsV12)
@@ -624,7 +649,7 @@ internal sealed class GossipsubRouter
             {
                 control.Idontwant.Add(new Pb.ControlIDontWant());
             }
-            control.Idontwant[0].MessageIDs.Add(ByteString.CopyFrom(id.Span));
+            control.Idontwant[0].MessageIDs.Add(raw ??= ByteString.CopyFrom(id.Span));
             Counters.IDontWantSent++;
         }
     }
@@ -1086,13 +1111,19 @@ internal sealed class GossipsubRouter
         }
         var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
         var target = Math.Max(_options.DLazy, (int)(_options.GossipFactor * candidates.Count));
+        ByteString[]? wrapped = null; // one wrapper per id, shared by every peer's IHAVE (ByteStrings are immutable)
         foreach (var p in candidates.Take(target))
         {
-            var ihave = new Pb.ControlIHave { TopicID = topic };
-            foreach (var id in ids)
+            if (wrapped is null)
             {
-                ihave.MessageIDs.Add(UnsafeByteOperations.UnsafeWrap(id.Raw));
+                wrapped = new ByteString[ids.Count];
+                for (var i = 0; i < wrapped.Length; i++)
+                {
+                    wrapped[i] = UnsafeByteOperations.UnsafeWrap(ids[i].Raw);
+                }
             }
+            var ihave = new Pb.ControlIHave { TopicID = topic };
+            ihave.MessageIDs.AddRange(wrapped);
             Out(p).Control.Ihave.Add(ihave);
         }
     }
@@ -1124,6 +1155,10 @@ internal sealed class GossipsubRouter
     /// <summary>Everything to do since the last call: RPCs packed per peer within <see cref="GossipsubOptions.MaxRpcSize"/>.</summary>
     public RouterOutput Drain()
     {
+        if (_outbox.Count == 0 && _pending.Deliveries.Count == 0 && _pending.PeerExchange.Count == 0 && _meshChanged.Count == 0)
+        {
+            return RouterOutput.None; // a duplicate, or a heartbeat with nothing to say: no output made for it
+        }
         var output = new RouterOutput();
         foreach (var (peer, o) in _outbox)
         {
@@ -1144,66 +1179,69 @@ internal sealed class GossipsubRouter
 
     private void Pack(PeerId peer, Outgoing o, List<OutboundRpc> into)
     {
+        // No closures and no control record unless there is control to send: this runs for every peer a drain sends to
+        // (a forwarded message's mesh peers, each heartbeat's gossip), so its garbage is per copy of every message.
         var rpc = new Pb.RPC();
-        rpc.Subscriptions.AddRange(o.Subscriptions);
-        var size = rpc.CalculateSize();
-        void Next()
+        var size = 0;
+        if (o.PendingSubscriptions is { } subscriptions)
         {
-            into.Add(new OutboundRpc(peer, rpc));
-            rpc = new Pb.RPC();
-            size = 0;
+            rpc.Subscriptions.AddRange(subscriptions);
+            size = rpc.CalculateSize();
         }
         // Control entries and messages are packed greedily; an RPC is cut before it would pass MaxRpcSize.
-        void AddControl(IMessage entry, Action<Pb.ControlMessage> add)
+        if (o.PendingControl is { } control)
         {
-            var es = entry.CalculateSize() + 8;
-            if (size + es > _options.MaxRpcSize && size > 0)
+            // IDONTWANT in an RPC of its own, ahead of everything else: it only helps if it gets there before the copy it
+            // refuses is sent, so it must not wait behind the (large) messages queued with it.
+            if (control.Idontwant.Count > 0)
             {
-                Next();
+                PackControl(peer, control.Idontwant, static c => c.Idontwant, ref rpc, ref size, into);
+                into.Add(new OutboundRpc(peer, rpc));
+                rpc = new Pb.RPC();
+                size = 0;
             }
-            rpc.Control ??= new Pb.ControlMessage();
-            add(rpc.Control);
-            size += es;
+            PackControl(peer, control.Graft, static c => c.Graft, ref rpc, ref size, into);
+            PackControl(peer, control.Prune, static c => c.Prune, ref rpc, ref size, into);
+            PackControl(peer, control.Iwant, static c => c.Iwant, ref rpc, ref size, into);
+            PackControl(peer, control.Ihave, static c => c.Ihave, ref rpc, ref size, into);
         }
-        // IDONTWANT in an RPC of its own, ahead of everything else: it only helps if it gets there before the copy it
-        // refuses is sent, so it must not wait behind the (large) messages queued with it.
-        if (o.Control.Idontwant.Count > 0)
+        if (o.PendingMessages is { } messages)
         {
-            foreach (var e in o.Control.Idontwant)
+            foreach (var m in messages)
             {
-                AddControl(e, c => c.Idontwant.Add(e));
+                var ms = m.CalculateSize() + 8;
+                CutIfFull(peer, ms, ref rpc, ref size, into);
+                rpc.Publish.Add(m);
+                size += ms;
             }
-            Next();
-        }
-        foreach (var e in o.Control.Graft)
-        {
-            AddControl(e, c => c.Graft.Add(e));
-        }
-        foreach (var e in o.Control.Prune)
-        {
-            AddControl(e, c => c.Prune.Add(e));
-        }
-        foreach (var e in o.Control.Iwant)
-        {
-            AddControl(e, c => c.Iwant.Add(e));
-        }
-        foreach (var e in o.Control.Ihave)
-        {
-            AddControl(e, c => c.Ihave.Add(e));
-        }
-        foreach (var m in o.Messages)
-        {
-            var ms = m.CalculateSize() + 8;
-            if (size + ms > _options.MaxRpcSize && size > 0)
-            {
-                Next();
-            }
-            rpc.Publish.Add(m);
-            size += ms;
         }
         if (size > 0 || rpc.Subscriptions.Count > 0)
         {
             into.Add(new OutboundRpc(peer, rpc));
+        }
+    }
+
+    private void PackControl<T>(PeerId peer, RepeatedField<T> entries, Func<Pb.ControlMessage, RepeatedField<T>> field,
+        ref Pb.RPC rpc, ref int size, List<OutboundRpc> into)
+        where T : IMessage
+    {
+        foreach (var e in entries)
+        {
+            var es = e.CalculateSize() + 8;
+            CutIfFull(peer, es, ref rpc, ref size, into);
+            field(rpc.Control ??= new Pb.ControlMessage()).Add(e);
+            size += es;
+        }
+    }
+
+    /// <summary>Sends the RPC packed so far and starts a new one when <paramref name="adding"/> more bytes would pass MaxRpcSize.</summary>
+    private void CutIfFull(PeerId peer, int adding, ref Pb.RPC rpc, ref int size, List<OutboundRpc> into)
+    {
+        if (size + adding > _options.MaxRpcSize && size > 0)
+        {
+            into.Add(new OutboundRpc(peer, rpc));
+            rpc = new Pb.RPC();
+            size = 0;
         }
     }
 
@@ -1403,11 +1441,20 @@ internal sealed class GossipsubRouter
         public bool InAnyMesh(Dictionary<string, PeerIdSet> meshes, PeerId self) => meshes.Values.Any(m => m.Contains(self));
     }
 
+    /// <summary>What one drain sends one peer; each part made when first used (most drains forward messages only).</summary>
     private sealed class Outgoing
     {
-        public List<Pb.RPC.Types.SubOpts> Subscriptions { get; } = [];
-        public List<Pb.Message> Messages { get; } = [];
-        public Pb.ControlMessage Control { get; } = new();
+        private List<Pb.RPC.Types.SubOpts>? _subscriptions;
+        private List<Pb.Message>? _messages;
+        private Pb.ControlMessage? _control;
+
+        public List<Pb.RPC.Types.SubOpts> Subscriptions => _subscriptions ??= [];
+        public List<Pb.Message> Messages => _messages ??= [];
+        public Pb.ControlMessage Control => _control ??= new();
+
+        public List<Pb.RPC.Types.SubOpts>? PendingSubscriptions => _subscriptions;
+        public List<Pb.Message>? PendingMessages => _messages;
+        public Pb.ControlMessage? PendingControl => _control;
     }
 }
 

@@ -390,7 +390,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
             {
                 continue;
             }
-            if (!session.Queue.TryWrite(RpcCodec.Encode(rpc)))
+            if (!session.Queue.TryWrite(rpc))
             {
                 _router.SendQueueFull(peer);
                 LogQueueFull(peer);
@@ -491,7 +491,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
     private void OnDisconnected(IConnection connection)
     {
         var peer = connection.RemotePeer;
-        if (_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+        if (_host.ConnectionManager.IsConnected(peer))
         {
             return;
         }
@@ -661,18 +661,18 @@ public sealed partial class GossipsubService : IAsyncDisposable
             while (true)
             {
                 var step = queue.Next();
-                if (step == OutboundQueue.Step.Parked)
+                if (step == OutboundQueue<Pb.RPC>.Step.Parked)
                 {
                     parked = true;
                     return;
                 }
-                if (step == OutboundQueue.Step.Completed)
+                if (step == OutboundQueue<Pb.RPC>.Step.Completed)
                 {
                     break;
                 }
                 while (queue.TryRead(out var rpc))
                 {
-                    LengthPrefixed.Write(stream.Output, rpc);
+                    RpcCodec.Write(stream.Output, rpc);
                 }
                 var flush = await stream.Output.FlushAsync(stopping);
                 if (flush.IsCompleted || flush.IsCanceled)
@@ -818,7 +818,7 @@ public sealed partial class GossipsubService : IAsyncDisposable
         }
     });
 
-    private bool HasOpenConnection(PeerId peer) => _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed);
+    private bool HasOpenConnection(PeerId peer) => _host.ConnectionManager.IsConnected(peer);
 
     public async ValueTask DisposeAsync()
     {
@@ -869,13 +869,13 @@ public sealed partial class GossipsubService : IAsyncDisposable
         public PeerSession(PeerId peer, int capacity, System.IO.Pipelines.PipeScheduler scheduler, Action<object?> writer)
         {
             Peer = peer;
-            Queue = new OutboundQueue(capacity, scheduler, writer, this);
+            Queue = new OutboundQueue<Pb.RPC>(capacity, scheduler, writer, this);
         }
 
         public PeerId Peer { get; }
 
         /// <summary>RPCs to send, bounded; holds no buffer while empty, and runs its writer only while there is something to write.</summary>
-        public OutboundQueue Queue { get; }
+        public OutboundQueue<Pb.RPC> Queue { get; }
 
         /// <summary>Closed: removed from the service (its loops end without logging a failure).</summary>
         public bool Closed => _closed;

@@ -3,17 +3,17 @@ using System.IO.Pipelines;
 namespace Potluck.Protocol.Gossipsub;
 
 /// <summary>
-/// One peer's queue of encoded RPCs, bounded, and who writes them to the peer's stream: a reader that runs only while
-/// there is something to do. It holds no buffer while empty (the queue is made by the first RPC and dropped when the
+/// One peer's queue of RPCs (the writer encodes each into the stream), bounded, and who writes them to the peer's
+/// stream: a reader that runs only while there is something to do. It holds no buffer while empty (the queue is made by the first RPC and dropped when the
 /// reader takes the last) and no parked reader: once the reader has written everything and <see cref="Next"/> finds the
 /// queue empty, the reader returns; the next RPC (or <see cref="Complete"/>) schedules it again on the runtime's
 /// scheduler, where a parked reader's continuation ran before, so the simulation sees the same order of events. An idle
 /// peer costs this object alone (a reader loop parked per peer kept its state machine, delegates and closure, ~0.6 KiB).
 /// </summary>
-internal sealed class OutboundQueue(int capacity, PipeScheduler scheduler, Action<object?> reader, object? readerState)
+internal sealed class OutboundQueue<T>(int capacity, PipeScheduler scheduler, Action<object?> reader, object? readerState)
 {
     // Locks itself (internal; nothing outside locks it): a lock object would cost a peer as much as an empty queue.
-    private Queue<byte[]>? _items;
+    private Queue<T>? _items;
     private bool _completed;
     private ReaderState _reader;
 
@@ -67,7 +67,7 @@ internal sealed class OutboundQueue(int capacity, PipeScheduler scheduler, Actio
     }
 
     /// <summary>Queues an RPC and schedules the reader when none runs; false when the queue is full (<c>capacity</c> RPCs) or completed.</summary>
-    public bool TryWrite(byte[] rpc)
+    public bool TryWrite(T rpc)
     {
         bool wake;
         lock (this)
@@ -77,7 +77,7 @@ internal sealed class OutboundQueue(int capacity, PipeScheduler scheduler, Actio
                 return false;
             }
 
-            (_items ??= new Queue<byte[]>()).Enqueue(rpc);
+            (_items ??= new Queue<T>()).Enqueue(rpc);
             wake = _reader == ReaderState.Idle;
             if (wake)
             {
@@ -94,13 +94,13 @@ internal sealed class OutboundQueue(int capacity, PipeScheduler scheduler, Actio
     }
 
     /// <summary>Takes the oldest RPC; the queue's buffer goes with the last one.</summary>
-    public bool TryRead(out byte[] rpc)
+    public bool TryRead(out T rpc)
     {
         lock (this)
         {
             if (_items is not { } items)
             {
-                rpc = [];
+                rpc = default!;
                 return false;
             }
 

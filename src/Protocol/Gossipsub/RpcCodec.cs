@@ -1,4 +1,7 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using Google.Protobuf;
+using Potluck.Protocol.Framing;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -11,9 +14,9 @@ internal static class RpcCodec
 {
     public static DecodeStatus TryDecode(ReadOnlySpan<byte> body, int maxRpcSize, out Pb.RPC rpc, out string? error)
     {
-        rpc = new Pb.RPC();
         if (body.Length > maxRpcSize)
         {
+            rpc = new Pb.RPC();
             error = $"RPC of {body.Length} bytes is over the {maxRpcSize}-byte limit";
             return DecodeStatus.Invalid;
         }
@@ -32,4 +35,36 @@ internal static class RpcCodec
     }
 
     public static byte[] Encode(Pb.RPC rpc) => rpc.ToByteArray();
+
+    /// <summary>
+    /// Writes <paramref name="rpc"/> length-prefixed to <paramref name="output"/>: the same bytes, in the same writes, as
+    /// <see cref="LengthPrefixed.Write"/> of <see cref="Encode"/>, without an array per RPC (encoded on the stack, or in a
+    /// pooled buffer when larger than <see cref="StackLimit"/>). The outbound queue holds the RPC itself until its writer
+    /// runs, so a forwarded message is encoded once per peer into the stream and nowhere else.
+    /// </summary>
+    public static void Write(PipeWriter output, Pb.RPC rpc)
+    {
+        var size = rpc.CalculateSize();
+        if (size <= StackLimit)
+        {
+            Span<byte> bytes = stackalloc byte[size];
+            rpc.WriteTo(bytes);
+            LengthPrefixed.Write(output, bytes);
+            return;
+        }
+        var rented = ArrayPool<byte>.Shared.Rent(size);
+        try
+        {
+            var bytes = rented.AsSpan(0, size);
+            rpc.WriteTo(bytes);
+            LengthPrefixed.Write(output, bytes);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>RPCs up to this size are encoded on the stack by <see cref="Write"/>.</summary>
+    internal const int StackLimit = 1024;
 }

@@ -256,7 +256,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         {
             return _host.ListenAddresses;
         }
-        if (_host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed))
+        if (_host.ConnectionManager.IsConnected(peer))
         {
             return _host.Peers.GetAddresses(peer);
         }
@@ -366,13 +366,14 @@ public sealed partial class KademliaService : IAsyncDisposable
         }
         await LookupAsync(key, Pb.Message.Types.MessageType.GetProviders, (_, response) =>
         {
+            IReadOnlyList<Multiaddr>? own = null;
             foreach (var p in KadMessages.ReadPeers(response.ProviderPeers, _options, _host.PeerId))
             {
                 if (found.Count >= max)
                 {
                     break;
                 }
-                AddDiscovered(p);
+                AddDiscovered(p, ref own);
                 found.TryAdd(p.Id, new KadPeer(p.Id, _host.Peers.GetAddresses(p.Id)));
             }
             return found.Count >= max;
@@ -574,9 +575,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                     continue;
                 }
                 var closer = KadMessages.ReadPeers(response.CloserPeers, _options, _host.PeerId);
+                IReadOnlyList<Multiaddr>? own = null;
                 foreach (var p in closer)
                 {
-                    AddDiscovered(p);
+                    AddDiscovered(p, ref own);
                 }
                 lookup.OnSuccess(peer, closer.Where(p => p.Addresses.Count > 0).Select(p => p.Id));
                 lock (_gate)
@@ -804,9 +806,10 @@ public sealed partial class KademliaService : IAsyncDisposable
                 response = _handler.Handle(remote, request, _runtime.Time.GetUtcNow());
                 learned = [.. _handler.LearnedProviders];
             }
+            IReadOnlyList<Multiaddr>? own = null;
             foreach (var p in learned)
             {
-                AddDiscovered(p, DiscoveryChannel.Other);
+                AddDiscovered(p, ref own, DiscoveryChannel.Other);
             }
             if (response is not null)
             {
@@ -817,7 +820,7 @@ public sealed partial class KademliaService : IAsyncDisposable
     }
 
     private (IReadOnlyList<Multiaddr>, bool) Describe(PeerId peer) =>
-        (_host.Peers.GetAddresses(peer), _host.Connections.Any(c => c.RemotePeer == peer && !c.IsClosed));
+        (_host.Peers.GetAddresses(peer), _host.ConnectionManager.IsConnected(peer));
 
     /// <summary>
     /// Puts addresses a third party told us into the peer store, never our own id or addresses: a lookup's answers for
@@ -826,15 +829,29 @@ public sealed partial class KademliaService : IAsyncDisposable
     /// since we hand its addresses out with its provider record (go-libp2p-kad-dht's <c>ProviderManager.AddProvider</c>
     /// keeps those for <c>ProviderAddrTTL</c>, longer still).
     /// </summary>
-    private void AddDiscovered(KadPeer peer, DiscoveryChannel channel = DiscoveryChannel.DhtLookup)
+    /// <summary>
+    /// Stores what a response said of <paramref name="peer"/>'s addresses, less this node's own. <paramref name="own"/>:
+    /// this node's addresses, computed at the first peer that needs them and kept for the rest of the same response (the
+    /// host builds them anew on every read).
+    /// </summary>
+    private void AddDiscovered(KadPeer peer, ref IReadOnlyList<Multiaddr>? own, DiscoveryChannel channel = DiscoveryChannel.DhtLookup)
     {
         if (peer.Id == _host.PeerId || peer.Addresses.Count == 0)
         {
             return;
         }
-        var own = _host.ListenAddresses;
-        var addresses = peer.Addresses.Where(a => !own.Contains(a)).ToArray();
-        if (addresses.Length > 0)
+        own ??= _host.ListenAddresses;
+        var addresses = peer.Addresses;
+        foreach (var a in addresses)
+        {
+            if (own.Contains(a))
+            {
+                var ownAddresses = own;
+                addresses = addresses.Where(x => !ownAddresses.Contains(x)).ToArray();
+                break;
+            }
+        }
+        if (addresses.Count > 0)
         {
             _host.Peers.AddDiscoveredAddresses(peer.Id, addresses, channel);
         }

@@ -915,4 +915,95 @@ public class GossipsubRouterTests
         Assert.That(f.Router.TopicPeers(Topic), Does.Not.Contain(member));
         Assert.That(f.Drain().MeshMembership, Does.Contain((member, false)));
     }
+
+    /// <summary>
+    /// Forwarding a message to its mesh makes, per peer, the RPC that carries it and nothing that sits empty: no control
+    /// record, no subscription list, no closure in the packing (main built an outbox entry with a list of subscriptions
+    /// and a control message of five repeated fields for every peer of every drain). Counted over 100 messages received
+    /// and drained, warm, on this thread; the messages are signed before counting.
+    /// </summary>
+    [Test]
+    public void Forward_ToTheMesh_AllocatesPerPeerOnlyTheRpcThatCarriesIt()
+    {
+        // Measured on this runtime: 3,442 bytes per message forwarded to 5 peers, most of it the message's own handling
+        // (its id, signature check, seen and cache entries, delivery); main's: 5,522 (its outbox entries, ~0.4 KiB per copy).
+        const double PerMessageBound = 3700;
+        var f = new RouterFixture(12);
+        f.Router.Subscribe(Topic, f.Now);
+        f.Heartbeat();
+        f.Drain();
+        var source = f.Peers.FindIndex(k => f.Router.MeshPeers(Topic).Contains(k.PeerId));
+        var author = f.Peers[source];
+        var rpcs = Enumerable.Range(1, 150).Select(i => new GPb.RPC { Publish = { Signed(author, Topic, Payload, (ulong)i) } }).ToArray();
+        var forwarded = 0;
+        void ReceiveAndDrain(GPb.RPC rpc) // no assertion inside: a constraint is an allocation of its own
+        {
+            f.Receive(source, rpc);
+            forwarded += f.Drain().Rpcs.Count;
+        }
+        foreach (var rpc in rpcs.Take(50))
+        {
+            ReceiveAndDrain(rpc); // warm
+        }
+        forwarded = 0;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (var rpc in rpcs.Skip(50))
+        {
+            ReceiveAndDrain(rpc);
+        }
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        var copies = f.Router.MeshPeers(Topic).Count - 1;
+        Assert.That(forwarded, Is.EqualTo(100 * copies), "each message goes to every mesh peer but its source");
+        var perMessage = allocated / 100.0;
+        TestContext.Out.WriteLine($"{perMessage:F0} bytes per message received and forwarded to {copies} peers");
+        Assert.That(copies, Is.EqualTo(5), "the fixture's mesh: D = 6, less the source");
+        Assert.That(perMessage, Is.LessThanOrEqualTo(PerMessageBound), $"{perMessage:F0} bytes per message forwarded to {copies} peers");
+    }
+
+    /// <summary>
+    /// A duplicate (a message already seen, from another peer) costs the router no allocation of its own: its id is
+    /// looked up without an array, and a drain with nothing to send makes no output. Counted warm, on this thread, over
+    /// every other peer sending each of 20 delivered messages again (the decoded RPCs are built before counting).
+    /// </summary>
+    [Test]
+    public void Duplicate_IsDroppedWithoutAnAllocation()
+    {
+        const double PerDuplicateBound = 64; // measured: 30.8 (the score's own bookkeeping); main: 278.8 (an id array and an output each)
+        var f = new RouterFixture(12);
+        f.Router.Subscribe(Topic, f.Now);
+        f.Heartbeat();
+        f.Drain();
+        var author = f.Peers[0];
+        var rpcs = Enumerable.Range(1, 40).Select(i => new GPb.RPC { Publish = { Signed(author, Topic, Payload, (ulong)i) } }).ToArray();
+        foreach (var rpc in rpcs)
+        {
+            f.Receive(0, rpc); // first copies, from the author
+            f.Drain();
+        }
+        var dropped = 0;
+        void Duplicates(GPb.RPC rpc) // no assertion inside: a constraint is an allocation of its own
+        {
+            for (var peer = 1; peer < f.Peers.Count; peer++)
+            {
+                f.Receive(peer, rpc);
+                dropped += f.Drain().Rpcs.Count == 0 ? 1 : 0;
+            }
+        }
+        foreach (var rpc in rpcs.Take(20))
+        {
+            Duplicates(rpc); // warm: each peer's delivery records have met duplicates
+        }
+        var duplicatesBefore = f.Router.Counters.Duplicates;
+        dropped = 0;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (var rpc in rpcs.Skip(20))
+        {
+            Duplicates(rpc);
+        }
+        var perDuplicate = (GC.GetAllocatedBytesForCurrentThread() - before) / (20.0 * (f.Peers.Count - 1));
+        Assert.That(f.Router.Counters.Duplicates - duplicatesBefore, Is.EqualTo(20 * (f.Peers.Count - 1)));
+        Assert.That(dropped, Is.EqualTo(20 * (f.Peers.Count - 1)), "a duplicate sends nothing");
+        TestContext.Out.WriteLine($"{perDuplicate:F1} bytes per duplicate");
+        Assert.That(perDuplicate, Is.LessThanOrEqualTo(PerDuplicateBound), $"{perDuplicate:F1} bytes allocated per duplicate");
+    }
 }

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using Potluck.Protocol.Gossipsub;
 using Potluck.Protocol.Runtime;
+using ByteQueue = Potluck.Protocol.Gossipsub.OutboundQueue<byte[]>;
 
 namespace Potluck.Protocol.Tests.Gossipsub;
 
@@ -15,7 +16,7 @@ public class OutboundQueueTests
     /// <summary>A writer as the service runs it: takes everything, then asks again; counts its runs.</summary>
     private sealed class Writer
     {
-        public OutboundQueue Queue { get; set; } = null!;
+        public ByteQueue Queue { get; set; } = null!;
         public List<byte> Written { get; } = [];
         public int Runs { get; private set; }
         public int Running { get; private set; }
@@ -33,9 +34,9 @@ public class OutboundQueueTests
                 {
                     switch (Queue.Next())
                     {
-                        case OutboundQueue.Step.Parked:
+                        case ByteQueue.Step.Parked:
                             return;
-                        case OutboundQueue.Step.Completed:
+                        case ByteQueue.Step.Completed:
                             SawCompleted = true;
                             return;
                     }
@@ -52,10 +53,10 @@ public class OutboundQueueTests
         }
     }
 
-    private static (OutboundQueue Queue, Writer Writer) Make(int capacity, PipeScheduler scheduler)
+    private static (ByteQueue Queue, Writer Writer) Make(int capacity, PipeScheduler scheduler)
     {
         var writer = new Writer();
-        writer.Queue = new OutboundQueue(capacity, scheduler, writer.Run, writer);
+        writer.Queue = new ByteQueue(capacity, scheduler, writer.Run, writer);
         return (writer.Queue, writer);
     }
 

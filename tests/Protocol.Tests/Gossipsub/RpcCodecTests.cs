@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using FsCheck;
 using FsCheck.Fluent;
 using Google.Protobuf;
@@ -128,5 +130,57 @@ public class RpcCodecTests
         router.Heartbeat(now + TimeSpan.FromSeconds(1));
         router.HandleRpc(Remote.PeerId, rpc, now + TimeSpan.FromSeconds(1));
         router.Drain();
+    }
+
+    /// <summary>
+    /// What the outbound writer puts on the stream for an RPC is exactly what encoding it and writing it length-prefixed
+    /// did, and a small RPC is written without allocating an array for it (main's path: one <c>ToByteArray</c> per RPC
+    /// per peer). Inline pipe schedulers: everything runs on this thread, so its allocation counter sees it all.
+    /// </summary>
+    [Test]
+    public void Write_IsEncodeThenLengthPrefixed_WithoutAnArrayPerRpc()
+    {
+        var rpc = new GPb.RPC
+        {
+            Publish = { new GPb.Message { From = ByteString.CopyFrom(new byte[38]), Data = ByteString.CopyFrom(new byte[200]), Seqno = ByteString.CopyFrom(new byte[8]), Topic = "/potluck/ads/1", Signature = ByteString.CopyFrom(new byte[64]) } },
+            Control = new GPb.ControlMessage { Ihave = { new GPb.ControlIHave { TopicID = "t", MessageIDs = { ByteString.CopyFrom(new byte[46]) } } } },
+        };
+        var large = new GPb.RPC { Publish = { new GPb.Message { Data = ByteString.CopyFrom(new byte[5000]), Topic = "t" } } };
+        var pipe = new Pipe(new PipeOptions(readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
+            pauseWriterThreshold: 0, useSynchronizationContext: false));
+        var expected = new Pipe();
+        foreach (var r in new[] { rpc, large })
+        {
+            RpcCodec.Write(pipe.Writer, r);
+            Potluck.Protocol.Framing.LengthPrefixed.Write(expected.Writer, RpcCodec.Encode(r));
+        }
+        _ = pipe.Writer.FlushAsync();
+        _ = expected.Writer.FlushAsync();
+        pipe.Reader.TryRead(out var got);
+        expected.Reader.TryRead(out var want);
+        Assert.That(got.Buffer.ToArray(), Is.EqualTo(want.Buffer.ToArray()));
+        pipe.Reader.AdvanceTo(got.Buffer.End);
+
+        void WriteAndDrain(int count) // no assertion inside: a constraint is an allocation of its own
+        {
+            for (var i = 0; i < count; i++)
+            {
+                RpcCodec.Write(pipe.Writer, rpc);
+            }
+            _ = pipe.Writer.FlushAsync();
+            pipe.Reader.TryRead(out var read);
+            pipe.Reader.AdvanceTo(read.Buffer.End);
+        }
+        WriteAndDrain(100); // warm: the pipe's segments
+        const int Rpcs = 1000;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < Rpcs / 10; i++)
+        {
+            WriteAndDrain(10);
+        }
+        var perRpc = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)Rpcs;
+        Assert.That(rpc.CalculateSize(), Is.LessThanOrEqualTo(RpcCodec.StackLimit));
+        // Encoding into an array would be at least the RPC's ~390 bytes per RPC.
+        Assert.That(perRpc, Is.LessThan(16), $"{perRpc:F1} bytes allocated per RPC written");
     }
 }
