@@ -509,7 +509,9 @@ public sealed partial class ProviderService : IAsyncDisposable
     {
         if (step.Execute is { } execution && slot.Run is null)
         {
-            slot.Run = CancellationTokenSource.CreateLinkedTokenSource(Stopping);
+            // Linked to the provider's stop without a registration on it, and disposed when the lease ends (below): an
+            // undisposed linked source stayed registered on the node-lifetime token, one per lease ever run.
+            slot.Run = _work.Link(default);
             var token = slot.Run.Token;
             Metrics.LeaseTimeline.Mark(lease.RequestId, Metrics.LeaseMark.RunQueued);
             _work.Run($"lease {lease.RequestId}", () => RunAsync(lease, execution, token));
@@ -522,8 +524,21 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             _slots.Remove(lease);
             EndDebitNotes(lease);
+            // The lease is over: its run, if any is still going, has nothing left to deliver. Nothing cancels it after this
+            // (every other canceller finds the slot in _slots, under the same lock).
+            if (slot.Run is { } run)
+            {
+                run.Cancel();
+                run.Dispose();
+            }
         }
     }
+
+    /// <summary>The provider's stop token (tests: what stays registered on it).</summary>
+    internal CancellationToken StopToken => Stopping;
+
+    /// <summary>Operations linked to the provider's stop and not yet disposed (tests and diagnostics).</summary>
+    internal int LinkedOperations => _work.Linked;
 
     private async Task RunAsync(ProviderLease lease, LeaseExecution execution, CancellationToken ct)
     {
