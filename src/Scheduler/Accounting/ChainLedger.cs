@@ -135,23 +135,7 @@ public sealed partial class CreditLedger
     public IReadOnlyList<(SignedBlock Block, bool Appended)> AppendOwnBlocks(IReadOnlyList<(byte[] ReceiptId, Func<ulong, byte[], SignedBlock> Sign)> blocks)
     {
         ArgumentNullException.ThrowIfNull(blocks);
-        var appends = blocks.Select(b => new OwnBlockAppend(this, b.ReceiptId ?? throw new ArgumentNullException(nameof(blocks)),
-            b.Sign ?? throw new ArgumentNullException(nameof(blocks)))).ToArray();
-        var writes = DurableAll(appends.Select(a => (Func<LedgerTransaction, LedgerResult>)a.Run).ToArray());
-        var results = new List<(SignedBlock, bool)>(appends.Length);
-        Exception? first = null;
-        for (var i = 0; i < appends.Length; i++)
-        {
-            try
-            {
-                results.Add(appends[i].Finish(writes[i].Error is { } error ? throw error : writes[i].Result));
-            }
-            catch (Exception e) when (e is ArgumentException or LedgerException)
-            {
-                first ??= e;
-            }
-        }
-        return first is null ? results : throw first;
+        return AppendOwnBatches(blocks.Select(b => (b.ReceiptId, (IReadOnlyList<byte[]>?)null, b.Sign)).ToArray());
     }
 
     /// <summary>
