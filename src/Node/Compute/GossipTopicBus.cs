@@ -34,6 +34,9 @@ public sealed partial class GossipTopicBus : ITopicBus
     public async ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct) =>
         await _gossip.PublishAsync(topic, data, ct);
 
+    public async ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, string? audience, CancellationToken ct) =>
+        await _gossip.PublishAsync(topic, data, audience, ct);
+
     /// <summary>
     /// The validator's object rides on gossipsub's own message object (<see cref="GossipMessage.Validated"/>), which the
     /// router validates and then delivers: nothing is cached beside it, so what a flood leaves behind is bounded by the
@@ -56,6 +59,8 @@ public sealed partial class GossipTopicBus : ITopicBus
             }
             var verdict = validator(ToTopicMessage(m), out var validated);
             m.Validated = verdict == TopicVerdict.Accept ? validated : null;
+            // Forwarded, advertised and served only to peers that speak what it needs (a message older nodes would refuse).
+            m.Audience = verdict == TopicVerdict.Accept && validated is ITopicAudience restricted ? restricted.Audience : null;
             if (remote && verdict == TopicVerdict.Reject)
             {
                 _budgets!.Penalise(m.ReceivedFrom, Misbehaviour.RefusedProof);

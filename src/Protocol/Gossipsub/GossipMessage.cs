@@ -51,6 +51,14 @@ public sealed record GossipMessage(string Topic, ReadOnlyMemory<byte> Data, Mess
     /// </summary>
     public object? Validated { get; internal set; }
 
+    /// <summary>
+    /// The protocol a peer's identify must list for this message to be forwarded to it, advertised to it in IHAVE or
+    /// served to it on IWANT (a message older nodes would refuse: <see cref="GossipsubRouter.Speaks"/>). Set by the
+    /// validator that accepts it, from what the message holds, so every node that reads it the same way restricts it the
+    /// same way; never sent. Null: any subscriber.
+    /// </summary>
+    public string? Audience { get; internal set; }
+
     internal static ulong? ReadSeqno(ReadOnlySpan<byte> seqno) =>
         seqno.Length is > 0 and <= 8 ? ReadPadded(seqno) : null;
 

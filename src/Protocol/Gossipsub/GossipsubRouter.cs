@@ -54,6 +54,9 @@ internal sealed class RouterCounters
     public long IDontWantHonoured { get; set; }
     public long IDontWantReceived { get; set; }
 
+    /// <summary>Sends, IHAVE entries and IWANT replies of a message with an audience withheld from a peer that does not speak it.</summary>
+    public long Withheld { get; set; }
+
     // How meshes changed, for simulations' breakdowns: peers grafted when joining a topic, inbound grafts accepted (up to
     // D_hi, and over it from peers we dialed), grafts of a heartbeat below D_lo, for D_out and opportunistic ones, peers
     // pruned by a heartbeat over D_hi, and mesh peers that pruned us.
@@ -182,6 +185,24 @@ internal sealed class GossipsubRouter
     public RouterCounters Counters { get; } = new();
 
     public PeerId LocalPeer => _local;
+
+    /// <summary>
+    /// Whether a peer's identify lists a protocol: asked for a message with an audience (<see cref="GossipMessage.Audience"/>,
+    /// <see cref="Publish"/>'s <c>audience</c>), which is published, forwarded, advertised in IHAVE and served on IWANT only
+    /// to peers that speak it. Null (a router without a peer store): such a message goes to no peer.
+    /// </summary>
+    public Func<PeerId, string, bool>? Speaks { get; set; }
+
+    /// <summary>Whether <paramref name="peer"/> may be sent a message with <paramref name="audience"/>; counts a refusal.</summary>
+    private bool Reaches(PeerId peer, string? audience)
+    {
+        if (audience is null || (Speaks is { } speaks && speaks(peer, audience)))
+        {
+            return true;
+        }
+        Counters.Withheld++;
+        return false;
+    }
 
     /// <summary>The spec's default id: the author's peer id bytes followed by the seqno bytes.</summary>
     public static byte[] DefaultMessageId(Pb.Message message)
@@ -379,8 +400,11 @@ internal sealed class GossipsubRouter
         }
     }
 
-    /// <summary>Signs (by policy) and sends our own message; returns its id and how many peers it went to.</summary>
-    public (MessageId Id, int Peers) Publish(string topic, ReadOnlyMemory<byte> data, DateTimeOffset now)
+    /// <summary>
+    /// Signs (by policy) and sends our own message; returns its id and how many peers it went to. With an
+    /// <paramref name="audience"/> (a protocol id), only peers that speak it are sent or told of it (<see cref="Speaks"/>).
+    /// </summary>
+    public (MessageId Id, int Peers) Publish(string topic, ReadOnlyMemory<byte> data, DateTimeOffset now, string? audience = null)
     {
         ValidateTopic(topic);
         var message = new Pb.Message { Topic = topic, Data = ByteString.CopyFrom(data.Span) };
@@ -402,7 +426,7 @@ internal sealed class GossipsubRouter
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
         _instruments?.GossipPublished();
-        _mcache.Put(id, message);
+        _mcache.Put(id, message, audience);
         if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
         {
             _pending.Deliveries.Add(ToGossip(message, id, _local));
@@ -436,6 +460,10 @@ internal sealed class GossipsubRouter
         var count = 0;
         foreach (var p in targets)
         {
+            if (!Reaches(p, audience))
+            {
+                continue;
+            }
             Out(p).Messages.Add(message);
             count++;
         }
@@ -608,9 +636,9 @@ internal sealed class GossipsubRouter
                 Counters.Delivered++;
                 _instruments?.GossipDelivered();
                 _score.DeliverMessage(key, from, topic, now);
-                _mcache.Put(id, message);
+                _mcache.Put(id, message, gossip.Audience);
                 _pending.Deliveries.Add(gossip);
-                Forward(message, key, from, topic);
+                Forward(message, key, from, topic, gossip.Audience);
                 break;
             case ValidationResult.Reject:
                 topicCounters.Rejected++;
@@ -676,12 +704,15 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private void Forward(Pb.Message message, SeenKey id, PeerId source, string topic)
+    private void Forward(Pb.Message message, SeenKey id, PeerId source, string topic, string? audience)
     {
         var author = message.From;
         foreach (var p in FloodsubSubscribers(topic, source, author))
         {
-            Out(p).Messages.Add(message);
+            if (Reaches(p, audience))
+            {
+                Out(p).Messages.Add(message);
+            }
         }
         if (!_mesh.TryGetValue(topic, out var mesh))
         {
@@ -697,6 +728,10 @@ internal sealed class GossipsubRouter
             if (_peers.TryGetValue(p, out var state) && state.DontWant is { } dontWant && dontWant.ContainsKey(id))
             {
                 Counters.IDontWantHonoured++;
+                continue;
+            }
+            if (!Reaches(p, audience))
+            {
                 continue;
             }
             Out(p).Messages.Add(message);
@@ -834,7 +869,7 @@ internal sealed class GossipsubRouter
                 {
                     continue;
                 }
-                var message = _mcache.GetForPeer(new MessageId(raw.ToByteArray()), from, _options.GossipRetransmission);
+                var message = _mcache.GetForPeer(new MessageId(raw.ToByteArray()), from, _options.GossipRetransmission, Reaches);
                 if (message is null)
                 {
                     continue;
@@ -1112,6 +1147,7 @@ internal sealed class GossipsubRouter
         var candidates = Shuffled(subscribers.Where(p => !exclude.Contains(p) && !IsFloodsubPeer(p) && scoreOf(p) >= _options.Thresholds.GossipThreshold)).ToList();
         var target = Math.Max(_options.DLazy, (int)(_options.GossipFactor * candidates.Count));
         ByteString[]? wrapped = null; // one wrapper per id, shared by every peer's IHAVE (ByteStrings are immutable)
+        string?[]? audiences = null; // per id, the audience of a restricted message; null while none is
         foreach (var p in candidates.Take(target))
         {
             if (wrapped is null)
@@ -1120,10 +1156,32 @@ internal sealed class GossipsubRouter
                 for (var i = 0; i < wrapped.Length; i++)
                 {
                     wrapped[i] = UnsafeByteOperations.UnsafeWrap(ids[i].Raw);
+                    if (_mcache.AudienceOf(ids[i]) is { } audience)
+                    {
+                        (audiences ??= new string?[ids.Count])[i] = audience;
+                    }
                 }
             }
             var ihave = new Pb.ControlIHave { TopicID = topic };
-            ihave.MessageIDs.AddRange(wrapped);
+            if (audiences is null)
+            {
+                ihave.MessageIDs.AddRange(wrapped);
+            }
+            else
+            {
+                // A restricted message is advertised only to a peer that speaks its audience (it would be refused the IWANT).
+                for (var i = 0; i < wrapped.Length; i++)
+                {
+                    if (Reaches(p, audiences[i]))
+                    {
+                        ihave.MessageIDs.Add(wrapped[i]);
+                    }
+                }
+                if (ihave.MessageIDs.Count == 0)
+                {
+                    continue;
+                }
+            }
             Out(p).Control.Ihave.Add(ihave);
         }
     }

@@ -134,7 +134,11 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16));
+            BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16))
+        {
+            // A message with an audience goes only to peers whose identify lists it (what identify told the peer store).
+            Speaks = host.Peers.SupportsProtocol,
+        };
         _reconnectJitter = runtime.CreateRandom("gossipsub reconnect");
         _instruments.ObservePeerTable("gossip scores", () => { lock (_gate) { return _router.ScoredPeers; } }, () => { lock (_gate) { return _router.ForgottenScores; } });
         if (options.Protocols.Count == 0 || options.Protocols.Any(p => p is not (GossipsubProtocol.V12 or GossipsubProtocol.V11 or GossipsubProtocol.V10 or GossipsubProtocol.Floodsub)))
@@ -234,12 +238,20 @@ public sealed partial class GossipsubService : IAsyncDisposable
     });
 
     /// <summary>Publishes our own message (signed by policy); returns its id. Throws ArgumentException when too large.</summary>
-    public ValueTask<MessageId> PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct = default)
+    public ValueTask<MessageId> PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct = default) =>
+        PublishAsync(topic, data, audience: null, ct);
+
+    /// <summary>
+    /// Publishes our own message as <see cref="PublishAsync(string, ReadOnlyMemory{byte}, CancellationToken)"/> does; with an
+    /// <paramref name="audience"/> (a protocol id), only to peers whose identify lists it, and only they are told of it in
+    /// IHAVE or served it on IWANT (<see cref="GossipMessage.Audience"/>).
+    /// </summary>
+    public ValueTask<MessageId> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? audience, CancellationToken ct = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         ct.ThrowIfCancellationRequested();
         MessageId id = default;
-        Run(now => id = _router.Publish(topic, data, now).Id);
+        Run(now => id = _router.Publish(topic, data, now, audience).Id);
         return ValueTask.FromResult(id);
     }
 

@@ -27,9 +27,10 @@ internal sealed class MessageCache
 
     public int Count => _messages.Count;
 
-    public bool Put(MessageId id, Pb.Message message)
+    /// <param name="audience">The protocol a peer must speak to be told of or sent the message (<see cref="GossipMessage.Audience"/>); null: any.</param>
+    public bool Put(MessageId id, Pb.Message message, string? audience = null)
     {
-        if (!_messages.TryAdd(id, new Entry(message)))
+        if (!_messages.TryAdd(id, new Entry(message) { Audience = audience }))
         {
             return false;
         }
@@ -48,10 +49,13 @@ internal sealed class MessageCache
         return false;
     }
 
-    /// <summary>Returns the message for an IWANT unless the peer already fetched it <paramref name="limit"/> times.</summary>
-    public Pb.Message? GetForPeer(MessageId id, Identity.PeerId peer, int limit)
+    /// <summary>
+    /// Returns the message for an IWANT unless the peer already fetched it <paramref name="limit"/> times, or the message
+    /// has an audience that <paramref name="reaches"/> says the peer is not in (then it is not counted as fetched).
+    /// </summary>
+    public Pb.Message? GetForPeer(MessageId id, Identity.PeerId peer, int limit, Func<Identity.PeerId, string?, bool>? reaches = null)
     {
-        if (!_messages.TryGetValue(id, out var e))
+        if (!_messages.TryGetValue(id, out var e) || (e.Audience is not null && reaches is not null && !reaches(peer, e.Audience)))
         {
             return null;
         }
@@ -64,6 +68,9 @@ internal sealed class MessageCache
         e.Transmissions[peer] = count;
         return e.Message;
     }
+
+    /// <summary>The audience a cached message was put with; null for one without (or not cached).</summary>
+    public string? AudienceOf(MessageId id) => _messages.TryGetValue(id, out var e) ? e.Audience : null;
 
     /// <summary>Ids of the topic's messages in the gossip windows.</summary>
     public List<MessageId> GossipIds(string topic)
@@ -98,6 +105,7 @@ internal sealed class MessageCache
     {
         public Pb.Message Message { get; } = message;
         public Dictionary<Identity.PeerId, int>? Transmissions { get; set; }
+        public string? Audience { get; init; }
     }
 }
 

@@ -515,15 +515,17 @@ public sealed partial class TrustChainService : IAsyncDisposable
                 await LengthPrefixed.WriteAsync(stream.Output, ChainCodec.Encode(answer), ct);
             }
             await stream.Output.CompleteAsync();
-            // The stream's linked pairs in one gossip message (one signature for the batch, not one per payment).
-            // Pairs of batch blocks go here too: one more topic would cost every node another mesh (a node built before batch
-            // blocks rejects a message holding one as malformed).
-            var linked = pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>()
-                .Select(p => new BlockPair { First = p.Proposal.EnvelopeBytes, Second = p.Agreement.EnvelopeBytes }).ToList();
-            if (linked.Count > 0 && _options.AnnounceBlocks)
+            // The stream's linked pairs in one gossip message (one signature for the batch, not one per payment). Pairs of
+            // batch blocks go in a message of their own on the same topic (one more topic would cost every node another mesh),
+            // sent and advertised only to peers that speak BatchBlocksId: a node built before batch blocks rejects a message
+            // holding one as malformed and scores its sender down.
+            if (_options.AnnounceBlocks)
             {
-                await _bus.PublishAsync(ChainProtocol.BlockBatchesTopic, ChainCodec.Encode(new BlockBatch { Pairs = linked }), ct);
-                _instruments.ChainBatchPublished(linked.Count);
+                foreach (var (audience, group) in AudienceGroups(pairs.OfType<(SignedBlock Proposal, SignedBlock Agreement)>()))
+                {
+                    await _bus.PublishAsync(ChainProtocol.BlockBatchesTopic, ChainCodec.Encode(new BlockBatch { Pairs = group }), audience, ct);
+                    _instruments.ChainBatchPublished(group.Count);
+                }
             }
         }
         catch (ProtocolViolationException e)
@@ -533,6 +535,34 @@ public sealed partial class TrustChainService : IAsyncDisposable
             stream.Reset();
         }
     }
+
+    /// <summary>
+    /// A stream's linked pairs as they are gossiped: single-payment pairs in one message for every node, batch-block pairs
+    /// (<see cref="ChainBlock.Payments"/>) in another for the nodes that read them (audience <see cref="ChainProtocol.BatchBlocksId"/>);
+    /// each in the stream's order, the singles first, and no message without a pair.
+    /// </summary>
+    internal static IEnumerable<(string? Audience, List<BlockPair> Pairs)> AudienceGroups(IEnumerable<(SignedBlock Proposal, SignedBlock Agreement)> linked)
+    {
+        List<BlockPair>? singles = null;
+        List<BlockPair>? batches = null;
+        foreach (var (proposal, agreement) in linked)
+        {
+            var pair = new BlockPair { First = proposal.EnvelopeBytes, Second = agreement.EnvelopeBytes };
+            (AudienceOf(proposal, agreement) is null ? singles ??= [] : batches ??= []).Add(pair);
+        }
+        if (singles is not null)
+        {
+            yield return (null, singles);
+        }
+        if (batches is not null)
+        {
+            yield return (ChainProtocol.BatchBlocksId, batches);
+        }
+    }
+
+    /// <summary>Who may be sent this pair: nodes that read batch blocks when either block is one, any node for a single payment's.</summary>
+    private static string? AudienceOf(SignedBlock proposal, SignedBlock agreement) =>
+        proposal.Block.IsBatch || agreement.Block.IsBatch ? ChainProtocol.BatchBlocksId : null;
 
     /// <summary>The provider's answer to a proposal from <paramref name="from"/>; the linked pair when it agreed now or before.</summary>
     internal ChainAnswer Answer(PeerId from, ChainProposal message, out (SignedBlock Proposal, SignedBlock Agreement)? pair)
@@ -834,8 +864,15 @@ public sealed partial class TrustChainService : IAsyncDisposable
         return IsForker(proposal.Author) || IsForker(agreement.Author) ? TopicVerdict.Ignore : TopicVerdict.Accept;
     }
 
-    /// <summary>The pairs of one accepted gossip message, as its validator checked them.</summary>
-    private sealed record GossipedPairs(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> Pairs);
+    /// <summary>
+    /// The pairs of one accepted gossip message, as its validator checked them. One holding a batch block is forwarded,
+    /// advertised and served only to peers that speak <see cref="ChainProtocol.BatchBlocksId"/> (on either block topic,
+    /// whoever published it): a node built before batch blocks would reject it and score the forwarder down.
+    /// </summary>
+    private sealed record GossipedPairs(IReadOnlyList<(SignedBlock Proposal, SignedBlock Agreement)> Pairs) : ITopicAudience
+    {
+        public string? Audience => Pairs.Any(p => AudienceOf(p.Proposal, p.Agreement) is not null) ? ChainProtocol.BatchBlocksId : null;
+    }
 
     /// <summary>
     /// Whether every gossiped block verified here is remembered (a provider: a payer's blocks with other payees come again

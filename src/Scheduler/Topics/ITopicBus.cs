@@ -27,6 +27,17 @@ public sealed record TopicMessage(string Topic, ReadOnlyMemory<byte> Data, PeerI
 public delegate TopicVerdict TopicValidator<TValidated>(TopicMessage message, out TValidated? validated) where TValidated : class;
 
 /// <summary>
+/// What a validator's object (<see cref="TopicValidator{TValidated}"/>) implements when its message must reach only peers
+/// that speak a protocol: a message older nodes would refuse, forwarded and advertised to the others only (as
+/// <see cref="ITopicBus.PublishAsync(string, ReadOnlyMemory{byte}, string?, CancellationToken)"/>'s audience).
+/// </summary>
+public interface ITopicAudience
+{
+    /// <summary>The protocol a peer's identify must list to be sent the message; null: every subscriber.</summary>
+    string? Audience { get; }
+}
+
+/// <summary>
 /// The publish/subscribe the scheduler needs from the network, and nothing more: gossipsub in a node
 /// (<c>Potluck.Node.Compute.GossipTopicBus</c>), <see cref="InMemoryTopicHub"/> in tests. Messages published by a
 /// node are not delivered back to it. The validator runs before delivery and forwarding and must be quick (no
@@ -36,6 +47,13 @@ public interface ITopicBus
 {
     /// <summary>Publishes <paramref name="data"/> on <paramref name="topic"/>.</summary>
     ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct);
+
+    /// <summary>
+    /// Publishes <paramref name="data"/> on <paramref name="topic"/> for the subscribers whose identify lists
+    /// <paramref name="audience"/> only (null: all): the others are neither sent it nor told of it, by this node or by any
+    /// node that forwards it and reads it as restricted (<see cref="ITopicAudience"/>).
+    /// </summary>
+    ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, string? audience, CancellationToken ct);
 
     /// <summary>
     /// Joins <paramref name="topic"/>: every message is first checked by <paramref name="validator"/>, and those it

@@ -23,7 +23,9 @@ public sealed class InMemoryTopicHub
     public long Rejected => Interlocked.Read(ref _rejected);
 
     /// <summary>A bus for the node <paramref name="self"/>.</summary>
-    public ITopicBus Join(PeerId self) => new Member(this, self);
+    /// <param name="speaks">Whether the node's identify lists a protocol (a message published with that audience reaches it
+    /// only then); null: it speaks every protocol (a node of the current build).</param>
+    public ITopicBus Join(PeerId self, Func<string, bool>? speaks = null) => new Member(this, self, speaks);
 
     /// <summary>Completes when every message published so far has been handled by every subscriber.</summary>
     public async Task WhenIdleAsync(CancellationToken ct)
@@ -39,12 +41,13 @@ public sealed class InMemoryTopicHub
         }
     }
 
-    private void Publish(Member from, string topic, ReadOnlyMemory<byte> data)
+    private void Publish(Member from, string topic, ReadOnlyMemory<byte> data, string? audience)
     {
         List<Subscription> targets;
         lock (_gate)
         {
-            targets = [.. _members.Where(m => m != from).SelectMany(m => m.Subscriptions).Where(s => s.Topic == topic)];
+            targets = [.. _members.Where(m => m != from && (audience is null || m.Speaks is null || m.Speaks(audience)))
+                .SelectMany(m => m.Subscriptions).Where(s => s.Topic == topic)];
         }
         var copy = data.ToArray();
         foreach (var target in targets)
@@ -66,10 +69,11 @@ public sealed class InMemoryTopicHub
     {
         private readonly InMemoryTopicHub _hub;
 
-        public Member(InMemoryTopicHub hub, PeerId self)
+        public Member(InMemoryTopicHub hub, PeerId self, Func<string, bool>? speaks)
         {
             _hub = hub;
             Self = self;
+            Speaks = speaks;
             lock (hub._gate)
             {
                 hub._members.Add(this);
@@ -78,12 +82,16 @@ public sealed class InMemoryTopicHub
 
         public PeerId Self { get; }
 
+        public Func<string, bool>? Speaks { get; }
+
         public List<Subscription> Subscriptions { get; } = [];
 
-        public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct)
+        public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct) => PublishAsync(topic, data, null, ct);
+
+        public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, string? audience, CancellationToken ct)
         {
             ct.ThrowIfCancellationRequested();
-            _hub.Publish(this, topic, data);
+            _hub.Publish(this, topic, data, audience);
             return ValueTask.CompletedTask;
         }
 

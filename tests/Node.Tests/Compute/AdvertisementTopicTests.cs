@@ -27,6 +27,8 @@ public class AdvertisementTopicTests
 
         public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, CancellationToken ct) => ValueTask.CompletedTask;
 
+        public ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> data, string? audience, CancellationToken ct) => ValueTask.CompletedTask;
+
         public IDisposable Subscribe<TValidated>(string topic, TopicValidator<TValidated> validator, Func<TopicMessage, TValidated, CancellationToken, ValueTask> handler)
             where TValidated : class
         {
