@@ -69,6 +69,13 @@ public sealed record SimScenario
     /// </summary>
     public TextWriter? MemoryTrace { get; init; }
 
+    /// <summary>
+    /// The harness's cap on the managed heap's growth between full collections (<c>potluck sim</c>:
+    /// <c>POTLUCK_SIM_GEN2_GROWTH</c>), checked between two moments of virtual time; it changes memory and CPU, never the
+    /// run. Default none (the runtime's own policy).
+    /// </summary>
+    public SimHeapPolicy? HeapPolicy { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -124,6 +131,10 @@ public static class SimRunner
         {
             var driver = new VirtualTimeDriver();
             driver.DigestEvents(scenario.EventLog);
+            if (scenario.HeapPolicy is { } heap)
+            {
+                driver.BetweenMoments = heap.Check;
+            }
             return Run(scenario, progress, cancel, driver);
         }
         finally
