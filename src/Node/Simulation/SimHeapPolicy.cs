@@ -69,9 +69,12 @@ public sealed class SimHeapPolicy
     /// <summary>The live heap after the latest full collection (the runtime's or this policy's), bytes; 0 before any.</summary>
     public long Live => _live;
 
-    /// <summary>True when a heap of <paramref name="heap"/> bytes is past the allowance over <paramref name="live"/> bytes.</summary>
+    /// <summary>
+    /// True when a heap of <paramref name="heap"/> bytes is past the allowance over <paramref name="live"/> bytes (0 before
+    /// any full collection: then the floor alone, so the first full collection sets a baseline).
+    /// </summary>
     public static bool Over(long heap, long live, double growth, long floorBytes) =>
-        live > 0 && heap - live > Math.Max((long)(live * growth), floorBytes);
+        heap - live > Math.Max((long)(live * growth), floorBytes);
 
     /// <summary>
     /// Looks once (cheap unless a collection happened since the last look) and collects when the heap is over its allowance.

@@ -52,7 +52,9 @@ public class SimHeapPolicyTests
         // 100 MiB live: 20 % is 20 MiB, the floor 64 MiB wins.
         Assert.That(SimHeapPolicy.Over(150 * Mib, 100 * Mib, 0.2, 64 * Mib), Is.False);
         Assert.That(SimHeapPolicy.Over(165 * Mib, 100 * Mib, 0.2, 64 * Mib), Is.True);
-        Assert.That(SimHeapPolicy.Over(5_000 * Mib, 0, 0.2, 0), Is.False, "no full collection seen yet: nothing to measure against");
+        // No full collection seen yet: the floor alone, so the first one sets a baseline.
+        Assert.That(SimHeapPolicy.Over(64 * Mib, 0, 0.2, 64 * Mib), Is.False);
+        Assert.That(SimHeapPolicy.Over(65 * Mib, 0, 0.2, 64 * Mib), Is.True);
     }
 
     [Test]
@@ -62,7 +64,11 @@ public class SimHeapPolicyTests
         var policy = new SimHeapPolicy(0.2, 64 * Mib, gc);
 
         policy.Check();
-        Assert.That((gc.Asked, policy.Live), Is.EqualTo((0, 0L)), "before any full collection it only looks");
+        Assert.That((gc.Asked, policy.Live), Is.EqualTo((0, 0L)), "no collection yet: nothing read");
+
+        gc.Ephemeral(60 * Mib);
+        policy.Check();
+        Assert.That(gc.Asked, Is.Zero, "before any full collection, within the floor");
 
         gc.Full(1_000 * Mib);
         policy.Check();
