@@ -9,7 +9,8 @@ namespace Potluck.Node.Simulation;
 /// is that high-water mark. <see cref="Check"/> runs on the loop between two moments of virtual time
 /// (<see cref="Protocol.Runtime.VirtualTimeDriver.BetweenMoments"/>): when the heap after the latest collection is more
 /// than <see cref="Growth"/> (or <see cref="FloorBytes"/>, whichever is more) above the live heap after the latest full
-/// one, it asks for a blocking, compacting full collection. A collection moves no simulated event (the loop is idle
+/// one, it asks for a blocking, compacting full collection; and the harness asks for one at the warm-up's end
+/// (<see cref="CollectNow"/>), where the live set shrinks. A collection moves no simulated event (the loop is idle
 /// there, nothing runs meanwhile and no node's code sees the heap), so the run and its trace are the same with it and
 /// without it; it costs CPU.
 /// </summary>
@@ -97,12 +98,21 @@ public sealed class SimHeapPolicy
         }
         if (Over(_gc.HeapAfterLatest, _live, Growth, FloorBytes))
         {
-            _gc.CollectFull();
-            Induced++;
-            _seen = _gc.Collections;
-            _seenFull = _gc.FullCollections;
-            _live = _gc.HeapAfterLatestFull;
+            CollectNow();
         }
+    }
+
+    /// <summary>
+    /// A full collection now, its live heap the new baseline: the harness calls it where the run's live set has just
+    /// changed size (the warm-up's end), so that gen2 is held against what is alive now.
+    /// </summary>
+    public void CollectNow()
+    {
+        _gc.CollectFull();
+        Induced++;
+        _seen = _gc.Collections;
+        _seenFull = _gc.FullCollections;
+        _live = _gc.HeapAfterLatestFull;
     }
 
     /// <summary>For the report's runtime line.</summary>

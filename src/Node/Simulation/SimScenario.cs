@@ -198,6 +198,9 @@ public static class SimRunner
                 $"join: virtual second {perSecond.Count} of {mesh.Elapsed.TotalSeconds:F1}; dials: {SimReport.DialFigures.Describe(joinDials)}"));
         }
         await WarmUpAsync(mesh, s, wall, progress, perSecond, sampler);
+        // The warm-up leaves more alive than the work keeps (its connections are trimmed): a full collection here gives the
+        // heap policy the work's own live heap to hold gen2 against, not the warm-up's larger one.
+        s.HeapPolicy?.CollectNow();
         var warmupConnections = mesh.ConnectionsOpened;
         var endsAfterWarmup = mesh.CountConnectionEnds();
         sampler?.Census("work", endsAfterWarmup);

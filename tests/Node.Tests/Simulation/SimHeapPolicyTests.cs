@@ -99,6 +99,14 @@ public class SimHeapPolicyTests
         policy.Check();
         Assert.That((gc.Asked, policy.Live), Is.EqualTo((1, 1_400 * Mib)),
             "a full collection since the last look resets the live heap before anything is compared");
+
+        // The warm-up's end: the harness collects, and what is alive then (less) is the new baseline.
+        gc.LiveAfterCollect = 900 * Mib;
+        policy.CollectNow();
+        Assert.That((gc.Asked, policy.Induced, policy.Live), Is.EqualTo((2, 2, 900 * Mib)));
+        gc.Ephemeral(1_100 * Mib); // 22 % over 900 (within 20 % of the stale 1,400)
+        policy.Check();
+        Assert.That((gc.Asked, policy.Live), Is.EqualTo((3, 900 * Mib)), "held against the new live heap");
     }
 
     [Test]
