@@ -10,9 +10,9 @@ namespace Potluck.Node.Simulation;
 /// (<see cref="Protocol.Runtime.VirtualTimeDriver.BetweenMoments"/>): when the heap after the latest collection is more
 /// than <see cref="Growth"/> (or <see cref="FloorBytes"/>, whichever is more) above the live heap after the latest full
 /// one, it asks for a blocking, compacting full collection; and the harness asks for one at the warm-up's end
-/// (<see cref="CollectNow"/>), where the live set shrinks. A collection moves no simulated event (the loop is idle
-/// there, nothing runs meanwhile and no node's code sees the heap), so the run and its trace are the same with it and
-/// without it; it costs CPU.
+/// (<see cref="CollectNow"/>), where the live set shrinks. A collection moves no simulated event (nothing of the run
+/// runs meanwhile and no node's code sees the heap, as with the runtime's own collections, which fall anywhere), so the
+/// run and its trace are the same with it and without it; it costs CPU.
 /// </summary>
 public sealed class SimHeapPolicy
 {

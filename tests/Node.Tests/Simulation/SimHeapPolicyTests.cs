@@ -110,12 +110,12 @@ public class SimHeapPolicyTests
     }
 
     [Test]
-    public void Gen2Policy_DefaultUnlessSet_ZeroIsOff_GarbageIsRefused()
+    public void Gen2Policy_OffUnlessSet_ZeroIsOff_GarbageIsRefused()
     {
         Func<string, string?> Env(string? value) => name => name == SimGcSettings.Gen2GrowthVariable ? value : null;
 
-        var unset = SimGcSettings.Gen2Policy(Env(null));
-        Assert.That(unset?.Growth, Is.EqualTo(SimGcSettings.DefaultGen2GrowthPercent / 100.0));
+        Assert.That(SimGcSettings.DefaultGen2GrowthPercent, Is.Zero, "off unless asked for (README: it did not pay at 2,000 nodes)");
+        Assert.That(SimGcSettings.Gen2Policy(Env(null)), Is.Null);
         Assert.That(SimGcSettings.Gen2Policy(Env("15"))!.Growth, Is.EqualTo(0.15));
         Assert.That(SimGcSettings.Gen2Policy(Env("0")), Is.Null, "0: gen2 left to the runtime");
         Assert.That(SimGcSettings.Gen2Policy(Env("15"))!.Describe(), Does.Contain("+15 %").And.Contain("0 full GCs induced"));
