@@ -176,7 +176,8 @@ internal sealed class SimCommand : PotluckCommand
         using var memoryTrace = result.GetValue(MemoryTrace) is { } memoryTracePath
             ? new StreamWriter(memoryTracePath, append: false, new System.Text.UTF8Encoding(false))
             : null;
-        scenario = scenario with { EventLog = eventLog, MemoryTrace = memoryTrace };
+        var heapPolicy = SimGcSettings.Gen2Policy(Environment.GetEnvironmentVariable);
+        scenario = scenario with { EventLog = eventLog, MemoryTrace = memoryTrace, HeapPolicy = heapPolicy };
         var quiet = result.GetValue(Quiet);
         var heapLimit = result.GetValue(HeapLimit) is { } limitMiB ? limitMiB * (1L << 20) : (long?)null;
         if (heapLimit is { } wanted && SimGcSettings.HeapLimitMismatch(wanted, SimGcSettings.RuntimeHeapLimit()) is { } mismatch)
@@ -201,7 +202,8 @@ internal sealed class SimCommand : PotluckCommand
         {
             report = SimRunner.Run(scenario, quiet ? null : line => Error.Write("\r" + line.PadRight(100)), stop.Token);
             report = report with { Runtime = runtime.Snapshot() with { Settings = SimGcSettings.Describe(Environment.GetEnvironmentVariable)
-                + (trimming is null ? "; malloc not trimmed" : $"; malloc trimmed every {trimEvery.TotalSeconds:0.###} s wall") } };
+                + (trimming is null ? "; malloc not trimmed" : $"; malloc trimmed every {trimEvery.TotalSeconds:0.###} s wall")
+                + (heapPolicy is null ? "; gen2 left to the runtime" : "; " + heapPolicy.Describe()) } };
         }
         catch (Exception e) when (IsOutOfMemory(e) || (runtime.OutOfMemorySeen && !ct.IsCancellationRequested))
         {

@@ -69,6 +69,13 @@ public sealed record SimScenario
     /// </summary>
     public TextWriter? MemoryTrace { get; init; }
 
+    /// <summary>
+    /// The harness's cap on the managed heap's growth between full collections (<c>potluck sim</c>:
+    /// <c>POTLUCK_SIM_GEN2_GROWTH</c>), checked between two moments of virtual time; it changes memory and CPU, never the
+    /// run. Default none (the runtime's own policy).
+    /// </summary>
+    public SimHeapPolicy? HeapPolicy { get; init; }
+
     internal void Validate()
     {
         Mesh.Validate();
@@ -124,6 +131,10 @@ public static class SimRunner
         {
             var driver = new VirtualTimeDriver();
             driver.DigestEvents(scenario.EventLog);
+            if (scenario.HeapPolicy is { } heap)
+            {
+                driver.BetweenMoments = heap.Check;
+            }
             return Run(scenario, progress, cancel, driver);
         }
         finally
@@ -187,6 +198,9 @@ public static class SimRunner
                 $"join: virtual second {perSecond.Count} of {mesh.Elapsed.TotalSeconds:F1}; dials: {SimReport.DialFigures.Describe(joinDials)}"));
         }
         await WarmUpAsync(mesh, s, wall, progress, perSecond, sampler);
+        // The warm-up leaves more alive than the work keeps (its connections are trimmed): a full collection here gives the
+        // heap policy the work's own live heap to hold gen2 against, not the warm-up's larger one.
+        s.HeapPolicy?.CollectNow();
         var warmupConnections = mesh.ConnectionsOpened;
         var endsAfterWarmup = mesh.CountConnectionEnds();
         sampler?.Census("work", endsAfterWarmup);

@@ -201,10 +201,19 @@ public sealed class VirtualTimeDriver
                 throw new VirtualTimeStuckException(
                     $"virtual time would pass {Limits.MaxVirtualTime} (next timer at {next.Value:O}) without the awaited task completing");
             }
+            BetweenMoments?.Invoke();
             Jumps++;
             JumpTo(next.Value);
         }
     }
+
+    /// <summary>
+    /// Called on the loop's thread each time the driver is about to move the clock: the loop is idle (everything of the
+    /// current moment has run) and nothing of the next has. For the harness's housekeeping that must not fall inside a
+    /// moment (<c>potluck sim</c>'s heap policy); what it does must not post, arm timers or touch a node, so the run is
+    /// the same with it and without it. Default none.
+    /// </summary>
+    public Action? BetweenMoments { get; set; }
 
     /// <summary>
     /// Moves the clock, firing what falls due, on the loop's thread with the loop as context, like any item, but not as an
