@@ -28,7 +28,11 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     private readonly ResourceManager _resources;
     private readonly Func<PeerId, bool> _isIdentified;
     private readonly Lock _gate = new();
-    private readonly Dictionary<PeerId, List<Connection>> _connections = [];
+    /// <summary>
+    /// Each connected peer's registered connections, an exactly sized array replaced on change (almost always one
+    /// connection: 32 bytes, where a <see cref="List{T}"/> and its first array of four took 88); removed with the last.
+    /// </summary>
+    private readonly Dictionary<PeerId, Connection[]> _connections = [];
     /// <summary>
     /// Each protected peer's tags, an exactly sized array replaced on change (a few tags a peer, ours, never a remote's;
     /// read in sorted order only): 32–48 bytes a peer where a <see cref="HashSet{T}"/> took ~180.
@@ -276,11 +280,9 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
         lock (_gate)
         {
-            if (!_connections.TryGetValue(connection.RemotePeer, out var list))
-            {
-                _connections[connection.RemotePeer] = list = [];
-            }
-            list.Add(connection);
+            _connections[connection.RemotePeer] = _connections.TryGetValue(connection.RemotePeer, out var list)
+                ? [.. list, connection]
+                : [connection];
             _count++;
             trim = _options.HighWater > 0 && _count > _options.HighWater;
         }
@@ -300,13 +302,22 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
     {
         lock (_gate)
         {
-            if (!_connections.TryGetValue(connection.RemotePeer, out var list) || !list.Remove(connection))
+            if (!_connections.TryGetValue(connection.RemotePeer, out var list))
             {
                 return false;
             }
-            if (list.Count == 0)
+            var index = Array.IndexOf(list, connection);
+            if (index < 0)
+            {
+                return false;
+            }
+            if (list.Length == 1)
             {
                 _connections.Remove(connection.RemotePeer);
+            }
+            else
+            {
+                _connections[connection.RemotePeer] = [.. list.AsSpan(0, index), .. list.AsSpan(index + 1)];
             }
             _count--;
             if (!connection.ClosedLocally)
@@ -418,6 +429,15 @@ internal sealed class ConnectionManager : IConnectionManager, IAsyncDisposable
         }
         connection = relayed!;
         return relayed is not null;
+    }
+
+    /// <summary>The array the manager keeps for <paramref name="peer"/>'s connections (null: none), for tests of its representation.</summary>
+    internal Connection[]? HeldFor(PeerId peer)
+    {
+        lock (_gate)
+        {
+            return _connections.GetValueOrDefault(peer);
+        }
     }
 
     /// <summary>Every registered connection to <paramref name="peer"/>, open or closing.</summary>
