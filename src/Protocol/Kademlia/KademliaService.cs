@@ -880,7 +880,7 @@ public sealed partial class KademliaService : IAsyncDisposable
         RoutingUpdate update;
         lock (_gate)
         {
-            update = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow());
+            update = _table.AddOrRefresh(peer);
         }
         if (update.Kind == RoutingUpdateKind.Added)
         {
@@ -906,7 +906,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             bool added;
             lock (_gate)
             {
-                added = _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added;
+                added = _table.AddOrRefresh(peer).Kind == RoutingUpdateKind.Added;
             }
             if (added)
             {
@@ -930,7 +930,7 @@ public sealed partial class KademliaService : IAsyncDisposable
             lock (_gate)
             {
                 changed = alive
-                    ? _table.AddOrRefresh(peer, _runtime.Time.GetUtcNow()).Kind == RoutingUpdateKind.Added
+                    ? _table.AddOrRefresh(peer).Kind == RoutingUpdateKind.Added
                     : _table.Remove(peer);
                 _busyStrikes.Remove(peer);
             }

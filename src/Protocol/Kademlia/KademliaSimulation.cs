@@ -69,7 +69,7 @@ public sealed class KademliaSimulation
         {
             if (joined.Count > 0)
             {
-                node.Table.AddOrRefresh(joined[_random.Next(joined.Count)].Id, _now);
+                node.Table.AddOrRefresh(joined[_random.Next(joined.Count)].Id);
                 Lookup(node, node.Id.ToBytes());
                 Refresh(node);
             }
@@ -151,7 +151,7 @@ public sealed class KademliaSimulation
             }
             var closer = KadMessages.ReadPeers(response.CloserPeers, _options, origin.Id);
             lookup.OnSuccess(peer, closer.Select(p => p.Id));
-            origin.Table.AddOrRefresh(peer, _now);
+            origin.Table.AddOrRefresh(peer);
         }
         origin.Table.MarkRefreshed(origin.Table.BucketIndexOf(target), _now);
         return lookup;
@@ -168,7 +168,7 @@ public sealed class KademliaSimulation
         {
             return null;
         }
-        remote.Table.AddOrRefresh(from.Id, _now);
+        remote.Table.AddOrRefresh(from.Id);
         var bytes = remote.Handler.Handle(from.Id, parsed, _now)!.ToByteArray();
         return KadMessages.TryParse(bytes, _options, out var response, out _) ? response : null;
     }

@@ -65,7 +65,7 @@ public sealed class RoutingTable
     /// <summary>The bucket a key falls in: its common prefix length with the local key (0…255).</summary>
     public int BucketIndexOf(KadKey key) => Math.Min(LocalKey.CommonPrefixLength(key), BucketCount - 1);
 
-    public RoutingUpdate AddOrRefresh(PeerId peer, DateTimeOffset now)
+    public RoutingUpdate AddOrRefresh(PeerId peer)
     {
         if (peer == Local || peer.IsEmpty)
         {

@@ -240,11 +240,11 @@ public class ClosestPeersLookupTests
         {
             foreach (var p in peers.Where(_ => random.NextDouble() < 0.1))
             {
-                table.AddOrRefresh(p, T0);
+                table.AddOrRefresh(p);
             }
             foreach (var p in peers.Where(p => p != self).OrderBy(p => KadKey.FromPeer(p).DistanceTo(KadKey.FromPeer(self))).Take(20))
             {
-                table.AddOrRefresh(p, T0);
+                table.AddOrRefresh(p);
             }
         }
         return (peers, tables);

@@ -201,7 +201,7 @@ public class RecordAndHandlerTests
         add.ProviderPeers.Add(KadMessages.ToPb(sender, [Multiaddr.Parse("/memory/2")], false));
         for (var i = 0; i < 30; i++)
         {
-            table.AddOrRefresh(KadTestSupport.RandomPeer(random), T0);
+            table.AddOrRefresh(KadTestSupport.RandomPeer(random));
         }
 
         Assert.That(handler.Handle(sender, add, T0), Is.Null);
@@ -221,7 +221,7 @@ public class RecordAndHandlerTests
         var peers = Enumerable.Range(0, 50).Select(_ => KadTestSupport.RandomPeer(random)).ToList();
         foreach (var p in peers)
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var key = ByteString.CopyFromUtf8("find");
         var response = handler.Handle(peers[0], new KadPb.Message { Type = KadPb.Message.Types.MessageType.FindNode, Key = key }, T0)!;

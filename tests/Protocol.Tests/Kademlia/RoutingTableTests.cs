@@ -13,7 +13,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 1000);
         foreach (var p in peers.Skip(1))
         {
-            Assert.That(table.AddOrRefresh(p, T0).Kind, Is.EqualTo(RoutingUpdateKind.Added));
+            Assert.That(table.AddOrRefresh(p).Kind, Is.EqualTo(RoutingUpdateKind.Added));
         }
         foreach (var p in peers.Skip(1))
         {
@@ -44,7 +44,7 @@ public class RoutingTableTests
         Assert.That(table.LastRefreshed(255), Is.EqualTo(t1));
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var deepest = table.HighestOccupiedBucket();
         Assert.That(deepest, Is.InRange(4, 16), "299 random peers: the deepest common prefix is about log2(299)");
@@ -66,7 +66,7 @@ public class RoutingTableTests
     {
         var me = KadTestSupport.RandomPeers(1, 2)[0];
         var table = new RoutingTable(me);
-        Assert.That(table.AddOrRefresh(me, T0).Kind, Is.EqualTo(RoutingUpdateKind.Rejected));
+        Assert.That(table.AddOrRefresh(me).Kind, Is.EqualTo(RoutingUpdateKind.Rejected));
         Assert.That(table.Count, Is.Zero);
     }
 
@@ -79,14 +79,14 @@ public class RoutingTableTests
         Assume.That(bucket0.Count, Is.GreaterThan(24));
         for (var i = 0; i < 20; i++)
         {
-            table.AddOrRefresh(bucket0[i], T0.AddSeconds(i));
+            table.AddOrRefresh(bucket0[i]);
         }
         Assert.That(table.PeersInBucket(0), Has.Count.EqualTo(20));
 
-        var pending = table.AddOrRefresh(bucket0[20], T0.AddSeconds(30));
+        var pending = table.AddOrRefresh(bucket0[20]);
         Assert.That(pending, Is.EqualTo(new RoutingUpdate(RoutingUpdateKind.Pending, bucket0[0])));
-        table.AddOrRefresh(bucket0[21], T0.AddSeconds(31));
-        table.AddOrRefresh(bucket0[22], T0.AddSeconds(32));
+        table.AddOrRefresh(bucket0[21]);
+        table.AddOrRefresh(bucket0[22]);
         Assert.That(table.ReplacementsInBucket(0), Is.EqualTo(new[] { bucket0[21], bucket0[22] }), "the cache keeps the two most recent");
         Assert.That(table.PeersInBucket(0), Has.Count.EqualTo(20));
 
@@ -105,11 +105,11 @@ public class RoutingTableTests
         var bucket0 = peers.Skip(1).Where(p => table.BucketIndexOf(KadKey.FromPeer(p)) == 0).Take(21).ToList();
         for (var i = 0; i < 20; i++)
         {
-            table.AddOrRefresh(bucket0[i], T0);
+            table.AddOrRefresh(bucket0[i]);
         }
-        Assert.That(table.AddOrRefresh(bucket0[0], T0.AddMinutes(1)).Kind, Is.EqualTo(RoutingUpdateKind.Refreshed));
+        Assert.That(table.AddOrRefresh(bucket0[0]).Kind, Is.EqualTo(RoutingUpdateKind.Refreshed));
         Assert.That(table.PeersInBucket(0)[^1], Is.EqualTo(bucket0[0]));
-        Assert.That(table.AddOrRefresh(bucket0[20], T0.AddMinutes(2)).ProbeCandidate, Is.EqualTo(bucket0[1]));
+        Assert.That(table.AddOrRefresh(bucket0[20]).ProbeCandidate, Is.EqualTo(bucket0[1]));
     }
 
     [Test]
@@ -119,7 +119,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 1000);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var target = KadKey.FromKey("target"u8);
         var expected = peers.Skip(1).OrderBy(p => KadKey.FromPeer(p).DistanceTo(target)).ToList();
@@ -136,7 +136,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0]);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var highest = table.HighestOccupiedBucket();
         var due = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), maxIndex: 15);
@@ -154,7 +154,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 20);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         // What a perfect self-lookup returns: the 20 peers closest to us, closest first.
         var closest = peers.Skip(1).OrderBy(p => KadKey.FromPeer(p).DistanceTo(table.LocalKey)).Take(20).ToList();
@@ -180,7 +180,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 20);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var before = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15);
 
@@ -195,7 +195,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 20);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         var all = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15);
         var notFull = table.BucketsDueForRefresh(T0, TimeSpan.FromMinutes(10), 15, skipFull: true);
@@ -213,7 +213,7 @@ public class RoutingTableTests
         var table = new RoutingTable(peers[0], bucketSize: 20);
         foreach (var p in peers.Skip(1))
         {
-            table.AddOrRefresh(p, T0);
+            table.AddOrRefresh(p);
         }
         for (var i = 0; i < RoutingTable.BucketCount; i++)
         {
