@@ -7,40 +7,24 @@ internal static class Registrations
 {
     private const BindingFlags Fields = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
-    public static int Live(CancellationToken token)
-    {
-        var source = typeof(CancellationToken).GetField("_source", Fields)!.GetValue(token);
-        if (source is null)
-        {
-            return 0;
-        }
-        var table = typeof(CancellationTokenSource).GetField("_registrations", Fields)!.GetValue(source);
-        if (table is null)
-        {
-            return 0;
-        }
-        return Count(table.GetType().GetField("Callbacks", Fields)!.GetValue(table));
-    }
+    public static int Live(CancellationToken token) =>
+        Table(token) is { } table ? Count(table.GetType().GetField("Callbacks", Fields)!.GetValue(table)) : 0;
 
     /// <summary>
     /// Callback nodes the token's source holds: live ones and the free ones it keeps for reuse (.NET never gives those
     /// back while the source lives, so this is the peak count of registrations at once).
     /// </summary>
-    public static int Nodes(CancellationToken token)
-    {
-        var source = typeof(CancellationToken).GetField("_source", Fields)!.GetValue(token);
-        if (source is null)
-        {
-            return 0;
-        }
-        var table = typeof(CancellationTokenSource).GetField("_registrations", Fields)!.GetValue(source);
-        if (table is null)
-        {
-            return 0;
-        }
-        return Count(table.GetType().GetField("Callbacks", Fields)!.GetValue(table))
-            + Count(table.GetType().GetField("FreeNodeList", Fields)!.GetValue(table));
-    }
+    public static int Nodes(CancellationToken token) =>
+        Table(token) is { } table
+            ? Count(table.GetType().GetField("Callbacks", Fields)!.GetValue(table))
+                + Count(table.GetType().GetField("FreeNodeList", Fields)!.GetValue(table))
+            : 0;
+
+    /// <summary>The source's registrations table, or null when the token has no source or none registered yet.</summary>
+    private static object? Table(CancellationToken token) =>
+        typeof(CancellationToken).GetField("_source", Fields)!.GetValue(token) is { } source
+            ? typeof(CancellationTokenSource).GetField("_registrations", Fields)!.GetValue(source)
+            : null;
 
     private static int Count(object? node)
     {
