@@ -3,14 +3,15 @@ using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Accounting;
 using Potluck.Scheduler.Credits;
 using Potluck.Scheduler.Topics;
+using Potluck.Tests;
 
 namespace Potluck.Node.Tests.Adversarial;
 
 /// <summary>
 /// TEST FIXTURE, NOT PRODUCTION CODE: how a node built before batch blocks (main at 91126f0, before branch chainbatch was
 /// merged) reads a <c>potluck/chain/2</c> message, copied from that commit so tests can ask what such a node makes of what
-/// this build sends. Copied: the half-block schema (<c>ChainBlock</c>, MessagePack keys 0–11, no key 12) and its
-/// <c>CheckShape</c>; <c>ChainOptions</c>' defaults then (1,024-byte blocks, 512-byte payloads); <c>BlockPair</c>,
+/// this build sends. Copied: the half-block schema and its <c>CheckShape</c> (<see cref="Potluck.Tests.PreBatchHalfBlock"/>,
+/// shared with the Scheduler tests); <c>ChainOptions</c>' defaults then (1,024-byte blocks, 512-byte payloads); <c>BlockPair</c>,
 /// <c>BlockBatch</c> and <c>ChainCodec.TryDecode</c>'s checks of a batch (1–64 pairs, none null); and
 /// <c>TrustChainService.ValidateBatch</c>/<c>ValidatePair</c>/<c>SignedBlock.Decode</c>/<c>LinkedBy</c>: every pair's two
 /// blocks decode, have a valid shape and their author's signature, link, and are agreed by the message's author, or the
@@ -32,58 +33,6 @@ public static class PreBatchChainGossip
 
     private static int MaxBatchBytes => (MaxPairsPerBatch * (MaxPairBytes + 8)) + 16;
 
-    /// <summary>91126f0's half-block: keys 0–11 (a batch block's key 12 is skipped; its empty lease id is malformed).</summary>
-    [MessagePackObject]
-    public sealed class OldChainBlock
-    {
-        [Key(0)] public required byte[] Author { get; init; }
-        [Key(1)] public ulong Seq { get; init; }
-        [Key(2)] public required byte[] Previous { get; init; }
-        [Key(3)] public required byte[] Counterparty { get; init; }
-        [Key(4)] public ulong LinkSeq { get; init; }
-        [Key(5)] public byte[] LinkHash { get; init; } = [];
-        [Key(6)] public BlockKind Kind { get; init; }
-        [Key(7)] public required byte[] ReceiptId { get; init; }
-        [Key(8)] public required byte[] LeaseId { get; init; }
-        [Key(9)] public long Amount { get; init; }
-        [Key(10)] public ulong FuelUsed { get; init; }
-        [Key(11)] public long TimestampUnixMs { get; init; }
-
-        [IgnoreMember] public byte[] Payer => Kind == BlockKind.Proposal ? Author : Counterparty;
-
-        [IgnoreMember] public byte[] Payee => Kind == BlockKind.Proposal ? Counterparty : Author;
-
-        /// <summary>91126f0's <c>ChainBlock.CheckShape</c>, as it was.</summary>
-        public bool ShapeValid()
-        {
-            if (Author is null || Previous is null || Counterparty is null || LinkHash is null || ReceiptId is null || LeaseId is null
-                || !Enum.IsDefined(Kind) || Previous.Length != ChainBlock.HashLength || ReceiptId.Length != Receipt.IdLength
-                || LeaseId.Length is 0 or > Attestation.MaxLeaseIdLength || Amount < 0
-                || !PeerId.TryFromBytes(Author, out var author) || !PeerId.TryFromBytes(Counterparty, out var counterparty))
-            {
-                return false;
-            }
-            if (author == counterparty)
-            {
-                return false;
-            }
-            if (Seq is 0 or > long.MaxValue || LinkSeq > long.MaxValue || (Seq == 1) != Previous.AsSpan().IndexOfAnyExcept((byte)0) < 0)
-            {
-                return false;
-            }
-            var linkShape = Kind == BlockKind.Proposal
-                ? LinkSeq == 0 && LinkHash.Length == 0
-                : LinkSeq >= 1 && LinkHash.Length == ChainBlock.HashLength;
-            if (!linkShape)
-            {
-                return false;
-            }
-            PeerId.TryFromBytes(Payer, out var payer);
-            PeerId.TryFromBytes(Payee, out var payee);
-            return Receipt.ComputeId(LeaseId, payee, payer).AsSpan().SequenceEqual(ReceiptId);
-        }
-    }
-
     [MessagePackObject]
     public sealed class OldBlockPair
     {
@@ -98,14 +47,14 @@ public static class PreBatchChainGossip
     }
 
     /// <summary>A block as 91126f0 decoded it: shape, then the author's signature over the exact payload.</summary>
-    private sealed record OldSignedBlock(OldChainBlock Block, byte[] Hash, PeerId Author, PeerId Counterparty);
+    private sealed record OldSignedBlock(PreBatchHalfBlock Block, byte[] Hash, PeerId Author, PeerId Counterparty);
 
     /// <summary>91126f0's <c>SignedBlock.Decode</c>: null where it returned anything but Valid.</summary>
     private static OldSignedBlock? Decode(byte[] envelopeBytes)
     {
         var options = new CreditsOptions { MaxEnvelopeBytes = MaxBlockBytes, MaxPayloadBytes = MaxPayloadBytes };
         if (EnvelopeView.TryRead(envelopeBytes, options, out var envelope) != EnvelopeStatus.Valid
-            || !SignedEnvelope.TryDeserialize(envelope.Payload, out OldChainBlock? decoded) || !decoded.ShapeValid()
+            || !SignedEnvelope.TryDeserialize(envelope.Payload, out PreBatchHalfBlock? decoded) || !decoded.ShapeValid()
             || envelope.Open(SignedBlock.Domain, out var signer) != EnvelopeStatus.Valid
             || !PeerId.FromPublicKey(signer!).Bytes.SequenceEqual(decoded.Author))
         {

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Time.Testing;
 using Potluck.Protocol.Identity;
 using Potluck.Scheduler.Accounting;
 using Potluck.Scheduler.Credits;
+using Potluck.Tests;
 using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
 
 namespace Potluck.Scheduler.Tests.Accounting;
@@ -35,24 +36,6 @@ public class ChainBatchBlockEncodingTests
 
     private static byte[] RawSigned(ChainBlock block, PrivateKey key) =>
         SignedEnvelope.Seal(key, SignedBlock.Domain, MessagePackSerializer.Serialize(block, SignedEnvelope.Untrusted)).Encode();
-
-    /// <summary>A half-block exactly as nodes before batch blocks wrote it: MessagePack array of keys 0–11, no key 12.</summary>
-    [MessagePackObject]
-    public sealed class PreBatchBlock
-    {
-        [Key(0)] public required byte[] Author { get; init; }
-        [Key(1)] public ulong Seq { get; init; }
-        [Key(2)] public required byte[] Previous { get; init; }
-        [Key(3)] public required byte[] Counterparty { get; init; }
-        [Key(4)] public ulong LinkSeq { get; init; }
-        [Key(5)] public byte[] LinkHash { get; init; } = [];
-        [Key(6)] public BlockKind Kind { get; init; }
-        [Key(7)] public required byte[] ReceiptId { get; init; }
-        [Key(8)] public required byte[] LeaseId { get; init; }
-        [Key(9)] public long Amount { get; init; }
-        [Key(10)] public ulong FuelUsed { get; init; }
-        [Key(11)] public long TimestampUnixMs { get; init; }
-    }
 
     [Test]
     public void BatchBlock_RoundTrips_SumsItsPayments_AndLinksOnlyToAnAgreementOverTheSamePayments()
@@ -90,7 +73,7 @@ public class ChainBatchBlockEncodingTests
     public void PreBatchBlock_WithoutKey12_StillDecodes_AsOnePayment_AndASingleBlockIsNotABatch()
     {
         var r = MakeReceipt(Lease(1), Requester, Provider).Receipt;
-        var old = new PreBatchBlock
+        var old = new PreBatchHalfBlock
         {
             Author = Requester.PeerId.ToBytes(), Seq = 1, Previous = SignedBlock.Genesis, Counterparty = Provider.PeerId.ToBytes(),
             Kind = BlockKind.Proposal, ReceiptId = r.ReceiptId, LeaseId = r.LeaseId, Amount = r.Amount, FuelUsed = r.FuelUsed,
