@@ -389,19 +389,21 @@ public sealed partial class CreditLedger : IDisposable
         }
         ArgumentOutOfRangeException.ThrowIfNegative(maxAmount);
         var lease = leaseId.ToArray();
-        return Run(() =>
+        // Queued with the writes beside it (Normal): alone it commits on its own as before; queued behind others it runs in
+        // their transaction, where the balance is the kept one plus what the writes before it in the batch changed.
+        return Normal(tx =>
         {
             // The common case in one statement committing on its own (NORMAL, as the transaction below): the kept balance is
             // current while no other connection has changed the file since it was summed, and the statement checks that
             // itself (pragma_data_version, read inside the statement's own snapshot) beside the funds and the lease. When it
             // inserts nothing (the lease is reserved already, the funds do not cover it, or another connection wrote), the
             // transaction below decides, as it always did.
-            if (_balance is { } kept && ReserveIfCurrent(lease, provider, maxAmount, kept))
+            if (_balance is { } kept && ReserveIfCurrent(tx, lease, provider, maxAmount, kept + _pendingDelta))
             {
                 return LedgerResult.Reserved;
             }
-            return ReserveInTransaction(lease, provider, maxAmount);
-        });
+            return ReserveInTransaction(tx, lease, provider, maxAmount);
+        }, LedgerResult.Reserved);
     }
 
     /// <summary>
@@ -409,10 +411,10 @@ public sealed partial class CreditLedger : IDisposable
     /// <c>_balanceVersion</c>: true when it inserted (the statement's snapshot had that version, the lease had no
     /// reservation and the funds covered it); false when it wrote nothing.
     /// </summary>
-    private bool ReserveIfCurrent(byte[] lease, PeerId provider, long maxAmount, long kept)
+    private bool ReserveIfCurrent(LedgerTransaction? tx, byte[] lease, PeerId provider, long maxAmount, long kept)
     {
         CrashHook?.Invoke("reserve");
-        return ExecuteNormal("""
+        return WriteNormal(tx, """
             INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
             SELECT $lease, $provider, $max, 0, NULL, $now, $now
             WHERE (SELECT data_version FROM pragma_data_version) = $version
@@ -429,9 +431,14 @@ public sealed partial class CreditLedger : IDisposable
         return balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
     }
 
-    private LedgerResult ReserveInTransaction(byte[] lease, PeerId provider, long maxAmount)
+    /// <summary>
+    /// The reservation decided in a transaction: its own (NORMAL) when <paramref name="batch"/> is null, else the batch's,
+    /// which commits it with the others (<see cref="Normal"/>).
+    /// </summary>
+    private LedgerResult ReserveInTransaction(LedgerTransaction? batch, byte[] lease, PeerId provider, long maxAmount)
     {
-        using var tx = Begin(durable: false);
+        using var own = batch is null ? Begin(durable: false) : null;
+        var tx = batch ?? own!;
         // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
         // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
         var limit = FundsLimit(BalanceCore(tx));
@@ -453,7 +460,10 @@ public sealed partial class CreditLedger : IDisposable
                 ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
                 : LedgerResult.InsufficientFunds;
         }
-        Commit(tx, result is LedgerResult.Reserved);
+        if (own is not null)
+        {
+            Commit(own, result is LedgerResult.Reserved);
+        }
         return result;
     }
 

@@ -114,6 +114,62 @@ public class NormalWriteBatchTests
     }
 
     /// <summary>
+    /// Reservations queued behind another share one commit, and the funds still bound them: six reservations of 30 % of
+    /// the balance, five of them in one batch, reserve three in all (the rest refused, nothing written for them).
+    /// </summary>
+    [Test]
+    public void ReservePayment_QueuedBehindAnother_SharesOneCommit_FundsStillBoundThem()
+    {
+        using var requester = LedgerFactory.Open(_dir.Sub("requester"), Requester, Options);
+        var leases = Enumerable.Range(1, 6).Select(Lease).ToArray();
+        var each = Options.InitialGrant * 3 / 10;
+
+        var (results, commits, _) = HoldFirstThenQueue(requester, leases, l => requester.ReservePayment(l, Provider.PeerId, each));
+
+        Assert.That(results[0], Is.EqualTo(LedgerResult.Reserved));
+        Assert.That(results.Count(r => r == LedgerResult.Reserved), Is.EqualTo(3));
+        Assert.That(results.Count(r => r == LedgerResult.InsufficientFunds), Is.EqualTo(3));
+        Assert.That(commits, Is.EqualTo(2), "the first alone, the two queued reservations that fit in one commit (three on main)");
+        Assert.That(requester.Available(), Is.EqualTo(Options.InitialGrant - 3 * each));
+        Assert.That(requester.Reservations(PaymentState.Reserved), Has.Count.EqualTo(3));
+    }
+
+    /// <summary>
+    /// A reservation queued after a settle in the same batch sees the settle's spending: the balance it checks against is
+    /// the kept one less the receipt settled before it (not yet committed), so it cannot reserve what was just spent.
+    /// </summary>
+    [Test]
+    public void ReservePayment_QueuedAfterASettle_CountsTheSettledSpending()
+    {
+        using var requester = LedgerFactory.Open(_dir.Sub("requester"), Requester, Options);
+        var (a, b, c) = (Lease(1), Lease(2), Lease(3));
+        Assert.That(requester.ReservePayment(a, Provider.PeerId, Options.InitialGrant), Is.EqualTo(LedgerResult.Reserved));
+        var receipt = MakeReceipt(a, Requester, Provider); // pays 2,500 of the reserved maximum
+        var held = 0;
+        requester.CrashHook = step =>
+        {
+            if (step == "commit" && ++held == 1)
+            {
+                Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 2, Guard), Is.True);
+            }
+        };
+        var first = Task.Run(() => requester.ReservePayment(b, Provider.PeerId, 0));
+        Assert.That(SpinWait.SpinUntil(() => held == 1, Guard), Is.True);
+        var settle = Task.Run(() => requester.Settle(receipt));
+        Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 1, Guard), Is.True);
+        // Everything but the settled 2,500: one micro-credit more than what is left.
+        var tooMuch = Task.Run(() => requester.ReservePayment(c, Provider.PeerId, Options.InitialGrant - 2_500 + 1));
+        Assert.That(Task.WhenAll(first, settle, tooMuch).Wait(Guard), Is.True);
+        requester.CrashHook = null;
+
+        Assert.That((first.Result, settle.Result, tooMuch.Result),
+            Is.EqualTo((LedgerResult.Reserved, LedgerResult.Recorded, LedgerResult.InsufficientFunds)));
+        Assert.That(requester.Balance(), Is.EqualTo(Options.InitialGrant - 2_500));
+        Assert.That(requester.Balance(), Is.EqualTo(requester.SumEntries()));
+        Assert.That(requester.ReservePayment(c, Provider.PeerId, Options.InitialGrant - 2_500), Is.EqualTo(LedgerResult.Reserved), "all that is left fits");
+    }
+
+    /// <summary>
     /// A NORMAL write queued with a durable one rides the durable one's group commit: committed with it, flushed before
     /// either returns (never less durable than alone).
     /// </summary>
