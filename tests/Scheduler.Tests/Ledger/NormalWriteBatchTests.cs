@@ -20,6 +20,9 @@ public class NormalWriteBatchTests
     [TearDown]
     public void TearDown() => _dir.Dispose();
 
+    /// <summary>On a thread of its own: each write here blocks on the writer's lock, which the pool would wait to add threads for.</summary>
+    private static Task<T> Run<T>(Func<T> write) => Task.Factory.StartNew(write, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
     /// <summary>Frames in the ledger's WAL (its file only grows until a checkpoint restarts it: none runs in these tests).</summary>
     private static long WalFrames(CreditLedger ledger)
     {
@@ -50,9 +53,9 @@ public class NormalWriteBatchTests
             }
         };
         var before = WalFrames(ledger);
-        var first = Task.Run(() => write(items[0]));
+        var first = Run(() => write(items[0]));
         Assert.That(SpinWait.SpinUntil(() => held == 1, Guard), Is.True);
-        var others = items[1..].Select(i => Task.Run(() => write(i))).ToArray();
+        var others = items[1..].Select(i => Run(() => write(i))).ToArray();
         Assert.That(Task.WhenAll([first, .. others]).Wait(Guard), Is.True);
         ledger.CrashHook = null;
         return ([first.Result, .. others.Select(t => t.Result)], commits, WalFrames(ledger) - before);
@@ -153,12 +156,12 @@ public class NormalWriteBatchTests
                 Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 2, Guard), Is.True);
             }
         };
-        var first = Task.Run(() => requester.ReservePayment(b, Provider.PeerId, 0));
+        var first = Run(() => requester.ReservePayment(b, Provider.PeerId, 0));
         Assert.That(SpinWait.SpinUntil(() => held == 1, Guard), Is.True);
-        var settle = Task.Run(() => requester.Settle(receipt));
+        var settle = Run(() => requester.Settle(receipt));
         Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 1, Guard), Is.True);
         // Everything but the settled 2,500: one micro-credit more than what is left.
-        var tooMuch = Task.Run(() => requester.ReservePayment(c, Provider.PeerId, Options.InitialGrant - 2_500 + 1));
+        var tooMuch = Run(() => requester.ReservePayment(c, Provider.PeerId, Options.InitialGrant - 2_500 + 1));
         Assert.That(Task.WhenAll(first, settle, tooMuch).Wait(Guard), Is.True);
         requester.CrashHook = null;
 
@@ -199,11 +202,11 @@ public class NormalWriteBatchTests
                 Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 2, Guard), Is.True);
             }
         };
-        var first = Task.Run(() => requester.MarkDelivered(a));
+        var first = Run(() => requester.MarkDelivered(a));
         Assert.That(SpinWait.SpinUntil(() => held == 1, Guard), Is.True);
-        var settle = Task.Run(() => requester.Settle(MakeReceipt(c, Requester, Provider)));
+        var settle = Run(() => requester.Settle(MakeReceipt(c, Requester, Provider)));
         Assert.That(SpinWait.SpinUntil(() => requester.QueuedWrites == 1, Guard), Is.True);
-        var second = Task.Run(() => requester.MarkDelivered(b));
+        var second = Run(() => requester.MarkDelivered(b));
         Assert.That(Task.WhenAll(first, settle, second).Wait(Guard), Is.True);
         requester.CrashHook = null;
 
