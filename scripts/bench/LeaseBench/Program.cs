@@ -199,7 +199,15 @@ public static class Program
         }
         finally
         {
-            scratch.Delete(true);
+            // LEASEBENCH_KEEP=1 leaves the three nodes' files (ledgers included) for inspection, and says where.
+            if (Environment.GetEnvironmentVariable("LEASEBENCH_KEEP") == "1")
+            {
+                Console.WriteLine($"# files kept in {scratch.FullName}");
+            }
+            else
+            {
+                scratch.Delete(true);
+            }
         }
     }
 

@@ -297,12 +297,12 @@ public sealed partial class CreditLedger : IDisposable
         }
         ArgumentOutOfRangeException.ThrowIfNegative(amount);
         var lease = leaseId.ToArray();
-        return Run(() => ExecuteNormal("""
+        return Normal(tx => WriteNormal(tx, """
             INSERT INTO owed (requester, lease_id, amount, paid, created_at) VALUES ($r, $lease, $amount, 0, $now)
             ON CONFLICT (requester, lease_id) DO NOTHING
             """, ("$r", requester), ("$lease", lease), ("$amount", amount), ("$now", Now())) == 1
             ? LedgerResult.Owed
-            : LedgerResult.AlreadyOwed);
+            : LedgerResult.AlreadyOwed, LedgerResult.Owed);
     }
 
     /// <summary>As a provider: removes an unpaid lease recorded by <see cref="RecordOwed"/> whose result was never delivered.</summary>
@@ -389,19 +389,21 @@ public sealed partial class CreditLedger : IDisposable
         }
         ArgumentOutOfRangeException.ThrowIfNegative(maxAmount);
         var lease = leaseId.ToArray();
-        return Run(() =>
+        // Queued with the writes beside it (Normal): alone it commits on its own as before; queued behind others it runs in
+        // their transaction, where the balance is the kept one plus what the writes before it in the batch changed.
+        return Normal(tx =>
         {
             // The common case in one statement committing on its own (NORMAL, as the transaction below): the kept balance is
             // current while no other connection has changed the file since it was summed, and the statement checks that
             // itself (pragma_data_version, read inside the statement's own snapshot) beside the funds and the lease. When it
             // inserts nothing (the lease is reserved already, the funds do not cover it, or another connection wrote), the
             // transaction below decides, as it always did.
-            if (_balance is { } kept && ReserveIfCurrent(lease, provider, maxAmount, kept))
+            if (_balance is { } kept && ReserveIfCurrent(tx, lease, provider, maxAmount, kept + _pendingDelta))
             {
                 return LedgerResult.Reserved;
             }
-            return ReserveInTransaction(lease, provider, maxAmount);
-        });
+            return ReserveInTransaction(tx, lease, provider, maxAmount);
+        }, LedgerResult.Reserved);
     }
 
     /// <summary>
@@ -409,10 +411,10 @@ public sealed partial class CreditLedger : IDisposable
     /// <c>_balanceVersion</c>: true when it inserted (the statement's snapshot had that version, the lease had no
     /// reservation and the funds covered it); false when it wrote nothing.
     /// </summary>
-    private bool ReserveIfCurrent(byte[] lease, PeerId provider, long maxAmount, long kept)
+    private bool ReserveIfCurrent(LedgerTransaction? tx, byte[] lease, PeerId provider, long maxAmount, long kept)
     {
         CrashHook?.Invoke("reserve");
-        return ExecuteNormal("""
+        return WriteNormal(tx, """
             INSERT INTO reservations (lease_id, provider, max_amount, state, receipt_id, created_at, updated_at)
             SELECT $lease, $provider, $max, 0, NULL, $now, $now
             WHERE (SELECT data_version FROM pragma_data_version) = $version
@@ -429,9 +431,14 @@ public sealed partial class CreditLedger : IDisposable
         return balance > long.MaxValue - debt ? long.MaxValue : balance + debt;
     }
 
-    private LedgerResult ReserveInTransaction(byte[] lease, PeerId provider, long maxAmount)
+    /// <summary>
+    /// The reservation decided in a transaction: its own (NORMAL) when <paramref name="batch"/> is null, else the batch's,
+    /// which commits it with the others (<see cref="Normal"/>).
+    /// </summary>
+    private LedgerResult ReserveInTransaction(LedgerTransaction? batch, byte[] lease, PeerId provider, long maxAmount)
     {
-        using var tx = Begin(durable: false);
+        using var own = batch is null ? Begin(durable: false) : null;
+        var tx = batch ?? own!;
         // One statement inserts the reservation only when the lease has none and the funds allow it: available (the
         // kept balance less every Reserved maximum, summed by SQLite) plus the debt allowed covers the maximum.
         var limit = FundsLimit(BalanceCore(tx));
@@ -453,7 +460,10 @@ public sealed partial class CreditLedger : IDisposable
                 ? existing.Provider == provider && existing.MaxAmount == maxAmount ? LedgerResult.AlreadyReserved : LedgerResult.Conflict
                 : LedgerResult.InsufficientFunds;
         }
-        Commit(tx, result is LedgerResult.Reserved);
+        if (own is not null)
+        {
+            Commit(own, result is LedgerResult.Reserved);
+        }
         return result;
     }
 
@@ -543,15 +553,15 @@ public sealed partial class CreditLedger : IDisposable
     public LedgerResult MarkDelivered(ReadOnlySpan<byte> leaseId)
     {
         var lease = leaseId.ToArray();
-        return Run(() => ExecuteNormal("UPDATE reservations SET state = 2, updated_at = $now WHERE lease_id = $lease AND state = 1",
+        return Normal(tx => WriteNormal(tx, "UPDATE reservations SET state = 2, updated_at = $now WHERE lease_id = $lease AND state = 1",
                 ("$now", Now()), ("$lease", lease)) == 1
             ? LedgerResult.Delivered
-            : ReadReservation(null, lease)?.State switch
+            : ReadReservation(tx, lease)?.State switch
             {
                 null => LedgerResult.NotReserved,
                 PaymentState.Delivered => LedgerResult.AlreadyDelivered,
                 _ => LedgerResult.NotSettled, // Reserved or Released (a Settled lease was marked by the statement above)
-            });
+            }, LedgerResult.Delivered);
     }
 
     /// <summary>Grants + earned − spent, summed from the entries.</summary>
@@ -1074,6 +1084,52 @@ public sealed partial class CreditLedger : IDisposable
     }
 
     /// <summary>
+    /// Runs a one-statement write that commits with <c>synchronous=NORMAL</c> (<see cref="RecordOwed"/>,
+    /// <see cref="MarkDelivered"/>: one of each per lease) through the group commit's queue, so that it shares a commit with
+    /// the writes waiting beside it instead of committing on its own. Alone (nothing else queued when it takes the writer's
+    /// lock) it commits on its own as before (autocommit, <paramref name="operation"/> given no transaction). Queued with
+    /// others, whoever takes the lock runs them all in one transaction (<see cref="RunBatch"/>): with only such writes, one
+    /// NORMAL commit; with a durable write among them, that write's group commit, flushed before any of its callers returns
+    /// (never less durable than alone). A statement is atomic on its own (SQLite undoes a failed one and keeps the
+    /// transaction), so these need no savepoint; one that changes no row writes nothing. <paramref name="wrote"/> is the
+    /// result that means it wrote. Each caller gets its own result or exception, as alone.
+    /// </summary>
+    private LedgerResult Normal(Func<LedgerTransaction?, LedgerResult> operation, LedgerResult wrote)
+    {
+        var mine = new PendingWrite(tx => operation(tx)) { Normal = true, Wrote = wrote };
+        lock (_queueGate)
+        {
+            _queue.Add(mine);
+        }
+        return Run(() =>
+        {
+            if (!mine.Done)
+            {
+                List<PendingWrite> batch;
+                lock (_queueGate)
+                {
+                    batch = [.. _queue];
+                    _queue.Clear();
+                }
+                if (batch.Count == 1)
+                {
+                    mine.Done = true;
+                    return operation(null); // alone: commits on its own, exactly as before
+                }
+                RunBatch(batch);
+            }
+            return mine.Error is { } error ? throw error : mine.Result;
+        });
+    }
+
+    /// <summary>
+    /// The statement of a <see cref="Normal"/> write: on its own, an autocommit with <c>synchronous=NORMAL</c>
+    /// (<see cref="ExecuteNormal"/>); inside a batch's transaction, a statement of it (the batch set its sync mode).
+    /// </summary>
+    private int WriteNormal(LedgerTransaction? tx, string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters) =>
+        tx is null ? ExecuteNormal(sql, parameters) : Command(tx, sql, parameters).ExecuteNonQuery();
+
+    /// <summary>
     /// <see cref="Durable"/> for several operations queued together, so that they share one commit (each in its own
     /// savepoint, in order); returns their writes, each with its own result or exception.
     /// </summary>
@@ -1107,17 +1163,21 @@ public sealed partial class CreditLedger : IDisposable
         try
         {
             // synchronous=FULL only until SQLite has synced the WAL once (see CreditLedger.Flush.cs); after that the commit
-            // is flushed outside the lock, before any caller returns.
-            using var tx = Begin(durable: !_walSynced);
-            _inGroupCommit = true;
+            // is flushed outside the lock, before any caller returns. A batch of only NORMAL writes (Normal) is one NORMAL
+            // commit, not a group commit: none of its callers asked for a flush.
+            var group = batch.Exists(w => !w.Normal);
+            using var tx = Begin(durable: group && !_walSynced);
+            _inGroupCommit = group;
             var changed = false;
-            // Each operation runs inside its own savepoint so that one that does not record is undone alone; a batch of
-            // one needs none, since then the whole transaction is rolled back instead.
+            // Each durable operation runs inside its own savepoint so that one that does not record is undone alone; a
+            // batch of one needs none, since then the whole transaction is rolled back instead. A NORMAL write is one
+            // statement, atomic on its own: it needs none.
             var savepoints = batch.Count > 1;
             foreach (var write in batch)
             {
                 var delta = _pendingDelta;
-                if (savepoints)
+                var save = savepoints && !write.Normal;
+                if (save)
                 {
                     tx.Save();
                 }
@@ -1130,13 +1190,17 @@ public sealed partial class CreditLedger : IDisposable
                 {
                     write.Error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
                 }
-                var recorded = write.Error is null && write.Result is LedgerResult.Recorded;
+                if (write.Normal && write.Error is not null && !InTransaction)
+                {
+                    throw write.Error; // SQLite rolled the whole transaction back (I/O, disk full): the batch fails as one
+                }
+                var recorded = write.Error is null && write.Result == write.Wrote;
                 changed |= recorded;
                 if (!recorded)
                 {
                     _pendingDelta = delta;
                 }
-                if (savepoints)
+                if (save)
                 {
                     if (!recorded)
                     {
@@ -1145,14 +1209,14 @@ public sealed partial class CreditLedger : IDisposable
                     tx.Release();
                 }
             }
-            Commit(tx, changed, group: true);
+            Commit(tx, changed, group);
         }
         catch (Exception e)
         {
             // Nothing of this transaction committed: what it recorded, and what it never ran, failed with it.
             ForgetBalance();
             var error = e is SqliteException sqlite ? Translate(sqlite, Path) : e;
-            foreach (var write in batch.Where(w => !w.Ran || (w.Error is null && w.Result is LedgerResult.Recorded)))
+            foreach (var write in batch.Where(w => !w.Ran || (w.Error is null && w.Result == w.Wrote)))
             {
                 write.Error = error;
             }
@@ -1378,6 +1442,12 @@ public sealed partial class CreditLedger : IDisposable
         public LedgerResult Result { get; set; }
 
         public Exception? Error { get; set; }
+
+        /// <summary>A one-statement write committed with synchronous=NORMAL (<see cref="CreditLedger.Normal"/>): no savepoint, no flush of its own.</summary>
+        public bool Normal { get; init; }
+
+        /// <summary>The result that means the operation wrote (kept in the commit); any other is undone or wrote nothing.</summary>
+        public LedgerResult Wrote { get; init; } = LedgerResult.Recorded;
     }
 
     /// <summary>
