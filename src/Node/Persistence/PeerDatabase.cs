@@ -27,6 +27,12 @@ public sealed record PersistedState(IReadOnlyList<PersistedPeer> Peers, IReadOnl
 /// load skips, and was read as a number only if the next id was all digits). <c>peers</c> and <c>topics</c> are made <c>WITHOUT ROWID</c> (one B-tree each, the key not stored
 /// twice); an older file keeps its tables as they are, with the same columns.
 /// </para>
+/// <para>
+/// The in-memory stand-in of simulations (<see cref="SqliteMemory"/>) keeps the rows in its node's store's managed state
+/// instead of its database (every node saves its peers every 30 s, and a SQLite table there would hold the store's
+/// connection, schema and pages open for that alone): the same rows in the same order, read back through the same bounds,
+/// parsing and order as the table's (<see cref="MemoryRows"/>), so what a restart reloads is the same.
+/// </para>
 /// </summary>
 public sealed class PeerDatabase : IDisposable
 {
@@ -51,6 +57,9 @@ public sealed class PeerDatabase : IDisposable
     private readonly SqliteStateFile _file;
     private readonly Lock _gate = new();
 
+    /// <summary>The managed state's name for this file's rows in the stand-in's store.</summary>
+    private const string ManagedRows = "peers.db:rows";
+
     private PeerDatabase(SqliteStateFile file)
     {
         _file = file;
@@ -64,12 +73,19 @@ public sealed class PeerDatabase : IDisposable
 
     /// <summary>Opens (creating if needed) <c>peers.db</c> in <paramref name="directory"/>.</summary>
     /// <param name="inMemory">The in-memory storage stand-in of simulations (<see cref="Potluck.Scheduler.Storage.SqliteMemory"/>).</param>
-    public static PeerDatabase Open(string directory, bool inMemory = false)
+    public static PeerDatabase Open(string directory, bool inMemory = false) => Open(directory, inMemory, rowsInTables: false);
+
+    /// <param name="rowsInTables">The stand-in with its rows in the store's SQLite tables, as before they were kept managed
+    /// (tests: the tables' layout, and the managed rows against them).</param>
+    internal static PeerDatabase Open(string directory, bool inMemory, bool rowsInTables)
     {
         // Touch both tables so a damaged file fails on open, not on the first save.
         var file = SqliteStateFile.Open(directory, FileName, Schema, "SELECT count(*) FROM peers; SELECT count(*) FROM topics; SELECT count(*) FROM peer_protocol_lists;", inMemory);
-        return new PeerDatabase(file) { RecoveredFromCorruption = file.RecoveredFromCorruption };
+        return new PeerDatabase(file) { RecoveredFromCorruption = file.RecoveredFromCorruption, _managed = inMemory && !rowsInTables };
     }
+
+    /// <summary>The stand-in's rows kept in its store's managed state (<see cref="MemoryRows"/>), not in SQLite.</summary>
+    private bool _managed;
 
     /// <summary>The indexes of <paramref name="peers"/> in the order of their ids as the table's key sorts them (bytewise).</summary>
     private static int[] KeyOrder(IReadOnlyList<PersistedPeer> peers)
@@ -87,8 +103,15 @@ public sealed class PeerDatabase : IDisposable
     /// <summary>Replaces everything stored with <paramref name="state"/>.</summary>
     public void Save(PersistedState state)
     {
+        ArgumentNullException.ThrowIfNull(state);
         lock (_gate)
         {
+            if (_managed && _file.Store is { } store)
+            {
+                var rows = MemoryRows.Of(state);
+                store.WithManaged(managed => managed[ManagedRows] = rows);
+                return;
+            }
             _file.Use(connection =>
             {
                 using var tx = connection.BeginTransaction();
@@ -170,7 +193,12 @@ public sealed class PeerDatabase : IDisposable
     {
         lock (_gate)
         {
-            return _file.Use(connection =>
+            if (_managed && _file.Store is { } store)
+            {
+                var rows = store.WithManaged(managed => managed.TryGetValue(ManagedRows, out var r) ? (MemoryRows)r : null);
+                return rows is null ? new PersistedState([], []) : rows.Load(maxPeers, maxAddresses, maxProtocols, maxTopics);
+            }
+            return _file.Read(connection =>
             {
                 var peers = new List<PersistedPeer>();
                 var lists = new Dictionary<long, string[]>();
@@ -211,7 +239,7 @@ public sealed class PeerDatabase : IDisposable
                     }
                 }
                 return new PersistedState(peers, topics);
-            });
+            }, PersistedState.Empty);
         }
     }
 
@@ -274,6 +302,158 @@ public sealed class PeerDatabase : IDisposable
             .Where(s => s.Length <= MaxFieldLength)
             .Take(max)
             .ToArray();
+    }
+
+    /// <summary>
+    /// The stand-in's rows: what <see cref="Save"/> writes to the tables, kept as the saved objects rather than their text
+    /// (a peer's id and address array are the ones the caller passed, its protocols one joined text shared by every row and
+    /// store that holds the same list), turned into the tables' text only when read back. A load applies the table's
+    /// query: rows in key order (bytewise UTF-8, the later of two rows with one id kept, as INSERT OR REPLACE in
+    /// <see cref="KeyOrder"/>), ids of at most <see cref="MaxFieldLength"/> characters, most recently seen first (equal
+    /// times in key order, as SQLite's sort of that scan returns them), at most <c>maxPeers</c>; each cell split and
+    /// bounded as <see cref="Split"/> does; the topics distinct, in bytewise order. Immutable.
+    /// </summary>
+    private sealed class MemoryRows
+    {
+        private readonly PeerId[] _ids;
+        private readonly IReadOnlyList<Multiaddr>[] _addresses;
+        private readonly string[] _protocols;
+        private readonly long[] _lastSeen;
+        private readonly string[] _topics;
+
+        private MemoryRows(PeerId[] ids, IReadOnlyList<Multiaddr>[] addresses, string[] protocols, long[] lastSeen, string[] topics)
+        {
+            _ids = ids;
+            _addresses = addresses;
+            _protocols = protocols;
+            _lastSeen = lastSeen;
+            _topics = topics;
+        }
+
+        /// <summary>Joined protocol lists shared between rows and stores (peers of one release have one); bounded.</summary>
+        private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> s_lists = new(StringComparer.Ordinal);
+
+        private const int SharedListLimit = 1_024;
+
+        private static string Shared(string text)
+        {
+            if (text.Length == 0)
+            {
+                return "";
+            }
+            if (s_lists.TryGetValue(text, out var shared))
+            {
+                return shared;
+            }
+            return s_lists.Count < SharedListLimit ? s_lists.GetOrAdd(text, text) : text;
+        }
+
+        public static MemoryRows Of(PersistedState state)
+        {
+            // The rows as the table would hold them: in key order, one per id (the later wins, as INSERT OR REPLACE).
+            var keys = new string[state.Peers.Count];
+            for (var i = 0; i < keys.Length; i++)
+            {
+                keys[i] = state.Peers[i].Id.ToString();
+            }
+            var order = KeyOrder(state.Peers);
+            var kept = new List<int>(order.Length);
+            foreach (var i in order)
+            {
+                if (kept.Count > 0 && string.Equals(keys[kept[^1]], keys[i], StringComparison.Ordinal))
+                {
+                    kept[^1] = i;
+                }
+                else
+                {
+                    kept.Add(i);
+                }
+            }
+            // KeyOrder sorts by UTF-16 code units; the table's key sorts by UTF-8 bytes (they differ only past U+D7FF).
+            kept.Sort((a, b) => Utf8Order(keys[a], keys[b]));
+            var ids = new PeerId[kept.Count];
+            var addresses = new IReadOnlyList<Multiaddr>[kept.Count];
+            var protocols = new string[kept.Count];
+            var lastSeen = new long[kept.Count];
+            for (var k = 0; k < kept.Count; k++)
+            {
+                var peer = state.Peers[kept[k]];
+                ids[k] = peer.Id;
+                addresses[k] = [.. peer.Addresses];
+                protocols[k] = Shared(JoinProtocols(peer.Protocols));
+                lastSeen[k] = peer.LastSeen.ToUnixTimeMilliseconds();
+            }
+            var topics = new List<string>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var t in state.Topics)
+            {
+                if (seen.Add(t))
+                {
+                    topics.Add(t);
+                }
+            }
+            return new MemoryRows(ids, addresses, protocols, lastSeen, [.. topics]);
+        }
+
+        public PersistedState Load(int maxPeers, int maxAddresses, int maxProtocols, int maxTopics)
+        {
+            var candidates = new List<(int Row, string Id)>();
+            for (var k = 0; k < _ids.Length; k++)
+            {
+                var id = _ids[k].ToString();
+                if (Characters(id) <= MaxFieldLength)
+                {
+                    candidates.Add((k, id));
+                }
+            }
+            // ORDER BY last_seen DESC over the key-ordered scan: a stable sort keeps equal times in key order.
+            var sorted = candidates.OrderByDescending(c => _lastSeen[c.Row]).Take(maxPeers < 0 ? int.MaxValue : maxPeers);
+            var peers = new List<PersistedPeer>();
+            foreach (var (row, text) in sorted)
+            {
+                if (!PeerId.TryParse(text, out var id))
+                {
+                    continue;
+                }
+                var joined = string.Join('\n', _addresses[row].Select(a => a.ToString()));
+                var addresses = Split(Characters(joined), () => joined, maxAddresses)
+                    .Select(a => Multiaddr.TryParse(a, out var m) ? m : null)
+                    .OfType<Multiaddr>()
+                    .ToArray();
+                var list = _protocols[row];
+                var protocols = Split(Characters(list), () => list, maxProtocols);
+                var seen = DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(_lastSeen[row], 0, 253_402_300_799_999));
+                peers.Add(new PersistedPeer(id, addresses, protocols, seen));
+            }
+            var topics = _topics
+                .Where(t => Characters(t) <= MaxFieldLength)
+                .Order(Comparer<string>.Create(Utf8Order))
+                .Take(maxTopics < 0 ? int.MaxValue : maxTopics)
+                .ToList();
+            return new PersistedState(peers, topics);
+        }
+
+        /// <summary>SQLite's <c>length()</c> of a text: its characters (code points), not UTF-16 units.</summary>
+        private static int Characters(string text)
+        {
+            var surrogates = 0;
+            foreach (var c in text)
+            {
+                if (char.IsLowSurrogate(c))
+                {
+                    surrogates++;
+                }
+            }
+            return text.Length - surrogates;
+        }
+
+        /// <summary>SQLite's BINARY order of two texts: their UTF-8 bytes compared.</summary>
+        private static int Utf8Order(string? a, string? b)
+        {
+            var x = System.Text.Encoding.UTF8.GetBytes(a ?? "");
+            var y = System.Text.Encoding.UTF8.GetBytes(b ?? "");
+            return x.AsSpan().SequenceCompareTo(y);
+        }
     }
 
     /// <summary>What SQLite holds for this database's connection now.</summary>

@@ -17,6 +17,7 @@ public readonly record struct SimMemory(double RssMib, double GcCommittedMib, do
     /// <summary>Reads the figures now.</summary>
     public static SimMemory Now()
     {
+        Scheduler.Storage.SqliteMemory.EnsureNative(); // a mesh whose stores hold no connection yet has opened none
         var gc = GC.GetGCMemoryInfo();
         using var self = System.Diagnostics.Process.GetCurrentProcess();
         var malloc = NativeHeap.Read();

@@ -360,8 +360,8 @@ public sealed class SimulatedMesh : IAsyncDisposable
     private readonly List<TaskRecord> _tasks = [];
     private readonly Dictionary<int, List<TaskRecord>> _inFlight = [];
     private readonly List<MeshEvent> _events = [];
-    private readonly List<Microsoft.Data.Sqlite.SqliteConnection> _memoryKeepers = [];
-    private readonly Dictionary<int, Microsoft.Data.Sqlite.SqliteConnection[]> _downKeepers = [];
+    private readonly List<IDisposable> _memoryKeepers = [];
+    private readonly Dictionary<int, IDisposable[]> _downKeepers = [];
     private readonly NodeStandIns _standIns;
     private readonly WasmSandbox? _sharedSandbox;
     private readonly SharedMeterFactory? _sharedCounters;
@@ -1012,19 +1012,20 @@ public sealed class SimulatedMesh : IAsyncDisposable
     }
 
     /// <summary>
-    /// With the in-memory storage stand-in, a node's store (its ledger, reputation and peer tables in one database)
-    /// outlives its crashes as files would: while it is down, one idle connection keeps it (opened before its own close,
-    /// closed once it is up again with its own). A node that is up holds it open itself, so it needs no second connection.
+    /// With the in-memory storage stand-in, a node's store (its ledger, reputation and peer tables in one database, and
+    /// what it keeps managed) outlives its crashes as files would: while it is down, a hold keeps it (taken before its own
+    /// close, released once it is up again with its own), opening no connection: a store that has one keeps it, one that
+    /// has none (nothing written yet) stays without.
     /// </summary>
     private void KeepWhileDown(SimNode node)
     {
         if (_standIns.InMemoryStorage && !_downKeepers.ContainsKey(node.Index))
         {
-            _downKeepers[node.Index] = [Scheduler.Storage.SqliteMemory.Keep(Path.Combine(node.DataDir, CreditLedger.FileName))];
+            _downKeepers[node.Index] = [Scheduler.Storage.SqliteMemory.Hold(Path.Combine(node.DataDir, CreditLedger.FileName))];
         }
     }
 
-    /// <summary>Closes the connections that kept a node's databases while it was down (it holds its own now).</summary>
+    /// <summary>Releases the holds that kept a node's store while it was down (it holds its own now).</summary>
     private void ReleaseKeepers(SimNode node)
     {
         if (_downKeepers.Remove(node.Index, out var keepers))
@@ -1036,7 +1037,7 @@ public sealed class SimulatedMesh : IAsyncDisposable
         }
     }
 
-    /// <summary>Connections kept open to databases of nodes that are down or identities dropped (in-memory storage stand-in).</summary>
+    /// <summary>Holds kept on the stores of nodes that are down or identities dropped (in-memory storage stand-in).</summary>
     internal int MemoryKeepers => _memoryKeepers.Count + _downKeepers.Values.Sum(k => k.Length);
 
     /// <summary>Appends one line to the trace, stamped with the virtual time.</summary>

@@ -18,7 +18,7 @@ public sealed partial class CreditLedger
     public bool Created { get; private set; }
 
     /// <summary>Whether a chain recovery was begun and has not ended (it resumes after a restart).</summary>
-    public bool ChainRecoveryPending => Run(() => ScalarRarely("SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending");
+    public bool ChainRecoveryPending => Fresh(false, () => Run(() => ScalarRarely("SELECT value FROM meta WHERE key = 'chain_recovery'") is "pending"));
 
     /// <summary>Marks a chain recovery begun, durably; false when this node has signed blocks already (nothing to recover then).</summary>
     public bool BeginChainRecovery() => Run(() =>
@@ -77,14 +77,14 @@ public sealed partial class CreditLedger
     }
 
     /// <summary>Whether own block <paramref name="seq"/> was recovered from a counterparty (its receipt was lost with the old ledger).</summary>
-    public bool WasRecovered(ulong seq) =>
-        Run(() => !LazyAbsent("chain_recovered") && Scalar(null, "SELECT 1 FROM chain_recovered WHERE seq = $s", ("$s", (long)seq)) is not null);
+    public bool WasRecovered(ulong seq) => Fresh(false, () =>
+        Run(() => !LazyAbsent("chain_recovered") && Scalar(null, "SELECT 1 FROM chain_recovered WHERE seq = $s", ("$s", (long)seq)) is not null));
 
     /// <summary>
     /// As a counterparty: the blocks of <paramref name="author"/> with this node as counterparty and seq above
     /// <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>, each with this node's linked half if held.
     /// </summary>
-    public IReadOnlyList<(byte[] Block, byte[] Link)> BlocksSignedWith(PeerId author, ulong afterSeq, int limit) => Run(() =>
+    public IReadOnlyList<(byte[] Block, byte[] Link)> BlocksSignedWith(PeerId author, ulong afterSeq, int limit) => Fresh<IReadOnlyList<(byte[], byte[])>>([], () => Run(() =>
     {
         using var reader = Command(null, """
             SELECT c.block, CASE c.kind
@@ -98,5 +98,5 @@ public sealed partial class CreditLedger
             list.Add(((byte[])reader[0], reader.IsDBNull(1) ? [] : (byte[])reader[1]));
         }
         return list;
-    });
+    }));
 }

@@ -81,7 +81,7 @@ public sealed partial class CreditLedger
         """;
 
     /// <summary>The newest block of this node's own chain: seq 0 and the genesis hash when it has none.</summary>
-    public (ulong Seq, byte[] Hash) ChainHead() => Run(() => ChainHeadCore());
+    public (ulong Seq, byte[] Hash) ChainHead() => Fresh((0UL, SignedBlock.Genesis), () => Run(() => ChainHeadCore()));
 
     /// <summary>
     /// The own chain's head as this connection last read or wrote it (under the writer's lock): the next own block's seq and
@@ -396,61 +396,62 @@ public sealed partial class CreditLedger
     }
 
     /// <summary>The block held for (author, seq), own or another's, if any.</summary>
-    public byte[]? ChainBlockAt(PeerId author, ulong seq) =>
-        Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author), ("$s", (long)seq)) as byte[]);
+    public byte[]? ChainBlockAt(PeerId author, ulong seq) => Fresh(null, () =>
+        Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE author = $a AND seq = $s", ("$a", author), ("$s", (long)seq)) as byte[]));
 
     /// <summary>Whether any block of <paramref name="author"/> is held.</summary>
-    public bool HoldsBlocksOf(PeerId author) =>
-        Read(() => !LazyAbsent("chain") && Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author)) is not null);
+    public bool HoldsBlocksOf(PeerId author) => Fresh(false, () =>
+        Read(() => !LazyAbsent("chain") && Scalar(null, "SELECT 1 FROM chain WHERE author = $a LIMIT 1", ("$a", author)) is not null));
 
     /// <summary>This node's own half-block for a payment, if any.</summary>
     public byte[]? OwnBlockFor(ReadOnlySpan<byte> receiptId)
     {
         var id = receiptId.ToArray();
-        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]);
+        return Fresh(null, () => Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE own = 1 AND receipt_id = $r", ("$r", id)) as byte[]));
     }
 
     /// <summary>The agreement held (from the counterparty, or our own) that links to the block with <paramref name="hash"/>.</summary>
     public byte[]? AgreementLinking(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]);
+        return Fresh(null, () => Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE link_hash = $h", ("$h", h)) as byte[]));
     }
 
     /// <summary>The block held whose hash is <paramref name="hash"/>.</summary>
     public byte[]? ChainBlockByHash(ReadOnlySpan<byte> hash)
     {
         var h = hash.ToArray();
-        return Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]);
+        return Fresh(null, () => Read(() => LazyAbsent("chain") ? null : Scalar(null, "SELECT block FROM chain WHERE hash = $h", ("$h", h)) as byte[]));
     }
 
     /// <summary>Own blocks with seq above <paramref name="afterSeq"/>, in seq order, at most <paramref name="limit"/>.</summary>
-    public IReadOnlyList<byte[]> OwnBlocks(ulong afterSeq, int limit) => Run(() =>
+    public IReadOnlyList<byte[]> OwnBlocks(ulong afterSeq, int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() =>
         ReadBlobs(Command(null, "SELECT block FROM chain WHERE author = $a AND seq > $s ORDER BY seq LIMIT $n",
-            ("$a", Owner), ("$s", (long)afterSeq), ("$n", (long)limit))));
+            ("$a", Owner), ("$s", (long)afterSeq), ("$n", (long)limit)))));
 
     /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
-    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Run(() => LazyAbsent("chain") ? [] :
+    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() => LazyAbsent("chain") ? [] :
         Rarely("""
             SELECT block FROM chain c WHERE own = 1 AND kind = 0
               AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
             ORDER BY seq LIMIT $n
-            """, ReadBlobs, ("$n", (long)limit)));
+            """, ReadBlobs, ("$n", (long)limit))));
 
     /// <summary>Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first).</summary>
-    public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Run(() => LazyAbsent("reservations") ? [] :
+    public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() => LazyAbsent("reservations") ? [] :
         Rarely("""
             SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
             WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
               AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id)
             ORDER BY r.rowid LIMIT $n
-            """, ReadBlobs, ("$n", (long)limit)));
+            """, ReadBlobs, ("$n", (long)limit))));
 
     /// <summary>The stored receipt of the entry of <paramref name="kind"/> for a receipt id, if any.</summary>
     public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
     {
         var id = receiptId.ToArray();
-        return Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $k", ("$id", id), ("$k", (long)kind)) as byte[]);
+        // A new ledger's one entry, its grant, holds no receipt.
+        return Fresh(null, () => Read(() => Scalar(null, "SELECT receipt FROM entries WHERE receipt_id = $id AND kind = $k", ("$id", id), ("$k", (long)kind)) as byte[]));
     }
 
     /// <summary>Keeps a checked fork proof against its author; false when one is held already.</summary>
@@ -472,7 +473,7 @@ public sealed partial class CreditLedger
     }
 
     /// <summary>The fork proofs held, by author.</summary>
-    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Run(() => LazyAbsent("forks") ? [] : Rarely("SELECT author, proof FROM forks ORDER BY found_at", statement =>
+    public IReadOnlyList<(PeerId Author, byte[] Proof)> Forks() => Fresh<IReadOnlyList<(PeerId, byte[])>>([], () => Run(() => LazyAbsent("forks") ? [] : Rarely("SELECT author, proof FROM forks ORDER BY found_at", statement =>
     {
         using var reader = statement.ExecuteReader();
         var list = new List<(PeerId, byte[])>();
@@ -481,7 +482,7 @@ public sealed partial class CreditLedger
             list.Add((ReadPeer(reader[0]), (byte[])reader[1]));
         }
         return list;
-    }));
+    })));
 
     /// <summary>
     /// Inserts a block; with <paramref name="ifNew"/>, only when (author, seq) holds none (false then, nothing written;

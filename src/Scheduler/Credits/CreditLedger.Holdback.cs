@@ -53,6 +53,10 @@ public sealed partial class CreditLedger
     /// </summary>
     public long Held(PeerId provider)
     {
+        if (Fresh(true, static () => false))
+        {
+            return 0; // a new ledger has paid no one
+        }
         var p = provider.ToBytes();
         return Run(() =>
         {
@@ -64,6 +68,10 @@ public sealed partial class CreditLedger
     /// <summary>Micro-credits this node's payments to <paramref name="provider"/> forfeited by fraud proofs, all time.</summary>
     public long Forfeited(PeerId provider)
     {
+        if (Fresh(true, static () => false))
+        {
+            return 0; // a new ledger has paid no one
+        }
         var p = provider.ToBytes();
         return Run(() =>
         {

@@ -59,6 +59,10 @@ public sealed partial class CreditLedger
     /// <summary>As a provider: what this node knows first-hand about <paramref name="requester"/> (one row read).</summary>
     public RequesterRecord Requester(PeerId requester)
     {
+        if (Fresh(true, static () => false))
+        {
+            return default; // a new ledger: nothing exchanged with anyone (its grant is no one's)
+        }
         var r = requester.ToBytes();
         if (!_holdbackReady)
         {

@@ -21,7 +21,7 @@ public sealed partial class CreditLedger
     private bool _vouchesReady;
 
     /// <summary>Up to <paramref name="max"/> (payer, requester, micro-credits) entries of what payers' surpluses back here, oldest first.</summary>
-    public IReadOnlyList<(PeerId Payer, PeerId Requester, long Amount)> Vouches(int max) => Run(() =>
+    public IReadOnlyList<(PeerId Payer, PeerId Requester, long Amount)> Vouches(int max) => Fresh<IReadOnlyList<(PeerId, PeerId, long)>>([], () => Run(() =>
     {
         EnsureVouches();
         var list = new List<(PeerId, PeerId, long)>();
@@ -32,7 +32,7 @@ public sealed partial class CreditLedger
             list.Add((ReadPeer(reader.GetValue(0)), ReadPeer(reader.GetValue(1)), reader.GetInt64(2)));
         }
         return (IReadOnlyList<(PeerId, PeerId, long)>)list;
-    });
+    }));
 
     /// <summary>Replaces, durably and at once, what payers' surpluses back for <paramref name="requester"/> (empty: nothing).</summary>
     public void ReplaceVouches(PeerId requester, IReadOnlyDictionary<PeerId, long> backs)

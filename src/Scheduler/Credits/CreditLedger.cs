@@ -129,7 +129,7 @@ public sealed partial class CreditLedger : IDisposable
     /// </summary>
     internal const int WalCheckpointPages = 4_096;
 
-    private readonly SqliteConnection _connection;
+    private SqliteConnection _connection; // the stand-in's: null until its first write (CreditLedger.Unwritten.cs)
     private readonly CreditsOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate;
@@ -188,9 +188,22 @@ public sealed partial class CreditLedger : IDisposable
         Storage.SqliteMemory.SharedStore? store = null;
         if (inMemory)
         {
-            // The stand-in runs on its node's store's one connection, under that connection's lock (the state files share it).
+            // The stand-in runs on its node's store's one connection, under that connection's lock (the state files share
+            // it); a store with no connection yet stays without one until the ledger's first write (CreditLedger.Unwritten.cs).
             path = System.IO.Path.Combine(directory, FileName);
             store = Storage.SqliteMemory.Share(path);
+            try
+            {
+                if (OpenUnwritten(store, path, owner, options, time) is { } unwritten)
+                {
+                    return unwritten;
+                }
+            }
+            catch
+            {
+                store.Dispose();
+                throw;
+            }
             connection = store.Connection;
         }
         else
@@ -213,7 +226,17 @@ public sealed partial class CreditLedger : IDisposable
                 connection.Open();
             }
             var ledger = new CreditLedger(connection, path, owner, options, time, store) { _inMemory = inMemory };
-            ledger.Initialise();
+            if (store is not null)
+            {
+                lock (store.Gate)
+                {
+                    ledger.InitialiseStandIn();
+                }
+            }
+            else
+            {
+                ledger.Initialise();
+            }
             if (!inMemory)
             {
                 Protocol.Runtime.OwnerOnly.PrepareSqlite(path); // the WAL and SHM files SQLite has just made
@@ -313,14 +336,14 @@ public sealed partial class CreditLedger : IDisposable
     }
 
     /// <summary>As a provider: the total <paramref name="requester"/> owes for completed leases it has not paid for.</summary>
-    public long Unpaid(PeerId requester) => Read(() => Convert.ToInt64(
+    public long Unpaid(PeerId requester) => Fresh(0L, () => Read(() => Convert.ToInt64(
         Scalar(null, "SELECT COALESCE(SUM(amount), 0) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester)),
-        System.Globalization.CultureInfo.InvariantCulture));
+        System.Globalization.CultureInfo.InvariantCulture)));
 
     /// <summary>As a provider: leases of <paramref name="requester"/> completed and not paid for.</summary>
-    public int UnpaidLeases(PeerId requester) => Read(() => Convert.ToInt32(
+    public int UnpaidLeases(PeerId requester) => Fresh(0, () => Read(() => Convert.ToInt32(
         Scalar(null, "SELECT count(*) FROM owed WHERE requester = $r AND paid = 0", ("$r", requester)),
-        System.Globalization.CultureInfo.InvariantCulture));
+        System.Globalization.CultureInfo.InvariantCulture)));
 
     /// <summary>
     /// As a provider: records a receipt as Earned only when it pays for a lease this node recorded as owed
@@ -565,10 +588,10 @@ public sealed partial class CreditLedger : IDisposable
     }
 
     /// <summary>Grants + earned − spent, summed from the entries.</summary>
-    public long Balance() => Run(() => BalanceCore(null));
+    public long Balance() => Fresh(FreshBalance, () => Run(() => BalanceCore(null)));
 
     /// <summary><see cref="Balance"/> less the maxima of all Reserved reservations.</summary>
-    public long Available() => Run(() => AvailableCore(null));
+    public long Available() => Fresh(FreshBalance, () => Run(() => AvailableCore(null)));
 
     /// <summary>The newest <paramref name="count"/> entries (at most <see cref="CreditsOptions.MaxRecent"/>), newest first.</summary>
     public IReadOnlyList<LedgerEntry> Recent(int count)
@@ -600,7 +623,7 @@ public sealed partial class CreditLedger : IDisposable
     }
 
     /// <summary>Micro-credits earned and spent in all, and since <paramref name="since"/> (for a node's status).</summary>
-    public LedgerTotals Totals(DateTimeOffset since) => Run(() =>
+    public LedgerTotals Totals(DateTimeOffset since) => Fresh(new LedgerTotals(0, 0, 0, 0, 0, 0), () => Run(() =>
     {
         var cmd = Command(null, """
             SELECT
@@ -615,7 +638,7 @@ public sealed partial class CreditLedger : IDisposable
         using var reader = cmd.ExecuteReader();
         reader.Read();
         return new LedgerTotals(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5));
-    });
+    }));
 
     /// <summary>
     /// The stored signed receipts of Earned entries, oldest first (optionally only those from one requester),
@@ -683,13 +706,13 @@ public sealed partial class CreditLedger : IDisposable
     public PaymentReservation? GetReservation(ReadOnlySpan<byte> leaseId)
     {
         var lease = leaseId.ToArray();
-        return Read(() => LazyAbsent("reservations") ? null : ReadReservation(null, lease));
+        return Fresh(null, () => Read(() => LazyAbsent("reservations") ? null : ReadReservation(null, lease)));
     }
 
     /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
-    public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) =>
+    public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) => Fresh<IReadOnlyList<PaymentReservation>>([], () =>
         Read(() => LazyAbsent("reservations") ? []
-            : Rarely(ReservationsInState, ReadReservations, ("$state", (long)state)));
+            : Rarely(ReservationsInState, ReadReservations, ("$state", (long)state))));
 
     /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
     public IReadOnlyList<byte[]> UndeliveredReceipts() =>
@@ -783,7 +806,7 @@ public sealed partial class CreditLedger : IDisposable
                 ExecuteRarely("""
                     INSERT INTO entries (receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
                     VALUES ($id, 0, $owner, NULL, $amount, NULL, $now)
-                    """, ("$id", GrantId(Owner)), ("$owner", Owner), ("$amount", _options.InitialGrant), ("$now", Now()));
+                    """, ("$id", GrantId(Owner)), ("$owner", Owner), ("$amount", _options.InitialGrant), ("$now", _createdAt ?? Now()));
             }
             if (!_inMemory)
             {
@@ -1252,6 +1275,10 @@ public sealed partial class CreditLedger : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             ThrowIfFlushFailed();
+            if (_unwritten)
+            {
+                Materialise(); // the stand-in's first operation that needs its store (CreditLedger.Unwritten.cs)
+            }
             _runDepth++;
             try
             {

@@ -14,8 +14,15 @@ namespace Potluck.Scheduler.Storage;
 /// </summary>
 public static class SqliteMemory
 {
+    /// <summary>
+    /// Makes SQLite's native library ready for direct calls (<c>SQLitePCL.raw</c>: the memory figures, the census) even
+    /// when no connection has been opened yet — with the stand-in's stores opened at their first write, a mesh may have
+    /// opened none. Runs what opening the first connection would run (Microsoft.Data.Sqlite's initialisation), once.
+    /// </summary>
+    public static void EnsureNative() => System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(SqliteConnection).TypeHandle);
+
     /// <summary>What the stand-in is called in reports.</summary>
-    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open; no FTS, R-Tree or Geopoly modules)";
+    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open; no FTS, R-Tree or Geopoly modules; the store's connection opened by its first write, the ledger created then with its first open's time, reads before that answered as a new ledger's; peer rows kept in managed memory, not SQLite)";
 
     /// <summary>
     /// The connection string of the in-memory database standing in for the file at <paramref name="path"/>: the store of
@@ -34,18 +41,51 @@ public static class SqliteMemory
         }.ToString();
     }
 
-    /// <summary>Opens a connection that keeps the store of <paramref name="path"/>'s directory alive until it is disposed.</summary>
+    /// <summary>
+    /// Opens a connection that keeps the store of <paramref name="path"/>'s directory alive until it is disposed, and holds
+    /// the store itself (<see cref="Share"/>: its managed state, and its own connection opened now) for as long: a test's
+    /// view of a store that exists whatever the node has written. A harness keeping a node's store across a crash uses
+    /// <see cref="Hold"/>, which opens nothing.
+    /// </summary>
     public static SqliteConnection Keep(string path)
     {
-        var connection = new SqliteConnection(ConnectionString(path));
+        var store = Share(path);
         try
         {
-            connection.Open();
-            if (CensusStatements)
+            store.Use(static _ => 0); // the store's own connection: what it holds lives while this one is open
+            var connection = new KeptConnection(ConnectionString(path), store);
+            try
             {
-                connection.Handle!.enable_sqlite3_next_stmt(true); // SQLitePCL's bookkeeping for the census's statement walk
+                Prepare(connection);
+                return connection;
             }
-            Slim(connection);
+            catch
+            {
+                connection.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            store.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Holds the store of <paramref name="path"/>'s directory (what its state files and ledger keep, and its connection if
+    /// one is open) until disposed, opening nothing: a harness keeps a crashed node's store with it, as files outlive a
+    /// crash. A store nothing has written to holds no connection, and still holds none.
+    /// </summary>
+    public static IDisposable Hold(string path) => Share(path);
+
+    /// <summary>Opens a stand-in connection and makes it cheaper (<see cref="Slim"/>).</summary>
+    private static SqliteConnection Open(string connectionString)
+    {
+        var connection = new SqliteConnection(connectionString);
+        try
+        {
+            Prepare(connection);
             return connection;
         }
         catch
@@ -55,13 +95,40 @@ public static class SqliteMemory
         }
     }
 
+    private static void Prepare(SqliteConnection connection)
+    {
+        connection.Open();
+        if (CensusStatements)
+        {
+            connection.Handle!.enable_sqlite3_next_stmt(true); // SQLitePCL's bookkeeping for the census's statement walk
+        }
+        Slim(connection);
+    }
+
+    /// <summary>A test's connection from <see cref="Keep"/>: releases its hold on the store when disposed.</summary>
+    private sealed class KeptConnection(string connectionString, SharedStore store) : SqliteConnection(connectionString)
+    {
+        private SharedStore? _store = store;
+
+        protected override void Dispose(bool disposing)
+        {
+            base.Dispose(disposing);
+            if (disposing)
+            {
+                Interlocked.Exchange(ref _store, null)?.Dispose();
+            }
+        }
+    }
+
     private static readonly Lock s_sharedGate = new();
     private static readonly Dictionary<string, SharedStore> s_shared = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// The connection that the ledger and every state file (<see cref="SqliteStateFile"/>: peers, reputation) of the store
-    /// of <paramref name="path"/>'s directory share, opened by the first and closed with the last that disposes it: one
-    /// connection (its handle and the functions and modules registered at open, ~8–12 KiB) where each held its own.
+    /// The store that the ledger and every state file (<see cref="SqliteStateFile"/>: peers, reputation) of
+    /// <paramref name="path"/>'s directory share, made by the first and dropped with the last that disposes it: one
+    /// connection (its handle and the functions and modules registered at open, ~8–12 KiB) where each held its own, opened
+    /// by the first use that needs it (<see cref="SharedStore.Use{T}"/>), not with the store: a node that never writes
+    /// ledger or reputation data holds none (<see cref="SharedStore.IfOpen{T}"/> answers its reads).
     /// </summary>
     public static SharedStore Share(string path)
     {
@@ -73,8 +140,7 @@ public static class SqliteMemory
                 store.Holders++;
                 return store;
             }
-            var connection = Keep(path);
-            store = new SharedStore(key, connection);
+            store = new SharedStore(key);
             s_shared.Add(key, store);
             return store;
         }
@@ -106,7 +172,8 @@ public static class SqliteMemory
             var n = index++;
             try
             {
-                store.Use(connection =>
+                census.Held++;
+                store.IfOpen(connection =>
                 {
                     if (connection.State != System.Data.ConnectionState.Open)
                     {
@@ -148,12 +215,13 @@ public static class SqliteMemory
                         }
                     }
                     return 0;
-                });
+                }, 0);
             }
             catch (ObjectDisposedException)
             {
             }
         }
+        EnsureNative();
         census.MemoryUsed = SQLitePCL.raw.sqlite3_memory_used();
         census.MemoryHighwater = SQLitePCL.raw.sqlite3_memory_highwater(0);
         return census;
@@ -162,7 +230,11 @@ public static class SqliteMemory
     /// <summary>What <see cref="Census"/> found.</summary>
     public sealed class StoreCensus
     {
+        /// <summary>Stores open (each with its connection): the figures per store below are theirs.</summary>
         public int Stores { get; set; }
+
+        /// <summary>Stores held, with a connection or without one (a node that has written nothing holds none).</summary>
+        public int Held { get; set; }
         public long Pages { get; set; }
         public long FreePages { get; set; }
         public long MemoryUsed { get; set; }
@@ -178,7 +250,7 @@ public static class SqliteMemory
             var kept = Statements.Values.Sum(v => (long)v.Count);
             var keptBytes = Statements.Values.Sum(v => v.Bytes);
             yield return string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"SQLite census {when}: {Stores} stores; per store {(double)Pages / per:F1} pages of {PageSize} B ({(double)FreePages / per:F1} free), "
+                $"SQLite census {when}: {Stores} stores ({Held - Stores} more held without a connection); per store {(double)Pages / per:F1} pages of {PageSize} B ({(double)FreePages / per:F1} free), "
                 + $"{(double)kept / per:F2} statements kept ({keptBytes / 1024.0 / per:F1} KiB); sqlite3_memory_used {MemoryUsed / 1048576.0:F1} MiB (highwater {MemoryHighwater / 1048576.0:F1})");
             foreach (var (sql, (count, bytes)) in Statements.OrderByDescending(s => s.Value.Bytes))
             {
@@ -196,16 +268,47 @@ public static class SqliteMemory
     public sealed class SharedStore : IDisposable
     {
         private readonly string _key;
-        private readonly SqliteConnection _connection;
+        private SqliteConnection? _connection;
+        private bool _closed;
 
-        internal SharedStore(string key, SqliteConnection connection)
+        internal SharedStore(string key)
         {
             _key = key;
-            _connection = connection;
         }
 
-        /// <summary>The shared connection: use it only while holding <see cref="Gate"/>.</summary>
-        internal SqliteConnection Connection => _connection;
+        /// <summary>
+        /// The shared connection, opened now if the store has none yet: use it only while holding <see cref="Gate"/>.
+        /// </summary>
+        /// <exception cref="ObjectDisposedException">The last holder has disposed the store.</exception>
+        internal SqliteConnection Connection
+        {
+            get
+            {
+                ObjectDisposedException.ThrowIf(_closed, this);
+                return _connection ??= Open(_key);
+            }
+        }
+
+        /// <summary>Whether the store has its connection (opened by the first use that needed it). Under <see cref="Gate"/>.</summary>
+        internal bool IsOpen => _connection is not null;
+
+        /// <summary>
+        /// State a holder keeps in managed memory rather than in the database, by name (the peer store's rows, a ledger
+        /// not written yet): it lives with the store, so a restart under a harness's <see cref="Hold"/> finds it. Under <see cref="Gate"/>.
+        /// </summary>
+        internal Dictionary<string, object> Managed { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Runs <paramref name="work"/> on the store's managed state (<see cref="Managed"/>), alone; opens nothing.</summary>
+        /// <exception cref="ObjectDisposedException">The last holder has disposed the store.</exception>
+        internal T WithManaged<T>(Func<Dictionary<string, object>, T> work)
+        {
+            ArgumentNullException.ThrowIfNull(work);
+            lock (Gate)
+            {
+                ObjectDisposedException.ThrowIf(_closed, this);
+                return work(Managed);
+            }
+        }
 
         /// <summary>
         /// The lock every user of the connection holds while it runs statements (the ledger holds it as its writer's lock):
@@ -216,17 +319,31 @@ public static class SqliteMemory
         /// <summary>Holders not yet disposed (under the registry's lock).</summary>
         internal int Holders { get; set; } = 1;
 
-        /// <summary>Runs <paramref name="work"/> on the shared connection, alone.</summary>
+        /// <summary>Runs <paramref name="work"/> on the shared connection, alone (opening it if the store has none yet).</summary>
         public T Use<T>(Func<SqliteConnection, T> work)
         {
             ArgumentNullException.ThrowIfNull(work);
             lock (Gate)
             {
-                return work(_connection);
+                return work(Connection);
             }
         }
 
-        /// <summary>One holder's share of what SQLite holds for the connection now.</summary>
+        /// <summary>
+        /// Runs <paramref name="work"/> on the shared connection, alone, if the store has one; otherwise returns
+        /// <paramref name="none"/> and opens nothing (a read of a store nothing has written to).
+        /// </summary>
+        public T IfOpen<T>(Func<SqliteConnection, T> work, T none)
+        {
+            ArgumentNullException.ThrowIfNull(work);
+            lock (Gate)
+            {
+                ObjectDisposedException.ThrowIf(_closed, this);
+                return _connection is { } connection ? work(connection) : none;
+            }
+        }
+
+        /// <summary>One holder's share of what SQLite holds for the connection now (nothing when it has none).</summary>
         public SqliteFootprint Footprint()
         {
             int holders;
@@ -234,7 +351,7 @@ public static class SqliteMemory
             {
                 holders = Holders;
             }
-            return Use(SqliteFootprint.Of).Share(holders);
+            return IfOpen(SqliteFootprint.Of, default).Share(holders);
         }
 
         /// <summary>Releases one holder's share; the last closes the connection.</summary>
@@ -250,7 +367,10 @@ public static class SqliteMemory
             }
             lock (Gate)
             {
-                _connection.Dispose();
+                _closed = true;
+                _connection?.Dispose();
+                _connection = null;
+                Managed.Clear();
             }
         }
     }

@@ -12,7 +12,8 @@ namespace Potluck.Scheduler.Storage;
 /// open, so what is stored and when it is durable are unchanged; disposing it closes the file as that connection's close
 /// did (a checkpoint, the WAL and SHM files removed). The in-memory stand-in (<see cref="SqliteMemory"/>) keeps
 /// one connection per node's store for every state file of it instead (the data lives only while a connection is open),
-/// shared under one lock. Thread-safe.
+/// shared under one lock, and sets a file up (its tables) at its first write, not at open: until then the store may hold
+/// no connection at all, and a read (<see cref="Read{T}"/>) answers as the file's empty tables would. Thread-safe.
 /// </summary>
 public sealed class SqliteStateFile : IDisposable
 {
@@ -23,15 +24,22 @@ public sealed class SqliteStateFile : IDisposable
     private readonly Lock _gate = new();
     private readonly string _perOpen;
     private readonly SqliteMemory.SharedStore? _memory;
+    private readonly string _setup = "";
+    private readonly string _check = "";
     private bool _disposed;
 
-    private SqliteStateFile(string path, bool recovered, string perOpen, SqliteMemory.SharedStore? memory)
+    private SqliteStateFile(string path, bool recovered, string perOpen, SqliteMemory.SharedStore? memory, string setup = "", string check = "")
     {
         Path = path;
         RecoveredFromCorruption = recovered;
         _perOpen = perOpen;
         _memory = memory;
+        _setup = setup;
+        _check = check;
     }
+
+    /// <summary>The stand-in's mark, in its store's managed state, that this file's tables are set up there.</summary>
+    private string SetUpMark => "set-up:" + System.IO.Path.GetFileName(Path);
 
     /// <summary>The file's full path.</summary>
     public string Path { get; }
@@ -39,14 +47,17 @@ public sealed class SqliteStateFile : IDisposable
     /// <summary>True when an existing file was damaged and has been set aside.</summary>
     public bool RecoveredFromCorruption { get; }
 
-    /// <summary>Whether a connection is open now (a file's only while in use; the in-memory stand-in's always).</summary>
+    /// <summary>
+    /// Whether a connection is open now: a file's only while in use; the in-memory stand-in's once anything in its store
+    /// has needed one (a write; its reads before that open none).
+    /// </summary>
     internal bool ConnectionHeld
     {
         get
         {
             lock (_gate)
             {
-                return _memory is not null && !_disposed;
+                return _memory is not null && !_disposed && _memory.IfOpen(static _ => true, false);
             }
         }
     }
@@ -65,23 +76,9 @@ public sealed class SqliteStateFile : IDisposable
         setup = SqlText.Compact(setup); // its CREATE text is stored as run: without indentation
         if (inMemory)
         {
+            // Set up at the first write (Use), not here: a store nothing writes to holds no connection.
             var memoryPath = System.IO.Path.Combine(directory, fileName);
-            var store = SqliteMemory.Share(memoryPath);
-            try
-            {
-                store.Use(connection =>
-                {
-                    Run(connection, perOpen + setup);
-                    Check(connection, check);
-                    return 0;
-                });
-                return new(memoryPath, false, perOpen, store);
-            }
-            catch
-            {
-                store.Dispose();
-                throw;
-            }
+            return new(memoryPath, false, perOpen, SqliteMemory.Share(memoryPath), setup, check);
         }
         var path = System.IO.Path.Combine(Protocol.Runtime.OwnerOnly.CreateDirectory(directory), fileName);
         try
@@ -110,13 +107,45 @@ public sealed class SqliteStateFile : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_memory is not null)
             {
-                return _memory.Use(work);
+                return _memory.Use(connection =>
+                {
+                    if (!_memory.Managed.ContainsKey(SetUpMark))
+                    {
+                        Run(connection, _perOpen + _setup);
+                        Check(connection, _check);
+                        _memory.Managed[SetUpMark] = true;
+                    }
+                    return work(connection);
+                });
             }
             using var connection = Connect(Path, SqliteOpenMode.ReadWrite);
             Run(connection, _perOpen);
             return work(connection);
         }
     }
+
+    /// <summary>
+    /// Runs <paramref name="read"/> as <see cref="Use{T}"/> does; in the stand-in, while nothing has written this file
+    /// (its tables not set up in the store yet), returns <paramref name="empty"/>, what the read would find in the empty
+    /// tables, and opens nothing. <paramref name="read"/> only reads.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">Disposed.</exception>
+    public T Read<T>(Func<SqliteConnection, T> read, T empty)
+    {
+        ArgumentNullException.ThrowIfNull(read);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_memory is not null)
+            {
+                return _memory.IfOpen(connection => _memory.Managed.ContainsKey(SetUpMark) ? read(connection) : empty, empty);
+            }
+        }
+        return Use(read);
+    }
+
+    /// <summary>The stand-in's store (its managed state: the peer store keeps its rows there); null for a file.</summary>
+    internal SqliteMemory.SharedStore? Store => _memory;
 
     /// <summary>What SQLite holds for this file's connection now: nothing between uses of a file; the stand-in's share of its store's connection.</summary>
     internal SqliteFootprint Footprint()

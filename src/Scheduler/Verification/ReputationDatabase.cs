@@ -94,7 +94,8 @@ public sealed class ReputationDatabase : IDisposable
     {
         lock (_gate)
         {
-            return _file.Use(connection =>
+            // The stand-in's store answers "nothing saved" without a connection until the first save.
+            return _file.Read<IReadOnlyList<KeyValuePair<PeerId, ProviderRecord>>>(connection =>
             {
                 var records = new List<KeyValuePair<PeerId, ProviderRecord>>();
                 using var select = connection.CreateCommand();
@@ -114,7 +115,7 @@ public sealed class ReputationDatabase : IDisposable
                         reader.IsDBNull(5) ? null : reader.GetString(5))));
                 }
                 return records;
-            });
+            }, []);
         }
     }
 

@@ -5,7 +5,7 @@ using Potluck.Scheduler.Credits;
 namespace Potluck.Node.Tests.Simulation;
 
 /// <summary>
-/// The in-memory storage stand-in keeps a node's databases alive with a second connection only while the node is down:
+/// The in-memory storage stand-in keeps a node's store alive with a hold (no second connection) only while the node is down:
 /// a node that is up holds its own, a crashed one's data survives until it is back, a whitewasher's dropped identity
 /// stays readable, and each node's ledger is its own.
 /// </summary>

@@ -121,9 +121,11 @@ public class SqliteConnectionsHeldTests
         var ledger = CreditLedger.Open(_dir, owner, new CreditsOptions { InitialGrant = 700 }, time, inMemory: true);
         using var reputation = ReputationDatabase.Open(_dir, inMemory: true);
         using var other = SqliteStateFile.Open(_dir, "peers.db", "CREATE TABLE IF NOT EXISTS other (k INTEGER PRIMARY KEY) STRICT;", "SELECT count(*) FROM other", inMemory: true);
+        Assert.That(ledger.Footprint().Connections + reputation.Footprint().Connections + other.Footprint().Connections, Is.Zero,
+            "none before the first write (LazyStoreTests)");
+        Assert.That(ledger.RecordOwed([7], Requester, 25), Is.EqualTo(LedgerResult.Owed));
         Assert.That(ledger.Footprint().Connections + reputation.Footprint().Connections + other.Footprint().Connections, Is.EqualTo(1.0).Within(1e-9),
             "one connection, a third each");
-        Assert.That(ledger.RecordOwed([7], Requester, 25), Is.EqualTo(LedgerResult.Owed));
         Assert.That(ledger.Unpaid(Requester), Is.EqualTo(25));
         ledger.Dispose();
         Assert.That(reputation.Footprint().Connections + other.Footprint().Connections, Is.EqualTo(1.0).Within(1e-9), "half each once the ledger has gone");

@@ -121,9 +121,11 @@ public class SqliteMemoryTests
         var options = new CreditsOptions { InitialGrant = 1234 };
         var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
         using var keep = SqliteMemory.Keep(Path.Combine(dir, "any.db"));
-        using (ReputationDatabase.Open(dir, inMemory: true))
+        using (var reputation = ReputationDatabase.Open(dir, inMemory: true))
         {
-            // The reputation table is there first: the ledger is still new (its meta table is missing), not corrupt.
+            // The reputation table is there first (made by its first save): the ledger is still new (its meta table is
+            // missing), not corrupt.
+            reputation.Save([new(owner, new ProviderRecord(1, 1, 0, 0, null))]);
             using var ledger = CreditLedger.Open(dir, owner, options, time, inMemory: true);
             Assert.That(ledger.Created, Is.True);
             Assert.That(ledger.Balance(), Is.EqualTo(1234));
