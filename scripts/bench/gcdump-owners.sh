@@ -13,7 +13,8 @@ out="${GCDUMP_OWNERS_BUILD:-/tmp/gcdump-owners-build}"
 case "${DUMP:-after-warmup}" in
   after-warmup) owners="$run/owners.tsv"; types="$run/gcdump-types.txt" ;;
   at-end) owners="$run/owners-at-end.tsv"; types="$run/gcdump-types-at-end.txt" ;;
-  *) echo "DUMP=${DUMP}: use after-warmup or at-end" >&2; exit 2 ;;
+  mid) owners="$run/owners-mid.tsv"; types="$run/gcdump-types-mid.txt" ;;
+  *) echo "DUMP=${DUMP}: use after-warmup, mid or at-end" >&2; exit 2 ;;
 esac
 dotnet build "$root/scripts/bench/GcdumpOwners" -c Release -v q --nologo -p:GcdumpDir="$tool" -o "$out" >/dev/null
 [ -f "$owners" ] || dotnet "$out/GcdumpOwners.dll" "$run/${DUMP:-after-warmup}.gcdump" owners "$owners" >/dev/null

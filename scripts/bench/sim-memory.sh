@@ -4,7 +4,8 @@
 # run finish and prints its report. Usage: scripts/bench/sim-memory.sh OUT-DIR potluck-sim-flags...
 # At the end (the run drained, before its report; `potluck sim --hold-at-end`, the mesh frozen meanwhile) it takes the
 # same again: smaps_rollup-at-end.txt, smaps-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
-# (SIM= a build older than --hold-at-end: END_DUMP=0.)
+# (SIM= a build older than --hold-at-end: END_DUMP=0.) MID_DUMP_AT=S: a third dump (mid.gcdump) at the first work progress line
+# at virtual >= S s (near a run's peak: the join's seconds, plus the 10 s warm-up, plus ~20 s of work).
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
 # earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs. potluck sim hands glibc's free pages
@@ -46,6 +47,15 @@ dump() {   # dump NAME TYPES-FILE
   fi
 }
 dump after-warmup gcdump-types.txt || true
+if [ -n "${MID_DUMP_AT:-}" ]; then   # MID_DUMP_AT=S: one more dump (mid.gcdump, gcdump-types-mid.txt) at the first work progress line at virtual >= S s
+  until grep -a -o "virtual [0-9]* s, tasks" "$out/progress.txt" 2>/dev/null | awk -v at="$MID_DUMP_AT" '$2 >= at {f=1} END {exit !f}'; do
+    kill -0 "$runner" 2>/dev/null || { echo "run ended before virtual ${MID_DUMP_AT} s" >&2; break; }
+    sleep 0.2
+  done
+  grep -a -o "virtual [0-9]* s, tasks[^\r]*" "$out/progress.txt" | tail -1 | tee "$out/mid-at.txt"
+  cat "/proc/$pid/smaps_rollup" >"$out/smaps_rollup-mid.txt" 2>/dev/null || true
+  dump mid gcdump-types-mid.txt || true
+fi
 if [ "${END_DUMP:-1}" = 1 ]; then
   until grep -q "holding at the end" "$out/progress.txt" 2>/dev/null; do
     kill -0 "$runner" 2>/dev/null || { echo "run ended before it held at its end" >&2; cat "$out/progress.txt" >&2; exit 1; }

@@ -32,8 +32,8 @@ public sealed class AdvertisementBook
     private readonly AdvertisementOptions _options;
     private readonly Func<PeerId, ProviderStanding> _standing;
     private readonly Random _random;
-    /// <summary>Grown through <see cref="CappedGrowth"/>: never more slots than the prime at the cap.</summary>
-    private readonly Dictionary<PeerId, VerifiedAdvertisement> _byProvider = [];
+    /// <summary>Enumerates as the dictionary it replaced did (<see cref="ProviderTable"/>); never more slots than the cap.</summary>
+    private readonly ProviderTable _byProvider;
 
     /// <summary>Providers found unreachable, with the sequence held then and when (only held providers: bounded by the book).</summary>
     private readonly Dictionary<PeerId, (ulong Sequence, DateTimeOffset Since)> _unreachable = [];
@@ -54,6 +54,7 @@ public sealed class AdvertisementBook
         _options = options;
         _standing = standing ?? (_ => ProviderStanding.Stranger);
         _random = random ?? new Random(0);
+        _byProvider = new ProviderTable(options.MaxProviders);
         _shared = shared?.Table(VerifiedAdvertisement.ByContent);
     }
 
@@ -64,10 +65,13 @@ public sealed class AdvertisementBook
     public int Count => _byProvider.Count;
 
     /// <summary>
-    /// Slots of the table behind the book: it grows as a dictionary does but stops at the prime at
-    /// <see cref="AdvertisementOptions.MaxProviders"/> (293 for 256; its own doubling would reach 431 at 198 providers).
+    /// Slots of the table behind the book: doubled as it fills, never past <see cref="AdvertisementOptions.MaxProviders"/>
+    /// (a dictionary's stopped at the prime at the cap, 293 for 256, and its own doubling would reach 431 at 198 providers).
     /// </summary>
     internal int Slots => _byProvider.Capacity;
+
+    /// <summary>Bytes of the table behind the book, its arrays' headers included (for tests and diagnostics).</summary>
+    internal int TableBytes => _byProvider.ArrayBytes;
 
     /// <summary>Checks an envelope and, when acceptable, stores it as its provider's newest advertisement.</summary>
     public AdVerdict Add(ReadOnlySpan<byte> envelope, DateTimeOffset now) => Add(envelope, now, out _);
@@ -105,7 +109,7 @@ public sealed class AdvertisementBook
                 return AdVerdict.OldSequence;
             }
             ad = Keep(ad);
-            _byProvider[ad.Provider] = ad;
+            _byProvider.Set(ad);
             _unreachable.Remove(ad.Provider); // a newer advertisement: the provider is back
             return AdVerdict.Accepted;
         }
@@ -123,8 +127,7 @@ public sealed class AdvertisementBook
             _unreachable.Remove(victim);
         }
         ad = Keep(ad);
-        CappedGrowth.BeforeAdd(_byProvider, _options.MaxProviders);
-        _byProvider[ad.Provider] = ad;
+        _byProvider.Set(ad);
         return AdVerdict.Accepted;
     }
 
@@ -141,7 +144,7 @@ public sealed class AdvertisementBook
         PeerId? any = null;
         var strangers = 0;
         var seen = 0;
-        foreach (var provider in _byProvider.Keys)
+        foreach (var (provider, _) in _byProvider)
         {
             switch (_standing(provider))
             {
