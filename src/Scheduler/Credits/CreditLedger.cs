@@ -361,8 +361,9 @@ public sealed partial class CreditLedger : IDisposable
         var r = receipt.Receipt;
         var requester = receipt.Requester.ToBytes();
         // Checked before any write is queued: a flood of receipts for leases that never were costs a read each, on the
-        // reader's connection (beside the writer, not under its lock).
-        var owed = Read(() => LazyAbsent("owed") ? null : ReadOwed(null, requester, r.LeaseId));
+        // reader's connection (beside the writer, not under its lock); the stand-in's unwritten ledger owes nothing and
+        // answers without opening its store, so a stranger's receipts do not give an idle node a connection.
+        var owed = Fresh<(long Amount, bool Paid)?>(null, () => Read(() => LazyAbsent("owed") ? null : ReadOwed(null, requester, r.LeaseId)));
         if (owed is null)
         {
             return LedgerResult.NotOwed;

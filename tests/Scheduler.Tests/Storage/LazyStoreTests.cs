@@ -198,6 +198,28 @@ public class LazyStoreTests
         Assert.That(grant.RecordedAt, Is.EqualTo(DateTimeOffset.FromUnixTimeMilliseconds(Epoch.ToUnixTimeMilliseconds())));
     }
 
+    [Test]
+    [Category("Adversarial")]
+    public void InMemoryStore_AStrangersReceiptsForLeasesNeverOwed_AreRefused_AndOpenNothing()
+    {
+        var time = new FakeTimeProvider(Epoch);
+        using var lazy = CreditLedger.Open(NewDir(), Provider.PeerId, Options, time, inMemory: true);
+        using var file = CreditLedger.Open(NewDir(), Provider.PeerId, Options, time);
+        for (var lease = 1; lease <= 50; lease++)
+        {
+            var receipt = Receipt(lease);
+            Assert.That((lazy.RecordEarned(receipt), file.RecordEarned(receipt)), Is.EqualTo((LedgerResult.NotOwed, LedgerResult.NotOwed)),
+                $"receipt {lease}: refused as a new ledger refuses it");
+        }
+        Assert.That(lazy.Unwritten, Is.True, "nothing was written");
+        Assert.That(lazy.Footprint().Connections, Is.Zero, "and no connection opened (before stop 38's follow-up each such receipt opened the store)");
+        Assert.That((lazy.Balance(), lazy.Recent(10).Count), Is.EqualTo((file.Balance(), file.Recent(10).Count)));
+
+        // Once owed, the same receipt is recorded as before.
+        Assert.That(lazy.RecordOwed(Lease(1), Requester.PeerId, Receipt(1).Receipt.Amount), Is.EqualTo(LedgerResult.Owed));
+        Assert.That(lazy.RecordEarned(Receipt(1)), Is.EqualTo(LedgerResult.Recorded));
+    }
+
     private static List<string> Entries(CreditLedger ledger) =>
         [.. ledger.Recent(100).Select(e => $"{e.Sequence} {e.Kind} {Convert.ToHexString(e.ReceiptId)} {e.Amount} {e.RecordedAt.ToUnixTimeMilliseconds()}")];
 }
