@@ -6,6 +6,8 @@
 # same again: smaps_rollup-at-end.txt, smaps-at-end.txt, at-end.gcdump, gcdump-types-at-end.txt. END_DUMP=0: only the warm-up's.
 # (SIM= a build older than --hold-at-end: END_DUMP=0.) MID_DUMP_AT=S: a third dump (mid.gcdump) at the first work progress line
 # at virtual >= S s (near a run's peak: the join's seconds, plus the 10 s warm-up, plus ~20 s of work).
+# SIM_TIMEOUT=SECONDS: how long the run may take before it is killed (default 3600; a 3,000-node run on a loaded machine
+# needs more).
 # GC: DOTNET_GCConserveMemory=7 as sim-mesh.sh (potluck sim turns the background GC off), but the runtime's default gen0
 # budget, not sim-mesh.sh's 64 MiB one (that trades memory for CPU): memory figures stay comparable with the README's
 # earlier ones. Set DOTNET_GCgen0size=0x4000000 to measure what sim-mesh.sh runs. potluck sim hands glibc's free pages
@@ -26,7 +28,7 @@ if [ "${END_DUMP:-1}" = 1 ]; then
   rm -f "$out/.release"
   hold=(--hold-at-end "$out/.release")
 fi
-timeout 3600 "$sim" sim --json "$out/report.json" "${hold[@]}" "$@" >"$out/report.txt" 2>"$out/progress.txt" &
+timeout "${SIM_TIMEOUT:-3600}" "$sim" sim --json "$out/report.json" "${hold[@]}" "$@" >"$out/report.txt" 2>"$out/progress.txt" &
 runner=$!
 sleep 0.5
 pid=$(pgrep -P "$runner" | head -1)   # the potluck process (timeout's child)

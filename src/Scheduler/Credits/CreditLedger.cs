@@ -1109,7 +1109,7 @@ public sealed partial class CreditLedger : IDisposable
 
     /// <summary>
     /// Runs a one-statement write that commits with <c>synchronous=NORMAL</c> (<see cref="RecordOwed"/>,
-    /// <see cref="MarkDelivered"/>: one of each per lease) through the group commit's queue, so that it shares a commit with
+    /// <see cref="MarkDelivered"/>, <see cref="ReservePayment"/>: one of each per lease) through the group commit's queue, so that it shares a commit with
     /// the writes waiting beside it instead of committing on its own. Alone (nothing else queued when it takes the writer's
     /// lock) it commits on its own as before (autocommit, <paramref name="operation"/> given no transaction). Queued with
     /// others, whoever takes the lock runs them all in one transaction (<see cref="RunBatch"/>): with only such writes, one
