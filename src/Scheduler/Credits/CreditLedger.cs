@@ -1084,9 +1084,15 @@ public sealed partial class CreditLedger : IDisposable
     /// as if it had run alone; a failed commit fails every operation in it, none of which then left a trace, and a failed
     /// flush fails every caller it covered.
     /// </summary>
-    private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation)
+    private LedgerResult Durable(Func<LedgerTransaction, LedgerResult> operation) => Queued(new PendingWrite(operation));
+
+    /// <summary>
+    /// Queues <paramref name="mine"/> and, under the writer's lock, runs it with everything queued beside it in one
+    /// transaction (<see cref="RunBatch"/>) unless another caller's batch already did; <paramref name="alone"/>, when given,
+    /// runs instead where nothing else was queued. Returns its own result or exception.
+    /// </summary>
+    private LedgerResult Queued(PendingWrite mine, Func<LedgerResult>? alone = null)
     {
-        var mine = new PendingWrite(operation);
         lock (_queueGate)
         {
             _queue.Add(mine);
@@ -1100,6 +1106,11 @@ public sealed partial class CreditLedger : IDisposable
                 {
                     batch = [.. _queue];
                     _queue.Clear();
+                }
+                if (alone is not null && batch.Count == 1)
+                {
+                    mine.Done = true;
+                    return alone();
                 }
                 RunBatch(batch);
             }
@@ -1109,8 +1120,8 @@ public sealed partial class CreditLedger : IDisposable
 
     /// <summary>
     /// Runs a one-statement write that commits with <c>synchronous=NORMAL</c> (<see cref="RecordOwed"/>,
-    /// <see cref="MarkDelivered"/>, <see cref="ReservePayment"/>: one of each per lease) through the group commit's queue, so that it shares a commit with
-    /// the writes waiting beside it instead of committing on its own. Alone (nothing else queued when it takes the writer's
+    /// <see cref="MarkDelivered"/>, <see cref="ReservePayment"/>: one of each per lease) through the group commit's queue,
+    /// so that it shares a commit with the writes waiting beside it instead of committing on its own. Alone (nothing else queued when it takes the writer's
     /// lock) it commits on its own as before (autocommit, <paramref name="operation"/> given no transaction). Queued with
     /// others, whoever takes the lock runs them all in one transaction (<see cref="RunBatch"/>): with only such writes, one
     /// NORMAL commit; with a durable write among them, that write's group commit, flushed before any of its callers returns
@@ -1118,33 +1129,9 @@ public sealed partial class CreditLedger : IDisposable
     /// transaction), so these need no savepoint; one that changes no row writes nothing. <paramref name="wrote"/> is the
     /// result that means it wrote. Each caller gets its own result or exception, as alone.
     /// </summary>
-    private LedgerResult Normal(Func<LedgerTransaction?, LedgerResult> operation, LedgerResult wrote)
-    {
-        var mine = new PendingWrite(tx => operation(tx)) { Normal = true, Wrote = wrote };
-        lock (_queueGate)
-        {
-            _queue.Add(mine);
-        }
-        return Run(() =>
-        {
-            if (!mine.Done)
-            {
-                List<PendingWrite> batch;
-                lock (_queueGate)
-                {
-                    batch = [.. _queue];
-                    _queue.Clear();
-                }
-                if (batch.Count == 1)
-                {
-                    mine.Done = true;
-                    return operation(null); // alone: commits on its own, exactly as before
-                }
-                RunBatch(batch);
-            }
-            return mine.Error is { } error ? throw error : mine.Result;
-        });
-    }
+    private LedgerResult Normal(Func<LedgerTransaction?, LedgerResult> operation, LedgerResult wrote) =>
+        // Alone: commits on its own, exactly as before.
+        Queued(new PendingWrite(tx => operation(tx)) { Normal = true, Wrote = wrote }, alone: () => operation(null));
 
     /// <summary>
     /// The statement of a <see cref="Normal"/> write: on its own, an autocommit with <c>synchronous=NORMAL</c>
