@@ -22,7 +22,7 @@ public static class SqliteMemory
     public static void EnsureNative() => System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(SqliteConnection).TypeHandle);
 
     /// <summary>What the stand-in is called in reports.</summary>
-    public const string StandInName = "in-memory SQLite storage (ledger, reputation and peer tables in one shared-cache memory database per node, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open; no FTS, R-Tree or Geopoly modules; the store's connection opened by its first write, the ledger created then with its first open's time, reads before that answered as a new ledger's; peer rows kept in managed memory, not SQLite)";
+    public const string StandInName = "in-memory SQLite storage (ledger and reputation tables in one shared-cache memory database per node, peer rows in managed memory, no fsync; the ledger's statements over 4 KiB prepared per operation; its lease, chain, fork and recovery tables created when first named, not at open; no FTS, R-Tree or Geopoly modules; the store's connection opened by its first write, the ledger created then with its first open's time, reads before that answered as a new ledger's)";
 
     /// <summary>
     /// The connection string of the in-memory database standing in for the file at <paramref name="path"/>: the store of
