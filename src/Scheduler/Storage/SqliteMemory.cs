@@ -53,17 +53,7 @@ public static class SqliteMemory
         try
         {
             store.Use(static _ => 0); // the store's own connection: what it holds lives while this one is open
-            var connection = new KeptConnection(ConnectionString(path), store);
-            try
-            {
-                Prepare(connection);
-                return connection;
-            }
-            catch
-            {
-                connection.Dispose();
-                throw;
-            }
+            return Opened(new KeptConnection(ConnectionString(path), store));
         }
         catch
         {
@@ -80,9 +70,11 @@ public static class SqliteMemory
     public static IDisposable Hold(string path) => Share(path);
 
     /// <summary>Opens a stand-in connection and makes it cheaper (<see cref="Slim"/>).</summary>
-    private static SqliteConnection Open(string connectionString)
+    private static SqliteConnection Open(string connectionString) => Opened(new SqliteConnection(connectionString));
+
+    /// <summary><paramref name="connection"/> opened and prepared (<see cref="Prepare"/>), or disposed if that fails.</summary>
+    private static T Opened<T>(T connection) where T : SqliteConnection
     {
-        var connection = new SqliteConnection(connectionString);
         try
         {
             Prepare(connection);
