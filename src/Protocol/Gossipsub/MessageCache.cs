@@ -8,33 +8,49 @@ namespace Potluck.Protocol.Gossipsub;
 /// The windowed message cache of gossipsub-v1.0.md ("Message Cache"): <c>mcache_len</c> history windows, of
 /// which the newest <c>mcache_gossip</c> are advertised in IHAVE; <see cref="Shift"/> at every heartbeat.
 /// Also counts per-peer IWANT retransmissions of each cached message.
+/// <para>
+/// Representation (issue 11: the cache was gossip's largest term that grows with a simulated mesh): an entry is a struct
+/// inline in the table (the message, its audience, and the peers that fetched it as a small array of (peer, count) pairs,
+/// null until the first IWANT), not an object with a dictionary of transmissions; a window is a list of ids only (a
+/// message's topic is its own, read when gossiping), and the windows are a ring, turned by <see cref="Shift"/>. The message
+/// itself is the instance the router gives (one a simulated mesh's nodes share, <see cref="MessageContent"/>). The table
+/// and each window are trimmed at a shift once a quarter or less of their slots are in use (a burst's slots were kept for
+/// good: at 1,000 nodes the table had ~5 slots a cached message). Answers are exactly the earlier cache's, in the same order.
+/// </para>
 /// </summary>
 internal sealed class MessageCache
 {
     private readonly int _gossip;
     private readonly Dictionary<MessageId, Entry> _messages = [];
-    private readonly List<List<(MessageId Id, string Topic)>> _history;
+    /// <summary>The windows as a ring: window i (0 the newest) is <c>_history[(_newest + i) % _history.Length]</c>.</summary>
+    private readonly List<MessageId>[] _history;
+    private int _newest;
 
     public MessageCache(int historyLength, int historyGossip)
     {
         _gossip = historyGossip;
-        _history = new List<List<(MessageId, string)>>(historyLength);
+        _history = new List<MessageId>[historyLength];
         for (var i = 0; i < historyLength; i++)
         {
-            _history.Add([]);
+            _history[i] = [];
         }
     }
 
     public int Count => _messages.Count;
 
+    /// <summary>Bytes one cached message costs the cache beyond the message itself, its id and the table's growth slack (tests, reports): its table entry and bucket, and its window slot.</summary>
+    internal static int BytesPerEntry => (2 * sizeof(int)) + Unsafe.SizeOf<MessageId>() + Unsafe.SizeOf<Entry>() + sizeof(int) + Unsafe.SizeOf<MessageId>();
+
     /// <param name="audience">The protocol a peer must speak to be told of or sent the message (<see cref="GossipMessage.Audience"/>); null: any.</param>
     public bool Put(MessageId id, Pb.Message message, string? audience = null)
     {
-        if (!_messages.TryAdd(id, new Entry(message) { Audience = audience }))
+        ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(_messages, id, out var exists);
+        if (exists)
         {
             return false;
         }
-        _history[0].Add((id, message.Topic));
+        entry = new Entry(message, audience);
+        Window(0).Add(id);
         return true;
     }
 
@@ -55,18 +71,19 @@ internal sealed class MessageCache
     /// </summary>
     public Pb.Message? GetForPeer(MessageId id, Identity.PeerId peer, int limit, Func<Identity.PeerId, string?, bool>? reaches = null)
     {
-        if (!_messages.TryGetValue(id, out var e) || (e.Audience is not null && reaches is not null && !reaches(peer, e.Audience)))
+        ref var e = ref CollectionsMarshal.GetValueRefOrNullRef(_messages, id);
+        if (Unsafe.IsNullRef(ref e) || (e.Audience is not null && reaches is not null && !reaches(peer, e.Audience)))
         {
             return null;
         }
-        e.Transmissions ??= [];
-        var count = e.Transmissions.GetValueOrDefault(peer) + 1;
-        if (count > limit)
-        {
-            return null;
-        }
-        e.Transmissions[peer] = count;
-        return e.Message;
+        return e.Fetch(peer, limit) ? e.Message : null;
+    }
+
+    /// <summary>How many times <paramref name="peer"/> fetched the cached message (tests); 0 when it did not or the message is not cached.</summary>
+    internal int Fetches(MessageId id, Identity.PeerId peer)
+    {
+        ref var e = ref CollectionsMarshal.GetValueRefOrNullRef(_messages, id);
+        return Unsafe.IsNullRef(ref e) ? 0 : e.FetchesBy(peer);
     }
 
     /// <summary>The audience a cached message was put with; null for one without (or not cached).</summary>
@@ -78,9 +95,9 @@ internal sealed class MessageCache
         var ids = new List<MessageId>();
         for (var i = 0; i < _gossip; i++)
         {
-            foreach (var (id, t) in _history[i])
+            foreach (var id in Window(i))
             {
-                if (t == topic)
+                if (_messages[id].Message.Topic == topic)
                 {
                     ids.Add(id);
                 }
@@ -91,21 +108,94 @@ internal sealed class MessageCache
 
     public void Shift()
     {
-        var last = _history[^1];
-        foreach (var (id, _) in last)
+        var last = Window(_history.Length - 1);
+        foreach (var id in last)
         {
             _messages.Remove(id);
         }
-        _history.RemoveAt(_history.Count - 1);
+        var held = last.Count;
         last.Clear();
-        _history.Insert(0, last);
+        if (last.Capacity > MinTrimmedCapacity && held <= last.Capacity / 4)
+        {
+            last.Capacity = Math.Max(2 * held, MinTrimmedCapacity); // a window a burst grew gives its slots back once it holds a quarter of them
+        }
+        _newest = (_newest + _history.Length - 1) % _history.Length; // the emptied oldest window is the newest now
+        var capacity = _messages.EnsureCapacity(0);
+        if (capacity > MinTrimmedCapacity && _messages.Count <= capacity / 4)
+        {
+            _messages.TrimExcess(Math.Max(2 * _messages.Count, MinTrimmedCapacity)); // as the seen table: a table never shrinks by itself
+        }
     }
 
-    private sealed class Entry(Pb.Message message)
+    /// <summary>A table or window of at most this many slots is never trimmed.</summary>
+    private const int MinTrimmedCapacity = 64;
+
+    /// <summary>For tests: the slots the table and the windows hold.</summary>
+    internal (int Table, int Windows) Capacity => (_messages.EnsureCapacity(0), _history.Sum(w => w.Capacity));
+
+    private List<MessageId> Window(int age) => _history[(_newest + age) % _history.Length];
+
+    /// <summary>A cached message: inline in the table.</summary>
+    private struct Entry(Pb.Message message, string? audience)
     {
-        public Pb.Message Message { get; } = message;
-        public Dictionary<Identity.PeerId, int>? Transmissions { get; set; }
-        public string? Audience { get; init; }
+        public readonly Pb.Message Message = message;
+        public readonly string? Audience = audience;
+        /// <summary>The peers that fetched the message (IWANT) and how often, unused slots default; null until the first.</summary>
+        private Fetched[]? _fetched;
+
+        /// <summary>Counts one more fetch by <paramref name="peer"/>; false (nothing counted) when it would be over <paramref name="limit"/>.</summary>
+        public bool Fetch(Identity.PeerId peer, int limit)
+        {
+            var slots = _fetched ??= new Fetched[1];
+            var free = -1;
+            for (var i = 0; i < slots.Length; i++)
+            {
+                if (slots[i].Peer.IsEmpty)
+                {
+                    free = free < 0 ? i : free;
+                    continue;
+                }
+                if (slots[i].Peer.Equals(peer))
+                {
+                    if (slots[i].Count + 1 > limit)
+                    {
+                        return false;
+                    }
+                    slots[i].Count++;
+                    return true;
+                }
+            }
+            if (limit < 1)
+            {
+                return false;
+            }
+            if (free < 0)
+            {
+                free = slots.Length;
+                Array.Resize(ref _fetched, slots.Length * 2);
+                slots = _fetched;
+            }
+            slots[free] = new Fetched(peer, 1);
+            return true;
+        }
+
+        public readonly int FetchesBy(Identity.PeerId peer)
+        {
+            foreach (var f in _fetched ?? [])
+            {
+                if (!f.Peer.IsEmpty && f.Peer.Equals(peer))
+                {
+                    return f.Count;
+                }
+            }
+            return 0;
+        }
+    }
+
+    private struct Fetched(Identity.PeerId peer, int count)
+    {
+        public readonly Identity.PeerId Peer = peer;
+        public int Count = count;
     }
 }
 
