@@ -3,6 +3,7 @@ using Google.Protobuf;
 using Google.Protobuf.Collections;
 using Potluck.Protocol.Identity;
 using Potluck.Protocol.Metrics;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Protocol.Gossipsub;
 
@@ -151,13 +152,21 @@ internal sealed class GossipsubRouter
     private readonly RouterOutput _pending = new();
     private readonly PeerIdSet _meshChanged = [];
     private readonly ProtocolInstruments? _instruments;
+    /// <summary>Messages other routers of this process hold, found by content (a simulated mesh's); null: none shared.</summary>
+    private readonly WeakShareTable<Pb.Message>? _sharedMessages;
     private ulong _seqno;
     private long _ticks;
 
     /// <param name="instruments">The node's metrics (the service's); null in simulations, which read <see cref="Counters"/>.</param>
     /// <param name="seenKey">The seen table's secret key (<see cref="SeenKeys"/>, 16 bytes of the node's security randomness); null: from the OS.</param>
+    /// <param name="sharedMessages">
+    /// Where the routers of one process (a simulated mesh's nodes) find the instance of a message another one holds
+    /// (<see cref="SharedValues"/>, by <see cref="MessageContent"/>: every field's bytes, never the id): a message seen first
+    /// with a valid signature, or published, is validated, delivered, cached and forwarded as that instance, so a mesh keeps
+    /// one copy of each message instead of one a node. Null (a daemon's router): every router keeps the copy it decoded.
+    /// </param>
     public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null,
-        ProtocolInstruments? instruments = null, byte[]? seenKey = null)
+        ProtocolInstruments? instruments = null, byte[]? seenKey = null, WeakShareTable<Pb.Message>? sharedMessages = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -180,7 +189,15 @@ internal sealed class GossipsubRouter
         _score = new PeerScore(options.Score, _seen, now); // its delivery records live in the seen cache
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
         _instruments = instruments;
+        _sharedMessages = sharedMessages;
     }
+
+    /// <summary>The instance of <paramref name="message"/> other routers of this process hold (equal in every field), else <paramref name="message"/>.</summary>
+    private Pb.Message Shared(Pb.Message message) =>
+        _sharedMessages is { } table && MessageContent.Shareable(message) ? table.Share(message) : message;
+
+    /// <summary>For tests: the message cached under <paramref name="id"/> (the instance this router serves on IWANT), else null.</summary>
+    internal Pb.Message? Cached(MessageId id) => _mcache.TryGet(id, out var message) ? message : null;
 
     public RouterCounters Counters { get; } = new();
 
@@ -425,6 +442,7 @@ internal sealed class GossipsubRouter
         {
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
+        message = Shared(message);
         _instruments?.GossipPublished();
         _mcache.Put(id, message, audience);
         if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
@@ -613,6 +631,9 @@ internal sealed class GossipsubRouter
         }
         _seen.Add(key, now);
         _promises.Remove(id);
+        // From here on the message is the instance of these bytes other routers of the process hold, if any (equal in every
+        // field: what is validated, delivered, cached and forwarded is exactly what came); a daemon's router keeps its own.
+        message = Shared(message);
         SendIDontWant(message, id, from, topic);
         var gossip = ToGossip(message, id, from);
         var result = ValidationResult.Accept;

@@ -134,7 +134,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         Span<byte> seqno = stackalloc byte[8];
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
-            BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16))
+            BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16),
+            runtime.SharedValues.Table(MessageContent.Instance)) // a simulated mesh's nodes keep one instance of each message
         {
             // A message with an audience goes only to peers whose identify lists it (what identify told the peer store).
             Speaks = host.Peers.SupportsProtocol,

@@ -13,12 +13,14 @@ internal sealed class RouterFixture
 
     private readonly Random _random;
 
-    public RouterFixture(int peers, Func<GossipsubOptions, GossipsubOptions>? configure = null, bool subscribe = true, bool outbound = false, int seed = 7)
+    /// <param name="shared">Messages shared with other routers of the test (<see cref="Potluck.Protocol.Runtime.SharedValues"/>); null: none.</param>
+    public RouterFixture(int peers, Func<GossipsubOptions, GossipsubOptions>? configure = null, bool subscribe = true, bool outbound = false, int seed = 7,
+        Potluck.Protocol.Runtime.WeakShareTable<GPb.Message>? shared = null)
     {
         _random = new Random(seed);
         Options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
         Key = PrivateKey.FromRandom(_random);
-        Router = new GossipsubRouter(Key.PeerId, Key, Options, new Random(seed), Now);
+        Router = new GossipsubRouter(Key.PeerId, Key, Options, new Random(seed), Now, sharedMessages: shared);
         for (var i = 0; i < peers; i++)
         {
             AddPeer(outbound, subscribe ? [Topic] : []);
