@@ -54,7 +54,7 @@ public sealed class SharedValues : IDisposable
 
     /// <summary>What a report calls it when it is on.</summary>
     public const string ReportName =
-        "shared immutable values (nodes keep one instance of equal decoded advertisements, peer ids, public keys and addresses; every node still decodes and checks all it did)";
+        "shared immutable values (nodes keep one instance of equal decoded advertisements, gossip messages (by every field's bytes, never by id), peer ids, public keys and addresses; every node still decodes and checks all it did)";
 
     /// <summary>The instance equal to <paramref name="address"/> that a node of this process holds, else <paramref name="address"/> (kept from now on).</summary>
     public Multiaddr Share(Multiaddr address) => _addresses is null ? address : _addresses.Share(address);
