@@ -39,4 +39,8 @@ for node in sorted(frames):
         if n / tasks >= 0.005:
             print(f"| {node} | {name} | {n / tasks:.2f} |")
     print(f"| {node} | **all** | **{node_total / tasks:.2f}** ({wal_bytes[node] / tasks / 1024:.1f} KiB) |")
+    # Rows written in the run (a refused attempt makes a reservation too): what the frames are per.
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    rows = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("reservations", "entries", "owed") if t in tables}
+    print(f"| {node} | rows: " + ", ".join(f"{t} {n} ({n / tasks:.2f} per task)" for t, n in rows.items()) + " | |")
 print(f"| all | **all** | **{total / tasks:.2f}** ({sum(wal_bytes.values()) / tasks / 1024:.1f} KiB) |")
