@@ -68,7 +68,12 @@ public sealed partial class CreditLedger : IDisposable
     /// <summary>
     /// A requester's reservations (<see cref="ReservePayment"/>), with the trigger that allows only the legal transitions.
     /// Created with the ledger's other tables in a file; in the in-memory stand-in by the first statement that names the
-    /// table (CreditLedger.Lazy.cs).
+    /// table (CreditLedger.Lazy.cs). The state index holds only the open rows (Reserved, Settled), which are what the queries
+    /// that read by state look for (the funds' sum of Reserved maxima, recovery's Reserved and Settled): a lease's last move,
+    /// Settled → Delivered, then only removes its entry from the index's one page or two, where an index of every lease had
+    /// it moved to the far end of the Delivered range, a second page written per lease. The rest read by lease id (the
+    /// primary key) or scan the table in rowid order (Delivered, Released: as the Delivered range of the old index did, with
+    /// a lookup of the row per entry there).
     /// </summary>
     private const string ReservationsSchema = """
         CREATE TABLE IF NOT EXISTS reservations (
@@ -79,7 +84,7 @@ public sealed partial class CreditLedger : IDisposable
             receipt_id BLOB,
             created_at INTEGER NOT NULL,
             updated_at INTEGER NOT NULL) STRICT;
-        CREATE INDEX IF NOT EXISTS reservations_by_state ON reservations (state);
+        CREATE INDEX IF NOT EXISTS reservations_open ON reservations (state) WHERE state = 0 OR state = 1;
         CREATE TRIGGER IF NOT EXISTS reservations_transitions BEFORE UPDATE ON reservations
             WHEN NOT ((OLD.state = 0 AND NEW.state IN (1, 3)) OR (OLD.state = 1 AND NEW.state = 2))
               OR NEW.lease_id IS NOT OLD.lease_id OR NEW.provider IS NOT OLD.provider
@@ -119,6 +124,13 @@ public sealed partial class CreditLedger : IDisposable
         DROP INDEX IF EXISTS owed_unpaid;
         DROP INDEX IF EXISTS chain_unkept;
         """;
+
+    /// <summary>
+    /// The state index over every reservation that ledgers before <c>reservations_open</c> (stop 39) kept: each lease's three
+    /// writes rewrote it, the last one (Delivered) on two pages. Dropped when such a ledger is opened, once
+    /// <see cref="ReservationsSchema"/> has made the open one in the same transaction.
+    /// </summary>
+    private const string ReservationsMigration = "DROP INDEX IF EXISTS reservations_by_state";
 
     /// <summary>
     /// WAL pages written before a commit checkpoints them into the database file (SQLite's default is 1,000). Every lease
@@ -713,7 +725,7 @@ public sealed partial class CreditLedger : IDisposable
     /// <summary>All reservations in <paramref name="state"/>, oldest first (for recovery: Reserved and Settled).</summary>
     public IReadOnlyList<PaymentReservation> Reservations(PaymentState state) => Fresh<IReadOnlyList<PaymentReservation>>([], () =>
         Read(() => LazyAbsent("reservations") ? []
-            : Rarely(ReservationsInState, ReadReservations, ("$state", (long)state))));
+            : (uint)state < (uint)ReservationsInState.Length ? Rarely(ReservationsInState[(int)state], ReadReservations) : []));
 
     /// <summary>The stored receipts of Settled reservations: send each again after a restart.</summary>
     public IReadOnlyList<byte[]> UndeliveredReceipts() =>
@@ -865,6 +877,11 @@ public sealed partial class CreditLedger : IDisposable
             Once(RecoverySchema);
         }
         Once(IndexMigration);
+        if (!_inMemory)
+        {
+            Once(ReservationsSchema); // reservations_open, for a ledger made before it (the stand-in's is made by this code)
+            Once(ReservationsMigration);
+        }
         tx.Commit();
     }
 
@@ -1019,7 +1036,10 @@ public sealed partial class CreditLedger : IDisposable
 
     // Whole statements as constants: the statement cache is keyed by the text, which is then not built anew per read.
     private const string ReservationOfLease = SelectReservations + " WHERE r.lease_id = $lease";
-    private const string ReservationsInState = SelectReservations + " WHERE r.state = $state ORDER BY r.rowid";
+    // One text per state, the state a literal: SQLite uses the partial index (reservations_open) only where the query's
+    // WHERE implies the index's, which a bound parameter never does. Delivered and Released scan the table in rowid order.
+    private static readonly string[] ReservationsInState =
+        [.. Enumerable.Range(0, 4).Select(state => SelectReservations + $" WHERE r.state = {state} ORDER BY r.rowid")];
 
     private List<PaymentReservation> ReadReservations(Storage.SqliteStatement cmd)
     {
