@@ -23,14 +23,6 @@ public class NormalWriteBatchTests
     /// <summary>On a thread of its own: each write here blocks on the writer's lock, which the pool would wait to add threads for.</summary>
     private static Task<T> Run<T>(Func<T> write) => Task.Factory.StartNew(write, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    /// <summary>Frames in the ledger's WAL (its file only grows until a checkpoint restarts it: none runs in these tests).</summary>
-    private static long WalFrames(CreditLedger ledger)
-    {
-        var pageSize = Convert.ToInt64(ledger.Pragma("page_size"), System.Globalization.CultureInfo.InvariantCulture);
-        var length = new FileInfo(ledger.Path + "-wal").Length;
-        return length <= 32 ? 0 : (length - 32) / (pageSize + 24);
-    }
-
     /// <summary>
     /// Runs <paramref name="write"/> for the first item on one thread and holds it at its commit until the others are
     /// queued behind it, then lets them run; returns every result, the commits counted and the WAL frames written.
@@ -52,13 +44,13 @@ public class NormalWriteBatchTests
                 Assert.That(SpinWait.SpinUntil(() => ledger.QueuedWrites == items.Length - 1, Guard), Is.True);
             }
         };
-        var before = WalFrames(ledger);
+        var before = WalFile.Read(ledger).Frames;
         var first = Run(() => write(items[0]));
         Assert.That(SpinWait.SpinUntil(() => held == 1, Guard), Is.True);
         var others = items[1..].Select(i => Run(() => write(i))).ToArray();
         Assert.That(Task.WhenAll([first, .. others]).Wait(Guard), Is.True);
         ledger.CrashHook = null;
-        return ([first.Result, .. others.Select(t => t.Result)], commits, WalFrames(ledger) - before);
+        return ([first.Result, .. others.Select(t => t.Result)], commits, WalFile.Read(ledger).Frames - before);
     }
 
     [Test]
@@ -79,9 +71,9 @@ public class NormalWriteBatchTests
 
         // The same nine writes one after another, for comparison: nine commits.
         var more = Enumerable.Range(100, 9).Select(Lease).ToArray();
-        var sequentialBefore = WalFrames(provider);
+        var sequentialBefore = WalFile.Read(provider).Frames;
         Assert.That(more.Select(l => provider.RecordOwed(l, Requester.PeerId, 2500)), Is.All.EqualTo(LedgerResult.Owed));
-        var sequential = WalFrames(provider) - sequentialBefore;
+        var sequential = WalFile.Read(provider).Frames - sequentialBefore;
         TestContext.Out.WriteLine($"WAL frames for nine owed leases: {frames} with the eight queued sharing a commit, {sequential} one commit each");
         Assert.That(frames, Is.LessThan(sequential / 2), "pages shared by the queued writes (the totals row, the owed leaf) written once");
     }

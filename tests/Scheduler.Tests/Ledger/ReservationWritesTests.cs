@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Microsoft.Data.Sqlite;
 using Potluck.Scheduler.Credits;
 using static Potluck.Scheduler.Tests.Ledger.CreditsFixtures;
@@ -21,32 +20,6 @@ public class ReservationWritesTests
     public void TearDown() => _dir.Dispose();
 
     private string RequesterDir => _dir.Sub("requester");
-
-    /// <summary>The ledger's WAL as written so far: its frames, and how many of them end a commit (no checkpoint runs in these tests).</summary>
-    private static (long Frames, long Commits) Wal(CreditLedger ledger)
-    {
-        var bytes = File.ReadAllBytes(ledger.Path + "-wal");
-        if (bytes.Length < 32)
-        {
-            return (0, 0);
-        }
-        var pageSize = (int)BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(8));
-        var salt = bytes.AsSpan(16, 8).ToArray();
-        long frames = 0, commits = 0;
-        for (var at = 32; at + 24 + pageSize <= bytes.Length; at += 24 + pageSize)
-        {
-            if (!bytes.AsSpan(at + 8, 8).SequenceEqual(salt))
-            {
-                break; // a frame of an earlier generation of the WAL: not written since it was last restarted
-            }
-            frames++;
-            if (BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(at + 4)) != 0)
-            {
-                commits++; // a commit frame holds the database's size in pages after the commit
-            }
-        }
-        return (frames, commits);
-    }
 
     /// <summary>The state of a lease's reservation as the file holds it, read on a connection of its own (what a crash would leave).</summary>
     private string StatesInTheFile(params byte[][] leases)
@@ -103,12 +76,12 @@ public class ReservationWritesTests
         var lease = Lease(1);
         Assert.That(requester.ReservePayment(lease, Provider.PeerId, 10_000), Is.EqualTo(LedgerResult.Reserved));
         Assert.That(requester.Settle(MakeReceipt(lease, Requester, Provider)), Is.EqualTo(LedgerResult.Recorded));
-        var before = Wal(requester);
+        var before = WalFile.Read(requester);
 
         Assert.That(requester.MarkDelivered(lease), Is.EqualTo(LedgerResult.Delivered));
         Assert.That(requester.GetReservation(lease)!.State, Is.EqualTo(PaymentState.Delivered));
 
-        var after = Wal(requester);
+        var after = WalFile.Read(requester);
         Assert.That((after.Frames - before.Frames, after.Commits - before.Commits), Is.EqualTo((2L, 1L)),
             "the row's page and the open index's page, one commit (main: three pages, the state index's twice)");
         Assert.That(requester.Reservations(PaymentState.Delivered), Has.Count.EqualTo(3_001));
