@@ -1435,8 +1435,18 @@ public sealed partial class CreditLedger : IDisposable
     {
         EnsureTablesFor(sql);
         using var statement = Storage.SqliteStatement.Prepare(StatementSource().Connection, sql);
-        return run(statement.Bind(parameters));
+        var result = run(statement.Bind(parameters));
+        _rarelySteps = statement.VmSteps;
+        return result;
     }
+
+    private long _rarelySteps;
+
+    /// <summary>
+    /// SQLite's virtual-machine steps of the last statement run through <see cref="Rarely{T}"/> (a round's scan, a listing):
+    /// tests and benchmarks read what a round's query costs, which should follow what is pending, not the ledger's history.
+    /// </summary>
+    internal long LastRarelySteps => Run(() => _rarelySteps);
 
     private object? ScalarRarely(string sql, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters) =>
         Rarely(sql, s => s.ExecuteScalar(), parameters);

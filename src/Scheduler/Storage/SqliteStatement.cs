@@ -49,6 +49,9 @@ internal sealed class SqliteStatement : IDisposable
     /// </summary>
     public int MemoryUsed => raw.sqlite3_stmt_status(_stmt, 99 /* SQLITE_STMTSTATUS_MEMUSED */, 0);
 
+    /// <summary>Virtual-machine steps the statement has run since it was prepared (what a read costs, in SQLite's own count).</summary>
+    public int VmSteps => raw.sqlite3_stmt_status(_stmt, 4 /* SQLITE_STMTSTATUS_VM_STEP */, 0);
+
     /// <summary>Prepares <paramref name="sql"/> (exactly one statement) on <paramref name="connection"/>, which must be open.</summary>
     /// <exception cref="SqliteException">SQLite refused the statement.</exception>
     public static SqliteStatement Prepare(SqliteConnection connection, string sql)
