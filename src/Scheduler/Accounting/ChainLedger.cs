@@ -71,6 +71,29 @@ public sealed partial class CreditLedger
             BEGIN SELECT RAISE(ABORT, 'own chain payments are append-only'); END;
         """;
 
+    /// <summary>
+    /// This node's own proposals that no kept block links to yet, by seq (with the proposal's hash): what the retry round
+    /// (<see cref="UnlinkedProposals"/>) reads, so that it costs what is pending, not every proposal this node ever made. A
+    /// row is added in the transaction that appends the proposal (<see cref="InsertBlock"/>) and removed in the one that
+    /// stores a kept agreement linking to it (stored kept, or an unkept one marked kept): kept blocks are never pruned, so
+    /// every own proposal with no linking block at all is here, and the round's query still asks for that (a proposal whose
+    /// agreement is held only unkept, from gossip, stays until that agreement is kept, as the round answered before). In the
+    /// stand-in, created when first named (a requester's first proposal).
+    /// </summary>
+    private const string ChainUnlinkedSchema = """
+        CREATE TABLE IF NOT EXISTS chain_unlinked (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL) STRICT;
+        """;
+
+    /// <summary>
+    /// A ledger made before <c>chain_unlinked</c> (stop 40), in the transaction that opens it: every own proposal that no kept
+    /// block links to.
+    /// </summary>
+    private const string ChainUnlinkedMigration = """
+        INSERT INTO chain_unlinked (seq, hash)
+        SELECT c.seq, c.hash FROM chain c WHERE c.own = 1 AND c.kind = 0
+          AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash AND a.keep = 1);
+        """;
+
     /// <summary>Fork proofs found (one per author): created with the chain in a file, by their first use in the stand-in.</summary>
     private const string ForksSchema = """
         CREATE TABLE IF NOT EXISTS forks (
@@ -371,6 +394,7 @@ public sealed partial class CreditLedger
                 if (same && keep && !kept)
                 {
                     Execute(null, "UPDATE chain SET keep = 1 WHERE author = $a AND seq = $s AND own = 0", ("$a", block.Author), ("$s", (long)block.Seq));
+                    LinkedKept(block);
                     changed = true;
                 }
                 return same ? ForeignBlockResult.AlreadyHeld : ForeignBlockResult.Conflict;
@@ -429,22 +453,35 @@ public sealed partial class CreditLedger
         ReadBlobs(Command(null, "SELECT block FROM chain WHERE author = $a AND seq > $s ORDER BY seq LIMIT $n",
             ("$a", Owner), ("$s", (long)afterSeq), ("$n", (long)limit)))));
 
-    /// <summary>Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>.</summary>
-    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() => LazyAbsent("chain") ? [] :
-        Rarely("""
-            SELECT block FROM chain c WHERE own = 1 AND kind = 0
-              AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
-            ORDER BY seq LIMIT $n
-            """, ReadBlobs, ("$n", (long)limit))));
+    /// <summary>
+    /// Own proposals whose agreement this node does not hold yet, oldest first, at most <paramref name="limit"/>: read from
+    /// the pending ones (<c>chain_unlinked</c>), not from every own proposal.
+    /// </summary>
+    public IReadOnlyList<byte[]> UnlinkedProposals(int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() => LazyAbsent("chain_unlinked") ? [] :
+        Rarely(UnlinkedProposalsSql, ReadBlobs, ("$a", Owner), ("$n", (long)limit))));
 
-    /// <summary>Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first).</summary>
+    // CROSS JOIN: SQLite then keeps the pending rows as the outer loop (a plain join may choose to walk every own block).
+    internal const string UnlinkedProposalsSql = """
+        SELECT c.block FROM chain_unlinked u CROSS JOIN chain c ON c.author = $a AND c.seq = u.seq
+        WHERE NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = u.hash)
+        ORDER BY u.seq LIMIT $n
+        """;
+
+    /// <summary>
+    /// Receipts this node paid, delivered to their provider, that have no block in its chain yet (oldest first): read from
+    /// the Delivered reservations marked unchained (the pending index's Delivered range), not from every Delivered one.
+    /// </summary>
     public IReadOnlyList<byte[]> DeliveredReceiptsWithoutBlock(int limit) => Fresh<IReadOnlyList<byte[]>>([], () => Run(() => LazyAbsent("reservations") ? [] :
-        Rarely("""
-            SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
-            WHERE r.state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
-              AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id)
-            ORDER BY r.rowid LIMIT $n
-            """, ReadBlobs, ("$n", (long)limit))));
+        Rarely(DeliveredWithoutBlockSql, ReadBlobs, ("$n", (long)limit))));
+
+    // The state a literal, beside unchained: SQLite reads a partial index only where the query's WHERE implies the index's.
+    internal const string DeliveredWithoutBlockSql = """
+        SELECT e.receipt FROM reservations r JOIN entries e ON e.receipt_id = r.receipt_id AND e.kind = 2
+        WHERE r.state = 2 AND r.unchained = 1
+          AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
+          AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id)
+        ORDER BY r.rowid LIMIT $n
+        """;
 
     /// <summary>The stored receipt of the entry of <paramref name="kind"/> for a receipt id, if any.</summary>
     public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
@@ -498,10 +535,60 @@ public sealed partial class CreditLedger
                 Execute(null, "INSERT INTO chain_payments (receipt_id, seq) VALUES ($r, $s)", ("$r", p.ReceiptId), ("$s", (long)block.Seq));
             }
         }
-        return Command(null, ifNew ? InsertBlockIfNew : InsertBlockSql,
+        var inserted = Command(null, ifNew ? InsertBlockIfNew : InsertBlockSql,
             ("$a", block.Author), ("$s", (long)block.Seq), ("$h", block.Hash), ("$b", block.EnvelopeBytes), ("$k", (long)b.Kind),
             ("$c", block.Counterparty), ("$l", b.Kind == BlockKind.Agreement ? b.LinkHash : null), ("$r", b.ReceiptId),
             ("$amount", b.Amount), ("$own", own ? 1L : 0L), ("$keep", keep ? 1L : 0L), ("$now", Now())).ExecuteNonQuery() == 1;
+        if (inserted)
+        {
+            if (own && b.Kind == BlockKind.Proposal)
+            {
+                Chained(block);
+            }
+            else if (keep)
+            {
+                LinkedKept(block);
+            }
+        }
+        return inserted;
+    }
+
+    /// <summary>
+    /// In the transaction that appends this node's proposal (or restores it in a recovery): its payments' reservations leave
+    /// the pending ones (no longer unchained), and the proposal waits for its agreement (<c>chain_unlinked</c>) unless a kept
+    /// one is held already.
+    /// </summary>
+    private void Chained(SignedBlock proposal)
+    {
+        if (!LazyAbsent("reservations"))
+        {
+            // One statement per block, over the pending Delivered rows only (the index's Delivered range): a single block's
+            // receipt id is its payment's; a batch's payments are in chain_payments at its seq (inserted just before).
+            Execute(null, ChainedSql, ("$r", proposal.Block.ReceiptId), ("$s", (long)proposal.Seq));
+        }
+        Execute(null, """
+            INSERT INTO chain_unlinked (seq, hash) SELECT $s, $h
+            WHERE NOT EXISTS (SELECT 1 FROM chain WHERE link_hash = $h AND keep = 1)
+            """, ("$s", (long)proposal.Seq), ("$h", proposal.Hash));
+    }
+
+    internal const string ChainedSql = """
+        UPDATE reservations SET unchained = 0
+        WHERE state = 2 AND unchained = 1
+          AND (receipt_id = $r OR EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = reservations.receipt_id AND p.seq = $s))
+        """;
+
+    /// <summary>
+    /// In the transaction that keeps <paramref name="block"/> (stored kept, or marked kept): when it is an agreement to one of
+    /// this node's proposals, that proposal is linked and leaves <c>chain_unlinked</c>.
+    /// </summary>
+    private void LinkedKept(SignedBlock block)
+    {
+        var b = block.Block;
+        if (b.Kind == BlockKind.Agreement && block.Counterparty == Owner && !LazyAbsent("chain_unlinked"))
+        {
+            Execute(null, "DELETE FROM chain_unlinked WHERE seq = $s AND hash = $h", ("$s", (long)b.LinkSeq), ("$h", b.LinkHash));
+        }
     }
 
     private const string InsertBlockSql = """

@@ -27,6 +27,7 @@ public sealed partial class CreditLedger
         new("requester_violations", StandingSchema + ViolationTotalsTriggers),
         new("chain", ChainSchema),
         new("chain_payments", ChainPaymentsSchema),
+        new("chain_unlinked", ChainUnlinkedSchema),
         new("forks", ForksSchema),
         new("chain_recovered", RecoverySchema),
     ];

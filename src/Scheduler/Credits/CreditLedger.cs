@@ -68,12 +68,14 @@ public sealed partial class CreditLedger : IDisposable
     /// <summary>
     /// A requester's reservations (<see cref="ReservePayment"/>), with the trigger that allows only the legal transitions.
     /// Created with the ledger's other tables in a file; in the in-memory stand-in by the first statement that names the
-    /// table (CreditLedger.Lazy.cs). The state index holds only the open rows (Reserved, Settled), which are what the queries
-    /// that read by state look for (the funds' sum of Reserved maxima, recovery's Reserved and Settled): a lease's last move,
-    /// Settled → Delivered, then only removes its entry from the index's one page or two, where an index of every lease had
-    /// it moved to the far end of the Delivered range, a second page written per lease. The rest read by lease id (the
-    /// primary key) or scan the table in rowid order (Delivered, Released: as the Delivered range of the old index did, with
-    /// a lookup of the row per entry there).
+    /// table (CreditLedger.Lazy.cs). The state index holds only the pending rows: the open ones (Reserved, Settled) and the
+    /// Delivered ones whose payment is in no block of this node's chain yet (<c>unchained</c>: set by the Delivered mark,
+    /// cleared in the transaction that appends the block, <see cref="InsertBlock"/>). Those are what the queries that read by
+    /// state look for (the funds' sum of Reserved maxima, recovery's Reserved and Settled, the chain round's delivered
+    /// receipts), so each costs what is pending, not what the ledger ever held; a lease's Delivered mark moves its entry
+    /// within the index's one page, and the block's append takes it off. The rest read by lease id (the primary key) or scan
+    /// the table in rowid order (the Delivered and Released listings: as the Delivered range of an index over every lease
+    /// did, with a lookup of the row per entry there).
     /// </summary>
     private const string ReservationsSchema = """
         CREATE TABLE IF NOT EXISTS reservations (
@@ -83,10 +85,13 @@ public sealed partial class CreditLedger : IDisposable
             state INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3)),
             receipt_id BLOB,
             created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL) STRICT;
-        CREATE INDEX IF NOT EXISTS reservations_open ON reservations (state) WHERE state = 0 OR state = 1;
+            updated_at INTEGER NOT NULL,
+            unchained INTEGER NOT NULL DEFAULT 0 CHECK (unchained IN (0, 1))) STRICT;
+        CREATE INDEX IF NOT EXISTS reservations_pending ON reservations (state) WHERE state = 0 OR state = 1 OR unchained = 1;
         CREATE TRIGGER IF NOT EXISTS reservations_transitions BEFORE UPDATE ON reservations
-            WHEN NOT ((OLD.state = 0 AND NEW.state IN (1, 3)) OR (OLD.state = 1 AND NEW.state = 2))
+            WHEN NOT ((OLD.state = 0 AND NEW.state IN (1, 3)) OR (OLD.state = 1 AND NEW.state = 2)
+                      OR (OLD.state = 2 AND NEW.state = 2 AND OLD.unchained = 1 AND NEW.unchained = 0))
+              OR NEW.unchained IS NOT (CASE WHEN OLD.state = 1 AND NEW.state = 2 THEN 1 WHEN OLD.state = 2 THEN 0 ELSE OLD.unchained END)
               OR NEW.lease_id IS NOT OLD.lease_id OR NEW.provider IS NOT OLD.provider
               OR NEW.max_amount IS NOT OLD.max_amount
               OR (OLD.receipt_id IS NOT NULL AND NEW.receipt_id IS NOT OLD.receipt_id)
@@ -126,11 +131,30 @@ public sealed partial class CreditLedger : IDisposable
         """;
 
     /// <summary>
-    /// The state index over every reservation that ledgers before <c>reservations_open</c> (stop 39) kept: each lease's three
-    /// writes rewrote it, the last one (Delivered) on two pages. Dropped when such a ledger is opened, once
-    /// <see cref="ReservationsSchema"/> has made the open one in the same transaction.
+    /// The state indexes of older ledgers: over every reservation (<c>reservations_by_state</c>, before stop 39: each lease's
+    /// three writes rewrote it, the last one on two pages) and over the open ones only (<c>reservations_open</c>, stop 39,
+    /// without the Delivered rows not yet in a block). Dropped when such a ledger is opened, once
+    /// <see cref="ReservationsSchema"/> has made <c>reservations_pending</c> in the same transaction.
     /// </summary>
-    private const string ReservationsMigration = "DROP INDEX IF EXISTS reservations_by_state";
+    private const string ReservationsMigration = """
+        DROP INDEX IF EXISTS reservations_by_state;
+        DROP INDEX IF EXISTS reservations_open;
+        """;
+
+    /// <summary>
+    /// A ledger made before <c>unchained</c> (stop 40), in the transaction that opens it, before <see cref="ReservationsSchema"/>
+    /// makes the index and trigger that read it: the transitions' trigger goes (it would refuse the fill, and the schema makes
+    /// it again with the new column's rules), the column comes with 0, and every Delivered reservation whose payment is in no
+    /// own block (single, or a batch's payment) is marked, exactly the set the chain round read by scanning every Delivered
+    /// reservation before. Nothing else changes.
+    /// </summary>
+    private const string UnchainedMigration = """
+        DROP TRIGGER IF EXISTS reservations_transitions;
+        ALTER TABLE reservations ADD COLUMN unchained INTEGER NOT NULL DEFAULT 0 CHECK (unchained IN (0, 1));
+        UPDATE reservations SET unchained = 1
+        WHERE state = 2 AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = reservations.receipt_id)
+          AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = reservations.receipt_id);
+        """;
 
     /// <summary>
     /// WAL pages written before a commit checkpoints them into the database file (SQLite's default is 1,000). Every lease
@@ -589,7 +613,8 @@ public sealed partial class CreditLedger : IDisposable
     public LedgerResult MarkDelivered(ReadOnlySpan<byte> leaseId)
     {
         var lease = leaseId.ToArray();
-        return Normal(tx => WriteNormal(tx, "UPDATE reservations SET state = 2, updated_at = $now WHERE lease_id = $lease AND state = 1",
+        // Marked unchained in the same statement: the chain round's next proposals (DeliveredReceiptsWithoutBlock) read it.
+        return Normal(tx => WriteNormal(tx, "UPDATE reservations SET state = 2, unchained = 1, updated_at = $now WHERE lease_id = $lease AND state = 1",
                 ("$now", Now()), ("$lease", lease)) == 1
             ? LedgerResult.Delivered
             : ReadReservation(tx, lease)?.State switch
@@ -827,6 +852,7 @@ public sealed partial class CreditLedger : IDisposable
                 Once(StandingSchema);
                 Once(ChainSchema);
                 Once(ChainPaymentsSchema);
+                Once(ChainUnlinkedSchema);
                 Once(ForksSchema);
             }
             EnsureTotals(tx, created: true);
@@ -879,8 +905,19 @@ public sealed partial class CreditLedger : IDisposable
         Once(IndexMigration);
         if (!_inMemory)
         {
-            Once(ReservationsSchema); // reservations_open, for a ledger made before it (the stand-in's is made by this code)
+            // The stand-in's tables are made by this code; a file may have been made by an older one.
+            if (ScalarRarely("SELECT 1 FROM pragma_table_info('reservations') LIMIT 1") is not null
+                && ScalarRarely("SELECT 1 FROM pragma_table_info('reservations') WHERE name = 'unchained'") is null)
+            {
+                Once(UnchainedMigration);
+            }
+            Once(ReservationsSchema); // reservations_pending and the trigger, for a ledger made before them
             Once(ReservationsMigration);
+            if (ScalarRarely("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'chain_unlinked'") is null)
+            {
+                Once(ChainUnlinkedSchema);
+                Once(ChainUnlinkedMigration);
+            }
         }
         tx.Commit();
     }
@@ -1036,7 +1073,7 @@ public sealed partial class CreditLedger : IDisposable
 
     // Whole statements as constants: the statement cache is keyed by the text, which is then not built anew per read.
     private const string ReservationOfLease = SelectReservations + " WHERE r.lease_id = $lease";
-    // One text per state, the state a literal: SQLite uses the partial index (reservations_open) only where the query's
+    // One text per state, the state a literal: SQLite uses the partial index (reservations_pending) only where the query's
     // WHERE implies the index's, which a bound parameter never does. Delivered and Released scan the table in rowid order.
     private static readonly string[] ReservationsInState =
         [.. Enumerable.Range(0, 4).Select(state => SelectReservations + $" WHERE r.state = {state} ORDER BY r.rowid")];

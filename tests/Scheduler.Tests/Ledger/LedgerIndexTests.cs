@@ -10,7 +10,7 @@ public class LedgerIndexTests
 {
     private static readonly string[] Needed =
     [
-        "chain_by_hash", "chain_by_link", "chain_own_receipt", "chain_unkept_by_time", "entries_by_counterparty_time", "reservations_open",
+        "chain_by_hash", "chain_by_link", "chain_own_receipt", "chain_unkept_by_time", "entries_by_counterparty_time", "reservations_pending",
     ];
 
     private TempDir _dir = null!;
@@ -111,7 +111,7 @@ public class LedgerIndexTests
         using (var raw = new SqliteConnection($"Data Source={Path.Combine(dir, CreditLedger.FileName)};Pooling=False"))
         {
             raw.Open();
-            foreach (var sql in new[] { "DROP INDEX reservations_open", "CREATE INDEX reservations_by_state ON reservations (state)" })
+            foreach (var sql in new[] { "DROP INDEX reservations_pending", "CREATE INDEX reservations_by_state ON reservations (state)" })
             {
                 using var cmd = raw.CreateCommand();
                 cmd.CommandText = sql;
@@ -129,12 +129,12 @@ public class LedgerIndexTests
         {
             raw.Open();
             Assert.That(SqlNames.Of(raw, "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'reservations' ORDER BY name"),
-                Is.EqualTo(new[] { "reservations_open", "sqlite_autoindex_reservations_1" }));
+                Is.EqualTo(new[] { "reservations_pending", "sqlite_autoindex_reservations_1" }));
             using var plan = raw.CreateCommand();
             plan.CommandText = "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(max_amount), 0) FROM reservations WHERE state = 0";
             using var reader = plan.ExecuteReader();
             Assert.That(reader.Read(), Is.True);
-            Assert.That(reader.GetString(3), Does.Contain("reservations_open"), "the funds' sum reads the open index");
+            Assert.That(reader.GetString(3), Does.Contain("reservations_pending"), "the funds' sum reads the pending index");
         }
         // Written to after the change, read the same way: lease 7 settled and delivered, lease 4 delivered, a new one reserved.
         Assert.That(reopened.Settle(MakeReceipt(Lease(7), Requester, Provider)), Is.EqualTo(LedgerResult.Recorded));
