@@ -35,7 +35,8 @@ public sealed record ChainAuditReport(
 /// Checks a node's own chain end to end from its ledger: every block's signature and author, seq 1, 2, 3… with each
 /// previous hash the hash of the block before; the kept per-counterparty totals against the rows they sum; for each payment, the ledger entry it records (a Spent entry for a
 /// proposal, an Earned one for an agreement, same amount, receipt signature checked); and every counterparty half-block
-/// held against the own block it links to. Reads in pages, so memory does not grow with the chain.
+/// held against the own block it links to; and the pending rows the chain rounds read (unchained reservations, unlinked
+/// proposals) against what they stand for. Reads in pages, so memory does not grow with the chain.
 /// </summary>
 public static class ChainAudit
 {
@@ -149,6 +150,10 @@ public static class ChainAudit
         foreach (var m in mismatches)
         {
             Problem(m.ToString());
+        }
+        foreach (var m in ledger.PendingMismatches())
+        {
+            Problem("pending rows: " + m);
         }
         return new ChainAuditReport(blocks, proposals, agreements, linked, unlinked, paid, earned, ledger.Forks().Count, problems, clock.Elapsed)
         {

@@ -483,6 +483,53 @@ public sealed partial class CreditLedger
         ORDER BY r.rowid LIMIT $n
         """;
 
+    /// <summary>
+    /// The pending rows the rounds read, checked against what they stand for (<see cref="ChainAudit"/>, <c>ledger --verify</c>:
+    /// scans the history, as the audit does): Delivered reservations in no own block that are not marked unchained (the
+    /// round would never propose them), marked ones that are not Delivered or whose payment is in a block, own proposals
+    /// with no linking block missing from <c>chain_unlinked</c> (never sent again), and rows of it that name no own proposal
+    /// or one with a kept agreement. Empty when they agree.
+    /// </summary>
+    public IReadOnlyList<string> PendingMismatches() => Fresh<IReadOnlyList<string>>([], () => Run(() =>
+    {
+        var found = new List<string>();
+        void Count(string sql, string what, params ReadOnlySpan<(string Name, Storage.SqlValue Value)> parameters)
+        {
+            var n = Convert.ToInt64(ScalarRarely(sql, parameters), System.Globalization.CultureInfo.InvariantCulture);
+            if (n > 0)
+            {
+                found.Add($"{n} {what}");
+            }
+        }
+        if (!LazyAbsent("reservations"))
+        {
+            Count("""
+                SELECT count(*) FROM reservations r WHERE r.state = 2 AND r.unchained = 0
+                  AND NOT EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
+                  AND NOT EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id)
+                """, "Delivered reservations in no block not marked unchained: the chain round never proposes them");
+            Count("""
+                SELECT count(*) FROM reservations r WHERE r.unchained = 1
+                  AND (r.state <> 2 OR EXISTS (SELECT 1 FROM chain c WHERE c.own = 1 AND c.receipt_id = r.receipt_id)
+                       OR EXISTS (SELECT 1 FROM chain_payments p WHERE p.receipt_id = r.receipt_id))
+                """, "reservations marked unchained that are not Delivered or are in a block");
+        }
+        if (!LazyAbsent("chain"))
+        {
+            Count("""
+                SELECT count(*) FROM chain c WHERE c.author = $a AND c.own = 1 AND c.kind = 0
+                  AND NOT EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = c.hash)
+                  AND NOT EXISTS (SELECT 1 FROM chain_unlinked u WHERE u.seq = c.seq AND u.hash = c.hash)
+                """, "own proposals without an agreement missing from chain_unlinked: never sent again", ("$a", Owner));
+            Count("""
+                SELECT count(*) FROM chain_unlinked u
+                WHERE NOT EXISTS (SELECT 1 FROM chain c WHERE c.author = $a AND c.seq = u.seq AND c.hash = u.hash AND c.own = 1 AND c.kind = 0)
+                   OR EXISTS (SELECT 1 FROM chain a WHERE a.link_hash = u.hash AND a.keep = 1)
+                """, "chain_unlinked rows for no own proposal, or for one with a kept agreement", ("$a", Owner));
+        }
+        return found;
+    }));
+
     /// <summary>The stored receipt of the entry of <paramref name="kind"/> for a receipt id, if any.</summary>
     public byte[]? ReceiptOf(ReadOnlySpan<byte> receiptId, LedgerEntryKind kind)
     {

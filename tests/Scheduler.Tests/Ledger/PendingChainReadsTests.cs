@@ -341,6 +341,56 @@ public class PendingChainReadsTests
         Assert.That(Hex(node.Ledger.UnlinkedProposals(64)), Is.EqualTo(Hex([appended.EnvelopeBytes])));
     }
 
+    /// <summary>
+    /// <c>ledger --verify</c> (<see cref="ChainAudit"/>) checks the pending rows against what they stand for: sound on a ledger
+    /// the code kept; a Delivered reservation in no block left unmarked (never proposed), an unlinked proposal's row lost
+    /// (never sent again) and a row kept for a proposal already agreed are each reported, and the chain is then not sound.
+    /// </summary>
+    [Test]
+    public void Verify_ChecksThePendingRowsAgainstWhatTheyStandFor()
+    {
+        var dir = _dir.Sub("r");
+        using (var ledger = LedgerFactory.Open(dir, Requester))
+        {
+            History(ledger, 1, 70);
+            Deliver(ledger, 100, 2);
+            Assert.That(Round(ledger), Has.Count.EqualTo(1));
+            Deliver(ledger, 200, 2);
+            var audit = ChainAudit.Verify(ledger);
+            Assert.That((audit.IsSound, audit.Unlinked), Is.EqualTo((true, 1L)), string.Join("; ", audit.Problems));
+        }
+        using (var raw = new SqliteConnection($"Data Source={Path.Combine(dir, CreditLedger.FileName)};Pooling=False"))
+        {
+            raw.Open();
+            foreach (var sql in new[]
+            {
+                "DROP TRIGGER reservations_transitions",
+                "UPDATE reservations SET unchained = 0 WHERE lease_id = $lease",
+                "DELETE FROM chain_unlinked",
+                "INSERT INTO chain_unlinked (seq, hash) SELECT seq, hash FROM chain WHERE own = 1 AND seq = 1",
+            })
+            {
+                using var cmd = raw.CreateCommand();
+                cmd.CommandText = sql;
+                if (sql.Contains("$lease", StringComparison.Ordinal))
+                {
+                    cmd.Parameters.AddWithValue("$lease", Lease(200));
+                }
+                var changed = cmd.ExecuteNonQuery();
+                Assert.That(changed > 0 || sql.StartsWith("DROP", StringComparison.Ordinal), Is.True, sql);
+            }
+        }
+        using var reopened = LedgerFactory.Open(dir, Requester);
+        var damaged = ChainAudit.Verify(reopened);
+        Assert.That(damaged.IsSound, Is.False);
+        Assert.That(damaged.Problems, Is.EqualTo(new[]
+        {
+            "pending rows: 1 Delivered reservations in no block not marked unchained: the chain round never proposes them",
+            "pending rows: 1 own proposals without an agreement missing from chain_unlinked: never sent again",
+            "pending rows: 1 chain_unlinked rows for no own proposal, or for one with a kept agreement",
+        }));
+    }
+
     private List<string> Unchained(LedgerNode node)
     {
         using var raw = new SqliteConnection($"Data Source={Path.Combine(node.Dir, CreditLedger.FileName)};Mode=ReadOnly;Pooling=False");
