@@ -288,12 +288,18 @@ internal sealed class SeenKeys
 /// per call, i.e. per heartbeat), which forgets exactly what a queue in order of arrival would have (every entry's
 /// expiry is its arrival plus the one TTL) without its 16 bytes per entry; and a table that a burst grew is trimmed
 /// once a quarter of it is in use (a dictionary never shrinks by itself, so the table's size was its busiest minute's).
+/// The full records' table is also trimmed so at each heartbeat, once its valid messages have settled
+/// (<see cref="GiveBackSlack"/>): it holds little more than the last heartbeat's messages, and a burst's slots (64 bytes
+/// each) were otherwise kept until the first expiry came, 120 s after the node's first message.
 /// </para>
 /// </summary>
 internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
 {
     /// <summary>Tables of at most this many slots are never trimmed.</summary>
     private const int MinTrimmedCapacity = 64;
+
+    /// <summary>The full records' table is never trimmed below this many slots at a heartbeat (<see cref="GiveBackSlack"/>).</summary>
+    internal const int MinFullCapacity = 16;
 
     private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
     /// <summary>Settled valid messages: 64 bits of the digest and the expiry (UTC ticks) are kept.</summary>
@@ -369,6 +375,20 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         if (_seen.Remove(id, out var record))
         {
             _settled.Add(id.High, record.Expiry);
+        }
+    }
+
+    /// <summary>
+    /// Gives back the full records' slots a burst left (a quarter or less in use: trimmed to twice the records, at least
+    /// <see cref="MinFullCapacity"/>): called at each heartbeat once valid messages have settled, when the table holds
+    /// what is still inside a window, invalid messages and those not scored. Nothing is forgotten; only slots go.
+    /// </summary>
+    public void GiveBackSlack()
+    {
+        var capacity = _seen.EnsureCapacity(0);
+        if (capacity > MinFullCapacity && _seen.Count <= capacity / 4)
+        {
+            _seen.TrimExcess(Math.Max(_seen.Count * 2, MinFullCapacity));
         }
     }
 
