@@ -38,6 +38,19 @@ internal sealed class MessageCache
 
     public int Count => _messages.Count;
 
+    /// <summary>For tests: the id as the table keeps it (its array), for the id equal to <paramref name="id"/>; null when not cached.</summary>
+    internal MessageId? StoredId(MessageId id)
+    {
+        foreach (var key in _messages.Keys)
+        {
+            if (key == id)
+            {
+                return key;
+            }
+        }
+        return null;
+    }
+
     /// <summary>Bytes one cached message costs the cache beyond the message itself, its id and the table's growth slack (tests, reports): its table entry and bucket, and its window slot.</summary>
     internal static int BytesPerEntry => (2 * sizeof(int)) + Unsafe.SizeOf<MessageId>() + Unsafe.SizeOf<Entry>() + sizeof(int) + Unsafe.SizeOf<MessageId>();
 
