@@ -154,6 +154,8 @@ internal sealed class GossipsubRouter
     private readonly ProtocolInstruments? _instruments;
     /// <summary>Messages other routers of this process hold, found by content (a simulated mesh's); null: none shared.</summary>
     private readonly WeakShareTable<Pb.Message>? _sharedMessages;
+    /// <summary>Where a simulated mesh's routers find the one array of a message id and of an author's peer id; <see cref="SharedValues.None"/>: each keeps its own.</summary>
+    private readonly SharedValues _sharedValues;
     private ulong _seqno;
     private long _ticks;
 
@@ -165,8 +167,14 @@ internal sealed class GossipsubRouter
     /// with a valid signature, or published, is validated, delivered, cached and forwarded as that instance, so a mesh keeps
     /// one copy of each message instead of one a node. Null (a daemon's router): every router keeps the copy it decoded.
     /// </param>
+    /// <param name="sharedValues">
+    /// Where the routers of one process find the array of a message id (and of a delivered message's author) another one
+    /// holds, equal byte for byte: a message's id is kept by every node that caches or delivers it. Null or
+    /// <see cref="SharedValues.None"/> (a daemon's router): each keeps its own.
+    /// </param>
     public GossipsubRouter(PeerId local, ISigner? key, GossipsubOptions options, Random random, DateTimeOffset now, ulong? firstSeqno = null,
-        ProtocolInstruments? instruments = null, byte[]? seenKey = null, WeakShareTable<Pb.Message>? sharedMessages = null)
+        ProtocolInstruments? instruments = null, byte[]? seenKey = null, WeakShareTable<Pb.Message>? sharedMessages = null,
+        SharedValues? sharedValues = null)
     {
         options.Validate();
         if (options.SignaturePolicy == SignaturePolicy.StrictSign && key is null)
@@ -190,11 +198,18 @@ internal sealed class GossipsubRouter
         _seqno = firstSeqno ?? (ulong)random.NextInt64();
         _instruments = instruments;
         _sharedMessages = sharedMessages;
+        _sharedValues = sharedValues ?? SharedValues.None;
     }
+
+    /// <summary>The id with the array equal to its own that other routers of this process hold, else the id as it is.</summary>
+    private MessageId Shared(MessageId id) => _sharedValues.Enabled ? new MessageId(_sharedValues.ShareMessageId(id.Raw)) : id;
 
     /// <summary>The instance of <paramref name="message"/> other routers of this process hold (equal in every field), else <paramref name="message"/>.</summary>
     private Pb.Message Shared(Pb.Message message) =>
         _sharedMessages is { } table && MessageContent.Shareable(message) ? table.Share(message) : message;
+
+    /// <summary>For tests: the id the cache keeps for <paramref name="id"/> (its array), else null.</summary>
+    internal MessageId? CachedId(MessageId id) => _mcache.StoredId(id);
 
     /// <summary>For tests: the message cached under <paramref name="id"/> (the instance this router serves on IWANT), else null.</summary>
     internal Pb.Message? Cached(MessageId id) => _mcache.TryGet(id, out var message) ? message : null;
@@ -443,6 +458,7 @@ internal sealed class GossipsubRouter
             throw new InvalidOperationException("a message with this id was already seen (duplicate publish)");
         }
         message = Shared(message);
+        id = Shared(id);
         _instruments?.GossipPublished();
         _mcache.Put(id, message, audience);
         if (_options.DeliverOwnMessages && _subscriptions.Contains(topic))
@@ -634,6 +650,7 @@ internal sealed class GossipsubRouter
         // From here on the message is the instance of these bytes other routers of the process hold, if any (equal in every
         // field: what is validated, delivered, cached and forwarded is exactly what came); a daemon's router keeps its own.
         message = Shared(message);
+        id = Shared(id);
         SendIDontWant(message, id, from, topic);
         var gossip = ToGossip(message, id, from);
         var result = ValidationResult.Accept;
@@ -1492,9 +1509,9 @@ internal sealed class GossipsubRouter
         }
     }
 
-    private static GossipMessage ToGossip(Pb.Message message, MessageId id, PeerId receivedFrom)
+    private GossipMessage ToGossip(Pb.Message message, MessageId id, PeerId receivedFrom)
     {
-        PeerId? author = message.HasFrom && PeerId.TryFromBytes(message.From.Span, out var a) ? a : null;
+        PeerId? author = message.HasFrom && PeerId.TryFromBytes(message.From.Span, out var a) ? _sharedValues.Share(a) : null;
         return new GossipMessage(message.Topic, message.Data.Memory, id, author, GossipMessage.ReadSeqno(message.Seqno.Span), receivedFrom);
     }
 

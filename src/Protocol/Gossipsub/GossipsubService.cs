@@ -135,7 +135,8 @@ public sealed partial class GossipsubService : IAsyncDisposable
         runtime.SecureRandom.Fill(seqno);
         _router = new GossipsubRouter(host.PeerId, host.Signer, options, runtime.CreateRandom("gossipsub"), _time.GetUtcNow(),
             BitConverter.ToUInt64(seqno), _instruments, runtime.CreateSecureRandom("gossipsub seen key").GetBytes(16),
-            runtime.SharedValues.Table(MessageContent.Instance)) // a simulated mesh's nodes keep one instance of each message
+            runtime.SharedValues.Table(MessageContent.Instance), // a simulated mesh's nodes keep one instance of each message
+            runtime.SharedValues) // ... and of its id
         {
             // A message with an audience goes only to peers whose identify lists it (what identify told the peer store).
             Speaks = host.Peers.SupportsProtocol,

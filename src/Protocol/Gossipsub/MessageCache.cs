@@ -38,6 +38,19 @@ internal sealed class MessageCache
 
     public int Count => _messages.Count;
 
+    /// <summary>For tests: the id as the table keeps it (its array), for the id equal to <paramref name="id"/>; null when not cached.</summary>
+    internal MessageId? StoredId(MessageId id)
+    {
+        foreach (var key in _messages.Keys)
+        {
+            if (key == id)
+            {
+                return key;
+            }
+        }
+        return null;
+    }
+
     /// <summary>Bytes one cached message costs the cache beyond the message itself, its id and the table's growth slack (tests, reports): its table entry and bucket, and its window slot.</summary>
     internal static int BytesPerEntry => (2 * sizeof(int)) + Unsafe.SizeOf<MessageId>() + Unsafe.SizeOf<Entry>() + sizeof(int) + Unsafe.SizeOf<MessageId>();
 
@@ -288,12 +301,18 @@ internal sealed class SeenKeys
 /// per call, i.e. per heartbeat), which forgets exactly what a queue in order of arrival would have (every entry's
 /// expiry is its arrival plus the one TTL) without its 16 bytes per entry; and a table that a burst grew is trimmed
 /// once a quarter of it is in use (a dictionary never shrinks by itself, so the table's size was its busiest minute's).
+/// The full records' table is also trimmed so at each heartbeat, once its valid messages have settled
+/// (<see cref="GiveBackSlack"/>): it holds little more than the last heartbeat's messages, and a burst's slots (64 bytes
+/// each) were otherwise kept until the first expiry came, 120 s after the node's first message.
 /// </para>
 /// </summary>
 internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
 {
     /// <summary>Tables of at most this many slots are never trimmed.</summary>
     private const int MinTrimmedCapacity = 64;
+
+    /// <summary>The full records' table is never trimmed below this many slots at a heartbeat (<see cref="GiveBackSlack"/>).</summary>
+    internal const int MinFullCapacity = 16;
 
     private readonly Dictionary<SeenKey, SeenRecord> _seen = [];
     /// <summary>Settled valid messages: 64 bits of the digest and the expiry (UTC ticks) are kept.</summary>
@@ -369,6 +388,20 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
         if (_seen.Remove(id, out var record))
         {
             _settled.Add(id.High, record.Expiry);
+        }
+    }
+
+    /// <summary>
+    /// Gives back the full records' slots a burst left (a quarter or less in use: trimmed to twice the records, at least
+    /// <see cref="MinFullCapacity"/>): called at each heartbeat once valid messages have settled, when the table holds
+    /// what is still inside a window, invalid messages and those not scored. Nothing is forgotten; only slots go.
+    /// </summary>
+    public void GiveBackSlack()
+    {
+        var capacity = _seen.EnsureCapacity(0);
+        if (capacity > MinFullCapacity && _seen.Count <= capacity / 4)
+        {
+            _seen.TrimExcess(Math.Max(_seen.Count * 2, MinFullCapacity));
         }
     }
 

@@ -363,6 +363,7 @@ internal sealed class PeerScore
     {
         _records.Prune(now);
         ReleasePeers(now);
+        _records.GiveBackSlack();
         if (now - _lastDecay < _params.DecayInterval)
         {
             return;
@@ -447,7 +448,23 @@ internal sealed class PeerScore
                 _records.Settle(head);
             }
         }
+        // The queue's array is the busiest heartbeat's (a queue never shrinks by itself): given back once a quarter or
+        // less of it is in use, as the records' table is.
+        var capacity = _toSettle.EnsureCapacity(0);
+        if (capacity > SeenCache.MinFullCapacity && _toSettle.Count <= capacity / 4)
+        {
+            _toSettle.TrimExcess(Math.Max(_toSettle.Count * 2, SeenCache.MinFullCapacity));
+        }
     }
+
+    /// <summary>For tests: the slots of the queue of valid messages waiting to settle.</summary>
+    internal int SettleQueueCapacity => _toSettle.EnsureCapacity(0);
+
+    /// <summary>For tests: the delivery records' entries (full records, digest-and-expiry ones) and their tables' slots.</summary>
+    internal (int Full, int Settled) RecordEntries => _records.Entries;
+
+    /// <inheritdoc cref="RecordEntries"/>
+    internal (int Full, int Settled) RecordSlots => _records.Capacity;
 
     /// <summary>For tests: topic names held once for every record (at most 256).</summary>
     internal int TopicNamesHeld => _topicNames.Count;

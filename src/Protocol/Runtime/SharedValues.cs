@@ -30,6 +30,7 @@ public sealed class SharedValues : IDisposable
     private readonly WeakShareTable<byte[]>? _peerIds;
     private readonly WeakShareTable<byte[]>? _addressBytes;
     private readonly WeakShareTable<PublicKey>? _keys;
+    private readonly WeakShareTable<byte[]>? _messageIds;
 
     private SharedValues(bool enabled)
     {
@@ -40,6 +41,7 @@ public sealed class SharedValues : IDisposable
             _peerIds = new WeakShareTable<byte[]>(ByteContent.Instance);
             _addressBytes = new WeakShareTable<byte[]>(ByteContent.Instance);
             _keys = new WeakShareTable<PublicKey>(EqualityComparer<PublicKey>.Default);
+            _messageIds = new WeakShareTable<byte[]>(ByteContent.Instance);
         }
     }
 
@@ -54,7 +56,7 @@ public sealed class SharedValues : IDisposable
 
     /// <summary>What a report calls it when it is on.</summary>
     public const string ReportName =
-        "shared immutable values (nodes keep one instance of equal decoded advertisements, gossip messages (by every field's bytes, never by id), peer ids, public keys and addresses; every node still decodes and checks all it did)";
+        "shared immutable values (nodes keep one instance of equal decoded advertisements, gossip messages (by every field's bytes, never by id) and their ids, peer ids, public keys and addresses; every node still decodes and checks all it did)";
 
     /// <summary>The instance equal to <paramref name="address"/> that a node of this process holds, else <paramref name="address"/> (kept from now on).</summary>
     public Multiaddr Share(Multiaddr address) => _addresses is null ? address : _addresses.Share(address);
@@ -81,6 +83,13 @@ public sealed class SharedValues : IDisposable
     /// else <paramref name="bytes"/> (kept from now on). The caller never writes into either.
     /// </summary>
     public byte[] ShareAddressBytes(byte[] bytes) => _addressBytes is null ? bytes : _addressBytes.Share(bytes);
+
+    /// <summary>
+    /// The array equal to <paramref name="id"/> (a gossip message's id, which every router of a simulated mesh keeps for
+    /// each message it caches and delivers) that a node of this process holds, else <paramref name="id"/> (kept from now
+    /// on). The caller never writes into either (a message id is read only: <c>MessageId.Span</c>; its copies are copies).
+    /// </summary>
+    public byte[] ShareMessageId(byte[] id) => _messageIds is null ? id : _messageIds.Share(id);
 
     /// <summary>
     /// The table for values of type <typeparamref name="T"/>, equal by <paramref name="comparer"/> (by content; the first
@@ -114,6 +123,9 @@ public sealed class SharedValues : IDisposable
     /// <summary>Distinct binary addresses of peer stores tracked now (live or not yet swept).</summary>
     public int AddressBytesCount => _addressBytes?.Count ?? 0;
 
+    /// <summary>Distinct gossip message ids tracked now (live or not yet swept).</summary>
+    public int MessageIdCount => _messageIds?.Count ?? 0;
+
     /// <summary>
     /// Frees every table's GC handles (the mesh that owns this one is done with it); from then on every value is returned
     /// as it is. <see cref="None"/>: nothing to free.
@@ -124,6 +136,7 @@ public sealed class SharedValues : IDisposable
         _peerIds?.Clear();
         _addressBytes?.Clear();
         _keys?.Clear();
+        _messageIds?.Clear();
         lock (_gate)
         {
             foreach (var table in _tables.Values)
@@ -140,6 +153,7 @@ public sealed class SharedValues : IDisposable
         _peerIds?.Sweep();
         _addressBytes?.Sweep();
         _keys?.Sweep();
+        _messageIds?.Sweep();
         lock (_gate)
         {
             foreach (var table in _tables.Values)

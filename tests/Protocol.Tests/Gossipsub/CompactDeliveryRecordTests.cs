@@ -12,11 +12,11 @@ namespace Potluck.Protocol.Tests.Gossipsub;
 /// </summary>
 public class CompactDeliveryRecordTests
 {
-    private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    private static readonly string[] Topics = ["a", "b", "c"];
+    internal static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    internal static readonly string[] Topics = ["a", "b", "c"];
 
     /// <summary>"a": the default 10 ms window; "b": a 200 ms window; "c": the default topic (P₃ off). P₃ active after 1 s.</summary>
-    private static PeerScoreParams Params(double invalidDecay = 0.3) => new()
+    internal static PeerScoreParams Params(double invalidDecay = 0.3) => new()
     {
         Topics = new Dictionary<string, TopicScoreParams>(StringComparer.Ordinal)
         {
@@ -31,7 +31,7 @@ public class CompactDeliveryRecordTests
     };
 
     /// <summary>The product's score and the oracle, driven by the same calls.</summary>
-    private sealed class Both(PeerScoreParams parameters, TimeSpan ttl)
+    internal sealed class Both(PeerScoreParams parameters, TimeSpan ttl)
     {
         public PeerScore Now { get; } = new(parameters, ttl, T0);
         public ReferencePeerScore Before { get; } = new(parameters, ttl, T0);
@@ -66,9 +66,9 @@ public class CompactDeliveryRecordTests
         public (double First, double Mesh, double Invalid, double Failure) Counters(PeerId p, string topic) => Now.Counters(p, topic) ?? default;
     }
 
-    private static MessageId Id(int n) => new(BitConverter.GetBytes(n).Concat(new byte[] { 0xAB, 0xCD, 0xEF }).ToArray());
+    internal static MessageId Id(int n) => new(BitConverter.GetBytes(n).Concat(new byte[] { 0xAB, 0xCD, 0xEF }).ToArray());
 
-    private static PeerId[] NewPeers(int count, int seed)
+    internal static PeerId[] NewPeers(int count, int seed)
     {
         var random = new Random(seed);
         return Enumerable.Range(0, count).Select(_ => PrivateKey.FromRandom(random).PeerId).ToArray();

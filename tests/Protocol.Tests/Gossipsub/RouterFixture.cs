@@ -15,12 +15,12 @@ internal sealed class RouterFixture
 
     /// <param name="shared">Messages shared with other routers of the test (<see cref="Potluck.Protocol.Runtime.SharedValues"/>); null: none.</param>
     public RouterFixture(int peers, Func<GossipsubOptions, GossipsubOptions>? configure = null, bool subscribe = true, bool outbound = false, int seed = 7,
-        Potluck.Protocol.Runtime.WeakShareTable<GPb.Message>? shared = null)
+        Potluck.Protocol.Runtime.WeakShareTable<GPb.Message>? shared = null, Potluck.Protocol.Runtime.SharedValues? sharedValues = null)
     {
         _random = new Random(seed);
         Options = configure?.Invoke(new GossipsubOptions()) ?? new GossipsubOptions();
         Key = PrivateKey.FromRandom(_random);
-        Router = new GossipsubRouter(Key.PeerId, Key, Options, new Random(seed), Now, sharedMessages: shared);
+        Router = new GossipsubRouter(Key.PeerId, Key, Options, new Random(seed), Now, sharedMessages: shared, sharedValues: sharedValues);
         for (var i = 0; i < peers; i++)
         {
             AddPeer(outbound, subscribe ? [Topic] : []);
