@@ -169,6 +169,8 @@ public static class SimRunner
                     sampler?.Phase($"join {i}/{scenario.Mesh.Nodes}");
                 }
             }));
+            // The teardown, within one moment, gets the heap check that runs between moments.
+            mesh.TeardownCheck = scenario.HeapPolicy is { } heap ? heap.Check : null;
             report = await RunAsync(mesh, scenario, wall, progress, sampler);
         }, cancel);
         // The mesh's teardown (every node disposed, after the figures were read) can raise the process's peak: at 10,000

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Potluck.Node.Simulation;
+using Potluck.Protocol.Runtime;
 
 namespace Potluck.Node.Tests.Simulation;
 
@@ -42,5 +43,24 @@ public class SimPeakAfterTeardownTests
         Assert.That((raised.TraceHash, raised.Events, raised.WallS), Is.EqualTo((report.TraceHash, report.Events, report.WallS)),
             "only the peak moves");
         Assert.That(SimRunner.WithPeakAfterTeardown(report, report.PeakRssMib - 1), Is.SameAs(report));
+    }
+
+    [Test]
+    public void TheTeardown_ChecksTheHeapAfterEachNodeIsDisposed_WithinOneMoment()
+    {
+        var upAtEachCheck = new List<int>();
+        var momentsDuringTeardown = 0;
+        VirtualTimeDriver.Run(async d =>
+        {
+            var mesh = await SimulatedMesh.StartAsync(d, new MeshOptions { Nodes = 8, Providers = 3, Seed = 3, StandIns = MeshStandIns.All });
+            await mesh.SettleAsync(TimeSpan.FromSeconds(5));
+            mesh.TeardownCheck = () => upAtEachCheck.Add(mesh.Nodes.Count(n => n.Node is not null));
+            d.BetweenMoments = () => momentsDuringTeardown++;
+            await mesh.DisposeAsync();
+            d.BetweenMoments = null;
+        });
+        // Once per node, each after that node is gone; and no moment passed meanwhile, so only this hook can hold the heap.
+        Assert.That(upAtEachCheck, Is.EqualTo(new[] { 7, 6, 5, 4, 3, 2, 1, 0 }));
+        Assert.That(momentsDuringTeardown, Is.EqualTo(0), "the teardown runs within one moment of virtual time");
     }
 }
