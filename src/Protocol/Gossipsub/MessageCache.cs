@@ -5,6 +5,18 @@ using Potluck.Protocol.Identity;
 namespace Potluck.Protocol.Gossipsub;
 
 /// <summary>
+/// When a collection a burst grew gives its slots back (collections never shrink by themselves): once a quarter or less
+/// of them are in use, to twice what it holds, never below a floor. One rule for the message cache's table and windows,
+/// the seen table and the score's settle queue.
+/// </summary>
+internal static class Slack
+{
+    /// <summary>The slots to trim to, or 0 to leave <paramref name="capacity"/> as it is.</summary>
+    public static int TrimTo(int count, int capacity, int floor) =>
+        capacity > floor && count <= capacity / 4 ? Math.Max(2 * count, floor) : 0;
+}
+
+/// <summary>
 /// The windowed message cache of gossipsub-v1.0.md ("Message Cache"): <c>mcache_len</c> history windows, of
 /// which the newest <c>mcache_gossip</c> are advertised in IHAVE; <see cref="Shift"/> at every heartbeat.
 /// Also counts per-peer IWANT retransmissions of each cached message.
@@ -128,15 +140,14 @@ internal sealed class MessageCache
         }
         var held = last.Count;
         last.Clear();
-        if (last.Capacity > MinTrimmedCapacity && held <= last.Capacity / 4)
+        if (Slack.TrimTo(held, last.Capacity, MinTrimmedCapacity) is > 0 and var slots)
         {
-            last.Capacity = Math.Max(2 * held, MinTrimmedCapacity); // a window a burst grew gives its slots back once it holds a quarter of them
+            last.Capacity = slots; // a window a burst grew gives its slots back once it holds a quarter of them
         }
         _newest = (_newest + _history.Length - 1) % _history.Length; // the emptied oldest window is the newest now
-        var capacity = _messages.EnsureCapacity(0);
-        if (capacity > MinTrimmedCapacity && _messages.Count <= capacity / 4)
+        if (Slack.TrimTo(_messages.Count, _messages.EnsureCapacity(0), MinTrimmedCapacity) is > 0 and var table)
         {
-            _messages.TrimExcess(Math.Max(2 * _messages.Count, MinTrimmedCapacity)); // as the seen table: a table never shrinks by itself
+            _messages.TrimExcess(table); // as the seen table: a table never shrinks by itself
         }
     }
 
@@ -398,10 +409,9 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     /// </summary>
     public void GiveBackSlack()
     {
-        var capacity = _seen.EnsureCapacity(0);
-        if (capacity > MinFullCapacity && _seen.Count <= capacity / 4)
+        if (Slack.TrimTo(_seen.Count, _seen.EnsureCapacity(0), MinFullCapacity) is > 0 and var slots)
         {
-            _seen.TrimExcess(Math.Max(_seen.Count * 2, MinFullCapacity));
+            _seen.TrimExcess(slots);
         }
     }
 
@@ -449,10 +459,9 @@ internal sealed class SeenCache(TimeSpan ttl, SeenKeys keys)
     /// <summary>Halves a table's slots (to twice its entries) once a quarter or less of them are in use.</summary>
     private static void TrimWhenSparse(Dictionary<SeenKey, SeenRecord> table)
     {
-        var capacity = table.EnsureCapacity(0);
-        if (capacity > MinTrimmedCapacity && table.Count <= capacity / 4)
+        if (Slack.TrimTo(table.Count, table.EnsureCapacity(0), MinTrimmedCapacity) is > 0 and var slots)
         {
-            table.TrimExcess(Math.Max(table.Count * 2, MinTrimmedCapacity));
+            table.TrimExcess(slots);
         }
     }
 

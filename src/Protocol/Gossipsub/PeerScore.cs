@@ -450,10 +450,9 @@ internal sealed class PeerScore
         }
         // The queue's array is the busiest heartbeat's (a queue never shrinks by itself): given back once a quarter or
         // less of it is in use, as the records' table is.
-        var capacity = _toSettle.EnsureCapacity(0);
-        if (capacity > SeenCache.MinFullCapacity && _toSettle.Count <= capacity / 4)
+        if (Slack.TrimTo(_toSettle.Count, _toSettle.EnsureCapacity(0), SeenCache.MinFullCapacity) is > 0 and var slots)
         {
-            _toSettle.TrimExcess(Math.Max(_toSettle.Count * 2, SeenCache.MinFullCapacity));
+            _toSettle.TrimExcess(slots);
         }
     }
 
