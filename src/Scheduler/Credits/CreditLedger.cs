@@ -48,8 +48,17 @@ public sealed partial class CreditLedger : IDisposable
 
     private const string CoreSchema = """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT, WITHOUT ROWID;
+        """ + EntriesSchema;
+
+    /// <summary>
+    /// The entries, append-only (the triggers refuse an update or a delete). <c>seq</c> is the rowid: with no row ever
+    /// deleted, SQLite gives each insert the largest seq + 1, so seq counts up in insertion order and is never reused, as
+    /// <c>AUTOINCREMENT</c> made it before stop 41, which also wrote its counter (<c>sqlite_sequence</c>, a page) with every
+    /// insert. An insert rolled back gives its seq back in both. <see cref="EntriesRowidMigration"/> moves an older ledger.
+    /// </summary>
+    private const string EntriesSchema = """
         CREATE TABLE entries (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             receipt_id BLOB NOT NULL,
             kind INTEGER NOT NULL CHECK (kind IN (0, 1, 2)),
             counterparty BLOB NOT NULL,
@@ -64,6 +73,27 @@ public sealed partial class CreditLedger : IDisposable
         CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
             BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
         """;
+
+    /// <summary>
+    /// A ledger made before stop 41 (<c>entries.seq</c> <c>AUTOINCREMENT</c>), in the transaction that opens it: the table is
+    /// made again without it under another name, every row copied with its seq, the old table dropped (which removes its
+    /// counter's row and fires none of its triggers), the new one renamed, then its index and triggers (SQLite cannot drop
+    /// <c>AUTOINCREMENT</c> in place). The rename runs with <c>legacy_alter_table</c> so that SQLite neither checks nor
+    /// rewrites the reservations' trigger, which names <c>entries</c> and reads the new table once it has that name. Nothing
+    /// else changes.
+    /// </summary>
+    private static readonly string EntriesRowidMigration =
+        "PRAGMA legacy_alter_table = ON;\n"
+        + EntriesSchema[..(EntriesSchema.IndexOf("CREATE INDEX", StringComparison.Ordinal))].Replace("CREATE TABLE entries (", "CREATE TABLE entries_rowid (", StringComparison.Ordinal)
+        + """
+        INSERT INTO entries_rowid (seq, receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at)
+        SELECT seq, receipt_id, kind, counterparty, lease_id, amount, receipt, recorded_at FROM entries ORDER BY seq;
+        DROP TABLE entries;
+        ALTER TABLE entries_rowid RENAME TO entries;
+        PRAGMA legacy_alter_table = OFF;
+
+        """
+        + EntriesSchema[EntriesSchema.IndexOf("CREATE INDEX", StringComparison.Ordinal)..];
 
     /// <summary>
     /// A requester's reservations (<see cref="ReservePayment"/>), with the trigger that allows only the legal transitions.
@@ -901,6 +931,11 @@ public sealed partial class CreditLedger : IDisposable
         if (!_inMemory)
         {
             Once(RecoverySchema);
+        }
+        if (!_inMemory
+            && ScalarRarely("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'entries' AND sql LIKE '%AUTOINCREMENT%'") is not null)
+        {
+            Once(EntriesRowidMigration); // before IndexMigration, which reads entries' index
         }
         Once(IndexMigration);
         if (!_inMemory)

@@ -187,7 +187,8 @@ public class LazySchemaTests
         Assert.That(reader.Read(), Is.True);
         var (bytes, statements, withLineBreaks) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2));
         TestContext.Out.WriteLine($"stored schema text {bytes} B in {statements} statements");
-        Assert.That(statements, Is.GreaterThanOrEqualTo(8), "the core ledger's tables, index and triggers, and reputation's table");
+        Assert.That(statements, Is.GreaterThanOrEqualTo(7),
+            "the core ledger's tables, index and triggers, and reputation's table (7: no sqlite_sequence since stop 41, the entries' seq is their rowid)");
         Assert.That(withLineBreaks, Is.Zero);
         Assert.That(bytes, Is.LessThan(1536), "1,655 B as the statements were written");
     }
