@@ -207,7 +207,23 @@ public sealed class PublicKey : IEquatable<PublicKey>
 
     public byte[] ToProtobuf() => KeyProtobuf.Encode(Type, _data);
 
-    public PeerId ToPeerId() => PeerId.FromPublicKey(this);
+    /// <summary>
+    /// The key's peer id, encoded once per key object and kept (a key never changes, and a <see cref="PeerId"/> is immutable):
+    /// the lease path asks a requester's or provider's key for its id several times per lease. Two threads that ask at once may
+    /// both encode it; they get equal ids.
+    /// </summary>
+    public PeerId ToPeerId()
+    {
+        var id = _peerId;
+        if (id.IsEmpty)
+        {
+            id = PeerId.FromPublicKey(this);
+            _peerId = id;
+        }
+        return id;
+    }
+
+    private PeerId _peerId;
 
     /// <summary>Largest signature looked at: an RSA-8192 signature is 1024 bytes, a DER P-521 one under 140.</summary>
     public const int MaxSignatureLength = 2048;

@@ -81,9 +81,11 @@ public sealed class VerifiedAdvertisement
 
     /// <summary>
     /// The provider's key, decoded when asked (a book holds up to 1,024 advertisements on every node and uses a key only
-    /// for the providers it leases from: bytes, ~60 B, instead of a decoded key, ~220 B).
+    /// for the providers it leases from: bytes, ~60 B, instead of a decoded key, ~220 B), through <see cref="Credits.KeyCache"/>:
+    /// every lease asks for its provider's key, and the one key object a cache hit returns keeps what it derived before (its
+    /// peer id, and the library's key its checks use) where a fresh decode per lease made both again.
     /// </summary>
-    public PublicKey Key => PublicKey.TryFromProtobuf(_key ?? Provider.Bytes[2..], out var key) ? key : throw new InvalidOperationException("a checked key no longer decodes");
+    public PublicKey Key => Credits.KeyCache.TryPublicKey(_key ?? Provider.Bytes[2..], out var key) ? key : throw new InvalidOperationException("a checked key no longer decodes");
 
     /// <summary>
     /// The listen addresses, parsed from <see cref="Advertisement.ListenAddresses"/> (checked when opened) each time they are

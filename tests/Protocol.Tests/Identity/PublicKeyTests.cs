@@ -524,4 +524,25 @@ public class PublicKeyTests
             Assert.That(PublicKey.FromProtobuf(signer.PublicKey.ToProtobuf()).Verify(Message, signature), Is.True);
         });
     }
+
+    // ---- the peer id, once per key (stop 41: the lease path asks a key for its id several times per lease) ----
+
+    [Test]
+    public void ToPeerId_IsEncodedOncePerKey_LaterCallsAllocateNothing()
+    {
+        var key = PrivateKey.FromSeed(Enumerable.Range(1, 32).Select(i => (byte)i).ToArray()).PublicKey;
+        var first = key.ToPeerId();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var same = 0;
+        for (var i = 0; i < 1_000; i++)
+        {
+            same += key.ToPeerId() == first ? 1 : 0;
+        }
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // Each encoding is a protobuf and a multihash array (~130 bytes): 1,000 calls encoding afresh allocate ~130 KB.
+        Assert.That(allocated, Is.LessThan(1_000), "bytes allocated by 1,000 calls after the first");
+        Assert.That(same, Is.EqualTo(1_000));
+        Assert.That(first, Is.EqualTo(PeerId.FromPublicKey(key)), "the kept id is the key's id");
+        Assert.That(first.Bytes.ToArray(), Is.EqualTo((byte[])[0x00, 36, .. key.ToProtobuf()]), "identity multihash of the protobuf key");
+    }
 }
