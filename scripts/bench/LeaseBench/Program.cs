@@ -129,6 +129,7 @@ public static class Program
             var refusedBefore = p1.Compute!.Provider!.RefusedOverLimit + p2.Compute!.Provider!.RefusedOverLimit;
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             using var sampler = Environment.GetEnvironmentVariable("LEASEBENCH_ALLOC") == "1" ? new AllocationSampler() : null;
+            using var counters = Environment.GetEnvironmentVariable("LEASEBENCH_COUNTERS") == "1" ? new CounterSampler() : null;
             var allocated = GC.GetTotalAllocatedBytes(precise: false);
             var collections = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
             var workItems = ThreadPool.CompletedWorkItemCount;
@@ -182,6 +183,7 @@ public static class Program
             // Methods still compiled (tier-up, mostly) while the sustained phase runs: part of its CPU, not the lease path's.
             Console.WriteLine($"Sustained phase, JIT: {jitMethodsDone} methods compiled, {jitTimeSpent.TotalMilliseconds:0} ms ({jitTimeSpent.TotalMilliseconds / total:0.00} ms per task)");
             sampler?.Report(Console.Out);
+            counters?.Report(Console.Out, total);
             if (timeline)
             {
                 Potluck.Scheduler.Metrics.LeaseTimeline.Enabled = false;
@@ -280,6 +282,62 @@ public static class Program
         }
 
         public void Dispose() => _stop = true;
+    }
+
+    /// <summary>
+    /// With LEASEBENCH_COUNTERS=1: every potluck.* counter (all three nodes together) summed by name and tags over the
+    /// sustained phase and printed per task: streams opened by protocol, gossip messages, bytes, receipts, ...
+    /// </summary>
+    private sealed class CounterSampler : IDisposable
+    {
+        private readonly System.Diagnostics.Metrics.MeterListener _listener = new();
+        private readonly Dictionary<string, double> _sums = new(StringComparer.Ordinal);
+        private bool _on = true;
+
+        public CounterSampler()
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Name.StartsWith("potluck.", StringComparison.Ordinal)
+                    && instrument.GetType().Name.StartsWith("Counter", StringComparison.Ordinal))
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument.Name, value, tags));
+            _listener.SetMeasurementEventCallback<double>((instrument, value, tags, _) => Add(instrument.Name, value, tags));
+            _listener.Start();
+        }
+
+        private void Add(string name, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            var key = name;
+            foreach (var tag in tags)
+            {
+                key += $" {tag.Key}={tag.Value}";
+            }
+            lock (_sums)
+            {
+                if (_on)
+                {
+                    _sums[key] = _sums.GetValueOrDefault(key) + value;
+                }
+            }
+        }
+
+        public void Report(TextWriter output, int total)
+        {
+            lock (_sums)
+            {
+                _on = false;
+                foreach (var (key, sum) in _sums.OrderBy(p => p.Key, StringComparer.Ordinal))
+                {
+                    output.WriteLine($"counter {sum / total,10:0.000} per task  {key}");
+                }
+            }
+        }
+
+        public void Dispose() => _listener.Dispose();
     }
 
     /// <summary>
