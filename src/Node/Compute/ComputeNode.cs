@@ -101,6 +101,9 @@ public sealed class ComputeNode : IAsyncDisposable
         {
             CacheDirectory = options.Sandbox.CacheDirectory ?? Path.Combine(dataDir, "cache"),
             MaxStdoutBytes = ComputeRuntime.MaxOutputBytes,
+            // A pooled sandbox has a slot for every lease the provider may run at once, and a few for this node's own checks.
+            InstanceSlots = options.Sandbox.InstanceSlots == 0 ? 0
+                : Math.Min(SandboxOptions.MaxInstanceSlots, Math.Max(options.Sandbox.InstanceSlots, options.Provider.Cores + 4)),
         };
     }
 

@@ -151,6 +151,8 @@ public static class PotluckOptionsValidator
         Positive(s.EpochTick, "compute:sandbox:epochTick");
         AtLeast(s.ModuleCacheCapacity, 1, "compute:sandbox:moduleCacheCapacity");
         AtLeast(s.MaxWasmStackBytes, 16 * 1024, "compute:sandbox:maxWasmStackBytes");
+        Need(s.InstanceSlots is >= 0 and <= Scheduler.Sandbox.SandboxOptions.MaxInstanceSlots,
+            $"'compute:sandbox:instanceSlots' is {s.InstanceSlots}; it must be 0 (no pool: each run's memory mapped as it goes) to {Scheduler.Sandbox.SandboxOptions.MaxInstanceSlots}");
         AtLeast(c.Credits.InitialGrant, 0, "compute:credits:initialGrant");
         AtLeast(c.Credits.MaxDebt, 0, "compute:credits:maxDebt");
         problems.AddRange(TrustOptionsChecks.Validate(c.Accounting, c.Credits));

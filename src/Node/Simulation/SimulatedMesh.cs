@@ -866,7 +866,9 @@ public sealed class SimulatedMesh : IAsyncDisposable
                         Advertising = _options.ConfigureAdvertising?.Invoke(new Scheduler.Advertising.AdvertisementOptions()) ?? new Scheduler.Advertising.AdvertisementOptions(),
                     },
                     Credits = new CreditsOptions { InitialGrant = _options.InitialGrant },
-                    Sandbox = NodeSandboxOptions,
+                    // A node's own sandbox maps each run's memory as it goes: thousands of pools of ~4 GiB slots would not fit
+                    // the process's address space (the shared sandbox stand-in keeps its pool).
+                    Sandbox = NodeSandboxOptions with { InstanceSlots = 0 },
                 },
             });
         // A simulated node's machine is simulated too: idle, on the mesh's clock (the host's /proc is not N machines).

@@ -29,7 +29,18 @@ public sealed class WasmSandbox : IDisposable
     public const string ProgramName = "task.wasm";
 
     private const long WasmPageSize = 65536;
+    private const int PoolKeepResidentBytes = 1 << 20;
+    private const int PoolPerModuleCount = 10_000;
     private const int MaxTableElements = 1_000_000;
+    private const int MaxTables = 4;
+    private const int MaxMemories = 1;
+
+    /// <summary>
+    /// The most bytes an instance's own state (its vmctx: imported and exported functions, globals, tables' and memories'
+    /// descriptors) may take in the pool; Wasmtime's default is 1 MiB, which a module with tens of thousands of functions
+    /// referenced from a table passes, while without the pool nothing bounds it. A bound, not a reservation.
+    /// </summary>
+    private const int MaxInstanceStateBytes = 64 << 20;
     private const int RunnerThreadStackBytes = 16 * 1024 * 1024;
 
     private readonly SandboxOptions _options;
@@ -40,6 +51,8 @@ public sealed class WasmSandbox : IDisposable
     private readonly ModuleCache _cache;
     private readonly EpochTicker _epochTicker;
     private readonly RunnerThreads _runners = new(RunnerThreadStackBytes, Math.Max(2, Environment.ProcessorCount), "potluck-wasm");
+    // One per pooled instance slot (null without a pool): a run holds one from before its first attempt to after its last.
+    private readonly SemaphoreSlim? _slots;
     private int _disposed;
 
     /// <summary>Creates the engine, the WASI host and the module cache, and the epoch ticker (armed only
@@ -77,6 +90,32 @@ public sealed class WasmSandbox : IDisposable
                 .WithExceptions(false)
                 .WithMaximumStackSize(options.MaxWasmStackBytes)
                 .WithOptimizationLevel(OptimizationLevel.Speed);
+            if (options.InstanceSlots > 0)
+            {
+                // Each slot is sized to the limits every store sets (SetLimits below), so a module instantiates in the pool
+                // exactly when it would without it; the slots are as many as the runs let in at once (_slots).
+                using var pool = new PoolingAllocationConfig();
+                pool.WithMaxCoreInstances((uint)options.InstanceSlots);
+                pool.WithMaxMemories((uint)(options.InstanceSlots * MaxMemories));
+                pool.WithMaxTables((uint)(options.InstanceSlots * MaxTables));
+                // Per module, no bound of the pool's own: it would refuse a module with a second memory when compiling it (an
+                // invalid module), where the store's limits refuse it when instantiating (a memory limit), as without the pool.
+                pool.WithMaxMemoriesPerModule(PoolPerModuleCount);
+                pool.WithMaxTablesPerModule(PoolPerModuleCount);
+                pool.WithMaxTableElements(MaxTableElements);
+                pool.WithMaxMemorySize((nuint)options.MaxMemoryBytes);
+                pool.WithMaxCoreInstanceSize(MaxInstanceStateBytes);
+                // No async fibers, components or GC heaps here: none of their pools (Wasmtime reserves 1,000 of each by default,
+                // each stack with a guard page: a mapping apiece).
+                WithMaxStacks(pool, 0);
+                pool.WithTotalComponentInstances(0);
+                pool.WithMaxGcHeaps(0);
+                // A small task's memory and tables are cleared in place on reuse, not given back to the kernel and faulted in again.
+                pool.WithLinearMemoryKeepResidentBytes(PoolKeepResidentBytes);
+                pool.WithTableKeepResidentBytes(PoolKeepResidentBytes / 8);
+                config.WithPoolingAllocationStrategy(pool);
+                _slots = new SemaphoreSlim(options.InstanceSlots, options.InstanceSlots);
+            }
             _engine = new Engine(config);
         }
         CacheFingerprint = ComputeFingerprint(options);
@@ -198,6 +237,9 @@ public sealed class WasmSandbox : IDisposable
         var deadline = spec.Deadline is { } d && d < _options.DefaultDeadline ? d : _options.DefaultDeadline;
         var moduleSha256 = cached.Sha256;
         var args = spec.Args;
+        // A pooled slot for this run's instance, held across its attempts (each disposes its store before the next) until
+        // the run returns; the deadline counts from when the run has one. Without a pool nothing waits.
+        using var slot = PoolSlot.Take(_slots, cancellationToken);
         var started = _time.GetTimestamp();
         var slice = spec.DebitNoteDue is null ? 0 : spec.DebitNoteFuel;
         var nextNote = 0;
@@ -247,7 +289,7 @@ public sealed class WasmSandbox : IDisposable
                 () => WasiRunState.DeriveRandomSeed(moduleSha256, args, input.Span)) { Fence = fence };
             using var store = new Store(_engine, state);
             store.Fuel = fence?.InitialStoreFuel ?? fuel;
-            store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: 4, memories: 1);
+            store.SetLimits(memorySize: memoryLimit, tableElements: MaxTableElements, instances: 1, tables: MaxTables, memories: MaxMemories);
             store.SetEpochDeadline(1);
             store.SetEpochDeadlineCallback(s =>
             {
@@ -327,6 +369,34 @@ public sealed class WasmSandbox : IDisposable
                 // Wasmtime saves the fuel before `unreachable` and at out of fuel, not before a trap of a checked instruction.
                 state.Stop == HostStop.None && failure is not null && failure is not TrapException { Type: TrapCode.OutOfFuel or TrapCode.Unreachable });
         }
+    }
+
+    /// <summary>
+    /// Wasmtime.Dotnet 50.0.1 keeps the pool's stack count internal (it belongs with async support, which it does not expose);
+    /// its default, 1,000 stacks with a guard page each, costs ~2,000 memory mappings per engine, and a process of a few dozen
+    /// sandboxes ran out of mappings (ENOMEM at engine creation). A missing method fails the first pooled sandbox loudly.
+    /// </summary>
+    [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Method, Name = "WithMaxStacks")]
+    private static extern PoolingAllocationConfig WithMaxStacks(PoolingAllocationConfig config, uint count);
+
+    /// <summary>A slot of the instance pool held by one run (nothing without a pool).</summary>
+    private readonly struct PoolSlot : IDisposable
+    {
+        private readonly SemaphoreSlim? _slots;
+
+        private PoolSlot(SemaphoreSlim slots) => _slots = slots;
+
+        public static PoolSlot Take(SemaphoreSlim? slots, CancellationToken ct)
+        {
+            if (slots is null)
+            {
+                return default;
+            }
+            slots.Wait(ct);
+            return new PoolSlot(slots);
+        }
+
+        public void Dispose() => _slots?.Release();
     }
 
     private readonly record struct RunAttempt(SandboxOutcome Outcome, int? ExitCode, SandboxTrap? Trap, WasiRunState State, ulong Consumed,
