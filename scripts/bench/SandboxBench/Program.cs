@@ -88,12 +88,19 @@ var tiny = new TaskSpec { Module = File.ReadAllBytes(Path.Combine(root, "samples
 if (sandbox.Execute(tiny, default).Outcome != SandboxOutcome.Success) throw new InvalidOperationException("exitcode.wasm did not succeed");
 Console.WriteLine();
 Console.WriteLine($"per call, {calls} runs of samples/testmods/exitcode.wasm 0 (module cached):");
-for (var round = 0; round < 2; round++)
+// The same against a sandbox without the instance pool (compute:sandbox:instanceSlots 0: each run's memory mapped and
+// unmapped as it goes), interleaved round by round.
+using var unpooled = new WasmSandbox(sandbox.Options with { InstanceSlots = 0 }, NullLogger<WasmSandbox>.Instance);
+if (unpooled.Execute(tiny, default).Outcome != SandboxOutcome.Success) throw new InvalidOperationException("exitcode.wasm did not succeed unpooled");
+for (var round = 0; round < 3; round++)
 {
-    var (syncWall, syncCpu) = PerCall(calls, () => sandbox.Execute(tiny, default));
-    var (asyncWall, asyncCpu) = PerCall(calls, () => sandbox.ExecuteAsync(tiny, default).GetAwaiter().GetResult());
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  round {round + 1}: Execute {syncWall * 1000:F0} us (CPU {syncCpu * 1000:F0} us)   ExecuteAsync {asyncWall * 1000:F0} us (CPU {asyncCpu * 1000:F0} us)"));
+    foreach (var (label, box) in new[] { ($"pooled ({sandbox.Options.InstanceSlots} slots)", sandbox), ("unpooled", unpooled) })
+    {
+        var (syncWall, syncCpu) = PerCall(calls, () => box.Execute(tiny, default));
+        var (asyncWall, asyncCpu) = PerCall(calls, () => box.ExecuteAsync(tiny, default).GetAwaiter().GetResult());
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  round {round + 1}, {label}: Execute {syncWall * 1000:F0} us (CPU {syncCpu * 1000:F0} us)   ExecuteAsync {asyncWall * 1000:F0} us (CPU {asyncCpu * 1000:F0} us)"));
+    }
 }
 
 if (breakdown)
