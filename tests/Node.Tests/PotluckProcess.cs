@@ -72,16 +72,29 @@ internal sealed class PotluckProcess : IAsyncDisposable
     public static PotluckProcess Start(params string[] args) => StartWith(new Dictionary<string, string?>(), args);
 
     /// <summary>As <see cref="Start"/>, with <paramref name="environment"/> set on top (a null value removes the variable).</summary>
-    public static PotluckProcess StartWith(IReadOnlyDictionary<string, string?> environment, params string[] args)
+    public static PotluckProcess StartWith(IReadOnlyDictionary<string, string?> environment, params string[] args) =>
+        Launch(environment, null, args);
+
+    /// <summary>As <see cref="Start"/>, under a soft limit on its address space (<c>ulimit -v</c>, in KiB), set by a shell that then execs it.</summary>
+    public static PotluckProcess StartUnderAddressLimit(long kib, params string[] args) =>
+        Launch(new Dictionary<string, string?>(), kib, args);
+
+    private static PotluckProcess Launch(IReadOnlyDictionary<string, string?> environment, long? addressLimitKib, string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "potluck.dll");
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(addressLimitKib is null ? "dotnet" : "bash")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (addressLimitKib is { } kib)
+        {
+            info.ArgumentList.Add("-c");
+            info.ArgumentList.Add("ulimit -S -v \"$0\" && exec dotnet \"$@\"");
+            info.ArgumentList.Add(kib.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         info.ArgumentList.Add(dll);
         foreach (var a in args)
         {

@@ -90,14 +90,19 @@ public sealed class WasmSandbox : IDisposable
                 .WithExceptions(false)
                 .WithMaximumStackSize(options.MaxWasmStackBytes)
                 .WithOptimizationLevel(OptimizationLevel.Speed);
-            if (options.InstanceSlots > 0)
+            var slots = SlotsThatFit(options.InstanceSlots, AddressSpaceHeadroom());
+            if (slots != options.InstanceSlots)
+            {
+                SandboxLog.PoolReduced(logger, options.InstanceSlots, slots);
+            }
+            if (slots > 0)
             {
                 // Each slot is sized to the limits every store sets (SetLimits below), so a module instantiates in the pool
                 // exactly when it would without it; the slots are as many as the runs let in at once (_slots).
                 using var pool = new PoolingAllocationConfig();
-                pool.WithMaxCoreInstances((uint)options.InstanceSlots);
-                pool.WithMaxMemories((uint)(options.InstanceSlots * MaxMemories));
-                pool.WithMaxTables((uint)(options.InstanceSlots * MaxTables));
+                pool.WithMaxCoreInstances((uint)slots);
+                pool.WithMaxMemories((uint)(slots * MaxMemories));
+                pool.WithMaxTables((uint)(slots * MaxTables));
                 // Per module, no bound of the pool's own: it would refuse a module with a second memory when compiling it (an
                 // invalid module), where the store's limits refuse it when instantiating (a memory limit), as without the pool.
                 pool.WithMaxMemoriesPerModule(PoolPerModuleCount);
@@ -114,7 +119,8 @@ public sealed class WasmSandbox : IDisposable
                 pool.WithLinearMemoryKeepResidentBytes(PoolKeepResidentBytes);
                 pool.WithTableKeepResidentBytes(PoolKeepResidentBytes / 8);
                 config.WithPoolingAllocationStrategy(pool);
-                _slots = new SemaphoreSlim(options.InstanceSlots, options.InstanceSlots);
+                _slots = new SemaphoreSlim(slots, slots);
+                PooledSlots = slots;
             }
             _engine = new Engine(config);
         }
@@ -378,6 +384,72 @@ public sealed class WasmSandbox : IDisposable
     /// </summary>
     [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Method, Name = "WithMaxStacks")]
     private static extern PoolingAllocationConfig WithMaxStacks(PoolingAllocationConfig config, uint count);
+
+    /// <summary>The instance slots this sandbox pools (0: none; fewer than asked where the address space is limited).</summary>
+    internal int PooledSlots { get; }
+
+    /// <summary>
+    /// Address space one pooled slot reserves, counted generously: Wasmtime's 4 GiB reservation for a 32-bit memory (what lets
+    /// compiled code skip bounds checks), its guard regions, and the slot's four tables of a million elements.
+    /// </summary>
+    internal const long AddressSpacePerSlot = (4L << 30) + (512L << 20);
+
+    /// <summary>
+    /// How many of <paramref name="asked"/> slots to pool given the process's address-space headroom (null: unlimited). The
+    /// pool takes at most half of the headroom (the runtime, its heap and threads need the rest); fewer than two slots are not
+    /// worth a pool. Wasmtime aborts the process when it cannot reserve a pool, so this is decided before it tries.
+    /// </summary>
+    internal static int SlotsThatFit(int asked, long? headroomBytes)
+    {
+        if (asked <= 0 || headroomBytes is not { } headroom)
+        {
+            return Math.Max(0, asked);
+        }
+        var fit = (int)Math.Min(asked, Math.Max(0, headroom / 2) / AddressSpacePerSlot);
+        return fit >= 2 ? fit : 0;
+    }
+
+    /// <summary>
+    /// On Linux, the soft limit on this process's address space (<c>ulimit -v</c>) less what it maps now, from /proc; null when
+    /// unlimited, elsewhere, or unreadable.
+    /// </summary>
+    internal static long? AddressSpaceHeadroom()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+        try
+        {
+            long? limit = null;
+            foreach (var line in File.ReadLines("/proc/self/limits"))
+            {
+                if (line.StartsWith("Max address space", StringComparison.Ordinal))
+                {
+                    var soft = line["Max address space".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries)[0];
+                    limit = long.TryParse(soft, System.Globalization.CultureInfo.InvariantCulture, out var bytes) ? bytes : null;
+                    break;
+                }
+            }
+            if (limit is not { } max)
+            {
+                return null;
+            }
+            foreach (var line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith("VmSize:", StringComparison.Ordinal)
+                    && long.TryParse(line["VmSize:".Length..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture, out var kib))
+                {
+                    return Math.Max(0, max - kib * 1024);
+                }
+            }
+            return max;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>A slot of the instance pool held by one run (nothing without a pool).</summary>
     private readonly struct PoolSlot : IDisposable

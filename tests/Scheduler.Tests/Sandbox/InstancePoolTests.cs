@@ -134,6 +134,23 @@ public class InstancePoolTests
         Assert.That(results.Select(r => (r.Outcome, r.ExitCode)), Is.All.EqualTo((SandboxOutcome.Success, (int?)0)));
     }
 
+    [TestCase(16, null, 16)]
+    [TestCase(0, null, 0)]
+    [TestCase(16, 0L, 0)]
+    [TestCase(16, 20 * WasmSandbox.AddressSpacePerSlot, 10)]
+    [TestCase(16, 100 * WasmSandbox.AddressSpacePerSlot, 16)]
+    [TestCase(16, 3 * WasmSandbox.AddressSpacePerSlot, 0)]
+    public void UnderAnAddressSpaceLimit_ThePoolTakesAtMostHalfTheHeadroom_AndNoPoolBelowTwoSlots(int asked, long? headroom, int pooled) =>
+        Assert.That(WasmSandbox.SlotsThatFit(asked, headroom), Is.EqualTo(pooled));
+
+    [Test]
+    public void WithoutALimit_TheSandboxPoolsWhatItIsAsked()
+    {
+        Assume.That(WasmSandbox.AddressSpaceHeadroom(), Is.Null, "this process runs under ulimit -v");
+        Assert.That(_fixture.Create(o => o with { InstanceSlots = 5 }, diskCache: false).PooledSlots, Is.EqualTo(5));
+        Assert.That(_fixture.Create(o => o with { InstanceSlots = 0 }, diskCache: false).PooledSlots, Is.Zero);
+    }
+
     [TestCase(-1)]
     [TestCase(SandboxOptions.MaxInstanceSlots + 1)]
     public void InstanceSlotsOutOfRange_AreRefused(int slots) =>
