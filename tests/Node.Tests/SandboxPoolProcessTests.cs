@@ -18,7 +18,7 @@ public class SandboxPoolProcessTests
                 "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--data-dir", dir);
             await node.WaitForLineAsync(l => l.StartsWith("Providing:", StringComparison.Ordinal), cts.Token);
 
-            Assert.That(node.Transcript, Does.Contain("slots asked, 0 fit this process's address-space limit"));
+            Assert.That(node.Transcript, Does.Contain("slots asked, 0 fit this process's address space"));
             Assert.That(await node.StopAsync(cts.Token), Is.EqualTo(0), node.Transcript);
         }
         finally

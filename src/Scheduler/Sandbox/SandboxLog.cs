@@ -13,7 +13,7 @@ internal static partial class SandboxLog
     [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "Could not write compiled-module cache entry for {ModuleSha256} ({Error})")]
     public static partial void CacheWriteFailed(ILogger logger, string moduleSha256, string error);
 
-    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Sandbox instance pool: {Asked} slots asked, {Pooled} fit this process's address-space limit (ulimit -v; 0: runs map their memory as they go)")]
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Sandbox instance pool: {Asked} slots asked, {Pooled} fit this process's address space (its limit, ulimit -v, or other sandboxes' pools; 0: runs map their memory as they go)")]
     public static partial void PoolReduced(ILogger logger, int asked, int pooled);
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Debug, Message = "Task {ModuleSha256} ended {Outcome} after {Fuel} fuel")]

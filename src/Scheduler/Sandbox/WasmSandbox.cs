@@ -410,8 +410,14 @@ public sealed class WasmSandbox : IDisposable
     }
 
     /// <summary>
-    /// On Linux, the soft limit on this process's address space (<c>ulimit -v</c>) less what it maps now, from /proc; null when
-    /// unlimited, elsewhere, or unreadable.
+    /// The user address space of a 64-bit Linux process (47 bits: 128 TiB), which bounds the pools of all the sandboxes in a
+    /// process even without a limit of its own.
+    /// </summary>
+    internal const long UserAddressSpace = 1L << 47;
+
+    /// <summary>
+    /// On Linux, what this process may still map: the smaller of its soft limit (<c>ulimit -v</c>) and the user address space,
+    /// less what it maps now (other sandboxes' pools included), from /proc; null elsewhere or when /proc is unreadable.
     /// </summary>
     internal static long? AddressSpaceHeadroom()
     {
@@ -421,19 +427,18 @@ public sealed class WasmSandbox : IDisposable
         }
         try
         {
-            long? limit = null;
+            var max = UserAddressSpace;
             foreach (var line in File.ReadLines("/proc/self/limits"))
             {
                 if (line.StartsWith("Max address space", StringComparison.Ordinal))
                 {
                     var soft = line["Max address space".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries)[0];
-                    limit = long.TryParse(soft, System.Globalization.CultureInfo.InvariantCulture, out var bytes) ? bytes : null;
+                    if (long.TryParse(soft, System.Globalization.CultureInfo.InvariantCulture, out var bytes))
+                    {
+                        max = Math.Min(max, bytes); // "unlimited" does not parse
+                    }
                     break;
                 }
-            }
-            if (limit is not { } max)
-            {
-                return null;
             }
             foreach (var line in File.ReadLines("/proc/self/status"))
             {
