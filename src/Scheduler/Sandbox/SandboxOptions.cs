@@ -57,7 +57,7 @@ public sealed record SandboxOptions
     /// <summary>
     /// Runs whose instances Wasmtime's pooling allocator holds ready (<see cref="WasmSandbox"/>): each run takes a slot —
     /// its linear memory, tables and instance reserved once, reset rather than mapped and unmapped per run (an unmap of a
-    /// run's memory interrupted every core to flush its TLB: a third of a no-op task's sandbox CPU). Each slot reserves
+    /// run's memory interrupted every core to flush its TLB: a sixth of a no-op task's sandbox CPU). Each slot reserves
     /// ~4 GiB of address space (the same bounds-check-free layout as without the pool), nothing of memory until used. A
     /// run that finds every slot taken waits for one before its wall-clock deadline starts. 0 turns the pool off (memory
     /// mapped per run, as before). Default: 16 or twice the processors, whichever is more.
