@@ -2,6 +2,10 @@
 # Side-by-side lease-path benchmark: the code at BASE (default 87f7c80, before the lease-path work) against HEAD,
 # both built from clean exports and both running this checkout's LeaseBench program, interleaved ROUNDS times.
 # BASE may name several commits separated by commas (e.g. 069d992,main): each runs in turn before HEAD, every round.
+# An entry may carry environment for its runs only, after @ (COMMIT@VAR=value[@VAR=value...]); HEAD may be such an entry,
+# so one interleaved run can compare the same code under two settings, e.g. `069d992,HEAD@LEASEBENCH_POLICY=cluster`
+# (HEAD at the providers' cluster policy, beside HEAD at their defaults and 069d992). The variable is set for that
+# entry's runs alone; a version that does not read it runs as it would without it.
 # A base whose API this checkout's program no longer compiles against (older than the composition root) runs its own
 # LeaseBench program instead, which prints the same lines; the build log says which.
 # usage: scripts/bench/LeaseBench/ab.sh [rounds] [base-commit[,base-commit...]] [-- sequential total concurrency]
@@ -16,11 +20,18 @@ work=$(mktemp -d /tmp/leasebench-ab.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 IFS=, read -r -a bases <<< "$base"
 versions=()
-for i in "${!bases[@]}"; do versions+=("base$((i + 1))"); done
+declare -A envs=()
+for i in "${!bases[@]}"; do
+  versions+=("base$((i + 1))")
+  IFS=@ read -r -a parts <<< "${bases[$i]}"
+  bases[$i]=${parts[0]}
+  envs[base$((i + 1))]="${parts[*]:1}"
+done
 versions+=(head)
+envs[head]=""
 for v in "${versions[@]}"; do
   if [[ $v == head ]]; then commit=HEAD; else commit=${bases[${v#base} - 1]}; fi
-  echo "# $v = $commit = $(git -C "$root" rev-parse --short "$commit")"
+  echo "# $v = $commit = $(git -C "$root" rev-parse --short "$commit")${envs[$v]:+, with ${envs[$v]}}"
   mkdir -p "$work/$v"
   git -C "$root" archive "$commit" | tar -x -C "$work/$v"
   own="$work/$v.own-program.cs"
@@ -37,8 +48,8 @@ for r in $(seq 1 "$rounds"); do
   for v in "${versions[@]}"; do
     echo "=== $v, round $r, $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg)"
     # CPU of the whole run (build excluded) as the kernel counts it, beside the program's own sustained-phase figure.
-    /usr/bin/time -f "process: %e s wall, %U s user, %S s system" \
+    env ${envs[$v]} /usr/bin/time -f "process: %e s wall, %U s user, %S s system" \
       dotnet "$work/$v/scripts/bench/LeaseBench/bin/Release/net10.0/Potluck.Benchmarks.Lease.dll" ${args[@]} 2>&1 \
-      | grep -E '^\| (libp2p|the task|whole|the same)|Sustained|^process:' || true  # a run with failed tasks exits 1: keep going
+      | grep -E '^\| (libp2p|the task|whole|the same)|^# providers|Sustained|^process:' || true  # a run with failed tasks exits 1: keep going
   done
 done
