@@ -169,7 +169,8 @@ public static class LeaseCodec
             && IsCommitment(r.AuditCommitment) && r.AuditRatePpm is >= 0 and <= Verification.LeaseAudit.AlwaysPpm,
         LeaseOffer f => f.Terms is not null && f.Terms.Length <= o.MaxTermsBytes
             && f.ProviderSignature is not null && f.ProviderSignature.Length <= o.MaxSignatureBytes,
-        LeaseReject j => Enum.IsDefined(j.Reason) && j.Detail is not null && j.Detail.Length <= o.MaxReasonLength,
+        LeaseReject j => Enum.IsDefined(j.Reason) && j.Detail is not null && j.Detail.Length <= o.MaxReasonLength
+            && j.LeaseLimit is null or >= 0,
         LeaseAccept a => a.RequesterSignature is not null && a.RequesterSignature.Length <= o.MaxSignatureBytes,
         LeaseData d => Enum.IsDefined(d.Kind) && d.Offset >= 0 && d.Bytes is not null && d.Bytes.Length > 0
             && d.Bytes.Length <= o.MaxChunkBytes,

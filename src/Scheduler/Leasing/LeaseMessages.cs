@@ -101,6 +101,14 @@ public sealed record LeaseReject : LeaseMessage
 
     /// <summary>A short human explanation, bounded by <see cref="LeaseOptions.MaxReasonLength"/>.</summary>
     [Key(2)] public string Detail { get; init; } = "";
+
+    /// <summary>
+    /// Set with <see cref="LeaseRejectReason.Busy"/> when the requester holds as many leases here as this provider lets it
+    /// hold at once (<c>compute:provider:maxLeasesPerRequester</c>): that number, so the requester's window is the provider's
+    /// limit itself instead of a guess from its own count (which its other refusals and endings move while they are in
+    /// flight). Null otherwise, and from providers built before it (a trailing key: older requesters skip it).
+    /// </summary>
+    [Key(3)] public int? LeaseLimit { get; init; }
 }
 
 /// <summary>Requester → provider: the requester's signature over the offered terms bytes; the lease starts.</summary>

@@ -26,6 +26,9 @@ public sealed record LeaseOutcome(LeaseOutcomeKind Kind, string Detail)
     /// <summary>Set when <see cref="Kind"/> is <see cref="LeaseOutcomeKind.Rejected"/>.</summary>
     public LeaseRejectReason? RejectReason { get; init; }
 
+    /// <summary>A busy refusal's <see cref="LeaseReject.LeaseLimit"/>: the leases the provider lets this requester hold at once.</summary>
+    public int? RejectLeaseLimit { get; init; }
+
     /// <summary>The result sent or received, when <see cref="Kind"/> is <see cref="LeaseOutcomeKind.Completed"/>.</summary>
     public LeaseResult? Result { get; init; }
 

@@ -131,7 +131,8 @@ public sealed class RequesterLease
             case LeaseOffer offer:
                 return OnOffer(offer, now);
             case LeaseReject reject:
-                return Finish(LeaseOutcomeKind.Rejected, $"{reject.Reason}: {reject.Detail}", null, reject.Reason);
+                return Finish(LeaseOutcomeKind.Rejected, $"{reject.Reason}: {reject.Detail}", null, reject.Reason,
+                    reject.Reason == LeaseRejectReason.Busy ? reject.LeaseLimit : null);
             case LeaseHeartbeat heartbeat:
                 if (_phase == Phase.Requesting)
                 {
@@ -334,10 +335,10 @@ public sealed class RequesterLease
 
     private LeaseStep Fail(string reason) => Finish(LeaseOutcomeKind.Failed, reason, Cancel(reason));
 
-    private LeaseStep Finish(LeaseOutcomeKind kind, string detail, LeaseMessage? send, LeaseRejectReason? reject = null)
+    private LeaseStep Finish(LeaseOutcomeKind kind, string detail, LeaseMessage? send, LeaseRejectReason? reject = null, int? leaseLimit = null)
     {
         _phase = Phase.Finished;
-        Outcome = new LeaseOutcome(kind, detail) { Terms = SignedTerms, RejectReason = reject };
+        Outcome = new LeaseOutcome(kind, detail) { Terms = SignedTerms, RejectReason = reject, RejectLeaseLimit = leaseLimit };
         return new LeaseStep { Send = send is null ? [] : [send], Outcome = Outcome };
     }
 

@@ -177,7 +177,7 @@ public sealed class ProviderSelector
         {
             return MismatchReason.TooExpensive;
         }
-        if (ad.IsBusy)
+        if (ad.IsBusy && req.FreedHere?.Contains(ad.Provider) != true)
         {
             return MismatchReason.Busy;
         }

@@ -18,6 +18,12 @@ public sealed record Requirements
     /// <summary>Providers not to use (already tried, distrusted, ourselves).</summary>
     public IReadOnlySet<PeerId> ExcludedPeers { get; init; } = new HashSet<PeerId>();
 
+    /// <summary>
+    /// Providers whose advertisement says every core is taken but where this node's own leases have completed since it
+    /// arrived: a core is free for this node (<c>LeaseWindows.Freed</c>), so they are not busy here.
+    /// </summary>
+    public IReadOnlySet<PeerId>? FreedHere { get; init; }
+
     public string Runtime { get; init; } = AdvertisementProtocol.WasiPreview1;
 
     /// <summary>The exact runtime version required (fuel costs depend on it); null for any.</summary>

@@ -430,7 +430,13 @@ public sealed partial class ProviderService : IAsyncDisposable
         {
             Interlocked.Increment(ref _refusedOverLimit);
             _instruments.LeaseRefused("over_limit");
-            return new LeaseReject { RequestId = request.RequestId, Reason = LeaseRejectReason.Busy, Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)" };
+            return new LeaseReject
+            {
+                RequestId = request.RequestId,
+                Reason = LeaseRejectReason.Busy,
+                Detail = $"{held} leases held here already (at most {_options.MaxLeasesPerRequester} per requester)",
+                LeaseLimit = _options.MaxLeasesPerRequester,
+            };
         }
         if (RefuseRequester?.Invoke(requester) == true)
         {

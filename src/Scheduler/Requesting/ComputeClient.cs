@@ -707,8 +707,13 @@ public sealed partial class ComputeClient : IAsyncDisposable
         int ratePpm;
         // The audit secret: committed to in the terms, revealed with the receipt; from the cryptographic generator.
         var secret = new byte[LeaseAudit.SecretLength];
+        int heldAtStart;
         lock (_gate)
         {
+            // Counted in the provider's window from the moment it was chosen, not after the payment's reservation (a ledger
+            // write): other jobs choosing meanwhile see it, so they do not send the provider requests past its limit.
+            heldAtStart = _windows.Started(provider);
+            _windows.TakeFreed(provider, ad.Ad.Sequence);
             // A job holding a result it trusts compares every later result with it for free: declared as rate one.
             ratePpm = job.Locked(() => job.Core.DeclaredRatePpm(_policy, _reputation.Get(provider).ConsecutiveVerified, job.Submission.VerifyRate, alwaysCompared));
             _secure.Fill(secret);
@@ -737,9 +742,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         };
         var leaseId = ExecutionMapping.LeaseId(requestId);
         var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
-        var reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
+        LedgerResult reserved;
+        try
+        {
+            reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
+        }
+        catch
+        {
+            WindowEnded(provider, refusedBusy: false, null, heldAtStart, freedCore: false); // nothing was sent
+            throw;
+        }
         if (reserved is LedgerResult.InsufficientFunds)
         {
+            WindowEnded(provider, refusedBusy: false, null, heldAtStart, freedCore: false);
             throw new SubmissionException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
@@ -750,10 +765,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _instruments.LeaseStarted(LeaseRole.Requester);
         var ended = LeaseOutcomeKind.Cancelled;
         LeaseEnd window;
-        lock (_gate)
-        {
-            _windows.Started(provider);
-        }
         try
         {
             await using (var runner = new LeaseRunner(ChannelTo(provider), lease, _time, _work) { OnDebitNote = payer.OnNote })
@@ -765,7 +776,8 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         finally
         {
-            window = WindowEnded(provider, ended == LeaseOutcomeKind.Rejected && outcome?.RejectReason == LeaseRejectReason.Busy);
+            window = WindowEnded(provider, ended == LeaseOutcomeKind.Rejected && outcome?.RejectReason == LeaseRejectReason.Busy,
+                outcome?.RejectLeaseLimit, heldAtStart, freedCore: ended == LeaseOutcomeKind.Completed);
             _instruments.LeaseEnded(LeaseRole.Requester, ended);
             var notesPaid = payer.PaidAmount;
             lock (job.Gate)
@@ -818,11 +830,17 @@ public sealed partial class ComputeClient : IAsyncDisposable
     /// A lease with <paramref name="provider"/> ended: its window is told, and a window it reopens wakes the jobs waiting for
     /// a provider (the end of this node's own lease is what such a job waits for, not a timer).
     /// </summary>
-    private LeaseEnd WindowEnded(PeerId provider, bool refusedBusy)
+    private LeaseEnd WindowEnded(PeerId provider, bool refusedBusy, int? reportedLimit, int heldAtStart, bool freedCore)
     {
         lock (_gate)
         {
-            var end = _windows.Ended(provider, refusedBusy, _time.GetUtcNow());
+            var now = _time.GetUtcNow();
+            if (freedCore && _book.Get(provider, now) is { } current)
+            {
+                // The provider finished it before answering: its core is free, whatever the newest advertisement says.
+                _windows.Freed(provider, current.Ad.Sequence);
+            }
+            var end = _windows.Ended(provider, refusedBusy, now, reportedLimit, heldAtStart);
             if (end.Reopened)
             {
                 WindowReopenedLocked();
@@ -919,6 +937,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 RuntimeVersion = ComputeRuntime.Version,
                 RequiredPolicy = ProviderPolicyFlags.Attests,
                 MaxResults = 1,
+                FreedHere = FreedHereLocked(filter.Candidates),
             };
             selection = filter.Preferred.Count > 0 && _selector.Select(filter.Preferred, requirements, now) is Matched preferred
                 ? preferred
@@ -974,6 +993,23 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 Reasons = ReasonCounts(noMatch, busyHere, filter.UnreachableHere, excludedWhy),
             };
         });
+    }
+
+    /// <summary>
+    /// The providers among <paramref name="candidates"/> that advertise every core taken while this node's own leases there
+    /// have completed since that advertisement arrived (<see cref="LeaseWindows.Freed"/>); null when none. Under <see cref="_gate"/>.
+    /// </summary>
+    private HashSet<PeerId>? FreedHereLocked(IReadOnlyList<VerifiedAdvertisement> candidates)
+    {
+        HashSet<PeerId>? freed = null;
+        foreach (var ad in candidates)
+        {
+            if (ad.IsBusy && _windows.FreedSince(ad.Provider, ad.Ad.Sequence) > 0)
+            {
+                (freed ??= []).Add(ad.Provider);
+            }
+        }
+        return freed;
     }
 
     /// <summary>

@@ -11,11 +11,16 @@ namespace Potluck.Scheduler.Requesting;
 /// lease path's main wait). So the window closes at the count it was refused at, and the end of one of this node's own
 /// leases with that provider reopens it: the event a waiting job wakes on. Every <see cref="ProbeInterval"/> without a refusal
 /// the window grows by one, so a provider that starts allowing more (a requester earning standing) is found.
+/// A provider that says its limit in the refusal (<c>LeaseReject.LeaseLimit</c>) sets the window to it (never above what this
+/// node held when it asked, so a provider cannot talk it into asking more than it held then): learnt from the node's own
+/// count instead, a burst of refusals answered while leases end shrinks the window below the limit, each refusal seeing
+/// fewer held, and it grows back one per probe.
 /// A pure core: events and <c>now</c> in, answers out; the caller holds its lock.
 /// </summary>
 public sealed class LeaseWindows
 {
     private readonly Dictionary<PeerId, Window> _windows = [];
+    private readonly Dictionary<PeerId, (ulong AdSequence, int Cores)> _freed = [];
 
     /// <summary>Windows kept before those holding no lease are forgotten.</summary>
     private const int MaxIdle = 1024;
@@ -72,7 +77,8 @@ public sealed class LeaseWindows
     }
 
     /// <summary>A lease with <paramref name="provider"/> starts (its request is about to go out).</summary>
-    public void Started(PeerId provider)
+    /// <returns>The leases held with it before this one (pass it to <see cref="Ended"/>).</returns>
+    public int Started(PeerId provider)
     {
         if (!_windows.TryGetValue(provider, out var w))
         {
@@ -86,7 +92,7 @@ public sealed class LeaseWindows
             }
             _windows[provider] = w = new Window();
         }
-        w.Held++;
+        return w.Held++;
     }
 
     /// <summary>
@@ -95,7 +101,9 @@ public sealed class LeaseWindows
     /// job need not back off); any other end of a lease leaving room in a window with a limit reopens it
     /// (<see cref="LeaseEnd.Reopened"/>: wake a job waiting for it).
     /// </summary>
-    public LeaseEnd Ended(PeerId provider, bool refusedBusy, DateTimeOffset now)
+    /// <param name="reportedLimit">A busy refusal's <c>LeaseLimit</c>: the provider's own limit for this node, when it said it.</param>
+    /// <param name="heldAtStart">What <see cref="Started"/> returned for this lease: a reported limit counts up to it only.</param>
+    public LeaseEnd Ended(PeerId provider, bool refusedBusy, DateTimeOffset now, int? reportedLimit = null, int heldAtStart = int.MaxValue)
     {
         if (!_windows.TryGetValue(provider, out var w) || w.Held == 0)
         {
@@ -113,7 +121,8 @@ public sealed class LeaseWindows
                 }
                 return new LeaseEnd(false, false);
             }
-            w.Limit = w.Limit is { } known ? Math.Min(known, w.Held) : w.Held;
+            w.Limit = reportedLimit is { } reported ? Math.Min(reported, heldAtStart)
+                : w.Limit is { } known ? Math.Min(known, w.Held) : w.Held;
             w.ProbeAt = now + ProbeInterval;
             return new LeaseEnd(true, false);
         }
@@ -123,6 +132,49 @@ public sealed class LeaseWindows
             _windows.Remove(provider); // nothing held and nothing current learnt: forget it (a later refusal teaches it again)
         }
         return new LeaseEnd(false, reopened);
+    }
+
+    /// <summary>
+    /// A lease of this node's with <paramref name="provider"/> completed while <paramref name="adSequence"/> was the provider's
+    /// newest advertisement here: the core it held is free again, whatever that advertisement said. A provider whose every core
+    /// is taken advertises itself busy and publishes that it is free again only after its publishing gap (two seconds); a
+    /// requester that waited for that advertisement left the core it had just freed idle meanwhile (at 32 leases in flight on
+    /// 32 cores, p99 submit → answer 1.3 s against 62 ms).
+    /// </summary>
+    public void Freed(PeerId provider, ulong adSequence)
+    {
+        if (_freed.TryGetValue(provider, out var f) && f.AdSequence == adSequence)
+        {
+            _freed[provider] = (adSequence, f.Cores + 1);
+            return;
+        }
+        if (_freed.Count >= MaxIdle && !_freed.ContainsKey(provider))
+        {
+            _freed.Clear(); // bounded: what is forgotten only means waiting for the provider's next advertisement
+        }
+        _freed[provider] = (adSequence, 1);
+    }
+
+    /// <summary>
+    /// Cores this node's own leases freed at <paramref name="provider"/> since its advertisement <paramref name="adSequence"/>
+    /// arrived, less those it has leased since (<see cref="TakeFreed"/>); 0 once a newer advertisement is the current one.
+    /// </summary>
+    public int FreedSince(PeerId provider, ulong adSequence) =>
+        _freed.TryGetValue(provider, out var f) && f.AdSequence == adSequence ? f.Cores : 0;
+
+    /// <summary>A lease with <paramref name="provider"/> was chosen by its advertisement <paramref name="adSequence"/>: one freed core, if any, is taken.</summary>
+    public void TakeFreed(PeerId provider, ulong adSequence)
+    {
+        if (!_freed.TryGetValue(provider, out var f))
+        {
+            return;
+        }
+        if (f.AdSequence != adSequence || f.Cores <= 1)
+        {
+            _freed.Remove(provider);
+            return;
+        }
+        _freed[provider] = (adSequence, f.Cores - 1);
     }
 
     private sealed class Window

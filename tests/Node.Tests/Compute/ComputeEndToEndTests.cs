@@ -100,6 +100,35 @@ public class ComputeEndToEndTests
         await cluster.AssertLedgersConserveAsync();
     }
 
+    [Test]
+    public async Task ProviderAdvertisedBusy_WhereThisNodesOwnLeaseHasJustCompleted_IsLeasedAtOnce_NotAfterItsNextAdvertisement(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(19);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        GatedExecutor? gate = null;
+        // One core, and advertisements at most every 10 s.
+        var provider = await cluster.AddAsync("provider", provide: true, decorate: inner => gate = new GatedExecutor(inner),
+            minPublishGap: TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
+        await gate!.Started.Task.WaitAsync(ct);
+        var sequence = requester.Node.Client.Providers().Single().Ad.Sequence;
+        cluster.Time.Advance(TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForAdvertisementAsync(provider.PeerId, sequence, ct);
+        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
+
+        gate.Release.TrySetResult();
+        Assert.That((await first).Status, Is.EqualTo(ExecutionStatus.Success));
+        // No time passes: the advertisement saying it is free again is 10 s away. The requester's own lease freed the core.
+        var second = await requester.Node.SubmitAsync(HashTask("second", 10), ct);
+        Assert.That(second.Status, Is.EqualTo(ExecutionStatus.Success), second.Error);
+        Assert.That(second.Provider, Is.EqualTo(provider.PeerId));
+        Assert.That(second.History.Select(h => h.Outcome), Is.EqualTo(new[] { LeaseOutcomeKind.Completed }), "not refused: the core was free");
+        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True,
+            "leased while the newest advertisement still said busy (on main the job waited for the next one: here, forever)");
+        await cluster.AssertLedgersConserveAsync();
+    }
+
     // On the VirtualTimeDriver, not the manual clock: the driver moves time only when every node is idle, so the requester's
     // lease expiry and retry timers are always armed before the time they wait for passes (with FakeTimeProvider.Advance
     // the retry timer could be armed after the test had advanced the clock, and the test then waited forever).

@@ -26,6 +26,7 @@ public class LeaseCodecTests
         new LeaseReceiptAck { RequestId = 10, Ack = [4, 5] },
         new LeaseReceiptAck { RequestId = 11, Ack = [] },
         new LeaseDebitNote { RequestId = 12, Note = [6, 7, 8] },
+        new LeaseReject { RequestId = 13, Reason = LeaseRejectReason.Busy, Detail = "4 leases held here already", LeaseLimit = 4 },
     ];
 
     private static bool Same(LeaseMessage a, LeaseMessage b) =>
@@ -94,6 +95,7 @@ public class LeaseCodecTests
             new LeaseData { RequestId = 1, Bytes = [] },
             new LeaseData { RequestId = 1, Offset = -1, Bytes = [1] },
             new LeaseReject { RequestId = 1, Reason = (LeaseRejectReason)99 },
+            new LeaseReject { RequestId = 1, Reason = LeaseRejectReason.Busy, LeaseLimit = -1 },
             new LeaseCancel { RequestId = 1, Reason = "four" },
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 2, Output = [1, 2] },
             new LeaseResult { RequestId = 1, OutputHash = Hash(1), OutputSize = 3, Output = [1] },
@@ -232,5 +234,27 @@ public class LeaseCodecTests
             Next = next;
             return next;
         }
+    }
+
+    [Test]
+    public void Reject_FromAProviderBuiltBeforeTheLeaseLimit_DecodesWithNoLimit_AndOneWithItKeepsIt()
+    {
+        // A reject as a build before LeaseLimit writes it: the union's tag and three fields (request id, reason, detail).
+        var buffer = new ArrayBufferWriter<byte>();
+        var writer = new MessagePackWriter(buffer);
+        writer.WriteArrayHeader(2);
+        writer.Write(2);
+        writer.WriteArrayHeader(3);
+        writer.Write(5UL);
+        writer.Write((int)LeaseRejectReason.Busy);
+        writer.Write("4 leases held here already (at most 4 per requester)");
+        writer.Flush();
+        Assert.That(LeaseCodec.TryDeserialize(buffer.WrittenMemory.ToArray(), Options, out var old), Is.EqualTo(DecodeStatus.Done));
+        Assert.That(old, Is.TypeOf<LeaseReject>());
+        Assert.That(((LeaseReject)old!).LeaseLimit, Is.Null, "no limit said: the requester learns it from its own count, as before");
+
+        var now = new LeaseReject { RequestId = 5, Reason = LeaseRejectReason.Busy, Detail = "full", LeaseLimit = 4 };
+        Assert.That(LeaseCodec.TryDeserialize(LeaseCodec.Serialize(now), Options, out var decoded), Is.EqualTo(DecodeStatus.Done));
+        Assert.That(((LeaseReject)decoded!).LeaseLimit, Is.EqualTo(4));
     }
 }

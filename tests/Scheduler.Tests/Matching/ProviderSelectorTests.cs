@@ -125,4 +125,19 @@ public class ProviderSelectorTests
         Assert.That(matched.Seen, Is.EqualTo(11));
         Assert.That(matched.Mismatches[MismatchReason.Busy], Is.EqualTo(1));
     }
+
+    [Test]
+    public void Select_ABusyAdvertisement_MatchesOnlyForTheProvidersWhereThisNodeFreedACore()
+    {
+        var busy = Ad(1, available: 0);
+        var otherBusy = Ad(2, available: 0);
+        var none = Selector().Select([busy, otherBusy], new Requirements(), T0) as NoMatch;
+        Assert.That(none, Is.Not.Null, "both say every core is taken");
+        Assert.That(none!.Mismatches[MismatchReason.Busy], Is.EqualTo(2));
+
+        var freed = Selector().Select([busy, otherBusy], new Requirements { FreedHere = new HashSet<PeerId> { busy.Provider } }, T0) as Matched;
+        Assert.That(freed, Is.Not.Null, "this node's own lease there completed since the advertisement: a core is free for it");
+        Assert.That(freed!.Providers.Select(p => p.Provider), Is.EqualTo(new[] { busy.Provider }));
+        Assert.That(freed.Mismatches[MismatchReason.Busy], Is.EqualTo(1), "the other stays busy");
+    }
 }

@@ -100,4 +100,69 @@ public class LeaseWindowsTests
         other.OnLeaseEnded(A, 1, LeaseOutcomeKind.Rejected, LeaseRejectReason.Busy, "Busy: no core", T0);
         Assert.That(other.RetryAt(A), Is.EqualTo(T0 + TimeSpan.FromSeconds(1)), "a provider out of cores: the backoff as before");
     }
+
+    [Test]
+    public void ARefusalThatSaysTheLimit_SetsTheWindowToIt_WhereOwnCountsWhileLeasesEnd_ShrinkItBelow()
+    {
+        // Nine asked for at once from a provider that allows four: five refusals come back while two of the four end.
+        var said = new LeaseWindows(Probe);
+        var guessed = new LeaseWindows(Probe);
+        var atStart = new List<int>();
+        for (var i = 0; i < 9; i++)
+        {
+            atStart.Add(said.Started(A));
+            guessed.Started(A);
+        }
+        Assert.That(atStart, Is.EqualTo(Enumerable.Range(0, 9)), "Started returns the leases held before each");
+        said.Ended(A, refusedBusy: false, T0);
+        guessed.Ended(A, refusedBusy: false, T0);
+        said.Ended(A, refusedBusy: false, T0);
+        guessed.Ended(A, refusedBusy: false, T0);
+        for (var i = 4; i < 9; i++)
+        {
+            Assert.That(said.Ended(A, refusedBusy: true, T0, reportedLimit: 4, heldAtStart: atStart[i]).HeldOthers, Is.True);
+            guessed.Ended(A, refusedBusy: true, T0);
+        }
+        Assert.That(said.Limit(A), Is.EqualTo(4), "the provider's own limit");
+        Assert.That(guessed.Limit(A), Is.EqualTo(2), "from its own count: each refusal saw one fewer held, and two had ended");
+        Assert.That(said.Held(A), Is.EqualTo(2));
+        Assert.That(said.IsFull(A, T0), Is.False, "two more may be asked for at once");
+        Assert.That(guessed.IsFull(A, T0), Is.True, "main's window waited for a probe (2 s) per lease it had lost");
+    }
+
+    [Test]
+    public void AReportedLimit_CountsOnlyUpToWhatWasHeldWhenTheRequestWentOut()
+    {
+        // A provider that says "you may hold 1,000" when it refused the third cannot talk this node into asking for more than
+        // it held then.
+        var w = new LeaseWindows(Probe);
+        w.Started(A);
+        w.Started(A);
+        var third = w.Started(A);
+        w.Ended(A, refusedBusy: true, T0, reportedLimit: 1_000, heldAtStart: third);
+        Assert.That(w.Limit(A), Is.EqualTo(2));
+        Assert.That(w.IsFull(A, T0), Is.True);
+    }
+
+    [Test]
+    public void CoresFreedByOwnLeases_CountAgainstTheAdvertisementTheyEndedUnder_AndAreTakenByTheNextLeases()
+    {
+        var w = new LeaseWindows(Probe);
+        Assert.That(w.FreedSince(A, 7), Is.Zero);
+        w.Freed(A, 7);
+        w.Freed(A, 7);
+        Assert.That(w.FreedSince(A, 7), Is.EqualTo(2));
+        Assert.That(w.FreedSince(B, 7), Is.Zero, "another provider's are its own");
+        Assert.That(w.FreedSince(A, 8), Is.Zero, "a newer advertisement counts the cores itself");
+        w.TakeFreed(A, 7);
+        Assert.That(w.FreedSince(A, 7), Is.EqualTo(1));
+        w.TakeFreed(A, 7);
+        Assert.That(w.FreedSince(A, 7), Is.Zero, "each freed core leased once");
+        w.Freed(A, 7);
+        w.Freed(A, 8);
+        Assert.That(w.FreedSince(A, 8), Is.EqualTo(1), "freed under the newer one: counted from there");
+        Assert.That(w.FreedSince(A, 7), Is.Zero);
+        w.TakeFreed(A, 7);
+        Assert.That(w.FreedSince(A, 8), Is.Zero, "a lease chosen by an older advertisement takes nothing it cannot see: the count is dropped");
+    }
 }
