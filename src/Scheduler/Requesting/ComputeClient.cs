@@ -726,25 +726,31 @@ public sealed partial class ComputeClient : IAsyncDisposable
         }
         Metrics.LeaseTimeline.MarkAt(requestId, Metrics.LeaseMark.Submitted, job.SubmittedAt);
         Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Chosen);
-        var s = job.Submission;
-        var work = new LeaseWork
-        {
-            Module = s.Module,
-            Input = job.Payload,
-            FuelLimit = s.Fuel,
-            MemoryLimitBytes = s.MemoryBytes,
-            Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
-            MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
-            AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
-            AuditCommitment = LeaseAudit.Commit(secret),
-            AuditRatePpm = ratePpm,
-            AcceptsDebitNotes = true,
-        };
-        var leaseId = ExecutionMapping.LeaseId(requestId);
-        var maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
+        byte[] leaseId;
+        long maxCost;
+        RequesterLease lease;
+        DebitNotePayer payer;
         LedgerResult reserved;
         try
         {
+            var s = job.Submission;
+            var work = new LeaseWork
+            {
+                Module = s.Module,
+                Input = job.Payload,
+                FuelLimit = s.Fuel,
+                MemoryLimitBytes = s.MemoryBytes,
+                Deadline = _time.GetUtcNow() + (s.Deadline ?? _options.LeaseDeadline),
+                MaxPricePerMegaFuel = s.MaxPricePerMegaFuel,
+                AdvertisedPricePerMegaFuel = ad.Ad.PricePerMegaFuel,
+                AuditCommitment = LeaseAudit.Commit(secret),
+                AuditRatePpm = ratePpm,
+                AcceptsDebitNotes = true,
+            };
+            leaseId = ExecutionMapping.LeaseId(requestId);
+            maxCost = new LeaseTerms { PricePerMegaFuel = s.MaxPricePerMegaFuel }.CostOf(s.Fuel);
+            lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
+            payer = new DebitNotePayer(this, lease, provider, leaseId);
             reserved = _ledger.ReservePayment(leaseId, provider, maxCost);
         }
         catch
@@ -759,8 +765,6 @@ public sealed partial class ComputeClient : IAsyncDisposable
                 $"insufficient credits: a lease may cost up to {maxCost / 1e6:0.000000} credits (--fuel × --max-price), {_ledger.Available() / 1e6:0.000000} available, and this node lets itself owe at most {_ledger.MaxDebt / 1e6:0.000000} ('compute:credits:maxDebt'); earn credits by providing (`potluck run`)"), job.Locked(() => job.Core.History.ToList()));
         }
         Metrics.LeaseTimeline.Mark(requestId, Metrics.LeaseMark.Reserved);
-        var lease = new RequesterLease(_key, ad.Key, requestId, work, _options.Lease);
-        var payer = new DebitNotePayer(this, lease, provider, leaseId);
         LeaseOutcome outcome = null!;
         _instruments.LeaseStarted(LeaseRole.Requester);
         var ended = LeaseOutcomeKind.Cancelled;
@@ -824,6 +828,15 @@ public sealed partial class ComputeClient : IAsyncDisposable
     {
         /// <summary>A busy refusal while this node held other leases with the provider (<see cref="LeaseWindows"/>): no backoff.</summary>
         public bool HeldOthers { get; init; }
+    }
+
+    /// <summary>Leases this node holds with <paramref name="provider"/> by its window's count (tests: none is left behind).</summary>
+    internal int LeasesHeldWith(PeerId provider)
+    {
+        lock (_gate)
+        {
+            return _windows.Held(provider);
+        }
     }
 
     /// <summary>

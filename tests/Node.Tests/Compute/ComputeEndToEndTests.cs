@@ -129,6 +129,24 @@ public class ComputeEndToEndTests
         await cluster.AssertLedgersConserveAsync();
     }
 
+    [Test]
+    public async Task ALeaseWhosePaymentCannotBeReserved_LeavesNoLeaseInItsProvidersWindow(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(21);
+        var requester = await cluster.AddAsync("requester", provide: false);
+        var provider = await cluster.AddAsync("provider", provide: true);
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        // Up to 20,000 credits: more than the grant and the debt this node allows itself.
+        var tooDear = HashTask("dear", 10) with { Fuel = 20_000_000_000, MaxPricePerMegaFuel = 1_000_000 };
+        var refused = Assert.ThrowsAsync<SubmissionException>(() => requester.Node.SubmitAsync(tooDear, ct));
+        Assert.That(refused!.Message, Does.Contain("insufficient credits"));
+        Assert.That(requester.Node.Client.LeasesHeldWith(provider.PeerId), Is.Zero,
+            "counted in the window when chosen, and out of it again when the reservation failed");
+        var result = await requester.Node.SubmitAsync(HashTask("after", 10), ct);
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(requester.Node.Client.LeasesHeldWith(provider.PeerId), Is.Zero);
+    }
+
     // On the VirtualTimeDriver, not the manual clock: the driver moves time only when every node is idle, so the requester's
     // lease expiry and retry timers are always armed before the time they wait for passes (with FakeTimeProvider.Advance
     // the retry timer could be armed after the test had advanced the clock, and the test then waited forever).
