@@ -56,16 +56,33 @@ public class ComputeEndToEndTests
         }
     }
 
+    /// <summary>A requester and a one-core provider whose runs wait for the gate, advertising at most every 10 s.</summary>
+    private static async Task<(ComputeCluster.Member Requester, ComputeCluster.Member Provider, GatedExecutor Gate)> GatedPairAsync(
+        ComputeCluster cluster, CancellationToken ct)
+    {
+        var requester = await cluster.AddAsync("requester", provide: false);
+        GatedExecutor? gate = null;
+        var provider = await cluster.AddAsync("provider", provide: true, decorate: inner => gate = new GatedExecutor(inner),
+            minPublishGap: TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        return (requester, provider, gate!);
+    }
+
+    /// <summary>Moves past the provider's publishing gap and waits until the requester holds its next advertisement.</summary>
+    private static async Task NextAdvertisementAsync(ComputeCluster cluster, ComputeCluster.Member requester, ComputeCluster.Member provider,
+        CancellationToken ct)
+    {
+        var sequence = requester.Node.Client.Providers().Single().Ad.Sequence;
+        cluster.Time.Advance(TimeSpan.FromSeconds(10));
+        await requester.Node.Client.WaitForAdvertisementAsync(provider.PeerId, sequence, ct);
+    }
+
     [Test]
     public async Task BusyProvider_WithAStaleAdvertisement_IsWaitedFor_NotCountedAsAFailedAttempt(CancellationToken ct)
     {
         await using var cluster = new ComputeCluster(18);
-        var requester = await cluster.AddAsync("requester", provide: false);
-        GatedExecutor? gate = null;
-        // One core, and advertisements at most every 10 s: while its first task runs, its advertisement still says it is free.
-        var provider = await cluster.AddAsync("provider", provide: true, decorate: inner => gate = new GatedExecutor(inner),
-            minPublishGap: TimeSpan.FromSeconds(10));
-        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        // While its first task runs, its advertisement still says it is free.
+        var (requester, provider, gate) = await GatedPairAsync(cluster, ct);
         var busyRefusal = new TaskCompletionSource<AttemptRecord>(TaskCreationOptions.RunContinuationsAsynchronously);
         requester.Node.Client.AttemptEnded += a =>
         {
@@ -76,15 +93,13 @@ public class ComputeEndToEndTests
         };
 
         var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
-        await gate!.Started.Task.WaitAsync(ct);
+        await gate.Started.Task.WaitAsync(ct);
         var second = requester.Node.SubmitAsync(HashTask("second", 10), ct);
         var refusal = await busyRefusal.Task.WaitAsync(ct);
         Assert.That(refusal.Detail, Does.Contain("busy").IgnoreCase, "the stale advertisement led to a busy refusal");
 
         // The provider's next advertisement says it is busy; the requester keeps waiting rather than giving up.
-        var sequence = requester.Node.Client.Providers().Single().Ad.Sequence;
-        cluster.Time.Advance(TimeSpan.FromSeconds(10));
-        await requester.Node.Client.WaitForAdvertisementAsync(provider.PeerId, sequence, ct);
+        await NextAdvertisementAsync(cluster, requester, provider, ct);
         Assert.That(second.IsCompleted, Is.False, "still waiting for capacity");
 
         gate.Release.TrySetResult();
@@ -104,17 +119,10 @@ public class ComputeEndToEndTests
     public async Task ProviderAdvertisedBusy_WhereThisNodesOwnLeaseHasJustCompleted_IsLeasedAtOnce_NotAfterItsNextAdvertisement(CancellationToken ct)
     {
         await using var cluster = new ComputeCluster(19);
-        var requester = await cluster.AddAsync("requester", provide: false);
-        GatedExecutor? gate = null;
-        // One core, and advertisements at most every 10 s.
-        var provider = await cluster.AddAsync("provider", provide: true, decorate: inner => gate = new GatedExecutor(inner),
-            minPublishGap: TimeSpan.FromSeconds(10));
-        await requester.Node.Client.WaitForProvidersAsync(1, ct);
+        var (requester, provider, gate) = await GatedPairAsync(cluster, ct);
         var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
-        await gate!.Started.Task.WaitAsync(ct);
-        var sequence = requester.Node.Client.Providers().Single().Ad.Sequence;
-        cluster.Time.Advance(TimeSpan.FromSeconds(10));
-        await requester.Node.Client.WaitForAdvertisementAsync(provider.PeerId, sequence, ct);
+        await gate.Started.Task.WaitAsync(ct);
+        await NextAdvertisementAsync(cluster, requester, provider, ct);
         Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
 
         gate.Release.TrySetResult();
