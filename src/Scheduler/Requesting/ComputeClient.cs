@@ -848,12 +848,19 @@ public sealed partial class ComputeClient : IAsyncDisposable
         lock (_gate)
         {
             var now = _time.GetUtcNow();
+            var freedBusy = false;
             if (freedCore && _book.Get(provider, now) is { } current)
             {
                 // The provider finished it before answering: its core is free, whatever the newest advertisement says.
                 _windows.Freed(provider, current.Ad.Sequence);
+                freedBusy = current.IsBusy;
             }
             var end = _windows.Ended(provider, refusedBusy, now, reportedLimit, heldAtStart);
+            if (freedBusy)
+            {
+                // Jobs that found it busy wait for a newer advertisement: this is news of the same kind.
+                ProvidersChangedLocked();
+            }
             if (end.Reopened)
             {
                 WindowReopenedLocked();

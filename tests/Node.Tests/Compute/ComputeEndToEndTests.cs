@@ -138,6 +138,28 @@ public class ComputeEndToEndTests
     }
 
     [Test]
+    public async Task AJobWaitingOnAProviderAdvertisedBusy_IsWokenWhenThisNodesOwnLeaseThereCompletes(CancellationToken ct)
+    {
+        await using var cluster = new ComputeCluster(22);
+        var (requester, provider, gate) = await GatedPairAsync(cluster, ct);
+        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
+        await gate.Started.Task.WaitAsync(ct);
+        await NextAdvertisementAsync(cluster, requester, provider, ct);
+        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
+        var second = requester.Node.SubmitAsync(HashTask("second", 10), ct);
+
+        // No time passes from here: the advertisement saying it is free again is 10 s away.
+        gate.Release.TrySetResult();
+        Assert.That((await first).Status, Is.EqualTo(ExecutionStatus.Success));
+        var result = await second;
+        Assert.That(result.Status, Is.EqualTo(ExecutionStatus.Success), result.Error);
+        Assert.That(result.Provider, Is.EqualTo(provider.PeerId));
+        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True,
+            "leased while the newest advertisement still said busy: the end of the first lease woke the waiting job");
+        await cluster.AssertLedgersConserveAsync();
+    }
+
+    [Test]
     public async Task ALeaseWhosePaymentCannotBeReserved_LeavesNoLeaseInItsProvidersWindow(CancellationToken ct)
     {
         await using var cluster = new ComputeCluster(21);
