@@ -6,6 +6,9 @@
 # so one interleaved run can compare the same code under two settings, e.g. `069d992,HEAD@LEASEBENCH_POLICY=cluster`
 # (HEAD at the providers' cluster policy, beside HEAD at their defaults and 069d992). The variable is set for that
 # entry's runs alone; a version that does not read it runs as it would without it.
+# Equal loads: the bench's requester is a stranger to its providers, which since the per-requester limit (deliverable 8)
+# hold it to 4 leases each (8 in flight, whatever the concurrency asked); code before that limit (069d992) runs all of them.
+# Compare such code at the same load with `069d992,HEAD@LEASEBENCH_POLICY=cluster`, or run both at 8 (`-- 100 6000 8`).
 # A base whose API this checkout's program no longer compiles against (older than the composition root) runs its own
 # LeaseBench program instead, which prints the same lines; the build log says which.
 # usage: scripts/bench/LeaseBench/ab.sh [rounds] [base-commit[,base-commit...]] [-- sequential total concurrency]
