@@ -68,6 +68,20 @@ public class ComputeEndToEndTests
         return (requester, provider, gate!);
     }
 
+    /// <summary>
+    /// Submits a first task, holds it at the gate, and moves past the publishing gap until the requester holds the provider's
+    /// advertisement saying its one core is taken; returns the first task.
+    /// </summary>
+    private static async Task<Task<SubmissionResult>> FirstUnderABusyAdvertisementAsync(ComputeCluster cluster, ComputeCluster.Member requester,
+        ComputeCluster.Member provider, GatedExecutor gate, CancellationToken ct)
+    {
+        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
+        await gate.Started.Task.WaitAsync(ct);
+        await NextAdvertisementAsync(cluster, requester, provider, ct);
+        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
+        return first;
+    }
+
     /// <summary>Moves past the provider's publishing gap and waits until the requester holds its next advertisement.</summary>
     private static async Task NextAdvertisementAsync(ComputeCluster cluster, ComputeCluster.Member requester, ComputeCluster.Member provider,
         CancellationToken ct)
@@ -120,10 +134,7 @@ public class ComputeEndToEndTests
     {
         await using var cluster = new ComputeCluster(19);
         var (requester, provider, gate) = await GatedPairAsync(cluster, ct);
-        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
-        await gate.Started.Task.WaitAsync(ct);
-        await NextAdvertisementAsync(cluster, requester, provider, ct);
-        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
+        var first = await FirstUnderABusyAdvertisementAsync(cluster, requester, provider, gate, ct);
 
         gate.Release.TrySetResult();
         Assert.That((await first).Status, Is.EqualTo(ExecutionStatus.Success));
@@ -142,10 +153,7 @@ public class ComputeEndToEndTests
     {
         await using var cluster = new ComputeCluster(22);
         var (requester, provider, gate) = await GatedPairAsync(cluster, ct);
-        var first = requester.Node.SubmitAsync(HashTask("first", 10), ct);
-        await gate.Started.Task.WaitAsync(ct);
-        await NextAdvertisementAsync(cluster, requester, provider, ct);
-        Assert.That(requester.Node.Client.Providers().Single().IsBusy, Is.True, "the provider's newest advertisement: its one core is taken");
+        var first = await FirstUnderABusyAdvertisementAsync(cluster, requester, provider, gate, ct);
         var second = requester.Node.SubmitAsync(HashTask("second", 10), ct);
 
         // No time passes from here: the advertisement saying it is free again is 10 s away.

@@ -131,6 +131,7 @@ public class LeaseWindowsTests
     }
 
     [Test]
+    [Category("Adversarial")]
     public void AReportedLimit_CountsOnlyUpToWhatWasHeldWhenTheRequestWentOut()
     {
         // A provider that says "you may hold 1,000" when it refused the third cannot talk this node into asking for more than
