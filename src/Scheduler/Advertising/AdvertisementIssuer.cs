@@ -20,6 +20,7 @@ public sealed class AdvertisementIssuer
     /// <summary>The content last published (its id, sequence and times aside); null before the first.</summary>
     private Advertisement? _lastContentValue;
     private DateTimeOffset _quietUntil = DateTimeOffset.MinValue;
+    private DateTimeOffset _loadQuietUntil = DateTimeOffset.MinValue;
     private DateTimeOffset _nextPoll = DateTimeOffset.MinValue;
 
     public AdvertisementIssuer(PrivateKey key, AdvertisementOptions options)
@@ -42,6 +43,18 @@ public sealed class AdvertisementIssuer
     /// </summary>
     public DateTimeOffset QuietUntil => _quietUntil;
 
+    /// <summary>
+    /// While the last <see cref="Poll"/> found a load-only change waiting for <see cref="AdvertisementOptions.LoadChangeGap"/>
+    /// (it goes out at <see cref="NextPublishAt"/>, this time): until then no poll publishes whose content differs from the
+    /// last published only in the free cores, as long as the provider stays as busy or as free as published
+    /// (<see cref="PublishedFree"/>); otherwise <see cref="DateTimeOffset.MinValue"/>. The shell skips the polls of a lease's
+    /// start and end by it (the free cores are all a lease changes), as it skips every poll by <see cref="QuietUntil"/>.
+    /// </summary>
+    public DateTimeOffset LoadQuietUntil => _loadQuietUntil;
+
+    /// <summary>Whether the last advertisement published had a free core; null before the first.</summary>
+    public bool? PublishedFree => _lastContentValue is null ? null : _lastContentValue.AvailableCores > 0;
+
     /// <summary>When <see cref="Poll"/> should next be called if nothing changes.</summary>
     public DateTimeOffset NextPublishAt => _lastContentValue is null ? DateTimeOffset.MinValue : _nextPoll;
 
@@ -63,6 +76,7 @@ public sealed class AdvertisementIssuer
         var due = now >= _lastPublished + interval
             || (matters && now >= _lastPublished + gap)
             || (changed && now >= _lastPublished + loadGap);
+        _loadQuietUntil = DateTimeOffset.MinValue;
         if (!due)
         {
             if (matters)
@@ -78,6 +92,11 @@ public sealed class AdvertisementIssuer
             {
                 _quietUntil = DateTimeOffset.MinValue;
                 _nextPoll = _lastPublished + (changed ? loadGap : interval);
+                if (changed)
+                {
+                    // A load-only change past the gap: another like it cannot publish before the load gap's end.
+                    _loadQuietUntil = _nextPoll;
+                }
             }
             return null;
         }

@@ -121,7 +121,7 @@ public sealed partial class ProviderService
             _service._instruments.LeaseEnded(LeaseRole.Provider, outcome.Kind);
             LogLeaseEnded(_service._log, _lease.RequestId, _lease.Requester, outcome.Kind, outcome.Detail);
             _service.LeaseEnded?.Invoke(_lease.Requester, _lease.RequestId, outcome);
-            _service.PublishSoon();
+            _service.PublishSoonAfterLease();
         }
     }
 

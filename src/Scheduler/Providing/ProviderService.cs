@@ -131,6 +131,23 @@ public sealed partial class ProviderService : IAsyncDisposable
     }
 
     /// <summary>
+    /// <see cref="PublishSoon"/> after a lease started or ended, which changes the free cores and nothing else: also skipped
+    /// while a load-only change waits for <see cref="AdvertisementOptions.LoadChangeGap"/>
+    /// (<see cref="AdvertisementIssuer.LoadQuietUntil"/>, the timer armed for its end) and the provider is as busy or as free
+    /// as it last published, since no poll could publish before then. Going busy or free again still polls at once. Read
+    /// after the caller's change left the lock, so the free cores seen include it (a later change polls on its own).
+    /// </summary>
+    private void PublishSoonAfterLease()
+    {
+        var now = _time.GetUtcNow().UtcTicks;
+        if (now < Volatile.Read(ref _loadQuietUntilTicks) && Capacity.AvailableCores > 0 == Volatile.Read(ref _publishedFree))
+        {
+            return;
+        }
+        PublishSoon();
+    }
+
+    /// <summary>
     /// Polls the issuer in the background; while one poll is queued and not yet started, another is not queued (the
     /// queued one reads the state as it is when it runs). The timer always polls.
     /// </summary>
@@ -151,6 +168,17 @@ public sealed partial class ProviderService : IAsyncDisposable
     /// <summary>While a change waits for the end of the publishing gap: <see cref="AdvertisementIssuer.QuietUntil"/> in UTC ticks; else 0.</summary>
     private long _quietUntilTicks;
 
+    /// <summary>While a load-only change waits for the load gap: <see cref="AdvertisementIssuer.LoadQuietUntil"/> in UTC ticks; else 0.</summary>
+    private long _loadQuietUntilTicks;
+
+    /// <summary><see cref="AdvertisementIssuer.PublishedFree"/> as of the last poll (false before the first).</summary>
+    private bool _publishedFree;
+
+    /// <summary>Polls of the issuer so far (tests: a lease's start and end inside the load gap costs none).</summary>
+    internal long AdvertisementPolls => Interlocked.Read(ref _advertisementPolls);
+
+    private long _advertisementPolls;
+
     private CancellationToken Stopping => _work.Stopping;
 
     /// <summary>Polls the issuer now: publishes when the content changed or the interval passed, and re-arms the timer.</summary>
@@ -164,10 +192,13 @@ public sealed partial class ProviderService : IAsyncDisposable
         lock (_adGate)
         {
             var now = _time.GetUtcNow();
+            Interlocked.Increment(ref _advertisementPolls);
             envelope = _issuer.Poll(CurrentAdvertisement(), now);
             _lastAdvertisement = envelope ?? _lastAdvertisement;
             var next = _issuer.NextPublishAt - now;
             _adTimer?.Change(next < TimeSpan.Zero ? TimeSpan.Zero : next, Timeout.InfiniteTimeSpan);
+            Volatile.Write(ref _publishedFree, _issuer.PublishedFree == true);
+            Volatile.Write(ref _loadQuietUntilTicks, _adTimer is not null ? _issuer.LoadQuietUntil.UtcTicks : 0);
             Volatile.Write(ref _quietUntilTicks, _adTimer is not null ? _issuer.QuietUntil.UtcTicks : 0);
         }
         if (envelope is not null)
@@ -404,7 +435,7 @@ public sealed partial class ProviderService : IAsyncDisposable
         after?.Invoke();
         if (capacityChanged)
         {
-            PublishSoon();
+            PublishSoonAfterLease();
         }
     }
 

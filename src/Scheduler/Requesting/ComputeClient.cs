@@ -886,19 +886,31 @@ public sealed partial class ComputeClient : IAsyncDisposable
         _channels.ContainsKey(provider) || _reputation.Get(provider) != ProviderRecord.Empty || _host.Peers.Get(provider) is not null;
 
     /// <summary>
+    /// How long the addresses of one advertisement put into the peer store for a channel are not put there again: a tenth
+    /// of the peer store's default 10 minutes for discovered addresses (kept without expiry while connected).
+    /// </summary>
+    private static readonly TimeSpan AddressRefresh = TimeSpan.FromMinutes(1);
+
+    /// <summary>
     /// The lease stream shared by every lease with <paramref name="provider"/>. Puts the provider's advertised addresses
     /// into the peer store first (strangers' advertisements do not put them there on arrival; the host's address source
-    /// would at the dial, this puts them there for the lease and receipt dials as before).
+    /// would at the dial, this puts them there for the lease and receipt dials as before): once per advertisement and
+    /// <see cref="AddressRefresh"/>, not on every lease and receipt (each parsed the addresses and took the store's lock).
     /// </summary>
     private LeaseChannel ChannelTo(PeerId provider)
     {
         lock (_gate)
         {
-            if (provider != _key.PeerId && _book.Get(provider, _time.GetUtcNow()) is { } ad)
+            var now = _time.GetUtcNow();
+            var ad = provider != _key.PeerId ? _book.Get(provider, now) : null;
+            _channels.TryGetValue(provider, out var channel);
+            var added = ad is not null
+                && (channel is null || !ReferenceEquals(channel.AddressesFrom, ad) || now >= channel.AddressesAt + AddressRefresh);
+            if (added)
             {
-                _host.Peers.AddAddresses(provider, ad.Addresses, AddressSource.Identify);
+                _host.Peers.AddAddresses(provider, ad!.Addresses, AddressSource.Identify);
             }
-            if (!_channels.TryGetValue(provider, out var channel))
+            if (channel is null)
             {
                 if (_channels.Count >= _options.MaxLeaseChannels)
                 {
@@ -910,6 +922,11 @@ public sealed partial class ComputeClient : IAsyncDisposable
                     }
                 }
                 _channels[provider] = channel = new LeaseChannel(_host, provider, _options.Lease, _time, _work);
+            }
+            if (added)
+            {
+                channel.AddressesFrom = ad;
+                channel.AddressesAt = now;
             }
             return channel;
         }

@@ -49,6 +49,14 @@ internal sealed class LeaseChannel : IAsyncDisposable
     private IStream? _stream;
     private long _opened;
 
+    /// <summary>
+    /// The advertisement whose addresses <see cref="ComputeClient"/> last put into the peer store for this provider, and
+    /// when (under the client's lock).
+    /// </summary>
+    internal object? AddressesFrom { get; set; }
+
+    internal DateTimeOffset AddressesAt { get; set; }
+
     /// <param name="work">The requester's background work: the channel's read loops run there.</param>
     public LeaseChannel(IHost host, PeerId provider, LeaseOptions options, TimeProvider time, BackgroundWork work)
     {

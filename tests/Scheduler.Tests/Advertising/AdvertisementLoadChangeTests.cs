@@ -93,6 +93,52 @@ public class AdvertisementLoadChangeTests
     }
 
     [Test]
+    public void LoadQuietUntil_IsSetOnlyWhileALoadOnlyChangeWaits_AndNoPollInsideItPublishesAnotherLikeIt()
+    {
+        // The shell skips a lease's start and end by LoadQuietUntil while the provider stays as free as published: sound only
+        // if no such poll could publish before it, and if it is never set while something else is pending.
+        var key = Ads.Key(1);
+        var options = new AdvertisementOptions();
+        var issuer = new AdvertisementIssuer(key, options);
+        var idle = Ads.Make(key, cores: 4, available: 4);
+        Assert.That(issuer.PublishedFree, Is.Null, "nothing published yet");
+        Assert.That(issuer.Poll(idle, T0), Is.Not.Null);
+        Assert.That(issuer.PublishedFree, Is.True);
+        Assert.That(issuer.LoadQuietUntil, Is.EqualTo(DateTimeOffset.MinValue), "just published: nothing waits");
+
+        Assert.That(issuer.Poll(idle with { AvailableCores = 3 }, T0 + TimeSpan.FromSeconds(1)), Is.Null);
+        Assert.That(issuer.LoadQuietUntil, Is.EqualTo(DateTimeOffset.MinValue), "inside the 2-second gap QuietUntil holds every poll back");
+        Assert.That(issuer.Poll(idle with { AvailableCores = 3 }, T0 + TimeSpan.FromSeconds(5)), Is.Null);
+        Assert.That(issuer.LoadQuietUntil, Is.EqualTo(T0 + options.LoadChangeGap), "a load-only change waits for the load gap");
+        Assert.That(issuer.NextPublishAt, Is.EqualTo(issuer.LoadQuietUntil), "where the shell's timer polls");
+        for (var s = 6; s < 60; s += 7)
+        {
+            foreach (var free in new[] { 1, 2, 3, 4 })
+            {
+                Assert.That(issuer.Poll(idle with { AvailableCores = free }, T0 + TimeSpan.FromSeconds(s)), Is.Null,
+                    $"{free} free at {s} s: as free as published, inside LoadQuietUntil");
+                if (free == 4)
+                {
+                    Assert.That(issuer.LoadQuietUntil, Is.EqualTo(DateTimeOffset.MinValue), "back to what was published: nothing waits");
+                }
+                else
+                {
+                    Assert.That(issuer.LoadQuietUntil, Is.EqualTo(T0 + options.LoadChangeGap), "the load gap's end does not move");
+                }
+            }
+        }
+        Assert.That(issuer.Poll(idle with { AvailableCores = 2 }, T0 + TimeSpan.FromSeconds(58)), Is.Null);
+        var busy = Open(issuer.Poll(idle with { AvailableCores = 0 }, T0 + TimeSpan.FromSeconds(59)));
+        Assert.That(busy.AvailableCores, Is.Zero, "going busy inside LoadQuietUntil publishes at once (the shell polls it)");
+        Assert.That(issuer.PublishedFree, Is.False);
+        Assert.That(issuer.LoadQuietUntil, Is.EqualTo(DateTimeOffset.MinValue));
+
+        Assert.That(issuer.Poll(idle with { AvailableCores = 0, PricePerMegaFuel = 3 }, T0 + TimeSpan.FromSeconds(60)), Is.Null);
+        Assert.That(issuer.QuietUntil, Is.EqualTo(T0 + TimeSpan.FromSeconds(61)), "a change that matters, inside the gap");
+        Assert.That(issuer.LoadQuietUntil, Is.EqualTo(DateTimeOffset.MinValue), "never set beside a pending change that matters");
+    }
+
+    [Test]
     public void Poll_OtherChanges_StillGoOutAfterTheMinimumGap_AndAreCountedByReason()
     {
         var key = Ads.Key(1);
