@@ -8,6 +8,12 @@ public sealed record LeaseWork
 {
     public required ReadOnlyMemory<byte> Module { get; init; }
 
+    /// <summary>
+    /// The SHA-256 of <see cref="Module"/> when the requester knows it already (its module digests, recognised by the bytes);
+    /// null: the lease hashes the module itself.
+    /// </summary>
+    public byte[]? ModuleHash { get; init; }
+
     public ReadOnlyMemory<byte> Input { get; init; }
 
     public required long FuelLimit { get; init; }
@@ -74,7 +80,7 @@ public sealed class RequesterLease
         Request = new LeaseRequest
         {
             RequestId = requestId,
-            ModuleHash = SHA256.HashData(work.Module.Span),
+            ModuleHash = work.ModuleHash ?? SHA256.HashData(work.Module.Span),
             ModuleSize = work.Module.Length,
             InputHash = SHA256.HashData(work.Input.Span),
             InputSize = work.Input.Length,

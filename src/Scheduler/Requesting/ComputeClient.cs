@@ -65,6 +65,12 @@ public sealed partial class ComputeClient : IAsyncDisposable
     private readonly BackgroundWork _work;
     private readonly BackgroundWork _deliveryWork;
     private readonly ISecureRandom _secure;
+
+    /// <summary>The SHA-256 of modules submitted here, so that a lease does not hash its module again (each lease did).</summary>
+    private readonly ModuleDigests _moduleDigests = new();
+
+    /// <summary>Modules hashed for leases so far (tests).</summary>
+    internal long ModulesHashed => _moduleDigests.Hashed;
     private readonly Dictionary<PeerId, LeaseChannel> _channels = [];
     /// <summary>The leases held with each provider and how many it allows this node (under <see cref="_gate"/>).</summary>
     private readonly LeaseWindows _windows;
@@ -737,6 +743,7 @@ public sealed partial class ComputeClient : IAsyncDisposable
             var work = new LeaseWork
             {
                 Module = s.Module,
+                ModuleHash = _moduleDigests.Of(s.Module.Span),
                 Input = job.Payload,
                 FuelLimit = s.Fuel,
                 MemoryLimitBytes = s.MemoryBytes,
