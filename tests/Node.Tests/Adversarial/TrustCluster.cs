@@ -99,6 +99,19 @@ internal sealed class TrustCluster : IAsyncDisposable
         return member;
     }
 
+    /// <summary>
+    /// A provider of <paramref name="cores"/> cores that gives them all to strangers, and a requester that has its
+    /// advertisement: the opening of tests of one requester's leases with one provider.
+    /// </summary>
+    public async Task<(Member Provider, Member Requester)> ProviderAndRequesterAsync(int cores, Func<ITaskExecutor, ITaskExecutor>? decorate = null)
+    {
+        var provider = await AddAsync("provider", provide: true, price: 10, decorate: decorate,
+            configure: c => c with { Provider = c.Provider with { Cores = cores, StrangerCoreShare = 1, MaxLeasesPerRequester = cores } });
+        var requester = await AddAsync("requester", provide: false);
+        await requester.Client.WaitForProvidersAsync(1, CancellationToken.None);
+        return (provider, requester);
+    }
+
     /// <summary>Stops a member (its host first, as a crash would) and returns; <see cref="RestartAsync"/> brings it back.</summary>
     public async Task StopAsync(Member member) => await member.Potluck.DisposeAsync();
 

@@ -46,11 +46,7 @@ public class AdvertisementPollNodeTests
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 317);
         GatedExecutor gate = null!;
-        var provider = await cluster.AddAsync("provider", provide: true, price: 10,
-            decorate: inner => gate = new GatedExecutor(inner),
-            configure: c => c with { Provider = c.Provider with { Cores = 2, StrangerCoreShare = 1, MaxLeasesPerRequester = 2 } });
-        var requester = await cluster.AddAsync("requester", provide: false);
-        await requester.Client.WaitForProvidersAsync(1, ct);
+        var (provider, requester) = await cluster.ProviderAndRequesterAsync(cores: 2, decorate: inner => gate = new GatedExecutor(inner));
         var started = cluster.Time.GetUtcNow();
 
         // One task at a time: one of the two cores taken, then free again — never busy.

@@ -13,47 +13,18 @@ namespace Potluck.Node.Tests.Compute;
 /// </summary>
 public class ModuleDigestNodeTests
 {
-    /// <summary>Flips the last byte of the module's first custom section: another module of the same length, the same program.</summary>
-    private static void RewriteACustomSection(byte[] wasm)
-    {
-        static (int Value, int Next) Leb(byte[] b, int i)
-        {
-            int value = 0, shift = 0;
-            while (true)
-            {
-                var x = b[i++];
-                value |= (x & 0x7F) << shift;
-                shift += 7;
-                if (x < 0x80)
-                {
-                    return (value, i);
-                }
-            }
-        }
-        for (var i = 8; i < wasm.Length;)
-        {
-            var (size, payload) = Leb(wasm, i + 1);
-            if (wasm[i] == 0)
-            {
-                wasm[payload + size - 1] ^= 0x01;
-                return;
-            }
-            i = payload + size;
-        }
-        Assert.Fail("the sample has no custom section");
-    }
+    /// <summary>The module with a custom section appended (as ModuleCacheTests does): the same program, another module per fill.</summary>
+    private static byte[] WithCustomSection(byte[] wasm, byte fill) => [.. wasm, 0, 6, 1, (byte)'x', fill, fill, fill, fill];
 
     [Test]
     public void TheSameModuleTaskAfterTask_IsHashedOnce_AndARewrittenBuffer_IsLeasedAsWhatItHoldsNow() => VirtualTimeDriver.Run(async d =>
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 337);
-        var provider = await cluster.AddAsync("provider", provide: true, price: 10,
-            configure: c => c with { Provider = c.Provider with { Cores = 2, StrangerCoreShare = 1 } });
-        var requester = await cluster.AddAsync("requester", provide: false);
-        await requester.Client.WaitForProvidersAsync(1, ct);
+        var (provider, requester) = await cluster.ProviderAndRequesterAsync(cores: 2);
 
-        var buffer = ComputeCluster.Sample("hashchain").ToArray();
+        var hashchain = ComputeCluster.Sample("hashchain");
+        var buffer = WithCustomSection(hashchain, 1);
         async Task Run(string seed)
         {
             var result = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask(seed, 10) with { Module = buffer }, ct);
@@ -67,7 +38,7 @@ public class ModuleDigestNodeTests
         Assert.That(requester.Client.ModulesHashed, Is.EqualTo(1), "three leases of one module: hashed for the first only");
 
         var before = SHA256.HashData(buffer);
-        RewriteACustomSection(buffer);
+        WithCustomSection(hashchain, 2).CopyTo(buffer, 0); // the caller reuses its buffer for another module of the same length
         var after = SHA256.HashData(buffer);
         Assert.That(provider.Node.Modules.Contains(after), Is.False);
         await Run("rewritten buffer");

@@ -18,10 +18,7 @@ public class ProviderAddressNodeTests
     {
         var ct = CancellationToken.None;
         await using var cluster = new TrustCluster(d, seed: 331);
-        var provider = await cluster.AddAsync("provider", provide: true, price: 10,
-            configure: c => c with { Provider = c.Provider with { Cores = 2, StrangerCoreShare = 1 } });
-        var requester = await cluster.AddAsync("requester", provide: false);
-        await requester.Client.WaitForProvidersAsync(1, ct);
+        var (provider, requester) = await cluster.ProviderAndRequesterAsync(cores: 2);
         var advertised = provider.Potluck.Host.ListenAddresses[0];
 
         var first = await requester.Node.SubmitAsync(OutcomeAttackTests.HashTask("before", 10), ct);
